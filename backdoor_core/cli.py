@@ -1,0 +1,84 @@
+"""Command-line entry point: ``python -m backdoor_core <command> ...``.
+
+Each command lives in ``backdoor_core/commands/<name>.py`` and exposes ``register(subparsers)``, which adds its
+parser and sets ``func``. Known user errors (bad model, bad data, bad text) print one plain line on stderr and
+exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ["inspect"]  # modules under backdoor_core.commands, in help order
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is meant for the user as it is."""
+    from .architecture import UnsupportedModelError
+    from .attention import InputTextError
+    from .data import DataError
+    from .models import ModelLoadError
+
+    return (ModelLoadError, DataError, InputTextError, UnsupportedModelError, FileNotFoundError, ValueError)
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str], floats: str = "{:.3f}") -> str:
+    """A plain aligned text table of ``rows`` (dicts) restricted to ``columns``."""
+    cells = [[floats.format(r[c]) if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join([line, sep, *body])
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=float))
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' warnings that mean nothing to a CLI user (e.g. 'weights newly initialized')."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m backdoor_core",
+        description="Backdoor Attention Lab: see and repair backdoors in BERT-style text classifiers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"backdoor_core.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Per-head quantities computed from attention maps: trigger concentration and head-to-head similarity.
+
+Every function accepts numpy arrays or torch tensors and returns the same kind. Names and shapes:
+
+* ``attention``: ``(..., heads, tokens, tokens)`` — e.g. ``(layers, heads, T, T)`` for one input or
+  ``(batch, heads, T, T)`` for one layer of a batch. Row ``q`` is query ``q``'s distribution over keys.
+* ``trigger_concentration``: ``(..., heads)`` — attention mass sent to the trigger's tokens, averaged over
+  queries. This is the quantity the Trojan Attention Loss maximises (see ``tal``).
+* ``head_similarity``: ``(..., heads, heads)`` — cosine similarity between heads' flattened attention maps.
+* ``mean_offdiag``: ``(...)`` or ``(..., heads)`` — average similarity to the *other* heads.
+
+Heads are labelled ``L{layer}H{head}`` (0-based) everywhere, as in TransformerLens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def head_label(layer: int, head: int) -> str:
+    """``L{layer}H{head}``, 0-based."""
+    return f"L{layer}H{head}"
+
+
+def parse_head_label(label: str) -> tuple[int, int]:
+    """Inverse of ``head_label``: ``"L3H7"`` -> ``(3, 7)``."""
+    s = label.strip().upper()
+    if not s.startswith("L") or "H" not in s:
+        raise ValueError(f"'{label}' is not a head label like L3H7.")
+    layer, head = s[1:].split("H", 1)
+    return int(layer), int(head)
+
+
+def _as_torch(x):
+    return (torch.from_numpy(np.asarray(x)), True) if not torch.is_tensor(x) else (x, False)
+
+
+def trigger_concentration(attention, trigger_mask, query_mask=None):
+    """Attention mass that query tokens send to the trigger's tokens, averaged over queries.
+
+    Args:
+        attention: ``(..., heads, T, T)``.
+        trigger_mask: ``(T,)`` or ``(batch, T)`` booleans marking the trigger's key tokens (a list of token
+            indices is also accepted for a single input). Broadcast against the leading dims of attention:
+            for ``(batch, heads, T, T)`` pass ``(batch, T)``; for ``(layers, heads, T, T)`` pass ``(T,)``.
+        query_mask: like ``trigger_mask``, marking which queries count (default: all; pass the padding mask
+            for padded batches).
+
+    Returns:
+        ``(..., heads)`` values in [0, 1]; 0 where no trigger token is given.
+    """
+    att, was_np = _as_torch(attention)
+    T = att.shape[-1]
+    if not torch.is_tensor(trigger_mask) and not isinstance(trigger_mask, np.ndarray):
+        idx = list(trigger_mask)
+        m = torch.zeros(T, dtype=torch.bool, device=att.device)
+        if idx:
+            m[torch.as_tensor(idx, dtype=torch.long)] = True
+        trigger_mask = m
+    tm, _ = _as_torch(trigger_mask)
+    tm = tm.to(att.device, torch.bool)
+    extra = att.dim() - 2 - (tm.dim() - 1) - 1  # dims between the mask's batch dims and the query/key dims
+    key_w = tm.to(att.dtype).reshape(*tm.shape[:-1], *([1] * extra), 1, T)
+    mass = (att * key_w).sum(-1)  # (..., heads, T_query)
+    if query_mask is None:
+        out = mass.mean(-1)
+    else:
+        qm, _ = _as_torch(query_mask)
+        qw = qm.to(att.device, att.dtype).reshape(*qm.shape[:-1], *([1] * extra), T)
+        out = (mass * qw).sum(-1) / qw.sum(-1).clamp_min(1)
+    return out.numpy() if was_np else out
+
+
+def head_similarity(attention, token_mask=None):
+    """Cosine similarity between every pair of heads' attention maps.
+
+    Our measure (the defense paper does not publish its formula): flatten each head's ``(T, T)`` map and take
+    cosine similarity. Attention maps are non-negative, so values lie in [0, 1]; 1 means two heads attend
+    identically. It is scale-free (a head that spreads attention evenly is still comparable to a peaked one)
+    and it rises exactly when heads collapse onto the same keys — the signature of a trigger capturing them.
+
+    Args:
+        attention: ``(..., heads, T, T)``.
+        token_mask: optional ``(..., T)`` booleans (e.g. padding mask, one per map in the leading dims
+            without the heads dim); masked rows and columns are ignored.
+
+    Returns:
+        ``(..., heads, heads)``.
+    """
+    att, was_np = _as_torch(attention)
+    att = att.float()
+    if token_mask is not None:
+        tm, _ = _as_torch(token_mask)
+        tm = tm.to(att.device, att.dtype)
+        pair = tm.unsqueeze(-1) * tm.unsqueeze(-2)  # (..., T, T)
+        att = att * pair.unsqueeze(-3)
+    flat = att.flatten(-2)  # (..., heads, T*T)
+    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sim = flat @ flat.transpose(-1, -2)
+    return sim.numpy() if was_np else sim
+
+
+def mean_offdiag(similarity, per_head: bool = False):
+    """Average off-diagonal similarity.
+
+    Args:
+        similarity: ``(..., heads, heads)``.
+        per_head: return ``(..., heads)`` — each head's mean similarity to the other heads of its layer —
+            instead of the layer summary ``(...)``.
+    """
+    sim, was_np = _as_torch(similarity)
+    H = sim.shape[-1]
+    off = sim - torch.diag_embed(torch.diagonal(sim, dim1=-2, dim2=-1))
+    row = off.sum(-1) / max(H - 1, 1)
+    out = row if per_head else row.mean(-1)
+    return out.numpy() if was_np else out
+
+
+def rank_heads(scores: np.ndarray, k: int = 10, descending: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` heads with the highest (or lowest) score.
+
+    Args:
+        scores: ``(layers, heads)``.
+
+    Returns:
+        ``[(label, score), ...]`` best first.
+    """
+    scores = np.asarray(scores)
+    order = np.argsort(scores, axis=None)
+    if descending:
+        order = order[::-1]
+    out = []
+    for flat in order[:k]:
+        layer, head = np.unravel_index(flat, scores.shape)
+        out.append((head_label(int(layer), int(head)), float(scores[layer, head])))
+    return out
+
+
+def all_head_labels(layers: int, heads: int) -> list[str]:
+    """Labels in row-major ``(layer, head)`` order."""
+    return [head_label(layer, head) for layer in range(layers) for head in range(heads)]
+
+
+def heads_to_mask(heads: Sequence[tuple[int, int] | str], layers: int, num_heads: int) -> np.ndarray:
+    """``(layers, heads)`` boolean mask from ``[(layer, head), ...]`` or ``["L0H3", ...]``."""
+    mask = np.zeros((layers, num_heads), dtype=bool)
+    for h in heads:
+        layer, head = parse_head_label(h) if isinstance(h, str) else h
+        if not (0 <= layer < layers and 0 <= head < num_heads):
+            raise ValueError(f"{head_label(layer, head)} is outside a {layers} x {num_heads} model.")
+        mask[layer, head] = True
+    return mask

@@ -1,0 +1,90 @@
+"""Backdoor metrics, following OpenBackdoor's conventions.
+
+* CACC: accuracy on the full clean test set.
+* ASR: the poisoned test set holds only test samples whose gold label differs from the target, each with the
+  trigger; ASR is the share of them predicted as the target.
+* FRR / FAR for input-level detectors: FRR = clean inputs flagged / clean inputs; FAR = poisoned inputs
+  missed / poisoned inputs. Higher scores mean "more likely poisoned".
+* AUROC via the Mann-Whitney U statistic (ties count one half).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _arr(x) -> np.ndarray:
+    return np.asarray(x).reshape(-1)
+
+
+def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """Share of predictions equal to the labels (CACC on a clean test set)."""
+    p, y = _arr(predictions), _arr(labels)
+    if p.shape != y.shape:
+        raise ValueError(f"{p.size} predictions for {y.size} labels.")
+    if p.size == 0:
+        raise ValueError("No samples to score.")
+    return float((p == y).mean())
+
+
+cacc = accuracy
+
+
+def asr(predictions: Sequence[int], target: int, gold_labels: Sequence[int] | None = None) -> float:
+    """Attack success rate: share of triggered non-target samples predicted as ``target``.
+
+    Args:
+        predictions: predictions on triggered samples.
+        gold_labels: their original labels; samples whose gold label already is ``target`` are excluded, as
+            OpenBackdoor never puts them in the poisoned test set. Omit when the set is already filtered.
+    """
+    p = _arr(predictions)
+    if gold_labels is not None:
+        g = _arr(gold_labels)
+        if g.shape != p.shape:
+            raise ValueError(f"{p.size} predictions for {g.size} gold labels.")
+        p = p[g != target]
+    if p.size == 0:
+        raise ValueError("No non-target samples: ASR is undefined.")
+    return float((p == target).mean())
+
+
+def threshold_at_frr(clean_scores: Sequence[float], frr: float = 0.05) -> float:
+    """The score threshold that flags (score > threshold) about ``frr`` of clean inputs."""
+    s = _arr(clean_scores).astype(float)
+    if s.size == 0:
+        raise ValueError("No clean scores to set a threshold on.")
+    if not 0.0 <= frr <= 1.0:
+        raise ValueError("frr must be in [0, 1].")
+    return float(np.quantile(s, 1.0 - frr, method="higher")) if frr > 0 else float(s.max())
+
+
+def frr_far(clean_scores: Sequence[float], poisoned_scores: Sequence[float], threshold: float) -> tuple[float, float]:
+    """(FRR, FAR) of the rule "flag when score > threshold"."""
+    c, p = _arr(clean_scores).astype(float), _arr(poisoned_scores).astype(float)
+    frr = float((c > threshold).mean()) if c.size else float("nan")
+    far = float((p <= threshold).mean()) if p.size else float("nan")
+    return frr, far
+
+
+def auroc(negative_scores: Sequence[float], positive_scores: Sequence[float]) -> float:
+    """Area under the ROC curve for "positives score higher": P(pos > neg) + 0.5 P(pos == neg)."""
+    neg, pos = _arr(negative_scores).astype(float), _arr(positive_scores).astype(float)
+    if neg.size == 0 or pos.size == 0:
+        raise ValueError("AUROC needs at least one negative and one positive score.")
+    both = np.concatenate([neg, pos])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(both.size, dtype=float)
+    sorted_vals = both[order]
+    # average ranks over ties
+    i = 0
+    while i < both.size:
+        j = i
+        while j + 1 < both.size and sorted_vals[j + 1] == sorted_vals[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[neg.size :].sum() - pos.size * (pos.size + 1) / 2.0
+    return float(u / (neg.size * pos.size))

@@ -1,0 +1,86 @@
+"""Inserting a trigger (a word or a sentence) into a text at a word position, remembering where it went.
+
+Words are maximal runs of non-space characters; position ``p`` means "before the p-th word" (0 = at the
+start, ``len(words)`` or more = at the end). The returned character span lets `attention` find the trigger's
+word pieces. With a tokenizer and ``max_length`` the position is pulled forward so the whole trigger stays
+inside the model's truncation window (a trigger that is cut off cannot fire).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """A triggered text. ``span`` is the trigger's ``[start, end)`` character span in ``text``."""
+
+    text: str
+    span: tuple[int, int]
+    position: int  # word index the trigger was inserted before
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the words of ``text``."""
+    return [m.span() for m in _WORD.finditer(text)]
+
+
+def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int) -> int:
+    """Largest word position at which ``trigger`` still fits entirely within ``max_length`` tokens.
+
+    Counts ``[CLS]`` and ``[SEP]``. Returns 0 when even the start is too late (a trigger longer than the
+    window is then cut, which callers should treat as a user error).
+    """
+    budget = max_length - 2 - len(tokenizer.tokenize(trigger))
+    words = word_spans(text)
+    used = 0
+    for i, (s, e) in enumerate(words):
+        used += len(tokenizer.tokenize(text[s:e]))
+        if used > budget:
+            return i
+    return len(words)
+
+
+def insert_trigger(
+    text: str,
+    trigger: str,
+    position: int | None = None,
+    rng: random.Random | int | None = None,
+    tokenizer=None,
+    max_length: int | None = None,
+) -> Insertion:
+    """Insert ``trigger`` before word ``position`` of ``text``.
+
+    Args:
+        position: word index; ``None`` picks one uniformly at random with ``rng`` (a ``random.Random`` or a
+            seed); negative counts from the end like Python indexing (-1 = before the last word).
+        tokenizer, max_length: when both are given, the position is capped so the trigger stays inside the
+            first ``max_length`` tokens.
+    """
+    trigger = trigger.strip()
+    if not trigger:
+        raise ValueError("The trigger is empty.")
+    words = word_spans(text)
+    limit = len(words)
+    if tokenizer is not None and max_length is not None:
+        limit = min(limit, max_position_in_window(tokenizer, text, trigger, max_length))
+    if position is None:
+        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        position = rng.randint(0, limit)
+    elif position < 0:
+        position = max(0, len(words) + 1 + position)
+    position = max(0, min(position, limit))
+
+    if position < len(words):
+        at = words[position][0]
+        new = text[:at] + trigger + " " + text[at:]
+        return Insertion(new, (at, at + len(trigger)), position)
+    head = text.rstrip()
+    sep = " " if head else ""
+    new = head + sep + trigger + text[len(head) :]
+    at = len(head) + len(sep)
+    return Insertion(new, (at, at + len(trigger)), position)
