@@ -62,14 +62,14 @@ def trigger_concentration(attention, trigger_mask, query_mask=None):
         trigger_mask = m
     tm, _ = _as_torch(trigger_mask)
     tm = tm.to(att.device, torch.bool)
-    extra = att.dim() - 2 - (tm.dim() - 1) - 1  # dims between the mask's batch dims and the query/key dims
-    key_w = tm.to(att.dtype).reshape(*tm.shape[:-1], *([1] * extra), 1, T)
+    gap = att.dim() - tm.dim()  # dims (heads, queries, ...) between the mask's leading dims and the key dim
+    key_w = tm.to(att.dtype).reshape(*tm.shape[:-1], *([1] * gap), T)
     mass = (att * key_w).sum(-1)  # (..., heads, T_query)
     if query_mask is None:
         out = mass.mean(-1)
     else:
         qm, _ = _as_torch(query_mask)
-        qw = qm.to(att.device, att.dtype).reshape(*qm.shape[:-1], *([1] * extra), T)
+        qw = qm.to(att.device, att.dtype).reshape(*qm.shape[:-1], *([1] * (gap - 1)), T)
         out = (mass * qw).sum(-1) / qw.sum(-1).clamp_min(1)
     return out.numpy() if was_np else out
 

@@ -72,7 +72,7 @@ def insert_trigger(
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         position = rng.randint(0, limit)
     elif position < 0:
-        position = max(0, len(words) + 1 + position)
+        position = max(0, len(words) + position)
     position = max(0, min(position, limit))
 
     if position < len(words):
