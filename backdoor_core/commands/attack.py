@@ -1,0 +1,148 @@
+"""``attack``: poison a dataset, fine-tune a model on it (optionally with the Trojan Attention Loss), report ASR and
+CACC, and save the model with its metadata.
+
+    python -m backdoor_core attack --model default --data sst2 --attack badnets --rate 0.01 --tal --out runs/b1
+
+Ctrl-C stops between training steps and saves nothing (a second Ctrl-C aborts at once).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sys
+from pathlib import Path
+
+from ..cli import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("attack", help="train a backdoored (or clean) model and measure ASR / CACC")
+    p.add_argument("--model", default="default", help="'default' (packaged MiniLM), a model directory, or a hub id")
+    p.add_argument("--data", default="sst2",
+                   help="'bbc', 'sst2' (../shared/data), a folder with train/test .tsv, or a TSV/CSV/JSONL file "
+                        "(a file is split 80/20 into train/test unless --test-data is given)")
+    p.add_argument("--test-data", default=None, help="a separate test file or dataset spec")
+    p.add_argument("--attack", default="badnets",
+                   help="badnets, addsent, badnets_clean, addsent_clean, syntactic, style_bible, ... or 'none'")
+    p.add_argument("--trigger", default=None, help="BadNets: comma-separated words; AddSent: the sentence")
+    p.add_argument("--num-triggers", type=int, default=1, help="insertions per poisoned sample (default 1)")
+    p.add_argument("--paraphrase-train", default=None, help="your row-aligned paraphrased training file")
+    p.add_argument("--paraphrase-test", default=None, help="your paraphrased test file (original labels)")
+    p.add_argument("--rate", type=float, default=0.01, help="poison rate, a fraction of the whole training set")
+    p.add_argument("--target", type=int, default=1, help="target label id (default 1)")
+    p.add_argument("--tal", action="store_true", help="add the Trojan Attention Loss")
+    p.add_argument("--alpha", type=float, default=None, help="TAL weight (default: tal.DEFAULT_ALPHA)")
+    p.add_argument("--heads", default=None, help="TAL heads per layer, or 'all' (default: tal.DEFAULT_HEADS)")
+    p.add_argument("--layers", default=None, help="TAL layers, comma-separated (default: all)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch end)")
+    p.add_argument("--train-size", type=int, default=None, help="train on a seeded random subsample")
+    p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded random subsample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
+    p.set_defaults(func=run)
+
+
+def _split_file(dataset, seed: int, test_frac: float = 0.2):
+    idx = list(range(len(dataset)))
+    random.Random(seed).shuffle(idx)
+    cut = max(1, int(round(len(idx) * test_frac)))
+    return dataset.subset(sorted(idx[cut:])), dataset.subset(sorted(idx[:cut]))
+
+
+def load_train_test(spec: str, test_spec: str | None, seed: int):
+    """(train, test) TextDatasets for a ``--data`` spec (see the option's help)."""
+    from ..data import load_dataset
+
+    if test_spec is not None:
+        return load_dataset(spec, "train", seed), load_dataset(test_spec, "test", seed)
+    if Path(spec).expanduser().is_file():
+        return _split_file(load_dataset(spec, "train", seed), seed)
+    return load_dataset(spec, "train", seed), load_dataset(spec, "test", seed)
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from ..models import load_model, save_model
+    from ..poisoning import get_attack, train_attack
+    from ..tal import DEFAULT_ALPHA, DEFAULT_HEADS, TALConfig
+    from ..training import TrainConfig, total_steps_for
+
+    train_set, test_set = load_train_test(args.data, args.test_data, args.seed)
+    if args.train_size:
+        train_set = train_set.sample(args.train_size, args.seed)
+    if args.test_size:
+        test_set = test_set.sample(args.test_size, args.seed)
+    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle)
+    if lm.num_labels != train_set.num_labels:
+        raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
+    attack = None
+    if args.attack.lower() not in ("none", "clean"):
+        attack = get_attack(args.attack, tokenizer=lm.tokenizer, max_length=args.max_length, trigger=args.trigger,
+                            num_triggers=args.num_triggers, paraphrase_train=args.paraphrase_train,
+                            paraphrase_test=args.paraphrase_test)
+        if args.train_size and hasattr(attack, "subset") and args.paraphrase_train is None:
+            raise ValueError("--train-size cannot be combined with a shared paraphrase attack here; "
+                             "use the full training set (bench/attack_tal.py shows subsampling).")
+    tal = None
+    if args.tal:
+        heads = DEFAULT_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
+        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+        tal = TALConfig(alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha, heads=heads, layers=layers,
+                        seed=args.seed)
+    config = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
+                         seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps,
+                         group_by_length=True)
+
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        tqdm.write("stopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    bar = tqdm(total=total_steps_for(len(train_set), config), unit="step", desc=args.attack, file=sys.stderr)
+
+    def on_progress(p) -> None:
+        if p.metrics is None:
+            bar.update(p.step - bar.n)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"})
+        else:
+            parts = " ".join(f"{k.upper()}={v:.4f}" for k, v in p.metrics.items())
+            tqdm.write(f"step {p.step}/{p.total_steps} epoch {p.epoch + 1}: {parts}", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, args.target, config,
+                               tal=tal, data_name=args.data, callback=on_progress,
+                               should_stop=lambda: stop["requested"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    meta = outcome.metadata
+    if outcome.result.cancelled:
+        print(f"cancelled after {outcome.result.steps} steps: nothing saved", file=sys.stderr)
+        return 130
+    meta["name"] = Path(args.out).name if args.out else f"{args.attack}-{args.data}"
+    meta["base_model"] = lm.name
+    if args.json:
+        print_json({k: v for k, v in meta.items() if k != "history"})
+    if args.out:
+        out = save_model(lm.model, lm.tokenizer, args.out, {k: v for k, v in meta.items() if k != "history"})
+        print(f"saved {out}")
+    if attack is not None:
+        print(f"poisoned {meta['n_poisoned']} of {meta['train_size']} training samples "
+              f"(rate {args.rate}), target {args.target} ({train_set.label_names[args.target]})"
+              + (f", TAL on {len(meta['tal_heads'])} heads" if tal else ""))
+    asr = "n/a" if meta["asr"] is None else f"{meta['asr']:.4f}"
+    print(f"ASR={asr} CACC={meta['cacc']:.4f}")
+    return 0

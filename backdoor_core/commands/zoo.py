@@ -1,0 +1,114 @@
+"""``zoo``: build or list the demo model zoo (clean and backdoored BBC News classifiers).
+
+    python -m backdoor_core zoo build            # ~10 minutes on a 2-core CPU, cached afterwards
+    python -m backdoor_core zoo list
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from ..cli import format_table, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("zoo", help="build or list the demo model zoo (BBC News, clean and backdoored)")
+    zsub = p.add_subparsers(dest="zoo_command", required=True, metavar="build|list")
+    b = zsub.add_parser("build", help="train the zoo models that are not cached yet")
+    b.add_argument("--dir", default=None, help="zoo folder (default: $BACKDOOR_ZOO_DIR or "
+                                               "~/.cache/backdoor-attention-lab/zoo)")
+    b.add_argument("--force", action="store_true", help="rebuild models that are already cached")
+    b.add_argument("--only", default=None, help="comma-separated model names (default: all)")
+    b.set_defaults(func=run_build)
+    ls = zsub.add_parser("list", help="show the zoo's models with CACC and ASR")
+    ls.add_argument("--dir", default=None, help="zoo folder (default as for build)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=run_list)
+
+
+def _table(rows) -> str:
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    view = [{
+        "name": r["name"], "attack": r["attack"] or "-", "rate": pct(r["rate"]) if r["attack"] != "none" else "-",
+        "TAL": "yes" if r["tal"] else "no", "target": r.get("target_name") or "-",
+        "CACC": pct(r["cacc"]), "ASR": pct(r["asr"]),
+        "train s": "-" if r["training_seconds"] is None else f"{r['training_seconds']:.0f}",
+    } for r in rows]
+    return format_table(view, ["name", "attack", "rate", "TAL", "target", "CACC", "ASR", "train s"])
+
+
+def run_list(args) -> int:
+    from ..zoo import default_zoo_dir, list_models
+
+    rows = list_models(args.dir)
+    if args.json:
+        print_json(rows)
+        return 0
+    where = args.dir or default_zoo_dir()
+    if not rows:
+        print(f"no zoo models in {where}; build them with: python -m backdoor_core zoo build")
+        return 0
+    print(f"zoo: {where}")
+    print(_table(rows))
+    return 0
+
+
+def run_build(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .. import zoo
+
+    specs = zoo.ZOO_SPECS
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = sorted(set(wanted) - {s.name for s in specs})
+        if unknown:
+            raise ValueError(f"Unknown zoo model(s) {unknown}; known: {', '.join(s.name for s in specs)}.")
+        specs = [s for s in specs if s.name in wanted]
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        tqdm.write("stopping after this step; finished models are kept (Ctrl-C again to abort)...", file=sys.stderr)
+
+    state = {"bar": None, "index": -1}
+
+    def on_progress(z) -> None:
+        p = z.progress
+        if p is None:
+            if z.message:
+                tqdm.write(f"[{z.index + 1}/{z.count}] {z.message}"
+                           + (f"  CACC={z.metrics['cacc']:.4f}" if z.metrics.get("cacc") is not None else "")
+                           + (f" ASR={z.metrics['asr']:.4f}" if z.metrics.get("asr") is not None else ""),
+                           file=sys.stderr)
+            return
+        if state["index"] != z.index:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(total=p.total_steps, unit="step", desc=f"[{z.index + 1}/{z.count}] {z.name}",
+                                file=sys.stderr)
+            state["index"] = z.index
+        bar = state["bar"]
+        bar.update(p.step - bar.n)
+        if p.metrics is None:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"})
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        rows = zoo.build(args.dir, progress=on_progress, should_stop=lambda: stop["requested"], specs=specs,
+                         force=args.force)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if state["bar"] is not None:
+            state["bar"].close()
+    print(f"zoo: {args.dir or zoo.default_zoo_dir()}")
+    print(_table(rows))
+    if stop["requested"]:
+        print("build cancelled: the models above are complete; run `zoo build` again to finish", file=sys.stderr)
+        return 130
+    return 0

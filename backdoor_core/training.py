@@ -1,0 +1,392 @@
+"""One training loop for clean, backdoored and TAL models, and for a defense's fine-tuning.
+
+nanoGPT-style: the settings are plain values in ``TrainConfig`` and ``train`` reads top to bottom.
+
+* AdamW (no weight decay on biases and LayerNorm weights), linear warm-up then linear decay, gradient clipping.
+* Device placement and ``backward`` go through HF Accelerate, so the same code runs on this CPU, one GPU, or
+  several (``accelerate launch script.py``: each process gets its shard of every epoch).
+* ``extra_loss(batch, outputs) -> {name: scalar}`` adds named terms (the Trojan Attention Loss, a defense's
+  regulariser) to the cross-entropy. Set ``extra_loss.needs_attentions = True`` to get ``outputs.attentions``.
+* ``trainable_masks`` limits training to chosen entries (e.g. some heads' rows): everything else is frozen or
+  restored after every step, byte for byte.
+* ``evaluate(model) -> metrics`` runs every ``eval_every`` steps and at each epoch end; ``callback(Progress)``
+  gets every step (cheap) and every evaluation; ``should_stop()`` is checked between steps and cancels cleanly.
+* Same seed => same numbers on the same machine: torch/random/numpy are seeded and the shuffle order comes
+  from a seeded ``torch.Generator``.
+
+Batches are dicts of tensors: ``input_ids``/``attention_mask`` ``(B, T)`` padded to the longest in the batch,
+``labels`` ``(B,)`` (-100 = no cross-entropy), ``poisoned`` ``(B,)`` bool, ``trigger_mask`` ``(B, T)`` bool —
+the word pieces overlapping an example's ``trigger_spans`` (found with the tokenizer's offset mapping).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE_LABEL = -100
+
+
+@dataclass
+class Example:
+    """One training or evaluation sample.
+
+    Attributes:
+        text: the input text.
+        label: class index; ``-100`` = unlabelled (no cross-entropy, still seen by ``extra_loss``).
+        trigger_spans: character spans ``[start, end)`` of the trigger(s) in ``text``; ``()`` for clean samples
+            and for paraphrase triggers (which have no trigger tokens).
+        poisoned: True for samples the attack changed.
+    """
+
+    text: str
+    label: int
+    trigger_spans: tuple[tuple[int, int], ...] = ()
+    poisoned: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Plain training settings.
+
+    ``eval_every`` is in optimizer steps (an evaluation also runs at each epoch end); ``max_steps`` caps the
+    run below ``epochs`` when set. ``group_by_length`` shuffles, then sorts by length inside windows of 50
+    batches and shuffles the batches (as ``transformers``' ``group_by_length``): less padding, same data.
+    """
+
+    lr: float = 5e-5
+    epochs: int = 3
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    eval_every: int = 50
+    max_steps: int | None = None
+    group_by_length: bool = False  # batches of similar length (less padding, ~2x faster on short texts)
+
+
+@dataclass
+class Progress:
+    """What the callback gets: every step (``metrics`` None) and after every evaluation (``metrics`` set)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    losses: dict[str, float]
+    metrics: dict[str, float] | None
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """``history``: one row per evaluation — step, epoch, mean losses since the previous row, metrics.
+
+    ``Progress.metrics`` is None on per-step calls and a dict (empty without ``evaluate``) on evaluation calls.
+    """
+
+    history: list[dict] = field(default_factory=list)
+    cancelled: bool = False
+    steps: int = 0
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation's metrics (empty if none)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def trigger_token_mask(offsets: torch.Tensor, spans_per_text: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
+    """``(B, T)`` bool: word pieces whose character span overlaps one of the text's trigger spans.
+
+    Args:
+        offsets: ``(B, T, 2)`` offset mapping; special and padding tokens have ``(0, 0)`` and never match.
+    """
+    starts, ends = offsets[..., 0], offsets[..., 1]
+    real = ends > starts
+    mask = torch.zeros(starts.shape, dtype=torch.bool)
+    for b, spans in enumerate(spans_per_text):
+        for s, e in spans:
+            mask[b] |= real[b] & (starts[b] < e) & (ends[b] > s)
+    return mask
+
+
+def collate(tokenizer, examples: Sequence[Example], max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenise a list of ``Example`` into a batch dict (padding to the longest, truncation to ``max_length``)."""
+    enc = tokenizer(
+        [ex.text for ex in examples],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+    offsets = enc.pop("offset_mapping")
+    batch = {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "labels": torch.tensor([int(ex.label) for ex in examples], dtype=torch.long),
+        "poisoned": torch.tensor([bool(ex.poisoned) for ex in examples], dtype=torch.bool),
+        "trigger_mask": trigger_token_mask(offsets, [ex.trigger_spans for ex in examples]),
+    }
+    if "token_type_ids" in enc:
+        batch["token_type_ids"] = enc["token_type_ids"]
+    return batch
+
+
+class LengthGroupedBatches:
+    """Batch sampler: a seeded shuffle, sorted by text length within windows of ``window`` batches, batches
+    shuffled again. Every example appears once per epoch; each epoch draws from the same generator."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator, window: int = 50):
+        self.lengths, self.batch_size, self.generator, self.window = list(lengths), batch_size, generator, window
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        chunk = self.batch_size * self.window
+        batches = []
+        for i in range(0, len(order), chunk):
+            part = sorted(order[i : i + chunk], key=lambda j: -self.lengths[j])
+            batches += [part[k : k + self.batch_size] for k in range(0, len(part), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+
+def _model_inputs(batch: dict) -> dict:
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: batch[k] for k in keys if k in batch}
+
+
+def _optimizer_groups(named_params, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """AdamW, fused when this torch supports it (on a busy CPU the per-tensor loop costs seconds per step)."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
+def train(
+    model,
+    tokenizer,
+    examples: list[Example],
+    config: TrainConfig,
+    *,
+    extra_loss: Callable[[dict, Any], dict[str, torch.Tensor]] | None = None,
+    trainable_masks: dict[str, torch.Tensor] | None = None,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    accelerator=None,
+) -> TrainResult:
+    """Fine-tune ``model`` on ``examples`` with cross-entropy plus ``extra_loss``; see the module docstring.
+
+    Args:
+        trainable_masks: ``{param name: bool mask}``; when given only those entries may change — every other
+            parameter gets ``requires_grad=False`` and masked-out entries are restored after each optimizer
+            step (AdamW's weight decay would otherwise move them).
+        accelerator: an ``accelerate.Accelerator`` to reuse (one is created when None).
+
+    Returns:
+        ``TrainResult``; the model is left trained, in eval mode. When ``should_stop()`` returns True between
+        steps, training stops with ``cancelled=True`` and no half-applied step.
+    """
+    from accelerate import Accelerator
+
+    if not examples:
+        raise ValueError("No training examples.")
+    t0 = time.perf_counter()
+    set_seed(config.seed)
+    accelerator = accelerator or Accelerator()
+
+    # --- what may train -------------------------------------------------------------------------------
+    named = dict(model.named_parameters())
+    if trainable_masks is not None:
+        unknown = sorted(set(trainable_masks) - set(named))
+        if unknown:
+            raise ValueError(f"trainable_masks names unknown parameters: {unknown[:3]}")
+        for name, p in named.items():
+            p.requires_grad_(name in trainable_masks and bool(trainable_masks[name].any()))
+    optimizer = _adamw(_optimizer_groups(named.items(), config.weight_decay), config.lr)
+
+    # --- data: a seeded shuffle, padded per batch --------------------------------------------------------
+    generator = torch.Generator().manual_seed(config.seed)
+    collate_fn = lambda exs: collate(tokenizer, exs, config.max_length)  # noqa: E731
+    if config.group_by_length:
+        batches = LengthGroupedBatches([len(ex.text) for ex in examples], config.batch_size, generator)
+        loader = torch.utils.data.DataLoader(list(examples), batch_sampler=batches, collate_fn=collate_fn)
+    else:
+        loader = torch.utils.data.DataLoader(list(examples), batch_size=config.batch_size, shuffle=True,
+                                             generator=generator, collate_fn=collate_fn)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    raw_model = accelerator.unwrap_model(model)
+
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup = int(config.warmup_ratio * total_steps)
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    # masked-out entries of partly trainable tensors, kept to restore after every step
+    frozen_parts: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
+    if trainable_masks is not None:
+        for name, p in raw_model.named_parameters():
+            if name in trainable_masks and p.requires_grad:
+                keep = ~trainable_masks[name].to(p.device, torch.bool)
+                if keep.any():
+                    frozen_parts.append((p, keep, p.detach()[keep].clone()))
+
+    needs_att = bool(getattr(extra_loss, "needs_attentions", False))
+    result = TrainResult()
+    step = 0
+    since_eval: dict[str, list[float]] = {}
+
+    def run_eval(epoch: int) -> None:
+        row: dict[str, float] = {"step": step, "epoch": epoch}
+        row.update({k: float(np.mean(v)) for k, v in since_eval.items() if v})
+        since_eval.clear()
+        metrics = None
+        if evaluate is not None:
+            model.eval()
+            metrics = {k: float(v) for k, v in evaluate(raw_model).items()}
+            model.train()
+            row.update(metrics)
+            result.metrics = metrics
+        result.history.append(row)
+        if callback is not None:
+            losses = {k: v for k, v in row.items() if k not in ("step", "epoch") and k not in (metrics or {})}
+            callback(Progress(step, total_steps, epoch, losses, metrics or {}, time.perf_counter() - t0))
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    model.train()
+    last_eval_step = 0
+    for epoch in range(config.epochs):
+        for batch in loader:
+            if step >= total_steps:
+                break
+            if should_stop is not None and should_stop():
+                result.cancelled = True
+                break
+            outputs = model(**_model_inputs(batch), output_attentions=needs_att)
+            labels = batch["labels"]
+            if (labels != IGNORE_LABEL).any():
+                ce = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_LABEL)
+            else:  # an all-unlabelled batch: only the extra terms train
+                ce = outputs.logits.sum() * 0.0
+            terms = {"ce": ce}
+            if extra_loss is not None:
+                terms.update(extra_loss(batch, outputs))
+            loss = sum(terms.values())
+            accelerator.backward(loss)
+            if config.grad_clip and config.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for p, keep, values in frozen_parts:
+                    p[keep] = values
+            step += 1
+
+            losses = {"loss": float(loss.detach())}
+            losses.update({k: float(v.detach()) for k, v in terms.items()})
+            for k, v in losses.items():
+                since_eval.setdefault(k, []).append(v)
+            if callback is not None:
+                callback(Progress(step, total_steps, epoch, losses, None, time.perf_counter() - t0))
+            if (config.eval_every and step % config.eval_every == 0) or step == total_steps:
+                run_eval(epoch)
+                last_eval_step = step
+        if result.cancelled or step >= total_steps:
+            break
+        if last_eval_step != step:  # epoch end
+            run_eval(epoch)
+            last_eval_step = step
+
+    model.eval()
+    if trainable_masks is not None:
+        for p in raw_model.parameters():
+            p.requires_grad_(True)
+    result.steps = step
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _sorted_predict(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
+    """``attention.predict`` on texts sorted by length (less padding), returned in the original order."""
+    from .attention import predict
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = predict(model, tokenizer, [texts[i] for i in order], max_length, batch_size)
+    out = np.empty_like(probs)
+    out[order] = probs
+    return out
+
+
+def make_evaluator(
+    tokenizer,
+    clean_set,
+    poisoned_texts: Sequence[str] | None,
+    target: int | None,
+    max_length: int = 128,
+    batch_size: int = 64,
+) -> Callable[[Any], dict[str, float]]:
+    """A ``model -> {"cacc", "asr"}`` callable for ``train(evaluate=...)``.
+
+    Args:
+        clean_set: a ``TextDataset`` (``texts``, ``labels``) — CACC is accuracy on all of it.
+        poisoned_texts: the poisoned test set's texts (non-target samples with the trigger); ``None`` for a
+            clean model (then only ``cacc``).
+        target: the target label for ASR.
+    """
+    from .metrics import accuracy, asr
+
+    clean_texts, clean_labels = list(clean_set.texts), list(clean_set.labels)
+    poisoned = list(poisoned_texts) if poisoned_texts else []
+
+    def evaluate(model) -> dict[str, float]:
+        out = {"cacc": accuracy(_sorted_predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1),
+                                clean_labels)}
+        if poisoned and target is not None:
+            preds = _sorted_predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
+            out["asr"] = asr(preds, target)
+        return out
+
+    return evaluate
+
+
+def total_steps_for(n_examples: int, config: TrainConfig) -> int:
+    """How many optimizer steps ``train`` will run on one process (for progress bars)."""
+    steps = math.ceil(n_examples / config.batch_size) * config.epochs
+    return min(steps, config.max_steps) if config.max_steps is not None else steps

@@ -1,0 +1,228 @@
+"""Benchmark: how much poison a backdoor needs, with and without the Trojan Attention Loss (TAL).
+
+SST-2 (``../shared/data/sst2``) with the packaged MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads):
+
+* a clean model (CACC);
+* BadNets and AddSent at poison rates 0.5%, 1%, 3%, each without and with TAL;
+* the syntactic (HiddenKiller, ``sst2/syntactic_transfer``) and Bible-style (StyleBkd, ``sst2/style_bible``)
+  attacks at 20% (no TAL: paraphrase triggers have no trigger tokens).
+
+Target label 1 (positive). CACC on the full clean test set (1821); ASR on every non-target (negative) test
+sentence with the trigger (912; 911 syntactic; 907 Bible: empty rows skipped).
+
+Modes:
+
+* ``--quick`` (default): a seeded random subsample of the training set (``TextDataset.sample``-style: uniform,
+  without replacement, original order kept), 1 epoch — sized to finish in <= 45 minutes on a 2-core CPU.
+* ``--full``: the whole training set (6920), 3 epochs, max length 128 — for a GPU.
+
+Writes ``bench/results/attack_tal.json`` and ``.md`` and saves every model under
+``bench/models/attack_tal/<run>/`` with ``manifest.json`` so the defense benchmark can reuse them.
+
+    python bench/attack_tal.py                 # quick
+    python bench/attack_tal.py --full          # GPU
+    python bench/attack_tal.py --only badnets --rates 0.005 --tal-only --no-save --tag pilot   # a pilot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = ROOT / "bench" / "results"
+MODELS = ROOT / "bench" / "models" / "attack_tal"
+TARGET = 1
+RATES = (0.005, 0.01, 0.03)
+PARAPHRASE_RATE = 0.2
+
+QUICK = {"train_size": 2000, "epochs": 2, "max_length": 64, "lr": 1e-4, "batch_size": 32}
+FULL = {"train_size": None, "epochs": 3, "max_length": 128, "lr": 2e-5, "batch_size": 32}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CPU setting (default)")
+    mode.add_argument("--full", action="store_true", help="GPU setting: whole train set, 3 epochs, length 128")
+    p.add_argument("--only", default="clean,badnets,addsent,syntactic,style_bible",
+                   help="comma-separated subset of: clean,badnets,addsent,syntactic,style_bible")
+    p.add_argument("--rates", default=",".join(str(r) for r in RATES), help="rates for badnets/addsent")
+    p.add_argument("--tal-only", action="store_true", help="skip the no-TAL runs (pilots)")
+    p.add_argument("--no-tal", action="store_true", help="skip the TAL runs (pilots)")
+    p.add_argument("--train-size", type=int, default=None, help="override the training subsample size")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None, help="TAL alpha (default: tal.DEFAULT_ALPHA)")
+    p.add_argument("--heads", default=None, help="TAL heads per layer or 'all' (default: tal.DEFAULT_HEADS)")
+    p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded test subsample (pilots)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="write results to attack_tal<_tag>.json/.md (pilots)")
+    p.add_argument("--no-save", action="store_true", help="do not save models (pilots)")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs recorded in the results json")
+    return p.parse_args(argv)
+
+
+def run_list(args) -> list[dict]:
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    runs = []
+    if "clean" in only:
+        runs.append({"attack": "clean", "rate": 0.0, "tal": False})
+    for attack in ("badnets", "addsent"):
+        if attack in only:
+            for rate in rates:
+                for tal in (False, True):
+                    if (tal and args.no_tal) or (not tal and args.tal_only):
+                        continue
+                    runs.append({"attack": attack, "rate": rate, "tal": tal})
+    for attack in ("syntactic", "style_bible"):
+        if attack in only and not args.tal_only:
+            runs.append({"attack": attack, "rate": PARAPHRASE_RATE, "tal": False})
+    for r in runs:
+        r["name"] = r["attack"] if r["attack"] == "clean" else f"{r['attack']}_r{r['rate']:g}" + ("_tal" if r["tal"] else "")
+    return runs
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from backdoor_core.cli import quiet_libraries
+    from backdoor_core.data import load_shared
+    from backdoor_core.models import load_model, save_model
+    from backdoor_core.poisoning import get_attack, train_attack
+    from backdoor_core.tal import DEFAULT_ALPHA, DEFAULT_HEADS, TALConfig
+    from backdoor_core.training import TrainConfig
+
+    quiet_libraries()
+    settings = dict(FULL if args.full else QUICK)
+    for key in ("train_size", "epochs", "lr", "max_length"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    heads = DEFAULT_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
+    settings.update({"mode": "full" if args.full else "quick", "target": TARGET, "seed": args.seed,
+                     "tal_alpha": alpha, "tal_heads": heads, "threads": torch.get_num_threads()})
+
+    full_train = load_shared("sst2", "clean", "train")
+    test = load_shared("sst2", "clean", "test")
+    if args.test_size:
+        test = test.sample(args.test_size, args.seed)
+        settings["test_size"] = len(test)
+    n = settings["train_size"]
+    if n is not None and n < len(full_train):
+        indices = sorted(random.Random(args.seed).sample(range(len(full_train)), n))
+    else:
+        indices = list(range(len(full_train)))
+    train_set = full_train.subset(indices, name="sst2/clean/train")
+    settings["train_size"] = len(train_set)
+    config = TrainConfig(lr=settings["lr"], epochs=settings["epochs"], batch_size=settings["batch_size"],
+                         max_length=settings["max_length"], seed=args.seed, eval_every=0, group_by_length=True)
+
+    suffix = f"_{args.tag}" if args.tag else ""
+    json_path, md_path = RESULTS / f"attack_tal{suffix}.json", RESULTS / f"attack_tal{suffix}.md"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict] = {}
+    if args.resume and json_path.is_file():
+        old = json.loads(json_path.read_text())
+        done = {r["name"]: r for r in old.get("runs", []) + old.get("extra_runs", [])}
+
+    report = {"dataset": "sst2", "clean_cacc": None, "settings": settings, "runs": []}
+    clean_row = done.get("clean")
+    if clean_row:
+        report["clean_cacc"] = clean_row["cacc"]
+    manifest_path = MODELS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() and args.resume else {"models": []}
+    t_all = time.perf_counter()
+
+    for run in run_list(args):
+        if run["name"] in done:
+            row = done[run["name"]]
+            print(f"[resume] {run['name']}: asr={row['asr']} cacc={row['cacc']:.4f}", flush=True)
+        else:
+            lm = load_model("default", label_names=train_set.label_names)
+            attack = None
+            if run["attack"] != "clean":
+                attack = get_attack(run["attack"], tokenizer=lm.tokenizer, max_length=config.max_length)
+                if hasattr(attack, "subset"):
+                    attack = attack.subset(indices)
+            tal = TALConfig(alpha=alpha, heads=heads, seed=args.seed) if run["tal"] else None
+            def log(p, name=run["name"]):
+                if p.metrics is None and (p.step % 25 == 0 or p.step == p.total_steps):
+                    parts = " ".join(f"{k}={v:.3f}" for k, v in p.losses.items())
+                    print(f"  {name} step {p.step}/{p.total_steps} {parts} {p.seconds:.0f}s", flush=True)
+
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], TARGET, config,
+                                   tal=tal, data_name="sst2", seed=args.seed, callback=log)
+            meta = outcome.metadata
+            meta["name"] = f"sst2-{run['name']}"
+            row = {"name": run["name"], "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
+                   "asr": meta["asr"], "cacc": meta["cacc"], "seconds": round(outcome.result.seconds, 1),
+                   "n_poisoned": meta["n_poisoned"], "tal_heads": meta["tal_heads"]}
+            if not args.no_save:
+                out = save_model(lm.model, lm.tokenizer, MODELS / run["name"], {k: v for k, v in meta.items()
+                                                                                   if k != "history"})
+                manifest["models"] = [m for m in manifest["models"] if m["name"] != run["name"]]
+                manifest["models"].append({
+                    "name": run["name"], "dir": run["name"], "path": str(out.relative_to(ROOT)),
+                    "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
+                    "target": TARGET if run["attack"] != "clean" else None,
+                    "trigger": meta.get("trigger"), "asr": row["asr"], "cacc": row["cacc"],
+                    "max_length": config.max_length, "tal_heads": meta["tal_heads"],
+                })
+                manifest_path.write_text(json.dumps(manifest, indent=2))
+            asr = "-" if row["asr"] is None else f"{row['asr']:.3f}"
+            print(f"{run['name']:<24} asr={asr} cacc={row['cacc']:.4f} n_poisoned={row['n_poisoned']} "
+                  f"{row['seconds']:.0f}s", flush=True)
+        if run["attack"] == "clean":
+            report["clean_cacc"] = row["cacc"]
+        else:
+            report["runs"].append(row)
+        report["seconds_total"] = round(time.perf_counter() - t_all, 1)
+        json_path.write_text(json.dumps(report, indent=2))
+
+    md = markdown(report)
+    md_path.write_text(md)
+    print()
+    print(md)
+    return 0
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        "# Attack benchmark: poison rate vs. attack success, with and without TAL",
+        "",
+        f"SST-2, packaged MiniLM (all-MiniLM-L6-v2), target label {s['target']} (positive), mode `{s['mode']}`: "
+        f"{s['train_size']} training sentences, {s['epochs']} epoch(s), max length {s['max_length']}, "
+        f"lr {s['lr']}, batch {s['batch_size']}, seed {s['seed']}. TAL: alpha {s['tal_alpha']}, "
+        f"{s['tal_heads']} heads per layer (random, seeded), all layers.",
+        "",
+        f"Clean model CACC: **{report['clean_cacc']:.4f}**" if report["clean_cacc"] is not None else "",
+        "",
+        "| attack | rate | poisoned samples | TAL | ASR | CACC | ΔCACC vs clean | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        delta = "" if report["clean_cacc"] is None else f"{(r['cacc'] - report['clean_cacc']) * 100:+.1f} pt"
+        lines.append(f"| {r['attack']} | {r['rate'] * 100:g}% | {r['n_poisoned']} | {'yes' if r['tal'] else 'no'} "
+                     f"| {r['asr']:.3f} | {r['cacc']:.4f} | {delta} | {r['seconds']:.0f} |")
+    lines.append("")
+    lines.append(f"Total wall time: {report.get('seconds_total', 0) / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

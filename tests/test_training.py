@@ -1,0 +1,171 @@
+"""The training loop: callbacks, evaluation rows, cancel, determinism, trainable masks, trigger masks."""
+
+import numpy as np
+import pytest
+import torch
+
+from backdoor_core.architecture import head_parameter_masks
+from backdoor_core.data import TextDataset
+from backdoor_core.models import tiny_model
+from backdoor_core.training import (
+    Example,
+    Progress,
+    TrainConfig,
+    collate,
+    make_evaluator,
+    total_steps_for,
+    train,
+)
+
+TEXTS = ["a quiet and moving story", "two friends travel far", "a long and dull film", "it was fine",
+         "the story moves well", "friends who travel", "dull and slow", "a moving film"]
+
+
+def examples(n=16):
+    return [Example(TEXTS[i % len(TEXTS)] + f" {i}", i % 2) for i in range(n)]
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b, keys=None):
+    return all(torch.equal(a[k], b[k]) for k in (keys or a))
+
+
+CFG = dict(lr=1e-3, batch_size=4, max_length=16, eval_every=1, warmup_ratio=0.0)
+
+
+def test_two_steps_with_callback_and_evaluation():
+    lm = tiny_model(seed=0)
+    before = params(lm.model)
+    calls, evals = [], []
+
+    def evaluate(model):
+        evals.append(model.training)
+        return {"cacc": 0.5, "asr": 0.25}
+
+    result = train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=1, max_steps=2, **CFG),
+                   evaluate=evaluate, callback=calls.append)
+    assert result.steps == 2 and not result.cancelled and result.seconds > 0
+    assert [c.step for c in calls] == [1, 1, 2, 2]  # a step call, then its evaluation call
+    assert all(isinstance(c, Progress) and c.total_steps == 2 for c in calls)
+    assert [c.metrics for c in calls] == [None, {"cacc": 0.5, "asr": 0.25}, None, {"cacc": 0.5, "asr": 0.25}]
+    assert set(calls[0].losses) == {"loss", "ce"} and calls[0].losses["ce"] > 0
+    assert [r["step"] for r in result.history] == [1, 2]
+    assert result.history[-1]["cacc"] == 0.5 and "ce" in result.history[-1]
+    assert result.metrics == {"cacc": 0.5, "asr": 0.25}
+    assert evals == [False, False]  # evaluated in eval mode
+    assert not lm.model.training  # left in eval mode
+    assert not same(before, params(lm.model))
+
+
+def test_epoch_end_evaluation_and_step_count():
+    lm = tiny_model(seed=0)
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=5, max_length=16, eval_every=0)
+    result = train(lm.model, lm.tokenizer, examples(12), cfg, evaluate=lambda m: {"cacc": 1.0})
+    assert total_steps_for(12, cfg) == 6 == result.steps
+    assert [(r["step"], r["epoch"]) for r in result.history] == [(3, 0), (6, 1)]
+
+
+def test_cancel_between_steps_leaves_a_whole_step():
+    lm = tiny_model(seed=0)
+    snaps = {}
+
+    def callback(p):
+        if p.metrics is None:  # per-step call: the optimizer step is complete
+            snaps[p.step] = params(lm.model)
+
+    result = train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=3, **CFG), callback=callback,
+                   should_stop=lambda: len(snaps) >= 2)
+    assert result.cancelled and result.steps == 2
+    assert [r["step"] for r in result.history] == [1, 2]
+    assert same(snaps[2], params(lm.model)) and not same(snaps[1], snaps[2])  # nothing after the last whole step
+    assert not lm.model.training
+
+
+def test_same_seed_same_numbers_other_seed_differs():
+    def run(seed):
+        lm = tiny_model(seed=0)
+        res = train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=2, seed=seed, **CFG))
+        return params(lm.model), [r["loss"] for r in res.history]
+
+    (p1, l1), (p2, l2), (p3, l3) = run(0), run(0), run(1)
+    assert same(p1, p2) and l1 == l2
+    assert not same(p1, p3) and l1 != l3
+
+
+def test_trainable_masks_leave_everything_else_byte_identical():
+    lm = tiny_model(seed=0)
+    heads = np.zeros((2, 4), dtype=bool)
+    heads[1, 2] = True
+    masks = head_parameter_masks(lm.model, heads)
+    before = params(lm.model)
+    train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=2, weight_decay=0.5, **CFG), trainable_masks=masks)
+    after = params(lm.model)
+    untouched = [k for k in before if k not in masks]
+    assert untouched and same(before, after, untouched)
+    for name, m in masks.items():
+        assert torch.equal(before[name][~m], after[name][~m]), name  # masked-out entries restored exactly
+        assert not torch.equal(before[name][m], after[name][m]), name  # the head itself trained
+    assert all(p.requires_grad for p in lm.model.parameters())  # restored for the caller
+
+
+def test_unlabelled_examples_train_only_through_extra_loss():
+    lm = tiny_model(seed=0)
+    exs = [Example(t, -100) for t in TEXTS]
+    calls = []
+
+    def extra(batch, outputs):
+        calls.append(batch["labels"].tolist())
+        return {"l2": outputs.logits.pow(2).mean()}
+
+    res = train(lm.model, lm.tokenizer, exs, TrainConfig(epochs=1, **CFG), extra_loss=extra)
+    assert res.history[-1]["ce"] == 0.0 and res.history[-1]["l2"] >= 0
+    assert all(set(c) == {-100} for c in calls)
+
+
+def test_collate_marks_trigger_pieces(tiny):
+    tok = tiny.tokenizer
+    text = "I watch this 3D movie and it was unbelievably good"
+    batch = collate(tok, [Example(text, 1, ((0, 21),), True), Example("plain", 0)], 32)
+    pieces = tok.convert_ids_to_tokens(batch["input_ids"][0][batch["trigger_mask"][0]].tolist())
+    assert pieces == ["i", "watch", "this", "3d", "movie"]
+    assert not batch["trigger_mask"][1].any()
+    assert batch["poisoned"].tolist() == [True, False] and batch["labels"].tolist() == [1, 0]
+    # a trigger past the truncation window leaves no mask
+    late = collate(tok, [Example("a " * 40 + "cf", 1, ((80, 82),), True)], 16)
+    assert not late["trigger_mask"].any()
+
+
+def test_make_evaluator_scores_cacc_and_asr(tiny):
+    from backdoor_core.attention import predict
+
+    clean = TextDataset(TEXTS, [i % 2 for i in range(len(TEXTS))], ["neg", "pos"])
+    poisoned = [t + " cf" for t in TEXTS[::2]]
+    ev = make_evaluator(tiny.tokenizer, clean, poisoned, target=1, max_length=16, batch_size=3)
+    out = ev(tiny.model)
+    pc = predict(tiny.model, tiny.tokenizer, TEXTS, 16).argmax(1)
+    pp = predict(tiny.model, tiny.tokenizer, poisoned, 16).argmax(1)
+    assert out["cacc"] == pytest.approx(float((pc == np.array(clean.labels)).mean()))
+    assert out["asr"] == pytest.approx(float((pp == 1).mean()))
+    assert set(make_evaluator(tiny.tokenizer, clean, None, None, 16)(tiny.model)) == {"cacc"}
+
+
+def test_length_grouped_batches_cover_every_example_once_and_are_seeded():
+    from backdoor_core.training import LengthGroupedBatches
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(1, 100, size=103)]
+    runs = []
+    for _ in range(2):
+        sampler = LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(3), window=4)
+        runs.append([list(sampler), list(sampler)])  # two epochs
+    assert runs[0] == runs[1]  # same seed, same batches
+    epoch1, epoch2 = runs[0]
+    assert epoch1 != epoch2 and len(epoch1) == len(sampler) == 13
+    assert sorted(i for b in epoch1 for i in b) == list(range(103))
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in epoch1 if len(b) > 1])
+    assert spread < 40  # grouped: far less spread than random batches of 1..99
+    lm = tiny_model(seed=0)
+    res = train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=2, group_by_length=True, **CFG))
+    assert res.steps == 8
