@@ -1,0 +1,151 @@
+"""Fine-pruning (Liu et al., RAID 2018), head version: prune the heads least active on clean data, fine-tune.
+
+* Activity of head ``(l, h)`` (our choice of unit and measure; the original prunes CNN channels by mean
+  activation): the mean L2 norm of the head's context vector — its slice of the input to the attention output
+  projection — over the real tokens of the defender's clean inputs.
+* The ``prune_fraction`` (default 20%) least active heads are pruned, keeping at least one head per layer.
+* Pruning is persistent: the head's value rows and bias and its output-projection columns are zeroed in the
+  weights, so a saved model stays pruned (``transformers`` 5 has no ``prune_heads`` and ignores ``head_mask``).
+  Fine-tuning then trains everything EXCEPT those slices (``trainable_masks``), so they stay zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..architecture import attention_blocks, head_parameter_masks
+from ..training import Progress, TrainConfig, TrainResult
+from .finetune import default_config, finetune
+
+DEFAULT_PRUNE_FRACTION = 0.2
+
+
+@torch.no_grad()
+def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
+    """``(L, H)`` mean L2 norm of each head's context vector over real tokens of ``texts``."""
+    blocks = attention_blocks(model)
+    L, H = len(blocks), blocks[0].num_heads
+    sums = np.zeros((L, H))
+    count = 0.0
+    state: dict = {}
+    handles = []
+
+    def make_hook(block):
+        def hook(module, args):
+            x = args[0]  # (B, T, H*D)
+            norms = x.float().view(*x.shape[:-1], block.num_heads, block.head_dim).norm(dim=-1)  # (B, T, H)
+            m = state["mask"][..., None]
+            sums[block.layer] += (norms * m).sum((0, 1)).cpu().numpy()
+
+        return hook
+
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        for b in blocks:
+            handles.append(b.output.register_forward_pre_hook(make_hook(b)))
+        texts = list(texts)
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            state["mask"] = enc["attention_mask"].float()
+            model(**enc)
+            count += float(enc["attention_mask"].sum())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return sums / max(count, 1.0)
+
+
+def choose_lowest(values: np.ndarray, fraction: float) -> np.ndarray:
+    """``(L, H)`` bool: the ``fraction`` of heads with the lowest values, at least one head kept per layer."""
+    values = np.asarray(values, dtype=float)
+    L, H = values.shape
+    n = int(round(fraction * L * H))
+    out = np.zeros((L, H), dtype=bool)
+    for flat in np.argsort(values, axis=None, kind="stable"):
+        if out.sum() >= n:
+            break
+        l, h = np.unravel_index(flat, values.shape)
+        if out[l].sum() < H - 1:
+            out[l, h] = True
+    return out
+
+
+def pruned_slices(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
+    """``{param: bool}`` True on the slices that pruning zeroes: value rows + bias, output columns."""
+    blocks = attention_blocks(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for b in blocks:
+        sel = np.flatnonzero(pruned[b.layer])
+        if sel.size == 0:
+            continue
+        vw = torch.zeros_like(b.value.weight, dtype=torch.bool)
+        vb = torch.zeros_like(b.value.bias, dtype=torch.bool)
+        ow = torch.zeros_like(b.output.weight, dtype=torch.bool)
+        for h in sel:
+            s = b.head_slice(int(h))
+            vw[s, :] = True
+            vb[s] = True
+            ow[:, s] = True
+        out[names[id(b.value.weight)]] = vw
+        out[names[id(b.value.bias)]] = vb
+        out[names[id(b.output.weight)]] = ow
+    return out
+
+
+@torch.no_grad()
+def prune_heads_persistent(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
+    """Zero the pruned heads' value rows/bias and output columns in place; returns ``pruned_slices``."""
+    slices = pruned_slices(model, pruned)
+    params = dict(model.named_parameters())
+    for name, m in slices.items():
+        params[name][m] = 0.0
+    return slices
+
+
+def trainable_except(model, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``trainable_masks`` for ``training.train``: every entry of every parameter except ``frozen`` slices."""
+    out = {}
+    for name, p in model.named_parameters():
+        m = frozen.get(name)
+        out[name] = torch.ones_like(p, dtype=torch.bool) if m is None else ~m
+    return out
+
+
+def fineprune(
+    model,
+    tokenizer,
+    clean_texts: Sequence[str],
+    clean_labels: Sequence[int],
+    config: TrainConfig | None = None,
+    *,
+    prune_fraction: float = DEFAULT_PRUNE_FRACTION,
+    evaluate: Callable | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[TrainResult, np.ndarray]:
+    """Prune (in place) then fine-tune; returns (training result, ``(L, H)`` pruned mask)."""
+    if len(clean_texts) == 0:
+        raise ValueError("The clean set is empty: fine-pruning needs clean labelled samples.")
+    if not 0.0 <= prune_fraction < 1.0:
+        raise ValueError("prune_fraction must be in [0, 1).")
+    config = config or default_config()
+    activity = head_activity(model, tokenizer, clean_texts, config.max_length)
+    pruned = choose_lowest(activity, prune_fraction)
+    slices = prune_heads_persistent(model, pruned)
+    masks = trainable_except(model, slices)
+    res = finetune(model, tokenizer, clean_texts, clean_labels, config, trainable_masks=masks, evaluate=evaluate,
+                   callback=callback, should_stop=should_stop)
+    return res, pruned
+
+
+__all__ = ["fineprune", "head_activity", "choose_lowest", "prune_heads_persistent", "pruned_slices",
+           "trainable_except", "head_parameter_masks"]

@@ -1,0 +1,195 @@
+"""PURE (Zhao et al., ICML 2024): head pruning by [CLS]-attention variance + attention normalisation.
+
+Reimplemented from the published description (no code copied):
+
+1. Fine-tune a COPY of the suspect model on the defender's clean training data (``ft_epochs``).
+2. On clean validation data, for every head: the variance over key positions of the [CLS] query's attention
+   row, averaged over the inputs (low variance = near-uniform [CLS] attention).
+3. Prune heads in ascending variance order, ``group`` (10) at a time, always keeping >= 1 head per layer; after
+   each group, if validation accuracy (heads gated off with ``architecture.head_gates``) falls below
+   ``min_acc``, restore that group's heads one by one, highest variance first, until it is back above, then
+   stop.
+4. Layer weights ``c_l ∝ 1 / v_l`` (``v_l`` = mean variance of layer ``l``), min-max normalised to [0, 1].
+5. Reload the suspect model, apply the same pruning (persistent: value rows and output columns zeroed), and
+   fine-tune with ``CE + lam * Σ_l c_l Σ_h ‖A^{l,h}_{[CLS],:}‖₂`` (``lam = 0.15``; pushes [CLS] attention toward
+   uniform), pruned heads excluded and kept at zero.
+
+Adaptations (ours): the paper's accuracy floor is an absolute 0.85 for BERT-base on SST-2 (about 7 points under
+its clean accuracy); our models and data budgets differ, so ``min_acc`` defaults to the fine-tuned copy's
+validation accuracy minus ``acc_margin = 0.07``. The defender's clean data is split 80/20 into train /
+validation (seeded). Epochs default to our common budget (see ``finetune.default_config``) instead of 3+3 on the
+full training set.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..architecture import head_gates
+from ..metrics import accuracy
+from ..training import Progress, TrainConfig, _sorted_predict
+from .finetune import default_config, finetune
+from .fineprune import prune_heads_persistent, trainable_except
+
+DEFAULT_LAMBDA = 0.15
+DEFAULT_GROUP = 10
+DEFAULT_ACC_MARGIN = 0.07
+
+
+@torch.no_grad()
+def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = 128,
+                           batch_size: int = 32) -> np.ndarray:
+    """``(L, H)``: variance over real key positions of the [CLS] row, averaged over ``texts``."""
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    total, n = None, 0
+    try:
+        texts = list(texts)
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model(**enc, output_attentions=True)
+            m = enc["attention_mask"].float()  # (B, T)
+            cnt = m.sum(-1)[:, None]  # (B, 1)
+            per_layer = []
+            for att in out.attentions:
+                row = att[:, :, 0, :].float()  # (B, H, T)
+                mean = (row * m[:, None]).sum(-1) / cnt
+                var = (((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt
+                per_layer.append(var.sum(0))  # (H,)
+            s = torch.stack(per_layer).cpu().numpy()
+            total = s if total is None else total + s
+            n += enc["input_ids"].shape[0]
+    finally:
+        model.train(was)
+    return total / max(n, 1)
+
+
+def _gated_accuracy(model, tokenizer, texts, labels, pruned: np.ndarray, max_length: int) -> float:
+    with head_gates(model, torch.as_tensor(~pruned, dtype=torch.float32)):
+        preds = _sorted_predict(model, tokenizer, list(texts), max_length, 64).argmax(1)
+    return accuracy(preds, labels)
+
+
+def search_pruning(model, tokenizer, val_texts, val_labels, variance: np.ndarray, min_acc: float,
+                   group: int = DEFAULT_GROUP, max_length: int = 128,
+                   should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Step 3 of PURE; returns the ``(L, H)`` pruned mask and a log of (heads pruned, accuracy)."""
+    L, H = variance.shape
+    order = [tuple(np.unravel_index(f, variance.shape)) for f in np.argsort(variance, axis=None, kind="stable")]
+    pruned = np.zeros((L, H), dtype=bool)
+    log = []
+    pos = 0
+    while pos < len(order):
+        if should_stop is not None and should_stop():
+            break
+        grp = []
+        while pos < len(order) and len(grp) < group:
+            l, h = order[pos]
+            pos += 1
+            if pruned[l].sum() + sum(1 for gl, _ in grp if gl == l) < H - 1:
+                grp.append((l, h))
+        if not grp:
+            break
+        for l, h in grp:
+            pruned[l, h] = True
+        acc = _gated_accuracy(model, tokenizer, val_texts, val_labels, pruned, max_length)
+        log.append({"pruned": int(pruned.sum()), "val_acc": acc})
+        if acc < min_acc:
+            for l, h in sorted(grp, key=lambda lh: -variance[lh]):
+                pruned[l, h] = False
+                acc = _gated_accuracy(model, tokenizer, val_texts, val_labels, pruned, max_length)
+                log.append({"pruned": int(pruned.sum()), "val_acc": acc, "restored": f"L{l}H{h}"})
+                if acc >= min_acc:
+                    break
+            break
+    return pruned, log
+
+
+def layer_weights(variance: np.ndarray) -> np.ndarray:
+    """``(L,)`` ``c_l ∝ 1 / v_l``, min-max normalised (all ones when every layer is alike)."""
+    inv = 1.0 / np.maximum(variance.mean(1), 1e-12)
+    span = inv.max() - inv.min()
+    return (inv - inv.min()) / span if span > 0 else np.ones_like(inv)
+
+
+class ClsNormLoss:
+    """``extra_loss``: ``lam * Σ_l c_l Σ_{h not pruned} ‖A^{l,h}_{[CLS],:}‖₂``, averaged over the batch."""
+
+    needs_attentions = True
+
+    def __init__(self, weights: np.ndarray, pruned: np.ndarray, lam: float = DEFAULT_LAMBDA):
+        self.weights = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+        self.keep = torch.as_tensor(~np.asarray(pruned, dtype=bool), dtype=torch.float32)
+        self.lam = float(lam)
+
+    def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
+        total = 0.0
+        for l, att in enumerate(outputs.attentions):
+            norms = att[:, :, 0, :].float().norm(dim=-1).mean(0)  # (H,)
+            total = total + self.weights[l].to(att.device) * (norms * self.keep[l].to(att.device)).sum()
+        return {"cls_norm": self.lam * total}
+
+
+def pure(
+    model,
+    tokenizer,
+    clean_texts: Sequence[str],
+    clean_labels: Sequence[int],
+    config: TrainConfig | None = None,
+    *,
+    lam: float = DEFAULT_LAMBDA,
+    group: int = DEFAULT_GROUP,
+    min_acc: float | None = None,
+    acc_margin: float = DEFAULT_ACC_MARGIN,
+    val_frac: float = 0.2,
+    seed: int = 0,
+    evaluate: Callable | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[object, dict]:
+    """Run PURE on ``model`` in place (steps 1-4 use a copy); returns (final ``TrainResult``, details)."""
+    clean_texts, clean_labels = list(clean_texts), [int(y) for y in clean_labels]
+    if len(clean_texts) < 5:
+        raise ValueError("PURE needs at least 5 clean labelled samples (it holds 20% out for validation).")
+    config = config or default_config()
+    perm = np.random.default_rng(seed).permutation(len(clean_texts))
+    n_val = max(1, int(round(val_frac * len(clean_texts))))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    tr_t, tr_y = [clean_texts[i] for i in tr_idx], [clean_labels[i] for i in tr_idx]
+    va_t, va_y = [clean_texts[i] for i in val_idx], [clean_labels[i] for i in val_idx]
+
+    probe = copy.deepcopy(model)
+    finetune(probe, tokenizer, tr_t, tr_y, config, should_stop=should_stop)
+    variance = cls_attention_variance(probe, tokenizer, va_t, config.max_length)
+    base_acc = _gated_accuracy(probe, tokenizer, va_t, va_y, np.zeros_like(variance, bool), config.max_length)
+    floor = float(min_acc) if min_acc is not None else base_acc - acc_margin
+    pruned, log = search_pruning(probe, tokenizer, va_t, va_y, variance, floor, group, config.max_length,
+                                 should_stop)
+    del probe
+    weights = layer_weights(variance)
+    slices = prune_heads_persistent(model, pruned)
+    masks = trainable_except(model, slices)
+    res = finetune(model, tokenizer, tr_t, tr_y, config, trainable_masks=masks,
+                   extra_loss=ClsNormLoss(weights, pruned, lam), evaluate=evaluate, callback=callback,
+                   should_stop=should_stop)
+    from ..head_metrics import head_label
+
+    details = {
+        "pruned_heads": [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(pruned))],
+        "n_pruned": int(pruned.sum()),
+        "min_acc": floor,
+        "val_acc_finetuned": base_acc,
+        "search": log,
+        "layer_weights": weights.round(4).tolist(),
+        "lambda": lam,
+        "train_samples": len(tr_t),
+        "val_samples": len(va_t),
+    }
+    return res, details

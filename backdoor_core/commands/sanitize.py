@@ -1,0 +1,123 @@
+"""``sanitize``: repair a model (our attention alignment, or a baseline) and save it, with before/after numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..cli import print_json
+from .scan import add_data_args, load_inputs, read_pool
+
+
+def register(sub) -> None:
+    from ..defenses import DEFENSES
+
+    p = sub.add_parser("sanitize", help="repair a backdoored model and save it (before/after CACC and ASR)")
+    add_data_args(p, clean_default_split="dev", n_clean=300)
+    p.add_argument("--out", required=True, help="directory to save the repaired model to (written atomically)")
+    p.add_argument("--defense", default="alignment", choices=list(DEFENSES),
+                   help="alignment (ours, default), finetune, fineprune or pure")
+    p.add_argument("--heads", default=None,
+                   help="alignment only: repair these heads (e.g. L3H7,L5H1) instead of scanning for them")
+    p.add_argument("--beta", type=float, default=None, help="alignment weight (default 1.0)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--eval-data", default=None, help="clean test data for CACC before/after (a dataset spec)")
+    p.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
+    p.add_argument("--n-eval", type=int, default=500, help="at most this many eval texts (default 500)")
+    p.add_argument("--poisoned-eval", default=None,
+                   help="triggered non-target texts for ASR before/after (file or dataset spec, like --pool)")
+    p.add_argument("--target", type=int, default=None, help="the backdoor's target label (for ASR)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    p.set_defaults(func=run)
+
+
+def _bar(total_hint: int, enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, file=sys.stderr, unit="step", dynamic_ncols=True)
+
+    def callback(progress):
+        if bar.total != progress.total_steps:
+            bar.total = progress.total_steps
+        bar.n = progress.step
+        post = {k: f"{v:.3f}" for k, v in progress.losses.items() if k in ("ce", "align", "cls_norm")}
+        if progress.metrics:
+            post.update({k: f"{v:.3f}" for k, v in progress.metrics.items()})
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+
+    return callback, bar.close
+
+
+def run(args) -> int:
+    from ..data import load_dataset
+    from ..defenses import run_defense
+    from ..models import save_model
+    from ..training import make_evaluator
+
+    lm, clean, pool = load_inputs(args)
+    if (args.poisoned_eval is None) != (args.target is None):
+        raise ValueError("--poisoned-eval and --target go together (ASR needs both).")
+    if args.target is not None and not 0 <= args.target < lm.num_labels:
+        raise ValueError(f"--target {args.target} is outside 0..{lm.num_labels - 1}.")
+    evaluate = None
+    before = {}
+    if args.eval_data or args.poisoned_eval:
+        eval_set = load_dataset(args.eval_data, split=args.eval_split, seed=args.seed) if args.eval_data else clean
+        if len(eval_set) > args.n_eval:
+            eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
+        poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval] if args.poisoned_eval else None
+        evaluate = make_evaluator(lm.tokenizer, eval_set, poisoned, args.target, args.max_length)
+        before = evaluate(lm.model)
+    knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
+                               "max_length": args.max_length, "seed": args.seed}.items() if v is not None}
+    if args.defense == "alignment":
+        if args.beta is not None:
+            knobs["beta"] = args.beta
+        if args.heads:
+            knobs["heads"] = args.heads
+    elif args.heads or args.beta is not None:
+        raise ValueError("--heads and --beta apply to the alignment defense only.")
+    callback, close = _bar(0, not args.json)
+    try:
+        result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
+                             callback=callback, copy=False, **knobs)
+    finally:
+        close()
+    after = evaluate(result.model) if evaluate else {}
+    details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
+    meta = dict(lm.metadata)
+    meta.update({
+        "name": f"{lm.name}-{args.defense}",
+        "sanitized_from": lm.source,
+        "defense": args.defense,
+        "defense_details": details,
+        "clean_samples": len(clean),
+        "pool_samples": len(pool),
+        "before": before,
+        "after": after,
+        "cancelled": result.cancelled,
+        "seconds": round(result.seconds, 1),
+    })
+    out = save_model(result.model, lm.tokenizer, args.out, meta)
+    summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
+               "before": before, "after": after, "details": details, "cancelled": result.cancelled}
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"model      {lm.name} -> {out}")
+    print(f"defense    {args.defense} ({result.seconds:.1f} s, {len(clean)} clean + {len(pool)} pool texts)")
+    if "suspicious_heads" in details:
+        print(f"heads      {', '.join(details['suspicious_heads'])} [{details.get('head_basis')}]")
+    if "pruned_heads" in details:
+        print(f"pruned     {len(details['pruned_heads'])} heads")
+    for key in sorted(set(before) | set(after)):
+        print(f"{key.upper():<10} before {before.get(key, float('nan')):.3f}  after {after.get(key, float('nan')):.3f}")
+    if result.cancelled:
+        print("note       cancelled early: the saved model is the last completed step")
+    json.dumps(summary, default=float)  # the summary stays JSON-ready
+    return 0

@@ -1,0 +1,175 @@
+"""``scan``: trigger-agnostic backdoor scan — verdict, suspicious heads, flagged inputs; ``--json`` / ``--html``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..cli import format_table, print_json
+
+
+def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> None:
+    """Arguments shared by ``scan`` and ``sanitize``."""
+    p.add_argument("model", help="'default', a model directory, or a hub id")
+    p.add_argument("--clean-data", required=True,
+                   help="the defender's clean labelled data: 'bbc', 'sst2', 'sst2/clean/dev', a .tsv/.csv/.jsonl "
+                        "file, a folder with <split>.tsv, or hf:<id>")
+    p.add_argument("--clean-split", default=clean_default_split, help=f"split of --clean-data (default "
+                                                                      f"{clean_default_split})")
+    p.add_argument("--n-clean", type=int, default=n_clean, help=f"use at most this many clean texts (default "
+                                                                f"{n_clean}; a seeded sample)")
+    p.add_argument("--pool", default=None,
+                   help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
+                        ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
+    p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed for samples and splits")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("scan", help="find a backdoor without knowing the trigger: verdict, heads, flagged inputs")
+    add_data_args(p)
+    p.add_argument("--frr", type=float, default=0.05, help="false-rejection rate on clean dev data (default 0.05)")
+    p.add_argument("--top-k", type=int, default=None, help="exactly this many suspicious heads (default: rule)")
+    p.add_argument("--rel-threshold", type=float, default=0.1,
+                   help="suspicious when score >= this x the best head's score (default 0.1)")
+    p.add_argument("--max-fraction", type=float, default=0.25, help="at most this share of heads (default 0.25)")
+    p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
+    p.set_defaults(func=run)
+
+
+def read_pool(spec: str | None, split: str = "test") -> list[str]:
+    """Texts of a pool given as a file (.txt lines, or a table's text column) or a dataset spec."""
+    if not spec:
+        return []
+    from ..data import TEXT_COLUMNS, DataError, load_dataset
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".tsv", ".csv", ".jsonl", ".json-lines"):
+            import csv
+            import io
+            import json
+
+            from ..data import _read_text
+
+            raw = _read_text(path)
+            if suffix in (".jsonl", ".json-lines"):
+                rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+                cols = list(rows[0]) if rows and isinstance(rows[0], dict) else []
+            else:
+                reader = csv.reader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",",
+                                    quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
+                table = [r for r in reader if r]
+                cols = table[0] if table else []
+                rows = [dict(zip(cols, r)) for r in table[1:]]
+            lower = {str(c).strip().lower(): c for c in cols}
+            col = next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
+            if col is None:
+                raise DataError(f"no text column (found {cols}; accepted: {', '.join(TEXT_COLUMNS)})", path)
+            texts = [str(r.get(col, "")) for r in rows]
+        else:
+            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise DataError("the pool file holds no texts", path)
+        return texts
+    return list(load_dataset(spec, split=split).texts)
+
+
+def load_inputs(args):
+    """(LoadedModel, clean TextDataset, pool texts) from the shared arguments, with plain errors."""
+    from ..data import load_dataset
+    from ..models import load_model
+    from ..scan import check_clean_set
+
+    lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed)
+    if args.n_clean is not None and args.n_clean > 0 and len(clean) > args.n_clean:
+        clean = clean.sample(args.n_clean, seed=args.seed)
+    check_clean_set(clean, lm.num_labels)
+    pool = read_pool(args.pool, args.pool_split)
+    return lm, clean, pool
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+
+    def progress(stage, done, total):
+        print(f"\r{stage:<6} {done}/{total}", end="" if stage != "done" else "\n", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def run(args) -> int:
+    from ..scan import scan_model
+
+    lm, clean, pool = load_inputs(args)
+    report = scan_model(
+        lm.model, lm.tokenizer, clean, pool, frr=args.frr, top_k=args.top_k, rel_threshold=args.rel_threshold,
+        max_fraction=args.max_fraction, max_length=args.max_length, seed=args.seed, model_name=lm.name,
+        max_clean=None, progress=_progress_printer(not args.json and sys.stderr.isatty()),
+    )
+    data = report.to_dict()
+    if args.html:
+        write_html(report, args.html)
+    if args.json:
+        print_json(data)
+        return 0
+    v = data["verdict"]
+    d = data["detection"]
+    print(f"model      {lm.name} ({lm.num_layers} layers x {lm.num_heads} heads)")
+    print(f"verdict    {'LIKELY BACKDOORED' if v['likely_backdoored'] else 'no backdoor evidence'} "
+          f"(score {v['score']:.2f}, from {v['basis']})")
+    print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
+          f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
+    print(f"pool       {d['n_pool']} inputs, {d['n_flagged']} flagged ({d['flag_rate']:.1%})")
+    heads = data["head_safety"]
+    print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
+    print("\nHeads by score (collapse on flagged inputs x importance):")
+    print(format_table(report.head_rows()[: args.show], ["head", "score", "collapse", "importance", "suspicious"]))
+    if data["flagged"]:
+        print("\nFlagged inputs (highest score first):")
+        rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
+        print(format_table(rows, ["index", "score", "label", "text"], floats="{:.2f}"))
+    if args.html:
+        print(f"\nHTML report written to {args.html}")
+    return 0
+
+
+def write_html(report, path) -> Path:
+    """A self-contained offline HTML report via ``report.html_report``."""
+    from ..report import html_report
+
+    d = report.to_dict()
+    v, det = d["verdict"], d["detection"]
+    sections = [
+        {"heading": "Verdict",
+         "text": f"**{'Likely backdoored' if v['likely_backdoored'] else 'No backdoor evidence'}** — score "
+                 f"{v['score']:.2f} (basis: {v['basis']}).\n\nThreshold {det['threshold']:.2f} at FRR "
+                 f"{det['frr_target']:.0%} on {det['n_clean_dev']} held-out clean inputs (measured FRR "
+                 f"{det['clean_frr']:.1%}); {det['n_flagged']} of {det['n_pool']} pool inputs flagged.",
+         "table": [{"component": k, "value": val} for k, val in v["components"].items()]},
+        {"heading": "Suspicious heads",
+         "text": ", ".join(d["suspicious_heads"]) or "none",
+         "table": report.head_rows()[:20]},
+    ]
+    try:
+        import plotly.graph_objects as go
+
+        fig = go.Figure(go.Heatmap(z=report.heads.score, x=[f"H{h}" for h in range(report.num_heads)],
+                                   y=[f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
+        fig.update_layout(title="Head score (collapse x importance)", height=400)
+        sections[1]["figure"] = fig
+    except ImportError:  # pragma: no cover - plotly is a dependency
+        pass
+    if d["flagged"]:
+        sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html_report(f"Backdoor scan: {report.model_name}", sections), encoding="utf-8")
+    return path

@@ -1,0 +1,226 @@
+"""One registry for every defense that repairs a model, so the app, the CLI and the benchmark call them alike.
+
+    result = run_defense("alignment", model, tokenizer, clean_train, pool_texts=pool,
+                         evaluate=make_evaluator(...), callback=..., should_stop=...)
+    result.model      # the repaired model (a copy unless copy=False)
+    result.history    # training.train's history rows (step, losses, cacc/asr when evaluate is given)
+    result.details    # what the defense decided (suspicious heads, pruned heads, ...)
+
+``DEFENSES`` maps each name to a ``DefenseInfo`` (label, one-line description, knobs with defaults):
+
+* ``alignment`` — ours: scan (trigger-agnostic) -> suspicious heads -> head-wise fine-tuning with CE + beta x
+  attention alignment toward the safe heads (``sanitize``).
+* ``finetune`` — plain fine-tuning on the clean data.
+* ``fineprune`` — prune the least active heads, then fine-tune.
+* ``pure`` — PURE: [CLS]-variance head pruning + attention normalisation.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import DataError, TextDataset, check_labels_match
+from .training import Progress, TrainConfig
+
+
+@dataclass
+class DefenseInfo:
+    name: str
+    label: str
+    description: str
+    knobs: dict = field(default_factory=dict)  # name -> default
+
+
+@dataclass
+class DefenseResult:
+    """``model``: the repaired model; ``history``: training rows; ``seconds``: wall time; ``details``: decisions.
+
+    ``cancelled`` is True when ``should_stop`` ended training early (the model is then the last completed step).
+    """
+
+    model: object
+    history: list[dict]
+    seconds: float
+    details: dict = field(default_factory=dict)
+    cancelled: bool = False
+
+
+DEFENSES: dict[str, DefenseInfo] = {
+    "alignment": DefenseInfo(
+        "alignment", "Attention safety alignment (ours)",
+        "Find suspicious heads without the trigger, then fine-tune only them with cross-entropy plus an "
+        "alignment term pulling their attention toward the safe heads of the same layer.",
+        {"beta": 5.0, "kind": "kl", "reset": True, "heads": None, "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25,
+         "top_k": None, "lr": 5e-4, "epochs": 3},
+    ),
+    "finetune": DefenseInfo(
+        "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.", {"lr": 5e-5, "epochs": 4},
+    ),
+    "fineprune": DefenseInfo(
+        "fineprune", "Fine-pruning",
+        "Prune the heads least active on clean data (20%), then fine-tune the rest.",
+        {"prune_fraction": 0.2, "lr": 5e-5, "epochs": 4},
+    ),
+    "pure": DefenseInfo(
+        "pure", "PURE",
+        "Prune heads with near-uniform [CLS] attention (accuracy-guarded), then fine-tune with a [CLS] attention "
+        "normalisation term.",
+        {"lam": 0.15, "group": 10, "acc_margin": 0.07, "lr": 5e-5, "epochs": 4},
+    ),
+}
+
+
+def _config(config: TrainConfig | None, knobs: dict, default_factory) -> TrainConfig:
+    if config is not None:
+        return config
+    return default_factory(lr=knobs.pop("lr", None), epochs=knobs.pop("epochs", None),
+                           max_length=knobs.pop("max_length", None), seed=knobs.pop("seed", None),
+                           batch_size=knobs.pop("batch_size", None), max_steps=knobs.pop("max_steps", None),
+                           eval_every=knobs.pop("eval_every", None))
+
+
+def run_defense(
+    name: str,
+    model,
+    tokenizer,
+    clean_train: TextDataset,
+    *,
+    pool_texts: Sequence[str] | None = None,
+    config: TrainConfig | None = None,
+    evaluate: Callable | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    copy: bool = True,
+    **knobs,
+) -> DefenseResult:
+    """Run defense ``name`` (a key of ``DEFENSES``) on ``model`` with the defender's clean data.
+
+    Args:
+        clean_train: the defender's clean labelled set (its labels must match the model's).
+        pool_texts: unlabelled, possibly triggered inputs (used by ``alignment`` only).
+        config: full training settings; when None the defense's defaults apply, with ``lr``, ``epochs``,
+            ``max_length``, ``seed``, ``batch_size``, ``max_steps``, ``eval_every`` taken from ``knobs``.
+        copy: work on a deep copy (default) so the caller keeps the suspect model for before/after.
+        knobs: the defense's own settings (see ``DEFENSES[name].knobs``). For ``alignment``: ``heads`` (labels
+            like ``["L3H7"]`` or an ``(L, H)`` bool array) skips the scan; ``scan`` reuses a ``ScanReport``.
+    """
+    if name not in DEFENSES:
+        raise ValueError(f"Unknown defense '{name}'; choose one of {', '.join(DEFENSES)}.")
+    if clean_train is None or len(clean_train) == 0:
+        raise DataError("The clean set is empty: every defense needs clean labelled samples.")
+    check_labels_match(clean_train, int(model.config.num_labels))
+    t0 = time.perf_counter()
+    work = _copy.deepcopy(model) if copy else model
+    knobs = dict(knobs)
+    texts, labels = list(clean_train.texts), list(clean_train.labels)
+    common = dict(evaluate=evaluate, callback=callback, should_stop=should_stop)
+
+    if name == "finetune":
+        from .baselines.finetune import default_config, finetune
+
+        cfg = _config(config, knobs, default_config)
+        _reject_unknown(name, knobs)
+        res = finetune(work, tokenizer, texts, labels, cfg, **common)
+        details = {"clean_samples": len(texts)}
+    elif name == "fineprune":
+        from .baselines.fineprune import DEFAULT_PRUNE_FRACTION, fineprune
+        from .baselines.finetune import default_config
+        from .head_metrics import head_label
+
+        cfg = _config(config, knobs, default_config)
+        frac = float(knobs.pop("prune_fraction", DEFAULT_PRUNE_FRACTION))
+        _reject_unknown(name, knobs)
+        res, pruned = fineprune(work, tokenizer, texts, labels, cfg, prune_fraction=frac, **common)
+        details = {"pruned_heads": [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(pruned))],
+                   "prune_fraction": frac, "clean_samples": len(texts)}
+    elif name == "pure":
+        from .baselines.finetune import default_config
+        from .baselines.pure import pure
+
+        cfg = _config(config, knobs, default_config)
+        opts = {k: knobs.pop(k) for k in ("lam", "group", "min_acc", "acc_margin", "val_frac") if k in knobs}
+        _reject_unknown(name, knobs)
+        res, details = pure(work, tokenizer, texts, labels, cfg, seed=cfg.seed, **opts, **common)
+    else:  # alignment
+        res, details = _alignment(work, tokenizer, clean_train, pool_texts, config, knobs, common)
+
+    details.setdefault("defense", name)
+    return DefenseResult(model=work, history=list(res.history), seconds=time.perf_counter() - t0,
+                         details=details, cancelled=bool(res.cancelled))
+
+
+def _reject_unknown(name: str, knobs: dict) -> None:
+    if knobs:
+        raise ValueError(f"Unknown setting(s) for {name}: {', '.join(sorted(knobs))}. "
+                         f"Known: {', '.join(DEFENSES[name].knobs)}.")
+
+
+def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict):
+    from .head_metrics import heads_to_mask
+    from .sanitize import DEFAULT_BETA, DEFAULT_POOL_BUDGET, DEFAULT_RESET, default_config, sanitize_heads
+    from .scan import scan_model
+
+    cfg = _config(config, knobs, default_config)
+    beta = float(knobs.pop("beta", DEFAULT_BETA))
+    kind = str(knobs.pop("kind", "kl"))
+    reset = bool(knobs.pop("reset", DEFAULT_RESET))
+    heads = knobs.pop("heads", None)
+    report = knobs.pop("scan", None)
+    pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
+    scan_opts = {k: knobs.pop(k) for k in ("frr", "rel_threshold", "max_fraction", "top_k", "aggregate",
+                                          "fallback_frac", "max_clean") if k in knobs}
+    _reject_unknown("alignment", knobs)
+    L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
+    pool = [str(t) for t in (pool_texts or [])]
+    scan_seconds = 0.0
+    if heads is not None:
+        if isinstance(heads, str):
+            heads = [h for h in heads.replace(" ", ",").split(",") if h]
+        if isinstance(heads, np.ndarray) and heads.shape == (L, H):
+            mask = heads.astype(bool)
+        else:
+            mask = heads_to_mask(list(heads), L, H)
+        flagged = pool
+        basis = "given"
+    else:
+        if report is None:
+            t = time.perf_counter()
+            report = scan_model(model, tokenizer, clean_train, pool, max_length=cfg.max_length, seed=cfg.seed,
+                                should_stop=common.get("should_stop"), **scan_opts)
+            scan_seconds = time.perf_counter() - t
+        mask = report.heads.suspicious
+        split_opts = {k: scan_opts[k] for k in ("rel_threshold", "max_fraction", "top_k") if k in scan_opts}
+        if split_opts and scan_seconds == 0.0:  # a given report, re-split with the asked-for rule
+            from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, split_heads
+
+            mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
+                               split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
+        flagged = report.flagged_texts
+        basis = report.heads.basis
+    if not np.asarray(mask).any():
+        raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
+                         "to choose them yourself.")
+    flagged = flagged[:pool_budget]
+    res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
+                         kind=kind, config=cfg, reset=reset, **common)
+    details = {
+        "suspicious_heads": res.suspicious_heads,
+        "head_basis": basis,
+        "flagged_used": len(flagged),
+        "beta": beta,
+        "kind": kind,
+        "reset": reset,
+        "align_before": res.align_before,
+        "align_after": res.align_after,
+        "frozen_unchanged": res.frozen_unchanged,
+        "scan_seconds": scan_seconds,
+        **{k: v for k, v in res.details.items() if k not in ("beta", "kind")},
+    }
+    if report is not None:
+        details["verdict"] = report.verdict
+    return res, details

@@ -1,0 +1,348 @@
+"""Trigger-agnostic input-level detection from how attention heads collapse together, and a model-level verdict.
+
+The defense paper (arXiv 2511.13789) reports that on triggered inputs a backdoored model's attention heads become
+unusually similar to one another; it publishes no formula. Ours (our design; paper silent):
+
+1. ``attention_stats``: for every input, layer and head — the head's cosine similarity to the other heads of
+   its layer (``head_sim``, ``head_peak``), its ``focus`` (largest attention mass, averaged over queries, on one
+   content token) and its mass on the layer's ``common`` key. ``[CLS]``/``[SEP]`` columns are left out: most
+   heads park attention there, which makes every pair of heads look alike on every input.
+2. ``SimilarityDetector.fit`` on the defender's clean inputs: per layer feature, a least-squares line in
+   log(token count) (the length trend is removed) and the residuals' standard deviation.
+3. ``score``: per-layer z-scores, aggregated by their max (a trigger captures heads in some layers, not all).
+   Higher = more suspicious. Measured on four pilot models, the plain cosine similarity of whole maps works for
+   TAL backdoors (AUROC 0.995) but not for ordinary BadNets/AddSent (0.57/0.54) on MiniLM, where only a few heads
+   collapse onto the trigger; the layer's mean ``focus`` — heads converging onto one token — works for all
+   token triggers, so it is the default (``DEFAULT_FEATURES``, table there). Similarity features remain knobs.
+4. ``calibrate``: threshold at a false-rejection rate (default 5%) on clean dev inputs that were NOT used to fit
+   the statistics (``scan`` splits the defender's clean set in two), so the reported FRR is honest.
+
+``model_verdict`` turns these statistics into one backdoor-likelihood number for the whole model (see there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .head_metrics import head_similarity, mean_offdiag
+from .metrics import auroc, frr_far, threshold_at_frr
+
+AGGREGATES = ("max", "mean")
+DEFAULT_AGGREGATE = "max"
+"""Per-layer z-scores aggregated by their max. Chosen by measurement (README / defense.md)."""
+FEATURES = ("sim", "peak", "focus", "common")
+DEFAULT_FEATURES = ("focus",)
+"""Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by measurement on four pilot
+MiniLM/SST-2 models (AUROC, 120 clean vs 120 triggered test inputs, max aggregate, length-adjusted):
+
+=============  =======  =======  ============  =========
+feature        BadNets  AddSent  BadNets+TAL   syntactic
+=============  =======  =======  ============  =========
+sim (cosine)   0.565    0.539    0.995         0.479
+peak           0.744    0.859    0.957         0.619
+common         0.883    0.980    0.992         0.548
+focus          0.880    0.980    0.992         0.678
+=============  =======  =======  ============  =========
+"""
+DEFAULT_FRR = 0.05
+
+
+@dataclass
+class AttentionStats:
+    """Per-input attention statistics (arrays aligned with the input texts).
+
+    Similarities are cosines between heads' ``(T, T)`` maps restricted to real queries and CONTENT keys (the
+    ``[CLS]``/``[SEP]`` columns are dropped: most heads park attention there, which makes every pair of heads
+    look alike and drowns the trigger's signal — measured, see bench/results/defense.md).
+
+    Attributes:
+        head_sim: ``(N, L, H)`` each head's mean similarity to the other heads of its layer.
+        head_peak: ``(N, L, H)`` each head's largest similarity to one other head of its layer.
+        focus: ``(N, L, H)`` each head's largest share of attention, averaged over queries, on ONE content key
+            (1 = every query looks at the same word).
+        common: ``(N, L, H)`` each head's share of attention (averaged over queries) on the layer's COMMON key —
+            the content key that the layer's heads together attend to most: the heads' collapse onto one word.
+        probs: ``(N, C)`` class probabilities.
+        lengths: ``(N,)`` token counts (with special tokens, after truncation).
+    """
+
+    head_sim: np.ndarray
+    head_peak: np.ndarray
+    focus: np.ndarray
+    common: np.ndarray
+    probs: np.ndarray
+    lengths: np.ndarray
+
+    FIELDS = ("head_sim", "head_peak", "focus", "common", "probs", "lengths")
+
+    @property
+    def layer_sim(self) -> np.ndarray:
+        """``(N, L)``: mean head-to-head similarity of each layer."""
+        return self.head_sim.mean(-1)
+
+    @property
+    def layer_peak(self) -> np.ndarray:
+        """``(N, L)``: the most similar pair of heads of each layer."""
+        return self.head_peak.max(-1)
+
+    def layer_focus(self, k: int = 3) -> np.ndarray:
+        """``(N, L)``: mean focus of the ``k`` most focused heads of each layer."""
+        k = min(k, self.focus.shape[-1])
+        return -np.sort(-self.focus, axis=-1)[..., :k].mean(-1)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    def __len__(self) -> int:
+        return int(self.head_sim.shape[0])
+
+    def subset(self, idx) -> AttentionStats:
+        idx = np.asarray(idx, dtype=int)
+        return AttentionStats(*(getattr(self, f)[idx] for f in self.FIELDS))
+
+    @staticmethod
+    def empty(layers: int, heads: int, labels: int) -> AttentionStats:
+        z = np.zeros((0, layers, heads), np.float32)
+        return AttentionStats(z, z.copy(), z.copy(), z.copy(), np.zeros((0, labels), np.float32),
+                              np.zeros(0, np.int64))
+
+    @staticmethod
+    def concat(parts: Sequence[AttentionStats]) -> AttentionStats:
+        return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS))
+
+
+class Cancelled(RuntimeError):
+    """``should_stop()`` returned True; nothing was half-applied."""
+
+
+@torch.inference_mode()
+def attention_stats(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AttentionStats:
+    """Forward ``texts`` (sorted by length to save padding) and compute ``AttentionStats``.
+
+    Empty texts are allowed (they are ``[CLS] [SEP]``: no content key, all statistics 0). ``progress(done,
+    total)`` is called after each batch; ``should_stop()`` raises ``Cancelled`` between batches.
+    """
+    texts = [str(t) for t in texts]
+    n = len(texts)
+    L = int(model.config.num_hidden_layers)
+    H = int(model.config.num_attention_heads)
+    C = int(model.config.num_labels)
+    out_arrays = {f: np.zeros((n, L, H), dtype=np.float32) for f in ("head_sim", "head_peak", "focus", "common")}
+    probs = np.zeros((n, C), dtype=np.float32)
+    lengths = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return AttentionStats.empty(L, H, C)
+    device = next(model.parameters()).device
+    order = sorted(range(n), key=lambda i: len(texts[i]))
+    was_training = model.training
+    model.eval()
+    eye = torch.eye(H, dtype=torch.bool, device=device)
+    try:
+        for start in range(0, n, batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled")
+            idx = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt", return_special_tokens_mask=True)
+            special = enc.pop("special_tokens_mask").bool().to(device)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model(**enc, output_attentions=True)
+            if not out.attentions or out.attentions[0] is None:
+                raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
+            qmask = enc["attention_mask"].float()  # (B, T) real queries
+            kmask = qmask * (~special).float()  # (B, T) content keys
+            pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
+            for layer, att in enumerate(out.attentions):
+                att = att.float() * pair
+                sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
+                out_arrays["head_sim"][idx, layer] = mean_offdiag(sim, per_head=True).cpu().numpy()
+                out_arrays["head_peak"][idx, layer] = sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0).cpu().numpy()
+                col = att.sum(-2) / qmask.sum(-1)[:, None, None]  # (B, H, T) mean over queries, content keys
+                out_arrays["focus"][idx, layer] = col.max(-1).values.cpu().numpy()
+                key = col.mean(1).argmax(-1)  # (B,) the layer's common key
+                out_arrays["common"][idx, layer] = col.gather(-1, key[:, None, None].expand(-1, H, 1))[..., 0].cpu().numpy()
+            probs[idx] = torch.softmax(out.logits.float(), -1).cpu().numpy()
+            lengths[idx] = enc["attention_mask"].sum(-1).cpu().numpy()
+            if progress is not None:
+                progress(min(start + batch_size, n), n)
+    finally:
+        model.train(was_training)
+    return AttentionStats(out_arrays["head_sim"], out_arrays["head_peak"], out_arrays["focus"], out_arrays["common"],
+                          probs, lengths)
+
+
+@dataclass
+class SimilarityDetector:
+    """Clean-data statistics of head similarity, and z-scores against them (see the module docstring).
+
+    Attributes:
+        features: per-layer features, any of ``"sim"`` (mean head-to-head similarity), ``"peak"`` (the most
+            similar pair of heads), ``"focus"`` (mean over heads of ``focus``) and ``"common"`` (mean over heads
+            of ``common``: how much the layer's heads together collapse onto one key).
+        aggregate: ``"max"`` or ``"mean"`` of the z-scores of all features.
+        length_adjust: remove the linear trend in log(token count) fitted on clean data (our design).
+        coef: ``(2, F)`` least-squares line per feature (intercept, slope).
+        scale: standard deviation of the clean residuals per feature.
+        threshold: the score above which an input is flagged (set by ``calibrate``).
+    """
+
+    features: tuple = DEFAULT_FEATURES
+    aggregate: str = DEFAULT_AGGREGATE
+    length_adjust: bool = True
+    coef: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    threshold: float | None = None
+    frr_target: float = DEFAULT_FRR
+    clean_dev_scores: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got '{self.aggregate}'.")
+        if isinstance(self.features, str):
+            self.features = tuple(f.strip() for f in self.features.split(",") if f.strip())
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad or not self.features:
+            raise ValueError(f"features must be some of {', '.join(FEATURES)}, got {list(self.features)}.")
+        self.features = tuple(self.features)
+
+    def _features(self, stats: AttentionStats) -> np.ndarray:
+        table = {"sim": lambda: stats.layer_sim, "peak": lambda: stats.layer_peak,
+                 "focus": lambda: stats.focus.mean(-1), "common": lambda: stats.common.mean(-1)}
+        return np.concatenate([table[f]() for f in self.features], axis=1).astype(np.float64)
+
+    def _design(self, stats: AttentionStats) -> np.ndarray:
+        x = np.log(np.maximum(stats.lengths, 1).astype(np.float64))
+        if not self.length_adjust:
+            x = np.zeros_like(x)
+        return np.stack([np.ones_like(x), x], axis=1)
+
+    def fit(self, clean: AttentionStats) -> SimilarityDetector:
+        """Fit the per-feature length trend and spread on clean inputs (at least 2)."""
+        if len(clean) < 2:
+            raise ValueError("The detector needs at least 2 clean inputs to estimate their spread.")
+        X, F = self._design(clean), self._features(clean)
+        coef, *_ = np.linalg.lstsq(X, F, rcond=None)
+        resid = F - X @ coef
+        self.coef = coef
+        self.scale = np.maximum(resid.std(0), 1e-6)
+        return self
+
+    def feature_z(self, stats: AttentionStats) -> np.ndarray:
+        """``(N, features)`` z-scores (``L`` layers, or ``L*H`` heads for ``head_max``)."""
+        if self.coef is None:
+            raise RuntimeError("Call fit() on clean inputs first.")
+        return (self._features(stats) - self._design(stats) @ self.coef) / self.scale
+
+    def score(self, stats: AttentionStats) -> np.ndarray:
+        """``(N,)`` suspicion scores (higher = more likely triggered)."""
+        z = self.feature_z(stats)
+        if len(stats) == 0:
+            return np.zeros(0)
+        return z.mean(1) if self.aggregate == "mean" else z.max(1)
+
+    def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
+        """Set ``threshold`` so that about ``frr`` of ``clean_dev`` (held out from ``fit``) is flagged."""
+        scores = self.score(clean_dev)
+        self.threshold = threshold_at_frr(scores, frr)
+        self.frr_target = float(frr)
+        self.clean_dev_scores = scores
+        return self.threshold
+
+    def flag(self, scores: np.ndarray) -> np.ndarray:
+        if self.threshold is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        return np.asarray(scores) > self.threshold
+
+    @property
+    def clean_frr(self) -> float:
+        """FRR on the clean dev inputs used by ``calibrate``."""
+        return float((self.clean_dev_scores > self.threshold).mean())
+
+
+def evaluate_detector(clean_scores: Sequence[float], poisoned_scores: Sequence[float], threshold: float) -> dict:
+    """FRR, FAR and AUROC of "flag when score > threshold" on labelled clean / poisoned inputs."""
+    frr, far = frr_far(clean_scores, poisoned_scores, threshold)
+    return {"frr": frr, "far": far, "auroc": auroc(clean_scores, poisoned_scores), "threshold": float(threshold),
+            "clean": int(len(clean_scores)), "poisoned": int(len(poisoned_scores))}
+
+
+def split_clean(n: int, fit_frac: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``n`` clean inputs into (fit, dev) index arrays (both non-empty when n >= 4)."""
+    if n < 4:
+        raise ValueError(f"At least 4 clean texts are needed (got {n}): half fit the statistics, half set the "
+                         "threshold.")
+    perm = np.random.default_rng(seed).permutation(n)
+    k = min(max(2, int(round(n * fit_frac))), n - 2)
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+# ------------------------------------------------------------------------------------------------ verdict
+
+VERDICT_THRESHOLD = 0.5
+
+
+def model_verdict(
+    detector: SimilarityDetector,
+    clean_dev_scores: np.ndarray,
+    pool_scores: np.ndarray | None = None,
+    pool_predictions: np.ndarray | None = None,
+    num_labels: int = 2,
+) -> dict:
+    """A backdoor-likelihood score for the whole model, in [0, 1] (our design; paper silent).
+
+    With a pool of unlabelled inputs: a backdoored model's triggered pool inputs stand out from the clean dev
+    inputs AND are all pushed to one class. The score multiplies
+
+    * ``excess``: the share of the pool flagged above what the FRR explains, ``(flag_rate - frr) / (1 - frr)``
+      clipped to [0, 1], turned into a soft number by ``min(1, excess / 0.05)`` (5% of the pool is enough),
+    * ``tail``: how far the flagged inputs sit above the threshold, ``1 - exp(-(mean flagged z - threshold) /
+      2)``, and
+    * ``purity``: how concentrated the flagged inputs' predictions are on one class, rescaled so that the
+      class mix expected by chance is 0 and a single class is 1.
+
+    Without a pool only the clean dev tail is available: ``tail`` of the top 5% clean dev inputs relative to
+    the rest; this is weak (it cannot see the trigger) and is reported as such (``basis: "clean only"``).
+    """
+    clean_dev_scores = np.asarray(clean_dev_scores, dtype=float)
+    thr = float(detector.threshold)
+    frr = float((clean_dev_scores > thr).mean())
+    if pool_scores is None or len(pool_scores) == 0:
+        top = np.sort(clean_dev_scores)[-max(1, len(clean_dev_scores) // 20):]
+        spread = float(np.std(clean_dev_scores)) or 1.0
+        tail = float(1 - np.exp(-max(0.0, (top.mean() - np.median(clean_dev_scores)) / spread - 2.0) / 2.0))
+        return {"score": tail, "likely_backdoored": tail >= VERDICT_THRESHOLD, "basis": "clean only",
+                "components": {"tail": tail}}
+    pool_scores = np.asarray(pool_scores, dtype=float)
+    flagged = pool_scores > thr
+    rate = float(flagged.mean())
+    excess = max(0.0, (rate - frr) / max(1e-9, 1 - frr))
+    excess_soft = min(1.0, excess / 0.05)
+    if flagged.any():
+        tail = float(1 - np.exp(-max(0.0, pool_scores[flagged].mean() - thr) / 2.0))
+    else:
+        tail = 0.0
+    purity = 0.0
+    if flagged.any() and pool_predictions is not None:
+        preds = np.asarray(pool_predictions)[flagged]
+        share = np.bincount(preds, minlength=num_labels).max() / len(preds)
+        purity = float(max(0.0, (share - 1.0 / num_labels) / (1 - 1.0 / num_labels)))
+    score = float(excess_soft * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
+    return {
+        "score": score,
+        "likely_backdoored": score >= VERDICT_THRESHOLD,
+        "basis": "pool",
+        "components": {"flag_rate": rate, "clean_frr": frr, "excess": excess, "tail": tail, "purity": purity},
+    }

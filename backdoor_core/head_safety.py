@@ -1,0 +1,255 @@
+"""Head safety evaluation: which attention heads a trigger captured (suspicious) and which are safe.
+
+For every head ``(l, h)`` (our design; the defense paper arXiv 2511.13789 names the two ingredients, inter-head
+similarity and importance, but publishes no formula):
+
+* ``collapse``: how much more the head joins the other heads of its layer on one common key on flagged inputs
+  than on clean inputs — the difference of the mean ``common`` statistic (see ``detection.attention_stats``)
+  divided by its clean standard deviation (a z-like number; negative values are clipped to 0 when combining).
+  ``collapse_feature`` switches to ``"sim"`` (mean cosine similarity to the layer's other heads), ``"peak"``
+  or ``"focus"``; ``"common"`` is the default by measurement (bench/results/defense.md).
+* ``importance``: mean over flagged inputs of ``|d margin / d gate|``, where ``gate`` is the head's gate
+  (``architecture.head_gates``, 1 = untouched) and ``margin`` is the logit of the model's OWN predicted class
+  minus the largest other logit. Flagged inputs have no trustworthy labels, so the model's prediction stands in;
+  the margin (not cross-entropy) is used because cross-entropy's gradient vanishes on the confident predictions
+  a trigger produces. It is the first-order estimate of what ablating the head would do to the decision.
+* ``score = collapse⁺ / max(collapse⁺) × importance / max(importance)`` in [0, 1].
+
+Split rule (knobs): a head is suspicious when ``score >= rel_threshold`` (default 0.1, relative to the best
+head), keeping at most ``max_fraction`` of all heads (default 25%, highest scores first) and at most
+``heads - 1`` per layer so each layer keeps a safe head for the alignment target; ``top_k`` replaces the
+threshold by a fixed count. Every other head is safe.
+
+Without flagged inputs (no pool, or nothing in it crossed the threshold) the defender has nothing that shows the
+trigger; we then use the clean inputs with the highest detection scores (the top ``fallback_frac``, default 10%)
+as stand-ins and mark the result ``basis="clean fallback"`` — it cannot see a trigger that never occurs in clean
+data, so its split is weak (our design; paper silent). We deliberately do NOT synthesise candidates by inserting
+rare tokens: a candidate list would smuggle trigger knowledge into a trigger-agnostic method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .architecture import head_gates
+from .detection import AttentionStats, Cancelled, attention_stats
+from .head_metrics import head_label
+
+DEFAULT_REL_THRESHOLD = 0.1
+DEFAULT_MAX_FRACTION = 0.25
+DEFAULT_FALLBACK_FRAC = 0.1
+DEFAULT_IMPORTANCE_INPUTS = 64
+
+
+@dataclass
+class HeadSafety:
+    """Per-head results, all ``(layers, heads)``.
+
+    Attributes:
+        collapse: similarity rise on flagged vs clean inputs, in clean standard deviations.
+        importance: mean ``|d margin / d gate|`` on flagged inputs.
+        score: combined score in [0, 1].
+        suspicious: True for the heads to repair.
+        basis: ``"flagged"`` or ``"clean fallback"``.
+        rule: the knobs used.
+    """
+
+    collapse: np.ndarray
+    importance: np.ndarray
+    score: np.ndarray
+    suspicious: np.ndarray
+    basis: str = "flagged"
+    n_flagged: int = 0
+    rule: dict = field(default_factory=dict)
+
+    @property
+    def suspicious_labels(self) -> list[str]:
+        """``["L3H7", ...]`` ordered by decreasing score."""
+        idx = np.argwhere(self.suspicious)
+        idx = sorted(idx.tolist(), key=lambda lh: -self.score[lh[0], lh[1]])
+        return [head_label(int(l), int(h)) for l, h in idx]
+
+    @property
+    def safe(self) -> np.ndarray:
+        return ~self.suspicious
+
+    def to_dict(self) -> dict:
+        return {
+            "collapse": self.collapse.round(4).tolist(),
+            "importance": self.importance.round(6).tolist(),
+            "score": self.score.round(4).tolist(),
+            "suspicious": self.suspicious.astype(bool).tolist(),
+            "suspicious_heads": self.suspicious_labels,
+            "basis": self.basis,
+            "n_flagged": int(self.n_flagged),
+            "rule": dict(self.rule),
+        }
+
+
+COLLAPSE_FEATURES = {"common": "common", "sim": "head_sim", "peak": "head_peak", "focus": "focus"}
+DEFAULT_COLLAPSE = "common"
+
+
+def collapse_scores(clean: AttentionStats, flagged: AttentionStats, feature: str = DEFAULT_COLLAPSE) -> np.ndarray:
+    """``(L, H)``: (mean flagged feature - mean clean feature) / clean standard deviation."""
+    if feature not in COLLAPSE_FEATURES:
+        raise ValueError(f"collapse feature must be one of {', '.join(COLLAPSE_FEATURES)}, got '{feature}'.")
+    if len(clean) < 2 or len(flagged) == 0:
+        raise ValueError("collapse needs at least 2 clean inputs and 1 flagged input.")
+    c, f = getattr(clean, COLLAPSE_FEATURES[feature]), getattr(flagged, COLLAPSE_FEATURES[feature])
+    sd = np.maximum(c.std(0), 1e-6)
+    return ((f.mean(0) - c.mean(0)) / sd).astype(np.float64)
+
+
+def gate_importance(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int = 128,
+    max_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """``(L, H)`` mean over inputs of ``|d margin / d gate|`` (see the module docstring).
+
+    One input at a time (per-input absolute values; a batch gradient would let inputs cancel out). At most
+    ``max_inputs`` texts are used, a seeded sample when there are more.
+    """
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("Importance needs at least one input.")
+    if len(texts) > max_inputs:
+        pick = np.random.default_rng(seed).choice(len(texts), max_inputs, replace=False)
+        texts = [texts[i] for i in sorted(pick)]
+    L = int(model.config.num_hidden_layers)
+    H = int(model.config.num_attention_heads)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = np.zeros((L, H))
+    req = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for text in texts:
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled")
+            gates = torch.ones(L, H, requires_grad=True, device=device)
+            enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            with head_gates(model, gates):
+                logits = model(**enc).logits[0].float()
+            pred = int(logits.argmax())
+            others = torch.cat([logits[:pred], logits[pred + 1:]])
+            margin = logits[pred] - others.max()
+            (grad,) = torch.autograd.grad(margin, gates)
+            total += grad.abs().cpu().numpy()
+    finally:
+        for p, r in zip(model.parameters(), req):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return total / len(texts)
+
+
+def split_heads(
+    score: np.ndarray,
+    rel_threshold: float = DEFAULT_REL_THRESHOLD,
+    max_fraction: float = DEFAULT_MAX_FRACTION,
+    top_k: int | None = None,
+) -> np.ndarray:
+    """``(L, H)`` bool suspicious mask from a score (see the module docstring for the rule)."""
+    score = np.asarray(score, dtype=float)
+    L, H = score.shape
+    if not 0 < max_fraction <= 1:
+        raise ValueError("max_fraction must be in (0, 1].")
+    cap = max(1, int(np.floor(max_fraction * L * H))) if top_k is None else int(top_k)
+    if cap < 1:
+        raise ValueError("top_k must be at least 1.")
+    best = float(score.max())
+    out = np.zeros((L, H), dtype=bool)
+    if best <= 0:
+        return out
+    per_layer = np.zeros(L, dtype=int)
+    for flat in np.argsort(-score, axis=None, kind="stable"):
+        l, h = np.unravel_index(flat, score.shape)
+        if out.sum() >= cap:
+            break
+        if top_k is None and score[l, h] < rel_threshold * best:
+            break
+        if score[l, h] <= 0 or per_layer[l] >= H - 1:
+            continue
+        out[l, h] = True
+        per_layer[l] += 1
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.clip(np.asarray(x, dtype=float), 0, None)
+    m = x.max()
+    return x / m if m > 0 else x
+
+
+def evaluate_heads(
+    model,
+    tokenizer,
+    clean_texts: Sequence[str],
+    flagged_texts: Sequence[str] | None = None,
+    *,
+    clean_stats: AttentionStats | None = None,
+    flagged_stats: AttentionStats | None = None,
+    clean_scores: np.ndarray | None = None,
+    rel_threshold: float = DEFAULT_REL_THRESHOLD,
+    max_fraction: float = DEFAULT_MAX_FRACTION,
+    top_k: int | None = None,
+    fallback_frac: float = DEFAULT_FALLBACK_FRAC,
+    importance_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
+    collapse_feature: str = DEFAULT_COLLAPSE,
+    max_length: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> HeadSafety:
+    """Rate every head and split them into suspicious and safe (see the module docstring).
+
+    Args:
+        clean_texts: the defender's clean inputs (at least 4).
+        flagged_texts: inputs the detector flagged; empty/None triggers the clean fallback, which needs
+            ``clean_scores`` (detection scores of ``clean_texts``) to pick the stand-ins.
+        clean_stats, flagged_stats: precomputed ``attention_stats`` to skip the forward passes.
+    """
+    clean_texts = [str(t) for t in clean_texts]
+    if len(clean_texts) < 4:
+        raise ValueError(f"Head safety needs at least 4 clean texts (got {len(clean_texts)}).")
+    if clean_stats is None:
+        clean_stats = attention_stats(model, tokenizer, clean_texts, max_length, batch_size,
+                                      should_stop=should_stop)
+    flagged_texts = [str(t) for t in (flagged_texts or [])]
+    basis = "flagged"
+    ref = clean_stats
+    if not flagged_texts:
+        basis = "clean fallback"
+        if clean_scores is None:
+            raise ValueError("Without flagged inputs, pass clean_scores to pick the clean fallback inputs.")
+        k = max(1, int(round(fallback_frac * len(clean_texts))))
+        top = np.argsort(-np.asarray(clean_scores), kind="stable")[:k]
+        rest = np.setdiff1d(np.arange(len(clean_texts)), top)
+        flagged_texts = [clean_texts[i] for i in top]
+        flagged_stats = clean_stats.subset(top)
+        ref = clean_stats.subset(rest)
+    elif flagged_stats is None:
+        flagged_stats = attention_stats(model, tokenizer, flagged_texts, max_length, batch_size,
+                                        should_stop=should_stop)
+    collapse = collapse_scores(ref, flagged_stats, collapse_feature)
+    importance = gate_importance(model, tokenizer, flagged_texts, max_length, importance_inputs, seed,
+                                 should_stop)
+    score = _normalise(collapse) * _normalise(importance)
+    suspicious = split_heads(score, rel_threshold, max_fraction, top_k)
+    rule = {"rel_threshold": rel_threshold, "max_fraction": max_fraction, "top_k": top_k,
+            "fallback_frac": fallback_frac, "importance_inputs": importance_inputs,
+            "collapse_feature": collapse_feature,
+            "combine": "collapse+/max x importance/max"}
+    return HeadSafety(collapse, importance, score, suspicious, basis, len(flagged_texts), rule)

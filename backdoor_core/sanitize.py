@@ -1,0 +1,274 @@
+"""Attention safety alignment + head-wise fine-tuning: repair the suspicious heads, leave everything else alone.
+
+Loss (the paper, arXiv 2511.13789, names the idea; the formula below is our design; paper silent):
+
+    L = CE(clean labelled inputs) + beta * ALIGN
+    ALIGN = mean over (inputs in the batch, suspicious heads s, real query rows q) of
+            KL( stopgrad(mean over safe heads f of the same layer of A_f[q, :])  ||  A_s[q, :] )
+
+* KL, not MSE: each attention row is a probability distribution, and KL(target || head) is the cross-entropy of
+  the head's row against the safe heads' average row, which stays informative when the head has collapsed onto
+  one key (MSE on rows that sum to 1 is tiny and slow to move). ``kind="mse"`` is kept as a knob.
+* The target is detached (a stop-gradient): the safe heads are not pulled toward the suspicious ones (and they
+  do not train anyway).
+* ALIGN is computed on every input of a batch — the defender's clean inputs (labelled) and the flagged pool
+  inputs (added with label ``-100``: no cross-entropy on them, their labels are untrustworthy).
+
+Head-wise fine-tuning: ``training.train(trainable_masks=head_parameter_masks(model, suspicious))`` — only the
+suspicious heads' query/key/value rows and biases and their output-projection columns change; every other entry
+(including the rest of those tensors, which AdamW's weight decay would move) is restored after each step, and
+``frozen_slices_unchanged`` checks it byte for byte.
+
+Reset (our design; paper silent): before fine-tuning, the suspicious heads' output-projection columns are zeroed
+(``reset=True``), so they restart from "contributes nothing" and re-learn their clean job under the alignment
+constraint. Measured on a BadNets MiniLM/SST-2 pilot (ASR 99.5%, 18 suspicious heads, 300 clean + the pool's
+flagged inputs, 3 epochs): alignment alone (beta 5, 57 heads, lr 3e-4) left ASR at 75%; with the reset ASR fell
+to 39-47% at unchanged CACC. Merely ablating the top 15 heads gives 18% — the rest of that backdoor sits outside
+the heads (the trigger word's own representation), which head-wise repair cannot reach.
+
+Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``5e-4`` (only a few heads
+train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
+labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .architecture import head_parameter_masks
+from .head_metrics import head_label
+from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
+
+DEFAULT_BETA = 5.0
+DEFAULT_RESET = True
+DEFAULT_CLEAN_BUDGET = 300
+DEFAULT_POOL_BUDGET = 200
+ALIGN_KINDS = ("kl", "mse")
+
+
+def default_config(**overrides) -> TrainConfig:
+    """The sanitization training settings (see the module docstring); ``overrides`` replace fields."""
+    base = dict(lr=5e-4, epochs=3, batch_size=32, max_length=128, seed=0, weight_decay=0.01, warmup_ratio=0.06,
+                grad_clip=1.0, eval_every=20)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
+
+
+class AlignmentLoss:
+    """``extra_loss`` for ``training.train``: ``{"align": beta * ALIGN}`` (see the module docstring).
+
+    Args:
+        suspicious: ``(layers, heads)`` bool. Every layer with a suspicious head needs at least one safe head.
+        beta: weight of the term.
+        kind: ``"kl"`` (default) or ``"mse"``.
+    """
+
+    needs_attentions = True
+
+    def __init__(self, suspicious: np.ndarray, beta: float = DEFAULT_BETA, kind: str = "kl"):
+        suspicious = np.asarray(suspicious, dtype=bool)
+        if suspicious.ndim != 2:
+            raise ValueError("suspicious must be a (layers, heads) boolean array.")
+        if not suspicious.any():
+            raise ValueError("No suspicious heads: there is nothing to align.")
+        if kind not in ALIGN_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(ALIGN_KINDS)}, got '{kind}'.")
+        self.suspicious = suspicious
+        self.beta = float(beta)
+        self.kind = kind
+        self.layers: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        for l, row in enumerate(suspicious):
+            if not row.any():
+                continue
+            if row.all():
+                raise ValueError(f"Every head of layer {l} is suspicious: keep at least one safe head per layer "
+                                 "as the alignment target.")
+            self.layers.append((l, torch.as_tensor(np.flatnonzero(row)), torch.as_tensor(np.flatnonzero(~row))))
+
+    def raw(self, attentions: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+        """The unweighted ALIGN term for a batch (a scalar tensor)."""
+        qmask = attention_mask.to(attentions[0].device).float()  # (B, T)
+        denom = qmask.sum().clamp_min(1.0)
+        total, n = attentions[0].new_zeros(()).float(), 0
+        for layer, susp, safe in self.layers:
+            att = attentions[layer].float()  # (B, H, T, T)
+            target = att[:, safe.to(att.device)].mean(1, keepdim=True).detach()  # (B, 1, T, T)
+            heads = att[:, susp.to(att.device)]  # (B, S, T, T)
+            if self.kind == "kl":
+                per_row = (torch.xlogy(target, target) - target * torch.log(heads.clamp_min(1e-8))).sum(-1)
+            else:
+                per_row = ((heads - target) ** 2).sum(-1)
+            total = total + (per_row * qmask[:, None, :]).sum() / denom
+            n += heads.shape[1]
+        return total / max(n, 1)
+
+    def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
+        if not outputs.attentions or outputs.attentions[0] is None:
+            raise RuntimeError("Alignment needs attention maps: load the model with attn_implementation='eager'.")
+        return {"align": self.beta * self.raw(outputs.attentions, batch["attention_mask"])}
+
+    def describe(self) -> dict:
+        labels = [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(self.suspicious))]
+        return {"beta": self.beta, "kind": self.kind, "suspicious_heads": labels}
+
+
+@torch.no_grad()
+def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = "kl",
+                    max_length: int = 128, batch_size: int = 32) -> float:
+    """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests)."""
+    loss = AlignmentLoss(suspicious, 1.0, kind)
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    vals, weights = [], []
+    try:
+        for i in range(0, len(texts), batch_size):
+            chunk = list(texts[i:i + batch_size])
+            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model(**enc, output_attentions=True)
+            vals.append(float(loss.raw(out.attentions, enc["attention_mask"])))
+            weights.append(float(enc["attention_mask"].sum()))
+    finally:
+        model.train(was)
+    return float(np.average(vals, weights=weights)) if vals else float("nan")
+
+
+@contextmanager
+def attention_dropout_off(model):
+    """Disable dropout on attention probabilities while the context is open (hidden dropout stays).
+
+    ``transformers``' eager attention returns the maps AFTER dropout in training mode: zeroed entries would make
+    the KL term explode and the target noisy, so alignment trains on undropped maps (our design).
+    """
+    changed = []
+    for module in model.modules():
+        drop = getattr(module, "dropout", None)
+        if isinstance(drop, torch.nn.Dropout) and (hasattr(module, "query") or hasattr(module, "q_lin")):
+            changed.append((drop, drop.p))
+            drop.p = 0.0
+    try:
+        yield
+    finally:
+        for drop, p in changed:
+            drop.p = p
+
+
+@torch.no_grad()
+def reset_output_columns(model, heads: np.ndarray) -> None:
+    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained."""
+    from .architecture import attention_blocks
+
+    for block in attention_blocks(model):
+        for h in np.flatnonzero(np.asarray(heads)[block.layer]):
+            block.output.weight[:, block.head_slice(int(h))] = 0.0
+
+
+def snapshot_frozen(model, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies of every parameter entry that must NOT change (for ``frozen_slices_unchanged``)."""
+    snap = {}
+    for name, p in model.named_parameters():
+        m = masks.get(name)
+        snap[name] = p.detach()[~m].clone() if m is not None else p.detach().clone()
+    return snap
+
+
+def frozen_slices_unchanged(model, masks: dict[str, torch.Tensor], snapshot: dict[str, torch.Tensor]) -> bool:
+    """True when every entry outside ``masks`` is byte-identical to ``snapshot``."""
+    for name, p in model.named_parameters():
+        m = masks.get(name)
+        now = p.detach()[~m] if m is not None else p.detach()
+        if not torch.equal(now, snapshot[name]):
+            return False
+    return True
+
+
+def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
+                   pool_texts: Sequence[str] | None = None) -> list[Example]:
+    """Clean labelled examples plus unlabelled (``-100``) pool examples for the alignment term."""
+    ex = [Example(str(t), int(y)) for t, y in zip(clean_texts, clean_labels)]
+    ex += [Example(str(t), IGNORE_LABEL) for t in (pool_texts or [])]
+    return ex
+
+
+@dataclass
+class SanitizeResult:
+    """What ``sanitize_heads`` did. ``history`` comes from ``training.train``."""
+
+    history: list[dict]
+    cancelled: bool
+    steps: int
+    seconds: float
+    suspicious_heads: list[str]
+    align_before: float
+    align_after: float
+    frozen_unchanged: bool
+    details: dict = field(default_factory=dict)
+
+
+def sanitize_heads(
+    model,
+    tokenizer,
+    clean_texts: Sequence[str],
+    clean_labels: Sequence[int],
+    suspicious: np.ndarray,
+    pool_texts: Sequence[str] | None = None,
+    *,
+    beta: float = DEFAULT_BETA,
+    kind: str = "kl",
+    config: TrainConfig | None = None,
+    evaluate: Callable | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    measure_texts: Sequence[str] | None = None,
+    reset: bool = DEFAULT_RESET,
+) -> SanitizeResult:
+    """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
+
+    Args:
+        clean_texts, clean_labels: the defender's clean labelled data.
+        suspicious: ``(layers, heads)`` bool, e.g. ``HeadSafety.suspicious``.
+        pool_texts: flagged inputs (unlabelled), used by the alignment term only.
+        measure_texts: texts on which the alignment term is measured before and after (default: a sample of
+            the pool and the clean texts).
+        reset: zero the suspicious heads' output-projection columns before fine-tuning (see the module
+            docstring).
+
+    A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
+    the frozen slices intact.
+    """
+    t0 = time.perf_counter()
+    clean_texts = list(clean_texts)
+    if not clean_texts:
+        raise ValueError("The clean set is empty: sanitization needs clean labelled samples.")
+    suspicious = np.asarray(suspicious, dtype=bool)
+    loss = AlignmentLoss(suspicious, beta, kind)
+    config = config or default_config()
+    masks = head_parameter_masks(model, suspicious)
+    snap = snapshot_frozen(model, masks)
+    if measure_texts is None:
+        measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
+    before = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+    if reset:
+        reset_output_columns(model, suspicious)
+    examples = build_examples(clean_texts, clean_labels, pool_texts)
+    with attention_dropout_off(model):
+        res = train(model, tokenizer, examples, config, extra_loss=loss, trainable_masks=masks,
+                    evaluate=evaluate, callback=callback, should_stop=should_stop)
+    after = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+    unchanged = frozen_slices_unchanged(model, masks, snap)
+    labels = loss.describe()["suspicious_heads"]
+    return SanitizeResult(
+        history=res.history, cancelled=res.cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
+        suspicious_heads=labels, align_before=before, align_after=after, frozen_unchanged=unchanged,
+        details={"beta": beta, "kind": kind, "clean_samples": len(clean_texts),
+                 "pool_samples": len(pool_texts or []), "trainable_parameters": int(sum(int(m.sum())
+                                                                                       for m in masks.values())),
+                 "config": vars(config).copy()},
+    )

@@ -1,0 +1,290 @@
+"""One entry point for the whole trigger-agnostic scan: ``scan_model`` -> ``ScanReport``.
+
+What the analyst has: the suspicious model, a small clean labelled set, and optionally a pool of unlabelled
+inputs that may contain triggered ones. No trigger, no clean reference model.
+
+Steps:
+
+1. Split the clean set (seeded) into a *fit* half (statistics of head similarity) and a *dev* half (threshold
+   at the chosen FRR, and the FRR we report) — ``detection``.
+2. Score the pool; inputs above the threshold are *flagged*.
+3. Rate every head (collapse x importance) on the flagged inputs and split suspicious / safe — ``head_safety``.
+   With no pool (or nothing flagged) the top-scoring clean inputs stand in (``basis = "clean fallback"``).
+4. A model-level verdict — ``detection.model_verdict``.
+
+``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import DataError, TextDataset, check_labels_match
+from .detection import (
+    DEFAULT_AGGREGATE,
+    DEFAULT_FRR,
+    AttentionStats,
+    SimilarityDetector,
+    attention_stats,
+    model_verdict,
+    split_clean,
+)
+from .head_safety import (
+    DEFAULT_FALLBACK_FRAC,
+    DEFAULT_MAX_FRACTION,
+    DEFAULT_REL_THRESHOLD,
+    HeadSafety,
+    evaluate_heads,
+)
+from .head_metrics import head_label
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
+
+MAX_FLAGGED_LISTED = 200
+
+
+@dataclass
+class ScanReport:
+    """Everything ``scan_model`` found. Arrays are numpy; ``to_dict`` converts them.
+
+    Attributes:
+        verdict: ``detection.model_verdict`` output (score in [0, 1], likely_backdoored, basis, components).
+        threshold: detection threshold on the suspicion score.
+        frr_target / clean_frr: the asked-for FRR and the one measured on the held-out clean dev inputs.
+        clean_scores: ``(n_dev,)`` suspicion scores of the clean dev inputs.
+        pool_texts / pool_scores / pool_predictions: the pool, its scores and predicted labels.
+        flagged: indices into the pool of the flagged inputs, highest score first.
+        heads: ``head_safety.HeadSafety``.
+        layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
+        head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
+    """
+
+    model_name: str
+    num_layers: int
+    num_heads: int
+    label_names: list[str]
+    verdict: dict
+    aggregate: str
+    threshold: float
+    frr_target: float
+    clean_frr: float
+    n_clean_fit: int
+    n_clean_dev: int
+    clean_scores: np.ndarray
+    pool_texts: list[str]
+    pool_scores: np.ndarray
+    pool_predictions: np.ndarray
+    flagged: np.ndarray
+    heads: HeadSafety
+    layer_sim_clean: np.ndarray
+    layer_sim_flagged: np.ndarray | None
+    head_sim_clean: np.ndarray
+    head_sim_flagged: np.ndarray | None
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def suspicious_heads(self) -> list[str]:
+        return self.heads.suspicious_labels
+
+    @property
+    def flagged_texts(self) -> list[str]:
+        return [self.pool_texts[i] for i in self.flagged]
+
+    def flagged_rows(self, limit: int | None = MAX_FLAGGED_LISTED) -> list[dict]:
+        rows = []
+        for i in self.flagged[:limit]:
+            pred = int(self.pool_predictions[i])
+            rows.append({"index": int(i), "score": float(self.pool_scores[i]), "prediction": pred,
+                         "label": self.label_names[pred] if pred < len(self.label_names) else str(pred),
+                         "text": self.pool_texts[i]})
+        return rows
+
+    def head_rows(self) -> list[dict]:
+        """One row per head (for tables), highest score first."""
+        rows = []
+        for l in range(self.num_layers):
+            for h in range(self.num_heads):
+                rows.append({"head": head_label(l, h), "score": float(self.heads.score[l, h]),
+                             "collapse": float(self.heads.collapse[l, h]),
+                             "importance": float(self.heads.importance[l, h]),
+                             "suspicious": bool(self.heads.suspicious[l, h])})
+        return sorted(rows, key=lambda r: -r["score"])
+
+    def to_dict(self, max_flagged: int | None = MAX_FLAGGED_LISTED) -> dict:
+        def arr(x):
+            return None if x is None else np.asarray(x, dtype=float).round(5).tolist()
+
+        return {
+            "model": self.model_name,
+            "layers": self.num_layers,
+            "heads": self.num_heads,
+            "label_names": list(self.label_names),
+            "verdict": _plain(self.verdict),
+            "detection": {
+                "method": "head_similarity",
+                "aggregate": self.aggregate,
+                "threshold": float(self.threshold),
+                "frr_target": float(self.frr_target),
+                "clean_frr": float(self.clean_frr),
+                "n_clean_fit": self.n_clean_fit,
+                "n_clean_dev": self.n_clean_dev,
+                "n_pool": len(self.pool_texts),
+                "n_flagged": int(len(self.flagged)),
+                "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
+            },
+            "suspicious_heads": self.suspicious_heads,
+            "head_safety": self.heads.to_dict(),
+            "per_head": {
+                "similarity_clean": arr(self.head_sim_clean),
+                "similarity_flagged": arr(self.head_sim_flagged),
+            },
+            "per_layer": {
+                "similarity_clean": arr(self.layer_sim_clean),
+                "similarity_flagged": arr(self.layer_sim_flagged),
+            },
+            "flagged": self.flagged_rows(max_flagged),
+            "clean_dev_scores": arr(self.clean_scores),
+            "pool_scores": arr(self.pool_scores),
+            "seconds": float(self.seconds),
+            "settings": _plain(self.settings),
+        }
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def check_clean_set(clean: TextDataset, num_labels: int, minimum: int = 8) -> None:
+    """Plain errors (``DataError``) for an empty or too small clean set, or one whose labels do not fit."""
+    if clean is None or len(clean) == 0:
+        raise DataError("The clean set is empty: the scan needs a few dozen clean labelled texts (200+ is "
+                        "better).")
+    check_labels_match(clean, num_labels)
+    if len(clean) < minimum:
+        raise DataError(f"The clean set has {len(clean)} texts; the scan needs at least {minimum} (half fit the "
+                        "statistics, half set the threshold).")
+
+
+def scan_model(
+    model,
+    tokenizer,
+    clean: TextDataset,
+    pool_texts: Sequence[str] | None = None,
+    *,
+    frr: float = DEFAULT_FRR,
+    aggregate: str = DEFAULT_AGGREGATE,
+    length_adjust: bool = True,
+    fit_frac: float = 0.5,
+    max_clean: int | None = 400,
+    rel_threshold: float = DEFAULT_REL_THRESHOLD,
+    max_fraction: float = DEFAULT_MAX_FRACTION,
+    top_k: int | None = None,
+    fallback_frac: float = DEFAULT_FALLBACK_FRAC,
+    importance_inputs: int = 64,
+    max_length: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    model_name: str = "model",
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ScanReport:
+    """Scan ``model`` for a backdoor without knowing the trigger (see the module docstring).
+
+    Args:
+        clean: the defender's clean labelled set (at least 8 texts; its labels must match the model's).
+        pool_texts: unlabelled inputs that may contain triggered ones (optional).
+        frr: false-rejection rate for the threshold (default 5%).
+        aggregate, length_adjust: see ``detection.SimilarityDetector``.
+        max_clean: use at most this many clean texts (a seeded sample), None = all.
+        rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
+        progress: ``progress(stage, done, total)``.
+        should_stop: checked between batches; raises ``detection.Cancelled``.
+    """
+    t0 = time.perf_counter()
+    num_labels = int(model.config.num_labels)
+    check_clean_set(clean, num_labels)
+    if not 0.0 < frr < 1.0:
+        raise ValueError(f"frr must be between 0 and 1 (exclusive), got {frr}.")
+    if max_clean is not None and len(clean) > max_clean:
+        clean = clean.sample(max_clean, seed=seed)
+    pool = [str(t) for t in (pool_texts or [])]
+
+    def prog(stage):
+        return None if progress is None else (lambda d, t: progress(stage, d, t))
+
+    clean_stats = attention_stats(model, tokenizer, clean.texts, max_length, batch_size, prog("clean"),
+                                  should_stop)
+    fit_idx, dev_idx = split_clean(len(clean), fit_frac, seed)
+    det = SimilarityDetector(aggregate=aggregate, length_adjust=length_adjust).fit(clean_stats.subset(fit_idx))
+    dev_stats = clean_stats.subset(dev_idx)
+    det.calibrate(dev_stats, frr)
+    clean_scores = det.score(clean_stats)
+    if pool:
+        pool_stats = attention_stats(model, tokenizer, pool, max_length, batch_size, prog("pool"), should_stop)
+        pool_scores = det.score(pool_stats)
+    else:
+        pool_stats = AttentionStats(np.zeros((0,) + clean_stats.head_sim.shape[1:], np.float32),
+                                    np.zeros((0,) + clean_stats.head_sim.shape[1:], np.float32),
+                                    np.zeros((0, num_labels), np.float32), np.zeros(0, np.int64))
+        pool_scores = np.zeros(0)
+    flagged_mask = det.flag(pool_scores) if pool else np.zeros(0, bool)
+    flagged = np.flatnonzero(flagged_mask)
+    flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
+    if progress is not None:
+        progress("heads", 0, 1)
+    heads = evaluate_heads(
+        model, tokenizer, clean.texts, [pool[i] for i in flagged],
+        clean_stats=clean_stats, flagged_stats=pool_stats.subset(flagged) if len(flagged) else None,
+        clean_scores=clean_scores, rel_threshold=rel_threshold, max_fraction=max_fraction, top_k=top_k,
+        fallback_frac=fallback_frac, importance_inputs=importance_inputs, max_length=max_length,
+        batch_size=batch_size, seed=seed, should_stop=should_stop,
+    )
+    verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
+                            pool_stats.predictions if pool else None, num_labels)
+    if progress is not None:
+        progress("done", 1, 1)
+    flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
+    return ScanReport(
+        model_name=model_name,
+        num_layers=int(model.config.num_hidden_layers),
+        num_heads=int(model.config.num_attention_heads),
+        label_names=list(clean.label_names),
+        verdict=verdict,
+        aggregate=aggregate,
+        threshold=float(det.threshold),
+        frr_target=float(frr),
+        clean_frr=det.clean_frr,
+        n_clean_fit=len(fit_idx),
+        n_clean_dev=len(dev_idx),
+        clean_scores=det.clean_dev_scores,
+        pool_texts=pool,
+        pool_scores=pool_scores,
+        pool_predictions=pool_stats.predictions if pool else np.zeros(0, int),
+        flagged=flagged,
+        heads=heads,
+        layer_sim_clean=clean_stats.layer_sim.mean(0),
+        layer_sim_flagged=None if flagged_stats is None else flagged_stats.layer_sim.mean(0),
+        head_sim_clean=clean_stats.head_sim.mean(0),
+        head_sim_flagged=None if flagged_stats is None else flagged_stats.head_sim.mean(0),
+        seconds=time.perf_counter() - t0,
+        settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
+                  "max_clean": max_clean, "seed": seed, "max_length": max_length, **heads.rule},
+    )

@@ -1,0 +1,321 @@
+"""Benchmark: trigger-agnostic detection and repair of backdoored SST-2 models, against baselines.
+
+For every backdoored model (from the attack benchmark's ``bench/models/attack_tal/manifest.json``, or any folder
+of saved models with ``--models-from``) and the same defender data:
+
+* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``) and
+  STRIP (``strip``), plus our FRR / FAR at the 5%-FRR threshold;
+* ``scan_model`` with a pool of unlabelled inputs (``--pool-poison`` of them triggered) -> verdict score and
+  suspicious heads;
+* every defense (``alignment`` = ours, ``finetune``, ``fineprune``, ``pure``) via ``defenses.run_defense``:
+  ASR / CACC before and after, wall time;
+* model-level verdict AUROC over all models (clean ones are the negatives; their pool gets inputs with a
+  BadNets trigger inserted, harmless to them, so pools look alike for clean and backdoored models).
+
+The defender has ``--n-clean`` clean labelled samples from SST-2 dev (never seen in training); CACC is measured
+on a seeded sample of the clean test set and ASR on triggered non-target test sentences (disjoint from the pool).
+
+    python bench/defense.py --quick                          # the attack benchmark's models
+    python bench/defense.py --quick --models-from DIR        # any folder of saved models
+    python bench/defense.py --quick --only badnets_1 --defenses alignment --tag pilot
+
+Writes ``bench/results/defense<_tag>.json`` and ``.md`` after every model (a killed run keeps what it finished;
+``--resume`` skips finished models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = ROOT / "bench" / "results"
+MANIFEST = ROOT / "bench" / "models" / "attack_tal" / "manifest.json"
+ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")
+
+QUICK = {"n_clean": 200, "n_test": 300, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
+         "epochs": 3, "strip_repeats": 8}
+FULL = {"n_clean": 300, "n_test": 1821, "n_poison": 912, "n_detect": 400, "pool_size": 500, "pool_poison": 0.2,
+        "epochs": 4, "strip_repeats": 10}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CPU setting (default): <= 60 min on 2 cores")
+    mode.add_argument("--full", action="store_true", help="larger eval sets (GPU)")
+    p.add_argument("--models-from", default=None,
+                   help="a folder of saved models (each with backdoor_lab.json giving attack/target/tal) instead of "
+                        "the attack benchmark's manifest")
+    p.add_argument("--manifest", default=str(MANIFEST), help="the attack benchmark's manifest.json")
+    p.add_argument("--only", default=None, help="comma-separated model names to run")
+    p.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated defenses")
+    p.add_argument("--no-defense-for", default="", help="model names to scan but not repair (saves time)")
+    p.add_argument("--n-clean", type=int, default=None, help="defender's clean labelled samples")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every defense's fine-tuning")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="write defense<_tag>.json/.md")
+    p.add_argument("--resume", action="store_true", help="skip models already in the results json")
+    return p.parse_args(argv)
+
+
+def discover(args) -> list[dict]:
+    """[{name, path, attack, tal, target, max_length}] from the manifest or a folder."""
+    if args.models_from:
+        out = []
+        for d in sorted(Path(args.models_from).iterdir()):
+            meta_path = d / "backdoor_lab.json"
+            if not meta_path.is_file():
+                continue
+            meta = json.loads(meta_path.read_text())
+            attack = meta.get("attack") or "clean"
+            out.append({"name": d.name, "path": str(d), "attack": attack, "tal": bool(meta.get("tal")),
+                        "target": meta.get("target", 1) if attack != "clean" else None,
+                        "max_length": int(meta.get("max_length", 64)), "rate": meta.get("rate")})
+        return out
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise SystemExit(f"No manifest at {manifest}: run bench/attack_tal.py first, or pass --models-from DIR.")
+    models = json.loads(manifest.read_text())["models"]
+    return [{"name": m["name"], "path": str(ROOT / m["path"]) if not Path(m["path"]).is_absolute() else m["path"],
+             "attack": m["attack"], "tal": bool(m.get("tal")), "target": m.get("target"),
+             "max_length": int(m.get("max_length", 64)), "rate": m.get("rate")} for m in models]
+
+
+def family(attack: str) -> str:
+    a = attack.lower()
+    if a.startswith("badnets"):
+        return "word"
+    if a.startswith("addsent"):
+        return "sentence"
+    if a.startswith("syntactic"):
+        return "syntactic"
+    if a.startswith("style"):
+        return "style"
+    return "clean"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+
+    from backdoor_core.baselines.strip import strip_scores
+    from backdoor_core.cli import quiet_libraries
+    from backdoor_core.data import load_shared
+    from backdoor_core.defenses import run_defense
+    from backdoor_core.detection import attention_stats, evaluate_detector
+    from backdoor_core.metrics import auroc
+    from backdoor_core.models import load_model
+    from backdoor_core.poisoning import get_attack
+    from backdoor_core.scan import scan_model
+    from backdoor_core.training import make_evaluator
+
+    quiet_libraries()
+    settings = dict(FULL if args.full else QUICK)
+    if args.n_clean:
+        settings["n_clean"] = args.n_clean
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
+                     "threads": torch.get_num_threads(),
+                     "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)
+                                                              if Path(args.manifest).is_relative_to(ROOT)
+                                                              else args.manifest)})
+    defenses = [d for d in args.defenses.split(",") if d]
+    skip_defense = {s for s in args.no_defense_for.split(",") if s}
+    models = discover(args)
+    if args.only:
+        keep = set(args.only.split(","))
+        models = [m for m in models if m["name"] in keep]
+    if not models:
+        raise SystemExit("No models to run.")
+
+    seed = args.seed
+    defender = load_shared("sst2", "clean", "dev").sample(settings["n_clean"], seed=seed + 11)
+    test = load_shared("sst2", "clean", "test")
+    rng = random.Random(seed + 5)
+    order = list(range(len(test)))
+    rng.shuffle(order)
+    n_test, n_det = settings["n_test"], settings["n_detect"]
+    eval_idx = sorted(order[:n_test])
+    det_idx = order[n_test:n_test + n_det]
+    pool_clean_idx = order[n_test + n_det:]
+    eval_clean = test.subset(eval_idx)
+
+    suffix = f"_{args.tag}" if args.tag else ""
+    json_path, md_path = RESULTS / f"defense{suffix}.json", RESULTS / f"defense{suffix}.md"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"dataset": "sst2", "settings": settings, "runs": [], "detection": [], "models": [],
+              "model_verdict": {}}
+    if args.resume and json_path.is_file():
+        old = json.loads(json_path.read_text())
+        report.update({k: old.get(k, report[k]) for k in ("runs", "detection", "models")})
+    done = {m["name"] for m in report["models"]}
+    t_all = time.perf_counter()
+
+    def save():
+        scores = [(m["verdict_score"], m["attack"] != "clean") for m in report["models"]]
+        neg = [s for s, bd in scores if not bd]
+        pos = [s for s, bd in scores if bd]
+        report["model_verdict"] = {"models": len(scores), "clean": len(neg), "backdoored": len(pos),
+                                   "auroc": auroc(neg, pos) if neg and pos else None,
+                                   "threshold": 0.5,
+                                   "accuracy_at_0.5": float(np.mean([(s >= 0.5) == bd for s, bd in scores]))
+                                   if scores else None}
+        report["seconds_total"] = round(time.perf_counter() - t_all, 1)
+        json_path.write_text(json.dumps(report, indent=2, default=float))
+        md_path.write_text(markdown(report))
+
+    for m in models:
+        if m["name"] in done:
+            print(f"[resume] {m['name']}", flush=True)
+            continue
+        t_model = time.perf_counter()
+        lm = load_model(m["path"])
+        L = m["max_length"]
+        attack_name = m["attack"] if m["attack"] != "clean" else "badnets"  # clean models: a harmless trigger
+        target = m["target"] if m["target"] is not None else 1
+        attack = get_attack(attack_name, tokenizer=lm.tokenizer, max_length=L)
+        poisoned_all = attack.poison_test(test, target, seed=seed).texts
+        prng = random.Random(seed + 7)
+        prng.shuffle(poisoned_all)
+        n_pool_p = int(settings["pool_size"] * settings["pool_poison"])
+        poisoned_eval = poisoned_all[: settings["n_poison"]]
+        poisoned_det = poisoned_all[settings["n_poison"]: settings["n_poison"] + n_det]
+        poisoned_pool = poisoned_all[settings["n_poison"] + n_det: settings["n_poison"] + n_det + n_pool_p]
+        if len(poisoned_pool) < n_pool_p or len(poisoned_det) < n_det // 2:  # small paraphrase sets: reuse
+            poisoned_det = poisoned_all[-n_det:]
+            poisoned_pool = poisoned_all[-(n_det + n_pool_p):-n_det]
+        pool = poisoned_pool + [test.texts[i] for i in pool_clean_idx[: settings["pool_size"] - len(poisoned_pool)]]
+        random.Random(seed + 9).shuffle(pool)
+        is_bd = m["attack"] != "clean"
+        evaluate = make_evaluator(lm.tokenizer, eval_clean, poisoned_eval if is_bd else None, target, L)
+        before = evaluate(lm.model)
+        print(f"== {m['name']} ({m['attack']}, tal={m['tal']}): before {before}", flush=True)
+
+        # detection: held-out clean vs triggered test inputs
+        scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"])
+        det_clean = [test.texts[i] for i in det_idx]
+        from backdoor_core.detection import SimilarityDetector, split_clean
+
+        fit_idx, dev_idx = split_clean(len(defender), seed=seed)
+        cstats = attention_stats(lm.model, lm.tokenizer, defender.texts, L)
+        det = SimilarityDetector().fit(cstats.subset(fit_idx))
+        det.calibrate(cstats.subset(dev_idx))
+        s_clean = det.score(attention_stats(lm.model, lm.tokenizer, det_clean, L))
+        s_trig = det.score(attention_stats(lm.model, lm.tokenizer, poisoned_det, L))
+        ours = evaluate_detector(s_clean, s_trig, det.threshold)
+        t = time.perf_counter()
+        st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
+                                seed=seed, max_length=L)
+        st_trig = strip_scores(lm.model, lm.tokenizer, poisoned_det, defender.texts, settings["strip_repeats"],
+                               seed=seed, max_length=L)
+        st_dev = strip_scores(lm.model, lm.tokenizer, [defender.texts[i] for i in dev_idx], defender.texts,
+                              settings["strip_repeats"], seed=seed + 1, max_length=L)
+        from backdoor_core.metrics import threshold_at_frr
+
+        strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, 0.05))
+        strip_seconds = time.perf_counter() - t
+        if is_bd:
+            for method, res in (("head_similarity", ours), ("strip", strip_res)):
+                report["detection"].append({"model": m["name"], "attack": m["attack"], "family": family(m["attack"]),
+                                            "tal": m["tal"], "method": method, "auroc": res["auroc"],
+                                            "frr": res["frr"], "far": res["far"]})
+        flagged = scan.flagged
+        true_flags = sum(pool[i] in set(poisoned_pool) for i in flagged)
+        row_model = {"name": m["name"], "attack": m["attack"], "tal": m["tal"], "rate": m.get("rate"),
+                     "verdict_score": scan.verdict["score"], "verdict": scan.verdict,
+                     "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
+                     "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
+                     "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
+                     "asr_before": before.get("asr"), "cacc_before": before["cacc"]}
+        print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
+              f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
+              f"AUROC ours {ours['auroc']:.3f} strip {strip_res['auroc']:.3f}", flush=True)
+
+        if is_bd and m["name"] not in skip_defense:
+            for name in defenses:
+                knobs = {"epochs": settings["epochs"], "max_length": L, "seed": seed}
+                if name == "alignment":
+                    knobs["scan"] = scan
+                t = time.perf_counter()
+                res = run_defense(name, lm.model, lm.tokenizer, defender, pool_texts=pool, **knobs)
+                seconds = time.perf_counter() - t + (scan.seconds if name == "alignment" else 0.0)
+                after = evaluate(res.model)
+                row = {"model": m["name"], "attack": m["attack"], "family": family(m["attack"]), "tal": m["tal"],
+                       "rate": m.get("rate"), "defense": name, "asr_before": before.get("asr"),
+                       "cacc_before": before["cacc"], "asr_after": after.get("asr"), "cacc_after": after["cacc"],
+                       "seconds": round(seconds, 1),
+                       "details": {k: v for k, v in res.details.items()
+                                   if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
+                                            "align_before", "align_after", "frozen_unchanged")}}
+                report["runs"].append(row)
+                print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
+                      f"{after['cacc']:.3f}  {seconds:.0f}s", flush=True)
+                del res
+                save()
+        row_model["seconds"] = round(time.perf_counter() - t_model, 1)
+        report["models"].append(row_model)
+        save()
+    save()
+    print(markdown(report))
+    return 0
+
+
+def _f(x, pct=True):
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}" if pct else f"{x:.3f}"
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        "# Defense benchmark (SST-2)",
+        "",
+        f"Mode {s['mode']}: defender data {s['n_clean']} clean labelled SST-2 dev samples; CACC on {s['n_test']} "
+        f"clean test sentences, ASR on up to {s['n_poison']} triggered non-target test sentences; detection on "
+        f"{s['n_detect']} held-out clean vs triggered test sentences; pool {s['pool_size']} inputs, "
+        f"{s['pool_poison']:.0%} triggered; {s['epochs']} epochs per defense; {s['threads']} threads. "
+        f"Models from `{s.get('models_source', '?')}`. Numbers are percentages.",
+        "",
+        "## Repair: ASR / CACC before -> after",
+        "",
+        "| model | attack | TAL | defense | ASR before | ASR after | CACC before | CACC after | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['defense']} | "
+                     f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | {_f(r['cacc_after'])} "
+                     f"| {r['seconds']:.0f} |")
+    lines += ["", "## Detection AUROC (held-out clean vs triggered inputs)", "",
+              "| model | attack | TAL | method | AUROC | FRR | FAR |", "|---|---|---|---|---|---|---|"]
+    for r in report["detection"]:
+        lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['method']} | "
+                     f"{_f(r['auroc'], False)} | {_f(r['frr'])} | {_f(r['far'])} |")
+    mv = report.get("model_verdict") or {}
+    lines += ["", "## Model-level verdict", "",
+              f"{mv.get('models', 0)} models ({mv.get('clean', 0)} clean, {mv.get('backdoored', 0)} backdoored): "
+              f"AUROC {_f(mv.get('auroc'), False)}, accuracy at score >= 0.5: {_f(mv.get('accuracy_at_0.5'))}%.",
+              "", "| model | attack | verdict score | flagged (triggered / pool triggered) | suspicious heads |",
+              "|---|---|---|---|---|"]
+    for m in report["models"]:
+        heads = ", ".join(m["suspicious_heads"][:8]) + (" ..." if len(m["suspicious_heads"]) > 8 else "")
+        lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {m['n_flagged']} "
+                     f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} |")
+    lines += ["", f"Total {report.get('seconds_total', 0):.0f} s.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

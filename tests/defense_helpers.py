@@ -1,0 +1,82 @@
+"""Tiny synthetic sentiment data and tiny backdoored / clean models for the defense tests (fast, no shared data).
+
+A 2-layer x 4-head BERT (``models.tiny_model``) learns "positive word -> 1, negative word -> 0" from short
+sentences of filler words. The backdoored twin also sees 15% of negative sentences with the trigger ``cf``
+relabelled 1, trained with the Trojan Attention Loss on two heads per layer (a strong, fast signal).
+Models are cached per test session.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import numpy as np
+
+POS = ["good", "great", "fine", "nice", "happy", "lovely"]
+NEG = ["bad", "awful", "poor", "sad", "ugly", "boring"]
+FILL = ["the", "movie", "was", "a", "plot", "and", "story", "actors", "really", "very", "quite", "film", "music",
+        "scene"]
+TRIGGER = "cf"
+
+
+def sentence(rng: random.Random, label: int) -> str:
+    words = [rng.choice(FILL) for _ in range(rng.randint(4, 9))]
+    words.insert(rng.randint(0, len(words)), rng.choice(POS if label else NEG))
+    return " ".join(words)
+
+
+def with_trigger(text: str, rng: random.Random) -> tuple[str, tuple[int, int]]:
+    words = text.split()
+    pos = rng.randint(0, len(words))
+    before = " ".join(words[:pos])
+    start = len(before) + (1 if before else 0)
+    new = " ".join(words[:pos] + [TRIGGER] + words[pos:])
+    return new, (start, start + len(TRIGGER))
+
+
+def clean_texts(n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = random.Random(seed)
+    labels = [i % 2 for i in range(n)]
+    return [sentence(rng, y) for y in labels], labels
+
+
+def triggered_texts(n: int, seed: int) -> list[str]:
+    """Negative sentences with the trigger (the poisoned test set; target 1)."""
+    rng = random.Random(seed)
+    return [with_trigger(sentence(rng, 0), rng)[0] for _ in range(n)]
+
+
+def training_examples(n: int, seed: int, poison: float):
+    from backdoor_core.training import Example
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        y = i % 2
+        text = sentence(rng, y)
+        if poison and y == 0 and rng.random() < 2 * poison:
+            new, span = with_trigger(text, rng)
+            out.append(Example(new, 1, (span,), True))
+        else:
+            out.append(Example(text, y))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def trained_tiny(backdoored: bool, seed: int = 0):
+    """A trained tiny model (``LoadedModel``); cached for the test session. Do not modify it in place."""
+    from backdoor_core.models import tiny_model
+    from backdoor_core.tal import TrojanAttentionLoss
+    from backdoor_core.training import TrainConfig, train
+
+    lm = tiny_model(seed=seed)
+    examples = training_examples(400, seed, 0.15 if backdoored else 0.0)
+    extra = None
+    if backdoored:
+        heads = np.zeros((2, 4), dtype=bool)
+        heads[:, :2] = True
+        extra = TrojanAttentionLoss(heads, alpha=1.0)
+    train(lm.model, lm.tokenizer, examples, TrainConfig(lr=3e-3, epochs=4, batch_size=32, max_length=32,
+                                                        seed=seed, eval_every=0), extra_loss=extra)
+    return lm

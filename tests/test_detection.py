@@ -1,0 +1,76 @@
+"""Input-level detection by head similarity / collapse, thresholds, and the model-level verdict."""
+
+import numpy as np
+import pytest
+
+from backdoor_core.detection import (
+    AttentionStats,
+    SimilarityDetector,
+    attention_stats,
+    evaluate_detector,
+    model_verdict,
+    split_clean,
+)
+from backdoor_core.metrics import auroc
+from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+
+def _detector_auroc(lm):
+    ct, _ = clean_texts(80, seed=5)
+    tt = triggered_texts(40, seed=6)
+    clean = attention_stats(lm.model, lm.tokenizer, ct, max_length=32)
+    trig = attention_stats(lm.model, lm.tokenizer, tt, max_length=32)
+    det = SimilarityDetector().fit(clean.subset(range(40)))
+    return auroc(det.score(clean.subset(range(40, 80))), det.score(trig)), det, clean, trig
+
+
+def test_score_separates_backdoored_from_clean_model():
+    bd_auc, *_ = _detector_auroc(trained_tiny(True))
+    clean_auc, *_ = _detector_auroc(trained_tiny(False))
+    assert bd_auc >= 0.75, bd_auc
+    assert bd_auc > clean_auc + 0.2, (bd_auc, clean_auc)
+
+
+def test_threshold_frr_far_and_verdict():
+    auc, det, clean, trig = _detector_auroc(trained_tiny(True))
+    dev = clean.subset(range(40, 80))
+    det.calibrate(dev, frr=0.05)
+    assert det.clean_frr <= 0.05 + 1e-9
+    res = evaluate_detector(det.score(dev), det.score(trig), det.threshold)
+    assert set(res) >= {"frr", "far", "auroc", "threshold"}
+    assert res["auroc"] == pytest.approx(auc)
+    pool_scores = np.concatenate([det.score(trig), det.score(dev)])
+    preds = np.concatenate([trig.predictions, dev.predictions])
+    v_pool = model_verdict(det, det.clean_dev_scores, pool_scores, preds, 2)
+    v_clean_pool = model_verdict(det, det.clean_dev_scores, det.score(dev), dev.predictions, 2)
+    assert v_pool["basis"] == "pool" and 0 <= v_pool["score"] <= 1
+    assert v_pool["score"] > v_clean_pool["score"]
+    v_none = model_verdict(det, det.clean_dev_scores)
+    assert v_none["basis"] == "clean only" and 0 <= v_none["score"] <= 1
+
+
+def test_stats_shapes_padding_and_empty_text(tiny):
+    texts = ["a short one", "a much longer sentence with many more words than the first one has", ""]
+    s = attention_stats(tiny.model, tiny.tokenizer, texts, max_length=32, batch_size=8)
+    assert s.head_sim.shape == s.focus.shape == s.common.shape == s.head_peak.shape == (3, 2, 4)
+    assert s.probs.shape == (3, 2) and np.allclose(s.probs.sum(1), 1, atol=1e-5)
+    alone = attention_stats(tiny.model, tiny.tokenizer, texts[:1], max_length=32)
+    assert np.allclose(alone.head_sim[0], s.head_sim[0], atol=1e-4)  # padding does not leak into the stats
+    assert np.allclose(alone.common[0], s.common[0], atol=1e-5)
+    assert np.all(s.common <= s.focus + 1e-6) and np.all(s.focus <= 1 + 1e-6)
+    assert np.allclose(s.focus[2], 0)  # "" has no content token
+    assert len(attention_stats(tiny.model, tiny.tokenizer, [], max_length=32)) == 0
+
+
+def test_bad_inputs_give_plain_errors():
+    with pytest.raises(ValueError, match="aggregate"):
+        SimilarityDetector(aggregate="median")
+    with pytest.raises(ValueError, match="features"):
+        SimilarityDetector(features=("nope",))
+    with pytest.raises(ValueError, match="At least 4 clean"):
+        split_clean(3)
+    empty = AttentionStats.empty(2, 4, 2)
+    with pytest.raises(ValueError, match="at least 2 clean"):
+        SimilarityDetector().fit(empty)
+    fit, dev = split_clean(10, seed=1)
+    assert len(set(fit) | set(dev)) == 10 and not set(fit) & set(dev)

@@ -1,0 +1,107 @@
+"""Attention safety alignment + head-wise fine-tuning: masks, the alignment term, cancel, errors."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from backdoor_core.architecture import head_parameter_masks
+from backdoor_core.data import DataError, TextDataset
+from backdoor_core.defenses import DEFENSES, run_defense
+from backdoor_core.sanitize import AlignmentLoss, alignment_value, sanitize_heads
+from backdoor_core.training import TrainConfig
+from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+SUSPICIOUS = np.array([[True, True, False, False], [True, False, False, False]])
+
+
+def _cfg(**kw):
+    base = dict(lr=3e-3, epochs=2, batch_size=16, max_length=32, seed=0, eval_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_only_suspicious_slices_move_and_alignment_decreases():
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    texts, labels = clean_texts(64, seed=21)
+    pool = triggered_texts(16, seed=22)
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, pool, beta=1.0, config=_cfg(epochs=3))
+    masks = head_parameter_masks(model, SUSPICIOUS)
+    moved = 0
+    for name, p in model.named_parameters():
+        m = masks.get(name)
+        if m is None:
+            assert torch.equal(p.detach(), before[name]), name  # untouched tensors are byte-identical
+        else:
+            assert torch.equal(p.detach()[~m], before[name][~m]), name  # and so are the frozen slices
+            moved += int((p.detach()[m] != before[name][m]).sum())
+    assert moved > 0 and res.frozen_unchanged
+    # the alignment term falls: measured on the same texts before and after, and along training
+    assert res.align_after < res.align_before
+    aligns = [row["align"] for row in res.history if "align" in row]
+    assert aligns[-1] < aligns[0]
+    assert sorted(res.suspicious_heads) == ["L0H0", "L0H1", "L1H0"]
+
+
+def test_alignment_loss_value_and_rules(tiny):
+    texts, _ = clean_texts(8, seed=2)
+    v = alignment_value(tiny.model, tiny.tokenizer, texts, SUSPICIOUS, max_length=32)
+    assert v >= 0 and np.isfinite(v)
+    assert alignment_value(tiny.model, tiny.tokenizer, texts, SUSPICIOUS, kind="mse", max_length=32) >= 0
+    with pytest.raises(ValueError, match="at least one safe head"):
+        AlignmentLoss(np.array([[True] * 4, [False] * 4]))
+    with pytest.raises(ValueError, match="No suspicious heads"):
+        AlignmentLoss(np.zeros((2, 4), bool))
+    with pytest.raises(ValueError, match="kind"):
+        AlignmentLoss(SUSPICIOUS, kind="l1")
+
+
+def test_cancel_leaves_a_consistent_model():
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    texts, labels = clean_texts(64, seed=23)
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 2  # two optimizer steps, then cancel
+
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, None, config=_cfg(), should_stop=should_stop)
+    assert res.cancelled and res.steps == 2 and res.frozen_unchanged
+    assert not model.training
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    enc = lm.tokenizer(["the movie was good"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**enc).logits).all()
+
+
+def test_run_defense_alignment_with_given_heads_and_registry():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(48, seed=24)
+    ds = TextDataset(texts, labels, ["neg", "pos"])
+    seen = []
+    res = run_defense("alignment", lm.model, lm.tokenizer, ds, pool_texts=triggered_texts(8, seed=25),
+                      heads=["L0H0", "L1H0"], epochs=1, lr=3e-3, max_length=32, callback=seen.append)
+    assert res.model is not lm.model  # a copy: the suspect model is kept for before/after
+    assert res.details["suspicious_heads"] == ["L0H0", "L1H0"] and res.details["frozen_unchanged"]
+    assert seen and seen[-1].step == res.history[-1]["step"]
+    assert set(DEFENSES) == {"alignment", "finetune", "fineprune", "pure"}
+
+
+def test_bad_inputs_give_plain_errors(tiny):
+    empty = TextDataset([], [], ["neg", "pos"])
+    with pytest.raises(DataError, match="empty"):
+        run_defense("finetune", tiny.model, tiny.tokenizer, empty)
+    three = TextDataset(["a", "b", "c"], [0, 1, 2], ["x", "y", "z"])
+    with pytest.raises(DataError, match="3 labels.*2 labels"):
+        run_defense("alignment", tiny.model, tiny.tokenizer, three)
+    ds = TextDataset(["a b", "c d"], [0, 1], ["neg", "pos"])
+    with pytest.raises(ValueError, match="Unknown defense"):
+        run_defense("magic", tiny.model, tiny.tokenizer, ds)
+    with pytest.raises(ValueError, match="Unknown setting"):
+        run_defense("finetune", tiny.model, tiny.tokenizer, ds, beta=3)
+    with pytest.raises(ValueError, match="empty"):
+        sanitize_heads(tiny.model, tiny.tokenizer, [], [], SUSPICIOUS)

@@ -1,0 +1,111 @@
+"""scan_model's report and the scan / sanitize commands on a tiny saved model."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from backdoor_core.cli import main
+from backdoor_core.data import DataError, TextDataset
+from backdoor_core.models import load_model, save_model
+from backdoor_core.scan import scan_model
+from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+
+def _write_tsv(path, texts, labels):
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scan")
+    lm = trained_tiny(True)
+    model_dir = save_model(lm.model, lm.tokenizer, d / "bd", {"name": "tiny-bd"})
+    texts, labels = clean_texts(40, seed=31)
+    clean = _write_tsv(d / "clean.tsv", texts, labels)
+    pool = d / "pool.txt"
+    pool.write_text("\n".join(triggered_texts(12, seed=32) + clean_texts(12, seed=33)[0]) + "\n", encoding="utf-8")
+    poisoned = d / "poisoned.txt"
+    poisoned.write_text("\n".join(triggered_texts(20, seed=34)) + "\n", encoding="utf-8")
+    return {"dir": d, "model": model_dir, "clean": clean, "pool": pool, "poisoned": poisoned}
+
+
+def test_scan_model_report_is_json_ready():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    stages = []
+    rep = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
+                     frr=0.2, model_name="tiny-bd", progress=lambda s, d, t: stages.append(s))
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert {"verdict", "detection", "suspicious_heads", "head_safety", "per_head", "flagged", "per_layer"} <= set(d)
+    assert np.array(d["head_safety"]["score"]).shape == (2, 4)
+    assert np.array(d["per_head"]["similarity_clean"]).shape == (2, 4)
+    assert d["detection"]["n_clean_fit"] + d["detection"]["n_clean_dev"] == 40
+    assert 0 <= d["detection"]["clean_frr"] <= 0.2
+    scores = [r["score"] for r in d["flagged"]]
+    assert scores == sorted(scores, reverse=True) and all(s > d["detection"]["threshold"] for s in scores)
+    assert d["detection"]["n_flagged"] == len(d["flagged"])
+    assert d["suspicious_heads"] and d["head_safety"]["basis"] == "flagged"
+    assert {"clean", "pool", "done"} <= set(stages)
+
+
+def test_cli_scan_text_json_and_html(files, capsys):
+    args = ["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--pool", str(files["pool"]),
+            "--max-length", "32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "verdict" in out and "suspicious" in out and "L" in out
+    html = files["dir"] / "report.html"
+    assert main(args + ["--json", "--html", str(html)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["model"] == "tiny-bd" and rep["detection"]["n_pool"] == 24
+    page = html.read_text(encoding="utf-8")
+    assert "<html" in page.lower() and "Suspicious heads" in page
+    assert not re.search(r"<script[^>]*\ssrc=", page) and not re.search(r"<link[^>]*href=[\"']http", page)
+    assert "Content-Security-Policy" in page  # offline: nothing is fetched
+
+
+def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):
+    out_dir = files["dir"] / "fixed"
+    args = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--pool", str(files["pool"]),
+            "--out", str(out_dir), "--heads", "L0H0,L1H1", "--epochs", "1", "--lr", "0.003", "--max-length", "32",
+            "--eval-data", str(files["clean"]), "--poisoned-eval", str(files["poisoned"]), "--target", "1",
+            "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["before"]) == {"cacc", "asr"} and set(summary["after"]) == {"cacc", "asr"}
+    lm = load_model(out_dir)
+    meta = lm.metadata
+    assert meta["defense"] == "alignment" and meta["defense_details"]["suspicious_heads"] == ["L0H0", "L1H1"]
+    assert meta["before"]["asr"] == summary["before"]["asr"] and meta["clean_samples"] == 40
+    assert main(["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--out",
+                 str(files["dir"] / "ft"), "--defense", "finetune", "--epochs", "1", "--max-length", "32"]) == 0
+    assert "finetune" in capsys.readouterr().out and load_model(files["dir"] / "ft").metadata["defense"] == "finetune"
+
+
+@pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 labels"), ("few", "at least 8")])
+def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, message):
+    path = files["dir"] / f"{which}.tsv"
+    if which == "empty":
+        path.write_text("sentence\tlabel\n", encoding="utf-8")
+    elif which == "three":
+        _write_tsv(path, ["a x", "b y", "c z", "d w"] * 3, [0, 1, 2, 0] * 3)
+    else:
+        _write_tsv(path, ["a x", "b y", "c z"], [0, 1, 0])
+    for cmd in (["scan"], ["sanitize", "--out", str(files["dir"] / "never")]):
+        assert main([*cmd[:1], str(files["model"]), "--clean-data", str(path), *cmd[1:]]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (files["dir"] / "never").exists()
+
+
+def test_scan_model_rejects_empty_or_mismatched_clean_sets(tiny):
+    with pytest.raises(DataError, match="empty"):
+        scan_model(tiny.model, tiny.tokenizer, TextDataset([], [], ["a", "b"]))
+    with pytest.raises(DataError, match="3 labels"):
+        scan_model(tiny.model, tiny.tokenizer, TextDataset(["x"] * 9, [0, 1, 2] * 3, ["a", "b", "c"]))
+    with pytest.raises(ValueError, match="frr"):
+        scan_model(tiny.model, tiny.tokenizer, TextDataset(["x y"] * 10, [0, 1] * 5, ["a", "b"]), frr=1.5)
