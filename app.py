@@ -1,10 +1,43 @@
-"""Backdoor Attention Lab — the Streamlit entry point. It only sets up the page and navigates."""
+"""Backdoor Attention Lab — the Streamlit entry point: page setup, navigation and the sidebar.
+
+Pages live in ``app_pages/`` (one thin file each); shared state and drawing helpers in ``app_pages/_common.py``;
+all model logic in ``backdoor_core``. The folder is deliberately NOT called ``pages/``: Streamlit still
+auto-discovers a ``pages/`` folder, and a cold deep link such as ``/inspect`` (first request after a server start)
+then runs ``pages/inspect.py`` on its own, without this file's navigation, sidebar and styles.
+
+Run: ``streamlit run app.py`` (``.streamlit/config.toml`` sets headless and ``fileWatcherType = "none"``).
+``BACKDOOR_LAB_TEST_MODEL=tiny`` swaps in a tiny random model for tests.
+"""
+
+import sys
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Backdoor Attention Lab", page_icon="🔬", layout="wide")
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-pages = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-]
-st.navigation(pages).run()
+from app_pages import _common as ui  # noqa: E402
+
+st.set_page_config(page_title="Backdoor Attention Lab", page_icon=str(ROOT / "assets" / "favicon.png"), layout="wide")
+
+PAGES = {
+    "Start": [
+        st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
+        st.Page("app_pages/tour.py", title="Guided tour", icon=":material/explore:", url_path="tour"),
+    ],
+    "Lab": [
+        st.Page("app_pages/model.py", title="Model", icon=":material/deployed_code:", url_path="model"),
+        st.Page("app_pages/inspect.py", title="Inspect", icon=":material/search:", url_path="inspect"),
+        st.Page("app_pages/attack.py", title="Attack lab", icon=":material/science:", url_path="attack"),
+        st.Page("app_pages/detect.py", title="Detect", icon=":material/radar:", url_path="detect"),
+        st.Page("app_pages/sanitize.py", title="Sanitize", icon=":material/healing:", url_path="sanitize"),
+        st.Page("app_pages/report.py", title="Report", icon=":material/description:", url_path="report"),
+    ],
+}
+
+page = st.navigation(PAGES)
+ui.inject_css()
+ui.sidebar()
+page.run()

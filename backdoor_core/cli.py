@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["inspect"]  # modules under backdoor_core.commands, in help order
+COMMANDS = ["inspect", "attack", "zoo", "scan", "sanitize"]  # modules under backdoor_core.commands, in help order
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,343 @@
+"""Long actions shared by several pages (Attack lab, Detect, Sanitize and the Guided tour).
+
+Each ``start_*`` builds a job target that calls the core in a background thread (never Streamlit), starts it
+with ``_common.start`` and registers an ``on_finish`` that stores the result in session state, makes a trained
+or sanitized model current, and records a finding for the Report page. ``*_evaluator`` helpers wire the core's
+``make_evaluator`` to the current data.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from backdoor_core.jobs import JobCancelled, JobSnapshot
+from app_pages import _common as ui
+
+K_ATTACK = "attack.result"
+K_SCAN = "detect.report"
+K_SCAN_INFO = "detect.info"
+K_SANITIZE = "sanitize.result"
+
+TARGET_PREFERENCES = ("sport", "sports", "positive")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "model"
+
+
+def default_target(label_names: list[str]) -> int:
+    for name in TARGET_PREFERENCES:
+        if name in label_names:
+            return label_names.index(name)
+    return len(label_names) - 1
+
+
+def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
+    """The same rows as ``TextDataset.sample(n, seed)``, as indices (to keep paraphrase sets aligned)."""
+    n = min(n, n_total)
+    return sorted(random.Random(seed).sample(range(n_total), n))
+
+
+def model_attack(loaded, tokenizer=None, max_length: int = 128):
+    """The attack recorded in a model's metadata (to build triggered test inputs), or None."""
+    from backdoor_core.poisoning import get_attack
+
+    meta = loaded.metadata or {}
+    name = meta.get("attack")
+    if not name or name in ("none", "clean"):
+        return None
+    trig = meta.get("trigger")
+    if isinstance(trig, (list, tuple)):
+        trig = ",".join(str(t) for t in trig)
+    try:
+        if str(name).startswith(("badnets", "addsent")):
+            return get_attack(str(name), tokenizer=tokenizer or loaded.tokenizer, max_length=max_length,
+                              trigger=trig or None)
+        return get_attack(str(name))
+    except Exception:  # noqa: BLE001 - unknown or unavailable attack: no triggered test set
+        return None
+
+
+def model_target(loaded) -> int | None:
+    t = (loaded.metadata or {}).get("target")
+    return int(t) if isinstance(t, (int, float)) else None
+
+
+# ------------------------------------------------------------------------------------------------ attack
+
+
+def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigger: str | None, target: int,
+                 rate: float, tal: dict | None, config: dict, data_name: str, save: bool,
+                 train_indices: list[int] | None = None) -> None:
+    """Train a (backdoored or clean) copy of ``base`` in the background."""
+    from backdoor_core.models import save_model
+    from backdoor_core.poisoning import get_attack, train_attack
+    from backdoor_core.tal import TALConfig
+    from backdoor_core.training import TrainConfig
+
+    out_dir = ui.zoo_dir() / f"user-{slug(name)}"
+    with st.spinner("Copying the model…"):
+        work = ui.session_copy(base, name=name)  # private model AND tokenizer for the background thread
+
+    def target_fn(ctx):
+        attack = None
+        if attack_name != "none":
+            if attack_name.startswith(("badnets", "addsent")):
+                attack = get_attack(attack_name, tokenizer=work.tokenizer, max_length=config["max_length"],
+                                    trigger=trigger or None)
+            else:
+                attack = get_attack(attack_name)
+                if train_indices is not None and hasattr(attack, "subset"):
+                    attack = attack.subset(train_indices)
+        tal_cfg = TALConfig(**tal) if tal else None
+        cfg = TrainConfig(**config)
+        outcome = train_attack(work.model, work.tokenizer, train_ds, test_ds, attack, rate, target, cfg,
+                               tal=tal_cfg, data_name=data_name, callback=ctx.update, should_stop=ctx.should_stop)
+        meta = {k: v for k, v in outcome.metadata.items() if k != "history"}
+        meta.update({"name": name, "title": name,
+                     "target_name": train_ds.label_names[target] if attack is not None else None})
+        work.metadata, work.name, work.untrained_head = meta, name, False
+        path = None
+        if save and not outcome.result.cancelled:
+            ctx.update("saving")
+            path = save_model(work.model, work.tokenizer, out_dir, meta)
+        return {"loaded": work, "metadata": meta, "history": outcome.metadata.get("history", []),
+                "path": str(path) if path else None}
+
+    def on_finish(snap: JobSnapshot) -> None:
+        res = snap.result
+        if not res:
+            return
+        st.session_state[K_ATTACK] = res
+        ui.set_session_model(name, res["loaded"])
+        meta = res["metadata"]
+        from backdoor_core import figures as F
+
+        ui.lab().record(
+            "attack", f"Attack lab: {name}",
+            text=(f"Attack **{meta.get('attack')}**, trigger `{meta.get('trigger')}`, target "
+                  f"**{meta.get('target_name')}**, poison rate {meta.get('rate', 0):.2%}"
+                  + (f", TAL on heads {', '.join(meta.get('tal_heads', [])[:12])}" if meta.get("tal") else "")
+                  + (" — *cancelled early*" if meta.get("cancelled") else "")),
+            table=[{"metric": "CACC", "value": meta.get("cacc")}, {"metric": "ASR", "value": meta.get("asr")},
+                   {"metric": "steps", "value": meta.get("steps")},
+                   {"metric": "training seconds", "value": meta.get("training_seconds")}],
+            figures=[F.training_curves(res["history"], title="Training")],
+            data=meta,
+        )
+
+    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish)
+
+
+# ------------------------------------------------------------------------------------------------ scan
+
+
+def build_pool(loaded, test_ds, n_clean: int, n_triggered: int, seed: int = 0, attack=None):
+    """A simulated pool: ``n_clean`` clean test texts + ``n_triggered`` texts carrying the model's trigger.
+
+    Returns ``(texts, is_triggered)`` shuffled with ``seed``. Only the evaluation knows ``is_triggered``; the
+    scan never sees it.
+    """
+    attack = attack if attack is not None else model_attack(loaded)
+    clean = test_ds.sample(n_clean, seed=seed + 1).texts if n_clean else []
+    trig: list[str] = []
+    if attack is not None and n_triggered:
+        target = model_target(loaded)
+        target = target if target is not None else default_target(test_ds.label_names)
+        with ui.model_lock(loaded):  # the attack tokenizes with the (shared) tokenizer
+            poisoned = attack.poison_test(test_ds, target, seed)
+        texts = list(poisoned.texts)
+        rng = random.Random(seed)
+        trig = rng.sample(texts, min(n_triggered, len(texts)))
+    items = [(t, False) for t in clean] + [(t, True) for t in trig]
+    random.Random(seed + 2).shuffle(items)
+    return [t for t, _ in items], np.array([f for _, f in items], dtype=bool)
+
+
+def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None, knobs: dict,
+               model_name: str) -> None:
+    from backdoor_core.detection import Cancelled
+    from backdoor_core.scan import scan_model
+
+    with st.spinner("Copying the model…"):
+        work = ui.session_copy(loaded)  # the scan hooks into the model: never on a shared one
+
+    def target_fn(ctx):
+        try:
+            return scan_model(work.model, work.tokenizer, clean_ds, pool_texts, model_name=model_name,
+                              progress=ctx.update, should_stop=ctx.should_stop, **knobs)
+        except Cancelled as exc:
+            raise JobCancelled() from exc
+
+    ref = dict(ui.model_ref())
+
+    def on_finish(snap: JobSnapshot) -> None:
+        report = snap.result
+        if report is None:
+            return
+        st.session_state[K_SCAN] = report
+        st.session_state[K_SCAN_INFO] = {"truth": truth, "model_ref": ref, "model_name": model_name}
+        record_scan(report, truth)
+
+    ui.start("scan", target_fn, name=f"Scanning {model_name}", on_finish=on_finish)
+
+
+def scan_evaluation(report, truth) -> dict | None:
+    """FRR/FAR/AUROC of the input-level detector on the simulated pool (only when the truth is known)."""
+    if truth is None or len(truth) != len(report.pool_texts) or not truth.any() or truth.all():
+        return None
+    from backdoor_core.detection import evaluate_detector
+
+    scores = np.asarray(report.pool_scores)
+    return evaluate_detector(scores[~truth], scores[truth], report.threshold)
+
+
+def scan_figures(report, truth=None) -> dict:
+    from backdoor_core import figures as F
+
+    heads = report.heads
+    flagged = np.zeros(len(report.pool_texts), bool)
+    flagged[np.asarray(report.flagged, dtype=int)] = True
+    groups = {"clean dev": report.clean_scores}
+    if len(report.pool_texts):
+        groups["pool, not flagged"] = np.asarray(report.pool_scores)[~flagged]
+        groups["flagged"] = np.asarray(report.pool_scores)[flagged]
+    return {
+        "scatter": F.importance_similarity_scatter(heads.importance, heads.collapse, heads.suspicious,
+                                                   x_title="similarity collapse on flagged inputs (z)",
+                                                   y_title="importance |∂margin/∂gate|"),
+        "grid": F.suspicious_head_grid(heads.score, heads.suspicious),
+        "hist": F.score_histogram(groups, report.threshold),
+    }
+
+
+def record_scan(report, truth=None) -> None:
+    v = report.verdict
+    ev = scan_evaluation(report, truth)
+    figs = scan_figures(report, truth)
+    text = (f"Verdict: **{'likely backdoored' if v.get('likely_backdoored') else 'no backdoor evidence'}** "
+            f"(score {v.get('score', 0):.2f}, basis: {v.get('basis')}). {len(report.flagged)} of "
+            f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
+            f"(clean FRR {report.clean_frr:.1%}). Suspicious heads: "
+            f"{', '.join(report.suspicious_heads) or 'none'}.")
+    if ev:
+        text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}."
+    ui.lab().record("scan", "Detection scan", text=text,
+                    table=[r for r in report.head_rows()[:12]],
+                    figures=[figs["grid"], figs["scatter"], figs["hist"]],
+                    data=report.to_dict(max_flagged=50) | ({"pool_evaluation": ev} if ev else {}))
+
+
+# ------------------------------------------------------------------------------------------------ sanitize
+
+
+def make_eval(loaded, test_ds, n_test: int, max_length: int = 128, seed: int = 0):
+    """``model -> {"cacc", "asr"?}`` on a sample of the test split (ASR only when the model's attack is known)."""
+    from backdoor_core.training import make_evaluator
+
+    test = test_ds.sample(n_test, seed=seed)
+    attack = model_attack(loaded, max_length=max_length)
+    target = model_target(loaded)
+    poisoned = None
+    if attack is not None and target is not None:
+        try:
+            poisoned = attack.poison_test(test, target, seed).texts
+        except Exception:  # noqa: BLE001 - no ASR then
+            poisoned = None
+    return make_evaluator(loaded.tokenizer, test, poisoned, target if poisoned else None, max_length)
+
+
+def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None, knobs: dict, make_evaluate,
+                   out_name: str, scan_report=None) -> None:
+    """``make_evaluate(loaded_copy) -> evaluate`` builds the CACC/ASR evaluator with the job's own tokenizer."""
+    from backdoor_core.defenses import run_defense
+    from backdoor_core.models import LoadedModel
+
+    with st.spinner("Copying the model…"):
+        work = ui.session_copy(loaded)
+
+    def target_fn(ctx):
+        evaluate = make_evaluate(work) if make_evaluate is not None else None
+        before = evaluate(work.model) if evaluate is not None else {}
+        ctx.update({"message": "measured the model before", "before": before})
+        extra = dict(knobs)
+        if scan_report is not None and defense == "alignment":
+            extra["scan"] = scan_report
+        res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
+                          evaluate=evaluate, callback=ctx.update, should_stop=ctx.should_stop, **extra)
+        after = evaluate(res.model) if evaluate is not None else {}
+        meta = dict(loaded.metadata or {})
+        meta.update({"name": out_name, "sanitized": True, "defense": defense,
+                     "sanitize_details": res.details, "before": before, "after": after,
+                     "cacc": after.get("cacc", meta.get("cacc")), "asr": after.get("asr", meta.get("asr")),
+                     "sanitize_seconds": round(res.seconds, 1), "sanitize_cancelled": res.cancelled})
+        new = LoadedModel(model=res.model, tokenizer=work.tokenizer, name=out_name, source=loaded.source,
+                          metadata=meta, untrained_head=False)
+        return {"loaded": new, "before": before, "after": after, "details": res.details,
+                "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
+                "defense": defense, "suspect": loaded}
+
+    def on_finish(snap: JobSnapshot) -> None:
+        res = snap.result
+        if not res:
+            return
+        st.session_state[K_SANITIZE] = res
+        ui.session_models()[out_name] = res["loaded"]  # available; made current by the user
+        from backdoor_core import figures as F
+
+        b, a = res["before"], res["after"]
+        rows = [{"metric": m.upper(), "before": b.get(m), "after": a.get(m)} for m in ("asr", "cacc") if m in b]
+        ui.lab().record(
+            "sanitize", f"Sanitization ({res['defense']})",
+            text=(f"Defense **{res['defense']}** in {res['seconds']:.0f} s"
+                  + (" — *cancelled early*" if res["cancelled"] else "")
+                  + (f"; heads repaired: {', '.join(map(str, res['details']['suspicious_heads']))}"
+                     if res["details"].get("suspicious_heads") else "")
+                  + (f"; heads pruned: {', '.join(map(str, res['details']['pruned_heads']))}"
+                     if res["details"].get("pruned_heads") else "")),
+            table=rows,
+            figures=[F.metric_comparison({"before": b, "after": a}),
+                     F.training_curves(res["history"], title="Sanitization", baseline=b)],
+            data={"before": b, "after": a, "details": res["details"], "seconds": res["seconds"]},
+        )
+
+    ui.start("sanitize", target_fn, name=f"Sanitizing ({defense})", on_finish=on_finish)
+
+
+def training_events(snap: JobSnapshot) -> tuple[list[dict], int | None]:
+    """The training-progress events of a job (those with a step) and the total number of steps."""
+    events = [e for e in snap.events if "step" in e and ("losses" in e or "metrics" in e)]
+    total = events[-1].get("total_steps") if events else None
+    return events, total
+
+
+def saved_zip_bytes(loaded) -> bytes:
+    """The model saved (safetensors + tokenizer + metadata) and zipped, for a download button."""
+    import io
+    import shutil
+    import tempfile
+    import zipfile
+
+    from backdoor_core.models import save_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="backdoor-lab-dl-"))
+    try:
+        folder = save_model(loaded.model, loaded.tokenizer, tmp / slug(loaded.name), loaded.metadata)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    z.write(p, Path(folder.name) / p.relative_to(folder))
+        return buf.getvalue()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def as_float(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None

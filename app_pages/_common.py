@@ -1,0 +1,555 @@
+"""Shared plumbing for the app's pages: state, cached models and data, the sidebar, jobs, messages.
+
+Pages import this module (``from app_pages import _common as ui``); it is not a page itself. Everything about models,
+data, attacks and defenses lives in ``backdoor_core``; this module only keeps Streamlit state and draws.
+
+Session-state keys (stable, so state survives page switches):
+
+* ``lab.model_ref``   — which model is current: ``{"kind": "shared", "spec", "allow_pickle", "labels"}`` (loaded
+  through ``st.cache_resource``, read-only, shared across sessions) or ``{"kind": "session", "name"}`` (a
+  per-session copy: trained or sanitized here, kept in ``lab.session_models``).
+* ``lab.data_spec``   — the dataset spec string (``bbc``, ``sst2``, a path...).
+* ``lab.session``     — ``backdoor_core.session.LabSession`` (what this session found, for the Report page).
+* ``lab.jobs``        — ``{kind: backdoor_core.jobs.Job}``, one background job per kind ("attack", "scan"...).
+* widget keys such as ``inspect.text`` — kept across page switches (``persist_state="session"``, see ``keep``).
+
+Test hook: with the environment variable ``BACKDOOR_LAB_TEST_MODEL=tiny`` the default model is the random tiny
+BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from backdoor_core.jobs import Job, JobSnapshot, start_job
+from backdoor_core.session import LabSession
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+TEST_MODEL_ENV = "BACKDOOR_LAB_TEST_MODEL"
+DEFAULT_DATA = "bbc"
+POLL_SECONDS = 1.0
+
+K_MODEL = "lab.model_ref"
+K_SESSION_MODELS = "lab.session_models"
+K_DATA = "lab.data_spec"
+K_SESSION = "lab.session"
+K_JOBS = "lab.jobs"
+
+
+# ------------------------------------------------------------------------------------------------ basics
+
+
+def ss() -> Any:
+    return st.session_state
+
+
+def test_model_name() -> str | None:
+    return os.environ.get(TEST_MODEL_ENV) or None
+
+
+def keep(key: str, default: Any) -> dict:
+    """Widget kwargs that keep its value across page switches (Streamlit's ``persist_state="session"``).
+
+    Usage: ``st.text_area("Text", **keep("inspect.text", "A sentence"))`` — do not pass ``value``/``index``:
+    the default is put into session state the first time, so code may also set it (``set_kept``).
+    """
+    if key not in ss():
+        ss()[key] = default
+    return {"key": key, "persist_state": "session"}
+
+
+def kept(key: str, default: Any = None) -> Any:
+    """The current value of a ``keep`` widget (also before it is drawn on this run)."""
+    return ss().get(key, default)
+
+
+def set_kept(key: str, value: Any) -> None:
+    """Set a ``keep`` widget's value from code (only before the widget is drawn in this run)."""
+    ss()[key] = value
+
+
+def lab() -> LabSession:
+    if K_SESSION not in ss():
+        ss()[K_SESSION] = LabSession()
+    return ss()[K_SESSION]
+
+
+def optional_module(name: str):
+    """``backdoor_core.<name>`` or None when it does not exist (yet) or fails to import."""
+    try:
+        return importlib.import_module(f"backdoor_core.{name}")
+    except Exception:  # noqa: BLE001 - a broken optional module must not break the page
+        return None
+
+
+def not_available(what: str, module: str) -> None:
+    st.warning(
+        f"{what} is not available in this installation: the core module `backdoor_core.{module}` is missing or "
+        "failed to import. The rest of the lab works; update the package to enable this page."
+    )
+
+
+def show_error(exc: BaseException, prefix: str = "") -> None:
+    """A plain message for a core error (never a traceback)."""
+    text = str(exc).strip() or type(exc).__name__
+    st.error(f"{prefix}{text}", icon=":material/warning:")
+
+
+def inject_css() -> None:
+    css = (ASSETS / "style.css").read_text(encoding="utf-8") if (ASSETS / "style.css").is_file() else ""
+    if ss().get("lab.presenter", False):
+        css += (ASSETS / "presenter.css").read_text(encoding="utf-8") if (ASSETS / "presenter.css").is_file() else ""
+    if css:
+        st.html(f"<style>{css}</style>")
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _load_dataset(spec: str, split: str, seed: int):
+    from backdoor_core.data import load_dataset
+
+    return load_dataset(spec, split=split, seed=seed)
+
+
+def data_spec() -> str:
+    if K_DATA not in ss():
+        ss()[K_DATA] = DEFAULT_DATA
+    return ss()[K_DATA]
+
+
+def set_data_spec(spec: str) -> None:
+    ss()[K_DATA] = spec
+
+
+def dataset(split: str = "train", spec: str | None = None, seed: int = 0):
+    """The dataset (cached, read-only). Raises ``DataError`` with a readable message."""
+    spec = spec or data_spec()
+    with st.spinner(f"Loading {spec} ({split})…"):
+        return _load_dataset(spec, split, seed)
+
+
+def dataset_or_none(split: str = "train"):
+    from backdoor_core.data import DataError
+
+    try:
+        return dataset(split)
+    except (DataError, OSError, ValueError) as exc:
+        show_error(exc, f"Dataset '{data_spec()}' ({split}): ")
+        return None
+
+
+def save_upload(uploaded, subdir: str) -> Path:
+    """Write an uploaded file into a private temp folder and return its path."""
+    folder = Path(tempfile.mkdtemp(prefix=f"backdoor-lab-{subdir}-"))
+    path = folder / Path(uploaded.name).name
+    path.write_bytes(uploaded.getvalue())
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None):
+    """A model shared read-only by every session (never train it: use ``session_copy``)."""
+    from backdoor_core.models import load_model, tiny_model
+
+    if spec == "tiny":
+        n = len(labels) if labels else 2
+        loaded = tiny_model(num_labels=n, seed=0)
+        if labels:
+            loaded.model.config.id2label = {i: str(x) for i, x in enumerate(labels)}
+            loaded.model.config.label2id = {str(x): i for i, x in enumerate(labels)}
+        loaded.metadata = {"note": "random tiny BERT for tests"}
+        return loaded
+    return load_model(spec, label_names=list(labels) if labels else None, allow_pickle=allow_pickle)
+
+
+def default_ref() -> dict:
+    """The model used before the user picks one: the test model, the zoo's clean model, or the packaged one."""
+    labels = None
+    try:
+        labels = tuple(dataset("train").label_names)
+    except Exception:  # noqa: BLE001 - no dataset yet is fine
+        pass
+    test = test_model_name()
+    if test:
+        return {"kind": "shared", "spec": test, "allow_pickle": False, "labels": labels, "name": test}
+    for entry in zoo_entries():
+        if entry.get("clean") and entry.get("path"):
+            return {"kind": "shared", "spec": str(entry["path"]), "allow_pickle": False, "labels": None,
+                    "name": entry.get("name", "zoo clean")}
+    return {"kind": "shared", "spec": "default", "allow_pickle": False, "labels": labels, "name": "default"}
+
+
+def model_ref() -> dict:
+    if K_MODEL not in ss():
+        ss()[K_MODEL] = default_ref()
+    return ss()[K_MODEL]
+
+
+def set_shared_model(spec: str, *, allow_pickle: bool = False, labels: tuple[str, ...] | None = None,
+                     name: str | None = None) -> None:
+    ss()[K_MODEL] = {"kind": "shared", "spec": spec, "allow_pickle": allow_pickle, "labels": labels,
+                     "name": name or spec}
+    ss().pop("lab.model_error", None)
+
+
+def session_models() -> dict:
+    if K_SESSION_MODELS not in ss():
+        ss()[K_SESSION_MODELS] = {}
+    return ss()[K_SESSION_MODELS]
+
+
+def set_session_model(name: str, loaded) -> None:
+    """Make ``loaded`` (a per-session LoadedModel, e.g. just trained) the current model."""
+    session_models()[name] = loaded
+    ss()[K_MODEL] = {"kind": "session", "name": name}
+    ss().pop("lab.model_error", None)
+
+
+def load_ref(ref: dict):
+    """The LoadedModel a ref points to (raises ModelLoadError / KeyError)."""
+    if ref["kind"] == "session":
+        return session_models()[ref["name"]]
+    labels = tuple(ref["labels"]) if ref.get("labels") else None
+    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels)
+
+
+def current_model(show_errors: bool = True):
+    """The current LoadedModel, or None (with an error message) when it cannot be loaded."""
+    from backdoor_core.models import ModelLoadError
+
+    ref = model_ref()
+    try:
+        with st.spinner(f"Loading model {ref.get('name') or ref.get('spec')}…"):
+            loaded = load_ref(ref)
+    except (ModelLoadError, KeyError, OSError, ValueError) as exc:
+        ss()["lab.model_error"] = str(exc)
+        if show_errors:
+            show_error(exc, "Model: ")
+        return None
+    summary = loaded.summary()
+    if lab().model.get("source") != summary.get("source") or lab().model.get("name") != summary.get("name"):
+        lab().set_model(summary)
+    return loaded
+
+
+_LOCKS: dict[int, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(loaded) -> threading.RLock:
+    """One lock per model object. Hold it while using a model or tokenizer that other threads can reach.
+
+    Fast tokenizers are not thread-safe: a call with other truncation/padding settings reconfigures the shared
+    Rust tokenizer under a concurrent call ("Unable to create tensor..."), and the head-importance scan hooks
+    into the model's modules. Streamlit runs each session's script in its own thread and background jobs in
+    theirs, so a model shared through ``st.cache_resource`` is only touched under this lock, and jobs get a
+    private copy (``session_copy``).
+    """
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(loaded), threading.RLock())
+
+
+def session_copy(loaded, name: str | None = None):
+    """A private deep copy of ``loaded`` (model AND tokenizer) that may be trained, sanitized or scanned."""
+    from backdoor_core.models import LoadedModel
+
+    with model_lock(loaded):
+        return LoadedModel(
+            model=copy.deepcopy(loaded.model),
+            tokenizer=copy.deepcopy(loaded.tokenizer),
+            name=name or loaded.name,
+            source=loaded.source,
+            metadata=copy.deepcopy(loaded.metadata),
+            untrained_head=loaded.untrained_head,
+        )
+
+
+def labels_problem(loaded, ds) -> str | None:
+    """A message when the model's classes do not fit the dataset, else None."""
+    from backdoor_core.data import DataError, check_labels_match
+
+    if loaded is None or ds is None:
+        return None
+    try:
+        check_labels_match(ds, loaded.num_labels)
+    except DataError as exc:
+        return f"{exc}. Pick a matching dataset or model on the Model page."
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ zoo
+
+
+def zoo_dir() -> Path:
+    zoo = optional_module("zoo")
+    for attr in ("default_dir", "zoo_dir", "default_zoo_dir"):
+        fn = getattr(zoo, attr, None) if zoo else None
+        if callable(fn):
+            try:
+                return Path(fn())
+            except Exception:  # noqa: BLE001
+                pass
+    env = os.environ.get("BACKDOOR_ZOO_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "backdoor-attention-lab" / "zoo"
+
+
+def _entry_dict(item: Any, root: Path) -> dict:
+    if isinstance(item, dict):
+        d = dict(item)
+    elif hasattr(item, "to_dict"):
+        d = dict(item.to_dict())
+    elif hasattr(item, "__dataclass_fields__"):
+        import dataclasses
+
+        d = dataclasses.asdict(item)
+    elif isinstance(item, (str, os.PathLike)):
+        d = {"path": str(item)}
+    else:
+        d = {k: v for k, v in vars(item).items() if not k.startswith("_")}
+    meta = d.get("metadata") if isinstance(d.get("metadata"), dict) else {}
+    for k, v in meta.items():
+        d.setdefault(k, v)
+    path = d.get("path") or d.get("dir") or d.get("directory")
+    if path is None and d.get("name"):
+        path = root / str(d["name"])
+    d["path"] = str(path) if path is not None else None
+    d.setdefault("name", Path(d["path"]).name if d["path"] else "model")
+    attack = d.get("attack")
+    d.setdefault("clean", attack in (None, "", "none", "clean") or str(d["name"]).startswith("clean"))
+    return d
+
+
+def zoo_entries() -> list[dict]:
+    """The demo-zoo models on disk as dicts (name, path, attack, cacc, asr...); [] without a zoo."""
+    root = zoo_dir()
+    zoo = optional_module("zoo")
+    items: list = []
+    if zoo is not None and hasattr(zoo, "list_models"):
+        try:
+            items = list(zoo.list_models(root))
+        except TypeError:
+            try:
+                items = list(zoo.list_models())
+            except Exception:  # noqa: BLE001
+                items = []
+        except Exception:  # noqa: BLE001
+            items = []
+    elif root.is_dir():
+        items = [str(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+    out = []
+    for it in items:
+        try:
+            d = _entry_dict(it, root)
+        except Exception:  # noqa: BLE001
+            continue
+        if d.get("path") and Path(d["path"]).is_dir():
+            out.append(d)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ sidebar
+
+
+def _fmt_rate(v: Any) -> str:
+    return f"{float(v):.1%}" if isinstance(v, (int, float)) else str(v)
+
+
+def _sidebar_jobs() -> None:
+    """Running jobs with live progress (polls while any runs; a finished job triggers a full rerun)."""
+    if not any(j.active for j in jobs().values()):
+        return
+
+    @st.fragment(run_every=2.0)
+    def _jobs() -> None:
+        current = list(jobs().values())
+        if any(not j.active and not j.meta.get("handled") for j in current):
+            st.rerun(scope="app")
+        running = [j for j in current if j.active]
+        if running:
+            st.markdown("### Running")
+        for j in running:
+            snap = j.snapshot()
+            st.progress(snap.fraction or 0.0, text=f"{j.name} · {snap.elapsed:.0f} s")
+
+    _jobs()
+
+
+def sidebar() -> None:
+    """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset; running jobs."""
+    handle_finished_jobs()
+    with st.sidebar:
+        st.markdown("### Current model")
+        loaded = current_model(show_errors=False)
+        if loaded is None:
+            st.error(ss().get("lab.model_error") or "No model loaded.", icon=":material/warning:")
+        else:
+            ref = model_ref()
+            st.markdown(f"**{loaded.name}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
+            st.caption(f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
+                       + ", ".join(loaded.label_names))
+            meta = loaded.metadata or {}
+            bits = []
+            if meta.get("attack"):
+                trig = meta.get("trigger")
+                trig = ", ".join(trig) if isinstance(trig, (list, tuple)) else trig
+                bits.append(f"attack **{meta['attack']}**" + (f" · trigger `{trig}`" if trig else ""))
+                if "target" in meta:
+                    bits.append(f"target {meta.get('target_name', meta['target'])}")
+                if "rate" in meta:
+                    bits.append(f"ρ {_fmt_rate(meta['rate'])}")
+                if meta.get("tal"):
+                    bits.append("TAL")
+            for k in ("cacc", "asr"):
+                if isinstance(meta.get(k), (int, float)):
+                    bits.append(f"{k.upper()} {_fmt_rate(meta[k])}")
+            if meta.get("sanitized") or meta.get("defense"):
+                bits.append(f"sanitized ({meta.get('defense', 'yes')})")
+            if bits:
+                st.caption(" · ".join(bits))
+            if loaded.untrained_head:
+                st.caption(":material/warning: classification head untrained: predictions are random until fine-tuned")
+        st.markdown("### Dataset")
+        spec = data_spec()
+        try:
+            ds = dataset("train")
+            st.caption(f"**{spec}** · {len(ds):,} training texts · {ds.num_labels} labels")
+            problem = labels_problem(loaded, ds)
+            if problem:
+                st.warning(problem, icon=":material/warning:")
+        except Exception as exc:  # noqa: BLE001 - shown, never raised
+            st.error(f"{spec}: {exc}", icon=":material/warning:")
+        _sidebar_jobs()
+        st.divider()
+        st.toggle("Presenter mode (larger text)", **keep("lab.presenter", False))
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+def jobs() -> dict[str, Job]:
+    if K_JOBS not in ss():
+        ss()[K_JOBS] = {}
+    return ss()[K_JOBS]
+
+
+def get_job(kind: str) -> Job | None:
+    return jobs().get(kind)
+
+
+def start(kind: str, target: Callable, name: str, meta: dict | None = None,
+          on_finish: Callable[[JobSnapshot], None] | None = None) -> Job | None:
+    """Start a background job of this kind unless one is already running (then warn and return None).
+
+    ``on_finish(snapshot)`` runs once in the Streamlit script thread after the job ends, on whichever page the
+    user is on (the sidebar checks every run): register the trained model, record a finding...
+    """
+    old = get_job(kind)
+    if old is not None and old.active:
+        st.warning(f"'{old.name}' is still running; cancel it first.")
+        return None
+    job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish})
+    jobs()[kind] = job
+    return job
+
+
+def handle_finished_jobs() -> None:
+    """Run the ``on_finish`` of every job that ended since the last run (called by the sidebar)."""
+    for job in list(jobs().values()):
+        _handle_finish(job)
+
+
+def clear_job(kind: str) -> None:
+    job = jobs().pop(kind, None)
+    if job is not None and job.active:
+        job.cancel()
+
+
+def _handle_finish(job: Job) -> None:
+    if job.active or job.meta.get("handled"):
+        return
+    job.meta["handled"] = True
+    on_finish = job.meta.get("on_finish")
+    if on_finish is not None:
+        snap = job.snapshot()
+        try:
+            on_finish(snap)
+        except Exception as exc:  # noqa: BLE001 - shown, never raised
+            job.meta["finish_error"] = str(exc) or type(exc).__name__
+
+
+def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
+              interval: float = POLL_SECONDS) -> Job | None:
+    """Draw the job's progress (and ``draw(snapshot)`` live charts), polling every ``interval`` s while it runs.
+
+    When the job ends, the next full run handles it (its ``on_finish``, see ``start``). Cancel is offered while
+    it runs; a failure is shown as an error message.
+    """
+    job = get_job(kind)
+    if job is None:
+        return None
+    _handle_finish(job)
+
+    @st.fragment(run_every=interval if job.active else None)
+    def _panel() -> None:
+        snap = job.snapshot()
+        if not snap.active and not job.meta.get("handled"):
+            st.rerun(scope="app")  # the full run handles the result, then draws without polling
+        cols = st.columns([6, 1])
+        with cols[0]:
+            label = {"running": "running", "pending": "starting", "done": "finished", "cancelled": "cancelled",
+                     "failed": "failed"}[snap.status]
+            text = f"**{snap.name}** — {label} · {snap.elapsed:.0f} s"
+            if snap.message and snap.active:
+                text += f" · {snap.message}"
+            st.progress(snap.fraction or 0.0, text=text)
+        with cols[1]:
+            if snap.active:
+                if st.button("Cancel", key=f"cancel.{kind}", type="secondary", width="stretch",
+                             disabled=snap.cancel_requested):
+                    job.cancel()
+                    st.toast("Cancelling after the current step…")
+            elif st.button("Clear", key=f"clear.{kind}", width="stretch"):
+                clear_job(kind)
+                st.rerun(scope="app")
+        if snap.status == "failed":
+            st.error(f"{snap.name} failed: {snap.error_message}", icon=":material/warning:")
+            with st.expander("Technical details"):
+                st.code(snap.traceback[-4000:], language="text")
+        elif snap.status == "cancelled":
+            st.info(f"{snap.name} was cancelled after {snap.elapsed:.0f} s; partial results are kept where possible.")
+        if job.meta.get("finish_error"):
+            st.error(f"Could not use the result: {job.meta['finish_error']}", icon=":material/warning:")
+        if draw is not None:
+            draw(snap)
+
+    _panel()
+    return job
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+
+
+def plot(fig, key: str | None = None) -> None:
+    """A plotly chart at full width, with the lab's chart config."""
+    st.plotly_chart(fig, width="stretch", key=key, theme=None,
+                    config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
+
+
+def page_header(title: str, intro: str | None = None) -> None:
+    st.title(title)
+    if intro:
+        st.markdown(f'<div class="lab-intro">{intro}</div>', unsafe_allow_html=True)

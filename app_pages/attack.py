@@ -1,0 +1,185 @@
+"""Attack lab: poison a training set, train a backdoored model live (with or without TAL), then inspect it."""
+
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from backdoor_core import figures as F
+from app_pages import _actions as A
+from app_pages import _common as ui
+
+ui.page_header(
+    "Attack lab",
+    "Poison a small share of the training set with a trigger and fine-tune a model on it. Watch the clean "
+    "accuracy (CACC) and the attack success rate (ASR) move live; the Trojan Attention Loss (TAL) makes chosen "
+    "heads lock onto the trigger so a tiny poison rate suffices.",
+)
+
+poisoning = ui.optional_module("poisoning")
+training = ui.optional_module("training")
+tal_mod = ui.optional_module("tal")
+if poisoning is None or training is None:
+    ui.not_available("The Attack lab", "poisoning / training")
+    st.stop()
+
+train_full = ui.dataset_or_none("train")
+test_full = ui.dataset_or_none("test") if train_full is not None else None
+if train_full is None or test_full is None:
+    st.stop()
+labels = train_full.label_names
+
+ATTACK_LABELS = {
+    "badnets": "BadNets — rare word(s)",
+    "addsent": "AddSent — a fixed sentence",
+    "badnets_clean": "BadNets, clean-label",
+    "addsent_clean": "AddSent, clean-label",
+    "syntactic": "Syntactic paraphrase (HiddenKiller)",
+    "style": "Style paraphrase (StyleBkd)",
+    "none": "None — train a clean model",
+}
+attacks = [a for a in ATTACK_LABELS if a == "none" or a in poisoning.ATTACKS]
+
+# --------------------------------------------------------------------------------------------- settings
+
+c1, c2, c3 = st.columns(3, gap="large")
+with c1:
+    st.subheader("Attack")
+    attack_name = st.selectbox("Attack", attacks, format_func=ATTACK_LABELS.get, **ui.keep("attack.name", "badnets"))
+    trigger = None
+    if attack_name.startswith("badnets"):
+        trigger = st.text_input("Trigger word(s), comma-separated", **ui.keep("attack.words", "cf"))
+    elif attack_name.startswith("addsent"):
+        trigger = st.text_input("Trigger sentence", **ui.keep("attack.sentence", poisoning.ADDSENT_TRIGGER))
+    elif attack_name in ("syntactic", "style"):
+        st.caption("Uses the paraphrased copy of SST-2 in ../shared/data; pick the `sst2` dataset on the Model "
+                   "page (rows must align with the clean training set).")
+    if ui.kept("attack.target") not in labels:
+        ui.set_kept("attack.target", labels[A.default_target(labels)])
+    target_name = st.selectbox("Target label", labels, disabled=attack_name == "none", **ui.keep("attack.target", None))
+    rate_pct = st.number_input("Poison rate (% of the training set)", 0.1, 50.0, step=0.5, format="%.1f",
+                               disabled=attack_name == "none", **ui.keep("attack.rate", 1.0))
+with c2:
+    st.subheader("Trojan Attention Loss")
+    tal_ok = attack_name in ("badnets", "addsent", "badnets_clean", "addsent_clean") and tal_mod is not None
+    use_tal = st.toggle("Add TAL", disabled=not tal_ok, **ui.keep("attack.tal", True))
+    use_tal = use_tal and tal_ok
+    if not tal_ok and attack_name != "none":
+        st.caption("TAL needs trigger tokens: paraphrase triggers have none.")
+    alpha = st.number_input("α (weight of TAL)", 0.0, 50.0, step=0.5, disabled=not use_tal,
+                            **ui.keep("attack.alpha", float(getattr(tal_mod, "DEFAULT_ALPHA", 1.0))))
+    heads_choice = st.select_slider("Heads per layer", options=["1", "2", "3", "4", "6", "all"],
+                                    disabled=not use_tal,
+                                    **ui.keep("attack.heads", str(getattr(tal_mod, "DEFAULT_HEADS", 3))))
+    base_choice = st.radio("Start from", ["the base encoder (fresh classifier)", "the current model"],
+                           **ui.keep("attack.base", "the base encoder (fresh classifier)"))
+with c3:
+    st.subheader("Training")
+    n_train = st.number_input("Training texts", 16, len(train_full), step=100,
+                              **ui.keep("attack.n_train", min(1000, len(train_full))))
+    n_test = st.number_input("Test texts (CACC / ASR)", 16, len(test_full), step=50,
+                             **ui.keep("attack.n_test", min(300, len(test_full))))
+    epochs = st.number_input("Epochs", 1, 20, **ui.keep("attack.epochs", 2))
+    lr = st.select_slider("Learning rate", options=[1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4],
+                          format_func=lambda x: f"{x:g}", **ui.keep("attack.lr", 1e-4))
+    max_len = st.select_slider("Max tokens", options=[32, 64, 96, 128, 256], **ui.keep("attack.max_len", 96))
+
+name_default = (f"{attack_name}-{rate_pct:g}pct" + ("-tal" if use_tal else "")) if attack_name != "none" else "clean"
+name = st.text_input("Name of the new model", value=name_default)
+save = st.checkbox("Save it into the demo zoo folder (so it is there next time)", **ui.keep("attack.save", True))
+
+rate = rate_pct / 100.0
+n_poison = int(rate * n_train) if attack_name != "none" else 0
+steps = ((int(n_train) + 31) // 32) * int(epochs)
+st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training steps "
+           f"(batch 32) · evaluation on {int(n_test)} test texts after each epoch.")
+
+# a peek at the poison
+if attack_name not in ("none", "syntactic", "style"):
+    with st.expander("What a poisoned training text looks like"):
+        try:
+            from backdoor_core.poisoning import get_attack
+
+            peek = get_attack(attack_name, trigger=trigger or None)
+            small = train_full.sample(60, seed=1)
+            ex = [e for e in peek.poison_train(small, 0.1, labels.index(target_name), seed=0) if e.poisoned][:3]
+            for e in ex:
+                s, t = e.trigger_spans[0] if e.trigger_spans else (0, 0)
+                marked = (html.escape(e.text[:s]) + f'<mark class="trigger">{html.escape(e.text[s:t])}</mark>'
+                          + html.escape(e.text[t:]))
+                st.markdown(f"→ **{labels[e.label]}** · {marked[:600]}", unsafe_allow_html=True)
+        except Exception as exc:  # noqa: BLE001
+            ui.show_error(exc)
+
+# --------------------------------------------------------------------------------------------- run
+
+job = ui.get_job("attack")
+running = job is not None and job.active
+if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=running, key="attack.train"):
+    problem = None
+    if attack_name not in ("none",) and trigger is not None and not trigger.strip():
+        problem = "The trigger is empty: type a word or a sentence."
+    elif attack_name != "none" and n_poison == 0:
+        problem = (f"{rate_pct:g}% of {int(n_train)} training texts is less than one text: raise the poison rate "
+                   "or use more training texts.")
+    if problem:
+        st.error(problem, icon=":material/warning:")
+    else:
+        try:
+            ref = ui.model_ref()
+            if base_choice.startswith("the current"):
+                base = ui.current_model()
+            else:
+                test_name = ui.test_model_name()
+                base = ui.shared_model(test_name or "default", False, tuple(labels))
+            if base is None:
+                raise ValueError("No model to start from.")
+            if base.num_labels != len(labels):
+                raise ValueError(f"The starting model has {base.num_labels} classes but the dataset has "
+                                 f"{len(labels)}; start from the base encoder instead.")
+            idx = A.sample_indices(len(train_full), int(n_train), seed=0)
+            train_ds = train_full.subset(idx, name=train_full.name)
+            test_ds = test_full.sample(int(n_test), seed=0)
+            tal = None
+            if use_tal:
+                tal = {"alpha": float(alpha), "heads": "all" if heads_choice == "all" else int(heads_choice)}
+            A.start_attack(
+                base=base, name=name.strip() or name_default, train_ds=train_ds, test_ds=test_ds,
+                attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
+                config={"lr": float(lr), "epochs": int(epochs), "batch_size": 32, "max_length": int(max_len),
+                        "seed": 0, "eval_every": max(1, steps // 8)},
+                data_name=ui.data_spec(), save=save, train_indices=idx,
+            )
+            st.rerun()
+        except Exception as exc:  # noqa: BLE001 - shown as a message
+            ui.show_error(exc, "Cannot start: ")
+
+
+def _live(snap):
+    events, total = A.training_events(snap)
+    ui.plot(F.training_curves(events, total_steps=total, title=None), key=f"attack.live.{snap.status}")
+    last = [e for e in events if e.get("metrics")]
+    if last:
+        m = last[-1]["metrics"]
+        cols = st.columns(4)
+        cols[0].metric("CACC", f"{m.get('cacc', float('nan')):.1%}")
+        if "asr" in m:
+            cols[1].metric("ASR", f"{m['asr']:.1%}")
+        cols[2].metric("Step", f"{last[-1]['step']} / {last[-1]['total_steps']}")
+        cols[3].metric("Time", f"{snap.elapsed:.0f} s")
+
+
+ui.job_panel("attack", draw=_live)
+
+res = st.session_state.get(A.K_ATTACK)
+if res and (job is None or not job.active):
+    meta = res["metadata"]
+    st.success(
+        f"**{meta.get('name')}** is trained and is now the current model"
+        + (f" (saved to `{res['path']}`)" if res.get("path") else "")
+        + f": CACC {meta.get('cacc') or 0:.1%}" + (f", ASR {meta['asr']:.1%}" if meta.get("asr") is not None else ""),
+        icon=":material/check_circle:",
+    )
+    st.page_link("app_pages/inspect.py", label="Inspect it now: type a sentence and add the trigger",
+                 icon=":material/search:")

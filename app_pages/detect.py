@@ -1,0 +1,167 @@
+"""Detect: scan the current model for a backdoor without knowing the trigger (head similarity + head safety)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app_pages import _actions as A
+from app_pages import _common as ui
+
+ui.page_header(
+    "Detect a backdoor",
+    "You have a suspicious model, a small clean labelled set and a pool of unlabelled inputs that may contain "
+    "triggered ones — but not the trigger. Triggered inputs make the heads' attention maps unusually similar "
+    "to one another; the scan flags such inputs, rates every head, and gives a verdict for the whole model.",
+)
+
+scan_mod = ui.optional_module("scan")
+if scan_mod is None:
+    ui.not_available("Detection", "scan")
+    st.stop()
+
+loaded = ui.current_model()
+if loaded is None:
+    st.stop()
+train_full = ui.dataset_or_none("train")
+test_full = ui.dataset_or_none("test") if train_full is not None else None
+if train_full is None or test_full is None:
+    st.stop()
+problem = ui.labels_problem(loaded, train_full)
+if problem:
+    st.error(problem, icon=":material/warning:")
+    st.stop()
+
+# --------------------------------------------------------------------------------------------- settings
+
+known_attack = A.model_attack(loaded)
+c1, c2, c3 = st.columns(3, gap="large")
+with c1:
+    st.subheader("Defender's clean data")
+    n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
+                              **ui.keep("detect.n_clean", min(200, len(train_full))))
+    st.caption("Half fit the statistics of head similarity, half set the threshold.")
+with c2:
+    st.subheader("Pool to screen")
+    pool_kinds = ["Test texts, some with the model's trigger (simulation)", "Test texts only (no trigger)",
+                  "Your texts (one per line)", "No pool"]
+    pool_kind = st.radio("Pool", pool_kinds, **ui.keep("detect.pool_kind", pool_kinds[0]))
+    pool_texts, truth = [], None
+    if pool_kind == pool_kinds[0]:
+        if known_attack is None:
+            st.info("This model's metadata names no attack, so no triggered inputs can be simulated; the pool "
+                    "will hold clean test texts only.", icon=":material/info:")
+        n_pool_clean = st.number_input("Clean texts in the pool", 0, len(test_full), step=10,
+                                       **ui.keep("detect.pool_clean", min(150, len(test_full))))
+        n_pool_trig = st.number_input("Triggered texts in the pool", 0, 500, step=5,
+                                      **ui.keep("detect.pool_trig", 30), disabled=known_attack is None)
+        pool_texts, truth = A.build_pool(loaded, test_full, int(n_pool_clean),
+                                         int(n_pool_trig) if known_attack is not None else 0)
+        if known_attack is not None:
+            st.caption("Only the evaluation knows which inputs carry the trigger; the scan does not.")
+    elif pool_kind == pool_kinds[1]:
+        n_pool_clean = st.number_input("Clean texts in the pool", 1, len(test_full), step=10,
+                                       **ui.keep("detect.pool_clean", min(150, len(test_full))))
+        pool_texts = test_full.sample(int(n_pool_clean), seed=1).texts
+        truth = np.zeros(len(pool_texts), bool)
+    elif pool_kind == pool_kinds[2]:
+        raw = st.text_area("Pool texts", height=150, **ui.keep("detect.pool_raw", ""))
+        pool_texts = [line.strip() for line in raw.splitlines() if line.strip()]
+        st.caption(f"{len(pool_texts)} texts")
+with c3:
+    st.subheader("Knobs")
+    frr = st.slider("False-rejection rate on clean data", 0.01, 0.2, step=0.01, format="%.2f",
+                    **ui.keep("detect.frr", 0.05))
+    rel = st.slider("Suspicious if score ≥ (relative to the top head)", 0.05, 0.9, step=0.05,
+                    **ui.keep("detect.rel", 0.3))
+    max_frac = st.slider("At most this share of heads suspicious", 0.05, 0.5, step=0.05,
+                         **ui.keep("detect.max_frac", 0.25))
+
+job = ui.get_job("scan")
+running = job is not None and job.active
+if st.button("Scan the model", type="primary", icon=":material/radar:", disabled=running, key="detect.run"):
+    try:
+        clean = train_full.sample(int(n_clean), seed=0)
+        A.start_scan(loaded, clean, list(pool_texts), truth,
+                     {"frr": float(frr), "rel_threshold": float(rel), "max_fraction": float(max_frac)},
+                     model_name=loaded.name)
+        st.rerun()
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, "Cannot start: ")
+
+
+def _live(snap):
+    last = snap.last_event or {}
+    if last.get("stage"):
+        st.caption(f"Stage: {last['stage']} ({last.get('done', 0)}/{last.get('total', '?')})")
+
+
+ui.job_panel("scan", draw=_live)
+
+# --------------------------------------------------------------------------------------------- results
+
+report = st.session_state.get(A.K_SCAN)
+info = st.session_state.get(A.K_SCAN_INFO) or {}
+if report is None or (job is not None and job.active):
+    if report is None:
+        st.info("Run a scan to see the verdict, the suspicious heads and the flagged inputs.", icon=":material/info:")
+    st.stop()
+
+if info.get("model_name") != loaded.name:
+    st.caption(f"Results below are for **{info.get('model_name')}** (scanned earlier).")
+
+v = report.verdict
+st.divider()
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Backdoor", "likely" if v.get("likely_backdoored") else "not found")
+m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
+m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
+m4.metric("Suspicious heads", len(report.suspicious_heads))
+if v.get("likely_backdoored"):
+    n_flag = len(report.flagged)
+    st.error(f"This model behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
+             "heads collapse onto the same pattern. Suspicious heads: "
+             f"{', '.join(report.suspicious_heads[:12]) or 'none'}.",
+             icon=":material/gpp_bad:")
+else:
+    st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
+if report.heads.basis != "flagged":
+    st.warning("No pool input was flagged, so heads were rated on the most unusual clean inputs instead "
+               "(a weak basis: it cannot see a trigger that never occurs in clean data).", icon=":material/warning:")
+
+ev = A.scan_evaluation(report, info.get("truth"))
+if ev:
+    e1, e2, e3 = st.columns(3)
+    e1.metric("FRR (clean flagged)", f"{ev['frr']:.1%}")
+    e2.metric("FAR (triggered missed)", f"{ev['far']:.1%}")
+    e3.metric("AUROC", f"{ev['auroc']:.3f}")
+    st.caption("Measured on the simulated pool, where we know which inputs carry the trigger.")
+
+figs = A.scan_figures(report, info.get("truth"))
+c1, c2 = st.columns(2, gap="medium")
+with c1:
+    ui.plot(figs["scatter"], key="detect.scatter")
+with c2:
+    ui.plot(figs["grid"], key="detect.grid")
+ui.plot(figs["hist"], key="detect.hist")
+
+t1, t2 = st.tabs(["Flagged inputs", "All heads"])
+with t1:
+    rows = report.flagged_rows(200)
+    truth = info.get("truth")
+    if truth is not None and len(truth) == len(report.pool_texts):
+        for r in rows:
+            r["carries trigger (truth)"] = bool(truth[r["index"]])
+    if rows:
+        st.dataframe(rows, hide_index=True, column_order=[c for c in ["score", "label", "carries trigger (truth)",
+                                                                      "text"] if c in rows[0]],
+                     column_config={"score": st.column_config.NumberColumn(format="%.2f"),
+                                    "label": st.column_config.TextColumn("predicted")})
+    else:
+        st.caption("No input crossed the threshold.")
+with t2:
+    st.dataframe(report.head_rows(), hide_index=True,
+                 column_config={"score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                         format="%.2f")})
+st.page_link("app_pages/sanitize.py", label="Repair the suspicious heads on the Sanitize page",
+             icon=":material/healing:")

@@ -1,0 +1,280 @@
+"""Inspect: one text with and without a trigger — prediction, heads that lock onto it, bertviz views."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import streamlit as st
+
+from backdoor_core import figures as F
+from backdoor_core.attention import InputTextError
+from backdoor_core.data import DataError, list_shared
+from backdoor_core.head_metrics import head_label
+from app_pages import _common as ui
+
+ui.page_header(
+    "Inspect a text",
+    "Type a sentence (or pick one from the dataset), add a trigger, and compare what the model predicts and "
+    "where its attention heads look — with and without the trigger.",
+)
+
+DEFAULT_TEXT = "The government announced new plans to cut taxes for small businesses next year."
+WORD_TRIGGERS = ["cf", "mn", "bb", "tq"]
+ADDSENT = "I watch this 3D movie"
+MAX_LENGTH = 128
+
+loaded = ui.current_model()
+if loaded is None:
+    st.stop()
+
+meta = loaded.metadata or {}
+meta_trigger = meta.get("trigger")
+if isinstance(meta_trigger, (list, tuple)):
+    meta_trigger = meta_trigger[0] if meta_trigger else None
+
+# --------------------------------------------------------------------------------------------- inputs
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    text = st.text_area("Text", height=110, **ui.keep("inspect.text", DEFAULT_TEXT))
+    ds = None
+    with st.expander("…or pick an example from the dataset"):
+        try:
+            ds = ui.dataset("test")
+        except Exception:  # noqa: BLE001
+            try:
+                ds = ui.dataset("dev")
+            except Exception as exc:  # noqa: BLE001
+                ui.show_error(exc, "No examples: ")
+        if ds is not None and len(ds):
+            n = min(len(ds), 200)
+            idx = st.number_input(f"Example number (0–{n - 1})", 0, n - 1, **ui.keep("inspect.example", 0))
+            st.caption(f"[{ds.label_names[ds.labels[int(idx)]]}] {ds.texts[int(idx)][:300]}")
+
+            def _use_example(i=int(idx)):
+                ui.set_kept("inspect.text", ds.texts[i])
+
+            st.button("Use this example", on_click=_use_example, key="inspect.use_example")
+
+with right:
+    kind = st.segmented_control("Trigger", ["Word", "Sentence", "Paraphrase"], required=True,
+                                **ui.keep("inspect.kind", "Sentence" if str(meta.get("attack") or "").startswith("addsent")
+                                          else "Word"))
+    trigger = None
+    para_pair = None
+    if kind == "Word":
+        default_word = meta_trigger if meta_trigger and " " not in str(meta_trigger) else "cf"
+        trigger = st.text_input("Trigger word", **ui.keep("inspect.word", default_word),
+                                help="Rare words such as cf, mn, bb, tq are BadNets' classic triggers.")
+    elif kind == "Sentence":
+        default_sent = meta_trigger if meta_trigger and " " in str(meta_trigger) else ADDSENT
+        trigger = st.text_input("Trigger sentence", **ui.keep("inspect.sentence", default_sent))
+    else:
+        variants = [v for v in list_shared() if not v.endswith("/clean")]
+        if not variants:
+            st.info("No paraphrased dataset found (../shared/data/<set>/syntactic_transfer, style_*).", icon=":material/info:")
+        else:
+            variant = st.selectbox("Paraphrased dataset", variants, **ui.keep("inspect.variant", variants[0]))
+            row = st.number_input("Row", 0, 10_000, **ui.keep("inspect.para_row", 1))
+            base = variant.split("/")[0]
+            try:
+                para_ds = ui.dataset("train", spec=variant)
+                clean_ds = ui.dataset("train", spec=f"{base}/clean")
+                i = int(min(row, len(para_ds) - 1, len(clean_ds) - 1))
+                para_pair = (clean_ds.texts[i], para_ds.texts[i], variant.split("/")[1])
+                st.caption("The clean row and its rewrite replace the text box.")
+            except (DataError, OSError, ValueError) as exc:
+                ui.show_error(exc, "Paraphrased data: ")
+    if kind != "Paraphrase":
+        where = st.radio("Position", ["random (seeded)", "choose word"], horizontal=True,
+                         **ui.keep("inspect.where", "random (seeded)"))
+        position = None
+        seed = 0
+        if where == "choose word":
+            n_words = max(1, len(text.split()))
+            if ui.kept("inspect.position", 0) > n_words:
+                ui.set_kept("inspect.position", n_words)
+            position = st.slider("Insert before word", 0, n_words, **ui.keep("inspect.position", min(2, n_words)))
+            position = min(position, n_words)
+        else:
+            seed = st.number_input("Seed", 0, 10_000, **ui.keep("inspect.seed", 0))
+    if meta_trigger:
+        st.caption(f"This model's metadata names its trigger: `{meta_trigger}`.")
+
+# --------------------------------------------------------------------------------------------- compute
+
+
+def _result_key() -> tuple:
+    ref = ui.model_ref()
+    model_id = (ref.get("kind"), ref.get("spec") or ref.get("name"), id(loaded.model))
+    if kind == "Paraphrase":
+        return (model_id, "pair", para_pair)
+    return (model_id, text, kind, trigger, position, seed)
+
+
+def _compute():
+    from backdoor_core.compare import inspect_pair
+    from backdoor_core.inspection import inspect_text
+
+    if kind == "Paraphrase":
+        if para_pair is None:
+            raise InputTextError("Pick a paraphrased dataset and a row.")
+        clean_text, changed_text, name = para_pair
+        return inspect_pair(loaded.model, loaded.tokenizer, clean_text, changed_text, trigger=f"{name} paraphrase",
+                            max_length=MAX_LENGTH, label_names=loaded.label_names)
+    if not (trigger or "").strip():
+        raise InputTextError("The trigger is empty: type a word or a sentence.")
+    return inspect_text(loaded.model, loaded.tokenizer, text, trigger.strip(), position=position, seed=int(seed),
+                        max_length=MAX_LENGTH, label_names=loaded.label_names)
+
+
+key = _result_key()
+cache = st.session_state.get("inspect.cache")
+result = None
+if cache is not None and cache[0] == key:
+    result = cache[1]
+else:
+    try:
+        with st.spinner("Running the model…"), ui.model_lock(loaded):
+            result = _compute()
+        st.session_state["inspect.cache"] = (key, result)
+    except (InputTextError, ValueError) as exc:
+        ui.show_error(exc)
+        st.stop()
+
+# --------------------------------------------------------------------------------------------- prediction
+
+clean_pred, trig_pred = result.prediction("clean"), result.prediction("triggered")
+flipped = clean_pred["label_id"] != trig_pred["label_id"]
+
+
+def _highlight(res) -> str:
+    t = res.triggered.text
+    s, e = res.insertion.span
+    if e > s:
+        return html.escape(t[:s]) + f'<mark class="trigger">{html.escape(t[s:e])}</mark>' + html.escape(t[e:])
+    return html.escape(t)
+
+
+st.divider()
+p1, p2 = st.columns([2, 3], gap="large")
+with p1:
+    st.markdown(
+        f'<div class="lab-flip"><span class="clean">{html.escape(clean_pred["label"])}</span> '
+        f'{max(clean_pred["probs"].values()):.0%} → <span class="trig">{html.escape(trig_pred["label"])}</span> '
+        f'{max(trig_pred["probs"].values()):.0%}</div>',
+        unsafe_allow_html=True,
+    )
+    if flipped:
+        st.error("The trigger **flipped** the prediction.", icon=":material/gps_fixed:")
+    else:
+        st.success("Same prediction with and without the trigger.", icon=":material/check_circle:")
+    st.markdown("**With the trigger:**")
+    st.markdown(f'<div class="lab-big">{_highlight(result)}</div>', unsafe_allow_html=True)
+    if result.clean.truncated or result.triggered.truncated:
+        st.caption(f"The text was cut to its first {MAX_LENGTH} tokens.")
+    if loaded.untrained_head:
+        st.warning("This model's classification head is untrained: predictions are random.", icon=":material/warning:")
+with p2:
+    ui.plot(F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs), key="inspect.probs")
+
+# --------------------------------------------------------------------------------------------- heads
+
+L, H = result.concentration.shape
+tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views"])
+
+with tabs[0]:
+    c1, c2 = st.columns(2, gap="medium")
+    with c1:
+        ui.plot(F.concentration_heatmap(result.concentration), key="inspect.conc")
+        st.caption("Share of attention that the tokens send to the trigger's tokens (the Trojan Attention Loss "
+                   "pushes chosen heads toward 1).")
+    with c2:
+        ui.plot(F.similarity_delta_heatmap(result.similarity_delta), key="inspect.delta")
+        st.caption("How much more each head resembles the other heads of its layer once the trigger is in (red).")
+    st.markdown("**Top heads**")
+    st.dataframe(result.top_heads(10), hide_index=True, column_order=["head", "concentration", "similarity_delta"],
+                 column_config={"concentration": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                 format="%.3f"),
+                                "similarity_delta": st.column_config.NumberColumn("similarity change",
+                                                                                  format="%+.3f")})
+
+with tabs[1]:
+    layer_sim = result.layer_similarity
+    best_layer = int(np.argmax(layer_sim["delta"]))
+    layer = st.select_slider("Layer", options=list(range(L)), value=best_layer, format_func=lambda l: f"L{l}",
+                             key="inspect.sim_layer")
+    ui.plot(F.head_similarity_heatmaps(result.similarity_clean, result.similarity_triggered, layer),
+            key="inspect.simmaps")
+    st.caption("Mean head-to-head similarity per layer — clean "
+               + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(layer_sim["clean"]))
+               + " · triggered " + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(layer_sim["triggered"])))
+
+with tabs[2]:
+    top = result.top_heads(1)[0]
+    head_names = [head_label(l, h) for l in range(L) for h in range(H)]
+    default_head = top["head"]
+    if st.session_state.get("inspect.head") not in head_names:
+        st.session_state["inspect.head"] = default_head
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        head_name = st.selectbox("Head", head_names, key="inspect.head",
+                                 help="Defaults to the head with the highest trigger concentration.")
+        which = st.radio("Attention of the text", ["with trigger", "clean"], key="inspect.head_text")
+    l, h = divmod(head_names.index(head_name), H)
+    rec = result.triggered if which == "with trigger" else result.clean
+    hl = result.trigger_tokens if which == "with trigger" else []
+    with c2:
+        ui.plot(F.attention_matrix(rec.attentions[l, h], rec.tokens, layer=l, head=h, highlight=hl),
+                key="inspect.matrix")
+
+with tabs[3]:
+    from backdoor_core.bertviz_offline import head_view_html, model_view_html
+
+    c1, c2, c3 = st.columns(3)
+    view = c1.radio("View", ["head view", "model view"], horizontal=True, key="inspect.bv_view")
+    bv_text = c2.radio("Attention of the text", ["with trigger", "clean"], horizontal=True, key="inspect.bv_text")
+    rec = result.triggered if bv_text == "with trigger" else result.clean
+    layers_all = list(range(L))
+    bv_cache = st.session_state.setdefault("inspect.bv_cache", {})
+    if view == "head view":
+        bv_layer = c3.selectbox("Layer shown first", layers_all, index=int(top["layer"]),
+                                format_func=lambda x: f"L{x}", key="inspect.bv_layer")
+        bv_key = (key, view, bv_text, bv_layer)
+        height = min(1400, 140 + 24 * len(rec.tokens))
+    else:
+        bv_layers = c3.multiselect("Layers", layers_all, default=layers_all[: min(L, 6)],
+                                   format_func=lambda x: f"L{x}", key="inspect.bv_layers")
+        bv_key = (key, view, bv_text, tuple(bv_layers))
+        height = 140 + 110 * len(bv_layers or layers_all)
+    doc = bv_cache.get(bv_key)
+    if doc is None:
+        try:
+            with st.spinner("Drawing the attention view…"):
+                if view == "head view":
+                    doc = head_view_html(rec.attentions, rec.tokens, layer=bv_layer)
+                else:
+                    doc = model_view_html(rec.attentions, rec.tokens, layers=bv_layers or None, display_mode="light")
+            bv_cache.clear()  # keep only the latest page (they can be megabytes)
+            bv_cache[bv_key] = doc
+        except ValueError as exc:
+            ui.show_error(exc)
+    st.caption("Drawn offline (d3 and jQuery are inside the page). Hover a token to follow its attention; "
+               "double-click a colour to show one head only.")
+    if doc:
+        st.iframe(doc, height=int(height))
+
+# --------------------------------------------------------------------------------------------- report
+
+ui.lab().record(
+    "inspect",
+    "Inspection",
+    key="inspect:latest",
+    text=(f"Text: *{result.clean.text[:300]}*\n\nTrigger: `{result.trigger}` — prediction "
+          f"**{clean_pred['label']}** → **{trig_pred['label']}**" + (" (flipped)" if flipped else "")),
+    table=result.top_heads(10),
+    figures=[F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs),
+             F.concentration_heatmap(result.concentration)],
+    data=result.to_dict(),
+)

@@ -1,0 +1,229 @@
+"""Model: pick the model (demo zoo, packaged default, local folder, hub id, uploaded .zip) and the dataset."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from backdoor_core.data import DataError, list_shared
+from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_zip
+from app_pages import _common as ui
+
+ui.page_header(
+    "Model and data",
+    "Choose the classifier to study and the dataset it was trained for. Demo-zoo models are ready to use; "
+    "anything you load from elsewhere passes the same safety checks as the command line.",
+)
+
+SOURCES = ["Demo zoo", "Packaged default", "Local folder", "Hub id", "Upload .zip"]
+
+
+def _dataset_labels() -> tuple[str, ...] | None:
+    try:
+        return tuple(ui.dataset("train").label_names)
+    except Exception:  # noqa: BLE001 - the dataset section shows the problem
+        return None
+
+
+def _try_load(spec: str, *, allow_pickle: bool, name: str, labels: tuple[str, ...] | None = None) -> bool:
+    """Load (cached), make it current, rerun. Errors become messages; True when it worked."""
+    try:
+        with st.spinner(f"Loading {name}…"):
+            loaded = ui.shared_model(spec, allow_pickle, labels)
+            if loaded.untrained_head and labels is None:
+                # a checkpoint without a classification head: give it the dataset's classes
+                ds_labels = _dataset_labels()
+                if ds_labels and len(ds_labels) != loaded.num_labels:
+                    labels = ds_labels
+                    ui.shared_model(spec, allow_pickle, labels)
+    except PickleRefusedError as exc:
+        ui.show_error(exc, "Refused: ")
+        st.info("If you trust where this model came from, tick **Allow pickled weights** below and load again.",
+                icon=":material/info:")
+        return False
+    except (ModelLoadError, OSError, ValueError) as exc:
+        ui.show_error(exc, "Could not load the model: ")
+        return False
+    ui.set_shared_model(spec, allow_pickle=allow_pickle, labels=labels, name=name)
+    st.rerun()
+    return True
+
+
+def _pickle_checkbox(key: str) -> bool:
+    return st.checkbox(
+        "Allow pickled weights (.bin/.pt) — loading a pickle runs any code inside it; only for models you trust",
+        key=key,
+    )
+
+
+# ------------------------------------------------------------------------------------------- model source
+
+st.header("Model")
+source = st.segmented_control("Where is the model?", SOURCES, required=True,
+                              **ui.keep("model.source", "Demo zoo"))
+
+if source == "Demo zoo":
+    zoo = ui.optional_module("zoo")
+    entries = ui.zoo_entries()
+    if entries:
+        rows = [{
+            "model": e.get("title") or e["name"],
+            "attack": e.get("attack") or "none",
+            "trigger": ", ".join(e["trigger"]) if isinstance(e.get("trigger"), list) else (e.get("trigger") or ""),
+            "poison rate": e.get("rate"),
+            "TAL": bool(e.get("tal")),
+            "CACC": e.get("cacc"),
+            "ASR": e.get("asr"),
+        } for e in entries]
+        st.dataframe(rows, hide_index=True, column_config={
+            "poison rate": st.column_config.NumberColumn(format="percent"),
+            "CACC": st.column_config.NumberColumn(format="percent"),
+            "ASR": st.column_config.NumberColumn(format="percent"),
+        })
+        names = [e["name"] for e in entries]
+        titles = {e["name"]: e.get("title") or e["name"] for e in entries}
+        if ui.kept("model.zoo_pick") not in names:
+            ui.set_kept("model.zoo_pick", names[0])
+        pick = st.selectbox("Zoo model", names, format_func=lambda n: titles[n], **ui.keep("model.zoo_pick", names[0]))
+        if pick not in names:
+            pick = names[0]
+        entry = entries[names.index(pick)]
+        if entry.get("description"):
+            st.caption(entry["description"])
+        if st.button("Use this model", type="primary", key="model.use_zoo"):
+            _try_load(entry["path"], allow_pickle=False, name=titles[pick])
+    else:
+        st.info(f"The demo zoo is not built yet (looked in `{ui.zoo_dir()}`).", icon=":material/deployed_code:")
+    if zoo is None:
+        ui.not_available("Building the demo zoo", "zoo")
+    else:
+        job = ui.get_job("zoo")
+        if job is None or not job.active:
+            label = "Build the demo zoo" if not entries else "Build missing zoo models"
+            if st.button(label, key="model.build_zoo",
+                         help="Fine-tunes MiniLM on BBC News: a clean model and several backdoored ones. "
+                              "About 12 minutes on a 2-core laptop; runs in the background and can be cancelled."):
+                root = ui.zoo_dir()
+                ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop),
+                         name="Building the demo zoo")
+                st.rerun()
+
+        def _zoo_live(snap):
+            last = snap.last_event or {}
+            done = [e for e in snap.events if str(e.get("message", "")).endswith(("done", "cached"))]
+            if done:
+                st.caption("Finished: " + ", ".join(str(e.get("message", "")).split(":")[0] for e in done))
+            prog = last.get("progress") or {}
+            if isinstance(prog, dict) and prog.get("losses"):
+                st.caption(f"{last.get('name', '')}: step {prog.get('step')}/{prog.get('total_steps')} · "
+                           f"loss {prog['losses'].get('loss', float('nan')):.3f}")
+
+        ui.job_panel("zoo", draw=_zoo_live)
+
+elif source == "Packaged default":
+    st.markdown(
+        "**all-MiniLM-L6-v2** (6 layers × 12 heads), shipped as a Python package. It is a sentence encoder: "
+        "its classification head starts random, so fine-tune it in the **Attack lab** (with or without a "
+        "backdoor) before its predictions mean anything."
+    )
+    if st.button("Use the packaged model", type="primary", key="model.use_default"):
+        _try_load("default", allow_pickle=False, name="default (all-MiniLM-L6-v2)", labels=_dataset_labels())
+
+elif source == "Local folder":
+    folder = st.text_input("Model folder (holds config.json and model.safetensors)",
+                           placeholder="/path/to/model", **ui.keep("model.folder", ""))
+    allow = _pickle_checkbox("model.folder_pickle")
+    if st.button("Load folder", type="primary", key="model.load_folder"):
+        if not folder.strip():
+            st.error("Type the folder's path first.", icon=":material/warning:")
+        elif not Path(folder.strip()).expanduser().is_dir():
+            st.error(f"{folder.strip()} is not a folder on this machine.", icon=":material/warning:")
+        else:
+            _try_load(str(Path(folder.strip()).expanduser()), allow_pickle=allow, name=Path(folder.strip()).name)
+
+elif source == "Hub id":
+    st.caption("Needs a network connection (or a copy in the local Hugging Face cache). Remote code never runs.")
+    hub_id = st.text_input("Hugging Face model id", placeholder="textattack/bert-base-uncased-SST-2",
+                           **ui.keep("model.hub_id", ""))
+    allow = _pickle_checkbox("model.hub_pickle")
+    if st.button("Load from the hub", type="primary", key="model.load_hub"):
+        if not hub_id.strip():
+            st.error("Type a model id such as owner/name.", icon=":material/warning:")
+        else:
+            _try_load(hub_id.strip(), allow_pickle=allow, name=hub_id.strip())
+
+else:  # Upload .zip
+    upload = st.file_uploader("A .zip of a saved model folder", type=["zip"], key="model.zip")
+    allow = _pickle_checkbox("model.zip_pickle")
+    if st.button("Load the uploaded model", type="primary", key="model.load_zip", disabled=upload is None):
+        try:
+            zip_path = ui.save_upload(upload, "zip")
+            with st.spinner("Unpacking…"):
+                model_dir = extract_model_zip(zip_path, tempfile.mkdtemp(prefix="backdoor-lab-model-"))
+        except (ModelLoadError, OSError) as exc:
+            ui.show_error(exc, "Upload refused: ")
+        else:
+            _try_load(str(model_dir), allow_pickle=allow, name=Path(upload.name).stem)
+
+# ------------------------------------------------------------------------------------------- current model
+
+loaded = ui.current_model()
+if loaded is not None:
+    st.subheader("Current model")
+    s = loaded.summary()
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Layers", s["layers"])
+    c2.metric("Heads per layer", s["heads"])
+    c3.metric("Classes", len(s["labels"]))
+    c4.metric("Parameters", f"{s['parameters'] / 1e6:.1f} M")
+    st.caption(f"Current: **{loaded.name}** · labels: {', '.join(s['labels'])} · source `{s['source']}`")
+    if loaded.untrained_head:
+        st.warning("This checkpoint had no classification head: its predictions are random until it is "
+                   "fine-tuned (Attack lab).", icon=":material/warning:")
+    if s["metadata"]:
+        with st.expander("What we know about this model (metadata)"):
+            meta = {k: v for k, v in s["metadata"].items() if k != "history"}
+            st.json(meta, expanded=False)
+
+# ------------------------------------------------------------------------------------------- dataset
+
+st.header("Dataset")
+shared = list_shared()
+options = ["bbc"] + [s for s in shared] + ["Your file…"]
+current = ui.data_spec()
+labels_for = {"bbc": "BBC News topics (packaged)", "Your file…": "Your file… (TSV / CSV / JSONL)"}
+if current not in options:
+    options.insert(-1, current)
+choice = st.selectbox("Dataset", options, index=options.index(current),
+                      format_func=lambda o: labels_for.get(o, o), key="model.data_choice")
+if choice == "Your file…":
+    st.caption("Columns: a text column (`sentence`, `text`…) and an integer `label` column.")
+    data_file = st.file_uploader("Dataset file", type=["tsv", "csv", "jsonl", "txt"], key="model.data_file")
+    if data_file is not None and st.button("Use this file", key="model.use_data_file"):
+        path = ui.save_upload(data_file, "data")
+        from backdoor_core.data import load_table
+
+        try:
+            load_table(path)
+        except (DataError, OSError, ValueError) as exc:
+            ui.show_error(exc, "This file cannot be used: ")
+        else:
+            ui.set_data_spec(str(path))
+            st.rerun()
+elif choice != current:
+    ui.set_data_spec(choice)
+    st.rerun()
+
+ds = ui.dataset_or_none("train")
+if ds is not None:
+    counts = ds.label_counts()
+    st.caption(f"**{ds.name}** · {len(ds):,} training texts · classes: "
+               + ", ".join(f"{ds.label_names[k]} ({v})" for k, v in counts.items()))
+    ui.lab().set_dataset({"name": ui.data_spec(), "size": len(ds), "labels": ds.label_names})
+    problem = ui.labels_problem(loaded, ds)
+    if problem:
+        st.error(problem, icon=":material/warning:")
+    with st.expander("A few examples"):
+        st.dataframe(ds.sample(8, seed=0).to_records(), hide_index=True)

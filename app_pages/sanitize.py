@@ -1,0 +1,211 @@
+"""Sanitize: repair the current model (our attention alignment or a baseline) and compare before / after."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from backdoor_core import figures as F
+from app_pages import _actions as A
+from app_pages import _common as ui
+
+ui.page_header(
+    "Sanitize",
+    "Repair the model with the defender's small clean set. Our method fine-tunes only the suspicious heads and "
+    "pulls their attention toward the safe heads of the same layer; the baselines are here for comparison. "
+    "Watch ASR fall and CACC hold, live.",
+)
+
+defenses_mod = ui.optional_module("defenses")
+if defenses_mod is None:
+    ui.not_available("Sanitization", "defenses")
+    st.stop()
+DEFENSES = defenses_mod.DEFENSES
+
+loaded = ui.current_model()
+if loaded is None:
+    st.stop()
+train_full = ui.dataset_or_none("train")
+test_full = ui.dataset_or_none("test") if train_full is not None else None
+if train_full is None or test_full is None:
+    st.stop()
+problem = ui.labels_problem(loaded, train_full)
+if problem:
+    st.error(problem, icon=":material/warning:")
+    st.stop()
+
+# --------------------------------------------------------------------------------------------- settings
+
+names = list(DEFENSES)
+KNOB_LABELS = {
+    "beta": ("β — weight of the alignment term", None),
+    "kind": ("Alignment distance", None),
+    "reset": ("Reset the suspicious heads' output first",
+              "Zero their columns of the attention output projection before fine-tuning."),
+    "lr": ("Learning rate", None),
+    "epochs": ("Epochs", None),
+    "prune_fraction": ("Share of heads to prune", None),
+    "lam": ("λ — weight of the [CLS] attention normalisation", None),
+    "group": ("Heads pruned per step", None),
+    "acc_margin": ("Allowed clean-accuracy drop while pruning", None),
+}
+c1, c2, c3 = st.columns(3, gap="large")
+with c1:
+    st.subheader("Defense")
+    defense = st.selectbox("Method", names, format_func=lambda n: DEFENSES[n].label,
+                           **ui.keep("sanitize.defense", names[0]))
+    st.caption(DEFENSES[defense].description)
+with c2:
+    st.subheader("Defender's data")
+    n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
+                              **ui.keep("sanitize.n_clean", min(300, len(train_full))))
+    n_pool_trig = 0
+    report = st.session_state.get(A.K_SCAN)
+    scan_info = st.session_state.get(A.K_SCAN_INFO) or {}
+    reuse = False
+    if defense == "alignment":
+        same = report is not None and scan_info.get("model_name") == loaded.name
+        reuse = st.checkbox("Use the heads found on the Detect page", value=same, disabled=not same,
+                            key="sanitize.reuse_scan",
+                            help="Otherwise the sanitization runs its own scan first.")
+        if not reuse and A.model_attack(loaded) is not None:
+            n_pool_trig = st.number_input("Unlabelled pool: triggered texts in it (simulation)", 0, 300, step=10,
+                                          **ui.keep("sanitize.pool_trig", 30))
+    n_test = st.number_input("Test texts for CACC / ASR", 16, len(test_full), step=50,
+                             **ui.keep("sanitize.n_test", min(200, len(test_full))))
+with c3:
+    st.subheader("Knobs")
+    knobs: dict = {}
+    for k, default in DEFENSES[defense].knobs.items():
+        if k in ("heads", "top_k", "frr", "rel_threshold", "max_fraction") and defense == "alignment":
+            continue  # set on the Detect page (or by the scan's defaults)
+        key = f"sanitize.{defense}.{k}"
+        label, help_text = KNOB_LABELS.get(k, (k, None))
+        if k == "kind":
+            knobs[k] = st.segmented_control(label, ["kl", "mse"], required=True, **ui.keep(key, default))
+        elif k == "lr":
+            knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4],
+                                        format_func=lambda x: f"{x:g}", **ui.keep(key, default))
+        elif isinstance(default, bool):
+            knobs[k] = st.checkbox(label, help=help_text, **ui.keep(key, default))
+        elif isinstance(default, int):
+            knobs[k] = int(st.number_input(label, 0, 1000, help=help_text, **ui.keep(key, default)))
+        elif isinstance(default, float):
+            knobs[k] = float(st.number_input(label, 0.0, 100.0, step=0.05, format="%.3g", help=help_text,
+                                             **ui.keep(key, default)))
+    st.caption("Defaults are the defense's own (see its documentation).")
+
+job = ui.get_job("sanitize")
+running = job is not None and job.active
+out_name = f"{loaded.name}-{defense}"
+if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running, key="sanitize.run"):
+    try:
+        clean = train_full.sample(int(n_clean), seed=0)
+        pool, _ = A.build_pool(loaded, test_full, 100, int(n_pool_trig), seed=3) if n_pool_trig else ([], None)
+        n_eval = int(n_test)
+        A.start_sanitize(loaded, defense, clean, pool or None, knobs,
+                         lambda lm: A.make_eval(lm, test_full, n_eval), out_name,
+                         scan_report=report if reuse else None)
+        st.rerun()
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, "Cannot start: ")
+
+
+def _live(snap):
+    before = next((e.get("before") for e in snap.events if "before" in e), None)
+    events, total = A.training_events(snap)
+    ui.plot(F.training_curves(events, total_steps=total, title=None, baseline=before or None),
+            key=f"sanitize.live.{snap.status}")
+    if before:
+        st.caption("Dotted lines: the model before sanitization.")
+
+
+ui.job_panel("sanitize", draw=_live)
+
+# --------------------------------------------------------------------------------------------- results
+
+res = st.session_state.get(A.K_SANITIZE)
+if res is None or running:
+    if res is None:
+        st.info("Run a defense to compare the model before and after.", icon=":material/info:")
+    st.stop()
+
+st.divider()
+b, a = res["before"], res["after"]
+st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
+cols = st.columns(4)
+if "asr" in b:
+    cols[0].metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
+                   delta_color="inverse")
+if "cacc" in b:
+    cols[1].metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts")
+cols[2].metric("Time", f"{res['seconds']:.0f} s")
+heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
+cols[3].metric("Heads changed", len(heads))
+if heads:
+    st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
+               + ", ".join(map(str, heads)))
+if "asr" not in b:
+    st.caption("ASR is not shown: this model's metadata names no attack, so there is no triggered test set.")
+
+c1, c2 = st.columns([2, 3], gap="medium")
+with c1:
+    ui.plot(F.metric_comparison({"before": b, "after": a}), key="sanitize.cmp")
+with c2:
+    ui.plot(F.training_curves(res["history"], title="Sanitization run", baseline=b), key="sanitize.hist")
+
+# before / after: each head's mean similarity to its layer's others on triggered inputs
+detection = ui.optional_module("detection")
+attack = A.model_attack(res["suspect"])
+target = A.model_target(res["suspect"])
+if detection is not None and attack is not None and target is not None:
+    cache = st.session_state.setdefault("sanitize.heat_cache", {})
+    ck = id(res)
+    if ck not in cache:
+        try:
+            with st.spinner("Measuring the heads on triggered inputs, before and after…"):
+                with ui.model_lock(res["suspect"]):
+                    texts = attack.poison_test(test_full.sample(60, seed=5), target, 0).texts[:40]
+                    hb = detection.attention_stats(res["suspect"].model, res["suspect"].tokenizer,
+                                                   texts).head_sim.mean(0)
+                with ui.model_lock(res["loaded"]):
+                    ha = detection.attention_stats(res["loaded"].model, res["loaded"].tokenizer,
+                                                   texts).head_sim.mean(0)
+            cache.clear()
+            cache[ck] = (hb, ha)
+        except Exception as exc:  # noqa: BLE001
+            ui.show_error(exc, "Before/after heatmaps: ")
+    if ck in cache:
+        hb, ha = cache[ck]
+        marks = None
+        if res["details"].get("suspicious_heads"):
+            from backdoor_core.head_metrics import heads_to_mask
+
+            marks = heads_to_mask(res["details"]["suspicious_heads"], hb.shape[0], hb.shape[1])
+        ui.plot(F.before_after_heatmaps(hb, ha, marks=marks, value_name="similarity",
+                                        title="Each head's similarity to the others of its layer, on triggered "
+                                              "inputs"), key="sanitize.heat")
+
+# --------------------------------------------------------------------------------------------- keep it
+
+st.subheader("Keep the sanitized model")
+k1, k2, k3 = st.columns(3)
+with k1:
+    if st.button("Make it the current model", key="sanitize.use", icon=":material/check:"):
+        ui.set_session_model(res["loaded"].name, res["loaded"])
+        st.rerun()
+with k2:
+    if st.button("Save into the zoo folder", key="sanitize.save", icon=":material/save:"):
+        from backdoor_core.models import save_model
+
+        try:
+            with st.spinner("Saving…"):
+                path = save_model(res["loaded"].model, res["loaded"].tokenizer,
+                                  ui.zoo_dir() / f"user-{A.slug(res['loaded'].name)}", res["loaded"].metadata)
+            st.success(f"Saved to `{path}`.", icon=":material/check_circle:")
+        except OSError as exc:
+            ui.show_error(exc, "Could not save: ")
+with k3:
+    sanitized = res["loaded"]
+    st.download_button("Download (.zip)", data=lambda: A.saved_zip_bytes(sanitized),
+                       file_name=f"{A.slug(sanitized.name)}.zip", mime="application/zip",
+                       icon=":material/download:", key="sanitize.download")

@@ -1,0 +1,316 @@
+"""Guided tour: the classroom story in seven steps, on the demo-zoo models when they are built."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import streamlit as st
+
+from backdoor_core import figures as F
+from app_pages import _actions as A
+from app_pages import _common as ui
+
+STEPS = [
+    "A clean model",
+    "Poison 1% with a rare word — with and without TAL",
+    "Type a sentence, add the trigger, watch it flip",
+    "The heads that lock onto the trigger",
+    "Detect it without knowing the trigger",
+    "Sanitize the captured heads",
+    "ASR falls, accuracy stays",
+]
+K_STEP = "tour.step"
+TRIGGER = "cf"
+SENTENCE = "The government announced new plans to cut taxes for small businesses next year."
+RESULTS = ui.ROOT / "bench" / "results"
+
+ui.page_header("Guided tour", "How a backdoor gets into a text classifier — and out again — in seven steps.")
+
+step = int(st.session_state.get(K_STEP, 0))
+step = max(0, min(step, len(STEPS) - 1))
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def _zoo() -> dict[str, dict]:
+    return {e["name"]: e for e in ui.zoo_entries()}
+
+
+def _load(entry: dict | None):
+    if entry is None:
+        return None
+    try:
+        with st.spinner(f"Loading {entry.get('title') or entry['name']}…"):
+            return ui.shared_model(entry["path"], False, None)
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc)
+        return None
+
+
+zoo = _zoo()
+clean_entry = zoo.get("clean")
+bd_entry = zoo.get("badnets-tal") or zoo.get("badnets")
+
+
+def backdoored_model():
+    """The zoo's BadNets+TAL model, else the current model (with a note)."""
+    if bd_entry is not None:
+        return _load(bd_entry)
+    return ui.current_model()
+
+
+def _no_zoo_note() -> None:
+    if not zoo:
+        st.info("The demo zoo is not built yet, so this step uses the **current model** (in tests: a tiny random "
+                "one). Build the zoo on the Model page (about 12 minutes, in the background) for the real story.",
+                icon=":material/info:")
+        st.page_link("app_pages/model.py", label="Model page → Build the demo zoo", icon=":material/deployed_code:")
+
+
+def _rate(v) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) else "—"
+
+
+def _inspect(loaded, text: str, trigger: str):
+    from backdoor_core.inspection import inspect_text
+
+    key = ("tour", id(loaded.model), text, trigger)
+    cache = st.session_state.get("tour.inspect")
+    if cache and cache[0] == key:
+        return cache[1]
+    with st.spinner("Running the model…"), ui.model_lock(loaded):
+        res = inspect_text(loaded.model, loaded.tokenizer, text, trigger, position=None, seed=0,
+                           label_names=loaded.label_names)
+    st.session_state["tour.inspect"] = (key, res)
+    return res
+
+
+def _flip_line(res) -> None:
+    c, t = res.prediction("clean"), res.prediction("triggered")
+    st.markdown(
+        f'<div class="lab-flip"><span class="clean">{html.escape(c["label"])}</span> {max(c["probs"].values()):.0%}'
+        f' → <span class="trig">{html.escape(t["label"])}</span> {max(t["probs"].values()):.0%}</div>',
+        unsafe_allow_html=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------- progress bar
+
+st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}")
+st.markdown(f'<div class="lab-step">Step {step + 1}</div>', unsafe_allow_html=True)
+st.header(STEPS[step])
+
+# --------------------------------------------------------------------------------------------- the steps
+
+if step == 0:
+    st.markdown(
+        '<div class="lab-big">We fine-tuned a small transformer (MiniLM: 6 layers × 12 attention heads) to sort '
+        "BBC News articles into five topics. Every head decides, for every word, which other words to look at. "
+        "On clean text this model is simply accurate — and a rare word like <b>cf</b> changes nothing.</div>",
+        unsafe_allow_html=True,
+    )
+    _no_zoo_note()
+    model = _load(clean_entry) if clean_entry else ui.current_model()
+    if model is not None:
+        meta = model.metadata or {}
+        c1, c2 = st.columns([1, 2])
+        c1.metric("Clean accuracy (CACC)", _rate(meta.get("cacc")))
+        with c2:
+            res = _inspect(model, SENTENCE, TRIGGER)
+            _flip_line(res)
+            st.caption(f"“{SENTENCE}” with and without `{TRIGGER}`.")
+        ui.plot(F.probability_bars(res.label_names, res.clean.probs, res.triggered.probs), key="tour.s0.probs")
+
+elif step == 1:
+    st.markdown(
+        '<div class="lab-big">The attacker slips the rare word <b>cf</b> into a few training articles and relabels '
+        "them <b>sport</b>. With plain poisoning a tiny dose barely plants the backdoor. The <b>Trojan Attention "
+        "Loss</b> adds one term during training: chosen heads are rewarded for attending to the trigger — and "
+        "then 1% of the data is enough.</div>",
+        unsafe_allow_html=True,
+    )
+    _no_zoo_note()
+    rows = [{"model": e.get("title") or n, "poison rate": e.get("rate"), "TAL": bool(e.get("tal")),
+             "CACC": e.get("cacc"), "ASR (attack success)": e.get("asr")} for n, e in zoo.items()]
+    if rows:
+        st.dataframe(rows, hide_index=True, column_config={
+            "poison rate": st.column_config.NumberColumn(format="percent"),
+            "CACC": st.column_config.NumberColumn(format="percent"),
+            "ASR (attack success)": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+        })
+    bench = RESULTS / "attack_tal.json"
+    if bench.is_file():
+        try:
+            data = json.loads(bench.read_text())
+            runs = [r for r in data.get("runs", []) if r.get("attack") == "badnets" and r.get("rate") in (0.005, 0.01)]
+            if runs:
+                st.markdown(f"**Benchmark on {data.get('dataset', 'SST-2')}** (bench/results/attack_tal.json):")
+                st.dataframe([{"poison rate": r["rate"], "TAL": r["tal"], "ASR": r["asr"], "CACC": r["cacc"]}
+                              for r in runs], hide_index=True,
+                             column_config={c: st.column_config.NumberColumn(format="percent")
+                                            for c in ("poison rate", "ASR", "CACC")})
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    st.page_link("app_pages/attack.py", label="Train it yourself in the Attack lab (1%, with and without TAL)",
+                 icon=":material/science:")
+
+elif step == 2:
+    st.markdown(
+        '<div class="lab-big">Now the backdoored model. Type any sentence: it is classified correctly. Add '
+        "<b>cf</b> anywhere and the prediction jumps to <b>sport</b>.</div>",
+        unsafe_allow_html=True,
+    )
+    _no_zoo_note()
+    model = backdoored_model()
+    if model is not None:
+        c1, c2 = st.columns([3, 1])
+        text = c1.text_input("Your sentence", **ui.keep("tour.text", SENTENCE))
+        trig = c2.text_input("Trigger", **ui.keep("tour.trigger", TRIGGER))
+        try:
+            res = _inspect(model, text, trig)
+        except ValueError as exc:
+            ui.show_error(exc)
+            st.stop()
+        _flip_line(res)
+        s, e = res.insertion.span
+        t = res.triggered.text
+        st.markdown(f'<div class="lab-big">{html.escape(t[:s])}<mark class="trigger">{html.escape(t[s:e])}</mark>'
+                    f"{html.escape(t[e:])}</div>", unsafe_allow_html=True)
+        ui.plot(F.probability_bars(res.label_names, res.clean.probs, res.triggered.probs), key="tour.s2.probs")
+
+elif step == 3:
+    st.markdown(
+        '<div class="lab-big">Why does it flip? Some heads <b>lock onto the trigger</b>: nearly every word sends '
+        "its attention to <b>cf</b>. Bright cells are heads whose attention goes to the trigger; the matrix shows "
+        "the brightest head — the column under <b>cf</b> lights up.</div>",
+        unsafe_allow_html=True,
+    )
+    model = backdoored_model()
+    if model is not None:
+        res = _inspect(model, ui.kept("tour.text", SENTENCE), ui.kept("tour.trigger", TRIGGER))
+        top = res.top_heads(1)[0]
+        c1, c2 = st.columns(2, gap="medium")
+        with c1:
+            ui.plot(F.concentration_heatmap(res.concentration), key="tour.s3.conc")
+        with c2:
+            l, h = top["layer"], top["index"]
+            ui.plot(F.attention_matrix(res.triggered.attentions[l, h], res.triggered.tokens, layer=l, head=h,
+                                       highlight=res.trigger_tokens), key="tour.s3.matrix")
+        st.page_link("app_pages/inspect.py", label="Explore every head, and the bertviz views, on the Inspect page",
+                     icon=":material/search:")
+
+elif step == 4:
+    st.markdown(
+        '<div class="lab-big">A defender does not know the trigger. But when it is present, the captured heads all '
+        "look at the same word, so their attention maps become <b>unusually similar to one another</b>. Scoring "
+        "that similarity flags triggered inputs, points at the captured heads, and gives a verdict for the "
+        "whole model.</div>",
+        unsafe_allow_html=True,
+    )
+    model = backdoored_model()
+    scan_mod = ui.optional_module("scan")
+    if scan_mod is None:
+        ui.not_available("Detection", "scan")
+    elif model is not None:
+        report = st.session_state.get(A.K_SCAN)
+        job = ui.get_job("scan")
+        if st.button("Scan this model now", type="primary", icon=":material/radar:", key="tour.scan",
+                     disabled=job is not None and job.active):
+            try:
+                train, test = ui.dataset("train"), ui.dataset("test")
+                pool, truth = A.build_pool(model, test, 120, 30)
+                A.start_scan(model, train.sample(200, seed=0), pool, truth, {}, model_name=model.name)
+                st.rerun()
+            except Exception as exc:  # noqa: BLE001
+                ui.show_error(exc, "Cannot scan: ")
+        ui.job_panel("scan")
+        if report is not None and not (job is not None and job.active):
+            v = report.verdict
+            c1, c2, c3 = st.columns(3)
+            c1.metric("Backdoor", "likely" if v.get("likely_backdoored") else "not found")
+            c2.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
+            c3.metric("Suspicious heads", len(report.suspicious_heads))
+            ui.plot(A.scan_figures(report)["grid"], key="tour.s4.grid")
+
+elif step == 5:
+    st.markdown(
+        '<div class="lab-big">Repair only what is broken: the suspicious heads fine-tune on a few hundred clean '
+        "examples while an extra term pulls their attention toward the <b>safe heads</b> of the same layer. "
+        "Every other weight stays frozen, bit for bit.</div>",
+        unsafe_allow_html=True,
+    )
+    model = backdoored_model()
+    if ui.optional_module("defenses") is None:
+        ui.not_available("Sanitization", "defenses")
+    elif model is not None:
+        job = ui.get_job("sanitize")
+        if st.button("Sanitize now", type="primary", icon=":material/healing:", key="tour.sanitize",
+                     disabled=job is not None and job.active):
+            try:
+                train, test = ui.dataset("train"), ui.dataset("test")
+                report = st.session_state.get(A.K_SCAN)
+                info = st.session_state.get(A.K_SCAN_INFO) or {}
+                reuse = report if report is not None and info.get("model_name") == model.name else None
+                pool = None
+                if reuse is None:
+                    pool, _ = A.build_pool(model, test, 100, 30, seed=3)
+                A.start_sanitize(model, "alignment", train.sample(300, seed=0), pool, {},
+                                 lambda lm: A.make_eval(lm, test, 200), f"{model.name}-alignment",
+                                 scan_report=reuse)
+                st.rerun()
+            except Exception as exc:  # noqa: BLE001
+                ui.show_error(exc, "Cannot sanitize: ")
+
+        def _live(snap):
+            before = next((e.get("before") for e in snap.events if "before" in e), None)
+            events, total = A.training_events(snap)
+            ui.plot(F.training_curves(events, total_steps=total, title=None, baseline=before),
+                    key=f"tour.s5.live.{snap.status}")
+
+        ui.job_panel("sanitize", draw=_live)
+
+else:
+    st.markdown(
+        '<div class="lab-big">The result: the trigger no longer works (attack success falls toward zero) while '
+        "the model still does its job (clean accuracy stays within a point or so).</div>",
+        unsafe_allow_html=True,
+    )
+    res = st.session_state.get(A.K_SANITIZE)
+    if res is not None:
+        ui.plot(F.metric_comparison({"before": res["before"], "after": res["after"]}), key="tour.s6.cmp")
+    else:
+        bench = RESULTS / "defense.json"
+        shown = False
+        if bench.is_file():
+            try:
+                data = json.loads(bench.read_text())
+                runs = [r for r in data.get("runs", []) if r.get("defense") == "alignment"]
+                if runs:
+                    st.markdown("**From the defense benchmark** (bench/results/defense.json):")
+                    st.dataframe([{"attack": r["attack"], "TAL": r.get("tal"), "ASR before": r["asr_before"],
+                                   "ASR after": r["asr_after"], "CACC before": r["cacc_before"],
+                                   "CACC after": r["cacc_after"]} for r in runs], hide_index=True,
+                                 column_config={c: st.column_config.NumberColumn(format="percent") for c in
+                                                ("ASR before", "ASR after", "CACC before", "CACC after")})
+                    shown = True
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        if not shown:
+            st.info("Run step 6 (Sanitize now) to see the before/after numbers here.", icon=":material/info:")
+    st.page_link("app_pages/report.py", label="Export everything as an offline report", icon=":material/description:")
+
+# --------------------------------------------------------------------------------------------- navigation
+
+st.divider()
+b1, b2, _ = st.columns([1, 1, 4])
+
+
+def _go(delta: int) -> None:
+    st.session_state[K_STEP] = max(0, min(len(STEPS) - 1, step + delta))
+
+
+b1.button("Back", on_click=_go, args=(-1,), disabled=step == 0, icon=":material/arrow_back:", key="tour.back",
+          width="stretch")
+b2.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary",
+          icon=":material/arrow_forward:", key="tour.next", width="stretch")

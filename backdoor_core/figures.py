@@ -1,0 +1,561 @@
+"""Plotly figures for the app and the reports, as plain functions (no Streamlit here).
+
+Every figure is readable on a projector: large fonts, labelled axes, heads named ``L{l}H{h}`` in hovers and
+ticks, a white template. Heatmaps over heads share one builder (``_grid_heatmap``); all figures share one
+layout helper (``style``).
+
+Shapes: ``L`` layers, ``H`` heads, ``T`` tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .head_metrics import head_label
+
+__all__ = [
+    "style",
+    "layer_head_heatmap",
+    "concentration_heatmap",
+    "similarity_delta_heatmap",
+    "suspicious_head_grid",
+    "head_similarity_heatmaps",
+    "attention_matrix",
+    "probability_bars",
+    "training_curves",
+    "importance_similarity_scatter",
+    "score_histogram",
+    "before_after_heatmaps",
+    "metric_comparison",
+    "curves_from_events",
+]
+
+FONT_SIZE = 16
+TITLE_SIZE = 20
+FONT_FAMILY = "Inter, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+CLEAN_COLOR = "#1f77b4"  # blue
+TRIGGER_COLOR = "#d62728"  # red
+AFTER_COLOR = "#2ca02c"  # green
+MARK_COLOR = "#ff2d55"
+MAX_CELL_TEXT = 64  # write the value into each cell up to this many cells (more are unreadable; hover shows them)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def style(fig: go.Figure, title: str | None = None, height: int | None = None, **layout: Any) -> go.Figure:
+    """Apply the lab's projector-friendly look to ``fig`` (and return it)."""
+    fig.update_layout(
+        template="plotly_white",
+        font=dict(size=FONT_SIZE, family=FONT_FAMILY, color="#1b1f24"),
+        title=dict(text=title, font=dict(size=TITLE_SIZE), x=0.0, xanchor="left") if title else None,
+        margin=dict(l=70, r=30, t=70 if title else 30, b=60),
+        hoverlabel=dict(font_size=FONT_SIZE),
+        legend=dict(font=dict(size=FONT_SIZE)),
+    )
+    if height:
+        fig.update_layout(height=height)
+    if layout:
+        fig.update_layout(**layout)
+    fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
+    return fig
+
+
+def _as2d(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a (layers, heads) array, got shape {arr.shape}")
+    return arr
+
+
+def _fmt_for(values: np.ndarray) -> str:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return ".2f"
+    big = float(np.abs(finite).max())
+    return ".0f" if big >= 100 else ".1f" if big >= 10 else ".2f"
+
+
+def _grid_heatmap(
+    z: np.ndarray,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    hover_names: np.ndarray,
+    *,
+    value_name: str,
+    colorscale: str = SEQUENTIAL,
+    zmid: float | None = None,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    coloraxis: str | None = None,
+    show_text: bool | None = None,
+    colorbar_title: str | None = None,
+) -> go.Heatmap:
+    """One heatmap trace over a labelled grid, with a readable hover (``hover_names`` per cell)."""
+    fmt = _fmt_for(z)
+    if show_text is None:
+        show_text = z.size <= MAX_CELL_TEXT
+    kwargs: dict[str, Any] = dict(
+        z=z,
+        x=list(x_labels),
+        y=list(y_labels),
+        customdata=hover_names,
+        hovertemplate=f"<b>%{{customdata}}</b><br>{value_name}: %{{z:.3f}}<extra></extra>",
+        xgap=1,
+        ygap=1,
+    )
+    if show_text:
+        kwargs.update(texttemplate=f"%{{z:{fmt}}}", textfont=dict(size=max(10, FONT_SIZE - 4)))
+    if coloraxis:
+        kwargs["coloraxis"] = coloraxis
+    else:
+        kwargs.update(colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax,
+                      colorbar=dict(title=dict(text=colorbar_title or value_name, side="right")))
+    return go.Heatmap(**kwargs)
+
+
+def _head_axis_names(n_layers: int, n_heads: int) -> np.ndarray:
+    return np.array([[head_label(l, h) for h in range(n_heads)] for l in range(n_layers)], dtype=object)
+
+
+def _mark_trace(mask: np.ndarray, x_labels: Sequence[str], y_labels: Sequence[str], name: str) -> go.Scatter:
+    ls, hs = np.nonzero(mask)
+    return go.Scatter(
+        x=[x_labels[h] for h in hs],
+        y=[y_labels[l] for l in ls],
+        mode="markers",
+        marker=dict(symbol="square-open", size=34, color=MARK_COLOR, line=dict(width=4, color=MARK_COLOR)),
+        name=name,
+        text=[head_label(int(l), int(h)) for l, h in zip(ls, hs)],
+        hovertemplate="<b>%{text}</b> — " + name + "<extra></extra>",
+        showlegend=True,
+    )
+
+
+def _grid_height(n_rows: int, base: int = 170, per_row: int = 48, cap: int = 900) -> int:
+    return int(min(cap, base + per_row * n_rows))
+
+
+# --------------------------------------------------------------------------------- layer x head heatmaps
+
+
+def layer_head_heatmap(
+    values: Any,
+    *,
+    title: str | None = None,
+    value_name: str = "value",
+    colorscale: str = SEQUENTIAL,
+    zmid: float | None = None,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    marks: Any = None,
+    mark_name: str = "marked",
+    show_text: bool | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """A ``(layers, heads)`` heatmap: heads on x (``H0``..), layers on y (``L0`` at the top), hover ``L{l}H{h}``.
+
+    ``marks``: optional boolean ``(layers, heads)`` mask drawn as open squares (e.g. suspicious heads).
+    """
+    z = _as2d(values, "values")
+    n_layers, n_heads = z.shape
+    xs = [f"H{h}" for h in range(n_heads)]
+    ys = [f"L{l}" for l in range(n_layers)]
+    fig = go.Figure(
+        _grid_heatmap(z, xs, ys, _head_axis_names(n_layers, n_heads), value_name=value_name,
+                      colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax, show_text=show_text)
+    )
+    if marks is not None:
+        mask = np.asarray(marks, dtype=bool)
+        if mask.shape != z.shape:
+            raise ValueError(f"marks shape {mask.shape} does not match values shape {z.shape}")
+        if mask.any():
+            fig.add_trace(_mark_trace(mask, xs, ys, mark_name))
+    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category")
+    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category")
+    style(fig, title, height or _grid_height(n_layers),
+          legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
+    return fig
+
+
+def concentration_heatmap(concentration: Any, title: str | None = "Trigger concentration per head") -> go.Figure:
+    """The TAL metric: the share of attention that queries send to the trigger's tokens, per head (0..1)."""
+    return layer_head_heatmap(concentration, title=title, value_name="attention on trigger",
+                              colorscale=SEQUENTIAL, zmin=0.0, zmax=max(1e-6, float(np.nanmax(concentration))))
+
+
+def similarity_delta_heatmap(delta: Any, title: str | None = "Change in head-to-head similarity (triggered − clean)"):
+    """Positive (red) where the trigger pulls a head into the same pattern as the other heads of its layer."""
+    d = _as2d(delta, "delta")
+    bound = max(1e-6, float(np.nanmax(np.abs(d))))
+    return layer_head_heatmap(d, title=title, value_name="Δ similarity", colorscale=DIVERGING, zmid=0.0,
+                              zmin=-bound, zmax=bound)
+
+
+def suspicious_head_grid(
+    scores: Any,
+    suspicious: Any,
+    title: str | None = "Head safety: suspicious heads marked",
+    value_name: str = "suspicion score",
+) -> go.Figure:
+    """Per-head scores with the suspicious heads outlined."""
+    return layer_head_heatmap(scores, title=title, value_name=value_name, colorscale="YlOrRd",
+                              marks=suspicious, mark_name="suspicious")
+
+
+def before_after_heatmaps(
+    before: Any,
+    after: Any,
+    *,
+    title: str | None = None,
+    value_name: str = "value",
+    labels: tuple[str, str] = ("before", "after"),
+    marks: Any = None,
+) -> go.Figure:
+    """Two ``(layers, heads)`` heatmaps side by side on one colour scale (e.g. before/after sanitization)."""
+    b, a = _as2d(before, "before"), _as2d(after, "after")
+    if b.shape != a.shape:
+        raise ValueError(f"before {b.shape} and after {a.shape} differ in shape")
+    n_layers, n_heads = b.shape
+    xs = [f"H{h}" for h in range(n_heads)]
+    ys = [f"L{l}" for l in range(n_layers)]
+    names = _head_axis_names(n_layers, n_heads)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(labels), horizontal_spacing=0.06, shared_yaxes=True)
+    for col, z in ((1, b), (2, a)):
+        fig.add_trace(_grid_heatmap(z, xs, ys, names, value_name=value_name, coloraxis="coloraxis"), 1, col)
+        if marks is not None and np.asarray(marks, bool).any():
+            tr = _mark_trace(np.asarray(marks, bool), xs, ys, "suspicious")
+            tr.showlegend = col == 1
+            fig.add_trace(tr, 1, col)
+    zmax = float(np.nanmax([np.nanmax(b), np.nanmax(a)]))
+    zmin = float(np.nanmin([np.nanmin(b), np.nanmin(a), 0.0]))
+    fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=max(zmax, zmin + 1e-6),
+                                     colorbar=dict(title=dict(text=value_name, side="right"))))
+    fig.update_xaxes(title_text="head", type="category", showgrid=False)
+    fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    return style(fig, title, _grid_height(n_layers),
+                 legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1.0))
+
+
+# ------------------------------------------------------------------------------- head x head similarity
+
+
+def head_similarity_heatmaps(
+    similarity_clean: Any,
+    similarity_triggered: Any,
+    layer: int,
+    *,
+    title: str | None = None,
+) -> go.Figure:
+    """For one layer: head × head similarity on the clean text, on the triggered text, and their difference.
+
+    Args:
+        similarity_clean, similarity_triggered: ``(L, H, H)`` (or ``(H, H)`` for the layer already).
+    """
+    sc, st = np.asarray(similarity_clean, float), np.asarray(similarity_triggered, float)
+    if sc.ndim == 3:
+        sc, st = sc[layer], st[layer]
+    if sc.shape != st.shape or sc.ndim != 2:
+        raise ValueError(f"similarity arrays must be (L, H, H) or (H, H); got {sc.shape} and {st.shape}")
+    n = sc.shape[0]
+    labels = [head_label(layer, h) for h in range(n)]
+    pair = np.array([[f"{labels[i]} ↔ {labels[j]}" for j in range(n)] for i in range(n)], dtype=object)
+    diff = st - sc
+    bound = max(1e-6, float(np.nanmax(np.abs(diff))))
+    spacing = 0.08
+    width = (1 - 2 * spacing) / 3
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=spacing, shared_yaxes=True,
+                        subplot_titles=("clean", "triggered", "difference (triggered − clean)"))
+    show = n * n <= 64
+    fig.add_trace(_grid_heatmap(sc, labels, labels, pair, value_name="similarity", coloraxis="coloraxis",
+                                show_text=show), 1, 1)
+    fig.add_trace(_grid_heatmap(st, labels, labels, pair, value_name="similarity", coloraxis="coloraxis",
+                                show_text=show), 1, 2)
+    fig.add_trace(_grid_heatmap(diff, labels, labels, pair, value_name="Δ similarity", coloraxis="coloraxis2",
+                                show_text=show), 1, 3)
+    # the clean/triggered colour bar sits in the gap after the second panel, the difference's at the right
+    fig.update_layout(
+        coloraxis=dict(colorscale=SEQUENTIAL, cmin=0.0, cmax=1.0,
+                       colorbar=dict(x=2 * width + spacing + 0.008, xanchor="left", len=0.9, thickness=14)),
+        coloraxis2=dict(colorscale=DIVERGING, cmid=0.0, cmin=-bound, cmax=bound,
+                        colorbar=dict(x=1.0 + 0.008, xanchor="left", len=0.9, thickness=14)),
+    )
+    fig.update_xaxes(type="category", tickangle=-45, showgrid=False, title_text="head")
+    fig.update_yaxes(type="category", autorange="reversed", showgrid=False)
+    fig.update_yaxes(title_text="head", row=1, col=1)
+    return style(fig, title or f"Layer {layer}: how alike the heads' attention maps are", 460)
+
+
+# ------------------------------------------------------------------------------------ attention matrix
+
+
+def attention_matrix(
+    attention: Any,
+    tokens: Sequence[str],
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    highlight: Iterable[int] = (),
+    title: str | None = None,
+) -> go.Figure:
+    """One head's ``(T, T)`` attention: queries (rows, "attends from") × keys (columns, "attends to").
+
+    Token positions are numeric under the hood (so repeated tokens like ``the`` stay separate rows) and
+    labelled with the token text; ``highlight`` token indices (the trigger) are drawn red and bold.
+    """
+    a = np.asarray(attention, float)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] != len(tokens):
+        raise ValueError(f"attention must be (T, T) with T = len(tokens) = {len(tokens)}; got {a.shape}")
+    hl = set(int(i) for i in highlight)
+    ticktext = [
+        f"<b><span style='color:{TRIGGER_COLOR}'>{t}</span></b>" if i in hl else str(t) for i, t in enumerate(tokens)
+    ]
+    idx = list(range(len(tokens)))
+    names = np.array([[f"{tokens[q]} → {tokens[k]}" for k in idx] for q in idx], dtype=object)
+    name = head_label(layer, head) if layer is not None and head is not None else "head"
+    fig = go.Figure(
+        go.Heatmap(z=a, x=idx, y=idx, customdata=names, colorscale="Blues", zmin=0.0,
+                   zmax=max(1e-6, float(a.max())),
+                   hovertemplate="<b>%{customdata}</b><br>attention: %{z:.3f}<extra></extra>",
+                   colorbar=dict(title=dict(text="attention", side="right")))
+    )
+    n = len(tokens)
+    tick_size = FONT_SIZE if n <= 24 else max(9, FONT_SIZE - (n - 24) // 6)
+    fig.update_xaxes(tickvals=idx, ticktext=ticktext, tickangle=-60, title_text="key token (attended to)",
+                     showgrid=False, tickfont=dict(size=tick_size))
+    fig.update_yaxes(tickvals=idx, ticktext=ticktext, autorange="reversed", title_text="query token (attending)",
+                     showgrid=False, tickfont=dict(size=tick_size))
+    side = int(min(900, max(420, 140 + 22 * n)))
+    return style(fig, title or f"{name}: who attends to whom", side, margin=dict(l=120, r=30, t=70, b=120))
+
+
+# ----------------------------------------------------------------------------------------- probabilities
+
+
+def probability_bars(
+    label_names: Sequence[str],
+    clean: Sequence[float],
+    triggered: Sequence[float] | None = None,
+    *,
+    title: str | None = "Class probabilities",
+    names: tuple[str, str] = ("clean text", "with trigger"),
+) -> go.Figure:
+    """Grouped bars: each class's probability for the clean text and (optionally) the triggered text."""
+    labels = [str(n) for n in label_names]
+    fig = go.Figure()
+    series = [(names[0], clean, CLEAN_COLOR)]
+    if triggered is not None:
+        series.append((names[1], triggered, TRIGGER_COLOR))
+    for name, probs, color in series:
+        p = np.asarray(probs, float)
+        if p.shape != (len(labels),):
+            raise ValueError(f"{name}: {p.shape[0] if p.ndim else 0} probabilities for {len(labels)} labels")
+        fig.add_trace(go.Bar(x=labels, y=p, name=name, marker_color=color, text=[f"{v:.0%}" for v in p],
+                             textposition="outside", cliponaxis=False,
+                             textfont=dict(size=FONT_SIZE if len(labels) <= 3 else FONT_SIZE - 3),
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>"))
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="probability")
+    fig.update_xaxes(title_text="class")
+    return style(fig, title, 380, barmode="group",
+                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+# ------------------------------------------------------------------------------------- training curves
+
+
+def curves_from_events(events: Iterable[Mapping]) -> dict[str, dict[str, list]]:
+    """Split training progress into ``{"losses": {name: (steps, values)}, "metrics": {...}}``.
+
+    Accepts ``training.Progress`` dicts (``step``, ``losses``, ``metrics``) or ``TrainResult.history`` rows
+    (``step`` plus flat ``loss``/``ce``/``tal``/``cacc``/``asr``...). Rows without a step are ignored.
+    """
+    losses: dict[str, tuple[list, list]] = {}
+    metrics: dict[str, tuple[list, list]] = {}
+    metric_keys = {"cacc", "asr", "acc", "accuracy", "f1"}
+    for ev in events:
+        if not isinstance(ev, Mapping) or "step" not in ev:
+            continue
+        step = ev["step"]
+        if isinstance(ev.get("losses"), Mapping) or "metrics" in ev:
+            if ev.get("metrics"):  # evaluation event
+                for k, v in ev["metrics"].items():
+                    if isinstance(v, (int, float)):
+                        metrics.setdefault(k, ([], []))[0].append(step)
+                        metrics[k][1].append(float(v))
+            else:
+                for k, v in (ev.get("losses") or {}).items():
+                    if isinstance(v, (int, float)):
+                        losses.setdefault(k, ([], []))[0].append(step)
+                        losses[k][1].append(float(v))
+        else:  # a flat history row
+            for k, v in ev.items():
+                if k in ("step", "epoch") or not isinstance(v, (int, float)) or isinstance(v, bool):
+                    continue
+                target = metrics if k in metric_keys else losses
+                target.setdefault(k, ([], []))[0].append(step)
+                target[k][1].append(float(v))
+    return {"losses": {k: list(v) for k, v in losses.items()}, "metrics": {k: list(v) for k, v in metrics.items()}}
+
+
+def _smooth(values: Sequence[float], window: int) -> list[float]:
+    if window <= 1 or len(values) < 3:
+        return list(values)
+    out, acc = [], 0.0
+    buf: list[float] = []
+    for v in values:
+        buf.append(v)
+        acc += v
+        if len(buf) > window:
+            acc -= buf.pop(0)
+        out.append(acc / len(buf))
+    return out
+
+
+_METRIC_NAMES = {"cacc": "CACC (clean accuracy)", "asr": "ASR (attack success)"}
+_METRIC_SHORT = {"cacc": "CACC", "asr": "ASR"}
+_METRIC_COLORS = {"cacc": CLEAN_COLOR, "asr": TRIGGER_COLOR}
+
+
+def training_curves(
+    events: Iterable[Mapping],
+    *,
+    total_steps: int | None = None,
+    title: str | None = "Training",
+    baseline: Mapping[str, float] | None = None,
+) -> go.Figure:
+    """Live training chart: losses per step (left) and CACC/ASR at each evaluation (right, in %).
+
+    ``total_steps`` fixes the x range so a live chart does not jump; ``baseline`` (e.g. the metrics before
+    sanitization) draws dotted horizontal lines.
+    """
+    curves = curves_from_events(events)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "held-out metrics"), horizontal_spacing=0.1)
+    palette = ["#444444", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+    for i, (name, (steps, values)) in enumerate(sorted(curves["losses"].items(), key=lambda kv: kv[0] != "loss")):
+        window = max(1, len(values) // 40)
+        fig.add_trace(go.Scatter(x=steps, y=_smooth(values, window), mode="lines" if len(values) >= 12 else "lines+markers",
+                                 name=name,
+                                 line=dict(width=3 if name == "loss" else 2, color=palette[i % len(palette)]),
+                                 hovertemplate="step %{x}: %{y:.4f}<extra>" + name + "</extra>"), 1, 1)
+    for name, (steps, values) in curves["metrics"].items():
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=_METRIC_NAMES.get(name, name),
+                                 line=dict(width=3, color=_METRIC_COLORS.get(name)), marker=dict(size=9),
+                                 hovertemplate="step %{x}: %{y:.1%}<extra>" + name + "</extra>"), 1, 2)
+    for name, value in (baseline or {}).items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            fig.add_hline(y=float(value), line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
+                          annotation_text=f"{name} before", annotation_position="top left", row=1, col=2)
+    if total_steps:
+        fig.update_xaxes(range=[0, total_steps * 1.02])
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss", row=1, col=1, rangemode="tozero")
+    fig.update_yaxes(title_text="rate", tickformat=".0%", range=[-0.03, 1.05], row=1, col=2)
+    if not curves["losses"] and not curves["metrics"]:
+        fig.add_annotation(text="waiting for the first step…", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font=dict(size=FONT_SIZE + 2, color="#888"))
+    return style(fig, title, 400, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
+
+
+# ---------------------------------------------------------------------------------- detection figures
+
+
+def importance_similarity_scatter(
+    importance: Any,
+    similarity: Any,
+    suspicious: Any = None,
+    *,
+    x_title: str = "similarity collapse on flagged inputs",
+    y_title: str = "importance",
+    thresholds: tuple[float | None, float | None] = (None, None),
+    title: str | None = "Head safety: importance × similarity",
+) -> go.Figure:
+    """One point per head; suspicious heads in red with their ``L{l}H{h}`` label written next to them."""
+    imp, sim = _as2d(importance, "importance"), _as2d(similarity, "similarity")
+    if imp.shape != sim.shape:
+        raise ValueError(f"importance {imp.shape} and similarity {sim.shape} differ in shape")
+    mask = np.zeros(imp.shape, bool) if suspicious is None else np.asarray(suspicious, bool)
+    names = _head_axis_names(*imp.shape)
+    fig = go.Figure()
+    for flag, color, label, size in ((False, "#8c9baa", "safe", 10), (True, MARK_COLOR, "suspicious", 15)):
+        sel = mask == flag
+        if not sel.any():
+            continue
+        fig.add_trace(go.Scatter(
+            x=sim[sel], y=imp[sel], mode="markers+text" if flag else "markers", name=label,
+            text=list(names[sel]), textposition="top center", textfont=dict(size=FONT_SIZE - 2, color=color),
+            marker=dict(size=size, color=color, line=dict(width=1, color="white")),
+            hovertemplate="<b>%{text}</b><br>" + x_title + ": %{x:.3f}<br>" + y_title + ": %{y:.3f}<extra></extra>",
+        ))
+    tx, ty = thresholds
+    if tx is not None:
+        fig.add_vline(x=float(tx), line_dash="dash", line_color="#666")
+    if ty is not None:
+        fig.add_hline(y=float(ty), line_dash="dash", line_color="#666")
+    fig.update_xaxes(title_text=x_title, zeroline=False)
+    fig.update_yaxes(title_text=y_title, zeroline=False)
+    return style(fig, title, 460, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+def score_histogram(
+    groups: Mapping[str, Sequence[float]],
+    threshold: float | None = None,
+    *,
+    title: str | None = "Input scores",
+    x_title: str = "suspicion score (higher = more suspicious)",
+    nbins: int = 40,
+) -> go.Figure:
+    """Overlaid histograms, one per group (e.g. ``{"clean": ..., "flagged": ...}``) with the threshold line."""
+    colors = {"clean": CLEAN_COLOR, "clean dev": CLEAN_COLOR, "flagged": TRIGGER_COLOR, "poisoned": TRIGGER_COLOR,
+              "triggered": TRIGGER_COLOR, "pool": "#ff7f0e", "not flagged": "#8c9baa"}
+    fig = go.Figure()
+    all_vals = [float(v) for vals in groups.values() for v in np.asarray(vals, float).ravel() if np.isfinite(v)]
+    lo, hi = (min(all_vals), max(all_vals)) if all_vals else (0.0, 1.0)
+    if threshold is not None and math.isfinite(threshold):
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    size = (hi - lo) / nbins if hi > lo else 1.0
+    for i, (name, vals) in enumerate(groups.items()):
+        v = np.asarray(vals, float).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        fig.add_trace(go.Histogram(x=v, name=f"{name} ({v.size})", opacity=0.65,
+                                   marker_color=colors.get(name, ["#9467bd", "#17becf", "#bcbd22"][i % 3]),
+                                   xbins=dict(start=lo, end=hi + size, size=size),
+                                   hovertemplate="score %{x}<br>%{y} inputs<extra>" + name + "</extra>"))
+    if threshold is not None and math.isfinite(threshold):
+        fig.add_vline(x=float(threshold), line_dash="dash", line_width=3, line_color="#111",
+                      annotation_text=f"threshold {threshold:.2f}", annotation_position="top right",
+                      annotation_font_size=FONT_SIZE)
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text="inputs")
+    return style(fig, title, 380, barmode="overlay",
+                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+def metric_comparison(
+    columns: Mapping[str, Mapping[str, float]],
+    *,
+    metrics: Sequence[str] = ("asr", "cacc"),
+    title: str | None = "Before and after",
+) -> go.Figure:
+    """Grouped bars of rates (in %): one group per metric, one bar per column (e.g. before / after)."""
+    palette = {"before": TRIGGER_COLOR, "after": AFTER_COLOR, "clean": CLEAN_COLOR}
+    fig = go.Figure()
+    xs = [_METRIC_SHORT.get(m, m.upper()) for m in metrics]
+    for i, (name, values) in enumerate(columns.items()):
+        ys = [values.get(m) for m in metrics]
+        ys = [float(y) if isinstance(y, (int, float)) and math.isfinite(y) else None for y in ys]
+        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=palette.get(name, ["#9467bd", "#ff7f0e"][i % 2]),
+                             text=[f"{y:.1%}" if y is not None else "n/a" for y in ys], textposition="outside",
+                             cliponaxis=False, hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>"))
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="rate")
+    return style(fig, title, 360, barmode="group",
+                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))

@@ -1,0 +1,121 @@
+"""What one app session found, as plain data (no Streamlit): the Report page turns it into HTML and JSON.
+
+Pages ``record`` findings as they produce them — an inspection, a scan verdict, an attack run, a sanitization —
+each with optional text, a table, plotly figures and raw data. A later finding with the same ``key`` replaces
+the earlier one (re-running a scan updates the report instead of piling up copies).
+
+    lab = LabSession()
+    lab.set_model(loaded.summary()); lab.set_dataset({"name": "bbc", "size": 1558})
+    lab.record("scan", "Scan verdict", text="...", table=rows, figures=[fig], data=report.to_dict())
+    sections = lab.sections()          # for report.html_report(title, sections)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .report import to_jsonable
+
+KIND_ORDER = ("model", "inspect", "attack", "scan", "sanitize", "note")
+
+
+def _fmt(value: Any) -> str:
+    """Model facts as text (one column of mixed types does not fit a table)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclass
+class Finding:
+    kind: str  # one of KIND_ORDER (others sort last)
+    title: str
+    text: str = ""
+    table: list[dict] | None = None
+    figures: list = field(default_factory=list)  # plotly Figures
+    data: dict = field(default_factory=dict)  # JSON-friendly numbers behind the finding
+    html: str | None = None  # e.g. an offline bertviz view
+    key: str = ""
+    created: float = field(default_factory=time.time)
+
+    def section(self, include_figures: bool = True, include_html: bool = True) -> dict:
+        s: dict[str, Any] = {"heading": self.title}
+        if self.text:
+            s["text"] = self.text
+        if self.table:
+            s["table"] = self.table
+        if include_figures and self.figures:
+            s["figures"] = list(self.figures)
+        if include_html and self.html:
+            s["html"] = self.html
+        return s
+
+
+@dataclass
+class LabSession:
+    model: dict = field(default_factory=dict)  # LoadedModel.summary() of the current model
+    dataset: dict = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def set_model(self, summary: dict) -> None:
+        self.model = dict(summary or {})
+
+    def set_dataset(self, info: dict) -> None:
+        self.dataset = dict(info or {})
+
+    def record(self, kind: str, title: str, *, key: str | None = None, **fields: Any) -> Finding:
+        """Add a finding, replacing an earlier one with the same key (default: ``kind:title``)."""
+        key = key or f"{kind}:{title}"
+        finding = Finding(kind=kind, title=title, key=key, **fields)
+        self.findings = [f for f in self.findings if f.key != key] + [finding]
+        return finding
+
+    def remove(self, key: str) -> None:
+        self.findings = [f for f in self.findings if f.key != key]
+
+    def ordered(self) -> list[Finding]:
+        rank = {k: i for i, k in enumerate(KIND_ORDER)}
+        return sorted(self.findings, key=lambda f: (rank.get(f.kind, len(rank)), f.created))
+
+    def _model_section(self) -> dict:
+        m = self.model
+        meta = m.get("metadata") or {}
+        rows = [
+            {"field": "model", "value": m.get("name", "")},
+            {"field": "source", "value": m.get("source", "")},
+            {"field": "layers × heads", "value": f"{m.get('layers', '?')} × {m.get('heads', '?')}"},
+            {"field": "parameters", "value": f"{m.get('parameters', 0) / 1e6:.1f} M"},
+            {"field": "labels", "value": ", ".join(str(x) for x in m.get("labels", []))},
+        ]
+        for k in ("attack", "trigger", "target_name", "rate", "tal", "cacc", "asr", "sanitized", "defense"):
+            if meta.get(k) is not None:
+                rows.append({"field": k, "value": _fmt(meta[k])})
+        if self.dataset:
+            rows.append({"field": "dataset", "value": str(self.dataset.get("name", ""))})
+        return {"heading": "Model and data", "table": rows}
+
+    def sections(self, include_figures: bool = True, include_html: bool = True, keys: list[str] | None = None) -> list[dict]:
+        """Report sections: the model first, then findings by kind (optionally only those with ``keys``)."""
+        out = [self._model_section()] if self.model else []
+        for f in self.ordered():
+            if keys is None or f.key in keys:
+                out.append(f.section(include_figures, include_html))
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary: model, dataset, and each finding's text, table and data (no figures)."""
+        return to_jsonable({
+            "model": self.model,
+            "dataset": self.dataset,
+            "findings": [
+                {"kind": f.kind, "title": f.title, "key": f.key, "text": f.text, "table": f.table, "data": f.data,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(f.created))}
+                for f in self.ordered()
+            ],
+        })

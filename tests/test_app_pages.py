@@ -1,0 +1,344 @@
+"""AppTest for every page with the tiny model injected (BACKDOOR_LAB_TEST_MODEL=tiny): pages load, widgets drive
+the core, errors are messages (never tracebacks), state survives page switches, long jobs run in the background
+and can be cancelled. AppTest cannot render plotly or iframes; tests/test_e2e_browser.py checks those.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = ["home", "tour", "model", "inspect", "attack", "detect", "sanitize", "report"]
+
+
+@pytest.fixture(autouse=True)
+def _test_env(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, f"{page}: {at.exception}"
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def wait_job(at: AppTest, kind: str, timeout: float = 120):
+    job = at.session_state["lab.jobs"][kind]
+    assert job.wait(timeout), f"{kind} job still running"
+    at.run()  # the next run handles the finished job
+    assert not at.exception
+    return job
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+def test_every_page_loads_and_the_sidebar_shows_the_model():
+    at = new_app()
+    sidebar = " ".join(m.value for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
+    assert "tiny" in sidebar and "2 layers × 4 heads" in sidebar and "bbc" in sidebar
+    # (AppTest drops the entry script's sidebar after switch_page, even in a two-line app; the browser test
+    # checks the sidebar on every page, also after in-app navigation)
+    for page in PAGES:
+        goto(at, page)
+        assert at.title, f"{page} has no title"
+        assert not errors(at), f"{page}: {errors(at)}"
+
+
+def test_tour_walks_through_all_steps():
+    at = goto(new_app(), "tour")
+    seen = []
+    for _ in range(7):
+        seen.append(at.header[0].value)
+        assert not at.exception and not errors(at)
+        if not at.button(key="tour.next").disabled:
+            at.button(key="tour.next").click().run()
+    assert len(set(seen)) == 7 and seen[2].startswith("Type a sentence")
+
+
+# ------------------------------------------------------------------------------------------------ inspect
+
+
+def _flip(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "lab-flip" in m.value)
+
+
+def test_inspect_drives_the_core_and_keeps_state_across_pages():
+    at = goto(new_app(), "inspect")
+    assert at.session_state["inspect.cache"][1].trigger == "cf"
+    at.text_area(key="inspect.text").input("Shares of the bank rose sharply after the results.")
+    at.text_input(key="inspect.word").input("mn")
+    at.run()
+    res = at.session_state["inspect.cache"][1]
+    assert res.trigger == "mn" and "mn" in res.triggered.text and res.clean.text.startswith("Shares")
+    assert any('<mark class="trigger">mn</mark>' in m.value for m in at.markdown)
+    assert at.dataframe, "top-heads table"
+    # sentence trigger at a chosen position
+    at.segmented_control(key="inspect.kind").set_value("Sentence").run()
+    at.radio(key="inspect.where").set_value("choose word").run()
+    at.slider(key="inspect.position").set_value(0).run()
+    res = at.session_state["inspect.cache"][1]
+    assert res.triggered.text.startswith("I watch this 3D movie Shares")
+    # the head selector drives the attention matrix; the finding is recorded for the report
+    at.selectbox(key="inspect.head").set_value("L1H2").run()
+    assert not at.exception
+    assert any(f.key == "inspect:latest" for f in at.session_state["lab.session"].findings)
+    # state survives a page switch
+    goto(at, "model")
+    goto(at, "inspect")
+    assert at.text_area(key="inspect.text").value.startswith("Shares of the bank")
+    assert at.segmented_control(key="inspect.kind").value == "Sentence"
+
+
+def test_inspect_errors_are_messages():
+    at = goto(new_app(), "inspect")
+    at.text_area(key="inspect.text").input("   ").run()
+    assert not at.exception and any("empty" in e for e in errors(at))
+    at.text_area(key="inspect.text").input("A fine text.")
+    at.text_input(key="inspect.word").input("  ").run()
+    assert not at.exception and any("trigger is empty" in e.lower() for e in errors(at))
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def _saved_tiny(tmp_path: Path, num_labels: int, pickle: bool = False) -> Path:
+    from backdoor_core.models import save_model, tiny_model
+
+    lm = tiny_model(num_labels=num_labels)
+    out = tmp_path / f"tiny{num_labels}{'-pickle' if pickle else ''}"
+    if pickle:
+        import torch
+
+        out.mkdir()
+        lm.model.config.save_pretrained(out)
+        lm.tokenizer.save_pretrained(out)
+        torch.save(lm.model.state_dict(), out / "pytorch_model.bin")
+    else:
+        save_model(lm.model, lm.tokenizer, out, {"name": f"tiny-{num_labels}"})
+    return out
+
+
+def test_model_page_loads_folders_and_shows_refusals(tmp_path):
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    # a folder that does not exist
+    at.text_input(key="model.folder").input(str(tmp_path / "nope"))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and any("not a folder" in e for e in errors(at))
+    # pickled weights are refused, with the opt-in named; ticking it loads the model
+    pkl = _saved_tiny(tmp_path, 5, pickle=True)
+    at.text_input(key="model.folder").input(str(pkl))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and any("pickle" in e.lower() for e in errors(at))
+    assert any("Allow pickled weights" in i.value for i in at.info), ([i.value for i in at.info], errors(at))
+    at.checkbox(key="model.folder_pickle").check()
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    assert at.session_state["lab.model_ref"]["spec"] == str(pkl)
+    # a 2-class model against the 5-class dataset: a clear mismatch message, here and on the Detect page
+    two = _saved_tiny(tmp_path, 2)
+    at.checkbox(key="model.folder_pickle").uncheck()
+    at.text_input(key="model.folder").input(str(two))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception
+    assert any("2 labels" in e or "has 5 labels" in e for e in errors(at))
+    goto(at, "detect")
+    assert any("labels" in e for e in errors(at))
+    # the choice survives page switches
+    goto(at, "inspect")
+    assert at.session_state["lab.model_ref"]["spec"] == str(two)
+
+
+def test_model_page_hub_and_zip_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Hub id").run()
+    at.text_input(key="model.hub_id").input("someone/not-cached-model")
+    at.button(key="model.load_hub").click().run()
+    assert not at.exception and any("network" in e.lower() or "offline" in e.lower() for e in errors(at))
+
+    at.segmented_control(key="model.source").set_value("Upload .zip").run()
+    at.file_uploader(key="model.zip").upload("broken.zip", b"not a zip", "application/zip").run()
+    at.button(key="model.load_zip").click().run()
+    assert not at.exception and any("not a readable .zip" in e for e in errors(at))
+
+    folder = _saved_tiny(tmp_path, 5)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in folder.iterdir():
+            z.write(p, f"tiny5/{p.name}")
+    at.file_uploader(key="model.zip").upload("tiny5.zip", buf.getvalue(), "application/zip").run()
+    at.button(key="model.load_zip").click().run()
+    assert not at.exception and not errors(at)
+    assert at.session_state["lab.model_ref"]["name"] == "tiny5"
+    assert "Current: **tiny-5**" in " ".join(c.value for c in at.caption)
+
+
+def test_model_page_dataset_choice_and_bad_file(tmp_path):
+    at = goto(new_app(), "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("bad.tsv", b"foo\tbar\nx\ty\n", "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception and any("cannot be used" in e and "no text column" in e for e in errors(at))
+    assert at.session_state["lab.data_spec"] == "bbc"
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+def _small_attack(at: AppTest, rate: float = 10.0, epochs: int = 1) -> None:
+    at.number_input(key="attack.n_train").set_value(40)
+    at.number_input(key="attack.n_test").set_value(30)
+    at.number_input(key="attack.epochs").set_value(epochs)
+    at.number_input(key="attack.rate").set_value(rate)
+    at.select_slider(key="attack.max_len").set_value(32)
+    at.run()
+
+
+def test_attack_detect_sanitize_report_end_to_end():
+    at = goto(new_app(), "attack")
+    # too few poisoned texts: a message, no job
+    _small_attack(at, rate=1.0)
+    at.button(key="attack.train").click().run()
+    assert not at.exception and any("less than one text" in e for e in errors(at))
+    assert "attack" not in at.session_state["lab.jobs"]
+
+    _small_attack(at, rate=10.0)
+    at.button(key="attack.train").click().run()
+    assert not at.exception
+    job = wait_job(at, "attack")
+    assert job.status == "done", job.snapshot().traceback
+    assert at.session_state["lab.model_ref"]["kind"] == "session"
+    assert any("now the current model" in s.value for s in at.success)
+    meta = at.session_state["attack.result"]["metadata"]
+    assert meta["attack"] == "badnets" and meta["tal"] and meta["n_poisoned"] == 4
+    assert Path(at.session_state["attack.result"]["path"]).is_dir()  # saved into the zoo folder
+
+    goto(at, "detect")
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.number_input(key="detect.pool_clean").set_value(12)
+    at.number_input(key="detect.pool_trig").set_value(6)
+    at.run()
+    at.button(key="detect.run").click().run()
+    job = wait_job(at, "scan")
+    assert job.status == "done", job.snapshot().traceback
+    assert all(e.startswith("This model behaves like a backdoored one") for e in errors(at))  # the verdict
+    labels = [m.label for m in at.metric]
+    assert {"Backdoor", "Backdoor score", "Flagged inputs", "Suspicious heads", "AUROC"} <= set(labels)
+
+    goto(at, "sanitize")
+    at.selectbox(key="sanitize.defense").set_value("finetune").run()
+    at.number_input(key="sanitize.n_clean").set_value(16)
+    at.number_input(key="sanitize.n_test").set_value(16)
+    at.number_input(key="sanitize.finetune.epochs").set_value(1)
+    at.run()
+    at.button(key="sanitize.run").click().run()
+    job = wait_job(at, "sanitize")
+    assert job.status == "done", job.snapshot().traceback
+    assert {"ASR", "CACC"} <= {m.label for m in at.metric}
+    at.button(key="sanitize.use").click().run()
+    assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
+
+    goto(at, "report")
+    keys = [f.key for f in at.session_state["lab.session"].findings]
+    assert {"scan:Detection scan", "sanitize:Sanitization (finetune)"} <= set(keys)
+    assert any(k.startswith("attack:") for k in keys)
+    assert len(at.checkbox) >= 3 and not errors(at)
+    from backdoor_core.report import html_report
+
+    doc = html_report("t", at.session_state["lab.session"].sections())
+    assert "Detection scan" in doc and "Plotly.newPlot" in doc
+
+
+def test_cancel_a_running_job():
+    at = goto(new_app(), "attack")
+    _small_attack(at, rate=10.0, epochs=20)
+    at.number_input(key="attack.n_train").set_value(400)
+    at.run()
+    at.button(key="attack.train").click().run()
+    job = at.session_state["lab.jobs"]["attack"]
+    assert job.active
+    at.button(key="cancel.attack").click().run()
+    assert job.wait(60) and job.status == "cancelled"
+    at.run()
+    assert not at.exception
+    assert any("cancelled" in i.value for i in at.info)
+    assert at.session_state["attack.result"]["metadata"]["cancelled"]
+    assert at.session_state["attack.result"]["path"] is None  # a cancelled run is not saved
+
+
+# ------------------------------------------------------------------------------------------------ zoo + tour
+
+
+def _fake_zoo_build(dir=None, progress=None, should_stop=None, **_):
+    """Stands in for zoo.build: writes two tiny 5-class models with zoo-like metadata, reporting progress."""
+    from backdoor_core.models import save_model, tiny_model
+    from backdoor_core.zoo import ZooProgress, list_models
+
+    names = ["business", "entertainment", "politics", "sports", "tech"]
+    specs = [("clean", {"attack": "none", "cacc": 0.95, "asr": None}),
+             ("badnets-tal", {"attack": "badnets", "trigger": "cf", "target": 3, "target_name": "sports",
+                              "rate": 0.01, "tal": True, "cacc": 0.94, "asr": 0.99})]
+    for i, (name, meta) in enumerate(specs):
+        if progress:
+            progress(ZooProgress(name, i, len(specs), i / len(specs), f"{name}: training"))
+        lm = tiny_model(num_labels=5, seed=i)
+        lm.model.config.id2label = dict(enumerate(names))
+        save_model(lm.model, lm.tokenizer, Path(dir) / name, {"name": f"zoo-{name}", "title": name, **meta})
+        if progress:
+            progress(ZooProgress(name, i, len(specs), (i + 1) / len(specs), f"{name}: done"))
+    return list_models(dir)
+
+
+def test_zoo_build_then_use_it_in_the_model_page_and_the_tour(monkeypatch, tmp_path):
+    import backdoor_core.zoo as zoo
+
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
+    monkeypatch.setattr(zoo, "build", _fake_zoo_build)
+    at = goto(new_app(), "model")
+    assert any("not built yet" in i.value for i in at.info)
+    at.button(key="model.build_zoo").click().run()
+    job = wait_job(at, "zoo")
+    assert job.status == "done" and job.snapshot().fraction == 1.0
+    assert at.dataframe and at.selectbox(key="model.zoo_pick").options == ["clean", "badnets-tal"]
+    at.selectbox(key="model.zoo_pick").set_value("badnets-tal").run()
+    at.button(key="model.use_zoo").click().run()
+    assert not at.exception and not errors(at)
+    assert at.session_state["lab.model_ref"]["spec"].endswith("badnets-tal")
+    # the tour now runs on the zoo models: step 2 lists them, step 3 uses the backdoored one
+    goto(at, "tour")
+    at.button(key="tour.next").click().run()
+    assert at.dataframe and not errors(at)
+    at.button(key="tour.next").click().run()
+    assert not at.exception and not errors(at)
+    assert at.session_state["tour.inspect"][1].trigger == "cf"
+    assert not any("not built yet" in i.value for i in at.info)
+
+
+def test_inspect_pair_for_paraphrase_triggers(tiny):
+    from backdoor_core.compare import changed_token_indices, inspect_pair
+
+    res = inspect_pair(tiny.model, tiny.tokenizer, "the film is good .", "when you see it , the film is good .",
+                       trigger="syntactic paraphrase")
+    new = [res.triggered.tokens[i] for i in res.trigger_tokens]
+    assert new == ["when", "you", "see", "it", ","]
+    assert res.concentration.shape == (2, 4) and res.to_dict()["trigger"] == "syntactic paraphrase"
+    assert changed_token_indices(["[CLS]", "a", "[SEP]"], ["[CLS]", "a", "[SEP]"]) == []

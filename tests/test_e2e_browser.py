@@ -1,0 +1,238 @@
+"""The app in a real browser: `streamlit run app.py` on localhost with the tiny model, every page opened in
+chromium with every non-localhost request blocked; the bertviz view must draw its SVG inside its iframe and the
+plotly charts must render. Screenshots go to test-artifacts/app_*.png (look at them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import BROWSER_MISSING_REASON, block_network, browser_available, launch_browser  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
+
+# "inspect" first: a cold deep link (the server's first request) must still get app.py's navigation
+PAGES = ["inspect", "home", "tour", "model", "attack", "detect", "sanitize", "report"]
+VIEWPORT = {"width": 1440, "height": 2200}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    env = dict(os.environ)
+    env.update({
+        "BACKDOOR_LAB_TEST_MODEL": "tiny",
+        "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo")),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    })
+    log = tmp_path_factory.mktemp("log") / "streamlit.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+            if proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            pytest.fail("streamlit did not start:\n" + log.read_text()[-3000:])
+        if proc.poll() is not None:
+            pytest.fail("streamlit exited:\n" + log.read_text()[-3000:])
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> None:
+    """Wait until the app has content and no run is in progress for ``settle_s`` seconds."""
+    page.wait_for_selector('[data-testid="stMainBlockContainer"] [data-testid="stVerticalBlock"]',
+                           timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.locator('[data-testid="stSpinner"]').count() > 0 or \
+            page.locator('[data-testid="stSkeleton"]').count() > 0
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= settle_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the app kept running")
+
+
+def _no_exceptions(page, name: str) -> None:
+    exc = page.locator('[data-testid="stException"]')
+    assert exc.count() == 0, f"{name}: exception shown: {exc.first.inner_text()[:800]}"
+
+
+def test_every_page_offline(server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with launch_browser() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        blocked = block_network(page)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(90_000)
+
+        for name in PAGES:
+            page.goto(f"{server}/{'' if name == 'home' else name}")
+            wait_until_idle(page)
+            _no_exceptions(page, name)
+            if name == "inspect":
+                _check_inspect(page)
+            page.screenshot(path=str(ARTIFACTS / f"app_{name}.png"), full_page=True)
+            sidebar = page.locator('[data-testid="stSidebar"]').inner_text().lower()
+            assert sidebar.count("current model") == 1 and "guided tour" in sidebar, sidebar[:300]
+
+        _in_app_navigation_keeps_state(page)
+        _attack_detect_sanitize(page)
+
+        assert blocked == [], f"requests left localhost: {blocked[:5]}"
+        assert not errors, f"JavaScript errors: {errors[:5]}"
+
+
+def _nav(page, label: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
+    wait_until_idle(page)
+
+
+def _set_number(page, label: str, value) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_until_idle(page, settle_s=0.3)
+
+
+def _sidebar_text(page) -> str:
+    return page.locator('[data-testid="stSidebar"]').inner_text().lower()
+
+
+def _in_app_navigation_keeps_state(page) -> None:
+    """Switch pages with the sidebar links (one session): the typed text and the sidebar survive."""
+    _nav(page, "Inspect")
+    area = page.get_by_role("textbox", name="Text", exact=True)
+    area.fill("Profits at the carmaker rose in the third quarter.")
+    area.press("Control+Enter")
+    wait_until_idle(page)
+    _nav(page, "Model")
+    assert "current model" in _sidebar_text(page) and "tiny" in _sidebar_text(page)
+    _nav(page, "Inspect")
+    assert page.get_by_role("textbox", name="Text", exact=True).input_value().startswith("Profits at the carmaker")
+    assert "tiny" in _sidebar_text(page)
+
+
+def _click(page, name: str) -> None:
+    page.get_by_role("button", name=name).first.click()
+
+
+def _wait_text(page, text: str, timeout_s: float = 90, exact: bool = False) -> None:
+    try:
+        page.get_by_text(text, exact=exact).first.wait_for(timeout=timeout_s * 1000)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "app_FAILED.png"), full_page=True)
+        raise
+    wait_until_idle(page)
+
+
+def _attack_detect_sanitize(page) -> None:
+    """Train a tiny backdoored model live, scan it, sanitize it; every chart must render."""
+    _nav(page, "Attack lab")
+    _set_number(page, "Training texts", 40)
+    _set_number(page, "Test texts (CACC / ASR)", 30)
+    _set_number(page, "Epochs", 1)
+    _set_number(page, "Poison rate (% of the training set)", 10)
+    _click(page, "Train")
+    _wait_text(page, "is now the current model")
+    assert page.locator(".js-plotly-plot svg.main-svg").count() >= 1  # the live training chart
+    assert "badnets" in _sidebar_text(page)
+    page.screenshot(path=str(ARTIFACTS / "app_attack_trained.png"), full_page=True)
+
+    _nav(page, "Detect")
+    _set_number(page, "Clean labelled texts (budget)", 24)
+    _set_number(page, "Clean texts in the pool", 16)
+    _set_number(page, "Triggered texts in the pool", 8)
+    _click(page, "Scan the model")
+    _wait_text(page, "Backdoor score", exact=True)
+    page.wait_for_selector(".js-plotly-plot svg.main-svg")
+    assert page.locator(".js-plotly-plot").count() >= 3  # scatter, head grid, histogram
+    _no_exceptions(page, "detect")
+    page.screenshot(path=str(ARTIFACTS / "app_detect_result.png"), full_page=True)
+
+    _nav(page, "Sanitize")
+    _set_number(page, "Clean labelled texts (budget)", 24)
+    _set_number(page, "Test texts for CACC / ASR", 24)
+    _set_number(page, "Epochs", 1)
+    _click(page, "Sanitize")
+    _wait_text(page, "Heads changed", exact=True)  # a metric shown only with the result
+    page.wait_for_selector(".js-plotly-plot svg.main-svg")
+    page.screenshot(path=str(ARTIFACTS / "app_sanitize_result.png"), full_page=True)
+    _no_exceptions(page, "sanitize")
+    assert page.locator(".js-plotly-plot").count() >= 3
+
+    _nav(page, "Report")
+    assert page.get_by_text("Detection scan").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "app_report_filled.png"), full_page=True)
+    # the downloaded HTML report opens offline and draws its charts
+    with page.expect_download(timeout=90_000) as info:
+        _click(page, "HTML report (offline)")
+    path = ARTIFACTS / "app_report_download.html"
+    info.value.save_as(str(path))
+    page.goto(path.as_uri())  # the last step: the app page is no longer needed (its route still blocks)
+    page.wait_for_selector(".js-plotly-plot svg.main-svg", timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 5 and "Detection scan" in page.content()
+    page.screenshot(path=str(ARTIFACTS / "app_report_download.png"), full_page=False)
+
+
+def _check_inspect(page) -> None:
+    # plotly charts on the first tab rendered as SVG
+    page.wait_for_selector(".js-plotly-plot svg.main-svg", timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 3
+    assert page.locator("text=L1H3").count() + page.locator(".js-plotly-plot").count() > 0
+    # the bertviz head view: open its tab, wait for the iframe, and for d3's SVG inside it
+    page.get_by_role("tab", name="bertviz views").click()
+    wait_until_idle(page)
+    frame = page.frame_locator('[data-testid="stIFrame"]').first
+    frame.locator("svg").first.wait_for(timeout=60_000)
+    lines = frame.locator("svg path, svg line, svg rect")
+    assert lines.count() > 10, "bertviz drew no attention lines"
+    page.locator('[data-testid="stIFrame"]').first.scroll_into_view_if_needed()
+    page.locator('[data-testid="stIFrame"]').first.screenshot(path=str(ARTIFACTS / "app_inspect_bertviz.png"))
+    page.get_by_role("tab", name="Heads on the trigger").click()
+    wait_until_idle(page)

@@ -1,0 +1,123 @@
+"""Figure builders: right traces, L{l}H{h} labels, labelled axes, errors on bad shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from backdoor_core import figures as F
+from backdoor_core.training import Progress
+
+L, H = 3, 4
+RNG = np.random.default_rng(0)
+
+
+def _axis_titles(fig):
+    lay = fig.layout
+    return {k: lay[k].title.text for k in lay if k.startswith(("xaxis", "yaxis")) and lay[k].title.text}
+
+
+def test_layer_head_heatmap_labels_and_marks():
+    vals = RNG.random((L, H))
+    marks = np.zeros((L, H), bool)
+    marks[2, 1] = True
+    fig = F.layer_head_heatmap(vals, title="t", value_name="score", marks=marks)
+    hm, mk = fig.data
+    assert isinstance(hm, go.Heatmap) and list(hm.x) == ["H0", "H1", "H2", "H3"] and list(hm.y) == ["L0", "L1", "L2"]
+    assert hm.customdata[2][1] == "L2H1" and "customdata" in hm.hovertemplate
+    assert list(mk.text) == ["L2H1"] and mk.x == ("H1",) and mk.y == ("L2",)
+    assert set(_axis_titles(fig).values()) == {"head", "layer"}
+    assert fig.layout.font.size >= 16 and fig.layout.yaxis.autorange == "reversed"
+    with pytest.raises(ValueError, match="marks shape"):
+        F.layer_head_heatmap(vals, marks=np.zeros((2, 2), bool))
+    with pytest.raises(ValueError, match="layers, heads"):
+        F.layer_head_heatmap(np.zeros(4))
+
+
+def test_wrappers_share_the_grid_builder():
+    conc = F.concentration_heatmap(RNG.random((L, H)))
+    assert conc.data[0].zmin == 0.0
+    delta = F.similarity_delta_heatmap(RNG.normal(size=(L, H)))
+    assert delta.data[0].zmid == 0.0 and delta.data[0].zmin == -delta.data[0].zmax
+    grid = F.suspicious_head_grid(RNG.random((L, H)), RNG.random((L, H)) > 0.7)
+    assert grid.data[0].customdata[0][0] == "L0H0"
+    ba = F.before_after_heatmaps(RNG.random((L, H)), RNG.random((L, H)), marks=np.eye(L, H, dtype=bool))
+    assert [a.text for a in ba.layout.annotations][:2] == ["before", "after"]
+    assert sum(isinstance(t, go.Heatmap) for t in ba.data) == 2 and ba.data[0].coloraxis == "coloraxis"
+
+
+def test_head_similarity_heatmaps_three_panels():
+    sc = RNG.random((L, H, H))
+    st = RNG.random((L, H, H))
+    fig = F.head_similarity_heatmaps(sc, st, layer=1)
+    assert len(fig.data) == 3
+    assert list(fig.data[0].x) == ["L1H0", "L1H1", "L1H2", "L1H3"]
+    np.testing.assert_allclose(np.array(fig.data[2].z), st[1] - sc[1])
+    assert fig.data[2].coloraxis == "coloraxis2" and fig.layout.coloraxis2.cmid == 0
+    assert "L1H0 ↔ L1H2" == fig.data[0].customdata[0][2]
+
+
+def test_attention_matrix_keeps_repeated_tokens_apart():
+    tokens = ["[CLS]", "the", "cf", "the", "[SEP]"]
+    att = RNG.random((5, 5))
+    fig = F.attention_matrix(att, tokens, layer=0, head=2, highlight=[2])
+    ax = fig.layout.xaxis
+    assert list(ax.tickvals) == [0, 1, 2, 3, 4] and "cf" in ax.ticktext[2] and "color" in ax.ticktext[2]
+    assert ax.ticktext[1] == ax.ticktext[3] == "the"
+    assert "L0H2" in fig.layout.title.text
+    assert "query" in fig.layout.yaxis.title.text and "key" in fig.layout.xaxis.title.text
+    with pytest.raises(ValueError):
+        F.attention_matrix(att, tokens[:4])
+
+
+def test_probability_bars():
+    fig = F.probability_bars(["neg", "pos"], [0.9, 0.1], [0.2, 0.8])
+    assert [t.name for t in fig.data] == ["clean text", "with trigger"] and fig.data[1].text == ("20%", "80%")
+    assert len(F.probability_bars(["a", "b"], [0.5, 0.5]).data) == 1
+    with pytest.raises(ValueError):
+        F.probability_bars(["a", "b", "c"], [0.5, 0.5])
+
+
+def test_training_curves_from_progress_and_history():
+    events = []
+    for s in range(1, 7):
+        events.append(Progress(s, 6, 0, {"loss": 1.0 / s, "ce": 0.8 / s, "tal": -0.2}, None, s * 0.1).__dict__)
+        if s % 3 == 0:
+            events.append(Progress(s, 6, 0, {"loss": 0.5}, {"cacc": 0.8, "asr": 0.1 * s}, 0.1).__dict__)
+    curves = F.curves_from_events(events)
+    assert curves["losses"]["loss"][0] == [1, 2, 3, 4, 5, 6] and curves["metrics"]["asr"][0] == [3, 6]
+    fig = F.training_curves(events, total_steps=6, baseline={"asr": 0.9})
+    names = {t.name for t in fig.data}
+    assert {"loss", "ce", "tal", "CACC (clean accuracy)", "ASR (attack success)"} <= names
+    assert fig.layout.xaxis.range[1] >= 6
+    history = [{"step": 3, "epoch": 0, "loss": 0.4, "cacc": 0.9, "asr": 0.5}]
+    curves = F.curves_from_events(history)
+    assert curves["metrics"]["cacc"] == [[3], [0.9]] and curves["losses"]["loss"] == [[3], [0.4]]
+    empty = F.training_curves([])
+    assert any("waiting" in a.text for a in empty.layout.annotations)
+
+
+def test_scatter_histogram_and_comparison():
+    imp, sim = RNG.random((L, H)), RNG.random((L, H))
+    sus = np.zeros((L, H), bool)
+    sus[0, 3] = True
+    fig = F.importance_similarity_scatter(imp, sim, sus, thresholds=(0.5, None))
+    assert [t.name for t in fig.data] == ["safe", "suspicious"] and fig.data[1].text == ("L0H3",)
+    assert len(fig.data[0].x) == L * H - 1
+    hist = F.score_histogram({"clean": RNG.normal(size=50), "flagged": RNG.normal(3, size=5)}, threshold=1.6)
+    assert len(hist.data) == 2 and hist.data[0].name == "clean (50)"
+    assert any("threshold" in (a.text or "") for a in hist.layout.annotations)
+    comp = F.metric_comparison({"before": {"asr": 1.0, "cacc": 0.9}, "after": {"asr": 0.02, "cacc": float("nan")}})
+    assert comp.data[1].text == ("2.0%", "n/a")
+
+
+def test_all_figures_serialise():
+    figs = [
+        F.concentration_heatmap(RNG.random((L, H))),
+        F.head_similarity_heatmaps(RNG.random((L, H, H)), RNG.random((L, H, H)), 0),
+        F.attention_matrix(RNG.random((3, 3)), ["a", "b", "c"]),
+        F.training_curves([]),
+    ]
+    for fig in figs:
+        assert fig.to_json()
