@@ -553,3 +553,23 @@ def page_header(title: str, intro: str | None = None) -> None:
     st.title(title)
     if intro:
         st.markdown(f'<div class="lab-intro">{intro}</div>', unsafe_allow_html=True)
+
+
+def require_model_and_data():
+    """The current model and the dataset's train/test splits, or stop the page with a message.
+
+    Returns ``(loaded, train, test)``; stops (``st.stop``) when a piece is missing or the dataset's classes do
+    not match the model's (the message says so).
+    """
+    loaded = current_model()
+    if loaded is None:
+        st.stop()
+    train = dataset_or_none("train")
+    test = dataset_or_none("test") if train is not None else None
+    if train is None or test is None:
+        st.stop()
+    problem = labels_problem(loaded, train)
+    if problem:
+        st.error(problem, icon=":material/warning:")
+        st.stop()
+    return loaded, train, test

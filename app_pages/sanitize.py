@@ -21,17 +21,7 @@ if defenses_mod is None:
     st.stop()
 DEFENSES = defenses_mod.DEFENSES
 
-loaded = ui.current_model()
-if loaded is None:
-    st.stop()
-train_full = ui.dataset_or_none("train")
-test_full = ui.dataset_or_none("test") if train_full is not None else None
-if train_full is None or test_full is None:
-    st.stop()
-problem = ui.labels_problem(loaded, train_full)
-if problem:
-    st.error(problem, icon=":material/warning:")
-    st.stop()
+loaded, train_full, test_full = ui.require_model_and_data()
 
 # --------------------------------------------------------------------------------------------- settings
 

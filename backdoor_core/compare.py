@@ -11,8 +11,7 @@ the new wording. ``trigger`` is the label given (e.g. ``"syntactic paraphrase"``
 from __future__ import annotations
 
 from .attention import DEFAULT_MAX_LENGTH, check_text, run_attention
-from .head_metrics import head_similarity, trigger_concentration
-from .inspection import InspectResult
+from .inspection import InspectResult, compare_records
 from .triggers import Insertion
 
 SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
@@ -38,17 +37,4 @@ def inspect_pair(
     check_text(changed_text)
     clean, changed = run_attention(model, tokenizer, [clean_text, changed_text], max_length=max_length, batch_size=2)
     idx = changed_token_indices(clean.tokens, changed.tokens)
-    if label_names is None:
-        id2label = model.config.id2label or {}
-        label_names = [str(id2label.get(i, i)) for i in range(int(model.config.num_labels))]
-    return InspectResult(
-        clean=clean,
-        triggered=changed,
-        insertion=Insertion(changed_text, (0, 0), -1),
-        trigger=trigger,
-        trigger_tokens=idx,
-        label_names=label_names,
-        concentration=trigger_concentration(changed.attentions, idx),
-        similarity_clean=head_similarity(clean.attentions),
-        similarity_triggered=head_similarity(changed.attentions),
-    )
+    return compare_records(model, clean, changed, Insertion(changed_text, (0, 0), -1), trigger, idx, label_names)

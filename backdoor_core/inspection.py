@@ -121,18 +121,34 @@ def inspect_text(
     check_text(text)
     ins = insert_trigger(text, trigger, position, rng=seed, tokenizer=tokenizer, max_length=max_length)
     clean, triggered = run_attention(model, tokenizer, [text, ins.text], max_length=max_length, batch_size=2)
-    trig_idx = triggered.token_indices(*ins.span)
+    return compare_records(model, clean, triggered, ins, trigger, triggered.token_indices(*ins.span), label_names)
+
+
+def compare_records(
+    model,
+    clean: AttentionRecord,
+    triggered: AttentionRecord,
+    insertion: Insertion,
+    trigger: str,
+    trigger_tokens: list[int],
+    label_names: list[str] | None = None,
+) -> InspectResult:
+    """Assemble an ``InspectResult`` from two forward passes (shared by word/sentence and paraphrase triggers).
+
+    Args:
+        trigger_tokens: indices into ``triggered.tokens`` that count as the trigger.
+    """
     if label_names is None:
         id2label = model.config.id2label or {}
         label_names = [str(id2label.get(i, i)) for i in range(int(model.config.num_labels))]
     return InspectResult(
         clean=clean,
         triggered=triggered,
-        insertion=ins,
+        insertion=insertion,
         trigger=trigger,
-        trigger_tokens=trig_idx,
+        trigger_tokens=list(trigger_tokens),
         label_names=label_names,
-        concentration=trigger_concentration(triggered.attentions, trig_idx),
+        concentration=trigger_concentration(triggered.attentions, trigger_tokens),
         similarity_clean=head_similarity(clean.attentions),
         similarity_triggered=head_similarity(triggered.attentions),
     )
