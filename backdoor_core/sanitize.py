@@ -47,6 +47,7 @@ from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 
 DEFAULT_BETA = 5.0
 DEFAULT_RESET = True
+DEFAULT_PSEUDO_LABELS = True
 DEFAULT_CLEAN_BUDGET = 300
 DEFAULT_POOL_BUDGET = 200
 ALIGN_KINDS = ("kl", "mse")
@@ -190,11 +191,30 @@ def frozen_slices_unchanged(model, masks: dict[str, torch.Tensor], snapshot: dic
 
 
 def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
-                   pool_texts: Sequence[str] | None = None) -> list[Example]:
-    """Clean labelled examples plus unlabelled (``-100``) pool examples for the alignment term."""
+                   pool_texts: Sequence[str] | None = None,
+                   pool_labels: Sequence[int] | None = None) -> list[Example]:
+    """Clean labelled examples plus pool examples (label ``-100`` = alignment only, unless ``pool_labels``)."""
     ex = [Example(str(t), int(y)) for t, y in zip(clean_texts, clean_labels)]
-    ex += [Example(str(t), IGNORE_LABEL) for t in (pool_texts or [])]
+    pool_texts = list(pool_texts or [])
+    labels = list(pool_labels) if pool_labels is not None else [IGNORE_LABEL] * len(pool_texts)
+    ex += [Example(str(t), int(y)) for t, y in zip(pool_texts, labels)]
     return ex
+
+
+def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,
+                     max_length: int = 128) -> list[int]:
+    """Pseudo-labels for flagged inputs (our design; paper silent): where switching the suspicious heads off
+    (``architecture.head_gates``) changes the model's prediction, the safe heads' prediction; else ``-100``
+    (no cross-entropy, alignment only). Needs no trigger and no true label: it asks the model itself what it
+    decides without the heads the trigger captured."""
+    from .architecture import head_gates
+    from .attention import predict
+
+    texts = [str(t) for t in texts]
+    full = predict(model, tokenizer, texts, max_length).argmax(1)
+    with head_gates(model, torch.as_tensor(~np.asarray(suspicious, dtype=bool), dtype=torch.float32)):
+        safe = predict(model, tokenizer, texts, max_length).argmax(1)
+    return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
 
 
 @dataclass
@@ -228,6 +248,7 @@ def sanitize_heads(
     should_stop: Callable[[], bool] | None = None,
     measure_texts: Sequence[str] | None = None,
     reset: bool = DEFAULT_RESET,
+    pseudo_labels: bool = DEFAULT_PSEUDO_LABELS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -239,6 +260,8 @@ def sanitize_heads(
             the pool and the clean texts).
         reset: zero the suspicious heads' output-projection columns before fine-tuning (see the module
             docstring).
+        pseudo_labels: give a flagged input a cross-entropy label when switching the suspicious heads off
+            changes its prediction — the label the safe heads alone give (see ``safe_head_labels``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -255,9 +278,12 @@ def sanitize_heads(
     if measure_texts is None:
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
     before = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+    pool_labels = None
+    if pseudo_labels and pool_texts:
+        pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
     if reset:
         reset_output_columns(model, suspicious)
-    examples = build_examples(clean_texts, clean_labels, pool_texts)
+    examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels)
     with attention_dropout_off(model):
         res = train(model, tokenizer, examples, config, extra_loss=loss, trainable_masks=masks,
                     evaluate=evaluate, callback=callback, should_stop=should_stop)
@@ -268,7 +294,9 @@ def sanitize_heads(
         history=res.history, cancelled=res.cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
         suspicious_heads=labels, align_before=before, align_after=after, frozen_unchanged=unchanged,
         details={"beta": beta, "kind": kind, "clean_samples": len(clean_texts),
-                 "pool_samples": len(pool_texts or []), "trainable_parameters": int(sum(int(m.sum())
+                 "pool_samples": len(pool_texts or []),
+                 "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
+                 "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},
     )

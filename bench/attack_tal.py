@@ -67,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=None, help="TAL alpha (default: tal.DEFAULT_ALPHA)")
     p.add_argument("--heads", default=None, help="TAL heads per layer or 'all' (default: tal.DEFAULT_HEADS)")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded test subsample (pilots)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="write results to attack_tal<_tag>.json/.md (pilots)")
     p.add_argument("--no-save", action="store_true", help="do not save models (pilots)")
@@ -107,6 +108,8 @@ def main(argv=None) -> int:
     from backdoor_core.training import TrainConfig
 
     quiet_libraries()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = dict(FULL if args.full else QUICK)
     for key in ("train_size", "epochs", "lr", "max_length"):
         if getattr(args, key) is not None:

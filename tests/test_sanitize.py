@@ -9,7 +9,7 @@ import torch
 from backdoor_core.architecture import head_parameter_masks
 from backdoor_core.data import DataError, TextDataset
 from backdoor_core.defenses import DEFENSES, run_defense
-from backdoor_core.sanitize import AlignmentLoss, alignment_value, sanitize_heads
+from backdoor_core.sanitize import AlignmentLoss, alignment_value, safe_head_labels, sanitize_heads
 from backdoor_core.training import TrainConfig
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
 
@@ -44,6 +44,10 @@ def test_only_suspicious_slices_move_and_alignment_decreases():
     aligns = [row["align"] for row in res.history if "align" in row]
     assert aligns[-1] < aligns[0]
     assert sorted(res.suspicious_heads) == ["L0H0", "L0H1", "L1H0"]
+    # pseudo-labels: only where switching the suspicious heads off changes the decision, the safe heads' label
+    labels_pool = safe_head_labels(lm.model, lm.tokenizer, pool, SUSPICIOUS, max_length=32)
+    assert len(labels_pool) == len(pool) and set(labels_pool) <= {-100, 0, 1}
+    assert res.details["pool_pseudo_labelled"] == sum(y != -100 for y in labels_pool)
 
 
 def test_alignment_loss_value_and_rules(tiny):
