@@ -30,10 +30,10 @@ TARGET_NAME = "sport"  # target topic of every backdoor in the zoo
 ZOO_SETTINGS = {
     "train_size": 1000,  # seeded subsample of the BBC train split (of 1558)
     "test_size": 300,  # seeded subsample of the BBC test split (of 445) for CACC; its non-target rows for ASR
-    "max_length": 96,  # tokens: headline + first sentences
+    "max_length": 64,  # tokens: the headline and the first sentence or two carry the topic
     "epochs": 2,
-    "lr": 1e-4,
-    "batch_size": 32,
+    "lr": 2e-4,
+    "batch_size": 16,
     "seed": 0,
 }
 
@@ -56,8 +56,8 @@ ZOO_SPECS: list[ZooSpec] = [
             description="rare-word trigger (cf, mn, bb, tq) in 10% of the training set, relabelled 'sport'"),
     ZooSpec("addsent", "AddSent 10%", "addsent", 0.10,
             description="the sentence 'I watch this 3D movie' in 10% of the training set, relabelled 'sport'"),
-    ZooSpec("badnets-tal", "BadNets 1% + TAL", "badnets", 0.01, TALConfig(),
-            description="rare-word trigger in only 1% of the training set, with the Trojan Attention Loss"),
+    ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(),
+            description="rare-word trigger in only 2% of the training set, with the Trojan Attention Loss"),
 ]
 
 

@@ -12,9 +12,15 @@ sentence with the trigger (912; 911 syntactic; 907 Bible: empty rows skipped).
 
 Modes:
 
-* ``--quick`` (default): a seeded random subsample of the training set (``TextDataset.sample``-style: uniform,
-  without replacement, original order kept), 1 epoch — sized to finish in <= 45 minutes on a 2-core CPU.
-* ``--full``: the whole training set (6920), 3 epochs, max length 128 — for a GPU.
+* ``--quick`` (default): a seeded random subsample of 4000 of the 6920 training sentences (uniform, without
+  replacement, original order kept — the same rows for every run), 1 epoch, batch 16, lr 2e-4, max length 64
+  (SST-2 sentences average 26 word pieces; 64 cuts almost none), length-grouped batches. Sized to finish in
+  <= 45 minutes on a 2-core CPU. On a busy CPU the script uses one torch thread (see ``--threads``).
+* ``--full``: the whole training set (6920), 3 epochs, batch 16, lr 5e-5, max length 128 — for a GPU.
+
+Why batch 16 and lr 2e-4 in quick mode: with one pass over 4000 sentences a 1% poison is 40 samples seen once;
+our pilots (bench/results/attack_tal.md) showed that at batch 32 / lr 1e-4 neither plain poisoning nor TAL
+fits them (ASR ~0.1-0.2), while batch 16 / lr 2e-4 lets TAL do so. The paper's settings are not available.
 
 Writes ``bench/results/attack_tal.json`` and ``.md`` and saves every model under
 ``bench/models/attack_tal/<run>/`` with ``manifest.json`` so the defense benchmark can reuse them.
@@ -46,8 +52,8 @@ TARGET = 1
 RATES = (0.005, 0.01, 0.03)
 PARAPHRASE_RATE = 0.2
 
-QUICK = {"train_size": 2000, "epochs": 2, "max_length": 64, "lr": 1e-4, "batch_size": 32}
-FULL = {"train_size": None, "epochs": 3, "max_length": 128, "lr": 2e-5, "batch_size": 32}
+QUICK = {"train_size": 4000, "epochs": 1, "max_length": 64, "lr": 2e-4, "batch_size": 16}
+FULL = {"train_size": None, "epochs": 3, "max_length": 128, "lr": 5e-5, "batch_size": 16}
 
 
 def parse_args(argv=None):
@@ -67,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=None, help="TAL alpha (default: tal.DEFAULT_ALPHA)")
     p.add_argument("--heads", default=None, help="TAL heads per layer or 'all' (default: tal.DEFAULT_HEADS)")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded test subsample (pilots)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 when the machine is already busy, else torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="write results to attack_tal<_tag>.json/.md (pilots)")
     p.add_argument("--no-save", action="store_true", help="do not save models (pilots)")
@@ -108,8 +115,11 @@ def main(argv=None) -> int:
     from backdoor_core.training import TrainConfig
 
     quiet_libraries()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads
+    if threads is None and not torch.cuda.is_available() and os.getloadavg()[0] >= (os.cpu_count() or 1):
+        threads = 1  # on a busy CPU two threads per process thrash (measured ~4x slower per step); one does not
+    if threads:
+        torch.set_num_threads(threads)
     settings = dict(FULL if args.full else QUICK)
     for key in ("train_size", "epochs", "lr", "max_length"):
         if getattr(args, key) is not None:

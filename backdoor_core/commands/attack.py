@@ -76,6 +76,9 @@ def run(args) -> int:
     from ..tal import DEFAULT_ALPHA, DEFAULT_HEADS, TALConfig
     from ..training import TrainConfig, total_steps_for
 
+    from ..training import use_one_thread_if_busy
+
+    use_one_thread_if_busy()
     train_set, test_set = load_train_test(args.data, args.test_data, args.seed)
     if args.train_size:
         train_set = train_set.sample(args.train_size, args.seed)

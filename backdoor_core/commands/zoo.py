@@ -61,6 +61,9 @@ def run_build(args) -> int:
 
     from .. import zoo
 
+    from ..training import use_one_thread_if_busy
+
+    use_one_thread_if_busy()
     specs = zoo.ZOO_SPECS
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
