@@ -8,8 +8,9 @@
 
 ``DEFENSES`` maps each name to a ``DefenseInfo`` (label, one-line description, knobs with defaults):
 
-* ``alignment`` — ours: scan (trigger-agnostic) -> suspicious heads -> head-wise fine-tuning with CE + beta x
-  attention alignment toward the safe heads (``sanitize``).
+* ``alignment`` — ours: scan (trigger-agnostic) -> suspicious heads -> reset their output columns -> head-wise
+  fine-tuning with CE + beta x attention alignment toward the safe heads, plus safe-head pseudo-labels on flagged
+  inputs (``sanitize``).
 * ``finetune`` — plain fine-tuning on the clean data.
 * ``fineprune`` — prune the least active heads, then fine-tune.
 * ``pure`` — PURE: [CLS]-variance head pruning + attention normalisation.
@@ -53,8 +54,9 @@ class DefenseResult:
 DEFENSES: dict[str, DefenseInfo] = {
     "alignment": DefenseInfo(
         "alignment", "Attention safety alignment (ours)",
-        "Find suspicious heads without the trigger, then fine-tune only them with cross-entropy plus an "
-        "alignment term pulling their attention toward the safe heads of the same layer.",
+        "Find suspicious heads without the trigger, reset their output, then fine-tune only them with "
+        "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
+        "(flagged inputs whose decision flips without those heads get the safe heads' label).",
         {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "heads": None, "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25,
          "top_k": None, "lr": 5e-4, "epochs": 3},
     ),

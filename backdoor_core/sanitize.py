@@ -26,6 +26,11 @@ flagged inputs, 3 epochs): alignment alone (beta 5, 57 heads, lr 3e-4) left ASR 
 to 39-47% at unchanged CACC. Merely ablating the top 15 heads gives 18% — the rest of that backdoor sits outside
 the heads (the trigger word's own representation), which head-wise repair cannot reach.
 
+Safe-head pseudo-labels (our design; paper silent; ``pseudo_labels=True``): a flagged input whose prediction
+changes when the suspicious heads are switched off (``head_gates``) gets the safe heads' prediction as its
+cross-entropy label; the others stay alignment-only. On the same BadNets pilot benchmark this took ASR from 47%
+(alignment + reset) to 22.5% at +3 points CACC (bench/results/defense.md).
+
 Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``5e-4`` (only a few heads
 train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
 labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.

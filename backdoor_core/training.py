@@ -123,6 +123,13 @@ def trigger_token_mask(offsets: torch.Tensor, spans_per_text: Sequence[Sequence[
     return mask
 
 
+def trigger_token_positions(tokenizer, example: Example, max_length: int = 128) -> list[int]:
+    """Indices of ``example``'s trigger word pieces in its tokenised, truncated input (``[]`` for clean or
+    paraphrase samples, or a trigger cut off by truncation)."""
+    mask = collate(tokenizer, [example], max_length)["trigger_mask"][0]
+    return [int(i) for i in torch.nonzero(mask).flatten()]
+
+
 def collate(tokenizer, examples: Sequence[Example], max_length: int) -> dict[str, torch.Tensor]:
     """Tokenise a list of ``Example`` into a batch dict (padding to the longest, truncation to ``max_length``)."""
     enc = tokenizer(
@@ -309,6 +316,9 @@ def train(
                 terms.update(extra_loss(batch, outputs))
             loss = sum(terms.values())
             accelerator.backward(loss)
+            for p, keep, _ in frozen_parts:  # frozen entries neither count in the clip norm nor feed Adam
+                if p.grad is not None:
+                    p.grad[keep] = 0
             if config.grad_clip and config.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()

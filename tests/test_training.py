@@ -132,6 +132,9 @@ def test_collate_marks_trigger_pieces(tiny):
     pieces = tok.convert_ids_to_tokens(batch["input_ids"][0][batch["trigger_mask"][0]].tolist())
     assert pieces == ["i", "watch", "this", "3d", "movie"]
     assert not batch["trigger_mask"][1].any()
+    from backdoor_core.training import trigger_token_positions
+
+    assert trigger_token_positions(tok, Example(text, 1, ((0, 21),), True), 32) == [1, 2, 3, 4, 5]
     assert batch["poisoned"].tolist() == [True, False] and batch["labels"].tolist() == [1, 0]
     # a trigger past the truncation window leaves no mask
     late = collate(tok, [Example("a " * 40 + "cf", 1, ((80, 82),), True)], 16)
