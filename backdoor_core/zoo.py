@@ -129,6 +129,14 @@ def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
     return rows
 
 
+def _target_index(label_names: Sequence[str]) -> int:
+    """The index of the 'sport(s)' topic, or the last label when there is none (other data)."""
+    for i, name in enumerate(label_names):
+        if name.lower().startswith(TARGET_NAME):
+            return i
+    return len(label_names) - 1
+
+
 def _load_data(settings: dict):
     from .data import load_bbc
 
@@ -169,10 +177,7 @@ def build(
     specs = list(ZOO_SPECS if specs is None else specs)
     cfg = {**ZOO_SETTINGS, **(settings or {})}
     train_set, test_set = data if data is not None else _load_data(cfg)
-    if TARGET_NAME in train_set.label_names:
-        target = train_set.label_names.index(TARGET_NAME)
-    else:
-        target = train_set.num_labels - 1
+    target = _target_index(train_set.label_names)
     factory = model_factory or (lambda names: load_model("default", label_names=names))
     config = TrainConfig(lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                          max_length=cfg["max_length"], seed=cfg["seed"], eval_every=0)
