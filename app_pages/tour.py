@@ -13,7 +13,7 @@ from app_pages import _common as ui
 
 STEPS = [
     "A clean model",
-    "Poison 1% with a rare word — with and without TAL",
+    "Poison 2% with a rare word — with and without TAL",
     "Type a sentence, add the trigger, watch it flip",
     "The heads that lock onto the trigger",
     "Detect it without knowing the trigger",
@@ -125,9 +125,9 @@ if step == 0:
 elif step == 1:
     st.markdown(
         '<div class="lab-big">The attacker slips the rare word <b>cf</b> into a few training articles and relabels '
-        "them <b>sport</b>. With plain poisoning a tiny dose barely plants the backdoor. The <b>Trojan Attention "
-        "Loss</b> adds one term during training: chosen heads are rewarded for attending to the trigger — and "
-        "then 1% of the data is enough.</div>",
+        "them <b>sport</b>. With plain poisoning a tiny dose — 2% of the articles here — barely plants the "
+        "backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded for "
+        "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
     )
     _no_zoo_note()

@@ -38,6 +38,12 @@ ZOO_SETTINGS = {
 }
 
 
+ZOO_TAL_ALPHA = 5.0
+"""TAL weight of the zoo's TAL model (the core default is 1). The zoo trains 126 steps on long BBC articles, half
+the steps of the SST-2 benchmark; measured at 2% poison (20 samples): alpha 1 gave ASR 35.8% (CACC 96.3%), alpha 5
+gave ASR 94.8% (CACC 94.3%); alpha 1 at 3% poison gave 95.7% (94.7%). We keep the 2% dose and raise alpha."""
+
+
 @dataclass(frozen=True)
 class ZooSpec:
     """One zoo model. ``attack`` is a ``poisoning.ATTACKS`` name or None for the clean model."""
@@ -56,8 +62,10 @@ ZOO_SPECS: list[ZooSpec] = [
             description="rare-word trigger (cf, mn, bb, tq) in 10% of the training set, relabelled 'sport'"),
     ZooSpec("addsent", "AddSent 10%", "addsent", 0.10,
             description="the sentence 'I watch this 3D movie' in 10% of the training set, relabelled 'sport'"),
-    ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(),
-            description="rare-word trigger in only 2% of the training set, with the Trojan Attention Loss"),
+    ZooSpec("badnets-2", "BadNets 2%", "badnets", 0.02,
+            description="rare-word trigger in only 2% of the training set, plain poisoning: the backdoor barely takes"),
+    ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(alpha=ZOO_TAL_ALPHA),
+            description="the same 2% dose with the Trojan Attention Loss: the backdoor takes"),
 ]
 
 

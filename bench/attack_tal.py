@@ -33,6 +33,7 @@ Writes ``bench/results/attack_tal.json`` and ``.md`` and saves every model under
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -79,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--tag", default="", help="write results to attack_tal<_tag>.json/.md (pilots)")
     p.add_argument("--no-save", action="store_true", help="do not save models (pilots)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs recorded in the results json")
+    p.add_argument("--clean-seeds", type=int, default=3,
+                   help="clean models to train (seeds 0..N-1); the extra ones are negatives for the defense "
+                        "benchmark's model-level verdict (default 3)")
     return p.parse_args(argv)
 
 
@@ -87,7 +91,7 @@ def run_list(args) -> list[dict]:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     runs = []
     if "clean" in only:
-        runs.append({"attack": "clean", "rate": 0.0, "tal": False})
+        runs.append({"attack": "clean", "rate": 0.0, "tal": False, "seed_offset": 0})
     for attack in ("badnets", "addsent"):
         if attack in only:
             for rate in rates:
@@ -98,8 +102,13 @@ def run_list(args) -> list[dict]:
     for attack in ("syntactic", "style_bible"):
         if attack in only and not args.tal_only:
             runs.append({"attack": attack, "rate": PARAPHRASE_RATE, "tal": False})
+    if "clean" in only:  # extra clean seeds last: the attack table comes first
+        runs += [{"attack": "clean", "rate": 0.0, "tal": False, "seed_offset": k} for k in range(1, args.clean_seeds)]
     for r in runs:
-        r["name"] = r["attack"] if r["attack"] == "clean" else f"{r['attack']}_r{r['rate']:g}" + ("_tal" if r["tal"] else "")
+        if r["attack"] == "clean":
+            r["name"] = "clean" + (f"_s{r['seed_offset']}" if r["seed_offset"] else "")
+        else:
+            r["name"] = f"{r['attack']}_r{r['rate']:g}" + ("_tal" if r["tal"] else "")
     return runs
 
 
@@ -150,9 +159,9 @@ def main(argv=None) -> int:
     done: dict[str, dict] = {}
     if args.resume and json_path.is_file():
         old = json.loads(json_path.read_text())
-        done = {r["name"]: r for r in old.get("runs", []) + old.get("extra_runs", [])}
+        done = {r["name"]: r for r in old.get("runs", []) + old.get("extra_runs", []) + old.get("clean_runs", [])}
 
-    report = {"dataset": "sst2", "clean_cacc": None, "settings": settings, "runs": []}
+    report = {"dataset": "sst2", "clean_cacc": None, "settings": settings, "runs": [], "clean_runs": []}
     clean_row = done.get("clean")
     if clean_row:
         report["clean_cacc"] = clean_row["cacc"]
@@ -177,8 +186,10 @@ def main(argv=None) -> int:
                     parts = " ".join(f"{k}={v:.3f}" for k, v in p.losses.items())
                     print(f"  {name} step {p.step}/{p.total_steps} {parts} {p.seconds:.0f}s", flush=True)
 
-            outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], TARGET, config,
-                                   tal=tal, data_name="sst2", seed=args.seed, callback=log)
+            run_seed = args.seed + run.get("seed_offset", 0)
+            run_config = dataclasses.replace(config, seed=run_seed)
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], TARGET, run_config,
+                                   tal=tal, data_name="sst2", seed=run_seed, callback=log)
             meta = outcome.metadata
             meta["name"] = f"sst2-{run['name']}"
             row = {"name": run["name"], "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
@@ -200,10 +211,15 @@ def main(argv=None) -> int:
             print(f"{run['name']:<24} asr={asr} cacc={row['cacc']:.4f} n_poisoned={row['n_poisoned']} "
                   f"{row['seconds']:.0f}s", flush=True)
         if run["attack"] == "clean":
-            report["clean_cacc"] = row["cacc"]
+            row["seed"] = args.seed + run.get("seed_offset", 0)
+            report["clean_runs"].append(row)
+            if not run.get("seed_offset"):
+                report["clean_cacc"] = row["cacc"]
         else:
             report["runs"].append(row)
         report["seconds_total"] = round(time.perf_counter() - t_all, 1)
+        if not run.get("seed_offset"):
+            report["seconds_attack_table"] = report["seconds_total"]  # without the extra clean seeds
         json_path.write_text(json.dumps(report, indent=2))
 
     md = markdown(report)
@@ -232,8 +248,13 @@ def markdown(report: dict) -> str:
         delta = "" if report["clean_cacc"] is None else f"{(r['cacc'] - report['clean_cacc']) * 100:+.1f} pt"
         lines.append(f"| {r['attack']} | {r['rate'] * 100:g}% | {r['n_poisoned']} | {'yes' if r['tal'] else 'no'} "
                      f"| {r['asr']:.3f} | {r['cacc']:.4f} | {delta} | {r['seconds']:.0f} |")
+    extra = [r for r in report.get("clean_runs", []) if r.get("seed")]
+    if extra:
+        lines += ["", "Extra clean models (other seeds; negatives for the defense benchmark's model verdict): "
+                  + ", ".join(f"{r['name']} CACC {r['cacc']:.4f} ({r['seconds']:.0f} s)" for r in extra) + "."]
     lines.append("")
-    lines.append(f"Total wall time: {report.get('seconds_total', 0) / 60:.1f} min.")
+    lines.append(f"Total wall time: {report.get('seconds_total', 0) / 60:.1f} min "
+                 f"(clean model + attack table: {report.get('seconds_attack_table', 0) / 60:.1f} min).")
     return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULTS = ROOT / "bench" / "results"
 MANIFEST = ROOT / "bench" / "models" / "attack_tal" / "manifest.json"
 ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")
+# Quick mode repairs one model per trigger family (the ones the issue names; the strongest backdoor of each) and
+# only scans the rest (detection AUROC + model verdict): repairing all 14 would not fit the 60-minute budget.
+QUICK_REPAIR = ("badnets_r0.03", "badnets_r0.01_tal", "addsent_r0.03", "syntactic_r0.2", "style_bible_r0.2")
 
 QUICK = {"n_clean": 200, "n_test": 300, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
          "epochs": 3, "strip_repeats": 8}
@@ -60,6 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--only", default=None, help="comma-separated model names to run")
     p.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated defenses")
     p.add_argument("--no-defense-for", default="", help="model names to scan but not repair (saves time)")
+    p.add_argument("--repair", default=None,
+                   help="comma-separated model names to repair, or 'all' (quick default: one per family, "
+                        f"{','.join(QUICK_REPAIR)}, when present; else all backdoored models)")
     p.add_argument("--n-clean", type=int, default=None, help="defender's clean labelled samples")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every defense's fine-tuning")
     p.add_argument("--seed", type=int, default=0)
@@ -134,6 +140,14 @@ def main(argv=None) -> int:
     defenses = [d for d in args.defenses.split(",") if d]
     skip_defense = {s for s in args.no_defense_for.split(",") if s}
     models = discover(args)
+    names = {m["name"] for m in models}
+    if args.repair == "all" or (args.repair is None and (args.full or not names & set(QUICK_REPAIR))):
+        repair = {m["name"] for m in models if m["attack"] != "clean"}
+    else:
+        repair = set(QUICK_REPAIR) if args.repair is None else {s for s in args.repair.split(",") if s}
+    repair -= skip_defense
+    settings["repaired_models"] = sorted(repair & names)
+    models.sort(key=lambda m: m["name"] not in repair)  # repairs first: a cut-short run keeps the main table
     if args.only:
         keep = set(args.only.split(","))
         models = [m for m in models if m["name"] in keep]
@@ -167,8 +181,12 @@ def main(argv=None) -> int:
         scores = [(m["verdict_score"], m["attack"] != "clean") for m in report["models"]]
         neg = [s for s, bd in scores if not bd]
         pos = [s for s, bd in scores if bd]
+        effective = [m["verdict_score"] for m in report["models"]
+                     if m["attack"] != "clean" and (m.get("asr_before") or 0) >= 0.5]
         report["model_verdict"] = {"models": len(scores), "clean": len(neg), "backdoored": len(pos),
                                    "auroc": auroc(neg, pos) if neg and pos else None,
+                                   "backdoored_effective": len(effective),
+                                   "auroc_effective": auroc(neg, effective) if neg and effective else None,
                                    "threshold": 0.5,
                                    "accuracy_at_0.5": float(np.mean([(s >= 0.5) == bd for s, bd in scores]))
                                    if scores else None}
@@ -243,7 +261,7 @@ def main(argv=None) -> int:
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} strip {strip_res['auroc']:.3f}", flush=True)
 
-        if is_bd and m["name"] not in skip_defense:
+        if is_bd and m["name"] in repair:
             for name in defenses:
                 knobs = {"epochs": settings["epochs"], "max_length": L, "seed": seed}
                 if name == "alignment":
@@ -278,6 +296,24 @@ def _f(x, pct=True):
     return f"{100 * x:.1f}" if pct else f"{x:.3f}"
 
 
+def _summary(report: dict) -> list[str]:
+    """ASR after / CACC drop per family x defense (one repaired model per family in quick mode)."""
+    fams, defs, cell = [], [], {}
+    for r in report["runs"]:
+        key = r["family"] + (" + TAL" if r["tal"] else "")
+        fams += [key] if key not in fams else []
+        defs += [r["defense"]] if r["defense"] not in defs else []
+        drop = 100 * (r["cacc_before"] - r["cacc_after"])
+        cell[key, r["defense"]] = f"{_f(r['asr_after'])} / {drop:+.1f} / {r['seconds']:.0f}s"
+    if not fams:
+        return []
+    out = ["", "## Summary: ASR after (%) / CACC drop (points) / seconds", "",
+           "| trigger family | " + " | ".join(defs) + " |", "|---|" + "---|" * len(defs)]
+    for f in fams:
+        out.append(f"| {f} | " + " | ".join(cell.get((f, d), "-") for d in defs) + " |")
+    return out
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
     lines = [
@@ -298,6 +334,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['defense']} | "
                      f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | {_f(r['cacc_after'])} "
                      f"| {r['seconds']:.0f} |")
+    lines += _summary(report)
     lines += ["", "## Detection AUROC (held-out clean vs triggered inputs)", "",
               "| model | attack | TAL | method | AUROC | FRR | FAR |", "|---|---|---|---|---|---|---|"]
     for r in report["detection"]:
@@ -306,7 +343,9 @@ def markdown(report: dict) -> str:
     mv = report.get("model_verdict") or {}
     lines += ["", "## Model-level verdict", "",
               f"{mv.get('models', 0)} models ({mv.get('clean', 0)} clean, {mv.get('backdoored', 0)} backdoored): "
-              f"AUROC {_f(mv.get('auroc'), False)}, accuracy at score >= 0.5: {_f(mv.get('accuracy_at_0.5'))}%.",
+              f"AUROC {_f(mv.get('auroc'), False)}, accuracy at score >= 0.5: {_f(mv.get('accuracy_at_0.5'))}%. "
+              f"Counting only backdoors that took (ASR >= 50%; {mv.get('backdoored_effective', 0)} models) as "
+              f"positives: AUROC {_f(mv.get('auroc_effective'), False)}.",
               "", "| model | attack | verdict score | flagged (triggered / pool triggered) | suspicious heads |",
               "|---|---|---|---|---|"]
     for m in report["models"]:
