@@ -44,10 +44,26 @@ def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n_total), n))
 
 
-def model_attack(loaded, tokenizer=None, max_length: int = 128):
+DEFAULT_MAX_LENGTH = 128
+
+
+def model_max_length(loaded) -> int:
+    """The max length the model was trained with (its metadata's ``train_config``), else 128 tokens.
+
+    Scanning, sanitizing and evaluating at the training length keeps triggers inside the window the model saw
+    and costs far less than 128 on short-window models (the zoo trains at 64)."""
+    meta = loaded.metadata or {}
+    for value in ((meta.get("train_config") or {}).get("max_length"), meta.get("max_length")):
+        if isinstance(value, (int, float)) and 8 <= int(value) <= 512:
+            return int(value)
+    return DEFAULT_MAX_LENGTH
+
+
+def model_attack(loaded, tokenizer=None, max_length: int | None = None):
     """The attack recorded in a model's metadata (to build triggered test inputs), or None."""
     from backdoor_core.poisoning import get_attack
 
+    max_length = max_length or model_max_length(loaded)
     meta = loaded.metadata or {}
     name = meta.get("attack")
     if not name or name in ("none", "clean"):
@@ -171,7 +187,8 @@ def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None
     def target_fn(ctx):
         try:
             return scan_model(work.model, work.tokenizer, clean_ds, pool_texts, model_name=model_name,
-                              progress=ctx.update, should_stop=ctx.should_stop, **knobs)
+                              progress=ctx.update, should_stop=ctx.should_stop,
+                              **{"max_length": model_max_length(loaded), **knobs})
         except Cancelled as exc:
             raise JobCancelled() from exc
 
@@ -237,10 +254,11 @@ def record_scan(report, truth=None) -> None:
 # ------------------------------------------------------------------------------------------------ sanitize
 
 
-def make_eval(loaded, test_ds, n_test: int, max_length: int = 128, seed: int = 0):
+def make_eval(loaded, test_ds, n_test: int, max_length: int | None = None, seed: int = 0):
     """``model -> {"cacc", "asr"?}`` on a sample of the test split (ASR only when the model's attack is known)."""
     from backdoor_core.training import make_evaluator
 
+    max_length = max_length or model_max_length(loaded)
     test = test_ds.sample(n_test, seed=seed)
     attack = model_attack(loaded, max_length=max_length)
     target = model_target(loaded)
@@ -266,7 +284,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         evaluate = make_evaluate(work) if make_evaluate is not None else None
         before = evaluate(work.model) if evaluate is not None else {}
         ctx.update({"message": "measured the model before", "before": before})
-        extra = dict(knobs)
+        extra = {"max_length": model_max_length(loaded), **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,

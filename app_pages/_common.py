@@ -403,12 +403,14 @@ def sidebar() -> None:
                        + ", ".join(loaded.label_names))
             meta = loaded.metadata or {}
             bits = []
-            if meta.get("attack"):
+            if str(meta.get("attack") or "").lower() in ("none", "clean"):
+                bits.append("clean (no attack)")
+            elif meta.get("attack"):
                 trig = meta.get("trigger")
                 trig = ", ".join(trig) if isinstance(trig, (list, tuple)) else trig
                 bits.append(f"attack **{meta['attack']}**" + (f" · trigger `{trig}`" if trig else ""))
-                if "target" in meta:
-                    bits.append(f"target {meta.get('target_name', meta['target'])}")
+                if meta.get("target") is not None:
+                    bits.append(f"target {meta.get('target_name') or meta['target']}")
                 if "rate" in meta:
                     bits.append(f"ρ {_fmt_rate(meta['rate'])}")
                 if meta.get("tal"):

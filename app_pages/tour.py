@@ -56,7 +56,11 @@ bd_entry = zoo.get("badnets-tal") or zoo.get("badnets")
 def backdoored_model():
     """The zoo's BadNets+TAL model, else the current model (with a note)."""
     if bd_entry is not None:
-        return _load(bd_entry)
+        loaded = _load(bd_entry)
+        if loaded is not None:
+            st.caption(f"Model in this step: **{bd_entry.get('title') or bd_entry['name']}** from the demo zoo "
+                       "(the sidebar's current model is not changed by the tour).")
+        return loaded
     return ui.current_model()
 
 
@@ -255,7 +259,8 @@ elif step == 5:
                 pool = None
                 if reuse is None:
                     pool, _ = A.build_pool(model, test, 100, 30, seed=3)
-                A.start_sanitize(model, "alignment", train.sample(300, seed=0), pool, {},
+                # classroom-sized: 200 clean texts, 2 epochs (ASR is gone after the first on the zoo model)
+                A.start_sanitize(model, "alignment", train.sample(200, seed=0), pool, {"epochs": 2},
                                  lambda lm: A.make_eval(lm, test, 200), f"{model.name}-alignment",
                                  scan_report=reuse)
                 st.rerun()

@@ -342,3 +342,17 @@ def test_inspect_pair_for_paraphrase_triggers(tiny):
     assert new == ["when", "you", "see", "it", ","]
     assert res.concentration.shape == (2, 4) and res.to_dict()["trigger"] == "syntactic paraphrase"
     assert changed_token_indices(["[CLS]", "a", "[SEP]"], ["[CLS]", "a", "[SEP]"]) == []
+
+
+def test_jobs_run_at_the_model_training_length(tiny):
+    """Scan / sanitize / evaluation use the max length recorded in the model's metadata (the zoo trains at 64),
+    else 128; nonsense values fall back to 128."""
+    from dataclasses import replace
+
+    from app_pages._actions import DEFAULT_MAX_LENGTH, model_max_length
+
+    assert model_max_length(replace(tiny, metadata={"train_config": {"max_length": 64}})) == 64
+    assert model_max_length(replace(tiny, metadata={"max_length": 96})) == 96
+    assert model_max_length(replace(tiny, metadata={"train_config": {"max_length": "x"}})) == DEFAULT_MAX_LENGTH
+    assert model_max_length(replace(tiny, metadata={"max_length": 100000})) == DEFAULT_MAX_LENGTH
+    assert model_max_length(replace(tiny, metadata=None)) == DEFAULT_MAX_LENGTH
