@@ -46,7 +46,7 @@ ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")
 QUICK_REPAIR = ("badnets_r0.03", "badnets_r0.01_tal", "addsent_r0.03", "syntactic_r0.2", "style_bible_r0.2")
 
 QUICK = {"n_clean": 200, "n_test": 300, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
-         "epochs": 3, "strip_repeats": 8}
+         "epochs": 3, "strip_repeats": 5}
 FULL = {"n_clean": 300, "n_test": 1821, "n_poison": 912, "n_detect": 400, "pool_size": 500, "pool_poison": 0.2,
         "epochs": 4, "strip_repeats": 10}
 
@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="write defense<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
+    p.add_argument("--merge", default=None,
+                   help="comma-separated tags of runs made in parallel (e.g. repair,scan): merge them into "
+                        "defense.json/.md and exit")
     return p.parse_args(argv)
 
 
@@ -112,6 +115,9 @@ def family(attack: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag)))
+        return 0
     import numpy as np
     import torch
 
@@ -120,7 +126,6 @@ def main(argv=None) -> int:
     from backdoor_core.data import load_shared
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import attention_stats, evaluate_detector
-    from backdoor_core.metrics import auroc
     from backdoor_core.models import load_model
     from backdoor_core.poisoning import get_attack
     from backdoor_core.scan import scan_model
@@ -178,18 +183,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
 
     def save():
-        scores = [(m["verdict_score"], m["attack"] != "clean") for m in report["models"]]
-        neg = [s for s, bd in scores if not bd]
-        pos = [s for s, bd in scores if bd]
-        effective = [m["verdict_score"] for m in report["models"]
-                     if m["attack"] != "clean" and (m.get("asr_before") or 0) >= 0.5]
-        report["model_verdict"] = {"models": len(scores), "clean": len(neg), "backdoored": len(pos),
-                                   "auroc": auroc(neg, pos) if neg and pos else None,
-                                   "backdoored_effective": len(effective),
-                                   "auroc_effective": auroc(neg, effective) if neg and effective else None,
-                                   "threshold": 0.5,
-                                   "accuracy_at_0.5": float(np.mean([(s >= 0.5) == bd for s, bd in scores]))
-                                   if scores else None}
+        report["model_verdict"] = verdict_summary(report["models"])
         report["seconds_total"] = round(time.perf_counter() - t_all, 1)
         json_path.write_text(json.dumps(report, indent=2, default=float))
         md_path.write_text(markdown(report))
@@ -288,6 +282,42 @@ def main(argv=None) -> int:
     save()
     print(markdown(report))
     return 0
+
+
+def verdict_summary(models: list[dict]) -> dict:
+    """Model-level verdict AUROC over scanned models (clean = negatives), also over effective backdoors only."""
+    import numpy as np
+
+    from backdoor_core.metrics import auroc
+
+    scores = [(m["verdict_score"], m["attack"] != "clean") for m in models]
+    neg = [sc for sc, bd in scores if not bd]
+    pos = [sc for sc, bd in scores if bd]
+    effective = [m["verdict_score"] for m in models if m["attack"] != "clean" and (m.get("asr_before") or 0) >= 0.5]
+    return {"models": len(scores), "clean": len(neg), "backdoored": len(pos),
+            "auroc": auroc(neg, pos) if neg and pos else None,
+            "backdoored_effective": len(effective),
+            "auroc_effective": auroc(neg, effective) if neg and effective else None,
+            "threshold": 0.5,
+            "accuracy_at_0.5": float(np.mean([(sc >= 0.5) == bd for sc, bd in scores])) if scores else None}
+
+
+def merge(tags: list[str], out_tag: str = "") -> dict:
+    """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
+    parts = [json.loads((RESULTS / f"defense_{t}.json").read_text()) for t in tags]
+    report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": []}
+    for part in parts:
+        for key in ("runs", "detection", "models"):
+            report[key] += part[key]
+    report["settings"]["merged_from"] = [f"defense_{t}.json" for t in tags]
+    report["settings"]["repaired_models"] = sorted({r["model"] for r in report["runs"]})
+    report["settings"]["parallel_processes"] = len(parts)
+    report["model_verdict"] = verdict_summary(report["models"])
+    report["seconds_total"] = max(part.get("seconds_total", 0) for part in parts)
+    suffix = f"_{out_tag}" if out_tag else ""
+    (RESULTS / f"defense{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
+    (RESULTS / f"defense{suffix}.md").write_text(markdown(report))
+    return report
 
 
 def _f(x, pct=True):
