@@ -476,13 +476,20 @@ def importance_similarity_scatter(
     y_title: str = "importance",
     thresholds: tuple[float | None, float | None] = (None, None),
     title: str | None = "Head safety: importance × similarity",
+    max_labels: int = 8,
 ) -> go.Figure:
-    """One point per head; suspicious heads in red with their ``L{l}H{h}`` label written next to them."""
+    """One point per head; suspicious heads in red, the ``max_labels`` strongest of them (largest
+    importance × similarity) with their ``L{l}H{h}`` label written next to them (more would overlap; every point
+    names its head on hover). ``importance`` and ``similarity``: ``(layers, heads)``."""
     imp, sim = _as2d(importance, "importance"), _as2d(similarity, "similarity")
     if imp.shape != sim.shape:
         raise ValueError(f"importance {imp.shape} and similarity {sim.shape} differ in shape")
     mask = np.zeros(imp.shape, bool) if suspicious is None else np.asarray(suspicious, bool)
     names = _head_axis_names(*imp.shape)
+    strength = np.where(mask, np.clip(imp, 0, None) * np.clip(sim, 0, None), -np.inf).ravel()
+    labelled = np.zeros(imp.size, bool)
+    labelled[np.argsort(-strength, kind="stable")[:max(0, min(max_labels, int(mask.sum())))]] = True
+    labelled = labelled.reshape(imp.shape)
     fig = go.Figure()
     for flag, color, label, size in ((False, "#8c9baa", "safe", 10), (True, MARK_COLOR, "suspicious", 15)):
         sel = mask == flag
@@ -490,9 +497,10 @@ def importance_similarity_scatter(
             continue
         fig.add_trace(go.Scatter(
             x=sim[sel], y=imp[sel], mode="markers+text" if flag else "markers", name=label,
-            text=list(names[sel]), textposition="top center", textfont=dict(size=FONT_SIZE - 2, color=color),
+            text=[n if lab else "" for n, lab in zip(names[sel], labelled[sel])], customdata=list(names[sel]),
+            textposition="top center", textfont=dict(size=FONT_SIZE - 2, color=color),
             marker=dict(size=size, color=color, line=dict(width=1, color="white")),
-            hovertemplate="<b>%{text}</b><br>" + x_title + ": %{x:.3f}<br>" + y_title + ": %{y:.3f}<extra></extra>",
+            hovertemplate="<b>%{customdata}</b><br>" + x_title + ": %{x:.3f}<br>" + y_title + ": %{y:.3f}<extra></extra>",
         ))
     tx, ty = thresholds
     if tx is not None:

@@ -105,6 +105,15 @@ def test_scatter_histogram_and_comparison():
     fig = F.importance_similarity_scatter(imp, sim, sus, thresholds=(0.5, None))
     assert [t.name for t in fig.data] == ["safe", "suspicious"] and fig.data[1].text == ("L0H3",)
     assert len(fig.data[0].x) == L * H - 1
+    # many suspicious heads: only the strongest are written on the chart, every point names its head on hover
+    many = np.zeros((L, H), bool)
+    many.ravel()[:10] = True
+    imp2, sim2 = np.ones((L, H)), np.ones((L, H))
+    imp2.ravel()[:10] = np.arange(10) + 1.0  # the last suspicious heads are the strongest
+    fig = F.importance_similarity_scatter(imp2, sim2, many, max_labels=3)
+    shown = [t for t in fig.data[1].text if t]
+    assert len(shown) == 3 and set(shown) == {F._head_axis_names(L, H).ravel()[i] for i in (7, 8, 9)}
+    assert len(fig.data[1].customdata) == 10 and fig.data[0].text[0] == ""
     hist = F.score_histogram({"clean": RNG.normal(size=50), "flagged": RNG.normal(3, size=5)}, threshold=1.6)
     assert len(hist.data) == 2 and hist.data[0].name == "clean (50)"
     assert any("threshold" in (a.text or "") for a in hist.layout.annotations)
