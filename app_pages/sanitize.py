@@ -31,6 +31,12 @@ KNOB_LABELS = {
     "kind": ("Alignment distance", None),
     "reset": ("Reset the suspicious heads' output first",
               "Zero their columns of the attention output projection before fine-tuning."),
+    "pseudo_labels": ("Label flagged inputs by the safe heads",
+                      "A flagged input whose decision flips when the suspicious heads are switched off gets the "
+                      "safe heads' label."),
+    "focus_labels": ("Label flagged inputs by dropping the heads' focus",
+                     "Drop the tokens the suspicious heads look at most and use the changed prediction as the "
+                     "label (no trigger needed: the heads point at it)."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),

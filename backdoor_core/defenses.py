@@ -57,8 +57,8 @@ DEFENSES: dict[str, DefenseInfo] = {
         "Find suspicious heads without the trigger, reset their output, then fine-tune only them with "
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
         "(flagged inputs whose decision flips without those heads get the safe heads' label).",
-        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "heads": None, "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25,
-         "top_k": None, "lr": 5e-4, "epochs": 3},
+        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": False, "heads": None,
+         "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25, "top_k": None, "lr": 5e-4, "epochs": 3},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.", {"lr": 5e-5, "epochs": 4},
@@ -164,8 +164,8 @@ def _reject_unknown(name: str, knobs: dict) -> None:
 
 def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict):
     from .head_metrics import heads_to_mask
-    from .sanitize import (DEFAULT_BETA, DEFAULT_POOL_BUDGET, DEFAULT_PSEUDO_LABELS, DEFAULT_RESET,
-                           default_config, sanitize_heads)
+    from .sanitize import (DEFAULT_BETA, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET, DEFAULT_PSEUDO_LABELS,
+                           DEFAULT_RESET, default_config, sanitize_heads)
     from .scan import scan_model
 
     cfg = _config(config, knobs, default_config)
@@ -173,6 +173,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     kind = str(knobs.pop("kind", "kl"))
     reset = bool(knobs.pop("reset", DEFAULT_RESET))
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
+    focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     heads = knobs.pop("heads", None)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
@@ -211,7 +212,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          "to choose them yourself.")
     flagged = flagged[:pool_budget]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
-                         kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, **common)
+                         kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -220,6 +221,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "kind": kind,
         "reset": reset,
         "pseudo_labels": pseudo,
+        "focus_labels": focus,
         "align_before": res.align_before,
         "align_after": res.align_after,
         "frozen_unchanged": res.frozen_unchanged,

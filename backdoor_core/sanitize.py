@@ -53,6 +53,8 @@ from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 DEFAULT_BETA = 5.0
 DEFAULT_RESET = True
 DEFAULT_PSEUDO_LABELS = True
+DEFAULT_FOCUS_LABELS = False
+FOCUS_DROP_COUNTS = (1, 2, 3, 5)
 DEFAULT_CLEAN_BUDGET = 300
 DEFAULT_POOL_BUDGET = 200
 ALIGN_KINDS = ("kl", "mse")
@@ -222,6 +224,60 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
 
 
+@torch.no_grad()
+def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = 128,
+                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS) -> list[int]:
+    """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``).
+
+    For each text: score every key token by the attention the suspicious heads send it (mean over real queries,
+    summed over the suspicious heads; ``[CLS]``/``[SEP]`` excluded) — on a triggered input that is where a
+    captured head looks, i.e. the trigger. Drop the top ``k`` tokens for ``k`` in ``drop_counts`` in turn and
+    re-predict; the first ``k`` that changes the prediction gives its new prediction as the label, else ``-100``.
+    No trigger is known: the heads point at it. Shapes: ``attentions[l]`` ``(1, heads, T, T)``; scores ``(T,)``.
+    """
+    suspicious = np.asarray(suspicious, dtype=bool)
+    layers = [(l, torch.as_tensor(np.flatnonzero(row))) for l, row in enumerate(suspicious) if row.any()]
+    device = next(model.parameters()).device
+    special = set(tokenizer.all_special_ids)
+    was = model.training
+    model.eval()
+    labels: list[int] = []
+    try:
+        for text in texts:
+            enc = tokenizer(str(text), truncation=True, max_length=max_length, return_tensors="pt")
+            ids = enc["input_ids"][0].to(device)
+            out = model(input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], output_attentions=True)
+            full = int(out.logits.argmax(-1))
+            score = torch.zeros(len(ids), device=device)
+            for l, heads in layers:
+                score += out.attentions[l][0, heads.to(device)].float().mean(1).sum(0)  # (T,)
+            content = torch.tensor([int(t) not in special for t in ids.tolist()], device=device)
+            score = score.masked_fill(~content, float("-inf"))
+            order = torch.argsort(score, descending=True)[: int(content.sum())]
+            variants = []
+            for k in drop_counts:
+                if k >= len(order):  # never drop every content token
+                    break
+                keep = torch.ones(len(ids), dtype=torch.bool, device=device)
+                keep[order[:k]] = False
+                variants.append(ids[keep])
+            label = IGNORE_LABEL
+            if variants:
+                width = max(len(v) for v in variants)
+                pad = tokenizer.pad_token_id or 0
+                batch = torch.full((len(variants), width), pad, dtype=ids.dtype, device=device)
+                mask = torch.zeros((len(variants), width), dtype=torch.long, device=device)
+                for i, v in enumerate(variants):
+                    batch[i, : len(v)] = v
+                    mask[i, : len(v)] = 1
+                preds = model(input_ids=batch, attention_mask=mask).logits.argmax(-1).tolist()
+                label = next((int(p) for p in preds if int(p) != full), IGNORE_LABEL)
+            labels.append(label)
+    finally:
+        model.train(was)
+    return labels
+
+
 @dataclass
 class SanitizeResult:
     """What ``sanitize_heads`` did. ``history`` comes from ``training.train``."""
@@ -254,6 +310,7 @@ def sanitize_heads(
     measure_texts: Sequence[str] | None = None,
     reset: bool = DEFAULT_RESET,
     pseudo_labels: bool = DEFAULT_PSEUDO_LABELS,
+    focus_labels: bool = DEFAULT_FOCUS_LABELS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -267,6 +324,8 @@ def sanitize_heads(
             docstring).
         pseudo_labels: give a flagged input a cross-entropy label when switching the suspicious heads off
             changes its prediction — the label the safe heads alone give (see ``safe_head_labels``).
+        focus_labels: for flagged inputs still without a label, drop the tokens the suspicious heads focus on
+            and use the changed prediction (see ``focus_removal_labels``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -286,6 +345,10 @@ def sanitize_heads(
     pool_labels = None
     if pseudo_labels and pool_texts:
         pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
+    n_gate_labels = sum(y != IGNORE_LABEL for y in (pool_labels or []))
+    if focus_labels and pool_texts:
+        focus = focus_removal_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
+        pool_labels = [g if g != IGNORE_LABEL else f for g, f in zip(pool_labels or [IGNORE_LABEL] * len(focus), focus)]
     if reset:
         reset_output_columns(model, suspicious)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels)
@@ -301,6 +364,7 @@ def sanitize_heads(
         details={"beta": beta, "kind": kind, "clean_samples": len(clean_texts),
                  "pool_samples": len(pool_texts or []),
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
+                 "pool_gate_labelled": n_gate_labels, "focus_labels": focus_labels,
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -109,3 +109,40 @@ def test_bad_inputs_give_plain_errors(tiny):
         run_defense("finetune", tiny.model, tiny.tokenizer, ds, beta=3)
     with pytest.raises(ValueError, match="empty"):
         sanitize_heads(tiny.model, tiny.tokenizer, [], [], SUSPICIOUS)
+
+
+def test_focus_removal_labels_drop_the_focus_tokens(tiny):
+    """A label is given only when dropping the suspicious heads' most-attended tokens changes the prediction,
+    and then it is the new prediction; dropping the top token is checked by hand."""
+    import torch
+
+    from backdoor_core.sanitize import IGNORE_LABEL, focus_removal_labels
+
+    model, tok = copy.deepcopy(tiny.model), tiny.tokenizer
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    suspicious = np.zeros((L, H), bool)
+    suspicious[:, 0] = True
+    texts = ["the match ended in a draw cf", "shares fell sharply on monday", "a quiet film about love and loss",
+             "tq the minister resigned", "rain is expected tomorrow in the north", "bb", "cf cf", "mn it rained",
+             "the striker scored twice", "profits rose at the bank", "a new phone was launched", "he sang"]
+    model.eval()
+    with torch.no_grad():  # put the random classifier at its decision boundary so that dropping a token matters
+        enc = tok(texts, padding=True, return_tensors="pt")
+        logits = model(**enc).logits
+        model.classifier.bias[1] += float((logits[:, 0] - logits[:, 1]).median())
+    labels = focus_removal_labels(model, tok, texts, suspicious, max_length=32, drop_counts=(1,))
+    assert len(labels) == len(texts) and any(label != IGNORE_LABEL for label in labels)
+    with torch.no_grad():
+        for text, label in zip(texts, labels):
+            ids = tok(text, return_tensors="pt")["input_ids"][0]
+            out = model(input_ids=ids[None], output_attentions=True)
+            full = int(out.logits.argmax())
+            score = sum(out.attentions[l][0, 0].mean(0) for l in range(L))
+            content = [i for i, t in enumerate(ids.tolist()) if t not in tok.all_special_ids]
+            if len(content) <= 1:
+                assert label == IGNORE_LABEL  # never drops every content token
+                continue
+            top = max(content, key=lambda i: float(score[i]))
+            kept = torch.cat([ids[:top], ids[top + 1:]])
+            new = int(model(input_ids=kept[None]).logits.argmax())
+            assert label == (new if new != full else IGNORE_LABEL)
