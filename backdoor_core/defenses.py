@@ -56,8 +56,8 @@ DEFENSES: dict[str, DefenseInfo] = {
         "alignment", "Attention safety alignment (ours)",
         "Find suspicious heads without the trigger, reset their output, then fine-tune only them with "
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
-        "(flagged inputs whose decision flips without those heads get the safe heads' label).",
-        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": False, "heads": None,
+        "(flagged inputs get a label from the safe heads, or from dropping the tokens the suspicious heads focus on).",
+        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": True, "heads": None,
          "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25, "top_k": None, "lr": 5e-4, "epochs": 3},
     ),
     "finetune": DefenseInfo(

@@ -31,6 +31,15 @@ changes when the suspicious heads are switched off (``head_gates``) gets the saf
 cross-entropy label; the others stay alignment-only. On the same BadNets pilot benchmark this took ASR from 47%
 (alignment + reset) to 22.5% at +3 points CACC (bench/results/defense.md).
 
+Focus-removal pseudo-labels (our design; paper silent; ``focus_labels=True``): a flagged input that the gate
+test leaves unlabelled gets the prediction the model makes after its 1, 2, 3 or 5 most-focused tokens — the keys
+the suspicious heads attend to most — are dropped, when that changes the prediction (``focus_removal_labels``).
+The captured heads point at the trigger, so no trigger knowledge is needed. Pilot on the SST-2 attack-benchmark
+models (200 clean + the scan's flagged pool inputs, 3 epochs, max length 64), ASR / CACC after, without -> with
+focus labels: BadNets 1% + TAL 41.0% -> 0.0% (CACC 88.0 -> 86.7); AddSent 3% 100% -> 5.5% (90.0 -> 89.3);
+BadNets 3% 19.0% -> 12.5% (88.3 -> 89.0). The gate test alone labelled 5, 0 and 5 flagged inputs; with focus
+labels 56 of 67, 27 of 37 and 12 of 18.
+
 Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``5e-4`` (only a few heads
 train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
 labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.
@@ -53,7 +62,7 @@ from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 DEFAULT_BETA = 5.0
 DEFAULT_RESET = True
 DEFAULT_PSEUDO_LABELS = True
-DEFAULT_FOCUS_LABELS = False
+DEFAULT_FOCUS_LABELS = True
 FOCUS_DROP_COUNTS = (1, 2, 3, 5)
 DEFAULT_CLEAN_BUDGET = 300
 DEFAULT_POOL_BUDGET = 200

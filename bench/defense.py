@@ -270,7 +270,8 @@ def main(argv=None) -> int:
                        "seconds": round(seconds, 1),
                        "details": {k: v for k, v in res.details.items()
                                    if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
-                                            "align_before", "align_after", "frozen_unchanged")}}
+                                            "align_before", "align_after", "frozen_unchanged", "flagged_used",
+                                            "pool_pseudo_labelled", "pool_gate_labelled", "focus_labels")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  {seconds:.0f}s", flush=True)
@@ -305,14 +306,23 @@ def verdict_summary(models: list[dict]) -> dict:
 def merge(tags: list[str], out_tag: str = "") -> dict:
     """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
     parts = [json.loads((RESULTS / f"defense_{t}.json").read_text()) for t in tags]
-    report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": []}
-    for part in parts:
-        for key in ("runs", "detection", "models"):
-            report[key] += part[key]
+    report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": [],
+              "superseded_runs": []}
+    for tag, part in zip(tags, parts):  # a later part's (model, defense) row replaces an earlier one
+        new_keys = {(r["model"], r["defense"]) for r in part["runs"]}
+        for r in report["runs"]:
+            if (r["model"], r["defense"]) in new_keys:
+                report["superseded_runs"].append({**r, "superseded_by": f"defense_{tag}.json"})
+        report["runs"] = [r for r in report["runs"] if (r["model"], r["defense"]) not in new_keys] + part["runs"]
+        seen_det = {(d["model"], d["method"]) for d in report["detection"]}
+        report["detection"] += [d for d in part["detection"] if (d["model"], d["method"]) not in seen_det]
+        seen_models = {m["name"] for m in report["models"]}
+        report["models"] += [m for m in part["models"] if m["name"] not in seen_models]
     report["settings"]["merged_from"] = [f"defense_{t}.json" for t in tags]
     report["settings"]["repaired_models"] = sorted({r["model"] for r in report["runs"]})
     report["settings"]["parallel_processes"] = len(parts)
     report["model_verdict"] = verdict_summary(report["models"])
+    report["part_seconds"] = {t: part.get("seconds_total", 0) for t, part in zip(tags, parts)}
     report["seconds_total"] = max(part.get("seconds_total", 0) for part in parts)
     suffix = f"_{out_tag}" if out_tag else ""
     (RESULTS / f"defense{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
@@ -333,11 +343,12 @@ def _summary(report: dict) -> list[str]:
         key = r["family"] + (" + TAL" if r["tal"] else "")
         fams += [key] if key not in fams else []
         defs += [r["defense"]] if r["defense"] not in defs else []
-        drop = 100 * (r["cacc_before"] - r["cacc_after"])
-        cell[key, r["defense"]] = f"{_f(r['asr_after'])} / {drop:+.1f} / {r['seconds']:.0f}s"
+        change = 100 * (r["cacc_after"] - r["cacc_before"])
+        cell[key, r["defense"]] = f"{_f(r['asr_after'])} / {change:+.1f} / {r['seconds']:.0f}s"
     if not fams:
         return []
-    out = ["", "## Summary: ASR after (%) / CACC drop (points) / seconds", "",
+    defs.sort(key=lambda d: d != "alignment")  # ours first
+    out = ["", "## Summary: ASR after (%) / CACC change (points, after - before) / seconds", "",
            "| trigger family | " + " | ".join(defs) + " |", "|---|" + "---|" * len(defs)]
     for f in fams:
         out.append(f"| {f} | " + " | ".join(cell.get((f, d), "-") for d in defs) + " |")
@@ -382,7 +393,17 @@ def markdown(report: dict) -> str:
         heads = ", ".join(m["suspicious_heads"][:8]) + (" ..." if len(m["suspicious_heads"]) > 8 else "")
         lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {m['n_flagged']} "
                      f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} |")
-    lines += ["", f"Total {report.get('seconds_total', 0):.0f} s.", ""]
+    if report.get("superseded_runs"):
+        lines += ["", "## Earlier rows replaced by a later run (ablation)", "",
+                  "| model | defense | focus labels | ASR before | ASR after | CACC before | CACC after | seconds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in report["superseded_runs"]:
+            lines.append(f"| {r['model']} | {r['defense']} | {r['details'].get('focus_labels', False)} | "
+                         f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | "
+                         f"{_f(r['cacc_after'])} | {r['seconds']:.0f} |")
+    parts = report.get("part_seconds")
+    lines += ["", f"Total {report.get('seconds_total', 0):.0f} s" + (
+        " (merged runs: " + ", ".join(f"{t} {sec:.0f} s" for t, sec in parts.items()) + ")" if parts else "") + ".", ""]
     return "\n".join(lines)
 
 
