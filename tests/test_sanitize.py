@@ -9,7 +9,8 @@ import torch
 from backdoor_core.architecture import head_parameter_masks
 from backdoor_core.data import DataError, TextDataset
 from backdoor_core.defenses import DEFENSES, run_defense
-from backdoor_core.sanitize import AlignmentLoss, alignment_value, safe_head_labels, sanitize_heads
+from backdoor_core.sanitize import (AlignmentLoss, alignment_value, focus_removal_labels, safe_head_labels,
+                                    sanitize_heads)
 from backdoor_core.training import TrainConfig
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
 
@@ -44,10 +45,14 @@ def test_only_suspicious_slices_move_and_alignment_decreases():
     aligns = [row["align"] for row in res.history if "align" in row]
     assert aligns[-1] < aligns[0]
     assert sorted(res.suspicious_heads) == ["L0H0", "L0H1", "L1H0"]
-    # pseudo-labels: only where switching the suspicious heads off changes the decision, the safe heads' label
+    # pseudo-labels: only where switching the suspicious heads off changes the decision, the safe heads' label;
+    # then (focus labels, on by default) where dropping the heads' focus tokens changes it, the new prediction
     labels_pool = safe_head_labels(lm.model, lm.tokenizer, pool, SUSPICIOUS, max_length=32)
     assert len(labels_pool) == len(pool) and set(labels_pool) <= {-100, 0, 1}
-    assert res.details["pool_pseudo_labelled"] == sum(y != -100 for y in labels_pool)
+    assert res.details["pool_gate_labelled"] == sum(y != -100 for y in labels_pool)
+    focus = focus_removal_labels(lm.model, lm.tokenizer, pool, SUSPICIOUS, max_length=32)
+    combined = [g if g != -100 else f for g, f in zip(labels_pool, focus)]
+    assert res.details["focus_labels"] and res.details["pool_pseudo_labelled"] == sum(y != -100 for y in combined)
 
 
 def test_alignment_loss_value_and_rules(tiny):
