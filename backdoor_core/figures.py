@@ -449,10 +449,11 @@ def training_curves(
         fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=_METRIC_NAMES.get(name, name),
                                  line=dict(width=3, color=_METRIC_COLORS.get(name)), marker=dict(size=9),
                                  hovertemplate="step %{x}: %{y:.1%}<extra>" + name + "</extra>"), 1, 2)
-    for name, value in (baseline or {}).items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            fig.add_hline(y=float(value), line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
-                          annotation_text=f"{name} before", annotation_position="top left", row=1, col=2)
+    shown = [(n, float(v)) for n, v in (baseline or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)]
+    for i, (name, value) in enumerate(shown):  # alternate label corners: CACC and ASR before often nearly coincide
+        fig.add_hline(y=value, line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
+                      annotation_text=f"{name.upper()} before",
+                      annotation_position=("top left", "bottom right")[i % 2], row=1, col=2)
     if total_steps:
         fig.update_xaxes(range=[0, total_steps * 1.02])
     fig.update_xaxes(title_text="step")

@@ -91,6 +91,12 @@ def test_training_curves_from_progress_and_history():
     names = {t.name for t in fig.data}
     assert {"loss", "ce", "tal", "CACC (clean accuracy)", "ASR (attack success)"} <= names
     assert fig.layout.xaxis.range[1] >= 6
+    # two baselines: labels in opposite corners so that close values stay readable
+    fig = F.training_curves(events, total_steps=6, baseline={"cacc": 0.95, "asr": 0.94, "n": float("nan")})
+    notes = {a.text: a for a in fig.layout.annotations if (a.text or "").endswith("before")}
+    assert set(notes) == {"CACC before", "ASR before"}
+    assert (notes["CACC before"].xanchor, notes["CACC before"].yanchor) != \
+        (notes["ASR before"].xanchor, notes["ASR before"].yanchor)
     history = [{"step": 3, "epoch": 0, "loss": 0.4, "cacc": 0.9, "asr": 0.5}]
     curves = F.curves_from_events(history)
     assert curves["metrics"]["cacc"] == [[3], [0.9]] and curves["losses"]["loss"] == [[3], [0.4]]
