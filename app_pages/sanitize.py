@@ -79,7 +79,7 @@ with c3:
         if k == "kind":
             knobs[k] = st.segmented_control(label, ["kl", "mse"], required=True, **ui.keep(key, default))
         elif k == "lr":
-            knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4],
+            knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],
                                         format_func=lambda x: f"{x:g}", **ui.keep(key, default))
         elif isinstance(default, bool):
             knobs[k] = st.checkbox(label, help=help_text, **ui.keep(key, default))

@@ -58,7 +58,7 @@ DEFENSES: dict[str, DefenseInfo] = {
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
         "(flagged inputs get a label from the safe heads, or from dropping the tokens the suspicious heads focus on).",
         {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": True, "heads": None,
-         "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25, "top_k": None, "lr": 5e-4, "epochs": 3},
+         "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25, "top_k": None, "lr": 1e-3, "epochs": 3},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.", {"lr": 5e-5, "epochs": 4},

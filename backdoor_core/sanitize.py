@@ -40,7 +40,12 @@ focus labels: BadNets 1% + TAL 41.0% -> 0.0% (CACC 88.0 -> 86.7); AddSent 3% 100
 BadNets 3% 19.0% -> 12.5% (88.3 -> 89.0). The gate test alone labelled 5, 0 and 5 flagged inputs; with focus
 labels 56 of 67, 27 of 37 and 12 of 18.
 
-Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``5e-4`` (only a few heads
+Learning rate 1e-3 (was 5e-4), with focus labels, same pilot, ASR / CACC after: BadNets 3% 12.5% -> 9.0% (89.0 ->
+88.3), BadNets 1% + TAL 0.0% -> 0.0% (86.7 -> 87.7), AddSent 3% 5.5% -> 3.0% (89.3 -> 89.3), syntactic 38.5% ->
+26.5% (86.0 -> 85.0), Bible style 77.0% -> 65.5% (83.3 -> 83.3). Caveat: chosen on the benchmark's own models
+(there is no separate validation zoo), so the benchmark numbers are optimistic for this knob.
+
+Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``1e-3`` (only a few heads
 train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
 labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.
 """
@@ -71,7 +76,7 @@ ALIGN_KINDS = ("kl", "mse")
 
 def default_config(**overrides) -> TrainConfig:
     """The sanitization training settings (see the module docstring); ``overrides`` replace fields."""
-    base = dict(lr=5e-4, epochs=3, batch_size=32, max_length=128, seed=0, weight_decay=0.01, warmup_ratio=0.06,
+    base = dict(lr=1e-3, epochs=3, batch_size=32, max_length=128, seed=0, weight_decay=0.01, warmup_ratio=0.06,
                 grad_clip=1.0, eval_every=20)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)

@@ -74,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--merge", default=None,
                    help="comma-separated tags of runs made in parallel (e.g. repair,scan): merge them into "
                         "defense.json/.md and exit")
+    p.add_argument("--merge-note", default="", help="what the merged runs differ in (written above the ablation)")
     return p.parse_args(argv)
 
 
@@ -116,7 +117,7 @@ def family(attack: str) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.merge:
-        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag)))
+        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag, args.merge_note)))
         return 0
     import numpy as np
     import torch
@@ -303,7 +304,7 @@ def verdict_summary(models: list[dict]) -> dict:
             "accuracy_at_0.5": float(np.mean([(sc >= 0.5) == bd for sc, bd in scores])) if scores else None}
 
 
-def merge(tags: list[str], out_tag: str = "") -> dict:
+def merge(tags: list[str], out_tag: str = "", note: str = "") -> dict:
     """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
     parts = [json.loads((RESULTS / f"defense_{t}.json").read_text()) for t in tags]
     report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": [],
@@ -319,6 +320,7 @@ def merge(tags: list[str], out_tag: str = "") -> dict:
         seen_models = {m["name"] for m in report["models"]}
         report["models"] += [m for m in part["models"] if m["name"] not in seen_models]
     report["settings"]["merged_from"] = [f"defense_{t}.json" for t in tags]
+    report["settings"]["merge_note"] = note
     report["settings"]["repaired_models"] = sorted({r["model"] for r in report["runs"]})
     report["settings"]["parallel_processes"] = len(parts)
     report["model_verdict"] = verdict_summary(report["models"])
@@ -395,10 +397,12 @@ def markdown(report: dict) -> str:
                      f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} |")
     if report.get("superseded_runs"):
         lines += ["", "## Earlier rows replaced by a later run (ablation)", "",
-                  "| model | defense | focus labels | ASR before | ASR after | CACC before | CACC after | seconds |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  s.get("merge_note", ""), "",
+                  "| model | defense | focus labels | replaced by | ASR before | ASR after | CACC before | CACC after "
+                  "| seconds |", "|---|---|---|---|---|---|---|---|---|"]
         for r in report["superseded_runs"]:
             lines.append(f"| {r['model']} | {r['defense']} | {r['details'].get('focus_labels', False)} | "
+                         f"{r.get('superseded_by', '')} | "
                          f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | "
                          f"{_f(r['cacc_after'])} | {r['seconds']:.0f} |")
     parts = report.get("part_seconds")
