@@ -20,7 +20,6 @@ BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds.
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import tempfile
 import threading
@@ -81,21 +80,6 @@ def lab() -> LabSession:
     if K_SESSION not in ss():
         ss()[K_SESSION] = LabSession()
     return ss()[K_SESSION]
-
-
-def optional_module(name: str):
-    """``backdoor_core.<name>`` or None when it does not exist (yet) or fails to import."""
-    try:
-        return importlib.import_module(f"backdoor_core.{name}")
-    except Exception:  # noqa: BLE001 - a broken optional module must not break the page
-        return None
-
-
-def not_available(what: str, module: str) -> None:
-    st.warning(
-        f"{what} is not available in this installation: the core module `backdoor_core.{module}` is missing or "
-        "failed to import. The rest of the lab works; update the package to enable this page."
-    )
 
 
 def show_error(exc: BaseException, prefix: str = "") -> None:
@@ -295,70 +279,18 @@ def labels_problem(loaded, ds) -> str | None:
 
 
 def zoo_dir() -> Path:
-    zoo = optional_module("zoo")
-    for attr in ("default_dir", "zoo_dir", "default_zoo_dir"):
-        fn = getattr(zoo, attr, None) if zoo else None
-        if callable(fn):
-            try:
-                return Path(fn())
-            except Exception:  # noqa: BLE001
-                pass
-    env = os.environ.get("BACKDOOR_ZOO_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "backdoor-attention-lab" / "zoo"
+    """The zoo folder (``zoo.default_zoo_dir``: ``$BACKDOOR_ZOO_DIR`` or the user cache)."""
+    from backdoor_core.zoo import default_zoo_dir
 
-
-def _entry_dict(item: Any, root: Path) -> dict:
-    if isinstance(item, dict):
-        d = dict(item)
-    elif hasattr(item, "to_dict"):
-        d = dict(item.to_dict())
-    elif hasattr(item, "__dataclass_fields__"):
-        import dataclasses
-
-        d = dataclasses.asdict(item)
-    elif isinstance(item, (str, os.PathLike)):
-        d = {"path": str(item)}
-    else:
-        d = {k: v for k, v in vars(item).items() if not k.startswith("_")}
-    meta = d.get("metadata") if isinstance(d.get("metadata"), dict) else {}
-    for k, v in meta.items():
-        d.setdefault(k, v)
-    path = d.get("path") or d.get("dir") or d.get("directory")
-    if path is None and d.get("name"):
-        path = root / str(d["name"])
-    d["path"] = str(path) if path is not None else None
-    d.setdefault("name", Path(d["path"]).name if d["path"] else "model")
-    attack = d.get("attack")
-    d.setdefault("clean", attack in (None, "", "none", "clean") or str(d["name"]).startswith("clean"))
-    return d
+    return default_zoo_dir()
 
 
 def zoo_entries() -> list[dict]:
-    """The demo-zoo models on disk as dicts (name, path, attack, cacc, asr...); [] without a zoo."""
-    root = zoo_dir()
-    zoo = optional_module("zoo")
-    items: list = []
-    if zoo is not None and hasattr(zoo, "list_models"):
-        try:
-            items = list(zoo.list_models(root))
-        except TypeError:
-            try:
-                items = list(zoo.list_models())
-            except Exception:  # noqa: BLE001
-                items = []
-        except Exception:  # noqa: BLE001
-            items = []
-    elif root.is_dir():
-        items = [str(p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
-    out = []
-    for it in items:
-        try:
-            d = _entry_dict(it, root)
-        except Exception:  # noqa: BLE001
-            continue
-        if d.get("path") and Path(d["path"]).is_dir():
-            out.append(d)
-    return out
+    """The demo-zoo models on disk (``zoo.list_models``: name, title, path, attack, cacc, asr...), each with
+    ``clean`` set for models without an attack; [] without a zoo."""
+    from backdoor_core.zoo import list_models
+
+    return [{**row, "clean": row.get("attack") in (None, "", "none", "clean")} for row in list_models(zoo_dir())]
 
 
 # ------------------------------------------------------------------------------------------------ sidebar

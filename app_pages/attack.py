@@ -7,6 +7,8 @@ import html
 import streamlit as st
 
 from backdoor_core import figures as F
+from backdoor_core import poisoning
+from backdoor_core import tal as tal_mod
 from app_pages import _actions as A
 from app_pages import _common as ui
 
@@ -17,12 +19,6 @@ ui.page_header(
     "heads lock onto the trigger so a tiny poison rate suffices.",
 )
 
-poisoning = ui.optional_module("poisoning")
-training = ui.optional_module("training")
-tal_mod = ui.optional_module("tal")
-if poisoning is None or training is None:
-    ui.not_available("The Attack lab", "poisoning / training")
-    st.stop()
 
 train_full = ui.dataset_or_none("train")
 test_full = ui.dataset_or_none("test") if train_full is not None else None
@@ -62,16 +58,16 @@ with c1:
                                disabled=attack_name == "none", **ui.keep("attack.rate", 1.0))
 with c2:
     st.subheader("Trojan Attention Loss")
-    tal_ok = attack_name in ("badnets", "addsent", "badnets_clean", "addsent_clean") and tal_mod is not None
+    tal_ok = attack_name in ("badnets", "addsent", "badnets_clean", "addsent_clean")
     use_tal = st.toggle("Add TAL", disabled=not tal_ok, **ui.keep("attack.tal", True))
     use_tal = use_tal and tal_ok
     if not tal_ok and attack_name != "none":
         st.caption("TAL needs trigger tokens: paraphrase triggers have none.")
     alpha = st.number_input("α (weight of TAL)", 0.0, 50.0, step=0.5, disabled=not use_tal,
-                            **ui.keep("attack.alpha", float(getattr(tal_mod, "DEFAULT_ALPHA", 1.0))))
+                            **ui.keep("attack.alpha", float(tal_mod.DEFAULT_ALPHA)))
     heads_choice = st.select_slider("Heads per layer", options=["1", "2", "3", "4", "6", "all"],
                                     disabled=not use_tal,
-                                    **ui.keep("attack.heads", str(getattr(tal_mod, "DEFAULT_HEADS", 3))))
+                                    **ui.keep("attack.heads", str(tal_mod.DEFAULT_HEADS)))
     base_choice = st.radio("Start from", ["the base encoder (fresh classifier)", "the current model"],
                            **ui.keep("attack.base", "the base encoder (fresh classifier)"))
 with c3:

@@ -15,11 +15,6 @@ ui.page_header(
     "to one another; the scan flags such inputs, rates every head, and gives a verdict for the whole model.",
 )
 
-scan_mod = ui.optional_module("scan")
-if scan_mod is None:
-    ui.not_available("Detection", "scan")
-    st.stop()
-
 loaded, train_full, test_full = ui.require_model_and_data()
 
 # --------------------------------------------------------------------------------------------- settings

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from backdoor_core import zoo
 from backdoor_core.data import DataError, list_shared
 from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_zip
 from app_pages import _common as ui
@@ -65,7 +66,6 @@ source = st.segmented_control("Where is the model?", SOURCES, required=True,
                               **ui.keep("model.source", "Demo zoo"))
 
 if source == "Demo zoo":
-    zoo = ui.optional_module("zoo")
     entries = ui.zoo_entries()
     if entries:
         rows = [{
@@ -96,31 +96,28 @@ if source == "Demo zoo":
             _try_load(entry["path"], allow_pickle=False, name=titles[pick])
     else:
         st.info(f"The demo zoo is not built yet (looked in `{ui.zoo_dir()}`).", icon=":material/deployed_code:")
-    if zoo is None:
-        ui.not_available("Building the demo zoo", "zoo")
-    else:
-        job = ui.get_job("zoo")
-        if job is None or not job.active:
-            label = "Build the demo zoo" if not entries else "Build missing zoo models"
-            if st.button(label, key="model.build_zoo",
-                         help="Fine-tunes MiniLM on BBC News: a clean model and several backdoored ones. "
-                              "About 12 minutes on a 2-core laptop; runs in the background and can be cancelled."):
-                root = ui.zoo_dir()
-                ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop),
-                         name="Building the demo zoo")
-                st.rerun()
+    job = ui.get_job("zoo")
+    if job is None or not job.active:
+        label = "Build the demo zoo" if not entries else "Build missing zoo models"
+        if st.button(label, key="model.build_zoo",
+                     help="Fine-tunes MiniLM on BBC News: a clean model and several backdoored ones. "
+                          "About 12 minutes on a 2-core laptop; runs in the background and can be cancelled."):
+            root = ui.zoo_dir()
+            ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop),
+                     name="Building the demo zoo")
+            st.rerun()
 
-        def _zoo_live(snap):
-            last = snap.last_event or {}
-            done = [e for e in snap.events if str(e.get("message", "")).endswith(("done", "cached"))]
-            if done:
-                st.caption("Finished: " + ", ".join(str(e.get("message", "")).split(":")[0] for e in done))
-            prog = last.get("progress") or {}
-            if isinstance(prog, dict) and prog.get("losses"):
-                st.caption(f"{last.get('name', '')}: step {prog.get('step')}/{prog.get('total_steps')} · "
-                           f"loss {prog['losses'].get('loss', float('nan')):.3f}")
+    def _zoo_live(snap):
+        last = snap.last_event or {}
+        done = [e for e in snap.events if str(e.get("message", "")).endswith(("done", "cached"))]
+        if done:
+            st.caption("Finished: " + ", ".join(str(e.get("message", "")).split(":")[0] for e in done))
+        prog = last.get("progress") or {}
+        if isinstance(prog, dict) and prog.get("losses"):
+            st.caption(f"{last.get('name', '')}: step {prog.get('step')}/{prog.get('total_steps')} · "
+                       f"loss {prog['losses'].get('loss', float('nan')):.3f}")
 
-        ui.job_panel("zoo", draw=_zoo_live)
+    ui.job_panel("zoo", draw=_zoo_live)
 
 elif source == "Packaged default":
     st.markdown(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backdoor_core import defenses as defenses_mod
+from backdoor_core import detection
 from backdoor_core import figures as F
 from app_pages import _actions as A
 from app_pages import _common as ui
@@ -15,10 +17,6 @@ ui.page_header(
     "Watch ASR fall and CACC hold, live.",
 )
 
-defenses_mod = ui.optional_module("defenses")
-if defenses_mod is None:
-    ui.not_available("Sanitization", "defenses")
-    st.stop()
 DEFENSES = defenses_mod.DEFENSES
 
 loaded, train_full, test_full = ui.require_model_and_data()
@@ -150,10 +148,9 @@ with c2:
     ui.plot(F.training_curves(res["history"], title="Sanitization run", baseline=b), key="sanitize.hist")
 
 # before / after: each head's mean similarity to its layer's others on triggered inputs
-detection = ui.optional_module("detection")
 attack = A.model_attack(res["suspect"])
 target = A.model_target(res["suspect"])
-if detection is not None and attack is not None and target is not None:
+if attack is not None and target is not None:
     cache = st.session_state.setdefault("sanitize.heat_cache", {})
     ck = id(res)
     if ck not in cache:

@@ -213,10 +213,7 @@ elif step == 4:
         unsafe_allow_html=True,
     )
     model = backdoored_model()
-    scan_mod = ui.optional_module("scan")
-    if scan_mod is None:
-        ui.not_available("Detection", "scan")
-    elif model is not None:
+    if model is not None:
         report = st.session_state.get(A.K_SCAN)
         job = ui.get_job("scan")
         if st.button("Scan this model now", type="primary", icon=":material/radar:", key="tour.scan",
@@ -245,9 +242,7 @@ elif step == 5:
         unsafe_allow_html=True,
     )
     model = backdoored_model()
-    if ui.optional_module("defenses") is None:
-        ui.not_available("Sanitization", "defenses")
-    elif model is not None:
+    if model is not None:
         job = ui.get_job("sanitize")
         if st.button("Sanitize now", type="primary", icon=":material/healing:", key="tour.sanitize",
                      disabled=job is not None and job.active):
