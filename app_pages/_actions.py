@@ -335,6 +335,18 @@ def training_events(snap: JobSnapshot) -> tuple[list[dict], int | None]:
     return events, total
 
 
+def sanitize_live_chart(snap: JobSnapshot, key: str) -> dict | None:
+    """Draw a sanitization job's live loss / CACC / ASR chart, with the model's before-metrics as dotted lines;
+    return those before-metrics (None until measured)."""
+    from backdoor_core import figures as F
+
+    before = next((e.get("before") for e in snap.events if "before" in e), None)
+    events, total = training_events(snap)
+    ui.plot(F.training_curves(events, total_steps=total, title=None, baseline=before or None),
+            key=f"{key}.{snap.status}")
+    return before
+
+
 def saved_zip_bytes(loaded) -> bytes:
     """The model saved (safetensors + tokenizer + metadata) and zipped, for a download button."""
     import io

@@ -105,11 +105,7 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
 
 
 def _live(snap):
-    before = next((e.get("before") for e in snap.events if "before" in e), None)
-    events, total = A.training_events(snap)
-    ui.plot(F.training_curves(events, total_steps=total, title=None, baseline=before or None),
-            key=f"sanitize.live.{snap.status}")
-    if before:
+    if A.sanitize_live_chart(snap, "sanitize.live"):
         st.caption("Dotted lines: the model before sanitization.")
 
 

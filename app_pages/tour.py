@@ -262,13 +262,7 @@ elif step == 5:
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, "Cannot sanitize: ")
 
-        def _live(snap):
-            before = next((e.get("before") for e in snap.events if "before" in e), None)
-            events, total = A.training_events(snap)
-            ui.plot(F.training_curves(events, total_steps=total, title=None, baseline=before),
-                    key=f"tour.s5.live.{snap.status}")
-
-        ui.job_panel("sanitize", draw=_live)
+        ui.job_panel("sanitize", draw=lambda snap: A.sanitize_live_chart(snap, "tour.s5.live"))
 
 else:
     st.markdown(

@@ -8,10 +8,12 @@ exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +28,27 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .models import ModelLoadError
 
     return (ModelLoadError, DataError, InputTextError, UnsupportedModelError, FileNotFoundError, ValueError)
+
+
+@contextlib.contextmanager
+def ctrl_c_stops(message: str):
+    """Within the block, the first Ctrl-C asks the running job to stop after its current step — the block
+    gets ``should_stop() -> bool`` to pass on — and prints ``message``; a second Ctrl-C aborts at once."""
+    from tqdm import tqdm
+
+    state = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if state["requested"]:
+            raise KeyboardInterrupt
+        state["requested"] = True
+        tqdm.write(message, file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: state["requested"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str], floats: str = "{:.3f}") -> str:

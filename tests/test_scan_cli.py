@@ -109,3 +109,28 @@ def test_scan_model_rejects_empty_or_mismatched_clean_sets(tiny):
         scan_model(tiny.model, tiny.tokenizer, TextDataset(["x"] * 9, [0, 1, 2] * 3, ["a", "b", "c"]))
     with pytest.raises(ValueError, match="frr"):
         scan_model(tiny.model, tiny.tokenizer, TextDataset(["x y"] * 10, [0, 1] * 5, ["a", "b"]), frr=1.5)
+
+
+def test_cli_sanitize_ctrl_c_saves_nothing(files, monkeypatch, capsys):
+    import signal
+
+    import backdoor_core.defenses as defenses
+
+    real = defenses.run_defense
+
+    def interrupted(*a, callback=None, **kw):
+        def cb(p):
+            if callback is not None:
+                callback(p)
+            if p.step == 1 and p.metrics is None:
+                signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C during fine-tuning
+
+        return real(*a, callback=cb, **kw)
+
+    monkeypatch.setattr(defenses, "run_defense", interrupted)
+    out_dir = files["dir"] / "cancelled"
+    rc = main(["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--out", str(out_dir),
+               "--heads", "L0H0,L1H1", "--epochs", "3", "--max-length", "32"])
+    assert rc == 130
+    assert "nothing saved" in capsys.readouterr().err
+    assert not out_dir.exists()

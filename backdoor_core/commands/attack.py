@@ -9,11 +9,10 @@ Ctrl-C stops between training steps and saves nothing (a second Ctrl-C aborts at
 from __future__ import annotations
 
 import random
-import signal
 import sys
 from pathlib import Path
 
-from ..cli import print_json
+from ..cli import ctrl_c_stops, print_json
 
 
 def register(sub) -> None:
@@ -105,14 +104,6 @@ def run(args) -> int:
                          seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps,
                          group_by_length=True)
 
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        tqdm.write("stopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
-
     bar = tqdm(total=total_steps_for(len(train_set), config), unit="step", desc=args.attack, file=sys.stderr)
 
     def on_progress(p) -> None:
@@ -123,13 +114,12 @@ def run(args) -> int:
             parts = " ".join(f"{k.upper()}={v:.4f}" for k, v in p.metrics.items())
             tqdm.write(f"step {p.step}/{p.total_steps} epoch {p.epoch + 1}: {parts}", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, args.target, config,
-                               tal=tal, data_name=args.data, callback=on_progress,
-                               should_stop=lambda: stop["requested"])
+        with ctrl_c_stops("stopping after this step (Ctrl-C again to abort)...") as should_stop:
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, args.target,
+                                   config, tal=tal, data_name=args.data, callback=on_progress,
+                                   should_stop=should_stop)
     finally:
-        signal.signal(signal.SIGINT, previous)
         bar.close()
     meta = outcome.metadata
     if outcome.result.cancelled:

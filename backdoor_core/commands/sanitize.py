@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..cli import print_json
+from ..cli import ctrl_c_stops, print_json
 from .scan import add_data_args, load_inputs, read_pool
 
 
@@ -84,10 +84,14 @@ def run(args) -> int:
         raise ValueError("--heads and --beta apply to the alignment defense only.")
     callback, close = _bar(0, not args.json)
     try:
-        result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
-                             callback=callback, copy=False, **knobs)
+        with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
+            result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
+                                 callback=callback, should_stop=stop, copy=False, **knobs)
     finally:
         close()
+    if result.cancelled:
+        print(f"cancelled after {result.seconds:.0f} s: nothing saved", file=sys.stderr)
+        return 130
     after = evaluate(result.model) if evaluate else {}
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
     meta = dict(lm.metadata)

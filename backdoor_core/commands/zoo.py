@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 
-from ..cli import format_table, print_json
+from ..cli import ctrl_c_stops, format_table, print_json
 
 
 def register(sub) -> None:
@@ -71,14 +70,6 @@ def run_build(args) -> int:
         if unknown:
             raise ValueError(f"Unknown zoo model(s) {unknown}; known: {', '.join(s.name for s in specs)}.")
         specs = [s for s in specs if s.name in wanted]
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        tqdm.write("stopping after this step; finished models are kept (Ctrl-C again to abort)...", file=sys.stderr)
-
     state = {"bar": None, "index": -1}
 
     def on_progress(z) -> None:
@@ -101,17 +92,15 @@ def run_build(args) -> int:
         if p.metrics is None:
             bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"})
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        rows = zoo.build(args.dir, progress=on_progress, should_stop=lambda: stop["requested"], specs=specs,
-                         force=args.force)
+        with ctrl_c_stops("stopping after this step; finished models are kept (Ctrl-C again to abort)...") as stop:
+            rows = zoo.build(args.dir, progress=on_progress, should_stop=stop, specs=specs, force=args.force)
     finally:
-        signal.signal(signal.SIGINT, previous)
         if state["bar"] is not None:
             state["bar"].close()
     print(f"zoo: {args.dir or zoo.default_zoo_dir()}")
     print(_table(rows))
-    if stop["requested"]:
+    if stop():
         print("build cancelled: the models above are complete; run `zoo build` again to finish", file=sys.stderr)
         return 130
     return 0
