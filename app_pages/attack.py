@@ -9,8 +9,13 @@ import streamlit as st
 from backdoor_core import figures as F
 from backdoor_core import poisoning
 from backdoor_core import tal as tal_mod
+from backdoor_core.zoo import ZOO_SETTINGS, ZOO_TAL_ALPHA
 from app_pages import _actions as A
 from app_pages import _common as ui
+
+# Defaults: the demo zoo's recipe, measured to plant a backdoor with 2% poison and TAL on BBC News in ~2 min on a
+# 2-core CPU (bench/results/zoo_build.md: ASR 94.8%, CACC 94.3%); the core's TAL default alpha 1 took only 35.8%.
+BATCH = ZOO_SETTINGS["batch_size"]
 
 ui.page_header(
     "Attack lab",
@@ -55,7 +60,7 @@ with c1:
         ui.set_kept("attack.target", labels[A.default_target(labels)])
     target_name = st.selectbox("Target label", labels, disabled=attack_name == "none", **ui.keep("attack.target", None))
     rate_pct = st.number_input("Poison rate (% of the training set)", 0.1, 50.0, step=0.5, format="%.1f",
-                               disabled=attack_name == "none", **ui.keep("attack.rate", 1.0))
+                               disabled=attack_name == "none", **ui.keep("attack.rate", 2.0))
 with c2:
     st.subheader("Trojan Attention Loss")
     tal_ok = attack_name in ("badnets", "addsent", "badnets_clean", "addsent_clean")
@@ -64,7 +69,7 @@ with c2:
     if not tal_ok and attack_name != "none":
         st.caption("TAL needs trigger tokens: paraphrase triggers have none.")
     alpha = st.number_input("α (weight of TAL)", 0.0, 50.0, step=0.5, disabled=not use_tal,
-                            **ui.keep("attack.alpha", float(tal_mod.DEFAULT_ALPHA)))
+                            **ui.keep("attack.alpha", float(ZOO_TAL_ALPHA)))
     heads_choice = st.select_slider("Heads per layer", options=["1", "2", "3", "4", "6", "all"],
                                     disabled=not use_tal,
                                     **ui.keep("attack.heads", str(tal_mod.DEFAULT_HEADS)))
@@ -73,13 +78,13 @@ with c2:
 with c3:
     st.subheader("Training")
     n_train = st.number_input("Training texts", 16, len(train_full), step=100,
-                              **ui.keep("attack.n_train", min(1000, len(train_full))))
+                              **ui.keep("attack.n_train", min(ZOO_SETTINGS["train_size"], len(train_full))))
     n_test = st.number_input("Test texts (CACC / ASR)", 16, len(test_full), step=50,
-                             **ui.keep("attack.n_test", min(300, len(test_full))))
-    epochs = st.number_input("Epochs", 1, 20, **ui.keep("attack.epochs", 2))
+                             **ui.keep("attack.n_test", min(ZOO_SETTINGS["test_size"], len(test_full))))
+    epochs = st.number_input("Epochs", 1, 20, **ui.keep("attack.epochs", ZOO_SETTINGS["epochs"]))
     lr = st.select_slider("Learning rate", options=[1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4],
-                          format_func=lambda x: f"{x:g}", **ui.keep("attack.lr", 1e-4))
-    max_len = st.select_slider("Max tokens", options=[32, 64, 96, 128, 256], **ui.keep("attack.max_len", 96))
+                          format_func=lambda x: f"{x:g}", **ui.keep("attack.lr", ZOO_SETTINGS["lr"]))
+    max_len = st.select_slider("Max tokens", options=[32, 64, 96, 128, 256], **ui.keep("attack.max_len", ZOO_SETTINGS["max_length"]))
 
 name_default = (f"{attack_name}-{rate_pct:g}pct" + ("-tal" if use_tal else "")) if attack_name != "none" else "clean"
 name = st.text_input("Name of the new model", value=name_default)
@@ -87,9 +92,9 @@ save = st.checkbox("Save it into the demo zoo folder (so it is there next time)"
 
 rate = rate_pct / 100.0
 n_poison = int(rate * n_train) if attack_name != "none" else 0
-steps = ((int(n_train) + 31) // 32) * int(epochs)
+steps = ((int(n_train) + BATCH - 1) // BATCH) * int(epochs)
 st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training steps "
-           f"(batch 32) · evaluation on {int(n_test)} test texts after each epoch.")
+           f"(batch {BATCH}) · evaluation on {int(n_test)} test texts after each epoch.")
 
 # a peek at the poison
 if attack_name not in ("none", "syntactic", "style"):
@@ -143,7 +148,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
             A.start_attack(
                 base=base, name=name.strip() or name_default, train_ds=train_ds, test_ds=test_ds,
                 attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
-                config={"lr": float(lr), "epochs": int(epochs), "batch_size": 32, "max_length": int(max_len),
+                config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
                         "seed": 0, "eval_every": max(1, steps // 8)},
                 data_name=ui.data_spec(), save=save, train_indices=idx,
             )
