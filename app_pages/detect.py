@@ -61,6 +61,10 @@ with c3:
                     **ui.keep("detect.rel", 0.3))
     max_frac = st.slider("At most this share of heads suspicious", 0.05, 0.5, step=0.05,
                          **ui.keep("detect.max_frac", 0.25))
+    refine = st.checkbox("Second pass (suspicious heads)", **ui.keep("detect.refine", True),
+                         help="Once the suspicious heads are known, score the pool again by how much those heads "
+                              "alone focus on one token (same FRR). Finds far more triggered inputs when a "
+                              "backdoor captured only a few heads.")
 
 job = ui.get_job("scan")
 running = job is not None and job.active
@@ -68,7 +72,8 @@ if st.button("Scan the model", type="primary", icon=":material/radar:", disabled
     try:
         clean = train_full.sample(int(n_clean), seed=0)
         A.start_scan(loaded, clean, list(pool_texts), truth,
-                     {"frr": float(frr), "rel_threshold": float(rel), "max_fraction": float(max_frac)},
+                     {"frr": float(frr), "rel_threshold": float(rel), "max_fraction": float(max_frac),
+                      "refine": bool(refine)},
                      model_name=loaded.name)
         st.rerun()
     except Exception as exc:  # noqa: BLE001
@@ -110,6 +115,10 @@ if v.get("likely_backdoored"):
              icon=":material/gpp_bad:")
 else:
     st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
+if report.first_pass is not None:
+    st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; second "
+               f"pass (the {len(report.suspicious_heads)} suspicious heads' focus): {len(report.flagged)}. "
+               "Scores, threshold and flags below are the second pass's; the verdict is the first pass's.")
 if report.heads.basis != "flagged":
     st.warning("No pool input was flagged, so heads were rated on the most unusual clean inputs instead "
                "(a weak basis: it cannot see a trigger that never occurs in clean data).", icon=":material/warning:")

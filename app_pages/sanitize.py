@@ -35,6 +35,10 @@ KNOB_LABELS = {
     "focus_labels": ("Label flagged inputs by dropping the heads' focus",
                      "Drop the tokens the suspicious heads look at most and use the changed prediction as the "
                      "label (no trigger needed: the heads point at it)."),
+    "exclude_labels": ("Label the rest away from the suspected target",
+                       "A flagged input still unlabelled that the model puts in the class most flagged inputs go to "
+                       "(the suspected target) gets its runner-up class. Skipped when flagged inputs are no more "
+                       "concentrated on one class than clean ones."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),
@@ -70,7 +74,7 @@ with c3:
     st.subheader("Knobs")
     knobs: dict = {}
     for k, default in DEFENSES[defense].knobs.items():
-        if k in ("heads", "top_k", "frr", "rel_threshold", "max_fraction") and defense == "alignment":
+        if k in ("heads", "top_k", "frr", "rel_threshold", "max_fraction", "refine") and defense == "alignment":
             continue  # set on the Detect page (or by the scan's defaults)
         key = f"sanitize.{defense}.{k}"
         label, help_text = KNOB_LABELS.get(k, (k, None))

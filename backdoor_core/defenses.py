@@ -56,8 +56,10 @@ DEFENSES: dict[str, DefenseInfo] = {
         "alignment", "Attention safety alignment (ours)",
         "Find suspicious heads without the trigger, reset their output, then fine-tune only them with "
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
-        "(flagged inputs get a label from the safe heads, or from dropping the tokens the suspicious heads focus on).",
-        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": True, "heads": None,
+        "(flagged inputs get a label from the safe heads, from dropping the tokens the suspicious heads focus on, or "
+        "else the runner-up class when the model puts them in the suspected target).",
+        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": True,
+         "exclude_labels": True, "refine": True, "heads": None,
          "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25, "top_k": None, "lr": 1e-3, "epochs": 3},
     ),
     "finetune": DefenseInfo(
@@ -164,8 +166,8 @@ def _reject_unknown(name: str, knobs: dict) -> None:
 
 def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict):
     from .head_metrics import heads_to_mask
-    from .sanitize import (DEFAULT_BETA, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET, DEFAULT_PSEUDO_LABELS,
-                           DEFAULT_RESET, default_config, sanitize_heads)
+    from .sanitize import (DEFAULT_BETA, DEFAULT_EXCLUDE_LABELS, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET,
+                           DEFAULT_PSEUDO_LABELS, DEFAULT_RESET, default_config, sanitize_heads)
     from .scan import scan_model
 
     cfg = _config(config, knobs, default_config)
@@ -174,11 +176,12 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     reset = bool(knobs.pop("reset", DEFAULT_RESET))
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
+    exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
     heads = knobs.pop("heads", None)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     scan_opts = {k: knobs.pop(k) for k in ("frr", "rel_threshold", "max_fraction", "top_k", "aggregate",
-                                          "fallback_frac", "max_clean") if k in knobs}
+                                          "fallback_frac", "max_clean", "refine") if k in knobs}
     _reject_unknown("alignment", knobs)
     L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
     pool = [str(t) for t in (pool_texts or [])]
@@ -212,7 +215,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          "to choose them yourself.")
     flagged = flagged[:pool_budget]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
-                         kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus, **common)
+                         kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
+                         exclude_labels=exclude, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -222,6 +226,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "reset": reset,
         "pseudo_labels": pseudo,
         "focus_labels": focus,
+        "exclude_labels": exclude,
         "align_before": res.align_before,
         "align_after": res.align_after,
         "frozen_unchanged": res.frozen_unchanged,

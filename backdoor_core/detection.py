@@ -34,7 +34,7 @@ from .metrics import auroc, frr_far, threshold_at_frr
 AGGREGATES = ("max", "mean")
 DEFAULT_AGGREGATE = "max"
 """Per-layer z-scores aggregated by their max. Chosen by measurement (README / defense.md)."""
-FEATURES = ("sim", "peak", "focus", "common")
+FEATURES = ("sim", "peak", "focus", "common", "head_focus")
 DEFAULT_FEATURES = ("focus",)
 """Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by measurement on four pilot
 MiniLM/SST-2 models (AUROC, 120 clean vs 120 triggered test inputs, max aggregate, length-adjusted):
@@ -192,7 +192,10 @@ class SimilarityDetector:
         features: per-layer features, any of ``"sim"`` (mean head-to-head similarity), ``"peak"`` (the most
             similar pair of heads), ``"focus"`` (mean over heads of ``focus``) and ``"common"`` (mean over heads
             of ``common``: how much the layer's heads together collapse onto one key).
+            ``"head_focus"`` needs ``heads``: one column per chosen head, its own ``focus`` (used by the
+            scan's second pass, ``scan.refine``: the suspicious heads' focus, z-scored head by head, averaged).
         aggregate: ``"max"`` or ``"mean"`` of the z-scores of all features.
+        heads: ``(L, H)`` bool, the heads ``"head_focus"`` reads (None for the per-layer features).
         length_adjust: remove the linear trend in log(token count) fitted on clean data (our design).
         coef: ``(2, F)`` least-squares line per feature (intercept, slope).
         scale: standard deviation of the clean residuals per feature.
@@ -202,6 +205,7 @@ class SimilarityDetector:
     features: tuple = DEFAULT_FEATURES
     aggregate: str = DEFAULT_AGGREGATE
     length_adjust: bool = True
+    heads: np.ndarray | None = None
     coef: np.ndarray | None = None
     scale: np.ndarray | None = None
     threshold: float | None = None
@@ -217,10 +221,15 @@ class SimilarityDetector:
         if bad or not self.features:
             raise ValueError(f"features must be some of {', '.join(FEATURES)}, got {list(self.features)}.")
         self.features = tuple(self.features)
+        if "head_focus" in self.features:
+            if self.heads is None or not np.asarray(self.heads, dtype=bool).any():
+                raise ValueError("The head_focus feature needs heads: an (L, H) bool mask with at least one head.")
+            self.heads = np.asarray(self.heads, dtype=bool)
 
     def _features(self, stats: AttentionStats) -> np.ndarray:
         table = {"sim": lambda: stats.layer_sim, "peak": lambda: stats.layer_peak,
-                 "focus": lambda: stats.focus.mean(-1), "common": lambda: stats.common.mean(-1)}
+                 "focus": lambda: stats.focus.mean(-1), "common": lambda: stats.common.mean(-1),
+                 "head_focus": lambda: stats.focus[:, self.heads]}  # (N, n_heads) via the (L, H) mask
         return np.concatenate([table[f]() for f in self.features], axis=1).astype(np.float64)
 
     def _design(self, stats: AttentionStats) -> np.ndarray:
@@ -241,7 +250,7 @@ class SimilarityDetector:
         return self
 
     def feature_z(self, stats: AttentionStats) -> np.ndarray:
-        """``(N, features)`` z-scores (``L`` layers, or ``L*H`` heads for ``head_max``)."""
+        """``(N, F)`` z-scores: ``L`` columns per per-layer feature, one per chosen head for ``head_focus``."""
         if self.coef is None:
             raise RuntimeError("Call fit() on clean inputs first.")
         return (self._features(stats) - self._design(stats) @ self.coef) / self.scale

@@ -12,7 +12,8 @@ Loss (the paper, arXiv 2511.13789, names the idea; the formula below is our desi
 * The target is detached (a stop-gradient): the safe heads are not pulled toward the suspicious ones (and they
   do not train anyway).
 * ALIGN is computed on every input of a batch — the defender's clean inputs (labelled) and the flagged pool
-  inputs (added with label ``-100``: no cross-entropy on them, their labels are untrustworthy).
+  inputs (added with label ``-100`` — no cross-entropy, their labels are unknown — unless one of the
+  pseudo-label rules below gives them one).
 
 Head-wise fine-tuning: ``training.train(trainable_masks=head_parameter_masks(model, suspicious))`` — only the
 suspicious heads' query/key/value rows and biases and their output-projection columns change; every other entry
@@ -45,6 +46,14 @@ Learning rate 1e-3 (was 5e-4), with focus labels, same pilot, ASR / CACC after: 
 26.5% (86.0 -> 85.0), Bible style 77.0% -> 65.5% (83.3 -> 83.3). Caveat: chosen on the benchmark's own models
 (there is no separate validation zoo), so the benchmark numbers are optimistic for this knob.
 
+Target-exclusion labels (our design; paper silent; ``exclude_labels=True``): a flagged input still without a
+label after both tests, that the model puts in the *suspected target* (the class it predicts most often on the
+flagged inputs), gets its runner-up class (``target_exclusion_labels``; skipped when the flagged predictions are
+no more concentrated on that class than the clean ones, as for a clean model). Measured with the scan's second
+pass (``scan.refine``) on the attack-benchmark models, ASR / CACC change (CACC on 1000 clean test sentences where
+marked *), without -> with: syntactic 26.5% -> 10.0% (+2.7 -> +1.6*), BadNets 3% 2.5% -> 2.0%, AddSent 3%
+3.0% -> 1.0%, Bible style 69.5% -> 57.5%, BadNets 1% + TAL 0.0% -> 0.0% (-0.9* -> -2.1* seed 0, -0.2* seed 1).
+
 Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``1e-3`` (only a few heads
 train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
 labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.
@@ -68,6 +77,13 @@ DEFAULT_BETA = 5.0
 DEFAULT_RESET = True
 DEFAULT_PSEUDO_LABELS = True
 DEFAULT_FOCUS_LABELS = True
+DEFAULT_EXCLUDE_LABELS = True
+EXCLUDE_MIN_EXCESS = 0.25
+"""How many points more often the flagged inputs must go to the suspected target than clean inputs do before
+``target_exclusion_labels`` relabels anything. Measured on the attack benchmark's SST-2 models (scan with the
+second pass; share of flagged inputs predicted as the suspected target minus the share of clean inputs): three
+clean models 0.10 / 0.11 / 0.18 and an ineffective BadNets 0.5% model 0.17; effective backdoors BadNets 3% 0.42,
+BadNets 1% + TAL 0.36, AddSent 3% 0.44, syntactic 0.38; Bible style -0.02 (its flags are mostly clean inputs)."""
 FOCUS_DROP_COUNTS = (1, 2, 3, 5)
 DEFAULT_CLEAN_BUDGET = 300
 DEFAULT_POOL_BUDGET = 200
@@ -292,6 +308,37 @@ def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.
     return labels
 
 
+def target_exclusion_labels(probs: np.ndarray, labels: Sequence[int], clean_probs: np.ndarray | None = None,
+                            min_excess: float = EXCLUDE_MIN_EXCESS) -> tuple[list[int], int | None]:
+    """Labels for the flagged inputs still without one (our design; paper silent; ``exclude_labels=True``).
+
+    The suspected target is the class the model predicts most often on the flagged inputs (a trigger sends its
+    inputs there). A flagged input still labelled ``-100`` that the model puts in that class gets its runner-up
+    class; inputs predicted elsewhere keep ``-100``. Needs no trigger.
+
+    Guard: with ``clean_probs`` (the model on the defender's clean inputs), nothing is relabelled unless the
+    suspected target's share among the flagged predictions exceeds its share among the clean predictions by at
+    least ``min_excess`` — flagged inputs of a clean model are spread over the classes like clean ones, and
+    relabelling them would only teach the model mistakes.
+
+    Shapes: ``probs`` ``(N, C)`` on the flagged inputs, ``clean_probs`` ``(M, C)``. Returns the new labels and
+    the suspected target (None when nothing was relabelled).
+    """
+    probs = np.asarray(probs, dtype=float)
+    labels = list(labels)
+    if len(probs) == 0:
+        return labels, None
+    pred = probs.argmax(1)
+    target = int(np.bincount(pred, minlength=probs.shape[1]).argmax())
+    if clean_probs is not None and len(clean_probs):
+        excess = float((pred == target).mean() - (np.asarray(clean_probs).argmax(1) == target).mean())
+        if excess < min_excess:
+            return labels, None
+    runner_up = np.argsort(-probs, axis=1)[:, 1]
+    out = [int(runner_up[i]) if y == IGNORE_LABEL and pred[i] == target else int(y) for i, y in enumerate(labels)]
+    return out, target
+
+
 @dataclass
 class SanitizeResult:
     """What ``sanitize_heads`` did. ``history`` comes from ``training.train``."""
@@ -325,13 +372,15 @@ def sanitize_heads(
     reset: bool = DEFAULT_RESET,
     pseudo_labels: bool = DEFAULT_PSEUDO_LABELS,
     focus_labels: bool = DEFAULT_FOCUS_LABELS,
+    exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
     Args:
         clean_texts, clean_labels: the defender's clean labelled data.
         suspicious: ``(layers, heads)`` bool, e.g. ``HeadSafety.suspicious``.
-        pool_texts: flagged inputs (unlabelled), used by the alignment term only.
+        pool_texts: flagged inputs (unlabelled): always in the alignment term; in the cross-entropy only with a
+            pseudo-label from the rules below.
         measure_texts: texts on which the alignment term is measured before and after (default: a sample of
             the pool and the clean texts).
         reset: zero the suspicious heads' output-projection columns before fine-tuning (see the module
@@ -340,6 +389,8 @@ def sanitize_heads(
             changes its prediction — the label the safe heads alone give (see ``safe_head_labels``).
         focus_labels: for flagged inputs still without a label, drop the tokens the suspicious heads focus on
             and use the changed prediction (see ``focus_removal_labels``).
+        exclude_labels: flagged inputs still without a label that the model puts in the suspected target class
+            get their runner-up class (see ``target_exclusion_labels``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -363,6 +414,15 @@ def sanitize_heads(
     if focus_labels and pool_texts:
         focus = focus_removal_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
         pool_labels = [g if g != IGNORE_LABEL else f for g, f in zip(pool_labels or [IGNORE_LABEL] * len(focus), focus)]
+    suspected_target = None
+    n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
+    if exclude_labels and pool_texts:
+        from .attention import predict
+
+        probs = predict(model, tokenizer, list(pool_texts), config.max_length)
+        clean_probs = predict(model, tokenizer, clean_texts, config.max_length)
+        pool_labels, suspected_target = target_exclusion_labels(
+            probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs)
     if reset:
         reset_output_columns(model, suspicious)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels)
@@ -379,6 +439,8 @@ def sanitize_heads(
                  "pool_samples": len(pool_texts or []),
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
                  "pool_gate_labelled": n_gate_labels, "focus_labels": focus_labels,
+                 "exclude_labels": exclude_labels, "suspected_target": suspected_target,
+                 "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -10,7 +10,17 @@ Steps:
 2. Score the pool; inputs above the threshold are *flagged*.
 3. Rate every head (collapse x importance) on the flagged inputs and split suspicious / safe — ``head_safety``.
    With no pool (or nothing flagged) the top-scoring clean inputs stand in (``basis = "clean fallback"``).
-4. A model-level verdict — ``detection.model_verdict``.
+4. Second pass (``refine=True``, our design; paper silent): score the pool again, now by the focus of the
+   suspicious heads only (``SimilarityDetector(features=("head_focus",), heads=suspicious, aggregate="mean")``:
+   each suspicious head's focus z-scored against the same clean fit half, averaged; threshold at the same FRR
+   on the same clean dev half), and flag by that. The first pass averages over all heads of a layer, where a
+   backdoor that captured 3 or 4 heads is diluted by the other 8; once those heads are known, looking at them
+   alone finds far more of the triggered inputs. Measured on the attack benchmark's SST-2 models (250-input
+   pool, 50 triggered, 5% FRR), share of the triggered inputs flagged, first -> second pass: BadNets 3% 18% ->
+   80%, AddSent 3% 58% -> 100%, syntactic 42% -> 74%, Bible style 10% -> 26%, with 6 to 15 of the 200 clean
+   pool inputs flagged. The first pass's numbers stay in ``ScanReport.first_pass``; the verdict uses the
+   first pass's statistics (it was measured that way).
+5. A model-level verdict — ``detection.model_verdict``.
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -46,6 +56,7 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
 
 MAX_FLAGGED_LISTED = 200
+DEFAULT_REFINE = True
 
 
 @dataclass
@@ -59,6 +70,8 @@ class ScanReport:
         clean_scores: ``(n_dev,)`` suspicion scores of the clean dev inputs.
         pool_texts / pool_scores / pool_predictions: the pool, its scores and predicted labels.
         flagged: indices into the pool of the flagged inputs, highest score first.
+        first_pass: when the second pass ran (``refine``): the first pass's ``threshold``, ``clean_frr``,
+            ``clean_scores``, ``pool_scores`` and ``flagged``; the fields above are the second pass's. Else None.
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
@@ -81,6 +94,7 @@ class ScanReport:
     pool_predictions: np.ndarray
     flagged: np.ndarray
     heads: HeadSafety
+    first_pass: dict | None
     layer_sim_clean: np.ndarray
     layer_sim_flagged: np.ndarray | None
     head_sim_clean: np.ndarray
@@ -128,6 +142,7 @@ class ScanReport:
             "verdict": _plain(self.verdict),
             "detection": {
                 "method": "head_similarity",
+                "pass": "second (suspicious heads' focus)" if self.first_pass else "first",
                 "aggregate": self.aggregate,
                 "threshold": float(self.threshold),
                 "frr_target": float(self.frr_target),
@@ -151,6 +166,11 @@ class ScanReport:
             "flagged": self.flagged_rows(max_flagged),
             "clean_dev_scores": arr(self.clean_scores),
             "pool_scores": arr(self.pool_scores),
+            "first_pass": None if not self.first_pass else {
+                "threshold": float(self.first_pass["threshold"]), "clean_frr": float(self.first_pass["clean_frr"]),
+                "n_flagged": int(len(self.first_pass["flagged"])),
+                "clean_dev_scores": arr(self.first_pass["clean_scores"]),
+                "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
             "settings": _plain(self.settings),
         }
@@ -199,6 +219,7 @@ def scan_model(
     top_k: int | None = None,
     fallback_frac: float = DEFAULT_FALLBACK_FRAC,
     importance_inputs: int = 64,
+    refine: bool = DEFAULT_REFINE,
     max_length: int = 128,
     batch_size: int = 32,
     seed: int = 0,
@@ -215,6 +236,7 @@ def scan_model(
         aggregate, length_adjust: see ``detection.SimilarityDetector``.
         max_clean: use at most this many clean texts (a seeded sample), None = all.
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
+        refine: re-flag the pool by the suspicious heads' focus (step 4 of the module docstring).
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -259,6 +281,17 @@ def scan_model(
     )
     verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
                             pool_stats.predictions if pool else None, num_labels)
+    first_pass = None
+    if refine and pool and heads.suspicious.any():
+        det2 = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust,
+                                  heads=heads.suspicious).fit(clean_stats.subset(fit_idx))
+        det2.calibrate(dev_stats, frr)
+        first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
+                      "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged}
+        det = det2
+        pool_scores = det.score(pool_stats)
+        flagged = np.flatnonzero(det.flag(pool_scores))
+        flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -280,11 +313,13 @@ def scan_model(
         pool_predictions=pool_stats.predictions if pool else np.zeros(0, int),
         flagged=flagged,
         heads=heads,
+        first_pass=first_pass,
         layer_sim_clean=clean_stats.layer_sim.mean(0),
         layer_sim_flagged=None if flagged_stats is None else flagged_stats.layer_sim.mean(0),
         head_sim_clean=clean_stats.head_sim.mean(0),
         head_sim_flagged=None if flagged_stats is None else flagged_stats.head_sim.mean(0),
         seconds=time.perf_counter() - t0,
         settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
-                  "max_clean": max_clean, "seed": seed, "max_length": max_length, **heads.rule},
+                  "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
+                  **heads.rule},
     )

@@ -45,7 +45,7 @@ ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")
 # only scans the rest (detection AUROC + model verdict): repairing all 14 would not fit the 60-minute budget.
 QUICK_REPAIR = ("badnets_r0.03", "badnets_r0.01_tal", "addsent_r0.03", "syntactic_r0.2", "style_bible_r0.2")
 
-QUICK = {"n_clean": 200, "n_test": 300, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
+QUICK = {"n_clean": 200, "n_test": 1000, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
          "epochs": 3, "strip_repeats": 5}
 FULL = {"n_clean": 300, "n_test": 1821, "n_poison": 912, "n_detect": 400, "pool_size": 500, "pool_poison": 0.2,
         "epochs": 4, "strip_repeats": 10}
@@ -228,6 +228,13 @@ def main(argv=None) -> int:
         s_clean = det.score(attention_stats(lm.model, lm.tokenizer, det_clean, L))
         s_trig = det.score(attention_stats(lm.model, lm.tokenizer, poisoned_det, L))
         ours = evaluate_detector(s_clean, s_trig, det.threshold)
+        ours2 = None  # the scan's second pass: the suspicious heads' focus (scan.refine), same clean halves
+        if scan.heads.suspicious.any():
+            det2 = SimilarityDetector(features=("head_focus",), aggregate="mean", heads=scan.heads.suspicious)
+            det2.fit(cstats.subset(fit_idx)).calibrate(cstats.subset(dev_idx))
+            ours2 = evaluate_detector(det2.score(attention_stats(lm.model, lm.tokenizer, det_clean, L)),
+                                      det2.score(attention_stats(lm.model, lm.tokenizer, poisoned_det, L)),
+                                      det2.threshold)
         t = time.perf_counter()
         st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
                                 seed=seed, max_length=L)
@@ -240,13 +247,17 @@ def main(argv=None) -> int:
         strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, 0.05))
         strip_seconds = time.perf_counter() - t
         if is_bd:
-            for method, res in (("head_similarity", ours), ("strip", strip_res)):
+            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res)]
+            for method, res in [(k, r) for k, r in methods if r is not None]:
                 report["detection"].append({"model": m["name"], "attack": m["attack"], "family": family(m["attack"]),
                                             "tal": m["tal"], "method": method, "auroc": res["auroc"],
                                             "frr": res["frr"], "far": res["far"]})
         flagged = scan.flagged
         true_flags = sum(pool[i] in set(poisoned_pool) for i in flagged)
+        first = scan.first_pass["flagged"] if scan.first_pass else flagged
         row_model = {"name": m["name"], "attack": m["attack"], "tal": m["tal"], "rate": m.get("rate"),
+                     "first_pass_flagged": int(len(first)),
+                     "first_pass_flagged_triggered": int(sum(pool[i] in set(poisoned_pool) for i in first)),
                      "verdict_score": scan.verdict["score"], "verdict": scan.verdict,
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
@@ -254,7 +265,7 @@ def main(argv=None) -> int:
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"]}
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
-              f"AUROC ours {ours['auroc']:.3f} strip {strip_res['auroc']:.3f}", flush=True)
+              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} strip {strip_res['auroc']:.3f}", flush=True)
 
         if is_bd and m["name"] in repair:
             for name in defenses:
@@ -272,7 +283,8 @@ def main(argv=None) -> int:
                        "details": {k: v for k, v in res.details.items()
                                    if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
                                             "align_before", "align_after", "frozen_unchanged", "flagged_used",
-                                            "pool_pseudo_labelled", "pool_gate_labelled", "focus_labels")}}
+                                            "pool_pseudo_labelled", "pool_gate_labelled", "focus_labels",
+                                            "exclude_labels", "suspected_target")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  {seconds:.0f}s", flush=True)
@@ -389,11 +401,14 @@ def markdown(report: dict) -> str:
               f"AUROC {_f(mv.get('auroc'), False)}, accuracy at score >= 0.5: {_f(mv.get('accuracy_at_0.5'))}%. "
               f"Counting only backdoors that took (ASR >= 50%; {mv.get('backdoored_effective', 0)} models) as "
               f"positives: AUROC {_f(mv.get('auroc_effective'), False)}.",
-              "", "| model | attack | verdict score | flagged (triggered / pool triggered) | suspicious heads |",
-              "|---|---|---|---|---|"]
+              "", "| model | attack | verdict score | flagged, first pass (triggered) | flagged, second pass "
+              "(triggered / pool triggered) | suspicious heads |",
+              "|---|---|---|---|---|---|"]
     for m in report["models"]:
         heads = ", ".join(m["suspicious_heads"][:8]) + (" ..." if len(m["suspicious_heads"]) > 8 else "")
-        lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {m['n_flagged']} "
+        first = (f"{m['first_pass_flagged']} ({m['first_pass_flagged_triggered']})"
+                 if "first_pass_flagged" in m else "–")
+        lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {first} | {m['n_flagged']} "
                      f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} |")
     if report.get("superseded_runs"):
         lines += ["", "## Earlier rows replaced by a later run (ablation)", "",

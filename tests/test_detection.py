@@ -74,3 +74,30 @@ def test_bad_inputs_give_plain_errors():
         SimilarityDetector().fit(empty)
     fit, dev = split_clean(10, seed=1)
     assert len(set(fit) | set(dev)) == 10 and not set(fit) & set(dev)
+
+
+def _stats(focus):
+    n = len(focus)
+    z = np.zeros_like(focus)
+    return AttentionStats(z, z.copy(), focus, z.copy(), np.full((n, 2), 0.5, np.float32), np.full(n, 12))
+
+
+def test_head_focus_is_not_diluted_by_the_other_heads_of_the_layer():
+    """One captured head out of 8: the per-layer mean barely moves, the head's own focus does (scan.refine)."""
+    rng = np.random.default_rng(0)
+    clean = _stats(rng.uniform(0.2, 0.4, (200, 2, 8)).astype(np.float32))
+    trig_focus = rng.uniform(0.2, 0.4, (100, 2, 8)).astype(np.float32)
+    trig_focus[:, 1, 2] = 0.45  # L1H2 collapses onto one token, a little beyond any clean value
+    trig = _stats(trig_focus)
+    heads = np.zeros((2, 8), bool)
+    heads[1, 2] = True
+    layer = SimilarityDetector().fit(clean.subset(range(100)))
+    head = SimilarityDetector(features=("head_focus",), aggregate="mean", heads=heads).fit(clean.subset(range(100)))
+    dev = clean.subset(range(100, 200))
+    auc_layer = auroc(layer.score(dev), layer.score(trig))
+    auc_head = auroc(head.score(dev), head.score(trig))
+    assert auc_head > 0.99 and auc_layer < 0.85, (auc_head, auc_layer)
+    head.calibrate(dev, frr=0.05)
+    assert head.flag(head.score(trig)).mean() > 0.9
+    with pytest.raises(ValueError, match="heads"):
+        SimilarityDetector(features=("head_focus",))

@@ -10,6 +10,7 @@ from backdoor_core.architecture import head_parameter_masks
 from backdoor_core.data import DataError, TextDataset
 from backdoor_core.defenses import DEFENSES, run_defense
 from backdoor_core.sanitize import (AlignmentLoss, alignment_value, focus_removal_labels, safe_head_labels,
+                                    target_exclusion_labels,
                                     sanitize_heads)
 from backdoor_core.training import TrainConfig
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
@@ -151,3 +152,24 @@ def test_focus_removal_labels_drop_the_focus_tokens(tiny):
             kept = torch.cat([ids[:top], ids[top + 1:]])
             new = int(model(input_ids=kept[None]).logits.argmax())
             assert label == (new if new != full else IGNORE_LABEL)
+
+
+def test_target_exclusion_labels_hand_computed():
+    # 5 flagged inputs, 3 classes; the model puts 3 of them in class 2 (the suspected target).
+    probs = np.array([[0.1, 0.2, 0.7],    # target, unlabelled -> runner-up 1
+                      [0.3, 0.1, 0.6],    # target, unlabelled -> runner-up 0
+                      [0.05, 0.15, 0.8],  # target, already labelled 0 -> kept
+                      [0.7, 0.2, 0.1],    # predicted elsewhere -> stays unlabelled
+                      [0.2, 0.5, 0.3]])   # predicted elsewhere -> stays unlabelled
+    labels = [-100, -100, 0, -100, -100]
+    out, target = target_exclusion_labels(probs, labels)
+    assert target == 2
+    assert out == [1, 0, 0, -100, -100]
+    # Guard: clean inputs go to class 2 as often as the flagged ones (3/5) -> nothing is relabelled.
+    clean_like = np.array([[0.1, 0.1, 0.8]] * 3 + [[0.8, 0.1, 0.1]] * 2)
+    out, target = target_exclusion_labels(probs, labels, clean_probs=clean_like)
+    assert target is None and out == labels
+    # Clean inputs rarely go to class 2 (1/5): 60% - 20% = 40 points of excess, above the 25-point guard.
+    clean_rare = np.array([[0.1, 0.1, 0.8]] + [[0.8, 0.1, 0.1]] * 4)
+    assert target_exclusion_labels(probs, labels, clean_probs=clean_rare) == ([1, 0, 0, -100, -100], 2)
+    assert target_exclusion_labels(np.zeros((0, 3)), []) == ([], None)

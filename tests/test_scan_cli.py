@@ -134,3 +134,23 @@ def test_cli_sanitize_ctrl_c_saves_nothing(files, monkeypatch, capsys):
     assert rc == 130
     assert "nothing saved" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+def test_second_pass_reflags_by_the_suspicious_heads():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    one = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, refine=False)
+    two = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2)
+    assert one.first_pass is None and two.first_pass is not None
+    # the first pass of the two-pass scan is the one-pass scan; heads and verdict come from it
+    assert two.first_pass["flagged"].tolist() == one.flagged.tolist()
+    assert two.first_pass["threshold"] == pytest.approx(one.threshold)
+    assert two.suspicious_heads == one.suspicious_heads and two.verdict == one.verdict
+    # the second pass flags exactly the pool inputs above its own threshold, at the asked-for clean FRR
+    assert sorted(two.flagged.tolist()) == np.flatnonzero(two.pool_scores > two.threshold).tolist()
+    assert two.clean_frr <= 0.2 + 1e-9
+    assert not np.allclose(two.pool_scores, one.pool_scores)
+    d = json.loads(json.dumps(two.to_dict()))
+    assert d["first_pass"]["n_flagged"] == len(one.flagged) and d["settings"]["refine"] is True

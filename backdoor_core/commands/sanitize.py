@@ -11,6 +11,7 @@ from .scan import add_data_args, load_inputs, read_pool
 
 def register(sub) -> None:
     from ..defenses import DEFENSES
+    from ..sanitize import DEFAULT_BETA
 
     p = sub.add_parser("sanitize", help="repair a backdoored model and save it (before/after CACC and ASR)")
     add_data_args(p, clean_default_split="dev", n_clean=300)
@@ -19,7 +20,7 @@ def register(sub) -> None:
                    help="alignment (ours, default), finetune, fineprune or pure")
     p.add_argument("--heads", default=None,
                    help="alignment only: repair these heads (e.g. L3H7,L5H1) instead of scanning for them")
-    p.add_argument("--beta", type=float, default=None, help="alignment weight (default 1.0)")
+    p.add_argument("--beta", type=float, default=None, help=f"alignment weight (default {DEFAULT_BETA:g})")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")

@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--rel-threshold", type=float, default=0.1,
                    help="suspicious when score >= this x the best head's score (default 0.1)")
     p.add_argument("--max-fraction", type=float, default=0.25, help="at most this share of heads (default 0.25)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="skip the second pass (re-flagging the pool by the suspicious heads' focus)")
     p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
@@ -112,7 +114,7 @@ def run(args) -> int:
     report = scan_model(
         lm.model, lm.tokenizer, clean, pool, frr=args.frr, top_k=args.top_k, rel_threshold=args.rel_threshold,
         max_fraction=args.max_fraction, max_length=args.max_length, seed=args.seed, model_name=lm.name,
-        max_clean=None, progress=_progress_printer(not args.json and sys.stderr.isatty()),
+        max_clean=None, refine=not args.no_refine, progress=_progress_printer(not args.json and sys.stderr.isatty()),
     )
     data = report.to_dict()
     if args.html:
@@ -127,7 +129,9 @@ def run(args) -> int:
           f"(score {v['score']:.2f}, from {v['basis']})")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
           f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
-    print(f"pool       {d['n_pool']} inputs, {d['n_flagged']} flagged ({d['flag_rate']:.1%})")
+    first = data["first_pass"]
+    passes = f"; first pass {first['n_flagged']}, second pass (suspicious heads' focus)" if first else ""
+    print(f"pool       {d['n_pool']} inputs{passes} {d['n_flagged']} flagged ({d['flag_rate']:.1%})")
     heads = data["head_safety"]
     print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
     print("\nHeads by score (collapse on flagged inputs x importance):")
