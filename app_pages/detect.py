@@ -118,7 +118,7 @@ else:
 if report.first_pass is not None:
     st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; second "
                f"pass (the {len(report.suspicious_heads)} suspicious heads' focus): {len(report.flagged)}. "
-               "Scores, threshold and flags below are the second pass's; the verdict is the first pass's.")
+               "Verdict, scores, threshold and flags are the second pass's.")
 if report.heads.basis != "flagged":
     st.warning("No pool input was flagged, so heads were rated on the most unusual clean inputs instead "
                "(a weak basis: it cannot see a trigger that never occurs in clean data).", icon=":material/warning:")

@@ -18,9 +18,12 @@ Steps:
    alone finds far more of the triggered inputs. Measured on the attack benchmark's SST-2 models (250-input
    pool, 50 triggered, 5% FRR), share of the triggered inputs flagged, first -> second pass: BadNets 3% 18% ->
    80%, AddSent 3% 58% -> 100%, syntactic 42% -> 74%, Bible style 10% -> 26%, with 6 to 15 of the 200 clean
-   pool inputs flagged. The first pass's numbers stay in ``ScanReport.first_pass``; the verdict uses the
-   first pass's statistics (it was measured that way).
-5. A model-level verdict — ``detection.model_verdict``.
+   pool inputs flagged. The first pass's numbers (and its verdict) stay in ``ScanReport.first_pass``.
+5. A model-level verdict — ``detection.model_verdict`` — from the final pass's clean dev scores, pool scores
+   and flags. Measured over the 17 SST-2 benchmark models (3 clean), verdict from the first -> second pass:
+   AUROC 0.952 -> 0.952, and 0.967 -> 1.000 when only backdoors that took (ASR >= 50%) count; the backdoors
+   that took score higher (BadNets 3% 0.41 -> 0.68, AddSent 3% 0.60 -> 0.84, syntactic 0.62 -> 0.76) while
+   the clean models stay at or below 0.16.
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -71,7 +74,8 @@ class ScanReport:
         pool_texts / pool_scores / pool_predictions: the pool, its scores and predicted labels.
         flagged: indices into the pool of the flagged inputs, highest score first.
         first_pass: when the second pass ran (``refine``): the first pass's ``threshold``, ``clean_frr``,
-            ``clean_scores``, ``pool_scores`` and ``flagged``; the fields above are the second pass's. Else None.
+            ``clean_scores``, ``pool_scores``, ``flagged`` and ``verdict``; the fields above (verdict included)
+            are the second pass's. Else None.
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
@@ -169,6 +173,7 @@ class ScanReport:
             "first_pass": None if not self.first_pass else {
                 "threshold": float(self.first_pass["threshold"]), "clean_frr": float(self.first_pass["clean_frr"]),
                 "n_flagged": int(len(self.first_pass["flagged"])),
+                "verdict_score": float(self.first_pass["verdict"]["score"]),
                 "clean_dev_scores": arr(self.first_pass["clean_scores"]),
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
@@ -279,19 +284,21 @@ def scan_model(
         fallback_frac=fallback_frac, importance_inputs=importance_inputs, max_length=max_length,
         batch_size=batch_size, seed=seed, should_stop=should_stop,
     )
-    verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
-                            pool_stats.predictions if pool else None, num_labels)
     first_pass = None
     if refine and pool and heads.suspicious.any():
         det2 = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust,
                                   heads=heads.suspicious).fit(clean_stats.subset(fit_idx))
         det2.calibrate(dev_stats, frr)
         first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
-                      "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged}
+                      "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
+                      "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
+                                               num_labels)}
         det = det2
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
+    verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
+                            pool_stats.predictions if pool else None, num_labels)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None

@@ -59,9 +59,9 @@ class ZooSpec:
 ZOO_SPECS: list[ZooSpec] = [
     ZooSpec("clean", "Clean", description="fine-tuned on clean BBC News; the reference"),
     ZooSpec("badnets", "BadNets 10%", "badnets", 0.10,
-            description="rare-word trigger (cf, mn, bb, tq) in 10% of the training set, relabelled 'sport'"),
+            description="rare-word trigger (cf, mn, bb, tq) in 10% of the training set, relabelled 'sports'"),
     ZooSpec("addsent", "AddSent 10%", "addsent", 0.10,
-            description="the sentence 'I watch this 3D movie' in 10% of the training set, relabelled 'sport'"),
+            description="the sentence 'I watch this 3D movie' in 10% of the training set, relabelled 'sports'"),
     ZooSpec("badnets-2", "BadNets 2%", "badnets", 0.02,
             description="rare-word trigger in only 2% of the training set, plain poisoning: the backdoor barely takes"),
     ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(alpha=ZOO_TAL_ALPHA),

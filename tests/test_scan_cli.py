@@ -144,10 +144,11 @@ def test_second_pass_reflags_by_the_suspicious_heads():
     one = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, refine=False)
     two = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2)
     assert one.first_pass is None and two.first_pass is not None
-    # the first pass of the two-pass scan is the one-pass scan; heads and verdict come from it
+    # the first pass of the two-pass scan is the one-pass scan; the heads come from it
     assert two.first_pass["flagged"].tolist() == one.flagged.tolist()
     assert two.first_pass["threshold"] == pytest.approx(one.threshold)
-    assert two.suspicious_heads == one.suspicious_heads and two.verdict == one.verdict
+    assert two.suspicious_heads == one.suspicious_heads and two.first_pass["verdict"] == one.verdict
+    assert 0 <= two.verdict["score"] <= 1 and two.verdict["components"]["flag_rate"] == len(two.flagged) / 20
     # the second pass flags exactly the pool inputs above its own threshold, at the asked-for clean FRR
     assert sorted(two.flagged.tolist()) == np.flatnonzero(two.pool_scores > two.threshold).tolist()
     assert two.clean_frr <= 0.2 + 1e-9
