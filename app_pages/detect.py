@@ -63,8 +63,9 @@ with c3:
                          **ui.keep("detect.max_frac", 0.25))
     refine = st.checkbox("Second pass (suspicious heads)", **ui.keep("detect.refine", True),
                          help="Once the suspicious heads are known, score the pool again by how much those heads "
-                              "alone focus on one token (same FRR). Finds far more triggered inputs when a "
-                              "backdoor captured only a few heads.")
+                              "alone focus on one token (same FRR), re-rate the heads on the new flags and "
+                              "re-flag once more. Finds far more triggered inputs when a backdoor captured "
+                              "only a few heads.")
 
 job = ui.get_job("scan")
 running = job is not None and job.active
@@ -116,9 +117,10 @@ if v.get("likely_backdoored"):
 else:
     st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
 if report.first_pass is not None:
-    st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; second "
-               f"pass (the {len(report.suspicious_heads)} suspicious heads' focus): {len(report.flagged)}. "
-               "Verdict, scores, threshold and flags are the second pass's.")
+    st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; then "
+               f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "
+               f"{len(report.flagged)} flagged by the final {len(report.suspicious_heads)} heads. Verdict, "
+               "scores, threshold and flags are the final pass's.")
 if report.heads.basis != "flagged":
     st.warning("No pool input was flagged, so heads were rated on the most unusual clean inputs instead "
                "(a weak basis: it cannot see a trigger that never occurs in clean data).", icon=":material/warning:")

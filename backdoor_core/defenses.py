@@ -181,7 +181,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     scan_opts = {k: knobs.pop(k) for k in ("frr", "rel_threshold", "max_fraction", "top_k", "aggregate",
-                                          "fallback_frac", "max_clean", "refine") if k in knobs}
+                                          "fallback_frac", "max_clean", "refine", "refine_rounds") if k in knobs}
     _reject_unknown("alignment", knobs)
     L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
     pool = [str(t) for t in (pool_texts or [])]

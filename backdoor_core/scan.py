@@ -18,12 +18,18 @@ Steps:
    alone finds far more of the triggered inputs. Measured on the attack benchmark's SST-2 models (250-input
    pool, 50 triggered, 5% FRR), share of the triggered inputs flagged, first -> second pass: BadNets 3% 18% ->
    80%, AddSent 3% 58% -> 100%, syntactic 42% -> 74%, Bible style 10% -> 26%, with 6 to 15 of the 200 clean
-   pool inputs flagged. The first pass's numbers (and its verdict) stay in ``ScanReport.first_pass``.
+   pool inputs flagged. Then (``refine_rounds=2``, the default) the heads are rated again on the second
+   pass's flags — more triggered inputs, so a cleaner collapse estimate — and the pool is flagged a third time
+   by the new suspicious heads; these heads are the report's. Measured share of the 50 triggered pool inputs
+   flagged (clean pool inputs flagged), one -> two rounds, with two draws of defender data and pool: BadNets 3%
+   38 (14) -> 45 (14) and 21 (16) -> 39 (7); syntactic 37 (4) -> 39 (5) and 39 (10) -> 35 (8); Bible style
+   7 (11) -> 7 (13) and 15 (1) -> 26 (4); BadNets 1% + TAL 50 -> 50 both; a clean model 2 (13) -> 2 (15) and
+   0 (5) -> 0 (5). The first pass's numbers (its heads and verdict too) stay in ``ScanReport.first_pass``.
 5. A model-level verdict — ``detection.model_verdict`` — from the final pass's clean dev scores, pool scores
-   and flags. Measured over the 17 SST-2 benchmark models (3 clean), verdict from the first -> second pass:
-   AUROC 0.952 -> 0.952, and 0.967 -> 1.000 when only backdoors that took (ASR >= 50%) count; the backdoors
-   that took score higher (BadNets 3% 0.41 -> 0.68, AddSent 3% 0.60 -> 0.84, syntactic 0.62 -> 0.76) while
-   the clean models stay at or below 0.16.
+   and flags. Measured over the 17 SST-2 benchmark models (3 clean), verdict from the first pass -> the final
+   pass (two rounds): AUROC 0.952 -> 0.952, 0.967 -> 1.000 when only backdoors that took (ASR >= 50%) count,
+   accuracy at 0.5 64.7% -> 76.5%; the backdoors that took score higher (BadNets 3% 0.41 -> 0.78, AddSent 3%
+   0.60 -> 0.84, syntactic 0.62 -> 0.84) while the clean models stay at or below 0.24.
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -60,6 +66,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 MAX_FLAGGED_LISTED = 200
 DEFAULT_REFINE = True
+DEFAULT_REFINE_ROUNDS = 2
 
 
 @dataclass
@@ -73,7 +80,7 @@ class ScanReport:
         clean_scores: ``(n_dev,)`` suspicion scores of the clean dev inputs.
         pool_texts / pool_scores / pool_predictions: the pool, its scores and predicted labels.
         flagged: indices into the pool of the flagged inputs, highest score first.
-        first_pass: when the second pass ran (``refine``): the first pass's ``threshold``, ``clean_frr``,
+        first_pass: when the refined passes ran (``refine``): the first pass's ``threshold``, ``clean_frr``,
             ``clean_scores``, ``pool_scores``, ``flagged`` and ``verdict``; the fields above (verdict included)
             are the second pass's. Else None.
         heads: ``head_safety.HeadSafety``.
@@ -174,6 +181,7 @@ class ScanReport:
                 "threshold": float(self.first_pass["threshold"]), "clean_frr": float(self.first_pass["clean_frr"]),
                 "n_flagged": int(len(self.first_pass["flagged"])),
                 "verdict_score": float(self.first_pass["verdict"]["score"]),
+                "suspicious_heads": list(self.first_pass.get("heads", [])),
                 "clean_dev_scores": arr(self.first_pass["clean_scores"]),
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
@@ -225,6 +233,7 @@ def scan_model(
     fallback_frac: float = DEFAULT_FALLBACK_FRAC,
     importance_inputs: int = 64,
     refine: bool = DEFAULT_REFINE,
+    refine_rounds: int = DEFAULT_REFINE_ROUNDS,
     max_length: int = 128,
     batch_size: int = 32,
     seed: int = 0,
@@ -241,7 +250,8 @@ def scan_model(
         aggregate, length_adjust: see ``detection.SimilarityDetector``.
         max_clean: use at most this many clean texts (a seeded sample), None = all.
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
-        refine: re-flag the pool by the suspicious heads' focus (step 4 of the module docstring).
+        refine, refine_rounds: re-flag the pool by the suspicious heads' focus, ``refine_rounds`` times, the
+            heads re-rated on the new flags between rounds (step 4 of the module docstring).
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -268,32 +278,46 @@ def scan_model(
         pool_stats = attention_stats(model, tokenizer, pool, max_length, batch_size, prog("pool"), should_stop)
         pool_scores = det.score(pool_stats)
     else:
-        pool_stats = AttentionStats(np.zeros((0,) + clean_stats.head_sim.shape[1:], np.float32),
-                                    np.zeros((0,) + clean_stats.head_sim.shape[1:], np.float32),
-                                    np.zeros((0, num_labels), np.float32), np.zeros(0, np.int64))
+        pool_stats = AttentionStats.empty(int(model.config.num_hidden_layers),
+                                          int(model.config.num_attention_heads), num_labels)
         pool_scores = np.zeros(0)
     flagged_mask = det.flag(pool_scores) if pool else np.zeros(0, bool)
     flagged = np.flatnonzero(flagged_mask)
     flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
-    if progress is not None:
-        progress("heads", 0, 1)
-    heads = evaluate_heads(
-        model, tokenizer, clean.texts, [pool[i] for i in flagged],
-        clean_stats=clean_stats, flagged_stats=pool_stats.subset(flagged) if len(flagged) else None,
-        clean_scores=clean_scores, rel_threshold=rel_threshold, max_fraction=max_fraction, top_k=top_k,
-        fallback_frac=fallback_frac, importance_inputs=importance_inputs, max_length=max_length,
-        batch_size=batch_size, seed=seed, should_stop=should_stop,
-    )
+    def rate_heads(flagged):
+        if progress is not None:
+            progress("heads", 0, 1)
+        return evaluate_heads(
+            model, tokenizer, clean.texts, [pool[i] for i in flagged],
+            clean_stats=clean_stats, flagged_stats=pool_stats.subset(flagged) if len(flagged) else None,
+            clean_scores=clean_scores, rel_threshold=rel_threshold, max_fraction=max_fraction, top_k=top_k,
+            fallback_frac=fallback_frac, importance_inputs=importance_inputs, max_length=max_length,
+            batch_size=batch_size, seed=seed, should_stop=should_stop,
+        )
+
+    heads = rate_heads(flagged)
     first_pass = None
-    if refine and pool and heads.suspicious.any():
-        det2 = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust,
-                                  heads=heads.suspicious).fit(clean_stats.subset(fit_idx))
-        det2.calibrate(dev_stats, frr)
-        first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
-                      "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
-                      "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
-                                               num_labels)}
-        det = det2
+    rounds = int(refine_rounds) if refine and pool else 0
+    for r in range(rounds):
+        if not heads.suspicious.any():
+            break
+        if r > 0:  # re-rate the heads on the richer flagged set, then re-flag with them
+            if not len(flagged):
+                break
+            rerated = rate_heads(flagged)
+            if not rerated.suspicious.any():
+                break  # keep the heads we had
+            heads = rerated
+        det_r = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust,
+                                   heads=heads.suspicious).fit(clean_stats.subset(fit_idx))
+        det_r.calibrate(dev_stats, frr)
+        if first_pass is None:
+            first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
+                          "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
+                          "heads": list(heads.suspicious_labels),
+                          "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
+                                                   num_labels)}
+        det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
@@ -328,5 +352,6 @@ def scan_model(
         seconds=time.perf_counter() - t0,
         settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
+                  "refine_rounds": rounds,
                   **heads.rule},
     )

@@ -144,10 +144,10 @@ def test_second_pass_reflags_by_the_suspicious_heads():
     one = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, refine=False)
     two = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2)
     assert one.first_pass is None and two.first_pass is not None
-    # the first pass of the two-pass scan is the one-pass scan; the heads come from it
+    # the first pass of the refined scan is the one-pass scan
     assert two.first_pass["flagged"].tolist() == one.flagged.tolist()
     assert two.first_pass["threshold"] == pytest.approx(one.threshold)
-    assert two.suspicious_heads == one.suspicious_heads and two.first_pass["verdict"] == one.verdict
+    assert two.first_pass["heads"] == one.suspicious_heads and two.first_pass["verdict"] == one.verdict
     assert 0 <= two.verdict["score"] <= 1 and two.verdict["components"]["flag_rate"] == len(two.flagged) / 20
     # the second pass flags exactly the pool inputs above its own threshold, at the asked-for clean FRR
     assert sorted(two.flagged.tolist()) == np.flatnonzero(two.pool_scores > two.threshold).tolist()
@@ -155,3 +155,18 @@ def test_second_pass_reflags_by_the_suspicious_heads():
     assert not np.allclose(two.pool_scores, one.pool_scores)
     d = json.loads(json.dumps(two.to_dict()))
     assert d["first_pass"]["n_flagged"] == len(one.flagged) and d["settings"]["refine"] is True
+    assert d["first_pass"]["suspicious_heads"] == one.suspicious_heads
+    # one round re-flags with the first pass's heads; the default re-rates them on the new flags first
+    single = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, refine_rounds=1)
+    assert single.suspicious_heads == one.suspicious_heads and single.settings["refine_rounds"] == 1
+    assert two.settings["refine_rounds"] == 2
+
+
+def test_scan_without_a_pool_rates_heads_on_clean_fallback():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=38)
+    rep = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), None, max_length=32)
+    assert rep.verdict["basis"] == "clean only" and rep.heads.basis == "clean fallback"
+    assert rep.first_pass is None and len(rep.flagged) == 0 and len(rep.pool_scores) == 0
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert d["detection"]["n_pool"] == 0 and d["flagged"] == []
