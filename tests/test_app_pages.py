@@ -243,6 +243,15 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert all(e.startswith("This model behaves like a backdoored one") for e in errors(at))  # the verdict
     labels = [m.label for m in at.metric]
     assert {"Backdoor", "Backdoor score", "Flagged inputs", "Suspicious heads", "AUROC"} <= set(labels)
+    # no pool at all: the scan still runs and says its heads rest on clean inputs only
+    at.radio(key="detect.pool_kind").set_value("No pool").run()
+    at.button(key="detect.run").click().run()
+    job = wait_job(at, "scan")
+    assert job.status == "done", job.snapshot().traceback
+    assert any("No pool input was flagged" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.radio(key="detect.pool_kind").set_value(at.radio(key="detect.pool_kind").options[0]).run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
 
     goto(at, "sanitize")
     at.selectbox(key="sanitize.defense").set_value("finetune").run()
