@@ -61,7 +61,7 @@ with c3:
                     **ui.keep("detect.rel", 0.3))
     max_frac = st.slider("At most this share of heads suspicious", 0.05, 0.5, step=0.05,
                          **ui.keep("detect.max_frac", 0.25))
-    refine = st.checkbox("Second pass (suspicious heads)", **ui.keep("detect.refine", True),
+    refine = st.checkbox("Refine by the suspicious heads", **ui.keep("detect.refine", True),
                          help="Once the suspicious heads are known, score the pool again by how much those heads "
                               "alone focus on one token (same FRR), re-rate the heads on the new flags and "
                               "re-flag once more. Finds far more triggered inputs when a backdoor captured "

@@ -193,7 +193,8 @@ class SimilarityDetector:
             similar pair of heads), ``"focus"`` (mean over heads of ``focus``) and ``"common"`` (mean over heads
             of ``common``: how much the layer's heads together collapse onto one key).
             ``"head_focus"`` needs ``heads``: one column per chosen head, its own ``focus`` (used by the
-            scan's second pass, ``scan.refine``: the suspicious heads' focus, z-scored head by head, averaged).
+            scan's refined passes, ``head_focus_detector``: the suspicious heads' focus, z-scored head by
+            head, averaged).
         aggregate: ``"max"`` or ``"mean"`` of the z-scores of all features.
         heads: ``(L, H)`` bool, the heads ``"head_focus"`` reads (None for the per-layer features).
         length_adjust: remove the linear trend in log(token count) fitted on clean data (our design).
@@ -279,6 +280,15 @@ class SimilarityDetector:
     def clean_frr(self) -> float:
         """FRR on the clean dev inputs used by ``calibrate``."""
         return float((self.clean_dev_scores > self.threshold).mean())
+
+
+def head_focus_detector(heads: np.ndarray, clean_fit: AttentionStats, clean_dev: AttentionStats,
+                        frr: float = DEFAULT_FRR, length_adjust: bool = True) -> SimilarityDetector:
+    """The scan's refined-pass detector (``scan.refine``): ``heads``' own focus, each z-scored against
+    ``clean_fit``, averaged, and thresholded at ``frr`` on ``clean_dev``. ``heads``: ``(L, H)`` bool."""
+    det = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust, heads=heads)
+    det.fit(clean_fit).calibrate(clean_dev, frr)
+    return det
 
 
 def evaluate_detector(clean_scores: Sequence[float], poisoned_scores: Sequence[float], threshold: float) -> dict:

@@ -239,7 +239,7 @@ def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
 
 
 def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,
-                     max_length: int = 128) -> list[int]:
+                     max_length: int = 128, full_probs: np.ndarray | None = None) -> list[int]:
     """Pseudo-labels for flagged inputs (our design; paper silent): where switching the suspicious heads off
     (``architecture.head_gates``) changes the model's prediction, the safe heads' prediction; else ``-100``
     (no cross-entropy, alignment only). Needs no trigger and no true label: it asks the model itself what it
@@ -248,7 +248,9 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     from .attention import predict
 
     texts = [str(t) for t in texts]
-    full = predict(model, tokenizer, texts, max_length).argmax(1)
+    if full_probs is None:  # ``(N, C)`` the whole model's probabilities on ``texts``, when already at hand
+        full_probs = predict(model, tokenizer, texts, max_length)
+    full = np.asarray(full_probs).argmax(1)
     with head_gates(model, torch.as_tensor(~np.asarray(suspicious, dtype=bool), dtype=torch.float32)):
         safe = predict(model, tokenizer, texts, max_length).argmax(1)
     return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
@@ -408,8 +410,13 @@ def sanitize_heads(
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
     before = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
     pool_labels = None
+    pool_probs = None  # (N, C): the suspect model on the flagged inputs, shared by the label rules below
+    if pool_texts and (pseudo_labels or exclude_labels):
+        from .attention import predict
+
+        pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
     if pseudo_labels and pool_texts:
-        pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
+        pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
     n_gate_labels = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if focus_labels and pool_texts:
         focus = focus_removal_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
@@ -417,12 +424,9 @@ def sanitize_heads(
     suspected_target = None
     n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if exclude_labels and pool_texts:
-        from .attention import predict
-
-        probs = predict(model, tokenizer, list(pool_texts), config.max_length)
         clean_probs = predict(model, tokenizer, clean_texts, config.max_length)
         pool_labels, suspected_target = target_exclusion_labels(
-            probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs)
+            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs)
     if reset:
         reset_output_columns(model, suspicious)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels)

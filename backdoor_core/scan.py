@@ -10,8 +10,8 @@ Steps:
 2. Score the pool; inputs above the threshold are *flagged*.
 3. Rate every head (collapse x importance) on the flagged inputs and split suspicious / safe — ``head_safety``.
    With no pool (or nothing flagged) the top-scoring clean inputs stand in (``basis = "clean fallback"``).
-4. Second pass (``refine=True``, our design; paper silent): score the pool again, now by the focus of the
-   suspicious heads only (``SimilarityDetector(features=("head_focus",), heads=suspicious, aggregate="mean")``:
+4. Refined passes (``refine=True``, our design; paper silent): score the pool again, now by the focus of the
+   suspicious heads only (``detection.head_focus_detector``:
    each suspicious head's focus z-scored against the same clean fit half, averaged; threshold at the same FRR
    on the same clean dev half), and flag by that. The first pass averages over all heads of a layer, where a
    backdoor that captured 3 or 4 heads is diluted by the other 8; once those heads are known, looking at them
@@ -49,6 +49,7 @@ from .detection import (
     AttentionStats,
     SimilarityDetector,
     attention_stats,
+    head_focus_detector,
     model_verdict,
     split_clean,
 )
@@ -82,7 +83,7 @@ class ScanReport:
         flagged: indices into the pool of the flagged inputs, highest score first.
         first_pass: when the refined passes ran (``refine``): the first pass's ``threshold``, ``clean_frr``,
             ``clean_scores``, ``pool_scores``, ``flagged`` and ``verdict``; the fields above (verdict included)
-            are the second pass's. Else None.
+            are the final pass's. Else None.
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
@@ -308,9 +309,7 @@ def scan_model(
             if not rerated.suspicious.any():
                 break  # keep the heads we had
             heads = rerated
-        det_r = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust,
-                                   heads=heads.suspicious).fit(clean_stats.subset(fit_idx))
-        det_r.calibrate(dev_stats, frr)
+        det_r = head_focus_detector(heads.suspicious, clean_stats.subset(fit_idx), dev_stats, frr, length_adjust)
         if first_pass is None:
             first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,

@@ -219,22 +219,19 @@ def main(argv=None) -> int:
         # detection: held-out clean vs triggered test inputs
         scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"])
         det_clean = [test.texts[i] for i in det_idx]
-        from backdoor_core.detection import SimilarityDetector, split_clean
+        from backdoor_core.detection import SimilarityDetector, head_focus_detector, split_clean
 
         fit_idx, dev_idx = split_clean(len(defender), seed=seed)
         cstats = attention_stats(lm.model, lm.tokenizer, defender.texts, L)
+        held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
+        held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
         det = SimilarityDetector().fit(cstats.subset(fit_idx))
         det.calibrate(cstats.subset(dev_idx))
-        s_clean = det.score(attention_stats(lm.model, lm.tokenizer, det_clean, L))
-        s_trig = det.score(attention_stats(lm.model, lm.tokenizer, poisoned_det, L))
-        ours = evaluate_detector(s_clean, s_trig, det.threshold)
-        ours2 = None  # the scan's second pass: the suspicious heads' focus (scan.refine), same clean halves
+        ours = evaluate_detector(det.score(held_clean), det.score(held_trig), det.threshold)
+        ours2 = None  # the scan's refined pass: the final suspicious heads' focus, same clean halves
         if scan.heads.suspicious.any():
-            det2 = SimilarityDetector(features=("head_focus",), aggregate="mean", heads=scan.heads.suspicious)
-            det2.fit(cstats.subset(fit_idx)).calibrate(cstats.subset(dev_idx))
-            ours2 = evaluate_detector(det2.score(attention_stats(lm.model, lm.tokenizer, det_clean, L)),
-                                      det2.score(attention_stats(lm.model, lm.tokenizer, poisoned_det, L)),
-                                      det2.threshold)
+            det2 = head_focus_detector(scan.heads.suspicious, cstats.subset(fit_idx), cstats.subset(dev_idx))
+            ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
         t = time.perf_counter()
         st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
                                 seed=seed, max_length=L)
@@ -401,7 +398,7 @@ def markdown(report: dict) -> str:
               f"AUROC {_f(mv.get('auroc'), False)}, accuracy at score >= 0.5: {_f(mv.get('accuracy_at_0.5'))}%. "
               f"Counting only backdoors that took (ASR >= 50%; {mv.get('backdoored_effective', 0)} models) as "
               f"positives: AUROC {_f(mv.get('auroc_effective'), False)}.",
-              "", "| model | attack | verdict score | flagged, first pass (triggered) | flagged, second pass "
+              "", "| model | attack | verdict score | flagged, first pass (triggered) | flagged, final pass "
               "(triggered / pool triggered) | suspicious heads |",
               "|---|---|---|---|---|---|"]
     for m in report["models"]:

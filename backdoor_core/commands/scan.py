@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help="suspicious when score >= this x the best head's score (default 0.1)")
     p.add_argument("--max-fraction", type=float, default=0.25, help="at most this share of heads (default 0.25)")
     p.add_argument("--no-refine", action="store_true",
-                   help="skip the second pass (re-flagging the pool by the suspicious heads' focus)")
+                   help="skip the refined passes (re-flagging the pool by the suspicious heads' focus)")
     p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
@@ -130,7 +130,7 @@ def run(args) -> int:
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
           f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
     first = data["first_pass"]
-    passes = f"; first pass {first['n_flagged']}, second pass (suspicious heads' focus)" if first else ""
+    passes = f"; first pass {first['n_flagged']}, final pass (suspicious heads' focus)" if first else ""
     print(f"pool       {d['n_pool']} inputs{passes} {d['n_flagged']} flagged ({d['flag_rate']:.1%})")
     heads = data["head_safety"]
     print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
