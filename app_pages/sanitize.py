@@ -27,15 +27,15 @@ names = list(DEFENSES)
 KNOB_LABELS = {
     "beta": ("β — weight of the alignment term", None),
     "kind": ("Alignment distance", None),
-    "reset": ("Reset the suspicious heads' output first",
+    "reset": ("Reset suspicious heads first",
               "Zero their columns of the attention output projection before fine-tuning."),
-    "pseudo_labels": ("Label flagged inputs by the safe heads",
+    "pseudo_labels": ("Labels from the safe heads",
                       "A flagged input whose decision flips when the suspicious heads are switched off gets the "
                       "safe heads' label."),
-    "focus_labels": ("Label flagged inputs by dropping the heads' focus",
+    "focus_labels": ("Labels from dropping focus",
                      "Drop the tokens the suspicious heads look at most and use the changed prediction as the "
                      "label (no trigger needed: the heads point at it)."),
-    "exclude_labels": ("Label the rest away from the suspected target",
+    "exclude_labels": ("Labels away from the target",
                        "A flagged input still unlabelled that the model puts in the class most flagged inputs go to "
                        "(the suspected target) gets its runner-up class. Skipped when flagged inputs are no more "
                        "concentrated on one class than clean ones."),
