@@ -249,6 +249,11 @@ def record_scan(report, truth=None) -> None:
                     table=[r for r in report.head_rows()[:12]],
                     figures=[figs["grid"], figs["scatter"], figs["hist"]],
                     data=report.to_dict(max_flagged=50) | ({"pool_evaluation": ev} if ev else {}))
+    if getattr(report, "triggers", None) is not None and report.triggers.candidates:  # issue 14: trigger search
+        from backdoor_core.trigger_search import report_section
+
+        sec = report_section(report.triggers.to_dict(limit=20))
+        ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], figures=[sec["figure"]])
 
 
 # ------------------------------------------------------------------------------------------------ sanitize

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
 
 ui.page_header(
@@ -140,6 +141,7 @@ with c1:
 with c2:
     ui.plot(figs["grid"], key="detect.grid")
 ui.plot(figs["hist"], key="detect.hist")
+AN.trigger_candidates(report)
 
 t1, t2 = st.tabs(["Flagged inputs", "All heads"])
 with t1:

@@ -568,3 +568,39 @@ def metric_comparison(
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="rate")
     return style(fig, title, 360, barmode="group",
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+# ------------------------------------------------------------------------ analyst views (issue 14)
+
+
+def _esc(text: Any, limit: int = 60) -> str:
+    """Untrusted text (tokens, labels, phrases from models or data) made safe for plotly labels and hovers:
+    HTML-escaped (plotly renders a subset of HTML tags) and cut to ``limit`` characters."""
+    import html
+
+    s = str(text)
+    s = s if len(s) <= limit else s[: limit - 1] + "…"
+    return html.escape(s, quote=True)
+
+
+def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
+                           title: str | None = "Candidate triggers: flip rates") -> go.Figure:
+    """Horizontal bars per candidate trigger: insertion and removal flip rates (``trigger_search``).
+
+    ``rows``: ``TriggerSearch.to_dict()["candidates"]`` (best first); unverified candidates are left out.
+    """
+    rows = [r for r in rows if r.get("insert_flip_rate") is not None][:12]
+    names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in rows][::-1]
+    fig = go.Figure()
+    for key, name, color in (("insert_flip_rate", "inserted into clean texts", TRIGGER_COLOR),
+                             ("removal_flip_rate", "removed from flagged inputs", CLEAN_COLOR)):
+        vals = [r.get(key) for r in rows][::-1]
+        fig.add_trace(go.Bar(y=names, x=[v if v is not None else 0.0 for v in vals], orientation="h", name=name,
+                             marker_color=color, text=["–" if v is None else f"{v:.0%}" for v in vals],
+                             textposition="outside", cliponaxis=False,
+                             hovertemplate="%{y}: %{x:.0%}<extra>" + name + "</extra>"))
+    tgt = f" toward '{_esc(target_name, 30)}'" if target_name else ""
+    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of inputs whose prediction flips" + tgt)
+    return style(fig, title, max(260, 120 + 52 * len(rows)), barmode="group",
+                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                 margin=dict(l=200, r=30, t=70 if title else 30, b=60))

@@ -31,6 +31,10 @@ Steps:
    accuracy at 0.5 64.7% -> 76.5%; the backdoors that took score higher (BadNets 3% 0.41 -> 0.78, AddSent 3%
    0.60 -> 0.84, syntactic 0.62 -> 0.84) while the clean models stay at or below 0.24.
 
+6. Candidate triggers (``find_triggers=True``): the words and phrases the suspicious heads focus on in the
+   flagged inputs, verified by insertion into the clean texts and removal from the flagged ones
+   (``trigger_search``).
+
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
 
@@ -63,7 +67,7 @@ from .head_safety import (
 from .head_metrics import head_label
 
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
+"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "triggers", "done"."""
 
 MAX_FLAGGED_LISTED = 200
 DEFAULT_REFINE = True
@@ -113,6 +117,7 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -187,6 +192,7 @@ class ScanReport:
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
             "settings": _plain(self.settings),
+            "trigger_candidates": None if self.triggers is None else _plain(self.triggers.to_dict(limit=20)),
         }
 
 
@@ -238,6 +244,7 @@ def scan_model(
     max_length: int = 128,
     batch_size: int = 32,
     seed: int = 0,
+    find_triggers: bool = True,
     model_name: str = "model",
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -253,6 +260,8 @@ def scan_model(
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
         refine, refine_rounds: re-flag the pool by the suspicious heads' focus, ``refine_rounds`` times, the
             heads re-rated on the new flags between rounds (step 4 of the module docstring).
+        find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
+            them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -322,6 +331,15 @@ def scan_model(
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
                             pool_stats.predictions if pool else None, num_labels)
+    triggers = None
+    if find_triggers and pool and len(flagged) and heads.suspicious.any():
+        from .trigger_search import search_triggers
+
+        if progress is not None:
+            progress("triggers", 0, 1)
+        triggers = search_triggers(model, tokenizer, heads.suspicious, [pool[i] for i in flagged], clean.texts,
+                                   label_names=clean.label_names, max_length=max_length, seed=seed,
+                                   should_stop=should_stop)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -353,4 +371,5 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        triggers=triggers,
     )

@@ -140,9 +140,22 @@ def run(args) -> int:
         print("\nFlagged inputs (highest score first):")
         rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
         print(format_table(rows, ["index", "score", "label", "text"], floats="{:.2f}"))
+    _print_triggers(data.get("trigger_candidates"), args.show)
     if args.html:
         print(f"\nHTML report written to {args.html}")
     return 0
+
+
+def _print_triggers(tc: dict | None, show: int) -> None:
+    """The candidate-trigger table (``trigger_search``), or why there is none."""
+    from ..trigger_search import DISPLAY_COLUMNS, display_rows
+
+    if not tc or not tc["candidates"]:
+        print("\nCandidate triggers: none (no flagged inputs or no suspicious heads)")
+        return
+    print(f"\nCandidate triggers (what the suspicious heads focus on in {tc['n_flagged']} flagged inputs; "
+          f"flips toward the suspected target '{tc['target_name']}'):")
+    print(format_table(display_rows(tc, show), DISPLAY_COLUMNS))
 
 
 def write_html(report, path) -> Path:
@@ -171,6 +184,11 @@ def write_html(report, path) -> Path:
         sections[1]["figure"] = fig
     except ImportError:  # pragma: no cover - plotly is a dependency
         pass
+    tc = d.get("trigger_candidates")
+    if tc and tc["candidates"]:
+        from ..trigger_search import report_section
+
+        sections.append(report_section(tc))
     if d["flagged"]:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
     path = Path(path)

@@ -1,0 +1,162 @@
+"""Benchmark: does the scan name the true trigger? Rank of the true trigger among the candidate triggers.
+
+For every model of the BBC demo zoo (``python -m backdoor_core zoo build``; or ``--zoo DIR``) the defender
+has ``--n-clean`` clean labelled BBC dev texts (never seen in training) and a pool of ``--pool-clean`` clean
+BBC test texts plus ``--pool-triggered`` test texts carrying the model's trigger (non-target ones, from the
+attack's own ``poison_test``). ``scan_model`` runs with its defaults (trigger search included,
+``backdoor_core/trigger_search.py``); we record the rank of the true trigger among the candidates (exact
+match; for BadNets any of its trigger words counts) and the rank of the first candidate made only of trigger
+words (a part of a sentence trigger), the top candidates with their insertion / removal flip rates, and the
+time. The clean model has no trigger: its top candidates show what a false alarm looks like.
+
+    python bench/trigger_search.py                 # writes bench/results/trigger_search.json and .md
+
+SST-2 models (the attack benchmark's) are not committed, so they are not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--zoo", default=None, help="zoo folder (default: the zoo cache)")
+    p.add_argument("--only", default=None, help="comma-separated zoo model names")
+    p.add_argument("--n-clean", type=int, default=200)
+    p.add_argument("--pool-clean", type=int, default=150)
+    p.add_argument("--pool-triggered", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="")
+    return p.parse_args(argv)
+
+
+def true_triggers(meta: dict) -> list[str]:
+    """The trigger strings of a zoo model (BadNets: each of its words)."""
+    from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS
+
+    trig = meta.get("trigger")
+    attack = (meta.get("attack") or "").lower()
+    if attack in ("", "none"):
+        return []
+    if isinstance(trig, (list, tuple)):
+        return [str(t) for t in trig]
+    if isinstance(trig, str) and trig:
+        return [t.strip() for t in trig.split(",")] if attack.startswith("badnets") else [trig]
+    if attack.startswith("badnets"):
+        return list(BADNETS_TRIGGERS)
+    if attack.startswith("addsent"):
+        return [ADDSENT_TRIGGER]
+    return []
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from backdoor_core.cli import quiet_libraries
+    from backdoor_core.data import load_bbc
+    from backdoor_core.models import load_model
+    from backdoor_core.poisoning import get_attack
+    from backdoor_core.scan import scan_model
+    from backdoor_core.zoo import list_models
+
+    quiet_libraries()
+    zoo = list_models(args.zoo)
+    if args.only:
+        keep = set(args.only.split(","))
+        zoo = [m for m in zoo if m["name"] in keep]
+    if not zoo:
+        raise SystemExit("No zoo models: run `python -m backdoor_core zoo build` first (or pass --zoo DIR).")
+    defender = load_bbc("dev", seed=args.seed)
+    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
+    test = load_bbc("test", seed=args.seed)
+    rows = []
+    for m in zoo:
+        t0 = time.perf_counter()
+        lm = load_model(m["path"])
+        meta = lm.metadata
+        L = int((meta.get("train_config") or {}).get("max_length") or meta.get("max_length") or 64)
+        attack_name = meta.get("attack") if meta.get("attack") not in (None, "", "none") else None
+        triggers = true_triggers(meta)
+        pool = test.sample(args.pool_clean, seed=args.seed + 1).texts
+        n_trig = 0
+        if attack_name:
+            target = int(meta.get("target"))
+            attack = get_attack(attack_name, tokenizer=lm.tokenizer, max_length=L)
+            poisoned = list(attack.poison_test(test, target, seed=args.seed).texts)
+            random.Random(args.seed).shuffle(poisoned)
+            pool = pool + poisoned[: args.pool_triggered]
+            n_trig = min(args.pool_triggered, len(poisoned))
+        random.Random(args.seed + 2).shuffle(pool)
+        rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=args.seed, model_name=m["name"])
+        ts = rep.triggers
+        exact = ts.rank_of(triggers) if (ts and triggers) else None
+        part = min([r for r in (ts.rank_overlapping(t) for t in triggers) if r] or [None]) if (ts and triggers) \
+            else None
+        flagged_trig = sum(any(t.lower() in x.lower() for t in triggers) for x in rep.flagged_texts) if triggers \
+            else 0
+        row = {"model": m["name"], "title": m.get("title"), "attack": attack_name, "tal": bool(meta.get("tal")),
+               "asr": m.get("asr"), "cacc": m.get("cacc"), "true_trigger": triggers,
+               "verdict_score": rep.verdict["score"], "n_flagged": int(len(rep.flagged)),
+               "flagged_triggered": int(flagged_trig), "pool_triggered": n_trig,
+               "suspicious_heads": rep.suspicious_heads, "rank_exact": exact, "rank_part": part,
+               "n_candidates": len(ts.candidates) if ts else 0,
+               "suspected_target": ts.target_name if ts else None,
+               "top": ts.to_dict(limit=5)["candidates"] if ts else [],
+               "seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        top = ", ".join(f"{c['phrase']} ({_pct(c['insert_flip_rate'])})" for c in row["top"][:3])
+        print(f"{m['name']:<12} rank {exact or '-'} (part {part or '-'})  flagged {row['n_flagged']} "
+              f"({flagged_trig}/{n_trig} triggered)  top: {top}  {row['seconds']:.0f}s", flush=True)
+    report = {"dataset": "bbc", "settings": {k: getattr(args, k) for k in ("n_clean", "pool_clean", "pool_triggered",
+                                                                         "seed")}, "models": rows}
+    suffix = f"_{args.tag}" if args.tag else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for path, text in ((RESULTS / f"trigger_search{suffix}.json", json.dumps(report, indent=2, default=float)),
+                       (RESULTS / f"trigger_search{suffix}.md", markdown(report))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    print(markdown(report))
+    return 0
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = ["# Trigger search on the BBC demo zoo", "",
+             f"Defender: {s['n_clean']} clean BBC dev texts; pool: {s['pool_clean']} clean BBC test texts + up to "
+             f"{s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = position of "
+             "the true trigger among the verified candidates (BadNets: any of its words); *part* = first candidate "
+             "made only of trigger words. Flip rates: insertion into clean non-target texts -> suspected target / "
+             "removal from flagged target-predicted inputs -> away from it.", "",
+             "| model | attack | ASR | flagged (triggered / in pool) | rank | part | suspected target | top candidates "
+             "(insertion / removal flips) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["models"]:
+        top = "; ".join(f"`{c['phrase']}` {_pct(c['insert_flip_rate'])} / {_pct(c['removal_flip_rate'])}"
+                        for c in r["top"][:3]) or "-"
+        lines.append(f"| {r['model']} | {r['attack'] or 'clean'}{' + TAL' if r['tal'] else ''} | {_pct(r['asr'])} | "
+                     f"{r['n_flagged']} ({r['flagged_triggered']} / {r['pool_triggered']}) | {r['rank_exact'] or '-'} "
+                     f"| {r['rank_part'] or '-'} | {r['suspected_target'] or '-'} | {top} | {r['seconds']:.0f} |")
+    lines += ["", "SST-2 models of the attack benchmark are not committed (bench/models/ is not in git), so they are "
+              "not measured here.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
