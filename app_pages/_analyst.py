@@ -4,6 +4,7 @@ model comparison. Thin: every number comes from the core (``trigger_search``, ``
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from backdoor_core import figures as F
@@ -30,3 +31,77 @@ def trigger_candidates(report, key: str = "detect.triggers") -> None:
         st.dataframe(display_rows(data, 10), hide_index=True, column_order=DISPLAY_COLUMNS)
     with c2:
         ui.plot(F.trigger_candidates_bar(data["candidates"], data["target_name"]), key=key)
+
+
+def _scan_suspicious(loaded):
+    """The last scan's suspicious-head mask when it was of this model (same layers x heads), else None."""
+    from app_pages import _actions as A
+
+    report = st.session_state.get(A.K_SCAN)
+    info = st.session_state.get(A.K_SCAN_INFO) or {}
+    if report is None or info.get("model_name") != loaded.name:
+        return None
+    mask = report.heads.suspicious
+    return mask if mask.any() else None
+
+
+def ablation_tab(loaded, result, max_length: int) -> None:
+    """Inspect: pick heads (or the scan's suspicious heads), see the prediction and heatmaps with them off."""
+    from backdoor_core.ablation import ablate_result, mask_labels, parse_heads
+    from backdoor_core.head_metrics import head_label
+
+    L, H = result.concentration.shape
+    names = [head_label(l, h) for l in range(L) for h in range(H)]
+    suspicious = _scan_suspicious(loaded)
+    c1, c2 = st.columns([3, 1], gap="medium")
+    with c2:
+        use_scan = st.toggle("The scan's suspicious heads", value=False, key="inspect.ablate_scan",
+                             disabled=suspicious is None,
+                             help="Run a scan on the Detect page first." if suspicious is None else
+                             f"{len(mask_labels(suspicious))} heads from the last scan of this model.")
+    with c1:
+        if use_scan and suspicious is not None:
+            chosen = mask_labels(suspicious)
+            st.caption("Switched off: " + ", ".join(chosen))
+        else:
+            default = [r["head"] for r in result.top_heads(2)]
+            if any(n not in names for n in st.session_state.get("inspect.ablate_heads", [])):
+                st.session_state.pop("inspect.ablate_heads")
+            chosen = st.multiselect("Heads to switch off", names, default=default, key="inspect.ablate_heads",
+                                    help="Each chosen head's output is multiplied by 0 (its weights are untouched).")
+    if not chosen:
+        st.caption("Pick at least one head.")
+        return
+    mask = parse_heads(chosen, L, H)
+    cache_key = ("ablate", id(result), tuple(chosen))
+    cached = st.session_state.get("inspect.ablate_cache")
+    if cached is not None and cached[0] == cache_key:
+        res = cached[1]
+    else:
+        with st.spinner("Running the model with the heads off…"), ui.model_lock(loaded):
+            res = ablate_result(loaded.model, loaded.tokenizer, result, mask, max_length)
+        st.session_state["inspect.ablate_cache"] = (cache_key, res)
+    a = res.ablated
+    before, after = res.full.prediction("triggered"), a.prediction("triggered")
+    clean_after = a.prediction("clean")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("With the trigger, all heads", f"{before['label']}", f"{max(before['probs'].values()):.0%}",
+              delta_color="off")
+    m2.metric(f"With the trigger, {len(chosen)} heads off", f"{after['label']}",
+              f"{max(after['probs'].values()):.0%}", delta_color="off")
+    m3.metric(f"Clean text, {len(chosen)} heads off", f"{clean_after['label']}",
+              f"{max(clean_after['probs'].values()):.0%}", delta_color="off")
+    if res.to_dict()["flip_undone"]:
+        st.success("With these heads off the trigger no longer flips the prediction.", icon=":material/check_circle:")
+    c1, c2 = st.columns(2, gap="medium")
+    with c1:
+        ui.plot(F.probability_bars(result.label_names, res.full.triggered.probs, a.triggered.probs,
+                                   title="Triggered text: class probabilities",
+                                   names=("all heads", "heads off")), key="inspect.ablate_probs")
+    with c2:
+        ui.plot(F.layer_head_heatmap(a.concentration, title="Trigger concentration with the heads off",
+                                     value_name="attention on trigger", zmin=0.0,
+                                     zmax=max(1e-6, float(np.nanmax(result.concentration))), marks=mask,
+                                     mark_name="switched off"), key="inspect.ablate_conc")
+    st.caption("A switched-off head's own attention map does not change (its queries and keys still run); "
+               "later layers' maps and the prediction do.")

@@ -11,6 +11,7 @@ from backdoor_core import figures as F
 from backdoor_core.attention import InputTextError
 from backdoor_core.data import DataError, list_shared
 from backdoor_core.head_metrics import head_label
+from app_pages import _analyst as AN
 from app_pages import _common as ui
 
 ui.page_header(
@@ -182,7 +183,7 @@ with p2:
 # --------------------------------------------------------------------------------------------- heads
 
 L, H = result.concentration.shape
-tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views"])
+tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views", "Switch heads off"])
 
 with tabs[0]:
     c1, c2 = st.columns(2, gap="medium")
@@ -264,6 +265,9 @@ with tabs[3]:
                "double-click a colour to show one head only.")
     if doc:
         st.iframe(doc, height=int(height))
+
+with tabs[4]:
+    AN.ablation_tab(loaded, result, MAX_LENGTH)
 
 # --------------------------------------------------------------------------------------------- report
 

@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default 128)")
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    p.add_argument("--ablate", default=None, metavar="HEADS",
+                   help="also predict with these heads gated off, e.g. L3H4,L5H0 (0-based layer and head)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
 
@@ -31,10 +33,20 @@ def run(args) -> int:
 
     check_text(args.text)
     lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    heads_off = None
+    if args.ablate is not None:
+        from ..ablation import parse_heads
+
+        heads_off = parse_heads(args.ablate, lm.num_layers, lm.num_heads)
     result = inspect_text(
         lm.model, lm.tokenizer, args.text, args.trigger, args.position, args.seed, args.max_length, lm.label_names
     )
     report = result.to_dict(args.top)
+    if heads_off is not None:
+        from ..ablation import inspect_ablated
+
+        report["ablated"] = inspect_ablated(lm.model, lm.tokenizer, args.text, args.trigger, heads_off,
+                                            max_length=args.max_length, full=result).to_dict(args.top)
     report["model"] = lm.name
     report["untrained_head"] = lm.untrained_head
     if args.json:
@@ -52,6 +64,13 @@ def run(args) -> int:
     print()
     print(_prediction_line("clean", report["clean"]))
     print(_prediction_line("triggered", report["triggered"]))
+    if "ablated" in report:
+        ab = report["ablated"]
+        print(f"\nWith {', '.join(ab['heads_off'])} switched off:")
+        print(_prediction_line("clean", ab["clean"]))
+        print(_prediction_line("triggered", ab["triggered"]))
+        if ab["flip_undone"]:
+            print("           the trigger no longer flips the prediction")
     print("\nTop heads by trigger concentration (attention mass on the trigger, averaged over queries):")
     print(format_table(report["top_heads_by_concentration"], ["head", "concentration", "similarity_delta"]))
     print("\nTop heads by head-to-head similarity change (triggered - clean, mean cosine to the layer's other heads):")
