@@ -105,3 +105,33 @@ def ablation_tab(loaded, result, max_length: int) -> None:
                                      mark_name="switched off"), key="inspect.ablate_conc")
     st.caption("A switched-off head's own attention map does not change (its queries and keys still run); "
                "later layers' maps and the prediction do.")
+
+
+def saliency_tab(loaded, result, max_length: int) -> None:
+    """Inspect: token saliency (Captum) of the clean and the triggered text toward the triggered prediction."""
+    from backdoor_core.saliency import METHODS, compare_saliency
+
+    method = st.radio("Attribution", list(METHODS), format_func=METHODS.get, horizontal=True,
+                      key="inspect.sal_method",
+                      help="Integrated gradients (32 steps from an all-[PAD] text) or gradient × input, both on the "
+                           "word embeddings, computed with Captum.")
+    cache_key = ("sal", id(result), method)
+    cached = st.session_state.get("inspect.sal_cache")
+    if cached is not None and cached[0] == cache_key:
+        pair = cached[1]
+    else:
+        with st.spinner("Attributing…"), ui.model_lock(loaded):
+            pair = compare_saliency(loaded.model, loaded.tokenizer, result.clean.text, result.triggered.text, method,
+                                    result.label_names, max_length=max_length)
+        st.session_state["inspect.sal_cache"] = (cache_key, pair)
+    fig = F.saliency_strip([("clean text", pair.clean.tokens, pair.clean.scores),
+                            ("with the trigger", pair.triggered.tokens, pair.triggered.scores)],
+                           title=f"Which tokens push toward '{pair.target_name}' ({METHODS[method]})")
+    ui.plot(fig, key="inspect.saliency")
+    top = pair.triggered.top(3)
+    st.caption("Red tokens push the model toward the class predicted on the triggered text, blue ones away; one "
+               "colour scale for both strips. Strongest on the triggered text: "
+               + ", ".join(f"{t['token']} ({t['score']:+.3g})" for t in top) + ".")
+    ui.lab().record("inspect", "Token saliency", key="inspect:saliency",
+                    text=f"{METHODS[method].capitalize()} toward **{pair.target_name}**, clean vs triggered text.",
+                    table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())

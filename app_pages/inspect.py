@@ -183,7 +183,8 @@ with p2:
 # --------------------------------------------------------------------------------------------- heads
 
 L, H = result.concentration.shape
-tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views", "Switch heads off"])
+tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views", "Switch heads off",
+                "Token saliency"])
 
 with tabs[0]:
     c1, c2 = st.columns(2, gap="medium")
@@ -268,6 +269,8 @@ with tabs[3]:
 
 with tabs[4]:
     AN.ablation_tab(loaded, result, MAX_LENGTH)
+with tabs[5]:
+    AN.saliency_tab(loaded, result, MAX_LENGTH)
 
 # --------------------------------------------------------------------------------------------- report
 

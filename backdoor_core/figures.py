@@ -604,3 +604,28 @@ def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
     return style(fig, title, max(260, 120 + 52 * len(rows)), barmode="group",
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
                  margin=dict(l=200, r=30, t=70 if title else 30, b=60))
+
+
+def saliency_strip(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str | None = "Token saliency",
+                   value_name: str = "attribution") -> go.Figure:
+    """One strip of tokens per row, coloured by signed attribution (red = toward the class, blue = against).
+
+    ``rows``: ``(name, tokens (T,), scores (T,))``; one colour scale over all rows (shared maximum) so the
+    strips compare. Tokens are escaped (untrusted)."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("saliency_strip needs at least one row.")
+    bound = max([float(np.max(np.abs(s))) for _, _, s in rows if len(s)] + [1e-9])
+    fig = make_subplots(rows=len(rows), cols=1, subplot_titles=[_esc(n, 80) for n, _, _ in rows],
+                        vertical_spacing=0.25 / max(1, len(rows)))
+    for r, (name, tokens, scores) in enumerate(rows, 1):
+        toks = [_esc(t, 18) for t in tokens]
+        s = np.asarray(scores, dtype=float)[None, :]
+        fig.add_trace(go.Heatmap(z=s, x=list(range(len(toks))), y=[""], text=[toks], texttemplate="%{text}",
+                                 textfont=dict(size=max(10, FONT_SIZE - 3)), colorscale=DIVERGING, zmid=0.0,
+                                 zmin=-bound, zmax=bound, showscale=r == 1, xgap=2,
+                                 colorbar=dict(title=dict(text=value_name, side="right")),
+                                 hovertemplate="%{text}: %{z:.3g}<extra></extra>"), row=r, col=1)
+        fig.update_xaxes(showticklabels=False, showgrid=False, row=r, col=1)
+        fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=1)
+    return style(fig, title, 90 + 120 * len(rows))

@@ -39,3 +39,13 @@ def test_inspect_switch_heads_off():
     labels = [m.label for m in at.metric]
     assert any("2 heads off" in lab for lab in labels)
     assert at.toggle(key="inspect.ablate_scan").disabled  # no scan yet
+
+
+def test_inspect_token_saliency_and_report_finding():
+    at = goto(new_app(), "inspect")
+    assert not at.exception
+    key, pair = at.session_state["inspect.sal_cache"]
+    assert pair.triggered.method == "ig" and "cf" in pair.triggered.tokens
+    at.radio(key="inspect.sal_method").set_value("gxi").run()
+    assert at.session_state["inspect.sal_cache"][1].triggered.method == "gxi"
+    assert any(f.key == "inspect:saliency" for f in at.session_state["lab.session"].findings)

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--ablate", default=None, metavar="HEADS",
                    help="also predict with these heads gated off, e.g. L3H4,L5H0 (0-based layer and head)")
+    p.add_argument("--saliency", choices=["ig", "gxi"], default=None,
+                   help="also attribute the triggered prediction to the tokens (Captum): integrated gradients or "
+                        "gradient x input, on the clean and the triggered text")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
 
@@ -49,6 +52,12 @@ def run(args) -> int:
                                             max_length=args.max_length, full=result).to_dict(args.top)
     report["model"] = lm.name
     report["untrained_head"] = lm.untrained_head
+    if args.saliency:
+        from ..saliency import compare_saliency
+
+        report["saliency"] = compare_saliency(lm.model, lm.tokenizer, result.clean.text, result.triggered.text,
+                                              args.saliency, result.label_names,
+                                              max_length=args.max_length).to_dict()
     if args.json:
         print_json(report)
         return 0
@@ -71,6 +80,12 @@ def run(args) -> int:
         print(_prediction_line("triggered", ab["triggered"]))
         if ab["flip_undone"]:
             print("           the trigger no longer flips the prediction")
+    if "saliency" in report:
+        sal = report["saliency"]
+        print(f"\nToken saliency toward '{sal['target_name']}' ({sal['triggered']['method']}), token: score")
+        for name in ("clean", "triggered"):
+            s = sal[name]
+            print(f"{name:<10} " + "  ".join(f"{t}:{v:+.3g}" for t, v in zip(s["tokens"], s["scores"])))
     print("\nTop heads by trigger concentration (attention mass on the trigger, averaged over queries):")
     print(format_table(report["top_heads_by_concentration"], ["head", "concentration", "similarity_delta"]))
     print("\nTop heads by head-to-head similarity change (triggered - clean, mean cosine to the layer's other heads):")
