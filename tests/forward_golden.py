@@ -4,7 +4,7 @@
 backdoored model and returns ``{name: array}``. ``tests/data/forward_golden.npz`` holds what the code before the
 single cached forward (``backdoor_core.forward``) returned; ``test_forward_regression`` compares.
 
-    OMP_NUM_THREADS=1 python tests/forward_golden.py   # rewrite the golden file (only on purpose)
+    OMP_NUM_THREADS=1 python tests/forward_golden.py --write   # rewrite the golden file (only on purpose)
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ def collect() -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
+    if "--write" not in sys.argv[1:]:
+        raise SystemExit("Refusing to overwrite the golden file without --write.")
     sys.path[:0] = [str(HERE), str(HERE.parent)]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
