@@ -132,3 +132,29 @@ def test_every_consumer_returns_what_it_returned_before_the_refactor():
     # the setup is not trivial: the scan flags inputs and names heads, and the repair changed the model
     assert len(golden["scan_flagged"]) > 0 and golden["heads_suspicious"].any()
     assert not np.allclose(golden["align_logits"][:20], golden["predict"], atol=1e-3)
+
+
+def test_scan_report_carries_the_detectors_it_fitted():
+    from backdoor_core.data import TextDataset
+    from backdoor_core.detection import attention_stats
+    from backdoor_core.scan import scan_model
+    from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
+                     frr=0.2)
+    stats = attention_stats(lm.model, lm.tokenizer, pool, 32)
+    # the final pass flags by the head-focus detector, the first pass by the per-layer one: re-scoring the pool
+    # with the carried detectors gives the report's numbers, so callers (the defense bench) need not refit them
+    np.testing.assert_allclose(rep.head_detector.score(stats), rep.pool_scores, atol=1e-6)
+    assert rep.head_detector.threshold == rep.threshold and rep.head_detector.heads.tolist() == rep.heads.suspicious.tolist()
+    np.testing.assert_allclose(rep.detector.score(stats), rep.first_pass["pool_scores"], atol=1e-6)
+    assert rep.detector.threshold == rep.first_pass["threshold"] and rep.detector.features == ("focus",)
+    assert sorted(rep.clean_fit_texts + rep.clean_dev_texts) == sorted(texts)
+    dev = attention_stats(lm.model, lm.tokenizer, rep.clean_dev_texts, 32)
+    np.testing.assert_allclose(rep.head_detector.score(dev), rep.clean_scores, atol=1e-6)
+    one = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
+                     frr=0.2, refine=False)
+    assert one.head_detector is None and one.detector.threshold == one.threshold
