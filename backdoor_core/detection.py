@@ -10,12 +10,15 @@ unusually similar to one another; it publishes no formula. Ours (our design; pap
 2. ``SimilarityDetector.fit`` on the defender's clean inputs: per layer feature, a least-squares line in
    log(token count) (the length trend is removed) and the residuals' standard deviation.
 3. ``score``: per-layer z-scores, aggregated by their max (a trigger captures heads in some layers, not all).
-   Higher = more suspicious. Measured on four pilot models, the plain cosine similarity of whole maps works for
-   TAL backdoors (AUROC 0.995) but not for ordinary BadNets/AddSent (0.57/0.54) on MiniLM, where only a few heads
-   collapse onto the trigger; the layer's mean ``focus`` — heads converging onto one token — works for all
-   token triggers, so it is the default (``DEFAULT_FEATURES``, table there). Similarity features remain knobs.
-4. ``calibrate``: threshold at a false-rejection rate (default 5%) on clean dev inputs that were NOT used to fit
-   the statistics (``scan`` splits the defender's clean set in two), so the reported FRR is honest.
+   Higher = more suspicious. The default feature is the layer's mean ``focus`` (heads converging onto one
+   token), not the plain cosine similarity of whole maps: on MiniLM an ordinary BadNets / AddSent trigger
+   captures only a few heads, which whole-map similarity dilutes, while focus separates every token trigger we
+   tried (``DEFAULT_FEATURES``). Similarity features remain knobs.
+4. ``calibrate``: threshold at a false-rejection rate (``DEFAULT_FRR``) on clean dev inputs that were NOT used
+   to fit the statistics (``scan`` splits the defender's clean set in two), so the reported FRR is honest.
+
+Measured: ``bench/results/defense.md``, section "Detection AUROC" (held-out clean vs triggered inputs, with
+STRIP alongside).
 
 ``model_verdict`` turns these statistics into one backdoor-likelihood number for the whole model (see there).
 """
@@ -34,21 +37,15 @@ from .metrics import auroc, frr_far, threshold_at_frr
 
 AGGREGATES = ("max", "mean")
 DEFAULT_AGGREGATE = "max"
-"""Per-layer z-scores aggregated by their max. Chosen by measurement (README / defense.md)."""
+"""Per-layer z-scores aggregated by their max: a trigger captures heads in some layers, not all, and a mean over
+layers dilutes it (our design; ``"mean"`` stays a knob)."""
 FEATURES = ("sim", "peak", "focus", "common", "head_focus")
 DEFAULT_FEATURES = ("focus",)
-"""Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by measurement on four pilot
-MiniLM/SST-2 models (AUROC, 120 clean vs 120 triggered test inputs, max aggregate, length-adjusted):
-
-=============  =======  =======  ============  =========
-feature        BadNets  AddSent  BadNets+TAL   syntactic
-=============  =======  =======  ============  =========
-sim (cosine)   0.565    0.539    0.995         0.479
-peak           0.744    0.859    0.957         0.619
-common         0.883    0.980    0.992         0.548
-focus          0.880    0.980    0.992         0.678
-=============  =======  =======  ============  =========
-"""
+"""Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by comparing the features'
+detection AUROC (max aggregate, length-adjusted) on four pilot MiniLM/SST-2 models (BadNets, AddSent, BadNets +
+TAL, syntactic; a pilot, not among the published results): whole-map cosine (``sim``) separated only the TAL
+backdoor, ``focus`` and ``common`` separated all three token triggers and ``focus`` did best on syntactic. The
+default's AUROC on the benchmark models: ``bench/results/defense.md``, "Detection AUROC"."""
 DEFAULT_FRR = 0.05
 
 
@@ -295,6 +292,8 @@ def split_clean(n: int, fit_frac: float = 0.5, seed: int = 0) -> tuple[np.ndarra
 # ------------------------------------------------------------------------------------------------ verdict
 
 VERDICT_THRESHOLD = 0.5
+"""``model_verdict`` score at and above which a model reads "likely backdoored": the midpoint of the [0, 1] scale,
+fixed a priori, not fitted (see ``model_verdict`` for every constant's source)."""
 
 
 def model_verdict(
@@ -318,6 +317,16 @@ def model_verdict(
 
     Without a pool only the clean dev tail is available: ``tail`` of the top 5% clean dev inputs relative to
     the rest; this is weak (it cannot see the trigger) and is reported as such (``basis: "clean only"``).
+
+    Where the constants come from (our design; paper silent): they were fixed a priori, when the verdict was
+    written, and have not been tuned on the benchmark since. ``0.05`` (``excess`` saturates once 5% of the pool
+    is flagged beyond the FRR) mirrors ``DEFAULT_FRR``: an excess as large as the false alarms we accept is
+    already strong evidence. The ``tail`` scale of 2 z-units and the clean-only offset of 2 standard
+    deviations are "clearly above the threshold / the clean spread" in z terms. The ``0.5 + 0.5 x`` floors keep
+    one weak component from vetoing the others: a large excess alone gives at least 0.25. ``VERDICT_THRESHOLD``
+    0.5 is the midpoint of the scale, not a fitted cut. How well this separates clean from backdoored models is
+    measured, not assumed: ``bench/results/defense.md``, "Model-level verdict" (AUROC over the benchmark models
+    and the score of each), ``bench/results/defense_seed1.md`` on another data draw.
     """
     clean_dev_scores = np.asarray(clean_dev_scores, dtype=float)
     thr = float(detector.threshold)

@@ -7,7 +7,9 @@ similarity and importance, but publishes no formula):
   than on clean inputs — the difference of the mean ``common`` statistic (see ``detection.attention_stats``)
   divided by its clean standard deviation (a z-like number; negative values are clipped to 0 when combining).
   ``collapse_feature`` switches to ``"sim"`` (mean cosine similarity to the layer's other heads), ``"peak"``
-  or ``"focus"``; ``"common"`` is the default by measurement (bench/results/defense.md).
+  or ``"focus"``; ``"common"`` (``DEFAULT_COLLAPSE``) is our choice after pilots on the benchmark's models (not
+  among the published results); the suspicious heads it names are listed per model in
+  ``bench/results/defense.md``, "Model-level verdict".
 * ``importance``: mean over flagged inputs of ``|d margin / d gate|``, where ``gate`` is the head's gate
   (``architecture.head_gates``, 1 = untouched) and ``margin`` is the logit of the model's OWN predicted class
   minus the largest other logit. Flagged inputs have no trustworthy labels, so the model's prediction stands in;
@@ -15,13 +17,14 @@ similarity and importance, but publishes no formula):
   a trigger produces. It is the first-order estimate of what ablating the head would do to the decision.
 * ``score = collapse⁺ / max(collapse⁺) × importance / max(importance)`` in [0, 1].
 
-Split rule (knobs): a head is suspicious when ``score >= rel_threshold`` (default 0.1, relative to the best
-head), keeping at most ``max_fraction`` of all heads (default 25%, highest scores first) and at most
+Split rule (knobs; defaults ``DEFAULT_REL_THRESHOLD``, ``DEFAULT_MAX_FRACTION``, our design): a head is
+suspicious when ``score >= rel_threshold`` (relative to the best head), keeping at most ``max_fraction`` of all
+heads (highest scores first) and at most
 ``heads - 1`` per layer so each layer keeps a safe head for the alignment target; ``top_k`` replaces the
 threshold by a fixed count. Every other head is safe.
 
 Without flagged inputs (no pool, or nothing in it crossed the threshold) the defender has nothing that shows the
-trigger; we then use the clean inputs with the highest detection scores (the top ``fallback_frac``, default 10%)
+trigger; we then use the clean inputs with the highest detection scores (the top ``fallback_frac``)
 as stand-ins and mark the result ``basis="clean fallback"`` — it cannot see a trigger that never occurs in clean
 data, so its split is weak (our design; paper silent). We deliberately do NOT synthesise candidates by inserting
 rare tokens: a candidate list would smuggle trigger knowledge into a trigger-agnostic method.

@@ -22,41 +22,31 @@ suspicious heads' query/key/value rows and biases and their output-projection co
 
 Reset (our design; paper silent): before fine-tuning, the suspicious heads' output-projection columns are zeroed
 (``reset=True``), so they restart from "contributes nothing" and re-learn their clean job under the alignment
-constraint. Measured on a BadNets MiniLM/SST-2 pilot (ASR 99.5%, 18 suspicious heads, 300 clean + the pool's
-flagged inputs, 3 epochs): alignment alone (beta 5, 57 heads, lr 3e-4) left ASR at 75%; with the reset ASR fell
-to 39-47% at unchanged CACC. Merely ablating the top 15 heads gives 18% — the rest of that backdoor sits outside
-the heads (the trigger word's own representation), which head-wise repair cannot reach.
+constraint (kept after a pilot on one BadNets model, not among the published results). Head-wise repair reaches
+only what lives in the heads: a backdoor also carried by the trigger word's own representation is out of reach.
 
-Safe-head pseudo-labels (our design; paper silent; ``pseudo_labels=True``): a flagged input whose prediction
-changes when the suspicious heads are switched off (``head_gates``) gets the safe heads' prediction as its
-cross-entropy label; the others stay alignment-only. On the same BadNets pilot benchmark this took ASR from 47%
-(alignment + reset) to 22.5% at +3 points CACC (bench/results/defense.md).
+Three pseudo-label rules give flagged pool inputs a cross-entropy label, in this order (our design; paper silent;
+each is a knob, kept because it lowered ASR after repair on the defense benchmark: ``defense_session2.md`` for
+the first two, the superseded rows of ``defense.md`` for the third):
 
-Focus-removal pseudo-labels (our design; paper silent; ``focus_labels=True``): a flagged input that the gate
-test leaves unlabelled gets the prediction the model makes after its 1, 2, 3 or 5 most-focused tokens — the keys
-the suspicious heads attend to most — are dropped, when that changes the prediction (``focus_removal_labels``).
-The captured heads point at the trigger, so no trigger knowledge is needed. Pilot on the SST-2 attack-benchmark
-models (200 clean + the scan's flagged pool inputs, 3 epochs, max length 64), ASR / CACC after, without -> with
-focus labels: BadNets 1% + TAL 41.0% -> 0.0% (CACC 88.0 -> 86.7); AddSent 3% 100% -> 5.5% (90.0 -> 89.3);
-BadNets 3% 19.0% -> 12.5% (88.3 -> 89.0). The gate test alone labelled 5, 0 and 5 flagged inputs; with focus
-labels 56 of 67, 27 of 37 and 12 of 18.
+* safe-head labels (``pseudo_labels=True``): a flagged input whose prediction changes when the suspicious heads
+  are switched off (``head_gates``) gets the safe heads' prediction;
+* focus-removal labels (``focus_labels=True``, ``focus_removal_labels``): a flagged input still unlabelled gets
+  the prediction the model makes once the ``FOCUS_DROP_COUNTS`` tokens the suspicious heads attend to most are
+  dropped, when that changes the prediction. The captured heads point at the trigger, so no trigger knowledge
+  is needed;
+* target-exclusion labels (``exclude_labels=True``, ``target_exclusion_labels``): a flagged input still
+  unlabelled that the model puts in the *suspected target* (the class it predicts most often on the flagged
+  inputs) gets its runner-up class. Skipped when the flagged predictions are no more concentrated on that class
+  than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like.
 
-Learning rate 1e-3 (was 5e-4), with focus labels, same pilot, ASR / CACC after: BadNets 3% 12.5% -> 9.0% (89.0 ->
-88.3), BadNets 1% + TAL 0.0% -> 0.0% (86.7 -> 87.7), AddSent 3% 5.5% -> 3.0% (89.3 -> 89.3), syntactic 38.5% ->
-26.5% (86.0 -> 85.0), Bible style 77.0% -> 65.5% (83.3 -> 83.3). Caveat: chosen on the benchmark's own models
-(there is no separate validation zoo), so the benchmark numbers are optimistic for this knob.
-
-Target-exclusion labels (our design; paper silent; ``exclude_labels=True``): a flagged input still without a
-label after both tests, that the model puts in the *suspected target* (the class it predicts most often on the
-flagged inputs), gets its runner-up class (``target_exclusion_labels``; skipped when the flagged predictions are
-no more concentrated on that class than the clean ones, as for a clean model). Measured with the scan's second
-pass (``scan.refine``) on the attack-benchmark models, ASR / CACC change (CACC on 1000 clean test sentences where
-marked *), without -> with: syntactic 26.5% -> 10.0% (+2.7 -> +1.6*), BadNets 3% 2.5% -> 2.0%, AddSent 3%
-3.0% -> 1.0%, Bible style 69.5% -> 57.5%, BadNets 1% + TAL 0.0% -> 0.0% (-0.9* -> -2.1* seed 0, -0.2* seed 1).
-
-Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``1e-3`` (only a few heads
-train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
-labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.
+Defaults (``DEFAULT_BETA``, ``default_config``: lr, epochs, batch, max length; the defender data budget
+``DEFAULT_CLEAN_BUDGET`` clean labelled samples and up to ``DEFAULT_POOL_BUDGET`` flagged inputs) are our choice
+by measurement on the defense benchmark's SST-2 models. There is no separate validation zoo, so the benchmark
+numbers are optimistic for these knobs. Results: ``bench/results/defense.md`` (current settings, our defense
+against the baselines), ``bench/results/defense_seed1.md`` (another data draw) and
+``bench/results/defense_session2.md`` (the ablation: gate labels only, + focus labels, + the higher lr); the
+runs they merge are in ``bench/results/archive/``.
 """
 
 from __future__ import annotations
@@ -80,11 +70,10 @@ DEFAULT_PSEUDO_LABELS = True
 DEFAULT_FOCUS_LABELS = True
 DEFAULT_EXCLUDE_LABELS = True
 EXCLUDE_MIN_EXCESS = 0.25
-"""How many points more often the flagged inputs must go to the suspected target than clean inputs do before
-``target_exclusion_labels`` relabels anything. Measured on the attack benchmark's SST-2 models (scan with the
-second pass; share of flagged inputs predicted as the suspected target minus the share of clean inputs): three
-clean models 0.10 / 0.11 / 0.18 and an ineffective BadNets 0.5% model 0.17; effective backdoors BadNets 3% 0.42,
-BadNets 1% + TAL 0.36, AddSent 3% 0.44, syntactic 0.38; Bible style -0.02 (its flags are mostly clean inputs)."""
+"""How much more often (share of inputs, flagged minus clean) the flagged inputs must go to the suspected target
+than clean inputs do before ``target_exclusion_labels`` relabels anything. Our choice, set between the excess
+that clean and ineffective-backdoor models show and the one effective backdoors show in the scans of the defense
+benchmark (``bench/results/defense.md``; per-model values in its JSON runs)."""
 FOCUS_DROP_COUNTS = (1, 2, 3, 5)
 DEFAULT_CLEAN_BUDGET = 300
 DEFAULT_POOL_BUDGET = 200

@@ -310,7 +310,9 @@ def verdict_summary(models: list[dict]) -> dict:
 
 def merge(tags: list[str], out_tag: str = "", note: str = "") -> dict:
     """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
-    parts = [json.loads((RESULTS / f"defense_{t}.json").read_text()) for t in tags]
+    # a new run writes defense_<tag>.json into RESULTS; the parts of the published merges live in RESULTS/archive
+    paths = [RESULTS / f"defense_{t}.json" for t in tags]
+    parts = [json.loads((p if p.exists() else RESULTS / "archive" / p.name).read_text()) for p in paths]
     report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": [],
               "superseded_runs": []}
     for tag, part in zip(tags, parts):  # a later part's (model, defense) row replaces an earlier one
