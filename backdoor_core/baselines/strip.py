@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..training import _sorted_predict
+from ..forward import predict
 
 DEFAULT_REPEATS = 10
 DEFAULT_SWAP_RATIO = 0.5
@@ -137,7 +137,7 @@ def strip_scores(
             raise ValueError("STRIP needs clean texts with words to swap in.")
         if pool == "opposite":
             labels = np.asarray(clean_labels)
-            preds = _sorted_predict(model, tokenizer, texts, max_length, batch_size).argmax(1) if texts else []
+            preds = predict(model, tokenizer, texts, max_length, batch_size).argmax(1) if texts else []
             by_pred = {}
             for p in set(int(x) for x in preds):
                 others = [i for i in usable if int(labels[i]) != p]
@@ -150,9 +150,9 @@ def strip_scores(
                      for t, c in zip(texts, choices) for _ in range(repeats)]
     if not perturbed:
         return np.zeros(0)
-    probs = _sorted_predict(model, tokenizer, perturbed, max_length, batch_size)
+    probs = predict(model, tokenizer, perturbed, max_length, batch_size)
     if score == "keep":  # mean probability, over the copies, of the class predicted on the unperturbed input
-        base = _sorted_predict(model, tokenizer, texts, max_length, batch_size).argmax(1)
+        base = predict(model, tokenizer, texts, max_length, batch_size).argmax(1)
         return probs.reshape(len(texts), repeats, -1)[np.arange(len(texts)), :, base].mean(1)
     ent = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(-1)
     return -ent.reshape(len(texts), repeats).mean(1)
