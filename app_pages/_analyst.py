@@ -135,3 +135,80 @@ def saliency_tab(loaded, result, max_length: int) -> None:
     ui.lab().record("inspect", "Token saliency", key="inspect:saliency",
                     text=f"{METHODS[method].capitalize()} toward **{pair.target_name}**, clean vs triggered text.",
                     table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())
+
+
+def _projection_caption(proj, name: str) -> str:
+    near = {g: n for g, n in proj.nearest.items() if not g.startswith("clean, predicted")}
+    parts = [f"{g} → nearest: {n}" for g, n in near.items()]
+    return f"{name}: " + ("; ".join(parts) if parts else "—") + f" (PCA keeps {proj.explained.sum():.0%} of the variance)."
+
+
+def detect_projection(loaded, report, truth, max_length: int, same_model: bool = True) -> None:
+    """Detect: PCA of [CLS] representations of the defender's clean inputs (by predicted class) and the pool."""
+    from backdoor_core.representations import project_groups, split_by_prediction
+
+    st.subheader("Where the poison sits")
+    if not same_model:
+        st.caption("The scan above is of another model: load it again (Model page) to see its representations.")
+        return
+    if not st.toggle("Show the [CLS] representations (PCA)", key="detect.pca", value=False,
+                     help="One forward pass over the clean inputs and the pool; the last layer's [CLS] vectors, "
+                          "projected to 2-D."):
+        return
+    ck = ("pca", id(report))
+    cached = st.session_state.get("detect.pca_cache")
+    if cached is not None and cached[0] == ck:
+        proj = cached[1]
+    else:
+        flagged = set(int(i) for i in report.flagged)
+        pool = list(report.pool_texts)[:300]
+        groups = split_by_prediction(loaded.model, loaded.tokenizer, report.clean_dev_texts[:150],
+                                     report.label_names, max_length)
+        if truth is not None and len(truth) == len(report.pool_texts):
+            for name, keep in (("pool: triggered, flagged", lambda i: truth[i] and i in flagged),
+                               ("pool: triggered, missed", lambda i: truth[i] and i not in flagged),
+                               ("pool: clean, flagged", lambda i: not truth[i] and i in flagged),
+                               ("pool: clean", lambda i: not truth[i] and i not in flagged)):
+                groups[name] = [t for i, t in enumerate(pool) if keep(i)]
+        else:
+            groups["pool: flagged"] = [t for i, t in enumerate(pool) if i in flagged]
+            groups["pool: not flagged"] = [t for i, t in enumerate(pool) if i not in flagged]
+        with st.spinner("Projecting the representations…"), ui.model_lock(loaded):
+            proj = project_groups(loaded.model, loaded.tokenizer, groups, max_length)
+        st.session_state["detect.pca_cache"] = (ck, proj)
+    ui.plot(F.projection_scatter([("this model", proj.points, proj.texts)]), key="detect.pca_fig")
+    st.caption("Each dot is one input's final [CLS] vector. Clean inputs are grouped by the class the model "
+               "predicts; a working backdoor puts triggered inputs beside the target class. "
+               + _projection_caption(proj, "Centroids in the full space"))
+
+
+def sanitize_projection(res, test_ds, max_length: int) -> None:
+    """Sanitize: the same PCA basis before and after the repair, on clean and triggered test inputs."""
+    from app_pages import _actions as A
+    from backdoor_core.representations import project_before_after, split_by_prediction
+
+    attack, target = A.model_attack(res["suspect"]), A.model_target(res["suspect"])
+    st.subheader("Where the poison sits, before and after")
+    if not st.toggle("Show the [CLS] representations (PCA)", key="sanitize.pca", value=False):
+        return
+    ck = ("pca", id(res))
+    cached = st.session_state.get("sanitize.pca_cache")
+    if cached is not None and cached[0] == ck:
+        before, after = cached[1]
+    else:
+        suspect, repaired = res["suspect"], res["loaded"]
+        sample = test_ds.sample(min(80, len(test_ds)), seed=7)
+        with st.spinner("Projecting the representations…"), ui.model_lock(suspect):
+            groups = split_by_prediction(suspect.model, suspect.tokenizer, sample.texts[:60],
+                                         list(sample.label_names), max_length)
+            if attack is not None and target is not None:
+                groups["triggered"] = list(attack.poison_test(sample, target, 0).texts)[:40]
+            with ui.model_lock(repaired):
+                before, after = project_before_after(suspect.model, repaired.model, suspect.tokenizer, groups,
+                                                     max_length)
+        st.session_state["sanitize.pca_cache"] = (ck, (before, after))
+    ui.plot(F.projection_scatter([("before", before.points, before.texts), ("after", after.points, after.texts)]),
+            key="sanitize.pca_fig")
+    st.caption("One PCA basis, fitted on the model before the repair, for both panels; clean inputs grouped by the "
+               "suspect's prediction. " + _projection_caption(before, "Before") + " "
+               + _projection_caption(after, "After"))

@@ -142,6 +142,8 @@ with c2:
     ui.plot(figs["grid"], key="detect.grid")
 ui.plot(figs["hist"], key="detect.hist")
 AN.trigger_candidates(report)
+AN.detect_projection(loaded, report, info.get("truth"), A.model_max_length(loaded),
+                     same_model=info.get("model_name") == loaded.name)
 
 t1, t2 = st.tabs(["Flagged inputs", "All heads"])
 with t1:

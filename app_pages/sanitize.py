@@ -8,6 +8,7 @@ from backdoor_core import defenses as defenses_mod
 from backdoor_core import detection
 from backdoor_core import figures as F
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
 
 ui.page_header(
@@ -177,6 +178,8 @@ if attack is not None and target is not None:
         ui.plot(F.before_after_heatmaps(hb, ha, marks=marks, value_name="similarity",
                                         title="Each head's similarity to the others of its layer, on triggered "
                                               "inputs"), key="sanitize.heat")
+
+AN.sanitize_projection(res, test_full, A.model_max_length(res["suspect"]))
 
 # --------------------------------------------------------------------------------------------- keep it
 

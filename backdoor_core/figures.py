@@ -629,3 +629,34 @@ def saliency_strip(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], t
         fig.update_xaxes(showticklabels=False, showgrid=False, row=r, col=1)
         fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=1)
     return style(fig, title, 90 + 120 * len(rows))
+
+
+_GROUP_COLORS = [CLEAN_COLOR, TRIGGER_COLOR, "#ff7f0e", AFTER_COLOR, "#9467bd", "#8c564b", "#7f7f7f"]
+
+
+def projection_scatter(panels: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Sequence[str]]]],
+                       title: str | None = "Where the poison sits: [CLS] representations (PCA)") -> go.Figure:
+    """Scatter of 2-D points per group, one panel per ``(panel title, {group: (n, 2)}, {group: texts})``
+    (e.g. before / after repair); a group keeps its colour across panels; hovers show the (escaped, cut) text."""
+    panels = list(panels)
+    if not panels:
+        raise ValueError("projection_scatter needs at least one panel.")
+    groups: list[str] = []
+    for _, pts, _ in panels:
+        groups += [g for g in pts if g not in groups]
+    color = {g: _GROUP_COLORS[i % len(_GROUP_COLORS)] for i, g in enumerate(groups)}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[_esc(t, 80) for t, _, _ in panels],
+                        horizontal_spacing=0.08)
+    for c, (_, pts, texts) in enumerate(panels, 1):
+        for g, xy in pts.items():
+            xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+            hover = [_esc(t, 90) for t in (texts.get(g) or [""] * len(xy))]
+            fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=_esc(g, 40), legendgroup=g,
+                                     showlegend=c == 1, text=hover,
+                                     marker=dict(size=9, color=color[g], opacity=0.75,
+                                                 line=dict(width=0.5, color="white")),
+                                     hovertemplate="%{text}<extra>" + _esc(g, 40) + "</extra>"), row=1, col=c)
+        fig.update_xaxes(title_text="PC 1", zeroline=False, row=1, col=c)
+        fig.update_yaxes(title_text="PC 2" if c == 1 else None, zeroline=False, row=1, col=c)
+    return style(fig, title, 460, legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1.0),
+                 margin=dict(l=70, r=30, t=110 if title else 60, b=60))

@@ -49,3 +49,39 @@ def test_inspect_token_saliency_and_report_finding():
     at.radio(key="inspect.sal_method").set_value("gxi").run()
     assert at.session_state["inspect.sal_cache"][1].triggered.method == "gxi"
     assert any(f.key == "inspect:saliency" for f in at.session_state["lab.session"].findings)
+
+
+def wait_job(at: AppTest, kind: str, timeout: float = 180):
+    job = at.session_state["lab.jobs"][kind]
+    assert job.wait(timeout), f"{kind} job still running"
+    at.run()
+    assert not at.exception
+    return job
+
+
+def test_detect_candidates_and_projection_then_sanitize_projection():
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.number_input(key="detect.pool_clean").set_value(20)
+    at.run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert "Candidate triggers" in [h.value for h in at.subheader]
+    at.toggle(key="detect.pca").set_value(True).run()
+    assert not at.exception and all("backdoored" in e.value for e in at.error)  # only the verdict box
+    _, proj = at.session_state["detect.pca_cache"]
+    assert any(g.startswith("clean, predicted") for g in proj.points) and "pool: clean" in proj.points
+
+    goto(at, "sanitize")
+    at.selectbox(key="sanitize.defense").set_value("finetune").run()
+    at.number_input(key="sanitize.n_clean").set_value(16)
+    at.number_input(key="sanitize.n_test").set_value(16)
+    at.number_input(key="sanitize.finetune.epochs").set_value(1)
+    at.run()
+    at.button(key="sanitize.run").click().run()
+    assert wait_job(at, "sanitize").status == "done"
+    at.toggle(key="sanitize.pca").set_value(True).run()
+    assert not at.exception and all("backdoored" in e.value for e in at.error)
+    _, (before, after) = at.session_state["sanitize.pca_cache"]
+    assert set(before.points) == set(after.points) and before.points
