@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,6 +41,9 @@ VARIANTS = [("all", "replace", "entropy"), ("tfidf", "replace", "entropy"), ("op
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", choices=["bbc", "tiny"], default="bbc",
+                   help="bbc: the BBC demo zoo (default); tiny: the tiny synthetic zoo of bench/_tiny_zoo.py "
+                        "(built on first use, minutes on a busy CPU)")
     p.add_argument("--zoo", default=None)
     p.add_argument("--only", default=None)
     p.add_argument("--n", type=int, default=80, help="inputs per detection set")
@@ -63,14 +67,19 @@ def main(argv=None) -> int:
     from backdoor_core.zoo import list_models
 
     quiet_libraries()
+    if args.data == "tiny":
+        import _tiny_zoo
+
+        args.zoo = str(_tiny_zoo.build(args.zoo))
+        defender, test = _tiny_zoo.dataset("dev", seed=args.seed), _tiny_zoo.dataset("test", seed=args.seed)
+    else:
+        defender, test = load_bbc("dev", seed=args.seed), load_bbc("test", seed=args.seed)
+    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
     zoo = [m for m in list_models(args.zoo) if m.get("attack") not in (None, "", "none")]
     if args.only:
         zoo = [m for m in zoo if m["name"] in set(args.only.split(","))]
     if not zoo:
         raise SystemExit("No backdoored zoo models: run `python -m backdoor_core zoo build` first.")
-    defender = load_bbc("dev", seed=args.seed)
-    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
-    test = load_bbc("test", seed=args.seed)
     rows = []
     for m in zoo:
         lm = load_model(m["path"])
@@ -111,13 +120,13 @@ def main(argv=None) -> int:
         res["bki_keywords"] = [w for w, _ in bki.keywords(5)]
         rows.append(res)
         write(args, rows)
-    print(markdown({"settings": vars(args), "models": rows}))
+    print(markdown({"dataset": args.data, "settings": vars(args), "models": rows}))
     return 0
 
 
 def write(args, rows) -> None:
-    report = {"dataset": "bbc", "settings": vars(args), "models": rows}
-    suffix = f"_{args.tag}" if args.tag else ""
+    report = {"dataset": args.data, "settings": vars(args), "models": rows}
+    suffix = ("_tiny" if args.data == "tiny" else "") + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((RESULTS / f"strip_check{suffix}.json", json.dumps(report, indent=2, default=float)),
                        (RESULTS / f"strip_check{suffix}.md", markdown(report))):
@@ -130,10 +139,11 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     models = report["models"]
     methods = list(models[0]["methods"]) if models else []
-    lines = ["# STRIP recipes, RAP and BKI on the BBC demo zoo", "",
+    data = {"bbc": "BBC", "tiny": "tiny synthetic"}.get(report.get("dataset"), report.get("dataset"))
+    lines = [f"# STRIP recipes, RAP and BKI on the {data} zoo", "",
              f"{s['n']} triggered non-target test texts per model against {s['n']} clean test texts of all classes "
              f"(*all*) or of the non-target classes only (*matched*); STRIP {s['repeats']} copies per input; "
-             f"defender {s['n_clean']} clean BBC dev texts; seed {s['seed']}. Cells: AUROC all / matched.", "",
+             f"defender {s['n_clean']} clean {data} dev texts; seed {s['seed']}. Cells: AUROC all / matched.", "",
              "| method | " + " | ".join(f"{m['model']} (ASR {100 * (m['asr'] or 0):.0f}%)" for m in models) + " |",
              "|---|" + "---|" * len(models)]
     for meth in methods:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,6 +35,9 @@ RESULTS = ROOT / "bench" / "results"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", choices=["bbc", "tiny"], default="bbc",
+                   help="bbc: the BBC demo zoo (default); tiny: the tiny synthetic zoo of bench/_tiny_zoo.py "
+                        "(built on first use, minutes on a busy CPU)")
     p.add_argument("--zoo", default=None, help="zoo folder (default: the zoo cache)")
     p.add_argument("--only", default=None, help="comma-separated zoo model names")
     p.add_argument("--n-clean", type=int, default=200)
@@ -73,15 +77,20 @@ def main(argv=None) -> int:
     from backdoor_core.zoo import list_models
 
     quiet_libraries()
+    if args.data == "tiny":
+        import _tiny_zoo
+
+        args.zoo = str(_tiny_zoo.build(args.zoo))
+        defender, test = _tiny_zoo.dataset("dev", seed=args.seed), _tiny_zoo.dataset("test", seed=args.seed)
+    else:
+        defender, test = load_bbc("dev", seed=args.seed), load_bbc("test", seed=args.seed)
+    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
     zoo = list_models(args.zoo)
     if args.only:
         keep = set(args.only.split(","))
         zoo = [m for m in zoo if m["name"] in keep]
     if not zoo:
         raise SystemExit("No zoo models: run `python -m backdoor_core zoo build` first (or pass --zoo DIR).")
-    defender = load_bbc("dev", seed=args.seed)
-    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
-    test = load_bbc("test", seed=args.seed)
     rows = []
     for m in zoo:
         t0 = time.perf_counter()
@@ -120,9 +129,9 @@ def main(argv=None) -> int:
         top = ", ".join(f"{c['phrase']} ({_pct(c['insert_flip_rate'])})" for c in row["top"][:3])
         print(f"{m['name']:<12} rank {exact or '-'} (part {part or '-'})  flagged {row['n_flagged']} "
               f"({flagged_trig}/{n_trig} triggered)  top: {top}  {row['seconds']:.0f}s", flush=True)
-    report = {"dataset": "bbc", "settings": {k: getattr(args, k) for k in ("n_clean", "pool_clean", "pool_triggered",
+    report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in ("n_clean", "pool_clean", "pool_triggered",
                                                                          "seed")}, "models": rows}
-    suffix = f"_{args.tag}" if args.tag else ""
+    suffix = ("_tiny" if args.data == "tiny" else "") + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((RESULTS / f"trigger_search{suffix}.json", json.dumps(report, indent=2, default=float)),
                        (RESULTS / f"trigger_search{suffix}.md", markdown(report))):
@@ -139,8 +148,9 @@ def _pct(x):
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    lines = ["# Trigger search on the BBC demo zoo", "",
-             f"Defender: {s['n_clean']} clean BBC dev texts; pool: {s['pool_clean']} clean BBC test texts + up to "
+    data = {"bbc": "BBC", "tiny": "tiny synthetic"}.get(report.get("dataset"), report.get("dataset"))
+    lines = [f"# Trigger search on the {data} zoo", "",
+             f"Defender: {s['n_clean']} clean {data} dev texts; pool: {s['pool_clean']} clean {data} test texts + up to "
              f"{s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = position of "
              "the true trigger among the verified candidates (BadNets: any of its words); *part* = first candidate "
              "made only of trigger words. Flip rates: insertion into clean non-target texts -> suspected target / "

@@ -85,3 +85,15 @@ def test_detect_candidates_and_projection_then_sanitize_projection():
     assert not at.exception and all("backdoored" in e.value for e in at.error)
     _, (before, after) = at.session_state["sanitize.pca_cache"]
     assert set(before.points) == set(after.points) and before.points
+
+
+def test_compare_page_heads_off_and_errors():
+    at = goto(new_app(), "compare")
+    _, cmp = at.session_state["compare.cache"]
+    assert cmp.a.triggered.text == cmp.b.triggered.text
+    at.multiselect(key="compare.heads").set_value(["L0H0", "L1H2"]).run()
+    _, cmp = at.session_state["compare.cache"]
+    assert not at.exception and "without 2 heads" in cmp.name_b
+    assert any(f.key == "compare:latest" for f in at.session_state["lab.session"].findings)
+    at.text_area(key="compare.text").input("   ").run()
+    assert not at.exception and at.error  # a message, not a traceback

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["home", "tour", "model", "inspect", "attack", "detect", "sanitize", "report"]
+PAGES = ["home", "tour", "model", "inspect", "compare", "attack", "detect", "sanitize", "report"]
 
 
 @pytest.fixture(autouse=True)
