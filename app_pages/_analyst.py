@@ -26,11 +26,11 @@ def trigger_candidates(report, key: str = "detect.triggers") -> None:
                f"'{data['target_name']}'?) and removed from the flagged inputs (does it flip away?). Clean texts "
                f"already predicted '{data['target_name']}': "
                f"{0 if data['baseline_target_rate'] is None else data['baseline_target_rate']:.0%}.")
-    c1, c2 = st.columns([1, 1], gap="medium")
-    with c1:
-        st.dataframe(display_rows(data, 10), hide_index=True, column_order=DISPLAY_COLUMNS)
-    with c2:
-        ui.plot(F.trigger_candidates_bar(data["candidates"], data["target_name"]), key=key)
+    if not any(c["insert_flip_rate"] is not None for c in data["candidates"]):
+        st.caption("Not verified: every clean text is already predicted as the suspected target, so there is "
+                   "nothing to insert into.")
+    st.dataframe(display_rows(data, 10), hide_index=True, column_order=DISPLAY_COLUMNS)
+    ui.plot(F.trigger_candidates_bar(data["candidates"], data["target_name"]), key=key)
 
 
 def _scan_suspicious(loaded):

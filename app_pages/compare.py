@@ -70,7 +70,8 @@ with c2:
 
 opt = options[choice]
 if opt is None:
-    model_b, name_b = loaded, f"{loaded.name} without {int(heads_off.sum())} heads"
+    n_off = int(heads_off.sum())
+    model_b, name_b = loaded, f"{loaded.name} without {n_off} head{'s' if n_off != 1 else ''}"
 elif opt[0] == "model":
     model_b, name_b = opt[1], opt[1].name
 else:
@@ -130,11 +131,11 @@ if cmp.same_shape:
                                      value_name="attention on trigger", marks=heads_off,
                                      mark_name="switched off"), key="compare.conc_b")
     with g3:
-        ui.plot(F.similarity_delta_heatmap(cmp.concentration_delta, title="B − A: trigger concentration"),
-                key="compare.conc_diff")
-    ui.plot(F.similarity_delta_heatmap(cmp.similarity_delta_delta,
-                                       title="B − A: change in head-to-head similarity (triggered − clean)"),
-            key="compare.sim_diff")
+        ui.plot(F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
+                                     value_name="Δ attention on trigger"), key="compare.conc_diff")
+    ui.plot(F.difference_heatmap(cmp.similarity_delta_delta,
+                                 title="B − A: change in head-to-head similarity (triggered − clean)",
+                                 value_name="Δ similarity change"), key="compare.sim_diff")
     st.caption("Blue cells in the difference grids: heads that lock onto the trigger (or collapse together with "
                "it) less in B than in A.")
 else:
@@ -146,5 +147,6 @@ ui.lab().record("inspect", "Model comparison", key="compare:latest",
                 table=[{"model": side["model"], "clean": side["clean"]["label"],
                         "with trigger": side["triggered"]["label"]} for side in (cmp.to_dict()["a"],
                                                                                  cmp.to_dict()["b"])],
-                figures=[F.similarity_delta_heatmap(cmp.concentration_delta, title="B − A: trigger concentration")]
+                figures=[F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
+                                              value_name="Δ attention on trigger")]
                 if cmp.same_shape else [], data=cmp.to_dict())

@@ -587,23 +587,43 @@ def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
                            title: str | None = "Candidate triggers: flip rates") -> go.Figure:
     """Horizontal bars per candidate trigger: insertion and removal flip rates (``trigger_search``).
 
-    ``rows``: ``TriggerSearch.to_dict()["candidates"]`` (best first); unverified candidates are left out.
+    ``rows``: ``TriggerSearch.to_dict()["candidates"]`` (best first). When no candidate could be verified (no clean
+    text outside the suspected target to insert into), the bars show each candidate's share of the heads' focus.
     """
-    rows = [r for r in rows if r.get("insert_flip_rate") is not None][:12]
-    names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in rows][::-1]
+    verified = [r for r in rows if r.get("insert_flip_rate") is not None][:12]
     fig = go.Figure()
-    for key, name, color in (("insert_flip_rate", "inserted into clean texts", TRIGGER_COLOR),
-                             ("removal_flip_rate", "removed from flagged inputs", CLEAN_COLOR)):
-        vals = [r.get(key) for r in rows][::-1]
-        fig.add_trace(go.Bar(y=names, x=[v if v is not None else 0.0 for v in vals], orientation="h", name=name,
-                             marker_color=color, text=["–" if v is None else f"{v:.0%}" for v in vals],
-                             textposition="outside", cliponaxis=False,
-                             hovertemplate="%{y}: %{x:.0%}<extra>" + name + "</extra>"))
-    tgt = f" toward '{_esc(target_name, 30)}'" if target_name else ""
-    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of inputs whose prediction flips" + tgt)
-    return style(fig, title, max(260, 120 + 52 * len(rows)), barmode="group",
+    if verified:
+        names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in verified][::-1]
+        for key, name, color in (("insert_flip_rate", "inserted into clean texts", TRIGGER_COLOR),
+                                 ("removal_flip_rate", "removed from flagged inputs", CLEAN_COLOR)):
+            vals = [r.get(key) for r in verified][::-1]
+            fig.add_trace(go.Bar(y=names, x=[v if v is not None else 0.0 for v in vals], orientation="h", name=name,
+                                 marker_color=color, text=["–" if v is None else f"{v:.0%}" for v in vals],
+                                 textposition="outside", cliponaxis=False,
+                                 hovertemplate="%{y}: %{x:.0%}<extra>" + name + "</extra>"))
+        tgt = f" toward '{_esc(target_name, 30)}'" if target_name else ""
+        fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of inputs whose prediction flips" + tgt)
+        n = len(verified)
+    else:
+        shown = list(rows)[:12]
+        names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in shown][::-1]
+        fig.add_trace(go.Bar(y=names, x=[float(r.get("focus", 0.0)) for r in shown][::-1], orientation="h",
+                             name="share of the heads' focus", marker_color="#7f7f7f",
+                             hovertemplate="%{y}: %{x:.2f}<extra></extra>"))
+        fig.update_xaxes(title_text="mean share of the suspicious heads' focus (not verified)")
+        title = "Candidate triggers: focus (no clean text to verify on)" if title else title
+        n = len(shown)
+    return style(fig, title, max(260, 120 + (52 if verified else 30) * n), barmode="group",
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
                  margin=dict(l=200, r=30, t=70 if title else 30, b=60))
+
+
+def difference_heatmap(delta: Any, title: str | None = None, value_name: str = "B − A") -> go.Figure:
+    """A diverging ``(layers, heads)`` heatmap of a difference (blue negative, red positive, 0 white)."""
+    d = _as2d(delta, "delta")
+    bound = max(1e-6, float(np.nanmax(np.abs(d))))
+    return layer_head_heatmap(d, title=title, value_name=value_name, colorscale=DIVERGING, zmid=0.0,
+                              zmin=-bound, zmax=bound)
 
 
 def saliency_strip(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str | None = "Token saliency",
@@ -658,5 +678,5 @@ def projection_scatter(panels: Sequence[tuple[str, Mapping[str, Any], Mapping[st
                                      hovertemplate="%{text}<extra>" + _esc(g, 40) + "</extra>"), row=1, col=c)
         fig.update_xaxes(title_text="PC 1", zeroline=False, row=1, col=c)
         fig.update_yaxes(title_text="PC 2" if c == 1 else None, zeroline=False, row=1, col=c)
-    return style(fig, title, 460, legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1.0),
-                 margin=dict(l=70, r=30, t=110 if title else 60, b=60))
+    return style(fig, title, 520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
+                 margin=dict(l=70, r=30, t=90 if title else 50, b=120))

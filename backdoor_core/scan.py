@@ -344,7 +344,8 @@ def scan_model(
         if progress is not None:
             progress("triggers", 0, 1)
         triggers = search_triggers(model, tokenizer, heads.suspicious, [pool[i] for i in flagged], clean.texts,
-                                   label_names=clean.label_names, max_length=max_length, seed=seed,
+                                   clean_labels=clean.labels, label_names=clean.label_names,
+                                   max_length=max_length, seed=seed,
                                    should_stop=should_stop)
     if progress is not None:
         progress("done", 1, 1)

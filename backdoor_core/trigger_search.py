@@ -20,8 +20,11 @@ procedures are not reproduced here):
    does not already put in the suspected target; the share now predicted as the target. *Removal flip rate*:
    every occurrence is deleted from the flagged inputs that contain it and are predicted as the target; the
    share whose prediction leaves the target.
-4. **Ranking**: by insertion flip rate, then removal flip rate, then prior. Unverified candidates follow, by
-   prior. A phrase that contains a better-ranked candidate whose insertion flip rate is at least as high (less
+4. **Ranking**: candidates the clean data already explains come last — a word that sends inputs to the target
+   class AND, in the defender's labelled clean texts, occurs (at least ``EXPLAINED_MIN_COUNT`` times) almost
+   only in texts labelled as the target (share >= ``EXPLAINED_SHARE``) is a genuine feature of that class
+   ("football" for sport), not a trigger; a trigger is rare in clean data or label-blind. Then by insertion
+   flip rate, then removal flip rate, then prior. Unverified candidates follow, by prior. A phrase that contains a better-ranked candidate whose insertion flip rate is at least as high (less
    ``SUPERPHRASE_SLACK``) is dropped: the extra words add nothing (``cf and`` after ``cf``).
 
 Measured rank of the true trigger on the BBC demo zoo: ``bench/results/trigger_search.md`` (``bench/
@@ -48,6 +51,8 @@ DEFAULT_N_INSERT = 60
 DEFAULT_SHOWN = 10
 MAX_PHRASE_WORDS = 8
 SUPERPHRASE_SLACK = 0.05
+EXPLAINED_MIN_COUNT = 3
+EXPLAINED_SHARE = 0.8
 
 
 @dataclass
@@ -66,6 +71,8 @@ class TriggerCandidate:
         removal_flip_rate: share of the flagged target-predicted inputs containing it whose prediction leaves
             the target when it is deleted (None = not verified or no such input).
         n_removal: flagged inputs it was deleted from.
+        clean_target_share: share of the labelled clean texts containing it that are labelled as the suspected
+            target (None: fewer than ``EXPLAINED_MIN_COUNT`` such texts, or no labels).
     """
 
     phrase: str
@@ -77,13 +84,19 @@ class TriggerCandidate:
     n_insert: int = 0
     removal_flip_rate: float | None = None
     n_removal: int = 0
+    clean_target_share: float | None = None
 
     @property
     def verified(self) -> bool:
         return self.insert_flip_rate is not None
 
+    @property
+    def explained_by_clean_data(self) -> bool:
+        return self.clean_target_share is not None and self.clean_target_share >= EXPLAINED_SHARE
+
     def sort_key(self):
-        return (not self.verified, -(self.insert_flip_rate or 0.0), -(self.removal_flip_rate or 0.0), -self.prior)
+        return (not self.verified, self.explained_by_clean_data, -(self.insert_flip_rate or 0.0),
+                -(self.removal_flip_rate or 0.0), -self.prior)
 
 
 @dataclass
@@ -138,6 +151,7 @@ def display_rows(data: dict, limit: int = DEFAULT_SHOWN) -> list[dict]:
 
     return [{"rank": c["rank"], "candidate": c["phrase"], "flagged inputs": c["support"],
              "focus": round(c["focus"], 3), "in clean texts": pct(c["clean_rate"]),
+             "clean ones labelled target": pct(c.get("clean_target_share")),
              "insertion flips": pct(c["insert_flip_rate"]), "removal flips": pct(c["removal_flip_rate"])}
             for c in data.get("candidates", [])[:limit]]
 
@@ -154,8 +168,8 @@ def report_section(data: dict, limit: int = 15) -> dict:
             "figure": trigger_candidates_bar(data["candidates"], str(data["target_name"] or ""))}
 
 
-DISPLAY_COLUMNS = ["rank", "candidate", "flagged inputs", "focus", "in clean texts", "insertion flips",
-                   "removal flips"]
+DISPLAY_COLUMNS = ["rank", "candidate", "flagged inputs", "in clean texts", "clean ones labelled target",
+                   "insertion flips", "removal flips"]
 
 _SPACE = re.compile(r"\s+")
 
@@ -273,6 +287,7 @@ def search_triggers(
     flagged_texts: Sequence[str],
     clean_texts: Sequence[str],
     *,
+    clean_labels: Sequence[int] | None = None,
     label_names: Sequence[str] | None = None,
     top_words: int = DEFAULT_TOP_WORDS,
     max_flagged: int = DEFAULT_MAX_FLAGGED,
@@ -288,6 +303,7 @@ def search_triggers(
         suspicious: ``(L, H)`` bool, the scan's suspicious heads.
         flagged_texts: the scan's flagged pool inputs, most suspicious first (the first ``max_flagged`` are used).
         clean_texts: clean held-out texts (for ``clean_rate`` and the insertion test).
+        clean_labels: their labels, when known (for ``clean_target_share``; step 4 of the module docstring).
         verify: how many candidates (best prior first) to verify by insertion and removal.
         n_insert: clean non-target texts each candidate is inserted into.
     """
@@ -324,6 +340,10 @@ def search_triggers(
         hosts = hosts[:n_insert]
         flagged_target = [t for t, p in zip(flagged, flagged_probs.argmax(1)) if p == target]
         for c in cands[:verify]:
+            if clean_labels is not None:
+                ys = [int(y) for t, y in zip(clean_norm, clean_labels) if _contains(t, c.phrase)]
+                if len(ys) >= EXPLAINED_MIN_COUNT:
+                    c.clean_target_share = float(np.mean([y == target for y in ys]))
             if should_stop is not None and should_stop():
                 break
             rng = random.Random(f"{seed}:{c.phrase}")

@@ -239,6 +239,15 @@ def main(argv=None) -> int:
         from backdoor_core.metrics import threshold_at_frr
 
         strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, 0.05))
+        # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
+        from backdoor_core.attention import predict
+        from backdoor_core.baselines.strip import class_calibrated
+
+        p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
+                                  for x in (det_clean, poisoned_det, scan.clean_dev_texts))
+        z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
+        strip_cal = evaluate_detector(class_calibrated(st_clean, p_clean, st_dev, p_dev),
+                                      class_calibrated(st_trig, p_trig, st_dev, p_dev), threshold_at_frr(z_dev, 0.05))
         strip_seconds = time.perf_counter() - t
         # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
         from backdoor_core.baselines.bki import BKI
@@ -257,7 +266,7 @@ def main(argv=None) -> int:
         bki_seconds = time.perf_counter() - t
         if is_bd:
             methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res),
-                       ("rap", rap_res), ("bki", bki_res)]
+                       ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
             for method, res in [(k, r) for k, r in methods if r is not None]:
                 report["detection"].append({"model": m["name"], "attack": m["attack"], "family": family(m["attack"]),
                                             "tal": m["tal"], "method": method, "auroc": res["auroc"],

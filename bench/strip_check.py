@@ -99,21 +99,34 @@ def main(argv=None) -> int:
         res = {"model": m["name"], "attack": meta["attack"], "tal": bool(meta.get("tal")), "asr": m.get("asr"),
                "methods": {}}
 
-        def record(name, s_all, s_matched, s_trig, seconds):
-            res["methods"][name] = {"auroc_all": auroc(s_all, s_trig), "auroc_matched": auroc(s_matched, s_trig),
-                                    "seconds": round(seconds, 1)}
-            print(f"{m['name']:<12} {name:<28} all {res['methods'][name]['auroc_all']:.3f} matched "
-                  f"{res['methods'][name]['auroc_matched']:.3f} {seconds:.0f}s", flush=True)
+        from backdoor_core.attention import predict
+        from backdoor_core.baselines.strip import class_calibrated
+
+        dev = defender.texts[: len(defender) // 2]  # calibration inputs (also the STRIP word donors: all of them)
+        preds = {k: predict(lm.model, lm.tokenizer, v, L).argmax(1)
+                 for k, v in (("all", clean_all), ("trig", det_trig), ("dev", dev))}
+
+        def record(name, s_all, s_matched, s_trig, seconds, s_dev=None):
+            row = {"auroc_all": auroc(s_all, s_trig), "auroc_matched": auroc(s_matched, s_trig),
+                   "seconds": round(seconds, 1)}
+            if s_dev is not None:
+                row["auroc_all_calibrated"] = auroc(class_calibrated(s_all, preds["all"], s_dev, preds["dev"]),
+                                                    class_calibrated(s_trig, preds["trig"], s_dev, preds["dev"]))
+            res["methods"][name] = row
+            print(f"{m['name']:<12} {name:<28} all {row['auroc_all']:.3f} matched {row['auroc_matched']:.3f} "
+                  f"calibrated {row.get('auroc_all_calibrated', float('nan')):.3f} {seconds:.0f}s", flush=True)
 
         for pool_kind, mode, score in VARIANTS:
             t = time.perf_counter()
             kw = dict(repeats=args.repeats, seed=args.seed, max_length=L, pool=pool_kind,
                       clean_labels=defender.labels, mode=mode, score=score)
             s = [strip_scores(lm.model, lm.tokenizer, x, defender.texts, **kw) for x in (clean_all, matched, det_trig)]
-            record(f"strip {pool_kind}/{mode}/{score}", *s, time.perf_counter() - t)
+            s_dev = strip_scores(lm.model, lm.tokenizer, dev, defender.texts, **{**kw, "seed": args.seed + 1})
+            record(f"strip {pool_kind}/{mode}/{score}", *s, time.perf_counter() - t, s_dev)
         t = time.perf_counter()
         rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=args.seed).fit(defender.texts)
-        record("rap", rap.score(clean_all), rap.score(matched), rap.score(det_trig), time.perf_counter() - t)
+        record("rap", rap.score(clean_all), rap.score(matched), rap.score(det_trig), time.perf_counter() - t,
+               rap.score(dev))
         t = time.perf_counter()
         bki = BKI().fit(lm.model, lm.tokenizer, pool, L)
         record("bki", bki.score(clean_all), bki.score(matched), bki.score(det_trig), time.perf_counter() - t)
@@ -143,12 +156,16 @@ def markdown(report: dict) -> str:
     lines = [f"# STRIP recipes, RAP and BKI on the {data} zoo", "",
              f"{s['n']} triggered non-target test texts per model against {s['n']} clean test texts of all classes "
              f"(*all*) or of the non-target classes only (*matched*); STRIP {s['repeats']} copies per input; "
-             f"defender {s['n_clean']} clean {data} dev texts; seed {s['seed']}. Cells: AUROC all / matched.", "",
+             f"defender {s['n_clean']} clean {data} dev texts; seed {s['seed']}. Cells: AUROC all / matched / all "
+             "with class-conditional calibration (each score z-scored against the clean dev inputs of its predicted "
+             "class; STRIP and RAP).", "",
              "| method | " + " | ".join(f"{m['model']} (ASR {100 * (m['asr'] or 0):.0f}%)" for m in models) + " |",
              "|---|" + "---|" * len(models)]
     for meth in methods:
         lines.append(f"| {meth} | " + " | ".join(
-            f"{m['methods'][meth]['auroc_all']:.3f} / {m['methods'][meth]['auroc_matched']:.3f}" for m in models) + " |")
+            f"{m['methods'][meth]['auroc_all']:.3f} / {m['methods'][meth]['auroc_matched']:.3f}"
+            + (f" / {m['methods'][meth]['auroc_all_calibrated']:.3f}" if "auroc_all_calibrated" in m['methods'][meth]
+               else "") for m in models) + " |")
     lines += ["", "BKI's top keywords: " + "; ".join(f"{m['model']}: {', '.join(m.get('bki_keywords', []))}"
                                                     for m in models), ""]
     return "\n".join(lines)

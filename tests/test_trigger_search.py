@@ -58,3 +58,16 @@ def test_clean_model_candidates_do_not_flip():
     filler = [c for c in ts.candidates if c.verified and c.phrase in ("the", "movie", "was", "plot", "and")]
     assert all(c.insert_flip_rate < 0.5 for c in filler)
     assert search_triggers(lm.model, lm.tokenizer, heads, [], ["x"]).candidates == []
+
+
+def test_a_word_the_clean_labels_explain_ranks_below_a_trigger():
+    lm = trained_tiny(True)
+    heads = np.zeros((2, 4), bool)
+    heads[:, :2] = True
+    flagged = triggered_texts(15, seed=46) + [t for t, y in zip(*clean_texts(30, seed=47)) if y == 1][:10]
+    clean, labels = clean_texts(80, seed=48)
+    ts = search_triggers(lm.model, lm.tokenizer, heads, flagged, clean, clean_labels=labels, max_length=32,
+                         verify=30)
+    explained = [c for c in ts.candidates if c.explained_by_clean_data]
+    assert explained and all(c.insert_flip_rate is not None for c in explained)  # positive words flip too...
+    assert ts.rank_of(TRIGGER) < min(ts.candidates.index(c) + 1 for c in explained)  # ...but rank below cf

@@ -16,8 +16,13 @@ Where the replacement words come from (``pool``):
   the model's prediction on the input, so every perturbation pushes a clean input toward another class; only a
   trigger holds the prediction in place.
 
-Defaults: ``repeats = 10``, ``swap_ratio = 0.5``, ``pool = DEFAULT_POOL``; the choice and the benchmark numbers
-are in ``bench/results/strip_check.md`` (``bench/strip_check.py``).
+Class-conditional calibration (``class_calibrated``, our design): how stable a clean input is under perturbation
+depends on its class (on a 2-class model, the target class's own clean inputs keep their prediction about as well
+as triggered ones), so a raw STRIP score partly measures the class mix. Each score is z-scored against the clean
+dev inputs the model puts in the same class, which removes that bias without knowing the target.
+
+Defaults (``tfidf`` words, ``insert``, ``entropy``; ``repeats = 10``, ``swap_ratio = 0.5``) and the measurements
+behind them: ``bench/results/strip_check_tiny.md`` (``bench/strip_check.py``).
 """
 
 from __future__ import annotations
@@ -72,6 +77,23 @@ def insert_from(text: str, donor: Sequence[str], swap_ratio: float, rng: random.
     for i in range(m):
         toks.insert(rng.randint(0, len(toks)), donor[i % len(donor)])
     return " ".join(toks)
+
+
+def class_calibrated(scores: np.ndarray, preds: np.ndarray, ref_scores: np.ndarray, ref_preds: np.ndarray,
+                     min_ref: int = 5) -> np.ndarray:
+    """``(N,)`` z-scores of ``scores`` against the reference (clean dev) scores of the same predicted class.
+
+    Classes with fewer than ``min_ref`` reference inputs use all reference inputs."""
+    scores, preds = np.asarray(scores, float), np.asarray(preds)
+    ref_scores, ref_preds = np.asarray(ref_scores, float), np.asarray(ref_preds)
+    out = np.empty_like(scores)
+    for c in np.unique(preds):
+        ref = ref_scores[ref_preds == c]
+        if len(ref) < min_ref:
+            ref = ref_scores
+        mu, sd = float(ref.mean()), float(ref.std()) or 1e-9
+        out[preds == c] = (scores[preds == c] - mu) / sd
+    return out
 
 
 def tfidf_donors(clean_texts: Sequence[str]) -> list[list[str]]:
