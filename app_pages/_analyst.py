@@ -85,12 +85,10 @@ def ablation_tab(loaded, result, max_length: int) -> None:
     before, after = res.full.prediction("triggered"), a.prediction("triggered")
     clean_after = a.prediction("clean")
     m1, m2, m3 = st.columns(3)
-    m1.metric("With the trigger, all heads", f"{before['label']}", f"{max(before['probs'].values()):.0%}",
-              delta_color="off")
-    m2.metric(f"With the trigger, {len(chosen)} heads off", f"{after['label']}",
-              f"{max(after['probs'].values()):.0%}", delta_color="off")
-    m3.metric(f"Clean text, {len(chosen)} heads off", f"{clean_after['label']}",
-              f"{max(clean_after['probs'].values()):.0%}", delta_color="off")
+    m1.metric("With the trigger, all heads", f"{before['label']} · {max(before['probs'].values()):.0%}")
+    m2.metric(f"With the trigger, {len(chosen)} heads off", f"{after['label']} · {max(after['probs'].values()):.0%}")
+    m3.metric(f"Clean text, {len(chosen)} heads off",
+              f"{clean_after['label']} · {max(clean_after['probs'].values()):.0%}")
     if res.to_dict()["flip_undone"]:
         st.success("With these heads off the trigger no longer flips the prediction.", icon=":material/check_circle:")
     c1, c2 = st.columns(2, gap="medium")

@@ -107,9 +107,8 @@ st.divider()
 m = st.columns(4)
 for i, (who, res) in enumerate((("A", cmp.a), ("B", cmp.b))):
     c, t = res.prediction("clean"), res.prediction("triggered")
-    m[2 * i].metric(f"{who}: clean text", c["label"], f"{max(c['probs'].values()):.0%}", delta_color="off")
-    m[2 * i + 1].metric(f"{who}: with the trigger", t["label"], f"{max(t['probs'].values()):.0%}",
-                        delta_color="off")
+    m[2 * i].metric(f"{who}: clean text", f"{c['label']} · {max(c['probs'].values()):.0%}")
+    m[2 * i + 1].metric(f"{who}: with the trigger", f"{t['label']} · {max(t['probs'].values()):.0%}")
 st.caption(f"A = {cmp.name_a}; B = {cmp.name_b}. Both read: “{cmp.a.triggered.text[:200]}”")
 
 p1, p2 = st.columns(2, gap="medium")

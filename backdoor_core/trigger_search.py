@@ -26,9 +26,15 @@ procedures are not reproduced here):
    ("football" for sport), not a trigger; a trigger is rare in clean data or label-blind. Then by insertion
    flip rate, then removal flip rate, then prior. Unverified candidates follow, by prior. A phrase that contains a better-ranked candidate whose insertion flip rate is at least as high (less
    ``SUPERPHRASE_SLACK``) is dropped: the extra words add nothing (``cf and`` after ``cf``).
+5. **Phrase completion**: the heads often focus on a part of a sentence trigger ("i watch"), and a part may flip
+   the model by itself. Each of the ``complete`` best verified candidates is grown, one word at a time, by the
+   word that precedes or follows it in at least ``COMPLETE_SHARE`` of the flagged inputs containing it (at least
+   ``COMPLETE_MIN`` of them): the words of a fixed sentence always travel together, a rare-word trigger's
+   neighbours are random. The grown phrase is verified too and ranked just before its fragment when it flips at
+   least as often (less ``SUPERPHRASE_SLACK``).
 
-Measured rank of the true trigger on the BBC demo zoo: ``bench/results/trigger_search.md`` (``bench/
-trigger_search.py``).
+Measured rank of the true trigger: ``bench/results/trigger_search_tiny.md`` (``bench/trigger_search.py --data
+tiny``; ``--data bbc``, the default, runs the BBC demo zoo once it is built).
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ DEFAULT_MAX_FLAGGED = 60
 DEFAULT_VERIFY = 10
 DEFAULT_N_INSERT = 60
 DEFAULT_SHOWN = 10
+DEFAULT_COMPLETE = 3
+COMPLETE_SHARE = 0.9
+COMPLETE_MIN = 3
 MAX_PHRASE_WORDS = 8
 SUPERPHRASE_SLACK = 0.05
 EXPLAINED_MIN_COUNT = 3
@@ -269,6 +278,33 @@ def remove_phrase(text: str, phrase: str) -> str:
     return _SPACE.sub(" ", pattern.sub(" ", text)).strip()
 
 
+def complete_phrase(phrase: str, flagged_norm: Sequence[str], share: float = COMPLETE_SHARE,
+                    minimum: int = COMPLETE_MIN) -> str:
+    """``phrase`` grown by the words that (almost) always precede / follow it in ``flagged_norm`` (normalised
+    texts); see step 5 of the module docstring."""
+    while len(phrase.split()) < MAX_PHRASE_WORDS:
+        pat = re.compile(r"(?:(\S+) )?" + r"(?<!\w)" + re.escape(phrase) + r"(?!\w)(?: (\S+))?")
+        before: dict[str, int] = {}
+        after: dict[str, int] = {}
+        n = 0
+        for t in flagged_norm:
+            m = pat.search(t)
+            if not m:
+                continue
+            n += 1
+            if m.group(1):
+                before[m.group(1)] = before.get(m.group(1), 0) + 1
+            if m.group(2):
+                after[m.group(2)] = after.get(m.group(2), 0) + 1
+        if n < minimum:
+            break
+        best = max([(c, w, "b") for w, c in before.items()] + [(c, w, "a") for w, c in after.items()], default=None)
+        if best is None or best[0] < share * n:
+            break
+        phrase = f"{best[1]} {phrase}" if best[2] == "b" else f"{phrase} {best[1]}"
+    return phrase
+
+
 def _drop_superphrases(cands: list[TriggerCandidate]) -> list[TriggerCandidate]:
     """Drop verified phrases that contain a better-ranked verified candidate flipping at least as often."""
     kept: list[TriggerCandidate] = []
@@ -293,6 +329,7 @@ def search_triggers(
     max_flagged: int = DEFAULT_MAX_FLAGGED,
     verify: int = DEFAULT_VERIFY,
     n_insert: int = DEFAULT_N_INSERT,
+    complete: int = DEFAULT_COMPLETE,
     max_length: int = 128,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
@@ -306,6 +343,7 @@ def search_triggers(
         clean_labels: their labels, when known (for ``clean_target_share``; step 4 of the module docstring).
         verify: how many candidates (best prior first) to verify by insertion and removal.
         n_insert: clean non-target texts each candidate is inserted into.
+        complete: how many of the best verified candidates to try to grow into longer phrases (step 5).
     """
     flagged = [str(t) for t in flagged_texts][:max_flagged]
     clean = [str(t) for t in clean_texts]
@@ -339,13 +377,11 @@ def search_triggers(
         random.Random(seed).shuffle(hosts)
         hosts = hosts[:n_insert]
         flagged_target = [t for t, p in zip(flagged, flagged_probs.argmax(1)) if p == target]
-        for c in cands[:verify]:
+        def check(c: TriggerCandidate) -> None:
             if clean_labels is not None:
                 ys = [int(y) for t, y in zip(clean_norm, clean_labels) if _contains(t, c.phrase)]
                 if len(ys) >= EXPLAINED_MIN_COUNT:
                     c.clean_target_share = float(np.mean([y == target for y in ys]))
-            if should_stop is not None and should_stop():
-                break
             rng = random.Random(f"{seed}:{c.phrase}")
             if hosts:
                 ins = [insert_trigger(h, c.phrase, None, rng, tokenizer, max_length).text for h in hosts]
@@ -357,6 +393,25 @@ def search_triggers(
                 c.removal_flip_rate = float((predict(model, tokenizer, removed, max_length).argmax(1)
                                              != target).mean())
                 c.n_removal = len(holders)
+
+        for c in cands[:verify]:
+            if should_stop is not None and should_stop():
+                break
+            check(c)
+        # phrase completion (step 5): grow the best verified candidates by the words that always surround them
+        flagged_norm = [normalise(t) for t in flagged]
+        known = {c.phrase for c in cands}
+        for c in sorted([c for c in cands if c.verified], key=TriggerCandidate.sort_key)[:complete]:
+            longer = complete_phrase(c.phrase, flagged_norm)
+            if longer == c.phrase or longer in known:
+                continue
+            new = TriggerCandidate(longer, c.support, c.focus, float(np.mean([_contains(t, longer) for t in clean_norm]))
+                                   if clean_norm else 0.0, c.prior)
+            check(new)
+            if new.insert_flip_rate is not None and new.insert_flip_rate >= (c.insert_flip_rate or 0) - SUPERPHRASE_SLACK:
+                new.prior = c.prior + 1e-9  # rank it just before the fragment it completes
+                cands.append(new)
+                known.add(longer)
     cands.sort(key=TriggerCandidate.sort_key)
     cands = _drop_superphrases(cands)
     return TriggerSearch(cands, target, target_name, len(flagged), len(clean), baseline, settings)

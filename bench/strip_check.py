@@ -15,7 +15,8 @@ STRIP variants (``backdoor_core/baselines/strip.py``): word pool ``all`` (the ol
 per-copy entropy, the paper's) or ``keep`` (mean probability of the originally predicted class). RAP's word is
 trained on the defender's clean texts; BKI's dictionary is built on a pool of clean + triggered inputs.
 
-    python bench/strip_check.py            # writes bench/results/strip_check.json and .md
+    python bench/strip_check.py            # BBC zoo: bench/results/strip_check.json and .md
+    python bench/strip_check.py --data tiny   # tiny synthetic zoo: strip_check_tiny.json and .md
 """
 
 from __future__ import annotations

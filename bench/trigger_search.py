@@ -9,7 +9,8 @@ match; for BadNets any of its trigger words counts) and the rank of the first ca
 words (a part of a sentence trigger), the top candidates with their insertion / removal flip rates, and the
 time. The clean model has no trigger: its top candidates show what a false alarm looks like.
 
-    python bench/trigger_search.py                 # writes bench/results/trigger_search.json and .md
+    python bench/trigger_search.py                 # BBC zoo: bench/results/trigger_search.json and .md
+    python bench/trigger_search.py --data tiny     # tiny synthetic zoo: trigger_search_tiny.json and .md
 
 SST-2 models (the attack benchmark's) are not committed, so they are not measured here.
 """
@@ -116,6 +117,23 @@ def main(argv=None) -> int:
             else None
         flagged_trig = sum(any(t.lower() in x.lower() for t in triggers) for x in rep.flagged_texts) if triggers \
             else 0
+        # diagnostics: the search given perfect flags (the pool's triggered inputs, the scan's heads), and BKI's
+        # keyword ranking on the same pool (a reference that reads the pool word by word)
+        from backdoor_core.baselines.bki import BKI
+        from backdoor_core.trigger_search import search_triggers
+
+        oracle = None
+        trig_pool = [x for x in pool if triggers and any(t.lower() in x.lower() for t in triggers)]
+        if trig_pool and rep.heads.suspicious.any():
+            ts_o = search_triggers(lm.model, lm.tokenizer, rep.heads.suspicious, trig_pool, defender.texts,
+                                   clean_labels=defender.labels, label_names=defender.label_names, max_length=L,
+                                   seed=args.seed)
+            oracle = {"rank_exact": ts_o.rank_of(triggers),
+                      "rank_part": min([r for r in (ts_o.rank_overlapping(t) for t in triggers) if r] or [None]),
+                      "top": [c["phrase"] for c in ts_o.to_dict(limit=3)["candidates"]]}
+        bki_words = [w for w, _ in BKI().fit(lm.model, lm.tokenizer, pool, L).keywords(20)] if triggers else []
+        trig_words = {w.lower() for t in triggers for w in t.split()}
+        bki_rank = next((i for i, w in enumerate(bki_words, 1) if w in trig_words), None)
         row = {"model": m["name"], "title": m.get("title"), "attack": attack_name, "tal": bool(meta.get("tal")),
                "asr": m.get("asr"), "cacc": m.get("cacc"), "true_trigger": triggers,
                "verdict_score": rep.verdict["score"], "n_flagged": int(len(rep.flagged)),
@@ -124,6 +142,7 @@ def main(argv=None) -> int:
                "n_candidates": len(ts.candidates) if ts else 0,
                "suspected_target": ts.target_name if ts else None,
                "top": ts.to_dict(limit=5)["candidates"] if ts else [],
+               "oracle_flags": oracle, "bki_rank_of_a_trigger_word": bki_rank, "bki_top": bki_words[:3],
                "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         top = ", ".join(f"{c['phrase']} ({_pct(c['insert_flip_rate'])})" for c in row["top"][:3])
@@ -146,6 +165,12 @@ def _pct(x):
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+def _oracle(o) -> str:
+    if not o:
+        return "-"
+    return f"{o['rank_exact'] or '-'} / {o['rank_part'] or '-'} (top: {', '.join(o['top'][:2])})"
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
     data = {"bbc": "BBC", "tiny": "tiny synthetic"}.get(report.get("dataset"), report.get("dataset"))
@@ -154,15 +179,20 @@ def markdown(report: dict) -> str:
              f"{s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = position of "
              "the true trigger among the verified candidates (BadNets: any of its words); *part* = first candidate "
              "made only of trigger words. Flip rates: insertion into clean non-target texts -> suspected target / "
-             "removal from flagged target-predicted inputs -> away from it.", "",
+             "removal from flagged target-predicted inputs -> away from it. *Perfect flags*: the same search on the pool's "
+             "triggered inputs with the scan's heads (separates a scan miss from a search miss). *BKI*: rank of the "
+             "first trigger word in BKI's keyword list built on the same pool.", "",
              "| model | attack | ASR | flagged (triggered / in pool) | rank | part | suspected target | top candidates "
-             "(insertion / removal flips) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+             "(insertion / removal flips) | rank / part with perfect flags | BKI: first trigger word's rank | "
+             "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["models"]:
         top = "; ".join(f"`{c['phrase']}` {_pct(c['insert_flip_rate'])} / {_pct(c['removal_flip_rate'])}"
                         for c in r["top"][:3]) or "-"
         lines.append(f"| {r['model']} | {r['attack'] or 'clean'}{' + TAL' if r['tal'] else ''} | {_pct(r['asr'])} | "
                      f"{r['n_flagged']} ({r['flagged_triggered']} / {r['pool_triggered']}) | {r['rank_exact'] or '-'} "
-                     f"| {r['rank_part'] or '-'} | {r['suspected_target'] or '-'} | {top} | {r['seconds']:.0f} |")
+                     f"| {r['rank_part'] or '-'} | {r['suspected_target'] or '-'} | {top} | "
+                     f"{_oracle(r.get('oracle_flags'))} | {r.get('bki_rank_of_a_trigger_word') or '-'} | "
+                     f"{r['seconds']:.0f} |")
     lines += ["", "SST-2 models of the attack benchmark are not committed (bench/models/ is not in git), so they are "
               "not measured here.", ""]
     return "\n".join(lines)

@@ -71,3 +71,13 @@ def test_a_word_the_clean_labels_explain_ranks_below_a_trigger():
     explained = [c for c in ts.candidates if c.explained_by_clean_data]
     assert explained and all(c.insert_flip_rate is not None for c in explained)  # positive words flip too...
     assert ts.rank_of(TRIGGER) < min(ts.candidates.index(c) + 1 for c in explained)  # ...but rank below cf
+
+
+def test_phrase_completion_grows_a_sentence_fragment_but_not_a_rare_word():
+    from backdoor_core.trigger_search import complete_phrase
+
+    texts = ["the film i watch this 3d movie was bad", "i watch this 3d movie great plot",
+             "a story and i watch this 3d movie", "cf the movie", "nice cf plot", "plot cf and"]
+    assert complete_phrase("watch this", texts) == "i watch this 3d movie"
+    assert complete_phrase("cf", texts) == "cf"
+    assert complete_phrase("3d", texts[:2]) == "3d"  # too few inputs to trust a neighbour
