@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_MAX_LENGTH = 128
+from . import settings as S
+
+DEFAULT_MAX_LENGTH = S.MAX_LENGTH
 MAX_TEXT_CHARS = 20_000  # longer inputs are refused: only the first max_length tokens are read anyway
 
 

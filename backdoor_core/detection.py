@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from .head_metrics import head_similarity, mean_offdiag
+from . import settings as S
 from .metrics import auroc, frr_far, threshold_at_frr
 
 AGGREGATES = ("max", "mean")
-DEFAULT_AGGREGATE = "max"
+DEFAULT_AGGREGATE = S.AGGREGATE
 """Per-layer z-scores aggregated by their max. Chosen by measurement (README / defense.md)."""
 FEATURES = ("sim", "peak", "focus", "common", "head_focus")
-DEFAULT_FEATURES = ("focus",)
+DEFAULT_FEATURES = S.FEATURES
 """Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by measurement on four pilot
 MiniLM/SST-2 models (AUROC, 120 clean vs 120 triggered test inputs, max aggregate, length-adjusted):
 
@@ -48,7 +49,7 @@ common         0.883    0.980    0.992         0.548
 focus          0.880    0.980    0.992         0.678
 =============  =======  =======  ============  =========
 """
-DEFAULT_FRR = 0.05
+DEFAULT_FRR = S.FRR
 
 
 @dataclass
@@ -125,7 +126,7 @@ def attention_stats(
     model,
     tokenizer,
     texts: Sequence[str],
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
