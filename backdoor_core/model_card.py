@@ -291,8 +291,8 @@ class ModelCard:
             out.append(("attack", "none (trained clean)"))
         elif self.attack:
             out.append(("attack", self.attack))
-            if self.trigger_text:
-                out.append(("trigger", self.trigger_text))
+            if self.trigger:
+                out.append(("trigger", self.trigger))
             if self.target is not None:
                 out.append(("target", self.target_name or self.target))
             if self.rate is not None:
@@ -351,7 +351,8 @@ class ModelCard:
             out[f.name] = v
         if self.defense:
             out["sanitized"] = True
-        out["card_version"] = CARD_VERSION
+        if out:
+            out["card_version"] = CARD_VERSION
         for k, v in self.extra.items():
             out.setdefault(k, v)
         return out

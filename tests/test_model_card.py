@@ -119,6 +119,7 @@ def test_hostile_whole_files(tmp_path):
     for obj in ([{"attack": "badnets"}], "a string", 3):
         card = ModelCard.from_json(obj, num_labels=2)
         assert card == ModelCard(tool_version="") and "not an object" in card.warnings[0]
+        assert card.to_json() == {}
     huge = ModelCard.from_json({"name": "n" * 10_000_000, "trigger": "t" * 10_000_000}, num_labels=2)
     assert len(huge.name) == MAX_SHORT_TEXT and len(huge.trigger) < 10_000 and len(huge.warnings) == 2
     (tmp_path / METADATA_FILE).write_text("{not json")
@@ -144,7 +145,7 @@ def test_without_num_labels_targets_are_only_checked_for_sign():
 def test_facts_and_provenance():
     card = attack_card()
     facts = dict(card.facts())
-    assert facts["attack"] == "badnets" and facts["trigger"] == "cf,mn" and facts["target"] == "sports"
+    assert facts["attack"] == "badnets" and facts["trigger"] == ["cf", "mn"] and facts["target"] == "sports"
     assert facts["tal"] is True and facts["max length"] == 64
     assert dict(ModelCard(attack="none").facts())["attack"].startswith("none")
     assert card.provenance["data"] == "bbc" and "tool_version" in card.provenance
