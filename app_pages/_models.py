@@ -131,6 +131,7 @@ def session_copy(loaded, name: str | None = None):
             name=name or loaded.name,
             source=loaded.source,
             metadata=copy.deepcopy(loaded.metadata),
+            card_warnings=list(loaded.card_warnings),
             untrained_head=loaded.untrained_head,
         )
 
@@ -159,11 +160,11 @@ def zoo_dir() -> Path:
 
 
 def zoo_entries() -> list[dict]:
-    """The demo-zoo models on disk (``zoo.list_models``: name, title, path, attack, cacc, asr...), each with
-    ``clean`` set for models without an attack; [] without a zoo."""
+    """The demo-zoo models on disk (``zoo.list_models``: name, title, path, attack, cacc, asr, clean...); [] without
+    a zoo."""
     from backdoor_core.zoo import list_models
 
-    return [{**row, "clean": row.get("attack") in (None, "", "none", "clean")} for row in list_models(zoo_dir())]
+    return list_models(zoo_dir())
 
 
 def require_model_and_data():

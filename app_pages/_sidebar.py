@@ -53,27 +53,29 @@ def sidebar() -> None:
             st.markdown(f"**{loaded.name}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
             st.caption(f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
                        + ", ".join(loaded.label_names))
-            meta = loaded.metadata or {}
+            card = loaded.card
             bits = []
-            if str(meta.get("attack") or "").lower() in ("none", "clean"):
+            if card.is_clean:
                 bits.append("clean (no attack)")
-            elif meta.get("attack"):
-                trig = meta.get("trigger")
-                trig = ", ".join(trig) if isinstance(trig, (list, tuple)) else trig
-                bits.append(f"attack **{meta['attack']}**" + (f" · trigger `{trig}`" if trig else ""))
-                if meta.get("target") is not None:
-                    bits.append(f"target {meta.get('target_name') or meta['target']}")
-                if "rate" in meta:
-                    bits.append(f"ρ {_fmt_rate(meta['rate'])}")
-                if meta.get("tal"):
+            elif card.attack:
+                trig = ", ".join(card.trigger) if isinstance(card.trigger, list) else card.trigger
+                bits.append(f"attack **{card.attack}**" + (f" · trigger `{trig}`" if trig else ""))
+                if card.target is not None:
+                    bits.append(f"target {card.target_name or card.target}")
+                if card.rate is not None:
+                    bits.append(f"ρ {_fmt_rate(card.rate)}")
+                if card.tal:
                     bits.append("TAL")
-            for k in ("cacc", "asr"):
-                if isinstance(meta.get(k), (int, float)):
-                    bits.append(f"{k.upper()} {_fmt_rate(meta[k])}")
-            if meta.get("sanitized") or meta.get("defense"):
-                bits.append(f"sanitized ({meta.get('defense', 'yes')})")
+            for k, v in (("cacc", card.cacc), ("asr", card.asr)):
+                if v is not None:
+                    bits.append(f"{k.upper()} {_fmt_rate(v)}")
+            if card.defense:
+                bits.append(f"sanitized ({card.defense})")
             if bits:
                 st.caption(" · ".join(bits))
+            if card.warnings:
+                st.caption(f":material/warning: its model card had {len(card.warnings)} bad field(s), ignored "
+                           "(see the Model page)")
             if loaded.untrained_head:
                 st.caption(":material/warning: classification head untrained: predictions are random until fine-tuned")
         st.markdown("### Dataset")

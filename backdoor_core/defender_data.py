@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable
 
 import numpy as np
 
@@ -62,13 +61,13 @@ def model_attack(card: ModelCard, tokenizer=None, max_length: int | None = None)
 
 
 def build_pool(loaded, test_ds, n_clean: int, n_triggered: int, seed: int = 0, attack=None,
-               lock: Callable[[], contextlib.AbstractContextManager] | None = None):
+               lock: contextlib.AbstractContextManager | None = None):
     """A simulated pool: ``n_clean`` clean test texts + ``n_triggered`` texts carrying the model's trigger.
 
     The triggered texts are the non-target rows of ``test_ds`` with the card's attack (``model_attack``; none when
     the card names no attack) toward the card's target (``target_for``). Returns ``(texts, is_triggered)``
     shuffled with ``seed``: ``is_triggered`` is a ``(len(texts),)`` bool array that only an evaluation may see.
-    ``lock()`` guards the (possibly shared) tokenizer while the attack tokenizes.
+    ``lock`` (e.g. a ``threading.RLock``) guards the (possibly shared) tokenizer while the attack tokenizes.
     """
     card = loaded.card
     if attack is None:
@@ -77,7 +76,7 @@ def build_pool(loaded, test_ds, n_clean: int, n_triggered: int, seed: int = 0, a
     trig: list[str] = []
     if attack is not None and n_triggered:
         target = card.target_for(test_ds.label_names)
-        with (lock() if lock is not None else contextlib.nullcontext()):
+        with lock if lock is not None else contextlib.nullcontext():
             poisoned = attack.poison_test(test_ds, target, seed)
         texts = list(poisoned.texts)
         trig = random.Random(seed).sample(texts, min(n_triggered, len(texts)))

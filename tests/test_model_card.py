@@ -153,3 +153,50 @@ def test_facts_and_provenance():
     assert card.is_backdoored and card.trigger_text == "cf,mn" and card.first_trigger == "cf"
     assert ModelCard(trigger="I watch this 3D movie").first_trigger == "I watch this 3D movie"
     assert math.isclose(card.rate, 0.02)
+
+
+# ------------------------------------------------------------------------------------------------ loaded models
+
+
+def _folder_with(tmp_path, meta, num_labels=5):
+    from backdoor_core.models import save_model, tiny_model
+
+    lm = tiny_model(num_labels=num_labels)
+    out = save_model(lm.model, lm.tokenizer, tmp_path / "m", {})
+    (out / METADATA_FILE).write_text(json.dumps(meta))
+    return out
+
+
+def test_load_model_validates_the_card_and_target_99_builds_a_pool(tmp_path):
+    """The code path that crashed the Detect page: a pool simulated for a model whose card says target 99."""
+    from backdoor_core.data import load_bbc
+    from backdoor_core.defender_data import build_pool, make_eval, model_attack, model_max_length
+    from backdoor_core.models import load_model
+
+    lm = load_model(_folder_with(tmp_path, {"attack": "badnets", "trigger": ["cf"], "target": 99, "max_length": 64}))
+    card = lm.card
+    assert card.target is None and any("'target'" in w for w in card.warnings)
+    assert lm.summary()["card_warnings"] == lm.card_warnings and lm.card_warnings
+    assert model_max_length(lm) == 64 and model_attack(card).triggers == ("cf",)
+    test = load_bbc("test").sample(60, seed=0)
+    texts, truth = build_pool(lm, test, 10, 6)
+    assert len(texts) == 16 and truth.sum() == 6 and all(" cf" in t or t.startswith("cf") for t, f in
+                                                          zip(texts, truth) if f)
+    evaluate = make_eval(lm, test, 20)
+    assert set(evaluate(lm.model)) == {"cacc", "asr"}  # ASR toward the rule's target ('sports')
+
+
+def test_load_model_accepts_a_list_as_metadata(tmp_path):
+    from backdoor_core.models import load_model
+
+    lm = load_model(_folder_with(tmp_path, ["not", "an", "object"]))
+    assert lm.metadata == {} and "not an object" in lm.card.warnings[0] and lm.name == "m"
+
+
+def test_cli_prints_card_warnings_and_runs(tmp_path, capsys):
+    from backdoor_core.cli import main
+
+    folder = _folder_with(tmp_path, {"target": 99, "max_length": -1, "name": "n" * 1000})
+    assert main(["inspect", "--model", str(folder), "--text", "A short clean text.", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 3 and "'target'" in err and "'max_length'" in err
