@@ -54,7 +54,8 @@ def model_attack(card: ModelCard, tokenizer=None, max_length: int | None = None)
     try:
         kind = attack_type(name)
         if kind.has_trigger_tokens:  # insertion triggers: place them inside the window the model reads
-            return get_attack(name, tokenizer=tokenizer, max_length=max_length, trigger=card.trigger_text)
+            return get_attack(name, tokenizer=tokenizer, max_length=max_length, trigger=card.trigger_text,
+                              num_triggers=card.num_triggers or S.NUM_TRIGGERS)
         return get_attack(name)
     except (ValueError, DataError, OSError):
         return None

@@ -45,3 +45,41 @@ def test_defense_rows_and_missing_files(tmp_path):
     path.write_text(json.dumps({"runs": [{**run, "cacc_after": "high"}]}))
     with pytest.raises(ResultsError, match="cacc_after"):
         defense_runs(path=path)
+
+
+def _bench_defense():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "defense.py"
+    spec = importlib.util.spec_from_file_location("bench_defense", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_defense_bench_reads_each_model_card(tmp_path):
+    """The bench takes attack, target and reading length from the model card: a model trained at 128 tokens is
+    read at 128 (the bench used to read a top-level max_length that train_attack never wrote, so always 64), a
+    clean model ('none') is a clean model, and the target follows the card's one rule."""
+    import argparse
+
+    from backdoor_core.model_card import METADATA_FILE, ModelCard
+
+    cards = {"bd128": ModelCard(attack="badnets", trigger=["cf"], target=0, tal=True, rate=0.01, max_length=128),
+             "legacy64": {"attack": "addsent", "target": 1, "rate": 0.03, "train_config": {"max_length": 64}},
+             "clean": ModelCard(attack="none", rate=0.0, max_length=64),
+             "hostile": {"attack": "badnets", "target": 99, "max_length": "x"}}
+    for name, card in cards.items():
+        (tmp_path / name).mkdir()
+        data = card.to_json() if isinstance(card, ModelCard) else card
+        (tmp_path / name / METADATA_FILE).write_text(json.dumps(data))
+    (tmp_path / "not-a-model").mkdir()
+    rows = {r["name"]: r for r in _bench_defense().discover(argparse.Namespace(models_from=str(tmp_path),
+                                                                              manifest=None))}
+    assert set(rows) == set(cards)
+    assert rows["bd128"]["max_length"] == 128 and rows["bd128"]["tal"] and rows["bd128"]["attack"] == "badnets"
+    assert rows["legacy64"]["max_length"] == 64 and rows["clean"]["attack"] == "clean"
+    labels = ["negative", "positive"]
+    assert rows["bd128"]["card"].target_for(labels) == 0 and rows["legacy64"]["card"].target_for(labels) == 1
+    assert rows["hostile"]["card"].target_for(labels) == 1 and rows["hostile"]["max_length"] == 128
