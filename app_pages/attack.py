@@ -152,7 +152,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 base=base, name=name.strip() or name_default, train_ds=train_ds, test_ds=test_ds,
                 attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
                 config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
-                        "seed": 0, "eval_every": max(1, steps // 8)},
+                        "seed": S.SEED, "eval_every": max(1, steps // 8)},
                 data_name=ui.data_spec(), save=save, train_indices=idx,
             )
             st.rerun()

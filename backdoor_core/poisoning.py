@@ -419,11 +419,11 @@ class AttackOutcome:
 
     @property
     def cacc(self) -> float | None:
-        return self.metadata.get("cacc")
+        return self.card.cacc
 
     @property
     def asr(self) -> float | None:
-        return self.metadata.get("asr")
+        return self.card.asr
 
 
 def train_attack(
