@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from .model_card import METADATA_FILE, ModelCard
+from .model_readme import MODEL_README_FILE, render_model_readme
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ZIP_MAX_BYTES = 2 * 1024**3  # uncompressed size cap for uploaded model archives
 ZIP_MAX_FILES = 2000
@@ -291,6 +292,7 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
         meta = metadata.to_json() if isinstance(metadata, ModelCard) else dict(metadata or {})
         meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        (tmp / MODEL_README_FILE).write_text(render_model_readme(meta, name=directory.name), encoding="utf-8")
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")
