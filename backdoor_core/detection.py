@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .forward import Cancelled, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
 from .head_metrics import head_similarity, mean_offdiag
 from .metrics import auroc, frr_far, threshold_at_frr
 
@@ -113,11 +114,30 @@ class AttentionStats:
         return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS))
 
 
-class Cancelled(RuntimeError):
-    """``should_stop()`` returned True; nothing was half-applied."""
+def _stats_reducer(num_heads: int):
+    """A ``forward.run_with_cache`` reducer: one batch's ``(B, H, T, T)`` maps per layer -> ``(B, L, H)``
+    ``head_sim`` / ``head_peak`` / ``focus`` / ``common`` (see ``AttentionStats``)."""
+
+    def reduce(batch) -> dict[str, np.ndarray]:
+        eye = torch.eye(num_heads, dtype=torch.bool, device=batch.input_ids.device)
+        qmask = batch.attention_mask.float()  # (B, T) real queries
+        kmask = qmask * (~batch.special_tokens_mask).float()  # (B, T) content keys
+        pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
+        out = {f: [] for f in ("head_sim", "head_peak", "focus", "common")}
+        for att in batch.attentions:
+            att = att.float() * pair
+            sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
+            out["head_sim"].append(mean_offdiag(sim, per_head=True))
+            out["head_peak"].append(sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0))
+            col = att.sum(-2) / qmask.sum(-1)[:, None, None]  # (B, H, T) mean over queries, content keys
+            out["focus"].append(col.max(-1).values)
+            key = col.mean(1).argmax(-1)  # (B,) the layer's common key
+            out["common"].append(col.gather(-1, key[:, None, None].expand(-1, num_heads, 1))[..., 0])
+        return {f: torch.stack(v, dim=1).float() for f, v in out.items()}  # (B, L, H)
+
+    return reduce
 
 
-@torch.inference_mode()
 def attention_stats(
     model,
     tokenizer,
@@ -127,58 +147,22 @@ def attention_stats(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> AttentionStats:
-    """Forward ``texts`` (sorted by length to save padding) and compute ``AttentionStats``.
+    """Forward ``texts`` (``forward.run_with_cache``, sorted by length) and compute ``AttentionStats``; only the
+    ``(N, L, H)`` statistics are kept, never the maps.
 
     Empty texts are allowed (they are ``[CLS] [SEP]``: no content key, all statistics 0). ``progress(done,
     total)`` is called after each batch; ``should_stop()`` raises ``Cancelled`` between batches.
     """
     texts = [str(t) for t in texts]
-    n = len(texts)
     L = int(model.config.num_hidden_layers)
     H = int(model.config.num_attention_heads)
     C = int(model.config.num_labels)
-    out_arrays = {f: np.zeros((n, L, H), dtype=np.float32) for f in ("head_sim", "head_peak", "focus", "common")}
-    probs = np.zeros((n, C), dtype=np.float32)
-    lengths = np.zeros(n, dtype=np.int64)
-    if n == 0:
+    if not texts:
         return AttentionStats.empty(L, H, C)
-    device = next(model.parameters()).device
-    order = sorted(range(n), key=lambda i: len(texts[i]))
-    was_training = model.training
-    model.eval()
-    eye = torch.eye(H, dtype=torch.bool, device=device)
-    try:
-        for start in range(0, n, batch_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("cancelled")
-            idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt", return_special_tokens_mask=True)
-            special = enc.pop("special_tokens_mask").bool().to(device)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_attentions=True)
-            if not out.attentions or out.attentions[0] is None:
-                raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
-            qmask = enc["attention_mask"].float()  # (B, T) real queries
-            kmask = qmask * (~special).float()  # (B, T) content keys
-            pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
-            for layer, att in enumerate(out.attentions):
-                att = att.float() * pair
-                sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
-                out_arrays["head_sim"][idx, layer] = mean_offdiag(sim, per_head=True).cpu().numpy()
-                out_arrays["head_peak"][idx, layer] = sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0).cpu().numpy()
-                col = att.sum(-2) / qmask.sum(-1)[:, None, None]  # (B, H, T) mean over queries, content keys
-                out_arrays["focus"][idx, layer] = col.max(-1).values.cpu().numpy()
-                key = col.mean(1).argmax(-1)  # (B,) the layer's common key
-                out_arrays["common"][idx, layer] = col.gather(-1, key[:, None, None].expand(-1, H, 1))[..., 0].cpu().numpy()
-            probs[idx] = torch.softmax(out.logits.float(), -1).cpu().numpy()
-            lengths[idx] = enc["attention_mask"].sum(-1).cpu().numpy()
-            if progress is not None:
-                progress(min(start + batch_size, n), n)
-    finally:
-        model.train(was_training)
-    return AttentionStats(out_arrays["head_sim"], out_arrays["head_peak"], out_arrays["focus"], out_arrays["common"],
-                          probs, lengths)
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=_stats_reducer(H), progress=progress, should_stop=should_stop)
+    r = cache.reduced
+    return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths)
 
 
 @dataclass

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from .architecture import head_parameter_masks
+from .forward import predict, run_with_cache
 from .head_metrics import head_label
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 
@@ -124,16 +125,35 @@ class AlignmentLoss:
         denom = qmask.sum().clamp_min(1.0)
         total, n = attentions[0].new_zeros(()).float(), 0
         for layer, susp, safe in self.layers:
-            att = attentions[layer].float()  # (B, H, T, T)
-            target = att[:, safe.to(att.device)].mean(1, keepdim=True).detach()  # (B, 1, T, T)
-            heads = att[:, susp.to(att.device)]  # (B, S, T, T)
-            if self.kind == "kl":
-                per_row = (torch.xlogy(target, target) - target * torch.log(heads.clamp_min(1e-8))).sum(-1)
-            else:
-                per_row = ((heads - target) ** 2).sum(-1)
+            per_row = self._per_row(attentions[layer], susp, safe)  # (B, S, T)
             total = total + (per_row * qmask[:, None, :]).sum() / denom
-            n += heads.shape[1]
+            n += per_row.shape[1]
         return total / max(n, 1)
+
+    def _per_row(self, att: torch.Tensor, susp: torch.Tensor, safe: torch.Tensor) -> torch.Tensor:
+        """``(B, S, T)``: each suspicious head's row term against the safe heads' mean row (stop-gradient);
+        ``att`` is one layer's ``(B, H, T, T)``."""
+        att = att.float()
+        target = att[:, safe.to(att.device)].mean(1, keepdim=True).detach()  # (B, 1, T, T)
+        heads = att[:, susp.to(att.device)]  # (B, S, T, T)
+        if self.kind == "kl":
+            return (torch.xlogy(target, target) - target * torch.log(heads.clamp_min(1e-8))).sum(-1)
+        return ((heads - target) ** 2).sum(-1)
+
+    @property
+    def n_heads(self) -> int:
+        """How many suspicious heads the term averages over."""
+        return int(sum(len(susp) for _, susp, _ in self.layers))
+
+    def per_input(self, attentions: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` each input's per-row terms summed over its real query rows and the suspicious heads
+        (``raw`` = their sum / real rows of the batch / ``n_heads``)."""
+        qmask = attention_mask.to(attentions[0].device).float()  # (B, T)
+        total = qmask.new_zeros(qmask.shape[0])
+        for layer, susp, safe in self.layers:
+            per_row = self._per_row(attentions[layer], susp, safe)  # (B, S, T)
+            total = total + (per_row * qmask[:, None, :]).sum((1, 2))
+        return total
 
     def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
         if not outputs.attentions or outputs.attentions[0] is None:
@@ -145,26 +165,18 @@ class AlignmentLoss:
         return {"beta": self.beta, "kind": self.kind, "suspicious_heads": labels}
 
 
-@torch.no_grad()
 def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = "kl",
                     max_length: int = 128, batch_size: int = 32) -> float:
-    """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests)."""
+    """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests): the per-row terms of
+    ``AlignmentLoss.raw`` summed over all texts, divided by their real query rows and suspicious heads."""
     loss = AlignmentLoss(suspicious, 1.0, kind)
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    vals, weights = [], []
-    try:
-        for i in range(0, len(texts), batch_size):
-            chunk = list(texts[i:i + batch_size])
-            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_attentions=True)
-            vals.append(float(loss.raw(out.attentions, enc["attention_mask"])))
-            weights.append(float(enc["attention_mask"].sum()))
-    finally:
-        model.train(was)
-    return float(np.average(vals, weights=weights)) if vals else float("nan")
+    texts = [str(t) for t in texts]
+    if not texts:
+        return float("nan")
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=lambda b: {"align": loss.per_input(b.attentions, b.attention_mask)})
+    rows = float(cache.lengths.sum())
+    return float(cache.reduced["align"].astype(np.float64).sum() / max(rows, 1.0) / loss.n_heads)
 
 
 @contextmanager
@@ -234,7 +246,6 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     (no cross-entropy, alignment only). Needs no trigger and no true label: it asks the model itself what it
     decides without the heads the trigger captured."""
     from .architecture import head_gates
-    from .attention import predict
 
     texts = [str(t) for t in texts]
     if full_probs is None:  # ``(N, C)`` the whole model's probabilities on ``texts``, when already at hand
@@ -245,57 +256,54 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
 
 
-@torch.no_grad()
 def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = 128,
-                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS) -> list[int]:
+                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> list[int]:
     """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``).
 
     For each text: score every key token by the attention the suspicious heads send it (mean over real queries,
-    summed over the suspicious heads; ``[CLS]``/``[SEP]`` excluded) — on a triggered input that is where a
-    captured head looks, i.e. the trigger. Drop the top ``k`` tokens for ``k`` in ``drop_counts`` in turn and
+    summed over the suspicious heads; the tokenizer's special ids excluded) — on a triggered input that is where
+    a captured head looks, i.e. the trigger. Drop the top ``k`` tokens for ``k`` in ``drop_counts`` in turn and
     re-predict; the first ``k`` that changes the prediction gives its new prediction as the label, else ``-100``.
-    No trigger is known: the heads point at it. Shapes: ``attentions[l]`` ``(1, heads, T, T)``; scores ``(T,)``.
+    No trigger is known: the heads point at it. Two ``forward.run_with_cache`` passes: the texts (per-token
+    scores ``(n,)`` from ``attentions[l]`` ``(B, heads, T, T)``), then every variant's token ids.
     """
     suspicious = np.asarray(suspicious, dtype=bool)
     layers = [(l, torch.as_tensor(np.flatnonzero(row))) for l, row in enumerate(suspicious) if row.any()]
-    device = next(model.parameters()).device
-    special = set(tokenizer.all_special_ids)
-    was = model.training
-    model.eval()
-    labels: list[int] = []
-    try:
-        for text in texts:
-            enc = tokenizer(str(text), truncation=True, max_length=max_length, return_tensors="pt")
-            ids = enc["input_ids"][0].to(device)
-            out = model(input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], output_attentions=True)
-            full = int(out.logits.argmax(-1))
-            score = torch.zeros(len(ids), device=device)
-            for l, heads in layers:
-                score += out.attentions[l][0, heads.to(device)].float().mean(1).sum(0)  # (T,)
-            content = torch.tensor([int(t) not in special for t in ids.tolist()], device=device)
-            score = score.masked_fill(~content, float("-inf"))
-            order = torch.argsort(score, descending=True)[: int(content.sum())]
-            variants = []
-            for k in drop_counts:
-                if k >= len(order):  # never drop every content token
-                    break
-                keep = torch.ones(len(ids), dtype=torch.bool, device=device)
-                keep[order[:k]] = False
-                variants.append(ids[keep])
-            label = IGNORE_LABEL
-            if variants:
-                width = max(len(v) for v in variants)
-                pad = tokenizer.pad_token_id or 0
-                batch = torch.full((len(variants), width), pad, dtype=ids.dtype, device=device)
-                mask = torch.zeros((len(variants), width), dtype=torch.long, device=device)
-                for i, v in enumerate(variants):
-                    batch[i, : len(v)] = v
-                    mask[i, : len(v)] = 1
-                preds = model(input_ids=batch, attention_mask=mask).logits.argmax(-1).tolist()
-                label = next((int(p) for p in preds if int(p) != full), IGNORE_LABEL)
-            labels.append(label)
-    finally:
-        model.train(was)
+    special_ids = sorted(set(tokenizer.all_special_ids))
+    texts = [str(t) for t in texts]
+    if not texts:
+        return []
+
+    def token_scores(batch) -> dict[str, list[np.ndarray]]:
+        qmask = batch.attention_mask.float()  # (B, T) real queries
+        score = torch.zeros(batch.input_ids.shape, device=qmask.device)  # (B, T)
+        for l, heads in layers:
+            att = batch.attentions[l][:, heads.to(qmask.device)].float()  # (B, S, T, T)
+            score += (att * qmask[:, None, :, None]).sum(2).sum(1) / qmask.sum(-1, keepdim=True)
+        content = ~torch.isin(batch.input_ids, torch.as_tensor(special_ids, device=qmask.device))
+        score = score.masked_fill(~content, float("-inf"))
+        n = batch.attention_mask.sum(-1).tolist()
+        return {"score": [score[b, : n[b]].cpu().numpy() for b in range(len(batch))]}
+
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=token_scores)
+    full = cache.predictions
+    variants, owner = [], []
+    for i, (ids, score) in enumerate(zip(cache.input_ids, cache.reduced["score"])):
+        order = np.argsort(-score, kind="stable")[: int(np.isfinite(score).sum())]
+        for k in drop_counts:
+            if k >= len(order):  # never drop every content token
+                break
+            keep = np.ones(len(ids), dtype=bool)
+            keep[order[:k]] = False
+            variants.append(ids[keep].tolist())
+            owner.append(i)
+    labels = [IGNORE_LABEL] * len(texts)
+    if variants:
+        preds = run_with_cache(model, tokenizer, variants, max_length=max_length, batch_size=batch_size).predictions
+        for i, p in zip(owner, preds):  # variants in drop_counts order: the first change wins
+            if labels[i] == IGNORE_LABEL and int(p) != int(full[i]):
+                labels[i] = int(p)
     return labels
 
 
@@ -401,8 +409,6 @@ def sanitize_heads(
     pool_labels = None
     pool_probs = None  # (N, C): the suspect model on the flagged inputs, shared by the label rules below
     if pool_texts and (pseudo_labels or exclude_labels):
-        from .attention import predict
-
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
     if pseudo_labels and pool_texts:
         pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)

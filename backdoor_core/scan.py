@@ -83,6 +83,11 @@ class ScanReport:
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
+        detector: the first pass's ``detection.SimilarityDetector`` (per-layer features, fitted on the clean
+            fit half, threshold at ``frr_target`` on the clean dev half): score any other inputs with it.
+        head_detector: the final pass's ``detection.head_focus_detector`` for the final suspicious heads (same
+            clean halves; its threshold is ``threshold``); None when the refined passes did not run.
+        clean_fit_texts / clean_dev_texts: the clean texts that fitted the statistics / set the thresholds.
     """
 
     model_name: str
@@ -109,6 +114,10 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    detector: SimilarityDetector | None = field(default=None, repr=False)
+    head_detector: SimilarityDetector | None = field(default=None, repr=False)
+    clean_fit_texts: list[str] = field(default_factory=list, repr=False)
+    clean_dev_texts: list[str] = field(default_factory=list, repr=False)
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -293,6 +302,7 @@ def scan_model(
         )
 
     heads = rate_heads(flagged)
+    first_det, head_det = det, None
     first_pass = None
     rounds = int(refine_rounds) if refine and pool else 0
     for r in range(rounds):
@@ -312,7 +322,7 @@ def scan_model(
                           "heads": list(heads.suspicious_labels),
                           "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
                                                    num_labels)}
-        det = det_r
+        det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
@@ -349,4 +359,8 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        detector=first_det,
+        head_detector=head_det,
+        clean_fit_texts=[clean.texts[i] for i in fit_idx],
+        clean_dev_texts=[clean.texts[i] for i in dev_idx],
     )
