@@ -237,7 +237,7 @@ def _metrics_section(meta: Mapping, status: str) -> list[str]:
     lines += ["", "**CACC**: accuracy on the clean test set. **ASR** (attack success rate): the share of test texts "
               "whose true class is not the target that the model puts in the target class once the trigger is in "
               "them."]
-    if meta.get("cancelled") is True or meta.get("sanitize_cancelled") is True:
+    if any(meta.get(k) is True for k in ("cancelled", "repair_cancelled", "sanitize_cancelled")):
         lines += ["", "The run was cancelled before its end: these numbers are from the last completed step."]
     return lines
 
@@ -252,8 +252,8 @@ def _provenance(meta: Mapping, tool_version: str) -> list[str]:
     zoo = meta.get("zoo")
     if isinstance(zoo, Mapping):
         rows.append(("demo zoo entry", f"zoo format {escape_md(zoo.get('version', '?'), 10)}"))
-    for key, label in (("training_seconds", "training time (s)"), ("seconds", "repair time (s)"),
-                       ("sanitize_seconds", "repair time (s)")):
+    for key, label in (("training_seconds", "training time (s)"), ("repair_seconds", "repair time (s)"),
+                       ("seconds", "repair time (s)"), ("sanitize_seconds", "repair time (s)")):
         if _number(meta.get(key)) is not None:
             rows.append((label, f"{float(meta[key]):.1f}"))
     if meta.get("saved_at"):
