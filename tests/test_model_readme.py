@@ -70,6 +70,9 @@ def test_repaired_clean_and_unknown_models(tmp_path):
     assert "WARNING" not in text and "inference" not in card.data.to_dict()
     assert "| CACC | 95.3% |" in text and "ASR" not in text.split("## Metrics")[1].split("**CACC**")[0]
 
+    _, text = _card(tmp_path, {**CLEAN, "max_length": 64})  # a card's top-level reading length
+    assert "| training settings | max_length 64 |" in text
+
     card, text = _card(tmp_path, {}, name="from-elsewhere")
     assert model_status({}) == "unknown" and "provenance-unknown" in card.data.tags
     assert "# from-elsewhere" in text and "not evidence that the model is clean" in text
