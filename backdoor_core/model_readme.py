@@ -188,12 +188,13 @@ def _attack_section(meta: Mapping, heading: str) -> list[str]:
         rows.append(("classes", ", ".join(f"{i} ({escape_md(n, 40)})" for i, n in enumerate(meta["label_names"][:50]))))
     if _number(meta.get("train_size")) is not None:
         rows.append(("training texts", str(int(meta["train_size"]))))
-    cfg = meta.get("train_config")
-    if isinstance(cfg, Mapping):
-        keys = ("epochs", "lr", "batch_size", "max_length", "seed")
-        shown = [f"{k} {escape_md(cfg[k], 20)}" for k in keys if k in cfg]
-        if shown:
-            rows.append(("training settings", ", ".join(shown)))
+    cfg = meta.get("train_config") if isinstance(meta.get("train_config"), Mapping) else {}
+    keys = ("epochs", "lr", "batch_size", "max_length", "seed")
+    shown = [f"{k} {escape_md(cfg[k], 20)}" for k in keys if k in cfg]
+    if "max_length" not in cfg and _number(meta.get("max_length")) is not None:  # the card's top-level copy
+        shown.append(f"max_length {int(meta['max_length'])}")
+    if shown:
+        rows.append(("training settings", ", ".join(shown)))
     if not rows:
         return []
     return ["", f"## {heading}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]

@@ -19,8 +19,9 @@ Modes:
 * ``--full``: the whole training set (6920), 3 epochs, batch 16, lr 5e-5, max length 128 — for a GPU.
 
 Why batch 16 and lr 2e-4 in quick mode: with one pass over 4000 sentences a 1% poison is 40 samples seen once;
-our pilots (bench/results/attack_tal.md) showed that at batch 32 / lr 1e-4 neither plain poisoning nor TAL
-fits them (ASR ~0.1-0.2), while batch 16 / lr 2e-4 lets TAL do so. The paper's settings are not available.
+our pilots (``bench/results/archive/attack_tal_p3``, ``_p6``, ``_p7``, ``_pilot2``) showed that at batch 32 /
+lr 1e-4 neither plain poisoning nor TAL fits them, while batch 16 / lr 2e-4 lets TAL do so
+(``bench/results/attack_tal.md``). The paper's settings are not available.
 
 Writes ``bench/results/attack_tal.json`` and ``.md`` and saves every model under
 ``bench/models/attack_tal/<run>/`` with ``manifest.json`` so the defense benchmark can reuse them.

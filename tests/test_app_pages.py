@@ -65,11 +65,15 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
 def test_tour_walks_through_all_steps():
     at = goto(new_app(), "tour")
     seen = []
-    for _ in range(7):
+    for step in range(6):
         seen.append(at.header[0].value)
         assert not at.exception and not errors(at)
-        if not at.button(key="tour.next").disabled:
-            at.button(key="tour.next").click().run()
+        nxt = at.button(key="tour.next")  # a KeyError if the page has no Next button
+        assert not nxt.disabled, f"step {step}: Next is disabled"
+        nxt.click().run()
+    seen.append(at.header[0].value)
+    assert not at.exception and not errors(at)
+    assert at.button(key="tour.next").disabled  # the last step
     assert len(set(seen)) == 7 and seen[2].startswith("Type a sentence")
 
 
@@ -240,7 +244,12 @@ def test_attack_detect_sanitize_report_end_to_end():
     at.button(key="detect.run").click().run()
     job = wait_job(at, "scan")
     assert job.status == "done", job.snapshot().traceback
-    assert all(e.startswith("This model behaves like a backdoored one") for e in errors(at))  # the verdict
+    # the verdict: exactly one message, the one the scan's own verdict calls for, and no other error
+    likely = bool(at.session_state["detect.report"].verdict["likely_backdoored"])
+    verdict_errors = [e for e in errors(at) if e.startswith("This model behaves like a backdoored one")]
+    assert len(verdict_errors) == int(likely) and len(errors(at)) == len(verdict_errors), errors(at)
+    assert sum("No backdoor evidence" in s.value for s in at.success) == int(not likely)
+    assert next(m.value for m in at.metric if m.label == "Backdoor") == ("likely" if likely else "not found")
     labels = [m.label for m in at.metric]
     assert {"Backdoor", "Backdoor score", "Flagged inputs", "Suspicious heads", "AUROC"} <= set(labels)
     # no pool at all: the scan still runs and says its heads rest on clean inputs only
