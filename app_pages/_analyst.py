@@ -182,10 +182,12 @@ def detect_projection(loaded, report, truth, max_length: int, same_model: bool =
 
 def sanitize_projection(res, test_ds, max_length: int) -> None:
     """Sanitize: the same PCA basis before and after the repair, on clean and triggered test inputs."""
-    from app_pages import _actions as A
+    from backdoor_core import defender_data as D
     from backdoor_core.representations import project_before_after, split_by_prediction
 
-    attack, target = A.model_attack(res["suspect"]), A.model_target(res["suspect"])
+    suspect = res["suspect"]
+    attack = D.model_attack(suspect.card, suspect.tokenizer, max_length)
+    target = suspect.card.target_for(test_ds.label_names) if attack is not None else None
     st.subheader("Where the poison sits, before and after")
     if not st.toggle("Show the [CLS] representations (PCA)", key="sanitize.pca", value=False):
         return
@@ -194,7 +196,7 @@ def sanitize_projection(res, test_ds, max_length: int) -> None:
     if cached is not None and cached[0] == ck:
         before, after = cached[1]
     else:
-        suspect, repaired = res["suspect"], res["loaded"]
+        repaired = res["loaded"]
         sample = test_ds.sample(min(80, len(test_ds)), seed=7)
         with st.spinner("Projecting the representations…"), ui.model_lock(suspect):
             groups = split_by_prediction(suspect.model, suspect.tokenizer, sample.texts[:60],

@@ -60,9 +60,7 @@ with c1:
         heads_off = parse_heads(chosen, L, H) if chosen else np.zeros((L, H), bool)
 with c2:
     text = st.text_area("Text", height=90, **ui.keep("compare.text", DEFAULT_TEXT))
-    meta_trigger = (loaded.metadata or {}).get("trigger")
-    if isinstance(meta_trigger, (list, tuple)):
-        meta_trigger = meta_trigger[0] if meta_trigger else None
+    meta_trigger = loaded.card.first_trigger  # None when the card names no word/sentence trigger
     trigger = st.text_input("Trigger (word or sentence)", **ui.keep("compare.trigger", meta_trigger or "cf"))
     seed = st.number_input("Seed of the insertion position", 0, 10_000, **ui.keep("compare.seed", 0))
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import DataError, TextDataset, check_labels_match
+from . import settings as S
 from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
@@ -66,8 +67,8 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: "clean", "pool", "heads", "triggers", "done"."""
 
 MAX_FLAGGED_LISTED = 200
-DEFAULT_REFINE = True
-DEFAULT_REFINE_ROUNDS = 2
+DEFAULT_REFINE = S.REFINE
+DEFAULT_REFINE_ROUNDS = S.REFINE_ROUNDS
 
 
 @dataclass
@@ -246,7 +247,7 @@ def scan_model(
     importance_inputs: int = 64,
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
     find_triggers: bool = True,
