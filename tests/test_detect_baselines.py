@@ -58,3 +58,15 @@ def test_bki_names_the_trigger_word():
     s_clean = bki.score(clean_texts(30, seed=22)[0])
     s_trig = bki.score(triggered_texts(30, seed=23))
     assert np.all(s_trig >= bki.scores[TRIGGER]) and auroc(s_clean, s_trig) > 0.9
+
+
+def test_class_calibration_compares_each_input_with_clean_inputs_of_its_predicted_class():
+    from backdoor_core.baselines.strip import class_calibrated
+
+    ref_scores = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0])
+    ref_preds = np.array([0, 0, 0, 1, 1, 1])
+    z = class_calibrated(np.array([1.0, 11.0, 13.0]), np.array([0, 1, 1]), ref_scores, ref_preds, min_ref=3)
+    np.testing.assert_allclose(z[:2], [0.0, 0.0], atol=1e-9)  # typical for their class, whatever the raw level
+    assert z[2] > 1.5
+    z_all = class_calibrated(np.array([1.0]), np.array([2]), ref_scores, ref_preds, min_ref=3)  # unseen class
+    assert z_all[0] < 0  # falls back to all reference inputs
