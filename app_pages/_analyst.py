@@ -138,7 +138,8 @@ def saliency_tab(loaded, result, max_length: int) -> None:
 def _projection_caption(proj, name: str) -> str:
     near = {g: n for g, n in proj.nearest.items() if not g.startswith("clean, predicted")}
     parts = [f"{g} → nearest: {n}" for g, n in near.items()]
-    return f"{name}: " + ("; ".join(parts) if parts else "—") + f" (PCA keeps {proj.explained.sum():.0%} of the variance)."
+    return (f"{name}: " + ("; ".join(parts) if parts else "—")
+            + f" (PCA keeps {proj.explained.sum():.0%} of the variance).")
 
 
 def detect_projection(loaded, report, truth, max_length: int, same_model: bool = True) -> None:

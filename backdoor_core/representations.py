@@ -74,7 +74,8 @@ def nearest_groups(reps: Mapping[str, np.ndarray]) -> dict[str, str]:
 
 
 def split_by_prediction(model, tokenizer, texts: Sequence[str], label_names: Sequence[str],
-                        max_length: int = DEFAULT_MAX_LENGTH, prefix: str = "clean, predicted ") -> dict[str, list[str]]:
+                        max_length: int = DEFAULT_MAX_LENGTH,
+                        prefix: str = "clean, predicted ") -> dict[str, list[str]]:
     """``{prefix + class name: texts the model puts in that class}`` (classes with no text are left out)."""
     from .attention import predict
 

@@ -14,24 +14,26 @@ procedures are not reproduced here):
    ``support`` is the number of flagged inputs it was a candidate in. Words common in clean text are not
    triggers: ``clean_rate`` is the share of clean texts that contain the candidate, and the pre-verification
    ``prior`` is ``focus * (1 - clean_rate)``.
-3. **Verification** of the ``verify`` best candidates by prior. The *suspected target* is the class the model
+3. **Verification** of the ``verify`` (8) best candidates by prior. The *suspected target* is the class the model
    predicts most often on the flagged inputs. *Insertion flip rate*: the candidate is inserted at a random
-   word position (seeded, inside the truncation window) into up to ``n_insert`` clean held-out texts the model
-   does not already put in the suspected target; the share now predicted as the target. *Removal flip rate*:
+   word position (seeded, inside the truncation window) into up to ``n_insert`` (40) clean held-out texts the
+   model does not already put in the suspected target; the share now predicted as the target. *Removal flip rate*:
    every occurrence is deleted from the flagged inputs that contain it and are predicted as the target; the
    share whose prediction leaves the target.
 4. **Ranking**: candidates the clean data already explains come last — a word that sends inputs to the target
    class AND, in the defender's labelled clean texts, occurs (at least ``EXPLAINED_MIN_COUNT`` times) almost
    only in texts labelled as the target (share >= ``EXPLAINED_SHARE``) is a genuine feature of that class
    ("football" for sport), not a trigger; a trigger is rare in clean data or label-blind. Then by insertion
-   flip rate, then removal flip rate, then prior. Unverified candidates follow, by prior. A phrase that contains a better-ranked candidate whose insertion flip rate is at least as high (less
-   ``SUPERPHRASE_SLACK``) is dropped: the extra words add nothing (``cf and`` after ``cf``).
+   flip rate, then removal flip rate, then prior. Unverified candidates follow, by prior. A phrase that contains
+   a better-ranked candidate whose insertion flip rate is at least as high (less ``SUPERPHRASE_SLACK``) is
+   dropped: the extra words add nothing (``cf and`` after ``cf``).
 5. **Phrase completion**: the heads often focus on a part of a sentence trigger ("i watch"), and a part may flip
    the model by itself. Each of the ``complete`` best verified candidates is grown, one word at a time, by the
    word that precedes or follows it in at least ``COMPLETE_SHARE`` of the flagged inputs containing it (at least
    ``COMPLETE_MIN`` of them): the words of a fixed sentence always travel together, a rare-word trigger's
    neighbours are random. The grown phrase is verified too and ranked just before its fragment when it flips at
-   least as often (less ``SUPERPHRASE_SLACK``).
+   least as often (less ``SUPERPHRASE_SLACK``). Only fragments whose own insertion flip rate is at least
+   ``COMPLETE_MIN_FLIPS`` are grown.
 
 Measured rank of the true trigger: ``bench/results/trigger_search_tiny.md`` (``bench/trigger_search.py --data
 tiny``; ``--data bbc``, the default, runs the BBC demo zoo once it is built).
@@ -52,12 +54,13 @@ from .triggers import insert_trigger
 
 DEFAULT_TOP_WORDS = 3
 DEFAULT_MAX_FLAGGED = 60
-DEFAULT_VERIFY = 10
-DEFAULT_N_INSERT = 60
+DEFAULT_VERIFY = 8
+DEFAULT_N_INSERT = 40
 DEFAULT_SHOWN = 10
 DEFAULT_COMPLETE = 3
 COMPLETE_SHARE = 0.9
 COMPLETE_MIN = 3
+COMPLETE_MIN_FLIPS = 0.5  # only fragments that flip the model by themselves are worth growing
 MAX_PHRASE_WORDS = 8
 SUPERPHRASE_SLACK = 0.05
 EXPLAINED_MIN_COUNT = 3
@@ -401,14 +404,15 @@ def search_triggers(
         # phrase completion (step 5): grow the best verified candidates by the words that always surround them
         flagged_norm = [normalise(t) for t in flagged]
         known = {c.phrase for c in cands}
-        for c in sorted([c for c in cands if c.verified], key=TriggerCandidate.sort_key)[:complete]:
+        for c in sorted([c for c in cands if c.verified and (c.insert_flip_rate or 0) >= COMPLETE_MIN_FLIPS],
+                        key=TriggerCandidate.sort_key)[:complete]:
             longer = complete_phrase(c.phrase, flagged_norm)
             if longer == c.phrase or longer in known:
                 continue
-            new = TriggerCandidate(longer, c.support, c.focus, float(np.mean([_contains(t, longer) for t in clean_norm]))
-                                   if clean_norm else 0.0, c.prior)
+            rate = float(np.mean([_contains(t, longer) for t in clean_norm])) if clean_norm else 0.0
+            new = TriggerCandidate(longer, c.support, c.focus, rate, c.prior)
             check(new)
-            if new.insert_flip_rate is not None and new.insert_flip_rate >= (c.insert_flip_rate or 0) - SUPERPHRASE_SLACK:
+            if new.insert_flip_rate is not None and new.insert_flip_rate >= c.insert_flip_rate - SUPERPHRASE_SLACK:
                 new.prior = c.prior + 1e-9  # rank it just before the fragment it completes
                 cands.append(new)
                 known.add(longer)

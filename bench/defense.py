@@ -298,7 +298,8 @@ def main(argv=None) -> int:
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"]}
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
-              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} strip {strip_res['auroc']:.3f} "
+              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
+              f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "
               f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}", flush=True)
 
         if is_bd and m["name"] in repair:

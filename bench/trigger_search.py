@@ -148,8 +148,8 @@ def main(argv=None) -> int:
         top = ", ".join(f"{c['phrase']} ({_pct(c['insert_flip_rate'])})" for c in row["top"][:3])
         print(f"{m['name']:<12} rank {exact or '-'} (part {part or '-'})  flagged {row['n_flagged']} "
               f"({flagged_trig}/{n_trig} triggered)  top: {top}  {row['seconds']:.0f}s", flush=True)
-    report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in ("n_clean", "pool_clean", "pool_triggered",
-                                                                         "seed")}, "models": rows}
+    keys = ("n_clean", "pool_clean", "pool_triggered", "seed")
+    report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in keys}, "models": rows}
     suffix = ("_tiny" if args.data == "tiny" else "") + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((RESULTS / f"trigger_search{suffix}.json", json.dumps(report, indent=2, default=float)),
@@ -175,13 +175,14 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     data = {"bbc": "BBC", "tiny": "tiny synthetic"}.get(report.get("dataset"), report.get("dataset"))
     lines = [f"# Trigger search on the {data} zoo", "",
-             f"Defender: {s['n_clean']} clean {data} dev texts; pool: {s['pool_clean']} clean {data} test texts + up to "
-             f"{s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = position of "
-             "the true trigger among the verified candidates (BadNets: any of its words); *part* = first candidate "
-             "made only of trigger words. Flip rates: insertion into clean non-target texts -> suspected target / "
-             "removal from flagged target-predicted inputs -> away from it. *Perfect flags*: the same search on the pool's "
-             "triggered inputs with the scan's heads (separates a scan miss from a search miss). *BKI*: rank of the "
-             "first trigger word in BKI's keyword list built on the same pool.", "",
+             f"Defender: {s['n_clean']} clean {data} dev texts; pool: {s['pool_clean']} clean {data} test texts + "
+             f"up to {s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = "
+             "position of the true trigger among the verified candidates (BadNets: any of its words); *part* = "
+             "first candidate made only of trigger words. Flip rates: insertion into clean non-target texts -> "
+             "suspected target / "
+             "removal from flagged target-predicted inputs -> away from it. *Perfect flags*: the same search on the "
+             "pool's triggered inputs with the scan's heads (separates a scan miss from a search miss). *BKI*: rank "
+             "of the first trigger word in BKI's keyword list built on the same pool.", "",
              "| model | attack | ASR | flagged (triggered / in pool) | rank | part | suspected target | top candidates "
              "(insertion / removal flips) | rank / part with perfect flags | BKI: first trigger word's rank | "
              "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
