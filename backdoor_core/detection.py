@@ -6,7 +6,9 @@ unusually similar to one another; it publishes no formula. Ours (our design; pap
 1. ``attention_stats``: for every input, layer and head — the head's cosine similarity to the other heads of
    its layer (``head_sim``, ``head_peak``), its ``focus`` (largest attention mass, averaged over queries, on one
    content token) and its mass on the layer's ``common`` key. ``[CLS]``/``[SEP]`` columns are left out: most
-   heads park attention there, which makes every pair of heads look alike on every input.
+   heads park attention there, which makes every pair of heads look alike on every input. Decoder classifiers
+   (our design; paper silent): position 0, the attention sink, is left out too, and a key's mean over queries
+   divides by the queries that can see it (``head_metrics.key_visibility``).
 2. ``SimilarityDetector.fit`` on the defender's clean inputs: per layer feature, a least-squares line in
    log(token count) (the length trend is removed) and the residuals' standard deviation.
 3. ``score``: per-layer z-scores, aggregated by their max (a trigger captures heads in some layers, not all).
@@ -28,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .head_metrics import head_similarity, mean_offdiag
+from .architecture import content_key_mask, is_causal
+from .head_metrics import head_similarity, key_visibility, mean_offdiag
 from .metrics import auroc, frr_far, threshold_at_frr
 
 AGGREGATES = ("max", "mean")
@@ -150,6 +153,7 @@ def attention_stats(
     was_training = model.training
     model.eval()
     eye = torch.eye(H, dtype=torch.bool, device=device)
+    causal = is_causal(model)
     try:
         for start in range(0, n, batch_size):
             if should_stop is not None and should_stop():
@@ -163,14 +167,15 @@ def attention_stats(
             if not out.attentions or out.attentions[0] is None:
                 raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
             qmask = enc["attention_mask"].float()  # (B, T) real queries
-            kmask = qmask * (~special).float()  # (B, T) content keys
+            kmask = content_key_mask(model, enc["attention_mask"], special)  # (B, T) content keys (decoders: no sink)
+            visible = key_visibility(qmask, causal)  # (B, T) real queries that can see each key
             pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
             for layer, att in enumerate(out.attentions):
                 att = att.float() * pair
                 sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
                 out_arrays["head_sim"][idx, layer] = mean_offdiag(sim, per_head=True).cpu().numpy()
                 out_arrays["head_peak"][idx, layer] = sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0).cpu().numpy()
-                col = att.sum(-2) / qmask.sum(-1)[:, None, None]  # (B, H, T) mean over queries, content keys
+                col = att.sum(-2) / visible[:, None, :]  # (B, H, T) mean over the queries that see each key
                 out_arrays["focus"][idx, layer] = col.max(-1).values.cpu().numpy()
                 key = col.mean(1).argmax(-1)  # (B,) the layer's common key
                 out_arrays["common"][idx, layer] = col.gather(-1, key[:, None, None].expand(-1, H, 1))[..., 0].cpu().numpy()

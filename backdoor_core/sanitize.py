@@ -63,13 +63,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .architecture import head_parameter_masks
+from .architecture import (attention_dropout_off, content_key_mask, head_parameter_masks, require_head_repair,
+                           zero_output_columns)
 from .head_metrics import head_label
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 
@@ -178,34 +178,10 @@ def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarr
     return float(np.average(vals, weights=weights)) if vals else float("nan")
 
 
-@contextmanager
-def attention_dropout_off(model):
-    """Disable dropout on attention probabilities while the context is open (hidden dropout stays).
-
-    ``transformers``' eager attention returns the maps AFTER dropout in training mode: zeroed entries would make
-    the KL term explode and the target noisy, so alignment trains on undropped maps (our design).
-    """
-    changed = []
-    for module in model.modules():
-        drop = getattr(module, "dropout", None)
-        if isinstance(drop, torch.nn.Dropout) and (hasattr(module, "query") or hasattr(module, "q_lin")):
-            changed.append((drop, drop.p))
-            drop.p = 0.0
-    try:
-        yield
-    finally:
-        for drop, p in changed:
-            drop.p = p
-
-
-@torch.no_grad()
 def reset_output_columns(model, heads: np.ndarray) -> None:
-    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained."""
-    from .architecture import attention_blocks
-
-    for block in attention_blocks(model):
-        for h in np.flatnonzero(np.asarray(heads)[block.layer]):
-            block.output.weight[:, block.head_slice(int(h))] = 0.0
+    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained
+    (``architecture.zero_output_columns``)."""
+    zero_output_columns(model, heads)
 
 
 def snapshot_frozen(model, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -284,6 +260,7 @@ def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.
             for l, heads in layers:
                 score += out.attentions[l][0, heads.to(device)].float().mean(1).sum(0)  # (T,)
             content = torch.tensor([int(t) not in special for t in ids.tolist()], device=device)
+            content = content_key_mask(model, content[None].float())[0].bool()  # decoders: not the sink at 0
             score = score.masked_fill(~content, float("-inf"))
             order = torch.argsort(score, descending=True)[: int(content.sum())]
             variants = []
@@ -402,6 +379,7 @@ def sanitize_heads(
     if not clean_texts:
         raise ValueError("The clean set is empty: sanitization needs clean labelled samples.")
     suspicious = np.asarray(suspicious, dtype=bool)
+    require_head_repair(model, "Sanitization")
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)

@@ -1,0 +1,81 @@
+"""Where models run and in which precision: the one place that turns ``--device`` / ``--dtype`` into torch objects.
+
+``auto`` picks CUDA when a GPU is visible, else Apple's MPS, else the CPU. The default dtype is float32 on every
+device (our choice: the attention statistics, the KL alignment term and small-batch fine-tuning are all
+numerically delicate; half precision is an explicit opt-in for large models on a GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_DEVICE = "auto"
+DEFAULT_DTYPE = "auto"
+
+
+class DeviceError(ValueError):
+    """The requested device or dtype is unknown or not available on this machine."""
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """The concrete devices usable here, best first (always ends with ``"cpu"``)."""
+    out = []
+    if torch.cuda.is_available():
+        out.append("cuda")
+    if _mps_available():
+        out.append("mps")
+    return out + ["cpu"]
+
+
+def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE) -> torch.device:
+    """``"auto"``/``None`` -> the best available device; ``"cpu"``/``"cuda"``/``"cuda:1"``/``"mps"`` checked.
+
+    Raises ``DeviceError`` with one plain line when the device is unknown or absent.
+    """
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    kind = name.split(":", 1)[0]
+    if kind not in DEVICE_CHOICES:
+        raise DeviceError(f"Unknown device '{name}': choose one of {', '.join(DEVICE_CHOICES)}.")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda was asked for, but no CUDA GPU is visible to torch here; use auto or cpu.")
+        if ":" in name:
+            index = int(name.split(":", 1)[1]) if name.split(":", 1)[1].isdigit() else -1
+            if not 0 <= index < torch.cuda.device_count():
+                raise DeviceError(f"'{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
+    if kind == "mps" and not _mps_available():
+        raise DeviceError("--device mps was asked for, but Apple's MPS backend is not available here; use auto or cpu.")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str | torch.dtype | None = DEFAULT_DTYPE, device: torch.device | None = None) -> torch.dtype:
+    """``"auto"``/``None`` -> float32; ``"float16"`` is refused on the CPU (slow and unsupported by many ops)."""
+    if isinstance(name, torch.dtype):
+        return name
+    name = (name or "auto").strip().lower()
+    if name not in DTYPE_CHOICES:
+        raise DeviceError(f"Unknown dtype '{name}': choose one of {', '.join(DTYPE_CHOICES)}.")
+    if name == "auto":
+        return torch.float32
+    if name == "float16" and device is not None and torch.device(device).type == "cpu":
+        raise DeviceError("float16 is not supported on the CPU; use float32 or bfloat16.")
+    return getattr(torch, name)
+
+
+def add_device_args(parser) -> None:
+    """``--device`` and ``--dtype`` for a CLI verb (``resolve_device`` / ``resolve_dtype`` read them)."""
+    parser.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICE_CHOICES,
+                        help="where the model runs (default auto: CUDA, else MPS, else CPU)")
+    parser.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPE_CHOICES,
+                        help="model precision (default auto = float32)")
