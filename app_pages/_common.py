@@ -145,8 +145,10 @@ def save_upload(uploaded, subdir: str) -> Path:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None):
-    """A model shared read-only by every session (never train it: use ``session_copy``)."""
+def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None,
+                 device: str = "auto"):
+    """A model shared read-only by every session (never train it: use ``session_copy``); ``device`` as in
+    ``backdoor_core.device.resolve_device`` (the sidebar's choice)."""
     from backdoor_core.models import load_model, tiny_model
 
     if spec == "tiny":
@@ -157,7 +159,8 @@ def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] 
             loaded.model.config.label2id = {str(x): i for i, x in enumerate(labels)}
         loaded.metadata = {"note": "random tiny BERT for tests"}
         return loaded
-    return load_model(spec, label_names=list(labels) if labels else None, allow_pickle=allow_pickle)
+    return load_model(spec, label_names=list(labels) if labels else None, allow_pickle=allow_pickle,
+                      device=device)
 
 
 def default_ref() -> dict:
@@ -208,7 +211,7 @@ def load_ref(ref: dict):
     if ref["kind"] == "session":
         return session_models()[ref["name"]]
     labels = tuple(ref["labels"]) if ref.get("labels") else None
-    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels)
+    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels, kept("lab.device", "auto"))
 
 
 def current_model(show_errors: bool = True):
@@ -324,6 +327,11 @@ def sidebar() -> None:
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset; running jobs."""
     handle_finished_jobs()
     with st.sidebar:
+        from backdoor_core.device import DEVICE_CHOICES, available_devices
+
+        st.selectbox("Device", DEVICE_CHOICES, **keep("lab.device", "auto"),
+                     help="Where models run: auto picks a CUDA GPU, else Apple MPS, else the CPU. Available here: "
+                          + ", ".join(available_devices()) + ".")
         st.markdown("### Current model")
         loaded = current_model(show_errors=False)
         if loaded is None:
@@ -331,7 +339,8 @@ def sidebar() -> None:
         else:
             ref = model_ref()
             st.markdown(f"**{loaded.name}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
-            st.caption(f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
+            st.caption(f"{loaded.summary().get('architecture', '')} · "
+                       f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
                        + ", ".join(loaded.label_names))
             meta = loaded.metadata or {}
             bits = []

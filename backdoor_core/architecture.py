@@ -436,15 +436,21 @@ def describe(model) -> ArchitectureInfo:
         supports=supports, refusal=adapter.refusal, notes=statistic_notes(adapter.causal))
 
 
+def layer_labels(kinds) -> list[str]:
+    """Axis labels from ``ArchitectureInfo.layer_kinds``: ``"L3"``, or ``"L3 (local)"`` / ``"L3 (global)"``
+    where layers differ in kind (ModernBERT), so grids and tables say which layer is which."""
+    kinds = list(kinds or [])
+    if len(set(kinds)) > 1:
+        return [f"L{i} ({k.split(' (')[0].split(',')[0]})" for i, k in enumerate(kinds)]
+    return [f"L{i}" for i in range(len(kinds))]
+
+
 def layer_label(model, layer: int) -> str:
-    """``"L3"``, or ``"L3 (local)"`` where layers differ in kind (ModernBERT), for grid axes and tables."""
+    """``layer_labels`` for one layer of ``model``."""
     try:
-        kinds = [b.kind for b in attention_blocks(model)]
+        return layer_labels([b.kind for b in attention_blocks(model)])[layer]
     except UnsupportedModelError:
         return f"L{layer}"
-    if len(set(kinds)) > 1:
-        return f"L{layer} ({kinds[layer].split(' (')[0].split(',')[0]})"
-    return f"L{layer}"
 
 
 # ------------------------------------------------------------------------------------------------ slices

@@ -49,13 +49,13 @@ def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE) -> torch.de
         raise DeviceError(f"Unknown device '{name}': choose one of {', '.join(DEVICE_CHOICES)}.")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("--device cuda was asked for, but no CUDA GPU is visible to torch here; use auto or cpu.")
+            raise DeviceError("The CUDA device was asked for, but no CUDA GPU is visible to torch here; use auto or cpu.")
         if ":" in name:
             index = int(name.split(":", 1)[1]) if name.split(":", 1)[1].isdigit() else -1
             if not 0 <= index < torch.cuda.device_count():
                 raise DeviceError(f"'{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
     if kind == "mps" and not _mps_available():
-        raise DeviceError("--device mps was asked for, but Apple's MPS backend is not available here; use auto or cpu.")
+        raise DeviceError("The MPS device was asked for, but Apple's MPS backend is not available here; use auto or cpu.")
     return torch.device(name)
 
 
@@ -75,7 +75,7 @@ def resolve_dtype(name: str | torch.dtype | None = DEFAULT_DTYPE, device: torch.
 
 def add_device_args(parser) -> None:
     """``--device`` and ``--dtype`` for a CLI verb (``resolve_device`` / ``resolve_dtype`` read them)."""
-    parser.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICE_CHOICES,
+    parser.add_argument("--device", default=DEFAULT_DEVICE, metavar="{auto,cpu,cuda,cuda:N,mps}",
                         help="where the model runs (default auto: CUDA, else MPS, else CPU)")
     parser.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPE_CHOICES,
                         help="model precision (default auto = float32)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .architecture import is_causal
+from .architecture import describe, is_causal
 from .attention import DEFAULT_MAX_LENGTH, AttentionRecord, check_text, run_attention
 from .head_metrics import head_label, head_similarity, mean_offdiag, trigger_concentration
 from .triggers import Insertion, insert_trigger
@@ -33,6 +33,7 @@ class InspectResult:
     concentration: np.ndarray  # (layers, heads)
     similarity_clean: np.ndarray  # (layers, heads, heads)
     similarity_triggered: np.ndarray  # (layers, heads, heads)
+    architecture: dict | None = None  # architecture.describe(model).to_dict(): layer kinds, decoder notes
 
     @property
     def similarity_delta(self) -> np.ndarray:
@@ -106,6 +107,7 @@ class InspectResult:
             "top_heads_by_concentration": self.top_heads(k),
             "top_heads_by_similarity_change": self.top_similarity_heads(k),
             "layer_similarity": {key: [float(x) for x in v] for key, v in self.layer_similarity.items()},
+            "architecture": self.architecture,
         }
 
 
@@ -153,4 +155,5 @@ def compare_records(
         concentration=trigger_concentration(triggered.attentions, trigger_tokens, causal=is_causal(model)),
         similarity_clean=head_similarity(clean.attentions),
         similarity_triggered=head_similarity(triggered.attentions),
+        architecture=describe(model).to_dict(),
     )

@@ -95,8 +95,18 @@ class LoadedModel:
             "labels": self.label_names,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "untrained_head": self.untrained_head,
+            "architecture": _architecture_name(self.model),
             "metadata": self.metadata,
         }
+
+
+def _architecture_name(model) -> str:
+    from .architecture import UnsupportedModelError, adapter_for
+
+    try:
+        return adapter_for(model).name
+    except UnsupportedModelError:
+        return str(getattr(model.config, "model_type", "?"))
 
 
 def default_model_dir() -> Path:
@@ -201,6 +211,8 @@ def load_model(
     from .device import resolve_device, resolve_dtype
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    dev = resolve_device(device)  # an absent device fails before any loading
+    torch_dtype = resolve_dtype(dtype, dev)
     spec_str = str(spec)
     if label_names is not None:
         num_labels = len(label_names)
@@ -263,8 +275,7 @@ def load_model(
 
     attention_blocks(model)  # UnsupportedModelError (one line) for a layout we cannot slice into heads
     prepare_tokenizer(model, tokenizer)
-    dev = resolve_device(device)
-    model.to(device=dev, dtype=resolve_dtype(dtype, dev))
+    model.to(device=dev, dtype=torch_dtype)
     model.eval()
     metadata = {}
     if path is not None and (path / METADATA_FILE).is_file():

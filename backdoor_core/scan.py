@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .architecture import describe
 from .data import DataError, TextDataset, check_labels_match
 from .detection import (
     DEFAULT_AGGREGATE,
@@ -113,6 +114,7 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    architecture: dict = field(default_factory=dict)  # architecture.describe(model).to_dict(): kinds, notes
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -187,6 +189,7 @@ class ScanReport:
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
             "settings": _plain(self.settings),
+            "architecture": _plain(self.architecture),
         }
 
 
@@ -353,4 +356,5 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        architecture=describe(model).to_dict(),
     )

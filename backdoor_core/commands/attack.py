@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..cli import ctrl_c_stops, print_json
+from ..device import add_device_args
 
 
 def register(sub) -> None:
@@ -45,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    add_device_args(p)
     p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
     p.set_defaults(func=run)
 
@@ -83,7 +85,8 @@ def run(args) -> int:
         train_set = train_set.sample(args.train_size, args.seed)
     if args.test_size:
         test_set = test_set.sample(args.test_size, args.seed)
-    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle)
+    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle,
+                    device=args.device, dtype=args.dtype)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
     attack = None
