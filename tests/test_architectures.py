@@ -268,3 +268,44 @@ def test_attention_dropout_off_covers_float_and_module_dropouts():
         with arch.attention_dropout_off(lm.model):
             assert value() == 0.0
         assert value() == 0.3
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "modernbert"])
+def test_head_wise_baselines_and_tal_training_run(model_type):
+    """Fine-pruning and PURE (persistent pruning of GQA/Conv1D/fused heads) and a TAL attack step run, and the
+    pruned slices stay zero through training."""
+    from backdoor_core.defenses import run_defense
+    from backdoor_core.poisoning import get_attack, train_attack
+    from backdoor_core.tal import TALConfig
+    from backdoor_core.training import TrainConfig
+
+    lm = _fresh(model_type)
+    texts, labels = clean_texts(20, seed=4)
+    ds = TextDataset(texts, labels, ["neg", "pos"])
+    for name in ("fineprune", "pure"):
+        res = run_defense(name, lm.model, lm.tokenizer, ds, max_steps=2, max_length=32, batch_size=8, epochs=1)
+        pruned = res.details.get("pruned_heads") or []
+        if name == "fineprune":
+            assert len(pruned) == 2  # 20% of 8 heads
+        blocks = attention_blocks(res.model)
+        for label in pruned:
+            layer, head = int(label[1]), int(label[3])
+            b = blocks[layer]
+            masks: dict = {}
+            b.mark_output(masks, [head])
+            assert torch.count_nonzero(b.output.weight[masks[id(b.output.weight)]]) == 0, (name, label)
+    out = train_attack(lm.model, lm.tokenizer, ds, ds, get_attack("badnets", trigger="cf"), 0.3, 1,
+                       TrainConfig(epochs=1, batch_size=8, max_steps=2, max_length=32, eval_every=0),
+                       tal=TALConfig(alpha=1.0))
+    assert out.result.steps == 2 and "tal" in out.result.history[-1]
+
+
+def test_albert_defenses_are_refused_before_any_work():
+    from backdoor_core.defenses import run_defense
+
+    lm = _tiny("albert")
+    texts, labels = clean_texts(8, seed=5)
+    for name in ("alignment", "fineprune", "pure"):
+        with pytest.raises(HeadRepairUnsupported) as err:
+            run_defense(name, lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]))
+        assert "\n" not in str(err.value)
