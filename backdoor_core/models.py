@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from .model_readme import MODEL_README_FILE, render_model_readme
+
 METADATA_FILE = "backdoor_lab.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ZIP_MAX_BYTES = 2 * 1024**3  # uncompressed size cap for uploaded model archives
@@ -306,6 +308,7 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
         meta = dict(metadata or {})
         meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        (tmp / MODEL_README_FILE).write_text(render_model_readme(meta, name=directory.name), encoding="utf-8")
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")

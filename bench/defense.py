@@ -219,25 +219,20 @@ def main(argv=None) -> int:
         # detection: held-out clean vs triggered test inputs
         scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"])
         det_clean = [test.texts[i] for i in det_idx]
-        from backdoor_core.detection import SimilarityDetector, head_focus_detector, split_clean
-
-        fit_idx, dev_idx = split_clean(len(defender), seed=seed)
-        cstats = attention_stats(lm.model, lm.tokenizer, defender.texts, L)
         held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
         held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
-        det = SimilarityDetector().fit(cstats.subset(fit_idx))
-        det.calibrate(cstats.subset(dev_idx))
+        det = scan.detector  # the scan's first pass, fitted and thresholded on the defender's clean halves
         ours = evaluate_detector(det.score(held_clean), det.score(held_trig), det.threshold)
         ours2 = None  # the scan's refined pass: the final suspicious heads' focus, same clean halves
-        if scan.heads.suspicious.any():
-            det2 = head_focus_detector(scan.heads.suspicious, cstats.subset(fit_idx), cstats.subset(dev_idx))
+        if scan.head_detector is not None:
+            det2 = scan.head_detector
             ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
         t = time.perf_counter()
         st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
                                 seed=seed, max_length=L)
         st_trig = strip_scores(lm.model, lm.tokenizer, poisoned_det, defender.texts, settings["strip_repeats"],
                                seed=seed, max_length=L)
-        st_dev = strip_scores(lm.model, lm.tokenizer, [defender.texts[i] for i in dev_idx], defender.texts,
+        st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
                               settings["strip_repeats"], seed=seed + 1, max_length=L)
         from backdoor_core.metrics import threshold_at_frr
 
@@ -315,7 +310,9 @@ def verdict_summary(models: list[dict]) -> dict:
 
 def merge(tags: list[str], out_tag: str = "", note: str = "") -> dict:
     """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
-    parts = [json.loads((RESULTS / f"defense_{t}.json").read_text()) for t in tags]
+    # a new run writes defense_<tag>.json into RESULTS; the parts of the published merges live in RESULTS/archive
+    paths = [RESULTS / f"defense_{t}.json" for t in tags]
+    parts = [json.loads((p if p.exists() else RESULTS / "archive" / p.name).read_text()) for p in paths]
     report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": [],
               "superseded_runs": []}
     for tag, part in zip(tags, parts):  # a later part's (model, defense) row replaces an earlier one

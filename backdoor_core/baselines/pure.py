@@ -34,7 +34,8 @@ import torch
 
 from ..architecture import classifier_positions, head_gates, require_head_repair
 from ..metrics import accuracy
-from ..training import Progress, TrainConfig, _sorted_predict
+from ..forward import predict, run_with_cache
+from ..training import Progress, TrainConfig
 from .finetune import default_config, finetune
 from .fineprune import prune_heads_persistent, trainable_except
 
@@ -53,42 +54,39 @@ def classifier_rows(att: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return att.gather(2, idx)[:, :, 0, :]
 
 
-@torch.no_grad()
+def _cls_variance(model):
+    """``forward.run_with_cache`` reducer: ``(B, L, H)`` variance over real keys of each head's [CLS] row (the
+    classifier's token: the last real one on decoders)."""
+
+    def reduce(batch) -> dict[str, torch.Tensor]:
+        m = batch.attention_mask.float()  # (B, T)
+        cnt = m.sum(-1)[:, None]  # (B, 1)
+        pos = classifier_positions(model, batch.attention_mask)  # (B,)
+        per_layer = []
+        for att in batch.attentions:
+            row = classifier_rows(att, pos).float()  # (B, H, T)
+            mean = (row * m[:, None]).sum(-1) / cnt
+            per_layer.append((((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt)  # (B, H)
+        return {"var": torch.stack(per_layer, dim=1)}
+
+    return reduce
+
+
 def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = 128,
                            batch_size: int = 32) -> np.ndarray:
     """``(L, H)``: variance over real key positions of the [CLS] row (decoders: the last real token's row),
     averaged over ``texts``."""
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    total, n = None, 0
-    try:
-        texts = list(texts)
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_attentions=True)
-            m = enc["attention_mask"].float()  # (B, T)
-            cnt = m.sum(-1)[:, None]  # (B, 1)
-            pos = classifier_positions(model, enc["attention_mask"])  # (B,)
-            per_layer = []
-            for att in out.attentions:
-                row = classifier_rows(att, pos).float()  # (B, H, T)
-                mean = (row * m[:, None]).sum(-1) / cnt
-                var = (((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt
-                per_layer.append(var.sum(0))  # (H,)
-            s = torch.stack(per_layer).cpu().numpy()
-            total = s if total is None else total + s
-            n += enc["input_ids"].shape[0]
-    finally:
-        model.train(was)
-    return total / max(n, 1)
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("The [CLS] attention variance needs at least one text.")
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=_cls_variance(model))
+    return cache.reduced["var"].mean(0)
 
 
 def _gated_accuracy(model, tokenizer, texts, labels, pruned: np.ndarray, max_length: int) -> float:
     with head_gates(model, torch.as_tensor(~pruned, dtype=torch.float32)):
-        preds = _sorted_predict(model, tokenizer, list(texts), max_length, 64).argmax(1)
+        preds = predict(model, tokenizer, list(texts), max_length, 64).argmax(1)
     return accuracy(preds, labels)
 
 

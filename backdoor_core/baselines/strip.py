@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..training import _sorted_predict
+from ..forward import predict
 
 DEFAULT_REPEATS = 10
 DEFAULT_SWAP_RATIO = 0.5
@@ -52,6 +52,6 @@ def strip_scores(
     perturbed = [perturb(t, words, swap_ratio, rng) for t in texts for _ in range(repeats)]
     if not perturbed:
         return np.zeros(0)
-    probs = _sorted_predict(model, tokenizer, perturbed, max_length, batch_size)
+    probs = predict(model, tokenizer, perturbed, max_length, batch_size)
     ent = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(-1)
     return -ent.reshape(len(texts), repeats).mean(1)
