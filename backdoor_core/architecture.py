@@ -520,15 +520,15 @@ def zero_output_columns(model, heads: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------------ gates
 
 @contextmanager
-def head_gates(model, gates):
-    """Scale each head's contribution by ``gates[layer, head]`` while the context is open.
+def head_inputs_hook(model, fn):
+    """Call ``fn(block, z)`` on every layer's heads' contexts while the context is open; the one place that
+    hooks the output projections (gates, ``forward``'s per-head contexts).
 
-    Args:
-        gates: ``(layers, heads)`` tensor or array; 1 = untouched, 0 = ablated. A tensor with
-            ``requires_grad=True`` yields d loss / d gate — a head-importance score.
+    ``z`` is ``(batch, T, heads, head_dim)``, a view of the output projection's input; ``fn`` returns a tensor
+    of that shape to replace it, or None to leave it. A module shared by several layers (ALBERT) is called
+    once per layer in order: a counter, reset at every forward of ``model``, says which layer it is serving.
     """
     blocks = attention_blocks(model)
-    g = gates if torch.is_tensor(gates) else torch.as_tensor(np.asarray(gates), dtype=torch.float32)
     by_module: dict[int, list[AttentionBlock]] = {}
     for b in blocks:
         by_module.setdefault(id(b.output), []).append(b)
@@ -542,12 +542,13 @@ def head_gates(model, gates):
         def hook(module, args):
             n = calls.get(key, 0)
             calls[key] = n + 1
-            block = served[n % len(served)]  # a shared module (ALBERT) serves its layers in order
+            block = served[n % len(served)]
             (x, *rest) = args  # x: (batch, T, heads * head_dim)
             shape = x.shape
-            scale = g[block.layer].to(x.device, x.dtype)  # (heads,)
-            x = (x.view(*shape[:-1], block.num_heads, block.head_dim) * scale[:, None]).reshape(shape)
-            return (x, *rest)
+            new = fn(block, x.view(*shape[:-1], block.num_heads, block.head_dim))
+            if new is None:
+                return None
+            return (new.reshape(shape), *rest)
 
         return hook
 
@@ -555,10 +556,27 @@ def head_gates(model, gates):
         handles.append(model.register_forward_pre_hook(reset))
         for key, served in by_module.items():
             handles.append(served[0].output.register_forward_pre_hook(make_hook(key, served)))
-        yield g
+        yield blocks
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def head_gates(model, gates):
+    """Scale each head's contribution by ``gates[layer, head]`` while the context is open.
+
+    Args:
+        gates: ``(layers, heads)`` tensor or array; 1 = untouched, 0 = ablated. A tensor with
+            ``requires_grad=True`` yields d loss / d gate — a head-importance score.
+    """
+    g = gates if torch.is_tensor(gates) else torch.as_tensor(np.asarray(gates), dtype=torch.float32)
+
+    def scale(block: AttentionBlock, z: torch.Tensor) -> torch.Tensor:
+        return z * g[block.layer].to(z.device, z.dtype)[:, None]  # (B, T, H, D) * (H, 1)
+
+    with head_inputs_hook(model, scale):
+        yield g
 
 
 @contextmanager

@@ -309,3 +309,13 @@ def test_albert_defenses_are_refused_before_any_work():
         with pytest.raises(HeadRepairUnsupported) as err:
             run_defense(name, lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]))
         assert "\n" not in str(err.value)
+
+
+def test_per_head_contexts_follow_the_layer_on_shared_weights():
+    """``forward``'s per-head contexts (via ``architecture.head_inputs_hook``) differ per layer on ALBERT."""
+    from backdoor_core.forward import run_with_cache
+
+    lm = _tiny("albert")
+    cache = run_with_cache(lm.model, lm.tokenizer, ["a small test sentence"], max_length=16, want=("z",))
+    z = cache.z[0]  # (L, n, H, D)
+    assert z.shape[0] == 2 and not np.allclose(z[0], z[1])
