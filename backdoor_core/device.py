@@ -1,11 +1,19 @@
 """Where models run and in which precision: the one place that turns ``--device`` / ``--dtype`` into torch objects.
 
+Several processes (``accelerate launch --multi_gpu --num_processes N python -m backdoor_core sanitize ...`` on
+GPUs, ``torchrun --nproc_per_node N`` on CPUs): ``auto``/``cuda`` give each process its own GPU (``LOCAL_RANK``),
+training shards the batches and averages gradients through Accelerate, and only the main process saves and
+prints (``is_main_process``). The non-training forward passes (scan statistics, evaluation) run in full on every
+process.
+
 ``auto`` picks CUDA when a GPU is visible, else Apple's MPS, else the CPU. The default dtype is float32 on every
 device (our choice: the attention statistics, the KL alignment term and small-batch fine-tuning are all
 numerically delicate; half precision is an explicit opt-in for large models on a GPU).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -43,8 +51,10 @@ def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE) -> torch.de
         return name
     name = (name or "auto").strip().lower()
     if name == "auto":
-        return torch.device(available_devices()[0])
+        name = available_devices()[0]
     kind = name.split(":", 1)[0]
+    if kind == "cuda" and ":" not in name and torch.cuda.is_available() and local_rank() is not None:
+        name = f"cuda:{local_rank() % torch.cuda.device_count()}"  # one GPU per process under a launcher
     if kind not in DEVICE_CHOICES:
         raise DeviceError(f"Unknown device '{name}': choose one of {', '.join(DEVICE_CHOICES)}.")
     if kind == "cuda":
@@ -57,6 +67,18 @@ def resolve_device(name: str | torch.device | None = DEFAULT_DEVICE) -> torch.de
     if kind == "mps" and not _mps_available():
         raise DeviceError("The MPS device was asked for, but Apple's MPS backend is not available here; use auto or cpu.")
     return torch.device(name)
+
+
+def local_rank() -> int | None:
+    """This process's rank on its machine under ``accelerate launch`` / ``torchrun`` (None when not launched)."""
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a multi-process launch: only the main process saves and prints."""
+    rank = os.environ.get("RANK")
+    return rank is None or not rank.isdigit() or int(rank) == 0
 
 
 def resolve_dtype(name: str | torch.dtype | None = DEFAULT_DTYPE, device: torch.device | None = None) -> torch.dtype:

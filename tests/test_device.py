@@ -48,3 +48,14 @@ def test_cli_device_error_is_one_line_exit_2(capsys):
     rc = main(["inspect", "--text", "a good film", "--device", "gpu"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: Unknown device") and "\n" not in err
+
+
+def test_launcher_ranks(monkeypatch):
+    from backdoor_core.device import is_main_process, local_rank
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert is_main_process() and local_rank() is None
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not is_main_process() and local_rank() == 1

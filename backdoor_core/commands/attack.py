@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..cli import ctrl_c_stops, print_json
-from ..device import add_device_args
+from ..device import add_device_args, is_main_process
 
 
 def register(sub) -> None:
@@ -130,6 +130,8 @@ def run(args) -> int:
         return 130
     meta["name"] = Path(args.out).name if args.out else f"{args.attack}-{args.data}"
     meta["base_model"] = lm.name
+    if not is_main_process():  # a multi-process launch: the main process saves and reports
+        return 0
     if args.json:
         print_json({k: v for k, v in meta.items() if k != "history"})
     if args.out:

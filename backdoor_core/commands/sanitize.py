@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..cli import ctrl_c_stops, print_json
+from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
 
@@ -94,6 +95,8 @@ def run(args) -> int:
         print(f"cancelled after {result.seconds:.0f} s: nothing saved", file=sys.stderr)
         return 130
     after = evaluate(result.model) if evaluate else {}
+    if not is_main_process():  # a multi-process launch: the main process saves and reports
+        return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
     meta = dict(lm.metadata)
     meta.update({
