@@ -141,6 +141,15 @@ def _mark_trace(mask: np.ndarray, x_labels: Sequence[str], y_labels: Sequence[st
     )
 
 
+def _sparse_ticks(labels: Sequence[str], most: int) -> dict:
+    """Axis kwargs that label every 2nd/4th category when there are more than ``most`` (32 heads or layers
+    stay readable; the hover still names every cell)."""
+    if len(labels) <= most:
+        return {}
+    step = 2 if len(labels) <= 2 * most else 4
+    return dict(tickmode="array", tickvals=list(labels)[::step], ticktext=list(labels)[::step])
+
+
 def _grid_height(n_rows: int, base: int = 170, per_row: int = 48, cap: int = 900) -> int:
     return int(min(cap, base + per_row * n_rows))
 
@@ -184,8 +193,10 @@ def layer_head_heatmap(
             raise ValueError(f"marks shape {mask.shape} does not match values shape {z.shape}")
         if mask.any():
             fig.add_trace(_mark_trace(mask, xs, ys, mark_name))
-    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category")
-    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category")
+    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category",
+                     **_sparse_ticks(xs, 16))
+    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category",
+                     **_sparse_ticks(ys, 24))
     style(fig, title, height or _grid_height(n_layers),
           legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
     return fig

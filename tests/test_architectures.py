@@ -319,3 +319,20 @@ def test_per_head_contexts_follow_the_layer_on_shared_weights():
     cache = run_with_cache(lm.model, lm.tokenizer, ["a small test sentence"], max_length=16, want=("z",))
     z = cache.z[0]  # (L, n, H, D)
     assert z.shape[0] == 2 and not np.allclose(z[0], z[1])
+
+
+def test_grids_stay_readable_at_32_layers_by_32_heads():
+    from backdoor_core import figures as F
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((32, 32))
+    marks = scores > 0.97
+    kinds = ["global" if i % 3 == 0 else "local (window 128)" for i in range(32)]
+    fig = F.suspicious_head_grid(scores, marks, layer_labels=arch.layer_labels(kinds))
+    assert fig.layout.height <= 900
+    assert len(fig.layout.xaxis.tickvals) == 16 and len(fig.layout.yaxis.tickvals) == 16
+    assert fig.layout.yaxis.tickvals[1] == "L2 (local)"
+    assert fig.data[1].marker.size <= 900 / 32 + 1  # marks no larger than a cell
+    assert "texttemplate" not in fig.data[0] or not fig.data[0].texttemplate  # no numbers in 1024 cells
+    small = F.suspicious_head_grid(scores[:6, :12], marks[:6, :12])
+    assert small.layout.xaxis.tickvals is None
