@@ -84,7 +84,7 @@ def run(args) -> int:
             knobs["heads"] = args.heads
     elif args.heads or args.beta is not None:
         raise ValueError("--heads and --beta apply to the alignment defense only.")
-    callback, close = _bar(0, not args.json)
+    callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
             result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
