@@ -19,7 +19,9 @@ import numpy as np
 from .forward import predict as _predict
 from .forward import run_with_cache
 
-DEFAULT_MAX_LENGTH = 128
+from . import settings as S
+
+DEFAULT_MAX_LENGTH = S.MAX_LENGTH
 MAX_TEXT_CHARS = 20_000  # longer inputs are refused: only the first max_length tokens are read anyway
 
 

@@ -36,20 +36,21 @@ import torch
 from .architecture import content_key_mask, is_causal
 from .forward import Cancelled, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
 from .head_metrics import head_similarity, key_visibility, mean_offdiag
+from . import settings as S
 from .metrics import auroc, frr_far, threshold_at_frr
 
 AGGREGATES = ("max", "mean")
-DEFAULT_AGGREGATE = "max"
+DEFAULT_AGGREGATE = S.AGGREGATE
 """Per-layer z-scores aggregated by their max: a trigger captures heads in some layers, not all, and a mean over
 layers dilutes it (our design; ``"mean"`` stays a knob)."""
 FEATURES = ("sim", "peak", "focus", "common", "head_focus")
-DEFAULT_FEATURES = ("focus",)
+DEFAULT_FEATURES = S.FEATURES
 """Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by comparing the features'
 detection AUROC (max aggregate, length-adjusted) on four pilot MiniLM/SST-2 models (BadNets, AddSent, BadNets +
 TAL, syntactic; a pilot, not among the published results): whole-map cosine (``sim``) separated only the TAL
 backdoor, ``focus`` and ``common`` separated all three token triggers and ``focus`` did best on syntactic. The
 default's AUROC on the benchmark models: ``bench/results/defense.md``, "Detection AUROC"."""
-DEFAULT_FRR = 0.05
+DEFAULT_FRR = S.FRR
 
 
 @dataclass
@@ -152,7 +153,7 @@ def attention_stats(
     model,
     tokenizer,
     texts: Sequence[str],
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,

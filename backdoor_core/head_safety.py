@@ -39,14 +39,15 @@ import numpy as np
 import torch
 
 from .architecture import head_gates
+from . import settings as S
 from .detection import AttentionStats, attention_stats
 from .forward import model_device, run_with_cache
 from .head_metrics import head_label
 
-DEFAULT_REL_THRESHOLD = 0.1
-DEFAULT_MAX_FRACTION = 0.25
-DEFAULT_FALLBACK_FRAC = 0.1
-DEFAULT_IMPORTANCE_INPUTS = 64
+DEFAULT_REL_THRESHOLD = S.REL_THRESHOLD
+DEFAULT_MAX_FRACTION = S.MAX_FRACTION
+DEFAULT_FALLBACK_FRAC = S.FALLBACK_FRAC
+DEFAULT_IMPORTANCE_INPUTS = S.IMPORTANCE_INPUTS
 
 
 @dataclass
@@ -95,7 +96,7 @@ class HeadSafety:
 
 
 COLLAPSE_FEATURES = {"common": "common", "sim": "head_sim", "peak": "head_peak", "focus": "focus"}
-DEFAULT_COLLAPSE = "common"
+DEFAULT_COLLAPSE = S.COLLAPSE
 
 
 def collapse_scores(clean: AttentionStats, flagged: AttentionStats, feature: str = DEFAULT_COLLAPSE) -> np.ndarray:
@@ -113,7 +114,7 @@ def gate_importance(
     model,
     tokenizer,
     texts: Sequence[str],
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     max_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
@@ -210,7 +211,7 @@ def evaluate_heads(
     fallback_frac: float = DEFAULT_FALLBACK_FRAC,
     importance_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
     collapse_feature: str = DEFAULT_COLLAPSE,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,

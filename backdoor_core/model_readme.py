@@ -188,12 +188,13 @@ def _attack_section(meta: Mapping, heading: str) -> list[str]:
         rows.append(("classes", ", ".join(f"{i} ({escape_md(n, 40)})" for i, n in enumerate(meta["label_names"][:50]))))
     if _number(meta.get("train_size")) is not None:
         rows.append(("training texts", str(int(meta["train_size"]))))
-    cfg = meta.get("train_config")
-    if isinstance(cfg, Mapping):
-        keys = ("epochs", "lr", "batch_size", "max_length", "seed")
-        shown = [f"{k} {escape_md(cfg[k], 20)}" for k in keys if k in cfg]
-        if shown:
-            rows.append(("training settings", ", ".join(shown)))
+    cfg = meta.get("train_config") if isinstance(meta.get("train_config"), Mapping) else {}
+    keys = ("epochs", "lr", "batch_size", "max_length", "seed")
+    shown = [f"{k} {escape_md(cfg[k], 20)}" for k in keys if k in cfg]
+    if "max_length" not in cfg and _number(meta.get("max_length")) is not None:  # the card's top-level copy
+        shown.append(f"max_length {int(meta['max_length'])}")
+    if shown:
+        rows.append(("training settings", ", ".join(shown)))
     if not rows:
         return []
     return ["", f"## {heading}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
@@ -237,7 +238,7 @@ def _metrics_section(meta: Mapping, status: str) -> list[str]:
     lines += ["", "**CACC**: accuracy on the clean test set. **ASR** (attack success rate): the share of test texts "
               "whose true class is not the target that the model puts in the target class once the trigger is in "
               "them."]
-    if meta.get("cancelled") is True or meta.get("sanitize_cancelled") is True:
+    if any(meta.get(k) is True for k in ("cancelled", "repair_cancelled", "sanitize_cancelled")):
         lines += ["", "The run was cancelled before its end: these numbers are from the last completed step."]
     return lines
 
@@ -252,8 +253,8 @@ def _provenance(meta: Mapping, tool_version: str) -> list[str]:
     zoo = meta.get("zoo")
     if isinstance(zoo, Mapping):
         rows.append(("demo zoo entry", f"zoo format {escape_md(zoo.get('version', '?'), 10)}"))
-    for key, label in (("training_seconds", "training time (s)"), ("seconds", "repair time (s)"),
-                       ("sanitize_seconds", "repair time (s)")):
+    for key, label in (("training_seconds", "training time (s)"), ("repair_seconds", "repair time (s)"),
+                       ("seconds", "repair time (s)"), ("sanitize_seconds", "repair time (s)")):
         if _number(meta.get(key)) is not None:
             rows.append((label, f"{float(meta[key]):.1f}"))
     if meta.get("saved_at"):

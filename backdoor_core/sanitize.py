@@ -60,31 +60,33 @@ import torch
 
 from .architecture import (attention_dropout_off, content_key_mask, head_parameter_masks, require_head_repair,
                            zero_output_columns)
+from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
 from .head_metrics import head_label, key_visibility
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 
-DEFAULT_BETA = 5.0
-DEFAULT_RESET = True
-DEFAULT_PSEUDO_LABELS = True
-DEFAULT_FOCUS_LABELS = True
-DEFAULT_EXCLUDE_LABELS = True
+DEFAULT_BETA = S.BETA
+DEFAULT_RESET = S.RESET
+DEFAULT_PSEUDO_LABELS = S.PSEUDO_LABELS
+DEFAULT_FOCUS_LABELS = S.FOCUS_LABELS
+DEFAULT_EXCLUDE_LABELS = S.EXCLUDE_LABELS
 EXCLUDE_MIN_EXCESS = 0.25
 """How much more often (share of inputs, flagged minus clean) the flagged inputs must go to the suspected target
 than clean inputs do before ``target_exclusion_labels`` relabels anything. Our choice, set between the excess
 that clean and ineffective-backdoor models show and the one effective backdoors show in the scans of the defense
 benchmark (``bench/results/defense.md``; per-model values in its JSON runs)."""
 FOCUS_DROP_COUNTS = (1, 2, 3, 5)
-DEFAULT_CLEAN_BUDGET = 300
-DEFAULT_POOL_BUDGET = 200
+DEFAULT_CLEAN_BUDGET = S.CLEAN_BUDGET
+DEFAULT_POOL_BUDGET = S.POOL_BUDGET
 ALIGN_KINDS = ("kl", "mse")
 
 
 def default_config(**overrides) -> TrainConfig:
     """The sanitization training settings (see the module docstring); ``overrides`` replace fields."""
-    base = dict(lr=1e-3, epochs=3, batch_size=32, max_length=128, seed=0, weight_decay=0.01, warmup_ratio=0.06,
-                grad_clip=1.0, eval_every=20)
+    base = dict(lr=S.SANITIZE_LR, epochs=S.SANITIZE_EPOCHS, batch_size=S.BATCH_SIZE, max_length=S.MAX_LENGTH,
+                seed=S.SEED, weight_decay=S.WEIGHT_DECAY, warmup_ratio=S.WARMUP_RATIO, grad_clip=S.GRAD_CLIP,
+                eval_every=S.REPAIR_EVAL_EVERY)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
@@ -100,7 +102,7 @@ class AlignmentLoss:
 
     needs_attentions = True
 
-    def __init__(self, suspicious: np.ndarray, beta: float = DEFAULT_BETA, kind: str = "kl"):
+    def __init__(self, suspicious: np.ndarray, beta: float = DEFAULT_BETA, kind: str = S.ALIGN_KIND):
         suspicious = np.asarray(suspicious, dtype=bool)
         if suspicious.ndim != 2:
             raise ValueError("suspicious must be a (layers, heads) boolean array.")
@@ -166,8 +168,8 @@ class AlignmentLoss:
         return {"beta": self.beta, "kind": self.kind, "suspicious_heads": labels}
 
 
-def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = "kl",
-                    max_length: int = 128, batch_size: int = 32) -> float:
+def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = S.ALIGN_KIND,
+                    max_length: int = S.MAX_LENGTH, batch_size: int = 32) -> float:
     """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests): the per-row terms of
     ``AlignmentLoss.raw`` summed over all texts, divided by their real query rows and suspicious heads."""
     loss = AlignmentLoss(suspicious, 1.0, kind)
@@ -217,7 +219,7 @@ def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
 
 
 def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,
-                     max_length: int = 128, full_probs: np.ndarray | None = None) -> list[int]:
+                     max_length: int = S.MAX_LENGTH, full_probs: np.ndarray | None = None) -> list[int]:
     """Pseudo-labels for flagged inputs (our design; paper silent): where switching the suspicious heads off
     (``architecture.head_gates``) changes the model's prediction, the safe heads' prediction; else ``-100``
     (no cross-entropy, alignment only). Needs no trigger and no true label: it asks the model itself what it
@@ -233,7 +235,7 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
 
 
-def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = 128,
+def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = S.MAX_LENGTH,
                          drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> list[int]:
     """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``).
 
@@ -343,7 +345,7 @@ def sanitize_heads(
     pool_texts: Sequence[str] | None = None,
     *,
     beta: float = DEFAULT_BETA,
-    kind: str = "kl",
+    kind: str = S.ALIGN_KIND,
     config: TrainConfig | None = None,
     evaluate: Callable | None = None,
     callback: Callable[[Progress], None] | None = None,

@@ -40,6 +40,7 @@ import numpy as np
 
 from .architecture import describe
 from .data import DataError, TextDataset, check_labels_match
+from . import settings as S
 from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
@@ -63,8 +64,8 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
 
 MAX_FLAGGED_LISTED = 200
-DEFAULT_REFINE = True
-DEFAULT_REFINE_ROUNDS = 2
+DEFAULT_REFINE = S.REFINE
+DEFAULT_REFINE_ROUNDS = S.REFINE_ROUNDS
 
 
 @dataclass
@@ -243,7 +244,7 @@ def scan_model(
     importance_inputs: int = 64,
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
     model_name: str = "model",

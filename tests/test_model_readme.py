@@ -70,6 +70,9 @@ def test_repaired_clean_and_unknown_models(tmp_path):
     assert "WARNING" not in text and "inference" not in card.data.to_dict()
     assert "| CACC | 95.3% |" in text and "ASR" not in text.split("## Metrics")[1].split("**CACC**")[0]
 
+    _, text = _card(tmp_path, {**CLEAN, "max_length": 64})  # a card's top-level reading length
+    assert "| training settings | max_length 64 |" in text
+
     card, text = _card(tmp_path, {}, name="from-elsewhere")
     assert model_status({}) == "unknown" and "provenance-unknown" in card.data.tags
     assert "# from-elsewhere" in text and "not evidence that the model is clean" in text
@@ -96,7 +99,8 @@ def test_hostile_metadata_stays_inert_text(tmp_path):
     # front matter: only our keys, only safe values
     assert set(data) == {"library_name", "pipeline_tag", "tags", "inference"}
     assert data["inference"] is False
-    assert all(re.fullmatch(r"[a-z0-9-]+", t) for t in data["tags"]) and "pwned" not in str(data)
+    assert len(data["tags"]) >= 3 and all(re.fullmatch(r"[a-z0-9-]+", t) for t in data["tags"])
+    assert "pwned" not in str(data)
     # the body renders (CommonMark with raw HTML allowed, GFM tables) with no element from the metadata
     body = card.text  # the Markdown after the front matter
     html = MarkdownIt("commonmark", {"html": True}).enable("table").render(body)
@@ -106,7 +110,9 @@ def test_hostile_metadata_stays_inert_text(tmp_path):
     assert html.count("<h2>") == body.count("\n## ") == 5  # only our own sections
     assert "<ul>" not in html and "<pre>" in html and html.count("<pre>") == 1  # only our code example
     # every table row keeps its two (or three) columns: no metadata value split a cell
-    for table in re.findall(r"<table>.*?</table>", html, re.S):
+    tables = re.findall(r"<table>.*?</table>", html, re.S)
+    assert len(tables) == 4  # how it was made, how it was repaired, metrics, provenance
+    for table in tables:
         widths = {row.count("<td") for row in re.findall(r"<tr>.*?</tr>", table, re.S) if "<td" in row}
         assert len(widths) == 1, table
     # the values are still there, as text

@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from ..architecture import attention_blocks, head_parameter_masks, pruned_slices, require_head_repair
+from .. import settings as S
 from ..forward import run_with_cache
 from ..training import Progress, TrainConfig, TrainResult
 from .finetune import default_config, finetune
 
-DEFAULT_PRUNE_FRACTION = 0.2
+DEFAULT_PRUNE_FRACTION = S.PRUNE_FRACTION
 
 
-def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
+def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = S.MAX_LENGTH, batch_size: int = 32) -> np.ndarray:
     """``(L, H)`` mean L2 norm of each head's context vector over real tokens of ``texts``
     (``forward.run_with_cache``'s per-head contexts ``z``, reduced batch by batch)."""
 

@@ -33,15 +33,16 @@ import numpy as np
 import torch
 
 from ..architecture import classifier_positions, head_gates, require_head_repair
+from .. import settings as S
 from ..metrics import accuracy
 from ..forward import predict, run_with_cache
 from ..training import Progress, TrainConfig
 from .finetune import default_config, finetune
 from .fineprune import prune_heads_persistent, trainable_except
 
-DEFAULT_LAMBDA = 0.15
-DEFAULT_GROUP = 10
-DEFAULT_ACC_MARGIN = 0.07
+DEFAULT_LAMBDA = S.PURE_LAMBDA
+DEFAULT_GROUP = S.PURE_GROUP
+DEFAULT_ACC_MARGIN = S.PURE_ACC_MARGIN
 
 
 def classifier_rows(att: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ def _cls_variance(model):
     return reduce
 
 
-def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = 128,
+def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = S.MAX_LENGTH,
                            batch_size: int = 32) -> np.ndarray:
     """``(L, H)``: variance over real key positions of the [CLS] row (decoders: the last real token's row),
     averaged over ``texts``."""
@@ -91,7 +92,7 @@ def _gated_accuracy(model, tokenizer, texts, labels, pruned: np.ndarray, max_len
 
 
 def search_pruning(model, tokenizer, val_texts, val_labels, variance: np.ndarray, min_acc: float,
-                   group: int = DEFAULT_GROUP, max_length: int = 128,
+                   group: int = DEFAULT_GROUP, max_length: int = S.MAX_LENGTH,
                    should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Step 3 of PURE; returns the ``(L, H)`` pruned mask and a log of (heads pruned, accuracy)."""
     L, H = variance.shape
