@@ -9,6 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from backdoor_core import settings as S
+
 from app_pages._data import dataset, dataset_or_none
 from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
 
@@ -21,7 +23,7 @@ from app_pages._widgets import show_error
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None,
-                 device: str = "auto"):
+                 device: str = S.DEVICE):
     """A model shared read-only by every session (never train it: use ``session_copy``); ``device`` as in
     ``backdoor_core.device.resolve_device`` (the sidebar's choice)."""
     from backdoor_core.models import load_model, tiny_model
@@ -86,7 +88,7 @@ def load_ref(ref: dict):
     if ref["kind"] == "session":
         return session_models()[ref["name"]]
     labels = tuple(ref["labels"]) if ref.get("labels") else None
-    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels, kept(K_DEVICE, "auto"))
+    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels, kept(K_DEVICE, S.DEVICE))
 
 
 def current_model(show_errors: bool = True):

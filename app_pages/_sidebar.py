@@ -7,6 +7,8 @@ from typing import Any
 
 import streamlit as st
 
+from backdoor_core import settings as S
+
 from app_pages._data import data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
 from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref
@@ -46,7 +48,7 @@ def sidebar() -> None:
     with st.sidebar:
         from backdoor_core.device import DEVICE_CHOICES, available_devices
 
-        st.selectbox("Device", DEVICE_CHOICES, **keep(K_DEVICE, "auto"),
+        st.selectbox("Device", DEVICE_CHOICES, **keep(K_DEVICE, S.DEVICE),
                      help="Where models run: auto picks a CUDA GPU, else Apple MPS, else the CPU. Available here: "
                           + ", ".join(available_devices()) + ".")
         st.markdown("### Current model")

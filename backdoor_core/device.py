@@ -17,10 +17,12 @@ import os
 
 import torch
 
+from . import settings as S
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_DEVICE = "auto"
-DEFAULT_DTYPE = "auto"
+DEFAULT_DEVICE = S.DEVICE
+DEFAULT_DTYPE = S.DTYPE
 
 
 class DeviceError(ValueError):

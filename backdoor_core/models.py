@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from . import settings as S
 from .model_card import METADATA_FILE, ModelCard
 from .model_readme import MODEL_README_FILE, render_model_readme
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -201,8 +202,8 @@ def load_model(
     num_labels: int | None = None,
     label_names: list[str] | None = None,
     allow_pickle: bool = False,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = S.DEVICE,
+    dtype: str | torch.dtype = S.DTYPE,
 ) -> LoadedModel:
     """Load a sequence classifier with eager attention, refusing unsafe weights.
 

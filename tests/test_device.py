@@ -59,3 +59,23 @@ def test_launcher_ranks(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert not is_main_process() and local_rank() == 1
+
+
+def test_every_verb_takes_device_and_dtype_defaulting_to_settings():
+    import inspect
+
+    from backdoor_core import settings as S
+    from backdoor_core.cli import build_parser
+    from backdoor_core.models import load_model
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    verbs = {name: p for name, p in sub.choices.items() if name != "zoo"}
+    zoo = next(a for a in sub.choices["zoo"]._actions if a.__class__.__name__ == "_SubParsersAction")
+    verbs["zoo build"] = zoo.choices["build"]
+    assert {"inspect", "attack", "scan", "sanitize", "zoo build"} <= set(verbs)
+    for name, p in verbs.items():
+        defaults = {a.dest: a.default for a in p._actions}
+        assert defaults["device"] is S.DEVICE and defaults["dtype"] is S.DTYPE, name
+    params = inspect.signature(load_model).parameters
+    assert params["device"].default is S.DEVICE and params["dtype"].default is S.DTYPE
