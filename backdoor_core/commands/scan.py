@@ -179,6 +179,7 @@ def run(args) -> int:
 
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
+    from ..architecture import layer_labels
     from ..report import html_report
 
     d = report.to_dict()
@@ -198,7 +199,8 @@ def write_html(report, path) -> Path:
         import plotly.graph_objects as go
 
         fig = go.Figure(go.Heatmap(z=report.heads.score, x=[f"H{h}" for h in range(report.num_heads)],
-                                   y=[f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
+                                   y=layer_labels(report.architecture.get("layer_kinds"))
+                                   or [f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
         fig.update_layout(title="Head score (collapse x importance)", height=400)
         sections[1]["figure"] = fig
     except ImportError:  # pragma: no cover - plotly is a dependency
