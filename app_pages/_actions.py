@@ -18,6 +18,7 @@ import streamlit as st
 
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
+from app_pages._text import md, md_code
 
 K_ATTACK = "attack.result"
 K_SCAN = "detect.report"
@@ -89,15 +90,19 @@ def model_target(loaded) -> int | None:
 
 
 def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigger: str | None, target: int,
-                 rate: float, tal: dict | None, config: dict, data_name: str, save: bool,
+                 rate: float, tal: dict | None, config: dict, data_name: str,
                  train_indices: list[int] | None = None) -> None:
-    """Train a (backdoored or clean) copy of ``base`` in the background."""
-    from backdoor_core.models import save_model
+    """Train a (backdoored or clean) copy of ``base`` in the background.
+
+    The trained model belongs to this browser session (``ui.session_models``, in memory) and becomes its current
+    model; nothing is written to the shared zoo folder unless the user saves it under a name (``_save.save_panel``).
+    A cancelled run is discarded: the half-trained model is neither kept nor made current.
+    """
     from backdoor_core.poisoning import get_attack, train_attack
     from backdoor_core.tal import TALConfig
     from backdoor_core.training import TrainConfig
 
-    out_dir = ui.zoo_dir() / f"user-{slug(name)}"
+    st.session_state.pop(K_ATTACK, None)  # the previous run's result no longer describes the current model
     with st.spinner("Copying the model…"):
         work = ui.session_copy(base, name=name)  # private model AND tokenizer for the background thread
 
@@ -115,20 +120,17 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
         cfg = TrainConfig(**config)
         outcome = train_attack(work.model, work.tokenizer, train_ds, test_ds, attack, rate, target, cfg,
                                tal=tal_cfg, data_name=data_name, callback=ctx.update, should_stop=ctx.should_stop)
+        if outcome.result.cancelled or ctx.should_stop():
+            raise JobCancelled()  # a half-trained model is no result: discard it
         meta = {k: v for k, v in outcome.metadata.items() if k != "history"}
         meta.update({"name": name, "title": name,
                      "target_name": train_ds.label_names[target] if attack is not None else None})
         work.metadata, work.name, work.untrained_head = meta, name, False
-        path = None
-        if save and not outcome.result.cancelled:
-            ctx.update("saving")
-            path = save_model(work.model, work.tokenizer, out_dir, meta)
-        return {"loaded": work, "metadata": meta, "history": outcome.metadata.get("history", []),
-                "path": str(path) if path else None}
+        return {"loaded": work, "metadata": meta, "history": outcome.metadata.get("history", [])}
 
     def on_finish(snap: JobSnapshot) -> None:
         res = snap.result
-        if not res:
+        if snap.status != "done" or not res:
             return
         st.session_state[K_ATTACK] = res
         ui.set_session_model(name, res["loaded"])
@@ -137,10 +139,9 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
 
         ui.lab().record(
             "attack", f"Attack lab: {name}",
-            text=(f"Attack **{meta.get('attack')}**, trigger `{meta.get('trigger')}`, target "
-                  f"**{meta.get('target_name')}**, poison rate {meta.get('rate', 0):.2%}"
-                  + (f", TAL on heads {', '.join(meta.get('tal_heads', [])[:12])}" if meta.get("tal") else "")
-                  + (" — *cancelled early*" if meta.get("cancelled") else "")),
+            text=(f"Attack **{md(meta.get('attack'))}**, trigger {md_code(meta.get('trigger'))}, target "
+                  f"**{md(meta.get('target_name'))}**, poison rate {meta.get('rate', 0):.2%}"
+                  + (f", TAL on heads {md(', '.join(meta.get('tal_heads', [])[:12]))}" if meta.get("tal") else "")),
             table=[{"metric": "CACC", "value": meta.get("cacc")}, {"metric": "ASR", "value": meta.get("asr")},
                    {"metric": "steps", "value": meta.get("steps")},
                    {"metric": "training seconds", "value": meta.get("training_seconds")}],
@@ -148,7 +149,8 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
             data=meta,
         )
 
-    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish)
+    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish,
+             cancelled_note="the half-trained model was discarded; the current model is unchanged")
 
 
 # ------------------------------------------------------------------------------------------------ scan

@@ -13,16 +13,20 @@ Session-state keys (stable, so state survives page switches):
 * ``lab.jobs``        — ``{kind: backdoor_core.jobs.Job}``, one background job per kind ("attack", "scan"...).
 * widget keys such as ``inspect.text`` — kept across page switches (``persist_state="session"``, see ``keep``).
 
-Test hook: with the environment variable ``BACKDOOR_LAB_TEST_MODEL=tiny`` the default model is the random tiny
-BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds.
+Test hooks: with the environment variable ``BACKDOOR_LAB_TEST_MODEL=tiny`` the default model is the random tiny
+BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds (a model folder's path works too);
+``BACKDOOR_LAB_TEST_DATA=<file>`` replaces the default dataset (the hostile-input tests use both).
 """
 
 from __future__ import annotations
 
 import copy
+import html
 import os
+import shutil
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,10 +34,12 @@ import streamlit as st
 
 from backdoor_core.jobs import Job, JobSnapshot, start_job
 from backdoor_core.session import LabSession
+from app_pages._text import md, md_code
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 TEST_MODEL_ENV = "BACKDOOR_LAB_TEST_MODEL"
+TEST_DATA_ENV = "BACKDOOR_LAB_TEST_DATA"
 DEFAULT_DATA = "bbc"
 POLL_SECONDS = 1.0
 
@@ -42,6 +48,7 @@ K_SESSION_MODELS = "lab.session_models"
 K_DATA = "lab.data_spec"
 K_SESSION = "lab.session"
 K_JOBS = "lab.jobs"
+K_TMP = "lab.tmp"
 
 
 # ------------------------------------------------------------------------------------------------ basics
@@ -85,7 +92,7 @@ def lab() -> LabSession:
 def show_error(exc: BaseException, prefix: str = "") -> None:
     """A plain message for a core error (never a traceback)."""
     text = str(exc).strip() or type(exc).__name__
-    st.error(f"{prefix}{text}", icon=":material/warning:")
+    st.error(md(f"{prefix}{text}"), icon=":material/warning:")  # messages quote file names, labels, texts
 
 
 def inject_css() -> None:
@@ -108,7 +115,7 @@ def _load_dataset(spec: str, split: str, seed: int):
 
 def data_spec() -> str:
     if K_DATA not in ss():
-        ss()[K_DATA] = DEFAULT_DATA
+        ss()[K_DATA] = os.environ.get(TEST_DATA_ENV) or DEFAULT_DATA
     return ss()[K_DATA]
 
 
@@ -119,7 +126,7 @@ def set_data_spec(spec: str) -> None:
 def dataset(split: str = "train", spec: str | None = None, seed: int = 0):
     """The dataset (cached, read-only). Raises ``DataError`` with a readable message."""
     spec = spec or data_spec()
-    with st.spinner(f"Loading {spec} ({split})…"):
+    with st.spinner(f"Loading {md(spec)} ({split})…"):
         return _load_dataset(spec, split, seed)
 
 
@@ -129,16 +136,50 @@ def dataset_or_none(split: str = "train"):
     try:
         return dataset(split)
     except (DataError, OSError, ValueError) as exc:
-        show_error(exc, f"Dataset '{data_spec()}' ({split}): ")
+        show_error(exc, f"Dataset '{data_spec()}' ({split}): ")  # show_error escapes
         return None
 
 
+class SessionTemp:
+    """This browser session's private temp folder, deleted when the session's state is dropped (the tab is gone
+    and Streamlit expired the session) or the server exits normally; a killed server leaves it in the temp dir."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="backdoor-lab-session-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+
+def session_tmp() -> Path:
+    """This session's temp folder (``SessionTemp``), created on first use."""
+    if K_TMP not in ss() or not ss()[K_TMP].path.is_dir():
+        ss()[K_TMP] = SessionTemp()
+    return ss()[K_TMP].path
+
+
 def save_upload(uploaded, subdir: str) -> Path:
-    """Write an uploaded file into a private temp folder and return its path."""
-    folder = Path(tempfile.mkdtemp(prefix=f"backdoor-lab-{subdir}-"))
-    path = folder / Path(uploaded.name).name
-    path.write_bytes(uploaded.getvalue())
+    """Write an uploaded file into a fresh folder inside ``session_tmp()`` and return its path.
+
+    The caller removes it with ``discard_upload`` as soon as it is not needed (at once for a model .zip, once it
+    is replaced for a data file); whatever is left goes with the session's folder.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"{subdir}-", dir=session_tmp()))
+    path = folder / (Path(uploaded.name).name or "upload")
+    try:
+        path.write_bytes(uploaded.getvalue())
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return path
+
+
+def discard_upload(path: str | os.PathLike | None) -> None:
+    """Delete the folder ``save_upload`` made for ``path`` (nothing else: other paths are left alone)."""
+    if not path:
+        return
+    folder = Path(path).parent
+    tmp = ss()[K_TMP].path if K_TMP in ss() else None
+    if tmp is not None and folder.parent == tmp and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -217,7 +258,7 @@ def current_model(show_errors: bool = True):
 
     ref = model_ref()
     try:
-        with st.spinner(f"Loading model {ref.get('name') or ref.get('spec')}…"):
+        with st.spinner(f"Loading model {md(ref.get('name') or ref.get('spec'))}…"):
             loaded = load_ref(ref)
     except (ModelLoadError, KeyError, OSError, ValueError) as exc:
         ss()["lab.model_error"] = str(exc)
@@ -315,7 +356,7 @@ def _sidebar_jobs() -> None:
             st.markdown("### Running")
         for j in running:
             snap = j.snapshot()
-            st.progress(snap.fraction or 0.0, text=f"{j.name} · {snap.elapsed:.0f} s")
+            st.progress(snap.fraction or 0.0, text=f"{md(j.name)} · {snap.elapsed:.0f} s")
 
     _jobs()
 
@@ -327,12 +368,12 @@ def sidebar() -> None:
         st.markdown("### Current model")
         loaded = current_model(show_errors=False)
         if loaded is None:
-            st.error(ss().get("lab.model_error") or "No model loaded.", icon=":material/warning:")
+            st.error(md(ss().get("lab.model_error") or "No model loaded."), icon=":material/warning:")
         else:
             ref = model_ref()
-            st.markdown(f"**{loaded.name}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
+            st.markdown(f"**{md(loaded.name)}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
             st.caption(f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
-                       + ", ".join(loaded.label_names))
+                       + md(", ".join(loaded.label_names)))
             meta = loaded.metadata or {}
             bits = []
             if str(meta.get("attack") or "").lower() in ("none", "clean"):
@@ -340,18 +381,18 @@ def sidebar() -> None:
             elif meta.get("attack"):
                 trig = meta.get("trigger")
                 trig = ", ".join(trig) if isinstance(trig, (list, tuple)) else trig
-                bits.append(f"attack **{meta['attack']}**" + (f" · trigger `{trig}`" if trig else ""))
+                bits.append(f"attack **{md(meta['attack'])}**" + (f" · trigger {md_code(trig)}" if trig else ""))
                 if meta.get("target") is not None:
-                    bits.append(f"target {meta.get('target_name') or meta['target']}")
+                    bits.append(f"target {md(meta.get('target_name') or meta['target'])}")
                 if "rate" in meta:
-                    bits.append(f"ρ {_fmt_rate(meta['rate'])}")
+                    bits.append(f"ρ {md(_fmt_rate(meta['rate']))}")
                 if meta.get("tal"):
                     bits.append("TAL")
             for k in ("cacc", "asr"):
                 if isinstance(meta.get(k), (int, float)):
                     bits.append(f"{k.upper()} {_fmt_rate(meta[k])}")
             if meta.get("sanitized") or meta.get("defense"):
-                bits.append(f"sanitized ({meta.get('defense', 'yes')})")
+                bits.append(f"sanitized ({md(meta.get('defense', 'yes'))})")
             if bits:
                 st.caption(" · ".join(bits))
             if loaded.untrained_head:
@@ -360,12 +401,12 @@ def sidebar() -> None:
         spec = data_spec()
         try:
             ds = dataset("train")
-            st.caption(f"**{spec}** · {len(ds):,} training texts · {ds.num_labels} labels")
+            st.caption(f"**{md(spec)}** · {len(ds):,} training texts · {ds.num_labels} labels")
             problem = labels_problem(loaded, ds)
             if problem:
                 st.warning(problem, icon=":material/warning:")
         except Exception as exc:  # noqa: BLE001 - shown, never raised
-            st.error(f"{spec}: {exc}", icon=":material/warning:")
+            st.error(md(f"{spec}: {exc}"), icon=":material/warning:")
         _sidebar_jobs()
         st.divider()
         st.toggle("Presenter mode (larger text)", **keep("lab.presenter", False))
@@ -385,17 +426,21 @@ def get_job(kind: str) -> Job | None:
 
 
 def start(kind: str, target: Callable, name: str, meta: dict | None = None,
-          on_finish: Callable[[JobSnapshot], None] | None = None) -> Job | None:
+          on_finish: Callable[[JobSnapshot], None] | None = None,
+          cancelled_note: str | Callable[[JobSnapshot], str] | None = None) -> Job | None:
     """Start a background job of this kind unless one is already running (then warn and return None).
 
     ``on_finish(snapshot)`` runs once in the Streamlit script thread after the job ends, on whichever page the
     user is on (the sidebar checks every run): register the trained model, record a finding...
+    ``cancelled_note`` (text, or ``snapshot -> text``) says what a cancel left behind; by default the panel says
+    "nothing was kept" when the cancelled job returned no result.
     """
     old = get_job(kind)
     if old is not None and old.active:
-        st.warning(f"'{old.name}' is still running; cancel it first.")
+        st.warning(f"'{md(old.name)}' is still running; cancel it first.")
         return None
-    job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish})
+    job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish,
+                                             "cancelled_note": cancelled_note})
     jobs()[kind] = job
     return job
 
@@ -425,6 +470,16 @@ def _handle_finish(job: Job) -> None:
             job.meta["finish_error"] = str(exc) or type(exc).__name__
 
 
+def cancelled_note(job: Job, snap: JobSnapshot) -> str:
+    """What a cancelled job left behind (its ``cancelled_note``, else whether it returned a partial result)."""
+    note = job.meta.get("cancelled_note")
+    if callable(note):
+        note = note(snap)
+    if note:
+        return str(note)
+    return "its partial result is kept" if snap.result is not None else "nothing was kept"
+
+
 def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
               interval: float = POLL_SECONDS) -> Job | None:
     """Draw the job's progress (and ``draw(snapshot)`` live charts), polling every ``interval`` s while it runs.
@@ -446,9 +501,9 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
         with cols[0]:
             label = {"running": "running", "pending": "starting", "done": "finished", "cancelled": "cancelled",
                      "failed": "failed"}[snap.status]
-            text = f"**{snap.name}** — {label} · {snap.elapsed:.0f} s"
+            text = f"**{md(snap.name)}** — {label} · {snap.elapsed:.0f} s"
             if snap.message and snap.active:
-                text += f" · {snap.message}"
+                text += f" · {md(snap.message)}"
             st.progress(snap.fraction or 0.0, text=text)
         with cols[1]:
             if snap.active:
@@ -460,13 +515,13 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
                 clear_job(kind)
                 st.rerun(scope="app")
         if snap.status == "failed":
-            st.error(f"{snap.name} failed: {snap.error_message}", icon=":material/warning:")
+            st.error(md(f"{snap.name} failed: {snap.error_message}"), icon=":material/warning:")
             with st.expander("Technical details"):
                 st.code(snap.traceback[-4000:], language="text")
         elif snap.status == "cancelled":
-            st.info(f"{snap.name} was cancelled after {snap.elapsed:.0f} s; partial results are kept where possible.")
+            st.info(md(f"{snap.name} was cancelled after {snap.elapsed:.0f} s; {cancelled_note(job, snap)}."))
         if job.meta.get("finish_error"):
-            st.error(f"Could not use the result: {job.meta['finish_error']}", icon=":material/warning:")
+            st.error(md(f"Could not use the result: {job.meta['finish_error']}"), icon=":material/warning:")
         if draw is not None:
             draw(snap)
 
@@ -486,7 +541,7 @@ def plot(fig, key: str | None = None) -> None:
 def page_header(title: str, intro: str | None = None) -> None:
     st.title(title)
     if intro:
-        st.markdown(f'<div class="lab-intro">{intro}</div>', unsafe_allow_html=True)
+        st.markdown(f'<div class="lab-intro">{html.escape(intro)}</div>', unsafe_allow_html=True)
 
 
 def require_model_and_data():
