@@ -183,15 +183,15 @@ if attack is not None and target is not None:
 
 st.subheader("Keep the sanitized model")
 st.caption("It stays in this browser session until you save it.")
-k1, k2, k3 = st.columns(3)
+k1, k2 = st.columns(2)
 with k1:
     if st.button("Make it the current model", key="sanitize.use", icon=":material/check:"):
         ui.set_session_model(res["loaded"].name, res["loaded"])
         st.rerun()
 with k2:
-    save_panel(res["loaded"], "sanitize")
-with k3:
     sanitized = res["loaded"]
     st.download_button("Download (.zip)", data=lambda: A.saved_zip_bytes(sanitized),
                        file_name=f"{A.slug(sanitized.name)}.zip", mime="application/zip",
                        icon=":material/download:", key="sanitize.download")
+with st.expander("Save into the zoo folder"):
+    save_panel(res["loaded"], "sanitize")

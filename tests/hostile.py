@@ -13,6 +13,9 @@ from pathlib import Path
 IFRAME = '<iframe srcdoc="<script>alert(parent.location.origin)</script>"></iframe>'
 IMG = "<img src=x onerror=alert(1)>"
 SVG = "<svg/onload=alert(7)>"  # no space: becomes the model's BadNets trigger word, inserted into every text
+# the second class name sorts before IFRAME, so IFRAME is the last class: the Attack lab's default target, whose
+# name its poisoned-text peek printed as HTML
+BREAKOUT = '"><img src=x onerror=alert(2)>'
 PAYLOADS = [
     IFRAME,
     IMG,
@@ -21,8 +24,9 @@ PAYLOADS = [
     "</script><script>alert(4)</script><!--",
     "[click me](javascript:alert(5))",
     "**bold** $x^2$ :red[red] `code` <b>b</b>",
-    '"><img src=x onerror=alert(6)>',
+    BREAKOUT,
 ]
+LABELS = (IFRAME, BREAKOUT)  # the dataset's (and the model's) two class names
 WORDS = "market shares profit bank match goal team coach league film music".split()
 
 # what must never exist in a rendered page (checked in every frame by the browser test)
@@ -30,11 +34,11 @@ RAW_MARKERS = ("<iframe", "<img", "<svg", "<script", "javascript:")
 
 
 def hostile_texts(n: int = 40) -> list[tuple[str, str]]:
-    """``n`` (text, label) rows: texts carry the payloads among ordinary words; labels are the two payloads."""
+    """``n`` (text, label) rows: texts carry the payloads among ordinary words; labels are ``LABELS``."""
     rows = []
     for i in range(n):
         words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(6))
-        rows.append((f"{words} {PAYLOADS[i % len(PAYLOADS)]} {words}", (IFRAME, IMG)[i % 2]))
+        rows.append((f"{words} {PAYLOADS[i % len(PAYLOADS)]} {words}", LABELS[i % 2]))
     return rows
 
 
@@ -71,7 +75,7 @@ def make_hostile_world(root: Path) -> dict[str, Path]:
     data = root / "hostile.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in hostile_texts()),
                     encoding="utf-8")
-    labels = sorted({IFRAME, IMG})  # load_table orders class names alphabetically
+    labels = sorted(LABELS)  # load_table orders class names alphabetically
     lm = tiny_model(num_labels=2, seed=0)
     lm.model.config.id2label = dict(enumerate(labels))
     lm.model.config.label2id = {n: i for i, n in enumerate(labels)}

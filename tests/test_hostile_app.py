@@ -181,7 +181,7 @@ def test_every_page_escapes_hostile_names_labels_metadata_and_texts(hostile_env)
         for body in _html_bodies(at):
             raw = [m for m in RAW_MARKERS if m in body.lower() and m != "javascript:"]
             assert not raw, f"{page}: raw {raw} in HTML: {body[:300]}"
-        seen_peek |= any("→" in b and html.escape(IMG) in b for b in _html_bodies(at))
+        seen_peek |= any("→" in b and html.escape(IFRAME) in b for b in _html_bodies(at))
     assert seen_peek, "the Attack lab's poisoned-text peek was not drawn"
 
 
