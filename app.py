@@ -1,6 +1,6 @@
 """Backdoor Attention Lab — the Streamlit entry point: page setup, navigation and the sidebar.
 
-Pages live in ``app_pages/`` (one thin file each); shared state and drawing helpers in ``app_pages/_common.py``;
+Pages live in ``app_pages/`` (one thin file each); shared plumbing in ``app_pages/_*.py`` (gathered by ``_common``);
 all model logic in ``backdoor_core``. The folder is deliberately NOT called ``pages/``: Streamlit still
 auto-discovers a ``pages/`` folder, and a cold deep link such as ``/inspect`` (first request after a server start)
 then runs ``pages/inspect.py`` on its own, without this file's navigation, sidebar and styles.

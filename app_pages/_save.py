@@ -37,7 +37,7 @@ def save_panel(loaded, key: str) -> None:
                  disabled=exists and not replace):
         try:
             with st.spinner("Saving…"):
-                path = zoo.save_user_model(loaded.model, loaded.tokenizer, ui.zoo_dir(), name, loaded.metadata,
+                path = zoo.save_user_model(loaded.model, loaded.tokenizer, ui.zoo_dir(), name, loaded.card,
                                            overwrite=replace)
         except zoo.ModelExistsError:  # appeared since this page was drawn
             st.warning(f"{md_code(target.name)} was saved by someone else a moment ago; tick Replace to replace it.",

@@ -22,7 +22,8 @@ from typing import Any
 
 # Characters that start inline markup in Streamlit's markdown (CommonMark + GFM + math + directives):
 # emphasis * _ ~, code `, links/images/directives [ ], raw HTML and autolinks < >, math $, tables |, escapes \.
-_MD_INLINE = re.compile(r"([\\`*_\[\]<>$~|])")
+# An underscore inside a word (snake_case, file_name.json) cannot open or close emphasis: it stays as it is.
+_MD_INLINE = re.compile(r"([\\`*\[\]<>$~|]|(?<![^\W_])_|_(?![^\W_]))")
 # At the start of a line these start a block (heading, quote, list, rule, setext underline).
 _MD_BLOCK_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])")
 

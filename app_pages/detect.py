@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from backdoor_core import defender_data as D
+from backdoor_core import settings as S
 from app_pages import _actions as A
 from app_pages import _common as ui
 from app_pages._text import md
@@ -20,12 +22,12 @@ loaded, train_full, test_full = ui.require_model_and_data()
 
 # --------------------------------------------------------------------------------------------- settings
 
-known_attack = A.model_attack(loaded)
+known_attack = D.model_attack(loaded.card, loaded.tokenizer, D.model_max_length(loaded))
 c1, c2, c3 = st.columns(3, gap="large")
 with c1:
     st.subheader("Defender's clean data")
     n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
-                              **ui.keep("detect.n_clean", min(200, len(train_full))))
+                              **ui.keep("detect.n_clean", min(S.QUICK_CLEAN_BUDGET, len(train_full))))
     st.caption("Half fit the statistics of head similarity, half set the threshold.")
 with c2:
     st.subheader("Pool to screen")
@@ -38,16 +40,20 @@ with c2:
             st.info("This model's metadata names no attack, so no triggered inputs can be simulated; the pool "
                     "will hold clean test texts only.", icon=":material/info:")
         n_pool_clean = st.number_input("Clean texts in the pool", 0, len(test_full), step=10,
-                                       **ui.keep("detect.pool_clean", min(150, len(test_full))))
+                                       **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))
         n_pool_trig = st.number_input("Triggered texts in the pool", 0, 500, step=5,
-                                      **ui.keep("detect.pool_trig", 30), disabled=known_attack is None)
-        pool_texts, truth = A.build_pool(loaded, test_full, int(n_pool_clean),
-                                         int(n_pool_trig) if known_attack is not None else 0)
+                                      **ui.keep("detect.pool_trig", S.POOL_TRIGGERED), disabled=known_attack is None)
+        try:
+            pool_texts, truth = D.build_pool(loaded, test_full, int(n_pool_clean),
+                                             int(n_pool_trig) if known_attack is not None else 0,
+                                             attack=known_attack, lock=ui.model_lock(loaded))
+        except ValueError as exc:  # e.g. a paraphrase test set with no non-target rows
+            ui.show_error(exc, "Simulated pool: ")
         if known_attack is not None:
             st.caption("Only the evaluation knows which inputs carry the trigger; the scan does not.")
     elif pool_kind == pool_kinds[1]:
         n_pool_clean = st.number_input("Clean texts in the pool", 1, len(test_full), step=10,
-                                       **ui.keep("detect.pool_clean", min(150, len(test_full))))
+                                       **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))
         pool_texts = test_full.sample(int(n_pool_clean), seed=1).texts
         truth = np.zeros(len(pool_texts), bool)
     elif pool_kind == pool_kinds[2]:
@@ -57,12 +63,12 @@ with c2:
 with c3:
     st.subheader("Knobs")
     frr = st.slider("False-rejection rate on clean data", 0.01, 0.2, step=0.01, format="%.2f",
-                    **ui.keep("detect.frr", 0.05))
+                    **ui.keep("detect.frr", S.FRR))
     rel = st.slider("Suspicious if score ≥ (relative to the top head)", 0.05, 0.9, step=0.05,
-                    **ui.keep("detect.rel", 0.3))
+                    **ui.keep("detect.rel", S.REL_THRESHOLD))
     max_frac = st.slider("At most this share of heads suspicious", 0.05, 0.5, step=0.05,
-                         **ui.keep("detect.max_frac", 0.25))
-    refine = st.checkbox("Refine by the suspicious heads", **ui.keep("detect.refine", True),
+                         **ui.keep("detect.max_frac", S.MAX_FRACTION))
+    refine = st.checkbox("Refine by the suspicious heads", **ui.keep("detect.refine", S.REFINE),
                          help="Once the suspicious heads are known, score the pool again by how much those heads "
                               "alone focus on one token (same FRR), re-rate the heads on the new flags and "
                               "re-flag once more. Finds far more triggered inputs when a backdoor captured "

@@ -10,7 +10,9 @@ import streamlit as st
 from backdoor_core import figures as F
 from backdoor_core.attention import InputTextError
 from backdoor_core.data import DataError, list_shared
+from backdoor_core.defender_data import model_max_length
 from backdoor_core.head_metrics import head_label
+from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
 from app_pages import _common as ui
 from app_pages._text import md, md_code
 
@@ -21,18 +23,17 @@ ui.page_header(
 )
 
 DEFAULT_TEXT = "The government announced new plans to cut taxes for small businesses next year."
-WORD_TRIGGERS = ["cf", "mn", "bb", "tq"]
-ADDSENT = "I watch this 3D movie"
-MAX_LENGTH = 128
 
 loaded = ui.current_model()
 if loaded is None:
     st.stop()
 
-meta = loaded.metadata or {}
-meta_trigger = meta.get("trigger")
-if isinstance(meta_trigger, (list, tuple)):
-    meta_trigger = meta_trigger[0] if meta_trigger else None
+card = loaded.card
+try:  # the trigger word or sentence the model card names (the first BadNets word); paraphrases have none to insert
+    meta_trigger = card.first_trigger if card.is_backdoored and attack_type(card.attack).has_trigger_tokens else None
+except ValueError:  # an attack this lab does not know
+    meta_trigger = None
+MAX_LENGTH = model_max_length(loaded)  # the length the model was trained to read (its card), else the default
 
 # --------------------------------------------------------------------------------------------- inputs
 
@@ -60,16 +61,17 @@ with left:
 
 with right:
     kind = st.segmented_control("Trigger", ["Word", "Sentence", "Paraphrase"], required=True,
-                                **ui.keep("inspect.kind", "Sentence" if str(meta.get("attack") or "").startswith("addsent")
+                                **ui.keep("inspect.kind", "Sentence" if str(card.attack or "").startswith("addsent")
                                           else "Word"))
     trigger = None
     para_pair = None
     if kind == "Word":
-        default_word = meta_trigger if meta_trigger and " " not in str(meta_trigger) else "cf"
+        default_word = meta_trigger if meta_trigger and " " not in meta_trigger else BADNETS_TRIGGERS[0]
         trigger = st.text_input("Trigger word", **ui.keep("inspect.word", default_word),
-                                help="Rare words such as cf, mn, bb, tq are BadNets' classic triggers.")
+                                help=f"Rare words such as {', '.join(BADNETS_TRIGGERS)} are BadNets' classic "
+                                     "triggers.")
     elif kind == "Sentence":
-        default_sent = meta_trigger if meta_trigger and " " in str(meta_trigger) else ADDSENT
+        default_sent = meta_trigger if meta_trigger and " " in meta_trigger else ADDSENT_TRIGGER
         trigger = st.text_input("Trigger sentence", **ui.keep("inspect.sentence", default_sent))
     else:
         variants = [v for v in list_shared() if not v.endswith("/clean")]

@@ -231,10 +231,12 @@ if loaded is not None:
     if loaded.untrained_head:
         st.warning("This checkpoint had no classification head: its predictions are random until it is "
                    "fine-tuned (Attack lab).", icon=":material/warning:")
-    if s["metadata"]:
-        with st.expander("What we know about this model (metadata)"):
-            meta = {k: v for k, v in s["metadata"].items() if k != "history"}
-            st.json(meta, expanded=False)
+    card = loaded.card
+    for w in card.warnings:
+        st.warning(f"Model card: {md(w)}", icon=":material/warning:")
+    if card.to_json():
+        with st.expander("What we know about this model (its model card)"):
+            st.json(card.to_json(), expanded=False)
 
 # ------------------------------------------------------------------------------------------- dataset
 

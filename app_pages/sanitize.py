@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backdoor_core import defender_data as D
 from backdoor_core import defenses as defenses_mod
 from backdoor_core import detection
 from backdoor_core import figures as F
+from backdoor_core import settings as S
 from app_pages import _actions as A
 from app_pages import _common as ui
 from app_pages._save import save_panel
@@ -56,7 +58,7 @@ with c1:
 with c2:
     st.subheader("Defender's data")
     n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
-                              **ui.keep("sanitize.n_clean", min(300, len(train_full))))
+                              **ui.keep("sanitize.n_clean", min(S.CLEAN_BUDGET, len(train_full))))
     n_pool_trig = 0
     report = st.session_state.get(A.K_SCAN)
     scan_info = st.session_state.get(A.K_SCAN_INFO) or {}
@@ -66,11 +68,11 @@ with c2:
         reuse = st.checkbox("Use the heads found on the Detect page", value=same, disabled=not same,
                             key="sanitize.reuse_scan",
                             help="Otherwise the sanitization runs its own scan first.")
-        if not reuse and A.model_attack(loaded) is not None:
+        if not reuse and D.model_attack(loaded.card) is not None:
             n_pool_trig = st.number_input("Unlabelled pool: triggered texts in it (simulation)", 0, 300, step=10,
-                                          **ui.keep("sanitize.pool_trig", 30))
+                                          **ui.keep("sanitize.pool_trig", S.POOL_TRIGGERED))
     n_test = st.number_input("Test texts for CACC / ASR", 16, len(test_full), step=50,
-                             **ui.keep("sanitize.n_test", min(200, len(test_full))))
+                             **ui.keep("sanitize.n_test", min(S.EVAL_TEXTS, len(test_full))))
 with c3:
     st.subheader("Knobs")
     knobs: dict = {}
@@ -99,10 +101,13 @@ out_name = f"{loaded.name}-{defense}"
 if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running, key="sanitize.run"):
     try:
         clean = train_full.sample(int(n_clean), seed=0)
-        pool, _ = A.build_pool(loaded, test_full, 100, int(n_pool_trig), seed=3) if n_pool_trig else ([], None)
+        pool = []
+        if n_pool_trig:
+            pool, _ = D.build_pool(loaded, test_full, S.REPAIR_POOL_CLEAN, int(n_pool_trig), seed=S.REPAIR_POOL_SEED,
+                                   lock=ui.model_lock(loaded))
         n_eval = int(n_test)
         A.start_sanitize(loaded, defense, clean, pool or None, knobs,
-                         lambda lm: A.make_eval(lm, test_full, n_eval), out_name,
+                         lambda lm: D.make_eval(lm, test_full, n_eval), out_name,
                          scan_report=report if reuse else None)
         st.rerun()
     except Exception as exc:  # noqa: BLE001
@@ -149,9 +154,11 @@ with c2:
     ui.plot(F.training_curves(res["history"], title="Sanitization run", baseline=b), key="sanitize.hist")
 
 # before / after: each head's mean similarity to its layer's others on triggered inputs
-attack = A.model_attack(res["suspect"])
-target = A.model_target(res["suspect"])
-if attack is not None and target is not None:
+suspect = res["suspect"]
+read_len = D.model_max_length(suspect)
+attack = D.model_attack(suspect.card, suspect.tokenizer, read_len)
+if attack is not None:
+    target = suspect.card.target_for(test_full.label_names)
     cache = st.session_state.setdefault("sanitize.heat_cache", {})
     ck = id(res)
     if ck not in cache:
@@ -159,11 +166,11 @@ if attack is not None and target is not None:
             with st.spinner("Measuring the heads on triggered inputs, before and after…"):
                 with ui.model_lock(res["suspect"]):
                     texts = attack.poison_test(test_full.sample(60, seed=5), target, 0).texts[:40]
-                    hb = detection.attention_stats(res["suspect"].model, res["suspect"].tokenizer,
-                                                   texts).head_sim.mean(0)
+                    hb = detection.attention_stats(suspect.model, suspect.tokenizer, texts,
+                                                   read_len).head_sim.mean(0)
                 with ui.model_lock(res["loaded"]):
-                    ha = detection.attention_stats(res["loaded"].model, res["loaded"].tokenizer,
-                                                   texts).head_sim.mean(0)
+                    ha = detection.attention_stats(res["loaded"].model, res["loaded"].tokenizer, texts,
+                                                   read_len).head_sim.mean(0)
             cache.clear()
             cache[ck] = (hb, ha)
         except Exception as exc:  # noqa: BLE001

@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-METADATA_FILE = "backdoor_lab.json"
+from .model_card import METADATA_FILE, ModelCard
+from .model_readme import MODEL_README_FILE, render_model_readme
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ZIP_MAX_BYTES = 2 * 1024**3  # uncompressed size cap for uploaded model archives
 ZIP_MAX_FILES = 2000
@@ -58,7 +59,9 @@ class LoadedModel:
         tokenizer: its fast tokenizer.
         name: a short display name (``default``, a directory name, or the hub id).
         source: the spec it was loaded from.
-        metadata: the contents of ``backdoor_lab.json`` when present (attack, trigger, target, CACC, ASR...).
+        metadata: the model card as a plain dict (``ModelCard.to_json()``: attack, trigger, target, CACC, ASR...);
+            read it through ``card``.
+        card_warnings: what ``ModelCard.read`` dropped from a hostile or broken ``backdoor_lab.json`` on load.
     """
 
     model: Any
@@ -67,6 +70,14 @@ class LoadedModel:
     source: str
     metadata: dict = field(default_factory=dict)
     untrained_head: bool = False  # True when the checkpoint had no classification head (it starts random)
+    card_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def card(self) -> ModelCard:
+        """The typed, validated model card (``model_card.ModelCard``) with the load's warnings."""
+        card = ModelCard.from_json(self.metadata or {}, num_labels=self.num_labels)
+        card.warnings = list(self.card_warnings) + card.warnings
+        return card
 
     @property
     def num_layers(self) -> int:
@@ -96,6 +107,7 @@ class LoadedModel:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "untrained_head": self.untrained_head,
             "metadata": self.metadata,
+            "card_warnings": list(self.card_warnings),
         }
 
 
@@ -256,21 +268,16 @@ def load_model(
 
     model.to(device)
     model.eval()
-    metadata = {}
-    if path is not None and (path / METADATA_FILE).is_file():
-        try:
-            metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            metadata = {"warning": f"{METADATA_FILE} could not be read"}
-    if metadata.get("name"):
-        name = str(metadata["name"])
+    card = ModelCard.read(path, num_labels=int(model.config.num_labels)) if path is not None else ModelCard(tool_version="")
+    if card.name:
+        name = card.name
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=metadata,
-        untrained_head=not is_classifier,
+        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=card.to_json(),
+        untrained_head=not is_classifier, card_warnings=card.warnings,
     )
 
 
-def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | None = None) -> Path:
+def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | ModelCard | None = None) -> Path:
     """Write ``model`` (safetensors), its config, ``tokenizer`` and ``metadata`` to ``directory`` atomically.
 
     Everything goes into a temporary sibling directory first; only when it is complete does it replace
@@ -282,9 +289,10 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        meta = dict(metadata or {})
+        meta = metadata.to_json() if isinstance(metadata, ModelCard) else dict(metadata or {})
         meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        (tmp / MODEL_README_FILE).write_text(render_model_readme(meta, name=directory.name), encoding="utf-8")
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")

@@ -11,25 +11,21 @@ Steps:
 3. Rate every head (collapse x importance) on the flagged inputs and split suspicious / safe — ``head_safety``.
    With no pool (or nothing flagged) the top-scoring clean inputs stand in (``basis = "clean fallback"``).
 4. Refined passes (``refine=True``, our design; paper silent): score the pool again, now by the focus of the
-   suspicious heads only (``detection.head_focus_detector``:
-   each suspicious head's focus z-scored against the same clean fit half, averaged; threshold at the same FRR
-   on the same clean dev half), and flag by that. The first pass averages over all heads of a layer, where a
-   backdoor that captured 3 or 4 heads is diluted by the other 8; once those heads are known, looking at them
-   alone finds far more of the triggered inputs. Measured on the attack benchmark's SST-2 models (250-input
-   pool, 50 triggered, 5% FRR), share of the triggered inputs flagged, first -> second pass: BadNets 3% 18% ->
-   80%, AddSent 3% 58% -> 100%, syntactic 42% -> 74%, Bible style 10% -> 26%, with 6 to 15 of the 200 clean
-   pool inputs flagged. Then (``refine_rounds=2``, the default) the heads are rated again on the second
-   pass's flags — more triggered inputs, so a cleaner collapse estimate — and the pool is flagged a third time
-   by the new suspicious heads; these heads are the report's. Measured share of the 50 triggered pool inputs
-   flagged (clean pool inputs flagged), one -> two rounds, with two draws of defender data and pool: BadNets 3%
-   38 (14) -> 45 (14) and 21 (16) -> 39 (7); syntactic 37 (4) -> 39 (5) and 39 (10) -> 35 (8); Bible style
-   7 (11) -> 7 (13) and 15 (1) -> 26 (4); BadNets 1% + TAL 50 -> 50 both; a clean model 2 (13) -> 2 (15) and
-   0 (5) -> 0 (5). The first pass's numbers (its heads and verdict too) stay in ``ScanReport.first_pass``.
-5. A model-level verdict — ``detection.model_verdict`` — from the final pass's clean dev scores, pool scores
-   and flags. Measured over the 17 SST-2 benchmark models (3 clean), verdict from the first pass -> the final
-   pass (two rounds): AUROC 0.952 -> 0.952, 0.967 -> 1.000 when only backdoors that took (ASR >= 50%) count,
-   accuracy at 0.5 64.7% -> 76.5%; the backdoors that took score higher (BadNets 3% 0.41 -> 0.78, AddSent 3%
-   0.60 -> 0.84, syntactic 0.62 -> 0.84) while the clean models stay at or below 0.24.
+   suspicious heads only (``detection.head_focus_detector``: each suspicious head's focus z-scored against the
+   same clean fit half, averaged; threshold at the same FRR on the same clean dev half), and flag by that. The
+   first pass averages over all heads of a layer, where a backdoor that captured a few heads is diluted by the
+   others; once those heads are known, looking at them alone finds more of the triggered inputs. Then
+   (``refine_rounds``, default ``DEFAULT_REFINE_ROUNDS``) the heads are rated again on the refined flags (more
+   triggered inputs, so a cleaner collapse estimate) and the pool is flagged once more by the new suspicious
+   heads; these heads are the report's. The first pass's numbers (its heads and verdict too) stay in
+   ``ScanReport.first_pass``.
+5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
+   flags.
+
+Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
+(verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's
+AUROC over all models) and "Detection AUROC" (``head_similarity`` = first pass, ``head_similarity_2pass`` =
+refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the data, one refine round against two.
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -43,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import DataError, TextDataset, check_labels_match
+from . import settings as S
 from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
@@ -66,8 +63,8 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
 
 MAX_FLAGGED_LISTED = 200
-DEFAULT_REFINE = True
-DEFAULT_REFINE_ROUNDS = 2
+DEFAULT_REFINE = S.REFINE
+DEFAULT_REFINE_ROUNDS = S.REFINE_ROUNDS
 
 
 @dataclass
@@ -87,6 +84,11 @@ class ScanReport:
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
+        detector: the first pass's ``detection.SimilarityDetector`` (per-layer features, fitted on the clean
+            fit half, threshold at ``frr_target`` on the clean dev half): score any other inputs with it.
+        head_detector: the final pass's ``detection.head_focus_detector`` for the final suspicious heads (same
+            clean halves; its threshold is ``threshold``); None when the refined passes did not run.
+        clean_fit_texts / clean_dev_texts: the clean texts that fitted the statistics / set the thresholds.
     """
 
     model_name: str
@@ -113,6 +115,10 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    detector: SimilarityDetector | None = field(default=None, repr=False)
+    head_detector: SimilarityDetector | None = field(default=None, repr=False)
+    clean_fit_texts: list[str] = field(default_factory=list, repr=False)
+    clean_dev_texts: list[str] = field(default_factory=list, repr=False)
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -235,7 +241,7 @@ def scan_model(
     importance_inputs: int = 64,
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
     model_name: str = "model",
@@ -247,7 +253,7 @@ def scan_model(
     Args:
         clean: the defender's clean labelled set (at least 8 texts; its labels must match the model's).
         pool_texts: unlabelled inputs that may contain triggered ones (optional).
-        frr: false-rejection rate for the threshold (default 5%).
+        frr: false-rejection rate for the threshold (default ``detection.DEFAULT_FRR``).
         aggregate, length_adjust: see ``detection.SimilarityDetector``.
         max_clean: use at most this many clean texts (a seeded sample), None = all.
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
@@ -297,6 +303,7 @@ def scan_model(
         )
 
     heads = rate_heads(flagged)
+    first_det, head_det = det, None
     first_pass = None
     rounds = int(refine_rounds) if refine and pool else 0
     for r in range(rounds):
@@ -316,7 +323,7 @@ def scan_model(
                           "heads": list(heads.suspicious_labels),
                           "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
                                                    num_labels)}
-        det = det_r
+        det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
@@ -353,4 +360,8 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        detector=first_det,
+        head_detector=head_det,
+        clean_fit_texts=[clean.texts[i] for i in fit_idx],
+        clean_dev_texts=[clean.texts[i] for i in dev_idx],
     )

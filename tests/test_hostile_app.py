@@ -139,7 +139,7 @@ def test_md_is_literal_text_in_commonmark():
     from app_pages._text import md, md_code
 
     render = MarkdownIt("commonmark", {"html": True}).render
-    for p in PAYLOADS + ["1. item", "# head", "> quote", "- item", "a_b_c", "x\n\n# y", "\\*"]:
+    for p in PAYLOADS + ["1. item", "# head", "> quote", "- item", "a_b_c", "_x_", "a _b_ c", "__d__", "x\n\n# y", "\\*"]:
         flat = " ".join(p.split())
         assert render(md(p)) == f"<p>{html.escape(flat)}</p>\n", p
         assert "<" not in render(md_code(p)).replace("<p>", "").replace("</p>", "").replace(

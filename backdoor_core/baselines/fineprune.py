@@ -17,50 +17,29 @@ import numpy as np
 import torch
 
 from ..architecture import attention_blocks, head_parameter_masks
+from .. import settings as S
+from ..forward import run_with_cache
 from ..training import Progress, TrainConfig, TrainResult
 from .finetune import default_config, finetune
 
-DEFAULT_PRUNE_FRACTION = 0.2
+DEFAULT_PRUNE_FRACTION = S.PRUNE_FRACTION
 
 
-@torch.no_grad()
-def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
-    """``(L, H)`` mean L2 norm of each head's context vector over real tokens of ``texts``."""
-    blocks = attention_blocks(model)
-    L, H = len(blocks), blocks[0].num_heads
-    sums = np.zeros((L, H))
-    count = 0.0
-    state: dict = {}
-    handles = []
+def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = S.MAX_LENGTH, batch_size: int = 32) -> np.ndarray:
+    """``(L, H)`` mean L2 norm of each head's context vector over real tokens of ``texts``
+    (``forward.run_with_cache``'s per-head contexts ``z``, reduced batch by batch)."""
 
-    def make_hook(block):
-        def hook(module, args):
-            x = args[0]  # (B, T, H*D)
-            norms = x.float().view(*x.shape[:-1], block.num_heads, block.head_dim).norm(dim=-1)  # (B, T, H)
-            m = state["mask"][..., None]
-            sums[block.layer] += (norms * m).sum((0, 1)).cpu().numpy()
+    def norms(batch) -> dict[str, torch.Tensor]:
+        m = batch.attention_mask.float()[:, :, None]  # (B, T, 1)
+        per_layer = [(z.float().norm(dim=-1) * m).sum(1) for z in batch.z]  # (B, H) from (B, T, H, D)
+        return {"norm_sum": torch.stack(per_layer, dim=1)}  # (B, L, H)
 
-        return hook
-
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        for b in blocks:
-            handles.append(b.output.register_forward_pre_hook(make_hook(b)))
-        texts = list(texts)
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            state["mask"] = enc["attention_mask"].float()
-            model(**enc)
-            count += float(enc["attention_mask"].sum())
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    return sums / max(count, 1.0)
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("Head activity needs at least one text.")
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, want=("z",),
+                           reduce=norms)
+    return cache.reduced["norm_sum"].astype(np.float64).sum(0) / max(float(cache.lengths.sum()), 1.0)
 
 
 def choose_lowest(values: np.ndarray, fraction: float) -> np.ndarray:

@@ -30,55 +30,49 @@ import numpy as np
 import torch
 
 from ..architecture import head_gates
+from .. import settings as S
 from ..metrics import accuracy
-from ..training import Progress, TrainConfig, _sorted_predict
+from ..forward import predict, run_with_cache
+from ..training import Progress, TrainConfig
 from .finetune import default_config, finetune
 from .fineprune import prune_heads_persistent, trainable_except
 
-DEFAULT_LAMBDA = 0.15
-DEFAULT_GROUP = 10
-DEFAULT_ACC_MARGIN = 0.07
+DEFAULT_LAMBDA = S.PURE_LAMBDA
+DEFAULT_GROUP = S.PURE_GROUP
+DEFAULT_ACC_MARGIN = S.PURE_ACC_MARGIN
 
 
-@torch.no_grad()
-def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = 128,
+def _cls_variance(batch) -> dict[str, torch.Tensor]:
+    """``forward.run_with_cache`` reducer: ``(B, L, H)`` variance over real keys of each head's [CLS] row."""
+    m = batch.attention_mask.float()  # (B, T)
+    cnt = m.sum(-1)[:, None]  # (B, 1)
+    per_layer = []
+    for att in batch.attentions:
+        row = att[:, :, 0, :].float()  # (B, H, T)
+        mean = (row * m[:, None]).sum(-1) / cnt
+        per_layer.append((((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt)  # (B, H)
+    return {"var": torch.stack(per_layer, dim=1)}
+
+
+def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = S.MAX_LENGTH,
                            batch_size: int = 32) -> np.ndarray:
     """``(L, H)``: variance over real key positions of the [CLS] row, averaged over ``texts``."""
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    total, n = None, 0
-    try:
-        texts = list(texts)
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_attentions=True)
-            m = enc["attention_mask"].float()  # (B, T)
-            cnt = m.sum(-1)[:, None]  # (B, 1)
-            per_layer = []
-            for att in out.attentions:
-                row = att[:, :, 0, :].float()  # (B, H, T)
-                mean = (row * m[:, None]).sum(-1) / cnt
-                var = (((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt
-                per_layer.append(var.sum(0))  # (H,)
-            s = torch.stack(per_layer).cpu().numpy()
-            total = s if total is None else total + s
-            n += enc["input_ids"].shape[0]
-    finally:
-        model.train(was)
-    return total / max(n, 1)
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("The [CLS] attention variance needs at least one text.")
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=_cls_variance)
+    return cache.reduced["var"].mean(0)
 
 
 def _gated_accuracy(model, tokenizer, texts, labels, pruned: np.ndarray, max_length: int) -> float:
     with head_gates(model, torch.as_tensor(~pruned, dtype=torch.float32)):
-        preds = _sorted_predict(model, tokenizer, list(texts), max_length, 64).argmax(1)
+        preds = predict(model, tokenizer, list(texts), max_length, 64).argmax(1)
     return accuracy(preds, labels)
 
 
 def search_pruning(model, tokenizer, val_texts, val_labels, variance: np.ndarray, min_acc: float,
-                   group: int = DEFAULT_GROUP, max_length: int = 128,
+                   group: int = DEFAULT_GROUP, max_length: int = S.MAX_LENGTH,
                    should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Step 3 of PURE; returns the ``(L, H)`` pruned mask and a log of (heads pruned, accuracy)."""
     L, H = variance.shape

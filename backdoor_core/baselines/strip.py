@@ -17,10 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..training import _sorted_predict
+from ..forward import predict
+from .. import settings as S
 
-DEFAULT_REPEATS = 10
-DEFAULT_SWAP_RATIO = 0.5
+DEFAULT_REPEATS = S.STRIP_REPEATS
+DEFAULT_SWAP_RATIO = S.STRIP_SWAP_RATIO
 
 
 def perturb(text: str, words: Sequence[str], swap_ratio: float, rng: random.Random) -> str:
@@ -38,7 +39,7 @@ def strip_scores(
     repeats: int = DEFAULT_REPEATS,
     swap_ratio: float = DEFAULT_SWAP_RATIO,
     seed: int = 0,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 64,
 ) -> np.ndarray:
     """``(N,)`` STRIP scores (minus mean entropy of the perturbed predictions; higher = more suspicious)."""
@@ -52,6 +53,6 @@ def strip_scores(
     perturbed = [perturb(t, words, swap_ratio, rng) for t in texts for _ in range(repeats)]
     if not perturbed:
         return np.zeros(0)
-    probs = _sorted_predict(model, tokenizer, perturbed, max_length, batch_size)
+    probs = predict(model, tokenizer, perturbed, max_length, batch_size)
     ent = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(-1)
     return -ent.reshape(len(texts), repeats).mean(1)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from .. import settings as S
 from ..cli import format_table, print_json
+from ..poisoning import BADNETS_TRIGGERS
+from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
 
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="compare a text with and without a trigger, head by head")
     p.add_argument("--model", default="default", help="'default', a model directory, or a hub id")
     p.add_argument("--text", required=True, help="the clean text")
-    p.add_argument("--trigger", default="cf", help="word or sentence to insert (default: cf)")
+    p.add_argument("--trigger", default=BADNETS_TRIGGERS[0],
+                   help=f"word or sentence to insert (default: {BADNETS_TRIGGERS[0]})")
     p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
-    p.add_argument("--seed", type=int, default=0, help="seed for a random position")
-    p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default 128)")
+    p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
+    p.add_argument("--max-length", type=int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -31,6 +35,8 @@ def run(args) -> int:
 
     check_text(args.text)
     lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    warn_card(lm)
+    resolve_max_length(args, lm)
     result = inspect_text(
         lm.model, lm.tokenizer, args.text, args.trigger, args.position, args.seed, args.max_length, lm.label_names
     )

@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .. import settings as S
 from ..cli import format_table, print_json
 
+MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
+                   f"{S.MAX_LENGTH})")
 
-def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> None:
+
+def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLEAN_BUDGET) -> None:
     """Arguments shared by ``scan`` and ``sanitize``."""
     p.add_argument("model", help="'default', a model directory, or a hub id")
     p.add_argument("--clean-data", required=True,
@@ -22,19 +26,21 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> No
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
                         ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed for samples and splits")
+    p.add_argument("--max-length", type=int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
 
 
 def register(sub) -> None:
     p = sub.add_parser("scan", help="find a backdoor without knowing the trigger: verdict, heads, flagged inputs")
     add_data_args(p)
-    p.add_argument("--frr", type=float, default=0.05, help="false-rejection rate on clean dev data (default 0.05)")
+    p.add_argument("--frr", type=float, default=S.FRR,
+                   help=f"false-rejection rate on clean dev data (default {S.FRR:g})")
     p.add_argument("--top-k", type=int, default=None, help="exactly this many suspicious heads (default: rule)")
-    p.add_argument("--rel-threshold", type=float, default=0.1,
-                   help="suspicious when score >= this x the best head's score (default 0.1)")
-    p.add_argument("--max-fraction", type=float, default=0.25, help="at most this share of heads (default 0.25)")
+    p.add_argument("--rel-threshold", type=float, default=S.REL_THRESHOLD,
+                   help=f"suspicious when score >= this x the best head's score (default {S.REL_THRESHOLD:g})")
+    p.add_argument("--max-fraction", type=float, default=S.MAX_FRACTION,
+                   help=f"at most this share of heads (default {S.MAX_FRACTION:g})")
     p.add_argument("--no-refine", action="store_true",
                    help="skip the refined passes (re-flagging the pool by the suspicious heads' focus)")
     p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
@@ -82,13 +88,31 @@ def read_pool(spec: str | None, split: str = "test") -> list[str]:
     return list(load_dataset(spec, split=split).texts)
 
 
+def warn_card(lm) -> None:
+    """One ``warning:`` line on stderr per field the model card dropped (hostile or broken metadata)."""
+    for w in lm.card.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def resolve_max_length(args, lm) -> int:
+    """``--max-length`` when given, else the model card's rule (``defender_data.model_max_length``)."""
+    from ..defender_data import model_max_length
+
+    if args.max_length is None:
+        args.max_length = model_max_length(lm)
+    return args.max_length
+
+
 def load_inputs(args):
-    """(LoadedModel, clean TextDataset, pool texts) from the shared arguments, with plain errors."""
+    """(LoadedModel, clean TextDataset, pool texts) from the shared arguments, with plain errors; fills in
+    ``args.max_length`` from the model card when it was not given."""
     from ..data import load_dataset
     from ..models import load_model
     from ..scan import check_clean_set
 
     lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    warn_card(lm)
+    resolve_max_length(args, lm)
     clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed)
     if args.n_clean is not None and args.n_clean > 0 and len(clean) > args.n_clean:
         clean = clean.sample(args.n_clean, seed=args.seed)
