@@ -429,3 +429,13 @@ def test_zoo_lock_excludes_while_its_file_is_deleted_and_recreated(tmp_path):
     for t in threads:
         t.join()
     assert not overlaps and not path.exists()
+
+
+def test_cli_zoo_build_while_another_builds_is_one_line(tmp_path, capsys):
+    from backdoor_core import zoo
+    from backdoor_core.cli import main
+
+    with zoo._locked(tmp_path / zoo.BUILD_LOCK, wait=False, info={"pid": 4242, "started": time.time()}):
+        assert main(["zoo", "build", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the demo zoo") and "process 4242" in err and len(err.splitlines()) == 1, err
