@@ -37,7 +37,7 @@ with c2:
     pool_texts, truth = [], None
     if pool_kind == pool_kinds[0]:
         if known_attack is None:
-            st.info("This model's metadata names no attack, so no triggered inputs can be simulated; the pool "
+            st.info("This model's card names no attack, so no triggered inputs can be simulated; the pool "
                     "will hold clean test texts only.", icon=":material/info:")
         n_pool_clean = st.number_input("Clean texts in the pool", 0, len(test_full), step=10,
                                        **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))

@@ -103,7 +103,7 @@ with right:
         else:
             seed = st.number_input("Seed", 0, 10_000, **ui.keep("inspect.seed", 0))
     if meta_trigger:
-        st.caption(f"This model's metadata names its trigger: {md_code(meta_trigger)}.")
+        st.caption(f"This model's card names its trigger: {md_code(meta_trigger)}.")
 
 # --------------------------------------------------------------------------------------------- compute
 

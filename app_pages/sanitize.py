@@ -145,7 +145,7 @@ if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
 if "asr" not in b:
-    st.caption("ASR is not shown: this model's metadata names no attack, so there is no triggered test set.")
+    st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 
 c1, c2 = st.columns([2, 3], gap="medium")
 with c1:

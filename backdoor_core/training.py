@@ -360,7 +360,7 @@ def make_evaluator(
     poisoned_texts: Sequence[str] | None,
     target: int | None,
     max_length: int = S.MAX_LENGTH,
-    batch_size: int = 64,
+    batch_size: int = S.EVAL_BATCH_SIZE,
 ) -> Callable[[Any], dict[str, float]]:
     """A ``model -> {"cacc", "asr"}`` callable for ``train(evaluate=...)``.
 
