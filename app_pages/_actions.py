@@ -139,6 +139,7 @@ def scan_evaluation(report, truth) -> dict | None:
 
 def scan_figures(report, truth=None) -> dict:
     from backdoor_core import figures as F
+    from backdoor_core.architecture import layer_labels
 
     heads = report.heads
     flagged = np.zeros(len(report.pool_texts), bool)
@@ -151,7 +152,8 @@ def scan_figures(report, truth=None) -> dict:
         "scatter": F.importance_similarity_scatter(heads.importance, heads.collapse, heads.suspicious,
                                                    x_title="similarity collapse on flagged inputs (z)",
                                                    y_title="importance |∂margin/∂gate|"),
-        "grid": F.suspicious_head_grid(heads.score, heads.suspicious),
+        "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
+            (getattr(report, "architecture", None) or {}).get("layer_kinds"))),
         "hist": F.score_histogram(groups, report.threshold),
     }
 

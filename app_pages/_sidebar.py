@@ -7,9 +7,11 @@ from typing import Any
 
 import streamlit as st
 
+from backdoor_core import settings as S
+
 from app_pages._data import data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
-from app_pages._models import current_model, labels_problem, model_ref
+from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref
 from app_pages._state import keep, ss
 from app_pages._text import md, md_code
 
@@ -45,6 +47,11 @@ def sidebar() -> None:
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset; running jobs."""
     handle_finished_jobs()
     with st.sidebar:
+        from backdoor_core.device import DEVICE_CHOICES, available_devices
+
+        st.selectbox("Device", DEVICE_CHOICES, **keep(K_DEVICE, S.DEVICE),
+                     help="Where models run: auto picks a CUDA GPU, else Apple MPS, else the CPU. Available here: "
+                          + ", ".join(available_devices()) + ".")
         st.markdown("### Current model")
         loaded = current_model(show_errors=False)
         if loaded is None:
@@ -52,8 +59,9 @@ def sidebar() -> None:
         else:
             ref = model_ref()
             st.markdown(f"**{md(loaded.name)}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
-            st.caption(f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
-                       + md(", ".join(loaded.label_names)))
+            st.caption(md(f"{loaded.summary().get('architecture', '')} · "
+                          f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
+                          + ", ".join(loaded.label_names)))
             card = loaded.card
             bits = []
             if card.is_clean:

@@ -140,6 +140,13 @@ if ev:
     e3.metric("AUROC", f"{ev['auroc']:.3f}")
     st.caption("Measured on the simulated pool, where we know which inputs carry the trigger.")
 
+arch_info = getattr(report, "architecture", None) or {}
+for key in ("focus", "similarity"):
+    if key in (arch_info.get("notes") or {}):
+        st.caption(f":material/info: {arch_info['notes'][key]}")
+if len(set(arch_info.get("layer_kinds") or [])) > 1:
+    st.caption("Layers differ in kind (" + ", ".join(f"L{i}: {k}" for i, k in enumerate(arch_info["layer_kinds"]))
+               + "); the grids label them.")
 figs = A.scan_figures(report, info.get("truth"))
 c1, c2 = st.columns(2, gap="medium")
 with c1:

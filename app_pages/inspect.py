@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import figures as F
+from backdoor_core.architecture import layer_labels
 from backdoor_core.attention import InputTextError
 from backdoor_core.data import DataError, list_shared
 from backdoor_core.defender_data import model_max_length
@@ -185,16 +186,21 @@ with p2:
 # --------------------------------------------------------------------------------------------- heads
 
 L, H = result.concentration.shape
+arch_info = result.architecture or {}
+layer_names = layer_labels(arch_info.get("layer_kinds"))
+for key in ("concentration", "similarity"):
+    if key in (arch_info.get("notes") or {}):
+        st.caption(f":material/info: {arch_info['notes'][key]}")
 tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views"])
 
 with tabs[0]:
     c1, c2 = st.columns(2, gap="medium")
     with c1:
-        ui.plot(F.concentration_heatmap(result.concentration), key="inspect.conc")
+        ui.plot(F.concentration_heatmap(result.concentration, layer_labels=layer_names), key="inspect.conc")
         st.caption("Share of attention that the tokens send to the trigger's tokens (the Trojan Attention Loss "
                    "pushes chosen heads toward 1).")
     with c2:
-        ui.plot(F.similarity_delta_heatmap(result.similarity_delta), key="inspect.delta")
+        ui.plot(F.similarity_delta_heatmap(result.similarity_delta, layer_labels=layer_names), key="inspect.delta")
         st.caption("How much more each head resembles the other heads of its layer once the trigger is in (red).")
     st.markdown("**Top heads**")
     st.dataframe(result.top_heads(10), hide_index=True, column_order=["head", "concentration", "similarity_delta"],

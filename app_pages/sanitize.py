@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backdoor_core.architecture import describe as describe_architecture
 from backdoor_core import defender_data as D
 from backdoor_core import defenses as defenses_mod
 from backdoor_core import detection
@@ -98,7 +99,13 @@ with c3:
 job = ui.get_job("sanitize")
 running = job is not None and job.active
 out_name = f"{loaded.name}-{defense}"
-if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running, key="sanitize.run"):
+arch_info = describe_architecture(loaded.model)
+refused = defense != "finetune" and not arch_info.supports.get("sanitize", True)
+if refused:  # e.g. ALBERT: one set of attention weights shared by every layer
+    st.warning(f"{DEFENSES[defense].label} is not available for {arch_info.name}: {arch_info.refusal}",
+               icon=":material/block:")
+if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running or refused,
+             key="sanitize.run"):
     try:
         clean = train_full.sample(int(n_clean), seed=0)
         pool = []

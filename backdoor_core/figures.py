@@ -138,16 +138,27 @@ def _head_axis_names(n_layers: int, n_heads: int) -> np.ndarray:
 
 def _mark_trace(mask: np.ndarray, x_labels: Sequence[str], y_labels: Sequence[str], name: str) -> go.Scatter:
     ls, hs = np.nonzero(mask)
+    size = int(max(10, min(34, 900 / max(len(y_labels), len(x_labels), 1))))  # 24-32 layers x 16-32 heads fit
     return go.Scatter(
         x=[x_labels[h] for h in hs],
         y=[y_labels[l] for l in ls],
         mode="markers",
-        marker=dict(symbol="square-open", size=34, color=MARK_COLOR, line=dict(width=4, color=MARK_COLOR)),
+        marker=dict(symbol="square-open", size=size, color=MARK_COLOR,
+                    line=dict(width=4 if size > 20 else 2, color=MARK_COLOR)),
         name=text(name),
         text=[head_label(int(l), int(h)) for l, h in zip(ls, hs)],
         hovertemplate="<b>%{text}</b> — " + text(name) + "<extra></extra>",
         showlegend=True,
     )
+
+
+def _sparse_ticks(labels: Sequence[str], most: int) -> dict:
+    """Axis kwargs that label every 2nd/4th category when there are more than ``most`` (32 heads or layers
+    stay readable; the hover still names every cell)."""
+    if len(labels) <= most:
+        return {}
+    step = 2 if len(labels) <= 2 * most else 4
+    return dict(tickmode="array", tickvals=list(labels)[::step], ticktext=list(labels)[::step])
 
 
 def _grid_height(n_rows: int, base: int = 170, per_row: int = 48, cap: int = 900) -> int:
@@ -170,15 +181,19 @@ def layer_head_heatmap(
     mark_name: str = "marked",
     show_text: bool | None = None,
     height: int | None = None,
+    layer_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """A ``(layers, heads)`` heatmap: heads on x (``H0``..), layers on y (``L0`` at the top), hover ``L{l}H{h}``.
 
     ``marks``: optional boolean ``(layers, heads)`` mask drawn as open squares (e.g. suspicious heads).
+    ``layer_labels``: y labels instead of ``L{l}``, e.g. ``architecture.layer_labels`` (ModernBERT's
+    ``L1 (local)``).
     """
     z = _as2d(values, "values")
     n_layers, n_heads = z.shape
     xs = [f"H{h}" for h in range(n_heads)]
-    ys = [f"L{l}" for l in range(n_layers)]
+    ys = list(layer_labels) if layer_labels is not None and len(layer_labels) == n_layers else \
+        [f"L{l}" for l in range(n_layers)]
     fig = go.Figure(
         _grid_heatmap(z, xs, ys, _head_axis_names(n_layers, n_heads), value_name=value_name,
                       colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax, show_text=show_text)
@@ -189,25 +204,30 @@ def layer_head_heatmap(
             raise ValueError(f"marks shape {mask.shape} does not match values shape {z.shape}")
         if mask.any():
             fig.add_trace(_mark_trace(mask, xs, ys, mark_name))
-    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category")
-    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category")
+    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category",
+                     **_sparse_ticks(xs, 16))
+    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category",
+                     **_sparse_ticks(ys, 24))
     style(fig, title, height or _grid_height(n_layers),
           legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
     return fig
 
 
-def concentration_heatmap(concentration: Any, title: str | None = "Trigger concentration per head") -> go.Figure:
+def concentration_heatmap(concentration: Any, title: str | None = "Trigger concentration per head",
+                          layer_labels: Sequence[str] | None = None) -> go.Figure:
     """The TAL metric: the share of attention that queries send to the trigger's tokens, per head (0..1)."""
     return layer_head_heatmap(concentration, title=title, value_name="attention on trigger",
-                              colorscale=SEQUENTIAL, zmin=0.0, zmax=max(1e-6, float(np.nanmax(concentration))))
+                              colorscale=SEQUENTIAL, zmin=0.0, zmax=max(1e-6, float(np.nanmax(concentration))),
+                              layer_labels=layer_labels)
 
 
-def similarity_delta_heatmap(delta: Any, title: str | None = "Change in head-to-head similarity (triggered − clean)"):
+def similarity_delta_heatmap(delta: Any, title: str | None = "Change in head-to-head similarity (triggered − clean)",
+                             layer_labels: Sequence[str] | None = None):
     """Positive (red) where the trigger pulls a head into the same pattern as the other heads of its layer."""
     d = _as2d(delta, "delta")
     bound = max(1e-6, float(np.nanmax(np.abs(d))))
     return layer_head_heatmap(d, title=title, value_name="Δ similarity", colorscale=DIVERGING, zmid=0.0,
-                              zmin=-bound, zmax=bound)
+                              zmin=-bound, zmax=bound, layer_labels=layer_labels)
 
 
 def suspicious_head_grid(
@@ -215,10 +235,11 @@ def suspicious_head_grid(
     suspicious: Any,
     title: str | None = "Head safety: suspicious heads marked",
     value_name: str = "suspicion score",
+    layer_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Per-head scores with the suspicious heads outlined."""
     return layer_head_heatmap(scores, title=title, value_name=value_name, colorscale="YlOrRd",
-                              marks=suspicious, mark_name="suspicious")
+                              marks=suspicious, mark_name="suspicious", layer_labels=layer_labels)
 
 
 def before_after_heatmaps(
