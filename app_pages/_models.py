@@ -13,6 +13,7 @@ from backdoor_core import settings as S
 
 from app_pages._data import dataset, dataset_or_none
 from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
+from app_pages._text import md
 
 K_DEVICE = "lab.device"  # the sidebar's device choice (backdoor_core.device.DEVICE_CHOICES)
 from app_pages._widgets import show_error
@@ -97,7 +98,7 @@ def current_model(show_errors: bool = True):
 
     ref = model_ref()
     try:
-        with st.spinner(f"Loading model {ref.get('name') or ref.get('spec')}…"):
+        with st.spinner(f"Loading model {md(ref.get('name') or ref.get('spec'))}…"):
             loaded = load_ref(ref)
     except (ModelLoadError, KeyError, OSError, ValueError) as exc:
         ss()["lab.model_error"] = str(exc)

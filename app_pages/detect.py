@@ -9,6 +9,7 @@ from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._text import md
 
 ui.page_header(
     "Detect a backdoor",
@@ -90,7 +91,7 @@ if st.button("Scan the model", type="primary", icon=":material/radar:", disabled
 def _live(snap):
     last = snap.last_event or {}
     if last.get("stage"):
-        st.caption(f"Stage: {last['stage']} ({last.get('done', 0)}/{last.get('total', '?')})")
+        st.caption(f"Stage: {md(last['stage'])} ({last.get('done', 0)}/{last.get('total', '?')})")
 
 
 ui.job_panel("scan", draw=_live)
@@ -105,7 +106,7 @@ if report is None or (job is not None and job.active):
     st.stop()
 
 if info.get("model_name") != loaded.name:
-    st.caption(f"Results below are for **{info.get('model_name')}** (scanned earlier).")
+    st.caption(f"Results below are for **{md(info.get('model_name'))}** (scanned earlier).")
 
 v = report.verdict
 st.divider()

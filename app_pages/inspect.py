@@ -15,6 +15,7 @@ from backdoor_core.defender_data import model_max_length
 from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
 from app_pages import _common as ui
+from app_pages._text import md, md_code
 
 ui.page_header(
     "Inspect a text",
@@ -52,7 +53,7 @@ with left:
         if ds is not None and len(ds):
             n = min(len(ds), 200)
             idx = st.number_input(f"Example number (0–{n - 1})", 0, n - 1, **ui.keep("inspect.example", 0))
-            st.caption(f"[{ds.label_names[ds.labels[int(idx)]]}] {ds.texts[int(idx)][:300]}")
+            st.caption(md(f"[{ds.label_names[ds.labels[int(idx)]]}] {ds.texts[int(idx)][:300]}"))
 
             def _use_example(i=int(idx)):
                 ui.set_kept("inspect.text", ds.texts[i])
@@ -103,7 +104,7 @@ with right:
         else:
             seed = st.number_input("Seed", 0, 10_000, **ui.keep("inspect.seed", 0))
     if meta_trigger:
-        st.caption(f"This model's card names its trigger: `{meta_trigger}`.")
+        st.caption(f"This model's card names its trigger: {md_code(meta_trigger)}.")
 
 # --------------------------------------------------------------------------------------------- compute
 
@@ -279,8 +280,8 @@ ui.lab().record(
     "inspect",
     "Inspection",
     key="inspect:latest",
-    text=(f"Text: *{result.clean.text[:300]}*\n\nTrigger: `{result.trigger}` — prediction "
-          f"**{clean_pred['label']}** → **{trig_pred['label']}**" + (" (flipped)" if flipped else "")),
+    text=(f"Text: *{md(result.clean.text, 300)}*\n\nTrigger: {md_code(result.trigger)} — prediction "
+          f"**{md(clean_pred['label'])}** → **{md(trig_pred['label'])}**" + (" (flipped)" if flipped else "")),
     table=result.top_heads(10),
     figures=[F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs),
              F.concentration_heatmap(result.concentration)],

@@ -12,6 +12,7 @@ from backdoor_core import figures as F
 from backdoor_core import settings as S
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._save import save_panel
 
 ui.page_header(
     "Sanitize",
@@ -195,24 +196,16 @@ if attack is not None:
 # --------------------------------------------------------------------------------------------- keep it
 
 st.subheader("Keep the sanitized model")
-k1, k2, k3 = st.columns(3)
+st.caption("It stays in this browser session until you save it.")
+k1, k2 = st.columns(2)
 with k1:
     if st.button("Make it the current model", key="sanitize.use", icon=":material/check:"):
         ui.set_session_model(res["loaded"].name, res["loaded"])
         st.rerun()
 with k2:
-    if st.button("Save into the zoo folder", key="sanitize.save", icon=":material/save:"):
-        from backdoor_core.models import save_model
-
-        try:
-            with st.spinner("Saving…"):
-                path = save_model(res["loaded"].model, res["loaded"].tokenizer,
-                                  ui.zoo_dir() / f"user-{A.slug(res['loaded'].name)}", res["loaded"].card)
-            st.success(f"Saved to `{path}`.", icon=":material/check_circle:")
-        except OSError as exc:
-            ui.show_error(exc, "Could not save: ")
-with k3:
     sanitized = res["loaded"]
     st.download_button("Download (.zip)", data=lambda: A.saved_zip_bytes(sanitized),
                        file_name=f"{A.slug(sanitized.name)}.zip", mime="application/zip",
                        icon=":material/download:", key="sanitize.download")
+with st.expander("Save into the zoo folder"):
+    save_panel(res["loaded"], "sanitize")
