@@ -10,6 +10,7 @@ from backdoor_core import settings as S
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._text import md
 
 ui.page_header(
     "Detect a backdoor",
@@ -91,7 +92,7 @@ if st.button("Scan the model", type="primary", icon=":material/radar:", disabled
 def _live(snap):
     last = snap.last_event or {}
     if last.get("stage"):
-        st.caption(f"Stage: {last['stage']} ({last.get('done', 0)}/{last.get('total', '?')})")
+        st.caption(f"Stage: {md(last['stage'])} ({last.get('done', 0)}/{last.get('total', '?')})")
 
 
 ui.job_panel("scan", draw=_live)
@@ -106,7 +107,7 @@ if report is None or (job is not None and job.active):
     st.stop()
 
 if info.get("model_name") != loaded.name:
-    st.caption(f"Results below are for **{info.get('model_name')}** (scanned earlier).")
+    st.caption(f"Results below are for **{md(info.get('model_name'))}** (scanned earlier).")
 
 v = report.verdict
 st.divider()
@@ -140,6 +141,13 @@ if ev:
     e3.metric("AUROC", f"{ev['auroc']:.3f}")
     st.caption("Measured on the simulated pool, where we know which inputs carry the trigger.")
 
+arch_info = getattr(report, "architecture", None) or {}
+for key in ("focus", "similarity"):
+    if key in (arch_info.get("notes") or {}):
+        st.caption(f":material/info: {arch_info['notes'][key]}")
+if len(set(arch_info.get("layer_kinds") or [])) > 1:
+    st.caption("Layers differ in kind (" + ", ".join(f"L{i}: {k}" for i, k in enumerate(arch_info["layer_kinds"]))
+               + "); the grids label them.")
 figs = A.scan_figures(report, info.get("truth"))
 c1, c2 = st.columns(2, gap="medium")
 with c1:

@@ -13,6 +13,7 @@ from backdoor_core import settings as S
 from backdoor_core.poisoning import BADNETS_TRIGGERS
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._text import md
 
 STEPS = [
     "A clean model",
@@ -43,7 +44,7 @@ def _load(entry: dict | None):
     if entry is None:
         return None
     try:
-        with st.spinner(f"Loading {entry.get('title') or entry['name']}…"):
+        with st.spinner(f"Loading {md(entry.get('title') or entry['name'])}…"):
             return ui.shared_model(entry["path"], False, None)
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc)
@@ -60,7 +61,7 @@ def backdoored_model():
     if bd_entry is not None:
         loaded = _load(bd_entry)
         if loaded is not None:
-            st.caption(f"Model in this step: **{bd_entry.get('title') or bd_entry['name']}** from the demo zoo "
+            st.caption(f"Model in this step: **{md(bd_entry.get('title') or bd_entry['name'])}** from the demo zoo "
                        "(the sidebar's current model is not changed by the tour).")
         return loaded
     return ui.current_model()

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .architecture import describe
 from .data import DataError, TextDataset, check_labels_match
 from . import settings as S
 from .detection import (
@@ -119,6 +120,7 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    architecture: dict = field(default_factory=dict)  # architecture.describe(model).to_dict(): kinds, notes
     detector: SimilarityDetector | None = field(default=None, repr=False)
     head_detector: SimilarityDetector | None = field(default=None, repr=False)
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
@@ -198,6 +200,7 @@ class ScanReport:
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
             "settings": _plain(self.settings),
+            "architecture": _plain(self.architecture),
             "trigger_candidates": None if self.triggers is None else _plain(self.triggers.to_dict(limit=20)),
         }
 
@@ -379,6 +382,7 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        architecture=describe(model).to_dict(),
         detector=first_det,
         head_detector=head_det,
         clean_fit_texts=[clean.texts[i] for i in fit_idx],

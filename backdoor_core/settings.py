@@ -16,6 +16,11 @@ MAX_LENGTH = 128
 MAX_LENGTH_RANGE = (8, 512)
 """A recorded training length outside this range is ignored as broken metadata (``model_card``)."""
 
+# ------------------------------------------------------------------------------------------------ devices
+
+DEVICE = "auto"  # CUDA if visible, else Apple MPS, else CPU (``device.resolve_device``; CLI --device, app sidebar)
+DTYPE = "auto"  # float32 everywhere unless asked (``device.resolve_dtype``): the statistics are delicate
+
 # ------------------------------------------------------------------------------------------------ training
 
 LR = 5e-5  # fine-tuning a whole encoder (``training.TrainConfig``, ``attack`` CLI)

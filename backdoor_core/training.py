@@ -229,7 +229,7 @@ def train(
         raise ValueError("No training examples.")
     t0 = time.perf_counter()
     set_seed(config.seed)
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or Accelerator(cpu=next(model.parameters()).device.type == "cpu")
 
     # --- what may train -------------------------------------------------------------------------------
     named = dict(model.named_parameters())

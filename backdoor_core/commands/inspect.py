@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import settings as S
 from ..cli import format_table, print_json
+from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
 from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
 
@@ -25,6 +26,7 @@ def register(sub) -> None:
                    help="also attribute the triggered prediction to the tokens (Captum): integrated gradients or "
                         "gradient x input, on the clean and the triggered text")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_device_args(p)
     p.set_defaults(func=run)
 
 
@@ -39,7 +41,7 @@ def run(args) -> int:
     from ..models import load_model
 
     check_text(args.text)
-    lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
     warn_card(lm)
     resolve_max_length(args, lm)
     heads_off = None
@@ -67,7 +69,11 @@ def run(args) -> int:
     if args.json:
         print_json(report)
         return 0
-    print(f"model      {lm.name} ({lm.num_layers} layers x {lm.num_heads} heads)")
+    info = report["architecture"] or {}
+    print(f"model      {lm.name} ({info.get('name', '?')}, {lm.num_layers} layers x {lm.num_heads} heads)")
+    for key in ("concentration", "similarity"):
+        if key in (info.get("notes") or {}):
+            print(f"note       {info['notes'][key]}")
     if lm.untrained_head:
         print("note       this model has no trained classification head: predictions are arbitrary "
               "(attention is still the encoder's)")
@@ -98,7 +104,8 @@ def run(args) -> int:
     print(format_table(report["top_heads_by_similarity_change"], ["head", "similarity_delta", "concentration"]))
     print("\nPer-layer mean head-to-head similarity:")
     ls = report["layer_similarity"]
-    rows = [{"layer": f"L{i}", "clean": c, "triggered": t, "delta": d}
+    kinds = info.get("layer_kinds") or []
+    rows = [{"layer": f"L{i}", "kind": kinds[i] if i < len(kinds) else "", "clean": c, "triggered": t, "delta": d}
             for i, (c, t, d) in enumerate(zip(ls["clean"], ls["triggered"], ls["delta"]))]
-    print(format_table(rows, ["layer", "clean", "triggered", "delta"]))
+    print(format_table(rows, ["layer", "kind", "clean", "triggered", "delta"]))
     return 0
