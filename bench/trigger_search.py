@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--pool-clean", type=int, default=150)
     p.add_argument("--pool-triggered", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bki", action="store_true", help="skip BKI's keyword ranking (one forward per word of "
+                                                         "every pool text: slow on BBC's long texts)")
     p.add_argument("--tag", default="")
     return p.parse_args(argv)
 
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
             oracle = {"rank_exact": ts_o.rank_of(triggers),
                       "rank_part": min([r for r in (ts_o.rank_overlapping(t) for t in triggers) if r] or [None]),
                       "top": [c["phrase"] for c in ts_o.to_dict(limit=3)["candidates"]]}
-        bki_words = [w for w, _ in BKI().fit(lm.model, lm.tokenizer, pool, L).keywords(20)] if triggers else []
+        bki_words = ([w for w, _ in BKI().fit(lm.model, lm.tokenizer, pool, L).keywords(20)]
+                     if triggers and not args.no_bki else [])
         trig_words = {w.lower() for t in triggers for w in t.split()}
         bki_rank = next((i for i, w in enumerate(bki_words, 1) if w in trig_words), None)
         row = {"model": m["name"], "title": m.get("title"), "attack": attack_name, "tal": bool(meta.get("tal")),
