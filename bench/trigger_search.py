@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     from backdoor_core.models import load_model
     from backdoor_core.poisoning import get_attack
     from backdoor_core.scan import scan_model
+    from backdoor_core.trigger_search import _contains, normalise
     from backdoor_core.zoo import list_models
 
     quiet_libraries()
@@ -112,20 +113,22 @@ def main(argv=None) -> int:
             pool = pool + poisoned[: args.pool_triggered]
             n_trig = min(args.pool_triggered, len(poisoned))
         random.Random(args.seed + 2).shuffle(pool)
+
+        def holds(text: str) -> bool:  # carries the trigger as whole words ("bb" is not in "bbc")
+            return any(_contains(normalise(text), normalise(t)) for t in triggers)
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=args.seed, model_name=m["name"])
         ts = rep.triggers
         exact = ts.rank_of(triggers) if (ts and triggers) else None
         part = min([r for r in (ts.rank_overlapping(t) for t in triggers) if r] or [None]) if (ts and triggers) \
             else None
-        flagged_trig = sum(any(t.lower() in x.lower() for t in triggers) for x in rep.flagged_texts) if triggers \
-            else 0
+        flagged_trig = sum(holds(x) for x in rep.flagged_texts)
         # diagnostics: the search given perfect flags (the pool's triggered inputs, the scan's heads), and BKI's
         # keyword ranking on the same pool (a reference that reads the pool word by word)
         from backdoor_core.baselines.bki import BKI
         from backdoor_core.trigger_search import search_triggers
 
         oracle = None
-        trig_pool = [x for x in pool if triggers and any(t.lower() in x.lower() for t in triggers)]
+        trig_pool = [x for x in pool if holds(x)]
         if trig_pool and rep.heads.suspicious.any():
             ts_o = search_triggers(lm.model, lm.tokenizer, rep.heads.suspicious, trig_pool, defender.texts,
                                    clean_labels=defender.labels, label_names=defender.label_names, max_length=L,
