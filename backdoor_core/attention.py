@@ -21,8 +21,36 @@ DEFAULT_MAX_LENGTH = 128
 MAX_TEXT_CHARS = 20_000  # longer inputs are refused: only the first max_length tokens are read anyway
 
 
+CHARS_PER_TOKEN_CAP = 128  # a text is cut to max_length * this many characters before tokenizing (our design)
+
+
 class InputTextError(ValueError):
     """A text given for analysis is unusable (empty, or absurdly long)."""
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's outputs hold NaN or Inf: no prediction or attention from it means anything."""
+
+
+def check_finite(values: torch.Tensor, what: str = "logits") -> torch.Tensor:
+    """``values`` unchanged, or ``NonFiniteOutputError`` (one line) when any entry is NaN or Inf."""
+    if not bool(torch.isfinite(values).all()):
+        raise NonFiniteOutputError(
+            f"The model produced NaN/Inf {what}: its weights are broken (or overflow on this input), so no "
+            "prediction or attention map from it means anything."
+        )
+    return values
+
+
+def clip_text(text: str, max_length: int) -> str:
+    """The part of ``text`` the model can read: at most ``max_length * CHARS_PER_TOKEN_CAP`` characters.
+
+    Tokenizers encode the WHOLE string before truncating, so a 100 MB line would cost gigabytes; a word piece
+    covers at least one character, so the first ``max_length`` tokens lie in this prefix unless the text hides
+    them behind long runs of spaces.
+    """
+    limit = max(1, int(max_length)) * CHARS_PER_TOKEN_CAP
+    return text if len(text) <= limit else text[:limit]
 
 
 @dataclass
@@ -99,9 +127,9 @@ def _device(model) -> torch.device:
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH, offsets: bool = False):
-    """Tokenize a batch with padding and truncation to ``max_length`` tokens."""
+    """Tokenize a batch with padding and truncation to ``max_length`` tokens (texts ``clip_text``-ed first)."""
     return tokenizer(
-        list(texts),
+        [clip_text(t, max_length) for t in texts],
         padding=True,
         truncation=True,
         max_length=max_length,
@@ -129,10 +157,12 @@ def run_attention(
     for chunk in _batches(list(texts), batch_size):
         enc = encode(tokenizer, chunk, max_length, offsets=True)
         offsets = enc.pop("offset_mapping").numpy()
-        full_lengths = [len(ids) for ids in tokenizer(list(chunk), truncation=False)["input_ids"]]
+        # one token past max_length tells whether the text was cut, without tokenizing all of a huge text
+        full_lengths = [len(ids) for ids in tokenizer([clip_text(t, max_length + 1) for t in chunk],
+                                                      truncation=True, max_length=max_length + 1)["input_ids"]]
         enc = {k: v.to(device) for k, v in enc.items()}
         out = model(**enc, output_attentions=with_attentions)
-        logits = out.logits.float().cpu().numpy()
+        logits = check_finite(out.logits.float()).cpu().numpy()
         att = None
         if with_attentions:
             if not out.attentions or out.attentions[0] is None:
@@ -165,7 +195,7 @@ def predict(
     out = []
     for chunk in _batches(list(texts), batch_size):
         enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, max_length).items()}
-        out.append(torch.softmax(model(**enc).logits.float(), dim=-1).cpu().numpy())
+        out.append(torch.softmax(check_finite(model(**enc).logits.float()), dim=-1).cpu().numpy())
     if not out:
         return np.zeros((0, int(model.config.num_labels)), dtype=np.float32)
     return np.concatenate(out)

@@ -12,7 +12,7 @@ import random
 import sys
 from pathlib import Path
 
-from ..cli import ctrl_c_stops, print_json
+from ..cli import ctrl_c_stops, fit_max_length, positive_int, print_json
 
 
 def register(sub) -> None:
@@ -37,13 +37,16 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=positive_int, default=128,
+                   help="tokens per text (default 128; capped at the model's position embeddings)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch end)")
     p.add_argument("--train-size", type=int, default=None, help="train on a seeded random subsample")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded random subsample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is not a model saved by this lab (deletes what is there)")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
     p.set_defaults(func=run)
@@ -70,7 +73,7 @@ def load_train_test(spec: str, test_spec: str | None, seed: int):
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from ..models import load_model, save_model
+    from ..models import check_save_target, load_model, save_model
     from ..poisoning import get_attack, train_attack
     from ..tal import DEFAULT_ALPHA, DEFAULT_HEADS, TALConfig
     from ..training import TrainConfig, total_steps_for
@@ -78,6 +81,7 @@ def run(args) -> int:
     from ..training import use_one_thread_if_busy
 
     use_one_thread_if_busy()
+    check_save_target(args.out, args.force)  # refuse before training, not after it
     train_set, test_set = load_train_test(args.data, args.test_data, args.seed)
     if args.train_size:
         train_set = train_set.sample(args.train_size, args.seed)
@@ -86,6 +90,7 @@ def run(args) -> int:
     lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
+    fit_max_length(args, lm)
     attack = None
     if args.attack.lower() not in ("none", "clean"):
         attack = get_attack(args.attack, tokenizer=lm.tokenizer, max_length=args.max_length, trigger=args.trigger,
@@ -130,7 +135,8 @@ def run(args) -> int:
     if args.json:
         print_json({k: v for k, v in meta.items() if k != "history"})
     if args.out:
-        out = save_model(lm.model, lm.tokenizer, args.out, {k: v for k, v in meta.items() if k != "history"})
+        out = save_model(lm.model, lm.tokenizer, args.out, {k: v for k, v in meta.items() if k != "history"},
+                         force=args.force)
         print(f"saved {out}")
     if attack is not None:
         print(f"poisoned {meta['n_poisoned']} of {meta['train_size']} training samples "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import format_table, print_json
+from ..cli import fit_max_length, format_table, positive_int, print_json
 
 
 def register(sub) -> None:
@@ -12,7 +12,8 @@ def register(sub) -> None:
     p.add_argument("--trigger", default="cf", help="word or sentence to insert (default: cf)")
     p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
     p.add_argument("--seed", type=int, default=0, help="seed for a random position")
-    p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default 128)")
+    p.add_argument("--max-length", type=positive_int, default=128,
+                   help="tokens the model reads (default 128; capped at the model's position embeddings)")
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -31,6 +32,7 @@ def run(args) -> int:
 
     check_text(args.text)
     lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    fit_max_length(args, lm)
     result = inspect_text(
         lm.model, lm.tokenizer, args.text, args.trigger, args.position, args.seed, args.max_length, lm.label_names
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import format_table, print_json
+from ..cli import format_table, positive_int, print_json
 
 
 def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> None:
@@ -22,7 +22,8 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> No
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
                         ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens the model reads (default 128)")
+    p.add_argument("--max-length", type=positive_int, default=128,
+                   help="tokens the model reads (default 128; capped at the model's position embeddings)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples and splits")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
 
@@ -44,51 +45,28 @@ def register(sub) -> None:
 
 
 def read_pool(spec: str | None, split: str = "test") -> list[str]:
-    """Texts of a pool given as a file (.txt lines, or a table's text column) or a dataset spec."""
+    """Texts of a pool given as a file (.txt lines, or a table's text column: ``data.read_texts``, with its size,
+    line and row caps) or a dataset spec."""
     if not spec:
         return []
-    from ..data import TEXT_COLUMNS, DataError, load_dataset
+    from ..data import load_dataset, read_texts
 
     path = Path(spec).expanduser()
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".tsv", ".csv", ".jsonl", ".json-lines"):
-            import csv
-            import io
-            import json
-
-            from ..data import _read_text
-
-            raw = _read_text(path)
-            if suffix in (".jsonl", ".json-lines"):
-                rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
-                cols = list(rows[0]) if rows and isinstance(rows[0], dict) else []
-            else:
-                reader = csv.reader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",",
-                                    quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
-                table = [r for r in reader if r]
-                cols = table[0] if table else []
-                rows = [dict(zip(cols, r)) for r in table[1:]]
-            lower = {str(c).strip().lower(): c for c in cols}
-            col = next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
-            if col is None:
-                raise DataError(f"no text column (found {cols}; accepted: {', '.join(TEXT_COLUMNS)})", path)
-            texts = [str(r.get(col, "")) for r in rows]
-        else:
-            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise DataError("the pool file holds no texts", path)
-        return texts
+        return read_texts(path)
     return list(load_dataset(spec, split=split).texts)
 
 
 def load_inputs(args):
     """(LoadedModel, clean TextDataset, pool texts) from the shared arguments, with plain errors."""
     from ..data import load_dataset
-    from ..models import load_model
+    from ..cli import fit_max_length
+    from ..models import load_model, require_head_layout
     from ..scan import check_clean_set
 
     lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    require_head_layout(lm)
+    fit_max_length(args, lm)
     clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed)
     if args.n_clean is not None and args.n_clean > 0 and len(clean) > args.n_clean:
         clean = clean.sample(args.n_clean, seed=args.seed)
