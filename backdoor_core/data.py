@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
-import io
 import json
 import os
 import random
@@ -262,8 +261,8 @@ def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, 
     raise DataError(f"no {kind} column: found columns {list(columns)}, accepted names: {accepted}", path)
 
 
-def _read_text(path: Path) -> str:
-    """Read a whole file as UTF-8 after checking it exists and is not too large."""
+def _check_file(path: Path) -> None:
+    """Raise DataError unless ``path`` is an existing file of at most :data:`MAX_FILE_BYTES`."""
     if not path.exists():
         raise DataError("file not found", path)
     if not path.is_file():
@@ -271,17 +270,36 @@ def _read_text(path: Path) -> str:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise DataError(f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes (MAX_FILE_BYTES)", path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", path, line) from None
-    del raw
-    text = text.removeprefix("\ufeff")
-    if not text or text.isspace():
+
+
+def _text_lines(path: Path, keep_ends: bool = False):
+    """Yield ``(line_no, line)`` (1-based; newline removed unless ``keep_ends``) from a UTF-8 file, one bounded
+    line at a time.
+
+    A line is never read past ``4 * MAX_LINE_CHARS`` bytes, so a 100 MB line costs no memory before it is
+    refused; invalid UTF-8 is reported at its line. Raises "file is empty" when every line is blank.
+    """
+    _check_file(path)
+    limit = 4 * MAX_LINE_CHARS + 2  # bytes: a UTF-8 character takes at most 4
+    blank = True
+    with open(path, "rb") as f:
+        line_no = 0
+        while raw := f.readline(limit):
+            line_no += 1
+            if len(raw) >= limit and not raw.endswith(b"\n"):
+                raise DataError(f"this line is longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS): the "
+                                "model reads only the first few hundred tokens", path, line_no)
+            if line_no == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", path,
+                                line_no) from None
+            blank = blank and line.isspace()
+            yield line_no, line if keep_ends else line.rstrip("\r\n")
+    if blank:
         raise DataError("file is empty", path)
-    return text
 
 
 def _check_row(line: int, n_rows: int, length: int, path) -> None:
@@ -294,16 +312,18 @@ def _check_row(line: int, n_rows: int, length: int, path) -> None:
             "reads only the first few hundred tokens", path, line)
 
 
-def _delimited_rows(text: str, fmt: str, text_column, label_column, path, need_label: bool = True):
+def _delimited_rows(path: Path, fmt: str, text_column, label_column, need_label: bool = True):
     """Yield ``(line, text, raw_label)`` from a TSV (unquoted) or CSV (quoted) file with a header.
 
     ``line`` is where the row starts (a quoted CSV field may span several lines). Without ``need_label`` a
-    missing label column yields ``None`` labels. Rows are read one at a time and capped (``_check_row``).
+    missing label column yields ``None`` labels. The file is streamed (``_text_lines``) and rows are capped
+    (``_check_row``).
     """
+    lines = (line for _, line in _text_lines(path, keep_ends=True))
     if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(lines, strict=True)
     line = 0  # the last line read so far
     try:
         header = next(reader)
@@ -331,16 +351,16 @@ def _delimited_rows(text: str, fmt: str, text_column, label_column, path, need_l
         raise DataError(f"cannot parse {fmt.upper()}: {e}{hint}", path, line + 1) from None
 
 
-def _jsonl_rows(text: str, text_column, label_column, path, need_label: bool = True):
-    """Yield ``(line, text, raw_label)`` from a JSON Lines file (one object per line), capped like
+def _jsonl_rows(path: Path, text_column, label_column, need_label: bool = True):
+    """Yield ``(line, text, raw_label)`` from a JSON Lines file (one object per line), streamed and capped like
     ``_delimited_rows``; without ``need_label`` rows need no label key (``None``)."""
     t_key = l_key = None
     n_rows = 0
-    for line_no, line in enumerate(io.StringIO(text, newline=None), start=1):
+    for line_no, line in _text_lines(path):
         if not line.strip():
             continue
         n_rows += 1
-        _check_row(line_no, n_rows, len(line.rstrip("\n")), path)
+        _check_row(line_no, n_rows, len(line), path)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
@@ -379,11 +399,10 @@ def load_table(
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"unknown file type {path.suffix or '(none)'!r}; use one of {', '.join(TABLE_FORMATS)}", path)
-    text = _read_text(path)
     if fmt == "jsonl":
-        rows = list(_jsonl_rows(text, text_column, label_column, path))
+        rows = list(_jsonl_rows(path, text_column, label_column))
     else:
-        rows = list(_delimited_rows(text, fmt, text_column, label_column, path))
+        rows = list(_delimited_rows(path, fmt, text_column, label_column))
     if not rows:
         raise DataError("no data rows (the file has only a header)", path)
     lines = [r[0] for r in rows]
@@ -399,20 +418,18 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     :data:`MAX_ROWS` texts; each refusal is one :class:`DataError` naming the file (and line).
     """
     path = Path(path)
-    text = _read_text(path)
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt == "jsonl":
-        texts = [r[1] for r in _jsonl_rows(text, None, None, path, need_label=False)]
+        texts = [r[1] for r in _jsonl_rows(path, None, None, need_label=False)]
     elif fmt in ("tsv", "csv") and path.suffix.lower() != ".txt":
-        texts = [r[1] for r in _delimited_rows(text, fmt, None, None, path, need_label=False)]
+        texts = [r[1] for r in _delimited_rows(path, fmt, None, None, need_label=False)]
     else:
         texts = []
-        for line_no, line in enumerate(io.StringIO(text, newline=None), start=1):
-            line = line.rstrip("\n")
-            if line.strip():
-                _check_row(line_no, len(texts) + 1, len(line), path)
-                texts.append(line)
-    del text
+        for line_no, line in _text_lines(path):
+            for part in line.split("\r"):  # old Mac line ends
+                if part.strip():
+                    _check_row(line_no, len(texts) + 1, len(part), path)
+                    texts.append(part)
     if not texts:
         raise DataError("the file holds no texts", path)
     return texts

@@ -387,8 +387,6 @@ def load_model(
         allow_pickle: explicit opt-in to load ``.bin``/``.pt`` weights (runs code from the file).
         device: where to put the model.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
     spec_str = str(spec)
     if label_names is not None:
         num_labels = len(label_names)
@@ -398,6 +396,23 @@ def load_model(
         if staged["new"] or staged["old"]:  # a save_model was killed between its two renames
             with contextlib.suppress(OSError), _folder_lock(candidate):
                 recover_save(candidate)
+    local = spec_str != "default" and candidate.parent.is_dir()
+    # readers share the parent folder's lock, so a concurrent save_model's swap is never seen half-done
+    with _folder_lock(candidate, shared=True) if local else contextlib.nullcontext():
+        loaded = _load_resolved(spec_str, candidate, num_labels, label_names, allow_pickle)
+    model, tokenizer, name, metadata, is_classifier = loaded
+    model.to(device)
+    model.eval()
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=metadata,
+        untrained_head=not is_classifier,
+    )
+
+
+def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allow_pickle: bool):
+    """``load_model``'s work under the folder lock: ``(model, tokenizer, name, metadata, is_classifier)``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
     if spec_str == "default":
         path, name = default_model_dir(), "default (all-MiniLM-L6-v2)"
     elif candidate.exists():
@@ -418,52 +433,50 @@ def load_model(
     common: dict[str, Any] = {"trust_remote_code": False}
     if path is None and not _hub_cached(spec_str):
         _require_hub(spec_str)
-    lock = _folder_lock(path, shared=True) if path is not None else contextlib.nullcontext()
     stage = f"{where}/config.json"
     try:
-        with lock:
-            config = AutoConfig.from_pretrained(source, **common)
-            _check_config(config, stage)
-            saved_labels = getattr(config, "num_labels", None)
-            is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-            kwargs: dict[str, Any] = {}
-            if num_labels is not None:
-                if is_classifier and saved_labels not in (None, num_labels):
-                    raise ModelLoadError(
-                        f"The model {name} predicts {saved_labels} classes but {num_labels} were asked for "
-                        f"(label names: {label_names}). Pick a dataset with {saved_labels} classes or another "
-                        "model."
-                    )
-                kwargs["num_labels"] = num_labels
-                if label_names is not None:
-                    kwargs["id2label"] = {i: str(n) for i, n in enumerate(label_names)}
-                    kwargs["label2id"] = {str(n): i for i, n in enumerate(label_names)}
-            if weights == "safetensors":
-                files = sorted(path.glob("*.safetensors"))
-                stage = ", ".join(str(f) for f in files)
-                stored = sum(check_safetensors_file(f) for f in files)
-                stage = f"{where}/config.json"
-                needed = _config_parameters(config, AutoModelForSequenceClassification)
-                if needed > 2 * stored + 10_000_000:  # the head may be missing; anything more is a forged config
-                    raise ModelLoadError(
-                        f"{stage} describes a model of {needed / 1e6:.1f} M parameters but the weights hold "
-                        f"{stored / 1e6:.1f} M; refused (the config does not belong to these weights)."
-                    )
-            stage = f"{where} tokenizer files (tokenizer.json / vocab.txt / tokenizer_config.json)"
-            tokenizer = AutoTokenizer.from_pretrained(source, **common)
-            stage = f"{where} weights" if path is None else ", ".join(
-                str(f) for f in sorted(path.iterdir())
-                if f.suffix == ".safetensors" or (weights == "pickle" and f.suffix.lower() in PICKLE_SUFFIXES))
-            torch.manual_seed(0)  # a missing classification head is initialised the same way every time
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                source,
-                attn_implementation="eager",
-                use_safetensors=(weights != "pickle"),
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,  # reported by _check_loading_info with the tensor's name
-                **kwargs,
-                **common,
-            )
+        config = AutoConfig.from_pretrained(source, **common)
+        _check_config(config, stage)
+        saved_labels = getattr(config, "num_labels", None)
+        is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        kwargs: dict[str, Any] = {}
+        if num_labels is not None:
+            if is_classifier and saved_labels not in (None, num_labels):
+                raise ModelLoadError(
+                    f"The model {name} predicts {saved_labels} classes but {num_labels} were asked for "
+                    f"(label names: {label_names}). Pick a dataset with {saved_labels} classes or another "
+                    "model."
+                )
+            kwargs["num_labels"] = num_labels
+            if label_names is not None:
+                kwargs["id2label"] = {i: str(n) for i, n in enumerate(label_names)}
+                kwargs["label2id"] = {str(n): i for i, n in enumerate(label_names)}
+        if weights == "safetensors":
+            files = sorted(path.glob("*.safetensors"))
+            stage = ", ".join(str(f) for f in files)
+            stored = sum(check_safetensors_file(f) for f in files)
+            stage = f"{where}/config.json"
+            needed = _config_parameters(config, AutoModelForSequenceClassification)
+            if needed > 2 * stored + 10_000_000:  # the head may be missing; anything more is a forged config
+                raise ModelLoadError(
+                    f"{stage} describes a model of {needed / 1e6:.1f} M parameters but the weights hold "
+                    f"{stored / 1e6:.1f} M; refused (the config does not belong to these weights)."
+                )
+        stage = f"{where} tokenizer files (tokenizer.json / vocab.txt / tokenizer_config.json)"
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        stage = f"{where} weights" if path is None else ", ".join(
+            str(f) for f in sorted(path.iterdir())
+            if f.suffix == ".safetensors" or (weights == "pickle" and f.suffix.lower() in PICKLE_SUFFIXES))
+        torch.manual_seed(0)  # a missing classification head is initialised the same way every time
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            attn_implementation="eager",
+            use_safetensors=(weights != "pickle"),
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported by _check_loading_info with the tensor's name
+            **kwargs,
+            **common,
+        )
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - hub offline, missing files, bad JSON, refused pickle, ...
@@ -484,15 +497,10 @@ def load_model(
     _check_loading_info(info, model, is_classifier, stage)
     _check_finite(model, stage)
     _check_tokenizer(tokenizer, model.config, f"{where} tokenizer")
-    model.to(device)
-    model.eval()
     metadata = _resolve_metadata(path) if path is not None and (path / METADATA_FILE).is_file() else {}
     if metadata.get("name"):
         name = str(metadata["name"])
-    return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=metadata,
-        untrained_head=not is_classifier,
-    )
+    return model, tokenizer, name, metadata, is_classifier
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -532,7 +540,10 @@ def replace_refusal(directory: str | os.PathLike, force: bool = False) -> str | 
         return f"{directory} is a file, not a model folder; choose another --out path."
     if force:
         return None
-    entries = sorted(p.name for p in directory.iterdir())
+    try:
+        entries = sorted(p.name for p in directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # replaced by another writer meanwhile: ask again under lock
+        return None
     if not entries:
         return None
     listed: set[str] = set()
