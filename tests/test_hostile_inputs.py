@@ -51,6 +51,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _one_line_error(capsys, argv) -> str:
     """Run the CLI; assert exit 2 and exactly one line on stderr (no traceback); return that line."""
+    capsys.readouterr()  # drop what the test printed before (e.g. a library progress bar)
     rc = main(argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
@@ -292,6 +293,8 @@ def _break(saved: Path, tmp_path: Path, how: str) -> Path:
         config["num_attention_heads"] = 0
     elif how == "tokenizer_json":
         (d / "tokenizer.json").write_text("{not json")
+    elif how == "tokenizer_structure":  # valid JSON, not a tokenizer (KeyError deep inside the library)
+        (d / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "WordPiece", "vocab": 5}}')
     elif how == "more_layers":
         config["num_hidden_layers"] += 2
     elif how == "fewer_layers":
@@ -320,6 +323,7 @@ BROKEN = {
     "size_mismatch": "model.safetensors",
     "zero_heads": "config.json",
     "tokenizer_json": "tokenizer",
+    "tokenizer_structure": "tokenizer",
     "more_layers": "missing",
     "fewer_layers": "not used by the config",
     "no_tokenizer": "[UNK]",
