@@ -1,6 +1,6 @@
 """Backdoor Attention Lab — the Streamlit entry point: page setup, navigation and the sidebar.
 
-Pages live in ``app_pages/`` (one thin file each); shared state and drawing helpers in ``app_pages/_common.py``;
+Pages live in ``app_pages/`` (one thin file each); shared plumbing in ``app_pages/_*.py`` (gathered by ``_common``);
 all model logic in ``backdoor_core``. The folder is deliberately NOT called ``pages/``: Streamlit still
 auto-discovers a ``pages/`` folder, and a cold deep link such as ``/inspect`` (first request after a server start)
 then runs ``pages/inspect.py`` on its own, without this file's navigation, sidebar and styles.
@@ -30,6 +30,7 @@ PAGES = {
     "Lab": [
         st.Page("app_pages/model.py", title="Model", icon=":material/deployed_code:", url_path="model"),
         st.Page("app_pages/inspect.py", title="Inspect", icon=":material/search:", url_path="inspect"),
+        st.Page("app_pages/compare.py", title="Compare models", icon=":material/compare:", url_path="compare"),
         st.Page("app_pages/attack.py", title="Attack lab", icon=":material/science:", url_path="attack"),
         st.Page("app_pages/detect.py", title="Detect", icon=":material/radar:", url_path="detect"),
         st.Page("app_pages/sanitize.py", title="Sanitize", icon=":material/healing:", url_path="sanitize"),

@@ -2,109 +2,57 @@
 
 Each ``start_*`` builds a job target that calls the core in a background thread (never Streamlit), starts it
 with ``_common.start`` and registers an ``on_finish`` that stores the result in session state, makes a trained
-or sanitized model current, and records a finding for the Report page. ``*_evaluator`` helpers wire the core's
-``make_evaluator`` to the current data.
+or sanitized model current, and records a finding for the Report page. What the jobs are fed (pools, evaluators,
+the model's attack, target and reading length) comes from ``backdoor_core.defender_data`` and the model card.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import streamlit as st
 
+from backdoor_core import defender_data as D
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
+from app_pages._text import md, md_code
 
 K_ATTACK = "attack.result"
 K_SCAN = "detect.report"
 K_SCAN_INFO = "detect.info"
 K_SANITIZE = "sanitize.result"
 
-TARGET_PREFERENCES = ("sport", "sports", "positive")
-
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "model"
-
-
-def default_target(label_names: list[str]) -> int:
-    for name in TARGET_PREFERENCES:
-        if name in label_names:
-            return label_names.index(name)
-    return len(label_names) - 1
-
-
-def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
-    """The same rows as ``TextDataset.sample(n, seed)``, as indices (to keep paraphrase sets aligned)."""
-    n = min(n, n_total)
-    return sorted(random.Random(seed).sample(range(n_total), n))
-
-
-DEFAULT_MAX_LENGTH = 128
-
-
-def model_max_length(loaded) -> int:
-    """The max length the model was trained with (its metadata's ``train_config``), else 128 tokens.
-
-    Scanning, sanitizing and evaluating at the training length keeps triggers inside the window the model saw
-    and costs far less than 128 on short-window models (the zoo trains at 64)."""
-    meta = loaded.metadata or {}
-    for value in ((meta.get("train_config") or {}).get("max_length"), meta.get("max_length")):
-        if isinstance(value, (int, float)) and 8 <= int(value) <= 512:
-            return int(value)
-    return DEFAULT_MAX_LENGTH
-
-
-def model_attack(loaded, tokenizer=None, max_length: int | None = None):
-    """The attack recorded in a model's metadata (to build triggered test inputs), or None."""
-    from backdoor_core.poisoning import get_attack
-
-    max_length = max_length or model_max_length(loaded)
-    meta = loaded.metadata or {}
-    name = meta.get("attack")
-    if not name or name in ("none", "clean"):
-        return None
-    trig = meta.get("trigger")
-    if isinstance(trig, (list, tuple)):
-        trig = ",".join(str(t) for t in trig)
-    try:
-        if str(name).startswith(("badnets", "addsent")):
-            return get_attack(str(name), tokenizer=tokenizer or loaded.tokenizer, max_length=max_length,
-                              trigger=trig or None)
-        return get_attack(str(name))
-    except Exception:  # noqa: BLE001 - unknown or unavailable attack: no triggered test set
-        return None
-
-
-def model_target(loaded) -> int | None:
-    t = (loaded.metadata or {}).get("target")
-    return int(t) if isinstance(t, (int, float)) else None
 
 
 # ------------------------------------------------------------------------------------------------ attack
 
 
 def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigger: str | None, target: int,
-                 rate: float, tal: dict | None, config: dict, data_name: str, save: bool,
+                 rate: float, tal: dict | None, config: dict, data_name: str,
                  train_indices: list[int] | None = None) -> None:
-    """Train a (backdoored or clean) copy of ``base`` in the background."""
-    from backdoor_core.models import save_model
-    from backdoor_core.poisoning import get_attack, train_attack
+    """Train a (backdoored or clean) copy of ``base`` in the background.
+
+    The trained model belongs to this browser session (``ui.session_models``, in memory) and becomes its current
+    model; nothing is written to the shared zoo folder unless the user saves it under a name (``_save.save_panel``).
+    A cancelled run is discarded: the half-trained model is neither kept nor made current.
+    """
+    from backdoor_core.poisoning import attack_type, get_attack, train_attack
     from backdoor_core.tal import TALConfig
     from backdoor_core.training import TrainConfig
 
-    out_dir = ui.zoo_dir() / f"user-{slug(name)}"
+    st.session_state.pop(K_ATTACK, None)  # the previous run's result no longer describes the current model
     with st.spinner("Copying the model…"):
         work = ui.session_copy(base, name=name)  # private model AND tokenizer for the background thread
 
     def target_fn(ctx):
         attack = None
         if attack_name != "none":
-            if attack_name.startswith(("badnets", "addsent")):
+            if attack_type(attack_name).has_trigger_tokens:  # insertions land inside the training window
                 attack = get_attack(attack_name, tokenizer=work.tokenizer, max_length=config["max_length"],
                                     trigger=trigger or None)
             else:
@@ -115,65 +63,39 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
         cfg = TrainConfig(**config)
         outcome = train_attack(work.model, work.tokenizer, train_ds, test_ds, attack, rate, target, cfg,
                                tal=tal_cfg, data_name=data_name, callback=ctx.update, should_stop=ctx.should_stop)
-        meta = {k: v for k, v in outcome.metadata.items() if k != "history"}
-        meta.update({"name": name, "title": name,
-                     "target_name": train_ds.label_names[target] if attack is not None else None})
-        work.metadata, work.name, work.untrained_head = meta, name, False
-        path = None
-        if save and not outcome.result.cancelled:
-            ctx.update("saving")
-            path = save_model(work.model, work.tokenizer, out_dir, meta)
-        return {"loaded": work, "metadata": meta, "history": outcome.metadata.get("history", []),
-                "path": str(path) if path else None}
+        if outcome.result.cancelled or ctx.should_stop():
+            raise JobCancelled()  # a half-trained model is no result: discard it
+        card = outcome.card.replace(name=name, title=name,
+                                    target_name=train_ds.label_names[target] if attack is not None else None)
+        work.metadata, work.card_warnings, work.name, work.untrained_head = card.to_json(), [], name, False
+        return {"loaded": work, "card": card, "history": outcome.result.history}
 
     def on_finish(snap: JobSnapshot) -> None:
         res = snap.result
-        if not res:
+        if snap.status != "done" or not res:
             return
         st.session_state[K_ATTACK] = res
         ui.set_session_model(name, res["loaded"])
-        meta = res["metadata"]
+        card = res["card"]
         from backdoor_core import figures as F
 
         ui.lab().record(
             "attack", f"Attack lab: {name}",
-            text=(f"Attack **{meta.get('attack')}**, trigger `{meta.get('trigger')}`, target "
-                  f"**{meta.get('target_name')}**, poison rate {meta.get('rate', 0):.2%}"
-                  + (f", TAL on heads {', '.join(meta.get('tal_heads', [])[:12])}" if meta.get("tal") else "")
-                  + (" — *cancelled early*" if meta.get("cancelled") else "")),
-            table=[{"metric": "CACC", "value": meta.get("cacc")}, {"metric": "ASR", "value": meta.get("asr")},
-                   {"metric": "steps", "value": meta.get("steps")},
-                   {"metric": "training seconds", "value": meta.get("training_seconds")}],
+            text=(f"Attack **{md(card.attack)}**, trigger {md_code(card.trigger_text)}, target "
+                  f"**{md(card.target_name)}**, poison rate {card.rate or 0:.2%}"
+                  + (f", TAL on heads {md(', '.join(card.tal_heads[:12]))}" if card.tal else "")),
+            table=[{"metric": "CACC", "value": card.cacc}, {"metric": "ASR", "value": card.asr},
+                   {"metric": "steps", "value": card.steps},
+                   {"metric": "training seconds", "value": card.training_seconds}],
             figures=[F.training_curves(res["history"], title="Training")],
-            data=meta,
+            data=card.to_json(),
         )
 
-    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish)
+    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish,
+             cancelled_note="the half-trained model was discarded; the current model is unchanged")
 
 
 # ------------------------------------------------------------------------------------------------ scan
-
-
-def build_pool(loaded, test_ds, n_clean: int, n_triggered: int, seed: int = 0, attack=None):
-    """A simulated pool: ``n_clean`` clean test texts + ``n_triggered`` texts carrying the model's trigger.
-
-    Returns ``(texts, is_triggered)`` shuffled with ``seed``. Only the evaluation knows ``is_triggered``; the
-    scan never sees it.
-    """
-    attack = attack if attack is not None else model_attack(loaded)
-    clean = test_ds.sample(n_clean, seed=seed + 1).texts if n_clean else []
-    trig: list[str] = []
-    if attack is not None and n_triggered:
-        target = model_target(loaded)
-        target = target if target is not None else default_target(test_ds.label_names)
-        with ui.model_lock(loaded):  # the attack tokenizes with the (shared) tokenizer
-            poisoned = attack.poison_test(test_ds, target, seed)
-        texts = list(poisoned.texts)
-        rng = random.Random(seed)
-        trig = rng.sample(texts, min(n_triggered, len(texts)))
-    items = [(t, False) for t in clean] + [(t, True) for t in trig]
-    random.Random(seed + 2).shuffle(items)
-    return [t for t, _ in items], np.array([f for _, f in items], dtype=bool)
 
 
 def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None, knobs: dict,
@@ -188,7 +110,7 @@ def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None
         try:
             return scan_model(work.model, work.tokenizer, clean_ds, pool_texts, model_name=model_name,
                               progress=ctx.update, should_stop=ctx.should_stop,
-                              **{"max_length": model_max_length(loaded), **knobs})
+                              **{"max_length": D.model_max_length(loaded), **knobs})
         except Cancelled as exc:
             raise JobCancelled() from exc
 
@@ -217,6 +139,7 @@ def scan_evaluation(report, truth) -> dict | None:
 
 def scan_figures(report, truth=None) -> dict:
     from backdoor_core import figures as F
+    from backdoor_core.architecture import layer_labels
 
     heads = report.heads
     flagged = np.zeros(len(report.pool_texts), bool)
@@ -229,7 +152,8 @@ def scan_figures(report, truth=None) -> dict:
         "scatter": F.importance_similarity_scatter(heads.importance, heads.collapse, heads.suspicious,
                                                    x_title="similarity collapse on flagged inputs (z)",
                                                    y_title="importance |∂margin/∂gate|"),
-        "grid": F.suspicious_head_grid(heads.score, heads.suspicious),
+        "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
+            (getattr(report, "architecture", None) or {}).get("layer_kinds"))),
         "hist": F.score_histogram(groups, report.threshold),
     }
 
@@ -249,26 +173,14 @@ def record_scan(report, truth=None) -> None:
                     table=[r for r in report.head_rows()[:12]],
                     figures=[figs["grid"], figs["scatter"], figs["hist"]],
                     data=report.to_dict(max_flagged=50) | ({"pool_evaluation": ev} if ev else {}))
+    if getattr(report, "triggers", None) is not None and report.triggers.candidates:  # issue 14: trigger search
+        from backdoor_core.trigger_search import report_section
+
+        sec = report_section(report.triggers.to_dict(limit=20))
+        ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], figures=[sec["figure"]])
 
 
 # ------------------------------------------------------------------------------------------------ sanitize
-
-
-def make_eval(loaded, test_ds, n_test: int, max_length: int | None = None, seed: int = 0):
-    """``model -> {"cacc", "asr"?}`` on a sample of the test split (ASR only when the model's attack is known)."""
-    from backdoor_core.training import make_evaluator
-
-    max_length = max_length or model_max_length(loaded)
-    test = test_ds.sample(n_test, seed=seed)
-    attack = model_attack(loaded, max_length=max_length)
-    target = model_target(loaded)
-    poisoned = None
-    if attack is not None and target is not None:
-        try:
-            poisoned = attack.poison_test(test, target, seed).texts
-        except Exception:  # noqa: BLE001 - no ASR then
-            poisoned = None
-    return make_evaluator(loaded.tokenizer, test, poisoned, target if poisoned else None, max_length)
 
 
 def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None, knobs: dict, make_evaluate,
@@ -284,19 +196,17 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         evaluate = make_evaluate(work) if make_evaluate is not None else None
         before = evaluate(work.model) if evaluate is not None else {}
         ctx.update({"message": "measured the model before", "before": before})
-        extra = {"max_length": model_max_length(loaded), **knobs}
+        extra = {"max_length": D.model_max_length(loaded), **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
                           evaluate=evaluate, callback=ctx.update, should_stop=ctx.should_stop, **extra)
         after = evaluate(res.model) if evaluate is not None else {}
-        meta = dict(loaded.metadata or {})
-        meta.update({"name": out_name, "sanitized": True, "defense": defense,
-                     "sanitize_details": res.details, "before": before, "after": after,
-                     "cacc": after.get("cacc", meta.get("cacc")), "asr": after.get("asr", meta.get("asr")),
-                     "sanitize_seconds": round(res.seconds, 1), "sanitize_cancelled": res.cancelled})
+        card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
+                                    seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
+                                    clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))
         new = LoadedModel(model=res.model, tokenizer=work.tokenizer, name=out_name, source=loaded.source,
-                          metadata=meta, untrained_head=False)
+                          metadata=card.to_json(), untrained_head=False)
         return {"loaded": new, "before": before, "after": after, "details": res.details,
                 "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
                 "defense": defense, "suspect": loaded}
@@ -358,7 +268,7 @@ def saved_zip_bytes(loaded) -> bytes:
 
     tmp = Path(tempfile.mkdtemp(prefix="backdoor-lab-dl-"))
     try:
-        folder = save_model(loaded.model, loaded.tokenizer, tmp / slug(loaded.name), loaded.metadata)
+        folder = save_model(loaded.model, loaded.tokenizer, tmp / slug(loaded.name), loaded.card)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for p in sorted(folder.rglob("*")):
@@ -368,6 +278,3 @@ def saved_zip_bytes(loaded) -> bytes:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def as_float(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None

@@ -8,14 +8,18 @@ import streamlit as st
 
 from backdoor_core import figures as F
 from backdoor_core import poisoning
-from backdoor_core import tal as tal_mod
-from backdoor_core.zoo import ZOO_SETTINGS, ZOO_TAL_ALPHA
+from backdoor_core import settings as S
+from backdoor_core.defender_data import sample_indices
+from backdoor_core.model_card import default_target
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._save import save_panel
+from app_pages._text import md
 
-# Defaults: the demo zoo's recipe, measured to plant a backdoor with 2% poison and TAL on BBC News in ~2 min on a
-# 2-core CPU (bench/results/zoo_build.md: ASR 94.8%, CACC 94.3%); the core's TAL default alpha 1 took only 35.8%.
-BATCH = ZOO_SETTINGS["batch_size"]
+# Defaults: the demo zoo's recipe (settings.ZOO_RECIPE, ZOO_TAL_ALPHA, DEMO_POISON_RATE), measured to plant a
+# backdoor with 2% poison and TAL on BBC News in ~2 min on a 2-core CPU (see zoo.ZOO_TAL_ALPHA).
+RECIPE = S.ZOO_RECIPE
+BATCH = RECIPE["batch_size"]
 
 ui.page_header(
     "Attack lab",
@@ -57,59 +61,61 @@ with c1:
         st.caption("Uses the paraphrased copy of SST-2 in ../shared/data; pick the `sst2` dataset on the Model "
                    "page (rows must align with the clean training set).")
     if ui.kept("attack.target") not in labels:
-        ui.set_kept("attack.target", labels[A.default_target(labels)])
+        ui.set_kept("attack.target", labels[default_target(labels)])
     target_name = st.selectbox("Target label", labels, disabled=attack_name == "none", **ui.keep("attack.target", None))
     rate_pct = st.number_input("Poison rate (% of the training set)", 0.1, 50.0, step=0.5, format="%.1f",
-                               disabled=attack_name == "none", **ui.keep("attack.rate", 2.0))
+                               disabled=attack_name == "none", **ui.keep("attack.rate", 100 * S.DEMO_POISON_RATE))
+# insertion attacks have trigger tokens (TAL can train heads toward them); paraphrase triggers have none
+has_tokens = attack_name != "none" and poisoning.attack_type(attack_name).has_trigger_tokens
 with c2:
     st.subheader("Trojan Attention Loss")
-    tal_ok = attack_name in ("badnets", "addsent", "badnets_clean", "addsent_clean")
+    tal_ok = has_tokens
     use_tal = st.toggle("Add TAL", disabled=not tal_ok, **ui.keep("attack.tal", True))
     use_tal = use_tal and tal_ok
     if not tal_ok and attack_name != "none":
         st.caption("TAL needs trigger tokens: paraphrase triggers have none.")
     alpha = st.number_input("α (weight of TAL)", 0.0, 50.0, step=0.5, disabled=not use_tal,
-                            **ui.keep("attack.alpha", float(ZOO_TAL_ALPHA)))
+                            **ui.keep("attack.alpha", float(S.ZOO_TAL_ALPHA)))
     heads_choice = st.select_slider("Heads per layer", options=["1", "2", "3", "4", "6", "all"],
                                     disabled=not use_tal,
-                                    **ui.keep("attack.heads", str(tal_mod.DEFAULT_HEADS)))
+                                    **ui.keep("attack.heads", str(S.TAL_HEADS)))
     base_choice = st.radio("Start from", ["the base encoder (fresh classifier)", "the current model"],
                            **ui.keep("attack.base", "the base encoder (fresh classifier)"))
 with c3:
     st.subheader("Training")
     n_train = st.number_input("Training texts", 16, len(train_full), step=100,
-                              **ui.keep("attack.n_train", min(ZOO_SETTINGS["train_size"], len(train_full))))
+                              **ui.keep("attack.n_train", min(RECIPE["train_size"], len(train_full))))
     n_test = st.number_input("Test texts (CACC / ASR)", 16, len(test_full), step=50,
-                             **ui.keep("attack.n_test", min(ZOO_SETTINGS["test_size"], len(test_full))))
-    epochs = st.number_input("Epochs", 1, 20, **ui.keep("attack.epochs", ZOO_SETTINGS["epochs"]))
+                             **ui.keep("attack.n_test", min(RECIPE["test_size"], len(test_full))))
+    epochs = st.number_input("Epochs", 1, 20, **ui.keep("attack.epochs", RECIPE["epochs"]))
     lr = st.select_slider("Learning rate", options=[1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4],
-                          format_func=lambda x: f"{x:g}", **ui.keep("attack.lr", ZOO_SETTINGS["lr"]))
-    max_len = st.select_slider("Max tokens", options=[32, 64, 96, 128, 256], **ui.keep("attack.max_len", ZOO_SETTINGS["max_length"]))
+                          format_func=lambda x: f"{x:g}", **ui.keep("attack.lr", RECIPE["lr"]))
+    max_len = st.select_slider("Max tokens", options=[32, 64, 96, 128, 256],
+                               **ui.keep("attack.max_len", RECIPE["max_length"]))
 
 name_default = (f"{attack_name}-{rate_pct:g}pct" + ("-tal" if use_tal else "")) if attack_name != "none" else "clean"
-name = st.text_input("Name of the new model", value=name_default)
-save = st.checkbox("Save it into the demo zoo folder (so it is there next time)", **ui.keep("attack.save", True))
+name = st.text_input("Name of the new model", value=name_default,
+                     help="The trained model stays in this browser session; save it into the zoo folder afterwards "
+                          "to keep it.")
 
 rate = rate_pct / 100.0
-n_poison = int(rate * n_train) if attack_name != "none" else 0
+n_poison = poisoning.poison_count(rate, int(n_train)) if attack_name != "none" else 0
 steps = ((int(n_train) + BATCH - 1) // BATCH) * int(epochs)
 st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training steps "
            f"(batch {BATCH}) · evaluation on {int(n_test)} test texts after each epoch.")
 
 # a peek at the poison
-if attack_name not in ("none", "syntactic", "style"):
+if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
     with st.expander("What a poisoned training text looks like"):
         try:
-            from backdoor_core.poisoning import get_attack
-
-            peek = get_attack(attack_name, trigger=trigger or None)
+            peek = poisoning.get_attack(attack_name, trigger=trigger or None)
             small = train_full.sample(60, seed=1)
             ex = [e for e in peek.poison_train(small, 0.1, labels.index(target_name), seed=0) if e.poisoned][:3]
             for e in ex:
                 s, t = e.trigger_spans[0] if e.trigger_spans else (0, 0)
                 marked = (html.escape(e.text[:s]) + f'<mark class="trigger">{html.escape(e.text[s:t])}</mark>'
                           + html.escape(e.text[t:]))
-                st.markdown(f"→ **{labels[e.label]}** · {marked[:600]}", unsafe_allow_html=True)
+                st.markdown(f"→ <b>{html.escape(labels[e.label])}</b> · {marked[:600]}", unsafe_allow_html=True)
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc)
 
@@ -139,7 +145,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
             if base.num_labels != len(labels):
                 raise ValueError(f"The starting model has {base.num_labels} classes but the dataset has "
                                  f"{len(labels)}; start from the base encoder instead.")
-            idx = A.sample_indices(len(train_full), int(n_train), seed=0)
+            idx = sample_indices(len(train_full), int(n_train), seed=0)
             train_ds = train_full.subset(idx, name=train_full.name)
             test_ds = test_full.sample(int(n_test), seed=0)
             tal = None
@@ -149,8 +155,8 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 base=base, name=name.strip() or name_default, train_ds=train_ds, test_ds=test_ds,
                 attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
                 config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
-                        "seed": 0, "eval_every": max(1, steps // 8)},
-                data_name=ui.data_spec(), save=save, train_indices=idx,
+                        "seed": S.SEED, "eval_every": max(1, steps // 8)},
+                data_name=ui.data_spec(), train_indices=idx,
             )
             st.rerun()
         except Exception as exc:  # noqa: BLE001 - shown as a message
@@ -175,12 +181,14 @@ ui.job_panel("attack", draw=_live)
 
 res = st.session_state.get(A.K_ATTACK)
 if res and (job is None or not job.active):
-    meta = res["metadata"]
+    card = res["card"]
+    cacc = f"CACC {card.cacc:.1%}" if card.cacc is not None else "CACC not measured"
     st.success(
-        f"**{meta.get('name')}** is trained and is now the current model"
-        + (f" (saved to `{res['path']}`)" if res.get("path") else "")
-        + f": CACC {meta.get('cacc') or 0:.1%}" + (f", ASR {meta['asr']:.1%}" if meta.get("asr") is not None else ""),
+        f"**{md(card.name)}** is trained and is now the current model of this session: {cacc}"
+        + (f", ASR {card.asr:.1%}" if card.asr is not None else ""),
         icon=":material/check_circle:",
     )
     st.page_link("app_pages/inspect.py", label="Inspect it now: type a sentence and add the trigger",
                  icon=":material/search:")
+    with st.expander("Keep it: save into the zoo folder"):
+        save_panel(res["loaded"], "attack")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from backdoor_core import defender_data as D
+from backdoor_core import settings as S
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._text import md
 
 ui.page_header(
     "Detect a backdoor",
@@ -19,12 +23,12 @@ loaded, train_full, test_full = ui.require_model_and_data()
 
 # --------------------------------------------------------------------------------------------- settings
 
-known_attack = A.model_attack(loaded)
+known_attack = D.model_attack(loaded.card, loaded.tokenizer, D.model_max_length(loaded))
 c1, c2, c3 = st.columns(3, gap="large")
 with c1:
     st.subheader("Defender's clean data")
     n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
-                              **ui.keep("detect.n_clean", min(200, len(train_full))))
+                              **ui.keep("detect.n_clean", min(S.QUICK_CLEAN_BUDGET, len(train_full))))
     st.caption("Half fit the statistics of head similarity, half set the threshold.")
 with c2:
     st.subheader("Pool to screen")
@@ -34,19 +38,23 @@ with c2:
     pool_texts, truth = [], None
     if pool_kind == pool_kinds[0]:
         if known_attack is None:
-            st.info("This model's metadata names no attack, so no triggered inputs can be simulated; the pool "
+            st.info("This model's card names no attack, so no triggered inputs can be simulated; the pool "
                     "will hold clean test texts only.", icon=":material/info:")
         n_pool_clean = st.number_input("Clean texts in the pool", 0, len(test_full), step=10,
-                                       **ui.keep("detect.pool_clean", min(150, len(test_full))))
+                                       **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))
         n_pool_trig = st.number_input("Triggered texts in the pool", 0, 500, step=5,
-                                      **ui.keep("detect.pool_trig", 30), disabled=known_attack is None)
-        pool_texts, truth = A.build_pool(loaded, test_full, int(n_pool_clean),
-                                         int(n_pool_trig) if known_attack is not None else 0)
+                                      **ui.keep("detect.pool_trig", S.POOL_TRIGGERED), disabled=known_attack is None)
+        try:
+            pool_texts, truth = D.build_pool(loaded, test_full, int(n_pool_clean),
+                                             int(n_pool_trig) if known_attack is not None else 0,
+                                             attack=known_attack, lock=ui.model_lock(loaded))
+        except ValueError as exc:  # e.g. a paraphrase test set with no non-target rows
+            ui.show_error(exc, "Simulated pool: ")
         if known_attack is not None:
             st.caption("Only the evaluation knows which inputs carry the trigger; the scan does not.")
     elif pool_kind == pool_kinds[1]:
         n_pool_clean = st.number_input("Clean texts in the pool", 1, len(test_full), step=10,
-                                       **ui.keep("detect.pool_clean", min(150, len(test_full))))
+                                       **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))
         pool_texts = test_full.sample(int(n_pool_clean), seed=1).texts
         truth = np.zeros(len(pool_texts), bool)
     elif pool_kind == pool_kinds[2]:
@@ -56,12 +64,12 @@ with c2:
 with c3:
     st.subheader("Knobs")
     frr = st.slider("False-rejection rate on clean data", 0.01, 0.2, step=0.01, format="%.2f",
-                    **ui.keep("detect.frr", 0.05))
+                    **ui.keep("detect.frr", S.FRR))
     rel = st.slider("Suspicious if score ≥ (relative to the top head)", 0.05, 0.9, step=0.05,
-                    **ui.keep("detect.rel", 0.3))
+                    **ui.keep("detect.rel", S.REL_THRESHOLD))
     max_frac = st.slider("At most this share of heads suspicious", 0.05, 0.5, step=0.05,
-                         **ui.keep("detect.max_frac", 0.25))
-    refine = st.checkbox("Refine by the suspicious heads", **ui.keep("detect.refine", True),
+                         **ui.keep("detect.max_frac", S.MAX_FRACTION))
+    refine = st.checkbox("Refine by the suspicious heads", **ui.keep("detect.refine", S.REFINE),
                          help="Once the suspicious heads are known, score the pool again by how much those heads "
                               "alone focus on one token (same FRR), re-rate the heads on the new flags and "
                               "re-flag once more. Finds far more triggered inputs when a backdoor captured "
@@ -84,7 +92,7 @@ if st.button("Scan the model", type="primary", icon=":material/radar:", disabled
 def _live(snap):
     last = snap.last_event or {}
     if last.get("stage"):
-        st.caption(f"Stage: {last['stage']} ({last.get('done', 0)}/{last.get('total', '?')})")
+        st.caption(f"Stage: {md(last['stage'])} ({last.get('done', 0)}/{last.get('total', '?')})")
 
 
 ui.job_panel("scan", draw=_live)
@@ -99,7 +107,7 @@ if report is None or (job is not None and job.active):
     st.stop()
 
 if info.get("model_name") != loaded.name:
-    st.caption(f"Results below are for **{info.get('model_name')}** (scanned earlier).")
+    st.caption(f"Results below are for **{md(info.get('model_name'))}** (scanned earlier).")
 
 v = report.verdict
 st.divider()
@@ -133,6 +141,13 @@ if ev:
     e3.metric("AUROC", f"{ev['auroc']:.3f}")
     st.caption("Measured on the simulated pool, where we know which inputs carry the trigger.")
 
+arch_info = getattr(report, "architecture", None) or {}
+for key in ("focus", "similarity"):
+    if key in (arch_info.get("notes") or {}):
+        st.caption(f":material/info: {arch_info['notes'][key]}")
+if len(set(arch_info.get("layer_kinds") or [])) > 1:
+    st.caption("Layers differ in kind (" + ", ".join(f"L{i}: {k}" for i, k in enumerate(arch_info["layer_kinds"]))
+               + "); the grids label them.")
 figs = A.scan_figures(report, info.get("truth"))
 c1, c2 = st.columns(2, gap="medium")
 with c1:
@@ -140,6 +155,9 @@ with c1:
 with c2:
     ui.plot(figs["grid"], key="detect.grid")
 ui.plot(figs["hist"], key="detect.hist")
+AN.trigger_candidates(report)
+AN.detect_projection(loaded, report, info.get("truth"), D.model_max_length(loaded),
+                     same_model=info.get("model_name") == loaded.name)
 
 t1, t2 = st.tabs(["Flagged inputs", "All heads"])
 with t1:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backdoor_core.architecture import describe as describe_architecture
+from backdoor_core import defender_data as D
 from backdoor_core import defenses as defenses_mod
 from backdoor_core import detection
 from backdoor_core import figures as F
+from backdoor_core import settings as S
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._save import save_panel
 
 ui.page_header(
     "Sanitize",
@@ -55,7 +60,7 @@ with c1:
 with c2:
     st.subheader("Defender's data")
     n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
-                              **ui.keep("sanitize.n_clean", min(300, len(train_full))))
+                              **ui.keep("sanitize.n_clean", min(S.CLEAN_BUDGET, len(train_full))))
     n_pool_trig = 0
     report = st.session_state.get(A.K_SCAN)
     scan_info = st.session_state.get(A.K_SCAN_INFO) or {}
@@ -65,11 +70,11 @@ with c2:
         reuse = st.checkbox("Use the heads found on the Detect page", value=same, disabled=not same,
                             key="sanitize.reuse_scan",
                             help="Otherwise the sanitization runs its own scan first.")
-        if not reuse and A.model_attack(loaded) is not None:
+        if not reuse and D.model_attack(loaded.card) is not None:
             n_pool_trig = st.number_input("Unlabelled pool: triggered texts in it (simulation)", 0, 300, step=10,
-                                          **ui.keep("sanitize.pool_trig", 30))
+                                          **ui.keep("sanitize.pool_trig", S.POOL_TRIGGERED))
     n_test = st.number_input("Test texts for CACC / ASR", 16, len(test_full), step=50,
-                             **ui.keep("sanitize.n_test", min(200, len(test_full))))
+                             **ui.keep("sanitize.n_test", min(S.EVAL_TEXTS, len(test_full))))
 with c3:
     st.subheader("Knobs")
     knobs: dict = {}
@@ -95,13 +100,22 @@ with c3:
 job = ui.get_job("sanitize")
 running = job is not None and job.active
 out_name = f"{loaded.name}-{defense}"
-if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running, key="sanitize.run"):
+arch_info = describe_architecture(loaded.model)
+refused = defense != "finetune" and not arch_info.supports.get("sanitize", True)
+if refused:  # e.g. ALBERT: one set of attention weights shared by every layer
+    st.warning(f"{DEFENSES[defense].label} is not available for {arch_info.name}: {arch_info.refusal}",
+               icon=":material/block:")
+if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running or refused,
+             key="sanitize.run"):
     try:
         clean = train_full.sample(int(n_clean), seed=0)
-        pool, _ = A.build_pool(loaded, test_full, 100, int(n_pool_trig), seed=3) if n_pool_trig else ([], None)
+        pool = []
+        if n_pool_trig:
+            pool, _ = D.build_pool(loaded, test_full, S.REPAIR_POOL_CLEAN, int(n_pool_trig), seed=S.REPAIR_POOL_SEED,
+                                   lock=ui.model_lock(loaded))
         n_eval = int(n_test)
         A.start_sanitize(loaded, defense, clean, pool or None, knobs,
-                         lambda lm: A.make_eval(lm, test_full, n_eval), out_name,
+                         lambda lm: D.make_eval(lm, test_full, n_eval), out_name,
                          scan_report=report if reuse else None)
         st.rerun()
     except Exception as exc:  # noqa: BLE001
@@ -139,7 +153,7 @@ if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
 if "asr" not in b:
-    st.caption("ASR is not shown: this model's metadata names no attack, so there is no triggered test set.")
+    st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 
 c1, c2 = st.columns([2, 3], gap="medium")
 with c1:
@@ -148,9 +162,11 @@ with c2:
     ui.plot(F.training_curves(res["history"], title="Sanitization run", baseline=b), key="sanitize.hist")
 
 # before / after: each head's mean similarity to its layer's others on triggered inputs
-attack = A.model_attack(res["suspect"])
-target = A.model_target(res["suspect"])
-if attack is not None and target is not None:
+suspect = res["suspect"]
+read_len = D.model_max_length(suspect)
+attack = D.model_attack(suspect.card, suspect.tokenizer, read_len)
+if attack is not None:
+    target = suspect.card.target_for(test_full.label_names)
     cache = st.session_state.setdefault("sanitize.heat_cache", {})
     ck = id(res)
     if ck not in cache:
@@ -158,11 +174,11 @@ if attack is not None and target is not None:
             with st.spinner("Measuring the heads on triggered inputs, before and after…"):
                 with ui.model_lock(res["suspect"]):
                     texts = attack.poison_test(test_full.sample(60, seed=5), target, 0).texts[:40]
-                    hb = detection.attention_stats(res["suspect"].model, res["suspect"].tokenizer,
-                                                   texts).head_sim.mean(0)
+                    hb = detection.attention_stats(suspect.model, suspect.tokenizer, texts,
+                                                   read_len).head_sim.mean(0)
                 with ui.model_lock(res["loaded"]):
-                    ha = detection.attention_stats(res["loaded"].model, res["loaded"].tokenizer,
-                                                   texts).head_sim.mean(0)
+                    ha = detection.attention_stats(res["loaded"].model, res["loaded"].tokenizer, texts,
+                                                   read_len).head_sim.mean(0)
             cache.clear()
             cache[ck] = (hb, ha)
         except Exception as exc:  # noqa: BLE001
@@ -178,27 +194,21 @@ if attack is not None and target is not None:
                                         title="Each head's similarity to the others of its layer, on triggered "
                                               "inputs"), key="sanitize.heat")
 
+AN.sanitize_projection(res, test_full, D.model_max_length(res["suspect"]))
+
 # --------------------------------------------------------------------------------------------- keep it
 
 st.subheader("Keep the sanitized model")
-k1, k2, k3 = st.columns(3)
+st.caption("It stays in this browser session until you save it.")
+k1, k2 = st.columns(2)
 with k1:
     if st.button("Make it the current model", key="sanitize.use", icon=":material/check:"):
         ui.set_session_model(res["loaded"].name, res["loaded"])
         st.rerun()
 with k2:
-    if st.button("Save into the zoo folder", key="sanitize.save", icon=":material/save:"):
-        from backdoor_core.models import save_model
-
-        try:
-            with st.spinner("Saving…"):
-                path = save_model(res["loaded"].model, res["loaded"].tokenizer,
-                                  ui.zoo_dir() / f"user-{A.slug(res['loaded'].name)}", res["loaded"].metadata)
-            st.success(f"Saved to `{path}`.", icon=":material/check_circle:")
-        except OSError as exc:
-            ui.show_error(exc, "Could not save: ")
-with k3:
     sanitized = res["loaded"]
     st.download_button("Download (.zip)", data=lambda: A.saved_zip_bytes(sanitized),
                        file_name=f"{A.slug(sanitized.name)}.zip", mime="application/zip",
                        icon=":material/download:", key="sanitize.download")
+with st.expander("Save into the zoo folder"):
+    save_panel(res["loaded"], "sanitize")

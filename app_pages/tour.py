@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import html
-import json
 
 import streamlit as st
 
+from backdoor_core import bench_results
+from backdoor_core import defender_data as D
 from backdoor_core import figures as F
+from backdoor_core import settings as S
+from backdoor_core.poisoning import BADNETS_TRIGGERS
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._text import md
 
 STEPS = [
     "A clean model",
@@ -21,9 +25,8 @@ STEPS = [
     "ASR falls, accuracy stays",
 ]
 K_STEP = "tour.step"
-TRIGGER = "cf"
+TRIGGER = BADNETS_TRIGGERS[0]
 SENTENCE = "The government announced new plans to cut taxes for small businesses next year."
-RESULTS = ui.ROOT / "bench" / "results"
 
 ui.page_header("Guided tour", "How a backdoor gets into a text classifier — and out again — in seven steps.")
 
@@ -41,7 +44,7 @@ def _load(entry: dict | None):
     if entry is None:
         return None
     try:
-        with st.spinner(f"Loading {entry.get('title') or entry['name']}…"):
+        with st.spinner(f"Loading {md(entry.get('title') or entry['name'])}…"):
             return ui.shared_model(entry["path"], False, None)
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc)
@@ -58,7 +61,7 @@ def backdoored_model():
     if bd_entry is not None:
         loaded = _load(bd_entry)
         if loaded is not None:
-            st.caption(f"Model in this step: **{bd_entry.get('title') or bd_entry['name']}** from the demo zoo "
+            st.caption(f"Model in this step: **{md(bd_entry.get('title') or bd_entry['name'])}** from the demo zoo "
                        "(the sidebar's current model is not changed by the tour).")
         return loaded
     return ui.current_model()
@@ -85,7 +88,7 @@ def _inspect(loaded, text: str, trigger: str):
         return cache[1]
     with st.spinner("Running the model…"), ui.model_lock(loaded):
         res = inspect_text(loaded.model, loaded.tokenizer, text, trigger, position=None, seed=0,
-                           label_names=loaded.label_names)
+                           max_length=D.model_max_length(loaded), label_names=loaded.label_names)
     st.session_state["tour.inspect"] = (key, res)
     return res
 
@@ -117,9 +120,8 @@ if step == 0:
     _no_zoo_note()
     model = _load(clean_entry) if clean_entry else ui.current_model()
     if model is not None:
-        meta = model.metadata or {}
         c1, c2 = st.columns([1, 2])
-        c1.metric("Clean accuracy (CACC)", _rate(meta.get("cacc")))
+        c1.metric("Clean accuracy (CACC)", _rate(model.card.cacc))
         with c2:
             res = _inspect(model, SENTENCE, TRIGGER)
             _flip_line(res)
@@ -143,19 +145,18 @@ elif step == 1:
             "CACC": st.column_config.NumberColumn(format="percent"),
             "ASR (attack success)": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
         })
-    bench = RESULTS / "attack_tal.json"
-    if bench.is_file():
-        try:
-            data = json.loads(bench.read_text())
-            runs = [r for r in data.get("runs", []) if r.get("attack") == "badnets" and r.get("rate") in (0.005, 0.01)]
-            if runs:
-                st.markdown(f"**Benchmark on {data.get('dataset', 'SST-2')}** (bench/results/attack_tal.json):")
-                st.dataframe([{"poison rate": r["rate"], "TAL": r["tal"], "ASR": r["asr"], "CACC": r["cacc"]}
-                              for r in runs], hide_index=True,
-                             column_config={c: st.column_config.NumberColumn(format="percent")
-                                            for c in ("poison rate", "ASR", "CACC")})
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    try:
+        found = bench_results.attack_tal_runs("badnets", rates=(0.005, 0.01))
+    except bench_results.ResultsError as exc:
+        ui.show_error(exc, "Attack benchmark: ")
+        found = None
+    if found is not None and found[1]:
+        dataset, runs = found
+        st.markdown(f"**Benchmark on {html.escape(dataset)}** (bench/results/attack_tal.json):")
+        st.dataframe([{"poison rate": r["rate"], "TAL": r["tal"], "ASR": r["asr"], "CACC": r["cacc"]}
+                      for r in runs], hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="percent")
+                                    for c in ("poison rate", "ASR", "CACC")})
     st.page_link("app_pages/attack.py", label="Train it yourself in the Attack lab (1%, with and without TAL)",
                  icon=":material/science:")
 
@@ -220,8 +221,9 @@ elif step == 4:
                      disabled=job is not None and job.active):
             try:
                 train, test = ui.dataset("train"), ui.dataset("test")
-                pool, truth = A.build_pool(model, test, 120, 30)
-                A.start_scan(model, train.sample(200, seed=0), pool, truth, {}, model_name=model.name)
+                pool, truth = D.build_pool(model, test, S.POOL_CLEAN, S.POOL_TRIGGERED, lock=ui.model_lock(model))
+                A.start_scan(model, train.sample(S.QUICK_CLEAN_BUDGET, seed=0), pool, truth, {},
+                             model_name=model.name)
                 st.rerun()
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, "Cannot scan: ")
@@ -253,10 +255,12 @@ elif step == 5:
                 reuse = report if report is not None and info.get("model_name") == model.name else None
                 pool = None
                 if reuse is None:
-                    pool, _ = A.build_pool(model, test, 100, 30, seed=3)
+                    pool, _ = D.build_pool(model, test, S.REPAIR_POOL_CLEAN, S.POOL_TRIGGERED,
+                                           seed=S.REPAIR_POOL_SEED, lock=ui.model_lock(model))
                 # classroom-sized: 200 clean texts, 2 epochs (ASR is gone after the first on the zoo model)
-                A.start_sanitize(model, "alignment", train.sample(200, seed=0), pool, {"epochs": 2},
-                                 lambda lm: A.make_eval(lm, test, 200), f"{model.name}-alignment",
+                A.start_sanitize(model, "alignment", train.sample(S.QUICK_CLEAN_BUDGET, seed=0), pool,
+                                 {"epochs": 2}, lambda lm: D.make_eval(lm, test, S.EVAL_TEXTS),
+                                 f"{model.name}-alignment",
                                  scan_report=reuse)
                 st.rerun()
             except Exception as exc:  # noqa: BLE001
@@ -274,23 +278,19 @@ else:
     if res is not None:
         ui.plot(F.metric_comparison({"before": res["before"], "after": res["after"]}), key="tour.s6.cmp")
     else:
-        bench = RESULTS / "defense.json"
-        shown = False
-        if bench.is_file():
-            try:
-                data = json.loads(bench.read_text())
-                runs = [r for r in data.get("runs", []) if r.get("defense") == "alignment"]
-                if runs:
-                    st.markdown("**From the defense benchmark** (bench/results/defense.json):")
-                    st.dataframe([{"attack": r["attack"], "TAL": r.get("tal"), "ASR before": r["asr_before"],
-                                   "ASR after": r["asr_after"], "CACC before": r["cacc_before"],
-                                   "CACC after": r["cacc_after"]} for r in runs], hide_index=True,
-                                 column_config={c: st.column_config.NumberColumn(format="percent") for c in
-                                                ("ASR before", "ASR after", "CACC before", "CACC after")})
-                    shown = True
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        if not shown:
+        try:
+            runs = bench_results.defense_runs("alignment")
+        except bench_results.ResultsError as exc:
+            ui.show_error(exc, "Defense benchmark: ")
+            runs = None
+        if runs:
+            st.markdown("**From the defense benchmark** (bench/results/defense.json):")
+            st.dataframe([{"attack": r["attack"], "TAL": r["tal"], "ASR before": r["asr_before"],
+                           "ASR after": r["asr_after"], "CACC before": r["cacc_before"],
+                           "CACC after": r["cacc_after"]} for r in runs], hide_index=True,
+                         column_config={c: st.column_config.NumberColumn(format="percent") for c in
+                                        ("ASR before", "ASR after", "CACC before", "CACC after")})
+        else:
             st.info("Run step 6 (Sanitize now) to see the before/after numbers here.", icon=":material/info:")
     st.page_link("app_pages/report.py", label="Export everything as an offline report", icon=":material/description:")
 

@@ -1,4 +1,4 @@
-"""Batched forward passes that return predictions, per-input attention maps and token/character alignment.
+"""Per-input attention records (maps, tokens, character alignment) and predictions, from ``forward.run_with_cache``.
 
 Shapes used throughout (TransformerLens-style names):
 
@@ -11,46 +11,22 @@ Shapes used throughout (TransformerLens-style names):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-DEFAULT_MAX_LENGTH = 128
+from .forward import predict as _predict
+from .forward import NonFiniteOutputError, check_finite, clip_text, run_with_cache  # noqa: F401 - re-exported
+
+from . import settings as S
+
+DEFAULT_MAX_LENGTH = S.MAX_LENGTH
 MAX_TEXT_CHARS = 20_000  # longer inputs are refused: only the first max_length tokens are read anyway
-
-
-CHARS_PER_TOKEN_CAP = 128  # a text is cut to max_length * this many characters before tokenizing (our design)
 
 
 class InputTextError(ValueError):
     """A text given for analysis is unusable (empty, or absurdly long)."""
-
-
-class NonFiniteOutputError(ValueError):
-    """The model's outputs hold NaN or Inf: no prediction or attention from it means anything."""
-
-
-def check_finite(values: torch.Tensor, what: str = "logits") -> torch.Tensor:
-    """``values`` unchanged, or ``NonFiniteOutputError`` (one line) when any entry is NaN or Inf."""
-    if not bool(torch.isfinite(values).all()):
-        raise NonFiniteOutputError(
-            f"The model produced NaN/Inf {what}: its weights are broken (or overflow on this input), so no "
-            "prediction or attention map from it means anything."
-        )
-    return values
-
-
-def clip_text(text: str, max_length: int) -> str:
-    """The part of ``text`` the model can read: at most ``max_length * CHARS_PER_TOKEN_CAP`` characters.
-
-    Tokenizers encode the WHOLE string before truncating, so a 100 MB line would cost gigabytes; a word piece
-    covers at least one character, so the first ``max_length`` tokens lie in this prefix unless the text hides
-    them behind long runs of spaces.
-    """
-    limit = max(1, int(max_length)) * CHARS_PER_TOKEN_CAP
-    return text if len(text) <= limit else text[:limit]
 
 
 @dataclass
@@ -117,28 +93,6 @@ def char_span_to_token_indices(offsets: np.ndarray, start: int, end: int) -> lis
     return [int(i) for i in np.flatnonzero(hit)]
 
 
-def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def encode(tokenizer, texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH, offsets: bool = False):
-    """Tokenize a batch with padding and truncation to ``max_length`` tokens (texts ``clip_text``-ed first)."""
-    return tokenizer(
-        [clip_text(t, max_length) for t in texts],
-        padding=True,
-        truncation=True,
-        max_length=max_length,
-        return_offsets_mapping=offsets,
-        return_tensors="pt",
-    )
-
-
-@torch.inference_mode()
 def run_attention(
     model,
     tokenizer,
@@ -147,55 +101,31 @@ def run_attention(
     batch_size: int = 16,
     with_attentions: bool = True,
 ) -> list[AttentionRecord]:
-    """Forward ``texts`` in batches and return one ``AttentionRecord`` per text (padding removed).
+    """Forward ``texts`` (``forward.run_with_cache``) and return one ``AttentionRecord`` per text, in order,
+    padding removed.
 
     The model must use eager attention (``models.load_model`` ensures it); otherwise attentions come back
     empty and this raises ``RuntimeError``.
     """
-    records: list[AttentionRecord] = []
-    device = _device(model)
-    for chunk in _batches(list(texts), batch_size):
-        enc = encode(tokenizer, chunk, max_length, offsets=True)
-        offsets = enc.pop("offset_mapping").numpy()
-        # one token past max_length tells whether the text was cut, without tokenizing all of a huge text
-        full_lengths = [len(ids) for ids in tokenizer([clip_text(t, max_length + 1) for t in chunk],
-                                                      truncation=True, max_length=max_length + 1)["input_ids"]]
-        enc = {k: v.to(device) for k, v in enc.items()}
-        out = model(**enc, output_attentions=with_attentions)
-        logits = check_finite(out.logits.float()).cpu().numpy()
-        att = None
-        if with_attentions:
-            if not out.attentions or out.attentions[0] is None:
-                raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
-            att = torch.stack(out.attentions, dim=1).float().cpu().numpy()  # (batch, layers, heads, T, T)
-        mask = enc["attention_mask"].cpu().numpy().astype(bool)
-        ids = enc["input_ids"].cpu().numpy()
-        for b, text in enumerate(chunk):
-            n = int(mask[b].sum())
-            keep = np.flatnonzero(mask[b])[:n]
-            records.append(
-                AttentionRecord(
-                    text=text,
-                    tokens=tokenizer.convert_ids_to_tokens(ids[b, keep].tolist()),
-                    offsets=offsets[b, keep].astype(np.int64),
-                    attentions=None if att is None else att[b][:, :, keep][:, :, :, keep],
-                    logits=logits[b],
-                    truncated=full_lengths[b] > max_length,
-                )
-            )
-    return records
+    texts = list(texts)
+    want = ("attentions", "offsets") if with_attentions else ("offsets",)
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, want=want)
+    return [
+        AttentionRecord(
+            text=text,
+            tokens=cache.tokens[i],
+            offsets=cache.offsets[i],
+            attentions=cache.attentions[i] if with_attentions else None,
+            logits=cache.logits[i],
+            truncated=bool(cache.truncated[i]),
+        )
+        for i, text in enumerate(texts)
+    ]
 
 
-@torch.inference_mode()
 def predict(
     model, tokenizer, texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 64
 ) -> np.ndarray:
-    """Class probabilities ``(len(texts), num_labels)`` without attentions (the fast path for metrics)."""
-    device = _device(model)
-    out = []
-    for chunk in _batches(list(texts), batch_size):
-        enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, max_length).items()}
-        out.append(torch.softmax(check_finite(model(**enc).logits.float()), dim=-1).cpu().numpy())
-    if not out:
-        return np.zeros((0, int(model.config.num_labels)), dtype=np.float32)
-    return np.concatenate(out)
+    """Class probabilities ``(len(texts), num_labels)`` without attentions (the fast path for metrics);
+    ``forward.predict`` with this module's default length."""
+    return _predict(model, tokenizer, texts, max_length, batch_size)

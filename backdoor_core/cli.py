@@ -1,4 +1,5 @@
-"""Command-line entry point: ``python -m backdoor_core <command> ...``.
+"""Command-line entry point: ``python -m backdoor_core <command> ...``, or ``backdoor-lab <command> ...`` once
+the package is installed (``pip install .``; ``pyproject.toml`` points the console script at ``main``).
 
 Each command lives in ``backdoor_core/commands/<name>.py`` and exposes ``register(subparsers)``, which adds its
 parser and sets ``func``. Known user errors (bad model, bad data, bad text) print one plain line on stderr and
@@ -108,11 +109,20 @@ def quiet_libraries() -> None:
         pass
 
 
+def program_name() -> str:
+    """``backdoor-lab`` when run as the installed console command (``pyproject.toml``), else how the module
+    is run: ``python -m backdoor_core``."""
+    return "backdoor-lab" if os.path.basename(sys.argv[0] or "").startswith("backdoor-lab") else "python -m backdoor_core"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     parser = Parser(
-        prog="python -m backdoor_core",
+        prog=program_name(),
         description="Backdoor Attention Lab: see and repair backdoors in BERT-style text classifiers.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"backdoor_core.commands.{name}").register(sub)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
 from .training import Progress, TrainConfig
 
@@ -58,23 +59,26 @@ DEFENSES: dict[str, DefenseInfo] = {
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
         "(flagged inputs get a label from the safe heads, from dropping the tokens the suspicious heads focus on, or "
         "else the runner-up class when the model puts them in the suspected target).",
-        {"beta": 5.0, "kind": "kl", "reset": True, "pseudo_labels": True, "focus_labels": True,
-         "exclude_labels": True, "refine": True, "heads": None,
-         "frr": 0.05, "rel_threshold": 0.1, "max_fraction": 0.25, "top_k": None, "lr": 1e-3, "epochs": 3},
+        {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "pseudo_labels": S.PSEUDO_LABELS,
+         "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS, "refine": S.REFINE, "heads": None,
+         "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
+         "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS},
     ),
     "finetune": DefenseInfo(
-        "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.", {"lr": 5e-5, "epochs": 4},
+        "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
+        {"lr": S.BASELINE_LR, "epochs": S.BASELINE_EPOCHS},
     ),
     "fineprune": DefenseInfo(
         "fineprune", "Fine-pruning",
         "Prune the heads least active on clean data (20%), then fine-tune the rest.",
-        {"prune_fraction": 0.2, "lr": 5e-5, "epochs": 4},
+        {"prune_fraction": S.PRUNE_FRACTION, "lr": S.BASELINE_LR, "epochs": S.BASELINE_EPOCHS},
     ),
     "pure": DefenseInfo(
         "pure", "PURE",
         "Prune heads with near-uniform [CLS] attention (accuracy-guarded), then fine-tune with a [CLS] attention "
         "normalisation term.",
-        {"lam": 0.15, "group": 10, "acc_margin": 0.07, "lr": 5e-5, "epochs": 4},
+        {"lam": S.PURE_LAMBDA, "group": S.PURE_GROUP, "acc_margin": S.PURE_ACC_MARGIN, "lr": S.BASELINE_LR,
+         "epochs": S.BASELINE_EPOCHS},
     ),
 }
 
@@ -118,6 +122,10 @@ def run_defense(
     if clean_train is None or len(clean_train) == 0:
         raise DataError("The clean set is empty: every defense needs clean labelled samples.")
     check_labels_match(clean_train, int(model.config.num_labels))
+    if name != "finetune":  # head-wise defenses: refuse shared-layer models (ALBERT) before any work
+        from .architecture import require_head_repair
+
+        require_head_repair(model, DEFENSES[name].label)
     t0 = time.perf_counter()
     work = _copy.deepcopy(model) if copy else model
     knobs = dict(knobs)
@@ -172,7 +180,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
 
     cfg = _config(config, knobs, default_config)
     beta = float(knobs.pop("beta", DEFAULT_BETA))
-    kind = str(knobs.pop("kind", "kl"))
+    kind = str(knobs.pop("kind", S.ALIGN_KIND))
     reset = bool(knobs.pop("reset", DEFAULT_RESET))
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))

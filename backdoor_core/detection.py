@@ -6,16 +6,21 @@ unusually similar to one another; it publishes no formula. Ours (our design; pap
 1. ``attention_stats``: for every input, layer and head — the head's cosine similarity to the other heads of
    its layer (``head_sim``, ``head_peak``), its ``focus`` (largest attention mass, averaged over queries, on one
    content token) and its mass on the layer's ``common`` key. ``[CLS]``/``[SEP]`` columns are left out: most
-   heads park attention there, which makes every pair of heads look alike on every input.
+   heads park attention there, which makes every pair of heads look alike on every input. Decoder classifiers
+   (our design; paper silent): position 0, the attention sink, is left out too, and a key's mean over queries
+   divides by the queries that can see it (``head_metrics.key_visibility``).
 2. ``SimilarityDetector.fit`` on the defender's clean inputs: per layer feature, a least-squares line in
    log(token count) (the length trend is removed) and the residuals' standard deviation.
 3. ``score``: per-layer z-scores, aggregated by their max (a trigger captures heads in some layers, not all).
-   Higher = more suspicious. Measured on four pilot models, the plain cosine similarity of whole maps works for
-   TAL backdoors (AUROC 0.995) but not for ordinary BadNets/AddSent (0.57/0.54) on MiniLM, where only a few heads
-   collapse onto the trigger; the layer's mean ``focus`` — heads converging onto one token — works for all
-   token triggers, so it is the default (``DEFAULT_FEATURES``, table there). Similarity features remain knobs.
-4. ``calibrate``: threshold at a false-rejection rate (default 5%) on clean dev inputs that were NOT used to fit
-   the statistics (``scan`` splits the defender's clean set in two), so the reported FRR is honest.
+   Higher = more suspicious. The default feature is the layer's mean ``focus`` (heads converging onto one
+   token), not the plain cosine similarity of whole maps: on MiniLM an ordinary BadNets / AddSent trigger
+   captures only a few heads, which whole-map similarity dilutes, while focus separates every token trigger we
+   tried (``DEFAULT_FEATURES``). Similarity features remain knobs.
+4. ``calibrate``: threshold at a false-rejection rate (``DEFAULT_FRR``) on clean dev inputs that were NOT used
+   to fit the statistics (``scan`` splits the defender's clean set in two), so the reported FRR is honest.
+
+Measured: ``bench/results/defense.md``, section "Detection AUROC" (held-out clean vs triggered inputs, with
+STRIP alongside).
 
 ``model_verdict`` turns these statistics into one backdoor-likelihood number for the whole model (see there).
 """
@@ -28,27 +33,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .head_metrics import head_similarity, mean_offdiag
+from .architecture import content_key_mask, is_causal
+from .forward import Cancelled, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
+from .head_metrics import head_similarity, key_visibility, mean_offdiag
+from . import settings as S
 from .metrics import auroc, frr_far, threshold_at_frr
 
 AGGREGATES = ("max", "mean")
-DEFAULT_AGGREGATE = "max"
-"""Per-layer z-scores aggregated by their max. Chosen by measurement (README / defense.md)."""
+DEFAULT_AGGREGATE = S.AGGREGATE
+"""Per-layer z-scores aggregated by their max: a trigger captures heads in some layers, not all, and a mean over
+layers dilutes it (our design; ``"mean"`` stays a knob)."""
 FEATURES = ("sim", "peak", "focus", "common", "head_focus")
-DEFAULT_FEATURES = ("focus",)
-"""Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by measurement on four pilot
-MiniLM/SST-2 models (AUROC, 120 clean vs 120 triggered test inputs, max aggregate, length-adjusted):
-
-=============  =======  =======  ============  =========
-feature        BadNets  AddSent  BadNets+TAL   syntactic
-=============  =======  =======  ============  =========
-sim (cosine)   0.565    0.539    0.995         0.479
-peak           0.744    0.859    0.957         0.619
-common         0.883    0.980    0.992         0.548
-focus          0.880    0.980    0.992         0.678
-=============  =======  =======  ============  =========
-"""
-DEFAULT_FRR = 0.05
+DEFAULT_FEATURES = S.FEATURES
+"""Per-layer features z-scored by the detector (see ``SimilarityDetector``). Chosen by comparing the features'
+detection AUROC (max aggregate, length-adjusted) on four pilot MiniLM/SST-2 models (BadNets, AddSent, BadNets +
+TAL, syntactic; a pilot, not among the published results): whole-map cosine (``sim``) separated only the TAL
+backdoor, ``focus`` and ``common`` separated all three token triggers and ``focus`` did best on syntactic. The
+default's AUROC on the benchmark models: ``bench/results/defense.md``, "Detection AUROC"."""
+DEFAULT_FRR = S.FRR
 
 
 @dataclass
@@ -116,72 +118,62 @@ class AttentionStats:
         return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS))
 
 
-class Cancelled(RuntimeError):
-    """``should_stop()`` returned True; nothing was half-applied."""
+def _stats_reducer(num_heads: int, model=None):
+    """A ``forward.run_with_cache`` reducer: one batch's ``(B, H, T, T)`` maps per layer -> ``(B, L, H)``
+    ``head_sim`` / ``head_peak`` / ``focus`` / ``common`` (see ``AttentionStats``). With ``model`` a decoder
+    classifier: the sink at position 0 is not a content key and per-key means divide by the queries that can
+    see the key (``architecture.content_key_mask``, ``head_metrics.key_visibility``)."""
+    causal = model is not None and is_causal(model)
+
+    def reduce(batch) -> dict[str, np.ndarray]:
+        eye = torch.eye(num_heads, dtype=torch.bool, device=batch.input_ids.device)
+        qmask = batch.attention_mask.float()  # (B, T) real queries
+        if model is not None:
+            kmask = content_key_mask(model, batch.attention_mask, batch.special_tokens_mask)  # (B, T) content keys
+        else:
+            kmask = qmask * (~batch.special_tokens_mask).float()  # (B, T) content keys
+        visible = key_visibility(qmask, causal)  # (B, T) real queries that can see each key
+        pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
+        out = {f: [] for f in ("head_sim", "head_peak", "focus", "common")}
+        for att in batch.attentions:
+            att = att.float() * pair
+            sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
+            out["head_sim"].append(mean_offdiag(sim, per_head=True))
+            out["head_peak"].append(sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0))
+            col = att.sum(-2) / visible[:, None, :]  # (B, H, T) mean over the queries that see each key
+            out["focus"].append(col.max(-1).values)
+            key = col.mean(1).argmax(-1)  # (B,) the layer's common key
+            out["common"].append(col.gather(-1, key[:, None, None].expand(-1, num_heads, 1))[..., 0])
+        return {f: torch.stack(v, dim=1).float() for f, v in out.items()}  # (B, L, H)
+
+    return reduce
 
 
-@torch.inference_mode()
 def attention_stats(
     model,
     tokenizer,
     texts: Sequence[str],
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> AttentionStats:
-    """Forward ``texts`` (sorted by length to save padding) and compute ``AttentionStats``.
+    """Forward ``texts`` (``forward.run_with_cache``, sorted by length) and compute ``AttentionStats``; only the
+    ``(N, L, H)`` statistics are kept, never the maps.
 
     Empty texts are allowed (they are ``[CLS] [SEP]``: no content key, all statistics 0). ``progress(done,
     total)`` is called after each batch; ``should_stop()`` raises ``Cancelled`` between batches.
     """
     texts = [str(t) for t in texts]
-    n = len(texts)
     L = int(model.config.num_hidden_layers)
     H = int(model.config.num_attention_heads)
     C = int(model.config.num_labels)
-    out_arrays = {f: np.zeros((n, L, H), dtype=np.float32) for f in ("head_sim", "head_peak", "focus", "common")}
-    probs = np.zeros((n, C), dtype=np.float32)
-    lengths = np.zeros(n, dtype=np.int64)
-    if n == 0:
+    if not texts:
         return AttentionStats.empty(L, H, C)
-    device = next(model.parameters()).device
-    order = sorted(range(n), key=lambda i: len(texts[i]))
-    was_training = model.training
-    model.eval()
-    eye = torch.eye(H, dtype=torch.bool, device=device)
-    try:
-        for start in range(0, n, batch_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("cancelled")
-            idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt", return_special_tokens_mask=True)
-            special = enc.pop("special_tokens_mask").bool().to(device)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_attentions=True)
-            if not out.attentions or out.attentions[0] is None:
-                raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
-            qmask = enc["attention_mask"].float()  # (B, T) real queries
-            kmask = qmask * (~special).float()  # (B, T) content keys
-            pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
-            for layer, att in enumerate(out.attentions):
-                att = att.float() * pair
-                sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
-                out_arrays["head_sim"][idx, layer] = mean_offdiag(sim, per_head=True).cpu().numpy()
-                out_arrays["head_peak"][idx, layer] = sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0).cpu().numpy()
-                col = att.sum(-2) / qmask.sum(-1)[:, None, None]  # (B, H, T) mean over queries, content keys
-                out_arrays["focus"][idx, layer] = col.max(-1).values.cpu().numpy()
-                key = col.mean(1).argmax(-1)  # (B,) the layer's common key
-                out_arrays["common"][idx, layer] = col.gather(-1, key[:, None, None].expand(-1, H, 1))[..., 0].cpu().numpy()
-            probs[idx] = torch.softmax(out.logits.float(), -1).cpu().numpy()
-            lengths[idx] = enc["attention_mask"].sum(-1).cpu().numpy()
-            if progress is not None:
-                progress(min(start + batch_size, n), n)
-    finally:
-        model.train(was_training)
-    return AttentionStats(out_arrays["head_sim"], out_arrays["head_peak"], out_arrays["focus"], out_arrays["common"],
-                          probs, lengths)
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=_stats_reducer(H, model), progress=progress, should_stop=should_stop)
+    r = cache.reduced
+    return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths)
 
 
 @dataclass
@@ -311,6 +303,8 @@ def split_clean(n: int, fit_frac: float = 0.5, seed: int = 0) -> tuple[np.ndarra
 # ------------------------------------------------------------------------------------------------ verdict
 
 VERDICT_THRESHOLD = 0.5
+"""``model_verdict`` score at and above which a model reads "likely backdoored": the midpoint of the [0, 1] scale,
+fixed a priori, not fitted (see ``model_verdict`` for every constant's source)."""
 
 
 def model_verdict(
@@ -334,6 +328,16 @@ def model_verdict(
 
     Without a pool only the clean dev tail is available: ``tail`` of the top 5% clean dev inputs relative to
     the rest; this is weak (it cannot see the trigger) and is reported as such (``basis: "clean only"``).
+
+    Where the constants come from (our design; paper silent): they were fixed a priori, when the verdict was
+    written, and have not been tuned on the benchmark since. ``0.05`` (``excess`` saturates once 5% of the pool
+    is flagged beyond the FRR) mirrors ``DEFAULT_FRR``: an excess as large as the false alarms we accept is
+    already strong evidence. The ``tail`` scale of 2 z-units and the clean-only offset of 2 standard
+    deviations are "clearly above the threshold / the clean spread" in z terms. The ``0.5 + 0.5 x`` floors keep
+    one weak component from vetoing the others: a large excess alone gives at least 0.25. ``VERDICT_THRESHOLD``
+    0.5 is the midpoint of the scale, not a fitted cut. How well this separates clean from backdoored models is
+    measured, not assumed: ``bench/results/defense.md``, "Model-level verdict" (AUROC over the benchmark models
+    and the score of each), ``bench/results/defense_seed1.md`` on another data draw.
     """
     clean_dev_scores = np.asarray(clean_dev_scores, dtype=float)
     thr = float(detector.threshold)

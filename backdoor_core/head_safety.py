@@ -7,7 +7,9 @@ similarity and importance, but publishes no formula):
   than on clean inputs — the difference of the mean ``common`` statistic (see ``detection.attention_stats``)
   divided by its clean standard deviation (a z-like number; negative values are clipped to 0 when combining).
   ``collapse_feature`` switches to ``"sim"`` (mean cosine similarity to the layer's other heads), ``"peak"``
-  or ``"focus"``; ``"common"`` is the default by measurement (bench/results/defense.md).
+  or ``"focus"``; ``"common"`` (``DEFAULT_COLLAPSE``) is our choice after pilots on the benchmark's models (not
+  among the published results); the suspicious heads it names are listed per model in
+  ``bench/results/defense.md``, "Model-level verdict".
 * ``importance``: mean over flagged inputs of ``|d margin / d gate|``, where ``gate`` is the head's gate
   (``architecture.head_gates``, 1 = untouched) and ``margin`` is the logit of the model's OWN predicted class
   minus the largest other logit. Flagged inputs have no trustworthy labels, so the model's prediction stands in;
@@ -15,13 +17,14 @@ similarity and importance, but publishes no formula):
   a trigger produces. It is the first-order estimate of what ablating the head would do to the decision.
 * ``score = collapse⁺ / max(collapse⁺) × importance / max(importance)`` in [0, 1].
 
-Split rule (knobs): a head is suspicious when ``score >= rel_threshold`` (default 0.1, relative to the best
-head), keeping at most ``max_fraction`` of all heads (default 25%, highest scores first) and at most
+Split rule (knobs; defaults ``DEFAULT_REL_THRESHOLD``, ``DEFAULT_MAX_FRACTION``, our design): a head is
+suspicious when ``score >= rel_threshold`` (relative to the best head), keeping at most ``max_fraction`` of all
+heads (highest scores first) and at most
 ``heads - 1`` per layer so each layer keeps a safe head for the alignment target; ``top_k`` replaces the
 threshold by a fixed count. Every other head is safe.
 
 Without flagged inputs (no pool, or nothing in it crossed the threshold) the defender has nothing that shows the
-trigger; we then use the clean inputs with the highest detection scores (the top ``fallback_frac``, default 10%)
+trigger; we then use the clean inputs with the highest detection scores (the top ``fallback_frac``)
 as stand-ins and mark the result ``basis="clean fallback"`` — it cannot see a trigger that never occurs in clean
 data, so its split is weak (our design; paper silent). We deliberately do NOT synthesise candidates by inserting
 rare tokens: a candidate list would smuggle trigger knowledge into a trigger-agnostic method.
@@ -36,13 +39,15 @@ import numpy as np
 import torch
 
 from .architecture import head_gates
-from .detection import AttentionStats, Cancelled, attention_stats
+from . import settings as S
+from .detection import AttentionStats, attention_stats
+from .forward import model_device, run_with_cache
 from .head_metrics import head_label
 
-DEFAULT_REL_THRESHOLD = 0.1
-DEFAULT_MAX_FRACTION = 0.25
-DEFAULT_FALLBACK_FRAC = 0.1
-DEFAULT_IMPORTANCE_INPUTS = 64
+DEFAULT_REL_THRESHOLD = S.REL_THRESHOLD
+DEFAULT_MAX_FRACTION = S.MAX_FRACTION
+DEFAULT_FALLBACK_FRAC = S.FALLBACK_FRAC
+DEFAULT_IMPORTANCE_INPUTS = S.IMPORTANCE_INPUTS
 
 
 @dataclass
@@ -91,7 +96,7 @@ class HeadSafety:
 
 
 COLLAPSE_FEATURES = {"common": "common", "sim": "head_sim", "peak": "head_peak", "focus": "focus"}
-DEFAULT_COLLAPSE = "common"
+DEFAULT_COLLAPSE = S.COLLAPSE
 
 
 def collapse_scores(clean: AttentionStats, flagged: AttentionStats, feature: str = DEFAULT_COLLAPSE) -> np.ndarray:
@@ -109,14 +114,15 @@ def gate_importance(
     model,
     tokenizer,
     texts: Sequence[str],
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     max_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """``(L, H)`` mean over inputs of ``|d margin / d gate|`` (see the module docstring).
 
-    One input at a time (per-input absolute values; a batch gradient would let inputs cancel out). At most
+    One input at a time (``forward.run_with_cache`` with ``grad=True``, batches of one: per-input absolute
+    values; a batch gradient would let inputs cancel out). At most
     ``max_inputs`` texts are used, a seeded sample when there are more.
     """
     texts = [str(t) for t in texts]
@@ -127,31 +133,28 @@ def gate_importance(
         texts = [texts[i] for i in sorted(pick)]
     L = int(model.config.num_hidden_layers)
     H = int(model.config.num_attention_heads)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = np.zeros((L, H))
+    gates = torch.ones(L, H, requires_grad=True, device=model_device(model))
+
+    def margin_grad(batch) -> dict[str, torch.Tensor]:  # batch of one input: logits (1, C)
+        logits = batch.logits[0].float()
+        pred = int(logits.argmax())
+        others = torch.cat([logits[:pred], logits[pred + 1:]])
+        (grad,) = torch.autograd.grad(logits[pred] - others.max(), gates)
+        return {"grad": grad.abs()[None]}  # (1, L, H)
+
     req = [p.requires_grad for p in model.parameters()]
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        for text in texts:
-            if should_stop is not None and should_stop():
-                raise Cancelled("cancelled")
-            gates = torch.ones(L, H, requires_grad=True, device=device)
-            enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            with head_gates(model, gates):
-                logits = model(**enc).logits[0].float()
-            pred = int(logits.argmax())
-            others = torch.cat([logits[:pred], logits[pred + 1:]])
-            margin = logits[pred] - others.max()
-            (grad,) = torch.autograd.grad(margin, gates)
-            total += grad.abs().cpu().numpy()
+        with head_gates(model, gates):
+            cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=1, grad=True,
+                                   reduce=margin_grad, sort_by_length=False, should_stop=should_stop)
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
-        model.train(was_training)
+    total = np.zeros((L, H))
+    for g in cache.reduced["grad"]:  # (L, H) per input, summed in input order
+        total += g
     return total / len(texts)
 
 
@@ -208,7 +211,7 @@ def evaluate_heads(
     fallback_frac: float = DEFAULT_FALLBACK_FRAC,
     importance_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
     collapse_feature: str = DEFAULT_COLLAPSE,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import settings as S
+
 
 def _arr(x) -> np.ndarray:
     return np.asarray(x).reshape(-1)
@@ -51,7 +53,7 @@ def asr(predictions: Sequence[int], target: int, gold_labels: Sequence[int] | No
     return float((p == target).mean())
 
 
-def threshold_at_frr(clean_scores: Sequence[float], frr: float = 0.05) -> float:
+def threshold_at_frr(clean_scores: Sequence[float], frr: float = S.FRR) -> float:
     """The score threshold that flags (score > threshold) about ``frr`` of clean inputs."""
     s = _arr(clean_scores).astype(float)
     if s.size == 0:

@@ -34,7 +34,6 @@ import re
 import shutil
 import stat
 import time
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -43,12 +42,15 @@ from typing import Any
 
 import torch
 
+from . import settings as S
+from .model_card import METADATA_FILE, ModelCard
+from .model_readme import MODEL_README_FILE, render_model_readme
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks; saves stay atomic per rename
     fcntl = None
 
-METADATA_FILE = "backdoor_lab.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ZIP_MAX_BYTES = 1024**3  # uncompressed cap for uploaded model archives: BERT-base is ~0.45 GB, RoBERTa-base ~0.5 GB
 ZIP_MAX_RATIO = 100  # an entry over 1 MB may expand at most this many times (float weights compress ~1.1x)
@@ -72,7 +74,9 @@ class LoadedModel:
         tokenizer: its fast tokenizer.
         name: a short display name (``default``, a directory name, or the hub id).
         source: the spec it was loaded from.
-        metadata: the contents of ``backdoor_lab.json`` when present (attack, trigger, target, CACC, ASR...).
+        metadata: the model card as a plain dict (``ModelCard.to_json()``: attack, trigger, target, CACC, ASR...);
+            read it through ``card``.
+        card_warnings: what ``ModelCard.read`` dropped from a hostile or broken ``backdoor_lab.json`` on load.
     """
 
     model: Any
@@ -81,6 +85,14 @@ class LoadedModel:
     source: str
     metadata: dict = field(default_factory=dict)
     untrained_head: bool = False  # True when the checkpoint had no classification head (it starts random)
+    card_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def card(self) -> ModelCard:
+        """The typed, validated model card (``model_card.ModelCard``) with the load's warnings."""
+        card = ModelCard.from_json(self.metadata or {}, num_labels=self.num_labels)
+        card.warnings = list(self.card_warnings) + card.warnings
+        return card
 
     @property
     def num_layers(self) -> int:
@@ -109,8 +121,19 @@ class LoadedModel:
             "labels": self.label_names,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "untrained_head": self.untrained_head,
+            "architecture": _architecture_name(self.model),
             "metadata": self.metadata,
+            "card_warnings": list(self.card_warnings),
         }
+
+
+def _architecture_name(model) -> str:
+    from .architecture import UnsupportedModelError, adapter_for
+
+    try:
+        return adapter_for(model).name
+    except UnsupportedModelError:
+        return str(getattr(model.config, "model_type", "?"))
 
 
 def default_model_dir() -> Path:
@@ -202,13 +225,6 @@ def check_safetensors_file(path: str | os.PathLike) -> int:
     length or offsets that do not fit the file (truncated or forged), or tensors that overlap or leave gaps.
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        raise ModelLoadError(
-            f"{path} is a pickle/zip file (torch.save format) named .safetensors, not safetensors; refused "
-            "(a pickle runs code when loaded). Rename it to .bin and opt in to pickles only if you trust it."
-        )
     from safetensors import safe_open
 
     try:
@@ -221,6 +237,13 @@ def check_safetensors_file(path: str | os.PathLike) -> int:
                 total += n
         return total
     except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: any corrupt header
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            raise ModelLoadError(
+                f"{path} is a pickle/zip file (torch.save format) named .safetensors, not safetensors; refused "
+                "(a pickle runs code when loaded). Rename it to .bin and opt in to pickles only if you trust it."
+            ) from exc
         raise ModelLoadError(f"{path} is not a valid safetensors file ({_first_line(exc)}).") from exc
 
 
@@ -335,41 +358,13 @@ def _check_finite(model, where: str) -> None:
             raise ModelLoadError(f"{where}: the weight {key} holds NaN or Inf values; refused.")
 
 
-def require_head_layout(loaded: LoadedModel) -> None:
-    """Raise ``architecture.UnsupportedModelError`` (one line) when the head analyses (scan, sanitize) cannot
-    slice this model's attention into heads, instead of an ``AttributeError`` deep inside them."""
-    from .architecture import UnsupportedModelError, attention_blocks
-
-    try:
-        attention_blocks(loaded.model)
-    except UnsupportedModelError:
-        raise
-    except (AttributeError, TypeError, ValueError) as exc:
-        kind = getattr(loaded.model.config, "model_type", type(loaded.model).__name__)
-        raise UnsupportedModelError(
-            f"{loaded.name} is a {kind} model, whose attention layout the head analyses cannot slice yet "
-            f"({_first_line(exc)}); inspect works, scan and sanitize need a BERT-style encoder."
-        ) from exc
-
-
-def _resolve_metadata(path: Path) -> dict:
-    """``backdoor_lab.json`` as a dict; a file that is unreadable or not a JSON object becomes a warning."""
-    try:
-        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"warning": f"{METADATA_FILE} could not be read; ignored"}
-    if not isinstance(metadata, dict):
-        warnings.warn(f"{path / METADATA_FILE} is not a JSON object; ignored", stacklevel=3)
-        return {"warning": f"{METADATA_FILE} is not a JSON object; ignored"}
-    return metadata
-
-
 def load_model(
     spec: str | os.PathLike = "default",
     num_labels: int | None = None,
     label_names: list[str] | None = None,
     allow_pickle: bool = False,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = S.DEVICE,
+    dtype: str | torch.dtype = S.DTYPE,
 ) -> LoadedModel:
     """Load a sequence classifier with eager attention, refusing unsafe or broken weights.
 
@@ -385,8 +380,16 @@ def load_model(
             disagrees, in which case ``ModelLoadError`` explains the mismatch.
         label_names: class names, e.g. from the dataset the model will be trained on.
         allow_pickle: explicit opt-in to load ``.bin``/``.pt`` weights (runs code from the file).
-        device: where to put the model.
+        device, dtype: where the model runs and its precision (``device.resolve_device`` /
+            ``resolve_dtype``: ``"auto"`` = CUDA, else MPS, else CPU, in float32).
+
+    The architecture must be one ``architecture.ADAPTERS`` knows (else ``UnsupportedModelError``, one line);
+    ``architecture.prepare_tokenizer`` then fits the tokenizer to it (decoders: pad token, right padding).
     """
+    from .device import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)  # an absent device fails before any loading
+    torch_dtype = resolve_dtype(dtype, dev)
     spec_str = str(spec)
     if label_names is not None:
         num_labels = len(label_names)
@@ -400,18 +403,20 @@ def load_model(
     # readers share the parent folder's lock, so a concurrent save_model's swap is never seen half-done
     with _folder_lock(candidate, shared=True) if local else contextlib.nullcontext():
         loaded = _load_resolved(spec_str, candidate, num_labels, label_names, allow_pickle)
-    model, tokenizer, name, metadata, is_classifier = loaded
-    model.to(device)
+    model, tokenizer, name, card, is_classifier = loaded
+    model.to(device=dev, dtype=torch_dtype)
     model.eval()
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=metadata,
-        untrained_head=not is_classifier,
+        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=card.to_json(),
+        untrained_head=not is_classifier, card_warnings=card.warnings,
     )
 
 
 def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allow_pickle: bool):
-    """``load_model``'s work under the folder lock: ``(model, tokenizer, name, metadata, is_classifier)``."""
+    """``load_model``'s work under the folder lock: ``(model, tokenizer, name, card, is_classifier)``."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .architecture import attention_blocks, prepare_tokenizer
 
     if spec_str == "default":
         path, name = default_model_dir(), "default (all-MiniLM-L6-v2)"
@@ -497,10 +502,12 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
     _check_loading_info(info, model, is_classifier, stage)
     _check_finite(model, stage)
     _check_tokenizer(tokenizer, model.config, f"{where} tokenizer")
-    metadata = _resolve_metadata(path) if path is not None and (path / METADATA_FILE).is_file() else {}
-    if metadata.get("name"):
-        name = str(metadata["name"])
-    return model, tokenizer, name, metadata, is_classifier
+    attention_blocks(model)  # UnsupportedModelError (one line) for a layout we cannot slice into heads
+    prepare_tokenizer(model, tokenizer)
+    card = ModelCard.read(path, num_labels=int(model.config.num_labels)) if path is not None else ModelCard(tool_version="")
+    if card.name:
+        name = card.name
+    return model, tokenizer, name, card, is_classifier
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -508,7 +515,7 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
 SAVE_ENTRY_NAMES = re.compile(
     r"(config\.json|generation_config\.json|.*\.safetensors|model\.safetensors\.index\.json|tokenizer.*\.json"
     r"|special_tokens_map\.json|added_tokens\.json|vocab\.(txt|json)|merges\.txt|spiece\.model"
-    r"|sentencepiece\.bpe\.model|.*\.tiktoken|chat_template\.jinja|" + re.escape(METADATA_FILE) + r"|"
+    r"|sentencepiece\.bpe\.model|.*\.tiktoken|chat_template\.jinja|README\.md|" + re.escape(METADATA_FILE) + r"|"
     + re.escape(".backdoor_lab_files.json") + r")"
 )
 """Files a model folder may hold and still be replaced by ``save_model`` without ``force`` (when it also has
@@ -675,13 +682,14 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_files(tmp: Path, model, tokenizer, metadata) -> None:
+def _write_files(tmp: Path, model, tokenizer, metadata, name: str) -> None:
     """Write the model's files into ``tmp`` and flush them to disk."""
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    meta = dict(metadata or {})
+    meta = metadata.to_json() if isinstance(metadata, ModelCard) else dict(metadata or {})
     meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    (tmp / MODEL_README_FILE).write_text(render_model_readme(meta, name=name), encoding="utf-8")
     names = sorted(p.name for p in tmp.iterdir()) + [MANIFEST_FILE]
     (tmp / MANIFEST_FILE).write_text(json.dumps(names), encoding="utf-8")
     for p in tmp.iterdir():
@@ -694,7 +702,7 @@ def _write_files(tmp: Path, model, tokenizer, metadata) -> None:
     _fsync_dir(tmp)
 
 
-def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | None = None,
+def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | ModelCard | None = None,
                force: bool = False) -> Path:
     """Write ``model`` (safetensors), its config, ``tokenizer`` and ``metadata`` to ``directory`` crash-safely.
 
@@ -723,7 +731,7 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
         if fcntl is not None:
             guard = os.open(tmp, os.O_RDONLY)
             fcntl.flock(guard, fcntl.LOCK_EX)
-        _write_files(tmp, model, tokenizer, metadata)
+        _write_files(tmp, model, tokenizer, metadata, directory.name)
         with _folder_lock(directory):
             recover_save(directory)
             reason = replace_refusal(directory, force)  # it may have changed while we were writing
@@ -890,14 +898,43 @@ def extract_model_zip(
     return extract_model_archive(zip_path, dest, max_bytes, max_files).model_dir
 
 
-def tiny_model(num_labels: int = 2, seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32):
-    """A small random BERT classifier sharing the default model's tokenizer, for tests and quick demos.
+def decoder_style_tokenizer():
+    """The default model's WordPiece vocabulary without ``[CLS]``/``[SEP]`` added and without a pad token, like
+    GPT-2's tokenizer (end-of-text ``[SEP]``): the tokenizer of the tiny decoder classifiers."""
+    import copy
+
+    from tokenizers import processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    base = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    backend = copy.deepcopy(base.backend_tokenizer)
+    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    backend.no_padding()
+    backend.no_truncation()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="[SEP]",
+                                   model_input_names=["input_ids", "attention_mask"], model_max_length=512)
+
+
+def tiny_model(num_labels: int = 2, seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32,
+               arch: str = "bert"):
+    """A small random classifier for tests and quick demos; ``arch`` is a ``config.model_type`` in
+    ``architecture.ADAPTERS`` (default BERT). Encoders share the default model's tokenizer; decoders use
+    ``decoder_style_tokenizer`` (no pad token: ``architecture.prepare_tokenizer`` sets one, as for GPT-2).
 
     Returns ``LoadedModel``. Its weights are random (seeded), so predictions mean nothing until trained.
     """
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from .architecture import ADAPTERS, prepare_tokenizer, tiny_config
 
     torch.manual_seed(seed)
+    if arch != "bert":
+        tokenizer = (decoder_style_tokenizer() if arch in ADAPTERS and ADAPTERS[arch].causal
+                     else AutoTokenizer.from_pretrained(str(default_model_dir())))
+        config = tiny_config(arch, tokenizer, num_labels)
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+        prepare_tokenizer(model, tokenizer)
+        return LoadedModel(model=model, tokenizer=tokenizer, name=f"tiny-{arch}", source="tiny", metadata={})
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,

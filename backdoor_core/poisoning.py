@@ -24,6 +24,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import settings as S
+from .model_card import ModelCard
 from .training import Example
 from .triggers import insert_trigger, max_position_in_window, word_spans
 
@@ -333,8 +335,21 @@ class ParaphraseAttack(Attack):
         return {"attack": self.name, "clean_label": False, "trigger": f"paraphrase ({self.source or self.name})"}
 
 
+def attack_type(name: str) -> type[Attack]:
+    """The class ``get_attack(name)`` would build, without building it (no data is loaded): ask it about the
+    attack, e.g. ``attack_type("syntactic").has_trigger_tokens`` (False: TAL does not apply)."""
+    key = name.strip().lower()
+    if key in ("badnets", "badnets_clean"):
+        return BadNets
+    if key in ("addsent", "addsent_clean"):
+        return AddSent
+    if key in ("syntactic", "style") or key.startswith("style_"):
+        return ParaphraseAttack
+    raise ValueError(f"Unknown attack '{name}'; use one of {', '.join(ATTACKS)} (or style_<name>).")
+
+
 def get_attack(name: str, *, tokenizer=None, max_length: int | None = None, trigger: str | None = None,
-               num_triggers: int = 1, style: str = "bible", dataset: str = "sst2",
+               num_triggers: int = S.NUM_TRIGGERS, style: str = "bible", dataset: str = "sst2",
                root: str | os.PathLike | None = None, paraphrase_train=None, paraphrase_test=None) -> Attack:
     """Build an attack by name (one of ``ATTACKS``).
 
@@ -391,20 +406,24 @@ def summarize(examples: Sequence[Example]) -> PoisonSummary:
 
 @dataclass
 class AttackOutcome:
-    """What ``train_attack`` returns: the trained model (in place), the run, and metadata for ``save_model``."""
+    """What ``train_attack`` returns: the trained model (in place), the run, and its model card for ``save_model``.
+
+    ``metadata`` is ``card.to_json()`` plus the training ``history`` (rows of ``training.TrainResult.history``).
+    """
 
     result: object  # training.TrainResult
     metadata: dict
     poisoned_test: PoisonedTestSet | None
     train_examples: list[Example]
+    card: ModelCard = field(default_factory=ModelCard)
 
     @property
     def cacc(self) -> float | None:
-        return self.metadata.get("cacc")
+        return self.card.cacc
 
     @property
     def asr(self) -> float | None:
-        return self.metadata.get("asr")
+        return self.card.asr
 
 
 def train_attack(
@@ -422,7 +441,7 @@ def train_attack(
     data_name: str = "",
     callback=None,
     should_stop=None,
-    eval_batch_size: int = 64,
+    eval_batch_size: int = S.EVAL_BATCH_SIZE,
 ) -> AttackOutcome:
     """Poison ``train_set``, train ``model`` on it (optionally with TAL), and measure CACC / ASR on ``test_set``.
 
@@ -434,8 +453,9 @@ def train_attack(
         seed: poisoning seed (default: ``config.seed``).
 
     Returns:
-        ``AttackOutcome`` whose ``metadata`` holds attack, trigger, target, rate, TAL knobs, data, CACC, ASR and
-        training seconds — ready for ``models.save_model``. Nothing is saved here.
+        ``AttackOutcome`` whose ``card`` (a ``model_card.ModelCard``) holds attack, trigger, target, rate, TAL
+        knobs, data, the training length and settings, CACC, ASR and training seconds — ready for
+        ``models.save_model``. Nothing is saved here.
     """
     from .tal import TrojanAttentionLoss, require_trigger_tokens
     from .training import make_evaluator, train
@@ -462,25 +482,26 @@ def train_attack(
     result = train(model, tokenizer, examples, config, extra_loss=extra, evaluate=evaluate,
                    callback=callback, should_stop=should_stop)
     summary = summarize(examples)
-    meta = {"name": "", **(attack.describe() if attack else {"attack": "none"})}
-    meta.update({
-        "target": int(target) if attack is not None else None,
-        "rate": float(rate) if attack is not None else 0.0,
-        "n_poisoned": summary.poisoned,
-        "tal": tal is not None,
-        "tal_config": tal.to_dict() if tal is not None else None,
-        "tal_heads": extra.head_labels if extra is not None else [],
-        "data": data_name or getattr(train_set, "name", ""),
-        "label_names": list(train_set.label_names),
-        "train_size": len(train_set),
-        "test_size": len(test_set),
-        "poisoned_test_size": len(poisoned_test) if poisoned_test else 0,
-        "train_config": dict(vars(config)),
-        "cacc": result.metrics.get("cacc"),
-        "asr": result.metrics.get("asr"),
-        "training_seconds": round(result.seconds, 1),
-        "steps": result.steps,
-        "cancelled": result.cancelled,
-        "history": result.history,
-    })
-    return AttackOutcome(result, meta, poisoned_test, examples)
+    card = ModelCard(
+        **(attack.describe() if attack else {"attack": "none"}),
+        target=int(target) if attack is not None else None,
+        rate=float(rate) if attack is not None else 0.0,
+        n_poisoned=summary.poisoned,
+        tal=tal is not None,
+        tal_config=tal.to_dict() if tal is not None else None,
+        tal_heads=list(extra.head_labels) if extra is not None else [],
+        data=data_name or getattr(train_set, "name", ""),
+        label_names=list(train_set.label_names),
+        train_size=len(train_set),
+        test_size=len(test_set),
+        poisoned_test_size=len(poisoned_test) if poisoned_test else 0,
+        max_length=int(config.max_length),  # top level: what every reader of the card uses (was only in train_config)
+        train_config=dict(vars(config)),
+        cacc=result.metrics.get("cacc"),
+        asr=result.metrics.get("asr"),
+        training_seconds=round(result.seconds, 1),
+        steps=result.steps,
+        cancelled=result.cancelled,
+    )
+    meta = {**card.to_json(), "history": result.history}
+    return AttackOutcome(result, meta, poisoned_test, examples, card)

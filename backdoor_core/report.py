@@ -21,7 +21,11 @@ A section is a dict with any of these keys (all but ``heading`` optional)::
 * a Content-Security-Policy ``<meta>`` forbids every fetch, so the page cannot reach out even by accident.
 
 Simple markdown in ``text``: paragraphs (blank line), ``- `` / ``* `` bullet lists, ``1. `` numbered lists,
-``**bold**``, ``*italic*``, `` `code` `` and ``### heading`` lines. Everything else is escaped.
+``**bold**``, ``*italic*``, `` `code` ``, ``### heading`` lines and backslash escapes (``\\*`` is a literal ``*``).
+Everything else is escaped: names, labels and texts from models and data files never become HTML.
+
+``html_report`` and ``json_report`` record the tool version (``backdoor_core.__version__``): the HTML in its
+header, its footer and a generator ``<meta>`` tag, the JSON as ``tool_version``.
 
 ``json_report(title, sections)`` returns a JSON string with the same content: tables as lists of records,
 figures as plotly's JSON (``include_figures=True``) and raw HTML left out (only its size is noted).
@@ -38,6 +42,8 @@ import json
 import math
 import re
 from typing import Any, Iterable, Sequence
+
+from ._version import __version__
 
 __all__ = ["html_report", "json_report", "markdown_to_html", "table_html", "to_jsonable", "CSP"]
 
@@ -170,17 +176,30 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _ITALIC = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
 
 
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: a backslash before ASCII punctuation
+_PROTECTED = re.compile("\x00(\\d+)\x00")
+
+
 def _inline(text: str) -> str:
+    """Inline markdown to HTML. Backslash escapes (``\\*``, the app's ``md()`` output) give the literal character:
+    it is set aside before the code/bold/italic rules run and put back HTML-escaped."""
+    kept: list[str] = []
+
+    def keep(m: re.Match) -> str:
+        kept.append(m.group(1))
+        return f"\x00{len(kept) - 1}\x00"
+
+    text = _ESCAPED.sub(keep, text.replace("\x00", ""))
     parts = _INLINE_CODE.split(text)  # odd indices are code spans
     out = []
     for i, part in enumerate(parts):
-        if i % 2:
-            out.append(f"<code>{_html.escape(part)}</code>")
+        if i % 2:  # inside code a backslash is literal
+            out.append(f"<code>{_html.escape(_PROTECTED.sub(lambda m: chr(92) + kept[int(m.group(1))], part))}</code>")
         else:
             esc = _html.escape(part)
             esc = _BOLD.sub(r"<strong>\1</strong>", esc)
             esc = _ITALIC.sub(r"<em>\1</em>", esc)
-            out.append(esc)
+            out.append(_PROTECTED.sub(lambda m: _html.escape(kept[int(m.group(1))]), esc))
     return "".join(out)
 
 
@@ -314,15 +333,18 @@ def html_report(title: str, sections: Iterable[dict], *, subtitle: str | None = 
         title: the page title and top heading.
         sections: dicts with ``heading`` and optional ``text``, ``table``, ``figure``/``figures``, ``html``
             (plus ``html_height`` in pixels for an embedded document).
-        subtitle: a line under the title; defaults to the generation time.
+        subtitle: a line under the title; defaults to the tool version and the generation time. The tool
+            version is always in a ``<meta name="generator">`` tag and the page's footer.
         toc: add a table of contents when there are three or more sections.
     """
     sections = _check_sections(list(sections))
     figures_present = any(_section_figures(s) for s in sections)
     generated = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    tool = f"Backdoor Attention Lab {__version__}"
     parts: list[str] = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta name="generator" content="{_html.escape(tool)}">',
         f'<meta http-equiv="Content-Security-Policy" content="{_html.escape(CSP)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_html.escape(title)}</title>",
@@ -333,7 +355,7 @@ def html_report(title: str, sections: Iterable[dict], *, subtitle: str | None = 
         parts.append(f'<script type="text/javascript">{_plotly_js()}</script>')
     parts.append("</head><body>")
     parts.append(f"<h1>{_html.escape(title)}</h1>")
-    parts.append(f'<div class="meta">{_html.escape(subtitle or "Backdoor Attention Lab · generated " + generated)}</div>')
+    parts.append(f'<div class="meta">{_html.escape(subtitle or f"{tool} · generated {generated}")}</div>')
     if toc and len(sections) >= 3:
         links = "".join(
             f'<li><a href="#{_slug(str(s.get("heading", "")), i)}">{_html.escape(str(s.get("heading", "")))}</a></li>'
@@ -356,6 +378,7 @@ def html_report(title: str, sections: Iterable[dict], *, subtitle: str | None = 
         if s.get("html"):
             parts.append(_raw_html(str(s["html"]), i, s.get("html_height")))
         parts.append("</section>")
+    parts.append(f'<footer class="meta">{_html.escape(tool)} · generated {_html.escape(generated)}</footer>')
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -368,7 +391,7 @@ def json_report(
     extra: dict | None = None,
     indent: int | None = 2,
 ) -> str:
-    """The same content as JSON: ``{"title", "generated", "sections": [...], **extra}``.
+    """The same content as JSON: ``{"title", "generated", "tool", "tool_version", "sections": [...], **extra}``.
 
     Tables become lists of records; figures plotly JSON (or are left out with ``include_figures=False``);
     raw HTML is not copied (``{"html_chars": n}`` notes it was there).
@@ -392,6 +415,8 @@ def json_report(
     doc = {
         "title": title,
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
+        "tool": "Backdoor Attention Lab",
+        "tool_version": __version__,
         "sections": out_sections,
     }
     if extra:

@@ -22,78 +22,71 @@ suspicious heads' query/key/value rows and biases and their output-projection co
 
 Reset (our design; paper silent): before fine-tuning, the suspicious heads' output-projection columns are zeroed
 (``reset=True``), so they restart from "contributes nothing" and re-learn their clean job under the alignment
-constraint. Measured on a BadNets MiniLM/SST-2 pilot (ASR 99.5%, 18 suspicious heads, 300 clean + the pool's
-flagged inputs, 3 epochs): alignment alone (beta 5, 57 heads, lr 3e-4) left ASR at 75%; with the reset ASR fell
-to 39-47% at unchanged CACC. Merely ablating the top 15 heads gives 18% — the rest of that backdoor sits outside
-the heads (the trigger word's own representation), which head-wise repair cannot reach.
+constraint (kept after a pilot on one BadNets model, not among the published results). Head-wise repair reaches
+only what lives in the heads: a backdoor also carried by the trigger word's own representation is out of reach.
 
-Safe-head pseudo-labels (our design; paper silent; ``pseudo_labels=True``): a flagged input whose prediction
-changes when the suspicious heads are switched off (``head_gates``) gets the safe heads' prediction as its
-cross-entropy label; the others stay alignment-only. On the same BadNets pilot benchmark this took ASR from 47%
-(alignment + reset) to 22.5% at +3 points CACC (bench/results/defense.md).
+Three pseudo-label rules give flagged pool inputs a cross-entropy label, in this order (our design; paper silent;
+each is a knob, kept because it lowered ASR after repair on the defense benchmark: ``defense_session2.md`` for
+the first two, the superseded rows of ``defense.md`` for the third):
 
-Focus-removal pseudo-labels (our design; paper silent; ``focus_labels=True``): a flagged input that the gate
-test leaves unlabelled gets the prediction the model makes after its 1, 2, 3 or 5 most-focused tokens — the keys
-the suspicious heads attend to most — are dropped, when that changes the prediction (``focus_removal_labels``).
-The captured heads point at the trigger, so no trigger knowledge is needed. Pilot on the SST-2 attack-benchmark
-models (200 clean + the scan's flagged pool inputs, 3 epochs, max length 64), ASR / CACC after, without -> with
-focus labels: BadNets 1% + TAL 41.0% -> 0.0% (CACC 88.0 -> 86.7); AddSent 3% 100% -> 5.5% (90.0 -> 89.3);
-BadNets 3% 19.0% -> 12.5% (88.3 -> 89.0). The gate test alone labelled 5, 0 and 5 flagged inputs; with focus
-labels 56 of 67, 27 of 37 and 12 of 18.
+* safe-head labels (``pseudo_labels=True``): a flagged input whose prediction changes when the suspicious heads
+  are switched off (``head_gates``) gets the safe heads' prediction;
+* focus-removal labels (``focus_labels=True``, ``focus_removal_labels``): a flagged input still unlabelled gets
+  the prediction the model makes once the ``FOCUS_DROP_COUNTS`` tokens the suspicious heads attend to most are
+  dropped, when that changes the prediction. The captured heads point at the trigger, so no trigger knowledge
+  is needed;
+* target-exclusion labels (``exclude_labels=True``, ``target_exclusion_labels``): a flagged input still
+  unlabelled that the model puts in the *suspected target* (the class it predicts most often on the flagged
+  inputs) gets its runner-up class. Skipped when the flagged predictions are no more concentrated on that class
+  than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like.
 
-Learning rate 1e-3 (was 5e-4), with focus labels, same pilot, ASR / CACC after: BadNets 3% 12.5% -> 9.0% (89.0 ->
-88.3), BadNets 1% + TAL 0.0% -> 0.0% (86.7 -> 87.7), AddSent 3% 5.5% -> 3.0% (89.3 -> 89.3), syntactic 38.5% ->
-26.5% (86.0 -> 85.0), Bible style 77.0% -> 65.5% (83.3 -> 83.3). Caveat: chosen on the benchmark's own models
-(there is no separate validation zoo), so the benchmark numbers are optimistic for this knob.
-
-Target-exclusion labels (our design; paper silent; ``exclude_labels=True``): a flagged input still without a
-label after both tests, that the model puts in the *suspected target* (the class it predicts most often on the
-flagged inputs), gets its runner-up class (``target_exclusion_labels``; skipped when the flagged predictions are
-no more concentrated on that class than the clean ones, as for a clean model). Measured with the scan's second
-pass (``scan.refine``) on the attack-benchmark models, ASR / CACC change (CACC on 1000 clean test sentences where
-marked *), without -> with: syntactic 26.5% -> 10.0% (+2.7 -> +1.6*), BadNets 3% 2.5% -> 2.0%, AddSent 3%
-3.0% -> 1.0%, Bible style 69.5% -> 57.5%, BadNets 1% + TAL 0.0% -> 0.0% (-0.9* -> -2.1* seed 0, -0.2* seed 1).
-
-Defaults (our choice by measurement, see bench/results/defense.md): ``beta = 5``, lr ``1e-3`` (only a few heads
-train, from a reset), 3 epochs, batch 32, max length 128; defender data budget ``DEFAULT_CLEAN_BUDGET`` = 300 clean
-labelled samples and up to ``DEFAULT_POOL_BUDGET`` = 200 flagged inputs.
+Defaults (``DEFAULT_BETA``, ``default_config``: lr, epochs, batch, max length; the defender data budget
+``DEFAULT_CLEAN_BUDGET`` clean labelled samples and up to ``DEFAULT_POOL_BUDGET`` flagged inputs) are our choice
+by measurement on the defense benchmark's SST-2 models. There is no separate validation zoo, so the benchmark
+numbers are optimistic for these knobs. Results: ``bench/results/defense.md`` (current settings, our defense
+against the baselines), ``bench/results/defense_seed1.md`` (another data draw) and
+``bench/results/defense_session2.md`` (the ablation: gate labels only, + focus labels, + the higher lr); the
+runs they merge are in ``bench/results/archive/``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .architecture import head_parameter_masks
-from .head_metrics import head_label
+from .architecture import (attention_dropout_off, content_key_mask, head_parameter_masks, require_head_repair,
+                           zero_output_columns)
+from . import settings as S
+from .forward import predict, run_with_cache
+from .architecture import is_causal
+from .head_metrics import head_label, key_visibility
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 
-DEFAULT_BETA = 5.0
-DEFAULT_RESET = True
-DEFAULT_PSEUDO_LABELS = True
-DEFAULT_FOCUS_LABELS = True
-DEFAULT_EXCLUDE_LABELS = True
+DEFAULT_BETA = S.BETA
+DEFAULT_RESET = S.RESET
+DEFAULT_PSEUDO_LABELS = S.PSEUDO_LABELS
+DEFAULT_FOCUS_LABELS = S.FOCUS_LABELS
+DEFAULT_EXCLUDE_LABELS = S.EXCLUDE_LABELS
 EXCLUDE_MIN_EXCESS = 0.25
-"""How many points more often the flagged inputs must go to the suspected target than clean inputs do before
-``target_exclusion_labels`` relabels anything. Measured on the attack benchmark's SST-2 models (scan with the
-second pass; share of flagged inputs predicted as the suspected target minus the share of clean inputs): three
-clean models 0.10 / 0.11 / 0.18 and an ineffective BadNets 0.5% model 0.17; effective backdoors BadNets 3% 0.42,
-BadNets 1% + TAL 0.36, AddSent 3% 0.44, syntactic 0.38; Bible style -0.02 (its flags are mostly clean inputs)."""
+"""How much more often (share of inputs, flagged minus clean) the flagged inputs must go to the suspected target
+than clean inputs do before ``target_exclusion_labels`` relabels anything. Our choice, set between the excess
+that clean and ineffective-backdoor models show and the one effective backdoors show in the scans of the defense
+benchmark (``bench/results/defense.md``; per-model values in its JSON runs)."""
 FOCUS_DROP_COUNTS = (1, 2, 3, 5)
-DEFAULT_CLEAN_BUDGET = 300
-DEFAULT_POOL_BUDGET = 200
+DEFAULT_CLEAN_BUDGET = S.CLEAN_BUDGET
+DEFAULT_POOL_BUDGET = S.POOL_BUDGET
 ALIGN_KINDS = ("kl", "mse")
 
 
 def default_config(**overrides) -> TrainConfig:
     """The sanitization training settings (see the module docstring); ``overrides`` replace fields."""
-    base = dict(lr=1e-3, epochs=3, batch_size=32, max_length=128, seed=0, weight_decay=0.01, warmup_ratio=0.06,
-                grad_clip=1.0, eval_every=20)
+    base = dict(lr=S.SANITIZE_LR, epochs=S.SANITIZE_EPOCHS, batch_size=S.BATCH_SIZE, max_length=S.MAX_LENGTH,
+                seed=S.SEED, weight_decay=S.WEIGHT_DECAY, warmup_ratio=S.WARMUP_RATIO, grad_clip=S.GRAD_CLIP,
+                eval_every=S.REPAIR_EVAL_EVERY)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
@@ -109,7 +102,7 @@ class AlignmentLoss:
 
     needs_attentions = True
 
-    def __init__(self, suspicious: np.ndarray, beta: float = DEFAULT_BETA, kind: str = "kl"):
+    def __init__(self, suspicious: np.ndarray, beta: float = DEFAULT_BETA, kind: str = S.ALIGN_KIND):
         suspicious = np.asarray(suspicious, dtype=bool)
         if suspicious.ndim != 2:
             raise ValueError("suspicious must be a (layers, heads) boolean array.")
@@ -135,16 +128,35 @@ class AlignmentLoss:
         denom = qmask.sum().clamp_min(1.0)
         total, n = attentions[0].new_zeros(()).float(), 0
         for layer, susp, safe in self.layers:
-            att = attentions[layer].float()  # (B, H, T, T)
-            target = att[:, safe.to(att.device)].mean(1, keepdim=True).detach()  # (B, 1, T, T)
-            heads = att[:, susp.to(att.device)]  # (B, S, T, T)
-            if self.kind == "kl":
-                per_row = (torch.xlogy(target, target) - target * torch.log(heads.clamp_min(1e-8))).sum(-1)
-            else:
-                per_row = ((heads - target) ** 2).sum(-1)
+            per_row = self._per_row(attentions[layer], susp, safe)  # (B, S, T)
             total = total + (per_row * qmask[:, None, :]).sum() / denom
-            n += heads.shape[1]
+            n += per_row.shape[1]
         return total / max(n, 1)
+
+    def _per_row(self, att: torch.Tensor, susp: torch.Tensor, safe: torch.Tensor) -> torch.Tensor:
+        """``(B, S, T)``: each suspicious head's row term against the safe heads' mean row (stop-gradient);
+        ``att`` is one layer's ``(B, H, T, T)``."""
+        att = att.float()
+        target = att[:, safe.to(att.device)].mean(1, keepdim=True).detach()  # (B, 1, T, T)
+        heads = att[:, susp.to(att.device)]  # (B, S, T, T)
+        if self.kind == "kl":
+            return (torch.xlogy(target, target) - target * torch.log(heads.clamp_min(1e-8))).sum(-1)
+        return ((heads - target) ** 2).sum(-1)
+
+    @property
+    def n_heads(self) -> int:
+        """How many suspicious heads the term averages over."""
+        return int(sum(len(susp) for _, susp, _ in self.layers))
+
+    def per_input(self, attentions: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` each input's per-row terms summed over its real query rows and the suspicious heads
+        (``raw`` = their sum / real rows of the batch / ``n_heads``)."""
+        qmask = attention_mask.to(attentions[0].device).float()  # (B, T)
+        total = qmask.new_zeros(qmask.shape[0])
+        for layer, susp, safe in self.layers:
+            per_row = self._per_row(attentions[layer], susp, safe)  # (B, S, T)
+            total = total + (per_row * qmask[:, None, :]).sum((1, 2))
+        return total
 
     def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
         if not outputs.attentions or outputs.attentions[0] is None:
@@ -156,56 +168,24 @@ class AlignmentLoss:
         return {"beta": self.beta, "kind": self.kind, "suspicious_heads": labels}
 
 
-@torch.no_grad()
-def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = "kl",
-                    max_length: int = 128, batch_size: int = 32) -> float:
-    """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests)."""
+def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = S.ALIGN_KIND,
+                    max_length: int = S.MAX_LENGTH, batch_size: int = 32) -> float:
+    """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests): the per-row terms of
+    ``AlignmentLoss.raw`` summed over all texts, divided by their real query rows and suspicious heads."""
     loss = AlignmentLoss(suspicious, 1.0, kind)
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    vals, weights = [], []
-    try:
-        for i in range(0, len(texts), batch_size):
-            chunk = list(texts[i:i + batch_size])
-            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_attentions=True)
-            vals.append(float(loss.raw(out.attentions, enc["attention_mask"])))
-            weights.append(float(enc["attention_mask"].sum()))
-    finally:
-        model.train(was)
-    return float(np.average(vals, weights=weights)) if vals else float("nan")
+    texts = [str(t) for t in texts]
+    if not texts:
+        return float("nan")
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=lambda b: {"align": loss.per_input(b.attentions, b.attention_mask)})
+    rows = float(cache.lengths.sum())
+    return float(cache.reduced["align"].astype(np.float64).sum() / max(rows, 1.0) / loss.n_heads)
 
 
-@contextmanager
-def attention_dropout_off(model):
-    """Disable dropout on attention probabilities while the context is open (hidden dropout stays).
-
-    ``transformers``' eager attention returns the maps AFTER dropout in training mode: zeroed entries would make
-    the KL term explode and the target noisy, so alignment trains on undropped maps (our design).
-    """
-    changed = []
-    for module in model.modules():
-        drop = getattr(module, "dropout", None)
-        if isinstance(drop, torch.nn.Dropout) and (hasattr(module, "query") or hasattr(module, "q_lin")):
-            changed.append((drop, drop.p))
-            drop.p = 0.0
-    try:
-        yield
-    finally:
-        for drop, p in changed:
-            drop.p = p
-
-
-@torch.no_grad()
 def reset_output_columns(model, heads: np.ndarray) -> None:
-    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained."""
-    from .architecture import attention_blocks
-
-    for block in attention_blocks(model):
-        for h in np.flatnonzero(np.asarray(heads)[block.layer]):
-            block.output.weight[:, block.head_slice(int(h))] = 0.0
+    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained
+    (``architecture.zero_output_columns``)."""
+    zero_output_columns(model, heads)
 
 
 def snapshot_frozen(model, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -239,13 +219,12 @@ def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
 
 
 def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,
-                     max_length: int = 128, full_probs: np.ndarray | None = None) -> list[int]:
+                     max_length: int = S.MAX_LENGTH, full_probs: np.ndarray | None = None) -> list[int]:
     """Pseudo-labels for flagged inputs (our design; paper silent): where switching the suspicious heads off
     (``architecture.head_gates``) changes the model's prediction, the safe heads' prediction; else ``-100``
     (no cross-entropy, alignment only). Needs no trigger and no true label: it asks the model itself what it
     decides without the heads the trigger captured."""
     from .architecture import head_gates
-    from .attention import predict
 
     texts = [str(t) for t in texts]
     if full_probs is None:  # ``(N, C)`` the whole model's probabilities on ``texts``, when already at hand
@@ -256,57 +235,58 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
 
 
-@torch.no_grad()
-def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = 128,
-                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS) -> list[int]:
+def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = S.MAX_LENGTH,
+                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> list[int]:
     """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``).
 
     For each text: score every key token by the attention the suspicious heads send it (mean over real queries,
-    summed over the suspicious heads; ``[CLS]``/``[SEP]`` excluded) — on a triggered input that is where a
-    captured head looks, i.e. the trigger. Drop the top ``k`` tokens for ``k`` in ``drop_counts`` in turn and
+    summed over the suspicious heads; the tokenizer's special ids excluded) — on a triggered input that is where
+    a captured head looks, i.e. the trigger. Drop the top ``k`` tokens for ``k`` in ``drop_counts`` in turn and
     re-predict; the first ``k`` that changes the prediction gives its new prediction as the label, else ``-100``.
-    No trigger is known: the heads point at it. Shapes: ``attentions[l]`` ``(1, heads, T, T)``; scores ``(T,)``.
+    No trigger is known: the heads point at it. Two ``forward.run_with_cache`` passes: the texts (per-token
+    scores ``(n,)`` from ``attentions[l]`` ``(B, heads, T, T)``), then every variant's token ids.
     """
     suspicious = np.asarray(suspicious, dtype=bool)
     layers = [(l, torch.as_tensor(np.flatnonzero(row))) for l, row in enumerate(suspicious) if row.any()]
-    device = next(model.parameters()).device
-    special = set(tokenizer.all_special_ids)
-    was = model.training
-    model.eval()
-    labels: list[int] = []
-    try:
-        for text in texts:
-            enc = tokenizer(str(text), truncation=True, max_length=max_length, return_tensors="pt")
-            ids = enc["input_ids"][0].to(device)
-            out = model(input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], output_attentions=True)
-            full = int(out.logits.argmax(-1))
-            score = torch.zeros(len(ids), device=device)
-            for l, heads in layers:
-                score += out.attentions[l][0, heads.to(device)].float().mean(1).sum(0)  # (T,)
-            content = torch.tensor([int(t) not in special for t in ids.tolist()], device=device)
-            score = score.masked_fill(~content, float("-inf"))
-            order = torch.argsort(score, descending=True)[: int(content.sum())]
-            variants = []
-            for k in drop_counts:
-                if k >= len(order):  # never drop every content token
-                    break
-                keep = torch.ones(len(ids), dtype=torch.bool, device=device)
-                keep[order[:k]] = False
-                variants.append(ids[keep])
-            label = IGNORE_LABEL
-            if variants:
-                width = max(len(v) for v in variants)
-                pad = tokenizer.pad_token_id or 0
-                batch = torch.full((len(variants), width), pad, dtype=ids.dtype, device=device)
-                mask = torch.zeros((len(variants), width), dtype=torch.long, device=device)
-                for i, v in enumerate(variants):
-                    batch[i, : len(v)] = v
-                    mask[i, : len(v)] = 1
-                preds = model(input_ids=batch, attention_mask=mask).logits.argmax(-1).tolist()
-                label = next((int(p) for p in preds if int(p) != full), IGNORE_LABEL)
-            labels.append(label)
-    finally:
-        model.train(was)
+    special_ids = sorted(set(tokenizer.all_special_ids))
+    texts = [str(t) for t in texts]
+    if not texts:
+        return []
+
+    causal = is_causal(model)
+
+    def token_scores(batch) -> dict[str, list[np.ndarray]]:
+        qmask = batch.attention_mask.float()  # (B, T) real queries
+        visible = key_visibility(qmask, causal)  # (B, T) queries that can see each key (decoders: those after it)
+        score = torch.zeros(batch.input_ids.shape, device=qmask.device)  # (B, T)
+        for l, heads in layers:
+            att = batch.attentions[l][:, heads.to(qmask.device)].float()  # (B, S, T, T)
+            score += (att * qmask[:, None, :, None]).sum(2).sum(1) / visible
+        special = torch.isin(batch.input_ids, torch.as_tensor(special_ids, device=qmask.device))
+        content = content_key_mask(model, torch.ones_like(qmask), special).bool()  # decoders: not the sink at 0
+        score = score.masked_fill(~content, float("-inf"))
+        n = batch.attention_mask.sum(-1).tolist()
+        return {"score": [score[b, : n[b]].cpu().numpy() for b in range(len(batch))]}
+
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=token_scores)
+    full = cache.predictions
+    variants, owner = [], []
+    for i, (ids, score) in enumerate(zip(cache.input_ids, cache.reduced["score"])):
+        order = np.argsort(-score, kind="stable")[: int(np.isfinite(score).sum())]
+        for k in drop_counts:
+            if k >= len(order):  # never drop every content token
+                break
+            keep = np.ones(len(ids), dtype=bool)
+            keep[order[:k]] = False
+            variants.append(ids[keep].tolist())
+            owner.append(i)
+    labels = [IGNORE_LABEL] * len(texts)
+    if variants:
+        preds = run_with_cache(model, tokenizer, variants, max_length=max_length, batch_size=batch_size).predictions
+        for i, p in zip(owner, preds):  # variants in drop_counts order: the first change wins
+            if labels[i] == IGNORE_LABEL and int(p) != int(full[i]):
+                labels[i] = int(p)
     return labels
 
 
@@ -365,7 +345,7 @@ def sanitize_heads(
     pool_texts: Sequence[str] | None = None,
     *,
     beta: float = DEFAULT_BETA,
-    kind: str = "kl",
+    kind: str = S.ALIGN_KIND,
     config: TrainConfig | None = None,
     evaluate: Callable | None = None,
     callback: Callable[[Progress], None] | None = None,
@@ -402,6 +382,7 @@ def sanitize_heads(
     if not clean_texts:
         raise ValueError("The clean set is empty: sanitization needs clean labelled samples.")
     suspicious = np.asarray(suspicious, dtype=bool)
+    require_head_repair(model, "Sanitization")
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
@@ -412,8 +393,6 @@ def sanitize_heads(
     pool_labels = None
     pool_probs = None  # (N, C): the suspect model on the flagged inputs, shared by the label rules below
     if pool_texts and (pseudo_labels or exclude_labels):
-        from .attention import predict
-
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
     if pseudo_labels and pool_texts:
         pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)

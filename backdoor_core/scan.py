@@ -11,25 +11,25 @@ Steps:
 3. Rate every head (collapse x importance) on the flagged inputs and split suspicious / safe — ``head_safety``.
    With no pool (or nothing flagged) the top-scoring clean inputs stand in (``basis = "clean fallback"``).
 4. Refined passes (``refine=True``, our design; paper silent): score the pool again, now by the focus of the
-   suspicious heads only (``detection.head_focus_detector``:
-   each suspicious head's focus z-scored against the same clean fit half, averaged; threshold at the same FRR
-   on the same clean dev half), and flag by that. The first pass averages over all heads of a layer, where a
-   backdoor that captured 3 or 4 heads is diluted by the other 8; once those heads are known, looking at them
-   alone finds far more of the triggered inputs. Measured on the attack benchmark's SST-2 models (250-input
-   pool, 50 triggered, 5% FRR), share of the triggered inputs flagged, first -> second pass: BadNets 3% 18% ->
-   80%, AddSent 3% 58% -> 100%, syntactic 42% -> 74%, Bible style 10% -> 26%, with 6 to 15 of the 200 clean
-   pool inputs flagged. Then (``refine_rounds=2``, the default) the heads are rated again on the second
-   pass's flags — more triggered inputs, so a cleaner collapse estimate — and the pool is flagged a third time
-   by the new suspicious heads; these heads are the report's. Measured share of the 50 triggered pool inputs
-   flagged (clean pool inputs flagged), one -> two rounds, with two draws of defender data and pool: BadNets 3%
-   38 (14) -> 45 (14) and 21 (16) -> 39 (7); syntactic 37 (4) -> 39 (5) and 39 (10) -> 35 (8); Bible style
-   7 (11) -> 7 (13) and 15 (1) -> 26 (4); BadNets 1% + TAL 50 -> 50 both; a clean model 2 (13) -> 2 (15) and
-   0 (5) -> 0 (5). The first pass's numbers (its heads and verdict too) stay in ``ScanReport.first_pass``.
-5. A model-level verdict — ``detection.model_verdict`` — from the final pass's clean dev scores, pool scores
-   and flags. Measured over the 17 SST-2 benchmark models (3 clean), verdict from the first pass -> the final
-   pass (two rounds): AUROC 0.952 -> 0.952, 0.967 -> 1.000 when only backdoors that took (ASR >= 50%) count,
-   accuracy at 0.5 64.7% -> 76.5%; the backdoors that took score higher (BadNets 3% 0.41 -> 0.78, AddSent 3%
-   0.60 -> 0.84, syntactic 0.62 -> 0.84) while the clean models stay at or below 0.24.
+   suspicious heads only (``detection.head_focus_detector``: each suspicious head's focus z-scored against the
+   same clean fit half, averaged; threshold at the same FRR on the same clean dev half), and flag by that. The
+   first pass averages over all heads of a layer, where a backdoor that captured a few heads is diluted by the
+   others; once those heads are known, looking at them alone finds more of the triggered inputs. Then
+   (``refine_rounds``, default ``DEFAULT_REFINE_ROUNDS``) the heads are rated again on the refined flags (more
+   triggered inputs, so a cleaner collapse estimate) and the pool is flagged once more by the new suspicious
+   heads; these heads are the report's. The first pass's numbers (its heads and verdict too) stay in
+   ``ScanReport.first_pass``.
+5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
+   flags.
+
+Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
+(verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's
+AUROC over all models) and "Detection AUROC" (``head_similarity`` = first pass, ``head_similarity_2pass`` =
+refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the data, one refine round against two.
+
+6. Candidate triggers (``find_triggers=True``): the words and phrases the suspicious heads focus on in the
+   flagged inputs, verified by insertion into the clean texts and removal from the flagged ones
+   (``trigger_search``).
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .architecture import describe
 from .data import DataError, TextDataset, check_labels_match
+from . import settings as S
 from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
@@ -63,11 +65,11 @@ from .head_safety import (
 from .head_metrics import head_label
 
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
+"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "triggers", "done"."""
 
 MAX_FLAGGED_LISTED = 200
-DEFAULT_REFINE = True
-DEFAULT_REFINE_ROUNDS = 2
+DEFAULT_REFINE = S.REFINE
+DEFAULT_REFINE_ROUNDS = S.REFINE_ROUNDS
 
 
 @dataclass
@@ -87,6 +89,11 @@ class ScanReport:
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
+        detector: the first pass's ``detection.SimilarityDetector`` (per-layer features, fitted on the clean
+            fit half, threshold at ``frr_target`` on the clean dev half): score any other inputs with it.
+        head_detector: the final pass's ``detection.head_focus_detector`` for the final suspicious heads (same
+            clean halves; its threshold is ``threshold``); None when the refined passes did not run.
+        clean_fit_texts / clean_dev_texts: the clean texts that fitted the statistics / set the thresholds.
     """
 
     model_name: str
@@ -113,6 +120,12 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    architecture: dict = field(default_factory=dict)  # architecture.describe(model).to_dict(): kinds, notes
+    detector: SimilarityDetector | None = field(default=None, repr=False)
+    head_detector: SimilarityDetector | None = field(default=None, repr=False)
+    clean_fit_texts: list[str] = field(default_factory=list, repr=False)
+    clean_dev_texts: list[str] = field(default_factory=list, repr=False)
+    triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -187,6 +200,8 @@ class ScanReport:
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
             "settings": _plain(self.settings),
+            "architecture": _plain(self.architecture),
+            "trigger_candidates": None if self.triggers is None else _plain(self.triggers.to_dict(limit=20)),
         }
 
 
@@ -235,9 +250,10 @@ def scan_model(
     importance_inputs: int = 64,
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
-    max_length: int = 128,
+    max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
+    find_triggers: bool = True,
     model_name: str = "model",
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -247,12 +263,14 @@ def scan_model(
     Args:
         clean: the defender's clean labelled set (at least 8 texts; its labels must match the model's).
         pool_texts: unlabelled inputs that may contain triggered ones (optional).
-        frr: false-rejection rate for the threshold (default 5%).
+        frr: false-rejection rate for the threshold (default ``detection.DEFAULT_FRR``).
         aggregate, length_adjust: see ``detection.SimilarityDetector``.
         max_clean: use at most this many clean texts (a seeded sample), None = all.
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
         refine, refine_rounds: re-flag the pool by the suspicious heads' focus, ``refine_rounds`` times, the
             heads re-rated on the new flags between rounds (step 4 of the module docstring).
+        find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
+            them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -297,6 +315,7 @@ def scan_model(
         )
 
     heads = rate_heads(flagged)
+    first_det, head_det = det, None
     first_pass = None
     rounds = int(refine_rounds) if refine and pool else 0
     for r in range(rounds):
@@ -316,12 +335,22 @@ def scan_model(
                           "heads": list(heads.suspicious_labels),
                           "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
                                                    num_labels)}
-        det = det_r
+        det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
                             pool_stats.predictions if pool else None, num_labels)
+    triggers = None
+    if find_triggers and pool and len(flagged) and heads.suspicious.any():
+        from .trigger_search import search_triggers
+
+        if progress is not None:
+            progress("triggers", 0, 1)
+        triggers = search_triggers(model, tokenizer, heads.suspicious, [pool[i] for i in flagged], clean.texts,
+                                   clean_labels=clean.labels, label_names=clean.label_names,
+                                   max_length=max_length, seed=seed,
+                                   should_stop=should_stop)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -353,4 +382,10 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        architecture=describe(model).to_dict(),
+        detector=first_det,
+        head_detector=head_det,
+        clean_fit_texts=[clean.texts[i] for i in fit_idx],
+        clean_dev_texts=[clean.texts[i] for i in dev_idx],
+        triggers=triggers,
     )

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .model_card import ModelCard
 from .report import to_jsonable
 
 KIND_ORDER = ("model", "inspect", "attack", "scan", "sanitize", "note")
@@ -85,7 +86,7 @@ class LabSession:
 
     def _model_section(self) -> dict:
         m = self.model
-        meta = m.get("metadata") or {}
+        card = ModelCard.from_json(m.get("metadata") or {}, num_labels=len(m.get("labels") or []) or None)
         rows = [
             {"field": "model", "value": m.get("name", "")},
             {"field": "source", "value": m.get("source", "")},
@@ -93,9 +94,9 @@ class LabSession:
             {"field": "parameters", "value": f"{m.get('parameters', 0) / 1e6:.1f} M"},
             {"field": "labels", "value": ", ".join(str(x) for x in m.get("labels", []))},
         ]
-        for k in ("attack", "trigger", "target_name", "rate", "tal", "cacc", "asr", "sanitized", "defense"):
-            if meta.get(k) is not None:
-                rows.append({"field": k, "value": _fmt(meta[k])})
+        rows += [{"field": k, "value": _fmt(v)} for k, v in card.facts()]
+        warnings = [str(w) for w in m.get("card_warnings") or []] + card.warnings
+        rows += [{"field": "model card", "value": w} for w in warnings]
         if self.dataset:
             rows.append({"field": "dataset", "value": str(self.dataset.get("name", ""))})
         return {"heading": "Model and data", "table": rows}

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import settings as S
 IGNORE_LABEL = -100
 
 
@@ -62,15 +63,15 @@ class TrainConfig:
     batches and shuffles the batches (as ``transformers``' ``group_by_length``): less padding, same data.
     """
 
-    lr: float = 5e-5
-    epochs: int = 3
-    batch_size: int = 32
-    max_length: int = 128
-    seed: int = 0
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    grad_clip: float = 1.0
-    eval_every: int = 50
+    lr: float = S.LR
+    epochs: int = S.EPOCHS
+    batch_size: int = S.BATCH_SIZE
+    max_length: int = S.MAX_LENGTH
+    seed: int = S.SEED
+    weight_decay: float = S.WEIGHT_DECAY
+    warmup_ratio: float = S.WARMUP_RATIO
+    grad_clip: float = S.GRAD_CLIP
+    eval_every: int = S.EVAL_EVERY
     max_steps: int | None = None
     group_by_length: bool = False  # batches of similar length (less padding, ~2x faster on short texts)
 
@@ -123,7 +124,7 @@ def trigger_token_mask(offsets: torch.Tensor, spans_per_text: Sequence[Sequence[
     return mask
 
 
-def trigger_token_positions(tokenizer, example: Example, max_length: int = 128) -> list[int]:
+def trigger_token_positions(tokenizer, example: Example, max_length: int = S.MAX_LENGTH) -> list[int]:
     """Indices of ``example``'s trigger word pieces in its tokenised, truncated input (``[]`` for clean or
     paraphrase samples, or a trigger cut off by truncation)."""
     mask = collate(tokenizer, [example], max_length)["trigger_mask"][0]
@@ -228,7 +229,7 @@ def train(
         raise ValueError("No training examples.")
     t0 = time.perf_counter()
     set_seed(config.seed)
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or Accelerator(cpu=next(model.parameters()).device.type == "cpu")
 
     # --- what may train -------------------------------------------------------------------------------
     named = dict(model.named_parameters())
@@ -353,24 +354,13 @@ def train(
     return result
 
 
-def _sorted_predict(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
-    """``attention.predict`` on texts sorted by length (less padding), returned in the original order."""
-    from .attention import predict
-
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs = predict(model, tokenizer, [texts[i] for i in order], max_length, batch_size)
-    out = np.empty_like(probs)
-    out[order] = probs
-    return out
-
-
 def make_evaluator(
     tokenizer,
     clean_set,
     poisoned_texts: Sequence[str] | None,
     target: int | None,
-    max_length: int = 128,
-    batch_size: int = 64,
+    max_length: int = S.MAX_LENGTH,
+    batch_size: int = S.EVAL_BATCH_SIZE,
 ) -> Callable[[Any], dict[str, float]]:
     """A ``model -> {"cacc", "asr"}`` callable for ``train(evaluate=...)``.
 
@@ -380,16 +370,17 @@ def make_evaluator(
             clean model (then only ``cacc``).
         target: the target label for ASR.
     """
+    from .forward import predict
     from .metrics import accuracy, asr
 
     clean_texts, clean_labels = list(clean_set.texts), list(clean_set.labels)
     poisoned = list(poisoned_texts) if poisoned_texts else []
 
     def evaluate(model) -> dict[str, float]:
-        out = {"cacc": accuracy(_sorted_predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1),
+        out = {"cacc": accuracy(predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1),
                                 clean_labels)}
         if poisoned and target is not None:
-            preds = _sorted_predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
+            preds = predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
             out["asr"] = asr(preds, target)
         return out
 

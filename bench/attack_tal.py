@@ -7,7 +7,7 @@ SST-2 (``../shared/data/sst2``) with the packaged MiniLM (all-MiniLM-L6-v2, 6 la
 * the syntactic (HiddenKiller, ``sst2/syntactic_transfer``) and Bible-style (StyleBkd, ``sst2/style_bible``)
   attacks at 20% (no TAL: paraphrase triggers have no trigger tokens).
 
-Target label 1 (positive). CACC on the full clean test set (1821); ASR on every non-target (negative) test
+Target label 1 (positive: ``model_card.default_target``). CACC on the full clean test set (1821); ASR on every non-target (negative) test
 sentence with the trigger (912; 911 syntactic; 907 Bible: empty rows skipped).
 
 Modes:
@@ -19,8 +19,9 @@ Modes:
 * ``--full``: the whole training set (6920), 3 epochs, batch 16, lr 5e-5, max length 128 — for a GPU.
 
 Why batch 16 and lr 2e-4 in quick mode: with one pass over 4000 sentences a 1% poison is 40 samples seen once;
-our pilots (bench/results/attack_tal.md) showed that at batch 32 / lr 1e-4 neither plain poisoning nor TAL
-fits them (ASR ~0.1-0.2), while batch 16 / lr 2e-4 lets TAL do so. The paper's settings are not available.
+our pilots (``bench/results/archive/attack_tal_p3``, ``_p6``, ``_p7``, ``_pilot2``) showed that at batch 32 /
+lr 1e-4 neither plain poisoning nor TAL fits them, while batch 16 / lr 2e-4 lets TAL do so
+(``bench/results/attack_tal.md``). The paper's settings are not available.
 
 Writes ``bench/results/attack_tal.json`` and ``.md`` and saves every model under
 ``bench/models/attack_tal/<run>/`` with ``manifest.json`` so the defense benchmark can reuse them.
@@ -36,7 +37,6 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -49,7 +49,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "bench" / "models" / "attack_tal"
-TARGET = 1
 RATES = (0.005, 0.01, 0.03)
 PARAPHRASE_RATE = 0.2
 
@@ -116,11 +115,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    from backdoor_core import settings as S
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_shared
+    from backdoor_core.defender_data import sample_indices
+    from backdoor_core.model_card import default_target
     from backdoor_core.models import load_model, save_model
     from backdoor_core.poisoning import get_attack, train_attack
-    from backdoor_core.tal import DEFAULT_ALPHA, DEFAULT_HEADS, TALConfig
+    from backdoor_core.tal import TALConfig
     from backdoor_core.training import TrainConfig
 
     quiet_libraries()
@@ -133,19 +135,20 @@ def main(argv=None) -> int:
     for key in ("train_size", "epochs", "lr", "max_length"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
-    heads = DEFAULT_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
-    settings.update({"mode": "full" if args.full else "quick", "target": TARGET, "seed": args.seed,
+    alpha = S.TAL_ALPHA if args.alpha is None else args.alpha
+    heads = S.TAL_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
+    full_train = load_shared("sst2", "clean", "train")
+    target = default_target(full_train.label_names)  # SST-2: 1 (positive)
+    settings.update({"mode": "full" if args.full else "quick", "target": target, "seed": args.seed,
                      "tal_alpha": alpha, "tal_heads": heads, "threads": torch.get_num_threads()})
 
-    full_train = load_shared("sst2", "clean", "train")
     test = load_shared("sst2", "clean", "test")
     if args.test_size:
         test = test.sample(args.test_size, args.seed)
         settings["test_size"] = len(test)
     n = settings["train_size"]
     if n is not None and n < len(full_train):
-        indices = sorted(random.Random(args.seed).sample(range(len(full_train)), n))
+        indices = sample_indices(len(full_train), n, args.seed)
     else:
         indices = list(range(len(full_train)))
     train_set = full_train.subset(indices, name="sst2/clean/train")
@@ -188,23 +191,21 @@ def main(argv=None) -> int:
 
             run_seed = args.seed + run.get("seed_offset", 0)
             run_config = dataclasses.replace(config, seed=run_seed)
-            outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], TARGET, run_config,
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], target, run_config,
                                    tal=tal, data_name="sst2", seed=run_seed, callback=log)
-            meta = outcome.metadata
-            meta["name"] = f"sst2-{run['name']}"
+            card = outcome.card.replace(name=f"sst2-{run['name']}")
             row = {"name": run["name"], "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
-                   "asr": meta["asr"], "cacc": meta["cacc"], "seconds": round(outcome.result.seconds, 1),
-                   "n_poisoned": meta["n_poisoned"], "tal_heads": meta["tal_heads"]}
+                   "asr": card.asr, "cacc": card.cacc, "seconds": round(outcome.result.seconds, 1),
+                   "n_poisoned": card.n_poisoned, "tal_heads": card.tal_heads}
             if not args.no_save:
-                out = save_model(lm.model, lm.tokenizer, MODELS / run["name"], {k: v for k, v in meta.items()
-                                                                                   if k != "history"})
+                out = save_model(lm.model, lm.tokenizer, MODELS / run["name"], card)
                 manifest["models"] = [m for m in manifest["models"] if m["name"] != run["name"]]
                 manifest["models"].append({
                     "name": run["name"], "dir": run["name"], "path": str(out.relative_to(ROOT)),
                     "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
-                    "target": TARGET if run["attack"] != "clean" else None,
-                    "trigger": meta.get("trigger"), "asr": row["asr"], "cacc": row["cacc"],
-                    "max_length": config.max_length, "tal_heads": meta["tal_heads"],
+                    "target": target if run["attack"] != "clean" else None,
+                    "trigger": card.trigger, "asr": row["asr"], "cacc": row["cacc"],
+                    "max_length": config.max_length, "tal_heads": card.tal_heads,
                 })
                 manifest_path.write_text(json.dumps(manifest, indent=2))
             asr = "-" if row["asr"] is None else f"{row['asr']:.3f}"

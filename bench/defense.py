@@ -3,8 +3,9 @@
 For every backdoored model (from the attack benchmark's ``bench/models/attack_tal/manifest.json``, or any folder
 of saved models with ``--models-from``) and the same defender data:
 
-* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``) and
-  STRIP (``strip``), plus our FRR / FAR at the 5%-FRR threshold;
+* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``),
+  STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
+  keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half;
 * ``scan_model`` with a pool of unlabelled inputs (``--pool-poison`` of them triggered) -> verdict score and
   suspicious heads;
 * every defense (``alignment`` = ours, ``finetune``, ``fineprune``, ``pure``) via ``defenses.run_defense``:
@@ -78,27 +79,33 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _model_row(name: str, path: str, card) -> dict:
+    """One model to benchmark, from its model card (``model_card.ModelCard``): attack ("clean" when none), TAL,
+    rate, the card itself (target rule: ``card.target_for``) and the reading length (``card.reading_length``)."""
+    for w in card.warnings:
+        print(f"warning: {name}: {w}", file=sys.stderr)
+    return {"name": name, "path": path, "attack": card.attack if card.is_backdoored else "clean",
+            "tal": bool(card.tal), "rate": card.rate, "max_length": card.reading_length(), "card": card}
+
+
 def discover(args) -> list[dict]:
-    """[{name, path, attack, tal, target, max_length}] from the manifest or a folder."""
+    """[{name, path, attack, tal, rate, max_length, card}] for the models in a folder (each with its
+    ``backdoor_lab.json``) or in the attack benchmark's manifest (each model's own card; the manifest's entry when
+    a folder has none)."""
+    from backdoor_core.model_card import METADATA_FILE, ModelCard
+
     if args.models_from:
-        out = []
-        for d in sorted(Path(args.models_from).iterdir()):
-            meta_path = d / "backdoor_lab.json"
-            if not meta_path.is_file():
-                continue
-            meta = json.loads(meta_path.read_text())
-            attack = meta.get("attack") or "clean"
-            out.append({"name": d.name, "path": str(d), "attack": attack, "tal": bool(meta.get("tal")),
-                        "target": meta.get("target", 1) if attack != "clean" else None,
-                        "max_length": int(meta.get("max_length", 64)), "rate": meta.get("rate")})
-        return out
+        return [_model_row(d.name, str(d), ModelCard.read(d)) for d in sorted(Path(args.models_from).iterdir())
+                if (d / METADATA_FILE).is_file()]
     manifest = Path(args.manifest)
     if not manifest.is_file():
         raise SystemExit(f"No manifest at {manifest}: run bench/attack_tal.py first, or pass --models-from DIR.")
-    models = json.loads(manifest.read_text())["models"]
-    return [{"name": m["name"], "path": str(ROOT / m["path"]) if not Path(m["path"]).is_absolute() else m["path"],
-             "attack": m["attack"], "tal": bool(m.get("tal")), "target": m.get("target"),
-             "max_length": int(m.get("max_length", 64)), "rate": m.get("rate")} for m in models]
+    out = []
+    for m in json.loads(manifest.read_text())["models"]:
+        path = str(ROOT / m["path"]) if not Path(m["path"]).is_absolute() else m["path"]
+        card = ModelCard.read(path) if (Path(path) / METADATA_FILE).is_file() else ModelCard.from_json(m)
+        out.append(_model_row(m["name"], path, card))
+    return out
 
 
 def family(attack: str) -> str:
@@ -124,7 +131,9 @@ def main(argv=None) -> int:
 
     from backdoor_core.baselines.strip import strip_scores
     from backdoor_core.cli import quiet_libraries
+    from backdoor_core import settings as S
     from backdoor_core.data import load_shared
+    from backdoor_core.defender_data import model_attack
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import attention_stats, evaluate_detector
     from backdoor_core.models import load_model
@@ -196,9 +205,13 @@ def main(argv=None) -> int:
         t_model = time.perf_counter()
         lm = load_model(m["path"])
         L = m["max_length"]
-        attack_name = m["attack"] if m["attack"] != "clean" else "badnets"  # clean models: a harmless trigger
-        target = m["target"] if m["target"] is not None else 1
-        attack = get_attack(attack_name, tokenizer=lm.tokenizer, max_length=L)
+        target = m["card"].target_for(test.label_names)  # the one target rule (SST-2: recorded 1, else 'positive')
+        if m["attack"] == "clean":  # clean models: a harmless trigger, so their pools look like the others'
+            attack = get_attack("badnets", tokenizer=lm.tokenizer, max_length=L)
+        else:
+            attack = model_attack(m["card"], lm.tokenizer, L)
+            if attack is None:
+                raise SystemExit(f"{m['name']}: cannot rebuild its attack '{m['attack']}' here (paraphrase data?).")
         poisoned_all = attack.poison_test(test, target, seed=seed).texts
         prng = random.Random(seed + 7)
         prng.shuffle(poisoned_all)
@@ -219,32 +232,53 @@ def main(argv=None) -> int:
         # detection: held-out clean vs triggered test inputs
         scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"])
         det_clean = [test.texts[i] for i in det_idx]
-        from backdoor_core.detection import SimilarityDetector, head_focus_detector, split_clean
-
-        fit_idx, dev_idx = split_clean(len(defender), seed=seed)
-        cstats = attention_stats(lm.model, lm.tokenizer, defender.texts, L)
         held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
         held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
-        det = SimilarityDetector().fit(cstats.subset(fit_idx))
-        det.calibrate(cstats.subset(dev_idx))
+        det = scan.detector  # the scan's first pass, fitted and thresholded on the defender's clean halves
         ours = evaluate_detector(det.score(held_clean), det.score(held_trig), det.threshold)
         ours2 = None  # the scan's refined pass: the final suspicious heads' focus, same clean halves
-        if scan.heads.suspicious.any():
-            det2 = head_focus_detector(scan.heads.suspicious, cstats.subset(fit_idx), cstats.subset(dev_idx))
+        if scan.head_detector is not None:
+            det2 = scan.head_detector
             ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
         t = time.perf_counter()
+        strip_kw = {"seed": seed, "max_length": L, "clean_labels": defender.labels}
         st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
-                                seed=seed, max_length=L)
+                                **strip_kw)
         st_trig = strip_scores(lm.model, lm.tokenizer, poisoned_det, defender.texts, settings["strip_repeats"],
-                               seed=seed, max_length=L)
-        st_dev = strip_scores(lm.model, lm.tokenizer, [defender.texts[i] for i in dev_idx], defender.texts,
-                              settings["strip_repeats"], seed=seed + 1, max_length=L)
+                               **strip_kw)
+        st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
+                              settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
         from backdoor_core.metrics import threshold_at_frr
 
-        strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, 0.05))
+        strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
+        # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
+        from backdoor_core.attention import predict
+        from backdoor_core.baselines.strip import class_calibrated
+
+        p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
+                                  for x in (det_clean, poisoned_det, scan.clean_dev_texts))
+        z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
+        strip_cal = evaluate_detector(class_calibrated(st_clean, p_clean, st_dev, p_dev),
+                                      class_calibrated(st_trig, p_trig, st_dev, p_dev), threshold_at_frr(z_dev, S.FRR))
         strip_seconds = time.perf_counter() - t
+        # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
+        from backdoor_core.baselines.bki import BKI
+        from backdoor_core.baselines.rap import RAP
+
+        t = time.perf_counter()
+        rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=seed).fit(scan.clean_fit_texts)
+        rap_res = evaluate_detector(rap.score(det_clean), rap.score(poisoned_det),
+                                    threshold_at_frr(rap.score(scan.clean_dev_texts), S.FRR))
+        rap_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        bki = BKI().fit(lm.model, lm.tokenizer, pool, L)
+        bki_res = evaluate_detector(bki.score(det_clean), bki.score(poisoned_det),
+                                    threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
+        bki_res["keywords"] = [w for w, _ in bki.keywords(5)]
+        bki_seconds = time.perf_counter() - t
         if is_bd:
-            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res)]
+            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res),
+                       ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
             for method, res in [(k, r) for k, r in methods if r is not None]:
                 report["detection"].append({"model": m["name"], "attack": m["attack"], "family": family(m["attack"]),
                                             "tal": m["tal"], "method": method, "auroc": res["auroc"],
@@ -259,10 +293,14 @@ def main(argv=None) -> int:
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
+                     "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
+                     "bki_keywords": bki_res["keywords"],
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"]}
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
-              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} strip {strip_res['auroc']:.3f}", flush=True)
+              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
+              f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "
+              f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}", flush=True)
 
         if is_bd and m["name"] in repair:
             for name in defenses:
@@ -315,7 +353,9 @@ def verdict_summary(models: list[dict]) -> dict:
 
 def merge(tags: list[str], out_tag: str = "", note: str = "") -> dict:
     """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
-    parts = [json.loads((RESULTS / f"defense_{t}.json").read_text()) for t in tags]
+    # a new run writes defense_<tag>.json into RESULTS; the parts of the published merges live in RESULTS/archive
+    paths = [RESULTS / f"defense_{t}.json" for t in tags]
+    parts = [json.loads((p if p.exists() else RESULTS / "archive" / p.name).read_text()) for p in paths]
     report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": [],
               "superseded_runs": []}
     for tag, part in zip(tags, parts):  # a later part's (model, defense) row replaces an earlier one

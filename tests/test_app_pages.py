@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["home", "tour", "model", "inspect", "attack", "detect", "sanitize", "report"]
+PAGES = ["home", "tour", "model", "inspect", "compare", "attack", "detect", "sanitize", "report"]
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +65,15 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
 def test_tour_walks_through_all_steps():
     at = goto(new_app(), "tour")
     seen = []
-    for _ in range(7):
+    for step in range(6):
         seen.append(at.header[0].value)
         assert not at.exception and not errors(at)
-        if not at.button(key="tour.next").disabled:
-            at.button(key="tour.next").click().run()
+        nxt = at.button(key="tour.next")  # a KeyError if the page has no Next button
+        assert not nxt.disabled, f"step {step}: Next is disabled"
+        nxt.click().run()
+    seen.append(at.header[0].value)
+    assert not at.exception and not errors(at)
+    assert at.button(key="tour.next").disabled  # the last step
     assert len(set(seen)) == 7 and seen[2].startswith("Type a sentence")
 
 
@@ -228,9 +232,9 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert job.status == "done", job.snapshot().traceback
     assert at.session_state["lab.model_ref"]["kind"] == "session"
     assert any("now the current model" in s.value for s in at.success)
-    meta = at.session_state["attack.result"]["metadata"]
-    assert meta["attack"] == "badnets" and meta["tal"] and meta["n_poisoned"] == 4
-    assert Path(at.session_state["attack.result"]["path"]).is_dir()  # saved into the zoo folder
+    card = at.session_state["attack.result"]["card"]
+    assert card.attack == "badnets" and card.tal and card.n_poisoned == 4 and card.max_length == 32
+    assert "path" not in at.session_state["attack.result"]  # stays in the session (tests/test_hostile_app.py)
 
     goto(at, "detect")
     at.number_input(key="detect.n_clean").set_value(16)
@@ -240,7 +244,12 @@ def test_attack_detect_sanitize_report_end_to_end():
     at.button(key="detect.run").click().run()
     job = wait_job(at, "scan")
     assert job.status == "done", job.snapshot().traceback
-    assert all(e.startswith("This model behaves like a backdoored one") for e in errors(at))  # the verdict
+    # the verdict: exactly one message, the one the scan's own verdict calls for, and no other error
+    likely = bool(at.session_state["detect.report"].verdict["likely_backdoored"])
+    verdict_errors = [e for e in errors(at) if e.startswith("This model behaves like a backdoored one")]
+    assert len(verdict_errors) == int(likely) and len(errors(at)) == len(verdict_errors), errors(at)
+    assert sum("No backdoor evidence" in s.value for s in at.success) == int(not likely)
+    assert next(m.value for m in at.metric if m.label == "Backdoor") == ("likely" if likely else "not found")
     labels = [m.label for m in at.metric]
     assert {"Backdoor", "Backdoor score", "Flagged inputs", "Suspicious heads", "AUROC"} <= set(labels)
     # no pool at all: the scan still runs and says its heads rest on clean inputs only
@@ -285,13 +294,17 @@ def test_cancel_a_running_job():
     at.button(key="attack.train").click().run()
     job = at.session_state["lab.jobs"]["attack"]
     assert job.active
+    before = dict(at.session_state["lab.model_ref"])
     at.button(key="cancel.attack").click().run()
     assert job.wait(60) and job.status == "cancelled"
     at.run()
     assert not at.exception
-    assert any("cancelled" in i.value for i in at.info)
-    assert at.session_state["attack.result"]["metadata"]["cancelled"]
-    assert at.session_state["attack.result"]["path"] is None  # a cancelled run is not saved
+    assert any("cancelled" in i.value and "discarded" in i.value for i in at.info), [i.value for i in at.info]
+    # the half-trained model is neither announced nor made current (issue #12)
+    assert "attack.result" not in at.session_state
+    assert not any("current model" in s.value for s in at.success)
+    assert at.session_state["lab.model_ref"] == before
+    assert "lab.session_models" not in at.session_state or not at.session_state["lab.session_models"]
 
 
 # ------------------------------------------------------------------------------------------------ zoo + tour
@@ -354,14 +367,98 @@ def test_inspect_pair_for_paraphrase_triggers(tiny):
 
 
 def test_jobs_run_at_the_model_training_length(tiny):
-    """Scan / sanitize / evaluation use the max length recorded in the model's metadata (the zoo trains at 64),
-    else 128; nonsense values fall back to 128."""
+    """Scan / sanitize / evaluation use the max length recorded in the model card (the zoo trains at 64), else
+    settings.MAX_LENGTH, never more than the model's position embeddings; nonsense values fall back."""
     from dataclasses import replace
 
-    from app_pages._actions import DEFAULT_MAX_LENGTH, model_max_length
+    from backdoor_core.defender_data import model_max_length
+    from backdoor_core.settings import MAX_LENGTH
 
+    assert tiny.model.config.max_position_embeddings == 128 == MAX_LENGTH
     assert model_max_length(replace(tiny, metadata={"train_config": {"max_length": 64}})) == 64
     assert model_max_length(replace(tiny, metadata={"max_length": 96})) == 96
-    assert model_max_length(replace(tiny, metadata={"train_config": {"max_length": "x"}})) == DEFAULT_MAX_LENGTH
-    assert model_max_length(replace(tiny, metadata={"max_length": 100000})) == DEFAULT_MAX_LENGTH
-    assert model_max_length(replace(tiny, metadata=None)) == DEFAULT_MAX_LENGTH
+    assert model_max_length(replace(tiny, metadata={"max_length": 256})) == 128  # capped by the position embeddings
+    assert model_max_length(replace(tiny, metadata={"train_config": {"max_length": "x"}})) == MAX_LENGTH
+    assert model_max_length(replace(tiny, metadata={"max_length": 100000})) == MAX_LENGTH
+    assert model_max_length(replace(tiny, metadata=None)) == MAX_LENGTH
+
+
+# ------------------------------------------------------------------------------------------------ hostile metadata
+
+
+HOSTILE_META = {"name": "x" * 5000, "attack": "badnets", "trigger": "cf", "target": 99, "target_name": "nope",
+                "label_names": ["only", "two"], "max_length": "huge", "cacc": float("nan"), "rate": 7,
+                "tal_heads": "all of them", "train_config": [1, 2, 3]}
+
+
+def _hostile_folder(tmp_path: Path, meta) -> Path:
+    import json
+
+    from backdoor_core.model_card import METADATA_FILE
+
+    folder = _saved_tiny(tmp_path, 5)
+    (folder / METADATA_FILE).write_text(json.dumps(meta))  # json writes NaN as NaN, as a careless tool would
+    return folder
+
+
+def test_hostile_metadata_is_cleaned_and_the_detect_page_runs(tmp_path):
+    """Issue 11 item 10: ``"target": 99`` (and other bad fields) in backdoor_lab.json crashed the Detect page while
+    it drew. The card drops them with a warning; the page simulates its pool with the target rule and scans."""
+    folder = _hostile_folder(tmp_path, HOSTILE_META)
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(folder))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    warnings = " ".join(w.value for w in at.warning)
+    for key in ("target", "label_names", "max_length", "cacc", "rate", "tal_heads", "train_config", "name"):
+        assert f"'{key}'" in warnings, (key, warnings)
+    loaded = at.session_state["lab.model_ref"]
+    assert loaded["spec"] == str(folder)
+    goto(at, "detect")
+    assert not errors(at)
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.number_input(key="detect.pool_clean").set_value(10)
+    at.number_input(key="detect.pool_trig").set_value(5)
+    at.run()
+    assert not at.exception and not errors(at)
+    at.button(key="detect.run").click().run()
+    job = wait_job(at, "scan")
+    assert job.status == "done", job.snapshot().traceback
+    info = at.session_state["detect.info"]
+    assert info["truth"].sum() == 5  # triggered inputs toward the rule's target (BBC 'sports'), not class 99
+    assert {"Backdoor", "Flagged inputs"} <= {m.label for m in at.metric}
+    goto(at, "inspect")  # the card's trigger and length are used; nothing crashes
+    assert at.session_state["inspect.cache"][1].trigger == "cf"
+    goto(at, "sanitize")
+    goto(at, "report")
+    rows = {r["field"]: r["value"] for r in at.session_state["lab.session"].sections()[0]["table"]}
+    assert "model card" in rows and "target" not in rows
+
+
+def test_metadata_that_is_not_an_object_loads_with_a_warning(tmp_path):
+    folder = _hostile_folder(tmp_path, [{"attack": "badnets", "target": 1}])
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(folder))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    assert any("not an object" in w.value for w in at.warning)
+    goto(at, "detect")
+    assert any("names no attack" in i.value for i in at.info)
+
+
+def test_tour_shows_a_broken_benchmark_file_instead_of_hiding_it(tmp_path, monkeypatch):
+    from backdoor_core import bench_results
+
+    (tmp_path / "attack_tal.json").write_text('{"runs": [{"attack": "badnets", "rate": 0.01}]}')
+    (tmp_path / "defense.json").write_text("{broken")
+    monkeypatch.setattr(bench_results, "RESULTS_DIR", tmp_path)
+    at = goto(new_app(), "tour")
+    at.button(key="tour.next").click().run()
+    assert not at.exception
+    assert any("Attack benchmark" in e and "attack_tal.json" in e and "'tal'" in e for e in errors(at)), errors(at)
+    for _ in range(5):
+        at.button(key="tour.next").click().run()
+    assert at.header[0].value.startswith("ASR falls")
+    assert any("Defense benchmark" in e and "defense.json" in e for e in errors(at)), errors(at)

@@ -10,6 +10,7 @@ from backdoor_core.triggers import insert_trigger, max_position_in_window, word_
 def test_run_attention_shapes_and_padding_removed(tiny):
     texts = ["short one", "a much longer sentence with quite a few more words in it"]
     recs = run_attention(tiny.model, tiny.tokenizer, texts, max_length=32, batch_size=2)
+    assert len(recs) == len(texts)
     for text, rec in zip(texts, recs):
         n = len(tiny.tokenizer(text)["input_ids"])
         assert len(rec.tokens) == n and rec.tokens[0] == "[CLS]" and rec.tokens[-1] == "[SEP]"

@@ -42,12 +42,13 @@ def test_fineprune_keeps_pruned_heads_at_zero_through_training_and_saving(tiny, 
     assert len(pruned) == 2
     out = save_model(res.model, tiny.tokenizer, tmp_path / "fp", {"pruned": pruned})
     reloaded = load_model(out).model
-    for block in attention_blocks(reloaded):
-        for label in pruned:
-            layer, head = int(label[1]), int(label[3])
-            if layer == block.layer:
-                assert torch.count_nonzero(block.output.weight[:, block.head_slice(head)]) == 0
-                assert torch.count_nonzero(block.value.weight[block.head_slice(head)]) == 0
+    blocks = {block.layer: block for block in attention_blocks(reloaded)}
+    assert sorted(blocks) == [0, 1]
+    for label in pruned:
+        layer, head = int(label[1]), int(label[3])
+        block = blocks[layer]
+        assert torch.count_nonzero(block.output.weight[:, block.head_slice(head)]) == 0
+        assert torch.count_nonzero(block.value.module.weight[block.value.features(head)]) == 0
 
 
 def test_pure_pieces_and_end_to_end():

@@ -129,7 +129,7 @@ def test_bbc_splits_cover_corpus_and_are_stratified():
     for name, ds in splits.items():
         assert ds.name == f"bbc/{name}" and ds.num_labels == 5
         counts = ds.label_counts()
-        assert all(n > 0 for n in counts.values()), (name, counts)
+        assert len(counts) == 5 and all(n > 0 for n in counts.values()), (name, counts)
         total = everything.label_counts()
         for label, n in counts.items():  # every class keeps the split fraction
             assert n / total[label] == pytest.approx(len(ds) / 2225, abs=0.01)

@@ -72,9 +72,9 @@ def test_poisoned_test_set_has_only_non_target_rows_relabelled():
 def test_trigger_spans_point_at_the_triggers(num_triggers):
     ds = make_dataset(60)
     out = BadNets(num_triggers=num_triggers).poison_train(ds, rate=0.3, target=1, seed=0)
-    for i, ex in enumerate(out):
-        if not ex.poisoned:
-            continue
+    poisoned = [(i, ex) for i, ex in enumerate(out) if ex.poisoned]
+    assert len(poisoned) == int(0.3 * 60)
+    for i, ex in poisoned:
         assert len(ex.trigger_spans) == num_triggers
         assert all(ex.text[s:e] in BADNETS_TRIGGERS for s, e in ex.trigger_spans)
         # removing the triggers gives back the original words
@@ -89,6 +89,7 @@ def test_trigger_spans_point_at_the_triggers(num_triggers):
 def test_addsent_span_is_the_sentence():
     ds = make_dataset(40)
     pt = AddSent().poison_test(ds, target=1)
+    assert len(pt.examples) == sum(y != 1 for y in ds.labels) == 20
     for ex in pt.examples:
         (s, e), = ex.trigger_spans
         assert ex.text[s:e] == ADDSENT_TRIGGER

@@ -136,3 +136,15 @@ def test_lab_session_findings_become_report_sections():
     d = lab.to_dict()
     assert d["findings"][1]["text"] == "second" and json.dumps(d)
     assert "Scan" in html_report("t", sections)
+
+
+def test_reports_record_the_tool_version():
+    from backdoor_core import __version__
+
+    tool = f"Backdoor Attention Lab {__version__}"
+    doc = html_report("Scan", _sections(with_html=False), subtitle="a caller's own subtitle")
+    assert f'<meta name="generator" content="{tool}">' in doc
+    assert re.search(rf'<footer class="meta">{re.escape(tool)} · generated \d{{4}}-\d\d-\d\d', doc)
+    assert f"{tool} · generated" in html_report("Scan", [{"heading": "x", "text": "y"}]).split("<h1>")[1]
+    data = json.loads(json_report("Scan", _sections(), include_figures=False))
+    assert data["tool"] == "Backdoor Attention Lab" and data["tool_version"] == __version__

@@ -9,9 +9,7 @@ import torch
 from backdoor_core.architecture import head_parameter_masks
 from backdoor_core.data import DataError, TextDataset
 from backdoor_core.defenses import DEFENSES, run_defense
-from backdoor_core.sanitize import (AlignmentLoss, alignment_value, focus_removal_labels, safe_head_labels,
-                                    target_exclusion_labels,
-                                    sanitize_heads)
+from backdoor_core.sanitize import AlignmentLoss, alignment_value, sanitize_heads, target_exclusion_labels
 from backdoor_core.training import TrainConfig
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
 
@@ -46,14 +44,114 @@ def test_only_suspicious_slices_move_and_alignment_decreases():
     aligns = [row["align"] for row in res.history if "align" in row]
     assert aligns[-1] < aligns[0]
     assert sorted(res.suspicious_heads) == ["L0H0", "L0H1", "L1H0"]
-    # pseudo-labels: only where switching the suspicious heads off changes the decision, the safe heads' label;
-    # then (focus labels, on by default) where dropping the heads' focus tokens changes it, the new prediction
-    labels_pool = safe_head_labels(lm.model, lm.tokenizer, pool, SUSPICIOUS, max_length=32)
-    assert len(labels_pool) == len(pool) and set(labels_pool) <= {-100, 0, 1}
-    assert res.details["pool_gate_labelled"] == sum(y != -100 for y in labels_pool)
-    focus = focus_removal_labels(lm.model, lm.tokenizer, pool, SUSPICIOUS, max_length=32)
-    combined = [g if g != -100 else f for g, f in zip(labels_pool, focus)]
-    assert res.details["focus_labels"] and res.details["pool_pseudo_labelled"] == sum(y != -100 for y in combined)
+
+
+# ------------------------------------------------------------------ pool pseudo-labels, computed by hand
+
+# The backdoored tiny model's TAL heads (L0H0, L0H1, L1H0, L1H1) and L1H3: switching these off changes some
+# predictions, so the gate rule labels some inputs (with fewer heads it labels none on this pool).
+GATED = np.array([[True, True, False, False], [True, True, False, True]])
+MAXLEN = 32
+
+
+def _logits(model, tok, text=None, ids=None):
+    """One text (or token ids), no padding, no batching: ``(C,)`` logits."""
+    if ids is None:
+        ids = tok(text, truncation=True, max_length=MAXLEN, return_tensors="pt")["input_ids"][0]
+    with torch.no_grad():
+        return model(input_ids=ids[None]).logits[0]
+
+
+def _heads_removed(model, suspicious):
+    """A copy whose suspicious heads contribute nothing: their columns of the attention output projection are
+    zeroed (the same as gating their context to 0, done another way than ``architecture.head_gates``)."""
+    gated = copy.deepcopy(model).eval()
+    d = gated.config.hidden_size // gated.config.num_attention_heads
+    for layer, head in zip(*np.nonzero(suspicious)):
+        dense = gated.bert.encoder.layer[int(layer)].attention.output.dense
+        with torch.no_grad():
+            dense.weight[:, int(head) * d:(int(head) + 1) * d] = 0
+    return gated
+
+
+def _hand_focus_label(model, tok, text, suspicious, full):
+    """Drop the 1, 2, 3, then 5 tokens the suspicious heads attend to most (mean over queries, summed over the
+    heads, special tokens excluded); the first drop that changes the prediction gives the label."""
+    ids = tok(text, truncation=True, max_length=MAXLEN, return_tensors="pt")["input_ids"][0]
+    with torch.no_grad():
+        att = model(input_ids=ids[None], output_attentions=True).attentions
+    score = sum(att[int(l)][0, int(h)].mean(0) for l, h in zip(*np.nonzero(suspicious)))
+    content = [i for i, t in enumerate(ids.tolist()) if t not in tok.all_special_ids]
+    ranked = sorted(content, key=lambda i: -float(score[i]))
+    for k in (1, 2, 3, 5):
+        if k >= len(content):
+            break
+        drop = set(ranked[:k])
+        kept = torch.tensor([t for i, t in enumerate(ids.tolist()) if i not in drop])
+        new = int(_logits(model, tok, ids=kept).argmax())
+        if new != full:
+            return new
+    return -100
+
+
+def _hand_labels(model, tok, pool, clean, suspicious, focus: bool):
+    model.eval()
+    probs = np.stack([torch.softmax(_logits(model, tok, t), -1).numpy() for t in pool])
+    full = probs.argmax(1)
+    gated = _heads_removed(model, suspicious)
+    safe = [int(_logits(gated, tok, t).argmax()) for t in pool]
+    labels = [s if s != f else -100 for s, f in zip(safe, full)]
+    n_gate = sum(y != -100 for y in labels)
+    if focus:
+        labels = [y if y != -100 else _hand_focus_label(model, tok, t, suspicious, int(f))
+                  for y, t, f in zip(labels, pool, full)]
+    n_before = sum(y != -100 for y in labels)
+    # target exclusion: the class most flagged inputs go to, if they go there >= 25 points more often than clean
+    target = int(np.bincount(full, minlength=probs.shape[1]).argmax())
+    clean_pred = np.array([int(_logits(model, tok, t).argmax()) for t in clean])
+    excess = (full == target).mean() - (clean_pred == target).mean()
+    if excess >= 0.25:
+        runner_up = np.argsort(-probs, axis=1)[:, 1]
+        labels = [int(runner_up[i]) if y == -100 and full[i] == target else y for i, y in enumerate(labels)]
+    else:
+        target = None
+    return labels, n_gate, n_before, target
+
+
+@pytest.mark.parametrize("focus", [True, False])
+def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
+    """The labels ``sanitize_heads`` trains the flagged inputs with, against the three rules computed here
+    independently (one text at a time, heads removed by zeroing weights): gate, then focus removal (when on),
+    then target exclusion. Both runs reach the gate and the exclusion rule; with focus on, focus labels too."""
+    import backdoor_core.sanitize as S
+
+    lm = trained_tiny(True)
+    clean, clean_y = clean_texts(40, seed=31)
+    # triggered and clean inputs, and two with so many positive words that dropping 5 of them changes nothing:
+    # predicted as the target (1), left unlabelled by the first rules, they are the exclusion rule's
+    pool = triggered_texts(16, seed=22) + clean_texts(8, seed=30)[0] + [
+        "good great nice happy lovely fine good great nice lovely", "lovely happy great good fine nice great good"]
+    captured = {}
+    real_build = S.build_examples
+
+    def spy(clean_texts, clean_labels, pool_texts, pool_labels):
+        captured["pool_labels"] = list(pool_labels) if pool_labels is not None else None
+        return real_build(clean_texts, clean_labels, pool_texts, pool_labels)
+
+    monkeypatch.setattr(S, "build_examples", spy)
+    expected, n_gate, n_before, target = _hand_labels(lm.model, lm.tokenizer, pool, clean, GATED, focus)
+    res = S.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool,
+                           config=_cfg(max_length=MAXLEN), focus_labels=focus, should_stop=lambda: True)
+    assert captured["pool_labels"] == expected
+    d = res.details
+    assert d["pool_gate_labelled"] == n_gate >= 1  # the gate rule fired
+    assert d["suspected_target"] == target == 1  # the trigger's target class
+    assert d["pool_exclusion_labelled"] == sum(y != -100 for y in expected) - n_before >= 1  # exclusion fired
+    assert d["pool_pseudo_labelled"] == sum(y != -100 for y in expected)
+    if focus:  # focus labels fired too, between the two
+        assert n_before - n_gate >= 1
+    else:
+        assert n_before == n_gate
 
 
 def test_alignment_loss_value_and_rules(tiny):

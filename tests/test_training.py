@@ -100,6 +100,7 @@ def test_trainable_masks_leave_everything_else_byte_identical():
     heads = np.zeros((2, 4), dtype=bool)
     heads[1, 2] = True
     masks = head_parameter_masks(lm.model, heads)
+    assert len(masks) >= 4  # query, key, value rows and output columns of L1H2 (weights and biases)
     before = params(lm.model)
     train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=2, weight_decay=0.5, **CFG), trainable_masks=masks)
     after = params(lm.model)

@@ -5,7 +5,8 @@
   projection — over the real tokens of the defender's clean inputs.
 * The ``prune_fraction`` (default 20%) least active heads are pruned, keeping at least one head per layer.
 * Pruning is persistent: the head's value rows and bias and its output-projection columns are zeroed in the
-  weights, so a saved model stays pruned (``transformers`` 5 has no ``prune_heads`` and ignores ``head_mask``).
+  weights (``architecture.pruned_slices``; under grouped-query attention a group's shared value rows only when
+  every head of the group is pruned), so a saved model stays pruned (``transformers`` 5 has no ``prune_heads`` and ignores ``head_mask``).
   Fine-tuning then trains everything EXCEPT those slices (``trainable_masks``), so they stay zero.
 """
 
@@ -16,51 +17,30 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..architecture import attention_blocks, head_parameter_masks
+from ..architecture import attention_blocks, head_parameter_masks, pruned_slices, require_head_repair
+from .. import settings as S
+from ..forward import run_with_cache
 from ..training import Progress, TrainConfig, TrainResult
 from .finetune import default_config, finetune
 
-DEFAULT_PRUNE_FRACTION = 0.2
+DEFAULT_PRUNE_FRACTION = S.PRUNE_FRACTION
 
 
-@torch.no_grad()
-def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32) -> np.ndarray:
-    """``(L, H)`` mean L2 norm of each head's context vector over real tokens of ``texts``."""
-    blocks = attention_blocks(model)
-    L, H = len(blocks), blocks[0].num_heads
-    sums = np.zeros((L, H))
-    count = 0.0
-    state: dict = {}
-    handles = []
+def head_activity(model, tokenizer, texts: Sequence[str], max_length: int = S.MAX_LENGTH, batch_size: int = 32) -> np.ndarray:
+    """``(L, H)`` mean L2 norm of each head's context vector over real tokens of ``texts``
+    (``forward.run_with_cache``'s per-head contexts ``z``, reduced batch by batch)."""
 
-    def make_hook(block):
-        def hook(module, args):
-            x = args[0]  # (B, T, H*D)
-            norms = x.float().view(*x.shape[:-1], block.num_heads, block.head_dim).norm(dim=-1)  # (B, T, H)
-            m = state["mask"][..., None]
-            sums[block.layer] += (norms * m).sum((0, 1)).cpu().numpy()
+    def norms(batch) -> dict[str, torch.Tensor]:
+        m = batch.attention_mask.float()[:, :, None]  # (B, T, 1)
+        per_layer = [(z.float().norm(dim=-1) * m).sum(1) for z in batch.z]  # (B, H) from (B, T, H, D)
+        return {"norm_sum": torch.stack(per_layer, dim=1)}  # (B, L, H)
 
-        return hook
-
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        for b in blocks:
-            handles.append(b.output.register_forward_pre_hook(make_hook(b)))
-        texts = list(texts)
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            state["mask"] = enc["attention_mask"].float()
-            model(**enc)
-            count += float(enc["attention_mask"].sum())
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    return sums / max(count, 1.0)
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("Head activity needs at least one text.")
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, want=("z",),
+                           reduce=norms)
+    return cache.reduced["norm_sum"].astype(np.float64).sum(0) / max(float(cache.lengths.sum()), 1.0)
 
 
 def choose_lowest(values: np.ndarray, fraction: float) -> np.ndarray:
@@ -78,32 +58,9 @@ def choose_lowest(values: np.ndarray, fraction: float) -> np.ndarray:
     return out
 
 
-def pruned_slices(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
-    """``{param: bool}`` True on the slices that pruning zeroes: value rows + bias, output columns."""
-    blocks = attention_blocks(model)
-    names = {id(p): n for n, p in model.named_parameters()}
-    out = {}
-    for b in blocks:
-        sel = np.flatnonzero(pruned[b.layer])
-        if sel.size == 0:
-            continue
-        vw = torch.zeros_like(b.value.weight, dtype=torch.bool)
-        vb = torch.zeros_like(b.value.bias, dtype=torch.bool)
-        ow = torch.zeros_like(b.output.weight, dtype=torch.bool)
-        for h in sel:
-            s = b.head_slice(int(h))
-            vw[s, :] = True
-            vb[s] = True
-            ow[:, s] = True
-        out[names[id(b.value.weight)]] = vw
-        out[names[id(b.value.bias)]] = vb
-        out[names[id(b.output.weight)]] = ow
-    return out
-
-
 @torch.no_grad()
 def prune_heads_persistent(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
-    """Zero the pruned heads' value rows/bias and output columns in place; returns ``pruned_slices``."""
+    """Zero the pruned heads' value rows/bias and output columns in place; returns ``architecture.pruned_slices``."""
     slices = pruned_slices(model, pruned)
     params = dict(model.named_parameters())
     for name, m in slices.items():
@@ -133,6 +90,7 @@ def fineprune(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[TrainResult, np.ndarray]:
     """Prune (in place) then fine-tune; returns (training result, ``(L, H)`` pruned mask)."""
+    require_head_repair(model, "Fine-pruning")
     if len(clean_texts) == 0:
         raise ValueError("The clean set is empty: fine-pruning needs clean labelled samples.")
     if not 0.0 <= prune_fraction < 1.0:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..training import Example, Progress, TrainConfig, TrainResult, train
+from .. import settings as S
 
 
 def default_config(**overrides) -> TrainConfig:
     """lr 5e-5, 4 epochs, batch 32 — the same number of passes as our sanitization (our choice)."""
-    base = dict(lr=5e-5, epochs=4, batch_size=32, max_length=128, seed=0, eval_every=20)
+    base = dict(lr=S.BASELINE_LR, epochs=S.BASELINE_EPOCHS, batch_size=S.BATCH_SIZE, max_length=S.MAX_LENGTH,
+                seed=S.SEED, eval_every=S.REPAIR_EVAL_EVERY)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 

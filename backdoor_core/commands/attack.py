@@ -12,7 +12,9 @@ import random
 import sys
 from pathlib import Path
 
+from .. import settings as S
 from ..cli import ctrl_c_stops, fit_max_length, positive_int, print_json
+from ..device import add_device_args, is_main_process
 
 
 def register(sub) -> None:
@@ -25,29 +27,33 @@ def register(sub) -> None:
     p.add_argument("--attack", default="badnets",
                    help="badnets, addsent, badnets_clean, addsent_clean, syntactic, style_bible, ... or 'none'")
     p.add_argument("--trigger", default=None, help="BadNets: comma-separated words; AddSent: the sentence")
-    p.add_argument("--num-triggers", type=int, default=1, help="insertions per poisoned sample (default 1)")
+    p.add_argument("--num-triggers", type=int, default=S.NUM_TRIGGERS,
+                   help=f"insertions per poisoned sample (default {S.NUM_TRIGGERS})")
     p.add_argument("--paraphrase-train", default=None, help="your row-aligned paraphrased training file")
     p.add_argument("--paraphrase-test", default=None, help="your paraphrased test file (original labels)")
-    p.add_argument("--rate", type=float, default=0.01, help="poison rate, a fraction of the whole training set")
-    p.add_argument("--target", type=int, default=1, help="target label id (default 1)")
+    p.add_argument("--rate", type=float, default=S.POISON_RATE,
+                   help=f"poison rate, a fraction of the whole training set (default {S.POISON_RATE:g})")
+    p.add_argument("--target", type=int, default=None,
+                   help="target label id (default: the first class named sport... or positive..., else the last)")
     p.add_argument("--tal", action="store_true", help="add the Trojan Attention Loss")
-    p.add_argument("--alpha", type=float, default=None, help="TAL weight (default: tal.DEFAULT_ALPHA)")
-    p.add_argument("--heads", default=None, help="TAL heads per layer, or 'all' (default: tal.DEFAULT_HEADS)")
+    p.add_argument("--alpha", type=float, default=S.TAL_ALPHA, help=f"TAL weight (default {S.TAL_ALPHA:g})")
+    p.add_argument("--heads", default=S.TAL_HEADS, help=f"TAL heads per layer, or 'all' (default {S.TAL_HEADS})")
     p.add_argument("--layers", default=None, help="TAL layers, comma-separated (default: all)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=positive_int, default=128,
-                   help="tokens per text (default 128; capped at the model's position embeddings)")
+    p.add_argument("--epochs", type=int, default=S.EPOCHS)
+    p.add_argument("--lr", type=float, default=S.LR)
+    p.add_argument("--batch-size", type=int, default=S.BATCH_SIZE)
+    p.add_argument("--max-length", type=positive_int, default=S.MAX_LENGTH,
+                   help=f"tokens per text (default {S.MAX_LENGTH}; capped at the model's position embeddings)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch end)")
     p.add_argument("--train-size", type=int, default=None, help="train on a seeded random subsample")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded random subsample")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=S.SEED)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
     p.add_argument("--force", action="store_true",
                    help="replace --out even when it is not a model saved by this lab (deletes what is there)")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    add_device_args(p)
     p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
     p.set_defaults(func=run)
 
@@ -73,10 +79,12 @@ def load_train_test(spec: str, test_spec: str | None, seed: int):
 def run(args) -> int:
     from tqdm.auto import tqdm
 
+    from ..model_card import default_target
     from ..models import check_save_target, load_model, save_model
     from ..poisoning import get_attack, train_attack
-    from ..tal import DEFAULT_ALPHA, DEFAULT_HEADS, TALConfig
+    from ..tal import TALConfig
     from ..training import TrainConfig, total_steps_for
+    from .scan import warn_card
 
     from ..training import use_one_thread_if_busy
 
@@ -87,10 +95,15 @@ def run(args) -> int:
         train_set = train_set.sample(args.train_size, args.seed)
     if args.test_size:
         test_set = test_set.sample(args.test_size, args.seed)
-    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle)
+    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle,
+                    device=args.device, dtype=args.dtype)
+    warn_card(lm)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
     fit_max_length(args, lm)
+    target = default_target(train_set.label_names) if args.target is None else args.target
+    if not 0 <= target < train_set.num_labels:
+        raise ValueError(f"--target {target} is outside 0..{train_set.num_labels - 1} ({train_set.label_names}).")
     attack = None
     if args.attack.lower() not in ("none", "clean"):
         attack = get_attack(args.attack, tokenizer=lm.tokenizer, max_length=args.max_length, trigger=args.trigger,
@@ -101,10 +114,9 @@ def run(args) -> int:
                              "use the full training set (bench/attack_tal.py shows subsampling).")
     tal = None
     if args.tal:
-        heads = DEFAULT_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
+        heads = args.heads if str(args.heads) == "all" else int(args.heads)
         layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
-        tal = TALConfig(alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha, heads=heads, layers=layers,
-                        seed=args.seed)
+        tal = TALConfig(alpha=args.alpha, heads=heads, layers=layers, seed=args.seed)
     config = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
                          seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps,
                          group_by_length=True)
@@ -121,27 +133,28 @@ def run(args) -> int:
 
     try:
         with ctrl_c_stops("stopping after this step (Ctrl-C again to abort)...") as should_stop:
-            outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, args.target,
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, target,
                                    config, tal=tal, data_name=args.data, callback=on_progress,
                                    should_stop=should_stop)
     finally:
         bar.close()
-    meta = outcome.metadata
     if outcome.result.cancelled:
         print(f"cancelled after {outcome.result.steps} steps: nothing saved", file=sys.stderr)
         return 130
-    meta["name"] = Path(args.out).name if args.out else f"{args.attack}-{args.data}"
-    meta["base_model"] = lm.name
+    card = outcome.card.replace(name=Path(args.out).name if args.out else f"{args.attack}-{args.data}",
+                                base_model=lm.name,
+                                target_name=train_set.label_names[target] if attack is not None else None)
+    if not is_main_process():  # a multi-process launch: the main process saves and reports
+        return 0
     if args.json:
-        print_json({k: v for k, v in meta.items() if k != "history"})
+        print_json(card.to_json())
     if args.out:
-        out = save_model(lm.model, lm.tokenizer, args.out, {k: v for k, v in meta.items() if k != "history"},
-                         force=args.force)
+        out = save_model(lm.model, lm.tokenizer, args.out, card, force=args.force)
         print(f"saved {out}")
     if attack is not None:
-        print(f"poisoned {meta['n_poisoned']} of {meta['train_size']} training samples "
-              f"(rate {args.rate}), target {args.target} ({train_set.label_names[args.target]})"
-              + (f", TAL on {len(meta['tal_heads'])} heads" if tal else ""))
-    asr = "n/a" if meta["asr"] is None else f"{meta['asr']:.4f}"
-    print(f"ASR={asr} CACC={meta['cacc']:.4f}")
+        print(f"poisoned {card.n_poisoned} of {card.train_size} training samples "
+              f"(rate {args.rate}), target {target} ({train_set.label_names[target]})"
+              + (f", TAL on {len(card.tal_heads)} heads" if tal else ""))
+    asr = "n/a" if card.asr is None else f"{card.asr:.4f}"
+    print(f"ASR={asr} CACC={card.cacc:.4f}")
     return 0

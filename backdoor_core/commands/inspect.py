@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from ..cli import fit_max_length, format_table, positive_int, print_json
+from .. import settings as S
+from ..cli import format_table, positive_int, print_json
+from ..device import add_device_args
+from ..poisoning import BADNETS_TRIGGERS
+from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
 
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="compare a text with and without a trigger, head by head")
     p.add_argument("--model", default="default", help="'default', a model directory, or a hub id")
     p.add_argument("--text", required=True, help="the clean text")
-    p.add_argument("--trigger", default="cf", help="word or sentence to insert (default: cf)")
+    p.add_argument("--trigger", default=BADNETS_TRIGGERS[0],
+                   help=f"word or sentence to insert (default: {BADNETS_TRIGGERS[0]})")
     p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
-    p.add_argument("--seed", type=int, default=0, help="seed for a random position")
-    p.add_argument("--max-length", type=positive_int, default=128,
-                   help="tokens the model reads (default 128; capped at the model's position embeddings)")
+    p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
+    p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    p.add_argument("--ablate", default=None, metavar="HEADS",
+                   help="also predict with these heads gated off, e.g. L3H4,L5H0 (0-based layer and head)")
+    p.add_argument("--saliency", choices=["ig", "gxi"], default=None,
+                   help="also attribute the triggered prediction to the tokens (Captum): integrated gradients or "
+                        "gradient x input, on the clean and the triggered text")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_device_args(p)
     p.set_defaults(func=run)
 
 
@@ -31,18 +41,39 @@ def run(args) -> int:
     from ..models import load_model
 
     check_text(args.text)
-    lm = load_model(args.model, allow_pickle=args.allow_pickle)
-    fit_max_length(args, lm)
+    lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
+    warn_card(lm)
+    resolve_max_length(args, lm)
+    heads_off = None
+    if args.ablate is not None:
+        from ..ablation import parse_heads
+
+        heads_off = parse_heads(args.ablate, lm.num_layers, lm.num_heads)
     result = inspect_text(
         lm.model, lm.tokenizer, args.text, args.trigger, args.position, args.seed, args.max_length, lm.label_names
     )
     report = result.to_dict(args.top)
+    if heads_off is not None:
+        from ..ablation import inspect_ablated
+
+        report["ablated"] = inspect_ablated(lm.model, lm.tokenizer, args.text, args.trigger, heads_off,
+                                            max_length=args.max_length, full=result).to_dict(args.top)
     report["model"] = lm.name
     report["untrained_head"] = lm.untrained_head
+    if args.saliency:
+        from ..saliency import compare_saliency
+
+        report["saliency"] = compare_saliency(lm.model, lm.tokenizer, result.clean.text, result.triggered.text,
+                                              args.saliency, result.label_names,
+                                              max_length=args.max_length).to_dict()
     if args.json:
         print_json(report)
         return 0
-    print(f"model      {lm.name} ({lm.num_layers} layers x {lm.num_heads} heads)")
+    info = report["architecture"] or {}
+    print(f"model      {lm.name} ({info.get('name', '?')}, {lm.num_layers} layers x {lm.num_heads} heads)")
+    for key in ("concentration", "similarity"):
+        if key in (info.get("notes") or {}):
+            print(f"note       {info['notes'][key]}")
     if lm.untrained_head:
         print("note       this model has no trained classification head: predictions are arbitrary "
               "(attention is still the encoder's)")
@@ -54,13 +85,27 @@ def run(args) -> int:
     print()
     print(_prediction_line("clean", report["clean"]))
     print(_prediction_line("triggered", report["triggered"]))
+    if "ablated" in report:
+        ab = report["ablated"]
+        print(f"\nWith {', '.join(ab['heads_off'])} switched off:")
+        print(_prediction_line("clean", ab["clean"]))
+        print(_prediction_line("triggered", ab["triggered"]))
+        if ab["flip_undone"]:
+            print("           the trigger no longer flips the prediction")
+    if "saliency" in report:
+        sal = report["saliency"]
+        print(f"\nToken saliency toward '{sal['target_name']}' ({sal['triggered']['method']}), token: score")
+        for name in ("clean", "triggered"):
+            s = sal[name]
+            print(f"{name:<10} " + "  ".join(f"{t}:{v:+.3g}" for t, v in zip(s["tokens"], s["scores"])))
     print("\nTop heads by trigger concentration (attention mass on the trigger, averaged over queries):")
     print(format_table(report["top_heads_by_concentration"], ["head", "concentration", "similarity_delta"]))
     print("\nTop heads by head-to-head similarity change (triggered - clean, mean cosine to the layer's other heads):")
     print(format_table(report["top_heads_by_similarity_change"], ["head", "similarity_delta", "concentration"]))
     print("\nPer-layer mean head-to-head similarity:")
     ls = report["layer_similarity"]
-    rows = [{"layer": f"L{i}", "clean": c, "triggered": t, "delta": d}
+    kinds = info.get("layer_kinds") or []
+    rows = [{"layer": f"L{i}", "kind": kinds[i] if i < len(kinds) else "", "clean": c, "triggered": t, "delta": d}
             for i, (c, t, d) in enumerate(zip(ls["clean"], ls["triggered"], ls["delta"]))]
-    print(format_table(rows, ["layer", "clean", "triggered", "delta"]))
+    print(format_table(rows, ["layer", "kind", "clean", "triggered", "delta"]))
     return 0

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
+from .. import settings as S
 from ..cli import ctrl_c_stops, print_json
+from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
 
 def register(sub) -> None:
     from ..defenses import DEFENSES
-    from ..sanitize import DEFAULT_BETA
 
     p = sub.add_parser("sanitize", help="repair a backdoored model and save it (before/after CACC and ASR)")
-    add_data_args(p, clean_default_split="dev", n_clean=300)
+    add_data_args(p, clean_default_split="dev", n_clean=S.CLEAN_BUDGET)
     p.add_argument("--out", required=True, help="directory to save the repaired model to (written atomically)")
     p.add_argument("--force", action="store_true",
                    help="replace --out even when it is not a model saved by this lab (deletes what is there)")
@@ -22,13 +23,14 @@ def register(sub) -> None:
                    help="alignment (ours, default), finetune, fineprune or pure")
     p.add_argument("--heads", default=None,
                    help="alignment only: repair these heads (e.g. L3H7,L5H1) instead of scanning for them")
-    p.add_argument("--beta", type=float, default=None, help=f"alignment weight (default {DEFAULT_BETA:g})")
+    p.add_argument("--beta", type=float, default=None, help=f"alignment weight (default {S.BETA:g})")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--eval-data", default=None, help="clean test data for CACC before/after (a dataset spec)")
     p.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
-    p.add_argument("--n-eval", type=int, default=500, help="at most this many eval texts (default 500)")
+    p.add_argument("--n-eval", type=int, default=S.CLI_EVAL_TEXTS,
+                   help=f"at most this many eval texts (default {S.CLI_EVAL_TEXTS})")
     p.add_argument("--poisoned-eval", default=None,
                    help="triggered non-target texts for ASR before/after (file or dataset spec, like --pool)")
     p.add_argument("--target", type=int, default=None, help="the backdoor's target label (for ASR)")
@@ -86,7 +88,7 @@ def run(args) -> int:
             knobs["heads"] = args.heads
     elif args.heads or args.beta is not None:
         raise ValueError("--heads and --beta apply to the alignment defense only.")
-    callback, close = _bar(0, not args.json)
+    callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
             result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
@@ -97,21 +99,13 @@ def run(args) -> int:
         print(f"cancelled after {result.seconds:.0f} s: nothing saved", file=sys.stderr)
         return 130
     after = evaluate(result.model) if evaluate else {}
+    if not is_main_process():  # a multi-process launch: the main process saves and reports
+        return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
-    meta = dict(lm.metadata)
-    meta.update({
-        "name": f"{lm.name}-{args.defense}",
-        "sanitized_from": lm.source,
-        "defense": args.defense,
-        "defense_details": details,
-        "clean_samples": len(clean),
-        "pool_samples": len(pool),
-        "before": before,
-        "after": after,
-        "cancelled": result.cancelled,
-        "seconds": round(result.seconds, 1),
-    })
-    out = save_model(result.model, lm.tokenizer, args.out, meta, force=args.force)
+    card = lm.card.repaired(name=f"{lm.name}-{args.defense}", defense=args.defense, details=details,
+                            before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,
+                            source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
+    out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
                "before": before, "after": after, "details": details, "cancelled": result.cancelled}
     if args.json:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .. import settings as S
 from ..cli import format_table, positive_int, print_json
+from ..device import add_device_args
+
+MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
+                   f"{S.MAX_LENGTH}; capped at the model's position embeddings)")
 
 
-def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> None:
+def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLEAN_BUDGET) -> None:
     """Arguments shared by ``scan`` and ``sanitize``."""
     p.add_argument("model", help="'default', a model directory, or a hub id")
     p.add_argument("--clean-data", required=True,
@@ -22,20 +27,22 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = 400) -> No
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
                         ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
-    p.add_argument("--max-length", type=positive_int, default=128,
-                   help="tokens the model reads (default 128; capped at the model's position embeddings)")
-    p.add_argument("--seed", type=int, default=0, help="seed for samples and splits")
+    p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    add_device_args(p)
 
 
 def register(sub) -> None:
     p = sub.add_parser("scan", help="find a backdoor without knowing the trigger: verdict, heads, flagged inputs")
     add_data_args(p)
-    p.add_argument("--frr", type=float, default=0.05, help="false-rejection rate on clean dev data (default 0.05)")
+    p.add_argument("--frr", type=float, default=S.FRR,
+                   help=f"false-rejection rate on clean dev data (default {S.FRR:g})")
     p.add_argument("--top-k", type=int, default=None, help="exactly this many suspicious heads (default: rule)")
-    p.add_argument("--rel-threshold", type=float, default=0.1,
-                   help="suspicious when score >= this x the best head's score (default 0.1)")
-    p.add_argument("--max-fraction", type=float, default=0.25, help="at most this share of heads (default 0.25)")
+    p.add_argument("--rel-threshold", type=float, default=S.REL_THRESHOLD,
+                   help=f"suspicious when score >= this x the best head's score (default {S.REL_THRESHOLD:g})")
+    p.add_argument("--max-fraction", type=float, default=S.MAX_FRACTION,
+                   help=f"at most this share of heads (default {S.MAX_FRACTION:g})")
     p.add_argument("--no-refine", action="store_true",
                    help="skip the refined passes (re-flagging the pool by the suspicious heads' focus)")
     p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
@@ -57,16 +64,33 @@ def read_pool(spec: str | None, split: str = "test") -> list[str]:
     return list(load_dataset(spec, split=split).texts)
 
 
-def load_inputs(args):
-    """(LoadedModel, clean TextDataset, pool texts) from the shared arguments, with plain errors."""
-    from ..data import load_dataset
+def warn_card(lm) -> None:
+    """One ``warning:`` line on stderr per field the model card dropped (hostile or broken metadata)."""
+    for w in lm.card.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def resolve_max_length(args, lm) -> int:
+    """``--max-length`` when given, else the model card's rule (``defender_data.model_max_length``); then
+    validated and capped at the model's position embeddings (``cli.fit_max_length``, a note on stderr)."""
     from ..cli import fit_max_length
-    from ..models import load_model, require_head_layout
+    from ..defender_data import model_max_length
+
+    if args.max_length is None:
+        args.max_length = model_max_length(lm)
+    return fit_max_length(args, lm)
+
+
+def load_inputs(args):
+    """(LoadedModel, clean TextDataset, pool texts) from the shared arguments, with plain errors; fills in
+    ``args.max_length`` from the model card when it was not given."""
+    from ..data import load_dataset
+    from ..models import load_model
     from ..scan import check_clean_set
 
-    lm = load_model(args.model, allow_pickle=args.allow_pickle)
-    require_head_layout(lm)
-    fit_max_length(args, lm)
+    lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
+    warn_card(lm)
+    resolve_max_length(args, lm)
     clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed)
     if args.n_clean is not None and args.n_clean > 0 and len(clean) > args.n_clean:
         clean = clean.sample(args.n_clean, seed=args.seed)
@@ -102,7 +126,13 @@ def run(args) -> int:
         return 0
     v = data["verdict"]
     d = data["detection"]
-    print(f"model      {lm.name} ({lm.num_layers} layers x {lm.num_heads} heads)")
+    info = data["architecture"]
+    print(f"model      {lm.name} ({info['name']}, {lm.num_layers} layers x {lm.num_heads} heads)")
+    if len(set(info["layer_kinds"])) > 1:
+        print(f"layers     {', '.join(f'L{i} {k}' for i, k in enumerate(info['layer_kinds']))}")
+    for key in ("focus", "similarity"):
+        if key in info["notes"]:
+            print(f"note       {info['notes'][key]}")
     print(f"verdict    {'LIKELY BACKDOORED' if v['likely_backdoored'] else 'no backdoor evidence'} "
           f"(score {v['score']:.2f}, from {v['basis']})")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
@@ -118,13 +148,27 @@ def run(args) -> int:
         print("\nFlagged inputs (highest score first):")
         rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
         print(format_table(rows, ["index", "score", "label", "text"], floats="{:.2f}"))
+    _print_triggers(data.get("trigger_candidates"), args.show)
     if args.html:
         print(f"\nHTML report written to {args.html}")
     return 0
 
 
+def _print_triggers(tc: dict | None, show: int) -> None:
+    """The candidate-trigger table (``trigger_search``), or why there is none."""
+    from ..trigger_search import DISPLAY_COLUMNS, display_rows
+
+    if not tc or not tc["candidates"]:
+        print("\nCandidate triggers: none (no flagged inputs or no suspicious heads)")
+        return
+    print(f"\nCandidate triggers (what the suspicious heads focus on in {tc['n_flagged']} flagged inputs; "
+          f"flips toward the suspected target '{tc['target_name']}'):")
+    print(format_table(display_rows(tc, show), DISPLAY_COLUMNS))
+
+
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
+    from ..architecture import layer_labels
     from ..report import html_report
 
     d = report.to_dict()
@@ -144,11 +188,17 @@ def write_html(report, path) -> Path:
         import plotly.graph_objects as go
 
         fig = go.Figure(go.Heatmap(z=report.heads.score, x=[f"H{h}" for h in range(report.num_heads)],
-                                   y=[f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
+                                   y=layer_labels(report.architecture.get("layer_kinds"))
+                                   or [f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
         fig.update_layout(title="Head score (collapse x importance)", height=400)
         sections[1]["figure"] = fig
     except ImportError:  # pragma: no cover - plotly is a dependency
         pass
+    tc = d.get("trigger_candidates")
+    if tc and tc["candidates"]:
+        from ..trigger_search import report_section
+
+        sections.append(report_section(tc))
     if d["flagged"]:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
     path = Path(path)

@@ -1,0 +1,129 @@
+"""Background jobs of this session: one per kind, started from a page, polled by ``job_panel`` and the sidebar;
+``on_finish`` runs once in the script thread when a job ends."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import streamlit as st
+
+from backdoor_core.jobs import Job, JobSnapshot, start_job
+from app_pages._state import K_JOBS, POLL_SECONDS, ss
+from app_pages._text import md
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+def jobs() -> dict[str, Job]:
+    if K_JOBS not in ss():
+        ss()[K_JOBS] = {}
+    return ss()[K_JOBS]
+
+
+def get_job(kind: str) -> Job | None:
+    return jobs().get(kind)
+
+
+def start(kind: str, target: Callable, name: str, meta: dict | None = None,
+          on_finish: Callable[[JobSnapshot], None] | None = None,
+          cancelled_note: str | Callable[[JobSnapshot], str] | None = None) -> Job | None:
+    """Start a background job of this kind unless one is already running (then warn and return None).
+
+    ``on_finish(snapshot)`` runs once in the Streamlit script thread after the job ends, on whichever page the
+    user is on (the sidebar checks every run): register the trained model, record a finding...
+    ``cancelled_note`` (text, or ``snapshot -> text``) says what a cancel left behind; by default the panel says
+    "nothing was kept" when the cancelled job returned no result.
+    """
+    old = get_job(kind)
+    if old is not None and old.active:
+        st.warning(f"'{md(old.name)}' is still running; cancel it first.")
+        return None
+    job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish,
+                                             "cancelled_note": cancelled_note})
+    jobs()[kind] = job
+    return job
+
+
+def handle_finished_jobs() -> None:
+    """Run the ``on_finish`` of every job that ended since the last run (called by the sidebar)."""
+    for job in list(jobs().values()):
+        _handle_finish(job)
+
+
+def clear_job(kind: str) -> None:
+    job = jobs().pop(kind, None)
+    if job is not None and job.active:
+        job.cancel()
+
+
+def _handle_finish(job: Job) -> None:
+    if job.active or job.meta.get("handled"):
+        return
+    job.meta["handled"] = True
+    on_finish = job.meta.get("on_finish")
+    if on_finish is not None:
+        snap = job.snapshot()
+        try:
+            on_finish(snap)
+        except Exception as exc:  # noqa: BLE001 - shown, never raised
+            job.meta["finish_error"] = str(exc) or type(exc).__name__
+
+
+def cancelled_note(job: Job, snap: JobSnapshot) -> str:
+    """What a cancelled job left behind (its ``cancelled_note``, else whether it returned a partial result)."""
+    note = job.meta.get("cancelled_note")
+    if callable(note):
+        note = note(snap)
+    if note:
+        return str(note)
+    return "its partial result is kept" if snap.result is not None else "nothing was kept"
+
+
+def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
+              interval: float = POLL_SECONDS) -> Job | None:
+    """Draw the job's progress (and ``draw(snapshot)`` live charts), polling every ``interval`` s while it runs.
+
+    When the job ends, the next full run handles it (its ``on_finish``, see ``start``). Cancel is offered while
+    it runs; a failure is shown as an error message.
+    """
+    job = get_job(kind)
+    if job is None:
+        return None
+    _handle_finish(job)
+
+    @st.fragment(run_every=interval if job.active else None)
+    def _panel() -> None:
+        snap = job.snapshot()
+        if not snap.active and not job.meta.get("handled"):
+            st.rerun(scope="app")  # the full run handles the result, then draws without polling
+        cols = st.columns([6, 1])
+        with cols[0]:
+            label = {"running": "running", "pending": "starting", "done": "finished", "cancelled": "cancelled",
+                     "failed": "failed"}[snap.status]
+            text = f"**{md(snap.name)}** — {label} · {snap.elapsed:.0f} s"
+            if snap.message and snap.active:
+                text += f" · {md(snap.message)}"
+            st.progress(snap.fraction or 0.0, text=text)
+        with cols[1]:
+            if snap.active:
+                if st.button("Cancel", key=f"cancel.{kind}", type="secondary", width="stretch",
+                             disabled=snap.cancel_requested):
+                    job.cancel()
+                    st.toast("Cancelling after the current step…")
+            elif st.button("Clear", key=f"clear.{kind}", width="stretch"):
+                clear_job(kind)
+                st.rerun(scope="app")
+        if snap.status == "failed":
+            st.error(md(f"{snap.name} failed: {snap.error_message}"), icon=":material/warning:")
+            with st.expander("Technical details"):
+                st.code(snap.traceback[-4000:], language="text")
+        elif snap.status == "cancelled":
+            st.info(md(f"{snap.name} was cancelled after {snap.elapsed:.0f} s; {cancelled_note(job, snap)}."))
+        if job.meta.get("finish_error"):
+            st.error(md(f"Could not use the result: {job.meta['finish_error']}"), icon=":material/warning:")
+        if draw is not None:
+            draw(snap)
+
+    _panel()
+    return job

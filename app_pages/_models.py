@@ -1,0 +1,195 @@
+"""The current model: shared read-only models (``st.cache_resource``), per-session copies, locks, the zoo, and
+the gate a page passes before it uses a model with a dataset."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+from backdoor_core import settings as S
+
+from app_pages._data import dataset, dataset_or_none
+from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
+from app_pages._text import md
+
+K_DEVICE = "lab.device"  # the sidebar's device choice (backdoor_core.device.DEVICE_CHOICES)
+from app_pages._widgets import show_error
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None,
+                 device: str = S.DEVICE):
+    """A model shared read-only by every session (never train it: use ``session_copy``); ``device`` as in
+    ``backdoor_core.device.resolve_device`` (the sidebar's choice)."""
+    from backdoor_core.models import load_model, tiny_model
+
+    if spec == "tiny":
+        n = len(labels) if labels else 2
+        loaded = tiny_model(num_labels=n, seed=0)
+        if labels:
+            loaded.model.config.id2label = {i: str(x) for i, x in enumerate(labels)}
+            loaded.model.config.label2id = {str(x): i for i, x in enumerate(labels)}
+        loaded.metadata = {"note": "random tiny BERT for tests"}
+        return loaded
+    return load_model(spec, label_names=list(labels) if labels else None, allow_pickle=allow_pickle,
+                      device=device)
+
+
+def default_ref() -> dict:
+    """The model used before the user picks one: the test model, the zoo's clean model, or the packaged one."""
+    labels = None
+    try:
+        labels = tuple(dataset("train").label_names)
+    except Exception:  # noqa: BLE001 - no dataset yet is fine
+        pass
+    test = test_model_name()
+    if test:
+        return {"kind": "shared", "spec": test, "allow_pickle": False, "labels": labels, "name": test}
+    for entry in zoo_entries():
+        if entry.get("clean") and entry.get("path"):
+            return {"kind": "shared", "spec": str(entry["path"]), "allow_pickle": False, "labels": None,
+                    "name": entry.get("name", "zoo clean")}
+    return {"kind": "shared", "spec": "default", "allow_pickle": False, "labels": labels, "name": "default"}
+
+
+def model_ref() -> dict:
+    if K_MODEL not in ss():
+        ss()[K_MODEL] = default_ref()
+    return ss()[K_MODEL]
+
+
+def set_shared_model(spec: str, *, allow_pickle: bool = False, labels: tuple[str, ...] | None = None,
+                     name: str | None = None) -> None:
+    ss()[K_MODEL] = {"kind": "shared", "spec": spec, "allow_pickle": allow_pickle, "labels": labels,
+                     "name": name or spec}
+    ss().pop("lab.model_error", None)
+
+
+def session_models() -> dict:
+    if K_SESSION_MODELS not in ss():
+        ss()[K_SESSION_MODELS] = {}
+    return ss()[K_SESSION_MODELS]
+
+
+def set_session_model(name: str, loaded) -> None:
+    """Make ``loaded`` (a per-session LoadedModel, e.g. just trained) the current model."""
+    session_models()[name] = loaded
+    ss()[K_MODEL] = {"kind": "session", "name": name}
+    ss().pop("lab.model_error", None)
+
+
+def load_ref(ref: dict):
+    """The LoadedModel a ref points to (raises ModelLoadError / KeyError)."""
+    if ref["kind"] == "session":
+        return session_models()[ref["name"]]
+    labels = tuple(ref["labels"]) if ref.get("labels") else None
+    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels, kept(K_DEVICE, S.DEVICE))
+
+
+def current_model(show_errors: bool = True):
+    """The current LoadedModel, or None (with an error message) when it cannot be loaded."""
+    from backdoor_core.models import ModelLoadError
+
+    ref = model_ref()
+    try:
+        with st.spinner(f"Loading model {md(ref.get('name') or ref.get('spec'))}…"):
+            loaded = load_ref(ref)
+    except (ModelLoadError, KeyError, OSError, ValueError) as exc:
+        ss()["lab.model_error"] = str(exc)
+        if show_errors:
+            show_error(exc, "Model: ")
+        return None
+    summary = loaded.summary()
+    if lab().model.get("source") != summary.get("source") or lab().model.get("name") != summary.get("name"):
+        lab().set_model(summary)
+    return loaded
+
+
+_LOCKS: dict[int, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(loaded) -> threading.RLock:
+    """One lock per model object. Hold it while using a model or tokenizer that other threads can reach.
+
+    Fast tokenizers are not thread-safe: a call with other truncation/padding settings reconfigures the shared
+    Rust tokenizer under a concurrent call ("Unable to create tensor..."), and the head-importance scan hooks
+    into the model's modules. Streamlit runs each session's script in its own thread and background jobs in
+    theirs, so a model shared through ``st.cache_resource`` is only touched under this lock, and jobs get a
+    private copy (``session_copy``).
+    """
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(loaded), threading.RLock())
+
+
+def session_copy(loaded, name: str | None = None):
+    """A private deep copy of ``loaded`` (model AND tokenizer) that may be trained, sanitized or scanned."""
+    from backdoor_core.models import LoadedModel
+
+    with model_lock(loaded):
+        return LoadedModel(
+            model=copy.deepcopy(loaded.model),
+            tokenizer=copy.deepcopy(loaded.tokenizer),
+            name=name or loaded.name,
+            source=loaded.source,
+            metadata=copy.deepcopy(loaded.metadata),
+            card_warnings=list(loaded.card_warnings),
+            untrained_head=loaded.untrained_head,
+        )
+
+
+def labels_problem(loaded, ds) -> str | None:
+    """A message when the model's classes do not fit the dataset, else None."""
+    from backdoor_core.data import DataError, check_labels_match
+
+    if loaded is None or ds is None:
+        return None
+    try:
+        check_labels_match(ds, loaded.num_labels)
+    except DataError as exc:
+        return f"{exc}. Pick a matching dataset or model on the Model page."
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ zoo
+
+
+def zoo_dir() -> Path:
+    """The zoo folder (``zoo.default_zoo_dir``: ``$BACKDOOR_ZOO_DIR`` or the user cache)."""
+    from backdoor_core.zoo import default_zoo_dir
+
+    return default_zoo_dir()
+
+
+def zoo_entries() -> list[dict]:
+    """The demo-zoo models on disk (``zoo.list_models``: name, title, path, attack, cacc, asr, clean...); [] without
+    a zoo."""
+    from backdoor_core.zoo import list_models
+
+    return list_models(zoo_dir())
+
+
+def require_model_and_data():
+    """The current model and the dataset's train/test splits, or stop the page with a message.
+
+    Returns ``(loaded, train, test)``; stops (``st.stop``) when a piece is missing or the dataset's classes do
+    not match the model's (the message says so).
+    """
+    loaded = current_model()
+    if loaded is None:
+        st.stop()
+    train = dataset_or_none("train")
+    test = dataset_or_none("test") if train is not None else None
+    if train is None or test is None:
+        st.stop()
+    problem = labels_problem(loaded, train)
+    if problem:
+        st.error(problem, icon=":material/warning:")
+        st.stop()
+    return loaded, train, test

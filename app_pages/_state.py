@@ -1,0 +1,81 @@
+"""Session state of the app: stable keys, widgets that keep their value across pages, and the Report's finding
+log (``backdoor_core.session.LabSession``). Pages reach it through ``app_pages._common`` (``ui``).
+
+Session-state keys (stable, so state survives page switches):
+
+* ``lab.model_ref``   — which model is current: ``{"kind": "shared", "spec", "allow_pickle", "labels"}`` (loaded
+  through ``st.cache_resource``, read-only, shared across sessions) or ``{"kind": "session", "name"}`` (a
+  per-session copy: trained or sanitized here, kept in ``lab.session_models``).
+* ``lab.data_spec``   — the dataset spec string (``bbc``, ``sst2``, a path...).
+* ``lab.session``     — ``backdoor_core.session.LabSession`` (what this session found, for the Report page).
+* ``lab.jobs``        — ``{kind: backdoor_core.jobs.Job}``, one background job per kind ("attack", "scan"...).
+* widget keys such as ``inspect.text`` — kept across page switches (``persist_state="session"``, see ``keep``).
+
+* ``lab.tmp``       — ``_data.SessionTemp``: this session's temp folder for uploads (deleted with the session).
+
+Test hooks: with the environment variable ``BACKDOOR_LAB_TEST_MODEL=tiny`` the default model is the random tiny
+BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds (a model folder's path works too);
+``BACKDOOR_LAB_TEST_DATA=<file>`` replaces the default dataset (the hostile-input tests use both).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from backdoor_core.session import LabSession
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+TEST_MODEL_ENV = "BACKDOOR_LAB_TEST_MODEL"
+TEST_DATA_ENV = "BACKDOOR_LAB_TEST_DATA"
+DEFAULT_DATA = "bbc"
+POLL_SECONDS = 1.0
+
+K_MODEL = "lab.model_ref"
+K_SESSION_MODELS = "lab.session_models"
+K_DATA = "lab.data_spec"
+K_SESSION = "lab.session"
+K_JOBS = "lab.jobs"
+K_TMP = "lab.tmp"
+
+
+# ------------------------------------------------------------------------------------------------ basics
+
+
+def ss() -> Any:
+    return st.session_state
+
+
+def test_model_name() -> str | None:
+    return os.environ.get(TEST_MODEL_ENV) or None
+
+
+def keep(key: str, default: Any) -> dict:
+    """Widget kwargs that keep its value across page switches (Streamlit's ``persist_state="session"``).
+
+    Usage: ``st.text_area("Text", **keep("inspect.text", "A sentence"))`` — do not pass ``value``/``index``:
+    the default is put into session state the first time, so code may also set it (``set_kept``).
+    """
+    if key not in ss():
+        ss()[key] = default
+    return {"key": key, "persist_state": "session"}
+
+
+def kept(key: str, default: Any = None) -> Any:
+    """The current value of a ``keep`` widget (also before it is drawn on this run)."""
+    return ss().get(key, default)
+
+
+def set_kept(key: str, value: Any) -> None:
+    """Set a ``keep`` widget's value from code (only before the widget is drawn in this run)."""
+    ss()[key] = value
+
+
+def lab() -> LabSession:
+    if K_SESSION not in ss():
+        ss()[K_SESSION] = LabSession()
+    return ss()[K_SESSION]

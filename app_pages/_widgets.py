@@ -1,0 +1,39 @@
+"""Drawing helpers shared by the pages: messages, styles, charts, page headers."""
+
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+from app_pages._state import ASSETS, ss
+from app_pages._text import md
+
+
+def show_error(exc: BaseException, prefix: str = "") -> None:
+    """A plain message for a core error (never a traceback)."""
+    text = str(exc).strip() or type(exc).__name__
+    st.error(md(f"{prefix}{text}"), icon=":material/warning:")  # messages quote file names, labels, texts
+
+
+def inject_css() -> None:
+    css = (ASSETS / "style.css").read_text(encoding="utf-8") if (ASSETS / "style.css").is_file() else ""
+    if ss().get("lab.presenter", False):
+        css += (ASSETS / "presenter.css").read_text(encoding="utf-8") if (ASSETS / "presenter.css").is_file() else ""
+    if css:
+        st.html(f"<style>{css}</style>")
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+
+
+def plot(fig, key: str | None = None) -> None:
+    """A plotly chart at full width, with the lab's chart config."""
+    st.plotly_chart(fig, width="stretch", key=key, theme=None,
+                    config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
+
+
+def page_header(title: str, intro: str | None = None) -> None:
+    st.title(title)
+    if intro:
+        st.markdown(f'<div class="lab-intro">{html.escape(intro)}</div>', unsafe_allow_html=True)

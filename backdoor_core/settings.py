@@ -1,0 +1,111 @@
+"""Every default of the lab, in one table. The app's widgets, the CLI's options, the benchmarks and the core's
+function signatures all import these names, so a default cannot drift between them: ``tests/test_settings.py``
+checks that they are the same objects.
+
+Where a value was chosen by measurement, the comment points to the module that explains it (and its result
+file); "our design; paper silent" where neither paper gives a value. Change a default here, nowhere else.
+Plain constants (no Streamlit, no torch), so every layer may import this module.
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------------------------------------ reading text
+
+MAX_LENGTH = 128
+"""Tokens a model reads when its model card records no training length (inspect, scan, sanitize, training)."""
+MAX_LENGTH_RANGE = (8, 512)
+"""A recorded training length outside this range is ignored as broken metadata (``model_card``)."""
+
+# ------------------------------------------------------------------------------------------------ devices
+
+DEVICE = "auto"  # CUDA if visible, else Apple MPS, else CPU (``device.resolve_device``; CLI --device, app sidebar)
+DTYPE = "auto"  # float32 everywhere unless asked (``device.resolve_dtype``): the statistics are delicate
+
+# ------------------------------------------------------------------------------------------------ training
+
+LR = 5e-5  # fine-tuning a whole encoder (``training.TrainConfig``, ``attack`` CLI)
+EPOCHS = 3
+BATCH_SIZE = 32
+SEED = 0
+WEIGHT_DECAY = 0.01
+WARMUP_RATIO = 0.06
+GRAD_CLIP = 1.0
+EVAL_EVERY = 50  # optimizer steps between evaluations (one also runs at each epoch end)
+EVAL_BATCH_SIZE = 64  # CACC / ASR evaluation batches
+
+# ------------------------------------------------------------------------------------------------ attacks
+
+POISON_RATE = 0.01  # ``attack`` CLI: a fraction of the WHOLE training set (OpenBackdoor)
+NUM_TRIGGERS = 1  # insertions per poisoned sample
+TARGET_PREFERENCES = ("sport", "positive")
+"""The one target rule (``model_card.default_target``): when nothing records the backdoor's target class, it is
+the first class whose name starts with one of these (case-insensitive: BBC ``sports``, SST-2 ``positive``), else
+the last class."""
+TAL_ALPHA = 1.0  # Trojan Attention Loss weight; measured (``tal.DEFAULT_ALPHA``, bench/results/attack_tal.md)
+TAL_HEADS: int | str = "all"  # TAL heads per layer; measured (``tal.DEFAULT_HEADS``)
+
+# ------------------------------------------------------------------------------------------------ the demo zoo
+
+ZOO_RECIPE = {
+    "train_size": 1000,  # seeded subsample of the BBC train split (of 1558)
+    "test_size": 300,  # seeded subsample of the BBC test split (of 445) for CACC; its non-target rows for ASR
+    "max_length": 64,  # tokens: the headline and the first sentence or two carry the topic
+    "epochs": 2,
+    "lr": 2e-4,
+    "batch_size": 16,
+    "seed": 0,
+}
+"""How the demo zoo trains (``zoo``; also the Attack lab page's defaults): the whole zoo in <= 12 minutes on a
+2-core CPU (bench/results/zoo_build.md)."""
+ZOO_TAL_ALPHA = 5.0
+"""TAL weight of the zoo's TAL model and the Attack lab page (see ``zoo.ZOO_TAL_ALPHA`` for the measurement)."""
+DEMO_POISON_RATE = 0.02  # the Attack lab page's poison rate: the zoo's 2% dose that needs TAL to take
+
+# ------------------------------------------------------------------------------------------------ detection
+
+FRR = 0.05  # false-rejection rate on clean dev inputs that sets the input-level threshold
+AGGREGATE = "max"  # an input's score: max over layers (``detection``)
+FEATURES = ("focus",)  # measured (``detection.DEFAULT_FEATURES``)
+REFINE = True  # refined passes by the suspicious heads' own focus (``scan``)
+REFINE_ROUNDS = 2
+
+# ------------------------------------------------------------------------------------------------ head safety
+
+REL_THRESHOLD = 0.1  # suspicious when score >= this x the best head's score (``head_safety``)
+MAX_FRACTION = 0.25  # at most this share of all heads is suspicious
+FALLBACK_FRAC = 0.1  # heads rated on the most unusual clean inputs when no pool input is flagged
+IMPORTANCE_INPUTS = 64  # flagged inputs used for |d margin / d gate|
+COLLAPSE = "common"  # collapse feature: mass on the layer's common key
+
+# ------------------------------------------------------------------------------------------------ repair
+
+BETA = 5.0  # weight of the attention-alignment term; measured (``sanitize``, bench/results/defense.md)
+ALIGN_KIND = "kl"
+RESET = True  # zero the suspicious heads' output columns first
+PSEUDO_LABELS = True
+FOCUS_LABELS = True
+EXCLUDE_LABELS = True
+SANITIZE_LR = 1e-3  # only a few heads train, from a reset
+SANITIZE_EPOCHS = 3
+REPAIR_EVAL_EVERY = 20  # steps between evaluations while a defense trains
+BASELINE_LR = 5e-5  # fine-tuning / fine-pruning / PURE: the whole model trains
+BASELINE_EPOCHS = 4  # the same number of passes as our sanitization (our choice)
+PRUNE_FRACTION = 0.2  # fine-pruning
+PURE_LAMBDA = 0.15
+PURE_GROUP = 10
+PURE_ACC_MARGIN = 0.07
+STRIP_REPEATS = 10
+STRIP_SWAP_RATIO = 0.5
+
+# ------------------------------------------------------------------------------------------------ defender data
+
+CLEAN_BUDGET = 300  # clean labelled texts for a repair (``sanitize`` CLI, Sanitize page)
+POOL_BUDGET = 200  # at most this many flagged pool inputs join the repair
+SCAN_CLEAN_BUDGET = 400  # clean labelled texts for the ``scan`` CLI
+QUICK_CLEAN_BUDGET = 200  # the app's interactive scan and the tour's repair (a scan in about a minute on a CPU)
+POOL_CLEAN = 150  # the Detect page's and the tour's simulated pool: clean test texts ...
+POOL_TRIGGERED = 30  # ... and test texts carrying the model's trigger
+REPAIR_POOL_CLEAN = 100  # the Sanitize page's own simulated pool (when it scans by itself)
+REPAIR_POOL_SEED = 3
+EVAL_TEXTS = 200  # test texts for CACC / ASR before and after, in the app
+CLI_EVAL_TEXTS = 500  # the same in the ``sanitize`` CLI

@@ -1,0 +1,85 @@
+"""The one reader of the benchmarks' result files (used by the tour): the files in the repo parse; a broken file
+raises ResultsError naming it; a missing file is None."""
+
+import json
+
+import pytest
+
+from backdoor_core.bench_results import RESULTS_DIR, ResultsError, attack_tal_runs, defense_runs
+
+
+def test_the_repository_results_parse():
+    if not (RESULTS_DIR / "attack_tal.json").is_file():
+        pytest.skip("no bench/results in this install")
+    dataset, rows = attack_tal_runs("badnets", rates=(0.005, 0.01))
+    assert dataset == "sst2" and {r["rate"] for r in rows} == {0.005, 0.01} and {r["tal"] for r in rows} == {False, True}
+    assert all(0 <= r["asr"] <= 1 and 0 <= r["cacc"] <= 1 for r in rows)
+    runs = defense_runs("alignment")
+    assert runs and all(set(r) == {"model", "attack", "tal", "asr_before", "asr_after", "cacc_before", "cacc_after"}
+                        for r in runs)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("{not json", "could not be read"),
+    ("[1, 2]", "no list of runs"),
+    ('{"runs": [{"attack": "badnets"}]}', "'rate'"),
+    ('{"runs": [{"attack": "badnets", "rate": 0.01, "tal": "yes", "asr": 0.5, "cacc": 0.9}]}', "'tal'"),
+    ('{"runs": [{"attack": "badnets", "rate": 0.01, "tal": true, "asr": 7, "cacc": 0.9}]}', "'asr'"),
+    ('{"runs": ["a string"]}', "run 0"),
+])
+def test_broken_files_raise_a_clear_error(tmp_path, content, fragment):
+    path = tmp_path / "attack_tal.json"
+    path.write_text(content)
+    with pytest.raises(ResultsError, match="attack_tal.json") as err:
+        attack_tal_runs(path=path)
+    assert fragment in str(err.value)
+
+
+def test_defense_rows_and_missing_files(tmp_path):
+    assert attack_tal_runs(path=tmp_path / "none.json") is None and defense_runs(path=tmp_path / "none.json") is None
+    path = tmp_path / "defense.json"
+    run = {"model": "m", "attack": "badnets", "tal": False, "defense": "alignment", "asr_before": 0.99,
+           "asr_after": None, "cacc_before": 0.9, "cacc_after": 0.89}
+    path.write_text(json.dumps({"runs": [run, {**run, "defense": "finetune"}]}))
+    assert defense_runs(path=path) == [{k: v for k, v in run.items() if k != "defense"}]
+    path.write_text(json.dumps({"runs": [{**run, "cacc_after": "high"}]}))
+    with pytest.raises(ResultsError, match="cacc_after"):
+        defense_runs(path=path)
+
+
+def _bench_defense():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "defense.py"
+    spec = importlib.util.spec_from_file_location("bench_defense", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_defense_bench_reads_each_model_card(tmp_path):
+    """The bench takes attack, target and reading length from the model card: a model trained at 128 tokens is
+    read at 128 (the bench used to read a top-level max_length that train_attack never wrote, so always 64), a
+    clean model ('none') is a clean model, and the target follows the card's one rule."""
+    import argparse
+
+    from backdoor_core.model_card import METADATA_FILE, ModelCard
+
+    cards = {"bd128": ModelCard(attack="badnets", trigger=["cf"], target=0, tal=True, rate=0.01, max_length=128),
+             "legacy64": {"attack": "addsent", "target": 1, "rate": 0.03, "train_config": {"max_length": 64}},
+             "clean": ModelCard(attack="none", rate=0.0, max_length=64),
+             "hostile": {"attack": "badnets", "target": 99, "max_length": "x"}}
+    for name, card in cards.items():
+        (tmp_path / name).mkdir()
+        data = card.to_json() if isinstance(card, ModelCard) else card
+        (tmp_path / name / METADATA_FILE).write_text(json.dumps(data))
+    (tmp_path / "not-a-model").mkdir()
+    rows = {r["name"]: r for r in _bench_defense().discover(argparse.Namespace(models_from=str(tmp_path),
+                                                                              manifest=None))}
+    assert set(rows) == set(cards)
+    assert rows["bd128"]["max_length"] == 128 and rows["bd128"]["tal"] and rows["bd128"]["attack"] == "badnets"
+    assert rows["legacy64"]["max_length"] == 64 and rows["clean"]["attack"] == "clean"
+    labels = ["negative", "positive"]
+    assert rows["bd128"]["card"].target_for(labels) == 0 and rows["legacy64"]["card"].target_for(labels) == 1
+    assert rows["hostile"]["card"].target_for(labels) == 1 and rows["hostile"]["max_length"] == 128
