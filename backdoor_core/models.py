@@ -725,12 +725,15 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{time.time_ns()}"
     tmp = directory.with_name(f".{directory.name}.tmp-{tag}")
-    tmp.mkdir()
     guard = None
     try:
-        if fcntl is not None:
-            guard = os.open(tmp, os.O_RDONLY)
-            fcntl.flock(guard, fcntl.LOCK_EX)
+        # create and lock the temp folder under the shared parent lock: a cleaner (exclusive lock) never sees it
+        # created but not yet locked, so it never mistakes a starting writer for a dead one
+        with _folder_lock(directory, shared=True):
+            tmp.mkdir()
+            if fcntl is not None:
+                guard = os.open(tmp, os.O_RDONLY)
+                fcntl.flock(guard, fcntl.LOCK_EX)
         _write_files(tmp, model, tokenizer, metadata, directory.name)
         with _folder_lock(directory):
             recover_save(directory)
@@ -756,7 +759,8 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
             tmp = None
             _fsync_dir(directory.parent)
             if old is not None:
-                _remove(old)
+                with contextlib.suppress(OSError):  # saved; a leftover .old- goes at the next save or load
+                    _remove(old)
     except BaseException:
         if tmp is not None:
             _remove(tmp)
