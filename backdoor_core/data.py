@@ -435,6 +435,21 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     return texts
 
 
+
+def split_texts(raw: str, source: str = "pasted texts") -> list[str]:
+    """One text per non-blank line of ``raw`` (text pasted into the app), with :func:`read_texts`' caps.
+
+    ``source`` names the input in the :class:`DataError` (``"pasted texts, line 3: ..."``).
+    """
+    if len(raw) > MAX_FILE_BYTES:
+        raise DataError(f"{len(raw):,} characters; the limit is {MAX_FILE_BYTES:,} (MAX_FILE_BYTES)", source)
+    texts: list[str] = []
+    for line_no, line in enumerate(raw.splitlines(), 1):
+        if line.strip():
+            _check_row(line_no, len(texts) + 1, len(line), source)
+            texts.append(line.strip())
+    return texts
+
 # --------------------------------------------------------------------------- shared benchmark sets
 
 

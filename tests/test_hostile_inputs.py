@@ -579,3 +579,16 @@ def test_zip_failure_keeps_a_callers_nonempty_folder(saved, tmp_path):
     with pytest.raises(ModelLoadError, match="no config.json"):
         extract_model_zip(z, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
+
+
+def test_pasted_pool_texts_get_the_file_caps(monkeypatch):
+    """The Detect page's pasted pool goes through data.split_texts: same caps as a pool file, one line naming it."""
+    from backdoor_core import data
+
+    assert data.split_texts("a first text\n\n  second  \n") == ["a first text", "second"]
+    monkeypatch.setattr(data, "MAX_LINE_CHARS", 50)
+    with pytest.raises(data.DataError, match=r"^Pool texts, line 2: this row has 60 characters"):
+        data.split_texts("ok\n" + "x" * 60, "Pool texts")
+    monkeypatch.setattr(data, "MAX_ROWS", 2)
+    with pytest.raises(data.DataError, match="more than 2 data rows"):
+        data.split_texts("a\nb\nc")
