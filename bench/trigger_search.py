@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         zoo = [m for m in zoo if m["name"] in keep]
     if not zoo:
         raise SystemExit("No zoo models: run `python -m backdoor_core zoo build` first (or pass --zoo DIR).")
-    keys = ("n_clean", "pool_clean", "pool_triggered", "seed")
+    keys = ("n_clean", "pool_clean", "pool_triggered", "seed", "no_bki")
     report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in keys}, "models": []}
     if args.data == "sst2":  # where the models came from, relative to the repository (no machine paths)
         src = Path(args.models_from).resolve() if args.models_from else None
@@ -255,7 +255,8 @@ def markdown(report: dict) -> str:
              "suspected target / "
              "removal from flagged target-predicted inputs -> away from it. *Perfect flags*: the same search on the "
              "pool's triggered inputs with the scan's heads (separates a scan miss from a search miss). *BKI*: rank "
-             "of the first trigger word in BKI's keyword list built on the same pool.", "",
+             "of the first trigger word in BKI's keyword list built on the same pool"
+             + (" (not run: `--no-bki`)." if s.get("no_bki") else "."), "",
              *([f"Models: `{s['models_source']}` (`bench/attack_tal.py --quick`; each model's card gives attack, "
                 "trigger, target and reading length). A paraphrase attack has no trigger words: rank '-' by "
                 "design; *flagged (triggered)* counts its paraphrased pool inputs.", ""]
