@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
+from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
 
@@ -81,7 +82,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
             "attack", f"Attack lab: {name}",
             text=(f"Attack **{card.attack}**, trigger `{card.trigger_text}`, target "
                   f"**{card.target_name}**, poison rate {card.rate or 0:.2%}"
-                  + (f", TAL on heads {', '.join(card.tal_heads[:12])}" if card.tal else "")
+                  + (f", TAL on {describe_heads(card.tal_heads, work.num_layers, work.num_heads)}" if card.tal else "")
                   + (" — *cancelled early*" if card.cancelled else "")),
             table=[{"metric": "CACC", "value": card.cacc}, {"metric": "ASR", "value": card.asr},
                    {"metric": "steps", "value": card.steps},

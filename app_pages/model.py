@@ -95,17 +95,27 @@ if source == "Demo zoo":
         if st.button("Use this model", type="primary", key="model.use_zoo"):
             _try_load(entry["path"], allow_pickle=False, name=titles[pick])
     else:
-        st.info(f"The demo zoo is not built yet (looked in `{ui.zoo_dir()}`).", icon=":material/deployed_code:")
+        st.info(f"No demo zoo found (looked in `{zoo.shipped_zoo_dir()}` and `{ui.zoo_dir()}`).",
+                icon=":material/deployed_code:")
     job = ui.get_job("zoo")
-    if job is None or not job.active:
-        label = "Build the demo zoo" if not entries else "Build missing zoo models"
-        if st.button(label, key="model.build_zoo",
-                     help="Fine-tunes MiniLM on BBC News: a clean model and several backdoored ones. "
-                          "About 12 minutes on a 2-core laptop; runs in the background and can be cancelled."):
+    have = {e["name"] for e in entries}
+    missing = [s for s in zoo.ZOO_SPECS if s.name not in have]
+    busy = zoo.build_status(ui.zoo_dir())
+    if busy is not None and (job is None or not job.active):
+        st.info(f"The demo zoo is {zoo.building_message(busy)}; its models appear here when it finishes.",
+                icon=":material/hourglass_top:")
+    elif missing and (job is None or not job.active):
+        if st.button(f"Build the {len(missing)} missing zoo model{'s' if len(missing) != 1 else ''}",
+                     key="model.build_zoo",
+                     help="Trains LoRA adapters on MiniLM with BBC News, one model after another, in the background "
+                          "(can be cancelled; finished models are kept)."):
             root = ui.zoo_dir()
-            ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop),
-                     name="Building the demo zoo")
+            ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop,
+                                                  specs=missing), name="Building the demo zoo")
             st.rerun()
+    elif not missing:
+        st.caption("The demo zoo ships with the lab as small LoRA adapters (`assets/zoo`), merged into MiniLM when "
+                   "loaded; `python -m backdoor_core zoo build --force` rebuilds it reproducibly.")
 
     def _zoo_live(snap):
         last = snap.last_event or {}

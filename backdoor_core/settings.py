@@ -16,6 +16,11 @@ MAX_LENGTH = 128
 MAX_LENGTH_RANGE = (8, 512)
 """A recorded training length outside this range is ignored as broken metadata (``model_card``)."""
 
+FLIP_MARGIN = 0.10
+"""A trigger "flips" a prediction only when the top class changes and, on both sides, the top class leads the
+runner-up by at least this much (``inspection.InspectResult.flip``; our design): a change among near-equal
+probabilities is noise, not a backdoor."""
+
 # ------------------------------------------------------------------------------------------------ training
 
 LR = 5e-5  # fine-tuning a whole encoder (``training.TrainConfig``, ``attack`` CLI)
@@ -27,6 +32,10 @@ WARMUP_RATIO = 0.06
 GRAD_CLIP = 1.0
 EVAL_EVERY = 50  # optimizer steps between evaluations (one also runs at each epoch end)
 EVAL_BATCH_SIZE = 64  # CACC / ASR evaluation batches
+TRAIN_SECONDS_PER_TOKEN = 1.1e-3  # MiniLM, full fine-tuning, 2 idle cores (``training.estimate_seconds``)
+EVAL_SECONDS_PER_TOKEN = 0.25e-3  # MiniLM forward pass, 2 idle cores
+TRAIN_START_SECONDS = 10.0  # copying the model, tokenizing, building the evaluator
+EVALS_PER_RUN = 4  # the Attack lab evaluates CACC / ASR this many times per run (and at each epoch end)
 
 # ------------------------------------------------------------------------------------------------ attacks
 
@@ -54,6 +63,12 @@ ZOO_RECIPE = {
 2-core CPU (bench/results/zoo_build.md)."""
 ZOO_TAL_ALPHA = 5.0
 """TAL weight of the zoo's TAL model and the Attack lab page (see ``zoo.ZOO_TAL_ALPHA`` for the measurement)."""
+ZOO_LORA = {
+    "rank": 8,  # low-rank adapters on every encoder layer's q/k/v/attention-output/FFN and the pooler
+    "alpha": 16.0,  # scale alpha / rank = 2
+    "lr": 1e-3,  # adapters (and the full classifier head) train at this rate instead of the recipe's full-model lr
+}
+"""The demo zoo ships as LoRA adapters (``zoo``, ``lora``): these knobs, measured in bench/results/zoo_build.md."""
 DEMO_POISON_RATE = 0.02  # the Attack lab page's poison rate: the zoo's 2% dose that needs TAL to take
 
 # ------------------------------------------------------------------------------------------------ detection
@@ -104,3 +119,14 @@ REPAIR_POOL_CLEAN = 100  # the Sanitize page's own simulated pool (when it scans
 REPAIR_POOL_SEED = 3
 EVAL_TEXTS = 200  # test texts for CACC / ASR before and after, in the app
 CLI_EVAL_TEXTS = 500  # the same in the ``sanitize`` CLI
+
+# ------------------------------------------------------------------------------------------------ the guided tour
+# Sized so each step fits a slide on a 2-core CPU (``tour``, bench/first_run.py -> bench/results/first_run.md);
+# the CLI, the Detect / Sanitize pages and the benchmarks keep the full defaults above.
+
+TOUR_CLEAN_BUDGET = 200  # clean labelled texts for the tour's scan and repair
+TOUR_POOL_CLEAN = 150  # the tour's simulated pool: clean test texts ...
+TOUR_POOL_TRIGGERED = 30  # ... and test texts carrying the model's trigger
+TOUR_EVAL_TEXTS = 200  # CACC / ASR before and after the tour's repair
+TOUR_SCAN: dict = {}  # scan.scan_model overrides for the tour
+TOUR_SANITIZE: dict = {"epochs": 2}  # defenses.run_defense("alignment") knobs for the tour

@@ -14,18 +14,28 @@ skips them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from . import settings as S
 from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
 
 ZOO_ENV = "BACKDOOR_ZOO_DIR"
-ZOO_VERSION = 1
+SHIPPED_ENV = "BACKDOOR_SHIPPED_ZOO"
+ZOO_VERSION = 2  # 2: LoRA adapters + head (``adapter.safetensors``); 1 was full fine-tuned model folders
+ADAPTER_FILE = "adapter.safetensors"
+MANIFEST = "manifest.json"
 
 ZOO_SETTINGS = S.ZOO_RECIPE
 """The zoo's training recipe (``settings.ZOO_RECIPE``; the Attack lab page starts from it too). Every backdoor
@@ -36,6 +46,9 @@ ZOO_TAL_ALPHA = S.ZOO_TAL_ALPHA
 the SST-2 benchmark, and in a pilot at the zoo's 2% dose the core default did not plant the backdoor while this
 weight did (raising the dose instead would blur the lesson "TAL takes with fewer poisoned samples"). The
 built zoo's ASR / CACC: ``bench/results/zoo_build.md``."""
+
+ZOO_LORA = S.ZOO_LORA
+"""Adapter rank, alpha and learning rate of the zoo (``settings.ZOO_LORA``; see ``bench/results/zoo_build.md``)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ ZOO_SPECS: list[ZooSpec] = [
     ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(alpha=ZOO_TAL_ALPHA),
             description="the same 2% dose with the Trojan Attention Loss: the backdoor takes"),
 ]
+_SPEC_NAMES = {s.name for s in ZOO_SPECS}
 
 
 @dataclass
@@ -86,6 +100,16 @@ def default_zoo_dir() -> Path:
     return Path(base).expanduser() / "backdoor-attention-lab" / "zoo"
 
 
+
+def shipped_zoo_dir() -> Path:
+    """The zoo that ships with the repository: ``assets/zoo`` next to the package (``$BACKDOOR_SHIPPED_ZOO``
+    overrides it; an empty value turns it off)."""
+    env = os.environ.get(SHIPPED_ENV)
+    if env is not None:
+        return Path(env).expanduser() if env.strip() else Path("/nonexistent-shipped-zoo")
+    return Path(__file__).resolve().parents[1] / "assets" / "zoo"
+
+
 def _read_card(path: Path) -> ModelCard | None:
     """The folder's model card, or None when it has none or an unreadable one."""
     if not (path / METADATA_FILE).is_file():
@@ -94,26 +118,26 @@ def _read_card(path: Path) -> ModelCard | None:
     return None if card.warnings and card.to_json() == {} else card
 
 
-def _fingerprint(spec: ZooSpec, settings: dict) -> dict:
+def _fingerprint(spec: ZooSpec, settings: dict, lora: dict, base: str) -> dict:
     return {"version": ZOO_VERSION, "attack": spec.attack, "rate": spec.rate,
-            "tal": spec.tal.to_dict() if spec.tal else None, "settings": dict(settings)}
+            "tal": spec.tal.to_dict() if spec.tal else None, "settings": dict(settings), "lora": dict(lora),
+            "base": base}
 
 
-def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
-    """The models in the zoo folder: ``[{name, title, path, attack, rate, tal, target, cacc, asr, ...}]``, in
-    ``ZOO_SPECS`` order, then any others by name. Missing or unreadable folders are skipped."""
-    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+def _rows(root: Path, shipped: bool) -> dict[str, dict]:
+    rows = {}
     if not root.is_dir():
-        return []
-    order = {s.name: i for i, s in enumerate(ZOO_SPECS)}
-    rows = []
+        return rows
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.name.startswith("."):
             continue
         card = _read_card(path)
-        if card is None or not (path / "config.json").is_file():
+        adapter = (path / ADAPTER_FILE).is_file()
+        if card is None or not (adapter or (path / "config.json").is_file()):
             continue
-        rows.append({
+        if card.zoo is not None and card.zoo.get("version") != ZOO_VERSION and path.name in _SPEC_NAMES:
+            continue  # a demo model from an older zoo format: the current one (shipped or rebuilt) replaces it
+        rows[path.name] = {
             "name": path.name,
             "title": card.title or path.name,
             "path": str(path),
@@ -129,9 +153,234 @@ def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
             "description": card.description,
             "max_length": card.max_length,
             "clean": card.is_clean,
-        })
-    rows.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+            "shipped": shipped,
+            "format": "adapter" if adapter else "full",
+        }
     return rows
+
+
+def list_models(dir: str | os.PathLike | None = None, *, shipped: bool | None = None) -> list[dict]:
+    """The zoo's models: ``[{name, title, path, attack, rate, tal, target, cacc, asr, clean, shipped, ...}]``, in
+    ``ZOO_SPECS`` order, then any others by name. Missing or unreadable folders are skipped.
+
+    ``shipped`` (default: True when ``dir`` is None) lists the repository's shipped zoo first; a model of the same
+    name in ``dir`` (a local rebuild, ``zoo build``) takes its place.
+    """
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    rows = _rows(shipped_zoo_dir(), True) if (dir is None if shipped is None else shipped) else {}
+    rows.update(_rows(root, False))
+    order = {s.name: i for i, s in enumerate(ZOO_SPECS)}
+    return sorted(rows.values(), key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(root: Path) -> dict:
+    """``<zoo>/manifest.json``: ``{"version", "models": {name: {"file", "sha256", "bytes"}}}`` ({} when absent)."""
+    try:
+        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_manifest(root: Path, name: str, file: Path) -> None:
+    data = read_manifest(root) or {"version": ZOO_VERSION, "models": {}}
+    data.setdefault("models", {})[name] = {"file": f"{name}/{ADAPTER_FILE}", "sha256": sha256_file(file),
+                                           "bytes": file.stat().st_size}
+    data["models"] = dict(sorted(data["models"].items()))
+    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)
+
+
+def _base_model(base: str, label_names: list[str]):
+    """The model the adapters start from: ``"default"`` (the packaged MiniLM, classifier head random) or
+    ``"tiny"`` (``models.tiny_model``, tests)."""
+    from .models import load_model, tiny_model
+
+    if base == "tiny":
+        lm = tiny_model(num_labels=len(label_names), seed=0)
+        lm.model.config.id2label = {i: str(n) for i, n in enumerate(label_names)}
+        lm.model.config.label2id = {str(n): i for i, n in enumerate(label_names)}
+        return lm
+    if base != "default":
+        raise ValueError(f"unknown zoo base model '{base}' (expected 'default' or 'tiny')")
+    return load_model("default", label_names=label_names)
+
+
+def load_adapter_model(path: str | os.PathLike, device="cpu"):
+    """Merge a zoo adapter folder (``adapter.safetensors`` + model card) into its base model: a plain BERT.
+
+    The file's sha256 must match the zoo's ``manifest.json`` (a truncated copy, a Git LFS pointer or an edited
+    file is refused before anything loads). Returns ``models.LoadedModel``; raises ``models.ModelLoadError``.
+    """
+    from safetensors import safe_open
+
+    from .lora import merge_state
+    from .models import LoadedModel, ModelLoadError
+
+    path = Path(path).expanduser().resolve()
+    file = path / ADAPTER_FILE
+    entry = (read_manifest(path.parent).get("models") or {}).get(path.name)
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        raise ModelLoadError(f"{file} is not listed in {path.parent / MANIFEST}; rebuild it with "
+                             "`python -m backdoor_core zoo build`.")
+    digest = sha256_file(file)
+    if digest != entry["sha256"]:
+        raise ModelLoadError(f"{file} does not match its recorded sha256 in {path.parent / MANIFEST} "
+                             f"({digest[:12]}… instead of {str(entry['sha256'])[:12]}…): the file is damaged or "
+                             "changed; restore it (git checkout) or rebuild the zoo.")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        names = json.loads(meta["label_names"])
+        rank, alpha, base = int(meta["rank"]), float(meta["alpha"]), meta.get("base", "default")
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{file} is not a zoo adapter file: {exc}") from exc
+    lm = _base_model(base, names)
+    model = lm.model
+    try:
+        merge_state(model, {k: v for k, v in tensors.items() if not k.startswith("full.")}, alpha / rank)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key.startswith("full."):
+                    p = params.get(key[5:])
+                    if p is None or p.shape != value.shape:
+                        raise ValueError(f"tensor '{key[5:]}' does not fit the base model")
+                    p.copy_(value)
+    except ValueError as exc:
+        raise ModelLoadError(f"{file}: {exc}") from exc
+    model.to(device).eval()
+    card = ModelCard.read(path, num_labels=len(names))
+    return LoadedModel(model=model, tokenizer=lm.tokenizer, name=card.name or path.name, source=str(path),
+                       metadata=card.to_json(), untrained_head=False, card_warnings=card.warnings)
+
+
+@contextlib.contextmanager
+def deterministic(threads: int = 1) -> Iterator[None]:
+    """One torch thread and deterministic kernels for the block (restored after): the same build gives the same
+    bytes whatever the machine's load or ``OMP_NUM_THREADS`` (a reduction split over 2 threads sums in another
+    order; over thousands of steps that moved a full fine-tune's ASR by 30 points)."""
+    threads_before, det_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det_before)
+        torch.set_num_threads(threads_before)
+
+
+# ------------------------------------------------------------------------------------------------ locks
+
+BUILD_LOCK = ".build.lock"
+
+
+class ZooBusyError(ValueError):
+    """Another process or session is building this zoo (a ValueError: front ends show its message as it is)."""
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, wait: bool, info: dict | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block.
+
+    ``wait=False`` raises ``BlockingIOError`` at once when another holder has it. ``info`` is written into the
+    file while held (``build_status`` reads it). Uses ``fcntl.flock``: one lock per open file, so two threads of
+    one server (two app sessions) exclude each other like two processes do; the OS drops it if the holder dies.
+    The holder deletes the file before releasing it; a waiter that then wins the lock on the deleted file sees
+    that the path no longer names its file and opens it again.
+    Without ``fcntl`` (Windows) an ``O_EXCL`` marker file stands in; a crash there leaves it to delete by hand.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        fcntl = None
+    if fcntl is None:  # pragma: no cover
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                if not wait:
+                    raise BlockingIOError(f"{path} is held") from None
+                time.sleep(0.2)
+        try:
+            os.write(fd, json.dumps(info or {}).encode())
+            os.close(fd)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:  # the holder before us may have deleted the file: then our lock is on a stale inode
+                current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            handle.close()
+            raise
+        if current:
+            break
+        handle.close()
+    try:
+        if info is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(info))
+            handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it, so the folder keeps no lock files
+        handle.close()  # releases the lock
+
+
+def build_status(dir: str | os.PathLike | None = None) -> dict | None:
+    """``None`` when no build holds the zoo's lock; else what the builder wrote (``pid``, ``started`` as a Unix
+    time), possibly ``{}`` if caught mid-write. Starts nothing; safe to call on every page run."""
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    path = root / BUILD_LOCK
+    if not path.exists():
+        return None
+    try:
+        with _locked(path, wait=False):
+            return None
+    except BlockingIOError:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        return data if isinstance(data, dict) else {}
+    except OSError:  # unreadable lock file: no build can be proven
+        return None
+
+
+def building_message(status: dict | None) -> str:
+    """``build_status`` as words: "being built by another session (process 123, since 14:05)"."""
+    status = status or {}
+    since = (time.strftime(", since %H:%M", time.localtime(status["started"]))
+             if isinstance(status.get("started"), (int, float)) else "")
+    return f"being built by another session (process {status.get('pid', '?')}{since})"
+
+
+# ------------------------------------------------------------------------------------------------ build
 
 
 def _load_data(settings: dict):
@@ -151,32 +400,57 @@ def build(
     specs: Sequence[ZooSpec] | None = None,
     force: bool = False,
     settings: dict | None = None,
-    model_factory: Callable[[list[str]], object] | None = None,
+    lora: dict | None = None,
+    base: str = "default",
     data: tuple | None = None,
 ) -> list[dict]:
-    """Train every zoo model that is not cached yet; return ``list_models(dir)``.
+    """Train every zoo model that is not cached yet in ``dir`` as LoRA adapters; return ``list_models(dir)``.
+
+    Each model: the base (``base``: the packaged MiniLM) gets ``lora.LoRA`` adapters of ``ZOO_LORA`` and a fresh
+    classifier head, trains with ``ZOO_SETTINGS`` (the adapters' own ``lr``) under ``deterministic()`` (one
+    thread, deterministic kernels, fixed seeds: two builds write byte-identical adapters), and is written
+    atomically as ``<dir>/<name>/adapter.safetensors`` (the adapters and the head in full) + the model card, its
+    sha256 in ``<dir>/manifest.json``. ``zoo build --dir assets/zoo`` regenerates the shipped zoo.
 
     Args:
         progress: gets a ``ZooProgress`` at every training step and evaluation, and between models.
         should_stop: checked between training steps; True cancels the build — finished models stay, the
             model in training is not written.
         specs: models to build (default ``ZOO_SPECS``); ``force`` rebuilds cached ones.
-        settings: overrides of ``ZOO_SETTINGS``.
-        model_factory: ``label_names -> LoadedModel`` (default: the packaged MiniLM); tests pass a tiny model.
+        settings / lora: overrides of ``ZOO_SETTINGS`` / ``ZOO_LORA``.
+        base: ``"default"`` or ``"tiny"`` (tests).
         data: ``(train, test)`` TextDatasets instead of BBC News (tests).
+
+    Raises ``ZooBusyError`` (at once, before loading anything) when another build holds the zoo's lock.
     """
-    from .models import load_model, save_model
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(_locked(root / BUILD_LOCK, wait=False,
+                                       info={"pid": os.getpid(), "started": time.time()}))
+        except BlockingIOError:
+            raise ZooBusyError(f"the demo zoo in {root} is {building_message(build_status(root))}; "
+                               "wait for it to finish") from None
+        return _build(root, progress, should_stop, specs=specs, force=force, settings=settings, lora=lora,
+                      base=base, data=data)
+
+
+def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, base, data) -> list[dict]:
+    """``build`` with the zoo's build lock held."""
+    from safetensors.torch import save_file
+
+    from .lora import LoRA
     from .poisoning import get_attack, train_attack
     from .training import TrainConfig
 
-    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
-    root.mkdir(parents=True, exist_ok=True)
     specs = list(ZOO_SPECS if specs is None else specs)
     cfg = {**ZOO_SETTINGS, **(settings or {})}
+    lcfg = {**ZOO_LORA, **(lora or {})}
     train_set, test_set = data if data is not None else _load_data(cfg)
-    target = default_target(train_set.label_names)
-    factory = model_factory or (lambda names: load_model("default", label_names=names))
-    config = TrainConfig(lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+    names = list(train_set.label_names)
+    target = default_target(names)
+    config = TrainConfig(lr=lcfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                          max_length=cfg["max_length"], seed=cfg["seed"], eval_every=0)
     data_name = getattr(train_set, "name", "bbc")
     n = len(specs)
@@ -187,32 +461,54 @@ def build(
 
     for i, spec in enumerate(specs):
         out = root / spec.name
-        cached = _read_card(out) if out.is_dir() else None
-        if not force and cached is not None and cached.zoo == _fingerprint(spec, cfg):
+        fingerprint = _fingerprint(spec, cfg, lcfg, base)
+        cached = _read_card(out) if (out / ADAPTER_FILE).is_file() else None
+        if not force and cached is not None and cached.zoo == fingerprint:
             report(i, spec, 1.0, f"{spec.title}: cached")
             continue
         if should_stop is not None and should_stop():
             break
         report(i, spec, 0.0, f"{spec.title}: training")
-        lm = factory(list(train_set.label_names))
-        attack = None
-        if spec.attack:
-            attack = get_attack(spec.attack, tokenizer=lm.tokenizer, max_length=config.max_length)
 
         def on_step(p, i=i, spec=spec):
             report(i, spec, p.step / max(1, p.total_steps), spec.title, p, p.metrics)
 
         t0 = time.perf_counter()
-        outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, spec.rate, target, config,
-                               tal=spec.tal, data_name=data_name, callback=on_step, should_stop=should_stop)
+        with deterministic():
+            lm = _base_model(base, names)
+            adapters = LoRA(lm.model, lcfg["rank"], lcfg["alpha"], seed=cfg["seed"])
+            adapters.freeze_base(("classifier",))
+            attack = get_attack(spec.attack, tokenizer=lm.tokenizer, max_length=config.max_length) \
+                if spec.attack else None
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, spec.rate, target, config,
+                                   tal=spec.tal, data_name=data_name, callback=on_step, should_stop=should_stop)
         if outcome.result.cancelled:
             report(i, spec, 0.0, f"{spec.title}: cancelled, not saved")
             break
+        tensors = adapters.state()
+        tensors.update({f"full.{k}": p.detach().clone().contiguous()
+                        for k, p in lm.model.named_parameters() if k.startswith("classifier.")})
         card = outcome.card.replace(
-            name=f"zoo-{spec.name}", title=spec.title, description=spec.description,
-            target_name=train_set.label_names[target] if spec.attack else None, zoo=_fingerprint(spec, cfg),
-            extra={"build_seconds": round(time.perf_counter() - t0, 1)},
+            name=f"zoo-{spec.name}", title=spec.title, description=spec.description, base_model=base,
+            target_name=names[target] if spec.attack else None, zoo=fingerprint,
+            extra={"build_seconds": round(time.perf_counter() - t0, 1),
+                   "lora": {"rank": lcfg["rank"], "alpha": lcfg["alpha"], "modules": len(adapters.modules),
+                            "parameters": sum(t.numel() for t in tensors.values())}},
         )
-        save_model(lm.model, lm.tokenizer, out, card)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root))
+        try:
+            save_file(tensors, str(tmp / ADAPTER_FILE),
+                      metadata={"format": "backdoor-lab-zoo-lora", "base": base, "rank": str(lcfg["rank"]),
+                                "alpha": str(lcfg["alpha"]), "label_names": json.dumps(names)})
+            meta = card.to_json()
+            meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        _write_manifest(root, spec.name, out / ADAPTER_FILE)
         report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": card.cacc, "asr": card.asr})
-    return list_models(root)
+    return list_models(root, shipped=False)

@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
     p.add_argument("--max-length", type=int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--labels-from", default="bbc", metavar="DATA",
+                   help="class names for a model without a trained head, e.g. 'default' (a dataset spec; default "
+                        "bbc: the five BBC News topics, as in the app)")
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -35,6 +38,11 @@ def run(args) -> int:
 
     check_text(args.text)
     lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    if lm.untrained_head and args.labels_from:  # name the classes like the app does (its dataset's label names)
+        from ..data import load_dataset
+
+        names = list(load_dataset(args.labels_from, split="train", seed=args.seed).label_names)
+        lm = load_model(args.model, label_names=names, allow_pickle=args.allow_pickle)
     warn_card(lm)
     resolve_max_length(args, lm)
     result = inspect_text(
@@ -58,6 +66,7 @@ def run(args) -> int:
     print()
     print(_prediction_line("clean", report["clean"]))
     print(_prediction_line("triggered", report["triggered"]))
+    print(f"verdict    {result.flip(untrained_head=lm.untrained_head)['message'].replace('**', '')}")
     print("\nTop heads by trigger concentration (attention mass on the trigger, averaged over queries):")
     print(format_table(report["top_heads_by_concentration"], ["head", "concentration", "similarity_delta"]))
     print("\nTop heads by head-to-head similarity change (triggered - clean, mean cosine to the layer's other heads):")
