@@ -218,6 +218,20 @@ def _base_model(base: str, label_names: list[str]):
     return load_model("default", label_names=label_names)
 
 
+ADAPTER_META_KEY = "backdoor_lab_zoo"
+
+
+def write_adapter(path: Path, tensors: dict, *, base: str, rank: int, alpha: float, label_names: list[str]) -> None:
+    """Write adapters + head to ``path`` (safetensors). The facts a load needs go in ONE metadata entry (sorted
+    JSON): safetensors stores metadata in a hash map whose order changes from run to run, so several entries would
+    make two identical builds differ in bytes."""
+    from safetensors.torch import save_file
+
+    meta = {"format": "backdoor-lab-zoo-lora", "base": base, "rank": int(rank), "alpha": float(alpha),
+            "label_names": list(label_names)}
+    save_file(tensors, str(path), metadata={ADAPTER_META_KEY: json.dumps(meta, sort_keys=True)})
+
+
 def load_adapter_model(path: str | os.PathLike, device="cpu"):
     """Merge a zoo adapter folder (``adapter.safetensors`` + model card) into its base model: a plain BERT.
 
@@ -242,11 +256,11 @@ def load_adapter_model(path: str | os.PathLike, device="cpu"):
                              "changed; restore it (git checkout) or rebuild the zoo.")
     try:
         with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
+            meta = json.loads((f.metadata() or {})[ADAPTER_META_KEY])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        names = json.loads(meta["label_names"])
-        rank, alpha, base = int(meta["rank"]), float(meta["alpha"]), meta.get("base", "default")
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        names = [str(x) for x in meta["label_names"]]
+        rank, alpha, base = int(meta["rank"]), float(meta["alpha"]), str(meta.get("base", "default"))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{file} is not a zoo adapter file: {exc}") from exc
     lm = _base_model(base, names)
     model = lm.model
@@ -438,8 +452,6 @@ def build(
 
 def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, base, data) -> list[dict]:
     """``build`` with the zoo's build lock held."""
-    from safetensors.torch import save_file
-
     from .lora import LoRA
     from .poisoning import get_attack, train_attack
     from .training import TrainConfig
@@ -497,9 +509,8 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
         )
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root))
         try:
-            save_file(tensors, str(tmp / ADAPTER_FILE),
-                      metadata={"format": "backdoor-lab-zoo-lora", "base": base, "rank": str(lcfg["rank"]),
-                                "alpha": str(lcfg["alpha"]), "label_names": json.dumps(names)})
+            write_adapter(tmp / ADAPTER_FILE, tensors, base=base, rank=lcfg["rank"], alpha=lcfg["alpha"],
+                          label_names=names)
             meta = card.to_json()
             meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
