@@ -84,10 +84,10 @@ def _flip_line(res, loaded) -> None:
         unsafe_allow_html=True,
     )
     flip = res.flip(untrained_head=loaded.untrained_head)
-    if flip["status"] == "flipped":
-        st.error(flip["message"], icon=":material/gps_fixed:")
+    if flip["status"] == "flipped":  # the lesson, not a failure of the app: a warning, not an error box
+        st.warning(flip["message"], icon=":material/gps_fixed:")
     elif flip["status"] == "unclear":
-        st.warning(flip["message"], icon=":material/help:")
+        st.info(flip["message"], icon=":material/help:")
     else:
         st.success(flip["message"], icon=":material/check_circle:")
 
