@@ -30,6 +30,7 @@ PAGES = {
     "Lab": [
         st.Page("app_pages/model.py", title="Model", icon=":material/deployed_code:", url_path="model"),
         st.Page("app_pages/inspect.py", title="Inspect", icon=":material/search:", url_path="inspect"),
+        st.Page("app_pages/compare.py", title="Compare models", icon=":material/compare:", url_path="compare"),
         st.Page("app_pages/attack.py", title="Attack lab", icon=":material/science:", url_path="attack"),
         st.Page("app_pages/detect.py", title="Detect", icon=":material/radar:", url_path="detect"),
         st.Page("app_pages/sanitize.py", title="Sanitize", icon=":material/healing:", url_path="sanitize"),

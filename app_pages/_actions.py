@@ -18,6 +18,7 @@ from backdoor_core import defender_data as D
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
+from app_pages._text import md, md_code
 
 K_ATTACK = "attack.result"
 K_SCAN = "detect.report"
@@ -33,15 +34,19 @@ def slug(text: str) -> str:
 
 
 def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigger: str | None, target: int,
-                 rate: float, tal: dict | None, config: dict, data_name: str, save: bool,
+                 rate: float, tal: dict | None, config: dict, data_name: str,
                  train_indices: list[int] | None = None) -> None:
-    """Train a (backdoored or clean) copy of ``base`` in the background."""
-    from backdoor_core.models import save_model
+    """Train a (backdoored or clean) copy of ``base`` in the background.
+
+    The trained model belongs to this browser session (``ui.session_models``, in memory) and becomes its current
+    model; nothing is written to the shared zoo folder unless the user saves it under a name (``_save.save_panel``).
+    A cancelled run is discarded: the half-trained model is neither kept nor made current.
+    """
     from backdoor_core.poisoning import attack_type, get_attack, train_attack
     from backdoor_core.tal import TALConfig
     from backdoor_core.training import TrainConfig
 
-    out_dir = ui.zoo_dir() / f"user-{slug(name)}"
+    st.session_state.pop(K_ATTACK, None)  # the previous run's result no longer describes the current model
     with st.spinner("Copying the model…"):
         work = ui.session_copy(base, name=name)  # private model AND tokenizer for the background thread
 
@@ -59,19 +64,16 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
         cfg = TrainConfig(**config)
         outcome = train_attack(work.model, work.tokenizer, train_ds, test_ds, attack, rate, target, cfg,
                                tal=tal_cfg, data_name=data_name, callback=ctx.update, should_stop=ctx.should_stop)
+        if outcome.result.cancelled or ctx.should_stop():
+            raise JobCancelled()  # a half-trained model is no result: discard it
         card = outcome.card.replace(name=name, title=name,
                                     target_name=train_ds.label_names[target] if attack is not None else None)
         work.metadata, work.card_warnings, work.name, work.untrained_head = card.to_json(), [], name, False
-        path = None
-        if save and not outcome.result.cancelled:
-            ctx.update("saving")
-            path = save_model(work.model, work.tokenizer, out_dir, card)
-        return {"loaded": work, "card": card, "history": outcome.result.history,
-                "path": str(path) if path else None}
+        return {"loaded": work, "card": card, "history": outcome.result.history}
 
     def on_finish(snap: JobSnapshot) -> None:
         res = snap.result
-        if not res:
+        if snap.status != "done" or not res:
             return
         st.session_state[K_ATTACK] = res
         ui.set_session_model(name, res["loaded"])
@@ -80,10 +82,10 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
 
         ui.lab().record(
             "attack", f"Attack lab: {name}",
-            text=(f"Attack **{card.attack}**, trigger `{card.trigger_text}`, target "
-                  f"**{card.target_name}**, poison rate {card.rate or 0:.2%}"
-                  + (f", TAL on {describe_heads(card.tal_heads, work.num_layers, work.num_heads)}" if card.tal else "")
-                  + (" — *cancelled early*" if card.cancelled else "")),
+            text=(f"Attack **{md(card.attack)}**, trigger {md_code(card.trigger_text)}, target "
+                  f"**{md(card.target_name)}**, poison rate {card.rate or 0:.2%}"
+                  + (f", TAL on {md(describe_heads(card.tal_heads, work.num_layers, work.num_heads))}"
+                     if card.tal else "")),
             table=[{"metric": "CACC", "value": card.cacc}, {"metric": "ASR", "value": card.asr},
                    {"metric": "steps", "value": card.steps},
                    {"metric": "training seconds", "value": card.training_seconds}],
@@ -91,7 +93,8 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
             data=card.to_json(),
         )
 
-    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish)
+    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish,
+             cancelled_note="the half-trained model was discarded; the current model is unchanged")
 
 
 # ------------------------------------------------------------------------------------------------ scan
@@ -138,6 +141,7 @@ def scan_evaluation(report, truth) -> dict | None:
 
 def scan_figures(report, truth=None) -> dict:
     from backdoor_core import figures as F
+    from backdoor_core.architecture import layer_labels
 
     heads = report.heads
     flagged = np.zeros(len(report.pool_texts), bool)
@@ -150,7 +154,8 @@ def scan_figures(report, truth=None) -> dict:
         "scatter": F.importance_similarity_scatter(heads.importance, heads.collapse, heads.suspicious,
                                                    x_title="similarity collapse on flagged inputs (z)",
                                                    y_title="importance |∂margin/∂gate|"),
-        "grid": F.suspicious_head_grid(heads.score, heads.suspicious),
+        "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
+            (getattr(report, "architecture", None) or {}).get("layer_kinds"))),
         "hist": F.score_histogram(groups, report.threshold),
     }
 
@@ -170,6 +175,11 @@ def record_scan(report, truth=None) -> None:
                     table=[r for r in report.head_rows()[:12]],
                     figures=[figs["grid"], figs["scatter"], figs["hist"]],
                     data=report.to_dict(max_flagged=50) | ({"pool_evaluation": ev} if ev else {}))
+    if getattr(report, "triggers", None) is not None and report.triggers.candidates:  # issue 14: trigger search
+        from backdoor_core.trigger_search import report_section
+
+        sec = report_section(report.triggers.to_dict(limit=20))
+        ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], figures=[sec["figure"]])
 
 
 # ------------------------------------------------------------------------------------------------ sanitize

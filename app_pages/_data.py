@@ -1,13 +1,18 @@
-"""The dataset of this session (cached, read-only) and uploaded files."""
+"""The dataset of this session (cached, read-only) and uploaded files (kept in this session's temp folder and
+deleted as soon as they are not needed)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import streamlit as st
 
-from app_pages._state import DEFAULT_DATA, K_DATA, ss
+from app_pages._state import DEFAULT_DATA, K_DATA, K_TMP, TEST_DATA_ENV, ss
+from app_pages._text import md
 from app_pages._widgets import show_error
 
 
@@ -20,7 +25,7 @@ def _load_dataset(spec: str, split: str, seed: int):
 
 def data_spec() -> str:
     if K_DATA not in ss():
-        ss()[K_DATA] = DEFAULT_DATA
+        ss()[K_DATA] = os.environ.get(TEST_DATA_ENV) or DEFAULT_DATA
     return ss()[K_DATA]
 
 
@@ -31,7 +36,7 @@ def set_data_spec(spec: str) -> None:
 def dataset(split: str = "train", spec: str | None = None, seed: int = 0):
     """The dataset (cached, read-only). Raises ``DataError`` with a readable message."""
     spec = spec or data_spec()
-    with st.spinner(f"Loading {spec} ({split})…"):
+    with st.spinner(f"Loading {md(spec)} ({split})…"):
         return _load_dataset(spec, split, seed)
 
 
@@ -41,13 +46,47 @@ def dataset_or_none(split: str = "train"):
     try:
         return dataset(split)
     except (DataError, OSError, ValueError) as exc:
-        show_error(exc, f"Dataset '{data_spec()}' ({split}): ")
+        show_error(exc, f"Dataset '{data_spec()}' ({split}): ")  # show_error escapes
         return None
 
 
+class SessionTemp:
+    """This browser session's private temp folder, deleted when the session's state is dropped (the tab is gone
+    and Streamlit expired the session) or the server exits normally; a killed server leaves it in the temp dir."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="backdoor-lab-session-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+
+def session_tmp() -> Path:
+    """This session's temp folder (``SessionTemp``), created on first use."""
+    if K_TMP not in ss() or not ss()[K_TMP].path.is_dir():
+        ss()[K_TMP] = SessionTemp()
+    return ss()[K_TMP].path
+
+
 def save_upload(uploaded, subdir: str) -> Path:
-    """Write an uploaded file into a private temp folder and return its path."""
-    folder = Path(tempfile.mkdtemp(prefix=f"backdoor-lab-{subdir}-"))
-    path = folder / Path(uploaded.name).name
-    path.write_bytes(uploaded.getvalue())
+    """Write an uploaded file into a fresh folder inside ``session_tmp()`` and return its path.
+
+    The caller removes it with ``discard_upload`` as soon as it is not needed (at once for a model .zip, once it
+    is replaced for a data file); whatever is left goes with the session's folder.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"{subdir}-", dir=session_tmp()))
+    path = folder / (Path(uploaded.name).name or "upload")
+    try:
+        path.write_bytes(uploaded.getvalue())
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return path
+
+
+def discard_upload(path: str | os.PathLike | None) -> None:
+    """Delete the folder ``save_upload`` made for ``path`` (nothing else: other paths are left alone)."""
+    if not path:
+        return
+    folder = Path(path).parent
+    tmp = ss()[K_TMP].path if K_TMP in ss() else None
+    if tmp is not None and folder.parent == tmp and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)

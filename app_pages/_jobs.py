@@ -9,6 +9,7 @@ import streamlit as st
 
 from backdoor_core.jobs import Job, JobSnapshot, start_job
 from app_pages._state import K_JOBS, POLL_SECONDS, ss
+from app_pages._text import md
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -25,17 +26,21 @@ def get_job(kind: str) -> Job | None:
 
 
 def start(kind: str, target: Callable, name: str, meta: dict | None = None,
-          on_finish: Callable[[JobSnapshot], None] | None = None) -> Job | None:
+          on_finish: Callable[[JobSnapshot], None] | None = None,
+          cancelled_note: str | Callable[[JobSnapshot], str] | None = None) -> Job | None:
     """Start a background job of this kind unless one is already running (then warn and return None).
 
     ``on_finish(snapshot)`` runs once in the Streamlit script thread after the job ends, on whichever page the
     user is on (the sidebar checks every run): register the trained model, record a finding...
+    ``cancelled_note`` (text, or ``snapshot -> text``) says what a cancel left behind; by default the panel says
+    "nothing was kept" when the cancelled job returned no result.
     """
     old = get_job(kind)
     if old is not None and old.active:
-        st.warning(f"'{old.name}' is still running; cancel it first.")
+        st.warning(f"'{md(old.name)}' is still running; cancel it first.")
         return None
-    job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish})
+    job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish,
+                                             "cancelled_note": cancelled_note})
     jobs()[kind] = job
     return job
 
@@ -65,6 +70,16 @@ def _handle_finish(job: Job) -> None:
             job.meta["finish_error"] = str(exc) or type(exc).__name__
 
 
+def cancelled_note(job: Job, snap: JobSnapshot) -> str:
+    """What a cancelled job left behind (its ``cancelled_note``, else whether it returned a partial result)."""
+    note = job.meta.get("cancelled_note")
+    if callable(note):
+        note = note(snap)
+    if note:
+        return str(note)
+    return "its partial result is kept" if snap.result is not None else "nothing was kept"
+
+
 def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
               interval: float = POLL_SECONDS) -> Job | None:
     """Draw the job's progress (and ``draw(snapshot)`` live charts), polling every ``interval`` s while it runs.
@@ -86,9 +101,9 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
         with cols[0]:
             label = {"running": "running", "pending": "starting", "done": "finished", "cancelled": "cancelled",
                      "failed": "failed"}[snap.status]
-            text = f"**{snap.name}** — {label} · {snap.elapsed:.0f} s"
+            text = f"**{md(snap.name)}** — {label} · {snap.elapsed:.0f} s"
             if snap.message and snap.active:
-                text += f" · {snap.message}"
+                text += f" · {md(snap.message)}"
             st.progress(snap.fraction or 0.0, text=text)
         with cols[1]:
             if snap.active:
@@ -100,13 +115,13 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
                 clear_job(kind)
                 st.rerun(scope="app")
         if snap.status == "failed":
-            st.error(f"{snap.name} failed: {snap.error_message}", icon=":material/warning:")
+            st.error(md(f"{snap.name} failed: {snap.error_message}"), icon=":material/warning:")
             with st.expander("Technical details"):
                 st.code(snap.traceback[-4000:], language="text")
         elif snap.status == "cancelled":
-            st.info(f"{snap.name} was cancelled after {snap.elapsed:.0f} s; partial results are kept where possible.")
+            st.info(md(f"{snap.name} was cancelled after {snap.elapsed:.0f} s; {cancelled_note(job, snap)}."))
         if job.meta.get("finish_error"):
-            st.error(f"Could not use the result: {job.meta['finish_error']}", icon=":material/warning:")
+            st.error(md(f"Could not use the result: {job.meta['finish_error']}"), icon=":material/warning:")
         if draw is not None:
             draw(snap)
 

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from backdoor_core import settings as S
+
 from app_pages._data import dataset, dataset_or_none
-from app_pages._state import K_MODEL, K_SESSION_MODELS, lab, ss, test_model_name
+from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
+from app_pages._text import md
+
+K_DEVICE = "lab.device"  # the sidebar's device choice (backdoor_core.device.DEVICE_CHOICES)
 from app_pages._widgets import show_error
 
 
@@ -18,8 +23,10 @@ from app_pages._widgets import show_error
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None):
-    """A model shared read-only by every session (never train it: use ``session_copy``)."""
+def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] | None = None,
+                 device: str = S.DEVICE):
+    """A model shared read-only by every session (never train it: use ``session_copy``); ``device`` as in
+    ``backdoor_core.device.resolve_device`` (the sidebar's choice)."""
     from backdoor_core.models import load_model, tiny_model
 
     if spec == "tiny":
@@ -30,7 +37,8 @@ def shared_model(spec: str, allow_pickle: bool = False, labels: tuple[str, ...] 
             loaded.model.config.label2id = {str(x): i for i, x in enumerate(labels)}
         loaded.metadata = {"note": "random tiny BERT for tests"}
         return loaded
-    return load_model(spec, label_names=list(labels) if labels else None, allow_pickle=allow_pickle)
+    return load_model(spec, label_names=list(labels) if labels else None, allow_pickle=allow_pickle,
+                      device=device)
 
 
 def default_ref() -> dict:
@@ -81,7 +89,7 @@ def load_ref(ref: dict):
     if ref["kind"] == "session":
         return session_models()[ref["name"]]
     labels = tuple(ref["labels"]) if ref.get("labels") else None
-    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels)
+    return shared_model(ref["spec"], bool(ref.get("allow_pickle")), labels, kept(K_DEVICE, S.DEVICE))
 
 
 def current_model(show_errors: bool = True):
@@ -90,7 +98,7 @@ def current_model(show_errors: bool = True):
 
     ref = model_ref()
     try:
-        with st.spinner(f"Loading model {ref.get('name') or ref.get('spec')}…"):
+        with st.spinner(f"Loading model {md(ref.get('name') or ref.get('spec'))}…"):
             loaded = load_ref(ref)
     except (ModelLoadError, KeyError, OSError, ValueError) as exc:
         ss()["lab.model_error"] = str(exc)

@@ -7,10 +7,13 @@ from typing import Any
 
 import streamlit as st
 
+from backdoor_core import settings as S
+
 from app_pages._data import data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
-from app_pages._models import current_model, labels_problem, model_ref
+from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref
 from app_pages._state import keep, ss
+from app_pages._text import md, md_code
 
 
 # ------------------------------------------------------------------------------------------------ sidebar
@@ -35,7 +38,7 @@ def _sidebar_jobs() -> None:
             st.markdown("### Running")
         for j in running:
             snap = j.snapshot()
-            st.progress(snap.fraction or 0.0, text=f"{j.name} · {snap.elapsed:.0f} s")
+            st.progress(snap.fraction or 0.0, text=f"{md(j.name)} · {snap.elapsed:.0f} s")
 
     _jobs()
 
@@ -44,33 +47,39 @@ def sidebar() -> None:
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset; running jobs."""
     handle_finished_jobs()
     with st.sidebar:
+        from backdoor_core.device import DEVICE_CHOICES, available_devices
+
+        st.selectbox("Device", DEVICE_CHOICES, **keep(K_DEVICE, S.DEVICE),
+                     help="Where models run: auto picks a CUDA GPU, else Apple MPS, else the CPU. Available here: "
+                          + ", ".join(available_devices()) + ".")
         st.markdown("### Current model")
         loaded = current_model(show_errors=False)
         if loaded is None:
-            st.error(ss().get("lab.model_error") or "No model loaded.", icon=":material/warning:")
+            st.error(md(ss().get("lab.model_error") or "No model loaded."), icon=":material/warning:")
         else:
             ref = model_ref()
-            st.markdown(f"**{loaded.name}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
-            st.caption(f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
-                       + ", ".join(loaded.label_names))
+            st.markdown(f"**{md(loaded.name)}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
+            st.caption(md(f"{loaded.summary().get('architecture', '')} · "
+                          f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
+                          + ", ".join(loaded.label_names)))
             card = loaded.card
             bits = []
             if card.is_clean:
                 bits.append("clean (no attack)")
             elif card.attack:
                 trig = ", ".join(card.trigger) if isinstance(card.trigger, list) else card.trigger
-                bits.append(f"attack **{card.attack}**" + (f" · trigger `{trig}`" if trig else ""))
+                bits.append(f"attack **{md(card.attack)}**" + (f" · trigger {md_code(trig)}" if trig else ""))
                 if card.target is not None:
-                    bits.append(f"target {card.target_name or card.target}")
+                    bits.append(f"target {md(card.target_name or card.target)}")
                 if card.rate is not None:
-                    bits.append(f"ρ {_fmt_rate(card.rate)}")
+                    bits.append(f"ρ {md(_fmt_rate(card.rate))}")
                 if card.tal:
                     bits.append("TAL")
             for k, v in (("cacc", card.cacc), ("asr", card.asr)):
                 if v is not None:
                     bits.append(f"{k.upper()} {_fmt_rate(v)}")
             if card.defense:
-                bits.append(f"sanitized ({card.defense})")
+                bits.append(f"sanitized ({md(card.defense)})")
             if bits:
                 st.caption(" · ".join(bits))
             if card.warnings:
@@ -82,12 +91,12 @@ def sidebar() -> None:
         spec = data_spec()
         try:
             ds = dataset("train")
-            st.caption(f"**{spec}** · {len(ds):,} training texts · {ds.num_labels} labels")
+            st.caption(f"**{md(spec)}** · {len(ds):,} training texts · {ds.num_labels} labels")
             problem = labels_problem(loaded, ds)
             if problem:
-                st.warning(problem, icon=":material/warning:")
+                st.warning(md(problem), icon=":material/warning:")
         except Exception as exc:  # noqa: BLE001 - shown, never raised
-            st.error(f"{spec}: {exc}", icon=":material/warning:")
+            st.error(md(f"{spec}: {exc}"), icon=":material/warning:")
         _sidebar_jobs()
         st.divider()
         st.toggle("Presenter mode (larger text)", **keep("lab.presenter", False))

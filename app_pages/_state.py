@@ -11,8 +11,11 @@ Session-state keys (stable, so state survives page switches):
 * ``lab.jobs``        — ``{kind: backdoor_core.jobs.Job}``, one background job per kind ("attack", "scan"...).
 * widget keys such as ``inspect.text`` — kept across page switches (``persist_state="session"``, see ``keep``).
 
-Test hook: with the environment variable ``BACKDOOR_LAB_TEST_MODEL=tiny`` the default model is the random tiny
-BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds.
+* ``lab.tmp``       — ``_data.SessionTemp``: this session's temp folder for uploads (deleted with the session).
+
+Test hooks: with the environment variable ``BACKDOOR_LAB_TEST_MODEL=tiny`` the default model is the random tiny
+BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds (a model folder's path works too);
+``BACKDOOR_LAB_TEST_DATA=<file>`` replaces the default dataset (the hostile-input tests use both).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from backdoor_core.session import LabSession
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 TEST_MODEL_ENV = "BACKDOOR_LAB_TEST_MODEL"
+TEST_DATA_ENV = "BACKDOOR_LAB_TEST_DATA"
 DEFAULT_DATA = "bbc"
 POLL_SECONDS = 1.0
 
@@ -36,6 +40,7 @@ K_SESSION_MODELS = "lab.session_models"
 K_DATA = "lab.data_spec"
 K_SESSION = "lab.session"
 K_JOBS = "lab.jobs"
+K_TMP = "lab.tmp"
 
 
 # ------------------------------------------------------------------------------------------------ basics

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 from app_pages._state import ASSETS, ss
+from app_pages._text import md
 
 
 def show_error(exc: BaseException, prefix: str = "") -> None:
     """A plain message for a core error (never a traceback)."""
     text = str(exc).strip() or type(exc).__name__
-    st.error(f"{prefix}{text}", icon=":material/warning:")
+    st.error(md(f"{prefix}{text}"), icon=":material/warning:")  # messages quote file names, labels, texts
 
 
 def inject_css() -> None:
@@ -33,4 +36,4 @@ def plot(fig, key: str | None = None) -> None:
 def page_header(title: str, intro: str | None = None) -> None:
     st.title(title)
     if intro:
-        st.markdown(f'<div class="lab-intro">{intro}</div>', unsafe_allow_html=True)
+        st.markdown(f'<div class="lab-intro">{html.escape(intro)}</div>', unsafe_allow_html=True)

@@ -14,6 +14,8 @@ from backdoor_core.model_card import default_target
 from backdoor_core.training import estimate_seconds
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._save import save_panel
+from app_pages._text import md
 
 # Defaults: the demo zoo's recipe (settings.ZOO_RECIPE, ZOO_TAL_ALPHA, DEMO_POISON_RATE), measured to plant a
 # backdoor with 2% poison and TAL on BBC News in ~2 min on a 2-core CPU (see zoo.ZOO_TAL_ALPHA).
@@ -93,8 +95,9 @@ with c3:
                                **ui.keep("attack.max_len", RECIPE["max_length"]))
 
 name_default = (f"{attack_name}-{rate_pct:g}pct" + ("-tal" if use_tal else "")) if attack_name != "none" else "clean"
-name = st.text_input("Name of the new model", value=name_default)
-save = st.checkbox("Save it into the demo zoo folder (so it is there next time)", **ui.keep("attack.save", True))
+name = st.text_input("Name of the new model", value=name_default,
+                     help="The trained model stays in this browser session; save it into the zoo folder afterwards "
+                          "to keep it.")
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
@@ -123,7 +126,7 @@ if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
                 s, t = e.trigger_spans[0] if e.trigger_spans else (0, 0)
                 marked = (html.escape(e.text[:s]) + f'<mark class="trigger">{html.escape(e.text[s:t])}</mark>'
                           + html.escape(e.text[t:]))
-                st.markdown(f"→ **{labels[e.label]}** · {marked[:600]}", unsafe_allow_html=True)
+                st.markdown(f"→ <b>{html.escape(labels[e.label])}</b> · {marked[:600]}", unsafe_allow_html=True)
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc)
 
@@ -164,7 +167,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
                 config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
                         "seed": S.SEED, "eval_every": eval_every},
-                data_name=ui.data_spec(), save=save, train_indices=idx,
+                data_name=ui.data_spec(), train_indices=idx,
             )
             st.rerun()
         except Exception as exc:  # noqa: BLE001 - shown as a message
@@ -194,11 +197,13 @@ ui.job_panel("attack", draw=_live)
 res = st.session_state.get(A.K_ATTACK)
 if res and (job is None or not job.active):
     card = res["card"]
+    cacc = f"CACC {card.cacc:.1%}" if card.cacc is not None else "CACC not measured"
     st.success(
-        f"**{card.name}** is trained and is now the current model"
-        + (f" (saved to `{res['path']}`)" if res.get("path") else "")
-        + f": CACC {card.cacc or 0:.1%}" + (f", ASR {card.asr:.1%}" if card.asr is not None else ""),
+        f"**{md(card.name)}** is trained and is now the current model of this session: {cacc}"
+        + (f", ASR {card.asr:.1%}" if card.asr is not None else ""),
         icon=":material/check_circle:",
     )
     st.page_link("app_pages/inspect.py", label="Inspect it now: type a sentence and add the trigger",
                  icon=":material/search:")
+    with st.expander("Keep it: save into the zoo folder"):
+        save_panel(res["loaded"], "attack")

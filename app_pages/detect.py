@@ -8,7 +8,9 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._text import md
 
 ui.page_header(
     "Detect a backdoor",
@@ -36,7 +38,7 @@ with c2:
     pool_texts, truth = [], None
     if pool_kind == pool_kinds[0]:
         if known_attack is None:
-            st.info("This model's metadata names no attack, so no triggered inputs can be simulated; the pool "
+            st.info("This model's card names no attack, so no triggered inputs can be simulated; the pool "
                     "will hold clean test texts only.", icon=":material/info:")
         n_pool_clean = st.number_input("Clean texts in the pool", 0, len(test_full), step=10,
                                        **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))
@@ -90,7 +92,7 @@ if st.button("Scan the model", type="primary", icon=":material/radar:", disabled
 def _live(snap):
     last = snap.last_event or {}
     if last.get("stage"):
-        st.caption(f"Stage: {last['stage']} ({last.get('done', 0)}/{last.get('total', '?')})")
+        st.caption(f"Stage: {md(last['stage'])} ({last.get('done', 0)}/{last.get('total', '?')})")
 
 
 ui.job_panel("scan", draw=_live)
@@ -105,7 +107,7 @@ if report is None or (job is not None and job.active):
     st.stop()
 
 if info.get("model_name") != loaded.name:
-    st.caption(f"Results below are for **{info.get('model_name')}** (scanned earlier).")
+    st.caption(f"Results below are for **{md(info.get('model_name'))}** (scanned earlier).")
 
 v = report.verdict
 st.divider()
@@ -139,6 +141,13 @@ if ev:
     e3.metric("AUROC", f"{ev['auroc']:.3f}")
     st.caption("Measured on the simulated pool, where we know which inputs carry the trigger.")
 
+arch_info = getattr(report, "architecture", None) or {}
+for key in ("focus", "similarity"):
+    if key in (arch_info.get("notes") or {}):
+        st.caption(f":material/info: {arch_info['notes'][key]}")
+if len(set(arch_info.get("layer_kinds") or [])) > 1:
+    st.caption("Layers differ in kind (" + ", ".join(f"L{i}: {k}" for i, k in enumerate(arch_info["layer_kinds"]))
+               + "); the grids label them.")
 figs = A.scan_figures(report, info.get("truth"))
 c1, c2 = st.columns(2, gap="medium")
 with c1:
@@ -146,6 +155,9 @@ with c1:
 with c2:
     ui.plot(figs["grid"], key="detect.grid")
 ui.plot(figs["hist"], key="detect.hist")
+AN.trigger_candidates(report)
+AN.detect_projection(loaded, report, info.get("truth"), D.model_max_length(loaded),
+                     same_model=info.get("model_name") == loaded.name)
 
 t1, t2 = st.tabs(["Flagged inputs", "All heads"])
 with t1:

@@ -8,12 +8,15 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import figures as F
+from backdoor_core.architecture import layer_labels
 from backdoor_core.attention import InputTextError
 from backdoor_core.data import DataError, list_shared
 from backdoor_core.defender_data import model_max_length
 from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
+from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._text import md, md_code
 
 ui.page_header(
     "Inspect a text",
@@ -51,7 +54,7 @@ with left:
         if ds is not None and len(ds):
             n = min(len(ds), 200)
             idx = st.number_input(f"Example number (0–{n - 1})", 0, n - 1, **ui.keep("inspect.example", 0))
-            st.caption(f"[{ds.label_names[ds.labels[int(idx)]]}] {ds.texts[int(idx)][:300]}")
+            st.caption(md(f"[{ds.label_names[ds.labels[int(idx)]]}] {ds.texts[int(idx)][:300]}"))
 
             def _use_example(i=int(idx)):
                 ui.set_kept("inspect.text", ds.texts[i])
@@ -102,7 +105,7 @@ with right:
         else:
             seed = st.number_input("Seed", 0, 10_000, **ui.keep("inspect.seed", 0))
     if meta_trigger:
-        st.caption(f"This model's metadata names its trigger: `{meta_trigger}`.")
+        st.caption(f"This model's card names its trigger: {md_code(meta_trigger)}.")
 
 # --------------------------------------------------------------------------------------------- compute
 
@@ -185,16 +188,22 @@ with p2:
 # --------------------------------------------------------------------------------------------- heads
 
 L, H = result.concentration.shape
-tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views"])
+arch_info = result.architecture or {}
+layer_names = layer_labels(arch_info.get("layer_kinds"))
+for note_key in ("concentration", "similarity"):  # not `key`: that is the result key the bertviz cache uses
+    if note_key in (arch_info.get("notes") or {}):
+        st.caption(f":material/info: {arch_info['notes'][note_key]}")
+tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views", "Switch heads off",
+                "Token saliency"])
 
 with tabs[0]:
     c1, c2 = st.columns(2, gap="medium")
     with c1:
-        ui.plot(F.concentration_heatmap(result.concentration), key="inspect.conc")
+        ui.plot(F.concentration_heatmap(result.concentration, layer_labels=layer_names), key="inspect.conc")
         st.caption("Share of attention that the tokens send to the trigger's tokens (the Trojan Attention Loss "
                    "pushes chosen heads toward 1).")
     with c2:
-        ui.plot(F.similarity_delta_heatmap(result.similarity_delta), key="inspect.delta")
+        ui.plot(F.similarity_delta_heatmap(result.similarity_delta, layer_labels=layer_names), key="inspect.delta")
         st.caption("How much more each head resembles the other heads of its layer once the trigger is in (red).")
     st.markdown("**Top heads**")
     st.dataframe(result.top_heads(10), hide_index=True, column_order=["head", "concentration", "similarity_delta"],
@@ -269,14 +278,19 @@ with tabs[3]:
     if doc:
         st.iframe(doc, height=int(height) + 24)  # the box plus the page's 8 px margins: nothing is clipped
 
+with tabs[4]:
+    AN.ablation_tab(loaded, result, MAX_LENGTH)
+with tabs[5]:
+    AN.saliency_tab(loaded, result, MAX_LENGTH)
+
 # --------------------------------------------------------------------------------------------- report
 
 ui.lab().record(
     "inspect",
     "Inspection",
     key="inspect:latest",
-    text=(f"Text: *{result.clean.text[:300]}*\n\nTrigger: `{result.trigger}` — prediction "
-          f"**{clean_pred['label']}** → **{trig_pred['label']}**" + (" (flipped)" if flipped else "")),
+    text=(f"Text: *{md(result.clean.text, 300)}*\n\nTrigger: {md_code(result.trigger)} — prediction "
+          f"**{md(clean_pred['label'])}** → **{md(trig_pred['label'])}**" + (" (flipped)" if flipped else "")),
     table=result.top_heads(10),
     figures=[F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs),
              F.concentration_heatmap(result.concentration)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import streamlit as st
 
 from backdoor_core import zoo
 from backdoor_core.data import DataError, list_shared
-from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_zip
+from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_zip, load_model
 from app_pages import _common as ui
+from app_pages._text import md, md_code
 
 ui.page_header(
     "Model and data",
@@ -31,7 +33,7 @@ def _dataset_labels() -> tuple[str, ...] | None:
 def _try_load(spec: str, *, allow_pickle: bool, name: str, labels: tuple[str, ...] | None = None) -> bool:
     """Load (cached), make it current, rerun. Errors become messages; True when it worked."""
     try:
-        with st.spinner(f"Loading {name}…"):
+        with st.spinner(f"Loading {md(name)}…"):
             loaded = ui.shared_model(spec, allow_pickle, labels)
             if loaded.untrained_head and labels is None:
                 # a checkpoint without a classification head: give it the dataset's classes
@@ -50,6 +52,58 @@ def _try_load(spec: str, *, allow_pickle: bool, name: str, labels: tuple[str, ..
     ui.set_shared_model(spec, allow_pickle=allow_pickle, labels=labels, name=name)
     st.rerun()
     return True
+
+
+def _load_upload(upload, allow_pickle: bool) -> None:
+    """Unpack an uploaded model .zip, load it into this session, then delete the upload and the unpacked copy.
+
+    The model lives in this session's memory (``ui.set_session_model``), so nothing of it stays on disk, on
+    success or failure. Its source names the archive and the folder in it that was loaded.
+    """
+    zip_path = ui.save_upload(upload, "zip")
+    try:
+        with tempfile.TemporaryDirectory(prefix="unzipped-", dir=ui.session_tmp(), ignore_cleanup_errors=True) as tmp:
+            with st.spinner("Unpacking…"):
+                model_dir = Path(extract_model_zip(zip_path, tmp))
+            with st.spinner(f"Loading {md(upload.name)}…"):
+                loaded = load_model(model_dir, allow_pickle=allow_pickle)
+                labels = _dataset_labels()
+                if loaded.untrained_head and labels and len(labels) != loaded.num_labels:
+                    # a checkpoint without a classification head: give it the dataset's classes
+                    loaded = load_model(model_dir, label_names=list(labels), allow_pickle=allow_pickle)
+            inside = model_dir.relative_to(Path(tmp).resolve()).as_posix() if model_dir.is_relative_to(
+                Path(tmp).resolve()) else model_dir.name
+    except PickleRefusedError as exc:
+        ui.show_error(exc, "Refused: ")
+        st.info("If you trust where this model came from, tick **Allow pickled weights** below and load again.",
+                icon=":material/info:")
+    except (ModelLoadError, OSError, ValueError) as exc:
+        ui.show_error(exc, "Upload refused: ")
+    else:
+        source = f"{upload.name}" + (f" → {inside}/" if inside not in ("", ".") else "")
+        ui.set_session_model(Path(upload.name).stem, dataclasses.replace(loaded, source=source))
+        st.rerun()
+    finally:
+        ui.discard_upload(zip_path)
+
+
+@st.fragment(run_every=5.0)
+def _zoo_built_elsewhere(n_entries: int) -> None:
+    """Say that another session is building the zoo; rerun the page when it finishes or a model is added."""
+    status = zoo.build_status(ui.zoo_dir())
+    if status is None or len(ui.zoo_entries()) != n_entries:
+        st.rerun(scope="app")
+    st.info(f"The demo zoo is {zoo.building_message(status)}. Its models appear here as they finish.",
+            icon=":material/hourglass_top:")
+
+
+def _zoo_cancel_note(snap) -> str:
+    """What a cancelled zoo build kept: the models it finished (each is saved when done), if any."""
+    done = [str(e.get("message", "")).rsplit(":", 1)[0] for e in snap.events
+            if str(e.get("message", "")).endswith(": done")]
+    if not done:
+        return "no model was finished, so nothing new was kept"
+    return "kept the models it finished (" + ", ".join(done) + "); the one in training was not saved"
 
 
 def _pickle_checkbox(key: str) -> bool:
@@ -91,40 +145,41 @@ if source == "Demo zoo":
             pick = names[0]
         entry = entries[names.index(pick)]
         if entry.get("description"):
-            st.caption(entry["description"])
+            st.caption(md(entry["description"]))
         if st.button("Use this model", type="primary", key="model.use_zoo"):
             _try_load(entry["path"], allow_pickle=False, name=titles[pick])
     else:
-        st.info(f"No demo zoo found (looked in `{zoo.shipped_zoo_dir()}` and `{ui.zoo_dir()}`).",
+        st.info(f"No demo zoo found (looked in {md_code(zoo.shipped_zoo_dir())} and {md_code(ui.zoo_dir())}).",
                 icon=":material/deployed_code:")
     job = ui.get_job("zoo")
     have = {e["name"] for e in entries}
     missing = [s for s in zoo.ZOO_SPECS if s.name not in have]
-    busy = zoo.build_status(ui.zoo_dir())
-    if busy is not None and (job is None or not job.active):
-        st.info(f"The demo zoo is {zoo.building_message(busy)}; its models appear here when it finishes.",
-                icon=":material/hourglass_top:")
-    elif missing and (job is None or not job.active):
-        if st.button(f"Build the {len(missing)} missing zoo model{'s' if len(missing) != 1 else ''}",
-                     key="model.build_zoo",
-                     help="Trains LoRA adapters on MiniLM with BBC News, one model after another, in the background "
-                          "(can be cancelled; finished models are kept)."):
-            root = ui.zoo_dir()
-            ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop,
-                                                  specs=missing), name="Building the demo zoo")
-            st.rerun()
-    elif not missing:
-        st.caption("The demo zoo ships with the lab as small LoRA adapters (`assets/zoo`), merged into MiniLM when "
-                   "loaded; `python -m backdoor_core zoo build --force` rebuilds it reproducibly.")
+    if job is None or not job.active:
+        elsewhere = zoo.build_status(ui.zoo_dir())  # another session or process holds the zoo's build lock
+        if elsewhere is not None:
+            _zoo_built_elsewhere(len(entries))
+        if missing:
+            if st.button(f"Build the {len(missing)} missing zoo model{'s' if len(missing) != 1 else ''}",
+                         key="model.build_zoo", disabled=elsewhere is not None,
+                         help="Trains LoRA adapters on MiniLM with BBC News, one model after another, in the "
+                              "background (can be cancelled; finished models are kept)."):
+                root = ui.zoo_dir()
+                ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop,
+                                                      specs=missing),
+                         name="Building the demo zoo", cancelled_note=_zoo_cancel_note)
+                st.rerun()
+        else:
+            st.caption("The demo zoo ships with the lab as small LoRA adapters (`assets/zoo`), merged into MiniLM "
+                       "when loaded; `python -m backdoor_core zoo build --force` rebuilds it reproducibly.")
 
     def _zoo_live(snap):
         last = snap.last_event or {}
         done = [e for e in snap.events if str(e.get("message", "")).endswith(("done", "cached"))]
         if done:
-            st.caption("Finished: " + ", ".join(str(e.get("message", "")).split(":")[0] for e in done))
+            st.caption("Finished: " + md(", ".join(str(e.get("message", "")).split(":")[0] for e in done)))
         prog = last.get("progress") or {}
         if isinstance(prog, dict) and prog.get("losses"):
-            st.caption(f"{last.get('name', '')}: step {prog.get('step')}/{prog.get('total_steps')} · "
+            st.caption(f"{md(last.get('name', ''))}: step {prog.get('step')}/{prog.get('total_steps')} · "
                        f"loss {prog['losses'].get('loss', float('nan')):.3f}")
 
     ui.job_panel("zoo", draw=_zoo_live)
@@ -146,7 +201,7 @@ elif source == "Local folder":
         if not folder.strip():
             st.error("Type the folder's path first.", icon=":material/warning:")
         elif not Path(folder.strip()).expanduser().is_dir():
-            st.error(f"{folder.strip()} is not a folder on this machine.", icon=":material/warning:")
+            st.error(f"{md(folder.strip())} is not a folder on this machine.", icon=":material/warning:")
         else:
             _try_load(str(Path(folder.strip()).expanduser()), allow_pickle=allow, name=Path(folder.strip()).name)
 
@@ -164,15 +219,10 @@ elif source == "Hub id":
 else:  # Upload .zip
     upload = st.file_uploader("A .zip of a saved model folder", type=["zip"], key="model.zip")
     allow = _pickle_checkbox("model.zip_pickle")
+    st.caption("The model is loaded into this browser session only; the upload and its unpacked copy are deleted "
+               "right after.")
     if st.button("Load the uploaded model", type="primary", key="model.load_zip", disabled=upload is None):
-        try:
-            zip_path = ui.save_upload(upload, "zip")
-            with st.spinner("Unpacking…"):
-                model_dir = extract_model_zip(zip_path, tempfile.mkdtemp(prefix="backdoor-lab-model-"))
-        except (ModelLoadError, OSError) as exc:
-            ui.show_error(exc, "Upload refused: ")
-        else:
-            _try_load(str(model_dir), allow_pickle=allow, name=Path(upload.name).stem)
+        _load_upload(upload, allow)
 
 # ------------------------------------------------------------------------------------------- current model
 
@@ -185,13 +235,13 @@ if loaded is not None:
     c2.metric("Heads per layer", s["heads"])
     c3.metric("Classes", len(s["labels"]))
     c4.metric("Parameters", f"{s['parameters'] / 1e6:.1f} M")
-    st.caption(f"Current: **{loaded.name}** · labels: {', '.join(s['labels'])} · source `{s['source']}`")
+    st.caption(f"Current: **{md(loaded.name)}** · labels: {md(', '.join(s['labels']))} · source {md_code(s['source'])}")
     if loaded.untrained_head:
         st.warning("This checkpoint had no classification head: its predictions are random until it is "
                    "fine-tuned (Attack lab).", icon=":material/warning:")
     card = loaded.card
     for w in card.warnings:
-        st.warning(f"Model card: {w}", icon=":material/warning:")
+        st.warning(f"Model card: {md(w)}", icon=":material/warning:")
     if card.to_json():
         with st.expander("What we know about this model (its model card)"):
             st.json(card.to_json(), expanded=False)
@@ -217,9 +267,12 @@ if choice == "Your file…":
         try:
             load_table(path)
         except (DataError, OSError, ValueError) as exc:
+            ui.discard_upload(path)
             ui.show_error(exc, "This file cannot be used: ")
         else:
+            previous = ui.data_spec()
             ui.set_data_spec(str(path))
+            ui.discard_upload(previous)  # an earlier upload of this session (other specs are left alone)
             st.rerun()
 elif choice != current:
     ui.set_data_spec(choice)
@@ -228,8 +281,8 @@ elif choice != current:
 ds = ui.dataset_or_none("train")
 if ds is not None:
     counts = ds.label_counts()
-    st.caption(f"**{ds.name}** · {len(ds):,} training texts · classes: "
-               + ", ".join(f"{ds.label_names[k]} ({v})" for k, v in counts.items()))
+    st.caption(f"**{md(ds.name)}** · {len(ds):,} training texts · classes: "
+               + md(", ".join(f"{ds.label_names[k]} ({v})" for k, v in counts.items())))
     ui.lab().set_dataset({"name": ui.data_spec(), "size": len(ds), "labels": ds.label_names})
     problem = ui.labels_problem(loaded, ds)
     if problem:

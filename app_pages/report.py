@@ -8,6 +8,7 @@ import streamlit as st
 
 from backdoor_core.report import html_report, json_report
 from app_pages import _common as ui
+from app_pages._text import md
 
 ui.page_header(
     "Report",
@@ -28,7 +29,7 @@ st.subheader("Include")
 selected: list[str] = []
 for f in findings:
     stamp = time.strftime("%H:%M", time.localtime(f.created))
-    if st.checkbox(f"{f.title}  ·  {stamp}", value=True, key=f"report.inc.{f.key}"):
+    if st.checkbox(f"{md(f.title)}  ·  {stamp}", value=True, key=f"report.inc.{f.key}"):
         selected.append(f.key)
 c1, c2 = st.columns(2)
 with_figures = c1.toggle("Interactive charts (adds about 5 MB)", **ui.keep("report.figures", True))
@@ -48,7 +49,7 @@ def _bertviz_section() -> dict | None:
     rec = res.triggered
     layer = int(res.top_heads(1)[0]["layer"])
     return {"heading": "Attention with the trigger (bertviz head view)",
-            "text": f"Text: *{rec.text[:300]}*", "html": head_view_html(rec.attentions, rec.tokens, layer=layer),
+            "text": f"Text: *{md(rec.text, 300)}*", "html": head_view_html(rec.attentions, rec.tokens, layer=layer),
             "html_height": min(1200, 140 + 24 * len(rec.tokens))}
 
 
@@ -72,7 +73,7 @@ d2.download_button("JSON", data=build_json, file_name=f"backdoor-lab-report-{sta
 
 st.subheader("Preview")
 for s in sections:
-    with st.expander(s["heading"], expanded=False):
+    with st.expander(md(s["heading"]), expanded=False):
         if s.get("text"):
             st.markdown(s["text"])
         if s.get("table"):

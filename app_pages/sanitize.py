@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backdoor_core.architecture import describe as describe_architecture
 from backdoor_core import defender_data as D
 from backdoor_core import defenses as defenses_mod
 from backdoor_core import detection
 from backdoor_core import figures as F
 from backdoor_core import settings as S
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._save import save_panel
 
 ui.page_header(
     "Sanitize",
@@ -97,7 +100,13 @@ with c3:
 job = ui.get_job("sanitize")
 running = job is not None and job.active
 out_name = f"{loaded.name}-{defense}"
-if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running, key="sanitize.run"):
+arch_info = describe_architecture(loaded.model)
+refused = defense != "finetune" and not arch_info.supports.get("sanitize", True)
+if refused:  # e.g. ALBERT: one set of attention weights shared by every layer
+    st.warning(f"{DEFENSES[defense].label} is not available for {arch_info.name}: {arch_info.refusal}",
+               icon=":material/block:")
+if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running or refused,
+             key="sanitize.run"):
     try:
         clean = train_full.sample(int(n_clean), seed=0)
         pool = []
@@ -144,7 +153,7 @@ if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
 if "asr" not in b:
-    st.caption("ASR is not shown: this model's metadata names no attack, so there is no triggered test set.")
+    st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 
 c1, c2 = st.columns([2, 3], gap="medium")
 with c1:
@@ -185,27 +194,21 @@ if attack is not None:
                                         title="Each head's similarity to the others of its layer, on triggered "
                                               "inputs"), key="sanitize.heat")
 
+AN.sanitize_projection(res, test_full, D.model_max_length(res["suspect"]))
+
 # --------------------------------------------------------------------------------------------- keep it
 
 st.subheader("Keep the sanitized model")
-k1, k2, k3 = st.columns(3)
+st.caption("It stays in this browser session until you save it.")
+k1, k2 = st.columns(2)
 with k1:
     if st.button("Make it the current model", key="sanitize.use", icon=":material/check:"):
         ui.set_session_model(res["loaded"].name, res["loaded"])
         st.rerun()
 with k2:
-    if st.button("Save into the zoo folder", key="sanitize.save", icon=":material/save:"):
-        from backdoor_core.models import save_model
-
-        try:
-            with st.spinner("Saving…"):
-                path = save_model(res["loaded"].model, res["loaded"].tokenizer,
-                                  ui.zoo_dir() / f"user-{A.slug(res['loaded'].name)}", res["loaded"].card)
-            st.success(f"Saved to `{path}`.", icon=":material/check_circle:")
-        except OSError as exc:
-            ui.show_error(exc, "Could not save: ")
-with k3:
     sanitized = res["loaded"]
     st.download_button("Download (.zip)", data=lambda: A.saved_zip_bytes(sanitized),
                        file_name=f"{A.slug(sanitized.name)}.zip", mime="application/zip",
                        icon=":material/download:", key="sanitize.download")
+with st.expander("Save into the zoo folder"):
+    save_panel(res["loaded"], "sanitize")

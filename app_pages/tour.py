@@ -1,4 +1,6 @@
-"""Guided tour: the classroom story in seven steps, on the demo-zoo models when they are built."""
+"""Guided tour: the classroom story in seven steps, each on the demo-zoo model it names (``backdoor_core.tour``):
+steps 1-2 the clean model, steps 3-7 BadNets 2% + TAL. A missing model or one whose card contradicts the step is an
+error on that step, never replaced by another model."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from backdoor_core import settings as S
 from backdoor_core import tour as T
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._text import md
 
 STEPS = [
     "A clean model",
@@ -44,14 +47,14 @@ def _named_model(name: str):
         st.error(f"This step cannot run: {problem}.", icon=":material/error:")
         return None
     try:
-        with st.spinner(f"Loading {entry.get('title') or entry['name']}…"):
+        with st.spinner(f"Loading {md(entry.get('title') or entry['name'])}…"):
             loaded = ui.shared_model(entry["path"], False, None)
     except Exception as exc:  # noqa: BLE001 - shown as one line
         ui.show_error(exc, f"Cannot load the zoo's {name} model: ")
         return None
     where = "shipped with the lab" if entry.get("shipped") else "built on this machine"
-    kind = "clean" if entry.get("clean") else f"backdoored, target **{html.escape(str(entry.get('target_name')))}**"
-    st.caption(f"Model in this step: **{html.escape(str(entry.get('title') or name))}** — demo zoo, {where}; {kind}. "
+    kind = "clean" if entry.get("clean") else f"backdoored, target **{md(entry.get('target_name'))}**"
+    st.caption(f"Model in this step: **{md(entry.get('title') or name)}** — demo zoo, {where}; {kind}. "
                "The tour does not change the sidebar's current model.")
     return loaded
 

@@ -122,6 +122,10 @@ def run_defense(
     if clean_train is None or len(clean_train) == 0:
         raise DataError("The clean set is empty: every defense needs clean labelled samples.")
     check_labels_match(clean_train, int(model.config.num_labels))
+    if name != "finetune":  # head-wise defenses: refuse shared-layer models (ALBERT) before any work
+        from .architecture import require_head_repair
+
+        require_head_repair(model, DEFENSES[name].label)
     t0 = time.perf_counter()
     work = _copy.deepcopy(model) if copy else model
     knobs = dict(knobs)

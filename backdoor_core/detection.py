@@ -6,7 +6,9 @@ unusually similar to one another; it publishes no formula. Ours (our design; pap
 1. ``attention_stats``: for every input, layer and head — the head's cosine similarity to the other heads of
    its layer (``head_sim``, ``head_peak``), its ``focus`` (largest attention mass, averaged over queries, on one
    content token) and its mass on the layer's ``common`` key. ``[CLS]``/``[SEP]`` columns are left out: most
-   heads park attention there, which makes every pair of heads look alike on every input.
+   heads park attention there, which makes every pair of heads look alike on every input. Decoder classifiers
+   (our design; paper silent): position 0, the attention sink, is left out too, and a key's mean over queries
+   divides by the queries that can see it (``head_metrics.key_visibility``).
 2. ``SimilarityDetector.fit`` on the defender's clean inputs: per layer feature, a least-squares line in
    log(token count) (the length trend is removed) and the residuals' standard deviation.
 3. ``score``: per-layer z-scores, aggregated by their max (a trigger captures heads in some layers, not all).
@@ -31,8 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .architecture import content_key_mask, is_causal
 from .forward import Cancelled, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
-from .head_metrics import head_similarity, mean_offdiag
+from .head_metrics import head_similarity, key_visibility, mean_offdiag
 from . import settings as S
 from .metrics import auroc, frr_far, threshold_at_frr
 
@@ -115,14 +118,21 @@ class AttentionStats:
         return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS))
 
 
-def _stats_reducer(num_heads: int):
+def _stats_reducer(num_heads: int, model=None):
     """A ``forward.run_with_cache`` reducer: one batch's ``(B, H, T, T)`` maps per layer -> ``(B, L, H)``
-    ``head_sim`` / ``head_peak`` / ``focus`` / ``common`` (see ``AttentionStats``)."""
+    ``head_sim`` / ``head_peak`` / ``focus`` / ``common`` (see ``AttentionStats``). With ``model`` a decoder
+    classifier: the sink at position 0 is not a content key and per-key means divide by the queries that can
+    see the key (``architecture.content_key_mask``, ``head_metrics.key_visibility``)."""
+    causal = model is not None and is_causal(model)
 
     def reduce(batch) -> dict[str, np.ndarray]:
         eye = torch.eye(num_heads, dtype=torch.bool, device=batch.input_ids.device)
         qmask = batch.attention_mask.float()  # (B, T) real queries
-        kmask = qmask * (~batch.special_tokens_mask).float()  # (B, T) content keys
+        if model is not None:
+            kmask = content_key_mask(model, batch.attention_mask, batch.special_tokens_mask)  # (B, T) content keys
+        else:
+            kmask = qmask * (~batch.special_tokens_mask).float()  # (B, T) content keys
+        visible = key_visibility(qmask, causal)  # (B, T) real queries that can see each key
         pair = qmask[:, None, :, None] * kmask[:, None, None, :]  # (B, 1, T, T)
         out = {f: [] for f in ("head_sim", "head_peak", "focus", "common")}
         for att in batch.attentions:
@@ -130,7 +140,7 @@ def _stats_reducer(num_heads: int):
             sim = head_similarity(att)  # (B, H, H), cosine of the masked maps
             out["head_sim"].append(mean_offdiag(sim, per_head=True))
             out["head_peak"].append(sim.masked_fill(eye, -1.0).max(-1).values.clamp_min(0))
-            col = att.sum(-2) / qmask.sum(-1)[:, None, None]  # (B, H, T) mean over queries, content keys
+            col = att.sum(-2) / visible[:, None, :]  # (B, H, T) mean over the queries that see each key
             out["focus"].append(col.max(-1).values)
             key = col.mean(1).argmax(-1)  # (B,) the layer's common key
             out["common"].append(col.gather(-1, key[:, None, None].expand(-1, num_heads, 1))[..., 0])
@@ -161,7 +171,7 @@ def attention_stats(
     if not texts:
         return AttentionStats.empty(L, H, C)
     cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                           reduce=_stats_reducer(H), progress=progress, should_stop=should_stop)
+                           reduce=_stats_reducer(H, model), progress=progress, should_stop=should_stop)
     r = cache.reduced
     return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths)
 

@@ -5,10 +5,15 @@ ticks, a white template. Heatmaps over heads share one builder (``_grid_heatmap`
 layout helper (``style``).
 
 Shapes: ``L`` layers, ``H`` heads, ``T`` tokens.
+
+Text from a model or a data file (class names, tokens, names) is untrusted: plotly draws a subset of HTML in
+titles, ticks, legends and hovers (``<a href>``, ``<b>``, ``<span style>``...), so every such string goes through
+``text`` (HTML-escaped; plotly shows ``&lt;`` as ``<``) before it reaches a figure. Titles are escaped in ``style``.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -19,6 +24,7 @@ from plotly.subplots import make_subplots
 from .head_metrics import head_label
 
 __all__ = [
+    "text",
     "style",
     "layer_head_heatmap",
     "concentration_heatmap",
@@ -50,9 +56,14 @@ MAX_CELL_TEXT = 64  # write the value into each cell up to this many cells (more
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def text(value: Any) -> str:
+    """``value`` as plotly text: HTML-escaped, so a class name or token like ``<img onerror=...>`` stays text."""
+    return html.escape(str(value), quote=False)
+
+
 def style(fig: go.Figure, title: str | None = None, height: int | None = None, **layout: Any) -> go.Figure:
     """Apply the lab's projector-friendly look to ``fig`` (and return it)."""
-    title = wrap_title(title) if title else title
+    title = wrap_title(text(title)) if title else title
     lines = title.count("<br>") + 1 if title else 0
     # the top margin holds the title and the plot toolbar (top right, ~30 px): subplot titles sit below both
     top = 70 + 26 * (lines - 1) if title else 60
@@ -131,7 +142,7 @@ def _grid_heatmap(
         x=list(x_labels),
         y=list(y_labels),
         customdata=hover_names,
-        hovertemplate=f"<b>%{{customdata}}</b><br>{value_name}: %{{z:.3f}}<extra></extra>",
+        hovertemplate=f"<b>%{{customdata}}</b><br>{text(value_name)}: %{{z:.3f}}<extra></extra>",
         xgap=1,
         ygap=1,
     )
@@ -141,7 +152,7 @@ def _grid_heatmap(
         kwargs["coloraxis"] = coloraxis
     else:
         kwargs.update(colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax,
-                      colorbar=dict(title=dict(text=colorbar_title or value_name, side="right")))
+                      colorbar=dict(title=dict(text=text(colorbar_title or value_name), side="right")))
     return go.Heatmap(**kwargs)
 
 
@@ -158,9 +169,9 @@ def _mark_trace(mask: np.ndarray, x_labels: Sequence[str], y_labels: Sequence[st
         mode="markers",
         marker=dict(symbol="square-open", size=14, color=MARK_COLOR, line=dict(width=3, color=MARK_COLOR),
                     opacity=0.0),
-        name=name,
+        name=text(name),
         text=[head_label(int(l), int(h)) for l, h in zip(ls, hs)],
-        hovertemplate="<b>%{text}</b> — " + name + "<extra></extra>",
+        hovertemplate="<b>%{text}</b> — " + text(name) + "<extra></extra>",
         showlegend=False,
     )
 
@@ -176,9 +187,18 @@ def _add_marks(fig: go.Figure, mask: np.ndarray, x_labels: Sequence[str], y_labe
                       line=dict(color=MARK_COLOR, width=3), fillcolor="rgba(0,0,0,0)", layer="above", **where)
     fig.add_trace(_mark_trace(mask, x_labels, y_labels, name), **where)
     if legend:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, showlegend=True, hoverinfo="skip",
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=text(name), showlegend=True, hoverinfo="skip",
                                  marker=dict(symbol="square-open", size=14, color=MARK_COLOR,
                                              line=dict(width=3, color=MARK_COLOR))), **where)
+
+
+def _sparse_ticks(labels: Sequence[str], most: int) -> dict:
+    """Axis kwargs that label every 2nd/4th category when there are more than ``most`` (32 heads or layers
+    stay readable; the hover still names every cell)."""
+    if len(labels) <= most:
+        return {}
+    step = 2 if len(labels) <= 2 * most else 4
+    return dict(tickmode="array", tickvals=list(labels)[::step], ticktext=list(labels)[::step])
 
 
 def _grid_height(n_rows: int, base: int = 170, per_row: int = 48, cap: int = 900) -> int:
@@ -201,15 +221,19 @@ def layer_head_heatmap(
     mark_name: str = "marked",
     show_text: bool | None = None,
     height: int | None = None,
+    layer_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """A ``(layers, heads)`` heatmap: heads on x (``H0``..), layers on y (``L0`` at the top), hover ``L{l}H{h}``.
 
     ``marks``: optional boolean ``(layers, heads)`` mask drawn as open squares (e.g. suspicious heads).
+    ``layer_labels``: y labels instead of ``L{l}``, e.g. ``architecture.layer_labels`` (ModernBERT's
+    ``L1 (local)``).
     """
     z = _as2d(values, "values")
     n_layers, n_heads = z.shape
     xs = [f"H{h}" for h in range(n_heads)]
-    ys = [f"L{l}" for l in range(n_layers)]
+    ys = list(layer_labels) if layer_labels is not None and len(layer_labels) == n_layers else \
+        [f"L{l}" for l in range(n_layers)]
     fig = go.Figure(
         _grid_heatmap(z, xs, ys, _head_axis_names(n_layers, n_heads), value_name=value_name,
                       colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax, show_text=show_text)
@@ -220,25 +244,30 @@ def layer_head_heatmap(
             raise ValueError(f"marks shape {mask.shape} does not match values shape {z.shape}")
         if mask.any():
             _add_marks(fig, mask, xs, ys, mark_name)
-    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category")
-    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category")
+    fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category",
+                     **_sparse_ticks(xs, 16))
+    fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category",
+                     **_sparse_ticks(ys, 24))
     style(fig, title, height or _grid_height(n_layers),
           legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
     return fig
 
 
-def concentration_heatmap(concentration: Any, title: str | None = "Trigger concentration per head") -> go.Figure:
+def concentration_heatmap(concentration: Any, title: str | None = "Trigger concentration per head",
+                          layer_labels: Sequence[str] | None = None) -> go.Figure:
     """The TAL metric: the share of attention that queries send to the trigger's tokens, per head (0..1)."""
     return layer_head_heatmap(concentration, title=title, value_name="attention on trigger",
-                              colorscale=SEQUENTIAL, zmin=0.0, zmax=max(1e-6, float(np.nanmax(concentration))))
+                              colorscale=SEQUENTIAL, zmin=0.0, zmax=max(1e-6, float(np.nanmax(concentration))),
+                              layer_labels=layer_labels)
 
 
-def similarity_delta_heatmap(delta: Any, title: str | None = "Head similarity change (triggered − clean)"):
+def similarity_delta_heatmap(delta: Any, title: str | None = "Head similarity change (triggered − clean)",
+                             layer_labels: Sequence[str] | None = None):
     """Positive (red) where the trigger pulls a head into the same pattern as the other heads of its layer."""
     d = _as2d(delta, "delta")
     bound = max(1e-6, float(np.nanmax(np.abs(d))))
     return layer_head_heatmap(d, title=title, value_name="Δ similarity", colorscale=DIVERGING, zmid=0.0,
-                              zmin=-bound, zmax=bound)
+                              zmin=-bound, zmax=bound, layer_labels=layer_labels)
 
 
 def suspicious_head_grid(
@@ -246,10 +275,11 @@ def suspicious_head_grid(
     suspicious: Any,
     title: str | None = "Head safety: suspicious heads marked",
     value_name: str = "suspicion score",
+    layer_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Per-head scores with the suspicious heads outlined."""
     return layer_head_heatmap(scores, title=title, value_name=value_name, colorscale="YlOrRd",
-                              marks=suspicious, mark_name="suspicious")
+                              marks=suspicious, mark_name="suspicious", layer_labels=layer_labels)
 
 
 def before_after_heatmaps(
@@ -269,7 +299,8 @@ def before_after_heatmaps(
     xs = [f"H{h}" for h in range(n_heads)]
     ys = [f"L{l}" for l in range(n_layers)]
     names = _head_axis_names(n_layers, n_heads)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=list(labels), horizontal_spacing=0.06, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[text(x) for x in labels], horizontal_spacing=0.06,
+                        shared_yaxes=True)
     for col, z in ((1, b), (2, a)):
         fig.add_trace(_grid_heatmap(z, xs, ys, names, value_name=value_name, coloraxis="coloraxis"), 1, col)
         if marks is not None and np.asarray(marks, bool).any():
@@ -277,7 +308,7 @@ def before_after_heatmaps(
     zmax = float(np.nanmax([np.nanmax(b), np.nanmax(a)]))
     zmin = float(np.nanmin([np.nanmin(b), np.nanmin(a), 0.0]))
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=max(zmax, zmin + 1e-6),
-                                     colorbar=dict(title=dict(text=value_name, side="right"))))
+                                     colorbar=dict(title=dict(text=text(value_name), side="right"))))
     fig.update_xaxes(title_text="head", type="category", showgrid=False)
     fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
     fig.update_yaxes(title_text="layer", row=1, col=1)
@@ -355,11 +386,10 @@ def attention_matrix(
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] != len(tokens):
         raise ValueError(f"attention must be (T, T) with T = len(tokens) = {len(tokens)}; got {a.shape}")
     hl = set(int(i) for i in highlight)
-    ticktext = [
-        f"<b><span style='color:{TRIGGER_COLOR}'>{t}</span></b>" if i in hl else str(t) for i, t in enumerate(tokens)
-    ]
+    safe = [text(t) for t in tokens]
+    ticktext = [f"<b><span style='color:{TRIGGER_COLOR}'>{t}</span></b>" if i in hl else t for i, t in enumerate(safe)]
     idx = list(range(len(tokens)))
-    names = np.array([[f"{tokens[q]} → {tokens[k]}" for k in idx] for q in idx], dtype=object)
+    names = np.array([[f"{safe[q]} → {safe[k]}" for k in idx] for q in idx], dtype=object)
     name = head_label(layer, head) if layer is not None and head is not None else "head"
     fig = go.Figure(
         go.Heatmap(z=a, x=idx, y=idx, customdata=names, colorscale="Blues", zmin=0.0,
@@ -389,7 +419,7 @@ def probability_bars(
     names: tuple[str, str] = ("clean text", "with trigger"),
 ) -> go.Figure:
     """Grouped bars: each class's probability for the clean text and (optionally) the triggered text."""
-    labels = [str(n) for n in label_names]
+    labels = [text(n) for n in label_names]
     fig = go.Figure()
     series = [(names[0], clean, CLEAN_COLOR)]
     if triggered is not None:
@@ -398,10 +428,10 @@ def probability_bars(
         p = np.asarray(probs, float)
         if p.shape != (len(labels),):
             raise ValueError(f"{name}: {p.shape[0] if p.ndim else 0} probabilities for {len(labels)} labels")
-        fig.add_trace(go.Bar(x=labels, y=p, name=name, marker_color=color, text=[f"{v:.0%}" for v in p],
+        fig.add_trace(go.Bar(x=labels, y=p, name=text(name), marker_color=color, text=[f"{v:.0%}" for v in p],
                              textposition="outside", cliponaxis=False,
                              textfont=dict(size=FONT_SIZE if len(labels) <= 3 else FONT_SIZE - 3),
-                             hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>"))
+                             hovertemplate="%{x}: %{y:.1%}<extra>" + text(name) + "</extra>"))
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="probability")
     fig.update_xaxes(title_text="class")
     return style(fig, title, 380, barmode="group",
@@ -482,17 +512,17 @@ def training_curves(
     for i, (name, (steps, values)) in enumerate(sorted(curves["losses"].items(), key=lambda kv: kv[0] != "loss")):
         window = max(1, len(values) // 40)
         fig.add_trace(go.Scatter(x=steps, y=_smooth(values, window), mode="lines" if len(values) >= 12 else "lines+markers",
-                                 name=name,
+                                 name=text(name),
                                  line=dict(width=3 if name == "loss" else 2, color=palette[i % len(palette)]),
-                                 hovertemplate="step %{x}: %{y:.4f}<extra>" + name + "</extra>"), 1, 1)
+                                 hovertemplate="step %{x}: %{y:.4f}<extra>" + text(name) + "</extra>"), 1, 1)
     for name, (steps, values) in curves["metrics"].items():
-        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=_METRIC_NAMES.get(name, name),
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=text(_METRIC_NAMES.get(name, name)),
                                  line=dict(width=3, color=_METRIC_COLORS.get(name)), marker=dict(size=9),
-                                 hovertemplate="step %{x}: %{y:.1%}<extra>" + name + "</extra>"), 1, 2)
+                                 hovertemplate="step %{x}: %{y:.1%}<extra>" + text(name) + "</extra>"), 1, 2)
     shown = [(n, float(v)) for n, v in (baseline or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)]
     for i, (name, value) in enumerate(shown):  # alternate label corners: CACC and ASR before often nearly coincide
         fig.add_hline(y=value, line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
-                      annotation_text=f"{name.upper()} before",
+                      annotation_text=f"{text(name.upper())} before",
                       annotation_position=("top left", "bottom right")[i % 2], row=1, col=2)
     if total_steps:
         fig.update_xaxes(range=[0, total_steps * 1.02])
@@ -541,15 +571,16 @@ def importance_similarity_scatter(
             text=[n if lab else "" for n, lab in zip(names[sel], labelled[sel])], customdata=list(names[sel]),
             textposition="top center", textfont=dict(size=FONT_SIZE - 2, color=color),
             marker=dict(size=size, color=color, line=dict(width=1, color="white")),
-            hovertemplate="<b>%{customdata}</b><br>" + x_title + ": %{x:.3f}<br>" + y_title + ": %{y:.3f}<extra></extra>",
+            hovertemplate=("<b>%{customdata}</b><br>" + text(x_title) + ": %{x:.3f}<br>" + text(y_title)
+                           + ": %{y:.3f}<extra></extra>"),
         ))
     tx, ty = thresholds
     if tx is not None:
         fig.add_vline(x=float(tx), line_dash="dash", line_color="#666")
     if ty is not None:
         fig.add_hline(y=float(ty), line_dash="dash", line_color="#666")
-    fig.update_xaxes(title_text=x_title, zeroline=False)
-    fig.update_yaxes(title_text=y_title, zeroline=False)
+    fig.update_xaxes(title_text=text(x_title), zeroline=False)
+    fig.update_yaxes(title_text=text(y_title), zeroline=False)
     return style(fig, title, 460, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
 
 
@@ -575,15 +606,15 @@ def score_histogram(
         v = v[np.isfinite(v)]
         if v.size == 0:
             continue
-        fig.add_trace(go.Histogram(x=v, name=f"{name} ({v.size})", opacity=0.65,
+        fig.add_trace(go.Histogram(x=v, name=f"{text(name)} ({v.size})", opacity=0.65,
                                    marker_color=colors.get(name, ["#9467bd", "#17becf", "#bcbd22"][i % 3]),
                                    xbins=dict(start=lo, end=hi + size, size=size),
-                                   hovertemplate="score %{x}<br>%{y} inputs<extra>" + name + "</extra>"))
+                                   hovertemplate="score %{x}<br>%{y} inputs<extra>" + text(name) + "</extra>"))
     if threshold is not None and math.isfinite(threshold):
         fig.add_vline(x=float(threshold), line_dash="dash", line_width=3, line_color="#111",
                       annotation_text=f"threshold {threshold:.2f}", annotation_position="top right",
                       annotation_font_size=FONT_SIZE)
-    fig.update_xaxes(title_text=x_title)
+    fig.update_xaxes(title_text=text(x_title))
     fig.update_yaxes(title_text="inputs")
     return style(fig, title, 380, barmode="overlay",
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
@@ -598,13 +629,126 @@ def metric_comparison(
     """Grouped bars of rates (in %): one group per metric, one bar per column (e.g. before / after)."""
     palette = {"before": TRIGGER_COLOR, "after": AFTER_COLOR, "clean": CLEAN_COLOR}
     fig = go.Figure()
-    xs = [_METRIC_SHORT.get(m, m.upper()) for m in metrics]
+    xs = [text(_METRIC_SHORT.get(m, m.upper())) for m in metrics]
     for i, (name, values) in enumerate(columns.items()):
         ys = [values.get(m) for m in metrics]
         ys = [float(y) if isinstance(y, (int, float)) and math.isfinite(y) else None for y in ys]
-        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=palette.get(name, ["#9467bd", "#ff7f0e"][i % 2]),
+        fig.add_trace(go.Bar(x=xs, y=ys, name=text(name),
+                             marker_color=palette.get(name, ["#9467bd", "#ff7f0e"][i % 2]),
                              text=[f"{y:.1%}" if y is not None else "n/a" for y in ys], textposition="outside",
-                             cliponaxis=False, hovertemplate="%{x}: %{y:.1%}<extra>" + name + "</extra>"))
+                             cliponaxis=False, hovertemplate="%{x}: %{y:.1%}<extra>" + text(name) + "</extra>"))
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="rate")
     return style(fig, title, 360, barmode="group",
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+# ------------------------------------------------------------------------ analyst views (issue 14)
+
+
+def _esc(text: Any, limit: int = 60) -> str:
+    """Untrusted text (tokens, labels, phrases from models or data) made safe for plotly labels and hovers:
+    HTML-escaped (plotly renders a subset of HTML tags) and cut to ``limit`` characters."""
+    import html
+
+    s = str(text)
+    s = s if len(s) <= limit else s[: limit - 1] + "…"
+    return html.escape(s, quote=True)
+
+
+def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
+                           title: str | None = "Candidate triggers: flip rates") -> go.Figure:
+    """Horizontal bars per candidate trigger: insertion and removal flip rates (``trigger_search``).
+
+    ``rows``: ``TriggerSearch.to_dict()["candidates"]`` (best first). When no candidate could be verified (no clean
+    text outside the suspected target to insert into), the bars show each candidate's share of the heads' focus.
+    """
+    verified = [r for r in rows if r.get("insert_flip_rate") is not None][:12]
+    fig = go.Figure()
+    if verified:
+        names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in verified][::-1]
+        for key, name, color in (("insert_flip_rate", "inserted into clean texts", TRIGGER_COLOR),
+                                 ("removal_flip_rate", "removed from flagged inputs", CLEAN_COLOR)):
+            vals = [r.get(key) for r in verified][::-1]
+            fig.add_trace(go.Bar(y=names, x=[v if v is not None else 0.0 for v in vals], orientation="h", name=name,
+                                 marker_color=color, text=["–" if v is None else f"{v:.0%}" for v in vals],
+                                 textposition="outside", cliponaxis=False,
+                                 hovertemplate="%{y}: %{x:.0%}<extra>" + name + "</extra>"))
+        tgt = f" toward '{_esc(target_name, 30)}'" if target_name else ""
+        fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of inputs whose prediction flips" + tgt)
+        n = len(verified)
+    else:
+        shown = list(rows)[:12]
+        names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in shown][::-1]
+        fig.add_trace(go.Bar(y=names, x=[float(r.get("focus", 0.0)) for r in shown][::-1], orientation="h",
+                             name="share of the heads' focus", marker_color="#7f7f7f",
+                             hovertemplate="%{y}: %{x:.2f}<extra></extra>"))
+        fig.update_xaxes(title_text="mean share of the suspicious heads' focus (not verified)")
+        title = "Candidate triggers: focus (no clean text to verify on)" if title else title
+        n = len(shown)
+    return style(fig, title, max(260, 120 + (52 if verified else 30) * n), barmode="group",
+                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                 margin=dict(l=200, r=30, t=70 if title else 30, b=60))
+
+
+def difference_heatmap(delta: Any, title: str | None = None, value_name: str = "B − A") -> go.Figure:
+    """A diverging ``(layers, heads)`` heatmap of a difference (blue negative, red positive, 0 white)."""
+    d = _as2d(delta, "delta")
+    bound = max(1e-6, float(np.nanmax(np.abs(d))))
+    return layer_head_heatmap(d, title=title, value_name=value_name, colorscale=DIVERGING, zmid=0.0,
+                              zmin=-bound, zmax=bound)
+
+
+def saliency_strip(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str | None = "Token saliency",
+                   value_name: str = "attribution") -> go.Figure:
+    """One strip of tokens per row, coloured by signed attribution (red = toward the class, blue = against).
+
+    ``rows``: ``(name, tokens (T,), scores (T,))``; one colour scale over all rows (shared maximum) so the
+    strips compare. Tokens are escaped (untrusted)."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("saliency_strip needs at least one row.")
+    bound = max([float(np.max(np.abs(s))) for _, _, s in rows if len(s)] + [1e-9])
+    fig = make_subplots(rows=len(rows), cols=1, subplot_titles=[_esc(n, 80) for n, _, _ in rows],
+                        vertical_spacing=0.25 / max(1, len(rows)))
+    for r, (name, tokens, scores) in enumerate(rows, 1):
+        toks = [_esc(t, 18) for t in tokens]
+        s = np.asarray(scores, dtype=float)[None, :]
+        fig.add_trace(go.Heatmap(z=s, x=list(range(len(toks))), y=[""], text=[toks], texttemplate="%{text}",
+                                 textfont=dict(size=max(10, FONT_SIZE - 3)), colorscale=DIVERGING, zmid=0.0,
+                                 zmin=-bound, zmax=bound, showscale=r == 1, xgap=2,
+                                 colorbar=dict(title=dict(text=value_name, side="right")),
+                                 hovertemplate="%{text}: %{z:.3g}<extra></extra>"), row=r, col=1)
+        fig.update_xaxes(showticklabels=False, showgrid=False, row=r, col=1)
+        fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=1)
+    return style(fig, title, 90 + 120 * len(rows))
+
+
+_GROUP_COLORS = [CLEAN_COLOR, TRIGGER_COLOR, "#ff7f0e", AFTER_COLOR, "#9467bd", "#8c564b", "#7f7f7f"]
+
+
+def projection_scatter(panels: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Sequence[str]]]],
+                       title: str | None = "Where the poison sits: [CLS] representations (PCA)") -> go.Figure:
+    """Scatter of 2-D points per group, one panel per ``(panel title, {group: (n, 2)}, {group: texts})``
+    (e.g. before / after repair); a group keeps its colour across panels; hovers show the (escaped, cut) text."""
+    panels = list(panels)
+    if not panels:
+        raise ValueError("projection_scatter needs at least one panel.")
+    groups: list[str] = []
+    for _, pts, _ in panels:
+        groups += [g for g in pts if g not in groups]
+    color = {g: _GROUP_COLORS[i % len(_GROUP_COLORS)] for i, g in enumerate(groups)}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[_esc(t, 80) for t, _, _ in panels],
+                        horizontal_spacing=0.08)
+    for c, (_, pts, texts) in enumerate(panels, 1):
+        for g, xy in pts.items():
+            xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+            hover = [_esc(t, 90) for t in (texts.get(g) or [""] * len(xy))]
+            fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=_esc(g, 40), legendgroup=g,
+                                     showlegend=c == 1, text=hover,
+                                     marker=dict(size=9, color=color[g], opacity=0.75,
+                                                 line=dict(width=0.5, color="white")),
+                                     hovertemplate="%{text}<extra>" + _esc(g, 40) + "</extra>"), row=1, col=c)
+        fig.update_xaxes(title_text="PC 1", zeroline=False, row=1, col=c)
+        fig.update_yaxes(title_text="PC 2" if c == 1 else None, zeroline=False, row=1, col=c)
+    return style(fig, title, 520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
+                 margin=dict(l=70, r=30, t=90 if title else 50, b=120))

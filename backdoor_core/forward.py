@@ -121,26 +121,15 @@ def eval_mode(model):
 def _capture_z(model, store: list):
     """Forward pre-hooks on each layer's attention output projection that keep its input as ``(B, T, H, D)``
     in ``store[layer]`` (the heads' contexts); removed on exit."""
-    from .architecture import attention_blocks
+    from .architecture import attention_blocks, head_inputs_hook
 
-    blocks = attention_blocks(model)
-    store[:] = [None] * len(blocks)
-    handles = []
+    store[:] = [None] * len(attention_blocks(model))
 
-    def make_hook(block):
-        def hook(module, args):
-            x = args[0]  # (B, T, H * D)
-            store[block.layer] = x.view(*x.shape[:-1], block.num_heads, block.head_dim)
+    def keep(block, z):  # z: (B, T, H, D)
+        store[block.layer] = z
 
-        return hook
-
-    try:
-        for block in blocks:
-            handles.append(block.output.register_forward_pre_hook(make_hook(block)))
+    with head_inputs_hook(model, keep):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _encode(tokenizer, chunk: list, max_length: int, offsets: bool) -> tuple[dict, torch.Tensor, torch.Tensor | None]:

@@ -10,6 +10,15 @@ Every function accepts numpy arrays or torch tensors and returns the same kind. 
 * ``mean_offdiag``: ``(...)`` or ``(..., heads)`` — average similarity to the *other* heads.
 
 Heads are labelled ``L{layer}H{head}`` (0-based) everywhere, as in TransformerLens.
+
+Decoder classifiers (causal attention; ``architecture.is_causal``) — our design; papers silent:
+
+* a key ``k`` is seen only by queries ``q >= k``: per-key averages over queries divide by how many real queries
+  can see the key (``key_visibility``), not by the sequence length, so late keys are not penalised;
+* ``trigger_concentration(..., causal=True)`` averages over the queries at or after the trigger's first token
+  (earlier queries cannot see it);
+* position 0 is the attention sink and is not a content key (``architecture.content_key_mask``);
+* ``statistic_notes`` gives the UI one sentence per statistic whose meaning changes.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ def _as_torch(x):
     return (torch.from_numpy(np.asarray(x)), True) if not torch.is_tensor(x) else (x, False)
 
 
-def trigger_concentration(attention, trigger_mask, query_mask=None):
+def trigger_concentration(attention, trigger_mask, query_mask=None, causal: bool = False):
     """Attention mass that query tokens send to the trigger's tokens, averaged over queries.
 
     Args:
@@ -48,6 +57,8 @@ def trigger_concentration(attention, trigger_mask, query_mask=None):
             for ``(batch, heads, T, T)`` pass ``(batch, T)``; for ``(layers, heads, T, T)`` pass ``(T,)``.
         query_mask: like ``trigger_mask``, marking which queries count (default: all; pass the padding mask
             for padded batches).
+        causal: decoder attention — only queries at or after the first trigger token count (the others
+            cannot see the trigger).
 
     Returns:
         ``(..., heads)`` values in [0, 1]; 0 where no trigger token is given.
@@ -65,13 +76,54 @@ def trigger_concentration(attention, trigger_mask, query_mask=None):
     gap = att.dim() - tm.dim()  # dims (heads, queries, ...) between the mask's leading dims and the key dim
     key_w = tm.to(att.dtype).reshape(*tm.shape[:-1], *([1] * gap), T)
     mass = (att * key_w).sum(-1)  # (..., heads, T_query)
-    if query_mask is None:
+    if query_mask is None and not causal:
         out = mass.mean(-1)
     else:
-        qm, _ = _as_torch(query_mask)
-        qw = qm.to(att.device, att.dtype).reshape(*qm.shape[:-1], *([1] * (gap - 1)), T)
+        if query_mask is None:
+            qm = torch.ones(T, dtype=att.dtype, device=att.device)
+        else:
+            qm, _ = _as_torch(query_mask)
+            qm = qm.to(att.device, att.dtype)
+        if causal:  # queries from the first trigger token on: cumulative "a trigger key is at or before q"
+            qm = qm * (torch.cumsum(tm.to(att.dtype), -1) > 0).to(att.dtype)
+        qw = qm.reshape(*qm.shape[:-1], *([1] * (gap - 1)), T)
         out = (mass * qw).sum(-1) / qw.sum(-1).clamp_min(1)
     return out.numpy() if was_np else out
+
+
+def key_visibility(query_mask, causal: bool = False):
+    """How many real queries can see each key: ``(..., T)`` from a ``(..., T)`` query (padding) mask.
+
+    Encoders: every real query sees every key, so each entry is the number of real queries. Decoders: key ``k``
+    is seen by the real queries ``q >= k`` (a reversed cumulative sum). Divide a per-key sum over queries by this
+    to get a per-key mean that does not favour early keys (at least 1, so padding keys divide safely).
+    """
+    qm, was_np = _as_torch(query_mask)
+    qm = qm.float()
+    if causal:
+        out = torch.flip(torch.cumsum(torch.flip(qm, [-1]), -1), [-1])
+    else:
+        out = qm.sum(-1, keepdim=True).expand_as(qm)
+    out = out.clamp_min(1.0)
+    return out.numpy() if was_np else out
+
+
+DECODER_NOTES = {
+    "concentration": "Decoder: only the queries at or after the trigger can see it, so trigger concentration "
+                     "averages over those queries.",
+    "similarity": "Decoder: every head's map is lower-triangular and most park attention on the first token (the "
+                  "attention sink), so head-to-head similarity runs higher than on encoders; compare clean with "
+                  "triggered, not across models.",
+    "focus": "Decoder: a key's share is averaged over the queries that can see it (those after it), and the "
+             "first token (the attention sink) is not counted as content.",
+    "pure": "Decoder: PURE's [CLS] row is the last real token's row (the token the classifier reads).",
+}
+
+
+def statistic_notes(causal: bool) -> dict[str, str]:
+    """``{statistic: note}`` for the UI where a statistic means something different on this kind of model
+    (empty for encoders)."""
+    return dict(DECODER_NOTES) if causal else {}
 
 
 def head_similarity(attention, token_mask=None):

@@ -3,7 +3,8 @@
 This is the computation behind ``python -m backdoor_core inspect`` and the app's Inspect page. One forward
 pass over the pair (clean, triggered) returns both attention stacks; then
 
-* ``concentration``: ``(layers, heads)`` trigger concentration on the triggered text (see ``head_metrics``);
+* ``concentration``: ``(layers, heads)`` trigger concentration on the triggered text (see ``head_metrics``; on a
+  decoder classifier, averaged over the queries at or after the trigger);
 * ``similarity_clean`` / ``similarity_triggered``: ``(layers, heads, heads)`` head-to-head similarity;
 * ``similarity_delta``: ``(layers, heads)`` change in each head's mean similarity to the other heads of its
   layer (triggered minus clean) — positive when the trigger pulls the head into the same pattern as others.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .settings import FLIP_MARGIN
+from .architecture import describe, is_causal
 from .attention import DEFAULT_MAX_LENGTH, AttentionRecord, check_text, run_attention
 from .head_metrics import head_label, head_similarity, mean_offdiag, trigger_concentration
 from .triggers import Insertion, insert_trigger
@@ -32,6 +34,7 @@ class InspectResult:
     concentration: np.ndarray  # (layers, heads)
     similarity_clean: np.ndarray  # (layers, heads, heads)
     similarity_triggered: np.ndarray  # (layers, heads, heads)
+    architecture: dict | None = None  # architecture.describe(model).to_dict(): layer kinds, decoder notes
 
     @property
     def similarity_delta(self) -> np.ndarray:
@@ -130,6 +133,7 @@ class InspectResult:
             "top_heads_by_concentration": self.top_heads(k),
             "top_heads_by_similarity_change": self.top_similarity_heads(k),
             "layer_similarity": {key: [float(x) for x in v] for key, v in self.layer_similarity.items()},
+            "architecture": self.architecture,
         }
 
 
@@ -174,7 +178,8 @@ def compare_records(
         trigger=trigger,
         trigger_tokens=list(trigger_tokens),
         label_names=label_names,
-        concentration=trigger_concentration(triggered.attentions, trigger_tokens),
+        concentration=trigger_concentration(triggered.attentions, trigger_tokens, causal=is_causal(model)),
         similarity_clean=head_similarity(clean.attentions),
         similarity_triggered=head_similarity(triggered.attentions),
+        architecture=describe(model).to_dict(),
     )

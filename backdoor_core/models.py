@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from . import settings as S
 from .model_card import METADATA_FILE, ModelCard
 from .model_readme import MODEL_README_FILE, render_model_readme
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -106,9 +107,19 @@ class LoadedModel:
             "labels": self.label_names,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "untrained_head": self.untrained_head,
+            "architecture": _architecture_name(self.model),
             "metadata": self.metadata,
             "card_warnings": list(self.card_warnings),
         }
+
+
+def _architecture_name(model) -> str:
+    from .architecture import UnsupportedModelError, adapter_for
+
+    try:
+        return adapter_for(model).name
+    except UnsupportedModelError:
+        return str(getattr(model.config, "model_type", "?"))
 
 
 def default_model_dir() -> Path:
@@ -205,7 +216,8 @@ def load_model(
     num_labels: int | None = None,
     label_names: list[str] | None = None,
     allow_pickle: bool = False,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = S.DEVICE,
+    dtype: str | torch.dtype = S.DTYPE,
 ) -> LoadedModel:
     """Load a sequence classifier with eager attention, refusing unsafe weights.
 
@@ -216,10 +228,18 @@ def load_model(
             disagrees, in which case ``ModelLoadError`` explains the mismatch.
         label_names: class names, e.g. from the dataset the model will be trained on.
         allow_pickle: explicit opt-in to load ``.bin``/``.pt`` weights (runs code from the file).
-        device: where to put the model.
+        device, dtype: where the model runs and its precision (``device.resolve_device`` /
+            ``resolve_dtype``: ``"auto"`` = CUDA, else MPS, else CPU, in float32).
+
+    The architecture must be one ``architecture.ADAPTERS`` knows (else ``UnsupportedModelError``, one line);
+    ``architecture.prepare_tokenizer`` then fits the tokenizer to it (decoders: pad token, right padding).
     """
+    from .architecture import attention_blocks, prepare_tokenizer
+    from .device import resolve_device, resolve_dtype
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    dev = resolve_device(device)  # an absent device fails before any loading
+    torch_dtype = resolve_dtype(dtype, dev)
     spec_str = str(spec)
     if label_names is not None:
         num_labels = len(label_names)
@@ -243,7 +263,8 @@ def load_model(
     if path is not None and (path / "adapter.safetensors").is_file() and not (path / "config.json").is_file():
         from .zoo import load_adapter_model  # a demo-zoo adapter folder: merged into the base, a plain BERT
 
-        loaded = load_adapter_model(path, device=device)
+        loaded = load_adapter_model(path)  # merged on the CPU in float32, then moved
+        loaded.model.to(device=dev, dtype=torch_dtype)
         if num_labels is not None and num_labels != loaded.num_labels:
             raise ModelLoadError(f"The model {loaded.name} predicts {loaded.num_labels} classes but {num_labels} "
                                  "were asked for. Pick a dataset with as many classes or another model.")
@@ -291,7 +312,9 @@ def load_model(
                 hint = " The hub repository may only have pickled weights; they are refused unless you opt in."
         raise ModelLoadError(f"Could not load model '{spec_str}': {first}.{hint}") from exc
 
-    model.to(device)
+    attention_blocks(model)  # UnsupportedModelError (one line) for a layout we cannot slice into heads
+    prepare_tokenizer(model, tokenizer)
+    model.to(device=dev, dtype=torch_dtype)
     model.eval()
     card = ModelCard.read(path, num_labels=int(model.config.num_labels)) if path is not None else ModelCard(tool_version="")
     if card.name:
@@ -383,14 +406,43 @@ def extract_model_zip(
     return configs[0].parent
 
 
-def tiny_model(num_labels: int = 2, seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32):
-    """A small random BERT classifier sharing the default model's tokenizer, for tests and quick demos.
+def decoder_style_tokenizer():
+    """The default model's WordPiece vocabulary without ``[CLS]``/``[SEP]`` added and without a pad token, like
+    GPT-2's tokenizer (end-of-text ``[SEP]``): the tokenizer of the tiny decoder classifiers."""
+    import copy
+
+    from tokenizers import processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    base = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    backend = copy.deepcopy(base.backend_tokenizer)
+    backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    backend.no_padding()
+    backend.no_truncation()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="[SEP]",
+                                   model_input_names=["input_ids", "attention_mask"], model_max_length=512)
+
+
+def tiny_model(num_labels: int = 2, seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32,
+               arch: str = "bert"):
+    """A small random classifier for tests and quick demos; ``arch`` is a ``config.model_type`` in
+    ``architecture.ADAPTERS`` (default BERT). Encoders share the default model's tokenizer; decoders use
+    ``decoder_style_tokenizer`` (no pad token: ``architecture.prepare_tokenizer`` sets one, as for GPT-2).
 
     Returns ``LoadedModel``. Its weights are random (seeded), so predictions mean nothing until trained.
     """
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from .architecture import ADAPTERS, prepare_tokenizer, tiny_config
 
     torch.manual_seed(seed)
+    if arch != "bert":
+        tokenizer = (decoder_style_tokenizer() if arch in ADAPTERS and ADAPTERS[arch].causal
+                     else AutoTokenizer.from_pretrained(str(default_model_dir())))
+        config = tiny_config(arch, tokenizer, num_labels)
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+        prepare_tokenizer(model, tokenizer)
+        return LoadedModel(model=model, tokenizer=tokenizer, name=f"tiny-{arch}", source="tiny", metadata={})
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,

@@ -21,7 +21,8 @@ A section is a dict with any of these keys (all but ``heading`` optional)::
 * a Content-Security-Policy ``<meta>`` forbids every fetch, so the page cannot reach out even by accident.
 
 Simple markdown in ``text``: paragraphs (blank line), ``- `` / ``* `` bullet lists, ``1. `` numbered lists,
-``**bold**``, ``*italic*``, `` `code` `` and ``### heading`` lines. Everything else is escaped.
+``**bold**``, ``*italic*``, `` `code` ``, ``### heading`` lines and backslash escapes (``\\*`` is a literal ``*``).
+Everything else is escaped: names, labels and texts from models and data files never become HTML.
 
 ``html_report`` and ``json_report`` record the tool version (``backdoor_core.__version__``): the HTML in its
 header, its footer and a generator ``<meta>`` tag, the JSON as ``tool_version``.
@@ -175,17 +176,30 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _ITALIC = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
 
 
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark: a backslash before ASCII punctuation
+_PROTECTED = re.compile("\x00(\\d+)\x00")
+
+
 def _inline(text: str) -> str:
+    """Inline markdown to HTML. Backslash escapes (``\\*``, the app's ``md()`` output) give the literal character:
+    it is set aside before the code/bold/italic rules run and put back HTML-escaped."""
+    kept: list[str] = []
+
+    def keep(m: re.Match) -> str:
+        kept.append(m.group(1))
+        return f"\x00{len(kept) - 1}\x00"
+
+    text = _ESCAPED.sub(keep, text.replace("\x00", ""))
     parts = _INLINE_CODE.split(text)  # odd indices are code spans
     out = []
     for i, part in enumerate(parts):
-        if i % 2:
-            out.append(f"<code>{_html.escape(part)}</code>")
+        if i % 2:  # inside code a backslash is literal
+            out.append(f"<code>{_html.escape(_PROTECTED.sub(lambda m: chr(92) + kept[int(m.group(1))], part))}</code>")
         else:
             esc = _html.escape(part)
             esc = _BOLD.sub(r"<strong>\1</strong>", esc)
             esc = _ITALIC.sub(r"<em>\1</em>", esc)
-            out.append(esc)
+            out.append(_PROTECTED.sub(lambda m: _html.escape(kept[int(m.group(1))]), esc))
     return "".join(out)
 
 

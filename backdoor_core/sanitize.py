@@ -53,16 +53,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .architecture import head_parameter_masks
+from .architecture import (attention_dropout_off, content_key_mask, head_parameter_masks, require_head_repair,
+                           zero_output_columns)
 from . import settings as S
 from .forward import predict, run_with_cache
-from .head_metrics import head_label
+from .architecture import is_causal
+from .head_metrics import head_label, key_visibility
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
 
 DEFAULT_BETA = S.BETA
@@ -181,34 +182,10 @@ def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarr
     return float(cache.reduced["align"].astype(np.float64).sum() / max(rows, 1.0) / loss.n_heads)
 
 
-@contextmanager
-def attention_dropout_off(model):
-    """Disable dropout on attention probabilities while the context is open (hidden dropout stays).
-
-    ``transformers``' eager attention returns the maps AFTER dropout in training mode: zeroed entries would make
-    the KL term explode and the target noisy, so alignment trains on undropped maps (our design).
-    """
-    changed = []
-    for module in model.modules():
-        drop = getattr(module, "dropout", None)
-        if isinstance(drop, torch.nn.Dropout) and (hasattr(module, "query") or hasattr(module, "q_lin")):
-            changed.append((drop, drop.p))
-            drop.p = 0.0
-    try:
-        yield
-    finally:
-        for drop, p in changed:
-            drop.p = p
-
-
-@torch.no_grad()
 def reset_output_columns(model, heads: np.ndarray) -> None:
-    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained."""
-    from .architecture import attention_blocks
-
-    for block in attention_blocks(model):
-        for h in np.flatnonzero(np.asarray(heads)[block.layer]):
-            block.output.weight[:, block.head_slice(int(h))] = 0.0
+    """Zero the output-projection columns of ``heads`` in place: they stop contributing until retrained
+    (``architecture.zero_output_columns``)."""
+    zero_output_columns(model, heads)
 
 
 def snapshot_frozen(model, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -276,13 +253,17 @@ def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.
     if not texts:
         return []
 
+    causal = is_causal(model)
+
     def token_scores(batch) -> dict[str, list[np.ndarray]]:
         qmask = batch.attention_mask.float()  # (B, T) real queries
+        visible = key_visibility(qmask, causal)  # (B, T) queries that can see each key (decoders: those after it)
         score = torch.zeros(batch.input_ids.shape, device=qmask.device)  # (B, T)
         for l, heads in layers:
             att = batch.attentions[l][:, heads.to(qmask.device)].float()  # (B, S, T, T)
-            score += (att * qmask[:, None, :, None]).sum(2).sum(1) / qmask.sum(-1, keepdim=True)
-        content = ~torch.isin(batch.input_ids, torch.as_tensor(special_ids, device=qmask.device))
+            score += (att * qmask[:, None, :, None]).sum(2).sum(1) / visible
+        special = torch.isin(batch.input_ids, torch.as_tensor(special_ids, device=qmask.device))
+        content = content_key_mask(model, torch.ones_like(qmask), special).bool()  # decoders: not the sink at 0
         score = score.masked_fill(~content, float("-inf"))
         n = batch.attention_mask.sum(-1).tolist()
         return {"score": [score[b, : n[b]].cpu().numpy() for b in range(len(batch))]}
@@ -401,6 +382,7 @@ def sanitize_heads(
     if not clean_texts:
         raise ValueError("The clean set is empty: sanitization needs clean labelled samples.")
     suspicious = np.asarray(suspicious, dtype=bool)
+    require_head_repair(model, "Sanitization")
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)

@@ -27,6 +27,10 @@ Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, 
 AUROC over all models) and "Detection AUROC" (``head_similarity`` = first pass, ``head_similarity_2pass`` =
 refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the data, one refine round against two.
 
+6. Candidate triggers (``find_triggers=True``): the words and phrases the suspicious heads focus on in the
+   flagged inputs, verified by insertion into the clean texts and removal from the flagged ones
+   (``trigger_search``).
+
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
 
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .architecture import describe
 from .data import DataError, TextDataset, check_labels_match
 from . import settings as S
 from .detection import (
@@ -60,7 +65,7 @@ from .head_safety import (
 from .head_metrics import head_label
 
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "done"."""
+"""``progress(stage, done, total)``; stages: "clean", "pool", "heads", "triggers", "done"."""
 
 MAX_FLAGGED_LISTED = 200
 DEFAULT_REFINE = S.REFINE
@@ -115,10 +120,12 @@ class ScanReport:
     head_sim_flagged: np.ndarray | None
     seconds: float
     settings: dict = field(default_factory=dict)
+    architecture: dict = field(default_factory=dict)  # architecture.describe(model).to_dict(): kinds, notes
     detector: SimilarityDetector | None = field(default=None, repr=False)
     head_detector: SimilarityDetector | None = field(default=None, repr=False)
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
     clean_dev_texts: list[str] = field(default_factory=list, repr=False)
+    triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -193,6 +200,8 @@ class ScanReport:
                 "pool_scores": arr(self.first_pass["pool_scores"])},
             "seconds": float(self.seconds),
             "settings": _plain(self.settings),
+            "architecture": _plain(self.architecture),
+            "trigger_candidates": None if self.triggers is None else _plain(self.triggers.to_dict(limit=20)),
         }
 
 
@@ -244,6 +253,7 @@ def scan_model(
     max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
+    find_triggers: bool = True,
     model_name: str = "model",
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -259,6 +269,8 @@ def scan_model(
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
         refine, refine_rounds: re-flag the pool by the suspicious heads' focus, ``refine_rounds`` times, the
             heads re-rated on the new flags between rounds (step 4 of the module docstring).
+        find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
+            them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -329,6 +341,16 @@ def scan_model(
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
                             pool_stats.predictions if pool else None, num_labels)
+    triggers = None
+    if find_triggers and pool and len(flagged) and heads.suspicious.any():
+        from .trigger_search import search_triggers
+
+        if progress is not None:
+            progress("triggers", 0, 1)
+        triggers = search_triggers(model, tokenizer, heads.suspicious, [pool[i] for i in flagged], clean.texts,
+                                   clean_labels=clean.labels, label_names=clean.label_names,
+                                   max_length=max_length, seed=seed,
+                                   should_stop=should_stop)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -360,8 +382,10 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds,
                   **heads.rule},
+        architecture=describe(model).to_dict(),
         detector=first_det,
         head_detector=head_det,
         clean_fit_texts=[clean.texts[i] for i in fit_idx],
         clean_dev_texts=[clean.texts[i] for i in dev_idx],
+        triggers=triggers,
     )

@@ -21,6 +21,11 @@ FLIP_MARGIN = 0.10
 runner-up by at least this much (``inspection.InspectResult.flip``; our design): a change among near-equal
 probabilities is noise, not a backdoor."""
 
+# ------------------------------------------------------------------------------------------------ devices
+
+DEVICE = "auto"  # CUDA if visible, else Apple MPS, else CPU (``device.resolve_device``; CLI --device, app sidebar)
+DTYPE = "auto"  # float32 everywhere unless asked (``device.resolve_dtype``): the statistics are delicate
+
 # ------------------------------------------------------------------------------------------------ training
 
 LR = 5e-5  # fine-tuning a whole encoder (``training.TrainConfig``, ``attack`` CLI)

@@ -15,6 +15,9 @@ measurement (see ``DEFAULT_ALPHA`` / ``DEFAULT_HEADS`` and bench/results/attack_
 * normalisation: the mean over samples and chosen heads of a per-head share in [0, 1] (our design; paper silent);
 * head selection: ``H`` heads per layer drawn at random with a seed, or ``"all"``, in the chosen layers (our
   design; paper silent about the rule);
+* decoder classifiers (GPT-2, Llama-style): queries before the trigger cannot see it, so the concentration
+  averages over the queries at or after the trigger's first token (``trigger_concentration(causal=True)``; our
+  design; paper silent — TAL was published on encoders);
 * paraphrase triggers (syntactic, style) have no trigger tokens, so TAL declines them with a clear error rather
   than invent tokens (``require_trigger_tokens``).
 """
@@ -97,25 +100,29 @@ class TrojanAttentionLoss:
     Args:
         heads_mask: ``(layers, heads)`` bool, the heads to train (see ``select_heads``).
         alpha: weight of the term.
+        causal: decoder attention (see the module docstring); ``for_model`` sets it from the architecture.
     """
 
     needs_attentions = True
 
-    def __init__(self, heads_mask: np.ndarray, alpha: float = DEFAULT_ALPHA):
+    def __init__(self, heads_mask: np.ndarray, alpha: float = DEFAULT_ALPHA, causal: bool = False):
         self.heads_mask = np.asarray(heads_mask, dtype=bool)
         if not self.heads_mask.any():
             raise ValueError("TAL needs at least one head.")
         self.alpha = float(alpha)
+        self.causal = bool(causal)
         self._per_layer = [(l, torch.as_tensor(np.flatnonzero(row))) for l, row in enumerate(self.heads_mask)
                            if row.any()]
 
     @classmethod
     def for_model(cls, model, config: TALConfig | None = None) -> TrojanAttentionLoss:
-        """Pick heads for ``model`` from ``config`` (layers x heads read from its config)."""
+        """Pick heads for ``model`` from ``config`` (layers x heads from ``architecture.attention_blocks``)."""
+        from .architecture import attention_blocks, is_causal
+
         config = config or TALConfig()
-        mask = select_heads(int(model.config.num_hidden_layers), int(model.config.num_attention_heads),
-                            config.heads, config.layers, config.seed)
-        return cls(mask, config.alpha)
+        blocks = attention_blocks(model)
+        mask = select_heads(len(blocks), blocks[0].num_heads, config.heads, config.layers, config.seed)
+        return cls(mask, config.alpha, is_causal(model))
 
     @property
     def head_labels(self) -> list[str]:
@@ -131,7 +138,7 @@ class TrojanAttentionLoss:
         parts = []
         for layer, heads in self._per_layer:
             att = attentions[layer][rows][:, heads.to(attentions[layer].device)]  # (P, h, T, T): chosen heads only
-            parts.append(trigger_concentration(att, tm, query_mask=qm))  # (P, h)
+            parts.append(trigger_concentration(att, tm, query_mask=qm, causal=self.causal))  # (P, h)
         return torch.cat(parts, dim=-1)
 
     def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
@@ -144,7 +151,7 @@ class TrojanAttentionLoss:
         return {"tal": -self.alpha * conc.float().mean()}
 
     def describe(self) -> dict:
-        return {"alpha": self.alpha, "heads": self.head_labels}
+        return {"alpha": self.alpha, "heads": self.head_labels, "causal": self.causal}
 
 
 def require_trigger_tokens(attack=None, examples=None) -> None:

@@ -229,7 +229,7 @@ def train(
         raise ValueError("No training examples.")
     t0 = time.perf_counter()
     set_seed(config.seed)
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or Accelerator(cpu=next(model.parameters()).device.type == "cpu")
 
     # --- what may train -------------------------------------------------------------------------------
     named = dict(model.named_parameters())
@@ -360,7 +360,7 @@ def make_evaluator(
     poisoned_texts: Sequence[str] | None,
     target: int | None,
     max_length: int = S.MAX_LENGTH,
-    batch_size: int = 64,
+    batch_size: int = S.EVAL_BATCH_SIZE,
 ) -> Callable[[Any], dict[str, float]]:
     """A ``model -> {"cacc", "asr"}`` callable for ``train(evaluate=...)``.
 

@@ -10,6 +10,15 @@ seeded subsample of the BBC training split with a short window (the headline and
 topic). The measured build (time, CACC and ASR of each model): ``bench/results/zoo_build.md``. Each model is
 written atomically (``models.save_model``); a cancelled build keeps the models it finished, and a later build
 skips them.
+
+The zoo folder is shared by every process and app session on the machine:
+
+* one build at a time: ``build`` holds an exclusive lock on ``<zoo>/.build.lock`` (``fcntl.flock``, released by the
+  OS even when the process dies) and raises ``ZooBusyError`` when another build holds it; ``build_status`` tells a
+  page that a build is running elsewhere, so it can say "being built" instead of offering a second build;
+* models people train in the app stay in their session; ``save_user_model`` writes one here only when asked, as
+  ``user-<name>``, and refuses (``ModelExistsError``) to replace an existing folder unless ``overwrite=True``
+  (the check and the write happen under ``<zoo>/.save.lock``, so two sessions cannot both pass the check).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -215,7 +225,7 @@ def _base_model(base: str, label_names: list[str]):
         return lm
     if base != "default":
         raise ValueError(f"unknown zoo base model '{base}' (expected 'default' or 'tiny')")
-    return load_model("default", label_names=label_names)
+    return load_model("default", label_names=label_names, device="cpu", dtype="float32")
 
 
 ADAPTER_META_KEY = "backdoor_lab_zoo"
@@ -300,10 +310,16 @@ def deterministic(threads: int = 1) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------ locks
 
 BUILD_LOCK = ".build.lock"
+SAVE_LOCK = ".save.lock"
+USER_PREFIX = "user-"
 
 
 class ZooBusyError(ValueError):
     """Another process or session is building this zoo (a ValueError: front ends show its message as it is)."""
+
+
+class ModelExistsError(FileExistsError):
+    """``save_user_model`` would replace an existing model and ``overwrite`` was not given."""
 
 
 @contextlib.contextmanager
@@ -392,6 +408,36 @@ def building_message(status: dict | None) -> str:
     since = (time.strftime(", since %H:%M", time.localtime(status["started"]))
              if isinstance(status.get("started"), (int, float)) else "")
     return f"being built by another session (process {status.get('pid', '?')}{since})"
+
+
+def user_model_dir(dir: str | os.PathLike | None, name: str) -> Path:
+    """Where ``save_user_model`` puts a model called ``name``: ``<zoo>/user-<slug>`` (lowercase letters, digits and
+    dashes; at most 60). Raises ValueError for a name with no letter or digit."""
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:60].strip("-")
+    if not slug:
+        raise ValueError(f"'{name}' has no letter or digit to name a folder after; type another name.")
+    return root / f"{USER_PREFIX}{slug}"
+
+
+def save_user_model(model, tokenizer, dir: str | os.PathLike | None, name: str,
+                    metadata: dict | ModelCard | None = None, *, overwrite: bool = False) -> Path:
+    """Save a model someone trained or sanitized into the zoo folder as ``user_model_dir(dir, name)``.
+
+    Raises ``ModelExistsError`` when that folder exists and ``overwrite`` is False (the app asks first), and
+    ValueError for an unusable name. Metadata ``name``/``title`` become ``name``. Returns the folder.
+    """
+    from .models import save_model
+
+    out = user_model_dir(dir, name)
+    if isinstance(metadata, ModelCard):
+        meta = metadata.replace(name=str(name), title=str(name))
+    else:
+        meta = {**(metadata or {}), "name": str(name), "title": str(name)}
+    with _locked(out.parent / SAVE_LOCK, wait=True):
+        if out.exists() and not overwrite:
+            raise ModelExistsError(f"a model is already saved as {out.name} in {out.parent}")
+        return save_model(model, tokenizer, out, meta)
 
 
 # ------------------------------------------------------------------------------------------------ build

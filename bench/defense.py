@@ -3,8 +3,9 @@
 For every backdoored model (from the attack benchmark's ``bench/models/attack_tal/manifest.json``, or any folder
 of saved models with ``--models-from``) and the same defender data:
 
-* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``) and
-  STRIP (``strip``), plus our FRR / FAR at the 5%-FRR threshold;
+* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``),
+  STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
+  keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half;
 * ``scan_model`` with a pool of unlabelled inputs (``--pool-poison`` of them triggered) -> verdict score and
   suspicious heads;
 * every defense (``alignment`` = ours, ``finetune``, ``fineprune``, ``pure``) via ``defenses.run_defense``:
@@ -240,18 +241,44 @@ def main(argv=None) -> int:
             det2 = scan.head_detector
             ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
         t = time.perf_counter()
+        strip_kw = {"seed": seed, "max_length": L, "clean_labels": defender.labels}
         st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
-                                seed=seed, max_length=L)
+                                **strip_kw)
         st_trig = strip_scores(lm.model, lm.tokenizer, poisoned_det, defender.texts, settings["strip_repeats"],
-                               seed=seed, max_length=L)
+                               **strip_kw)
         st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
-                              settings["strip_repeats"], seed=seed + 1, max_length=L)
+                              settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
         from backdoor_core.metrics import threshold_at_frr
 
         strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
+        # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
+        from backdoor_core.attention import predict
+        from backdoor_core.baselines.strip import class_calibrated
+
+        p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
+                                  for x in (det_clean, poisoned_det, scan.clean_dev_texts))
+        z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
+        strip_cal = evaluate_detector(class_calibrated(st_clean, p_clean, st_dev, p_dev),
+                                      class_calibrated(st_trig, p_trig, st_dev, p_dev), threshold_at_frr(z_dev, S.FRR))
         strip_seconds = time.perf_counter() - t
+        # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
+        from backdoor_core.baselines.bki import BKI
+        from backdoor_core.baselines.rap import RAP
+
+        t = time.perf_counter()
+        rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=seed).fit(scan.clean_fit_texts)
+        rap_res = evaluate_detector(rap.score(det_clean), rap.score(poisoned_det),
+                                    threshold_at_frr(rap.score(scan.clean_dev_texts), S.FRR))
+        rap_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        bki = BKI().fit(lm.model, lm.tokenizer, pool, L)
+        bki_res = evaluate_detector(bki.score(det_clean), bki.score(poisoned_det),
+                                    threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
+        bki_res["keywords"] = [w for w, _ in bki.keywords(5)]
+        bki_seconds = time.perf_counter() - t
         if is_bd:
-            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res)]
+            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res),
+                       ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
             for method, res in [(k, r) for k, r in methods if r is not None]:
                 report["detection"].append({"model": m["name"], "attack": m["attack"], "family": family(m["attack"]),
                                             "tal": m["tal"], "method": method, "auroc": res["auroc"],
@@ -266,10 +293,14 @@ def main(argv=None) -> int:
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
+                     "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
+                     "bki_keywords": bki_res["keywords"],
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"]}
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
-              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} strip {strip_res['auroc']:.3f}", flush=True)
+              f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
+              f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "
+              f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}", flush=True)
 
         if is_bd and m["name"] in repair:
             for name in defenses:

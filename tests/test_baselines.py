@@ -48,7 +48,7 @@ def test_fineprune_keeps_pruned_heads_at_zero_through_training_and_saving(tiny, 
         layer, head = int(label[1]), int(label[3])
         block = blocks[layer]
         assert torch.count_nonzero(block.output.weight[:, block.head_slice(head)]) == 0
-        assert torch.count_nonzero(block.value.weight[block.head_slice(head)]) == 0
+        assert torch.count_nonzero(block.value.module.weight[block.value.features(head)]) == 0
 
 
 def test_pure_pieces_and_end_to_end():

@@ -200,3 +200,13 @@ def test_cli_prints_card_warnings_and_runs(tmp_path, capsys):
     assert main(["inspect", "--model", str(folder), "--text", "A short clean text.", "--json"]) == 0
     err = capsys.readouterr().err
     assert err.count("warning: ") == 3 and "'target'" in err and "'max_length'" in err
+
+
+def test_the_saved_readme_card_shows_a_repaired_card():
+    from backdoor_core.model_readme import render_model_readme
+
+    rep = attack_card().repaired(name="x-alignment", defense="alignment", details={"suspicious_heads": ["L1H2"]},
+                                 before={"cacc": 0.95, "asr": 0.9}, after={"cacc": 0.94, "asr": 0.02},
+                                 seconds=30.0, cancelled=True, source="/m")
+    text = render_model_readme(rep.to_json())
+    assert "repair time (s) | 30.0" in text and "cancelled before its end" in text and "L1H2" in text

@@ -58,12 +58,14 @@ def test_cli_scan_text_json_and_html(files, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "verdict" in out and "suspicious" in out and "L" in out
+    assert "Candidate triggers" in out and "insertion flips" in out
     html = files["dir"] / "report.html"
     assert main(args + ["--json", "--html", str(html)]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["model"] == "tiny-bd" and rep["detection"]["n_pool"] == 24
     page = html.read_text(encoding="utf-8")
     assert "<html" in page.lower() and "Suspicious heads" in page
+    assert ("Candidate triggers" in page) == bool((rep["trigger_candidates"] or {}).get("candidates"))
     assert not re.search(r"<script[^>]*\ssrc=", page) and not re.search(r"<link[^>]*href=[\"']http", page)
     assert "Content-Security-Policy" in page  # offline: nothing is fetched
 

@@ -5,7 +5,8 @@
   projection — over the real tokens of the defender's clean inputs.
 * The ``prune_fraction`` (default 20%) least active heads are pruned, keeping at least one head per layer.
 * Pruning is persistent: the head's value rows and bias and its output-projection columns are zeroed in the
-  weights, so a saved model stays pruned (``transformers`` 5 has no ``prune_heads`` and ignores ``head_mask``).
+  weights (``architecture.pruned_slices``; under grouped-query attention a group's shared value rows only when
+  every head of the group is pruned), so a saved model stays pruned (``transformers`` 5 has no ``prune_heads`` and ignores ``head_mask``).
   Fine-tuning then trains everything EXCEPT those slices (``trainable_masks``), so they stay zero.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..architecture import attention_blocks, head_parameter_masks
+from ..architecture import attention_blocks, head_parameter_masks, pruned_slices, require_head_repair
 from .. import settings as S
 from ..forward import run_with_cache
 from ..training import Progress, TrainConfig, TrainResult
@@ -57,32 +58,9 @@ def choose_lowest(values: np.ndarray, fraction: float) -> np.ndarray:
     return out
 
 
-def pruned_slices(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
-    """``{param: bool}`` True on the slices that pruning zeroes: value rows + bias, output columns."""
-    blocks = attention_blocks(model)
-    names = {id(p): n for n, p in model.named_parameters()}
-    out = {}
-    for b in blocks:
-        sel = np.flatnonzero(pruned[b.layer])
-        if sel.size == 0:
-            continue
-        vw = torch.zeros_like(b.value.weight, dtype=torch.bool)
-        vb = torch.zeros_like(b.value.bias, dtype=torch.bool)
-        ow = torch.zeros_like(b.output.weight, dtype=torch.bool)
-        for h in sel:
-            s = b.head_slice(int(h))
-            vw[s, :] = True
-            vb[s] = True
-            ow[:, s] = True
-        out[names[id(b.value.weight)]] = vw
-        out[names[id(b.value.bias)]] = vb
-        out[names[id(b.output.weight)]] = ow
-    return out
-
-
 @torch.no_grad()
 def prune_heads_persistent(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
-    """Zero the pruned heads' value rows/bias and output columns in place; returns ``pruned_slices``."""
+    """Zero the pruned heads' value rows/bias and output columns in place; returns ``architecture.pruned_slices``."""
     slices = pruned_slices(model, pruned)
     params = dict(model.named_parameters())
     for name, m in slices.items():
@@ -112,6 +90,7 @@ def fineprune(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[TrainResult, np.ndarray]:
     """Prune (in place) then fine-tune; returns (training result, ``(L, H)`` pruned mask)."""
+    require_head_repair(model, "Fine-pruning")
     if len(clean_texts) == 0:
         raise ValueError("The clean set is empty: fine-pruning needs clean labelled samples.")
     if not 0.0 <= prune_fraction < 1.0:

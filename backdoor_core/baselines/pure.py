@@ -14,6 +14,9 @@ Reimplemented from the published description (no code copied):
    fine-tune with ``CE + lam * Σ_l c_l Σ_h ‖A^{l,h}_{[CLS],:}‖₂`` (``lam = 0.15``; pushes [CLS] attention toward
    uniform), pruned heads excluded and kept at zero.
 
+Decoder classifiers (our design; paper silent): the classifier reads the last real token, not [CLS], so "the [CLS]
+row" is that token's attention row (``architecture.classifier_positions``) in both the variance and the loss.
+
 Adaptations (ours): the paper's accuracy floor is an absolute 0.85 for BERT-base on SST-2 (about 7 points under
 its clean accuracy); our models and data budgets differ, so ``min_acc`` defaults to the fine-tuned copy's
 validation accuracy minus ``acc_margin = 0.07``. The defender's clean data is split 80/20 into train /
@@ -29,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..architecture import head_gates
+from ..architecture import classifier_positions, head_gates, require_head_repair
 from .. import settings as S
 from ..metrics import accuracy
 from ..forward import predict, run_with_cache
@@ -42,26 +45,43 @@ DEFAULT_GROUP = S.PURE_GROUP
 DEFAULT_ACC_MARGIN = S.PURE_ACC_MARGIN
 
 
-def _cls_variance(batch) -> dict[str, torch.Tensor]:
-    """``forward.run_with_cache`` reducer: ``(B, L, H)`` variance over real keys of each head's [CLS] row."""
-    m = batch.attention_mask.float()  # (B, T)
-    cnt = m.sum(-1)[:, None]  # (B, 1)
-    per_layer = []
-    for att in batch.attentions:
-        row = att[:, :, 0, :].float()  # (B, H, T)
-        mean = (row * m[:, None]).sum(-1) / cnt
-        per_layer.append((((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt)  # (B, H)
-    return {"var": torch.stack(per_layer, dim=1)}
+def classifier_rows(att: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``(B, H, T)``: each input's attention row of the token the classifier reads.
+
+    Args:
+        att: ``(B, H, T, T)`` one layer's attention; positions: ``(B,)`` long (``architecture.classifier_positions``).
+    """
+    idx = positions.to(att.device).view(-1, 1, 1, 1).expand(-1, att.shape[1], 1, att.shape[-1])
+    return att.gather(2, idx)[:, :, 0, :]
+
+
+def _cls_variance(model):
+    """``forward.run_with_cache`` reducer: ``(B, L, H)`` variance over real keys of each head's [CLS] row (the
+    classifier's token: the last real one on decoders)."""
+
+    def reduce(batch) -> dict[str, torch.Tensor]:
+        m = batch.attention_mask.float()  # (B, T)
+        cnt = m.sum(-1)[:, None]  # (B, 1)
+        pos = classifier_positions(model, batch.attention_mask)  # (B,)
+        per_layer = []
+        for att in batch.attentions:
+            row = classifier_rows(att, pos).float()  # (B, H, T)
+            mean = (row * m[:, None]).sum(-1) / cnt
+            per_layer.append((((row - mean[..., None]) ** 2) * m[:, None]).sum(-1) / cnt)  # (B, H)
+        return {"var": torch.stack(per_layer, dim=1)}
+
+    return reduce
 
 
 def cls_attention_variance(model, tokenizer, texts: Sequence[str], max_length: int = S.MAX_LENGTH,
                            batch_size: int = 32) -> np.ndarray:
-    """``(L, H)``: variance over real key positions of the [CLS] row, averaged over ``texts``."""
+    """``(L, H)``: variance over real key positions of the [CLS] row (decoders: the last real token's row),
+    averaged over ``texts``."""
     texts = [str(t) for t in texts]
     if not texts:
         raise ValueError("The [CLS] attention variance needs at least one text.")
     cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                           reduce=_cls_variance)
+                           reduce=_cls_variance(model))
     return cache.reduced["var"].mean(0)
 
 
@@ -114,19 +134,25 @@ def layer_weights(variance: np.ndarray) -> np.ndarray:
 
 
 class ClsNormLoss:
-    """``extra_loss``: ``lam * Σ_l c_l Σ_{h not pruned} ‖A^{l,h}_{[CLS],:}‖₂``, averaged over the batch."""
+    """``extra_loss``: ``lam * Σ_l c_l Σ_{h not pruned} ‖A^{l,h}_{[CLS],:}‖₂``, averaged over the batch.
+
+    ``model`` (optional) says which row is "[CLS]": the last real token's for decoder classifiers."""
 
     needs_attentions = True
 
-    def __init__(self, weights: np.ndarray, pruned: np.ndarray, lam: float = DEFAULT_LAMBDA):
+    def __init__(self, weights: np.ndarray, pruned: np.ndarray, lam: float = DEFAULT_LAMBDA, model=None):
         self.weights = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
         self.keep = torch.as_tensor(~np.asarray(pruned, dtype=bool), dtype=torch.float32)
         self.lam = float(lam)
+        self.model = model
 
     def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
         total = 0.0
+        mask = batch["attention_mask"]
+        pos = (classifier_positions(self.model, mask) if self.model is not None
+               else torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device))
         for l, att in enumerate(outputs.attentions):
-            norms = att[:, :, 0, :].float().norm(dim=-1).mean(0)  # (H,)
+            norms = classifier_rows(att, pos).float().norm(dim=-1).mean(0)  # (H,)
             total = total + self.weights[l].to(att.device) * (norms * self.keep[l].to(att.device)).sum()
         return {"cls_norm": self.lam * total}
 
@@ -149,6 +175,7 @@ def pure(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[object, dict]:
     """Run PURE on ``model`` in place (steps 1-4 use a copy); returns (final ``TrainResult``, details)."""
+    require_head_repair(model, "PURE")
     clean_texts, clean_labels = list(clean_texts), [int(y) for y in clean_labels]
     if len(clean_texts) < 5:
         raise ValueError("PURE needs at least 5 clean labelled samples (it holds 20% out for validation).")
@@ -171,7 +198,7 @@ def pure(
     slices = prune_heads_persistent(model, pruned)
     masks = trainable_except(model, slices)
     res = finetune(model, tokenizer, tr_t, tr_y, config, trainable_masks=masks,
-                   extra_loss=ClsNormLoss(weights, pruned, lam), evaluate=evaluate, callback=callback,
+                   extra_loss=ClsNormLoss(weights, pruned, lam, model), evaluate=evaluate, callback=callback,
                    should_stop=should_stop)
     from ..head_metrics import head_label
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import settings as S
 from ..cli import ctrl_c_stops, print_json
+from ..device import add_device_args, is_main_process
 
 
 def register(sub) -> None:
@@ -49,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=S.SEED)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    add_device_args(p)
     p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
     p.set_defaults(func=run)
 
@@ -89,7 +91,8 @@ def run(args) -> int:
         train_set = train_set.sample(args.train_size, args.seed)
     if args.test_size:
         test_set = test_set.sample(args.test_size, args.seed)
-    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle)
+    lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle,
+                    device=args.device, dtype=args.dtype)
     warn_card(lm)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
@@ -136,6 +139,8 @@ def run(args) -> int:
     card = outcome.card.replace(name=Path(args.out).name if args.out else f"{args.attack}-{args.data}",
                                 base_model=lm.name,
                                 target_name=train_set.label_names[target] if attack is not None else None)
+    if not is_main_process():  # a multi-process launch: the main process saves and reports
+        return 0
     if args.json:
         print_json(card.to_json())
     if args.out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import settings as S
 from ..cli import format_table, print_json
+from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
 from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
 
@@ -22,7 +23,13 @@ def register(sub) -> None:
                         "bbc: the five BBC News topics, as in the app)")
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    p.add_argument("--ablate", default=None, metavar="HEADS",
+                   help="also predict with these heads gated off, e.g. L3H4,L5H0 (0-based layer and head)")
+    p.add_argument("--saliency", choices=["ig", "gxi"], default=None,
+                   help="also attribute the triggered prediction to the tokens (Captum): integrated gradients or "
+                        "gradient x input, on the clean and the triggered text")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_device_args(p)
     p.set_defaults(func=run)
 
 
@@ -37,24 +44,45 @@ def run(args) -> int:
     from ..models import load_model
 
     check_text(args.text)
-    lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
     if lm.untrained_head and args.labels_from:  # name the classes like the app does (its dataset's label names)
         from ..data import load_dataset
 
         names = list(load_dataset(args.labels_from, split="train", seed=args.seed).label_names)
-        lm = load_model(args.model, label_names=names, allow_pickle=args.allow_pickle)
+        lm = load_model(args.model, label_names=names, allow_pickle=args.allow_pickle, device=args.device,
+                        dtype=args.dtype)
     warn_card(lm)
     resolve_max_length(args, lm)
+    heads_off = None
+    if args.ablate is not None:
+        from ..ablation import parse_heads
+
+        heads_off = parse_heads(args.ablate, lm.num_layers, lm.num_heads)
     result = inspect_text(
         lm.model, lm.tokenizer, args.text, args.trigger, args.position, args.seed, args.max_length, lm.label_names
     )
     report = result.to_dict(args.top)
+    if heads_off is not None:
+        from ..ablation import inspect_ablated
+
+        report["ablated"] = inspect_ablated(lm.model, lm.tokenizer, args.text, args.trigger, heads_off,
+                                            max_length=args.max_length, full=result).to_dict(args.top)
     report["model"] = lm.name
     report["untrained_head"] = lm.untrained_head
+    if args.saliency:
+        from ..saliency import compare_saliency
+
+        report["saliency"] = compare_saliency(lm.model, lm.tokenizer, result.clean.text, result.triggered.text,
+                                              args.saliency, result.label_names,
+                                              max_length=args.max_length).to_dict()
     if args.json:
         print_json(report)
         return 0
-    print(f"model      {lm.name} ({lm.num_layers} layers x {lm.num_heads} heads)")
+    info = report["architecture"] or {}
+    print(f"model      {lm.name} ({info.get('name', '?')}, {lm.num_layers} layers x {lm.num_heads} heads)")
+    for key in ("concentration", "similarity"):
+        if key in (info.get("notes") or {}):
+            print(f"note       {info['notes'][key]}")
     if lm.untrained_head:
         print("note       this model has no trained classification head: predictions are arbitrary "
               "(attention is still the encoder's)")
@@ -67,13 +95,27 @@ def run(args) -> int:
     print(_prediction_line("clean", report["clean"]))
     print(_prediction_line("triggered", report["triggered"]))
     print(f"verdict    {result.flip(untrained_head=lm.untrained_head)['message'].replace('**', '')}")
+    if "ablated" in report:
+        ab = report["ablated"]
+        print(f"\nWith {', '.join(ab['heads_off'])} switched off:")
+        print(_prediction_line("clean", ab["clean"]))
+        print(_prediction_line("triggered", ab["triggered"]))
+        if ab["flip_undone"]:
+            print("           the trigger no longer flips the prediction")
+    if "saliency" in report:
+        sal = report["saliency"]
+        print(f"\nToken saliency toward '{sal['target_name']}' ({sal['triggered']['method']}), token: score")
+        for name in ("clean", "triggered"):
+            s = sal[name]
+            print(f"{name:<10} " + "  ".join(f"{t}:{v:+.3g}" for t, v in zip(s["tokens"], s["scores"])))
     print("\nTop heads by trigger concentration (attention mass on the trigger, averaged over queries):")
     print(format_table(report["top_heads_by_concentration"], ["head", "concentration", "similarity_delta"]))
     print("\nTop heads by head-to-head similarity change (triggered - clean, mean cosine to the layer's other heads):")
     print(format_table(report["top_heads_by_similarity_change"], ["head", "similarity_delta", "concentration"]))
     print("\nPer-layer mean head-to-head similarity:")
     ls = report["layer_similarity"]
-    rows = [{"layer": f"L{i}", "clean": c, "triggered": t, "delta": d}
+    kinds = info.get("layer_kinds") or []
+    rows = [{"layer": f"L{i}", "kind": kinds[i] if i < len(kinds) else "", "clean": c, "triggered": t, "delta": d}
             for i, (c, t, d) in enumerate(zip(ls["clean"], ls["triggered"], ls["delta"]))]
-    print(format_table(rows, ["layer", "clean", "triggered", "delta"]))
+    print(format_table(rows, ["layer", "kind", "clean", "triggered", "delta"]))
     return 0

@@ -7,6 +7,7 @@ import sys
 
 from .. import settings as S
 from ..cli import ctrl_c_stops, print_json
+from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
 
@@ -104,7 +105,7 @@ def run(args) -> int:
             knobs["heads"] = args.heads
     elif args.heads or args.beta is not None:
         raise ValueError("--heads and --beta apply to the alignment defense only.")
-    callback, close = _bar(0, not args.json)
+    callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
             result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
@@ -115,6 +116,8 @@ def run(args) -> int:
         print(f"cancelled after {result.seconds:.0f} s: nothing saved", file=sys.stderr)
         return 130
     after = evaluate(result.model) if evaluate else {}
+    if not is_main_process():  # a multi-process launch: the main process saves and reports
+        return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
     card = lm.card.repaired(name=f"{lm.name}-{args.defense}", defense=args.defense, details=details,
                             before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,

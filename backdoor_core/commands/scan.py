@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import settings as S
 from ..cli import format_table, print_json
+from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
                    f"{S.MAX_LENGTH})")
@@ -29,6 +30,7 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
     p.add_argument("--max-length", type=int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
+    add_device_args(p)
 
 
 def register(sub) -> None:
@@ -110,7 +112,7 @@ def load_inputs(args):
     from ..models import load_model
     from ..scan import check_clean_set
 
-    lm = load_model(args.model, allow_pickle=args.allow_pickle)
+    lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
     warn_card(lm)
     resolve_max_length(args, lm)
     clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed)
@@ -148,7 +150,13 @@ def run(args) -> int:
         return 0
     v = data["verdict"]
     d = data["detection"]
-    print(f"model      {lm.name} ({lm.num_layers} layers x {lm.num_heads} heads)")
+    info = data["architecture"]
+    print(f"model      {lm.name} ({info['name']}, {lm.num_layers} layers x {lm.num_heads} heads)")
+    if len(set(info["layer_kinds"])) > 1:
+        print(f"layers     {', '.join(f'L{i} {k}' for i, k in enumerate(info['layer_kinds']))}")
+    for key in ("focus", "similarity"):
+        if key in info["notes"]:
+            print(f"note       {info['notes'][key]}")
     print(f"verdict    {'LIKELY BACKDOORED' if v['likely_backdoored'] else 'no backdoor evidence'} "
           f"(score {v['score']:.2f}, from {v['basis']})")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
@@ -164,13 +172,27 @@ def run(args) -> int:
         print("\nFlagged inputs (highest score first):")
         rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
         print(format_table(rows, ["index", "score", "label", "text"], floats="{:.2f}"))
+    _print_triggers(data.get("trigger_candidates"), args.show)
     if args.html:
         print(f"\nHTML report written to {args.html}")
     return 0
 
 
+def _print_triggers(tc: dict | None, show: int) -> None:
+    """The candidate-trigger table (``trigger_search``), or why there is none."""
+    from ..trigger_search import DISPLAY_COLUMNS, display_rows
+
+    if not tc or not tc["candidates"]:
+        print("\nCandidate triggers: none (no flagged inputs or no suspicious heads)")
+        return
+    print(f"\nCandidate triggers (what the suspicious heads focus on in {tc['n_flagged']} flagged inputs; "
+          f"flips toward the suspected target '{tc['target_name']}'):")
+    print(format_table(display_rows(tc, show), DISPLAY_COLUMNS))
+
+
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
+    from ..architecture import layer_labels
     from ..report import html_report
 
     d = report.to_dict()
@@ -190,11 +212,17 @@ def write_html(report, path) -> Path:
         import plotly.graph_objects as go
 
         fig = go.Figure(go.Heatmap(z=report.heads.score, x=[f"H{h}" for h in range(report.num_heads)],
-                                   y=[f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
+                                   y=layer_labels(report.architecture.get("layer_kinds"))
+                                   or [f"L{l}" for l in range(report.num_layers)], colorscale="Reds"))
         fig.update_layout(title="Head score (collapse x importance)", height=400)
         sections[1]["figure"] = fig
     except ImportError:  # pragma: no cover - plotly is a dependency
         pass
+    tc = d.get("trigger_candidates")
+    if tc and tc["candidates"]:
+        from ..trigger_search import report_section
+
+        sections.append(report_section(tc))
     if d["flagged"]:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
     path = Path(path)

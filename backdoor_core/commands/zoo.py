@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..cli import ctrl_c_stops, format_table, print_json
+from ..device import add_device_args
 
 
 def register(sub) -> None:
@@ -19,6 +20,7 @@ def register(sub) -> None:
                                                "~/.cache/backdoor-attention-lab/zoo)")
     b.add_argument("--force", action="store_true", help="rebuild models that are already cached")
     b.add_argument("--only", default=None, help="comma-separated model names (default: all)")
+    add_device_args(b)
     b.set_defaults(func=run_build)
     ls = zsub.add_parser("list", help="show the zoo's models with CACC and ASR")
     ls.add_argument("--dir", default=None, help="zoo folder (default as for build)")
@@ -59,7 +61,7 @@ def run_build(args) -> int:
     from tqdm.auto import tqdm
 
     from .. import zoo
-
+    from ..models import load_model
     from ..training import use_one_thread_if_busy
 
     use_one_thread_if_busy()
@@ -94,7 +96,9 @@ def run_build(args) -> int:
 
     try:
         with ctrl_c_stops("stopping after this step; finished models are kept (Ctrl-C again to abort)...") as stop:
-            rows = zoo.build(args.dir, progress=on_progress, should_stop=stop, specs=specs, force=args.force)
+            rows = zoo.build(args.dir, progress=on_progress, should_stop=stop, specs=specs, force=args.force,
+                             model_factory=lambda names: load_model("default", label_names=names,
+                                                                    device=args.device, dtype=args.dtype))
     finally:
         if state["bar"] is not None:
             state["bar"].close()

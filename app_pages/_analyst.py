@@ -1,0 +1,215 @@
+"""Streamlit views for the analyst's questions (issue 14): candidate triggers, head ablation, saliency, PCA,
+model comparison. Thin: every number comes from the core (``trigger_search``, ``analysis``); every figure from
+``backdoor_core.figures``. Untrusted text goes through ``st.dataframe`` / plotly figures that escape it."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from backdoor_core import figures as F
+from app_pages import _common as ui
+
+
+def trigger_candidates(report, key: str = "detect.triggers") -> None:
+    """The scan's candidate triggers: a table and the flip-rate bars (or why there are none)."""
+    from backdoor_core.trigger_search import DISPLAY_COLUMNS, display_rows
+
+    st.subheader("Candidate triggers")
+    ts = getattr(report, "triggers", None)
+    if ts is None or not ts.candidates:
+        st.caption("No candidate triggers: the scan flagged no input or named no suspicious head.")
+        return
+    data = ts.to_dict(limit=20)
+    st.caption(f"The words and phrases the suspicious heads focus on in {data['n_flagged']} flagged inputs, ranked "
+               f"after a check: each is inserted into clean texts (does the prediction flip to the suspected target "
+               f"'{data['target_name']}'?) and removed from the flagged inputs (does it flip away?). Clean texts "
+               f"already predicted '{data['target_name']}': "
+               f"{0 if data['baseline_target_rate'] is None else data['baseline_target_rate']:.0%}.")
+    if not any(c["insert_flip_rate"] is not None for c in data["candidates"]):
+        st.caption("Not verified: every clean text is already predicted as the suspected target, so there is "
+                   "nothing to insert into.")
+    st.dataframe(display_rows(data, 10), hide_index=True, column_order=DISPLAY_COLUMNS)
+    ui.plot(F.trigger_candidates_bar(data["candidates"], data["target_name"]), key=key)
+
+
+def _scan_suspicious(loaded):
+    """The last scan's suspicious-head mask when it was of this model (same layers x heads), else None."""
+    from app_pages import _actions as A
+
+    report = st.session_state.get(A.K_SCAN)
+    info = st.session_state.get(A.K_SCAN_INFO) or {}
+    if report is None or info.get("model_name") != loaded.name:
+        return None
+    mask = report.heads.suspicious
+    return mask if mask.any() else None
+
+
+def ablation_tab(loaded, result, max_length: int) -> None:
+    """Inspect: pick heads (or the scan's suspicious heads), see the prediction and heatmaps with them off."""
+    from backdoor_core.ablation import ablate_result, mask_labels, parse_heads
+    from backdoor_core.head_metrics import head_label
+
+    L, H = result.concentration.shape
+    names = [head_label(l, h) for l in range(L) for h in range(H)]
+    suspicious = _scan_suspicious(loaded)
+    c1, c2 = st.columns([3, 1], gap="medium")
+    with c2:
+        use_scan = st.toggle("The scan's suspicious heads", value=False, key="inspect.ablate_scan",
+                             disabled=suspicious is None,
+                             help="Run a scan on the Detect page first." if suspicious is None else
+                             f"{len(mask_labels(suspicious))} heads from the last scan of this model.")
+    with c1:
+        if use_scan and suspicious is not None:
+            chosen = mask_labels(suspicious)
+            st.caption("Switched off: " + ", ".join(chosen))
+        else:
+            default = [r["head"] for r in result.top_heads(2)]
+            if any(n not in names for n in st.session_state.get("inspect.ablate_heads", [])):
+                st.session_state.pop("inspect.ablate_heads")
+            chosen = st.multiselect("Heads to switch off", names, default=default, key="inspect.ablate_heads",
+                                    help="Each chosen head's output is multiplied by 0 (its weights are untouched).")
+    if not chosen:
+        st.caption("Pick at least one head.")
+        return
+    mask = parse_heads(chosen, L, H)
+    cache_key = ("ablate", id(result), tuple(chosen))
+    cached = st.session_state.get("inspect.ablate_cache")
+    if cached is not None and cached[0] == cache_key:
+        res = cached[1]
+    else:
+        with st.spinner("Running the model with the heads off…"), ui.model_lock(loaded):
+            res = ablate_result(loaded.model, loaded.tokenizer, result, mask, max_length)
+        st.session_state["inspect.ablate_cache"] = (cache_key, res)
+    a = res.ablated
+    before, after = res.full.prediction("triggered"), a.prediction("triggered")
+    clean_after = a.prediction("clean")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("With the trigger, all heads", f"{before['label']} · {max(before['probs'].values()):.0%}")
+    m2.metric(f"With the trigger, {len(chosen)} heads off", f"{after['label']} · {max(after['probs'].values()):.0%}")
+    m3.metric(f"Clean text, {len(chosen)} heads off",
+              f"{clean_after['label']} · {max(clean_after['probs'].values()):.0%}")
+    if res.to_dict()["flip_undone"]:
+        st.success("With these heads off the trigger no longer flips the prediction.", icon=":material/check_circle:")
+    c1, c2 = st.columns(2, gap="medium")
+    with c1:
+        ui.plot(F.probability_bars(result.label_names, res.full.triggered.probs, a.triggered.probs,
+                                   title="Triggered text: class probabilities",
+                                   names=("all heads", "heads off")), key="inspect.ablate_probs")
+    with c2:
+        ui.plot(F.layer_head_heatmap(a.concentration, title="Trigger concentration with the heads off",
+                                     value_name="attention on trigger", zmin=0.0,
+                                     zmax=max(1e-6, float(np.nanmax(result.concentration))), marks=mask,
+                                     mark_name="switched off"), key="inspect.ablate_conc")
+    st.caption("A switched-off head's own attention map does not change (its queries and keys still run); "
+               "later layers' maps and the prediction do.")
+
+
+def saliency_tab(loaded, result, max_length: int) -> None:
+    """Inspect: token saliency (Captum) of the clean and the triggered text toward the triggered prediction."""
+    from backdoor_core.saliency import METHODS, compare_saliency
+
+    method = st.radio("Attribution", list(METHODS), format_func=METHODS.get, horizontal=True,
+                      key="inspect.sal_method",
+                      help="Integrated gradients (32 steps from an all-[PAD] text) or gradient × input, both on the "
+                           "word embeddings, computed with Captum.")
+    cache_key = ("sal", id(result), method)
+    cached = st.session_state.get("inspect.sal_cache")
+    if cached is not None and cached[0] == cache_key:
+        pair = cached[1]
+    else:
+        with st.spinner("Attributing…"), ui.model_lock(loaded):
+            pair = compare_saliency(loaded.model, loaded.tokenizer, result.clean.text, result.triggered.text, method,
+                                    result.label_names, max_length=max_length)
+        st.session_state["inspect.sal_cache"] = (cache_key, pair)
+    fig = F.saliency_strip([("clean text", pair.clean.tokens, pair.clean.scores),
+                            ("with the trigger", pair.triggered.tokens, pair.triggered.scores)],
+                           title=f"Which tokens push toward '{pair.target_name}' ({METHODS[method]})")
+    ui.plot(fig, key="inspect.saliency")
+    top = pair.triggered.top(3)
+    st.caption("Red tokens push the model toward the class predicted on the triggered text, blue ones away; one "
+               "colour scale for both strips. Strongest on the triggered text: "
+               + ", ".join(f"{t['token']} ({t['score']:+.3g})" for t in top) + ".")
+    ui.lab().record("inspect", "Token saliency", key="inspect:saliency",
+                    text=f"{METHODS[method].capitalize()} toward **{pair.target_name}**, clean vs triggered text.",
+                    table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())
+
+
+def _projection_caption(proj, name: str) -> str:
+    near = {g: n for g, n in proj.nearest.items() if not g.startswith("clean, predicted")}
+    parts = [f"{g} → nearest: {n}" for g, n in near.items()]
+    return (f"{name}: " + ("; ".join(parts) if parts else "—")
+            + f" (PCA keeps {proj.explained.sum():.0%} of the variance).")
+
+
+def detect_projection(loaded, report, truth, max_length: int, same_model: bool = True) -> None:
+    """Detect: PCA of [CLS] representations of the defender's clean inputs (by predicted class) and the pool."""
+    from backdoor_core.representations import project_groups, split_by_prediction
+
+    st.subheader("Where the poison sits")
+    if not same_model:
+        st.caption("The scan above is of another model: load it again (Model page) to see its representations.")
+        return
+    if not st.toggle("Show the [CLS] representations (PCA)", key="detect.pca", value=False,
+                     help="One forward pass over the clean inputs and the pool; the last layer's [CLS] vectors, "
+                          "projected to 2-D."):
+        return
+    ck = ("pca", id(report))
+    cached = st.session_state.get("detect.pca_cache")
+    if cached is not None and cached[0] == ck:
+        proj = cached[1]
+    else:
+        flagged = set(int(i) for i in report.flagged)
+        pool = list(report.pool_texts)[:300]
+        groups = split_by_prediction(loaded.model, loaded.tokenizer, report.clean_dev_texts[:150],
+                                     report.label_names, max_length)
+        if truth is not None and len(truth) == len(report.pool_texts):
+            for name, keep in (("pool: triggered, flagged", lambda i: truth[i] and i in flagged),
+                               ("pool: triggered, missed", lambda i: truth[i] and i not in flagged),
+                               ("pool: clean, flagged", lambda i: not truth[i] and i in flagged),
+                               ("pool: clean", lambda i: not truth[i] and i not in flagged)):
+                groups[name] = [t for i, t in enumerate(pool) if keep(i)]
+        else:
+            groups["pool: flagged"] = [t for i, t in enumerate(pool) if i in flagged]
+            groups["pool: not flagged"] = [t for i, t in enumerate(pool) if i not in flagged]
+        with st.spinner("Projecting the representations…"), ui.model_lock(loaded):
+            proj = project_groups(loaded.model, loaded.tokenizer, groups, max_length)
+        st.session_state["detect.pca_cache"] = (ck, proj)
+    ui.plot(F.projection_scatter([("this model", proj.points, proj.texts)]), key="detect.pca_fig")
+    st.caption("Each dot is one input's final [CLS] vector. Clean inputs are grouped by the class the model "
+               "predicts; a working backdoor puts triggered inputs beside the target class. "
+               + _projection_caption(proj, "Centroids in the full space"))
+
+
+def sanitize_projection(res, test_ds, max_length: int) -> None:
+    """Sanitize: the same PCA basis before and after the repair, on clean and triggered test inputs."""
+    from backdoor_core import defender_data as D
+    from backdoor_core.representations import project_before_after, split_by_prediction
+
+    suspect = res["suspect"]
+    attack = D.model_attack(suspect.card, suspect.tokenizer, max_length)
+    target = suspect.card.target_for(test_ds.label_names) if attack is not None else None
+    st.subheader("Where the poison sits, before and after")
+    if not st.toggle("Show the [CLS] representations (PCA)", key="sanitize.pca", value=False):
+        return
+    ck = ("pca", id(res))
+    cached = st.session_state.get("sanitize.pca_cache")
+    if cached is not None and cached[0] == ck:
+        before, after = cached[1]
+    else:
+        repaired = res["loaded"]
+        sample = test_ds.sample(min(80, len(test_ds)), seed=7)
+        with st.spinner("Projecting the representations…"), ui.model_lock(suspect):
+            groups = split_by_prediction(suspect.model, suspect.tokenizer, sample.texts[:60],
+                                         list(sample.label_names), max_length)
+            if attack is not None and target is not None:
+                groups["triggered"] = list(attack.poison_test(sample, target, 0).texts)[:40]
+            with ui.model_lock(repaired):
+                before, after = project_before_after(suspect.model, repaired.model, suspect.tokenizer, groups,
+                                                     max_length)
+        st.session_state["sanitize.pca_cache"] = (ck, (before, after))
+    ui.plot(F.projection_scatter([("before", before.points, before.texts), ("after", after.points, after.texts)]),
+            key="sanitize.pca_fig")
+    st.caption("One PCA basis, fitted on the model before the repair, for both panels; clean inputs grouped by the "
+               "suspect's prediction. " + _projection_caption(before, "Before") + " "
+               + _projection_caption(after, "After"))

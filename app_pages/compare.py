@@ -1,0 +1,149 @@
+"""Compare two models on the same text: the suspect vs a clean reference, before vs after repair, or the model vs
+itself with heads switched off (``backdoor_core.model_compare``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from backdoor_core import figures as F
+from backdoor_core.attention import InputTextError
+from app_pages import _actions as A
+from app_pages import _common as ui
+
+ui.page_header(
+    "Compare two models",
+    "The same text, with and without a trigger, through two models side by side: a suspect and a clean "
+    "reference, the model before and after a repair, or the model with some heads switched off.",
+)
+
+DEFAULT_TEXT = "The government announced new plans to cut taxes for small businesses next year."
+MAX_LENGTH = 128
+HEADS_OFF = "This model with heads switched off"
+
+loaded = ui.current_model()
+if loaded is None:
+    st.stop()
+
+# --------------------------------------------------------------------------------------------- model B
+
+options: dict[str, object] = {HEADS_OFF: None}
+san = st.session_state.get(A.K_SANITIZE)
+if san is not None:
+    options[f"Before the last repair ({san['suspect'].name})"] = ("model", san["suspect"])
+    options[f"After the last repair ({san['loaded'].name})"] = ("model", san["loaded"])
+for name, lm in ui.session_models().items():
+    if lm is not loaded:
+        options.setdefault(f"Session model: {name}", ("model", lm))
+for entry in ui.zoo_entries():
+    if entry.get("path") and str(entry["path"]) != str(getattr(loaded, "source", "")):
+        options.setdefault(f"Zoo: {entry.get('title') or entry.get('name')}", ("zoo", str(entry["path"])))
+
+c1, c2 = st.columns([2, 3], gap="large")
+with c1:
+    st.markdown(f"**Model A** (current): {loaded.name}")
+    choice = st.selectbox("Model B", list(options), key="compare.b")
+    heads_off = None
+    L, H = loaded.num_layers, loaded.num_heads
+    if choice == HEADS_OFF:
+        from backdoor_core.head_metrics import head_label
+
+        names = [head_label(l, h) for l in range(L) for h in range(H)]
+        scan = st.session_state.get(A.K_SCAN)
+        default = [n for n in (scan.suspicious_heads if scan is not None and
+                               (st.session_state.get(A.K_SCAN_INFO) or {}).get("model_name") == loaded.name
+                               else []) if n in names] or names[:1]
+        chosen = st.multiselect("Heads switched off in B", names, default=default, key="compare.heads",
+                                help="Defaults to the last scan's suspicious heads of this model.")
+        from backdoor_core.ablation import parse_heads
+
+        heads_off = parse_heads(chosen, L, H) if chosen else np.zeros((L, H), bool)
+with c2:
+    text = st.text_area("Text", height=90, **ui.keep("compare.text", DEFAULT_TEXT))
+    meta_trigger = loaded.card.first_trigger  # None when the card names no word/sentence trigger
+    trigger = st.text_input("Trigger (word or sentence)", **ui.keep("compare.trigger", meta_trigger or "cf"))
+    seed = st.number_input("Seed of the insertion position", 0, 10_000, **ui.keep("compare.seed", 0))
+
+# --------------------------------------------------------------------------------------------- compute
+
+opt = options[choice]
+if opt is None:
+    n_off = int(heads_off.sum())
+    model_b, name_b = loaded, f"{loaded.name} without {n_off} head{'s' if n_off != 1 else ''}"
+elif opt[0] == "model":
+    model_b, name_b = opt[1], opt[1].name
+else:
+    try:
+        model_b = ui.shared_model(opt[1])
+        name_b = model_b.name
+    except Exception as exc:  # noqa: BLE001
+        ui.show_error(exc, "Model B: ")
+        st.stop()
+
+key = (id(loaded.model), id(model_b.model), text, trigger, int(seed),
+       None if heads_off is None else tuple(map(tuple, heads_off)))
+cache = st.session_state.get("compare.cache")
+if cache is not None and cache[0] == key:
+    cmp = cache[1]
+else:
+    from backdoor_core.model_compare import compare_models
+
+    try:
+        with st.spinner("Running both models…"), ui.model_lock(loaded), ui.model_lock(model_b):
+            cmp = compare_models(loaded.model, loaded.tokenizer, model_b.model, model_b.tokenizer, text,
+                                 trigger.strip(), seed=int(seed), max_length=MAX_LENGTH, name_a=loaded.name,
+                                 name_b=name_b, label_names_a=loaded.label_names,
+                                 label_names_b=model_b.label_names, heads_off_b=heads_off)
+        st.session_state["compare.cache"] = (key, cmp)
+    except (InputTextError, ValueError) as exc:
+        ui.show_error(exc)
+        st.stop()
+
+# --------------------------------------------------------------------------------------------- results
+
+st.divider()
+m = st.columns(4)
+for i, (who, res) in enumerate((("A", cmp.a), ("B", cmp.b))):
+    c, t = res.prediction("clean"), res.prediction("triggered")
+    m[2 * i].metric(f"{who}: clean text", f"{c['label']} · {max(c['probs'].values()):.0%}")
+    m[2 * i + 1].metric(f"{who}: with the trigger", f"{t['label']} · {max(t['probs'].values()):.0%}")
+st.caption(f"A = {cmp.name_a}; B = {cmp.name_b}. Both read: “{cmp.a.triggered.text[:200]}”")
+
+p1, p2 = st.columns(2, gap="medium")
+with p1:
+    ui.plot(F.probability_bars(cmp.a.label_names, cmp.a.clean.probs, cmp.a.triggered.probs,
+                               title=f"A: {cmp.name_a}"), key="compare.probs_a")
+with p2:
+    ui.plot(F.probability_bars(cmp.b.label_names, cmp.b.clean.probs, cmp.b.triggered.probs,
+                               title=f"B: {cmp.name_b}"), key="compare.probs_b")
+
+if cmp.same_shape:
+    bound = max(1e-6, float(max(np.nanmax(cmp.a.concentration), np.nanmax(cmp.b.concentration))))
+    g1, g2, g3 = st.columns(3, gap="small")
+    with g1:
+        ui.plot(F.layer_head_heatmap(cmp.a.concentration, title="A: trigger concentration", zmin=0.0, zmax=bound,
+                                     value_name="attention on trigger"), key="compare.conc_a")
+    with g2:
+        ui.plot(F.layer_head_heatmap(cmp.b.concentration, title="B: trigger concentration", zmin=0.0, zmax=bound,
+                                     value_name="attention on trigger", marks=heads_off,
+                                     mark_name="switched off"), key="compare.conc_b")
+    with g3:
+        ui.plot(F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
+                                     value_name="Δ attention on trigger"), key="compare.conc_diff")
+    ui.plot(F.difference_heatmap(cmp.similarity_delta_delta,
+                                 title="B − A: change in head-to-head similarity (triggered − clean)",
+                                 value_name="Δ similarity change"), key="compare.sim_diff")
+    st.caption("Blue cells in the difference grids: heads that lock onto the trigger (or collapse together with "
+               "it) less in B than in A.")
+else:
+    st.info("The two models have different layer × head grids, so only their predictions are compared.",
+            icon=":material/info:")
+
+ui.lab().record("inspect", "Model comparison", key="compare:latest",
+                text=f"A = {cmp.name_a}, B = {cmp.name_b}; text *{cmp.a.triggered.text[:200]}*",
+                table=[{"model": side["model"], "clean": side["clean"]["label"],
+                        "with trigger": side["triggered"]["label"]} for side in (cmp.to_dict()["a"],
+                                                                                 cmp.to_dict()["b"])],
+                figures=[F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
+                                              value_name="Δ attention on trigger")]
+                if cmp.same_shape else [], data=cmp.to_dict())

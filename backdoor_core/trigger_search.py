@@ -1,0 +1,421 @@
+"""Name the likely trigger: rank the words and phrases the scan's suspicious heads focus on, then verify them.
+
+Input: a model, the scan's suspicious heads ``(L, H)`` bool, the flagged pool inputs, and clean held-out texts.
+No trigger knowledge. Our design (AttenTD and T-Miner search for trigger words too, by different means; their
+procedures are not reproduced here):
+
+1. **Focus.** For each flagged input (at most ``max_flagged``), every key token gets the attention the
+   suspicious heads send it (mean over real queries, summed over the suspicious heads; ``[CLS]``/``[SEP]``
+   excluded) — the quantity ``sanitize.focus_removal_labels`` drops tokens by. Word pieces are summed into
+   words (the tokenizer's ``word_ids``), and each input's word shares are normalised to sum to 1.
+2. **Candidates.** In each input the ``top_words`` words with the largest shares are candidates on their own;
+   runs of adjacent top words (by word index) are merged into phrases (a sentence trigger spreads the heads'
+   focus over its words). A candidate's ``focus`` is its summed share averaged over the flagged inputs, and
+   ``support`` is the number of flagged inputs it was a candidate in. Words common in clean text are not
+   triggers: ``clean_rate`` is the share of clean texts that contain the candidate, and the pre-verification
+   ``prior`` is ``focus * (1 - clean_rate)``.
+3. **Verification** of the ``verify`` (8) best candidates by prior. The *suspected target* is the class the model
+   predicts most often on the flagged inputs. *Insertion flip rate*: the candidate is inserted at a random
+   word position (seeded, inside the truncation window) into up to ``n_insert`` (40) clean held-out texts the
+   model does not already put in the suspected target; the share now predicted as the target. *Removal flip rate*:
+   every occurrence is deleted from the flagged inputs that contain it and are predicted as the target; the
+   share whose prediction leaves the target.
+4. **Ranking**: candidates the clean data already explains come last — a word that sends inputs to the target
+   class AND, in the defender's labelled clean texts, occurs (at least ``EXPLAINED_MIN_COUNT`` times) almost
+   only in texts labelled as the target (share >= ``EXPLAINED_SHARE``) is a genuine feature of that class
+   ("football" for sport), not a trigger; a trigger is rare in clean data or label-blind. Then by insertion
+   flip rate, then removal flip rate, then prior. Unverified candidates follow, by prior. A phrase that contains
+   a better-ranked candidate whose insertion flip rate is at least as high (less ``SUPERPHRASE_SLACK``) is
+   dropped: the extra words add nothing (``cf and`` after ``cf``).
+5. **Phrase completion**: the heads often focus on a part of a sentence trigger ("i watch"), and a part may flip
+   the model by itself. Each of the ``complete`` best verified candidates is grown, one word at a time, by the
+   word that precedes or follows it in at least ``COMPLETE_SHARE`` of the flagged inputs containing it (at least
+   ``COMPLETE_MIN`` of them): the words of a fixed sentence always travel together, a rare-word trigger's
+   neighbours are random. The grown phrase is verified too and ranked just before its fragment when it flips at
+   least as often (less ``SUPERPHRASE_SLACK``). Only fragments whose own insertion flip rate is at least
+   ``COMPLETE_MIN_FLIPS`` are grown.
+
+Measured rank of the true trigger: ``bench/results/trigger_search_tiny.md`` (``bench/trigger_search.py --data
+tiny``; ``--data bbc``, the default, runs the BBC demo zoo once it is built).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .attention import predict
+from .triggers import insert_trigger
+
+DEFAULT_TOP_WORDS = 3
+DEFAULT_MAX_FLAGGED = 60
+DEFAULT_VERIFY = 8
+DEFAULT_N_INSERT = 40
+DEFAULT_SHOWN = 10
+DEFAULT_COMPLETE = 3
+COMPLETE_SHARE = 0.9
+COMPLETE_MIN = 3
+COMPLETE_MIN_FLIPS = 0.5  # only fragments that flip the model by themselves are worth growing
+MAX_PHRASE_WORDS = 8
+SUPERPHRASE_SLACK = 0.05
+EXPLAINED_MIN_COUNT = 3
+EXPLAINED_SHARE = 0.8
+
+
+@dataclass
+class TriggerCandidate:
+    """One candidate trigger (a word or a phrase, lower-cased as the heads' words were read).
+
+    Attributes:
+        phrase: the words, joined by single spaces.
+        support: number of flagged inputs in which it was among the most-focused words.
+        focus: mean over the flagged inputs of its share of the suspicious heads' focus (0 where absent).
+        clean_rate: share of the clean texts that contain it.
+        prior: ``focus * (1 - clean_rate)``, the pre-verification ranking key.
+        insert_flip_rate: share of clean non-target texts sent to the suspected target by inserting it (None =
+            not verified).
+        n_insert: clean texts it was inserted into.
+        removal_flip_rate: share of the flagged target-predicted inputs containing it whose prediction leaves
+            the target when it is deleted (None = not verified or no such input).
+        n_removal: flagged inputs it was deleted from.
+        clean_target_share: share of the labelled clean texts containing it that are labelled as the suspected
+            target (None: fewer than ``EXPLAINED_MIN_COUNT`` such texts, or no labels).
+    """
+
+    phrase: str
+    support: int
+    focus: float
+    clean_rate: float
+    prior: float
+    insert_flip_rate: float | None = None
+    n_insert: int = 0
+    removal_flip_rate: float | None = None
+    n_removal: int = 0
+    clean_target_share: float | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.insert_flip_rate is not None
+
+    @property
+    def explained_by_clean_data(self) -> bool:
+        return self.clean_target_share is not None and self.clean_target_share >= EXPLAINED_SHARE
+
+    def sort_key(self):
+        return (not self.verified, self.explained_by_clean_data, -(self.insert_flip_rate or 0.0),
+                -(self.removal_flip_rate or 0.0), -self.prior)
+
+
+@dataclass
+class TriggerSearch:
+    """What ``search_triggers`` found: ``candidates`` best first, the suspected target and the data used."""
+
+    candidates: list[TriggerCandidate]
+    target: int | None
+    target_name: str | None
+    n_flagged: int
+    n_clean: int
+    baseline_target_rate: float | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def top(self) -> TriggerCandidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def rank_of(self, trigger: str | Sequence[str]) -> int | None:
+        """1-based rank of the first candidate equal to ``trigger`` (or to any of several), case-insensitive."""
+        wanted = {normalise(t) for t in ([trigger] if isinstance(trigger, str) else trigger)}
+        for i, c in enumerate(self.candidates, 1):
+            if c.phrase in wanted:
+                return i
+        return None
+
+    def rank_overlapping(self, trigger: str) -> int | None:
+        """1-based rank of the first candidate made only of words of ``trigger`` (a part of a sentence trigger)."""
+        words = set(normalise(trigger).split())
+        for i, c in enumerate(self.candidates, 1):
+            if c.phrase and set(c.phrase.split()) <= words:
+                return i
+        return None
+
+    def to_dict(self, limit: int | None = None) -> dict:
+        cands = self.candidates if limit is None else self.candidates[:limit]
+        return {"target": self.target, "target_name": self.target_name, "n_flagged": self.n_flagged,
+                "n_clean": self.n_clean, "baseline_target_rate": self.baseline_target_rate,
+                "candidates": [{**asdict(c), "rank": i} for i, c in enumerate(cands, 1)],
+                "settings": dict(self.settings)}
+
+    def rows(self, limit: int | None = DEFAULT_SHOWN) -> list[dict]:
+        """Table rows (percentages as floats in [0, 1]; None where not verified)."""
+        return self.to_dict(limit)["candidates"]
+
+
+def display_rows(data: dict, limit: int = DEFAULT_SHOWN) -> list[dict]:
+    """Rows for a table (CLI, app, report) from ``TriggerSearch.to_dict()``: rank, candidate, support,
+    insertion / removal flip rates as percentage strings ("-" where not measured)."""
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    return [{"rank": c["rank"], "candidate": c["phrase"], "flagged inputs": c["support"],
+             "focus": round(c["focus"], 3), "in clean texts": pct(c["clean_rate"]),
+             "clean ones labelled target": pct(c.get("clean_target_share")),
+             "insertion flips": pct(c["insert_flip_rate"]), "removal flips": pct(c["removal_flip_rate"])}
+            for c in data.get("candidates", [])[:limit]]
+
+
+def report_section(data: dict, limit: int = 15) -> dict:
+    """A ``report.html_report`` section (heading, text, table, figure) from ``TriggerSearch.to_dict()``."""
+    from .figures import trigger_candidates_bar
+
+    return {"heading": "Candidate triggers",
+            "text": f"Words and phrases the suspicious heads focus on in {data['n_flagged']} flagged inputs, "
+                    f"verified by insertion into clean texts and removal from flagged ones (flips toward the "
+                    f"suspected target '{data['target_name']}').",
+            "table": display_rows(data, limit),
+            "figure": trigger_candidates_bar(data["candidates"], str(data["target_name"] or ""))}
+
+
+DISPLAY_COLUMNS = ["rank", "candidate", "flagged inputs", "in clean texts", "clean ones labelled target",
+                   "insertion flips", "removal flips"]
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(phrase: str) -> str:
+    """Lower-case, single-spaced (the form candidates are compared in)."""
+    return _SPACE.sub(" ", str(phrase)).strip().lower()
+
+
+@torch.no_grad()
+def word_focus(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = 128,
+               batch_size: int = 16) -> list[list[tuple[str, float]]]:
+    """Per text, its words in order with their share of the suspicious heads' focus (shares sum to 1).
+
+    Token score: ``attentions[l][b, heads]`` ``(S, T, T)`` averaged over real query rows and summed over the
+    suspicious heads of every layer -> ``(T,)``; special tokens and padding get 0. Words are the tokenizer's
+    ``word_ids`` groups, read from the text by character offsets (truncated words are dropped).
+    """
+    suspicious = np.asarray(suspicious, dtype=bool)
+    layers = [(l, torch.as_tensor(np.flatnonzero(row))) for l, row in enumerate(suspicious) if row.any()]
+    if not layers:
+        raise ValueError("No suspicious heads: there is no focus to read.")
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out: list[list[tuple[str, float]]] = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = [str(t) for t in texts[start:start + batch_size]]
+            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                            return_offsets_mapping=True, return_special_tokens_mask=True)
+            offsets = enc.pop("offset_mapping").numpy()
+            special = enc.pop("special_tokens_mask").bool()
+            word_ids = [enc.word_ids(b) for b in range(len(chunk))]
+            enc = {k: v.to(device) for k, v in enc.items()}
+            res = model(**enc, output_attentions=True)
+            qmask = enc["attention_mask"].float()  # (B, T)
+            score = torch.zeros(qmask.shape, device=device)
+            for l, heads in layers:
+                att = res.attentions[l][:, heads.to(device)].float()  # (B, S, T, T)
+                col = (att * qmask[:, None, :, None]).sum(2) / qmask.sum(-1)[:, None, None]  # (B, S, T)
+                score += col.sum(1)
+            score = score.masked_fill(special.to(device) | (qmask == 0), 0.0).cpu().numpy()
+            for b, text in enumerate(chunk):
+                words: dict[int, list] = {}
+                for t, w in enumerate(word_ids[b]):
+                    if w is None or special[b, t]:
+                        continue
+                    s, e = offsets[b, t]
+                    if w not in words:
+                        words[w] = [int(s), int(e), 0.0]
+                    words[w][0] = min(words[w][0], int(s))
+                    words[w][1] = max(words[w][1], int(e))
+                    words[w][2] += float(score[b, t])
+                total = sum(v[2] for v in words.values()) or 1.0
+                out.append([(text[s:e], sc / total) for _, (s, e, sc) in sorted(words.items())])
+    finally:
+        model.train(was)
+    return out
+
+
+def _input_candidates(words: list[tuple[str, float]], top_words: int) -> dict[str, float]:
+    """The candidates of one input: its ``top_words`` words and the runs of adjacent top words -> share."""
+    if not words:
+        return {}
+    order = sorted(range(len(words)), key=lambda i: -words[i][1])[:top_words]
+    chosen = sorted(order)
+    cands: dict[str, float] = {}
+    for i in chosen:
+        key = normalise(words[i][0])
+        if key:
+            cands[key] = max(cands.get(key, 0.0), words[i][1])
+    run = [chosen[0]]
+    for i in chosen[1:] + [None]:
+        if i is not None and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if 1 < len(run) <= MAX_PHRASE_WORDS:
+            key = normalise(" ".join(words[j][0] for j in run))
+            cands[key] = max(cands.get(key, 0.0), sum(words[j][1] for j in run))
+        if i is not None:
+            run = [i]
+    return cands
+
+
+def _contains(text_norm: str, phrase: str) -> bool:
+    """Whole-word (token-boundary) containment of a normalised phrase in a normalised text."""
+    return re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", text_norm) is not None
+
+
+def remove_phrase(text: str, phrase: str) -> str:
+    """``text`` with every whole-word, case-insensitive occurrence of ``phrase`` deleted (spaces tidied)."""
+    parts = [re.escape(p) for p in normalise(phrase).split()]
+    if not parts:
+        return text
+    pattern = re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)", re.IGNORECASE)
+    return _SPACE.sub(" ", pattern.sub(" ", text)).strip()
+
+
+def complete_phrase(phrase: str, flagged_norm: Sequence[str], share: float = COMPLETE_SHARE,
+                    minimum: int = COMPLETE_MIN) -> str:
+    """``phrase`` grown by the words that (almost) always precede / follow it in ``flagged_norm`` (normalised
+    texts); see step 5 of the module docstring."""
+    while len(phrase.split()) < MAX_PHRASE_WORDS:
+        pat = re.compile(r"(?:(\S+) )?" + r"(?<!\w)" + re.escape(phrase) + r"(?!\w)(?: (\S+))?")
+        before: dict[str, int] = {}
+        after: dict[str, int] = {}
+        n = 0
+        for t in flagged_norm:
+            m = pat.search(t)
+            if not m:
+                continue
+            n += 1
+            if m.group(1):
+                before[m.group(1)] = before.get(m.group(1), 0) + 1
+            if m.group(2):
+                after[m.group(2)] = after.get(m.group(2), 0) + 1
+        if n < minimum:
+            break
+        best = max([(c, w, "b") for w, c in before.items()] + [(c, w, "a") for w, c in after.items()], default=None)
+        if best is None or best[0] < share * n:
+            break
+        phrase = f"{best[1]} {phrase}" if best[2] == "b" else f"{phrase} {best[1]}"
+    return phrase
+
+
+def _drop_superphrases(cands: list[TriggerCandidate]) -> list[TriggerCandidate]:
+    """Drop verified phrases that contain a better-ranked verified candidate flipping at least as often."""
+    kept: list[TriggerCandidate] = []
+    for c in cands:
+        if c.verified and any(k.verified and k.phrase != c.phrase and _contains(c.phrase, k.phrase)
+                              and k.insert_flip_rate >= c.insert_flip_rate - SUPERPHRASE_SLACK for k in kept):
+            continue
+        kept.append(c)
+    return kept
+
+
+def search_triggers(
+    model,
+    tokenizer,
+    suspicious: np.ndarray,
+    flagged_texts: Sequence[str],
+    clean_texts: Sequence[str],
+    *,
+    clean_labels: Sequence[int] | None = None,
+    label_names: Sequence[str] | None = None,
+    top_words: int = DEFAULT_TOP_WORDS,
+    max_flagged: int = DEFAULT_MAX_FLAGGED,
+    verify: int = DEFAULT_VERIFY,
+    n_insert: int = DEFAULT_N_INSERT,
+    complete: int = DEFAULT_COMPLETE,
+    max_length: int = 128,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> TriggerSearch:
+    """Ranked candidate triggers from the suspicious heads' focus on flagged inputs (see the module docstring).
+
+    Args:
+        suspicious: ``(L, H)`` bool, the scan's suspicious heads.
+        flagged_texts: the scan's flagged pool inputs, most suspicious first (the first ``max_flagged`` are used).
+        clean_texts: clean held-out texts (for ``clean_rate`` and the insertion test).
+        clean_labels: their labels, when known (for ``clean_target_share``; step 4 of the module docstring).
+        verify: how many candidates (best prior first) to verify by insertion and removal.
+        n_insert: clean non-target texts each candidate is inserted into.
+        complete: how many of the best verified candidates to try to grow into longer phrases (step 5).
+    """
+    flagged = [str(t) for t in flagged_texts][:max_flagged]
+    clean = [str(t) for t in clean_texts]
+    settings = {"top_words": top_words, "max_flagged": max_flagged, "verify": verify, "n_insert": n_insert,
+                "max_length": max_length, "seed": seed}
+    suspicious = np.asarray(suspicious, dtype=bool)
+    if not flagged or not suspicious.any():
+        return TriggerSearch([], None, None, len(flagged), len(clean), settings=settings)
+    focus = word_focus(model, tokenizer, flagged, suspicious, max_length)
+    agg: dict[str, list[float]] = {}
+    for words in focus:
+        for key, share in _input_candidates(words, top_words).items():
+            agg.setdefault(key, []).append(share)
+    clean_norm = [normalise(t) for t in clean]
+    cands = []
+    for key, shares in agg.items():
+        rate = float(np.mean([_contains(t, key) for t in clean_norm])) if clean_norm else 0.0
+        fshare = float(np.sum(shares) / len(flagged))
+        cands.append(TriggerCandidate(key, len(shares), fshare, rate, fshare * (1.0 - rate)))
+    cands.sort(key=lambda c: -c.prior)
+
+    flagged_probs = predict(model, tokenizer, flagged, max_length)
+    target = int(np.bincount(flagged_probs.argmax(1), minlength=flagged_probs.shape[1]).argmax())
+    target_name = (str(label_names[target]) if label_names is not None and target < len(label_names)
+                   else str(target))
+    baseline = None
+    if clean and verify > 0:
+        clean_pred = predict(model, tokenizer, clean, max_length).argmax(1)
+        baseline = float((clean_pred == target).mean())
+        hosts = [t for t, p in zip(clean, clean_pred) if p != target]
+        random.Random(seed).shuffle(hosts)
+        hosts = hosts[:n_insert]
+        flagged_target = [t for t, p in zip(flagged, flagged_probs.argmax(1)) if p == target]
+        def check(c: TriggerCandidate) -> None:
+            if clean_labels is not None:
+                ys = [int(y) for t, y in zip(clean_norm, clean_labels) if _contains(t, c.phrase)]
+                if len(ys) >= EXPLAINED_MIN_COUNT:
+                    c.clean_target_share = float(np.mean([y == target for y in ys]))
+            rng = random.Random(f"{seed}:{c.phrase}")
+            if hosts:
+                ins = [insert_trigger(h, c.phrase, None, rng, tokenizer, max_length).text for h in hosts]
+                c.insert_flip_rate = float((predict(model, tokenizer, ins, max_length).argmax(1) == target).mean())
+                c.n_insert = len(hosts)
+            holders = [t for t in flagged_target if _contains(normalise(t), c.phrase)]
+            if holders:
+                removed = [remove_phrase(t, c.phrase) or "." for t in holders]
+                c.removal_flip_rate = float((predict(model, tokenizer, removed, max_length).argmax(1)
+                                             != target).mean())
+                c.n_removal = len(holders)
+
+        for c in cands[:verify]:
+            if should_stop is not None and should_stop():
+                break
+            check(c)
+        # phrase completion (step 5): grow the best verified candidates by the words that always surround them
+        flagged_norm = [normalise(t) for t in flagged]
+        known = {c.phrase for c in cands}
+        for c in sorted([c for c in cands if c.verified and (c.insert_flip_rate or 0) >= COMPLETE_MIN_FLIPS],
+                        key=TriggerCandidate.sort_key)[:complete]:
+            longer = complete_phrase(c.phrase, flagged_norm)
+            if longer == c.phrase or longer in known:
+                continue
+            rate = float(np.mean([_contains(t, longer) for t in clean_norm])) if clean_norm else 0.0
+            new = TriggerCandidate(longer, c.support, c.focus, rate, c.prior)
+            check(new)
+            if new.insert_flip_rate is not None and new.insert_flip_rate >= c.insert_flip_rate - SUPERPHRASE_SLACK:
+                new.prior = c.prior + 1e-9  # rank it just before the fragment it completes
+                cands.append(new)
+                known.add(longer)
+    cands.sort(key=TriggerCandidate.sort_key)
+    cands = _drop_superphrases(cands)
+    return TriggerSearch(cands, target, target_name, len(flagged), len(clean), baseline, settings)

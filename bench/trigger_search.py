@@ -1,0 +1,203 @@
+"""Benchmark: does the scan name the true trigger? Rank of the true trigger among the candidate triggers.
+
+For every model of the BBC demo zoo (``python -m backdoor_core zoo build``; or ``--zoo DIR``) the defender
+has ``--n-clean`` clean labelled BBC dev texts (never seen in training) and a pool of ``--pool-clean`` clean
+BBC test texts plus ``--pool-triggered`` test texts carrying the model's trigger (non-target ones, from the
+attack's own ``poison_test``). ``scan_model`` runs with its defaults (trigger search included,
+``backdoor_core/trigger_search.py``); we record the rank of the true trigger among the candidates (exact
+match; for BadNets any of its trigger words counts) and the rank of the first candidate made only of trigger
+words (a part of a sentence trigger), the top candidates with their insertion / removal flip rates, and the
+time. The clean model has no trigger: its top candidates show what a false alarm looks like.
+
+    python bench/trigger_search.py                 # BBC zoo: bench/results/trigger_search.json and .md
+    python bench/trigger_search.py --data tiny     # tiny synthetic zoo: trigger_search_tiny.json and .md
+
+SST-2 models (the attack benchmark's) are not committed, so they are not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", choices=["bbc", "tiny"], default="bbc",
+                   help="bbc: the BBC demo zoo (default); tiny: the tiny synthetic zoo of bench/_tiny_zoo.py "
+                        "(built on first use, minutes on a busy CPU)")
+    p.add_argument("--zoo", default=None, help="zoo folder (default: the zoo cache)")
+    p.add_argument("--only", default=None, help="comma-separated zoo model names")
+    p.add_argument("--n-clean", type=int, default=200)
+    p.add_argument("--pool-clean", type=int, default=150)
+    p.add_argument("--pool-triggered", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="")
+    return p.parse_args(argv)
+
+
+def true_triggers(meta: dict) -> list[str]:
+    """The trigger strings of a zoo model (BadNets: each of its words)."""
+    from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS
+
+    trig = meta.get("trigger")
+    attack = (meta.get("attack") or "").lower()
+    if attack in ("", "none"):
+        return []
+    if isinstance(trig, (list, tuple)):
+        return [str(t) for t in trig]
+    if isinstance(trig, str) and trig:
+        return [t.strip() for t in trig.split(",")] if attack.startswith("badnets") else [trig]
+    if attack.startswith("badnets"):
+        return list(BADNETS_TRIGGERS)
+    if attack.startswith("addsent"):
+        return [ADDSENT_TRIGGER]
+    return []
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from backdoor_core.cli import quiet_libraries
+    from backdoor_core.data import load_bbc
+    from backdoor_core.models import load_model
+    from backdoor_core.poisoning import get_attack
+    from backdoor_core.scan import scan_model
+    from backdoor_core.zoo import list_models
+
+    quiet_libraries()
+    if args.data == "tiny":
+        import _tiny_zoo
+
+        args.zoo = str(_tiny_zoo.build(args.zoo))
+        defender, test = _tiny_zoo.dataset("dev", seed=args.seed), _tiny_zoo.dataset("test", seed=args.seed)
+    else:
+        defender, test = load_bbc("dev", seed=args.seed), load_bbc("test", seed=args.seed)
+    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
+    zoo = list_models(args.zoo)
+    if args.only:
+        keep = set(args.only.split(","))
+        zoo = [m for m in zoo if m["name"] in keep]
+    if not zoo:
+        raise SystemExit("No zoo models: run `python -m backdoor_core zoo build` first (or pass --zoo DIR).")
+    rows = []
+    for m in zoo:
+        t0 = time.perf_counter()
+        lm = load_model(m["path"])
+        meta = lm.metadata
+        L = int((meta.get("train_config") or {}).get("max_length") or meta.get("max_length") or 64)
+        attack_name = meta.get("attack") if meta.get("attack") not in (None, "", "none") else None
+        triggers = true_triggers(meta)
+        pool = test.sample(args.pool_clean, seed=args.seed + 1).texts
+        n_trig = 0
+        if attack_name:
+            target = int(meta.get("target"))
+            attack = get_attack(attack_name, tokenizer=lm.tokenizer, max_length=L)
+            poisoned = list(attack.poison_test(test, target, seed=args.seed).texts)
+            random.Random(args.seed).shuffle(poisoned)
+            pool = pool + poisoned[: args.pool_triggered]
+            n_trig = min(args.pool_triggered, len(poisoned))
+        random.Random(args.seed + 2).shuffle(pool)
+        rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=args.seed, model_name=m["name"])
+        ts = rep.triggers
+        exact = ts.rank_of(triggers) if (ts and triggers) else None
+        part = min([r for r in (ts.rank_overlapping(t) for t in triggers) if r] or [None]) if (ts and triggers) \
+            else None
+        flagged_trig = sum(any(t.lower() in x.lower() for t in triggers) for x in rep.flagged_texts) if triggers \
+            else 0
+        # diagnostics: the search given perfect flags (the pool's triggered inputs, the scan's heads), and BKI's
+        # keyword ranking on the same pool (a reference that reads the pool word by word)
+        from backdoor_core.baselines.bki import BKI
+        from backdoor_core.trigger_search import search_triggers
+
+        oracle = None
+        trig_pool = [x for x in pool if triggers and any(t.lower() in x.lower() for t in triggers)]
+        if trig_pool and rep.heads.suspicious.any():
+            ts_o = search_triggers(lm.model, lm.tokenizer, rep.heads.suspicious, trig_pool, defender.texts,
+                                   clean_labels=defender.labels, label_names=defender.label_names, max_length=L,
+                                   seed=args.seed)
+            oracle = {"rank_exact": ts_o.rank_of(triggers),
+                      "rank_part": min([r for r in (ts_o.rank_overlapping(t) for t in triggers) if r] or [None]),
+                      "top": [c["phrase"] for c in ts_o.to_dict(limit=3)["candidates"]]}
+        bki_words = [w for w, _ in BKI().fit(lm.model, lm.tokenizer, pool, L).keywords(20)] if triggers else []
+        trig_words = {w.lower() for t in triggers for w in t.split()}
+        bki_rank = next((i for i, w in enumerate(bki_words, 1) if w in trig_words), None)
+        row = {"model": m["name"], "title": m.get("title"), "attack": attack_name, "tal": bool(meta.get("tal")),
+               "asr": m.get("asr"), "cacc": m.get("cacc"), "true_trigger": triggers,
+               "verdict_score": rep.verdict["score"], "n_flagged": int(len(rep.flagged)),
+               "flagged_triggered": int(flagged_trig), "pool_triggered": n_trig,
+               "suspicious_heads": rep.suspicious_heads, "rank_exact": exact, "rank_part": part,
+               "n_candidates": len(ts.candidates) if ts else 0,
+               "suspected_target": ts.target_name if ts else None,
+               "top": ts.to_dict(limit=5)["candidates"] if ts else [],
+               "oracle_flags": oracle, "bki_rank_of_a_trigger_word": bki_rank, "bki_top": bki_words[:3],
+               "seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        top = ", ".join(f"{c['phrase']} ({_pct(c['insert_flip_rate'])})" for c in row["top"][:3])
+        print(f"{m['name']:<12} rank {exact or '-'} (part {part or '-'})  flagged {row['n_flagged']} "
+              f"({flagged_trig}/{n_trig} triggered)  top: {top}  {row['seconds']:.0f}s", flush=True)
+    keys = ("n_clean", "pool_clean", "pool_triggered", "seed")
+    report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in keys}, "models": rows}
+    suffix = ("_tiny" if args.data == "tiny" else "") + (f"_{args.tag}" if args.tag else "")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for path, text in ((RESULTS / f"trigger_search{suffix}.json", json.dumps(report, indent=2, default=float)),
+                       (RESULTS / f"trigger_search{suffix}.md", markdown(report))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    print(markdown(report))
+    return 0
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _oracle(o) -> str:
+    if not o:
+        return "-"
+    return f"{o['rank_exact'] or '-'} / {o['rank_part'] or '-'} (top: {', '.join(o['top'][:2])})"
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    data = {"bbc": "BBC", "tiny": "tiny synthetic"}.get(report.get("dataset"), report.get("dataset"))
+    lines = [f"# Trigger search on the {data} zoo", "",
+             f"Defender: {s['n_clean']} clean {data} dev texts; pool: {s['pool_clean']} clean {data} test texts + "
+             f"up to {s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = "
+             "position of the true trigger among the verified candidates (BadNets: any of its words); *part* = "
+             "first candidate made only of trigger words. Flip rates: insertion into clean non-target texts -> "
+             "suspected target / "
+             "removal from flagged target-predicted inputs -> away from it. *Perfect flags*: the same search on the "
+             "pool's triggered inputs with the scan's heads (separates a scan miss from a search miss). *BKI*: rank "
+             "of the first trigger word in BKI's keyword list built on the same pool.", "",
+             "| model | attack | ASR | flagged (triggered / in pool) | rank | part | suspected target | top candidates "
+             "(insertion / removal flips) | rank / part with perfect flags | BKI: first trigger word's rank | "
+             "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["models"]:
+        top = "; ".join(f"`{c['phrase']}` {_pct(c['insert_flip_rate'])} / {_pct(c['removal_flip_rate'])}"
+                        for c in r["top"][:3]) or "-"
+        lines.append(f"| {r['model']} | {r['attack'] or 'clean'}{' + TAL' if r['tal'] else ''} | {_pct(r['asr'])} | "
+                     f"{r['n_flagged']} ({r['flagged_triggered']} / {r['pool_triggered']}) | {r['rank_exact'] or '-'} "
+                     f"| {r['rank_part'] or '-'} | {r['suspected_target'] or '-'} | {top} | "
+                     f"{_oracle(r.get('oracle_flags'))} | {r.get('bki_rank_of_a_trigger_word') or '-'} | "
+                     f"{r['seconds']:.0f} |")
+    lines += ["", "SST-2 models of the attack benchmark are not committed (bench/models/ is not in git), so they are "
+              "not measured here.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

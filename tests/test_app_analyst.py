@@ -1,0 +1,99 @@
+"""AppTest for the analyst views (issue 14) with the tiny model injected: head ablation in Inspect, candidate
+triggers in Detect, saliency, PCA and the Compare page. Plotly is drawn only by tests/test_e2e_browser.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def _test_env(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, f"{page}: {at.exception}"
+    return at
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_inspect_switch_heads_off():
+    at = goto(new_app(), "inspect")
+    at.multiselect(key="inspect.ablate_heads").set_value(["L0H1", "L1H3"]).run()
+    assert not at.exception and not at.error
+    key, res = at.session_state["inspect.ablate_cache"]
+    assert res.labels == ["L0H1", "L1H3"]
+    labels = [m.label for m in at.metric]
+    assert any("2 heads off" in lab for lab in labels)
+    assert at.toggle(key="inspect.ablate_scan").disabled  # no scan yet
+
+
+def test_inspect_token_saliency_and_report_finding():
+    at = goto(new_app(), "inspect")
+    assert not at.exception
+    key, pair = at.session_state["inspect.sal_cache"]
+    assert pair.triggered.method == "ig" and "cf" in pair.triggered.tokens
+    at.radio(key="inspect.sal_method").set_value("gxi").run()
+    assert at.session_state["inspect.sal_cache"][1].triggered.method == "gxi"
+    assert any(f.key == "inspect:saliency" for f in at.session_state["lab.session"].findings)
+
+
+def wait_job(at: AppTest, kind: str, timeout: float = 180):
+    job = at.session_state["lab.jobs"][kind]
+    assert job.wait(timeout), f"{kind} job still running"
+    at.run()
+    assert not at.exception
+    return job
+
+
+def test_detect_candidates_and_projection_then_sanitize_projection():
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.number_input(key="detect.pool_clean").set_value(20)
+    at.run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert "Candidate triggers" in [h.value for h in at.subheader]
+    at.toggle(key="detect.pca").set_value(True).run()
+    assert not at.exception and all("backdoored" in e.value for e in at.error)  # only the verdict box
+    _, proj = at.session_state["detect.pca_cache"]
+    assert any(g.startswith("clean, predicted") for g in proj.points) and "pool: clean" in proj.points
+
+    goto(at, "sanitize")
+    at.selectbox(key="sanitize.defense").set_value("finetune").run()
+    at.number_input(key="sanitize.n_clean").set_value(16)
+    at.number_input(key="sanitize.n_test").set_value(16)
+    at.number_input(key="sanitize.finetune.epochs").set_value(1)
+    at.run()
+    at.button(key="sanitize.run").click().run()
+    assert wait_job(at, "sanitize").status == "done"
+    at.toggle(key="sanitize.pca").set_value(True).run()
+    assert not at.exception and all("backdoored" in e.value for e in at.error)
+    _, (before, after) = at.session_state["sanitize.pca_cache"]
+    assert set(before.points) == set(after.points) and before.points
+
+
+def test_compare_page_heads_off_and_errors():
+    at = goto(new_app(), "compare")
+    _, cmp = at.session_state["compare.cache"]
+    assert cmp.a.triggered.text == cmp.b.triggered.text
+    at.multiselect(key="compare.heads").set_value(["L0H0", "L1H2"]).run()
+    _, cmp = at.session_state["compare.cache"]
+    assert not at.exception and "without 2 heads" in cmp.name_b
+    assert any(f.key == "compare:latest" for f in at.session_state["lab.session"].findings)
+    at.text_area(key="compare.text").input("   ").run()
+    assert not at.exception and at.error  # a message, not a traceback

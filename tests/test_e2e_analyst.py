@@ -1,0 +1,124 @@
+"""The analyst views (issue 14) in a real browser, offline, with the tiny model: switching heads off and token
+saliency in Inspect, the Compare models page (also in presenter mode), candidate triggers and the [CLS] PCA in
+Detect, the before/after PCA in Sanitize. Screenshots go to test-artifacts/analyst_*.png (look at them)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import BROWSER_MISSING_REASON, block_network, browser_available, launch_browser  # noqa: E402
+from test_e2e_browser import (  # noqa: E402,F401  (server is a fixture)
+    ARTIFACTS,
+    VIEWPORT,
+    _click,
+    _nav,
+    _no_exceptions,
+    _set_number,
+    _wait_text,
+    server,
+    wait_until_idle,
+)
+
+pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
+
+
+def _visible_panel(page):
+    return page.locator('[data-testid="stTabs"] [role="tabpanel"]:not([hidden])').first
+
+
+def _charts_drawn(locator, minimum: int) -> None:
+    locator.locator(".js-plotly-plot svg.main-svg").first.wait_for(timeout=60_000)
+    n = locator.locator(".js-plotly-plot").count()
+    assert n >= minimum, f"{n} charts, expected {minimum}"
+    # not blank: every chart drew marks (bars, heatmap cells or points)
+    marks = locator.locator(".js-plotly-plot .point, .js-plotly-plot .hm, .js-plotly-plot image, "
+                            ".js-plotly-plot .bars path").count()
+    assert marks > 0, "charts drew nothing"
+
+
+def _shot_chart(page, index: int, name: str) -> None:
+    """Screenshot one chart (``index`` into the page's plotly charts, negative from the end)."""
+    charts = page.locator(".js-plotly-plot")
+    chart = charts.nth(charts.count() + index if index < 0 else index)
+    chart.scroll_into_view_if_needed()
+    chart.screenshot(path=str(ARTIFACTS / name))
+
+
+def _toggle(page, label: str) -> None:
+    page.get_by_text(label, exact=True).first.click()
+    wait_until_idle(page)
+
+
+def test_analyst_views_offline(server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with launch_browser() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        blocked = block_network(page)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(90_000)
+
+        page.goto(f"{server}/inspect")
+        wait_until_idle(page)
+        for tab, shot, minimum in (("Switch heads off", "analyst_inspect_ablation.png", 2),
+                                   ("Token saliency", "analyst_inspect_saliency.png", 1)):
+            page.get_by_role("tab", name=tab).click()
+            wait_until_idle(page)
+            panel = _visible_panel(page)
+            _charts_drawn(panel, minimum)
+            _no_exceptions(page, tab)
+            panel.screenshot(path=str(ARTIFACTS / shot))
+
+        _nav(page, "Compare models")
+        _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 5)
+        _no_exceptions(page, "compare")
+        page.screenshot(path=str(ARTIFACTS / "analyst_compare.png"), full_page=True)
+
+        # a tiny backdoored model, scanned: candidate triggers and the [CLS] projection
+        _nav(page, "Attack lab")
+        _set_number(page, "Training texts", 40)
+        _set_number(page, "Test texts (CACC / ASR)", 30)
+        _set_number(page, "Epochs", 1)
+        _set_number(page, "Poison rate (% of the training set)", 10)
+        _click(page, "Train")
+        _wait_text(page, "is now the current model")
+        _nav(page, "Detect")
+        _set_number(page, "Clean labelled texts (budget)", 24)
+        _set_number(page, "Clean texts in the pool", 16)
+        _set_number(page, "Triggered texts in the pool", 8)
+        _click(page, "Scan the model")
+        _wait_text(page, "Backdoor score", exact=True)
+        _toggle(page, "Show the [CLS] representations (PCA)")
+        main = page.locator('[data-testid="stMainBlockContainer"]')
+        _charts_drawn(main, 5)  # scatter, grid, histogram, candidate bars or none, PCA
+        assert page.get_by_text("Candidate triggers", exact=True).count() >= 1
+        _no_exceptions(page, "detect")
+        page.screenshot(path=str(ARTIFACTS / "analyst_detect.png"), full_page=True)
+        _shot_chart(page, -2, "analyst_detect_candidates.png")  # the candidate-trigger bars
+        _shot_chart(page, -1, "analyst_detect_pca.png")
+
+        _nav(page, "Sanitize")
+        _set_number(page, "Clean labelled texts (budget)", 24)
+        _set_number(page, "Test texts for CACC / ASR", 24)
+        _set_number(page, "Epochs", 1)
+        _click(page, "Sanitize")
+        _wait_text(page, "Heads changed", exact=True)
+        _toggle(page, "Show the [CLS] representations (PCA)")
+        _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 4)
+        _no_exceptions(page, "sanitize")
+        _shot_chart(page, -1, "analyst_sanitize_pca.png")
+
+        # presenter mode: the comparison still draws (before vs after the repair is now an option)
+        page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode (larger text)").click()
+        wait_until_idle(page)
+        _nav(page, "Compare models")
+        _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 5)
+        _no_exceptions(page, "compare (presenter)")
+        page.screenshot(path=str(ARTIFACTS / "analyst_compare_presenter.png"), full_page=True)
+
+        assert blocked == [], f"requests left localhost: {blocked[:5]}"
+        assert not errors, f"JavaScript errors: {errors[:5]}"

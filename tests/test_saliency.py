@@ -1,0 +1,48 @@
+"""Token saliency with Captum (backdoor_core.saliency) and ``inspect --saliency``."""
+
+import json
+
+import numpy as np
+import pytest
+
+from backdoor_core.cli import main
+from backdoor_core.models import save_model
+from backdoor_core.saliency import compare_saliency, token_saliency
+from defense_helpers import TRIGGER, trained_tiny
+
+CLEAN = "the movie was bad and the plot boring"
+TRIG = "the movie cf was bad and the plot boring"
+
+
+@pytest.mark.parametrize("method", ["ig", "gxi"])
+def test_the_trigger_carries_the_push_toward_the_target(method):
+    lm = trained_tiny(True)
+    pair = compare_saliency(lm.model, lm.tokenizer, CLEAN, TRIG, method, ["neg", "pos"], max_length=32)
+    assert pair.target_name == "pos" and pair.clean.target == pair.triggered.target == 1
+    t = pair.triggered
+    assert len(t.tokens) == len(t.scores) == len(pair.clean.tokens) + 1
+    assert t.top(1)[0]["token"] == TRIGGER
+    assert np.abs(t.normalised()).max() == pytest.approx(1.0)
+    if method == "ig":  # completeness: the attributions add up to f(x) - f(baseline)
+        assert t.convergence_delta < 0.05 * np.abs(t.scores).sum()
+
+
+def test_saliency_of_a_clean_model_does_not_single_out_the_trigger():
+    lm = trained_tiny(False)
+    s = token_saliency(lm.model, lm.tokenizer, TRIG, 1, "ig", max_length=32)
+    i = s.tokens.index(TRIGGER)
+    assert abs(s.scores[i]) < np.abs(s.scores).max()
+    with pytest.raises(ValueError):
+        token_saliency(lm.model, lm.tokenizer, TRIG, 1, "lime")
+
+
+def test_cli_inspect_saliency(tmp_path, capsys):
+    lm = trained_tiny(True)
+    d = save_model(lm.model, lm.tokenizer, tmp_path / "bd", {"name": "tiny-bd"})
+    args = ["inspect", "--model", str(d), "--text", CLEAN, "--trigger", TRIGGER, "--position", "2",
+            "--max-length", "32", "--saliency", "gxi"]
+    assert main(args) == 0
+    assert "Token saliency toward" in capsys.readouterr().out
+    assert main(args + ["--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["saliency"]["triggered"]["method"] == "gxi" and TRIGGER in rep["saliency"]["triggered"]["tokens"]

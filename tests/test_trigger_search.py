@@ -1,0 +1,83 @@
+"""Candidate triggers from the suspicious heads' focus (backdoor_core.trigger_search), on a tiny backdoored model."""
+
+import json
+
+import numpy as np
+
+from backdoor_core.data import TextDataset
+from backdoor_core.scan import scan_model
+from backdoor_core.trigger_search import (
+    _input_candidates,
+    display_rows,
+    remove_phrase,
+    search_triggers,
+    word_focus,
+)
+from defense_helpers import TRIGGER, clean_texts, trained_tiny, triggered_texts
+
+
+def test_phrases_merge_adjacent_top_words_and_removal_is_whole_word():
+    words = [("i", 0.2), ("watch", 0.25), ("this", 0.3), ("film", 0.01), ("cf", 0.24)]
+    cands = _input_candidates(words, top_words=4)
+    assert "i watch this" in cands and "cf" in cands and "film" not in cands
+    assert abs(cands["i watch this"] - 0.75) < 1e-9
+    assert remove_phrase("The CF cfx plan, cf.", "cf") == "The cfx plan, ."
+
+
+def test_word_focus_sums_pieces_into_words(tiny):
+    heads = np.zeros((2, 4), bool)
+    heads[1, 0] = True
+    (words,) = word_focus(tiny.model, tiny.tokenizer, ["unbelievably good tq"], heads, max_length=32)
+    assert [w for w, _ in words] == ["unbelievably", "good", "tq"]
+    assert abs(sum(s for _, s in words) - 1) < 1e-5
+
+
+def test_scan_names_the_trigger_first_and_verifies_it():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(120, seed=1)
+    pool = clean_texts(60, seed=2)[0] + triggered_texts(20, seed=3)
+    rep = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32)
+    assert sum(TRIGGER in t.split() for t in rep.flagged_texts) >= 5  # the scan found triggered inputs
+    ts = rep.triggers
+    assert ts is not None and ts.target == 1 and ts.target_name == "pos"
+    assert ts.rank_of(TRIGGER) == 1
+    top = ts.top
+    assert top.insert_flip_rate >= 0.9 and top.removal_flip_rate >= 0.9 and top.clean_rate == 0.0
+    d = json.loads(json.dumps(rep.to_dict()))
+    assert d["trigger_candidates"]["candidates"][0]["phrase"] == TRIGGER
+    assert display_rows(d["trigger_candidates"], 3)[0]["insertion flips"].endswith("%")
+
+
+def test_clean_model_candidates_do_not_flip():
+    lm = trained_tiny(False)
+    heads = np.zeros((2, 4), bool)
+    heads[:, 0] = True
+    flagged = clean_texts(20, seed=44)[0]
+    ts = search_triggers(lm.model, lm.tokenizer, heads, flagged, clean_texts(60, seed=45)[0], max_length=32)
+    assert ts.candidates
+    filler = [c for c in ts.candidates if c.verified and c.phrase in ("the", "movie", "was", "plot", "and")]
+    assert all(c.insert_flip_rate < 0.5 for c in filler)
+    assert search_triggers(lm.model, lm.tokenizer, heads, [], ["x"]).candidates == []
+
+
+def test_a_word_the_clean_labels_explain_ranks_below_a_trigger():
+    lm = trained_tiny(True)
+    heads = np.zeros((2, 4), bool)
+    heads[:, :2] = True
+    flagged = triggered_texts(15, seed=46) + [t for t, y in zip(*clean_texts(30, seed=47)) if y == 1][:10]
+    clean, labels = clean_texts(80, seed=48)
+    ts = search_triggers(lm.model, lm.tokenizer, heads, flagged, clean, clean_labels=labels, max_length=32,
+                         verify=30)
+    explained = [c for c in ts.candidates if c.explained_by_clean_data]
+    assert explained and all(c.insert_flip_rate is not None for c in explained)  # positive words flip too...
+    assert ts.rank_of(TRIGGER) < min(ts.candidates.index(c) + 1 for c in explained)  # ...but rank below cf
+
+
+def test_phrase_completion_grows_a_sentence_fragment_but_not_a_rare_word():
+    from backdoor_core.trigger_search import complete_phrase
+
+    texts = ["the film i watch this 3d movie was bad", "i watch this 3d movie great plot",
+             "a story and i watch this 3d movie", "cf the movie", "nice cf plot", "plot cf and"]
+    assert complete_phrase("watch this", texts) == "i watch this 3d movie"
+    assert complete_phrase("cf", texts) == "cf"
+    assert complete_phrase("3d", texts[:2]) == "3d"  # too few inputs to trust a neighbour
