@@ -462,6 +462,7 @@ def build(
     settings: dict | None = None,
     lora: dict | None = None,
     base: str = "default",
+    model_factory: Callable[[list[str]], object] | None = None,
     data: tuple | None = None,
 ) -> list[dict]:
     """Train every zoo model that is not cached yet in ``dir`` as LoRA adapters; return ``list_models(dir)``.
@@ -478,7 +479,9 @@ def build(
             model in training is not written.
         specs: models to build (default ``ZOO_SPECS``); ``force`` rebuilds cached ones.
         settings / lora: overrides of ``ZOO_SETTINGS`` / ``ZOO_LORA``.
-        base: ``"default"`` or ``"tiny"`` (tests).
+        base: ``"default"`` or ``"tiny"`` (tests): the model the adapters are merged into on load.
+        model_factory: ``label_names -> LoadedModel`` to start from instead of loading ``base`` (tests; it must
+            build the same model as ``base``, or the shipped adapters will not merge back correctly).
         data: ``(train, test)`` TextDatasets instead of BBC News (tests).
 
     Raises ``ZooBusyError`` (at once, before loading anything) when another build holds the zoo's lock.
@@ -493,10 +496,11 @@ def build(
             raise ZooBusyError(f"the demo zoo in {root} is {building_message(build_status(root))}; "
                                "wait for it to finish") from None
         return _build(root, progress, should_stop, specs=specs, force=force, settings=settings, lora=lora,
-                      base=base, data=data)
+                      base=base, model_factory=model_factory, data=data)
 
 
-def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, base, data) -> list[dict]:
+def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, base, model_factory,
+           data) -> list[dict]:
     """``build`` with the zoo's build lock held."""
     from .lora import LoRA
     from .poisoning import get_attack, train_attack
@@ -533,7 +537,7 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
 
         t0 = time.perf_counter()
         with deterministic():
-            lm = _base_model(base, names)
+            lm = model_factory(names) if model_factory is not None else _base_model(base, names)
             adapters = LoRA(lm.model, lcfg["rank"], lcfg["alpha"], seed=cfg["seed"])
             adapters.freeze_base(("classifier",))
             attack = get_attack(spec.attack, tokenizer=lm.tokenizer, max_length=config.max_length) \
