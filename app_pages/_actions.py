@@ -188,7 +188,7 @@ def record_scan(report, truth=None) -> None:
 def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None, knobs: dict, make_evaluate,
                    out_name: str, scan_report=None) -> None:
     """``make_evaluate(loaded_copy) -> evaluate`` builds the CACC/ASR evaluator with the job's own tokenizer."""
-    from backdoor_core.defenses import run_defense
+    from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.models import LoadedModel
 
     with st.spinner("Copying the model…"):
@@ -203,7 +203,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
             extra["scan"] = scan_report
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
                           evaluate=evaluate, callback=ctx.update, should_stop=ctx.should_stop, **extra)
-        after = evaluate(res.model) if evaluate is not None else {}
+        after = final_metrics(res, before, evaluate)
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))

@@ -64,8 +64,8 @@ ZOO_RECIPE = {
     "batch_size": 16,
     "seed": 0,
 }
-"""How the demo zoo trains (``zoo``; also the Attack lab page's defaults): the whole zoo in <= 12 minutes on a
-2-core CPU (bench/results/zoo_build.md)."""
+"""How the demo zoo trains (``zoo``; also the Attack lab page's defaults, where ``lr`` is for full fine-tuning; the
+zoo's LoRA adapters use ``ZOO_LORA["lr"]``). The zoo ships built (bench/results/zoo_build.md)."""
 ZOO_TAL_ALPHA = 5.0
 """TAL weight of the zoo's TAL model and the Attack lab page (see ``zoo.ZOO_TAL_ALPHA`` for the measurement)."""
 ZOO_LORA = {
@@ -129,9 +129,10 @@ CLI_EVAL_TEXTS = 500  # the same in the ``sanitize`` CLI
 # Sized so each step fits a slide on a 2-core CPU (``tour``, bench/first_run.py -> bench/results/first_run.md);
 # the CLI, the Detect / Sanitize pages and the benchmarks keep the full defaults above.
 
-TOUR_CLEAN_BUDGET = 200  # clean labelled texts for the tour's scan and repair
-TOUR_POOL_CLEAN = 150  # the tour's simulated pool: clean test texts ...
-TOUR_POOL_TRIGGERED = 30  # ... and test texts carrying the model's trigger
+TOUR_SCAN_CLEAN = 100  # clean labelled texts for the tour's scan (half fit, half threshold)
+TOUR_REPAIR_CLEAN = 200  # clean labelled texts the tour's repair trains on
+TOUR_POOL_CLEAN = 60  # the tour's simulated pool: clean test texts ...
+TOUR_POOL_TRIGGERED = 20  # ... and test texts carrying the model's trigger
 TOUR_EVAL_TEXTS = 200  # CACC / ASR before and after the tour's repair
 TOUR_SCAN: dict = {
     "importance_inputs": 16,  # |d margin / d gate| on 16 flagged inputs, not 64: the backward passes were 85% of it

@@ -45,7 +45,7 @@ def flip(loaded, text: str = SENTENCE, trigger: str = TRIGGER):
 def scan_inputs(loaded, train, test, lock=None):
     """``(clean labelled TextDataset, pool texts, is_triggered)`` for the tour's scan (step 5)."""
     pool, truth = D.build_pool(loaded, test, S.TOUR_POOL_CLEAN, S.TOUR_POOL_TRIGGERED, lock=lock)
-    return train.sample(S.TOUR_CLEAN_BUDGET, seed=0), pool, truth
+    return train.sample(S.TOUR_SCAN_CLEAN, seed=0), pool, truth
 
 
 def scan_knobs() -> dict:
@@ -55,7 +55,7 @@ def scan_knobs() -> dict:
 
 def sanitize_clean(train):
     """The clean labelled texts the tour's repair trains on (step 6)."""
-    return train.sample(S.TOUR_CLEAN_BUDGET, seed=0)
+    return train.sample(S.TOUR_REPAIR_CLEAN, seed=0)
 
 
 def sanitize_knobs() -> dict:

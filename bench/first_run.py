@@ -66,7 +66,7 @@ def one_run(threads: int) -> dict:
 
     import copy
 
-    from backdoor_core.defenses import run_defense
+    from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.scan import scan_model
     from backdoor_core import defender_data as D
 
@@ -83,7 +83,7 @@ def one_run(threads: int) -> dict:
     before = evaluate(work.model)
     res = run_defense("alignment", work.model, work.tokenizer, T.sanitize_clean(train), pool_texts=None,
                       evaluate=evaluate, max_length=D.model_max_length(bd), scan=report, **T.sanitize_knobs())
-    after = evaluate(res.model)
+    after = final_metrics(res, before, evaluate)  # as the page's job does
     sanitize_s = time.perf_counter() - t0
     flagged = set(int(i) for i in report.flagged)
     return {

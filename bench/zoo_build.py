@@ -150,7 +150,7 @@ def compare(a: Path, b: Path, label: str) -> None:
                        if n in [s.name for s in zoo.ZOO_SPECS] else 99):
         x, y = ma.get(name, {}), mb.get(name, {})
         rows.append({"name": name, "sha_a": x.get("sha256"), "sha_b": y.get("sha256"),
-                     "identical": bool(x) and x.get("sha256") == y.get("sha256"),
+                     "identical": (x.get("sha256") == y.get("sha256")) if x and y else None,
                      "cacc_a": ra.get(name, {}).get("cacc"), "cacc_b": rb.get(name, {}).get("cacc"),
                      "asr_a": ra.get(name, {}).get("asr"), "asr_b": rb.get(name, {}).get("asr"),
                      "build_s_a": ra.get(name, {}).get("training_seconds"),
@@ -158,7 +158,8 @@ def compare(a: Path, b: Path, label: str) -> None:
     data.setdefault("rebuilds", {})[label] = {"a": str(a), "b": str(b), "rows": rows}
     _save(data)
     for r in rows:
-        print(r["name"], "identical" if r["identical"] else "DIFFERENT", r["asr_a"], r["asr_b"])
+        print(r["name"], {True: "identical", False: "DIFFERENT", None: "not rebuilt"}[r["identical"]], r["asr_a"],
+              r["asr_b"])
 
 
 def _pct(v) -> str:
@@ -195,7 +196,8 @@ def report(data: dict) -> None:
                "| model | adapter sha256 (first 16) | identical bytes | CACC | ASR | build s |", "|---|---|---|---|---|---|"]
         for r in rb["rows"]:
             md.append(f"| {r['name']} | {str(r['sha_a'])[:16]} / {str(r['sha_b'])[:16]} | "
-                      f"{'yes' if r['identical'] else 'NO'} | {_pct(r['cacc_a'])} / {_pct(r['cacc_b'])} | "
+                      f"{ {True: 'yes', False: 'NO', None: 'not rebuilt'}[r['identical']] } | "
+                      f"{_pct(r['cacc_a'])} / {_pct(r['cacc_b'])} | "
                       f"{_pct(r['asr_a'])} / {_pct(r['asr_b'])} | {r['build_s_a']} / {r['build_s_b']} |")
         md.append("")
     if data.get("notes"):
