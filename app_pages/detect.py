@@ -7,6 +7,7 @@ import streamlit as st
 
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
+from backdoor_core.data import DataError, split_texts
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -59,7 +60,11 @@ with c2:
         truth = np.zeros(len(pool_texts), bool)
     elif pool_kind == pool_kinds[2]:
         raw = st.text_area("Pool texts", height=150, **ui.keep("detect.pool_raw", ""))
-        pool_texts = [line.strip() for line in raw.splitlines() if line.strip()]
+        try:
+            pool_texts = split_texts(raw, "Pool texts")
+        except DataError as exc:
+            ui.show_error(exc)
+            pool_texts = []
         st.caption(f"{len(pool_texts)} texts")
 with c3:
     st.subheader("Knobs")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from backdoor_core import zoo
 from backdoor_core.data import DataError, list_shared
-from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_zip, load_model
+from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_archive, load_model
 from app_pages import _common as ui
 from app_pages._text import md, md_code
 
@@ -64,7 +64,8 @@ def _load_upload(upload, allow_pickle: bool) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="unzipped-", dir=ui.session_tmp(), ignore_cleanup_errors=True) as tmp:
             with st.spinner("Unpacking…"):
-                model_dir = Path(extract_model_zip(zip_path, tmp))
+                extracted = extract_model_archive(zip_path, tmp)
+                model_dir = Path(extracted.model_dir)
             with st.spinner(f"Loading {md(upload.name)}…"):
                 loaded = load_model(model_dir, allow_pickle=allow_pickle)
                 labels = _dataset_labels()
@@ -82,6 +83,8 @@ def _load_upload(upload, allow_pickle: bool) -> None:
     else:
         source = f"{upload.name}" + (f" → {inside}/" if inside not in ("", ".") else "")
         ui.set_session_model(Path(upload.name).stem, dataclasses.replace(loaded, source=source))
+        if extracted.note:  # the archive held several models: say which one was loaded, after the rerun
+            ui.ss()["model.upload_note"] = extracted.note
         st.rerun()
     finally:
         ui.discard_upload(zip_path)
@@ -223,6 +226,9 @@ else:  # Upload .zip
                "right after.")
     if st.button("Load the uploaded model", type="primary", key="model.load_zip", disabled=upload is None):
         _load_upload(upload, allow)
+    note = ui.ss().pop("model.upload_note", None)
+    if note:
+        st.info(md(note), icon=":material/info:")
 
 # ------------------------------------------------------------------------------------------- current model
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .forward import predict as _predict
-from .forward import run_with_cache
+from .forward import NonFiniteOutputError, check_finite, clip_text, run_with_cache  # noqa: F401 - re-exported
 
 from . import settings as S
 

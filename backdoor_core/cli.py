@@ -26,9 +26,39 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .architecture import UnsupportedModelError
     from .attention import InputTextError
     from .data import DataError
-    from .models import ModelLoadError
+    from .models import ModelLoadError, SaveRefusedError
 
-    return (ModelLoadError, DataError, InputTextError, UnsupportedModelError, FileNotFoundError, ValueError)
+    return (ModelLoadError, DataError, InputTextError, UnsupportedModelError, SaveRefusedError, FileNotFoundError,
+            ValueError)
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose usage errors are one plain line on stderr (exit 2), like every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--max-length``, sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def fit_max_length(args, loaded) -> int:
+    """Cap ``args.max_length`` at the model's position embeddings (``models.check_max_length``), printing a
+    note on stderr when it was lowered; returns the value now in ``args.max_length``."""
+    from .models import check_max_length
+
+    args.max_length, note = check_max_length(args.max_length, loaded.model)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return args.max_length
 
 
 @contextlib.contextmanager
@@ -88,7 +118,7 @@ def program_name() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=program_name(),
         description="Backdoor Attention Lab: see and repair backdoors in BERT-style text classifiers.",
     )

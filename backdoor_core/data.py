@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
-import io
 import json
 import os
 import random
@@ -41,11 +40,19 @@ __all__ = [
     "load_shared",
     "load_hf",
     "load_dataset",
+    "read_texts",
     "check_labels_match",
 ]
 
-MAX_FILE_BYTES = 200 * 1024 * 1024
-"""Files larger than this are refused by :func:`load_table` (guard against huge inputs)."""
+MAX_FILE_BYTES = 100 * 1024 * 1024
+"""Files larger than this are refused by :func:`load_table` and :func:`read_texts` (guard against huge inputs;
+AG News' training set, the largest benchmark file, is 29 MB)."""
+MAX_LINE_CHARS = 100_000
+"""A row (line) longer than this is refused: the models read 128-512 tokens, a few thousand characters."""
+MAX_ROWS = 1_000_000
+"""Files with more data rows than this are refused (SST-2 has 67k training rows, AG News 120k)."""
+MAX_LABELS = 1_000
+"""At most this many classes: a label like ``1000000000000`` would otherwise ask for a trillion class names."""
 
 TEXT_COLUMNS = ("sentence", "text", "sentences", "content", "review")
 LABEL_COLUMNS = ("label", "labels", "target", "class")
@@ -213,6 +220,9 @@ def _resolve_labels(
     if n_int == 0:  # class names, e.g. "positive" / "negative"
         strings = [str(v).strip() for v in raw]
         names = list(label_names) if label_names is not None else sorted(set(strings))
+        if len(names) > MAX_LABELS:
+            fail(0, f"{len(names):,} different class names; at most {MAX_LABELS:,} classes are supported "
+                    "(is the label column right?)")
         index = {n: k for k, n in enumerate(names)}
         for i, s in enumerate(strings):
             if s not in index:
@@ -231,6 +241,9 @@ def _resolve_labels(
             fail(i, f"label {value} is negative (labels must be 0, 1, 2, ...)")
         if label_names is not None and value >= len(label_names):
             fail(i, f"label {value} is out of range for {len(label_names)} label names {list(label_names)}")
+        if label_names is None and value >= MAX_LABELS:
+            fail(i, f"label {value} would need {value + 1:,} classes; at most {MAX_LABELS:,} are supported "
+                    "(labels are 0, 1, 2, ...)")
     names = list(label_names) if label_names is not None else [str(k) for k in range(max(parsed) + 1)]
     return parsed, names
 
@@ -248,8 +261,8 @@ def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, 
     raise DataError(f"no {kind} column: found columns {list(columns)}, accepted names: {accepted}", path)
 
 
-def _read_text(path: Path) -> str:
-    """Read a whole file as UTF-8 after checking it exists and is not too large."""
+def _check_file(path: Path) -> None:
+    """Raise DataError unless ``path`` is an existing file of at most :data:`MAX_FILE_BYTES`."""
     if not path.exists():
         raise DataError("file not found", path)
     if not path.is_file():
@@ -257,51 +270,97 @@ def _read_text(path: Path) -> str:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise DataError(f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes (MAX_FILE_BYTES)", path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", path, line) from None
-    text = text.removeprefix("\ufeff")
-    if not text.strip():
+
+
+def _text_lines(path: Path, keep_ends: bool = False):
+    """Yield ``(line_no, line)`` (1-based; newline removed unless ``keep_ends``) from a UTF-8 file, one bounded
+    line at a time.
+
+    A line is never read past ``4 * MAX_LINE_CHARS`` bytes, so a 100 MB line costs no memory before it is
+    refused; invalid UTF-8 is reported at its line. Raises "file is empty" when every line is blank.
+    """
+    _check_file(path)
+    limit = 4 * MAX_LINE_CHARS + 2  # bytes: a UTF-8 character takes at most 4
+    blank = True
+    with open(path, "rb") as f:
+        line_no = 0
+        while raw := f.readline(limit):
+            line_no += 1
+            if len(raw) >= limit and not raw.endswith(b"\n"):
+                raise DataError(f"this line is longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS): the "
+                                "model reads only the first few hundred tokens", path, line_no)
+            if line_no == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", path,
+                                line_no) from None
+            blank = blank and line.isspace()
+            yield line_no, line if keep_ends else line.rstrip("\r\n")
+    if blank:
         raise DataError("file is empty", path)
-    return text
 
 
-def _delimited_rows(text: str, fmt: str, text_column, label_column, path):
+def _check_row(line: int, n_rows: int, length: int, path) -> None:
+    """Refuse the ``n_rows``-th data row when there are too many rows or the row is too long."""
+    if n_rows > MAX_ROWS:
+        raise DataError(f"more than {MAX_ROWS:,} data rows; the limit is {MAX_ROWS:,} (MAX_ROWS)", path, line)
+    if length > MAX_LINE_CHARS:
+        raise DataError(
+            f"this row has {length:,} characters; the limit is {MAX_LINE_CHARS:,} (MAX_LINE_CHARS): the model "
+            "reads only the first few hundred tokens", path, line)
+
+
+def _delimited_rows(path: Path, fmt: str, text_column, label_column, need_label: bool = True):
     """Yield ``(line, text, raw_label)`` from a TSV (unquoted) or CSV (quoted) file with a header.
 
-    ``line`` is where the row starts (a quoted CSV field may span several lines).
+    ``line`` is where the row starts (a quoted CSV field may span several lines). Without ``need_label`` a
+    missing label column yields ``None`` labels. The file is streamed (``_text_lines``) and rows are capped
+    (``_check_row``).
     """
+    lines = (line for _, line in _text_lines(path, keep_ends=True))
     if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(lines, strict=True)
     line = 0  # the last line read so far
     try:
         header = next(reader)
         line = reader.line_num
         t_col = header.index(_pick_column(header, text_column, TEXT_COLUMNS, "text", path))
-        l_col = header.index(_pick_column(header, label_column, LABEL_COLUMNS, "label", path))
+        if need_label or label_column or any(str(c).strip().lower() in LABEL_COLUMNS for c in header):
+            l_col = header.index(_pick_column(header, label_column, LABEL_COLUMNS, "label", path))
+        else:
+            l_col = None
+        n_rows = 0
         for row in reader:
             if row:  # blank lines are skipped
+                n_rows += 1
+                _check_row(line + 1, n_rows, sum(map(len, row)), path)
                 if len(row) != len(header):
                     message = f"expected {len(header)} fields like the header {header}, found {len(row)}"
                     raise DataError(message, path, line + 1)
-                yield line + 1, row[t_col], row[l_col]
+                yield line + 1, row[t_col], None if l_col is None else row[l_col]
             line = reader.line_num
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise DataError(f"a field is longer than the limit of {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS): "
+                            "the model reads only the first few hundred tokens", path, line + 1) from None
         hint = " (a quote that is never closed?)" if "end of data" in str(e) else ""
         raise DataError(f"cannot parse {fmt.upper()}: {e}{hint}", path, line + 1) from None
 
 
-def _jsonl_rows(text: str, text_column, label_column, path):
-    """Yield ``(line, text, raw_label)`` from a JSON Lines file (one object per line)."""
+def _jsonl_rows(path: Path, text_column, label_column, need_label: bool = True):
+    """Yield ``(line, text, raw_label)`` from a JSON Lines file (one object per line), streamed and capped like
+    ``_delimited_rows``; without ``need_label`` rows need no label key (``None``)."""
     t_key = l_key = None
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    n_rows = 0
+    for line_no, line in _text_lines(path):
         if not line.strip():
             continue
+        n_rows += 1
+        _check_row(line_no, n_rows, len(line), path)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
@@ -310,13 +369,15 @@ def _jsonl_rows(text: str, text_column, label_column, path):
             raise DataError(f"expected a JSON object, found {type(obj).__name__}", path, line_no)
         if t_key is None:
             t_key = _pick_column(list(obj), text_column, TEXT_COLUMNS, "text", path)
-            l_key = _pick_column(list(obj), label_column, LABEL_COLUMNS, "label", path)
+            if need_label or label_column or any(str(k).strip().lower() in LABEL_COLUMNS for k in obj):
+                l_key = _pick_column(list(obj), label_column, LABEL_COLUMNS, "label", path)
         for key in (t_key, l_key):
-            if key not in obj:
+            if key is not None and key not in obj:
                 raise DataError(f"missing key {key!r}", path, line_no)
         if not isinstance(obj[t_key], str):
-            raise DataError(f"text {obj[t_key]!r} is not a string", path, line_no)
-        yield line_no, obj[t_key], obj[l_key]
+            shown = repr(obj[t_key])
+            raise DataError(f"text {shown[:60] + '...' if len(shown) > 60 else shown} is not a string", path, line_no)
+        yield line_no, obj[t_key], None if l_key is None else obj[l_key]
 
 
 def load_table(
@@ -338,17 +399,56 @@ def load_table(
     fmt = TABLE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"unknown file type {path.suffix or '(none)'!r}; use one of {', '.join(TABLE_FORMATS)}", path)
-    text = _read_text(path)
     if fmt == "jsonl":
-        rows = list(_jsonl_rows(text, text_column, label_column, path))
+        rows = list(_jsonl_rows(path, text_column, label_column))
     else:
-        rows = list(_delimited_rows(text, fmt, text_column, label_column, path))
+        rows = list(_delimited_rows(path, fmt, text_column, label_column))
     if not rows:
         raise DataError("no data rows (the file has only a header)", path)
     lines = [r[0] for r in rows]
     labels, names = _resolve_labels([r[2] for r in rows], lines, label_names, path)
     return TextDataset([r[1] for r in rows], labels, names, name or path.name)
 
+
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """The texts of an unlabelled file: a table's text column (``.tsv``/``.csv``/``.jsonl``; a label column may
+    be there or not) or, for any other suffix (``.txt``), one text per non-blank line.
+
+    The same caps as :func:`load_table`: :data:`MAX_FILE_BYTES`, :data:`MAX_LINE_CHARS` per line or row,
+    :data:`MAX_ROWS` texts; each refusal is one :class:`DataError` naming the file (and line).
+    """
+    path = Path(path)
+    fmt = TABLE_FORMATS.get(path.suffix.lower())
+    if fmt == "jsonl":
+        texts = [r[1] for r in _jsonl_rows(path, None, None, need_label=False)]
+    elif fmt in ("tsv", "csv") and path.suffix.lower() != ".txt":
+        texts = [r[1] for r in _delimited_rows(path, fmt, None, None, need_label=False)]
+    else:
+        texts = []
+        for line_no, line in _text_lines(path):
+            for part in line.split("\r"):  # old Mac line ends
+                if part.strip():
+                    _check_row(line_no, len(texts) + 1, len(part), path)
+                    texts.append(part)
+    if not texts:
+        raise DataError("the file holds no texts", path)
+    return texts
+
+
+
+def split_texts(raw: str, source: str = "pasted texts") -> list[str]:
+    """One text per non-blank line of ``raw`` (text pasted into the app), with :func:`read_texts`' caps.
+
+    ``source`` names the input in the :class:`DataError` (``"pasted texts, line 3: ..."``).
+    """
+    if len(raw) > MAX_FILE_BYTES:
+        raise DataError(f"{len(raw):,} characters; the limit is {MAX_FILE_BYTES:,} (MAX_FILE_BYTES)", source)
+    texts: list[str] = []
+    for line_no, line in enumerate(raw.splitlines(), 1):
+        if line.strip():
+            _check_row(line_no, len(texts) + 1, len(line), source)
+            texts.append(line.strip())
+    return texts
 
 # --------------------------------------------------------------------------- shared benchmark sets
 

@@ -132,9 +132,39 @@ def _capture_z(model, store: list):
         yield store
 
 
+CHARS_PER_TOKEN_CAP = 128  # a text is cut to max_length * this many characters before tokenizing (our design)
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's outputs hold NaN or Inf: no prediction or attention from it means anything."""
+
+
+def check_finite(values: torch.Tensor, what: str = "logits") -> torch.Tensor:
+    """``values`` unchanged, or ``NonFiniteOutputError`` (one line) when any entry is NaN or Inf."""
+    if not bool(torch.isfinite(values).all()):
+        raise NonFiniteOutputError(
+            f"The model produced NaN/Inf {what}: its weights are broken (or overflow on this input), so no "
+            "prediction or attention map from it means anything."
+        )
+    return values
+
+
+def clip_text(text: str, max_length: int) -> str:
+    """The part of ``text`` the model can read: at most ``max_length * CHARS_PER_TOKEN_CAP`` characters.
+
+    Tokenizers encode the WHOLE string before truncating, so a 100 MB line would cost gigabytes; a word piece
+    covers at least one character, so the first ``max_length`` tokens lie in this prefix unless the text hides
+    them behind long runs of spaces (our design; issue 11).
+    """
+    limit = max(1, int(max_length)) * CHARS_PER_TOKEN_CAP
+    return text if len(text) <= limit else text[:limit]
+
+
 def _encode(tokenizer, chunk: list, max_length: int, offsets: bool) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
-    """Tokenize (texts) or pad (token id lists) one batch; returns (model inputs, special mask, offsets)."""
+    """Tokenize (texts, ``clip_text``-ed) or pad (token id lists) one batch; returns (model inputs, special mask,
+    offsets)."""
     if isinstance(chunk[0], str):
+        chunk = [clip_text(t, max_length) for t in chunk]
         enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                         return_special_tokens_mask=True, return_offsets_mapping=offsets)
         special = enc.pop("special_tokens_mask").bool()
@@ -244,6 +274,7 @@ def run_with_cache(
             if need_att and (not out.attentions or out.attentions[0] is None):
                 raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
             batch_logits = out.logits
+            check_finite(batch_logits.detach().float())
             logits[idx] = batch_logits.detach().float().cpu().numpy()
             probs[idx] = torch.softmax(batch_logits.detach().float(), dim=-1).cpu().numpy()
             mask = enc["attention_mask"]
@@ -273,7 +304,9 @@ def run_with_cache(
                     off_out[i] = offs[b].numpy()[keep].astype(np.int64)
                     tok_out[i] = tokenizer.convert_ids_to_tokens(ids_np[b, keep].tolist())
             if with_offsets:
-                full = tokenizer(chunk, truncation=False)["input_ids"]
+                # one token past max_length tells whether the text was cut, without tokenizing a huge text whole
+                full = tokenizer([clip_text(t, max_length + 1) for t in chunk], truncation=True,
+                                 max_length=max_length + 1)["input_ids"]
                 truncated[idx] = [len(f) > max_length for f in full]
             if progress is not None:
                 progress(min(start + batch_size, n), n)

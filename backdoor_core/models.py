@@ -15,20 +15,27 @@ Rules every path follows:
   ``.pth``, ``.pkl``, ``.ckpt``) is refused with ``PickleRefusedError`` unless the caller passes
   ``allow_pickle=True``: unpickling runs arbitrary code from the file.
 * ``trust_remote_code`` is never set, so a repository's own Python code never runs.
+* Every failure is one plain line naming the file (``ModelLoadError``): corrupt or forged safetensors, a config
+  that does not describe the weights (missing/unexpected/mismatched tensors), an all-``[UNK]`` tokenizer, NaN
+  weights. The threat model and the probes we test are in ``tests/test_hostile_inputs.py``.
 
 `save_model` writes safetensors + config + tokenizer + ``backdoor_lab.json`` (our metadata) into a temporary
-sibling directory and renames it into place, so a crash mid-save leaves the previous model intact.
+sibling directory and swaps it in under a lock; it never replaces a folder this lab did not write unless forced,
+and a save killed at any point leaves a complete model (recovered by the next save or load).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import lzma
 import os
+import re
 import shutil
 import stat
-import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,15 @@ import torch
 from . import settings as S
 from .model_card import METADATA_FILE, ModelCard
 from .model_readme import MODEL_README_FILE, render_model_readme
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks; saves stay atomic per rename
+    fcntl = None
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-ZIP_MAX_BYTES = 2 * 1024**3  # uncompressed size cap for uploaded model archives
+ZIP_MAX_BYTES = 1024**3  # uncompressed cap for uploaded model archives: BERT-base is ~0.45 GB, RoBERTa-base ~0.5 GB
+ZIP_MAX_RATIO = 100  # an entry over 1 MB may expand at most this many times (float weights compress ~1.1x)
 ZIP_MAX_FILES = 2000
 
 
@@ -211,6 +225,153 @@ def _require_hub(repo_id: str) -> None:
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), trimmed to 300 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    line = text.splitlines()[0].strip().rstrip(".") if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def check_safetensors_file(path: str | os.PathLike) -> int:
+    """Validate a ``.safetensors`` file's header without running anything and return its element count.
+
+    Raises ``ModelLoadError`` naming the file for a pickle or zip saved under a ``.safetensors`` name, a header
+    length or offsets that do not fit the file (truncated or forged), or tensors that overlap or leave gaps.
+    """
+    path = Path(path)
+    from safetensors import safe_open
+
+    try:
+        total = 0
+        with safe_open(str(path), framework="pt") as sf:
+            for key in sf.keys():
+                n = 1
+                for dim in sf.get_slice(key).get_shape():
+                    n *= int(dim)
+                total += n
+        return total
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: any corrupt header
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            raise ModelLoadError(
+                f"{path} is a pickle/zip file (torch.save format) named .safetensors, not safetensors; refused "
+                "(a pickle runs code when loaded). Rename it to .bin and opt in to pickles only if you trust it."
+            ) from exc
+        raise ModelLoadError(f"{path} is not a valid safetensors file ({_first_line(exc)}).") from exc
+
+
+def _check_config(config, where: str) -> None:
+    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like)."""
+    heads = getattr(config, "num_attention_heads", getattr(config, "n_heads", None))
+    layers = getattr(config, "num_hidden_layers", getattr(config, "n_layers", None))
+    hidden = getattr(config, "hidden_size", getattr(config, "dim", None))
+    for key, value in (("num_attention_heads", heads), ("num_hidden_layers", layers), ("hidden_size", hidden),
+                       ("vocab_size", getattr(config, "vocab_size", 1)),
+                       ("num_labels", getattr(config, "num_labels", 1))):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ModelLoadError(f"{where}: {key} is {value!r}; it must be a positive integer.")
+    if hidden % heads:
+        raise ModelLoadError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}.")
+    positions = getattr(config, "max_position_embeddings", 512)
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions <= 0:
+        raise ModelLoadError(f"{where}: max_position_embeddings is {positions!r}; it must be a positive integer.")
+
+
+def _config_parameters(config, auto_cls) -> int:
+    """Parameters of the model ``config`` describes, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = auto_cls.from_config(config, attn_implementation="eager")
+    return sum(p.numel() for p in model.parameters())
+
+
+def position_limit(model) -> int | None:
+    """Tokens the model can read: ``max_position_embeddings`` (less RoBERTa's ``padding_idx + 1`` offset), or
+    ``None`` when the config does not say."""
+    config = model.config
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"):
+        n -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return max(1, n)
+
+
+def check_max_length(max_length, model) -> tuple[int, str | None]:
+    """``(tokens to read, note)``: ``max_length`` validated (a positive integer, else ``ValueError`` in one line)
+    and capped at ``position_limit(model)``; ``note`` says when it was capped (our design: cap with a note
+    rather than refuse, since reading fewer tokens is what the user would do next anyway)."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
+        raise ValueError(f"--max-length must be a positive integer, got {max_length!r}.")
+    limit = position_limit(model)
+    if limit is not None and max_length > limit:
+        return limit, f"--max-length {max_length} is more than this model's {limit} positions; using {limit}."
+    return max_length, None
+
+
+_PROBE_TEXT = "The quick brown fox jumps over the lazy dog 42 times."
+
+
+def _check_tokenizer(tokenizer, config, where: str) -> None:
+    """Refuse a tokenizer that reads plain English as all ``[UNK]`` (its vocabulary file is missing) or that
+    makes ids the embedding has no row for."""
+    ids = tokenizer(_PROBE_TEXT)["input_ids"]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    words = [i for i in ids if i not in special or i == unk]
+    if not words or (unk is not None and all(i == unk for i in words)):
+        raise ModelLoadError(
+            f"{where}: the tokenizer reads every word as {tokenizer.unk_token or 'unknown'} (its vocabulary is "
+            f"{len(tokenizer)} entries): tokenizer.json / vocab.txt is missing or wrong, so any analysis would be "
+            "meaningless."
+        )
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    if vocab and len(tokenizer) > vocab:
+        raise ModelLoadError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab} rows "
+            "(config.json vocab_size): they do not belong together."
+        )
+
+
+def _check_loading_info(info: dict, model, is_classifier: bool, where: str) -> None:
+    """Missing or mismatched weights (random layers) and unexpected encoder weights are errors.
+
+    A checkpoint without a classification head (``is_classifier`` False) may lack the head (and BERT's pooler):
+    those start random and are trained (``LoadedModel.untrained_head``).
+    """
+    mismatched = list(info.get("mismatched_keys") or [])
+    if mismatched:
+        key, *shapes = sorted(mismatched, key=str)[0]
+        got = " vs ".join(str(tuple(s)) for s in shapes[:2])
+        raise ModelLoadError(
+            f"{where}: {len(mismatched)} tensors do not match config.json's sizes (e.g. {key}: {got}); the config "
+            "does not describe these weights."
+        )
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    missing = sorted(info.get("missing_keys") or [])
+    if not is_classifier:
+        missing = [k for k in missing if k.startswith(prefix) and not k.startswith(f"{prefix}pooler.")]
+    if missing:
+        raise ModelLoadError(
+            f"{where}: {len(missing)} weights the config needs are missing (e.g. {missing[0]}); they would start "
+            "random (a config with more layers than the weights?)."
+        )
+    unexpected = sorted(k for k in (info.get("unexpected_keys") or [])
+                        if k.startswith(prefix) and not k.endswith("position_ids") and ".pooler." not in f".{k}")
+    if unexpected:
+        raise ModelLoadError(
+            f"{where}: {len(unexpected)} encoder weights are not used by the config (e.g. {unexpected[0]}); "
+            "the config describes fewer layers or a different model than the weights."
+        )
+
+
+def _check_finite(model, where: str) -> None:
+    """Refuse weights holding NaN or Inf (every output would be NaN)."""
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelLoadError(f"{where}: the weight {key} holds NaN or Inf values; refused.")
+
+
 def load_model(
     spec: str | os.PathLike = "default",
     num_labels: int | None = None,
@@ -219,7 +380,12 @@ def load_model(
     device: str | torch.device = S.DEVICE,
     dtype: str | torch.dtype = S.DTYPE,
 ) -> LoadedModel:
-    """Load a sequence classifier with eager attention, refusing unsafe weights.
+    """Load a sequence classifier with eager attention, refusing unsafe or broken weights.
+
+    Every failure is a ``ModelLoadError`` whose message is one line naming the file at fault: corrupt or forged
+    safetensors, a pickle under a safetensors name, a config whose sizes cannot work or do not match the weights
+    (missing / unexpected / mismatched tensors, more layers than weights), a tokenizer that reads everything as
+    ``[UNK]``, NaN/Inf weights, a pickle torch refuses.
 
     Args:
         spec: ``"default"``, a local directory, or a hub id.
@@ -234,19 +400,42 @@ def load_model(
     The architecture must be one ``architecture.ADAPTERS`` knows (else ``UnsupportedModelError``, one line);
     ``architecture.prepare_tokenizer`` then fits the tokenizer to it (decoders: pad token, right padding).
     """
-    from .architecture import attention_blocks, prepare_tokenizer
     from .device import resolve_device, resolve_dtype
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     dev = resolve_device(device)  # an absent device fails before any loading
     torch_dtype = resolve_dtype(dtype, dev)
     spec_str = str(spec)
     if label_names is not None:
         num_labels = len(label_names)
+    candidate = Path(spec_str).expanduser()
+    if spec_str != "default" and not os.path.lexists(candidate) and candidate.parent.is_dir():
+        staged = _staging_dirs(candidate)
+        if staged["new"] or staged["old"]:  # a save_model was killed between its two renames
+            with contextlib.suppress(OSError), _folder_lock(candidate):
+                recover_save(candidate)
+    local = spec_str != "default" and candidate.parent.is_dir()
+    # readers share the parent folder's lock, so a concurrent save_model's swap is never seen half-done
+    with _folder_lock(candidate, shared=True) if local else contextlib.nullcontext():
+        loaded = _load_resolved(spec_str, candidate, num_labels, label_names, allow_pickle)
+    model, tokenizer, name, card, is_classifier = loaded
+    model.to(device=dev, dtype=torch_dtype)
+    model.eval()
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=card.to_json(),
+        untrained_head=not is_classifier, card_warnings=card.warnings,
+    )
+
+
+def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allow_pickle: bool):
+    """``load_model``'s work under the folder lock: ``(model, tokenizer, name, card, is_classifier)``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .architecture import attention_blocks, prepare_tokenizer
+
     if spec_str == "default":
         path, name = default_model_dir(), "default (all-MiniLM-L6-v2)"
-    elif Path(spec_str).expanduser().exists():
-        path = Path(spec_str).expanduser().resolve()
+    elif candidate.exists():
+        path = candidate.resolve()
         if not path.is_dir():
             raise ModelLoadError(f"{path} is a file; give the model's directory (or upload a .zip in the app).")
         name = path.name
@@ -271,11 +460,14 @@ def load_model(
         return loaded
     weights = check_weights_safe(path, allow_pickle) if path is not None else None
     source = str(path) if path is not None else spec_str
+    where = str(path) if path is not None else f"'{spec_str}'"
     common: dict[str, Any] = {"trust_remote_code": False}
     if path is None and not _hub_cached(spec_str):
         _require_hub(spec_str)
+    stage = f"{where}/config.json"
     try:
         config = AutoConfig.from_pretrained(source, **common)
+        _check_config(config, stage)
         saved_labels = getattr(config, "num_labels", None)
         is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         kwargs: dict[str, Any] = {}
@@ -283,25 +475,42 @@ def load_model(
             if is_classifier and saved_labels not in (None, num_labels):
                 raise ModelLoadError(
                     f"The model {name} predicts {saved_labels} classes but {num_labels} were asked for "
-                    f"(label names: {label_names}). Pick a dataset with {saved_labels} classes or another model."
+                    f"(label names: {label_names}). Pick a dataset with {saved_labels} classes or another "
+                    "model."
                 )
             kwargs["num_labels"] = num_labels
             if label_names is not None:
                 kwargs["id2label"] = {i: str(n) for i, n in enumerate(label_names)}
                 kwargs["label2id"] = {str(n): i for i, n in enumerate(label_names)}
+        if weights == "safetensors":
+            files = sorted(path.glob("*.safetensors"))
+            stage = ", ".join(str(f) for f in files)
+            stored = sum(check_safetensors_file(f) for f in files)
+            stage = f"{where}/config.json"
+            needed = _config_parameters(config, AutoModelForSequenceClassification)
+            if needed > 2 * stored + 10_000_000:  # the head may be missing; anything more is a forged config
+                raise ModelLoadError(
+                    f"{stage} describes a model of {needed / 1e6:.1f} M parameters but the weights hold "
+                    f"{stored / 1e6:.1f} M; refused (the config does not belong to these weights)."
+                )
+        stage = f"{where} tokenizer files (tokenizer.json / vocab.txt / tokenizer_config.json)"
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        stage = f"{where} weights" if path is None else ", ".join(
+            str(f) for f in sorted(path.iterdir())
+            if f.suffix == ".safetensors" or (weights == "pickle" and f.suffix.lower() in PICKLE_SUFFIXES))
         torch.manual_seed(0)  # a missing classification head is initialised the same way every time
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             source,
             attn_implementation="eager",
             use_safetensors=(weights != "pickle"),
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported by _check_loading_info with the tensor's name
             **kwargs,
             **common,
         )
     except ModelLoadError:
         raise
-    except (OSError, ValueError, EnvironmentError) as exc:  # hub offline, missing files, bad config
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - hub offline, missing files, bad JSON, refused pickle, ...
         hint = ""
         if path is None:
             hint = (
@@ -310,48 +519,403 @@ def load_model(
             )
             if not allow_pickle and "safetensors" in str(exc).lower():
                 hint = " The hub repository may only have pickled weights; they are refused unless you opt in."
-        raise ModelLoadError(f"Could not load model '{spec_str}': {first}.{hint}") from exc
+        elif type(exc).__name__ == "UnpicklingError" or "weights_only" in str(exc):
+            hint = " torch refused to unpickle it (it holds more than tensors); it is not loaded."
+        raise ModelLoadError(
+            f"Could not load model '{spec_str}': {stage}: {type(exc).__name__}: {_first_line(exc)}.{hint}"
+        ) from exc
 
+    _check_loading_info(info, model, is_classifier, stage)
+    _check_finite(model, stage)
+    _check_tokenizer(tokenizer, model.config, f"{where} tokenizer")
     attention_blocks(model)  # UnsupportedModelError (one line) for a layout we cannot slice into heads
     prepare_tokenizer(model, tokenizer)
-    model.to(device=dev, dtype=torch_dtype)
-    model.eval()
     card = ModelCard.read(path, num_labels=int(model.config.num_labels)) if path is not None else ModelCard(tool_version="")
     if card.name:
         name = card.name
-    return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=card.to_json(),
-        untrained_head=not is_classifier, card_warnings=card.warnings,
-    )
+    return model, tokenizer, name, card, is_classifier
 
 
-def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | ModelCard | None = None) -> Path:
-    """Write ``model`` (safetensors), its config, ``tokenizer`` and ``metadata`` to ``directory`` atomically.
+# ------------------------------------------------------------------------------------------------ saving
 
-    Everything goes into a temporary sibling directory first; only when it is complete does it replace
-    ``directory`` (the old one is renamed aside, then removed). A crash mid-save leaves the old model intact.
+SAVE_ENTRY_NAMES = re.compile(
+    r"(config\.json|generation_config\.json|.*\.safetensors|model\.safetensors\.index\.json|tokenizer.*\.json"
+    r"|special_tokens_map\.json|added_tokens\.json|vocab\.(txt|json)|merges\.txt|spiece\.model"
+    r"|sentencepiece\.bpe\.model|.*\.tiktoken|chat_template\.jinja|README\.md|" + re.escape(METADATA_FILE) + r"|"
+    + re.escape(".backdoor_lab_files.json") + r")"
+)
+"""Files a model folder may hold and still be replaced by ``save_model`` without ``force`` (when it also has
+``METADATA_FILE``); a folder written by ``save_model`` also lists its own files in ``MANIFEST_FILE``."""
+MANIFEST_FILE = ".backdoor_lab_files.json"
+_STAGING = ("tmp", "new", "old")  # sibling names .<name>.<kind>-<pid>-<ns>; see save_model
+
+
+class SaveRefusedError(FileExistsError):
+    """``save_model`` would replace something that is not a model saved by this lab (pass ``force=True``)."""
+
+
+def replace_refusal(directory: str | os.PathLike, force: bool = False) -> str | None:
+    """Why ``save_model(..., directory)`` would refuse to replace what is there, or ``None`` when it may.
+
+    A missing path, an empty folder, or a folder saved by this lab (it holds ``METADATA_FILE`` and only model
+    files: ``MANIFEST_FILE``'s list or ``SAVE_ENTRY_NAMES``) may be replaced. Anything else (a folder with
+    other files, a symbolic link) needs ``force``; a plain file is never replaced. Callers check this BEFORE a
+    long job so a refusal costs nothing.
     """
-    directory = Path(directory).expanduser().resolve()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    directory = Path(directory).expanduser()
+    if directory.is_symlink():
+        return None if force else (
+            f"{directory} is a symbolic link; refusing to replace it (pass --force / force=True to replace the "
+            "link itself; what it points to is never deleted)")
+    if not directory.exists():
+        return None
+    if not directory.is_dir():
+        return f"{directory} is a file, not a model folder; choose another --out path."
+    if force:
+        return None
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        meta = metadata.to_json() if isinstance(metadata, ModelCard) else dict(metadata or {})
-        meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        (tmp / MODEL_README_FILE).write_text(render_model_readme(meta, name=directory.name), encoding="utf-8")
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}-{time.time_ns()}")
-            directory.rename(old)
-        tmp.rename(directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        entries = sorted(p.name for p in directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # replaced by another writer meanwhile: ask again under lock
+        return None
+    if not entries:
+        return None
+    listed: set[str] = set()
+    try:
+        listed = set(json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        pass
+    if METADATA_FILE not in entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        return (f"{directory} exists and is not a model saved by this lab (no {METADATA_FILE}; it holds {shown}); "
+                "refusing to replace it: choose another --out folder, or pass --force to delete and replace it.")
+    foreign = [n for n in entries if n not in listed and not (SAVE_ENTRY_NAMES.fullmatch(n)
+                                                            and (directory / n).is_file())]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        return (f"{directory} is a saved model but also holds files this lab did not write ({shown}); refusing "
+                "to delete them: move them out, choose another --out folder, or pass --force.")
+    return None
+
+
+def _staging_dirs(directory: Path) -> dict[str, list[Path]]:
+    """Siblings ``.<name>.<kind>-*`` of ``directory`` by kind (tmp, new, old), oldest first."""
+    found: dict[str, list[Path]] = {k: [] for k in _STAGING}
+    prefix = f".{directory.name}."
+    try:
+        siblings = list(directory.parent.iterdir())
+    except OSError:
+        return found
+    for p in siblings:
+        if p.name.startswith(prefix):
+            kind, dash, _ = p.name[len(prefix):].partition("-")
+            if dash and kind in found:
+                found[kind].append(p)
+    for paths in found.values():
+        paths.sort(key=lambda p: _stamp(p))
+    return found
+
+
+def _stamp(p: Path) -> int:
+    """The time stamp (ns) at the end of a staging name; 0 when there is none (older versions' names)."""
+    tail = p.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+@contextlib.contextmanager
+def _folder_lock(directory: Path, shared: bool = False):
+    """An advisory ``flock`` on ``directory``'s parent folder for the swap steps of ``save_model``.
+
+    Exclusive for writers (swap + clean-up, milliseconds), shared for readers (``load_model``), so a reader
+    never sees the moment between the two renames. Locking the parent folder leaves no lock file behind. Where
+    ``fcntl`` is missing (Windows) or the folder cannot be opened, this does nothing.
+    """
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(directory.parent, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _owned_by_live_writer(tmp: Path) -> bool:
+    """True while the ``save_model`` that writes ``tmp`` still runs (it holds a ``flock`` on the folder)."""
+    if fcntl is None:
+        return time.time() - tmp.stat().st_mtime < 3600
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+    return False
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recover_save(directory: str | os.PathLike) -> None:
+    """Finish or undo a ``save_model`` that was killed, and delete its leftovers. Call with the lock held.
+
+    * ``directory`` missing (killed between the two renames): the newest complete ``.new-`` copy, else the
+      newest ``.old-`` copy, becomes ``directory``.
+    * then every ``.new-`` / ``.old-`` sibling and every ``.tmp-`` sibling whose writer is gone is deleted.
+    """
+    directory = Path(directory)
+    stage = _staging_dirs(directory)
+    if not os.path.lexists(directory):
+        for candidate in [*reversed(stage["new"]), *reversed(stage["old"])]:  # newest save, then the old model
+            if candidate.is_dir() and (candidate / "config.json").is_file():
+                os.rename(candidate, directory)
+                _fsync_dir(directory.parent)
+                break
+    stage = _staging_dirs(directory)
+    for p in stage["new"] + stage["old"]:
+        _remove(p)
+    for p in stage["tmp"]:
+        if not _owned_by_live_writer(p):
+            _remove(p)
+
+
+def _remove(path: Path) -> None:
+    """Delete a staging folder (or a link) of ours; never follows a link."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_files(tmp: Path, model, tokenizer, metadata, name: str) -> None:
+    """Write the model's files into ``tmp`` and flush them to disk."""
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    meta = metadata.to_json() if isinstance(metadata, ModelCard) else dict(metadata or {})
+    meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    (tmp / MODEL_README_FILE).write_text(render_model_readme(meta, name=name), encoding="utf-8")
+    names = sorted(p.name for p in tmp.iterdir()) + [MANIFEST_FILE]
+    (tmp / MANIFEST_FILE).write_text(json.dumps(names), encoding="utf-8")
+    for p in tmp.iterdir():
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(tmp)
+
+
+def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | ModelCard | None = None,
+               force: bool = False) -> Path:
+    """Write ``model`` (safetensors), its config, ``tokenizer`` and ``metadata`` to ``directory`` crash-safely.
+
+    Replacing: a folder that is not a model saved by this lab is refused (``SaveRefusedError``, one line) unless
+    ``force`` (see ``replace_refusal``): user files are never deleted without it.
+
+    Steps (our design): write everything into ``.<name>.tmp-<pid>-<ns>`` (flushed to disk, ``flock``-ed by this
+    process so cleaners leave it alone); then, holding an exclusive lock on the parent folder
+    (``_folder_lock``): rename it to ``.<name>.new-*`` (complete), rename the current folder to
+    ``.<name>.old-*``, rename ``.new-`` to ``<name>``, delete ``.old-``. A process killed at any point leaves
+    ``<name>`` intact or a complete ``.new-``/``.old-`` copy that ``recover_save`` (run by the next
+    ``save_model`` and by ``load_model``) puts back; an exception restores the old folder at once. Concurrent
+    writers to one destination serialise on the lock: the last one wins, each result is a complete model, and no
+    ``.tmp-``/``.new-``/``.old-`` sibling outlives the writers.
+    """
+    directory = Path(directory).expanduser().absolute()
+    reason = replace_refusal(directory, force)
+    if reason:
+        raise SaveRefusedError(reason)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{time.time_ns()}"
+    tmp = directory.with_name(f".{directory.name}.tmp-{tag}")
+    guard = None
+    try:
+        # create and lock the temp folder under the shared parent lock: a cleaner (exclusive lock) never sees it
+        # created but not yet locked, so it never mistakes a starting writer for a dead one
+        with _folder_lock(directory, shared=True):
+            tmp.mkdir()
+            if fcntl is not None:
+                guard = os.open(tmp, os.O_RDONLY)
+                fcntl.flock(guard, fcntl.LOCK_EX)
+        _write_files(tmp, model, tokenizer, metadata, directory.name)
+        with _folder_lock(directory):
+            recover_save(directory)
+            reason = replace_refusal(directory, force)  # it may have changed while we were writing
+            if reason:
+                raise SaveRefusedError(reason)
+            new = directory.with_name(f".{directory.name}.new-{tag}")
+            os.rename(tmp, new)
+            tmp = new
+            old = None
+            if directory.is_symlink():
+                directory.unlink()  # --force on a link: replace the link, never what it points to
+            elif directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{tag}")
+                os.rename(directory, old)
+            try:
+                os.rename(new, directory)
+            except BaseException:
+                if old is not None and not os.path.lexists(directory):
+                    with contextlib.suppress(OSError):
+                        os.rename(old, directory)
+                raise
+            tmp = None
+            _fsync_dir(directory.parent)
+            if old is not None:
+                with contextlib.suppress(OSError):  # saved; a leftover .old- goes at the next save or load
+                    _remove(old)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            _remove(tmp)
         raise
+    finally:
+        if guard is not None:
+            os.close(guard)
     return directory
+
+
+def check_save_target(directory: str | os.PathLike | None, force: bool = False) -> None:
+    """Raise ``SaveRefusedError`` now when ``save_model(..., directory, force=force)`` would refuse later (CLI
+    commands call this before training so a refusal loses no work). ``None`` (no ``--out``) passes."""
+    if directory is None:
+        return
+    reason = replace_refusal(directory, force)
+    if reason:
+        raise SaveRefusedError(reason)
+
+
+@dataclass
+class ExtractedModel:
+    """What ``extract_model_archive`` unpacked: the folder to load, every folder in the archive that holds a
+    ``config.json`` (shallowest first), and a one-line ``note`` when there was more than one."""
+
+    model_dir: Path
+    candidates: list[Path]
+    note: str | None = None
+
+
+def extract_model_archive(
+    zip_path: str | os.PathLike,
+    dest: str | os.PathLike,
+    max_bytes: int = ZIP_MAX_BYTES,
+    max_files: int = ZIP_MAX_FILES,
+) -> ExtractedModel:
+    """Safely extract an uploaded model archive into ``dest`` and say which folder holds the model.
+
+    Refuses (``ModelLoadError``, one line naming the archive) absolute paths or ``..`` that would escape
+    ``dest``, symbolic links, more than ``max_files`` entries, a total uncompressed size above ``max_bytes``
+    (``ZIP_MAX_BYTES``: a BERT-base model is ~0.45 GB), entries compressed more than ``ZIP_MAX_RATIO`` times
+    (bombs), more than the free disk space, and entries Python cannot read (bad CRC, encrypted, deflate64 or
+    another unsupported method). On any refusal what was extracted is deleted, and ``dest`` too when this call
+    created it or it was empty. Nothing is executed. With several model folders the shallowest (then
+    alphabetically first) is chosen and ``note`` names it.
+    """
+    dest = Path(dest).resolve()
+    label = Path(zip_path).name
+    fresh = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
+    written: list[Path] = []
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{label} is not a readable .zip archive ({_first_line(exc)}).") from exc
+    try:
+        with archive:
+            infos = archive.infolist()
+            if len(infos) > max_files:
+                raise ModelLoadError(f"{label} has {len(infos)} entries; at most {max_files} are accepted.")
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise ModelLoadError(
+                    f"{label} expands to {total / 1e6:.0f} MB; the limit is {max_bytes / 1e6:.0f} MB "
+                    "(a BERT-base model needs about 450 MB)."
+                )
+            for info in infos:
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise ModelLoadError(f"{label} contains a symbolic link ({info.filename}); refused.")
+                target = (dest / info.filename).resolve()
+                if not target.is_relative_to(dest):
+                    raise ModelLoadError(f"{label}: the entry '{info.filename}' would be written outside the folder.")
+                if info.flag_bits & 0x1:
+                    raise ModelLoadError(f"{label}: the entry '{info.filename}' is encrypted; refused.")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                                              zipfile.ZIP_LZMA):
+                    raise ModelLoadError(
+                        f"{label}: the entry '{info.filename}' uses compression method {info.compress_type} "
+                        "(e.g. deflate64), which cannot be read here; re-zip it with standard deflate."
+                    )
+                if info.file_size > (1 << 20) and info.file_size > ZIP_MAX_RATIO * max(1, info.compress_size):
+                    raise ModelLoadError(
+                        f"{label}: the entry '{info.filename}' expands {info.file_size / max(1, info.compress_size):.0f}"
+                        f" times (over {ZIP_MAX_RATIO}); refused as a zip bomb (model weights barely compress)."
+                    )
+            dest.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(dest).free
+            if total > free:
+                raise ModelLoadError(f"{label} expands to {total / 1e6:.0f} MB but only {free / 1e6:.0f} MB are free.")
+            size = 0
+            for info in infos:
+                target = (dest / info.filename).resolve()
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with archive.open(info) as src, open(target, "xb") as out:
+                        written.append(target)
+                        while chunk := src.read(1 << 20):
+                            size += len(chunk)
+                            if size > max_bytes:  # the header sizes lied
+                                raise ModelLoadError(f"{label} expands beyond the size limit; refused.")
+                            out.write(chunk)
+                except FileExistsError as exc:
+                    raise ModelLoadError(f"{label}: the entry '{info.filename}' appears twice; refused.") from exc
+                except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error,
+                        lzma.LZMAError, ValueError) as exc:
+                    raise ModelLoadError(
+                        f"{label}: the entry '{info.filename}' cannot be read ({_first_line(exc)})."
+                    ) from exc
+        configs = sorted(dest.rglob("config.json"), key=lambda p: (len(p.parts), str(p)))
+        if not configs:
+            raise ModelLoadError(f"{label} holds no config.json: it does not look like a saved model.")
+    except BaseException:
+        if fresh:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            for p in written:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        raise
+    folders = [c.parent for c in configs]
+    note = None
+    if len(folders) > 1:
+        rel = [str(f.relative_to(dest)) if f != dest else "." for f in folders]
+        note = (f"{label} holds {len(folders)} model folders ({', '.join(rel[:5])}"
+                f"{', ...' if len(rel) > 5 else ''}); loaded '{rel[0]}' (the shallowest, then alphabetical).")
+    return ExtractedModel(folders[0], folders, note)
 
 
 def extract_model_zip(
@@ -360,50 +924,8 @@ def extract_model_zip(
     max_bytes: int = ZIP_MAX_BYTES,
     max_files: int = ZIP_MAX_FILES,
 ) -> Path:
-    """Safely extract an uploaded model archive and return the directory that holds its config.
-
-    Refuses (``ModelLoadError``) absolute paths or ``..`` that would escape ``dest``, symbolic links, more than
-    ``max_files`` entries, and a total uncompressed size above ``max_bytes`` (zip bombs). Nothing is executed.
-    """
-    dest = Path(dest).resolve()
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelLoadError(f"{Path(zip_path).name} is not a readable .zip archive ({exc}).") from exc
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > max_files:
-            raise ModelLoadError(f"The archive has {len(infos)} entries; at most {max_files} are accepted.")
-        total = sum(i.file_size for i in infos)
-        if total > max_bytes:
-            raise ModelLoadError(
-                f"The archive expands to {total / 1e6:.0f} MB; the limit is {max_bytes / 1e6:.0f} MB."
-            )
-        for info in infos:
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise ModelLoadError(f"The archive contains a symbolic link ({info.filename}); refused.")
-            target = (dest / info.filename).resolve()
-            if not target.is_relative_to(dest):
-                raise ModelLoadError(f"The archive entry '{info.filename}' would be written outside the folder.")
-        dest.mkdir(parents=True, exist_ok=True)
-        written = 0
-        for info in infos:
-            target = (dest / info.filename).resolve()
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > max_bytes:  # the header sizes lied
-                        raise ModelLoadError("The archive expands beyond the size limit; refused.")
-                    out.write(chunk)
-    configs = sorted(dest.rglob("config.json"), key=lambda p: len(p.parts))
-    if not configs:
-        raise ModelLoadError("The archive holds no config.json: it does not look like a saved model.")
-    return configs[0].parent
+    """``extract_model_archive(...).model_dir``: the folder to load (see there for the rules)."""
+    return extract_model_archive(zip_path, dest, max_bytes, max_files).model_dir
 
 
 def decoder_style_tokenizer():

@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--pool-clean", type=int, default=150)
     p.add_argument("--pool-triggered", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bki", action="store_true", help="skip BKI's keyword ranking (one forward per word of "
+                                                         "every pool text: slow on BBC's long texts)")
     p.add_argument("--tag", default="")
     return p.parse_args(argv)
 
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
     from backdoor_core.models import load_model
     from backdoor_core.poisoning import get_attack
     from backdoor_core.scan import scan_model
+    from backdoor_core.trigger_search import _contains, normalise
     from backdoor_core.zoo import list_models
 
     quiet_libraries()
@@ -110,20 +113,22 @@ def main(argv=None) -> int:
             pool = pool + poisoned[: args.pool_triggered]
             n_trig = min(args.pool_triggered, len(poisoned))
         random.Random(args.seed + 2).shuffle(pool)
+
+        def holds(text: str) -> bool:  # carries the trigger as whole words ("bb" is not in "bbc")
+            return any(_contains(normalise(text), normalise(t)) for t in triggers)
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=args.seed, model_name=m["name"])
         ts = rep.triggers
         exact = ts.rank_of(triggers) if (ts and triggers) else None
         part = min([r for r in (ts.rank_overlapping(t) for t in triggers) if r] or [None]) if (ts and triggers) \
             else None
-        flagged_trig = sum(any(t.lower() in x.lower() for t in triggers) for x in rep.flagged_texts) if triggers \
-            else 0
+        flagged_trig = sum(holds(x) for x in rep.flagged_texts)
         # diagnostics: the search given perfect flags (the pool's triggered inputs, the scan's heads), and BKI's
         # keyword ranking on the same pool (a reference that reads the pool word by word)
         from backdoor_core.baselines.bki import BKI
         from backdoor_core.trigger_search import search_triggers
 
         oracle = None
-        trig_pool = [x for x in pool if triggers and any(t.lower() in x.lower() for t in triggers)]
+        trig_pool = [x for x in pool if holds(x)]
         if trig_pool and rep.heads.suspicious.any():
             ts_o = search_triggers(lm.model, lm.tokenizer, rep.heads.suspicious, trig_pool, defender.texts,
                                    clean_labels=defender.labels, label_names=defender.label_names, max_length=L,
@@ -131,7 +136,8 @@ def main(argv=None) -> int:
             oracle = {"rank_exact": ts_o.rank_of(triggers),
                       "rank_part": min([r for r in (ts_o.rank_overlapping(t) for t in triggers) if r] or [None]),
                       "top": [c["phrase"] for c in ts_o.to_dict(limit=3)["candidates"]]}
-        bki_words = [w for w, _ in BKI().fit(lm.model, lm.tokenizer, pool, L).keywords(20)] if triggers else []
+        bki_words = ([w for w, _ in BKI().fit(lm.model, lm.tokenizer, pool, L).keywords(20)]
+                     if triggers and not args.no_bki else [])
         trig_words = {w.lower() for t in triggers for w in t.split()}
         bki_rank = next((i for i, w in enumerate(bki_words, 1) if w in trig_words), None)
         row = {"model": m["name"], "title": m.get("title"), "attack": attack_name, "tal": bool(meta.get("tal")),

@@ -89,3 +89,62 @@ def block_network(page, allow_hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
 
     page.route("**/*", handle)
     return blocked
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_app(root, env_extra: dict, log_path, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """Run ``streamlit run app.py`` from ``root`` on a free localhost port; yield its URL; stop it on exit.
+
+    ``env_extra`` is added to this process's environment (test model, zoo folder...); the server runs offline
+    (``HF_HUB_OFFLINE``), on one thread, with the file watcher off. Its output goes to ``log_path``, whose tail
+    is shown when it does not start.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import pytest
+
+    port = free_port()
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"})
+    env.update(env_extra)
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + start_timeout_s
+        started = False
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        started = True
+                        break
+            except OSError:
+                time.sleep(0.5)
+        if not started:
+            proc.kill()
+            pytest.fail("streamlit did not start:\n" + open(log_path).read()[-3000:])
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

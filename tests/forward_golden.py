@@ -74,7 +74,7 @@ def collect() -> dict[str, np.ndarray]:
                                                   batch_size=8))
     out["head_activity"] = head_activity(model, tok, texts, 32, batch_size=16)
     out["cls_variance"] = cls_attention_variance(model, tok, texts, 32, batch_size=16)
-    out["strip"] = strip_scores(model, tok, pool, texts, repeats=3, max_length=32)
+    out["strip"] = strip_scores(model, tok, pool, texts, repeats=3, max_length=32, pool="all")  # the recipe of the recording
 
     res = run_defense("alignment", model, tok, clean, pool_texts=pool, scan=rep, epochs=2, max_length=32, seed=0)
     out["align_logits"] = predict(res.model, tok, pool + texts[:10], 32)

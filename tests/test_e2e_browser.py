@@ -5,18 +5,20 @@ plotly charts must render. Screenshots go to test-artifacts/app_*.png (look at t
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser import BROWSER_MISSING_REASON, block_network, browser_available, launch_browser  # noqa: E402
+from browser import (  # noqa: E402
+    BROWSER_MISSING_REASON,
+    block_network,
+    browser_available,
+    launch_browser,
+    streamlit_app,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -27,54 +29,11 @@ PAGES = ["inspect", "home", "tour", "model", "attack", "detect", "sanitize", "re
 VIEWPORT = {"width": 1440, "height": 2200}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    env = dict(os.environ)
-    env.update({
-        "BACKDOOR_LAB_TEST_MODEL": "tiny",
-        "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo")),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    })
-    log = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-            if proc.poll() is not None:
-                break
-        else:
-            proc.kill()
-            pytest.fail("streamlit did not start:\n" + log.read_text()[-3000:])
-        if proc.poll() is not None:
-            pytest.fail("streamlit exited:\n" + log.read_text()[-3000:])
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo"))}
+    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url
 
 
 def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> None:

@@ -8,19 +8,22 @@ test-artifacts/hostile_*.png.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser import BROWSER_MISSING_REASON, block_network, browser_available, launch_browser  # noqa: E402
+from browser import (  # noqa: E402
+    BROWSER_MISSING_REASON,
+    block_network,
+    browser_available,
+    launch_browser,
+    streamlit_app,
+)
 from hostile import IFRAME, IMG, make_hostile_world  # noqa: E402
-from test_e2e_browser import _free_port, wait_until_idle  # noqa: E402
+from test_e2e_browser import wait_until_idle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -49,44 +52,13 @@ FIND_PAYLOAD_JS = """() => {
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory):
     world = make_hostile_world(tmp_path_factory.mktemp("hostile"))
-    port = _free_port()
-    env = dict(os.environ)
-    env.update({
+    env = {
         "BACKDOOR_LAB_TEST_MODEL": str(world["model"]),
         "BACKDOOR_LAB_TEST_DATA": str(world["data"]),
         "BACKDOOR_ZOO_DIR": str(world["zoo"]),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    })
-    log = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            proc.kill()
-            pytest.fail("streamlit did not start:\n" + log.read_text()[-3000:])
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    }
+    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url
 
 
 def _check(page, where: str, dialogs: list[str]) -> None:

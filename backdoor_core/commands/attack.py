@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .. import settings as S
-from ..cli import ctrl_c_stops, print_json
+from ..cli import ctrl_c_stops, fit_max_length, positive_int, print_json
 from ..device import add_device_args, is_main_process
 
 
@@ -42,13 +42,16 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=S.EPOCHS)
     p.add_argument("--lr", type=float, default=S.LR)
     p.add_argument("--batch-size", type=int, default=S.BATCH_SIZE)
-    p.add_argument("--max-length", type=int, default=S.MAX_LENGTH)
+    p.add_argument("--max-length", type=positive_int, default=S.MAX_LENGTH,
+                   help=f"tokens per text (default {S.MAX_LENGTH}; capped at the model's position embeddings)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch end)")
     p.add_argument("--train-size", type=int, default=None, help="train on a seeded random subsample")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded random subsample")
     p.add_argument("--seed", type=int, default=S.SEED)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is not a model saved by this lab (deletes what is there)")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     add_device_args(p)
     p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
@@ -77,7 +80,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..model_card import default_target
-    from ..models import load_model, save_model
+    from ..models import check_save_target, load_model, save_model
     from ..poisoning import get_attack, train_attack
     from ..tal import TALConfig
     from ..training import TrainConfig, total_steps_for
@@ -86,6 +89,7 @@ def run(args) -> int:
     from ..training import use_one_thread_if_busy
 
     use_one_thread_if_busy()
+    check_save_target(args.out, args.force)  # refuse before training, not after it
     train_set, test_set = load_train_test(args.data, args.test_data, args.seed)
     if args.train_size:
         train_set = train_set.sample(args.train_size, args.seed)
@@ -96,6 +100,7 @@ def run(args) -> int:
     warn_card(lm)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
+    fit_max_length(args, lm)
     target = default_target(train_set.label_names) if args.target is None else args.target
     if not 0 <= target < train_set.num_labels:
         raise ValueError(f"--target {target} is outside 0..{train_set.num_labels - 1} ({train_set.label_names}).")
@@ -144,7 +149,7 @@ def run(args) -> int:
     if args.json:
         print_json(card.to_json())
     if args.out:
-        out = save_model(lm.model, lm.tokenizer, args.out, card)
+        out = save_model(lm.model, lm.tokenizer, args.out, card, force=args.force)
         print(f"saved {out}")
     if attack is not None:
         print(f"poisoned {card.n_poisoned} of {card.train_size} training samples "

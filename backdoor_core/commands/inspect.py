@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import settings as S
-from ..cli import format_table, print_json
+from ..cli import format_table, positive_int, print_json
 from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
 from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
@@ -17,7 +17,7 @@ def register(sub) -> None:
                    help=f"word or sentence to insert (default: {BADNETS_TRIGGERS[0]})")
     p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
-    p.add_argument("--max-length", type=int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--labels-from", default="bbc", metavar="DATA",
                    help="class names for a model without a trained head, e.g. 'default' (a dataset spec; default "
                         "bbc: the five BBC News topics, as in the app)")

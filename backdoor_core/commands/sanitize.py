@@ -17,6 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser("sanitize", help="repair a backdoored model and save it (before/after CACC and ASR)")
     add_data_args(p, clean_default_split="dev", n_clean=S.CLEAN_BUDGET)
     p.add_argument("--out", required=True, help="directory to save the repaired model to (written atomically)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is not a model saved by this lab (deletes what is there)")
     p.add_argument("--defense", default="alignment", choices=list(DEFENSES),
                    help="alignment (ours, default), finetune, fineprune or pure")
     p.add_argument("--heads", default=None,
@@ -61,9 +63,10 @@ def _bar(total_hint: int, enabled: bool):
 def run(args) -> int:
     from ..data import load_dataset
     from ..defenses import run_defense
-    from ..models import save_model
+    from ..models import check_save_target, save_model
     from ..training import make_evaluator
 
+    check_save_target(args.out, args.force)  # refuse before the repair, not after it
     lm, clean, pool = load_inputs(args)
     if (args.poisoned_eval is None) != (args.target is None):
         raise ValueError("--poisoned-eval and --target go together (ASR needs both).")
@@ -122,7 +125,7 @@ def run(args) -> int:
     card = lm.card.repaired(name=f"{lm.name}-{args.defense}", defense=args.defense, details=details,
                             before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,
                             source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
-    out = save_model(result.model, lm.tokenizer, args.out, card)
+    out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
                "before": before, "after": after, "details": details, "cancelled": result.cancelled}
     if args.json:

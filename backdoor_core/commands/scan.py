@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 from .. import settings as S
-from ..cli import format_table, print_json
+from ..cli import format_table, positive_int, print_json
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
-                   f"{S.MAX_LENGTH})")
+                   f"{S.MAX_LENGTH}; capped at the model's position embeddings)")
 
 
 def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLEAN_BUDGET) -> None:
@@ -27,7 +27,7 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
                         ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
-    p.add_argument("--max-length", type=int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     add_device_args(p)
@@ -52,41 +52,15 @@ def register(sub) -> None:
 
 
 def read_pool(spec: str | None, split: str = "test") -> list[str]:
-    """Texts of a pool given as a file (.txt lines, or a table's text column) or a dataset spec."""
+    """Texts of a pool given as a file (.txt lines, or a table's text column: ``data.read_texts``, with its size,
+    line and row caps) or a dataset spec."""
     if not spec:
         return []
-    from ..data import TEXT_COLUMNS, DataError, load_dataset
+    from ..data import load_dataset, read_texts
 
     path = Path(spec).expanduser()
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".tsv", ".csv", ".jsonl", ".json-lines"):
-            import csv
-            import io
-            import json
-
-            from ..data import _read_text
-
-            raw = _read_text(path)
-            if suffix in (".jsonl", ".json-lines"):
-                rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
-                cols = list(rows[0]) if rows and isinstance(rows[0], dict) else []
-            else:
-                reader = csv.reader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",",
-                                    quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
-                table = [r for r in reader if r]
-                cols = table[0] if table else []
-                rows = [dict(zip(cols, r)) for r in table[1:]]
-            lower = {str(c).strip().lower(): c for c in cols}
-            col = next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
-            if col is None:
-                raise DataError(f"no text column (found {cols}; accepted: {', '.join(TEXT_COLUMNS)})", path)
-            texts = [str(r.get(col, "")) for r in rows]
-        else:
-            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise DataError("the pool file holds no texts", path)
-        return texts
+        return read_texts(path)
     return list(load_dataset(spec, split=split).texts)
 
 
@@ -97,12 +71,14 @@ def warn_card(lm) -> None:
 
 
 def resolve_max_length(args, lm) -> int:
-    """``--max-length`` when given, else the model card's rule (``defender_data.model_max_length``)."""
+    """``--max-length`` when given, else the model card's rule (``defender_data.model_max_length``); then
+    validated and capped at the model's position embeddings (``cli.fit_max_length``, a note on stderr)."""
+    from ..cli import fit_max_length
     from ..defender_data import model_max_length
 
     if args.max_length is None:
         args.max_length = model_max_length(lm)
-    return args.max_length
+    return fit_max_length(args, lm)
 
 
 def load_inputs(args):
