@@ -452,12 +452,11 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
     if path is not None and (path / "adapter.safetensors").is_file() and not (path / "config.json").is_file():
         from .zoo import load_adapter_model  # a demo-zoo adapter folder: merged into the base, a plain BERT
 
-        loaded = load_adapter_model(path)  # merged on the CPU in float32, then moved
-        loaded.model.to(device=dev, dtype=torch_dtype)
+        loaded = load_adapter_model(path)  # merged on the CPU in float32; load_model moves it
         if num_labels is not None and num_labels != loaded.num_labels:
             raise ModelLoadError(f"The model {loaded.name} predicts {loaded.num_labels} classes but {num_labels} "
                                  "were asked for. Pick a dataset with as many classes or another model.")
-        return loaded
+        return loaded.model, loaded.tokenizer, loaded.name, loaded.card, True
     weights = check_weights_safe(path, allow_pickle) if path is not None else None
     source = str(path) if path is not None else spec_str
     where = str(path) if path is not None else f"'{spec_str}'"
