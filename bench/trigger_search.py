@@ -9,10 +9,16 @@ match; for BadNets any of its trigger words counts) and the rank of the first ca
 words (a part of a sentence trigger), the top candidates with their insertion / removal flip rates, and the
 time. The clean model has no trigger: its top candidates show what a false alarm looks like.
 
+With ``--data sst2`` the models are the attack benchmark's (``bench/attack_tal.py``; its manifest, or any folder
+of saved models with ``--models-from DIR``, read as ``bench/defense.py`` reads them: each model's card gives the
+attack, trigger, target and reading length) and the texts are SST-2's (``../shared/data``): defender = clean dev,
+pool = clean test + triggered non-target test sentences, as for BBC. A paraphrase attack (syntactic, style) has no
+trigger tokens: no rank, only the flags and what the search names instead.
+
     python bench/trigger_search.py                 # BBC zoo: bench/results/trigger_search.json and .md
     python bench/trigger_search.py --data tiny     # tiny synthetic zoo: trigger_search_tiny.json and .md
-
-SST-2 models (the attack benchmark's) are not committed, so they are not measured here.
+    python bench/trigger_search.py --data sst2 --models-from bench/models/attack_tal --no-bki
+                                                   # SST-2 models: trigger_search_sst2.json and .md
 """
 
 from __future__ import annotations
@@ -36,11 +42,14 @@ RESULTS = ROOT / "bench" / "results"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", choices=["bbc", "tiny"], default="bbc",
+    p.add_argument("--data", choices=["bbc", "tiny", "sst2"], default="bbc",
                    help="bbc: the BBC demo zoo (default); tiny: the tiny synthetic zoo of bench/_tiny_zoo.py "
-                        "(built on first use, minutes on a busy CPU)")
+                        "(built on first use, minutes on a busy CPU); sst2: the attack benchmark's SST-2 models")
     p.add_argument("--zoo", default=None, help="zoo folder (default: the zoo cache)")
-    p.add_argument("--only", default=None, help="comma-separated zoo model names")
+    p.add_argument("--models-from", default=None,
+                   help="--data sst2: a folder of saved models (each with its backdoor_lab.json) instead of the "
+                        "attack benchmark's manifest")
+    p.add_argument("--only", default=None, help="comma-separated model names")
     p.add_argument("--n-clean", type=int, default=200)
     p.add_argument("--pool-clean", type=int, default=150)
     p.add_argument("--pool-triggered", type=int, default=30)
@@ -48,16 +57,23 @@ def parse_args(argv=None):
     p.add_argument("--no-bki", action="store_true", help="skip BKI's keyword ranking (one forward per word of "
                                                          "every pool text: slow on BBC's long texts)")
     p.add_argument("--tag", default="")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the models already in the results json (same --data/--tag) and skip them")
     return p.parse_args(argv)
 
 
 def true_triggers(meta: dict) -> list[str]:
-    """The trigger strings of a zoo model (BadNets: each of its words)."""
-    from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS
+    """The trigger strings of a zoo model (BadNets: each of its words; none for a paraphrase attack)."""
+    from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
 
     trig = meta.get("trigger")
     attack = (meta.get("attack") or "").lower()
-    if attack in ("", "none"):
+    if attack in ("", "none", "clean"):
+        return []
+    try:
+        if not attack_type(attack).has_trigger_tokens:
+            return []
+    except ValueError:
         return []
     if isinstance(trig, (list, tuple)):
         return [str(t) for t in trig]
@@ -68,6 +84,16 @@ def true_triggers(meta: dict) -> list[str]:
     if attack.startswith("addsent"):
         return [ADDSENT_TRIGGER]
     return []
+
+
+def sst2_models(args) -> list[dict]:
+    """[{name, path, title, meta, asr, cacc}] for the SST-2 models, found as ``bench/defense.py`` finds them
+    (``defense.discover``: a folder of saved models or the attack benchmark's manifest; each model's card)."""
+    import defense
+
+    found = defense.discover(argparse.Namespace(models_from=args.models_from, manifest=str(defense.MANIFEST)))
+    return [{"name": m["name"], "path": m["path"], "title": m["card"].name, "card": m["card"],
+             "asr": m["card"].asr, "cacc": m["card"].cacc} for m in found]
 
 
 def main(argv=None) -> int:
@@ -86,35 +112,81 @@ def main(argv=None) -> int:
 
         args.zoo = str(_tiny_zoo.build(args.zoo))
         defender, test = _tiny_zoo.dataset("dev", seed=args.seed), _tiny_zoo.dataset("test", seed=args.seed)
+    elif args.data == "sst2":
+        from backdoor_core.data import load_shared
+
+        defender, test = load_shared("sst2", "clean", "dev"), load_shared("sst2", "clean", "test")
     else:
         defender, test = load_bbc("dev", seed=args.seed), load_bbc("test", seed=args.seed)
     defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
-    zoo = list_models(args.zoo)
+    zoo = sst2_models(args) if args.data == "sst2" else list_models(args.zoo)
     if args.only:
         keep = set(args.only.split(","))
         zoo = [m for m in zoo if m["name"] in keep]
     if not zoo:
         raise SystemExit("No zoo models: run `python -m backdoor_core zoo build` first (or pass --zoo DIR).")
-    rows = []
+    keys = ("n_clean", "pool_clean", "pool_triggered", "seed")
+    report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in keys}, "models": []}
+    if args.data == "sst2":  # where the models came from, relative to the repository (no machine paths)
+        src = Path(args.models_from).resolve() if args.models_from else None
+        report["settings"]["models_source"] = ("bench/models/attack_tal/manifest.json" if src is None else
+                                               str(src.relative_to(ROOT)) if src.is_relative_to(ROOT) else src.name)
+    suffix = {"tiny": "_tiny", "sst2": "_sst2"}.get(args.data, "") + (f"_{args.tag}" if args.tag else "")
+    json_path, md_path = RESULTS / f"trigger_search{suffix}.json", RESULTS / f"trigger_search{suffix}.md"
+    if args.resume and json_path.is_file():
+        old = json.loads(json_path.read_text(encoding="utf-8"))
+        if old.get("settings", {}).get("seed") == args.seed:
+            report["models"] = old.get("models", [])
+    rows = report["models"]
+    done = {r["model"] for r in rows}
+
+    def save():  # after every model, atomically: a killed run keeps what it finished
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for path, text in ((json_path, json.dumps(report, indent=2, default=float)), (md_path, markdown(report))):
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+
     for m in zoo:
+        if m["name"] in done:
+            print(f"[resume] {m['name']}", flush=True)
+            continue
         t0 = time.perf_counter()
         lm = load_model(m["path"])
-        meta = lm.metadata
-        L = int((meta.get("train_config") or {}).get("max_length") or meta.get("max_length") or 64)
-        attack_name = meta.get("attack") if meta.get("attack") not in (None, "", "none") else None
+        card = m.get("card")
+        if card is not None:  # SST-2: the model card is the one source of attack, target and reading length
+            from backdoor_core.defender_data import model_attack
+
+            meta = card.to_json()
+            L = card.reading_length()
+            attack_name = card.attack if card.is_backdoored else None
+        else:
+            meta = lm.metadata
+            L = int((meta.get("train_config") or {}).get("max_length") or meta.get("max_length") or 64)
+            attack_name = meta.get("attack") if meta.get("attack") not in (None, "", "none") else None
         triggers = true_triggers(meta)
         pool = test.sample(args.pool_clean, seed=args.seed + 1).texts
         n_trig = 0
+        poisoned_in_pool: set[str] = set()
         if attack_name:
-            target = int(meta.get("target"))
-            attack = get_attack(attack_name, tokenizer=lm.tokenizer, max_length=L)
+            if card is not None:
+                target = card.target_for(test.label_names)
+                attack = model_attack(card, lm.tokenizer, L)
+                if attack is None:
+                    raise SystemExit(f"{m['name']}: cannot rebuild its attack '{attack_name}' here.")
+            else:
+                target = int(meta.get("target"))
+                attack = get_attack(attack_name, tokenizer=lm.tokenizer, max_length=L)
             poisoned = list(attack.poison_test(test, target, seed=args.seed).texts)
             random.Random(args.seed).shuffle(poisoned)
             pool = pool + poisoned[: args.pool_triggered]
             n_trig = min(args.pool_triggered, len(poisoned))
+            poisoned_in_pool = set(poisoned[: args.pool_triggered])
         random.Random(args.seed + 2).shuffle(pool)
 
-        def holds(text: str) -> bool:  # carries the trigger as whole words ("bb" is not in "bbc")
+        def holds(text: str) -> bool:  # carries the trigger as whole words ("bb" is not in "bbc"); a paraphrase
+            if not triggers:          # attack has no trigger words: the pool's paraphrased inputs themselves
+                return text in poisoned_in_pool
             return any(_contains(normalise(text), normalise(t)) for t in triggers)
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=args.seed, model_name=m["name"])
         ts = rep.triggers
@@ -129,7 +201,7 @@ def main(argv=None) -> int:
 
         oracle = None
         trig_pool = [x for x in pool if holds(x)]
-        if trig_pool and rep.heads.suspicious.any():
+        if trig_pool and triggers and rep.heads.suspicious.any():
             ts_o = search_triggers(lm.model, lm.tokenizer, rep.heads.suspicious, trig_pool, defender.texts,
                                    clean_labels=defender.labels, label_names=defender.label_names, max_length=L,
                                    seed=args.seed)
@@ -141,6 +213,7 @@ def main(argv=None) -> int:
         trig_words = {w.lower() for t in triggers for w in t.split()}
         bki_rank = next((i for i, w in enumerate(bki_words, 1) if w in trig_words), None)
         row = {"model": m["name"], "title": m.get("title"), "attack": attack_name, "tal": bool(meta.get("tal")),
+               "rate": meta.get("rate"), "target": target if attack_name else None,
                "asr": m.get("asr"), "cacc": m.get("cacc"), "true_trigger": triggers,
                "verdict_score": rep.verdict["score"], "n_flagged": int(len(rep.flagged)),
                "flagged_triggered": int(flagged_trig), "pool_triggered": n_trig,
@@ -154,15 +227,8 @@ def main(argv=None) -> int:
         top = ", ".join(f"{c['phrase']} ({_pct(c['insert_flip_rate'])})" for c in row["top"][:3])
         print(f"{m['name']:<12} rank {exact or '-'} (part {part or '-'})  flagged {row['n_flagged']} "
               f"({flagged_trig}/{n_trig} triggered)  top: {top}  {row['seconds']:.0f}s", flush=True)
-    keys = ("n_clean", "pool_clean", "pool_triggered", "seed")
-    report = {"dataset": args.data, "settings": {k: getattr(args, k) for k in keys}, "models": rows}
-    suffix = ("_tiny" if args.data == "tiny" else "") + (f"_{args.tag}" if args.tag else "")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for path, text in ((RESULTS / f"trigger_search{suffix}.json", json.dumps(report, indent=2, default=float)),
-                       (RESULTS / f"trigger_search{suffix}.md", markdown(report))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        save()
+    save()
     print(markdown(report))
     return 0
 
@@ -179,8 +245,9 @@ def _oracle(o) -> str:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
-    data = {"bbc": "BBC", "tiny": "tiny synthetic"}.get(report.get("dataset"), report.get("dataset"))
-    lines = [f"# Trigger search on the {data} zoo", "",
+    data = {"bbc": "BBC", "tiny": "tiny synthetic", "sst2": "SST-2"}.get(report.get("dataset"), report.get("dataset"))
+    what = "attack benchmark's SST-2 models" if report.get("dataset") == "sst2" else f"{data} zoo"
+    lines = [f"# Trigger search on the {what}", "",
              f"Defender: {s['n_clean']} clean {data} dev texts; pool: {s['pool_clean']} clean {data} test texts + "
              f"up to {s['pool_triggered']} triggered ones; `scan_model` defaults (seed {s['seed']}). *Rank* = "
              "position of the true trigger among the verified candidates (BadNets: any of its words); *part* = "
@@ -189,19 +256,27 @@ def markdown(report: dict) -> str:
              "removal from flagged target-predicted inputs -> away from it. *Perfect flags*: the same search on the "
              "pool's triggered inputs with the scan's heads (separates a scan miss from a search miss). *BKI*: rank "
              "of the first trigger word in BKI's keyword list built on the same pool.", "",
+             *([f"Models: `{s['models_source']}` (`bench/attack_tal.py --quick`; each model's card gives attack, "
+                "trigger, target and reading length). A paraphrase attack has no trigger words: rank '-' by "
+                "design; *flagged (triggered)* counts its paraphrased pool inputs.", ""]
+               if report.get("dataset") == "sst2" else []),
              "| model | attack | ASR | flagged (triggered / in pool) | rank | part | suspected target | top candidates "
              "(insertion / removal flips) | rank / part with perfect flags | BKI: first trigger word's rank | "
              "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["models"]:
         top = "; ".join(f"`{c['phrase']}` {_pct(c['insert_flip_rate'])} / {_pct(c['removal_flip_rate'])}"
                         for c in r["top"][:3]) or "-"
-        lines.append(f"| {r['model']} | {r['attack'] or 'clean'}{' + TAL' if r['tal'] else ''} | {_pct(r['asr'])} | "
+        rate = f" {100 * r['rate']:g}%" if r.get("rate") and report.get("dataset") == "sst2" else ""
+        lines.append(f"| {r['model']} | {r['attack'] or 'clean'}{rate}{' + TAL' if r['tal'] else ''} | {_pct(r['asr'])} | "
                      f"{r['n_flagged']} ({r['flagged_triggered']} / {r['pool_triggered']}) | {r['rank_exact'] or '-'} "
                      f"| {r['rank_part'] or '-'} | {r['suspected_target'] or '-'} | {top} | "
                      f"{_oracle(r.get('oracle_flags'))} | {r.get('bki_rank_of_a_trigger_word') or '-'} | "
                      f"{r['seconds']:.0f} |")
-    lines += ["", "SST-2 models of the attack benchmark are not committed (bench/models/ is not in git), so they are "
-              "not measured here.", ""]
+    if report.get("dataset") == "sst2":
+        lines += ["", "The SST-2 models are not committed (bench/models/ is not in git): rebuild them with "
+                  "`bench/attack_tal.py --quick` (same seed) to re-run.", ""]
+    else:
+        lines += ["", "SST-2 models of the attack benchmark: `--data sst2` (bench/results/trigger_search_sst2.md).", ""]
     return "\n".join(lines)
 
 
