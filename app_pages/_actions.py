@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
+from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
 from app_pages._text import md, md_code
@@ -83,7 +84,8 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
             "attack", f"Attack lab: {name}",
             text=(f"Attack **{md(card.attack)}**, trigger {md_code(card.trigger_text)}, target "
                   f"**{md(card.target_name)}**, poison rate {card.rate or 0:.2%}"
-                  + (f", TAL on heads {md(', '.join(card.tal_heads[:12]))}" if card.tal else "")),
+                  + (f", TAL on {md(describe_heads(card.tal_heads, work.num_layers, work.num_heads))}"
+                     if card.tal else "")),
             table=[{"metric": "CACC", "value": card.cacc}, {"metric": "ASR", "value": card.asr},
                    {"metric": "steps", "value": card.steps},
                    {"metric": "training seconds", "value": card.training_seconds}],
@@ -186,7 +188,7 @@ def record_scan(report, truth=None) -> None:
 def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None, knobs: dict, make_evaluate,
                    out_name: str, scan_report=None) -> None:
     """``make_evaluate(loaded_copy) -> evaluate`` builds the CACC/ASR evaluator with the job's own tokenizer."""
-    from backdoor_core.defenses import run_defense
+    from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.models import LoadedModel
 
     with st.spinner("Copying the model…"):
@@ -201,7 +203,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
             extra["scan"] = scan_report
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
                           evaluate=evaluate, callback=ctx.update, should_stop=ctx.should_stop, **extra)
-        after = evaluate(res.model) if evaluate is not None else {}
+        after = final_metrics(res, before, evaluate)
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))

@@ -168,11 +168,11 @@ def zoo_dir() -> Path:
 
 
 def zoo_entries() -> list[dict]:
-    """The demo-zoo models on disk (``zoo.list_models``: name, title, path, attack, cacc, asr, clean...); [] without
-    a zoo."""
+    """The demo-zoo models: the shipped ones (``assets/zoo``) and any built in the zoo folder (``zoo.list_models``:
+    name, title, path, attack, cacc, asr, clean, shipped...)."""
     from backdoor_core.zoo import list_models
 
-    return list_models(zoo_dir())
+    return list_models(zoo_dir(), shipped=True)
 
 
 def require_model_and_data():

@@ -75,7 +75,39 @@ def set_kept(key: str, value: Any) -> None:
     ss()[key] = value
 
 
+SESSION_PARAM = "session"
+SESSIONS_ENV = "BACKDOOR_LAB_SESSIONS_DIR"
+
+
 def lab() -> LabSession:
+    """This browser tab's finding log. It survives a reload: the URL carries a random session id
+    (``?session=<32 hex>``) and every finding is written to ``session.session_file(id)``; a reload with that
+    URL reads it back. A URL without one (or with a broken one) starts a new log."""
     if K_SESSION not in ss():
-        ss()[K_SESSION] = LabSession()
+        import secrets
+
+        from backdoor_core.session import session_file
+
+        root = os.environ.get(SESSIONS_ENV) or None
+        sid = str(st.query_params.get(SESSION_PARAM) or "")
+        session = None
+        try:
+            path = session_file(sid, root)
+            if path.is_file():
+                session = LabSession.load(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            session = None
+        if session is None:
+            if not sid or not path_ok(sid):
+                sid = secrets.token_hex(16)
+                st.query_params[SESSION_PARAM] = sid
+            session = LabSession()
+        session.autosave = str(session_file(sid, root))
+        ss()[K_SESSION] = session
     return ss()[K_SESSION]
+
+
+def path_ok(sid: str) -> bool:
+    from backdoor_core.session import SESSION_ID
+
+    return bool(SESSION_ID.match(sid))

@@ -11,6 +11,7 @@ from backdoor_core import poisoning
 from backdoor_core import settings as S
 from backdoor_core.defender_data import sample_indices
 from backdoor_core.model_card import default_target
+from backdoor_core.training import estimate_seconds
 from app_pages import _actions as A
 from app_pages import _common as ui
 from app_pages._save import save_panel
@@ -98,11 +99,21 @@ name = st.text_input("Name of the new model", value=name_default,
                      help="The trained model stays in this browser session; save it into the zoo folder afterwards "
                           "to keep it.")
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 rate = rate_pct / 100.0
 n_poison = poisoning.poison_count(rate, int(n_train)) if attack_name != "none" else 0
 steps = ((int(n_train) + BATCH - 1) // BATCH) * int(epochs)
+eval_every = max(1, -(-steps // S.EVALS_PER_RUN))  # a few evaluations per run: each one costs many steps' time
+n_evals = -(-steps // eval_every) + int(epochs)
+n_asr = int(n_test) if attack_name != "none" else 0
+estimate = estimate_seconds(steps, BATCH, int(max_len), int(n_test) + n_asr, n_evals)
 st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training steps "
-           f"(batch {BATCH}) · evaluation on {int(n_test)} test texts after each epoch.")
+           f"(batch {BATCH}) · CACC{' / ASR' if n_asr else ''} on {int(n_test)} test texts every {eval_every} steps "
+           f"and at the end of each epoch · about **{_duration(estimate)}** on an idle 2-core CPU "
+           f"(first loss point after ~{estimate_seconds(1, BATCH, int(max_len), 0, 0):.0f} s).")
 
 # a peek at the poison
 if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
@@ -155,7 +166,7 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 base=base, name=name.strip() or name_default, train_ds=train_ds, test_ds=test_ds,
                 attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
                 config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
-                        "seed": S.SEED, "eval_every": max(1, steps // 8)},
+                        "seed": S.SEED, "eval_every": eval_every},
                 data_name=ui.data_spec(), train_indices=idx,
             )
             st.rerun()
@@ -173,8 +184,12 @@ def _live(snap):
         cols[0].metric("CACC", f"{m.get('cacc', float('nan')):.1%}")
         if "asr" in m:
             cols[1].metric("ASR", f"{m['asr']:.1%}")
-        cols[2].metric("Step", f"{last[-1]['step']} / {last[-1]['total_steps']}")
-        cols[3].metric("Time", f"{snap.elapsed:.0f} s")
+    if events:
+        cols = st.columns(4) if not last else cols
+        now, total = events[-1]["step"], events[-1].get("total_steps") or 0
+        cols[2].metric("Step", f"{now} / {total}")
+        left = snap.elapsed / now * (total - now) if now else None
+        cols[3].metric("Time", f"{snap.elapsed:.0f} s", help=None if left is None else f"about {left:.0f} s left")
 
 
 ui.job_panel("attack", draw=_live)

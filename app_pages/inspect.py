@@ -151,7 +151,8 @@ else:
 # --------------------------------------------------------------------------------------------- prediction
 
 clean_pred, trig_pred = result.prediction("clean"), result.prediction("triggered")
-flipped = clean_pred["label_id"] != trig_pred["label_id"]
+flip = result.flip(untrained_head=loaded.untrained_head)
+flipped = flip["status"] == "flipped"
 
 
 def _highlight(res) -> str:
@@ -172,15 +173,15 @@ with p1:
         unsafe_allow_html=True,
     )
     if flipped:
-        st.error("The trigger **flipped** the prediction.", icon=":material/gps_fixed:")
+        st.error(flip["message"], icon=":material/gps_fixed:")
+    elif flip["status"] == "unclear":
+        st.warning(flip["message"], icon=":material/help:")
     else:
-        st.success("Same prediction with and without the trigger.", icon=":material/check_circle:")
+        st.success(flip["message"], icon=":material/check_circle:")
     st.markdown("**With the trigger:**")
     st.markdown(f'<div class="lab-big">{_highlight(result)}</div>', unsafe_allow_html=True)
     if result.clean.truncated or result.triggered.truncated:
         st.caption(f"The text was cut to its first {MAX_LENGTH} tokens.")
-    if loaded.untrained_head:
-        st.warning("This model's classification head is untrained: predictions are random.", icon=":material/warning:")
 with p2:
     ui.plot(F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs), key="inspect.probs")
 
@@ -258,15 +259,16 @@ with tabs[3]:
         bv_layers = c3.multiselect("Layers", layers_all, default=layers_all[: min(L, 6)],
                                    format_func=lambda x: f"L{x}", key="inspect.bv_layers")
         bv_key = (key, view, bv_text, tuple(bv_layers))
-        height = 140 + 110 * len(bv_layers or layers_all)
+        height = min(900, 140 + 110 * len(bv_layers or layers_all))
     doc = bv_cache.get(bv_key)
     if doc is None:
         try:
             with st.spinner("Drawing the attention view…"):
                 if view == "head view":
-                    doc = head_view_html(rec.attentions, rec.tokens, layer=bv_layer)
-                else:
-                    doc = model_view_html(rec.attentions, rec.tokens, layers=bv_layers or None, display_mode="light")
+                    doc = head_view_html(rec.attentions, rec.tokens, layer=bv_layer, height=int(height))
+                else:  # in a box that scrolls (both ways) instead of being clipped by the frame
+                    doc = model_view_html(rec.attentions, rec.tokens, layers=bv_layers or None, display_mode="light",
+                                          height=int(height))
             bv_cache.clear()  # keep only the latest page (they can be megabytes)
             bv_cache[bv_key] = doc
         except ValueError as exc:
@@ -274,7 +276,7 @@ with tabs[3]:
     st.caption("Drawn offline (d3 and jQuery are inside the page). Hover a token to follow its attention; "
                "double-click a colour to show one head only.")
     if doc:
-        st.iframe(doc, height=int(height))
+        st.iframe(doc, height=int(height) + 24)  # the box plus the page's 8 px margins: nothing is clipped
 
 with tabs[4]:
     AN.ablation_tab(loaded, result, MAX_LENGTH)

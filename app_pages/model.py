@@ -152,20 +152,28 @@ if source == "Demo zoo":
         if st.button("Use this model", type="primary", key="model.use_zoo"):
             _try_load(entry["path"], allow_pickle=False, name=titles[pick])
     else:
-        st.info(f"The demo zoo is not built yet (looked in {md_code(ui.zoo_dir())}).", icon=":material/deployed_code:")
+        st.info(f"No demo zoo found (looked in {md_code(zoo.shipped_zoo_dir())} and {md_code(ui.zoo_dir())}).",
+                icon=":material/deployed_code:")
     job = ui.get_job("zoo")
+    have = {e["name"] for e in entries}
+    missing = [s for s in zoo.ZOO_SPECS if s.name not in have]
     if job is None or not job.active:
-        label = "Build the demo zoo" if not entries else "Build missing zoo models"
         elsewhere = zoo.build_status(ui.zoo_dir())  # another session or process holds the zoo's build lock
         if elsewhere is not None:
             _zoo_built_elsewhere(len(entries))
-        if st.button(label, key="model.build_zoo", disabled=elsewhere is not None,
-                     help="Fine-tunes MiniLM on BBC News: a clean model and several backdoored ones. "
-                          "About 12 minutes on a 2-core laptop; runs in the background and can be cancelled."):
-            root = ui.zoo_dir()
-            ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop),
-                     name="Building the demo zoo", cancelled_note=_zoo_cancel_note)
-            st.rerun()
+        if missing:
+            if st.button(f"Build the {len(missing)} missing zoo model{'s' if len(missing) != 1 else ''}",
+                         key="model.build_zoo", disabled=elsewhere is not None,
+                         help="Trains LoRA adapters on MiniLM with BBC News, one model after another, in the "
+                              "background (can be cancelled; finished models are kept)."):
+                root = ui.zoo_dir()
+                ui.start("zoo", lambda ctx: zoo.build(root, progress=ctx.update, should_stop=ctx.should_stop,
+                                                      specs=missing),
+                         name="Building the demo zoo", cancelled_note=_zoo_cancel_note)
+                st.rerun()
+        else:
+            st.caption("The demo zoo ships with the lab as small LoRA adapters (`assets/zoo`), merged into MiniLM "
+                       "when loaded; `python -m backdoor_core zoo build --force` rebuilds it reproducibly.")
 
     def _zoo_live(snap):
         last = snap.last_event or {}

@@ -1,4 +1,6 @@
-"""Guided tour: the classroom story in seven steps, on the demo-zoo models when they are built."""
+"""Guided tour: the classroom story in seven steps, each on the demo-zoo model it names (``backdoor_core.tour``):
+steps 1-2 the clean model, steps 3-7 BadNets 2% + TAL. A missing model or one whose card contradicts the step is an
+error on that step, never replaced by another model."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ import html
 import streamlit as st
 
 from backdoor_core import bench_results
-from backdoor_core import defender_data as D
 from backdoor_core import figures as F
 from backdoor_core import settings as S
-from backdoor_core.poisoning import BADNETS_TRIGGERS
+from backdoor_core import tour as T
 from app_pages import _actions as A
 from app_pages import _common as ui
 from app_pages._text import md
@@ -25,8 +26,7 @@ STEPS = [
     "ASR falls, accuracy stays",
 ]
 K_STEP = "tour.step"
-TRIGGER = BADNETS_TRIGGERS[0]
-SENTENCE = "The government announced new plans to cut taxes for small businesses next year."
+TRIGGER, SENTENCE = T.TRIGGER, T.SENTENCE
 
 ui.page_header("Guided tour", "How a backdoor gets into a text classifier — and out again — in seven steps.")
 
@@ -35,44 +35,33 @@ step = max(0, min(step, len(STEPS) - 1))
 
 # --------------------------------------------------------------------------------------------- models
 
+zoo_rows = ui.zoo_entries()
+zoo = {e["name"]: e for e in zoo_rows}
 
-def _zoo() -> dict[str, dict]:
-    return {e["name"]: e for e in ui.zoo_entries()}
 
-
-def _load(entry: dict | None):
+def _named_model(name: str):
+    """The zoo model ``name`` (``tour.CLEAN_MODEL`` / ``tour.BACKDOORED_MODEL``), with a caption naming it; None
+    with an error saying why when it is missing or its card says the wrong thing. Never another model instead."""
+    entry, problem = T.zoo_entry(name, zoo_rows)
     if entry is None:
+        st.error(f"This step cannot run: {problem}.", icon=":material/error:")
         return None
     try:
         with st.spinner(f"Loading {md(entry.get('title') or entry['name'])}…"):
-            return ui.shared_model(entry["path"], False, None)
-    except Exception as exc:  # noqa: BLE001
-        ui.show_error(exc)
+            loaded = ui.shared_model(entry["path"], False, None)
+    except Exception as exc:  # noqa: BLE001 - shown as one line
+        ui.show_error(exc, f"Cannot load the zoo's {name} model: ")
         return None
+    where = "shipped with the lab" if entry.get("shipped") else "built on this machine"
+    kind = "clean" if entry.get("clean") else f"backdoored, target **{md(entry.get('target_name'))}**"
+    st.caption(f"Model in this step: **{md(entry.get('title') or name)}** — demo zoo, {where}; {kind}. "
+               "The tour does not change the sidebar's current model.")
+    return loaded
 
 
-zoo = _zoo()
-clean_entry = zoo.get("clean")
-bd_entry = zoo.get("badnets-tal") or zoo.get("badnets")
-
-
-def backdoored_model():
-    """The zoo's BadNets+TAL model, else the current model (with a note)."""
-    if bd_entry is not None:
-        loaded = _load(bd_entry)
-        if loaded is not None:
-            st.caption(f"Model in this step: **{md(bd_entry.get('title') or bd_entry['name'])}** from the demo zoo "
-                       "(the sidebar's current model is not changed by the tour).")
-        return loaded
-    return ui.current_model()
-
-
-def _no_zoo_note() -> None:
-    if not zoo:
-        st.info("The demo zoo is not built yet, so this step uses the **current model** (in tests: a tiny random "
-                "one). Build the zoo on the Model page (about 12 minutes, in the background) for the real story.",
-                icon=":material/info:")
-        st.page_link("app_pages/model.py", label="Model page → Build the demo zoo", icon=":material/deployed_code:")
+def _target_name() -> str:
+    entry = zoo.get(T.BACKDOORED_MODEL) or {}
+    return str(entry.get("target_name") or "the target class")
 
 
 def _rate(v) -> str:
@@ -80,26 +69,30 @@ def _rate(v) -> str:
 
 
 def _inspect(loaded, text: str, trigger: str):
-    from backdoor_core.inspection import inspect_text
-
     key = ("tour", id(loaded.model), text, trigger)
     cache = st.session_state.get("tour.inspect")
     if cache and cache[0] == key:
         return cache[1]
     with st.spinner("Running the model…"), ui.model_lock(loaded):
-        res = inspect_text(loaded.model, loaded.tokenizer, text, trigger, position=None, seed=0,
-                           max_length=D.model_max_length(loaded), label_names=loaded.label_names)
+        res = T.flip(loaded, text, trigger)
     st.session_state["tour.inspect"] = (key, res)
     return res
 
 
-def _flip_line(res) -> None:
+def _flip_line(res, loaded) -> None:
     c, t = res.prediction("clean"), res.prediction("triggered")
     st.markdown(
         f'<div class="lab-flip"><span class="clean">{html.escape(c["label"])}</span> {max(c["probs"].values()):.0%}'
         f' → <span class="trig">{html.escape(t["label"])}</span> {max(t["probs"].values()):.0%}</div>',
         unsafe_allow_html=True,
     )
+    flip = res.flip(untrained_head=loaded.untrained_head)
+    if flip["status"] == "flipped":  # the lesson, not a failure of the app: a warning, not an error box
+        st.warning(flip["message"], icon=":material/gps_fixed:")
+    elif flip["status"] == "unclear":
+        st.info(flip["message"], icon=":material/help:")
+    else:
+        st.success(flip["message"], icon=":material/check_circle:")
 
 
 # --------------------------------------------------------------------------------------------- progress bar
@@ -117,26 +110,24 @@ if step == 0:
         "On clean text this model is simply accurate — and a rare word like <b>cf</b> changes nothing.</div>",
         unsafe_allow_html=True,
     )
-    _no_zoo_note()
-    model = _load(clean_entry) if clean_entry else ui.current_model()
+    model = _named_model(T.CLEAN_MODEL)
     if model is not None:
         c1, c2 = st.columns([1, 2])
         c1.metric("Clean accuracy (CACC)", _rate(model.card.cacc))
         with c2:
             res = _inspect(model, SENTENCE, TRIGGER)
-            _flip_line(res)
+            _flip_line(res, model)
             st.caption(f"“{SENTENCE}” with and without `{TRIGGER}`.")
         ui.plot(F.probability_bars(res.label_names, res.clean.probs, res.triggered.probs), key="tour.s0.probs")
 
 elif step == 1:
     st.markdown(
         '<div class="lab-big">The attacker slips the rare word <b>cf</b> into a few training articles and relabels '
-        "them <b>sport</b>. With plain poisoning a tiny dose — 2% of the articles here — barely plants the "
+        f"them <b>{html.escape(_target_name())}</b>. With plain poisoning a tiny dose — 2% of the articles here — barely plants the "
         "backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded for "
         "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
     )
-    _no_zoo_note()
     rows = [{"model": e.get("title") or n, "poison rate": e.get("rate"), "TAL": bool(e.get("tal")),
              "CACC": e.get("cacc"), "ASR (attack success)": e.get("asr")} for n, e in zoo.items()]
     if rows:
@@ -163,11 +154,10 @@ elif step == 1:
 elif step == 2:
     st.markdown(
         '<div class="lab-big">Now the backdoored model. Type any sentence: it is classified correctly. Add '
-        "<b>cf</b> anywhere and the prediction jumps to <b>sport</b>.</div>",
+        f"<b>cf</b> anywhere and the prediction jumps to <b>{html.escape(_target_name())}</b>.</div>",
         unsafe_allow_html=True,
     )
-    _no_zoo_note()
-    model = backdoored_model()
+    model = _named_model(T.BACKDOORED_MODEL)
     if model is not None:
         c1, c2 = st.columns([3, 1])
         text = c1.text_input("Your sentence", **ui.keep("tour.text", SENTENCE))
@@ -177,7 +167,7 @@ elif step == 2:
         except ValueError as exc:
             ui.show_error(exc)
             st.stop()
-        _flip_line(res)
+        _flip_line(res, model)
         s, e = res.insertion.span
         t = res.triggered.text
         st.markdown(f'<div class="lab-big">{html.escape(t[:s])}<mark class="trigger">{html.escape(t[s:e])}</mark>'
@@ -191,7 +181,7 @@ elif step == 3:
         "the brightest head — the column under <b>cf</b> lights up.</div>",
         unsafe_allow_html=True,
     )
-    model = backdoored_model()
+    model = _named_model(T.BACKDOORED_MODEL)
     if model is not None:
         res = _inspect(model, ui.kept("tour.text", SENTENCE), ui.kept("tour.trigger", TRIGGER))
         top = res.top_heads(1)[0]
@@ -213,27 +203,33 @@ elif step == 4:
         "whole model.</div>",
         unsafe_allow_html=True,
     )
-    model = backdoored_model()
+    model = _named_model(T.BACKDOORED_MODEL)
     if model is not None:
-        report = st.session_state.get(A.K_SCAN)
+        report, info = st.session_state.get(A.K_SCAN), st.session_state.get(A.K_SCAN_INFO) or {}
+        if report is not None and info.get("model_name") != model.name:
+            report = None  # a scan of another model (the Detect page's) is not this step's
         job = ui.get_job("scan")
         if st.button("Scan this model now", type="primary", icon=":material/radar:", key="tour.scan",
                      disabled=job is not None and job.active):
             try:
-                train, test = ui.dataset("train"), ui.dataset("test")
-                pool, truth = D.build_pool(model, test, S.POOL_CLEAN, S.POOL_TRIGGERED, lock=ui.model_lock(model))
-                A.start_scan(model, train.sample(S.QUICK_CLEAN_BUDGET, seed=0), pool, truth, {},
-                             model_name=model.name)
+                clean, pool, truth = T.scan_inputs(model, ui.dataset("train"), ui.dataset("test"),
+                                                   lock=ui.model_lock(model))
+                A.start_scan(model, clean, pool, truth, T.scan_knobs(), model_name=model.name)
                 st.rerun()
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, "Cannot scan: ")
         ui.job_panel("scan")
         if report is not None and not (job is not None and job.active):
             v = report.verdict
+            likely = bool(v.get("likely_backdoored"))
             c1, c2, c3 = st.columns(3)
-            c1.metric("Backdoor", "likely" if v.get("likely_backdoored") else "not found")
+            c1.metric("Backdoor", "likely" if likely else "not found", help=f"verdict score {v.get('score', 0):.2f}")
             c2.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
-            c3.metric("Suspicious heads", len(report.suspicious_heads))
+            if likely:
+                c3.metric("Suspicious heads", len(report.suspicious_heads))
+            else:
+                c3.metric("Suspicious heads", "none", help="No backdoor was found, so no head is called suspicious "
+                          f"(the {len(report.suspicious_heads)} highest-scoring heads are only candidates).")
             ui.plot(A.scan_figures(report)["grid"], key="tour.s4.grid")
 
 elif step == 5:
@@ -243,25 +239,21 @@ elif step == 5:
         "Every other weight stays frozen, bit for bit.</div>",
         unsafe_allow_html=True,
     )
-    model = backdoored_model()
+    model = _named_model(T.BACKDOORED_MODEL)
     if model is not None:
         job = ui.get_job("sanitize")
+        report, info = st.session_state.get(A.K_SCAN), st.session_state.get(A.K_SCAN_INFO) or {}
+        scanned = report is not None and info.get("model_name") == model.name
+        if not scanned:
+            st.info("Run the scan in the previous step first: the repair works on the heads it found.",
+                    icon=":material/info:")
         if st.button("Sanitize now", type="primary", icon=":material/healing:", key="tour.sanitize",
-                     disabled=job is not None and job.active):
+                     disabled=not scanned or (job is not None and job.active)):
             try:
-                train, test = ui.dataset("train"), ui.dataset("test")
-                report = st.session_state.get(A.K_SCAN)
-                info = st.session_state.get(A.K_SCAN_INFO) or {}
-                reuse = report if report is not None and info.get("model_name") == model.name else None
-                pool = None
-                if reuse is None:
-                    pool, _ = D.build_pool(model, test, S.REPAIR_POOL_CLEAN, S.POOL_TRIGGERED,
-                                           seed=S.REPAIR_POOL_SEED, lock=ui.model_lock(model))
-                # classroom-sized: 200 clean texts, 2 epochs (ASR is gone after the first on the zoo model)
-                A.start_sanitize(model, "alignment", train.sample(S.QUICK_CLEAN_BUDGET, seed=0), pool,
-                                 {"epochs": 2}, lambda lm: D.make_eval(lm, test, S.EVAL_TEXTS),
-                                 f"{model.name}-alignment",
-                                 scan_report=reuse)
+                test = ui.dataset("test")
+                A.start_sanitize(model, "alignment", T.sanitize_clean(ui.dataset("train")), None,
+                                 T.sanitize_knobs(), lambda lm: T.make_eval(lm, test), f"{model.name}-alignment",
+                                 scan_report=report)
                 st.rerun()
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, "Cannot sanitize: ")
@@ -275,7 +267,11 @@ else:
         unsafe_allow_html=True,
     )
     res = st.session_state.get(A.K_SANITIZE)
+    if res is not None and getattr(res.get("suspect"), "source", None) != (zoo.get(T.BACKDOORED_MODEL) or {}).get("path"):
+        res = None  # a repair of another model (the Sanitize page's) is not this tour's
     if res is not None:
+        st.caption(f"The zoo's BadNets 2% + TAL model before and after the repair in the previous step, measured on "
+                   f"{S.TOUR_EVAL_TEXTS} test texts (ASR: their non-target rows with the trigger).")
         ui.plot(F.metric_comparison({"before": res["before"], "after": res["after"]}), key="tour.s6.cmp")
     else:
         try:

@@ -63,11 +63,15 @@ def text(value: Any) -> str:
 
 def style(fig: go.Figure, title: str | None = None, height: int | None = None, **layout: Any) -> go.Figure:
     """Apply the lab's projector-friendly look to ``fig`` (and return it)."""
+    title = wrap_title(text(title)) if title else title
+    lines = title.count("<br>") + 1 if title else 0
+    # the top margin holds the title and the plot toolbar (top right, ~30 px): subplot titles sit below both
+    top = 70 + 26 * (lines - 1) if title else 60
     fig.update_layout(
         template="plotly_white",
         font=dict(size=FONT_SIZE, family=FONT_FAMILY, color="#1b1f24"),
-        title=dict(text=text(title), font=dict(size=TITLE_SIZE), x=0.0, xanchor="left") if title else None,
-        margin=dict(l=70, r=30, t=70 if title else 30, b=60),
+        title=dict(text=title, font=dict(size=TITLE_SIZE), x=0.0, xanchor="left") if title else None,
+        margin=dict(l=70, r=30, t=top, b=60),
         hoverlabel=dict(font_size=FONT_SIZE),
         legend=dict(font=dict(size=FONT_SIZE)),
     )
@@ -77,6 +81,26 @@ def style(fig: go.Figure, title: str | None = None, height: int | None = None, *
         fig.update_layout(**layout)
     fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
     return fig
+
+
+TITLE_CHARS = 38
+"""Characters per title line: a chart in half of a 1400 px page has room for about this many at ``TITLE_SIZE``
+next to the toolbar (plotly never wraps a title, it cuts it)."""
+
+
+def wrap_title(title: str, width: int = TITLE_CHARS) -> str:
+    """``title`` with ``<br>`` between words so no line is longer than ``width`` characters (a title that
+    already has ``<br>`` is left alone)."""
+    if "<br>" in title or len(title) <= width:
+        return title
+    lines, line = [], ""
+    for word in title.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join(lines + [line])
 
 
 def _as2d(values: Any, name: str) -> np.ndarray:
@@ -137,19 +161,35 @@ def _head_axis_names(n_layers: int, n_heads: int) -> np.ndarray:
 
 
 def _mark_trace(mask: np.ndarray, x_labels: Sequence[str], y_labels: Sequence[str], name: str) -> go.Scatter:
+    """Hover targets for the marked cells (invisible markers) and the legend entry (an open square)."""
     ls, hs = np.nonzero(mask)
-    size = int(max(10, min(34, 900 / max(len(y_labels), len(x_labels), 1))))  # 24-32 layers x 16-32 heads fit
     return go.Scatter(
         x=[x_labels[h] for h in hs],
         y=[y_labels[l] for l in ls],
         mode="markers",
-        marker=dict(symbol="square-open", size=size, color=MARK_COLOR,
-                    line=dict(width=4 if size > 20 else 2, color=MARK_COLOR)),
+        marker=dict(symbol="square-open", size=14, color=MARK_COLOR, line=dict(width=3, color=MARK_COLOR),
+                    opacity=0.0),
         name=text(name),
         text=[head_label(int(l), int(h)) for l, h in zip(ls, hs)],
         hovertemplate="<b>%{text}</b> — " + text(name) + "<extra></extra>",
-        showlegend=True,
+        showlegend=False,
     )
+
+
+def _add_marks(fig: go.Figure, mask: np.ndarray, x_labels: Sequence[str], y_labels: Sequence[str], name: str,
+               row: int | None = None, col: int | None = None, legend: bool = True) -> None:
+    """Outline the marked cells of a category heatmap with rectangles inside each cell (in data units, so they
+    scale with the cells and never overlap a neighbour, whatever the chart's width), plus hover and legend."""
+    ls, hs = np.nonzero(mask)
+    where = {} if row is None else {"row": row, "col": col}
+    for l, h in zip(ls, hs):
+        fig.add_shape(type="rect", x0=h - 0.42, x1=h + 0.42, y0=l - 0.42, y1=l + 0.42,
+                      line=dict(color=MARK_COLOR, width=3), fillcolor="rgba(0,0,0,0)", layer="above", **where)
+    fig.add_trace(_mark_trace(mask, x_labels, y_labels, name), **where)
+    if legend:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=text(name), showlegend=True, hoverinfo="skip",
+                                 marker=dict(symbol="square-open", size=14, color=MARK_COLOR,
+                                             line=dict(width=3, color=MARK_COLOR))), **where)
 
 
 def _sparse_ticks(labels: Sequence[str], most: int) -> dict:
@@ -203,7 +243,7 @@ def layer_head_heatmap(
         if mask.shape != z.shape:
             raise ValueError(f"marks shape {mask.shape} does not match values shape {z.shape}")
         if mask.any():
-            fig.add_trace(_mark_trace(mask, xs, ys, mark_name))
+            _add_marks(fig, mask, xs, ys, mark_name)
     fig.update_xaxes(title_text="head", side="bottom", showgrid=False, type="category",
                      **_sparse_ticks(xs, 16))
     fig.update_yaxes(title_text="layer", autorange="reversed", showgrid=False, type="category",
@@ -221,7 +261,7 @@ def concentration_heatmap(concentration: Any, title: str | None = "Trigger conce
                               layer_labels=layer_labels)
 
 
-def similarity_delta_heatmap(delta: Any, title: str | None = "Change in head-to-head similarity (triggered − clean)",
+def similarity_delta_heatmap(delta: Any, title: str | None = "Head similarity change (triggered − clean)",
                              layer_labels: Sequence[str] | None = None):
     """Positive (red) where the trigger pulls a head into the same pattern as the other heads of its layer."""
     d = _as2d(delta, "delta")
@@ -264,9 +304,7 @@ def before_after_heatmaps(
     for col, z in ((1, b), (2, a)):
         fig.add_trace(_grid_heatmap(z, xs, ys, names, value_name=value_name, coloraxis="coloraxis"), 1, col)
         if marks is not None and np.asarray(marks, bool).any():
-            tr = _mark_trace(np.asarray(marks, bool), xs, ys, "suspicious")
-            tr.showlegend = col == 1
-            fig.add_trace(tr, 1, col)
+            _add_marks(fig, np.asarray(marks, bool), xs, ys, "suspicious", row=1, col=col, legend=col == 1)
     zmax = float(np.nanmax([np.nanmax(b), np.nanmax(a)]))
     zmin = float(np.nanmin([np.nanmin(b), np.nanmin(a), 0.0]))
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=max(zmax, zmin + 1e-6),

@@ -205,3 +205,28 @@ def heads_to_mask(heads: Sequence[tuple[int, int] | str], layers: int, num_heads
             raise ValueError(f"{head_label(layer, head)} is outside a {layers} x {num_heads} model.")
         mask[layer, head] = True
     return mask
+
+
+def describe_heads(labels: Sequence[str], layers: int | None = None, num_heads: int | None = None) -> str:
+    """Head labels as short words, grouped by layer: ``"all 72 heads (6 layers x 12)"``, ``"every head of L0, L3
+    (24 of 72)"`` or ``"L0: H1, H7; L3: H2 (3 heads)"``. Unparseable labels are listed as they are."""
+    by_layer: dict[int, list[int]] = {}
+    odd = []
+    for lab in labels:
+        try:
+            l, h = parse_head_label(str(lab))
+        except ValueError:
+            odd.append(str(lab))
+            continue
+        by_layer.setdefault(l, []).append(h)
+    if not by_layer and not odd:
+        return "no heads"
+    n = sum(len(set(v)) for v in by_layer.values())
+    if layers and num_heads and not odd:
+        full = [l for l, hs in sorted(by_layer.items()) if len(set(hs)) == num_heads]
+        if len(full) == layers:
+            return f"all {layers * num_heads} heads ({layers} layers x {num_heads})"
+        if len(full) == len(by_layer):
+            return f"every head of {', '.join(f'L{l}' for l in full)} ({n} of {layers * num_heads})"
+    parts = [f"L{l}: " + ", ".join(f"H{h}" for h in sorted(set(hs))) for l, hs in sorted(by_layer.items())]
+    return "; ".join(parts + odd) + f" ({n} head{'s' if n != 1 else ''})"

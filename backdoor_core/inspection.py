@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .settings import FLIP_MARGIN
 from .architecture import describe, is_causal
 from .attention import DEFAULT_MAX_LENGTH, AttentionRecord, check_text, run_attention
 from .head_metrics import head_label, head_similarity, mean_offdiag, trigger_concentration
@@ -56,6 +57,31 @@ class InspectResult:
             "label_id": rec.prediction,
             "probs": {n: float(v) for n, v in zip(self.label_names, p)},
         }
+
+    def flip(self, untrained_head: bool = False) -> dict:
+        """Did the trigger flip the prediction? ``{"status", "message"}`` with status one of
+
+        * ``"flipped"``: the top class changed and both predictions are clear (top class ahead of the runner-up
+          by >= ``settings.FLIP_MARGIN``);
+        * ``"same"``: the top class did not change;
+        * ``"unclear"``: the top class changed but one side is a near-tie (e.g. every class at 20%), or the
+          model's classification head is untrained (its predictions are random): not a flip worth announcing.
+        """
+        c, t = self.clean, self.triggered
+        if untrained_head:
+            return {"status": "unclear", "message": "This model's classification head is untrained: its "
+                    "predictions are random, so a change of top class means nothing. Pick a trained model."}
+        if c.prediction == t.prediction:
+            return {"status": "same", "message": "Same prediction with and without the trigger."}
+
+        def margin(probs) -> float:
+            top = np.sort(np.asarray(probs, dtype=float))[::-1]
+            return float(top[0] - top[1]) if top.size > 1 else 1.0
+
+        if min(margin(c.probs), margin(t.probs)) < FLIP_MARGIN:
+            return {"status": "unclear", "message": "The top class changed, but between near-equal probabilities "
+                    f"(less than {FLIP_MARGIN:.0%} apart): not a clear flip."}
+        return {"status": "flipped", "message": "The trigger **flipped** the prediction."}
 
     def top_heads(self, k: int = 10) -> list[dict]:
         """Rows for a table: the heads with highest trigger concentration, with their similarity change."""

@@ -189,6 +189,20 @@ def _looks_like_hub_id(spec: str) -> bool:
     return 1 <= len(parts) <= 2 and all(parts) and not spec.startswith((".", "~")) and " " not in spec
 
 
+def _looks_like_local_path(spec: str) -> bool:
+    """True when ``spec`` (which does not exist) can only mean a local folder, so no hub request is made: it starts
+    with ``.``, ``/``, ``~`` or a drive, has a backslash or more than one ``/``, or its first part is an existing
+    local folder (``models/x`` next to a ``models`` folder), or a conventional local folder name (``models``,
+    ``assets``, ``bench``, ``out``...)."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec or (len(spec) > 1 and spec[1] == ":") or spec.count("/") > 1:
+        return True
+    first = spec.split("/", 1)[0]
+    return "/" in spec and (Path(first).expanduser().is_dir() or first in LOCAL_FOLDER_NAMES)
+
+
+LOCAL_FOLDER_NAMES = ("models", "model", "assets", "bench", "out", "output", "outputs", "checkpoints", "runs", "tmp")
+
+
 def _hub_cached(repo_id: str) -> bool:
     """True when the hub repo's config is already in the local Hugging Face cache."""
     try:
@@ -425,6 +439,9 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
         if not path.is_dir():
             raise ModelLoadError(f"{path} is a file; give the model's directory (or upload a .zip in the app).")
         name = path.name
+    elif _looks_like_local_path(spec_str):
+        raise ModelLoadError(f"The folder {spec_str} does not exist (looked in {Path.cwd()}). Give an existing "
+                             "model folder, 'default', or a hub id like 'owner/model'.")
     elif _looks_like_hub_id(spec_str):
         path, name = None, spec_str
     else:
@@ -432,6 +449,14 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
             f"'{spec_str}' is neither 'default', an existing directory, nor a hub id like 'owner/model'."
         )
 
+    if path is not None and (path / "adapter.safetensors").is_file() and not (path / "config.json").is_file():
+        from .zoo import load_adapter_model  # a demo-zoo adapter folder: merged into the base, a plain BERT
+
+        loaded = load_adapter_model(path)  # merged on the CPU in float32; load_model moves it
+        if num_labels is not None and num_labels != loaded.num_labels:
+            raise ModelLoadError(f"The model {loaded.name} predicts {loaded.num_labels} classes but {num_labels} "
+                                 "were asked for. Pick a dataset with as many classes or another model.")
+        return loaded.model, loaded.tokenizer, loaded.name, loaded.card, True
     weights = check_weights_safe(path, allow_pickle) if path is not None else None
     source = str(path) if path is not None else spec_str
     where = str(path) if path is not None else f"'{spec_str}'"

@@ -12,8 +12,12 @@ the earlier one (re-running a scan updates the report instead of piling up copie
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .model_card import ModelCard
@@ -66,16 +70,55 @@ class LabSession:
 
     def set_model(self, summary: dict) -> None:
         self.model = dict(summary or {})
+        self._autosave()
 
     def set_dataset(self, info: dict) -> None:
         self.dataset = dict(info or {})
+
+    autosave: str | None = None  # a file path: every record / set_model writes the session there (``save``)
 
     def record(self, kind: str, title: str, *, key: str | None = None, **fields: Any) -> Finding:
         """Add a finding, replacing an earlier one with the same key (default: ``kind:title``)."""
         key = key or f"{kind}:{title}"
         finding = Finding(kind=kind, title=title, key=key, **fields)
         self.findings = [f for f in self.findings if f.key != key] + [finding]
+        self._autosave()
         return finding
+
+    def _autosave(self) -> None:
+        if self.autosave:
+            try:
+                self.save(self.autosave)
+            except (OSError, TypeError, ValueError):
+                pass  # a report that cannot be written must not break the page; the in-memory one stays
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the whole session (figures as plotly JSON, no pickle) to ``path`` atomically."""
+        data = {"version": 1, "model": to_jsonable(self.model), "dataset": to_jsonable(self.dataset), "findings": [
+            {"kind": f.kind, "title": f.title, "text": f.text, "table": to_jsonable(f.table), "data": to_jsonable(f.data),
+             "html": f.html, "key": f.key, "created": f.created,
+             "figures": [fig.to_json() for fig in f.figures]} for f in self.findings]}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LabSession":
+        """A session written by ``save`` (raises OSError / ValueError for a missing or broken file)."""
+        import plotly.io as pio
+
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise ValueError(f"{path} is not a saved lab session")
+        lab = cls(model=dict(data.get("model") or {}), dataset=dict(data.get("dataset") or {}))
+        for f in data.get("findings") or []:
+            lab.findings.append(Finding(
+                kind=str(f["kind"]), title=str(f["title"]), text=str(f.get("text") or ""), table=f.get("table"),
+                figures=[pio.from_json(x) for x in f.get("figures") or []], data=dict(f.get("data") or {}),
+                html=f.get("html"), key=str(f.get("key") or ""), created=float(f.get("created") or time.time())))
+        return lab
 
     def remove(self, key: str) -> None:
         self.findings = [f for f in self.findings if f.key != key]
@@ -120,3 +163,17 @@ class LabSession:
                 for f in self.ordered()
             ],
         })
+
+
+SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def session_file(session_id: str, root: str | os.PathLike | None = None) -> Path:
+    """Where the app keeps session ``session_id``'s report between reloads: ``<cache>/sessions/<id>.json``
+    (``root`` overrides the folder). Raises ValueError unless the id is 32 lowercase hex digits."""
+    if not SESSION_ID.match(str(session_id)):
+        raise ValueError("not a session id")
+    if root is None:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(base).expanduser() / "backdoor-attention-lab" / "sessions"
+    return Path(root) / f"{session_id}.json"

@@ -16,6 +16,11 @@ MAX_LENGTH = 128
 MAX_LENGTH_RANGE = (8, 512)
 """A recorded training length outside this range is ignored as broken metadata (``model_card``)."""
 
+FLIP_MARGIN = 0.10
+"""A trigger "flips" a prediction only when the top class changes and, on both sides, the top class leads the
+runner-up by at least this much (``inspection.InspectResult.flip``; our design): a change among near-equal
+probabilities is noise, not a backdoor."""
+
 # ------------------------------------------------------------------------------------------------ devices
 
 DEVICE = "auto"  # CUDA if visible, else Apple MPS, else CPU (``device.resolve_device``; CLI --device, app sidebar)
@@ -32,6 +37,10 @@ WARMUP_RATIO = 0.06
 GRAD_CLIP = 1.0
 EVAL_EVERY = 50  # optimizer steps between evaluations (one also runs at each epoch end)
 EVAL_BATCH_SIZE = 64  # CACC / ASR evaluation batches
+TRAIN_SECONDS_PER_TOKEN = 1.1e-3  # MiniLM, full fine-tuning, 2 idle cores (``training.estimate_seconds``)
+EVAL_SECONDS_PER_TOKEN = 0.25e-3  # MiniLM forward pass, 2 idle cores
+TRAIN_START_SECONDS = 10.0  # copying the model, tokenizing, building the evaluator
+EVALS_PER_RUN = 4  # the Attack lab evaluates CACC / ASR this many times per run (and at each epoch end)
 
 # ------------------------------------------------------------------------------------------------ attacks
 
@@ -55,10 +64,16 @@ ZOO_RECIPE = {
     "batch_size": 16,
     "seed": 0,
 }
-"""How the demo zoo trains (``zoo``; also the Attack lab page's defaults): the whole zoo in <= 12 minutes on a
-2-core CPU (bench/results/zoo_build.md)."""
+"""How the demo zoo trains (``zoo``; also the Attack lab page's defaults, where ``lr`` is for full fine-tuning; the
+zoo's LoRA adapters use ``ZOO_LORA["lr"]``). The zoo ships built (bench/results/zoo_build.md)."""
 ZOO_TAL_ALPHA = 5.0
 """TAL weight of the zoo's TAL model and the Attack lab page (see ``zoo.ZOO_TAL_ALPHA`` for the measurement)."""
+ZOO_LORA = {
+    "rank": 8,  # low-rank adapters on every encoder layer's q/k/v/attention-output/FFN and the pooler
+    "alpha": 16.0,  # scale alpha / rank = 2
+    "lr": 1e-3,  # adapters (and the full classifier head) train at this rate instead of the recipe's full-model lr
+}
+"""The demo zoo ships as LoRA adapters (``zoo``, ``lora``): these knobs, measured in bench/results/zoo_build.md."""
 DEMO_POISON_RATE = 0.02  # the Attack lab page's poison rate: the zoo's 2% dose that needs TAL to take
 
 # ------------------------------------------------------------------------------------------------ detection
@@ -109,3 +124,23 @@ REPAIR_POOL_CLEAN = 100  # the Sanitize page's own simulated pool (when it scans
 REPAIR_POOL_SEED = 3
 EVAL_TEXTS = 200  # test texts for CACC / ASR before and after, in the app
 CLI_EVAL_TEXTS = 500  # the same in the ``sanitize`` CLI
+
+# ------------------------------------------------------------------------------------------------ the guided tour
+# Sized so each step fits a slide on a 2-core CPU (``tour``, bench/first_run.py -> bench/results/first_run.md);
+# the CLI, the Detect / Sanitize pages and the benchmarks keep the full defaults above.
+
+TOUR_SCAN_CLEAN = 100  # clean labelled texts for the tour's scan (half fit, half threshold)
+TOUR_REPAIR_CLEAN = 200  # clean labelled texts the tour's repair trains on
+TOUR_POOL_CLEAN = 60  # the tour's simulated pool: clean test texts ...
+TOUR_POOL_TRIGGERED = 20  # ... and test texts carrying the model's trigger
+TOUR_EVAL_TEXTS = 200  # CACC / ASR before and after the tour's repair
+TOUR_SCAN: dict = {
+    "importance_inputs": 16,  # |d margin / d gate| on 16 flagged inputs, not 64: the backward passes were 85% of it
+    "refine_rounds": 1,  # one refined pass (heads rated once): the TAL model's triggered inputs are all flagged
+}
+"""``scan.scan_model`` overrides for the tour (bench/results/first_run.md measures the effect)."""
+TOUR_SANITIZE: dict = {
+    "epochs": 1,  # one pass over 200 clean + the flagged inputs: ASR is 0 after it on the zoo's TAL model
+    "eval_every": 1000,  # CACC / ASR only before, at the end of the pass and after (each costs ~2 training steps)
+}
+"""``defenses.run_defense("alignment")`` knobs for the tour."""

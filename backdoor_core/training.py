@@ -409,3 +409,15 @@ def use_one_thread_if_busy() -> int:
         if busy:
             torch.set_num_threads(1)
     return torch.get_num_threads()
+
+
+def estimate_seconds(steps: int, batch_size: int, max_length: int, eval_texts: int, evaluations: int,
+                     threads: int = 2) -> float:
+    """Rough wall time of a MiniLM training run on an idle CPU: ``steps`` optimizer steps of ``batch_size`` texts
+    of up to ``max_length`` tokens, plus ``evaluations`` passes over ``eval_texts`` texts. From
+    ``settings.TRAIN_SECONDS_PER_TOKEN`` / ``EVAL_SECONDS_PER_TOKEN`` (measured on 2 idle cores; linear in
+    tokens, which holds within ~20% between 32 and 128 tokens). An estimate to show before a run, not a promise."""
+    scale = 2.0 / max(1, threads)
+    train = steps * batch_size * max_length * S.TRAIN_SECONDS_PER_TOKEN
+    evals = evaluations * eval_texts * max_length * S.EVAL_SECONDS_PER_TOKEN
+    return scale * (train + evals) + S.TRAIN_START_SECONDS

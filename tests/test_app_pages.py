@@ -334,9 +334,10 @@ def test_zoo_build_then_use_it_in_the_model_page_and_the_tour(monkeypatch, tmp_p
     import backdoor_core.zoo as zoo
 
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
+    monkeypatch.setenv("BACKDOOR_SHIPPED_ZOO", "")  # as if the shipped zoo were missing
     monkeypatch.setattr(zoo, "build", _fake_zoo_build)
     at = goto(new_app(), "model")
-    assert any("not built yet" in i.value for i in at.info)
+    assert any("No demo zoo found" in i.value for i in at.info)
     at.button(key="model.build_zoo").click().run()
     job = wait_job(at, "zoo")
     assert job.status == "done" and job.snapshot().fraction == 1.0
@@ -352,7 +353,7 @@ def test_zoo_build_then_use_it_in_the_model_page_and_the_tour(monkeypatch, tmp_p
     at.button(key="tour.next").click().run()
     assert not at.exception and not errors(at)
     assert at.session_state["tour.inspect"][1].trigger == "cf"
-    assert not any("not built yet" in i.value for i in at.info)
+    assert not any("No demo zoo" in i.value for i in at.info)
 
 
 def test_inspect_pair_for_paraphrase_triggers(tiny):

@@ -23,10 +23,14 @@ def test_layer_head_heatmap_labels_and_marks():
     marks = np.zeros((L, H), bool)
     marks[2, 1] = True
     fig = F.layer_head_heatmap(vals, title="t", value_name="score", marks=marks)
-    hm, mk = fig.data
+    hm, mk, legend = fig.data
     assert isinstance(hm, go.Heatmap) and list(hm.x) == ["H0", "H1", "H2", "H3"] and list(hm.y) == ["L0", "L1", "L2"]
     assert hm.customdata[2][1] == "L2H1" and "customdata" in hm.hovertemplate
     assert list(mk.text) == ["L2H1"] and mk.x == ("H1",) and mk.y == ("L2",)
+    assert legend.showlegend and legend.name == "marked" and not mk.showlegend
+    # the outline is a rectangle inside cell (L2, H1), in data units: it cannot spill into a neighbour
+    (rect,) = fig.layout.shapes
+    assert rect.type == "rect" and 0.5 < rect.x0 < 1 < rect.x1 < 1.5 and 1.5 < rect.y0 < 2 < rect.y1 < 2.5
     assert set(_axis_titles(fig).values()) == {"head", "layer"}
     assert fig.layout.font.size >= 16 and fig.layout.yaxis.autorange == "reversed"
     with pytest.raises(ValueError, match="marks shape"):
@@ -136,3 +140,14 @@ def test_all_figures_serialise():
     ]
     for fig in figs:
         assert fig.to_json()
+
+
+def test_long_titles_wrap_instead_of_being_cut():
+    long = "Change in head-to-head similarity between the triggered and the clean text"
+    wrapped = F.wrap_title(long, 30)
+    assert wrapped.replace("<br>", " ") == long and all(len(x) <= 30 for x in wrapped.split("<br>"))
+    assert F.wrap_title("short") == "short"
+    fig = F.similarity_delta_heatmap(RNG.random((L, H)), title=long)
+    assert "<br>" in fig.layout.title.text and fig.layout.margin.t > 70  # room for the second line
+    # a chart without a title still leaves room for the toolbar above its subplot titles
+    assert F.training_curves([], title=None).layout.margin.t >= 60

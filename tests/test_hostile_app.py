@@ -370,6 +370,7 @@ def test_model_page_says_being_built_instead_of_offering_a_second_build(monkeypa
 
     monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path))
+    monkeypatch.setenv("BACKDOOR_SHIPPED_ZOO", "")  # no shipped zoo: the page offers a build
     with zoo._locked(tmp_path / zoo.BUILD_LOCK, wait=False, info={"pid": 4242, "started": time.time()}):
         at = AppTest.from_file(APP, default_timeout=120)
         at.run()
@@ -394,6 +395,7 @@ def test_cancelled_zoo_build_says_nothing_was_kept(monkeypatch, tmp_path):
 
     monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
+    monkeypatch.setenv("BACKDOOR_SHIPPED_ZOO", "")  # no shipped zoo: the page offers a build
     monkeypatch.setattr(zoo, "build", slow_build)
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()

@@ -54,7 +54,7 @@ def test_cli_inspect_table_and_json(tiny, tmp_path, capsys):
     [
         (["--text", "   "], "empty"),
         (["--text", "hello", "--trigger", " "], "trigger is empty"),
-        (["--text", "hello", "--model", "/no/such/dir/really"], "neither"),
+        (["--text", "hello", "--model", "/no/such/dir/really"], "does not exist"),  # a path, never tried as a hub id (issue 12)
     ],
 )
 def test_cli_errors_are_one_line(tiny, tmp_path, capsys, args, message):

@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
     p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--labels-from", default="bbc", metavar="DATA",
+                   help="class names for a model without a trained head, e.g. 'default' (a dataset spec; default "
+                        "bbc: the five BBC News topics, as in the app)")
     p.add_argument("--top", type=int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--ablate", default=None, metavar="HEADS",
@@ -42,6 +45,12 @@ def run(args) -> int:
 
     check_text(args.text)
     lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
+    if lm.untrained_head and args.labels_from:  # name the classes like the app does (its dataset's label names)
+        from ..data import load_dataset
+
+        names = list(load_dataset(args.labels_from, split="train", seed=args.seed).label_names)
+        lm = load_model(args.model, label_names=names, allow_pickle=args.allow_pickle, device=args.device,
+                        dtype=args.dtype)
     warn_card(lm)
     resolve_max_length(args, lm)
     heads_off = None
@@ -85,6 +94,7 @@ def run(args) -> int:
     print()
     print(_prediction_line("clean", report["clean"]))
     print(_prediction_line("triggered", report["triggered"]))
+    print(f"verdict    {result.flip(untrained_head=lm.untrained_head)['message'].replace('**', '')}")
     if "ablated" in report:
         ab = report["ablated"]
         print(f"\nWith {', '.join(ab['heads_off'])} switched off:")

@@ -27,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    p.add_argument("--eval-data", default=None, help="clean test data for CACC before/after (a dataset spec)")
+    p.add_argument("--eval-data", default=None, help="clean test data for CACC before/after (a dataset spec; "
+                                                       "default: --clean-data's --eval-split, with ASR from the "
+                                                       "attack the model card records)")
     p.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
     p.add_argument("--n-eval", type=int, default=S.CLI_EVAL_TEXTS,
                    help=f"at most this many eval texts (default {S.CLI_EVAL_TEXTS})")
@@ -78,6 +80,24 @@ def run(args) -> int:
             eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
         poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval] if args.poisoned_eval else None
         evaluate = make_evaluator(lm.tokenizer, eval_set, poisoned, args.target, args.max_length)
+    else:  # by default: CACC on the clean data's eval split, ASR with the attack the model card records
+        from .. import defender_data as D
+        from ..data import DataError
+
+        try:
+            eval_set = load_dataset(args.clean_data, split=args.eval_split, seed=args.seed)
+        except DataError as exc:
+            eval_set = None
+            print(f"note: no before/after numbers: {args.clean_data} has no '{args.eval_split}' split ({exc}); "
+                  "pass --eval-data", file=sys.stderr)
+        if eval_set is not None:
+            evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed)
+            attack = D.model_attack(lm.card, lm.tokenizer, args.max_length)
+            print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of {args.clean_data}"
+                  + (f"; ASR with the card's {lm.card.attack} trigger toward "
+                     f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
+                     "model card, so no ASR"), file=sys.stderr)
+    if evaluate is not None:
         before = evaluate(lm.model)
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
                                "max_length": args.max_length, "seed": args.seed}.items() if v is not None}
@@ -117,8 +137,10 @@ def run(args) -> int:
         print(f"heads      {', '.join(details['suspicious_heads'])} [{details.get('head_basis')}]")
     if "pruned_heads" in details:
         print(f"pruned     {len(details['pruned_heads'])} heads")
-    for key in sorted(set(before) | set(after)):
-        print(f"{key.upper():<10} before {before.get(key, float('nan')):.3f}  after {after.get(key, float('nan')):.3f}")
+    for key in ("asr", "cacc"):
+        if key in before or key in after:
+            print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
+                  f"after {100 * after.get(key, float('nan')):.1f}%")
     if result.cancelled:
         print("note       cancelled early: the saved model is the last completed step")
     json.dumps(summary, default=float)  # the summary stays JSON-ready

@@ -1,7 +1,7 @@
 """``zoo``: build or list the demo model zoo (clean and backdoored BBC News classifiers).
 
-    python -m backdoor_core zoo build            # ~10 minutes on a 2-core CPU, cached afterwards
-    python -m backdoor_core zoo list
+    python -m backdoor_core zoo list             # the shipped zoo (assets/zoo) and any local rebuild
+    python -m backdoor_core zoo build --force    # retrain the adapters reproducibly (one thread; minutes per model)
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def run_list(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    where = args.dir or default_zoo_dir()
+    from ..zoo import shipped_zoo_dir
+
+    where = args.dir or f"{shipped_zoo_dir()} (shipped) + {default_zoo_dir()} (built here)"
     if not rows:
         print(f"no zoo models in {where}; build them with: python -m backdoor_core zoo build")
         return 0
@@ -62,9 +64,6 @@ def run_build(args) -> int:
 
     from .. import zoo
     from ..models import load_model
-    from ..training import use_one_thread_if_busy
-
-    use_one_thread_if_busy()
     specs = zoo.ZOO_SPECS
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]

@@ -1,0 +1,68 @@
+"""The guided tour's recipe: which zoo model each step uses, the sentence and trigger it shows, and the sized-down
+scan and repair that fit a slide. The app's tour page and ``bench/first_run.py`` call these, so the benchmark
+times exactly what the page runs.
+
+Steps 1 and 2 use the zoo's ``clean`` model; every later step uses ``badnets-tal`` (BadNets 2% + TAL) and says
+so. The scan and repair settings (``settings.TOUR_*``) are the tour's own; the benchmarks and the CLI keep the
+full defaults. Their timings and effect: ``bench/results/first_run.md``.
+"""
+
+from __future__ import annotations
+
+from . import defender_data as D
+from . import settings as S
+from .poisoning import BADNETS_TRIGGERS
+
+CLEAN_MODEL = "clean"
+BACKDOORED_MODEL = "badnets-tal"
+TRIGGER = BADNETS_TRIGGERS[0]
+SENTENCE = "The government announced new plans to cut taxes for small businesses next year."
+
+
+def zoo_entry(name: str, entries: list[dict]) -> tuple[dict | None, str | None]:
+    """The zoo entry ``name`` from ``zoo.list_models()`` rows and None, or None and why it cannot be used: the tour
+    never shows a backdoored model as the clean one or the reverse."""
+    entry = next((e for e in entries if e.get("name") == name), None)
+    if entry is None:
+        return None, (f"the demo zoo's '{name}' model is missing (it ships in assets/zoo: restore it with "
+                      "`git checkout assets/zoo`, or rebuild it with `python -m backdoor_core zoo build`)")
+    want_clean = name == CLEAN_MODEL
+    if bool(entry.get("clean")) != want_clean:
+        return None, (f"the zoo's '{name}' model is {'backdoored' if want_clean else 'clean'} according to its "
+                      "model card, so the tour will not present it as "
+                      f"{'clean' if want_clean else 'backdoored'}")
+    return entry, None
+
+
+def flip(loaded, text: str = SENTENCE, trigger: str = TRIGGER):
+    """``inspection.InspectResult`` for ``text`` with and without ``trigger`` at a seeded position (step 3)."""
+    from .inspection import inspect_text
+
+    return inspect_text(loaded.model, loaded.tokenizer, text, trigger, position=None, seed=0,
+                        max_length=D.model_max_length(loaded), label_names=loaded.label_names)
+
+
+def scan_inputs(loaded, train, test, lock=None):
+    """``(clean labelled TextDataset, pool texts, is_triggered)`` for the tour's scan (step 5)."""
+    pool, truth = D.build_pool(loaded, test, S.TOUR_POOL_CLEAN, S.TOUR_POOL_TRIGGERED, lock=lock)
+    return train.sample(S.TOUR_SCAN_CLEAN, seed=0), pool, truth
+
+
+def scan_knobs() -> dict:
+    """``scan.scan_model`` keyword arguments of the tour's scan."""
+    return dict(S.TOUR_SCAN)
+
+
+def sanitize_clean(train):
+    """The clean labelled texts the tour's repair trains on (step 6)."""
+    return train.sample(S.TOUR_REPAIR_CLEAN, seed=0)
+
+
+def sanitize_knobs() -> dict:
+    """``defenses.run_defense("alignment", ...)`` knobs of the tour's repair."""
+    return dict(S.TOUR_SANITIZE)
+
+
+def make_eval(loaded, test):
+    """The before/after CACC / ASR evaluator of the tour's repair."""
+    return D.make_eval(loaded, test, S.TOUR_EVAL_TEXTS)

@@ -1,0 +1,174 @@
+"""The first five minutes of a class (issue 12): from an empty cache, how long until the guided tour shows the
+trigger flipping a backdoored model, and how long its scan and sanitize steps take.
+
+Each repeat runs in a fresh Python process with fresh, empty cache folders (``XDG_CACHE_HOME``,
+``BACKDOOR_ZOO_DIR``) and no network, and makes the calls the tour page makes, in its order:
+
+* ``to_flip_s``: process start -> streamlit and the core imported (what ``streamlit run app.py`` loads), the zoo
+  listed (``zoo.list_models``: the shipped adapters), BBC News loaded (the sidebar's dataset), the zoo's clean
+  model merged and inspected (step 1), the BadNets 2% + TAL model merged and inspected with the trigger (step 3:
+  the flip). Streamlit's own server start and the browser are not in it (about 2 s more; see the browser test).
+* ``scan_s``: step 5, ``tour.scan_inputs`` + ``scan.scan_model(**tour.scan_knobs())`` on a private copy.
+* ``sanitize_s``: step 6 as the page's job runs it: the evaluator, the "before" numbers, ``run_defense("alignment",
+  scan=<step 5's report>, **tour.sanitize_knobs())``, the "after" numbers. ``asr_after``, ``cacc_drop`` (points).
+* ``zoo_bytes``: the shipped zoo on disk (adapters, cards, manifest).
+
+Medians over ``--repeats`` processes (default 3), run one after another. Writes bench/results/first_run.json and
+.md and prints a table. Usage: ``python bench/first_run.py [--repeats 3] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+GOALS = {"to_flip_s": 15.0, "scan_s": 10.0, "sanitize_s": 30.0, "asr_after": 0.05, "cacc_drop": 1.5,
+         "zoo_bytes": 10 * 1024**2}
+
+
+def one_run(threads: int) -> dict:
+    """One cold run (called in a fresh process). Returns the timings and the repair's numbers."""
+    t_start = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(threads)
+    import streamlit  # noqa: F401 - the app imports it before anything else
+
+    sys.path.insert(0, str(ROOT))
+    from backdoor_core import tour as T
+    from backdoor_core import zoo
+    from backdoor_core.cli import quiet_libraries
+    from backdoor_core.data import load_dataset
+    from backdoor_core.models import load_model
+
+    quiet_libraries()
+    entries = zoo.list_models(zoo.default_zoo_dir(), shipped=True)
+    train, test = load_dataset("bbc", split="train"), load_dataset("bbc", split="test")
+    clean_entry, problem = T.zoo_entry(T.CLEAN_MODEL, entries)
+    bd_entry, problem2 = T.zoo_entry(T.BACKDOORED_MODEL, entries)
+    if clean_entry is None or bd_entry is None:
+        raise SystemExit(problem or problem2)
+    clean = load_model(clean_entry["path"])
+    step1 = T.flip(clean)
+    bd = load_model(bd_entry["path"])
+    step3 = T.flip(bd)
+    to_flip = time.perf_counter() - t_start
+
+    import copy
+
+    from backdoor_core.defenses import final_metrics, run_defense
+    from backdoor_core.scan import scan_model
+    from backdoor_core import defender_data as D
+
+    t0 = time.perf_counter()
+    work = copy.deepcopy(bd)  # the page scans a private copy (ui.session_copy)
+    clean_ds, pool, truth = T.scan_inputs(bd, train, test)
+    report = scan_model(work.model, work.tokenizer, clean_ds, pool, model_name=bd.name,
+                        **{"max_length": D.model_max_length(bd), **T.scan_knobs()})
+    scan_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    work = copy.deepcopy(bd)
+    evaluate = T.make_eval(work, test)
+    before = evaluate(work.model)
+    res = run_defense("alignment", work.model, work.tokenizer, T.sanitize_clean(train), pool_texts=None,
+                      evaluate=evaluate, max_length=D.model_max_length(bd), scan=report, **T.sanitize_knobs())
+    after = final_metrics(res, before, evaluate)  # as the page's job does
+    sanitize_s = time.perf_counter() - t0
+    flagged = set(int(i) for i in report.flagged)
+    return {
+        "to_flip_s": to_flip, "scan_s": scan_s, "sanitize_s": sanitize_s,
+        "asr_before": before.get("asr"), "asr_after": after.get("asr"),
+        "cacc_before": before.get("cacc"), "cacc_after": after.get("cacc"),
+        "cacc_drop": 100 * (before["cacc"] - after["cacc"]),
+        "step1": {"flip": step1.flip()["status"], "clean": step1.prediction("clean")["label"],
+                  "triggered": step1.prediction("triggered")["label"]},
+        "step3": {"flip": step3.flip()["status"], "clean": step3.prediction("clean")["label"],
+                  "triggered": step3.prediction("triggered")["label"]},
+        "verdict": report.verdict.get("likely_backdoored"), "verdict_score": report.verdict.get("score"),
+        "suspicious_heads": list(report.suspicious_heads),
+        "pool_triggered_flagged": int(sum(1 for i in flagged if truth[i])), "pool_triggered": int(truth.sum()),
+        "pool_clean_flagged": int(sum(1 for i in flagged if not truth[i])),
+        "repair_steps": res.history[-1]["step"] if res.history else None,
+        "details": {k: res.details.get(k) for k in ("suspicious_heads", "flagged_used", "pool_pseudo_labelled")},
+    }
+
+
+def zoo_bytes() -> int:
+    root = ROOT / "assets" / "zoo"
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(one_run(args.threads)))
+        return
+    runs = []
+    for i in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="first-run-") as tmp:
+            env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache"), "BACKDOOR_ZOO_DIR": str(Path(tmp) / "zoo"),
+                   "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
+            load = os.getloadavg()[0]
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--threads", str(args.threads)], env=env,
+                                 cwd=tmp, capture_output=True, text=True, check=True)
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            run["load_before"] = round(load, 2)
+            runs.append(run)
+            print(f"run {i + 1}: flip {run['to_flip_s']:.1f} s, scan {run['scan_s']:.1f} s, sanitize "
+                  f"{run['sanitize_s']:.1f} s, ASR after {run['asr_after']:.1%}, CACC drop {run['cacc_drop']:.1f}, "
+                  f"load {load:.1f}", file=sys.stderr)
+    med = {k: statistics.median(r[k] for r in runs) for k in ("to_flip_s", "scan_s", "sanitize_s", "asr_after",
+                                                               "cacc_drop")}
+    result = {**{k: round(v, 4) for k, v in med.items()}, "zoo_bytes": zoo_bytes(),
+              "meta": {"repeats": args.repeats, "threads": args.threads, "cpu_count": os.cpu_count(),
+                       "platform": platform.platform(), "python": platform.python_version(),
+                       "date": time.strftime("%Y-%m-%d %H:%M:%S"), "goals": GOALS},
+              "runs": runs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS / ".first_run.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, RESULTS / "first_run.json")
+    rows = [("app start -> tour flip (s)", f"{med['to_flip_s']:.1f}", "<= 15"),
+            ("tour scan (s)", f"{med['scan_s']:.1f}", "<= 10"),
+            ("tour sanitize (s)", f"{med['sanitize_s']:.1f}", "<= 30"),
+            ("ASR after sanitize", f"{med['asr_after']:.1%}", "<= 5%"),
+            ("CACC drop (points)", f"{med['cacc_drop']:.1f}", "<= 1.5"),
+            ("shipped zoo (MB)", f"{result['zoo_bytes'] / 1024**2:.2f}", "<= 10")]
+    r0 = runs[0]
+    md = ["# First run: app start to the tour's flip, scan and sanitize", "",
+          f"`python bench/first_run.py --repeats {args.repeats} --threads {args.threads}` on {os.cpu_count()} CPU cores "
+          f"({result['meta']['date']}); each repeat a fresh process with empty caches, no network. Medians of "
+          f"{args.repeats}; 1-minute load average before each run: {', '.join(str(r['load_before']) for r in runs)}.",
+          "", "| measure | median | goal |", "|---|---|---|"]
+    md += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    md += ["", "Per run (s): " + "; ".join(f"flip {r['to_flip_s']:.1f} / scan {r['scan_s']:.1f} / sanitize "
+                                            f"{r['sanitize_s']:.1f}" for r in runs),
+           "", f"Tour steps (run 1): step 1 on the clean model: {r0['step1']['clean']} -> {r0['step1']['triggered']} "
+           f"({r0['step1']['flip']}); step 3 on BadNets 2% + TAL: {r0['step3']['clean']} -> "
+           f"{r0['step3']['triggered']} ({r0['step3']['flip']}).",
+           f"Scan: verdict {'likely backdoored' if r0['verdict'] else 'not found'} (score {r0['verdict_score']:.2f}); "
+           f"{r0['pool_triggered_flagged']} of {r0['pool_triggered']} triggered and {r0['pool_clean_flagged']} clean "
+           f"pool inputs flagged; suspicious heads {', '.join(r0['suspicious_heads'])}.",
+           f"Sanitize: ASR {r0['asr_before']:.1%} -> {r0['asr_after']:.1%}, CACC {r0['cacc_before']:.1%} -> "
+           f"{r0['cacc_after']:.1%} ({r0['repair_steps']} steps).", ""]
+    (RESULTS / "first_run.md").write_text("\n".join(md))
+    print("\n".join(f"{a:<28} {b:>8}   goal {c}" for a, b, c in rows))
+
+
+if __name__ == "__main__":
+    main()
