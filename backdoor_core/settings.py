@@ -112,6 +112,14 @@ PURE_ACC_MARGIN = 0.07
 STRIP_REPEATS = 10
 STRIP_SWAP_RATIO = 0.5
 
+# ------------------------------------------------------------------------------------------------ trigger search
+
+TRIGGER_COMPLETE_MIN_FLIPS = 0.3
+"""Phrase completion (``trigger_search``) grows a verified fragment into a longer phrase only when the fragment
+alone flips at least this share of clean texts. Chosen on SST-2 AddSent 1% (the fragment ``3d movie`` flips 42%:
+at 0.5 the trigger sentence was never built, at 0.3 it ranks first) and checked on the BBC zoo; results in
+``bench/results/trigger_search_sst2.md`` and ``bench/results/trigger_search.md``. Our design; papers silent."""
+
 # ------------------------------------------------------------------------------------------------ defender data
 
 CLEAN_BUDGET = 300  # clean labelled texts for a repair (``sanitize`` CLI, Sanitize page)

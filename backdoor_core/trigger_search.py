@@ -33,10 +33,11 @@ procedures are not reproduced here):
    ``COMPLETE_MIN`` of them): the words of a fixed sentence always travel together, a rare-word trigger's
    neighbours are random. The grown phrase is verified too and ranked just before its fragment when it flips at
    least as often (less ``SUPERPHRASE_SLACK``). Only fragments whose own insertion flip rate is at least
-   ``COMPLETE_MIN_FLIPS`` are grown.
+   ``COMPLETE_MIN_FLIPS`` (``settings.TRIGGER_COMPLETE_MIN_FLIPS``, 0.3) are grown: a sentence trigger's part
+   flips less than the sentence (SST-2 AddSent 1%: ``3d movie`` 42%).
 
-Measured rank of the true trigger: ``bench/results/trigger_search_tiny.md`` (``bench/trigger_search.py --data
-tiny``; ``--data bbc``, the default, runs the BBC demo zoo once it is built).
+Measured rank of the true trigger: ``bench/results/trigger_search_sst2.md`` (SST-2 benchmark models),
+``bench/results/trigger_search.md`` (BBC zoo), ``bench/results/trigger_search_tiny.md`` (tiny zoo).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from . import settings as S
 from .attention import predict
 from .triggers import insert_trigger
 
@@ -60,7 +62,7 @@ DEFAULT_SHOWN = 10
 DEFAULT_COMPLETE = 3
 COMPLETE_SHARE = 0.9
 COMPLETE_MIN = 3
-COMPLETE_MIN_FLIPS = 0.5  # only fragments that flip the model by themselves are worth growing
+COMPLETE_MIN_FLIPS = S.TRIGGER_COMPLETE_MIN_FLIPS  # only fragments that flip by themselves are worth growing
 MAX_PHRASE_WORDS = 8
 SUPERPHRASE_SLACK = 0.05
 EXPLAINED_MIN_COUNT = 3

@@ -41,7 +41,7 @@ def test_cli_defaults_are_the_settings_objects():
 
 
 def test_core_defaults_are_the_settings_objects():
-    from backdoor_core import attention, detection, head_safety, sanitize, scan, tal, zoo
+    from backdoor_core import attention, detection, head_safety, sanitize, scan, tal, trigger_search, zoo
     from backdoor_core.baselines import fineprune, pure, strip
     from backdoor_core.baselines.finetune import default_config as finetune_config
     from backdoor_core.defenses import DEFENSES
@@ -69,6 +69,7 @@ def test_core_defaults_are_the_settings_objects():
     assert cfg.lr is S.LR and cfg.max_length is S.MAX_LENGTH
     assert tal.DEFAULT_ALPHA is S.TAL_ALPHA and tal.DEFAULT_HEADS is S.TAL_HEADS
     assert zoo.ZOO_SETTINGS is S.ZOO_RECIPE and zoo.ZOO_TAL_ALPHA is S.ZOO_TAL_ALPHA
+    assert trigger_search.COMPLETE_MIN_FLIPS is S.TRIGGER_COMPLETE_MIN_FLIPS
 
 
 def test_the_documented_values():
