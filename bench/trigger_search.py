@@ -131,6 +131,10 @@ def main(argv=None) -> int:
         src = Path(args.models_from).resolve() if args.models_from else None
         report["settings"]["models_source"] = ("bench/models/attack_tal/manifest.json" if src is None else
                                                str(src.relative_to(ROOT)) if src.is_relative_to(ROOT) else src.name)
+    if args.data == "bbc":  # which zoo the rows are on (no machine paths)
+        z = Path(args.zoo).resolve() if args.zoo else None
+        report["settings"]["zoo_source"] = ("shipped zoo, local rebuilds first (zoo.list_models)" if z is None else
+                                            str(z.relative_to(ROOT)) if z.is_relative_to(ROOT) else z.name)
     suffix = {"tiny": "_tiny", "sst2": "_sst2"}.get(args.data, "") + (f"_{args.tag}" if args.tag else "")
     json_path, md_path = RESULTS / f"trigger_search{suffix}.json", RESULTS / f"trigger_search{suffix}.md"
     if args.resume and json_path.is_file():
@@ -261,6 +265,9 @@ def markdown(report: dict) -> str:
                 "trigger, target and reading length). A paraphrase attack has no trigger words: rank '-' by "
                 "design; *flagged (triggered)* counts its paraphrased pool inputs.", ""]
                if report.get("dataset") == "sst2" else []),
+             *([f"Models: `{s['zoo_source']}` (`zoo.list_models`: name, attack, trigger and target from each "
+                "model's manifest entry). The clean model has no trigger: rank '-'.", ""]
+               if s.get("zoo_source") else []),
              "| model | attack | ASR | flagged (triggered / in pool) | rank | part | suspected target | top candidates "
              "(insertion / removal flips) | rank / part with perfect flags | BKI: first trigger word's rank | "
              "seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
