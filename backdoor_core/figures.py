@@ -56,9 +56,13 @@ MAX_CELL_TEXT = 64  # write the value into each cell up to this many cells (more
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def text(value: Any) -> str:
-    """``value`` as plotly text: HTML-escaped, so a class name or token like ``<img onerror=...>`` stays text."""
-    return html.escape(str(value), quote=False)
+def text(value: Any, limit: int | None = None) -> str:
+    """``value`` as plotly text: cut to ``limit`` characters (when given), then HTML-escaped, so a class name or
+    token like ``<img onerror=...>`` stays text. The one escaper of every figure."""
+    s = str(value)
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return html.escape(s, quote=False)
 
 
 def style(fig: go.Figure, title: str | None = None, height: int | None = None, **layout: Any) -> go.Figure:
@@ -645,14 +649,9 @@ def metric_comparison(
 # ------------------------------------------------------------------------ analyst views (issue 14)
 
 
-def _esc(text: Any, limit: int = 60) -> str:
-    """Untrusted text (tokens, labels, phrases from models or data) made safe for plotly labels and hovers:
-    HTML-escaped (plotly renders a subset of HTML tags) and cut to ``limit`` characters."""
-    import html
-
-    s = str(text)
-    s = s if len(s) <= limit else s[: limit - 1] + "…"
-    return html.escape(s, quote=True)
+def _esc(value: Any, limit: int = 60) -> str:
+    """``text`` with the analyst views' length cap (long phrases and tokens)."""
+    return text(value, limit)
 
 
 def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
