@@ -124,9 +124,10 @@ if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
             ex = [e for e in peek.poison_train(small, 0.1, labels.index(target_name), seed=0) if e.poisoned][:3]
             for e in ex:
                 s, t = e.trigger_spans[0] if e.trigger_spans else (0, 0)
-                marked = (html.escape(e.text[:s]) + f'<mark class="trigger">{html.escape(e.text[s:t])}</mark>'
-                          + html.escape(e.text[t:]))
-                st.markdown(f"→ <b>{html.escape(labels[e.label])}</b> · {marked[:600]}", unsafe_allow_html=True)
+                head, mid, tail = e.text[:s][-300:], e.text[s:t][:200], e.text[t:]  # cut raw text, then escape
+                tail = tail[: max(0, 600 - len(head) - len(mid))]
+                marked = html.escape(head) + f'<mark class="trigger">{html.escape(mid)}</mark>' + html.escape(tail)
+                st.markdown(f"→ <b>{html.escape(labels[e.label])}</b> · {marked}", unsafe_allow_html=True)
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc)
 
