@@ -148,3 +148,17 @@ def streamlit_app(root, env_extra: dict, log_path, start_timeout_s: float = 60.0
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def open_app_page(browser, viewport: dict, timeout_ms: int = 90_000, **kwargs):
+    """A new page on ``browser`` with every non-localhost request blocked and page errors collected.
+
+    Returns ``(page, blocked, errors)``: the lists of blocked URLs and JavaScript errors, for the test to assert
+    empty at the end.
+    """
+    page = browser.new_page(viewport=viewport, **kwargs)
+    blocked = block_network(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_default_timeout(timeout_ms)
+    return page, blocked, errors

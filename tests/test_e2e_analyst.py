@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser import BROWSER_MISSING_REASON, block_network, browser_available, launch_browser  # noqa: E402
+from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page  # noqa: E402
 from test_e2e_browser import (  # noqa: E402,F401  (server is a fixture)
     ARTIFACTS,
     VIEWPORT,
@@ -56,11 +56,7 @@ def _toggle(page, label: str) -> None:
 def test_analyst_views_offline(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with launch_browser() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        blocked = block_network(page)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(90_000)
+        page, blocked, errors = open_app_page(browser, VIEWPORT)
 
         page.goto(f"{server}/inspect")
         wait_until_idle(page)

@@ -14,9 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import (  # noqa: E402
     BROWSER_MISSING_REASON,
-    block_network,
     browser_available,
     launch_browser,
+    open_app_page,
     streamlit_app,
 )
 
@@ -64,11 +64,7 @@ def _no_exceptions(page, name: str) -> None:
 def test_every_page_offline(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with launch_browser() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        blocked = block_network(page)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(90_000)
+        page, blocked, errors = open_app_page(browser, VIEWPORT)
 
         for name in PAGES:
             page.goto(f"{server}/{'' if name == 'home' else name}")
