@@ -202,6 +202,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         else:
             mask = heads_to_mask(list(heads), L, H)
         flagged = pool
+        flagged_idx = list(range(len(pool)))
         basis = "given"
     else:
         if report is None:
@@ -217,11 +218,12 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
                                split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
         flagged = report.flagged_texts
+        flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
     if not np.asarray(mask).any():
         raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
                          "to choose them yourself.")
-    flagged = flagged[:pool_budget]
+    flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, **common)
@@ -229,6 +231,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
         "flagged_used": len(flagged),
+        # which pool inputs (indices into ``pool_texts``) joined the repair and the label each got (-100: none)
+        "flagged_indices": flagged_idx,
+        "flagged_labels": list(res.details.get("pool_labels", [])),
         "beta": beta,
         "kind": kind,
         "reset": reset,
@@ -239,7 +244,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "align_after": res.align_after,
         "frozen_unchanged": res.frozen_unchanged,
         "scan_seconds": scan_seconds,
-        **{k: v for k, v in res.details.items() if k not in ("beta", "kind")},
+        **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels")},
     }
     if report is not None:
         details["verdict"] = report.verdict
