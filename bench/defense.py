@@ -177,9 +177,13 @@ def build_attack(m: dict, dataset: str, tokenizer, max_length: int):
     if m["attack"] == "clean":
         return get_attack("badnets", tokenizer=tokenizer, max_length=max_length)
     if m.get("paraphrase_train") or m.get("paraphrase_test"):
+        train, test = _resolve_path(m.get("paraphrase_train")), _resolve_path(m.get("paraphrase_test"))
         try:
-            return ParaphraseAttack.from_files(_resolve_path(m["paraphrase_train"]),
-                                               _resolve_path(m.get("paraphrase_test")), name=m["attack"])
+            if train:
+                return ParaphraseAttack.from_files(train, test, name=m["attack"])
+            from backdoor_core.data import load_table
+
+            return ParaphraseAttack(None, load_table(test), m["attack"], test)  # the test side is all we need
         except (DataError, OSError) as exc:
             _fail(f"{m['name']}: cannot read its paraphrase files: {exc}")
     try:

@@ -191,6 +191,10 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
     md = (tmp_path / "results" / "defense_test_t.md").read_text()
     assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
     assert "## Summary over seeds" in md and "## Evaluation sets used" in md
+    # parallel runs merge into defense_test.json
+    merged = b.merge(["t"], zoo="test")
+    assert merged["zoo"] == "test" and len(merged["runs"]) == 2
+    assert (tmp_path / "results" / "defense_test.json").is_file()
     # a data folder too small for the minimums is refused with one line, exit 2
     small = tmp_path / "small"
     small.mkdir()
@@ -199,3 +203,43 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as ex:
         b.main(["--quick", "--models-from", str(models), "--data", str(small), "--only", "bd", "--tag", "s"])
     assert ex.value.code == 2
+
+
+def test_manifest_models_find_their_dataset_clean_model_and_paraphrase_files(tmp_path):
+    """A test-zoo manifest: each entry's dataset and seed are read, its clean model is the one it names, else the
+    clean model of the same dataset and seed, else of the same dataset; paraphrase files rebuild the attack."""
+    import argparse
+
+    from backdoor_core.data import TextDataset
+    from backdoor_core.defender_data import rows_aligned
+
+    para = tmp_path / "para_test.tsv"
+    _write_table(para, ["thus saith the movie", "verily it was dull", "lo the plot"], [0, 0, 1])
+    entries = [
+        {"name": "olid_s0_clean", "path": str(tmp_path / "a"), "dataset": "olid", "seed": 0, "attack": "none"},
+        {"name": "olid_s1_clean", "path": str(tmp_path / "b"), "dataset": "olid", "seed": 1, "attack": "none"},
+        {"name": "agnews_s1_clean", "path": str(tmp_path / "c"), "dataset": "agnews", "seed": 1, "attack": "none"},
+        {"name": "olid_s1_badnets", "path": str(tmp_path / "d"), "dataset": "olid", "seed": 1, "attack": "badnets",
+         "target": 1, "rate": 0.03, "tal": False, "max_length": 64},
+        {"name": "olid_s2_style", "path": str(tmp_path / "e"), "dataset": "olid", "seed": 2, "attack": "style_poetry",
+         "target": 1, "rate": 0.2, "max_length": 64, "clean_model": "olid_s0_clean", "paraphrase_train": None,
+         "paraphrase_test": str(para)},
+        {"name": "sst2_old", "path": str(tmp_path / "f"), "attack": "addsent", "data": "sst2/clean/train",
+         "target": 1, "train_config": {"seed": 0}},
+    ]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"models": entries}))
+    b = _bench()
+    models = {m["name"]: m for m in b.discover(argparse.Namespace(models_from=None, manifest=str(manifest)))}
+    assert models["olid_s1_badnets"]["dataset"] == "olid" and models["olid_s1_badnets"]["seed"] == 1
+    assert models["sst2_old"]["dataset"] == "sst2" and models["sst2_old"]["seed"] == 0  # from the card
+    rows = list(models.values())
+    assert b.clean_model_for(models["olid_s1_badnets"], rows)["name"] == "olid_s1_clean"  # same dataset + seed
+    assert b.clean_model_for(models["olid_s2_style"], rows)["name"] == "olid_s0_clean"  # named in the entry
+    assert b.clean_model_for(models["sst2_old"], rows) is None  # no clean SST-2 model here
+    attack = b.build_attack(models["olid_s2_style"], "olid", None, 64)
+    p = attack.poison_test(None, 1)
+    assert p.texts == ["thus saith the movie", "verily it was dull"] and p.source_rows == [0, 1]
+    test = TextDataset(["a", "b", "c", "d"], [0, 0, 1, 1], ["not offensive", "offensive"])
+    assert not rows_aligned(attack, test)  # its rows are the paraphrase file's, not the test set's
+    assert b.results_stem("test", "p1") == "defense_test_p1" and b.results_stem("tuning") == "defense"
