@@ -8,6 +8,10 @@ two rules: the target class (``ModelCard.target_for``) and the reading length (`
     attack = model_attack(loaded.card, loaded.tokenizer, model_max_length(loaded))
     texts, is_triggered = build_pool(loaded, test_ds, n_clean=150, n_triggered=30)
     evaluate = make_eval(loaded, test_ds, n_test=200)      # model -> {"cacc", "asr"?}
+
+For the defense benchmark (``bench/defense.py``): ``load_bench_data`` (dev / test of a named set or a folder),
+``split_eval_rows`` (CACC, ASR, detection and pool rows, pairwise disjoint, sized from what exists), and the
+arithmetic it reports: ``target_rate`` (clean rate), ``lift`` and ``pseudo_label_accuracy``.
 """
 
 from __future__ import annotations
