@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from backdoor_core.architecture import attention_blocks, head_gates
@@ -70,6 +71,8 @@ def test_pure_pieces_and_end_to_end():
                       lr=1e-3, max_length=32)
     assert {"pruned_heads", "min_acc", "layer_weights", "search"} <= set(res.details)
     assert any("cls_norm" in row for row in res.history)
+    with pytest.raises(ValueError, match="max_fraction"):
+        run_defense("pure", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), max_fraction=1.0)
 
 
 def test_pure_guard_is_balanced_accuracy():
