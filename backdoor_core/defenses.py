@@ -77,8 +77,8 @@ DEFENSES: dict[str, DefenseInfo] = {
         "pure", "PURE",
         "Prune heads with near-uniform [CLS] attention (accuracy-guarded), then fine-tune with a [CLS] attention "
         "normalisation term.",
-        {"lam": S.PURE_LAMBDA, "group": S.PURE_GROUP, "acc_margin": S.PURE_ACC_MARGIN, "lr": S.BASELINE_LR,
-         "epochs": S.BASELINE_EPOCHS},
+        {"lam": S.PURE_LAMBDA, "group": S.PURE_GROUP, "acc_margin": S.PURE_ACC_MARGIN,
+         "max_fraction": S.PURE_MAX_FRACTION, "lr": S.BASELINE_LR, "epochs": S.BASELINE_EPOCHS},
     ),
 }
 
@@ -155,7 +155,8 @@ def run_defense(
         from .baselines.pure import pure
 
         cfg = _config(config, knobs, default_config)
-        opts = {k: knobs.pop(k) for k in ("lam", "group", "min_acc", "acc_margin", "val_frac") if k in knobs}
+        opts = {k: knobs.pop(k) for k in ("lam", "group", "min_acc", "acc_margin", "max_fraction",
+                                                    "val_frac") if k in knobs}
         _reject_unknown(name, knobs)
         res, details = pure(work, tokenizer, texts, labels, cfg, seed=cfg.seed, **opts, **common)
     else:  # alignment
