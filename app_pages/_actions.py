@@ -155,9 +155,21 @@ def scan_figures(report, truth=None) -> dict:
                                                    x_title="similarity collapse on flagged inputs (z)",
                                                    y_title="importance |∂margin/∂gate|"),
         "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
-            (getattr(report, "architecture", None) or {}).get("layer_kinds"))),
+            (getattr(report, "architecture", None) or {}).get("layer_kinds")),
+            **({} if report.verdict.get("likely_backdoored") else  # no backdoor: the top heads are candidates only
+               {"title": "Head scores: no backdoor found (top candidates marked)", "mark_name": "candidate"})),
         "hist": F.score_histogram(groups, report.threshold),
     }
+
+
+def suspicious_heads_metric(col, report) -> None:
+    """The "Suspicious heads" tile of a scan (Detect page, tour): the count only when a backdoor is likely; with
+    no backdoor found no head is called suspicious ("none", the candidates' count in the help)."""
+    if report.verdict.get("likely_backdoored"):
+        col.metric("Suspicious heads", len(report.suspicious_heads))
+    else:
+        col.metric("Suspicious heads", "none", help="No backdoor was found, so no head is called suspicious "
+                   f"(the {len(report.suspicious_heads)} highest-scoring heads are only candidates).")
 
 
 def record_scan(report, truth=None) -> None:
@@ -167,8 +179,9 @@ def record_scan(report, truth=None) -> None:
     text = (f"Verdict: **{'likely backdoored' if v.get('likely_backdoored') else 'no backdoor evidence'}** "
             f"(score {v.get('score', 0):.2f}, basis: {v.get('basis')}). {len(report.flagged)} of "
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
-            f"(clean FRR {report.clean_frr:.1%}). Suspicious heads: "
-            f"{', '.join(report.suspicious_heads) or 'none'}.")
+            f"(clean FRR {report.clean_frr:.1%}). "
+            + (f"Suspicious heads: {', '.join(report.suspicious_heads) or 'none'}." if v.get("likely_backdoored") else
+               f"No head is called suspicious (top candidates: {', '.join(report.suspicious_heads[:12]) or 'none'})."))
     if ev:
         text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}."
     ui.lab().record("scan", "Detection scan", text=text,

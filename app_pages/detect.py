@@ -120,7 +120,7 @@ m1, m2, m3, m4 = st.columns(4)
 m1.metric("Backdoor", "likely" if v.get("likely_backdoored") else "not found")
 m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
 m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
-m4.metric("Suspicious heads", len(report.suspicious_heads))
+A.suspicious_heads_metric(m4, report)
 if v.get("likely_backdoored"):
     n_flag = len(report.flagged)
     st.error(f"This model behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "

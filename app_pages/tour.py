@@ -225,11 +225,7 @@ elif step == 4:
             c1, c2, c3 = st.columns(3)
             c1.metric("Backdoor", "likely" if likely else "not found", help=f"verdict score {v.get('score', 0):.2f}")
             c2.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
-            if likely:
-                c3.metric("Suspicious heads", len(report.suspicious_heads))
-            else:
-                c3.metric("Suspicious heads", "none", help="No backdoor was found, so no head is called suspicious "
-                          f"(the {len(report.suspicious_heads)} highest-scoring heads are only candidates).")
+            A.suspicious_heads_metric(c3, report)
             ui.plot(A.scan_figures(report)["grid"], key="tour.s4.grid")
 
 elif step == 5:
@@ -271,7 +267,7 @@ else:
         res = None  # a repair of another model (the Sanitize page's) is not this tour's
     if res is not None:
         st.caption(f"The zoo's BadNets 2% + TAL model before and after the repair in the previous step, measured on "
-                   f"{S.TOUR_EVAL_TEXTS} test texts (ASR: their non-target rows with the trigger).")
+                   f"{S.TOUR_EVAL_TEXTS} test texts (ASR: {S.TOUR_ASR_TEXTS} of their non-target rows with the trigger).")
         ui.plot(F.metric_comparison({"before": res["before"], "after": res["after"]}), key="tour.s6.cmp")
     else:
         try:

@@ -92,10 +92,11 @@ def build_pool(loaded, test_ds, n_clean: int, n_triggered: int, seed: int = 0, a
     return [t for t, _ in items], np.array([f for _, f in items], dtype=bool)
 
 
-def make_eval(loaded, test_ds, n_test: int = S.EVAL_TEXTS, max_length: int | None = None, seed: int = 0):
+def make_eval(loaded, test_ds, n_test: int = S.EVAL_TEXTS, max_length: int | None = None, seed: int = 0,
+              n_asr: int | None = None):
     """``model -> {"cacc", "asr"?}`` on a seeded sample of ``test_ds``, with ``loaded``'s tokenizer, at the model's
     reading length. ASR (triggered non-target rows predicted as the target) only when the card names an attack
-    that can be rebuilt here."""
+    that can be rebuilt here; on a seeded draw of ``n_asr`` of those rows when given, else on all of them."""
     from .training import make_evaluator
 
     max_length = max_length or model_max_length(loaded)
@@ -106,7 +107,9 @@ def make_eval(loaded, test_ds, n_test: int = S.EVAL_TEXTS, max_length: int | Non
     poisoned = None
     if attack is not None:
         try:
-            poisoned = attack.poison_test(test, target, seed).texts
+            poisoned = list(attack.poison_test(test, target, seed).texts)
+            if n_asr is not None and n_asr < len(poisoned):  # a seeded draw: the rows are in label order
+                poisoned = random.Random(seed + 1).sample(poisoned, max(1, int(n_asr)))
         except ValueError:  # e.g. a paraphrase set with no non-target rows: no ASR then
             poisoned = None
     return make_evaluator(loaded.tokenizer, test, poisoned, target if poisoned else None, max_length)

@@ -115,7 +115,10 @@ def run_defense(
             ``max_length``, ``seed``, ``batch_size``, ``max_steps``, ``eval_every`` taken from ``knobs``.
         copy: work on a deep copy (default) so the caller keeps the suspect model for before/after.
         knobs: the defense's own settings (see ``DEFENSES[name].knobs``). For ``alignment``: ``heads`` (labels
-            like ``["L3H7"]`` or an ``(L, H)`` bool array) skips the scan; ``scan`` reuses a ``ScanReport``.
+            like ``["L3H7"]`` or an ``(L, H)`` bool array) skips the scan; ``scan`` reuses a ``ScanReport``;
+            ``reuse_scan=True`` also takes the unrepaired model's probabilities from that report's forward passes
+            and ``measure_align=False`` skips the before/after alignment measurement (the guided tour's cuts,
+            ``settings.TOUR_SANITIZE``; off by default).
     """
     if name not in DEFENSES:
         raise ValueError(f"Unknown defense '{name}'; choose one of {', '.join(DEFENSES)}.")
@@ -189,6 +192,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     heads = knobs.pop("heads", None)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
+    # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
+    measure_align = bool(knobs.pop("measure_align", True))
+    reuse_scan = bool(knobs.pop("reuse_scan", False))
     scan_opts = {k: knobs.pop(k) for k in ("frr", "rel_threshold", "max_fraction", "top_k", "aggregate",
                                           "fallback_frac", "max_clean", "refine", "refine_rounds") if k in knobs}
     _reject_unknown("alignment", knobs)
@@ -225,9 +231,14 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
                          "to choose them yourself.")
     flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
+    reused = {}
+    if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
+        # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and
+        # on its clean texts: the label rules skip two passes (same model, same reading length)
+        reused = {"pool_probs": np.asarray(report.pool_probs)[flagged_idx], "clean_probs": report.clean_probs}
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
-                         exclude_labels=exclude, **common)
+                         exclude_labels=exclude, measure_align=measure_align, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -247,6 +258,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "scan_seconds": scan_seconds,
         **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels")},
     }
+    if reused:
+        details["reused_scan_passes"] = True
     if report is not None:
         details["verdict"] = report.verdict
     return res, details

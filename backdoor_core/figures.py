@@ -280,10 +280,11 @@ def suspicious_head_grid(
     title: str | None = "Head safety: suspicious heads marked",
     value_name: str = "suspicion score",
     layer_labels: Sequence[str] | None = None,
+    mark_name: str = "suspicious",
 ) -> go.Figure:
-    """Per-head scores with the suspicious heads outlined."""
+    """Per-head scores with the suspicious heads outlined (``mark_name`` in the legend and hover)."""
     return layer_head_heatmap(scores, title=title, value_name=value_name, colorscale="YlOrRd",
-                              marks=suspicious, mark_name="suspicious", layer_labels=layer_labels)
+                              marks=suspicious, mark_name=mark_name, layer_labels=layer_labels)
 
 
 def before_after_heatmaps(

@@ -330,8 +330,8 @@ class SanitizeResult:
     steps: int
     seconds: float
     suspicious_heads: list[str]
-    align_before: float
-    align_after: float
+    align_before: float | None  # None when not measured (``measure_align=False``)
+    align_after: float | None
     frozen_unchanged: bool
     details: dict = field(default_factory=dict)
 
@@ -355,6 +355,9 @@ def sanitize_heads(
     pseudo_labels: bool = DEFAULT_PSEUDO_LABELS,
     focus_labels: bool = DEFAULT_FOCUS_LABELS,
     exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
+    measure_align: bool = True,
+    pool_probs: np.ndarray | None = None,
+    clean_probs: np.ndarray | None = None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -373,6 +376,14 @@ def sanitize_heads(
             and use the changed prediction (see ``focus_removal_labels``).
         exclude_labels: flagged inputs still without a label that the model puts in the suspected target class
             get their runner-up class (see ``target_exclusion_labels``).
+        measure_align: measure the alignment term on ``measure_texts`` before and after (two forward passes
+            over them, for the report only: training does not use them); False leaves ``align_before`` /
+            ``align_after`` None (the guided tour, ``settings.TOUR_SANITIZE``).
+        pool_probs, clean_probs: the unrepaired model's class probabilities ``(len(pool_texts), C)`` on the
+            flagged inputs and ``(M, C)`` on any clean inputs, when already at hand (e.g. from the scan's forward
+            passes, ``ScanReport.pool_probs`` / ``clean_probs``): the label rules then skip those passes.
+            ``clean_probs`` only feeds ``target_exclusion_labels``' guard (which clean texts does not matter:
+            the share of them predicted as the suspected target).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -389,10 +400,13 @@ def sanitize_heads(
     snap = snapshot_frozen(model, masks)
     if measure_texts is None:
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
-    before = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+    before = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+              if measure_align else None)
     pool_labels = None
-    pool_probs = None  # (N, C): the suspect model on the flagged inputs, shared by the label rules below
-    if pool_texts and (pseudo_labels or exclude_labels):
+    # pool_probs (N, C): the suspect model on the flagged inputs, shared by the label rules below
+    if pool_probs is not None and len(pool_probs) != len(pool_texts or []):
+        raise ValueError(f"pool_probs has {len(pool_probs)} rows for {len(pool_texts or [])} pool texts.")
+    if pool_texts and (pseudo_labels or exclude_labels) and pool_probs is None:
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
     if pseudo_labels and pool_texts:
         pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
@@ -403,7 +417,8 @@ def sanitize_heads(
     suspected_target = None
     n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if exclude_labels and pool_texts:
-        clean_probs = predict(model, tokenizer, clean_texts, config.max_length)
+        if clean_probs is None:
+            clean_probs = predict(model, tokenizer, clean_texts, config.max_length)
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs)
     if reset:
@@ -412,7 +427,8 @@ def sanitize_heads(
     with attention_dropout_off(model):
         res = train(model, tokenizer, examples, config, extra_loss=loss, trainable_masks=masks,
                     evaluate=evaluate, callback=callback, should_stop=should_stop)
-    after = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+    after = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+             if measure_align else None)
     unchanged = frozen_slices_unchanged(model, masks, snap)
     labels = loss.describe()["suspicious_heads"]
     return SanitizeResult(

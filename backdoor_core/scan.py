@@ -94,6 +94,9 @@ class ScanReport:
         head_detector: the final pass's ``detection.head_focus_detector`` for the final suspicious heads (same
             clean halves; its threshold is ``threshold``); None when the refined passes did not run.
         clean_fit_texts / clean_dev_texts: the clean texts that fitted the statistics / set the thresholds.
+        pool_probs / clean_probs: the scanned model's class probabilities on the pool ``(n_pool, C)`` and on the
+            clean texts used ``(n_clean, C)``, from the scan's own forward passes (a repair reuses them:
+            ``defenses.run_defense(..., reuse_scan=True)``).
     """
 
     model_name: str
@@ -126,6 +129,8 @@ class ScanReport:
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
     clean_dev_texts: list[str] = field(default_factory=list, repr=False)
     triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
+    pool_probs: np.ndarray | None = field(default=None, repr=False)  # (n_pool, C) the scanned model's
+    clean_probs: np.ndarray | None = field(default=None, repr=False)  # (n_clean, C) probabilities, clean_fit + dev
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -388,4 +393,6 @@ def scan_model(
         clean_fit_texts=[clean.texts[i] for i in fit_idx],
         clean_dev_texts=[clean.texts[i] for i in dev_idx],
         triggers=triggers,
+        pool_probs=pool_stats.probs if pool else None,
+        clean_probs=clean_stats.probs,
     )

@@ -142,14 +142,18 @@ TOUR_SCAN_CLEAN = 100  # clean labelled texts for the tour's scan (half fit, hal
 TOUR_REPAIR_CLEAN = 200  # clean labelled texts the tour's repair trains on
 TOUR_POOL_CLEAN = 60  # the tour's simulated pool: clean test texts ...
 TOUR_POOL_TRIGGERED = 20  # ... and test texts carrying the model's trigger
-TOUR_EVAL_TEXTS = 200  # CACC / ASR before and after the tour's repair
+TOUR_EVAL_TEXTS = 200  # CACC before and after the tour's repair (0.5 points a text) ...
+TOUR_ASR_TEXTS = 60  # ... and ASR on a seeded draw of 60 of their non-target rows with the trigger (1.7 points a text)
 TOUR_SCAN: dict = {
     "importance_inputs": 16,  # |d margin / d gate| on 16 flagged inputs, not 64: the backward passes were 85% of it
     "refine_rounds": 1,  # one refined pass (heads rated once): the TAL model's triggered inputs are all flagged
+    "find_triggers": False,  # the tour shows no candidate triggers: their verification was ~600 of ~800 passes
 }
 """``scan.scan_model`` overrides for the tour (bench/results/first_run.md measures the effect)."""
 TOUR_SANITIZE: dict = {
     "epochs": 1,  # one pass over 200 clean + the flagged inputs: ASR is 0 after it on the zoo's TAL model
     "eval_every": 1000,  # CACC / ASR only before, at the end of the pass and after (each costs ~2 training steps)
+    "measure_align": False,  # the tour does not show the alignment term: skip its two before/after passes
+    "reuse_scan": True,  # the label rules take the unrepaired model's probabilities from step 5's scan
 }
 """``defenses.run_defense("alignment")`` knobs for the tour."""

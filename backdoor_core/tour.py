@@ -65,4 +65,4 @@ def sanitize_knobs() -> dict:
 
 def make_eval(loaded, test):
     """The before/after CACC / ASR evaluator of the tour's repair."""
-    return D.make_eval(loaded, test, S.TOUR_EVAL_TEXTS)
+    return D.make_eval(loaded, test, S.TOUR_EVAL_TEXTS, n_asr=S.TOUR_ASR_TEXTS)

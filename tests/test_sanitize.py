@@ -272,3 +272,46 @@ def test_target_exclusion_labels_hand_computed():
     clean_rare = np.array([[0.1, 0.1, 0.8]] + [[0.8, 0.1, 0.1]] * 4)
     assert target_exclusion_labels(probs, labels, clean_probs=clean_rare) == ([1, 0, 0, -100, -100], 2)
     assert target_exclusion_labels(np.zeros((0, 3)), []) == ([], None)
+
+
+def test_tour_cuts_reuse_the_scan_and_train_the_same_weights(monkeypatch):
+    """The guided tour's repair knobs (``settings.TOUR_SANITIZE``: no alignment measurement, the scan's
+    probabilities reused) forward fewer texts but give the same pool labels and byte-identical weights as the
+    full defaults on the same scan report."""
+    import backdoor_core.forward as fwd
+    import backdoor_core.sanitize as san
+    from backdoor_core import settings as S
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False)
+    assert rep.triggers is None and rep.pool_probs.shape == (len(pool), 2) and rep.clean_probs.shape == (40, 2)
+    assert len(rep.flagged) > 0
+    forwarded = []
+    real = fwd.run_with_cache
+
+    def counting(model, tokenizer, inputs, **kw):  # every forward pass of the repair, outside training
+        inputs = list(inputs)
+        forwarded.append(len(inputs))
+        return real(model, tokenizer, inputs, **kw)
+
+    monkeypatch.setattr(fwd, "run_with_cache", counting)
+    monkeypatch.setattr(san, "run_with_cache", counting)
+    runs = {}
+    for name, knobs in (("full", {}), ("tour", {k: S.TOUR_SANITIZE[k] for k in ("measure_align", "reuse_scan")})):
+        forwarded.clear()
+        runs[name] = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, epochs=1,
+                                 max_length=32, seed=0, **knobs)
+        runs[name].details["texts_forwarded"] = sum(forwarded)
+    full, tour = runs["full"].details, runs["tour"].details
+    assert tour["flagged_labels"] == full["flagged_labels"]
+    assert tour["align_before"] is None and tour["align_after"] is None and full["align_before"] is not None
+    assert tour["reused_scan_passes"] and "reused_scan_passes" not in full
+    # skipped: the alignment measurement (twice flagged + clean), the flagged and the clean predictions
+    n_flag = len(rep.flagged)
+    assert full["texts_forwarded"] - tour["texts_forwarded"] == 2 * (n_flag + 40) + n_flag + 40
+    for (name, p), q in zip(runs["full"].model.named_parameters(), runs["tour"].model.parameters()):
+        assert torch.equal(p, q), name

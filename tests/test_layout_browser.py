@@ -1,0 +1,202 @@
+"""Issue 12's layout list, checked in a real browser at 1400 px and in presenter mode (one app start for the module,
+the tiny model; every request off localhost blocked). Screenshots go to test-artifacts/layout_*.png: look at them.
+
+Checked on every chart drawn: its title and subplot titles lie inside the chart (plotly cuts what does not fit),
+the plot toolbar covers no title, and the outlined (suspicious) cells of a head grid do not overlap one another.
+Also: the bertviz model view fits its frame (or scrolls inside its own box), a scan with no backdoor found shows no
+suspicious-head count, the report names TAL heads by layer, and a reload keeps the report.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
+from test_e2e_browser import _click, _nav, _no_exceptions, _set_number, _wait_text, wait_until_idle  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+VIEWPORT = {"width": 1400, "height": 1000}
+pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
+
+
+@pytest.fixture(scope="module")
+def layout_server(tmp_path_factory):
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo")),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path_factory.mktemp("sessions"))}
+    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url
+
+
+# One pass over the visible plotly charts; returns the problems found (empty = fine). Rectangles are client
+# rectangles in CSS pixels; 1 px of slack for anti-aliasing. Outline shapes are compared with half their stroke.
+CHART_PROBLEMS_JS = """
+() => {
+  const problems = [];
+  const r = el => el.getBoundingClientRect();
+  const meet = (a, b, pad = 0) => a.left < b.right + pad && b.left < a.right + pad &&
+                                   a.top < b.bottom + pad && b.top < a.bottom + pad;
+  const name = (plot, i) => (plot.querySelector('.gtitle')?.textContent || `chart ${i}`).slice(0, 60);
+  document.querySelectorAll('.js-plotly-plot').forEach((plot, i) => {
+    const svg = plot.querySelector('svg.main-svg');
+    if (!svg || r(svg).width === 0) return;  // not shown (a hidden tab)
+    const box = r(svg);
+    const texts = [...plot.querySelectorAll('.gtitle, .annotation-text-g text')].filter(t => t.textContent.trim());
+    for (const t of texts) {
+      const b = r(t);
+      if (b.width === 0) continue;
+      if (b.left < box.left - 1 || b.right > box.right + 1 || b.top < box.top - 1)
+        problems.push(`${name(plot, i)}: "${t.textContent.slice(0, 50)}" is cut (text ${Math.round(b.left)}-` +
+                      `${Math.round(b.right)} px, chart ${Math.round(box.left)}-${Math.round(box.right)} px)`);
+    }
+    const bar = plot.querySelector('.modebar');
+    if (bar && r(bar).width > 0) {
+      for (const t of texts) {
+        if (meet(r(bar), r(t))) problems.push(`${name(plot, i)}: the toolbar covers "${t.textContent.slice(0, 50)}"`);
+      }
+    }
+    const outlines = [...plot.querySelectorAll('.shapelayer path')].map(p => {
+      const b = r(p), w = parseFloat(p.style.strokeWidth || '0') / 2;
+      return {left: b.left - w, right: b.right + w, top: b.top - w, bottom: b.bottom + w};
+    });
+    for (let a = 0; a < outlines.length; a++)
+      for (let b = a + 1; b < outlines.length; b++)
+        if (meet(outlines[a], outlines[b], -0.5))
+          { problems.push(`${name(plot, i)}: outlines ${a} and ${b} overlap`); a = outlines.length; break; }
+  });
+  return problems;
+}
+"""
+
+
+def _charts_ok(page, where: str) -> int:
+    """Assert no chart problem on the page as shown; returns how many charts were checked."""
+    page.wait_for_timeout(300)  # plotly lays out after the element appears
+    problems = page.evaluate(CHART_PROBLEMS_JS)
+    if problems:
+        page.screenshot(path=str(ARTIFACTS / f"layout_FAILED_{where}.png"), full_page=True)
+    assert not problems, f"{where}: {problems[:5]}"
+    return page.locator(".js-plotly-plot svg.main-svg").count()
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    wait_until_idle(page)
+
+
+def _inspect(page, mode: str) -> None:
+    _nav(page, "Inspect")
+    page.wait_for_selector(".js-plotly-plot svg.main-svg")
+    checked = _charts_ok(page, f"inspect_{mode}")
+    _tab(page, "Head-to-head similarity")
+    page.get_by_text("Head similarity change").first.wait_for()
+    checked += _charts_ok(page, f"inspect_similarity_{mode}")
+    delta = page.locator(".js-plotly-plot").filter(has_text="Head similarity change").first
+    title = " ".join(delta.locator(".gtitle").all_inner_texts())
+    assert "clean)" in title, f"the similarity chart's title is cut: {title!r}"  # the whole title is drawn
+    delta.screenshot(path=str(ARTIFACTS / f"layout_similarity_{mode}.png"))
+    _tab(page, "bertviz views")
+    page.get_by_text("model view", exact=True).first.click()
+    wait_until_idle(page)
+    frame_el = page.locator('[data-testid="stIFrame"]').first
+    frame = page.frame_locator('[data-testid="stIFrame"]').first
+    frame.locator("svg").first.wait_for(timeout=60_000)
+    fit = frame.locator("body").evaluate(
+        """body => {
+             const doc = document.documentElement;
+             const box = body.querySelector('div[style*="overflow"]');
+             return {docW: doc.scrollWidth, docH: doc.scrollHeight, winW: window.innerWidth, winH: window.innerHeight,
+                     boxScrolls: !!box && getComputedStyle(box).overflow === 'auto',
+                     boxW: box ? box.scrollWidth : 0, boxCW: box ? box.clientWidth : 0};
+           }""")
+    # nothing lies outside the frame: the page fits, and a grid wider or taller than its box scrolls inside it
+    assert fit["docW"] <= fit["winW"] + 1 and fit["docH"] <= fit["winH"] + 1, f"model view clipped: {fit}"
+    assert fit["boxScrolls"], fit
+    frame_el.scroll_into_view_if_needed()
+    frame_el.screenshot(path=str(ARTIFACTS / f"layout_bertviz_model_{mode}.png"))
+    page.get_by_text("head view", exact=True).first.click()  # back to the default for the next visit
+    wait_until_idle(page)
+    _tab(page, "Heads on the trigger")
+    assert checked >= 4
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True)).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, VIEWPORT)
+        page.goto(f"{layout_server}/")
+        wait_until_idle(page)
+
+        _inspect(page, "1400")
+
+        # Attack lab: a tiny BadNets + TAL model (TAL on every head of both layers)
+        _nav(page, "Attack lab")
+        _set_number(page, "Training texts", 40)
+        _set_number(page, "Test texts (CACC / ASR)", 30)
+        _set_number(page, "Epochs", 1)
+        _set_number(page, "Poison rate (% of the training set)", 10)
+        _click(page, "Train")
+        _wait_text(page, "is now the current model")
+        _charts_ok(page, "attack_1400")  # the training chart, drawn from its first (empty) state on
+
+        # Detect with no triggered input in the pool: the verdict and the suspicious-head tile must agree
+        _nav(page, "Detect")
+        _set_number(page, "Clean labelled texts (budget)", 24)
+        _set_number(page, "Clean texts in the pool", 16)
+        _set_number(page, "Triggered texts in the pool", 0)
+        _click(page, "Scan the model")
+        _wait_text(page, "Backdoor score", exact=True)
+        page.wait_for_selector(".js-plotly-plot svg.main-svg")
+        verdict, score, heads = _metric(page, "Backdoor"), _metric(page, "Backdoor score"), _metric(page, "Suspicious heads")
+        if verdict == "not found":
+            assert heads == "none", f"no backdoor found (score {score}) but the tile shows {heads} suspicious heads"
+        else:
+            assert heads.isdigit(), heads
+        _charts_ok(page, "detect_1400")
+        grid = page.locator(".js-plotly-plot").filter(has_text="Head").nth(0)
+        grid.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "layout_detect_1400.png"), full_page=True)
+
+        # the report names the TAL heads by layer, and survives a reload (the URL carries the session)
+        _nav(page, "Report")
+        body = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        tal = re.search(r"TAL on ([^\n]+)", body)
+        assert tal, body[:800]
+        assert tal.group(1).startswith("all ") or "L1" in tal.group(1), f"TAL heads read as layer 0 only: {tal.group(1)}"
+        assert "Detection scan" in body
+        assert "session=" in page.url
+        page.reload()
+        wait_until_idle(page)
+        body = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        assert "Detection scan" in body and "TAL on" in body, "a reload emptied the report"
+        page.screenshot(path=str(ARTIFACTS / "layout_report_reloaded.png"), full_page=True)
+
+        # presenter mode: larger text, the same checks on the same results
+        page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode (larger text)").click()
+        wait_until_idle(page)
+        _inspect(page, "presenter")
+        _nav(page, "Attack lab")
+        _charts_ok(page, "attack_presenter")
+        _nav(page, "Detect")
+        page.wait_for_selector(".js-plotly-plot svg.main-svg")
+        _charts_ok(page, "detect_presenter")
+        if _metric(page, "Backdoor") == "not found":
+            assert _metric(page, "Suspicious heads") == "none"
+        page.screenshot(path=str(ARTIFACTS / "layout_detect_presenter.png"), full_page=True)
+        _nav(page, "Report")
+        _charts_ok(page, "report_presenter")
+        page.screenshot(path=str(ARTIFACTS / "layout_report_presenter.png"), full_page=True)
+        _no_exceptions(page, "report (presenter)")
+
+        assert blocked == [], f"requests left localhost: {blocked[:5]}"
+        assert not errors, f"JavaScript errors: {errors[:5]}"
