@@ -147,7 +147,8 @@ TOUR_ASR_TEXTS = 60  # ... and ASR on a seeded draw of 60 of their non-target ro
 TOUR_SCAN: dict = {
     "importance_inputs": 16,  # |d margin / d gate| on 16 flagged inputs, not 64: the backward passes were 85% of it
     "refine_rounds": 1,  # one refined pass (heads rated once): the TAL model's triggered inputs are all flagged
-    "find_triggers": False,  # the tour shows no candidate triggers: their verification was ~600 of ~800 passes
+    "find_triggers": False,  # the tour shows no candidate triggers; naming them re-predicts 8 candidates x (up to
+    # 40 clean texts with it inserted + the flagged texts without it): more texts than the rest of the scan
 }
 """``scan.scan_model`` overrides for the tour (bench/results/first_run.md measures the effect)."""
 TOUR_SANITIZE: dict = {

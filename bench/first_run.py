@@ -36,6 +36,24 @@ GOALS = {"to_flip_s": 15.0, "scan_s": 10.0, "sanitize_s": 30.0, "asr_after": 0.0
          "zoo_bytes": 10 * 1024**2}
 
 
+def count_texts(model) -> dict:
+    """Count the work: a forward pre-hook on ``model`` (kept by its deep copies) adds each call's batch size to
+    ``texts`` and, when autograd is on (training steps, gradients for head importance), to ``grad_texts``."""
+    import torch
+
+    counts = {"calls": 0, "texts": 0, "grad_texts": 0}
+
+    def hook(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        n = int(ids.shape[0]) if ids is not None else 0
+        counts["calls"] += 1
+        counts["texts"] += n
+        counts["grad_texts"] += n if torch.is_grad_enabled() else 0
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return counts
+
+
 def one_run(threads: int) -> dict:
     """One cold run (called in a fresh process). Returns the timings and the repair's numbers."""
     t_start = time.perf_counter()
@@ -72,6 +90,7 @@ def one_run(threads: int) -> dict:
 
     t0 = time.perf_counter()
     work = copy.deepcopy(bd)  # the page scans a private copy (ui.session_copy)
+    scan_work = count_texts(work.model)
     clean_ds, pool, truth = T.scan_inputs(bd, train, test)
     report = scan_model(work.model, work.tokenizer, clean_ds, pool, model_name=bd.name,
                         **{"max_length": D.model_max_length(bd), **T.scan_knobs()})
@@ -79,6 +98,7 @@ def one_run(threads: int) -> dict:
 
     t0 = time.perf_counter()
     work = copy.deepcopy(bd)
+    sanitize_work = count_texts(work.model)  # run_defense's deep copy keeps the hook
     evaluate = T.make_eval(work, test)
     before = evaluate(work.model)
     res = run_defense("alignment", work.model, work.tokenizer, T.sanitize_clean(train), pool_texts=None,
@@ -100,6 +120,9 @@ def one_run(threads: int) -> dict:
         "pool_triggered_flagged": int(sum(1 for i in flagged if truth[i])), "pool_triggered": int(truth.sum()),
         "pool_clean_flagged": int(sum(1 for i in flagged if not truth[i])),
         "repair_steps": res.history[-1]["step"] if res.history else None,
+        "scan_work": scan_work, "sanitize_work": sanitize_work,
+        "settings": {"TOUR_SCAN": T.scan_knobs(), "TOUR_SANITIZE": T.sanitize_knobs(),
+                     "TOUR_EVAL_TEXTS": T.S.TOUR_EVAL_TEXTS, "TOUR_ASR_TEXTS": getattr(T.S, "TOUR_ASR_TEXTS", None)},
         "details": {k: res.details.get(k) for k in ("suspicious_heads", "flagged_used", "pool_pseudo_labelled")},
     }
 
@@ -165,7 +188,10 @@ def main() -> None:
            f"{r0['pool_triggered_flagged']} of {r0['pool_triggered']} triggered and {r0['pool_clean_flagged']} clean "
            f"pool inputs flagged; suspicious heads {', '.join(r0['suspicious_heads'])}.",
            f"Sanitize: ASR {r0['asr_before']:.1%} -> {r0['asr_after']:.1%}, CACC {r0['cacc_before']:.1%} -> "
-           f"{r0['cacc_after']:.1%} ({r0['repair_steps']} steps).", ""]
+           f"{r0['cacc_after']:.1%} ({r0['repair_steps']} steps).",
+           f"Work (run 1, texts through the model, of which with autograd on): scan {r0['scan_work']['texts']} "
+           f"({r0['scan_work']['grad_texts']}), sanitize {r0['sanitize_work']['texts']} "
+           f"({r0['sanitize_work']['grad_texts']}). Tour settings: {json.dumps(r0['settings'])}.", ""]
     (RESULTS / "first_run.md").write_text("\n".join(md))
     print("\n".join(f"{a:<28} {b:>8}   goal {c}" for a, b, c in rows))
 

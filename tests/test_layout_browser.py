@@ -60,10 +60,12 @@ CHART_PROBLEMS_JS = """
         if (meet(r(bar), r(t))) problems.push(`${name(plot, i)}: the toolbar covers "${t.textContent.slice(0, 50)}"`);
       }
     }
-    const outlines = [...plot.querySelectorAll('.shapelayer path')].map(p => {
-      const b = r(p), w = parseFloat(p.style.strokeWidth || '0') / 2;
-      return {left: b.left - w, right: b.right + w, top: b.top - w, bottom: b.bottom + w};
-    });
+    // cell outlines: the rectangles among the shapes (not the lines a chart draws across, e.g. "CACC before")
+    const outlines = [...plot.querySelectorAll('.shapelayer path')].filter(p => r(p).width > 4 && r(p).height > 4)
+      .map(p => {
+        const b = r(p), w = parseFloat(p.style.strokeWidth || '0') / 2;
+        return {left: b.left - w, right: b.right + w, top: b.top - w, bottom: b.bottom + w};
+      });
     for (let a = 0; a < outlines.length; a++)
       for (let b = a + 1; b < outlines.length; b++)
         if (meet(outlines[a], outlines[b], -0.5))
@@ -93,13 +95,14 @@ def _inspect(page, mode: str) -> None:
     _nav(page, "Inspect")
     page.wait_for_selector(".js-plotly-plot svg.main-svg")
     checked = _charts_ok(page, f"inspect_{mode}")
-    _tab(page, "Head-to-head similarity")
-    page.get_by_text("Head similarity change").first.wait_for()
-    checked += _charts_ok(page, f"inspect_similarity_{mode}")
+    # the similarity chart (half the page wide): its whole title is drawn, inside the chart (checked above)
     delta = page.locator(".js-plotly-plot").filter(has_text="Head similarity change").first
-    title = " ".join(delta.locator(".gtitle").all_inner_texts())
-    assert "clean)" in title, f"the similarity chart's title is cut: {title!r}"  # the whole title is drawn
+    title = " ".join(delta.locator(".gtitle").all_text_contents())
+    assert "clean)" in title, f"the similarity chart's title is cut: {title!r}"
+    delta.scroll_into_view_if_needed()
     delta.screenshot(path=str(ARTIFACTS / f"layout_similarity_{mode}.png"))
+    _tab(page, "Head-to-head similarity")
+    checked += _charts_ok(page, f"inspect_head_to_head_{mode}")
     _tab(page, "bertviz views")
     page.get_by_text("model view", exact=True).first.click()
     wait_until_idle(page)
