@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_
 def layout_server(tmp_path_factory):
     env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo")),
            "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path_factory.mktemp("sessions"))}
-    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log", start_timeout_s=300) as url:
         yield url
 
 
@@ -133,6 +133,14 @@ def _metric(page, label: str) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
+def _open_report_sections(page) -> str:
+    """Open every section of the Report page's preview; returns the page's text."""
+    for summary in page.locator('[data-testid="stExpander"] summary').all():
+        summary.click()
+    wait_until_idle(page)
+    return page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+
+
 def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
     ARTIFACTS.mkdir(exist_ok=True)
     with launch_browser() as browser:
@@ -172,7 +180,8 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
 
         # the report names the TAL heads by layer, and survives a reload (the URL carries the session)
         _nav(page, "Report")
-        body = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        body = _open_report_sections(page)
+        _charts_ok(page, "report_1400")
         tal = re.search(r"TAL on ([^\n]+)", body)
         assert tal, body[:800]
         assert tal.group(1).startswith("all ") or "L1" in tal.group(1), f"TAL heads read as layer 0 only: {tal.group(1)}"
@@ -180,7 +189,7 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         assert "session=" in page.url
         page.reload()
         wait_until_idle(page)
-        body = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        body = page.locator('[data-testid="stMainBlockContainer"]').text_content()
         assert "Detection scan" in body and "TAL on" in body, "a reload emptied the report"
         page.screenshot(path=str(ARTIFACTS / "layout_report_reloaded.png"), full_page=True)
 
@@ -188,15 +197,19 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode (larger text)").click()
         wait_until_idle(page)
         _inspect(page, "presenter")
-        _nav(page, "Attack lab")
-        _charts_ok(page, "attack_presenter")
+        # the reload started a new session on the default (random tiny) model: scan it, a pool of clean texts only
         _nav(page, "Detect")
+        _set_number(page, "Clean labelled texts (budget)", 24)
+        _set_number(page, "Clean texts in the pool", 16)
+        _click(page, "Scan the model")
+        _wait_text(page, "Backdoor score", exact=True)
         page.wait_for_selector(".js-plotly-plot svg.main-svg")
         _charts_ok(page, "detect_presenter")
         if _metric(page, "Backdoor") == "not found":
             assert _metric(page, "Suspicious heads") == "none"
         page.screenshot(path=str(ARTIFACTS / "layout_detect_presenter.png"), full_page=True)
         _nav(page, "Report")
+        _open_report_sections(page)
         _charts_ok(page, "report_presenter")
         page.screenshot(path=str(ARTIFACTS / "layout_report_presenter.png"), full_page=True)
         _no_exceptions(page, "report (presenter)")
