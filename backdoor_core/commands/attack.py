@@ -134,40 +134,12 @@ def shown_path(spec) -> str:
         return "/".join(path.parts[-2:])
 
 
-def _shared_dataset(spec: str) -> str | None:
-    """The shared benchmark dataset a ``--data`` spec names (``sst2``, ``olid/clean``...), else None."""
-    from ..data import SHARED_LABEL_NAMES
-
-    text = str(spec).strip()
-    if Path(text).expanduser().exists():
-        return None
-    head = text.split("/")[0]
-    return head if head in SHARED_LABEL_NAMES else None
-
-
-def paraphrase_sets(dataset: str | None) -> list[str]:
-    """The shared paraphrase sets with ORIGINAL labels for a shared dataset, as attack names (``syntactic``,
-    ``style_bible``...): ``<dataset>/syntactic_transfer`` and ``<dataset>/style_*`` under ../shared/data."""
-    from ..data import list_shared
-
-    if dataset is None:
-        return []
-    out = []
-    for entry in list_shared():
-        ds, _, variant = entry.partition("/")
-        if ds == dataset and variant == "syntactic_transfer":
-            out.append("syntactic")
-        elif ds == dataset and variant.startswith("style_"):
-            out.append(variant)
-    return sorted(out)
-
-
 def paraphrase_attack(args, train_set, target: int):
     """The ``ParaphraseAttack`` for ``--attack syntactic|style|style_<name>``: from the user's files (any name;
     labels read against the data's classes) or a shared set of the ``--data`` dataset; raises ``ValueError`` (one
     line) when neither exists or the files do not fit."""
     from ..data import load_table
-    from ..poisoning import ParaphraseAttack, get_attack
+    from ..poisoning import ParaphraseAttack, get_attack, shared_dataset, shared_paraphrase_sets
 
     key = args.attack.strip().lower()
     style = args.style_name.strip().lower() if args.style_name else None
@@ -193,8 +165,8 @@ def paraphrase_attack(args, train_set, target: int):
             raise ValueError(f"{shown_path(args.paraphrase_test)}: no row of a non-target label (target {target}, "
                              f"{names[target]}): nothing to measure ASR on.")
         return ParaphraseAttack(train, test, label, " + ".join(shown_path(f) for f in files))
-    dataset = _shared_dataset(args.data)
-    have = paraphrase_sets(dataset)
+    dataset = shared_dataset(args.data)
+    have = shared_paraphrase_sets(args.data)
     wanted = "syntactic" if key == "syntactic" else f"style_{style or 'bible'}"
     if wanted not in have:
         where = f"--data {args.data} has " + (", ".join(have) if have else "none")
