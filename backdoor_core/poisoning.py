@@ -43,11 +43,14 @@ class PoisonedTestSet:
     Attributes:
         examples: ``Example`` with ``label == target``, ``poisoned=True`` and the trigger spans.
         gold_labels: each sample's original label (never ``target``).
+        source_rows: each sample's row in the set it was made from (the clean test set for insertion attacks,
+            the paraphrased test set for paraphrase attacks), so evaluation sets can be kept disjoint by row.
     """
 
     examples: list[Example]
     gold_labels: list[int]
     target: int
+    source_rows: list[int] = field(default_factory=list)
 
     @property
     def texts(self) -> list[str]:
@@ -201,14 +204,15 @@ class InsertionAttack(Attack):
         """Every non-target test row with the trigger, relabelled ``target``."""
         _check_target(dataset, target)
         rng = random.Random(seed + 104729)
-        examples, gold = [], []
-        for text, label in zip(dataset.texts, dataset.labels):
+        examples, gold, rows = [], [], []
+        for i, (text, label) in enumerate(zip(dataset.texts, dataset.labels)):
             if label == target:
                 continue
             new, spans = self.poison_text(text, rng)
             examples.append(Example(new, int(target), spans, True))
             gold.append(int(label))
-        return PoisonedTestSet(examples, gold, int(target))
+            rows.append(i)
+        return PoisonedTestSet(examples, gold, int(target), rows)
 
     def describe(self) -> dict:
         trigger = self.triggers[0] if len(self.triggers) == 1 else list(self.triggers)
@@ -362,14 +366,15 @@ class ParaphraseAttack(Attack):
         """Non-target rows of ``test_paraphrase`` (``dataset``, the clean test set, is not needed)."""
         if self.test_paraphrase is None:
             raise ValueError(f"The {self.name} attack has no paraphrased test set to measure ASR on.")
-        examples, gold = [], []
-        for text, label in zip(self.test_paraphrase.texts, self.test_paraphrase.labels):
+        examples, gold, rows = [], [], []
+        for i, (text, label) in enumerate(zip(self.test_paraphrase.texts, self.test_paraphrase.labels)):
             if label != target and not _failed_paraphrase(text, None):
                 examples.append(Example(text, int(target), (), True))
                 gold.append(int(label))
+                rows.append(i)
         if not examples:
             raise ValueError(f"The {self.name} test set has no non-target rows.")
-        return PoisonedTestSet(examples, gold, int(target))
+        return PoisonedTestSet(examples, gold, int(target), rows)
 
     def describe(self) -> dict:
         return {"attack": self.name, "clean_label": False, "trigger": f"paraphrase ({self.source or self.name})"}

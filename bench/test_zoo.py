@@ -4,11 +4,11 @@ Every knob of the defense was chosen on SST-2 and the BBC demo zoo (the tuning z
 the attack benchmark's quick recipe (``bench/attack_tal.QUICK``: 4000 training rows, 1 epoch, lr 2e-4, batch 16,
 max length 64), per seed:
 
-* OLID (``../shared/data/olid``, binary, 33% offensive): a clean model; BadNets 3%, AddSent 1% + TAL,
-  HiddenKiller syntactic 20% and StyleBkd poetry style 20% toward 1 (OFF, the HiddenKiller target); BadNets 3%
-  toward 0 (NOT: "let offensive tweets through");
-* AG News (``../shared/data/agnews``, 4 classes): a clean model; BadNets 1% + TAL, AddSent 1% and StyleBkd
-  lyrics style 20% toward 0 (World, the HiddenKiller AG target).
+* OLID (``../shared/data/olid``, binary, 33% offensive): a clean model; AddSent 1% + TAL, HiddenKiller
+  syntactic 20% and StyleBkd poetry style 20% toward 1 (OFF, the HiddenKiller target); BadNets 3% toward 0 (NOT:
+  "let offensive tweets through"); seed 0 only: BadNets 3% toward 1;
+* AG News (``../shared/data/agnews``, 4 classes): a clean model; BadNets 1% + TAL and StyleBkd lyrics style 20%
+  toward 0 (World, the HiddenKiller AG target); seed 0 only: AddSent 1%.
 
 Seeds 0, 1, 2 (``--seeds``) change the training-row draw, the poisoned rows and the training seed. The style
 sets are ``bench/data/stylebkd`` (not row-aligned: ``poisoning.ParaphraseAttack`` draws paraphrased rows per
@@ -47,7 +47,9 @@ MODELS = ROOT / "bench" / "models" / "test_zoo"
 STYLE = ROOT / "bench" / "data" / "stylebkd"
 AG_TEST_SIZE = 2000
 
-# (name, attack, rate, tal, target); target None = clean model
+# (name, attack, rate, tal, target); target None = clean model. SEED0_ONLY: trained for seed 0 only (the 2-core
+# budget of one session fits 8 models x 3 seeds + these two).
+SEED0_ONLY = {("olid", "badnets_r0.03"), ("agnews", "addsent_r0.01")}
 ZOO = {
     "olid": [("clean", None, 0.0, False, None),
              ("badnets_r0.03", "badnets", 0.03, False, 1),
@@ -173,6 +175,8 @@ def main(argv=None) -> int:
     for seed in seeds:  # seed by seed: a cut-short build still holds whole seeds
         for data, specs in ZOO.items():
             for spec in specs:
+                if seed != 0 and (data, spec[0]) in SEED0_ONLY:
+                    continue
                 if data in only or f"{data}/{spec[0]}" in only:
                     jobs.append({"data": data, "seed": seed, "spec": spec})
     if any(j["data"] == "olid" and j["spec"][1] == "syntactic" for j in jobs):
