@@ -83,6 +83,14 @@ AGGREGATE = "max"  # an input's score: max over layers (``detection``)
 FEATURES = ("focus",)  # measured (``detection.DEFAULT_FEATURES``)
 REFINE = True  # refined passes by the suspicious heads' own focus (``scan``)
 REFINE_ROUNDS = 2
+REPRESENTATION = True
+"""Fuse the attention score with a representation score (distance of the intermediate ``[CLS]`` states from the
+clean ones; ``detection.RepresentationDetector``, ``detection.FusedDetector``) in every pass of the scan; False
+= the paper's attention-only detection. Our design (papers silent), for style backdoors; chosen on the SST-2
+tuning zoo (bench/results/style_ablation.md)."""
+REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
+REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
+FUSE = "max"  # attention and representation z-scores (on clean dev) combined by their max ("sum" the other knob)
 
 # ------------------------------------------------------------------------------------------------ head safety
 
@@ -102,6 +110,11 @@ FOCUS_LABELS = True
 EXCLUDE_LABELS = True
 SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
+REPAIR_FFN = "suspicious"
+"""Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
+of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head) or a
+comma-separated list of layer indices. Our design (papers silent), for style backdoors whose shortcut is not
+only in the heads; chosen on the SST-2 tuning zoo (``sanitize``, bench/results/style_ablation.md)."""
 REPAIR_EVAL_EVERY = 20  # steps between evaluations while a defense trains
 BASELINE_LR = 5e-5  # fine-tuning / fine-pruning / PURE: the whole model trains
 BASELINE_EPOCHS = 4  # the same number of passes as our sanitization (our choice)
