@@ -288,6 +288,8 @@ def scan_model(
             heads re-rated on the new flags between rounds (step 4 of the module docstring).
         representation, fuse: fuse every pass's attention score with the ``[CLS]`` representation distance
             (``detection.FusedDetector``, combined by ``fuse``); False = attention only (the paper's method).
+            Needs at least ``settings.REP_MIN_FIT`` clean fit inputs; with fewer the scan stays attention-only
+            and ``settings["representation_skipped"]`` says why.
         find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         progress: ``progress(stage, done, total)``.
@@ -305,9 +307,11 @@ def scan_model(
     def prog(stage):
         return None if progress is None else (lambda d, t: progress(stage, d, t))
 
+    fit_idx, dev_idx = split_clean(len(clean), fit_frac, seed)
+    asked_representation = bool(representation)
+    representation = asked_representation and len(fit_idx) >= S.REP_MIN_FIT
     clean_stats = attention_stats(model, tokenizer, clean.texts, max_length, batch_size, prog("clean"),
                                   should_stop, cls=representation)
-    fit_idx, dev_idx = split_clean(len(clean), fit_frac, seed)
     det = SimilarityDetector(aggregate=aggregate, length_adjust=length_adjust).fit(clean_stats.subset(fit_idx))
     dev_stats = clean_stats.subset(dev_idx)
     det.calibrate(dev_stats, frr)
@@ -412,6 +416,8 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None,
+                  "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"
+                                             if asked_representation and not representation else None),
                   **heads.rule},
         architecture=describe(model).to_dict(),
         detector=first_det,

@@ -88,6 +88,10 @@ REPRESENTATION = True
 clean ones; ``detection.RepresentationDetector``, ``detection.FusedDetector``) in every pass of the scan; False
 = the paper's attention-only detection. Our design (papers silent), for style backdoors; chosen on the SST-2
 tuning zoo (bench/results/style_ablation.md)."""
+REP_MIN_FIT = 50
+"""Fewer clean fit inputs than this (half the scan's clean set) and the scan stays attention-only: a Mahalanobis
+distance in hundreds of dimensions from a few dozen inputs is noise, and at a 5% FRR on a handful of dev inputs
+one noisy dev outlier sets the fused threshold (our design; measured on the tiny test model)."""
 REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
 REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
 FUSE = "max"  # attention and representation z-scores (on clean dev) combined by their max ("sum" the other knob)

@@ -107,9 +107,12 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     from backdoor_core.scan import scan_model
 
     lm = trained_tiny(True)
-    texts, labels = clean_texts(40, seed=35)
+    texts, labels = clean_texts(2 * S.REP_MIN_FIT, seed=35)
     clean = TextDataset(texts, labels, ["neg", "pos"])
     pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    few = scan_model(lm.model, lm.tokenizer, TextDataset(texts[:40], labels[:40], ["neg", "pos"]), pool,
+                     max_length=32, frr=0.2, representation=True, find_triggers=False)
+    assert few.representation_detector is None and "20 clean fit inputs" in few.settings["representation_skipped"]
     paper = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=False,
                        find_triggers=False)
     ours = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=True,
@@ -117,9 +120,9 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     assert paper.representation_detector is None and paper.detector is paper.attention_detector
     assert ours.representation_detector is not None and ours.detector is not ours.attention_detector
     assert ours.to_dict()["detection"]["method"] == "head_similarity + representation"
-    # every fused pass keeps the FRR it was calibrated for on the same 20 clean dev inputs (steps of 0.05)
+    # every fused pass keeps the FRR it was calibrated for on the same 50 clean dev inputs (steps of 0.02)
     frrs = [ours.clean_frr] + ([ours.first_pass["clean_frr"]] if ours.first_pass else [])
-    assert all(abs(f - 0.2) <= 0.1 for f in frrs), frrs
+    assert all(abs(f - 0.2) <= 0.04 for f in frrs), frrs
     # the attention part of the fused scan is the paper's first-pass detector, fitted on the same clean halves
     assert np.allclose(ours.attention_detector.score(attention_stats(lm.model, lm.tokenizer, pool, 32)),
                        paper.attention_detector.score(attention_stats(lm.model, lm.tokenizer, pool, 32)))
@@ -171,3 +174,18 @@ def test_ffn_params_train_only_when_asked_and_only_in_the_chosen_layers(ffn, lay
             assert not torch.equal(now[m], before[name][m]), name
         else:
             assert torch.equal(now, before[name]), name  # every other parameter (other layers' FFN) bit-identical
+
+
+def test_new_knobs_default_to_the_settings_objects():
+    import inspect
+
+    from backdoor_core import detection, sanitize, scan
+    from backdoor_core.defenses import DEFENSES
+
+    sig = inspect.signature(scan.scan_model).parameters
+    assert sig["representation"].default is S.REPRESENTATION and sig["fuse"].default is S.FUSE
+    assert inspect.signature(sanitize.sanitize_heads).parameters["ffn"].default is S.REPAIR_FFN
+    knobs = DEFENSES["alignment"].knobs
+    assert knobs["ffn"] is S.REPAIR_FFN and knobs["representation"] is S.REPRESENTATION
+    rep = detection.RepresentationDetector()
+    assert rep.class_conditional is S.REP_CLASS_CONDITIONAL and rep.aggregate is S.REP_AGGREGATE
