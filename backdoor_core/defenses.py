@@ -227,7 +227,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     flagged = flagged[:pool_budget]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
-                         exclude_labels=exclude, ffn=ffn, **common)
+                         exclude_labels=exclude, ffn=ffn,
+                         representation_share=None if report is None else report.representation_share, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,

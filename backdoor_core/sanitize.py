@@ -89,11 +89,17 @@ DEFAULT_POOL_BUDGET = S.POOL_BUDGET
 ALIGN_KINDS = ("kl", "mse")
 
 
-def ffn_layers(spec, suspicious: np.ndarray) -> list[int]:
+def ffn_layers(spec, suspicious: np.ndarray, representation_share: float | None = None) -> list[int]:
     """The layers whose feed-forward blocks a repair trains (see the module docstring): ``spec`` is ``"none"``
-    (or None / False / ""), ``"suspicious"`` (layers holding a suspicious head), ``"all"``, or layer indices
-    (a list or a comma-separated string). ``suspicious``: ``(L, H)`` bool."""
+    (or None / False / ""), ``"suspicious"`` (layers holding a suspicious head), ``"all"``, layer indices
+    (a list or a comma-separated string), or ``"auto"``: ``"suspicious"`` when ``representation_share`` (the
+    share of flagged inputs the scan found by their representations rather than by the heads,
+    ``scan.ScanReport.representation_share``) is at least ``settings.FFN_AUTO_SHARE``, else none (also without
+    a share). ``suspicious``: ``(L, H)`` bool."""
     suspicious = np.asarray(suspicious, dtype=bool)
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        on = representation_share is not None and representation_share >= S.FFN_AUTO_SHARE
+        spec = "suspicious" if on else "none"
     if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return []
     if isinstance(spec, str):
@@ -105,7 +111,7 @@ def ffn_layers(spec, suspicious: np.ndarray) -> list[int]:
         try:
             spec = [int(x) for x in key.replace(" ", ",").split(",") if x]
         except ValueError:
-            raise ValueError(f"ffn must be 'none', 'suspicious', 'all' or layer indices, got '{spec}'.") from None
+            raise ValueError(f"ffn must be 'none', 'suspicious', 'all', 'auto' or layer indices, got '{spec}'.") from None
     layers = sorted({int(l) for l in spec})
     bad = [l for l in layers if not 0 <= l < suspicious.shape[0]]
     if bad:
@@ -387,6 +393,7 @@ def sanitize_heads(
     focus_labels: bool = DEFAULT_FOCUS_LABELS,
     exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
     ffn: str | Sequence[int] | None = S.REPAIR_FFN,
+    representation_share: float | None = None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -406,7 +413,8 @@ def sanitize_heads(
         exclude_labels: flagged inputs still without a label that the model puts in the suspected target class
             get their runner-up class (see ``target_exclusion_labels``).
         ffn: also train the feed-forward blocks of these layers (``ffn_layers``: ``"none"``, ``"suspicious"``,
-            ``"all"`` or indices; see the module docstring).
+            ``"all"``, indices or ``"auto"``; see the module docstring).
+        representation_share: for ``ffn="auto"``: the scan's ``ScanReport.representation_share``.
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -420,7 +428,7 @@ def sanitize_heads(
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
-    ffn_trained = ffn_layers(ffn, suspicious)
+    ffn_trained = ffn_layers(ffn, suspicious, representation_share)
     if ffn_trained:
         masks.update(ffn_parameter_masks(model, ffn_trained))
     snap = snapshot_frozen(model, masks)

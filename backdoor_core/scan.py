@@ -106,6 +106,10 @@ class ScanReport:
             ``head_detector`` (None for an attention-only scan); ``attention_detector`` /
             ``attention_head_detector``: their attention-only parts (the same objects as ``detector`` /
             ``head_detector`` in an attention-only scan).
+        representation_share: in a fused scan, the share of the final pass's flagged inputs whose
+            representation z-score exceeds their attention z-score (found by their representations, not by the
+            heads; ``sanitize`` trains feed-forward blocks when it is high, ``settings.REPAIR_FFN="auto"``);
+            None for an attention-only scan or when nothing is flagged.
     """
 
     model_name: str
@@ -136,6 +140,7 @@ class ScanReport:
     detector: SimilarityDetector | None = field(default=None, repr=False)
     head_detector: SimilarityDetector | None = field(default=None, repr=False)
     representation_detector: RepresentationDetector | None = field(default=None, repr=False)
+    representation_share: float | None = None
     attention_detector: SimilarityDetector | None = field(default=None, repr=False)
     attention_head_detector: SimilarityDetector | None = field(default=None, repr=False)
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
@@ -192,6 +197,7 @@ class ScanReport:
                 "n_pool": len(self.pool_texts),
                 "n_flagged": int(len(self.flagged)),
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
+                "representation_share": self.representation_share,
             },
             "suspicious_heads": self.suspicious_heads,
             "head_safety": self.heads.to_dict(),
@@ -388,6 +394,10 @@ def scan_model(
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
+    rep_share = None
+    if rep_det is not None and flagged_stats is not None:
+        parts = det.parts(flagged_stats)  # (n_flagged, 2): attention, representation z on clean dev
+        rep_share = float((parts[:, 1] > parts[:, 0]).mean())
     return ScanReport(
         model_name=model_name,
         num_layers=int(model.config.num_hidden_layers),
@@ -423,6 +433,7 @@ def scan_model(
         detector=first_det,
         head_detector=head_det,
         representation_detector=rep_det,
+        representation_share=rep_share,
         attention_detector=att_first,
         attention_head_detector=att_final if head_det is not None else None,
         clean_fit_texts=[clean.texts[i] for i in fit_idx],

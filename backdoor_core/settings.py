@@ -114,11 +114,15 @@ FOCUS_LABELS = True
 EXCLUDE_LABELS = True
 SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
-REPAIR_FFN = "suspicious"
+REPAIR_FFN = "auto"
 """Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
-of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head) or a
-comma-separated list of layer indices. Our design (papers silent), for style backdoors whose shortcut is not
-only in the heads; chosen on the SST-2 tuning zoo (``sanitize``, bench/results/style_ablation.md)."""
+of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head), ``"all"``,
+a comma-separated list of layer indices, or ``"auto"``: ``"suspicious"`` when the scan's flagged inputs were found
+mostly by the representation score rather than by the heads (``scan.ScanReport.representation_share`` >=
+``FFN_AUTO_SHARE``: a trigger the heads do not see, e.g. a style), else ``"none"``. Our design (papers silent);
+chosen on the SST-2 tuning zoo (``sanitize``, bench/results/style_ablation.md): FFN repair took Bible style from
+32.5% to 16% ASR but syntactic from 8% to 15%."""
+FFN_AUTO_SHARE = 0.5
 REPAIR_EVAL_EVERY = 20  # steps between evaluations while a defense trains
 BASELINE_LR = 5e-5  # fine-tuning / fine-pruning / PURE: the whole model trains
 BASELINE_EPOCHS = 4  # the same number of passes as our sanitization (our choice)

@@ -46,6 +46,7 @@ VARIANTS = {  # name: (fused detection?, ffn layers)
     "fused scan, heads": (True, "none"),
     "fused scan, heads + FFN": (True, "suspicious"),
     "attention scan, heads + FFN": (False, "suspicious"),
+    "fused scan, heads + FFN if the flags are representation-found (auto)": (True, "auto"),
 }
 
 
@@ -59,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--needed-scans-only", action="store_true", help="run only the scans the variants use")
     return p.parse_args(argv)
 
 
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     if args.variants:
         variants = [variants[int(i)] for i in args.variants.split(",")]
     if args.ffn:
-        variants = [(n.replace("FFN", f"FFN[{args.ffn}]"), (f, args.ffn if ffn != "none" else ffn))
+        variants = [(n.replace("FFN", f"FFN[{args.ffn}]"), (f, args.ffn if ffn not in ("none", "auto") else ffn))
                     for n, (f, ffn) in variants]
     dirs = [d for d in sorted(Path(args.models_from).iterdir()) if (d / METADATA_FILE).is_file()]
     if args.only:
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
         row = {"name": d.name, "attack": card.attack if is_bd else "clean", "tal": bool(card.tal),
                "asr_before": before.get("asr"), "cacc_before": before["cacc"], "scans": {}, "detection": {}}
         scans = {}
-        for fused in (False, True):
+        for fused in sorted({f for _, (f, _) in variants} if args.needed_scans_only else {False, True}):
             t = time.perf_counter()
             rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=d.name,
                              representation=fused, find_triggers=False)
@@ -163,7 +165,8 @@ def main(argv=None) -> int:
             row["scans"][key] = {"verdict": rep.verdict["score"], "n_flagged": len(flagged),
                                  "flagged_triggered": sum(x in triggered_pool for x in flagged),
                                  "pool_triggered": len(triggered_pool), "heads": rep.suspicious_heads,
-                                 "clean_frr": rep.clean_frr, "seconds": round(time.perf_counter() - t, 1)}
+                                 "clean_frr": rep.clean_frr, "representation_share": rep.representation_share,
+                                 "seconds": round(time.perf_counter() - t, 1)}
             dets = {"attention_first": rep.attention_detector, "attention_final": rep.attention_head_detector}
             if fused:
                 dets = {"representation": rep.representation_detector, "fused_first": rep.detector,
@@ -238,6 +241,8 @@ def markdown(report: dict) -> str:
               "attention / fused |", "|---|---|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         det = m["detection"]
+        if set(m["scans"]) != {"attention", "fused"}:
+            continue
         a, f = m["scans"]["attention"], m["scans"]["fused"]
         cells = [f"{det[k]['auroc']:.3f}" if k in det else "-" for k in
                  ("attention_first", "attention_final", "representation", "fused_first", "fused_final")]

@@ -120,6 +120,12 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     assert paper.representation_detector is None and paper.detector is paper.attention_detector
     assert ours.representation_detector is not None and ours.detector is not ours.attention_detector
     assert ours.to_dict()["detection"]["method"] == "head_similarity + representation"
+    # which part found the flags: the share whose representation z beats the attention z, recomputed here
+    stats = attention_stats(lm.model, lm.tokenizer, ours.flagged_texts, 32)
+    final = ours.head_detector if ours.head_detector is not None else ours.detector  # the final pass's
+    parts = final.parts(stats)
+    assert ours.representation_share == pytest.approx(float((parts[:, 1] > parts[:, 0]).mean()))
+    assert paper.representation_share is None
     # every fused pass keeps the FRR it was calibrated for on the same 50 clean dev inputs (steps of 0.02)
     frrs = [ours.clean_frr] + ([ours.first_pass["clean_frr"]] if ours.first_pass else [])
     assert all(abs(f - 0.2) <= 0.04 for f in frrs), frrs
@@ -138,6 +144,9 @@ def test_ffn_layers_rule():
         ffn_layers([3], susp)
     with pytest.raises(ValueError, match="suspicious"):
         ffn_layers("some", susp)
+    # auto: the suspicious layers only when the scan found its flags mostly by their representations
+    assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE) == [0, 2] and ffn_layers("auto", susp, 1.0) == [0, 2]
+    assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE - 0.01) == [] and ffn_layers("auto", susp, None) == []
 
 
 SUSPICIOUS = np.array([[True, False, False, False], [False, True, False, False]])
