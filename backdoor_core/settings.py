@@ -122,7 +122,9 @@ mostly by the representation score rather than by the heads (``scan.ScanReport.r
 ``FFN_AUTO_SHARE``: a trigger the heads do not see, e.g. a style), else ``"none"``. Our design (papers silent);
 chosen on the SST-2 tuning zoo (``sanitize``, bench/results/style_ablation.md): FFN repair took Bible style from
 32.5% to 16% ASR but syntactic from 8% to 15%."""
-FFN_AUTO_SHARE = 0.5
+FFN_AUTO_SHARE = 0.3
+"""Set between the representation shares of the SST-2 tuning zoo's scans: Bible style 0.41 (FFN repair helps),
+BadNets 3% 0.18 and syntactic 0.09 (it does not): bench/results/style_ablation.md. Three models: a thin basis."""
 REPAIR_EVAL_EVERY = 20  # steps between evaluations while a defense trains
 BASELINE_LR = 5e-5  # fine-tuning / fine-pruning / PURE: the whole model trains
 BASELINE_EPOCHS = 4  # the same number of passes as our sanitization (our choice)

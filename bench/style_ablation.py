@@ -54,18 +54,23 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models-from", default=str(ROOT / "bench" / "models" / "attack_tal"))
     p.add_argument("--only", default=None, help="comma-separated model folder names")
-    p.add_argument("--variants", default="0,1,2", help="comma-separated indices into VARIANTS (default 0,1,2)")
+    p.add_argument("--variants", default="0,1,2", help="comma-separated indices into VARIANTS (default 0,1,2), or 'none' (scans only)")
     p.add_argument("--ffn", default=None, help="override the FFN layers of the FFN variants (e.g. 'all', '4,5')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--merge", default=None,
+                   help="comma-separated tags of parallel runs: merge them into style_ablation<_tag>.json/.md, exit")
     p.add_argument("--needed-scans-only", action="store_true", help="run only the scans the variants use")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag)))
+        return 0
     import numpy as np
     import torch
 
@@ -84,7 +89,9 @@ def main(argv=None) -> int:
     quiet_libraries()
     s = dict(QUICK, seed=args.seed, threads=torch.get_num_threads())
     variants = list(VARIANTS.items())
-    if args.variants:
+    if args.variants == "none":  # scans and detection only
+        variants = []
+    elif args.variants:
         variants = [variants[int(i)] for i in args.variants.split(",")]
     if args.ffn:
         variants = [(n.replace("FFN", f"FFN[{args.ffn}]"), (f, args.ffn if ffn not in ("none", "auto") else ffn))
@@ -212,6 +219,30 @@ def main(argv=None) -> int:
     save()
     print(markdown(report))
     return 0
+
+
+def merge(tags: list[str], out_tag: str = "") -> dict:
+    """Parallel runs (``--tag``) in one report: a model's scans / detection rows are united, repairs appended
+    (a later part's (model, variant) row replaces an earlier one)."""
+    parts = [json.loads((RESULTS / f"style_ablation_{t}.json").read_text()) for t in tags]
+    report = {"dataset": "sst2", "zoo": "tuning", "settings": dict(parts[0]["settings"], merged_from=tags),
+              "models": [], "repairs": []}
+    models: dict[str, dict] = {}
+    for part in parts:
+        for m in part["models"]:
+            row = models.setdefault(m["name"], {**m, "scans": {}, "detection": {}})
+            row["scans"].update(m["scans"])
+            row["detection"].update(m["detection"])
+        keys = {(r["model"], r["variant"]) for r in part["repairs"]}
+        report["repairs"] = [r for r in report["repairs"] if (r["model"], r["variant"]) not in keys] + part["repairs"]
+    report["models"] = list(models.values())
+    suffix = f"_{out_tag}" if out_tag else ""
+    for path, text in ((RESULTS / f"style_ablation{suffix}.json", json.dumps(report, indent=2, default=float)),
+                       (RESULTS / f"style_ablation{suffix}.md", markdown(report))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return report
 
 
 def _p(x, digits=1):
