@@ -49,7 +49,8 @@ KNOB_LABELS = {
     "prune_fraction": ("Share of heads to prune", None),
     "lam": ("λ — weight of the [CLS] attention normalisation", None),
     "group": ("Heads pruned per step", None),
-    "acc_margin": ("Allowed clean-accuracy drop while pruning", None),
+    "acc_margin": ("Allowed drop in clean balanced accuracy while pruning", None),
+    "max_fraction": ("Most heads PURE may prune (share)", None),
 }
 c1, c2, c3 = st.columns(3, gap="large")
 with c1:

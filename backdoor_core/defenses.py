@@ -78,8 +78,8 @@ DEFENSES: dict[str, DefenseInfo] = {
         "pure", "PURE",
         "Prune heads with near-uniform [CLS] attention (accuracy-guarded), then fine-tune with a [CLS] attention "
         "normalisation term.",
-        {"lam": S.PURE_LAMBDA, "group": S.PURE_GROUP, "acc_margin": S.PURE_ACC_MARGIN, "lr": S.BASELINE_LR,
-         "epochs": S.BASELINE_EPOCHS},
+        {"lam": S.PURE_LAMBDA, "group": S.PURE_GROUP, "acc_margin": S.PURE_ACC_MARGIN,
+         "max_fraction": S.PURE_MAX_FRACTION, "lr": S.BASELINE_LR, "epochs": S.BASELINE_EPOCHS},
     ),
 }
 
@@ -156,7 +156,8 @@ def run_defense(
         from .baselines.pure import pure
 
         cfg = _config(config, knobs, default_config)
-        opts = {k: knobs.pop(k) for k in ("lam", "group", "min_acc", "acc_margin", "val_frac") if k in knobs}
+        opts = {k: knobs.pop(k) for k in ("lam", "group", "min_acc", "acc_margin", "max_fraction",
+                                                    "val_frac") if k in knobs}
         _reject_unknown(name, knobs)
         res, details = pure(work, tokenizer, texts, labels, cfg, seed=cfg.seed, **opts, **common)
     else:  # alignment
@@ -205,6 +206,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         else:
             mask = heads_to_mask(list(heads), L, H)
         flagged = pool
+        flagged_idx = list(range(len(pool)))
         basis = "given"
     else:
         if report is None:
@@ -220,11 +222,12 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
                                split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
         flagged = report.flagged_texts
+        flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
     if not np.asarray(mask).any():
         raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
                          "to choose them yourself.")
-    flagged = flagged[:pool_budget]
+    flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, ffn=ffn,
@@ -233,6 +236,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
         "flagged_used": len(flagged),
+        # which pool inputs (indices into ``pool_texts``) joined the repair and the label each got (-100: none)
+        "flagged_indices": flagged_idx,
+        "flagged_labels": list(res.details.get("pool_labels", [])),
         "beta": beta,
         "kind": kind,
         "reset": reset,
@@ -244,7 +250,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "align_after": res.align_after,
         "frozen_unchanged": res.frozen_unchanged,
         "scan_seconds": scan_seconds,
-        **{k: v for k, v in res.details.items() if k not in ("beta", "kind")},
+        **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels")},
     }
     if report is not None:
         details["verdict"] = report.verdict

@@ -34,6 +34,16 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
 cacc = accuracy
 
 
+def balanced_accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """Mean over the classes present in ``labels`` of the share of that class predicted right (recall).
+
+    A classifier that predicts one class for everything scores ``1 / classes`` whatever the class balance, where
+    its plain accuracy is the majority share (PURE's pruning guard, ``baselines.pure``)."""
+    p, y = _arr(predictions), _arr(labels)
+    accuracy(p, y)  # same checks
+    return float(np.mean([(p[y == c] == c).mean() for c in np.unique(y)]))
+
+
 def asr(predictions: Sequence[int], target: int, gold_labels: Sequence[int] | None = None) -> float:
     """Attack success rate: share of triggered non-target samples predicted as ``target``.
 

@@ -42,11 +42,14 @@ class PoisonedTestSet:
     Attributes:
         examples: ``Example`` with ``label == target``, ``poisoned=True`` and the trigger spans.
         gold_labels: each sample's original label (never ``target``).
+        source_rows: each sample's row in the set it was made from (the clean test set for insertion attacks,
+            the paraphrased test set for paraphrase attacks), so evaluation sets can be kept disjoint by row.
     """
 
     examples: list[Example]
     gold_labels: list[int]
     target: int
+    source_rows: list[int] = field(default_factory=list)
 
     @property
     def texts(self) -> list[str]:
@@ -200,14 +203,15 @@ class InsertionAttack(Attack):
         """Every non-target test row with the trigger, relabelled ``target``."""
         _check_target(dataset, target)
         rng = random.Random(seed + 104729)
-        examples, gold = [], []
-        for text, label in zip(dataset.texts, dataset.labels):
+        examples, gold, rows = [], [], []
+        for i, (text, label) in enumerate(zip(dataset.texts, dataset.labels)):
             if label == target:
                 continue
             new, spans = self.poison_text(text, rng)
             examples.append(Example(new, int(target), spans, True))
             gold.append(int(label))
-        return PoisonedTestSet(examples, gold, int(target))
+            rows.append(i)
+        return PoisonedTestSet(examples, gold, int(target), rows)
 
     def describe(self) -> dict:
         trigger = self.triggers[0] if len(self.triggers) == 1 else list(self.triggers)
@@ -247,9 +251,18 @@ class ParaphraseAttack(Attack):
 
     Built from a paraphrased copy of the data:
 
-    * ``train_paraphrase``: row-aligned with the clean training set (same length, same original labels); the
-      chosen non-target rows are replaced by their paraphrase and relabelled ``target``. Failed paraphrases
-      (empty, the literal ``nan``, or identical to the clean text) are never chosen.
+    * ``train_paraphrase``: a paraphrased copy of training data with ORIGINAL labels. Two recipes:
+
+      - row-aligned with the clean training set (same length, labels equal at >= 99% of rows; e.g.
+        ``sst2/syntactic_transfer``, ``sst2/style_bible``): the chosen non-target rows are replaced by their own
+        paraphrase and relabelled ``target`` (HiddenKiller / StyleBkd as published);
+      - not aligned (real StyleBkd sets drop rows: ``sst2/style_shakespeare`` has 6805 vs 6920; a subsampled
+        training set; any user file): the same non-target rows are chosen, and each is replaced by a paraphrased
+        row of the SAME source label drawn without replacement from the file (seeded), relabelled ``target``.
+        This keeps the poison count and the source-label mix of the aligned recipe (our design; StyleBkd's
+        ``run_poison_bert.py`` assumes aligned files).
+
+      Failed paraphrases (empty, the literal ``nan``, or identical to the clean text) are never chosen.
     * ``test_paraphrase``: paraphrased test rows with their ORIGINAL labels (need not be aligned); its
       non-target, non-empty rows form the poisoned test set.
 
@@ -287,49 +300,80 @@ class ParaphraseAttack(Attack):
         test = load_table(test_path) if test_path else None
         return cls(train, test, name, str(train_path))
 
-    def subset(self, indices: Sequence[int]) -> ParaphraseAttack:
-        """The same attack aligned with ``clean_train.subset(indices)`` (for subsampled training sets)."""
+    def subset(self, indices: Sequence[int], n_clean: int | None = None) -> ParaphraseAttack:
+        """The same attack for ``clean_train.subset(indices)`` (subsampled training sets).
+
+        An aligned paraphrase set (``n_clean``, the full clean set's length, equal to the file's; or ``n_clean``
+        not given) is subset the same way; a non-aligned one is kept whole (its rows are drawn by label)."""
+        if self.train_paraphrase is None or (n_clean is not None and len(self.train_paraphrase) != n_clean):
+            return self
         return ParaphraseAttack(self.train_paraphrase.subset(indices), self.test_paraphrase, self.name, self.source)
 
-    def _check_aligned(self, dataset) -> None:
+    def is_aligned(self, dataset) -> bool:
+        """Whether row i of the paraphrase file paraphrases row i of ``dataset`` (same length; original labels
+        equal at >= 99% of rows)."""
         para = self.train_paraphrase
-        if para is None:
-            raise ValueError(f"The {self.name} attack has no paraphrased training set.")
-        if len(para) != len(dataset):
-            raise ValueError(
-                f"The paraphrased training set ({len(para)} rows) is not row-aligned with the training set "
-                f"({len(dataset)} rows): row i must be a paraphrase of clean row i."
-            )
+        if para is None or len(para) != len(dataset):
+            return False
         mismatched = sum(a != b for a, b in zip(para.labels, dataset.labels))
-        if mismatched > 0.01 * len(dataset):
-            raise ValueError(
-                f"{mismatched} of {len(dataset)} paraphrased rows have a different label from the clean row at the "
-                "same index: the file must keep the original labels, row by row."
-            )
+        return mismatched <= 0.01 * len(dataset)
 
     def poison_train(self, dataset, rate: float, target: int, seed: int = 0) -> list[Example]:
         _check_target(dataset, target)
-        self._check_aligned(dataset)
-        para = self.train_paraphrase.texts
-        eligible = [not _failed_paraphrase(p, c) for p, c in zip(para, dataset.texts)]
-        chosen = set(choose_poison_indices(dataset.labels, rate, target, False, seed, eligible))
+        para = self.train_paraphrase
+        if para is None:
+            raise ValueError(f"The {self.name} attack has no paraphrased training set.")
+        if self.is_aligned(dataset):
+            eligible = [not _failed_paraphrase(p, c) for p, c in zip(para.texts, dataset.texts)]
+            chosen = set(choose_poison_indices(dataset.labels, rate, target, False, seed, eligible))
+            replace = {i: para.texts[i] for i in chosen}
+        else:
+            replace = self._draw_by_label(dataset, rate, target, seed)
         return [
-            Example(para[i], int(target), (), True) if i in chosen else Example(text, int(label))
+            Example(replace[i], int(target), (), True) if i in replace else Example(text, int(label))
             for i, (text, label) in enumerate(zip(dataset.texts, dataset.labels))
         ]
+
+    def _draw_by_label(self, dataset, rate: float, target: int, seed: int) -> dict[int, str]:
+        """Non-aligned recipe: {clean row index: a paraphrased text of the same source label} for the chosen
+        non-target rows; raises ``ValueError`` naming the label when the file has too few usable rows of it."""
+        para = self.train_paraphrase
+        if para.num_labels > dataset.num_labels:
+            raise ValueError(f"The paraphrased training set has labels up to {para.num_labels - 1} but the training "
+                             f"set only {dataset.num_labels} classes.")
+        chosen = choose_poison_indices(dataset.labels, rate, target, False, seed)
+        rng = random.Random(seed + 1)
+        by_label: dict[int, list[str]] = {}
+        for text, label in zip(para.texts, para.labels):
+            if label != target and not _failed_paraphrase(text, None):
+                by_label.setdefault(int(label), []).append(text)
+        for texts in by_label.values():
+            rng.shuffle(texts)
+        replace = {}
+        for i in chosen:
+            y = int(dataset.labels[i])
+            pool = by_label.get(y, [])
+            if not pool:
+                need = sum(1 for j in chosen if dataset.labels[j] == y)
+                have = sum(1 for t, lab in zip(para.texts, para.labels) if lab == y and not _failed_paraphrase(t, None))
+                raise ValueError(f"The poison rate {rate} needs {need} paraphrased rows of label {y} "
+                                 f"({dataset.label_names[y]}) but the paraphrased training set has {have} usable.")
+            replace[i] = pool.pop()
+        return replace
 
     def poison_test(self, dataset=None, target: int = 1, seed: int = 0) -> PoisonedTestSet:
         """Non-target rows of ``test_paraphrase`` (``dataset``, the clean test set, is not needed)."""
         if self.test_paraphrase is None:
             raise ValueError(f"The {self.name} attack has no paraphrased test set to measure ASR on.")
-        examples, gold = [], []
-        for text, label in zip(self.test_paraphrase.texts, self.test_paraphrase.labels):
+        examples, gold, rows = [], [], []
+        for i, (text, label) in enumerate(zip(self.test_paraphrase.texts, self.test_paraphrase.labels)):
             if label != target and not _failed_paraphrase(text, None):
                 examples.append(Example(text, int(target), (), True))
                 gold.append(int(label))
+                rows.append(i)
         if not examples:
             raise ValueError(f"The {self.name} test set has no non-target rows.")
-        return PoisonedTestSet(examples, gold, int(target))
+        return PoisonedTestSet(examples, gold, int(target), rows)
 
     def describe(self) -> dict:
         return {"attack": self.name, "clean_label": False, "trigger": f"paraphrase ({self.source or self.name})"}

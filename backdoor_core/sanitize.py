@@ -466,6 +466,8 @@ def sanitize_heads(
         details={"beta": beta, "kind": kind, "clean_samples": len(clean_texts),
                  "pool_samples": len(pool_texts or []),
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
+                 # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order
+                 "pool_labels": [int(y) for y in (pool_labels or [IGNORE_LABEL] * len(pool_texts or []))],
                  "pool_gate_labelled": n_gate_labels, "focus_labels": focus_labels,
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,

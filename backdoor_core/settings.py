@@ -132,6 +132,7 @@ PRUNE_FRACTION = 0.2  # fine-pruning
 PURE_LAMBDA = 0.15
 PURE_GROUP = 10
 PURE_ACC_MARGIN = 0.07
+PURE_MAX_FRACTION = 0.5  # at most half the heads pruned (our design; paper silent: ``baselines.pure``)
 STRIP_REPEATS = 10
 STRIP_SWAP_RATIO = 0.5
 

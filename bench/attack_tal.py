@@ -182,7 +182,7 @@ def main(argv=None) -> int:
             if run["attack"] != "clean":
                 attack = get_attack(run["attack"], tokenizer=lm.tokenizer, max_length=config.max_length)
                 if hasattr(attack, "subset"):
-                    attack = attack.subset(indices)
+                    attack = attack.subset(indices, n_clean=len(full_train))
             tal = TALConfig(alpha=alpha, heads=heads, seed=args.seed) if run["tal"] else None
             def log(p, name=run["name"]):
                 if p.metrics is None and (p.step % 25 == 0 or p.step == p.total_steps):

@@ -1,27 +1,34 @@
-"""Benchmark: trigger-agnostic detection and repair of backdoored SST-2 models, against baselines.
+"""Benchmark: trigger-agnostic detection and repair of backdoored text classifiers, against baselines, on any data.
 
-For every backdoored model (from the attack benchmark's ``bench/models/attack_tal/manifest.json``, or any folder
-of saved models with ``--models-from``) and the same defender data:
+For every backdoored model (from a manifest: the attack benchmark's ``bench/models/attack_tal/manifest.json`` by
+default, the test zoo's with ``--zoo test --manifest ...``; or any folder of saved models with ``--models-from``),
+each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the model card's ``data``):
 
 * detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``),
   STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
   keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half;
-* ``scan_model`` with a pool of unlabelled inputs (``--pool-poison`` of them triggered) -> verdict score and
+* ``scan_model`` with a pool of unlabelled inputs (``pool_poison`` of them triggered) -> verdict score and
   suspicious heads;
 * every defense (``alignment`` = ours, ``finetune``, ``fineprune``, ``pure``) via ``defenses.run_defense``:
-  ASR / CACC before and after, wall time;
+  ASR / CACC before and after, wall time; beside every ASR the clean model's rate on the SAME triggered texts
+  (``clean_rate``: the share a model without the backdoor already puts in the target class) and the backdoor's
+  lift over it (``lift = asr - clean_rate``); for ours, the accuracy of the labels it gave flagged pool inputs;
 * model-level verdict AUROC over all models (clean ones are the negatives; their pool gets inputs with a
   BadNets trigger inserted, harmless to them, so pools look alike for clean and backdoored models).
 
-The defender has ``--n-clean`` clean labelled samples from SST-2 dev (never seen in training); CACC is measured
-on a seeded sample of the clean test set and ASR on triggered non-target test sentences (disjoint from the pool).
+Data (``--data sst2|olid|agnews|bbc|PATH``, ``defender_data.load_bench_data``): the defender's ``n_clean`` clean
+labelled samples come from the dev split (never seen in training); CACC, ASR, the held-out detection sets and the
+pool come from the test split, pairwise disjoint by source row (``defender_data.split_eval_rows``), scaled down
+from the mode's sizes when the data is small (the sizes used are recorded per model), refused when even the
+minimums do not fit.
 
-    python bench/defense.py --quick                          # the attack benchmark's models
-    python bench/defense.py --quick --models-from DIR        # any folder of saved models
-    python bench/defense.py --quick --only badnets_1 --defenses alignment --tag pilot
+    python bench/defense.py --quick                          # the attack benchmark's SST-2 models (tuning zoo)
+    python bench/defense.py --quick --models-from DIR --data olid
+    python bench/defense.py --quick --zoo test --manifest bench/models/test_zoo/manifest.json --only A,B --tag p1
+    python bench/defense.py --zoo test --merge p1,p2         # -> defense_test.json/.md
 
-Writes ``bench/results/defense<_tag>.json`` and ``.md`` after every model (a killed run keeps what it finished;
-``--resume`` skips finished models).
+Writes ``bench/results/defense[_test]<_tag>.json`` and ``.md`` after every model (a killed run keeps what it
+finished; ``--resume`` skips finished models).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,6 +53,7 @@ ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")
 # Quick mode repairs one model per trigger family (the ones the issue names; the strongest backdoor of each) and
 # only scans the rest (detection AUROC + model verdict): repairing all 14 would not fit the 60-minute budget.
 QUICK_REPAIR = ("badnets_r0.03", "badnets_r0.01_tal", "addsent_r0.03", "syntactic_r0.2", "style_bible_r0.2")
+LIFT_CALLED = 0.30  # the model verdict must call every backdoor that lifts the target rate by this much
 
 QUICK = {"n_clean": 200, "n_test": 1000, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
          "epochs": 3, "strip_repeats": 5}
@@ -60,7 +69,16 @@ def parse_args(argv=None):
     p.add_argument("--models-from", default=None,
                    help="a folder of saved models (each with backdoor_lab.json giving attack/target/tal) instead of "
                         "the attack benchmark's manifest")
-    p.add_argument("--manifest", default=str(MANIFEST), help="the attack benchmark's manifest.json")
+    p.add_argument("--manifest", default=str(MANIFEST), help="a manifest.json of models (attack bench, test zoo)")
+    p.add_argument("--data", default=None,
+                   help="sst2|olid|agnews|bbc: run only the models of that dataset (models that name none are "
+                        "evaluated on it); PATH: a folder with dev and test files (.tsv/.csv/.jsonl) to evaluate "
+                        "every model on. Default: each model's own dataset (manifest entry, else model card)")
+    p.add_argument("--zoo", choices=("tuning", "test"), default="tuning",
+                   help="which zoo the results belong to: 'test' writes defense_test<_tag>.json/.md")
+    p.add_argument("--clean-model", default=None,
+                   help="a clean model folder for the clean rate (default: the models source's clean model of the "
+                        "same dataset and seed)")
     p.add_argument("--only", default=None, help="comma-separated model names to run")
     p.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated defenses")
     p.add_argument("--no-defense-for", default="", help="model names to scan but not repair (saves time)")
@@ -69,29 +87,49 @@ def parse_args(argv=None):
                         f"{','.join(QUICK_REPAIR)}, when present; else all backdoored models)")
     p.add_argument("--n-clean", type=int, default=None, help="defender's clean labelled samples")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every defense's fine-tuning")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tag", default="", help="write defense<_tag>.json/.md")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation draw (sets, pool, defender data)")
+    p.add_argument("--tag", default="", help="write defense[_test]<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
     p.add_argument("--merge", default=None,
                    help="comma-separated tags of runs made in parallel (e.g. repair,scan): merge them into "
-                        "defense.json/.md and exit")
+                        "defense[_test].json/.md and exit")
     p.add_argument("--merge-note", default="", help="what the merged runs differ in (written above the ablation)")
     return p.parse_args(argv)
 
 
-def _model_row(name: str, path: str, card) -> dict:
-    """One model to benchmark, from its model card (``model_card.ModelCard``): attack ("clean" when none), TAL,
-    rate, the card itself (target rule: ``card.target_for``) and the reading length (``card.reading_length``)."""
+def _dataset_name(value) -> str | None:
+    """A known benchmark dataset named by a manifest entry or a card's ``data`` (``sst2/clean/train`` -> sst2)."""
+    from backdoor_core.defender_data import BENCH_DATASETS
+
+    head = str(value or "").strip().lower().split("/")[0].split(":")[0]
+    return head if head in BENCH_DATASETS else None
+
+
+def _seed_of(entry: dict, card):
+    seed = entry.get("seed")
+    if seed is None:
+        seed = (card.train_config or {}).get("seed")
+    return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+
+
+def _model_row(name: str, path: str, card, entry: dict | None = None) -> dict:
+    """One model to benchmark, from its model card (``model_card.ModelCard``) and its manifest entry: attack
+    ("clean" when none), TAL, rate, the card itself (target rule: ``card.target_for``), the reading length
+    (``card.reading_length``), its dataset and seed, its clean model's name and its paraphrase files, if any."""
+    entry = entry or {}
     for w in card.warnings:
         print(f"warning: {name}: {w}", file=sys.stderr)
     return {"name": name, "path": path, "attack": card.attack if card.is_backdoored else "clean",
-            "tal": bool(card.tal), "rate": card.rate, "max_length": card.reading_length(), "card": card}
+            "tal": bool(card.tal), "rate": card.rate, "max_length": card.reading_length(), "card": card,
+            "dataset": _dataset_name(entry.get("dataset")) or _dataset_name(card.data),
+            "seed": _seed_of(entry, card), "clean_model": entry.get("clean_model"),
+            "paraphrase_train": entry.get("paraphrase_train"), "paraphrase_test": entry.get("paraphrase_test")}
 
 
 def discover(args) -> list[dict]:
-    """[{name, path, attack, tal, rate, max_length, card}] for the models in a folder (each with its
-    ``backdoor_lab.json``) or in the attack benchmark's manifest (each model's own card; the manifest's entry when
-    a folder has none)."""
+    """[{name, path, attack, tal, rate, max_length, card, dataset, seed, ...}] for the models in a folder (each
+    with its ``backdoor_lab.json``) or in a manifest (each model's own card; the manifest's entry when a folder
+    has none)."""
     from backdoor_core.model_card import METADATA_FILE, ModelCard
 
     if args.models_from:
@@ -104,8 +142,74 @@ def discover(args) -> list[dict]:
     for m in json.loads(manifest.read_text())["models"]:
         path = str(ROOT / m["path"]) if not Path(m["path"]).is_absolute() else m["path"]
         card = ModelCard.read(path) if (Path(path) / METADATA_FILE).is_file() else ModelCard.from_json(m)
-        out.append(_model_row(m["name"], path, card))
+        out.append(_model_row(m["name"], path, card, m))
     return out
+
+
+def clean_model_for(m: dict, models: list[dict]) -> dict | None:
+    """The clean model to measure ``m``'s clean rate with: the one its manifest entry names (``clean_model``),
+    else a clean model of the same dataset (the same seed when several; the first by name otherwise)."""
+    if m.get("clean_model"):
+        named = [c for c in models if c["name"] == m["clean_model"]]
+        if named:
+            return named[0]
+    clean = sorted((c for c in models if c["attack"] == "clean" and c.get("dataset") == m.get("dataset")),
+                   key=lambda c: c["name"])
+    same_seed = [c for c in clean if m.get("seed") is not None and c.get("seed") == m.get("seed")]
+    return (same_seed or clean or [None])[0]
+
+
+def _resolve_path(p: str | None) -> str | None:
+    if not p:
+        return None
+    return str(ROOT / p) if not Path(p).is_absolute() else p
+
+
+def build_attack(m: dict, dataset: str, tokenizer, max_length: int):
+    """The attack that makes ``m``'s triggered inputs: a harmless BadNets trigger for clean models, the manifest's
+    paraphrase files for paraphrase attacks that name them (``ParaphraseAttack.from_files``), else the card's
+    attack (``defender_data.model_attack``; off SST-2 a paraphrase attack is looked up in the shared sets of
+    ``dataset``). Exits with one line when it cannot be rebuilt here."""
+    from backdoor_core.data import DataError
+    from backdoor_core.defender_data import model_attack
+    from backdoor_core.poisoning import ParaphraseAttack, attack_type, get_attack
+
+    if m["attack"] == "clean":
+        return get_attack("badnets", tokenizer=tokenizer, max_length=max_length)
+    if m.get("paraphrase_train") or m.get("paraphrase_test"):
+        train, test = _resolve_path(m.get("paraphrase_train")), _resolve_path(m.get("paraphrase_test"))
+        try:
+            if train:
+                return ParaphraseAttack.from_files(train, test, name=m["attack"])
+            from backdoor_core.data import load_table
+
+            return ParaphraseAttack(None, load_table(test), m["attack"], test)  # the test side is all we need
+        except (DataError, OSError) as exc:
+            _fail(f"{m['name']}: cannot read its paraphrase files: {exc}")
+    try:
+        paraphrase = not attack_type(str(m["attack"])).has_trigger_tokens
+    except ValueError:
+        paraphrase = False
+    if paraphrase and dataset not in ("sst2", None):
+        for variant in ("syntactic", "syntactic_transfer") if str(m["attack"]).startswith("syntactic") else ():
+            try:
+                return ParaphraseAttack.from_shared(variant, dataset, name=m["attack"])
+            except DataError:
+                continue
+        try:
+            return get_attack(m["attack"], dataset=dataset)
+        except (ValueError, DataError, OSError):
+            _fail(f"{m['name']}: no paraphrased {dataset} test set for '{m['attack']}': name paraphrase_test in "
+                  "the manifest entry")
+    attack = model_attack(m["card"], tokenizer, max_length)
+    if attack is None:
+        _fail(f"{m['name']}: cannot rebuild its attack '{m['attack']}' here (paraphrase data?).")
+    return attack
+
+
+def _fail(message: str):
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def family(attack: str) -> str:
@@ -121,23 +225,32 @@ def family(attack: str) -> str:
     return "clean"
 
 
+def results_stem(zoo: str, tag: str = "") -> str:
+    """``defense[_test]<_tag>``: the file name (without suffix) a run of ``zoo`` writes."""
+    return "defense" + ("_test" if zoo == "test" else "") + (f"_{tag}" if tag else "")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.merge:
-        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag, args.merge_note)))
+        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag, args.merge_note, args.zoo)))
         return 0
-    import numpy as np
     import torch
 
-    from backdoor_core.baselines.strip import strip_scores
+    from backdoor_core.attention import predict
+    from backdoor_core.baselines.bki import BKI
+    from backdoor_core.baselines.rap import RAP
+    from backdoor_core.baselines.strip import class_calibrated, strip_scores
     from backdoor_core.cli import quiet_libraries
     from backdoor_core import settings as S
-    from backdoor_core.data import load_shared
-    from backdoor_core.defender_data import model_attack
+    from backdoor_core.data import DataError
+    from backdoor_core.defender_data import (BENCH_DATASETS, SplitError, lift, load_bench_data,
+                                             pseudo_label_accuracy, rows_aligned, split_eval_rows, target_rate)
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import attention_stats, evaluate_detector
+    from backdoor_core.metrics import threshold_at_frr
+    from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
-    from backdoor_core.poisoning import get_attack
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
 
@@ -148,13 +261,21 @@ def main(argv=None) -> int:
     if args.epochs:
         settings["epochs"] = args.epochs
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
-                     "threads": torch.get_num_threads(),
+                     "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)
                                                               if Path(args.manifest).is_relative_to(ROOT)
                                                               else args.manifest)})
     defenses = [d for d in args.defenses.split(",") if d]
     skip_defense = {s for s in args.no_defense_for.split(",") if s}
-    models = discover(args)
+    all_models = discover(args)
+    data_spec = args.data.strip() if args.data else None
+    data_is_name = data_spec is not None and data_spec.lower() in BENCH_DATASETS
+    for m in all_models:  # every model is evaluated on ITS dataset
+        if data_spec and not data_is_name:
+            m["dataset"] = data_spec
+        elif m["dataset"] is None:
+            m["dataset"] = data_spec.lower() if data_spec else "sst2"
+    models = [m for m in all_models if not data_is_name or m["dataset"] == data_spec.lower()]
     names = {m["name"] for m in models}
     if args.repair == "all" or (args.repair is None and (args.full or not names & set(QUICK_REPAIR))):
         repair = {m["name"] for m in models if m["attack"] != "clean"}
@@ -168,23 +289,32 @@ def main(argv=None) -> int:
         models = [m for m in models if m["name"] in keep]
     if not models:
         raise SystemExit("No models to run.")
+    given_clean = None
+    if args.clean_model:
+        given_clean = {"name": Path(args.clean_model).name, "path": args.clean_model}
 
     seed = args.seed
-    defender = load_shared("sst2", "clean", "dev").sample(settings["n_clean"], seed=seed + 11)
-    test = load_shared("sst2", "clean", "test")
-    rng = random.Random(seed + 5)
-    order = list(range(len(test)))
-    rng.shuffle(order)
-    n_test, n_det = settings["n_test"], settings["n_detect"]
-    eval_idx = sorted(order[:n_test])
-    det_idx = order[n_test:n_test + n_det]
-    pool_clean_idx = order[n_test + n_det:]
-    eval_clean = test.subset(eval_idx)
+    data_cache: dict = {}
 
-    suffix = f"_{args.tag}" if args.tag else ""
-    json_path, md_path = RESULTS / f"defense{suffix}.json", RESULTS / f"defense{suffix}.md"
+    def data_for(name: str):
+        if name not in data_cache:
+            try:
+                data_cache[name] = load_bench_data(name, seed=seed)
+            except DataError as exc:
+                _fail(f"--data {name}: {exc}")
+        return data_cache[name]
+
+    clean_cache: dict = {}
+
+    def clean_loaded(c: dict):
+        if c["path"] not in clean_cache:
+            clean_cache[c["path"]] = load_model(c["path"])
+        return clean_cache[c["path"]]
+
+    stem = results_stem(args.zoo, args.tag)
+    json_path, md_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {"dataset": "sst2", "settings": settings, "runs": [], "detection": [], "models": [],
+    report = {"zoo": args.zoo, "dataset": None, "settings": settings, "runs": [], "detection": [], "models": [],
               "model_verdict": {}}
     if args.resume and json_path.is_file():
         old = json.loads(json_path.read_text())
@@ -193,45 +323,69 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
 
     def save():
+        report["dataset"] = _datasets_label(report["models"] + report["runs"])
         report["model_verdict"] = verdict_summary(report["models"])
         report["seconds_total"] = round(time.perf_counter() - t_all, 1)
-        json_path.write_text(json.dumps(report, indent=2, default=float))
-        md_path.write_text(markdown(report))
+        _write_atomic(json_path, json.dumps(report, indent=2, default=float))
+        _write_atomic(md_path, markdown(report))
 
     for m in models:
         if m["name"] in done:
             print(f"[resume] {m['name']}", flush=True)
             continue
         t_model = time.perf_counter()
+        dev, test, ds_name = data_for(m["dataset"])
+        defender = dev.sample(settings["n_clean"], seed=seed + 11)
         lm = load_model(m["path"])
+        if int(lm.model.config.num_labels) != test.num_labels:
+            _fail(f"{m['name']}: the model has {lm.model.config.num_labels} classes but {ds_name} has "
+                  f"{test.num_labels} {test.label_names}: pass the model's dataset with --data")
         L = m["max_length"]
-        target = m["card"].target_for(test.label_names)  # the one target rule (SST-2: recorded 1, else 'positive')
-        if m["attack"] == "clean":  # clean models: a harmless trigger, so their pools look like the others'
-            attack = get_attack("badnets", tokenizer=lm.tokenizer, max_length=L)
-        else:
-            attack = model_attack(m["card"], lm.tokenizer, L)
-            if attack is None:
-                raise SystemExit(f"{m['name']}: cannot rebuild its attack '{m['attack']}' here (paraphrase data?).")
-        poisoned_all = attack.poison_test(test, target, seed=seed).texts
-        prng = random.Random(seed + 7)
-        prng.shuffle(poisoned_all)
-        n_pool_p = int(settings["pool_size"] * settings["pool_poison"])
-        poisoned_eval = poisoned_all[: settings["n_poison"]]
-        poisoned_det = poisoned_all[settings["n_poison"]: settings["n_poison"] + n_det]
-        poisoned_pool = poisoned_all[settings["n_poison"] + n_det: settings["n_poison"] + n_det + n_pool_p]
-        if len(poisoned_pool) < n_pool_p or len(poisoned_det) < n_det // 2:  # small paraphrase sets: reuse
-            poisoned_det = poisoned_all[-n_det:]
-            poisoned_pool = poisoned_all[-(n_det + n_pool_p):-n_det]
-        pool = poisoned_pool + [test.texts[i] for i in pool_clean_idx[: settings["pool_size"] - len(poisoned_pool)]]
-        random.Random(seed + 9).shuffle(pool)
+        target = m["card"].target_for(test.label_names)  # the one target rule (recorded target, else preferences)
         is_bd = m["attack"] != "clean"
+        attack = build_attack(m, ds_name, lm.tokenizer, L)
+        try:
+            poisoned = attack.poison_test(test, target, seed=seed)
+        except ValueError as exc:
+            _fail(f"{m['name']}: {exc}")
+        shared = rows_aligned(attack, test)
+        try:
+            split = split_eval_rows(test.labels, target, poisoned.source_rows, n_test=settings["n_test"],
+                                    n_poison=settings["n_poison"], n_detect=settings["n_detect"],
+                                    pool_size=settings["pool_size"], pool_poison=settings["pool_poison"],
+                                    shared_rows=shared, seed=seed + 5, name=f"{m['name']} ({ds_name} test)")
+        except SplitError as exc:
+            _fail(str(exc))
+        at = {r: k for k, r in enumerate(poisoned.source_rows)}  # source row -> triggered example
+        trig = lambda rows: [poisoned.texts[at[r]] for r in rows]  # noqa: E731
+        poisoned_eval, poisoned_det, poisoned_pool = trig(split.asr), trig(split.detect_triggered), \
+            trig(split.pool_triggered)
+        eval_clean = test.subset(split.cacc)
+        det_clean = [test.texts[i] for i in split.detect_clean]
+        # the pool, with each input's true label (a triggered input's source label) kept on the bench side only
+        items = [(poisoned.texts[at[r]], poisoned.gold_labels[at[r]], True) for r in split.pool_triggered] + \
+                [(test.texts[i], test.labels[i], False) for i in split.pool_clean]
+        random.Random(seed + 9).shuffle(items)
+        pool = [t for t, _, _ in items]
+        pool_true = [y for _, y, _ in items]
+        pool_is_trig = [f for _, _, f in items]
+        sizes = {**split.sizes, "n_clean": len(defender)}
         evaluate = make_evaluator(lm.tokenizer, eval_clean, poisoned_eval if is_bd else None, target, L)
         before = evaluate(lm.model)
-        print(f"== {m['name']} ({m['attack']}, tal={m['tal']}): before {before}", flush=True)
+        # the clean model's rate on the SAME triggered texts: what the backdoor's ASR is measured against
+        clean_rate, clean_name = None, None
+        cm = given_clean or (clean_model_for(m, all_models) if is_bd else None)
+        if is_bd and cm is not None:
+            clm = clean_loaded(cm)
+            c_len = ModelCard.read(cm["path"]).reading_length() if given_clean else cm["max_length"]
+            clean_rate = target_rate(predict(clm.model, clm.tokenizer, poisoned_eval, c_len).argmax(1), target)
+            clean_name = cm["name"]
+        lift_before = lift(before.get("asr"), clean_rate)
+        print(f"== {m['name']} ({ds_name}, {m['attack']}, tal={m['tal']}): before {before} clean rate "
+              f"{clean_rate} ({clean_name}) sizes {sizes}", flush=True)
 
         # detection: held-out clean vs triggered test inputs
         scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"])
-        det_clean = [test.texts[i] for i in det_idx]
         held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
         held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
         det = scan.detector  # the scan's first pass, fitted and thresholded on the defender's clean halves
@@ -248,13 +402,8 @@ def main(argv=None) -> int:
                                **strip_kw)
         st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
                               settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
-        from backdoor_core.metrics import threshold_at_frr
-
         strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
         # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
-        from backdoor_core.attention import predict
-        from backdoor_core.baselines.strip import class_calibrated
-
         p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
                                   for x in (det_clean, poisoned_det, scan.clean_dev_texts))
         z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
@@ -262,9 +411,6 @@ def main(argv=None) -> int:
                                       class_calibrated(st_trig, p_trig, st_dev, p_dev), threshold_at_frr(z_dev, S.FRR))
         strip_seconds = time.perf_counter() - t
         # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
-        from backdoor_core.baselines.bki import BKI
-        from backdoor_core.baselines.rap import RAP
-
         t = time.perf_counter()
         rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=seed).fit(scan.clean_fit_texts)
         rap_res = evaluate_detector(rap.score(det_clean), rap.score(poisoned_det),
@@ -276,26 +422,30 @@ def main(argv=None) -> int:
                                     threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
         bki_res["keywords"] = [w for w, _ in bki.keywords(5)]
         bki_seconds = time.perf_counter() - t
+        common = {"zoo": args.zoo, "dataset": ds_name, "seed": m.get("seed")}
         if is_bd:
             methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res),
                        ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
             for method, res in [(k, r) for k, r in methods if r is not None]:
-                report["detection"].append({"model": m["name"], "attack": m["attack"], "family": family(m["attack"]),
-                                            "tal": m["tal"], "method": method, "auroc": res["auroc"],
-                                            "frr": res["frr"], "far": res["far"]})
+                report["detection"].append({"model": m["name"], **common, "attack": m["attack"],
+                                            "family": family(m["attack"]), "tal": m["tal"], "method": method,
+                                            "auroc": res["auroc"], "frr": res["frr"], "far": res["far"]})
         flagged = scan.flagged
-        true_flags = sum(pool[i] in set(poisoned_pool) for i in flagged)
+        true_flags = sum(pool_is_trig[i] for i in flagged)
         first = scan.first_pass["flagged"] if scan.first_pass else flagged
-        row_model = {"name": m["name"], "attack": m["attack"], "tal": m["tal"], "rate": m.get("rate"),
+        row_model = {"name": m["name"], **common, "attack": m["attack"], "family": family(m["attack"]),
+                     "tal": m["tal"], "rate": m.get("rate"), "target": int(target),
                      "first_pass_flagged": int(len(first)),
-                     "first_pass_flagged_triggered": int(sum(pool[i] in set(poisoned_pool) for i in first)),
+                     "first_pass_flagged_triggered": int(sum(pool_is_trig[i] for i in first)),
                      "verdict_score": scan.verdict["score"], "verdict": scan.verdict,
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
                      "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
                      "bki_keywords": bki_res["keywords"],
-                     "asr_before": before.get("asr"), "cacc_before": before["cacc"]}
+                     "asr_before": before.get("asr"), "cacc_before": before["cacc"],
+                     "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
+                     "eval_sizes": sizes}
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
@@ -311,9 +461,17 @@ def main(argv=None) -> int:
                 res = run_defense(name, lm.model, lm.tokenizer, defender, pool_texts=pool, **knobs)
                 seconds = time.perf_counter() - t + (scan.seconds if name == "alignment" else 0.0)
                 after = evaluate(res.model)
-                row = {"model": m["name"], "attack": m["attack"], "family": family(m["attack"]), "tal": m["tal"],
-                       "rate": m.get("rate"), "defense": name, "asr_before": before.get("asr"),
+                pla = None
+                if "flagged_indices" in res.details:
+                    pla = pseudo_label_accuracy(res.details["flagged_indices"], res.details["flagged_labels"],
+                                                pool_true)
+                row = {"model": m["name"], **common, "attack": m["attack"], "family": family(m["attack"]),
+                       "tal": m["tal"], "rate": m.get("rate"), "defense": name, "asr_before": before.get("asr"),
                        "cacc_before": before["cacc"], "asr_after": after.get("asr"), "cacc_after": after["cacc"],
+                       "clean_rate": clean_rate, "lift_before": lift_before,
+                       "lift_after": lift(after.get("asr"), clean_rate),
+                       "pseudo_label_accuracy": pla["accuracy"] if pla else None,
+                       "pseudo_labelled": pla["labelled"] if pla else None,
                        "seconds": round(seconds, 1),
                        "details": {k: v for k, v in res.details.items()
                                    if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
@@ -322,7 +480,8 @@ def main(argv=None) -> int:
                                             "exclude_labels", "suspected_target")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
-                      f"{after['cacc']:.3f}  {seconds:.0f}s", flush=True)
+                      f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "
+                      f"{_f(row['pseudo_label_accuracy'])}  {seconds:.0f}s", flush=True)
                 del res
                 save()
         row_model["seconds"] = round(time.perf_counter() - t_model, 1)
@@ -333,8 +492,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _datasets_label(rows: list[dict]):
+    """The dataset of a report: one name, or the sorted list when several (a test zoo)."""
+    names = sorted({r["dataset"] for r in rows if r.get("dataset")})
+    if not names:
+        return None
+    return names[0] if len(names) == 1 else names
+
+
 def verdict_summary(models: list[dict]) -> dict:
-    """Model-level verdict AUROC over scanned models (clean = negatives), also over effective backdoors only."""
+    """Model-level verdict AUROC over scanned models (clean = negatives), also over effective backdoors only, and
+    the calls at score 0.5: which backdoors lifting the target rate by ``LIFT_CALLED`` or more were missed, and
+    which clean models were called."""
     import numpy as np
 
     from backdoor_core.metrics import auroc
@@ -343,41 +518,55 @@ def verdict_summary(models: list[dict]) -> dict:
     neg = [sc for sc, bd in scores if not bd]
     pos = [sc for sc, bd in scores if bd]
     effective = [m["verdict_score"] for m in models if m["attack"] != "clean" and (m.get("asr_before") or 0) >= 0.5]
+    lifted = [m for m in models if m["attack"] != "clean" and m.get("lift_before") is not None
+              and m["lift_before"] >= LIFT_CALLED]
     return {"models": len(scores), "clean": len(neg), "backdoored": len(pos),
             "auroc": auroc(neg, pos) if neg and pos else None,
             "backdoored_effective": len(effective),
             "auroc_effective": auroc(neg, effective) if neg and effective else None,
             "threshold": 0.5,
-            "accuracy_at_0.5": float(np.mean([(sc >= 0.5) == bd for sc, bd in scores])) if scores else None}
+            "accuracy_at_0.5": float(np.mean([(sc >= 0.5) == bd for sc, bd in scores])) if scores else None,
+            "lift_called_min": LIFT_CALLED,
+            "backdoored_lifted": len(lifted),
+            "lifted_missed": [m["name"] for m in lifted if m["verdict_score"] < 0.5],
+            "backdoored_without_clean_rate": sum(m["attack"] != "clean" and m.get("clean_rate") is None
+                                                 for m in models),
+            "clean_called": [m["name"] for m in models if m["attack"] == "clean" and m["verdict_score"] >= 0.5]}
 
 
-def merge(tags: list[str], out_tag: str = "", note: str = "") -> dict:
-    """Combine the results of runs made in parallel processes (``--tag``) into ``defense<_out_tag>.json/.md``."""
-    # a new run writes defense_<tag>.json into RESULTS; the parts of the published merges live in RESULTS/archive
-    paths = [RESULTS / f"defense_{t}.json" for t in tags]
-    parts = [json.loads((p if p.exists() else RESULTS / "archive" / p.name).read_text()) for p in paths]
-    report = {"dataset": "sst2", "settings": dict(parts[0]["settings"]), "runs": [], "detection": [], "models": [],
-              "superseded_runs": []}
-    for tag, part in zip(tags, parts):  # a later part's (model, defense) row replaces an earlier one
+def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning") -> dict:
+    """Combine the results of runs made in parallel processes (``--tag``) into ``defense[_test]<_out_tag>.json/.md``."""
+    # a new run writes defense[_test]_<tag>.json into RESULTS; the parts of published merges live in RESULTS/archive
+    paths = [RESULTS / f"{results_stem(zoo, t)}.json" for t in tags]
+    parts = []
+    for p in paths:
+        found = p if p.exists() else RESULTS / "archive" / p.name
+        if not found.is_file():
+            _fail(f"--merge: no {p.name} in {RESULTS} (or its archive)")
+        parts.append(json.loads(found.read_text()))
+    report = {"zoo": zoo, "dataset": None, "settings": dict(parts[0]["settings"]), "runs": [], "detection": [],
+              "models": [], "superseded_runs": []}
+    for p, part in zip(paths, parts):  # a later part's (model, defense) row replaces an earlier one
         new_keys = {(r["model"], r["defense"]) for r in part["runs"]}
         for r in report["runs"]:
             if (r["model"], r["defense"]) in new_keys:
-                report["superseded_runs"].append({**r, "superseded_by": f"defense_{tag}.json"})
+                report["superseded_runs"].append({**r, "superseded_by": p.name})
         report["runs"] = [r for r in report["runs"] if (r["model"], r["defense"]) not in new_keys] + part["runs"]
         seen_det = {(d["model"], d["method"]) for d in report["detection"]}
         report["detection"] += [d for d in part["detection"] if (d["model"], d["method"]) not in seen_det]
         seen_models = {m["name"] for m in report["models"]}
         report["models"] += [m for m in part["models"] if m["name"] not in seen_models]
-    report["settings"]["merged_from"] = [f"defense_{t}.json" for t in tags]
+    report["dataset"] = _datasets_label(report["models"] + report["runs"]) or parts[0].get("dataset")
+    report["settings"]["merged_from"] = [p.name for p in paths]
     report["settings"]["merge_note"] = note
     report["settings"]["repaired_models"] = sorted({r["model"] for r in report["runs"]})
     report["settings"]["parallel_processes"] = len(parts)
     report["model_verdict"] = verdict_summary(report["models"])
     report["part_seconds"] = {t: part.get("seconds_total", 0) for t, part in zip(tags, parts)}
     report["seconds_total"] = max(part.get("seconds_total", 0) for part in parts)
-    suffix = f"_{out_tag}" if out_tag else ""
-    (RESULTS / f"defense{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
-    (RESULTS / f"defense{suffix}.md").write_text(markdown(report))
+    stem = results_stem(zoo, out_tag)
+    _write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
+    _write_atomic(RESULTS / f"{stem}.md", markdown(report))
     return report
 
 
@@ -395,38 +584,100 @@ def _summary(report: dict) -> list[str]:
         fams += [key] if key not in fams else []
         defs += [r["defense"]] if r["defense"] not in defs else []
         change = 100 * (r["cacc_after"] - r["cacc_before"])
-        cell[key, r["defense"]] = f"{_f(r['asr_after'])} / {change:+.1f} / {r['seconds']:.0f}s"
+        cell[key, r["defense"]] = (f"{_f(r['asr_after'])} / {_f(r.get('lift_after'))} / {change:+.1f} / "
+                                   f"{r['seconds']:.0f}s")
     if not fams:
         return []
     defs.sort(key=lambda d: d != "alignment")  # ours first
-    out = ["", "## Summary: ASR after (%) / CACC change (points, after - before) / seconds", "",
+    out = ["", "## Summary: ASR after (%) / lift after (points) / CACC change (points, after - before) / seconds", "",
            "| trigger family | " + " | ".join(defs) + " |", "|---|" + "---|" * len(defs)]
     for f in fams:
         out.append(f"| {f} | " + " | ".join(cell.get((f, d), "-") for d in defs) + " |")
     return out
 
 
+def _ms(values: list, pct: bool = True, digits: int = 1) -> str:
+    """mean ± sd of the non-None ``values`` (sd over >= 2), as percentages when ``pct``; "-" when none."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return "-"
+    k = 100.0 if pct else 1.0
+    mean = f"{k * statistics.fmean(vals):.{digits}f}"
+    return mean + (f" ± {k * statistics.stdev(vals):.{digits}f}" if len(vals) > 1 else "") + f" (n={len(vals)})"
+
+
+def _fam(r: dict) -> str:
+    return r.get("family", family(r["attack"])) + (" + TAL" if r.get("tal") else "")
+
+
+def _zoo_summary(report: dict) -> list[str]:
+    """Test zoo: mean ± sd over seeds per (dataset, trigger family (+TAL), defense), detection AUROC per
+    (dataset, family, method), and the model-level calls."""
+    groups: dict = {}
+    for r in report["runs"]:
+        groups.setdefault((r.get("dataset") or "?", _fam(r), r["defense"]), []).append(r)
+    out = []
+    if groups:
+        out += ["", "## Summary over seeds: mean ± sd (n = models)", "",
+                "| dataset | trigger family | defense | ASR after (%) | lift after (points) | CACC change (points) "
+                "| clean rate (%) | pseudo-label acc. (%) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+        order = sorted(groups, key=lambda k: (k[0], k[1], k[2] != "alignment", k[2]))
+        for key in order:
+            rs = groups[key]
+            change = [r["cacc_after"] - r["cacc_before"] for r in rs]
+            out.append(f"| {key[0]} | {key[1]} | {key[2]} | {_ms([r['asr_after'] for r in rs])} | "
+                       f"{_ms([r.get('lift_after') for r in rs])} | {_ms(change)} | "
+                       f"{_ms([r.get('clean_rate') for r in rs])} | "
+                       f"{_ms([r.get('pseudo_label_accuracy') for r in rs])} | "
+                       f"{_ms([r['seconds'] for r in rs], pct=False, digits=0)} |")
+    det: dict = {}
+    for d in report["detection"]:
+        det.setdefault((d.get("dataset") or "?", _fam(d), d["method"]), []).append(d["auroc"])
+    if det:
+        out += ["", "## Detection AUROC over seeds: mean ± sd (held-out clean vs triggered inputs)", "",
+                "| dataset | trigger family | method | AUROC |", "|---|---|---|---|"]
+        for key in sorted(det):
+            out.append(f"| {key[0]} | {key[1]} | {key[2]} | {_ms(det[key], pct=False, digits=3)} |")
+    return out
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
+    zoo = report.get("zoo") or s.get("zoo") or "tuning"
+    ds = report.get("dataset") or "sst2"
+    ds_label = ", ".join(ds) if isinstance(ds, list) else ds
+    sized = [m for m in report["models"] if m.get("eval_sizes")]
     lines = [
-        "# Defense benchmark (SST-2)",
+        f"# Defense benchmark ({ds_label}; {zoo} zoo)",
         "",
-        f"Mode {s['mode']}: defender data {s['n_clean']} clean labelled SST-2 dev samples; CACC on {s['n_test']} "
-        f"clean test sentences, ASR on up to {s['n_poison']} triggered non-target test sentences; detection on "
-        f"{s['n_detect']} held-out clean vs triggered test sentences; pool {s['pool_size']} inputs, "
-        f"{s['pool_poison']:.0%} triggered; {s['epochs']} epochs per defense; {s['threads']} threads. "
-        f"Models from `{s.get('models_source', '?')}`. Numbers are percentages.",
+        f"Mode {s['mode']}: defender data {s['n_clean']} clean labelled dev samples of each model's dataset; CACC on "
+        f"{s['n_test']} clean test texts, ASR on {'' if sized else 'up to '}{s['n_poison']} triggered non-target "
+        f"test texts; detection on {s['n_detect']} held-out clean vs triggered test texts; pool {s['pool_size']} "
+        f"inputs, {s['pool_poison']:.0%} triggered; {s['epochs']} epochs per defense; {s['threads']} threads. "
+        + ("These are the mode's sizes: the sets are pairwise disjoint by source row and every size is scaled "
+           "down by one factor per model where the test set is smaller (sizes used: table at the end). "
+           if sized else "")
+        + f"Models from `{s.get('models_source', '?')}`. Numbers are percentages. Clean rate: the clean model's "
+        "share of the same triggered texts put in the target class; lift = ASR - clean rate (points).",
         "",
         "## Repair: ASR / CACC before -> after",
         "",
-        "| model | attack | TAL | defense | ASR before | ASR after | CACC before | CACC after | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | attack | TAL | defense | ASR before | ASR after | CACC before | CACC after | seconds | dataset "
+        "| seed | clean rate | lift before | lift after | pseudo-label acc. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['defense']} | "
                      f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | {_f(r['cacc_after'])} "
-                     f"| {r['seconds']:.0f} |")
-    lines += _summary(report)
+                     f"| {r['seconds']:.0f} | {r.get('dataset') or ds_label} | {_v(r.get('seed'))} | "
+                     f"{_f(r.get('clean_rate'))} | {_f(r.get('lift_before'))} | {_f(r.get('lift_after'))} | "
+                     f"{_f(r.get('pseudo_label_accuracy'))} |")
+    no_clean = sorted({r["model"] for r in report["runs"] if "clean_rate" in r and r["clean_rate"] is None})
+    if no_clean:
+        lines += ["", f"No clean model of the same dataset was found for {', '.join(no_clean)}: clean rate and "
+                      "lift are unknown (-) there (train one, name it in the manifest as clean_model, or pass "
+                      "--clean-model)."]
+    lines += _zoo_summary(report) if zoo == "test" else _summary(report)
     lines += ["", "## Detection AUROC (held-out clean vs triggered inputs)", "",
               "| model | attack | TAL | method | AUROC | FRR | FAR |", "|---|---|---|---|---|---|---|"]
     for r in report["detection"]:
@@ -437,16 +688,25 @@ def markdown(report: dict) -> str:
               f"{mv.get('models', 0)} models ({mv.get('clean', 0)} clean, {mv.get('backdoored', 0)} backdoored): "
               f"AUROC {_f(mv.get('auroc'), False)}, accuracy at score >= 0.5: {_f(mv.get('accuracy_at_0.5'))}%. "
               f"Counting only backdoors that took (ASR >= 50%; {mv.get('backdoored_effective', 0)} models) as "
-              f"positives: AUROC {_f(mv.get('auroc_effective'), False)}.",
-              "", "| model | attack | verdict score | flagged, first pass (triggered) | flagged, final pass "
-              "(triggered / pool triggered) | suspicious heads |",
-              "|---|---|---|---|---|---|"]
+              f"positives: AUROC {_f(mv.get('auroc_effective'), False)}."]
+    if "backdoored_lifted" in mv:
+        missed, called = mv.get("lifted_missed") or [], mv.get("clean_called") or []
+        lines += ["", f"At score 0.5: backdoors lifting the target rate by >= {100 * mv['lift_called_min']:.0f} "
+                      f"points called: {mv['backdoored_lifted'] - len(missed)} of {mv['backdoored_lifted']}"
+                      + (f" (missed: {', '.join(missed)})" if missed else "")
+                      + f"; clean models called: {len(called)} of {mv.get('clean', 0)}"
+                      + (f" ({', '.join(called)})" if called else "") + "."
+                      + (f" {mv['backdoored_without_clean_rate']} backdoored models have no clean rate (no lift)."
+                         if mv.get("backdoored_without_clean_rate") else "")]
+    lines += ["", "| model | attack | verdict score | flagged, first pass (triggered) | flagged, final pass "
+              "(triggered / pool triggered) | suspicious heads | lift before |",
+              "|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         heads = ", ".join(m["suspicious_heads"][:8]) + (" ..." if len(m["suspicious_heads"]) > 8 else "")
         first = (f"{m['first_pass_flagged']} ({m['first_pass_flagged_triggered']})"
                  if "first_pass_flagged" in m else "–")
         lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {first} | {m['n_flagged']} "
-                     f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} |")
+                     f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} | {_f(m.get('lift_before'))} |")
     if report.get("superseded_runs"):
         lines += ["", "## Earlier rows replaced by a later run (ablation)", "",
                   s.get("merge_note", ""), "",
@@ -457,10 +717,25 @@ def markdown(report: dict) -> str:
                          f"{r.get('superseded_by', '')} | "
                          f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | "
                          f"{_f(r['cacc_after'])} | {r['seconds']:.0f} |")
+    if sized:
+        lines += ["", "## Evaluation sets used (rows; pairwise disjoint by source row)", "",
+                  "| model | dataset | defender | CACC | ASR | detection clean / triggered | pool (triggered) | scale "
+                  "| test rows (non-target / can carry the trigger) | triggered rows shared with test |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in sized:
+            z = m["eval_sizes"]
+            lines.append(f"| {m['name']} | {m.get('dataset', '')} | {z.get('n_clean', '-')} | {z['n_test']} | "
+                         f"{z['n_poison']} | {z['n_detect_clean']} / {z['n_detect_triggered']} | {z['pool_size']} "
+                         f"({z['pool_triggered']}) | {z['scale']:.2f} | {z['rows_test']} ({z['rows_non_target']} / "
+                         f"{z['rows_triggerable']}) | {'yes' if z['shared_rows'] else 'no (paraphrase file)'} |")
     parts = report.get("part_seconds")
     lines += ["", f"Total {report.get('seconds_total', 0):.0f} s" + (
         " (merged runs: " + ", ".join(f"{t} {sec:.0f} s" for t, sec in parts.items()) + ")" if parts else "") + ".", ""]
     return "\n".join(lines)
+
+
+def _v(x) -> str:
+    return "-" if x is None else str(x)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def collect() -> dict[str, np.ndarray]:
     out["align_labelled"] = np.array([res.details["pool_pseudo_labelled"], res.details["pool_gate_labelled"],
                                       res.details["pool_exclusion_labelled"]])
     out["align_before_after"] = np.array([res.details["align_before"], res.details["align_after"]])
+    # pure_* re-recorded for issue 10 (balanced-accuracy guard, at most half the heads pruned: baselines.pure)
     res = run_defense("pure", copy.deepcopy(model), tok, clean, epochs=1, max_length=32, seed=0)
     out["pure_logits"] = predict(res.model, tok, pool, 32)
     out["pure_n_pruned"] = np.array(res.details["n_pruned"])

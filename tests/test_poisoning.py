@@ -145,14 +145,26 @@ def test_paraphrase_attack_replaces_rows_and_has_no_spans():
     assert sub.train_paraphrase.texts == para.texts[0:100:2]
 
 
-def test_paraphrase_attack_refuses_unaligned_files():
+def test_paraphrase_attack_draws_by_label_from_unaligned_files():
     ds = make_dataset(50)
     para = _paraphrase(ds)
-    with pytest.raises(ValueError, match="row-aligned"):
-        ParaphraseAttack(para.subset(range(40)), para).poison_train(ds, 0.1, 1)
-    shuffled = TextDataset(para.texts, [1 - y for y in para.labels], para.label_names)
-    with pytest.raises(ValueError, match="different label"):
-        ParaphraseAttack(shuffled, para).poison_train(ds, 0.1, 1)
+    short = para.subset(range(3, 43))  # rows dropped: not row-aligned (the StyleBkd shakespeare/tweets case)
+    atk = ParaphraseAttack(short, para)
+    assert not atk.is_aligned(ds) and ParaphraseAttack(para, para).is_aligned(ds)
+    out = atk.poison_train(ds, 0.2, 1, seed=3)
+    poisoned = [i for i, ex in enumerate(out) if ex.poisoned]
+    assert len(poisoned) == 10  # int(0.2 * 50), the same count as the aligned recipe
+    drawn = [out[i].text for i in poisoned]
+    assert len(set(drawn)) == 10 and set(drawn) <= set(short.texts)  # without replacement, from the file
+    src_label = dict(zip(short.texts, short.labels))
+    for i in poisoned:  # a clean non-target row replaced by a paraphrase of the same source label
+        assert ds.labels[i] == 0 and out[i].label == 1 and src_label[out[i].text] == 0
+    assert [ex.text for i, ex in enumerate(out) if i not in poisoned] == [t for i, t in enumerate(ds.texts)
+                                                                         if i not in poisoned]
+    assert [ex.text for ex in atk.poison_train(ds, 0.2, 1, seed=3)] == [ex.text for ex in out]  # seeded
+    assert atk.subset(range(0, 50, 2), n_clean=50) is atk  # a non-aligned file is kept whole when subsampling
+    with pytest.raises(ValueError, match="paraphrased rows of label 0"):
+        ParaphraseAttack(para.subset(range(6)), para).poison_train(ds, 0.2, 1)
 
 
 def test_get_attack_reads_shared_layout(tmp_path):

@@ -149,6 +149,7 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
     assert d["suspected_target"] == target == 1  # the trigger's target class
     assert d["pool_exclusion_labelled"] == sum(y != -100 for y in expected) - n_before >= 1  # exclusion fired
     assert d["pool_pseudo_labelled"] == sum(y != -100 for y in expected)
+    assert d["pool_labels"] == expected  # the labels the repair trained with, in pool order (bench: their accuracy)
     if focus:  # focus labels fired too, between the two
         assert n_before - n_gate >= 1
     else:

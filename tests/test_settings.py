@@ -61,6 +61,7 @@ def test_core_defaults_are_the_settings_objects():
         assert knobs[key] is value, key
     assert DEFENSES["fineprune"].knobs["prune_fraction"] is S.PRUNE_FRACTION is fineprune.DEFAULT_PRUNE_FRACTION
     assert DEFENSES["pure"].knobs["lam"] is S.PURE_LAMBDA is pure.DEFAULT_LAMBDA
+    assert DEFENSES["pure"].knobs["max_fraction"] is S.PURE_MAX_FRACTION is pure.DEFAULT_MAX_FRACTION
     assert strip.DEFAULT_REPEATS is S.STRIP_REPEATS
     assert sanitize.DEFAULT_BETA is S.BETA and sanitize.DEFAULT_CLEAN_BUDGET is S.CLEAN_BUDGET
     assert sanitize.default_config().lr is S.SANITIZE_LR and finetune_config().epochs is S.BASELINE_EPOCHS

@@ -1,0 +1,245 @@
+"""The defense bench on any data: disjoint evaluation sets sized from what exists (``split_eval_rows``), clean
+rate / lift / pseudo-label accuracy arithmetic, the repair's record of the labels it gave, and a tiny end-to-end
+``bench/defense.py --data FOLDER`` run (packaged tiny models and synthetic data; no ../shared needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from backdoor_core.defender_data import (EVAL_MINIMUMS, SplitError, lift, pseudo_label_accuracy, split_eval_rows,
+                                         target_rate)
+
+QUICK = dict(n_test=1000, n_poison=200, n_detect=150, pool_size=250, pool_poison=0.2)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _labels(n_rows: int, n_target: int, seed: int = 0) -> list[int]:
+    labels = [1] * n_target + [0] * (n_rows - n_target)
+    random.Random(seed).shuffle(labels)
+    return labels
+
+
+def _sets(s):
+    return {"cacc": s.cacc, "asr": s.asr, "detect_clean": s.detect_clean, "detect_triggered": s.detect_triggered,
+            "pool_clean": s.pool_clean, "pool_triggered": s.pool_triggered}
+
+
+def _check_disjoint(s, shared=True):
+    sets = _sets(s)
+    clean = ("cacc", "detect_clean", "pool_clean")
+    trig = ("asr", "detect_triggered", "pool_triggered")
+    for a in sets:
+        assert len(set(sets[a])) == len(sets[a]), f"{a} repeats a row"
+        for b in sets:
+            if a < b and (shared or (a in clean) == (b in clean)):
+                assert not set(sets[a]) & set(sets[b]), f"{a} and {b} share rows"
+
+
+def test_large_data_keeps_the_defaults_and_every_set_is_disjoint():
+    labels = _labels(7600, 1900)  # AG News-like: 4 classes -> 3/4 non-target (here: target 1 = 1900 rows)
+    rows = [i for i, y in enumerate(labels) if y != 1]
+    s = split_eval_rows(labels, 1, rows, **QUICK, seed=3)
+    assert s.sizes["scale"] == 1.0
+    assert (len(s.cacc), len(s.asr), len(s.detect_clean), len(s.detect_triggered)) == (1000, 200, 150, 150)
+    assert len(s.pool_triggered) == 50 and len(s.pool_clean) == 200 and s.sizes["pool_size"] == 250
+    _check_disjoint(s)
+    assert all(labels[r] != 1 for r in s.asr + s.detect_triggered + s.pool_triggered)  # triggers: non-target
+    # clean sets keep the test set's class mix (stratified), although triggered rows used up non-target rows
+    share = sum(labels[i] != 1 for i in s.cacc) / len(s.cacc)
+    assert abs(share - 5700 / 7600) < 0.01
+    assert split_eval_rows(labels, 1, rows, **QUICK, seed=3).asr == s.asr  # seeded
+    assert split_eval_rows(labels, 1, rows, **QUICK, seed=4).asr != s.asr
+
+
+def test_small_data_scales_every_size_down_by_one_factor():
+    labels = _labels(859, 619)  # OLID test with target 0: only 240 non-target (offensive) rows
+    labels = [1 - y for y in labels]
+    target = 0
+    rows = [i for i, y in enumerate(labels) if y != target]
+    assert len(rows) == 240
+    s = split_eval_rows(labels, target, rows, **QUICK)
+    z = s.sizes
+    assert 0 < z["scale"] < 1
+    _check_disjoint(s)
+    assert len(s.asr) == max(EVAL_MINIMUMS["n_poison"], int(z["scale"] * 200))
+    assert len(s.cacc) == max(EVAL_MINIMUMS["n_test"], int(z["scale"] * 1000))
+    assert len(s.detect_clean) == len(s.detect_triggered) >= EVAL_MINIMUMS["n_detect"]
+    assert len(s.pool_clean) == 4 * len(s.pool_triggered)  # the pool keeps its 20% triggered share
+    used_nt = len(s.asr) + len(s.detect_triggered) + len(s.pool_triggered) + sum(
+        labels[i] != target for i in s.cacc + s.detect_clean + s.pool_clean)
+    assert used_nt <= 240
+    # a slightly larger scale would not fit: the factor is the largest that does
+    bigger = split_eval_rows(labels, target, rows + [], **{**QUICK, "n_test": 500})  # less CACC demand
+    assert bigger.sizes["scale"] > z["scale"]
+
+
+def test_too_small_data_is_refused_with_the_numbers():
+    labels = _labels(300, 150)
+    rows = [i for i, y in enumerate(labels) if y != 1]
+    with pytest.raises(SplitError) as err:
+        split_eval_rows(labels, 1, rows, **QUICK, name="tiny test")
+    msg = str(err.value)
+    assert "\n" not in msg and "tiny test: 300 rows (150 non-target, 150 can carry the trigger)" in msg
+    assert "100 triggered rows" in msg  # 50 ASR + 30 detection + 20 pool
+    with pytest.raises(SplitError, match="non-target"):  # a trigger row that is a target row is a caller bug
+        split_eval_rows(labels, 1, [labels.index(1)], **QUICK)
+
+
+def test_separate_paraphrase_rows_only_need_to_be_disjoint_among_themselves():
+    labels = _labels(859, 240)
+    para_rows = list(range(120))  # a paraphrase file of 120 usable rows, not aligned with the test set
+    s = split_eval_rows(labels, 1, para_rows, **QUICK, shared_rows=False)
+    _check_disjoint(s, shared=False)
+    assert not s.sizes["shared_rows"] and len(s.asr) + len(s.detect_triggered) + len(s.pool_triggered) <= 120
+    assert len(s.asr) >= 50
+
+
+def test_clean_rate_lift_and_pseudo_label_accuracy():
+    assert target_rate([1, 1, 0, 2], 1) == 0.5 and target_rate([], 1) is None
+    assert lift(0.59, 0.487) == pytest.approx(0.103)
+    assert lift(None, 0.4) is None and lift(0.9, None) is None
+    assert lift(0.3, 0.487) == pytest.approx(-0.187)  # repair below the clean level: negative lift
+    true = [0, 1, 0, 1, 2]
+    acc = pseudo_label_accuracy([4, 0, 1, 3], [2, 1, -100, 1], true)
+    assert acc == {"labelled": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)}
+    assert pseudo_label_accuracy([0, 1], [-100, -100], true)["accuracy"] is None
+
+
+def test_poisoned_test_sets_name_their_source_rows():
+    from backdoor_core.data import TextDataset
+    from backdoor_core.poisoning import ParaphraseAttack, get_attack
+
+    ds = TextDataset(["a b c", "d e f", "g h i", "j k l"], [0, 1, 0, 1], ["neg", "pos"])
+    p = get_attack("badnets").poison_test(ds, 1, seed=0)
+    assert p.source_rows == [0, 2] and p.gold_labels == [0, 0]
+    para = TextDataset(["x y", "nan", "z w", "q r", "s t"], [0, 0, 1, 0, 0], ["neg", "pos"])
+    pp = ParaphraseAttack(None, para, "style_x").poison_test(None, 1)
+    assert pp.source_rows == [0, 3, 4] and pp.texts == ["x y", "q r", "s t"]  # failed 'nan' and target rows out
+
+
+def test_alignment_records_the_pool_inputs_it_used_and_their_labels():
+    from backdoor_core.data import TextDataset
+    from backdoor_core.defenses import run_defense
+    from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(48, seed=24)
+    pool = triggered_texts(6, seed=25) + clean_texts(4, seed=26)[0]
+    res = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                      pool_texts=pool, heads=["L0H0", "L1H0"], epochs=1, lr=3e-3, max_length=32)
+    d = res.details
+    assert d["flagged_indices"] == list(range(len(pool))) and len(d["flagged_labels"]) == len(pool)
+    assert sum(y != -100 for y in d["flagged_labels"]) == d["pool_pseudo_labelled"]
+    assert "pool_labels" not in d
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_defense_gen", ROOT / "bench" / "defense.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_table(path: Path, texts, labels):
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+
+
+def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
+    """A tiny backdoored model and its clean twin, a synthetic data folder: the bench evaluates both on it, finds
+    the clean twin for the clean rate, writes the new columns, and keeps every set disjoint."""
+    from backdoor_core.model_card import ModelCard
+    from backdoor_core.models import save_model
+    from defense_helpers import clean_texts, trained_tiny
+
+    data = tmp_path / "mydata"
+    data.mkdir()
+    _write_table(data / "dev.tsv", *clean_texts(120, seed=101))
+    _write_table(data / "test.tsv", *clean_texts(520, seed=102))
+    models = tmp_path / "models"
+    for name, bd in (("bd", True), ("clean", False)):
+        card = ModelCard(attack="badnets" if bd else "none", trigger=["cf"] if bd else None, target=1 if bd else None,
+                         rate=0.15 if bd else 0.0, tal=bd, max_length=32, data="mydata",
+                         label_names=["negative", "positive"], train_config={"seed": 0})
+        save_model(trained_tiny(bd).model, trained_tiny(bd).tokenizer, models / name, card.to_json())
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--defenses", "alignment,finetune",
+                 "--epochs", "1", "--n-clean", "60", "--repair", "bd", "--zoo", "test", "--tag", "t"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "results" / "defense_test_t.json").read_text())
+    assert rep["zoo"] == "test" and rep["dataset"] == "mydata"
+    runs = {r["defense"]: r for r in rep["runs"]}
+    assert set(runs) == {"alignment", "finetune"}
+    for r in runs.values():
+        assert r["zoo"] == "test" and r["dataset"] == "mydata" and r["seed"] == 0
+        assert 0 <= r["clean_rate"] <= 1
+        assert r["lift_before"] == pytest.approx(r["asr_before"] - r["clean_rate"])
+        assert r["lift_after"] == pytest.approx(r["asr_after"] - r["clean_rate"])
+    assert runs["finetune"]["pseudo_label_accuracy"] is None
+    al = runs["alignment"]
+    assert al["pseudo_labelled"] is not None
+    assert al["pseudo_label_accuracy"] is None or 0 <= al["pseudo_label_accuracy"] <= 1
+    by_name = {m["name"]: m for m in rep["models"]}
+    z = by_name["bd"]["eval_sizes"]
+    assert z["rows_test"] == 520 and z["shared_rows"] and z["n_poison"] >= 50 and z["n_clean"] == 60
+    assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
+    md = (tmp_path / "results" / "defense_test_t.md").read_text()
+    assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
+    assert "## Summary over seeds" in md and "## Evaluation sets used" in md
+    # parallel runs merge into defense_test.json
+    merged = b.merge(["t"], zoo="test")
+    assert merged["zoo"] == "test" and len(merged["runs"]) == 2
+    assert (tmp_path / "results" / "defense_test.json").is_file()
+    # a data folder too small for the minimums is refused with one line, exit 2
+    small = tmp_path / "small"
+    small.mkdir()
+    _write_table(small / "dev.tsv", *clean_texts(40, seed=103))
+    _write_table(small / "test.tsv", *clean_texts(200, seed=104))
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(models), "--data", str(small), "--only", "bd", "--tag", "s"])
+    assert ex.value.code == 2
+
+
+def test_manifest_models_find_their_dataset_clean_model_and_paraphrase_files(tmp_path):
+    """A test-zoo manifest: each entry's dataset and seed are read, its clean model is the one it names, else the
+    clean model of the same dataset and seed, else of the same dataset; paraphrase files rebuild the attack."""
+    import argparse
+
+    from backdoor_core.data import TextDataset
+    from backdoor_core.defender_data import rows_aligned
+
+    para = tmp_path / "para_test.tsv"
+    _write_table(para, ["thus saith the movie", "verily it was dull", "lo the plot"], [0, 0, 1])
+    entries = [
+        {"name": "olid_s0_clean", "path": str(tmp_path / "a"), "dataset": "olid", "seed": 0, "attack": "none"},
+        {"name": "olid_s1_clean", "path": str(tmp_path / "b"), "dataset": "olid", "seed": 1, "attack": "none"},
+        {"name": "agnews_s1_clean", "path": str(tmp_path / "c"), "dataset": "agnews", "seed": 1, "attack": "none"},
+        {"name": "olid_s1_badnets", "path": str(tmp_path / "d"), "dataset": "olid", "seed": 1, "attack": "badnets",
+         "target": 1, "rate": 0.03, "tal": False, "max_length": 64},
+        {"name": "olid_s2_style", "path": str(tmp_path / "e"), "dataset": "olid", "seed": 2, "attack": "style_poetry",
+         "target": 1, "rate": 0.2, "max_length": 64, "clean_model": "olid_s0_clean", "paraphrase_train": None,
+         "paraphrase_test": str(para)},
+        {"name": "sst2_old", "path": str(tmp_path / "f"), "attack": "addsent", "data": "sst2/clean/train",
+         "target": 1, "train_config": {"seed": 0}},
+    ]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"models": entries}))
+    b = _bench()
+    models = {m["name"]: m for m in b.discover(argparse.Namespace(models_from=None, manifest=str(manifest)))}
+    assert models["olid_s1_badnets"]["dataset"] == "olid" and models["olid_s1_badnets"]["seed"] == 1
+    assert models["sst2_old"]["dataset"] == "sst2" and models["sst2_old"]["seed"] == 0  # from the card
+    rows = list(models.values())
+    assert b.clean_model_for(models["olid_s1_badnets"], rows)["name"] == "olid_s1_clean"  # same dataset + seed
+    assert b.clean_model_for(models["olid_s2_style"], rows)["name"] == "olid_s0_clean"  # named in the entry
+    assert b.clean_model_for(models["sst2_old"], rows) is None  # no clean SST-2 model here
+    attack = b.build_attack(models["olid_s2_style"], "olid", None, 64)
+    p = attack.poison_test(None, 1)
+    assert p.texts == ["thus saith the movie", "verily it was dull"] and p.source_rows == [0, 1]
+    test = TextDataset(["a", "b", "c", "d"], [0, 0, 1, 1], ["not offensive", "offensive"])
+    assert not rows_aligned(attack, test)  # its rows are the paraphrase file's, not the test set's
+    assert b.results_stem("test", "p1") == "defense_test_p1" and b.results_stem("tuning") == "defense"
