@@ -107,9 +107,9 @@ class ScanReport:
             ``attention_head_detector``: their attention-only parts (the same objects as ``detector`` /
             ``head_detector`` in an attention-only scan).
         representation_share: in a fused scan, the share of the final pass's flagged inputs whose
-            representation z-score exceeds their attention z-score (found by their representations, not by the
-            heads; ``sanitize`` trains feed-forward blocks when it is high, ``settings.REPAIR_FFN="auto"``);
-            None for an attention-only scan or when nothing is flagged.
+            representation z-score (on clean dev) exceeds their attention z-score: found mainly by their
+            representations (``sanitize`` trains feed-forward blocks when it is high, ``settings.REPAIR_FFN=
+            "auto"``); None for an attention-only scan or when nothing is flagged.
     """
 
     model_name: str

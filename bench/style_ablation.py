@@ -197,7 +197,7 @@ def main(argv=None) -> int:
                 seconds = time.perf_counter() - t + rep.seconds
                 after = evaluate(res.model)
                 used = rep.flagged_texts[: res.details["flagged_used"]]
-                labels = res.details["pool_labels"]
+                labels = res.details["flagged_labels"]
                 lab = [(y, gold.get(x)) for x, y in zip(used, labels) if y != IGNORE_LABEL]
                 acc = float(np.mean([y == g for y, g in lab])) if lab else None
                 out = {"model": d.name, "attack": row["attack"], "tal": row["tal"], "variant": vname,

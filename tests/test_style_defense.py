@@ -123,6 +123,7 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     # which part found the flags: the share whose representation z beats the attention z, recomputed here
     stats = attention_stats(lm.model, lm.tokenizer, ours.flagged_texts, 32)
     final = ours.head_detector if ours.head_detector is not None else ours.detector  # the final pass's
+    assert final.attention is ours.attention_head_detector or final.attention is ours.attention_detector
     parts = final.parts(stats)
     assert ours.representation_share == pytest.approx(float((parts[:, 1] > parts[:, 0]).mean()))
     assert paper.representation_share is None
