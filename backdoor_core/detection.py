@@ -437,9 +437,9 @@ class RepresentationDetector:
 class FusedDetector:
     """Head focus and representation distance in one score (our design; paper silent).
 
-    Each part's score is z-scored by its clean dev scores (mean, standard deviation), then combined: ``"max"``
-    (flag what either part finds unusual: a token trigger shows in the heads, a style trigger in the
-    representations) or ``"sum"``; the threshold is set at ``frr`` on the same clean dev inputs, so the fused
+    Each part's score is z-scored by its clean dev scores (mean, standard deviation), then combined: ``"sum"``
+    (``settings.FUSE``: evidence adds up, and one part's noise is diluted by the other) or ``"max"`` (flag what
+    either part finds unusual; on the tuning zoo it raised false alarms on a clean model); the threshold is set at ``frr`` on the same clean dev inputs, so the fused
     score keeps the asked-for false-rejection rate. Same interface as ``SimilarityDetector`` (``score``,
     ``flag``, ``threshold``, ``clean_dev_scores``, ``clean_frr``), so ``scan`` and ``model_verdict`` use either.
     """

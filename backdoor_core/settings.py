@@ -94,7 +94,11 @@ distance in hundreds of dimensions from a few dozen inputs is noise, and at a 5%
 one noisy dev outlier sets the fused threshold (our design; measured on the tiny test model)."""
 REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
 REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
-FUSE = "max"  # attention and representation z-scores (on clean dev) combined by their max ("sum" the other knob)
+FUSE = "sum"
+"""Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
+SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /
+0.944; Bible style 0.821 vs 0.829) and the verdicts, and max called the BBC zoo's clean model backdoored (0.52;
+sum 0.00): bench/results/style_ablation.md."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 

@@ -62,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--merge", default=None,
                    help="comma-separated tags of parallel runs: merge them into style_ablation<_tag>.json/.md, exit")
+    p.add_argument("--fuse", default=None, help="override settings.FUSE in the fused scans ('max' or 'sum')")
     p.add_argument("--needed-scans-only", action="store_true", help="run only the scans the variants use")
     return p.parse_args(argv)
 
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from backdoor_core import settings as S
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_shared
     from backdoor_core.defender_data import model_attack
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     from backdoor_core.training import IGNORE_LABEL, make_evaluator
 
     quiet_libraries()
-    s = dict(QUICK, seed=args.seed, threads=torch.get_num_threads())
+    s = dict(QUICK, seed=args.seed, threads=torch.get_num_threads(), fuse=args.fuse or S.FUSE)
     variants = list(VARIANTS.items())
     if args.variants == "none":  # scans and detection only
         variants = []
@@ -165,7 +167,8 @@ def main(argv=None) -> int:
         for fused in sorted({f for _, (f, _) in variants} if args.needed_scans_only else {False, True}):
             t = time.perf_counter()
             rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=d.name,
-                             representation=fused, find_triggers=False)
+                             representation=fused, find_triggers=False,
+                             **({"fuse": args.fuse} if args.fuse else {}))
             key = "fused" if fused else "attention"
             scans[fused] = rep
             flagged = rep.flagged_texts
