@@ -20,7 +20,9 @@ drawn the same way with the same seeds):
     python bench/style_ablation.py --models-from bench/models/attack_tal --tag tune
 
 Writes ``bench/results/style_ablation<_tag>.json`` and ``.md`` after every model (atomically; ``--resume`` skips
-finished models).
+finished models). The published ``style_ablation.json`` / ``.md`` (seed 0) and ``style_ablation_seed1_merged``
+(seed 1) merge parallel runs (``--merge``; the parts are in ``bench/results/archive/``); the BBC zoo check is
+``bench/style_bbc_check.py`` -> ``style_ablation_bbc.json``.
 """
 
 from __future__ import annotations
@@ -164,12 +166,13 @@ def main(argv=None) -> int:
         row = {"name": d.name, "attack": card.attack if is_bd else "clean", "tal": bool(card.tal),
                "asr_before": before.get("asr"), "cacc_before": before["cacc"], "scans": {}, "detection": {}}
         scans = {}
-        for fused in sorted({f for _, (f, _) in variants} if args.needed_scans_only else {False, True}):
+        needed = {f for _, (f, _) in variants} or {True}  # scans only: the fused one
+        for fused in sorted(needed if args.needed_scans_only else {False, True}):
             t = time.perf_counter()
             rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=d.name,
                              representation=fused, find_triggers=False,
                              **({"fuse": args.fuse} if args.fuse else {}))
-            key = "fused" if fused else "attention"
+            key = ("fused" + ("_sum" if (args.fuse or S.FUSE) == "sum" else "")) if fused else "attention"
             scans[fused] = rep
             flagged = rep.flagged_texts
             row["scans"][key] = {"verdict": rep.verdict["score"], "n_flagged": len(flagged),
@@ -179,8 +182,8 @@ def main(argv=None) -> int:
                                  "seconds": round(time.perf_counter() - t, 1)}
             dets = {"attention_first": rep.attention_detector, "attention_final": rep.attention_head_detector}
             if fused:
-                dets = {"representation": rep.representation_detector, "fused_first": rep.detector,
-                        "fused_final": rep.head_detector}
+                dets = {"representation": rep.representation_detector, f"{key}_first": rep.detector,
+                        f"{key}_final": rep.head_detector}
             for name, det_ in dets.items():
                 if det_ is not None and is_bd:
                     row["detection"][name] = evaluate_detector(det_.score(held_c), det_.score(held_t),
@@ -203,6 +206,8 @@ def main(argv=None) -> int:
                 labels = res.details["flagged_labels"]
                 lab = [(y, gold.get(x)) for x, y in zip(used, labels) if y != IGNORE_LABEL]
                 acc = float(np.mean([y == g for y, g in lab])) if lab else None
+                if fused and (args.fuse or S.FUSE) == "sum":
+                    vname = vname.replace("fused scan", "fused (sum) scan")
                 out = {"model": d.name, "attack": row["attack"], "tal": row["tal"], "variant": vname,
                        "fused": fused, "ffn": ffn, "ffn_layers": res.details.get("ffn_layers"),
                        "asr_before": before.get("asr"), "cacc_before": before["cacc"], "asr_after": after.get("asr"),
@@ -227,7 +232,8 @@ def main(argv=None) -> int:
 def merge(tags: list[str], out_tag: str = "") -> dict:
     """Parallel runs (``--tag``) in one report: a model's scans / detection rows are united, repairs appended
     (a later part's (model, variant) row replaces an earlier one)."""
-    parts = [json.loads((RESULTS / f"style_ablation_{t}.json").read_text()) for t in tags]
+    paths = [RESULTS / f"style_ablation_{t}.json" for t in tags]  # a new run's part, or an archived one
+    parts = [json.loads((p if p.exists() else RESULTS / "archive" / p.name).read_text()) for p in paths]
     report = {"dataset": "sst2", "zoo": "tuning", "settings": dict(parts[0]["settings"], merged_from=tags),
               "models": [], "repairs": []}
     models: dict[str, dict] = {}
@@ -269,20 +275,24 @@ def markdown(report: dict) -> str:
                      f"{100 * (r['cacc_after'] - r['cacc_before']):+.1f} | {r['flagged_used']} "
                      f"({r['flagged_used_triggered']}) | {r['pseudo_labelled']} | {_p(r['pseudo_label_accuracy'])} | "
                      f"{r['seconds']:.0f} |")
+    kinds = ("attention", "fused", "fused_sum")
     lines += ["", "## Detection AUROC (held-out clean vs triggered) and the scan", "",
-              "| model | attention first | attention final | representation | fused first | fused final | "
-              "verdict attention / fused | flagged (triggered / pool triggered) attention / fused | scan s "
-              "attention / fused |", "|---|---|---|---|---|---|---|---|---|"]
+              "Scans: `attention` (the paper's), `fused` (fusion by max), `fused_sum` (fusion by sum). Per scan: "
+              "verdict score, pool inputs flagged (triggered among them / triggered in the pool), representation "
+              "share (flags whose representation z beats the attention z), seconds.", "",
+              "| model | attention first | attention final | representation | fused (max) first | fused (max) final "
+              "| fused (sum) first | fused (sum) final | " + " | ".join(kinds) + " |", "|---|" + "---|" * (7 + len(kinds))]
     for m in report["models"]:
         det = m["detection"]
-        if set(m["scans"]) != {"attention", "fused"}:
-            continue
-        a, f = m["scans"]["attention"], m["scans"]["fused"]
         cells = [f"{det[k]['auroc']:.3f}" if k in det else "-" for k in
-                 ("attention_first", "attention_final", "representation", "fused_first", "fused_final")]
-        lines.append(f"| {m['name']} | " + " | ".join(cells) + f" | {a['verdict']:.2f} / {f['verdict']:.2f} | "
-                     f"{a['n_flagged']} ({a['flagged_triggered']}/{a['pool_triggered']}) / {f['n_flagged']} "
-                     f"({f['flagged_triggered']}/{f['pool_triggered']}) | {a['seconds']:.0f} / {f['seconds']:.0f} |")
+                 ("attention_first", "attention_final", "representation", "fused_first", "fused_final",
+                  "fused_sum_first", "fused_sum_final")]
+        for k in kinds:
+            sc = m["scans"].get(k)
+            share = sc.get("representation_share") if sc else None
+            cells.append("-" if sc is None else f"{sc['verdict']:.2f}; {sc['n_flagged']} ({sc['flagged_triggered']}/"
+                         f"{sc['pool_triggered']}); {'-' if share is None else f'{share:.2f}'}; {sc['seconds']:.0f} s")
+        lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)
 
