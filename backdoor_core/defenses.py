@@ -63,6 +63,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS, "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
+         "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS,
          "representation": S.REPRESENTATION},
     ),
     "finetune": DefenseInfo(
@@ -188,6 +189,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
     ffn = knobs.pop("ffn", S.REPAIR_FFN)
+    ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
     heads = knobs.pop("heads", None)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
@@ -230,7 +232,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
-                         exclude_labels=exclude, ffn=ffn,
+                         exclude_labels=exclude, ffn=ffn, ffn_max_layers=ffn_max_layers,
                          representation_share=None if report is None else report.representation_share, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,

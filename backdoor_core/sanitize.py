@@ -89,7 +89,8 @@ DEFAULT_POOL_BUDGET = S.POOL_BUDGET
 ALIGN_KINDS = ("kl", "mse")
 
 
-def ffn_layers(spec, suspicious: np.ndarray, representation_share: float | None = None) -> list[int]:
+def ffn_layers(spec, suspicious: np.ndarray, representation_share: float | None = None,
+               max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS) -> list[int]:
     """The layers whose feed-forward blocks a repair trains (see the module docstring): ``spec`` is ``"none"``
     (or None / False / ""), ``"suspicious"`` (layers holding a suspicious head), ``"all"``, layer indices
     (a list or a comma-separated string), or ``"auto"``: ``"suspicious"`` when ``representation_share`` (the
@@ -105,7 +106,11 @@ def ffn_layers(spec, suspicious: np.ndarray, representation_share: float | None 
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key == "suspicious":
-            return [int(l) for l in np.flatnonzero(suspicious.any(1))]
+            layers = [int(l) for l in np.flatnonzero(suspicious.any(1))]
+            if max_layers is not None and len(layers) > max_layers:  # the layers with the most suspicious heads
+                counts = suspicious.sum(1)
+                layers = sorted(sorted(layers, key=lambda l: (-counts[l], -l))[: max(0, int(max_layers))])
+            return layers
         if key == "all":
             return list(range(suspicious.shape[0]))
         try:
@@ -394,6 +399,7 @@ def sanitize_heads(
     exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
     ffn: str | Sequence[int] | None = S.REPAIR_FFN,
     representation_share: float | None = None,
+    ffn_max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -415,6 +421,7 @@ def sanitize_heads(
         ffn: also train the feed-forward blocks of these layers (``ffn_layers``: ``"none"``, ``"suspicious"``,
             ``"all"``, indices or ``"auto"``; see the module docstring).
         representation_share: for ``ffn="auto"``: the scan's ``ScanReport.representation_share``.
+        ffn_max_layers: cap on the FFN layers of ``"suspicious"`` / ``"auto"`` (``ffn_layers``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -428,7 +435,7 @@ def sanitize_heads(
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
-    ffn_trained = ffn_layers(ffn, suspicious, representation_share)
+    ffn_trained = ffn_layers(ffn, suspicious, representation_share, ffn_max_layers)
     if ffn_trained:
         masks.update(ffn_parameter_masks(model, ffn_trained))
     snap = snapshot_frozen(model, masks)

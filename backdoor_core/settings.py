@@ -126,6 +126,9 @@ mostly by the representation score rather than by the heads (``scan.ScanReport.r
 ``FFN_AUTO_SHARE``: a trigger the heads do not see, e.g. a style), else ``"none"``. Our design (papers silent);
 chosen on the SST-2 tuning zoo (``sanitize``, bench/results/style_ablation.md): FFN repair took Bible style from
 32.5% to 16% ASR but syntactic from 8% to 15%."""
+REPAIR_FFN_MAX_LAYERS: int | None = None
+"""With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
+(ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
 FFN_AUTO_SHARE = 0.3
 """Set between the representation shares of the SST-2 tuning zoo's scans: Bible style 0.41 (FFN repair helps),
 BadNets 3% 0.18 and syntactic 0.09 (it does not): bench/results/style_ablation.md. Three models: a thin basis."""

@@ -64,6 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--merge", default=None,
                    help="comma-separated tags of parallel runs: merge them into style_ablation<_tag>.json/.md, exit")
+    p.add_argument("--ffn-max-layers", type=int, default=None, help="cap on the FFN layers (sanitize.ffn_layers)")
     p.add_argument("--fuse", default=None, help="override settings.FUSE in the fused scans ('max' or 'sum')")
     p.add_argument("--needed-scans-only", action="store_true", help="run only the scans the variants use")
     return p.parse_args(argv)
@@ -196,7 +197,8 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 try:
                     res = run_defense("alignment", lm.model, lm.tokenizer, defender, pool_texts=pool, scan=rep,
-                                      epochs=s["epochs"], max_length=L, seed=seed, ffn=ffn)
+                                      epochs=s["epochs"], max_length=L, seed=seed, ffn=ffn,
+                                      **({"ffn_max_layers": args.ffn_max_layers} if args.ffn_max_layers else {}))
                 except ValueError as e:  # no suspicious heads
                     print(f"   {vname}: {e}", flush=True)
                     continue
@@ -206,6 +208,8 @@ def main(argv=None) -> int:
                 labels = res.details["flagged_labels"]
                 lab = [(y, gold.get(x)) for x, y in zip(used, labels) if y != IGNORE_LABEL]
                 acc = float(np.mean([y == g for y, g in lab])) if lab else None
+                if args.ffn_max_layers and ffn != "none":
+                    vname = f"{vname}, at most {args.ffn_max_layers} FFN layers"
                 if fused and (args.fuse or S.FUSE) == "sum":
                     vname = vname.replace("fused scan", "fused (sum) scan")
                 out = {"model": d.name, "attack": row["attack"], "tal": row["tal"], "variant": vname,

@@ -148,6 +148,11 @@ def test_ffn_layers_rule():
     # auto: the suspicious layers only when the scan found its flags mostly by their representations
     assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE) == [0, 2] and ffn_layers("auto", susp, 1.0) == [0, 2]
     assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE - 0.01) == [] and ffn_layers("auto", susp, None) == []
+    # a cap keeps the layers with the most suspicious heads (ties: the later layer)
+    many = np.array([[True, False, False], [True, True, False], [False, True, False], [True, True, True]])
+    assert ffn_layers("suspicious", many, max_layers=2) == [1, 3] and ffn_layers("auto", many, 1.0, 1) == [3]
+    assert ffn_layers("suspicious", many, max_layers=None) == [0, 1, 2, 3]
+    assert ffn_layers("suspicious", susp, max_layers=1) == [2] and ffn_layers([0, 1, 2], susp, max_layers=1) == [0, 1, 2]
 
 
 SUSPICIOUS = np.array([[True, False, False, False], [False, True, False, False]])
