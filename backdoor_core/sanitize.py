@@ -27,7 +27,9 @@ only what lives in the heads: a backdoor also carried by the trigger word's own 
 
 Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
 slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and
-biases of the block's linear layers; layer norms stay frozen) — by default the layers that hold a suspicious head.
+biases of the block's linear layers; layer norms stay frozen) of the layers that hold a suspicious head — by default
+(``"auto"``) only when the scan found its flagged inputs mainly by their representations, not by the heads
+(``scan.ScanReport.representation_share >= settings.FFN_AUTO_SHARE``).
 A style backdoor's shortcut is not only in a few heads: head-only repair left 61% ASR on SST-2 Bible style (21.5%
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
