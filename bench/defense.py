@@ -4,8 +4,10 @@ For every backdoored model (from a manifest: the attack benchmark's ``bench/mode
 default, the test zoo's with ``--zoo test --manifest ...``; or any folder of saved models with ``--models-from``),
 each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the model card's ``data``):
 
-* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``),
-  STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
+* detection AUROC on held-out clean vs triggered test inputs: our scan's score (``head_similarity``: first pass,
+  ``head_similarity_2pass``: final pass; with ``settings.REPRESENTATION`` the head-focus score fused with the
+  [CLS] representation distance), the paper's attention-only parts of the same scan (``attention_only``,
+  ``attention_only_2pass``), STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
   keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half;
 * ``scan_model`` with a pool of unlabelled inputs (``pool_poison`` of them triggered) -> verdict score and
   suspicious heads;
@@ -397,6 +399,14 @@ def main(argv=None) -> int:
         if scan.head_detector is not None:
             det2 = scan.head_detector
             ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
+        # the paper's attention-only parts of the same scan (None when the scan ran attention-only already)
+        att1 = att2 = None
+        if scan.attention_detector is not None and scan.attention_detector is not scan.detector:
+            a = scan.attention_detector
+            att1 = evaluate_detector(a.score(held_clean), a.score(held_trig), a.threshold)
+        if scan.attention_head_detector is not None and scan.attention_head_detector is not scan.head_detector:
+            a = scan.attention_head_detector
+            att2 = evaluate_detector(a.score(held_clean), a.score(held_trig), a.threshold)
         none = {"auroc": None, "frr": None, "far": None, "keywords": []}
         strip_res = strip_cal = rap_res = bki_res = none
         strip_seconds = rap_seconds = bki_seconds = 0.0
@@ -432,7 +442,8 @@ def main(argv=None) -> int:
             bki_seconds = time.perf_counter() - t
         common = {"zoo": args.zoo, "dataset": ds_name, "seed": m.get("seed")}
         if is_bd:
-            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res),
+            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2),
+                       ("attention_only", att1), ("attention_only_2pass", att2), ("strip", strip_res),
                        ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
             for method, res in [(k, r) for k, r in methods if r is not None and r["auroc"] is not None]:
                 report["detection"].append({"model": m["name"], **common, "attack": m["attack"],
