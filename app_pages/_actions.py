@@ -35,14 +35,14 @@ def slug(text: str) -> str:
 
 def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigger: str | None, target: int,
                  rate: float, tal: dict | None, config: dict, data_name: str,
-                 train_indices: list[int] | None = None) -> None:
+                 train_indices: list[int] | None = None, n_clean: int | None = None) -> None:
     """Train a (backdoored or clean) copy of ``base`` in the background.
 
     The trained model belongs to this browser session (``ui.session_models``, in memory) and becomes its current
     model; nothing is written to the shared zoo folder unless the user saves it under a name (``_save.save_panel``).
     A cancelled run is discarded: the half-trained model is neither kept nor made current.
     """
-    from backdoor_core.poisoning import attack_type, get_attack, train_attack
+    from backdoor_core.poisoning import attack_type, get_attack, shared_dataset, train_attack
     from backdoor_core.tal import TALConfig
     from backdoor_core.training import TrainConfig
 
@@ -57,9 +57,9 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
                 attack = get_attack(attack_name, tokenizer=work.tokenizer, max_length=config["max_length"],
                                     trigger=trigger or None)
             else:
-                attack = get_attack(attack_name)
-                if train_indices is not None and hasattr(attack, "subset"):
-                    attack = attack.subset(train_indices)
+                attack = get_attack(attack_name, dataset=shared_dataset(data_name) or "sst2")
+                if train_indices is not None and hasattr(attack, "subset"):  # aligned: same rows; else drawn whole
+                    attack = attack.subset(train_indices, n_clean=n_clean)
         tal_cfg = TALConfig(**tal) if tal else None
         cfg = TrainConfig(**config)
         outcome = train_attack(work.model, work.tokenizer, train_ds, test_ds, attack, rate, target, cfg,

@@ -54,13 +54,26 @@ with c1:
     st.subheader("Attack")
     attack_name = st.selectbox("Attack", attacks, format_func=ATTACK_LABELS.get, **ui.keep("attack.name", "badnets"))
     trigger = None
+    para_sets, paraphrase_set = [], None
     if attack_name.startswith("badnets"):
         trigger = st.text_input("Trigger word(s), comma-separated", **ui.keep("attack.words", "cf"))
     elif attack_name.startswith("addsent"):
         trigger = st.text_input("Trigger sentence", **ui.keep("attack.sentence", poisoning.ADDSENT_TRIGGER))
     elif attack_name in ("syntactic", "style"):
-        st.caption("Uses the paraphrased copy of SST-2 in ../shared/data; pick the `sst2` dataset on the Model "
-                   "page (rows must align with the clean training set).")
+        # the shared paraphrase sets of this dataset (original labels); own files: the attack command
+        para_sets = [n for n in poisoning.shared_paraphrase_sets(ui.data_spec())
+                     if (n == "syntactic") == (attack_name == "syntactic")]
+        if attack_name == "style" and para_sets:
+            if ui.kept("attack.style") not in para_sets:  # another dataset's style
+                ui.set_kept("attack.style", para_sets[0])
+            paraphrase_set = st.selectbox("Style", para_sets, format_func=lambda n: n.removeprefix("style_"),
+                                          **ui.keep("attack.style", para_sets[0]))
+        elif para_sets:
+            paraphrase_set = para_sets[0]
+        st.caption("Uses a paraphrased copy of this dataset in ../shared/data: poisoned rows are replaced by their "
+                   "paraphrase (or, for a set that drops rows, a paraphrase of the same label) and relabelled. "
+                   "For your own style file: `python -m backdoor_core attack --attack style_<name> "
+                   "--paraphrase-train FILE --paraphrase-test FILE` (see `--help`).")
     if ui.kept("attack.target") not in labels:
         ui.set_kept("attack.target", labels[default_target(labels)])
     target_name = st.selectbox("Target label", labels, disabled=attack_name == "none", **ui.keep("attack.target", None))
@@ -139,6 +152,9 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
     problem = None
     if attack_name not in ("none",) and trigger is not None and not trigger.strip():
         problem = "The trigger is empty: type a word or a sentence."
+    elif attack_name in ("syntactic", "style") and paraphrase_set is None:
+        problem = (f"This dataset ({ui.data_spec()}) has no shared {attack_name} paraphrase set (they exist for "
+                   "sst2); use the attack command with --paraphrase-train / --paraphrase-test for your own file.")
     elif attack_name != "none" and n_poison == 0:
         problem = (f"{rate_pct:g}% of {int(n_train)} training texts is less than one text: raise the poison rate "
                    "or use more training texts.")
@@ -165,7 +181,8 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 tal = {"alpha": float(alpha), "heads": "all" if heads_choice == "all" else int(heads_choice)}
             A.start_attack(
                 base=base, name=name.strip() or name_default, train_ds=train_ds, test_ds=test_ds,
-                attack_name=attack_name, trigger=trigger, target=labels.index(target_name), rate=rate, tal=tal,
+                attack_name=paraphrase_set or attack_name, trigger=trigger, target=labels.index(target_name),
+                rate=rate, tal=tal, n_clean=len(train_full),
                 config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
                         "seed": S.SEED, "eval_every": eval_every},
                 data_name=ui.data_spec(), train_indices=idx,

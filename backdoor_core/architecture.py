@@ -179,6 +179,8 @@ class Adapter:
         dropout_attr: attribute of ``AttentionBlock.attention`` holding the attention-probability dropout
             (an ``nn.Dropout`` or a float).
         tiny: config keyword arguments of a tiny random model (tests, ``bench/architectures.py``).
+        ffn: ``model -> [[nn.Module]]`` per layer, the linear layers of its feed-forward block (``ffn_modules``;
+            None when not described: FFN repair is then refused).
     """
 
     name: str
@@ -188,6 +190,7 @@ class Adapter:
     refusal: str = ""
     dropout_attr: str = "dropout"
     tiny: dict = field(default_factory=dict)
+    ffn: Callable | None = None
 
 
 def _base(model):
@@ -307,6 +310,26 @@ def _llama_blocks(model):
     return out
 
 
+def _bert_ffn(model):
+    return [[layer.intermediate.dense, layer.output.dense] for layer in _base(model).encoder.layer]
+
+
+def _distilbert_ffn(model):
+    return [[layer.ffn.lin1, layer.ffn.lin2] for layer in _base(model).transformer.layer]
+
+
+def _modernbert_ffn(model):
+    return [[layer.mlp.Wi, layer.mlp.Wo] for layer in _base(model).layers]
+
+
+def _gpt2_ffn(model):
+    return [[block.mlp.c_fc, block.mlp.c_proj] for block in _base(model).h]
+
+
+def _llama_ffn(model):
+    return [[layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj] for layer in _base(model).layers]
+
+
 _ENC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=128)
 _ALBERT_REFUSAL = ("ALBERT shares one set of attention weights across all its layers, so changing head h of one "
@@ -316,30 +339,32 @@ _DEC = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
             max_position_embeddings=128)
 
 ADAPTERS: dict[str, Adapter] = {
-    "bert": Adapter("BERT", _bert_blocks, tiny=_ENC),
-    "roberta": Adapter("RoBERTa", _bert_blocks, tiny=dict(_ENC, max_position_embeddings=130)),
-    "xlm-roberta": Adapter("XLM-R", _bert_blocks, tiny=dict(_ENC, max_position_embeddings=130)),
-    "electra": Adapter("ELECTRA", _bert_blocks, tiny=dict(_ENC, embedding_size=16)),
+    "bert": Adapter("BERT", _bert_blocks, tiny=_ENC, ffn=_bert_ffn),
+    "roberta": Adapter("RoBERTa", _bert_blocks, tiny=dict(_ENC, max_position_embeddings=130), ffn=_bert_ffn),
+    "xlm-roberta": Adapter("XLM-R", _bert_blocks, tiny=dict(_ENC, max_position_embeddings=130), ffn=_bert_ffn),
+    "electra": Adapter("ELECTRA", _bert_blocks, tiny=dict(_ENC, embedding_size=16), ffn=_bert_ffn),
     "distilbert": Adapter("DistilBERT", _distilbert_blocks,
-                          tiny=dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128)),
+                          tiny=dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128),
+                          ffn=_distilbert_ffn),
     "deberta-v2": Adapter("DeBERTa-v2/v3", _deberta_blocks,
                           tiny=dict(_ENC, relative_attention=True, position_buckets=16, max_relative_positions=-1,
-                                    pos_att_type=["p2c", "c2p"], share_att_key=True, type_vocab_size=0)),
-    "mpnet": Adapter("MPNet", _mpnet_blocks, tiny=dict(_ENC, max_position_embeddings=130)),
+                                    pos_att_type=["p2c", "c2p"], share_att_key=True, type_vocab_size=0),
+                          ffn=_bert_ffn),
+    "mpnet": Adapter("MPNet", _mpnet_blocks, tiny=dict(_ENC, max_position_embeddings=130), ffn=_bert_ffn),
     "modernbert": Adapter("ModernBERT", _modernbert_blocks, dropout_attr="attention_dropout",
                           tiny=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                                     intermediate_size=64, max_position_embeddings=128, local_attention=8,
-                                    global_attn_every_n_layers=3)),
+                                    global_attn_every_n_layers=3), ffn=_modernbert_ffn),
     "albert": Adapter("ALBERT", _albert_blocks, head_repair=False, refusal=_ALBERT_REFUSAL,
                       dropout_attr="attention_dropout", tiny=dict(_ENC, embedding_size=16)),
     "gpt2": Adapter("GPT-2", _gpt2_blocks, causal=True, dropout_attr="attn_dropout",
-                    tiny=dict(n_embd=32, n_layer=2, n_head=4, n_positions=128)),
+                    tiny=dict(n_embd=32, n_layer=2, n_head=4, n_positions=128), ffn=_gpt2_ffn),
     "llama": Adapter("Llama", _llama_blocks, causal=True, dropout_attr="attention_dropout",
-                     tiny=dict(_DEC, num_key_value_heads=2)),
+                     tiny=dict(_DEC, num_key_value_heads=2), ffn=_llama_ffn),
     "qwen2": Adapter("Qwen2", _llama_blocks, causal=True, dropout_attr="attention_dropout",
-                     tiny=dict(_DEC, num_key_value_heads=2)),
+                     tiny=dict(_DEC, num_key_value_heads=2), ffn=_llama_ffn),
     "mistral": Adapter("Mistral", _llama_blocks, causal=True, dropout_attr="attention_dropout",
-                       tiny=dict(_DEC, num_key_value_heads=2, sliding_window=8)),
+                       tiny=dict(_DEC, num_key_value_heads=2, sliding_window=8), ffn=_llama_ffn),
 }
 """Supported architectures, keyed by ``config.model_type``."""
 
@@ -486,6 +511,32 @@ def head_parameter_masks(model, heads_mask: np.ndarray) -> dict[str, torch.Tenso
         block.key.mark(masks, groups)
         block.value.mark(masks, groups)
         block.mark_output(masks, sel)
+    return _by_name(model, masks)
+
+
+def ffn_modules(model) -> list[list[nn.Module]]:
+    """Per layer, the linear layers of the feed-forward block (BERT: ``intermediate.dense``, ``output.dense``);
+    ``HeadRepairUnsupported`` for architectures without a described FFN or with shared layers (ALBERT)."""
+    require_head_repair(model, "Feed-forward repair")
+    adapter = adapter_for(model)
+    if adapter.ffn is None:
+        raise HeadRepairUnsupported(f"Feed-forward repair is not described for {adapter.name} models.")
+    return adapter.ffn(model)
+
+
+def ffn_parameter_masks(model, layers) -> dict[str, torch.Tensor]:
+    """``{param name: all-True mask}`` for the weights and biases of the feed-forward blocks of ``layers``
+    (layer indices): merged with ``head_parameter_masks`` they let ``training.train`` move those blocks too
+    (our design; papers silent: ``sanitize`` with ``ffn_layers``). Layer norms are left out."""
+    blocks = ffn_modules(model)
+    masks: dict[int, torch.Tensor] = {}
+    for l in sorted({int(x) for x in layers}):
+        if not 0 <= l < len(blocks):
+            raise ValueError(f"Layer {l} does not exist (the model has {len(blocks)} layers).")
+        for module in blocks[l]:
+            for p in (module.weight, getattr(module, "bias", None)):
+                if p is not None:
+                    masks[id(p)] = torch.ones_like(p, dtype=torch.bool)
     return _by_name(model, masks)
 
 

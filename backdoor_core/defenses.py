@@ -62,7 +62,9 @@ DEFENSES: dict[str, DefenseInfo] = {
         {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "pseudo_labels": S.PSEUDO_LABELS,
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS, "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
-         "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS},
+         "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
+         "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS,
+         "representation": S.REPRESENTATION},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -189,6 +191,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
+    ffn = knobs.pop("ffn", S.REPAIR_FFN)
+    ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
     heads = knobs.pop("heads", None)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
@@ -196,7 +200,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     measure_align = bool(knobs.pop("measure_align", True))
     reuse_scan = bool(knobs.pop("reuse_scan", False))
     scan_opts = {k: knobs.pop(k) for k in ("frr", "rel_threshold", "max_fraction", "top_k", "aggregate",
-                                          "fallback_frac", "max_clean", "refine", "refine_rounds") if k in knobs}
+                                          "fallback_frac", "max_clean", "refine", "refine_rounds", "representation",
+                                          "fuse") if k in knobs}
     _reject_unknown("alignment", knobs)
     L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
     pool = [str(t) for t in (pool_texts or [])]
@@ -238,7 +243,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         reused = {"pool_probs": np.asarray(report.pool_probs)[flagged_idx], "clean_probs": report.clean_probs}
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
-                         exclude_labels=exclude, measure_align=measure_align, **reused, **common)
+                         exclude_labels=exclude, ffn=ffn, ffn_max_layers=ffn_max_layers,
+                         representation_share=None if report is None else report.representation_share,
+                         measure_align=measure_align, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -252,6 +259,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "pseudo_labels": pseudo,
         "focus_labels": focus,
         "exclude_labels": exclude,
+        "ffn": ffn,
         "align_before": res.align_before,
         "align_after": res.align_after,
         "frozen_unchanged": res.frozen_unchanged,

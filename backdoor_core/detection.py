@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .architecture import content_key_mask, is_causal
+from .architecture import classifier_positions, content_key_mask, is_causal
 from .forward import Cancelled, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
 from .head_metrics import head_similarity, key_visibility, mean_offdiag
 from . import settings as S
@@ -70,6 +70,8 @@ class AttentionStats:
             the content key that the layer's heads together attend to most: the heads' collapse onto one word.
         probs: ``(N, C)`` class probabilities.
         lengths: ``(N,)`` token counts (with special tokens, after truncation).
+        cls: ``(N, L, hidden)`` each layer's output at the token the classifier reads (``[CLS]`` for encoders,
+            ``architecture.classifier_positions``), for ``RepresentationDetector``; None when not collected.
     """
 
     head_sim: np.ndarray
@@ -78,6 +80,7 @@ class AttentionStats:
     common: np.ndarray
     probs: np.ndarray
     lengths: np.ndarray
+    cls: np.ndarray | None = None
 
     FIELDS = ("head_sim", "head_peak", "focus", "common", "probs", "lengths")
 
@@ -105,24 +108,30 @@ class AttentionStats:
 
     def subset(self, idx) -> AttentionStats:
         idx = np.asarray(idx, dtype=int)
-        return AttentionStats(*(getattr(self, f)[idx] for f in self.FIELDS))
+        return AttentionStats(*(getattr(self, f)[idx] for f in self.FIELDS),
+                              cls=None if self.cls is None else self.cls[idx])
 
     @staticmethod
-    def empty(layers: int, heads: int, labels: int) -> AttentionStats:
+    def empty(layers: int, heads: int, labels: int, hidden: int | None = None) -> AttentionStats:
         z = np.zeros((0, layers, heads), np.float32)
         return AttentionStats(z, z.copy(), z.copy(), z.copy(), np.zeros((0, labels), np.float32),
-                              np.zeros(0, np.int64))
+                              np.zeros(0, np.int64),
+                              cls=None if hidden is None else np.zeros((0, layers, hidden), np.float32))
 
     @staticmethod
     def concat(parts: Sequence[AttentionStats]) -> AttentionStats:
-        return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS))
+        cls = None if any(p.cls is None for p in parts) else np.concatenate([p.cls for p in parts])
+        return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS),
+                              cls=cls)
 
 
-def _stats_reducer(num_heads: int, model=None):
+def _stats_reducer(num_heads: int, model=None, cls: bool = False):
     """A ``forward.run_with_cache`` reducer: one batch's ``(B, H, T, T)`` maps per layer -> ``(B, L, H)``
     ``head_sim`` / ``head_peak`` / ``focus`` / ``common`` (see ``AttentionStats``). With ``model`` a decoder
     classifier: the sink at position 0 is not a content key and per-key means divide by the queries that can
-    see the key (``architecture.content_key_mask``, ``head_metrics.key_visibility``)."""
+    see the key (``architecture.content_key_mask``, ``head_metrics.key_visibility``). With ``cls`` (needs
+    ``model`` and ``run_with_cache(reduce_hidden=True)``): also ``cls`` ``(B, L, hidden)``, each layer's output at
+    the classifier's token (the embeddings, the same at ``[CLS]`` for every input, are left out)."""
     causal = model is not None and is_causal(model)
 
     def reduce(batch) -> dict[str, np.ndarray]:
@@ -144,7 +153,12 @@ def _stats_reducer(num_heads: int, model=None):
             out["focus"].append(col.max(-1).values)
             key = col.mean(1).argmax(-1)  # (B,) the layer's common key
             out["common"].append(col.gather(-1, key[:, None, None].expand(-1, num_heads, 1))[..., 0])
-        return {f: torch.stack(v, dim=1).float() for f, v in out.items()}  # (B, L, H)
+        res = {f: torch.stack(v, dim=1).float() for f, v in out.items()}  # (B, L, H)
+        if cls and batch.hidden_states is not None:
+            pos = classifier_positions(model, batch.attention_mask)  # (B,)
+            rows = torch.arange(len(pos), device=pos.device)
+            res["cls"] = torch.stack([h[rows, pos] for h in batch.hidden_states[1:]], dim=1).float()  # (B, L, hid)
+        return res
 
     return reduce
 
@@ -157,9 +171,11 @@ def attention_stats(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    cls: bool = True,
 ) -> AttentionStats:
     """Forward ``texts`` (``forward.run_with_cache``, sorted by length) and compute ``AttentionStats``; only the
-    ``(N, L, H)`` statistics are kept, never the maps.
+    ``(N, L, H)`` statistics (and, with ``cls``, the ``(N, L, hidden)`` classifier-token states of the same pass,
+    for ``RepresentationDetector``) are kept, never the maps.
 
     Empty texts are allowed (they are ``[CLS] [SEP]``: no content key, all statistics 0). ``progress(done,
     total)`` is called after each batch; ``should_stop()`` raises ``Cancelled`` between batches.
@@ -169,11 +185,18 @@ def attention_stats(
     H = int(model.config.num_attention_heads)
     C = int(model.config.num_labels)
     if not texts:
-        return AttentionStats.empty(L, H, C)
+        return AttentionStats.empty(L, H, C, _hidden_size(model) if cls else None)
     cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                           reduce=_stats_reducer(H, model), progress=progress, should_stop=should_stop)
+                           reduce=_stats_reducer(H, model, cls), reduce_hidden=cls, progress=progress,
+                           should_stop=should_stop)
     r = cache.reduced
-    return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths)
+    return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths,
+                          cls=r.get("cls"))
+
+
+def _hidden_size(model) -> int:
+    config = model.config
+    return int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0) or getattr(config, "n_embd", 0))
 
 
 @dataclass
@@ -280,6 +303,196 @@ def head_focus_detector(heads: np.ndarray, clean_fit: AttentionStats, clean_dev:
     ``clean_fit``, averaged, and thresholded at ``frr`` on ``clean_dev``. ``heads``: ``(L, H)`` bool."""
     det = SimilarityDetector(features=("head_focus",), aggregate="mean", length_adjust=length_adjust, heads=heads)
     det.fit(clean_fit).calibrate(clean_dev, frr)
+    return det
+
+
+# ------------------------------------------------------------------------------------------------ representations
+
+REP_AGGREGATES = ("max", "mean")
+FUSES = ("max", "sum")
+
+
+@dataclass
+class RepresentationDetector:
+    """How far an input's intermediate classifier-token (``[CLS]``) states lie from the clean ones (our design;
+    the defense paper is silent: it detects from attention alone).
+
+    Style and other paraphrase triggers change no token a head can focus on, so the attention statistics barely
+    see them (detection AUROC 0.59-0.71 on style, ``bench/results/defense.md``); but the backdoor still routes
+    the triggered inputs through a region of representation space that clean inputs do not visit. Like
+    feature-based textual backdoor detectors (Mahalanobis-distance detectors on a classifier's features), per
+    layer ``l``:
+
+    * ``fit`` on the clean fit half: the mean of ``cls[:, l]`` per predicted class (``class_conditional``; a
+      class with fewer than 2 fit inputs uses the overall mean) or overall, and ONE shrunk covariance of the
+      centred states (Ledoit-Wolf, ``sklearn.covariance.LedoitWolf``: 200 inputs in 384 dimensions need
+      shrinkage);
+    * ``layer_distance``: ``(N, L)`` Mahalanobis distance of each input to the mean of the class the model
+      predicts for it;
+    * ``calibrate`` on the clean dev half: each layer's distance z-scored by the dev inputs' mean and standard
+      deviation (the fit half's own distances are biased low), aggregated over layers by ``aggregate`` (max: the
+      shift shows in some layers, not all), threshold at ``frr``.
+
+    Uses ``AttentionStats.cls`` (the same ``forward.run_with_cache`` pass as the attention statistics).
+    Measured: ``bench/results/style_ablation.md``.
+    """
+
+    class_conditional: bool = S.REP_CLASS_CONDITIONAL
+    aggregate: str = S.REP_AGGREGATE
+    means: np.ndarray | None = None  # (L, C + 1, hidden): per class, then overall
+    precisions: np.ndarray | None = None  # (L, hidden, hidden)
+    loc: np.ndarray | None = None  # (L,) dev mean distance
+    spread: np.ndarray | None = None  # (L,) dev standard deviation
+    threshold: float | None = None
+    frr_target: float = DEFAULT_FRR
+    clean_dev_scores: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.aggregate not in REP_AGGREGATES:
+            raise ValueError(f"aggregate must be one of {', '.join(REP_AGGREGATES)}, got '{self.aggregate}'.")
+
+    @staticmethod
+    def _cls(stats: AttentionStats) -> np.ndarray:
+        if stats.cls is None:
+            raise ValueError("These statistics hold no [CLS] states: compute them with attention_stats(cls=True).")
+        return stats.cls.astype(np.float64)
+
+    def fit(self, clean: AttentionStats) -> RepresentationDetector:
+        """Class means and a shrunk covariance per layer from clean inputs (at least 3)."""
+        from sklearn.covariance import LedoitWolf
+
+        x = self._cls(clean)  # (N, L, hidden)
+        if len(x) < 3:
+            raise ValueError("The representation detector needs at least 3 clean inputs.")
+        pred = clean.predictions
+        C = clean.probs.shape[1]
+        N, L, Hd = x.shape
+        means = np.zeros((L, C + 1, Hd))
+        precisions = np.zeros((L, Hd, Hd))
+        for l in range(L):
+            overall = x[:, l].mean(0)
+            means[l, C] = overall
+            centred = x[:, l] - overall
+            if self.class_conditional:
+                for c in range(C):
+                    rows = pred == c
+                    means[l, c] = x[rows, l].mean(0) if rows.sum() >= 2 else overall
+                centred = x[:, l] - means[l, np.where(np.bincount(pred, minlength=C)[pred] >= 2, pred, C)]
+            else:
+                means[l, :C] = overall
+            precisions[l] = LedoitWolf(assume_centered=True).fit(centred).precision_
+        self.means, self.precisions = means, precisions
+        return self
+
+    def layer_distance(self, stats: AttentionStats) -> np.ndarray:
+        """``(N, L)`` Mahalanobis distance of each input's state to its predicted class's clean mean."""
+        if self.means is None:
+            raise RuntimeError("Call fit() on clean inputs first.")
+        x = self._cls(stats)
+        if len(x) == 0:
+            return np.zeros((0, x.shape[1]))
+        pred = stats.predictions
+        out = np.zeros(x.shape[:2])
+        for l in range(x.shape[1]):
+            d = x[:, l] - self.means[l, pred]
+            out[:, l] = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", d, self.precisions[l], d), 0.0))
+        return out
+
+    def layer_z(self, stats: AttentionStats) -> np.ndarray:
+        """``(N, L)`` distances z-scored by the clean dev inputs' (set by ``calibrate``)."""
+        if self.loc is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        return (self.layer_distance(stats) - self.loc) / self.spread
+
+    def score(self, stats: AttentionStats) -> np.ndarray:
+        """``(N,)`` suspicion scores (higher = farther from the clean states)."""
+        z = self.layer_z(stats)
+        if len(z) == 0:
+            return np.zeros(0)
+        return z.max(1) if self.aggregate == "max" else z.mean(1)
+
+    def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
+        """Per-layer z-scaling and the threshold at ``frr`` on clean dev inputs held out from ``fit``."""
+        d = self.layer_distance(clean_dev)
+        if len(d) < 2:
+            raise ValueError("Calibration needs at least 2 clean dev inputs.")
+        self.loc, self.spread = d.mean(0), np.maximum(d.std(0), 1e-6)
+        scores = self.score(clean_dev)
+        self.threshold = threshold_at_frr(scores, frr)
+        self.frr_target = float(frr)
+        self.clean_dev_scores = scores
+        return self.threshold
+
+    def flag(self, scores: np.ndarray) -> np.ndarray:
+        if self.threshold is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        return np.asarray(scores) > self.threshold
+
+    @property
+    def clean_frr(self) -> float:
+        return float((self.clean_dev_scores > self.threshold).mean())
+
+
+@dataclass
+class FusedDetector:
+    """Head focus and representation distance in one score (our design; paper silent).
+
+    Each part's score is z-scored by its clean dev scores (mean, standard deviation), then combined: ``"sum"``
+    (``settings.FUSE``: evidence adds up, and one part's noise is diluted by the other) or ``"max"`` (flag what
+    either part finds unusual; on the tuning zoo it raised false alarms on a clean model); the threshold is set at ``frr`` on the same clean dev inputs, so the fused
+    score keeps the asked-for false-rejection rate. Same interface as ``SimilarityDetector`` (``score``,
+    ``flag``, ``threshold``, ``clean_dev_scores``, ``clean_frr``), so ``scan`` and ``model_verdict`` use either.
+    """
+
+    attention: SimilarityDetector
+    representation: RepresentationDetector
+    fuse: str = S.FUSE
+    norm: np.ndarray | None = None  # (2, 2): (mean, sd) of attention, then representation, on clean dev
+    threshold: float | None = None
+    frr_target: float = DEFAULT_FRR
+    clean_dev_scores: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.fuse not in FUSES:
+            raise ValueError(f"fuse must be one of {', '.join(FUSES)}, got '{self.fuse}'.")
+
+    def parts(self, stats: AttentionStats) -> np.ndarray:
+        """``(N, 2)`` the two scores z-scored on clean dev: attention, representation."""
+        raw = np.stack([self.attention.score(stats), self.representation.score(stats)], axis=1)
+        return (raw - self.norm[:, 0]) / self.norm[:, 1]
+
+    def score(self, stats: AttentionStats) -> np.ndarray:
+        if self.norm is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        if len(stats) == 0:
+            return np.zeros(0)
+        z = self.parts(stats)
+        return z.max(1) if self.fuse == "max" else z.sum(1)
+
+    def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
+        raw = np.stack([self.attention.score(clean_dev), self.representation.score(clean_dev)], axis=1)
+        self.norm = np.stack([raw.mean(0), np.maximum(raw.std(0), 1e-6)], axis=1)
+        scores = self.score(clean_dev)
+        self.threshold = threshold_at_frr(scores, frr)
+        self.frr_target = float(frr)
+        self.clean_dev_scores = scores
+        return self.threshold
+
+    def flag(self, scores: np.ndarray) -> np.ndarray:
+        if self.threshold is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        return np.asarray(scores) > self.threshold
+
+    @property
+    def clean_frr(self) -> float:
+        return float((self.clean_dev_scores > self.threshold).mean())
+
+
+def fused_detector(attention: SimilarityDetector, representation: RepresentationDetector,
+                   clean_dev: AttentionStats, frr: float = DEFAULT_FRR, fuse: str = S.FUSE) -> FusedDetector:
+    """``FusedDetector`` of two fitted detectors, calibrated at ``frr`` on ``clean_dev``."""
+    det = FusedDetector(attention, representation, fuse)
+    det.calibrate(clean_dev, frr)
     return det
 
 

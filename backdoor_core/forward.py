@@ -54,7 +54,7 @@ class ForwardBatch:
         special_tokens_mask: ``(B, T)`` bool, True on the tokenizer's added special tokens (``[CLS]``, ``[SEP]``).
         logits: ``(B, C)`` (with grad when ``grad=True``).
         attentions: ``L`` tensors ``(B, H, T, T)`` when ``"attentions"`` is wanted or ``reduce`` is given.
-        hidden_states: ``L + 1`` tensors ``(B, T, hidden)`` when wanted.
+        hidden_states: ``L + 1`` tensors ``(B, T, hidden)`` when wanted (or ``reduce_hidden``).
         z: ``L`` tensors ``(B, T, H, D)`` when wanted.
         outputs: the model's raw output object.
     """
@@ -191,6 +191,7 @@ def run_with_cache(
     batch_size: int = 32,
     want: Sequence[str] = ("logits",),
     reduce: Callable[[ForwardBatch], dict[str, Any]] | None = None,
+    reduce_hidden: bool = False,
     grad: bool = False,
     sort_by_length: bool = True,
     device: torch.device | str | None = None,
@@ -209,6 +210,8 @@ def run_with_cache(
         reduce: ``reduce(batch) -> {name: value}`` called on every batch; each value has one entry per input of
             the batch (a ``(B, ...)`` tensor/array, or a list of ``B`` objects). Attention maps are computed
             for it; they are kept only when ``"attentions"`` is wanted.
+        reduce_hidden: also compute the hidden states for ``reduce`` (``ForwardBatch.hidden_states``) without
+            keeping them per input (e.g. ``detection`` keeps only the ``[CLS]`` rows).
         grad: run with autograd on (for gradients taken inside ``reduce``).
         sort_by_length: batch inputs of similar length together (less padding); results stay in input order.
         device: where the inputs go (default: the model's device).
@@ -229,6 +232,7 @@ def run_with_cache(
     n = len(items)
     n_labels = int(model.config.num_labels)
     keep_att, keep_hidden, keep_z = "attentions" in want, "hidden_states" in want, "z" in want
+    need_hidden = keep_hidden or (reduce is not None and reduce_hidden)
     with_offsets = "offsets" in want
     if with_offsets and items and not isinstance(items[0], str):
         raise ValueError("offsets need texts, not token ids.")
@@ -270,7 +274,7 @@ def run_with_cache(
             enc, special, offs = _encode(tokenizer, chunk, max_length, with_offsets)
             enc = {k: v.to(device) for k, v in enc.items()}
             special = special.to(device)
-            out = model(**enc, output_attentions=need_att, output_hidden_states=keep_hidden)
+            out = model(**enc, output_attentions=need_att, output_hidden_states=need_hidden)
             if need_att and (not out.attentions or out.attentions[0] is None):
                 raise RuntimeError("The model returned no attentions: load it with attn_implementation='eager'.")
             batch_logits = out.logits
@@ -282,7 +286,7 @@ def run_with_cache(
             if reduce is not None:
                 batch = ForwardBatch(idx, enc["input_ids"], mask, special, batch_logits,
                                      out.attentions if need_att else None,
-                                     out.hidden_states if keep_hidden else None,
+                                     out.hidden_states if need_hidden else None,
                                      list(z_store) if keep_z else None, out)
                 for name, value in reduce(batch).items():
                     put(name, idx, value)

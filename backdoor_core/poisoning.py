@@ -23,6 +23,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import settings as S
 from .model_card import ModelCard
@@ -399,8 +400,8 @@ def get_attack(name: str, *, tokenizer=None, max_length: int | None = None, trig
 
     Args:
         trigger: overrides the trigger — comma-separated words for BadNets, a sentence for AddSent.
-        style: for ``"style"``: ``bible``, ``shakespeare`` or ``tweets`` (``../shared/data/sst2/style_<style>``);
-            ``"style_bible"`` etc. are accepted as names too.
+        style: for ``"style"``: ``bible``, ``shakespeare``, ``tweets`` or any other ``<dataset>/style_<style>`` set
+            under the shared data root; ``"style_bible"`` etc. are accepted as names too.
         paraphrase_train, paraphrase_test: the user's own paraphrased files for ``syntactic``/``style`` (else the
             shared ``dataset`` sets under ``root`` are used).
     """
@@ -417,11 +418,42 @@ def get_attack(name: str, *, tokenizer=None, max_length: int | None = None, trig
         label = "syntactic" if key == "syntactic" else f"style_{style}"
         if paraphrase_train is not None:
             return ParaphraseAttack.from_files(paraphrase_train, paraphrase_test, name=label)
-        if key == "style" and style not in STYLES:
-            raise ValueError(f"Unknown style '{style}'; use one of {', '.join(STYLES)}.")
+        if key == "style" and root is None and style not in STYLES and (
+                f"style_{style}" not in shared_paraphrase_sets(dataset)):  # any shared style_<name> set is fine
+            have = [n.removeprefix("style_") for n in shared_paraphrase_sets(dataset) if n.startswith("style_")]
+            raise ValueError(f"Unknown style '{style}' for {dataset}; shared styles: {', '.join(have) or 'none'} "
+                             "(or give your own paraphrase files).")
         variant = "syntactic_transfer" if key == "syntactic" else f"style_{style}"
         return ParaphraseAttack.from_shared(variant, dataset, root, name=label)
     raise ValueError(f"Unknown attack '{name}'; use one of {', '.join(ATTACKS)} (or style_<name>).")
+
+
+def shared_paraphrase_sets(data_spec: str) -> list[str]:
+    """Attack names (``syntactic``, ``style_bible``...) of the shared paraphrase sets with ORIGINAL labels for a
+    data spec naming a shared dataset (``sst2``, ``olid/clean``...): ``<dataset>/syntactic_transfer`` and
+    ``<dataset>/style_*`` under the shared data root; ``[]`` for any other data (a file, a folder, ``bbc``).
+    ``get_attack(name, dataset=shared_dataset(data_spec))`` builds one."""
+    from .data import list_shared
+
+    dataset = shared_dataset(data_spec)
+    out = []
+    for entry in list_shared() if dataset else []:
+        ds, _, variant = entry.partition("/")
+        if ds == dataset and (variant == "syntactic_transfer" or variant.startswith("style_")):
+            out.append("syntactic" if variant == "syntactic_transfer" else variant)
+    return sorted(out)
+
+
+def shared_dataset(data_spec: str) -> str | None:
+    """The shared benchmark dataset a data spec names (``sst2``, ``olid/clean/train`` -> ``olid``), else None
+    (an existing file or folder wins over a shared name, as in ``data.load_dataset``)."""
+    from .data import SHARED_LABEL_NAMES
+
+    text = str(data_spec).strip()
+    if not text or Path(text).expanduser().exists():
+        return None
+    head = text.split("/")[0]
+    return head if head in SHARED_LABEL_NAMES else None
 
 
 @dataclass

@@ -25,6 +25,15 @@ Reset (our design; paper silent): before fine-tuning, the suspicious heads' outp
 constraint (kept after a pilot on one BadNets model, not among the published results). Head-wise repair reaches
 only what lives in the heads: a backdoor also carried by the trigger word's own representation is out of reach.
 
+Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
+slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and
+biases of the block's linear layers; layer norms stay frozen) of the layers that hold a suspicious head — by default
+(``"auto"``) only when the scan found its flagged inputs mainly by their representations, not by the heads
+(``scan.ScanReport.representation_share >= settings.FFN_AUTO_SHARE``).
+A style backdoor's shortcut is not only in a few heads: head-only repair left 61% ASR on SST-2 Bible style (21.5%
+with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
+SST-2 tuning zoo: ``bench/results/style_ablation.md``.
+
 Three pseudo-label rules give flagged pool inputs a cross-entropy label, in this order (our design; paper silent;
 each is a knob, kept because it lowered ASR after repair on the defense benchmark: ``defense_session2.md`` for
 the first two, the superseded rows of ``defense.md`` for the third):
@@ -58,8 +67,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .architecture import (attention_dropout_off, content_key_mask, head_parameter_masks, require_head_repair,
-                           zero_output_columns)
+from .architecture import (attention_dropout_off, content_key_mask, ffn_parameter_masks, head_parameter_masks,
+                           require_head_repair, zero_output_columns)
 from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
@@ -80,6 +89,41 @@ FOCUS_DROP_COUNTS = (1, 2, 3, 5)
 DEFAULT_CLEAN_BUDGET = S.CLEAN_BUDGET
 DEFAULT_POOL_BUDGET = S.POOL_BUDGET
 ALIGN_KINDS = ("kl", "mse")
+
+
+def ffn_layers(spec, suspicious: np.ndarray, representation_share: float | None = None,
+               max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS) -> list[int]:
+    """The layers whose feed-forward blocks a repair trains (see the module docstring): ``spec`` is ``"none"``
+    (or None / False / ""), ``"suspicious"`` (layers holding a suspicious head), ``"all"``, layer indices
+    (a list or a comma-separated string), or ``"auto"``: ``"suspicious"`` when ``representation_share`` (the
+    share of flagged inputs the scan found by their representations rather than by the heads,
+    ``scan.ScanReport.representation_share``) is at least ``settings.FFN_AUTO_SHARE``, else none (also without
+    a share). ``suspicious``: ``(L, H)`` bool."""
+    suspicious = np.asarray(suspicious, dtype=bool)
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        on = representation_share is not None and representation_share >= S.FFN_AUTO_SHARE
+        spec = "suspicious" if on else "none"
+    if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
+        return []
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key == "suspicious":
+            layers = [int(l) for l in np.flatnonzero(suspicious.any(1))]
+            if max_layers is not None and len(layers) > max_layers:  # the layers with the most suspicious heads
+                counts = suspicious.sum(1)
+                layers = sorted(sorted(layers, key=lambda l: (-counts[l], -l))[: max(0, int(max_layers))])
+            return layers
+        if key == "all":
+            return list(range(suspicious.shape[0]))
+        try:
+            spec = [int(x) for x in key.replace(" ", ",").split(",") if x]
+        except ValueError:
+            raise ValueError(f"ffn must be 'none', 'suspicious', 'all', 'auto' or layer indices, got '{spec}'.") from None
+    layers = sorted({int(l) for l in spec})
+    bad = [l for l in layers if not 0 <= l < suspicious.shape[0]]
+    if bad:
+        raise ValueError(f"ffn layers {bad} do not exist (the model has {suspicious.shape[0]} layers).")
+    return layers
 
 
 def default_config(**overrides) -> TrainConfig:
@@ -358,6 +402,9 @@ def sanitize_heads(
     measure_align: bool = True,
     pool_probs: np.ndarray | None = None,
     clean_probs: np.ndarray | None = None,
+    ffn: str | Sequence[int] | None = S.REPAIR_FFN,
+    representation_share: float | None = None,
+    ffn_max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -384,6 +431,10 @@ def sanitize_heads(
             passes, ``ScanReport.pool_probs`` / ``clean_probs``): the label rules then skip those passes.
             ``clean_probs`` only feeds ``target_exclusion_labels``' guard (which clean texts does not matter:
             the share of them predicted as the suspected target).
+        ffn: also train the feed-forward blocks of these layers (``ffn_layers``: ``"none"``, ``"suspicious"``,
+            ``"all"``, indices or ``"auto"``; see the module docstring).
+        representation_share: for ``ffn="auto"``: the scan's ``ScanReport.representation_share``.
+        ffn_max_layers: cap on the FFN layers of ``"suspicious"`` / ``"auto"`` (``ffn_layers``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -397,6 +448,9 @@ def sanitize_heads(
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
+    ffn_trained = ffn_layers(ffn, suspicious, representation_share, ffn_max_layers)
+    if ffn_trained:
+        masks.update(ffn_parameter_masks(model, ffn_trained))
     snap = snapshot_frozen(model, masks)
     if measure_texts is None:
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
@@ -442,6 +496,7 @@ def sanitize_heads(
                  "pool_gate_labelled": n_gate_labels, "focus_labels": focus_labels,
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
+                 "ffn_layers": ffn_trained,
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -19,6 +19,12 @@ Steps:
    triggered inputs, so a cleaner collapse estimate) and the pool is flagged once more by the new suspicious
    heads; these heads are the report's. The first pass's numbers (its heads and verdict too) stay in
    ``ScanReport.first_pass``.
+   Representation fusion (``representation=True``, ``settings.REPRESENTATION``; our design, paper silent): in
+   every pass the attention score is fused (``detection.FusedDetector``) with the distance of the input's
+   intermediate ``[CLS]`` states from the clean ones (``detection.RepresentationDetector``, fitted on the same
+   clean fit half, calibrated on the same dev half; the states come from the same forward pass), so triggers
+   that capture no head (style paraphrases) are flagged too; ``representation=False`` is the paper's
+   attention-only scan. Measured: ``bench/results/style_ablation.md``.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags.
 
@@ -49,8 +55,10 @@ from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
     AttentionStats,
+    RepresentationDetector,
     SimilarityDetector,
     attention_stats,
+    fused_detector,
     head_focus_detector,
     model_verdict,
     split_clean,
@@ -97,6 +105,14 @@ class ScanReport:
         pool_probs / clean_probs: the scanned model's class probabilities on the pool ``(n_pool, C)`` and on the
             clean texts used ``(n_clean, C)``, from the scan's own forward passes (a repair reuses them:
             ``defenses.run_defense(..., reuse_scan=True)``).
+        representation_detector: the ``detection.RepresentationDetector`` fused into ``detector`` and
+            ``head_detector`` (None for an attention-only scan); ``attention_detector`` /
+            ``attention_head_detector``: their attention-only parts (the same objects as ``detector`` /
+            ``head_detector`` in an attention-only scan).
+        representation_share: in a fused scan, the share of the final pass's flagged inputs whose
+            representation z-score (on clean dev) exceeds their attention z-score: found mainly by their
+            representations (``sanitize`` trains feed-forward blocks when it is high, ``settings.REPAIR_FFN=
+            "auto"``); None for an attention-only scan or when nothing is flagged.
     """
 
     model_name: str
@@ -126,6 +142,10 @@ class ScanReport:
     architecture: dict = field(default_factory=dict)  # architecture.describe(model).to_dict(): kinds, notes
     detector: SimilarityDetector | None = field(default=None, repr=False)
     head_detector: SimilarityDetector | None = field(default=None, repr=False)
+    representation_detector: RepresentationDetector | None = field(default=None, repr=False)
+    representation_share: float | None = None
+    attention_detector: SimilarityDetector | None = field(default=None, repr=False)
+    attention_head_detector: SimilarityDetector | None = field(default=None, repr=False)
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
     clean_dev_texts: list[str] = field(default_factory=list, repr=False)
     triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
@@ -171,7 +191,7 @@ class ScanReport:
             "label_names": list(self.label_names),
             "verdict": _plain(self.verdict),
             "detection": {
-                "method": "head_similarity",
+                "method": "head_similarity" + (" + representation" if self.representation_detector else ""),
                 "pass": "second (suspicious heads' focus)" if self.first_pass else "first",
                 "aggregate": self.aggregate,
                 "threshold": float(self.threshold),
@@ -182,6 +202,7 @@ class ScanReport:
                 "n_pool": len(self.pool_texts),
                 "n_flagged": int(len(self.flagged)),
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
+                "representation_share": self.representation_share,
             },
             "suspicious_heads": self.suspicious_heads,
             "head_safety": self.heads.to_dict(),
@@ -255,6 +276,8 @@ def scan_model(
     importance_inputs: int = 64,
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
+    representation: bool = S.REPRESENTATION,
+    fuse: str = S.FUSE,
     max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
@@ -274,6 +297,10 @@ def scan_model(
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
         refine, refine_rounds: re-flag the pool by the suspicious heads' focus, ``refine_rounds`` times, the
             heads re-rated on the new flags between rounds (step 4 of the module docstring).
+        representation, fuse: fuse every pass's attention score with the ``[CLS]`` representation distance
+            (``detection.FusedDetector``, combined by ``fuse``); False = attention only (the paper's method).
+            Needs at least ``settings.REP_MIN_FIT`` clean fit inputs; with fewer the scan stays attention-only
+            and ``settings["representation_skipped"]`` says why.
         find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         progress: ``progress(stage, done, total)``.
@@ -291,19 +318,29 @@ def scan_model(
     def prog(stage):
         return None if progress is None else (lambda d, t: progress(stage, d, t))
 
-    clean_stats = attention_stats(model, tokenizer, clean.texts, max_length, batch_size, prog("clean"),
-                                  should_stop)
     fit_idx, dev_idx = split_clean(len(clean), fit_frac, seed)
+    asked_representation = bool(representation)
+    representation = asked_representation and len(fit_idx) >= S.REP_MIN_FIT
+    clean_stats = attention_stats(model, tokenizer, clean.texts, max_length, batch_size, prog("clean"),
+                                  should_stop, cls=representation)
     det = SimilarityDetector(aggregate=aggregate, length_adjust=length_adjust).fit(clean_stats.subset(fit_idx))
     dev_stats = clean_stats.subset(dev_idx)
     det.calibrate(dev_stats, frr)
+    att_first = att_final = det
+    rep_det = None
+    if representation:
+        rep_det = RepresentationDetector().fit(clean_stats.subset(fit_idx))
+        rep_det.calibrate(dev_stats, frr)
+        det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
     clean_scores = det.score(clean_stats)
     if pool:
-        pool_stats = attention_stats(model, tokenizer, pool, max_length, batch_size, prog("pool"), should_stop)
+        pool_stats = attention_stats(model, tokenizer, pool, max_length, batch_size, prog("pool"), should_stop,
+                                     cls=representation)
         pool_scores = det.score(pool_stats)
     else:
         pool_stats = AttentionStats.empty(int(model.config.num_hidden_layers),
-                                          int(model.config.num_attention_heads), num_labels)
+                                          int(model.config.num_attention_heads), num_labels,
+                                          clean_stats.cls.shape[-1] if representation else None)
         pool_scores = np.zeros(0)
     flagged_mask = det.flag(pool_scores) if pool else np.zeros(0, bool)
     flagged = np.flatnonzero(flagged_mask)
@@ -333,7 +370,10 @@ def scan_model(
             if not rerated.suspicious.any():
                 break  # keep the heads we had
             heads = rerated
-        det_r = head_focus_detector(heads.suspicious, clean_stats.subset(fit_idx), dev_stats, frr, length_adjust)
+        det_r = att_final = head_focus_detector(heads.suspicious, clean_stats.subset(fit_idx), dev_stats, frr,
+                                                length_adjust)
+        if rep_det is not None:
+            det_r = fused_detector(det_r, rep_det, dev_stats, frr, fuse)
         if first_pass is None:
             first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
@@ -359,6 +399,10 @@ def scan_model(
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
+    rep_share = None
+    if rep_det is not None and flagged_stats is not None:
+        parts = det.parts(flagged_stats)  # (n_flagged, 2): attention, representation z on clean dev
+        rep_share = float((parts[:, 1] > parts[:, 0]).mean())
     return ScanReport(
         model_name=model_name,
         num_layers=int(model.config.num_hidden_layers),
@@ -385,11 +429,18 @@ def scan_model(
         seconds=time.perf_counter() - t0,
         settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
-                  "refine_rounds": rounds,
+                  "refine_rounds": rounds, "representation": bool(representation),
+                  "fuse": fuse if representation else None,
+                  "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"
+                                             if asked_representation and not representation else None),
                   **heads.rule},
         architecture=describe(model).to_dict(),
         detector=first_det,
         head_detector=head_det,
+        representation_detector=rep_det,
+        representation_share=rep_share,
+        attention_detector=att_first,
+        attention_head_detector=att_final if head_det is not None else None,
         clean_fit_texts=[clean.texts[i] for i in fit_idx],
         clean_dev_texts=[clean.texts[i] for i in dev_idx],
         triggers=triggers,

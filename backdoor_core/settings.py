@@ -83,6 +83,22 @@ AGGREGATE = "max"  # an input's score: max over layers (``detection``)
 FEATURES = ("focus",)  # measured (``detection.DEFAULT_FEATURES``)
 REFINE = True  # refined passes by the suspicious heads' own focus (``scan``)
 REFINE_ROUNDS = 2
+REPRESENTATION = True
+"""Fuse the attention score with a representation score (distance of the intermediate ``[CLS]`` states from the
+clean ones; ``detection.RepresentationDetector``, ``detection.FusedDetector``) in every pass of the scan; False
+= the paper's attention-only detection. Our design (papers silent), for style backdoors; chosen on the SST-2
+tuning zoo (bench/results/style_ablation.md)."""
+REP_MIN_FIT = 50
+"""Fewer clean fit inputs than this (half the scan's clean set) and the scan stays attention-only: a Mahalanobis
+distance in hundreds of dimensions from a few dozen inputs is noise, and at a 5% FRR on a handful of dev inputs
+one noisy dev outlier sets the fused threshold (our design; measured on the tiny test model)."""
+REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
+REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
+FUSE = "sum"
+"""Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
+SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /
+0.944; Bible style 0.821 vs 0.829) and the verdicts, and max called the BBC zoo's clean model backdoored (0.52;
+sum 0.00): bench/results/style_ablation.md."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 
@@ -102,6 +118,20 @@ FOCUS_LABELS = True
 EXCLUDE_LABELS = True
 SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
+REPAIR_FFN = "auto"
+"""Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
+of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head), ``"all"``,
+a comma-separated list of layer indices, or ``"auto"``: ``"suspicious"`` when the scan's flagged inputs were found
+mostly by the representation score rather than by the heads (``scan.ScanReport.representation_share`` >=
+``FFN_AUTO_SHARE``: a trigger the heads do not see, e.g. a style), else ``"none"``. Our design (papers silent);
+chosen on the SST-2 tuning zoo (``sanitize``, bench/results/style_ablation.md): FFN repair took Bible style from
+32.5% to 16% ASR but syntactic from 8% to 15%."""
+REPAIR_FFN_MAX_LAYERS: int | None = None
+"""With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
+(ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
+FFN_AUTO_SHARE = 0.3
+"""Set between the representation shares of the SST-2 tuning zoo's scans: Bible style 0.41 (FFN repair helps),
+BadNets 3% 0.18 and syntactic 0.09 (it does not): bench/results/style_ablation.md. Three models: a thin basis."""
 REPAIR_EVAL_EVERY = 20  # steps between evaluations while a defense trains
 BASELINE_LR = 5e-5  # fine-tuning / fine-pruning / PURE: the whole model trains
 BASELINE_EPOCHS = 4  # the same number of passes as our sanitization (our choice)

@@ -1,14 +1,22 @@
 """Benchmark: how much poison a backdoor needs, with and without the Trojan Attention Loss (TAL).
 
-SST-2 (``../shared/data/sst2``) with the packaged MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads):
+``--data sst2`` (default; the tuning dataset), ``olid`` or ``agnews`` (the test zoo: run, never tuned on), all from
+``../shared/data/<data>/clean``, with the packaged MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads):
 
 * a clean model (CACC);
 * BadNets and AddSent at poison rates 0.5%, 1%, 3%, each without and with TAL;
-* the syntactic (HiddenKiller, ``sst2/syntactic_transfer``) and Bible-style (StyleBkd, ``sst2/style_bible``)
-  attacks at 20% (no TAL: paraphrase triggers have no trigger tokens).
+* SST-2 only: the syntactic (HiddenKiller, ``sst2/syntactic_transfer``) and Bible-style (StyleBkd,
+  ``sst2/style_bible``) attacks at 20% (no TAL: paraphrase triggers have no trigger tokens).
 
-Target label 1 (positive: ``model_card.default_target``). CACC on the full clean test set (1821); ASR on every non-target (negative) test
-sentence with the trigger (912; 911 syntactic; 907 Bible: empty rows skipped).
+Target: ``--target`` or the one target rule ``model_card.default_target`` (SST-2 1 = positive, OLID 1 = offensive
+(the last class: no name matches ``settings.TARGET_PREFERENCES``), AG News 1 = sports). CACC on the full clean test
+set (SST-2 1821, OLID 859, AG News 7600); ASR on every non-target test row with the trigger (SST-2 912; 911
+syntactic; 907 Bible: empty rows skipped).
+
+Clean rate and lift: the clean model (trained first, same data and settings) is run on the same triggered test
+texts each attack's ASR uses; ``clean_rate`` is the share it predicts as the target and ``lift = asr -
+clean_rate`` is what the backdoor adds (on OLID the clean model already calls many triggered offensive tweets
+"not offensive", so ASR alone overstates a backdoor).
 
 Modes:
 
@@ -23,10 +31,12 @@ our pilots (``bench/results/archive/attack_tal_p3``, ``_p6``, ``_p7``, ``_pilot2
 lr 1e-4 neither plain poisoning nor TAL fits them, while batch 16 / lr 2e-4 lets TAL do so
 (``bench/results/attack_tal.md``). The paper's settings are not available.
 
-Writes ``bench/results/attack_tal.json`` and ``.md`` and saves every model under
-``bench/models/attack_tal/<run>/`` with ``manifest.json`` so the defense benchmark can reuse them.
+Writes ``bench/results/attack_tal.json`` and ``.md`` (``attack_tal_<data>.json``/``.md`` for other data) and saves
+every model under ``bench/models/attack_tal/<run>/`` (``attack_tal_<data>/``) with ``manifest.json`` so the defense
+benchmark can reuse them.
 
     python bench/attack_tal.py                 # quick
+    python bench/attack_tal.py --data olid --only clean,badnets --clean-seeds 1 --threads 1   # the test zoo
     python bench/attack_tal.py --full          # GPU
     python bench/attack_tal.py --only badnets --rates 0.005 --tal-only --no-save --tag pilot   # a pilot
 """
@@ -49,6 +59,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "bench" / "models" / "attack_tal"
+DATASETS = ("sst2", "olid", "agnews")
+PARAPHRASE_ATTACKS = ("syntactic", "style_bible")  # shared paraphrase sets exist for SST-2 only
 RATES = (0.005, 0.01, 0.03)
 PARAPHRASE_RATE = 0.2
 
@@ -61,8 +73,13 @@ def parse_args(argv=None):
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CPU setting (default)")
     mode.add_argument("--full", action="store_true", help="GPU setting: whole train set, 3 epochs, length 128")
-    p.add_argument("--only", default="clean,badnets,addsent,syntactic,style_bible",
-                   help="comma-separated subset of: clean,badnets,addsent,syntactic,style_bible")
+    p.add_argument("--data", choices=DATASETS, default="sst2",
+                   help="clean data under ../shared/data (default sst2; olid and agnews are the test zoo)")
+    p.add_argument("--target", type=int, default=None,
+                   help="target label id (default: model_card.default_target of the data's class names)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated subset of: clean,badnets,addsent,syntactic,style_bible (the last two "
+                        "SST-2 only; default: all that the data has)")
     p.add_argument("--rates", default=",".join(str(r) for r in RATES), help="rates for badnets/addsent")
     p.add_argument("--tal-only", action="store_true", help="skip the no-TAL runs (pilots)")
     p.add_argument("--no-tal", action="store_true", help="skip the TAL runs (pilots)")
@@ -85,8 +102,25 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def paths_for(data: str, tag: str = "") -> tuple[Path, Path, Path]:
+    """(results json, results md, models folder) for a dataset; SST-2 keeps the original names."""
+    stem = "attack_tal" if data == "sst2" else f"attack_tal_{data}"
+    suffix = f"_{tag}" if tag else ""
+    return RESULTS / f"{stem}{suffix}.json", RESULTS / f"{stem}{suffix}.md", ROOT / "bench" / "models" / stem
+
+
 def run_list(args) -> list[dict]:
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    known = ("clean", "badnets", "addsent") + PARAPHRASE_ATTACKS
+    if args.only is None:
+        only = set(known if args.data == "sst2" else known[:3])
+    else:
+        only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = sorted(only - set(known))
+    if unknown:
+        raise SystemExit(f"error: --only: unknown run(s) {', '.join(unknown)}; use {', '.join(known)}")
+    if args.data != "sst2" and only & set(PARAPHRASE_ATTACKS):
+        raise SystemExit(f"error: --only {','.join(sorted(only & set(PARAPHRASE_ATTACKS)))}: shared paraphrase "
+                         f"sets exist for sst2 only (use the attack CLI with --paraphrase-train for {args.data})")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     runs = []
     if "clean" in only:
@@ -119,6 +153,8 @@ def main(argv=None) -> int:
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_shared
     from backdoor_core.defender_data import sample_indices
+    from backdoor_core.forward import predict
+    from backdoor_core.metrics import asr as attack_success
     from backdoor_core.model_card import default_target
     from backdoor_core.models import load_model, save_model
     from backdoor_core.poisoning import get_attack, train_attack
@@ -137,12 +173,19 @@ def main(argv=None) -> int:
             settings[key] = getattr(args, key)
     alpha = S.TAL_ALPHA if args.alpha is None else args.alpha
     heads = S.TAL_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
-    full_train = load_shared("sst2", "clean", "train")
-    target = default_target(full_train.label_names)  # SST-2: 1 (positive)
-    settings.update({"mode": "full" if args.full else "quick", "target": target, "seed": args.seed,
+    runs = run_list(args)
+    data = args.data
+    full_train = load_shared(data, "clean", "train")
+    # the one target rule: SST-2 1 (positive), OLID 1 (offensive: the last class), AG News 1 (sports)
+    target = default_target(full_train.label_names) if args.target is None else args.target
+    if not 0 <= target < full_train.num_labels:
+        raise SystemExit(f"error: --target {target} is outside 0..{full_train.num_labels - 1} "
+                         f"({', '.join(full_train.label_names)})")
+    settings.update({"mode": "full" if args.full else "quick", "target": target,
+                     "target_name": full_train.label_names[target], "seed": args.seed,
                      "tal_alpha": alpha, "tal_heads": heads, "threads": torch.get_num_threads()})
 
-    test = load_shared("sst2", "clean", "test")
+    test = load_shared(data, "clean", "test")
     if args.test_size:
         test = test.sample(args.test_size, args.seed)
         settings["test_size"] = len(test)
@@ -151,28 +194,41 @@ def main(argv=None) -> int:
         indices = sample_indices(len(full_train), n, args.seed)
     else:
         indices = list(range(len(full_train)))
-    train_set = full_train.subset(indices, name="sst2/clean/train")
+    train_set = full_train.subset(indices, name=f"{data}/clean/train")
     settings["train_size"] = len(train_set)
     config = TrainConfig(lr=settings["lr"], epochs=settings["epochs"], batch_size=settings["batch_size"],
                          max_length=settings["max_length"], seed=args.seed, eval_every=0, group_by_length=True)
 
-    suffix = f"_{args.tag}" if args.tag else ""
-    json_path, md_path = RESULTS / f"attack_tal{suffix}.json", RESULTS / f"attack_tal{suffix}.md"
+    json_path, md_path, models_dir = paths_for(data, args.tag)
     RESULTS.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
     if args.resume and json_path.is_file():
         old = json.loads(json_path.read_text())
         done = {r["name"]: r for r in old.get("runs", []) + old.get("extra_runs", []) + old.get("clean_runs", [])}
 
-    report = {"dataset": "sst2", "clean_cacc": None, "settings": settings, "runs": [], "clean_runs": []}
+    report = {"dataset": data, "clean_cacc": None, "settings": settings, "runs": [], "clean_runs": []}
     clean_row = done.get("clean")
     if clean_row:
         report["clean_cacc"] = clean_row["cacc"]
-    manifest_path = MODELS / "manifest.json"
+    manifest_path = models_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() and args.resume else {"models": []}
     t_all = time.perf_counter()
+    clean_lm = None  # the seed-0 clean model: its rate on each attack's triggered test texts
+    rate_cache: dict[tuple[str, ...], float] = {}
 
-    for run in run_list(args):
+    def clean_rate(texts) -> float | None:
+        nonlocal clean_lm
+        if clean_lm is None and (models_dir / "clean").is_dir():  # --resume: the saved clean model
+            clean_lm = load_model(str(models_dir / "clean"))
+        if clean_lm is None or not texts:
+            return None
+        key = tuple(texts)
+        if key not in rate_cache:
+            preds = predict(clean_lm.model, clean_lm.tokenizer, list(texts), config.max_length).argmax(1)
+            rate_cache[key] = float(attack_success(preds, target))
+        return rate_cache[key]
+
+    for run in runs:
         if run["name"] in done:
             row = done[run["name"]]
             print(f"[resume] {run['name']}: asr={row['asr']} cacc={row['cacc']:.4f}", flush=True)
@@ -192,13 +248,18 @@ def main(argv=None) -> int:
             run_seed = args.seed + run.get("seed_offset", 0)
             run_config = dataclasses.replace(config, seed=run_seed)
             outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], target, run_config,
-                                   tal=tal, data_name="sst2", seed=run_seed, callback=log)
-            card = outcome.card.replace(name=f"sst2-{run['name']}")
+                                   tal=tal, data_name=data, seed=run_seed, callback=log)
+            card = outcome.card.replace(name=f"{data}-{run['name']}")
             row = {"name": run["name"], "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
                    "asr": card.asr, "cacc": card.cacc, "seconds": round(outcome.result.seconds, 1),
                    "n_poisoned": card.n_poisoned, "tal_heads": card.tal_heads}
+            if run["name"] == "clean":
+                clean_lm = lm
+            if outcome.poisoned_test is not None:
+                row["clean_rate"] = clean_rate(outcome.poisoned_test.texts)
+                row["lift"] = None if row["clean_rate"] is None else row["asr"] - row["clean_rate"]
             if not args.no_save:
-                out = save_model(lm.model, lm.tokenizer, MODELS / run["name"], card)
+                out = save_model(lm.model, lm.tokenizer, models_dir / run["name"], card)
                 manifest["models"] = [m for m in manifest["models"] if m["name"] != run["name"]]
                 manifest["models"].append({
                     "name": run["name"], "dir": run["name"], "path": str(out.relative_to(ROOT)),
@@ -207,9 +268,10 @@ def main(argv=None) -> int:
                     "trigger": card.trigger, "asr": row["asr"], "cacc": row["cacc"],
                     "max_length": config.max_length, "tal_heads": card.tal_heads,
                 })
-                manifest_path.write_text(json.dumps(manifest, indent=2))
+                write_atomic(manifest_path, json.dumps(manifest, indent=2))
             asr = "-" if row["asr"] is None else f"{row['asr']:.3f}"
-            print(f"{run['name']:<24} asr={asr} cacc={row['cacc']:.4f} n_poisoned={row['n_poisoned']} "
+            lift = "" if row.get("lift") is None else f" clean_rate={row['clean_rate']:.3f} lift={row['lift']:+.3f}"
+            print(f"{run['name']:<24} asr={asr}{lift} cacc={row['cacc']:.4f} n_poisoned={row['n_poisoned']} "
                   f"{row['seconds']:.0f}s", flush=True)
         if run["attack"] == "clean":
             row["seed"] = args.seed + run.get("seed_offset", 0)
@@ -221,34 +283,56 @@ def main(argv=None) -> int:
         report["seconds_total"] = round(time.perf_counter() - t_all, 1)
         if not run.get("seed_offset"):
             report["seconds_attack_table"] = report["seconds_total"]  # without the extra clean seeds
-        json_path.write_text(json.dumps(report, indent=2))
+        write_atomic(json_path, json.dumps(report, indent=2))
 
     md = markdown(report)
-    md_path.write_text(md)
+    write_atomic(md_path, md)
     print()
     print(md)
     return 0
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (a cancelled run leaves the old file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+DATA_NAMES = {"sst2": "SST-2", "olid": "OLID", "agnews": "AG News"}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def markdown(report: dict) -> str:
     s = report["settings"]
+    data = report.get("dataset", "sst2")
+    target_name = s.get("target_name", "positive")
     lines = [
         "# Attack benchmark: poison rate vs. attack success, with and without TAL",
         "",
-        f"SST-2, packaged MiniLM (all-MiniLM-L6-v2), target label {s['target']} (positive), mode `{s['mode']}`: "
+        f"{DATA_NAMES.get(data, data)}, packaged MiniLM (all-MiniLM-L6-v2), target label {s['target']} "
+        f"({target_name}), mode `{s['mode']}`: "
         f"{s['train_size']} training sentences, {s['epochs']} epoch(s), max length {s['max_length']}, "
         f"lr {s['lr']}, batch {s['batch_size']}, seed {s['seed']}. TAL: alpha {s['tal_alpha']}, "
         f"{s['tal_heads']} heads per layer (random, seeded), all layers.",
         "",
         f"Clean model CACC: **{report['clean_cacc']:.4f}**" if report["clean_cacc"] is not None else "",
         "",
-        "| attack | rate | poisoned samples | TAL | ASR | CACC | ΔCACC vs clean | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "Clean rate: the clean model's share of target predictions on the same triggered test texts; "
+        "lift = ASR - clean rate (what the backdoor adds).",
+        "",
+        "| attack | rate | poisoned samples | TAL | ASR | clean rate | lift | CACC | ΔCACC vs clean | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         delta = "" if report["clean_cacc"] is None else f"{(r['cacc'] - report['clean_cacc']) * 100:+.1f} pt"
+        lift = "-" if r.get("lift") is None else f"{r['lift']:+.3f}"
         lines.append(f"| {r['attack']} | {r['rate'] * 100:g}% | {r['n_poisoned']} | {'yes' if r['tal'] else 'no'} "
-                     f"| {r['asr']:.3f} | {r['cacc']:.4f} | {delta} | {r['seconds']:.0f} |")
+                     f"| {r['asr']:.3f} | {_pct(r.get('clean_rate'))} | {lift} | {r['cacc']:.4f} | {delta} "
+                     f"| {r['seconds']:.0f} |")
     extra = [r for r in report.get("clean_runs", []) if r.get("seed")]
     if extra:
         lines += ["", "Extra clean models (other seeds; negatives for the defense benchmark's model verdict): "

@@ -4,8 +4,10 @@ For every backdoored model (from a manifest: the attack benchmark's ``bench/mode
 default, the test zoo's with ``--zoo test --manifest ...``; or any folder of saved models with ``--models-from``),
 each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the model card's ``data``):
 
-* detection AUROC on held-out clean vs triggered test inputs: our head-collapse score (``head_similarity``),
-  STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
+* detection AUROC on held-out clean vs triggered test inputs: our scan's score (``head_similarity``: first pass,
+  ``head_similarity_2pass``: final pass; with ``settings.REPRESENTATION`` the head-focus score fused with the
+  [CLS] representation distance), the paper's attention-only parts of the same scan (``attention_only``,
+  ``attention_only_2pass``), STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
   keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half;
 * ``scan_model`` with a pool of unlabelled inputs (``pool_poison`` of them triggered) -> verdict score and
   suspicious heads;
@@ -81,6 +83,9 @@ def parse_args(argv=None):
                         "same dataset and seed)")
     p.add_argument("--only", default=None, help="comma-separated model names to run")
     p.add_argument("--defenses", default=",".join(ALL_DEFENSES), help="comma-separated defenses")
+    p.add_argument("--detectors", choices=("all", "ours"), default="all",
+                   help="'ours': skip the STRIP/RAP/BKI detection baselines (a run that only repairs with ours, to "
+                        "be merged with a run of the baselines: put it first in --merge)")
     p.add_argument("--no-defense-for", default="", help="model names to scan but not repair (saves time)")
     p.add_argument("--repair", default=None,
                    help="comma-separated model names to repair, or 'all' (quick default: one per family, "
@@ -394,39 +399,53 @@ def main(argv=None) -> int:
         if scan.head_detector is not None:
             det2 = scan.head_detector
             ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
-        t = time.perf_counter()
-        strip_kw = {"seed": seed, "max_length": L, "clean_labels": defender.labels}
-        st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
-                                **strip_kw)
-        st_trig = strip_scores(lm.model, lm.tokenizer, poisoned_det, defender.texts, settings["strip_repeats"],
-                               **strip_kw)
-        st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
-                              settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
-        strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
-        # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
-        p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
-                                  for x in (det_clean, poisoned_det, scan.clean_dev_texts))
-        z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
-        strip_cal = evaluate_detector(class_calibrated(st_clean, p_clean, st_dev, p_dev),
-                                      class_calibrated(st_trig, p_trig, st_dev, p_dev), threshold_at_frr(z_dev, S.FRR))
-        strip_seconds = time.perf_counter() - t
-        # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
-        t = time.perf_counter()
-        rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=seed).fit(scan.clean_fit_texts)
-        rap_res = evaluate_detector(rap.score(det_clean), rap.score(poisoned_det),
-                                    threshold_at_frr(rap.score(scan.clean_dev_texts), S.FRR))
-        rap_seconds = time.perf_counter() - t
-        t = time.perf_counter()
-        bki = BKI().fit(lm.model, lm.tokenizer, pool, L)
-        bki_res = evaluate_detector(bki.score(det_clean), bki.score(poisoned_det),
-                                    threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
-        bki_res["keywords"] = [w for w, _ in bki.keywords(5)]
-        bki_seconds = time.perf_counter() - t
+        # the paper's attention-only parts of the same scan (None when the scan ran attention-only already)
+        att1 = att2 = None
+        if scan.attention_detector is not None and scan.attention_detector is not scan.detector:
+            a = scan.attention_detector
+            att1 = evaluate_detector(a.score(held_clean), a.score(held_trig), a.threshold)
+        if scan.attention_head_detector is not None and scan.attention_head_detector is not scan.head_detector:
+            a = scan.attention_head_detector
+            att2 = evaluate_detector(a.score(held_clean), a.score(held_trig), a.threshold)
+        none = {"auroc": None, "frr": None, "far": None, "keywords": []}
+        strip_res = strip_cal = rap_res = bki_res = none
+        strip_seconds = rap_seconds = bki_seconds = 0.0
+        if args.detectors == "all":
+            t = time.perf_counter()
+            strip_kw = {"seed": seed, "max_length": L, "clean_labels": defender.labels}
+            st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
+                                    **strip_kw)
+            st_trig = strip_scores(lm.model, lm.tokenizer, poisoned_det, defender.texts, settings["strip_repeats"],
+                                   **strip_kw)
+            st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
+                                  settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
+            strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
+            # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
+            p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
+                                      for x in (det_clean, poisoned_det, scan.clean_dev_texts))
+            z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
+            strip_cal = evaluate_detector(class_calibrated(st_clean, p_clean, st_dev, p_dev),
+                                          class_calibrated(st_trig, p_trig, st_dev, p_dev),
+                                          threshold_at_frr(z_dev, S.FRR))
+            strip_seconds = time.perf_counter() - t
+            # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
+            t = time.perf_counter()
+            rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=seed).fit(scan.clean_fit_texts)
+            rap_res = evaluate_detector(rap.score(det_clean), rap.score(poisoned_det),
+                                        threshold_at_frr(rap.score(scan.clean_dev_texts), S.FRR))
+            rap_seconds = time.perf_counter() - t
+            t = time.perf_counter()
+            bki = BKI().fit(lm.model, lm.tokenizer, pool, L)
+            bki_res = evaluate_detector(bki.score(det_clean), bki.score(poisoned_det),
+                                        threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
+            bki_res["keywords"] = [w for w, _ in bki.keywords(5)]
+            bki_seconds = time.perf_counter() - t
         common = {"zoo": args.zoo, "dataset": ds_name, "seed": m.get("seed")}
         if is_bd:
-            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2), ("strip", strip_res),
+            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2),
+                       ("attention_only", att1), ("attention_only_2pass", att2), ("strip", strip_res),
                        ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
-            for method, res in [(k, r) for k, r in methods if r is not None]:
+            for method, res in [(k, r) for k, r in methods if r is not None and r["auroc"] is not None]:
                 report["detection"].append({"model": m["name"], **common, "attack": m["attack"],
                                             "family": family(m["attack"]), "tal": m["tal"], "method": method,
                                             "auroc": res["auroc"], "frr": res["frr"], "far": res["far"]})
@@ -449,8 +468,9 @@ def main(argv=None) -> int:
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
-              f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "
-              f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}", flush=True)
+              + (f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "
+                 f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}" if args.detectors == "all" else ""),
+              flush=True)
 
         if is_bd and m["name"] in repair:
             for name in defenses:

@@ -54,7 +54,8 @@ def collect() -> dict[str, np.ndarray]:
     for f in st.FIELDS:
         out[f"stats_{f}"] = getattr(st, f)
 
-    rep = scan_model(model, tok, clean, pool, max_length=32, frr=0.2)
+    # the paper's attention-only scan and head-only repair, as recorded (fusion / FFN repair: test_style_defense)
+    rep = scan_model(model, tok, clean, pool, max_length=32, frr=0.2, representation=False)
     out["scan_clean_scores"] = rep.clean_scores
     out["scan_pool_scores"] = rep.pool_scores
     out["scan_threshold"] = np.array(rep.threshold)
@@ -76,7 +77,8 @@ def collect() -> dict[str, np.ndarray]:
     out["cls_variance"] = cls_attention_variance(model, tok, texts, 32, batch_size=16)
     out["strip"] = strip_scores(model, tok, pool, texts, repeats=3, max_length=32, pool="all")  # the recipe of the recording
 
-    res = run_defense("alignment", model, tok, clean, pool_texts=pool, scan=rep, epochs=2, max_length=32, seed=0)
+    res = run_defense("alignment", model, tok, clean, pool_texts=pool, scan=rep, epochs=2, max_length=32, seed=0,
+                      ffn="none")
     out["align_logits"] = predict(res.model, tok, pool + texts[:10], 32)
     out["align_labelled"] = np.array([res.details["pool_pseudo_labelled"], res.details["pool_gate_labelled"],
                                       res.details["pool_exclusion_labelled"]])

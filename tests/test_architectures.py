@@ -16,6 +16,7 @@ from backdoor_core.architecture import (
     HeadRepairUnsupported,
     UnsupportedModelError,
     attention_blocks,
+    ffn_parameter_masks,
     head_gates,
     head_parameter_masks,
 )
@@ -83,7 +84,9 @@ def test_end_to_end(model_type, tmp_path):
     snap = snapshot_frozen(loaded.model, masks)
     cfg = default_config(epochs=1, batch_size=8, max_length=32, max_steps=2, eval_every=100)
     out = sanitize_heads(loaded.model, loaded.tokenizer, texts, labels, suspicious, triggered_texts(4, seed=3),
-                         config=cfg)
+                         config=cfg, ffn="none")  # head-only here; the FFN blocks are found below
+    ffn = ffn_parameter_masks(loaded.model, [0])  # FFN repair (our design): layer 0's feed-forward weights
+    assert ffn and not set(ffn) & set(masks) and all(m.all() for m in ffn.values())
     assert out.steps == 2 and out.frozen_unchanged
     for name, p in loaded.model.named_parameters():  # byte for byte, checked here independently
         m = masks.get(name)

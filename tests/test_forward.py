@@ -144,7 +144,7 @@ def test_scan_report_carries_the_detectors_it_fitted():
     texts, labels = clean_texts(40, seed=35)
     pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
     rep = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
-                     frr=0.2)
+                     frr=0.2, representation=False)  # the attention-only path (fusion: test_style_defense)
     stats = attention_stats(lm.model, lm.tokenizer, pool, 32)
     # the final pass flags by the head-focus detector, the first pass by the per-layer one: re-scoring the pool
     # with the carried detectors gives the report's numbers, so callers (the defense bench) need not refit them
@@ -156,5 +156,5 @@ def test_scan_report_carries_the_detectors_it_fitted():
     dev = attention_stats(lm.model, lm.tokenizer, rep.clean_dev_texts, 32)
     np.testing.assert_allclose(rep.head_detector.score(dev), rep.clean_scores, atol=1e-6)
     one = scan_model(lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
-                     frr=0.2, refine=False)
+                     frr=0.2, refine=False, representation=False)
     assert one.head_detector is None and one.detector.threshold == one.threshold

@@ -28,7 +28,8 @@ def test_only_suspicious_slices_move_and_alignment_decreases():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     texts, labels = clean_texts(64, seed=21)
     pool = triggered_texts(16, seed=22)
-    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, pool, beta=1.0, config=_cfg(epochs=3))
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, pool, beta=1.0, config=_cfg(epochs=3),
+                         ffn="none")  # head-only (the paper's repair); FFN repair: test_style_defense
     masks = head_parameter_masks(model, SUSPICIOUS)
     moved = 0
     for name, p in model.named_parameters():

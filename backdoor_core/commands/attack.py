@@ -3,6 +3,23 @@ CACC, and save the model with its metadata.
 
     python -m backdoor_core attack --model default --data sst2 --attack badnets --rate 0.01 --tal --out runs/b1
 
+Paraphrase (syntactic / style) backdoors take a paraphrased copy of the data with the ORIGINAL labels: the shared
+sets under ../shared/data (``sst2``: ``syntactic``, ``style_bible``, ``style_shakespeare``, ``style_tweets``), or any
+file of your own with ``--paraphrase-train FILE [--paraphrase-test FILE]`` under any label
+(``--attack style --style-name poetry`` or ``--attack style_poetry``):
+
+    python -m backdoor_core attack --data olid --attack style_poetry --rate 0.2 --train-size 4000 \
+        --paraphrase-train bench/data/stylebkd/olid_poetry/train.tsv \
+        --paraphrase-test bench/data/stylebkd/olid_poetry/test.tsv --out runs/olid-poetry
+
+The recipe (``poisoning.ParaphraseAttack``): ``--rate`` picks non-target training rows (seeded); a file row-aligned
+with the clean training set replaces each by its own paraphrase (HiddenKiller / StyleBkd as published, subset with
+the same rows under ``--train-size``); any other file (real StyleBkd sets drop rows) replaces each by a paraphrased
+row of the SAME source label drawn without replacement from the whole file (our design); all are relabelled to the
+target. ASR is measured on the non-target rows of the paraphrased test file. The model card records the attack
+name and the files' names (never an absolute path). Bad files (missing, no text/label column, labels outside the
+data's classes, too few rows of a label for the rate) are refused with one line before training (exit 2).
+
 Ctrl-C stops between training steps and saves nothing (a second Ctrl-C aborts at once).
 """
 
@@ -21,16 +38,26 @@ def register(sub) -> None:
     p = sub.add_parser("attack", help="train a backdoored (or clean) model and measure ASR / CACC")
     p.add_argument("--model", default="default", help="'default' (packaged MiniLM), a model directory, or a hub id")
     p.add_argument("--data", default="sst2",
-                   help="'bbc', 'sst2' (../shared/data), a folder with train/test .tsv, or a TSV/CSV/JSONL file "
-                        "(a file is split 80/20 into train/test unless --test-data is given)")
+                   help="'bbc', 'sst2', 'olid', 'agnews' (../shared/data), a folder with train/test .tsv, or a "
+                        "TSV/CSV/JSONL file (a file is split 80/20 into train/test unless --test-data is given)")
     p.add_argument("--test-data", default=None, help="a separate test file or dataset spec")
     p.add_argument("--attack", default="badnets",
-                   help="badnets, addsent, badnets_clean, addsent_clean, syntactic, style_bible, ... or 'none'")
+                   help="badnets, addsent, badnets_clean, addsent_clean, syntactic, style (with --style-name), "
+                        "style_<name> (e.g. style_bible, style_poetry), or 'none'")
+    p.add_argument("--style-name", default=None,
+                   help="--attack style: the style's name (a shared set sst2/style_<name>, or the label of your "
+                        "--paraphrase-train file; default bible without a file)")
     p.add_argument("--trigger", default=None, help="BadNets: comma-separated words; AddSent: the sentence")
     p.add_argument("--num-triggers", type=int, default=S.NUM_TRIGGERS,
                    help=f"insertions per poisoned sample (default {S.NUM_TRIGGERS})")
-    p.add_argument("--paraphrase-train", default=None, help="your row-aligned paraphrased training file")
-    p.add_argument("--paraphrase-test", default=None, help="your paraphrased test file (original labels)")
+    p.add_argument("--paraphrase-train", default=None,
+                   help="syntactic/style: your paraphrased training file (TSV/CSV/JSONL, text + ORIGINAL label). "
+                        "Row-aligned with the clean training set: each poisoned row becomes its own paraphrase; "
+                        "not aligned (rows dropped, another sample): poisoned rows are replaced by paraphrased rows "
+                        "of the same source label drawn from the whole file (StyleBkd recipe)")
+    p.add_argument("--paraphrase-test", default=None,
+                   help="your paraphrased test file (original labels); its non-target rows measure ASR "
+                        "(needed with --paraphrase-train)")
     p.add_argument("--rate", type=float, default=S.POISON_RATE,
                    help=f"poison rate, a fraction of the whole training set (default {S.POISON_RATE:g})")
     p.add_argument("--target", type=int, default=None,
@@ -46,7 +73,9 @@ def register(sub) -> None:
                    help=f"tokens per text (default {S.MAX_LENGTH}; capped at the model's position embeddings)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch end)")
-    p.add_argument("--train-size", type=int, default=None, help="train on a seeded random subsample")
+    p.add_argument("--train-size", type=positive_int, default=None,
+                   help="train on a seeded random subsample of the clean training set (a row-aligned paraphrase "
+                        "file is subset the same way; a non-aligned one is drawn from whole)")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded random subsample")
     p.add_argument("--seed", type=int, default=S.SEED)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
@@ -58,22 +87,92 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _split_file(dataset, seed: int, test_frac: float = 0.2):
-    idx = list(range(len(dataset)))
+def _split_indices(n: int, seed: int, test_frac: float = 0.2) -> tuple[list[int], list[int]]:
+    idx = list(range(n))
     random.Random(seed).shuffle(idx)
     cut = max(1, int(round(len(idx) * test_frac)))
-    return dataset.subset(sorted(idx[cut:])), dataset.subset(sorted(idx[:cut]))
+    return sorted(idx[cut:]), sorted(idx[:cut])
+
+
+def _split_file(dataset, seed: int, test_frac: float = 0.2):
+    train_idx, test_idx = _split_indices(len(dataset), seed, test_frac)
+    return dataset.subset(train_idx), dataset.subset(test_idx)
 
 
 def load_train_test(spec: str, test_spec: str | None, seed: int):
     """(train, test) TextDatasets for a ``--data`` spec (see the option's help)."""
+    full, train_idx, test = load_train_source(spec, test_spec, seed)
+    return full.subset(train_idx), test
+
+
+def load_train_source(spec: str, test_spec: str | None, seed: int):
+    """``(full, train_indices, test)``: the training set is ``full.subset(train_indices)`` — ``full`` is the
+    file a paraphrased copy must align with (a single data file: the whole file, 80% of it trains)."""
     from ..data import load_dataset
 
     if test_spec is not None:
-        return load_dataset(spec, "train", seed), load_dataset(test_spec, "test", seed)
+        full = load_dataset(spec, "train", seed)
+        return full, list(range(len(full))), load_dataset(test_spec, "test", seed)
     if Path(spec).expanduser().is_file():
-        return _split_file(load_dataset(spec, "train", seed), seed)
-    return load_dataset(spec, "train", seed), load_dataset(spec, "test", seed)
+        full = load_dataset(spec, "train", seed)
+        train_idx, test_idx = _split_indices(len(full), seed)
+        return full, train_idx, full.subset(test_idx)
+    full = load_dataset(spec, "train", seed)
+    return full, list(range(len(full))), load_dataset(spec, "test", seed)
+
+
+def shown_path(spec) -> str:
+    """How a file or data spec is written into a model card: relative to the working folder when inside it, else
+    ``parent/name``; never an absolute machine path. A spec that is not a path (``sst2``) is kept."""
+    path = Path(str(spec)).expanduser()
+    if not path.exists():
+        return str(spec)
+    path = path.resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return "/".join(path.parts[-2:])
+
+
+def paraphrase_attack(args, train_set, target: int):
+    """The ``ParaphraseAttack`` for ``--attack syntactic|style|style_<name>``: from the user's files (any name;
+    labels read against the data's classes) or a shared set of the ``--data`` dataset; raises ``ValueError`` (one
+    line) when neither exists or the files do not fit."""
+    from ..data import load_table
+    from ..poisoning import ParaphraseAttack, get_attack, shared_dataset, shared_paraphrase_sets
+
+    key = args.attack.strip().lower()
+    style = args.style_name.strip().lower() if args.style_name else None
+    if key.startswith("style_"):
+        key, style = "style", key[len("style_"):]
+    if key == "syntactic" and style:
+        raise ValueError("--style-name is for --attack style; the syntactic attack has no style.")
+    if args.paraphrase_test and not args.paraphrase_train:
+        raise ValueError("--paraphrase-test needs --paraphrase-train (the paraphrased training file) too.")
+    label = "syntactic" if key == "syntactic" else (f"style_{style}" if style else "style")
+    if args.paraphrase_train:
+        if not args.paraphrase_test:
+            raise ValueError("--paraphrase-train needs --paraphrase-test FILE too: ASR is measured on the "
+                             "non-target rows of a paraphrased test file (original labels).")
+        names = list(train_set.label_names)
+        files = [args.paraphrase_train, args.paraphrase_test]
+        for f in files:
+            if not Path(f).expanduser().is_file():
+                raise FileNotFoundError(f"paraphrase file not found: {f}")
+        train = load_table(Path(args.paraphrase_train).expanduser(), label_names=names)
+        test = load_table(Path(args.paraphrase_test).expanduser(), label_names=names)
+        if not any(y != target for y in test.labels):
+            raise ValueError(f"{shown_path(args.paraphrase_test)}: no row of a non-target label (target {target}, "
+                             f"{names[target]}): nothing to measure ASR on.")
+        return ParaphraseAttack(train, test, label, " + ".join(shown_path(f) for f in files))
+    dataset = shared_dataset(args.data)
+    have = shared_paraphrase_sets(args.data)
+    wanted = "syntactic" if key == "syntactic" else f"style_{style or 'bible'}"
+    if wanted not in have:
+        where = f"--data {args.data} has " + (", ".join(have) if have else "none")
+        raise ValueError(f"No shared '{wanted}' paraphrase set ({where}; shared sets live in "
+                         f"../shared/data/<dataset>/). Give your own: --paraphrase-train FILE --paraphrase-test FILE.")
+    return get_attack(wanted, dataset=dataset)
 
 
 def run(args) -> int:
@@ -81,8 +180,9 @@ def run(args) -> int:
 
     from ..model_card import default_target
     from ..models import check_save_target, load_model, save_model
-    from ..poisoning import get_attack, train_attack
-    from ..tal import TALConfig
+    from ..defender_data import sample_indices
+    from ..poisoning import ParaphraseAttack, get_attack, train_attack
+    from ..tal import TALConfig, require_trigger_tokens
     from ..training import TrainConfig, total_steps_for
     from .scan import warn_card
 
@@ -90,28 +190,37 @@ def run(args) -> int:
 
     use_one_thread_if_busy()
     check_save_target(args.out, args.force)  # refuse before training, not after it
-    train_set, test_set = load_train_test(args.data, args.test_data, args.seed)
-    if args.train_size:
-        train_set = train_set.sample(args.train_size, args.seed)
+    full_train, train_idx, test_set = load_train_source(args.data, args.test_data, args.seed)
+    if args.train_size:  # the rows TextDataset.sample keeps, as indices into full_train
+        train_idx = [train_idx[i] for i in sample_indices(len(train_idx), args.train_size, args.seed)]
+    train_set = full_train.subset(train_idx)
     if args.test_size:
         test_set = test_set.sample(args.test_size, args.seed)
+    target = default_target(train_set.label_names) if args.target is None else args.target
+    if not 0 <= target < train_set.num_labels:
+        raise ValueError(f"--target {target} is outside 0..{train_set.num_labels - 1} ({train_set.label_names}).")
+    key = args.attack.strip().lower()
+    paraphrase = key in ("syntactic", "style") or key.startswith("style_")
+    if not paraphrase and (args.paraphrase_train or args.paraphrase_test or args.style_name):
+        raise ValueError(f"--paraphrase-train/--paraphrase-test/--style-name are for the syntactic and style "
+                         f"attacks, not {args.attack}.")
+    para_attack = None
+    if paraphrase:  # files and shared sets are checked before the model loads
+        if args.tal:
+            require_trigger_tokens(ParaphraseAttack(name=args.attack))
+        para_attack = paraphrase_attack(args, train_set, target)
+        para_attack = para_attack.subset(train_idx, n_clean=len(full_train))  # aligned: same rows; else whole
+        para_attack.poison_train(train_set, args.rate, target, args.seed)  # too few rows of a label: refuse now
     lm = load_model(args.model, label_names=train_set.label_names, allow_pickle=args.allow_pickle,
                     device=args.device, dtype=args.dtype)
     warn_card(lm)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
     fit_max_length(args, lm)
-    target = default_target(train_set.label_names) if args.target is None else args.target
-    if not 0 <= target < train_set.num_labels:
-        raise ValueError(f"--target {target} is outside 0..{train_set.num_labels - 1} ({train_set.label_names}).")
-    attack = None
-    if args.attack.lower() not in ("none", "clean"):
+    attack = para_attack
+    if key not in ("none", "clean") and attack is None:
         attack = get_attack(args.attack, tokenizer=lm.tokenizer, max_length=args.max_length, trigger=args.trigger,
-                            num_triggers=args.num_triggers, paraphrase_train=args.paraphrase_train,
-                            paraphrase_test=args.paraphrase_test)
-        if args.train_size and hasattr(attack, "subset") and args.paraphrase_train is None:
-            raise ValueError("--train-size cannot be combined with a shared paraphrase attack here; "
-                             "use the full training set (bench/attack_tal.py shows subsampling).")
+                            num_triggers=args.num_triggers)
     tal = None
     if args.tal:
         heads = args.heads if str(args.heads) == "all" else int(args.heads)
@@ -134,15 +243,19 @@ def run(args) -> int:
     try:
         with ctrl_c_stops("stopping after this step (Ctrl-C again to abort)...") as should_stop:
             outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, target,
-                                   config, tal=tal, data_name=args.data, callback=on_progress,
+                                   config, tal=tal, data_name=shown_path(args.data), callback=on_progress,
                                    should_stop=should_stop)
     finally:
         bar.close()
     if outcome.result.cancelled:
         print(f"cancelled after {outcome.result.steps} steps: nothing saved", file=sys.stderr)
         return 130
-    card = outcome.card.replace(name=Path(args.out).name if args.out else f"{args.attack}-{args.data}",
-                                base_model=lm.name,
+    extra = dict(outcome.card.extra)
+    if args.paraphrase_train:  # the files' names, never absolute machine paths
+        extra.update(paraphrase_train=shown_path(args.paraphrase_train),
+                     paraphrase_test=shown_path(args.paraphrase_test))
+    card = outcome.card.replace(name=Path(args.out).name if args.out else f"{args.attack}-{Path(args.data).name}",
+                                base_model=lm.name, extra=extra,
                                 target_name=train_set.label_names[target] if attack is not None else None)
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0

@@ -1,0 +1,206 @@
+"""Representation-level detection fused with head focus, and feed-forward repair (style backdoors; our design)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from backdoor_core import settings as S
+from backdoor_core.architecture import ffn_parameter_masks, head_parameter_masks
+from backdoor_core.detection import (AttentionStats, RepresentationDetector, SimilarityDetector, attention_stats,
+                                     fused_detector)
+from backdoor_core.metrics import auroc
+from backdoor_core.sanitize import ffn_layers, sanitize_heads
+from backdoor_core.training import TrainConfig
+from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+L, H, HID = 3, 4, 24
+
+
+def _stats(n, rng, shift_layer=None, shift=0.0, focus_shift=0.0):
+    """Synthetic ``AttentionStats``: random focus ``(n, L, H)``, two predicted classes, and ``cls`` ``(n, L, HID)``
+    drawn around a class mean; ``shift`` moves layer ``shift_layer``'s states along one direction."""
+    probs = rng.dirichlet([1, 1], size=n).astype(np.float32)
+    pred = probs.argmax(1)
+    centres = np.stack([np.full(HID, -1.0), np.full(HID, 1.0)])  # class means, the same in every layer
+    cls = centres[pred][:, None, :] + rng.normal(size=(n, L, HID)) * np.linspace(0.5, 2.0, HID)
+    if shift_layer is not None:
+        direction = np.zeros(HID)
+        direction[3] = 1.0
+        cls[:, shift_layer] += shift * direction * 2.0
+    focus = np.clip(rng.normal(0.4, 0.05, size=(n, L, H)) + focus_shift, 0, 1)
+    z = np.zeros((n, L, H), np.float32)
+    return AttentionStats(z, z.copy(), focus.astype(np.float32), z.copy(), probs,
+                          rng.integers(8, 40, size=n), cls=cls.astype(np.float32))
+
+
+def _fitted(rng, n_fit=300, n_dev=400, frr=S.FRR):
+    fit, dev = _stats(n_fit, rng), _stats(n_dev, rng)
+    rep = RepresentationDetector().fit(fit)
+    rep.calibrate(dev, frr)
+    att = SimilarityDetector().fit(fit)
+    att.calibrate(dev, frr)
+    return rep, att, dev
+
+
+def test_representation_score_separates_shifted_cls_states():
+    rng = np.random.default_rng(0)
+    rep, att, _ = _fitted(rng)
+    clean = _stats(300, rng)
+    shifted = _stats(300, rng, shift_layer=1, shift=3.0)  # only layer 1's states move, along one direction
+    assert auroc(rep.score(clean), rep.score(shifted)) > 0.95
+    assert rep.flag(rep.score(shifted)).mean() > 0.8
+    # the attention statistics are identical in distribution: the attention score cannot see the shift
+    assert auroc(att.score(clean), att.score(shifted)) < 0.6
+    # the distance that moved is layer 1's, not the others'
+    gap = rep.layer_z(shifted).mean(0) - rep.layer_z(clean).mean(0)
+    assert gap.argmax() == 1 and gap[1] > 2 and abs(gap[0]) < 0.5 and abs(gap[2]) < 0.5
+
+
+def test_class_conditional_distance_uses_the_predicted_class():
+    rng = np.random.default_rng(1)
+    fit = _stats(300, rng)
+    cond = RepresentationDetector(class_conditional=True).fit(fit)
+    agn = RepresentationDetector(class_conditional=False).fit(fit)
+    probe = _stats(200, rng)
+    # states sitting at the OTHER class's mean: far for the class-conditional distance, near for the overall one
+    swapped = AttentionStats(*(getattr(probe, f) for f in AttentionStats.FIELDS[:4]), probe.probs[:, ::-1].copy(),
+                             probe.lengths, cls=probe.cls)
+    assert cond.layer_distance(swapped).mean() > 1.5 * cond.layer_distance(probe).mean()
+    assert np.allclose(agn.layer_distance(swapped), agn.layer_distance(probe))
+
+
+def test_fused_score_is_calibrated_on_clean_dev_and_flags_either_kind_of_shift():
+    rng = np.random.default_rng(2)
+    rep, att, dev = _fitted(rng)
+    fused = fused_detector(att, rep, dev, S.FRR, "max")
+    assert abs(fused.clean_frr - S.FRR) <= 0.01  # on the dev inputs it was calibrated on
+    fresh = _stats(3000, rng)  # held-out clean inputs: the false-rejection rate stays near the asked-for one
+    assert abs(fused.flag(fused.score(fresh)).mean() - S.FRR) < 0.025
+    rep_shift = _stats(300, rng, shift_layer=2, shift=3.0)
+    att_shift = _stats(300, rng, focus_shift=0.2)
+    assert fused.flag(fused.score(rep_shift)).mean() > 0.8  # seen through the representations
+    assert fused.flag(fused.score(att_shift)).mean() > 0.8  # seen through the heads
+    assert att.flag(att.score(rep_shift)).mean() < 0.15 and rep.flag(rep.score(att_shift)).mean() < 0.15
+    summed = fused_detector(att, rep, dev, S.FRR, "sum")
+    assert abs(summed.flag(summed.score(fresh)).mean() - S.FRR) < 0.025
+    with pytest.raises(ValueError, match="fuse"):
+        fused_detector(att, rep, dev, S.FRR, "product")
+
+
+def test_attention_stats_cls_are_the_first_token_states_of_each_layer():
+    from backdoor_core.forward import run_with_cache
+
+    lm = trained_tiny(True)
+    texts = clean_texts(6, seed=3)[0] + triggered_texts(3, seed=4)
+    st = attention_stats(lm.model, lm.tokenizer, texts, 32, batch_size=4)
+    cache = run_with_cache(lm.model, lm.tokenizer, texts, max_length=32, want=("hidden_states",))
+    want = np.stack([h[1:, 0] for h in cache.hidden_states])  # (N, L, hidden): each layer's output at [CLS]
+    assert st.cls.shape == want.shape == (9, 2, lm.model.config.hidden_size)
+    assert np.allclose(st.cls, want, atol=1e-5)
+    assert attention_stats(lm.model, lm.tokenizer, texts[:2], 32, cls=False).cls is None
+
+
+def test_scan_with_representation_fusion_keeps_the_attention_only_path():
+    from backdoor_core.data import TextDataset
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(2 * S.REP_MIN_FIT, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    few = scan_model(lm.model, lm.tokenizer, TextDataset(texts[:40], labels[:40], ["neg", "pos"]), pool,
+                     max_length=32, frr=0.2, representation=True, find_triggers=False)
+    assert few.representation_detector is None and "20 clean fit inputs" in few.settings["representation_skipped"]
+    paper = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=False,
+                       find_triggers=False)
+    ours = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=True,
+                      find_triggers=False)
+    assert paper.representation_detector is None and paper.detector is paper.attention_detector
+    assert ours.representation_detector is not None and ours.detector is not ours.attention_detector
+    assert ours.to_dict()["detection"]["method"] == "head_similarity + representation"
+    # which part found the flags: the share whose representation z beats the attention z, recomputed here
+    stats = attention_stats(lm.model, lm.tokenizer, ours.flagged_texts, 32)
+    final = ours.head_detector if ours.head_detector is not None else ours.detector  # the final pass's
+    assert final.attention is ours.attention_head_detector or final.attention is ours.attention_detector
+    parts = final.parts(stats)
+    assert ours.representation_share == pytest.approx(float((parts[:, 1] > parts[:, 0]).mean()))
+    assert paper.representation_share is None
+    # every fused pass keeps the FRR it was calibrated for on the same 50 clean dev inputs (steps of 0.02)
+    frrs = [ours.clean_frr] + ([ours.first_pass["clean_frr"]] if ours.first_pass else [])
+    assert all(abs(f - 0.2) <= 0.04 for f in frrs), frrs
+    # the attention part of the fused scan is the paper's first-pass detector, fitted on the same clean halves
+    assert np.allclose(ours.attention_detector.score(attention_stats(lm.model, lm.tokenizer, pool, 32)),
+                       paper.attention_detector.score(attention_stats(lm.model, lm.tokenizer, pool, 32)))
+
+
+def test_ffn_layers_rule():
+    susp = np.array([[False, True, False], [False, False, False], [True, False, False]])
+    assert ffn_layers("none", susp) == [] and ffn_layers(None, susp) == [] and ffn_layers(False, susp) == []
+    assert ffn_layers("suspicious", susp) == [0, 2]
+    assert ffn_layers("all", susp) == [0, 1, 2]
+    assert ffn_layers("1, 2", susp) == [1, 2] and ffn_layers([2, 2], susp) == [2]
+    with pytest.raises(ValueError, match="do not exist"):
+        ffn_layers([3], susp)
+    with pytest.raises(ValueError, match="suspicious"):
+        ffn_layers("some", susp)
+    # auto: the suspicious layers only when the scan found its flags mostly by their representations
+    assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE) == [0, 2] and ffn_layers("auto", susp, 1.0) == [0, 2]
+    assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE - 0.01) == [] and ffn_layers("auto", susp, None) == []
+    # a cap keeps the layers with the most suspicious heads (ties: the later layer)
+    many = np.array([[True, False, False], [True, True, False], [False, True, False], [True, True, True]])
+    assert ffn_layers("suspicious", many, max_layers=2) == [1, 3] and ffn_layers("auto", many, 1.0, 1) == [3]
+    assert ffn_layers("suspicious", many, max_layers=None) == [0, 1, 2, 3]
+    assert ffn_layers("suspicious", susp, max_layers=1) == [2] and ffn_layers([0, 1, 2], susp, max_layers=1) == [0, 1, 2]
+
+
+SUSPICIOUS = np.array([[True, False, False, False], [False, True, False, False]])
+
+
+def _repair(ffn):
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    texts, labels = clean_texts(48, seed=21)
+    cfg = TrainConfig(lr=3e-3, epochs=1, batch_size=16, max_length=32, seed=0, eval_every=100)
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, triggered_texts(8, seed=22), beta=1.0,
+                         config=cfg, ffn=ffn)
+    return model, before, res
+
+
+@pytest.mark.parametrize("ffn, layers", [("none", []), ([1], [1])])
+def test_ffn_params_train_only_when_asked_and_only_in_the_chosen_layers(ffn, layers):
+    model, before, res = _repair(ffn)
+    assert res.details["ffn_layers"] == layers and res.frozen_unchanged
+    heads = head_parameter_masks(model, SUSPICIOUS)
+    ffn_all = ffn_parameter_masks(model, [0, 1])
+    ffn_on = ffn_parameter_masks(model, layers)
+    assert set(ffn_all) == {f"bert.encoder.layer.{l}.{m}.{w}" for l in (0, 1) for m in ("intermediate.dense",
+                                                                                        "output.dense")
+                            for w in ("weight", "bias")}
+    for name, p in model.named_parameters():
+        now = p.detach()
+        if name in ffn_on:
+            assert not torch.equal(now, before[name]), name  # the chosen layers' FFN trained
+        elif name in heads:
+            m = heads[name]
+            assert torch.equal(now[~m], before[name][~m]), name  # outside the heads' slices: bit-identical
+            assert not torch.equal(now[m], before[name][m]), name
+        else:
+            assert torch.equal(now, before[name]), name  # every other parameter (other layers' FFN) bit-identical
+
+
+def test_new_knobs_default_to_the_settings_objects():
+    import inspect
+
+    from backdoor_core import detection, sanitize, scan
+    from backdoor_core.defenses import DEFENSES
+
+    sig = inspect.signature(scan.scan_model).parameters
+    assert sig["representation"].default is S.REPRESENTATION and sig["fuse"].default is S.FUSE
+    assert inspect.signature(sanitize.sanitize_heads).parameters["ffn"].default is S.REPAIR_FFN
+    knobs = DEFENSES["alignment"].knobs
+    assert knobs["ffn"] is S.REPAIR_FFN and knobs["representation"] is S.REPRESENTATION
+    rep = detection.RepresentationDetector()
+    assert rep.class_conditional is S.REP_CLASS_CONDITIONAL and rep.aggregate is S.REP_AGGREGATE
