@@ -12,7 +12,7 @@ from backdoor_core import settings as S
 from app_pages._data import data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
 from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref
-from app_pages._state import keep, ss
+from app_pages._state import keep, lab, ss
 from app_pages._text import md, md_code
 
 
@@ -46,6 +46,7 @@ def _sidebar_jobs() -> None:
 def sidebar() -> None:
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset; running jobs."""
     handle_finished_jobs()
+    lab()  # this tab's report log; keeps its session id in the URL on every page
     with st.sidebar:
         from backdoor_core.device import DEVICE_CHOICES, available_devices
 

@@ -39,6 +39,7 @@ K_MODEL = "lab.model_ref"
 K_SESSION_MODELS = "lab.session_models"
 K_DATA = "lab.data_spec"
 K_SESSION = "lab.session"
+K_SESSION_ID = "lab.session_id"
 K_JOBS = "lab.jobs"
 K_TMP = "lab.tmp"
 
@@ -104,7 +105,17 @@ def lab() -> LabSession:
             session = LabSession()
         session.autosave = str(session_file(sid, root))
         ss()[K_SESSION] = session
+        ss()[K_SESSION_ID] = sid
+    keep_session_in_url()
     return ss()[K_SESSION]
+
+
+def keep_session_in_url() -> None:
+    """Put this tab's session id back into the URL when a page switch dropped it (Streamlit clears the query
+    parameters on navigation), so a reload on any page finds the report again. Called on every run (sidebar)."""
+    sid = ss().get(K_SESSION_ID)
+    if sid and st.query_params.get(SESSION_PARAM) != sid:
+        st.query_params[SESSION_PARAM] = sid
 
 
 def path_ok(sid: str) -> bool:

@@ -69,12 +69,14 @@ def style(fig: go.Figure, title: str | None = None, height: int | None = None, *
     """Apply the lab's projector-friendly look to ``fig`` (and return it)."""
     title = wrap_title(text(title)) if title else title
     lines = title.count("<br>") + 1 if title else 0
-    # the top margin holds the title and the plot toolbar (top right, ~30 px): subplot titles sit below both
-    top = 70 + 26 * (lines - 1) if title else 60
+    # the top margin holds the plot toolbar (top right, ~30 px) and, below it, the title: a long title never runs
+    # under the toolbar, and subplot titles sit below both
+    top = TOOLBAR_BAND + 86 + 26 * (lines - 1) if title else 60
     fig.update_layout(
         template="plotly_white",
         font=dict(size=FONT_SIZE, family=FONT_FAMILY, color="#1b1f24"),
-        title=dict(text=title, font=dict(size=TITLE_SIZE), x=0.0, xanchor="left") if title else None,
+        title=dict(text=title, font=dict(size=TITLE_SIZE), x=0.0, xanchor="left", yref="container", y=1.0,
+                   yanchor="top", pad=dict(t=TOOLBAR_BAND + 24)) if title else None,
         margin=dict(l=70, r=30, t=top, b=60),
         hoverlabel=dict(font_size=FONT_SIZE),
         legend=dict(font=dict(size=FONT_SIZE)),
@@ -86,6 +88,9 @@ def style(fig: go.Figure, title: str | None = None, height: int | None = None, *
     fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
     return fig
 
+
+TOOLBAR_BAND = 32
+"""Pixels at the top of a chart kept for plotly's toolbar (shown on hover, top right); titles start below it."""
 
 TITLE_CHARS = 38
 """Characters per title line: a chart in half of a 1400 px page has room for about this many at ``TITLE_SIZE``
@@ -409,7 +414,8 @@ def attention_matrix(
     fig.update_yaxes(tickvals=idx, ticktext=ticktext, autorange="reversed", title_text="query token (attending)",
                      showgrid=False, tickfont=dict(size=tick_size))
     side = int(min(900, max(420, 140 + 22 * n)))
-    return style(fig, title or f"{name}: who attends to whom", side, margin=dict(l=120, r=30, t=70, b=120))
+    return style(fig, title or f"{name}: who attends to whom", side,
+                 margin=dict(l=120, r=30, t=TOOLBAR_BAND + 86, b=120))
 
 
 # ----------------------------------------------------------------------------------------- probabilities
@@ -687,7 +693,7 @@ def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
         n = len(shown)
     return style(fig, title, max(260, 120 + (52 if verified else 30) * n), barmode="group",
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-                 margin=dict(l=200, r=30, t=70 if title else 30, b=60))
+                 margin=dict(l=200, r=30, t=TOOLBAR_BAND + 86 if title else 30, b=60))
 
 
 def difference_heatmap(delta: Any, title: str | None = None, value_name: str = "B − A") -> go.Figure:
@@ -751,4 +757,4 @@ def projection_scatter(panels: Sequence[tuple[str, Mapping[str, Any], Mapping[st
         fig.update_xaxes(title_text="PC 1", zeroline=False, row=1, col=c)
         fig.update_yaxes(title_text="PC 2" if c == 1 else None, zeroline=False, row=1, col=c)
     return style(fig, title, 520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
-                 margin=dict(l=70, r=30, t=90 if title else 50, b=120))
+                 margin=dict(l=70, r=30, t=TOOLBAR_BAND + 106 if title else 50, b=120))
