@@ -199,8 +199,30 @@ def _hidden_size(model) -> int:
     return int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0) or getattr(config, "n_embd", 0))
 
 
+class Thresholded:
+    """The threshold half every input detector shares: set at a false-rejection rate on clean dev scores, then
+    ``flag`` scores above it. Subclasses call ``_set_threshold`` from their ``calibrate``."""
+
+    def _set_threshold(self, scores: np.ndarray, frr: float) -> float:
+        self.threshold = threshold_at_frr(scores, frr)
+        self.frr_target = float(frr)
+        self.clean_dev_scores = scores
+        return self.threshold
+
+    def flag(self, scores: np.ndarray) -> np.ndarray:
+        """``(N,)`` bool: scores above the threshold."""
+        if self.threshold is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        return np.asarray(scores) > self.threshold
+
+    @property
+    def clean_frr(self) -> float:
+        """FRR on the clean dev inputs used by ``calibrate``."""
+        return float((self.clean_dev_scores > self.threshold).mean())
+
+
 @dataclass
-class SimilarityDetector:
+class SimilarityDetector(Thresholded):
     """Clean-data statistics of head similarity, and z-scores against them (see the module docstring).
 
     Attributes:
@@ -281,20 +303,8 @@ class SimilarityDetector:
     def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
         """Set ``threshold`` so that about ``frr`` of ``clean_dev`` (held out from ``fit``) is flagged."""
         scores = self.score(clean_dev)
-        self.threshold = threshold_at_frr(scores, frr)
-        self.frr_target = float(frr)
-        self.clean_dev_scores = scores
-        return self.threshold
+        return self._set_threshold(scores, frr)
 
-    def flag(self, scores: np.ndarray) -> np.ndarray:
-        if self.threshold is None:
-            raise RuntimeError("Call calibrate() on clean dev inputs first.")
-        return np.asarray(scores) > self.threshold
-
-    @property
-    def clean_frr(self) -> float:
-        """FRR on the clean dev inputs used by ``calibrate``."""
-        return float((self.clean_dev_scores > self.threshold).mean())
 
 
 def head_focus_detector(heads: np.ndarray, clean_fit: AttentionStats, clean_dev: AttentionStats,
@@ -313,7 +323,7 @@ FUSES = ("max", "sum")
 
 
 @dataclass
-class RepresentationDetector:
+class RepresentationDetector(Thresholded):
     """How far an input's intermediate classifier-token (``[CLS]``) states lie from the clean ones (our design;
     the defense paper is silent: it detects from attention alone).
 
@@ -418,23 +428,12 @@ class RepresentationDetector:
             raise ValueError("Calibration needs at least 2 clean dev inputs.")
         self.loc, self.spread = d.mean(0), np.maximum(d.std(0), 1e-6)
         scores = self.score(clean_dev)
-        self.threshold = threshold_at_frr(scores, frr)
-        self.frr_target = float(frr)
-        self.clean_dev_scores = scores
-        return self.threshold
+        return self._set_threshold(scores, frr)
 
-    def flag(self, scores: np.ndarray) -> np.ndarray:
-        if self.threshold is None:
-            raise RuntimeError("Call calibrate() on clean dev inputs first.")
-        return np.asarray(scores) > self.threshold
-
-    @property
-    def clean_frr(self) -> float:
-        return float((self.clean_dev_scores > self.threshold).mean())
 
 
 @dataclass
-class FusedDetector:
+class FusedDetector(Thresholded):
     """Head focus and representation distance in one score (our design; paper silent).
 
     Each part's score is z-scored by its clean dev scores (mean, standard deviation), then combined: ``"sum"``
@@ -473,19 +472,8 @@ class FusedDetector:
         raw = np.stack([self.attention.score(clean_dev), self.representation.score(clean_dev)], axis=1)
         self.norm = np.stack([raw.mean(0), np.maximum(raw.std(0), 1e-6)], axis=1)
         scores = self.score(clean_dev)
-        self.threshold = threshold_at_frr(scores, frr)
-        self.frr_target = float(frr)
-        self.clean_dev_scores = scores
-        return self.threshold
+        return self._set_threshold(scores, frr)
 
-    def flag(self, scores: np.ndarray) -> np.ndarray:
-        if self.threshold is None:
-            raise RuntimeError("Call calibrate() on clean dev inputs first.")
-        return np.asarray(scores) > self.threshold
-
-    @property
-    def clean_frr(self) -> float:
-        return float((self.clean_dev_scores > self.threshold).mean())
 
 
 def fused_detector(attention: SimilarityDetector, representation: RepresentationDetector,

@@ -18,6 +18,7 @@ from test_e2e_browser import (  # noqa: E402,F401  (server is a fixture)
     _nav,
     _no_exceptions,
     _set_number,
+    _train_tiny_backdoor,
     _wait_text,
     server,
     wait_until_idle,
@@ -75,13 +76,7 @@ def test_analyst_views_offline(server):
         page.screenshot(path=str(ARTIFACTS / "analyst_compare.png"), full_page=True)
 
         # a tiny backdoored model, scanned: candidate triggers and the [CLS] projection
-        _nav(page, "Attack lab")
-        _set_number(page, "Training texts", 40)
-        _set_number(page, "Test texts (CACC / ASR)", 30)
-        _set_number(page, "Epochs", 1)
-        _set_number(page, "Poison rate (% of the training set)", 10)
-        _click(page, "Train")
-        _wait_text(page, "is now the current model")
+        _train_tiny_backdoor(page)
         _nav(page, "Detect")
         _set_number(page, "Clean labelled texts (budget)", 24)
         _set_number(page, "Clean texts in the pool", 16)

@@ -126,8 +126,8 @@ def _wait_text(page, text: str, timeout_s: float = 90, exact: bool = False) -> N
     wait_until_idle(page)
 
 
-def _attack_detect_sanitize(page) -> None:
-    """Train a tiny backdoored model live, scan it, sanitize it; every chart must render."""
+def _train_tiny_backdoor(page) -> None:
+    """Attack lab: train a tiny backdoored model (40 texts, 1 epoch, 10% poison) and wait until it is current."""
     _nav(page, "Attack lab")
     _set_number(page, "Training texts", 40)
     _set_number(page, "Test texts (CACC / ASR)", 30)
@@ -135,6 +135,11 @@ def _attack_detect_sanitize(page) -> None:
     _set_number(page, "Poison rate (% of the training set)", 10)
     _click(page, "Train")
     _wait_text(page, "is now the current model")
+
+
+def _attack_detect_sanitize(page) -> None:
+    """Train a tiny backdoored model live, scan it, sanitize it; every chart must render."""
+    _train_tiny_backdoor(page)
     assert page.locator(".js-plotly-plot svg.main-svg").count() >= 1  # the live training chart
     assert "badnets" in _sidebar_text(page)
     page.screenshot(path=str(ARTIFACTS / "app_attack_trained.png"), full_page=True)

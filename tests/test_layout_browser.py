@@ -17,7 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
-from test_e2e_browser import _click, _nav, _no_exceptions, _set_number, _wait_text, wait_until_idle  # noqa: E402
+from test_e2e_browser import (  # noqa: E402
+    _click, _nav, _no_exceptions, _set_number, _train_tiny_backdoor, _wait_text, wait_until_idle,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -151,13 +153,7 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         _inspect(page, "1400")
 
         # Attack lab: a tiny BadNets + TAL model (TAL on every head of both layers)
-        _nav(page, "Attack lab")
-        _set_number(page, "Training texts", 40)
-        _set_number(page, "Test texts (CACC / ASR)", 30)
-        _set_number(page, "Epochs", 1)
-        _set_number(page, "Poison rate (% of the training set)", 10)
-        _click(page, "Train")
-        _wait_text(page, "is now the current model")
+        _train_tiny_backdoor(page)
         _charts_ok(page, "attack_1400")  # the training chart, drawn from its first (empty) state on
 
         # Detect with no triggered input in the pool: the verdict and the suspicious-head tile must agree
