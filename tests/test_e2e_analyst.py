@@ -17,6 +17,7 @@ from test_e2e_browser import (  # noqa: E402,F401  (server is a fixture)
     _click,
     _nav,
     _no_exceptions,
+    _scan_tiny_pool,
     _set_number,
     _train_tiny_backdoor,
     _wait_text,
@@ -77,12 +78,7 @@ def test_analyst_views_offline(server):
 
         # a tiny backdoored model, scanned: candidate triggers and the [CLS] projection
         _train_tiny_backdoor(page)
-        _nav(page, "Detect")
-        _set_number(page, "Clean labelled texts (budget)", 24)
-        _set_number(page, "Clean texts in the pool", 16)
-        _set_number(page, "Triggered texts in the pool", 8)
-        _click(page, "Scan the model")
-        _wait_text(page, "Backdoor score", exact=True)
+        _scan_tiny_pool(page, 8)
         _toggle(page, "Show the [CLS] representations (PCA)")
         main = page.locator('[data-testid="stMainBlockContainer"]')
         _charts_drawn(main, 5)  # scatter, grid, histogram, candidate bars or none, PCA

@@ -137,6 +137,16 @@ def _train_tiny_backdoor(page) -> None:
     _wait_text(page, "is now the current model")
 
 
+def _scan_tiny_pool(page, triggered: int) -> None:
+    """Detect: scan the current model with 24 clean labelled texts and a pool of 16 clean + ``triggered`` texts."""
+    _nav(page, "Detect")
+    _set_number(page, "Clean labelled texts (budget)", 24)
+    _set_number(page, "Clean texts in the pool", 16)
+    _set_number(page, "Triggered texts in the pool", triggered)
+    _click(page, "Scan the model")
+    _wait_text(page, "Backdoor score", exact=True)
+
+
 def _attack_detect_sanitize(page) -> None:
     """Train a tiny backdoored model live, scan it, sanitize it; every chart must render."""
     _train_tiny_backdoor(page)
@@ -144,12 +154,7 @@ def _attack_detect_sanitize(page) -> None:
     assert "badnets" in _sidebar_text(page)
     page.screenshot(path=str(ARTIFACTS / "app_attack_trained.png"), full_page=True)
 
-    _nav(page, "Detect")
-    _set_number(page, "Clean labelled texts (budget)", 24)
-    _set_number(page, "Clean texts in the pool", 16)
-    _set_number(page, "Triggered texts in the pool", 8)
-    _click(page, "Scan the model")
-    _wait_text(page, "Backdoor score", exact=True)
+    _scan_tiny_pool(page, 8)
     page.wait_for_selector(".js-plotly-plot svg.main-svg")
     assert page.locator(".js-plotly-plot").count() >= 3  # scatter, head grid, histogram
     _no_exceptions(page, "detect")

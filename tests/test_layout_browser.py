@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
 from test_e2e_browser import (  # noqa: E402
-    _click, _nav, _no_exceptions, _set_number, _train_tiny_backdoor, _wait_text, wait_until_idle,
+    _click, _nav, _no_exceptions, _scan_tiny_pool, _set_number, _train_tiny_backdoor, _wait_text, wait_until_idle,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,12 +157,7 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         _charts_ok(page, "attack_1400")  # the training chart, drawn from its first (empty) state on
 
         # Detect with no triggered input in the pool: the verdict and the suspicious-head tile must agree
-        _nav(page, "Detect")
-        _set_number(page, "Clean labelled texts (budget)", 24)
-        _set_number(page, "Clean texts in the pool", 16)
-        _set_number(page, "Triggered texts in the pool", 0)
-        _click(page, "Scan the model")
-        _wait_text(page, "Backdoor score", exact=True)
+        _scan_tiny_pool(page, 0)
         page.wait_for_selector(".js-plotly-plot svg.main-svg")
         verdict, score, heads = _metric(page, "Backdoor"), _metric(page, "Backdoor score"), _metric(page, "Suspicious heads")
         if verdict == "not found":
