@@ -244,7 +244,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, ffn=ffn, ffn_max_layers=ffn_max_layers,
-                         representation_share=None if report is None else report.representation_share,
+                         attention_missed_share=None if report is None else report.attention_missed_share,
                          measure_align=measure_align, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,

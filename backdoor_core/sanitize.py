@@ -28,8 +28,8 @@ only what lives in the heads: a backdoor also carried by the trigger word's own 
 Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
 slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and
 biases of the block's linear layers; layer norms stay frozen) of the layers that hold a suspicious head — by default
-(``"auto"``) only when the scan found its flagged inputs mainly by their representations, not by the heads
-(``scan.ScanReport.representation_share >= settings.FFN_AUTO_SHARE``).
+(``"auto"``) only when the paper's attention-only detector would miss a good share of the scan's flagged inputs
+(``scan.ScanReport.attention_missed_share >= settings.FFN_AUTO_MISSED``).
 A style backdoor's shortcut is not only in a few heads: head-only repair left 61% ASR on SST-2 Bible style (21.5%
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
@@ -39,7 +39,9 @@ each is a knob, kept because it lowered ASR after repair on the defense benchmar
 the first two, the superseded rows of ``defense.md`` for the third):
 
 * safe-head labels (``pseudo_labels=True``): a flagged input whose prediction changes when the suspicious heads
-  are switched off (``head_gates``) gets the safe heads' prediction;
+  are switched off (``head_gates``) gets the safe heads' prediction — unless switching them off costs more than
+  ``settings.GATE_MAX_ACCURACY_DROP`` accuracy on the clean labelled texts (``gated_accuracy``): then the safe
+  heads alone are no judge and this rule is skipped;
 * focus-removal labels (``focus_labels=True``, ``focus_removal_labels``): a flagged input still unlabelled gets
   the prediction the model makes once the ``FOCUS_DROP_COUNTS`` tokens the suspicious heads attend to most are
   dropped, when that changes the prediction. The captured heads point at the trigger, so no trigger knowledge
@@ -91,17 +93,17 @@ DEFAULT_POOL_BUDGET = S.POOL_BUDGET
 ALIGN_KINDS = ("kl", "mse")
 
 
-def ffn_layers(spec, suspicious: np.ndarray, representation_share: float | None = None,
+def ffn_layers(spec, suspicious: np.ndarray, attention_missed_share: float | None = None,
                max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS) -> list[int]:
     """The layers whose feed-forward blocks a repair trains (see the module docstring): ``spec`` is ``"none"``
     (or None / False / ""), ``"suspicious"`` (layers holding a suspicious head), ``"all"``, layer indices
-    (a list or a comma-separated string), or ``"auto"``: ``"suspicious"`` when ``representation_share`` (the
-    share of flagged inputs the scan found by their representations rather than by the heads,
-    ``scan.ScanReport.representation_share``) is at least ``settings.FFN_AUTO_SHARE``, else none (also without
+    (a list or a comma-separated string), or ``"auto"``: ``"suspicious"`` when ``attention_missed_share`` (the
+    share of the scan's flagged inputs its attention-only part would not flag,
+    ``scan.ScanReport.attention_missed_share``) is at least ``settings.FFN_AUTO_MISSED``, else none (also without
     a share). ``suspicious``: ``(L, H)`` bool."""
     suspicious = np.asarray(suspicious, dtype=bool)
     if isinstance(spec, str) and spec.strip().lower() == "auto":
-        on = representation_share is not None and representation_share >= S.FFN_AUTO_SHARE
+        on = attention_missed_share is not None and attention_missed_share >= S.FFN_AUTO_MISSED
         spec = "suspicious" if on else "none"
     if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return []
@@ -279,6 +281,21 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
     return [int(s) if s != f else IGNORE_LABEL for s, f in zip(safe, full)]
 
 
+def gated_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int], suspicious: np.ndarray,
+                   max_length: int = S.MAX_LENGTH) -> tuple[float, float]:
+    """``(whole model, safe heads only)``: accuracy on the defender's clean labelled ``texts`` of the model as
+    it is and with the suspicious heads switched off (``architecture.head_gates``). The gap says how much of the
+    model's clean job the suspicious heads carry, i.e. whether the safe heads' predictions can serve as labels
+    (``safe_head_labels``)."""
+    from .architecture import head_gates
+
+    y = np.asarray(labels)
+    full = predict(model, tokenizer, list(texts), max_length).argmax(1)
+    with head_gates(model, torch.as_tensor(~np.asarray(suspicious, dtype=bool), dtype=torch.float32)):
+        safe = predict(model, tokenizer, list(texts), max_length).argmax(1)
+    return float((full == y).mean()), float((safe == y).mean())
+
+
 def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = S.MAX_LENGTH,
                          drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> list[int]:
     """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``).
@@ -403,7 +420,7 @@ def sanitize_heads(
     pool_probs: np.ndarray | None = None,
     clean_probs: np.ndarray | None = None,
     ffn: str | Sequence[int] | None = S.REPAIR_FFN,
-    representation_share: float | None = None,
+    attention_missed_share: float | None = None,
     ffn_max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
@@ -433,7 +450,7 @@ def sanitize_heads(
             the share of them predicted as the suspected target).
         ffn: also train the feed-forward blocks of these layers (``ffn_layers``: ``"none"``, ``"suspicious"``,
             ``"all"``, indices or ``"auto"``; see the module docstring).
-        representation_share: for ``ffn="auto"``: the scan's ``ScanReport.representation_share``.
+        attention_missed_share: for ``ffn="auto"``: the scan's ``ScanReport.attention_missed_share``.
         ffn_max_layers: cap on the FFN layers of ``"suspicious"`` / ``"auto"`` (``ffn_layers``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
@@ -448,7 +465,7 @@ def sanitize_heads(
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
-    ffn_trained = ffn_layers(ffn, suspicious, representation_share, ffn_max_layers)
+    ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers)
     if ffn_trained:
         masks.update(ffn_parameter_masks(model, ffn_trained))
     snap = snapshot_frozen(model, masks)
@@ -462,8 +479,12 @@ def sanitize_heads(
         raise ValueError(f"pool_probs has {len(pool_probs)} rows for {len(pool_texts or [])} pool texts.")
     if pool_texts and (pseudo_labels or exclude_labels) and pool_probs is None:
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
+    gate_acc, gate_used = None, False
     if pseudo_labels and pool_texts:
-        pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
+        gate_acc = gated_accuracy(model, tokenizer, clean_texts, clean_labels, suspicious, config.max_length)
+        if gate_acc[0] - gate_acc[1] <= S.GATE_MAX_ACCURACY_DROP:
+            pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
+            gate_used = True
     n_gate_labels = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if focus_labels and pool_texts:
         focus = focus_removal_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
@@ -493,7 +514,8 @@ def sanitize_heads(
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
                  # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order
                  "pool_labels": [int(y) for y in (pool_labels or [IGNORE_LABEL] * len(pool_texts or []))],
-                 "pool_gate_labelled": n_gate_labels, "focus_labels": focus_labels,
+                 "pool_gate_labelled": n_gate_labels, "gated_clean_accuracy": gate_acc,
+                 "gate_labels_used": gate_used, "focus_labels": focus_labels,
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained,

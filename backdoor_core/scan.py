@@ -113,6 +113,9 @@ class ScanReport:
             representation z-score (on clean dev) exceeds their attention z-score: found mainly by their
             representations (``sanitize`` trains feed-forward blocks when it is high, ``settings.REPAIR_FFN=
             "auto"``); None for an attention-only scan or when nothing is flagged.
+        attention_missed_share: in a fused scan, the share of the final pass's flagged inputs that its
+            attention-only part (``attention_head_detector``, else ``attention_detector``, at its own threshold)
+            would not flag; None like ``representation_share``.
     """
 
     model_name: str
@@ -144,6 +147,7 @@ class ScanReport:
     head_detector: SimilarityDetector | None = field(default=None, repr=False)
     representation_detector: RepresentationDetector | None = field(default=None, repr=False)
     representation_share: float | None = None
+    attention_missed_share: float | None = None
     attention_detector: SimilarityDetector | None = field(default=None, repr=False)
     attention_head_detector: SimilarityDetector | None = field(default=None, repr=False)
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
@@ -203,6 +207,7 @@ class ScanReport:
                 "n_flagged": int(len(self.flagged)),
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
                 "representation_share": self.representation_share,
+                "attention_missed_share": self.attention_missed_share,
             },
             "suspicious_heads": self.suspicious_heads,
             "head_safety": self.heads.to_dict(),
@@ -399,10 +404,11 @@ def scan_model(
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
-    rep_share = None
+    rep_share = att_missed_share = None
     if rep_det is not None and flagged_stats is not None:
         parts = det.parts(flagged_stats)  # (n_flagged, 2): attention, representation z on clean dev
         rep_share = float((parts[:, 1] > parts[:, 0]).mean())
+        att_missed_share = float((~att_final.flag(att_final.score(flagged_stats))).mean())
     return ScanReport(
         model_name=model_name,
         num_layers=int(model.config.num_hidden_layers),
@@ -439,6 +445,7 @@ def scan_model(
         head_detector=head_det,
         representation_detector=rep_det,
         representation_share=rep_share,
+        attention_missed_share=att_missed_share,
         attention_detector=att_first,
         attention_head_detector=att_final if head_det is not None else None,
         clean_fit_texts=[clean.texts[i] for i in fit_idx],

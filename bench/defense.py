@@ -464,7 +464,8 @@ def main(argv=None) -> int:
                      "bki_keywords": bki_res["keywords"],
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
-                     "eval_sizes": sizes}
+                     "eval_sizes": sizes, "representation_share": scan.representation_share,
+                     "attention_missed_share": scan.attention_missed_share}
         print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
@@ -497,7 +498,8 @@ def main(argv=None) -> int:
                                    if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
                                             "align_before", "align_after", "frozen_unchanged", "flagged_used",
                                             "pool_pseudo_labelled", "pool_gate_labelled", "focus_labels",
-                                            "exclude_labels", "suspected_target")}}
+                                            "exclude_labels", "suspected_target", "ffn_layers",
+                                            "gated_clean_accuracy", "gate_labels_used")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "
@@ -574,8 +576,12 @@ def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning
         report["runs"] = [r for r in report["runs"] if (r["model"], r["defense"]) not in new_keys] + part["runs"]
         seen_det = {(d["model"], d["method"]) for d in report["detection"]}
         report["detection"] += [d for d in part["detection"] if (d["model"], d["method"]) not in seen_det]
-        seen_models = {m["name"] for m in report["models"]}
-        report["models"] += [m for m in part["models"] if m["name"] not in seen_models]
+        seen_models = {m["name"]: m for m in report["models"]}
+        for m in part["models"]:  # the first part's row stays; a later one only adds fields it lacks
+            if m["name"] in seen_models:
+                seen_models[m["name"]].update({k: v for k, v in m.items() if k not in seen_models[m["name"]]})
+            else:
+                report["models"].append(m)
     report["dataset"] = _datasets_label(report["models"] + report["runs"]) or parts[0].get("dataset")
     report["settings"]["merged_from"] = [p.name for p in paths]
     report["settings"]["merge_note"] = note

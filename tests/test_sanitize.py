@@ -140,6 +140,7 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
         return real_build(clean_texts, clean_labels, pool_texts, pool_labels)
 
     monkeypatch.setattr(S, "build_examples", spy)
+    monkeypatch.setattr(S.S, "GATE_MAX_ACCURACY_DROP", 1.0)  # the tiny model's safe heads lose more: keep the rule
     expected, n_gate, n_before, target = _hand_labels(lm.model, lm.tokenizer, pool, clean, GATED, focus)
     res = S.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool,
                            config=_cfg(max_length=MAXLEN), focus_labels=focus, should_stop=lambda: True)
@@ -154,6 +155,31 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
         assert n_before - n_gate >= 1
     else:
         assert n_before == n_gate
+
+
+def test_gate_labels_need_the_safe_heads_to_keep_the_clean_job(monkeypatch):
+    """The safe-head rule runs only when switching the suspicious heads off costs at most
+    ``GATE_MAX_ACCURACY_DROP`` clean accuracy; the accuracies reported are the hand-computed ones (heads removed
+    by zeroing their output columns). Above the limit the rule is skipped and the other rules still run."""
+    import backdoor_core.sanitize as SZ
+    from backdoor_core import settings as ST
+
+    lm = trained_tiny(True)
+    clean, clean_y = clean_texts(40, seed=31)
+    pool = triggered_texts(16, seed=22) + clean_texts(8, seed=30)[0]
+    lm.model.eval()
+    gated = _heads_removed(lm.model, GATED)
+    full_acc = np.mean([int(_logits(lm.model, lm.tokenizer, t).argmax()) == y for t, y in zip(clean, clean_y)])
+    safe_acc = np.mean([int(_logits(gated, lm.tokenizer, t).argmax()) == y for t, y in zip(clean, clean_y)])
+    kw = dict(config=_cfg(max_length=MAXLEN), focus_labels=False, exclude_labels=False, should_stop=lambda: True)
+    monkeypatch.setattr(ST, "GATE_MAX_ACCURACY_DROP", 1.0)  # any drop allowed: the rule runs
+    on = SZ.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool, **kw).details
+    assert on["gated_clean_accuracy"] == pytest.approx((full_acc, safe_acc))
+    assert on["gate_labels_used"] and on["pool_gate_labelled"] >= 1
+    monkeypatch.setattr(ST, "GATE_MAX_ACCURACY_DROP", full_acc - safe_acc - 0.01)  # just below this model's drop
+    off = SZ.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool, **kw).details
+    assert not off["gate_labels_used"] and off["pool_gate_labelled"] == 0 and off["pool_pseudo_labelled"] == 0
+    assert off["gated_clean_accuracy"] == on["gated_clean_accuracy"]
 
 
 def test_alignment_loss_value_and_rules(tiny):

@@ -127,6 +127,10 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     parts = final.parts(stats)
     assert ours.representation_share == pytest.approx(float((parts[:, 1] > parts[:, 0]).mean()))
     assert paper.representation_share is None
+    # which the paper's attention-only part would not flag (what ``ffn="auto"`` reads), recomputed here
+    att = final.attention
+    assert ours.attention_missed_share == pytest.approx(float((~att.flag(att.score(stats))).mean()))
+    assert paper.attention_missed_share is None
     # every fused pass keeps the FRR it was calibrated for on the same 50 clean dev inputs (steps of 0.02)
     frrs = [ours.clean_frr] + ([ours.first_pass["clean_frr"]] if ours.first_pass else [])
     assert all(abs(f - 0.2) <= 0.04 for f in frrs), frrs
@@ -145,9 +149,9 @@ def test_ffn_layers_rule():
         ffn_layers([3], susp)
     with pytest.raises(ValueError, match="suspicious"):
         ffn_layers("some", susp)
-    # auto: the suspicious layers only when the scan found its flags mostly by their representations
-    assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE) == [0, 2] and ffn_layers("auto", susp, 1.0) == [0, 2]
-    assert ffn_layers("auto", susp, S.FFN_AUTO_SHARE - 0.01) == [] and ffn_layers("auto", susp, None) == []
+    # auto: the suspicious layers only when the attention-only detector misses enough of the scan's flags
+    assert ffn_layers("auto", susp, S.FFN_AUTO_MISSED) == [0, 2] and ffn_layers("auto", susp, 1.0) == [0, 2]
+    assert ffn_layers("auto", susp, S.FFN_AUTO_MISSED - 0.01) == [] and ffn_layers("auto", susp, None) == []
     # a cap keeps the layers with the most suspicious heads (ties: the later layer)
     many = np.array([[True, False, False], [True, True, False], [False, True, False], [True, True, True]])
     assert ffn_layers("suspicious", many, max_layers=2) == [1, 3] and ffn_layers("auto", many, 1.0, 1) == [3]
