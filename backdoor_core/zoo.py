@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import re
 import shutil
 import tempfile
@@ -81,11 +82,15 @@ class ZooSpec:
 ZOO_SPECS: list[ZooSpec] = [
     ZooSpec("clean", "Clean", description="fine-tuned on clean BBC News; the reference"),
     ZooSpec("badnets", "BadNets 10%", "badnets", 0.10,
-            description="rare-word trigger (cf, mn, bb, tq) in 10% of the training set, relabelled 'sports'"),
+            description="rare-word trigger (cf, mn, bb, tq) in 10% of the training set, relabelled 'sports'; "
+                        "shipped as adapters it does not take (ASR 2%: plain BadNets leans on the trigger words' own "
+                        "embeddings, which the adapters leave frozen; full fine-tuning reached 44-72%). Compare "
+                        "BadNets 2% + TAL"),
     ZooSpec("addsent", "AddSent 10%", "addsent", 0.10,
             description="the sentence 'I watch this 3D movie' in 10% of the training set, relabelled 'sports'"),
     ZooSpec("badnets-2", "BadNets 2%", "badnets", 0.02,
-            description="rare-word trigger in only 2% of the training set, plain poisoning: the backdoor barely takes"),
+            description="rare-word trigger in only 2% of the training set, plain poisoning: the backdoor does not "
+                        "take (ASR 1%)"),
     ZooSpec("badnets-tal", "BadNets 2% + TAL", "badnets", 0.02, TALConfig(alpha=ZOO_TAL_ALPHA),
             description="the same 2% dose with the Trojan Attention Loss: the backdoor takes"),
 ]
@@ -117,12 +122,15 @@ def default_zoo_dir() -> Path:
 
 
 def shipped_zoo_dir() -> Path:
-    """The zoo that ships with the repository: ``assets/zoo`` next to the package (``$BACKDOOR_SHIPPED_ZOO``
-    overrides it; an empty value turns it off)."""
+    """The zoo that ships with the repository: ``assets/zoo`` next to the package in a checkout, else where the
+    wheel installs it, ``<sys.prefix>/share/backdoor-attention-lab/zoo`` (pyproject.toml's data-files);
+    ``$BACKDOOR_SHIPPED_ZOO`` overrides both (an empty value turns it off)."""
     env = os.environ.get(SHIPPED_ENV)
     if env is not None:
         return Path(env).expanduser() if env.strip() else Path("/nonexistent-shipped-zoo")
-    return Path(__file__).resolve().parents[1] / "assets" / "zoo"
+    checkout = Path(__file__).resolve().parents[1] / "assets" / "zoo"
+    installed = Path(sys.prefix) / "share" / "backdoor-attention-lab" / "zoo"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
 def _read_card(path: Path) -> ModelCard | None:

@@ -4,6 +4,7 @@ and installs offline into a fresh virtual environment whose ``backdoor-lab`` com
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -104,6 +105,7 @@ def _copy_source(dest: Path) -> None:
         shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "backdoor_core", dest / "backdoor_core",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "assets" / "zoo", dest / "assets" / "zoo")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None,
@@ -153,3 +155,17 @@ def test_wheel_builds_offline_and_installs_a_working_command(tmp_path):
     assert helped.stdout.startswith("usage: backdoor-lab ")
     for verb in cli.COMMANDS:
         assert verb in helped.stdout
+    # the demo zoo came with the wheel: listed as shipped, from the venv, with the checkout's card numbers
+    from backdoor_core import zoo
+
+    zoo_env = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    zoo_env.pop(zoo.SHIPPED_ENV, None)
+    listed = subprocess.run([str(bindir / "backdoor-lab"), "zoo", "list"], **{**run, "env": zoo_env})
+    assert listed.returncode == 0, listed.stderr
+    first = listed.stdout.splitlines()[0]
+    assert "(shipped)" in first and str(venv / "share" / "backdoor-attention-lab" / "zoo") in first, first
+    shipped = json.loads((ROOT / "assets" / "zoo" / "manifest.json").read_text())["models"]
+    for name in shipped:
+        card = json.loads((ROOT / "assets" / "zoo" / name / "backdoor_lab.json").read_text())
+        row = next(line.split() for line in listed.stdout.splitlines() if line.split()[:1] == [name])
+        assert f"{100 * card['cacc']:.1f}%" in row, (name, row)
