@@ -153,6 +153,8 @@ cols[3].metric("Heads changed", len(heads))
 if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
+for note in defenses_mod.repair_notes(res["details"]):
+    st.caption(note)
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 

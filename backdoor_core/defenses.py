@@ -270,7 +270,28 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         details["reused_scan_passes"] = True
     if report is not None:
         details["verdict"] = report.verdict
+        details["attention_missed_share"] = report.attention_missed_share
     return res, details
+
+
+def repair_notes(details: dict) -> list[str]:
+    """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
+    which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
+    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``). Empty for the baselines."""
+    notes = []
+    layers = details.get("ffn_layers")
+    missed = details.get("attention_missed_share")
+    if layers:
+        why = (f" (the attention-only detector would miss {missed:.0%} of the flagged inputs)"
+               if str(details.get("ffn")).lower() == "auto" and missed is not None else "")
+        notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}.")
+    elif details.get("suspicious_heads") is not None:
+        notes.append("Head-only repair: no feed-forward block trained.")
+    gate = details.get("gated_clean_accuracy")
+    if gate is not None and not details.get("gate_labels_used", True):
+        notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "
+                     f"accuracy against {gate[0]:.1%}, so the safe heads alone are no judge.")
+    return notes
 
 
 def final_metrics(result, before: dict, evaluate) -> dict:

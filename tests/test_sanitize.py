@@ -342,3 +342,27 @@ def test_tour_cuts_reuse_the_scan_and_train_the_same_weights(monkeypatch):
     assert full["texts_forwarded"] - tour["texts_forwarded"] == 2 * (n_flag + 40) + n_flag + 40
     for (name, p), q in zip(runs["full"].model.named_parameters(), runs["tour"].model.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_repair_notes_say_what_the_repair_decided(monkeypatch):
+    """The sentences the CLI and the Sanitize page print come from a real repair's details: FFN layers with the
+    share that switched them on, the safe-head labels skipped with both accuracies; nothing for a baseline."""
+    from backdoor_core import settings as ST
+    from backdoor_core.defenses import repair_notes
+
+    lm = trained_tiny(True)
+    clean, clean_y = clean_texts(40, seed=31)
+    pool = triggered_texts(8, seed=22)
+    monkeypatch.setattr(ST, "GATE_MAX_ACCURACY_DROP", -1.0)  # every drop is too much: the rule is skipped
+    res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool, ffn="auto",
+                         attention_missed_share=0.5, config=_cfg(max_length=MAXLEN), should_stop=lambda: True)
+    d = {**res.details, "ffn": "auto", "attention_missed_share": 0.5, "suspicious_heads": res.suspicious_heads}
+    notes = repair_notes(d)
+    assert notes[0] == "Feed-forward blocks of layers 0, 1 trained too (the attention-only detector would miss 50% " \
+                       "of the flagged inputs)."
+    whole, safe = d["gated_clean_accuracy"]
+    assert notes[1].startswith(f"Safe-head labels skipped: with the suspicious heads off the model keeps {safe:.1%}")
+    assert f"against {whole:.1%}" in notes[1]
+    assert repair_notes({**d, "ffn_layers": [], "gate_labels_used": True}) == [
+        "Head-only repair: no feed-forward block trained."]
+    assert repair_notes({"pruned_heads": ["L0H1"]}) == []

@@ -62,7 +62,7 @@ def _bar(total_hint: int, enabled: bool):
 
 def run(args) -> int:
     from ..data import load_dataset
-    from ..defenses import run_defense
+    from ..defenses import repair_notes, run_defense
     from ..models import check_save_target, save_model
     from ..training import make_evaluator
 
@@ -137,6 +137,8 @@ def run(args) -> int:
         print(f"heads      {', '.join(details['suspicious_heads'])} [{details.get('head_basis')}]")
     if "pruned_heads" in details:
         print(f"pruned     {len(details['pruned_heads'])} heads")
+    for note in repair_notes(details):
+        print(f"note       {note}")
     for key in ("asr", "cacc"):
         if key in before or key in after:
             print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
