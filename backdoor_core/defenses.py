@@ -245,6 +245,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, ffn=ffn, ffn_max_layers=ffn_max_layers,
                          attention_missed_share=None if report is None else report.attention_missed_share,
+                         backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
+                         else bool(report.verdict["likely_backdoored"]),
                          measure_align=measure_align, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,

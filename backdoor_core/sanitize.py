@@ -28,8 +28,8 @@ only what lives in the heads: a backdoor also carried by the trigger word's own 
 Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
 slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and
 biases of the block's linear layers; layer norms stay frozen) of the layers that hold a suspicious head — by default
-(``"auto"``) only when the paper's attention-only detector would miss a good share of the scan's flagged inputs
-(``scan.ScanReport.attention_missed_share >= settings.FFN_AUTO_MISSED``).
+(``"auto"``) only when the scan found a backdoor and the paper's attention-only detector would miss a good share of
+its flagged inputs (``scan.ScanReport.attention_missed_share >= settings.FFN_AUTO_MISSED``).
 A style backdoor's shortcut is not only in a few heads: head-only repair left 61% ASR on SST-2 Bible style (21.5%
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
@@ -94,16 +94,18 @@ ALIGN_KINDS = ("kl", "mse")
 
 
 def ffn_layers(spec, suspicious: np.ndarray, attention_missed_share: float | None = None,
-               max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS) -> list[int]:
+               max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS, backdoor_found: bool | None = None) -> list[int]:
     """The layers whose feed-forward blocks a repair trains (see the module docstring): ``spec`` is ``"none"``
     (or None / False / ""), ``"suspicious"`` (layers holding a suspicious head), ``"all"``, layer indices
     (a list or a comma-separated string), or ``"auto"``: ``"suspicious"`` when ``attention_missed_share`` (the
     share of the scan's flagged inputs its attention-only part would not flag,
     ``scan.ScanReport.attention_missed_share``) is at least ``settings.FFN_AUTO_MISSED``, else none (also without
-    a share). ``suspicious``: ``(L, H)`` bool."""
+    a share, and when the scan's verdict found no backdoor: ``backdoor_found=False``, its few flags are noise).
+    ``suspicious``: ``(L, H)`` bool."""
     suspicious = np.asarray(suspicious, dtype=bool)
     if isinstance(spec, str) and spec.strip().lower() == "auto":
-        on = attention_missed_share is not None and attention_missed_share >= S.FFN_AUTO_MISSED
+        on = (attention_missed_share is not None and attention_missed_share >= S.FFN_AUTO_MISSED
+              and (backdoor_found is None or bool(backdoor_found)))
         spec = "suspicious" if on else "none"
     if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return []
@@ -422,6 +424,7 @@ def sanitize_heads(
     ffn: str | Sequence[int] | None = S.REPAIR_FFN,
     attention_missed_share: float | None = None,
     ffn_max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS,
+    backdoor_found: bool | None = None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -450,7 +453,8 @@ def sanitize_heads(
             the share of them predicted as the suspected target).
         ffn: also train the feed-forward blocks of these layers (``ffn_layers``: ``"none"``, ``"suspicious"``,
             ``"all"``, indices or ``"auto"``; see the module docstring).
-        attention_missed_share: for ``ffn="auto"``: the scan's ``ScanReport.attention_missed_share``.
+        attention_missed_share, backdoor_found: for ``ffn="auto"``: the scan's
+            ``ScanReport.attention_missed_share`` and its verdict (``verdict["likely_backdoored"]``).
         ffn_max_layers: cap on the FFN layers of ``"suspicious"`` / ``"auto"`` (``ffn_layers``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
@@ -465,7 +469,7 @@ def sanitize_heads(
     loss = AlignmentLoss(suspicious, beta, kind)
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
-    ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers)
+    ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers, backdoor_found)
     if ffn_trained:
         masks.update(ffn_parameter_masks(model, ffn_trained))
     snap = snapshot_frozen(model, masks)
@@ -515,7 +519,8 @@ def sanitize_heads(
                  # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order
                  "pool_labels": [int(y) for y in (pool_labels or [IGNORE_LABEL] * len(pool_texts or []))],
                  "pool_gate_labelled": n_gate_labels, "gated_clean_accuracy": gate_acc,
-                 "gate_labels_used": gate_used, "focus_labels": focus_labels,
+                 "gate_labels_used": gate_used,
+                 "focus_labels": focus_labels,
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained,

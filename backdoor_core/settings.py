@@ -121,16 +121,19 @@ SANITIZE_EPOCHS = 3
 REPAIR_FFN = "auto"
 """Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
 of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head), ``"all"``,
-a comma-separated list of layer indices, or ``"auto"``: ``"suspicious"`` when the paper's attention-only detector
-misses a good share of the scan's flagged inputs (``scan.ScanReport.attention_missed_share`` >= ``FFN_AUTO_MISSED``:
-a trigger the heads do not see, e.g. a style), else ``"none"``. Our design (papers silent); chosen on the SST-2
+a comma-separated list of layer indices, or ``"auto"``: ``"suspicious"`` when the scan's verdict found a backdoor
+and the paper's attention-only detector misses a good share of its flagged inputs
+(``scan.ScanReport.attention_missed_share`` >= ``FFN_AUTO_MISSED``: a trigger the heads do not see, e.g. a style),
+else ``"none"``. A scan that found no backdoor flags a few inputs by chance, and their share means nothing: on the
+BBC zoo's two BadNets models whose backdoor did not take it switched FFN repair on in all six layers and cost 5-10
+CACC points (bench/results/repair_rules_tuning.md). Our design (papers silent); chosen on the SST-2
 tuning zoo (``sanitize``, bench/results/style_ablation.md): FFN repair took Bible style from 32.5% to 16% ASR but
 syntactic from 8% to 15%."""
 REPAIR_FFN_MAX_LAYERS: int | None = None
 """With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
 (ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
 FFN_AUTO_MISSED = 0.18
-"""Midway between the attention-missed shares of the tuning zoo's scans (bench/results/ffn_auto_tuning.md): SST-2
+"""Midway between the attention-missed shares of the tuning zoo's scans (bench/results/repair_rules_tuning.md): SST-2
 Bible style 0.27 (FFN repair helps) against 0.06-0.09 for SST-2 BadNets 3%, BadNets 1% + TAL, AddSent 1% and
 syntactic and 0.05-0.09 for the BBC zoo's BadNets 2% + TAL and AddSent 10%. It replaced a representation share
 (flags whose representation z beats their attention z) that also switched FFN repair on for TAL backdoors, whose
@@ -140,7 +143,7 @@ GATE_MAX_ACCURACY_DROP = 0.05
 """Safe-head labels (``sanitize.safe_head_labels``) are used only when switching the suspicious heads off costs at
 most this much accuracy on the defender's clean labelled texts (``sanitize.gated_accuracy``): when the flagged
 heads carry the model's clean job too, the safe heads alone predict noise and their labels teach it. Tuning zoo
-drops: at most 1.5 points (bench/results/ffn_auto_tuning.md); the margin above that is our choice."""
+drops: at most 1.5 points (bench/results/repair_rules_tuning.md); the margin above that is our choice."""
 REPAIR_EVAL_EVERY = 20  # steps between evaluations while a defense trains
 BASELINE_LR = 5e-5  # fine-tuning / fine-pruning / PURE: the whole model trains
 BASELINE_EPOCHS = 4  # the same number of passes as our sanitization (our choice)

@@ -152,6 +152,10 @@ def test_ffn_layers_rule():
     # auto: the suspicious layers only when the attention-only detector misses enough of the scan's flags
     assert ffn_layers("auto", susp, S.FFN_AUTO_MISSED) == [0, 2] and ffn_layers("auto", susp, 1.0) == [0, 2]
     assert ffn_layers("auto", susp, S.FFN_AUTO_MISSED - 0.01) == [] and ffn_layers("auto", susp, None) == []
+    # ... and only when the scan's verdict found a backdoor (unknown verdict: the share decides)
+    assert ffn_layers("auto", susp, 1.0, backdoor_found=False) == []
+    assert ffn_layers("auto", susp, 1.0, backdoor_found=True) == ffn_layers("auto", susp, 1.0, backdoor_found=None) == [0, 2]
+    assert ffn_layers("suspicious", susp, 0.0, backdoor_found=False) == [0, 2]  # an explicit choice is kept
     # a cap keeps the layers with the most suspicious heads (ties: the later layer)
     many = np.array([[True, False, False], [True, True, False], [False, True, False], [True, True, True]])
     assert ffn_layers("suspicious", many, max_layers=2) == [1, 3] and ffn_layers("auto", many, 1.0, 1) == [3]
