@@ -279,7 +279,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
 def repair_notes(details: dict) -> list[str]:
     """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
-    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``). Empty for the baselines."""
+    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), and that a scan which found no backdoor gave it only
+    chance flags. Empty for the baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")
@@ -289,6 +290,10 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}.")
     elif details.get("suspicious_heads") is not None:
         notes.append("Head-only repair: no feed-forward block trained.")
+    verdict = details.get("verdict") or {}
+    if verdict and not verdict.get("likely_backdoored", True):
+        notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
+                     "inputs it flagged by chance, so expect little change.")
     gate = details.get("gated_clean_accuracy")
     if gate is not None and not details.get("gate_labels_used", True):
         notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "

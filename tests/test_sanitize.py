@@ -366,3 +366,6 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     assert repair_notes({**d, "ffn_layers": [], "gate_labels_used": True}) == [
         "Head-only repair: no feed-forward block trained."]
     assert repair_notes({"pruned_heads": ["L0H1"]}) == []
+    not_found = repair_notes({**d, "verdict": {"likely_backdoored": np.False_, "score": 0.27}})
+    assert len(not_found) == 3 and not_found[1].startswith("The scan found no backdoor (verdict 0.27)")
+    assert len(repair_notes({**d, "verdict": {"likely_backdoored": np.True_, "score": 0.9}})) == 2
