@@ -4,6 +4,7 @@ Detect, the before/after PCA in Sanitize. Screenshots go to test-artifacts/analy
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def test_analyst_views_offline(server):
         _set_number(page, "Epochs", 1)
         _click(page, "Sanitize")
         _wait_text(page, "Heads changed", exact=True)
+        # the page says what the repair decided beyond the heads (defenses.repair_notes)
+        assert page.get_by_text(re.compile(r"^(Head-only repair|Feed-forward blocks of layers)")).count() >= 1
         _toggle(page, "Show the [CLS] representations (PCA)")
         _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 4)
         _no_exceptions(page, "sanitize")
