@@ -108,6 +108,9 @@ def sst2_rows(paths: list[str]) -> list[dict]:
                          "gated_clean_accuracy": det.get("gated_clean_accuracy"),
                          "focus_change_rates": det.get("focus_change_rates"),  # runs made with a recording build
                          "asr_before": m.get("asr_before"), "lift_before": m.get("lift_before"),
+                         "repair": {k: runs[m["name"]].get(k) for k in ("asr_before", "asr_after", "cacc_before",
+                                                                         "cacc_after", "pseudo_label_accuracy")}
+                         if m["name"] in runs else None, "ffn_layers": det.get("ffn_layers"),
                          "source": Path(p).name})
     return rows
 
@@ -141,9 +144,19 @@ def markdown(result: dict) -> str:
                   f"{r['pool_triggered']}) | {_v(r.get('representation_share'))} | {_v(miss)} | {auto} | "
                   f"{'-' if not gate else f'{_p(gate[0])} / {_p(gate[1])}'} | "
                   f"{'-' if not focus else f'{_p(focus[0])} / {_p(focus[1])}'} |")
+    sst2 = [r for r in result["rows"] if r["zoo"] == "sst2" and r.get("repair")]
+    if sst2:
+        md += ["", "## SST-2: our repair under these rules (`bench/defense.py --quick`, seed 0)", "",
+               "| model | FFN layers | ASR before -> after | CACC before -> after | pseudo-label acc. |",
+               "|---|---|---|---|---|"]
+        for r in sst2:
+            rp = r["repair"]
+            md.append(f"| {r['model']} | {r.get('ffn_layers') or '-'} | {_p(rp['asr_before'])} -> {_p(rp['asr_after'])} "
+                      f"| {_p(rp['cacc_before'])} -> {_p(rp['cacc_after'])} | {_p(rp['pseudo_label_accuracy'])} |")
     bbc = [r for r in result["rows"] if r["zoo"] == "bbc"]
     if bbc:
         md += ["", "## BBC zoo: the tour's repair with each FFN choice (all test articles)", "",
+               "Seconds are wall time on the shared 2-core CPU (other benchmarks running), not a speed measure.", "",
                "| model | FFN | layers | CACC before -> after | ASR before -> after | seconds |", "|---|---|---|---|---|---|"]
         for r in bbc:
             for ffn, v in r["repairs"].items():
@@ -161,12 +174,17 @@ def main() -> None:
     ap.add_argument("--models", default="badnets-tal,addsent", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,none,suspicious", help="FFN choices to repair with")
     ap.add_argument("--sst2", default="", help="comma-separated defense.py JSON files of SST-2 tuning-zoo runs")
+    ap.add_argument("--render", action="store_true", help="rewrite the files from the last run's BBC rows (no run)")
     args = ap.parse_args()
     rows = sst2_rows([p for p in args.sst2.split(",") if p])
-    rows += bbc_rows([m for m in args.models.split(",") if m], [v for v in args.variants.split(",") if v])
-    import torch
+    if args.render:  # re-render: the BBC rows of the last run, the SST-2 rows from --sst2
+        result = json.loads((RESULTS / "repair_rules_tuning.json").read_text())
+        result["rows"] = rows + [r for r in result["rows"] if r["zoo"] == "bbc"]
+    else:
+        rows += bbc_rows([m for m in args.models.split(",") if m], [v for v in args.variants.split(",") if v])
+        import torch
 
-    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(), "rows": rows}
+        result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=2, default=float) + "\n"), (".md", markdown(result))):
         tmp = RESULTS / f".repair_rules_tuning{suffix}.tmp"
