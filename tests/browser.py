@@ -162,3 +162,25 @@ def open_app_page(browser, viewport: dict, timeout_ms: int = 90_000, **kwargs):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(timeout_ms)
     return page, blocked, errors
+
+
+def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
+    """Open the guided tour at ``url`` and walk it as a presenter does: step 1 (the zoo's clean model) must say
+    "Same prediction", then Next twice to step 3 (BadNets 2% + TAL), where the trigger must flip the prediction.
+    Returns the seconds from opening the page to each step's verdict on screen, and the step captions naming the
+    model (``{"step1_s", "flip_s", "step1_model", "step3_model"}``)."""
+    import time
+
+    t0 = time.perf_counter()
+    page.goto(f"{url}/tour")
+    main = page.locator('[data-testid="stMainBlockContainer"]')
+    main.get_by_text("Same prediction with and without the trigger.").wait_for(timeout=timeout_s * 1000)
+    step1_s = time.perf_counter() - t0
+    step1_model = main.get_by_text("Model in this step:").first.inner_text()
+    for n in (2, 3):  # one click per rerun: wait for each step's progress line
+        main.get_by_role("button", name="Next").click()
+        main.get_by_text(f"Step {n}", exact=True).wait_for(timeout=timeout_s * 1000)
+    main.get_by_text("The trigger flipped the prediction.").wait_for(timeout=timeout_s * 1000)
+    flip_s = time.perf_counter() - t0
+    step3_model = main.get_by_text("Model in this step:").first.inner_text()
+    return {"step1_s": step1_s, "flip_s": flip_s, "step1_model": step1_model, "step3_model": step3_model}
