@@ -134,7 +134,9 @@ def evaluate(zoo_dir: Path, with_full: bool, only: list[str] | None) -> None:
         rows[key] = row
         print(key, json.dumps({k: v for k, v in row.items() if k != "suspicious_heads"}, default=float), flush=True)
         _save(data)
-    data.setdefault("meta", {})["evaluate"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "zoo": str(zoo_dir)}
+    shown = Path(zoo_dir).resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown.name  # no machine paths in results
+    data.setdefault("meta", {})["evaluate"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "zoo": str(shown)}
     _save(data)
 
 

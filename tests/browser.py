@@ -164,6 +164,24 @@ def open_app_page(browser, viewport: dict, timeout_ms: int = 90_000, **kwargs):
     return page, blocked, errors
 
 
+def _wait_idle(page, timeout_s: float, settle_s: float = 0.5) -> None:
+    """Until Streamlit shows no running-status widget or spinner for ``settle_s`` seconds."""
+    import time
+
+    deadline, quiet_since = time.time() + timeout_s, None
+    while time.time() < deadline:
+        busy = (page.locator('[data-testid="stStatusWidget"]').count() > 0
+                or page.locator('[data-testid="stSpinner"]').count() > 0)
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= settle_s:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the app kept running")
+
+
 def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
     """Open the guided tour at ``url`` and walk it as a presenter does: step 1 (the zoo's clean model) must say
     "Same prediction", then Next twice to step 3 (BadNets 2% + TAL), where the trigger must flip the prediction.
@@ -177,7 +195,8 @@ def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
     main.get_by_text("Same prediction with and without the trigger.").wait_for(timeout=timeout_s * 1000)
     step1_s = time.perf_counter() - t0
     step1_model = main.get_by_text("Model in this step:").first.inner_text()
-    for n in (2, 3):  # one click per rerun: wait for each step's progress line
+    for n in (2, 3):  # one click per finished rerun: a click while the app still runs can be lost
+        _wait_idle(page, timeout_s)
         main.get_by_role("button", name="Next").click()
         main.get_by_text(f"Step {n}", exact=True).wait_for(timeout=timeout_s * 1000)
     main.get_by_text("The trigger flipped the prediction.").wait_for(timeout=timeout_s * 1000)
