@@ -164,21 +164,26 @@ def open_app_page(browser, viewport: dict, timeout_ms: int = 90_000, **kwargs):
     return page, blocked, errors
 
 
-def _wait_idle(page, timeout_s: float, settle_s: float = 0.5) -> None:
-    """Until Streamlit shows no running-status widget or spinner for ``settle_s`` seconds."""
+def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> None:
+    """Wait until the app has content and no run is in progress for ``settle_s`` seconds (a click while the
+    app still runs can be lost)."""
     import time
 
-    deadline, quiet_since = time.time() + timeout_s, None
+    page.wait_for_selector('[data-testid="stMainBlockContainer"] [data-testid="stVerticalBlock"]',
+                           timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    quiet_since = None
     while time.time() < deadline:
-        busy = (page.locator('[data-testid="stStatusWidget"]').count() > 0
-                or page.locator('[data-testid="stSpinner"]').count() > 0)
-        if busy:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.locator('[data-testid="stSpinner"]').count() > 0 or \
+            page.locator('[data-testid="stSkeleton"]').count() > 0
+        if running:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.time()
         elif time.time() - quiet_since >= settle_s:
             return
-        time.sleep(0.1)
+        time.sleep(0.2)
     raise AssertionError("the app kept running")
 
 
@@ -196,7 +201,7 @@ def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
     step1_s = time.perf_counter() - t0
     step1_model = main.get_by_text("Model in this step:").first.inner_text()
     for n in (2, 3):  # one click per finished rerun: a click while the app still runs can be lost
-        _wait_idle(page, timeout_s)
+        wait_until_idle(page, timeout_s)
         main.get_by_role("button", name="Next").click()
         main.get_by_text(f"Step {n}", exact=True).wait_for(timeout=timeout_s * 1000)
     main.get_by_text("The trigger flipped the prediction.").wait_for(timeout=timeout_s * 1000)

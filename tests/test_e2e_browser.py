@@ -6,7 +6,6 @@ plotly charts must render. Screenshots go to test-artifacts/app_*.png (look at t
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from browser import (  # noqa: E402
     launch_browser,
     open_app_page,
     streamlit_app,
+    wait_until_idle,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,26 +34,6 @@ def server(tmp_path_factory):
     env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo"))}
     with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
         yield url
-
-
-def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> None:
-    """Wait until the app has content and no run is in progress for ``settle_s`` seconds."""
-    page.wait_for_selector('[data-testid="stMainBlockContainer"] [data-testid="stVerticalBlock"]',
-                           timeout=timeout_s * 1000)
-    deadline = time.time() + timeout_s
-    quiet_since = None
-    while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
-            page.locator('[data-testid="stSpinner"]').count() > 0 or \
-            page.locator('[data-testid="stSkeleton"]').count() > 0
-        if running:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since >= settle_s:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the app kept running")
 
 
 def _no_exceptions(page, name: str) -> None:
