@@ -110,12 +110,13 @@ class ScanReport:
             ``attention_head_detector``: their attention-only parts (the same objects as ``detector`` /
             ``head_detector`` in an attention-only scan).
         representation_share: in a fused scan, the share of the final pass's flagged inputs whose
-            representation z-score (on clean dev) exceeds their attention z-score: found mainly by their
-            representations (``sanitize`` trains feed-forward blocks when it is high, ``settings.REPAIR_FFN=
-            "auto"``); None for an attention-only scan or when nothing is flagged.
+            representation z-score (on clean dev) exceeds their attention z-score: a diagnostic (it is high for
+            TAL backdoors too, whose flags stand out in both; bench/results/repair_rules_tuning.md); None for an
+            attention-only scan or when nothing is flagged.
         attention_missed_share: in a fused scan, the share of the final pass's flagged inputs that its
             attention-only part (``attention_head_detector``, else ``attention_detector``, at its own threshold)
-            would not flag; None like ``representation_share``.
+            would not flag: a trigger the heads do not see (``sanitize`` trains feed-forward blocks when it is high
+            and the verdict found a backdoor, ``settings.REPAIR_FFN="auto"``); None like ``representation_share``.
     """
 
     model_name: str
