@@ -293,7 +293,7 @@ def repair_notes(details: dict) -> list[str]:
     verdict = details.get("verdict") or {}
     if verdict and not verdict.get("likely_backdoored", True):
         notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
-                     "inputs it flagged by chance, so expect little change.")
+                     "inputs it flagged by chance, so it has nothing to remove and may only cost clean accuracy.")
     gate = details.get("gated_clean_accuracy")
     if gate is not None and not details.get("gate_labels_used", True):
         notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "
