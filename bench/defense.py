@@ -1,7 +1,7 @@
 """Benchmark: trigger-agnostic detection and repair of backdoored text classifiers, against baselines, on any data.
 
 For every backdoored model (from a manifest: the attack benchmark's ``bench/models/attack_tal/manifest.json`` by
-default, the test zoo's with ``--zoo test --manifest ...``; or any folder of saved models with ``--models-from``),
+default, the test zoo's with ``--zoo test``; or any folder of saved models with ``--models-from``),
 each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the model card's ``data``):
 
 * detection AUROC on held-out clean vs triggered test inputs: our scan's score (``head_similarity``: first pass,
@@ -26,7 +26,8 @@ minimums do not fit.
 
     python bench/defense.py --quick                          # the attack benchmark's SST-2 models (tuning zoo)
     python bench/defense.py --quick --models-from DIR --data olid
-    python bench/defense.py --quick --zoo test --manifest bench/models/test_zoo/manifest.json --only A,B --tag p1
+    python bench/defense.py --quick --zoo test --workers 2    # the test zoo, 2 one-thread processes, merged
+    python bench/defense.py --quick --zoo test --only A,B --tag p1
     python bench/defense.py --zoo test --merge p1,p2         # -> defense_test.json/.md
 
 Writes ``bench/results/defense[_test]<_tag>.json`` and ``.md`` after every model (a killed run keeps what it
@@ -49,8 +50,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or ROOT / "bench" / "results")
 MANIFEST = ROOT / "bench" / "models" / "attack_tal" / "manifest.json"
+TEST_MANIFEST = ROOT / "bench" / "models" / "test_zoo" / "manifest.json"  # bench/test_zoo.py writes it
 ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")
 # Quick mode repairs one model per trigger family (the ones the issue names; the strongest backdoor of each) and
 # only scans the rest (detection AUROC + model verdict): repairing all 14 would not fit the 60-minute budget.
@@ -71,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--models-from", default=None,
                    help="a folder of saved models (each with backdoor_lab.json giving attack/target/tal) instead of "
                         "the attack benchmark's manifest")
-    p.add_argument("--manifest", default=str(MANIFEST), help="a manifest.json of models (attack bench, test zoo)")
+    p.add_argument("--manifest", default=None,
+                   help="a manifest.json of models (default: the attack bench's; with --zoo test, the test zoo's)")
     p.add_argument("--data", default=None,
                    help="sst2|olid|agnews|bbc: run only the models of that dataset (models that name none are "
                         "evaluated on it); PATH: a folder with dev and test files (.tsv/.csv/.jsonl) to evaluate "
@@ -92,6 +95,9 @@ def parse_args(argv=None):
                         f"{','.join(QUICK_REPAIR)}, when present; else all backdoored models)")
     p.add_argument("--n-clean", type=int, default=None, help="defender's clean labelled samples")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every defense's fine-tuning")
+    p.add_argument("--align-knobs", default=None,
+                   help='JSON of our repair\'s knobs for an ablation (defenses.DEFENSES["alignment"].knobs), '
+                        'e.g. \'{"retain": 1.0}\'; recorded in the settings')
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation draw (sets, pool, defender data)")
     p.add_argument("--tag", default="", help="write defense[_test]<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
@@ -99,7 +105,13 @@ def parse_args(argv=None):
                    help="comma-separated tags of runs made in parallel (e.g. repair,scan): merge them into "
                         "defense[_test].json/.md and exit")
     p.add_argument("--merge-note", default="", help="what the merged runs differ in (written above the ablation)")
-    return p.parse_args(argv)
+    p.add_argument("--workers", type=int, default=1,
+                   help="N > 1: run the models in N one-thread processes, one (dataset, seed) group per process with "
+                        "the group's seed as --seed, then merge the parts into defense[_test]<_tag>.json/.md")
+    args = p.parse_args(argv)
+    if args.manifest is None:
+        args.manifest = str(TEST_MANIFEST if args.zoo == "test" else MANIFEST)
+    return args
 
 
 def _dataset_name(value) -> str | None:
@@ -235,11 +247,91 @@ def results_stem(zoo: str, tag: str = "") -> str:
     return "defense" + ("_test" if zoo == "test" else "") + (f"_{tag}" if tag else "")
 
 
+_GROUP_OPTIONS = ("--workers", "--tag", "--only", "--seed", "--merge", "--merge-note")
+
+
+def run_parallel(args, argv: list[str]) -> int:
+    """``--workers N``: each (dataset, seed) group of the chosen models (clean ones included: the verdict needs
+    them) runs as ``defense.py ... --only GROUP --seed SEED --tag <tag>_wK`` in a one-thread process, at most N at
+    a time; the parts are then merged (``merge``) into ``defense[_test]<_tag>`` with the wall time recorded. A
+    model without a seed uses ``--seed``."""
+    import subprocess
+
+    models = discover(args)
+    if args.data and args.data.strip().lower() in _bench_dataset_names():
+        models = [m for m in models if (m["dataset"] or "sst2") == args.data.strip().lower()]
+    if args.only:
+        keep = set(args.only.split(","))
+        models = [m for m in models if m["name"] in keep]
+    groups: dict[tuple, list[str]] = {}
+    for m in models:
+        groups.setdefault((m["dataset"] or "", args.seed if m["seed"] is None else m["seed"]), []).append(m["name"])
+    if not groups:
+        raise SystemExit("No models to run.")
+    base, skip = [], False
+    for a in argv:  # the same options, minus the ones each part sets itself
+        if skip:
+            skip = False
+            continue
+        if a in _GROUP_OPTIONS:
+            skip = True
+            continue
+        if any(a.startswith(o + "=") for o in _GROUP_OPTIONS):
+            continue
+        base.append(a)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BACKDOOR_BENCH_RESULTS": str(RESULTS)}
+    t0 = time.perf_counter()
+    # the largest groups first (longest-processing-time order): the workers finish closer together
+    order = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1]))
+    pending = [(f"{args.tag + '_' if args.tag else ''}w{k}", seed, names) for k, ((_, seed), names) in enumerate(order)]
+    tags, running, failed = [], [], []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    while pending or running:
+        while pending and len(running) < max(1, args.workers):
+            tag, seed, names = pending.pop(0)
+            cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--only", ",".join(names), "--seed", str(seed),
+                   "--tag", tag]
+            log = open(RESULTS / f".{results_stem(args.zoo, tag)}.log", "w")
+            print(f"part {tag}: seed {seed}, {len(names)} models ({', '.join(names)})", flush=True)
+            running.append((tag, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            tags.append(tag)
+        time.sleep(0.5)
+        for item in list(running):
+            tag, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                if proc.returncode != 0:
+                    failed.append(tag)
+                print(f"part {tag} done (exit {proc.returncode}) at {time.perf_counter() - t0:.0f} s", flush=True)
+    if failed:
+        _fail(f"parts {', '.join(failed)} failed: see {RESULTS}/.defense*_<part>.log")
+    report = merge(tags, args.tag, f"{len(tags)} parts in {args.workers} one-thread processes (--workers)", args.zoo)
+    report["settings"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    report["settings"]["workers"] = int(args.workers)
+    stem = results_stem(args.zoo, args.tag)
+    _write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
+    _write_atomic(RESULTS / f"{stem}.md", markdown(report))
+    print(markdown(report))
+    print(f"wall time {report['settings']['wall_seconds'] / 60:.1f} min with {args.workers} workers", flush=True)
+    for tag in tags:
+        (RESULTS / f".{results_stem(args.zoo, tag)}.log").unlink(missing_ok=True)
+    return 0
+
+
+def _bench_dataset_names():
+    from backdoor_core.defender_data import BENCH_DATASETS
+
+    return BENCH_DATASETS
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.merge:
         print(markdown(merge([t for t in args.merge.split(",") if t], args.tag, args.merge_note, args.zoo)))
         return 0
+    if args.workers > 1:
+        return run_parallel(args, list(sys.argv[1:] if argv is None else argv))
     import torch
 
     from backdoor_core.attention import predict
@@ -265,6 +357,8 @@ def main(argv=None) -> int:
         settings["n_clean"] = args.n_clean
     if args.epochs:
         settings["epochs"] = args.epochs
+    if args.align_knobs:
+        settings["align_knobs"] = json.loads(args.align_knobs)
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
                      "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)
@@ -478,6 +572,7 @@ def main(argv=None) -> int:
                 knobs = {"epochs": settings["epochs"], "max_length": L, "seed": seed}
                 if name == "alignment":
                     knobs["scan"] = scan
+                    knobs.update(settings.get("align_knobs", {}))
                 t = time.perf_counter()
                 res = run_defense(name, lm.model, lm.tokenizer, defender, pool_texts=pool, **knobs)
                 seconds = time.perf_counter() - t + (scan.seconds if name == "alignment" else 0.0)
@@ -499,7 +594,7 @@ def main(argv=None) -> int:
                                             "align_before", "align_after", "frozen_unchanged", "flagged_used",
                                             "pool_pseudo_labelled", "pool_gate_labelled", "focus_labels",
                                             "exclude_labels", "suspected_target", "ffn_layers",
-                                            "gated_clean_accuracy", "gate_labels_used")}}
+                                            "gated_clean_accuracy", "gate_labels_used", "ffn_lr_scale", "retain")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "
@@ -756,7 +851,11 @@ def markdown(report: dict) -> str:
                          f"{z['rows_triggerable']}) | {'yes' if z['shared_rows'] else 'no (paraphrase file)'} |")
     parts = report.get("part_seconds")
     lines += ["", f"Total {report.get('seconds_total', 0):.0f} s" + (
-        " (merged runs: " + ", ".join(f"{t} {sec:.0f} s" for t, sec in parts.items()) + ")" if parts else "") + ".", ""]
+        " (merged runs: " + ", ".join(f"{t} {sec:.0f} s" for t, sec in parts.items()) + ")" if parts else "") + "."]
+    if report["settings"].get("wall_seconds") is not None:
+        lines += [f"Wall time {report['settings']['wall_seconds'] / 60:.1f} min with "
+                  f"{report['settings'].get('workers')} one-thread workers (`--workers`)."]
+    lines += [""]
     return "\n".join(lines)
 
 

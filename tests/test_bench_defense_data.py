@@ -205,6 +205,41 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
     assert ex.value.code == 2
 
 
+def test_workers_run_each_seed_group_in_its_own_process_and_merge(tmp_path, monkeypatch):
+    """``--workers 2``: two (dataset, seed) groups run as two one-thread processes, each with its group's seed as
+    the evaluation seed; their parts merge into one report that records the wall time and the worker count."""
+    from backdoor_core.model_card import ModelCard
+    from backdoor_core.models import save_model
+    from defense_helpers import clean_texts, trained_tiny
+
+    data = tmp_path / "mydata"
+    data.mkdir()
+    _write_table(data / "dev.tsv", *clean_texts(120, seed=111))
+    _write_table(data / "test.tsv", *clean_texts(520, seed=112))
+    models = tmp_path / "models"
+    for name, bd, seed in (("bd0", True, 0), ("clean0", False, 0), ("bd1", True, 1)):
+        card = ModelCard(attack="badnets" if bd else "none", trigger=["cf"] if bd else None, target=1 if bd else None,
+                         rate=0.15 if bd else 0.0, tal=bd, max_length=32, data="mydata",
+                         label_names=["negative", "positive"], train_config={"seed": seed})
+        save_model(trained_tiny(bd).model, trained_tiny(bd).tokenizer, models / name, card.to_json())
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--defenses", "alignment",
+                 "--detectors", "ours", "--epochs", "1", "--n-clean", "60", "--repair", "all", "--zoo", "test",
+                 "--workers", "2", "--tag", "par"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "results" / "defense_test_par.json").read_text())
+    assert rep["settings"]["workers"] == 2 and rep["settings"]["wall_seconds"] > 0
+    assert sorted(rep["settings"]["merged_from"]) == ["defense_test_par_w0.json", "defense_test_par_w1.json"]
+    assert {(r["model"], r["seed"]) for r in rep["runs"]} == {("bd0", 0), ("bd1", 1)}
+    parts = {p: json.loads((tmp_path / "results" / p).read_text()) for p in rep["settings"]["merged_from"]}
+    assert sorted(part["settings"]["seed"] for part in parts.values()) == [0, 1]
+    assert all(part["settings"]["threads"] == 1 for part in parts.values())
+    assert {m["name"] for m in rep["models"]} == {"bd0", "clean0", "bd1"}
+    assert "one-thread workers" in (tmp_path / "results" / "defense_test_par.md").read_text()
+    assert not list((tmp_path / "results").glob(".*.log"))
+
+
 def test_manifest_models_find_their_dataset_clean_model_and_paraphrase_files(tmp_path):
     """A test-zoo manifest: each entry's dataset and seed are read, its clean model is the one it names, else the
     clean model of the same dataset and seed, else of the same dataset; paraphrase files rebuild the attack."""
