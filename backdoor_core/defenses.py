@@ -63,8 +63,8 @@ DEFENSES: dict[str, DefenseInfo] = {
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS, "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
-         "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS,
-         "representation": S.REPRESENTATION},
+         "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
+         "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "representation": S.REPRESENTATION},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -193,6 +193,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
     ffn = knobs.pop("ffn", S.REPAIR_FFN)
     ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
+    retain = float(knobs.pop("retain", S.RETAIN_WEIGHT))
+    ffn_lr_scale = float(knobs.pop("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE))
     heads = knobs.pop("heads", None)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
@@ -243,7 +245,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         reused = {"pool_probs": np.asarray(report.pool_probs)[flagged_idx], "clean_probs": report.clean_probs}
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
-                         exclude_labels=exclude, ffn=ffn, ffn_max_layers=ffn_max_layers,
+                         exclude_labels=exclude, ffn=ffn, ffn_max_layers=ffn_max_layers, retain=retain,
+                         ffn_lr_scale=ffn_lr_scale,
                          attention_missed_share=None if report is None else report.attention_missed_share,
                          backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
                          else bool(report.verdict["likely_backdoored"]),
@@ -287,7 +290,9 @@ def repair_notes(details: dict) -> list[str]:
     if layers:
         why = (f" (the attention-only detector would miss {missed:.0%} of the flagged inputs)"
                if str(details.get("ffn")).lower() == "auto" and missed is not None else "")
-        notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}.")
+        scale = details.get("ffn_lr_scale")
+        pace = f", at {scale:g} x the heads' learning rate" if scale is not None and scale != 1 else ""
+        notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}{pace}.")
     elif details.get("suspicious_heads") is not None:
         notes.append("Head-only repair: no feed-forward block trained.")
     verdict = details.get("verdict") or {}

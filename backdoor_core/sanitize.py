@@ -29,10 +29,16 @@ Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent
 slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and
 biases of the block's linear layers; layer norms stay frozen) of the layers that hold a suspicious head — by default
 (``"auto"``) only when the scan found a backdoor and the paper's attention-only detector would miss a good share of
-its flagged inputs (``scan.ScanReport.attention_missed_share >= settings.FFN_AUTO_MISSED``).
+its flagged inputs (``scan.ScanReport.attention_missed_share >= settings.FFN_AUTO_MISSED``). They learn at
+``settings.REPAIR_FFN_LR_SCALE`` x the heads' lr (0.3: the BBC zoo's forced FFN repairs lost half the clean
+accuracy they lost at the full lr, at a lower ASR; ``bench/results/knob_tuning_ffn_lr_scale.md``).
 A style backdoor's shortcut is not only in a few heads: head-only repair left 61% ASR on SST-2 Bible style (21.5%
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
+
+Retention (``retain``, ``RetentionLoss``; our design, off by default): a KL term toward the unrepaired model's
+outputs on the clean labelled inputs. Measured and not adopted: at weight 1 it kept SST-2 clean accuracy but gave
+back syntactic and Bible-style backdoors (``bench/results/knob_tuning_retain.md``).
 
 Three pseudo-label rules give flagged pool inputs a cross-entropy label, in this order (our design; paper silent;
 each is a knob, kept because it lowered ASR after repair on the defense benchmark: ``defense_session2.md`` for
@@ -75,7 +81,7 @@ from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
 from .head_metrics import head_label, key_visibility
-from .training import IGNORE_LABEL, Example, Progress, TrainConfig, train
+from .training import IGNORE_LABEL, Example, Progress, TrainConfig, combine_losses, train
 
 DEFAULT_BETA = S.BETA
 DEFAULT_RESET = S.RESET
@@ -216,6 +222,35 @@ class AlignmentLoss:
         return {"beta": self.beta, "kind": self.kind, "suspicious_heads": labels}
 
 
+class RetentionLoss:
+    """``extra_loss`` for ``training.train``: ``{"retain": gamma * KEEP}`` with
+
+        KEEP = mean over the batch's inputs that carry a ``soft_label`` of KL( p_before(x) || p_model(x) )
+
+    ``p_before`` ``(C,)``: the unrepaired model's class probabilities on the defender's clean labelled inputs,
+    computed once before the reset (``sanitize_heads``); ``p_model``: the model being repaired. Our design
+    (papers silent): with 200 clean labels, re-learning reset heads and feed-forward blocks loses clean accuracy;
+    the suspect model is right on clean inputs, so its full output distribution there is a richer target than
+    one label per input. Only clean inputs get a teacher, never the flagged ones, whose outputs are the backdoor's.
+    """
+
+    needs_attentions = False
+
+    def __init__(self, gamma: float):
+        if gamma < 0:
+            raise ValueError(f"The retention weight must be >= 0, got {gamma}.")
+        self.gamma = float(gamma)
+
+    def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
+        has = batch.get("has_soft_label")
+        if has is None or not bool(has.any()):
+            return {"retain": outputs.logits.sum() * 0.0}
+        logp = torch.log_softmax(outputs.logits.float()[has], -1)  # (n, C)
+        target = batch["soft_labels"][has].to(logp.device)  # (n, C)
+        kl = (torch.xlogy(target, target) - target * logp).sum(-1).mean()
+        return {"retain": self.gamma * kl}
+
+
 def alignment_value(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, kind: str = S.ALIGN_KIND,
                     max_length: int = S.MAX_LENGTH, batch_size: int = 32) -> float:
     """Mean unweighted ALIGN over ``texts`` (for before/after reports and tests): the per-row terms of
@@ -257,9 +292,12 @@ def frozen_slices_unchanged(model, masks: dict[str, torch.Tensor], snapshot: dic
 
 def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
                    pool_texts: Sequence[str] | None = None,
-                   pool_labels: Sequence[int] | None = None) -> list[Example]:
-    """Clean labelled examples plus pool examples (label ``-100`` = alignment only, unless ``pool_labels``)."""
-    ex = [Example(str(t), int(y)) for t, y in zip(clean_texts, clean_labels)]
+                   pool_labels: Sequence[int] | None = None,
+                   clean_soft: np.ndarray | None = None) -> list[Example]:
+    """Clean labelled examples plus pool examples (label ``-100`` = alignment only, unless ``pool_labels``);
+    ``clean_soft`` ``(len(clean_texts), C)``: the clean examples' teacher probabilities (``RetentionLoss``)."""
+    soft = [None] * len(clean_texts) if clean_soft is None else [tuple(float(v) for v in row) for row in clean_soft]
+    ex = [Example(str(t), int(y), soft_label=q) for t, y, q in zip(clean_texts, clean_labels, soft)]
     pool_texts = list(pool_texts or [])
     labels = list(pool_labels) if pool_labels is not None else [IGNORE_LABEL] * len(pool_texts)
     ex += [Example(str(t), int(y)) for t, y in zip(pool_texts, labels)]
@@ -284,15 +322,18 @@ def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndar
 
 
 def gated_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int], suspicious: np.ndarray,
-                   max_length: int = S.MAX_LENGTH) -> tuple[float, float]:
+                   max_length: int = S.MAX_LENGTH, full_probs: np.ndarray | None = None) -> tuple[float, float]:
     """``(whole model, safe heads only)``: accuracy on the defender's clean labelled ``texts`` of the model as
     it is and with the suspicious heads switched off (``architecture.head_gates``). The gap says how much of the
     model's clean job the suspicious heads carry, i.e. whether the safe heads' predictions can serve as labels
-    (``safe_head_labels``)."""
+    (``safe_head_labels``). ``full_probs`` ``(N, C)``: the whole model's probabilities on ``texts``, when at
+    hand."""
     from .architecture import head_gates
 
     y = np.asarray(labels)
-    full = predict(model, tokenizer, list(texts), max_length).argmax(1)
+    if full_probs is None:
+        full_probs = predict(model, tokenizer, list(texts), max_length)
+    full = np.asarray(full_probs).argmax(1)
     with head_gates(model, torch.as_tensor(~np.asarray(suspicious, dtype=bool), dtype=torch.float32)):
         safe = predict(model, tokenizer, list(texts), max_length).argmax(1)
     return float((full == y).mean()), float((safe == y).mean())
@@ -425,6 +466,8 @@ def sanitize_heads(
     attention_missed_share: float | None = None,
     ffn_max_layers: int | None = S.REPAIR_FFN_MAX_LAYERS,
     backdoor_found: bool | None = None,
+    retain: float = S.RETAIN_WEIGHT,
+    ffn_lr_scale: float = S.REPAIR_FFN_LR_SCALE,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -456,6 +499,9 @@ def sanitize_heads(
         attention_missed_share, backdoor_found: for ``ffn="auto"``: the scan's
             ``ScanReport.attention_missed_share`` and its verdict (``verdict["likely_backdoored"]``).
         ffn_max_layers: cap on the FFN layers of ``"suspicious"`` / ``"auto"`` (``ffn_layers``).
+        ffn_lr_scale: the feed-forward blocks train at ``config.lr`` x this (the heads at ``config.lr``).
+        retain: weight of the clean-output retention term (``RetentionLoss``; 0 = off): the unrepaired model's
+            probabilities on ``clean_texts`` (one forward pass before the reset) are the teacher.
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -467,11 +513,15 @@ def sanitize_heads(
     suspicious = np.asarray(suspicious, dtype=bool)
     require_head_repair(model, "Sanitization")
     loss = AlignmentLoss(suspicious, beta, kind)
+    retention = RetentionLoss(retain) if retain > 0 else None
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
     ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers, backdoor_found)
+    lr_scales = None
     if ffn_trained:
-        masks.update(ffn_parameter_masks(model, ffn_trained))
+        ffn_masks = ffn_parameter_masks(model, ffn_trained)
+        masks.update(ffn_masks)
+        lr_scales = {name: float(ffn_lr_scale) for name in ffn_masks}
     snap = snapshot_frozen(model, masks)
     if measure_texts is None:
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
@@ -483,9 +533,12 @@ def sanitize_heads(
         raise ValueError(f"pool_probs has {len(pool_probs)} rows for {len(pool_texts or [])} pool texts.")
     if pool_texts and (pseudo_labels or exclude_labels) and pool_probs is None:
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
+    # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the rules below reuse it
+    teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
     gate_acc, gate_used = None, False
     if pseudo_labels and pool_texts:
-        gate_acc = gated_accuracy(model, tokenizer, clean_texts, clean_labels, suspicious, config.max_length)
+        gate_acc = gated_accuracy(model, tokenizer, clean_texts, clean_labels, suspicious, config.max_length,
+                                  full_probs=teacher)
         if gate_acc[0] - gate_acc[1] <= S.GATE_MAX_ACCURACY_DROP:
             pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
             gate_used = True
@@ -497,14 +550,16 @@ def sanitize_heads(
     n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if exclude_labels and pool_texts:
         if clean_probs is None:
-            clean_probs = predict(model, tokenizer, clean_texts, config.max_length)
+            clean_probs = teacher if teacher is not None else predict(model, tokenizer, clean_texts,
+                                                                      config.max_length)
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs)
     if reset:
         reset_output_columns(model, suspicious)
-    examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels)
+    examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     with attention_dropout_off(model):
-        res = train(model, tokenizer, examples, config, extra_loss=loss, trainable_masks=masks,
+        res = train(model, tokenizer, examples, config, extra_loss=combine_losses(loss, retention),
+                    trainable_masks=masks, lr_scales=lr_scales,
                     evaluate=evaluate, callback=callback, should_stop=should_stop)
     after = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
              if measure_align else None)
@@ -513,7 +568,7 @@ def sanitize_heads(
     return SanitizeResult(
         history=res.history, cancelled=res.cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
         suspicious_heads=labels, align_before=before, align_after=after, frozen_unchanged=unchanged,
-        details={"beta": beta, "kind": kind, "clean_samples": len(clean_texts),
+        details={"beta": beta, "kind": kind, "retain": float(retain), "clean_samples": len(clean_texts),
                  "pool_samples": len(pool_texts or []),
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
                  # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order
@@ -523,7 +578,7 @@ def sanitize_heads(
                  "focus_labels": focus_labels,
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
-                 "ffn_layers": ffn_trained,
+                 "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

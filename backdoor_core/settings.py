@@ -116,6 +116,9 @@ RESET = True  # zero the suspicious heads' output columns first
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True
+RETAIN_WEIGHT = 0.0
+"""Weight of the clean-output retention term of our repair (``sanitize.RetentionLoss``: KL from the unrepaired
+model's probabilities on the defender's clean labelled inputs; 0 = off). Our design (papers silent)."""
 SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
 REPAIR_FFN = "auto"
@@ -132,6 +135,12 @@ syntactic from 8% to 15%."""
 REPAIR_FFN_MAX_LAYERS: int | None = None
 """With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
 (ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
+REPAIR_FFN_LR_SCALE = 0.3
+"""The feed-forward blocks a repair trains (``REPAIR_FFN``) learn at ``SANITIZE_LR`` x this; the reset heads at
+``SANITIZE_LR``. Our design (papers silent); chosen on the tuning zoo only (bench/results/knob_tuning_ffn_lr_scale.md):
+with FFN repair forced on the four BBC zoo models, CACC change -5.6 / -2.8 / -1.2 points on average at 1 / 0.3 / 0.1
+and ASR after 4.2% / 2.3% / 9.6%; SST-2 Bible (FFN auto) 28.0% / 24.4% / 32.1% at -1.7 / -1.8 / -0.7 points.
+0.1 keeps the most clean accuracy but gives the backdoor back (BBC AddSent 37%)."""
 FFN_AUTO_MISSED = 0.18
 """Midway between the attention-missed shares of the tuning zoo's scans (bench/results/repair_rules_tuning.md): SST-2
 Bible style 0.27 (FFN repair helps) against 0.06-0.09 for SST-2 BadNets 3%, BadNets 1% + TAL, AddSent 1% and

@@ -16,7 +16,8 @@ nanoGPT-style: the settings are plain values in ``TrainConfig`` and ``train`` re
 
 Batches are dicts of tensors: ``input_ids``/``attention_mask`` ``(B, T)`` padded to the longest in the batch,
 ``labels`` ``(B,)`` (-100 = no cross-entropy), ``poisoned`` ``(B,)`` bool, ``trigger_mask`` ``(B, T)`` bool —
-the word pieces overlapping an example's ``trigger_spans`` (found with the tokenizer's offset mapping).
+the word pieces overlapping an example's ``trigger_spans`` (found with the tokenizer's offset mapping) — and, when
+some example has a ``soft_label``, ``soft_labels`` ``(B, C)`` with ``has_soft_label`` ``(B,)`` bool.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ class Example:
         trigger_spans: character spans ``[start, end)`` of the trigger(s) in ``text``; ``()`` for clean samples
             and for paraphrase triggers (which have no trigger tokens).
         poisoned: True for samples the attack changed.
+        soft_label: a teacher's class probabilities for this sample (a distillation term in ``extra_loss`` reads
+            them as ``batch["soft_labels"]``); None = no teacher.
     """
 
     text: str
     label: int
     trigger_spans: tuple[tuple[int, int], ...] = ()
     poisoned: bool = False
+    soft_label: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -109,6 +113,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def combine_losses(*terms):
+    """One ``extra_loss`` from several (None entries skipped): their named terms together; it asks for
+    attention maps when any of them does."""
+    terms = [t for t in terms if t is not None]
+
+    def combined(batch: dict, outputs) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for t in terms:
+            out.update(t(batch, outputs))
+        return out
+
+    combined.needs_attentions = any(getattr(t, "needs_attentions", False) for t in terms)
+    return combined
+
+
 def trigger_token_mask(offsets: torch.Tensor, spans_per_text: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
     """``(B, T)`` bool: word pieces whose character span overlaps one of the text's trigger spans.
 
@@ -151,6 +170,12 @@ def collate(tokenizer, examples: Sequence[Example], max_length: int) -> dict[str
     }
     if "token_type_ids" in enc:
         batch["token_type_ids"] = enc["token_type_ids"]
+    with_soft = [ex.soft_label is not None for ex in examples]
+    if any(with_soft):
+        width = len(next(ex.soft_label for ex in examples if ex.soft_label is not None))
+        batch["soft_labels"] = torch.tensor([list(ex.soft_label) if ex.soft_label is not None else [0.0] * width
+                                             for ex in examples], dtype=torch.float32)
+        batch["has_soft_label"] = torch.tensor(with_soft, dtype=torch.bool)
     return batch
 
 
@@ -180,14 +205,18 @@ def _model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in keys if k in batch}
 
 
-def _optimizer_groups(named_params, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def _optimizer_groups(named_params, weight_decay: float, lr: float,
+                      lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """AdamW groups: weight decay on matrices only; a parameter named in ``lr_scales`` trains at ``lr`` x its
+    scale."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in named_params:
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((no_decay, float((lr_scales or {}).get(name, 1.0))), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr": lr * scale}
+            for (nd, scale), ps in sorted(groups.items(), key=lambda kv: kv[0])]
 
 
 def _adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -206,6 +235,7 @@ def train(
     *,
     extra_loss: Callable[[dict, Any], dict[str, torch.Tensor]] | None = None,
     trainable_masks: dict[str, torch.Tensor] | None = None,
+    lr_scales: dict[str, float] | None = None,
     evaluate: Callable[[Any], dict[str, float]] | None = None,
     callback: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -217,6 +247,8 @@ def train(
         trainable_masks: ``{param name: bool mask}``; when given only those entries may change — every other
             parameter gets ``requires_grad=False`` and masked-out entries are restored after each optimizer
             step (AdamW's weight decay would otherwise move them).
+        lr_scales: ``{param name: factor}``: those parameters train at ``config.lr`` x factor (the schedule
+            scales every group alike).
         accelerator: an ``accelerate.Accelerator`` to reuse (one is created when None).
 
     Returns:
@@ -239,7 +271,7 @@ def train(
             raise ValueError(f"trainable_masks names unknown parameters: {unknown[:3]}")
         for name, p in named.items():
             p.requires_grad_(name in trainable_masks and bool(trainable_masks[name].any()))
-    optimizer = _adamw(_optimizer_groups(named.items(), config.weight_decay), config.lr)
+    optimizer = _adamw(_optimizer_groups(named.items(), config.weight_decay, config.lr, lr_scales), config.lr)
 
     # --- data: a seeded shuffle, padded per batch --------------------------------------------------------
     generator = torch.Generator().manual_seed(config.seed)

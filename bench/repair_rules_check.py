@@ -40,7 +40,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULTS = ROOT / "bench" / "results"
 
 
-def bbc_rows(names: list[str], variants: list[str]) -> list[dict]:
+def bbc_rows(names: list[str], variants: list[str], knobs: dict | None = None) -> list[dict]:
+    """Scan each BBC zoo model as the tour does, repair it with each FFN choice in ``variants`` (plus ``knobs``,
+    e.g. ``{"retain": 1.0}``) and measure on all BBC test articles."""
     import numpy as np
     import torch
 
@@ -81,7 +83,7 @@ def bbc_rows(names: list[str], variants: list[str]) -> list[dict]:
         for ffn in variants:
             t0 = time.perf_counter()
             res = run_defense("alignment", lm.model, lm.tokenizer, T.sanitize_clean(train), pool_texts=None,
-                              max_length=D.model_max_length(lm), scan=report, **{**T.sanitize_knobs(), "ffn": ffn})
+                              max_length=D.model_max_length(lm), scan=report, **{**T.sanitize_knobs(), **(knobs or {}), "ffn": ffn})
             after = full(res.model)
             row["repairs"][ffn] = {"cacc": after["cacc"], "asr": after.get("asr"), "seconds": round(time.perf_counter() - t0, 1),
                                    "ffn_layers": res.details.get("ffn_layers"),

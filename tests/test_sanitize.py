@@ -135,9 +135,9 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
     captured = {}
     real_build = S.build_examples
 
-    def spy(clean_texts, clean_labels, pool_texts, pool_labels):
+    def spy(clean_texts, clean_labels, pool_texts, pool_labels, clean_soft=None):
         captured["pool_labels"] = list(pool_labels) if pool_labels is not None else None
-        return real_build(clean_texts, clean_labels, pool_texts, pool_labels)
+        return real_build(clean_texts, clean_labels, pool_texts, pool_labels, clean_soft)
 
     monkeypatch.setattr(S, "build_examples", spy)
     monkeypatch.setattr(S.S, "GATE_MAX_ACCURACY_DROP", 1.0)  # the tiny model's safe heads lose more: keep the rule
@@ -359,7 +359,8 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     d = {**res.details, "ffn": "auto", "attention_missed_share": 0.5, "suspicious_heads": res.suspicious_heads}
     notes = repair_notes(d)
     assert notes[0] == "Feed-forward blocks of layers 0, 1 trained too (the attention-only detector would miss 50% " \
-                       "of the flagged inputs)."
+                       f"of the flagged inputs), at {ST.REPAIR_FFN_LR_SCALE:g} x the heads' learning rate."
+    assert repair_notes({**d, "ffn_lr_scale": 1.0})[0].endswith("flagged inputs).")
     whole, safe = d["gated_clean_accuracy"]
     assert notes[1].startswith(f"Safe-head labels skipped: with the suspicious heads off the model keeps {safe:.1%}")
     assert f"against {whole:.1%}" in notes[1]
@@ -369,3 +370,54 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     not_found = repair_notes({**d, "verdict": {"likely_backdoored": np.False_, "score": 0.27}})
     assert len(not_found) == 3 and not_found[1].startswith("The scan found no backdoor (verdict 0.27)")
     assert len(repair_notes({**d, "verdict": {"likely_backdoored": np.True_, "score": 0.9}})) == 2
+
+
+def test_retention_term_value_and_masking():
+    """``RetentionLoss``: KL(teacher || model) over the batch rows with a soft label only (hand computed), zero
+    when the model reproduces its teacher; ``collate`` carries the soft labels of the examples that have one."""
+    from types import SimpleNamespace
+
+    from backdoor_core.sanitize import RetentionLoss, build_examples
+    from backdoor_core.training import collate
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]])
+    teacher = torch.tensor([[0.5, 0.5], [0.2, 0.8], [0.0, 0.0]])
+    has = torch.tensor([True, True, False])
+    out = RetentionLoss(2.0)({"soft_labels": teacher, "has_soft_label": has}, SimpleNamespace(logits=logits))
+    logp = torch.log_softmax(logits, -1)
+    by_hand = [float((t * (torch.log(t) - lp)).sum()) for t, lp in zip(teacher[:2], logp[:2])]
+    assert out["retain"].item() == pytest.approx(2.0 * np.mean(by_hand), rel=1e-5)
+    same = RetentionLoss(1.0)({"soft_labels": torch.softmax(logits, -1), "has_soft_label": torch.ones(3, dtype=bool)},
+                              SimpleNamespace(logits=logits))
+    assert same["retain"].item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        RetentionLoss(-1.0)
+    lm = trained_tiny(False)
+    ex = build_examples(["a good film", "a bad film"], [1, 0], ["flagged text"], None,
+                        np.array([[0.1, 0.9], [0.7, 0.3]]))
+    batch = collate(lm.tokenizer, ex, 16)
+    assert batch["has_soft_label"].tolist() == [True, True, False]
+    assert torch.allclose(batch["soft_labels"][:2], torch.tensor([[0.1, 0.9], [0.7, 0.3]]))
+    assert "soft_labels" not in collate(lm.tokenizer, build_examples(["x"], [0]), 16)
+
+
+def test_retention_keeps_the_repaired_model_closer_to_its_clean_outputs():
+    """With the retention term the repaired model's outputs on held-out clean texts stay closer to the unrepaired
+    model's (mean KL) than without it, on the same heads, data and seed; the term shows in the history."""
+    from backdoor_core.forward import predict
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(64, seed=41)
+    held_out = clean_texts(48, seed=42)[0]
+    pool = triggered_texts(16, seed=43)
+    before = predict(lm.model, lm.tokenizer, held_out, 32)
+    kl = {}
+    for retain in (0.0, 5.0):
+        model = copy.deepcopy(lm.model)
+        res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, pool, beta=1.0, config=_cfg(epochs=3),
+                             ffn="suspicious", retain=retain, measure_align=False)
+        after = predict(model, lm.tokenizer, held_out, 32)
+        kl[retain] = float(np.mean((before * (np.log(before + 1e-12) - np.log(after + 1e-12))).sum(1)))
+        assert ("retain" in res.history[-1]) == (retain > 0) and res.details["retain"] == retain
+        assert res.frozen_unchanged
+    assert kl[5.0] < kl[0.0]

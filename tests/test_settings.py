@@ -57,7 +57,8 @@ def test_core_defaults_are_the_settings_objects():
     knobs = DEFENSES["alignment"].knobs
     for key, value in (("beta", S.BETA), ("frr", S.FRR), ("rel_threshold", S.REL_THRESHOLD),
                        ("max_fraction", S.MAX_FRACTION), ("lr", S.SANITIZE_LR), ("epochs", S.SANITIZE_EPOCHS),
-                       ("kind", S.ALIGN_KIND), ("refine", S.REFINE)):
+                       ("kind", S.ALIGN_KIND), ("refine", S.REFINE), ("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE),
+                       ("retain", S.RETAIN_WEIGHT)):
         assert knobs[key] is value, key
     assert DEFENSES["fineprune"].knobs["prune_fraction"] is S.PRUNE_FRACTION is fineprune.DEFAULT_PRUNE_FRACTION
     assert DEFENSES["pure"].knobs["lam"] is S.PURE_LAMBDA is pure.DEFAULT_LAMBDA

@@ -166,14 +166,14 @@ def test_ffn_layers_rule():
 SUSPICIOUS = np.array([[True, False, False, False], [False, True, False, False]])
 
 
-def _repair(ffn):
+def _repair(ffn, **knobs):
     lm = trained_tiny(True)
     model = copy.deepcopy(lm.model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     texts, labels = clean_texts(48, seed=21)
     cfg = TrainConfig(lr=3e-3, epochs=1, batch_size=16, max_length=32, seed=0, eval_every=100)
     res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, triggered_texts(8, seed=22), beta=1.0,
-                         config=cfg, ffn=ffn)
+                         config=cfg, ffn=ffn, **knobs)
     return model, before, res
 
 
@@ -197,6 +197,22 @@ def test_ffn_params_train_only_when_asked_and_only_in_the_chosen_layers(ffn, lay
             assert not torch.equal(now[m], before[name][m]), name
         else:
             assert torch.equal(now, before[name]), name  # every other parameter (other layers' FFN) bit-identical
+
+
+def test_ffn_lr_scale_sets_the_feed_forward_step_size():
+    """``ffn_lr_scale``: 0 leaves the chosen FFN blocks where they were while the heads still train; the run's
+    details record the scale. A smaller scale moves the FFN weights less than the full lr does."""
+    moved = {}
+    for scale in (0.0, 0.1, 1.0):
+        model, before, res = _repair([1], ffn_lr_scale=scale)
+        assert res.details["ffn_lr_scale"] == scale and res.frozen_unchanged
+        ffn = ffn_parameter_masks(model, [1])
+        moved[scale] = sum(float((p.detach() - before[n]).abs().sum()) for n, p in model.named_parameters()
+                           if n in ffn)
+        heads = head_parameter_masks(model, SUSPICIOUS)
+        assert any(not torch.equal(p.detach()[heads[n]], before[n][heads[n]])
+                   for n, p in model.named_parameters() if n in heads)
+    assert moved[0.0] == 0.0 and 0.0 < moved[0.1] < moved[1.0]
 
 
 def test_new_knobs_default_to_the_settings_objects():

@@ -1,0 +1,140 @@
+"""Tuning-zoo check of one knob of our repair (our design, papers silent), on the SST-2 tuning models and the
+shipped BBC demo zoo, the only models it may be chosen on. Two knobs aimed at the clean accuracy a repair loses
+(most when feed-forward blocks train too) without giving the backdoor back:
+
+* ``retain`` (``settings.RETAIN_WEIGHT``, ``sanitize.RetentionLoss``): keep the repaired model's outputs on the
+  defender's clean inputs close to the unrepaired model's;
+* ``ffn_lr_scale`` (``settings.REPAIR_FFN_LR_SCALE``): the feed-forward blocks learn at a fraction of the heads' lr.
+
+BBC part (run here): each zoo model is scanned and repaired as the guided tour does (``repair_rules_check.bbc_rows``)
+with each FFN choice of ``--variants`` and each value of ``--values``; CACC on all BBC test articles, ASR on all
+of their non-target rows with the trigger. SST-2 part (read, not run): our repair's rows of ``bench/defense.py``
+runs on the SST-2 tuning zoo, one list of JSON files per value (``--sst2 0=a.json,b.json --sst2 1=c.json``).
+
+    python bench/knob_tuning.py --knob retain --values 0 --variants suspicious \
+        --sst2 0=bench/results/archive/defense_repair_rules_a.json,bench/results/archive/defense_repair_rules_b.json \
+        --sst2 1=bench/results/archive/defense_retain1.json
+
+Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+RESULTS = ROOT / "bench" / "results"
+
+
+def sst2_rows(spec: list[str], only: set[str] | None = None) -> list[dict]:
+    """Our repair's rows of the SST-2 runs, per knob value (``"v=a.json,b.json"`` items); ``only``: these models."""
+    rows = []
+    for item in spec:
+        value, paths = item.split("=", 1)
+        for p in [q for q in paths.split(",") if q]:
+            d = json.loads(Path(p).read_text())
+            for r in d["runs"]:
+                if r["defense"] != "alignment" or (only and r["model"] not in only):
+                    continue
+                rows.append({"zoo": "sst2", "model": r["model"], "value": float(value),
+                             "ffn_layers": r["details"].get("ffn_layers"), "cacc_before": r["cacc_before"],
+                             "cacc_after": r["cacc_after"], "asr_before": r["asr_before"], "asr_after": r["asr_after"],
+                             "source": Path(p).name})
+    return rows
+
+
+def bbc_rows(names: list[str], variants: list[str], knob: str, values: list[float]) -> list[dict]:
+    from repair_rules_check import bbc_rows as scan_and_repair
+
+    rows = []
+    for w in values:
+        for r in scan_and_repair(names, variants, {knob: w}):
+            for ffn, rep in r["repairs"].items():
+                rows.append({"zoo": "bbc", "model": r["model"], "value": w, "ffn": ffn,
+                             "ffn_layers": rep["ffn_layers"], "cacc_before": r["cacc_before"], "cacc_after": rep["cacc"],
+                             "asr_before": r["asr_before"], "asr_after": rep["asr"], "seconds": rep["seconds"]})
+    return rows
+
+
+def _p(x):
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(result: dict) -> str:
+    rows = result["rows"]
+    values = sorted({r["value"] for r in rows})
+    knob = result["knob"]
+    what = {"retain": "the weight of the clean-output retention term (`sanitize.RetentionLoss`: KL from the "
+                      "unrepaired model's probabilities on the defender's clean labelled inputs; 0 = without it)",
+            "ffn_lr_scale": "the feed-forward blocks' lr as a share of the heads' (`settings.REPAIR_FFN_LR_SCALE`; "
+                            "1 = the same lr)"}.get(knob, knob)
+    md = [f"# Tuning zoo: `{knob}`", "",
+          f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}, {result['threads']} threads). Our repair "
+          f"at each value of {what}. Our design; papers silent.", "",
+          "## Mean over the tuning models", "",
+          "| zoo | repairs | value | CACC change (points) | worst CACC change | ASR after (%) | worst ASR after |",
+          "|---|---|---|---|---|---|---|"]
+    groups = {}
+    for r in rows:
+        key = (r["zoo"], r.get("ffn", "auto (benchmark)"))
+        groups.setdefault(key, {}).setdefault(r["value"], []).append(r)
+    for (zoo, ffn), by_w in sorted(groups.items()):
+        for w in values:
+            rs = by_w.get(w, [])
+            if not rs:
+                continue
+            d = [100 * (r["cacc_after"] - r["cacc_before"]) for r in rs]
+            a = [100 * r["asr_after"] for r in rs if r["asr_after"] is not None]
+            md.append(f"| {zoo} | FFN {ffn} (n={len(rs)}) | {w:g} | {sum(d) / len(d):+.1f} | {min(d):+.1f} | "
+                      f"{sum(a) / max(len(a), 1):.1f} | {max(a) if a else float('nan'):.1f} |")
+    md += ["", "## Every repair", "",
+           "| zoo | model | FFN | value | FFN layers | CACC before -> after | ASR before -> after |",
+           "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["zoo"], r["model"], r.get("ffn", ""), r["value"])):
+        layers = r.get("ffn_layers") or "-"
+        md.append(f"| {r['zoo']} | {r['model']} | {r.get('ffn', 'auto')} | {r['value']:g} | {layers} | "
+                  f"{_p(r['cacc_before'])} -> {_p(r['cacc_after'])} | {_p(r['asr_before'])} -> {_p(r['asr_after'])} |")
+    md += ["", "BBC: the tour's scan and one-epoch repair (`tour.sanitize_knobs`), measured on all test articles. "
+               "SST-2: `bench/defense.py --quick` (seed 0; 3 epochs), FFN by the `auto` rule.", ""]
+    return "\n".join(md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
+    ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
+    ap.add_argument("--knob", choices=("retain", "ffn_lr_scale"), required=True)
+    ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
+    ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")
+    ap.add_argument("--sst2-only", default="", help="comma-separated SST-2 models to keep (e.g. those with FFN "
+                                                    "repair, the only ones ffn_lr_scale acts on)")
+    ap.add_argument("--render", action="store_true", help="rewrite the files from the last run's BBC rows (no run)")
+    args = ap.parse_args()
+    rows = sst2_rows(args.sst2, {m for m in args.sst2_only.split(",") if m})
+    if args.render:
+        result = json.loads((RESULTS / f"knob_tuning_{args.knob}.json").read_text())
+        result["rows"] = rows + [r for r in result["rows"] if r["zoo"] == "bbc"]
+    else:
+        import torch
+
+        rows += bbc_rows([m for m in args.models.split(",") if m], [v for v in args.variants.split(",") if v],
+                         args.knob, [float(w) for w in args.values.split(",") if w])
+        result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(), "knob": args.knob,
+                  "rows": rows}
+    for suffix, text in ((".json", json.dumps(result, indent=2, default=float) + "\n"), (".md", markdown(result))):
+        tmp = RESULTS / f".knob_tuning_{args.knob}{suffix}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, RESULTS / f"knob_tuning_{args.knob}{suffix}")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
