@@ -77,8 +77,10 @@ def markdown(result: dict) -> str:
             "ffn_lr_scale": "the feed-forward blocks' lr as a share of the heads' (`settings.REPAIR_FFN_LR_SCALE`; "
                             "1 = the same lr)"}.get(knob, knob)
     md = [f"# Tuning zoo: `{knob}`", "",
-          f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}, {result['threads']} threads). Our repair "
-          f"at each value of {what}. Our design; papers silent.", "",
+          f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}"
+          + (f"; BBC repairs at {result['threads']} threads" if any(r["zoo"] == "bbc" for r in rows) else
+             "; SST-2 rows only, read from one-thread `bench/defense.py` runs")
+          + f"). Our repair at each value of {what}. Our design; papers silent.", "",
           "## Mean over the tuning models", "",
           "| zoo | repairs | value | CACC change (points) | worst CACC change | ASR after (%) | worst ASR after |",
           "|---|---|---|---|---|---|---|"]
@@ -119,7 +121,7 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="rewrite the files from the last run's BBC rows (no run)")
     args = ap.parse_args()
     rows = sst2_rows(args.sst2, {m for m in args.sst2_only.split(",") if m})
-    if args.render:
+    if args.render:  # re-render: the BBC rows of the last run, the SST-2 rows from --sst2
         result = json.loads((RESULTS / f"knob_tuning_{args.knob}.json").read_text())
         result["rows"] = rows + [r for r in result["rows"] if r["zoo"] == "bbc"]
     else:
