@@ -131,11 +131,9 @@ def main() -> None:
                          args.knob, [float(w) for w in args.values.split(",") if w])
         result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(), "knob": args.knob,
                   "rows": rows}
-    for suffix, text in ((".json", json.dumps(result, indent=2, default=float) + "\n"), (".md", markdown(result))):
-        tmp = RESULTS / f".knob_tuning_{args.knob}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, RESULTS / f"knob_tuning_{args.knob}{suffix}")
-    print(markdown(result))
+    from repair_rules_check import write_results
+
+    write_results(f"knob_tuning_{args.knob}", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,16 @@ def _v(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+def write_results(stem: str, result: dict, md: str) -> None:
+    """``bench/results/<stem>.json`` and ``.md``, each written atomically; the table is printed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(result, indent=2, default=float) + "\n"), (".md", md)):
+        tmp = RESULTS / f".{stem}{suffix}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, RESULTS / f"{stem}{suffix}")
+    print(md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="badnets-tal,addsent", help="BBC zoo models to scan and repair")
@@ -187,12 +197,7 @@ def main() -> None:
         import torch
 
         result = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(result, indent=2, default=float) + "\n"), (".md", markdown(result))):
-        tmp = RESULTS / f".repair_rules_tuning{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, RESULTS / f"repair_rules_tuning{suffix}")
-    print(markdown(result))
+    write_results("repair_rules_tuning", result, markdown(result))
 
 
 if __name__ == "__main__":
