@@ -96,7 +96,10 @@ def test_analyst_views_offline(server):
         _click(page, "Sanitize")
         _wait_text(page, "Heads changed", exact=True)
         # the page says what the repair decided beyond the heads (defenses.repair_notes)
-        assert page.get_by_text(re.compile(r"^(Head-only repair|Feed-forward blocks of layers)")).count() >= 1
+        note = page.get_by_text(re.compile(r"^(Head-only repair|Feed-forward blocks of layers)"))
+        assert note.count() >= 1
+        note.first.scroll_into_view_if_needed()
+        note.first.screenshot(path=str(ARTIFACTS / "analyst_sanitize_note.png"))
         _toggle(page, "Show the [CLS] representations (PCA)")
         _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 4)
         _no_exceptions(page, "sanitize")
