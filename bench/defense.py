@@ -257,15 +257,13 @@ def run_parallel(args, argv: list[str]) -> int:
     model without a seed uses ``--seed``."""
     import subprocess
 
-    models = discover(args)
-    if args.data and args.data.strip().lower() in _bench_dataset_names():
-        models = [m for m in models if (m["dataset"] or "sst2") == args.data.strip().lower()]
+    models = models_for_data(args, discover(args))
     if args.only:
         keep = set(args.only.split(","))
         models = [m for m in models if m["name"] in keep]
     groups: dict[tuple, list[str]] = {}
     for m in models:
-        groups.setdefault((m["dataset"] or "", args.seed if m["seed"] is None else m["seed"]), []).append(m["name"])
+        groups.setdefault((m["dataset"], args.seed if m["seed"] is None else m["seed"]), []).append(m["name"])
     if not groups:
         raise SystemExit("No models to run.")
     base, skip = [], False
@@ -319,10 +317,19 @@ def run_parallel(args, argv: list[str]) -> int:
     return 0
 
 
-def _bench_dataset_names():
+def models_for_data(args, all_models: list[dict]) -> list[dict]:
+    """Give every model the dataset it is evaluated on (``--data PATH``: that folder; else its own, ``--data``
+    NAME or SST-2 when it names none; set in place) and keep those of ``--data`` NAME when one is given."""
     from backdoor_core.defender_data import BENCH_DATASETS
 
-    return BENCH_DATASETS
+    data_spec = args.data.strip() if args.data else None
+    data_is_name = data_spec is not None and data_spec.lower() in BENCH_DATASETS
+    for m in all_models:  # every model is evaluated on ITS dataset
+        if data_spec and not data_is_name:
+            m["dataset"] = data_spec
+        elif m["dataset"] is None:
+            m["dataset"] = data_spec.lower() if data_spec else "sst2"
+    return [m for m in all_models if not data_is_name or m["dataset"] == data_spec.lower()]
 
 
 def main(argv=None) -> int:
@@ -367,14 +374,7 @@ def main(argv=None) -> int:
     defenses = [d for d in args.defenses.split(",") if d]
     skip_defense = {s for s in args.no_defense_for.split(",") if s}
     all_models = discover(args)
-    data_spec = args.data.strip() if args.data else None
-    data_is_name = data_spec is not None and data_spec.lower() in BENCH_DATASETS
-    for m in all_models:  # every model is evaluated on ITS dataset
-        if data_spec and not data_is_name:
-            m["dataset"] = data_spec
-        elif m["dataset"] is None:
-            m["dataset"] = data_spec.lower() if data_spec else "sst2"
-    models = [m for m in all_models if not data_is_name or m["dataset"] == data_spec.lower()]
+    models = models_for_data(args, all_models)
     names = {m["name"] for m in models}
     if args.repair == "all" or (args.repair is None and (args.full or not names & set(QUICK_REPAIR))):
         repair = {m["name"] for m in models if m["attack"] != "clean"}
