@@ -514,6 +514,8 @@ def sanitize_heads(
     require_head_repair(model, "Sanitization")
     loss = AlignmentLoss(suspicious, beta, kind)
     retention = RetentionLoss(retain) if retain > 0 else None
+    if not ffn_lr_scale >= 0:
+        raise ValueError(f"ffn_lr_scale must be >= 0 (a share of the heads' learning rate), got {ffn_lr_scale}.")
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
     ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers, backdoor_found)

@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     from backdoor_core.cli import quiet_libraries
     from backdoor_core import settings as S
     from backdoor_core.data import DataError
-    from backdoor_core.defender_data import (BENCH_DATASETS, SplitError, lift, load_bench_data,
+    from backdoor_core.defender_data import (SplitError, lift, load_bench_data,
                                              pseudo_label_accuracy, rows_aligned, split_eval_rows, target_rate)
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import attention_stats, evaluate_detector
@@ -365,7 +365,10 @@ def main(argv=None) -> int:
     if args.epochs:
         settings["epochs"] = args.epochs
     if args.align_knobs:
-        settings["align_knobs"] = json.loads(args.align_knobs)
+        try:
+            settings["align_knobs"] = dict(json.loads(args.align_knobs))
+        except (ValueError, TypeError) as exc:
+            _fail(f"--align-knobs must be a JSON object such as '{{\"retain\": 1.0}}': {exc}")
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
                      "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)

@@ -213,6 +213,8 @@ def test_ffn_lr_scale_sets_the_feed_forward_step_size():
         assert any(not torch.equal(p.detach()[heads[n]], before[n][heads[n]])
                    for n, p in model.named_parameters() if n in heads)
     assert moved[0.0] == 0.0 and 0.0 < moved[0.1] < moved[1.0]
+    with pytest.raises(ValueError, match="ffn_lr_scale"):
+        _repair([1], ffn_lr_scale=-0.5)
 
 
 def test_new_knobs_default_to_the_settings_objects():
