@@ -44,6 +44,13 @@ KNOB_LABELS = {
                        "A flagged input still unlabelled that the model puts in the class most flagged inputs go to "
                        "(the suspected target) gets its runner-up class. Skipped when flagged inputs are no more "
                        "concentrated on one class than clean ones."),
+    "exclude_direction": ("…only toward where the focus points",
+                          "Relabel away from the suspected target only when it is also the class the tokens the "
+                          "suspicious heads look at push the flagged inputs toward. A weak backdoor's flagged "
+                          "inputs may mostly keep their own class, which is then not the target."),
+    "labels_leave_target": ("Labels only out of the target",
+                            "Keep a label from the safe heads or from dropping focus only when it takes an input out "
+                            "of the class the focus tokens push toward; other changed predictions are noise."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),
@@ -153,7 +160,7 @@ cols[3].metric("Heads changed", len(heads))
 if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
-for note in defenses_mod.repair_notes(res["details"]):
+for note in defenses_mod.repair_notes(res["details"], loaded.label_names):
     st.caption(note)
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")

@@ -55,7 +55,17 @@ the first two, the superseded rows of ``defense.md`` for the third):
 * target-exclusion labels (``exclude_labels=True``, ``target_exclusion_labels``): a flagged input still
   unlabelled that the model puts in the *suspected target* (the class it predicts most often on the flagged
   inputs) gets its runner-up class. Skipped when the flagged predictions are no more concentrated on that class
-  than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like.
+  than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like, and
+  (``exclude_direction``) when the suspected target is not the class the suspicious heads' focus tokens push the
+  flagged inputs toward (``FocusRemoval.shift``): a weak backdoor's flagged inputs may mostly keep their source
+  class, and relabelling them would teach the backdoor (OLID BadNets -> NOT in the test zoo).
+
+Every safe-head and focus-removal label must take an input out of that same class (``labels_leave_target``,
+``leave_target_only``): a changed prediction that goes anywhere else is not a trigger being undone. On the
+SST-2 tuning zoo's four weak BadNets models (ASR 14-74%, built for this check) it raised pseudo-label accuracy and
+lowered mean ASR after repair from 20.9% to 15.9% (CACC change -3.2 -> -2.7 points); strong backdoors kept their
+numbers. The focus tokens' class was the true target on all 13 tuning models (SST-2 and BBC), so neither guard
+changed what they do (``bench/results/knob_tuning_labels_leave_target.md``). Our design; papers silent.
 
 Defaults (``DEFAULT_BETA``, ``default_config``: lr, epochs, batch, max length; the defender data budget
 ``DEFAULT_CLEAN_BUDGET`` clean labelled samples and up to ``DEFAULT_POOL_BUDGET`` flagged inputs) are our choice
@@ -339,23 +349,38 @@ def gated_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int]
     return float((full == y).mean()), float((safe == y).mean())
 
 
-def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = S.MAX_LENGTH,
-                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> list[int]:
-    """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``).
+@dataclass
+class FocusRemoval:
+    """What dropping the suspicious heads' focus tokens does (``focus_removal``).
+
+    ``labels``: per text, the first changed prediction over ``drop_counts`` (``-100`` when none changes it).
+    ``shift`` ``(C,)``: mean over the texts of ``p(full) - mean_k p(top k dropped)`` — how much probability the
+    dropped tokens had pushed toward each class; the class it is largest for is where the focus tokens send the
+    inputs (zeros when no text had a token to drop).
+    """
+
+    labels: list[int]
+    shift: np.ndarray
+
+
+def focus_removal(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = S.MAX_LENGTH,
+                  drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> FocusRemoval:
+    """Drop the tokens the suspicious heads focus on and re-predict (our design; paper silent).
 
     For each text: score every key token by the attention the suspicious heads send it (mean over real queries,
     summed over the suspicious heads; the tokenizer's special ids excluded) — on a triggered input that is where
     a captured head looks, i.e. the trigger. Drop the top ``k`` tokens for ``k`` in ``drop_counts`` in turn and
-    re-predict; the first ``k`` that changes the prediction gives its new prediction as the label, else ``-100``.
-    No trigger is known: the heads point at it. Two ``forward.run_with_cache`` passes: the texts (per-token
-    scores ``(n,)`` from ``attentions[l]`` ``(B, heads, T, T)``), then every variant's token ids.
+    re-predict. No trigger is known: the heads point at it. Two ``forward.run_with_cache`` passes: the texts
+    (per-token scores ``(n,)`` from ``attentions[l]`` ``(B, heads, T, T)``), then every variant's token ids.
+    Feeds ``focus_removal_labels`` (the labels) and ``target_exclusion_labels``' direction guard (the shift).
     """
     suspicious = np.asarray(suspicious, dtype=bool)
     layers = [(l, torch.as_tensor(np.flatnonzero(row))) for l, row in enumerate(suspicious) if row.any()]
     special_ids = sorted(set(tokenizer.all_special_ids))
     texts = [str(t) for t in texts]
+    n_labels = int(model.config.num_labels)
     if not texts:
-        return []
+        return FocusRemoval([], np.zeros(n_labels))
 
     causal = is_causal(model)
 
@@ -386,16 +411,32 @@ def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.
             variants.append(ids[keep].tolist())
             owner.append(i)
     labels = [IGNORE_LABEL] * len(texts)
+    shift = np.zeros(n_labels)
     if variants:
-        preds = run_with_cache(model, tokenizer, variants, max_length=max_length, batch_size=batch_size).predictions
-        for i, p in zip(owner, preds):  # variants in drop_counts order: the first change wins
+        out = run_with_cache(model, tokenizer, variants, max_length=max_length, batch_size=batch_size)
+        for i, p in zip(owner, out.predictions):  # variants in drop_counts order: the first change wins
             if labels[i] == IGNORE_LABEL and int(p) != int(full[i]):
                 labels[i] = int(p)
-    return labels
+        owner_arr = np.asarray(owner)
+        dropped = np.zeros((len(texts), n_labels))  # (N, C) mean over each text's variants
+        np.add.at(dropped, owner_arr, out.probs)
+        counts = np.bincount(owner_arr, minlength=len(texts))
+        has = counts > 0
+        shift = (cache.probs[has] - dropped[has] / counts[has, None]).mean(0)
+    return FocusRemoval(labels, shift)
+
+
+def focus_removal_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray, max_length: int = S.MAX_LENGTH,
+                         drop_counts: Sequence[int] = FOCUS_DROP_COUNTS, batch_size: int = 32) -> list[int]:
+    """Pseudo-labels from the suspicious heads' focus (our design; paper silent; ``focus_labels=True``): the
+    first ``k`` in ``drop_counts`` whose drop of the top-``k`` focus tokens changes the prediction gives its new
+    prediction as the label, else ``-100`` (``focus_removal``)."""
+    return focus_removal(model, tokenizer, texts, suspicious, max_length, drop_counts, batch_size).labels
 
 
 def target_exclusion_labels(probs: np.ndarray, labels: Sequence[int], clean_probs: np.ndarray | None = None,
-                            min_excess: float = EXCLUDE_MIN_EXCESS) -> tuple[list[int], int | None]:
+                            min_excess: float = EXCLUDE_MIN_EXCESS,
+                            direction: np.ndarray | None = None) -> tuple[list[int], int | None]:
     """Labels for the flagged inputs still without one (our design; paper silent; ``exclude_labels=True``).
 
     The suspected target is the class the model predicts most often on the flagged inputs (a trigger sends its
@@ -406,6 +447,12 @@ def target_exclusion_labels(probs: np.ndarray, labels: Sequence[int], clean_prob
     suspected target's share among the flagged predictions exceeds its share among the clean predictions by at
     least ``min_excess`` — flagged inputs of a clean model are spread over the classes like clean ones, and
     relabelling them would only teach the model mistakes.
+
+    Direction guard: with ``direction`` ``(C,)`` (``FocusRemoval.shift``: the probability the suspicious heads'
+    focus tokens push toward each class), nothing is relabelled unless the suspected target is the class they
+    push toward most. A weak backdoor's flagged inputs may mostly keep their true class (the trigger failed), so
+    the most-predicted class is then the *source*, and its runner-up the real target: the rule would teach the
+    backdoor (OLID BadNets -> NOT in the test zoo, pseudo-label accuracy 0%).
 
     Shapes: ``probs`` ``(N, C)`` on the flagged inputs, ``clean_probs`` ``(M, C)``. Returns the new labels and
     the suspected target (None when nothing was relabelled).
@@ -420,9 +467,34 @@ def target_exclusion_labels(probs: np.ndarray, labels: Sequence[int], clean_prob
         excess = float((pred == target).mean() - (np.asarray(clean_probs).argmax(1) == target).mean())
         if excess < min_excess:
             return labels, None
+    if (direction is not None and len(direction) == probs.shape[1] and np.any(direction != 0)
+            and int(np.argmax(direction)) != target):
+        return labels, None
     runner_up = np.argsort(-probs, axis=1)[:, 1]
     out = [int(runner_up[i]) if y == IGNORE_LABEL and pred[i] == target else int(y) for i, y in enumerate(labels)]
     return out, target
+
+
+def leave_target_only(probs: np.ndarray, labels: Sequence[int], direction: np.ndarray) -> list[int]:
+    """Keep a flagged input's label only when it takes the input out of the focus tokens' class (our design;
+    paper silent; ``labels_leave_target=True``).
+
+    A trigger sends its inputs to the target; removing it (dropping the focus tokens, switching the captured heads
+    off) brings them back out. So a label that moves an input *into* that class, or moves an input the model does
+    not put there, is not a trigger being undone: on a weak backdoor most flagged inputs are clean ones the
+    detector caught by chance, and their changed predictions are noise (pseudo-label accuracy 27-29% on the SST-2
+    tuning zoo's weak BadNets models). Those labels become ``-100`` (alignment only). ``direction`` ``(C,)``:
+    ``FocusRemoval.shift``; all zeros (no token dropped) keeps every label. ``probs`` ``(N, C)``: the model on the
+    flagged inputs.
+    """
+    labels = [int(y) for y in labels]
+    direction = np.asarray(direction, dtype=float)
+    if len(labels) == 0 or not np.any(direction != 0):
+        return labels
+    target = int(np.argmax(direction))
+    pred = np.asarray(probs).argmax(1)
+    return [y if y == IGNORE_LABEL or (pred[i] == target and y != target) else IGNORE_LABEL
+            for i, y in enumerate(labels)]
 
 
 @dataclass
@@ -459,6 +531,8 @@ def sanitize_heads(
     pseudo_labels: bool = DEFAULT_PSEUDO_LABELS,
     focus_labels: bool = DEFAULT_FOCUS_LABELS,
     exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
+    exclude_direction: bool = S.EXCLUDE_DIRECTION,
+    labels_leave_target: bool = S.LABELS_LEAVE_TARGET,
     measure_align: bool = True,
     pool_probs: np.ndarray | None = None,
     clean_probs: np.ndarray | None = None,
@@ -486,6 +560,10 @@ def sanitize_heads(
             and use the changed prediction (see ``focus_removal_labels``).
         exclude_labels: flagged inputs still without a label that the model puts in the suspected target class
             get their runner-up class (see ``target_exclusion_labels``).
+        exclude_direction: only when the suspected target is also the class the suspicious heads' focus tokens
+            push the flagged inputs toward (``target_exclusion_labels``' direction guard).
+        labels_leave_target: keep a safe-head or focus-removal label only when it takes an input the model puts
+            in the focus tokens' class (``FocusRemoval.shift``'s largest) to another class (``leave_target_only``).
         measure_align: measure the alignment term on ``measure_texts`` before and after (two forward passes
             over them, for the report only: training does not use them); False leaves ``align_before`` /
             ``align_after`` None (the guided tour, ``settings.TOUR_SANITIZE``).
@@ -533,7 +611,7 @@ def sanitize_heads(
     # pool_probs (N, C): the suspect model on the flagged inputs, shared by the label rules below
     if pool_probs is not None and len(pool_probs) != len(pool_texts or []):
         raise ValueError(f"pool_probs has {len(pool_probs)} rows for {len(pool_texts or [])} pool texts.")
-    if pool_texts and (pseudo_labels or exclude_labels) and pool_probs is None:
+    if pool_texts and (pseudo_labels or exclude_labels or labels_leave_target) and pool_probs is None:
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
     # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the rules below reuse it
     teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
@@ -545,9 +623,17 @@ def sanitize_heads(
             pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
             gate_used = True
     n_gate_labels = sum(y != IGNORE_LABEL for y in (pool_labels or []))
-    if focus_labels and pool_texts:
-        focus = focus_removal_labels(model, tokenizer, pool_texts, suspicious, config.max_length)
-        pool_labels = [g if g != IGNORE_LABEL else f for g, f in zip(pool_labels or [IGNORE_LABEL] * len(focus), focus)]
+    focus = None
+    if pool_texts and (focus_labels or (exclude_labels and exclude_direction) or labels_leave_target):
+        focus = focus_removal(model, tokenizer, pool_texts, suspicious, config.max_length)
+    if focus_labels and focus is not None:
+        pool_labels = [g if g != IGNORE_LABEL else f
+                       for g, f in zip(pool_labels or [IGNORE_LABEL] * len(focus.labels), focus.labels)]
+    n_dropped = 0
+    if labels_leave_target and focus is not None and pool_labels is not None:
+        kept = leave_target_only(pool_probs, pool_labels, focus.shift)
+        n_dropped = sum(a != b for a, b in zip(kept, pool_labels))
+        pool_labels = kept
     suspected_target = None
     n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if exclude_labels and pool_texts:
@@ -555,7 +641,8 @@ def sanitize_heads(
             clean_probs = teacher if teacher is not None else predict(model, tokenizer, clean_texts,
                                                                       config.max_length)
         pool_labels, suspected_target = target_exclusion_labels(
-            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs)
+            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
+            direction=focus.shift if exclude_direction and focus is not None else None)
     if reset:
         reset_output_columns(model, suspicious)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
@@ -579,6 +666,10 @@ def sanitize_heads(
                  "gate_labels_used": gate_used,
                  "focus_labels": focus_labels,
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
+                 "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
+                 "pool_labels_dropped": n_dropped,
+                 # (C,) the probability the focus tokens push the flagged inputs toward each class
+                 "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
                  "trainable_parameters": int(sum(int(m.sum())

@@ -116,6 +116,12 @@ RESET = True  # zero the suspicious heads' output columns first
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True
+EXCLUDE_DIRECTION = True
+LABELS_LEAVE_TARGET = True
+"""Keep a safe-head / focus-removal pseudo-label only when it takes an input out of the class the suspicious heads'
+focus tokens push toward (``sanitize.leave_target_only``). Our design (papers silent)."""
+"""Target-exclusion labels only when the suspected target is the class the suspicious heads' focus tokens push
+the flagged inputs toward (``sanitize.target_exclusion_labels``). Our design (papers silent)."""
 RETAIN_WEIGHT = 0.0
 """Weight of the clean-output retention term of our repair (``sanitize.RetentionLoss``: KL from the unrepaired
 model's probabilities on the defender's clean labelled inputs; 0 = off). Our design (papers silent)."""

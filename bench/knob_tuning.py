@@ -15,6 +15,20 @@ runs on the SST-2 tuning zoo, one list of JSON files per value (``--sst2 0=a.jso
         --sst2 0=bench/results/archive/defense_repair_rules_a.json,bench/results/archive/defense_repair_rules_b.json \
         --sst2 1=bench/results/archive/defense_retain1.json
 
+The pseudo-label direction filter (``labels_leave_target``, ``settings.LABELS_LEAVE_TARGET``) aims at weak
+backdoors, which the tuning zoo lacked; four weak SST-2 BadNets models were built for it (results in
+``bench/results/archive/attack_tal_weak_*.json``) and run through ``bench/defense.py`` with the filter off and on:
+
+    python bench/attack_tal.py --data sst2 --target 0 --only badnets --rates 0.02 --no-tal --tag weak_t0  # and
+    #   --target 1 (weak_t1), --rates 0.025 (weak_t0b, weak_t1b); each into its own models folder
+    python bench/defense.py --manifest M --defenses alignment --detectors ours --repair all --tag xdir1  # off
+    python bench/defense.py --manifest M --defenses alignment --detectors ours --repair all --tag lt1 \
+        --align-knobs '{"labels_leave_target": true}'
+    python bench/knob_tuning.py --knob labels_leave_target --values 0,1 --variants auto \
+        --models badnets,badnets-2,badnets-tal,addsent --sst2 0=defense_xdir1.json --sst2 1=defense_lt1.json
+
+(``M``: a manifest of the SST-2 tuning models plus the weak ones.)
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 
@@ -47,7 +61,9 @@ def sst2_rows(spec: list[str], only: set[str] | None = None) -> list[dict]:
                 rows.append({"zoo": "sst2", "model": r["model"], "value": float(value),
                              "ffn_layers": r["details"].get("ffn_layers"), "cacc_before": r["cacc_before"],
                              "cacc_after": r["cacc_after"], "asr_before": r["asr_before"], "asr_after": r["asr_after"],
-                             "source": Path(p).name})
+                             "pseudo_label_accuracy": r.get("pseudo_label_accuracy"),
+                             "suspected_target": r["details"].get("suspected_target"),
+                             "focus_shift": r["details"].get("focus_shift"), "source": Path(p).name})
     return rows
 
 
@@ -60,12 +76,21 @@ def bbc_rows(names: list[str], variants: list[str], knob: str, values: list[floa
             for ffn, rep in r["repairs"].items():
                 rows.append({"zoo": "bbc", "model": r["model"], "value": w, "ffn": ffn,
                              "ffn_layers": rep["ffn_layers"], "cacc_before": r["cacc_before"], "cacc_after": rep["cacc"],
-                             "asr_before": r["asr_before"], "asr_after": rep["asr"], "seconds": rep["seconds"]})
+                             "asr_before": r["asr_before"], "asr_after": rep["asr"], "seconds": rep["seconds"],
+                             **{k: rep.get(k) for k in ("suspected_target", "focus_shift", "pool_exclusion_labelled")}})
     return rows
 
 
 def _p(x):
     return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _direction(shift) -> str:
+    """The class the focus tokens push toward most (``FocusRemoval.shift``'s argmax), with that shift."""
+    if not shift:
+        return "-"
+    k = max(range(len(shift)), key=lambda i: shift[i])
+    return f"{k} ({shift[k]:+.2f})"
 
 
 def markdown(result: dict) -> str:
@@ -75,7 +100,14 @@ def markdown(result: dict) -> str:
     what = {"retain": "the weight of the clean-output retention term (`sanitize.RetentionLoss`: KL from the "
                       "unrepaired model's probabilities on the defender's clean labelled inputs; 0 = without it)",
             "ffn_lr_scale": "the feed-forward blocks' lr as a share of the heads' (`settings.REPAIR_FFN_LR_SCALE`; "
-                            "1 = the same lr)"}.get(knob, knob)
+                            "1 = the same lr)",
+            "exclude_direction": "the direction guard of the target-exclusion labels (`settings.EXCLUDE_DIRECTION`, "
+                                 "`sanitize.target_exclusion_labels`: relabel only when the suspected target is the "
+                                 "class the suspicious heads' focus tokens push toward; 1 = on, 0 = off)",
+            "labels_leave_target": "the filter on the safe-head and focus-removal pseudo-labels "
+                                   "(`settings.LABELS_LEAVE_TARGET`, `sanitize.leave_target_only`: keep a label only "
+                                   "when it takes an input out of the class the focus tokens push toward; 1 = on, "
+                                   "0 = off)"}.get(knob, knob)
     md = [f"# Tuning zoo: `{knob}`", "",
           f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}"
           + (f"; BBC repairs at {result['threads']} threads" if any(r["zoo"] == "bbc" for r in rows) else
@@ -98,12 +130,14 @@ def markdown(result: dict) -> str:
             md.append(f"| {zoo} | FFN {ffn} (n={len(rs)}) | {w:g} | {sum(d) / len(d):+.1f} | {min(d):+.1f} | "
                       f"{sum(a) / max(len(a), 1):.1f} | {max(a) if a else float('nan'):.1f} |")
     md += ["", "## Every repair", "",
-           "| zoo | model | FFN | value | FFN layers | CACC before -> after | ASR before -> after |",
-           "|---|---|---|---|---|---|---|"]
+           "| zoo | model | FFN | value | FFN layers | CACC before -> after | ASR before -> after | "
+           "pseudo-label acc. (%) | focus tokens' class |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["zoo"], r["model"], r.get("ffn", ""), r["value"])):
         layers = r.get("ffn_layers") or "-"
         md.append(f"| {r['zoo']} | {r['model']} | {r.get('ffn', 'auto')} | {r['value']:g} | {layers} | "
-                  f"{_p(r['cacc_before'])} -> {_p(r['cacc_after'])} | {_p(r['asr_before'])} -> {_p(r['asr_after'])} |")
+                  f"{_p(r['cacc_before'])} -> {_p(r['cacc_after'])} | {_p(r['asr_before'])} -> {_p(r['asr_after'])} | "
+                  f"{_p(r.get('pseudo_label_accuracy'))} | {_direction(r.get('focus_shift'))} |")
     md += ["", "BBC: the tour's scan and one-epoch repair (`tour.sanitize_knobs`), measured on all test articles. "
                "SST-2: `bench/defense.py --quick` (seed 0; 3 epochs), FFN by the `auto` rule.", ""]
     return "\n".join(md)
@@ -113,7 +147,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
-    ap.add_argument("--knob", choices=("retain", "ffn_lr_scale"), required=True)
+    ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target"),
+                    required=True)
     ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
     ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")
     ap.add_argument("--sst2-only", default="", help="comma-separated SST-2 models to keep (e.g. those with FFN "

@@ -88,7 +88,9 @@ def bbc_rows(names: list[str], variants: list[str], knobs: dict | None = None) -
             row["repairs"][ffn] = {"cacc": after["cacc"], "asr": after.get("asr"), "seconds": round(time.perf_counter() - t0, 1),
                                    "ffn_layers": res.details.get("ffn_layers"),
                                    "gated_clean_accuracy": res.details.get("gated_clean_accuracy"),
-                                   "gate_labels_used": res.details.get("gate_labels_used")}
+                                   "gate_labels_used": res.details.get("gate_labels_used"),
+                                   **{k: res.details.get(k) for k in ("suspected_target", "focus_shift",
+                                                                       "pool_exclusion_labelled")}}
             print(f"{name} ffn={ffn}: CACC {before['cacc']:.3f} -> {after['cacc']:.3f}, ASR {before.get('asr')} -> "
                   f"{after.get('asr')}, FFN layers {res.details.get('ffn_layers')}", file=sys.stderr, flush=True)
         rows.append(row)

@@ -75,27 +75,32 @@ def _heads_removed(model, suspicious):
     return gated
 
 
-def _hand_focus_label(model, tok, text, suspicious, full):
+def _hand_focus(model, tok, text, suspicious, full):
     """Drop the 1, 2, 3, then 5 tokens the suspicious heads attend to most (mean over queries, summed over the
-    heads, special tokens excluded); the first drop that changes the prediction gives the label."""
+    heads, special tokens excluded). Returns the label (the first drop that changes the prediction, else -100)
+    and ``(C,)`` p(text) minus the mean p over the drops (None when no token can be dropped)."""
     ids = tok(text, truncation=True, max_length=MAXLEN, return_tensors="pt")["input_ids"][0]
     with torch.no_grad():
         att = model(input_ids=ids[None], output_attentions=True).attentions
     score = sum(att[int(l)][0, int(h)].mean(0) for l, h in zip(*np.nonzero(suspicious)))
     content = [i for i, t in enumerate(ids.tolist()) if t not in tok.all_special_ids]
     ranked = sorted(content, key=lambda i: -float(score[i]))
+    label, dropped = -100, []
     for k in (1, 2, 3, 5):
         if k >= len(content):
             break
         drop = set(ranked[:k])
         kept = torch.tensor([t for i, t in enumerate(ids.tolist()) if i not in drop])
-        new = int(_logits(model, tok, ids=kept).argmax())
-        if new != full:
-            return new
-    return -100
+        logits = _logits(model, tok, ids=kept)
+        dropped.append(torch.softmax(logits, -1).numpy())
+        if label == -100 and int(logits.argmax()) != full:
+            label = int(logits.argmax())
+    if not dropped:
+        return label, None
+    return label, torch.softmax(_logits(model, tok, ids=ids), -1).numpy() - np.mean(dropped, 0)
 
 
-def _hand_labels(model, tok, pool, clean, suspicious, focus: bool):
+def _hand_labels(model, tok, pool, clean, suspicious, focus: bool, leave: bool = True):
     model.eval()
     probs = np.stack([torch.softmax(_logits(model, tok, t), -1).numpy() for t in pool])
     full = probs.argmax(1)
@@ -103,27 +108,33 @@ def _hand_labels(model, tok, pool, clean, suspicious, focus: bool):
     safe = [int(_logits(gated, tok, t).argmax()) for t in pool]
     labels = [s if s != f else -100 for s, f in zip(safe, full)]
     n_gate = sum(y != -100 for y in labels)
+    hand = [_hand_focus(model, tok, t, suspicious, int(f)) for t, f in zip(pool, full)]
+    direction = int(np.argmax(np.mean([d for _, d in hand if d is not None], 0)))  # the focus tokens' class
     if focus:
-        labels = [y if y != -100 else _hand_focus_label(model, tok, t, suspicious, int(f))
-                  for y, t, f in zip(labels, pool, full)]
+        labels = [y if y != -100 else f for y, (f, _) in zip(labels, hand)]
+    n_given = sum(y != -100 for y in labels)
+    if leave:  # a label must take an input out of the focus tokens' class
+        labels = [y if y == -100 or (full[i] == direction and y != direction) else -100 for i, y in enumerate(labels)]
     n_before = sum(y != -100 for y in labels)
     # target exclusion: the class most flagged inputs go to, if they go there >= 25 points more often than clean
+    # and it is the focus tokens' class
     target = int(np.bincount(full, minlength=probs.shape[1]).argmax())
     clean_pred = np.array([int(_logits(model, tok, t).argmax()) for t in clean])
     excess = (full == target).mean() - (clean_pred == target).mean()
-    if excess >= 0.25:
+    if excess >= 0.25 and target == direction:
         runner_up = np.argsort(-probs, axis=1)[:, 1]
         labels = [int(runner_up[i]) if y == -100 and full[i] == target else y for i, y in enumerate(labels)]
     else:
         target = None
-    return labels, n_gate, n_before, target
+    return labels, n_gate, n_given, n_before, target, direction
 
 
-@pytest.mark.parametrize("focus", [True, False])
-def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
-    """The labels ``sanitize_heads`` trains the flagged inputs with, against the three rules computed here
+@pytest.mark.parametrize("focus,leave", [(True, True), (False, True), (True, False)])
+def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus, leave):
+    """The labels ``sanitize_heads`` trains the flagged inputs with, against the rules computed here
     independently (one text at a time, heads removed by zeroing weights): gate, then focus removal (when on),
-    then target exclusion. Both runs reach the gate and the exclusion rule; with focus on, focus labels too."""
+    then (when on) only labels that take an input out of the focus tokens' class, then target exclusion with
+    its direction guard. Every run reaches the gate and the exclusion rule; with focus on, focus labels too."""
     import backdoor_core.sanitize as S
 
     lm = trained_tiny(True)
@@ -141,20 +152,26 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus):
 
     monkeypatch.setattr(S, "build_examples", spy)
     monkeypatch.setattr(S.S, "GATE_MAX_ACCURACY_DROP", 1.0)  # the tiny model's safe heads lose more: keep the rule
-    expected, n_gate, n_before, target = _hand_labels(lm.model, lm.tokenizer, pool, clean, GATED, focus)
+    expected, n_gate, n_given, n_before, target, direction = _hand_labels(lm.model, lm.tokenizer, pool, clean,
+                                                                          GATED, focus, leave)
     res = S.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool,
-                           config=_cfg(max_length=MAXLEN), focus_labels=focus, should_stop=lambda: True)
+                           config=_cfg(max_length=MAXLEN), focus_labels=focus, labels_leave_target=leave,
+                           should_stop=lambda: True)
     assert captured["pool_labels"] == expected
     d = res.details
+    assert direction == 1 and int(np.argmax(d["focus_shift"])) == 1  # the trigger pushes toward the target
     assert d["pool_gate_labelled"] == n_gate >= 1  # the gate rule fired
     assert d["suspected_target"] == target == 1  # the trigger's target class
     assert d["pool_exclusion_labelled"] == sum(y != -100 for y in expected) - n_before >= 1  # exclusion fired
     assert d["pool_pseudo_labelled"] == sum(y != -100 for y in expected)
     assert d["pool_labels"] == expected  # the labels the repair trained with, in pool order (bench: their accuracy)
+    assert d["pool_labels_dropped"] == n_given - n_before
     if focus:  # focus labels fired too, between the two
-        assert n_before - n_gate >= 1
+        assert n_given - n_gate >= 1
     else:
-        assert n_before == n_gate
+        assert n_given == n_gate
+    if leave:  # on this pool the filter drops labels (the gate labels move inputs the model keeps out of 1)
+        assert n_given - n_before >= 1
 
 
 def test_gate_labels_need_the_safe_heads_to_keep_the_clean_job(monkeypatch):
@@ -299,6 +316,57 @@ def test_target_exclusion_labels_hand_computed():
     clean_rare = np.array([[0.1, 0.1, 0.8]] + [[0.8, 0.1, 0.1]] * 4)
     assert target_exclusion_labels(probs, labels, clean_probs=clean_rare) == ([1, 0, 0, -100, -100], 2)
     assert target_exclusion_labels(np.zeros((0, 3)), []) == ([], None)
+    # Direction guard: the focus tokens push toward class 2, the suspected target -> relabelled as before.
+    assert target_exclusion_labels(probs, labels, direction=np.array([-0.1, 0.0, 0.1])) == ([1, 0, 0, -100, -100], 2)
+    # They push toward class 1: class 2 is where the inputs stayed, not where a trigger sent them -> nothing.
+    assert target_exclusion_labels(probs, labels, direction=np.array([0.0, 0.2, -0.2])) == (labels, None)
+    # No token was dropped anywhere (all zeros): no evidence either way, the guard stays out.
+    assert target_exclusion_labels(probs, labels, direction=np.zeros(3)) == ([1, 0, 0, -100, -100], 2)
+
+
+def test_leave_target_only_keeps_labels_that_take_inputs_out_of_the_focus_class():
+    from backdoor_core.sanitize import leave_target_only
+
+    probs = np.array([[0.1, 0.2, 0.7],   # predicted 2 (the focus class), label 1 -> kept
+                      [0.2, 0.1, 0.7],   # predicted 2, label 2 (into the class) -> dropped
+                      [0.7, 0.2, 0.1],   # predicted 0, label 2 (moved into the class) -> dropped
+                      [0.6, 0.3, 0.1],   # predicted 0, label 1 (elsewhere to elsewhere) -> dropped
+                      [0.1, 0.1, 0.8]])  # predicted 2, unlabelled -> stays unlabelled
+    labels = [1, 2, 2, 1, -100]
+    assert leave_target_only(probs, labels, np.array([-0.1, -0.1, 0.2])) == [1, -100, -100, -100, -100]
+    # the focus tokens push toward 0: inputs 2 (0 -> 2) and 3 (0 -> 1) leave it
+    assert leave_target_only(probs, labels, np.array([0.2, -0.1, -0.1])) == [-100, -100, 2, 1, -100]
+    assert leave_target_only(probs, labels, np.zeros(3)) == labels  # no token dropped: no evidence, all kept
+    assert leave_target_only(np.zeros((0, 3)), [], np.array([0.0, 1.0, -1.0])) == []
+
+
+def test_focus_removal_shift_is_the_mean_probability_drop(tiny):
+    """``FocusRemoval.shift`` is the mean over texts of p(full) minus the mean p over that text's drop variants,
+    recomputed here by hand with drop count 1 (one variant per text); its labels are ``focus_removal_labels``'."""
+    import torch
+
+    from backdoor_core.sanitize import focus_removal, focus_removal_labels
+
+    model, tok = tiny.model, tiny.tokenizer
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    suspicious = np.zeros((L, H), bool)
+    suspicious[0, 1] = True
+    texts = ["the match ended in a draw cf", "shares fell sharply", "tq the minister resigned", "he sang"]
+    fr = focus_removal(model, tok, texts, suspicious, max_length=32, drop_counts=(1,))
+    assert fr.labels == focus_removal_labels(model, tok, texts, suspicious, max_length=32, drop_counts=(1,))
+    model.eval()
+    diffs = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tok(text, return_tensors="pt")["input_ids"][0]
+            out = model(input_ids=ids[None], output_attentions=True)
+            content = [i for i, t in enumerate(ids.tolist()) if t not in tok.all_special_ids]
+            top = max(content, key=lambda i: float(out.attentions[0][0, 1].mean(0)[i]))
+            kept = torch.cat([ids[:top], ids[top + 1:]])
+            diffs.append((out.logits.softmax(-1) - model(input_ids=kept[None]).logits.softmax(-1))[0].numpy())
+    assert fr.shift.shape == (model.config.num_labels,)
+    np.testing.assert_allclose(fr.shift, np.mean(diffs, 0), atol=1e-5)
+    assert abs(fr.shift.sum()) < 1e-5  # probabilities: what one class loses the others gain
 
 
 def test_tour_cuts_reuse_the_scan_and_train_the_same_weights(monkeypatch):
@@ -364,12 +432,22 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     whole, safe = d["gated_clean_accuracy"]
     assert notes[1].startswith(f"Safe-head labels skipped: with the suspicious heads off the model keeps {safe:.1%}")
     assert f"against {whole:.1%}" in notes[1]
+    k = int(np.argmax(d["focus_shift"]))
+    assert k == 1  # the tiny model's trigger target
+    dropped = d["pool_labels_dropped"]
+    focus_note = (f"The tokens the suspicious heads focus on push the flagged inputs toward class 'pos' "
+                  f"(+{d['focus_shift'][1]:.2f} probability on average): the likely target."
+                  + (f" {dropped} pseudo-label{'s' if dropped != 1 else ''} that did not take an input out of it "
+                     "were dropped." if dropped else ""))
+    assert notes[2] == focus_note.replace("'pos'", "1")  # class ids without names
+    assert repair_notes(d, ["neg", "pos"])[2] == focus_note
     assert repair_notes({**d, "ffn_layers": [], "gate_labels_used": True}) == [
-        "Head-only repair: no feed-forward block trained."]
+        "Head-only repair: no feed-forward block trained.", focus_note.replace("'pos'", "1")]
     assert repair_notes({"pruned_heads": ["L0H1"]}) == []
     not_found = repair_notes({**d, "verdict": {"likely_backdoored": np.False_, "score": 0.27}})
+    # a scan that found no backdoor: its flags are chance, so no "likely target" sentence
     assert len(not_found) == 3 and not_found[1].startswith("The scan found no backdoor (verdict 0.27)")
-    assert len(repair_notes({**d, "verdict": {"likely_backdoored": np.True_, "score": 0.9}})) == 2
+    assert len(repair_notes({**d, "verdict": {"likely_backdoored": np.True_, "score": 0.9}})) == 3
 
 
 def test_retention_term_value_and_masking():
