@@ -47,10 +47,12 @@ KNOB_LABELS = {
     "exclude_direction": ("…only toward where the focus points",
                           "Relabel away from the suspected target only when it is also the class the tokens the "
                           "suspicious heads look at push the flagged inputs toward. A weak backdoor's flagged "
-                          "inputs may mostly keep their own class, which is then not the target."),
+                          "inputs may mostly keep their own class, which is then not the target. Off by default: "
+                          "on style backdoors the focus tokens carry no trigger and their direction is noise."),
     "labels_leave_target": ("Labels only out of the target",
                             "Keep a label from the safe heads or from dropping focus only when it takes an input out "
-                            "of the class the focus tokens push toward; other changed predictions are noise."),
+                            "of the class the focus tokens push toward; other changed predictions are noise. Off by "
+                            "default, for the same reason."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),
@@ -160,7 +162,7 @@ cols[3].metric("Heads changed", len(heads))
 if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
-for note in defenses_mod.repair_notes(res["details"], loaded.label_names):
+for note in defenses_mod.repair_notes(res["details"]):
     st.caption(note)
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")

@@ -58,11 +58,11 @@ DEFENSES: dict[str, DefenseInfo] = {
         "Find suspicious heads without the trigger, reset their output, then fine-tune only them with "
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
         "(flagged inputs get a label from the safe heads, from dropping the tokens the suspicious heads focus on, or "
-        "else the runner-up class when the model puts them in the suspected target; every label takes an input out "
-        "of the class the focus tokens push toward).",
+        "else the runner-up class when the model puts them in the suspected target).",
         {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "pseudo_labels": S.PSEUDO_LABELS,
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS,
-         "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET, "refine": S.REFINE, "heads": None,
+         "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET,
+         "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
@@ -284,13 +284,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     return res, details
 
 
-def repair_notes(details: dict, label_names: Sequence[str] | None = None) -> list[str]:
+def repair_notes(details: dict) -> list[str]:
     """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
-    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), that a scan which found no backdoor gave it only
-    chance flags, and which class the suspicious heads' focus tokens push the flagged inputs toward (the likely
-    target, found without the trigger: ``sanitize.FocusRemoval.shift``) with the pseudo-labels dropped for not
-    leaving it. ``label_names``: class names for that sentence (else class ids). Empty for the baselines."""
+    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), and that a scan which found no backdoor gave it only
+    chance flags. Empty for the baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")
@@ -310,15 +308,6 @@ def repair_notes(details: dict, label_names: Sequence[str] | None = None) -> lis
     if gate is not None and not details.get("gate_labels_used", True):
         notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "
                      f"accuracy against {gate[0]:.1%}, so the safe heads alone are no judge.")
-    shift = details.get("focus_shift")
-    if shift and any(shift) and verdict.get("likely_backdoored", True):
-        k = int(np.argmax(shift))
-        name = f"'{label_names[k]}'" if label_names is not None and k < len(label_names) else str(k)
-        dropped = details.get("pool_labels_dropped") or 0
-        notes.append(f"The tokens the suspicious heads focus on push the flagged inputs toward class {name} "
-                     f"(+{shift[k]:.2f} probability on average): the likely target."
-                     + (f" {dropped} pseudo-label{'s' if dropped != 1 else ''} that did not take an input out of it "
-                        "were dropped." if dropped else ""))
     return notes
 
 

@@ -55,17 +55,19 @@ the first two, the superseded rows of ``defense.md`` for the third):
 * target-exclusion labels (``exclude_labels=True``, ``target_exclusion_labels``): a flagged input still
   unlabelled that the model puts in the *suspected target* (the class it predicts most often on the flagged
   inputs) gets its runner-up class. Skipped when the flagged predictions are no more concentrated on that class
-  than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like, and
-  (``exclude_direction``) when the suspected target is not the class the suspicious heads' focus tokens push the
-  flagged inputs toward (``FocusRemoval.shift``): a weak backdoor's flagged inputs may mostly keep their source
-  class, and relabelling them would teach the backdoor (OLID BadNets -> NOT in the test zoo).
+  than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like.
 
-Every safe-head and focus-removal label must take an input out of that same class (``labels_leave_target``,
-``leave_target_only``): a changed prediction that goes anywhere else is not a trigger being undone. On the
-SST-2 tuning zoo's four weak BadNets models (ASR 14-74%, built for this check) it raised pseudo-label accuracy and
-lowered mean ASR after repair from 20.9% to 15.9% (CACC change -3.2 -> -2.7 points); strong backdoors kept their
-numbers. The focus tokens' class was the true target on all 13 tuning models (SST-2 and BBC), so neither guard
-changed what they do (``bench/results/knob_tuning_labels_leave_target.md``). Our design; papers silent.
+Two direction rules, measured and not adopted (our design; papers silent; off by default). Dropping the focus
+tokens shows which class they push the flagged inputs toward (``FocusRemoval.shift``). ``labels_leave_target``
+(``leave_target_only``) keeps a safe-head or focus-removal label only when it takes an input out of that class;
+``exclude_direction`` runs target exclusion only when its suspected target is that class (a weak backdoor's flagged
+inputs may mostly keep their source class, which the rule then takes for the target). On the tuning zoo
+(13 models, four of them weak SST-2 BadNets models built for this) the focus tokens' class was always the true
+target and the weak models' mean ASR after repair fell from 20.9% to 15.9%
+(``bench/results/knob_tuning_labels_leave_target.md``). On the test zoo they failed: a style trigger gives the
+focus tokens nothing to carry (shift <= 0.03 on AG News lyrics), so the direction was noise and AG News lyrics kept
+20-25% ASR instead of 0.5-7%; and on OLID BadNets -> NOT the suspicious heads read offensive words, so the
+direction pointed at OFF and did not stop the wrong-way exclusion labels (``bench/results/archive/defense_test_g.md``).
 
 Defaults (``DEFAULT_BETA``, ``default_config``: lr, epochs, batch, max length; the defender data budget
 ``DEFAULT_CLEAN_BUDGET`` clean labelled samples and up to ``DEFAULT_POOL_BUDGET`` flagged inputs) are our choice
@@ -483,7 +485,8 @@ def leave_target_only(probs: np.ndarray, labels: Sequence[int], direction: np.nd
     off) brings them back out. So a label that moves an input *into* that class, or moves an input the model does
     not put there, is not a trigger being undone: on a weak backdoor most flagged inputs are clean ones the
     detector caught by chance, and their changed predictions are noise (pseudo-label accuracy 27-29% on the SST-2
-    tuning zoo's weak BadNets models). Those labels become ``-100`` (alignment only). ``direction`` ``(C,)``:
+    tuning zoo's weak BadNets models). Those labels become ``-100`` (alignment only). Off by default: on style
+    backdoors the direction is noise (module docstring). ``direction`` ``(C,)``:
     ``FocusRemoval.shift``; all zeros (no token dropped) keeps every label. ``probs`` ``(N, C)``: the model on the
     flagged inputs.
     """

@@ -116,12 +116,16 @@ RESET = True  # zero the suspicious heads' output columns first
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True
-EXCLUDE_DIRECTION = True
-LABELS_LEAVE_TARGET = True
-"""Keep a safe-head / focus-removal pseudo-label only when it takes an input out of the class the suspicious heads'
-focus tokens push toward (``sanitize.leave_target_only``). Our design (papers silent)."""
+EXCLUDE_DIRECTION = False
 """Target-exclusion labels only when the suspected target is the class the suspicious heads' focus tokens push
-the flagged inputs toward (``sanitize.target_exclusion_labels``). Our design (papers silent)."""
+the flagged inputs toward (``sanitize.target_exclusion_labels``). Our design (papers silent); measured, not adopted
+(see ``LABELS_LEAVE_TARGET``)."""
+LABELS_LEAVE_TARGET = False
+"""Keep a safe-head / focus-removal pseudo-label only when it takes an input out of the class the suspicious heads'
+focus tokens push toward (``sanitize.leave_target_only``). Our design (papers silent). Measured, not adopted: it
+helped on the tuning zoo (bench/results/knob_tuning_labels_leave_target.md) but on the test zoo, with
+``EXCLUDE_DIRECTION``, it left AG News lyrics style at 20-25% instead of 0.5-7%: a style trigger has no tokens to
+drop, so the direction is noise there (bench/results/archive/defense_test_g.md)."""
 RETAIN_WEIGHT = 0.0
 """Weight of the clean-output retention term of our repair (``sanitize.RetentionLoss``: KL from the unrepaired
 model's probabilities on the defender's clean labelled inputs; 0 = off). Our design (papers silent)."""

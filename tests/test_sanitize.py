@@ -100,7 +100,8 @@ def _hand_focus(model, tok, text, suspicious, full):
     return label, torch.softmax(_logits(model, tok, ids=ids), -1).numpy() - np.mean(dropped, 0)
 
 
-def _hand_labels(model, tok, pool, clean, suspicious, focus: bool, leave: bool = True):
+def _hand_labels(model, tok, pool, clean, suspicious, focus: bool, leave: bool):
+    """``leave``: both direction rules on (``labels_leave_target``, ``exclude_direction``)."""
     model.eval()
     probs = np.stack([torch.softmax(_logits(model, tok, t), -1).numpy() for t in pool])
     full = probs.argmax(1)
@@ -117,11 +118,11 @@ def _hand_labels(model, tok, pool, clean, suspicious, focus: bool, leave: bool =
         labels = [y if y == -100 or (full[i] == direction and y != direction) else -100 for i, y in enumerate(labels)]
     n_before = sum(y != -100 for y in labels)
     # target exclusion: the class most flagged inputs go to, if they go there >= 25 points more often than clean
-    # and it is the focus tokens' class
+    # and (direction rules on) it is the focus tokens' class
     target = int(np.bincount(full, minlength=probs.shape[1]).argmax())
     clean_pred = np.array([int(_logits(model, tok, t).argmax()) for t in clean])
     excess = (full == target).mean() - (clean_pred == target).mean()
-    if excess >= 0.25 and target == direction:
+    if excess >= 0.25 and (target == direction or not leave):
         runner_up = np.argsort(-probs, axis=1)[:, 1]
         labels = [int(runner_up[i]) if y == -100 and full[i] == target else y for i, y in enumerate(labels)]
     else:
@@ -156,10 +157,11 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus, leave):
                                                                           GATED, focus, leave)
     res = S.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool,
                            config=_cfg(max_length=MAXLEN), focus_labels=focus, labels_leave_target=leave,
-                           should_stop=lambda: True)
+                           exclude_direction=leave, should_stop=lambda: True)
     assert captured["pool_labels"] == expected
     d = res.details
     assert direction == 1 and int(np.argmax(d["focus_shift"])) == 1  # the trigger pushes toward the target
+    assert d["labels_leave_target"] is leave and d["exclude_direction"] is leave
     assert d["pool_gate_labelled"] == n_gate >= 1  # the gate rule fired
     assert d["suspected_target"] == target == 1  # the trigger's target class
     assert d["pool_exclusion_labelled"] == sum(y != -100 for y in expected) - n_before >= 1  # exclusion fired
@@ -432,22 +434,12 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     whole, safe = d["gated_clean_accuracy"]
     assert notes[1].startswith(f"Safe-head labels skipped: with the suspicious heads off the model keeps {safe:.1%}")
     assert f"against {whole:.1%}" in notes[1]
-    k = int(np.argmax(d["focus_shift"]))
-    assert k == 1  # the tiny model's trigger target
-    dropped = d["pool_labels_dropped"]
-    focus_note = (f"The tokens the suspicious heads focus on push the flagged inputs toward class 'pos' "
-                  f"(+{d['focus_shift'][1]:.2f} probability on average): the likely target."
-                  + (f" {dropped} pseudo-label{'s' if dropped != 1 else ''} that did not take an input out of it "
-                     "were dropped." if dropped else ""))
-    assert notes[2] == focus_note.replace("'pos'", "1")  # class ids without names
-    assert repair_notes(d, ["neg", "pos"])[2] == focus_note
     assert repair_notes({**d, "ffn_layers": [], "gate_labels_used": True}) == [
-        "Head-only repair: no feed-forward block trained.", focus_note.replace("'pos'", "1")]
+        "Head-only repair: no feed-forward block trained."]
     assert repair_notes({"pruned_heads": ["L0H1"]}) == []
     not_found = repair_notes({**d, "verdict": {"likely_backdoored": np.False_, "score": 0.27}})
-    # a scan that found no backdoor: its flags are chance, so no "likely target" sentence
     assert len(not_found) == 3 and not_found[1].startswith("The scan found no backdoor (verdict 0.27)")
-    assert len(repair_notes({**d, "verdict": {"likely_backdoored": np.True_, "score": 0.9}})) == 3
+    assert len(repair_notes({**d, "verdict": {"likely_backdoored": np.True_, "score": 0.9}})) == 2
 
 
 def test_retention_term_value_and_masking():

@@ -137,7 +137,7 @@ def run(args) -> int:
         print(f"heads      {', '.join(details['suspicious_heads'])} [{details.get('head_basis')}]")
     if "pruned_heads" in details:
         print(f"pruned     {len(details['pruned_heads'])} heads")
-    for note in repair_notes(details, lm.label_names):
+    for note in repair_notes(details):
         print(f"note       {note}")
     for key in ("asr", "cacc"):
         if key in before or key in after:
