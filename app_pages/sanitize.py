@@ -44,7 +44,7 @@ KNOB_LABELS = {
                        "A flagged input still unlabelled that the model puts in the class most flagged inputs go to "
                        "(the suspected target) gets its runner-up class. Skipped when flagged inputs are no more "
                        "concentrated on one class than clean ones."),
-    "exclude_direction": ("…only toward where the focus points",
+    "exclude_direction": ("Exclusion only toward the focus",
                           "Relabel away from the suspected target only when it is also the class the tokens the "
                           "suspicious heads look at push the flagged inputs toward. A weak backdoor's flagged "
                           "inputs may mostly keep their own class, which is then not the target. Off by default: "
@@ -53,6 +53,15 @@ KNOB_LABELS = {
                             "Keep a label from the safe heads or from dropping focus only when it takes an input out "
                             "of the class the focus tokens push toward; other changed predictions are noise. Off by "
                             "default, for the same reason."),
+    "retain": ("Retention weight",
+               "Weight of a KL term toward the model's own outputs on the clean texts (0 = off). Measured, not "
+               "adopted: it kept clean accuracy but gave syntactic and style backdoors back."),
+    "ffn_lr_scale": ("Feed-forward lr share",
+                     "When the repair also trains feed-forward blocks (style triggers the heads do not see), they "
+                     "learn at this share of the heads' learning rate."),
+    "representation": ("[CLS] features in the scan",
+                       "Fuse the distance of the [CLS] features from the clean distribution with the heads' focus "
+                       "when flagging inputs (style backdoors)."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),

@@ -454,7 +454,8 @@ def target_exclusion_labels(probs: np.ndarray, labels: Sequence[int], clean_prob
     focus tokens push toward each class), nothing is relabelled unless the suspected target is the class they
     push toward most. A weak backdoor's flagged inputs may mostly keep their true class (the trigger failed), so
     the most-predicted class is then the *source*, and its runner-up the real target: the rule would teach the
-    backdoor (OLID BadNets -> NOT in the test zoo, pseudo-label accuracy 0%).
+    backdoor (OLID BadNets -> NOT in the test zoo, pseudo-label accuracy 0%). Off by default: there the focus
+    tokens pointed the same wrong way (module docstring).
 
     Shapes: ``probs`` ``(N, C)`` on the flagged inputs, ``clean_probs`` ``(M, C)``. Returns the new labels and
     the suspected target (None when nothing was relabelled).
