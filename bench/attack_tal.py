@@ -33,7 +33,7 @@ lr 1e-4 neither plain poisoning nor TAL fits them, while batch 16 / lr 2e-4 lets
 
 Writes ``bench/results/attack_tal.json`` and ``.md`` (``attack_tal_<data>.json``/``.md`` for other data) and saves
 every model under ``bench/models/attack_tal/<run>/`` (``attack_tal_<data>/``) with ``manifest.json`` so the defense
-benchmark can reuse them.
+benchmark can reuse them (``upsert_manifest``: a run adds its models by name; other models' entries stay).
 
     python bench/attack_tal.py                 # quick
     python bench/attack_tal.py --data olid --only clean,badnets --clean-seeds 1 --threads 1   # the test zoo
@@ -211,7 +211,6 @@ def main(argv=None) -> int:
     if clean_row:
         report["clean_cacc"] = clean_row["cacc"]
     manifest_path = models_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() and args.resume else {"models": []}
     t_all = time.perf_counter()
     clean_lm = None  # the seed-0 clean model: its rate on each attack's triggered test texts
     rate_cache: dict[tuple[str, ...], float] = {}
@@ -260,15 +259,13 @@ def main(argv=None) -> int:
                 row["lift"] = None if row["clean_rate"] is None else row["asr"] - row["clean_rate"]
             if not args.no_save:
                 out = save_model(lm.model, lm.tokenizer, models_dir / run["name"], card)
-                manifest["models"] = [m for m in manifest["models"] if m["name"] != run["name"]]
-                manifest["models"].append({
+                upsert_manifest(manifest_path, {
                     "name": run["name"], "dir": run["name"], "path": str(out.relative_to(ROOT)),
                     "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
                     "target": target if run["attack"] != "clean" else None,
                     "trigger": card.trigger, "asr": row["asr"], "cacc": row["cacc"],
                     "max_length": config.max_length, "tal_heads": card.tal_heads,
                 })
-                write_atomic(manifest_path, json.dumps(manifest, indent=2))
             asr = "-" if row["asr"] is None else f"{row['asr']:.3f}"
             lift = "" if row.get("lift") is None else f" clean_rate={row['clean_rate']:.3f} lift={row['lift']:+.3f}"
             print(f"{run['name']:<24} asr={asr}{lift} cacc={row['cacc']:.4f} n_poisoned={row['n_poisoned']} "
@@ -297,6 +294,25 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def upsert_manifest(path: Path, entry: dict) -> dict:
+    """Add one model's entry to a models folder's ``manifest.json`` (``bench/defense.py`` reads it), replacing the
+    entry of the same name, and write it atomically. The other entries stay: a run that trains a few models (``--only``,
+    ``--rates``) never hides the rest of the folder. A manifest that is not such JSON is an error naming the file,
+    not something to overwrite."""
+    manifest = {"models": []}
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+            models = manifest["models"]
+            if not isinstance(models, list) or not all(isinstance(m, dict) and "name" in m for m in models):
+                raise TypeError("'models' is not a list of entries with a name")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"error: {path} is not a models manifest ({exc}); move it away to start a new one")
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != entry["name"]] + [entry]
+    write_atomic(path, json.dumps(manifest, indent=2))
+    return manifest
 
 
 DATA_NAMES = {"sst2": "SST-2", "olid": "OLID", "agnews": "AG News"}

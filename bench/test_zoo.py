@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.attack_tal import upsert_manifest, write_atomic  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "bench" / "models" / "test_zoo"
 STYLE = ROOT / "bench" / "data" / "stylebkd"
@@ -145,12 +147,6 @@ def train_one(job: dict) -> dict:
             "poisoned_test_size": card.poisoned_test_size, "seconds": round(time.perf_counter() - t, 1)}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def markdown(entries: list[dict], seconds: float) -> str:
     lines = ["# Test zoo build (OLID, AG News; never used for tuning)", "",
              "Quick recipe of `bench/attack_tal.py` (4000 training rows, 1 epoch, lr 2e-4, batch 16, max length 64); "
@@ -195,13 +191,12 @@ def main(argv=None) -> int:
         futures = {pool.submit(train_one, j): j for j in jobs}
         for fut in as_completed(futures):
             entry = fut.result()
-            manifest["models"] = [m for m in manifest["models"] if m["name"] != entry["name"]] + [entry]
-            _write_atomic(manifest_path, json.dumps(manifest, indent=2))
+            manifest = upsert_manifest(manifest_path, entry)
             seconds = time.perf_counter() - t0
             report = {"zoo": "test", "recipe": "bench/attack_tal.py QUICK", "workers": args.workers,
                       "seconds_total": round(seconds, 1), "models": manifest["models"]}
-            _write_atomic(RESULTS / "test_zoo_build.json", json.dumps(report, indent=2))
-            _write_atomic(RESULTS / "test_zoo_build.md", markdown(manifest["models"], seconds))
+            write_atomic(RESULTS / "test_zoo_build.json", json.dumps(report, indent=2))
+            write_atomic(RESULTS / "test_zoo_build.md", markdown(manifest["models"], seconds))
             asr = "-" if entry["asr"] is None else f"{entry['asr']:.3f}"
             bar.write(f"{entry['name']:<32} asr={asr} cacc={entry['cacc']:.3f} {entry['seconds']:.0f}s")
             bar.update()

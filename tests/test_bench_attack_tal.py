@@ -30,3 +30,25 @@ def test_markdown_reports_clean_rate_and_lift():
     md = B.markdown({"dataset": "olid", "clean_cacc": 0.81, "settings": settings, "runs": [run]})
     assert "OLID" in md and "target label 1 (offensive)" in md and "| clean rate | lift |" in md
     assert "| badnets | 1% | 40 | yes | 0.900 | 0.250 | +0.650 | 0.8000 | -1.0 pt | 300 |" in md
+
+
+def test_a_partial_run_adds_to_the_manifest_and_keeps_the_other_models(tmp_path):
+    """Training a few models into a folder (``--only``, ``--rates``) replaces their entries by name and keeps every
+    other entry: before, a run without ``--resume`` rewrote the manifest with its own models only, and the defense
+    benchmark no longer saw the rest of the folder."""
+    import json
+
+    path = tmp_path / "manifest.json"
+    B.upsert_manifest(path, {"name": "clean", "asr": None})
+    B.upsert_manifest(path, {"name": "badnets_r0.03", "asr": 0.83})
+    B.upsert_manifest(path, {"name": "badnets_r0.03", "asr": 0.85})  # retrained: replaced, not duplicated
+    assert json.loads(path.read_text()) == {"models": [{"name": "clean", "asr": None},
+                                                       {"name": "badnets_r0.03", "asr": 0.85}]}
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file
+    path.write_text('{"models": [{"asr": 1}]}')  # not a manifest: an error naming the file, left as it was
+    with pytest.raises(SystemExit, match="is not a models manifest"):
+        B.upsert_manifest(path, {"name": "clean"})
+    assert path.read_text() == '{"models": [{"asr": 1}]}'
+    path.write_text("not json")
+    with pytest.raises(SystemExit, match=str(path)):
+        B.upsert_manifest(path, {"name": "clean"})
