@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text
 from .model_card import ModelCard
 from .report import to_jsonable
 
@@ -98,11 +99,7 @@ class LabSession:
             {"kind": f.kind, "title": f.title, "text": f.text, "table": to_jsonable(f.table), "data": to_jsonable(f.data),
              "html": f.html, "key": f.key, "created": f.created,
              "figures": [fig.to_json() for fig in f.figures]} for f in self.findings]}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(data))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabSession":

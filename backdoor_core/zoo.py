@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from . import settings as S
+from .atomic import write_text
 from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
 
@@ -221,9 +222,7 @@ def _write_manifest(root: Path, name: str, file: Path) -> None:
     data.setdefault("models", {})[name] = {"file": f"{name}/{ADAPTER_FILE}", "sha256": sha256_file(file),
                                            "bytes": file.stat().st_size}
     data["models"] = dict(sorted(data["models"].items()))
-    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MANIFEST)
+    write_text(root / MANIFEST, json.dumps(data, indent=2) + "\n")
 
 
 def _base_model(base: str, label_names: list[str]):

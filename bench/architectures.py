@@ -23,15 +23,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 TEXT = "the film was quietly moving and the actors were really good"
 
 
 def _write(name: str, body: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / (name + ".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, RESULTS / name)
+    write_text(RESULTS / name, body)
 
 
 def measure(lm, clean, pool, runs: int) -> dict:

@@ -53,6 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -280,20 +281,13 @@ def main(argv=None) -> int:
         report["seconds_total"] = round(time.perf_counter() - t_all, 1)
         if not run.get("seed_offset"):
             report["seconds_attack_table"] = report["seconds_total"]  # without the extra clean seeds
-        write_atomic(json_path, json.dumps(report, indent=2))
+        write_text(json_path, json.dumps(report, indent=2))
 
     md = markdown(report)
-    write_atomic(md_path, md)
+    write_text(md_path, md)
     print()
     print(md)
     return 0
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (a cancelled run leaves the old file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def upsert_manifest(path: Path, entry: dict) -> dict:
@@ -311,7 +305,7 @@ def upsert_manifest(path: Path, entry: dict) -> dict:
         except (ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"error: {path} is not a models manifest ({exc}); move it away to start a new one")
     manifest["models"] = [m for m in manifest["models"] if m["name"] != entry["name"]] + [entry]
-    write_atomic(path, json.dumps(manifest, indent=2))
+    write_text(path, json.dumps(manifest, indent=2))
     return manifest
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 RESULTS = ROOT / "bench" / "results"
 
@@ -119,9 +119,7 @@ def main() -> None:
                         "See bench/decoder_rules.py for the recipe. auroc_pool: detection scores, 60 clean vs 60 "
                         "triggered pool inputs; tal_heads_found: how many of the suspicious heads are "
                         "among the 4 TAL-trained ones (H0, H1 of both layers); verdict >= 0.5 = likely backdoored.\n\n" + "\n".join(md) + "\n")]:
-        tmp = RESULTS / (name + ".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, RESULTS / name)
+        write_text(RESULTS / name, body)
     print(format_table(view, cols))
     print(f"total {total:.0f} s")
 

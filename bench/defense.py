@@ -47,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -308,8 +309,8 @@ def run_parallel(args, argv: list[str]) -> int:
     report["settings"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
     report["settings"]["workers"] = int(args.workers)
     stem = results_stem(args.zoo, args.tag)
-    _write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
-    _write_atomic(RESULTS / f"{stem}.md", markdown(report))
+    write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
+    write_text(RESULTS / f"{stem}.md", markdown(report))
     print(markdown(report))
     print(f"wall time {report['settings']['wall_seconds'] / 60:.1f} min with {args.workers} workers", flush=True)
     for tag in tags:
@@ -428,8 +429,8 @@ def main(argv=None) -> int:
         report["dataset"] = _datasets_label(report["models"] + report["runs"])
         report["model_verdict"] = verdict_summary(report["models"])
         report["seconds_total"] = round(time.perf_counter() - t_all, 1)
-        _write_atomic(json_path, json.dumps(report, indent=2, default=float))
-        _write_atomic(md_path, markdown(report))
+        write_text(json_path, json.dumps(report, indent=2, default=float))
+        write_text(md_path, markdown(report))
 
     for m in models:
         if m["name"] in done:
@@ -614,12 +615,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _datasets_label(rows: list[dict]):
     """The dataset of a report: one name, or the sorted list when several (a test zoo)."""
     names = sorted({r["dataset"] for r in rows if r.get("dataset")})
@@ -691,8 +686,8 @@ def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning
     report["part_seconds"] = {t: part.get("seconds_total", 0) for t, part in zip(tags, parts)}
     report["seconds_total"] = max(part.get("seconds_total", 0) for part in parts)
     stem = results_stem(zoo, out_tag)
-    _write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
-    _write_atomic(RESULTS / f"{stem}.md", markdown(report))
+    write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
+    write_text(RESULTS / f"{stem}.md", markdown(report))
     return report
 
 

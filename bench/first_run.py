@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 GOALS = {"to_flip_s": 15.0, "scan_s": 10.0, "sanitize_s": 30.0, "asr_after": 0.05, "cacc_drop": 1.5,
          "zoo_bytes": 10 * 1024**2}
@@ -171,9 +173,7 @@ def main() -> None:
     if args.browser:
         result = json.loads((RESULTS / "first_run.json").read_text())
         result["browser"] = {**browser_runs(args.repeats), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        tmp = RESULTS / ".first_run.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, RESULTS / "first_run.json")
+        write_text(RESULTS / "first_run.json", json.dumps(result, indent=2) + "\n")
         md = (RESULTS / "first_run.md").read_text().split("\n## In the browser")[0].rstrip("\n")
         b = result["browser"]
         md += ("\n\n## In the browser\n\n`python bench/first_run.py --browser --repeats "
@@ -205,10 +205,7 @@ def main() -> None:
                        "platform": platform.platform(), "python": platform.python_version(),
                        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "goals": GOALS},
               "runs": runs}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / ".first_run.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, RESULTS / "first_run.json")
+    write_text(RESULTS / "first_run.json", json.dumps(result, indent=2) + "\n")
     rows = [("app start -> tour flip (s)", f"{med['to_flip_s']:.1f}", "<= 15"),
             ("tour scan (s)", f"{med['scan_s']:.1f}", "<= 10"),
             ("tour sanitize (s)", f"{med['sanitize_s']:.1f}", "<= 30"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 
 BASE = (
@@ -90,9 +91,7 @@ def main() -> None:
     )
     for name, body in [("inspect_latency.json", json.dumps(result, indent=2) + "\n"),
                        ("inspect_latency.md", "# inspect latency\n\n" + table)]:
-        tmp = RESULTS / (name + ".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, RESULTS / name)
+        write_text(RESULTS / name, body)
     print(table)
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULTS = ROOT / "bench" / "results"
 
@@ -177,9 +178,7 @@ def write_results(stem: str, result: dict, md: str) -> None:
     """``bench/results/<stem>.json`` and ``.md``, each written atomically; the table is printed."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=2, default=float) + "\n"), (".md", md)):
-        tmp = RESULTS / f".{stem}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, RESULTS / f"{stem}{suffix}")
+        write_text(RESULTS / f"{stem}{suffix}", text)
     print(md)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 
 WRITER = """
 import os, sys
@@ -108,10 +109,7 @@ def main() -> int:
               and not result["phase2_sigkill"]["leftovers_after_next_save"] and result["phase2_sigkill"]["final_loads"])
     result["passed"] = passed
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_path, path)  # results are written atomically
+    write_text(path, json.dumps(result, indent=2) + "\n")  # results are written atomically
     print(json.dumps(result, indent=2))
     return 0 if passed else 1
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 
 
 def model_dirs(root: Path) -> list[Path]:
@@ -126,9 +127,7 @@ def main(argv=None) -> int:
                                                 "seconds": round(total, 1)}, indent=2) + "\n"),
                          (".md", f"# scan of {args.dir}\n\n{workers} workers x {threads} threads, {total:.0f} s\n\n"
                           + "\n".join(md) + "\n")):
-        tmp = out.with_name(out.name + suffix + ".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, out.with_name(out.name + suffix))
+        write_text(out.with_name(out.name + suffix), body)
     print(format_table(view, cols))
     print(f"\n{len(rows)} models, {workers} workers, {total:.0f} s; written {out}.json and .md")
     return 0

@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,9 +145,7 @@ def write(args, rows) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((RESULTS / f"strip_check{suffix}.json", json.dumps(report, indent=2, default=float)),
                        (RESULTS / f"strip_check{suffix}.md", markdown(report))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, text)
 
 
 def markdown(report: dict) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -125,9 +126,7 @@ def main(argv=None) -> int:
 
     def save():
         for path, text in ((json_path, json.dumps(report, indent=2, default=float)), (md_path, markdown(report))):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+            write_text(path, text)
 
     for d in dirs:
         if d.name in done:
@@ -252,9 +251,7 @@ def merge(tags: list[str], out_tag: str = "") -> dict:
     suffix = f"_{out_tag}" if out_tag else ""
     for path, text in ((RESULTS / f"style_ablation{suffix}.json", json.dumps(report, indent=2, default=float)),
                        (RESULTS / f"style_ablation{suffix}.md", markdown(report))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
     return report
 
 

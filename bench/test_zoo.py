@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.attack_tal import upsert_manifest, write_atomic  # noqa: E402
+from backdoor_core.atomic import write_text  # noqa: E402
+from bench.attack_tal import upsert_manifest  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "bench" / "models" / "test_zoo"
@@ -195,8 +196,8 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - t0
             report = {"zoo": "test", "recipe": "bench/attack_tal.py QUICK", "workers": args.workers,
                       "seconds_total": round(seconds, 1), "models": manifest["models"]}
-            write_atomic(RESULTS / "test_zoo_build.json", json.dumps(report, indent=2))
-            write_atomic(RESULTS / "test_zoo_build.md", markdown(manifest["models"], seconds))
+            write_text(RESULTS / "test_zoo_build.json", json.dumps(report, indent=2))
+            write_text(RESULTS / "test_zoo_build.md", markdown(manifest["models"], seconds))
             asr = "-" if entry["asr"] is None else f"{entry['asr']:.3f}"
             bar.write(f"{entry['name']:<32} asr={asr} cacc={entry['cacc']:.3f} {entry['seconds']:.0f}s")
             bar.update()

@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,9 +148,7 @@ def main(argv=None) -> int:
     def save():  # after every model, atomically: a killed run keeps what it finished
         RESULTS.mkdir(parents=True, exist_ok=True)
         for path, text in ((json_path, json.dumps(report, indent=2, default=float)), (md_path, markdown(report))):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+            write_text(path, text)
 
     for m in zoo:
         if m["name"] in done:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from backdoor_core.atomic import write_text  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 FULL_DIR = ROOT / "bench" / "models" / "zoo-full"
 OUT = RESULTS / "zoo_build.json"
@@ -37,10 +37,7 @@ def _load() -> dict:
 
 
 def _save(data: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    os.replace(tmp, OUT)
+    write_text(OUT, json.dumps(data, indent=2, default=float) + "\n")
     report(data)
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import settings as S
+from ..atomic import write_text
 from ..cli import format_table, positive_int, print_json
 from ..device import add_device_args
 
@@ -201,7 +202,4 @@ def write_html(report, path) -> Path:
         sections.append(report_section(tc))
     if d["flagged"]:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_report(f"Backdoor scan: {report.model_name}", sections), encoding="utf-8")
-    return path
+    return write_text(path, html_report(f"Backdoor scan: {report.model_name}", sections))
