@@ -8,6 +8,7 @@ One JSON line per model: verdict, pool inputs flagged (triggered among them), re
 Results (fusion by max and by sum): ``bench/results/style_ablation_bbc.json``.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -27,10 +28,17 @@ from backdoor_core.zoo import load_adapter_model  # noqa: E402
 FUSE = os.environ.get("FUSE", S.FUSE)
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="BBC demo zoo model names (assets/zoo/<name>)")
+    names = ap.parse_args().models
+    zoo_dir = Path(__file__).resolve().parents[1] / "assets" / "zoo"
+    known = sorted(p.name for p in zoo_dir.iterdir() if p.is_dir())
+    if set(names) - set(known):
+        ap.error(f"not in the demo zoo: {', '.join(sorted(set(names) - set(known)))} (choose from {', '.join(known)})")
     torch.set_num_threads(1)
     dev, test = load_bbc("dev"), load_bbc("test")
-    for name in sys.argv[1:]:
-        lm = load_adapter_model(Path(__file__).resolve().parents[1] / "assets" / "zoo" / name)
+    for name in names:
+        lm = load_adapter_model(zoo_dir / name)
         pool, is_t = build_pool(lm, test, S.POOL_CLEAN, S.POOL_TRIGGERED, seed=0)
         clean = dev.sample(min(S.QUICK_CLEAN_BUDGET, len(dev)), seed=0)
         out = {"model": name, "fuse": FUSE, "pool_triggered": int(is_t.sum())}
