@@ -68,7 +68,7 @@ def sst2_rows(spec: list[str], only: set[str] | None = None) -> list[dict]:
 
 
 def bbc_rows(names: list[str], variants: list[str], knob: str, values: list[float]) -> list[dict]:
-    from repair_rules_check import bbc_rows as scan_and_repair
+    from repair_rules_check import LABEL_DETAILS, bbc_rows as scan_and_repair
 
     rows = []
     for w in values:
@@ -77,7 +77,7 @@ def bbc_rows(names: list[str], variants: list[str], knob: str, values: list[floa
                 rows.append({"zoo": "bbc", "model": r["model"], "value": w, "ffn": ffn,
                              "ffn_layers": rep["ffn_layers"], "cacc_before": r["cacc_before"], "cacc_after": rep["cacc"],
                              "asr_before": r["asr_before"], "asr_after": rep["asr"], "seconds": rep["seconds"],
-                             **{k: rep.get(k) for k in ("suspected_target", "focus_shift", "pool_exclusion_labelled")}})
+                             **{k: rep.get(k) for k in LABEL_DETAILS}})
     return rows
 
 

@@ -41,6 +41,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULTS = ROOT / "bench" / "results"
 
 
+LABEL_DETAILS = ("suspected_target", "focus_shift", "pool_exclusion_labelled")
+"""The label rules' decisions a BBC repair row keeps (``sanitize_heads`` details)."""
+
+
 def bbc_rows(names: list[str], variants: list[str], knobs: dict | None = None) -> list[dict]:
     """Scan each BBC zoo model as the tour does, repair it with each FFN choice in ``variants`` (plus ``knobs``,
     e.g. ``{"retain": 1.0}``) and measure on all BBC test articles."""
@@ -90,8 +94,7 @@ def bbc_rows(names: list[str], variants: list[str], knobs: dict | None = None) -
                                    "ffn_layers": res.details.get("ffn_layers"),
                                    "gated_clean_accuracy": res.details.get("gated_clean_accuracy"),
                                    "gate_labels_used": res.details.get("gate_labels_used"),
-                                   **{k: res.details.get(k) for k in ("suspected_target", "focus_shift",
-                                                                       "pool_exclusion_labelled")}}
+                                   **{k: res.details.get(k) for k in LABEL_DETAILS}}
             print(f"{name} ffn={ffn}: CACC {before['cacc']:.3f} -> {after['cacc']:.3f}, ASR {before.get('asr')} -> "
                   f"{after.get('asr')}, FFN layers {res.details.get('ffn_layers')}", file=sys.stderr, flush=True)
         rows.append(row)

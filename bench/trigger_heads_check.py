@@ -108,14 +108,22 @@ def main(argv=None) -> int:
     from backdoor_core.models import load_model
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    models = json.loads(Path(args.manifest).read_text())["models"]
-    by_name = {m["name"]: m for m in models}
-    scans = {m["name"]: m for m in json.loads(Path(args.scans).read_text()).get("models", [])}
+    try:
+        models = json.loads(Path(args.manifest).read_text())["models"]
+        by_name = {m["name"]: m for m in models}
+        scans = {m["name"]: m for m in json.loads(Path(args.scans).read_text()).get("models", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        ap.error(f"--manifest {args.manifest} / --scans {args.scans}: not a models manifest and a "
+                 f"bench/defense.py results file ({type(exc).__name__}: {exc})")
     only = {n for n in args.only.split(",") if n}
     unknown = sorted(only - set(by_name))
     if unknown:
         ap.error(f"--only: not in {args.manifest}: {', '.join(unknown)}")
-    test = load_shared(args.data, "clean", "test")
+    try:
+        test = load_shared(args.data, "clean", "test")
+    except (OSError, ValueError) as exc:
+        ap.error(f"--data {args.data}: {exc}")
+    twin_cache: dict[str, object] = {}  # clean twin name -> loaded model (shared by the models of one dataset)
     rows = []
     for m in models:
         if m.get("target") is None or (only and m["name"] not in only):
@@ -135,7 +143,9 @@ def main(argv=None) -> int:
         twin = by_name.get(m.get("clean_model") or "clean")
         twin_conc = None
         if twin is not None:
-            tc = head_concentration(load_model(_path(twin["path"])), examples, args.max_length)
+            if twin["name"] not in twin_cache:
+                twin_cache[twin["name"]] = load_model(_path(twin["path"]))
+            tc = head_concentration(twin_cache[twin["name"]], examples, args.max_length)
             twin_conc = float(np.mean([tc[idx[h]] for h in top]))
         scan = scans.get(m["name"], {})
         susp = list(scan.get("suspicious_heads") or [])
