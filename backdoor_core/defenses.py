@@ -64,6 +64,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET,
          "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
+         "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "representation": S.REPRESENTATION},
@@ -122,7 +123,10 @@ def run_defense(
             like ``["L3H7"]`` or an ``(L, H)`` bool array) skips the scan; ``scan`` reuses a ``ScanReport``;
             ``reuse_scan=True`` also takes the unrepaired model's probabilities from that report's forward passes
             and ``measure_align=False`` skips the before/after alignment measurement (the guided tour's cuts,
-            ``settings.TOUR_SANITIZE``; off by default).
+            ``settings.TOUR_SANITIZE``; off by default). Without ``heads`` and a caller's split
+            (``rel_threshold`` / ``max_fraction`` / ``top_k``), a scan whose verdict is below ``weak_verdict``
+            has its repair narrowed to the ``weak_top_k`` best heads (``head_safety.repair_heads``); ``details``
+            then says so under ``weak_evidence_cap``.
     """
     if name not in DEFENSES:
         raise ValueError(f"Unknown defense '{name}'; choose one of {', '.join(DEFENSES)}.")
@@ -182,6 +186,7 @@ def _reject_unknown(name: str, knobs: dict) -> None:
 
 def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict):
     from .head_metrics import heads_to_mask
+    from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, repair_heads, split_heads
     from .sanitize import (DEFAULT_BETA, DEFAULT_EXCLUDE_LABELS, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET,
                            DEFAULT_PSEUDO_LABELS, DEFAULT_RESET, default_config, sanitize_heads)
     from .scan import scan_model
@@ -200,6 +205,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     retain = float(knobs.pop("retain", S.RETAIN_WEIGHT))
     ffn_lr_scale = float(knobs.pop("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE))
     heads = knobs.pop("heads", None)
+    weak_verdict = float(knobs.pop("weak_verdict", S.WEAK_VERDICT))
+    weak_top_k = int(knobs.pop("weak_top_k", S.WEAK_TOP_K) or 0)
     report = knobs.pop("scan", None)
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
@@ -212,6 +219,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
     pool = [str(t) for t in (pool_texts or [])]
     scan_seconds = 0.0
+    weak_cap = None
     if heads is not None:
         if isinstance(heads, str):
             heads = [h for h in heads.replace(" ", ",").split(",") if h]
@@ -228,13 +236,17 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             report = scan_model(model, tokenizer, clean_train, pool, max_length=cfg.max_length, seed=cfg.seed,
                                 should_stop=common.get("should_stop"), **scan_opts)
             scan_seconds = time.perf_counter() - t
-        mask = report.heads.suspicious
         split_opts = {k: scan_opts[k] for k in ("rel_threshold", "max_fraction", "top_k") if k in scan_opts}
-        if split_opts and scan_seconds == 0.0:  # a given report, re-split with the asked-for rule
-            from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, split_heads
-
-            mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
-                               split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
+        if split_opts:  # the caller chose the split: no weak-evidence cap
+            mask = report.heads.suspicious
+            if scan_seconds == 0.0:  # a given report, re-split with the asked-for rule
+                mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
+                                   split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
+        else:
+            mask = repair_heads(report.heads, report.verdict.get("score"), weak_verdict, weak_top_k)
+            if not np.array_equal(mask, report.heads.suspicious):
+                weak_cap = {"verdict": float(report.verdict["score"]), "weak_verdict": weak_verdict,
+                            "weak_top_k": weak_top_k, "scan_heads": list(report.heads.suspicious_labels)}
         flagged = report.flagged_texts
         flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
@@ -278,6 +290,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     }
     if reused:
         details["reused_scan_passes"] = True
+    details["weak_evidence_cap"] = weak_cap
     if report is not None:
         details["verdict"] = report.verdict
         details["attention_missed_share"] = report.attention_missed_share
@@ -300,6 +313,13 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}{pace}.")
     elif details.get("suspicious_heads") is not None:
         notes.append("Head-only repair: no feed-forward block trained.")
+    cap = details.get("weak_evidence_cap")
+    if cap:
+        k = cap["weak_top_k"]
+        notes.append(f"Weak evidence (verdict {cap['verdict']:.2f} < {cap['weak_verdict']:g}): only the "
+                     f"{k} highest-scoring head{'s were' if k != 1 else ' was'} repaired, not the scan's "
+                     f"{len(cap['scan_heads'])}; most flagged inputs of a weak scan are clean and the lower heads' "
+                     "scores are noise.")
     verdict = details.get("verdict") or {}
     if verdict and not verdict.get("likely_backdoored", True):
         notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "

@@ -190,6 +190,27 @@ def split_heads(
     return out
 
 
+def repair_heads(
+    heads: HeadSafety,
+    verdict_score: float | None,
+    weak_verdict: float = S.WEAK_VERDICT,
+    weak_top_k: int = S.WEAK_TOP_K,
+) -> np.ndarray:
+    """``(L, H)`` bool: the heads our repair trains (our design; papers silent).
+
+    The scan's suspicious set, unless its verdict score is below ``weak_verdict``: then the evidence is weak (most
+    flagged inputs are clean) and only the ``weak_top_k`` highest-scoring heads are kept
+    (``split_heads(score, top_k=weak_top_k)``; see ``settings.WEAK_VERDICT``). ``weak_top_k`` 0 or a missing verdict
+    keeps the scan's set.
+    """
+    k = int(weak_top_k or 0)
+    if k < 0:
+        raise ValueError("weak_top_k must be 0 (off) or more.")
+    if k == 0 or verdict_score is None or float(verdict_score) >= weak_verdict:
+        return heads.suspicious.copy()
+    return split_heads(heads.score, top_k=k)
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.clip(np.asarray(x, dtype=float), 0, None)
     m = x.max()

@@ -107,6 +107,22 @@ MAX_FRACTION = 0.25  # at most this share of all heads is suspicious
 FALLBACK_FRAC = 0.1  # heads rated on the most unusual clean inputs when no pool input is flagged
 IMPORTANCE_INPUTS = 64  # flagged inputs used for |d margin / d gate|
 COLLAPSE = "common"  # collapse feature: mass on the layer's common key
+WEAK_VERDICT = 0.72
+"""With ``WEAK_TOP_K`` > 0: below this verdict score (``detection.model_verdict``) the scan's evidence counts as weak
+and our repair trains only the ``WEAK_TOP_K`` highest-scoring heads instead of the scan's suspicious set
+(``head_safety.repair_heads``). Aim: a weak backdoor's flagged inputs are mostly clean, and the relative threshold
+then admits up to ``MAX_FRACTION`` of the heads, diluting the few last-layer heads that carry the trigger
+(bench/results/trigger_heads_check_sst2.md). Our design (papers silent). Midway between the verdicts of the tuning
+zoo's weak SST-2 BadNets models (0.46-0.63) and of its backdoors that took (0.81-0.94)."""
+WEAK_TOP_K = 0
+"""Heads our repair trains when the verdict is below ``WEAK_VERDICT``; 0 = off (the scan's set). Measured, not
+adopted. On the tuning zoo 4 heads were best (bench/results/knob_tuning_weak_top_k.md; 2 and 6 heads and relative
+thresholds 0.3 / 0.5: bench/results/archive/defense_wk2, _wk6, _wr3, _wr5): the four weak BadNets models' mean ASR
+after 14.3 / 14.0 / 14.7% at 2 / 4 / 6 heads (15.6 / 16.8% at thresholds 0.3 / 0.5) against 20.8%, mean CACC change
+-0.2 / -0.7 / -1.3 points against -3.2; the other tuning models kept their heads. On the test zoo at 4
+(bench/results/archive/defense_test_h.md) it broke a style backdoor whose verdict fell below the line: OLID poetry
+seed 2 (verdict 0.69) kept 90.5% ASR instead of 8.7%, and OLID BadNets -> NOT seed 2 went from 52.6% to 73.7%; a
+verdict does not tell a weak word trigger from a style one, and style needs the wider head set."""
 
 # ------------------------------------------------------------------------------------------------ repair
 

@@ -29,6 +29,14 @@ backdoors, which the tuning zoo lacked; four weak SST-2 BadNets models were buil
 
 (``M``: a manifest of the SST-2 tuning models plus the weak ones.)
 
+The weak-evidence cap (``weak_top_k``, ``settings.WEAK_TOP_K``: repair only the k best heads when the verdict is
+below ``settings.WEAK_VERDICT``) on the same models, with the cap forced on at 4:
+
+    python bench/defense.py --manifest M --defenses alignment --detectors ours --repair all --tag wk \
+        --align-knobs '{"weak_top_k": 4}'
+    python bench/knob_tuning.py --knob weak_top_k --values 0,4 --variants auto \
+        --models badnets,badnets-2,badnets-tal,addsent --sst2 0=defense_xdir1.json --sst2 4=defense_wk.json
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 
@@ -55,6 +63,7 @@ def sst2_rows(spec: list[str], only: set[str] | None = None) -> list[dict]:
         value, paths = item.split("=", 1)
         for p in [q for q in paths.split(",") if q]:
             d = json.loads(Path(p).read_text())
+            verdicts = {m["name"]: m.get("verdict_score") for m in d.get("models", [])}
             for r in d["runs"]:
                 if r["defense"] != "alignment" or (only and r["model"] not in only):
                     continue
@@ -63,7 +72,9 @@ def sst2_rows(spec: list[str], only: set[str] | None = None) -> list[dict]:
                              "cacc_after": r["cacc_after"], "asr_before": r["asr_before"], "asr_after": r["asr_after"],
                              "pseudo_label_accuracy": r.get("pseudo_label_accuracy"),
                              "suspected_target": r["details"].get("suspected_target"),
-                             "focus_shift": r["details"].get("focus_shift"), "source": Path(p).name})
+                             "focus_shift": r["details"].get("focus_shift"), "source": Path(p).name,
+                             "verdict": verdicts.get(r["model"]),
+                             "heads": len(r["details"].get("suspicious_heads") or [])})
     return rows
 
 
@@ -77,6 +88,7 @@ def bbc_rows(names: list[str], variants: list[str], knob: str, values: list[floa
                 rows.append({"zoo": "bbc", "model": r["model"], "value": w, "ffn": ffn,
                              "ffn_layers": rep["ffn_layers"], "cacc_before": r["cacc_before"], "cacc_after": rep["cacc"],
                              "asr_before": r["asr_before"], "asr_after": rep["asr"], "seconds": rep["seconds"],
+                             "verdict": r.get("verdict"), "heads": len(rep.get("heads") or []) or None,
                              **{k: rep.get(k) for k in LABEL_DETAILS}})
     return rows
 
@@ -107,7 +119,10 @@ def markdown(result: dict) -> str:
             "labels_leave_target": "the filter on the safe-head and focus-removal pseudo-labels "
                                    "(`settings.LABELS_LEAVE_TARGET`, `sanitize.leave_target_only`: keep a label only "
                                    "when it takes an input out of the class the focus tokens push toward; 1 = on, "
-                                   "0 = off)"}.get(knob, knob)
+                                   "0 = off)",
+            "weak_top_k": "the heads our repair trains when the scan's verdict is below `settings.WEAK_VERDICT` "
+                          "(`head_safety.repair_heads`: the k highest-scoring heads; 0 = the scan's suspicious set)"
+            }.get(knob, knob)
     md = [f"# Tuning zoo: `{knob}`", "",
           f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}"
           + (f"; BBC repairs at {result['threads']} threads" if any(r["zoo"] == "bbc" for r in rows) else
@@ -130,12 +145,14 @@ def markdown(result: dict) -> str:
             md.append(f"| {zoo} | FFN {ffn} (n={len(rs)}) | {w:g} | {sum(d) / len(d):+.1f} | {min(d):+.1f} | "
                       f"{sum(a) / max(len(a), 1):.1f} | {max(a) if a else float('nan'):.1f} |")
     md += ["", "## Every repair", "",
-           "| zoo | model | FFN | value | FFN layers | CACC before -> after | ASR before -> after | "
-           "pseudo-label acc. (%) | focus tokens' class |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| zoo | model | verdict | FFN | value | heads repaired | FFN layers | CACC before -> after | "
+           "ASR before -> after | pseudo-label acc. (%) | focus tokens' class |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["zoo"], r["model"], r.get("ffn", ""), r["value"])):
         layers = r.get("ffn_layers") or "-"
-        md.append(f"| {r['zoo']} | {r['model']} | {r.get('ffn', 'auto')} | {r['value']:g} | {layers} | "
+        verdict = "-" if r.get("verdict") is None else f"{r['verdict']:.2f}"
+        md.append(f"| {r['zoo']} | {r['model']} | {verdict} | {r.get('ffn', 'auto')} | {r['value']:g} | "
+                  f"{r.get('heads') or '-'} | {layers} | "
                   f"{_p(r['cacc_before'])} -> {_p(r['cacc_after'])} | {_p(r['asr_before'])} -> {_p(r['asr_after'])} | "
                   f"{_p(r.get('pseudo_label_accuracy'))} | {_direction(r.get('focus_shift'))} |")
     md += ["", "BBC: the tour's scan and one-epoch repair (`tour.sanitize_knobs`), measured on all test articles. "
@@ -147,7 +164,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
-    ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target"),
+    ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target",
+                                       "weak_top_k"),
                     required=True)
     ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
     ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")

@@ -94,6 +94,7 @@ def bbc_rows(names: list[str], variants: list[str], knobs: dict | None = None) -
                                    "ffn_layers": res.details.get("ffn_layers"),
                                    "gated_clean_accuracy": res.details.get("gated_clean_accuracy"),
                                    "gate_labels_used": res.details.get("gate_labels_used"),
+                                   "heads": res.details.get("suspicious_heads"),
                                    **{k: res.details.get(k) for k in LABEL_DETAILS}}
             print(f"{name} ffn={ffn}: CACC {before['cacc']:.3f} -> {after['cacc']:.3f}, ASR {before.get('asr')} -> "
                   f"{after.get('asr')}, FFN layers {res.details.get('ffn_layers')}", file=sys.stderr, flush=True)

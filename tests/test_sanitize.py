@@ -491,3 +491,49 @@ def test_retention_keeps_the_repaired_model_closer_to_its_clean_outputs():
         assert ("retain" in res.history[-1]) == (retain > 0) and res.details["retain"] == retain
         assert res.frozen_unchanged
     assert kl[5.0] < kl[0.0]
+
+
+def test_weak_evidence_narrows_the_repair_to_the_best_heads():
+    """A scan whose verdict is below ``weak_verdict`` has its repair narrowed to the ``weak_top_k`` highest-scoring
+    heads (``head_safety.repair_heads``); at or above it, with the cap off, or when the caller chose the split, the
+    repair trains the heads that rule gives. The Sanitize page / CLI note says so."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.head_metrics import heads_to_mask
+    from backdoor_core.head_safety import repair_heads, split_heads
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
+                     rel_threshold=0.0, max_fraction=0.5)  # a wide scan set: 4 of the tiny model's 8 heads
+    v = float(rep.verdict["score"])
+    n_scan = int(rep.heads.suspicious.sum())
+    assert n_scan > 2
+    top2 = split_heads(rep.heads.score, top_k=2)
+    assert repair_heads(rep.heads, v, weak_verdict=v + 0.01, weak_top_k=2).tolist() == top2.tolist()
+    for kw in ({"weak_verdict": v}, {"weak_verdict": v + 0.01, "weak_top_k": 0}):
+        assert repair_heads(rep.heads, v, **{"weak_top_k": 2, **kw}).tolist() == rep.heads.suspicious.tolist()
+    assert repair_heads(rep.heads, None, weak_verdict=2.0, weak_top_k=2).tolist() == rep.heads.suspicious.tolist()
+    with pytest.raises(ValueError):
+        repair_heads(rep.heads, v, weak_top_k=-1)
+
+    def repaired(**knobs):
+        res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                          max_length=32, seed=0, ffn="none", **knobs)
+        return res.details
+
+    weak = repaired(weak_verdict=v + 0.01, weak_top_k=2)
+    assert heads_to_mask(weak["suspicious_heads"], *top2.shape).tolist() == top2.tolist()
+    cap = weak["weak_evidence_cap"]
+    assert cap["verdict"] == v and cap["weak_top_k"] == 2 and cap["scan_heads"] == rep.heads.suspicious_labels
+    note = [n for n in repair_notes(weak) if n.startswith("Weak evidence")]
+    assert note == [f"Weak evidence (verdict {v:.2f} < {v + 0.01:g}): only the 2 highest-scoring heads were "
+                    f"repaired, not the scan's {n_scan}; most flagged inputs of a weak scan are clean and the lower "
+                    "heads' scores are noise."]
+    strong = repaired(weak_verdict=v - 0.01, weak_top_k=2)
+    assert len(strong["suspicious_heads"]) == n_scan and strong["weak_evidence_cap"] is None
+    assert not [n for n in repair_notes(strong) if n.startswith("Weak evidence")]
+    chosen = repaired(weak_verdict=v + 0.01, weak_top_k=2, top_k=3)  # the caller's split wins
+    assert len(chosen["suspicious_heads"]) == 3 and chosen["weak_evidence_cap"] is None

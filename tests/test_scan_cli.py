@@ -88,6 +88,31 @@ def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):
     assert "finetune" in capsys.readouterr().out and load_model(files["dir"] / "ft").metadata["defense"] == "finetune"
 
 
+def test_cli_sanitize_weak_top_k(files, capsys):
+    """``--weak-top-k`` reaches the repair: with the cap at 1 head, a verdict below ``settings.WEAK_VERDICT`` repairs
+    one head and says so; at 0 the scan's heads; a negative count or a baseline with the flag is a one-line error, nothing saved."""
+    from backdoor_core import settings as S
+
+    base = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--pool", str(files["pool"]),
+            "--max-length", "32", "--max-steps", "1"]
+    for extra, message in ((["--weak-top-k", "-1"], "0 (off) or more"),
+                           (["--defense", "finetune", "--weak-top-k", "2"], "alignment defense only")):
+        assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (files["dir"] / "never").exists()
+    runs = {}
+    for k in ("1", "0"):
+        assert main([*base, "--out", str(files["dir"] / f"weak{k}"), "--weak-top-k", k]) == 0
+        runs[k] = (capsys.readouterr().out, load_model(files["dir"] / f"weak{k}").metadata["defense_details"])
+    (out1, cap1), (out0, off) = runs["1"], runs["0"]
+    scan_heads = cap1["weak_evidence_cap"]["scan_heads"]  # the fixture's scan is weak (verdict 0.50), 2 heads
+    assert cap1["weak_evidence_cap"]["verdict"] < S.WEAK_VERDICT and len(scan_heads) > 1
+    assert cap1["suspicious_heads"] == scan_heads[:1] and "only the 1 highest-scoring head was repaired" in out1
+    assert off["weak_evidence_cap"] is None and off["suspicious_heads"] == scan_heads
+    assert "Weak evidence" not in out0
+
+
 @pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 labels"), ("few", "at least 8")])
 def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, message):
     path = files["dir"] / f"{which}.tsv"

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--heads", default=None,
                    help="alignment only: repair these heads (e.g. L3H7,L5H1) instead of scanning for them")
     p.add_argument("--beta", type=float, default=None, help=f"alignment weight (default {S.BETA:g})")
+    p.add_argument("--weak-top-k", type=int, default=None,
+                   help=f"alignment only: heads repaired when the scan's verdict is below {S.WEAK_VERDICT:g} "
+                        f"(default {S.WEAK_TOP_K}; 0 = all the scan's suspicious heads)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -67,6 +70,10 @@ def run(args) -> int:
     from ..training import make_evaluator
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
+    if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None):
+        raise ValueError("--heads, --beta and --weak-top-k apply to the alignment defense only.")
+    if args.weak_top_k is not None and args.weak_top_k < 0:
+        raise ValueError("--weak-top-k must be 0 (off) or more.")
     lm, clean, pool = load_inputs(args)
     if (args.poisoned_eval is None) != (args.target is None):
         raise ValueError("--poisoned-eval and --target go together (ASR needs both).")
@@ -106,8 +113,8 @@ def run(args) -> int:
             knobs["beta"] = args.beta
         if args.heads:
             knobs["heads"] = args.heads
-    elif args.heads or args.beta is not None:
-        raise ValueError("--heads and --beta apply to the alignment defense only.")
+        if args.weak_top_k is not None:
+            knobs["weak_top_k"] = args.weak_top_k
     callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
