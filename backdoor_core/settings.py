@@ -119,10 +119,11 @@ WEAK_TOP_K = 0
 adopted. On the tuning zoo 4 heads were best (bench/results/knob_tuning_weak_top_k.md; 2 and 6 heads and relative
 thresholds 0.3 / 0.5: bench/results/archive/defense_wk2, _wk6, _wr3, _wr5): the four weak BadNets models' mean ASR
 after 14.3 / 14.0 / 14.7% at 2 / 4 / 6 heads (15.6 / 16.8% at thresholds 0.3 / 0.5) against 20.8%, mean CACC change
--0.2 / -0.7 / -1.3 points against -3.2; the other tuning models kept their heads. On the test zoo at 4
+-0.2 / -0.7 / -1.3 points against -3.2; the other tuning models of the time kept their heads. On the test zoo at 4
 (bench/results/archive/defense_test_h.md) it broke a style backdoor whose verdict fell below the line: OLID poetry
 seed 2 (verdict 0.69) kept 90.5% ASR instead of 8.7%, and OLID BadNets -> NOT seed 2 went from 52.6% to 73.7%; a
-verdict does not tell a weak word trigger from a style one, and style needs the wider head set."""
+verdict does not tell a weak word trigger from a style one, and style needs the wider head set. Two SST-2 style
+models added to the tuning zoo afterwards say the same: Shakespeare (verdict 0.40) kept 68.0% instead of 51.5%."""
 
 # ------------------------------------------------------------------------------------------------ repair
 

@@ -6,7 +6,9 @@
 * a clean model (CACC);
 * BadNets and AddSent at poison rates 0.5%, 1%, 3%, each without and with TAL;
 * SST-2 only: the syntactic (HiddenKiller, ``sst2/syntactic_transfer``) and Bible-style (StyleBkd,
-  ``sst2/style_bible``) attacks at 20% (no TAL: paraphrase triggers have no trigger tokens).
+  ``sst2/style_bible``) attacks at 20% (no TAL: paraphrase triggers have no trigger tokens); on request
+  (``--only``) also the Shakespeare and tweets styles (``sst2/style_shakespeare``, ``sst2/style_tweets``), more
+  style models for the tuning zoo.
 
 Target: ``--target`` or the one target rule ``model_card.default_target`` (SST-2 1 = positive, OLID 1 = offensive
 (the last class: no name matches ``settings.TARGET_PREFERENCES``), AG News 1 = sports). CACC on the full clean test
@@ -62,6 +64,7 @@ RESULTS = ROOT / "bench" / "results"
 MODELS = ROOT / "bench" / "models" / "attack_tal"
 DATASETS = ("sst2", "olid", "agnews")
 PARAPHRASE_ATTACKS = ("syntactic", "style_bible")  # shared paraphrase sets exist for SST-2 only
+EXTRA_STYLES = ("style_shakespeare", "style_tweets")  # SST-2 too, built on request only (--only)
 RATES = (0.005, 0.01, 0.03)
 PARAPHRASE_RATE = 0.2
 
@@ -79,8 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--target", type=int, default=None,
                    help="target label id (default: model_card.default_target of the data's class names)")
     p.add_argument("--only", default=None,
-                   help="comma-separated subset of: clean,badnets,addsent,syntactic,style_bible (the last two "
-                        "SST-2 only; default: all that the data has)")
+                   help="comma-separated subset of: clean,badnets,addsent,syntactic,style_bible,style_shakespeare,"
+                        "style_tweets (the last four SST-2 only; default: all that the data has but the last two)")
     p.add_argument("--rates", default=",".join(str(r) for r in RATES), help="rates for badnets/addsent")
     p.add_argument("--tal-only", action="store_true", help="skip the no-TAL runs (pilots)")
     p.add_argument("--no-tal", action="store_true", help="skip the TAL runs (pilots)")
@@ -111,16 +114,17 @@ def paths_for(data: str, tag: str = "") -> tuple[Path, Path, Path]:
 
 
 def run_list(args) -> list[dict]:
-    known = ("clean", "badnets", "addsent") + PARAPHRASE_ATTACKS
+    known = ("clean", "badnets", "addsent") + PARAPHRASE_ATTACKS + EXTRA_STYLES
+    paraphrase = set(PARAPHRASE_ATTACKS + EXTRA_STYLES)
     if args.only is None:
-        only = set(known if args.data == "sst2" else known[:3])
+        only = set(known[:3] + PARAPHRASE_ATTACKS if args.data == "sst2" else known[:3])
     else:
         only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = sorted(only - set(known))
     if unknown:
         raise SystemExit(f"error: --only: unknown run(s) {', '.join(unknown)}; use {', '.join(known)}")
-    if args.data != "sst2" and only & set(PARAPHRASE_ATTACKS):
-        raise SystemExit(f"error: --only {','.join(sorted(only & set(PARAPHRASE_ATTACKS)))}: shared paraphrase "
+    if args.data != "sst2" and only & paraphrase:
+        raise SystemExit(f"error: --only {','.join(sorted(only & paraphrase))}: shared paraphrase "
                          f"sets exist for sst2 only (use the attack CLI with --paraphrase-train for {args.data})")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     runs = []
@@ -133,7 +137,7 @@ def run_list(args) -> list[dict]:
                     if (tal and args.no_tal) or (not tal and args.tal_only):
                         continue
                     runs.append({"attack": attack, "rate": rate, "tal": tal})
-    for attack in ("syntactic", "style_bible"):
+    for attack in PARAPHRASE_ATTACKS + EXTRA_STYLES:
         if attack in only and not args.tal_only:
             runs.append({"attack": attack, "rate": PARAPHRASE_RATE, "tal": False})
     if "clean" in only:  # extra clean seeds last: the attack table comes first

@@ -37,6 +37,10 @@ below ``settings.WEAK_VERDICT``) on the same models, with the cap forced on at 4
     python bench/knob_tuning.py --knob weak_top_k --values 0,4 --variants auto \
         --models badnets,badnets-2,badnets-tal,addsent --sst2 0=defense_xdir1.json --sst2 4=defense_wk.json
 
+and on two SST-2 style models added to the tuning zoo later (``bench/attack_tal.py --only style_shakespeare``,
+``--only style_tweets``; their runs ``defense_sd0`` and ``defense_sd4``, with ``'{"weak_top_k": 4}'``), re-rendered
+with ``--render --sst2 0=defense_xdir1.json,defense_sd0.json --sst2 4=defense_wk.json,defense_sd4.json``.
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 

@@ -17,7 +17,13 @@ def test_run_list_per_dataset():
     names = [r["name"] for r in B.run_list(B.parse_args(["--data", "agnews", "--clean-seeds", "1"]))]
     assert names[0] == "clean" and "badnets_r0.01_tal" in names and "addsent_r0.005" in names
     assert not any(n.startswith(("syntactic", "style")) for n in names)  # shared paraphrase sets: SST-2 only
-    assert "style_bible_r0.2" in [r["name"] for r in B.run_list(B.parse_args([]))]
+    default = [r["name"] for r in B.run_list(B.parse_args([]))]
+    assert "style_bible_r0.2" in default and not any(n.startswith(("style_shakespeare", "style_tweets"))
+                                                     for n in default)  # the extra styles: on request
+    assert [r["name"] for r in B.run_list(B.parse_args(["--only", "style_tweets,style_shakespeare"]))] == [
+        "style_shakespeare_r0.2", "style_tweets_r0.2"]
+    with pytest.raises(SystemExit, match="sst2 only"):
+        B.run_list(B.parse_args(["--data", "agnews", "--only", "style_tweets"]))
     with pytest.raises(SystemExit, match="sst2 only"):
         B.run_list(B.parse_args(["--data", "olid", "--only", "clean,syntactic"]))
 
