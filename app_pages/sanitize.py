@@ -118,7 +118,8 @@ with c3:
         elif isinstance(default, int):
             knobs[k] = int(st.number_input(label, 0, 1000, help=help_text, **ui.keep(key, default)))
         elif isinstance(default, float):
-            knobs[k] = float(st.number_input(label, 0.0, 100.0, step=0.05, format="%.3g", help=help_text,
+            top = 1.0 if k == "weak_verdict" else 100.0  # a verdict score lies in [0, 1]
+            knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
                                              **ui.keep(key, default)))
     st.caption("Defaults are the defense's own (see its documentation).")
 

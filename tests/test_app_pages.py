@@ -60,6 +60,12 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
         goto(at, page)
         assert at.title, f"{page} has no title"
         assert not errors(at), f"{page}: {errors(at)}"
+        if page == "sanitize":  # the weak-evidence knobs: off by default, the verdict line bounded to [0, 1]
+            from backdoor_core import settings as S
+
+            verdict = at.number_input(key="sanitize.alignment.weak_verdict")
+            assert verdict.value == S.WEAK_VERDICT and verdict.max == 1.0
+            assert at.number_input(key="sanitize.alignment.weak_top_k").value == S.WEAK_TOP_K == 0
 
 
 def test_tour_walks_through_all_steps():
