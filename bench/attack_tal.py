@@ -146,7 +146,9 @@ def run_list(args) -> list[dict]:
         if r["attack"] == "clean":
             r["name"] = "clean" + (f"_s{r['seed_offset']}" if r["seed_offset"] else "")
         else:
-            r["name"] = f"{r['attack']}_r{r['rate']:g}" + ("_tal" if r["tal"] else "")
+            # an explicit --target names the model (badnets_r0.02_t0), so both targets fit one models folder
+            r["name"] = (f"{r['attack']}_r{r['rate']:g}" + ("_tal" if r["tal"] else "")
+                         + (f"_t{args.target}" if args.target is not None else ""))
     return runs
 
 

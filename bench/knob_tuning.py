@@ -20,7 +20,7 @@ backdoors, which the tuning zoo lacked; four weak SST-2 BadNets models were buil
 ``bench/results/archive/attack_tal_weak_*.json``) and run through ``bench/defense.py`` with the filter off and on:
 
     python bench/attack_tal.py --data sst2 --target 0 --only badnets --rates 0.02 --no-tal --tag weak_t0  # and
-    #   --target 1 (weak_t1), --rates 0.025 (weak_t0b, weak_t1b); each into its own models folder
+    #   --target 1 (weak_t1), --rates 0.025 (weak_t0b, weak_t1b); an explicit --target names the model (_t0)
     python bench/defense.py --manifest M --defenses alignment --detectors ours --repair all --tag xdir1  # off
     python bench/defense.py --manifest M --defenses alignment --detectors ours --repair all --tag lt1 \
         --align-knobs '{"labels_leave_target": true}'

@@ -24,6 +24,10 @@ def test_run_list_per_dataset():
         "style_shakespeare_r0.2", "style_tweets_r0.2"]
     with pytest.raises(SystemExit, match="sst2 only"):
         B.run_list(B.parse_args(["--data", "agnews", "--only", "style_tweets"]))
+    # an explicit target names the models, so the weak models of both targets share one folder
+    assert [r["name"] for r in B.run_list(B.parse_args(["--only", "clean,badnets", "--rates", "0.02", "--no-tal",
+                                                       "--target", "0", "--clean-seeds", "1"]))] == [
+        "clean", "badnets_r0.02_t0"]
     with pytest.raises(SystemExit, match="sst2 only"):
         B.run_list(B.parse_args(["--data", "olid", "--only", "clean,syntactic"]))
 
