@@ -187,6 +187,23 @@ def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> Non
     raise AssertionError("the app kept running")
 
 
+def download(page, button: str, tries: int = 3, timeout_s: float = 40.0):
+    """Click the download button named ``button`` and return the ``Download``. A click that lands while the app
+    reruns can be lost (seen in full CI runs, never alone); a user would click again, and so does this, after the
+    app is idle, at most ``tries`` times. A button that never downloads still fails."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        wait_until_idle(page)
+        try:
+            with page.expect_download(timeout=timeout_s * 1000) as info:
+                page.get_by_role("button", name=button).first.click()
+            return info.value
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+
+
 def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
     """Open the guided tour at ``url`` and walk it as a presenter does: step 1 (the zoo's clean model) must say
     "Same prediction", then Next twice to step 3 (BadNets 2% + TAL), where the trigger must flip the prediction.

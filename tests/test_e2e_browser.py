@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import (  # noqa: E402
     BROWSER_MISSING_REASON,
     browser_available,
+    download,
     launch_browser,
     open_app_page,
     streamlit_app,
@@ -155,10 +156,8 @@ def _attack_detect_sanitize(page) -> None:
     assert page.get_by_text("Detection scan").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "app_report_filled.png"), full_page=True)
     # the downloaded HTML report opens offline and draws its charts
-    with page.expect_download(timeout=90_000) as info:
-        _click(page, "HTML report (offline)")
     path = ARTIFACTS / "app_report_download.html"
-    info.value.save_as(str(path))
+    download(page, "HTML report (offline)").save_as(str(path))
     page.goto(path.as_uri())  # the last step: the app page is no longer needed (its route still blocks)
     page.wait_for_selector(".js-plotly-plot svg.main-svg", timeout=60_000)
     assert page.locator(".js-plotly-plot").count() >= 5 and "Detection scan" in page.content()
