@@ -22,8 +22,10 @@ suspicious heads' query/key/value rows and biases and their output-projection co
 
 Reset (our design; paper silent): before fine-tuning, the suspicious heads' output-projection columns are zeroed
 (``reset=True``), so they restart from "contributes nothing" and re-learn their clean job under the alignment
-constraint (kept after a pilot on one BadNets model, not among the published results). Head-wise repair reaches
-only what lives in the heads: a backdoor also carried by the trigger word's own representation is out of reach.
+constraint. Without it, on the SST-2 tuning zoo's 11 backdoored models, mean ASR after repair rose from 18.7% to
+23.8% (AddSent 1%: 3% -> 22%, syntactic: 10% -> 32%) and only the weak backdoors kept more clean accuracy
+(``bench/results/archive/defense_nr.md``). Head-wise repair reaches only what lives in the heads: a backdoor also
+carried by the trigger word's own representation is out of reach.
 
 Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
 slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and

@@ -129,7 +129,7 @@ models added to the tuning zoo afterwards say the same: Shakespeare (verdict 0.4
 
 BETA = 5.0  # weight of the attention-alignment term; measured (``sanitize``, bench/results/defense.md)
 ALIGN_KIND = "kl"
-RESET = True  # zero the suspicious heads' output columns first
+RESET = True  # zero the suspicious heads' output columns first; measured: bench/results/archive/defense_nr.md
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True
