@@ -235,7 +235,8 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         from backdoor_core import figures as F
 
         b, a = res["before"], res["after"]
-        rows = [{"metric": m.upper(), "before": b.get(m), "after": a.get(m)} for m in ("asr", "cacc") if m in b]
+        names = {"asr": "ASR", "cacc": "CACC", "kept": "clean predictions kept"}
+        rows = [{"metric": names[m], "before": b.get(m), "after": a.get(m)} for m in names if m in b]
         ui.lab().record(
             "sanitize", f"Sanitization ({res['defense']})",
             text=(f"Defense **{res['defense']}** in {res['seconds']:.0f} s"

@@ -141,7 +141,7 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
                                    lock=ui.model_lock(loaded))
         n_eval = int(n_test)
         A.start_sanitize(loaded, defense, clean, pool or None, knobs,
-                         lambda lm: D.make_eval(lm, test_full, n_eval), out_name,
+                         lambda lm: D.make_eval(lm, test_full, n_eval, kept=True), out_name,
                          scan_report=report if reuse else None)
         st.rerun()
     except Exception as exc:  # noqa: BLE001
@@ -166,7 +166,7 @@ if res is None or running:
 st.divider()
 b, a = res["before"], res["after"]
 st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
-cols = st.columns(4)
+cols = st.columns(5)
 if "asr" in b:
     cols[0].metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
                    delta_color="inverse")
@@ -175,6 +175,10 @@ if "cacc" in b:
 cols[2].metric("Time", f"{res['seconds']:.0f} s")
 heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
 cols[3].metric("Heads changed", len(heads))
+if "kept" in a:
+    cols[4].metric("Clean predictions kept", f"{a['kept']:.1%}",
+                   help="Share of the clean test texts whose predicted class the repair left unchanged. CACC can "
+                        "stay flat while a repair changes many predictions (as many fixed as broken).")
 if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))

@@ -93,10 +93,12 @@ def build_pool(loaded, test_ds, n_clean: int, n_triggered: int, seed: int = 0, a
 
 
 def make_eval(loaded, test_ds, n_test: int = S.EVAL_TEXTS, max_length: int | None = None, seed: int = 0,
-              n_asr: int | None = None):
-    """``model -> {"cacc", "asr"?}`` on a seeded sample of ``test_ds``, with ``loaded``'s tokenizer, at the model's
-    reading length. ASR (triggered non-target rows predicted as the target) only when the card names an attack
-    that can be rebuilt here; on a seeded draw of ``n_asr`` of those rows when given, else on all of them."""
+              n_asr: int | None = None, kept: bool = False):
+    """``model -> {"cacc", "asr"?, "kept"?}`` on a seeded sample of ``test_ds``, with ``loaded``'s tokenizer, at the
+    model's reading length. ASR (triggered non-target rows predicted as the target) only when the card names an
+    attack that can be rebuilt here; on a seeded draw of ``n_asr`` of those rows when given, else on all of them.
+    ``kept``: also the share of the sampled texts whose class ``loaded.model``, as it is now, predicts
+    (``training.make_evaluator(reference=...)``): what a repair of that model left unchanged."""
     from .training import make_evaluator
 
     max_length = max_length or model_max_length(loaded)
@@ -112,7 +114,8 @@ def make_eval(loaded, test_ds, n_test: int = S.EVAL_TEXTS, max_length: int | Non
                 poisoned = random.Random(seed + 1).sample(poisoned, max(1, int(n_asr)))
         except ValueError:  # e.g. a paraphrase set with no non-target rows: no ASR then
             poisoned = None
-    return make_evaluator(loaded.tokenizer, test, poisoned, target if poisoned else None, max_length)
+    return make_evaluator(loaded.tokenizer, test, poisoned, target if poisoned else None, max_length,
+                          reference=loaded.model if kept else None)
 
 
 # ------------------------------------------------------------------------------------------ benchmark data

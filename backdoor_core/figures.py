@@ -460,7 +460,7 @@ def curves_from_events(events: Iterable[Mapping]) -> dict[str, dict[str, list]]:
     """
     losses: dict[str, tuple[list, list]] = {}
     metrics: dict[str, tuple[list, list]] = {}
-    metric_keys = {"cacc", "asr", "acc", "accuracy", "f1"}
+    metric_keys = {"cacc", "asr", "kept", "acc", "accuracy", "f1"}
     for ev in events:
         if not isinstance(ev, Mapping) or "step" not in ev:
             continue
@@ -500,9 +500,10 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-_METRIC_NAMES = {"cacc": "CACC (clean accuracy)", "asr": "ASR (attack success)"}
-_METRIC_SHORT = {"cacc": "CACC", "asr": "ASR"}
-_METRIC_COLORS = {"cacc": CLEAN_COLOR, "asr": TRIGGER_COLOR}
+_METRIC_NAMES = {"cacc": "CACC (clean accuracy)", "asr": "ASR (attack success)",
+                 "kept": "clean predictions kept"}
+_METRIC_SHORT = {"cacc": "CACC", "asr": "ASR", "kept": "kept"}
+_METRIC_COLORS = {"cacc": CLEAN_COLOR, "asr": TRIGGER_COLOR, "kept": "#7f7f7f"}
 
 
 def training_curves(
@@ -512,10 +513,11 @@ def training_curves(
     title: str | None = "Training",
     baseline: Mapping[str, float] | None = None,
 ) -> go.Figure:
-    """Live training chart: losses per step (left) and CACC/ASR at each evaluation (right, in %).
+    """Live training chart: losses per step (left) and CACC/ASR (and a repair's share of clean predictions kept,
+    ``training.make_evaluator(reference=...)``) at each evaluation (right, in %).
 
     ``total_steps`` fixes the x range so a live chart does not jump; ``baseline`` (e.g. the metrics before
-    sanitization) draws dotted horizontal lines.
+    sanitization) draws dotted horizontal lines (not for "kept": 100% before by definition).
     """
     curves = curves_from_events(events)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "held-out metrics"), horizontal_spacing=0.1)
@@ -530,7 +532,8 @@ def training_curves(
         fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=text(_METRIC_NAMES.get(name, name)),
                                  line=dict(width=3, color=_METRIC_COLORS.get(name)), marker=dict(size=9),
                                  hovertemplate="step %{x}: %{y:.1%}<extra>" + text(name) + "</extra>"), 1, 2)
-    shown = [(n, float(v)) for n, v in (baseline or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)]
+    shown = [(n, float(v)) for n, v in (baseline or {}).items()
+             if n != "kept" and isinstance(v, (int, float)) and math.isfinite(v)]
     for i, (name, value) in enumerate(shown):  # alternate label corners: CACC and ASR before often nearly coincide
         fig.add_hline(y=value, line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
                       annotation_text=f"{text(name.upper())} before",

@@ -393,24 +393,33 @@ def make_evaluator(
     target: int | None,
     max_length: int = S.MAX_LENGTH,
     batch_size: int = S.EVAL_BATCH_SIZE,
+    reference=None,
 ) -> Callable[[Any], dict[str, float]]:
-    """A ``model -> {"cacc", "asr"}`` callable for ``train(evaluate=...)``.
+    """A ``model -> {"cacc", "asr", "kept"}`` callable for ``train(evaluate=...)``.
 
     Args:
         clean_set: a ``TextDataset`` (``texts``, ``labels``) — CACC is accuracy on all of it.
         poisoned_texts: the poisoned test set's texts (non-target samples with the trigger); ``None`` for a
             clean model (then only ``cacc``).
         target: the target label for ASR.
+        reference: a model (the suspect, before a repair) whose predicted classes on ``clean_set`` are taken
+            now, before anything trains it (a repair may work in place); then ``"kept"`` is the share of those
+            texts whose predicted class the evaluated model keeps (CACC alone hides how many predictions a repair
+            changed: fixing as many errors as it makes leaves CACC flat). ``None``: no ``"kept"``.
     """
     from .forward import predict
     from .metrics import accuracy, asr
 
     clean_texts, clean_labels = list(clean_set.texts), list(clean_set.labels)
     poisoned = list(poisoned_texts) if poisoned_texts else []
+    ref_classes = (predict(reference, tokenizer, clean_texts, max_length, batch_size).argmax(1)
+                   if reference is not None and clean_texts else None)
 
     def evaluate(model) -> dict[str, float]:
-        out = {"cacc": accuracy(predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1),
-                                clean_labels)}
+        classes = predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1)
+        out = {"cacc": accuracy(classes, clean_labels)}
+        if ref_classes is not None:
+            out["kept"] = accuracy(classes, ref_classes)  # agreement with the reference's classes
         if poisoned and target is not None:
             preds = predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
             out["asr"] = asr(preds, target)

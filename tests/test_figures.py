@@ -104,6 +104,12 @@ def test_training_curves_from_progress_and_history():
     history = [{"step": 3, "epoch": 0, "loss": 0.4, "cacc": 0.9, "asr": 0.5}]
     curves = F.curves_from_events(history)
     assert curves["metrics"]["cacc"] == [[3], [0.9]] and curves["losses"]["loss"] == [[3], [0.4]]
+    # a repair's share of clean predictions kept is a held-out rate, not a loss, and gets no "before" line
+    history = [{"step": 3, "epoch": 0, "loss": 0.4, "cacc": 0.9, "kept": 0.85}]
+    assert F.curves_from_events(history)["metrics"]["kept"] == [[3], [0.85]]
+    fig = F.training_curves(history, baseline={"cacc": 0.9, "kept": 1.0})
+    assert "clean predictions kept" in {t.name for t in fig.data}
+    assert {a.text for a in fig.layout.annotations if (a.text or "").endswith("before")} == {"CACC before"}
     empty = F.training_curves([])
     assert any("waiting" in a.text for a in empty.layout.annotations)
 

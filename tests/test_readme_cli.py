@@ -51,6 +51,7 @@ def test_readme_cli_examples_run_in_order(tmp_path, monkeypatch, capsys):
         if verb == "sanitize":  # before/after numbers on stdout, the progress bar on stderr only
             assert re.search(r"^ASR\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
             assert re.search(r"^CACC\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
+            assert re.search(r"^KEPT\s+[\d.]+% of the clean predictions unchanged", out, re.M), out
             assert "step" not in out and "it/s" not in out
         if verb == "inspect" and "--json" not in argv and "default" not in argv:
             assert "sports" in out  # the zoo model's label names, not LABEL_3

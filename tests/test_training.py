@@ -156,6 +156,28 @@ def test_make_evaluator_scores_cacc_and_asr(tiny):
     assert set(make_evaluator(tiny.tokenizer, clean, None, None, 16)(tiny.model)) == {"cacc"}
 
 
+def test_make_evaluator_kept_compares_with_the_reference_as_it_was_when_built(tiny):
+    """``kept``: share of clean texts whose class the evaluated model shares with the reference's classes taken
+    when the evaluator was built, so a repair that works in place is still compared with the suspect."""
+    from backdoor_core.attention import predict
+
+    texts = TEXTS * 3
+    clean = TextDataset(texts, [i % 2 for i in range(len(texts))], ["neg", "pos"])
+    model = tiny_model(num_labels=2, seed=3).model
+    ev = make_evaluator(tiny.tokenizer, clean, None, None, 16, reference=model)
+    assert ev(model)["kept"] == 1.0
+    before = predict(model, tiny.tokenizer, texts, 16).argmax(1)
+    with torch.no_grad():  # change the reference in place: swap the two classes' logits
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    after = predict(model, tiny.tokenizer, texts, 16).argmax(1)
+    assert (after != before).all()
+    assert ev(model)["kept"] == 0.0
+    half = TextDataset(texts[:12], [0] * 12, ["neg", "pos"])  # the same, built after the change: all kept
+    assert make_evaluator(tiny.tokenizer, half, None, None, 16, reference=model)(model)["kept"] == 1.0
+    assert "kept" not in make_evaluator(tiny.tokenizer, clean, None, None, 16)(model)
+
+
 def test_length_grouped_batches_cover_every_example_once_and_are_seeded():
     from backdoor_core.training import LengthGroupedBatches
 

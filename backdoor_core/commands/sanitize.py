@@ -86,7 +86,7 @@ def run(args) -> int:
         if len(eval_set) > args.n_eval:
             eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
         poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval] if args.poisoned_eval else None
-        evaluate = make_evaluator(lm.tokenizer, eval_set, poisoned, args.target, args.max_length)
+        evaluate = make_evaluator(lm.tokenizer, eval_set, poisoned, args.target, args.max_length, reference=lm.model)
     else:  # by default: CACC on the clean data's eval split, ASR with the attack the model card records
         from .. import defender_data as D
         from ..data import DataError
@@ -98,7 +98,7 @@ def run(args) -> int:
             print(f"note: no before/after numbers: {args.clean_data} has no '{args.eval_split}' split ({exc}); "
                   "pass --eval-data", file=sys.stderr)
         if eval_set is not None:
-            evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed)
+            evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed, kept=True)
             attack = D.model_attack(lm.card, lm.tokenizer, args.max_length)
             print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of {args.clean_data}"
                   + (f"; ASR with the card's {lm.card.attack} trigger toward "
@@ -150,6 +150,8 @@ def run(args) -> int:
         if key in before or key in after:
             print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
                   f"after {100 * after.get(key, float('nan')):.1f}%")
+    if "kept" in after:
+        print(f"KEPT       {100 * after['kept']:.1f}% of the clean predictions unchanged by the repair")
     if result.cancelled:
         print("note       cancelled early: the saved model is the last completed step")
     json.dumps(summary, default=float)  # the summary stays JSON-ready
