@@ -68,6 +68,9 @@ KNOB_LABELS = {
     "weak_top_k": ("Heads repaired on weak evidence",
                    "How many of the scan's highest-scoring heads the repair trains when the verdict is below the "
                    "weak-evidence line (0 = all the scan's suspicious heads)."),
+    "repair_seeds": ("Repairs averaged",
+                     "Train this many repairs from the same start with different seeds and keep the mean of their "
+                     "weights: steadier clean accuracy, one more training run per extra repair."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),
@@ -116,7 +119,8 @@ with c3:
         elif isinstance(default, bool):
             knobs[k] = st.checkbox(label, help=help_text, **ui.keep(key, default))
         elif isinstance(default, int):
-            knobs[k] = int(st.number_input(label, 0, 1000, help=help_text, **ui.keep(key, default)))
+            low, high = (1, 8) if k == "repair_seeds" else (0, 1000)
+            knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
         elif isinstance(default, float):
             top = 1.0 if k == "weak_verdict" else 100.0  # a verdict score lies in [0, 1]
             knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,

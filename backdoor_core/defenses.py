@@ -67,7 +67,8 @@ DEFENSES: dict[str, DefenseInfo] = {
          "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
-         "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "representation": S.REPRESENTATION},
+         "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
+         "representation": S.REPRESENTATION},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -204,6 +205,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
     retain = float(knobs.pop("retain", S.RETAIN_WEIGHT))
     ffn_lr_scale = float(knobs.pop("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE))
+    repair_seeds = int(knobs.pop("repair_seeds", S.REPAIR_SEEDS))
     heads = knobs.pop("heads", None)
     weak_verdict = float(knobs.pop("weak_verdict", S.WEAK_VERDICT))
     weak_top_k = int(knobs.pop("weak_top_k", S.WEAK_TOP_K) or 0)
@@ -267,7 +269,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          attention_missed_share=None if report is None else report.attention_missed_share,
                          backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
                          else bool(report.verdict["likely_backdoored"]),
-                         measure_align=measure_align, **reused, **common)
+                         measure_align=measure_align, repair_seeds=repair_seeds, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -300,8 +302,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
 def repair_notes(details: dict) -> list[str]:
     """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
-    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), and that a scan which found no backdoor gave it only
-    chance flags. Empty for the baselines."""
+    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), whether several repairs were averaged
+    (``settings.REPAIR_SEEDS``), and that a scan which found no backdoor gave it only chance flags. Empty for the
+    baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")
@@ -313,6 +316,10 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}{pace}.")
     elif details.get("suspicious_heads") is not None:
         notes.append("Head-only repair: no feed-forward block trained.")
+    seeds = details.get("repair_seeds") or 1
+    if seeds > 1:
+        notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "
+                     "keeps the mean of their weights (settings.REPAIR_SEEDS).")
     cap = details.get("weak_evidence_cap")
     if cap:
         k = cap["weak_top_k"]

@@ -38,6 +38,10 @@ A style backdoor's shortcut is not only in a few heads: head-only repair left 61
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
 
+Repairs averaged (``repair_seeds``, ``train_averaged``, ``settings.REPAIR_SEEDS``; our design, off by default): N
+repairs from the same start with different seeds, then the mean of their trained entries. It narrowed the worst
+clean-accuracy losses on both zoos at the same ASR, and costs one training run per extra seed (see the settings).
+
 Retention (``retain``, ``RetentionLoss``; our design, off by default): a KL term toward the unrepaired model's
 outputs on the clean labelled inputs. Measured and not adopted: at weight 1 it kept SST-2 clean accuracy but gave
 back syntactic and Bible-style backdoors (``bench/results/knob_tuning_retain.md``).
@@ -82,6 +86,7 @@ runs they merge are in ``bench/results/archive/``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +100,7 @@ from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
 from .head_metrics import head_label, key_visibility
-from .training import IGNORE_LABEL, Example, Progress, TrainConfig, combine_losses, train
+from .training import IGNORE_LABEL, Example, Progress, TrainConfig, TrainResult, combine_losses, train
 
 DEFAULT_BETA = S.BETA
 DEFAULT_RESET = S.RESET
@@ -518,6 +523,60 @@ class SanitizeResult:
     details: dict = field(default_factory=dict)
 
 
+def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, *, trainable_masks: dict,
+                   evaluate: Callable | None = None, callback: Callable[[Progress], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None, **train_kw) -> TrainResult:
+    """``training.train`` ``seeds`` times from the model's current weights (seeds ``config.seed + 1000 k``), then the
+    mean of the runs' trainable entries (a "model soup"; our design, papers silent; ``settings.REPAIR_SEEDS``).
+    Entries outside ``trainable_masks`` are never touched. ``seeds == 1`` is one plain ``train`` call.
+
+    Progress steps run on across the runs (run k reports ``k x steps + step`` of ``seeds x steps``); ``evaluate``
+    runs once, on the average, as the last history row. Cancelled during run k > 0: the model is the mean of the k
+    finished runs (``cancelled=True``)."""
+    if seeds <= 1:
+        return train(model, tokenizer, examples, config, trainable_masks=trainable_masks, evaluate=evaluate,
+                     callback=callback, should_stop=should_stop, **train_kw)
+    named = dict(model.named_parameters())
+    start = {n: named[n].detach().clone() for n in trainable_masks}
+    total = {n: torch.zeros_like(v) for n, v in start.items()}
+    history: list[dict] = []
+    steps, done, seconds, res = 0, 0, 0.0, None
+    for k in range(seeds):
+        with torch.no_grad():
+            for n, v in start.items():
+                named[n].copy_(v)
+        offset = steps
+        shifted = None if callback is None else (  # noqa: E731
+            lambda p, o=offset: callback(dataclasses.replace(p, step=p.step + o, total_steps=p.total_steps * seeds)))
+        res = train(model, tokenizer, examples, dataclasses.replace(config, seed=config.seed + 1000 * k),
+                    trainable_masks=trainable_masks, callback=shifted, should_stop=should_stop, **train_kw)
+        history += [{**row, "step": row["step"] + offset} for row in res.history]
+        steps += res.steps
+        seconds += res.seconds
+        if res.cancelled and k > 0:
+            break
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for n in total:
+                total[n] += named[n].detach()
+        done += 1
+        if res.cancelled:  # cancelled in the first run: that run's last step stands
+            break
+    if done > 0:
+        with torch.no_grad():
+            for n, v in total.items():
+                mask = trainable_masks[n].to(v.device, torch.bool)
+                named[n][mask] = (v / done)[mask]
+    model.eval()
+    metrics: dict[str, float] = {}
+    if evaluate is not None and not res.cancelled:
+        metrics = {k: float(v) for k, v in evaluate(model).items()}
+        history.append({"step": steps, "epoch": config.epochs - 1, **metrics})
+        if callback is not None:
+            callback(Progress(steps, steps, config.epochs - 1, {}, metrics, seconds))
+    return TrainResult(history=history, cancelled=res.cancelled, steps=steps, seconds=seconds, metrics=metrics)
+
+
 def sanitize_heads(
     model,
     tokenizer,
@@ -548,6 +607,7 @@ def sanitize_heads(
     backdoor_found: bool | None = None,
     retain: float = S.RETAIN_WEIGHT,
     ffn_lr_scale: float = S.REPAIR_FFN_LR_SCALE,
+    repair_seeds: int = S.REPAIR_SEEDS,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -586,6 +646,8 @@ def sanitize_heads(
         ffn_lr_scale: the feed-forward blocks train at ``config.lr`` x this (the heads at ``config.lr``).
         retain: weight of the clean-output retention term (``RetentionLoss``; 0 = off): the unrepaired model's
             probabilities on ``clean_texts`` (one forward pass before the reset) are the teacher.
+        repair_seeds: train this many repairs from the same start and keep the mean of their trained slices
+            (``train_averaged``, ``settings.REPAIR_SEEDS``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -598,6 +660,8 @@ def sanitize_heads(
     require_head_repair(model, "Sanitization")
     loss = AlignmentLoss(suspicious, beta, kind)
     retention = RetentionLoss(retain) if retain > 0 else None
+    if int(repair_seeds) < 1:
+        raise ValueError(f"repair_seeds must be at least 1, got {repair_seeds}.")
     if not ffn_lr_scale >= 0:
         raise ValueError(f"ffn_lr_scale must be >= 0 (a share of the heads' learning rate), got {ffn_lr_scale}.")
     config = config or default_config()
@@ -653,9 +717,9 @@ def sanitize_heads(
         reset_output_columns(model, suspicious)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     with attention_dropout_off(model):
-        res = train(model, tokenizer, examples, config, extra_loss=combine_losses(loss, retention),
-                    trainable_masks=masks, lr_scales=lr_scales,
-                    evaluate=evaluate, callback=callback, should_stop=should_stop)
+        res = train_averaged(model, tokenizer, examples, config, int(repair_seeds),
+                             extra_loss=combine_losses(loss, retention), trainable_masks=masks, lr_scales=lr_scales,
+                             evaluate=evaluate, callback=callback, should_stop=should_stop)
     after = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
              if measure_align else None)
     unchanged = frozen_slices_unchanged(model, masks, snap)
@@ -678,6 +742,7 @@ def sanitize_heads(
                  "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
+                 "repair_seeds": int(repair_seeds),
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -162,6 +162,15 @@ syntactic from 8% to 15%."""
 REPAIR_FFN_MAX_LAYERS: int | None = None
 """With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
 (ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
+REPAIR_SEEDS = 1
+"""How many head-wise repairs our defense trains from the same start (after the reset, with the same labels; seeds
+``SEED``, ``SEED + 1000``, ...) before it averages their trained slices (a "model soup"; our design, papers silent).
+Each repair's randomness (batch order, dropout) moves a model's clean accuracy; the average keeps what the repairs
+share. At 2, on the SST-2 tuning zoo: mean ASR after 19.4% against 18.7% / 20.3% for single repairs (seeds 0 / 1000),
+worst CACC change -6.1 against -8.7 / -6.8 (bench/results/archive/defense_soup2a.md, _soup2b.md, defense_sd1000a.md,
+_sd1000b.md); on the test zoo worst -2.4 against -4.0 / -6.5 (archive/defense_test_tsoup2.md, defense_test_tz101.md).
+Opt-in: every extra seed adds one training run, 62-72 s per sanitization on 2 idle cores instead of 37-41 s
+(archive/defense_test_t2s2.md), over the 60-s goal."""
 REPAIR_FFN_LR_SCALE = 0.3
 """The feed-forward blocks a repair trains (``REPAIR_FFN``) learn at ``SANITIZE_LR`` x this; the reset heads at
 ``SANITIZE_LR``. Our design (papers silent); chosen on the tuning zoo only (bench/results/knob_tuning_ffn_lr_scale.md):

@@ -537,3 +537,58 @@ def test_weak_evidence_narrows_the_repair_to_the_best_heads():
     assert not [n for n in repair_notes(strong) if n.startswith("Weak evidence")]
     chosen = repaired(weak_verdict=v + 0.01, weak_top_k=2, top_k=3)  # the caller's split wins
     assert len(chosen["suspicious_heads"]) == 3 and chosen["weak_evidence_cap"] is None
+
+
+def test_repair_seeds_average_the_trained_slices_of_seeded_runs():
+    """``repair_seeds=2``: two repairs from the same start (seeds s and s + 1000), then the mean of their trained
+    entries; frozen entries untouched; one evaluation, of the average; steps and progress run on across runs."""
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(48, seed=31)
+    pool = triggered_texts(8, seed=32)
+    kw = dict(beta=1.0, ffn="none", measure_align=False)
+    runs = []
+    for seed in (0, 1000):
+        m = copy.deepcopy(lm.model)
+        sanitize_heads(m, lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(seed=seed), **kw)
+        runs.append(dict(m.named_parameters()))
+    model, seen = copy.deepcopy(lm.model), []
+    evaluated = []
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(seed=0), repair_seeds=2,
+                         evaluate=lambda m: evaluated.append(1) or {"cacc": 0.5}, callback=seen.append, **kw)
+    masks = head_parameter_masks(model, SUSPICIOUS)
+    assert res.frozen_unchanged and res.details["repair_seeds"] == 2 and len(evaluated) == 1
+    for name, p in model.named_parameters():
+        m = masks.get(name)
+        if m is None:
+            assert torch.equal(p.detach(), dict(lm.model.named_parameters())[name].detach()), name
+        else:
+            mean = (runs[0][name].detach() + runs[1][name].detach()) / 2
+            assert torch.allclose(p.detach()[m], mean[m], atol=1e-6), name
+            assert not torch.allclose(runs[0][name].detach()[m], runs[1][name].detach()[m]), name  # seeds differ
+    one = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(), **kw)
+    assert res.steps == 2 * one.steps and res.history[-1] == {"step": res.steps, "epoch": 1, "cacc": 0.5}
+    steps = [p.step for p in seen]
+    assert steps == sorted(steps) and steps[-1] == res.steps and {p.total_steps for p in seen} == {res.steps}
+    with pytest.raises(ValueError, match="repair_seeds"):
+        sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(),
+                       repair_seeds=0, **kw)
+
+
+def test_repair_seeds_cancelled_in_the_second_run_keeps_the_first():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(48, seed=33)
+    kw = dict(beta=1.0, ffn="none", measure_align=False, config=_cfg())
+    first = copy.deepcopy(lm.model)
+    one = sanitize_heads(first, lm.tokenizer, texts, labels, SUSPICIOUS, None, **kw)
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > one.steps + 1  # the first run whole, one step of the second, then cancel
+
+    model = copy.deepcopy(lm.model)
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, None, repair_seeds=3,
+                         should_stop=should_stop, **kw)
+    assert res.cancelled and res.steps == one.steps + 1 and res.frozen_unchanged
+    for (name, p), q in zip(model.named_parameters(), first.parameters()):
+        assert torch.equal(p.detach(), q.detach()), name  # the mean of the one finished run

@@ -78,7 +78,8 @@ def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):
             "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert set(summary["before"]) == {"cacc", "asr"} and set(summary["after"]) == {"cacc", "asr"}
+    assert set(summary["before"]) == {"cacc", "asr", "kept"} and set(summary["after"]) == {"cacc", "asr", "kept"}
+    assert summary["before"]["kept"] == 1.0 and 0.0 <= summary["after"]["kept"] <= 1.0  # the suspect vs itself
     lm = load_model(out_dir)
     meta = lm.metadata
     assert meta["defense"] == "alignment" and meta["defense_details"]["suspicious_heads"] == ["L0H0", "L1H1"]
@@ -96,7 +97,9 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     base = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--pool", str(files["pool"]),
             "--max-length", "32", "--max-steps", "1"]
     for extra, message in ((["--weak-top-k", "-1"], "0 (off) or more"),
-                           (["--defense", "finetune", "--weak-top-k", "2"], "alignment defense only")):
+                           (["--defense", "finetune", "--weak-top-k", "2"], "alignment defense only"),
+                           (["--repair-seeds", "0"], "1 or more"),
+                           (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -111,6 +114,10 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     assert cap1["suspicious_heads"] == scan_heads[:1] and "only the 1 highest-scoring head was repaired" in out1
     assert off["weak_evidence_cap"] is None and off["suspicious_heads"] == scan_heads
     assert "Weak evidence" not in out0
+    assert main([*base, "--out", str(files["dir"] / "soup"), "--repair-seeds", "2"]) == 0
+    assert "trained 2 times from the same start" in capsys.readouterr().out and "trained 2 times" not in out0
+    soup = load_model(files["dir"] / "soup").metadata["defense_details"]
+    assert soup["repair_seeds"] == 2 and off["repair_seeds"] == 1 and soup["suspicious_heads"] == scan_heads
 
 
 @pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 labels"), ("few", "at least 8")])

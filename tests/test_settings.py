@@ -60,8 +60,9 @@ def test_core_defaults_are_the_settings_objects():
                        ("kind", S.ALIGN_KIND), ("refine", S.REFINE), ("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE),
                        ("retain", S.RETAIN_WEIGHT), ("exclude_direction", S.EXCLUDE_DIRECTION),
                        ("labels_leave_target", S.LABELS_LEAVE_TARGET), ("weak_verdict", S.WEAK_VERDICT),
-                       ("weak_top_k", S.WEAK_TOP_K)):
+                       ("weak_top_k", S.WEAK_TOP_K), ("repair_seeds", S.REPAIR_SEEDS)):
         assert knobs[key] is value, key
+    assert _default(sanitize.sanitize_heads, "repair_seeds") is S.REPAIR_SEEDS
     assert _default(sanitize.sanitize_heads, "exclude_direction") is S.EXCLUDE_DIRECTION
     assert _default(sanitize.sanitize_heads, "labels_leave_target") is S.LABELS_LEAVE_TARGET
     assert _default(head_safety.repair_heads, "weak_verdict") is S.WEAK_VERDICT

@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--weak-top-k", type=int, default=None,
                    help=f"alignment only: heads repaired when the scan's verdict is below {S.WEAK_VERDICT:g} "
                         f"(default {S.WEAK_TOP_K}; 0 = all the scan's suspicious heads)")
+    p.add_argument("--repair-seeds", type=int, default=None,
+                   help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
+                        f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -70,10 +73,13 @@ def run(args) -> int:
     from ..training import make_evaluator
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
-    if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None):
-        raise ValueError("--heads, --beta and --weak-top-k apply to the alignment defense only.")
+    if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
+                                        or args.repair_seeds is not None):
+        raise ValueError("--heads, --beta, --weak-top-k and --repair-seeds apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
+    if args.repair_seeds is not None and args.repair_seeds < 1:
+        raise ValueError("--repair-seeds must be 1 or more.")
     lm, clean, pool = load_inputs(args)
     if (args.poisoned_eval is None) != (args.target is None):
         raise ValueError("--poisoned-eval and --target go together (ASR needs both).")
@@ -115,6 +121,8 @@ def run(args) -> int:
             knobs["heads"] = args.heads
         if args.weak_top_k is not None:
             knobs["weak_top_k"] = args.weak_top_k
+        if args.repair_seeds is not None:
+            knobs["repair_seeds"] = args.repair_seeds
     callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
