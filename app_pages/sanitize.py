@@ -180,7 +180,7 @@ cols[2].metric("Time", f"{res['seconds']:.0f} s")
 heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
 cols[3].metric("Heads changed", len(heads))
 if "kept" in a:
-    cols[4].metric("Clean predictions kept", f"{a['kept']:.1%}",
+    cols[4].metric("Predictions kept", f"{a['kept']:.1%}",
                    help="Share of the clean test texts whose predicted class the repair left unchanged. CACC can "
                         "stay flat while a repair changes many predictions (as many fixed as broken).")
 if heads:

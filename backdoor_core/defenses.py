@@ -319,7 +319,7 @@ def repair_notes(details: dict) -> list[str]:
     seeds = details.get("repair_seeds") or 1
     if seeds > 1:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "
-                     "keeps the mean of their weights (settings.REPAIR_SEEDS).")
+                     "keeps the mean of their weights.")
     cap = details.get("weak_evidence_cap")
     if cap:
         k = cap["weak_top_k"]

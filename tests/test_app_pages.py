@@ -279,9 +279,9 @@ def test_attack_detect_sanitize_report_end_to_end():
     at.button(key="sanitize.run").click().run()
     job = wait_job(at, "sanitize")
     assert job.status == "done", job.snapshot().traceback
-    assert {"ASR", "CACC", "Clean predictions kept"} <= {m.label for m in at.metric}
+    assert {"ASR", "CACC", "Predictions kept"} <= {m.label for m in at.metric}
     kept = at.session_state["sanitize.result"]["after"]["kept"]  # the repair's share of clean predictions kept
-    assert 0.0 <= kept <= 1.0 and next(m for m in at.metric if m.label == "Clean predictions kept").value == f"{kept:.1%}"
+    assert 0.0 <= kept <= 1.0 and next(m for m in at.metric if m.label == "Predictions kept").value == f"{kept:.1%}"
     at.button(key="sanitize.use").click().run()
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 
