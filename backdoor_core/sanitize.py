@@ -38,9 +38,10 @@ A style backdoor's shortcut is not only in a few heads: head-only repair left 61
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
 
-Repairs averaged (``repair_seeds``, ``train_averaged``, ``settings.REPAIR_SEEDS``; our design, off by default): N
-repairs from the same start with different seeds, then the mean of their trained entries. It narrowed the worst
-clean-accuracy losses on both zoos at the same ASR, and costs one training run per extra seed (see the settings).
+Repairs averaged (``repair_seeds``, ``training.train_averaged``, ``settings.REPAIR_SEEDS``; our design, off by
+default): N repairs from the same start with different seeds, then the mean of their trained entries. It narrowed
+the worst clean-accuracy losses on both zoos at the same ASR, and costs one training run per extra seed (see the
+settings).
 
 Retention (``retain``, ``RetentionLoss``; our design, off by default): a KL term toward the unrepaired model's
 outputs on the clean labelled inputs. Measured and not adopted: at weight 1 it kept SST-2 clean accuracy but gave
@@ -86,7 +87,6 @@ runs they merge are in ``bench/results/archive/``.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,7 +100,7 @@ from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
 from .head_metrics import head_label, key_visibility
-from .training import IGNORE_LABEL, Example, Progress, TrainConfig, TrainResult, combine_losses, train
+from .training import IGNORE_LABEL, Example, Progress, TrainConfig, combine_losses, train_averaged
 
 DEFAULT_BETA = S.BETA
 DEFAULT_RESET = S.RESET
@@ -523,60 +523,6 @@ class SanitizeResult:
     details: dict = field(default_factory=dict)
 
 
-def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, *, trainable_masks: dict,
-                   evaluate: Callable | None = None, callback: Callable[[Progress], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None, **train_kw) -> TrainResult:
-    """``training.train`` ``seeds`` times from the model's current weights (seeds ``config.seed + 1000 k``), then the
-    mean of the runs' trainable entries (a "model soup"; our design, papers silent; ``settings.REPAIR_SEEDS``).
-    Entries outside ``trainable_masks`` are never touched. ``seeds == 1`` is one plain ``train`` call.
-
-    Progress steps run on across the runs (run k reports ``k x steps + step`` of ``seeds x steps``); ``evaluate``
-    runs once, on the average, as the last history row. Cancelled during run k > 0: the model is the mean of the k
-    finished runs (``cancelled=True``)."""
-    if seeds <= 1:
-        return train(model, tokenizer, examples, config, trainable_masks=trainable_masks, evaluate=evaluate,
-                     callback=callback, should_stop=should_stop, **train_kw)
-    named = dict(model.named_parameters())
-    start = {n: named[n].detach().clone() for n in trainable_masks}
-    total = {n: torch.zeros_like(v) for n, v in start.items()}
-    history: list[dict] = []
-    steps, done, seconds, res = 0, 0, 0.0, None
-    for k in range(seeds):
-        with torch.no_grad():
-            for n, v in start.items():
-                named[n].copy_(v)
-        offset = steps
-        shifted = None if callback is None else (  # noqa: E731
-            lambda p, o=offset: callback(dataclasses.replace(p, step=p.step + o, total_steps=p.total_steps * seeds)))
-        res = train(model, tokenizer, examples, dataclasses.replace(config, seed=config.seed + 1000 * k),
-                    trainable_masks=trainable_masks, callback=shifted, should_stop=should_stop, **train_kw)
-        history += [{**row, "step": row["step"] + offset} for row in res.history]
-        steps += res.steps
-        seconds += res.seconds
-        if res.cancelled and k > 0:
-            break
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n in total:
-                total[n] += named[n].detach()
-        done += 1
-        if res.cancelled:  # cancelled in the first run: that run's last step stands
-            break
-    if done > 0:
-        with torch.no_grad():
-            for n, v in total.items():
-                mask = trainable_masks[n].to(v.device, torch.bool)
-                named[n][mask] = (v / done)[mask]
-    model.eval()
-    metrics: dict[str, float] = {}
-    if evaluate is not None and not res.cancelled:
-        metrics = {k: float(v) for k, v in evaluate(model).items()}
-        history.append({"step": steps, "epoch": config.epochs - 1, **metrics})
-        if callback is not None:
-            callback(Progress(steps, steps, config.epochs - 1, {}, metrics, seconds))
-    return TrainResult(history=history, cancelled=res.cancelled, steps=steps, seconds=seconds, metrics=metrics)
-
-
 def sanitize_heads(
     model,
     tokenizer,
@@ -647,7 +593,7 @@ def sanitize_heads(
         retain: weight of the clean-output retention term (``RetentionLoss``; 0 = off): the unrepaired model's
             probabilities on ``clean_texts`` (one forward pass before the reset) are the teacher.
         repair_seeds: train this many repairs from the same start and keep the mean of their trained slices
-            (``train_averaged``, ``settings.REPAIR_SEEDS``).
+            (``training.train_averaged``, ``settings.REPAIR_SEEDS``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.

@@ -22,6 +22,7 @@ some example has a ``soft_label``, ``soft_labels`` ``(B, C)`` with ``has_soft_la
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -384,6 +385,60 @@ def train(
     result.steps = step
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, *, trainable_masks: dict,
+                   evaluate: Callable | None = None, callback: Callable[[Progress], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None, **train_kw) -> TrainResult:
+    """``train`` ``seeds`` times from the model's current weights (seeds ``config.seed + 1000 k``), then the
+    mean of the runs' trainable entries (a "model soup"; our design, papers silent; ``settings.REPAIR_SEEDS``).
+    Entries outside ``trainable_masks`` are never touched. ``seeds == 1`` is one plain ``train`` call.
+
+    Progress steps run on across the runs (run k reports ``k x steps + step`` of ``seeds x steps``); ``evaluate``
+    runs once, on the average, as the last history row. Cancelled during run k > 0: the model is the mean of the k
+    finished runs (``cancelled=True``)."""
+    if seeds <= 1:
+        return train(model, tokenizer, examples, config, trainable_masks=trainable_masks, evaluate=evaluate,
+                     callback=callback, should_stop=should_stop, **train_kw)
+    named = dict(model.named_parameters())
+    start = {n: named[n].detach().clone() for n in trainable_masks}
+    total = {n: torch.zeros_like(v) for n, v in start.items()}
+    history: list[dict] = []
+    steps, done, seconds, res = 0, 0, 0.0, None
+    for k in range(seeds):
+        with torch.no_grad():
+            for n, v in start.items():
+                named[n].copy_(v)
+        offset = steps
+        shifted = None if callback is None else (  # noqa: E731
+            lambda p, o=offset: callback(dataclasses.replace(p, step=p.step + o, total_steps=p.total_steps * seeds)))
+        res = train(model, tokenizer, examples, dataclasses.replace(config, seed=config.seed + 1000 * k),
+                    trainable_masks=trainable_masks, callback=shifted, should_stop=should_stop, **train_kw)
+        history += [{**row, "step": row["step"] + offset} for row in res.history]
+        steps += res.steps
+        seconds += res.seconds
+        if res.cancelled and k > 0:
+            break
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for n in total:
+                total[n] += named[n].detach()
+        done += 1
+        if res.cancelled:  # cancelled in the first run: that run's last step stands
+            break
+    if done > 0:
+        with torch.no_grad():
+            for n, v in total.items():
+                mask = trainable_masks[n].to(v.device, torch.bool)
+                named[n][mask] = (v / done)[mask]
+    model.eval()
+    metrics: dict[str, float] = {}
+    if evaluate is not None and not res.cancelled:
+        metrics = {k: float(v) for k, v in evaluate(model).items()}
+        history.append({"step": steps, "epoch": config.epochs - 1, **metrics})
+        if callback is not None:
+            callback(Progress(steps, steps, config.epochs - 1, {}, metrics, seconds))
+    return TrainResult(history=history, cancelled=res.cancelled, steps=steps, seconds=seconds, metrics=metrics)
 
 
 def make_evaluator(
