@@ -502,7 +502,7 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
 
 _METRIC_NAMES = {"cacc": "CACC (clean accuracy)", "asr": "ASR (attack success)",
                  "kept": "clean predictions kept"}
-_METRIC_SHORT = {"cacc": "CACC", "asr": "ASR", "kept": "kept"}
+_METRIC_SHORT = {"cacc": "CACC", "asr": "ASR"}
 _METRIC_COLORS = {"cacc": CLEAN_COLOR, "asr": TRIGGER_COLOR, "kept": "#7f7f7f"}
 
 

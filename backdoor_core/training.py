@@ -410,7 +410,7 @@ def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, 
             for n, v in start.items():
                 named[n].copy_(v)
         offset = steps
-        shifted = None if callback is None else (  # noqa: E731
+        shifted = None if callback is None else (
             lambda p, o=offset: callback(dataclasses.replace(p, step=p.step + o, total_steps=p.total_steps * seeds)))
         res = train(model, tokenizer, examples, dataclasses.replace(config, seed=config.seed + 1000 * k),
                     trainable_masks=trainable_masks, callback=shifted, should_stop=should_stop, **train_kw)
@@ -419,7 +419,6 @@ def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, 
         seconds += res.seconds
         if res.cancelled and k > 0:
             break
-        named = dict(model.named_parameters())
         with torch.no_grad():
             for n in total:
                 total[n] += named[n].detach()
