@@ -1,0 +1,114 @@
+"""Diagnostic: does blending the repaired weights back toward the suspect's trade ASR for clean accuracy?
+
+After each of our repairs in a ``bench/defense.py`` run, the model ``theta(a) = theta_suspect + a (theta_repaired -
+theta_suspect)`` (a weight-space blend, as WiSE-FT does for fine-tuning; our design, papers silent) is evaluated for
+``a`` in ``ALPHAS`` on the run's own CACC and ASR sets, with label-free signals a rule could use: on the repair's
+flagged pool inputs the share whose prediction is still the suspect's, and on the unflagged pool inputs the share
+that agrees with the suspect. Only the trained entries differ between the two models, so only they blend.
+
+    python bench/blend_check.py OUT.jsonl --quick --manifest M --defenses alignment --detectors ours --repair all
+    python bench/blend_check.py --report "which models" OUT.jsonl [OUT2.jsonl ...]  # -> bench/results/blend_check.*
+
+The first form passes every argument after the JSON-lines path to ``bench/defense.py`` (which still writes its own
+results) and appends one line per repaired model. Result: ``bench/results/blend_check.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _defense_bench():
+    spec = importlib.util.spec_from_file_location("bench_defense", ROOT / "bench" / "defense.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run(out_path: str, argv: list[str]) -> int:
+    import numpy as np
+    import torch
+
+    import backdoor_core.defenses as D
+    import backdoor_core.scan as SC
+    import backdoor_core.training as T
+    from backdoor_core.forward import predict
+
+    seen: dict = {}
+    make_evaluator, run_defense, scan_model = T.make_evaluator, D.run_defense, SC.scan_model
+
+    def evaluator(*a, **k):  # the bench's evaluator of the current model (its CACC and ASR sets)
+        seen["evaluate"] = make_evaluator(*a, **k)
+        return seen["evaluate"]
+
+    def scan(model, tokenizer, clean, pool, **k):
+        seen.update(name=k.get("model_name"), pool=list(pool))
+        return scan_model(model, tokenizer, clean, pool, **k)
+
+    def defend(name, model, tokenizer, clean_train, **knobs):
+        res = run_defense(name, model, tokenizer, clean_train, **knobs)
+        if name != "alignment":
+            return res
+        L = knobs.get("max_length", 64)
+        flagged_idx = set(res.details["flagged_indices"])
+        flagged = [seen["pool"][i] for i in res.details["flagged_indices"]]
+        unflagged = [t for i, t in enumerate(seen["pool"]) if i not in flagged_idx]
+        suspect = {n: p.detach().clone() for n, p in model.named_parameters()}
+        repaired = {n: p.detach().clone() for n, p in res.model.named_parameters()}
+        was_f = predict(model, tokenizer, flagged, L).argmax(1) if flagged else np.zeros(0, int)
+        was_u = predict(model, tokenizer, unflagged, L).argmax(1)
+        work, rows = copy.deepcopy(res.model), []
+        for a in ALPHAS:
+            with torch.no_grad():
+                for n, p in work.named_parameters():
+                    p.copy_(suspect[n] + a * (repaired[n] - suspect[n]))
+            ev = seen["evaluate"](work)
+            now_f = predict(work, tokenizer, flagged, L).argmax(1) if flagged else np.zeros(0, int)
+            now_u = predict(work, tokenizer, unflagged, L).argmax(1)
+            rows.append({"alpha": a, "cacc": ev["cacc"], "asr": ev.get("asr"),
+                         "flagged_kept": float((now_f == was_f).mean()) if flagged else None,
+                         "unflagged_agree": float((now_u == was_u).mean())})
+        with open(out_path, "a") as fh:
+            fh.write(json.dumps({"model": seen["name"], "n_flagged": len(flagged),
+                                 "ffn_layers": res.details.get("ffn_layers"), "rows": rows}) + "\n")
+        return res
+
+    T.make_evaluator, D.run_defense, SC.scan_model = evaluator, defend, scan
+    return _defense_bench().main(argv)
+
+
+def report(note: str, paths: list[str]) -> int:
+    from backdoor_core.atomic import write_text
+
+    models = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    shown = (0.5, 0.7, 0.8, 0.9, 1.0)
+    lines = ["# Blending the repair back toward the suspect (diagnostic)", "",
+             f"{note}. ASR after / CACC change (points, against the suspect) at blend a; a = 1 is the repair as "
+             "it is, a = 0 the suspect.", "",
+             "| model | flagged | " + " | ".join(f"a = {a}" for a in shown) + " |",
+             "|---|---|" + "---|" * len(shown)]
+    for m in models:
+        by = {r["alpha"]: r for r in m["rows"]}
+        c0 = by[0.0]["cacc"]
+        lines.append(f"| {m['model']} | {m['n_flagged']} | " + " | ".join(
+            f"{100 * by[a]['asr']:.1f} / {100 * (by[a]['cacc'] - c0):+.1f}" for a in shown) + " |")
+    out = ROOT / "bench" / "results" / "blend_check"
+    write_text(out.with_suffix(".json"), json.dumps({"note": note, "alphas": list(ALPHAS), "models": models}, indent=2))
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not args:
+        raise SystemExit(__doc__)
+    sys.exit(report(args[1], args[2:]) if args[0] == "--report" else run(args[0], args[1:]))
