@@ -95,7 +95,8 @@ def _config(config: TrainConfig | None, knobs: dict, default_factory) -> TrainCo
     return default_factory(lr=knobs.pop("lr", None), epochs=knobs.pop("epochs", None),
                            max_length=knobs.pop("max_length", None), seed=knobs.pop("seed", None),
                            batch_size=knobs.pop("batch_size", None), max_steps=knobs.pop("max_steps", None),
-                           eval_every=knobs.pop("eval_every", None))
+                           eval_every=knobs.pop("eval_every", None),
+                           group_by_length=knobs.pop("group_by_length", None))
 
 
 def run_defense(

@@ -38,10 +38,17 @@ A style backdoor's shortcut is not only in a few heads: head-only repair left 61
 with oracle labels, ``bench/results/defense.md``). ``ffn="none"`` is the paper's head-only repair. Chosen on the
 SST-2 tuning zoo: ``bench/results/style_ablation.md``.
 
-Repairs averaged (``repair_seeds``, ``training.train_averaged``, ``settings.REPAIR_SEEDS``; our design, off by
-default): N repairs from the same start with different seeds, then the mean of their trained entries. It narrowed
-the worst clean-accuracy losses on both zoos at the same ASR, and costs one training run per extra seed (see the
-settings).
+Repairs averaged (``repair_seeds``, ``training.train_averaged``, ``settings.REPAIR_SEEDS``; our design, papers
+silent; 2 by default): N repairs from the same start with different seeds, then the mean of their trained entries.
+It narrowed the worst clean-accuracy losses on both zoos at the same ASR; each extra seed costs one training run,
+which length-grouped batches (``settings.REPAIR_GROUP_BY_LENGTH``) pay for (see the settings).
+
+Blending back (measured, not adopted; ``bench/blend_check.py``, ``bench/results/blend_check.md``): the repaired
+weights moved back toward the suspect's, ``theta_s + a (theta_r - theta_s)``, do not trade ASR for clean accuracy.
+Where the repair removed a backdoor, ASR rises as ``a`` falls while CACC barely moves (SST-2 AddSent 1%: 3.0% at
+``a = 1``, 9.5% at 0.8, 41.7% at 0.5, CACC within 1.4 points throughout); only where it removed nothing (the two weak
+2% BadNets models) did ``a = 0.5`` keep most of the clean accuracy the repair cost (-2.3 and -0.4 points against
+-8.7 and -4.4).
 
 Retention (``retain``, ``RetentionLoss``; our design, off by default): a KL term toward the unrepaired model's
 outputs on the clean labelled inputs. Measured and not adopted: at weight 1 it kept SST-2 clean accuracy but gave
@@ -159,7 +166,7 @@ def default_config(**overrides) -> TrainConfig:
     """The sanitization training settings (see the module docstring); ``overrides`` replace fields."""
     base = dict(lr=S.SANITIZE_LR, epochs=S.SANITIZE_EPOCHS, batch_size=S.BATCH_SIZE, max_length=S.MAX_LENGTH,
                 seed=S.SEED, weight_decay=S.WEIGHT_DECAY, warmup_ratio=S.WARMUP_RATIO, grad_clip=S.GRAD_CLIP,
-                eval_every=S.REPAIR_EVAL_EVERY)
+                eval_every=S.REPAIR_EVAL_EVERY, group_by_length=S.REPAIR_GROUP_BY_LENGTH)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 

@@ -162,15 +162,24 @@ syntactic from 8% to 15%."""
 REPAIR_FFN_MAX_LAYERS: int | None = None
 """With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
 (ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
-REPAIR_SEEDS = 1
+REPAIR_GROUP_BY_LENGTH = True
+"""Batch the repair's training inputs by length (``training.TrainConfig.group_by_length``, as the attack's training
+does): less padding, the same inputs every epoch. Our choice, for time: on 2 idle cores one repair with its scan took
+30 / 32 / 37 s instead of 37.6 / 39.4 / 41.3 s on three test-zoo models (bench/results/archive/defense_test_t2g.md,
+_t2s1.md); with two repairs averaged, medians of five repeats 49.6 / 51.1 / 54.7 s (_t2g2*.md). On the SST-2 tuning zoo, with two repairs averaged,
+mean ASR after 19.1% and worst CACC change -5.6 against 19.4% and -6.1 without it (archive/defense_g2A.md,
+_g2B.md, defense_soup2a.md, _soup2b.md)."""
+REPAIR_SEEDS = 2
 """How many head-wise repairs our defense trains from the same start (after the reset, with the same labels; seeds
 ``SEED``, ``SEED + 1000``, ...) before it averages their trained slices (a "model soup"; our design, papers silent).
-Each repair's randomness (batch order, dropout) moves a model's clean accuracy; the average keeps what the repairs
-share. At 2, on the SST-2 tuning zoo: mean ASR after 19.4% against 18.7% / 20.3% for single repairs (seeds 0 / 1000),
-worst CACC change -6.1 against -8.7 / -6.8 (bench/results/archive/defense_soup2a.md, _soup2b.md, defense_sd1000a.md,
-_sd1000b.md); on the test zoo worst -2.4 against -4.0 / -6.5 (archive/defense_test_tsoup2.md, defense_test_tz101.md).
-Opt-in: every extra seed adds one training run, 62-72 s per sanitization on 2 idle cores instead of 37-41 s
-(archive/defense_test_t2s2.md), over the 60-s goal."""
+Each repair's randomness (batch order, dropout) moves a model's clean accuracy by points; the average keeps what
+the repairs share. On the SST-2 tuning zoo (chosen there): mean ASR after 19.4% against 18.7% / 20.3% for single
+repairs (seeds 0 / 1000), worst CACC change -6.1 against -8.7 / -6.8 (bench/results/archive/defense_soup2a.md,
+_soup2b.md, defense_sd1000a.md, _sd1000b.md). On the test zoo, with length-grouped batches: the same mean ASR, worst
+CACC change among the backdoors that took -2.4 against -4.0 / -6.5 for two single-repair draws
+(archive/defense_test_tg2_w*.md, defense_test_tz101.md). It costs one training run per extra repair: 49.6-54.7 s per
+sanitization (medians) on 2 idle cores with length grouping (archive/defense_test_t2g2*.md), within the 60-s goal
+(62-72 s without grouping). 1 = one repair, the paper's recipe."""
 REPAIR_FFN_LR_SCALE = 0.3
 """The feed-forward blocks a repair trains (``REPAIR_FFN``) learn at ``SANITIZE_LR`` x this; the reset heads at
 ``SANITIZE_LR``. Our design (papers silent); chosen on the tuning zoo only (bench/results/knob_tuning_ffn_lr_scale.md):
@@ -243,5 +252,7 @@ TOUR_SANITIZE: dict = {
     "eval_every": 1000,  # CACC / ASR only before, at the end of the pass and after (each costs ~2 training steps)
     "measure_align": False,  # the tour does not show the alignment term: skip its two before/after passes
     "reuse_scan": True,  # the label rules take the unrepaired model's probabilities from step 5's scan
+    "repair_seeds": 1,  # one repair, not the average of REPAIR_SEEDS: the tour's pass is short and shown live
+    "group_by_length": False,  # 7 steps gain no time from it; with it the tour's CACC drop was 1.5, not 1.0 points
 }
 """``defenses.run_defense("alignment")`` knobs for the tour."""

@@ -414,6 +414,33 @@ def test_tour_cuts_reuse_the_scan_and_train_the_same_weights(monkeypatch):
         assert torch.equal(p, q), name
 
 
+def test_repair_training_follows_the_batching_and_averaging_settings(monkeypatch):
+    """The repair's training gets ``settings.REPAIR_GROUP_BY_LENGTH`` and ``REPAIR_SEEDS`` by default; a caller's
+    ``group_by_length`` knob replaces the first, and the guided tour trains one ungrouped repair, as before both
+    settings (``TOUR_SANITIZE``)."""
+    import backdoor_core.sanitize as san
+    from backdoor_core import settings as S
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(24, seed=41)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    seen = []
+    real = san.train_averaged
+
+    def recording(model, tokenizer, examples, config, seeds, **kw):
+        seen.append((config.group_by_length, seeds))
+        return real(model, tokenizer, examples, config, seeds, **kw)
+
+    monkeypatch.setattr(san, "train_averaged", recording)
+    kw = dict(pool_texts=triggered_texts(6, seed=42), heads=["L0H0"], epochs=1, max_length=32, max_steps=1)
+    run_defense("alignment", lm.model, lm.tokenizer, clean, **kw)
+    run_defense("alignment", lm.model, lm.tokenizer, clean, group_by_length=not S.REPAIR_GROUP_BY_LENGTH, **kw)
+    run_defense("alignment", lm.model, lm.tokenizer, clean,
+                **{k: S.TOUR_SANITIZE[k] for k in ("repair_seeds", "group_by_length")}, **kw)
+    assert seen == [(S.REPAIR_GROUP_BY_LENGTH, S.REPAIR_SEEDS), (not S.REPAIR_GROUP_BY_LENGTH, S.REPAIR_SEEDS),
+                    (False, 1)]
+
+
 def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     """The sentences the CLI and the Sanitize page print come from a real repair's details: FFN layers with the
     share that switched them on, the safe-head labels skipped with both accuracies; nothing for a baseline."""
@@ -425,7 +452,8 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     pool = triggered_texts(8, seed=22)
     monkeypatch.setattr(ST, "GATE_MAX_ACCURACY_DROP", -1.0)  # every drop is too much: the rule is skipped
     res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool, ffn="auto",
-                         attention_missed_share=0.5, config=_cfg(max_length=MAXLEN), should_stop=lambda: True)
+                         attention_missed_share=0.5, config=_cfg(max_length=MAXLEN), should_stop=lambda: True,
+                         repair_seeds=1)
     d = {**res.details, "ffn": "auto", "attention_missed_share": 0.5, "suspicious_heads": res.suspicious_heads}
     notes = repair_notes(d)
     assert notes[0] == "Feed-forward blocks of layers 0, 1 trained too (the attention-only detector would miss 50% " \
@@ -549,7 +577,8 @@ def test_repair_seeds_average_the_trained_slices_of_seeded_runs():
     runs = []
     for seed in (0, 1000):
         m = copy.deepcopy(lm.model)
-        sanitize_heads(m, lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(seed=seed), **kw)
+        sanitize_heads(m, lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(seed=seed), repair_seeds=1,
+                       **kw)
         runs.append(dict(m.named_parameters()))
     model, seen = copy.deepcopy(lm.model), []
     evaluated = []
@@ -565,7 +594,8 @@ def test_repair_seeds_average_the_trained_slices_of_seeded_runs():
             mean = (runs[0][name].detach() + runs[1][name].detach()) / 2
             assert torch.allclose(p.detach()[m], mean[m], atol=1e-6), name
             assert not torch.allclose(runs[0][name].detach()[m], runs[1][name].detach()[m]), name  # seeds differ
-    one = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(), **kw)
+    one = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, pool, config=_cfg(),
+                         repair_seeds=1, **kw)
     assert res.steps == 2 * one.steps and res.history[-1] == {"step": res.steps, "epoch": 1, "cacc": 0.5}
     steps = [p.step for p in seen]
     assert steps == sorted(steps) and steps[-1] == res.steps and {p.total_steps for p in seen} == {res.steps}

@@ -114,10 +114,14 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     assert cap1["suspicious_heads"] == scan_heads[:1] and "only the 1 highest-scoring head was repaired" in out1
     assert off["weak_evidence_cap"] is None and off["suspicious_heads"] == scan_heads
     assert "Weak evidence" not in out0
-    assert main([*base, "--out", str(files["dir"] / "soup"), "--repair-seeds", "2"]) == 0
-    assert "trained 2 times from the same start" in capsys.readouterr().out and "trained 2 times" not in out0
+    assert off["repair_seeds"] == S.REPAIR_SEEDS  # the default
+    assert main([*base, "--out", str(files["dir"] / "single"), "--repair-seeds", "1"]) == 0
+    assert "times from the same start" not in capsys.readouterr().out
+    assert main([*base, "--out", str(files["dir"] / "soup"), "--repair-seeds", "3"]) == 0
+    assert "trained 3 times from the same start" in capsys.readouterr().out
+    single = load_model(files["dir"] / "single").metadata["defense_details"]
     soup = load_model(files["dir"] / "soup").metadata["defense_details"]
-    assert soup["repair_seeds"] == 2 and off["repair_seeds"] == 1 and soup["suspicious_heads"] == scan_heads
+    assert single["repair_seeds"] == 1 and soup["repair_seeds"] == 3 and soup["suspicious_heads"] == scan_heads
 
 
 @pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 labels"), ("few", "at least 8")])

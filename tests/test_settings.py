@@ -73,6 +73,7 @@ def test_core_defaults_are_the_settings_objects():
     assert strip.DEFAULT_REPEATS is S.STRIP_REPEATS
     assert sanitize.DEFAULT_BETA is S.BETA and sanitize.DEFAULT_CLEAN_BUDGET is S.CLEAN_BUDGET
     assert sanitize.default_config().lr is S.SANITIZE_LR and finetune_config().epochs is S.BASELINE_EPOCHS
+    assert sanitize.default_config().group_by_length is S.REPAIR_GROUP_BY_LENGTH
     cfg = TrainConfig()
     assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.max_length) == (S.LR, S.EPOCHS, S.BATCH_SIZE, S.MAX_LENGTH)
     assert cfg.lr is S.LR and cfg.max_length is S.MAX_LENGTH
