@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from backdoor_core import architecture as arch
+from backdoor_core import settings as S
 from backdoor_core.architecture import (
     ADAPTERS,
     HeadRepairUnsupported,
@@ -87,7 +88,7 @@ def test_end_to_end(model_type, tmp_path):
                          config=cfg, ffn="none")  # head-only here; the FFN blocks are found below
     ffn = ffn_parameter_masks(loaded.model, [0])  # FFN repair (our design): layer 0's feed-forward weights
     assert ffn and not set(ffn) & set(masks) and all(m.all() for m in ffn.values())
-    assert out.steps == 2 and out.frozen_unchanged
+    assert out.steps == 2 * S.REPAIR_SEEDS and out.frozen_unchanged  # each averaged repair runs its 2 steps
     for name, p in loaded.model.named_parameters():  # byte for byte, checked here independently
         m = masks.get(name)
         now = p.detach()[~m] if m is not None else p.detach()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backdoor_core import settings as S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,5 +27,5 @@ def test_sanitize_under_two_cpu_processes(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert all(r["processes"] == 2 and r["steps"] == 2 and r["frozen_unchanged"] for r in ranks)
+    assert all(r["processes"] == 2 and r["steps"] == 2 * S.REPAIR_SEEDS and r["frozen_unchanged"] for r in ranks)
     assert ranks[0]["weights"] == ranks[1]["weights"]
