@@ -166,9 +166,9 @@ REPAIR_GROUP_BY_LENGTH = True
 """Batch the repair's training inputs by length (``training.TrainConfig.group_by_length``, as the attack's training
 does): less padding, the same inputs every epoch. Our choice, for time: on 2 idle cores one repair with its scan took
 30 / 32 / 37 s instead of 37.6 / 39.4 / 41.3 s on three test-zoo models (bench/results/archive/defense_test_t2g.md,
-_t2s1.md); with two repairs averaged, medians of five repeats 49.6 / 51.1 / 54.7 s (_t2g2*.md). On the SST-2 tuning zoo, with two repairs averaged,
-mean ASR after 19.1% and worst CACC change -5.6 against 19.4% and -6.1 without it (archive/defense_g2A.md,
-_g2B.md, defense_soup2a.md, _soup2b.md)."""
+_t2s1.md); with two repairs averaged, medians of five repeats 49.6 / 51.1 / 54.7 s (_t2g2*.md). On the SST-2 tuning
+zoo, with two repairs averaged, mean ASR after 19.1% and worst CACC change -5.6 against 19.4% and -6.1 without it
+(archive/defense_g2A.md, _g2B.md, defense_soup2a.md, _soup2b.md)."""
 REPAIR_SEEDS = 2
 """How many head-wise repairs our defense trains from the same start (after the reset, with the same labels; seeds
 ``SEED``, ``SEED + 1000``, ...) before it averages their trained slices (a "model soup"; our design, papers silent).
