@@ -283,6 +283,11 @@ def test_focus_removal_labels_drop_the_focus_tokens(tiny):
         model.classifier.bias[1] += float((logits[:, 0] - logits[:, 1]).median())
     labels = focus_removal_labels(model, tok, texts, suspicious, max_length=32, drop_counts=(1,))
     assert len(labels) == len(texts) and any(label != IGNORE_LABEL for label in labels)
+    # The random model's logit gaps are 1e-5..1e-4 after the shift, some near 1e-9: a batched, padded forward and
+    # this one-text forward may round such a near-tie either way, so a text is checked only when both of its
+    # gaps are clear of float32 noise.
+    tie = 1e-6
+    checked = 0
     with torch.no_grad():
         for text, label in zip(texts, labels):
             ids = tok(text, return_tensors="pt")["input_ids"][0]
@@ -295,8 +300,14 @@ def test_focus_removal_labels_drop_the_focus_tokens(tiny):
                 continue
             top = max(content, key=lambda i: float(score[i]))
             kept = torch.cat([ids[:top], ids[top + 1:]])
-            new = int(model(input_ids=kept[None]).logits.argmax())
+            dropped = model(input_ids=kept[None]).logits
+            new = int(dropped.argmax())
+            gaps = [float(x[0, 0] - x[0, 1]) for x in (out.logits, dropped)]
+            if min(abs(g) for g in gaps) < tie:
+                continue
             assert label == (new if new != full else IGNORE_LABEL)
+            checked += 1
+    assert checked >= 6
 
 
 def test_target_exclusion_labels_hand_computed():
