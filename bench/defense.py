@@ -25,6 +25,8 @@ from the mode's sizes when the data is small (the sizes used are recorded per mo
 minimums do not fit.
 
     python bench/defense.py --quick                          # the attack benchmark's SST-2 models (tuning zoo)
+    python bench/defense.py --quick --manifest bench/models/tuning_zoo/manifest.json --workers 2   # the whole
+    #   tuning zoo (bench/test_zoo.py --zoo tuning): a one-thread part per seed, or two halves of a lone seed
     python bench/defense.py --quick --models-from DIR --data olid
     python bench/defense.py --quick --zoo test --workers 2    # the test zoo, 2 one-thread processes, merged
     python bench/defense.py --quick --zoo test --only A,B --tag p1
@@ -255,7 +257,9 @@ def run_parallel(args, argv: list[str]) -> int:
     """``--workers N``: each (dataset, seed) group of the chosen models (clean ones included: the verdict needs
     them) runs as ``defense.py ... --only GROUP --seed SEED --tag <tag>_wK`` in a one-thread process, at most N at
     a time; the parts are then merged (``merge``) into ``defense[_test]<_tag>`` with the wall time recorded. A
-    model without a seed uses ``--seed``."""
+    model without a seed uses ``--seed``. With fewer groups than workers (the one-seed SST-2 tuning zoo) the
+    largest groups are split (``split_groups``): every model is run on its own, so a part only changes who runs
+    it."""
     import subprocess
 
     models = models_for_data(args, discover(args))
@@ -281,7 +285,7 @@ def run_parallel(args, argv: list[str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BACKDOOR_BENCH_RESULTS": str(RESULTS)}
     t0 = time.perf_counter()
     # the largest groups first (longest-processing-time order): the workers finish closer together
-    order = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1]))
+    order = split_groups(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1])), args.workers)
     pending = [(f"{args.tag + '_' if args.tag else ''}w{k}", seed, names) for k, ((_, seed), names) in enumerate(order)]
     tags, running, failed = [], [], []
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -316,6 +320,20 @@ def run_parallel(args, argv: list[str]) -> int:
     for tag in tags:
         (RESULTS / f".{results_stem(args.zoo, tag)}.log").unlink(missing_ok=True)
     return 0
+
+
+def split_groups(groups: list[tuple[tuple, list[str]]], workers: int) -> list[tuple[tuple, list[str]]]:
+    """Split the largest group in two (models dealt alternately, so both halves mix the families) until there
+    are ``workers`` parts or no group has two models; the result stays largest first. ``groups``: ``[((dataset,
+    seed), [model names])]``, largest first."""
+    parts = [(key, list(names)) for key, names in groups]
+    while len(parts) < workers:
+        k = max(range(len(parts)), key=lambda i: len(parts[i][1]))
+        key, names = parts[k]
+        if len(names) < 2:
+            break
+        parts[k:k + 1] = [(key, names[0::2]), (key, names[1::2])]
+    return sorted(parts, key=lambda kv: -len(kv[1]))
 
 
 def models_for_data(args, all_models: list[dict]) -> list[dict]:
@@ -733,8 +751,8 @@ def _fam(r: dict) -> str:
 
 
 def _zoo_summary(report: dict) -> list[str]:
-    """Test zoo: mean ± sd over seeds per (dataset, trigger family (+TAL), defense), detection AUROC per
-    (dataset, family, method), and the model-level calls."""
+    """A zoo of several seeds (the test zoo; the tuning zoo with ``--seeds 0,1``): mean ± sd over seeds per
+    (dataset, trigger family (+TAL), defense), and detection AUROC per (dataset, family, method)."""
     groups: dict = {}
     for r in report["runs"]:
         groups.setdefault((r.get("dataset") or "?", _fam(r), r["defense"]), []).append(r)
@@ -799,7 +817,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"No clean model of the same dataset was found for {', '.join(no_clean)}: clean rate and "
                       "lift are unknown (-) there (train one, name it in the manifest as clean_model, or pass "
                       "--clean-model)."]
-    lines += _zoo_summary(report) if zoo == "test" else _summary(report)
+    several_seeds = len({r.get("seed") for r in report["runs"]}) > 1  # a tuning zoo of two draws, too
+    lines += _zoo_summary(report) if zoo == "test" or several_seeds else _summary(report)
     lines += ["", "## Detection AUROC (held-out clean vs triggered inputs)", "",
               "| model | attack | TAL | method | AUROC | FRR | FAR |", "|---|---|---|---|---|---|---|"]
     for r in report["detection"]:

@@ -27,7 +27,8 @@ backdoors, which the tuning zoo lacked; four weak SST-2 BadNets models were buil
     python bench/knob_tuning.py --knob labels_leave_target --values 0,1 --variants auto \
         --models badnets,badnets-2,badnets-tal,addsent --sst2 0=defense_xdir1.json --sst2 1=defense_lt1.json
 
-(``M``: a manifest of the SST-2 tuning models plus the weak ones.)
+(``M``: a manifest of the SST-2 tuning models plus the weak ones; ``python bench/test_zoo.py --zoo tuning``
+now builds exactly those, ``bench/models/tuning_zoo/manifest.json``.)
 
 The weak-evidence cap (``weak_top_k``, ``settings.WEAK_TOP_K``: repair only the k best heads when the verdict is
 below ``settings.WEAK_VERDICT``) on the same models, with the cap forced on at 4:

@@ -206,8 +206,9 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
 
 
 def test_workers_run_each_seed_group_in_its_own_process_and_merge(tmp_path, monkeypatch):
-    """``--workers 2``: two (dataset, seed) groups run as two one-thread processes, each with its group's seed as
-    the evaluation seed; their parts merge into one report that records the wall time and the worker count."""
+    """``--workers 3``: two (dataset, seed) groups, the larger split in two, run as three one-thread processes,
+    each with its group's seed as the evaluation seed; their parts merge into one report that records the wall
+    time and the worker count. A tuning-zoo run of two seeds gets the summary over seeds."""
     from backdoor_core.model_card import ModelCard
     from backdoor_core.models import save_model
     from defense_helpers import clean_texts, trained_tiny
@@ -225,18 +226,21 @@ def test_workers_run_each_seed_group_in_its_own_process_and_merge(tmp_path, monk
     b = _bench()
     monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
     rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--defenses", "alignment",
-                 "--detectors", "ours", "--epochs", "1", "--n-clean", "60", "--repair", "all", "--zoo", "test",
-                 "--workers", "2", "--tag", "par"])
+                 "--detectors", "ours", "--epochs", "1", "--n-clean", "60", "--repair", "all", "--workers", "3",
+                 "--tag", "par"])
     assert rc == 0
-    rep = json.loads((tmp_path / "results" / "defense_test_par.json").read_text())
-    assert rep["settings"]["workers"] == 2 and rep["settings"]["wall_seconds"] > 0
-    assert sorted(rep["settings"]["merged_from"]) == ["defense_test_par_w0.json", "defense_test_par_w1.json"]
+    rep = json.loads((tmp_path / "results" / "defense_par.json").read_text())
+    assert rep["settings"]["workers"] == 3 and rep["settings"]["wall_seconds"] > 0
+    assert sorted(rep["settings"]["merged_from"]) == [f"defense_par_w{k}.json" for k in range(3)]
     assert {(r["model"], r["seed"]) for r in rep["runs"]} == {("bd0", 0), ("bd1", 1)}
     parts = {p: json.loads((tmp_path / "results" / p).read_text()) for p in rep["settings"]["merged_from"]}
-    assert sorted(part["settings"]["seed"] for part in parts.values()) == [0, 1]
+    assert sorted(part["settings"]["seed"] for part in parts.values()) == [0, 0, 1]
+    assert sorted(len(part["models"]) for part in parts.values()) == [1, 1, 1]
     assert all(part["settings"]["threads"] == 1 for part in parts.values())
     assert {m["name"] for m in rep["models"]} == {"bd0", "clean0", "bd1"}
-    assert "one-thread workers" in (tmp_path / "results" / "defense_test_par.md").read_text()
+    md = (tmp_path / "results" / "defense_par.md").read_text()
+    assert "one-thread workers" in md and "(mydata; tuning zoo)" in md
+    assert "## Summary over seeds" in md  # two seeds: mean ± sd, as for the test zoo
     assert not list((tmp_path / "results").glob(".*.log"))
 
 
@@ -278,3 +282,47 @@ def test_manifest_models_find_their_dataset_clean_model_and_paraphrase_files(tmp
     test = TextDataset(["a", "b", "c", "d"], [0, 0, 1, 1], ["not offensive", "offensive"])
     assert not rows_aligned(attack, test)  # its rows are the paraphrase file's, not the test set's
     assert b.results_stem("test", "p1") == "defense_test_p1" and b.results_stem("tuning") == "defense"
+
+
+def test_split_groups_gives_idle_workers_halves_of_the_largest_group():
+    """One (dataset, seed) group and two workers (the one-seed tuning zoo): two parts that deal the models
+    alternately, every model once; enough groups, or single-model groups, are left alone."""
+    b = _bench()
+    names = [f"m{i}" for i in range(12)]
+    parts = b.split_groups([(("sst2", 0), names)], 2)
+    assert [key for key, _ in parts] == [("sst2", 0), ("sst2", 0)]
+    assert [len(p) for _, p in parts] == [6, 6] and sorted(sum((p for _, p in parts), [])) == sorted(names)
+    assert parts[0][1][:2] == ["m0", "m2"]
+    groups = [(("olid", 0), ["a", "b", "c"]), (("agnews", 0), ["d", "e"])]
+    assert b.split_groups(groups, 2) == groups
+    assert b.split_groups([(("olid", 0), ["a"])], 4) == [(("olid", 0), ["a"])]
+    assert sorted(len(p) for _, p in b.split_groups(groups, 4)) == [1, 1, 1, 2]
+
+
+def test_zoo_builder_lists_the_tuning_and_test_zoos():
+    """``bench/test_zoo.py``: the test zoo is 26 models over three seeds (two seed-0-only models), the tuning zoo
+    the 12 SST-2 seed-0 models, every backdoored one toward its named target with a clean twin; an ``--only`` item
+    outside the zoo is an error."""
+    spec = importlib.util.spec_from_file_location("zoo_builder", ROOT / "bench" / "test_zoo.py")
+    z = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(z)
+    test = z.job_list("test", [0, 1, 2])
+    assert len(test) == 26 and {j["seed"] for j in test} == {0, 1, 2}
+    tuning = z.job_list("tuning", [0])
+    names = [j["spec"][0] for j in tuning]
+    assert len(tuning) == 12 and len(set(names)) == 12 and {j["data"] for j in tuning} == {"sst2"}
+    for j in tuning:
+        name, attack, rate, tal, target = j["spec"]
+        if attack is None:
+            assert name == "clean" and target is None
+        else:
+            assert target == (0 if name.endswith("_t0") else 1) and name.startswith(attack)
+    assert {"syntactic", "style_bible", "style_shakespeare", "style_tweets"} <= {j["spec"][1] for j in tuning}
+    assert [j["spec"][0] for j in z.job_list("tuning", [0], ["sst2/clean", "sst2/badnets_r0.03"])] == [
+        "clean", "badnets_r0.03"]
+    with pytest.raises(SystemExit, match="not in the tuning zoo"):
+        z.job_list("tuning", [0], ["olid"])
+    md = z.markdown([], [{"seeds": "0", "only": None, "workers": 2, "models": 12, "seconds": 1203.2},
+                         {"seeds": "1", "only": "sst2/clean", "workers": 1, "models": 1, "seconds": 60.0}], "tuning")
+    assert md.startswith("# Tuning zoo build")
+    assert "`--seeds 0`: 12 models in 20.1 min with 2 workers; `--seeds 1 --only sst2/clean`: 1 models" in md
