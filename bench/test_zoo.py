@@ -26,7 +26,9 @@ AddSent 1%, HiddenKiller syntactic 20% and StyleBkd Bible, Shakespeare and tweet
 (positive, ``model_card.default_target``), and four weak BadNets models (2% and 2.5%, toward 0 and toward 1).
 They were first built by ``bench/attack_tal.py`` invocations (``attack_tal.md``, ``archive/attack_tal_weak_*``,
 ``attack_tal_style_sh.md``, ``attack_tal_style_tw.md``): same rows, same seeds, same row-aligned paraphrase
-subsets; only the thread count may differ, so a rebuilt model can differ from those by float rounding.
+subsets; only the thread count may differ, so a rebuilt model can differ from those by float rounding (the
+rebuild matched every published ASR and CACC to 0.1 points: ``bench/results/tuning_zoo_build.md``). ``--seeds 0,1``
+adds a second draw of the same recipes (``bench/results/defense_tuning.md``).
 
 Runs ``--workers`` one-thread processes in parallel (default 2) and writes, after every model,
 ``bench/models/<zoo>_zoo/manifest.json`` (read by ``bench/defense.py --zoo test``; for the tuning zoo pass it as
