@@ -173,7 +173,7 @@ def train_one(job: dict) -> dict:
                            tal=TALConfig(seed=seed) if tal else None, data_name=data, seed=seed)
     full_name = f"{data}_s{seed}_{name}"
     card = outcome.card.replace(name=full_name)
-    out = save_model(lm.model, lm.tokenizer, ZOOS[job.get("zoo", "test")][1] / f"{data}_s{seed}" / name, card,
+    out = save_model(lm.model, lm.tokenizer, ZOOS[job["zoo"]][1] / f"{data}_s{seed}" / name, card,
                      force=True)
     return {"name": full_name, "path": _rel(out), "dataset": data, "seed": seed,
             "attack": attack_name or "clean", "rate": rate, "tal": tal, "target": target,
