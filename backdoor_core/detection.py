@@ -72,6 +72,8 @@ class AttentionStats:
         lengths: ``(N,)`` token counts (with special tokens, after truncation).
         cls: ``(N, L, hidden)`` each layer's output at the token the classifier reads (``[CLS]`` for encoders,
             ``architecture.classifier_positions``), for ``RepresentationDetector``; None when not collected.
+        pooled: ``(N, L, hidden)`` each layer's output averaged over the input's content tokens (the same tokens
+            as the content keys), for ``ContrastDetector``; None when not collected (with ``cls``).
     """
 
     head_sim: np.ndarray
@@ -81,6 +83,7 @@ class AttentionStats:
     probs: np.ndarray
     lengths: np.ndarray
     cls: np.ndarray | None = None
+    pooled: np.ndarray | None = None
 
     FIELDS = ("head_sim", "head_peak", "focus", "common", "probs", "lengths")
 
@@ -109,20 +112,23 @@ class AttentionStats:
     def subset(self, idx) -> AttentionStats:
         idx = np.asarray(idx, dtype=int)
         return AttentionStats(*(getattr(self, f)[idx] for f in self.FIELDS),
-                              cls=None if self.cls is None else self.cls[idx])
+                              cls=None if self.cls is None else self.cls[idx],
+                              pooled=None if self.pooled is None else self.pooled[idx])
 
     @staticmethod
     def empty(layers: int, heads: int, labels: int, hidden: int | None = None) -> AttentionStats:
         z = np.zeros((0, layers, heads), np.float32)
         return AttentionStats(z, z.copy(), z.copy(), z.copy(), np.zeros((0, labels), np.float32),
                               np.zeros(0, np.int64),
-                              cls=None if hidden is None else np.zeros((0, layers, hidden), np.float32))
+                              cls=None if hidden is None else np.zeros((0, layers, hidden), np.float32),
+                              pooled=None if hidden is None else np.zeros((0, layers, hidden), np.float32))
 
     @staticmethod
     def concat(parts: Sequence[AttentionStats]) -> AttentionStats:
         cls = None if any(p.cls is None for p in parts) else np.concatenate([p.cls for p in parts])
+        pooled = None if any(p.pooled is None for p in parts) else np.concatenate([p.pooled for p in parts])
         return AttentionStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in AttentionStats.FIELDS),
-                              cls=cls)
+                              cls=cls, pooled=pooled)
 
 
 def _stats_reducer(num_heads: int, model=None, cls: bool = False):
@@ -131,7 +137,9 @@ def _stats_reducer(num_heads: int, model=None, cls: bool = False):
     classifier: the sink at position 0 is not a content key and per-key means divide by the queries that can
     see the key (``architecture.content_key_mask``, ``head_metrics.key_visibility``). With ``cls`` (needs
     ``model`` and ``run_with_cache(reduce_hidden=True)``): also ``cls`` ``(B, L, hidden)``, each layer's output at
-    the classifier's token (the embeddings, the same at ``[CLS]`` for every input, are left out)."""
+    the classifier's token (the embeddings, the same at ``[CLS]`` for every input, are left out), and ``pooled``
+    ``(B, L, hidden)``, each layer's output averaged over the content tokens (``kmask``; an input with none
+    gives zeros)."""
     causal = model is not None and is_causal(model)
 
     def reduce(batch) -> dict[str, np.ndarray]:
@@ -158,6 +166,9 @@ def _stats_reducer(num_heads: int, model=None, cls: bool = False):
             pos = classifier_positions(model, batch.attention_mask)  # (B,)
             rows = torch.arange(len(pos), device=pos.device)
             res["cls"] = torch.stack([h[rows, pos] for h in batch.hidden_states[1:]], dim=1).float()  # (B, L, hid)
+            w = kmask / kmask.sum(-1, keepdim=True).clamp_min(1.0)  # (B, T) mean over content tokens
+            res["pooled"] = torch.stack([torch.einsum("bt,bth->bh", w, h.float())
+                                         for h in batch.hidden_states[1:]], dim=1)  # (B, L, hid)
         return res
 
     return reduce
@@ -191,7 +202,7 @@ def attention_stats(
                            should_stop=should_stop)
     r = cache.reduced
     return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths,
-                          cls=r.get("cls"))
+                          cls=r.get("cls"), pooled=r.get("pooled"))
 
 
 def _hidden_size(model) -> int:
@@ -320,6 +331,7 @@ def head_focus_detector(heads: np.ndarray, clean_fit: AttentionStats, clean_dev:
 
 REP_AGGREGATES = ("max", "mean")
 FUSES = ("max", "sum")
+REP_METHODS = ("mahalanobis", "contrast", "both")
 
 
 @dataclass
@@ -430,6 +442,166 @@ class RepresentationDetector(Thresholded):
         scores = self.score(clean_dev)
         return self._set_threshold(scores, frr)
 
+
+
+@dataclass
+class ContrastDetector(Thresholded):
+    """What sets the pool apart from the clean inputs, in the model's own states (our design; both papers silent).
+
+    The pool is what the defender suspects; the clean inputs are what it trusts. A trigger that changes no token
+    a head can focus on (a style paraphrase) still makes the triggered share of the pool differ from clean text
+    in the layers' states, and only that share differs when the pool comes from the clean inputs' domain. So a
+    linear classifier is trained to tell pool inputs (label 1) from clean ones (label 0), on every layer's
+    content-token mean (``AttentionStats.pooled``, ``(N, L, hidden)`` flattened to ``(N, L * hidden)``,
+    standardised by the clean inputs' mean and standard deviation): scikit-learn's ``LogisticRegression``, L2
+    penalty ``C`` (``settings.CONTRAST_C``), balanced class weights. An input's score is the classifier's
+    decision value. Like spectral-signature and activation-clustering defences, it reads the suspect set itself
+    rather than a distance from clean data alone.
+
+    * ``fit(clean, pool)``: ``folds``-fold cross-fitting over the clean and pool inputs together (stratified,
+      seeded), so every input used to train is scored by the fold model that did not see it (its
+      *out-of-fold* score, looked up by its states); any other input gets the mean of the fold models.
+    * ``calibrate`` on the clean dev inputs (which were among the clean inputs: their out-of-fold scores):
+      z-scaling and the threshold at ``frr``.
+
+    On a clean model's pool the classifier finds nothing to learn and the out-of-fold scores of pool and clean
+    dev inputs match (tested); a pool from another domain than the clean inputs (another dataset) is flagged
+    as a whole: give the scan clean texts of the pool's domain. Measured:
+    ``bench/results/defense_tuning_contrast.md``.
+    """
+
+    folds: int = S.CONTRAST_FOLDS
+    C: float = S.CONTRAST_C
+    seed: int = 0
+    center: np.ndarray | None = None  # (L * hidden,) clean mean
+    scale: np.ndarray | None = None  # (L * hidden,) clean standard deviation (floored)
+    coef: np.ndarray | None = None  # (L * hidden,) mean of the fold models' weights
+    intercept: float = 0.0
+    oof: dict = field(default_factory=dict, repr=False)  # state digest -> out-of-fold decision value
+    loc: float | None = None
+    spread: float | None = None
+    threshold: float | None = None
+    frr_target: float = DEFAULT_FRR
+    clean_dev_scores: np.ndarray | None = field(default=None, repr=False)
+
+    @staticmethod
+    def _x(stats: AttentionStats) -> np.ndarray:
+        if stats.pooled is None:
+            raise ValueError("These statistics hold no pooled states: compute them with attention_stats(cls=True).")
+        return stats.pooled.reshape(len(stats), -1).astype(np.float64)
+
+    @staticmethod
+    def _keys(stats: AttentionStats) -> list[bytes]:
+        import hashlib
+
+        rows = np.ascontiguousarray(stats.pooled.reshape(len(stats), -1), dtype=np.float32)
+        return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+
+    def fit(self, clean: AttentionStats, pool: AttentionStats) -> ContrastDetector:
+        """Cross-fitted pool-vs-clean classifiers (at least ``folds`` inputs on each side)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        xc, xp = self._x(clean), self._x(pool)
+        if min(len(xc), len(xp)) < self.folds:
+            raise ValueError(f"The contrast detector needs at least {self.folds} clean and {self.folds} pool inputs "
+                             f"(got {len(xc)} and {len(xp)}).")
+        self.center = xc.mean(0)
+        self.scale = np.maximum(xc.std(0), 1e-6)
+        x = (np.concatenate([xc, xp]) - self.center) / self.scale
+        y = np.r_[np.zeros(len(xc), int), np.ones(len(xp), int)]
+        keys = self._keys(clean) + self._keys(pool)
+        oof = np.zeros(len(x))
+        coefs, intercepts = [], []
+        folds = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
+        for train, test in folds.split(x, y):
+            clf = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000).fit(x[train], y[train])
+            oof[test] = clf.decision_function(x[test])
+            coefs.append(clf.coef_[0])
+            intercepts.append(float(clf.intercept_[0]))
+        self.coef, self.intercept = np.mean(coefs, 0), float(np.mean(intercepts))
+        self.oof = dict(zip(keys, oof.tolist()))
+        return self
+
+    def decision(self, stats: AttentionStats) -> np.ndarray:
+        """``(N,)`` raw decision values: out-of-fold for inputs the classifiers trained on, else the folds' mean."""
+        if self.coef is None:
+            raise RuntimeError("Call fit() on clean and pool inputs first.")
+        if len(stats) == 0:
+            return np.zeros(0)
+        out = ((self._x(stats) - self.center) / self.scale) @ self.coef + self.intercept
+        for i, k in enumerate(self._keys(stats)):
+            if k in self.oof:
+                out[i] = self.oof[k]
+        return out
+
+    def score(self, stats: AttentionStats) -> np.ndarray:
+        """``(N,)`` decision values z-scored by the clean dev inputs' (set by ``calibrate``)."""
+        if self.loc is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        return (self.decision(stats) - self.loc) / self.spread
+
+    def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
+        d = self.decision(clean_dev)
+        if len(d) < 2:
+            raise ValueError("Calibration needs at least 2 clean dev inputs.")
+        self.loc, self.spread = float(d.mean()), float(max(d.std(), 1e-6))
+        return self._set_threshold(self.score(clean_dev), frr)
+
+
+@dataclass
+class SummedDetector(Thresholded):
+    """Several representation scores as one: each z-scored on clean dev, summed, thresholded at ``frr`` on the
+    same dev inputs (``settings.REP_METHOD = "both"``: Mahalanobis distance and pool contrast)."""
+
+    parts: list
+    norm: np.ndarray | None = None  # (P, 2): mean, sd of each part on clean dev
+    threshold: float | None = None
+    frr_target: float = DEFAULT_FRR
+    clean_dev_scores: np.ndarray | None = field(default=None, repr=False)
+
+    def _raw(self, stats: AttentionStats) -> np.ndarray:
+        return np.stack([p.score(stats) for p in self.parts], axis=1)
+
+    def score(self, stats: AttentionStats) -> np.ndarray:
+        if self.norm is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        if len(stats) == 0:
+            return np.zeros(0)
+        return ((self._raw(stats) - self.norm[:, 0]) / self.norm[:, 1]).sum(1)
+
+    def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
+        raw = self._raw(clean_dev)
+        self.norm = np.stack([raw.mean(0), np.maximum(raw.std(0), 1e-6)], axis=1)
+        return self._set_threshold(self.score(clean_dev), frr)
+
+
+def representation_detector(clean_fit: AttentionStats, clean: AttentionStats, pool: AttentionStats,
+                            clean_dev: AttentionStats, frr: float = DEFAULT_FRR, method: str = S.REP_METHOD,
+                            seed: int = 0):
+    """The scan's representation part, calibrated on ``clean_dev`` (our design; paper silent).
+
+    ``method`` (``settings.REP_METHOD``): ``"mahalanobis"`` (``RepresentationDetector`` fitted on ``clean_fit``),
+    ``"contrast"`` (``ContrastDetector`` of all ``clean`` inputs against the ``pool``), or ``"both"``
+    (``SummedDetector`` of the two). A pool smaller than ``settings.CONTRAST_MIN_POOL`` leaves contrast nothing
+    to learn from, so the scan falls back to the Mahalanobis distance alone (the returned ``method`` says so).
+    Returns ``(detector, method used)``.
+    """
+    if method not in REP_METHODS:
+        raise ValueError(f"method must be one of {', '.join(REP_METHODS)}, got '{method}'.")
+    if method != "mahalanobis" and len(pool) < S.CONTRAST_MIN_POOL:
+        method = "mahalanobis"
+    parts = []
+    if method in ("mahalanobis", "both"):
+        parts.append(RepresentationDetector().fit(clean_fit))
+    if method in ("contrast", "both"):
+        parts.append(ContrastDetector(seed=seed).fit(clean, pool))
+    for p in parts:
+        p.calibrate(clean_dev, frr)
+    det = parts[0] if len(parts) == 1 else SummedDetector(parts)
+    if len(parts) > 1:
+        det.calibrate(clean_dev, frr)
+    return det, method
 
 
 @dataclass

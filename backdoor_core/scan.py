@@ -24,7 +24,10 @@ Steps:
    intermediate ``[CLS]`` states from the clean ones (``detection.RepresentationDetector``, fitted on the same
    clean fit half, calibrated on the same dev half; the states come from the same forward pass), so triggers
    that capture no head (style paraphrases) are flagged too; ``representation=False`` is the paper's
-   attention-only scan. Measured: ``bench/results/style_ablation.md``.
+   attention-only scan. Measured: ``bench/results/style_ablation.md``. The representation part is chosen by
+   ``rep_method`` (``settings.REP_METHOD``, ``detection.representation_detector``): that distance, a
+   cross-fitted pool-vs-clean classifier on the layers' states (``detection.ContrastDetector``, which needs the
+   pool, so the pool is read before any detector is fitted), or both summed.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags.
 
@@ -56,6 +59,7 @@ from .detection import (
     DEFAULT_FRR,
     AttentionStats,
     RepresentationDetector,
+    representation_detector,
     SimilarityDetector,
     attention_stats,
     fused_detector,
@@ -207,6 +211,7 @@ class ScanReport:
                 "n_pool": len(self.pool_texts),
                 "n_flagged": int(len(self.flagged)),
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
+                "representation_method": self.settings.get("rep_method"),
                 "representation_share": self.representation_share,
                 "attention_missed_share": self.attention_missed_share,
             },
@@ -283,6 +288,7 @@ def scan_model(
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
     representation: bool = S.REPRESENTATION,
+    rep_method: str = S.REP_METHOD,
     fuse: str = S.FUSE,
     max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
@@ -333,21 +339,20 @@ def scan_model(
     dev_stats = clean_stats.subset(dev_idx)
     det.calibrate(dev_stats, frr)
     att_first = att_final = det
-    rep_det = None
-    if representation:
-        rep_det = RepresentationDetector().fit(clean_stats.subset(fit_idx))
-        rep_det.calibrate(dev_stats, frr)
-        det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
-    clean_scores = det.score(clean_stats)
     if pool:
         pool_stats = attention_stats(model, tokenizer, pool, max_length, batch_size, prog("pool"), should_stop,
                                      cls=representation)
-        pool_scores = det.score(pool_stats)
     else:
         pool_stats = AttentionStats.empty(int(model.config.num_hidden_layers),
                                           int(model.config.num_attention_heads), num_labels,
                                           clean_stats.cls.shape[-1] if representation else None)
-        pool_scores = np.zeros(0)
+    rep_det = rep_used = None
+    if representation:
+        rep_det, rep_used = representation_detector(clean_stats.subset(fit_idx), clean_stats, pool_stats, dev_stats,
+                                                    frr, rep_method, seed)
+        det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
+    clean_scores = det.score(clean_stats)
+    pool_scores = det.score(pool_stats) if pool else np.zeros(0)
     flagged_mask = det.flag(pool_scores) if pool else np.zeros(0, bool)
     flagged = np.flatnonzero(flagged_mask)
     flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
@@ -437,7 +442,7 @@ def scan_model(
         settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
-                  "fuse": fuse if representation else None,
+                  "fuse": fuse if representation else None, "rep_method": rep_used,
                   "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"
                                              if asked_representation and not representation else None),
                   **heads.rule},

@@ -94,6 +94,13 @@ distance in hundreds of dimensions from a few dozen inputs is noise, and at a 5%
 one noisy dev outlier sets the fused threshold (our design; measured on the tiny test model)."""
 REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
 REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
+REP_METHOD = "mahalanobis"
+"""The scan's representation score (``detection.representation_detector``): "mahalanobis" (distance of the
+``[CLS]`` states from the clean ones), "contrast" (a pool-vs-clean classifier on the layers' states,
+``detection.ContrastDetector``) or "both" (summed). Our design (papers silent)."""
+CONTRAST_FOLDS = 5  # cross-fitting folds of ``detection.ContrastDetector``
+CONTRAST_C = 0.001  # its logistic regression's inverse L2 strength (standardised features)
+CONTRAST_MIN_POOL = 20  # fewer pool inputs and the scan uses the Mahalanobis distance alone
 FUSE = "sum"
 """Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /

@@ -230,3 +230,115 @@ def test_new_knobs_default_to_the_settings_objects():
     assert knobs["ffn"] is S.REPAIR_FFN and knobs["representation"] is S.REPRESENTATION
     rep = detection.RepresentationDetector()
     assert rep.class_conditional is S.REP_CLASS_CONDITIONAL and rep.aggregate is S.REP_AGGREGATE
+
+
+# ------------------------------------------------------------------ pool contrast (ContrastDetector; our design)
+
+def _pooled(n, rng, shift=0.0, layers=L, hidden=HID):
+    """Synthetic statistics with ``pooled`` ``(n, layers, hidden)`` states around 0; ``shift`` moves every layer's
+    states along one fixed direction (a style trigger leaves no token a head can focus on, only such a shift)."""
+    base = _stats(n, rng)
+    x = rng.normal(size=(n, layers, hidden))
+    direction = np.zeros(hidden)
+    direction[:4] = 1.0
+    x += shift * direction
+    return AttentionStats(*(getattr(base, f) for f in AttentionStats.FIELDS), cls=base.cls,
+                          pooled=x.astype(np.float32))
+
+
+def test_contrast_detector_finds_the_part_of_the_pool_that_differs_from_clean():
+    from backdoor_core.detection import ContrastDetector
+
+    rng = np.random.default_rng(5)
+    clean = _pooled(200, rng)
+    pool = AttentionStats.concat([_pooled(160, rng), _pooled(40, rng, shift=1.0)])
+    is_trig = np.r_[np.zeros(160, bool), np.ones(40, bool)]
+    det = ContrastDetector(seed=0).fit(clean, pool)
+    det.calibrate(clean.subset(np.arange(100, 200)), S.FRR)
+    # the pool's own inputs are scored out of fold, and the shifted ones stand out
+    scores = det.score(pool)
+    assert auroc(scores[~is_trig], scores[is_trig]) > 0.9
+    # out-of-fold, not the folds' mean: the same states as an unseen copy get the mean's value
+    unseen = AttentionStats(*(getattr(pool, f) for f in AttentionStats.FIELDS), cls=pool.cls,
+                            pooled=pool.pooled + np.float32(1e-3))
+    assert not np.allclose(det.decision(pool), det.decision(unseen), atol=1e-3)
+    # fresh inputs: the shift still separates, and clean ones are flagged near the asked-for rate
+    fresh_clean, fresh_trig = _pooled(400, rng), _pooled(200, rng, shift=1.0)
+    assert auroc(det.score(fresh_clean), det.score(fresh_trig)) > 0.9
+    assert det.flag(det.score(fresh_clean)).mean() < 0.12
+
+
+def test_contrast_detector_on_a_pool_like_clean_flags_near_the_false_rejection_rate():
+    from backdoor_core.detection import ContrastDetector
+
+    rates = []
+    for seed in range(3):
+        rng = np.random.default_rng(10 + seed)
+        clean, pool = _pooled(200, rng), _pooled(200, rng)  # a clean model's pool: nothing to learn
+        det = ContrastDetector(seed=seed).fit(clean, pool)
+        det.calibrate(clean.subset(np.arange(100, 200)), S.FRR)
+        rates.append(det.flag(det.score(pool)).mean())
+    assert np.mean(rates) < 0.12, rates
+    with pytest.raises(ValueError, match="at least 5 clean and 5 pool"):
+        ContrastDetector().fit(_pooled(20, rng), _pooled(3, rng))
+    with pytest.raises(ValueError, match="no pooled states"):
+        ContrastDetector().fit(_stats(20, rng), _pooled(20, rng))
+
+
+def test_representation_detector_methods_and_the_small_pool_fallback():
+    from backdoor_core.detection import ContrastDetector, SummedDetector, representation_detector
+
+    rng = np.random.default_rng(7)
+    clean = _pooled(200, rng)
+    fit, dev = clean.subset(np.arange(100)), clean.subset(np.arange(100, 200))
+    pool = AttentionStats.concat([_pooled(80, rng), _pooled(20, rng, shift=1.0)])
+    maha, used = representation_detector(fit, clean, pool, dev, S.FRR, "mahalanobis")
+    assert isinstance(maha, RepresentationDetector) and used == "mahalanobis"
+    con, used = representation_detector(fit, clean, pool, dev, S.FRR, "contrast")
+    assert isinstance(con, ContrastDetector) and used == "contrast"
+    both, used = representation_detector(fit, clean, pool, dev, S.FRR, "both")
+    assert isinstance(both, SummedDetector) and used == "both" and len(both.parts) == 2
+    assert abs(both.clean_frr - S.FRR) <= 0.02
+    # the summed score is the sum of the parts' z-scores on clean dev
+    raw = np.stack([p.score(pool) for p in both.parts], 1)
+    assert np.allclose(both.score(pool), ((raw - both.norm[:, 0]) / both.norm[:, 1]).sum(1))
+    small_pool = pool.subset(np.arange(S.CONTRAST_MIN_POOL - 1))
+    small, used = representation_detector(fit, clean, small_pool, dev, S.FRR, "both")
+    assert isinstance(small, RepresentationDetector) and used == "mahalanobis"
+    with pytest.raises(ValueError, match="method"):
+        representation_detector(fit, clean, pool, dev, S.FRR, "knn")
+
+
+def test_attention_stats_pooled_are_each_layers_content_token_means():
+    from backdoor_core.forward import run_with_cache
+
+    lm = trained_tiny(True)
+    texts = clean_texts(5, seed=8)[0] + triggered_texts(3, seed=9) + [""]
+    st = attention_stats(lm.model, lm.tokenizer, texts, 32, batch_size=4)
+    cache = run_with_cache(lm.model, lm.tokenizer, texts, max_length=32, want=("hidden_states",))
+    for i in range(len(texts)):
+        ids = lm.tokenizer(texts[i], truncation=True, max_length=32)["input_ids"]
+        content = np.array([t not in lm.tokenizer.all_special_ids for t in ids])
+        hs = cache.hidden_states[i][1:, : len(ids)]  # (L, T, hidden)
+        want = hs[:, content].mean(1) if content.any() else np.zeros(hs.shape[::2])
+        assert np.allclose(st.pooled[i], want, atol=1e-5)
+    assert st.subset([0, 2]).pooled.shape == (2, 2, lm.model.config.hidden_size)
+
+
+def test_scan_records_the_representation_method_it_used():
+    from backdoor_core.data import TextDataset
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(2 * S.REP_MIN_FIT, seed=45)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(15, seed=46) + clean_texts(15, seed=47)[0]
+    both = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, rep_method="both",
+                      find_triggers=False)
+    assert both.settings["rep_method"] == "both" and len(both.representation_detector.parts) == 2
+    few = scan_model(lm.model, lm.tokenizer, clean, pool[:10], max_length=32, frr=0.2, rep_method="both",
+                     find_triggers=False)
+    assert few.settings["rep_method"] == "mahalanobis"
+    paper = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=False,
+                       find_triggers=False)
+    assert paper.settings["rep_method"] is None
