@@ -63,13 +63,16 @@ def build_json() -> str:
 
 
 st.subheader("Download")
+# the files are built when clicked (``data`` callables, on Streamlit's own thread); "ignore": a click does not also
+# rerun this page, whose sections with charts take seconds to rebuild and raced the build on a loaded machine
 d1, d2 = st.columns(2)
 stamp = time.strftime("%Y%m%d-%H%M")
 d1.download_button("HTML report (offline)", data=build_html, file_name=f"backdoor-lab-report-{stamp}.html",
                    mime="text/html", type="primary", icon=":material/download:", key="report.html",
-                   disabled=not sections)
+                   disabled=not sections, on_click="ignore")
 d2.download_button("JSON", data=build_json, file_name=f"backdoor-lab-report-{stamp}.json",
-                   mime="application/json", icon=":material/data_object:", key="report.json", disabled=not sections)
+                   mime="application/json", icon=":material/data_object:", key="report.json", disabled=not sections,
+                   on_click="ignore")
 
 st.subheader("Preview")
 for s in sections:
