@@ -101,6 +101,9 @@ def parse_args(argv=None):
     p.add_argument("--align-knobs", default=None,
                    help='JSON of our repair\'s knobs for an ablation (defenses.DEFENSES["alignment"].knobs), '
                         'e.g. \'{"retain": 1.0}\'; recorded in the settings')
+    p.add_argument("--scan-knobs", default=None,
+                   help="JSON object of scan_model keyword arguments for the scan every detector and our repair "
+                        "use, e.g. '{\"rep_method\": \"contrast\"}'")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation draw (sets, pool, defender data)")
     p.add_argument("--tag", default="", help="write defense[_test]<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
@@ -388,6 +391,19 @@ def main(argv=None) -> int:
             settings["align_knobs"] = dict(json.loads(args.align_knobs))
         except (ValueError, TypeError) as exc:
             _fail(f"--align-knobs must be a JSON object such as '{{\"retain\": 1.0}}': {exc}")
+    if args.scan_knobs:
+        try:
+            settings["scan_knobs"] = dict(json.loads(args.scan_knobs))
+        except (ValueError, TypeError) as exc:
+            _fail(f"--scan-knobs must be a JSON object such as '{{\"rep_method\": \"contrast\"}}': {exc}")
+        import inspect
+
+        allowed = set(inspect.signature(scan_model).parameters) - {"model", "tokenizer", "clean", "pool_texts",
+                                                                     "max_length", "seed", "model_name"}
+        unknown = sorted(set(settings["scan_knobs"]) - allowed)
+        if unknown:
+            _fail(f"--scan-knobs: unknown scan_model argument(s) {', '.join(unknown)}; known: "
+                  f"{', '.join(sorted(allowed))}")
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
                      "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)
@@ -506,7 +522,8 @@ def main(argv=None) -> int:
               f"{clean_rate} ({clean_name}) sizes {sizes}", flush=True)
 
         # detection: held-out clean vs triggered test inputs
-        scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"])
+        scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"],
+                          **settings.get("scan_knobs", {}))
         held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
         held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
         det = scan.detector  # the scan's first pass, fitted and thresholded on the defender's clean halves
@@ -798,7 +815,9 @@ def markdown(report: dict) -> str:
            "down by one factor per model where the test set is smaller (sizes used: table at the end). "
            if sized else "")
         + f"Models from `{s.get('models_source', '?')}`. Numbers are percentages. Clean rate: the clean model's "
-        "share of the same triggered texts put in the target class; lift = ASR - clean rate (points).",
+        "share of the same triggered texts put in the target class; lift = ASR - clean rate (points)."
+        + "".join(f" {label}: `{json.dumps(s[key])}`." for key, label in
+                  (("scan_knobs", "Scan knobs"), ("align_knobs", "Repair knobs")) if s.get(key)),
         "",
         "## Repair: ASR / CACC before -> after",
         "",

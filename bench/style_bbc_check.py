@@ -4,8 +4,10 @@ scan with the Detect page's defaults (``settings.QUICK_CLEAN_BUDGET`` clean BBC 
 One JSON line per model: verdict, pool inputs flagged (triggered among them), representation share, seconds.
 
     FUSE=max python bench/style_bbc_check.py clean badnets-tal addsent badnets
+    REP_METHOD=both python bench/style_bbc_check.py clean badnets-tal addsent badnets
 
-Results (fusion by max and by sum): ``bench/results/style_ablation_bbc.json``.
+``REP_METHOD`` picks the fused scan's representation part (``settings.REP_METHOD``). Results (fusion by max and by
+sum): ``bench/results/style_ablation_bbc.json``; with the pool contrast: ``bench/results/style_contrast_bbc.json``.
 """
 
 import argparse
@@ -26,6 +28,7 @@ from backdoor_core.scan import scan_model  # noqa: E402
 from backdoor_core.zoo import load_adapter_model  # noqa: E402
 
 FUSE = os.environ.get("FUSE", S.FUSE)
+REP_METHOD = os.environ.get("REP_METHOD", S.REP_METHOD)
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,10 +44,10 @@ if __name__ == "__main__":
         lm = load_adapter_model(zoo_dir / name)
         pool, is_t = build_pool(lm, test, S.POOL_CLEAN, S.POOL_TRIGGERED, seed=0)
         clean = dev.sample(min(S.QUICK_CLEAN_BUDGET, len(dev)), seed=0)
-        out = {"model": name, "fuse": FUSE, "pool_triggered": int(is_t.sum())}
+        out = {"model": name, "fuse": FUSE, "rep_method": REP_METHOD, "pool_triggered": int(is_t.sum())}
         for rep in (False, True):
             r = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=64, seed=0, representation=rep,
-                           find_triggers=False, fuse=FUSE)
+                           find_triggers=False, fuse=FUSE, rep_method=REP_METHOD)
             out["fused" if rep else "attention"] = {
                 "verdict": round(r.verdict["score"], 3), "flagged": len(r.flagged),
                 "flagged_triggered": int(is_t[r.flagged].sum()), "share": r.representation_share,

@@ -149,7 +149,7 @@ def _write_table(path: Path, texts, labels):
     path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
 
 
-def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
+def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     """A tiny backdoored model and its clean twin, a synthetic data folder: the bench evaluates both on it, finds
     the clean twin for the clean rate, writes the new columns, and keeps every set disjoint."""
     from backdoor_core.model_card import ModelCard
@@ -169,9 +169,11 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
     b = _bench()
     monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
     rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--defenses", "alignment,finetune",
-                 "--epochs", "1", "--n-clean", "60", "--repair", "bd", "--zoo", "test", "--tag", "t"])
+                 "--epochs", "1", "--n-clean", "60", "--repair", "bd", "--zoo", "test", "--tag", "t",
+                 "--scan-knobs", '{"rep_method": "contrast"}'])
     assert rc == 0
     rep = json.loads((tmp_path / "results" / "defense_test_t.json").read_text())
+    assert rep["settings"]["scan_knobs"] == {"rep_method": "contrast"}
     assert rep["zoo"] == "test" and rep["dataset"] == "mydata"
     runs = {r["defense"]: r for r in rep["runs"]}
     assert set(runs) == {"alignment", "finetune"}
@@ -190,6 +192,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
     md = (tmp_path / "results" / "defense_test_t.md").read_text()
     assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
+    assert 'Scan knobs: `{"rep_method": "contrast"}`' in md
     assert "## Summary over seeds" in md and "## Evaluation sets used" in md
     # parallel runs merge into defense_test.json
     merged = b.merge(["t"], zoo="test")
@@ -203,6 +206,12 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as ex:
         b.main(["--quick", "--models-from", str(models), "--data", str(small), "--only", "bd", "--tag", "s"])
     assert ex.value.code == 2
+    # a scan knob that scan_model does not take is refused before any model is loaded
+    for knobs, says in (('{"rep_methd": "both"}', "unknown scan_model argument(s) rep_methd"),
+                        ("[1]", "must be a JSON object")):
+        with pytest.raises(SystemExit) as ex:
+            b.main(["--quick", "--models-from", str(models), "--data", str(data), "--scan-knobs", knobs])
+        assert ex.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_workers_run_each_seed_group_in_its_own_process_and_merge(tmp_path, monkeypatch):
