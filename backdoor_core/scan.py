@@ -58,7 +58,10 @@ from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
     AttentionStats,
+    REP_METHODS,
+    ContrastDetector,
     RepresentationDetector,
+    SummedDetector,
     representation_detector,
     SimilarityDetector,
     attention_stats,
@@ -109,7 +112,8 @@ class ScanReport:
         pool_probs / clean_probs: the scanned model's class probabilities on the pool ``(n_pool, C)`` and on the
             clean texts used ``(n_clean, C)``, from the scan's own forward passes (a repair reuses them:
             ``defenses.run_defense(..., reuse_scan=True)``).
-        representation_detector: the ``detection.RepresentationDetector`` fused into ``detector`` and
+        representation_detector: the representation part (``detection.RepresentationDetector``,
+            ``ContrastDetector`` or their ``SummedDetector``, by ``settings["rep_method"]``) fused into ``detector`` and
             ``head_detector`` (None for an attention-only scan); ``attention_detector`` /
             ``attention_head_detector``: their attention-only parts (the same objects as ``detector`` /
             ``head_detector`` in an attention-only scan).
@@ -150,7 +154,8 @@ class ScanReport:
     architecture: dict = field(default_factory=dict)  # architecture.describe(model).to_dict(): kinds, notes
     detector: SimilarityDetector | None = field(default=None, repr=False)
     head_detector: SimilarityDetector | None = field(default=None, repr=False)
-    representation_detector: RepresentationDetector | None = field(default=None, repr=False)
+    representation_detector: RepresentationDetector | ContrastDetector | SummedDetector | None = field(
+        default=None, repr=False)
     representation_share: float | None = None
     attention_missed_share: float | None = None
     attention_detector: SimilarityDetector | None = field(default=None, repr=False)
@@ -323,6 +328,8 @@ def scan_model(
     check_clean_set(clean, num_labels)
     if not 0.0 < frr < 1.0:
         raise ValueError(f"frr must be between 0 and 1 (exclusive), got {frr}.")
+    if rep_method not in REP_METHODS:
+        raise ValueError(f"rep_method must be one of {', '.join(REP_METHODS)}, got '{rep_method}'.")
     if max_clean is not None and len(clean) > max_clean:
         clean = clean.sample(max_clean, seed=seed)
     pool = [str(t) for t in (pool_texts or [])]

@@ -342,3 +342,5 @@ def test_scan_records_the_representation_method_it_used():
     paper = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=False,
                        find_triggers=False)
     assert paper.settings["rep_method"] is None
+    with pytest.raises(ValueError, match="rep_method must be one of mahalanobis, contrast, both"):
+        scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, rep_method="knn")
