@@ -464,10 +464,12 @@ class ContrastDetector(Thresholded):
     * ``calibrate`` on the clean dev inputs (which were among the clean inputs: their out-of-fold scores):
       z-scaling and the threshold at ``frr``.
 
-    On a clean model's pool the classifier finds nothing to learn and the out-of-fold scores of pool and clean
-    dev inputs match (tested); a pool from another domain than the clean inputs (another dataset) is flagged
-    as a whole: give the scan clean texts of the pool's domain. Measured:
-    ``bench/results/defense_tuning_contrast.md``.
+    On a clean model's pool drawn like the clean inputs the classifier finds nothing to learn and the
+    out-of-fold scores of pool and clean dev inputs match (tested). A pool that differs from the clean inputs in
+    anything else is flagged for that too: on the test zoo's OLID models (clean tweets from OLID's training set,
+    the pool from its test set) it called two clean models backdoored, so it is off by default
+    (``settings.REP_METHOD``). Measured: ``bench/results/defense_tuning_contrast.md`` (tuning zoo),
+    ``bench/results/archive/defense_test_contrast.md`` (test zoo), ``bench/results/contrast_check.md``.
     """
 
     folds: int = S.CONTRAST_FOLDS

@@ -97,7 +97,10 @@ REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their 
 REP_METHOD = "mahalanobis"
 """The scan's representation score (``detection.representation_detector``): "mahalanobis" (distance of the
 ``[CLS]`` states from the clean ones), "contrast" (a pool-vs-clean classifier on the layers' states,
-``detection.ContrastDetector``) or "both" (summed). Our design (papers silent)."""
+``detection.ContrastDetector``) or "both" (summed). Our design (papers silent). "both" raised style detection and
+repair on the SST-2 tuning zoo (bench/results/defense_tuning_contrast.md) but called two of the test zoo's six clean
+models backdoored, whose pools come from another OLID release than their clean texts
+(bench/results/archive/defense_test_contrast.md): not adopted."""
 CONTRAST_FOLDS = 5  # cross-fitting folds of ``detection.ContrastDetector``
 CONTRAST_C = 0.001  # its logistic regression's inverse L2 strength (standardised features)
 CONTRAST_MIN_POOL = 20  # fewer pool inputs and the scan uses the Mahalanobis distance alone
