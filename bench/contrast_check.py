@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -41,8 +40,8 @@ CS = (0.0001, 0.001, 0.01, 0.1)
 
 
 def evaluation_sets(m: dict, data: dict):
-    """The defense benchmark's quick sets for manifest entry ``m``: defender clean texts, pool (texts, is
-    triggered), held-out clean and held-out triggered texts."""
+    """Manifest entry ``m``'s defender clean texts (the defense benchmark's quick draw), test set, dataset name,
+    model card, target and seed."""
     import defense as D
     from backdoor_core.defender_data import load_bench_data
     from backdoor_core.model_card import ModelCard
@@ -67,7 +66,6 @@ def main(argv=None) -> int:
     from sklearn.metrics import roc_auc_score
 
     import defense as D
-    from backdoor_core.defender_data import rows_aligned, split_eval_rows
     from backdoor_core.detection import RepresentationDetector, attention_stats, split_clean
     from backdoor_core.models import load_model
 
@@ -83,24 +81,15 @@ def main(argv=None) -> int:
         defender, test, ds, card, target, seed = evaluation_sets(m, data)
         lm = load_model(str(ROOT / m["path"]))
         L = m["max_length"]
-        attack = D.build_attack(dict(m, card=card), ds, lm.tokenizer, L)
-        poisoned = attack.poison_test(test, target, seed=seed)
-        q = D.QUICK
-        split = split_eval_rows(test.labels, target, poisoned.source_rows, n_test=q["n_test"], n_poison=q["n_poison"],
-                                n_detect=q["n_detect"], pool_size=q["pool_size"], pool_poison=q["pool_poison"],
-                                shared_rows=rows_aligned(attack, test), seed=seed + 5, name=m["name"])
-        at = {r: k for k, r in enumerate(poisoned.source_rows)}
-        items = [(poisoned.texts[at[r]], True) for r in split.pool_triggered] + \
-                [(test.texts[i], False) for i in split.pool_clean]
-        random.Random(seed + 9).shuffle(items)
+        draw = D.evaluation_draw(dict(m, card=card), ds, test, target, lm.tokenizer, D.QUICK, seed)
+        pool_texts = draw["pool"]
 
         def stats(texts):
             return attention_stats(lm.model, lm.tokenizer, texts, L)
 
         clean = stats(defender.texts)
-        pool = stats([t for t, _ in items])
-        held = [stats([test.texts[i] for i in split.detect_clean]),
-                stats([poisoned.texts[at[r]] for r in split.detect_triggered])]
+        pool = stats(pool_texts)
+        held = [stats(draw["detect_clean"]), stats(draw["detect_triggered"])]
         y = np.r_[np.zeros(len(held[0])), np.ones(len(held[1]))]
         fit, dev = split_clean(len(clean), 0.5, seed)
         row = {"model": m["name"], "attack": m["attack"], "seed": seed}

@@ -230,6 +230,44 @@ def build_attack(m: dict, dataset: str, tokenizer, max_length: int):
     return attack
 
 
+def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: dict, seed: int) -> dict:
+    """The benchmark's evaluation draw for model ``m`` (an entry of ``discover``, with its ``card``) on ``test``:
+    the triggered test texts (``attack.poison_test``) and the pairwise-disjoint rows of
+    ``defender_data.split_eval_rows`` at ``sizes`` (``QUICK`` / ``FULL``), seeded by ``seed``. Returns ``split``,
+    ``poisoned``, the ASR texts ``asr_texts``, the held-out ``detect_clean`` / ``detect_triggered`` texts, and the
+    shuffled ``pool`` with each input's true label (a triggered input's source label) ``pool_true`` and
+    ``pool_is_triggered``, kept on the bench side only. A data set too small or an attack that cannot poison it
+    exits with one line (``_fail``). ``bench/contrast_check.py`` draws the same sets."""
+    from backdoor_core.defender_data import SplitError, rows_aligned, split_eval_rows
+
+    attack = build_attack(m, ds_name, tokenizer, m["max_length"])
+    try:
+        poisoned = attack.poison_test(test, target, seed=seed)
+    except ValueError as exc:
+        _fail(f"{m['name']}: {exc}")
+    try:
+        split = split_eval_rows(test.labels, target, poisoned.source_rows, n_test=sizes["n_test"],
+                                n_poison=sizes["n_poison"], n_detect=sizes["n_detect"],
+                                pool_size=sizes["pool_size"], pool_poison=sizes["pool_poison"],
+                                shared_rows=rows_aligned(attack, test), seed=seed + 5,
+                                name=f"{m['name']} ({ds_name} test)")
+    except SplitError as exc:
+        _fail(str(exc))
+    at = {r: k for k, r in enumerate(poisoned.source_rows)}  # source row -> triggered example
+
+    def trig(rows):
+        return [poisoned.texts[at[r]] for r in rows]
+
+    items = [(poisoned.texts[at[r]], poisoned.gold_labels[at[r]], True) for r in split.pool_triggered] + \
+            [(test.texts[i], test.labels[i], False) for i in split.pool_clean]
+    random.Random(seed + 9).shuffle(items)
+    return {"split": split, "poisoned": poisoned, "asr_texts": trig(split.asr),
+            "detect_clean": [test.texts[i] for i in split.detect_clean],
+            "detect_triggered": trig(split.detect_triggered), "pool_triggered": trig(split.pool_triggered),
+            "pool": [t for t, _, _ in items], "pool_true": [y for _, y, _ in items],
+            "pool_is_triggered": [f for _, _, f in items]}
+
+
 def _fail(message: str):
     print(message, file=sys.stderr)
     raise SystemExit(2)
@@ -370,8 +408,7 @@ def main(argv=None) -> int:
     from backdoor_core.cli import quiet_libraries
     from backdoor_core import settings as S
     from backdoor_core.data import DataError
-    from backdoor_core.defender_data import (SplitError, lift, load_bench_data,
-                                             pseudo_label_accuracy, rows_aligned, split_eval_rows, target_rate)
+    from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import attention_stats, evaluate_detector
     from backdoor_core.metrics import threshold_at_frr
@@ -480,32 +517,13 @@ def main(argv=None) -> int:
         L = m["max_length"]
         target = m["card"].target_for(test.label_names)  # the one target rule (recorded target, else preferences)
         is_bd = m["attack"] != "clean"
-        attack = build_attack(m, ds_name, lm.tokenizer, L)
-        try:
-            poisoned = attack.poison_test(test, target, seed=seed)
-        except ValueError as exc:
-            _fail(f"{m['name']}: {exc}")
-        shared = rows_aligned(attack, test)
-        try:
-            split = split_eval_rows(test.labels, target, poisoned.source_rows, n_test=settings["n_test"],
-                                    n_poison=settings["n_poison"], n_detect=settings["n_detect"],
-                                    pool_size=settings["pool_size"], pool_poison=settings["pool_poison"],
-                                    shared_rows=shared, seed=seed + 5, name=f"{m['name']} ({ds_name} test)")
-        except SplitError as exc:
-            _fail(str(exc))
-        at = {r: k for k, r in enumerate(poisoned.source_rows)}  # source row -> triggered example
-        trig = lambda rows: [poisoned.texts[at[r]] for r in rows]  # noqa: E731
-        poisoned_eval, poisoned_det, poisoned_pool = trig(split.asr), trig(split.detect_triggered), \
-            trig(split.pool_triggered)
+        draw = evaluation_draw(m, ds_name, test, target, lm.tokenizer, settings, seed)
+        split, poisoned = draw["split"], draw["poisoned"]
+        poisoned_eval, poisoned_det, poisoned_pool = draw["asr_texts"], draw["detect_triggered"], \
+            draw["pool_triggered"]
         eval_clean = test.subset(split.cacc)
-        det_clean = [test.texts[i] for i in split.detect_clean]
-        # the pool, with each input's true label (a triggered input's source label) kept on the bench side only
-        items = [(poisoned.texts[at[r]], poisoned.gold_labels[at[r]], True) for r in split.pool_triggered] + \
-                [(test.texts[i], test.labels[i], False) for i in split.pool_clean]
-        random.Random(seed + 9).shuffle(items)
-        pool = [t for t, _, _ in items]
-        pool_true = [y for _, y, _ in items]
-        pool_is_trig = [f for _, _, f in items]
+        det_clean = draw["detect_clean"]
+        pool, pool_true, pool_is_trig = draw["pool"], draw["pool_true"], draw["pool_is_triggered"]
         sizes = {**split.sizes, "n_clean": len(defender)}
         evaluate = make_evaluator(lm.tokenizer, eval_clean, poisoned_eval if is_bd else None, target, L)
         before = evaluate(lm.model)
