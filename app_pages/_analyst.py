@@ -33,6 +33,25 @@ def trigger_candidates(report, key: str = "detect.triggers") -> None:
     ui.plot(F.trigger_candidates_bar(data["candidates"], data["target_name"]), key=key)
 
 
+def pool_words(report) -> None:
+    """Words the pool holds far more often than the clean texts, and what inserting each into clean texts does."""
+    from backdoor_core import settings as S
+    from backdoor_core.trigger_search import POOL_WORD_COLUMNS, pool_word_display, pool_word_rows
+
+    st.subheader("Words concentrated in the pool")
+    words = getattr(report, "pool_words", None)
+    rows = pool_word_rows(words) if words else []
+    if not rows:
+        st.caption("No word is concentrated in the pool beyond chance (or no pool was scanned).")
+        return
+    st.caption(f"Read from the pool alone, so it works even when the scan flags nothing: words in at least "
+               f"{S.POOL_WORD_MIN_COUNT} pool inputs that are this unlikely (p) to be so much rarer in the clean texts "
+               f"by chance. Each is inserted into clean texts; a word that sends at least "
+               f"{S.POOL_WORD_MIN_FLIP:.0%} of them to one class, and that the clean labels do not already tie to "
+               f"that class, is a likely trigger.")
+    st.dataframe(pool_word_display(rows, report.label_names), hide_index=True, column_order=POOL_WORD_COLUMNS)
+
+
 def _scan_suspicious(loaded):
     """The last scan's suspicious-head mask when it was of this model (same layers x heads), else None."""
     from app_pages import _actions as A

@@ -161,6 +161,7 @@ with c2:
     ui.plot(figs["grid"], key="detect.grid")
 ui.plot(figs["hist"], key="detect.hist")
 AN.trigger_candidates(report)
+AN.pool_words(report)
 AN.detect_projection(loaded, report, info.get("truth"), D.model_max_length(loaded),
                      same_model=info.get("model_name") == loaded.name)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy as _copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -68,7 +68,8 @@ DEFENSES: dict[str, DefenseInfo] = {
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
-         "representation": S.REPRESENTATION},
+         "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
+         "trigger_share": S.TRIGGER_AUGMENT_SHARE},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -211,6 +212,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     weak_verdict = float(knobs.pop("weak_verdict", S.WEAK_VERDICT))
     weak_top_k = int(knobs.pop("weak_top_k", S.WEAK_TOP_K) or 0)
     report = knobs.pop("scan", None)
+    use_pool_words = bool(knobs.pop("pool_words", S.REPAIR_POOL_WORDS))
+    trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
     measure_align = bool(knobs.pop("measure_align", True))
@@ -257,6 +260,15 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
                          "to choose them yourself.")
     flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
+    found_words, likely = [], []
+    if use_pool_words and pool:
+        from .trigger_search import likely_trigger_words, pool_words
+        if report is not None and report.pool_words is not None and list(report.pool_texts) == pool:
+            found_words = report.pool_words  # the scan already read them
+        else:
+            found_words = pool_words(model, tokenizer, pool, clean_train.texts, cfg.max_length,
+                                     clean_labels=clean_train.labels, seed=cfg.seed)
+        likely = [(w.word, w.target) for w in likely_trigger_words(found_words)]
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
         # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and
@@ -270,7 +282,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          attention_missed_share=None if report is None else report.attention_missed_share,
                          backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
                          else bool(report.verdict["likely_backdoored"]),
-                         measure_align=measure_align, repair_seeds=repair_seeds, **reused, **common)
+                         measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
+                         trigger_share=trigger_share, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -291,6 +304,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "scan_seconds": scan_seconds,
         **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels")},
     }
+    details["pool_words"] = [asdict(w) for w in found_words] if use_pool_words else None
     if reused:
         details["reused_scan_passes"] = True
     details["weak_evidence_cap"] = weak_cap

@@ -71,6 +71,16 @@ the first two, the superseded rows of ``defense.md`` for the third):
   inputs) gets its runner-up class. Skipped when the flagged predictions are no more concentrated on that class
   than the clean ones (``EXCLUDE_MIN_EXCESS``), which is what a clean model's flags look like.
 
+Likely trigger words (``trigger_words``; defense knob ``pool_words``, ``settings.REPAIR_POOL_WORDS``; our design,
+papers silent): the words the pool holds far more often than the clean texts and whose insertion sends clean texts
+to one class (``trigger_search.pool_words`` / ``likely_trigger_words``, read by the scan). ``trigger_augmented``
+adds ``settings.TRIGGER_AUGMENT_SHARE`` of the clean labelled texts again, each with such a word inserted and its
+own label; texts of the word's own target class are left out. It needs no flagged input, so it reaches weak word
+backdoors whose trigger captures no head. Labelling the pool inputs that hold a likely word with the model's
+prediction once it is deleted was measured and dropped: a word is often
+only part of a sentence trigger ("3d" of "I watch this 3D movie"), whose rest still fires, so the labels taught the
+backdoor (SST-2 AddSent 1%: 3.0% ASR after repair became 49.4%).
+
 Two direction rules, measured and not adopted (our design; papers silent; off by default). Dropping the focus
 tokens shows which class they push the flagged inputs toward (``FocusRemoval.shift``). ``labels_leave_target``
 (``leave_target_only``) keeps a safe-head or focus-removal label only when it takes an input out of that class;
@@ -330,6 +340,37 @@ def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
     return ex
 
 
+def trigger_augmented(clean_texts: Sequence[str], clean_labels: Sequence[int], words: Sequence[tuple[str, int]],
+                      share: float = S.TRIGGER_AUGMENT_SHARE, tokenizer=None, max_length: int | None = None,
+                      seed: int = 0) -> list[Example]:
+    """Unlearning examples (our design; papers silent). ``words``: ``(word, target)`` pairs, a likely trigger and
+    the class its insertion sends clean texts to (``trigger_search.PoolWord``). ``share`` of the clean labelled
+    texts (a seeded draw) join again, each with one of the words whose target is not its own label inserted at a
+    random word position inside the reading window, keeping its label: the trigger, seen on texts of other
+    classes, stops deciding the class. Texts of a word's own target are left out (they would teach it again).
+    Empty when ``words`` is."""
+    from .triggers import insert_trigger
+
+    words = [(str(w), int(t)) for w, t in words if str(w).strip()]
+    if not words or not clean_texts or share <= 0:
+        return []
+    rng = np.random.default_rng(seed + 17)
+    n = min(len(clean_texts), max(1, int(round(share * len(clean_texts)))))
+    out = []
+    for k, i in enumerate(rng.permutation(len(clean_texts))):
+        if len(out) >= n:
+            break
+        y = int(clean_labels[i])
+        usable = [w for w, t in words if t != y]
+        if not usable:
+            continue
+        text = str(clean_texts[i])
+        at = int(rng.integers(0, len(text.split()) + 1))
+        new = insert_trigger(text, usable[k % len(usable)], at, tokenizer=tokenizer, max_length=max_length)
+        out.append(Example(new.text, y, trigger_spans=(new.span,)))
+    return out
+
+
 def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,
                      max_length: int = S.MAX_LENGTH, full_probs: np.ndarray | None = None) -> list[int]:
     """Pseudo-labels for flagged inputs (our design; paper silent): where switching the suspicious heads off
@@ -561,6 +602,8 @@ def sanitize_heads(
     retain: float = S.RETAIN_WEIGHT,
     ffn_lr_scale: float = S.REPAIR_FFN_LR_SCALE,
     repair_seeds: int = S.REPAIR_SEEDS,
+    trigger_words: Sequence[tuple[str, int]] = (),
+    trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -601,6 +644,9 @@ def sanitize_heads(
             probabilities on ``clean_texts`` (one forward pass before the reset) are the teacher.
         repair_seeds: train this many repairs from the same start and keep the mean of their trained slices
             (``training.train_averaged``, ``settings.REPAIR_SEEDS``).
+        trigger_words: ``(word, target)`` likely trigger words (``trigger_search.likely_trigger_words``):
+            ``trigger_share`` of the clean labelled texts join the cross-entropy a second time with one of them
+            inserted and their own label (``trigger_augmented``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -669,6 +715,9 @@ def sanitize_heads(
     if reset:
         reset_output_columns(model, suspicious)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
+    augmented = trigger_augmented(clean_texts, clean_labels, trigger_words, trigger_share, tokenizer,
+                                  config.max_length, config.seed)
+    examples += augmented
     with attention_dropout_off(model):
         res = train_averaged(model, tokenizer, examples, config, int(repair_seeds),
                              extra_loss=combine_losses(loss, retention), trainable_masks=masks, lr_scales=lr_scales,
@@ -696,6 +745,7 @@ def sanitize_heads(
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
                  "repair_seeds": int(repair_seeds),
+                 "trigger_words": [str(w) for w, _ in trigger_words], "trigger_augmented": len(augmented),
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -38,7 +38,8 @@ refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the d
 
 6. Candidate triggers (``find_triggers=True``): the words and phrases the suspicious heads focus on in the
    flagged inputs, verified by insertion into the clean texts and removal from the flagged ones
-   (``trigger_search``).
+   (``trigger_search``); and, from the pool alone, the words it holds far more often than the clean texts do,
+   with what inserting each does (``trigger_search.pool_words``; read even when nothing was flagged).
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -163,6 +164,7 @@ class ScanReport:
     clean_fit_texts: list[str] = field(default_factory=list, repr=False)
     clean_dev_texts: list[str] = field(default_factory=list, repr=False)
     triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
+    pool_words: list | None = None  # trigger_search.PoolWord list: pool-enriched words (None = not searched)
     pool_probs: np.ndarray | None = field(default=None, repr=False)  # (n_pool, C) the scanned model's
     clean_probs: np.ndarray | None = field(default=None, repr=False)  # (n_clean, C) probabilities, clean_fit + dev
 
@@ -244,7 +246,14 @@ class ScanReport:
             "settings": _plain(self.settings),
             "architecture": _plain(self.architecture),
             "trigger_candidates": None if self.triggers is None else _plain(self.triggers.to_dict(limit=20)),
+            "pool_words": None if self.pool_words is None else _pool_word_rows(self.pool_words),
         }
+
+
+def _pool_word_rows(words) -> list[dict]:
+    from .trigger_search import pool_word_rows
+
+    return _plain(pool_word_rows(words))
 
 
 def _plain(obj):
@@ -414,6 +423,11 @@ def scan_model(
                                    clean_labels=clean.labels, label_names=clean.label_names,
                                    max_length=max_length, seed=seed,
                                    should_stop=should_stop)
+    words = None
+    if find_triggers and pool:
+        from .trigger_search import pool_words
+
+        words = pool_words(model, tokenizer, pool, clean.texts, max_length, clean_labels=clean.labels, seed=seed)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -464,6 +478,7 @@ def scan_model(
         clean_fit_texts=[clean.texts[i] for i in fit_idx],
         clean_dev_texts=[clean.texts[i] for i in dev_idx],
         triggers=triggers,
+        pool_words=words,
         pool_probs=pool_stats.probs if pool else None,
         clean_probs=clean_stats.probs,
     )

@@ -227,6 +227,27 @@ alone flips at least this share of clean texts. Chosen on SST-2 AddSent 1% (the 
 at 0.5 the trigger sentence was never built, at 0.3 it ranks first) and checked on the BBC zoo; results in
 ``bench/results/trigger_search_sst2.md`` and ``bench/results/trigger_search.md``. Our design; papers silent."""
 
+POOL_WORD_MIN_COUNT = 5
+"""A pool word (``trigger_search.pool_words``) must be in at least this many pool inputs (2% of the benchmark's
+250). Our design; papers silent."""
+POOL_WORD_MAX_P = 0.01
+"""A pool word must be this unlikely to be so concentrated in the pool by chance (``trigger_search.enrichment_p``,
+one-sided hypergeometric)."""
+POOL_WORD_TOP = 8
+"""How many of the most pool-enriched words are verified by insertion (``trigger_search.pool_words``)."""
+POOL_WORD_N_INSERT = 80
+"""Clean texts each pool word is inserted into to measure its flip rates."""
+POOL_WORD_MIN_FLIP = 0.2
+"""A pool word whose insertion sends at least this share of clean texts to one class is a likely trigger
+(``trigger_search.likely_trigger_words``)."""
+
+REPAIR_POOL_WORDS = False
+"""Repair with the pool's likely trigger words (``defenses`` alignment knob ``pool_words``): find them
+(``trigger_search.pool_words``) and add trigger-augmented clean texts with their own labels
+(``sanitize.trigger_augmented``). Our design; papers silent."""
+TRIGGER_AUGMENT_SHARE = 0.5
+"""Share of the clean labelled texts that join a repair a second time with a likely trigger word inserted."""
+
 # ------------------------------------------------------------------------------------------------ defender data
 
 CLEAN_BUDGET = 300  # clean labelled texts for a repair (``sanitize`` CLI, Sanitize page)

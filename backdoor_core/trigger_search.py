@@ -421,3 +421,142 @@ def search_triggers(
     cands.sort(key=TriggerCandidate.sort_key)
     cands = _drop_superphrases(cands)
     return TriggerSearch(cands, target, target_name, len(flagged), len(clean), baseline, settings)
+
+
+# ----------------------------------------------------------------------------------- pool-enriched words (weak)
+
+_WORD = re.compile(r"[^\W_][\w'-]*")
+
+
+def _doc_words(text: str) -> set[str]:
+    return set(_WORD.findall(normalise(text)))
+
+
+def enrichment_p(k_pool: int, n_pool: int, k_clean: int, n_clean: int) -> float:
+    """One-sided hypergeometric (Fisher) p-value that a word in ``k_pool`` of ``n_pool`` pool inputs and
+    ``k_clean`` of ``n_clean`` clean texts is this concentrated in the pool by chance."""
+    import math
+
+    total, hits = n_pool + n_clean, k_pool + k_clean
+    denom = math.comb(total, n_pool)
+    tail = sum(math.comb(hits, x) * math.comb(total - hits, n_pool - x) for x in range(k_pool, min(hits, n_pool) + 1))
+    return float(tail / denom)
+
+
+@dataclass
+class PoolWord:
+    """A word much more common in the pool than in the defender's clean texts, and what inserting it does.
+
+    Attributes:
+        word: lower-cased.
+        pool_count / clean_count: inputs of the pool / of the clean texts that contain it.
+        p_value: ``enrichment_p`` of those counts.
+        flip_rates: per class ``c``, the share of clean texts not predicted as ``c`` that are predicted as ``c``
+            once the word is inserted at a random word position; ``(C,)``.
+        target: the class with the largest flip rate.
+        flip_rate: that rate.
+        clean_target_share: share of the labelled clean texts containing the word that are labelled ``target``
+            (None: fewer than ``EXPLAINED_MIN_COUNT`` of them, or no labels).
+    """
+
+    word: str
+    pool_count: int
+    clean_count: int
+    p_value: float
+    flip_rates: list[float]
+    target: int
+    flip_rate: float
+    clean_target_share: float | None = None
+
+    @property
+    def explained_by_clean_data(self) -> bool:
+        """The clean labels already tie the word to its flip class: a genuine feature, not a trigger."""
+        return self.clean_target_share is not None and self.clean_target_share >= EXPLAINED_SHARE
+
+
+def enriched_words(pool_texts: Sequence[str], clean_texts: Sequence[str], min_count: int = S.POOL_WORD_MIN_COUNT,
+                   top: int = S.POOL_WORD_TOP, max_p: float = S.POOL_WORD_MAX_P) -> list[tuple[str, int, int, float]]:
+    """The ``top`` words most significantly concentrated in the pool over the clean texts (document counts; a
+    word must be in at least ``min_count`` pool inputs and pass ``enrichment_p <= max_p``). Returns
+    ``(word, pool_count, clean_count, p_value)``, smallest p first. A word trigger inserted into a share of the
+    pool is in many pool inputs and in no clean text; natural words are in both."""
+    from collections import Counter
+
+    pool_docs = [_doc_words(t) for t in pool_texts]
+    clean_docs = [_doc_words(t) for t in clean_texts]
+    n_p, n_c = len(pool_docs), len(clean_docs)
+    cp = Counter(w for d in pool_docs for w in d)
+    cc = Counter(w for d in clean_docs for w in d)
+    out = []
+    for w, k in cp.items():
+        if k < min_count or k * (n_c + 1) <= (cc[w] + 0.5) * n_p:
+            continue
+        p = enrichment_p(int(k), n_p, int(cc[w]), n_c)
+        if p <= max_p:
+            out.append((w, int(k), int(cc[w]), p))
+    out.sort(key=lambda r: (r[3], -r[1], r[0]))
+    return out[:top]
+
+
+@torch.no_grad()
+def pool_words(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequence[str], max_length: int,
+               clean_labels: Sequence[int] | None = None, seed: int = 0, n_insert: int = S.POOL_WORD_N_INSERT,
+               min_count: int = S.POOL_WORD_MIN_COUNT, top: int = S.POOL_WORD_TOP,
+               max_p: float = S.POOL_WORD_MAX_P) -> list[PoolWord]:
+    """Pool-enriched words (``enriched_words``) with their insertion flip rates, smallest p first (our design;
+    papers silent). Needs no flagged inputs and no suspicious heads, so it still reads a weak backdoor whose
+    trigger captures no head (the scan then flags almost nothing). Costs ``top + 1`` predictions over
+    ``n_insert`` clean texts."""
+    cands = enriched_words(pool_texts, clean_texts, min_count, top, max_p)
+    if not cands or not clean_texts:
+        return []
+    base_texts = [str(t) for t in clean_texts[:n_insert]]
+    base = predict(model, tokenizer, base_texts, max_length).argmax(1)
+    n_classes = int(model.config.num_labels)
+    norm = [normalise(t) for t in clean_texts]
+    rng = random.Random(seed)
+    out = []
+    for word, kp, kc, p in cands:
+        texts = [insert_trigger(t, word, rng.randint(0, len(t.split())), tokenizer=tokenizer,
+                                max_length=max_length).text for t in base_texts]
+        pred = predict(model, tokenizer, texts, max_length).argmax(1)
+        rates = []
+        for c in range(n_classes):
+            other = base != c
+            rates.append(float((pred[other] == c).mean()) if other.any() else 0.0)
+        tgt = int(np.argmax(rates))
+        share = None
+        if clean_labels is not None:
+            ys = [int(y) for t, y in zip(norm, clean_labels) if _contains(t, word)]
+            if len(ys) >= EXPLAINED_MIN_COUNT:
+                share = float(np.mean([y == tgt for y in ys]))
+        out.append(PoolWord(word, kp, kc, p, rates, tgt, rates[tgt], share))
+    return out
+
+
+def pool_word_rows(words: Sequence[PoolWord], min_flip: float = S.POOL_WORD_MIN_FLIP) -> list[dict]:
+    """JSON-ready rows, one per pool word, with ``likely`` (``likely_trigger_words``) marked."""
+    likely = {w.word for w in likely_trigger_words(words, min_flip)}
+    return [{**asdict(w), "likely": w.word in likely} for w in words]
+
+
+POOL_WORD_COLUMNS = ["word", "in pool", "in clean", "chance p", "insertion sends to", "flips", "likely trigger"]
+
+
+def pool_word_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[dict]:
+    """Table rows (``POOL_WORD_COLUMNS``) from ``pool_word_rows`` output: counts, the enrichment p-value, the class
+    insertion sends clean texts to and how often."""
+    out = []
+    for r in rows:
+        t = int(r["target"])
+        out.append({"word": r["word"], "in pool": int(r["pool_count"]), "in clean": int(r["clean_count"]),
+                    "chance p": f"{r['p_value']:.1e}",
+                    "insertion sends to": label_names[t] if t < len(label_names) else str(t),
+                    "flips": f"{r['flip_rate']:.0%}", "likely trigger": "yes" if r["likely"] else "no"})
+    return out
+
+
+def likely_trigger_words(words: Sequence[PoolWord], min_flip: float = S.POOL_WORD_MIN_FLIP) -> list[PoolWord]:
+    """The pool words whose insertion sends at least ``min_flip`` of the clean texts to one class, unless the
+    clean labels explain the word (``PoolWord.explained_by_clean_data``)."""
+    return [w for w in words if w.flip_rate >= min_flip and not w.explained_by_clean_data]

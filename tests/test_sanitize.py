@@ -633,3 +633,22 @@ def test_repair_seeds_cancelled_in_the_second_run_keeps_the_first():
     assert res.cancelled and res.steps == one.steps + 1 and res.frozen_unchanged
     for (name, p), q in zip(model.named_parameters(), first.parameters()):
         assert torch.equal(p.detach(), q.detach()), name  # the mean of the one finished run
+
+
+def test_trigger_augmented_copies_keep_their_labels_and_carry_the_word():
+    from backdoor_core.sanitize import trigger_augmented
+
+    texts = [f"text number {i} is here" for i in range(10)]
+    labels = [i % 2 for i in range(10)]
+    ex = trigger_augmented(texts, labels, [("cf", 1), ("mn", 1)], share=0.5, seed=3)
+    assert len(ex) == 5
+    for e in ex:
+        words = e.text.split()
+        assert ("cf" in words) ^ ("mn" in words)
+        source = " ".join(w for w in words if w not in ("cf", "mn"))
+        assert e.label == labels[texts.index(source)] == 0  # its own label, never the words' target
+        (s, t), = e.trigger_spans
+        assert e.text[s:t] in ("cf", "mn")
+    mixed = trigger_augmented(texts, labels, [("cf", 1), ("bb", 0)], share=1.0, seed=3)
+    assert len(mixed) == 10 and all(("cf" in e.text.split()) == (e.label == 0) for e in mixed)
+    assert trigger_augmented(texts, labels, [], 0.5) == [] and trigger_augmented(texts, labels, [("cf", 1)], 0) == []

@@ -46,6 +46,8 @@ def test_scan_names_the_trigger_first_and_verifies_it():
     d = json.loads(json.dumps(rep.to_dict()))
     assert d["trigger_candidates"]["candidates"][0]["phrase"] == TRIGGER
     assert display_rows(d["trigger_candidates"], 3)[0]["insertion flips"].endswith("%")
+    # the pool alone names it too, with the class it sends inputs to
+    assert d["pool_words"][0]["word"] == TRIGGER and d["pool_words"][0]["likely"] and d["pool_words"][0]["target"] == 1
 
 
 def test_clean_model_candidates_do_not_flip():
@@ -81,3 +83,20 @@ def test_phrase_completion_grows_a_sentence_fragment_but_not_a_rare_word():
     assert complete_phrase("watch this", texts) == "i watch this 3d movie"
     assert complete_phrase("cf", texts) == "cf"
     assert complete_phrase("3d", texts[:2]) == "3d"  # too few inputs to trust a neighbour
+
+
+def test_pool_words_find_an_inserted_word_without_flagged_inputs_and_it_flips():
+    from backdoor_core.trigger_search import enriched_words, likely_trigger_words, pool_words
+
+    lm = trained_tiny(True)
+    clean, labels = clean_texts(80, seed=50)
+    pool = clean_texts(60, seed=51)[0] + triggered_texts(15, seed=52)
+    top = enriched_words(pool, clean, min_count=5)
+    assert top[0][0] == TRIGGER and top[0][2] == 0  # in 15 pool inputs, in no clean text
+    words = pool_words(lm.model, lm.tokenizer, pool, clean, max_length=32, clean_labels=labels, n_insert=40)
+    found = {w.word: w for w in words}
+    assert found[TRIGGER].target == 1 and found[TRIGGER].flip_rate >= 0.9
+    assert [w.word for w in likely_trigger_words(words)] == [TRIGGER]
+    # a pool drawn like the clean texts has no word enriched enough to verify, or none that flips
+    assert not likely_trigger_words(pool_words(lm.model, lm.tokenizer, clean_texts(75, seed=53)[0], clean,
+                                               max_length=32, n_insert=40))

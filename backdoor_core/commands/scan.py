@@ -150,6 +150,7 @@ def run(args) -> int:
         rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
         print(format_table(rows, ["index", "score", "label", "text"], floats="{:.2f}"))
     _print_triggers(data.get("trigger_candidates"), args.show)
+    _print_pool_words(data.get("pool_words"), data["label_names"], args.show)
     if args.html:
         print(f"\nHTML report written to {args.html}")
     return 0
@@ -165,6 +166,19 @@ def _print_triggers(tc: dict | None, show: int) -> None:
     print(f"\nCandidate triggers (what the suspicious heads focus on in {tc['n_flagged']} flagged inputs; "
           f"flips toward the suspected target '{tc['target_name']}'):")
     print(format_table(display_rows(tc, show), DISPLAY_COLUMNS))
+
+
+def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
+    """The pool-enriched words (``trigger_search.pool_words``), when any."""
+    from ..trigger_search import POOL_WORD_COLUMNS, pool_word_display
+
+    if rows is None:
+        return
+    if not rows:
+        print("\nWords concentrated in the pool: none beyond chance")
+        return
+    print("\nWords concentrated in the pool (read from the pool alone; insertion into clean texts):")
+    print(format_table(pool_word_display(rows[:show], label_names), POOL_WORD_COLUMNS))
 
 
 def write_html(report, path) -> Path:
