@@ -545,13 +545,14 @@ POOL_WORD_COLUMNS = ["word", "in pool", "in clean", "chance p", "insertion sends
 
 def pool_word_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[dict]:
     """Table rows (``POOL_WORD_COLUMNS``) from ``pool_word_rows`` output: counts, the enrichment p-value, the class
-    insertion sends clean texts to and how often."""
+    insertion sends clean texts to ("-" when it flips none) and how often."""
     out = []
     for r in rows:
         t = int(r["target"])
         out.append({"word": r["word"], "in pool": int(r["pool_count"]), "in clean": int(r["clean_count"]),
                     "chance p": f"{r['p_value']:.1e}",
-                    "insertion sends to": label_names[t] if t < len(label_names) else str(t),
+                    "insertion sends to": "-" if r["flip_rate"] <= 0 else
+                    (label_names[t] if t < len(label_names) else str(t)),
                     "flips": f"{r['flip_rate']:.0%}", "likely trigger": "yes" if r["likely"] else "no"})
     return out
 

@@ -48,6 +48,11 @@ def test_scan_names_the_trigger_first_and_verifies_it():
     assert display_rows(d["trigger_candidates"], 3)[0]["insertion flips"].endswith("%")
     # the pool alone names it too, with the class it sends inputs to
     assert d["pool_words"][0]["word"] == TRIGGER and d["pool_words"][0]["likely"] and d["pool_words"][0]["target"] == 1
+    from backdoor_core.trigger_search import pool_word_display
+
+    shown = pool_word_display(d["pool_words"], d["label_names"])[0]
+    assert shown["insertion sends to"] == "pos" and shown["likely trigger"] == "yes" and shown["in clean"] == 0
+    assert pool_word_display([{**d["pool_words"][0], "flip_rate": 0.0}], d["label_names"])[0]["insertion sends to"] == "-"
 
 
 def test_clean_model_candidates_do_not_flip():
