@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -434,13 +435,26 @@ def _doc_words(text: str) -> set[str]:
 
 def enrichment_p(k_pool: int, n_pool: int, k_clean: int, n_clean: int) -> float:
     """One-sided hypergeometric (Fisher) p-value that a word in ``k_pool`` of ``n_pool`` pool inputs and
-    ``k_clean`` of ``n_clean`` clean texts is this concentrated in the pool by chance."""
+    ``k_clean`` of ``n_clean`` clean texts is this concentrated in the pool by chance. Log-space terms, summed
+    from ``k_pool`` up until they stop adding (past the mode they only shrink), so a large pool stays cheap."""
     import math
 
     total, hits = n_pool + n_clean, k_pool + k_clean
-    denom = math.comb(total, n_pool)
-    tail = sum(math.comb(hits, x) * math.comb(total - hits, n_pool - x) for x in range(k_pool, min(hits, n_pool) + 1))
-    return float(tail / denom)
+
+    def log_term(x: int) -> float:
+        return (math.lgamma(hits + 1) - math.lgamma(x + 1) - math.lgamma(hits - x + 1)
+                + math.lgamma(total - hits + 1) - math.lgamma(n_pool - x + 1)
+                - math.lgamma(total - hits - n_pool + x + 1)
+                - math.lgamma(total + 1) + math.lgamma(n_pool + 1) + math.lgamma(total - n_pool + 1))
+
+    lo, hi = max(k_pool, hits - (total - n_pool)), min(hits, n_pool)
+    p = 0.0
+    for x in range(lo, hi + 1):
+        t = math.exp(log_term(x))
+        p += t
+        if x > hits * n_pool / total and t < 1e-15 * p:
+            break
+    return float(min(1.0, p))
 
 
 @dataclass
@@ -480,8 +494,6 @@ def enriched_words(pool_texts: Sequence[str], clean_texts: Sequence[str], min_co
     word must be in at least ``min_count`` pool inputs and pass ``enrichment_p <= max_p``). Returns
     ``(word, pool_count, clean_count, p_value)``, smallest p first. A word trigger inserted into a share of the
     pool is in many pool inputs and in no clean text; natural words are in both."""
-    from collections import Counter
-
     pool_docs = [_doc_words(t) for t in pool_texts]
     clean_docs = [_doc_words(t) for t in clean_texts]
     n_p, n_c = len(pool_docs), len(clean_docs)
