@@ -74,8 +74,9 @@ the first two, the superseded rows of ``defense.md`` for the third):
 Likely trigger words (``trigger_words``; defense knob ``pool_words``, ``settings.REPAIR_POOL_WORDS``; our design,
 papers silent): the words the pool holds far more often than the clean texts and whose insertion sends clean texts
 to one class (``trigger_search.pool_words`` / ``likely_trigger_words``, read by the scan). ``trigger_augmented``
-adds ``settings.TRIGGER_AUGMENT_SHARE`` of the clean labelled texts again, each with such a word inserted and its
-own label; texts of the word's own target class are left out. It needs no flagged input, so it reaches weak word
+adds ``settings.TRIGGER_AUGMENT_SHARE`` of each class's clean labelled texts again with their own labels, each with
+such a word inserted, except in the words' own target class, whose texts join unchanged (the class mix stays the
+clean texts'). It needs no flagged input, so it reaches weak word
 backdoors whose trigger captures no head. Labelling the pool inputs that hold a likely word with the model's
 prediction once it is deleted was measured and dropped: a word is often
 only part of a sentence trigger ("3d" of "I watch this 3D movie"), whose rest still fires, so the labels taught the
@@ -344,30 +345,33 @@ def trigger_augmented(clean_texts: Sequence[str], clean_labels: Sequence[int], w
                       share: float = S.TRIGGER_AUGMENT_SHARE, tokenizer=None, max_length: int | None = None,
                       seed: int = 0) -> list[Example]:
     """Unlearning examples (our design; papers silent). ``words``: ``(word, target)`` pairs, a likely trigger and
-    the class its insertion sends clean texts to (``trigger_search.PoolWord``). ``share`` of the clean labelled
-    texts (a seeded draw) join again, each with one of the words whose target is not its own label inserted at a
-    random word position inside the reading window, keeping its label: the trigger, seen on texts of other
-    classes, stops deciding the class. Texts of a word's own target are left out (they would teach it again).
-    Empty when ``words`` is."""
+    the class its insertion sends clean texts to (``trigger_search.PoolWord``). ``share`` of each class's clean
+    labelled texts (a seeded draw) join again, keeping their labels, so the repair's class mix stays that of the
+    clean texts: a text of a class that some word does not target gets one such word inserted at a random word
+    position inside the reading window (the trigger, seen on texts of other classes, stops deciding the class); a
+    text of a class every word targets joins unchanged (inserting the word there would teach it again, and
+    leaving the class out would tilt the repair toward the others: on imbalanced OLID that cost 6.4 points of
+    clean accuracy, ``bench/results/archive/defense_test_pool_words.md``). Empty when ``words`` is."""
     from .triggers import insert_trigger
 
     words = [(str(w), int(t)) for w, t in words if str(w).strip()]
     if not words or not clean_texts or share <= 0:
         return []
     rng = np.random.default_rng(seed + 17)
-    n = min(len(clean_texts), max(1, int(round(share * len(clean_texts)))))
+    labels = np.asarray([int(y) for y in clean_labels])
     out = []
-    for k, i in enumerate(rng.permutation(len(clean_texts))):
-        if len(out) >= n:
-            break
-        y = int(clean_labels[i])
+    for y in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == y)
+        n = min(len(rows), int(np.floor(share * len(rows) + 0.5)))
         usable = [w for w, t in words if t != y]
-        if not usable:
-            continue
-        text = str(clean_texts[i])
-        at = int(rng.integers(0, len(text.split()) + 1))
-        new = insert_trigger(text, usable[k % len(usable)], at, tokenizer=tokenizer, max_length=max_length)
-        out.append(Example(new.text, y, trigger_spans=(new.span,)))
+        for k, i in enumerate(rng.permutation(rows)[:n]):
+            text = str(clean_texts[i])
+            if not usable:
+                out.append(Example(text, y))
+                continue
+            at = int(rng.integers(0, len(text.split()) + 1))
+            new = insert_trigger(text, usable[k % len(usable)], at, tokenizer=tokenizer, max_length=max_length)
+            out.append(Example(new.text, y, trigger_spans=(new.span,)))
     return out
 
 

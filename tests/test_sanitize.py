@@ -638,17 +638,22 @@ def test_repair_seeds_cancelled_in_the_second_run_keeps_the_first():
 def test_trigger_augmented_copies_keep_their_labels_and_carry_the_word():
     from backdoor_core.sanitize import trigger_augmented
 
-    texts = [f"text number {i} is here" for i in range(10)]
-    labels = [i % 2 for i in range(10)]
+    texts = [f"text number {i} is here" for i in range(12)]
+    labels = [0] * 8 + [1] * 4  # imbalanced, like OLID
     ex = trigger_augmented(texts, labels, [("cf", 1), ("mn", 1)], share=0.5, seed=3)
-    assert len(ex) == 5
+    assert len(ex) == 6 and sum(e.label == 0 for e in ex) == 4  # the clean texts' class mix, 2 : 1
     for e in ex:
         words = e.text.split()
+        if e.label == 1:  # the words' own target: joins unchanged, never with the word
+            assert e.text in texts[8:] and not e.trigger_spans
+            continue
         assert ("cf" in words) ^ ("mn" in words)
         source = " ".join(w for w in words if w not in ("cf", "mn"))
-        assert e.label == labels[texts.index(source)] == 0  # its own label, never the words' target
+        assert labels[texts.index(source)] == 0  # its own label
         (s, t), = e.trigger_spans
         assert e.text[s:t] in ("cf", "mn")
+    assert len({e.text for e in ex}) == 6  # no text drawn twice
     mixed = trigger_augmented(texts, labels, [("cf", 1), ("bb", 0)], share=1.0, seed=3)
-    assert len(mixed) == 10 and all(("cf" in e.text.split()) == (e.label == 0) for e in mixed)
+    assert len(mixed) == 12 and all(("cf" in e.text.split()) == (e.label == 0) for e in mixed)
+    assert all(("bb" in e.text.split()) == (e.label == 1) for e in mixed)
     assert trigger_augmented(texts, labels, [], 0.5) == [] and trigger_augmented(texts, labels, [("cf", 1)], 0) == []
