@@ -71,6 +71,13 @@ KNOB_LABELS = {
     "repair_seeds": ("Repairs averaged",
                      "Train this many repairs from the same start with different seeds and keep the mean of their "
                      "weights: steadier clean accuracy, one more training run per extra repair."),
+    "pool_words": ("Repair with the pool's likely trigger words",
+                   "Insert the words the pool holds far more often than the clean texts and that send clean texts to "
+                   "one class (Detect page: \"Words concentrated in the pool\") into clean texts of the other classes, "
+                   "which keep their labels. Needs an unlabelled pool. Off by default: measured, not adopted yet."),
+    "trigger_share": ("Share of clean texts with a word inserted",
+                      "Share of the clean texts of the classes a word does not target that the repair reads with "
+                      "the word inserted, instead of as they are."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),
@@ -122,7 +129,7 @@ with c3:
             low, high = (1, 8) if k == "repair_seeds" else (0, 1000)
             knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
         elif isinstance(default, float):
-            top = 1.0 if k == "weak_verdict" else 100.0  # a verdict score lies in [0, 1]
+            top = 1.0 if k in ("weak_verdict", "trigger_share") else 100.0  # a score or a share: [0, 1]
             knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
                                              **ui.keep(key, default)))
     st.caption("Defaults are the defense's own (see its documentation).")

@@ -74,9 +74,9 @@ the first two, the superseded rows of ``defense.md`` for the third):
 Likely trigger words (``trigger_words``; defense knob ``pool_words``, ``settings.REPAIR_POOL_WORDS``; our design,
 papers silent): the words the pool holds far more often than the clean texts and whose insertion sends clean texts
 to one class (``trigger_search.pool_words`` / ``likely_trigger_words``, read by the scan). ``trigger_augmented``
-adds ``settings.TRIGGER_AUGMENT_SHARE`` of each class's clean labelled texts again with their own labels, each with
-such a word inserted, except in the words' own target class, whose texts join unchanged (the class mix stays the
-clean texts'). It needs no flagged input, so it reaches weak word
+puts such a word into ``settings.TRIGGER_AUGMENT_SHARE`` of the clean labelled texts of each class the words do not
+target, which keep their labels and replace their plain versions (the repair's size and class mix stay the same).
+It needs no flagged input, so it reaches weak word
 backdoors whose trigger captures no head. Labelling the pool inputs that hold a likely word with the model's
 prediction once it is deleted was measured and dropped: a word is often
 only part of a sentence trigger ("3d" of "I watch this 3D movie"), whose rest still fires, so the labels taught the
@@ -107,7 +107,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as replaced
 
 import numpy as np
 import torch
@@ -343,35 +343,35 @@ def build_examples(clean_texts: Sequence[str], clean_labels: Sequence[int],
 
 def trigger_augmented(clean_texts: Sequence[str], clean_labels: Sequence[int], words: Sequence[tuple[str, int]],
                       share: float = S.TRIGGER_AUGMENT_SHARE, tokenizer=None, max_length: int | None = None,
-                      seed: int = 0) -> list[Example]:
+                      seed: int = 0) -> dict[int, Example]:
     """Unlearning examples (our design; papers silent). ``words``: ``(word, target)`` pairs, a likely trigger and
-    the class its insertion sends clean texts to (``trigger_search.PoolWord``). ``share`` of each class's clean
-    labelled texts (a seeded draw) join again, keeping their labels, so the repair's class mix stays that of the
-    clean texts: a text of a class that some word does not target gets one such word inserted at a random word
-    position inside the reading window (the trigger, seen on texts of other classes, stops deciding the class); a
-    text of a class every word targets joins unchanged (inserting the word there would teach it again, and
-    leaving the class out would tilt the repair toward the others: on imbalanced OLID that cost 6.4 points of
-    clean accuracy, ``bench/results/archive/defense_test_pool_words.md``). Empty when ``words`` is."""
+    the class its insertion sends clean texts to (``trigger_search.PoolWord``). Returns ``{row: Example}``: for
+    ``share`` of the clean labelled texts of each class that some word does not target (a seeded draw), the text
+    with one such word inserted at a random word position inside the reading window, keeping its label; the repair
+    trains on it *instead of* the plain text (the trigger, seen on texts of other classes, stops deciding the
+    class). Texts of a class every word targets are left as they are (inserting the word there would teach it
+    again). Replacing rather than adding keeps the repair's size and class mix: added copies cost 1–2 points of
+    clean accuracy more on the tuning zoo (``bench/results/archive/defense_tuning_pool_words_added.md``). Empty
+    when ``words`` is."""
     from .triggers import insert_trigger
 
     words = [(str(w), int(t)) for w, t in words if str(w).strip()]
     if not words or not clean_texts or share <= 0:
-        return []
+        return {}
     rng = np.random.default_rng(seed + 17)
     labels = np.asarray([int(y) for y in clean_labels])
-    out = []
+    out = {}
     for y in sorted(set(labels.tolist())):
+        usable = [w for w, t in words if t != y]
+        if not usable:
+            continue
         rows = np.flatnonzero(labels == y)
         n = min(len(rows), int(np.floor(share * len(rows) + 0.5)))
-        usable = [w for w, t in words if t != y]
         for k, i in enumerate(rng.permutation(rows)[:n]):
             text = str(clean_texts[i])
-            if not usable:
-                out.append(Example(text, y))
-                continue
             at = int(rng.integers(0, len(text.split()) + 1))
             new = insert_trigger(text, usable[k % len(usable)], at, tokenizer=tokenizer, max_length=max_length)
-            out.append(Example(new.text, y, trigger_spans=(new.span,)))
+            out[int(i)] = Example(new.text, y, trigger_spans=(new.span,))
     return out
 
 
@@ -649,8 +649,8 @@ def sanitize_heads(
         repair_seeds: train this many repairs from the same start and keep the mean of their trained slices
             (``training.train_averaged``, ``settings.REPAIR_SEEDS``).
         trigger_words: ``(word, target)`` likely trigger words (``trigger_search.likely_trigger_words``):
-            ``trigger_share`` of the clean labelled texts join the cross-entropy a second time with one of them
-            inserted and their own label (``trigger_augmented``).
+            ``trigger_share`` of the clean labelled texts of the classes they do not target carry one of them,
+            in place of their plain versions, with their own label (``trigger_augmented``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -721,7 +721,8 @@ def sanitize_heads(
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     augmented = trigger_augmented(clean_texts, clean_labels, trigger_words, trigger_share, tokenizer,
                                   config.max_length, config.seed)
-    examples += augmented
+    for i, e in augmented.items():  # the clean text's place (and teacher row, if any) with a likely word in it
+        examples[i] = replaced(e, soft_label=examples[i].soft_label)
     with attention_dropout_off(model):
         res = train_averaged(model, tokenizer, examples, config, int(repair_seeds),
                              extra_loss=combine_losses(loss, retention), trainable_masks=masks, lr_scales=lr_scales,

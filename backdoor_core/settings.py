@@ -246,8 +246,8 @@ REPAIR_POOL_WORDS = False
 (``trigger_search.pool_words``) and add trigger-augmented clean texts with their own labels
 (``sanitize.trigger_augmented``). Our design; papers silent."""
 TRIGGER_AUGMENT_SHARE = 0.5
-"""Share of each class's clean labelled texts that join a repair a second time, with a likely trigger word inserted
-(unchanged in the words' own target class, so the class mix stays the clean texts')."""
+"""Share of the clean labelled texts of each class a likely trigger word does not target that the repair reads with the
+word inserted, in place of their plain versions."""
 
 # ------------------------------------------------------------------------------------------------ defender data
 

@@ -635,25 +635,22 @@ def test_repair_seeds_cancelled_in_the_second_run_keeps_the_first():
         assert torch.equal(p.detach(), q.detach()), name  # the mean of the one finished run
 
 
-def test_trigger_augmented_copies_keep_their_labels_and_carry_the_word():
+def test_trigger_augmented_puts_the_word_into_other_classes_texts_in_their_place():
     from backdoor_core.sanitize import trigger_augmented
 
     texts = [f"text number {i} is here" for i in range(12)]
     labels = [0] * 8 + [1] * 4  # imbalanced, like OLID
     ex = trigger_augmented(texts, labels, [("cf", 1), ("mn", 1)], share=0.5, seed=3)
-    assert len(ex) == 6 and sum(e.label == 0 for e in ex) == 4  # the clean texts' class mix, 2 : 1
-    for e in ex:
+    assert len(ex) == 4 and all(labels[i] == 0 for i in ex)  # half of class 0; the words' target left as it is
+    for i, e in ex.items():
         words = e.text.split()
-        if e.label == 1:  # the words' own target: joins unchanged, never with the word
-            assert e.text in texts[8:] and not e.trigger_spans
-            continue
         assert ("cf" in words) ^ ("mn" in words)
-        source = " ".join(w for w in words if w not in ("cf", "mn"))
-        assert labels[texts.index(source)] == 0  # its own label
+        assert " ".join(w for w in words if w not in ("cf", "mn")) == texts[i]  # that row's text, word added
+        assert e.label == labels[i]  # its own label, never the words' target
         (s, t), = e.trigger_spans
         assert e.text[s:t] in ("cf", "mn")
-    assert len({e.text for e in ex}) == 6  # no text drawn twice
     mixed = trigger_augmented(texts, labels, [("cf", 1), ("bb", 0)], share=1.0, seed=3)
-    assert len(mixed) == 12 and all(("cf" in e.text.split()) == (e.label == 0) for e in mixed)
-    assert all(("bb" in e.text.split()) == (e.label == 1) for e in mixed)
-    assert trigger_augmented(texts, labels, [], 0.5) == [] and trigger_augmented(texts, labels, [("cf", 1)], 0) == []
+    assert sorted(mixed) == list(range(12))
+    assert all(("cf" in e.text.split()) == (e.label == 0) and ("bb" in e.text.split()) == (e.label == 1)
+               for e in mixed.values())
+    assert trigger_augmented(texts, labels, [], 0.5) == {} and trigger_augmented(texts, labels, [("cf", 1)], 0) == {}
