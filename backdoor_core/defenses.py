@@ -318,8 +318,8 @@ def repair_notes(details: dict) -> list[str]:
     """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), whether several repairs were averaged
-    (``settings.REPAIR_SEEDS``), and that a scan which found no backdoor gave it only chance flags. Empty for the
-    baselines."""
+    (``settings.REPAIR_SEEDS``), which likely trigger words the clean texts carried (``pool_words``), and that a scan
+    which found no backdoor gave it only chance flags. Empty for the baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")
@@ -346,6 +346,13 @@ def repair_notes(details: dict) -> list[str]:
     if verdict and not verdict.get("likely_backdoored", True):
         notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
                      "inputs it flagged by chance, so it has nothing to remove and may only cost clean accuracy.")
+    words = details.get("trigger_words")
+    if words:
+        notes.append(f"Likely trigger words from the pool ({', '.join(words)}) were inserted into "
+                     f"{details.get('trigger_augmented', 0)} clean texts of the classes they do not point to, which "
+                     "kept their labels.")
+    elif details.get("pool_words") is not None:
+        notes.append("No likely trigger word in the pool: the repair used the clean texts as they are.")
     gate = details.get("gated_clean_accuracy")
     if gate is not None and not details.get("gate_labels_used", True):
         notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "

@@ -124,6 +124,32 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     assert single["repair_seeds"] == 1 and soup["repair_seeds"] == 3 and soup["suspicious_heads"] == scan_heads
 
 
+def test_cli_sanitize_pool_words(files, capsys):
+    """``--pool-words`` reaches the repair: the pool's words are read (``defense_details.pool_words``) and the output
+    says what the clean texts carried; with a baseline or without a pool it is a one-line error, nothing saved."""
+    base = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32",
+            "--max-steps", "1", "--repair-seeds", "1"]
+    for extra, message in ((["--pool", str(files["pool"]), "--defense", "finetune", "--pool-words"],
+                            "alignment defense only"),
+                           (["--pool-words"], "give --pool")):
+        assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (files["dir"] / "never").exists()
+    assert main([*base, "--pool", str(files["pool"]), "--out", str(files["dir"] / "pw"), "--pool-words"]) == 0
+    out = capsys.readouterr().out
+    details = load_model(files["dir"] / "pw").metadata["defense_details"]
+    assert isinstance(details["pool_words"], list) and details["pool_words"]  # the pool's words were read
+    words = details["trigger_words"]
+    if words:
+        assert "Likely trigger words from the pool" in out and details["trigger_augmented"] > 0
+    else:
+        assert "No likely trigger word in the pool" in out and details["trigger_augmented"] == 0
+    assert main([*base, "--pool", str(files["pool"]), "--out", str(files["dir"] / "plain")]) == 0
+    assert load_model(files["dir"] / "plain").metadata["defense_details"]["pool_words"] is None  # off by default
+    assert "trigger word" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 labels"), ("few", "at least 8")])
 def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, message):
     path = files["dir"] / f"{which}.tsv"

@@ -30,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
+    p.add_argument("--pool-words", action="store_true",
+                   help="alignment: also insert the pool's likely trigger words (the scan's 'words concentrated in "
+                        "the pool') into clean texts of the other classes, which keep their labels; needs --pool. "
+                        "Measured, off by default (README)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -74,13 +78,16 @@ def run(args) -> int:
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
-                                        or args.repair_seeds is not None):
-        raise ValueError("--heads, --beta, --weak-top-k and --repair-seeds apply to the alignment defense only.")
+                                        or args.repair_seeds is not None or args.pool_words):
+        raise ValueError("--heads, --beta, --weak-top-k, --repair-seeds and --pool-words apply to the alignment "
+                         "defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
     if args.repair_seeds is not None and args.repair_seeds < 1:
         raise ValueError("--repair-seeds must be 1 or more.")
     lm, clean, pool = load_inputs(args)
+    if args.pool_words and not pool:
+        raise ValueError("--pool-words reads the likely trigger words from the unlabelled pool: give --pool.")
     if (args.poisoned_eval is None) != (args.target is None):
         raise ValueError("--poisoned-eval and --target go together (ASR needs both).")
     if args.target is not None and not 0 <= args.target < lm.num_labels:
@@ -123,6 +130,8 @@ def run(args) -> int:
             knobs["weak_top_k"] = args.weak_top_k
         if args.repair_seeds is not None:
             knobs["repair_seeds"] = args.repair_seeds
+        if args.pool_words:
+            knobs["pool_words"] = True
     callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
