@@ -350,9 +350,12 @@ def trigger_augmented(clean_texts: Sequence[str], clean_labels: Sequence[int], w
     with one such word inserted at a random word position inside the reading window, keeping its label; the repair
     trains on it *instead of* the plain text (the trigger, seen on texts of other classes, stops deciding the
     class). Texts of a class every word targets are left as they are (inserting the word there would teach it
-    again). Replacing rather than adding keeps the repair's size and class mix: added copies cost 1–2 points of
-    clean accuracy more on the tuning zoo (``bench/results/archive/defense_tuning_pool_words_added.md``). Empty
-    when ``words`` is."""
+    again). Replacing rather than adding keeps the repair's size and class mix. Added copies of the other classes
+    alone tilted imbalanced OLID's repair (−6.4 clean-accuracy points on one model,
+    ``bench/results/archive/defense_test_pool_words.md``); class-balanced added copies removed more of the tuning
+    zoo's backdoors than this version and moved clean accuracy a little more (mean ASR after 18.1% vs 21.8%, CACC
+    change −0.77 vs −0.59 points, ``archive/defense_tuning_pool_words_added.md`` / ``_replaced.md``). Empty when
+    ``words`` is."""
     from .triggers import insert_trigger
 
     words = [(str(w), int(t)) for w, t in words if str(w).strip()]
