@@ -71,7 +71,7 @@ KNOB_LABELS = {
     "repair_seeds": ("Repairs averaged",
                      "Train this many repairs from the same start with different seeds and keep the mean of their "
                      "weights: steadier clean accuracy, one more training run per extra repair."),
-    "pool_words": ("Repair with the pool's likely trigger words",
+    "pool_words": ("Use the pool's trigger words",
                    "Insert the words the pool holds far more often than the clean texts and that send clean texts to "
                    "one class (Detect page: \"Words concentrated in the pool\") into clean texts of the other classes, "
                    "which keep their labels. Needs an unlabelled pool. Off by default: measured, not adopted yet."),
