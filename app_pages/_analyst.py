@@ -66,8 +66,8 @@ def _scan_suspicious(loaded):
 
 def ablation_tab(loaded, result, max_length: int) -> None:
     """Inspect: pick heads (or the scan's suspicious heads), see the prediction and heatmaps with them off."""
-    from backdoor_core.ablation import ablate_result, mask_labels, parse_heads
-    from backdoor_core.head_metrics import head_label
+    from backdoor_core.ablation import ablate_result, parse_heads
+    from backdoor_core.head_metrics import head_label, mask_labels
 
     L, H = result.concentration.shape
     names = [head_label(l, h) for l in range(L) for h in range(H)]

@@ -17,7 +17,7 @@ import torch
 
 from .architecture import head_gates
 from .attention import DEFAULT_MAX_LENGTH, AttentionRecord, run_attention
-from .head_metrics import head_label
+from .head_metrics import head_label, mask_labels
 from .inspection import InspectResult, compare_records, inspect_text
 
 _LABEL_HELP = "heads are written like L3H4 (layer 3, head 4; 0-based), separated by commas"
@@ -41,10 +41,6 @@ def parse_heads(spec: str | Sequence[str], num_layers: int, num_heads: int) -> n
                              f"and heads H0-H{num_heads - 1}.")
         mask[layer, head] = True
     return mask
-
-
-def mask_labels(mask: np.ndarray) -> list[str]:
-    return [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(np.asarray(mask, dtype=bool)))]
 
 
 def _gates(mask: np.ndarray) -> torch.Tensor:

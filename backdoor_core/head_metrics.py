@@ -34,6 +34,11 @@ def head_label(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
+def mask_labels(mask) -> list[str]:
+    """``L{layer}H{head}`` labels of the True entries of an ``(layers, heads)`` bool mask, layer by layer."""
+    return [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(np.asarray(mask, dtype=bool)))]
+
+
 def parse_head_label(label: str) -> tuple[int, int]:
     """Inverse of ``head_label``: ``"L3H7"`` -> ``(3, 7)``."""
     s = label.strip().upper()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .head_metrics import head_label, trigger_concentration
+from .head_metrics import mask_labels, trigger_concentration
 from . import settings as S
 
 DEFAULT_ALPHA = S.TAL_ALPHA
@@ -126,7 +126,7 @@ class TrojanAttentionLoss:
 
     @property
     def head_labels(self) -> list[str]:
-        return [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(self.heads_mask))]
+        return mask_labels(self.heads_mask)
 
     def concentration(self, batch: dict, attentions: Sequence[torch.Tensor]) -> torch.Tensor:
         """``(P, chosen heads)``: trigger concentration of the chosen heads on the ``P`` poisoned samples of the

@@ -230,9 +230,9 @@ def pure(
     res = finetune(model, tokenizer, tr_t, tr_y, config, trainable_masks=masks,
                    extra_loss=ClsNormLoss(weights, pruned, lam, model), evaluate=evaluate, callback=callback,
                    should_stop=should_stop)
-    from ..head_metrics import head_label
+    from ..head_metrics import mask_labels
 
-    labels = [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(pruned))]
+    labels = mask_labels(pruned)
     params = dict(model.named_parameters())
     details = {
         "pruned_heads": labels,
