@@ -68,6 +68,9 @@ KNOB_LABELS = {
     "weak_top_k": ("Heads repaired on weak evidence",
                    "How many of the scan's highest-scoring heads the repair trains when the verdict is below the "
                    "weak-evidence line (0 = all the scan's suspicious heads)."),
+    "reset_top_k": ("Heads reset first",
+                    "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
+                    "train from their current weights (0 = every repaired head)."),
     "repair_seeds": ("Repairs averaged",
                      "Train this many repairs from the same start with different seeds and keep the mean of their "
                      "weights: steadier clean accuracy, one more training run per extra repair."),

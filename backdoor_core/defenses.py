@@ -59,7 +59,8 @@ DEFENSES: dict[str, DefenseInfo] = {
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
         "(flagged inputs get a label from the safe heads, from dropping the tokens the suspicious heads focus on, or "
         "else the runner-up class when the model puts them in the suspected target).",
-        {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "pseudo_labels": S.PSEUDO_LABELS,
+        {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "reset_top_k": S.RESET_TOP_K,
+         "pseudo_labels": S.PSEUDO_LABELS,
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS,
          "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET,
          "refine": S.REFINE, "heads": None,
@@ -130,6 +131,8 @@ def run_defense(
             (``rel_threshold`` / ``max_fraction`` / ``top_k``), a scan whose verdict is below ``weak_verdict``
             has its repair narrowed to the ``weak_top_k`` best heads (``head_safety.repair_heads``); ``details``
             then says so under ``weak_evidence_cap``.
+            ``reset_top_k`` > 0 zeroes only that many of the repaired heads first, the best-scoring
+            (``head_safety.reset_heads``; given ``heads`` are all reset); ``details["reset_heads"]`` names them.
     """
     if name not in DEFENSES:
         raise ValueError(f"Unknown defense '{name}'; choose one of {', '.join(DEFENSES)}.")
@@ -156,13 +159,13 @@ def run_defense(
     elif name == "fineprune":
         from .baselines.fineprune import DEFAULT_PRUNE_FRACTION, fineprune
         from .baselines.finetune import default_config
-        from .head_metrics import head_label
+        from .head_metrics import mask_labels
 
         cfg = _config(config, knobs, default_config)
         frac = float(knobs.pop("prune_fraction", DEFAULT_PRUNE_FRACTION))
         _reject_unknown(name, knobs)
         res, pruned = fineprune(work, tokenizer, texts, labels, cfg, prune_fraction=frac, **common)
-        details = {"pruned_heads": [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(pruned))],
+        details = {"pruned_heads": mask_labels(pruned),
                    "prune_fraction": frac, "clean_samples": len(texts)}
     elif name == "pure":
         from .baselines.finetune import default_config
@@ -189,7 +192,7 @@ def _reject_unknown(name: str, knobs: dict) -> None:
 
 def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict):
     from .head_metrics import heads_to_mask
-    from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, repair_heads, split_heads
+    from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, repair_heads, reset_heads, split_heads
     from .sanitize import (DEFAULT_BETA, DEFAULT_EXCLUDE_LABELS, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET,
                            DEFAULT_PSEUDO_LABELS, DEFAULT_RESET, default_config, sanitize_heads)
     from .scan import scan_model
@@ -198,6 +201,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     beta = float(knobs.pop("beta", DEFAULT_BETA))
     kind = str(knobs.pop("kind", S.ALIGN_KIND))
     reset = bool(knobs.pop("reset", DEFAULT_RESET))
+    reset_top_k = int(knobs.pop("reset_top_k", S.RESET_TOP_K) or 0)
+    if reset_top_k < 0:
+        raise ValueError("reset_top_k must be 0 (every repaired head) or more.")
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
@@ -274,8 +280,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and
         # on its clean texts: the label rules skip two passes (same model, same reading length)
         reused = {"pool_probs": np.asarray(report.pool_probs)[flagged_idx], "clean_probs": report.clean_probs}
+    # given heads have no score to rank them by: each is reset
+    reset_arg = reset_heads(report.heads.score, mask, reset_top_k) if reset and heads is None else reset
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
-                         kind=kind, config=cfg, reset=reset, pseudo_labels=pseudo, focus_labels=focus,
+                         kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,
                          labels_leave_target=leave_target, ffn=ffn,
                          ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale,
@@ -294,6 +302,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "beta": beta,
         "kind": kind,
         "reset": reset,
+        "reset_top_k": reset_top_k,
+        "reset_heads": res.details["reset_heads"],
         "pseudo_labels": pseudo,
         "focus_labels": focus,
         "exclude_labels": exclude,
@@ -317,9 +327,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
 def repair_notes(details: dict) -> list[str]:
     """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
-    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), whether several repairs were averaged
-    (``settings.REPAIR_SEEDS``), which likely trigger words the clean texts carried (``pool_words``), and that a scan
-    which found no backdoor gave it only chance flags. Empty for the baselines."""
+    labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
+    whether several repairs were averaged (``settings.REPAIR_SEEDS``), which likely trigger words the clean texts
+    carried (``pool_words``), and that a scan which found no backdoor gave it only chance flags. Empty for the
+    baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")
@@ -331,6 +342,10 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"Feed-forward blocks of layers {', '.join(map(str, layers))} trained too{why}{pace}.")
     elif details.get("suspicious_heads") is not None:
         notes.append("Head-only repair: no feed-forward block trained.")
+    reset, repaired = details.get("reset_heads"), details.get("suspicious_heads") or []
+    if reset is not None and repaired and len(reset) < len(repaired):
+        notes.append(f"Only the {len(reset)} highest-scoring of the {len(repaired)} repaired heads started from zero "
+                     f"output ({', '.join(reset) or 'none'}); the others trained from their own weights.")
     seeds = details.get("repair_seeds") or 1
     if seeds > 1:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "

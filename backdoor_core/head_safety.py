@@ -211,6 +211,29 @@ def repair_heads(
     return split_heads(heads.score, top_k=k)
 
 
+def reset_heads(score: np.ndarray, repaired: np.ndarray, top_k: int = S.RESET_TOP_K) -> np.ndarray:
+    """``(L, H)`` bool: the repaired heads whose output columns the repair zeroes first (our design; papers silent).
+
+    ``score`` ``(L, H)``: the scan's head score (``HeadSafety.score``); ``repaired`` ``(L, H)`` bool: the heads the
+    repair trains (``repair_heads``). With ``top_k`` > 0 only the ``top_k`` highest-scoring repaired heads are reset
+    (ties: the earlier head); the others keep their weights and train from there. ``top_k`` 0, or at least as many as
+    are repaired, resets them all. See ``settings.RESET_TOP_K``.
+    """
+    repaired = np.asarray(repaired, dtype=bool)
+    k = int(top_k or 0)
+    if k < 0:
+        raise ValueError("reset_top_k must be 0 (every repaired head) or more.")
+    if k == 0 or int(repaired.sum()) <= k:
+        return repaired.copy()
+    score = np.asarray(score, dtype=float)
+    if score.shape != repaired.shape:
+        raise ValueError(f"score {score.shape} and repaired heads {repaired.shape} differ in shape.")
+    order = np.argsort(-np.where(repaired, score, -np.inf), axis=None, kind="stable")[:k]
+    out = np.zeros_like(repaired)
+    out.flat[order] = True
+    return out
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.clip(np.asarray(x, dtype=float), 0, None)
     m = x.max()

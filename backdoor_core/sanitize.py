@@ -24,8 +24,9 @@ Reset (our design; paper silent): before fine-tuning, the suspicious heads' outp
 (``reset=True``), so they restart from "contributes nothing" and re-learn their clean job under the alignment
 constraint. Without it, on the SST-2 tuning zoo's 11 backdoored models, mean ASR after repair rose from 18.7% to
 23.8% (AddSent 1%: 3% -> 22%, syntactic: 10% -> 32%) and only the weak backdoors kept more clean accuracy
-(``bench/results/archive/defense_nr.md``). Head-wise repair reaches only what lives in the heads: a backdoor also
-carried by the trigger word's own representation is out of reach.
+(``bench/results/archive/defense_nr.md``). Resetting only the best-scoring repaired heads (``reset=<mask>``,
+``head_safety.reset_heads``, ``settings.RESET_TOP_K``) was measured and not adopted. Head-wise repair reaches only
+what lives in the heads: a backdoor also carried by the trigger word's own representation is out of reach.
 
 Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
 slices, the feed-forward blocks of chosen layers train too (``architecture.ffn_parameter_masks``: weights and
@@ -117,7 +118,7 @@ from .architecture import (attention_dropout_off, content_key_mask, ffn_paramete
 from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
-from .head_metrics import head_label, key_visibility
+from .head_metrics import key_visibility, mask_labels
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, combine_losses, train_averaged
 
 DEFAULT_BETA = S.BETA
@@ -255,7 +256,7 @@ class AlignmentLoss:
         return {"align": self.beta * self.raw(outputs.attentions, batch["attention_mask"])}
 
     def describe(self) -> dict:
-        labels = [head_label(int(l), int(h)) for l, h in zip(*np.nonzero(self.suspicious))]
+        labels = mask_labels(self.suspicious)
         return {"beta": self.beta, "kind": self.kind, "suspicious_heads": labels}
 
 
@@ -593,7 +594,7 @@ def sanitize_heads(
     callback: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     measure_texts: Sequence[str] | None = None,
-    reset: bool = DEFAULT_RESET,
+    reset: bool | np.ndarray = DEFAULT_RESET,
     pseudo_labels: bool = DEFAULT_PSEUDO_LABELS,
     focus_labels: bool = DEFAULT_FOCUS_LABELS,
     exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
@@ -622,7 +623,8 @@ def sanitize_heads(
         measure_texts: texts on which the alignment term is measured before and after (default: a sample of
             the pool and the clean texts).
         reset: zero the suspicious heads' output-projection columns before fine-tuning (see the module
-            docstring).
+            docstring); an ``(layers, heads)`` bool array zeroes only those of the suspicious heads
+            (``head_safety.reset_heads``).
         pseudo_labels: give a flagged input a cross-entropy label when switching the suspicious heads off
             changes its prediction — the label the safe heads alone give (see ``safe_head_labels``).
         focus_labels: for flagged inputs still without a label, drop the tokens the suspicious heads focus on
@@ -719,8 +721,10 @@ def sanitize_heads(
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
-    if reset:
-        reset_output_columns(model, suspicious)
+    reset_mask = (suspicious if reset else None) if isinstance(reset, (bool, np.bool_)) else (
+        np.asarray(reset, dtype=bool) & suspicious)
+    if reset_mask is not None and reset_mask.any():
+        reset_output_columns(model, reset_mask)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     augmented = trigger_augmented(clean_texts, clean_labels, trigger_words, trigger_share, tokenizer,
                                   config.max_length, config.seed)
@@ -738,6 +742,7 @@ def sanitize_heads(
         history=res.history, cancelled=res.cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
         suspicious_heads=labels, align_before=before, align_after=after, frozen_unchanged=unchanged,
         details={"beta": beta, "kind": kind, "retain": float(retain), "clean_samples": len(clean_texts),
+                 "reset_heads": [] if reset_mask is None else mask_labels(reset_mask),
                  "pool_samples": len(pool_texts or []),
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
                  # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order

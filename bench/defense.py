@@ -655,7 +655,7 @@ def main(argv=None) -> int:
                                             "exclude_direction", "focus_shift", "pool_exclusion_labelled",
                                             "labels_leave_target", "pool_labels_dropped",
                                             "weak_evidence_cap", "pool_words", "trigger_words",
-                                            "trigger_augmented")}}
+                                            "trigger_augmented", "reset_heads")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "

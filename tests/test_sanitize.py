@@ -578,6 +578,75 @@ def test_weak_evidence_narrows_the_repair_to_the_best_heads():
     assert len(chosen["suspicious_heads"]) == 3 and chosen["weak_evidence_cap"] is None
 
 
+def test_reset_heads_keeps_the_best_scoring_repaired_heads():
+    """``head_safety.reset_heads``: the ``top_k`` highest-scoring of the repaired heads (never a head outside them);
+    0, or as many as are repaired, keeps them all; a negative count or a score of another shape is an error."""
+    from backdoor_core.head_safety import reset_heads
+
+    score = np.array([[0.9, 0.2, 0.8, 0.0], [0.5, 0.7, 0.1, 0.3]])
+    repaired = np.array([[False, True, True, False], [True, True, False, True]])  # L0H0 (0.9) is not repaired
+    assert reset_heads(score, repaired, 2).tolist() == [[False, False, True, False], [False, True, False, False]]
+    assert reset_heads(score, repaired, 1).tolist() == [[False, False, True, False], [False, False, False, False]]
+    for k in (0, 5, 9):
+        assert reset_heads(score, repaired, k).tolist() == repaired.tolist()
+    with pytest.raises(ValueError, match="0 .every repaired head. or more"):
+        reset_heads(score, repaired, -1)
+    with pytest.raises(ValueError, match="differ in shape"):
+        reset_heads(score[:, :3], repaired, 2)
+
+
+def test_partial_reset_zeroes_only_the_chosen_heads():
+    """``sanitize_heads(reset=<mask>)`` zeroes the output columns of those suspicious heads only; the other suspicious
+    heads start from their own weights (checked with a learning rate of 0, so nothing moves after the reset).
+    ``run_defense(reset_top_k=1)`` resets the scan's best head, names it, and the repair note says so."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(32, seed=51)
+    head_dim = lm.model.config.hidden_size // lm.model.config.num_attention_heads
+    only = np.zeros_like(SUSPICIOUS)
+    only[0, 1] = True
+    model = copy.deepcopy(lm.model)
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, config=_cfg(lr=0.0, max_steps=1),
+                         reset=only, measure_align=False, repair_seeds=1, ffn="none")
+    assert res.details["reset_heads"] == ["L0H1"]
+    for layer in (0, 1):
+        before = lm.model.bert.encoder.layer[layer].attention.output.dense.weight  # (hidden, heads x head_dim)
+        after = model.bert.encoder.layer[layer].attention.output.dense.weight
+        for head in range(SUSPICIOUS.shape[1]):
+            cols = slice(head * head_dim, (head + 1) * head_dim)
+            if only[layer, head]:
+                assert float(after[:, cols].detach().abs().max()) == 0.0
+            else:
+                assert torch.equal(after[:, cols], before[:, cols]), (layer, head)
+    full = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS,
+                          config=_cfg(lr=0.0, max_steps=1), measure_align=False, repair_seeds=1, ffn="none")
+    assert full.details["reset_heads"] == ["L0H0", "L0H1", "L1H0"]
+
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=52) + clean_texts(10, seed=53)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
+                     rel_threshold=0.0, max_fraction=0.5)
+    assert rep.heads.suspicious.sum() > 1
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                      max_length=32, seed=0, ffn="none", reset_top_k=1)
+    best = np.unravel_index(np.argmax(np.where(rep.heads.suspicious, rep.heads.score, -np.inf)),
+                            rep.heads.score.shape)
+    assert res.details["reset_heads"] == [f"L{best[0]}H{best[1]}"] and res.details["reset_top_k"] == 1
+    assert sorted(res.details["suspicious_heads"]) == sorted(rep.heads.suspicious_labels)
+    n = len(rep.heads.suspicious_labels)
+    assert (f"Only the 1 highest-scoring of the {n} repaired heads started from zero output "
+            f"(L{best[0]}H{best[1]})") in " ".join(repair_notes(res.details))
+    every = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                        max_length=32, seed=0, ffn="none", reset_top_k=0)
+    assert sorted(every.details["reset_heads"]) == sorted(rep.heads.suspicious_labels)
+    assert not [x for x in repair_notes(every.details) if x.startswith("Only the")]
+    with pytest.raises(ValueError, match="reset_top_k"):
+        run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                    max_length=32, reset_top_k=-2)
+
+
 def test_repair_seeds_average_the_trained_slices_of_seeded_runs():
     """``repair_seeds=2``: two repairs from the same start (seeds s and s + 1000), then the mean of their trained
     entries; frozen entries untouched; one evaluation, of the average; steps and progress run on across runs."""

@@ -91,7 +91,8 @@ def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):
 
 def test_cli_sanitize_weak_top_k(files, capsys):
     """``--weak-top-k`` reaches the repair: with the cap at 1 head, a verdict below ``settings.WEAK_VERDICT`` repairs
-    one head and says so; at 0 the scan's heads; a negative count or a baseline with the flag is a one-line error, nothing saved."""
+    one head and says so; at 0 the scan's heads. ``--reset-top-k 1`` zeroes only the best of them first and says so.
+    A negative count or a baseline with these flags is a one-line error, nothing saved."""
     from backdoor_core import settings as S
 
     base = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--pool", str(files["pool"]),
@@ -99,7 +100,9 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     for extra, message in ((["--weak-top-k", "-1"], "0 (off) or more"),
                            (["--defense", "finetune", "--weak-top-k", "2"], "alignment defense only"),
                            (["--repair-seeds", "0"], "1 or more"),
-                           (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only")):
+                           (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only"),
+                           (["--reset-top-k", "-1"], "0 (every repaired head) or more"),
+                           (["--defense", "finetune", "--reset-top-k", "1"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -122,6 +125,12 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     single = load_model(files["dir"] / "single").metadata["defense_details"]
     soup = load_model(files["dir"] / "soup").metadata["defense_details"]
     assert single["repair_seeds"] == 1 and soup["repair_seeds"] == 3 and soup["suspicious_heads"] == scan_heads
+    assert sorted(off["reset_heads"]) == sorted(scan_heads[:S.RESET_TOP_K or None])  # the default: best k (0: all)
+    assert main([*base, "--out", str(files["dir"] / "reset1"), "--reset-top-k", "1", "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    one = load_model(files["dir"] / "reset1").metadata["defense_details"]
+    assert one["reset_top_k"] == 1 and one["reset_heads"] == scan_heads[:1]  # the scan's best head
+    assert f"Only the 1 highest-scoring of the {len(scan_heads)} repaired heads started from zero output" in out
 
 
 def test_cli_sanitize_pool_words(files, capsys):

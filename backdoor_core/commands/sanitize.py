@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--weak-top-k", type=int, default=None,
                    help=f"alignment only: heads repaired when the scan's verdict is below {S.WEAK_VERDICT:g} "
                         f"(default {S.WEAK_TOP_K}; 0 = all the scan's suspicious heads)")
+    p.add_argument("--reset-top-k", type=int, default=None,
+                   help=f"alignment only: zero only this many of the repaired heads first, the best-scoring; the "
+                        f"others train from where they are (default {S.RESET_TOP_K}; 0 = every repaired head)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
@@ -78,11 +81,14 @@ def run(args) -> int:
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
-                                        or args.repair_seeds is not None or args.pool_words):
-        raise ValueError("--heads, --beta, --weak-top-k, --repair-seeds and --pool-words apply to the alignment "
-                         "defense only.")
+                                        or args.reset_top_k is not None or args.repair_seeds is not None
+                                        or args.pool_words):
+        raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --repair-seeds and --pool-words apply to "
+                         "the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
+    if args.reset_top_k is not None and args.reset_top_k < 0:
+        raise ValueError("--reset-top-k must be 0 (every repaired head) or more.")
     if args.repair_seeds is not None and args.repair_seeds < 1:
         raise ValueError("--repair-seeds must be 1 or more.")
     lm, clean, pool = load_inputs(args)
@@ -128,6 +134,8 @@ def run(args) -> int:
             knobs["heads"] = args.heads
         if args.weak_top_k is not None:
             knobs["weak_top_k"] = args.weak_top_k
+        if args.reset_top_k is not None:
+            knobs["reset_top_k"] = args.reset_top_k
         if args.repair_seeds is not None:
             knobs["repair_seeds"] = args.repair_seeds
         if args.pool_words:
