@@ -68,7 +68,7 @@ KNOB_LABELS = {
     "weak_top_k": ("Heads repaired on weak evidence",
                    "How many of the scan's highest-scoring heads the repair trains when the verdict is below the "
                    "weak-evidence line (0 = all the scan's suspicious heads)."),
-    "reset_top_k": ("Heads reset first",
+    "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),
     "repair_seeds": ("Repairs averaged",

@@ -73,7 +73,7 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             share = at.number_input(key="sanitize.alignment.trigger_share")
             assert share.value == S.TRIGGER_AUGMENT_SHARE and share.max == 1.0
             reset = at.number_input(key="sanitize.alignment.reset_top_k")  # heads reset first: a count, 0 = all
-            assert reset.label == "Heads reset first" and reset.value == S.RESET_TOP_K and reset.min == 0
+            assert reset.label == "Heads reset (0 = all)" and reset.value == S.RESET_TOP_K and reset.min == 0
 
 
 def test_tour_walks_through_all_steps():
