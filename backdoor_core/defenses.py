@@ -343,7 +343,9 @@ def repair_notes(details: dict) -> list[str]:
     elif details.get("suspicious_heads") is not None:
         notes.append("Head-only repair: no feed-forward block trained.")
     reset, repaired = details.get("reset_heads"), details.get("suspicious_heads") or []
-    if reset is not None and repaired and len(reset) < len(repaired):
+    if not details.get("reset", True):
+        notes.append("No head was reset: the repaired heads trained from their own weights.")
+    elif reset is not None and repaired and len(reset) < len(repaired):
         notes.append(f"Only the {len(reset)} highest-scoring of the {len(repaired)} repaired heads started from zero "
                      f"output ({', '.join(reset) or 'none'}); the others trained from their own weights.")
     seeds = details.get("repair_seeds") or 1

@@ -642,6 +642,9 @@ def test_partial_reset_zeroes_only_the_chosen_heads():
                         max_length=32, seed=0, ffn="none", reset_top_k=0)
     assert sorted(every.details["reset_heads"]) == sorted(rep.heads.suspicious_labels)
     assert not [x for x in repair_notes(every.details) if x.startswith("Only the")]
+    kept = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                       max_length=32, seed=0, ffn="none", reset=False, reset_top_k=1, repair_seeds=1)
+    assert kept.details["reset_heads"] == [] and "No head was reset" in " ".join(repair_notes(kept.details))
     with pytest.raises(ValueError, match="reset_top_k"):
         run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
                     max_length=32, reset_top_k=-2)
