@@ -225,3 +225,21 @@ def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
     flip_s = time.perf_counter() - t0
     step3_model = main.get_by_text("Model in this step:").first.inner_text()
     return {"step1_s": step1_s, "flip_s": flip_s, "step1_model": step1_model, "step3_model": step3_model}
+
+
+def charts_drawn(locator, minimum: int, timeout_s: float = 60.0) -> None:
+    """At least ``minimum`` plotly charts drew inside ``locator`` (charts render one after another, so wait for the
+    count, not only the first)."""
+    import time
+
+    locator.locator(".js-plotly-plot svg.main-svg").first.wait_for(timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    drawn = locator.locator(".js-plotly-plot:has(svg.main-svg)")
+    while drawn.count() < minimum and time.time() < deadline:
+        time.sleep(0.5)
+    n = drawn.count()
+    assert n >= minimum, f"{n} charts drawn, expected {minimum}"
+    # not blank: every chart drew marks (bars, heatmap cells or points)
+    marks = locator.locator(".js-plotly-plot .point, .js-plotly-plot .hm, .js-plotly-plot image, "
+                            ".js-plotly-plot .bars path").count()
+    assert marks > 0, "charts drew nothing"

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page  # noqa: E402
+from browser import (  # noqa: E402
+    BROWSER_MISSING_REASON,
+    browser_available,
+    charts_drawn,
+    launch_browser,
+    open_app_page,
+)
 from test_e2e_browser import (  # noqa: E402,F401  (server is a fixture)
     ARTIFACTS,
     VIEWPORT,
@@ -33,16 +39,6 @@ def _visible_panel(page):
     return page.locator('[data-testid="stTabs"] [role="tabpanel"]:not([hidden])').first
 
 
-def _charts_drawn(locator, minimum: int) -> None:
-    locator.locator(".js-plotly-plot svg.main-svg").first.wait_for(timeout=60_000)
-    n = locator.locator(".js-plotly-plot").count()
-    assert n >= minimum, f"{n} charts, expected {minimum}"
-    # not blank: every chart drew marks (bars, heatmap cells or points)
-    marks = locator.locator(".js-plotly-plot .point, .js-plotly-plot .hm, .js-plotly-plot image, "
-                            ".js-plotly-plot .bars path").count()
-    assert marks > 0, "charts drew nothing"
-
-
 def _shot_chart(page, index: int, name: str) -> None:
     """Screenshot one chart (``index`` into the page's plotly charts, negative from the end)."""
     charts = page.locator(".js-plotly-plot")
@@ -51,9 +47,17 @@ def _shot_chart(page, index: int, name: str) -> None:
     chart.screenshot(path=str(ARTIFACTS / name))
 
 
-def _toggle(page, label: str) -> None:
-    page.get_by_text(label, exact=True).first.click()
-    wait_until_idle(page)
+def _toggle(page, label: str, tries: int = 3) -> None:
+    """Flip the ``st.toggle`` named ``label``; a click that lands while the app reruns can be lost, so check that
+    the switch moved and click again if not (as a user would)."""
+    switch = page.locator("label").filter(has_text=label).locator('input[type="checkbox"]').first
+    before = switch.is_checked()
+    for _ in range(tries):
+        page.get_by_text(label, exact=True).first.click()
+        wait_until_idle(page)
+        if switch.is_checked() != before:
+            return
+    raise AssertionError(f"the toggle {label!r} did not switch after {tries} clicks")
 
 
 def test_analyst_views_offline(server):
@@ -68,12 +72,12 @@ def test_analyst_views_offline(server):
             page.get_by_role("tab", name=tab).click()
             wait_until_idle(page)
             panel = _visible_panel(page)
-            _charts_drawn(panel, minimum)
+            charts_drawn(panel, minimum)
             _no_exceptions(page, tab)
             panel.screenshot(path=str(ARTIFACTS / shot))
 
         _nav(page, "Compare models")
-        _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 5)
+        charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 5)
         _no_exceptions(page, "compare")
         page.screenshot(path=str(ARTIFACTS / "analyst_compare.png"), full_page=True)
 
@@ -82,7 +86,7 @@ def test_analyst_views_offline(server):
         _scan_tiny_pool(page, 8)
         _toggle(page, "Show the [CLS] representations (PCA)")
         main = page.locator('[data-testid="stMainBlockContainer"]')
-        _charts_drawn(main, 5)  # scatter, grid, histogram, candidate bars or none, PCA
+        charts_drawn(main, 5)  # scatter, grid, histogram, candidate bars or none, PCA
         assert page.get_by_text("Candidate triggers", exact=True).count() >= 1
         _no_exceptions(page, "detect")
         page.screenshot(path=str(ARTIFACTS / "analyst_detect.png"), full_page=True)
@@ -101,7 +105,7 @@ def test_analyst_views_offline(server):
         note.first.scroll_into_view_if_needed()
         note.first.screenshot(path=str(ARTIFACTS / "analyst_sanitize_note.png"))
         _toggle(page, "Show the [CLS] representations (PCA)")
-        _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 4)
+        charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 4)
         _no_exceptions(page, "sanitize")
         _shot_chart(page, -1, "analyst_sanitize_pca.png")
 
@@ -109,7 +113,7 @@ def test_analyst_views_offline(server):
         page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode (larger text)").click()
         wait_until_idle(page)
         _nav(page, "Compare models")
-        _charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 5)
+        charts_drawn(page.locator('[data-testid="stMainBlockContainer"]'), 5)
         _no_exceptions(page, "compare (presenter)")
         page.screenshot(path=str(ARTIFACTS / "analyst_compare_presenter.png"), full_page=True)
 

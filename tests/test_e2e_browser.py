@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import (  # noqa: E402
     BROWSER_MISSING_REASON,
     browser_available,
+    charts_drawn,
     download,
     launch_browser,
     open_app_page,
@@ -136,8 +137,7 @@ def _attack_detect_sanitize(page) -> None:
     page.screenshot(path=str(ARTIFACTS / "app_attack_trained.png"), full_page=True)
 
     _scan_tiny_pool(page, 8)
-    page.wait_for_selector(".js-plotly-plot svg.main-svg")
-    assert page.locator(".js-plotly-plot").count() >= 3  # scatter, head grid, histogram
+    charts_drawn(page, 3)  # scatter, head grid, histogram
     _no_exceptions(page, "detect")
     page.screenshot(path=str(ARTIFACTS / "app_detect_result.png"), full_page=True)
 
@@ -147,10 +147,9 @@ def _attack_detect_sanitize(page) -> None:
     _set_number(page, "Epochs", 1)
     _click(page, "Sanitize")
     _wait_text(page, "Heads changed", exact=True)  # a metric shown only with the result
-    page.wait_for_selector(".js-plotly-plot svg.main-svg")
+    charts_drawn(page, 3)
     page.screenshot(path=str(ARTIFACTS / "app_sanitize_result.png"), full_page=True)
     _no_exceptions(page, "sanitize")
-    assert page.locator(".js-plotly-plot").count() >= 3
 
     _nav(page, "Report")
     assert page.get_by_text("Detection scan").count() >= 1
@@ -159,16 +158,14 @@ def _attack_detect_sanitize(page) -> None:
     path = ARTIFACTS / "app_report_download.html"
     download(page, "HTML report (offline)").save_as(str(path))
     page.goto(path.as_uri())  # the last step: the app page is no longer needed (its route still blocks)
-    page.wait_for_selector(".js-plotly-plot svg.main-svg", timeout=60_000)
-    assert page.locator(".js-plotly-plot").count() >= 5 and "Detection scan" in page.content()
+    charts_drawn(page, 5)
+    assert "Detection scan" in page.content()
     page.screenshot(path=str(ARTIFACTS / "app_report_download.png"), full_page=False)
 
 
 def _check_inspect(page) -> None:
     # plotly charts on the first tab rendered as SVG
-    page.wait_for_selector(".js-plotly-plot svg.main-svg", timeout=60_000)
-    assert page.locator(".js-plotly-plot").count() >= 3
-    assert page.locator("text=L1H3").count() + page.locator(".js-plotly-plot").count() > 0
+    charts_drawn(page, 3)
     # the bertviz head view: open its tab, wait for the iframe, and for d3's SVG inside it
     page.get_by_role("tab", name="bertviz views").click()
     wait_until_idle(page)
