@@ -71,7 +71,7 @@ FULL = {"n_clean": 300, "n_test": 1821, "n_poison": 912, "n_detect": 400, "pool_
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="CPU setting (default): <= 60 min on 2 cores")
+    mode.add_argument("--quick", action="store_true", help="CPU setting (default): the small sets a 2-core machine runs (times: README)")
     mode.add_argument("--full", action="store_true", help="larger eval sets (GPU)")
     p.add_argument("--models-from", default=None,
                    help="a folder of saved models (each with backdoor_lab.json giving attack/target/tal) instead of "
