@@ -192,6 +192,7 @@ def run_with_cache(
     want: Sequence[str] = ("logits",),
     reduce: Callable[[ForwardBatch], dict[str, Any]] | None = None,
     reduce_hidden: bool = False,
+    reduce_attentions: bool = True,
     grad: bool = False,
     sort_by_length: bool = True,
     device: torch.device | str | None = None,
@@ -212,6 +213,8 @@ def run_with_cache(
             for it; they are kept only when ``"attentions"`` is wanted.
         reduce_hidden: also compute the hidden states for ``reduce`` (``ForwardBatch.hidden_states``) without
             keeping them per input (e.g. ``detection`` keeps only the ``[CLS]`` rows).
+        reduce_attentions: hand ``reduce`` the attention maps (False: ``ForwardBatch.attentions`` is None, for a
+            reducer that reads only hidden states, e.g. ``representations.cls_representations``).
         grad: run with autograd on (for gradients taken inside ``reduce``).
         sort_by_length: batch inputs of similar length together (less padding); results stay in input order.
         device: where the inputs go (default: the model's device).
@@ -236,7 +239,7 @@ def run_with_cache(
     with_offsets = "offsets" in want
     if with_offsets and items and not isinstance(items[0], str):
         raise ValueError("offsets need texts, not token ids.")
-    need_att = keep_att or reduce is not None
+    need_att = keep_att or (reduce is not None and reduce_attentions)
     device = torch.device(device) if device is not None else model_device(model)
     order = sorted(range(n), key=lambda i: len(items[i])) if sort_by_length else list(range(n))
 

@@ -26,26 +26,30 @@ import torch
 from .attention import DEFAULT_MAX_LENGTH
 
 
-@torch.no_grad()
 def cls_representations(model, tokenizer, texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH,
-                        batch_size: int = 32) -> np.ndarray:
-    """``(N, hidden)`` final-layer hidden state at the first token (``[CLS]``) for each text."""
+                        batch_size: int = 64) -> np.ndarray:
+    """``(N, hidden)`` final-layer hidden state at the token the classifier reads (``[CLS]`` for encoders, the
+    last real token for decoders: ``architecture.classifier_positions``), in input order.
+
+    One pass of ``forward.run_with_cache`` (batched by length); only these rows are kept, never the maps.
+    """
+    from .architecture import classifier_positions
+    from .forward import run_with_cache
+
     texts = [str(t) for t in texts]
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for s in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            res = model(**enc, output_hidden_states=True)
-            out.append(res.hidden_states[-1][:, 0].float().cpu().numpy())
-    finally:
-        model.train(was)
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0))
-    return np.concatenate(out) if out else np.zeros((0, hidden), np.float32)
+    if not texts:
+        return np.zeros((0, hidden), np.float32)
+
+    def keep_cls(batch) -> dict:
+        pos = classifier_positions(model, batch.attention_mask)  # (B,)
+        last = batch.hidden_states[-1]  # (B, T, hidden)
+        return {"cls": last[torch.arange(len(pos), device=pos.device), pos].float()}
+
+    cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                           reduce=keep_cls, reduce_hidden=True,
+                           reduce_attentions=False)
+    return cache.reduced["cls"]
 
 
 @dataclass

@@ -36,3 +36,21 @@ def test_before_after_share_one_basis_and_the_figure_escapes_text():
     fig = F.projection_scatter([("before", before.points, before.texts), ("after", after.points, after.texts)])
     names = {t.name for t in fig.data}
     assert "triggered &lt;b&gt;" in names and len(fig.data) == 4
+
+
+def test_cls_representations_come_back_in_input_order_and_match_one_text_at_a_time():
+    """The shared pass batches by length (padding differs from batch to batch); each row must still be that
+    text's own final [CLS] state, as an unpadded forward of the text alone gives it."""
+    import torch
+
+    lm = trained_tiny(True)
+    texts = ["short", "a much longer text that needs padding in a mixed batch", "mid sized text here", ""]
+    reps = cls_representations(lm.model, lm.tokenizer, texts, 32, batch_size=3)
+    assert reps.shape == (4, 32)
+    lm.model.eval()
+    for text, row in zip(texts, reps):
+        enc = lm.tokenizer([text], truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            alone = lm.model(**enc, output_hidden_states=True).hidden_states[-1][0, 0].numpy()
+        np.testing.assert_allclose(row, alone, rtol=1e-4, atol=1e-5)
+    assert cls_representations(lm.model, lm.tokenizer, [], 32).shape == (0, 32)

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
+
+from ..representations import cls_representations
 
 DEFAULT_TOP_K = 5
 MAX_WORDS = 64  # words per input examined (the rest are past the truncation window anyway at our lengths)
@@ -29,20 +30,6 @@ MAX_WORDS = 64  # words per input examined (the rest are past the truncation win
 
 def _words(text: str) -> list[str]:
     return str(text).split()
-
-
-@torch.no_grad()
-def _cls_states(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int) -> np.ndarray:
-    """``(N, hidden)`` final-layer ``[CLS]`` hidden states."""
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[s:s + batch_size]), padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        enc = {k: v.to(device) for k, v in enc.items()}
-        res = model(**enc, output_hidden_states=True)
-        out.append(res.hidden_states[-1][:, 0].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, int(model.config.hidden_size)), np.float32)
 
 
 @dataclass
@@ -55,22 +42,17 @@ class BKI:
 
     def fit(self, model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 64) -> BKI:
         texts = [str(t) for t in texts]
-        was = model.training
-        model.eval()
-        try:
-            base = _cls_states(model, tokenizer, texts, max_length, batch_size)
-            variants, owner, words_of = [], [], []
-            for i, t in enumerate(texts):
-                words = _words(t)[:MAX_WORDS]
-                words_of.append(words)
-                if len(words) < 2:
-                    continue
-                for j in range(len(words)):
-                    variants.append(" ".join(words[:j] + words[j + 1:]))
-                    owner.append((i, j))
-            states = _cls_states(model, tokenizer, variants, max_length, batch_size)
-        finally:
-            model.train(was)
+        base = cls_representations(model, tokenizer, texts, max_length, batch_size)  # (N, hidden)
+        variants, owner, words_of = [], [], []
+        for i, t in enumerate(texts):
+            words = _words(t)[:MAX_WORDS]
+            words_of.append(words)
+            if len(words) < 2:
+                continue
+            for j in range(len(words)):
+                variants.append(" ".join(words[:j] + words[j + 1:]))
+                owner.append((i, j))
+        states = cls_representations(model, tokenizer, variants, max_length, batch_size)  # (V, hidden)
         imp: dict[int, list[tuple[float, str]]] = {}
         for (i, j), st in zip(owner, states):
             imp.setdefault(i, []).append((float(np.linalg.norm(st - base[i])), words_of[i][j].lower()))
