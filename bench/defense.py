@@ -8,7 +8,9 @@ each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the
   ``head_similarity_2pass``: final pass; with ``settings.REPRESENTATION`` the head-focus score fused with the
   [CLS] representation distance), the paper's attention-only parts of the same scan (``attention_only``,
   ``attention_only_2pass``), STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
-  keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half;
+  keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half, and
+  beside it the AUROC counting only the triggered inputs the trigger flips to the target (``fired_auroc``, a
+  diagnostic: a weak backdoor leaves most triggered inputs at their clean prediction);
 * ``scan_model`` with a pool of unlabelled inputs (``pool_poison`` of them triggered) -> verdict score and
   suspicious heads;
 * every defense (``alignment`` = ours, ``finetune``, ``fineprune``, ``pure``) via ``defenses.run_defense``:
@@ -31,6 +33,7 @@ minimums do not fit.
     python bench/defense.py --quick --zoo test --workers 2    # the test zoo, 2 one-thread processes, merged
     python bench/defense.py --quick --zoo test --only A,B --tag p1
     python bench/defense.py --zoo test --merge p1,p2         # -> defense_test.json/.md
+    python bench/defense.py --quick --zoo test --repair "" --workers 2 --tag detect   # detection only, no repair
 
 Writes ``bench/results/defense[_test]<_tag>.json`` and ``.md`` after every model (a killed run keeps what it
 finished; ``--resume`` skips finished models).
@@ -273,6 +276,25 @@ def _fail(message: str):
     raise SystemExit(2)
 
 
+FIRED_MIN = 5  # fewer flipped inputs than this: no "fired" AUROC (too few positives to rank)
+
+
+def fired_auroc(clean_scores, triggered_scores, fired) -> dict:
+    """Detection AUROC counting as positives only the triggered inputs the trigger flips (``fired``: ``(n_trig,)``
+    bool, the model says the target on the triggered text and not on its clean source row), against the same
+    clean inputs: ``{"auroc_fired", "n_fired"}`` (``auroc_fired`` None under ``FIRED_MIN`` flipped inputs). A
+    diagnostic beside the goal's AUROC over every triggered input: on a weak backdoor most triggered inputs keep
+    their clean prediction and no detector that reads the model can tell them from clean ones."""
+    import numpy as np
+
+    from backdoor_core.metrics import auroc
+
+    fired = np.asarray(fired, dtype=bool)
+    n = int(fired.sum())
+    value = auroc(clean_scores, np.asarray(triggered_scores)[fired]) if n >= FIRED_MIN else None
+    return {"auroc_fired": value, "n_fired": n}
+
+
 def family(attack: str) -> str:
     a = attack.lower()
     if a.startswith("badnets"):
@@ -399,6 +421,7 @@ def main(argv=None) -> int:
         return 0
     if args.workers > 1:
         return run_parallel(args, list(sys.argv[1:] if argv is None else argv))
+    import numpy as np
     import torch
 
     from backdoor_core.attention import predict
@@ -544,22 +567,25 @@ def main(argv=None) -> int:
                           **settings.get("scan_knobs", {}))
         held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
         held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
+        # the held-out triggered inputs the trigger flips: the model says the target on the triggered text and
+        # not on its clean source row (a weak backdoor acts on few of them; no model-based detector can tell the
+        # others from clean inputs)
+        src_pred = predict(lm.model, lm.tokenizer, [test.texts[r] for r in split.detect_triggered], L).argmax(1)
+        fired = (held_trig.probs.argmax(1) == target) & (np.asarray(src_pred) != target)
+        scored: dict = {}  # method -> (clean scores (n_clean,), triggered scores (n_trig,), threshold)
         det = scan.detector  # the scan's first pass, fitted and thresholded on the defender's clean halves
-        ours = evaluate_detector(det.score(held_clean), det.score(held_trig), det.threshold)
-        ours2 = None  # the scan's refined pass: the final suspicious heads' focus, same clean halves
-        if scan.head_detector is not None:
+        scored["head_similarity"] = (det.score(held_clean), det.score(held_trig), det.threshold)
+        if scan.head_detector is not None:  # the scan's refined pass: the final suspicious heads' focus
             det2 = scan.head_detector
-            ours2 = evaluate_detector(det2.score(held_clean), det2.score(held_trig), det2.threshold)
-        # the paper's attention-only parts of the same scan (None when the scan ran attention-only already)
-        att1 = att2 = None
+            scored["head_similarity_2pass"] = (det2.score(held_clean), det2.score(held_trig), det2.threshold)
+        # the paper's attention-only parts of the same scan (absent when the scan ran attention-only already)
         if scan.attention_detector is not None and scan.attention_detector is not scan.detector:
             a = scan.attention_detector
-            att1 = evaluate_detector(a.score(held_clean), a.score(held_trig), a.threshold)
+            scored["attention_only"] = (a.score(held_clean), a.score(held_trig), a.threshold)
         if scan.attention_head_detector is not None and scan.attention_head_detector is not scan.head_detector:
             a = scan.attention_head_detector
-            att2 = evaluate_detector(a.score(held_clean), a.score(held_trig), a.threshold)
-        none = {"auroc": None, "frr": None, "far": None, "keywords": []}
-        strip_res = strip_cal = rap_res = bki_res = none
+            scored["attention_only_2pass"] = (a.score(held_clean), a.score(held_trig), a.threshold)
+        bki = None
         strip_seconds = rap_seconds = bki_seconds = 0.0
         if args.detectors == "all":
             t = time.perf_counter()
@@ -570,36 +596,42 @@ def main(argv=None) -> int:
                                    **strip_kw)
             st_dev = strip_scores(lm.model, lm.tokenizer, scan.clean_dev_texts, defender.texts,
                                   settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
-            strip_res = evaluate_detector(st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
+            scored["strip"] = (st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
             # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
             p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
                                       for x in (det_clean, poisoned_det, scan.clean_dev_texts))
             z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
-            strip_cal = evaluate_detector(class_calibrated(st_clean, p_clean, st_dev, p_dev),
-                                          class_calibrated(st_trig, p_trig, st_dev, p_dev),
-                                          threshold_at_frr(z_dev, S.FRR))
+            scored["strip_class_calibrated"] = (class_calibrated(st_clean, p_clean, st_dev, p_dev),
+                                                class_calibrated(st_trig, p_trig, st_dev, p_dev),
+                                                threshold_at_frr(z_dev, S.FRR))
             strip_seconds = time.perf_counter() - t
             # RAP (perturbation word trained on the defender's fit half) and BKI (keyword dictionary from the pool)
             t = time.perf_counter()
             rap = RAP(lm.model, lm.tokenizer, max_length=L, seed=seed).fit(scan.clean_fit_texts)
-            rap_res = evaluate_detector(rap.score(det_clean), rap.score(poisoned_det),
-                                        threshold_at_frr(rap.score(scan.clean_dev_texts), S.FRR))
+            scored["rap"] = (rap.score(det_clean), rap.score(poisoned_det),
+                             threshold_at_frr(rap.score(scan.clean_dev_texts), S.FRR))
             rap_seconds = time.perf_counter() - t
             t = time.perf_counter()
             bki = BKI().fit(lm.model, lm.tokenizer, pool, L)
-            bki_res = evaluate_detector(bki.score(det_clean), bki.score(poisoned_det),
-                                        threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
-            bki_res["keywords"] = [w for w, _ in bki.keywords(5)]
+            scored["bki"] = (bki.score(det_clean), bki.score(poisoned_det),
+                             threshold_at_frr(bki.score(scan.clean_dev_texts), S.FRR))
             bki_seconds = time.perf_counter() - t
+        results = {k: evaluate_detector(*v) for k, v in scored.items()}
+        none = {"auroc": None, "frr": None, "far": None}
+        ours, ours2 = results["head_similarity"], results.get("head_similarity_2pass")
+        strip_res, strip_cal = results.get("strip", none), results.get("strip_class_calibrated", none)
+        rap_res, bki_res = results.get("rap", none), results.get("bki", none)
+        bki_keywords = [w for w, _ in bki.keywords(5)] if bki is not None else []
         common = {"zoo": args.zoo, "dataset": ds_name, "seed": m.get("seed")}
         if is_bd:
-            methods = [("head_similarity", ours), ("head_similarity_2pass", ours2),
-                       ("attention_only", att1), ("attention_only_2pass", att2), ("strip", strip_res),
-                       ("strip_class_calibrated", strip_cal), ("rap", rap_res), ("bki", bki_res)]
-            for method, res in [(k, r) for k, r in methods if r is not None and r["auroc"] is not None]:
+            for method, (c_scores, t_scores, _) in scored.items():
+                res = results[method]
+                if res["auroc"] is None:
+                    continue
                 report["detection"].append({"model": m["name"], **common, "attack": m["attack"],
                                             "family": family(m["attack"]), "tal": m["tal"], "method": method,
-                                            "auroc": res["auroc"], "frr": res["frr"], "far": res["far"]})
+                                            "auroc": res["auroc"], "frr": res["frr"], "far": res["far"],
+                                            **fired_auroc(c_scores, t_scores, fired)})
         flagged = scan.flagged
         true_flags = sum(pool_is_trig[i] for i in flagged)
         first = scan.first_pass["flagged"] if scan.first_pass else flagged
@@ -612,7 +644,7 @@ def main(argv=None) -> int:
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
                      "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
-                     "bki_keywords": bki_res["keywords"],
+                     "bki_keywords": bki_keywords,
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
                      "eval_sizes": sizes, "representation_share": scan.representation_share,
@@ -808,12 +840,62 @@ def _zoo_summary(report: dict) -> list[str]:
                        f"{_ms([r['seconds'] for r in rs], pct=False, digits=0)} |")
     det: dict = {}
     for d in report["detection"]:
-        det.setdefault((d.get("dataset") or "?", _fam(d), d["method"]), []).append(d["auroc"])
+        det.setdefault((d.get("dataset") or "?", _fam(d), d["method"]), []).append(d)
     if det:
         out += ["", "## Detection AUROC over seeds: mean ± sd (held-out clean vs triggered inputs)", "",
-                "| dataset | trigger family | method | AUROC |", "|---|---|---|---|"]
+                "AUROC (flipped): positives are only the triggered inputs the trigger flips (`fired_auroc`; models "
+                f"with at least {FIRED_MIN} such inputs).", "",
+                "| dataset | trigger family | method | AUROC | AUROC (flipped) |", "|---|---|---|---|---|"]
         for key in sorted(det):
-            out.append(f"| {key[0]} | {key[1]} | {key[2]} | {_ms(det[key], pct=False, digits=3)} |")
+            rows = det[key]
+            out.append(f"| {key[0]} | {key[1]} | {key[2]} | {_ms([d['auroc'] for d in rows], pct=False, digits=3)} "
+                       f"| {_ms([d.get('auroc_fired') for d in rows], pct=False, digits=3)} |")
+    return out
+
+
+TIME_PARTS = (("scan", "our scan"), ("alignment", "our repair"), ("strip", "STRIP"), ("rap", "RAP"), ("bki", "BKI"),
+              ("finetune", "fine-tuning"), ("fineprune", "fine-pruning"), ("pure", "PURE"))
+
+
+def time_summary(report: dict) -> list[str]:
+    """"Where the time goes": per (dataset, backdoored or clean), the mean seconds a model took in all and in each
+    part (our repair without its scan; "the rest" = evaluation sets before and after each repair, the clean
+    model's rate, the held-out detection passes and loading). Models without a ``seconds`` row are left out."""
+    groups: dict = {}
+    for m in report["models"]:
+        if m.get("seconds") is None:
+            continue
+        groups.setdefault((m.get("dataset") or "?", "clean" if m["attack"] == "clean" else "backdoored"), []).append(m)
+    if not groups:
+        return []
+    runs: dict = {}
+    for r in report["runs"]:
+        runs[(r["model"], r["defense"])] = r["seconds"]
+    threads = (report.get("settings") or {}).get("threads")
+    out = ["", "## Where the time goes: mean seconds per model"
+           + (f" ({threads} thread{'s' if threads != 1 else ''} per process)" if threads else ""), "",
+           "| dataset | models | n | all | " + " | ".join(label for _, label in TIME_PARTS) + " | the rest |",
+           "|---|---|---|---|" + "---|" * (len(TIME_PARTS) + 1)]
+    for (ds, kind), ms in sorted(groups.items()):
+        cells, known = [], []
+        for key, _ in TIME_PARTS:
+            per = []
+            for m in ms:
+                if key in ("scan", "strip", "rap", "bki"):
+                    v = m.get(f"{key}_seconds")
+                    v = None if v is None or (key != "scan" and v == 0) else v
+                else:
+                    v = runs.get((m["name"], key))
+                    if v is not None and key == "alignment":
+                        v -= m.get("scan_seconds") or 0.0  # the run's seconds include the scan
+                per.append(v)
+            vals = [v for v in per if v is not None]
+            cells.append(f"{statistics.fmean(vals):.0f}" if vals else "-")
+            known.append(per)
+        total = statistics.fmean(m["seconds"] for m in ms)
+        parts_sum = statistics.fmean(sum(v for v in col if v is not None) for col in zip(*known))
+        out.append(f"| {ds} | {kind} | {len(ms)} | {total:.0f} | " + " | ".join(cells)
+                   + f" | {total - parts_sum:.0f} |")
     return out
 
 
@@ -858,10 +940,16 @@ def markdown(report: dict) -> str:
     several_seeds = len({r.get("seed") for r in report["runs"]}) > 1  # a tuning zoo of two draws, too
     lines += _zoo_summary(report) if zoo == "test" or several_seeds else _summary(report)
     lines += ["", "## Detection AUROC (held-out clean vs triggered inputs)", "",
-              "| model | attack | TAL | method | AUROC | FRR | FAR |", "|---|---|---|---|---|---|---|"]
+              "AUROC (flipped): only the triggered inputs the trigger flips to the target count as positives "
+              "(`fired_auroc`; n = how many of the held-out triggered inputs it flips; - under "
+              f"{FIRED_MIN} or in runs before this column).", "",
+              "| model | attack | TAL | method | AUROC | AUROC (flipped) (n) | FRR | FAR |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in report["detection"]:
+        flipped = (f"{_f(r.get('auroc_fired'), False)} ({r['n_fired']})" if r.get("n_fired") is not None
+                   else "-")
         lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['method']} | "
-                     f"{_f(r['auroc'], False)} | {_f(r['frr'])} | {_f(r['far'])} |")
+                     f"{_f(r['auroc'], False)} | {flipped} | {_f(r['frr'])} | {_f(r['far'])} |")
     mv = report.get("model_verdict") or {}
     lines += ["", "## Model-level verdict", "",
               f"{mv.get('models', 0)} models ({mv.get('clean', 0)} clean, {mv.get('backdoored', 0)} backdoored): "
@@ -907,6 +995,7 @@ def markdown(report: dict) -> str:
                          f"{z['n_poison']} | {z['n_detect_clean']} / {z['n_detect_triggered']} | {z['pool_size']} "
                          f"({z['pool_triggered']}) | {z['scale']:.2f} | {z['rows_test']} ({z['rows_non_target']} / "
                          f"{z['rows_triggerable']}) | {'yes' if z['shared_rows'] else 'no (paraphrase file)'} |")
+    lines += time_summary(report)
     parts = report.get("part_seconds")
     lines += ["", f"Total {report.get('seconds_total', 0):.0f} s" + (
         " (merged runs: " + ", ".join(f"{t} {sec:.0f} s" for t, sec in parts.items()) + ")" if parts else "") + "."]

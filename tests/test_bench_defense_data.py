@@ -186,7 +186,13 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     al = runs["alignment"]
     assert al["pseudo_labelled"] is not None
     assert al["pseudo_label_accuracy"] is None or 0 <= al["pseudo_label_accuracy"] <= 1
+    det = [d for d in rep["detection"] if d["model"] == "bd"]
+    assert det and {d["method"] for d in det} >= {"head_similarity", "strip", "rap", "bki"}
+    for d in det:  # every method is scored on the same flipped inputs
+        assert d["n_fired"] == det[0]["n_fired"]
     by_name = {m["name"]: m for m in rep["models"]}
+    n_trig = by_name["bd"]["eval_sizes"]["n_detect_triggered"]
+    assert 0 < det[0]["n_fired"] <= n_trig  # the tiny backdoor flips some held-out triggered inputs
     z = by_name["bd"]["eval_sizes"]
     assert z["rows_test"] == 520 and z["shared_rows"] and z["n_poison"] >= 50 and z["n_clean"] == 60
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
@@ -335,3 +341,36 @@ def test_zoo_builder_lists_the_tuning_and_test_zoos():
                          {"seeds": "1", "only": "sst2/clean", "workers": 1, "models": 1, "seconds": 60.0}], "tuning")
     assert md.startswith("# Tuning zoo build")
     assert "`--seeds 0`: 12 models in 20.1 min with 2 workers; `--seeds 1 --only sst2/clean`: 1 models" in md
+
+
+def test_fired_auroc_counts_only_the_flipped_triggered_inputs():
+    b = _bench()
+    clean = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    trig = [0.9, 0.8, 0.95, 0.85, 0.7, 0.05, 0.0]  # the last two kept their clean prediction and score low
+    fired = [True, True, True, True, True, False, False]
+    out = b.fired_auroc(clean, trig, fired)
+    assert out == {"auroc_fired": pytest.approx(1.0), "n_fired": 5}
+    from backdoor_core.metrics import auroc
+
+    assert auroc(clean, trig) < 0.8  # over every triggered input the same scores rank worse
+    assert b.fired_auroc(clean, trig, [True] * 4 + [False] * 3) == {"auroc_fired": None, "n_fired": 4}
+
+
+def test_time_summary_splits_each_model_into_its_parts():
+    b = _bench()
+    models = [{"name": "a", "dataset": "d", "attack": "badnets", "seconds": 100.0, "scan_seconds": 10.0,
+               "strip_seconds": 5.0, "rap_seconds": 6.0, "bki_seconds": 7.0},
+              {"name": "b", "dataset": "d", "attack": "badnets", "seconds": 120.0, "scan_seconds": 20.0,
+               "strip_seconds": 5.0, "rap_seconds": 6.0, "bki_seconds": 9.0},
+              {"name": "c", "dataset": "d", "attack": "clean", "seconds": 40.0, "scan_seconds": 10.0,
+               "strip_seconds": 0.0, "rap_seconds": 0.0, "bki_seconds": 0.0}]
+    runs = [{"model": "a", "defense": "alignment", "seconds": 40.0}, {"model": "a", "defense": "pure", "seconds": 30.0},
+            {"model": "b", "defense": "alignment", "seconds": 50.0}]
+    lines = b.time_summary({"models": models, "runs": runs, "settings": {"threads": 1}})
+    assert "(1 thread per process)" in lines[1]
+    rows = {ln.split(" | ")[1]: ln.strip("| ").split(" | ") for ln in lines if ln.startswith("| d |")}
+    # backdoored: all 110; scan 15; our repair (40-10, 50-20) 30; STRIP 5; RAP 6; BKI 8; PURE only on a: 30;
+    # the rest = 110 - mean(10+30+5+6+7+30, 20+30+5+6+9) = 110 - 79 = 31
+    assert rows["backdoored"] == ["d", "backdoored", "2", "110", "15", "30", "5", "6", "8", "-", "-", "30", "31"]
+    # a detection-only clean model (the baselines' detectors skipped: 0 s) shows them as not run
+    assert rows["clean"] == ["d", "clean", "1", "40", "10", "-", "-", "-", "-", "-", "-", "-", "30"]
