@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .architecture import classifier_positions
 from .attention import DEFAULT_MAX_LENGTH
+from .forward import run_with_cache
 
 
 def cls_representations(model, tokenizer, texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH,
@@ -33,9 +35,6 @@ def cls_representations(model, tokenizer, texts: Sequence[str], max_length: int 
 
     One pass of ``forward.run_with_cache`` (batched by length); only these rows are kept, never the maps.
     """
-    from .architecture import classifier_positions
-    from .forward import run_with_cache
-
     texts = [str(t) for t in texts]
     hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0))
     if not texts:
@@ -47,8 +46,7 @@ def cls_representations(model, tokenizer, texts: Sequence[str], max_length: int 
         return {"cls": last[torch.arange(len(pos), device=pos.device), pos].float()}
 
     cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                           reduce=keep_cls, reduce_hidden=True,
-                           reduce_attentions=False)
+                           reduce=keep_cls, reduce_hidden=True, reduce_attentions=False)
     return cache.reduced["cls"]
 
 

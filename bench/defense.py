@@ -598,8 +598,8 @@ def main(argv=None) -> int:
                                   settings["strip_repeats"], **{**strip_kw, "seed": seed + 1})
             scored["strip"] = (st_clean, st_trig, threshold_at_frr(st_dev, S.FRR))
             # the same scores, z-scored against the clean dev inputs of the same predicted class (class mix removed)
-            p_clean, p_trig, p_dev = (predict(lm.model, lm.tokenizer, x, L).argmax(1)
-                                      for x in (det_clean, poisoned_det, scan.clean_dev_texts))
+            p_clean, p_trig = held_clean.probs.argmax(1), held_trig.probs.argmax(1)  # from the held-out passes
+            p_dev = predict(lm.model, lm.tokenizer, scan.clean_dev_texts, L).argmax(1)
             z_dev = class_calibrated(st_dev, p_dev, st_dev, p_dev)
             scored["strip_class_calibrated"] = (class_calibrated(st_clean, p_clean, st_dev, p_dev),
                                                 class_calibrated(st_trig, p_trig, st_dev, p_dev),
