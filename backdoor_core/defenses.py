@@ -209,6 +209,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
     exclude_direction = bool(knobs.pop("exclude_direction", S.EXCLUDE_DIRECTION))
     leave_target = bool(knobs.pop("labels_leave_target", S.LABELS_LEAVE_TARGET))
+    label_excess = bool(knobs.pop("label_excess", S.LABEL_EXCESS))
     ffn = knobs.pop("ffn", S.REPAIR_FFN)
     ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
     retain = float(knobs.pop("retain", S.RETAIN_WEIGHT))
@@ -266,6 +267,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
                          "to choose them yourself.")
     flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
+    label_limit = None
+    if label_excess and report is not None and heads is None:  # the scan's flags come highest score first
+        from .sanitize import excess_flags
+        label_limit = excess_flags(len(report.flagged), len(pool), max(report.frr_target, report.clean_frr))
     found_words, likely = [], []
     if use_pool_words and pool:
         from .trigger_search import likely_trigger_words, pool_words
@@ -291,7 +296,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
                          else bool(report.verdict["likely_backdoored"]),
                          measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-                         trigger_share=trigger_share, **reused, **common)
+                         trigger_share=trigger_share, label_limit=label_limit, **reused, **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -307,6 +312,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "pseudo_labels": pseudo,
         "focus_labels": focus,
         "exclude_labels": exclude,
+        "label_excess": label_excess,
         "ffn": ffn,
         "align_before": res.align_before,
         "align_after": res.align_after,

@@ -579,6 +579,17 @@ class SanitizeResult:
     details: dict = field(default_factory=dict)
 
 
+def excess_flags(n_flagged: int, n_pool: int, frr: float) -> int:
+    """How many flagged pool inputs to pseudo-label (our design; papers silent; ``label_excess``,
+    ``settings.LABEL_EXCESS``): the flagged count less the inputs a clean pool would have flagged by chance at the
+    scan's false-rejection rate, ``ceil(frr x n_pool)`` (the whole pool counted as clean: an upper bound), never
+    below 0. The scan lists its flags highest score first, so these are the flags least likely to be chance.
+    """
+    if n_flagged < 0 or n_pool < 0 or not 0 <= frr <= 1:
+        raise ValueError(f"excess_flags needs counts >= 0 and a rate in [0, 1], got {n_flagged}, {n_pool}, {frr}.")
+    return max(0, int(n_flagged) - int(np.ceil(float(frr) * int(n_pool) - 1e-9)))
+
+
 def sanitize_heads(
     model,
     tokenizer,
@@ -612,6 +623,7 @@ def sanitize_heads(
     repair_seeds: int = S.REPAIR_SEEDS,
     trigger_words: Sequence[tuple[str, int]] = (),
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
+    label_limit: int | None = None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -656,6 +668,8 @@ def sanitize_heads(
         trigger_words: ``(word, target)`` likely trigger words (``trigger_search.likely_trigger_words``):
             ``trigger_share`` of the clean labelled texts of the classes they do not target carry one of them,
             in place of their plain versions, with their own label (``trigger_augmented``).
+        label_limit: only the first ``label_limit`` pool texts may get a pseudo-label (None: all); the others stay
+            in the alignment term alone. Pass the pool highest detection score first (``excess_flags``).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -721,6 +735,12 @@ def sanitize_heads(
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
+    n_cut = 0
+    if label_limit is not None and pool_labels is not None:
+        if label_limit < 0:
+            raise ValueError(f"label_limit must be >= 0, got {label_limit}.")
+        n_cut = sum(y != IGNORE_LABEL for y in pool_labels[label_limit:])
+        pool_labels = list(pool_labels[:label_limit]) + [IGNORE_LABEL] * len(pool_labels[label_limit:])
     reset_mask = (suspicious if reset else None) if isinstance(reset, (bool, np.bool_)) else (
         np.asarray(reset, dtype=bool) & suspicious)
     if reset_mask is not None and reset_mask.any():
@@ -753,6 +773,7 @@ def sanitize_heads(
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
                  "pool_labels_dropped": n_dropped,
+                 "label_limit": label_limit, "pool_labels_cut": n_cut,
                  # (C,) the probability the focus tokens push the flagged inputs toward each class
                  "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,

@@ -160,6 +160,13 @@ focus tokens push toward (``sanitize.leave_target_only``). Our design (papers si
 helped on the tuning zoo (bench/results/knob_tuning_labels_leave_target.md) but on the test zoo, with
 ``EXCLUDE_DIRECTION``, it left AG News lyrics style at 20-25% instead of 0.5-7%: a style trigger has no tokens to
 drop, so the direction is noise there (bench/results/archive/defense_test_g.md)."""
+LABEL_EXCESS = False
+"""Pseudo-label only the flagged inputs the pool has beyond chance (``sanitize.excess_flags``): at the scan's
+false-rejection rate about ``FRR`` x pool size clean inputs are flagged by chance, so only that many fewer than the
+flagged count, the highest-scoring ones, get a cross-entropy label; the rest stay in the alignment term alone. Aim: on a
+weak backdoor the flagged count barely exceeds chance and the labels the rules give its chance flags are mostly wrong
+(pseudo-label accuracy 0-33%). Our design (papers silent)."""
+
 RETAIN_WEIGHT = 0.0
 """Weight of the clean-output retention term of our repair (``sanitize.RetentionLoss``: KL from the unrepaired
 model's probabilities on the defender's clean labelled inputs; 0 = off). Our design (papers silent)."""

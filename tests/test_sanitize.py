@@ -1,6 +1,7 @@
 """Attention safety alignment + head-wise fine-tuning: masks, the alignment term, cancel, errors."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -726,3 +727,48 @@ def test_trigger_augmented_puts_the_word_into_other_classes_texts_in_their_place
     assert all(("cf" in e.text.split()) == (e.label == 0) and ("bb" in e.text.split()) == (e.label == 1)
                for e in mixed.values())
     assert trigger_augmented(texts, labels, [], 0.5) == {} and trigger_augmented(texts, labels, [("cf", 1)], 0) == {}
+
+
+def test_excess_flags_counts_the_flags_beyond_chance():
+    """Flagged count less ``ceil(frr x pool)``, never negative; bad counts and rates are plain errors."""
+    from backdoor_core.sanitize import excess_flags
+
+    assert excess_flags(48, 250, 0.05) == 48 - 13  # 12.5 chance flags, rounded up
+    assert excess_flags(60, 200, 0.05) == 50  # exactly 10: no rounding up past it
+    assert excess_flags(9, 250, 0.05) == 0 and excess_flags(0, 250, 0.05) == 0
+    assert excess_flags(7, 100, 0.0) == 7
+    for bad in ((-1, 10, 0.05), (3, 10, 1.5), (3, 10, -0.1)):
+        with pytest.raises(ValueError):
+            excess_flags(*bad)
+
+
+def test_label_excess_labels_only_the_highest_scoring_flags(monkeypatch):
+    """With ``label_excess`` our repair gives cross-entropy labels only to the first ``excess_flags`` of the
+    scan's flags (highest score first); the others keep the alignment term alone, and every label kept is the
+    one the rules give without the knob."""
+    from backdoor_core.sanitize import excess_flags
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
+                     rel_threshold=0.0, max_fraction=0.5)
+    assert np.all(np.diff(rep.pool_scores[rep.flagged]) <= 0)  # the scan lists its flags highest score first
+    # the tiny scan flags few; flag the 12 highest-scoring inputs the same way, so that some flags are "chance"
+    rep = replace(rep, flagged=np.argsort(-rep.pool_scores, kind="stable")[:12])
+    limit = excess_flags(12, len(pool), max(rep.frr_target, rep.clean_frr))
+    assert limit == 12 - 4  # 20% of a 20-input pool
+
+    def repaired(**knobs):
+        return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                           max_length=32, seed=0, ffn="none", **knobs).details
+
+    full, cut = repaired(), repaired(label_excess=True)
+    assert full["flagged_indices"] == cut["flagged_indices"]  # the same inputs stay in the alignment term
+    assert full["label_limit"] is None and cut["label_limit"] == limit and cut["label_excess"] is True
+    assert cut["flagged_labels"][:limit] == full["flagged_labels"][:limit]
+    assert set(cut["flagged_labels"][limit:]) == {-100}
+    assert cut["pool_labels_cut"] == sum(y != -100 for y in full["flagged_labels"][limit:]) >= 1
+    assert cut["pool_pseudo_labelled"] == full["pool_pseudo_labelled"] - cut["pool_labels_cut"]
