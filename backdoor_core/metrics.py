@@ -34,6 +34,26 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
 cacc = accuracy
 
 
+def accuracy_change(labels: Sequence[int], before: Sequence[int], after: Sequence[int], z: float = 1.96) -> dict:
+    """CACC change from ``before`` to ``after`` predictions on the same texts, with a paired interval.
+
+    Per text d = correct after - correct before (-1, 0 or 1); the change is mean(d) and its interval
+    ``change +- z x sd(d) / sqrt(n)`` (normal approximation, paired: only the texts whose correctness changed add
+    variance, as in McNemar's test). It covers which test texts were drawn, not the repair's own randomness (its
+    seed), which a second repair measures. Shapes: three ``(n,)`` arrays.
+    Returns ``{"change", "low", "high", "fixed", "broken", "n"}``: shares, and the counts of texts the change
+    made right and wrong.
+    """
+    y, b, a = _arr(labels), _arr(before), _arr(after)
+    accuracy(b, y), accuracy(a, y)  # same checks
+    d = (a == y).astype(float) - (b == y).astype(float)
+    n = d.size
+    half = z * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    change = float(d.mean())
+    return {"change": change, "low": change - half, "high": change + half, "fixed": int((d > 0).sum()),
+            "broken": int((d < 0).sum()), "n": int(n)}
+
+
 def balanced_accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
     """Mean over the classes present in ``labels`` of the share of that class predicted right (recall).
 

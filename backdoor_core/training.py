@@ -469,8 +469,12 @@ def make_evaluator(
     ref_classes = (predict(reference, tokenizer, clean_texts, max_length, batch_size).argmax(1)
                    if reference is not None and clean_texts else None)
 
-    def evaluate(model) -> dict[str, float]:
+    def evaluate(model, classes_out: list | None = None) -> dict[str, float]:
+        """``classes_out``: a list that gets the ``(n,)`` predicted classes on ``clean_set`` appended (for a paired
+        comparison of two models on the same texts, ``metrics.accuracy_change``)."""
         classes = predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1)
+        if classes_out is not None:
+            classes_out.append(classes)
         out = {"cacc": accuracy(classes, clean_labels)}
         if ref_classes is not None:
             out["kept"] = accuracy(classes, ref_classes)  # agreement with the reference's classes

@@ -434,7 +434,7 @@ def main(argv=None) -> int:
     from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import attention_stats, evaluate_detector
-    from backdoor_core.metrics import threshold_at_frr
+    from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
@@ -549,7 +549,8 @@ def main(argv=None) -> int:
         pool, pool_true, pool_is_trig = draw["pool"], draw["pool_true"], draw["pool_is_triggered"]
         sizes = {**split.sizes, "n_clean": len(defender)}
         evaluate = make_evaluator(lm.tokenizer, eval_clean, poisoned_eval if is_bd else None, target, L)
-        before = evaluate(lm.model)
+        before_classes: list = []  # (n,) the suspect's classes on the CACC set, for the paired CACC change
+        before = evaluate(lm.model, before_classes)
         # the clean model's rate on the SAME triggered texts: what the backdoor's ASR is measured against
         clean_rate, clean_name = None, None
         cm = given_clean or (clean_model_for(m, all_models) if is_bd else None)
@@ -665,7 +666,9 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 res = run_defense(name, lm.model, lm.tokenizer, defender, pool_texts=pool, **knobs)
                 seconds = time.perf_counter() - t + (scan.seconds if name == "alignment" else 0.0)
-                after = evaluate(res.model)
+                after_classes: list = []
+                after = evaluate(res.model, after_classes)
+                change = accuracy_change(eval_clean.labels, before_classes[0], after_classes[0])
                 pla = None
                 if "flagged_indices" in res.details:
                     pla = pseudo_label_accuracy(res.details["flagged_indices"], res.details["flagged_labels"],
@@ -677,6 +680,9 @@ def main(argv=None) -> int:
                        "lift_after": lift(after.get("asr"), clean_rate),
                        "pseudo_label_accuracy": pla["accuracy"] if pla else None,
                        "pseudo_labelled": pla["labelled"] if pla else None,
+                       # paired 95% interval of the CACC change over the CACC texts, and the counts it rests on
+                       "cacc_change_ci95": [round(change["low"], 4), round(change["high"], 4)],
+                       "cacc_fixed": change["fixed"], "cacc_broken": change["broken"],
                        "seconds": round(seconds, 1),
                        "details": {k: v for k, v in res.details.items()
                                    if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
@@ -783,6 +789,11 @@ def _f(x, pct=True):
     if x is None:
         return "-"
     return f"{100 * x:.1f}" if pct else f"{x:.3f}"
+
+
+def _ci(pair) -> str:
+    """``[low, high]`` shares as ``low to high`` points (signed); ``-`` when absent."""
+    return "-" if not pair else f"{100 * pair[0]:+.1f} to {100 * pair[1]:+.1f}"
 
 
 def _summary(report: dict) -> list[str]:
@@ -924,15 +935,19 @@ def markdown(report: dict) -> str:
         "## Repair: ASR / CACC before -> after",
         "",
         "| model | attack | TAL | defense | ASR before | ASR after | CACC before | CACC after | seconds | dataset "
-        "| seed | clean rate | lift before | lift after | pseudo-label acc. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| seed | clean rate | lift before | lift after | pseudo-label acc. | CACC change, 95% interval |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['defense']} | "
                      f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | {_f(r['cacc_after'])} "
                      f"| {r['seconds']:.0f} | {r.get('dataset') or ds_label} | {_v(r.get('seed'))} | "
                      f"{_f(r.get('clean_rate'))} | {_f(r.get('lift_before'))} | {_f(r.get('lift_after'))} | "
-                     f"{_f(r.get('pseudo_label_accuracy'))} |")
+                     f"{_f(r.get('pseudo_label_accuracy'))} | {_ci(r.get('cacc_change_ci95'))} |")
+    if any(r.get("cacc_change_ci95") for r in report["runs"]):
+        lines += ["", "CACC change, 95% interval: paired over the CACC texts (`metrics.accuracy_change`; only texts "
+                      "whose correctness changed add variance); it covers which texts were drawn, not the repair's "
+                      "own seed."]
     no_clean = sorted({r["model"] for r in report["runs"] if "clean_rate" in r and r["clean_rate"] is None})
     if no_clean:
         lines += ["", f"No clean model of the same dataset was found for {', '.join(no_clean)}: clean rate and "

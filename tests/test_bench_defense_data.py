@@ -183,6 +183,12 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
         assert r["lift_before"] == pytest.approx(r["asr_before"] - r["clean_rate"])
         assert r["lift_after"] == pytest.approx(r["asr_after"] - r["clean_rate"])
     assert runs["finetune"]["pseudo_label_accuracy"] is None
+    n_cacc = rep["models"][0]["eval_sizes"]["n_test"]
+    for r in runs.values():  # the paired CACC change: its counts give the change, its interval holds it
+        lo, hi = r["cacc_change_ci95"]
+        change = r["cacc_after"] - r["cacc_before"]
+        assert (r["cacc_fixed"] - r["cacc_broken"]) / n_cacc == pytest.approx(change)
+        assert lo <= change <= hi and (hi > lo or r["cacc_fixed"] + r["cacc_broken"] == 0)
     al = runs["alignment"]
     assert al["pseudo_labelled"] is not None
     assert al["pseudo_label_accuracy"] is None or 0 <= al["pseudo_label_accuracy"] <= 1
@@ -198,6 +204,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
     md = (tmp_path / "results" / "defense_test_t.md").read_text()
     assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
+    assert "CACC change, 95% interval" in md
     assert 'Scan knobs: `{"rep_method": "contrast"}`' in md
     assert "## Summary over seeds" in md and "## Evaluation sets used" in md
     # parallel runs merge into defense_test.json

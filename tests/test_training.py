@@ -154,6 +154,33 @@ def test_make_evaluator_scores_cacc_and_asr(tiny):
     assert out["cacc"] == pytest.approx(float((pc == np.array(clean.labels)).mean()))
     assert out["asr"] == pytest.approx(float((pp == 1).mean()))
     assert set(make_evaluator(tiny.tokenizer, clean, None, None, 16)(tiny.model)) == {"cacc"}
+    got: list = []
+    assert "classes" not in ev(tiny.model, got) and np.array_equal(got[0], pc)  # the classes, for a paired change
+
+
+def test_accuracy_change_is_paired_and_hand_computed():
+    """The change counts the texts made right and wrong; its interval is mean(d) +- 1.96 sd(d) / sqrt(n) over the
+    per-text differences d, so texts right (or wrong) both times add no variance."""
+    from backdoor_core.metrics import accuracy_change
+
+    y = np.array([0, 1] * 50)
+    before = y.copy()
+    before[:10] = 1 - y[:10]  # 10 wrong before
+    after = y.copy()
+    after[5:9] = 1 - y[5:9]  # 4 of them still wrong ...
+    after[90:93] = 1 - y[90:93]  # ... and 3 newly wrong
+    out = accuracy_change(y, before, after)
+    d = np.zeros(100)
+    d[[0, 1, 2, 3, 4, 9]] = 1
+    d[90:93] = -1
+    half = 1.96 * d.std(ddof=1) / 10
+    assert out["fixed"] == 6 and out["broken"] == 3 and out["n"] == 100
+    assert out["change"] == pytest.approx(0.03)
+    assert (out["low"], out["high"]) == pytest.approx((0.03 - half, 0.03 + half))
+    same = accuracy_change(y, before, before)
+    assert same["change"] == same["low"] == same["high"] == 0.0
+    with pytest.raises(ValueError):
+        accuracy_change(y, before, after[:-1])
 
 
 def test_make_evaluator_kept_compares_with_the_reference_as_it_was_when_built(tiny):
