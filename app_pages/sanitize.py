@@ -184,8 +184,12 @@ cols = st.columns(5)
 if "asr" in b:
     cols[0].metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
                    delta_color="inverse")
+change = res.get("cacc_change")
 if "cacc" in b:
-    cols[1].metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts")
+    cols[1].metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts",
+                   help=None if not change else
+                   f"95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} points "
+                   f"over these {change['n']} texts (paired; not counting the repair's own randomness).")
 cols[2].metric("Time", f"{res['seconds']:.0f} s")
 heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
 cols[3].metric("Heads changed", len(heads))
@@ -193,6 +197,10 @@ if "kept" in a:
     cols[4].metric("Predictions kept", f"{a['kept']:.1%}",
                    help="Share of the clean test texts whose predicted class the repair left unchanged. CACC can "
                         "stay flat while a repair changes many predictions (as many fixed as broken).")
+if change:
+    st.caption(f"CACC change {100 * change['change']:+.1f} points, 95% interval {100 * change['low']:+.1f} to "
+               f"{100 * change['high']:+.1f} over {change['n']} clean test texts: {change['fixed']} made right, "
+               f"{change['broken']} made wrong (paired; a second repair with another seed can move it further).")
 if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))

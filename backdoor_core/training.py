@@ -449,7 +449,9 @@ def make_evaluator(
     batch_size: int = S.EVAL_BATCH_SIZE,
     reference=None,
 ) -> Callable[[Any], dict[str, float]]:
-    """A ``model -> {"cacc", "asr", "kept"}`` callable for ``train(evaluate=...)``.
+    """A ``model -> {"cacc", "asr", "kept"}`` callable for ``train(evaluate=...)``; its ``labels`` attribute holds
+    ``clean_set``'s labels ``(n,)``, and ``evaluate(model, classes_out)`` appends the model's ``(n,)`` classes to
+    the list ``classes_out``: with two runs' classes, ``metrics.accuracy_change`` gives the paired CACC change.
 
     Args:
         clean_set: a ``TextDataset`` (``texts``, ``labels``) — CACC is accuracy on all of it.
@@ -483,6 +485,7 @@ def make_evaluator(
             out["asr"] = asr(preds, target)
         return out
 
+    evaluate.labels = np.asarray(clean_labels)  # (n,) for a paired change between two runs' classes
     return evaluate
 
 

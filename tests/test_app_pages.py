@@ -288,6 +288,11 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert {"ASR", "CACC", "Predictions kept"} <= {m.label for m in at.metric}
     kept = at.session_state["sanitize.result"]["after"]["kept"]  # the repair's share of clean predictions kept
     assert 0.0 <= kept <= 1.0 and next(m for m in at.metric if m.label == "Predictions kept").value == f"{kept:.1%}"
+    res = at.session_state["sanitize.result"]
+    ch = res["cacc_change"]  # the paired CACC change on the same 16 texts, shown under the metrics
+    assert ch["n"] == 16 and ch["change"] == pytest.approx(res["after"]["cacc"] - res["before"]["cacc"])
+    assert ch["low"] <= ch["change"] <= ch["high"]
+    assert any(c.value.startswith(f"CACC change {100 * ch['change']:+.1f} points, 95% interval") for c in at.caption)
     at.button(key="sanitize.use").click().run()
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 

@@ -52,6 +52,11 @@ def test_readme_cli_examples_run_in_order(tmp_path, monkeypatch, capsys):
             assert re.search(r"^ASR\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
             assert re.search(r"^CACC\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
             assert re.search(r"^KEPT\s+[\d.]+% of the clean predictions unchanged", out, re.M), out
+            ch = re.search(r"^CHANGE\s+CACC ([+-][\d.]+) points, 95% interval ([+-][\d.]+) to ([+-][\d.]+) over "
+                           r"these (\d+) texts \((\d+) made right, (\d+) made wrong", out, re.M)
+            assert ch, out
+            c, lo, hi, n, fixed, broken = (float(g) for g in ch.groups())
+            assert lo <= c <= hi and c == pytest.approx(100 * (fixed - broken) / n, abs=0.05)
             assert "step" not in out and "it/s" not in out
         if verb == "inspect" and "--json" not in argv and "default" not in argv:
             assert "sports" in out  # the zoo model's label names, not LABEL_3

@@ -76,6 +76,7 @@ def _bar(total_hint: int, enabled: bool):
 def run(args) -> int:
     from ..data import load_dataset
     from ..defenses import repair_notes, run_defense
+    from ..metrics import accuracy_change
     from ..models import check_save_target, save_model
     from ..training import make_evaluator
 
@@ -123,8 +124,9 @@ def run(args) -> int:
                   + (f"; ASR with the card's {lm.card.attack} trigger toward "
                      f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
                      "model card, so no ASR"), file=sys.stderr)
+    classes: list = []  # (n,) the suspect's and then the repaired model's classes on the evaluation texts
     if evaluate is not None:
-        before = evaluate(lm.model)
+        before = evaluate(lm.model, classes)
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
                                "max_length": args.max_length, "seed": args.seed}.items() if v is not None}
     if args.defense == "alignment":
@@ -150,7 +152,8 @@ def run(args) -> int:
     if result.cancelled:
         print(f"cancelled after {result.seconds:.0f} s: nothing saved", file=sys.stderr)
         return 130
-    after = evaluate(result.model) if evaluate else {}
+    after = evaluate(result.model, classes) if evaluate else {}
+    change = accuracy_change(evaluate.labels, *classes) if evaluate else None
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
@@ -159,7 +162,8 @@ def run(args) -> int:
                             source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
     out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
-               "before": before, "after": after, "details": details, "cancelled": result.cancelled}
+               "before": before, "after": after, "cacc_change": change, "details": details,
+               "cancelled": result.cancelled}
     if args.json:
         print_json(summary)
         return 0
@@ -175,6 +179,10 @@ def run(args) -> int:
         if key in before or key in after:
             print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
                   f"after {100 * after.get(key, float('nan')):.1f}%")
+    if change is not None:
+        print(f"CHANGE     CACC {100 * change['change']:+.1f} points, 95% interval {100 * change['low']:+.1f} to "
+              f"{100 * change['high']:+.1f} over these {change['n']} texts ({change['fixed']} made right, "
+              f"{change['broken']} made wrong; paired, not counting the repair's own seed)")
     if "kept" in after:
         print(f"KEPT       {100 * after['kept']:.1f}% of the clean predictions unchanged by the repair")
     if result.cancelled:
