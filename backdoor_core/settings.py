@@ -163,11 +163,12 @@ drop, so the direction is noise there (bench/results/archive/defense_test_g.md).
 LABEL_EXCESS = False
 """Pseudo-label only the flagged inputs the pool has beyond chance (``sanitize.excess_flags``): at the scan's
 false-rejection rate about ``FRR`` x pool size clean inputs are flagged by chance, so only that many fewer than the
-flagged count, the highest-scoring ones, get a cross-entropy label; the rest stay in the alignment term alone. Aim: on a
-weak backdoor the flagged count barely exceeds chance and the labels the rules give its chance flags are mostly wrong
-(pseudo-label accuracy 0-33%). Our design (papers silent). Measured on the tuning zoo, not adopted
-(bench/results/archive/defense_tuning_label_excess.md): the weak models lost as much clean accuracy (-2.6 against
--2.4 points on average) and the two syntactic models kept more ASR (15.5 / 30.0% against 10.5 / 23.0%)."""
+flagged count, the highest-scoring ones, get a cross-entropy label; the rest stay in the alignment term alone. Aim:
+on a weak backdoor the flagged count barely exceeds chance and the labels the rules give its chance flags are mostly
+wrong (0-50% right on five of the tuning zoo's six weak BadNets models). Our design (papers silent). Measured on the
+tuning zoo, not adopted (bench/results/archive/defense_tuning_label_excess.md): the weak models lost as much clean
+accuracy (-2.6 against -2.4 points on average) and the two syntactic models kept more ASR (15.5 / 30.0% against
+10.5 / 23.0%)."""
 
 RETAIN_WEIGHT = 0.0
 """Weight of the clean-output retention term of our repair (``sanitize.RetentionLoss``: KL from the unrepaired

@@ -691,8 +691,8 @@ def main(argv=None) -> int:
                                             "exclude_labels", "suspected_target", "ffn_layers",
                                             "gated_clean_accuracy", "gate_labels_used", "ffn_lr_scale", "retain",
                                             "exclude_direction", "focus_shift", "pool_exclusion_labelled",
-                                            "labels_leave_target", "pool_labels_dropped", "label_excess", "label_limit",
-                                            "pool_labels_cut",
+                                            "labels_leave_target", "pool_labels_dropped", "label_excess",
+                                            "label_limit", "pool_labels_cut",
                                             "weak_evidence_cap", "pool_words", "trigger_words",
                                             "trigger_augmented", "reset_heads")}}
                 report["runs"].append(row)
