@@ -252,11 +252,15 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                   + (f"; heads repaired: {', '.join(map(str, res['details']['suspicious_heads']))}"
                      if res["details"].get("suspicious_heads") else "")
                   + (f"; heads pruned: {', '.join(map(str, res['details']['pruned_heads']))}"
-                     if res["details"].get("pruned_heads") else "")),
+                     if res["details"].get("pruned_heads") else "")
+                  + (f". CACC change {100 * ch['change']:+.1f} points, 95% interval {100 * ch['low']:+.1f} to "
+                     f"{100 * ch['high']:+.1f} over {ch['n']} clean test texts (paired)"
+                     if (ch := res.get("cacc_change")) else "")),
             table=rows,
             figures=[F.metric_comparison({"before": b, "after": a}),
                      F.training_curves(res["history"], title="Sanitization", baseline=b)],
-            data={"before": b, "after": a, "details": res["details"], "seconds": res["seconds"]},
+            data={"before": b, "after": a, "cacc_change": res.get("cacc_change"), "details": res["details"],
+                  "seconds": res["seconds"]},
         )
 
     ui.start("sanitize", target_fn, name=f"Sanitizing ({defense})", on_finish=on_finish)

@@ -293,6 +293,8 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert ch["n"] == 16 and ch["change"] == pytest.approx(res["after"]["cacc"] - res["before"]["cacc"])
     assert ch["low"] <= ch["change"] <= ch["high"]
     assert any(c.value.startswith(f"CACC change {100 * ch['change']:+.1f} points, 95% interval") for c in at.caption)
+    finding = next(f for f in at.session_state["lab.session"].findings if f.key.startswith("sanitize:"))
+    assert f"CACC change {100 * ch['change']:+.1f} points, 95% interval" in finding.text  # and in the report
     at.button(key="sanitize.use").click().run()
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 
