@@ -210,21 +210,18 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
     def target_fn(ctx):
         from backdoor_core.metrics import accuracy_change
 
-        evaluate = make_evaluate(work) if make_evaluate is not None else None
-        # with a reference ("kept": the Sanitize page, not the tour) the repaired model is evaluated once more for
-        # its classes: the paired interval of the CACC change
-        classes: list | None = [] if evaluate is not None else None
-        before = evaluate(work.model, classes) if evaluate is not None else {}
-        if "kept" not in before:
-            classes = None
+        base = make_evaluate(work) if make_evaluate is not None else None
+        seen: list = []  # (n,) classes of every evaluation: the suspect's first, the reported model's last
+        evaluate = (lambda model: base(model, seen)) if base is not None else None
+        before = evaluate(work.model) if evaluate is not None else {}
         ctx.update({"message": "measured the model before", "before": before})
         extra = {"max_length": D.model_max_length(loaded), **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
                           evaluate=evaluate, callback=ctx.update, should_stop=ctx.should_stop, **extra)
-        after = final_metrics(res, before, evaluate, classes)
-        change = accuracy_change(evaluate.labels, *classes) if classes else None
+        after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
+        change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))

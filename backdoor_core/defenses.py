@@ -383,16 +383,15 @@ def repair_notes(details: dict) -> list[str]:
     return notes
 
 
-def final_metrics(result, before: dict, evaluate, classes_out: list | None = None) -> dict:
+def final_metrics(result, before: dict, evaluate) -> dict:
     """The repaired model's CACC / ASR: our defense's training evaluates its final step (``training.train`` runs
     ``evaluate`` at the last step), so that row is reused instead of a second identical pass; a cancelled run, a
-    baseline, or a history without those keys is evaluated again, and so is any run when ``classes_out`` asks for
-    the repaired model's classes (``training.make_evaluator``). ``{}`` without ``evaluate``."""
+    baseline, or a history without those keys is evaluated again. ``{}`` without ``evaluate``."""
     if evaluate is None:
         return {}
     last = result.history[-1] if result.history else {}
     keys = list(before) or ["cacc"]
-    if (classes_out is None and not result.cancelled and result.details.get("suspicious_heads") is not None
+    if (not result.cancelled and result.details.get("suspicious_heads") is not None
             and all(k in last for k in keys)):
         return {k: float(last[k]) for k in keys}
-    return evaluate(result.model) if classes_out is None else evaluate(result.model, classes_out)
+    return evaluate(result.model)
