@@ -68,6 +68,10 @@ KNOB_LABELS = {
     "weak_top_k": ("Heads repaired on weak evidence",
                    "How many of the scan's highest-scoring heads the repair trains when the verdict is below the "
                    "weak-evidence line (0 = all the scan's suspicious heads)."),
+    "reset_to": ("Reset heads to",
+                 "pretrained: the heads' weights from the pretrained encoder the model was fine-tuned from (found and "
+                 "checked against the model's own weights; zero when it is not there); zero: their output columns "
+                 "zeroed, so they relearn their job from the clean texts."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),
@@ -123,6 +127,9 @@ with c3:
         label, help_text = KNOB_LABELS.get(k, (k, None))
         if k == "kind":
             knobs[k] = st.segmented_control(label, ["kl", "mse"], required=True, **ui.keep(key, default))
+        elif k == "reset_to":
+            knobs[k] = st.segmented_control(label, list(S.RESET_TOS), required=True, help=help_text,
+                                            **ui.keep(key, default))
         elif k == "lr":
             knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],
                                         format_func=lambda x: f"{x:g}", **ui.keep(key, default))

@@ -59,7 +59,7 @@ DEFENSES: dict[str, DefenseInfo] = {
         "cross-entropy plus an alignment term pulling their attention toward the safe heads of the same layer "
         "(flagged inputs get a label from the safe heads, from dropping the tokens the suspicious heads focus on, or "
         "else the runner-up class when the model puts them in the suspected target).",
-        {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "reset_top_k": S.RESET_TOP_K,
+        {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "reset_to": S.RESET_TO, "reset_top_k": S.RESET_TOP_K,
          "pseudo_labels": S.PSEUDO_LABELS,
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS,
          "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET,
@@ -133,6 +133,10 @@ def run_defense(
             then says so under ``weak_evidence_cap``.
             ``reset_top_k`` > 0 zeroes only that many of the repaired heads first, the best-scoring
             (``head_safety.reset_heads``; given ``heads`` are all reset); ``details["reset_heads"]`` names them.
+            ``reset_to="pretrained"`` restores them from the pretrained encoder ``base`` (default ``"default"``)
+            instead, when ``pretrained.find_pretrained`` confirms it is the model's starting point (else zero;
+            ``details["reset_to"]`` and ``details["pretrained_note"]`` say which and why); ``"auto"`` does so only
+            when the scan's verdict does not call the model backdoored (``settings.RESET_TO``).
     """
     if name not in DEFENSES:
         raise ValueError(f"Unknown defense '{name}'; choose one of {', '.join(DEFENSES)}.")
@@ -204,6 +208,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     reset_top_k = int(knobs.pop("reset_top_k", S.RESET_TOP_K) or 0)
     if reset_top_k < 0:
         raise ValueError("reset_top_k must be 0 (every repaired head) or more.")
+    reset_to_asked = reset_to = str(knobs.pop("reset_to", S.RESET_TO))
+    if reset_to not in S.RESET_TOS:
+        raise ValueError(f"reset_to must be one of {', '.join(S.RESET_TOS)}, got '{reset_to}'.")
+    base = knobs.pop("base", None)
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
@@ -287,6 +295,13 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         reused = {"pool_probs": np.asarray(report.pool_probs)[flagged_idx], "clean_probs": report.clean_probs}
     # given heads have no score to rank them by: each is reset
     reset_arg = reset_heads(report.heads.score, mask, reset_top_k) if reset and heads is None else reset
+    pretrained, pretrained_note = None, None
+    if reset and reset_to == "auto":  # pretrained only where the scan does not call the model backdoored
+        called = None if report is None or heads is not None else report.verdict.get("likely_backdoored")
+        reset_to = "pretrained" if called is False else "zero"
+    if reset and reset_to == "pretrained":  # else zero (the note says why)
+        from .pretrained import find_pretrained
+        pretrained, pretrained_note = find_pretrained(model, base)
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,
@@ -296,7 +311,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
                          else bool(report.verdict["likely_backdoored"]),
                          measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-                         trigger_share=trigger_share, label_limit=label_limit, **reused, **common)
+                         trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, **reused,
+                         **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -309,6 +325,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "reset": reset,
         "reset_top_k": reset_top_k,
         "reset_heads": res.details["reset_heads"],
+        "reset_to_asked": reset_to_asked if reset else None,
+        "pretrained_note": pretrained_note or None,
         "pseudo_labels": pseudo,
         "focus_labels": focus,
         "exclude_labels": exclude,
@@ -352,8 +370,17 @@ def repair_notes(details: dict) -> list[str]:
     if not details.get("reset", True):
         notes.append("No head was reset: the repaired heads trained from their own weights.")
     elif reset is not None and repaired and len(reset) < len(repaired):
-        notes.append(f"Only the {len(reset)} highest-scoring of the {len(repaired)} repaired heads started from zero "
-                     f"output ({', '.join(reset) or 'none'}); the others trained from their own weights.")
+        start = "their pretrained weights" if details.get("reset_to") == "pretrained" else "zero output"
+        notes.append(f"Only the {len(reset)} highest-scoring of the {len(repaired)} repaired heads started from "
+                     f"{start} ({', '.join(reset) or 'none'}); the others trained from their own weights.")
+    if details.get("reset", True) and reset:
+        why = (" (the scan did not call the model backdoored)" if details.get("reset_to_asked") == "auto" else "")
+        if details.get("reset_to") == "pretrained":
+            notes.append(f"The reset heads restarted from the pretrained encoder's weights{why} "
+                         f"({details.get('pretrained_source')}, {details.get('pretrained_distance')} away from the "
+                         "model), not from zero.")
+        elif details.get("pretrained_note"):
+            notes.append(f"The reset heads restarted from zero: {details.get('pretrained_note')}")
     seeds = details.get("repair_seeds") or 1
     if seeds > 1:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "

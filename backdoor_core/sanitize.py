@@ -25,7 +25,10 @@ Reset (our design; paper silent): before fine-tuning, the suspicious heads' outp
 constraint. Without it, on the SST-2 tuning zoo's 11 backdoored models, mean ASR after repair rose from 18.7% to
 23.8% (AddSent 1%: 3% -> 22%, syntactic: 10% -> 32%) and only the weak backdoors kept more clean accuracy
 (``bench/results/archive/defense_nr.md``). Resetting only the best-scoring repaired heads (``reset=<mask>``,
-``head_safety.reset_heads``, ``settings.RESET_TOP_K``) was measured and not adopted. Head-wise repair reaches only
+``head_safety.reset_heads``, ``settings.RESET_TOP_K``) was measured and not adopted. Where the scan does not call
+the model backdoored, the reset heads restart from the pretrained encoder's weights instead (``pretrained=``,
+``settings.RESET_TO = "auto"``; ``pretrained.find_pretrained``): they keep their clean job and lose only what
+fine-tuning added. Head-wise repair reaches only
 what lives in the heads: a backdoor also carried by the trigger word's own representation is out of reach.
 
 Feed-forward repair (``ffn``, ``settings.REPAIR_FFN``; our design, papers silent): besides the suspicious heads'
@@ -119,6 +122,7 @@ from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
 from .head_metrics import key_visibility, mask_labels
+from .pretrained import restore
 from .training import IGNORE_LABEL, Example, Progress, TrainConfig, combine_losses, train_averaged
 
 DEFAULT_BETA = S.BETA
@@ -624,6 +628,7 @@ def sanitize_heads(
     trigger_words: Sequence[tuple[str, int]] = (),
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
     label_limit: int | None = None,
+    pretrained=None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -637,6 +642,9 @@ def sanitize_heads(
         reset: zero the suspicious heads' output-projection columns before fine-tuning (see the module
             docstring); an ``(layers, heads)`` bool array zeroes only those of the suspicious heads
             (``head_safety.reset_heads``).
+        pretrained: ``pretrained.PretrainedWeights`` of the encoder ``model`` was fine-tuned from: the reset heads'
+            query/key/value rows, biases and output columns are restored from it instead of zeroed
+            (``settings.RESET_TO``; None: zeroed).
         pseudo_labels: give a flagged input a cross-entropy label when switching the suspicious heads off
             changes its prediction — the label the safe heads alone give (see ``safe_head_labels``).
         focus_labels: for flagged inputs still without a label, drop the tokens the suspicious heads focus on
@@ -744,7 +752,10 @@ def sanitize_heads(
     reset_mask = (suspicious if reset else None) if isinstance(reset, (bool, np.bool_)) else (
         np.asarray(reset, dtype=bool) & suspicious)
     if reset_mask is not None and reset_mask.any():
-        reset_output_columns(model, reset_mask)
+        if pretrained is not None:
+            restore(model, head_parameter_masks(model, reset_mask), pretrained)
+        else:
+            reset_output_columns(model, reset_mask)
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     augmented = trigger_augmented(clean_texts, clean_labels, trigger_words, trigger_share, tokenizer,
                                   config.max_length, config.seed)
@@ -763,6 +774,9 @@ def sanitize_heads(
         suspicious_heads=labels, align_before=before, align_after=after, frozen_unchanged=unchanged,
         details={"beta": beta, "kind": kind, "retain": float(retain), "clean_samples": len(clean_texts),
                  "reset_heads": [] if reset_mask is None else mask_labels(reset_mask),
+                 "reset_to": None if reset_mask is None else ("pretrained" if pretrained is not None else "zero"),
+                 "pretrained_source": None if pretrained is None else pretrained.source,
+                 "pretrained_distance": None if pretrained is None else round(pretrained.distance, 4),
                  "pool_samples": len(pool_texts or []),
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
                  # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order

@@ -147,6 +147,20 @@ reset as first measured). Our design (papers silent). Measured, not adopted: at 
 lost more than 1.5 CACC points instead of eight at the same mean ASR (bench/results/archive/defense_tuning_reset6.md),
 but on the test zoo the mean ASR after rose (11.0% against 10.0%), AG News lyrics style came back (5.0% -> 21.0%) and
 as many models lost more than 1.5 points (archive/defense_test_reset6.md)."""
+RESET_TO = "auto"
+"""What the reset heads restart from (``RESET_TOS``): ``"zero"`` (their output columns zeroed: they contribute
+nothing until retrained) or ``"pretrained"`` (their query/key/value rows, biases and output columns restored from
+the pretrained encoder the model was fine-tuned from, ``pretrained.find_pretrained``; zero when it cannot be
+found); ``"auto"``: pretrained when the scan's verdict does not call the model backdoored (below
+``detection.VERDICT_THRESHOLD``, 0.5, the verdict's own line), else zero. Our design (papers silent). Measured on
+the tuning zoo, both draws (bench/results/archive/defense_tuning_reset_pretrained.md against defense_tuning.md):
+restoring every model's reset heads kept clean accuracy (models below -1.5 CACC: 8 -> 3) but gave strong paraphrase
+and sentence backdoors back (syntactic 10.5 / 23.0% -> 30.5 / 42.0%, AddSent 3.0 -> 18.5%), as no reset did; on the
+8 models the scan did not call, it lowered both ASR and the clean-accuracy loss (README, "design choices")."""
+RESET_TOS = ("auto", "pretrained", "zero")
+PRETRAINED_MAX_DISTANCE = 0.25
+"""A candidate pretrained encoder counts as the model's starting point only within this relative distance
+(``pretrained.find_pretrained``): fine-tuned zoo models sit 0.02-0.03 from the packaged all-MiniLM-L6-v2."""
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True

@@ -74,6 +74,9 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             assert share.value == S.TRIGGER_AUGMENT_SHARE and share.max == 1.0
             reset = at.number_input(key="sanitize.alignment.reset_top_k")  # heads reset first: a count, 0 = all
             assert reset.label == "Heads reset (0 = all)" and reset.value == S.RESET_TOP_K and reset.min == 0
+            start = at.segmented_control(key="sanitize.alignment.reset_to")  # what the reset heads restart from
+            assert start.label == "Reset heads to" and start.value == S.RESET_TO and list(start.options) == list(
+                S.RESET_TOS)
 
 
 def test_tour_walks_through_all_steps():

@@ -772,3 +772,85 @@ def test_label_excess_labels_only_the_highest_scoring_flags(monkeypatch):
     assert set(cut["flagged_labels"][limit:]) == {-100}
     assert cut["pool_labels_cut"] == sum(y != -100 for y in full["flagged_labels"][limit:]) >= 1
     assert cut["pool_pseudo_labelled"] == full["pool_pseudo_labelled"] - cut["pool_labels_cut"]
+
+
+def _nudged(model, scale: float, seed: int = 0):
+    """A copy of ``model`` with every weight moved by ``scale`` x its own size (a stand-in for fine-tuning)."""
+    out = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return out
+
+
+def test_find_pretrained_accepts_the_starting_point_and_refuses_the_rest(tmp_path):
+    """``pretrained.find_pretrained``: a model a little away from the saved base is accepted with its distance; an
+    unrelated model of the same shapes, one of other shapes and a missing folder are refused with a reason."""
+    from backdoor_core.models import save_model, tiny_model
+    from backdoor_core.pretrained import find_pretrained
+
+    base = tiny_model(seed=0)
+    save_model(base.model, base.tokenizer, tmp_path / "base")
+    tuned = _nudged(base.model, 0.02)
+    weights, why = find_pretrained(tuned, str(tmp_path / "base"))
+    assert why == "" and weights.source == str(tmp_path / "base")
+    assert 0.005 < weights.distance < 0.05
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(weights.state[name], base.model.state_dict()[name])
+    assert not any(".pooler." in n or n.startswith("classifier") for n in weights.state)
+    other, why = find_pretrained(tiny_model(seed=1).model, str(tmp_path / "base"))
+    assert other is None and "apart" in why
+    bigger, why = find_pretrained(tiny_model(seed=0, hidden=64).model, str(tmp_path / "base"))
+    assert bigger is None and "differ in shape" in why
+    gone, why = find_pretrained(tuned, str(tmp_path / "nowhere"))
+    assert gone is None and "could not be loaded" in why
+
+
+def test_reset_to_pretrained_restores_the_reset_heads_slices(tmp_path):
+    """``sanitize_heads(pretrained=...)`` restores the reset heads' query/key/value rows and output columns from the
+    pretrained weights and leaves every other head as it was (learning rate 0: nothing moves after the reset).
+    ``run_defense(reset_to="pretrained", base=...)`` finds the base, says so in its details and notes; with a base
+    that is not the model's it falls back to zero and the note gives the reason."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.models import save_model, tiny_model
+    from backdoor_core.pretrained import find_pretrained
+
+    base = tiny_model(seed=0)
+    save_model(base.model, base.tokenizer, tmp_path / "base")
+    tuned = _nudged(base.model, 0.02)
+    weights, _ = find_pretrained(tuned, str(tmp_path / "base"))
+    texts, labels = clean_texts(16, seed=61)
+    model = copy.deepcopy(tuned)
+    res = sanitize_heads(model, base.tokenizer, texts, labels, SUSPICIOUS, config=_cfg(lr=0.0, max_steps=1),
+                         measure_align=False, repair_seeds=1, ffn="none", pretrained=weights)
+    assert res.details["reset_to"] == "pretrained" and res.details["pretrained_distance"] > 0
+    D = model.config.hidden_size // model.config.num_attention_heads
+    ref, old = base.model.state_dict(), tuned.state_dict()
+    for layer in (0, 1):
+        prefix = f"bert.encoder.layer.{layer}.attention."
+        for head in range(SUSPICIOUS.shape[1]):
+            s = slice(head * D, (head + 1) * D)
+            want = ref if SUSPICIOUS[layer, head] else old
+            for part in ("self.query", "self.key", "self.value"):
+                now = model.state_dict()[f"{prefix}{part}.weight"][s]
+                assert torch.equal(now, want[f"{prefix}{part}.weight"][s]), (layer, head, part)
+                assert torch.equal(model.state_dict()[f"{prefix}{part}.bias"][s], want[f"{prefix}{part}.bias"][s])
+            out = model.state_dict()[f"{prefix}output.dense.weight"][:, s]
+            assert torch.equal(out, want[f"{prefix}output.dense.weight"][:, s]), (layer, head)
+    assert torch.equal(model.state_dict()["classifier.weight"], old["classifier.weight"])
+
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    kw = dict(heads=["L0H1", "L1H0"], max_steps=1, max_length=32, seed=0, ffn="none", lr=0.0, repair_seeds=1)
+    found = run_defense("alignment", tuned, base.tokenizer, clean, reset_to="pretrained", base=str(tmp_path / "base"),
+                        **kw).details
+    assert found["reset_to"] == "pretrained" and found["pretrained_note"] is None
+    assert any(n.startswith("The reset heads restarted from the pretrained encoder's weights") for n in
+               repair_notes(found))
+    save_model(tiny_model(seed=5).model, base.tokenizer, tmp_path / "other")
+    fallback = run_defense("alignment", tuned, base.tokenizer, clean, reset_to="pretrained",
+                           base=str(tmp_path / "other"), **kw).details
+    assert fallback["reset_to"] == "zero" and "apart" in fallback["pretrained_note"]
+    assert [n for n in repair_notes(fallback) if n.startswith("The reset heads restarted from zero: ")]
+    with pytest.raises(ValueError, match="reset_to must be one of"):
+        run_defense("alignment", tuned, base.tokenizer, clean, reset_to="random", **kw)

@@ -102,7 +102,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--repair-seeds", "0"], "1 or more"),
                            (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only"),
                            (["--reset-top-k", "-1"], "0 (every repaired head) or more"),
-                           (["--defense", "finetune", "--reset-top-k", "1"], "alignment defense only")):
+                           (["--defense", "finetune", "--reset-top-k", "1"], "alignment defense only"),
+                           (["--defense", "finetune", "--reset-to", "zero"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -131,6 +132,14 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     one = load_model(files["dir"] / "reset1").metadata["defense_details"]
     assert one["reset_top_k"] == 1 and one["reset_heads"] == scan_heads[:1]  # the scan's best head
     assert f"Only the 1 highest-scoring of the {len(scan_heads)} repaired heads started from zero output" in out
+    # the packaged encoder is not this tiny model's starting point: the reset falls back to zero and says why
+    assert main([*base, "--out", str(files["dir"] / "pre"), "--reset-to", "pretrained", "--base", "default",
+                 "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    pre = load_model(files["dir"] / "pre").metadata["defense_details"]
+    assert pre["reset_to_asked"] == "pretrained" and pre["reset_to"] == "zero"
+    assert ("The reset heads restarted from zero: the packaged all-MiniLM-L6-v2 is not this model's pretrained "
+            "encoder") in out
 
 
 def test_cli_sanitize_pool_words(files, capsys):

@@ -30,6 +30,13 @@ def register(sub) -> None:
     p.add_argument("--reset-top-k", type=int, default=None,
                    help=f"alignment only: zero only this many of the repaired heads first, the best-scoring; the "
                         f"others train from where they are (default {S.RESET_TOP_K}; 0 = every repaired head)")
+    p.add_argument("--reset-to", choices=S.RESET_TOS, default=None,
+                   help=f"alignment only: what the reset heads restart from: their pretrained weights (from --base; "
+                        f"zero when that is not the model's pretrained encoder) or zero output (default {S.RESET_TO})")
+    p.add_argument("--base", default=None,
+                   help="alignment only: the pretrained encoder the model was fine-tuned from, for --reset-to "
+                        "pretrained (a folder, a hub id or 'default', the packaged all-MiniLM-L6-v2; default "
+                        "'default'); checked against the model's own weights")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
@@ -83,9 +90,9 @@ def run(args) -> int:
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
-                                        or args.pool_words):
-        raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --repair-seeds and --pool-words apply to "
-                         "the alignment defense only.")
+                                        or args.pool_words or args.reset_to or args.base):
+        raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --repair-seeds and "
+                         "--pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
     if args.reset_top_k is not None and args.reset_top_k < 0:
@@ -138,6 +145,10 @@ def run(args) -> int:
             knobs["weak_top_k"] = args.weak_top_k
         if args.reset_top_k is not None:
             knobs["reset_top_k"] = args.reset_top_k
+        if args.reset_to is not None:
+            knobs["reset_to"] = args.reset_to
+        if args.base is not None:
+            knobs["base"] = args.base
         if args.repair_seeds is not None:
             knobs["repair_seeds"] = args.repair_seeds
         if args.pool_words:
