@@ -13,7 +13,7 @@ all-MiniLM-L6-v2, through the lab's safe loader ``models.load_model``) and keeps
 starting point: every encoder tensor the model has (``config.model_type``'s base model, the pooler left out) must
 be there with the same shape, and the relative distance ``||theta_model - theta_base|| / ||theta_base||`` over
 them must stay under ``settings.PRETRAINED_MAX_DISTANCE``. Fine-tuning moves an encoder by a few percent (0.02-0.03
-on our zoos' models); an unrelated checkpoint of the same shapes is about 1.4 away. Anything else returns
+on our zoos' models); two independently initialised models of the same shapes are 1.2 apart. Anything else returns
 ``None`` and a one-line reason, and the repair falls back to zeroing.
 """
 
