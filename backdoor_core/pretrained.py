@@ -49,13 +49,15 @@ def _encoder_params(model) -> dict[str, torch.Tensor]:
 def _load_state(base: str) -> dict[str, torch.Tensor]:
     """The candidate's weights by name (its own classification head, if any, is never used)."""
     key = str(base)
-    if key not in _CACHE:
+    state = _CACHE.get(key)
+    if state is None:  # a local reference: another thread's clear() cannot take it away mid-use
         from .models import load_model
 
         lm = load_model(base, device="cpu")
+        state = {k: v.detach().float() for k, v in lm.model.state_dict().items()}
         _CACHE.clear()  # one candidate at a time: an encoder's weights are not small
-        _CACHE[key] = {k: v.detach().float() for k, v in lm.model.state_dict().items()}
-    return _CACHE[key]
+        _CACHE[key] = state
+    return state
 
 
 def find_pretrained(model, base: str | None = None,
