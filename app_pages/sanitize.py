@@ -72,6 +72,10 @@ KNOB_LABELS = {
                  "pretrained: the heads' weights from the pretrained encoder the model was fine-tuned from (found and "
                  "checked against the model's own weights; zero when it is not there); zero: their output columns "
                  "zeroed, so they relearn their job from the clean texts."),
+    "label_judge": ("Check pseudo-labels with a judge",
+                    "A classifier on the pretrained encoder, fit on the clean texts, never saw the poison. filter: "
+                    "keep a flagged input's pseudo-label only where it agrees; fill: also label the flagged inputs "
+                    "whose prediction it contradicts; none: no check. Needs the model's pretrained encoder."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),
@@ -129,6 +133,9 @@ with c3:
             knobs[k] = st.segmented_control(label, ["kl", "mse"], required=True, **ui.keep(key, default))
         elif k == "reset_to":
             knobs[k] = st.segmented_control(label, list(S.RESET_TOS), required=True, help=help_text,
+                                            **ui.keep(key, default))
+        elif k == "label_judge":
+            knobs[k] = st.segmented_control(label, list(S.LABEL_JUDGES), required=True, help=help_text,
                                             **ui.keep(key, default))
         elif k == "lr":
             knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],

@@ -70,7 +70,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
-         "trigger_share": S.TRIGGER_AUGMENT_SHARE},
+         "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -212,6 +212,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if reset_to not in S.RESET_TOS:
         raise ValueError(f"reset_to must be one of {', '.join(S.RESET_TOS)}, got '{reset_to}'.")
     base = knobs.pop("base", None)
+    label_judge = str(knobs.pop("label_judge", S.LABEL_JUDGE))
+    if label_judge not in S.LABEL_JUDGES:
+        raise ValueError(f"label_judge must be one of {', '.join(S.LABEL_JUDGES)}, got '{label_judge}'.")
     pseudo = bool(knobs.pop("pseudo_labels", DEFAULT_PSEUDO_LABELS))
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
@@ -302,6 +305,14 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if reset and reset_to == "pretrained":  # else zero (the note says why)
         from .pretrained import find_pretrained
         pretrained, pretrained_note = find_pretrained(model, base)
+    judge, judge_note = None, None
+    if label_judge != "none" and flagged:
+        from .pretrained import find_pretrained
+        from .reference import judge_probs
+        weights, judge_note = (pretrained, None) if pretrained is not None else find_pretrained(model, base)
+        if weights is not None:
+            judge = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
+                                cfg.max_length)
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,
@@ -311,7 +322,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
                          else bool(report.verdict["likely_backdoored"]),
                          measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-                         trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, **reused,
+                         trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained,
+                         label_judge=label_judge, judge_probs=judge, **reused,
                          **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
@@ -327,6 +339,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "reset_heads": res.details["reset_heads"],
         "reset_to_asked": reset_to_asked if reset else None,
         "pretrained_note": pretrained_note or None,
+        "label_judge_asked": label_judge,
+        "judge_note": judge_note or None,
         "pseudo_labels": pseudo,
         "focus_labels": focus,
         "exclude_labels": exclude,
@@ -381,6 +395,19 @@ def repair_notes(details: dict) -> list[str]:
                          "model), not from zero.")
         elif details.get("pretrained_note"):
             notes.append(f"The reset heads restarted from zero: {details.get('pretrained_note')}")
+    agree = details.get("judge_agreement")
+    if details.get("label_judge") == "gate" and agree is not None:
+        kept = agree >= S.JUDGE_MIN_AGREEMENT
+        notes.append(f"A judge that never saw the poison (a classifier on the pretrained encoder, fit on the clean "
+                     f"texts) agreed with {agree:.0%} of the pseudo-labels: "
+                     + ("they were kept." if kept else "more were likely wrong than right, so none was used."))
+    elif details.get("label_judge") in ("filter", "fill"):
+        added = (f" and gave {details.get('judge_added', 0)} unlabelled flagged inputs its own label"
+                 if details["label_judge"] == "fill" else "")
+        notes.append(f"A judge that never saw the poison (a classifier on the pretrained encoder, fit on the clean "
+                     f"texts) removed {details.get('judge_dropped', 0)} pseudo-labels it disagreed with{added}.")
+    elif details.get("judge_note"):
+        notes.append(f"The pseudo-labels were not checked: {details.get('judge_note')}")
     seeds = details.get("repair_seeds") or 1
     if seeds > 1:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "

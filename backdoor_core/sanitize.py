@@ -629,6 +629,8 @@ def sanitize_heads(
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
     label_limit: int | None = None,
     pretrained=None,
+    label_judge: str = S.LABEL_JUDGE,
+    judge_probs: np.ndarray | None = None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -678,6 +680,8 @@ def sanitize_heads(
             in place of their plain versions, with their own label (``trigger_augmented``).
         label_limit: only the first ``label_limit`` pool texts may get a pseudo-label (None: all); the others stay
             in the alignment term alone. Pass the pool highest detection score first (``excess_flags``).
+        label_judge, judge_probs: check the rules' labels against a trigger-free judge's probabilities
+            ``(len(pool_texts), C)`` (``reference.judged_labels``; ``"none"`` or no ``judge_probs``: unchecked).
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -743,6 +747,18 @@ def sanitize_heads(
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
+    n_judge_dropped = n_judge_added = 0
+    agreement = None
+    if judge_probs is not None and label_judge != "none" and pool_texts:
+        from .reference import judged_labels
+        if pool_probs is None:
+            pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
+        from .reference import judge_agreement
+        rule = list(pool_labels or [IGNORE_LABEL] * len(pool_texts))
+        agreement = judge_agreement(rule, judge_probs)
+        pool_labels = judged_labels(rule, judge_probs, pool_probs, label_judge)
+        n_judge_dropped = sum(a != IGNORE_LABEL and b == IGNORE_LABEL for a, b in zip(rule, pool_labels))
+        n_judge_added = sum(a == IGNORE_LABEL and b != IGNORE_LABEL for a, b in zip(rule, pool_labels))
     n_cut = 0
     if label_limit is not None and pool_labels is not None:
         if label_limit < 0:
@@ -788,6 +804,9 @@ def sanitize_heads(
                  "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
                  "pool_labels_dropped": n_dropped,
                  "label_limit": label_limit, "pool_labels_cut": n_cut,
+                 "label_judge": label_judge if judge_probs is not None else "none",
+                 "judge_dropped": n_judge_dropped, "judge_added": n_judge_added,
+                 "judge_agreement": None if agreement is None else round(agreement, 4),
                  # (C,) the probability the focus tokens push the flagged inputs toward each class
                  "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,

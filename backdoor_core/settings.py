@@ -161,6 +161,18 @@ RESET_TOS = ("auto", "pretrained", "zero")
 PRETRAINED_MAX_DISTANCE = 0.25
 """A candidate pretrained encoder counts as the model's starting point only within this relative distance
 (``pretrained.find_pretrained``): fine-tuned zoo models sit 0.02-0.03 from the packaged all-MiniLM-L6-v2."""
+LABEL_JUDGE = "none"
+"""Check the repair's pseudo-labels with a trigger-free judge (``reference``; ``LABEL_JUDGES``): ``"none"``,
+``"filter"`` (keep a label only where the judge agrees) or ``"fill"`` (filter, and label the unlabelled flagged
+inputs whose prediction the judge contradicts). The judge is a logistic regression on the pretrained encoder's
+embeddings (``pretrained.find_pretrained``), fit on the defender's clean texts; with no pretrained encoder found the
+labels stay unchecked and the repair notes why. Our design (papers silent)."""
+LABEL_JUDGES = ("none", "gate", "filter", "fill")
+JUDGE_MIN_AGREEMENT = 0.5
+"""``LABEL_JUDGE = "gate"`` keeps the rules' pseudo-labels only when the judge agrees with at least this share of
+them. With two classes and a judge better than chance, agreement above 1/2 means the labels are right more often
+than wrong (agreement = p j + (1 - p)(1 - j) for label accuracy p and judge accuracy j); not tuned."""
+JUDGE_C = 1.0  # inverse L2 strength of the judge's logistic regression (scikit-learn's default; not tuned)
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True

@@ -77,6 +77,9 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             start = at.segmented_control(key="sanitize.alignment.reset_to")  # what the reset heads restart from
             assert start.label == "Reset heads to" and start.value == S.RESET_TO and list(start.options) == list(
                 S.RESET_TOS)
+            judge = at.segmented_control(key="sanitize.alignment.label_judge")  # the pseudo-label check
+            assert judge.label == "Check pseudo-labels with a judge" and judge.value == S.LABEL_JUDGE
+            assert list(judge.options) == list(S.LABEL_JUDGES)
 
 
 def test_tour_walks_through_all_steps():

@@ -103,7 +103,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only"),
                            (["--reset-top-k", "-1"], "0 (every repaired head) or more"),
                            (["--defense", "finetune", "--reset-top-k", "1"], "alignment defense only"),
-                           (["--defense", "finetune", "--reset-to", "zero"], "alignment defense only")):
+                           (["--defense", "finetune", "--reset-to", "zero"], "alignment defense only"),
+                           (["--defense", "pure", "--label-judge", "filter"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -139,6 +140,13 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     pre = load_model(files["dir"] / "pre").metadata["defense_details"]
     assert pre["reset_to_asked"] == "pretrained" and pre["reset_to"] == "zero"
     assert ("The reset heads restarted from zero: the packaged all-MiniLM-L6-v2 is not this model's pretrained "
+            "encoder") in out
+    # the judge needs the pretrained encoder too: unchecked labels, and the output says why
+    assert main([*base, "--out", str(files["dir"] / "judge"), "--label-judge", "fill", "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    judged = load_model(files["dir"] / "judge").metadata["defense_details"]
+    assert judged["label_judge_asked"] == "fill" and judged["label_judge"] == "none"
+    assert ("The pseudo-labels were not checked: the packaged all-MiniLM-L6-v2 is not this model's pretrained "
             "encoder") in out
 
 

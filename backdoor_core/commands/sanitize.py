@@ -37,6 +37,11 @@ def register(sub) -> None:
                    help="alignment only: the pretrained encoder the model was fine-tuned from, for --reset-to "
                         "pretrained (a folder, a hub id or 'default', the packaged all-MiniLM-L6-v2; default "
                         "'default'); checked against the model's own weights")
+    p.add_argument("--label-judge", choices=S.LABEL_JUDGES, default=None,
+                   help=f"alignment only: check the flagged inputs' pseudo-labels with a classifier on the "
+                        f"pretrained encoder (from --base), fit on the clean texts: filter keeps the labels it agrees "
+                        f"with, fill also labels the inputs whose prediction it contradicts (default "
+                        f"{S.LABEL_JUDGE})")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
@@ -90,8 +95,9 @@ def run(args) -> int:
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
-                                        or args.pool_words or args.reset_to or args.base):
-        raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --repair-seeds and "
+                                        or args.pool_words or args.reset_to or args.base or args.label_judge):
+        raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --label-judge, "
+                         "--repair-seeds and "
                          "--pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
@@ -149,6 +155,8 @@ def run(args) -> int:
             knobs["reset_to"] = args.reset_to
         if args.base is not None:
             knobs["base"] = args.base
+        if args.label_judge is not None:
+            knobs["label_judge"] = args.label_judge
         if args.repair_seeds is not None:
             knobs["repair_seeds"] = args.repair_seeds
         if args.pool_words:

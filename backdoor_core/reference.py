@@ -1,0 +1,123 @@
+"""A trigger-free reference judge for the repair's pseudo-labels (our design; papers silent).
+
+The repair gives some flagged pool inputs a cross-entropy label (``sanitize``'s rules). Every rule's label is a
+*change* of the suspect model's prediction, which is right on an input the trigger flipped and wrong on one it did
+not. A weak backdoor flips few of its triggered inputs, so there the rules teach the backdoor: on the SST-2 tuning
+zoo the label accuracy fell to 0-29% on the weak BadNets models whose ASR rose after repair
+(``bench/results/defense_tuning.md``, column "pseudo-label acc.").
+
+The judge is a classifier that never saw the poison: a logistic regression (scikit-learn) on the *pretrained*
+encoder's mean-pooled last hidden states, fit on the defender's clean labelled texts. The pretrained encoder is the
+one the suspect was fine-tuned from (``pretrained.find_pretrained``), so the judge reads the same tokens with
+weights that hold no trigger. It is a weak classifier (70-77% accuracy on SST-2 with 200 texts, on clean and on
+BadNets, AddSent, syntactic and style-triggered texts alike: measured by hand), but its errors do not depend on
+the trigger. ``judged_labels`` uses it two ways (``settings.LABEL_JUDGES``):
+
+* ``"filter"``: a rule's label is kept only where the judge agrees with it;
+* ``"fill"``: as filter, and a flagged input with no label whose prediction the judge contradicts gets the judge's
+  label.
+
+    probs = judge_probs(model, tokenizer, weights, clean_texts, clean_labels, pool_texts, max_length)  # (N, C)
+    labels = judged_labels(rule_labels, probs, model_probs, "filter")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from . import settings as S
+from .forward import ForwardBatch, run_with_cache
+from .pretrained import PretrainedWeights
+from .training import IGNORE_LABEL
+
+
+@contextmanager
+def pretrained_encoder(model, weights: PretrainedWeights):
+    """Inside the block ``model``'s encoder parameters hold ``weights`` (the pooler and classifier stay); the
+    model's own values come back on exit, exception or not."""
+    params = {n: p for n, p in model.named_parameters() if n in weights.state}
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    try:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(weights.state[n].to(device=p.device, dtype=p.dtype))
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+
+
+def _mean_pooled(batch: ForwardBatch) -> dict:
+    """``(B, hidden)`` unit-length mean of the last hidden states over the real tokens."""
+    h = batch.hidden_states[-1].float()  # (B, T, hidden)
+    m = batch.attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+    v = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return {"embedding": torch.nn.functional.normalize(v, dim=-1)}
+
+
+def pretrained_embeddings(model, tokenizer, weights: PretrainedWeights, texts: Sequence[str],
+                          max_length: int) -> np.ndarray:
+    """``(N, hidden)`` mean-pooled embeddings of ``texts`` by the pretrained encoder (``weights``)."""
+    if not texts:
+        return np.zeros((0, int(model.config.hidden_size)), dtype=np.float32)
+    with pretrained_encoder(model, weights):
+        cache = run_with_cache(model, tokenizer, [str(t) for t in texts], max_length=max_length,
+                               reduce=_mean_pooled, reduce_hidden=True, reduce_attentions=False)
+    return cache.reduced["embedding"]
+
+
+def judge_probs(model, tokenizer, weights: PretrainedWeights, clean_texts: Sequence[str],
+                clean_labels: Sequence[int], texts: Sequence[str], max_length: int,
+                c: float = S.JUDGE_C) -> np.ndarray:
+    """``(len(texts), C)`` the judge's class probabilities on ``texts`` (C = ``model.config.num_labels``; a class
+    absent from ``clean_labels`` gets 0). Needs at least two classes among ``clean_labels``."""
+    from sklearn.linear_model import LogisticRegression
+
+    n_labels = int(model.config.num_labels)
+    y = np.asarray(clean_labels, dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("The reference judge needs clean texts of at least two classes.")
+    x = pretrained_embeddings(model, tokenizer, weights, list(clean_texts) + list(texts), max_length)
+    clf = LogisticRegression(C=float(c), max_iter=2000).fit(x[: len(y)], y)
+    out = np.zeros((len(texts), n_labels), dtype=np.float32)
+    if len(texts):
+        out[:, clf.classes_] = clf.predict_proba(x[len(y):])
+    return out
+
+
+def judge_agreement(labels: Sequence[int], probs: np.ndarray) -> float | None:
+    """Share of the labelled pool inputs (``labels`` not ``IGNORE_LABEL``) whose label is the judge's argmax
+    (``probs`` ``(N, C)``); None when nothing is labelled."""
+    pairs = [(int(y), int(v)) for y, v in zip(labels, np.asarray(probs).argmax(1)) if int(y) != IGNORE_LABEL]
+    return None if not pairs else float(np.mean([y == v for y, v in pairs]))
+
+
+def judged_labels(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndarray | None,
+                  mode: str) -> list[int]:
+    """The rules' pool ``labels`` (``IGNORE_LABEL``: none) checked by the judge's ``probs`` ``(N, C)``
+    (see the module docstring). ``model_probs`` ``(N, C)``: the suspect's probabilities, needed by ``"fill"``."""
+    if mode not in S.LABEL_JUDGES:
+        raise ValueError(f"label_judge must be one of {', '.join(S.LABEL_JUDGES)}, got '{mode}'.")
+    labels = [int(y) for y in labels]
+    if mode == "none":
+        return labels
+    probs = np.asarray(probs)
+    if probs.shape[0] != len(labels):
+        raise ValueError(f"the judge gave {probs.shape[0]} rows for {len(labels)} pool inputs.")
+    verdict = probs.argmax(1)
+    if mode == "gate":
+        agreement = judge_agreement(labels, probs)
+        return labels if agreement is None or agreement >= S.JUDGE_MIN_AGREEMENT else [IGNORE_LABEL] * len(labels)
+    out = [y if y == IGNORE_LABEL or y == int(v) else IGNORE_LABEL for y, v in zip(labels, verdict)]
+    if mode == "fill":
+        if model_probs is None:
+            raise ValueError("label_judge='fill' needs the model's probabilities on the pool.")
+        predicted = np.asarray(model_probs).argmax(1)
+        out = [int(v) if y == IGNORE_LABEL and old == IGNORE_LABEL and int(v) != int(p) else y
+               for y, old, v, p in zip(out, labels, verdict, predicted)]
+    return out

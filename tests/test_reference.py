@@ -1,0 +1,127 @@
+"""The trigger-free reference judge (``backdoor_core.reference``): the pretrained encoder's embeddings, a logistic
+regression fit on the clean texts, and the label check it drives in the repair."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from backdoor_core.data import TextDataset
+from backdoor_core.defenses import repair_notes, run_defense
+from backdoor_core.models import save_model, tiny_model
+from backdoor_core.pretrained import find_pretrained
+from backdoor_core.reference import judge_agreement, judge_probs, judged_labels, pretrained_encoder
+from backdoor_core.training import IGNORE_LABEL
+from defense_helpers import clean_texts, trained_tiny, triggered_texts
+
+X = IGNORE_LABEL
+
+
+def _nudged(model, scale: float, seed: int):
+    """A copy of ``model`` with every weight moved by ``scale`` x its own size (a stand-in for fine-tuning)."""
+    out = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return out
+
+
+@pytest.fixture(scope="module")
+def based(tmp_path_factory):
+    """A saved base (the trained clean tiny model: an encoder that knows the toy language, as a pretrained one
+    does), and two different "fine-tuned" models of it."""
+    folder = tmp_path_factory.mktemp("judge") / "base"
+    base = trained_tiny(False)
+    save_model(base.model, base.tokenizer, folder)
+    return base, folder, _nudged(base.model, 0.03, seed=1), _nudged(base.model, 0.03, seed=2)
+
+
+def test_judged_labels_filter_and_fill():
+    """filter keeps a rule's label only where the judge's argmax agrees; fill also labels an unlabelled input whose
+    prediction the judge contradicts (never one the rules labelled and the judge dropped); none keeps all."""
+    judge = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    model = np.array([[0.1, 0.9], [0.9, 0.1], [0.2, 0.8], [0.8, 0.2], [0.7, 0.3]])
+    rules = [0, 0, X, X, X]
+    assert judged_labels(rules, judge, model, "none") == rules
+    assert judged_labels(rules, judge, model, "filter") == [0, X, X, X, X]
+    # input 2: judge 1 = model 1 -> nothing; input 3: judge 0 = model 0 -> nothing; input 4: judge 1, model 0 -> 1
+    assert judged_labels(rules, judge, model, "fill") == [0, X, X, X, 1]
+    with pytest.raises(ValueError, match="label_judge must be one of"):
+        judged_labels(rules, judge, model, "vote")
+    with pytest.raises(ValueError, match="rows for"):
+        judged_labels(rules[:3], judge, model, "filter")
+    with pytest.raises(ValueError, match="needs the model's probabilities"):
+        judged_labels(rules, judge, None, "fill")
+
+
+def test_judged_labels_gate_keeps_or_drops_all():
+    """gate keeps every rule label when the judge agrees with at least half of them (the labels are then right
+    more often than wrong), drops them all below; with nothing labelled there is nothing to judge."""
+    judge = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    assert judge_agreement([0, 1, X, 1], judge) == pytest.approx(2 / 3)
+    assert judged_labels([0, 1, X, 1], judge, None, "gate") == [0, 1, X, 1]
+    assert judge_agreement([0, 0, 0, X], judge) == pytest.approx(1 / 3)
+    assert judged_labels([0, 0, 0, X], judge, None, "gate") == [X, X, X, X]
+    assert judge_agreement([0, 0, X, X], judge) == 0.5
+    assert judged_labels([0, 0, X, X], judge, None, "gate") == [0, 0, X, X]
+    assert judge_agreement([X] * 4, judge) is None and judged_labels([X] * 4, judge, None, "gate") == [X] * 4
+
+
+def test_pretrained_encoder_swaps_in_and_back(based):
+    """Inside the block the encoder holds the base's weights (the classifier stays the model's); outside, the
+    model's own, also after an exception."""
+    base, folder, tuned, _ = based
+    weights, why = find_pretrained(tuned, str(folder))
+    assert why == ""
+    before = {k: v.clone() for k, v in tuned.state_dict().items()}
+    name = "bert.encoder.layer.1.attention.self.key.weight"
+    with pretrained_encoder(tuned, weights):
+        assert torch.equal(tuned.state_dict()[name], base.model.state_dict()[name])
+        assert torch.equal(tuned.state_dict()["classifier.weight"], before["classifier.weight"])
+    with pytest.raises(RuntimeError, match="boom"):
+        with pretrained_encoder(tuned, weights):
+            raise RuntimeError("boom")
+    assert all(torch.equal(v, before[k]) for k, v in tuned.state_dict().items())
+
+
+def test_judge_reads_only_the_pretrained_encoder(based):
+    """The judge's probabilities are ``(N, C)`` rows summing to 1, the same for two different models fine-tuned
+    from one base (it never reads what fine-tuning added), and it learns the clean task from the clean texts,
+    triggered texts included (the trigger means nothing to an encoder that never saw the poison)."""
+    base, folder, tuned_a, tuned_b = based
+    texts, labels = clean_texts(80, seed=3)
+    held, held_labels = clean_texts(60, seed=4)
+    pa = judge_probs(tuned_a, base.tokenizer, find_pretrained(tuned_a, str(folder))[0], texts, labels, held, 32)
+    pb = judge_probs(tuned_b, base.tokenizer, find_pretrained(tuned_b, str(folder))[0], texts, labels, held, 32)
+    assert pa.shape == (60, 2) and np.allclose(pa.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(pa, pb, atol=1e-5)
+    assert (pa.argmax(1) == np.asarray(held_labels)).mean() >= 0.75
+    weights = find_pretrained(tuned_a, str(folder))[0]
+    on_triggered = judge_probs(tuned_a, base.tokenizer, weights, texts, labels, triggered_texts(40, seed=8), 32)
+    assert (on_triggered.argmax(1) == 0).mean() >= 0.75  # negative sentences with "cf": their true class
+    with pytest.raises(ValueError, match="two classes"):
+        judge_probs(tuned_a, base.tokenizer, find_pretrained(tuned_a, str(folder))[0], texts[:4], [1] * 4, held, 32)
+
+
+def test_run_defense_label_judge_details_and_fallback(based, tmp_path):
+    """``run_defense(label_judge="filter", base=...)`` checks the labels with the judge, records what it dropped and
+    says so; with a base that is not the model's it leaves the labels unchecked and the note says why."""
+    base, folder, tuned, _ = based
+    texts, labels = clean_texts(24, seed=5)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(8, seed=6) + clean_texts(8, seed=7)[0]
+    kw = dict(heads=["L0H1", "L1H0"], max_steps=1, max_length=32, seed=0, ffn="none", repair_seeds=1)
+    found = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="filter",
+                        base=str(folder), **kw).details
+    assert found["label_judge"] == "filter" and found["judge_note"] is None
+    assert found["judge_dropped"] >= 0 and found["judge_added"] == 0
+    assert any(n.startswith("A judge that never saw the poison") for n in repair_notes(found))
+    save_model(tiny_model(seed=5).model, base.tokenizer, tmp_path / "other")
+    fell = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="fill",
+                       base=str(tmp_path / "other"), **kw).details
+    assert fell["label_judge"] == "none" and "apart" in fell["judge_note"]
+    assert any(n.startswith("The pseudo-labels were not checked:") for n in repair_notes(fell))
+    with pytest.raises(ValueError, match="label_judge must be one of"):
+        run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="vote", **kw)
