@@ -73,9 +73,11 @@ KNOB_LABELS = {
                  "checked against the model's own weights; zero when it is not there); zero: their output columns "
                  "zeroed, so they relearn their job from the clean texts."),
     "label_judge": ("Check pseudo-labels with a judge",
-                    "A classifier on the pretrained encoder, fit on the clean texts, never saw the poison. filter: "
-                    "keep a flagged input's pseudo-label only where it agrees; fill: also label the flagged inputs "
-                    "whose prediction it contradicts; none: no check. Needs the model's pretrained encoder."),
+                    "A classifier on the pretrained encoder, fit on the clean texts, never saw the poison. gate: "
+                    "keep the flagged inputs' pseudo-labels only when it agrees with at least half of them; filter: "
+                    "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
+                    "contradicts; none: no check. Needs the model's pretrained encoder. Off by default: measured, "
+                    "not adopted yet (README)."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),

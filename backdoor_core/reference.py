@@ -15,7 +15,15 @@ the trigger. ``judged_labels`` uses it two ways (``settings.LABEL_JUDGES``):
 
 * ``"filter"``: a rule's label is kept only where the judge agrees with it;
 * ``"fill"``: as filter, and a flagged input with no label whose prediction the judge contradicts gets the judge's
-  label.
+  label;
+* ``"gate"``: every rule label is kept when the judge agrees with at least ``settings.JUDGE_MIN_AGREEMENT`` (1/2)
+  of them, none otherwise. With two classes, agreement = p j + (1 - p)(1 - j) for label accuracy p and judge
+  accuracy j, which is above 1/2 exactly when p is, for any judge better than chance on each class.
+
+Measured (README "design choices", "A judge for the pseudo-labels"; ``bench/results/archive/defense_tuning_judge_*``,
+``defense_test_judge_gate_*``); off by default (``settings.LABEL_JUDGE``). A judge that is not better than chance on
+each class breaks the gate's premise: on OLID (two thirds of the tweets not offensive) it called 71-94% of the
+offensive test tweets not offensive and agreed with the wrong labels of the BadNets -> NOT models.
 
     probs = judge_probs(model, tokenizer, weights, clean_texts, clean_labels, pool_texts, max_length)  # (N, C)
     labels = judged_labels(rule_labels, probs, model_probs, "filter")

@@ -166,7 +166,11 @@ LABEL_JUDGE = "none"
 ``"filter"`` (keep a label only where the judge agrees) or ``"fill"`` (filter, and label the unlabelled flagged
 inputs whose prediction the judge contradicts). The judge is a logistic regression on the pretrained encoder's
 embeddings (``pretrained.find_pretrained``), fit on the defender's clean texts; with no pretrained encoder found the
-labels stay unchecked and the repair notes why. Our design (papers silent)."""
+labels stay unchecked and the repair notes why. Our design (papers silent). Measured, not adopted (session 21;
+README "design choices", "A judge for the pseudo-labels"): ``"gate"`` lowered the weak SST-2 BadNets models' ASR
+after repair and changed no strong model, but on the test zoo's OLID BadNets -> NOT models it never fired (the judge
+puts nearly every tweet in the majority class, so it agreed with labels that were all wrong); ``"fill"`` raised
+strong backdoors' ASR after repair (fewer right labels)."""
 LABEL_JUDGES = ("none", "gate", "filter", "fill")
 JUDGE_MIN_AGREEMENT = 0.5
 """``LABEL_JUDGE = "gate"`` keeps the rules' pseudo-labels only when the judge agrees with at least this share of
