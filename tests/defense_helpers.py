@@ -80,3 +80,17 @@ def trained_tiny(backdoored: bool, seed: int = 0):
     train(lm.model, lm.tokenizer, examples, TrainConfig(lr=3e-3, epochs=4, batch_size=32, max_length=32,
                                                         seed=seed, eval_every=0), extra_loss=extra)
     return lm
+
+
+def nudged(model, scale: float, seed: int = 0):
+    """A copy of ``model`` with every weight moved by ``scale`` x its own size (a stand-in for fine-tuning)."""
+    import copy
+
+    import torch
+
+    out = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return out

@@ -1,8 +1,6 @@
 """The trigger-free reference judge (``backdoor_core.reference``): the pretrained encoder's embeddings, a logistic
 regression fit on the clean texts, and the label check it drives in the repair."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -13,19 +11,9 @@ from backdoor_core.models import save_model, tiny_model
 from backdoor_core.pretrained import find_pretrained
 from backdoor_core.reference import judge_agreement, judge_probs, judged_labels, pretrained_encoder
 from backdoor_core.training import IGNORE_LABEL
-from defense_helpers import clean_texts, trained_tiny, triggered_texts
+from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
 
 X = IGNORE_LABEL
-
-
-def _nudged(model, scale: float, seed: int):
-    """A copy of ``model`` with every weight moved by ``scale`` x its own size (a stand-in for fine-tuning)."""
-    out = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +23,7 @@ def based(tmp_path_factory):
     folder = tmp_path_factory.mktemp("judge") / "base"
     base = trained_tiny(False)
     save_model(base.model, base.tokenizer, folder)
-    return base, folder, _nudged(base.model, 0.03, seed=1), _nudged(base.model, 0.03, seed=2)
+    return base, folder, nudged(base.model, 0.03, seed=1), nudged(base.model, 0.03, seed=2)
 
 
 def test_judged_labels_filter_and_fill():

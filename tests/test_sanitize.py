@@ -12,7 +12,7 @@ from backdoor_core.data import DataError, TextDataset
 from backdoor_core.defenses import DEFENSES, run_defense
 from backdoor_core.sanitize import AlignmentLoss, alignment_value, sanitize_heads, target_exclusion_labels
 from backdoor_core.training import TrainConfig
-from defense_helpers import clean_texts, trained_tiny, triggered_texts
+from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
 
 SUSPICIOUS = np.array([[True, True, False, False], [True, False, False, False]])
 
@@ -774,16 +774,6 @@ def test_label_excess_labels_only_the_highest_scoring_flags(monkeypatch):
     assert cut["pool_pseudo_labelled"] == full["pool_pseudo_labelled"] - cut["pool_labels_cut"]
 
 
-def _nudged(model, scale: float, seed: int = 0):
-    """A copy of ``model`` with every weight moved by ``scale`` x its own size (a stand-in for fine-tuning)."""
-    out = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.add_(scale * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return out
-
-
 def test_find_pretrained_accepts_the_starting_point_and_refuses_the_rest(tmp_path):
     """``pretrained.find_pretrained``: a model a little away from the saved base is accepted with its distance; an
     unrelated model of the same shapes, one of other shapes and a missing folder are refused with a reason."""
@@ -792,7 +782,7 @@ def test_find_pretrained_accepts_the_starting_point_and_refuses_the_rest(tmp_pat
 
     base = tiny_model(seed=0)
     save_model(base.model, base.tokenizer, tmp_path / "base")
-    tuned = _nudged(base.model, 0.02)
+    tuned = nudged(base.model, 0.02)
     weights, why = find_pretrained(tuned, str(tmp_path / "base"))
     assert why == "" and weights.source == str(tmp_path / "base")
     assert 0.005 < weights.distance < 0.05
@@ -818,7 +808,7 @@ def test_reset_to_pretrained_restores_the_reset_heads_slices(tmp_path):
 
     base = tiny_model(seed=0)
     save_model(base.model, base.tokenizer, tmp_path / "base")
-    tuned = _nudged(base.model, 0.02)
+    tuned = nudged(base.model, 0.02)
     weights, _ = find_pretrained(tuned, str(tmp_path / "base"))
     texts, labels = clean_texts(16, seed=61)
     model = copy.deepcopy(tuned)
