@@ -311,8 +311,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         from .reference import judge_probs
         weights, judge_note = (pretrained, None) if pretrained is not None else find_pretrained(model, base)
         if weights is not None:
-            judge = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
-                                cfg.max_length)
+            try:
+                judge = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
+                                    cfg.max_length)
+            except ValueError as exc:  # e.g. clean texts of one class: no judge, the labels stay unchecked
+                judge_note = str(exc)
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,

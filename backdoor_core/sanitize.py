@@ -750,10 +750,9 @@ def sanitize_heads(
     n_judge_dropped = n_judge_added = 0
     agreement = None
     if judge_probs is not None and label_judge != "none" and pool_texts:
-        from .reference import judged_labels
-        if pool_probs is None:
+        from .reference import judge_agreement, judged_labels
+        if pool_probs is None and label_judge == "fill":  # only fill reads the model's own predictions
             pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
-        from .reference import judge_agreement
         rule = list(pool_labels or [IGNORE_LABEL] * len(pool_texts))
         agreement = judge_agreement(rule, judge_probs)
         pool_labels = judged_labels(rule, judge_probs, pool_probs, label_judge)
