@@ -74,7 +74,8 @@ KNOB_LABELS = {
                  "zeroed, so they relearn their job from the clean texts."),
     "label_judge": ("Check pseudo-labels with a judge",
                     "A classifier on the pretrained encoder, fit on the clean texts, never saw the poison. gate: "
-                    "keep the flagged inputs' pseudo-labels only when it agrees with at least half of them; filter: "
+                    "keep the flagged inputs' pseudo-labels only when it agrees with them at least as often as with the "
+                    "model's own predictions they replace; filter: "
                     "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
                     "contradicts; none: no check. Needs the model's pretrained encoder. Off by default: measured, "
                     "not adopted yet (README)."),

@@ -398,12 +398,14 @@ def repair_notes(details: dict) -> list[str]:
                          "model), not from zero.")
         elif details.get("pretrained_note"):
             notes.append(f"The reset heads restarted from zero: {details.get('pretrained_note')}")
-    agree = details.get("judge_agreement")
-    if details.get("label_judge") == "gate" and agree is not None:
-        kept = agree >= S.JUDGE_MIN_AGREEMENT
+    agree, agree_model = details.get("judge_agreement"), details.get("judge_model_agreement")
+    if details.get("label_judge") == "gate" and agree is not None and agree_model is not None:
+        kept = agree >= agree_model
         notes.append(f"A judge that never saw the poison (a classifier on the pretrained encoder, fit on the clean "
-                     f"texts) agreed with {agree:.0%} of the pseudo-labels: "
-                     + ("they were kept." if kept else "more were likely wrong than right, so none was used."))
+                     f"texts) agreed with {agree:.0%} of the pseudo-labels and with {agree_model:.0%} of the model's "
+                     "own predictions on those inputs: "
+                     + ("the labels were kept." if kept else "the labels were likely worse than the predictions "
+                        "they replace, so none was used."))
     elif details.get("label_judge") in ("filter", "fill"):
         added = (f" and gave {details.get('judge_added', 0)} unlabelled flagged inputs its own label"
                  if details["label_judge"] == "fill" else "")

@@ -16,14 +16,21 @@ the trigger. ``judged_labels`` uses it two ways (``settings.LABEL_JUDGES``):
 * ``"filter"``: a rule's label is kept only where the judge agrees with it;
 * ``"fill"``: as filter, and a flagged input with no label whose prediction the judge contradicts gets the judge's
   label;
-* ``"gate"``: every rule label is kept when the judge agrees with at least ``settings.JUDGE_MIN_AGREEMENT`` (1/2)
-  of them, none otherwise. With two classes, agreement = p j + (1 - p)(1 - j) for label accuracy p and judge
-  accuracy j, which is above 1/2 exactly when p is, for any judge better than chance on each class.
+* ``"gate"``: every rule label is kept when the judge agrees with the labels at least as often as with the model's
+  own predictions on the same inputs (``judge_agreement`` of each), none otherwise. Every rule's label is a change
+  of the prediction, so with two classes the judge sides with exactly one of them and the line is 1/2: agreement
+  = p j + (1 - p)(1 - j) for label accuracy p and judge accuracy j, above 1/2 exactly when p is, for any judge
+  better than chance on each class. With C classes a fixed 1/2 would drop labels that beat the predictions they
+  replace (right labels scatter the judge's errors over C - 1 classes); the comparison keeps exactly those.
+
+The judge's regression weighs the classes equally (``settings.JUDGE_CLASS_WEIGHT = "balanced"``): the gate needs
+a judge better than chance on *each* class, and on imbalanced data an unweighted judge puts nearly every input in
+the majority class.
 
 Measured (README "design choices", "A judge for the pseudo-labels"; ``bench/results/archive/defense_tuning_judge_*``,
-``defense_test_judge_gate_*``); off by default (``settings.LABEL_JUDGE``). A judge that is not better than chance on
-each class breaks the gate's premise: on OLID (two thirds of the tweets not offensive) it called 71-94% of the
-offensive test tweets not offensive and agreed with the wrong labels of the BadNets -> NOT models.
+``defense_test_judge_gate_*``); off by default (``settings.LABEL_JUDGE``). The first, unweighted judge broke the
+gate's premise on OLID (two thirds of the tweets not offensive): it called 71-94% of the offensive test tweets not
+offensive and agreed with the wrong labels of the BadNets -> NOT models.
 
     probs = judge_probs(model, tokenizer, weights, clean_texts, clean_labels, pool_texts, max_length)  # (N, C)
     labels = judged_labels(rule_labels, probs, model_probs, "filter")
@@ -81,9 +88,10 @@ def pretrained_embeddings(model, tokenizer, weights: PretrainedWeights, texts: S
 
 def judge_probs(model, tokenizer, weights: PretrainedWeights, clean_texts: Sequence[str],
                 clean_labels: Sequence[int], texts: Sequence[str], max_length: int,
-                c: float = S.JUDGE_C) -> np.ndarray:
+                c: float = S.JUDGE_C, class_weight: str | None = S.JUDGE_CLASS_WEIGHT) -> np.ndarray:
     """``(len(texts), C)`` the judge's class probabilities on ``texts`` (C = ``model.config.num_labels``; a class
-    absent from ``clean_labels`` gets 0). Needs at least two classes among ``clean_labels``."""
+    absent from ``clean_labels`` gets 0). Needs at least two classes among ``clean_labels``. ``class_weight``:
+    scikit-learn's (``"balanced"``: each class weighs the same in the fit, whatever its share)."""
     from sklearn.linear_model import LogisticRegression
 
     n_labels = int(model.config.num_labels)
@@ -91,18 +99,29 @@ def judge_probs(model, tokenizer, weights: PretrainedWeights, clean_texts: Seque
     if len(np.unique(y)) < 2:
         raise ValueError("The reference judge needs clean texts of at least two classes.")
     x = pretrained_embeddings(model, tokenizer, weights, list(clean_texts) + list(texts), max_length)
-    clf = LogisticRegression(C=float(c), max_iter=2000).fit(x[: len(y)], y)
+    clf = LogisticRegression(C=float(c), class_weight=class_weight, max_iter=2000).fit(x[: len(y)], y)
     out = np.zeros((len(texts), n_labels), dtype=np.float32)
     if len(texts):
         out[:, clf.classes_] = clf.predict_proba(x[len(y):])
     return out
 
 
-def judge_agreement(labels: Sequence[int], probs: np.ndarray) -> float | None:
-    """Share of the labelled pool inputs (``labels`` not ``IGNORE_LABEL``) whose label is the judge's argmax
-    (``probs`` ``(N, C)``); None when nothing is labelled."""
-    pairs = [(int(y), int(v)) for y, v in zip(labels, np.asarray(probs).argmax(1)) if int(y) != IGNORE_LABEL]
-    return None if not pairs else float(np.mean([y == v for y, v in pairs]))
+def judge_agreement(labels: Sequence[int], probs: np.ndarray, of: Sequence[int] | None = None) -> float | None:
+    """Share of the labelled pool inputs (``labels`` not ``IGNORE_LABEL``) on which the judge's argmax (``probs``
+    ``(N, C)``) is the label, or with ``of`` (N classes, e.g. the model's predictions) that class; None when
+    nothing is labelled."""
+    verdict = np.asarray(probs).argmax(1)
+    ref = labels if of is None else of
+    pairs = [(int(r), int(v)) for y, r, v in zip(labels, ref, verdict) if int(y) != IGNORE_LABEL]
+    return None if not pairs else float(np.mean([r == v for r, v in pairs]))
+
+
+def gate_keeps(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndarray) -> bool:
+    """The gate's line (module docstring): True when the judge (``probs`` ``(N, C)``) agrees with the rule
+    ``labels`` at least as often as with the model's predictions (``model_probs`` ``(N, C)``) on the labelled
+    inputs, or when nothing is labelled."""
+    agree = judge_agreement(labels, probs)
+    return agree is None or agree >= judge_agreement(labels, probs, np.asarray(model_probs).argmax(1))
 
 
 def judged_labels(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndarray | None,
@@ -117,14 +136,13 @@ def judged_labels(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndar
     probs = np.asarray(probs)
     if probs.shape[0] != len(labels):
         raise ValueError(f"the judge gave {probs.shape[0]} rows for {len(labels)} pool inputs.")
+    if mode in ("gate", "fill") and model_probs is None:
+        raise ValueError(f"label_judge='{mode}' needs the model's probabilities on the pool.")
     verdict = probs.argmax(1)
     if mode == "gate":
-        agreement = judge_agreement(labels, probs)
-        return labels if agreement is None or agreement >= S.JUDGE_MIN_AGREEMENT else [IGNORE_LABEL] * len(labels)
+        return labels if gate_keeps(labels, probs, model_probs) else [IGNORE_LABEL] * len(labels)
     out = [y if y == IGNORE_LABEL or y == int(v) else IGNORE_LABEL for y, v in zip(labels, verdict)]
     if mode == "fill":
-        if model_probs is None:
-            raise ValueError("label_judge='fill' needs the model's probabilities on the pool.")
         predicted = np.asarray(model_probs).argmax(1)
         out = [int(v) if y == IGNORE_LABEL and old == IGNORE_LABEL and int(v) != int(p) else y
                for y, old, v, p in zip(out, labels, verdict, predicted)]

@@ -748,13 +748,15 @@ def sanitize_heads(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
     n_judge_dropped = n_judge_added = 0
-    agreement = None
+    agreement = model_agreement = None
     if judge_probs is not None and label_judge != "none" and pool_texts:
         from .reference import judge_agreement, judged_labels
-        if pool_probs is None and label_judge == "fill":  # only fill reads the model's own predictions
+        if pool_probs is None and label_judge != "filter":  # gate and fill read the model's own predictions
             pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
         rule = list(pool_labels or [IGNORE_LABEL] * len(pool_texts))
         agreement = judge_agreement(rule, judge_probs)
+        if pool_probs is not None:
+            model_agreement = judge_agreement(rule, judge_probs, np.asarray(pool_probs).argmax(1))
         pool_labels = judged_labels(rule, judge_probs, pool_probs, label_judge)
         n_judge_dropped = sum(a != IGNORE_LABEL and b == IGNORE_LABEL for a, b in zip(rule, pool_labels))
         n_judge_added = sum(a == IGNORE_LABEL and b != IGNORE_LABEL for a, b in zip(rule, pool_labels))
@@ -806,6 +808,8 @@ def sanitize_heads(
                  "label_judge": label_judge if judge_probs is not None else "none",
                  "judge_dropped": n_judge_dropped, "judge_added": n_judge_added,
                  "judge_agreement": None if agreement is None else round(agreement, 4),
+                 # the judge's agreement with the model's own predictions on the labelled inputs (the gate's line)
+                 "judge_model_agreement": None if model_agreement is None else round(model_agreement, 4),
                  # (C,) the probability the focus tokens push the flagged inputs toward each class
                  "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,

@@ -172,10 +172,10 @@ after repair and changed no strong model, but on the test zoo's OLID BadNets -> 
 puts nearly every tweet in the majority class, so it agreed with labels that were all wrong); ``"fill"`` raised
 strong backdoors' ASR after repair (fewer right labels)."""
 LABEL_JUDGES = ("none", "gate", "filter", "fill")
-JUDGE_MIN_AGREEMENT = 0.5
-"""``LABEL_JUDGE = "gate"`` keeps the rules' pseudo-labels only when the judge agrees with at least this share of
-them. With two classes and a judge better than chance, agreement above 1/2 means the labels are right more often
-than wrong (agreement = p j + (1 - p)(1 - j) for label accuracy p and judge accuracy j); not tuned."""
+JUDGE_CLASS_WEIGHT = "balanced"
+"""The judge's logistic regression weighs each class the same (scikit-learn's ``class_weight``). ``"gate"`` needs a
+judge better than chance on every class; unweighted, on OLID (two thirds not offensive) it called 71-94% of the
+offensive test tweets not offensive (session 21). A principle, not tuned: the tuning sets are balanced."""
 JUDGE_C = 1.0  # inverse L2 strength of the judge's logistic regression (scikit-learn's default; not tuned)
 PSEUDO_LABELS = True
 FOCUS_LABELS = True

@@ -697,7 +697,7 @@ def main(argv=None) -> int:
                                             "trigger_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",
                                             "label_judge", "judge_dropped", "judge_added", "judge_note",
-                                            "judge_agreement")}}
+                                            "judge_agreement", "judge_model_agreement")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "

@@ -9,7 +9,7 @@ from backdoor_core.data import TextDataset
 from backdoor_core.defenses import repair_notes, run_defense
 from backdoor_core.models import save_model, tiny_model
 from backdoor_core.pretrained import find_pretrained
-from backdoor_core.reference import judge_agreement, judge_probs, judged_labels, pretrained_encoder
+from backdoor_core.reference import gate_keeps, judge_agreement, judge_probs, judged_labels, pretrained_encoder
 from backdoor_core.training import IGNORE_LABEL
 from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
 
@@ -45,16 +45,32 @@ def test_judged_labels_filter_and_fill():
 
 
 def test_judged_labels_gate_keeps_or_drops_all():
-    """gate keeps every rule label when the judge agrees with at least half of them (the labels are then right
-    more often than wrong), drops them all below; with nothing labelled there is nothing to judge."""
+    """gate keeps every rule label when the judge agrees with the labels at least as often as with the model's
+    predictions on the labelled inputs, drops them all below; with nothing labelled there is nothing to judge."""
     judge = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
-    assert judge_agreement([0, 1, X, 1], judge) == pytest.approx(2 / 3)
-    assert judged_labels([0, 1, X, 1], judge, None, "gate") == [0, 1, X, 1]
-    assert judge_agreement([0, 0, 0, X], judge) == pytest.approx(1 / 3)
-    assert judged_labels([0, 0, 0, X], judge, None, "gate") == [X, X, X, X]
-    assert judge_agreement([0, 0, X, X], judge) == 0.5
-    assert judged_labels([0, 0, X, X], judge, None, "gate") == [0, 0, X, X]
-    assert judge_agreement([X] * 4, judge) is None and judged_labels([X] * 4, judge, None, "gate") == [X] * 4
+    model = np.array([[0.2, 0.8]] * 4)  # predicts 1 everywhere: every rule label (0) below is a change of it
+    assert judge_agreement([0, 0, X, 0], judge) == pytest.approx(2 / 3)
+    assert judge_agreement([0, 0, X, 0], judge, model.argmax(1)) == pytest.approx(1 / 3)
+    assert judged_labels([0, 0, X, 0], judge, model, "gate") == [0, 0, X, 0]
+    assert judged_labels([0, 0, X, X], judge, model, "gate") == [0, 0, X, X]  # 1/2 each: kept
+    assert judged_labels([0, 0, 0, X], judge, model, "gate") == [X, X, X, X]  # 1/3 against 2/3
+    assert judge_agreement([X] * 4, judge) is None and judged_labels([X] * 4, judge, model, "gate") == [X] * 4
+    with pytest.raises(ValueError, match="needs the model's probabilities"):
+        judged_labels([0, 0, X, 0], judge, None, "gate")
+
+
+def test_gate_line_with_more_classes():
+    """With four classes, labels right on 2 of 5 inputs the model got wrong on all 5 are kept (the judge sides
+    with them more often than with the predictions), though a fixed 1/2 line would drop them; labels that replace
+    predictions the judge backs are dropped."""
+    judge = np.eye(4)[[1, 2, 3, 3, 2]]  # argmax 1, 2, 3, 3, 2
+    model = np.eye(4)[[0, 0, 0, 0, 0]]  # the suspected target everywhere
+    labels = [1, 2, 2, 1, 3]
+    assert judge_agreement(labels, judge) == pytest.approx(0.4)
+    assert gate_keeps(labels, judge, model) and judged_labels(labels, judge, model, "gate") == labels
+    backed = np.eye(4)[[0, 0, 3, 3, 2]]  # the model predicts what the judge says on 3 of 5
+    assert not gate_keeps(labels, judge, backed)
+    assert judged_labels(labels, judge, backed, "gate") == [X] * 5
 
 
 def test_pretrained_encoder_swaps_in_and_back(based):
@@ -106,6 +122,14 @@ def test_run_defense_label_judge_details_and_fallback(based, tmp_path):
     assert found["label_judge"] == "filter" and found["judge_note"] is None
     assert found["judge_dropped"] >= 0 and found["judge_added"] == 0
     assert any(n.startswith("A judge that never saw the poison") for n in repair_notes(found))
+    gated = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="gate",
+                        base=str(folder), **kw).details
+    assert gated["judge_agreement"] is not None and gated["judge_model_agreement"] is not None
+    kept = gated["judge_agreement"] >= gated["judge_model_agreement"]
+    assert (gated["judge_dropped"] == 0 and gated["pool_pseudo_labelled"] > 0) if kept else (
+        gated["judge_dropped"] > 0 and gated["pool_pseudo_labelled"] == 0)
+    note = next(n for n in repair_notes(gated) if n.startswith("A judge that never saw the poison"))
+    assert ("the labels were kept" in note) == kept
     save_model(tiny_model(seed=5).model, base.tokenizer, tmp_path / "other")
     fell = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="fill",
                        base=str(tmp_path / "other"), **kw).details
