@@ -77,8 +77,8 @@ KNOB_LABELS = {
                     "keep the flagged inputs' pseudo-labels only when it agrees with them at least as often as with the "
                     "model's own predictions they replace; filter: "
                     "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
-                    "contradicts; none: no check. Needs the model's pretrained encoder. Off by default: measured, "
-                    "not adopted yet (README)."),
+                    "contradicts; none: no check. Needs the model's pretrained encoder (without it the labels stay "
+                    "unchecked and the repair says why). Default: gate (README)."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),

@@ -161,16 +161,17 @@ RESET_TOS = ("auto", "pretrained", "zero")
 PRETRAINED_MAX_DISTANCE = 0.25
 """A candidate pretrained encoder counts as the model's starting point only within this relative distance
 (``pretrained.find_pretrained``): fine-tuned zoo models sit 0.02-0.03 from the packaged all-MiniLM-L6-v2."""
-LABEL_JUDGE = "none"
-"""Check the repair's pseudo-labels with a trigger-free judge (``reference``; ``LABEL_JUDGES``): ``"none"``,
-``"filter"`` (keep a label only where the judge agrees) or ``"fill"`` (filter, and label the unlabelled flagged
-inputs whose prediction the judge contradicts). The judge is a logistic regression on the pretrained encoder's
-embeddings (``pretrained.find_pretrained``), fit on the defender's clean texts; with no pretrained encoder found the
-labels stay unchecked and the repair notes why. Our design (papers silent). Measured, not adopted (session 21;
-README "design choices", "A judge for the pseudo-labels"): ``"gate"`` lowered the weak SST-2 BadNets models' ASR
-after repair and changed no strong model, but on the test zoo's OLID BadNets -> NOT models it never fired (the judge
-puts nearly every tweet in the majority class, so it agreed with labels that were all wrong); ``"fill"`` raised
-strong backdoors' ASR after repair (fewer right labels)."""
+LABEL_JUDGE = "gate"
+"""Check the repair's pseudo-labels with a trigger-free judge (``reference``; ``LABEL_JUDGES``): ``"gate"`` keeps
+the rules' labels only when the judge agrees with them at least as often as with the model's own predictions they
+replace, ``"filter"`` keeps a label only where the judge agrees, ``"fill"`` also labels the unlabelled flagged
+inputs whose prediction the judge contradicts, ``"none"`` checks nothing. The judge is a class-balanced logistic
+regression on the pretrained encoder's embeddings (``pretrained.find_pretrained``), fit on the defender's clean
+texts; with no pretrained encoder found the labels stay unchecked and the repair notes why. Our design (papers
+silent). Chosen on the tuning zoo (README "design choices", "A judge for the pseudo-labels";
+``bench/results/archive/defense_tuning_judge_balanced_s0.md``, ``_s1.md``): the gate dropped the labels of the 10
+models whose labels were 0-43% right and changed no other row; mean ASR after repair 25.5 -> 22.3%, models below
+-1.5 CACC 4 -> 3. ``"fill"`` raised strong backdoors' ASR after repair (fewer right labels)."""
 LABEL_JUDGES = ("none", "gate", "filter", "fill")
 JUDGE_CLASS_WEIGHT = "balanced"
 """The judge's logistic regression weighs each class the same (scikit-learn's ``class_weight``). ``"gate"`` needs a
@@ -333,5 +334,7 @@ TOUR_SANITIZE: dict = {
     "reuse_scan": True,  # the label rules take the unrepaired model's probabilities from step 5's scan
     "repair_seeds": 1,  # one repair, not the average of REPAIR_SEEDS: the tour's pass is short and shown live
     "group_by_length": False,  # 7 steps gain no time from it; with it the tour's CACC drop was 1.5, not 1.0 points
+    "label_judge": "none",  # the judge costs 4-9 s of a live pass (a fit on the pretrained encoder's embeddings);
+    # it guards weak backdoors' labels, and the tour's model is a strong TAL backdoor
 }
 """``defenses.run_defense("alignment")`` knobs for the tour."""

@@ -40,9 +40,9 @@ def register(sub) -> None:
     p.add_argument("--label-judge", choices=S.LABEL_JUDGES, default=None,
                    help=f"alignment only: check the flagged inputs' pseudo-labels with a classifier on the "
                         f"pretrained encoder (from --base), fit on the clean texts: gate keeps them all only when it "
-                        f"agrees with at least half, filter keeps the labels it agrees with, fill also labels the "
-                        f"inputs whose prediction it contradicts (default {S.LABEL_JUDGE}; measured, not adopted: "
-                        f"README)")
+                        f"agrees with them at least as often as with the model's predictions they replace, filter "
+                        f"keeps the labels it agrees with, fill also labels the inputs whose prediction it "
+                        f"contradicts, none checks nothing (default {S.LABEL_JUDGE}; README)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
