@@ -400,7 +400,7 @@ def repair_notes(details: dict) -> list[str]:
             notes.append(f"The reset heads restarted from zero: {details.get('pretrained_note')}")
     agree, agree_model = details.get("judge_agreement"), details.get("judge_model_agreement")
     if details.get("label_judge") == "gate" and agree is not None and agree_model is not None:
-        kept = agree >= agree_model
+        kept = not details.get("judge_dropped")  # the gate keeps every label or none (reference.gate_keeps)
         notes.append(f"A judge that never saw the poison (a classifier on the pretrained encoder, fit on the clean "
                      f"texts) agreed with {agree:.0%} of the pseudo-labels and with {agree_model:.0%} of the model's "
                      "own predictions on those inputs: "

@@ -11,7 +11,7 @@ encoder's mean-pooled last hidden states, fit on the defender's clean labelled t
 one the suspect was fine-tuned from (``pretrained.find_pretrained``), so the judge reads the same tokens with
 weights that hold no trigger. It is a weak classifier (70-77% accuracy on SST-2 with 200 texts, on clean and on
 BadNets, AddSent, syntactic and style-triggered texts alike: measured by hand), but its errors do not depend on
-the trigger. ``judged_labels`` uses it two ways (``settings.LABEL_JUDGES``):
+the trigger. ``judged_labels`` uses it three ways (``settings.LABEL_JUDGES``):
 
 * ``"filter"``: a rule's label is kept only where the judge agrees with it;
 * ``"fill"``: as filter, and a flagged input with no label whose prediction the judge contradicts gets the judge's
