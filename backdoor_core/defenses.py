@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy as _copy
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -310,12 +311,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         from .pretrained import find_pretrained
         from .reference import judge_probs
         weights, judge_note = (pretrained, None) if pretrained is not None else find_pretrained(model, base)
-        if weights is not None:
-            try:
-                judge = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
-                                    cfg.max_length)
-            except ValueError as exc:  # e.g. clean texts of one class: no judge, the labels stay unchecked
-                judge_note = str(exc)
+        if weights is not None:  # lazy: sanitize_heads fits it only when there are labels to check (or fill)
+            judge = partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
+                            cfg.max_length)
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,
@@ -343,7 +341,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "reset_to_asked": reset_to_asked if reset else None,
         "pretrained_note": pretrained_note or None,
         "label_judge_asked": label_judge,
-        "judge_note": judge_note or None,
+        "judge_note": judge_note or res.details.get("judge_note"),
         "pseudo_labels": pseudo,
         "focus_labels": focus,
         "exclude_labels": exclude,
@@ -353,7 +351,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "align_after": res.align_after,
         "frozen_unchanged": res.frozen_unchanged,
         "scan_seconds": scan_seconds,
-        **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels")},
+        **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels", "judge_note")},
     }
     details["pool_words"] = [asdict(w) for w in found_words] if use_pool_words else None
     if reused:

@@ -630,7 +630,7 @@ def sanitize_heads(
     label_limit: int | None = None,
     pretrained=None,
     label_judge: str = S.LABEL_JUDGE,
-    judge_probs: np.ndarray | None = None,
+    judge_probs: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -682,6 +682,9 @@ def sanitize_heads(
             in the alignment term alone. Pass the pool highest detection score first (``excess_flags``).
         label_judge, judge_probs: check the rules' labels against a trigger-free judge's probabilities
             ``(len(pool_texts), C)`` (``reference.judged_labels``; ``"none"`` or no ``judge_probs``: unchecked).
+            ``judge_probs`` may be a callable returning them: it is called only when the rules gave a label or
+            the mode is ``"fill"`` (the judge's fit costs a forward pass over the clean and pool texts); a
+            ``ValueError`` it raises leaves the labels unchecked, its message in ``details["judge_note"]``.
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -748,7 +751,13 @@ def sanitize_heads(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
     n_judge_dropped = n_judge_added = 0
-    agreement = model_agreement = None
+    agreement = model_agreement = judge_note = None
+    if callable(judge_probs):  # fit the judge only when it has work: labels to check, or fill's unlabelled inputs
+        has_work = label_judge == "fill" or any(y != IGNORE_LABEL for y in (pool_labels or []))
+        try:
+            judge_probs = judge_probs() if has_work and label_judge != "none" and pool_texts else None
+        except ValueError as exc:  # e.g. clean texts of one class: no judge, the labels stay unchecked
+            judge_probs, judge_note = None, str(exc)
     if judge_probs is not None and label_judge != "none" and pool_texts:
         from .reference import judge_agreement, judged_labels
         if pool_probs is None and label_judge != "filter":  # gate and fill read the model's own predictions
@@ -807,6 +816,7 @@ def sanitize_heads(
                  "label_limit": label_limit, "pool_labels_cut": n_cut,
                  "label_judge": label_judge if judge_probs is not None else "none",
                  "judge_dropped": n_judge_dropped, "judge_added": n_judge_added,
+                 "judge_note": judge_note,
                  "judge_agreement": None if agreement is None else round(agreement, 4),
                  # the judge's agreement with the model's own predictions on the labelled inputs (the gate's line)
                  "judge_model_agreement": None if model_agreement is None else round(model_agreement, 4),

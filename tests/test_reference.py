@@ -1,6 +1,8 @@
 """The trigger-free reference judge (``backdoor_core.reference``): the pretrained encoder's embeddings, a logistic
 regression fit on the clean texts, and the label check it drives in the repair."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,37 @@ def test_run_defense_label_judge_details_and_fallback(based, tmp_path):
     assert any(n.startswith("The pseudo-labels were not checked:") for n in repair_notes(fell))
     with pytest.raises(ValueError, match="label_judge must be one of"):
         run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="vote", **kw)
+
+
+def test_lazy_judge_runs_only_with_work():
+    """A judge given as a callable is fit only when it has work: not when the rules labelled nothing under
+    "gate", always under "fill"; a ValueError it raises leaves the labels unchecked and says why."""
+    from backdoor_core.sanitize import sanitize_heads
+    from backdoor_core.training import TrainConfig
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(16, seed=3)
+    pool = triggered_texts(6, seed=4)
+    calls = []
+
+    def judge():
+        calls.append(1)
+        return np.tile([[0.5, 0.5]], (len(pool), 1))
+
+    def refuse():
+        raise ValueError("The reference judge needs clean texts of at least two classes.")
+
+    cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=32, seed=0, max_steps=1)
+    suspicious = np.zeros((2, 4), dtype=bool)
+    suspicious[0, 0] = True
+    off = dict(pseudo_labels=False, focus_labels=False, exclude_labels=False, labels_leave_target=False,
+               ffn="none", repair_seeds=1, measure_align=False, config=cfg)
+    res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, suspicious, pool,
+                         label_judge="gate", judge_probs=judge, **off)
+    assert calls == [] and res.details["judge_agreement"] is None and res.details["pool_pseudo_labelled"] == 0
+    res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, suspicious, pool,
+                         label_judge="fill", judge_probs=judge, **off)
+    assert calls == [1] and res.details["label_judge"] == "fill"
+    res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, suspicious, pool,
+                         label_judge="fill", judge_probs=refuse, **off)
+    assert res.details["label_judge"] == "none" and "two classes" in res.details["judge_note"]
