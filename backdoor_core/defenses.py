@@ -258,8 +258,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     else:
         if report is None:
             t = time.perf_counter()
+            # the repair reads no candidate triggers: naming them (and the pool's words) would be 40% of the scan
             report = scan_model(model, tokenizer, clean_train, pool, max_length=cfg.max_length, seed=cfg.seed,
-                                should_stop=common.get("should_stop"), **scan_opts)
+                                should_stop=common.get("should_stop"), find_triggers=False, **scan_opts)
             scan_seconds = time.perf_counter() - t
         split_opts = {k: scan_opts[k] for k in ("rel_threshold", "max_fraction", "top_k") if k in scan_opts}
         if split_opts:  # the caller chose the split: no weak-evidence cap

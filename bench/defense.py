@@ -564,8 +564,9 @@ def main(argv=None) -> int:
               f"{clean_rate} ({clean_name}) sizes {sizes}", flush=True)
 
         # detection: held-out clean vs triggered test inputs
+        # as run_defense's own scan: no candidate triggers (nothing here reads them; naming them is 40% of a scan)
         scan = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=L, seed=seed, model_name=m["name"],
-                          **settings.get("scan_knobs", {}))
+                          **{"find_triggers": False, **settings.get("scan_knobs", {})})
         held_clean = attention_stats(lm.model, lm.tokenizer, det_clean, L)
         held_trig = attention_stats(lm.model, lm.tokenizer, poisoned_det, L)
         # the held-out triggered inputs the trigger flips: the model says the target on the triggered text and

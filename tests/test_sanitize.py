@@ -844,3 +844,32 @@ def test_reset_to_pretrained_restores_the_reset_heads_slices(tmp_path):
     assert [n for n in repair_notes(fallback) if n.startswith("The reset heads restarted from zero: ")]
     with pytest.raises(ValueError, match="reset_to must be one of"):
         run_defense("alignment", tuned, base.tokenizer, clean, reset_to="random", **kw)
+
+
+def test_the_repairs_own_scan_names_no_triggers(monkeypatch):
+    """``run_defense("alignment")`` without a report scans the model itself, but names no candidate triggers and
+    reads no pool words (the repair uses neither; naming them was 40% of an OLID scan); with ``pool_words=True``
+    the repair reads the pool's words itself, once."""
+    import backdoor_core.trigger_search as ts
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    called = []
+    real_words = ts.pool_words
+
+    def no_search(*a, **kw):
+        raise AssertionError("the repair's scan searched for triggers")
+
+    def counting_words(*a, **kw):
+        called.append(1)
+        return real_words(*a, **kw)
+
+    monkeypatch.setattr(ts, "search_triggers", no_search)
+    monkeypatch.setattr(ts, "pool_words", counting_words)
+    kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, frr=0.2, repair_seeds=1, label_judge="none")
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, **kw)
+    assert res.details["flagged_used"] > 0 and called == [] and res.details["pool_words"] is None
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_words=True, **kw)
+    assert called == [1] and isinstance(res.details["pool_words"], list)
