@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="/tmp/time_pairs", help="where the runs write")
     p.add_argument("--tag", required=True)
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--out", default=str(OUT), help="where the summary goes (default bench/results/archive)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -88,15 +89,14 @@ def main(argv=None) -> int:
                   f"{s['median_scan_b']:.1f}); B / A {s['median_ratio_b_over_a']:.2f} (pair by pair). ASR, CACC and "
                   f"pseudo-label accuracy after repair identical in every pair: {s['identical_results']} (ASR "
                   f"{a_runs[0]['asr_after']:.3f}, CACC {a_runs[0]['cacc_after']:.3f}).", ""]
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     report = {"model": args.model, "a": args.label_a, "b": args.label_b, "b_first": args.b_first,
               "runs_a": a_runs, "runs_b": b_runs, **s}
-    tmp = OUT / f".time_pairs_{args.tag}.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(OUT / f"time_pairs_{args.tag}.json")
-    tmp = OUT / f".time_pairs_{args.tag}.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(OUT / f"time_pairs_{args.tag}.md")
+    for suffix, text in (("json", json.dumps(report, indent=1)), ("md", "\n".join(lines))):
+        tmp = out / f".time_pairs_{args.tag}.{suffix}.tmp"  # written whole, then renamed: never half a file
+        tmp.write_text(text)
+        tmp.replace(out / f"time_pairs_{args.tag}.{suffix}")
     print("\n".join(lines))
     return 0
 

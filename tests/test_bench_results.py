@@ -83,3 +83,31 @@ def test_defense_bench_reads_each_model_card(tmp_path):
     labels = ["negative", "positive"]
     assert rows["bd128"]["card"].target_for(labels) == 0 and rows["legacy64"]["card"].target_for(labels) == 1
     assert rows["hostile"]["card"].target_for(labels) == 1 and rows["hostile"]["max_length"] == 128
+
+
+def test_time_pairs_summary_reads_pair_by_pair(tmp_path):
+    """``bench/time_pairs.py --summarize-only``: medians of each side, the B / A ratio taken pair by pair (not the
+    ratio of the medians), and whether every pair's outcome after repair agrees; written whole to ``--out``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "time_pairs", Path(__file__).resolve().parents[1] / "bench" / "time_pairs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seconds = {"a": [100.0, 60.0, 80.0], "b": [50.0, 54.0, 72.0]}  # ratios 0.5, 0.9, 0.9
+    for side, values in seconds.items():
+        for i, sec in enumerate(values, 1):
+            (tmp_path / f"{side}_{i}").mkdir()
+            run = {"seconds": sec, "asr_after": 0.05, "cacc_after": 0.8 if (side, i) != ("b", 3) else 0.7,
+                   "pseudo_label_accuracy": 0.77}
+            (tmp_path / f"{side}_{i}" / "defense_test_t.json").write_text(json.dumps(
+                {"runs": [run], "models": [{"scan_seconds": sec / 4}]}))
+    assert mod.main(["--a", "x", "--b", "y", "--model", "m", "--runs", "3", "--work", str(tmp_path), "--tag", "t",
+                     "--summarize-only", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "time_pairs_t.json").read_text())
+    assert report["median_a"] == 80.0 and report["median_b"] == 54.0 and report["median_scan_b"] == 13.5
+    assert report["median_ratio_b_over_a"] == 0.9  # pair by pair; the medians' ratio would be 0.675
+    assert report["identical_results"] is False  # pair 3's CACC differs
+    assert "| 1 | 100.0 | 25.0 | 50.0 | 12.5 | 0.50 |" in (tmp_path / "out" / "time_pairs_t.md").read_text()
+    assert not list((tmp_path / "out").glob(".*.tmp"))
