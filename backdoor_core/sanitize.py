@@ -722,10 +722,14 @@ def sanitize_heads(
         pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
     # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the rules below reuse it
     teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
+    # clean_full (M, C): the unrepaired model on the clean texts in their order, once for the gate and exclusion
+    clean_full = teacher
     gate_acc, gate_used = None, False
     if pseudo_labels and pool_texts:
+        if clean_full is None:
+            clean_full = predict(model, tokenizer, clean_texts, config.max_length)
         gate_acc = gated_accuracy(model, tokenizer, clean_texts, clean_labels, suspicious, config.max_length,
-                                  full_probs=teacher)
+                                  full_probs=clean_full)
         if gate_acc[0] - gate_acc[1] <= S.GATE_MAX_ACCURACY_DROP:
             pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
             gate_used = True
@@ -745,8 +749,8 @@ def sanitize_heads(
     n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
     if exclude_labels and pool_texts:
         if clean_probs is None:
-            clean_probs = teacher if teacher is not None else predict(model, tokenizer, clean_texts,
-                                                                      config.max_length)
+            clean_probs = clean_full if clean_full is not None else predict(model, tokenizer, clean_texts,
+                                                                            config.max_length)
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
