@@ -369,8 +369,9 @@ def repair_notes(details: dict) -> list[str]:
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
     whether several repairs were averaged (``settings.REPAIR_SEEDS``), which likely trigger words the clean texts
-    carried (``pool_words``), and that a scan which found no backdoor gave it only chance flags. Empty for the
-    baselines."""
+    carried (``pool_words``), that a scan which found no backdoor gave it only chance flags, and how far the
+    alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up to 64
+    flagged and 64 clean texts). Empty for the baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")
@@ -438,6 +439,13 @@ def repair_notes(details: dict) -> list[str]:
     if gate is not None and not details.get("gate_labels_used", True):
         notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "
                      f"accuracy against {gate[0]:.1%}, so the safe heads alone are no judge.")
+    before, after = details.get("align_before"), details.get("align_after")
+    if before is not None and after is not None:
+        gap = ("mean squared gap" if details.get("kind") == "mse"
+               else "KL divergence, in nats per query row,")
+        notes.append(f"Attention safety alignment: the {gap} between each repaired head's attention and the mean of "
+                     f"its layer's safe heads went from {before:.3f} to {after:.3f} on flagged and clean texts "
+                     "(lower: the repaired heads attend more like the safe ones).")
     return notes
 
 

@@ -9,7 +9,7 @@ import torch
 
 from backdoor_core.architecture import head_parameter_masks
 from backdoor_core.data import DataError, TextDataset
-from backdoor_core.defenses import DEFENSES, run_defense
+from backdoor_core.defenses import DEFENSES, repair_notes, run_defense
 from backdoor_core.sanitize import AlignmentLoss, alignment_value, sanitize_heads, target_exclusion_labels
 from backdoor_core.training import TrainConfig
 from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
@@ -877,3 +877,22 @@ def test_the_repairs_own_scan_names_no_triggers(monkeypatch):
     assert res.details["flagged_used"] > 0 and called == [] and res.details["pool_words"] is None
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_words=True, **kw)
     assert called == [1] and isinstance(res.details["pool_words"], list)
+
+
+def test_repair_notes_say_how_far_the_alignment_term_moved():
+    """The repair measures its alignment term before and after; the notes (CLI and Sanitize page) say so, in the
+    term's own unit, and say nothing when it was not measured (the tour) or for a baseline."""
+    d = {"suspicious_heads": ["L0H1"], "ffn_layers": [], "kind": "kl", "align_before": 0.8123, "align_after": 0.2049}
+    note = [n for n in repair_notes(d) if n.startswith("Attention safety alignment")]
+    assert len(note) == 1 and "KL divergence" in note[0] and "from 0.812 to 0.205" in note[0]
+    assert "mean squared gap" in [n for n in repair_notes({**d, "kind": "mse"}) if n.startswith("Attention")][0]
+    assert not [n for n in repair_notes({**d, "align_before": None, "align_after": None})
+                if n.startswith("Attention")]
+    assert repair_notes({"pruned_heads": ["L0H1"]}) == []
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    res = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                      heads=["L0H1", "L1H0"], pool_texts=triggered_texts(8, seed=36), epochs=1, max_length=32,
+                      seed=0, repair_seeds=1, label_judge="none")
+    b, a = res.details["align_before"], res.details["align_after"]
+    assert any(f"from {b:.3f} to {a:.3f}" in n for n in repair_notes(res.details))
