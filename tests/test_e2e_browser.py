@@ -148,6 +148,7 @@ def _attack_detect_sanitize(page) -> None:
     _click(page, "Sanitize")
     _wait_text(page, "Heads changed", exact=True)  # a metric shown only with the result
     charts_drawn(page, 3)
+    assert page.get_by_text("Attention safety alignment:").count() == 1  # the repair's note on its own term
     page.screenshot(path=str(ARTIFACTS / "app_sanitize_result.png"), full_page=True)
     _no_exceptions(page, "sanitize")
 
