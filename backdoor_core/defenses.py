@@ -444,7 +444,7 @@ def repair_notes(details: dict) -> list[str]:
         gap = ("mean squared gap" if details.get("kind") == "mse"
                else "KL divergence, in nats per query row,")
         notes.append(f"Attention safety alignment: the {gap} between each repaired head's attention and the mean of "
-                     f"its layer's safe heads went from {before:.3f} to {after:.3f} on flagged and clean texts "
+                     f"its layer's safe heads went from {before:.3g} to {after:.3g} on flagged and clean texts "
                      "(lower: the repaired heads attend more like the safe ones).")
     return notes
 

@@ -895,4 +895,4 @@ def test_repair_notes_say_how_far_the_alignment_term_moved():
                       heads=["L0H1", "L1H0"], pool_texts=triggered_texts(8, seed=36), epochs=1, max_length=32,
                       seed=0, repair_seeds=1, label_judge="none")
     b, a = res.details["align_before"], res.details["align_after"]
-    assert any(f"from {b:.3f} to {a:.3f}" in n for n in repair_notes(res.details))
+    assert any(f"from {b:.3g} to {a:.3g}" in n for n in repair_notes(res.details))
