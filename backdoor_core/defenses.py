@@ -71,7 +71,8 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
-         "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE},
+         "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE,
+         "precision": S.REPAIR_PRECISION},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -99,7 +100,8 @@ def _config(config: TrainConfig | None, knobs: dict, default_factory) -> TrainCo
                            max_length=knobs.pop("max_length", None), seed=knobs.pop("seed", None),
                            batch_size=knobs.pop("batch_size", None), max_steps=knobs.pop("max_steps", None),
                            eval_every=knobs.pop("eval_every", None),
-                           group_by_length=knobs.pop("group_by_length", None))
+                           group_by_length=knobs.pop("group_by_length", None),
+                           precision=knobs.pop("precision", None))
 
 
 def run_defense(
@@ -417,6 +419,10 @@ def repair_notes(details: dict) -> list[str]:
     if seeds > 1:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "
                      "keeps the mean of their weights.")
+    if details.get("precision") == "bf16-mixed":
+        notes.append("The repair trained in bfloat16 mixed precision, as this machine multiplies bf16 in hardware "
+                     "(weights and optimizer in float32; the scan and every evaluation in float32); precision fp32 "
+                     "trains in float32 throughout.")
     cap = details.get("weak_evidence_cap")
     if cap:
         k = cap["weak_top_k"]

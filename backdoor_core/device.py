@@ -97,6 +97,46 @@ def resolve_dtype(name: str | torch.dtype | None = DEFAULT_DTYPE, device: torch.
     return getattr(torch, name)
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty elsewhere or when unreadable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """True where bfloat16 matrix products run in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
+    (``amx_bf16``) or AVX512-BF16 (``avx512_bf16``). On other CPUs bf16 is emulated and slower than float32."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind == "cpu":
+        return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+    return False
+
+
+def resolve_precision(name: str | None, model) -> str:
+    """A training precision of ``settings.PRECISIONS`` for ``model`` -> ``"fp32"`` or ``"bf16-mixed"``.
+
+    ``"auto"``/``None``: bf16-mixed when the model's weights are float32 and its device multiplies bf16 natively
+    (``native_bf16``), else fp32. Mixed precision needs float32 weights: a model loaded in half precision trains
+    in its own dtype (``"fp32"`` here means "no autocast")."""
+    name = (name or "auto").strip().lower()
+    if name not in S.PRECISIONS:
+        raise DeviceError(f"Unknown precision '{name}': choose one of {', '.join(S.PRECISIONS)}.")
+    param = next(model.parameters())
+    if name == "auto":
+        name = "bf16-mixed" if param.dtype == torch.float32 and native_bf16(param.device) else "fp32"
+    if name == "bf16-mixed" and param.dtype != torch.float32:
+        return "fp32"
+    return name
+
+
 def add_device_args(parser) -> None:
     """``--device`` and ``--dtype`` for a CLI verb (``resolve_device`` / ``resolve_dtype`` read them)."""
     parser.add_argument("--device", default=DEFAULT_DEVICE, metavar="{auto,cpu,cuda,cuda:N,mps}",

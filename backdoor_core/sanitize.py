@@ -182,7 +182,8 @@ def default_config(**overrides) -> TrainConfig:
     """The sanitization training settings (see the module docstring); ``overrides`` replace fields."""
     base = dict(lr=S.SANITIZE_LR, epochs=S.SANITIZE_EPOCHS, batch_size=S.BATCH_SIZE, max_length=S.MAX_LENGTH,
                 seed=S.SEED, weight_decay=S.WEIGHT_DECAY, warmup_ratio=S.WARMUP_RATIO, grad_clip=S.GRAD_CLIP,
-                eval_every=S.REPAIR_EVAL_EVERY, group_by_length=S.REPAIR_GROUP_BY_LENGTH)
+                eval_every=S.REPAIR_EVAL_EVERY, group_by_length=S.REPAIR_GROUP_BY_LENGTH,
+                precision=S.REPAIR_PRECISION)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
@@ -829,6 +830,7 @@ def sanitize_heads(
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
                  "repair_seeds": int(repair_seeds),
+                 "precision": res.precision,
                  "trigger_words": [str(w) for w, _ in trigger_words], "trigger_augmented": len(augmented),
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),

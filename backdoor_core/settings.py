@@ -238,6 +238,16 @@ CACC change among the backdoors that took -2.4 against -4.0 / -6.5 for two singl
 (archive/defense_test_tg2_w*.md, defense_test_tz101.md). It costs one training run per extra repair: 49.6-54.7 s per
 sanitization (medians) on 2 idle cores with length grouping (archive/defense_test_t2g2*.md), within the 60-s goal
 (62-72 s without grouping). 1 = one repair, the paper's recipe."""
+PRECISIONS = ("auto", "fp32", "bf16-mixed")
+REPAIR_PRECISION = "auto"
+"""The arithmetic of our repair's training (``training.TrainConfig.precision``): ``"fp32"``; ``"bf16-mixed"``
+(forward and loss under ``torch.autocast`` in bfloat16, weights, gradients and optimizer state in float32); or
+``"auto"``: bf16-mixed where the hardware multiplies bfloat16 natively (``device.native_bf16``: a CUDA GPU with bf16,
+or a CPU with AMX or AVX512-BF16), else fp32. The scan, the label rules, the judge and every evaluation stay in
+float32 (``DTYPE``). Our choice, for time (papers silent). On the SST-2 tuning zoo's 11 seed-0 backdoored models the
+same mean ASR after (17.9% against 17.8% in fp32) and CACC change (+0.24 against +0.29), 2 models below -1.5 either
+way (archive/defense_tuning_precision_fp32_s0.md, _bf16_s0.md); 0.73-0.77x the time per sanitization on 2 cores
+with AMX (archive/time_pairs_s24_precision_olid.md, _agnews.md)."""
 REPAIR_FFN_LR_SCALE = 0.3
 """The feed-forward blocks a repair trains (``REPAIR_FFN``) learn at ``SANITIZE_LR`` x this; the reset heads at
 ``SANITIZE_LR``. Our design (papers silent); chosen on the tuning zoo only (bench/results/knob_tuning_ffn_lr_scale.md):

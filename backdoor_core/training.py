@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from . import settings as S
+from .device import resolve_precision
+
 IGNORE_LABEL = -100
 
 
@@ -66,6 +68,9 @@ class TrainConfig:
     ``eval_every`` is in optimizer steps (an evaluation also runs at each epoch end); ``max_steps`` caps the
     run below ``epochs`` when set. ``group_by_length`` shuffles, then sorts by length inside windows of 50
     batches and shuffles the batches (as ``transformers``' ``group_by_length``): less padding, same data.
+    ``precision="bf16-mixed"`` runs each step's forward pass and loss terms under ``torch.autocast`` in bfloat16
+    (weights, gradients and AdamW's state stay float32; no loss scaling is needed with bf16); evaluations run
+    outside it. ``"auto"`` picks it where the hardware multiplies bf16 natively (``device.resolve_precision``).
     """
 
     lr: float = S.LR
@@ -79,6 +84,7 @@ class TrainConfig:
     eval_every: int = S.EVAL_EVERY
     max_steps: int | None = None
     group_by_length: bool = False  # batches of similar length (less padding, ~2x faster on short texts)
+    precision: str = "fp32"  # "fp32", "bf16-mixed" or "auto" (``device.resolve_precision``; settings.PRECISIONS)
 
 
 @dataclass
@@ -105,6 +111,7 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation's metrics (empty if none)
+    precision: str = "fp32"  # what ``config.precision`` resolved to: "fp32" or "bf16-mixed"
 
 
 def set_seed(seed: int) -> None:
@@ -264,6 +271,9 @@ def train(
     set_seed(config.seed)
     accelerator = accelerator or Accelerator(cpu=next(model.parameters()).device.type == "cpu")
 
+    precision = resolve_precision(config.precision, model)
+    device_type = next(model.parameters()).device.type
+
     # --- what may train -------------------------------------------------------------------------------
     named = dict(model.named_parameters())
     if trainable_masks is not None:
@@ -309,7 +319,7 @@ def train(
                     frozen_parts.append((p, keep, p.detach()[keep].clone()))
 
     needs_att = bool(getattr(extra_loss, "needs_attentions", False))
-    result = TrainResult()
+    result = TrainResult(precision=precision)
     step = 0
     since_eval: dict[str, list[float]] = {}
 
@@ -339,16 +349,17 @@ def train(
             if should_stop is not None and should_stop():
                 result.cancelled = True
                 break
-            outputs = model(**_model_inputs(batch), output_attentions=needs_att)
-            labels = batch["labels"]
-            if (labels != IGNORE_LABEL).any():
-                ce = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_LABEL)
-            else:  # an all-unlabelled batch: only the extra terms train
-                ce = outputs.logits.sum() * 0.0
-            terms = {"ce": ce}
-            if extra_loss is not None:
-                terms.update(extra_loss(batch, outputs))
-            loss = sum(terms.values())
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+                outputs = model(**_model_inputs(batch), output_attentions=needs_att)
+                labels = batch["labels"]
+                if (labels != IGNORE_LABEL).any():
+                    ce = F.cross_entropy(outputs.logits.float(), labels, ignore_index=IGNORE_LABEL)
+                else:  # an all-unlabelled batch: only the extra terms train
+                    ce = outputs.logits.sum() * 0.0
+                terms = {"ce": ce}
+                if extra_loss is not None:
+                    terms.update(extra_loss(batch, outputs))
+            loss = sum(t.float() for t in terms.values())
             accelerator.backward(loss)
             for p, keep, _ in frozen_parts:  # frozen entries neither count in the clip norm nor feed Adam
                 if p.grad is not None:
@@ -437,7 +448,8 @@ def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, 
         history.append({"step": steps, "epoch": config.epochs - 1, **metrics})
         if callback is not None:
             callback(Progress(steps, steps, config.epochs - 1, {}, metrics, seconds))
-    return TrainResult(history=history, cancelled=res.cancelled, steps=steps, seconds=seconds, metrics=metrics)
+    return TrainResult(history=history, cancelled=res.cancelled, steps=steps, seconds=seconds, metrics=metrics,
+                       precision=res.precision)
 
 
 def make_evaluator(

@@ -896,3 +896,30 @@ def test_repair_notes_say_how_far_the_alignment_term_moved():
                       seed=0, repair_seeds=1, label_judge="none")
     b, a = res.details["align_before"], res.details["align_after"]
     assert any(f"from {b:.3g} to {a:.3g}" in n for n in repair_notes(res.details))
+
+
+def test_the_repair_trains_in_the_precision_asked_and_says_so(monkeypatch):
+    """Our repair's default precision is auto (settings.REPAIR_PRECISION): bf16-mixed where the hardware has it,
+    recorded in the details with a note; fp32 when asked, or on hardware without bf16."""
+    import backdoor_core.device as D
+
+    texts, labels = clean_texts(40, seed=37)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    kw = dict(heads=["L0H1"], pool_texts=triggered_texts(8, seed=38), epochs=1, max_length=32, seed=0,
+              repair_seeds=1, label_judge="none", measure_align=False)
+    lm = trained_tiny(True)
+    monkeypatch.setattr(D, "_cpu_flags", lambda: {"amx_bf16"})
+    auto = run_defense("alignment", lm.model, lm.tokenizer, clean, **kw)
+    asked = run_defense("alignment", lm.model, lm.tokenizer, clean, precision="fp32", **kw)
+    monkeypatch.setattr(D, "_cpu_flags", lambda: {"avx2"})
+    plain = run_defense("alignment", lm.model, lm.tokenizer, clean, **kw)
+    assert auto.details["precision"] == "bf16-mixed"
+    assert asked.details["precision"] == plain.details["precision"] == "fp32"
+    assert any("bfloat16 mixed precision" in n for n in repair_notes(auto.details))
+    assert not any("bfloat16" in n for n in repair_notes(asked.details))
+    assert not torch.equal(auto.model.bert.encoder.layer[0].attention.self.query.weight,
+                           asked.model.bert.encoder.layer[0].attention.self.query.weight)  # it did change the math
+    assert torch.equal(asked.model.bert.encoder.layer[0].attention.self.query.weight,
+                       plain.model.bert.encoder.layer[0].attention.self.query.weight)
+    with pytest.raises(D.DeviceError, match="Unknown precision"):
+        run_defense("alignment", lm.model, lm.tokenizer, clean, precision="half", **kw)

@@ -222,3 +222,57 @@ def test_length_grouped_batches_cover_every_example_once_and_are_seeded():
     lm = tiny_model(seed=0)
     res = train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=2, group_by_length=True, **CFG))
     assert res.steps == 8
+
+
+def test_bf16_mixed_multiplies_in_bfloat16_and_keeps_float32_weights_and_masks():
+    """precision="bf16-mixed": the layers compute in bfloat16 during training, the weights, their gradients and
+    the frozen entries stay float32 and exact, and the evaluation runs outside autocast (float32)."""
+    seen: dict[str, set] = {"train": set(), "eval": set()}
+    lm = tiny_model(seed=0)
+    dense = lm.model.bert.encoder.layer[0].attention.output.dense
+    hook = dense.register_forward_hook(
+        lambda mod, inp, out: seen["train" if mod.training else "eval"].add(out.dtype))
+    heads = np.zeros((2, 4), dtype=bool)
+    heads[0, 1] = True
+    masks = head_parameter_masks(lm.model, heads)
+    before = params(lm.model)
+
+    def probe(m):
+        with torch.no_grad():
+            return {"probe": float(m(**lm.tokenizer(["x"], return_tensors="pt")).logits.sum())}
+
+    res = train(lm.model, lm.tokenizer, examples(), TrainConfig(epochs=1, precision="bf16-mixed", **CFG),
+                trainable_masks=masks, evaluate=probe)
+    hook.remove()
+    assert res.precision == "bf16-mixed"
+    assert seen["train"] == {torch.bfloat16} and seen["eval"] == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in lm.model.parameters())
+    after = params(lm.model)
+    for name, m in masks.items():
+        assert torch.equal(before[name][~m], after[name][~m]), name
+        assert not torch.equal(before[name][m], after[name][m]), name
+    assert all(np.isfinite(r["loss"]) for r in res.history)
+
+    fp = tiny_model(seed=0)
+    seen32: set = set()
+    h = fp.model.bert.encoder.layer[0].attention.output.dense.register_forward_hook(
+        lambda mod, inp, out: seen32.add(out.dtype))
+    res32 = train(fp.model, fp.tokenizer, examples(), TrainConfig(epochs=1, **CFG))
+    h.remove()
+    assert res32.precision == "fp32" and seen32 == {torch.float32}  # the default stays float32
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    import backdoor_core.device as D
+
+    lm = tiny_model(seed=0)
+    monkeypatch.setattr(D, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert D.native_bf16("cpu") and D.resolve_precision("auto", lm.model) == "bf16-mixed"
+    monkeypatch.setattr(D, "_cpu_flags", lambda: {"avx2", "avx512f"})  # bf16 only emulated: slower than float32
+    assert not D.native_bf16("cpu") and D.resolve_precision("auto", lm.model) == "fp32"
+    assert D.resolve_precision("bf16-mixed", lm.model) == "bf16-mixed"  # asked for: as asked
+    assert D.resolve_precision("fp32", lm.model) == "fp32"
+    lm.model.to(torch.bfloat16)  # weights already in half precision: no autocast on top
+    assert D.resolve_precision("bf16-mixed", lm.model) == "fp32"
+    with pytest.raises(D.DeviceError, match="Unknown precision 'fp16'"):
+        D.resolve_precision("fp16", lm.model)
