@@ -85,6 +85,11 @@ KNOB_LABELS = {
     "repair_seeds": ("Repairs averaged",
                      "Train this many repairs from the same start with different seeds and keep the mean of their "
                      "weights: steadier clean accuracy, one more training run per extra repair."),
+    "precision": ("Training arithmetic",
+                  "auto: bfloat16 mixed precision where this machine multiplies bf16 in hardware (AMX or AVX512-BF16 "
+                  "CPUs, recent GPUs; the repair trains about twice as fast), else float32. fp32: float32 "
+                  "throughout, the same arithmetic on every machine. The scan and the before / after numbers run in "
+                  "float32 either way."),
     "pool_words": ("Use the pool's trigger words",
                    "Insert the words the pool holds far more often than the clean texts and that send clean texts to "
                    "one class (Detect page: \"Words concentrated in the pool\") into clean texts of the other classes, "
@@ -139,6 +144,9 @@ with c3:
                                             **ui.keep(key, default))
         elif k == "label_judge":
             knobs[k] = st.segmented_control(label, list(S.LABEL_JUDGES), required=True, help=help_text,
+                                            **ui.keep(key, default))
+        elif k == "precision":
+            knobs[k] = st.segmented_control(label, list(S.PRECISIONS), required=True, help=help_text,
                                             **ui.keep(key, default))
         elif k == "lr":
             knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],

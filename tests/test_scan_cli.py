@@ -75,9 +75,10 @@ def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):
     args = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--pool", str(files["pool"]),
             "--out", str(out_dir), "--heads", "L0H0,L1H1", "--epochs", "1", "--lr", "0.003", "--max-length", "32",
             "--eval-data", str(files["clean"]), "--poisoned-eval", str(files["poisoned"]), "--target", "1",
-            "--json"]
+            "--precision", "fp32", "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
+    assert summary["details"]["precision"] == "fp32"  # asked for, whatever this machine's bf16
     assert set(summary["before"]) == {"cacc", "asr", "kept"} and set(summary["after"]) == {"cacc", "asr", "kept"}
     assert summary["before"]["kept"] == 1.0 and 0.0 <= summary["after"]["kept"] <= 1.0  # the suspect vs itself
     lm = load_model(out_dir)

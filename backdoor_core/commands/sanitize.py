@@ -53,6 +53,10 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--precision", choices=S.PRECISIONS, default=None,
+                   help=f"training arithmetic: fp32, bf16-mixed (bfloat16 autocast, float32 weights) or auto "
+                        f"(bf16-mixed where the hardware multiplies bf16 natively, else fp32); default "
+                        f"{S.REPAIR_PRECISION} for alignment, fp32 for the baselines")
     p.add_argument("--eval-data", default=None, help="clean test data for CACC before/after (a dataset spec; "
                                                        "default: --clean-data's --eval-split, with ASR from the "
                                                        "attack the model card records)")
@@ -142,7 +146,8 @@ def run(args) -> int:
     if evaluate is not None:
         before = evaluate(lm.model, classes)
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
-                               "max_length": args.max_length, "seed": args.seed}.items() if v is not None}
+                               "max_length": args.max_length, "seed": args.seed,
+                               "precision": args.precision}.items() if v is not None}
     if args.defense == "alignment":
         if args.beta is not None:
             knobs["beta"] = args.beta
