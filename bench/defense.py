@@ -697,7 +697,8 @@ def main(argv=None) -> int:
                                             "weak_evidence_cap", "pool_words", "trigger_words",
                                             "trigger_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",
-                                            "label_judge", "judge_dropped", "judge_added", "judge_note",
+                                            "precision", "label_judge", "judge_dropped", "judge_added",
+                                            "judge_note",
                                             "judge_agreement", "judge_model_agreement")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "

@@ -6,7 +6,8 @@ alignment --detectors ours --repair all`` in checkout A and checkout B in turn (
 ``OMP_NUM_THREADS=2``), each writing under ``--work``, and then summarises the pairs: the bench's per-run seconds (scan
 included), the scan's seconds, the ratio B / A pair by pair (median), and whether ASR, CACC and pseudo-label accuracy
 after repair agree. Both checkouts need the model built (``bench/test_zoo.py``; a symlinked ``bench/models`` will do).
-Run it on an idle machine.
+Run it on an idle machine. ``--knobs-a`` / ``--knobs-b`` pass ``--align-knobs`` to one side: one checkout, two
+settings (``--a . --b . --knobs-a '{"precision": "fp32"}'``).
 
     python bench/time_pairs.py --a /path/to/old --b . --model olid_s0_style_poetry_r0.2 --runs 3 --tag t23
 
@@ -26,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "archive"
 
 
-def one_run(checkout: Path, model: str, where: Path) -> None:
+def one_run(checkout: Path, model: str, where: Path, knobs: str | None = None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "2", "BACKDOOR_BENCH_RESULTS": str(where)}
     cmd = [sys.executable, "bench/defense.py", "--zoo", "test", "--only", model, "--defenses", "alignment",
-           "--detectors", "ours", "--repair", "all", "--tag", "t"]
+           "--detectors", "ours", "--repair", "all", "--tag", "t"] + (["--align-knobs", knobs] if knobs else [])
     with open(str(where) + ".log", "w") as log:
         subprocess.run(cmd, cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
@@ -62,6 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3, help="pairs (default 3)")
     p.add_argument("--b-first", action="store_true", help="run B first in each pair")
     p.add_argument("--label-a", default="A"), p.add_argument("--label-b", default="B")
+    p.add_argument("--knobs-a", default=None, help="--align-knobs JSON for A's runs")
+    p.add_argument("--knobs-b", default=None, help="--align-knobs JSON for B's runs")
     p.add_argument("--work", default="/tmp/time_pairs", help="where the runs write")
     p.add_argument("--tag", required=True)
     p.add_argument("--summarize-only", action="store_true")
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     order = ("b", "a") if args.b_first else ("a", "b")
     for i in range(1, args.runs + 1):
         for side in order if not args.summarize_only else ():
-            one_run(Path(getattr(args, side)).resolve(), args.model, work / f"{side}_{i}")
+            one_run(Path(getattr(args, side)).resolve(), args.model, work / f"{side}_{i}", getattr(args, f"knobs_{side}"))
             print(f"{side} {i}: {read_run(work / f'{side}_{i}')['seconds']} s", flush=True)
     a_runs = [read_run(work / f"a_{i}") for i in range(1, args.runs + 1)]
     b_runs = [read_run(work / f"b_{i}") for i in range(1, args.runs + 1)]
@@ -88,10 +91,14 @@ def main(argv=None) -> int:
     lines += ["", f"Median: A {s['median_a']:.1f} s (scan {s['median_scan_a']:.1f}), B {s['median_b']:.1f} s (scan "
                   f"{s['median_scan_b']:.1f}); B / A {s['median_ratio_b_over_a']:.2f} (pair by pair). ASR, CACC and "
                   f"pseudo-label accuracy after repair identical in every pair: {s['identical_results']} (ASR "
-                  f"{a_runs[0]['asr_after']:.3f}, CACC {a_runs[0]['cacc_after']:.3f}).", ""]
+                  f"{a_runs[0]['asr_after']:.3f}, CACC {a_runs[0]['cacc_after']:.3f}"
+                  + ("" if s["identical_results"] else
+                     f" in A's first run, ASR {b_runs[0]['asr_after']:.3f}, CACC {b_runs[0]['cacc_after']:.3f} in B's")
+                  + ").", ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": args.model, "a": args.label_a, "b": args.label_b, "b_first": args.b_first,
+              "knobs_a": args.knobs_a, "knobs_b": args.knobs_b,
               "runs_a": a_runs, "runs_b": b_runs, **s}
     for suffix, text in (("json", json.dumps(report, indent=1)), ("md", "\n".join(lines))):
         tmp = out / f".time_pairs_{args.tag}.{suffix}.tmp"  # written whole, then renamed: never half a file

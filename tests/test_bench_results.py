@@ -111,3 +111,36 @@ def test_time_pairs_summary_reads_pair_by_pair(tmp_path):
     assert report["identical_results"] is False  # pair 3's CACC differs
     assert "| 1 | 100.0 | 25.0 | 50.0 | 12.5 | 0.50 |" in (tmp_path / "out" / "time_pairs_t.md").read_text()
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_time_pairs_passes_each_sides_knobs(tmp_path, monkeypatch):
+    """``--knobs-a`` / ``--knobs-b``: one checkout, two settings; each side's runs get its own ``--align-knobs``
+    and the summary names both outcomes when they differ."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "time_pairs_knobs", Path(__file__).resolve().parents[1] / "bench" / "time_pairs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    calls = []
+
+    def fake_run(cmd, cwd, env, stdout, stderr, check):
+        calls.append(cmd)
+        where = Path(env["BACKDOOR_BENCH_RESULTS"])
+        where.mkdir(parents=True, exist_ok=True)
+        fast = "--align-knobs" not in cmd
+        run = {"seconds": 30.0 if fast else 60.0, "asr_after": 0.05 if fast else 0.04, "cacc_after": 0.8,
+               "pseudo_label_accuracy": 0.7}
+        (where / "defense_test_t.json").write_text(json.dumps({"runs": [run], "models": [{"scan_seconds": 10.0}]}))
+
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    assert mod.main(["--a", str(tmp_path), "--b", str(tmp_path), "--model", "m", "--runs", "2", "--work",
+                     str(tmp_path / "w"), "--tag", "k", "--knobs-a", '{"precision": "fp32"}',
+                     "--out", str(tmp_path / "out")]) == 0
+    assert [c[c.index("--align-knobs") + 1] if "--align-knobs" in c else None for c in calls] == [
+        '{"precision": "fp32"}', None, '{"precision": "fp32"}', None]  # A, B, A, B
+    report = json.loads((tmp_path / "out" / "time_pairs_k.json").read_text())
+    assert report["median_ratio_b_over_a"] == 0.5 and report["knobs_a"] == '{"precision": "fp32"}'
+    md = (tmp_path / "out" / "time_pairs_k.md").read_text()
+    assert "identical in every pair: False (ASR 0.040, CACC 0.800 in A's first run, ASR 0.050" in md
