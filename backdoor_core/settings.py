@@ -246,7 +246,8 @@ REPAIR_PRECISION = "auto"
 or a CPU with AMX or AVX512-BF16), else fp32. The scan, the label rules, the judge and every evaluation stay in
 float32 (``DTYPE``). Our choice, for time (papers silent). On the SST-2 tuning zoo's 11 seed-0 backdoored models the
 same mean ASR after (17.9% against 17.8% in fp32) and CACC change (+0.24 against +0.29), 2 models below -1.5 either
-way (archive/defense_tuning_precision_fp32_s0.md, _bf16_s0.md); 0.73-0.77x the time per sanitization on 2 cores
+way (archive/defense_tuning_precision_fp32_s0.md, _bf16_s0.md); on the second draw the same means and one more
+model below -1.5 (-1.3 -> -1.9; _bf16_s1.md, _fp32_s1_check.md); 0.73-0.77x the time per sanitization on 2 cores
 with AMX (archive/time_pairs_s24_precision_olid.md, _agnews.md)."""
 REPAIR_FFN_LR_SCALE = 0.3
 """The feed-forward blocks a repair trains (``REPAIR_FFN``) learn at ``SANITIZE_LR`` x this; the reset heads at
