@@ -420,9 +420,9 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "
                      "keeps the mean of their weights.")
     if details.get("precision") == "bf16-mixed":
-        notes.append("The repair trained in bfloat16 mixed precision, as this machine multiplies bf16 in hardware "
-                     "(weights and optimizer in float32; the scan and every evaluation in float32); precision fp32 "
-                     "trains in float32 throughout.")
+        notes.append("The repair trained in bfloat16 mixed precision (precision auto picks it where the hardware "
+                     "multiplies bf16; weights and optimizer in float32, the scan and every evaluation in float32); "
+                     "precision fp32 trains in float32 throughout.")
     cap = details.get("weak_evidence_cap")
     if cap:
         k = cap["weak_top_k"]
