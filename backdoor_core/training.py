@@ -269,10 +269,9 @@ def train(
         raise ValueError("No training examples.")
     t0 = time.perf_counter()
     set_seed(config.seed)
-    accelerator = accelerator or Accelerator(cpu=next(model.parameters()).device.type == "cpu")
-
-    precision = resolve_precision(config.precision, model)
     device_type = next(model.parameters()).device.type
+    accelerator = accelerator or Accelerator(cpu=device_type == "cpu")
+    precision = resolve_precision(config.precision, model)
 
     # --- what may train -------------------------------------------------------------------------------
     named = dict(model.named_parameters())
