@@ -79,6 +79,11 @@ KNOB_LABELS = {
                     "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
                     "contradicts; none: no check. Needs the model's pretrained encoder (without it the labels stay "
                     "unchecked and the repair says why). Default: gate (README)."),
+    "judge_flags": ("Judge-led labels (style triggers)",
+                    "Also repair on the pool inputs the judge (above) takes out of the class it contradicts the model "
+                    "on most, when that class stands out; each gets the judge's label. For paraphrase and style "
+                    "triggers, which leave no words to find. Off by default: on the SST-2 tuning zoo it halved the "
+                    "style backdoors left after repair but cost clean accuracy (README)."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),

@@ -72,7 +72,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
          "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE,
-         "precision": S.REPAIR_PRECISION},
+         "judge_flags": S.JUDGE_FLAGS, "precision": S.REPAIR_PRECISION},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -236,6 +236,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     use_pool_words = bool(knobs.pop("pool_words", S.REPAIR_POOL_WORDS))
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
+    judge_flags = bool(knobs.pop("judge_flags", S.JUDGE_FLAGS))
     # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
     measure_align = bool(knobs.pop("measure_align", True))
     reuse_scan = bool(knobs.pop("reuse_scan", False))
@@ -317,6 +318,22 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         if weights is not None:  # lazy: sanitize_heads fits it only when there are labels to check (or fill)
             judge = partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
                             cfg.max_length)
+    extra_idx, extra_labels, judge_flag_info, judge_flags_note = [], [], None, None
+    if judge_flags and not pool:
+        judge_flags_note = "there is no unlabelled pool to read."
+    elif judge_flags and (report is None or report.pool_probs is None):
+        judge_flags_note = "the heads were given, so no scan read the pool."
+    elif judge_flags:
+        from .pretrained import find_pretrained
+        from .reference import disagreement_labels, judge_probs
+        weights, judge_flags_note = ((pretrained, None) if pretrained is not None
+                                     else find_pretrained(model, base))
+        if weights is not None:
+            jp = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, pool, cfg.max_length)
+            idx, labs, judge_flag_info = disagreement_labels(np.asarray(report.pool_probs), jp)
+            taken = set(flagged_idx)
+            extra_idx = [i for i in idx if i not in taken]
+            extra_labels = [y for i, y in zip(idx, labs) if i not in taken]
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,
@@ -327,14 +344,17 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          else bool(report.verdict["likely_backdoored"]),
                          measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
                          trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained,
-                         label_judge=label_judge, judge_probs=judge, **reused,
+                         label_judge=label_judge, judge_probs=judge,
+                         extra_pool=[(pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
                          **common)
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
         "flagged_used": len(flagged),
         # which pool inputs (indices into ``pool_texts``) joined the repair and the label each got (-100: none)
-        "flagged_indices": flagged_idx,
+        "flagged_indices": flagged_idx + extra_idx,
+        "judge_flagged": len(extra_idx), "judge_flag_info": judge_flag_info,
+        "judge_flags": judge_flags, "judge_flags_note": judge_flags_note or None,
         "flagged_labels": list(res.details.get("pool_labels", [])),
         "beta": beta,
         "kind": kind,
@@ -400,6 +420,19 @@ def repair_notes(details: dict) -> list[str]:
                          "model), not from zero.")
         elif details.get("pretrained_note"):
             notes.append(f"The reset heads restarted from zero: {details.get('pretrained_note')}")
+    if details.get("judge_flags"):
+        info = details.get("judge_flag_info") or {}
+        if details.get("judge_flags_note"):
+            notes.append(f"No judge-led labels: {details['judge_flags_note']}")
+        elif details.get("judge_flagged"):
+            notes.append(f"The judge contradicted the model on more of the pool inputs it puts in class "
+                         f"{info.get('target')} than elsewhere ({info.get('z')} standard errors): "
+                         f"{details['judge_flagged']} of them, beyond the scan's flags, joined the repair with the "
+                         "judge's label (a paraphrase or style trigger has no words to find; measured to cost clean "
+                         "accuracy, README).")
+        else:
+            notes.append("The judge contradicted the model no more often in one class than in the others "
+                         f"(z = {info.get('z')}, below {S.JUDGE_FLAGS_MIN_Z:g}): no judge-led labels were added.")
     agree, agree_model = details.get("judge_agreement"), details.get("judge_model_agreement")
     if details.get("label_judge") == "gate" and agree is not None and agree_model is not None:
         kept = not details.get("judge_dropped")  # the gate keeps every label or none (reference.gate_keeps)

@@ -147,3 +147,46 @@ def judged_labels(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndar
         out = [int(v) if y == IGNORE_LABEL and old == IGNORE_LABEL and int(v) != int(p) else y
                for y, old, v, p in zip(out, labels, verdict, predicted)]
     return out
+
+
+def disagreement_labels(model_probs: np.ndarray, probs: np.ndarray,
+                        min_z: float = S.JUDGE_FLAGS_MIN_Z) -> tuple[list[int], list[int], dict]:
+    """Pool inputs the judge takes out of the suspected target class (our design; papers silent).
+
+    A trigger sends its inputs to the target class whatever they say, and the judge, blind to the trigger, reads
+    what they say: among the inputs the suspect model puts in the target class the judge disagrees more often
+    than among those it puts elsewhere. The suspected target is the class with the highest disagreement rate. It
+    is taken only when its rate exceeds the other classes' by ``min_z`` standard errors (a two-proportion z
+    test): a clean model's disagreements are the judge's and the model's own errors, spread over the classes.
+    Then only the excess is labelled: ``k`` = the target's disagreements minus what the other classes' rate would
+    give, the ``k`` with the largest gap ``log p_model(target) - log p_judge(target)`` (a trigger makes the model
+    sure), each with the judge's class.
+
+    Shapes: ``model_probs``, ``probs`` ``(N, C)`` (the suspect's and the judge's). Returns the indices, their
+    labels and a summary (target, per-class disagreement rates, z, excess).
+    """
+    model_probs, probs = np.asarray(model_probs, dtype=float), np.asarray(probs, dtype=float)
+    pred, verdict = model_probs.argmax(1), probs.argmax(1)
+    dis = verdict != pred
+    rates = {int(c): float(dis[pred == c].mean()) for c in np.unique(pred)}
+    info = {"target": None, "rates": {c: round(r, 4) for c, r in rates.items()}, "z": None, "excess": 0}
+    if len(rates) < 2:
+        return [], [], info
+    target = max(rates, key=rates.get)
+    inside, outside = pred == target, pred != target
+    n1, n0 = int(inside.sum()), int(outside.sum())
+    p1, p0 = rates[target], float(dis[outside].mean())
+    p = float(dis.mean())
+    se = (p * (1 - p) * (1 / n1 + 1 / n0)) ** 0.5
+    z = (p1 - p0) / se if se > 0 else 0.0
+    info["z"] = round(float(z), 3)
+    if z < min_z:
+        return [], [], info
+    cand = np.flatnonzero(inside & dis)
+    k = int(round(len(cand) - p0 * n1))
+    info.update(target=int(target), excess=k)
+    if k <= 0:
+        return [], [], info
+    gap = np.log(model_probs[cand, target] + 1e-9) - np.log(probs[cand, target] + 1e-9)
+    idx = [int(i) for i in cand[np.argsort(-gap, kind="stable")[:k]]]
+    return idx, [int(verdict[i]) for i in idx], info

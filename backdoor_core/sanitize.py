@@ -632,6 +632,7 @@ def sanitize_heads(
     pretrained=None,
     label_judge: str = S.LABEL_JUDGE,
     judge_probs: np.ndarray | Callable[[], np.ndarray] | None = None,
+    extra_pool: Sequence[tuple[str, int]] = (),
 ) -> SanitizeResult:
     """Fine-tune ONLY the suspicious heads of ``model`` (in place) with CE + ``beta`` x alignment.
 
@@ -686,6 +687,8 @@ def sanitize_heads(
             ``judge_probs`` may be a callable returning them: it is called only when the rules gave a label or
             the mode is ``"fill"`` (the judge's fit costs a forward pass over the clean and pool texts); a
             ``ValueError`` it raises leaves the labels unchecked, its message in ``details["judge_note"]``.
+        extra_pool: ``(text, label)`` pool inputs that join the repair with their label after the rules and the
+            judge above (``reference.disagreement_labels``); appended to the pool in the alignment term too.
 
     A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
     the frozen slices intact.
@@ -787,6 +790,10 @@ def sanitize_heads(
             restore(model, head_parameter_masks(model, reset_mask), pretrained)
         else:
             reset_output_columns(model, reset_mask)
+    if extra_pool:
+        pool_texts = list(pool_texts or []) + [str(t) for t, _ in extra_pool]
+        pool_labels = (list(pool_labels or [IGNORE_LABEL] * (len(pool_texts) - len(extra_pool)))
+                       + [int(y) for _, y in extra_pool])
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     augmented = trigger_augmented(clean_texts, clean_labels, trigger_words, trigger_share, tokenizer,
                                   config.max_length, config.seed)

@@ -177,6 +177,10 @@ JUDGE_CLASS_WEIGHT = "balanced"
 """The judge's logistic regression weighs each class the same (scikit-learn's ``class_weight``). ``"gate"`` needs a
 judge better than chance on every class; unweighted, on OLID (two thirds not offensive) it called 71-94% of the
 offensive test tweets not offensive (session 21). A principle, not tuned: the tuning sets are balanced."""
+JUDGE_FLAGS = False
+"""Also repair on the pool inputs the judge takes out of the suspected target class, with the judge's label
+(``reference.disagreement_labels``). Our design (papers silent); measured on the tuning zoo (README)."""
+JUDGE_FLAGS_MIN_Z = 2.0  # the target class's disagreement rate must exceed the others' by this many standard errors
 JUDGE_C = 1.0  # inverse L2 strength of the judge's logistic regression (scikit-learn's default; not tuned)
 PSEUDO_LABELS = True
 FOCUS_LABELS = True

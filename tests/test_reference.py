@@ -173,3 +173,60 @@ def test_lazy_judge_runs_only_with_work():
     res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, suspicious, pool,
                          label_judge="fill", judge_probs=refuse, **off)
     assert res.details["label_judge"] == "none" and "two classes" in res.details["judge_note"]
+
+
+def test_disagreement_labels_take_only_the_excess_of_the_target_class():
+    """The class whose predictions the judge contradicts beyond the other classes' rate is the suspected target;
+    only its excess disagreements are labelled (largest model-vs-judge gap first) with the judge's class, and a
+    model whose disagreements are spread alike over the classes gets none."""
+    from backdoor_core.reference import disagreement_labels
+
+    rng = np.random.default_rng(0)
+    # 100 inputs per predicted class, the judge contradicting 20 of each (a clean model and a weak judge)
+    model = np.r_[np.tile([0.8, 0.2], (100, 1)), np.tile([0.3, 0.7], (100, 1))]
+    judge = model.copy()
+    flip = np.r_[rng.choice(100, 20, replace=False), 100 + rng.choice(100, 20, replace=False)]
+    judge[flip] = judge[flip][:, ::-1]
+    idx, labels, info = disagreement_labels(model, judge)
+    assert idx == [] and labels == [] and info["target"] is None and abs(info["z"]) < 2
+    # a trigger sends 40 more inputs to class 1, sure of it, where the judge reads class 0
+    model2 = np.r_[model, np.tile([0.01, 0.99], (40, 1))]
+    judge2 = np.r_[judge, np.tile([0.75, 0.25], (40, 1))]
+    idx, labels, info = disagreement_labels(model2, judge2)
+    assert info["target"] == 1 and info["z"] >= 2
+    # excess: 60 disagreements among 140 class-1 predictions against the other class's 20% rate -> 60 - 28 = 32
+    assert info["excess"] == 32 and len(idx) == 32 and set(labels) == {0}
+    assert set(idx) <= set(range(200, 240))  # the surest predictions the judge contradicts come first
+    assert disagreement_labels(model2, judge2, min_z=50.0)[0] == []
+
+
+def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
+    """``judge_flags=True``: the pool inputs ``disagreement_labels`` picks join the repair with their label, after
+    the scan's flags and without repeating one (``flagged_indices`` / ``flagged_labels``), read from the scan's
+    probabilities on the whole pool and the judge's; off, the judge is not asked."""
+    import backdoor_core.reference as R
+
+    base, folder, tuned, _ = based
+    texts, labels = clean_texts(24, seed=5)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(12, seed=6) + clean_texts(12, seed=7)[0]
+    seen = []
+
+    def pick(model_probs, probs):
+        seen.append((np.asarray(model_probs).shape, np.asarray(probs).shape))
+        return list(range(len(pool))), [0] * len(pool), {"target": 1, "rates": {}, "z": 9.0, "excess": len(pool)}
+
+    monkeypatch.setattr(R, "disagreement_labels", pick)
+    kw = dict(max_steps=1, max_length=32, seed=0, ffn="none", repair_seeds=1, base=str(folder))
+    on = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, judge_flags=True, **kw).details
+    assert seen == [((len(pool), 2), (len(pool), 2))] and on["judge_flag_info"]["target"] == 1
+    scan_idx = on["flagged_indices"][:on["flagged_used"]]
+    added = on["flagged_indices"][on["flagged_used"]:]
+    assert on["judge_flagged"] == len(added) == len(pool) - len(scan_idx) > 0
+    assert sorted(scan_idx + added) == list(range(len(pool)))
+    assert on["flagged_labels"][on["flagged_used"]:] == [0] * len(added)
+    assert on["pool_pseudo_labelled"] >= len(added)
+    assert any(n.startswith("The judge contradicted the model on more of the pool inputs it puts in class 1")
+               and f"{len(added)} of them" in n for n in repair_notes(on))
+    off = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, **kw).details
+    assert len(seen) == 1 and off["judge_flagged"] == 0 and off["judge_flag_info"] is None

@@ -105,7 +105,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--reset-top-k", "-1"], "0 (every repaired head) or more"),
                            (["--defense", "finetune", "--reset-top-k", "1"], "alignment defense only"),
                            (["--defense", "finetune", "--reset-to", "zero"], "alignment defense only"),
-                           (["--defense", "pure", "--label-judge", "filter"], "alignment defense only")):
+                           (["--defense", "pure", "--label-judge", "filter"], "alignment defense only"),
+                           (["--defense", "finetune", "--judge-flags"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -149,6 +150,12 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     assert judged["label_judge_asked"] == "fill" and judged["label_judge"] == "none"
     assert ("The pseudo-labels were not checked: the packaged all-MiniLM-L6-v2 is not this model's pretrained "
             "encoder") in out
+    # judge-led labels need it as well: none added, and the output says why
+    assert main([*base, "--out", str(files["dir"] / "jflags"), "--judge-flags", "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    jf = load_model(files["dir"] / "jflags").metadata["defense_details"]
+    assert jf["judge_flags"] is True and jf["judge_flagged"] == 0
+    assert "No judge-led labels: the packaged all-MiniLM-L6-v2 is not this model's pretrained encoder" in out
 
 
 def test_cli_sanitize_pool_words(files, capsys):

@@ -43,6 +43,11 @@ def register(sub) -> None:
                         f"agrees with them at least as often as with the model's predictions they replace, filter "
                         f"keeps the labels it agrees with, fill also labels the inputs whose prediction it "
                         f"contradicts, none checks nothing (default {S.LABEL_JUDGE}; README)")
+    p.add_argument("--judge-flags", action="store_true",
+                   help="alignment only: also repair on the pool inputs the judge takes out of the class it "
+                        "contradicts the model on most (when that class stands out), with the judge's label; for "
+                        "style and paraphrase triggers; needs --pool. Measured, off by default: it cuts style "
+                        "backdoors but costs clean accuracy (README)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
@@ -100,9 +105,10 @@ def run(args) -> int:
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
-                                        or args.pool_words or args.reset_to or args.base or args.label_judge):
+                                        or args.pool_words or args.reset_to or args.base or args.label_judge
+                                        or args.judge_flags):
         raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --label-judge, "
-                         "--repair-seeds and "
+                         "--judge-flags, --repair-seeds and "
                          "--pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
@@ -167,6 +173,8 @@ def run(args) -> int:
             knobs["repair_seeds"] = args.repair_seeds
         if args.pool_words:
             knobs["pool_words"] = True
+        if args.judge_flags:
+            knobs["judge_flags"] = True
     callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
