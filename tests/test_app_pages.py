@@ -80,6 +80,8 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             judge = at.segmented_control(key="sanitize.alignment.label_judge")  # the pseudo-label check
             assert judge.label == "Check pseudo-labels with a judge" and judge.value == S.LABEL_JUDGE
             assert list(judge.options) == list(S.LABEL_JUDGES)
+            led = at.checkbox(key="sanitize.alignment.judge_flags")  # judge-led labels: measured, off by default
+            assert led.label == "Judge-led labels (style triggers)" and led.value is S.JUDGE_FLAGS is False
             arith = at.segmented_control(key="sanitize.alignment.precision")  # the repair's training arithmetic
             assert arith.label == "Training arithmetic" and arith.value == S.REPAIR_PRECISION
             assert list(arith.options) == list(S.PRECISIONS)
