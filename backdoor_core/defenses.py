@@ -319,7 +319,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             judge = partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
                             cfg.max_length)
     extra_idx, extra_labels, judge_flag_info, judge_flags_note = [], [], None, None
-    if judge_flags and not pool:
+    # the pool the scan read (a reused scan, e.g. the Detect page's, brings its own): its flags index into it
+    read_pool = list(report.pool_texts) if report is not None and report.pool_texts is not None else pool
+    if judge_flags and not read_pool:
         judge_flags_note = "there is no unlabelled pool to read."
     elif judge_flags and (report is None or report.pool_probs is None):
         judge_flags_note = "the heads were given, so no scan read the pool."
@@ -329,7 +331,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         weights, judge_flags_note = ((pretrained, None) if pretrained is not None
                                      else find_pretrained(model, base))
         if weights is not None:
-            jp = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, pool, cfg.max_length)
+            jp = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, read_pool,
+                             cfg.max_length)
             idx, labs, judge_flag_info = disagreement_labels(np.asarray(report.pool_probs), jp)
             taken = set(flagged_idx)
             extra_idx = [i for i in idx if i not in taken]
@@ -345,7 +348,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                          measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
                          trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained,
                          label_judge=label_judge, judge_probs=judge,
-                         extra_pool=[(pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
+                         extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
                          **common)
     details = {
         "suspicious_heads": res.suspicious_heads,

@@ -230,3 +230,9 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
                and f"{len(added)} of them" in n for n in repair_notes(on))
     off = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, **kw).details
     assert len(seen) == 1 and off["judge_flagged"] == 0 and off["judge_flag_info"] is None
+    # a reused scan (the Detect page's) brings its own pool: the judge reads that one, no pool_texts needed
+    from backdoor_core.scan import scan_model
+
+    report = scan_model(tuned, base.tokenizer, clean, pool, max_length=32, seed=0, find_triggers=False)
+    reused = run_defense("alignment", tuned, base.tokenizer, clean, scan=report, judge_flags=True, **kw).details
+    assert seen[-1] == ((len(pool), 2), (len(pool), 2)) and reused["judge_flagged"] == len(pool) - len(report.flagged)
