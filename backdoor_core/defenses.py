@@ -310,33 +310,42 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if reset and reset_to == "pretrained":  # else zero (the note says why)
         from .pretrained import find_pretrained
         pretrained, pretrained_note = find_pretrained(model, base)
-    judge, judge_note = None, None
-    if label_judge != "none" and flagged:
-        from .pretrained import find_pretrained
-        from .reference import judge_probs
-        weights, judge_note = (pretrained, None) if pretrained is not None else find_pretrained(model, base)
-        if weights is not None:  # lazy: sanitize_heads fits it only when there are labels to check (or fill)
-            judge = partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
-                            cfg.max_length)
-    extra_idx, extra_labels, judge_flag_info, judge_flags_note = [], [], None, None
     # the pool the scan read (a reused scan, e.g. the Detect page's, brings its own): its flags index into it
     read_pool = list(report.pool_texts) if report is not None and report.pool_texts is not None else pool
+    extra_idx, extra_labels, judge_flag_info, judge_flags_note = [], [], None, None
     if judge_flags and not read_pool:
         judge_flags_note = "there is no unlabelled pool to read."
     elif judge_flags and (report is None or report.pool_probs is None):
         judge_flags_note = "the heads were given, so no scan read the pool."
-    elif judge_flags:
+    judge, judge_note = None, None
+    wants_judge = label_judge != "none" and bool(flagged)
+    if wants_judge or (judge_flags and judge_flags_note is None):
         from .pretrained import find_pretrained
-        from .reference import disagreement_labels, judge_probs
-        weights, judge_flags_note = ((pretrained, None) if pretrained is not None
-                                     else find_pretrained(model, base))
-        if weights is not None:
-            jp = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, read_pool,
-                             cfg.max_length)
-            idx, labs, judge_flag_info = disagreement_labels(np.asarray(report.pool_probs), jp)
-            taken = set(flagged_idx)
-            extra_idx = [i for i in idx if i not in taken]
-            extra_labels = [y for i, y in zip(idx, labs) if i not in taken]
+        from .reference import judge_probs
+        weights, why = (pretrained, None) if pretrained is not None else find_pretrained(model, base)
+        why = why or None  # find_pretrained gives "" when it found the encoder
+        judge_note = why if wants_judge else None
+        if judge_flags and judge_flags_note is None:
+            judge_flags_note = why
+        pool_judge = None  # (len(read_pool), C): the judge on the whole pool, when judge-led labels read it
+        if weights is not None and judge_flags and judge_flags_note is None:
+            from .reference import disagreement_labels
+            try:
+                pool_judge = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, read_pool,
+                                         cfg.max_length)
+            except ValueError as exc:  # e.g. clean texts of one class: no judge, no judge-led labels
+                judge_flags_note = str(exc)
+            else:
+                idx, labs, judge_flag_info = disagreement_labels(np.asarray(report.pool_probs), pool_judge)
+                taken = set(flagged_idx)
+                extra_idx = [i for i in idx if i not in taken]
+                extra_labels = [y for i, y in zip(idx, labs) if i not in taken]
+        if weights is not None and wants_judge:
+            # the same judge on the flagged inputs: its rows of the pool when already fit, else fit lazily
+            # (sanitize_heads fits it only when there are labels to check, or with fill)
+            judge = (pool_judge[flagged_idx] if pool_judge is not None else
+                     partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
+                             cfg.max_length))
     res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
                          kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
                          exclude_labels=exclude, exclude_direction=exclude_direction,

@@ -236,3 +236,17 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
     report = scan_model(tuned, base.tokenizer, clean, pool, max_length=32, seed=0, find_triggers=False)
     reused = run_defense("alignment", tuned, base.tokenizer, clean, scan=report, judge_flags=True, **kw).details
     assert seen[-1] == ((len(pool), 2), (len(pool), 2)) and reused["judge_flagged"] == len(pool) - len(report.flagged)
+
+
+def test_judge_flags_with_clean_texts_of_one_class_say_why(based):
+    """Judge-led labels need a judge, and a judge needs two classes among the clean texts: with one, the repair
+    still runs, adds nothing and says why (no traceback)."""
+    base, folder, tuned, _ = based
+    texts, labels = clean_texts(24, seed=5)
+    one = TextDataset([t for t, y in zip(texts, labels) if y == 1], [1] * labels.count(1), ["neg", "pos"])
+    pool = triggered_texts(8, seed=6) + clean_texts(8, seed=7)[0]
+    found = run_defense("alignment", tuned, base.tokenizer, one, pool_texts=pool, judge_flags=True, max_steps=1,
+                        max_length=32, seed=0, ffn="none", repair_seeds=1, base=str(folder)).details
+    assert found["judge_flagged"] == 0 and "two classes" in found["judge_flags_note"]
+    assert any(n.startswith("No judge-led labels:") and "two classes" in n for n in repair_notes(found))
+
