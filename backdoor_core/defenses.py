@@ -237,6 +237,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     judge_flags = bool(knobs.pop("judge_flags", S.JUDGE_FLAGS))
+    judge_min_conf = float(knobs.pop("judge_flags_min_conf", S.JUDGE_FLAGS_MIN_CONF))
+    judge_prior = bool(knobs.pop("judge_flags_prior", S.JUDGE_FLAGS_PRIOR))
     # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
     measure_align = bool(knobs.pop("measure_align", True))
     reuse_scan = bool(knobs.pop("reuse_scan", False))
@@ -336,7 +338,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             except ValueError as exc:  # e.g. clean texts of one class: no judge, no judge-led labels
                 judge_flags_note = str(exc)
             else:
-                idx, labs, judge_flag_info = disagreement_labels(np.asarray(report.pool_probs), pool_judge)
+                idx, labs, judge_flag_info = disagreement_labels(
+                    np.asarray(report.pool_probs), pool_judge, min_conf=judge_min_conf,
+                    prior=np.bincount(np.asarray(clean_train.labels, dtype=np.int64),
+                                      minlength=pool_judge.shape[1]) / len(clean_train.labels)
+                    if judge_prior else None)
                 taken = set(flagged_idx)
                 extra_idx = [i for i in idx if i not in taken]
                 extra_labels = [y for i, y in zip(idx, labs) if i not in taken]
@@ -440,8 +446,9 @@ def repair_notes(details: dict) -> list[str]:
             notes.append(f"The judge contradicted the model on more of the pool inputs it puts in class "
                          f"{info.get('target')} than elsewhere ({info.get('z')} standard errors): "
                          f"{details['judge_flagged']} of them, beyond the scan's flags, joined the repair with the "
-                         "judge's label (a paraphrase or style trigger has no words to find; measured to cost clean "
-                         "accuracy, README).")
+                         "judge's label (a paraphrase or style trigger has no words to find)"
+                         + (f"; {info['unsure']} the judge was unsure of were left out." if info.get("unsure")
+                            else "."))
         else:
             notes.append("The judge contradicted the model no more often in one class than in the others "
                          f"(z = {info.get('z')}, below {S.JUDGE_FLAGS_MIN_Z:g}): no judge-led labels were added.")

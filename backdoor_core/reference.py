@@ -149,8 +149,18 @@ def judged_labels(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndar
     return out
 
 
-def disagreement_labels(model_probs: np.ndarray, probs: np.ndarray,
-                        min_z: float = S.JUDGE_FLAGS_MIN_Z) -> tuple[list[int], list[int], dict]:
+def prior_shifted(probs: np.ndarray, prior: Sequence[float]) -> np.ndarray:
+    """``(N, C)`` class-balanced judge probabilities moved to the class shares ``prior`` ``(C,)`` (Bayes' rule: a
+    balanced fit behaves as if every class were equally likely, so each column is weighed by its share and rows are
+    renormalised). Rows with no mass stay zero."""
+    out = np.asarray(probs, dtype=float) * np.asarray(prior, dtype=float)[None, :]
+    total = out.sum(1, keepdims=True)
+    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+
+
+def disagreement_labels(model_probs: np.ndarray, probs: np.ndarray, min_z: float = S.JUDGE_FLAGS_MIN_Z,
+                        min_conf: float = S.JUDGE_FLAGS_MIN_CONF,
+                        prior: Sequence[float] | None = None) -> tuple[list[int], list[int], dict]:
     """Pool inputs the judge takes out of the suspected target class (our design; papers silent).
 
     A trigger sends its inputs to the target class whatever they say, and the judge, blind to the trigger, reads
@@ -160,16 +170,26 @@ def disagreement_labels(model_probs: np.ndarray, probs: np.ndarray,
     test): a clean model's disagreements are the judge's and the model's own errors, spread over the classes.
     Then only the excess is labelled: ``k`` = the target's disagreements minus what the other classes' rate would
     give, the ``k`` with the largest gap ``log p_model(target) - log p_judge(target)`` (a trigger makes the model
-    sure), each with the judge's class.
+    sure), each with the judge's class, among those the judge gives its class at least ``min_conf``
+    (``settings.JUDGE_FLAGS_MIN_CONF``: a label the judge is unsure of is as often wrong as right, and a wrong label
+    costs clean accuracy).
+
+    ``prior`` ``(C,)`` (``settings.JUDGE_FLAGS_PRIOR``; off by default): the class shares the model was trained
+    toward (the clean labelled texts'); ``prior_shifted`` moves the class-balanced judge to them first. Measured to
+    hurt where the judge is unsure (OLID): its weak evidence, weighed by the prior, gave one class nearly every
+    input.
 
     Shapes: ``model_probs``, ``probs`` ``(N, C)`` (the suspect's and the judge's). Returns the indices, their
-    labels and a summary (target, per-class disagreement rates, z, excess).
+    labels and a summary (target, per-class disagreement rates, z, excess, the candidates left out as unsure).
     """
     model_probs, probs = np.asarray(model_probs, dtype=float), np.asarray(probs, dtype=float)
+    if prior is not None:
+        probs = prior_shifted(probs, prior)
     pred, verdict = model_probs.argmax(1), probs.argmax(1)
     dis = verdict != pred
     rates = {int(c): float(dis[pred == c].mean()) for c in np.unique(pred)}
-    info = {"target": None, "rates": {c: round(r, 4) for c, r in rates.items()}, "z": None, "excess": 0}
+    info = {"target": None, "rates": {c: round(r, 4) for c, r in rates.items()}, "z": None, "excess": 0,
+            "unsure": 0}
     if len(rates) < 2:
         return [], [], info
     target = max(rates, key=rates.get)
@@ -187,6 +207,9 @@ def disagreement_labels(model_probs: np.ndarray, probs: np.ndarray,
     info.update(target=int(target), excess=k)
     if k <= 0:
         return [], [], info
+    sure = probs[cand, verdict[cand]] >= min_conf
+    info["unsure"] = int((~sure).sum())
+    cand = cand[sure]
     gap = np.log(model_probs[cand, target] + 1e-9) - np.log(probs[cand, target] + 1e-9)
     idx = [int(i) for i in cand[np.argsort(-gap, kind="stable")[:k]]]
     return idx, [int(verdict[i]) for i in idx], info

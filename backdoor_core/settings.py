@@ -179,8 +179,27 @@ judge better than chance on every class; unweighted, on OLID (two thirds not off
 offensive test tweets not offensive (session 21). A principle, not tuned: the tuning sets are balanced."""
 JUDGE_FLAGS = False
 """Also repair on the pool inputs the judge takes out of the suspected target class, with the judge's label
-(``reference.disagreement_labels``). Our design (papers silent); measured on the tuning zoo (README)."""
+(``reference.disagreement_labels``; only labels it gives at least ``JUDGE_FLAGS_MIN_CONF``). Our design (papers
+silent). Tuning zoo, both draws, 22 backdoored models (README, design choices, *Judge-led labels*;
+``bench/results/archive/defense_tuning_judge_flags_conf_noprior.md``): mean ASR after
+repair 22.3 -> 18.8%, the six style models 50.7 -> 40.3%, mean CACC change +0.66 -> +0.72, models below -1.5: 4 -> 3.
+Off by default: on eight OLID / AG News test models it moved one backdoor down and one weak one up and left six
+(``archive/defense_test_judge_flags_conf_noprior.md``, ``_fresh_on.md``)."""
 JUDGE_FLAGS_MIN_Z = 2.0  # the target class's disagreement rate must exceed the others' by this many standard errors
+JUDGE_FLAGS_MIN_CONF = 0.6
+"""Judge-led labels only where the judge gives its class at least this probability (``reference.disagreement_labels``).
+Our design (papers silent); chosen on the tuning zoo (README, *Judge-led labels*): without it about a third of the
+added labels were wrong (the judge's 0.5-0.6 labels were right about half the time) and clean accuracy paid for
+them (models below -1.5 CACC 4 -> 6; at 0.6: 3). One value tried; on binary data only (a 4-class judge's 0.6 is a
+stricter cut)."""
+JUDGE_FLAGS_PRIOR = False
+"""Move the class-balanced judge to the clean texts' class shares before its decisions are compared with the model's
+(``reference.prior_shifted``). Measured, not adopted: near identity on balanced SST-2 (tuning zoo mean ASR after
+18.8 -> 18.6%, CACC change +0.72 -> +0.54), but on OLID (two thirds not offensive) the judge's weak evidence,
+doubled toward *not offensive*, called nearly every tweet that, disagreed with every *offensive* prediction and
+made both BadNets -> NOT test models worse (52.6 -> 66.7%, 35.1 -> 59.6%; without it 52.6% and 45.6%;
+``bench/results/archive/defense_test_judge_flags_conf.md``, ``_noprior.md``). A regularised logistic regression
+is not calibrated enough for Bayes' rule to help."""
 JUDGE_C = 1.0  # inverse L2 strength of the judge's logistic regression (scikit-learn's default; not tuned)
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
@@ -351,5 +370,6 @@ TOUR_SANITIZE: dict = {
     "group_by_length": False,  # 7 steps gain no time from it; with it the tour's CACC drop was 1.5, not 1.0 points
     "label_judge": "none",  # the judge costs 4-9 s of a live pass (a fit on the pretrained encoder's embeddings);
     # it guards weak backdoors' labels, and the tour's model is a strong TAL backdoor
+    "judge_flags": False,  # the same judge over the whole pool, for style triggers; the tour's trigger is a word
 }
 """``defenses.run_defense("alignment")`` knobs for the tour."""

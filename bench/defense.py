@@ -698,7 +698,8 @@ def main(argv=None) -> int:
                                             "trigger_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",
                                             "precision", "label_judge", "judge_dropped", "judge_added",
-                                            "judge_note",
+                                            "judge_note", "judge_flags", "judge_flagged", "judge_flag_info",
+                                            "judge_flags_note",
                                             "judge_agreement", "judge_model_agreement")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "

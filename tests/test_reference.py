@@ -178,7 +178,8 @@ def test_lazy_judge_runs_only_with_work():
 def test_disagreement_labels_take_only_the_excess_of_the_target_class():
     """The class whose predictions the judge contradicts beyond the other classes' rate is the suspected target;
     only its excess disagreements are labelled (largest model-vs-judge gap first) with the judge's class, and a
-    model whose disagreements are spread alike over the classes gets none."""
+    model whose disagreements are spread alike over the classes gets none; with ``min_conf`` only those the judge
+    is sure of."""
     from backdoor_core.reference import disagreement_labels
 
     rng = np.random.default_rng(0)
@@ -198,6 +199,35 @@ def test_disagreement_labels_take_only_the_excess_of_the_target_class():
     assert info["excess"] == 32 and len(idx) == 32 and set(labels) == {0}
     assert set(idx) <= set(range(200, 240))  # the surest predictions the judge contradicts come first
     assert disagreement_labels(model2, judge2, min_z=50.0)[0] == []
+    # labels the judge is unsure of are left out, even when fewer than the excess remain: half the triggered rows
+    # at a judge confidence of 0.55, the other class-1 disagreements at 0.7
+    judge3 = judge2.copy()
+    judge3[220:240] = [0.55, 0.45]
+    idx, labels, info = disagreement_labels(model2, judge3)
+    assert len(idx) == 32 and not set(idx) <= set(range(200, 240))  # unfiltered, clean disagreements fill the excess
+    idx, labels, info = disagreement_labels(model2, judge3, min_conf=0.72)
+    assert info["excess"] == 32 and info["unsure"] == 40 and sorted(idx) == list(range(200, 220))
+    assert set(labels) == {0}
+
+
+def test_disagreement_labels_move_the_balanced_judge_to_the_class_shares():
+    """A clean model on 70/30 data and a class-balanced judge reading the same evidence: the judge calls the
+    minority class more often, so unshifted its disagreements all fall in the majority class and look like a
+    trigger's; moved to the clean texts' class shares it agrees with the model and adds no label. (This judge is
+    calibrated; the real one is not, which is why ``settings.JUDGE_FLAGS_PRIOR`` is off.)"""
+    from backdoor_core.reference import disagreement_labels, prior_shifted
+
+    rng = np.random.default_rng(1)
+    ratio = np.exp(rng.normal(0.0, 1.5, 400))  # p(x | class 1) / p(x | class 0) per input
+    p1_model = 0.3 * ratio / (0.3 * ratio + 0.7)
+    p1_judge = ratio / (ratio + 1.0)
+    model = np.c_[1 - p1_model, p1_model]
+    judge = np.c_[1 - p1_judge, p1_judge]
+    assert np.allclose(prior_shifted(judge, [0.7, 0.3]), model)
+    idx, _, info = disagreement_labels(model, judge)
+    assert info["target"] == 0 and len(idx) > 0
+    idx, _, info = disagreement_labels(model, judge, prior=[0.7, 0.3])
+    assert idx == [] and info["target"] is None
 
 
 def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
@@ -210,15 +240,17 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
     texts, labels = clean_texts(24, seed=5)
     clean = TextDataset(texts, labels, ["neg", "pos"])
     pool = triggered_texts(12, seed=6) + clean_texts(12, seed=7)[0]
-    seen = []
+    seen, seen_prior = [], []
 
-    def pick(model_probs, probs):
+    def pick(model_probs, probs, min_conf, prior):
         seen.append((np.asarray(model_probs).shape, np.asarray(probs).shape))
+        seen_prior.append(prior)
         return list(range(len(pool))), [0] * len(pool), {"target": 1, "rates": {}, "z": 9.0, "excess": len(pool)}
 
     monkeypatch.setattr(R, "disagreement_labels", pick)
     kw = dict(max_steps=1, max_length=32, seed=0, ffn="none", repair_seeds=1, base=str(folder))
-    on = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, judge_flags=True, **kw).details
+    on = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, judge_flags=True,
+                     judge_flags_prior=True, **kw).details
     assert seen == [((len(pool), 2), (len(pool), 2))] and on["judge_flag_info"]["target"] == 1
     scan_idx = on["flagged_indices"][:on["flagged_used"]]
     added = on["flagged_indices"][on["flagged_used"]:]
@@ -226,6 +258,7 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
     assert sorted(scan_idx + added) == list(range(len(pool)))
     assert on["flagged_labels"][on["flagged_used"]:] == [0] * len(added)
     assert on["pool_pseudo_labelled"] >= len(added)
+    assert seen_prior and np.allclose(seen_prior[-1], np.bincount(labels, minlength=2) / len(labels))
     assert any(n.startswith("The judge contradicted the model on more of the pool inputs it puts in class 1")
                and f"{len(added)} of them" in n for n in repair_notes(on))
     off = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, **kw).details
@@ -236,6 +269,7 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
     report = scan_model(tuned, base.tokenizer, clean, pool, max_length=32, seed=0, find_triggers=False)
     reused = run_defense("alignment", tuned, base.tokenizer, clean, scan=report, judge_flags=True, **kw).details
     assert seen[-1] == ((len(pool), 2), (len(pool), 2)) and reused["judge_flagged"] == len(pool) - len(report.flagged)
+    assert seen_prior[-1] is None  # settings.JUDGE_FLAGS_PRIOR: the balanced judge as fit
 
 
 def test_judge_flags_with_clean_texts_of_one_class_say_why(based):
