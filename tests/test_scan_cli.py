@@ -106,7 +106,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--defense", "finetune", "--reset-top-k", "1"], "alignment defense only"),
                            (["--defense", "finetune", "--reset-to", "zero"], "alignment defense only"),
                            (["--defense", "pure", "--label-judge", "filter"], "alignment defense only"),
-                           (["--defense", "finetune", "--judge-flags"], "alignment defense only")):
+                           (["--defense", "finetune", "--judge-flags"], "alignment defense only"),
+                           (["--defense", "finetune", "--no-judge-flags"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -156,6 +157,12 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     jf = load_model(files["dir"] / "jflags").metadata["defense_details"]
     assert jf["judge_flags"] is True and jf["judge_flagged"] == 0
     assert "No judge-led labels: the packaged all-MiniLM-L6-v2 is not this model's pretrained encoder" in out
+    # the default (the runs above) follows settings; --no-judge-flags turns it off, and the output does not mention it
+    assert off["judge_flags"] is S.JUDGE_FLAGS and ("No judge-led labels" in out0) is S.JUDGE_FLAGS
+    assert main([*base, "--out", str(files["dir"] / "nojflags"), "--no-judge-flags", "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    nojf = load_model(files["dir"] / "nojflags").metadata["defense_details"]
+    assert nojf["judge_flags"] is False and nojf["judge_flag_info"] is None and "judge-led" not in out
 
 
 def test_cli_sanitize_pool_words(files, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -43,11 +44,12 @@ def register(sub) -> None:
                         f"agrees with them at least as often as with the model's predictions they replace, filter "
                         f"keeps the labels it agrees with, fill also labels the inputs whose prediction it "
                         f"contradicts, none checks nothing (default {S.LABEL_JUDGE}; README)")
-    p.add_argument("--judge-flags", action="store_true",
+    p.add_argument("--judge-flags", action=argparse.BooleanOptionalAction, default=None,
                    help="alignment only: also repair on the pool inputs the judge takes out of the class it "
-                        "contradicts the model on most (when that class stands out), with the judge's label; for "
-                        "style and paraphrase triggers; needs --pool. Measured, off by default: it cuts style "
-                        "backdoors but costs clean accuracy (README)")
+                        "contradicts the model on most (when that class stands out), with the judge's label where "
+                        "it is sure; for style and paraphrase triggers; reads the --pool. Default "
+                        f"{'on' if S.JUDGE_FLAGS else 'off'}: it cut SST-2 style backdoors but made weak OLID "
+                        "backdoors worse (README)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
@@ -106,9 +108,9 @@ def run(args) -> int:
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
                                         or args.pool_words or args.reset_to or args.base or args.label_judge
-                                        or args.judge_flags):
+                                        or args.judge_flags is not None):
         raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --label-judge, "
-                         "--judge-flags, --repair-seeds and "
+                         "--[no-]judge-flags, --repair-seeds and "
                          "--pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
@@ -173,8 +175,8 @@ def run(args) -> int:
             knobs["repair_seeds"] = args.repair_seeds
         if args.pool_words:
             knobs["pool_words"] = True
-        if args.judge_flags:
-            knobs["judge_flags"] = True
+        if args.judge_flags is not None:
+            knobs["judge_flags"] = args.judge_flags
     callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
