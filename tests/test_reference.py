@@ -284,3 +284,12 @@ def test_judge_flags_with_clean_texts_of_one_class_say_why(based):
     assert found["judge_flagged"] == 0 and "two classes" in found["judge_flags_note"]
     assert any(n.startswith("No judge-led labels:") and "two classes" in n for n in repair_notes(found))
 
+
+def test_repair_note_counts_the_labels_the_judge_was_unsure_of():
+    """The repair's note says how many judge-led labels joined and how many the confidence cut left out."""
+    details = {"judge_flags": True, "judge_flagged": 5, "judge_flag_info": {"target": 1, "z": 3.2, "unsure": 7}}
+    note = [n for n in repair_notes(details) if n.startswith("The judge contradicted")]
+    assert len(note) == 1 and "5 of them" in note[0] and note[0].endswith("7 the judge was unsure of were left out.")
+    details["judge_flag_info"]["unsure"] = 0
+    assert [n for n in repair_notes(details) if "unsure" in n] == []
+
