@@ -238,6 +238,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     judge_flags = bool(knobs.pop("judge_flags", S.JUDGE_FLAGS))
     judge_min_conf = float(knobs.pop("judge_flags_min_conf", S.JUDGE_FLAGS_MIN_CONF))
+    if not 0.0 <= judge_min_conf <= 1.0:
+        raise ValueError(f"judge_flags_min_conf is a probability (0 to 1), got {judge_min_conf:g}.")
     judge_prior = bool(knobs.pop("judge_flags_prior", S.JUDGE_FLAGS_PRIOR))
     # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
     measure_align = bool(knobs.pop("measure_align", True))

@@ -249,6 +249,10 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
 
     monkeypatch.setattr(R, "disagreement_labels", pick)
     kw = dict(max_steps=1, max_length=32, seed=0, ffn="none", repair_seeds=1, base=str(folder))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="judge_flags_min_conf is a probability"):
+            run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, judge_flags=True,
+                        judge_flags_min_conf=bad, **kw)
     on = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, judge_flags=True,
                      judge_flags_prior=True, **kw).details
     assert seen == [((len(pool), 2), (len(pool), 2))] and on["judge_flag_info"]["target"] == 1
