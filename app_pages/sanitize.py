@@ -83,9 +83,9 @@ KNOB_LABELS = {
                     "Also repair on the pool inputs the judge (above) takes out of the class it contradicts the model "
                     "on most, when that class stands out; each gets the judge's label. For paraphrase and style "
                     "triggers, which leave no words to find; only labels the judge is sure of. Off by default: on "
-                    "the SST-2 tuning zoo it cut the style backdoors left after repair from 51% to 39% on average "
-                    "at no clean-accuracy cost, but where the judge reads the data poorly (OLID) it made weak "
-                    "backdoors worse (README)."),
+                    "the SST-2 tuning zoo it cut the style backdoors left after repair from 51% to 40% on average "
+                    "at no clean-accuracy cost; on OLID test models it added few labels and moved one weak backdoor "
+                    "up (README)."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),

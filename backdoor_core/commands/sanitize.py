@@ -48,8 +48,8 @@ def register(sub) -> None:
                    help="alignment only: also repair on the pool inputs the judge takes out of the class it "
                         "contradicts the model on most (when that class stands out), with the judge's label where "
                         "it is sure; for style and paraphrase triggers; reads the --pool. Default "
-                        f"{'on' if S.JUDGE_FLAGS else 'off'}: it cut SST-2 style backdoors but made weak OLID "
-                        "backdoors worse (README)")
+                        f"{'on' if S.JUDGE_FLAGS else 'off'}: it cut SST-2 style backdoors and changed little on OLID "
+                        "(README)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
