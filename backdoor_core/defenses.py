@@ -375,6 +375,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "flagged_indices": flagged_idx + extra_idx,
         "judge_flagged": len(extra_idx), "judge_flag_info": judge_flag_info,
         "judge_flags": judge_flags, "judge_flags_note": judge_flags_note or None,
+        "judge_flags_min_conf": judge_min_conf if judge_flags else None,
+        "judge_flags_prior": judge_prior if judge_flags else None,
         "flagged_labels": list(res.details.get("pool_labels", [])),
         "beta": beta,
         "kind": kind,

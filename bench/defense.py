@@ -699,7 +699,7 @@ def main(argv=None) -> int:
                                             "pretrained_source", "pretrained_distance", "pretrained_note",
                                             "precision", "label_judge", "judge_dropped", "judge_added",
                                             "judge_note", "judge_flags", "judge_flagged", "judge_flag_info",
-                                            "judge_flags_note",
+                                            "judge_flags_note", "judge_flags_min_conf", "judge_flags_prior",
                                             "judge_agreement", "judge_model_agreement")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "

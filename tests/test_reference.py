@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from backdoor_core import settings as S
 from backdoor_core.data import TextDataset
 from backdoor_core.defenses import repair_notes, run_defense
 from backdoor_core.models import save_model, tiny_model
@@ -263,6 +264,7 @@ def test_run_defense_judge_flags_add_labelled_pool_inputs(based, monkeypatch):
     assert on["flagged_labels"][on["flagged_used"]:] == [0] * len(added)
     assert on["pool_pseudo_labelled"] >= len(added)
     assert seen_prior and np.allclose(seen_prior[-1], np.bincount(labels, minlength=2) / len(labels))
+    assert on["judge_flags_min_conf"] == S.JUDGE_FLAGS_MIN_CONF and on["judge_flags_prior"] is True
     assert any(n.startswith("The judge contradicted the model on more of the pool inputs it puts in class 1")
                and f"{len(added)} of them" in n for n in repair_notes(on))
     off = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, **kw).details
