@@ -34,6 +34,21 @@ def sample_indices(n_total: int, n: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n_total), n))
 
 
+def held_out_split(labels: Sequence[int], share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified split of ``range(len(labels))`` into ``(kept, held)``, both sorted: ``round(share x n_c)`` rows of
+    each class ``c`` held out, seeded, but never a class's last row (every class stays in ``kept``)."""
+    if not 0.0 <= float(share) < 1.0:
+        raise ValueError(f"The held-out share must be in [0, 1), got {share:g}.")
+    rng = random.Random(seed)
+    held: list[int] = []
+    for c in sorted(set(int(y) for y in labels)):
+        rows = [i for i, y in enumerate(labels) if int(y) == c]
+        k = min(int(round(float(share) * len(rows))), len(rows) - 1)
+        held += rng.sample(rows, k)
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
 def max_positions(model) -> int | None:
     """How many tokens the model's position embeddings allow, when its config says."""
     value = getattr(getattr(model, "config", None), "max_position_embeddings", None)

@@ -72,7 +72,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
          "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE,
-         "judge_flags": S.JUDGE_FLAGS, "precision": S.REPAIR_PRECISION},
+         "judge_flags": S.JUDGE_FLAGS, "clean_guard": S.CLEAN_GUARD, "precision": S.REPAIR_PRECISION},
     ),
     "finetune": DefenseInfo(
         "finetune", "Fine-tuning", "Fine-tune the whole model on the clean data.",
@@ -241,6 +241,13 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if not 0.0 <= judge_min_conf <= 1.0:
         raise ValueError(f"judge_flags_min_conf is a probability (0 to 1), got {judge_min_conf:g}.")
     judge_prior = bool(knobs.pop("judge_flags_prior", S.JUDGE_FLAGS_PRIOR))
+    clean_guard = bool(knobs.pop("clean_guard", S.CLEAN_GUARD))
+    guard_share = float(knobs.pop("clean_guard_share", S.CLEAN_GUARD_SHARE))
+    guard_max_drop = float(knobs.pop("clean_guard_max_drop", S.CLEAN_GUARD_MAX_DROP))
+    if not 0.0 < guard_share < 1.0:
+        raise ValueError(f"clean_guard_share is a share of the clean texts (above 0, below 1), got {guard_share:g}.")
+    if not 0.0 <= guard_max_drop <= 1.0:
+        raise ValueError(f"clean_guard_max_drop is an accuracy drop (0 to 1), got {guard_max_drop:g}.")
     # the guided tour's cuts (settings.TOUR_SANITIZE; hidden knobs, the defaults keep the full behaviour)
     measure_align = bool(knobs.pop("measure_align", True))
     reuse_scan = bool(knobs.pop("reuse_scan", False))
@@ -354,19 +361,53 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             judge = (pool_judge[flagged_idx] if pool_judge is not None else
                      partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
                              cfg.max_length))
-    res = sanitize_heads(model, tokenizer, clean_train.texts, clean_train.labels, mask, flagged, beta=beta,
-                         kind=kind, config=cfg, reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus,
-                         exclude_labels=exclude, exclude_direction=exclude_direction,
-                         labels_leave_target=leave_target, ffn=ffn,
-                         ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale,
-                         attention_missed_share=None if report is None else report.attention_missed_share,
-                         backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
-                         else bool(report.verdict["likely_backdoored"]),
-                         measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-                         trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained,
-                         label_judge=label_judge, judge_probs=judge,
-                         extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
-                         **common)
+    repair_set, held = clean_train, None
+    guard = None  # what the clean-accuracy guard measured (settings.CLEAN_GUARD)
+    if clean_guard:
+        from .defender_data import held_out_split
+        kept_idx, held_idx = held_out_split(clean_train.labels, guard_share, cfg.seed)
+        if len(held_idx) < S.CLEAN_GUARD_MIN_HELD:
+            guard = {"note": f"{len(clean_train)} clean texts leave {len(held_idx)} to hold out "
+                             f"(the guard needs {S.CLEAN_GUARD_MIN_HELD})."}
+        else:
+            repair_set, held = clean_train.subset(kept_idx), clean_train.subset(held_idx)
+            guard = {"held_out": len(held_idx), "max_drop": guard_max_drop,
+                     "acc_before": _accuracy(model, tokenizer, held, cfg.max_length)}
+
+    def repair(ffn_spec):
+        return sanitize_heads(
+            model, tokenizer, repair_set.texts, repair_set.labels, mask, flagged, beta=beta, kind=kind, config=cfg,
+            reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus, exclude_labels=exclude,
+            exclude_direction=exclude_direction, labels_leave_target=leave_target, ffn=ffn_spec,
+            ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale,
+            attention_missed_share=None if report is None else report.attention_missed_share,
+            backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
+            else bool(report.verdict["likely_backdoored"]),
+            measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
+            trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, label_judge=label_judge,
+            judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
+            **common)
+
+    start = _state_copy(model) if held is not None else None
+    res = repair(ffn)
+    if held is not None:
+        guard["acc_after"] = _accuracy(model, tokenizer, held, cfg.max_length)
+        guard["fired"] = bool(guard["acc_before"] - guard["acc_after"] >= guard_max_drop - 1e-9
+                              and res.details.get("ffn_layers") and not res.cancelled)
+        guard["kept"] = "first"
+        if guard["fired"]:  # the same repair head-only, from the same start; keep the better held-out accuracy
+            first, first_state = res, _state_copy(model)
+            model.load_state_dict(start)
+            res = repair("none")
+            guard["acc_head_only"] = _accuracy(model, tokenizer, held, cfg.max_length)
+            guard["first_ffn_layers"] = first.details.get("ffn_layers")
+            if res.cancelled or guard["acc_head_only"] < guard["acc_after"]:
+                model.load_state_dict(first_state)
+                res = first
+            else:
+                guard["kept"] = "head_only"
+            del first_state
+        del start
     details = {
         "suspicious_heads": res.suspicious_heads,
         "head_basis": basis,
@@ -402,10 +443,38 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if reused:
         details["reused_scan_passes"] = True
     details["weak_evidence_cap"] = weak_cap
+    details["clean_guard"] = guard
     if report is not None:
         details["verdict"] = report.verdict
         details["attention_missed_share"] = report.attention_missed_share
     return res, details
+
+
+def _accuracy(model, tokenizer, data: TextDataset, max_length: int) -> float:
+    """Accuracy of ``model`` on ``data`` (one forward pass, ``forward.predict``)."""
+    from .forward import predict
+    return float((predict(model, tokenizer, data.texts, max_length).argmax(1) == np.asarray(data.labels)).mean())
+
+
+def _state_copy(model) -> dict:
+    """A detached copy of ``model``'s state dict, to restore with ``load_state_dict``."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _guard_note(guard: dict) -> str:
+    """One sentence on what the clean-accuracy guard (``settings.CLEAN_GUARD``) measured and decided."""
+    if "held_out" not in guard:
+        return f"No clean-accuracy guard: {guard.get('note')}"
+    head = (f"Clean-accuracy guard: {guard['held_out']} clean texts were held out of the repair; the model got "
+            f"{guard['acc_before']:.1%} of them right before and {guard['acc_after']:.1%} after")
+    if not guard.get("fired"):
+        return head + "."
+    layers = ", ".join(map(str, guard.get("first_ffn_layers") or []))
+    head += (f" training the feed-forward blocks of layers {layers} (a drop of {100 * guard['max_drop']:g} points "
+             f"or more), so the repair was trained again head-only from the same start "
+             f"({guard['acc_head_only']:.1%} right)")
+    return head + (": the head-only repair was kept." if guard.get("kept") == "head_only"
+                   else ": it did worse, so the first repair was kept.")
 
 
 def repair_notes(details: dict) -> list[str]:
@@ -471,6 +540,9 @@ def repair_notes(details: dict) -> list[str]:
                      f"texts) removed {details.get('judge_dropped', 0)} pseudo-labels it disagreed with{added}.")
     elif details.get("judge_note"):
         notes.append(f"The pseudo-labels were not checked: {details.get('judge_note')}")
+    guard = details.get("clean_guard")
+    if guard:
+        notes.append(_guard_note(guard))
     seeds = details.get("repair_seeds") or 1
     if seeds > 1:
         notes.append(f"The repair was trained {seeds} times from the same start with different seeds; the model "

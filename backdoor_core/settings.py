@@ -242,7 +242,9 @@ tuning zoo (``sanitize``, bench/results/style_ablation.md): FFN repair took Bibl
 syntactic from 8% to 15%."""
 REPAIR_FFN_MAX_LAYERS: int | None = None
 """With ``"suspicious"`` / ``"auto"``: train at most this many layers' FFN, those holding the most suspicious heads
-(ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``)."""
+(ties: the later layer); None = every layer holding one (``sanitize.ffn_layers``). A cap of 2 on the tuning zoo's
+seven FFN repairs: fewer models below -1.5 CACC (3 -> 1) but the style backdoors kept more (mean ASR after 32.6 ->
+37.4%; bench/results/archive/defense_tuning_ffn_cap2.md), so uncapped."""
 REPAIR_GROUP_BY_LENGTH = True
 """Batch the repair's training inputs by length (``training.TrainConfig.group_by_length``, as the attack's training
 does): less padding, the same inputs every epoch. Our choice, for time: on 2 idle cores one repair with its scan took
@@ -285,6 +287,17 @@ syntactic and 0.05-0.09 for the BBC zoo's BadNets 2% + TAL and AddSent 10%. It r
 (flags whose representation z beats their attention z) that also switched FFN repair on for TAL backdoors, whose
 triggered inputs stand out in both scores (0.88-0.91): on the BBC tour model that cost 3.6 points of CACC (1.1
 without FFN). One style model above the line: a thin basis."""
+CLEAN_GUARD = False
+"""Guard our repair's clean accuracy with held-out labelled texts (``defenses._alignment``; our design, papers
+silent): ``CLEAN_GUARD_SHARE`` of the defender's clean texts (stratified by label, ``defender_data.held_out_split``)
+stay out of the repair; when the repair trained feed-forward blocks and its accuracy on them falls by at least
+``CLEAN_GUARD_MAX_DROP`` against the unrepaired model's, the repair is trained again head-only from the same start
+and the one with the higher held-out accuracy is kept (the head-only one on a tie). Off: on the SST-2 tuning zoo
+(200 clean texts, 40 held out) it fired once, on a repair that had lost nothing, and missed the one that lost 5.6
+points; 40 texts are too few to see such a loss (bench/results/archive/defense_tuning_clean_guard.md)."""
+CLEAN_GUARD_SHARE = 0.2
+CLEAN_GUARD_MAX_DROP = 0.05  # at 40 held-out texts (200 clean): two more texts wrong than right
+CLEAN_GUARD_MIN_HELD = 20  # fewer held-out texts than this: no guard (one text would weigh over 5 points)
 GATE_MAX_ACCURACY_DROP = 0.05
 """Safe-head labels (``sanitize.safe_head_labels``) are used only when switching the suspicious heads off costs at
 most this much accuracy on the defender's clean labelled texts (``sanitize.gated_accuracy``): when the flagged

@@ -700,7 +700,7 @@ def main(argv=None) -> int:
                                             "precision", "label_judge", "judge_dropped", "judge_added",
                                             "judge_note", "judge_flags", "judge_flagged", "judge_flag_info",
                                             "judge_flags_note", "judge_flags_min_conf", "judge_flags_prior",
-                                            "judge_agreement", "judge_model_agreement")}}
+                                            "judge_agreement", "judge_model_agreement", "clean_guard")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "
