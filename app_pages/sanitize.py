@@ -86,6 +86,12 @@ KNOB_LABELS = {
                     "the SST-2 tuning zoo it cut the style backdoors left after repair from 51% to 40% on average "
                     "at no clean-accuracy cost; on OLID test models it added few labels and moved one weak backdoor "
                     "up (README)."),
+    "clean_guard": ("Clean-accuracy guard",
+                    "Hold a fifth of the clean texts out of the repair; when it trained feed-forward blocks and got 5 "
+                    "points or more fewer of them right than the model did before, train it again head-only and keep "
+                    "the one that gets more of them right. Off by default: with 200 clean texts the 40 held out "
+                    "were too few to see the one large clean-accuracy loss of the SST-2 tuning zoo (README); worth "
+                    "it with a larger clean set."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),

@@ -82,6 +82,8 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             assert list(judge.options) == list(S.LABEL_JUDGES)
             led = at.checkbox(key="sanitize.alignment.judge_flags")  # judge-led labels: measured, off by default
             assert led.label == "Judge-led labels (style triggers)" and led.value is S.JUDGE_FLAGS is False
+            guard = at.checkbox(key="sanitize.alignment.clean_guard")  # the clean-accuracy guard: measured, off
+            assert guard.label == "Clean-accuracy guard" and guard.value is S.CLEAN_GUARD is False
             arith = at.segmented_control(key="sanitize.alignment.precision")  # the repair's training arithmetic
             assert arith.label == "Training arithmetic" and arith.value == S.REPAIR_PRECISION
             assert list(arith.options) == list(S.PRECISIONS)

@@ -107,7 +107,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--defense", "finetune", "--reset-to", "zero"], "alignment defense only"),
                            (["--defense", "pure", "--label-judge", "filter"], "alignment defense only"),
                            (["--defense", "finetune", "--judge-flags"], "alignment defense only"),
-                           (["--defense", "finetune", "--no-judge-flags"], "alignment defense only")):
+                           (["--defense", "finetune", "--no-judge-flags"], "alignment defense only"),
+                           (["--defense", "fineprune", "--clean-guard"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
@@ -163,6 +164,16 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     out = capsys.readouterr().out
     nojf = load_model(files["dir"] / "nojflags").metadata["defense_details"]
     assert nojf["judge_flags"] is False and nojf["judge_flag_info"] is None and "judge-led" not in out
+    # the clean-accuracy guard: 40 clean texts are too few to hold any out, and the output says so
+    assert (off["clean_guard"] is not None) is S.CLEAN_GUARD  # the default follows settings
+    assert main([*base, "--out", str(files["dir"] / "guard"), "--clean-guard", "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    guard = load_model(files["dir"] / "guard").metadata["defense_details"]
+    assert guard["clean_guard"]["note"].startswith("40 clean texts leave 8 to hold out") and guard["clean_samples"] == 40
+    assert "No clean-accuracy guard: 40 clean texts leave 8 to hold out" in out
+    assert main([*base, "--out", str(files["dir"] / "noguard"), "--no-clean-guard", "--repair-seeds", "1"]) == 0
+    assert "clean-accuracy guard" not in capsys.readouterr().out.lower()
+    assert load_model(files["dir"] / "noguard").metadata["defense_details"]["clean_guard"] is None
 
 
 def test_cli_sanitize_pool_words(files, capsys):

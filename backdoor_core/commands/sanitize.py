@@ -50,6 +50,11 @@ def register(sub) -> None:
                         "it is sure; for style and paraphrase triggers; reads the --pool. Default "
                         f"{'on' if S.JUDGE_FLAGS else 'off'}: it cut SST-2 style backdoors and changed little on OLID "
                         "(README)")
+    p.add_argument("--clean-guard", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"alignment only: hold {S.CLEAN_GUARD_SHARE:.0%} of the clean texts out of the repair; when "
+                        f"it trained feed-forward blocks and its accuracy on them fell by "
+                        f"{100 * S.CLEAN_GUARD_MAX_DROP:g} points or more, train it again head-only and keep the one "
+                        f"more accurate on them. Default {'on' if S.CLEAN_GUARD else 'off'} (README)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
@@ -108,9 +113,9 @@ def run(args) -> int:
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
                                         or args.pool_words or args.reset_to or args.base or args.label_judge
-                                        or args.judge_flags is not None):
+                                        or args.judge_flags is not None or args.clean_guard is not None):
         raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --label-judge, "
-                         "--[no-]judge-flags, --repair-seeds and "
+                         "--[no-]judge-flags, --[no-]clean-guard, --repair-seeds and "
                          "--pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
@@ -177,6 +182,8 @@ def run(args) -> int:
             knobs["pool_words"] = True
         if args.judge_flags is not None:
             knobs["judge_flags"] = args.judge_flags
+        if args.clean_guard is not None:
+            knobs["clean_guard"] = args.clean_guard
     callback, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
