@@ -22,7 +22,7 @@ import copy as _copy
 import time
 from functools import partial
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -374,7 +374,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             guard = {"held_out": len(held_idx), "max_drop": guard_max_drop,
                      "acc_before": _accuracy(model, tokenizer, held, cfg.max_length)}
 
-    def repair(ffn_spec):
+    def repair(ffn_spec, step_offset=0):
+        hooks = dict(common)
+        if step_offset and common.get("callback") is not None:  # a retry's steps run on after the first repair's
+            hooks["callback"] = lambda p: common["callback"](replace(
+                p, step=p.step + step_offset, total_steps=p.total_steps + step_offset))
         return sanitize_heads(
             model, tokenizer, repair_set.texts, repair_set.labels, mask, flagged, beta=beta, kind=kind, config=cfg,
             reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus, exclude_labels=exclude,
@@ -386,7 +390,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
             trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, label_judge=label_judge,
             judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
-            **common)
+            **hooks)
 
     start = _state_copy(model) if held is not None else None
     res = repair(ffn)
@@ -398,7 +402,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         if guard["fired"]:  # the same repair head-only, from the same start; keep the better held-out accuracy
             first, first_state = res, _state_copy(model)
             model.load_state_dict(start)
-            res = repair("none")
+            res = repair("none", step_offset=first.steps)
             guard["acc_head_only"] = _accuracy(model, tokenizer, held, cfg.max_length)
             guard["first_ffn_layers"] = first.details.get("ffn_layers")
             if res.cancelled or guard["acc_head_only"] < guard["acc_after"]:

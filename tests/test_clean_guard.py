@@ -72,6 +72,18 @@ def test_guard_retrains_head_only_and_keeps_the_better_held_out_accuracy(case, l
     assert "trained again head-only" in note and "layers 0, 1" in note
 
 
+def test_guard_retry_reports_progress_after_the_first_repair(case):
+    lm, clean, pool = case
+    seen = []
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="all", clean_guard=True,
+                      clean_guard_max_drop=0.0, callback=lambda p: seen.append((p.step, p.total_steps)), **KW)
+    assert res.details["clean_guard"]["fired"] is True
+    steps = [s for s, _ in seen]
+    first = len(steps) // 2  # two runs of the same length: the retry's steps continue where the first stopped
+    assert steps == sorted(steps) and steps[first] == steps[first - 1] + 1 and seen[-1][0] == seen[-1][1]
+    assert seen[0][1] < seen[-1][1]  # the bar's total grows when the retry starts
+
+
 def test_guard_without_feed_forward_blocks_only_measures(case):
     lm, clean, pool = case
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="none", clean_guard=True,
