@@ -455,9 +455,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
 
 
 def _accuracy(model, tokenizer, data: TextDataset, max_length: int) -> float:
-    """Accuracy of ``model`` on ``data`` (one forward pass, ``forward.predict``)."""
+    """Accuracy of ``model`` on ``data`` (one forward pass, ``forward.predict``; ``metrics.accuracy``)."""
     from .forward import predict
-    return float((predict(model, tokenizer, data.texts, max_length).argmax(1) == np.asarray(data.labels)).mean())
+    from .metrics import accuracy
+    return accuracy(predict(model, tokenizer, data.texts, max_length).argmax(1), data.labels)
 
 
 def _state_copy(model) -> dict:
