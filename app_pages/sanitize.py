@@ -90,8 +90,8 @@ KNOB_LABELS = {
                     "Hold a fifth of the clean texts out of the repair; when it trained feed-forward blocks and got 5 "
                     "points or more fewer of them right than the model did before, train it again head-only and keep "
                     "the one that gets more of them right. Off by default: with 200 clean texts the 40 held out "
-                    "were too few to see the one large clean-accuracy loss of the SST-2 tuning zoo (README); worth "
-                    "it with a larger clean set."),
+                    "were too few to see the one large clean-accuracy loss of the SST-2 tuning zoo (README). The "
+                    "held-out share grows with the clean budget; larger budgets were not measured."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),
