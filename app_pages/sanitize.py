@@ -89,9 +89,10 @@ KNOB_LABELS = {
     "clean_guard": ("Clean-accuracy guard",
                     "Hold a fifth of the clean texts out of the repair; when it trained feed-forward blocks and got 5 "
                     "points or more fewer of them right than the model did before, train it again head-only and keep "
-                    "the one that gets more of them right. Off by default: with 200 clean texts the 40 held out "
-                    "were too few to see the one large clean-accuracy loss of the SST-2 tuning zoo (README). The "
-                    "held-out share grows with the clean budget; larger budgets were not measured."),
+                    "the one that gets more of them right. Needs a clean budget of 500 or more (100 held out). On "
+                    "the SST-2 tuning zoo with 600 it caught both repairs that cost clean accuracy (−6.1 → −3.8 and "
+                    "−3.0 → −1.2 points) but left 16 points more of one weak backdoor, so it is off by default "
+                    "(README)."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),

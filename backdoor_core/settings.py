@@ -292,12 +292,18 @@ CLEAN_GUARD = False
 silent): ``CLEAN_GUARD_SHARE`` of the defender's clean texts (stratified by label, ``defender_data.held_out_split``)
 stay out of the repair; when the repair trained feed-forward blocks and its accuracy on them falls by at least
 ``CLEAN_GUARD_MAX_DROP`` against the unrepaired model's, the repair is trained again head-only from the same start
-and the one with the higher held-out accuracy is kept (the head-only one on a tie). Off: on the SST-2 tuning zoo
-(200 clean texts, 40 held out) it fired once, on a repair that had lost nothing, and missed the one that lost 5.6
-points; 40 texts are too few to see such a loss (bench/results/archive/defense_tuning_clean_guard.md)."""
+and the one with the higher held-out accuracy is kept (the head-only one on a tie). Measured on the SST-2 tuning zoo
+(README, design choices): with 200 clean texts (40 held out) it fired once, on a repair that had lost nothing, and
+missed the one that lost 5.6 points (bench/results/archive/defense_tuning_clean_guard.md); with 600 (120 held out)
+it fired on both repairs that lost 3 points or more and on none of the other five FFN-candidate models, and kept
+more clean accuracy (-6.1 -> -3.8, -3.0 -> -1.2) but left more of one weak backdoor (17.9 -> 33.9% ASR;
+archive/defense_tuning_clean600_off.md, _guard.md). Off by default: it costs every repair a fifth of its clean
+texts and the mean ASR after rose (29.3 -> 33.2% on those seven models)."""
 CLEAN_GUARD_SHARE = 0.2
-CLEAN_GUARD_MAX_DROP = 0.05  # at 40 held-out texts (200 clean): two more texts wrong than right
-CLEAN_GUARD_MIN_HELD = 20  # fewer held-out texts than this: no guard (one text would weigh over 5 points)
+CLEAN_GUARD_MAX_DROP = 0.05  # at 120 held-out texts: six more wrong than right
+CLEAN_GUARD_MIN_HELD = 100
+"""Fewer held-out texts than this: no guard (the repair's note says why). Our choice between the two sizes measured:
+40 held-out texts missed a 5.6-point loss and showed a 0.4-point one as 7.5; 120 saw both losses."""
 GATE_MAX_ACCURACY_DROP = 0.05
 """Safe-head labels (``sanitize.safe_head_labels``) are used only when switching the suspicious heads off costs at
 most this much accuracy on the defender's clean labelled texts (``sanitize.gated_accuracy``): when the flagged

@@ -25,6 +25,12 @@ def test_held_out_split_is_stratified_seeded_and_keeps_every_class():
         held_out_split(labels, 1.0, seed=0)
 
 
+@pytest.fixture
+def small_guard(monkeypatch):
+    """The guard on 40 held-out texts (the default minimum, 100, would need 500 clean texts: slow for a test)."""
+    monkeypatch.setattr(S, "CLEAN_GUARD_MIN_HELD", 20)
+
+
 @pytest.fixture(scope="module")
 def case():
     lm = trained_tiny(True)
@@ -37,7 +43,7 @@ def _ffn_weight(model, layer=0):
     return model.bert.encoder.layer[layer].intermediate.dense.weight.detach().clone()
 
 
-def test_guard_holds_texts_out_and_stays_quiet_within_its_limit(case):
+def test_guard_holds_texts_out_and_stays_quiet_within_its_limit(case, small_guard):
     lm, clean, pool = case
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="all", clean_guard=True,
                       clean_guard_max_drop=1.0, **KW)
@@ -51,7 +57,7 @@ def test_guard_holds_texts_out_and_stays_quiet_within_its_limit(case):
 
 
 @pytest.mark.parametrize("lr, kept", [(1e-3, "head_only"), (5e-2, "first")])  # both ends of the choice
-def test_guard_retrains_head_only_and_keeps_the_better_held_out_accuracy(case, lr, kept):
+def test_guard_retrains_head_only_and_keeps_the_better_held_out_accuracy(case, small_guard, lr, kept):
     lm, clean, pool = case
     # a drop of 0 or more always fires: the repair is trained again without feed-forward blocks
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="all", lr=lr,
@@ -72,7 +78,7 @@ def test_guard_retrains_head_only_and_keeps_the_better_held_out_accuracy(case, l
     assert "trained again head-only" in note and "layers 0, 1" in note
 
 
-def test_guard_retry_reports_progress_after_the_first_repair(case):
+def test_guard_retry_reports_progress_after_the_first_repair(case, small_guard):
     lm, clean, pool = case
     seen = []
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="all", clean_guard=True,
@@ -84,7 +90,7 @@ def test_guard_retry_reports_progress_after_the_first_repair(case):
     assert seen[0][1] < seen[-1][1]  # the bar's total grows when the retry starts
 
 
-def test_guard_without_feed_forward_blocks_only_measures(case):
+def test_guard_without_feed_forward_blocks_only_measures(case, small_guard):
     lm, clean, pool = case
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="none", clean_guard=True,
                       clean_guard_max_drop=0.0, **KW)
@@ -93,11 +99,13 @@ def test_guard_without_feed_forward_blocks_only_measures(case):
 
 def test_guard_needs_enough_clean_texts_and_sane_settings(case):
     lm, clean, pool = case
-    small = clean.subset(range(60))  # 12 to hold out, fewer than the guard needs
-    res = run_defense("alignment", lm.model, lm.tokenizer, small, pool_texts=pool, ffn="none", clean_guard=True,
+    # 200 clean texts leave 40 to hold out, fewer than the default minimum: the repair reads all 200 and says why
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, ffn="none", clean_guard=True,
                       max_steps=1, **KW)
-    assert res.details["clean_samples"] == 60 and "leave 12 to hold out" in res.details["clean_guard"]["note"]
-    assert any(n.startswith("No clean-accuracy guard: 60 clean texts") for n in repair_notes(res.details))
+    assert S.CLEAN_GUARD_MIN_HELD > 40 and res.details["clean_samples"] == 200
+    assert res.details["clean_guard"] == {"note": f"200 clean texts leave 40 to hold out (the guard needs "
+                                                  f"{S.CLEAN_GUARD_MIN_HELD})."}
+    assert any(n.startswith("No clean-accuracy guard: 200 clean texts") for n in repair_notes(res.details))
     for knob, bad, msg in (("clean_guard_share", 0.0, "clean_guard_share"), ("clean_guard_share", 1.0, "share"),
                            ("clean_guard_max_drop", -0.1, "clean_guard_max_drop")):
         with pytest.raises(ValueError, match=msg):

@@ -54,7 +54,8 @@ def register(sub) -> None:
                    help=f"alignment only: hold {S.CLEAN_GUARD_SHARE:.0%} of the clean texts out of the repair; when "
                         f"it trained feed-forward blocks and its accuracy on them fell by "
                         f"{100 * S.CLEAN_GUARD_MAX_DROP:g} points or more, train it again head-only and keep the one "
-                        f"more accurate on them. Default {'on' if S.CLEAN_GUARD else 'off'} (README)")
+                        f"more accurate on them; needs {S.CLEAN_GUARD_MIN_HELD} held-out texts. Default "
+                        f"{'on' if S.CLEAN_GUARD else 'off'} (README)")
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
