@@ -486,7 +486,8 @@ def repair_notes(details: dict) -> list[str]:
     """Plain sentences on what our repair decided beyond the heads (for the ``sanitize`` CLI and the Sanitize page):
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
-    whether several repairs were averaged (``settings.REPAIR_SEEDS``), which likely trigger words the clean texts
+    whether several repairs were averaged (``settings.REPAIR_SEEDS``), what the clean-accuracy guard measured and
+    kept (``settings.CLEAN_GUARD``), which likely trigger words the clean texts
     carried (``pool_words``), that a scan which found no backdoor gave it only chance flags, and how far the
     alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up to 64
     flagged and 64 clean texts). Empty for the baselines."""
