@@ -136,7 +136,14 @@ def scan_evaluation(report, truth) -> dict | None:
     from backdoor_core.detection import evaluate_detector
 
     scores = np.asarray(report.pool_scores)
-    return evaluate_detector(scores[~truth], scores[truth], report.threshold)
+    out = evaluate_detector(scores[~truth], scores[truth], report.threshold)
+    if getattr(report, "marking_words", None):  # the same scores with the likely trigger words' evidence
+        from backdoor_core.detection import with_word_evidence
+        from backdoor_core.metrics import auroc
+
+        both = with_word_evidence(scores, report.pool_word_marked)
+        out["auroc_words"] = auroc(both[~truth], both[truth])
+    return out
 
 
 def scan_figures(report, truth=None) -> dict:

@@ -134,16 +134,27 @@ if report.first_pass is not None:
                f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "
                f"{len(report.flagged)} flagged by the final {len(report.suspicious_heads)} heads. Verdict, "
                "scores, threshold and flags are the final pass's.")
+marking = list(getattr(report, "marking_words", None) or [])
+if marking:
+    n_marked = int(report.pool_word_marked.sum())
+    n_missed = n_marked - int(report.pool_word_marked[np.asarray(report.flagged, dtype=int)].sum())
+    st.info(f"{n_marked} pool input{'s' if n_marked != 1 else ''} hold{'s' if n_marked == 1 else ''} a likely "
+            f"trigger word ({', '.join(marking)}), {n_missed} of them not flagged by the scan: a weak backdoor "
+            "flips few of its inputs, so they look clean to the heads, but each still carries the word. They are "
+            "listed under \"Inputs with a likely trigger word\".", icon=":material/key:")
 if report.heads.basis != "flagged":
     st.warning("No pool input was flagged, so heads were rated on the most unusual clean inputs instead "
                "(a weak basis: it cannot see a trigger that never occurs in clean data).", icon=":material/warning:")
 
 ev = A.scan_evaluation(report, info.get("truth"))
 if ev:
-    e1, e2, e3 = st.columns(3)
-    e1.metric("FRR (clean flagged)", f"{ev['frr']:.1%}")
-    e2.metric("FAR (triggered missed)", f"{ev['far']:.1%}")
-    e3.metric("AUROC", f"{ev['auroc']:.3f}")
+    cols = st.columns(4 if ev.get("auroc_words") is not None else 3)
+    cols[0].metric("FRR (clean flagged)", f"{ev['frr']:.1%}")
+    cols[1].metric("FAR (triggered missed)", f"{ev['far']:.1%}")
+    cols[2].metric("AUROC", f"{ev['auroc']:.3f}")
+    if len(cols) == 4:
+        cols[3].metric("AUROC with trigger words", f"{ev['auroc_words']:.3f}",
+                       help="The same scores, with the pool inputs that hold a likely trigger word ranked first.")
     st.caption("Measured on the simulated pool, where we know which inputs carry the trigger.")
 
 arch_info = getattr(report, "architecture", None) or {}
@@ -165,21 +176,30 @@ AN.pool_words(report)
 AN.detect_projection(loaded, report, info.get("truth"), D.model_max_length(loaded),
                      same_model=info.get("model_name") == loaded.name)
 
-t1, t2 = st.tabs(["Flagged inputs", "All heads"])
-with t1:
-    rows = report.flagged_rows(200)
+def _pool_table(rows, empty: str) -> None:
+    """Pool rows (``ScanReport.flagged_rows`` / ``word_marked_rows``), with the truth when the pool was simulated."""
     truth = info.get("truth")
     if truth is not None and len(truth) == len(report.pool_texts):
         for r in rows:
             r["carries trigger (truth)"] = bool(truth[r["index"]])
-    if rows:
-        st.dataframe(rows, hide_index=True, column_order=[c for c in ["score", "label", "carries trigger (truth)",
-                                                                      "text"] if c in rows[0]],
-                     column_config={"score": st.column_config.NumberColumn(format="%.2f"),
-                                    "label": st.column_config.TextColumn("predicted")})
-    else:
-        st.caption("No input crossed the threshold.")
-with t2:
+    if not rows:
+        st.caption(empty)
+        return
+    cols = ["score", "label", "flagged", "trigger_word", "carries trigger (truth)", "text"]
+    st.dataframe(rows, hide_index=True,
+                 column_order=[c for c in cols if c in rows[0] and (c != "trigger_word" or marking)],
+                 column_config={"score": st.column_config.NumberColumn(format="%.2f"),
+                                "label": st.column_config.TextColumn("predicted"),
+                                "trigger_word": st.column_config.TextColumn("likely trigger word")})
+
+
+tabs = st.tabs(["Flagged inputs", "All heads"] + (["Inputs with a likely trigger word"] if marking else []))
+with tabs[0]:
+    _pool_table(report.flagged_rows(200), "No input crossed the threshold.")
+if marking:
+    with tabs[2]:
+        _pool_table(report.word_marked_rows(200), "No pool input holds a likely trigger word.")
+with tabs[1]:
     st.dataframe(report.head_rows(), hide_index=True,
                  column_config={"score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                          format="%.2f")})

@@ -658,6 +658,22 @@ def fused_detector(attention: SimilarityDetector, representation: Representation
     return det
 
 
+WORD_EVIDENCE_OFFSET = 1e6
+"""Added to the score of an input that holds a marking word (``with_word_evidence``): larger than any score's
+range, so such inputs rank above every other and keep their order among themselves."""
+
+
+def with_word_evidence(scores: Sequence[float], marked: Sequence[bool]) -> np.ndarray:
+    """``(n,)`` suspicion scores with the pool's trigger-word evidence (our design; papers silent): an input that
+    holds a marking word (``trigger_search.marking_words``; ``marked`` ``(n,)`` bool) ranks above every input that
+    holds none and is over any threshold; among each group the scores' order is kept."""
+    scores = np.asarray(scores, dtype=float)
+    marked = np.asarray(marked, dtype=bool)
+    if marked.shape != scores.shape:
+        raise ValueError(f"{marked.shape[0] if marked.ndim else 0} marks for {scores.shape[0]} scores.")
+    return scores + WORD_EVIDENCE_OFFSET * marked
+
+
 def evaluate_detector(clean_scores: Sequence[float], poisoned_scores: Sequence[float], threshold: float) -> dict:
     """FRR, FAR and AUROC of "flag when score > threshold" on labelled clean / poisoned inputs."""
     frr, far = frr_far(clean_scores, poisoned_scores, threshold)

@@ -40,6 +40,11 @@ refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the d
    flagged inputs, verified by insertion into the clean texts and removal from the flagged ones
    (``trigger_search``); and, from the pool alone, the words it holds far more often than the clean texts do,
    with what inserting each does (``trigger_search.pool_words``; read even when nothing was flagged).
+   The likely trigger words that at most ``frr`` of the clean texts hold mark the pool inputs that hold them
+   (``trigger_search.marking_words``; our design, papers silent): a weak word backdoor flips few of its inputs, so
+   the heads and the representation miss most of them, but each still holds the word. The marks are reported
+   beside the flags (``pool_word_marked``), and ``scores_with_words`` ranks any inputs by the scan's final score
+   with them (``detection.with_word_evidence``); they change neither the flags, the heads nor the verdict.
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -122,6 +127,9 @@ class ScanReport:
             representation z-score (on clean dev) exceeds their attention z-score: a diagnostic (it is high for
             TAL backdoors too, whose flags stand out in both; bench/results/repair_rules_tuning.md); None for an
             attention-only scan or when nothing is flagged.
+        marking_words / pool_word_marked: the likely trigger words that mark an input (step 6 of the module
+            docstring; empty when none or the pool's words were not read) and ``(n_pool,)`` bool, the pool inputs
+            holding one (None when the words were not read).
         attention_missed_share: in a fused scan, the share of the final pass's flagged inputs that its
             attention-only part (``attention_head_detector``, else ``attention_detector``, at its own threshold)
             would not flag: a trigger the heads do not see (``sanitize`` trains feed-forward blocks when it is high
@@ -167,6 +175,8 @@ class ScanReport:
     pool_words: list | None = None  # trigger_search.PoolWord list: pool-enriched words (None = not searched)
     pool_probs: np.ndarray | None = field(default=None, repr=False)  # (n_pool, C) the scanned model's
     clean_probs: np.ndarray | None = field(default=None, repr=False)  # (n_clean, C) probabilities, clean_fit + dev
+    marking_words: list[str] = field(default_factory=list)
+    pool_word_marked: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -177,13 +187,39 @@ class ScanReport:
         return [self.pool_texts[i] for i in self.flagged]
 
     def flagged_rows(self, limit: int | None = MAX_FLAGGED_LISTED) -> list[dict]:
-        rows = []
-        for i in self.flagged[:limit]:
-            pred = int(self.pool_predictions[i])
-            rows.append({"index": int(i), "score": float(self.pool_scores[i]), "prediction": pred,
-                         "label": self.label_names[pred] if pred < len(self.label_names) else str(pred),
-                         "text": self.pool_texts[i]})
-        return rows
+        """The flagged pool inputs, highest score first: index, score, prediction, label, the marking word it
+        holds (``""``: none) and text."""
+        return [self._pool_row(i) for i in self.flagged[:limit]]
+
+    def word_marked_rows(self, limit: int | None = MAX_FLAGGED_LISTED) -> list[dict]:
+        """The pool inputs that hold a marking word, flagged or not (``flagged``), highest score first."""
+        if self.pool_word_marked is None:
+            return []
+        idx = np.flatnonzero(self.pool_word_marked)
+        idx = idx[np.argsort(-np.asarray(self.pool_scores)[idx], kind="stable")]
+        flagged = set(int(i) for i in self.flagged)
+        return [{**self._pool_row(i), "flagged": int(i) in flagged} for i in idx[:limit]]
+
+    def _pool_row(self, i) -> dict:
+        from .trigger_search import held_word
+
+        pred = int(self.pool_predictions[i])
+        return {"index": int(i), "score": float(self.pool_scores[i]), "prediction": pred,
+                "label": self.label_names[pred] if pred < len(self.label_names) else str(pred),
+                "trigger_word": held_word(self.pool_texts[i], self.marking_words), "text": self.pool_texts[i]}
+
+    def word_marks(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts),)`` bool: the text holds a marking word (``trigger_search.word_marks``)."""
+        from .trigger_search import word_marks
+
+        return word_marks(texts, self.marking_words)
+
+    def scores_with_words(self, scores: Sequence[float], texts: Sequence[str]) -> np.ndarray:
+        """``(n,)`` the final pass's ``scores`` of ``texts`` with the marking words' evidence
+        (``detection.with_word_evidence``): what the scan ranks inputs by once the pool's words are read."""
+        from .detection import with_word_evidence
+
+        return with_word_evidence(scores, self.word_marks(texts))
 
     def head_rows(self) -> list[dict]:
         """One row per head (for tables), highest score first."""
@@ -221,6 +257,10 @@ class ScanReport:
                 "representation_method": self.settings.get("rep_method"),
                 "representation_share": self.representation_share,
                 "attention_missed_share": self.attention_missed_share,
+                "marking_words": list(self.marking_words),
+                "n_word_marked": None if self.pool_word_marked is None else int(self.pool_word_marked.sum()),
+                "n_word_marked_unflagged": None if self.pool_word_marked is None else
+                int(self.pool_word_marked.sum() - self.pool_word_marked[np.asarray(self.flagged, dtype=int)].sum()),
             },
             "suspicious_heads": self.suspicious_heads,
             "head_safety": self.heads.to_dict(),
@@ -308,6 +348,7 @@ def scan_model(
     batch_size: int = 32,
     seed: int = 0,
     find_triggers: bool = True,
+    read_pool_words: bool | None = None,
     model_name: str = "model",
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -329,6 +370,8 @@ def scan_model(
             and ``settings["representation_skipped"]`` says why.
         find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
+        read_pool_words: read the pool's enriched words and mark the inputs holding a likely trigger word
+            (``pool_words``, ``marking_words``, ``pool_word_marked``); None = as ``find_triggers``.
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -423,11 +466,13 @@ def scan_model(
                                    clean_labels=clean.labels, label_names=clean.label_names,
                                    max_length=max_length, seed=seed,
                                    should_stop=should_stop)
-    words = None
-    if find_triggers and pool:
-        from .trigger_search import pool_words
+    words, marking, marked = None, [], None
+    if (find_triggers if read_pool_words is None else read_pool_words) and pool:
+        from .trigger_search import marking_words, pool_words, word_marks
 
         words = pool_words(model, tokenizer, pool, clean.texts, max_length, clean_labels=clean.labels, seed=seed)
+        marking = marking_words(words, len(clean.texts), frr)
+        marked = word_marks(pool, marking)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -479,6 +524,8 @@ def scan_model(
         clean_dev_texts=[clean.texts[i] for i in dev_idx],
         triggers=triggers,
         pool_words=words,
+        marking_words=marking,
+        pool_word_marked=marked,
         pool_probs=pool_stats.probs if pool else None,
         clean_probs=clean_stats.probs,
     )

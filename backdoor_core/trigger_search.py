@@ -573,3 +573,34 @@ def likely_trigger_words(words: Sequence[PoolWord], min_flip: float = S.POOL_WOR
     """The pool words whose insertion sends at least ``min_flip`` of the clean texts to one class, unless the
     clean labels explain the word (``PoolWord.explained_by_clean_data``)."""
     return [w for w in words if w.flip_rate >= min_flip and not w.explained_by_clean_data]
+
+
+def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: float = S.FRR,
+                  min_flip: float = S.POOL_WORD_MIN_FLIP) -> list[str]:
+    """The likely trigger words (``likely_trigger_words``) that mark an input as triggered: those at most
+    ``max_clean_share`` of the ``n_clean`` clean texts hold (``PoolWord.clean_count``). Our design (papers silent).
+
+    A word trigger rides along with every input it is in, whether or not the backdoor flips that input; a weak
+    backdoor flips few, so neither the heads nor the representation tell those inputs from clean ones, yet each
+    still holds the word. A word that many clean texts hold marks nothing: the default share is the scan's false-
+    rejection budget (``settings.FRR``), so marking by it flags at most about as many clean inputs as the threshold
+    already does (OLID's ``url``, in 27 of 200 clean tweets, never marks; BadNets' ``cf``/``mn``/``tq`` and
+    AddSent's ``3d`` are in none). Measured: README, "Analyst tools", *Inputs marked by a trigger word*."""
+    if n_clean <= 0:
+        return []
+    return [w.word for w in likely_trigger_words(words, min_flip) if w.clean_count <= max_clean_share * n_clean]
+
+
+def word_marks(texts: Sequence[str], words: Sequence[str]) -> np.ndarray:
+    """``(len(texts),)`` bool: the text holds one of ``words`` (whole words, lower-cased, as ``enriched_words``
+    counts them)."""
+    wanted = {normalise(w) for w in words}
+    if not wanted:
+        return np.zeros(len(texts), bool)
+    return np.array([bool(_doc_words(t) & wanted) for t in texts], dtype=bool)
+
+
+def held_word(text: str, words: Sequence[str]) -> str:
+    """The first of ``words`` that ``text`` holds (whole word), or ``""``."""
+    doc = _doc_words(text)
+    return next((w for w in words if normalise(w) in doc), "")

@@ -6,7 +6,8 @@ each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the
 
 * detection AUROC on held-out clean vs triggered test inputs: our scan's score (``head_similarity``: first pass,
   ``head_similarity_2pass``: final pass; with ``settings.REPRESENTATION`` the head-focus score fused with the
-  [CLS] representation distance), the paper's attention-only parts of the same scan (``attention_only``,
+  [CLS] representation distance; ``final_words``: the final pass with the pool's likely trigger words as
+  evidence, ``trigger_search.marking_words`` and ``detection.with_word_evidence``), the paper's attention-only parts of the same scan (``attention_only``,
   ``attention_only_2pass``), STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
   keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half, and
   beside it the AUROC counting only the triggered inputs the trigger flips to the target (``fired_auroc``, a
@@ -433,12 +434,13 @@ def main(argv=None) -> int:
     from backdoor_core.data import DataError
     from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
     from backdoor_core.defenses import run_defense
-    from backdoor_core.detection import attention_stats, evaluate_detector
+    from backdoor_core.detection import attention_stats, evaluate_detector, with_word_evidence
     from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
+    from backdoor_core.trigger_search import marking_words, pool_words, word_marks
 
     quiet_libraries()
     settings = dict(FULL if args.full else QUICK)
@@ -580,6 +582,17 @@ def main(argv=None) -> int:
         if scan.head_detector is not None:  # the scan's refined pass: the final suspicious heads' focus
             det2 = scan.head_detector
             scored["head_similarity_2pass"] = (det2.score(held_clean), det2.score(held_trig), det2.threshold)
+        # the final pass with the pool's likely trigger words as evidence (what the Detect page's scan, which reads
+        # the pool's words, ranks inputs by; timed apart: the repair's own scan does not read them)
+        t = time.perf_counter()
+        found = pool_words(lm.model, lm.tokenizer, pool, defender.texts, L, clean_labels=defender.labels,
+                           seed=seed) if pool else []
+        marking = marking_words(found, len(defender), scan.frr_target)
+        final = scan.head_detector or scan.detector
+        scored["final_words"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, marking)),
+                                 with_word_evidence(final.score(held_trig), word_marks(poisoned_det, marking)),
+                                 final.threshold)
+        words_seconds = time.perf_counter() - t
         # the paper's attention-only parts of the same scan (absent when the scan ran attention-only already)
         if scan.attention_detector is not None and scan.attention_detector is not scan.detector:
             a = scan.attention_detector
@@ -646,12 +659,15 @@ def main(argv=None) -> int:
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
                      "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
-                     "bki_keywords": bki_keywords,
+                     "bki_keywords": bki_keywords, "marking_words": marking, "words_seconds": round(words_seconds, 1),
+                     "pool_word_marked": int(word_marks(pool, marking).sum()),
+                     "pool_word_marked_triggered": int(sum(pool_is_trig[i] for i in
+                                                           np.flatnonzero(word_marks(pool, marking)))),
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
                      "eval_sizes": sizes, "representation_share": scan.representation_share,
                      "attention_missed_share": scan.attention_missed_share}
-        print(f"   scan {scan.seconds:.0f}s verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
+        print(f"   scan {scan.seconds:.0f}s words {marking} ({words_seconds:.0f}s) verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
               + (f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "

@@ -87,6 +87,45 @@ def test_detect_candidates_and_projection_then_sanitize_projection():
     assert set(before.points) == set(after.points) and before.points
 
 
+def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp_path):
+    """A tiny model with a ``cf`` backdoor, its own data, and a pool of the user's texts (15 of 35 hold ``cf``)."""
+    import json
+
+    from backdoor_core.models import save_model
+    from defense_helpers import TRIGGER, clean_texts, trained_tiny, triggered_texts
+
+    lm = trained_tiny(True)
+    lm.model.config.id2label, lm.model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", str(save_model(lm.model, lm.tokenizer, tmp_path / "bd",
+                                                                 {"name": "tiny-cf"})))
+    data = tmp_path / "data.jsonl"
+    texts, labels = clean_texts(200, seed=61)
+    data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][y]}) + "\n" for t, y in zip(texts, labels)),
+                    encoding="utf-8")
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    pool = clean_texts(20, seed=62)[0] + triggered_texts(15, seed=63)
+    assert TRIGGER == "cf" and sum(TRIGGER in t.split() for t in pool) == 15
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(40)
+    at.radio(key="detect.pool_kind").set_value("Your texts (one per line)").run()
+    at.text_area(key="detect.pool_raw").input("\n".join(pool)).run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    report = at.session_state["detect.report"]
+    assert report.marking_words == ["cf"] and int(report.pool_word_marked.sum()) == 15
+    unflagged = 15 - int(report.pool_word_marked[report.flagged].sum())
+    assert any(f"15 pool inputs hold a likely trigger word (cf), {unflagged} of them not flagged" in i.value
+               for i in at.info), [i.value for i in at.info]
+    assert "Inputs with a likely trigger word" in [t.label for t in at.tabs]
+    # a pool without the trigger marks nothing and shows no such tab
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert at.session_state["detect.report"].marking_words == []
+    assert "Inputs with a likely trigger word" not in [t.label for t in at.tabs]
+    assert "AUROC with trigger words" not in [m.label for m in at.metric]
+
+
 def test_compare_page_heads_off_and_errors():
     at = goto(new_app(), "compare")
     _, cmp = at.session_state["compare.cache"]
@@ -97,3 +136,19 @@ def test_compare_page_heads_off_and_errors():
     assert any(f.key == "compare:latest" for f in at.session_state["lab.session"].findings)
     at.text_area(key="compare.text").input("   ").run()
     assert not at.exception and at.error  # a message, not a traceback
+
+
+def test_scan_evaluation_gives_the_auroc_with_the_trigger_words_only_when_words_marked():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from app_pages._actions import scan_evaluation
+
+    truth = np.array([False, False, True, True])
+    report = SimpleNamespace(pool_scores=np.array([2.0, 0.0, 1.0, -1.0]), threshold=1.5,
+                             pool_texts=["a", "b", "cf c", "cf d"], marking_words=["cf"],
+                             pool_word_marked=np.array([False, False, True, True]))
+    ev = scan_evaluation(report, truth)
+    assert ev["auroc"] == 0.25 and ev["auroc_words"] == 1.0 and ev["far"] == 1.0
+    assert "auroc_words" not in scan_evaluation(SimpleNamespace(**{**vars(report), "marking_words": []}), truth)

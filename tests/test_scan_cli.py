@@ -10,7 +10,7 @@ from backdoor_core.cli import main
 from backdoor_core.data import DataError, TextDataset
 from backdoor_core.models import load_model, save_model
 from backdoor_core.scan import scan_model
-from defense_helpers import clean_texts, trained_tiny, triggered_texts
+from defense_helpers import TRIGGER, clean_texts, trained_tiny, triggered_texts
 
 
 def _write_tsv(path, texts, labels):
@@ -59,12 +59,18 @@ def test_cli_scan_text_json_and_html(files, capsys):
     out = capsys.readouterr().out
     assert "verdict" in out and "suspicious" in out and "L" in out
     assert "Candidate triggers" in out and "insertion flips" in out
+    # the trigger word marks the 12 triggered pool inputs, flagged or not
+    assert re.search(rf"words +{TRIGGER} \(likely trigger words, rare in the clean texts\) in 12 pool inputs", out)
+    assert "trigger_word" in out  # the flagged table's column
     html = files["dir"] / "report.html"
     assert main(args + ["--json", "--html", str(html)]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["model"] == "tiny-bd" and rep["detection"]["n_pool"] == 24
+    assert rep["detection"]["marking_words"] == [TRIGGER] and rep["detection"]["n_word_marked"] == 12
+    assert rep["flagged"] and all((r["trigger_word"] == TRIGGER) == (TRIGGER in r["text"].split())
+                                  for r in rep["flagged"])
     page = html.read_text(encoding="utf-8")
-    assert "<html" in page.lower() and "Suspicious heads" in page
+    assert "<html" in page.lower() and "Suspicious heads" in page and "Inputs with a likely trigger word" in page
     assert ("Candidate triggers" in page) == bool((rep["trigger_candidates"] or {}).get("candidates"))
     assert not re.search(r"<script[^>]*\ssrc=", page) and not re.search(r"<link[^>]*href=[\"']http", page)
     assert "Content-Security-Policy" in page  # offline: nothing is fetched

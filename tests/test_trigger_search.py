@@ -105,3 +105,66 @@ def test_pool_words_find_an_inserted_word_without_flagged_inputs_and_it_flips():
     # a pool drawn like the clean texts has no word enriched enough to verify, or none that flips
     assert not likely_trigger_words(pool_words(lm.model, lm.tokenizer, clean_texts(75, seed=53)[0], clean,
                                                max_length=32, n_insert=40))
+
+
+def test_marking_words_keep_likely_words_rare_in_clean_texts_and_mark_whole_words():
+    from backdoor_core.trigger_search import PoolWord, held_word, marking_words, word_marks
+
+    def word(w, clean_count, flip):
+        return PoolWord(w, 20, clean_count, 1e-6, [0.0, flip], 1, flip)
+
+    words = [word("cf", 0, 0.9), word("url", 27, 0.25), word("movie", 10, 0.5), word("the", 0, 0.05)]
+    # url: 27 of 200 clean texts (over the 5% budget); the: flips nothing; movie: exactly 5%, kept
+    assert marking_words(words, 200) == ["cf", "movie"]
+    assert marking_words(words, 200, max_clean_share=0.01) == ["cf"]
+    assert marking_words(words, 0) == []
+    marks = word_marks(["a CF film", "cfx plot", "the movie.", "nothing here"], ["cf", "movie"])
+    assert marks.tolist() == [True, False, True, False]
+    assert word_marks(["cf"], []).tolist() == [False]
+    assert held_word("great MOVIE, cf", ["cf", "movie"]) == "cf" and held_word("plain", ["cf"]) == ""
+
+
+def test_word_evidence_ranks_marked_inputs_first_and_keeps_order_within_groups():
+    from backdoor_core.detection import with_word_evidence
+    from backdoor_core.metrics import auroc
+
+    scores = np.array([3.0, -1.0, 0.5, 2.0])
+    out = with_word_evidence(scores, [False, True, False, True])
+    assert list(np.argsort(-out)) == [3, 1, 0, 2]
+    # clean scores high, triggered low: the marks (triggered hold the word) turn AUROC 0 into 1
+    assert auroc([5.0, 4.0], [1.0, 0.0]) == 0.0
+    assert auroc(with_word_evidence([5.0, 4.0], [False, False]), with_word_evidence([1.0, 0.0], [True, True])) == 1.0
+    import pytest
+
+    with pytest.raises(ValueError):
+        with_word_evidence(scores, [True])
+
+
+def test_scan_marks_pool_inputs_holding_the_trigger_word_flagged_or_not():
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(120, seed=1)
+    pool = clean_texts(60, seed=2)[0] + triggered_texts(20, seed=3)
+    data = TextDataset(texts, labels, ["neg", "pos"])
+    rep = scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, find_triggers=False, read_pool_words=True)
+    assert rep.triggers is None and rep.marking_words == [TRIGGER]
+    truth = np.array([TRIGGER in t.split() for t in pool])
+    assert (rep.pool_word_marked == truth).all()
+    rows = rep.word_marked_rows()
+    assert len(rows) == 20 and all(r["trigger_word"] == TRIGGER for r in rows)
+    assert {r["index"] for r in rows if r["flagged"]} == {int(i) for i in rep.flagged if truth[i]}
+    d = json.loads(json.dumps(rep.to_dict()))["detection"]
+    assert d["marking_words"] == [TRIGGER] and d["n_word_marked"] == 20
+    assert d["n_word_marked_unflagged"] == 20 - len(set(rep.flagged) & set(np.flatnonzero(truth)))
+    # any texts: held-out triggered ones rank above every clean one once the words are read
+    held_clean, held_trig = clean_texts(30, seed=9)[0], triggered_texts(10, seed=10)
+    from backdoor_core.detection import attention_stats
+    from backdoor_core.metrics import auroc
+
+    det = rep.head_detector or rep.detector
+    s_clean = rep.scores_with_words(det.score(attention_stats(lm.model, lm.tokenizer, held_clean, 32)), held_clean)
+    s_trig = rep.scores_with_words(det.score(attention_stats(lm.model, lm.tokenizer, held_trig, 32)), held_trig)
+    assert auroc(s_clean, s_trig) == 1.0
+    # without reading the pool's words nothing is marked
+    plain = scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, find_triggers=False)
+    assert plain.marking_words == [] and plain.pool_word_marked is None and plain.word_marked_rows() == []
+    assert (plain.scores_with_words([1.0, 2.0], ["cf x", "y"]) == [1.0, 2.0]).all()

@@ -141,6 +141,9 @@ def run(args) -> int:
     first = data["first_pass"]
     passes = f"; first pass {first['n_flagged']}, final pass (suspicious heads' focus)" if first else ""
     print(f"pool       {d['n_pool']} inputs{passes} {d['n_flagged']} flagged ({d['flag_rate']:.1%})")
+    if d["marking_words"]:
+        print(f"words      {', '.join(d['marking_words'])} (likely trigger words, rare in the clean texts) in "
+              f"{d['n_word_marked']} pool inputs, {d['n_word_marked_unflagged']} of them not flagged")
     heads = data["head_safety"]
     print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
     print("\nHeads by score (collapse on flagged inputs x importance):")
@@ -148,7 +151,8 @@ def run(args) -> int:
     if data["flagged"]:
         print("\nFlagged inputs (highest score first):")
         rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
-        print(format_table(rows, ["index", "score", "label", "text"], floats="{:.2f}"))
+        cols = ["index", "score", "label"] + (["trigger_word"] if d["marking_words"] else []) + ["text"]
+        print(format_table(rows, cols, floats="{:.2f}"))
     _print_triggers(data.get("trigger_candidates"), args.show)
     _print_pool_words(data.get("pool_words"), data["label_names"], args.show)
     if args.html:
@@ -216,4 +220,10 @@ def write_html(report, path) -> Path:
         sections.append(report_section(tc))
     if d["flagged"]:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
+    if det["marking_words"]:
+        sections.append({"heading": "Inputs with a likely trigger word",
+                         "text": f"{det['n_word_marked']} pool inputs hold {', '.join(det['marking_words'])} (likely "
+                                 f"trigger words that at most {det['frr_target']:.0%} of the clean texts hold), "
+                                 f"{det['n_word_marked_unflagged']} of them not flagged.",
+                         "table": report.word_marked_rows(100)})
     return write_text(path, html_report(f"Backdoor scan: {report.model_name}", sections))
