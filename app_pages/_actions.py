@@ -190,16 +190,31 @@ def record_scan(report, truth=None) -> None:
             + (f"Suspicious heads: {', '.join(report.suspicious_heads) or 'none'}." if v.get("likely_backdoored") else
                f"No head is called suspicious (top candidates: {', '.join(report.suspicious_heads[:12]) or 'none'})."))
     if ev:
-        text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}."
+        text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}"
+        text += (f" ({ev['auroc_words']:.3f} with the likely trigger words)." if ev.get("auroc_words") is not None
+                 else ".")
     ui.lab().record("scan", "Detection scan", text=text,
                     table=[r for r in report.head_rows()[:12]],
                     figures=[figs["grid"], figs["scatter"], figs["hist"]],
                     data=report.to_dict(max_flagged=50) | ({"pool_evaluation": ev} if ev else {}))
+    # this scan's sections replace the last scan's; a section this scan has nothing for is removed, not left stale
     if getattr(report, "triggers", None) is not None and report.triggers.candidates:  # issue 14: trigger search
         from backdoor_core.trigger_search import report_section
 
         sec = report_section(report.triggers.to_dict(limit=20))
         ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], figures=[sec["figure"]])
+    else:
+        ui.lab().remove("scan:Candidate triggers")
+    marking = list(getattr(report, "marking_words", None) or [])
+    if marking:
+        rows = report.word_marked_rows(50)
+        n_marked = int(report.pool_word_marked.sum())
+        ui.lab().record("scan", "Inputs with a likely trigger word",
+                        text=f"{n_marked} pool inputs hold a likely trigger word ({', '.join(marking)}), "
+                             f"{sum(not r['flagged'] for r in report.word_marked_rows(None))} of them not flagged.",
+                        table=[{k: r[k] for k in ("score", "label", "flagged", "trigger_word", "text")} for r in rows])
+    else:
+        ui.lab().remove("scan:Inputs with a likely trigger word")
 
 
 # ------------------------------------------------------------------------------------------------ sanitize

@@ -118,7 +118,10 @@ class LabSession:
         return lab
 
     def remove(self, key: str) -> None:
+        before = len(self.findings)
         self.findings = [f for f in self.findings if f.key != key]
+        if len(self.findings) != before:
+            self._autosave()
 
     def ordered(self) -> list[Finding]:
         rank = {k: i for i, k in enumerate(KIND_ORDER)}

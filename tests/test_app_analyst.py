@@ -117,6 +117,10 @@ def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp
     assert any(f"15 pool inputs hold a likely trigger word (cf), {unflagged} of them not flagged" in i.value
                for i in at.info), [i.value for i in at.info]
     assert "Inputs with a likely trigger word" in [t.label for t in at.tabs]
+    found = {f.title: f for f in at.session_state["lab.session"].findings}
+    marked = found["Inputs with a likely trigger word"]
+    assert f"{unflagged} of them not flagged" in marked.text and len(marked.table) == 15
+    assert all(r["trigger_word"] == "cf" for r in marked.table)
     # a pool without the trigger marks nothing and shows no such tab
     at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
     at.button(key="detect.run").click().run()
@@ -124,6 +128,8 @@ def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp
     assert at.session_state["detect.report"].marking_words == []
     assert "Inputs with a likely trigger word" not in [t.label for t in at.tabs]
     assert "AUROC with trigger words" not in [m.label for m in at.metric]
+    titles = [f.title for f in at.session_state["lab.session"].findings]  # the last scan's sections only
+    assert "Detection scan" in titles and "Inputs with a likely trigger word" not in titles
 
 
 def test_compare_page_heads_off_and_errors():

@@ -148,3 +148,17 @@ def test_reports_record_the_tool_version():
     assert f"{tool} · generated" in html_report("Scan", [{"heading": "x", "text": "y"}]).split("<h1>")[1]
     data = json.loads(json_report("Scan", _sections(), include_figures=False))
     assert data["tool"] == "Backdoor Attention Lab" and data["tool_version"] == __version__
+
+
+def test_an_autosaved_session_forgets_a_removed_finding(tmp_path):
+    from backdoor_core.session import LabSession
+
+    path = tmp_path / "session.json"
+    lab = LabSession(autosave=str(path))
+    lab.record("scan", "Detection scan", text="verdict")
+    lab.record("scan", "Inputs with a likely trigger word", text="15 pool inputs")
+    assert [f.title for f in LabSession.load(path).findings] == ["Detection scan", "Inputs with a likely trigger word"]
+    lab.remove("scan:Inputs with a likely trigger word")
+    assert [f.title for f in LabSession.load(path).findings] == ["Detection scan"]
+    lab.remove("scan:nothing")  # no such finding: nothing changes
+    assert [f.title for f in LabSession.load(path).findings] == ["Detection scan"]
