@@ -468,11 +468,10 @@ def scan_model(
                                    should_stop=should_stop)
     words, marking, marked = None, [], None
     if (find_triggers if read_pool_words is None else read_pool_words) and pool:
-        from .trigger_search import marking_words, pool_words, word_marks
+        from .trigger_search import pool_word_marks
 
-        words = pool_words(model, tokenizer, pool, clean.texts, max_length, clean_labels=clean.labels, seed=seed)
-        marking = marking_words(words, len(clean.texts), frr)
-        marked = word_marks(pool, marking)
+        words, marking, marked = pool_word_marks(model, tokenizer, pool, clean.texts, max_length,
+                                                 clean_labels=clean.labels, seed=seed, max_clean_share=frr)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None

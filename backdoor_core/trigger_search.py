@@ -591,6 +591,17 @@ def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: floa
     return [w.word for w in likely_trigger_words(words, min_flip) if w.clean_count <= max_clean_share * n_clean]
 
 
+def pool_word_marks(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequence[str], max_length: int,
+                    clean_labels: Sequence[int] | None = None, seed: int = 0,
+                    max_clean_share: float = S.FRR) -> tuple[list[PoolWord], list[str], np.ndarray]:
+    """Read the pool's words (``pool_words``) and mark the pool inputs holding a marking word: returns the words,
+    the marking words (``marking_words``) and ``(len(pool_texts),)`` bool. The scan's step 6 and the benchmark's
+    ``final_words`` detection both call this."""
+    words = pool_words(model, tokenizer, pool_texts, clean_texts, max_length, clean_labels=clean_labels, seed=seed)
+    marking = marking_words(words, len(clean_texts), max_clean_share)
+    return words, marking, word_marks(pool_texts, marking)
+
+
 def word_marks(texts: Sequence[str], words: Sequence[str]) -> np.ndarray:
     """``(len(texts),)`` bool: the text holds one of ``words`` (whole words, lower-cased, as ``enriched_words``
     counts them)."""

@@ -440,7 +440,7 @@ def main(argv=None) -> int:
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
-    from backdoor_core.trigger_search import marking_words, pool_words, word_marks
+    from backdoor_core.trigger_search import pool_word_marks, word_marks
 
     quiet_libraries()
     settings = dict(FULL if args.full else QUICK)
@@ -585,9 +585,11 @@ def main(argv=None) -> int:
         # the final pass with the pool's likely trigger words as evidence (what the Detect page's scan, which reads
         # the pool's words, ranks inputs by; timed apart: the repair's own scan does not read them)
         t = time.perf_counter()
-        found = pool_words(lm.model, lm.tokenizer, pool, defender.texts, L, clean_labels=defender.labels,
-                           seed=seed) if pool else []
-        marking = marking_words(found, len(defender), scan.frr_target)
+        marking, pool_marked = [], np.zeros(len(pool), bool)
+        if pool:
+            _, marking, pool_marked = pool_word_marks(lm.model, lm.tokenizer, pool, defender.texts, L,
+                                                      clean_labels=defender.labels, seed=seed,
+                                                      max_clean_share=scan.frr_target)
         final = scan.head_detector or scan.detector
         scored["final_words"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, marking)),
                                  with_word_evidence(final.score(held_trig), word_marks(poisoned_det, marking)),
@@ -660,9 +662,8 @@ def main(argv=None) -> int:
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
                      "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
                      "bki_keywords": bki_keywords, "marking_words": marking, "words_seconds": round(words_seconds, 1),
-                     "pool_word_marked": int(word_marks(pool, marking).sum()),
-                     "pool_word_marked_triggered": int(sum(pool_is_trig[i] for i in
-                                                           np.flatnonzero(word_marks(pool, marking)))),
+                     "pool_word_marked": int(pool_marked.sum()),
+                     "pool_word_marked_triggered": int(sum(pool_is_trig[i] for i in np.flatnonzero(pool_marked))),
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
                      "eval_sizes": sizes, "representation_share": scan.representation_share,

@@ -199,6 +199,11 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     by_name = {m["name"]: m for m in rep["models"]}
     n_trig = by_name["bd"]["eval_sizes"]["n_detect_triggered"]
     assert 0 < det[0]["n_fired"] <= n_trig  # the tiny backdoor flips some held-out triggered inputs
+    # the pool names the trigger: it marks only triggered pool inputs, and ranking them first never lowers AUROC
+    bd = by_name["bd"]
+    assert bd["marking_words"] == ["cf"] and 0 < bd["pool_word_marked"] == bd["pool_word_marked_triggered"]
+    auc = {d["method"]: d["auroc"] for d in det}
+    assert auc["final_words"] >= auc["head_similarity_2pass"]
     z = by_name["bd"]["eval_sizes"]
     assert z["rows_test"] == 520 and z["shared_rows"] and z["n_poison"] >= 50 and z["n_clean"] == 60
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
