@@ -299,14 +299,15 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         from .sanitize import excess_flags
         label_limit = excess_flags(len(report.flagged), len(pool), max(report.frr_target, report.clean_frr))
     found_words, likely = [], []
-    if use_pool_words and pool:
-        from .trigger_search import likely_trigger_words, pool_words
+    if use_pool_words and pool:  # the words that mark triggered inputs: likely triggers rare in the clean texts
         if report is not None and report.pool_words is not None and list(report.pool_texts) == pool:
-            found_words = report.pool_words  # the scan already read them
+            found_words, marking = report.pool_words, report.marking_words  # the scan already read them
         else:
-            found_words = pool_words(model, tokenizer, pool, clean_train.texts, cfg.max_length,
-                                     clean_labels=clean_train.labels, seed=cfg.seed)
-        likely = [(w.word, w.target) for w in likely_trigger_words(found_words)]
+            from .trigger_search import pool_word_marks
+            found_words, marking, _ = pool_word_marks(model, tokenizer, pool, clean_train.texts, cfg.max_length,
+                                                      clean_labels=clean_train.labels, seed=cfg.seed,
+                                                      max_clean_share=float(scan_opts.get("frr", S.FRR)))
+        likely = [(w.word, w.target) for w in found_words if w.word in marking]
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
         # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and

@@ -77,7 +77,8 @@ the first two, the superseded rows of ``defense.md`` for the third):
 
 Likely trigger words (``trigger_words``; defense knob ``pool_words``, ``settings.REPAIR_POOL_WORDS``; our design,
 papers silent): the words the pool holds far more often than the clean texts and whose insertion sends clean texts
-to one class (``trigger_search.pool_words`` / ``likely_trigger_words``, read by the scan). ``trigger_augmented``
+to one class, among them those that at most the scan's FRR of the clean texts hold (``trigger_search.pool_words`` /
+``marking_words``, read by the scan: the words whose inputs the Detect page lists). ``trigger_augmented``
 puts such a word into ``settings.TRIGGER_AUGMENT_SHARE`` of the clean labelled texts of each class the words do not
 target, which keep their labels and replace their plain versions (the repair's size and class mix stay the same).
 It needs no flagged input, so it reaches weak word
@@ -677,7 +678,7 @@ def sanitize_heads(
             probabilities on ``clean_texts`` (one forward pass before the reset) are the teacher.
         repair_seeds: train this many repairs from the same start and keep the mean of their trained slices
             (``training.train_averaged``, ``settings.REPAIR_SEEDS``).
-        trigger_words: ``(word, target)`` likely trigger words (``trigger_search.likely_trigger_words``):
+        trigger_words: ``(word, target)`` likely trigger words (``trigger_search.marking_words``):
             ``trigger_share`` of the clean labelled texts of the classes they do not target carry one of them,
             in place of their plain versions, with their own label (``trigger_augmented``).
         label_limit: only the first ``label_limit`` pool texts may get a pseudo-label (None: all); the others stay

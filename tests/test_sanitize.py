@@ -879,6 +879,26 @@ def test_the_repairs_own_scan_names_no_triggers(monkeypatch):
     assert called == [1] and isinstance(res.details["pool_words"], list)
 
 
+def test_the_repairs_trigger_words_are_the_marking_words():
+    """``pool_words=True`` augments with the pool's likely trigger words that mark inputs (``marking_words``): a word
+    that more than the FRR of the clean texts hold is not used, however it flips."""
+    from defense_helpers import TRIGGER
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=81)
+    pool = triggered_texts(20, seed=82) + clean_texts(10, seed=83)[0]
+    kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, repair_seeds=1, label_judge="none", pool_words=True)
+    res = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), **kw)
+    assert res.details["trigger_words"] == [TRIGGER] and res.details["trigger_augmented"] > 0
+    # the same word in 6 of the 40 clean texts (15%, labels of both classes): likely, but over the 5% budget
+    salted = [f"{t} {TRIGGER}" if i < 6 else t for i, t in enumerate(texts)]
+    res = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(salted, labels, ["neg", "pos"]), **kw)
+    found = {w["word"]: w for w in res.details["pool_words"]}
+    assert found[TRIGGER]["clean_count"] == 6 and found[TRIGGER]["flip_rate"] >= 0.2
+    assert res.details["trigger_words"] == [] and res.details["trigger_augmented"] == 0
+    assert any("No likely trigger word" in n for n in repair_notes(res.details))
+
+
 def test_repair_notes_say_how_far_the_alignment_term_moved():
     """The repair measures its alignment term before and after; the notes (CLI and Sanitize page) say so, in the
     term's own unit, and say nothing when it was not measured (the tour) or for a baseline."""
