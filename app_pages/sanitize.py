@@ -107,7 +107,10 @@ KNOB_LABELS = {
     "pool_words": ("Use the pool's trigger words",
                    "Insert the words the pool holds far more often than the clean texts and that send clean texts to "
                    "one class (Detect page: \"Words concentrated in the pool\") into clean texts of the other classes, "
-                   "which keep their labels. Needs an unlabelled pool. Off by default: measured, not adopted yet."),
+                   "which keep their labels; only words that at most 5% of the clean texts hold (Detect page: "
+                   "\"Inputs with a likely trigger word\"). Needs an unlabelled pool; changes nothing when the pool "
+                   "has no such word. On by default: on the SST-2 tuning zoo it lowered weak word backdoors' ASR "
+                   "at no cost in clean accuracy."),
     "trigger_share": ("Share of clean texts with a word inserted",
                       "Share of the clean texts of the classes a word does not target that the repair reads with "
                       "the word inserted, instead of as they are."),

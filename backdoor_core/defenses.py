@@ -304,9 +304,13 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             found_words, marking = report.pool_words, report.marking_words  # the scan already read them
         else:
             from .trigger_search import pool_word_marks
+            # a scan of these clean texts (the repair's own, or a caller's) already predicted them
+            known = (np.asarray(report.clean_probs).argmax(1) if report is not None and report.clean_probs is not None
+                     and report.clean_texts == list(clean_train.texts) else None)
             found_words, marking, _ = pool_word_marks(model, tokenizer, pool, clean_train.texts, cfg.max_length,
                                                       clean_labels=clean_train.labels, seed=cfg.seed,
-                                                      max_clean_share=float(scan_opts.get("frr", S.FRR)))
+                                                      max_clean_share=float(scan_opts.get("frr", S.FRR)),
+                                                      base_classes=known, only_marking=True)
         likely = [(w.word, w.target) for w in found_words if w.word in marking]
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
@@ -444,7 +448,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "scan_seconds": scan_seconds,
         **{k: v for k, v in res.details.items() if k not in ("beta", "kind", "pool_labels", "judge_note")},
     }
-    details["pool_words"] = [asdict(w) for w in found_words] if use_pool_words else None
+    details["pool_words"] = [asdict(w) for w in found_words] if use_pool_words and pool else None
     if reused:
         details["reused_scan_passes"] = True
     details["weak_evidence_cap"] = weak_cap

@@ -174,7 +174,8 @@ class ScanReport:
     triggers: object | None = None  # trigger_search.TriggerSearch: candidate triggers (None = not searched)
     pool_words: list | None = None  # trigger_search.PoolWord list: pool-enriched words (None = not searched)
     pool_probs: np.ndarray | None = field(default=None, repr=False)  # (n_pool, C) the scanned model's
-    clean_probs: np.ndarray | None = field(default=None, repr=False)  # (n_clean, C) probabilities, clean_fit + dev
+    clean_probs: np.ndarray | None = field(default=None, repr=False)  # (n_clean, C) probabilities of clean_texts
+    clean_texts: list[str] = field(default_factory=list, repr=False)  # the clean texts scanned, clean_probs' order
     marking_words: list[str] = field(default_factory=list)
     pool_word_marked: np.ndarray | None = field(default=None, repr=False)
 
@@ -527,4 +528,5 @@ def scan_model(
         pool_word_marked=marked,
         pool_probs=pool_stats.probs if pool else None,
         clean_probs=clean_stats.probs,
+        clean_texts=list(clean.texts),
     )

@@ -342,10 +342,15 @@ POOL_WORD_MIN_FLIP = 0.2
 """A pool word whose insertion sends at least this share of clean texts to one class is a likely trigger
 (``trigger_search.likely_trigger_words``)."""
 
-REPAIR_POOL_WORDS = False
-"""Repair with the pool's likely trigger words (``defenses`` alignment knob ``pool_words``): find them
-(``trigger_search.pool_words``) and add trigger-augmented clean texts with their own labels
-(``sanitize.trigger_augmented``). Our design; papers silent."""
+REPAIR_POOL_WORDS = True
+"""Repair with the pool's trigger words (``defenses`` alignment knob ``pool_words``): find the likely trigger words
+that mark inputs (``trigger_search.pool_word_marks``, the words the Detect page lists) and add trigger-augmented
+clean texts with their own labels (``sanitize.trigger_augmented``); nothing changes where the pool has none. Our
+design; papers silent. The default since session 28 (README, design choices, *Repair with the pool's likely trigger
+words*): on the tuning zoo, both draws, mean ASR after repair 22.3 -> 20.8%, mean CACC change +0.66 -> +0.46,
+models below -1.5: 4 -> 3 (archive/defense_tuning_pw.md against defense_tuning_precision_bf16_s0.md, _s1.md); on the
+four OLID test models on this machine mean ASR after 34.2 -> 29.8%, CACC change -0.74 -> -0.26
+(archive/defense_test_pw_off.md, _on.md)."""
 TRIGGER_AUGMENT_SHARE = 0.5
 """Share of the clean labelled texts of each class a likely trigger word does not target that the repair reads with the
 word inserted, in place of their plain versions."""
@@ -390,5 +395,6 @@ TOUR_SANITIZE: dict = {
     "label_judge": "none",  # the judge costs 4-9 s of a live pass (a fit on the pretrained encoder's embeddings);
     # it guards weak backdoors' labels, and the tour's model is a strong TAL backdoor
     "judge_flags": False,  # the same judge over the whole pool, for style triggers; the tour's trigger is a word
+    "pool_words": False,  # reading the pool's words is 40% of an OLID scan; the tour's TAL backdoor is strong
 }
 """``defenses.run_defense("alignment")`` knobs for the tour."""

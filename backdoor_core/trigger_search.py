@@ -514,23 +514,33 @@ def enriched_words(pool_texts: Sequence[str], clean_texts: Sequence[str], min_co
 def pool_words(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequence[str], max_length: int,
                clean_labels: Sequence[int] | None = None, seed: int = 0, n_insert: int = S.POOL_WORD_N_INSERT,
                min_count: int = S.POOL_WORD_MIN_COUNT, top: int = S.POOL_WORD_TOP,
-               max_p: float = S.POOL_WORD_MAX_P) -> list[PoolWord]:
+               max_p: float = S.POOL_WORD_MAX_P, base_classes: Sequence[int] | None = None,
+               max_clean_share: float | None = None) -> list[PoolWord]:
     """Pool-enriched words (``enriched_words``) with their insertion flip rates, smallest p first (our design;
     papers silent). Needs no flagged inputs and no suspicious heads, so it still reads a weak backdoor whose
     trigger captures no head (the scan then flags almost nothing). Costs ``top + 1`` predictions over
-    ``n_insert`` clean texts."""
+    ``n_insert`` clean texts; one fewer with ``base_classes`` (``(n,)`` the model's classes of the first ``n_insert``
+    clean texts, e.g. from a scan's forward pass). ``max_clean_share``: leave out the words more than that share of
+    the clean texts hold (they cannot mark inputs, ``marking_words``) without inserting them; the others' insertion
+    positions stay the same."""
     cands = enriched_words(pool_texts, clean_texts, min_count, top, max_p)
     if not cands or not clean_texts:
         return []
     base_texts = [str(t) for t in clean_texts[:n_insert]]
-    base = predict(model, tokenizer, base_texts, max_length).argmax(1)
+    if base_classes is not None and len(base_classes) >= len(base_texts):
+        base = np.asarray(base_classes)[: len(base_texts)]
+    else:
+        base = predict(model, tokenizer, base_texts, max_length).argmax(1)
     n_classes = int(model.config.num_labels)
     norm = [normalise(t) for t in clean_texts]
     rng = random.Random(seed)
     out = []
     for word, kp, kc, p in cands:
-        texts = [insert_trigger(t, word, rng.randint(0, len(t.split())), tokenizer=tokenizer,
-                                max_length=max_length).text for t in base_texts]
+        places = [rng.randint(0, len(t.split())) for t in base_texts]  # drawn for every word: the same positions
+        if max_clean_share is not None and kc > max_clean_share * len(clean_texts):
+            continue
+        texts = [insert_trigger(t, word, at, tokenizer=tokenizer, max_length=max_length).text
+                 for t, at in zip(base_texts, places)]
         pred = predict(model, tokenizer, texts, max_length).argmax(1)
         rates = []
         for c in range(n_classes):
@@ -592,12 +602,16 @@ def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: floa
 
 
 def pool_word_marks(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequence[str], max_length: int,
-                    clean_labels: Sequence[int] | None = None, seed: int = 0,
-                    max_clean_share: float = S.FRR) -> tuple[list[PoolWord], list[str], np.ndarray]:
+                    clean_labels: Sequence[int] | None = None, seed: int = 0, max_clean_share: float = S.FRR,
+                    base_classes: Sequence[int] | None = None,
+                    only_marking: bool = False) -> tuple[list[PoolWord], list[str], np.ndarray]:
     """Read the pool's words (``pool_words``) and mark the pool inputs holding a marking word: returns the words,
-    the marking words (``marking_words``) and ``(len(pool_texts),)`` bool. The scan's step 6 and the benchmark's
-    ``final_words`` detection both call this."""
-    words = pool_words(model, tokenizer, pool_texts, clean_texts, max_length, clean_labels=clean_labels, seed=seed)
+    the marking words (``marking_words``) and ``(len(pool_texts),)`` bool. The scan's step 6, the repair's
+    ``pool_words`` knob and the benchmark's ``final_words`` detection call this. ``only_marking``: do not insert the
+    words that cannot mark (the repair needs no flip rates of those; the scan shows them all);
+    ``base_classes``: see ``pool_words``."""
+    words = pool_words(model, tokenizer, pool_texts, clean_texts, max_length, clean_labels=clean_labels, seed=seed,
+                       base_classes=base_classes, max_clean_share=max_clean_share if only_marking else None)
     marking = marking_words(words, len(clean_texts), max_clean_share)
     return words, marking, word_marks(pool_texts, marking)
 

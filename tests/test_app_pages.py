@@ -68,7 +68,7 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             assert at.number_input(key="sanitize.alignment.weak_top_k").value == S.WEAK_TOP_K == 0
             seeds = at.number_input(key="sanitize.alignment.repair_seeds")  # repairs averaged: at least one
             assert seeds.value == S.REPAIR_SEEDS and seeds.min == 1
-            words = at.checkbox(key="sanitize.alignment.pool_words")  # a plain label, off by default
+            words = at.checkbox(key="sanitize.alignment.pool_words")  # a plain label, the default of settings
             assert words.label == "Use the pool's trigger words" and words.value is S.REPAIR_POOL_WORDS
             share = at.number_input(key="sanitize.alignment.trigger_share")
             assert share.value == S.TRIGGER_AUGMENT_SHARE and share.max == 1.0

@@ -413,7 +413,7 @@ def test_tour_cuts_reuse_the_scan_and_train_the_same_weights(monkeypatch):
     for name, knobs in (("full", {}), ("tour", {k: S.TOUR_SANITIZE[k] for k in ("measure_align", "reuse_scan")})):
         forwarded.clear()
         runs[name] = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, epochs=1,
-                                 max_length=32, seed=0, **knobs)
+                                 max_length=32, seed=0, pool_words=False, **knobs)  # (its insertions: passes too)
         runs[name].details["texts_forwarded"] = sum(forwarded)
         runs[name].details["clean_passes"] = forwarded.count(40)  # passes over exactly the 40 clean texts
     full, tour = runs["full"].details, runs["tour"].details
@@ -851,9 +851,9 @@ def test_reset_to_pretrained_restores_the_reset_heads_slices(tmp_path):
 
 
 def test_the_repairs_own_scan_names_no_triggers(monkeypatch):
-    """``run_defense("alignment")`` without a report scans the model itself, but names no candidate triggers and
-    reads no pool words (the repair uses neither; naming them was 40% of an OLID scan); with ``pool_words=True``
-    the repair reads the pool's words itself, once."""
+    """``run_defense("alignment")`` without a report scans the model itself, but names no candidate triggers (the
+    repair does not use them; naming them was 40% of an OLID scan); the pool's words it reads itself, once, when
+    ``pool_words`` is on (``settings.REPAIR_POOL_WORDS``), and not at all when it is off."""
     import backdoor_core.trigger_search as ts
 
     lm = trained_tiny(True)
@@ -873,7 +873,7 @@ def test_the_repairs_own_scan_names_no_triggers(monkeypatch):
     monkeypatch.setattr(ts, "search_triggers", no_search)
     monkeypatch.setattr(ts, "pool_words", counting_words)
     kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, frr=0.2, repair_seeds=1, label_judge="none")
-    res = run_defense("alignment", lm.model, lm.tokenizer, clean, **kw)
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_words=False, **kw)
     assert res.details["flagged_used"] > 0 and called == [] and res.details["pool_words"] is None
     res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_words=True, **kw)
     assert called == [1] and isinstance(res.details["pool_words"], list)
@@ -881,7 +881,7 @@ def test_the_repairs_own_scan_names_no_triggers(monkeypatch):
 
 def test_the_repairs_trigger_words_are_the_marking_words():
     """``pool_words=True`` augments with the pool's likely trigger words that mark inputs (``marking_words``): a word
-    that more than the FRR of the clean texts hold is not used, however it flips."""
+    that more than the FRR of the clean texts hold is not used, however it flips (the scan lists it, flipping)."""
     from defense_helpers import TRIGGER
 
     lm = trained_tiny(True)
@@ -893,10 +893,15 @@ def test_the_repairs_trigger_words_are_the_marking_words():
     # the same word in 6 of the 40 clean texts (15%, labels of both classes): likely, but over the 5% budget
     salted = [f"{t} {TRIGGER}" if i < 6 else t for i, t in enumerate(texts)]
     res = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(salted, labels, ["neg", "pos"]), **kw)
-    found = {w["word"]: w for w in res.details["pool_words"]}
-    assert found[TRIGGER]["clean_count"] == 6 and found[TRIGGER]["flip_rate"] >= 0.2
+    assert TRIGGER not in {w["word"] for w in res.details["pool_words"]}  # not even tried: it cannot mark
     assert res.details["trigger_words"] == [] and res.details["trigger_augmented"] == 0
     assert any("No likely trigger word" in n for n in repair_notes(res.details))
+    from backdoor_core.scan import scan_model
+
+    rep = scan_model(lm.model, lm.tokenizer, TextDataset(salted, labels, ["neg", "pos"]), pool, max_length=32,
+                     find_triggers=False, read_pool_words=True)
+    word = next(w for w in rep.pool_words if w.word == TRIGGER)
+    assert word.clean_count == 6 and word.flip_rate >= 0.2 and rep.marking_words == []
 
 
 def test_repair_notes_say_how_far_the_alignment_term_moved():

@@ -185,9 +185,13 @@ def test_cli_sanitize_weak_top_k(files, capsys):
 def test_cli_sanitize_pool_words(files, capsys):
     """``--pool-words`` reaches the repair: the pool's words are read (``defense_details.pool_words``) and the output
     says what the clean texts carried; with a baseline or without a pool it is a one-line error, nothing saved."""
+    from backdoor_core import settings as S
+
     base = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32",
             "--max-steps", "1", "--repair-seeds", "1"]
     for extra, message in ((["--pool", str(files["pool"]), "--defense", "finetune", "--pool-words"],
+                            "alignment defense only"),
+                           (["--pool", str(files["pool"]), "--defense", "finetune", "--no-pool-words"],
                             "alignment defense only"),
                            (["--pool-words"], "give --pool")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
@@ -203,8 +207,17 @@ def test_cli_sanitize_pool_words(files, capsys):
         assert "Likely trigger words from the pool" in out and details["trigger_augmented"] > 0
     else:
         assert "No likely trigger word in the pool" in out and details["trigger_augmented"] == 0
-    assert main([*base, "--pool", str(files["pool"]), "--out", str(files["dir"] / "plain")]) == 0
-    assert load_model(files["dir"] / "plain").metadata["defense_details"]["pool_words"] is None  # off by default
+    # the default follows settings; --no-pool-words reads nothing and says nothing of it
+    assert main([*base, "--pool", str(files["pool"]), "--out", str(files["dir"] / "dflt")]) == 0
+    out = capsys.readouterr().out
+    assert (load_model(files["dir"] / "dflt").metadata["defense_details"]["pool_words"] is not None) \
+        is S.REPAIR_POOL_WORDS and ("trigger word" in out) is S.REPAIR_POOL_WORDS
+    assert main([*base, "--pool", str(files["pool"]), "--out", str(files["dir"] / "plain"), "--no-pool-words"]) == 0
+    assert load_model(files["dir"] / "plain").metadata["defense_details"]["pool_words"] is None
+    assert "trigger word" not in capsys.readouterr().out
+    # without a pool the default has nothing to read, and says nothing of it
+    assert main([*base, "--out", str(files["dir"] / "nopool")]) == 0
+    assert load_model(files["dir"] / "nopool").metadata["defense_details"]["pool_words"] is None
     assert "trigger word" not in capsys.readouterr().out
 
 

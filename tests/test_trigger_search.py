@@ -168,3 +168,32 @@ def test_scan_marks_pool_inputs_holding_the_trigger_word_flagged_or_not():
     plain = scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, find_triggers=False)
     assert plain.marking_words == [] and plain.pool_word_marked is None and plain.word_marked_rows() == []
     assert (plain.scores_with_words([1.0, 2.0], ["cf x", "y"]) == [1.0, 2.0]).all()
+
+
+def test_pool_words_reuse_base_classes_and_skip_words_that_cannot_mark_without_moving_the_others(monkeypatch):
+    import backdoor_core.trigger_search as ts
+    from backdoor_core.attention import predict
+    from backdoor_core.trigger_search import pool_word_marks, pool_words
+
+    places: list = []  # (word, insertion position) of every insertion
+    real_insert = ts.insert_trigger
+    monkeypatch.setattr(ts, "insert_trigger", lambda t, w, at, **kw: places.append((w, at)) or real_insert(t, w, at, **kw))
+    lm = trained_tiny(True)
+    clean, labels = clean_texts(80, seed=50)
+    clean = [f"{t} zzq" if i < 20 else t for i, t in enumerate(clean)]  # 'zzq' in a quarter of them
+    pool = [f"{t} zzq" for t in clean_texts(60, seed=51)[0] + triggered_texts(15, seed=52)]  # ...and in every one
+    full = pool_words(lm.model, lm.tokenizer, pool, clean, max_length=32, clean_labels=labels, n_insert=40)
+    assert [w.word for w in full][:2] == ["zzq", TRIGGER]  # zzq is tried first
+    base = predict(lm.model, lm.tokenizer, clean[:40], 32).argmax(1)
+    assert pool_words(lm.model, lm.tokenizer, pool, clean, max_length=32, clean_labels=labels, n_insert=40,
+                      base_classes=base) == full
+    full_places = [p for p in places if p[0] == TRIGGER]
+    places.clear()
+    kept = pool_words(lm.model, lm.tokenizer, pool, clean, max_length=32, clean_labels=labels, n_insert=40,
+                      max_clean_share=0.05)
+    assert kept == [w for w in full if w.clean_count <= 0.05 * 80] and "zzq" not in {w.word for w in kept}
+    assert {w for w, _ in places} == {w.word for w in kept}  # the skipped words were never inserted...
+    assert [p for p in places if p[0] == TRIGGER] == full_places[:40]  # ...and the kept ones sit where they did
+    words, marking, marked = pool_word_marks(lm.model, lm.tokenizer, pool, clean, 32, clean_labels=labels,
+                                             only_marking=True)
+    assert marking == [TRIGGER] and int(marked.sum()) == 15 and "zzq" not in {w.word for w in words}

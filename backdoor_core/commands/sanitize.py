@@ -59,10 +59,10 @@ def register(sub) -> None:
     p.add_argument("--repair-seeds", type=int, default=None,
                    help=f"alignment only: train this many repairs with different seeds and keep the mean of their "
                         f"weights (default {S.REPAIR_SEEDS}; each extra one adds a training run)")
-    p.add_argument("--pool-words", action="store_true",
-                   help="alignment: also insert the pool's likely trigger words (the scan's 'words concentrated in "
-                        "the pool') into clean texts of the other classes, which keep their labels; needs --pool. "
-                        "Measured, off by default (README)")
+    p.add_argument("--pool-words", action=argparse.BooleanOptionalAction, default=None,
+                   help="alignment only: also insert the pool's likely trigger words that the clean texts hardly "
+                        "hold (the scan's 'words' line) into clean texts of the other classes, which keep their "
+                        f"labels; reads the --pool. Default {'on' if S.REPAIR_POOL_WORDS else 'off'} (README)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -113,11 +113,11 @@ def run(args) -> int:
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
-                                        or args.pool_words or args.reset_to or args.base or args.label_judge
+                                        or args.pool_words is not None or args.reset_to or args.base or args.label_judge
                                         or args.judge_flags is not None or args.clean_guard is not None):
         raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --label-judge, "
                          "--[no-]judge-flags, --[no-]clean-guard, --repair-seeds and "
-                         "--pool-words apply to the alignment defense only.")
+                         "--[no-]pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
     if args.reset_top_k is not None and args.reset_top_k < 0:
@@ -179,8 +179,8 @@ def run(args) -> int:
             knobs["label_judge"] = args.label_judge
         if args.repair_seeds is not None:
             knobs["repair_seeds"] = args.repair_seeds
-        if args.pool_words:
-            knobs["pool_words"] = True
+        if args.pool_words is not None:
+            knobs["pool_words"] = args.pool_words
         if args.judge_flags is not None:
             knobs["judge_flags"] = args.judge_flags
         if args.clean_guard is not None:
