@@ -78,7 +78,7 @@ def collect() -> dict[str, np.ndarray]:
     out["strip"] = strip_scores(model, tok, pool, texts, repeats=3, max_length=32, pool="all")  # the recipe of the recording
 
     res = run_defense("alignment", model, tok, clean, pool_texts=pool, scan=rep, epochs=2, max_length=32, seed=0,
-                      ffn="none", repair_seeds=1, group_by_length=False,
+                      ffn="none", repair_seeds=1, group_by_length=False, pool_words=False,
                       precision="fp32")  # the recording's training settings
     out["align_logits"] = predict(res.model, tok, pool + texts[:10], 32)
     out["align_labelled"] = np.array([res.details["pool_pseudo_labelled"], res.details["pool_gate_labelled"],

@@ -11,7 +11,7 @@ from backdoor_core.defenses import repair_notes, run_defense
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
 
 KW = dict(heads=["L0H0", "L1H1"], max_length=32, seed=0, epochs=1, repair_seeds=1, measure_align=False,
-          label_judge="none")
+          label_judge="none", pool_words=False)  # the guard's own cases: no trigger-augmented clean texts
 
 
 def test_held_out_split_is_stratified_seeded_and_keeps_every_class():
