@@ -347,8 +347,8 @@ REPAIR_POOL_WORDS = True
 that mark inputs (``trigger_search.pool_word_marks``, the words the Detect page lists) and add trigger-augmented
 clean texts with their own labels (``sanitize.trigger_augmented``); nothing changes where the pool has none. Our
 design; papers silent. The default since session 28 (README, design choices, *Repair with the pool's likely trigger
-words*): on the tuning zoo, both draws, mean ASR after repair 22.3 -> 20.8%, mean CACC change +0.66 -> +0.46,
-models below -1.5: 4 -> 3 (archive/defense_tuning_pw.md against defense_tuning_precision_bf16_s0.md, _s1.md); on the
+words*): on the tuning zoo, both draws, mean ASR after repair 22.3 -> 20.8%, mean CACC change +0.70 -> +0.54,
+models below -1.5: 4 -> 3 (archive/defense_tuning_pw.md against defense_tuning_pw_off1t.md); on the
 four OLID test models on this machine mean ASR after 34.2 -> 29.8%, CACC change -0.74 -> -0.26
 (archive/defense_test_pw_off.md, _on.md)."""
 TRIGGER_AUGMENT_SHARE = 0.5
