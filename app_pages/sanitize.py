@@ -110,7 +110,7 @@ KNOB_LABELS = {
                    "which keep their labels; only words that at most 5% of the clean texts hold (Detect page: "
                    "\"Inputs with a likely trigger word\"). Needs an unlabelled pool; changes nothing when the pool "
                    "has no such word. On by default: on the SST-2 tuning zoo it lowered weak word backdoors' ASR "
-                   "at no cost in clean accuracy."),
+                   "(18.8% to 14.0% after repair), and one model fewer lost more than 1.5 points of clean accuracy."),
     "trigger_share": ("Share of clean texts with a word inserted",
                       "Share of the clean texts of the classes a word does not target that the repair reads with "
                       "the word inserted, instead of as they are."),
