@@ -211,7 +211,7 @@ def record_scan(report, truth=None) -> None:
         n_marked = int(report.pool_word_marked.sum())
         ui.lab().record("scan", "Inputs with a likely trigger word",
                         text=f"{n_marked} pool inputs hold a likely trigger word ({', '.join(marking)}), "
-                             f"{sum(not r['flagged'] for r in report.word_marked_rows(None))} of them not flagged.",
+                             f"{report.n_word_marked_unflagged} of them not flagged.",
                         table=[{k: r[k] for k in ("score", "label", "flagged", "trigger_word", "text")} for r in rows])
     else:
         ui.lab().remove("scan:Inputs with a likely trigger word")

@@ -209,6 +209,13 @@ class ScanReport:
                 "label": self.label_names[pred] if pred < len(self.label_names) else str(pred),
                 "trigger_word": held_word(self.pool_texts[i], self.marking_words), "text": self.pool_texts[i]}
 
+    @property
+    def n_word_marked_unflagged(self) -> int | None:
+        """Pool inputs that hold a marking word but were not flagged (None when the words were not read)."""
+        if self.pool_word_marked is None:
+            return None
+        return int(self.pool_word_marked.sum() - self.pool_word_marked[np.asarray(self.flagged, dtype=int)].sum())
+
     def word_marks(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts),)`` bool: the text holds a marking word (``trigger_search.word_marks``)."""
         from .trigger_search import word_marks
@@ -260,8 +267,7 @@ class ScanReport:
                 "attention_missed_share": self.attention_missed_share,
                 "marking_words": list(self.marking_words),
                 "n_word_marked": None if self.pool_word_marked is None else int(self.pool_word_marked.sum()),
-                "n_word_marked_unflagged": None if self.pool_word_marked is None else
-                int(self.pool_word_marked.sum() - self.pool_word_marked[np.asarray(self.flagged, dtype=int)].sum()),
+                "n_word_marked_unflagged": self.n_word_marked_unflagged,
             },
             "suspicious_heads": self.suspicious_heads,
             "head_safety": self.heads.to_dict(),
