@@ -338,6 +338,22 @@ POOL_WORD_TOP = 8
 """How many of the most pool-enriched words are verified by insertion (``trigger_search.pool_words``)."""
 POOL_WORD_N_INSERT = 80
 """Clean texts each pool word is inserted into to measure its flip rates."""
+POOL_WORD_SCREEN = 56
+"""Pool-enriched words past the first ``POOL_WORD_TOP`` that are screened by insertion into the first
+``POOL_WORD_N_SCREEN`` clean texts; those that flip at least ``POOL_WORD_MIN_FLIP`` there get the full
+``POOL_WORD_N_INSERT``-text test (``trigger_search.pool_words``). Our design; papers silent. A pool from another
+source than the clean texts holds dozens of enriched words (30-66 in OLID tweets or AG News items against SST-2
+reviews) and pushed a real trigger past the first eight; the benchmark's pools hold at most 7, so this changes
+nothing there. Measured: README, Analyst tools, *Words concentrated in the pool*."""
+POOL_WORD_N_SCREEN = 16
+"""Clean texts a screened pool word (``POOL_WORD_SCREEN``) is inserted into first."""
+POOL_WORD_SCREEN_MIN_FLIP = 0.5
+"""Where the pool holds more enriched words than ``POOL_WORD_TOP`` (it is not drawn like the clean texts), a pool word
+is a likely trigger only when it sends at least this share of the clean texts to one class (``POOL_WORD_MIN_FLIP``
+otherwise), and a screened word gets the full test only when it reaches this share on the screen's texts. In such
+pools natural words the clean texts lack move the model too: SST-2 models against OLID tweets and AG News items sent
+up to 47% of the clean texts to one class with ``don't``, ``t``, ``shit`` or ``gt`` (an HTML entity), and the tuning
+zoo's BadNets words 21-100% (bench/results/archive/pool_words_shift_bar02.md). Our design; papers silent."""
 POOL_WORD_MIN_FLIP = 0.2
 """A pool word whose insertion sends at least this share of clean texts to one class is a likely trigger
 (``trigger_search.likely_trigger_words``)."""

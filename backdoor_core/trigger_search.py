@@ -471,6 +471,9 @@ class PoolWord:
         flip_rate: that rate.
         clean_target_share: share of the labelled clean texts containing the word that are labelled ``target``
             (None: fewer than ``EXPLAINED_MIN_COUNT`` of them, or no labels).
+        bar: the flip rate the word needs to be a likely trigger (``likely_trigger_words``):
+            ``settings.POOL_WORD_MIN_FLIP``, or ``POOL_WORD_SCREEN_MIN_FLIP`` when the pool holds more enriched words
+            than ``POOL_WORD_TOP`` (it is not drawn like the clean texts; ``pool_words``).
     """
 
     word: str
@@ -481,6 +484,7 @@ class PoolWord:
     target: int
     flip_rate: float
     clean_target_share: float | None = None
+    bar: float = S.POOL_WORD_MIN_FLIP
 
     @property
     def explained_by_clean_data(self) -> bool:
@@ -515,48 +519,82 @@ def pool_words(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequenc
                clean_labels: Sequence[int] | None = None, seed: int = 0, n_insert: int = S.POOL_WORD_N_INSERT,
                min_count: int = S.POOL_WORD_MIN_COUNT, top: int = S.POOL_WORD_TOP,
                max_p: float = S.POOL_WORD_MAX_P, base_classes: Sequence[int] | None = None,
-               max_clean_share: float | None = None) -> list[PoolWord]:
+               max_clean_share: float | None = None, screen: int = S.POOL_WORD_SCREEN,
+               n_screen: int = S.POOL_WORD_N_SCREEN, min_flip: float = S.POOL_WORD_MIN_FLIP,
+               screen_min_flip: float = S.POOL_WORD_SCREEN_MIN_FLIP) -> list[PoolWord]:
     """Pool-enriched words (``enriched_words``) with their insertion flip rates, smallest p first (our design;
     papers silent). Needs no flagged inputs and no suspicious heads, so it still reads a weak backdoor whose
     trigger captures no head (the scan then flags almost nothing). Costs ``top + 1`` predictions over
     ``n_insert`` clean texts; one fewer with ``base_classes`` (``(n,)`` the model's classes of the first ``n_insert``
     clean texts, e.g. from a scan's forward pass). ``max_clean_share``: leave out the words more than that share of
     the clean texts hold (they cannot mark inputs, ``marking_words``) without inserting them; the others' insertion
-    positions stay the same."""
-    cands = enriched_words(pool_texts, clean_texts, min_count, top, max_p)
+    positions stay the same.
+
+    The first ``top`` words are inserted into ``n_insert`` clean texts. A pool from another source than the clean
+    texts holds dozens of enriched words, and a trigger need not be among the first ``top``: the next ``screen``
+    are inserted into the first ``n_screen`` of those texts (one batched pass), and those that send at least
+    ``screen_min_flip`` of them to one class get the other texts too, at the same positions, so their rates are
+    what the full test gives (the others are not returned). In such a pool natural words the clean texts lack
+    move the model too, so every word's ``PoolWord.bar`` is ``screen_min_flip`` there, ``min_flip`` when at most
+    ``top`` words are enriched. Our design; papers silent (``settings.POOL_WORD_SCREEN``,
+    ``POOL_WORD_SCREEN_MIN_FLIP``)."""
+    cands = enriched_words(pool_texts, clean_texts, min_count, top + max(1, int(screen)), max_p)
     if not cands or not clean_texts:
         return []
+    bar = screen_min_flip if len(cands) > top else min_flip
+    cands = cands[: top + max(0, int(screen))]
     base_texts = [str(t) for t in clean_texts[:n_insert]]
     if base_classes is not None and len(base_classes) >= len(base_texts):
         base = np.asarray(base_classes)[: len(base_texts)]
     else:
         base = predict(model, tokenizer, base_texts, max_length).argmax(1)
     n_classes = int(model.config.num_labels)
-    norm = [normalise(t) for t in clean_texts]
     rng = random.Random(seed)
+    places = [[rng.randint(0, len(t.split())) for t in base_texts] for _ in cands]  # (words, texts): fixed by order
+    kept = [i for i, c in enumerate(cands) if max_clean_share is None or c[2] <= max_clean_share * len(clean_texts)]
+
+    def inserted(i: int, rows: range) -> list[str]:
+        return [insert_trigger(base_texts[j], cands[i][0], places[i][j], tokenizer=tokenizer,
+                               max_length=max_length).text for j in rows]
+
+    preds = {}  # word index -> (n_insert,) classes with the word inserted
+    screened = [i for i in kept if i >= top and n_screen < len(base_texts)]
+    for i in kept:
+        if i not in screened:
+            preds[i] = predict(model, tokenizer, inserted(i, range(len(base_texts))), max_length).argmax(1)
+    if screened:
+        head, rest = range(n_screen), range(n_screen, len(base_texts))
+        first = predict(model, tokenizer, [t for i in screened for t in inserted(i, head)], max_length).argmax(1)
+        first = first.reshape(len(screened), n_screen)
+        passed = [i for i, f in zip(screened, first)
+                  if max(flip_rates(f, base[:n_screen], n_classes)) >= screen_min_flip]
+        if passed:
+            later = predict(model, tokenizer, [t for i in passed for t in inserted(i, rest)], max_length).argmax(1)
+            for i, f, r in zip(passed, first[[screened.index(i) for i in passed]],
+                               later.reshape(len(passed), len(rest))):
+                preds[i] = np.concatenate([f, r])
+    norm = [normalise(t) for t in clean_texts]
     out = []
-    for word, kp, kc, p in cands:
-        places = [rng.randint(0, len(t.split())) for t in base_texts]  # drawn for every word: the same positions
-        if max_clean_share is not None and kc > max_clean_share * len(clean_texts):
-            continue
-        texts = [insert_trigger(t, word, at, tokenizer=tokenizer, max_length=max_length).text
-                 for t, at in zip(base_texts, places)]
-        pred = predict(model, tokenizer, texts, max_length).argmax(1)
-        rates = []
-        for c in range(n_classes):
-            other = base != c
-            rates.append(float((pred[other] == c).mean()) if other.any() else 0.0)
+    for i in sorted(preds):
+        word, kp, kc, p = cands[i]
+        rates = flip_rates(preds[i], base, n_classes)
         tgt = int(np.argmax(rates))
         share = None
         if clean_labels is not None:
             ys = [int(y) for t, y in zip(norm, clean_labels) if _contains(t, word)]
             if len(ys) >= EXPLAINED_MIN_COUNT:
                 share = float(np.mean([y == tgt for y in ys]))
-        out.append(PoolWord(word, kp, kc, p, rates, tgt, rates[tgt], share))
+        out.append(PoolWord(word, kp, kc, p, rates, tgt, rates[tgt], share, bar))
     return out
 
 
-def pool_word_rows(words: Sequence[PoolWord], min_flip: float = S.POOL_WORD_MIN_FLIP) -> list[dict]:
+def flip_rates(pred: np.ndarray, base: np.ndarray, n_classes: int) -> list[float]:
+    """Per class ``c``, the share of texts not in ``c`` before (``base``, ``(n,)``) that are in ``c`` after
+    (``pred``, ``(n,)``); 0 where every text already was in ``c``."""
+    return [float((pred[base != c] == c).mean()) if (base != c).any() else 0.0 for c in range(n_classes)]
+
+
+def pool_word_rows(words: Sequence[PoolWord], min_flip: float | None = None) -> list[dict]:
     """JSON-ready rows, one per pool word, with ``likely`` (``likely_trigger_words``) marked."""
     likely = {w.word for w in likely_trigger_words(words, min_flip)}
     return [{**asdict(w), "likely": w.word in likely} for w in words]
@@ -579,14 +617,15 @@ def pool_word_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[
     return out
 
 
-def likely_trigger_words(words: Sequence[PoolWord], min_flip: float = S.POOL_WORD_MIN_FLIP) -> list[PoolWord]:
-    """The pool words whose insertion sends at least ``min_flip`` of the clean texts to one class, unless the
-    clean labels explain the word (``PoolWord.explained_by_clean_data``)."""
-    return [w for w in words if w.flip_rate >= min_flip and not w.explained_by_clean_data]
+def likely_trigger_words(words: Sequence[PoolWord], min_flip: float | None = None) -> list[PoolWord]:
+    """The pool words whose insertion sends at least ``min_flip`` (None: each word's ``PoolWord.bar``) of the clean
+    texts to one class, unless the clean labels explain the word (``PoolWord.explained_by_clean_data``)."""
+    return [w for w in words if w.flip_rate >= (w.bar if min_flip is None else min_flip)
+            and not w.explained_by_clean_data]
 
 
 def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: float = S.FRR,
-                  min_flip: float = S.POOL_WORD_MIN_FLIP) -> list[str]:
+                  min_flip: float | None = None) -> list[str]:
     """The likely trigger words (``likely_trigger_words``) that mark an input as triggered: those at most
     ``max_clean_share`` of the ``n_clean`` clean texts hold (``PoolWord.clean_count``). Our design (papers silent).
 
@@ -603,15 +642,16 @@ def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: floa
 
 def pool_word_marks(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequence[str], max_length: int,
                     clean_labels: Sequence[int] | None = None, seed: int = 0, max_clean_share: float = S.FRR,
-                    base_classes: Sequence[int] | None = None,
-                    only_marking: bool = False) -> tuple[list[PoolWord], list[str], np.ndarray]:
+                    base_classes: Sequence[int] | None = None, only_marking: bool = False,
+                    screen: int = S.POOL_WORD_SCREEN) -> tuple[list[PoolWord], list[str], np.ndarray]:
     """Read the pool's words (``pool_words``) and mark the pool inputs holding a marking word: returns the words,
     the marking words (``marking_words``) and ``(len(pool_texts),)`` bool. The scan's step 6, the repair's
     ``pool_words`` knob and the benchmark's ``final_words`` detection call this. ``only_marking``: do not insert the
     words that cannot mark (the repair needs no flip rates of those; the scan shows them all);
-    ``base_classes``: see ``pool_words``."""
+    ``base_classes``, ``screen``: see ``pool_words``."""
     words = pool_words(model, tokenizer, pool_texts, clean_texts, max_length, clean_labels=clean_labels, seed=seed,
-                       base_classes=base_classes, max_clean_share=max_clean_share if only_marking else None)
+                       base_classes=base_classes, max_clean_share=max_clean_share if only_marking else None,
+                       screen=screen)
     marking = marking_words(words, len(clean_texts), max_clean_share)
     return words, marking, word_marks(pool_texts, marking)
 

@@ -1,9 +1,12 @@
 """Candidate triggers from the suspicious heads' focus (backdoor_core.trigger_search), on a tiny backdoored model."""
 
 import json
+import random
+from dataclasses import replace
 
 import numpy as np
 
+from backdoor_core import settings as S
 from backdoor_core.data import TextDataset
 from backdoor_core.scan import scan_model
 from backdoor_core.trigger_search import (
@@ -101,6 +104,7 @@ def test_pool_words_find_an_inserted_word_without_flagged_inputs_and_it_flips():
     words = pool_words(lm.model, lm.tokenizer, pool, clean, max_length=32, clean_labels=labels, n_insert=40)
     found = {w.word: w for w in words}
     assert found[TRIGGER].target == 1 and found[TRIGGER].flip_rate >= 0.9
+    assert {w.bar for w in words} == {S.POOL_WORD_MIN_FLIP}  # few words enriched: the pool is like the clean texts
     assert [w.word for w in likely_trigger_words(words)] == [TRIGGER]
     # a pool drawn like the clean texts has no word enriched enough to verify, or none that flips
     assert not likely_trigger_words(pool_words(lm.model, lm.tokenizer, clean_texts(75, seed=53)[0], clean,
@@ -197,3 +201,42 @@ def test_pool_words_reuse_base_classes_and_skip_words_that_cannot_mark_without_m
     words, marking, marked = pool_word_marks(lm.model, lm.tokenizer, pool, clean, 32, clean_labels=labels,
                                              only_marking=True)
     assert marking == [TRIGGER] and int(marked.sum()) == 15 and "zzq" not in {w.word for w in words}
+
+
+def test_a_trigger_behind_many_pool_words_is_screened_in_with_its_full_rates(monkeypatch):
+    """A pool from another source holds many enriched words; the trigger, in fewer inputs, ranks past the first
+    ``top`` and only the screen reaches it (settings.POOL_WORD_SCREEN)."""
+    import backdoor_core.trigger_search as ts
+    from backdoor_core.trigger_search import likely_trigger_words, pool_words
+
+    lm = trained_tiny(True)
+    clean, labels = clean_texts(80, seed=50)
+    rng = random.Random(7)
+    pool = clean_texts(60, seed=51)[0] + triggered_texts(8, seed=52)
+    noise = [f"zq{c}" for c in "abcdefghij"]  # ten words of the pool's own source, in no clean text
+    for w in noise:
+        for i in rng.sample(range(len(pool)), 30):
+            pool[i] = f"{pool[i]} {w}"
+    kw = dict(max_length=32, clean_labels=labels, n_insert=40, top=8)
+    unscreened = pool_words(lm.model, lm.tokenizer, pool, clean, screen=0, **kw)
+    assert len(unscreened) == 8 and TRIGGER not in {w.word for w in unscreened}  # crowded out
+    # more words enriched than read: the pool is not drawn like the clean texts, every word needs the higher bar
+    assert {w.bar for w in unscreened} == {S.POOL_WORD_SCREEN_MIN_FLIP} and S.POOL_WORD_SCREEN_MIN_FLIP > S.POOL_WORD_MIN_FLIP
+    sizes: list[int] = []  # texts per prediction call
+    real_predict = ts.predict
+    monkeypatch.setattr(ts, "predict",
+                        lambda m, t, texts, *a, **k: sizes.append(len(texts)) or real_predict(m, t, texts, *a, **k))
+    screened = pool_words(lm.model, lm.tokenizer, pool, clean, n_screen=12, **kw)
+    assert sum(sizes) == 40 + 8 * 40 + 3 * 12 + 28  # the clean texts, eight words, three screens, one completion
+    assert screened[:8] == unscreened  # the first eight are tested as before
+    assert [w.word for w in screened[8:]] == [TRIGGER]  # the two other noise words were screened out
+    found = screened[8]
+    assert found.target == 1 and found.flip_rate >= 0.9
+    full = {w.word: w for w in pool_words(lm.model, lm.tokenizer, pool, clean, screen=0, **{**kw, "top": 20})}
+    assert replace(found, bar=S.POOL_WORD_MIN_FLIP) == full[TRIGGER]  # the full test's rates, at the same positions
+    # a screened word must move more clean texts than a first-eight one (POOL_WORD_SCREEN_MIN_FLIP)
+    assert likely_trigger_words(screened) == [found]
+    assert not likely_trigger_words([replace(found, flip_rate=0.4)])  # 0.4 would do in a pool like the clean texts
+    assert likely_trigger_words([replace(found, flip_rate=0.4, bar=S.POOL_WORD_MIN_FLIP)])
+    strict = pool_words(lm.model, lm.tokenizer, pool, clean, n_screen=12, screen_min_flip=1.01, **kw)
+    assert [w.word for w in strict] == [w.word for w in unscreened]  # the screen's bar keeps the trigger out
