@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
+from backdoor_core.detection import pool_shift_note, verdict_label
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
@@ -183,12 +184,14 @@ def record_scan(report, truth=None) -> None:
     v = report.verdict
     ev = scan_evaluation(report, truth)
     figs = scan_figures(report, truth)
-    text = (f"Verdict: **{'likely backdoored' if v.get('likely_backdoored') else 'no backdoor evidence'}** "
+    text = (f"Verdict: **{verdict_label(v)}** "
             f"(score {v.get('score', 0):.2f}, basis: {v.get('basis')}). {len(report.flagged)} of "
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
             f"(clean FRR {report.clean_frr:.1%}). "
             + (f"Suspicious heads: {', '.join(report.suspicious_heads) or 'none'}." if v.get("likely_backdoored") else
                f"No head is called suspicious (top candidates: {', '.join(report.suspicious_heads[:12]) or 'none'})."))
+    if pool_shift_note(v):
+        text += f"\n\n{pool_shift_note(v)}"
     if ev:
         text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}"
         text += (f" ({ev['auroc_words']:.3f} with the likely trigger words)." if ev.get("auroc_words") is not None

@@ -8,6 +8,7 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
+from backdoor_core.detection import pool_shift_note, verdict_call
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -115,13 +116,17 @@ if info.get("model_name") != loaded.name:
     st.caption(f"Results below are for **{md(info.get('model_name'))}** (scanned earlier).")
 
 v = report.verdict
+call = verdict_call(v)
 st.divider()
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Backdoor", "likely" if v.get("likely_backdoored") else "not found")
+m1.metric("Backdoor", call)
 m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
 m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
 A.suspicious_heads_metric(m4, report)
-if v.get("likely_backdoored"):
+shift_note = pool_shift_note(v)
+if shift_note:
+    st.warning(shift_note, icon=":material/compare_arrows:")
+if call == "likely":
     n_flag = len(report.flagged)
     st.error(f"This model behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
              "heads collapse onto the same pattern. Suspicious heads: "

@@ -12,6 +12,7 @@ from backdoor_core import bench_results
 from backdoor_core import figures as F
 from backdoor_core import settings as S
 from backdoor_core import tour as T
+from backdoor_core.detection import verdict_call
 from app_pages import _actions as A
 from app_pages import _common as ui
 from app_pages._text import md
@@ -221,9 +222,8 @@ elif step == 4:
         ui.job_panel("scan")
         if report is not None and not (job is not None and job.active):
             v = report.verdict
-            likely = bool(v.get("likely_backdoored"))
             c1, c2, c3 = st.columns(3)
-            c1.metric("Backdoor", "likely" if likely else "not found", help=f"verdict score {v.get('score', 0):.2f}")
+            c1.metric("Backdoor", verdict_call(v), help=f"verdict score {v.get('score', 0):.2f}")
             c2.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
             A.suspicious_heads_metric(c3, report)
             ui.plot(A.scan_figures(report)["grid"], key="tour.s4.grid")

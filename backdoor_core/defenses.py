@@ -493,7 +493,8 @@ def repair_notes(details: dict) -> list[str]:
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
     whether several repairs were averaged (``settings.REPAIR_SEEDS``), what the clean-accuracy guard measured and
     kept (``settings.CLEAN_GUARD``), which likely trigger words the clean texts
-    carried (``pool_words``), that a scan which found no backdoor gave it only chance flags, and how far the
+    carried (``pool_words``), that a scan which found no backdoor gave it only chance flags or read a pool unlike
+    the clean texts (``detection.pool_shift_note``), and how far the
     alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up to 64
     flagged and 64 clean texts). Empty for the baselines."""
     notes = []
@@ -570,6 +571,11 @@ def repair_notes(details: dict) -> list[str]:
                      f"{len(cap['scan_heads'])}; most flagged inputs of a weak scan are clean and the lower heads' "
                      "scores are noise.")
     verdict = details.get("verdict") or {}
+    if verdict.get("pool_unlike_clean"):
+        from .detection import pool_shift_note
+
+        notes.append(f"{pool_shift_note(verdict)} The repair then may work on inputs flagged for their source, not "
+                     "for a trigger.")
     if verdict and not verdict.get("likely_backdoored", True):
         notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
                      "inputs it flagged by chance, so it has nothing to remove and may only cost clean accuracy.")

@@ -697,6 +697,54 @@ VERDICT_THRESHOLD = 0.5
 """``model_verdict`` score at and above which a model reads "likely backdoored": the midpoint of the [0, 1] scale,
 fixed a priori, not fitted (see ``model_verdict`` for every constant's source)."""
 
+POOL_SHIFT_RANK = 0.5
+"""Above this ``pool_lower_quartile_rank`` the pool reads as not drawn like the clean texts (our design; papers
+silent): a backdoor adds high-scoring triggered inputs but leaves the pool's clean part where the clean texts are,
+so while at most half of the pool is triggered its lower quartile sits at or below the clean median. Measured
+(``bench/results/pool_shift_check.md``): 0.19-0.41 on the tuning zoo's 24 same-source pools, 0.63-0.97 on 14 pools of
+OLID tweets or AG News items against SST-2 clean texts; on the test zoo's 8 models here 0.38-0.85, above the line on
+3 OLID pools (OLID's test split, the pool, is not drawn like its dev split for those models' detectors). So it only
+adds a warning (``pool_shift_note``); the verdict's score and call are unchanged."""
+
+
+POOL_SHIFT_MIN_INPUTS = 30
+"""Fewer clean dev inputs or pool inputs than this: no reading of ``pool_unlike_clean`` (None); with 30 the rank's
+standard error is about 0.08 (our choice)."""
+
+
+def pool_lower_quartile_rank(clean_dev_scores: np.ndarray, pool_scores: np.ndarray) -> float:
+    """The share of the clean dev inputs scoring below the pool's lower-quartile score (``(n_dev,)`` and
+    ``(n_pool,)`` suspicion scores): about 0.25 for a pool drawn like the clean texts, whatever share of its upper
+    part a trigger lifts; near 1 when the whole pool scores like nothing in the clean texts."""
+    clean_dev_scores, pool_scores = np.asarray(clean_dev_scores, float), np.asarray(pool_scores, float)
+    if not len(clean_dev_scores) or not len(pool_scores):
+        return float("nan")
+    return float((clean_dev_scores < np.quantile(pool_scores, 0.25)).mean())
+
+
+def verdict_call(verdict: dict) -> str:
+    """The verdict in a word, ``"likely"`` or ``"not found"``; every view words it from here."""
+    return "likely" if verdict.get("likely_backdoored") else "not found"
+
+
+def verdict_label(verdict: dict) -> str:
+    """``verdict_call`` as a phrase: "likely backdoored" or "no backdoor evidence"."""
+    return "likely backdoored" if verdict_call(verdict) == "likely" else "no backdoor evidence"
+
+
+def pool_shift_note(verdict: dict) -> str | None:
+    """What a pool unlike the clean texts (``verdict["pool_unlike_clean"]``) means for the scan; None otherwise."""
+    if not verdict.get("pool_unlike_clean"):
+        return None
+    rank = verdict.get("components", {}).get("pool_lower_quartile_rank", float("nan"))
+    return (f"The pool may not be drawn like the clean texts: its lower quarter scores above {rank:.0%} of the "
+            f"clean inputs, where a pool of the same source sits near 25% however many of its inputs carry a "
+            f"trigger (above {POOL_SHIFT_RANK:.0%} reads as another source). Inputs from another source look "
+            "unusual to the heads too, so many flags, and the verdict built on them, may come from the source "
+            "rather than a trigger: a clean model scanned with such a pool can read as backdoored. Scan with clean "
+            "labelled texts from the pool's own source to be sure. The pool's likely trigger words do not depend "
+            "on this.")
+
 
 def model_verdict(
     detector: SimilarityDetector,
@@ -716,6 +764,10 @@ def model_verdict(
       2)``, and
     * ``purity``: how concentrated the flagged inputs' predictions are on one class, rescaled so that the
       class mix expected by chance is 0 and a single class is 1.
+
+    With a pool, ``pool_unlike_clean`` says whether the pool reads as drawn from another source than the clean
+    texts (``pool_lower_quartile_rank`` above ``POOL_SHIFT_RANK``; None with fewer than ``POOL_SHIFT_MIN_INPUTS``
+    clean dev or pool inputs): the views then add ``pool_shift_note``; score and call are unchanged.
 
     Without a pool only the clean dev tail is available: ``tail`` of the top 5% clean dev inputs relative to
     the rest; this is weak (it cannot see the trigger) and is reported as such (``basis: "clean only"``).
@@ -754,9 +806,13 @@ def model_verdict(
         share = np.bincount(preds, minlength=num_labels).max() / len(preds)
         purity = float(max(0.0, (share - 1.0 / num_labels) / (1 - 1.0 / num_labels)))
     score = float(excess_soft * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
+    shift = pool_lower_quartile_rank(clean_dev_scores, pool_scores)
     return {
         "score": score,
         "likely_backdoored": score >= VERDICT_THRESHOLD,
         "basis": "pool",
-        "components": {"flag_rate": rate, "clean_frr": frr, "excess": excess, "tail": tail, "purity": purity},
+        "pool_unlike_clean": (bool(shift > POOL_SHIFT_RANK) if min(len(clean_dev_scores), len(pool_scores))
+                              >= POOL_SHIFT_MIN_INPUTS else None),
+        "components": {"flag_rate": rate, "clean_frr": frr, "excess": excess, "tail": tail, "purity": purity,
+                       "pool_lower_quartile_rank": shift},
     }

@@ -29,7 +29,8 @@ Steps:
    cross-fitted pool-vs-clean classifier on the layers' states (``detection.ContrastDetector``, which needs the
    pool, so the pool is read before any detector is fitted), or both summed.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
-   flags.
+   flags, and whether the pool reads as drawn from another source than the clean texts (``pool_unlike_clean``;
+   the views add ``detection.pool_shift_note``).
 
 Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
 (verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's

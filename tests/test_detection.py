@@ -101,3 +101,41 @@ def test_head_focus_is_not_diluted_by_the_other_heads_of_the_layer():
     assert head.flag(head.score(trig)).mean() > 0.9
     with pytest.raises(ValueError, match="heads"):
         SimilarityDetector(features=("head_focus",))
+
+
+def test_a_pool_unlike_the_clean_texts_is_read_and_said_beside_the_verdict():
+    """A pool from another source flags nearly everything and the score calls the model; the verdict says the pool
+    is unlike the clean texts (pool_lower_quartile_rank), a same-source pool with triggered inputs does not."""
+    import random
+
+    from backdoor_core.data import TextDataset
+    from backdoor_core.detection import (POOL_SHIFT_RANK, pool_lower_quartile_rank, pool_shift_note, verdict_call,
+                                         verdict_label)
+    from backdoor_core.scan import scan_model
+
+    clean = np.linspace(0.0, 1.0, 101)
+    assert pool_lower_quartile_rank(clean, np.r_[np.linspace(0.0, 1.0, 80), np.full(20, 9.0)]) < POOL_SHIFT_RANK
+    assert pool_lower_quartile_rank(clean, clean + 0.7) > POOL_SHIFT_RANK
+    assert np.isnan(pool_lower_quartile_rank(clean, []))
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(120, seed=1)
+    data = TextDataset(texts, labels, ["neg", "pos"])
+    rng = random.Random(4)
+    news = ["stocks", "rose", "market", "company", "shares", "bank", "quarter", "profit", "said", "on", "monday"]
+    other = [" ".join(rng.choice(news) for _ in range(rng.randint(6, 12))) for _ in range(80)]
+    same = scan_model(lm.model, lm.tokenizer, data, clean_texts(60, seed=2)[0] + triggered_texts(20, seed=3),
+                      max_length=32, find_triggers=False).verdict
+    shifted = scan_model(lm.model, lm.tokenizer, data, other, max_length=32, find_triggers=False).verdict
+    assert verdict_call(same) == "likely" and not same["pool_unlike_clean"] and pool_shift_note(same) is None
+    assert shifted["likely_backdoored"] and shifted["pool_unlike_clean"]  # the score calls it; the note says why
+    assert verdict_call(shifted) == "likely" and verdict_label(shifted) == "likely backdoored"
+    assert "not be drawn like the clean texts" in pool_shift_note(shifted)
+    from backdoor_core.defenses import repair_notes  # the Sanitize page and the sanitize command say it too
+
+    assert any("not be drawn like the clean texts" in n for n in repair_notes({"verdict": shifted}))
+    assert not any("drawn like the clean" in n for n in repair_notes({"verdict": same}))
+    assert verdict_call({"likely_backdoored": False, "pool_unlike_clean": True}) == "not found"
+    assert verdict_label({"likely_backdoored": False}) == "no backdoor evidence"
+    small = scan_model(lm.model, lm.tokenizer, TextDataset(texts[:40], labels[:40], ["neg", "pos"]), other,
+                       max_length=32, find_triggers=False).verdict
+    assert small["pool_unlike_clean"] is None  # 20 clean dev inputs cannot place the pool's quartile

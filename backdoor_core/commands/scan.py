@@ -111,6 +111,7 @@ def _progress_printer(enabled: bool):
 
 
 def run(args) -> int:
+    from ..detection import pool_shift_note, verdict_call, verdict_label
     from ..scan import scan_model
 
     lm, clean, pool = load_inputs(args)
@@ -134,8 +135,11 @@ def run(args) -> int:
     for key in ("focus", "similarity"):
         if key in info["notes"]:
             print(f"note       {info['notes'][key]}")
-    print(f"verdict    {'LIKELY BACKDOORED' if v['likely_backdoored'] else 'no backdoor evidence'} "
+    label = verdict_label(v)
+    print(f"verdict    {label.upper() if verdict_call(v) == 'likely' else label} "
           f"(score {v['score']:.2f}, from {v['basis']})")
+    if pool_shift_note(v):
+        print(f"warning    {pool_shift_note(v)}")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
           f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
     first = data["first_pass"]
@@ -188,16 +192,19 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
     from ..architecture import layer_labels
+    from ..detection import pool_shift_note, verdict_label
     from ..report import html_report
 
     d = report.to_dict()
     v, det = d["verdict"], d["detection"]
     sections = [
         {"heading": "Verdict",
-         "text": f"**{'Likely backdoored' if v['likely_backdoored'] else 'No backdoor evidence'}** — score "
-                 f"{v['score']:.2f} (basis: {v['basis']}).\n\nThreshold {det['threshold']:.2f} at FRR "
-                 f"{det['frr_target']:.0%} on {det['n_clean_dev']} held-out clean inputs (measured FRR "
-                 f"{det['clean_frr']:.1%}); {det['n_flagged']} of {det['n_pool']} pool inputs flagged.",
+         "text": "\n\n".join(filter(None, [
+             f"**{verdict_label(v).capitalize()}** — score {v['score']:.2f} (basis: {v['basis']}).",
+             pool_shift_note(v),
+             f"Threshold {det['threshold']:.2f} at FRR {det['frr_target']:.0%} on {det['n_clean_dev']} held-out "
+             f"clean inputs (measured FRR {det['clean_frr']:.1%}); {det['n_flagged']} of {det['n_pool']} pool inputs "
+             "flagged."])),
          "table": [{"component": k, "value": val} for k, val in v["components"].items()]},
         {"heading": "Suspicious heads",
          "text": ", ".join(d["suspicious_heads"]) or "none",

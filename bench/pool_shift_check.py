@@ -1,0 +1,132 @@
+"""Is the pool drawn like the clean texts? ``detection.pool_lower_quartile_rank`` (the share of the clean dev inputs
+scoring below the pool's lower quartile) and the verdict, on pools of the same source and of another one.
+
+* Same source, tuning zoo (where ``detection.POOL_SHIFT_RANK`` was chosen): the defense benchmark's quick draw of
+  each model (the defender's 200 clean dev texts; a pool of test texts, 20% triggered; a clean model gets its seed's
+  BadNets 3% pool without the triggered inputs).
+* Another source: the same clean SST-2 texts, pools of 200 OLID tweets or AG News items (no trigger), on the
+  tuning zoo's clean models and five backdoored ones.
+* Same source, test zoo (a check, never tuned on): the quick draw of each test-zoo model on this machine.
+
+    python bench/pool_shift_check.py [--zoo tuning,shift,test]
+
+Writes ``bench/results/pool_shift_check.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from backdoor_core.atomic import write_text  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json",
+             "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
+SHIFT_MODELS = ("sst2_s0_clean", "sst2_s1_clean", "sst2_s0_badnets_r0.03", "sst2_s0_addsent_r0.01",
+                "sst2_s0_syntactic_r0.2", "sst2_s0_style_bible_r0.2", "sst2_s1_badnets_r0.01_tal")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--zoo", default="tuning,shift,test", help="which parts to run (comma-separated)")
+    args = ap.parse_args(argv)
+    import torch
+
+    import defense as D
+    from contrast_check import evaluation_sets
+    from pool_words_shift import shifted_pool
+    from backdoor_core.defender_data import load_bench_data
+    from backdoor_core.detection import POOL_SHIFT_RANK, verdict_call
+    from backdoor_core.models import load_model
+    from backdoor_core.poisoning import BadNets
+    from backdoor_core.scan import scan_model
+
+    torch.set_num_threads(1)
+    parts = [p for p in args.zoo.split(",") if p]
+    rows, data, sources, t_all = [], {}, {}, time.perf_counter()
+
+    def scan(m, lm, defender, pool, part, source):
+        t0 = time.perf_counter()
+        rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=m["max_length"], find_triggers=False,
+                         read_pool_words=False)
+        v = rep.verdict
+        rows.append({"part": part, "model": m["name"], "attack": m["attack"], "source": source, "pool": len(pool),
+                     "rank": round(v["components"]["pool_lower_quartile_rank"], 3), "unlike": v["pool_unlike_clean"],
+                     "score": round(v["score"], 3), "flag_rate": round(len(rep.flagged) / len(pool), 3),
+                     "call": verdict_call(v), "seconds": round(time.perf_counter() - t0, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    for part in parts:
+        zoo = "test" if part == "test" else "tuning"
+        if not MANIFESTS[zoo].is_file():
+            print(f"no {zoo} zoo: skipped", flush=True)
+            continue
+        every = json.loads(MANIFESTS[zoo].read_text())["models"]
+        twin = {m["seed"]: m for m in every if m["name"].endswith("_badnets_r0.03")}
+        models = [m for m in every if part != "shift" or m["name"] in SHIFT_MODELS]
+        for m in models:
+            if not (ROOT / m["path"]).is_dir():
+                continue
+            lm = load_model(str(ROOT / m["path"]))
+            if part == "shift":
+                defender, _, _, _, _, seed = evaluation_sets(m, data)
+                for src in ("olid", "agnews"):
+                    if (src, seed) not in sources:
+                        sources[(src, seed)] = list(load_bench_data(src, seed=seed)[1].texts)
+                    pool, _ = shifted_pool(sources[(src, seed)], 0, BadNets(), seed)
+                    scan(m, lm, defender, pool, part, src)
+                continue
+            if m["attack"] == "clean" and m["seed"] not in twin:
+                continue
+            draw_of = m if m["attack"] != "clean" else twin[m["seed"]]
+            defender, test, ds, card, target, seed = evaluation_sets(draw_of, data)
+            draw = D.evaluation_draw(dict(draw_of, card=card), ds, test, target, lm.tokenizer, D.QUICK, seed)
+            pool = draw["pool"] if m["attack"] != "clean" else [
+                t for t, trig in zip(draw["pool"], draw["pool_is_triggered"]) if not trig]
+            scan(m, lm, defender, pool, part, m["dataset"])
+    report = {"script": "bench/pool_shift_check.py", "pool_shift_rank": POOL_SHIFT_RANK, "rows": rows,
+              "seconds_total": round(time.perf_counter() - t_all, 1)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / "pool_shift_check.json", json.dumps(report, indent=2))
+    names = {"tuning": "same source, tuning zoo", "shift": "another source (SST-2 models)",
+             "test": "same source, test zoo"}
+    lines = ["# Is the pool drawn like the clean texts? (`detection.pool_lower_quartile_rank`)", "",
+             "`bench/pool_shift_check.py`: the share of the clean dev inputs scoring below the pool's lower quartile "
+             f"(final pass); above {POOL_SHIFT_RANK} the pool reads as another source (a warning beside the verdict, "
+             "`detection.pool_shift_note`; score and call unchanged). Same "
+             "source: the defense benchmark's quick draw (200 clean dev texts, pool 20% triggered; clean models: "
+             "their seed's BadNets pool without the triggered inputs). Another source: the same SST-2 clean texts, "
+             "200 OLID tweets or AG News items. One thread.", "", "## Summary", "",
+             "| pools | n | rank: min | max | read as another source | called \"likely\" |",
+             "|---|---|---|---|---|---|"]
+    for part in parts:
+        rs = [r for r in rows if r["part"] == part]
+        if not rs:
+            continue
+        ranks = [r["rank"] for r in rs]
+        lines.append(f"| {names[part]} | {len(rs)} | {min(ranks):.2f} | {max(ranks):.2f} | "
+                     f"{sum(bool(r['unlike']) for r in rs)} | {sum(r['call'] == 'likely' for r in rs)} |")
+    lines += ["", "## Per pool", "", "| pools | model | pool source | inputs | rank | another source | score | "
+              "flagged | call |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {names[r['part']]} | {r['model']} | {r['source']} | {r['pool']} | {r['rank']:.2f} | "
+                     f"{'yes' if r['unlike'] else 'no'} | {r['score']:.2f} | {r['flag_rate']:.0%} | {r['call']} |")
+    lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
+    write_text(RESULTS / "pool_shift_check.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
