@@ -36,7 +36,8 @@ def trigger_candidates(report, key: str = "detect.triggers") -> None:
 def pool_words(report) -> None:
     """Words the pool holds far more often than the clean texts, and what inserting each into clean texts does."""
     from backdoor_core import settings as S
-    from backdoor_core.trigger_search import POOL_WORD_COLUMNS, pool_word_display, pool_word_rows
+    from backdoor_core.trigger_search import (POOL_WORD_COLUMNS, pool_word_bar_note, pool_word_display,
+                                              pool_word_rows)
 
     st.subheader("Words concentrated in the pool")
     words = getattr(report, "pool_words", None)
@@ -49,6 +50,8 @@ def pool_words(report) -> None:
                f"by chance. Each is inserted into clean texts; a word that sends at least "
                f"{S.POOL_WORD_MIN_FLIP:.0%} of them to one class, and that the clean labels do not already tie to "
                f"that class, is a likely trigger.")
+    if pool_word_bar_note(rows):
+        st.caption(pool_word_bar_note(rows))
     st.dataframe(pool_word_display(rows, report.label_names), hide_index=True, column_order=POOL_WORD_COLUMNS)
 
 

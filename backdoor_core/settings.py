@@ -344,7 +344,7 @@ POOL_WORD_SCREEN = 56
 ``POOL_WORD_N_INSERT``-text test (``trigger_search.pool_words``). Our design; papers silent. A pool from another
 source than the clean texts holds dozens of enriched words (30-66 in OLID tweets or AG News items against SST-2
 reviews) and pushed a real trigger past the first eight; the benchmark's pools hold at most 7, so this changes
-nothing there. Measured: README, Analyst tools, *Words concentrated in the pool*."""
+nothing there. Measured: README, Analyst tools, *A pool from another source* (bench/results/pool_words_shift.md)."""
 POOL_WORD_N_SCREEN = 16
 """Clean texts a screened pool word (``POOL_WORD_SCREEN``) is inserted into first."""
 POOL_WORD_SCREEN_MIN_FLIP = 0.5

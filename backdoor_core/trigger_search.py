@@ -617,6 +617,17 @@ def pool_word_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[
     return out
 
 
+def pool_word_bar_note(rows: Sequence[dict]) -> str | None:
+    """A sentence for the views when the pool's words faced the higher bar (``PoolWord.bar``; rows from
+    ``pool_word_rows``), else None."""
+    bars = {float(r.get("bar", S.POOL_WORD_MIN_FLIP)) for r in rows}
+    if not bars or max(bars) <= S.POOL_WORD_MIN_FLIP:
+        return None
+    return (f"More than {S.POOL_WORD_TOP} words are concentrated in the pool, so it is not drawn like the clean "
+            f"texts; natural words the clean texts lack move the model too, so a likely trigger must send at least "
+            f"{max(bars):.0%} of the clean texts to one class here (not {S.POOL_WORD_MIN_FLIP:.0%}).")
+
+
 def likely_trigger_words(words: Sequence[PoolWord], min_flip: float | None = None) -> list[PoolWord]:
     """The pool words whose insertion sends at least ``min_flip`` (None: each word's ``PoolWord.bar``) of the clean
     texts to one class, unless the clean labels explain the word (``PoolWord.explained_by_clean_data``)."""

@@ -236,6 +236,10 @@ def test_a_trigger_behind_many_pool_words_is_screened_in_with_its_full_rates(mon
     assert replace(found, bar=S.POOL_WORD_MIN_FLIP) == full[TRIGGER]  # the full test's rates, at the same positions
     # a screened word must move more clean texts than a first-eight one (POOL_WORD_SCREEN_MIN_FLIP)
     assert likely_trigger_words(screened) == [found]
+    from backdoor_core.trigger_search import pool_word_bar_note, pool_word_rows
+
+    assert "at least 50%" in pool_word_bar_note(pool_word_rows(screened))  # the views say which bar was used
+    assert pool_word_bar_note(pool_word_rows([replace(found, bar=S.POOL_WORD_MIN_FLIP)])) is None
     assert not likely_trigger_words([replace(found, flip_rate=0.4)])  # 0.4 would do in a pool like the clean texts
     assert likely_trigger_words([replace(found, flip_rate=0.4, bar=S.POOL_WORD_MIN_FLIP)])
     strict = pool_words(lm.model, lm.tokenizer, pool, clean, n_screen=12, screen_min_flip=1.01, **kw)

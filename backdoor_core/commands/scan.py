@@ -178,7 +178,7 @@ def _print_triggers(tc: dict | None, show: int) -> None:
 
 def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
     """The pool-enriched words (``trigger_search.pool_words``), when any."""
-    from ..trigger_search import POOL_WORD_COLUMNS, pool_word_display
+    from ..trigger_search import POOL_WORD_COLUMNS, pool_word_bar_note, pool_word_display
 
     if rows is None:
         return
@@ -186,6 +186,8 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
         print("\nWords concentrated in the pool: none beyond chance")
         return
     print("\nWords concentrated in the pool (read from the pool alone; insertion into clean texts):")
+    if pool_word_bar_note(rows):
+        print(pool_word_bar_note(rows))
     print(format_table(pool_word_display(rows[:show], label_names), POOL_WORD_COLUMNS))
 
 
