@@ -123,9 +123,6 @@ m1.metric("Backdoor", call)
 m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
 m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
 A.suspicious_heads_metric(m4, report)
-shift_note = pool_shift_note(v)
-if shift_note:
-    st.warning(shift_note, icon=":material/compare_arrows:")
 if call == "likely":
     n_flag = len(report.flagged)
     st.error(f"This model behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
@@ -134,6 +131,8 @@ if call == "likely":
              icon=":material/gpp_bad:")
 else:
     st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
+if pool_shift_note(v):  # the verdict's caveat, right under it
+    st.warning(pool_shift_note(v), icon=":material/compare_arrows:")
 if report.first_pass is not None:
     st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; then "
                f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "

@@ -158,3 +158,38 @@ def test_scan_evaluation_gives_the_auroc_with_the_trigger_words_only_when_words_
     ev = scan_evaluation(report, truth)
     assert ev["auroc"] == 0.25 and ev["auroc_words"] == 1.0 and ev["far"] == 1.0
     assert "auroc_words" not in scan_evaluation(SimpleNamespace(**{**vars(report), "marking_words": []}), truth)
+
+
+def test_detect_warns_when_the_pool_is_not_drawn_like_the_clean_texts(monkeypatch, tmp_path):
+    """The tiny model's own data as clean texts and a pool of news-like texts: nearly everything is flagged and the
+    score calls the model; the page says why under the verdict, and the Report's finding carries it."""
+    import json
+    import random
+
+    from defense_helpers import clean_texts
+
+    data = tmp_path / "data.jsonl"
+    texts, labels = clean_texts(200, seed=61)
+    data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][y]}) + "\n" for t, y in zip(texts, labels)),
+                    encoding="utf-8")
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    rng = random.Random(4)
+    news = ["stocks", "rose", "market", "company", "shares", "bank", "quarter", "profit", "said", "on", "monday"]
+    pool = [" ".join(rng.choice(news) for _ in range(rng.randint(6, 12))) for _ in range(60)]
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(120)
+    at.radio(key="detect.pool_kind").set_value("Your texts (one per line)").run()
+    at.text_area(key="detect.pool_raw").input("\n".join(pool)).run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert at.session_state["detect.report"].verdict["pool_unlike_clean"]
+    warned = [w.value for w in at.warning if "may not be drawn like the clean texts" in w.value]
+    assert len(warned) == 1, [w.value for w in at.warning]
+    scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
+    assert "may not be drawn like the clean texts" in scan.text
+    # the same data as the pool: no warning
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert not at.session_state["detect.report"].verdict["pool_unlike_clean"]
+    assert not any("drawn like the clean texts" in w.value for w in at.warning)
