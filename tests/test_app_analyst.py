@@ -30,6 +30,30 @@ def new_app() -> AppTest:
     return at
 
 
+def _user_data(tmp_path, monkeypatch) -> None:
+    """200 of the tiny model's own labelled texts as the app's dataset (a JSONL file)."""
+    import json
+
+    from defense_helpers import clean_texts
+
+    data = tmp_path / "data.jsonl"
+    texts, labels = clean_texts(200, seed=61)
+    data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][y]}) + "\n" for t, y in zip(texts, labels)),
+                    encoding="utf-8")
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+
+
+def _scan_user_pool(pool: list[str], n_clean: int) -> AppTest:
+    """The Detect page, ``n_clean`` clean texts, ``pool`` pasted as the user's texts, one finished scan."""
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(n_clean)
+    at.radio(key="detect.pool_kind").set_value("Your texts (one per line)").run()
+    at.text_area(key="detect.pool_raw").input("\n".join(pool)).run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    return at
+
+
 def test_inspect_switch_heads_off():
     at = goto(new_app(), "inspect")
     at.multiselect(key="inspect.ablate_heads").set_value(["L0H1", "L1H3"]).run()
@@ -89,8 +113,6 @@ def test_detect_candidates_and_projection_then_sanitize_projection():
 
 def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp_path):
     """A tiny model with a ``cf`` backdoor, its own data, and a pool of the user's texts (15 of 35 hold ``cf``)."""
-    import json
-
     from backdoor_core.models import save_model
     from defense_helpers import TRIGGER, clean_texts, trained_tiny, triggered_texts
 
@@ -98,19 +120,10 @@ def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp
     lm.model.config.id2label, lm.model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
     monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", str(save_model(lm.model, lm.tokenizer, tmp_path / "bd",
                                                                  {"name": "tiny-cf"})))
-    data = tmp_path / "data.jsonl"
-    texts, labels = clean_texts(200, seed=61)
-    data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][y]}) + "\n" for t, y in zip(texts, labels)),
-                    encoding="utf-8")
-    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    _user_data(tmp_path, monkeypatch)
     pool = clean_texts(20, seed=62)[0] + triggered_texts(15, seed=63)
     assert TRIGGER == "cf" and sum(TRIGGER in t.split() for t in pool) == 15
-    at = goto(new_app(), "detect")
-    at.number_input(key="detect.n_clean").set_value(40)
-    at.radio(key="detect.pool_kind").set_value("Your texts (one per line)").run()
-    at.text_area(key="detect.pool_raw").input("\n".join(pool)).run()
-    at.button(key="detect.run").click().run()
-    assert wait_job(at, "scan").status == "done"
+    at = _scan_user_pool(pool, n_clean=40)
     report = at.session_state["detect.report"]
     assert report.marking_words == ["cf"] and int(report.pool_word_marked.sum()) == 15
     unflagged = 15 - int(report.pool_word_marked[report.flagged].sum())
@@ -163,25 +176,13 @@ def test_scan_evaluation_gives_the_auroc_with_the_trigger_words_only_when_words_
 def test_detect_warns_when_the_pool_is_not_drawn_like_the_clean_texts(monkeypatch, tmp_path):
     """The tiny model's own data as clean texts and a pool of news-like texts: nearly everything is flagged and the
     score calls the model; the page says why under the verdict, and the Report's finding carries it."""
-    import json
     import random
 
-    from defense_helpers import clean_texts
-
-    data = tmp_path / "data.jsonl"
-    texts, labels = clean_texts(200, seed=61)
-    data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][y]}) + "\n" for t, y in zip(texts, labels)),
-                    encoding="utf-8")
-    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    _user_data(tmp_path, monkeypatch)
     rng = random.Random(4)
     news = ["stocks", "rose", "market", "company", "shares", "bank", "quarter", "profit", "said", "on", "monday"]
     pool = [" ".join(rng.choice(news) for _ in range(rng.randint(6, 12))) for _ in range(60)]
-    at = goto(new_app(), "detect")
-    at.number_input(key="detect.n_clean").set_value(120)
-    at.radio(key="detect.pool_kind").set_value("Your texts (one per line)").run()
-    at.text_area(key="detect.pool_raw").input("\n".join(pool)).run()
-    at.button(key="detect.run").click().run()
-    assert wait_job(at, "scan").status == "done"
+    at = _scan_user_pool(pool, n_clean=120)
     assert at.session_state["detect.report"].verdict["pool_unlike_clean"]
     warned = [w.value for w in at.warning if "may not be drawn like the clean texts" in w.value]
     assert len(warned) == 1, [w.value for w in at.warning]
