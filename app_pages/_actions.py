@@ -190,8 +190,9 @@ def record_scan(report, truth=None) -> None:
             f"(clean FRR {report.clean_frr:.1%}). "
             + (f"Suspicious heads: {', '.join(report.suspicious_heads) or 'none'}." if v.get("likely_backdoored") else
                f"No head is called suspicious (top candidates: {', '.join(report.suspicious_heads[:12]) or 'none'})."))
-    if pool_shift_note(v):
-        text += f"\n\n{pool_shift_note(v)}"
+    shift_note = pool_shift_note(v)
+    if shift_note:
+        text += f"\n\n{shift_note}"
     if ev:
         text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}"
         text += (f" ({ev['auroc_words']:.3f} with the likely trigger words)." if ev.get("auroc_words") is not None

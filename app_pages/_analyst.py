@@ -50,8 +50,9 @@ def pool_words(report) -> None:
                f"by chance. Each is inserted into clean texts; a word that sends at least "
                f"{S.POOL_WORD_MIN_FLIP:.0%} of them to one class, and that the clean labels do not already tie to "
                f"that class, is a likely trigger.")
-    if pool_word_bar_note(rows):
-        st.caption(pool_word_bar_note(rows))
+    bar_note = pool_word_bar_note(rows)
+    if bar_note:
+        st.caption(bar_note)
     st.dataframe(pool_word_display(rows, report.label_names), hide_index=True, column_order=POOL_WORD_COLUMNS)
 
 

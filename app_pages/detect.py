@@ -131,8 +131,9 @@ if call == "likely":
              icon=":material/gpp_bad:")
 else:
     st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
-if pool_shift_note(v):  # the verdict's caveat, right under it
-    st.warning(pool_shift_note(v), icon=":material/compare_arrows:")
+shift_note = pool_shift_note(v)
+if shift_note:  # the verdict's caveat, right under it
+    st.warning(shift_note, icon=":material/compare_arrows:")
 if report.first_pass is not None:
     st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; then "
                f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "

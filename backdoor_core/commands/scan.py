@@ -138,8 +138,9 @@ def run(args) -> int:
     label = verdict_label(v)
     print(f"verdict    {label.upper() if verdict_call(v) == 'likely' else label} "
           f"(score {v['score']:.2f}, from {v['basis']})")
-    if pool_shift_note(v):
-        print(f"warning    {pool_shift_note(v)}")
+    shift_note = pool_shift_note(v)
+    if shift_note:
+        print(f"warning    {shift_note}")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
           f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
     first = data["first_pass"]
@@ -186,8 +187,9 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
         print("\nWords concentrated in the pool: none beyond chance")
         return
     print("\nWords concentrated in the pool (read from the pool alone; insertion into clean texts):")
-    if pool_word_bar_note(rows):
-        print(pool_word_bar_note(rows))
+    bar_note = pool_word_bar_note(rows)
+    if bar_note:
+        print(bar_note)
     print(format_table(pool_word_display(rows[:show], label_names), POOL_WORD_COLUMNS))
 
 
