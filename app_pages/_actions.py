@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
-from backdoor_core.detection import pool_shift_note, verdict_label
+from backdoor_core.detection import pool_shift_note, verdict_label, word_verdict_note
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
@@ -165,7 +165,7 @@ def scan_figures(report, truth=None) -> dict:
         "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
             (getattr(report, "architecture", None) or {}).get("layer_kinds")),
             **({} if report.verdict.get("likely_backdoored") else  # no backdoor: the top heads are candidates only
-               {"title": "Head scores: no backdoor found (top candidates marked)", "mark_name": "candidate"})),
+               {"title": "Head scores: no collapse found (top candidates marked)", "mark_name": "candidate"})),
         "hist": F.score_histogram(groups, report.threshold),
     }
 
@@ -190,9 +190,9 @@ def record_scan(report, truth=None) -> None:
             f"(clean FRR {report.clean_frr:.1%}). "
             + (f"Suspicious heads: {', '.join(report.suspicious_heads) or 'none'}." if v.get("likely_backdoored") else
                f"No head is called suspicious (top candidates: {', '.join(report.suspicious_heads[:12]) or 'none'})."))
-    shift_note = pool_shift_note(v)
-    if shift_note:
-        text += f"\n\n{shift_note}"
+    for note in (word_verdict_note(v), pool_shift_note(v)):
+        if note:
+            text += f"\n\n{note}"
     if ev:
         text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}"
         text += (f" ({ev['auroc_words']:.3f} with the likely trigger words)." if ev.get("auroc_words") is not None

@@ -576,10 +576,16 @@ def repair_notes(details: dict) -> list[str]:
 
         notes.append(f"{pool_shift_note(verdict)} The repair then may work on inputs flagged for their source, not "
                      "for a trigger.")
-    if verdict and not verdict.get("likely_backdoored", True):
-        notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
-                     "inputs it flagged by chance, so it has nothing to remove and may only cost clean accuracy.")
     words = details.get("trigger_words")
+    if verdict and not verdict.get("likely_backdoored", True):
+        if words or verdict.get("trigger_words"):
+            notes.append(f"The scan's heads found no backdoor (verdict {verdict.get('score', 0):.2f}), but the pool "
+                         "holds a likely trigger word: a weak word backdoor may be there, which the heads miss, so "
+                         "the flags the repair worked on are mostly chance; the trigger words are its evidence.")
+        else:
+            notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
+                         "inputs it flagged by chance, so it has nothing to remove and may only cost clean "
+                         "accuracy.")
     if words:
         notes.append(f"Likely trigger words from the pool ({', '.join(words)}) were inserted into "
                      f"{details.get('trigger_augmented', 0)} clean texts of the classes they do not point to, which "

@@ -722,14 +722,41 @@ def pool_lower_quartile_rank(clean_dev_scores: np.ndarray, pool_scores: np.ndarr
     return float((clean_dev_scores < np.quantile(pool_scores, 0.25)).mean())
 
 
+VERDICT_LABELS = {"likely": "likely backdoored", "possible": "possible backdoor (a likely trigger word)",
+                  "not found": "no backdoor evidence"}
+"""``verdict_call`` -> the phrase every view shows."""
+
+
 def verdict_call(verdict: dict) -> str:
-    """The verdict in a word, ``"likely"`` or ``"not found"``; every view words it from here."""
-    return "likely" if verdict.get("likely_backdoored") else "not found"
+    """The verdict in a word; every view words it from here (our design; papers silent):
+
+    * ``"likely"``: the score calls it (``likely_backdoored``);
+    * ``"possible"``: the score does not, yet the pool holds a likely trigger word (``verdict["trigger_words"]``,
+      set by ``scan.scan_model`` when it reads the pool's words: a word rare in the clean texts, enriched in the
+      pool, that sends a large share of the clean texts to one class when inserted). A weak word backdoor looks
+      like this: it flips few of its triggered inputs, so the heads barely move (``word_verdict_note``). The score
+      and ``likely_backdoored`` stay as they are, and with them every decision taken from them.
+    * ``"not found"``: neither.
+    """
+    if verdict.get("likely_backdoored"):
+        return "likely"
+    return "possible" if verdict.get("trigger_words") else "not found"
 
 
 def verdict_label(verdict: dict) -> str:
-    """``verdict_call`` as a phrase: "likely backdoored" or "no backdoor evidence"."""
-    return "likely backdoored" if verdict_call(verdict) == "likely" else "no backdoor evidence"
+    """``verdict_call`` as a phrase (``VERDICT_LABELS``)."""
+    return VERDICT_LABELS[verdict_call(verdict)]
+
+
+def word_verdict_note(verdict: dict) -> str | None:
+    """What a ``"possible"`` call (``verdict_call``) rests on; None for the other calls."""
+    if verdict_call(verdict) != "possible":
+        return None
+    words = ", ".join(verdict["trigger_words"])
+    return (f"The heads show no backdoor at this threshold (score {verdict.get('score', 0):.2f}), but the pool holds "
+            f"a likely trigger word ({words}): rare in the clean texts, and inserted into them it sends a large "
+            "share of them to one class, as a trigger does. The heads miss a weak word backdoor, which flips few of "
+            "the inputs that carry its word. The pool inputs that hold it are listed with the scan's results.")
 
 
 def pool_shift_note(verdict: dict) -> str | None:

@@ -30,7 +30,9 @@ Steps:
    pool, so the pool is read before any detector is fitted), or both summed.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags, and whether the pool reads as drawn from another source than the clean texts (``pool_unlike_clean``;
-   the views add ``detection.pool_shift_note``).
+   the views add ``detection.pool_shift_note``). Where the pool's words are read (step 6), the verdict also
+   carries the likely trigger words (``trigger_words``): with them a verdict the score does not call reads
+   "possible" (``detection.verdict_call``).
 
 Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
 (verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's
@@ -45,7 +47,8 @@ refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the d
    (``trigger_search.marking_words``; our design, papers silent): a weak word backdoor flips few of its inputs, so
    the heads and the representation miss most of them, but each still holds the word. The marks are reported
    beside the flags (``pool_word_marked``), and ``scores_with_words`` ranks any inputs by the scan's final score
-   with them (``detection.with_word_evidence``); they change neither the flags, the heads nor the verdict.
+   with them (``detection.with_word_evidence``); they change neither the flags, the heads nor the verdict's
+   score, only its wording (step 5: "possible" where the score does not call the model).
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -480,6 +483,9 @@ def scan_model(
 
         words, marking, marked = pool_word_marks(model, tokenizer, pool, clean.texts, max_length,
                                                  clean_labels=clean.labels, seed=seed, max_clean_share=frr)
+        verdict = {**verdict, "trigger_words": list(marking)}  # what a "possible" call rests on (verdict_call)
+        if first_pass is not None:
+            first_pass["verdict"] = {**first_pass["verdict"], "trigger_words": list(marking)}
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None

@@ -434,7 +434,7 @@ def main(argv=None) -> int:
     from backdoor_core.data import DataError
     from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
     from backdoor_core.defenses import run_defense
-    from backdoor_core.detection import attention_stats, evaluate_detector, with_word_evidence
+    from backdoor_core.detection import attention_stats, evaluate_detector, verdict_call, with_word_evidence
     from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
@@ -657,6 +657,8 @@ def main(argv=None) -> int:
                      "first_pass_flagged": int(len(first)),
                      "first_pass_flagged_triggered": int(sum(pool_is_trig[i] for i in first)),
                      "verdict_score": scan.verdict["score"], "verdict": scan.verdict,
+                     # the Detect page's call: its scan reads the pool's words, which this one reads apart
+                     "call": verdict_call({**scan.verdict, "trigger_words": marking}),
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
@@ -765,7 +767,11 @@ def verdict_summary(models: list[dict]) -> dict:
             "lifted_missed": [m["name"] for m in lifted if m["verdict_score"] < 0.5],
             "backdoored_without_clean_rate": sum(m["attack"] != "clean" and m.get("clean_rate") is None
                                                  for m in models),
-            "clean_called": [m["name"] for m in models if m["attack"] == "clean" and m["verdict_score"] >= 0.5]}
+            "clean_called": [m["name"] for m in models if m["attack"] == "clean" and m["verdict_score"] >= 0.5],
+            # the call "possible" (detection.verdict_call: below 0.5, a likely trigger word in the pool)
+            "possible": {kind: [m["name"] for m in models if m.get("call") == "possible"
+                                and (m["attack"] == "clean") == (kind == "clean")] for kind in ("backdoored", "clean")}
+            if any("call" in m for m in models) else None}
 
 
 def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning") -> dict:
@@ -1004,14 +1010,20 @@ def markdown(report: dict) -> str:
                       + (f" ({', '.join(called)})" if called else "") + "."
                       + (f" {mv['backdoored_without_clean_rate']} backdoored models have no clean rate (no lift)."
                          if mv.get("backdoored_without_clean_rate") else "")]
-    lines += ["", "| model | attack | verdict score | flagged, first pass (triggered) | flagged, final pass "
+    if mv.get("possible") is not None:
+        p = mv["possible"]
+        lines += ["", "Called \"possible\" (score below 0.5, a likely trigger word in the pool; `detection.verdict_call`): "
+                      f"{len(p['backdoored'])} backdoored" + (f" ({', '.join(p['backdoored'])})" if p["backdoored"] else "")
+                  + f", {len(p['clean'])} clean" + (f" ({', '.join(p['clean'])})" if p["clean"] else "") + "."]
+    lines += ["", "| model | attack | verdict score | call | flagged, first pass (triggered) | flagged, final pass "
               "(triggered / pool triggered) | suspicious heads | lift before |",
-              "|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         heads = ", ".join(m["suspicious_heads"][:8]) + (" ..." if len(m["suspicious_heads"]) > 8 else "")
         first = (f"{m['first_pass_flagged']} ({m['first_pass_flagged_triggered']})"
                  if "first_pass_flagged" in m else "–")
-        lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {first} | {m['n_flagged']} "
+        call = m.get("call") or ("likely" if m["verdict_score"] >= 0.5 else "–")
+        lines.append(f"| {m['name']} | {m['attack']} | {m['verdict_score']:.2f} | {call} | {first} | {m['n_flagged']} "
                      f"({m['flagged_triggered']} / {m['pool_triggered']}) | {heads} | {_f(m.get('lift_before'))} |")
     if report.get("superseded_runs"):
         lines += ["", "## Earlier rows replaced by a later run (ablation)", "",

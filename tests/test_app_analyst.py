@@ -113,13 +113,9 @@ def test_detect_candidates_and_projection_then_sanitize_projection():
 
 def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp_path):
     """A tiny model with a ``cf`` backdoor, its own data, and a pool of the user's texts (15 of 35 hold ``cf``)."""
-    from backdoor_core.models import save_model
-    from defense_helpers import TRIGGER, clean_texts, trained_tiny, triggered_texts
+    from defense_helpers import TRIGGER, clean_texts, triggered_texts
 
-    lm = trained_tiny(True)
-    lm.model.config.id2label, lm.model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
-    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", str(save_model(lm.model, lm.tokenizer, tmp_path / "bd",
-                                                                 {"name": "tiny-cf"})))
+    _tiny_cf_model(tmp_path, monkeypatch)
     _user_data(tmp_path, monkeypatch)
     pool = clean_texts(20, seed=62)[0] + triggered_texts(15, seed=63)
     assert TRIGGER == "cf" and sum(TRIGGER in t.split() for t in pool) == 15
@@ -143,6 +139,49 @@ def test_detect_lists_pool_inputs_holding_a_likely_trigger_word(monkeypatch, tmp
     assert "AUROC with trigger words" not in [m.label for m in at.metric]
     titles = [f.title for f in at.session_state["lab.session"].findings]  # the last scan's sections only
     assert "Detection scan" in titles and "Inputs with a likely trigger word" not in titles
+
+
+def _tiny_cf_model(tmp_path, monkeypatch) -> None:
+    """The tiny model with its ``cf`` backdoor, saved and set as the app's model."""
+    from backdoor_core.models import save_model
+    from defense_helpers import trained_tiny
+
+    lm = trained_tiny(True)
+    lm.model.config.id2label, lm.model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", str(save_model(lm.model, lm.tokenizer, tmp_path / "bd",
+                                                                 {"name": "tiny-cf"})))
+
+
+def test_detect_calls_a_backdoor_possible_when_only_a_trigger_word_shows_it(monkeypatch, tmp_path):
+    """A weak word backdoor: the heads' score stays low (here forced low: the tiny backdoor is too strong to miss),
+    yet the pool holds its word. The page reads "possible" with why, not "No backdoor evidence", and so does the
+    Report's finding; the score and the call behind every decision stay the score's."""
+    import backdoor_core.scan as scan_module
+    from defense_helpers import clean_texts, triggered_texts
+
+    real = scan_module.model_verdict
+
+    def weak(*args, **kwargs):
+        return {**real(*args, **kwargs), "score": 0.12, "likely_backdoored": False}
+
+    monkeypatch.setattr(scan_module, "model_verdict", weak)
+    _tiny_cf_model(tmp_path, monkeypatch)
+    _user_data(tmp_path, monkeypatch)
+    at = _scan_user_pool(clean_texts(20, seed=62)[0] + triggered_texts(15, seed=63), n_clean=40)
+    v = at.session_state["detect.report"].verdict
+    assert v["trigger_words"] == ["cf"] and not v["likely_backdoored"]
+    assert "possible" in [m.value for m in at.metric]
+    warned = [w.value for w in at.warning if "pool holds a likely trigger word (cf)" in w.value]
+    assert len(warned) == 1 and "score 0.12" in warned[0]
+    assert not at.success  # not "No backdoor evidence"
+    scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
+    assert "**possible backdoor (a likely trigger word)**" in scan.text and "(cf)" in scan.text
+    # no trigger in the pool: no word, and the low score reads "not found"
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert at.session_state["detect.report"].verdict["trigger_words"] == []
+    assert "not found" in [m.value for m in at.metric] and at.success
 
 
 def test_compare_page_heads_off_and_errors():

@@ -275,8 +275,11 @@ def test_attack_detect_sanitize_report_end_to_end():
     likely = bool(at.session_state["detect.report"].verdict["likely_backdoored"])
     verdict_errors = [e for e in errors(at) if e.startswith("This model behaves like a backdoored one")]
     assert len(verdict_errors) == int(likely) and len(errors(at)) == len(verdict_errors), errors(at)
-    assert sum("No backdoor evidence" in s.value for s in at.success) == int(not likely)
-    assert next(m.value for m in at.metric if m.label == "Backdoor") == ("likely" if likely else "not found")
+    from backdoor_core.detection import verdict_call
+
+    call = verdict_call(at.session_state["detect.report"].verdict)  # "possible": below the score, a trigger word
+    assert sum("No backdoor evidence" in s.value for s in at.success) == int(call == "not found")
+    assert next(m.value for m in at.metric if m.label == "Backdoor") == call and likely == (call == "likely")
     labels = [m.label for m in at.metric]
     assert {"Backdoor", "Backdoor score", "Flagged inputs", "Suspicious heads", "AUROC"} <= set(labels)
     # no pool at all: the scan still runs and says its heads rest on clean inputs only

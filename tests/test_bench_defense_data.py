@@ -202,6 +202,10 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     # the pool names the trigger: it marks only triggered pool inputs, and ranking them first never lowers AUROC
     bd = by_name["bd"]
     assert bd["marking_words"] == ["cf"] and 0 < bd["pool_word_marked"] == bd["pool_word_marked_triggered"]
+    # the Detect page's call, with the words: "possible" only below the score's call
+    assert bd["call"] == ("likely" if bd["verdict_score"] >= 0.5 else "possible")
+    assert by_name["clean"]["call"] in ("likely", "not found") or by_name["clean"]["marking_words"]
+    assert set(rep["model_verdict"]["possible"]) == {"backdoored", "clean"}
     auc = {d["method"]: d["auroc"] for d in det}
     assert auc["final_words"] >= auc["head_similarity_2pass"]
     z = by_name["bd"]["eval_sizes"]
@@ -209,7 +213,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
     md = (tmp_path / "results" / "defense_test_t.md").read_text()
     assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
-    assert "CACC change, 95% interval" in md
+    assert "CACC change, 95% interval" in md and "| verdict score | call |" in md
     assert 'Scan knobs: `{"rep_method": "contrast"}`' in md
     assert "## Summary over seeds" in md and "## Evaluation sets used" in md
     # parallel runs merge into defense_test.json

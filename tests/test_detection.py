@@ -139,3 +139,21 @@ def test_a_pool_unlike_the_clean_texts_is_read_and_said_beside_the_verdict():
     small = scan_model(lm.model, lm.tokenizer, TextDataset(texts[:40], labels[:40], ["neg", "pos"]), other,
                        max_length=32, find_triggers=False).verdict
     assert small["pool_unlike_clean"] is None  # 20 clean dev inputs cannot place the pool's quartile
+
+
+def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
+    """The score decides "likely"; below it, a likely trigger word read from the pool makes the call "possible"
+    (worded once, for every view), and the repair's notes do not call its flags mere chance."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.detection import verdict_call, verdict_label, word_verdict_note
+
+    weak = {"score": 0.31, "likely_backdoored": False, "trigger_words": ["cf", "mn"]}
+    assert verdict_call(weak) == "possible" and verdict_label(weak) == "possible backdoor (a likely trigger word)"
+    assert "score 0.31" in word_verdict_note(weak) and "(cf, mn)" in word_verdict_note(weak)
+    strong = {**weak, "score": 0.8, "likely_backdoored": True}
+    assert verdict_call(strong) == "likely" and word_verdict_note(strong) is None
+    for none in ({**weak, "trigger_words": []}, {"score": 0.31, "likely_backdoored": False}):
+        assert verdict_call(none) == "not found" and word_verdict_note(none) is None
+    assert any("nothing to remove" in n for n in repair_notes({"verdict": {**weak, "trigger_words": []}}))
+    notes = repair_notes({"verdict": weak})
+    assert any("likely trigger word" in n for n in notes) and not any("nothing to remove" in n for n in notes)

@@ -151,6 +151,7 @@ def test_scan_marks_pool_inputs_holding_the_trigger_word_flagged_or_not():
     data = TextDataset(texts, labels, ["neg", "pos"])
     rep = scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, find_triggers=False, read_pool_words=True)
     assert rep.triggers is None and rep.marking_words == [TRIGGER]
+    assert rep.verdict["trigger_words"] == [TRIGGER]  # what a "possible" call would rest on
     truth = np.array([TRIGGER in t.split() for t in pool])
     assert (rep.pool_word_marked == truth).all()
     rows = rep.word_marked_rows()
@@ -171,6 +172,7 @@ def test_scan_marks_pool_inputs_holding_the_trigger_word_flagged_or_not():
     # without reading the pool's words nothing is marked
     plain = scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, find_triggers=False)
     assert plain.marking_words == [] and plain.pool_word_marked is None and plain.word_marked_rows() == []
+    assert "trigger_words" not in plain.verdict
     assert (plain.scores_with_words([1.0, 2.0], ["cf x", "y"]) == [1.0, 2.0]).all()
 
 
