@@ -756,7 +756,7 @@ def word_verdict_note(verdict: dict) -> str | None:
     return (f"The heads show no backdoor at this threshold (score {verdict.get('score', 0):.2f}), but the pool holds "
             f"a likely trigger word ({words}): rare in the clean texts, and inserted into them it sends a large "
             "share of them to one class, as a trigger does. The heads miss a weak word backdoor, which flips few of "
-            "the inputs that carry its word. The pool inputs that hold it are listed with the scan's results.")
+            "the inputs that carry its word.")
 
 
 def pool_shift_note(verdict: dict) -> str | None:
