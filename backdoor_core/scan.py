@@ -79,6 +79,7 @@ from .detection import (
     head_focus_detector,
     model_verdict,
     split_clean,
+    verdict_call,
 )
 from .head_safety import (
     DEFAULT_FALLBACK_FRAC,
@@ -253,7 +254,7 @@ class ScanReport:
             "layers": self.num_layers,
             "heads": self.num_heads,
             "label_names": list(self.label_names),
-            "verdict": _plain(self.verdict),
+            "verdict": {**_plain(self.verdict), "call": verdict_call(self.verdict)},  # likely / possible / not found
             "detection": {
                 "method": "head_similarity" + (" + representation" if self.representation_detector else ""),
                 "pass": "second (suspicious heads' focus)" if self.first_pass else "first",

@@ -67,6 +67,8 @@ def test_cli_scan_text_json_and_html(files, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["model"] == "tiny-bd" and rep["detection"]["n_pool"] == 24
     assert rep["detection"]["marking_words"] == [TRIGGER] and rep["detection"]["n_word_marked"] == 12
+    assert rep["verdict"]["trigger_words"] == [TRIGGER]  # the JSON's call is the views' call
+    assert rep["verdict"]["call"] == ("likely" if rep["verdict"]["likely_backdoored"] else "possible")
     assert rep["flagged"] and all((r["trigger_word"] == TRIGGER) == (TRIGGER in r["text"].split())
                                   for r in rep["flagged"])
     page = html.read_text(encoding="utf-8")
