@@ -68,6 +68,10 @@ def test_cli_scan_text_json_and_html(files, capsys):
     assert rep["model"] == "tiny-bd" and rep["detection"]["n_pool"] == 24
     assert rep["detection"]["marking_words"] == [TRIGGER] and rep["detection"]["n_word_marked"] == 12
     assert rep["verdict"]["trigger_words"] == [TRIGGER]  # the JSON's call is the views' call
+    # no pool: no word, no backdoor called, and then no head is called suspicious (as on the Detect page)
+    assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32"]) == 0
+    no_pool = capsys.readouterr().out
+    assert "no backdoor evidence" in no_pool and "suspicious none (no backdoor called); top candidates L" in no_pool
     assert rep["verdict"]["call"] == ("likely" if rep["verdict"]["likely_backdoored"] else "possible")
     assert rep["flagged"] and all((r["trigger_word"] == TRIGGER) == (TRIGGER in r["text"].split())
                                   for r in rep["flagged"])

@@ -152,7 +152,11 @@ def run(args) -> int:
         print(f"words      {', '.join(d['marking_words'])} (likely trigger words, rare in the clean texts) in "
               f"{d['n_word_marked']} pool inputs, {d['n_word_marked_unflagged']} of them not flagged")
     heads = data["head_safety"]
-    print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
+    if v.get("likely_backdoored"):
+        print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
+    else:  # as the Detect page: with no backdoor called, no head is suspicious, the top ones are candidates
+        print(f"suspicious none (no backdoor called); top candidates {', '.join(data['suspicious_heads'][:12]) or '-'}"
+              f"  [basis: {heads['basis']}]")
     print("\nHeads by score (collapse on flagged inputs x importance):")
     print(format_table(report.head_rows()[: args.show], ["head", "score", "collapse", "importance", "suspicious"]))
     if data["flagged"]:
