@@ -68,10 +68,6 @@ def test_cli_scan_text_json_and_html(files, capsys):
     assert rep["model"] == "tiny-bd" and rep["detection"]["n_pool"] == 24
     assert rep["detection"]["marking_words"] == [TRIGGER] and rep["detection"]["n_word_marked"] == 12
     assert rep["verdict"]["trigger_words"] == [TRIGGER]  # the JSON's call is the views' call
-    # no pool: no word, no backdoor called, and then no head is called suspicious (as on the Detect page)
-    assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32"]) == 0
-    no_pool = capsys.readouterr().out
-    assert "no backdoor evidence" in no_pool and "suspicious none (no backdoor called); top candidates L" in no_pool
     assert rep["verdict"]["call"] == ("likely" if rep["verdict"]["likely_backdoored"] else "possible")
     assert rep["flagged"] and all((r["trigger_word"] == TRIGGER) == (TRIGGER in r["text"].split())
                                   for r in rep["flagged"])
@@ -80,6 +76,14 @@ def test_cli_scan_text_json_and_html(files, capsys):
     assert ("Candidate triggers" in page) == bool((rep["trigger_candidates"] or {}).get("candidates"))
     assert not re.search(r"<script[^>]*\ssrc=", page) and not re.search(r"<link[^>]*href=[\"']http", page)
     assert "Content-Security-Policy" in page  # offline: nothing is fetched
+    # no pool: no word, no backdoor called, and then no head is called suspicious (as on the Detect page)
+    assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32"]) == 0
+    no_pool = capsys.readouterr().out
+    assert "no backdoor evidence" in no_pool and "suspicious none (no backdoor called); top candidates L" in no_pool
+    assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32",
+                 "--json", "--html", str(files["dir"] / "no_pool.html")]) == 0
+    capsys.readouterr()
+    assert "None: no backdoor called. Top candidates: L" in (files["dir"] / "no_pool.html").read_text("utf-8")
 
 
 def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):

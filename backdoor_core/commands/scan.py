@@ -218,7 +218,8 @@ def write_html(report, path) -> Path:
              "flagged."])),
          "table": [{"component": k, "value": val} for k, val in v["components"].items()]},
         {"heading": "Suspicious heads",
-         "text": ", ".join(d["suspicious_heads"]) or "none",
+         "text": (", ".join(d["suspicious_heads"]) or "none") if v.get("likely_backdoored") else
+         f"None: no backdoor called. Top candidates: {', '.join(d['suspicious_heads'][:12]) or 'none'}.",
          "table": report.head_rows()[:20]},
     ]
     try:
