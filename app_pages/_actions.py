@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
-from backdoor_core.detection import pool_shift_note, verdict_label, word_verdict_note
+from backdoor_core.detection import called_heads, pool_shift_note, verdict_label, word_verdict_note
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
@@ -188,8 +188,7 @@ def record_scan(report, truth=None) -> None:
             f"(score {v.get('score', 0):.2f}, basis: {v.get('basis')}). {len(report.flagged)} of "
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
             f"(clean FRR {report.clean_frr:.1%}). "
-            + (f"Suspicious heads: {', '.join(report.suspicious_heads) or 'none'}." if v.get("likely_backdoored") else
-               f"No head is called suspicious (top candidates: {', '.join(report.suspicious_heads[:12]) or 'none'})."))
+            + f"Suspicious heads: {called_heads(v, report.suspicious_heads)}.")
     for note in (word_verdict_note(v), pool_shift_note(v)):
         if note:
             text += f"\n\n{note}"

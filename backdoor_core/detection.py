@@ -748,6 +748,14 @@ def verdict_label(verdict: dict) -> str:
     return VERDICT_LABELS[verdict_call(verdict)]
 
 
+def called_heads(verdict: dict, labels: Sequence[str], limit: int = 12) -> str:
+    """The scan's suspicious heads ``labels`` (``L{layer}H{head}``) as every view names them: listed where the
+    score calls a backdoor; otherwise none is suspicious and the top ``limit`` are only candidates."""
+    if verdict.get("likely_backdoored"):
+        return ", ".join(labels) or "none"
+    return f"none (no backdoor called; top candidates: {', '.join(list(labels)[:limit]) or 'none'})"
+
+
 def word_verdict_note(verdict: dict) -> str | None:
     """What a ``"possible"`` call (``verdict_call``) rests on; None for the other calls."""
     if verdict_call(verdict) != "possible":

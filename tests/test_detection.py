@@ -145,7 +145,7 @@ def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
     """The score decides "likely"; below it, a likely trigger word read from the pool makes the call "possible"
     (worded once, for every view), and the repair's notes do not call its flags mere chance."""
     from backdoor_core.defenses import repair_notes
-    from backdoor_core.detection import verdict_call, verdict_label, word_verdict_note
+    from backdoor_core.detection import called_heads, verdict_call, verdict_label, word_verdict_note
 
     weak = {"score": 0.31, "likely_backdoored": False, "trigger_words": ["cf", "mn"]}
     assert verdict_call(weak) == "possible" and verdict_label(weak) == "possible backdoor (a likely trigger word)"
@@ -155,5 +155,8 @@ def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
     for none in ({**weak, "trigger_words": []}, {"score": 0.31, "likely_backdoored": False}):
         assert verdict_call(none) == "not found" and word_verdict_note(none) is None
     assert any("nothing to remove" in n for n in repair_notes({"verdict": {**weak, "trigger_words": []}}))
+    heads = [f"L{i}H0" for i in range(14)]  # only a called backdoor has suspicious heads; else 12 candidates
+    assert called_heads(strong, heads) == ", ".join(heads)
+    assert called_heads(weak, heads) == f"none (no backdoor called; top candidates: {', '.join(heads[:12])})"
     notes = repair_notes({"verdict": weak})
     assert any("likely trigger word" in n for n in notes) and not any("nothing to remove" in n for n in notes)

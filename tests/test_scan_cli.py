@@ -79,11 +79,11 @@ def test_cli_scan_text_json_and_html(files, capsys):
     # no pool: no word, no backdoor called, and then no head is called suspicious (as on the Detect page)
     assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32"]) == 0
     no_pool = capsys.readouterr().out
-    assert "no backdoor evidence" in no_pool and "suspicious none (no backdoor called); top candidates L" in no_pool
+    assert "no backdoor evidence" in no_pool and "suspicious none (no backdoor called; top candidates: L" in no_pool
     assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32",
                  "--json", "--html", str(files["dir"] / "no_pool.html")]) == 0
     capsys.readouterr()
-    assert "None: no backdoor called. Top candidates: L" in (files["dir"] / "no_pool.html").read_text("utf-8")
+    assert "none (no backdoor called; top candidates: L" in (files["dir"] / "no_pool.html").read_text("utf-8")
 
 
 def test_cli_sanitize_saves_a_repaired_model_with_metadata(files, capsys):

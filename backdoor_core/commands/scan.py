@@ -111,7 +111,7 @@ def _progress_printer(enabled: bool):
 
 
 def run(args) -> int:
-    from ..detection import pool_shift_note, verdict_call, verdict_label, word_verdict_note
+    from ..detection import called_heads, pool_shift_note, verdict_call, verdict_label, word_verdict_note
     from ..scan import scan_model
 
     lm, clean, pool = load_inputs(args)
@@ -152,11 +152,7 @@ def run(args) -> int:
         print(f"words      {', '.join(d['marking_words'])} (likely trigger words, rare in the clean texts) in "
               f"{d['n_word_marked']} pool inputs, {d['n_word_marked_unflagged']} of them not flagged")
     heads = data["head_safety"]
-    if v.get("likely_backdoored"):
-        print(f"suspicious {', '.join(data['suspicious_heads']) or '(none)'}  [basis: {heads['basis']}]")
-    else:  # as the Detect page: with no backdoor called, no head is suspicious, the top ones are candidates
-        print(f"suspicious none (no backdoor called); top candidates {', '.join(data['suspicious_heads'][:12]) or '-'}"
-              f"  [basis: {heads['basis']}]")
+    print(f"suspicious {called_heads(v, data['suspicious_heads'])}  [basis: {heads['basis']}]")
     print("\nHeads by score (collapse on flagged inputs x importance):")
     print(format_table(report.head_rows()[: args.show], ["head", "score", "collapse", "importance", "suspicious"]))
     if data["flagged"]:
@@ -202,7 +198,7 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
     from ..architecture import layer_labels
-    from ..detection import pool_shift_note, verdict_label, word_verdict_note
+    from ..detection import called_heads, pool_shift_note, verdict_label, word_verdict_note
     from ..report import html_report
 
     d = report.to_dict()
@@ -218,8 +214,7 @@ def write_html(report, path) -> Path:
              "flagged."])),
          "table": [{"component": k, "value": val} for k, val in v["components"].items()]},
         {"heading": "Suspicious heads",
-         "text": (", ".join(d["suspicious_heads"]) or "none") if v.get("likely_backdoored") else
-         f"None: no backdoor called. Top candidates: {', '.join(d['suspicious_heads'][:12]) or 'none'}.",
+         "text": called_heads(v, d["suspicious_heads"]),
          "table": report.head_rows()[:20]},
     ]
     try:
