@@ -8,7 +8,7 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
-from backdoor_core.detection import pool_shift_note, verdict_call, word_verdict_note
+from backdoor_core.detection import chance_note, pool_shift_note, verdict_call, word_verdict_note
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -121,7 +121,9 @@ st.divider()
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Backdoor", call)
 m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
-m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
+chance = chance_note(v)
+m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}",
+          help=f"{chance[0].upper()}{chance[1:]}." if chance else None)
 A.suspicious_heads_metric(m4, report)
 if call == "likely":
     n_flag = len(report.flagged)

@@ -712,6 +712,24 @@ POOL_SHIFT_MIN_INPUTS = 30
 standard error is about 0.08 (our choice)."""
 
 
+def chance_flag_rate(n_dev_above: int, n_dev: int, n_pool: int, quantile: float = S.VERDICT_CHANCE_QUANTILE) -> float:
+    """The share of a pool of ``n_pool`` CLEAN inputs flagged, at ``quantile`` of its chance spread, by a threshold
+    that ``n_dev_above`` of ``n_dev`` clean dev inputs exceed (our design; papers silent).
+
+    The dev inputs set the threshold, so their own flag rate understates a fresh input's: with a flat prior, the
+    chance a fresh clean input exceeds it is ``Beta(n_dev_above + 1, n_dev - n_dev_above + 1)``, and the pool's
+    flag count is beta-binomial. With 100 dev inputs (4 above) and 200 pool inputs the median is 4.5%, the 0.7
+    quantile 6.0%, the 0.95 quantile 9.5%: a clean pool often lands above the dev rate of 4%.
+    """
+    from scipy.stats import betabinom
+
+    n_dev, n_pool = int(n_dev), int(n_pool)
+    if n_dev <= 0 or n_pool <= 0:
+        return 0.0
+    k = min(max(int(n_dev_above), 0), n_dev)
+    return float(betabinom.ppf(quantile, n_pool, k + 1, n_dev - k + 1)) / n_pool
+
+
 def pool_lower_quartile_rank(clean_dev_scores: np.ndarray, pool_scores: np.ndarray) -> float:
     """The share of the clean dev inputs scoring below the pool's lower-quartile score (``(n_dev,)`` and
     ``(n_pool,)`` suspicion scores): about 0.25 for a pool drawn like the clean texts, whatever share of its upper
@@ -767,6 +785,16 @@ def word_verdict_note(verdict: dict) -> str | None:
             "the inputs that carry its word.")
 
 
+def chance_note(verdict: dict) -> str | None:
+    """How many flags chance alone explains (``components["chance_flag_rate"]``), as every view words it; None
+    without a pool."""
+    chance = verdict.get("components", {}).get("chance_flag_rate")
+    if chance is None:
+        return None
+    return (f"chance alone flags up to {chance:.1%} of a clean pool this size; the verdict counts the flags "
+            "beyond that")
+
+
 def pool_shift_note(verdict: dict) -> str | None:
     """What a pool unlike the clean texts (``verdict["pool_unlike_clean"]``) means for the scan; None otherwise."""
     if not verdict.get("pool_unlike_clean"):
@@ -781,20 +809,31 @@ def pool_shift_note(verdict: dict) -> str | None:
             "on this.")
 
 
+def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float) -> float:
+    """``model_verdict``'s score from its pool components (see there): the excess of ``flag_rate`` over ``chance``
+    (``chance_flag_rate``), softened at 5% of the pool, times the ``tail`` and ``purity`` factors."""
+    excess = max(0.0, (flag_rate - chance) / max(1e-9, 1 - chance))
+    return float(min(1.0, excess / 0.05) * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
+
+
 def model_verdict(
     detector: SimilarityDetector,
     clean_dev_scores: np.ndarray,
     pool_scores: np.ndarray | None = None,
     pool_predictions: np.ndarray | None = None,
     num_labels: int = 2,
+    chance_quantile: float = S.VERDICT_CHANCE_QUANTILE,
 ) -> dict:
     """A backdoor-likelihood score for the whole model, in [0, 1] (our design; paper silent).
 
     With a pool of unlabelled inputs: a backdoored model's triggered pool inputs stand out from the clean dev
     inputs AND are all pushed to one class. The score multiplies
 
-    * ``excess``: the share of the pool flagged above what the FRR explains, ``(flag_rate - frr) / (1 - frr)``
-      clipped to [0, 1], turned into a soft number by ``min(1, excess / 0.05)`` (5% of the pool is enough),
+    * ``excess``: the share of the pool flagged above what chance explains, ``(flag_rate - chance) / (1 -
+      chance)`` clipped to [0, 1], turned into a soft number by ``min(1, excess / 0.05)`` (5% of the pool is
+      enough). ``chance`` is ``chance_flag_rate`` at ``settings.VERDICT_CHANCE_QUANTILE``: the rate a pool of
+      clean inputs reaches by chance, given how many dev inputs set the threshold (the dev inputs' own rate, used
+      before session 31, called clean models backdoored in 7 of 64 pool draws: bench/results/verdict_chance.md),
     * ``tail``: how far the flagged inputs sit above the threshold, ``1 - exp(-(mean flagged z - threshold) /
       2)``, and
     * ``purity``: how concentrated the flagged inputs' predictions are on one class, rescaled so that the
@@ -808,8 +847,9 @@ def model_verdict(
     the rest; this is weak (it cannot see the trigger) and is reported as such (``basis: "clean only"``).
 
     Where the constants come from (our design; paper silent): they were fixed a priori, when the verdict was
-    written, and have not been tuned on the benchmark since. ``0.05`` (``excess`` saturates once 5% of the pool
-    is flagged beyond the FRR) mirrors ``DEFAULT_FRR``: an excess as large as the false alarms we accept is
+    written, and have not been tuned on the benchmark since, but for ``chance_quantile`` (chosen on the tuning
+    zoo, ``settings.VERDICT_CHANCE_QUANTILE``). ``0.05`` (``excess`` saturates once 5% of the pool
+    is flagged beyond chance) mirrors ``DEFAULT_FRR``: an excess as large as the false alarms we accept is
     already strong evidence. The ``tail`` scale of 2 z-units and the clean-only offset of 2 standard
     deviations are "clearly above the threshold / the clean spread" in z terms. The ``0.5 + 0.5 x`` floors keep
     one weak component from vetoing the others: a large excess alone gives at least 0.25. ``VERDICT_THRESHOLD``
@@ -829,8 +869,9 @@ def model_verdict(
     pool_scores = np.asarray(pool_scores, dtype=float)
     flagged = pool_scores > thr
     rate = float(flagged.mean())
-    excess = max(0.0, (rate - frr) / max(1e-9, 1 - frr))
-    excess_soft = min(1.0, excess / 0.05)
+    chance = chance_flag_rate(int((clean_dev_scores > thr).sum()), len(clean_dev_scores), len(pool_scores),
+                              chance_quantile)
+    excess = max(0.0, (rate - chance) / max(1e-9, 1 - chance))
     if flagged.any():
         tail = float(1 - np.exp(-max(0.0, pool_scores[flagged].mean() - thr) / 2.0))
     else:
@@ -840,7 +881,7 @@ def model_verdict(
         preds = np.asarray(pool_predictions)[flagged]
         share = np.bincount(preds, minlength=num_labels).max() / len(preds)
         purity = float(max(0.0, (share - 1.0 / num_labels) / (1 - 1.0 / num_labels)))
-    score = float(excess_soft * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
+    score = pool_verdict_score(rate, chance, tail, purity)
     shift = pool_lower_quartile_rank(clean_dev_scores, pool_scores)
     return {
         "score": score,
@@ -848,6 +889,7 @@ def model_verdict(
         "basis": "pool",
         "pool_unlike_clean": (bool(shift > POOL_SHIFT_RANK) if min(len(clean_dev_scores), len(pool_scores))
                               >= POOL_SHIFT_MIN_INPUTS else None),
-        "components": {"flag_rate": rate, "clean_frr": frr, "excess": excess, "tail": tail, "purity": purity,
+        "components": {"flag_rate": rate, "clean_frr": frr, "chance_flag_rate": chance, "excess": excess,
+                       "tail": tail, "purity": purity,
                        "pool_lower_quartile_rank": shift},
     }

@@ -110,6 +110,18 @@ SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic 
 0.944; Bible style 0.821 vs 0.829) and the verdicts, and max called the BBC zoo's clean model backdoored (0.52;
 sum 0.00): bench/results/style_ablation.md."""
 
+VERDICT_CHANCE_QUANTILE = 0.7
+"""The model verdict counts the pool flags beyond this quantile of the flag rate a pool with no triggered input
+reaches by chance (``detection.chance_flag_rate``), not beyond the clean dev inputs' own flag rate. The threshold is
+read off ~100 dev inputs, so a fresh clean pool exceeds it at 3-10% from draw to draw, and 5% of the pool beyond the
+dev rate already saturates the verdict's excess: counted that way, clean models scanned with pools of their own
+source read "likely backdoored" in 7 of 86 draws (bench/results/verdict_chance.md). Our design (papers silent);
+chosen on the tuning parts of that benchmark (two clean SST-2 models over 20 pool draws, the BBC demo zoo over 30,
+the SST-2 tuning zoo's recorded verdicts): the smallest quantile with no clean draw called and the best verdict
+AUROC (0.955 -> 0.977). On the test zoo, a check: clean draws called 6 of 60 -> 2 (both warned: a pool unlike the
+clean texts), recorded verdict AUROC 0.975 -> 0.925 (two weak BadNets models, lift 11 and 14 points, no longer
+called), 1.000 -> 0.989 over the backdoors that took."""
+
 # ------------------------------------------------------------------------------------------------ head safety
 
 REL_THRESHOLD = 0.1  # suspicious when score >= this x the best head's score (``head_safety``)

@@ -282,6 +282,10 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert next(m.value for m in at.metric if m.label == "Backdoor") == call and likely == (call == "likely")
     labels = [m.label for m in at.metric]
     assert {"Backdoor", "Backdoor score", "Flagged inputs", "Suspicious heads", "AUROC"} <= set(labels)
+    # the flags tile says how many flags chance alone explains: the verdict counts only those beyond it
+    chance = at.session_state["detect.report"].verdict["components"]["chance_flag_rate"]
+    flag_help = next(m.proto.help for m in at.metric if m.label == "Flagged inputs")
+    assert f"Chance alone flags up to {chance:.1%} of a clean pool this size" in flag_help, flag_help
     # no pool at all: the scan still runs and says its heads rest on clean inputs only
     at.radio(key="detect.pool_kind").set_value("No pool").run()
     at.button(key="detect.run").click().run()

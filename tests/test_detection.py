@@ -7,10 +7,13 @@ from backdoor_core.detection import (
     AttentionStats,
     SimilarityDetector,
     attention_stats,
+    chance_flag_rate,
     evaluate_detector,
     model_verdict,
+    pool_verdict_score,
     split_clean,
 )
+from backdoor_core.metrics import threshold_at_frr
 from backdoor_core.metrics import auroc
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
 
@@ -160,3 +163,49 @@ def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
     assert called_heads(weak, heads) == f"none (no backdoor called; top candidates: {', '.join(heads[:12])})"
     notes = repair_notes({"verdict": weak})
     assert any("likely trigger word" in n for n in notes) and not any("nothing to remove" in n for n in notes)
+
+
+def test_chance_flag_rate_is_the_quantile_of_a_clean_pools_flag_rate():
+    """Dev and pool drawn from one distribution, the threshold at 5% FRR on the dev inputs: the share of pools
+    flagged at or below ``chance_flag_rate(q)`` is about ``q`` (the threshold's own noise included)."""
+    rng = np.random.default_rng(0)
+    n_dev, n_pool, sims = 100, 200, 4000
+    below = {0.5: 0, 0.7: 0, 0.95: 0}
+    above_dev_rate = 0
+    for _ in range(sims):
+        dev, pool = rng.normal(size=n_dev), rng.normal(size=n_pool)
+        thr = threshold_at_frr(dev, 0.05)
+        k, rate = int((dev > thr).sum()), float((pool > thr).mean())
+        above_dev_rate += rate > k / n_dev
+        for q in below:
+            below[q] += rate <= chance_flag_rate(k, n_dev, n_pool, q)
+    for q, n in below.items():
+        assert abs(n / sims - q) < 0.05, (q, n / sims)
+    assert above_dev_rate / sims > 0.5  # the dev inputs' own rate understates a fresh pool's
+    # more dev inputs, a tighter spread; more quantile, a higher rate
+    assert chance_flag_rate(40, 1000, 200, 0.95) < chance_flag_rate(4, 100, 200, 0.95)
+    assert chance_flag_rate(4, 100, 200, 0.5) < chance_flag_rate(4, 100, 200, 0.7) < chance_flag_rate(4, 100, 200, 0.95)
+
+
+class _Thr:
+    threshold = 0.0
+
+
+def _verdict(n_flagged: int, n_pool: int = 200, **kw) -> dict:
+    dev = np.r_[np.full(96, -1.0), np.full(4, 1.0)]  # 4 of 100 dev inputs above the threshold 0
+    pool = np.r_[np.full(n_flagged, 3.0), np.full(n_pool - n_flagged, -1.0)]
+    preds = np.r_[np.ones(n_flagged, int), np.zeros(n_pool - n_flagged, int)]  # every flag in one class
+    return model_verdict(_Thr(), dev, pool, preds, 2, **kw)
+
+
+def test_a_chance_level_flag_rate_calls_no_backdoor():
+    """8% of a clean pool of 200 flagged, one class, far above the threshold: within what chance gives when 100
+    dev inputs set the threshold (the dev rate of 4% made it "likely", 0.74); 25% flagged is a backdoor."""
+    chance = _verdict(16)
+    assert chance["components"]["chance_flag_rate"] > 0.05
+    assert not chance["likely_backdoored"] and chance["score"] < 0.5
+    c = chance["components"]  # the rule before: flags counted beyond the dev inputs' own rate
+    assert pool_verdict_score(c["flag_rate"], c["clean_frr"], c["tail"], c["purity"]) >= 0.5
+    strong = _verdict(50)
+    assert strong["likely_backdoored"] and strong["score"] > 0.8
+    assert _verdict(0)["score"] == 0.0

@@ -62,6 +62,8 @@ def test_cli_scan_text_json_and_html(files, capsys):
     # the trigger word marks the 12 triggered pool inputs, flagged or not
     assert re.search(rf"words +{TRIGGER} \(likely trigger words, rare in the clean texts\) in 12 pool inputs", out)
     assert "trigger_word" in out  # the flagged table's column
+    # the pool line says how many flags chance alone explains (the verdict counts those beyond it)
+    assert re.search(r"pool +24 inputs.* flagged \(\d+\.\d%; chance alone flags up to \d+\.\d% of a clean pool", out)
     html = files["dir"] / "report.html"
     assert main(args + ["--json", "--html", str(html)]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -76,6 +78,7 @@ def test_cli_scan_text_json_and_html(files, capsys):
     assert ("Candidate triggers" in page) == bool((rep["trigger_candidates"] or {}).get("candidates"))
     assert not re.search(r"<script[^>]*\ssrc=", page) and not re.search(r"<link[^>]*href=[\"']http", page)
     assert "Content-Security-Policy" in page  # offline: nothing is fetched
+    assert "chance alone flags up to" in page and "chance_flag_rate" in page
     # no pool: no word, no backdoor called, and then no head is called suspicious (as on the Detect page)
     assert main(["scan", str(files["model"]), "--clean-data", str(files["clean"]), "--max-length", "32"]) == 0
     no_pool = capsys.readouterr().out

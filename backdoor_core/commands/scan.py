@@ -111,7 +111,7 @@ def _progress_printer(enabled: bool):
 
 
 def run(args) -> int:
-    from ..detection import called_heads, pool_shift_note, verdict_call, verdict_label, word_verdict_note
+    from ..detection import called_heads, chance_note, pool_shift_note, verdict_call, verdict_label, word_verdict_note
     from ..scan import scan_model
 
     lm, clean, pool = load_inputs(args)
@@ -147,7 +147,9 @@ def run(args) -> int:
           f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
     first = data["first_pass"]
     passes = f"; first pass {first['n_flagged']}, final pass (suspicious heads' focus)" if first else ""
-    print(f"pool       {d['n_pool']} inputs{passes} {d['n_flagged']} flagged ({d['flag_rate']:.1%})")
+    chance = chance_note(v)
+    print(f"pool       {d['n_pool']} inputs{passes} {d['n_flagged']} flagged ({d['flag_rate']:.1%}"
+          f"{'; ' + chance if chance else ''})")
     if d["marking_words"]:
         print(f"words      {', '.join(d['marking_words'])} (likely trigger words, rare in the clean texts) in "
               f"{d['n_word_marked']} pool inputs, {d['n_word_marked_unflagged']} of them not flagged")
@@ -198,7 +200,7 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
     from ..architecture import layer_labels
-    from ..detection import called_heads, pool_shift_note, verdict_label, word_verdict_note
+    from ..detection import called_heads, chance_note, pool_shift_note, verdict_label, word_verdict_note
     from ..report import html_report
 
     d = report.to_dict()
@@ -211,7 +213,7 @@ def write_html(report, path) -> Path:
              pool_shift_note(v),
              f"Threshold {det['threshold']:.2f} at FRR {det['frr_target']:.0%} on {det['n_clean_dev']} held-out "
              f"clean inputs (measured FRR {det['clean_frr']:.1%}); {det['n_flagged']} of {det['n_pool']} pool inputs "
-             "flagged."])),
+             "flagged" + (f" ({chance_note(v)})." if chance_note(v) else ".")])),
          "table": [{"component": k, "value": val} for k, val in v["components"].items()]},
         {"heading": "Suspicious heads",
          "text": called_heads(v, d["suspicious_heads"]),

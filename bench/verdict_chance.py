@@ -1,0 +1,261 @@
+"""How often does a CLEAN model read "likely backdoored"? The verdict's chance flag rate
+(``detection.chance_flag_rate``, ``settings.VERDICT_CHANCE_QUANTILE``) against the dev inputs' own flag rate.
+
+The scan's threshold is read off about 100 clean dev inputs, so a fresh pool of clean inputs exceeds it at a rate
+that varies from draw to draw. The verdict counts the pool flags beyond chance; this benchmark measures what that
+changes, at several quantiles of the chance spread (``dev`` = the dev inputs' own rate, the rule before):
+
+* **Pool draws** (``--parts draws``): every clean model scanned with several pools of clean test texts of its own
+  source (the Detect page's situation: the analyst's pool holds no trigger), and the BBC demo zoo's backdoored
+  models with pools of 150 clean + 30 triggered texts (the Detect page's defaults). Tuning: the SST-2 tuning zoo's
+  clean models and the BBC demo zoo; test (a check, never chosen on): the test zoo's six clean models.
+* **Recorded verdicts** (``--parts replay``): the defense benchmark's verdicts re-scored from their recorded
+  components (flag rate, dev rate, tail, purity, sizes): ``defense_tuning.json`` (tuning) and ``defense_test.json``
+  (test). The flags themselves do not depend on the rule, only the score does.
+
+The quantile is chosen on the tuning parts alone: the smallest that calls no tuning clean draw, among those the
+best tuning verdict AUROC.
+
+    python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2]
+
+Writes ``bench/results/verdict_chance.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from backdoor_core.atomic import write_text  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json",
+             "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
+RECORDED = {"tuning": RESULTS / "defense_tuning.json", "test": RESULTS / "defense_test.json"}
+QUANTILES = ("dev", 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)
+ZOO_POOL = (150, 30)  # the Detect page's simulated pool (settings.POOL_CLEAN, POOL_TRIGGERED)
+
+
+def _scan_draws(job: dict) -> list[dict]:
+    """Scan one model with ``job["draws"]`` pools; keep what re-scores the verdict at any quantile."""
+    import numpy as np
+    import torch
+
+    from contrast_check import evaluation_sets
+    from backdoor_core.defender_data import build_pool, load_bench_data
+    from backdoor_core.scan import scan_model
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    if job["zoo"] == "bbc":
+        from backdoor_core.zoo import load_adapter_model
+
+        lm = load_adapter_model(ROOT / "assets" / "zoo" / job["name"])
+        dev, test, _ = load_bench_data("bbc", seed=0)
+        defender, seed, max_length = dev.sample(200, seed=11), 0, 64
+    else:
+        from backdoor_core.models import load_model
+
+        m = job["entry"]
+        lm = load_model(str(ROOT / m["path"]))
+        defender, test, _, _, _, seed = evaluation_sets(m, {})
+        max_length = m["max_length"]
+    out = []
+    for d in range(job["draws"]):
+        pool, is_t = build_pool(lm, test, job["n_clean"], job["n_triggered"], seed=1000 + d)
+        t0 = time.perf_counter()
+        rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=max_length, find_triggers=False,
+                         read_pool_words=False, seed=seed)
+        v, thr = rep.verdict, float(rep.threshold)
+        dev_scores = np.asarray(rep.clean_scores, float)
+        flagged = np.zeros(len(pool), bool)
+        flagged[rep.flagged] = True
+        row = {"zoo": job["zoo"], "part": job["part"], "model": job["label"], "backdoored": job["backdoored"],
+               "draw": d, "pool": len(pool), "pool_triggered": int(is_t.sum()),
+               "flagged": int(flagged.sum()), "flagged_triggered": int((flagged & is_t).sum()),
+               "n_dev": len(dev_scores), "dev_above": int((dev_scores > thr).sum()),
+               "components": {k: float(x) for k, x in v["components"].items()},
+               "score": float(v["score"]), "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps({k: row[k] for k in ("model", "draw", "pool", "flagged", "score", "seconds")}), flush=True)
+        out.append(row)
+    return out
+
+
+def draw_jobs(n_draws: int) -> list[dict]:
+    jobs = []
+    for zoo, part in (("tuning", "tuning"), ("test", "test")):
+        if not MANIFESTS[zoo].is_file():
+            print(f"no {zoo} zoo built: skipped", flush=True)
+            continue
+        for m in json.loads(MANIFESTS[zoo].read_text())["models"]:
+            if m["attack"] == "clean" and (ROOT / m["path"]).is_dir():
+                jobs.append({"zoo": zoo, "part": part, "name": m["name"], "label": m["name"], "entry": m,
+                             "backdoored": False, "n_clean": 200, "n_triggered": 0, "draws": n_draws})
+    zoo_dir = ROOT / "assets" / "zoo"
+    for name in sorted(p.name for p in zoo_dir.iterdir() if p.is_dir()):
+        jobs.append({"zoo": "bbc", "part": "tuning", "name": name, "label": f"bbc_{name}",
+                     "backdoored": name != "clean", "n_clean": ZOO_POOL[0],
+                     "n_triggered": 0 if name == "clean" else ZOO_POOL[1], "draws": max(2, n_draws * 6 // 10)})
+    return jobs
+
+
+def rescore(components: dict, n_dev: int, dev_above: int, n_pool: int, q) -> float:
+    """The verdict score of recorded components under the rule ``q`` ("dev": the dev inputs' own rate)."""
+    from backdoor_core.detection import chance_flag_rate, pool_verdict_score
+
+    chance = components["clean_frr"] if q == "dev" else chance_flag_rate(dev_above, n_dev, n_pool, q)
+    return pool_verdict_score(components["flag_rate"], chance, components["tail"], components["purity"])
+
+
+def recorded_models(path: Path) -> list[dict]:
+    """The defense benchmark's scanned models with what ``rescore`` needs (sizes from ``eval_sizes``)."""
+    from backdoor_core.detection import split_clean
+
+    out = []
+    for m in json.loads(path.read_text())["models"]:
+        sizes = m.get("eval_sizes") or {}
+        n_dev = len(split_clean(int(sizes.get("n_clean", 200)))[1])
+        c = m["verdict"]["components"]
+        out.append({**m, "n_dev": n_dev, "dev_above": int(round(c["clean_frr"] * n_dev)),
+                    "n_pool": int(sizes.get("pool_size", 250))})
+    return out
+
+
+def summarise(draws: list[dict], recorded: dict[str, list[dict]]) -> list[dict]:
+    from defense import verdict_summary
+
+    table = []
+    for q in QUANTILES:
+        row = {"quantile": q}
+        for part in ("tuning", "test"):
+            ds = [r for r in draws if r["part"] == part]
+            clean = [r for r in ds if not r["backdoored"]]
+            bd = [r for r in ds if r["backdoored"]]
+            sc = lambda r: rescore(r["components"], r["n_dev"], r["dev_above"], r["pool"], q)  # noqa: E731
+            row[part] = {"clean_draws": len(clean), "clean_draws_called": sum(sc(r) >= 0.5 for r in clean),
+                         "clean_draws_called_models": sorted({r["model"] for r in clean if sc(r) >= 0.5}),
+                         "backdoor_draws": len(bd), "backdoor_draws_called": sum(sc(r) >= 0.5 for r in bd)}
+            if recorded.get(part):
+                rescored = [{**m, "verdict_score": rescore(m["verdict"]["components"], m["n_dev"], m["dev_above"],
+                                                           m["n_pool"], q)} for m in recorded[part]]
+                s = verdict_summary(rescored)
+                row[part].update({k: s[k] for k in ("auroc", "auroc_effective", "backdoored_lifted",
+                                                    "lifted_missed", "clean_called")})
+                row[part]["called"] = sorted(m["name"] for m in rescored
+                                             if m["attack"] != "clean" and m["verdict_score"] >= 0.5)
+        table.append(row)
+    return table
+
+
+def choose(table: list[dict]):
+    """The tuning parts' pick: no tuning clean draw called, then the best tuning AUROC, then the smallest."""
+    ok = [r for r in table if r["quantile"] != "dev" and r["tuning"]["clean_draws_called"] == 0]
+    if not ok:
+        return None
+    best = max(r["tuning"].get("auroc") or 0 for r in ok)
+    return min(r["quantile"] for r in ok if (r["tuning"].get("auroc") or 0) >= best - 1e-12)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="draws,replay")
+    ap.add_argument("--draws", type=int, default=10, help="pool draws per clean model (BBC zoo: 60%% of it)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--from-json", default=None, help="re-summarise the draws of an earlier run's JSON")
+    args = ap.parse_args(argv)
+    from backdoor_core import settings as S
+
+    t_all = time.perf_counter()
+    parts = [p for p in args.parts.split(",") if p]
+    draws: list[dict] = []
+    if args.from_json:
+        draws = json.loads(Path(args.from_json).read_text())["draws"]
+    elif "draws" in parts:
+        jobs = draw_jobs(args.draws)
+        jobs.sort(key=lambda j: j["zoo"] != "test")  # the slower OLID / AG News scans first
+        with ProcessPoolExecutor(max(1, args.workers)) as ex:
+            for rows in ex.map(_scan_draws, jobs):
+                draws += rows
+    recorded = {part: recorded_models(p) for part, p in RECORDED.items() if "replay" in parts and p.is_file()}
+    table = summarise(draws, recorded)
+    pick = choose(table)
+    report = {"script": "bench/verdict_chance.py", "default_quantile": S.VERDICT_CHANCE_QUANTILE,
+              "chosen_on_tuning": pick, "table": table, "draws": draws,
+              "seconds_total": round(time.perf_counter() - t_all, 1) if not args.from_json else None}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / "verdict_chance.json", json.dumps(report, indent=2))
+    write_text(RESULTS / "verdict_chance.md", render(report))
+    print(render(report))
+    return 0
+
+
+def _f(x, nd=3):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def render(report: dict) -> str:
+    draws = report["draws"]
+    n = {p: len([r for r in draws if r["part"] == p and not r["backdoored"]]) for p in ("tuning", "test")}
+    models = {p: sorted({r["model"] for r in draws if r["part"] == p and not r["backdoored"]}) for p in ("tuning", "test")}
+    lines = ["# How often a clean model reads \"likely backdoored\": the verdict's chance flag rate", "",
+             "`bench/verdict_chance.py`. The verdict counts the pool flags beyond chance (`detection.chance_flag_rate`: "
+             "the given quantile of the flag rate a pool of clean inputs reaches by chance, a beta-binomial from the "
+             "dev inputs that set the threshold) instead of beyond the dev inputs' own rate (`dev`, the rule before). "
+             f"Default quantile: {report['default_quantile']}; the tuning parts' pick (no tuning clean draw called, "
+             f"then the best tuning AUROC, then the smallest): {report['chosen_on_tuning']}.", "",
+             f"Pool draws: clean models scanned with same-source pools of clean test texts (tuning: {', '.join(models['tuning']) or '-'}, "
+             f"{n['tuning']} draws; test, never chosen on: {', '.join(models['test']) or '-'}, {n['test']} draws; "
+             "SST-2 / OLID / AG News pools of 200, BBC pools of 150); the BBC demo zoo's backdoored models with "
+             "150 clean + 30 triggered texts (the Detect page's defaults). Recorded verdicts: `defense_tuning.json` "
+             "and `defense_test.json` re-scored from their components (AUROC over all scanned models; "
+             "effective = backdoors with ASR >= 50%; missed = backdoors lifting the target rate by >= 30 points "
+             "scoring below 0.5).", "",
+             "| rule | tuning: clean draws called | BBC backdoor draws called | tuning AUROC | effective | missed | "
+             "test: clean draws called | test AUROC | effective | missed | clean models called |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["table"]:
+        t, s = r["tuning"], r["test"]
+        q = r["quantile"]
+        lines.append(
+            f"| {'dev rate (before)' if q == 'dev' else q} | {t['clean_draws_called']} of {t['clean_draws']} | "
+            f"{t['backdoor_draws_called']} of {t['backdoor_draws']} | {_f(t.get('auroc'))} | "
+            f"{_f(t.get('auroc_effective'))} | {len(t.get('lifted_missed') or [])} of {t.get('backdoored_lifted', '-')} | "
+            f"{s['clean_draws_called']} of {s['clean_draws']} | {_f(s.get('auroc'))} | {_f(s.get('auroc_effective'))} | "
+            f"{len(s.get('lifted_missed') or [])} of {s.get('backdoored_lifted', '-')} | "
+            f"{len(s.get('clean_called') or [])} |")
+    lines += ["", "Clean draws called, by model:", ""]
+    for r in report["table"]:
+        names = {p: r[p]["clean_draws_called_models"] for p in ("tuning", "test")}
+        lines.append(f"* {r['quantile']}: tuning {', '.join(names['tuning']) or 'none'}; "
+                     f"test {', '.join(names['test']) or 'none'}")
+    lines += ["", "Recorded backdoors called at 0.5, by rule:", ""]
+    for r in report["table"]:
+        lines.append(f"* {r['quantile']}: tuning {len(r['tuning'].get('called', []))}, test "
+                     f"{len(r['test'].get('called', []))}; missed (lift >= 30): "
+                     f"{', '.join((r['tuning'].get('lifted_missed') or []) + (r['test'].get('lifted_missed') or [])) or 'none'}")
+    lines += ["", "## Pool draws", "", "| part | model | draw | pool (triggered) | flagged (triggered) | dev above / n | "
+              "flag rate | score now | score, dev rate |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in draws:
+        c = r["components"]
+        lines.append(f"| {r['part']} | {r['model']} | {r['draw']} | {r['pool']} ({r['pool_triggered']}) | "
+                     f"{r['flagged']} ({r['flagged_triggered']}) | {r['dev_above']} / {r['n_dev']} | "
+                     f"{c['flag_rate']:.3f} | {r['score']:.2f} | "
+                     f"{rescore(c, r['n_dev'], r['dev_above'], r['pool'], 'dev'):.2f} |")
+    if report.get("seconds_total"):
+        lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one-thread workers)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
