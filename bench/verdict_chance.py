@@ -16,7 +16,7 @@ changes, at several quantiles of the chance spread (``dev`` = the dev inputs' ow
 The quantile is chosen on the tuning parts alone: the smallest that calls no tuning clean draw, among those the
 best tuning verdict AUROC.
 
-    python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2]
+    python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2] [--resume]
 
 Writes ``bench/results/verdict_chance.json`` and ``.md``.
 """
@@ -45,6 +45,7 @@ MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json
 RECORDED = {"tuning": RESULTS / "defense_tuning.json", "test": RESULTS / "defense_test.json"}
 QUANTILES = ("dev", 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)
 ZOO_POOL = (150, 30)  # the Detect page's simulated pool (settings.POOL_CLEAN, POOL_TRIGGERED)
+BACKDOOR_POOL = (160, 40)  # the tuning zoo's backdoored models: 20% triggered, as the defense benchmark's pools
 
 
 def _scan_draws(job: dict) -> list[dict]:
@@ -92,16 +93,22 @@ def _scan_draws(job: dict) -> list[dict]:
     return out
 
 
-def draw_jobs(n_draws: int) -> list[dict]:
+def draw_jobs(n_draws: int, backdoored: bool = True) -> list[dict]:
     jobs = []
     for zoo, part in (("tuning", "tuning"), ("test", "test")):
         if not MANIFESTS[zoo].is_file():
             print(f"no {zoo} zoo built: skipped", flush=True)
             continue
         for m in json.loads(MANIFESTS[zoo].read_text())["models"]:
-            if m["attack"] == "clean" and (ROOT / m["path"]).is_dir():
+            if not (ROOT / m["path"]).is_dir():
+                continue
+            if m["attack"] == "clean":
                 jobs.append({"zoo": zoo, "part": part, "name": m["name"], "label": m["name"], "entry": m,
                              "backdoored": False, "n_clean": 200, "n_triggered": 0, "draws": n_draws})
+            elif zoo == "tuning" and backdoored:  # the other side of the trade: how often a backdoor is called
+                jobs.append({"zoo": zoo, "part": part, "name": m["name"], "label": m["name"], "entry": m,
+                             "backdoored": True, "n_clean": BACKDOOR_POOL[0], "n_triggered": BACKDOOR_POOL[1],
+                             "draws": max(2, n_draws // 2)})
     zoo_dir = ROOT / "assets" / "zoo"
     for name in sorted(p.name for p in zoo_dir.iterdir() if p.is_dir()):
         jobs.append({"zoo": "bbc", "part": "tuning", "name": name, "label": f"bbc_{name}",
@@ -173,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=10, help="pool draws per clean model (BBC zoo: 60%% of it)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--from-json", default=None, help="re-summarise the draws of an earlier run's JSON")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the draws of bench/results/verdict_chance.json and scan only the models it lacks")
     args = ap.parse_args(argv)
     from backdoor_core import settings as S
 
@@ -183,6 +192,12 @@ def main(argv=None) -> int:
         draws = json.loads(Path(args.from_json).read_text())["draws"]
     elif "draws" in parts:
         jobs = draw_jobs(args.draws)
+        if args.resume and (RESULTS / "verdict_chance.json").is_file():
+            earlier = json.loads((RESULTS / "verdict_chance.json").read_text())
+            draws = earlier["draws"]
+            t_all -= earlier.get("seconds_total") or 0
+            done = {(r["part"], r["model"]) for r in draws}
+            jobs = [j for j in jobs if (j["part"], j["label"]) not in done]
         jobs.sort(key=lambda j: j["zoo"] != "test")  # the slower OLID / AG News scans first
         with ProcessPoolExecutor(max(1, args.workers)) as ex:
             for rows in ex.map(_scan_draws, jobs):
@@ -244,6 +259,20 @@ def render(report: dict) -> str:
         lines.append(f"* {r['quantile']}: tuning {len(r['tuning'].get('called', []))}, test "
                      f"{len(r['test'].get('called', []))}; missed (lift >= 30): "
                      f"{', '.join((r['tuning'].get('lifted_missed') or []) + (r['test'].get('lifted_missed') or [])) or 'none'}")
+    per_model: dict = {}
+    for r in draws:
+        per_model.setdefault((r["part"], r["model"], r["backdoored"]), []).append(r)
+    rules = ("dev", 0.5, report["default_quantile"], 0.95)
+    lines += ["", "## Calls per model over its pool draws", "",
+              "| part | model | backdoored | draws | triggered pool inputs flagged | "
+              + " | ".join(f"called, {'dev rate' if q == 'dev' else q}" for q in rules) + " |",
+              "|---|---|---|---|---|" + "---|" * len(rules)]
+    for (part, model, bd), rs in per_model.items():
+        trig = sum(r["pool_triggered"] for r in rs)
+        called = [sum(rescore(r["components"], r["n_dev"], r["dev_above"], r["pool"], q) >= 0.5 for r in rs)
+                  for q in rules]
+        lines.append(f"| {part} | {model} | {'yes' if bd else 'no'} | {len(rs)} | "
+                     f"{sum(r['flagged_triggered'] for r in rs)} of {trig} | " + " | ".join(map(str, called)) + " |")
     lines += ["", "## Pool draws", "", "| part | model | draw | pool (triggered) | flagged (triggered) | dev above / n | "
               "flag rate | score now | score, dev rate |", "|---|---|---|---|---|---|---|---|---|"]
     for r in draws:

@@ -1,0 +1,61 @@
+"""``bench/verdict_chance.py``: recorded verdicts re-scored under each rule, clean pool draws counted, and the
+quantile picked from the tuning parts only (synthetic records; no model needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_verdict_chance", ROOT / "bench" / "verdict_chance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _components(flag_rate: float, tail: float = 0.8, purity: float = 1.0) -> dict:
+    return {"flag_rate": flag_rate, "clean_frr": 0.04, "tail": tail, "purity": purity}
+
+
+def _draw(part: str, model: str, flag_rate: float, backdoored: bool = False) -> dict:
+    return {"part": part, "model": model, "backdoored": backdoored, "draw": 0, "pool": 200, "pool_triggered": 0,
+            "flagged": int(flag_rate * 200), "flagged_triggered": 0, "n_dev": 100, "dev_above": 4,
+            "components": _components(flag_rate), "score": 0.0, "seconds": 1.0}
+
+
+def _recorded(tmp_path: Path, rates: dict[str, tuple[str, float]]) -> Path:
+    models = [{"name": name, "attack": attack, "asr_before": 0.0 if attack == "clean" else 0.9,
+               "lift_before": None if attack == "clean" else 0.6, "verdict_score": 0.0,
+               "verdict": {"components": _components(rate)}, "eval_sizes": {"n_clean": 200, "pool_size": 200}}
+              for name, (attack, rate) in rates.items()]
+    path = tmp_path / "recorded.json"
+    path.write_text(json.dumps({"models": models}))
+    return path
+
+
+def test_chance_rule_stops_calling_a_clean_pool_at_a_chance_flag_rate(tmp_path):
+    vc = _bench()
+    # 8% of a clean pool flagged with 4 of 100 dev inputs above the threshold: "likely" under the dev rate only
+    draws = [_draw("tuning", "clean_a", 0.08), _draw("tuning", "clean_a", 0.03), _draw("test", "clean_b", 0.085)]
+    tuning = vc.recorded_models(_recorded(tmp_path, {"clean": ("clean", 0.07), "strong": ("badnets", 0.25),
+                                                     "weak_style": ("style", 0.10)}))
+    assert [m["n_dev"] for m in tuning] == [100, 100, 100] and tuning[0]["dev_above"] == 4
+    table = {r["quantile"]: r for r in vc.summarise(draws, {"tuning": tuning})}
+    assert table["dev"]["tuning"]["clean_draws_called"] == 1 and table["dev"]["test"]["clean_draws_called"] == 1
+    assert table[0.7]["tuning"]["clean_draws_called"] == 0 and table[0.7]["test"]["clean_draws_called"] == 0
+    assert table["dev"]["tuning"]["clean_called"] == ["clean"] and table[0.7]["tuning"]["clean_called"] == []
+    assert "strong" in table[0.95]["tuning"]["called"]  # a flag rate far beyond chance stays called
+    assert "weak_style" not in table[0.95]["tuning"]["called"]  # 10% is within chance's upper tail
+    pick = vc.choose(list(table.values()))
+    assert pick != "dev" and table[pick]["tuning"]["clean_draws_called"] == 0
+    # the pick is the smallest quantile among those with the best tuning AUROC and no clean draw called
+    ok = [q for q, r in table.items() if q != "dev" and r["tuning"]["clean_draws_called"] == 0]
+    best = max(table[q]["tuning"]["auroc"] for q in ok)
+    assert pick == min(q for q in ok if table[q]["tuning"]["auroc"] == best)
+    md = vc.render({"default_quantile": 0.7, "chosen_on_tuning": pick, "table": list(table.values()),
+                    "draws": draws, "seconds_total": 1.0})
+    assert "| tuning | clean_a | no | 2 |" in md and "dev rate (before)" in md
