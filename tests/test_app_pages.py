@@ -286,6 +286,8 @@ def test_attack_detect_sanitize_report_end_to_end():
     chance = at.session_state["detect.report"].verdict["components"]["chance_flag_rate"]
     flag_help = next(m.proto.help for m in at.metric if m.label == "Flagged inputs")
     assert f"Chance alone flags up to {chance:.1%} of a clean pool this size" in flag_help, flag_help
+    finding = next(f for f in at.session_state["lab.session"].findings if f.key == "scan:Detection scan")
+    assert f"chance alone flags up to {chance:.1%}" in finding.text  # the Report says it too
     # no pool at all: the scan still runs and says its heads rest on clean inputs only
     at.radio(key="detect.pool_kind").set_value("No pool").run()
     at.button(key="detect.run").click().run()
