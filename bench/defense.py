@@ -115,6 +115,9 @@ def parse_args(argv=None):
                    help="comma-separated tags of runs made in parallel (e.g. repair,scan): merge them into "
                         "defense[_test].json/.md and exit")
     p.add_argument("--merge-note", default="", help="what the merged runs differ in (written above the ablation)")
+    p.add_argument("--merge-rescan", default="",
+                   help="comma-separated tags among --merge's whose scans are newer than the earlier parts' (a "
+                        "rule of the scan changed): their models' fields and detection rows replace the earlier ones")
     p.add_argument("--workers", type=int, default=1,
                    help="N > 1: run the models in N one-thread processes, one (dataset, seed) group per process with "
                         "the group's seed as --seed, then merge the parts into defense[_test]<_tag>.json/.md")
@@ -314,7 +317,7 @@ def results_stem(zoo: str, tag: str = "") -> str:
     return "defense" + ("_test" if zoo == "test" else "") + (f"_{tag}" if tag else "")
 
 
-_GROUP_OPTIONS = ("--workers", "--tag", "--only", "--seed", "--merge", "--merge-note")
+_GROUP_OPTIONS = ("--workers", "--tag", "--only", "--seed", "--merge", "--merge-note", "--merge-rescan")
 
 
 def run_parallel(args, argv: list[str]) -> int:
@@ -418,7 +421,8 @@ def models_for_data(args, all_models: list[dict]) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.merge:
-        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag, args.merge_note, args.zoo)))
+        print(markdown(merge([t for t in args.merge.split(",") if t], args.tag, args.merge_note, args.zoo,
+                             rescan={t for t in args.merge_rescan.split(",") if t})))
         return 0
     if args.workers > 1:
         return run_parallel(args, list(sys.argv[1:] if argv is None else argv))
@@ -774,8 +778,12 @@ def verdict_summary(models: list[dict]) -> dict:
             if any("call" in m for m in models) else None}
 
 
-def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning") -> dict:
-    """Combine the results of runs made in parallel processes (``--tag``) into ``defense[_test]<_out_tag>.json/.md``."""
+def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning",
+          rescan: set[str] | frozenset = frozenset()) -> dict:
+    """Combine the results of runs made in parallel processes (``--tag``) into ``defense[_test]<_out_tag>.json/.md``.
+
+    A later part's (model, defense) row replaces an earlier one; a model's scan fields and detection rows stay the
+    first part's, unless the later part is in ``rescan`` (its scans follow a newer rule: they replace them)."""
     # a new run writes defense[_test]_<tag>.json into RESULTS; the parts of published merges live in RESULTS/archive
     paths = [RESULTS / f"{results_stem(zoo, t)}.json" for t in tags]
     parts = []
@@ -786,23 +794,30 @@ def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning
         parts.append(json.loads(found.read_text()))
     report = {"zoo": zoo, "dataset": None, "settings": dict(parts[0]["settings"]), "runs": [], "detection": [],
               "models": [], "superseded_runs": []}
-    for p, part in zip(paths, parts):  # a later part's (model, defense) row replaces an earlier one
+    for tag, p, part in zip(tags, paths, parts):  # a later part's (model, defense) row replaces an earlier one
         new_keys = {(r["model"], r["defense"]) for r in part["runs"]}
         for r in report["runs"]:
             if (r["model"], r["defense"]) in new_keys:
                 report["superseded_runs"].append({**r, "superseded_by": p.name})
         report["runs"] = [r for r in report["runs"] if (r["model"], r["defense"]) not in new_keys] + part["runs"]
+        newer = tag in rescan
+        part_det = {(d["model"], d["method"]) for d in part["detection"]}
+        if newer:
+            report["detection"] = [d for d in report["detection"] if (d["model"], d["method"]) not in part_det]
         seen_det = {(d["model"], d["method"]) for d in report["detection"]}
         report["detection"] += [d for d in part["detection"] if (d["model"], d["method"]) not in seen_det]
         seen_models = {m["name"]: m for m in report["models"]}
-        for m in part["models"]:  # the first part's row stays; a later one only adds fields it lacks
+        for m in part["models"]:  # the first part's row stays; a later one only adds fields it lacks (or, newer, all)
             if m["name"] in seen_models:
-                seen_models[m["name"]].update({k: v for k, v in m.items() if k not in seen_models[m["name"]]})
+                seen_models[m["name"]].update({k: v for k, v in m.items()
+                                               if newer or k not in seen_models[m["name"]]})
             else:
                 report["models"].append(m)
     report["dataset"] = _datasets_label(report["models"] + report["runs"]) or parts[0].get("dataset")
     report["settings"]["merged_from"] = [p.name for p in paths]
     report["settings"]["merge_note"] = note
+    if rescan:
+        report["settings"]["merged_rescans"] = sorted(rescan)
     report["settings"]["repaired_models"] = sorted({r["model"] for r in report["runs"]})
     report["settings"]["parallel_processes"] = len(parts)
     report["model_verdict"] = verdict_summary(report["models"])

@@ -390,3 +390,35 @@ def test_time_summary_splits_each_model_into_its_parts():
     assert rows["backdoored"] == ["d", "backdoored", "2", "110", "15", "30", "5", "6", "8", "-", "-", "30", "31"]
     # a detection-only clean model (the baselines' detectors skipped: 0 s) shows them as not run
     assert rows["clean"] == ["d", "clean", "1", "40", "10", "-", "-", "-", "-", "-", "-", "-", "30"]
+
+
+def test_merge_rescan_lets_a_newer_scan_replace_the_models_verdicts(tmp_path, monkeypatch):
+    """``--merge ... --merge-rescan TAG``: a later part's repair rows replace the earlier ones either way; its
+    scans (model fields, detection rows) replace the earlier ones only when it is named a rescan, and the fields
+    it lacks (the baselines' detector timings) stay. Rows shaped as the published test zoo's."""
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path)
+    pub = json.loads((ROOT / "bench" / "results" / "defense_test.json").read_text())
+    name = "olid_s1_badnets_r0.03_t0"
+    model = next(m for m in pub["models"] if m["name"] == name)
+    clean = next(m for m in pub["models"] if m["attack"] == "clean")
+    runs = {r["defense"]: r for r in pub["runs"] if r["model"] == name}
+    det = next(d for d in pub["detection"] if d["model"] == name and d["method"] == "head_similarity")
+    old = {"settings": pub["settings"], "models": [{**model, "verdict_score": 0.6, "strip_seconds": 2.0}, clean],
+           "runs": [{**runs["alignment"], "asr_after": 0.3}, {**runs["finetune"], "asr_after": 0.5}],
+           "detection": [{**det, "auroc": 0.7}]}
+    new = {"settings": pub["settings"], "models": [{k: v for k, v in {**model, "verdict_score": 0.3}.items()
+                                                    if k != "strip_seconds"}],
+           "runs": [{**runs["alignment"], "asr_after": 0.2}], "detection": [{**det, "auroc": 0.8}]}
+    (tmp_path / "defense_test_old.json").write_text(json.dumps(old))
+    (tmp_path / "defense_test_new.json").write_text(json.dumps(new))
+    kept = b.merge(["old", "new"], "kept", zoo="test")
+    m1 = next(m for m in kept["models"] if m["name"] == name)
+    assert m1["verdict_score"] == 0.6 and kept["detection"][0]["auroc"] == 0.7
+    assert {(r["defense"], r["asr_after"]) for r in kept["runs"]} == {("alignment", 0.2), ("finetune", 0.5)}
+    redone = b.merge(["old", "new"], "redone", zoo="test", rescan={"new"})
+    m1 = next(m for m in redone["models"] if m["name"] == name)
+    assert m1["verdict_score"] == 0.3 and m1["strip_seconds"] == 2.0
+    assert [d["auroc"] for d in redone["detection"]] == [0.8]
+    assert {(r["defense"], r["asr_after"]) for r in redone["runs"]} == {("alignment", 0.2), ("finetune", 0.5)}
+    assert redone["model_verdict"]["clean_called"] == [] and redone["settings"]["merged_rescans"] == ["new"]
