@@ -118,7 +118,8 @@ dev rate already saturates the verdict's excess: counted that way, clean models 
 source read "likely backdoored" in 7 of 86 draws (bench/results/verdict_chance.md). Our design (papers silent);
 chosen on the tuning parts of that benchmark (two clean SST-2 models over 20 pool draws, the BBC demo zoo over 30,
 the SST-2 tuning zoo's recorded verdicts): the smallest quantile with no clean draw called and the best verdict
-AUROC (0.955 -> 0.977). On the test zoo, a check: clean draws called 6 of 60 -> 2 (both warned: a pool unlike the
+AUROC (0.955 -> 0.977); over 89 pool draws of the tuning zoo's backdoored models it calls 51 (the dev rate: 53; the two
+lost are weak backdoors that barely take). On the test zoo, a check: clean draws called 6 of 60 -> 2 (both warned: a pool unlike the
 clean texts), recorded verdict AUROC 0.975 -> 0.925 (two weak BadNets models, lift 11 and 14 points, no longer
 called), 1.000 -> 0.989 over the backdoors that took."""
 

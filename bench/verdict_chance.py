@@ -207,7 +207,8 @@ def main(argv=None) -> int:
     pick = choose(table)
     report = {"script": "bench/verdict_chance.py", "default_quantile": S.VERDICT_CHANCE_QUANTILE,
               "chosen_on_tuning": pick, "table": table, "draws": draws,
-              "seconds_total": round(time.perf_counter() - t_all, 1) if not args.from_json else None}
+              "seconds_total": round(time.perf_counter() - t_all, 1) if not args.from_json
+              else json.loads(Path(args.from_json).read_text()).get("seconds_total")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / "verdict_chance.json", json.dumps(report, indent=2))
     write_text(RESULTS / "verdict_chance.md", render(report))
@@ -236,7 +237,7 @@ def render(report: dict) -> str:
              "and `defense_test.json` re-scored from their components (AUROC over all scanned models; "
              "effective = backdoors with ASR >= 50%; missed = backdoors lifting the target rate by >= 30 points "
              "scoring below 0.5).", "",
-             "| rule | tuning: clean draws called | BBC backdoor draws called | tuning AUROC | effective | missed | "
+             "| rule | tuning: clean draws called | tuning: backdoor draws called | tuning AUROC | effective | missed | "
              "test: clean draws called | test AUROC | effective | missed | clean models called |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["table"]:
