@@ -158,13 +158,16 @@ def scan_figures(report, truth=None) -> dict:
     if len(report.pool_texts):
         groups["pool, not flagged"] = np.asarray(report.pool_scores)[~flagged]
         groups["flagged"] = np.asarray(report.pool_scores)[flagged]
+    called = bool(report.verdict.get("likely_backdoored"))  # no backdoor: the top heads are candidates only
     return {
-        "scatter": F.importance_similarity_scatter(heads.importance, heads.collapse, heads.suspicious,
-                                                   x_title="similarity collapse on flagged inputs (z)",
-                                                   y_title="importance |∂margin/∂gate|"),
+        "scatter": F.importance_similarity_scatter(
+            heads.importance, heads.collapse, heads.suspicious, x_title="similarity collapse on flagged inputs (z)",
+            y_title="importance |∂margin/∂gate|",
+            **({} if called else {"title": "Head safety: no backdoor called (top candidates marked)",
+                                  "mark_name": "candidate"})),
         "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
             (getattr(report, "architecture", None) or {}).get("layer_kinds")),
-            **({} if report.verdict.get("likely_backdoored") else  # no backdoor: the top heads are candidates only
+            **({} if called else
                {"title": "Head scores: no collapse found (top candidates marked)", "mark_name": "candidate"})),
         "hist": F.score_histogram(groups, report.threshold),
     }

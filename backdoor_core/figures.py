@@ -562,10 +562,12 @@ def importance_similarity_scatter(
     thresholds: tuple[float | None, float | None] = (None, None),
     title: str | None = "Head safety: importance × similarity",
     max_labels: int = 8,
+    mark_name: str = "suspicious",
 ) -> go.Figure:
     """One point per head; suspicious heads in red, the ``max_labels`` strongest of them (largest
     importance × similarity) with their ``L{l}H{h}`` label written next to them (more would overlap; every point
-    names its head on hover). ``importance`` and ``similarity``: ``(layers, heads)``."""
+    names its head on hover). ``importance`` and ``similarity``: ``(layers, heads)``. ``mark_name``: the legend's
+    name for the red heads (``"candidate"`` where no backdoor was called), the others are ``"safe"``."""
     imp, sim = _as2d(importance, "importance"), _as2d(similarity, "similarity")
     if imp.shape != sim.shape:
         raise ValueError(f"importance {imp.shape} and similarity {sim.shape} differ in shape")
@@ -576,7 +578,7 @@ def importance_similarity_scatter(
     labelled[np.argsort(-strength, kind="stable")[:max(0, min(max_labels, int(mask.sum())))]] = True
     labelled = labelled.reshape(imp.shape)
     fig = go.Figure()
-    for flag, color, label, size in ((False, "#8c9baa", "safe", 10), (True, MARK_COLOR, "suspicious", 15)):
+    for flag, color, label, size in ((False, "#8c9baa", "safe", 10), (True, MARK_COLOR, mark_name, 15)):
         sel = mask == flag
         if not sel.any():
             continue

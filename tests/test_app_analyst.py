@@ -212,6 +212,28 @@ def test_scan_evaluation_gives_the_auroc_with_the_trigger_words_only_when_words_
     assert "auroc_words" not in scan_evaluation(SimpleNamespace(**{**vars(report), "marking_words": []}), truth)
 
 
+def test_scan_figures_call_the_top_heads_candidates_in_both_head_charts_when_no_backdoor_is_called():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from app_pages._actions import scan_figures
+
+    sus = np.zeros((2, 3), bool)
+    sus[1, 2] = True
+    heads = SimpleNamespace(importance=np.ones((2, 3)), collapse=np.arange(6.0).reshape(2, 3),
+                            score=np.linspace(0, 1, 6).reshape(2, 3), suspicious=sus)
+    report = SimpleNamespace(heads=heads, pool_texts=["a", "b"], flagged=[1], clean_scores=np.zeros(3),
+                             pool_scores=np.array([0.0, 2.0]), threshold=1.0, verdict={"likely_backdoored": True})
+    names = lambda fig: {t.name for t in fig.data}  # noqa: E731
+    figs = scan_figures(report)
+    assert "suspicious" in names(figs["scatter"]) and "suspicious" in names(figs["grid"])
+    figs = scan_figures(SimpleNamespace(**{**vars(report), "verdict": {"likely_backdoored": False}}))
+    for key in ("scatter", "grid"):
+        assert "candidate" in names(figs[key]) and "suspicious" not in names(figs[key])
+    assert "no backdoor called" in figs["scatter"].layout.title.text
+
+
 def test_detect_warns_when_the_pool_is_not_drawn_like_the_clean_texts(monkeypatch, tmp_path):
     """The tiny model's own data as clean texts and a pool of news-like texts: nearly everything is flagged and the
     score calls the model; the page says why under the verdict, and the Report's finding carries it."""

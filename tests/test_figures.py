@@ -121,6 +121,8 @@ def test_scatter_histogram_and_comparison():
     fig = F.importance_similarity_scatter(imp, sim, sus, thresholds=(0.5, None))
     assert [t.name for t in fig.data] == ["safe", "suspicious"] and fig.data[1].text == ("L0H3",)
     assert len(fig.data[0].x) == L * H - 1
+    assert [t.name for t in F.importance_similarity_scatter(imp, sim, sus, mark_name="candidate").data] == [
+        "safe", "candidate"]
     # many suspicious heads: only the strongest are written on the chart, every point names its head on hover
     many = np.zeros((L, H), bool)
     many.ravel()[:10] = True
