@@ -20,12 +20,12 @@ from app_pages._sidebar import sidebar
 from app_pages._state import (ASSETS, DEFAULT_DATA, K_DATA, K_JOBS, K_MODEL, K_SESSION, K_SESSION_MODELS, K_TMP,
                               POLL_SECONDS, ROOT, TEST_DATA_ENV, TEST_MODEL_ENV, keep, kept, lab, set_kept, ss,
                               test_model_name)
-from app_pages._widgets import inject_css, page_header, plot, show_error
+from app_pages._widgets import flip_line, inject_css, page_header, plot, show_error
 
 __all__ = [
     "ASSETS", "DEFAULT_DATA", "K_DATA", "K_JOBS", "K_MODEL", "K_SESSION", "K_SESSION_MODELS", "K_TMP",
     "POLL_SECONDS", "ROOT", "SessionTemp", "TEST_DATA_ENV", "TEST_MODEL_ENV", "_load_dataset", "cancelled_note",
-    "clear_job", "current_model", "data_spec", "dataset", "dataset_or_none", "default_ref", "discard_upload",
+    "clear_job", "current_model", "data_spec", "flip_line", "dataset", "dataset_or_none", "default_ref", "discard_upload",
     "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep",
     "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot",
     "require_model_and_data", "save_upload", "session_copy", "session_tmp", "session_models", "set_data_spec", "set_kept",

@@ -33,6 +33,16 @@ def plot(fig, key: str | None = None) -> None:
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 
+def flip_line(clean: dict, triggered: dict) -> None:
+    """The big "label p% → label p%" line: ``clean`` / ``triggered`` are ``prediction()`` dicts (``label``,
+    ``probs``). It wraps in a narrow column (a ``st.metric`` would cut the label to "business ·…")."""
+    def part(pred: dict, cls: str) -> str:
+        return f'<span class="{cls}">{html.escape(pred["label"])}</span>&nbsp;{max(pred["probs"].values()):.0%}'
+
+    st.markdown(f'<div class="lab-flip">{part(clean, "clean")} → {part(triggered, "trig")}</div>',
+                unsafe_allow_html=True)
+
+
 def page_header(title: str, intro: str | None = None) -> None:
     st.title(title)
     if intro:

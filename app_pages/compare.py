@@ -10,6 +10,7 @@ from backdoor_core import figures as F
 from backdoor_core.attention import InputTextError
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._text import md
 
 ui.page_header(
     "Compare two models",
@@ -102,12 +103,13 @@ else:
 # --------------------------------------------------------------------------------------------- results
 
 st.divider()
-m = st.columns(4)
-for i, (who, res) in enumerate((("A", cmp.a), ("B", cmp.b))):
-    c, t = res.prediction("clean"), res.prediction("triggered")
-    m[2 * i].metric(f"{who}: clean text", f"{c['label']} · {max(c['probs'].values()):.0%}")
-    m[2 * i + 1].metric(f"{who}: with the trigger", f"{t['label']} · {max(t['probs'].values()):.0%}")
-st.caption(f"A = {cmp.name_a}; B = {cmp.name_b}. Both read: “{cmp.a.triggered.text[:200]}”")
+m = st.columns(2, gap="medium")
+for col, who, res, name in ((m[0], "A", cmp.a, cmp.name_a), (m[1], "B", cmp.b, cmp.name_b)):
+    with col:
+        st.markdown(f"**{who}: {md(name, 80)}**")
+        ui.flip_line(res.prediction("clean"), res.prediction("triggered"))
+st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
+           f"“{md(cmp.a.triggered.text, 200)}”")
 
 p1, p2 = st.columns(2, gap="medium")
 with p1:
@@ -119,7 +121,8 @@ with p2:
 
 if cmp.same_shape:
     bound = max(1e-6, float(max(np.nanmax(cmp.a.concentration), np.nanmax(cmp.b.concentration))))
-    g1, g2, g3 = st.columns(3, gap="small")
+    # two charts a row: three 12-head grids side by side in a 1280-px window cut the colorbars' labels
+    g1, g2 = st.columns(2, gap="medium")
     with g1:
         ui.plot(F.layer_head_heatmap(cmp.a.concentration, title="A: trigger concentration", zmin=0.0, zmax=bound,
                                      value_name="attention on trigger"), key="compare.conc_a")
@@ -127,12 +130,14 @@ if cmp.same_shape:
         ui.plot(F.layer_head_heatmap(cmp.b.concentration, title="B: trigger concentration", zmin=0.0, zmax=bound,
                                      value_name="attention on trigger", marks=heads_off,
                                      mark_name="switched off"), key="compare.conc_b")
+    g3, g4 = st.columns(2, gap="medium")
     with g3:
         ui.plot(F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
                                      value_name="Δ attention on trigger"), key="compare.conc_diff")
-    ui.plot(F.difference_heatmap(cmp.similarity_delta_delta,
-                                 title="B − A: change in head-to-head similarity (triggered − clean)",
-                                 value_name="Δ similarity change"), key="compare.sim_diff")
+    with g4:
+        ui.plot(F.difference_heatmap(cmp.similarity_delta_delta,
+                                     title="B − A: change in head-to-head similarity (triggered − clean)",
+                                     value_name="Δ similarity change"), key="compare.sim_diff")
     st.caption("Blue cells in the difference grids: heads that lock onto the trigger (or collapse together with "
                "it) less in B than in A.")
 else:

@@ -28,6 +28,7 @@ with right:
     st.page_link("app_pages/tour.py", label="Guided tour — the whole story in seven steps", icon=":material/explore:")
     st.page_link("app_pages/model.py", label="Model — pick a demo model, a folder, a hub id or a .zip", icon=":material/deployed_code:")
     st.page_link("app_pages/inspect.py", label="Inspect — type a sentence, add a trigger, watch the heads", icon=":material/search:")
+    st.page_link("app_pages/compare.py", label="Compare models — one text through two models, or without some heads", icon=":material/compare:")
     st.page_link("app_pages/attack.py", label="Attack lab — train a backdoor, live", icon=":material/science:")
     st.page_link("app_pages/detect.py", label="Detect — find captured heads without the trigger", icon=":material/radar:")
     st.page_link("app_pages/sanitize.py", label="Sanitize — repair the heads, keep the accuracy", icon=":material/healing:")

@@ -166,12 +166,7 @@ def _highlight(res) -> str:
 st.divider()
 p1, p2 = st.columns([2, 3], gap="large")
 with p1:
-    st.markdown(
-        f'<div class="lab-flip"><span class="clean">{html.escape(clean_pred["label"])}</span> '
-        f'{max(clean_pred["probs"].values()):.0%} → <span class="trig">{html.escape(trig_pred["label"])}</span> '
-        f'{max(trig_pred["probs"].values()):.0%}</div>',
-        unsafe_allow_html=True,
-    )
+    ui.flip_line(clean_pred, trig_pred)
     if flipped:
         st.error(flip["message"], icon=":material/gps_fixed:")
     elif flip["status"] == "unclear":

@@ -82,11 +82,7 @@ def _inspect(loaded, text: str, trigger: str):
 
 def _flip_line(res, loaded) -> None:
     c, t = res.prediction("clean"), res.prediction("triggered")
-    st.markdown(
-        f'<div class="lab-flip"><span class="clean">{html.escape(c["label"])}</span> {max(c["probs"].values()):.0%}'
-        f' → <span class="trig">{html.escape(t["label"])}</span> {max(t["probs"].values()):.0%}</div>',
-        unsafe_allow_html=True,
-    )
+    ui.flip_line(c, t)
     flip = res.flip(untrained_head=loaded.untrained_head)
     if flip["status"] == "flipped":  # the lesson, not a failure of the app: a warning, not an error box
         st.warning(flip["message"], icon=":material/gps_fixed:")

@@ -48,7 +48,10 @@ CHART_PROBLEMS_JS = """
     const svg = plot.querySelector('svg.main-svg');
     if (!svg || r(svg).width === 0) return;  // not shown (a hidden tab)
     const box = r(svg);
-    const texts = [...plot.querySelectorAll('.gtitle, .annotation-text-g text')].filter(t => t.textContent.trim());
+    // titles, subplot titles and colorbar labels (a colorbar squeezed to the chart's edge loses its title and
+    // shows "0" for 0.02)
+    const texts = [...plot.querySelectorAll('.gtitle, .annotation-text-g text, .colorbar .cbaxis text, .colorbar .cbtitle text')]
+      .filter(t => t.textContent.trim());
     for (const t of texts) {
       const b = r(t);
       if (b.width === 0) continue;
@@ -72,6 +75,11 @@ CHART_PROBLEMS_JS = """
       for (let b = a + 1; b < outlines.length; b++)
         if (meet(outlines[a], outlines[b], -0.5))
           { problems.push(`${name(plot, i)}: outlines ${a} and ${b} overlap`); a = outlines.length; break; }
+  });
+  // a metric's value cut to "business ·…" (Streamlit ellipsizes what does not fit)
+  document.querySelectorAll('[data-testid="stMetricValue"] div, [data-testid="stMetricValue"]').forEach(v => {
+    if (r(v).width > 0 && v.scrollWidth > v.clientWidth + 1)
+      problems.push(`metric "${v.textContent.slice(0, 40)}" is cut (${v.scrollWidth} px in ${v.clientWidth})`);
   });
   return problems;
 }
@@ -151,6 +159,15 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         wait_until_idle(page)
 
         _inspect(page, "1400")
+
+        # Compare (B = this model with a head switched off) in a 1280-px laptop window: predictions and the four
+        # grids, nothing cut (three grids a row cut their colorbars there, and metrics cut "business · 99%")
+        page.set_viewport_size({"width": 1280, "height": 800})
+        _nav(page, "Compare models")
+        page.wait_for_selector(".js-plotly-plot svg.main-svg")
+        assert _charts_ok(page, "compare_1280") >= 6
+        page.screenshot(path=str(ARTIFACTS / "layout_compare_1280.png"), full_page=True)
+        page.set_viewport_size(VIEWPORT)
 
         # Attack lab: a tiny BadNets + TAL model (TAL on every head of both layers)
         _train_tiny_backdoor(page)
