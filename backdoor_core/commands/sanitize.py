@@ -51,7 +51,7 @@ def register(sub) -> None:
                         f"{'on' if S.JUDGE_FLAGS else 'off'}: it cut SST-2 style backdoors and changed little on OLID "
                         "(README)")
     p.add_argument("--clean-guard", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"alignment only: hold {S.CLEAN_GUARD_SHARE:.0%} of the clean texts out of the repair; when "
+                   help=f"alignment only: hold {100 * S.CLEAN_GUARD_SHARE:g}%% of the clean texts out of the repair; when "
                         f"it trained feed-forward blocks and its accuracy on them fell by "
                         f"{100 * S.CLEAN_GUARD_MAX_DROP:g} points or more, train it again head-only and keep the one "
                         f"more accurate on them; needs {S.CLEAN_GUARD_MIN_HELD} held-out texts. Default "
