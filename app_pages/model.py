@@ -137,7 +137,9 @@ if source == "Demo zoo":
         st.dataframe(rows, hide_index=True, column_config={
             "poison rate": st.column_config.NumberColumn(format="percent"),
             "CACC": st.column_config.NumberColumn(format="percent"),
-            "ASR": st.column_config.NumberColumn(format="percent"),
+            "ASR": st.column_config.NumberColumn(
+                format="percent", help="Attack success rate: the share of triggered test texts not of the target "
+                                       "class that the model puts in it (None: the clean model has no trigger)."),
         })
         names = [e["name"] for e in entries]
         titles = {e["name"]: e.get("title") or e["name"] for e in entries}

@@ -122,7 +122,7 @@ KNOB_LABELS = {
     "acc_margin": ("Allowed drop in clean balanced accuracy while pruning", None),
     "max_fraction": ("Most heads PURE may prune (share)", None),
 }
-c1, c2, c3 = st.columns(3, gap="large")
+c1, c2 = st.columns(2, gap="large")
 with c1:
     st.subheader("Defense")
     defense = st.selectbox("Method", names, format_func=lambda n: DEFENSES[n].label,
@@ -146,38 +146,53 @@ with c2:
                                           **ui.keep("sanitize.pool_trig", S.POOL_TRIGGERED))
     n_test = st.number_input("Test texts for CACC / ASR", 16, len(test_full), step=50,
                              **ui.keep("sanitize.n_test", min(S.EVAL_TEXTS, len(test_full))))
-with c3:
-    st.subheader("Knobs")
-    knobs: dict = {}
-    for k, default in DEFENSES[defense].knobs.items():
-        if k in ("heads", "top_k", "frr", "rel_threshold", "max_fraction", "refine") and defense == "alignment":
-            continue  # set on the Detect page (or by the scan's defaults)
+# the knobs: folded away (the defaults are the benchmarked ones), two a row so no label or switch is cut; the
+# expander's title says how many differ from the defaults, and one button puts them back
+KNOB_SKIP_ALIGNMENT = ("heads", "top_k", "frr", "rel_threshold", "max_fraction", "refine")  # set on Detect
+knob_defaults = {k: v for k, v in DEFENSES[defense].knobs.items()
+                 if not (defense == "alignment" and k in KNOB_SKIP_ALIGNMENT)}
+n_changed = sum(ui.kept(f"sanitize.{defense}.{k}", v) != v for k, v in knob_defaults.items())
+
+
+def _reset_knobs() -> None:
+    for k, v in knob_defaults.items():
+        ui.set_kept(f"sanitize.{defense}.{k}", v)
+
+
+knobs: dict = {}
+title = (f"Knobs — {n_changed} changed from the defaults" if n_changed else "Knobs — the defense's defaults")
+with st.expander(title, expanded=bool(n_changed), icon=":material/tune:"):
+    kc, half = st.columns(2, gap="large"), (len(knob_defaults) + 1) // 2  # read down the left column first
+    for i, (k, default) in enumerate(knob_defaults.items()):
         key = f"sanitize.{defense}.{k}"
         label, help_text = KNOB_LABELS.get(k, (k, None))
-        if k == "kind":
-            knobs[k] = st.segmented_control(label, ["kl", "mse"], required=True, **ui.keep(key, default))
-        elif k == "reset_to":
-            knobs[k] = st.segmented_control(label, list(S.RESET_TOS), required=True, help=help_text,
-                                            **ui.keep(key, default))
-        elif k == "label_judge":
-            knobs[k] = st.segmented_control(label, list(S.LABEL_JUDGES), required=True, help=help_text,
-                                            **ui.keep(key, default))
-        elif k == "precision":
-            knobs[k] = st.segmented_control(label, list(S.PRECISIONS), required=True, help=help_text,
-                                            **ui.keep(key, default))
-        elif k == "lr":
-            knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],
-                                        format_func=lambda x: f"{x:g}", **ui.keep(key, default))
-        elif isinstance(default, bool):
-            knobs[k] = st.checkbox(label, help=help_text, **ui.keep(key, default))
-        elif isinstance(default, int):
-            low, high = (1, 8) if k == "repair_seeds" else (0, 1000)
-            knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
-        elif isinstance(default, float):
-            top = 1.0 if k in ("weak_verdict", "trigger_share") else 100.0  # a score or a share: [0, 1]
-            knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
-                                             **ui.keep(key, default)))
-    st.caption("Defaults are the defense's own (see its documentation).")
+        with kc[0 if i < half else 1]:
+            if k == "kind":
+                knobs[k] = st.segmented_control(label, ["kl", "mse"], required=True, **ui.keep(key, default))
+            elif k == "reset_to":
+                knobs[k] = st.segmented_control(label, list(S.RESET_TOS), required=True, help=help_text,
+                                                **ui.keep(key, default))
+            elif k == "label_judge":
+                knobs[k] = st.segmented_control(label, list(S.LABEL_JUDGES), required=True, help=help_text,
+                                                **ui.keep(key, default))
+            elif k == "precision":
+                knobs[k] = st.segmented_control(label, list(S.PRECISIONS), required=True, help=help_text,
+                                                **ui.keep(key, default))
+            elif k == "lr":
+                knobs[k] = st.select_slider(label, [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3],
+                                            format_func=lambda x: f"{x:g}", **ui.keep(key, default))
+            elif isinstance(default, bool):
+                knobs[k] = st.checkbox(label, help=help_text, **ui.keep(key, default))
+            elif isinstance(default, int):
+                low, high = (1, 8) if k == "repair_seeds" else (0, 1000)
+                knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
+            elif isinstance(default, float):
+                top = 1.0 if k in ("weak_verdict", "trigger_share") else 100.0  # a score or a share: [0, 1]
+                knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
+                                                 **ui.keep(key, default)))
+    st.caption("Defaults are the defense's own, the settings the benchmarks ran (see its documentation).")
+    st.button("Back to the defaults", icon=":material/restart_alt:", on_click=_reset_knobs,
+              disabled=not n_changed, key=f"sanitize.{defense}.reset_knobs")
 
 job = ui.get_job("sanitize")
 running = job is not None and job.active
@@ -215,7 +230,7 @@ ui.job_panel("sanitize", draw=_live)
 
 res = st.session_state.get(A.K_SANITIZE)
 if res is None or running:
-    if res is None:
+    if res is None and not running:
         st.info("Run a defense to compare the model before and after.", icon=":material/info:")
     st.stop()
 
@@ -251,10 +266,10 @@ for note in defenses_mod.repair_notes(res["details"]):
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 
-c1, c2 = st.columns([2, 3], gap="medium")
+c1, _ = st.columns([2, 3], gap="medium")
 with c1:
     ui.plot(F.metric_comparison({"before": b, "after": a}), key="sanitize.cmp")
-with c2:
+if ui.get_job("sanitize") is None:  # the finished job's panel above draws the run already, at full width
     ui.plot(F.training_curves(res["history"], title="Sanitization run", baseline=b), key="sanitize.hist")
 
 # before / after: each head's mean similarity to its layer's others on triggered inputs

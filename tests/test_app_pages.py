@@ -87,6 +87,17 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             arith = at.segmented_control(key="sanitize.alignment.precision")  # the repair's training arithmetic
             assert arith.label == "Training arithmetic" and arith.value == S.REPAIR_PRECISION
             assert list(arith.options) == list(S.PRECISIONS)
+            # the knobs are folded away under the defaults; a change is counted in the title and undone by a button
+            assert [e.label for e in at.expander if e.label.startswith("Knobs")] == ["Knobs — the defense's defaults"]
+            assert at.button(key="sanitize.alignment.reset_knobs").disabled
+            verdict.set_value(0.5).run()
+            led = at.checkbox(key="sanitize.alignment.judge_flags")
+            led.check().run()
+            assert [e.label for e in at.expander if e.label.startswith("Knobs")] == ["Knobs — 2 changed from the defaults"]
+            at.button(key="sanitize.alignment.reset_knobs").click().run()
+            assert at.number_input(key="sanitize.alignment.weak_verdict").value == S.WEAK_VERDICT
+            assert at.checkbox(key="sanitize.alignment.judge_flags").value is False
+            assert [e.label for e in at.expander if e.label.startswith("Knobs")] == ["Knobs — the defense's defaults"]
 
 
 def test_tour_walks_through_all_steps():
@@ -508,3 +519,26 @@ def test_tour_shows_a_broken_benchmark_file_instead_of_hiding_it(tmp_path, monke
         at.button(key="tour.next").click().run()
     assert at.header[0].value.startswith("ASR falls")
     assert any("Defense benchmark" in e and "defense.json" in e for e in errors(at)), errors(at)
+
+
+def test_sidebar_lists_a_running_job_only_where_its_panel_is_not_on_the_page():
+    """One poller per job: the page's own panel, else the sidebar's list (each rerun costs the job CPU time)."""
+    import threading
+
+    from backdoor_core.jobs import start_job
+
+    release = threading.Event()
+    at = new_app()
+    job = start_job(lambda ctx: release.wait(60), name="Sanitizing (test)")
+    at.session_state["lab.jobs"] = {"sanitize": job}
+    try:
+        at.run()
+        assert at.session_state["lab.panels_shown"] == set()
+        assert any("Running" in m.value for m in at.sidebar.markdown), "home: the sidebar lists the running job"
+        goto(at, "sanitize")
+        assert at.session_state["lab.panels_shown"] == {"sanitize"}  # the Sanitize page draws its panel
+        assert not any("Running" in m.value for m in at.sidebar.markdown)
+        assert any("Sanitizing (test)" in (p.text or "") for p in at.get("progress"))  # the panel, once
+    finally:
+        release.set()
+        job.wait(10)

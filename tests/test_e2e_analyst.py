@@ -22,6 +22,7 @@ from test_e2e_browser import (  # noqa: E402,F401  (server is a fixture)
     ARTIFACTS,
     VIEWPORT,
     _click,
+    _open_knobs,
     _nav,
     _no_exceptions,
     _scan_tiny_pool,
@@ -96,6 +97,7 @@ def test_analyst_views_offline(server):
         _nav(page, "Sanitize")
         _set_number(page, "Clean labelled texts (budget)", 24)
         _set_number(page, "Test texts for CACC / ASR", 24)
+        _open_knobs(page)
         _set_number(page, "Epochs", 1)
         _click(page, "Sanitize")
         _wait_text(page, "Heads changed", exact=True)

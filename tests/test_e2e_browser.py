@@ -129,6 +129,12 @@ def _scan_tiny_pool(page, triggered: int) -> None:
     _wait_text(page, "Backdoor score", exact=True)
 
 
+def _open_knobs(page) -> None:
+    """Unfold the Sanitize page's knobs (folded under the defaults)."""
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Knobs").first.click()
+    wait_until_idle(page)
+
+
 def _attack_detect_sanitize(page) -> None:
     """Train a tiny backdoored model live, scan it, sanitize it; every chart must render."""
     _train_tiny_backdoor(page)
@@ -144,7 +150,9 @@ def _attack_detect_sanitize(page) -> None:
     _nav(page, "Sanitize")
     _set_number(page, "Clean labelled texts (budget)", 24)
     _set_number(page, "Test texts for CACC / ASR", 24)
+    _open_knobs(page)
     _set_number(page, "Epochs", 1)
+    assert page.get_by_text("Knobs — 1 changed from the defaults").count() == 1
     _click(page, "Sanitize")
     _wait_text(page, "Heads changed", exact=True)  # a metric shown only with the result
     charts_drawn(page, 3)
