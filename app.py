@@ -40,5 +40,8 @@ PAGES = {
 
 page = st.navigation(PAGES)
 ui.inject_css()
-ui.sidebar()
-page.run()
+jobs_slot = ui.sidebar()
+try:
+    page.run()
+finally:  # also after a page's st.stop(): a job whose panel the page drew is not polled twice
+    ui.sidebar_jobs(jobs_slot)

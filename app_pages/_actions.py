@@ -101,6 +101,14 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
 # ------------------------------------------------------------------------------------------------ scan
 
 
+def stage_progress(ctx, prefix: str = ""):
+    """A ``scan.ProgressFn`` that shows each stage on the job's panel: "reading the pool 64/130"."""
+    from backdoor_core.scan import stage_text
+
+    return lambda stage, done, total: ctx.update({"message": prefix + stage_text(stage, done, total),
+                                                  "done": done, "total": total})
+
+
 def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None, knobs: dict,
                model_name: str) -> None:
     from backdoor_core.detection import Cancelled
@@ -112,7 +120,7 @@ def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None
     def target_fn(ctx):
         try:
             return scan_model(work.model, work.tokenizer, clean_ds, pool_texts, model_name=model_name,
-                              progress=ctx.update, should_stop=ctx.should_stop,
+                              progress=stage_progress(ctx), should_stop=ctx.should_stop,
                               **{"max_length": D.model_max_length(loaded), **knobs})
         except Cancelled as exc:
             raise JobCancelled() from exc
@@ -247,7 +255,8 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
-                          evaluate=evaluate, callback=ctx.update, should_stop=ctx.should_stop, **extra)
+                          evaluate=evaluate, progress=stage_progress(ctx, "before the repair: "),
+                          callback=lambda p: ctx.update(p, message=f"repairing: step {p.step} of {p.total_steps}"), should_stop=ctx.should_stop, **extra)
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,

@@ -8,7 +8,7 @@ from typing import Callable
 import streamlit as st
 
 from backdoor_core.jobs import Job, JobSnapshot, start_job
-from app_pages._state import K_JOBS, POLL_SECONDS, ss
+from app_pages._state import K_JOBS, K_PANELS, POLL_SECONDS, ss
 from app_pages._text import md
 
 
@@ -91,6 +91,7 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
     if job is None:
         return None
     _handle_finish(job)
+    ss().setdefault(K_PANELS, set()).add(kind)  # the sidebar leaves this job to the panel (one poller, not two)
 
     @st.fragment(run_every=interval if job.active else None)
     def _panel() -> None:

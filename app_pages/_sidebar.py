@@ -12,7 +12,7 @@ from backdoor_core import settings as S
 from app_pages._data import data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
 from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref
-from app_pages._state import keep, lab, ss
+from app_pages._state import K_PANELS, SIDEBAR_POLL_SECONDS, keep, lab, ss
 from app_pages._text import md, md_code
 
 
@@ -23,29 +23,36 @@ def _fmt_rate(v: Any) -> str:
     return f"{float(v):.1%}" if isinstance(v, (int, float)) else str(v)
 
 
-def _sidebar_jobs() -> None:
-    """Running jobs with live progress (polls while any runs; a finished job triggers a full rerun)."""
-    if not any(j.active for j in jobs().values()):
+def sidebar_jobs(slot) -> None:
+    """Running jobs with live progress in the sidebar's slot (polls while any runs; a finished job triggers a full
+    rerun). Called after the page ran: a job whose own panel the page drew (``job_panel``) is left out, so one
+    poller, not two, reruns while the user watches it; each rerun costs the job's CPU time on a 2-core machine
+    (README, *Live progress*)."""
+    shown = ss().get(K_PANELS, set())
+    if not any(j.active and kind not in shown for kind, j in jobs().items()):
         return
 
-    @st.fragment(run_every=2.0)
+    @st.fragment(run_every=SIDEBAR_POLL_SECONDS)
     def _jobs() -> None:
-        current = list(jobs().values())
-        if any(not j.active and not j.meta.get("handled") for j in current):
+        current = jobs()
+        if any(not j.active and not j.meta.get("handled") for j in current.values()):
             st.rerun(scope="app")
-        running = [j for j in current if j.active]
+        running = [j for kind, j in current.items() if j.active and kind not in shown]
         if running:
             st.markdown("### Running")
         for j in running:
             snap = j.snapshot()
             st.progress(snap.fraction or 0.0, text=f"{md(j.name)} · {snap.elapsed:.0f} s")
 
-    _jobs()
+    with slot:
+        _jobs()
 
 
-def sidebar() -> None:
-    """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset; running jobs."""
+def sidebar():
+    """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset. Returns the empty
+    slot for the running jobs, which ``sidebar_jobs`` fills after the page has run."""
     handle_finished_jobs()
+    ss()[K_PANELS] = set()  # the kinds whose job panel this run's page draws (``job_panel`` adds them)
     lab()  # this tab's report log; keeps its session id in the URL on every page
     with st.sidebar:
         from backdoor_core.device import DEVICE_CHOICES, available_devices
@@ -98,6 +105,7 @@ def sidebar() -> None:
                 st.warning(md(problem), icon=":material/warning:")
         except Exception as exc:  # noqa: BLE001 - shown, never raised
             st.error(md(f"{spec}: {exc}"), icon=":material/warning:")
-        _sidebar_jobs()
+        slot = st.container()  # filled by sidebar_jobs() once the page has run
         st.divider()
         st.toggle("Presenter mode (larger text)", **keep("lab.presenter", False))
+    return slot

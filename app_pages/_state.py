@@ -33,7 +33,13 @@ ASSETS = ROOT / "assets"
 TEST_MODEL_ENV = "BACKDOOR_LAB_TEST_MODEL"
 TEST_DATA_ENV = "BACKDOOR_LAB_TEST_DATA"
 DEFAULT_DATA = "bbc"
-POLL_SECONDS = 1.0
+POLL_SECONDS = 2.0
+"""How often a job's panel redraws its progress and live chart. Every redraw costs the job CPU time on a 2-core
+machine (README, *Live progress*: one repair, 78 s with the browser away, 225 s from click to result under a 1-s
+panel plus the sidebar's 2-s list of the same job, 133 s with this and the sidebar leaving the job to its panel)."""
+SIDEBAR_POLL_SECONDS = 2.0
+"""How often the sidebar's list of running jobs redraws (only jobs whose own panel is not on the page)."""
+K_PANELS = "lab.panels_shown"
 
 K_MODEL = "lab.model_ref"
 K_SESSION_MODELS = "lab.session_models"

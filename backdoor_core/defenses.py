@@ -116,6 +116,7 @@ def run_defense(
     callback: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     copy: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
     **knobs,
 ) -> DefenseResult:
     """Run defense ``name`` (a key of ``DEFENSES``) on ``model`` with the defender's clean data.
@@ -126,6 +127,9 @@ def run_defense(
         config: full training settings; when None the defense's defaults apply, with ``lr``, ``epochs``,
             ``max_length``, ``seed``, ``batch_size``, ``max_steps``, ``eval_every`` taken from ``knobs``.
         copy: work on a deep copy (default) so the caller keeps the suspect model for before/after.
+        progress: ``progress(stage, done, total)`` for what ``alignment`` does before its training steps (which
+            ``callback`` reports): its scan's stages (``scan.ProgressFn``), then ``"labels"`` (the pool's words,
+            the pseudo-labels and their judge). A long silence before the first step is what it is for.
         knobs: the defense's own settings (see ``DEFENSES[name].knobs``). For ``alignment``: ``heads`` (labels
             like ``["L3H7"]`` or an ``(L, H)`` bool array) skips the scan; ``scan`` reuses a ``ScanReport``;
             ``reuse_scan=True`` also takes the unrepaired model's probabilities from that report's forward passes
@@ -184,7 +188,7 @@ def run_defense(
         _reject_unknown(name, knobs)
         res, details = pure(work, tokenizer, texts, labels, cfg, seed=cfg.seed, **opts, **common)
     else:  # alignment
-        res, details = _alignment(work, tokenizer, clean_train, pool_texts, config, knobs, common)
+        res, details = _alignment(work, tokenizer, clean_train, pool_texts, config, knobs, common, progress)
 
     details.setdefault("defense", name)
     return DefenseResult(model=work, history=list(res.history), seconds=time.perf_counter() - t0,
@@ -197,7 +201,8 @@ def _reject_unknown(name: str, knobs: dict) -> None:
                          f"Known: {', '.join(DEFENSES[name].knobs)}.")
 
 
-def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict):
+def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict,
+               progress: Callable[[str, int, int], None] | None = None):
     from .head_metrics import heads_to_mask
     from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, repair_heads, reset_heads, split_heads
     from .sanitize import (DEFAULT_BETA, DEFAULT_EXCLUDE_LABELS, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET,
@@ -274,7 +279,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             t = time.perf_counter()
             # the repair reads no candidate triggers: naming them (and the pool's words) would be 40% of the scan
             report = scan_model(model, tokenizer, clean_train, pool, max_length=cfg.max_length, seed=cfg.seed,
-                                should_stop=common.get("should_stop"), find_triggers=False, **scan_opts)
+                                should_stop=common.get("should_stop"), find_triggers=False, progress=progress,
+                                **scan_opts)
             scan_seconds = time.perf_counter() - t
         split_opts = {k: scan_opts[k] for k in ("rel_threshold", "max_fraction", "top_k") if k in scan_opts}
         if split_opts:  # the caller chose the split: no weak-evidence cap
@@ -299,6 +305,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         from .sanitize import excess_flags
         label_limit = excess_flags(len(report.flagged), len(pool), max(report.frr_target, report.clean_frr))
     found_words, likely = [], []
+    if progress is not None:
+        progress("labels", 0, 1)
     if use_pool_words and pool:  # the words that mark triggered inputs: likely triggers rare in the clean texts
         if report is not None and report.pool_words is not None and list(report.pool_texts) == pool:
             found_words, marking = report.pool_words, report.marking_words  # the scan already read them

@@ -93,6 +93,18 @@ from .head_metrics import head_label
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: "clean", "pool", "heads", "triggers", "done"."""
 
+STAGE_TEXT = {"clean": "reading the clean texts", "pool": "reading the pool", "heads": "rating the heads",
+              "triggers": "naming candidate triggers", "done": "scan done",
+              "labels": "labelling the flagged inputs"}  # the last: ``defenses.run_defense``'s, after its scan
+"""What each stage of ``ProgressFn`` (and the repair's ``"labels"``) is doing, for a progress line."""
+
+
+def stage_text(stage: str, done: int, total: int) -> str:
+    """``"reading the pool 64/130"``: one progress line for ``progress(stage, done, total)`` (no count for a
+    one-step stage)."""
+    text = STAGE_TEXT.get(stage, stage)
+    return f"{text} {done}/{total}" if total > 1 else text
+
 MAX_FLAGGED_LISTED = 200
 DEFAULT_REFINE = S.REFINE
 DEFAULT_REFINE_ROUNDS = S.REFINE_ROUNDS

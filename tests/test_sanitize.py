@@ -948,3 +948,24 @@ def test_the_repair_trains_in_the_precision_asked_and_says_so(monkeypatch):
                        plain.model.bert.encoder.layer[0].attention.self.query.weight)
     with pytest.raises(D.DeviceError, match="Unknown precision"):
         run_defense("alignment", lm.model, lm.tokenizer, clean, precision="half", **kw)
+
+
+def test_alignment_reports_its_stages_before_the_first_training_step():
+    """``run_defense(progress=)``: the scan's stages, then the labels, all before the first step's callback."""
+    from backdoor_core.scan import stage_text
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(60, 5)
+    seen: list = []
+    run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                pool_texts=triggered_texts(10, 7) + clean_texts(20, 8)[0], max_length=32, seed=0, epochs=1,
+                repair_seeds=1, measure_align=False, label_judge="none",
+                progress=lambda stage, done, total: seen.append((stage, done, total)),
+                callback=lambda p: seen.append(("step", p.step, p.total_steps)))
+    stages = [s for s, *_ in seen]
+    first_step = stages.index("step")
+    assert [s for s in dict.fromkeys(stages[:first_step])] == ["clean", "pool", "heads", "done", "labels"]
+    assert ("clean", 60, 60) in seen and ("pool", 30, 30) in seen  # every text read, counted
+    assert "labels" not in stages[first_step:]
+    assert stage_text("pool", 16, 30) == "reading the pool 16/30" and stage_text("labels", 0, 1) == (
+        "labelling the flagged inputs")

@@ -84,13 +84,22 @@ def register(sub) -> None:
 
 
 def _bar(total_hint: int, enabled: bool):
+    """``(callback, stage, close)``: a tqdm bar of the training steps whose description says what the repair does
+    before them (its scan's stages, the labels; ``run_defense(progress=stage)``)."""
     if not enabled:
-        return None, lambda: None
+        return None, None, lambda: None
     from tqdm import tqdm
+
+    from ..scan import stage_text
 
     bar = tqdm(total=total_hint, file=sys.stderr, unit="step", dynamic_ncols=True)
 
+    def stage(name, done, total):
+        bar.set_description_str(stage_text(name, done, total), refresh=True)
+
     def callback(progress):
+        if bar.desc != "repair":
+            bar.set_description_str("repair", refresh=False)
         if bar.total != progress.total_steps:
             bar.total = progress.total_steps
         bar.n = progress.step
@@ -100,7 +109,7 @@ def _bar(total_hint: int, enabled: bool):
         bar.set_postfix(post, refresh=False)
         bar.refresh()
 
-    return callback, bar.close
+    return callback, stage, bar.close
 
 
 def run(args) -> int:
@@ -185,11 +194,11 @@ def run(args) -> int:
             knobs["judge_flags"] = args.judge_flags
         if args.clean_guard is not None:
             knobs["clean_guard"] = args.clean_guard
-    callback, close = _bar(0, not args.json and is_main_process())
+    callback, stage, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
             result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
-                                 callback=callback, should_stop=stop, copy=False, **knobs)
+                                 callback=callback, progress=stage, should_stop=stop, copy=False, **knobs)
     finally:
         close()
     if result.cancelled:
