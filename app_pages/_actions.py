@@ -249,6 +249,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         base = make_evaluate(work) if make_evaluate is not None else None
         seen: list = []  # (n,) classes of every evaluation: the suspect's first, the reported model's last
         evaluate = (lambda model: base(model, seen)) if base is not None else None
+        ctx.update({"message": "measuring the model before the repair"})
         before = evaluate(work.model) if evaluate is not None else {}
         ctx.update({"message": "measured the model before", "before": before})
         extra = {"max_length": D.model_max_length(loaded), **knobs}
