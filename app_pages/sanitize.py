@@ -247,7 +247,9 @@ if "cacc" in b:
                    help=None if not change else
                    f"95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} points "
                    f"over these {change['n']} texts (paired; not counting the repair's own randomness).")
-cols[2].metric("Time", f"{res['seconds']:.0f} s")
+cols[2].metric("Time", f"{res['seconds']:.0f} s",
+               help="The defense itself, its scan included; the job's time above also counts measuring the model "
+                    "before and after.")
 heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
 cols[3].metric("Heads changed", len(heads))
 if "kept" in a:
