@@ -255,9 +255,12 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         extra = {"max_length": D.model_max_length(loaded), **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
-        res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts,
-                          evaluate=evaluate, progress=stage_progress(ctx, "before the repair: "),
-                          callback=lambda p: ctx.update(p, message=f"repairing: step {p.step} of {p.total_steps}"), should_stop=ctx.should_stop, **extra)
+        def on_step(p) -> None:
+            ctx.update(p, message=f"repairing: step {p.step} of {p.total_steps}")
+
+        res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts, evaluate=evaluate,
+                          progress=stage_progress(ctx, "before the repair: "), callback=on_step,
+                          should_stop=ctx.should_stop, **extra)
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
