@@ -7,9 +7,9 @@ import streamlit as st
 from backdoor_core.architecture import describe as describe_architecture
 from backdoor_core import defender_data as D
 from backdoor_core import defenses as defenses_mod
-from backdoor_core import detection
 from backdoor_core import figures as F
 from backdoor_core import settings as S
+from backdoor_core.repair_effect import repair_effect
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -274,38 +274,53 @@ with c1:
 if ui.get_job("sanitize") is None:  # the finished job's panel above draws the run already, at full width
     ui.plot(F.training_curves(res["history"], title="Sanitization run", baseline=b), key="sanitize.hist")
 
-# before / after: each head's mean similarity to its layer's others on triggered inputs
+EFFECT_HELP = ("The same test texts with the model card's trigger, before and after the repair. **Similarity "
+               "lift**: how much alike the trigger makes each head and the others of its layer (triggered minus the "
+               "same texts without it), the signal this defense detects; red where the trigger pulls heads together. "
+               "**Attention on the trigger**: the share of each head's attention on the trigger's words (what the "
+               "Trojan Attention Loss raises). Not the similarity on triggered inputs alone: the repair pulls the "
+               "heads toward their layer's safe heads on clean inputs too, so that rises after a repair that works "
+               "(bench/results/repair_effect.md).")
+
+# before / after: the trigger's effect on each head (repair_effect: why not the triggered similarity alone)
 suspect = res["suspect"]
 read_len = D.model_max_length(suspect)
 attack = D.model_attack(suspect.card, suspect.tokenizer, read_len)
 if attack is not None:
-    target = suspect.card.target_for(test_full.label_names)
-    cache = st.session_state.setdefault("sanitize.heat_cache", {})
+    st.subheader("What the trigger does to the heads, before and after")
+    cache = st.session_state.setdefault("sanitize.effect_cache", {})
     ck = id(res)
     if ck not in cache:
         try:
-            with st.spinner("Measuring the heads on triggered inputs, before and after…"):
-                with ui.model_lock(res["suspect"]):
-                    texts = attack.poison_test(test_full.sample(60, seed=5), target, 0).texts[:40]
-                    hb = detection.attention_stats(suspect.model, suspect.tokenizer, texts,
-                                                   read_len).head_sim.mean(0)
-                with ui.model_lock(res["loaded"]):
-                    ha = detection.attention_stats(res["loaded"].model, res["loaded"].tokenizer, texts,
-                                                   read_len).head_sim.mean(0)
+            with st.spinner("Measuring the trigger's effect on the heads, before and after…"):
+                with ui.model_lock(suspect), ui.model_lock(res["loaded"]):
+                    effect = repair_effect(suspect, res["loaded"], attack, test_full,
+                                           suspect.card.target_for(test_full.label_names), read_len,
+                                           heads=res["details"].get("suspicious_heads") or [])
             cache.clear()
-            cache[ck] = (hb, ha)
+            cache[ck] = effect
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc, "Before/after heatmaps: ")
     if ck in cache:
-        hb, ha = cache[ck]
-        marks = None
-        if res["details"].get("suspicious_heads"):
-            from backdoor_core.head_metrics import heads_to_mask
-
-            marks = heads_to_mask(res["details"]["suspicious_heads"], hb.shape[0], hb.shape[1])
-        ui.plot(F.before_after_heatmaps(hb, ha, marks=marks, value_name="similarity",
-                                        title="Each head's similarity to the others of its layer, on triggered "
-                                              "inputs"), key="sanitize.heat")
+        effect = cache[ck]
+        measures = {"lift": "similarity lift"}  # the defense's own signal first; attention where there are words
+        if effect.before.concentration is not None:
+            measures["concentration"] = "attention on the trigger"
+        first = next(iter(measures))
+        shown = st.segmented_control("Measure", list(measures), format_func=measures.get, default=first,
+                                     key=f"sanitize.effect_measure.{len(measures)}", help=EFFECT_HELP) or first
+        marks = effect.mask if effect.mask.any() else None
+        if shown == "concentration":
+            fig = F.before_after_heatmaps(effect.before.concentration, effect.after.concentration, marks=marks,
+                                          value_name="attention on trigger",
+                                          title="Share of each head's attention on the trigger's tokens")
+        else:
+            fig = F.before_after_heatmaps(effect.before.lift, effect.after.lift, marks=marks, diverging=True,
+                                          value_name="Δ similarity",
+                                          title="How much the trigger raises each head's similarity to the others "
+                                                "of its layer (triggered − clean)")
+        ui.plot(fig, key="sanitize.heat")
+        st.caption(" ".join(effect.summary()))
 
 AN.sanitize_projection(res, test_full, D.model_max_length(res["suspect"]))
 

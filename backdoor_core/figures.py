@@ -302,8 +302,10 @@ def before_after_heatmaps(
     value_name: str = "value",
     labels: tuple[str, str] = ("before", "after"),
     marks: Any = None,
+    diverging: bool = False,
 ) -> go.Figure:
-    """Two ``(layers, heads)`` heatmaps side by side on one colour scale (e.g. before/after sanitization)."""
+    """Two ``(layers, heads)`` heatmaps side by side on one colour scale (e.g. before/after sanitization);
+    ``diverging`` centres a red-blue scale on 0 for signed values (e.g. ``repair_effect``'s lift)."""
     b, a = _as2d(before, "before"), _as2d(after, "after")
     if b.shape != a.shape:
         raise ValueError(f"before {b.shape} and after {a.shape} differ in shape")
@@ -319,8 +321,11 @@ def before_after_heatmaps(
             _add_marks(fig, np.asarray(marks, bool), xs, ys, "suspicious", row=1, col=col, legend=col == 1)
     zmax = float(np.nanmax([np.nanmax(b), np.nanmax(a)]))
     zmin = float(np.nanmin([np.nanmin(b), np.nanmin(a), 0.0]))
-    fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=max(zmax, zmin + 1e-6),
-                                     colorbar=dict(title=dict(text=text(value_name), side="right"))))
+    scale = dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=max(zmax, zmin + 1e-6))
+    if diverging:
+        bound = max(1e-6, float(np.nanmax(np.abs([b, a]))))
+        scale = dict(colorscale=DIVERGING, cmin=-bound, cmax=bound)  # symmetric: white is 0
+    fig.update_layout(coloraxis=dict(**scale, colorbar=dict(title=dict(text=text(value_name), side="right"))))
     fig.update_xaxes(title_text="head", type="category", showgrid=False)
     fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
     fig.update_yaxes(title_text="layer", row=1, col=1)

@@ -328,6 +328,9 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert any(c.value.startswith(f"CACC change {100 * ch['change']:+.1f} points, 95% interval") for c in at.caption)
     finding = next(f for f in at.session_state["lab.session"].findings if f.key.startswith("sanitize:"))
     assert f"CACC change {100 * ch['change']:+.1f} points, 95% interval" in finding.text  # and in the report
+    # the trigger's effect on the heads before and after (fine-tuning changes no chosen heads: all heads)
+    assert any(c.value.startswith("On all heads, the trigger raised the similarity") and "trigger's tokens" in c.value
+               for c in at.caption), [c.value for c in at.caption]
     at.button(key="sanitize.use").click().run()
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 

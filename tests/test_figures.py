@@ -49,6 +49,10 @@ def test_wrappers_share_the_grid_builder():
     ba = F.before_after_heatmaps(RNG.random((L, H)), RNG.random((L, H)), marks=np.eye(L, H, dtype=bool))
     assert [a.text for a in ba.layout.annotations][:2] == ["before", "after"]
     assert sum(isinstance(t, go.Heatmap) for t in ba.data) == 2 and ba.data[0].coloraxis == "coloraxis"
+    signed = F.before_after_heatmaps(np.full((L, H), 0.4), np.full((L, H), -0.1), diverging=True)
+    axis = signed.layout.coloraxis  # one red-blue scale, white at 0, wide enough for both panels
+    assert (axis.cmin, axis.cmax) == (-0.4, 0.4) and axis.colorscale[0][1] != axis.colorscale[-1][1]
+    assert ba.layout.coloraxis.cmin == 0.0
 
 
 def test_head_similarity_heatmaps_three_panels():

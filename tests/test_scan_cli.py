@@ -318,3 +318,19 @@ def test_scan_without_a_pool_rates_heads_on_clean_fallback():
     assert rep.first_pass is None and len(rep.flagged) == 0 and len(rep.pool_scores) == 0
     d = json.loads(json.dumps(rep.to_dict()))
     assert d["detection"]["n_pool"] == 0 and d["flagged"] == []
+
+
+def test_cli_scan_progress_line_names_each_stage(capsys):
+    """The scan command's live line (stderr on a terminal) says what the scan is doing, as the sanitize bar and
+    the app's panels do (``scan.stage_text``), and ends its line when the scan is done."""
+    from backdoor_core.commands.scan import _progress_printer
+
+    assert _progress_printer(False) is None
+    progress = _progress_printer(True)
+    progress("pool", 64, 130)
+    progress("heads", 1, 1)
+    progress("done", 1, 1)
+    err = capsys.readouterr().err
+    lines = [part.rstrip() for part in err.split("\r") if part.strip()]
+    assert lines == ["reading the pool 64/130", "rating the heads", "scan done"]
+    assert err.endswith("\n") and err.count("\n") == 1

@@ -104,8 +104,11 @@ def _progress_printer(enabled: bool):
     if not enabled:
         return None
 
-    def progress(stage, done, total):
-        print(f"\r{stage:<6} {done}/{total}", end="" if stage != "done" else "\n", file=sys.stderr, flush=True)
+    from ..scan import stage_text
+
+    def progress(stage, done, total):  # one line, rewritten in place: "reading the pool 64/130"
+        print(f"\r{stage_text(stage, done, total):<40}", end="" if stage != "done" else "\n", file=sys.stderr,
+              flush=True)
 
     return progress
 

@@ -1,0 +1,118 @@
+"""What a repair did to the trigger's hold on the heads: the same measures on the model before and after.
+
+Our design; paper silent on how to show a repair. The heads' similarity on triggered inputs alone does not show
+it: attention safety alignment pulls the repaired heads toward their layer's safe heads on every input, so that
+similarity RISES after a repair that works (BBC demo zoo, ``sanitize`` defaults: 0.40 → 0.74 on AddSent's
+repaired heads as ASR fell 100% → 3.5%; ``bench/results/repair_effect.md``). What falls is the trigger's effect:
+the attention the repaired heads put on the trigger's tokens (AddSent 0.17 → 0.09, BadNets + TAL 0.65 → 0.32)
+and, where the trigger made the heads alike (the signal of arXiv 2511.13789; BadNets + TAL), the similarity
+lift (0.36 → 0.07). AddSent's trigger barely moves the similarity (lift −0.00 before), so both are shown.
+
+Per model, on ``n`` non-target test texts and the same texts with the model card's trigger
+(``PoisonedTestSet.source_rows`` pairs them; a paraphrase trigger's texts are paired with the sample's
+non-target clean texts instead, as its rows come from another set):
+
+* ``lift``: ``(L, H)`` each head's mean similarity to the other heads of its layer (``AttentionStats.head_sim``,
+  content keys only) on the triggered texts minus on the clean texts: positive where the trigger pulls the head
+  into its layer's common pattern.
+* ``concentration``: ``(L, H)`` share of attention that queries send to the trigger's tokens on the triggered
+  texts (``head_metrics.trigger_concentration``, the Trojan Attention Loss's target); None for paraphrase
+  triggers, which have no trigger tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .architecture import is_causal
+from .detection import attention_stats
+from .forward import run_with_cache
+from .head_metrics import heads_to_mask, trigger_concentration
+from .training import trigger_token_mask
+
+SAMPLE_SIZE = 60  # clean test texts drawn; their non-target rows (at most ``TEXTS``) carry the trigger
+TEXTS = 40
+SEED = 5
+
+
+@dataclass
+class TriggerEffect:
+    """One model's response to the trigger. ``lift`` ``(L, H)``; ``concentration`` ``(L, H)`` or None."""
+
+    lift: np.ndarray
+    concentration: np.ndarray | None
+
+
+@dataclass
+class RepairEffect:
+    """The trigger's effect before and after a repair, and which heads the repair changed (``mask`` ``(L, H)``)."""
+
+    before: TriggerEffect
+    after: TriggerEffect
+    mask: np.ndarray
+    n: int
+
+    def summary(self) -> list[str]:
+        """Plain sentences: the repaired heads' (else every head's) mean lift and concentration, before → after."""
+        which = self.mask if self.mask.any() else np.ones_like(self.mask)
+        whose = (f"the {int(which.sum())} repaired heads" if self.mask.any() else "all heads")
+        lines = [f"On {whose}, the trigger raised the similarity to their layer's other heads by "
+                 f"{self.before.lift[which].mean():+.2f} before the repair and {self.after.lift[which].mean():+.2f} "
+                 f"after (mean over {self.n} texts)."]
+        if self.mask.any() and (~self.mask).any():
+            lines.append(f"The other heads: {self.before.lift[~self.mask].mean():+.2f} before, "
+                         f"{self.after.lift[~self.mask].mean():+.2f} after.")
+        if self.before.concentration is not None and self.after.concentration is not None:
+            conc = self.before.concentration[which].mean(), self.after.concentration[which].mean()
+            lines.append(f"Attention {whose} put on the trigger's tokens: {conc[0]:.0%} before, {conc[1]:.0%} after.")
+        return lines
+
+
+def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_length: int) -> TriggerEffect:
+    """``TriggerEffect`` of ``model`` on ``triggered`` (``Example``s with their ``trigger_spans``) against
+    ``clean_texts`` (the same texts without the trigger where the attack inserts one)."""
+    texts = [ex.text for ex in triggered]
+    lift = (attention_stats(model, tokenizer, texts, max_length, cls=False).head_sim.mean(0)
+            - attention_stats(model, tokenizer, list(clean_texts), max_length, cls=False).head_sim.mean(0))
+    concentration = None
+    if any(ex.trigger_spans for ex in triggered):
+        cache = run_with_cache(model, tokenizer, texts, max_length=max_length, want=("attentions", "offsets"))
+        causal = is_causal(model)
+        per_text = []
+        for att, off, ex in zip(cache.attentions, cache.offsets, triggered):
+            tm = trigger_token_mask(torch.as_tensor(off)[None], [ex.trigger_spans])[0]
+            if tm.any():  # a trigger cut off by truncation has nothing to attend to
+                per_text.append(trigger_concentration(att, tm.numpy(), causal=causal))
+        if per_text:
+            concentration = np.mean(per_text, 0)
+    return TriggerEffect(lift=lift, concentration=concentration)
+
+
+def triggered_pairs(attack, test_ds, target: int, n: int = TEXTS, seed: int = SEED):
+    """``(triggered examples, clean texts)``: up to ``n`` non-target rows of a ``SAMPLE_SIZE`` draw of ``test_ds``
+    with ``attack``'s trigger, and their clean counterparts (see the module docstring)."""
+    sample = test_ds.sample(min(SAMPLE_SIZE, len(test_ds)), seed=seed)
+    poisoned = attack.poison_test(sample, target, 0)
+    triggered = list(poisoned.examples)[:n]
+    if attack.has_trigger_tokens:
+        clean = [sample.texts[i] for i in poisoned.source_rows[:n]]
+    else:
+        clean = [t for t, y in zip(sample.texts, sample.labels) if y != target][:n]
+    return triggered, clean
+
+
+def repair_effect(suspect, repaired, attack, test_ds, target: int, max_length: int,
+                  heads: Sequence[str] = (), n: int = TEXTS, seed: int = SEED) -> RepairEffect:
+    """The trigger's effect on ``suspect`` and ``repaired`` (``models.LoadedModel``s of one architecture) on the
+    same texts; ``heads`` (``L{layer}H{head}`` labels) are the heads the repair changed."""
+    triggered, clean = triggered_pairs(attack, test_ds, target, n, seed)
+    if not triggered or not clean:
+        raise ValueError("The test set has no non-target texts to put the trigger in.")
+    before = trigger_effect(suspect.model, suspect.tokenizer, triggered, clean, max_length)
+    after = trigger_effect(repaired.model, repaired.tokenizer, triggered, clean, max_length)
+    L, H = before.lift.shape
+    return RepairEffect(before, after, heads_to_mask(list(heads), L, H), len(triggered))
