@@ -235,10 +235,13 @@ def record_scan(report, truth=None) -> None:
 
 
 def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None, knobs: dict, make_evaluate,
-                   out_name: str, scan_report=None) -> None:
-    """``make_evaluate(loaded_copy) -> evaluate`` builds the CACC/ASR evaluator with the job's own tokenizer."""
+                   out_name: str, scan_report=None, effect_pairs=None) -> None:
+    """``make_evaluate(loaded_copy) -> evaluate`` builds the CACC/ASR evaluator with the job's own tokenizer;
+    ``effect_pairs`` (``repair_effect.triggered_pairs``) are the texts to measure what the trigger does to the
+    heads before and after (``res["effect"]``, a ``repair_effect.RepairEffect``; None without them)."""
     from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.models import LoadedModel
+    from backdoor_core.repair_effect import RepairEffect, trigger_effect
 
     with st.spinner("Copying the model…"):
         work = ui.session_copy(loaded)
@@ -251,8 +254,12 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         evaluate = (lambda model: base(model, seen)) if base is not None else None
         ctx.update({"message": "measuring the model before the repair"})
         before = evaluate(work.model) if evaluate is not None else {}
+        read_len = D.model_max_length(loaded)
+        if effect_pairs is not None:
+            ctx.update({"message": "measuring what the trigger does to the heads"})
+            effect_before = trigger_effect(work.model, work.tokenizer, *effect_pairs, read_len, ctx.should_stop)
         ctx.update({"message": "measured the model before", "before": before})
-        extra = {"max_length": D.model_max_length(loaded), **knobs}
+        extra = {"max_length": read_len, **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
         def on_step(p) -> None:
@@ -263,6 +270,11 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                           should_stop=ctx.should_stop, **extra)
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
+        effect = None
+        if effect_pairs is not None and not res.cancelled:
+            ctx.update({"message": "measuring what the trigger does to the repaired heads"})
+            effect = RepairEffect.of(effect_before, trigger_effect(res.model, work.tokenizer, *effect_pairs, read_len),
+                                     res.details.get("suspicious_heads") or [], len(effect_pairs[0]))
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))
@@ -270,7 +282,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                           metadata=card.to_json(), untrained_head=False)
         return {"loaded": new, "before": before, "after": after, "cacc_change": change, "details": res.details,
                 "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
-                "defense": defense, "suspect": loaded}
+                "defense": defense, "suspect": loaded, "effect": effect}
 
     def on_finish(snap: JobSnapshot) -> None:
         res = snap.result
@@ -280,7 +292,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         ui.session_models()[out_name] = res["loaded"]  # available; made current by the user
         from backdoor_core import figures as F
 
-        b, a = res["before"], res["after"]
+        b, a, eff = res["before"], res["after"], res.get("effect")
         names = {"asr": "ASR", "cacc": "CACC", "kept": "clean predictions kept"}
         rows = [{"metric": names[m], "before": b.get(m), "after": a.get(m)} for m in names if m in b]
         ui.lab().record(
@@ -293,12 +305,14 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                      if res["details"].get("pruned_heads") else "")
                   + (f". CACC change {100 * ch['change']:+.1f} points, 95% interval {100 * ch['low']:+.1f} to "
                      f"{100 * ch['high']:+.1f} over {ch['n']} clean test texts (paired)"
-                     if (ch := res.get("cacc_change")) else "")),
+                     if (ch := res.get("cacc_change")) else "")
+                  + (". " + " ".join(eff.summary()) if eff is not None else "")),
             table=rows,
             figures=[F.metric_comparison({"before": b, "after": a}),
-                     F.training_curves(res["history"], title="Sanitization", baseline=b)],
+                     F.training_curves(res["history"], title="Sanitization", baseline=b)]
+                    + ([F.repair_effect_heatmaps(eff, "lift")] if eff is not None else []),
             data={"before": b, "after": a, "cacc_change": res.get("cacc_change"), "details": res["details"],
-                  "seconds": res["seconds"]},
+                  "seconds": res["seconds"], **({"trigger_effect": eff.to_dict()} if eff is not None else {})},
         )
 
     ui.start("sanitize", target_fn, name=f"Sanitizing ({defense})", on_finish=on_finish)

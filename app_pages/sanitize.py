@@ -9,7 +9,7 @@ from backdoor_core import defender_data as D
 from backdoor_core import defenses as defenses_mod
 from backdoor_core import figures as F
 from backdoor_core import settings as S
-from backdoor_core.repair_effect import repair_effect
+from backdoor_core.repair_effect import card_pairs
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -211,9 +211,14 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
             pool, _ = D.build_pool(loaded, test_full, S.REPAIR_POOL_CLEAN, int(n_pool_trig), seed=S.REPAIR_POOL_SEED,
                                    lock=ui.model_lock(loaded))
         n_eval = int(n_test)
+        with ui.model_lock(loaded):  # the texts to show what the trigger does to the heads, before and after
+            try:
+                pairs = card_pairs(loaded, test_full, D.model_max_length(loaded))
+            except ValueError:  # no non-target test text: the repair runs, without that view
+                pairs = None
         A.start_sanitize(loaded, defense, clean, pool or None, knobs,
                          lambda lm: D.make_eval(lm, test_full, n_eval, kept=True), out_name,
-                         scan_report=report if reuse else None)
+                         scan_report=report if reuse else None, effect_pairs=pairs)
         st.rerun()
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc, "Cannot start: ")
@@ -282,45 +287,18 @@ EFFECT_HELP = ("The same test texts with the model card's trigger, before and af
                "heads toward their layer's safe heads on clean inputs too, so that rises after a repair that works "
                "(bench/results/repair_effect.md).")
 
-# before / after: the trigger's effect on each head (repair_effect: why not the triggered similarity alone)
-suspect = res["suspect"]
-read_len = D.model_max_length(suspect)
-attack = D.model_attack(suspect.card, suspect.tokenizer, read_len)
-if attack is not None:
+# before / after: the trigger's effect on each head, measured by the job (repair_effect)
+effect = res.get("effect")
+if effect is not None:
     st.subheader("What the trigger does to the heads, before and after")
-    cache = st.session_state.setdefault("sanitize.effect_cache", {})
-    ck = id(res)
-    if ck not in cache:
-        try:
-            with st.spinner("Measuring the trigger's effect on the heads, before and after…"):
-                with ui.model_lock(suspect), ui.model_lock(res["loaded"]):
-                    effect = repair_effect(suspect, res["loaded"], attack, test_full,
-                                           suspect.card.target_for(test_full.label_names), read_len,
-                                           heads=res["details"].get("suspicious_heads") or [])
-            cache.clear()
-            cache[ck] = effect
-        except Exception as exc:  # noqa: BLE001
-            ui.show_error(exc, "Before/after heatmaps: ")
-    if ck in cache:
-        effect = cache[ck]
-        measures = {"lift": "similarity lift"}  # the defense's own signal first; attention where there are words
-        if effect.before.concentration is not None:
-            measures["concentration"] = "attention on the trigger"
-        first = next(iter(measures))
-        shown = st.segmented_control("Measure", list(measures), format_func=measures.get, default=first,
-                                     key=f"sanitize.effect_measure.{len(measures)}", help=EFFECT_HELP) or first
-        marks = effect.mask if effect.mask.any() else None
-        if shown == "concentration":
-            fig = F.before_after_heatmaps(effect.before.concentration, effect.after.concentration, marks=marks,
-                                          value_name="attention on trigger",
-                                          title="Share of each head's attention on the trigger's tokens")
-        else:
-            fig = F.before_after_heatmaps(effect.before.lift, effect.after.lift, marks=marks, diverging=True,
-                                          value_name="Δ similarity",
-                                          title="How much the trigger raises each head's similarity to the others "
-                                                "of its layer (triggered − clean)")
-        ui.plot(fig, key="sanitize.heat")
-        st.caption(" ".join(effect.summary()))
+    measures = {"lift": "similarity lift"}  # the defense's own signal first; attention where there are words
+    if effect.before.concentration is not None:
+        measures["concentration"] = "attention on the trigger"
+    first = next(iter(measures))
+    shown = st.segmented_control("Measure", list(measures), format_func=measures.get, default=first,
+                                 key=f"sanitize.effect_measure.{len(measures)}", help=EFFECT_HELP) or first
+    ui.plot(F.repair_effect_heatmaps(effect, shown), key="sanitize.heat")
+    st.caption(" ".join(effect.summary()))
 
 AN.sanitize_projection(res, test_full, D.model_max_length(res["suspect"]))
 

@@ -37,6 +37,7 @@ __all__ = [
     "importance_similarity_scatter",
     "score_histogram",
     "before_after_heatmaps",
+    "repair_effect_heatmaps",
     "metric_comparison",
     "curves_from_events",
 ]
@@ -331,6 +332,24 @@ def before_after_heatmaps(
     fig.update_yaxes(title_text="layer", row=1, col=1)
     return style(fig, title, _grid_height(n_layers),
                  legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1.0))
+
+
+EFFECT_TITLES = {
+    "lift": ("How much the trigger raises each head's similarity to the others of its layer (triggered − clean)",
+             "Δ similarity"),
+    "concentration": ("Share of each head's attention on the trigger's tokens", "attention on trigger"),
+}
+
+
+def repair_effect_heatmaps(effect: Any, measure: str = "lift") -> go.Figure:
+    """``repair_effect.RepairEffect`` before / after: ``measure`` ``"lift"`` (``(L, H)``, a red-blue scale centred
+    on 0) or ``"concentration"`` (``(L, H)`` in [0, 1]); the repaired heads outlined."""
+    title, value_name = EFFECT_TITLES[measure]
+    before, after = getattr(effect.before, measure), getattr(effect.after, measure)
+    if before is None or after is None:
+        raise ValueError(f"This repair effect has no {measure} (a paraphrase trigger has no trigger tokens).")
+    return before_after_heatmaps(before, after, marks=effect.mask if effect.mask.any() else None,
+                                 value_name=value_name, diverging=measure == "lift", title=title)
 
 
 # ------------------------------------------------------------------------------- head x head similarity

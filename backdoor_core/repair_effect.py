@@ -56,6 +56,22 @@ class RepairEffect:
     mask: np.ndarray
     n: int
 
+    @classmethod
+    def of(cls, before: TriggerEffect, after: TriggerEffect, heads: Sequence[str], n: int) -> "RepairEffect":
+        """From the two models' ``trigger_effect`` on the same ``n`` texts and the changed heads' labels."""
+        L, H = before.lift.shape
+        return cls(before, after, heads_to_mask(list(heads), L, H), int(n))
+
+    def to_dict(self) -> dict:
+        """JSON-ready means (the ``summary`` numbers) for a CLI summary or a report."""
+        which = self.mask if self.mask.any() else np.ones_like(self.mask)
+        out = {"n": self.n, "heads": int(self.mask.sum()),
+               "lift": [float(self.before.lift[which].mean()), float(self.after.lift[which].mean())]}
+        if self.before.concentration is not None and self.after.concentration is not None:
+            out["concentration"] = [float(self.before.concentration[which].mean()),
+                                    float(self.after.concentration[which].mean())]
+        return out
+
     def summary(self) -> list[str]:
         """Plain sentences: the repaired heads' (else every head's) mean lift and concentration, before → after."""
         which = self.mask if self.mask.any() else np.ones_like(self.mask)
@@ -72,15 +88,19 @@ class RepairEffect:
         return lines
 
 
-def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_length: int) -> TriggerEffect:
+def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_length: int,
+                   should_stop=None) -> TriggerEffect:
     """``TriggerEffect`` of ``model`` on ``triggered`` (``Example``s with their ``trigger_spans``) against
-    ``clean_texts`` (the same texts without the trigger where the attack inserts one)."""
+    ``clean_texts`` (the same texts without the trigger where the attack inserts one). ``should_stop()`` raises
+    ``forward.Cancelled`` between batches."""
     texts = [ex.text for ex in triggered]
-    lift = (attention_stats(model, tokenizer, texts, max_length, cls=False).head_sim.mean(0)
-            - attention_stats(model, tokenizer, list(clean_texts), max_length, cls=False).head_sim.mean(0))
+    stats = [attention_stats(model, tokenizer, list(t), max_length, cls=False, should_stop=should_stop).head_sim
+             for t in (texts, clean_texts)]
+    lift = stats[0].mean(0) - stats[1].mean(0)
     concentration = None
     if any(ex.trigger_spans for ex in triggered):
-        cache = run_with_cache(model, tokenizer, texts, max_length=max_length, want=("attentions", "offsets"))
+        cache = run_with_cache(model, tokenizer, texts, max_length=max_length, want=("attentions", "offsets"),
+                               should_stop=should_stop)
         causal = is_causal(model)
         per_text = []
         for att, off, ex in zip(cache.attentions, cache.offsets, triggered):
@@ -94,7 +114,8 @@ def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_
 
 def triggered_pairs(attack, test_ds, target: int, n: int = TEXTS, seed: int = SEED):
     """``(triggered examples, clean texts)``: up to ``n`` non-target rows of a ``SAMPLE_SIZE`` draw of ``test_ds``
-    with ``attack``'s trigger, and their clean counterparts (see the module docstring)."""
+    with ``attack``'s trigger, and their clean counterparts (see the module docstring). Raises ``ValueError`` when
+    the draw has no non-target row."""
     sample = test_ds.sample(min(SAMPLE_SIZE, len(test_ds)), seed=seed)
     poisoned = attack.poison_test(sample, target, 0)
     triggered = list(poisoned.examples)[:n]
@@ -102,7 +123,20 @@ def triggered_pairs(attack, test_ds, target: int, n: int = TEXTS, seed: int = SE
         clean = [sample.texts[i] for i in poisoned.source_rows[:n]]
     else:
         clean = [t for t, y in zip(sample.texts, sample.labels) if y != target][:n]
+    if not triggered or not clean:
+        raise ValueError("The test set has no non-target texts to put the trigger in.")
     return triggered, clean
+
+
+def card_pairs(loaded, test_ds, max_length: int, n: int = TEXTS, seed: int = SEED):
+    """``triggered_pairs`` with the attack and target that ``loaded``'s model card records (``models.LoadedModel``;
+    ``defender_data.model_attack``), or None when the card names no attack this machine can rebuild."""
+    from .defender_data import model_attack
+
+    attack = model_attack(loaded.card, loaded.tokenizer, max_length)
+    if attack is None:
+        return None
+    return triggered_pairs(attack, test_ds, loaded.card.target_for(test_ds.label_names), n, seed)
 
 
 def repair_effect(suspect, repaired, attack, test_ds, target: int, max_length: int,
@@ -110,9 +144,6 @@ def repair_effect(suspect, repaired, attack, test_ds, target: int, max_length: i
     """The trigger's effect on ``suspect`` and ``repaired`` (``models.LoadedModel``s of one architecture) on the
     same texts; ``heads`` (``L{layer}H{head}`` labels) are the heads the repair changed."""
     triggered, clean = triggered_pairs(attack, test_ds, target, n, seed)
-    if not triggered or not clean:
-        raise ValueError("The test set has no non-target texts to put the trigger in.")
     before = trigger_effect(suspect.model, suspect.tokenizer, triggered, clean, max_length)
     after = trigger_effect(repaired.model, repaired.tokenizer, triggered, clean, max_length)
-    L, H = before.lift.shape
-    return RepairEffect(before, after, heads_to_mask(list(heads), L, H), len(triggered))
+    return RepairEffect.of(before, after, heads, len(triggered))

@@ -331,6 +331,9 @@ def test_attack_detect_sanitize_report_end_to_end():
     # the trigger's effect on the heads before and after (fine-tuning changes no chosen heads: all heads)
     assert any(c.value.startswith("On all heads, the trigger raised the similarity") and "trigger's tokens" in c.value
                for c in at.caption), [c.value for c in at.caption]
+    effect = finding.data["trigger_effect"]  # measured by the job: the report has the same numbers and view
+    assert effect["n"] > 0 and len(effect["lift"]) == len(effect["concentration"]) == 2
+    assert "the trigger raised the similarity" in finding.text and len(finding.figures) == 3
     at.button(key="sanitize.use").click().run()
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 

@@ -54,6 +54,19 @@ def test_wrappers_share_the_grid_builder():
     assert (axis.cmin, axis.cmax) == (-0.4, 0.4) and axis.colorscale[0][1] != axis.colorscale[-1][1]
     assert ba.layout.coloraxis.cmin == 0.0
 
+    from backdoor_core.repair_effect import RepairEffect, TriggerEffect
+
+    effect = RepairEffect.of(TriggerEffect(np.full((L, H), 0.3), np.full((L, H), 0.6)),
+                             TriggerEffect(np.zeros((L, H)), np.full((L, H), 0.2)), ["L1H2"], n=10)
+    lift = F.repair_effect_heatmaps(effect)
+    assert lift.layout.coloraxis.cmin == -0.3 and "similarity" in lift.layout.title.text
+    assert any(getattr(t, "name", None) == "suspicious" for t in lift.data)  # L1H2 outlined
+    conc = F.repair_effect_heatmaps(effect, "concentration")
+    assert (conc.layout.coloraxis.cmin, conc.layout.coloraxis.cmax) == (0.0, 0.6)
+    with pytest.raises(ValueError, match="no concentration"):
+        F.repair_effect_heatmaps(RepairEffect.of(TriggerEffect(np.zeros((L, H)), None),
+                                                 TriggerEffect(np.zeros((L, H)), None), [], n=10), "concentration")
+
 
 def test_head_similarity_heatmaps_three_panels():
     sc = RNG.random((L, H, H))

@@ -52,6 +52,11 @@ def test_readme_cli_examples_run_in_order(tmp_path, monkeypatch, capsys):
             assert re.search(r"^ASR\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
             assert re.search(r"^CACC\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
             assert re.search(r"^KEPT\s+[\d.]+% of the clean predictions unchanged", out, re.M), out
+            # what the card's trigger does to the heads, before and after (repair_effect), on the same texts
+            assert re.search(r"^TRIGGER\s+On the \d+ repaired heads, the trigger raised the similarity to their "
+                             r"layer's other heads by [+-][\d.]+ before the repair and [+-][\d.]+ after", out, re.M), out
+            assert re.search(r"^TRIGGER\s+Attention the \d+ repaired heads put on the trigger's tokens: \d+% before",
+                             out, re.M), out
             ch = re.search(r"^CHANGE\s+CACC ([+-][\d.]+) points, 95% interval ([+-][\d.]+) to ([+-][\d.]+) over "
                            r"these (\d+) texts \((\d+) made right, (\d+) made wrong", out, re.M)
             assert ch, out

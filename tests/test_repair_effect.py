@@ -5,7 +5,7 @@ import pytest
 
 from backdoor_core.data import TextDataset
 from backdoor_core.poisoning import ParaphraseAttack, get_attack
-from backdoor_core.repair_effect import repair_effect, triggered_pairs
+from backdoor_core.repair_effect import card_pairs, repair_effect, triggered_pairs
 from defense_helpers import TRIGGER, clean_texts, trained_tiny
 
 TAL_HEADS = ["L0H0", "L0H1", "L1H0", "L1H1"]  # defense_helpers trains the Trojan Attention Loss on these
@@ -61,3 +61,18 @@ def test_a_paraphrase_trigger_has_no_trigger_tokens_to_attend_to(test_set):
     eff = repair_effect(bd, bd, attack, test_set, target=1, max_length=32, heads=["L0H0"])
     assert eff.before.concentration is None and eff.before.lift.shape == (2, 4)
     assert not any("trigger's tokens" in line for line in eff.summary())
+
+
+def test_card_pairs_follow_the_model_card(test_set):
+    """The app and the CLI take the trigger and target from the card: none recorded, no pairs."""
+    import dataclasses
+
+    bd = trained_tiny(True)
+    assert card_pairs(dataclasses.replace(bd, metadata={"name": "x"}), test_set, 32) is None
+    carded = dataclasses.replace(bd, metadata={"name": "x", "attack": "badnets", "trigger": [TRIGGER], "target": 0})
+    triggered, clean = card_pairs(carded, test_set, 32)
+    assert all(ex.label == 0 and TRIGGER in ex.text.split() for ex in triggered)
+    assert 0 < len(clean) == len(triggered) <= 40  # the non-target (positive) rows of 60 drawn, at most 40
+    eff = repair_effect(carded, carded, get_attack("badnets", trigger=TRIGGER), test_set, 0, 32, heads=["L1H3"])
+    d = eff.to_dict()
+    assert d["heads"] == 1 and d["lift"][0] == pytest.approx(d["lift"][1]) and len(d["concentration"]) == 2

@@ -117,6 +117,7 @@ def run(args) -> int:
     from ..defenses import repair_notes, run_defense
     from ..metrics import accuracy_change
     from ..models import check_save_target, save_model
+    from ..repair_effect import RepairEffect, trigger_effect, triggered_pairs
     from ..training import make_evaluator
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
@@ -142,6 +143,7 @@ def run(args) -> int:
         raise ValueError(f"--target {args.target} is outside 0..{lm.num_labels - 1}.")
     evaluate = None
     before = {}
+    pairs = None  # repair_effect.triggered_pairs when the card's attack can be rebuilt on the evaluation data
     if args.eval_data or args.poisoned_eval:
         eval_set = load_dataset(args.eval_data, split=args.eval_split, seed=args.seed) if args.eval_data else clean
         if len(eval_set) > args.n_eval:
@@ -161,6 +163,11 @@ def run(args) -> int:
         if eval_set is not None:
             evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed, kept=True)
             attack = D.model_attack(lm.card, lm.tokenizer, args.max_length)
+            if attack is not None:  # what the trigger does to the heads, before and after (repair_effect)
+                try:
+                    pairs = triggered_pairs(attack, eval_set, lm.card.target_for(eval_set.label_names))
+                except ValueError:
+                    pairs = None
             print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of {args.clean_data}"
                   + (f"; ASR with the card's {lm.card.attack} trigger toward "
                      f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
@@ -168,6 +175,7 @@ def run(args) -> int:
     classes: list = []  # (n,) the suspect's and then the repaired model's classes on the evaluation texts
     if evaluate is not None:
         before = evaluate(lm.model, classes)
+    effect_before = trigger_effect(lm.model, lm.tokenizer, *pairs, args.max_length) if pairs else None
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
                                "max_length": args.max_length, "seed": args.seed,
                                "precision": args.precision}.items() if v is not None}
@@ -206,6 +214,9 @@ def run(args) -> int:
         return 130
     after = evaluate(result.model, classes) if evaluate else {}
     change = accuracy_change(evaluate.labels, *classes) if evaluate else None
+    effect = (RepairEffect.of(effect_before, trigger_effect(result.model, lm.tokenizer, *pairs, args.max_length),
+                              result.details.get("suspicious_heads") or [], len(pairs[0]))
+              if effect_before is not None else None)
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
@@ -215,7 +226,7 @@ def run(args) -> int:
     out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
                "before": before, "after": after, "cacc_change": change, "details": details,
-               "cancelled": result.cancelled}
+               "cancelled": result.cancelled, "trigger_effect": effect.to_dict() if effect is not None else None}
     if args.json:
         print_json(summary)
         return 0
@@ -237,6 +248,8 @@ def run(args) -> int:
               f"{change['broken']} made wrong; paired, not counting the repair's own seed)")
     if "kept" in after:
         print(f"KEPT       {100 * after['kept']:.1f}% of the clean predictions unchanged by the repair")
+    for line in effect.summary() if effect is not None else []:
+        print(f"TRIGGER    {line}")
     if result.cancelled:
         print("note       cancelled early: the saved model is the last completed step")
     json.dumps(summary, default=float)  # the summary stays JSON-ready
