@@ -114,7 +114,7 @@ def ablation_tab(loaded, result, max_length: int) -> None:
               f"{clean_after['label']} · {max(clean_after['probs'].values()):.0%}")
     if res.to_dict()["flip_undone"]:
         st.success("With these heads off the trigger no longer flips the prediction.", icon=":material/check_circle:")
-    c1, c2 = st.columns(2, gap="medium")
+    c1, c2 = ui.stack_columns("ablate")
     with c1:
         ui.plot(F.probability_bars(result.label_names, res.full.triggered.probs, a.triggered.probs,
                                    title="Triggered text: class probabilities",

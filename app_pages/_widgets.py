@@ -33,6 +33,14 @@ def plot(fig, key: str | None = None) -> None:
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 
+def stack_columns(key: str, spec=2, gap: str = "medium") -> list:
+    """``st.columns(spec)`` that stack, one a row, where side by side they would be cut: in a window narrower
+    than 1200 px (a 1024-px projector with the sidebar open cut chart titles, colorbar ticks and select boxes)
+    and in presenter mode (``assets/style.css`` / ``presenter.css`` select the ``lab-stack`` container)."""
+    with st.container(key=f"lab-stack-{key}"):
+        return st.columns(spec, gap=gap)
+
+
 def flip_line(clean: dict, triggered: dict) -> None:
     """The big "label p% → label p%" line: ``clean`` / ``triggered`` are ``prediction()`` dicts (``label``,
     ``probs``). It wraps in a narrow column (a ``st.metric`` would cut the label to "business ·…")."""

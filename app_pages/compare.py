@@ -40,7 +40,7 @@ for entry in ui.zoo_entries():
     if entry.get("path") and str(entry["path"]) != str(getattr(loaded, "source", "")):
         options.setdefault(f"Zoo: {entry.get('title') or entry.get('name')}", ("zoo", str(entry["path"])))
 
-c1, c2 = st.columns([2, 3], gap="large")
+c1, c2 = ui.stack_columns("compare-form", [2, 3], gap="large")
 with c1:
     st.markdown(f"**Model A** (current): {loaded.name}")
     choice = st.selectbox("Model B", list(options), key="compare.b")
@@ -111,7 +111,7 @@ for col, who, res, name in ((m[0], "A", cmp.a, cmp.name_a), (m[1], "B", cmp.b, c
 st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
            f"“{md(cmp.a.triggered.text, 200)}”")
 
-p1, p2 = st.columns(2, gap="medium")
+p1, p2 = ui.stack_columns("compare-probs")
 with p1:
     ui.plot(F.probability_bars(cmp.a.label_names, cmp.a.clean.probs, cmp.a.triggered.probs,
                                title=f"A: {cmp.name_a}"), key="compare.probs_a")
@@ -122,7 +122,7 @@ with p2:
 if cmp.same_shape:
     bound = max(1e-6, float(max(np.nanmax(cmp.a.concentration), np.nanmax(cmp.b.concentration))))
     # two charts a row: three 12-head grids side by side in a 1280-px window cut the colorbars' labels
-    g1, g2 = st.columns(2, gap="medium")
+    g1, g2 = ui.stack_columns("compare-conc")
     with g1:
         ui.plot(F.layer_head_heatmap(cmp.a.concentration, title="A: trigger concentration", zmin=0.0, zmax=bound,
                                      value_name="attention on trigger"), key="compare.conc_a")
@@ -130,7 +130,7 @@ if cmp.same_shape:
         ui.plot(F.layer_head_heatmap(cmp.b.concentration, title="B: trigger concentration", zmin=0.0, zmax=bound,
                                      value_name="attention on trigger", marks=heads_off,
                                      mark_name="switched off"), key="compare.conc_b")
-    g3, g4 = st.columns(2, gap="medium")
+    g3, g4 = ui.stack_columns("compare-diff")
     with g3:
         ui.plot(F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
                                      value_name="Δ attention on trigger"), key="compare.conc_diff")

@@ -174,7 +174,7 @@ if len(set(arch_info.get("layer_kinds") or [])) > 1:
     st.caption("Layers differ in kind (" + ", ".join(f"L{i}: {k}" for i, k in enumerate(arch_info["layer_kinds"]))
                + "); the grids label them.")
 figs = A.scan_figures(report, info.get("truth"))
-c1, c2 = st.columns(2, gap="medium")
+c1, c2 = ui.stack_columns("detect")
 with c1:
     ui.plot(figs["scatter"], key="detect.scatter")
 with c2:

@@ -39,7 +39,7 @@ MAX_LENGTH = model_max_length(loaded)  # the length the model was trained to rea
 
 # --------------------------------------------------------------------------------------------- inputs
 
-left, right = st.columns([3, 2], gap="large")
+left, right = ui.stack_columns("inspect-form", [3, 2], gap="large")
 with left:
     text = st.text_area("Text", height=110, **ui.keep("inspect.text", DEFAULT_TEXT))
     ds = None
@@ -164,7 +164,7 @@ def _highlight(res) -> str:
 
 
 st.divider()
-p1, p2 = st.columns([2, 3], gap="large")
+p1, p2 = ui.stack_columns("inspect-prediction", [2, 3], gap="large")
 with p1:
     ui.flip_line(clean_pred, trig_pred)
     if flipped:
@@ -192,7 +192,7 @@ tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "
                 "Token saliency"])
 
 with tabs[0]:
-    c1, c2 = st.columns(2, gap="medium")
+    c1, c2 = ui.stack_columns("inspect")
     with c1:
         ui.plot(F.concentration_heatmap(result.concentration, layer_labels=layer_names), key="inspect.conc")
         st.caption("Share of attention that the tokens send to the trigger's tokens (the Trojan Attention Loss "

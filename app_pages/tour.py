@@ -182,7 +182,7 @@ elif step == 3:
     if model is not None:
         res = _inspect(model, ui.kept("tour.text", SENTENCE), ui.kept("tour.trigger", TRIGGER))
         top = res.top_heads(1)[0]
-        c1, c2 = st.columns(2, gap="medium")
+        c1, c2 = ui.stack_columns("tour")
         with c1:
             ui.plot(F.concentration_heatmap(res.concentration), key="tour.s3.conc")
         with c2:
@@ -285,14 +285,15 @@ else:
 # --------------------------------------------------------------------------------------------- navigation
 
 st.divider()
-b1, b2, _ = st.columns([1, 1, 4])
 
 
 def _go(delta: int) -> None:
     st.session_state[K_STEP] = max(0, min(len(STEPS) - 1, step + delta))
 
 
-b1.button("Back", on_click=_go, args=(-1,), disabled=step == 0, icon=":material/arrow_back:", key="tour.back",
-          width="stretch")
-b2.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary",
-          icon=":material/arrow_forward:", key="tour.next", width="stretch")
+# buttons as wide as their words: fixed columns cut "Next" to "→ N" in presenter mode at 1024 px
+with st.container(horizontal=True, gap="medium"):
+    st.button("Back", on_click=_go, args=(-1,), disabled=step == 0, icon=":material/arrow_back:",
+              key="tour.back", width="content")
+    st.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary",
+              icon=":material/arrow_forward:", key="tour.next", width="content")

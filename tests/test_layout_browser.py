@@ -86,6 +86,22 @@ CHART_PROBLEMS_JS = """
 """
 
 
+# Text that the page cuts: a leaf clipped by its box, or any box that ends its text in "…" (a sidebar page name,
+# a metric or widget label, a button).
+LABELS_CUT_JS = """() => [...document.querySelectorAll('[data-testid="stMain"] *, [data-testid="stSidebar"] *')]
+  .filter(e => e.offsetParent && e.innerText && e.scrollWidth > e.clientWidth + 1
+          && ((e.children.length === 0 && ['hidden', 'clip'].includes(getComputedStyle(e).overflowX))
+              || getComputedStyle(e).textOverflow === 'ellipsis'))
+  .map(e => `"${e.innerText.trim().slice(0, 40)}" (${e.scrollWidth} px in ${e.clientWidth})`)"""
+
+
+def _labels_ok(page, where: str) -> None:
+    cut = page.evaluate(LABELS_CUT_JS)
+    if cut:
+        page.screenshot(path=str(ARTIFACTS / f"layout_FAILED_{where}.png"), full_page=True)
+    assert not cut, f"{where}: text cut: {cut[:5]}"
+
+
 def _charts_ok(page, where: str) -> int:
     """Assert no chart problem on the page as shown; returns how many charts were checked."""
     page.wait_for_timeout(300)  # plotly lays out after the element appears
@@ -221,6 +237,21 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         _charts_ok(page, "report_presenter")
         page.screenshot(path=str(ARTIFACTS / "layout_report_presenter.png"), full_page=True)
         _no_exceptions(page, "report (presenter)")
+
+        # a 1024-px projector in presenter mode: chart pairs and the Compare form stack (side by side they cut
+        # chart titles, colorbar ticks and select boxes); sidebar names, metric and button labels wrap
+        page.set_viewport_size({"width": 1024, "height": 768})
+        _labels_ok(page, "report_1024_presenter")
+        _inspect(page, "1024_presenter")
+        _labels_ok(page, "inspect_1024_presenter")
+        _nav(page, "Compare models")
+        page.wait_for_selector(".js-plotly-plot svg.main-svg")
+        assert _charts_ok(page, "compare_1024_presenter") >= 6
+        _labels_ok(page, "compare_1024_presenter")
+        page.screenshot(path=str(ARTIFACTS / "layout_compare_1024_presenter.png"), full_page=True)
+        _nav(page, "Guided tour")  # step 1: its tiles and the Back / Next buttons
+        page.get_by_role("button", name="Next").first.wait_for()
+        _labels_ok(page, "tour_1024_presenter")
 
         assert blocked == [], f"requests left localhost: {blocked[:5]}"
         assert not errors, f"JavaScript errors: {errors[:5]}"
