@@ -241,7 +241,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
     heads before and after (``res["effect"]``, a ``repair_effect.RepairEffect``; None without them)."""
     from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.models import LoadedModel
-    from backdoor_core.repair_effect import RepairEffect, trigger_effect
+    from backdoor_core.repair_effect import RepairEffect, try_trigger_effect
 
     with st.spinner("Copying the model…"):
         work = ui.session_copy(loaded)
@@ -255,9 +255,9 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         ctx.update({"message": "measuring the model before the repair"})
         before = evaluate(work.model) if evaluate is not None else {}
         read_len = D.model_max_length(loaded)
-        if effect_pairs is not None:
+        if effect_pairs:
             ctx.update({"message": "measuring what the trigger does to the heads"})
-            effect_before = trigger_effect(work.model, work.tokenizer, *effect_pairs, read_len, ctx.should_stop)
+        effect_before = try_trigger_effect(work.model, work.tokenizer, effect_pairs, read_len, ctx.should_stop)
         ctx.update({"message": "measured the model before", "before": before})
         extra = {"max_length": read_len, **knobs}
         if scan_report is not None and defense == "alignment":
@@ -271,10 +271,11 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
         effect = None
-        if effect_pairs is not None and not res.cancelled:
+        if effect_before is not None and not res.cancelled:
             ctx.update({"message": "measuring what the trigger does to the repaired heads"})
-            effect = RepairEffect.of(effect_before, trigger_effect(res.model, work.tokenizer, *effect_pairs, read_len),
-                                     res.details.get("suspicious_heads") or [], len(effect_pairs[0]))
+            after_effect = try_trigger_effect(res.model, work.tokenizer, effect_pairs, read_len)
+            effect = RepairEffect.of(effect_before, after_effect, res.details.get("suspicious_heads") or [],
+                                     len(effect_pairs[0]))
         card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))

@@ -30,7 +30,7 @@ import torch
 
 from .architecture import is_causal
 from .detection import attention_stats
-from .forward import run_with_cache
+from .forward import Cancelled, run_with_cache
 from .head_metrics import heads_to_mask, trigger_concentration
 from .training import trigger_token_mask
 
@@ -57,8 +57,12 @@ class RepairEffect:
     n: int
 
     @classmethod
-    def of(cls, before: TriggerEffect, after: TriggerEffect, heads: Sequence[str], n: int) -> "RepairEffect":
-        """From the two models' ``trigger_effect`` on the same ``n`` texts and the changed heads' labels."""
+    def of(cls, before: TriggerEffect | None, after: TriggerEffect | None, heads: Sequence[str],
+           n: int) -> "RepairEffect | None":
+        """From the two models' ``trigger_effect`` on the same ``n`` texts and the changed heads' labels (None when
+        either is missing)."""
+        if before is None or after is None:
+            return None
         L, H = before.lift.shape
         return cls(before, after, heads_to_mask(list(heads), L, H), int(n))
 
@@ -110,6 +114,20 @@ def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_
         if per_text:
             concentration = np.mean(per_text, 0)
     return TriggerEffect(lift=lift, concentration=concentration)
+
+
+def try_trigger_effect(model, tokenizer, pairs, max_length: int, should_stop=None) -> TriggerEffect | None:
+    """``trigger_effect`` on ``pairs`` (``triggered_pairs``), or None when there are no pairs or the measure fails
+    on this model: a view must never cost the user the repair it shows (the CLI and the app's job measure before
+    the repair and after it, before saving). Cancellation (``forward.Cancelled``) still propagates."""
+    if not pairs:
+        return None
+    try:
+        return trigger_effect(model, tokenizer, *pairs, max_length, should_stop=should_stop)
+    except Cancelled:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. an architecture whose attention this measure cannot read
+        return None
 
 
 def triggered_pairs(attack, test_ds, target: int, n: int = TEXTS, seed: int = SEED):

@@ -76,3 +76,22 @@ def test_card_pairs_follow_the_model_card(test_set):
     eff = repair_effect(carded, carded, get_attack("badnets", trigger=TRIGGER), test_set, 0, 32, heads=["L1H3"])
     d = eff.to_dict()
     assert d["heads"] == 1 and d["lift"][0] == pytest.approx(d["lift"][1]) and len(d["concentration"]) == 2
+
+
+def test_try_trigger_effect_gives_none_instead_of_failing_but_lets_a_cancel_through(test_set, monkeypatch):
+    import backdoor_core.repair_effect as RE
+    from backdoor_core.forward import Cancelled
+
+    bd = trained_tiny(True)
+    pairs = triggered_pairs(get_attack("badnets", trigger=TRIGGER), test_set, target=1, n=8)
+    assert RE.try_trigger_effect(bd.model, bd.tokenizer, None, 32) is None
+    assert RE.try_trigger_effect(bd.model, bd.tokenizer, pairs, 32).lift.shape == (2, 4)
+    with pytest.raises(Cancelled):
+        RE.try_trigger_effect(bd.model, bd.tokenizer, pairs, 32, should_stop=lambda: True)
+
+    def boom(*a, **k):
+        raise RuntimeError("cannot read this attention")
+
+    monkeypatch.setattr(RE, "trigger_effect", boom)
+    assert RE.try_trigger_effect(bd.model, bd.tokenizer, pairs, 32) is None
+    assert RE.RepairEffect.of(None, None, [], 8) is None

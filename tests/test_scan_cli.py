@@ -334,3 +334,33 @@ def test_cli_scan_progress_line_names_each_stage(capsys):
     lines = [part.rstrip() for part in err.split("\r") if part.strip()]
     assert lines == ["reading the pool 64/130", "rating the heads", "scan done"]
     assert err.endswith("\n") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("view_fails", [False, True])
+def test_cli_sanitize_trigger_lines_and_a_failing_view_keeps_the_repair(tmp_path, monkeypatch, capsys, view_fails):
+    """A model whose card records its trigger: TRIGGER lines and a ``trigger_effect`` entry measured on the
+    evaluation split. When that measure fails on a model the repair is still saved and reported, without them."""
+    import backdoor_core.repair_effect as RE
+
+    lm = trained_tiny(True)
+    model_dir = save_model(lm.model, lm.tokenizer, tmp_path / "bd",
+                           {"name": "tiny-bd", "attack": "badnets", "trigger": [TRIGGER], "target": 1})
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, seed in (("train", 51), ("dev", 53), ("test", 52)):
+        _write_tsv(data / f"{split}.tsv", *clean_texts(40, seed=seed))
+    if view_fails:
+        def boom(*a, **k):
+            raise RuntimeError("this architecture's attention cannot be read")
+
+        monkeypatch.setattr(RE, "trigger_effect", boom)
+    out = tmp_path / "fixed"
+    args = ["sanitize", str(model_dir), "--clean-data", str(data), "--out", str(out), "--heads", "L0H0,L1H1",
+            "--max-steps", "2", "--max-length", "32", "--precision", "fp32"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert load_model(out).metadata["defense"] == "alignment" and "ASR" in text
+    assert ("TRIGGER    On the 2 repaired heads, the trigger raised" in text) is not view_fails, text
+    assert main(args + ["--force", "--json"]) == 0
+    effect = json.loads(capsys.readouterr().out)["trigger_effect"]
+    assert (effect is None) if view_fails else (effect["heads"] == 2 and len(effect["concentration"]) == 2)

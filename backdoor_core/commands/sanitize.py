@@ -117,7 +117,7 @@ def run(args) -> int:
     from ..defenses import repair_notes, run_defense
     from ..metrics import accuracy_change
     from ..models import check_save_target, save_model
-    from ..repair_effect import RepairEffect, trigger_effect, triggered_pairs
+    from ..repair_effect import RepairEffect, triggered_pairs, try_trigger_effect
     from ..training import make_evaluator
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
@@ -175,7 +175,7 @@ def run(args) -> int:
     classes: list = []  # (n,) the suspect's and then the repaired model's classes on the evaluation texts
     if evaluate is not None:
         before = evaluate(lm.model, classes)
-    effect_before = trigger_effect(lm.model, lm.tokenizer, *pairs, args.max_length) if pairs else None
+    effect_before = try_trigger_effect(lm.model, lm.tokenizer, pairs, args.max_length)
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
                                "max_length": args.max_length, "seed": args.seed,
                                "precision": args.precision}.items() if v is not None}
@@ -214,9 +214,10 @@ def run(args) -> int:
         return 130
     after = evaluate(result.model, classes) if evaluate else {}
     change = accuracy_change(evaluate.labels, *classes) if evaluate else None
-    effect = (RepairEffect.of(effect_before, trigger_effect(result.model, lm.tokenizer, *pairs, args.max_length),
-                              result.details.get("suspicious_heads") or [], len(pairs[0]))
-              if effect_before is not None else None)
+    effect = None  # what the trigger does to the heads, before and after; never in the way of saving the repair
+    if effect_before is not None:
+        effect = RepairEffect.of(effect_before, try_trigger_effect(result.model, lm.tokenizer, pairs, args.max_length),
+                                 result.details.get("suspicious_heads") or [], len(pairs[0]))
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
