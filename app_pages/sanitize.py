@@ -242,25 +242,26 @@ if res is None or running:
 st.divider()
 b, a = res["before"], res["after"]
 st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
-cols = st.columns(5)
+tiles = st.container(horizontal=True, gap="large")  # wraps to a second row where five do not fit (1024 px cut "95.…")
 if "asr" in b:
-    cols[0].metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
-                   delta_color="inverse")
+    tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
+                 delta_color="inverse", width="content")
 change = res.get("cacc_change")
 if "cacc" in b:
-    cols[1].metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts",
-                   help=None if not change else
-                   f"95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} points "
-                   f"over these {change['n']} texts (paired; not counting the repair's own randomness).")
-cols[2].metric("Time", f"{res['seconds']:.0f} s",
-               help="The defense itself, its scan included; the job's time above also counts measuring the model "
-                    "before and after.")
+    tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts",
+                 help=None if not change else
+                 f"95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} points "
+                 f"over these {change['n']} texts (paired; not counting the repair's own randomness).",
+                 width="content")
+tiles.metric("Time", f"{res['seconds']:.0f} s", width="content",
+             help="The defense itself, its scan included; the job's time above also counts measuring the model "
+                  "before and after.")
 heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
-cols[3].metric("Heads changed", len(heads))
+tiles.metric("Heads changed", len(heads), width="content")
 if "kept" in a:
-    cols[4].metric("Predictions kept", f"{a['kept']:.1%}",
-                   help="Share of the clean test texts whose predicted class the repair left unchanged. CACC can "
-                        "stay flat while a repair changes many predictions (as many fixed as broken).")
+    tiles.metric("Predictions kept", f"{a['kept']:.1%}", width="content",
+                 help="Share of the clean test texts whose predicted class the repair left unchanged. CACC can "
+                      "stay flat while a repair changes many predictions (as many fixed as broken).")
 if change:
     st.caption(f"CACC change {100 * change['change']:+.1f} points, 95% interval {100 * change['low']:+.1f} to "
                f"{100 * change['high']:+.1f} over {change['n']} clean test texts: {change['fixed']} made right, "
@@ -273,7 +274,7 @@ for note in defenses_mod.repair_notes(res["details"]):
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 
-c1, _ = st.columns([2, 3], gap="medium")
+c1, _ = ui.stack_columns("sanitize-cmp", [2, 3])
 with c1:
     ui.plot(F.metric_comparison({"before": b, "after": a}), key="sanitize.cmp")
 if ui.get_job("sanitize") is None:  # the finished job's panel above draws the run already, at full width
