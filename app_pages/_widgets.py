@@ -28,7 +28,11 @@ def inject_css() -> None:
 
 
 def plot(fig, key: str | None = None) -> None:
-    """A plotly chart at full width, with the lab's chart config."""
+    """A plotly chart at full width, with the lab's chart config; its text larger in presenter mode."""
+    if ss().get("lab.presenter", False):
+        from backdoor_core.figures import enlarge
+
+        fig = enlarge(fig)
     st.plotly_chart(fig, width="stretch", key=key, theme=None,
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
 

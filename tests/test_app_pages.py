@@ -548,3 +548,17 @@ def test_sidebar_lists_a_running_job_only_where_its_panel_is_not_on_the_page():
     finally:
         release.set()
         job.wait(10)
+
+
+def test_presenter_mode_draws_charts_with_larger_text():
+    import json
+
+    from backdoor_core import figures as F
+
+    def font_sizes(at):
+        return {json.loads(c.proto.spec)["layout"]["font"]["size"] for c in at.get("plotly_chart")}
+
+    at = goto(new_app(), "inspect")
+    assert font_sizes(at) == {F.FONT_SIZE}
+    at.toggle(key="lab.presenter").set_value(True).run()
+    assert not at.exception and font_sizes(at) == {round(F.FONT_SIZE * F.PRESENTER_SCALE)}

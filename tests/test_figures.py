@@ -176,3 +176,17 @@ def test_long_titles_wrap_instead_of_being_cut():
     assert "<br>" in fig.layout.title.text and fig.layout.margin.t > 70  # room for the second line
     # a chart without a title still leaves room for the toolbar above its subplot titles
     assert F.training_curves([], title=None).layout.margin.t >= 60
+
+
+def test_enlarge_scales_the_styled_text_for_a_projector_and_leaves_fitted_sizes():
+    fig = F.concentration_heatmap(RNG.random((L, H)))
+    big = F.enlarge(fig, 1.25)
+    assert (fig.layout.font.size, big.layout.font.size) == (F.FONT_SIZE, round(F.FONT_SIZE * 1.25))
+    assert big.layout.title.font.size == round(F.TITLE_SIZE * 1.25) and big.layout.margin.t > fig.layout.margin.t
+    assert big.layout.title.pad.t > fig.layout.title.pad.t  # the title's first line stays below the toolbar band
+    assert fig.layout.font.size == F.FONT_SIZE  # the original is not changed
+    tokens = [f"w{i}" for i in range(40)]
+    att = F.attention_matrix(RNG.random((40, 40)), tokens, layer=0, head=0)
+    assert F.enlarge(att).layout.xaxis.tickfont.size == att.layout.xaxis.tickfont.size  # fitted to 40 tokens
+    ba = F.enlarge(F.before_after_heatmaps(RNG.random((L, H)), RNG.random((L, H))))
+    assert {a.font.size for a in ba.layout.annotations} == {round(F.FONT_SIZE * 1.25)}  # "before", "after"
