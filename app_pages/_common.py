@@ -20,7 +20,7 @@ from app_pages._sidebar import sidebar, sidebar_jobs
 from app_pages._state import (ASSETS, DEFAULT_DATA, K_DATA, K_JOBS, K_MODEL, K_SESSION, K_SESSION_MODELS, K_TMP,
                               POLL_SECONDS, ROOT, TEST_DATA_ENV, TEST_MODEL_ENV, keep, kept, lab, set_kept, ss,
                               test_model_name)
-from app_pages._widgets import stack_columns, flip_line, inject_css, page_header, plot, show_error
+from app_pages._widgets import stack_columns, tile_columns, flip_line, inject_css, page_header, plot, show_error
 
 __all__ = [
     "ASSETS", "DEFAULT_DATA", "K_DATA", "K_JOBS", "K_MODEL", "K_SESSION", "K_SESSION_MODELS", "K_TMP",

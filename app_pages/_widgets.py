@@ -40,9 +40,17 @@ def plot(fig, key: str | None = None) -> None:
 def stack_columns(key: str, spec=2, gap: str = "medium") -> list:
     """``st.columns(spec)`` that stack, one a row, where side by side they would be cut: in a window narrower
     than 1200 px (a 1024-px projector with the sidebar open cut chart titles, colorbar ticks and select boxes)
-    and in presenter mode (``assets/style.css`` / ``presenter.css`` select the ``lab-stack`` container)."""
+    and in presenter mode below 1600 px, where three form columns broke words ("Trojan Attentio n Loss")
+    (``assets/style.css`` / ``presenter.css`` select the ``lab-stack`` container)."""
     with st.container(key=f"lab-stack-{key}"):
         return st.columns(spec, gap=gap)
+
+
+def tile_columns(key: str, n: int) -> list:
+    """``st.columns(n)`` for a row of metric tiles, two a row in presenter mode below 1600 px (``presenter.css``
+    selects the ``lab-tiles`` container): four in a 1024-px window broke "Parameters" into "Parameter s")."""
+    with st.container(key=f"lab-tiles-{key}"):
+        return st.columns(n)
 
 
 def flip_line(clean: dict, triggered: dict) -> None:

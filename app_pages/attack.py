@@ -49,7 +49,7 @@ attacks = [a for a in ATTACK_LABELS if a == "none" or a in poisoning.ATTACKS]
 
 # --------------------------------------------------------------------------------------------- settings
 
-c1, c2, c3 = st.columns(3, gap="large")
+c1, c2, c3 = ui.stack_columns("attack-form", 3, gap="large")
 with c1:
     st.subheader("Attack")
     attack_name = st.selectbox("Attack", attacks, format_func=ATTACK_LABELS.get, **ui.keep("attack.name", "badnets"))
@@ -198,12 +198,12 @@ def _live(snap):
     last = [e for e in events if e.get("metrics")]
     if last:
         m = last[-1]["metrics"]
-        cols = st.columns(4)
+        cols = ui.tile_columns("attack-live", 4)
         cols[0].metric("CACC", f"{m.get('cacc', float('nan')):.1%}")
         if "asr" in m:
             cols[1].metric("ASR", f"{m['asr']:.1%}")
     if events:
-        cols = st.columns(4) if not last else cols
+        cols = ui.tile_columns("attack-live", 4) if not last else cols
         now, total = events[-1]["step"], events[-1].get("total_steps") or 0
         cols[2].metric("Step", f"{now} / {total}")
         left = snap.elapsed / now * (total - now) if now else None

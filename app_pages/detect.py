@@ -26,7 +26,7 @@ loaded, train_full, test_full = ui.require_model_and_data()
 # --------------------------------------------------------------------------------------------- settings
 
 known_attack = D.model_attack(loaded.card, loaded.tokenizer, D.model_max_length(loaded))
-c1, c2, c3 = st.columns(3, gap="large")
+c1, c2, c3 = ui.stack_columns("detect-form", 3, gap="large")
 with c1:
     st.subheader("Defender's clean data")
     n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
@@ -118,7 +118,7 @@ if info.get("model_name") != loaded.name:
 v = report.verdict
 call = verdict_call(v)
 st.divider()
-m1, m2, m3, m4 = st.columns(4)
+m1, m2, m3, m4 = ui.tile_columns("detect-verdict", 4)
 m1.metric("Backdoor", call)
 m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
 chance = chance_note(v)
@@ -157,7 +157,7 @@ if report.heads.basis != "flagged":
 
 ev = A.scan_evaluation(report, info.get("truth"))
 if ev:
-    cols = st.columns(4 if ev.get("auroc_words") is not None else 3)
+    cols = ui.tile_columns("detect-eval", 4 if ev.get("auroc_words") is not None else 3)
     cols[0].metric("FRR (clean flagged)", f"{ev['frr']:.1%}")
     cols[1].metric("FAR (triggered missed)", f"{ev['far']:.1%}")
     cols[2].metric("AUROC", f"{ev['auroc']:.3f}")

@@ -238,7 +238,7 @@ loaded = ui.current_model()
 if loaded is not None:
     st.subheader("Current model")
     s = loaded.summary()
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = ui.tile_columns("model", 4)
     c1.metric("Layers", s["layers"])
     c2.metric("Heads per layer", s["heads"])
     c3.metric("Classes", len(s["labels"]))

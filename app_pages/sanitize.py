@@ -122,7 +122,7 @@ KNOB_LABELS = {
     "acc_margin": ("Allowed drop in clean balanced accuracy while pruning", None),
     "max_fraction": ("Most heads PURE may prune (share)", None),
 }
-c1, c2 = st.columns(2, gap="large")
+c1, c2 = ui.stack_columns("sanitize-form", 2, gap="large")
 with c1:
     st.subheader("Defense")
     defense = st.selectbox("Method", names, format_func=lambda n: DEFENSES[n].label,
