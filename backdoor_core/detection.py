@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .architecture import classifier_positions, content_key_mask, is_causal
-from .forward import Cancelled, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
+from .forward import Cancelled, ForwardCache, run_with_cache  # noqa: F401  (Cancelled re-exported: detection.Cancelled)
 from .head_metrics import head_similarity, key_visibility, mean_offdiag
 from . import settings as S
 from .metrics import auroc, frr_far, threshold_at_frr
@@ -84,6 +84,7 @@ class AttentionStats:
     lengths: np.ndarray
     cls: np.ndarray | None = None
     pooled: np.ndarray | None = None
+    forward: ForwardCache | None = field(default=None, repr=False)  # the pass itself, with what ``keep`` asked for
 
     FIELDS = ("head_sim", "head_peak", "focus", "common", "probs", "lengths")
 
@@ -183,10 +184,12 @@ def attention_stats(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     cls: bool = True,
+    keep: tuple[str, ...] = (),
 ) -> AttentionStats:
     """Forward ``texts`` (``forward.run_with_cache``, sorted by length) and compute ``AttentionStats``; only the
     ``(N, L, H)`` statistics (and, with ``cls``, the ``(N, L, hidden)`` classifier-token states of the same pass,
-    for ``RepresentationDetector``) are kept, never the maps.
+    for ``RepresentationDetector``) are kept, never the maps — unless ``keep`` names what else the same pass should
+    keep (``forward.WANTS``, e.g. ``("attentions", "offsets")``), returned as ``AttentionStats.forward``.
 
     Empty texts are allowed (they are ``[CLS] [SEP]``: no content key, all statistics 0). ``progress(done,
     total)`` is called after each batch; ``should_stop()`` raises ``Cancelled`` between batches.
@@ -199,10 +202,10 @@ def attention_stats(
         return AttentionStats.empty(L, H, C, _hidden_size(model) if cls else None)
     cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=batch_size,
                            reduce=_stats_reducer(H, model, cls), reduce_hidden=cls, progress=progress,
-                           should_stop=should_stop)
+                           should_stop=should_stop, want=("logits", *keep))
     r = cache.reduced
     return AttentionStats(r["head_sim"], r["head_peak"], r["focus"], r["common"], cache.probs, cache.lengths,
-                          cls=r.get("cls"), pooled=r.get("pooled"))
+                          cls=r.get("cls"), pooled=r.get("pooled"), forward=cache if keep else None)
 
 
 def _hidden_size(model) -> int:

@@ -30,7 +30,7 @@ import torch
 
 from .architecture import is_causal
 from .detection import attention_stats
-from .forward import Cancelled, run_with_cache
+from .forward import Cancelled
 from .head_metrics import heads_to_mask, trigger_concentration
 from .training import trigger_token_mask
 
@@ -98,13 +98,14 @@ def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_
     ``clean_texts`` (the same texts without the trigger where the attack inserts one). ``should_stop()`` raises
     ``forward.Cancelled`` between batches."""
     texts = [ex.text for ex in triggered]
-    stats = [attention_stats(model, tokenizer, list(t), max_length, cls=False, should_stop=should_stop).head_sim
-             for t in (texts, clean_texts)]
-    lift = stats[0].mean(0) - stats[1].mean(0)
+    tokens = any(ex.trigger_spans for ex in triggered)  # word / sentence triggers: keep the maps of the same pass
+    trig = attention_stats(model, tokenizer, texts, max_length, cls=False, should_stop=should_stop,
+                           keep=("attentions", "offsets") if tokens else ())
+    clean = attention_stats(model, tokenizer, list(clean_texts), max_length, cls=False, should_stop=should_stop)
+    lift = trig.head_sim.mean(0) - clean.head_sim.mean(0)
     concentration = None
-    if any(ex.trigger_spans for ex in triggered):
-        cache = run_with_cache(model, tokenizer, texts, max_length=max_length, want=("attentions", "offsets"),
-                               should_stop=should_stop)
+    if tokens:
+        cache = trig.forward
         causal = is_causal(model)
         per_text = []
         for att, off, ex in zip(cache.attentions, cache.offsets, triggered):
