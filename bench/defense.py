@@ -102,6 +102,9 @@ def parse_args(argv=None):
                         f"{','.join(QUICK_REPAIR)}, when present; else all backdoored models)")
     p.add_argument("--n-clean", type=int, default=None, help="defender's clean labelled samples")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every defense's fine-tuning")
+    p.add_argument("--pool-poison", type=float, default=None,
+                   help="share of the pool's inputs that carry the trigger (the mode's default: 0.2); the pool's "
+                        "size stays the mode's")
     p.add_argument("--align-knobs", default=None,
                    help='JSON of our repair\'s knobs for an ablation (defenses.DEFENSES["alignment"].knobs), '
                         'e.g. \'{"retain": 1.0}\'; recorded in the settings')
@@ -452,6 +455,10 @@ def main(argv=None) -> int:
         settings["n_clean"] = args.n_clean
     if args.epochs:
         settings["epochs"] = args.epochs
+    if args.pool_poison is not None:
+        if not 0 < args.pool_poison < 1:
+            _fail(f"--pool-poison is a share of the pool (above 0, below 1), got {args.pool_poison:g}.")
+        settings["pool_poison"] = float(args.pool_poison)
     if args.align_knobs:
         try:
             settings["align_knobs"] = dict(json.loads(args.align_knobs))

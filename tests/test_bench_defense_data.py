@@ -228,6 +228,19 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as ex:
         b.main(["--quick", "--models-from", str(models), "--data", str(small), "--only", "bd", "--tag", "s"])
     assert ex.value.code == 2
+    # --pool-poison: the pool's triggered share (the mode's size, grown to keep EVAL_MINIMUMS' triggered inputs)
+    rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--only", "bd", "--repair", "",
+                 "--detectors", "ours", "--n-clean", "60", "--pool-poison", "0.1", "--tag", "p"])
+    assert rc == 0
+    low = json.loads((tmp_path / "results" / "defense_p.json").read_text())
+    zp = low["models"][0]["eval_sizes"]
+    assert low["settings"]["pool_poison"] == 0.1 and zp["pool_triggered"] >= EVAL_MINIMUMS["pool_triggered"]
+    assert zp["pool_triggered"] / zp["pool_size"] == pytest.approx(0.1, abs=0.01)
+    assert z["pool_triggered"] / z["pool_size"] == pytest.approx(0.2, abs=0.01)  # the default run's share
+    assert "10% triggered" in (tmp_path / "results" / "defense_p.md").read_text()
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(models), "--data", str(data), "--pool-poison", "1.5"])
+    assert ex.value.code == 2 and "--pool-poison is a share of the pool" in capsys.readouterr().err
     # a scan knob that scan_model does not take is refused before any model is loaded
     for knobs, says in (('{"rep_methd": "both"}', "unknown scan_model argument(s) rep_methd"),
                         ("[1]", "must be a JSON object")):
