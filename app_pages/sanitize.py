@@ -75,7 +75,8 @@ KNOB_LABELS = {
     "label_judge": ("Check pseudo-labels with a judge",
                     "A classifier on the pretrained encoder, fit on the clean texts, never saw the poison. gate: "
                     "keep the flagged inputs' pseudo-labels only when it agrees with them at least as often as with the "
-                    "model's own predictions they replace; filter: "
+                    "model's own predictions they replace; gate_filter: the gate, but where it would drop them "
+                    "all, keep those it agrees with (for pools where few inputs carry the trigger); filter: "
                     "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
                     "contradicts; none: no check. Needs the model's pretrained encoder (without it the labels stay "
                     "unchecked and the repair says why). Default: gate (README)."),

@@ -546,13 +546,15 @@ def repair_notes(details: dict) -> list[str]:
             notes.append("The judge contradicted the model no more often in one class than in the others "
                          f"(z = {info.get('z')}, below {S.JUDGE_FLAGS_MIN_Z:g}): no judge-led labels were added.")
     agree, agree_model = details.get("judge_agreement"), details.get("judge_model_agreement")
-    if details.get("label_judge") == "gate" and agree is not None and agree_model is not None:
+    if details.get("label_judge") in ("gate", "gate_filter") and agree is not None and agree_model is not None:
         kept = not details.get("judge_dropped")  # the gate keeps every label or none (reference.gate_keeps)
+        n_kept = details.get("judge_kept", 0)
+        fallback = "the labels were likely worse than the predictions they replace, so " + (
+            f"only the {n_kept} it agreed with were used." if details["label_judge"] == "gate_filter" and n_kept
+            else "none was used.")
         notes.append(f"A judge that never saw the poison (a classifier on the pretrained encoder, fit on the clean "
                      f"texts) agreed with {agree:.0%} of the pseudo-labels and with {agree_model:.0%} of the model's "
-                     "own predictions on those inputs: "
-                     + ("the labels were kept." if kept else "the labels were likely worse than the predictions "
-                        "they replace, so none was used."))
+                     "own predictions on those inputs: " + ("the labels were kept." if kept else fallback))
     elif details.get("label_judge") in ("filter", "fill"):
         added = (f" and gave {details.get('judge_added', 0)} unlabelled flagged inputs its own label"
                  if details["label_judge"] == "fill" else "")

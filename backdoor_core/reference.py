@@ -22,6 +22,10 @@ the trigger. ``judged_labels`` uses it three ways (``settings.LABEL_JUDGES``):
   = p j + (1 - p)(1 - j) for label accuracy p and judge accuracy j, above 1/2 exactly when p is, for any judge
   better than chance on each class. With C classes a fixed 1/2 would drop labels that beat the predictions they
   replace (right labels scatter the judge's errors over C - 1 classes); the comparison keeps exactly those.
+* ``"gate_filter"``: the gate, and where it would drop every label, the filter instead (our design; papers
+  silent). Where few of the pool's inputs carry the trigger, chance flags as many clean inputs as triggered ones;
+  the rules' labels are then about half right, the gate drops them all, and the repair loses the right half too
+  (SST-2 tuning zoo, 5-10% of the pool triggered: ``bench/results/pool_share.md``, ``pool_share_gate_filter.md``).
 
 The judge's regression weighs the classes equally (``settings.JUDGE_CLASS_WEIGHT = "balanced"``): the gate needs
 a judge better than chance on *each* class, and on imbalanced data an unweighted judge puts nearly every input in
@@ -136,11 +140,13 @@ def judged_labels(labels: Sequence[int], probs: np.ndarray, model_probs: np.ndar
     probs = np.asarray(probs)
     if probs.shape[0] != len(labels):
         raise ValueError(f"the judge gave {probs.shape[0]} rows for {len(labels)} pool inputs.")
-    if mode in ("gate", "fill") and model_probs is None:
+    if mode in ("gate", "gate_filter", "fill") and model_probs is None:
         raise ValueError(f"label_judge='{mode}' needs the model's probabilities on the pool.")
     verdict = probs.argmax(1)
+    if mode in ("gate", "gate_filter") and gate_keeps(labels, probs, model_probs):
+        return labels
     if mode == "gate":
-        return labels if gate_keeps(labels, probs, model_probs) else [IGNORE_LABEL] * len(labels)
+        return [IGNORE_LABEL] * len(labels)
     out = [y if y == IGNORE_LABEL or y == int(v) else IGNORE_LABEL for y, v in zip(labels, verdict)]
     if mode == "fill":
         predicted = np.asarray(model_probs).argmax(1)

@@ -759,7 +759,7 @@ def sanitize_heads(
         pool_labels, suspected_target = target_exclusion_labels(
             pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
             direction=focus.shift if exclude_direction and focus is not None else None)
-    n_judge_dropped = n_judge_added = 0
+    n_judge_dropped = n_judge_added = n_judge_kept = 0
     agreement = model_agreement = judge_note = None
     if callable(judge_probs):  # fit the judge only when it has work: labels to check, or fill's unlabelled inputs
         has_work = label_judge == "fill" or any(y != IGNORE_LABEL for y in (pool_labels or []))
@@ -769,7 +769,7 @@ def sanitize_heads(
             judge_probs, judge_note = None, str(exc)
     if judge_probs is not None and label_judge != "none" and pool_texts:
         from .reference import judge_agreement, judged_labels
-        if pool_probs is None and label_judge != "filter":  # gate and fill read the model's own predictions
+        if pool_probs is None and label_judge != "filter":  # gate(_filter) and fill read the model's predictions
             pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
         rule = list(pool_labels or [IGNORE_LABEL] * len(pool_texts))
         agreement = judge_agreement(rule, judge_probs)
@@ -778,6 +778,7 @@ def sanitize_heads(
         pool_labels = judged_labels(rule, judge_probs, pool_probs, label_judge)
         n_judge_dropped = sum(a != IGNORE_LABEL and b == IGNORE_LABEL for a, b in zip(rule, pool_labels))
         n_judge_added = sum(a == IGNORE_LABEL and b != IGNORE_LABEL for a, b in zip(rule, pool_labels))
+        n_judge_kept = sum(a != IGNORE_LABEL and b == a for a, b in zip(rule, pool_labels))
     n_cut = 0
     if label_limit is not None and pool_labels is not None:
         if label_limit < 0:
@@ -828,7 +829,7 @@ def sanitize_heads(
                  "pool_labels_dropped": n_dropped,
                  "label_limit": label_limit, "pool_labels_cut": n_cut,
                  "label_judge": label_judge if judge_probs is not None else "none",
-                 "judge_dropped": n_judge_dropped, "judge_added": n_judge_added,
+                 "judge_dropped": n_judge_dropped, "judge_added": n_judge_added, "judge_kept": n_judge_kept,
                  "judge_note": judge_note,
                  "judge_agreement": None if agreement is None else round(agreement, 4),
                  # the judge's agreement with the model's own predictions on the labelled inputs (the gate's line)

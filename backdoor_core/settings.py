@@ -185,7 +185,10 @@ silent). Chosen on the tuning zoo (README "design choices", "A judge for the pse
 ``bench/results/archive/defense_tuning_judge_balanced_s0.md``, ``_s1.md``): the gate dropped the labels of the 10
 models whose labels were 0-43% right and changed no other row; mean ASR after repair 25.5 -> 22.3%, models below
 -1.5 CACC 4 -> 3. ``"fill"`` raised strong backdoors' ASR after repair (fewer right labels)."""
-LABEL_JUDGES = ("none", "gate", "filter", "fill")
+LABEL_JUDGES = ("none", "gate", "gate_filter", "filter", "fill")
+"""``"gate_filter"``: the gate, and where it would drop every label, the filter (``reference``). Measured on the SST-2
+tuning zoo's seed-0 models with 5-20% of the pool triggered (``bench/results/pool_share.md``,
+``pool_share_gate_filter.md``); not the default until the whole tuning zoo and the test zoo are measured with it."""
 JUDGE_CLASS_WEIGHT = "balanced"
 """The judge's logistic regression weighs each class the same (scikit-learn's ``class_weight``). ``"gate"`` needs a
 judge better than chance on every class; unweighted, on OLID (two thirds not offensive) it called 71-94% of the

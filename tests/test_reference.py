@@ -60,6 +60,13 @@ def test_judged_labels_gate_keeps_or_drops_all():
     assert judge_agreement([X] * 4, judge) is None and judged_labels([X] * 4, judge, model, "gate") == [X] * 4
     with pytest.raises(ValueError, match="needs the model's probabilities"):
         judged_labels([0, 0, X, 0], judge, None, "gate")
+    # gate_filter: the gate where it keeps; where it would drop them all, the labels the judge agrees with
+    assert judged_labels([0, 0, X, 0], judge, model, "gate_filter") == [0, 0, X, 0]  # kept whole, input 1 too
+    assert judged_labels([0, 0, 0, X], judge, model, "gate_filter") == [0, X, X, X]
+    assert judged_labels([0, 0, 0, X], judge, model, "gate_filter") == judged_labels([0, 0, 0, X], judge, model,
+                                                                                      "filter")
+    with pytest.raises(ValueError, match="needs the model's probabilities"):
+        judged_labels([0, 0, X, 0], judge, None, "gate_filter")
 
 
 def test_gate_line_with_more_classes():
@@ -133,6 +140,18 @@ def test_run_defense_label_judge_details_and_fallback(based, tmp_path):
         gated["judge_dropped"] > 0 and gated["pool_pseudo_labelled"] == 0)
     note = next(n for n in repair_notes(gated) if n.startswith("A judge that never saw the poison"))
     assert ("the labels were kept" in note) == kept
+    sifted = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="gate_filter",
+                         base=str(folder), **kw).details
+    assert sifted["label_judge"] == "gate_filter"
+    assert sifted["judge_agreement"] == gated["judge_agreement"]  # the same rules' labels, the same judge
+    note = next(n for n in repair_notes(sifted) if n.startswith("A judge that never saw the poison"))
+    if kept:
+        assert sifted["flagged_labels"] == gated["flagged_labels"] and "the labels were kept" in note
+    else:  # the gate dropped them all; gate_filter keeps those the judge agreed with, as filter does
+        assert sifted["flagged_labels"] == found["flagged_labels"]
+        assert sifted["judge_kept"] == sifted["pool_pseudo_labelled"] == found["pool_pseudo_labelled"]
+        assert (f"only the {sifted['judge_kept']} it agreed with were used" in note if sifted["judge_kept"]
+                else "none was used" in note)
     save_model(tiny_model(seed=5).model, base.tokenizer, tmp_path / "other")
     fell = run_defense("alignment", tuned, base.tokenizer, clean, pool_texts=pool, label_judge="fill",
                        base=str(tmp_path / "other"), **kw).details

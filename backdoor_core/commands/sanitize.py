@@ -41,7 +41,8 @@ def register(sub) -> None:
     p.add_argument("--label-judge", choices=S.LABEL_JUDGES, default=None,
                    help=f"alignment only: check the flagged inputs' pseudo-labels with a classifier on the "
                         f"pretrained encoder (from --base), fit on the clean texts: gate keeps them all only when it "
-                        f"agrees with them at least as often as with the model's predictions they replace, filter "
+                        f"agrees with them at least as often as with the model's predictions they replace, gate_filter "
+                        f"keeps, where the gate would drop them all, those it agrees with, filter "
                         f"keeps the labels it agrees with, fill also labels the inputs whose prediction it "
                         f"contradicts, none checks nothing (default {S.LABEL_JUDGE}; README)")
     p.add_argument("--judge-flags", action=argparse.BooleanOptionalAction, default=None,
