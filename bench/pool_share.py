@@ -112,8 +112,9 @@ def markdown(report: dict) -> str:
              f"`{s['command']}` ({s['date']}). `bench/defense.py --quick` (our scan and repair only) at each share of "
              "the pool's inputs that carry the trigger. The pool keeps the mode's size (250, scaled down where a test "
              "set is small) where that leaves 20 triggered inputs, and grows where not (5%: 20 of 400). Everything "
-             "else as in `bench/defense.py`: the same models, defender data, ASR and CACC sets. Measured, not tuned: "
-             f"no knob was chosen from these numbers.{knobs}", "",
+             "else as in `bench/defense.py`: the same models, defender data, ASR and CACC sets. "
+             + ("Test data: measured, never tuned on." if s["zoo"] == "test" else
+                "Tuning data: a knob may be chosen on these numbers.") + knobs, "",
              "## Summary by share", "",
              "| triggered share | backdoors called | clean models called | repairs | ASR after, mean (worst) | "
              "lift after, mean (points) | CACC change, mean (points) | pseudo-label acc., mean (repairs with labels) |",

@@ -1,0 +1,57 @@
+"""``bench/pool_share.py``: rows from a ``bench/defense.py`` results JSON, the per-share summary and its Markdown
+(synthetic results; the bench runs themselves are in ``bench/results/pool_share*.md``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("pool_share", ROOT / "bench" / "pool_share.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _result(score_bd: float, asr_after: float | None, labels: float | None) -> dict:
+    verdict = lambda s: {"score": s, "likely_backdoored": s >= 0.5, "basis": "pool", "components": {}}  # noqa: E731
+    runs = [] if asr_after is None else [{
+        "model": "bd", "defense": "alignment", "asr_before": 0.9, "asr_after": asr_after, "cacc_before": 0.80,
+        "cacc_after": 0.79, "lift_before": 0.8, "lift_after": asr_after - 0.1, "pseudo_label_accuracy": labels,
+        "seconds": 40.0, "details": {"ffn_layers": []}}]
+    return {"runs": runs,
+            "detection": [{"model": "bd", "method": "head_similarity_2pass", "auroc": 0.97},
+                          {"model": "bd", "method": "head_similarity", "auroc": 0.5}],
+            "models": [{"name": "bd", "attack": "badnets", "tal": False, "verdict_score": score_bd,
+                        "verdict": verdict(score_bd), "n_flagged": 30, "flagged_triggered": 20,
+                        "pool_triggered": 21, "eval_sizes": {"pool_size": 210}},
+                       {"name": "clean", "attack": "clean", "tal": False, "verdict_score": 0.1,
+                        "verdict": verdict(0.1), "n_flagged": 9, "flagged_triggered": 2,
+                        "pool_triggered": 21, "eval_sizes": {"pool_size": 210}}]}
+
+
+def test_rows_summary_and_markdown(tmp_path):
+    b = _bench()
+    rows = b.rows_of(0.2, _result(0.9, 0.05, 0.8)) + b.rows_of(0.05, _result(0.4, 0.25, None))
+    bd = {r["share"]: r for r in rows if r["model"] == "bd"}
+    assert bd[0.2]["call"] == "likely" and bd[0.05]["call"] == "not found"
+    assert bd[0.2]["auroc_final"] == 0.97 and bd[0.2]["cacc_change"] == pytest.approx(-0.01)
+    summ = {m["share"]: m for m in b.summary(rows)}
+    assert [m["share"] for m in b.summary(rows)] == [0.2, 0.05]  # largest share first
+    assert (summ[0.2]["called"], summ[0.05]["called"], summ[0.2]["clean_called"]) == (1, 0, 0)
+    assert summ[0.05]["asr_after_mean"] == pytest.approx(0.25) and summ[0.05]["labelled"] == 0
+    assert summ[0.05]["label_acc_mean"] is None and summ[0.2]["label_acc_mean"] == pytest.approx(0.8)
+    report = {"settings": {"zoo": "test", "shares": [0.2, 0.05], "align_knobs": {"label_judge": "gate_filter"},
+                           "command": "python bench/pool_share.py", "date": "today"},
+              "rows": rows, "seconds": 60.0, "runs": {}}
+    md = b.save(report, tmp_path / "pool_share_x.json")
+    assert json.loads((tmp_path / "pool_share_x.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert (tmp_path / "pool_share_x.md").read_text() == md
+    assert "Test data: measured, never tuned on." in md and '`{"label_judge": "gate_filter"}`' in md
+    assert "| 5% | 0 of 1 | 0 of 1 | 1 | 25.0 (25.0) |" in md and "| bd | 5% | 210 | 0.40 | not found |" in md
