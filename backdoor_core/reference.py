@@ -11,7 +11,7 @@ encoder's mean-pooled last hidden states, fit on the defender's clean labelled t
 one the suspect was fine-tuned from (``pretrained.find_pretrained``), so the judge reads the same tokens with
 weights that hold no trigger. It is a weak classifier (70-77% accuracy on SST-2 with 200 texts, on clean and on
 BadNets, AddSent, syntactic and style-triggered texts alike: measured by hand), but its errors do not depend on
-the trigger. ``judged_labels`` uses it three ways (``settings.LABEL_JUDGES``):
+the trigger. ``judged_labels`` uses it four ways (``settings.LABEL_JUDGES``):
 
 * ``"filter"``: a rule's label is kept only where the judge agrees with it;
 * ``"fill"``: as filter, and a flagged input with no label whose prediction the judge contradicts gets the judge's
@@ -23,9 +23,10 @@ the trigger. ``judged_labels`` uses it three ways (``settings.LABEL_JUDGES``):
   better than chance on each class. With C classes a fixed 1/2 would drop labels that beat the predictions they
   replace (right labels scatter the judge's errors over C - 1 classes); the comparison keeps exactly those.
 * ``"gate_filter"``: the gate, and where it would drop every label, the filter instead (our design; papers
-  silent). Where few of the pool's inputs carry the trigger, chance flags as many clean inputs as triggered ones;
-  the rules' labels are then about half right, the gate drops them all, and the repair loses the right half too
-  (SST-2 tuning zoo, 5-10% of the pool triggered: ``bench/results/pool_share.md``, ``pool_share_gate_filter.md``).
+  silent). Where few of the pool's inputs carry the trigger, chance flags about as many clean inputs as triggered
+  ones, and the rules' labels on the clean ones are wrong; the gate then drops them all, the right ones on the
+  triggered inputs too (SST-2 tuning zoo, 5-10% of the pool triggered: ``bench/results/pool_share.md``,
+  ``pool_share_gate_filter.md``).
 
 The judge's regression weighs the classes equally (``settings.JUDGE_CLASS_WEIGHT = "balanced"``): the gate needs
 a judge better than chance on *each* class, and on imbalanced data an unweighted judge puts nearly every input in

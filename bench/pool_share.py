@@ -37,15 +37,16 @@ TUNING_MODELS = ("sst2_s0_clean", "sst2_s0_badnets_r0.01_tal", "sst2_s0_badnets_
                  "sst2_s0_syntactic_r0.2", "sst2_s0_style_bible_r0.2")
 
 
-def run_share(share: float, args, out: Path) -> dict:
-    """One ``bench/defense.py`` run at pool share ``share``; returns its results JSON."""
-    cmd = [sys.executable, str(ROOT / "bench" / "defense.py"), "--quick", "--defenses", "alignment",
-           "--detectors", "ours", "--repair", "all", "--pool-poison", str(share), "--workers", str(args.workers),
-           "--tag", "share"]
-    if args.zoo == "test":
-        cmd += ["--zoo", "test"]
-    else:
-        cmd += ["--manifest", str(TUNING_MANIFEST)]
+def run_share(share: float, args, out: Path) -> tuple[dict, dict[str, str]]:
+    """One ``bench/defense.py`` run at pool share ``share``: its results JSON, and for each part (a dataset and
+    seed's models) that did not run, the last line of its log (at a small share a small test set may not hold the
+    larger pool beside the other sets: ``defender_data.split_eval_rows`` refuses, and that part's models are left
+    out; the other parts are merged)."""
+    base = [sys.executable, str(ROOT / "bench" / "defense.py")]
+    cmd = base + ["--quick", "--defenses", "alignment", "--detectors", "ours", "--repair", "all", "--pool-poison",
+                  str(share), "--workers", str(args.workers), "--tag", "share"]
+    zoo = ["--zoo", "test"] if args.zoo == "test" else []
+    cmd += zoo or ["--manifest", str(TUNING_MANIFEST)]
     if args.only:
         cmd += ["--only", args.only]
     if args.align_knobs:
@@ -53,9 +54,20 @@ def run_share(share: float, args, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BACKDOOR_BENCH_RESULTS": str(out)}
     print(f"share {share:g}: {' '.join(cmd[1:])}", flush=True)
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT)
-    name = "defense_test_share.json" if args.zoo == "test" else "defense_share.json"
-    return json.loads((out / name).read_text())
+    stem = "defense_test_share" if args.zoo == "test" else "defense_share"
+    failed = {}
+    if subprocess.run(cmd, env=env, cwd=ROOT).returncode != 0:
+        done = sorted(p.stem.removeprefix(stem + "_") for p in out.glob(f"{stem}_w*.json"))
+        for log in sorted(out.glob(f".{stem}_w*.log")):
+            part = log.name[len(stem) + 2:-len(".log")]
+            if part not in done:
+                lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+                failed[part] = lines[-1] if lines else "no output"
+        if not done:
+            raise SystemExit(f"share {share:g}: no part ran: {failed}")
+        subprocess.run(base + ["--merge", ",".join(f"share_{d}" for d in done), "--tag", "share", *zoo], env=env,
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / f"{stem}.json").read_text()), failed
 
 
 def rows_of(share: float, res: dict) -> list[dict]:
@@ -136,6 +148,9 @@ def markdown(report: dict) -> str:
                      f"{flags} | {'-' if r['auroc_final'] is None else format(r['auroc_final'], '.3f')} | {asr} | "
                      f"{_pct(r['lift_after'])} | {_pct(r['cacc_change'])} | {_pct(r['pseudo_label_accuracy'])} | "
                      f"{'-' if not r['ffn_layers'] else r['ffn_layers']} |")
+    for share, parts in (report.get("failed") or {}).items():
+        lines += ["", f"Not run at {float(share):.0%} (`bench/defense.py` refused; the other parts stand):", ""]
+        lines += [f"* part {part}: {why}" for part, why in parts.items()]
     lines += ["", "AUROC, final pass: `head_similarity_2pass`, held-out clean vs triggered test texts (the pool "
               "chooses the final pass's heads). Lift: ASR minus the clean model's rate on the same triggered "
               "texts. Pseudo-label acc.: the share of the labels our repair gave flagged pool inputs that are their "
@@ -172,17 +187,18 @@ def main(argv=None) -> int:
     if not shares or not all(0 < x < 1 for x in shares):
         p.error("--shares are shares of the pool, each above 0 and below 1")
     t0 = time.time()
-    rows, runs = [], {}
+    rows, runs, failed = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for share in shares:
-            res = run_share(share, args, Path(tmp) / f"share_{share:g}")
+            res, failed[f"{share:g}"] = run_share(share, args, Path(tmp) / f"share_{share:g}")
             runs[f"{share:g}"] = res
             rows += rows_of(share, res)
     report = {"settings": {"zoo": args.zoo, "shares": shares, "only": args.only, "workers": args.workers,
                            "align_knobs": json.loads(args.align_knobs) if args.align_knobs else None,
                            "command": "python bench/pool_share.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "date": time.strftime("%Y-%m-%d %H:%M:%S")},
-              "rows": rows, "seconds": time.time() - t0, "runs": runs}
+              "rows": rows, "seconds": time.time() - t0, "runs": runs,
+              "failed": {k: v for k, v in failed.items() if v}}
     print(save(report, RESULTS / ("pool_share" + (f"_{args.tag}" if args.tag else "") + ".json")))
     return 0
 

@@ -49,9 +49,11 @@ def test_rows_summary_and_markdown(tmp_path):
     assert summ[0.05]["label_acc_mean"] is None and summ[0.2]["label_acc_mean"] == pytest.approx(0.8)
     report = {"settings": {"zoo": "test", "shares": [0.2, 0.05], "align_knobs": {"label_judge": "gate_filter"},
                            "command": "python bench/pool_share.py", "date": "today"},
-              "rows": rows, "seconds": 60.0, "runs": {}}
+              "rows": rows, "seconds": 60.0, "runs": {},
+              "failed": {"0.05": {"w1": "olid_s1_x (olid test): 859 rows are too few"}}}
     md = b.save(report, tmp_path / "pool_share_x.json")
     assert json.loads((tmp_path / "pool_share_x.json").read_text())["rows"] == json.loads(json.dumps(rows))
     assert (tmp_path / "pool_share_x.md").read_text() == md
     assert "Test data: measured, never tuned on." in md and '`{"label_judge": "gate_filter"}`' in md
+    assert "Not run at 5%" in md and "* part w1: olid_s1_x (olid test): 859 rows are too few" in md
     assert "| 5% | 0 of 1 | 0 of 1 | 1 | 25.0 (25.0) |" in md and "| bd | 5% | 210 | 0.40 | not found |" in md
