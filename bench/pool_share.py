@@ -126,7 +126,8 @@ def markdown(report: dict) -> str:
              "set is small) where that leaves 20 triggered inputs, and grows where not (5%: 20 of 400). Everything "
              "else as in `bench/defense.py`: the same models, defender data, ASR and CACC sets. "
              + ("Test data: measured, never tuned on." if s["zoo"] == "test" else
-                "Tuning data: a knob may be chosen on these numbers.") + knobs, "",
+                "Tuning data: a knob may be chosen on these numbers.") + knobs
+             + (f" Note: {s['note']}." if s.get("note") else ""), "",
              "## Summary by share", "",
              "| triggered share | backdoors called | clean models called | repairs | ASR after, mean (worst) | "
              "lift after, mean (points) | CACC change, mean (points) | pseudo-label acc., mean (repairs with labels) |",
@@ -154,7 +155,7 @@ def markdown(report: dict) -> str:
     lines += ["", "AUROC, final pass: `head_similarity_2pass`, held-out clean vs triggered test texts (the pool "
               "chooses the final pass's heads). Lift: ASR minus the clean model's rate on the same triggered "
               "texts. Pseudo-label acc.: the share of the labels our repair gave flagged pool inputs that are their "
-              "true (source) labels; - where it gave none (the judge's gate dropped them, `settings.LABEL_JUDGE`). "
+              "true (source) labels; - where it used none (the rules gave none, or the judge's gate dropped them all: `settings.LABEL_JUDGE`). "
               f"Wall time {report['seconds'] / 60:.0f} min."]
     return "\n".join(lines) + "\n"
 
