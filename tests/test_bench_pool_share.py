@@ -3,20 +3,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("pool_share", ROOT / "bench" / "pool_share.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench_module import load_bench
 
 
 def _result(score_bd: float, asr_after: float | None, labels: float | None) -> dict:
@@ -37,7 +27,7 @@ def _result(score_bd: float, asr_after: float | None, labels: float | None) -> d
 
 
 def test_rows_summary_and_markdown(tmp_path):
-    b = _bench()
+    b = load_bench("pool_share")
     rows = b.rows_of(0.2, _result(0.9, 0.05, 0.8)) + b.rows_of(0.05, _result(0.4, 0.25, None))
     bd = {r["share"]: r for r in rows if r["model"] == "bd"}
     assert bd[0.2]["call"] == "likely" and bd[0.05]["call"] == "not found"

@@ -3,18 +3,14 @@ quantile picked from the tuning parts only (synthetic records; no model needed).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_module import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_verdict_chance", ROOT / "bench" / "verdict_chance.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("verdict_chance")
 
 
 def _components(flag_rate: float, tail: float = 0.8, purity: float = 1.0) -> dict:

@@ -1,19 +1,14 @@
 """bench/scan_folder.py: finds model folders, scans each one (a broken one gets a one-line error, the others go
 on); the parallel run uses the same ``scan_one`` in worker processes."""
 
-import importlib.util
 from pathlib import Path
 
+from bench_module import load_bench
 from defense_helpers import clean_texts, triggered_texts
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("scan_folder", ROOT / "bench" / "scan_folder.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("scan_folder")
 
 
 def test_scan_one_and_model_dirs(tmp_path):
