@@ -39,9 +39,9 @@ TUNING_MODELS = ("sst2_s0_clean", "sst2_s0_badnets_r0.01_tal", "sst2_s0_badnets_
 
 def run_share(share: float, args, out: Path) -> tuple[dict, dict[str, str]]:
     """One ``bench/defense.py`` run at pool share ``share``: its results JSON, and for each part (a dataset and
-    seed's models) that did not run, the last line of its log (at a small share a small test set may not hold the
-    larger pool beside the other sets: ``defender_data.split_eval_rows`` refuses, and that part's models are left
-    out; the other parts are merged)."""
+    seed's models) that stopped early, the last line of its log (at a small share a small test set may not hold
+    the larger pool beside the other sets: ``defender_data.split_eval_rows`` refuses, and that part's models from
+    the refused one on are left out; what the parts finished is merged)."""
     base = [sys.executable, str(ROOT / "bench" / "defense.py")]
     cmd = base + ["--quick", "--defenses", "alignment", "--detectors", "ours", "--repair", "all", "--pool-poison",
                   str(share), "--workers", str(args.workers), "--tag", "share"]
@@ -58,11 +58,10 @@ def run_share(share: float, args, out: Path) -> tuple[dict, dict[str, str]]:
     failed = {}
     if subprocess.run(cmd, env=env, cwd=ROOT).returncode != 0:
         done = sorted(p.stem.removeprefix(stem + "_") for p in out.glob(f"{stem}_w*.json"))
-        for log in sorted(out.glob(f".{stem}_w*.log")):
-            part = log.name[len(stem) + 2:-len(".log")]
-            if part not in done:
-                lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-                failed[part] = lines[-1] if lines else "no output"
+        for log in sorted(out.glob(f".{stem}_w*.log")):  # a part that ran to its end prints "Total N s." last
+            lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+            if not lines or not lines[-1].startswith("Total "):  # refused, from the start or after some models
+                failed[log.name[len(stem) + 2:-len(".log")]] = lines[-1] if lines else "no output"
         if not done:
             raise SystemExit(f"share {share:g}: no part ran: {failed}")
         subprocess.run(base + ["--merge", ",".join(f"share_{d}" for d in done), "--tag", "share", *zoo], env=env,
