@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from backdoor_core.atomic import write_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -54,7 +55,9 @@ def run_share(share: float, args, out: Path) -> tuple[dict, dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BACKDOOR_BENCH_RESULTS": str(out)}
     print(f"share {share:g}: {' '.join(cmd[1:])}", flush=True)
-    stem = "defense_test_share" if args.zoo == "test" else "defense_share"
+    from defense import results_stem
+
+    stem = results_stem(args.zoo, "share")
     failed = {}
     if subprocess.run(cmd, env=env, cwd=ROOT).returncode != 0:
         done = sorted(p.stem.removeprefix(stem + "_") for p in out.glob(f"{stem}_w*.json"))
@@ -183,9 +186,18 @@ def main(argv=None) -> int:
         return 0
     if args.zoo == "tuning" and args.only is None:
         args.only = ",".join(TUNING_MODELS)
-    shares = [float(x) for x in args.shares.split(",") if x.strip()]
+    try:
+        shares = [float(x) for x in args.shares.split(",") if x.strip()]
+    except ValueError:
+        shares = []
     if not shares or not all(0 < x < 1 for x in shares):
-        p.error("--shares are shares of the pool, each above 0 and below 1")
+        p.error(f"--shares are shares of the pool, each above 0 and below 1, got '{args.shares}'")
+    try:  # checked before the first run, not after the last
+        knobs = json.loads(args.align_knobs) if args.align_knobs else None
+    except ValueError as exc:
+        p.error(f"--align-knobs must be a JSON object such as '{{\"label_judge\": \"gate_filter\"}}': {exc}")
+    if knobs is not None and not isinstance(knobs, dict):
+        p.error("--align-knobs must be a JSON object such as '{\"label_judge\": \"gate_filter\"}'")
     t0 = time.time()
     rows, runs, failed = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +206,7 @@ def main(argv=None) -> int:
             runs[f"{share:g}"] = res
             rows += rows_of(share, res)
     report = {"settings": {"zoo": args.zoo, "shares": shares, "only": args.only, "workers": args.workers,
-                           "align_knobs": json.loads(args.align_knobs) if args.align_knobs else None,
+                           "align_knobs": knobs,
                            "command": "python bench/pool_share.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "date": time.strftime("%Y-%m-%d %H:%M:%S")},
               "rows": rows, "seconds": time.time() - t0, "runs": runs,

@@ -47,3 +47,14 @@ def test_rows_summary_and_markdown(tmp_path):
     assert "Test data: measured, never tuned on." in md and '`{"label_judge": "gate_filter"}`' in md
     assert "Not run at 5%" in md and "* part w1: olid_s1_x (olid test): 859 rows are too few" in md
     assert "| 5% | 0 of 1 | 0 of 1 | 1 | 25.0 (25.0) |" in md and "| bd | 5% | 210 | 0.40 | not found |" in md
+
+
+def test_bad_shares_and_knobs_are_refused_before_any_run(capsys):
+    b = load_bench("pool_share")
+    for argv, says in ((["--shares", "0.2,abc"], "--shares are shares of the pool"),
+                       (["--shares", "1.5"], "--shares are shares of the pool"),
+                       (["--align-knobs", "{label_judge"], "--align-knobs must be a JSON object"),
+                       (["--align-knobs", "[1]"], "--align-knobs must be a JSON object")):
+        with pytest.raises(SystemExit) as ex:
+            b.main(argv)
+        assert ex.value.code == 2 and says in capsys.readouterr().err
