@@ -53,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from backdoor_core.atomic import write_text  # noqa: E402
+from backdoor_core.atomic import write_bytes, write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -111,6 +111,10 @@ def parse_args(argv=None):
     p.add_argument("--scan-knobs", default=None,
                    help="JSON object of scan_model keyword arguments for the scan every detector and our repair "
                         "use, e.g. '{\"rep_method\": \"contrast\"}'")
+    p.add_argument("--dump-scores", default=None, metavar="DIR",
+                   help="also write each model's final-pass verdict inputs to DIR/<model>.npz (clean dev scores, "
+                        "pool scores, pool predictions, which pool inputs carry the trigger, threshold): for "
+                        "studying the verdict offline (bench/verdict_study.py)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation draw (sets, pool, defender data)")
     p.add_argument("--tag", default="", help="write defense[_test]<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
@@ -681,6 +685,8 @@ def main(argv=None) -> int:
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
                      "eval_sizes": sizes, "representation_share": scan.representation_share,
                      "attention_missed_share": scan.attention_missed_share}
+        if args.dump_scores:
+            dump_verdict_inputs(Path(args.dump_scores), row_model, scan, pool_is_trig)
         print(f"   scan {scan.seconds:.0f}s words {marking} ({words_seconds:.0f}s) verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
@@ -751,6 +757,25 @@ def _datasets_label(rows: list[dict]):
     if not names:
         return None
     return names[0] if len(names) == 1 else names
+
+
+def dump_verdict_inputs(folder: Path, row: dict, scan, pool_is_trig) -> Path:
+    """``--dump-scores``: the final pass's verdict inputs of one model as ``folder/<model>.npz``, written atomically:
+    ``clean_dev_scores`` and ``clean_dev_predictions`` (n_dev,), ``pool_scores``, ``pool_predictions`` and
+    ``pool_triggered`` (n_pool,), ``threshold`` and ``num_labels`` scalars, and ``meta``, the model's row as JSON."""
+    import io
+
+    import numpy as np
+
+    row_of = {t: i for i, t in enumerate(scan.clean_texts)}
+    dev_pred = np.asarray(scan.clean_probs)[[row_of[t] for t in scan.clean_dev_texts]].argmax(1)
+    buf = io.BytesIO()
+    np.savez(buf, clean_dev_scores=np.asarray(scan.clean_scores, float), clean_dev_predictions=dev_pred,
+             pool_scores=np.asarray(scan.pool_scores, float),
+             pool_predictions=np.asarray(scan.pool_predictions, int), pool_triggered=np.asarray(pool_is_trig, bool),
+             threshold=float(scan.threshold), num_labels=len(scan.label_names),
+             meta=json.dumps(row, default=float))
+    return write_bytes(folder / f"{row['name']}.npz", buf.getvalue())
 
 
 def verdict_summary(models: list[dict]) -> dict:

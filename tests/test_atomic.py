@@ -1,4 +1,4 @@
-"""``atomic.write_text``: the one atomic text write the lab and its benchmarks use."""
+"""``atomic.write_text`` and ``write_bytes``: the one atomic write the lab and its benchmarks use."""
 
 import os
 
@@ -29,3 +29,14 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(TypeError):
         write_text(old, None)  # the text fails to write: the old file stays whole
     assert old.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["old.json", "out.html"]
+
+
+def test_bytes_are_written_whole_and_a_failed_write_keeps_the_old_file(tmp_path):
+    from backdoor_core.atomic import write_bytes
+
+    path = tmp_path / "scores.npz"
+    assert write_bytes(path, b"\x00\x01first") == path
+    assert path.read_bytes() == b"\x00\x01first"
+    with pytest.raises(TypeError):
+        write_bytes(path, "not bytes")  # the data fails to write: the old file stays whole, no temporary
+    assert path.read_bytes() == b"\x00\x01first" and sorted(os.listdir(tmp_path)) == ["scores.npz"]

@@ -8,7 +8,9 @@ import importlib.util
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from backdoor_core.defender_data import (EVAL_MINIMUMS, SplitError, lift, pseudo_label_accuracy, split_eval_rows,
@@ -230,10 +232,21 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     assert ex.value.code == 2
     # --pool-poison: the pool's triggered share (the mode's size, grown to keep EVAL_MINIMUMS' triggered inputs)
     rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--only", "bd", "--repair", "",
-                 "--detectors", "ours", "--n-clean", "60", "--pool-poison", "0.1", "--tag", "p"])
+                 "--detectors", "ours", "--n-clean", "60", "--pool-poison", "0.1", "--tag", "p",
+                 "--dump-scores", str(tmp_path / "scores")])
     assert rc == 0
     low = json.loads((tmp_path / "results" / "defense_p.json").read_text())
     zp = low["models"][0]["eval_sizes"]
+    # --dump-scores: the verdict's inputs, which re-score to the recorded verdict
+    from backdoor_core.detection import model_verdict
+
+    dump = np.load(tmp_path / "scores" / "bd.npz")
+    assert dump["pool_triggered"].sum() == zp["pool_triggered"] and len(dump["pool_scores"]) == zp["pool_size"]
+    assert len(dump["clean_dev_predictions"]) == len(dump["clean_dev_scores"])
+    again = model_verdict(SimpleNamespace(threshold=float(dump["threshold"])), dump["clean_dev_scores"],
+                          dump["pool_scores"], dump["pool_predictions"], int(dump["num_labels"]))
+    assert again["score"] == pytest.approx(low["models"][0]["verdict_score"])
+    assert json.loads(str(dump["meta"]))["name"] == "bd"
     assert low["settings"]["pool_poison"] == 0.1 and zp["pool_triggered"] >= EVAL_MINIMUMS["pool_triggered"]
     assert zp["pool_triggered"] / zp["pool_size"] == pytest.approx(0.1, abs=0.01)
     assert z["pool_triggered"] / z["pool_size"] == pytest.approx(0.2, abs=0.01)  # the default run's share
