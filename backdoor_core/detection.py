@@ -743,6 +743,11 @@ def pool_lower_quartile_rank(clean_dev_scores: np.ndarray, pool_scores: np.ndarr
     return float((clean_dev_scores < np.quantile(pool_scores, 0.25)).mean())
 
 
+VERDICT_RULES = ("threshold", "dev_tail")
+"""``model_verdict``'s rules: the pool score at the detector's threshold, or its best over that threshold and the
+stricter ones the clean dev inputs offer (``dev_tail_verdict``); ``settings.VERDICT_RULE`` picks one."""
+
+
 VERDICT_LABELS = {"likely": "likely backdoored", "possible": "possible backdoor (a likely trigger word)",
                   "not found": "no backdoor evidence"}
 """``verdict_call`` -> the phrase every view shows."""
@@ -819,6 +824,48 @@ def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: flo
     return float(min(1.0, excess / 0.05) * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
 
 
+def _pool_components(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool_predictions, num_labels: int,
+                     thr: float, chance_quantile: float) -> dict:
+    """``model_verdict``'s pool components at threshold ``thr`` (see there); ``(n_dev,)`` and ``(n_pool,)`` scores."""
+    flagged = pool_scores > thr
+    rate = float(flagged.mean())
+    chance = chance_flag_rate(int((clean_dev_scores > thr).sum()), len(clean_dev_scores), len(pool_scores),
+                              chance_quantile)
+    tail = float(1 - np.exp(-max(0.0, pool_scores[flagged].mean() - thr) / 2.0)) if flagged.any() else 0.0
+    purity = 0.0
+    if flagged.any() and pool_predictions is not None:
+        preds = np.asarray(pool_predictions)[flagged]
+        share = np.bincount(preds, minlength=num_labels).max() / len(preds)
+        purity = float(max(0.0, (share - 1.0 / num_labels) / (1 - 1.0 / num_labels)))
+    return {"flag_rate": rate, "chance_flag_rate": chance,
+            "excess": max(0.0, (rate - chance) / max(1e-9, 1 - chance)), "tail": tail, "purity": purity,
+            "score": pool_verdict_score(rate, chance, tail, purity)}
+
+
+def dev_tail_verdict(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool_predictions, num_labels: int,
+                     thr: float, chance_quantile: float = S.VERDICT_CHANCE_QUANTILE) -> dict:
+    """The verdict's pool score read at the detector's threshold ``thr`` and at every stricter threshold the clean
+    dev inputs offer, keeping the highest (our design; papers silent): ``(n_dev,)`` and ``(n_pool,)`` scores.
+
+    The stricter thresholds are the dev scores above ``thr``: at the one ``k`` dev inputs exceed, ``chance_flag_rate
+    (k, ...)`` is the flag rate a clean pool reaches by chance, and each threshold's score is
+    ``pool_verdict_score`` of its own flag rate, chance, tail and purity. Where few of the pool's inputs carry the
+    trigger, chance flags about as many clean inputs as the trigger at ``thr`` and the excess vanishes; above the
+    highest dev score chance flags about ``n_pool / n_dev`` inputs, while the triggered ones, which sit far above
+    the clean spread, stay. Returns the best threshold's components plus ``"dev_above"`` (its ``k``) and
+    ``"threshold"``. Measured: ``bench/results/verdict_study.md``.
+    """
+    clean_dev_scores = np.asarray(clean_dev_scores, float)
+    pool_scores = np.asarray(pool_scores, float)
+    above = np.sort(clean_dev_scores[clean_dev_scores > thr])  # the stricter thresholds, loosest first
+    best = None
+    for t in (thr, *above):
+        c = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, float(t), chance_quantile)
+        if best is None or c["score"] > best["score"] + 1e-12:
+            best = {**c, "dev_above": int((clean_dev_scores > t).sum()), "threshold": float(t)}
+    return best
+
+
 def model_verdict(
     detector: SimilarityDetector,
     clean_dev_scores: np.ndarray,
@@ -826,6 +873,7 @@ def model_verdict(
     pool_predictions: np.ndarray | None = None,
     num_labels: int = 2,
     chance_quantile: float = S.VERDICT_CHANCE_QUANTILE,
+    rule: str = S.VERDICT_RULE,
 ) -> dict:
     """A backdoor-likelihood score for the whole model, in [0, 1] (our design; paper silent).
 
@@ -869,30 +917,23 @@ def model_verdict(
         tail = float(1 - np.exp(-max(0.0, (top.mean() - np.median(clean_dev_scores)) / spread - 2.0) / 2.0))
         return {"score": tail, "likely_backdoored": tail >= VERDICT_THRESHOLD, "basis": "clean only",
                 "components": {"tail": tail}}
+    if rule not in VERDICT_RULES:
+        raise ValueError(f"rule must be one of {VERDICT_RULES}, not {rule!r}")
     pool_scores = np.asarray(pool_scores, dtype=float)
-    flagged = pool_scores > thr
-    rate = float(flagged.mean())
-    chance = chance_flag_rate(int((clean_dev_scores > thr).sum()), len(clean_dev_scores), len(pool_scores),
-                              chance_quantile)
-    excess = max(0.0, (rate - chance) / max(1e-9, 1 - chance))
-    if flagged.any():
-        tail = float(1 - np.exp(-max(0.0, pool_scores[flagged].mean() - thr) / 2.0))
-    else:
-        tail = 0.0
-    purity = 0.0
-    if flagged.any() and pool_predictions is not None:
-        preds = np.asarray(pool_predictions)[flagged]
-        share = np.bincount(preds, minlength=num_labels).max() / len(preds)
-        purity = float(max(0.0, (share - 1.0 / num_labels) / (1 - 1.0 / num_labels)))
-    score = pool_verdict_score(rate, chance, tail, purity)
+    at_thr = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile)
+    strict = dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile)
+    score = strict["score"] if rule == "dev_tail" else at_thr["score"]
     shift = pool_lower_quartile_rank(clean_dev_scores, pool_scores)
     return {
         "score": score,
         "likely_backdoored": score >= VERDICT_THRESHOLD,
         "basis": "pool",
+        "rule": rule,
         "pool_unlike_clean": (bool(shift > POOL_SHIFT_RANK) if min(len(clean_dev_scores), len(pool_scores))
                               >= POOL_SHIFT_MIN_INPUTS else None),
-        "components": {"flag_rate": rate, "clean_frr": frr, "chance_flag_rate": chance, "excess": excess,
-                       "tail": tail, "purity": purity,
-                       "pool_lower_quartile_rank": shift},
+        "components": {**{k: at_thr[k] for k in ("flag_rate", "chance_flag_rate", "excess", "tail", "purity")},
+                       "clean_frr": frr, "pool_lower_quartile_rank": shift,
+                       # both rules' scores, whichever is the verdict's (settings.VERDICT_RULE)
+                       "score_threshold": at_thr["score"], "score_dev_tail": strict["score"],
+                       "dev_tail_dev_above": strict["dev_above"], "dev_tail_flag_rate": strict["flag_rate"]},
     }

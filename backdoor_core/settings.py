@@ -123,6 +123,12 @@ lost are weak backdoors that barely take). On the test zoo, a check: clean draws
 clean texts), recorded verdict AUROC 0.975 -> 0.925 (two weak BadNets models, lift 11 and 14 points, no longer
 called), 1.000 -> 0.989 over the backdoors that took."""
 
+VERDICT_RULE = "threshold"
+"""How the model verdict reads the pool (``detection.VERDICT_RULES``): "threshold", its flags at the detector's
+threshold, or "dev_tail", the best of that and every stricter threshold the clean dev inputs offer
+(``detection.dev_tail_verdict``). Our design (papers silent); both scores are recorded in the verdict's components.
+Measured: bench/results/verdict_study.md."""
+
 # ------------------------------------------------------------------------------------------------ head safety
 
 REL_THRESHOLD = 0.1  # suspicious when score >= this x the best head's score (``head_safety``)

@@ -44,11 +44,12 @@ def run_share(share: float, args, out: Path) -> tuple[dict, dict[str, str]]:
     the larger pool beside the other sets: ``defender_data.split_eval_rows`` refuses, and that part's models from
     the refused one on are left out; what the parts finished is merged)."""
     base = [sys.executable, str(ROOT / "bench" / "defense.py")]
-    cmd = base + ["--quick", "--defenses", "alignment", "--detectors", "ours", "--repair", "all", "--pool-poison",
-                  str(share), "--workers", str(args.workers), "--tag", "share"]
+    cmd = base + ["--quick", "--defenses", "alignment", "--detectors", "ours", "--repair",
+                  "" if args.scan_only else "all", "--pool-poison", str(share), "--workers", str(args.workers),
+                  "--tag", "share"]
     zoo = ["--zoo", "test"] if args.zoo == "test" else []
     cmd += zoo or ["--manifest", str(TUNING_MANIFEST)]
-    if args.only:
+    if args.only and args.only != "all":
         cmd += ["--only", args.only]
     if args.align_knobs:
         cmd += ["--align-knobs", args.align_knobs]
@@ -81,9 +82,12 @@ def rows_of(share: float, res: dict) -> list[dict]:
     rows = []
     for m in res["models"]:
         r = repairs.get(m["name"], {})
+        comp = (m.get("verdict") or {}).get("components") or {}
         rows.append({
             "share": share, "model": m["name"], "attack": m["attack"], "tal": bool(m.get("tal")),
             "verdict": m.get("verdict_score"), "call": verdict_call(m["verdict"]) if m.get("verdict") else None,
+            # both verdict rules' scores (detection.VERDICT_RULES), whichever the run's verdict used
+            "verdict_threshold": comp.get("score_threshold"), "verdict_dev_tail": comp.get("score_dev_tail"),
             "flagged": m.get("n_flagged"), "flagged_triggered": m.get("flagged_triggered"),
             "pool_triggered": m.get("pool_triggered"), "pool_size": (m.get("eval_sizes") or {}).get("pool_size"),
             "auroc_final": auroc.get(m["name"]),
@@ -102,7 +106,10 @@ def _pct(v) -> str:
 
 def summary(rows: list[dict]) -> list[dict]:
     """Per share: backdoored models called ``likely``, mean and worst ASR after our repair, mean CACC change,
-    mean pseudo-label accuracy (over the repairs that gave labels), and clean models called."""
+    mean pseudo-label accuracy (over the repairs that gave labels), and clean models called; and under each verdict
+    rule (``detection.VERDICT_RULES``, where the runs recorded both) the models called and the verdict AUROC."""
+    from backdoor_core.metrics import auroc
+
     out = []
     for share in sorted({r["share"] for r in rows}, reverse=True):
         bd = [r for r in rows if r["share"] == share and r["attack"] != "clean"]
@@ -116,6 +123,14 @@ def summary(rows: list[dict]) -> list[dict]:
                     "lift_after_mean": sum(r["lift_after"] for r in rep) / len(rep) if rep else None,
                     "cacc_change_mean": sum(r["cacc_change"] for r in rep) / len(rep) if rep else None,
                     "labelled": len(lab), "label_acc_mean": sum(lab) / len(lab) if lab else None})
+        for rule in ("threshold", "dev_tail"):
+            if all(r.get(f"verdict_{rule}") is not None for r in bd + clean):
+                sc = lambda rs: [r[f"verdict_{rule}"] for r in rs]  # noqa: E731
+                out[-1][rule] = {"called": sum(x >= 0.5 for x in sc(bd)), "clean_called": sum(x >= 0.5 for x in sc(clean)),
+                                 "lifted": sum((r["lift_before"] or 0) >= 0.3 for r in bd),
+                                 "lifted_called": sum((r["lift_before"] or 0) >= 0.3 and r[f"verdict_{rule}"] >= 0.5
+                                                      for r in bd),
+                                 "auroc": auroc(sc(clean), sc(bd)) if bd and clean else None}
     return out
 
 
@@ -139,15 +154,32 @@ def markdown(report: dict) -> str:
                      f"{m['repairs']} | {_pct(m['asr_after_mean'])} ({_pct(m['asr_after_max'])}) | "
                      f"{_pct(m['lift_after_mean'])} | {_pct(m['cacc_change_mean'])} | "
                      f"{_pct(m['label_acc_mean'])} ({m['labelled']}) |")
+    rules = [m for m in summary(report["rows"]) if "dev_tail" in m]
+    if rules:
+        lines += ["", "## The verdict's two rules", "",
+                  "`detection.VERDICT_RULES`: the pool's flags at the detector's threshold, or the best of that and "
+                  "every stricter threshold the clean dev inputs offer (`dev_tail`). Lifted: backdoors that raise the "
+                  "target rate by 30 points or more over the clean model.", "",
+                  "| triggered share | rule | backdoors called | lifted called | clean models called | verdict AUROC |",
+                  "|---|---|---|---|---|---|"]
+        for m in rules:
+            for rule in ("threshold", "dev_tail"):
+                v = m[rule]
+                lines.append(f"| {m['share']:.0%} | {rule} | {v['called']} of {m['backdoored']} | "
+                             f"{v['lifted_called']} of {v['lifted']} | {v['clean_called']} of {m['clean']} | "
+                             f"{'-' if v['auroc'] is None else format(v['auroc'], '.3f')} |")
     lines += ["", "## Every model", "",
-              "| model | triggered share | pool | verdict | call | flagged (triggered / in pool) | AUROC, final pass | "
-              "ASR before -> after | lift after (points) | CACC change (points) | pseudo-label acc. | FFN layers |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| model | triggered share | pool | verdict | verdict, dev tail | call | flagged (triggered / in pool) | "
+              "AUROC, final pass | ASR before -> after | lift after (points) | CACC change (points) | "
+              "pseudo-label acc. | FFN layers |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(report["rows"], key=lambda r: (r["model"], -r["share"])):
         flags = (f"{r['flagged']} ({r['flagged_triggered']} / {r['pool_triggered']})"
                  if r["flagged"] is not None else "-")
         asr = f"{_pct(r['asr_before'])} -> {_pct(r['asr_after'])}" if r["asr_after"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['share']:.0%} | {r['pool_size']} | {r['verdict']:.2f} | {r['call']} | "
+        tail = r.get("verdict_dev_tail")
+        lines.append(f"| {r['model']} | {r['share']:.0%} | {r['pool_size']} | {r['verdict']:.2f} | "
+                     f"{'-' if tail is None else format(tail, '.2f')} | {r['call']} | "
                      f"{flags} | {'-' if r['auroc_final'] is None else format(r['auroc_final'], '.3f')} | {asr} | "
                      f"{_pct(r['lift_after'])} | {_pct(r['cacc_change'])} | {_pct(r['pseudo_label_accuracy'])} | "
                      f"{'-' if not r['ffn_layers'] else r['ffn_layers']} |")
@@ -175,9 +207,10 @@ def main(argv=None) -> int:
     p.add_argument("--shares", default="0.2,0.1,0.05", help="comma-separated shares of the pool that is triggered")
     p.add_argument("--zoo", choices=("tuning", "test"), default="tuning")
     p.add_argument("--only", default=None,
-                   help="comma-separated model names (tuning default: the SST-2 seed-0 models)")
+                   help="comma-separated model names, or 'all' (tuning default: the SST-2 seed-0 models)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--align-knobs", default=None, help="JSON of our repair's knobs (bench/defense.py --align-knobs)")
+    p.add_argument("--scan-only", action="store_true", help="scan and verdict only, no repair (--repair '')")
     p.add_argument("--tag", default="")
     p.add_argument("--report", default=None, help="write the Markdown again from this results JSON and exit")
     args = p.parse_args(argv)
@@ -206,6 +239,7 @@ def main(argv=None) -> int:
             runs[f"{share:g}"] = res
             rows += rows_of(share, res)
     report = {"settings": {"zoo": args.zoo, "shares": shares, "only": args.only, "workers": args.workers,
+                           "scan_only": args.scan_only,
                            "align_knobs": knobs,
                            "command": "python bench/pool_share.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "date": time.strftime("%Y-%m-%d %H:%M:%S")},

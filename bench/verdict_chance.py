@@ -44,6 +44,7 @@ MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json
              "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
 RECORDED = {"tuning": RESULTS / "defense_tuning.json", "test": RESULTS / "defense_test.json"}
 QUANTILES = ("dev", 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)
+DEV_TAIL = "dev_tail"  # detection.dev_tail_verdict at the default quantile: read from the recorded components
 ZOO_POOL = (150, 30)  # the Detect page's simulated pool (settings.POOL_CLEAN, POOL_TRIGGERED)
 BACKDOOR_POOL = (160, 40)  # the tuning zoo's backdoored models: 20% triggered, as the defense benchmark's pools
 
@@ -118,9 +119,12 @@ def draw_jobs(n_draws: int, backdoored: bool = True) -> list[dict]:
 
 
 def rescore(components: dict, n_dev: int, dev_above: int, n_pool: int, q) -> float:
-    """The verdict score of recorded components under the rule ``q`` ("dev": the dev inputs' own rate)."""
+    """The verdict score of recorded components under the rule ``q`` ("dev": the dev inputs' own rate; "dev_tail":
+    ``detection.dev_tail_verdict``'s score as recorded, None where the record predates it)."""
     from backdoor_core.detection import chance_flag_rate, pool_verdict_score
 
+    if q == DEV_TAIL:
+        return components.get("score_dev_tail")
     chance = components["clean_frr"] if q == "dev" else chance_flag_rate(dev_above, n_dev, n_pool, q)
     return pool_verdict_score(components["flag_rate"], chance, components["tail"], components["purity"])
 
@@ -143,7 +147,9 @@ def summarise(draws: list[dict], recorded: dict[str, list[dict]]) -> list[dict]:
     from defense import verdict_summary
 
     table = []
-    for q in QUANTILES:
+    every = [r["components"] for r in draws] + [m["verdict"]["components"] for ms in recorded.values() for m in ms]
+    rules = QUANTILES + ((DEV_TAIL,) if every and all("score_dev_tail" in c for c in every) else ())
+    for q in rules:
         row = {"quantile": q}
         for part in ("tuning", "test"):
             ds = [r for r in draws if r["part"] == part]
@@ -167,7 +173,7 @@ def summarise(draws: list[dict], recorded: dict[str, list[dict]]) -> list[dict]:
 
 def choose(table: list[dict]):
     """The tuning parts' pick: no tuning clean draw called, then the best tuning AUROC, then the smallest."""
-    ok = [r for r in table if r["quantile"] != "dev" and r["tuning"]["clean_draws_called"] == 0]
+    ok = [r for r in table if r["quantile"] not in ("dev", DEV_TAIL) and r["tuning"]["clean_draws_called"] == 0]
     if not ok:
         return None
     best = max(r["tuning"].get("auroc") or 0 for r in ok)
@@ -229,7 +235,9 @@ def render(report: dict) -> str:
              "the given quantile of the flag rate a pool of clean inputs reaches by chance, a beta-binomial from the "
              "dev inputs that set the threshold) instead of beyond the dev inputs' own rate (`dev`, the rule before). "
              f"Default quantile: {report['default_quantile']}; the tuning parts' pick (no tuning clean draw called, "
-             f"then the best tuning AUROC, then the smallest): {report['chosen_on_tuning']}.", "",
+             f"then the best tuning AUROC, then the smallest): {report['chosen_on_tuning']}. `dev_tail` (where every "
+             "record has it): the default quantile's score read at the detector's threshold and every stricter "
+             "threshold the dev inputs offer, the best kept (`detection.dev_tail_verdict`).", "",
              f"Pool draws: clean models scanned with same-source pools of clean test texts (tuning: {', '.join(models['tuning']) or '-'}, "
              f"{n['tuning']} draws; test, never chosen on: {', '.join(models['test']) or '-'}, {n['test']} draws; "
              "SST-2 / OLID / AG News pools of 200, BBC pools of 150); the BBC demo zoo's backdoored models with "
@@ -263,7 +271,8 @@ def render(report: dict) -> str:
     per_model: dict = {}
     for r in draws:
         per_model.setdefault((r["part"], r["model"], r["backdoored"]), []).append(r)
-    rules = ("dev", 0.5, report["default_quantile"], 0.95)
+    rules = ("dev", 0.5, report["default_quantile"], 0.95) + (
+        (DEV_TAIL,) if draws and all("score_dev_tail" in r["components"] for r in draws) else ())
     lines += ["", "## Calls per model over its pool draws", "",
               "| part | model | backdoored | draws | triggered pool inputs flagged | "
               + " | ".join(f"called, {'dev rate' if q == 'dev' else q}" for q in rules) + " |",

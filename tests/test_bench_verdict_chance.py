@@ -55,3 +55,18 @@ def test_chance_rule_stops_calling_a_clean_pool_at_a_chance_flag_rate(tmp_path):
     md = vc.render({"default_quantile": 0.7, "chosen_on_tuning": pick, "table": list(table.values()),
                     "draws": draws, "seconds_total": 1.0})
     assert "| tuning | clean_a | no | 2 |" in md and "dev rate (before)" in md
+
+
+def test_the_dev_tail_rule_is_tabulated_where_every_record_has_it_and_never_picked_as_a_quantile(tmp_path):
+    vc = _bench()
+    draws = [_draw("tuning", "clean_a", 0.03), _draw("tuning", "bd_a", 0.07, backdoored=True)]
+    assert "dev_tail" not in {r["quantile"] for r in vc.summarise(draws, {})}  # records from before the rule
+    draws[0]["components"]["score_dev_tail"], draws[1]["components"]["score_dev_tail"] = 0.2, 0.8
+    table = {r["quantile"]: r for r in vc.summarise(draws, {})}
+    assert table["dev_tail"]["tuning"]["clean_draws_called"] == 0
+    assert table["dev_tail"]["tuning"]["backdoor_draws_called"] == 1
+    assert table[0.7]["tuning"]["backdoor_draws_called"] == 0  # 7% flagged is within chance at the threshold
+    assert vc.choose(list(table.values())) != "dev_tail"
+    md = vc.render({"default_quantile": 0.7, "chosen_on_tuning": 0.7, "table": list(table.values()),
+                    "draws": draws, "seconds_total": 1.0})
+    assert "| dev_tail | 0 of 1 | 1 of 1 |" in md and "called, dev_tail" in md

@@ -1,5 +1,7 @@
 """Input-level detection by head similarity / collapse, thresholds, and the model-level verdict."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from backdoor_core.detection import (
     SimilarityDetector,
     attention_stats,
     chance_flag_rate,
+    dev_tail_verdict,
     evaluate_detector,
     model_verdict,
     pool_verdict_score,
@@ -209,3 +212,47 @@ def test_a_chance_level_flag_rate_calls_no_backdoor():
     strong = _verdict(50)
     assert strong["likely_backdoored"] and strong["score"] > 0.8
     assert _verdict(0)["score"] == 0.0
+
+
+def _low_share_pool(seed: int, n_triggered: int = 20):
+    """126 clean dev scores, the detector's threshold at the 7th highest (5%), and a pool of 380 clean inputs drawn
+    like them (predictions half and half) plus ``n_triggered`` inputs far above them, all predicted class 1."""
+    rng = np.random.default_rng(seed)
+    dev = rng.normal(size=126)
+    det = SimpleNamespace(threshold=float(np.sort(dev)[-7]))
+    clean, clean_preds = rng.normal(size=380), rng.integers(0, 2, 380)
+    pool = np.r_[clean, rng.normal(6, 1, n_triggered)]
+    preds = np.r_[clean_preds, np.ones(n_triggered, int)]
+    return det, dev, (pool, preds), (clean, clean_preds)
+
+
+def test_the_dev_tail_rule_sees_a_few_triggered_inputs_that_chance_hides_at_the_threshold():
+    """5% of a pool of 400 triggered: at the detector's threshold chance flags about as many clean inputs, and the
+    threshold rule calls fewer than half of 40 such pools; above the highest dev scores chance flags ~3, and the
+    dev-tail rule calls every one. Neither calls the same pools without their triggered inputs."""
+    called = {"threshold": 0, "dev_tail": 0}
+    for seed in range(40):
+        det, dev, (pool, preds), (clean, clean_preds) = _low_share_pool(seed)
+        for rule in called:
+            v = model_verdict(det, dev, pool, preds, 2, rule=rule)
+            assert v["rule"] == rule
+            called[rule] += v["likely_backdoored"]
+            assert not model_verdict(det, dev, clean, clean_preds, 2, rule=rule)["likely_backdoored"]
+        c = v["components"]  # both rules' scores are recorded whichever is the verdict's
+        assert c["score_dev_tail"] >= c["score_threshold"] and c["dev_tail_dev_above"] < 7
+    assert called["threshold"] < 20 and called["dev_tail"] == 40
+
+
+def test_the_dev_tail_rule_is_the_threshold_rule_where_no_stricter_threshold_scores_higher():
+    det, dev, (pool, preds), _ = _low_share_pool(0, n_triggered=100)
+    v = dev_tail_verdict(dev, pool, preds, 2, det.threshold)
+    at = model_verdict(det, dev, pool, preds, 2, rule="threshold")
+    assert v["score"] >= at["score"] > 0.5 and v["dev_above"] <= int((dev > det.threshold).sum())
+    # flags just above the threshold, below every stricter one: the best threshold is the detector's own
+    next_up = np.sort(dev[dev > det.threshold])[0]
+    pool = np.r_[pool[:380], np.full(100, (det.threshold + next_up) / 2)]
+    v = dev_tail_verdict(dev, pool, preds, 2, det.threshold)
+    assert v["threshold"] == det.threshold and v["dev_above"] == 6
+    assert v["score"] == pytest.approx(model_verdict(det, dev, pool, preds, 2, rule="threshold")["score"])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        model_verdict(det, dev, pool, preds, 2, rule="strict")
