@@ -147,8 +147,13 @@ def summarise(draws: list[dict], recorded: dict[str, list[dict]]) -> list[dict]:
     from defense import verdict_summary
 
     table = []
-    every = [r["components"] for r in draws] + [m["verdict"]["components"] for ms in recorded.values() for m in ms]
-    rules = QUANTILES + ((DEV_TAIL,) if every and all("score_dev_tail" in c for c in every) else ())
+    has_tail = lambda cs: bool(cs) and all("score_dev_tail" in c for c in cs)  # noqa: E731
+    draw_tail = has_tail([r["components"] for r in draws])
+    recorded_tail = {part: has_tail([m["verdict"]["components"] for m in ms]) for part, ms in recorded.items()}
+    # the dev-tail rule where the draws (or, without draws, every recorded part) have it; a part recorded before
+    # the rule existed is left out of that row
+    rules = QUANTILES + ((DEV_TAIL,) if draw_tail or (not draws and recorded_tail and all(recorded_tail.values()))
+                         else ())
     for q in rules:
         row = {"quantile": q}
         for part in ("tuning", "test"):
@@ -159,7 +164,7 @@ def summarise(draws: list[dict], recorded: dict[str, list[dict]]) -> list[dict]:
             row[part] = {"clean_draws": len(clean), "clean_draws_called": sum(sc(r) >= 0.5 for r in clean),
                          "clean_draws_called_models": sorted({r["model"] for r in clean if sc(r) >= 0.5}),
                          "backdoor_draws": len(bd), "backdoor_draws_called": sum(sc(r) >= 0.5 for r in bd)}
-            if recorded.get(part):
+            if recorded.get(part) and (q != DEV_TAIL or recorded_tail[part]):
                 rescored = [{**m, "verdict_score": rescore(m["verdict"]["components"], m["n_dev"], m["dev_above"],
                                                            m["n_pool"], q)} for m in recorded[part]]
                 s = verdict_summary(rescored)

@@ -67,6 +67,11 @@ def test_the_dev_tail_rule_is_tabulated_where_every_record_has_it_and_never_pick
     assert table["dev_tail"]["tuning"]["backdoor_draws_called"] == 1
     assert table[0.7]["tuning"]["backdoor_draws_called"] == 0  # 7% flagged is within chance at the threshold
     assert vc.choose(list(table.values())) != "dev_tail"
+    # recorded verdicts from before the rule: the row stands on the draws, without that part's AUROC
+    tuning = vc.recorded_models(_recorded(tmp_path, {"clean": ("clean", 0.03), "strong": ("badnets", 0.25)}))
+    table = {r["quantile"]: r for r in vc.summarise(draws, {"tuning": tuning})}
+    assert table["dev_tail"]["tuning"]["backdoor_draws_called"] == 1 and "auroc" not in table["dev_tail"]["tuning"]
+    assert table[0.7]["tuning"]["auroc"] == 1.0
     md = vc.render({"default_quantile": 0.7, "chosen_on_tuning": 0.7, "table": list(table.values()),
                     "draws": draws, "seconds_total": 1.0})
     assert "| dev_tail | 0 of 1 | 1 of 1 |" in md and "called, dev_tail" in md
