@@ -77,6 +77,7 @@ from .detection import (
     attention_stats,
     fused_detector,
     head_focus_detector,
+    VERDICT_RULES,
     model_verdict,
     split_clean,
     verdict_call,
@@ -368,6 +369,7 @@ def scan_model(
     representation: bool = S.REPRESENTATION,
     rep_method: str = S.REP_METHOD,
     fuse: str = S.FUSE,
+    verdict_rule: str = S.VERDICT_RULE,
     max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
@@ -392,6 +394,7 @@ def scan_model(
             (``detection.FusedDetector``, combined by ``fuse``); False = attention only (the paper's method).
             Needs at least ``settings.REP_MIN_FIT`` clean fit inputs; with fewer the scan stays attention-only
             and ``settings["representation_skipped"]`` says why.
+        verdict_rule: how the model verdict reads the pool (``detection.VERDICT_RULES``; ``settings.VERDICT_RULE``).
         find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         read_pool_words: read the pool's enriched words and mark the inputs holding a likely trigger word
@@ -404,6 +407,8 @@ def scan_model(
     check_clean_set(clean, num_labels)
     if not 0.0 < frr < 1.0:
         raise ValueError(f"frr must be between 0 and 1 (exclusive), got {frr}.")
+    if verdict_rule not in VERDICT_RULES:
+        raise ValueError(f"verdict_rule must be one of {', '.join(VERDICT_RULES)}, got '{verdict_rule}'.")
     if rep_method not in REP_METHODS:
         raise ValueError(f"rep_method must be one of {', '.join(REP_METHODS)}, got '{rep_method}'.")
     if max_clean is not None and len(clean) > max_clean:
@@ -473,13 +478,13 @@ def scan_model(
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
                           "heads": list(heads.suspicious_labels),
                           "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
-                                                   num_labels)}
+                                                   num_labels, rule=verdict_rule)}
         det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
-                            pool_stats.predictions if pool else None, num_labels)
+                            pool_stats.predictions if pool else None, num_labels, rule=verdict_rule)
     triggers = None
     if find_triggers and pool and len(flagged) and heads.suspicious.any():
         from .trigger_search import search_triggers
@@ -534,7 +539,7 @@ def scan_model(
         settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
-                  "fuse": fuse if representation else None, "rep_method": rep_used,
+                  "fuse": fuse if representation else None, "rep_method": rep_used, "verdict_rule": verdict_rule,
                   "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"
                                              if asked_representation and not representation else None),
                   **heads.rule},

@@ -145,6 +145,14 @@ def test_a_pool_unlike_the_clean_texts_is_read_and_said_beside_the_verdict():
     small = scan_model(lm.model, lm.tokenizer, TextDataset(texts[:40], labels[:40], ["neg", "pos"]), other,
                        max_length=32, find_triggers=False).verdict
     assert small["pool_unlike_clean"] is None  # 20 clean dev inputs cannot place the pool's quartile
+    # the verdict's rule is a scan knob: recorded in the settings, both rules' scores in the components
+    rep = scan_model(lm.model, lm.tokenizer, data, clean_texts(60, seed=2)[0] + triggered_texts(20, seed=3),
+                     max_length=32, find_triggers=False, verdict_rule="dev_tail")
+    assert rep.settings["verdict_rule"] == "dev_tail" and rep.verdict["rule"] == "dev_tail"
+    assert rep.verdict["score"] == rep.verdict["components"]["score_dev_tail"] >= same["score"]
+    assert same["score"] == same["components"]["score_threshold"] and same["rule"] == "threshold"
+    with pytest.raises(ValueError, match="verdict_rule must be one of"):
+        scan_model(lm.model, lm.tokenizer, data, other, max_length=32, verdict_rule="strictest")
 
 
 def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
