@@ -53,6 +53,8 @@ def run_share(share: float, args, out: Path) -> tuple[dict, dict[str, str]]:
         cmd += ["--only", args.only]
     if args.align_knobs:
         cmd += ["--align-knobs", args.align_knobs]
+    if args.scan_knobs:
+        cmd += ["--scan-knobs", args.scan_knobs]
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BACKDOOR_BENCH_RESULTS": str(out)}
     print(f"share {share:g}: {' '.join(cmd[1:])}", flush=True)
@@ -137,6 +139,7 @@ def summary(rows: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     s = report["settings"]
     knobs = f" Our repair's knobs: `{json.dumps(s['align_knobs'])}`." if s.get("align_knobs") else ""
+    knobs += f" Scan knobs: `{json.dumps(s['scan_knobs'])}`." if s.get("scan_knobs") else ""
     lines = [f"# Pool share: the scan and our repair when fewer pool inputs carry the trigger ({s['zoo']} zoo)", "",
              f"`{s['command']}` ({s['date']}). `bench/defense.py --quick` (our scan and repair only) at each share of "
              "the pool's inputs that carry the trigger. The pool keeps the mode's size (250, scaled down where a test "
@@ -210,6 +213,8 @@ def main(argv=None) -> int:
                    help="comma-separated model names, or 'all' (tuning default: the SST-2 seed-0 models)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--align-knobs", default=None, help="JSON of our repair's knobs (bench/defense.py --align-knobs)")
+    p.add_argument("--scan-knobs", default=None,
+                   help="JSON of scan_model's knobs (bench/defense.py --scan-knobs), e.g. '{\"verdict_rule\": \"dev_tail\"}'")
     p.add_argument("--scan-only", action="store_true", help="scan and verdict only, no repair (--repair '')")
     p.add_argument("--tag", default="")
     p.add_argument("--report", default=None, help="write the Markdown again from this results JSON and exit")
@@ -231,6 +236,12 @@ def main(argv=None) -> int:
         p.error(f"--align-knobs must be a JSON object such as '{{\"label_judge\": \"gate_filter\"}}': {exc}")
     if knobs is not None and not isinstance(knobs, dict):
         p.error("--align-knobs must be a JSON object such as '{\"label_judge\": \"gate_filter\"}'")
+    try:
+        scan_knobs = json.loads(args.scan_knobs) if args.scan_knobs else None
+    except ValueError:
+        scan_knobs = []
+    if scan_knobs is not None and not isinstance(scan_knobs, dict):
+        p.error("--scan-knobs must be a JSON object such as '{\"verdict_rule\": \"dev_tail\"}'")
     t0 = time.time()
     rows, runs, failed = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -240,7 +251,7 @@ def main(argv=None) -> int:
             rows += rows_of(share, res)
     report = {"settings": {"zoo": args.zoo, "shares": shares, "only": args.only, "workers": args.workers,
                            "scan_only": args.scan_only,
-                           "align_knobs": knobs,
+                           "align_knobs": knobs, "scan_knobs": scan_knobs,
                            "command": "python bench/pool_share.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "date": time.strftime("%Y-%m-%d %H:%M:%S")},
               "rows": rows, "seconds": time.time() - t0, "runs": runs,

@@ -45,6 +45,7 @@ def test_rows_summary_and_markdown(tmp_path):
     assert summ[0.05]["threshold"] == {"called": 0, "clean_called": 0, "lifted": 1, "lifted_called": 0, "auroc": 1.0}
     assert summ[0.05]["dev_tail"] == {"called": 1, "clean_called": 0, "lifted": 1, "lifted_called": 1, "auroc": 1.0}
     report = {"settings": {"zoo": "test", "shares": [0.2, 0.05], "align_knobs": {"label_judge": "gate_filter"},
+                           "scan_knobs": {"verdict_rule": "dev_tail"},
                            "command": "python bench/pool_share.py", "date": "today"},
               "rows": rows, "seconds": 60.0, "runs": {},
               "failed": {"0.05": {"w1": "olid_s1_x (olid test): 859 rows are too few"}}}
@@ -52,6 +53,7 @@ def test_rows_summary_and_markdown(tmp_path):
     assert json.loads((tmp_path / "pool_share_x.json").read_text())["rows"] == json.loads(json.dumps(rows))
     assert (tmp_path / "pool_share_x.md").read_text() == md
     assert "Test data: measured, never tuned on." in md and '`{"label_judge": "gate_filter"}`' in md
+    assert 'Scan knobs: `{"verdict_rule": "dev_tail"}`' in md
     assert "Not run at 5%" in md and "* part w1: olid_s1_x (olid test): 859 rows are too few" in md
     assert "| 5% | 0 of 1 | 0 of 1 | 1 | 25.0 (25.0) |" in md and "| bd | 5% | 210 | 0.40 | 0.70 | not found |" in md
     assert "| 5% | dev_tail | 1 of 1 | 1 of 1 | 0 of 1 | 1.000 |" in md
@@ -62,7 +64,8 @@ def test_bad_shares_and_knobs_are_refused_before_any_run(capsys):
     for argv, says in ((["--shares", "0.2,abc"], "--shares are shares of the pool"),
                        (["--shares", "1.5"], "--shares are shares of the pool"),
                        (["--align-knobs", "{label_judge"], "--align-knobs must be a JSON object"),
-                       (["--align-knobs", "[1]"], "--align-knobs must be a JSON object")):
+                       (["--align-knobs", "[1]"], "--align-knobs must be a JSON object"),
+                       (["--scan-knobs", "{verdict"], "--scan-knobs must be a JSON object")):
         with pytest.raises(SystemExit) as ex:
             b.main(argv)
         assert ex.value.code == 2 and says in capsys.readouterr().err
