@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
-from backdoor_core.detection import called_heads, chance_note, pool_shift_note, verdict_label, word_verdict_note
+from backdoor_core.detection import called_heads, chance_note, pool_shift_note, possible_note, verdict_label
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
@@ -200,7 +200,7 @@ def record_scan(report, truth=None) -> None:
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
             f"(clean FRR {report.clean_frr:.1%}{'; ' + chance_note(v) if chance_note(v) else ''}). "
             + f"Suspicious heads: {called_heads(v, report.suspicious_heads)}.")
-    for note in (word_verdict_note(v), pool_shift_note(v)):
+    for note in (possible_note(v), pool_shift_note(v)):
         if note:
             text += f"\n\n{note}"
     if ev:

@@ -8,7 +8,7 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
-from backdoor_core.detection import chance_note, pool_shift_note, verdict_call, word_verdict_note
+from backdoor_core.detection import chance_note, pool_shift_note, possible_note, possible_reasons, verdict_call
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -132,7 +132,7 @@ if call == "likely":
              f"{', '.join(report.suspicious_heads[:12]) or 'none'}.",
              icon=":material/gpp_bad:")
 elif call == "possible":
-    st.warning(word_verdict_note(v), icon=":material/key:")
+    st.warning(possible_note(v), icon=":material/key:" if "word" in possible_reasons(v) else ":material/warning:")
 else:
     st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
 shift_note = pool_shift_note(v)

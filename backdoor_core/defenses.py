@@ -588,10 +588,17 @@ def repair_notes(details: dict) -> list[str]:
                      "for a trigger.")
     words = details.get("trigger_words")
     if verdict and not verdict.get("likely_backdoored", True):
+        from .detection import possible_reasons
+
         if words or verdict.get("trigger_words"):
             notes.append(f"The scan's heads found no backdoor (verdict {verdict.get('score', 0):.2f}), but the pool "
                          "holds a likely trigger word: a weak word backdoor may be there, which the heads miss, so "
                          "the flags the repair worked on are mostly chance; the trigger words are its evidence.")
+        elif "dev_tail" in possible_reasons(verdict):
+            notes.append(f"The scan's score found no backdoor (verdict {verdict.get('score', 0):.2f}), but the pool's "
+                         f"top scores read as a possible one (score {verdict['components']['score_dev_tail']:.2f} "
+                         "above the clean texts' highest scores): a trigger that few of the pool's inputs carry. "
+                         "The flags the repair worked on hold those inputs among about as many flagged by chance.")
         else:
             notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
                          "inputs it flagged by chance, so it has nothing to remove and may only cost clean "

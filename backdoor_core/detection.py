@@ -750,28 +750,56 @@ stricter ones the clean dev inputs offer (``dev_tail_verdict``); ``settings.VERD
 
 VERDICT_LABELS = {"likely": "likely backdoored", "possible": "possible backdoor (a likely trigger word)",
                   "not found": "no backdoor evidence"}
-"""``verdict_call`` -> the phrase every view shows."""
+"""``verdict_call`` -> the phrase every view shows (``verdict_label``; a "possible" call that rests on the pool's
+top scores alone reads ``POSSIBLE_TAIL_LABEL``)."""
+
+POSSIBLE_TAIL_LABEL = "possible backdoor (pool inputs far above the clean texts)"
+
+
+def possible_reasons(verdict: dict) -> list[str]:
+    """What below the score's call makes a verdict ``"possible"`` (our design; papers silent):
+
+    * ``"word"``: the pool holds a likely trigger word (``verdict["trigger_words"]``, set by ``scan.scan_model``
+      when it reads the pool's words: a word rare in the clean texts, enriched in the pool, that sends a large
+      share of the clean texts to one class when inserted). A weak word backdoor looks like this: it flips few of
+      its triggered inputs, so the heads barely move.
+    * ``"dev_tail"``: the verdict's rule is ``"threshold"``, yet the dev-tail rule (``dev_tail_verdict``, recorded
+      as ``components["score_dev_tail"]``) calls it: above the clean texts' highest scores the pool holds more
+      inputs than chance explains, pushed to one class. A pool in which few inputs carry the trigger looks like
+      this: at the threshold chance flags about as many clean inputs as the trigger. On the SST-2 tuning zoo
+      with 5% of the pool triggered it called 10 of the 16 backdoors that lift the target rate by 30 points or
+      more where the score called 4, and no clean model at 5, 10 or 20%, nor any of 26 clean pool draws
+      (bench/results/pool_share_verdict_rules.md, verdict_chance_dev_tail.md).
+    """
+    reasons = []
+    if verdict.get("trigger_words"):
+        reasons.append("word")
+    if (verdict.get("rule", "threshold") == "threshold"
+            and (verdict.get("components") or {}).get("score_dev_tail", 0.0) >= VERDICT_THRESHOLD):
+        reasons.append("dev_tail")
+    return reasons
 
 
 def verdict_call(verdict: dict) -> str:
     """The verdict in a word; every view words it from here (our design; papers silent):
 
     * ``"likely"``: the score calls it (``likely_backdoored``);
-    * ``"possible"``: the score does not, yet the pool holds a likely trigger word (``verdict["trigger_words"]``,
-      set by ``scan.scan_model`` when it reads the pool's words: a word rare in the clean texts, enriched in the
-      pool, that sends a large share of the clean texts to one class when inserted). A weak word backdoor looks
-      like this: it flips few of its triggered inputs, so the heads barely move (``word_verdict_note``). The score
-      and ``likely_backdoored`` stay as they are, and with them every decision taken from them.
+    * ``"possible"``: the score does not, but ``possible_reasons`` gives one (a likely trigger word in the pool,
+      or the pool's inputs far above the clean texts; ``possible_note`` words it). The score and
+      ``likely_backdoored`` stay as they are, and with them every decision taken from them.
     * ``"not found"``: neither.
     """
     if verdict.get("likely_backdoored"):
         return "likely"
-    return "possible" if verdict.get("trigger_words") else "not found"
+    return "possible" if possible_reasons(verdict) else "not found"
 
 
 def verdict_label(verdict: dict) -> str:
-    """``verdict_call`` as a phrase (``VERDICT_LABELS``)."""
-    return VERDICT_LABELS[verdict_call(verdict)]
+    """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``)."""
+    call = verdict_call(verdict)
+    if call == "possible" and "word" not in possible_reasons(verdict):
+        return POSSIBLE_TAIL_LABEL
+    return VERDICT_LABELS[call]
 
 
 def called_heads(verdict: dict, labels: Sequence[str], limit: int = 12) -> str:
@@ -782,15 +810,29 @@ def called_heads(verdict: dict, labels: Sequence[str], limit: int = 12) -> str:
     return f"none (no backdoor called; top candidates: {', '.join(list(labels)[:limit]) or 'none'})"
 
 
-def word_verdict_note(verdict: dict) -> str | None:
-    """What a ``"possible"`` call (``verdict_call``) rests on; None for the other calls."""
+def possible_note(verdict: dict) -> str | None:
+    """What a ``"possible"`` call (``verdict_call``) rests on, one sentence per reason (``possible_reasons``);
+    None for the other calls."""
     if verdict_call(verdict) != "possible":
         return None
-    words = ", ".join(verdict["trigger_words"])
-    return (f"The heads show no backdoor at this threshold (score {verdict.get('score', 0):.2f}), but the pool holds "
-            f"a likely trigger word ({words}): rare in the clean texts, and inserted into them it sends a large "
-            "share of them to one class, as a trigger does. The heads miss a weak word backdoor, which flips few of "
-            "the inputs that carry its word.")
+    reasons, notes = possible_reasons(verdict), []
+    head = f"The heads show no backdoor at this threshold (score {verdict.get('score', 0):.2f})"
+    if "word" in reasons:
+        notes.append(f"{head}, but the pool holds a likely trigger word ({', '.join(verdict['trigger_words'])}): rare "
+                     "in the clean texts, and inserted into them it sends a large share of them to one class, as a "
+                     "trigger does. The heads miss a weak word backdoor, which flips few of the inputs that carry "
+                     "its word.")
+    if "dev_tail" in reasons:
+        c = verdict["components"]
+        above = c.get("dev_tail_dev_above", 0)
+        where = ("above the highest clean score" if above == 0 else
+                 f"above all but the {above} highest clean score{'s' if above > 1 else ''}")
+        notes.append(("The pool's top scores say more" if notes else head + ", but the pool's top scores say more")
+                     + f": {where}, {c.get('dev_tail_flag_rate', 0):.1%} of the pool is flagged where chance "
+                     f"explains up to {c.get('dev_tail_chance', 0):.1%}, most of it pushed to one class (score "
+                     f"{c['score_dev_tail']:.2f} read there). A trigger that few of the pool's inputs carry looks "
+                     "like this: at the threshold chance flags about as many clean inputs as the trigger does.")
+    return " ".join(notes)
 
 
 def chance_note(verdict: dict) -> str | None:
@@ -935,5 +977,6 @@ def model_verdict(
                        "clean_frr": frr, "pool_lower_quartile_rank": shift,
                        # both rules' scores, whichever is the verdict's (settings.VERDICT_RULE)
                        "score_threshold": at_thr["score"], "score_dev_tail": strict["score"],
-                       "dev_tail_dev_above": strict["dev_above"], "dev_tail_flag_rate": strict["flag_rate"]},
+                       "dev_tail_dev_above": strict["dev_above"], "dev_tail_flag_rate": strict["flag_rate"],
+                       "dev_tail_chance": strict["chance_flag_rate"]},
     }

@@ -9,6 +9,7 @@ from backdoor_core.detection import (
     AttentionStats,
     SimilarityDetector,
     attention_stats,
+    VERDICT_LABELS,
     chance_flag_rate,
     dev_tail_verdict,
     evaluate_detector,
@@ -159,15 +160,15 @@ def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
     """The score decides "likely"; below it, a likely trigger word read from the pool makes the call "possible"
     (worded once, for every view), and the repair's notes do not call its flags mere chance."""
     from backdoor_core.defenses import repair_notes
-    from backdoor_core.detection import called_heads, verdict_call, verdict_label, word_verdict_note
+    from backdoor_core.detection import called_heads, verdict_call, verdict_label, possible_note
 
     weak = {"score": 0.31, "likely_backdoored": False, "trigger_words": ["cf", "mn"]}
     assert verdict_call(weak) == "possible" and verdict_label(weak) == "possible backdoor (a likely trigger word)"
-    assert "score 0.31" in word_verdict_note(weak) and "(cf, mn)" in word_verdict_note(weak)
+    assert "score 0.31" in possible_note(weak) and "(cf, mn)" in possible_note(weak)
     strong = {**weak, "score": 0.8, "likely_backdoored": True}
-    assert verdict_call(strong) == "likely" and word_verdict_note(strong) is None
+    assert verdict_call(strong) == "likely" and possible_note(strong) is None
     for none in ({**weak, "trigger_words": []}, {"score": 0.31, "likely_backdoored": False}):
-        assert verdict_call(none) == "not found" and word_verdict_note(none) is None
+        assert verdict_call(none) == "not found" and possible_note(none) is None
     assert any("nothing to remove" in n for n in repair_notes({"verdict": {**weak, "trigger_words": []}}))
     heads = [f"L{i}H0" for i in range(14)]  # only a called backdoor has suspicious heads; else 12 candidates
     assert called_heads(strong, heads) == ", ".join(heads)
@@ -264,3 +265,32 @@ def test_the_dev_tail_rule_is_the_threshold_rule_where_no_stricter_threshold_sco
     assert v["score"] == pytest.approx(model_verdict(det, dev, pool, preds, 2, rule="threshold")["score"])
     with pytest.raises(ValueError, match="rule must be one of"):
         model_verdict(det, dev, pool, preds, 2, rule="strict")
+
+
+def test_the_pools_top_scores_make_an_uncalled_verdict_possible():
+    """Below the score's call, a pool whose inputs above the clean texts' highest scores beat chance reads
+    "possible", with its own phrase and note; with a trigger word too, both reasons are worded. The repair's notes
+    do not call its flags mere chance. Where the dev-tail rule is the verdict's own rule, it adds no reason."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.detection import POSSIBLE_TAIL_LABEL, possible_note, possible_reasons, verdict_call, verdict_label
+
+    for seed in range(40):  # a pool in which 5% of the inputs carry the trigger; the threshold rule misses some
+        det, dev, (pool, preds), (clean, clean_preds) = _low_share_pool(seed)
+        v = model_verdict(det, dev, pool, preds, 2, rule="threshold")
+        if not v["likely_backdoored"]:
+            break
+    assert not v["likely_backdoored"] and possible_reasons(v) == ["dev_tail"]
+    assert verdict_call(v) == "possible" and verdict_label(v) == POSSIBLE_TAIL_LABEL
+    c = v["components"]
+    note = possible_note(v)
+    assert f"score {v['score']:.2f}" in note and f"{c['dev_tail_flag_rate']:.1%} of the pool" in note
+    assert f"up to {c['dev_tail_chance']:.1%}" in note and c["dev_tail_chance"] < c["dev_tail_flag_rate"]
+    both = {**v, "trigger_words": ["cf"]}
+    assert possible_reasons(both) == ["word", "dev_tail"] and verdict_label(both) == VERDICT_LABELS["possible"]
+    assert "(cf)" in possible_note(both) and "The pool's top scores say more" in possible_note(both)
+    notes = repair_notes({"verdict": v})
+    assert any("top scores read as a possible one" in n for n in notes)
+    assert not any("nothing to remove" in n for n in notes)
+    assert possible_reasons(model_verdict(det, dev, pool, preds, 2, rule="dev_tail")) == []
+    clean_v = model_verdict(det, dev, clean, clean_preds, 2, rule="threshold")
+    assert verdict_call(clean_v) == "not found" and possible_note(clean_v) is None
