@@ -16,9 +16,9 @@ changes, at several quantiles of the chance spread (``dev`` = the dev inputs' ow
 The quantile is chosen on the tuning parts alone: the smallest that calls no tuning clean draw, among those the
 best tuning verdict AUROC.
 
-    python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2] [--resume]
+    python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2] [--resume] [--tag T]
 
-Writes ``bench/results/verdict_chance.json`` and ``.md``.
+Writes ``bench/results/verdict_chance[_T].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -192,8 +192,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--from-json", default=None, help="re-summarise the draws of an earlier run's JSON")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the draws of bench/results/verdict_chance.json and scan only the models it lacks")
+                    help="keep the draws of bench/results/verdict_chance[_<tag>].json and scan only the models it lacks")
+    ap.add_argument("--tag", default="", help="write verdict_chance_<tag>.json/.md")
     args = ap.parse_args(argv)
+    stem = "verdict_chance" + (f"_{args.tag}" if args.tag else "")
     from backdoor_core import settings as S
 
     t_all = time.perf_counter()
@@ -203,8 +205,8 @@ def main(argv=None) -> int:
         draws = json.loads(Path(args.from_json).read_text())["draws"]
     elif "draws" in parts:
         jobs = draw_jobs(args.draws)
-        if args.resume and (RESULTS / "verdict_chance.json").is_file():
-            earlier = json.loads((RESULTS / "verdict_chance.json").read_text())
+        if args.resume and (RESULTS / f"{stem}.json").is_file():
+            earlier = json.loads((RESULTS / f"{stem}.json").read_text())
             draws = earlier["draws"]
             t_all -= earlier.get("seconds_total") or 0
             done = {(r["part"], r["model"]) for r in draws}
@@ -221,8 +223,8 @@ def main(argv=None) -> int:
               "seconds_total": round(time.perf_counter() - t_all, 1) if not args.from_json
               else json.loads(Path(args.from_json).read_text()).get("seconds_total")}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text(RESULTS / "verdict_chance.json", json.dumps(report, indent=2))
-    write_text(RESULTS / "verdict_chance.md", render(report))
+    write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
+    write_text(RESULTS / f"{stem}.md", render(report))
     print(render(report))
     return 0
 
