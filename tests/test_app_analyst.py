@@ -184,6 +184,40 @@ def test_detect_calls_a_backdoor_possible_when_only_a_trigger_word_shows_it(monk
     assert "not found" in [m.value for m in at.metric] and at.success
 
 
+def test_detect_calls_a_backdoor_possible_when_only_the_pools_top_scores_show_it(monkeypatch, tmp_path):
+    """A pool in which few inputs carry the trigger: the score stays low (forced here) while the dev-tail reading
+    of the pool's top scores reaches 0.5 and no trigger word shows. The page reads "possible" with that reason, and
+    so does the Report's finding; without it the low score reads "not found"."""
+    import backdoor_core.scan as scan_module
+    from defense_helpers import clean_texts
+
+    real = scan_module.model_verdict
+    tail = {"score_dev_tail": 0.7}
+
+    def low(*args, **kwargs):
+        v = real(*args, **kwargs)
+        return {**v, "score": 0.12, "likely_backdoored": False, "rule": "threshold",
+                "components": {**v["components"], **tail, "dev_tail_dev_above": 0, "dev_tail_flag_rate": 0.06,
+                               "dev_tail_chance": 0.01}}
+
+    monkeypatch.setattr(scan_module, "model_verdict", low)
+    _tiny_cf_model(tmp_path, monkeypatch)
+    _user_data(tmp_path, monkeypatch)
+    at = _scan_user_pool(clean_texts(35, seed=64)[0], n_clean=40)
+    v = at.session_state["detect.report"].verdict
+    assert v["trigger_words"] == [] and not v["likely_backdoored"]
+    assert "possible" in [m.value for m in at.metric] and not at.success
+    warned = [w.value for w in at.warning if "the pool's top scores say more" in w.value]
+    assert len(warned) == 1 and "above the highest clean score, 6.0% of the pool is flagged" in warned[0]
+    assert "up to 1.0%" in warned[0] and "score 0.12" in warned[0]
+    scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
+    assert "**possible backdoor (pool inputs far above the clean texts)**" in scan.text
+    tail["score_dev_tail"] = 0.3  # below 0.5 the top scores give no reason
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert "not found" in [m.value for m in at.metric] and at.success
+
+
 def test_compare_page_heads_off_and_errors():
     at = goto(new_app(), "compare")
     _, cmp = at.session_state["compare.cache"]
