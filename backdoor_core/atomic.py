@@ -1,7 +1,7 @@
-"""Atomic writes (text or bytes): the one way the lab and its benchmarks write a file that a killed or cancelled run must not
-leave half written (benchmark results, model manifests, sessions, HTML reports).
+"""Atomic writes of text or bytes: the one way the lab and its benchmarks write a file that a killed or cancelled
+run must not leave half written (benchmark results, model manifests, sessions, HTML reports).
 
-The text goes to a hidden sibling ``.<name>.tmp-<pid>`` first and is then renamed over ``path`` (``os.replace``:
+The data goes to a hidden sibling ``.<name>.tmp-<pid>`` first and is then renamed over ``path`` (``os.replace``:
 atomic on one file system), so a reader sees the old file or the new one, never a torn one; a failed write leaves
 the old file and no temporary behind.
 """

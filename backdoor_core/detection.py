@@ -765,7 +765,7 @@ def possible_reasons(verdict: dict) -> list[str]:
       its triggered inputs, so the heads barely move.
     * ``"dev_tail"``: the verdict's rule is ``"threshold"``, yet the dev-tail rule (``dev_tail_verdict``, recorded
       as ``components["score_dev_tail"]``) calls it: above the clean texts' highest scores the pool holds more
-      inputs than chance explains, pushed to one class. A pool in which few inputs carry the trigger looks like
+      inputs than chance explains. A pool in which few inputs carry the trigger looks like
       this: at the threshold chance flags about as many clean inputs as the trigger. On the SST-2 tuning zoo
       with 5% of the pool triggered it called 10 of the 16 backdoors that lift the target rate by 30 points or
       more where the score called 4, and no clean model at 5, 10 or 20%, nor any of 26 clean pool draws
@@ -829,8 +829,8 @@ def possible_note(verdict: dict) -> str | None:
                  f"above all but the {above} highest clean score{'s' if above > 1 else ''}")
         notes.append(("The pool's top scores say more" if notes else head + ", but the pool's top scores say more")
                      + f": {where}, {c.get('dev_tail_flag_rate', 0):.1%} of the pool is flagged where chance "
-                     f"explains up to {c.get('dev_tail_chance', 0):.1%}, most of it pushed to one class (score "
-                     f"{c['score_dev_tail']:.2f} read there). A trigger that few of the pool's inputs carry looks "
+                     f"explains up to {c.get('dev_tail_chance', 0):.1%} (score {c['score_dev_tail']:.2f} read "
+                     "there). A trigger that few of the pool's inputs carry looks "
                      "like this: at the threshold chance flags about as many clean inputs as the trigger does.")
     return " ".join(notes)
 
@@ -895,7 +895,8 @@ def dev_tail_verdict(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool
     trigger, chance flags about as many clean inputs as the trigger at ``thr`` and the excess vanishes; above the
     highest dev score chance flags about ``n_pool / n_dev`` inputs, while the triggered ones, which sit far above
     the clean spread, stay. Returns the best threshold's components plus ``"dev_above"`` (its ``k``) and
-    ``"threshold"``. Measured: ``bench/results/verdict_study.md``.
+    ``"threshold"``. Measured on the SST-2 tuning zoo: bench/results/pool_share_verdict_rules.md,
+    verdict_chance_dev_tail.md.
     """
     clean_dev_scores = np.asarray(clean_dev_scores, float)
     pool_scores = np.asarray(pool_scores, float)

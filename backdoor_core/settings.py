@@ -127,7 +127,9 @@ VERDICT_RULE = "threshold"
 """How the model verdict reads the pool (``detection.VERDICT_RULES``): "threshold", its flags at the detector's
 threshold, or "dev_tail", the best of that and every stricter threshold the clean dev inputs offer
 (``detection.dev_tail_verdict``). Our design (papers silent); both scores are recorded in the verdict's components.
-Measured: bench/results/verdict_study.md."""
+Measured on the SST-2 tuning zoo: bench/results/pool_share_verdict_rules.md, verdict_chance_dev_tail.md; as the
+verdict's rule it lowered the verdict AUROC (README, design choices), so it only adds a "possible" call
+(``detection.possible_reasons``)."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 

@@ -114,7 +114,7 @@ def parse_args(argv=None):
     p.add_argument("--dump-scores", default=None, metavar="DIR",
                    help="also write each model's final-pass verdict inputs to DIR/<model>.npz (clean dev scores, "
                         "pool scores, pool predictions, which pool inputs carry the trigger, threshold): for "
-                        "studying the verdict offline (bench/verdict_study.py)")
+                        "studying the verdict offline (detection.model_verdict re-scores them)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation draw (sets, pool, defender data)")
     p.add_argument("--tag", default="", help="write defense[_test]<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
