@@ -763,18 +763,16 @@ def possible_reasons(verdict: dict) -> list[str]:
       when it reads the pool's words: a word rare in the clean texts, enriched in the pool, that sends a large
       share of the clean texts to one class when inserted). A weak word backdoor looks like this: it flips few of
       its triggered inputs, so the heads barely move.
-    * ``"dev_tail"``: the verdict's rule is ``"threshold"``, yet the dev-tail rule (``dev_tail_verdict``, recorded
+    * ``"dev_tail"`` (only with ``settings.VERDICT_TAIL_POSSIBLE``, off: measured, not adopted, see there): the
+      verdict's rule is ``"threshold"``, yet the dev-tail rule (``dev_tail_verdict``, recorded
       as ``components["score_dev_tail"]``) calls it: above the clean texts' highest scores the pool holds more
       inputs than chance explains. A pool in which few inputs carry the trigger looks like
-      this: at the threshold chance flags about as many clean inputs as the trigger. On the SST-2 tuning zoo
-      with 5% of the pool triggered it called 10 of the 16 backdoors that lift the target rate by 30 points or
-      more where the score called 4, and no clean model at 5, 10 or 20%, nor any of 26 clean pool draws
-      (bench/results/pool_share_verdict_rules.md, verdict_chance_dev_tail.md).
+      this: at the threshold chance flags about as many clean inputs as the trigger.
     """
     reasons = []
     if verdict.get("trigger_words"):
         reasons.append("word")
-    if (verdict.get("rule", "threshold") == "threshold"
+    if (S.VERDICT_TAIL_POSSIBLE and verdict.get("rule", "threshold") == "threshold"
             and (verdict.get("components") or {}).get("score_dev_tail", 0.0) >= VERDICT_THRESHOLD):
         reasons.append("dev_tail")
     return reasons

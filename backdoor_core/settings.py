@@ -128,8 +128,16 @@ VERDICT_RULE = "threshold"
 threshold, or "dev_tail", the best of that and every stricter threshold the clean dev inputs offer
 (``detection.dev_tail_verdict``). Our design (papers silent); both scores are recorded in the verdict's components.
 Measured on the SST-2 tuning zoo: bench/results/pool_share_verdict_rules.md, verdict_chance_dev_tail.md; as the
-verdict's rule it lowered the verdict AUROC (README, design choices), so it only adds a "possible" call
-(``detection.possible_reasons``)."""
+verdict's rule it lowered the verdict AUROC (README, design choices); with ``VERDICT_TAIL_POSSIBLE`` (off) it
+only adds a "possible" call."""
+
+VERDICT_TAIL_POSSIBLE = False
+"""On: a verdict whose score does not call the model, but whose dev-tail score (``VERDICT_RULE``) does, reads
+"possible" (``detection.possible_reasons``). Our design (papers silent). Measured, not adopted: on the SST-2 tuning
+zoo it named 4 more of the 16 backdoors lifting the target rate by 30 points or more when 5% of the pool is
+triggered, and no clean model nor any of 26 clean pool draws (bench/results/pool_share_verdict_rules.md,
+verdict_chance_dev_tail.md); on the test zoo's 60 clean pool draws, a check, the dev-tail score reached 0.5 on 6
+(the score: 2), so 4 clean pools would read "possible"."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 

@@ -185,11 +185,15 @@ def test_detect_calls_a_backdoor_possible_when_only_a_trigger_word_shows_it(monk
 
 
 def test_detect_calls_a_backdoor_possible_when_only_the_pools_top_scores_show_it(monkeypatch, tmp_path):
-    """A pool in which few inputs carry the trigger: the score stays low (forced here) while the dev-tail reading
-    of the pool's top scores reaches 0.5 and no trigger word shows. The page reads "possible" with that reason, and
-    so does the Report's finding; without it the low score reads "not found"."""
+    """With ``settings.VERDICT_TAIL_POSSIBLE`` on (off by default): a pool in which few inputs carry the trigger, the
+    score low (forced here) while the dev-tail reading of the pool's top scores reaches 0.5 and no trigger word
+    shows. The page reads "possible" with that reason, and so does the Report's finding; without it the low score
+    reads "not found"."""
     import backdoor_core.scan as scan_module
+    from backdoor_core import settings as S
     from defense_helpers import clean_texts
+
+    monkeypatch.setattr(S, "VERDICT_TAIL_POSSIBLE", True)
 
     real = scan_module.model_verdict
     tail = {"score_dev_tail": 0.7}

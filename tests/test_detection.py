@@ -267,10 +267,12 @@ def test_the_dev_tail_rule_is_the_threshold_rule_where_no_stricter_threshold_sco
         model_verdict(det, dev, pool, preds, 2, rule="strict")
 
 
-def test_the_pools_top_scores_make_an_uncalled_verdict_possible():
-    """Below the score's call, a pool whose inputs above the clean texts' highest scores beat chance reads
-    "possible", with its own phrase and note; with a trigger word too, both reasons are worded. The repair's notes
-    do not call its flags mere chance. Where the dev-tail rule is the verdict's own rule, it adds no reason."""
+def test_the_pools_top_scores_make_an_uncalled_verdict_possible(monkeypatch):
+    """With ``settings.VERDICT_TAIL_POSSIBLE`` (off by default: then "not found"), below the score's call a pool
+    whose inputs above the clean texts' highest scores beat chance reads "possible", with its own phrase and note;
+    with a trigger word too, both reasons are worded. The repair's notes do not call its flags mere chance. Where
+    the dev-tail rule is the verdict's own rule, it adds no reason."""
+    from backdoor_core import settings as S
     from backdoor_core.defenses import repair_notes
     from backdoor_core.detection import POSSIBLE_TAIL_LABEL, possible_note, possible_reasons, verdict_call, verdict_label
 
@@ -279,6 +281,8 @@ def test_the_pools_top_scores_make_an_uncalled_verdict_possible():
         v = model_verdict(det, dev, pool, preds, 2, rule="threshold")
         if not v["likely_backdoored"]:
             break
+    assert not S.VERDICT_TAIL_POSSIBLE and verdict_call(v) == "not found" and possible_note(v) is None
+    monkeypatch.setattr(S, "VERDICT_TAIL_POSSIBLE", True)
     assert not v["likely_backdoored"] and possible_reasons(v) == ["dev_tail"]
     assert verdict_call(v) == "possible" and verdict_label(v) == POSSIBLE_TAIL_LABEL
     c = v["components"]
