@@ -481,6 +481,10 @@ def main(argv=None) -> int:
         if unknown:
             _fail(f"--scan-knobs: unknown scan_model argument(s) {', '.join(unknown)}; known: "
                   f"{', '.join(sorted(allowed))}")
+        from backdoor_core.detection import VERDICT_RULES
+
+        if settings["scan_knobs"].get("verdict_rule", VERDICT_RULES[0]) not in VERDICT_RULES:
+            _fail(f"--scan-knobs: verdict_rule must be one of {', '.join(VERDICT_RULES)}")
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
                      "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)

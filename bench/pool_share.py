@@ -110,7 +110,9 @@ def summary(rows: list[dict]) -> list[dict]:
     """Per share: backdoored models called ``likely``, mean and worst ASR after our repair, mean CACC change,
     mean pseudo-label accuracy (over the repairs that gave labels), and clean models called; and under each verdict
     rule (``detection.VERDICT_RULES``, where the runs recorded both) the models called and the verdict AUROC."""
+    from backdoor_core.detection import VERDICT_THRESHOLD as CALL
     from backdoor_core.metrics import auroc
+    from defense import LIFT_CALLED
 
     out = []
     for share in sorted({r["share"] for r in rows}, reverse=True):
@@ -128,10 +130,10 @@ def summary(rows: list[dict]) -> list[dict]:
         for rule in ("threshold", "dev_tail"):
             if all(r.get(f"verdict_{rule}") is not None for r in bd + clean):
                 sc = lambda rs: [r[f"verdict_{rule}"] for r in rs]  # noqa: E731
-                out[-1][rule] = {"called": sum(x >= 0.5 for x in sc(bd)), "clean_called": sum(x >= 0.5 for x in sc(clean)),
-                                 "lifted": sum((r["lift_before"] or 0) >= 0.3 for r in bd),
-                                 "lifted_called": sum((r["lift_before"] or 0) >= 0.3 and r[f"verdict_{rule}"] >= 0.5
-                                                      for r in bd),
+                lifted = [r for r in bd if (r["lift_before"] or 0) >= LIFT_CALLED]
+                out[-1][rule] = {"called": sum(x >= CALL for x in sc(bd)),
+                                 "clean_called": sum(x >= CALL for x in sc(clean)),
+                                 "lifted": len(lifted), "lifted_called": sum(x >= CALL for x in sc(lifted)),
                                  "auroc": auroc(sc(clean), sc(bd)) if bd and clean else None}
     return out
 
@@ -205,6 +207,19 @@ def save(report: dict, path: Path) -> str:
     return md
 
 
+def _json_object(parser, option: str, value: str | None, example: str) -> dict | None:
+    """``value`` of ``option`` parsed as a JSON object (None when not given); anything else exits 2 with a message."""
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        parser.error(f"{option} must be a JSON object such as '{example}': {exc}")
+    if not isinstance(parsed, dict):
+        parser.error(f"{option} must be a JSON object such as '{example}'")
+    return parsed
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shares", default="0.2,0.1,0.05", help="comma-separated shares of the pool that is triggered")
@@ -230,18 +245,9 @@ def main(argv=None) -> int:
         shares = []
     if not shares or not all(0 < x < 1 for x in shares):
         p.error(f"--shares are shares of the pool, each above 0 and below 1, got '{args.shares}'")
-    try:  # checked before the first run, not after the last
-        knobs = json.loads(args.align_knobs) if args.align_knobs else None
-    except ValueError as exc:
-        p.error(f"--align-knobs must be a JSON object such as '{{\"label_judge\": \"gate_filter\"}}': {exc}")
-    if knobs is not None and not isinstance(knobs, dict):
-        p.error("--align-knobs must be a JSON object such as '{\"label_judge\": \"gate_filter\"}'")
-    try:
-        scan_knobs = json.loads(args.scan_knobs) if args.scan_knobs else None
-    except ValueError:
-        scan_knobs = []
-    if scan_knobs is not None and not isinstance(scan_knobs, dict):
-        p.error("--scan-knobs must be a JSON object such as '{\"verdict_rule\": \"dev_tail\"}'")
+    # checked before the first run, not after the last
+    knobs = _json_object(p, "--align-knobs", args.align_knobs, '{"label_judge": "gate_filter"}')
+    scan_knobs = _json_object(p, "--scan-knobs", args.scan_knobs, '{"verdict_rule": "dev_tail"}')
     t0 = time.time()
     rows, runs, failed = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
