@@ -17,6 +17,7 @@ The quantile is chosen on the tuning parts alone: the smallest that calls no tun
 best tuning verdict AUROC.
 
     python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2] [--resume] [--tag T]
+                                   [--dump-scores DIR]
 
 Writes ``bench/results/verdict_chance[_T].json`` and ``.md``.
 """
@@ -90,6 +91,10 @@ def _scan_draws(job: dict) -> list[dict]:
                "components": {k: float(x) for k, x in v["components"].items()},
                "score": float(v["score"]), "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps({k: row[k] for k in ("model", "draw", "pool", "flagged", "score", "seconds")}), flush=True)
+        if job.get("dump"):
+            from defense import dump_verdict_inputs
+
+            dump_verdict_inputs(Path(job["dump"]), {"name": f"{job['label']}_d{d}", **row}, rep, is_t)
         out.append(row)
     return out
 
@@ -194,6 +199,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true",
                     help="keep the draws of bench/results/verdict_chance[_<tag>].json and scan only the models it lacks")
     ap.add_argument("--tag", default="", help="write verdict_chance_<tag>.json/.md")
+    ap.add_argument("--dump-scores", default=None, metavar="DIR",
+                    help="also write each draw's verdict inputs to DIR/<model>_d<draw>.npz (bench/defense.py's format)")
     args = ap.parse_args(argv)
     stem = "verdict_chance" + (f"_{args.tag}" if args.tag else "")
     from backdoor_core import settings as S
@@ -204,7 +211,7 @@ def main(argv=None) -> int:
     if args.from_json:
         draws = json.loads(Path(args.from_json).read_text())["draws"]
     elif "draws" in parts:
-        jobs = draw_jobs(args.draws)
+        jobs = [{**j, "dump": args.dump_scores} for j in draw_jobs(args.draws)]
         if args.resume and (RESULTS / f"{stem}.json").is_file():
             earlier = json.loads((RESULTS / f"{stem}.json").read_text())
             draws = earlier["draws"]
