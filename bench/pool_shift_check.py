@@ -8,7 +8,7 @@ scoring below the pool's lower quartile) and the verdict, on pools of the same s
   tuning zoo's clean models and five backdoored ones.
 * Same source, test zoo (a check, never tuned on): the quick draw of each test-zoo model on this machine.
 
-    python bench/pool_shift_check.py [--zoo tuning,shift,test]
+    python bench/pool_shift_check.py [--zoo tuning,shift,test] [--dump-scores DIR]
 
 Writes ``bench/results/pool_shift_check.json`` and ``.md``.
 """
@@ -40,6 +40,9 @@ SHIFT_MODELS = ("sst2_s0_clean", "sst2_s1_clean", "sst2_s0_badnets_r0.03", "sst2
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", default="tuning,shift,test", help="which parts to run (comma-separated)")
+    ap.add_argument("--dump-scores", default=None, metavar="DIR",
+                    help="also write each pool's verdict inputs to DIR/<part>_<model>_<source>.npz "
+                         "(bench/defense.py's format)")
     args = ap.parse_args(argv)
     import torch
 
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
     parts = [p for p in args.zoo.split(",") if p]
     rows, data, sources, t_all = [], {}, {}, time.perf_counter()
 
-    def scan(m, lm, defender, pool, part, source):
+    def scan(m, lm, defender, pool, part, source, is_triggered=None):
         t0 = time.perf_counter()
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=m["max_length"], find_triggers=False,
                          read_pool_words=False)
@@ -66,6 +69,10 @@ def main(argv=None) -> int:
                      "score": round(v["score"], 3), "flag_rate": round(len(rep.flagged) / len(pool), 3),
                      "call": verdict_call(v), "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
+        if args.dump_scores:
+            trig = is_triggered if is_triggered is not None else [False] * len(pool)
+            D.dump_verdict_inputs(Path(args.dump_scores), {**rows[-1], "name": f"{part}_{m['name']}_{source}",
+                                                           "verdict": v}, rep, trig)
 
     for part in parts:
         zoo = "test" if part == "test" else "tuning"
@@ -92,9 +99,9 @@ def main(argv=None) -> int:
             draw_of = m if m["attack"] != "clean" else twin[m["seed"]]
             defender, test, ds, card, target, seed = evaluation_sets(draw_of, data)
             draw = D.evaluation_draw(dict(draw_of, card=card), ds, test, target, lm.tokenizer, D.QUICK, seed)
-            pool = draw["pool"] if m["attack"] != "clean" else [
-                t for t, trig in zip(draw["pool"], draw["pool_is_triggered"]) if not trig]
-            scan(m, lm, defender, pool, part, m["dataset"])
+            trig = list(draw["pool_is_triggered"])
+            pool = draw["pool"] if m["attack"] != "clean" else [t for t, x in zip(draw["pool"], trig) if not x]
+            scan(m, lm, defender, pool, part, m["dataset"], trig if m["attack"] != "clean" else None)
     report = {"script": "bench/pool_shift_check.py", "pool_shift_rank": POOL_SHIFT_RANK, "rows": rows,
               "seconds_total": round(time.perf_counter() - t_all, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
