@@ -715,6 +715,29 @@ POOL_SHIFT_MIN_INPUTS = 30
 standard error is about 0.08 (our choice)."""
 
 
+def pool_score_match(clean_dev_scores: np.ndarray, pool_scores: np.ndarray) -> dict | None:
+    """The pool's bulk read as a shifted and stretched copy of the clean dev scores (our design; papers silent):
+    ``(n_dev,)`` and ``(n_pool,)`` scores. Matched on the lower half, which triggered inputs barely reach while at
+    most about half of the pool carries a trigger (the reason ``POOL_SHIFT_RANK`` gives): ``stretch`` is the pool's
+    10th-to-50th percentile spread over the dev inputs' (at least 1), and the quartiles anchor it. None without
+    scores. ``match_threshold`` maps a dev threshold onto the pool with it."""
+    if len(clean_dev_scores) == 0 or len(pool_scores) == 0:
+        return None
+    dev, pool = np.asarray(clean_dev_scores, float), np.asarray(pool_scores, float)
+    d10, d25, d50 = np.quantile(dev, [0.1, 0.25, 0.5])
+    p10, p25, p50 = np.quantile(pool, [0.1, 0.25, 0.5])
+    return {"dev_q25": float(d25), "pool_q25": float(p25),
+            "stretch": float(max(1.0, (p50 - p10) / max(1e-9, d50 - d10)))}
+
+
+def match_threshold(thr: float, match: dict | None) -> float:
+    """The pool's threshold for the dev threshold ``thr`` under ``pool_score_match``'s ``match``: where the pool's
+    bulk sits ``thr`` would be, never below ``thr``; ``thr`` itself without a match."""
+    if not match:
+        return float(thr)
+    return float(max(thr, match["pool_q25"] + match["stretch"] * (thr - match["dev_q25"])))
+
+
 def chance_flag_rate(n_dev_above: int, n_dev: int, n_pool: int, quantile: float = S.VERDICT_CHANCE_QUANTILE) -> float:
     """The share of a pool of ``n_pool`` CLEAN inputs flagged, at ``quantile`` of its chance spread, by a threshold
     that ``n_dev_above`` of ``n_dev`` clean dev inputs exceed (our design; papers silent).
@@ -847,14 +870,20 @@ def pool_shift_note(verdict: dict) -> str | None:
     """What a pool unlike the clean texts (``verdict["pool_unlike_clean"]``) means for the scan; None otherwise."""
     if not verdict.get("pool_unlike_clean"):
         return None
-    rank = verdict.get("components", {}).get("pool_lower_quartile_rank", float("nan"))
+    components = verdict.get("components", {})
+    rank = components.get("pool_lower_quartile_rank", float("nan"))
+    raised = components.get("pool_threshold_raised") or 0.0
+    verdict_part = (f"The verdict allows for that: it counts only the pool's flags above the threshold moved to "
+                    f"where the pool's bulk sits ({raised:+.2f}), which triggered inputs clear and a pool of another "
+                    "source mostly does not; the flags listed are still those at the threshold, so many may come "
+                    "from the source rather than a trigger." if raised > 0 else
+                    "Many flags, and the verdict built on them, may come from the source rather than a trigger: a "
+                    "clean model scanned with such a pool can read as backdoored.")
     return (f"The pool may not be drawn like the clean texts: its lower quarter scores above {rank:.0%} of the "
             f"clean inputs, where a pool of the same source sits near 25% however many of its inputs carry a "
             f"trigger (above {POOL_SHIFT_RANK:.0%} reads as another source). Inputs from another source look "
-            "unusual to the heads too, so many flags, and the verdict built on them, may come from the source "
-            "rather than a trigger: a clean model scanned with such a pool can read as backdoored. Scan with clean "
-            "labelled texts from the pool's own source to be sure. The pool's likely trigger words do not depend "
-            "on this.")
+            f"unusual to the heads too. {verdict_part} Scan with clean labelled texts from the pool's own source "
+            "to be sure. The pool's likely trigger words do not depend on this.")
 
 
 def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float) -> float:
@@ -865,13 +894,16 @@ def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: flo
 
 
 def _pool_components(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool_predictions, num_labels: int,
-                     thr: float, chance_quantile: float) -> dict:
-    """``model_verdict``'s pool components at threshold ``thr`` (see there); ``(n_dev,)`` and ``(n_pool,)`` scores."""
-    flagged = pool_scores > thr
+                     thr: float, chance_quantile: float, match: dict | None = None) -> dict:
+    """``model_verdict``'s pool components at threshold ``thr`` (see there); ``(n_dev,)`` and ``(n_pool,)`` scores.
+    ``match`` (``pool_score_match``; None = none) raises the pool's threshold, not the dev inputs': chance stays
+    what ``thr`` flags among the clean dev inputs."""
+    pool_thr = match_threshold(thr, match)
+    flagged = pool_scores > pool_thr
     rate = float(flagged.mean())
     chance = chance_flag_rate(int((clean_dev_scores > thr).sum()), len(clean_dev_scores), len(pool_scores),
                               chance_quantile)
-    tail = float(1 - np.exp(-max(0.0, pool_scores[flagged].mean() - thr) / 2.0)) if flagged.any() else 0.0
+    tail = float(1 - np.exp(-max(0.0, pool_scores[flagged].mean() - pool_thr) / 2.0)) if flagged.any() else 0.0
     purity = 0.0
     if flagged.any() and pool_predictions is not None:
         preds = np.asarray(pool_predictions)[flagged]
@@ -883,7 +915,7 @@ def _pool_components(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool
 
 
 def dev_tail_verdict(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool_predictions, num_labels: int,
-                     thr: float, chance_quantile: float = S.VERDICT_CHANCE_QUANTILE) -> dict:
+                     thr: float, chance_quantile: float = S.VERDICT_CHANCE_QUANTILE, match: dict | None = None) -> dict:
     """The verdict's pool score read at the detector's threshold ``thr`` and at every stricter threshold the clean
     dev inputs offer, keeping the highest (our design; papers silent): ``(n_dev,)`` and ``(n_pool,)`` scores.
 
@@ -893,15 +925,16 @@ def dev_tail_verdict(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool
     trigger, chance flags about as many clean inputs as the trigger at ``thr`` and the excess vanishes; above the
     highest dev score chance flags about ``n_pool / n_dev`` inputs, while the triggered ones, which sit far above
     the clean spread, stay. Returns the best threshold's components plus ``"dev_above"`` (its ``k``) and
-    ``"threshold"``. Measured on the SST-2 tuning zoo: bench/results/pool_share_verdict_rules.md,
-    verdict_chance_dev_tail.md.
+    ``"threshold"``. ``match`` raises every pool threshold as in ``_pool_components``. Measured on the SST-2 tuning
+    zoo: bench/results/pool_share_verdict_rules.md, verdict_chance_dev_tail.md.
     """
     clean_dev_scores = np.asarray(clean_dev_scores, float)
     pool_scores = np.asarray(pool_scores, float)
     above = np.sort(clean_dev_scores[clean_dev_scores > thr])  # the stricter thresholds, loosest first
     best = None
     for t in (thr, *above):
-        c = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, float(t), chance_quantile)
+        c = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, float(t), chance_quantile,
+                             match)
         if best is None or c["score"] > best["score"] + 1e-12:
             best = {**c, "dev_above": int((clean_dev_scores > t).sum()), "threshold": float(t)}
     return best
@@ -915,6 +948,7 @@ def model_verdict(
     num_labels: int = 2,
     chance_quantile: float = S.VERDICT_CHANCE_QUANTILE,
     rule: str = S.VERDICT_RULE,
+    shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
 ) -> dict:
     """A backdoor-likelihood score for the whole model, in [0, 1] (our design; paper silent).
 
@@ -961,19 +995,26 @@ def model_verdict(
     if rule not in VERDICT_RULES:
         raise ValueError(f"rule must be one of {VERDICT_RULES}, not {rule!r}")
     pool_scores = np.asarray(pool_scores, dtype=float)
-    at_thr = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile)
-    strict = dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile)
+    rank = pool_lower_quartile_rank(clean_dev_scores, pool_scores)
+    unlike = (bool(rank > POOL_SHIFT_RANK) if min(len(clean_dev_scores), len(pool_scores)) >= POOL_SHIFT_MIN_INPUTS
+              else None)
+    match = pool_score_match(clean_dev_scores, pool_scores) if shift_adjust and unlike else None
+    at_thr = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile,
+                              match)
+    strict = dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile,
+                              match)
     score = strict["score"] if rule == "dev_tail" else at_thr["score"]
-    shift = pool_lower_quartile_rank(clean_dev_scores, pool_scores)
     return {
         "score": score,
         "likely_backdoored": score >= VERDICT_THRESHOLD,
         "basis": "pool",
         "rule": rule,
-        "pool_unlike_clean": (bool(shift > POOL_SHIFT_RANK) if min(len(clean_dev_scores), len(pool_scores))
-                              >= POOL_SHIFT_MIN_INPUTS else None),
+        "pool_unlike_clean": unlike,
         "components": {**{k: at_thr[k] for k in ("flag_rate", "chance_flag_rate", "excess", "tail", "purity")},
-                       "clean_frr": frr, "pool_lower_quartile_rank": shift,
+                       "clean_frr": frr, "pool_lower_quartile_rank": rank,
+                       # how far the pool's threshold was raised (pool_score_match; 0 = not) and the stretch
+                       "pool_threshold_raised": match_threshold(thr, match) - thr,
+                       "pool_stretch": match["stretch"] if match else None,
                        # both rules' scores, whichever is the verdict's (settings.VERDICT_RULE)
                        "score_threshold": at_thr["score"], "score_dev_tail": strict["score"],
                        "dev_tail_dev_above": strict["dev_above"], "dev_tail_flag_rate": strict["flag_rate"],

@@ -370,6 +370,7 @@ def scan_model(
     rep_method: str = S.REP_METHOD,
     fuse: str = S.FUSE,
     verdict_rule: str = S.VERDICT_RULE,
+    verdict_shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
     max_length: int = S.MAX_LENGTH,
     batch_size: int = 32,
     seed: int = 0,
@@ -395,6 +396,8 @@ def scan_model(
             Needs at least ``settings.REP_MIN_FIT`` clean fit inputs; with fewer the scan stays attention-only
             and ``settings["representation_skipped"]`` says why.
         verdict_rule: how the model verdict reads the pool (``detection.VERDICT_RULES``; ``settings.VERDICT_RULE``).
+        verdict_shift_adjust: where the pool reads as another source, the verdict counts its flags above the
+            threshold raised by the pool's shift (``settings.VERDICT_SHIFT_ADJUST``).
         find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         read_pool_words: read the pool's enriched words and mark the inputs holding a likely trigger word
@@ -478,13 +481,15 @@ def scan_model(
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
                           "heads": list(heads.suspicious_labels),
                           "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
-                                                   num_labels, rule=verdict_rule)}
+                                                   num_labels, rule=verdict_rule,
+                                                   shift_adjust=verdict_shift_adjust)}
         det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
-                            pool_stats.predictions if pool else None, num_labels, rule=verdict_rule)
+                            pool_stats.predictions if pool else None, num_labels, rule=verdict_rule,
+                            shift_adjust=verdict_shift_adjust)
     triggers = None
     if find_triggers and pool and len(flagged) and heads.suspicious.any():
         from .trigger_search import search_triggers
@@ -540,6 +545,7 @@ def scan_model(
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used, "verdict_rule": verdict_rule,
+                  "verdict_shift_adjust": bool(verdict_shift_adjust),
                   "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"
                                              if asked_representation and not representation else None),
                   **heads.rule},

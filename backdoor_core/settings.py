@@ -139,6 +139,15 @@ triggered, and no clean model nor any of 26 clean pool draws (bench/results/pool
 verdict_chance_dev_tail.md); on the test zoo's 60 clean pool draws, a check, the dev-tail score reached 0.5 on 6
 (the score: 2), so 4 clean pools would read "possible"."""
 
+VERDICT_SHIFT_ADJUST = False
+"""On: where the pool reads as drawn from another source than the clean texts (``detection.pool_unlike_clean``,
+the pool's lower quartile above ``POOL_SHIFT_RANK`` of the clean dev scores), the model verdict counts the pool's
+flags above the detector's threshold moved to where the pool's bulk sits (``detection.pool_score_match``: the
+pool's lower half read as a shifted, stretched copy of the dev scores), while chance stays what the threshold flags
+among the dev inputs. Inputs of another source score higher and wider as a whole; a trigger lifts only the
+triggered inputs, far above the rest. Our design
+(papers silent). Pools that read as the clean texts' own source are read as before."""
+
 # ------------------------------------------------------------------------------------------------ head safety
 
 REL_THRESHOLD = 0.1  # suspicious when score >= this x the best head's score (``head_safety``)

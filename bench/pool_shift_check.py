@@ -5,10 +5,11 @@ scoring below the pool's lower quartile) and the verdict, on pools of the same s
   each model (the defender's 200 clean dev texts; a pool of test texts, 20% triggered; a clean model gets its seed's
   BadNets 3% pool without the triggered inputs).
 * Another source: the same clean SST-2 texts, pools of 200 OLID tweets or AG News items (no trigger), on the
-  tuning zoo's clean models and five backdoored ones.
+  tuning zoo's clean models and five backdoored ones; with ``--shift-triggered K`` also every BadNets / AddSent
+  model of the tuning zoo with such pools, K of their inputs carrying its trigger.
 * Same source, test zoo (a check, never tuned on): the quick draw of each test-zoo model on this machine.
 
-    python bench/pool_shift_check.py [--zoo tuning,shift,test] [--dump-scores DIR]
+    python bench/pool_shift_check.py [--zoo tuning,shift,test] [--shift-triggered K] [--dump-scores DIR]
 
 Writes ``bench/results/pool_shift_check.json`` and ``.md``.
 """
@@ -33,6 +34,7 @@ from backdoor_core.atomic import write_text  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json",
              "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
+INSERTION = ("badnets", "addsent")  # attacks whose trigger goes into any text, another source's too
 SHIFT_MODELS = ("sst2_s0_clean", "sst2_s1_clean", "sst2_s0_badnets_r0.03", "sst2_s0_addsent_r0.01",
                 "sst2_s0_syntactic_r0.2", "sst2_s0_style_bible_r0.2", "sst2_s1_badnets_r0.01_tal")
 
@@ -40,6 +42,9 @@ SHIFT_MODELS = ("sst2_s0_clean", "sst2_s1_clean", "sst2_s0_badnets_r0.03", "sst2
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", default="tuning,shift,test", help="which parts to run (comma-separated)")
+    ap.add_argument("--shift-triggered", type=int, default=0, metavar="K",
+                    help="shift part: also scan every BadNets / AddSent tuning model with pools of another source in "
+                         "which K of the 200 inputs carry its trigger (pool source '<source>+K')")
     ap.add_argument("--dump-scores", default=None, metavar="DIR",
                     help="also write each pool's verdict inputs to DIR/<part>_<model>_<source>.npz "
                          "(bench/defense.py's format)")
@@ -81,18 +86,24 @@ def main(argv=None) -> int:
             continue
         every = json.loads(MANIFESTS[zoo].read_text())["models"]
         twin = {m["seed"]: m for m in every if m["name"].endswith("_badnets_r0.03")}
-        models = [m for m in every if part != "shift" or m["name"] in SHIFT_MODELS]
+        models = [m for m in every if part != "shift" or m["name"] in SHIFT_MODELS
+                  or (args.shift_triggered and m["attack"] in INSERTION)]
         for m in models:
             if not (ROOT / m["path"]).is_dir():
                 continue
             lm = load_model(str(ROOT / m["path"]))
             if part == "shift":
-                defender, _, _, _, _, seed = evaluation_sets(m, data)
+                defender, _, ds, card, _, seed = evaluation_sets(m, data)
+                ks = ([0] if m["name"] in SHIFT_MODELS else []) + (
+                    [args.shift_triggered] if args.shift_triggered and m["attack"] in INSERTION else [])
+                attack = (D.build_attack(dict(m, card=card), ds, lm.tokenizer, m["max_length"])
+                          if max(ks) else BadNets())
                 for src in ("olid", "agnews"):
                     if (src, seed) not in sources:
                         sources[(src, seed)] = list(load_bench_data(src, seed=seed)[1].texts)
-                    pool, _ = shifted_pool(sources[(src, seed)], 0, BadNets(), seed)
-                    scan(m, lm, defender, pool, part, src)
+                    for k in ks:
+                        pool, trig = shifted_pool(sources[(src, seed)], k, attack, seed)
+                        scan(m, lm, defender, pool, part, src if not k else f"{src}+{k}", trig)
                 continue
             if m["attack"] == "clean" and m["seed"] not in twin:
                 continue

@@ -298,3 +298,39 @@ def test_the_pools_top_scores_make_an_uncalled_verdict_possible(monkeypatch):
     assert possible_reasons(model_verdict(det, dev, pool, preds, 2, rule="dev_tail")) == []
     clean_v = model_verdict(det, dev, clean, clean_preds, 2, rule="threshold")
     assert verdict_call(clean_v) == "not found" and possible_note(clean_v) is None
+
+
+def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
+    """A clean pool whose scores sit 2 above the clean dev inputs' and twice as spread (another source) flags
+    about half of itself at the detector's threshold, mostly one class: without the adjustment that reads "likely
+    backdoored" in each of 20 draws, with it (the pool's threshold moved to where its bulk sits,
+    ``pool_score_match``, an estimate from a few percentiles) in at most 3. The same pool with 20% triggered inputs
+    far above it stays called, and a same-source pool is read as before."""
+    from backdoor_core.detection import match_threshold, pool_score_match
+
+    called = {False: 0, True: 0}
+    for seed in range(20):
+        det, dev, _, _ = _low_share_pool(seed)
+        rng = np.random.default_rng(100 + seed)
+        other = rng.normal(2.0, 2, 300)
+        other_preds = (rng.random(300) < 0.85).astype(int)  # the other source reads mostly as class 1
+        match = pool_score_match(dev, other)
+        assert 1.5 < match["stretch"] < 2.7 and match["pool_q25"] == pytest.approx(np.quantile(other, 0.25))
+        assert match_threshold(det.threshold, match) > det.threshold + 1.5
+        for adjust in called:
+            v = model_verdict(det, dev, other, other_preds, 2, shift_adjust=adjust)
+            c = v["components"]
+            assert v["pool_unlike_clean"] and (c["pool_threshold_raised"] > 1.5) == adjust
+            assert (c["pool_stretch"] is None) != adjust
+            called[adjust] += v["likely_backdoored"]
+        triggered = np.r_[other, rng.normal(14, 1, 75)]
+        v = model_verdict(det, dev, triggered, np.r_[other_preds, np.ones(75, int)], 2, shift_adjust=True)
+        assert v["likely_backdoored"] and v["components"]["pool_threshold_raised"] > 1.5
+        same, same_preds = _low_share_pool(seed, n_triggered=100)[2]
+        a, b = (model_verdict(det, dev, same, same_preds, 2, shift_adjust=x) for x in (True, False))
+        assert not a["pool_unlike_clean"] and a["components"]["pool_threshold_raised"] == 0 and a["score"] == b["score"]
+    assert called[False] == 20 and called[True] <= 3
+    # a pool no wider than the dev inputs is only shifted; a threshold is never lowered; no scores, no match
+    m = pool_score_match(dev, dev + 2.0)
+    assert m["stretch"] == 1.0 and match_threshold(0.5, m) == pytest.approx(2.5)
+    assert match_threshold(0.5, pool_score_match(dev, dev - 1.0)) == 0.5 and pool_score_match(dev, []) is None

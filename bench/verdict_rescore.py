@@ -1,0 +1,163 @@
+"""Re-score dumped verdict inputs under each of the model verdict's knobs, without scanning again.
+
+``bench/defense.py``, ``bench/verdict_chance.py`` and ``bench/pool_shift_check.py`` write, with ``--dump-scores DIR``,
+each scan's final-pass verdict inputs (``defense.dump_verdict_inputs``: clean dev and pool scores, the pool's
+predictions, the threshold). The verdict is a function of those alone, so this reads every dump of each folder
+again through ``detection.model_verdict`` under each knob setting (``--rules``: the verdict's rule, and whether the
+pool's threshold is raised by its shift where the pool reads as another source, ``settings.VERDICT_SHIFT_ADJUST``)
+and tabulates per folder: clean pools called, backdoored pools called (all, and those whose backdoor lifts the
+target rate by ``defense.LIFT_CALLED`` or more), the verdict AUROC where a folder holds both, and every pool whose
+call a knob changes.
+
+    python bench/verdict_rescore.py DIR[=LABEL] [DIR[=LABEL] ...] [--rules threshold,threshold+shift] [--tag T]
+
+Writes ``bench/results/verdict_rescore[_T].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from backdoor_core.atomic import write_text  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+RULES = ("threshold", "threshold+shift", "dev_tail", "dev_tail+shift")
+
+
+def load_dumps(folder: Path) -> list[dict]:
+    """Every ``*.npz`` dump of ``folder``, sorted by name, as ``{"name", "backdoored", "lift", "rank", arrays...}``."""
+    import numpy as np
+
+    out = []
+    for f in sorted(folder.glob("*.npz")):
+        with np.load(f) as d:
+            arrays = {k: d[k] for k in d.files if k != "meta"}
+            meta = json.loads(str(d["meta"]))
+        attack = meta.get("attack")
+        backdoored = bool(meta["backdoored"]) if "backdoored" in meta else attack not in (None, "clean")
+        out.append({**arrays, "name": meta.get("name", f.stem), "backdoored": backdoored,
+                    "lift": meta.get("lift_before"), "n_triggered": int(arrays["pool_triggered"].sum())})
+    return out
+
+
+def rescore(dump: dict, rule: str) -> dict:
+    """``detection.model_verdict`` of one dump under ``rule`` ("threshold" or "dev_tail", "+shift" for the shift
+    adjustment)."""
+    from types import SimpleNamespace
+
+    from backdoor_core.detection import model_verdict
+
+    base, _, shift = rule.partition("+")
+    return model_verdict(SimpleNamespace(threshold=float(dump["threshold"])), dump["clean_dev_scores"],
+                         dump["pool_scores"], dump["pool_predictions"], int(dump["num_labels"]), rule=base,
+                         shift_adjust=shift == "shift")
+
+
+def summarise(groups: dict[str, list[dict]], rules: list[str]) -> dict:
+    import numpy as np
+
+    from defense import LIFT_CALLED
+    from backdoor_core.detection import VERDICT_THRESHOLD
+
+    table, pools = [], []
+    for label, dumps in groups.items():
+        scores = {r: [] for r in rules}
+        for d in dumps:
+            row = {"group": label, "name": d["name"], "backdoored": d["backdoored"], "lift": d["lift"],
+                   "pool": int(len(d["pool_scores"])), "pool_triggered": d["n_triggered"]}
+            for r in rules:
+                v = rescore(d, r)
+                scores[r].append(v["score"])
+                row[r] = round(float(v["score"]), 4)
+                row["rank"] = round(float(v["components"]["pool_lower_quartile_rank"]), 3)
+                row["unlike"] = v["pool_unlike_clean"]
+            pools.append(row)
+        for r in rules:
+            s = np.asarray(scores[r], float)
+            bd = np.asarray([d["backdoored"] for d in dumps], bool)
+            lifted = np.asarray([d["backdoored"] and (d["lift"] or 0) >= LIFT_CALLED for d in dumps], bool)
+            called = s >= VERDICT_THRESHOLD
+            auroc = None
+            if bd.any() and (~bd).any():
+                pos, neg = s[bd], s[~bd]
+                auroc = float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+            table.append({"group": label, "rule": r, "pools": len(dumps), "clean": int((~bd).sum()),
+                          "clean_called": int((called & ~bd).sum()), "backdoored": int(bd.sum()),
+                          "backdoored_called": int((called & bd).sum()), "lifted": int(lifted.sum()),
+                          "lifted_called": int((called & lifted).sum()), "auroc": auroc})
+    changed = [p for p in pools if len({p[r] >= VERDICT_THRESHOLD for r in rules}) > 1]
+    return {"table": table, "changed": changed, "pools": pools}
+
+
+def render(report: dict) -> str:
+    rules = report["rules"]
+    lines = ["# The model verdict re-scored from dumped verdict inputs", "",
+             "`bench/verdict_rescore.py`: each dump (a scan's final-pass clean dev and pool scores, the pool's "
+             "predictions, the threshold) read again through `detection.model_verdict` under each rule: `threshold` "
+             "(the pool's flags at the detector's threshold), `dev_tail` (`detection.dev_tail_verdict`), `+shift` "
+             "(where the pool reads as another source, its threshold moved to where its bulk sits, `detection.pool_score_match`; "
+             "`settings.VERDICT_SHIFT_ADJUST`). Called = score >= 0.5; lifted = backdoors lifting the target rate "
+             "by >= 30 points.", ""]
+    if report.get("sources"):
+        lines += ["Dumps:", ""] + [f"* {label}: {src}" for label, src in report["sources"].items()] + [""]
+    lines += ["| pools | rule | n | clean called | backdoored called | lifted called | verdict AUROC |",
+              "|---|---|---|---|---|---|---|"]
+    for r in report["table"]:
+        lines.append(f"| {r['group']} | {r['rule']} | {r['pools']} | {r['clean_called']} of {r['clean']} | "
+                     f"{r['backdoored_called']} of {r['backdoored']} | {r['lifted_called']} of {r['lifted']} | "
+                     f"{'-' if r['auroc'] is None else format(r['auroc'], '.3f')} |")
+    lines += ["", "## Pools whose call a rule changes", "",
+              "| pools | pool | backdoored | lift | triggered / pool | rank | " + " | ".join(rules) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(rules)]
+    for p in report["changed"]:
+        lift = "-" if p["lift"] is None else f"{100 * p['lift']:.1f}"
+        lines.append(f"| {p['group']} | {p['name']} | {'yes' if p['backdoored'] else 'no'} | {lift} | "
+                     f"{p['pool_triggered']} / {p['pool']} | {p['rank']:.2f} | "
+                     + " | ".join(f"{p[r]:.2f}" for r in rules) + " |")
+    if not report["changed"]:
+        lines.append("| (none) |" + " |" * (5 + len(rules)))
+    lines += ["", f"Wall time {report['seconds_total']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", nargs="+", help="DIR or DIR=LABEL: a folder of --dump-scores files")
+    ap.add_argument("--rules", default="threshold,threshold+shift",
+                    help=f"comma-separated, of {', '.join(RULES)}")
+    ap.add_argument("--source", action="append", default=[], metavar="LABEL=TEXT",
+                    help="how a folder's dumps were made (written above the table)")
+    ap.add_argument("--tag", default="", help="write verdict_rescore_<tag>.json/.md")
+    args = ap.parse_args(argv)
+    rules = [r for r in args.rules.split(",") if r]
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        ap.error(f"--rules: {', '.join(bad)} not among {', '.join(RULES)}")
+    t0 = time.perf_counter()
+    groups = {}
+    for spec in args.folders:
+        folder, _, label = spec.partition("=")
+        if not Path(folder).is_dir():
+            ap.error(f"no folder {folder}")
+        groups[label or Path(folder).name] = load_dumps(Path(folder))
+    report = {"script": "bench/verdict_rescore.py", "rules": rules,
+              "sources": dict(s.partition("=")[::2] for s in args.source),
+              **summarise(groups, rules), "seconds_total": round(time.perf_counter() - t0, 1)}
+    stem = "verdict_rescore" + (f"_{args.tag}" if args.tag else "")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
+    write_text(RESULTS / f"{stem}.md", render(report))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
