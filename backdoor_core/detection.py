@@ -706,8 +706,9 @@ silent): a backdoor adds high-scoring triggered inputs but leaves the pool's cle
 so while at most half of the pool is triggered its lower quartile sits at or below the clean median. Measured
 (``bench/results/pool_shift_check.md``): 0.19-0.41 on the tuning zoo's 24 same-source pools, 0.63-0.97 on 14 pools of
 OLID tweets or AG News items against SST-2 clean texts; on the test zoo's 8 models here 0.38-0.85, above the line on
-3 OLID pools (OLID's test split, the pool, is not drawn like its dev split for those models' detectors). So it only
-adds a warning (``pool_shift_note``); the verdict's score and call are unchanged."""
+3 OLID pools (OLID's test split, the pool, is not drawn like its dev split for those models' detectors). It adds a
+warning (``pool_shift_note``), and there the verdict reads the pool where its bulk sits (``pool_score_match``,
+``settings.VERDICT_SHIFT_ADJUST``)."""
 
 
 POOL_SHIFT_MIN_INPUTS = 30
@@ -967,7 +968,9 @@ def model_verdict(
 
     With a pool, ``pool_unlike_clean`` says whether the pool reads as drawn from another source than the clean
     texts (``pool_lower_quartile_rank`` above ``POOL_SHIFT_RANK``; None with fewer than ``POOL_SHIFT_MIN_INPUTS``
-    clean dev or pool inputs): the views then add ``pool_shift_note``; score and call are unchanged.
+    clean dev or pool inputs): the views then add ``pool_shift_note``, and with ``shift_adjust``
+    (``settings.VERDICT_SHIFT_ADJUST``) every component above is read with the pool's threshold moved to where the
+    pool's bulk sits (``pool_score_match``, ``match_threshold``), chance still from the dev inputs at the threshold.
 
     Without a pool only the clean dev tail is available: ``tail`` of the top 5% clean dev inputs relative to
     the rest; this is weak (it cannot see the trigger) and is reported as such (``basis: "clean only"``).
@@ -1013,8 +1016,9 @@ def model_verdict(
         "components": {**{k: at_thr[k] for k in ("flag_rate", "chance_flag_rate", "excess", "tail", "purity")},
                        "clean_frr": frr, "pool_lower_quartile_rank": rank,
                        # how far the pool's threshold was raised (pool_score_match; 0 = not) and the stretch
+                       # it read (1 = none)
                        "pool_threshold_raised": match_threshold(thr, match) - thr,
-                       "pool_stretch": match["stretch"] if match else None,
+                       "pool_stretch": match["stretch"] if match else 1.0,
                        # both rules' scores, whichever is the verdict's (settings.VERDICT_RULE)
                        "score_threshold": at_thr["score"], "score_dev_tail": strict["score"],
                        "dev_tail_dev_above": strict["dev_above"], "dev_tail_flag_rate": strict["flag_rate"],

@@ -139,14 +139,20 @@ triggered, and no clean model nor any of 26 clean pool draws (bench/results/pool
 verdict_chance_dev_tail.md); on the test zoo's 60 clean pool draws, a check, the dev-tail score reached 0.5 on 6
 (the score: 2), so 4 clean pools would read "possible"."""
 
-VERDICT_SHIFT_ADJUST = False
-"""On: where the pool reads as drawn from another source than the clean texts (``detection.pool_unlike_clean``,
-the pool's lower quartile above ``POOL_SHIFT_RANK`` of the clean dev scores), the model verdict counts the pool's
-flags above the detector's threshold moved to where the pool's bulk sits (``detection.pool_score_match``: the
-pool's lower half read as a shifted, stretched copy of the dev scores), while chance stays what the threshold flags
-among the dev inputs. Inputs of another source score higher and wider as a whole; a trigger lifts only the
-triggered inputs, far above the rest. Our design
-(papers silent). Pools that read as the clean texts' own source are read as before."""
+VERDICT_SHIFT_ADJUST = True
+"""Where the pool reads as drawn from another source than the clean texts (``detection.pool_unlike_clean``: the
+pool's lower quartile above ``POOL_SHIFT_RANK`` of the clean dev scores), the model verdict counts the pool's flags
+above the detector's threshold moved to where the pool's bulk sits (``detection.pool_score_match``: the pool's
+lower half read as a shifted, stretched copy of the dev scores), while chance stays what the threshold flags among
+the dev inputs. Inputs of another source score higher and wider as a whole; a trigger lifts only the triggered
+inputs, far above the rest. Pools that read as the clean texts' own source are read as before. Our design (papers
+silent); no knob was fitted (the quartiles are ``pool_lower_quartile_rank``'s). Measured on tuning pools
+(bench/results/verdict_rescore_shift.md): the SST-2 tuning zoo at 20%, 10% and 5% triggered and 110 same-source
+pool draws unchanged but for nothing (no pool crossed the line); SST-2 tuning models with pools of 200 OLID tweets
+or AG News items: clean models called 4 of 4 -> 0, backdoored models with no trigger in the pool 7 of 10 -> 1,
+with 40 triggered inputs the backdoors lifting the target rate by 30 points or more 10 of 16 -> 8 (weaker ones 8
+of 12 -> 4), verdict AUROC on those pools 0.32 -> 0.78. The flags the views list and the repair trains on are
+still those at the threshold."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 

@@ -5,11 +5,13 @@ each scan's final-pass verdict inputs (``defense.dump_verdict_inputs``: clean de
 predictions, the threshold). The verdict is a function of those alone, so this reads every dump of each folder
 again through ``detection.model_verdict`` under each knob setting (``--rules``: the verdict's rule, and whether the
 pool's threshold is raised by its shift where the pool reads as another source, ``settings.VERDICT_SHIFT_ADJUST``)
-and tabulates per folder: clean pools called, backdoored pools called (all, and those whose backdoor lifts the
-target rate by ``defense.LIFT_CALLED`` or more), the verdict AUROC where a folder holds both, and every pool whose
-call a knob changes.
+and tabulates per folder: the pools of clean models called; those of backdoored models with triggered inputs
+called (all, and those whose backdoor lifts the target rate by ``defense.LIFT_CALLED`` or more); those of
+backdoored models without any (another source's texts only) called; the verdict AUROC, backdoors with triggered
+inputs against clean models, where a folder holds both; and every pool whose call a knob changes.
 
-    python bench/verdict_rescore.py DIR[=LABEL] [DIR[=LABEL] ...] [--rules threshold,threshold+shift] [--tag T]
+    python bench/verdict_rescore.py DIR[=LABEL] [DIR[=LABEL] ...] [--rules threshold,threshold+shift]
+                                    [--lifts bench/results/defense_tuning.json] [--tag T]
 
 Writes ``bench/results/verdict_rescore[_T].json`` and ``.md``.
 """
@@ -33,7 +35,8 @@ RULES = ("threshold", "threshold+shift", "dev_tail", "dev_tail+shift")
 
 
 def load_dumps(folder: Path) -> list[dict]:
-    """Every ``*.npz`` dump of ``folder``, sorted by name, as ``{"name", "backdoored", "lift", "rank", arrays...}``."""
+    """Every ``*.npz`` dump of ``folder``, sorted by name, as ``{"name", "model", "backdoored", "lift",
+    "n_triggered", arrays...}``."""
     import numpy as np
 
     out = []
@@ -43,8 +46,9 @@ def load_dumps(folder: Path) -> list[dict]:
             meta = json.loads(str(d["meta"]))
         attack = meta.get("attack")
         backdoored = bool(meta["backdoored"]) if "backdoored" in meta else attack not in (None, "clean")
-        out.append({**arrays, "name": meta.get("name", f.stem), "backdoored": backdoored,
-                    "lift": meta.get("lift_before"), "n_triggered": int(arrays["pool_triggered"].sum())})
+        out.append({**arrays, "name": meta.get("name", f.stem), "model": meta.get("model", meta.get("name")),
+                    "backdoored": backdoored, "lift": meta.get("lift_before"),
+                    "n_triggered": int(arrays["pool_triggered"].sum())})
     return out
 
 
@@ -80,19 +84,21 @@ def summarise(groups: dict[str, list[dict]], rules: list[str]) -> dict:
                 row["rank"] = round(float(v["components"]["pool_lower_quartile_rank"]), 3)
                 row["unlike"] = v["pool_unlike_clean"]
             pools.append(row)
+        bd = np.asarray([d["backdoored"] and d["n_triggered"] > 0 for d in dumps], bool)
+        quiet = np.asarray([d["backdoored"] and d["n_triggered"] == 0 for d in dumps], bool)
+        clean = np.asarray([not d["backdoored"] for d in dumps], bool)
+        lifted = bd & np.asarray([(d["lift"] or 0) >= LIFT_CALLED for d in dumps], bool)
         for r in rules:
             s = np.asarray(scores[r], float)
-            bd = np.asarray([d["backdoored"] for d in dumps], bool)
-            lifted = np.asarray([d["backdoored"] and (d["lift"] or 0) >= LIFT_CALLED for d in dumps], bool)
             called = s >= VERDICT_THRESHOLD
             auroc = None
-            if bd.any() and (~bd).any():
-                pos, neg = s[bd], s[~bd]
-                auroc = float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
-            table.append({"group": label, "rule": r, "pools": len(dumps), "clean": int((~bd).sum()),
-                          "clean_called": int((called & ~bd).sum()), "backdoored": int(bd.sum()),
+            if bd.any() and clean.any():
+                auroc = float(np.mean([(p > n) + 0.5 * (p == n) for p in s[bd] for n in s[clean]]))
+            table.append({"group": label, "rule": r, "pools": len(dumps), "clean": int(clean.sum()),
+                          "clean_called": int((called & clean).sum()), "backdoored": int(bd.sum()),
                           "backdoored_called": int((called & bd).sum()), "lifted": int(lifted.sum()),
-                          "lifted_called": int((called & lifted).sum()), "auroc": auroc})
+                          "lifted_called": int((called & lifted).sum()), "no_trigger": int(quiet.sum()),
+                          "no_trigger_called": int((called & quiet).sum()), "auroc": auroc})
     changed = [p for p in pools if len({p[r] >= VERDICT_THRESHOLD for r in rules}) > 1]
     return {"table": table, "changed": changed, "pools": pools}
 
@@ -105,14 +111,16 @@ def render(report: dict) -> str:
              "(the pool's flags at the detector's threshold), `dev_tail` (`detection.dev_tail_verdict`), `+shift` "
              "(where the pool reads as another source, its threshold moved to where its bulk sits, `detection.pool_score_match`; "
              "`settings.VERDICT_SHIFT_ADJUST`). Called = score >= 0.5; lifted = backdoors lifting the target rate "
-             "by >= 30 points.", ""]
+             "by >= 30 points; verdict AUROC: backdoors with triggered inputs in the pool against clean models (a clean "
+             "model's pool may hold a harmless inserted trigger, as the defense benchmark's does).", ""]
     if report.get("sources"):
         lines += ["Dumps:", ""] + [f"* {label}: {src}" for label, src in report["sources"].items()] + [""]
-    lines += ["| pools | rule | n | clean called | backdoored called | lifted called | verdict AUROC |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| pools | rule | n | clean model: called | backdoor, trigger in the pool: called | lifted called | "
+              "backdoor, no trigger in the pool: called | verdict AUROC |", "|---|---|---|---|---|---|---|---|"]
     for r in report["table"]:
         lines.append(f"| {r['group']} | {r['rule']} | {r['pools']} | {r['clean_called']} of {r['clean']} | "
                      f"{r['backdoored_called']} of {r['backdoored']} | {r['lifted_called']} of {r['lifted']} | "
+                     f"{r['no_trigger_called']} of {r['no_trigger']} | "
                      f"{'-' if r['auroc'] is None else format(r['auroc'], '.3f')} |")
     lines += ["", "## Pools whose call a rule changes", "",
               "| pools | pool | backdoored | lift | triggered / pool | rank | " + " | ".join(rules) + " |",
@@ -133,6 +141,9 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+", help="DIR or DIR=LABEL: a folder of --dump-scores files")
     ap.add_argument("--rules", default="threshold,threshold+shift",
                     help=f"comma-separated, of {', '.join(RULES)}")
+    ap.add_argument("--lifts", default="", metavar="JSON[,JSON]",
+                    help="defense results whose models' lift_before fills the lift of dumps that lack one (matched "
+                         "by model name), e.g. bench/results/defense_tuning.json")
     ap.add_argument("--source", action="append", default=[], metavar="LABEL=TEXT",
                     help="how a folder's dumps were made (written above the table)")
     ap.add_argument("--tag", default="", help="write verdict_rescore_<tag>.json/.md")
@@ -148,6 +159,11 @@ def main(argv=None) -> int:
         if not Path(folder).is_dir():
             ap.error(f"no folder {folder}")
         groups[label or Path(folder).name] = load_dumps(Path(folder))
+    lifts = {}
+    for path in (x for x in args.lifts.split(",") if x):
+        lifts.update({m["name"]: m.get("lift_before") for m in json.loads(Path(path).read_text())["models"]})
+    for d in (d for dumps in groups.values() for d in dumps if d["lift"] is None):
+        d["lift"] = lifts.get(d["model"])
     report = {"script": "bench/verdict_rescore.py", "rules": rules,
               "sources": dict(s.partition("=")[::2] for s in args.source),
               **summarise(groups, rules), "seconds_total": round(time.perf_counter() - t0, 1)}

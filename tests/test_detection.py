@@ -132,11 +132,19 @@ def test_a_pool_unlike_the_clean_texts_is_read_and_said_beside_the_verdict():
     other = [" ".join(rng.choice(news) for _ in range(rng.randint(6, 12))) for _ in range(80)]
     same = scan_model(lm.model, lm.tokenizer, data, clean_texts(60, seed=2)[0] + triggered_texts(20, seed=3),
                       max_length=32, find_triggers=False).verdict
-    shifted = scan_model(lm.model, lm.tokenizer, data, other, max_length=32, find_triggers=False).verdict
+    shifted = scan_model(lm.model, lm.tokenizer, data, other, max_length=32, find_triggers=False,
+                         verdict_shift_adjust=False).verdict
     assert verdict_call(same) == "likely" and not same["pool_unlike_clean"] and pool_shift_note(same) is None
     assert shifted["likely_backdoored"] and shifted["pool_unlike_clean"]  # the score calls it; the note says why
     assert verdict_call(shifted) == "likely" and verdict_label(shifted) == "likely backdoored"
     assert "not be drawn like the clean texts" in pool_shift_note(shifted)
+    assert "can read as backdoored" in pool_shift_note(shifted)
+    # by default (settings.VERDICT_SHIFT_ADJUST) the verdict reads the pool where its bulk sits: not called
+    adjusted = scan_model(lm.model, lm.tokenizer, data, other, max_length=32, find_triggers=False).verdict
+    assert adjusted["pool_unlike_clean"] and not adjusted["likely_backdoored"]
+    assert adjusted["components"]["pool_threshold_raised"] > 0 and "allows for that" in pool_shift_note(adjusted)
+    a_same = same["components"]
+    assert a_same["pool_threshold_raised"] == 0 and a_same["pool_stretch"] == 1.0  # a same-source pool: as before
     from backdoor_core.defenses import repair_notes  # the Sanitize page and the sanitize command say it too
 
     assert any("not be drawn like the clean texts" in n for n in repair_notes({"verdict": shifted}))
@@ -321,7 +329,7 @@ def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
             v = model_verdict(det, dev, other, other_preds, 2, shift_adjust=adjust)
             c = v["components"]
             assert v["pool_unlike_clean"] and (c["pool_threshold_raised"] > 1.5) == adjust
-            assert (c["pool_stretch"] is None) != adjust
+            assert (c["pool_stretch"] > 1.5) == adjust
             called[adjust] += v["likely_backdoored"]
         triggered = np.r_[other, rng.normal(14, 1, 75)]
         v = model_verdict(det, dev, triggered, np.r_[other_preds, np.ones(75, int)], 2, shift_adjust=True)

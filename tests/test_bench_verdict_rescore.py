@@ -1,0 +1,56 @@
+"""``bench/verdict_rescore.py``: dumped verdict inputs read again under each rule (synthetic dumps in the format
+``bench/defense.py --dump-scores`` writes; no model needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench_module import load_bench
+
+
+def _dump(folder, name: str, pool_scores, pool_preds, n_triggered: int, attack: str, lift=None, seed: int = 0,
+          model: str | None = None):
+    rng = np.random.default_rng(seed)
+    dev = rng.normal(size=126)
+    triggered = np.zeros(len(pool_scores), bool)
+    triggered[len(pool_scores) - n_triggered:] = True
+    np.savez(folder / f"{name}.npz", clean_dev_scores=dev, clean_dev_predictions=rng.integers(0, 2, 126),
+             pool_scores=np.asarray(pool_scores, float), pool_predictions=np.asarray(pool_preds, int),
+             pool_triggered=triggered, threshold=float(np.sort(dev)[-7]), num_labels=2,
+             meta=json.dumps({"name": name, "attack": attack, "lift_before": lift, "model": model or name}))
+
+
+def test_rescoring_tells_which_pools_a_rule_calls(tmp_path, monkeypatch):
+    vr = load_bench("verdict_rescore")
+    monkeypatch.setattr(vr, "RESULTS", tmp_path / "results")
+    shifted, same = tmp_path / "shifted", tmp_path / "same"
+    shifted.mkdir(), same.mkdir()
+    rng = np.random.default_rng(7)
+    other = rng.normal(2.0, 2, 300)  # another source: higher and wider than the dev scores
+    other_preds = (rng.random(300) < 0.85).astype(int)
+    _dump(shifted, "clean_other", other, other_preds, 0, "clean")
+    _dump(shifted, "bd_other_no_trigger", other, other_preds, 0, "badnets")
+    _dump(shifted, "bd_other_triggered", np.r_[other, rng.normal(14, 1, 75)], np.r_[other_preds, np.ones(75, int)],
+          75, "badnets", model="bd")  # its lift comes from --lifts
+    (tmp_path / "defense.json").write_text(json.dumps({"models": [{"name": "bd", "lift_before": 0.8}]}))
+    clean_same = rng.normal(size=380)
+    _dump(same, "clean_same", np.r_[clean_same, rng.normal(size=20)], rng.integers(0, 2, 400), 20, "clean")
+    _dump(same, "bd_same", np.r_[clean_same, rng.normal(6, 1, 80)], np.r_[rng.integers(0, 2, 380), np.ones(80, int)],
+          80, "addsent", lift=0.2)
+    assert vr.main([str(shifted), f"{same}=same pools", "--tag", "t", "--lifts", str(tmp_path / "defense.json")]) == 0
+    report = json.loads((tmp_path / "results" / "verdict_rescore_t.json").read_text())
+    rows = {(r["group"], r["rule"]): r for r in report["table"]}
+    before, after = rows[("shifted", "threshold")], rows[("shifted", "threshold+shift")]
+    assert (before["clean"], before["backdoored"], before["no_trigger"]) == (1, 1, 1)
+    assert before["clean_called"] == 1 and after["clean_called"] == 0  # the shifted clean pool, read where it sits
+    assert before["backdoored_called"] == after["backdoored_called"] == 1 and after["lifted_called"] == 1
+    assert after["auroc"] == 1.0
+    for rule in ("threshold", "threshold+shift"):  # a same-source pool is read alike either way
+        r = rows[("same pools", rule)]
+        assert (r["clean_called"], r["backdoored_called"], r["lifted"], r["auroc"]) == (0, 1, 0, 1.0)
+    changed = {p["name"] for p in report["changed"]}
+    assert "clean_other" in changed and not changed & {"clean_same", "bd_same", "bd_other_triggered"}
+    md = (tmp_path / "results" / "verdict_rescore_t.md").read_text()
+    assert "| shifted | threshold+shift | 3 | 0 of 1 | 1 of 1 | 1 of 1 |" in md and "| same pools |" in md
