@@ -599,6 +599,11 @@ def repair_notes(details: dict) -> list[str]:
                          f"top scores read as a possible one (score {verdict['components']['score_dev_tail']:.2f} "
                          "above the clean texts' highest scores): a trigger that few of the pool's inputs carry. "
                          "The flags the repair worked on hold those inputs among about as many flagged by chance.")
+        elif "source" in possible_reasons(verdict):
+            notes.append(f"The scan's score found no backdoor where the pool's bulk sits (verdict "
+                         f"{verdict.get('score', 0):.2f}; read at the threshold itself "
+                         f"{verdict['components']['score_unadjusted']:.2f}): the flags the repair worked on may "
+                         "hold a trigger or only inputs flagged for their source.")
         else:
             notes.append(f"The scan found no backdoor (verdict {verdict.get('score', 0):.2f}): the repair worked on "
                          "inputs it flagged by chance, so it has nothing to remove and may only cost clean "

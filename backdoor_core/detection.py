@@ -778,6 +778,7 @@ VERDICT_LABELS = {"likely": "likely backdoored", "possible": "possible backdoor 
 top scores alone reads ``POSSIBLE_TAIL_LABEL``)."""
 
 POSSIBLE_TAIL_LABEL = "possible backdoor (pool inputs far above the clean texts)"
+POSSIBLE_SOURCE_LABEL = "possible backdoor (or a pool of another source)"
 
 
 def possible_reasons(verdict: dict) -> list[str]:
@@ -792,6 +793,10 @@ def possible_reasons(verdict: dict) -> list[str]:
       as ``components["score_dev_tail"]``) calls it: above the clean texts' highest scores the pool holds more
       inputs than chance explains. A pool in which few inputs carry the trigger looks like
       this: at the threshold chance flags about as many clean inputs as the trigger.
+    * ``"source"``: the pool reads as another source than the clean texts (``pool_unlike_clean``) and the score,
+      read where the pool's bulk sits (``settings.VERDICT_SHIFT_ADJUST``), does not call it, but read at the
+      threshold itself (``components["score_unadjusted"]``) it would: the flags may come from the source or from a
+      trigger, which only texts of the pool's own source can tell apart.
     """
     reasons = []
     if verdict.get("trigger_words"):
@@ -799,6 +804,10 @@ def possible_reasons(verdict: dict) -> list[str]:
     if (S.VERDICT_TAIL_POSSIBLE and verdict.get("rule", "threshold") == "threshold"
             and (verdict.get("components") or {}).get("score_dev_tail", 0.0) >= VERDICT_THRESHOLD):
         reasons.append("dev_tail")
+    c = verdict.get("components") or {}
+    if verdict.get("pool_unlike_clean") and c.get("pool_threshold_raised", 0) > 0 and c.get(
+            "score_unadjusted", 0.0) >= VERDICT_THRESHOLD:
+        reasons.append("source")
     return reasons
 
 
@@ -807,7 +816,8 @@ def verdict_call(verdict: dict) -> str:
 
     * ``"likely"``: the score calls it (``likely_backdoored``);
     * ``"possible"``: the score does not, but ``possible_reasons`` gives one (a likely trigger word in the pool,
-      or the pool's inputs far above the clean texts; ``possible_note`` words it). The score and
+      the pool's inputs far above the clean texts, or a pool of another source whose flags at the threshold itself
+      would call it; ``possible_note`` words it). The score and
       ``likely_backdoored`` stay as they are, and with them every decision taken from them.
     * ``"not found"``: neither.
     """
@@ -817,10 +827,11 @@ def verdict_call(verdict: dict) -> str:
 
 
 def verdict_label(verdict: dict) -> str:
-    """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``)."""
+    """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``, ``POSSIBLE_SOURCE_LABEL``)."""
     call = verdict_call(verdict)
-    if call == "possible" and "word" not in possible_reasons(verdict):
-        return POSSIBLE_TAIL_LABEL
+    reasons = possible_reasons(verdict) if call == "possible" else []
+    if reasons and "word" not in reasons:
+        return POSSIBLE_TAIL_LABEL if "dev_tail" in reasons else POSSIBLE_SOURCE_LABEL
     return VERDICT_LABELS[call]
 
 
@@ -854,6 +865,13 @@ def possible_note(verdict: dict) -> str | None:
                      f"explains up to {c.get('dev_tail_chance', 0):.1%} (score {c['score_dev_tail']:.2f} read "
                      "there). A trigger that few of the pool's inputs carry looks "
                      "like this: at the threshold chance flags about as many clean inputs as the trigger does.")
+    if "source" in reasons:
+        c = verdict["components"]
+        notes.append((f"{head}, read where the pool's bulk sits" if not notes else "Read")
+                     + f" at the threshold itself its flags would call one (score {c['score_unadjusted']:.2f}), but "
+                     "the pool reads as another source than the clean texts, and such a pool is flagged for its "
+                     "source too: the flags may hold a trigger or only the source. Scan with clean labelled texts "
+                     "of the pool's own source to tell.")
     return " ".join(notes)
 
 
@@ -1007,6 +1025,12 @@ def model_verdict(
     strict = dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile,
                               match)
     score = strict["score"] if rule == "dev_tail" else at_thr["score"]
+    unadjusted = score
+    if match is not None:  # the rule's score with the pool read at the threshold itself (possible_reasons)
+        unadjusted = (dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr,
+                                       chance_quantile)["score"] if rule == "dev_tail" else
+                      _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr,
+                                       chance_quantile)["score"])
     return {
         "score": score,
         "likely_backdoored": score >= VERDICT_THRESHOLD,
@@ -1018,7 +1042,7 @@ def model_verdict(
                        # how far the pool's threshold was raised (pool_score_match; 0 = not) and the stretch
                        # it read (1 = none)
                        "pool_threshold_raised": match_threshold(thr, match) - thr,
-                       "pool_stretch": match["stretch"] if match else 1.0,
+                       "pool_stretch": match["stretch"] if match else 1.0, "score_unadjusted": unadjusted,
                        # both rules' scores, whichever is the verdict's (settings.VERDICT_RULE)
                        "score_threshold": at_thr["score"], "score_dev_tail": strict["score"],
                        "dev_tail_dev_above": strict["dev_above"], "dev_tail_flag_rate": strict["flag_rate"],

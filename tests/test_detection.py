@@ -141,7 +141,7 @@ def test_a_pool_unlike_the_clean_texts_is_read_and_said_beside_the_verdict():
     assert "can read as backdoored" in pool_shift_note(shifted)
     # by default (settings.VERDICT_SHIFT_ADJUST) the verdict reads the pool where its bulk sits: not called
     adjusted = scan_model(lm.model, lm.tokenizer, data, other, max_length=32, find_triggers=False).verdict
-    assert adjusted["pool_unlike_clean"] and not adjusted["likely_backdoored"]
+    assert adjusted["pool_unlike_clean"] and not adjusted["likely_backdoored"] and verdict_call(adjusted) == "possible"
     assert adjusted["components"]["pool_threshold_raised"] > 0 and "allows for that" in pool_shift_note(adjusted)
     a_same = same["components"]
     assert a_same["pool_threshold_raised"] == 0 and a_same["pool_stretch"] == 1.0  # a same-source pool: as before
@@ -312,9 +312,12 @@ def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
     """A clean pool whose scores sit 2 above the clean dev inputs' and twice as spread (another source) flags
     about half of itself at the detector's threshold, mostly one class: without the adjustment that reads "likely
     backdoored" in each of 20 draws, with it (the pool's threshold moved to where its bulk sits,
-    ``pool_score_match``, an estimate from a few percentiles) in at most 3. The same pool with 20% triggered inputs
-    far above it stays called, and a same-source pool is read as before."""
-    from backdoor_core.detection import match_threshold, pool_score_match
+    ``pool_score_match``, an estimate from a few percentiles) in at most 3, and those it does not call read
+    "possible" for the source (``possible_reasons``), with their own phrase and notes. The same pool with 20%
+    triggered inputs far above it stays called, and a same-source pool is read as before."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.detection import (POSSIBLE_SOURCE_LABEL, match_threshold, pool_score_match, possible_note,
+                                         possible_reasons, verdict_call, verdict_label)
 
     called = {False: 0, True: 0}
     for seed in range(20):
@@ -330,13 +333,20 @@ def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
             c = v["components"]
             assert v["pool_unlike_clean"] and (c["pool_threshold_raised"] > 1.5) == adjust
             assert (c["pool_stretch"] > 1.5) == adjust
+            assert c["score_unadjusted"] >= 0.5  # read at the threshold itself, the flags call it
             called[adjust] += v["likely_backdoored"]
+            if adjust and not v["likely_backdoored"]:  # not called where the bulk sits: "possible", and why
+                assert possible_reasons(v) == ["source"] and verdict_call(v) == "possible"
+                assert verdict_label(v) == POSSIBLE_SOURCE_LABEL
+                assert f"score {c['score_unadjusted']:.2f}" in possible_note(v) and "own source" in possible_note(v)
+                assert any("only inputs flagged for their source" in n for n in repair_notes({"verdict": v}))
         triggered = np.r_[other, rng.normal(14, 1, 75)]
         v = model_verdict(det, dev, triggered, np.r_[other_preds, np.ones(75, int)], 2, shift_adjust=True)
         assert v["likely_backdoored"] and v["components"]["pool_threshold_raised"] > 1.5
         same, same_preds = _low_share_pool(seed, n_triggered=100)[2]
         a, b = (model_verdict(det, dev, same, same_preds, 2, shift_adjust=x) for x in (True, False))
         assert not a["pool_unlike_clean"] and a["components"]["pool_threshold_raised"] == 0 and a["score"] == b["score"]
+        assert "source" not in possible_reasons(a) and a["components"]["score_unadjusted"] == a["score"]
     assert called[False] == 20 and called[True] <= 3
     # a pool no wider than the dev inputs is only shifted; a threshold is never lowered; no scores, no match
     m = pool_score_match(dev, dev + 2.0)
