@@ -28,6 +28,7 @@ import numpy as np
 
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
+from .detection import VERDICT_THRESHOLD, flags_score
 from .training import Progress, TrainConfig
 
 
@@ -289,9 +290,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                 mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
                                    split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
         else:
-            mask = repair_heads(report.heads, report.verdict.get("score"), weak_verdict, weak_top_k)
+            mask = repair_heads(report.heads, flags_score(report.verdict), weak_verdict, weak_top_k)
             if not np.array_equal(mask, report.heads.suspicious):
-                weak_cap = {"verdict": float(report.verdict["score"]), "weak_verdict": weak_verdict,
+                weak_cap = {"verdict": flags_score(report.verdict), "weak_verdict": weak_verdict,
                             "weak_top_k": weak_top_k, "scan_heads": list(report.heads.suspicious_labels)}
         flagged = report.flagged_texts
         flagged_idx = [int(i) for i in report.flagged]
@@ -329,8 +330,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     reset_arg = reset_heads(report.heads.score, mask, reset_top_k) if reset and heads is None else reset
     pretrained, pretrained_note = None, None
     if reset and reset_to == "auto":  # pretrained only where the scan does not call the model backdoored
-        called = None if report is None or heads is not None else report.verdict.get("likely_backdoored")
-        reset_to = "pretrained" if called is False else "zero"
+        flags = None if report is None or heads is not None else flags_score(report.verdict)
+        reset_to = "pretrained" if flags is not None and flags < VERDICT_THRESHOLD else "zero"
     if reset and reset_to == "pretrained":  # else zero (the note says why)
         from .pretrained import find_pretrained
         pretrained, pretrained_note = find_pretrained(model, base)
@@ -398,8 +399,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             exclude_direction=exclude_direction, labels_leave_target=leave_target, ffn=ffn_spec,
             ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale,
             attention_missed_share=None if report is None else report.attention_missed_share,
-            backdoor_found=None if report is None or report.verdict.get("likely_backdoored") is None
-            else bool(report.verdict["likely_backdoored"]),
+            backdoor_found=None if report is None or flags_score(report.verdict) is None
+            else flags_score(report.verdict) >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
             trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, label_judge=label_judge,
             judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,

@@ -581,6 +581,19 @@ def test_weak_evidence_narrows_the_repair_to_the_best_heads():
     assert not [n for n in repair_notes(strong) if n.startswith("Weak evidence")]
     chosen = repaired(weak_verdict=v + 0.01, weak_top_k=2, top_k=3)  # the caller's split wins
     assert len(chosen["suspicious_heads"]) == 3 and chosen["weak_evidence_cap"] is None
+    # a pool of another source read where its bulk sits: the call drops, the repair's gates read the flags' score
+    import dataclasses
+
+    from backdoor_core.detection import flags_score
+
+    c = {**rep.verdict["components"], "score_unadjusted": v, "pool_threshold_raised": 1.0}
+    shifted = dataclasses.replace(rep, verdict={**rep.verdict, "score": 0.05, "likely_backdoored": False,
+                                                "pool_unlike_clean": True, "components": c})
+    assert flags_score(shifted.verdict) == v and flags_score(rep.verdict) == v
+    res = run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=shifted, max_steps=1,
+                      max_length=32, seed=0, ffn="none", weak_verdict=v - 0.01, weak_top_k=2).details
+    assert len(res["suspicious_heads"]) == n_scan and res["weak_evidence_cap"] is None
+    assert res["reset_to"] == strong["reset_to"]
 
 
 def test_reset_heads_keeps_the_best_scoring_repaired_heads():
