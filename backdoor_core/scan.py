@@ -30,7 +30,8 @@ Steps:
    pool, so the pool is read before any detector is fitted), or both summed.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags, and whether the pool reads as drawn from another source than the clean texts (``pool_unlike_clean``;
-   the views add ``detection.pool_shift_note``). Where the pool's words are read (step 6), the verdict also
+   the views add ``detection.pool_shift_note``, and the verdict then reads the pool where its bulk sits,
+   ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6), the verdict also
    carries the likely trigger words (``trigger_words``): with them a verdict the score does not call reads
    "possible" (``detection.verdict_call``).
 
@@ -397,7 +398,7 @@ def scan_model(
             and ``settings["representation_skipped"]`` says why.
         verdict_rule: how the model verdict reads the pool (``detection.VERDICT_RULES``; ``settings.VERDICT_RULE``).
         verdict_shift_adjust: where the pool reads as another source, the verdict counts its flags above the
-            threshold raised by the pool's shift (``settings.VERDICT_SHIFT_ADJUST``).
+            threshold moved to where the pool's bulk sits (``settings.VERDICT_SHIFT_ADJUST``).
         find_triggers: name candidate triggers from the suspicious heads' focus on the flagged inputs and verify
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         read_pool_words: read the pool's enriched words and mark the inputs holding a likely trigger word

@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     lines = ["# Is the pool drawn like the clean texts? (`detection.pool_lower_quartile_rank`)", "",
              "`bench/pool_shift_check.py`: the share of the clean dev inputs scoring below the pool's lower quartile "
              f"(final pass); above {POOL_SHIFT_RANK} the pool reads as another source (a warning beside the verdict, "
-             "`detection.pool_shift_note`; score and call unchanged). Same "
+             "`detection.pool_shift_note`; since session 37 the verdict then reads the pool where its bulk sits, "
+             "`settings.VERDICT_SHIFT_ADJUST`). Same "
              "source: the defense benchmark's quick draw (200 clean dev texts, pool 20% triggered; clean models: "
              "their seed's BadNets pool without the triggered inputs). Another source: the same SST-2 clean texts, "
              "200 OLID tweets or AG News items. One thread.", "", "## Summary", "",
