@@ -147,12 +147,15 @@ lower half read as a shifted, stretched copy of the dev scores), while chance st
 the dev inputs. Inputs of another source score higher and wider as a whole; a trigger lifts only the triggered
 inputs, far above the rest. Pools that read as the clean texts' own source are read as before. Our design (papers
 silent); no knob was fitted (the quartiles are ``pool_lower_quartile_rank``'s). Measured on tuning pools
-(bench/results/verdict_rescore_shift.md): the SST-2 tuning zoo at 20%, 10% and 5% triggered and 110 same-source
-pool draws unchanged but for nothing (no pool crossed the line); SST-2 tuning models with pools of 200 OLID tweets
-or AG News items: clean models called 4 of 4 -> 0, backdoored models with no trigger in the pool 7 of 10 -> 1,
-with 40 triggered inputs the backdoors lifting the target rate by 30 points or more 10 of 16 -> 8 (weaker ones 8
-of 12 -> 4), verdict AUROC on those pools 0.32 -> 0.78. The flags the views list and the repair trains on are
-still those at the threshold."""
+(bench/results/verdict_rescore_shift.md): the SST-2 tuning zoo at 20%, 10% and 5% triggered and 50 same-source
+pool draws unchanged (none reads as another source); SST-2 tuning models with pools of 200 OLID tweets or AG News
+items: clean models called 4 of 4 -> 0, backdoored models with no trigger in the pool 7 of 10 -> 1, pools with
+40 triggered inputs of backdoors lifting the target rate by 30 points or more 10 of 16 -> 8 (weaker ones 8 of
+12 -> 4), verdict AUROC on those pools 0.32 -> 0.78. On the test zoo, a check: clean pool draws called 2 of 60
+-> 0, backdoors lifting by 30 points or more called 13 of 14 -> 12 (OLID poetry seed 2 reads "possible"). A
+verdict this reading does not call, but the flags at the threshold would, reads "possible"
+(``detection.possible_reasons``); the flags the views list and the repair's gates (``detection.flags_score``)
+are still those at the threshold."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 
