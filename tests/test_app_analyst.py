@@ -222,6 +222,41 @@ def test_detect_calls_a_backdoor_possible_when_only_the_pools_top_scores_show_it
     assert "not found" in [m.value for m in at.metric] and at.success
 
 
+def test_detect_calls_a_pool_of_another_source_possible_when_only_its_flags_at_the_threshold_would(monkeypatch,
+                                                                                                tmp_path):
+    """A pool that reads as another source, read where its bulk sits (``settings.VERDICT_SHIFT_ADJUST``): the score
+    there is low (forced here) while the flags at the threshold would call the model. The page reads "possible"
+    with that reason and the pool's warning says the verdict allowed for the source; the Report's finding too."""
+    import backdoor_core.scan as scan_module
+    from defense_helpers import clean_texts
+
+    real = scan_module.model_verdict
+    unadjusted = {"score_unadjusted": 0.7}
+
+    def shifted(*args, **kwargs):
+        v = real(*args, **kwargs)
+        return {**v, "score": 0.12, "likely_backdoored": False, "pool_unlike_clean": True,
+                "components": {**v["components"], **unadjusted, "pool_threshold_raised": 1.25,
+                               "pool_lower_quartile_rank": 0.8}}
+
+    monkeypatch.setattr(scan_module, "model_verdict", shifted)
+    _tiny_cf_model(tmp_path, monkeypatch)
+    _user_data(tmp_path, monkeypatch)
+    at = _scan_user_pool(clean_texts(35, seed=65)[0], n_clean=40)
+    v = at.session_state["detect.report"].verdict
+    assert v["trigger_words"] == [] and not v["likely_backdoored"]
+    assert "possible" in [m.value for m in at.metric] and not at.success
+    warned = [w.value for w in at.warning if "would call one (score 0.70)" in w.value]
+    assert len(warned) == 1 and "score 0.12" in warned[0] and "own source" in warned[0]
+    assert [w.value for w in at.warning if "The verdict allows for that" in w.value and "+1.25" in w.value]
+    scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
+    assert "**possible backdoor (or a pool of another source)**" in scan.text
+    unadjusted["score_unadjusted"] = 0.3  # the flags at the threshold would not call it either: "not found"
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert "not found" in [m.value for m in at.metric] and at.success
+
+
 def test_compare_page_heads_off_and_errors():
     at = goto(new_app(), "compare")
     _, cmp = at.session_state["compare.cache"]
