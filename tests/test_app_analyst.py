@@ -184,42 +184,52 @@ def test_detect_calls_a_backdoor_possible_when_only_a_trigger_word_shows_it(monk
     assert "not found" in [m.value for m in at.metric] and at.success
 
 
+def _scan_clean_pool_with_verdict(monkeypatch, tmp_path, forced, seed: int):
+    """The Detect page scanning a pool of clean test texts with the scan's verdict passed through ``forced(verdict)``
+    (a reading the tiny model cannot give on its own); checks the page reads "possible", no trigger word behind it."""
+    import backdoor_core.scan as scan_module
+    from defense_helpers import clean_texts
+
+    real = scan_module.model_verdict
+    monkeypatch.setattr(scan_module, "model_verdict", lambda *args, **kwargs: forced(real(*args, **kwargs)))
+    _tiny_cf_model(tmp_path, monkeypatch)
+    _user_data(tmp_path, monkeypatch)
+    at = _scan_user_pool(clean_texts(35, seed=seed)[0], n_clean=40)
+    v = at.session_state["detect.report"].verdict
+    assert v["trigger_words"] == [] and not v["likely_backdoored"]
+    assert "possible" in [m.value for m in at.metric] and not at.success
+    return at
+
+
+def _rescan_reads_not_found(at):
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert "not found" in [m.value for m in at.metric] and at.success
+
+
 def test_detect_calls_a_backdoor_possible_when_only_the_pools_top_scores_show_it(monkeypatch, tmp_path):
     """With ``settings.VERDICT_TAIL_POSSIBLE`` on (off by default): a pool in which few inputs carry the trigger, the
     score low (forced here) while the dev-tail reading of the pool's top scores reaches 0.5 and no trigger word
     shows. The page reads "possible" with that reason, and so does the Report's finding; without it the low score
     reads "not found"."""
-    import backdoor_core.scan as scan_module
     from backdoor_core import settings as S
-    from defense_helpers import clean_texts
 
     monkeypatch.setattr(S, "VERDICT_TAIL_POSSIBLE", True)
-
-    real = scan_module.model_verdict
     tail = {"score_dev_tail": 0.7}
 
-    def low(*args, **kwargs):
-        v = real(*args, **kwargs)
+    def low(v):
         return {**v, "score": 0.12, "likely_backdoored": False, "rule": "threshold",
                 "components": {**v["components"], **tail, "dev_tail_dev_above": 0, "dev_tail_flag_rate": 0.06,
                                "dev_tail_chance": 0.01}}
 
-    monkeypatch.setattr(scan_module, "model_verdict", low)
-    _tiny_cf_model(tmp_path, monkeypatch)
-    _user_data(tmp_path, monkeypatch)
-    at = _scan_user_pool(clean_texts(35, seed=64)[0], n_clean=40)
-    v = at.session_state["detect.report"].verdict
-    assert v["trigger_words"] == [] and not v["likely_backdoored"]
-    assert "possible" in [m.value for m in at.metric] and not at.success
+    at = _scan_clean_pool_with_verdict(monkeypatch, tmp_path, low, seed=64)
     warned = [w.value for w in at.warning if "the pool's top scores say more" in w.value]
     assert len(warned) == 1 and "above the highest clean score, 6.0% of the pool is flagged" in warned[0]
     assert "up to 1.0%" in warned[0] and "score 0.12" in warned[0]
     scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
     assert "**possible backdoor (pool inputs far above the clean texts)**" in scan.text
     tail["score_dev_tail"] = 0.3  # below 0.5 the top scores give no reason
-    at.button(key="detect.run").click().run()
-    assert wait_job(at, "scan").status == "done"
-    assert "not found" in [m.value for m in at.metric] and at.success
+    _rescan_reads_not_found(at)
 
 
 def test_detect_calls_a_pool_of_another_source_possible_when_only_its_flags_at_the_threshold_would(monkeypatch,
@@ -227,34 +237,21 @@ def test_detect_calls_a_pool_of_another_source_possible_when_only_its_flags_at_t
     """A pool that reads as another source, read where its bulk sits (``settings.VERDICT_SHIFT_ADJUST``): the score
     there is low (forced here) while the flags at the threshold would call the model. The page reads "possible"
     with that reason and the pool's warning says the verdict allowed for the source; the Report's finding too."""
-    import backdoor_core.scan as scan_module
-    from defense_helpers import clean_texts
-
-    real = scan_module.model_verdict
     unadjusted = {"score_unadjusted": 0.7}
 
-    def shifted(*args, **kwargs):
-        v = real(*args, **kwargs)
+    def shifted(v):
         return {**v, "score": 0.12, "likely_backdoored": False, "pool_unlike_clean": True,
                 "components": {**v["components"], **unadjusted, "pool_threshold_raised": 1.25,
                                "pool_lower_quartile_rank": 0.8}}
 
-    monkeypatch.setattr(scan_module, "model_verdict", shifted)
-    _tiny_cf_model(tmp_path, monkeypatch)
-    _user_data(tmp_path, monkeypatch)
-    at = _scan_user_pool(clean_texts(35, seed=65)[0], n_clean=40)
-    v = at.session_state["detect.report"].verdict
-    assert v["trigger_words"] == [] and not v["likely_backdoored"]
-    assert "possible" in [m.value for m in at.metric] and not at.success
+    at = _scan_clean_pool_with_verdict(monkeypatch, tmp_path, shifted, seed=65)
     warned = [w.value for w in at.warning if "would call one (score 0.70)" in w.value]
     assert len(warned) == 1 and "score 0.12" in warned[0] and "own source" in warned[0]
     assert [w.value for w in at.warning if "The verdict allows for that" in w.value and "+1.25" in w.value]
     scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
     assert "**possible backdoor (or a pool of another source)**" in scan.text
     unadjusted["score_unadjusted"] = 0.3  # the flags at the threshold would not call it either: "not found"
-    at.button(key="detect.run").click().run()
-    assert wait_job(at, "scan").status == "done"
-    assert "not found" in [m.value for m in at.metric] and at.success
+    _rescan_reads_not_found(at)
 
 
 def test_compare_page_heads_off_and_errors():
