@@ -329,9 +329,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     # given heads have no score to rank them by: each is reset
     reset_arg = reset_heads(report.heads.score, mask, reset_top_k) if reset and heads is None else reset
     pretrained, pretrained_note = None, None
-    if reset and reset_to == "auto":  # pretrained only where the scan does not call the model backdoored
-        flags = None if report is None or heads is not None else flags_score(report.verdict)
-        reset_to = "pretrained" if flags is not None and flags < VERDICT_THRESHOLD else "zero"
+    # the verdict's score of the flags the repair trains on (detection.flags_score); None without a scan
+    flags = None if report is None else flags_score(report.verdict)
+    if reset and reset_to == "auto":  # pretrained only where that score does not call the model backdoored
+        reset_to = "pretrained" if heads is None and flags is not None and flags < VERDICT_THRESHOLD else "zero"
     if reset and reset_to == "pretrained":  # else zero (the note says why)
         from .pretrained import find_pretrained
         pretrained, pretrained_note = find_pretrained(model, base)
@@ -399,8 +400,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             exclude_direction=exclude_direction, labels_leave_target=leave_target, ffn=ffn_spec,
             ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale,
             attention_missed_share=None if report is None else report.attention_missed_share,
-            backdoor_found=None if report is None or flags_score(report.verdict) is None
-            else flags_score(report.verdict) >= VERDICT_THRESHOLD,
+            backdoor_found=None if flags is None else flags >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
             trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, label_judge=label_judge,
             judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
