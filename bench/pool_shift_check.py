@@ -2,8 +2,8 @@
 scoring below the pool's lower quartile) and the verdict, on pools of the same source and of another one.
 
 * Same source, tuning zoo (where ``detection.POOL_SHIFT_RANK`` was chosen): the defense benchmark's quick draw of
-  each model (the defender's 200 clean dev texts; a pool of test texts, 20% triggered; a clean model gets its seed's
-  BadNets 3% pool without the triggered inputs).
+  each model (the defender's 200 clean dev texts; a pool of test texts, 20% triggered; a clean model gets its dataset
+  and seed's BadNets 3% pool, else its first BadNets model's, without the triggered inputs).
 * Another source: the same clean SST-2 texts, pools of 200 OLID tweets or AG News items (no trigger), on the
   tuning zoo's clean models and five backdoored ones; with ``--shift-triggered K`` also every BadNets / AddSent
   model of the tuning zoo with such pools, K of their inputs carrying its trigger.
@@ -85,7 +85,10 @@ def main(argv=None) -> int:
             print(f"no {zoo} zoo: skipped", flush=True)
             continue
         every = json.loads(MANIFESTS[zoo].read_text())["models"]
-        twin = {m["seed"]: m for m in every if m["name"].endswith("_badnets_r0.03")}
+        # a clean model's pool: its dataset and seed's BadNets 3% draw (else its first BadNets model's), untriggered
+        twin = {}
+        for m in sorted((m for m in every if m["attack"] == "badnets"), key=lambda m: not m["name"].endswith("_r0.03")):
+            twin.setdefault((m.get("dataset"), m["seed"]), m)
         models = [m for m in every if part != "shift" or m["name"] in SHIFT_MODELS
                   or (args.shift_triggered and m["attack"] in INSERTION)]
         for m in models:
@@ -105,9 +108,10 @@ def main(argv=None) -> int:
                         pool, trig = shifted_pool(sources[(src, seed)], k, attack, seed)
                         scan(m, lm, defender, pool, part, src if not k else f"{src}+{k}", trig)
                 continue
-            if m["attack"] == "clean" and m["seed"] not in twin:
+            key = (m.get("dataset"), m["seed"])
+            if m["attack"] == "clean" and key not in twin:
                 continue
-            draw_of = m if m["attack"] != "clean" else twin[m["seed"]]
+            draw_of = m if m["attack"] != "clean" else twin[key]
             defender, test, ds, card, target, seed = evaluation_sets(draw_of, data)
             draw = D.evaluation_draw(dict(draw_of, card=card), ds, test, target, lm.tokenizer, D.QUICK, seed)
             trig = list(draw["pool_is_triggered"])
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
              "`detection.pool_shift_note`; since session 37 the verdict then reads the pool where its bulk sits, "
              "`settings.VERDICT_SHIFT_ADJUST`). Same "
              "source: the defense benchmark's quick draw (200 clean dev texts, pool 20% triggered; clean models: "
-             "their seed's BadNets pool without the triggered inputs). Another source: the same SST-2 clean texts, "
+             "their dataset and seed's BadNets pool without the triggered inputs). Another source: the same SST-2 clean texts, "
              "200 OLID tweets or AG News items. One thread.", "", "## Summary", "",
              "| pools | n | rank: min | max | read as another source | called \"likely\" |",
              "|---|---|---|---|---|---|"]
