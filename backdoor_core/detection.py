@@ -705,8 +705,8 @@ POOL_SHIFT_RANK = 0.5
 silent): a backdoor adds high-scoring triggered inputs but leaves the pool's clean part where the clean texts are,
 so while at most half of the pool is triggered its lower quartile sits at or below the clean median. Measured
 (``bench/results/pool_shift_check.md``): 0.19-0.41 on the tuning zoo's 24 same-source pools, 0.63-0.97 on 14 pools of
-OLID tweets or AG News items against SST-2 clean texts; on the test zoo's 8 models here 0.38-0.85, above the line on
-3 OLID pools (OLID's test split, the pool, is not drawn like its dev split for those models' detectors). It adds a
+OLID tweets or AG News items against SST-2 clean texts; on the test zoo's 26 models 0.16-0.85, above the line on
+7 OLID pools (OLID's test split, the pool, is not drawn like its dev split for those models' detectors). It adds a
 warning (``pool_shift_note``), and there the verdict reads the pool where its bulk sits (``pool_score_match``,
 ``settings.VERDICT_SHIFT_ADJUST``)."""
 
