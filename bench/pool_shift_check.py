@@ -49,6 +49,10 @@ def main(argv=None) -> int:
                     help="also write each pool's verdict inputs to DIR/<part>_<model>_<source>.npz "
                          "(bench/defense.py's format)")
     args = ap.parse_args(argv)
+    from pool_words_shift import POOL
+
+    if not 0 <= args.shift_triggered <= POOL // 2:
+        ap.error(f"--shift-triggered: 0 to {POOL // 2} of the {POOL} pool inputs (at most half may carry the trigger)")
     import torch
 
     import defense as D

@@ -41,9 +41,16 @@ def load_dumps(folder: Path) -> list[dict]:
 
     out = []
     for f in sorted(folder.glob("*.npz")):
-        with np.load(f) as d:
-            arrays = {k: d[k] for k in d.files if k != "meta"}
-            meta = json.loads(str(d["meta"]))
+        try:
+            with np.load(f) as d:  # no pickles: allow_pickle stays off
+                arrays = {k: d[k] for k in d.files if k != "meta"}
+                meta = json.loads(str(d["meta"]))
+            missing = sorted({"clean_dev_scores", "pool_scores", "pool_predictions", "pool_triggered", "threshold",
+                              "num_labels"} - set(arrays))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{f}: not a --dump-scores file ({exc})") from exc
+        if missing:
+            raise ValueError(f"{f}: not a --dump-scores file (no {', '.join(missing)})")
         attack = meta.get("attack")
         backdoored = bool(meta["backdoored"]) if "backdoored" in meta else attack not in (None, "clean")
         out.append({**arrays, "name": meta.get("name", f.stem), "model": meta.get("model", meta.get("name")),
@@ -158,7 +165,13 @@ def main(argv=None) -> int:
         folder, _, label = spec.partition("=")
         if not Path(folder).is_dir():
             ap.error(f"no folder {folder}")
-        groups[label or Path(folder).name] = load_dumps(Path(folder))
+        try:
+            dumps = load_dumps(Path(folder))
+        except ValueError as exc:
+            ap.error(str(exc))
+        if not dumps:
+            ap.error(f"no .npz dumps in {folder}")
+        groups[label or Path(folder).name] = dumps
     lifts = {}
     for path in (x for x in args.lifts.split(",") if x):
         lifts.update({m["name"]: m.get("lift_before") for m in json.loads(Path(path).read_text())["models"]})

@@ -54,3 +54,27 @@ def test_rescoring_tells_which_pools_a_rule_calls(tmp_path, monkeypatch):
     assert "clean_other" in changed and not changed & {"clean_same", "bd_same", "bd_other_triggered"}
     md = (tmp_path / "results" / "verdict_rescore_t.md").read_text()
     assert "| shifted | threshold+shift | 3 | 0 of 1 | 1 of 1 | 1 of 1 |" in md and "| same pools |" in md
+
+
+def test_rescoring_refuses_a_folder_without_dumps_and_a_file_that_is_not_one(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    vr = load_bench("verdict_rescore")
+    monkeypatch.setattr(vr, "RESULTS", tmp_path / "results")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        vr.main([str(tmp_path / "empty")])
+    assert "no .npz dumps" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.npz").write_bytes(b"not a zip")
+    with pytest.raises(SystemExit):
+        vr.main([str(bad)])
+    assert "x.npz: not a --dump-scores file" in capsys.readouterr().err
+    np.savez(bad / "x.npz", pool_scores=np.zeros(3), meta=json.dumps({"name": "x"}))
+    with pytest.raises(SystemExit):
+        vr.main([str(bad), "--rules", "threshold"])
+    assert "no clean_dev_scores" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        vr.main([str(bad), "--rules", "strictest"])
+    assert not (tmp_path / "results").exists()
