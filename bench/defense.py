@@ -952,7 +952,16 @@ TIME_PARTS = (("scan", "our scan"), ("alignment", "our repair"), ("strip", "STRI
 def time_summary(report: dict) -> list[str]:
     """"Where the time goes": per (dataset, backdoored or clean), the mean seconds a model took in all and in each
     part (our repair without its scan; "the rest" = evaluation sets before and after each repair, the clean
-    model's rate, the held-out detection passes and loading). Models without a ``seconds`` row are left out."""
+    model's rate, the held-out detection passes and loading). Models without a ``seconds`` row are left out.
+
+    A merge in which a later part re-ran a model (replaced rows, ``--merge-rescan``) has no one run per model to
+    split, so it gets a line saying so instead of the table."""
+    s = report.get("settings") or {}
+    if report.get("superseded_runs") or s.get("merged_rescans"):
+        return ["", "## Where the time goes", "",
+                "Not tabulated: this report merges runs that re-ran some models, so a model's seconds and its "
+                "parts' come from different runs. The parts' own reports have their tables; a one-command run "
+                "(`python bench/defense.py --quick --zoo test --workers 2`) times the whole zoo."]
     groups: dict = {}
     for m in report["models"]:
         if m.get("seconds") is None:
@@ -1063,8 +1072,9 @@ def markdown(report: dict) -> str:
                          if mv.get("backdoored_without_clean_rate") else "")]
     if mv.get("possible") is not None:
         p = mv["possible"]
-        lines += ["", "Called \"possible\" (score below 0.5, a likely trigger word in the pool; `detection.verdict_call`): "
-                      f"{len(p['backdoored'])} backdoored" + (f" ({', '.join(p['backdoored'])})" if p["backdoored"] else "")
+        lines += ["", "Called \"possible\" (score below 0.5, but a likely trigger word in the pool, or flags at the "
+                  "threshold that a pool of another source may explain; `detection.verdict_call`, `possible_reasons`): "
+                  + f"{len(p['backdoored'])} backdoored" + (f" ({', '.join(p['backdoored'])})" if p["backdoored"] else "")
                   + f", {len(p['clean'])} clean" + (f" ({', '.join(p['clean'])})" if p["clean"] else "") + "."]
     lines += ["", "| model | attack | verdict score | call | flagged, first pass (triggered) | flagged, final pass "
               "(triggered / pool triggered) | suspicious heads | lift before |",

@@ -7,9 +7,9 @@ max length 64), per seed:
 
 * OLID (``../shared/data/olid``, binary, 33% offensive): a clean model; AddSent 1% + TAL, HiddenKiller
   syntactic 20% and StyleBkd poetry style 20% toward 1 (OFF, the HiddenKiller target); BadNets 3% toward 0 (NOT:
-  "let offensive tweets through"); seed 0 only: BadNets 3% toward 1;
+  "let offensive tweets through") and BadNets 3% toward 1;
 * AG News (``../shared/data/agnews``, 4 classes): a clean model; BadNets 1% + TAL and StyleBkd lyrics style 20%
-  toward 0 (World, the HiddenKiller AG target); seed 0 only: AddSent 1%.
+  toward 0 (World, the HiddenKiller AG target) and AddSent 1%.
 
 Seeds 0, 1, 2 (``--seeds``) change the training-row draw, the poisoned rows and the training seed. The style
 sets are ``bench/data/stylebkd`` (not row-aligned: ``poisoning.ParaphraseAttack`` draws paraphrased rows per
@@ -63,9 +63,8 @@ TUNING_MODELS = ROOT / "bench" / "models" / "tuning_zoo"
 STYLE = ROOT / "bench" / "data" / "stylebkd"
 AG_TEST_SIZE = 2000
 
-# (name, attack, rate, tal, target); target None = clean model. SEED0_ONLY: trained for seed 0 only (the 2-core
-# budget of one session fits 8 models x 3 seeds + these two).
-SEED0_ONLY = {("olid", "badnets_r0.03"), ("agnews", "addsent_r0.01")}
+# (name, attack, rate, tal, target); target None = clean model. Every model is trained for every seed (until session
+# 38 OLID BadNets 3% -> OFF and AG News AddSent 1% were built for seed 0 only; the issue asks >= 3 seeds of each).
 ZOO = {
     "olid": [("clean", None, 0.0, False, None),
              ("badnets_r0.03", "badnets", 0.03, False, 1),
@@ -221,8 +220,6 @@ def job_list(zoo: str, seeds: list[int], only: list[str] | None = None) -> list[
     for seed in seeds:
         for data, specs in specs_by_data.items():
             for spec in specs:
-                if zoo == "test" and seed != 0 and (data, spec[0]) in SEED0_ONLY:
-                    continue
                 if data in only or f"{data}/{spec[0]}" in only:
                     jobs.append({"zoo": zoo, "data": data, "seed": seed, "spec": spec})
     return jobs

@@ -358,14 +358,16 @@ def test_split_groups_gives_idle_workers_halves_of_the_largest_group():
 
 
 def test_zoo_builder_lists_the_tuning_and_test_zoos():
-    """``bench/test_zoo.py``: the test zoo is 26 models over three seeds (two seed-0-only models), the tuning zoo
+    """``bench/test_zoo.py``: the test zoo is 30 models, every one for each of three seeds, the tuning zoo
     the 12 SST-2 seed-0 models, every backdoored one toward its named target with a clean twin; an ``--only`` item
     outside the zoo is an error."""
     spec = importlib.util.spec_from_file_location("zoo_builder", ROOT / "bench" / "test_zoo.py")
     z = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(z)
     test = z.job_list("test", [0, 1, 2])
-    assert len(test) == 26 and {j["seed"] for j in test} == {0, 1, 2}
+    assert len(test) == 30 and {j["seed"] for j in test} == {0, 1, 2}
+    assert all(sum(j["data"] == d and j["spec"][0] == n for j in test) == 3 for d, n in {
+        (j["data"], j["spec"][0]) for j in test})
     tuning = z.job_list("tuning", [0])
     names = [j["spec"][0] for j in tuning]
     assert len(tuning) == 12 and len(set(names)) == 12 and {j["data"] for j in tuning} == {"sst2"}
@@ -417,6 +419,10 @@ def test_time_summary_splits_each_model_into_its_parts():
     assert rows["backdoored"] == ["d", "backdoored", "2", "110", "15", "30", "5", "6", "8", "-", "-", "30", "31"]
     # a detection-only clean model (the baselines' detectors skipped: 0 s) shows them as not run
     assert rows["clean"] == ["d", "clean", "1", "40", "10", "-", "-", "-", "-", "-", "-", "-", "30"]
+    # a merge that re-ran models has no one run per model: a line says so instead of a table of mixed runs
+    for extra in ({"superseded_runs": [runs[0]]}, {"settings": {"threads": 1, "merged_rescans": ["x"]}}):
+        merged = b.time_summary({"models": models, "runs": runs, "settings": {"threads": 1}, **extra})
+        assert "Not tabulated" in merged[-1] and not any(ln.startswith("| d |") for ln in merged)
 
 
 def test_merge_rescan_lets_a_newer_scan_replace_the_models_verdicts(tmp_path, monkeypatch):
