@@ -623,7 +623,9 @@ def main(argv=None) -> int:
             scored["attention_only_2pass"] = (a.score(held_clean), a.score(held_trig), a.threshold)
         bki = None
         strip_seconds = rap_seconds = bki_seconds = 0.0
-        if args.detectors == "all":
+        # STRIP / RAP / BKI score held-out triggered against clean inputs: a clean model has no detection row, so
+        # they run only on backdoored models (until session 38 they also ran on clean ones, their scores unused)
+        if args.detectors == "all" and is_bd:
             t = time.perf_counter()
             strip_kw = {"seed": seed, "max_length": L, "clean_labels": defender.labels}
             st_clean = strip_scores(lm.model, lm.tokenizer, det_clean, defender.texts, settings["strip_repeats"],
@@ -695,7 +697,7 @@ def main(argv=None) -> int:
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
               + (f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "
-                 f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}" if args.detectors == "all" else ""),
+                 f"rap {rap_res['auroc']:.3f} bki {bki_res['auroc']:.3f}" if "strip" in results else ""),
               flush=True)
 
         if is_bd and m["name"] in repair:

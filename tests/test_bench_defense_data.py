@@ -213,6 +213,10 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     z = by_name["bd"]["eval_sizes"]
     assert z["rows_test"] == 520 and z["shared_rows"] and z["n_poison"] >= 50 and z["n_clean"] == 60
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None
+    # the detection baselines score triggered against clean inputs: not run on a clean model, which has no rows
+    assert by_name["bd"]["strip_seconds"] > 0 and by_name["bd"]["bki_keywords"]
+    assert by_name["clean"]["strip_seconds"] == by_name["clean"]["rap_seconds"] == 0
+    assert by_name["clean"]["bki_seconds"] == 0 and not [d for d in rep["detection"] if d["model"] == "clean"]
     md = (tmp_path / "results" / "defense_test_t.md").read_text()
     assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
     assert "CACC change, 95% interval" in md and "| verdict score | call |" in md
