@@ -623,8 +623,8 @@ def main(argv=None) -> int:
             scored["attention_only_2pass"] = (a.score(held_clean), a.score(held_trig), a.threshold)
         bki = None
         strip_seconds = rap_seconds = bki_seconds = 0.0
-        # STRIP / RAP / BKI score held-out triggered against clean inputs: a clean model has no detection row, so
-        # they run only on backdoored models (until session 38 they also ran on clean ones, their scores unused)
+        # STRIP / RAP / BKI score held-out triggered against clean inputs; a clean model has no detection row, so
+        # they run only on backdoored models
         if args.detectors == "all" and is_bd:
             t = time.perf_counter()
             strip_kw = {"seed": seed, "max_length": L, "clean_labels": defender.labels}
