@@ -9,6 +9,10 @@ changes, at several quantiles of the chance spread (``dev`` = the dev inputs' ow
   source (the Detect page's situation: the analyst's pool holds no trigger), and the BBC demo zoo's backdoored
   models with pools of 150 clean + 30 triggered texts (the Detect page's defaults). Tuning: the SST-2 tuning zoo's
   clean models and the BBC demo zoo; test (a check, never chosen on): the test zoo's six clean models.
+* **Pool words** (``--words``): every draw's scan also reads the pool's words (``scan`` step 6) and records the
+  likely trigger words that mark inputs (``trigger_search.marking_words``: what makes a verdict "possible"), how
+  many pool inputs (and triggered ones) they mark and the best one's insertion flip rate: how often a clean
+  model's pool of its own source holds such a word.
 * **Recorded verdicts** (``--parts replay``): the defense benchmark's verdicts re-scored from their recorded
   components (flag rate, dev rate, tail, purity, sizes): ``defense_tuning.json`` (tuning) and ``defense_test.json``
   (test). The flags themselves do not depend on the rule, only the score does.
@@ -17,7 +21,7 @@ The quantile is chosen on the tuning parts alone: the smallest that calls no tun
 best tuning verdict AUROC.
 
     python bench/verdict_chance.py [--parts draws,replay] [--draws 10] [--workers 2] [--resume] [--tag T]
-                                   [--dump-scores DIR]
+                                   [--dump-scores DIR] [--words]
 
 Writes ``bench/results/verdict_chance[_T].json`` and ``.md``.
 """
@@ -79,7 +83,7 @@ def _scan_draws(job: dict) -> list[dict]:
         pool, is_t = build_pool(lm, test, job["n_clean"], job["n_triggered"], seed=1000 + d)
         t0 = time.perf_counter()
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=max_length, find_triggers=False,
-                         read_pool_words=False, seed=seed)
+                         read_pool_words=bool(job.get("words")), seed=seed)
         v, thr = rep.verdict, float(rep.threshold)
         dev_scores = np.asarray(rep.clean_scores, float)
         flagged = np.zeros(len(pool), bool)
@@ -90,6 +94,12 @@ def _scan_draws(job: dict) -> list[dict]:
                "n_dev": len(dev_scores), "dev_above": int((dev_scores > thr).sum()),
                "components": {k: float(x) for k, x in v["components"].items()},
                "score": float(v["score"]), "seconds": round(time.perf_counter() - t0, 1)}
+        if job.get("words"):  # the pool's likely trigger words that mark inputs (scan step 6)
+            marked = np.asarray(rep.pool_word_marked, bool)
+            best = {w.word: w for w in rep.pool_words or []}
+            row.update({"marking_words": list(rep.marking_words), "marked": int(marked.sum()),
+                        "marked_triggered": int((marked & is_t).sum()),
+                        "marking_flip": max((best[w].flip_rate for w in rep.marking_words), default=0.0)})
         print(json.dumps({k: row[k] for k in ("model", "draw", "pool", "flagged", "score", "seconds")}), flush=True)
         if job.get("dump"):
             from defense import dump_verdict_inputs
@@ -198,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--from-json", default=None, help="re-summarise the draws of an earlier run's JSON")
     ap.add_argument("--resume", action="store_true",
                     help="keep the draws of bench/results/verdict_chance[_<tag>].json and scan only the models it lacks")
+    ap.add_argument("--words", action="store_true",
+                    help="also read each draw's pool words (the marking words that make a verdict 'possible')")
     ap.add_argument("--tag", default="", help="write verdict_chance_<tag>.json/.md")
     ap.add_argument("--dump-scores", default=None, metavar="DIR",
                     help="also write each draw's verdict inputs to DIR/<model>_d<draw>.npz (bench/defense.py's format)")
@@ -211,7 +223,7 @@ def main(argv=None) -> int:
     if args.from_json:
         draws = json.loads(Path(args.from_json).read_text())["draws"]
     elif "draws" in parts:
-        jobs = [{**j, "dump": args.dump_scores} for j in draw_jobs(args.draws)]
+        jobs = [{**j, "dump": args.dump_scores, "words": args.words} for j in draw_jobs(args.draws)]
         if args.resume and (RESULTS / f"{stem}.json").is_file():
             earlier = json.loads((RESULTS / f"{stem}.json").read_text())
             draws = earlier["draws"]
