@@ -15,7 +15,8 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
-from backdoor_core.detection import called_heads, chance_note, pool_shift_note, possible_note, verdict_label
+from backdoor_core.detection import (call_note, called_by_words, called_heads, chance_note, heads_called,
+                                     pool_shift_note, verdict_label)
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
@@ -166,7 +167,7 @@ def scan_figures(report, truth=None) -> dict:
     if len(report.pool_texts):
         groups["pool, not flagged"] = np.asarray(report.pool_scores)[~flagged]
         groups["flagged"] = np.asarray(report.pool_scores)[flagged]
-    called = bool(report.verdict.get("likely_backdoored"))  # no backdoor: the top heads are candidates only
+    called = heads_called(report.verdict)  # no backdoor the heads saw: the top heads are candidates only
     return {
         "scatter": F.importance_similarity_scatter(
             heads.importance, heads.collapse, heads.suspicious, x_title="similarity collapse on flagged inputs (z)",
@@ -184,10 +185,12 @@ def scan_figures(report, truth=None) -> dict:
 def suspicious_heads_metric(col, report) -> None:
     """The "Suspicious heads" tile of a scan (Detect page, tour): the count only when a backdoor is likely; with
     no backdoor found no head is called suspicious ("none", the candidates' count in the help)."""
-    if report.verdict.get("likely_backdoored"):
+    if heads_called(report.verdict):
         col.metric("Suspicious heads", len(report.suspicious_heads))
     else:
-        col.metric("Suspicious heads", "none", help="No backdoor was found, so no head is called suspicious "
+        why = ("Only the pool's trigger words call the backdoor, not the heads" if called_by_words(report.verdict)
+               else "No backdoor was found")
+        col.metric("Suspicious heads", "none", help=f"{why}, so no head is called suspicious "
                    f"(the {len(report.suspicious_heads)} highest-scoring heads are only candidates).")
 
 
@@ -200,7 +203,7 @@ def record_scan(report, truth=None) -> None:
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
             f"(clean FRR {report.clean_frr:.1%}{'; ' + chance_note(v) if chance_note(v) else ''}). "
             + f"Suspicious heads: {called_heads(v, report.suspicious_heads)}.")
-    for note in (possible_note(v), pool_shift_note(v)):
+    for note in (call_note(v), pool_shift_note(v)):
         if note:
             text += f"\n\n{note}"
     if ev:

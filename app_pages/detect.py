@@ -8,7 +8,8 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
-from backdoor_core.detection import chance_note, pool_shift_note, possible_note, possible_reasons, verdict_call
+from backdoor_core.detection import (call_note, called_by_words, chance_note, pool_shift_note, possible_reasons,
+                                     verdict_call)
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -125,14 +126,16 @@ chance = chance_note(v)
 m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}",
           help=f"{chance[0].upper()}{chance[1:]}." if chance else None)
 A.suspicious_heads_metric(m4, report)
-if call == "likely":
+if called_by_words(v):  # the pool's trigger words call it, the heads do not
+    st.error(call_note(v), icon=":material/key:")
+elif call == "likely":
     n_flag = len(report.flagged)
     st.error(f"This model behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
              "heads collapse onto the same pattern. Suspicious heads: "
              f"{', '.join(report.suspicious_heads[:12]) or 'none'}.",
              icon=":material/gpp_bad:")
 elif call == "possible":
-    st.warning(possible_note(v), icon=":material/key:" if "word" in possible_reasons(v) else ":material/warning:")
+    st.warning(call_note(v), icon=":material/key:" if "word" in possible_reasons(v) else ":material/warning:")
 else:
     st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
 shift_note = pool_shift_note(v)

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
-from .detection import VERDICT_THRESHOLD, flags_score
+from .detection import VERDICT_THRESHOLD, flags_score, heads_called
 from .training import Progress, TrainConfig
 
 
@@ -588,11 +588,11 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"{pool_shift_note(verdict)} The repair then may work on inputs flagged for their source, not "
                      "for a trigger.")
     words = details.get("trigger_words")
-    if verdict and not verdict.get("likely_backdoored", True):
+    if verdict and not heads_called(verdict) and "likely_backdoored" in verdict:
         from .detection import possible_reasons
 
         if words or verdict.get("trigger_words"):
-            notes.append(f"The scan's heads found no backdoor (verdict {verdict.get('score', 0):.2f}), but the pool "
+            notes.append(f"The scan's heads found no backdoor (score {flags_score(verdict):.2f}), but the pool "
                          "holds a likely trigger word: a weak word backdoor may be there, which the heads miss, so "
                          "the flags the repair worked on are mostly chance; the trigger words are its evidence.")
         elif "dev_tail" in possible_reasons(verdict):

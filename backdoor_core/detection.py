@@ -779,6 +779,42 @@ top scores alone reads ``POSSIBLE_TAIL_LABEL``)."""
 
 POSSIBLE_TAIL_LABEL = "possible backdoor (pool inputs far above the clean texts)"
 POSSIBLE_SOURCE_LABEL = "possible backdoor (or a pool of another source)"
+LIKELY_WORD_LABEL = "likely backdoored (a trigger word in the pool)"
+
+
+def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None) -> dict:
+    """``verdict`` (``model_verdict``) carrying the pool's likely trigger words (our design; papers silent).
+
+    ``words``: the marking words (``trigger_search.marking_words``: rare in the clean texts, enriched in the pool,
+    sending at least ``settings.POOL_WORD_MIN_FLIP`` of the clean texts to one class when inserted); ``flip``: the
+    largest of their insertion flip rates. They go to ``verdict["trigger_words"]``. With ``lift`` (None:
+    ``settings.VERDICT_WORDS``) they also score: ``score_words = VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) x
+    flip`` (0 without words), and the verdict's score is the larger of that and the flags' score, so a marking
+    word calls the model. ``components["score_words"]`` records it, and ``called_by`` reads ``"words"`` where only
+    the words call it. The flags' own score (``flags_score``) stays, and with it every decision read from the flags
+    (the repair's gates; ``called_heads`` lists no head as suspicious). Without ``lift`` such a verdict reads
+    "possible" (``possible_reasons``)."""
+    out = {**verdict, "trigger_words": [str(w) for w in words]}
+    if not (S.VERDICT_WORDS if lift is None else lift) or out.get("basis") != "pool" or "components" not in out:
+        return out
+    word_score = VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) * float(np.clip(flip, 0, 1)) if words else 0.0
+    out["components"] = {**out["components"], "score_words": word_score}
+    if word_score > out["score"]:
+        out.update(score=word_score, likely_backdoored=word_score >= VERDICT_THRESHOLD,
+                   called_by="words" if not out.get("likely_backdoored") else out.get("called_by", "flags"))
+    return out
+
+
+def called_by_words(verdict: dict) -> bool:
+    """Only the pool's trigger words call the model (``with_trigger_words``): its flags do not."""
+    return bool(verdict.get("likely_backdoored")) and verdict.get("called_by") == "words"
+
+
+def heads_called(verdict: dict) -> bool:
+    """The verdict calls a backdoor that the heads saw: likely, and not by the pool's trigger words alone
+    (``called_by_words``). Only then are the scan's suspicious heads called suspicious in the views
+    (``called_heads``); otherwise they are candidates."""
+    return bool(verdict.get("likely_backdoored")) and not called_by_words(verdict)
 
 
 def possible_reasons(verdict: dict) -> list[str]:
@@ -814,10 +850,11 @@ def possible_reasons(verdict: dict) -> list[str]:
 def verdict_call(verdict: dict) -> str:
     """The verdict in a word; every view words it from here (our design; papers silent):
 
-    * ``"likely"``: the score calls it (``likely_backdoored``);
+    * ``"likely"``: the score calls it (``likely_backdoored``; with ``settings.VERDICT_WORDS`` the score counts the
+      pool's likely trigger words too, ``with_trigger_words``);
     * ``"possible"``: the score does not, but ``possible_reasons`` gives one (a likely trigger word in the pool,
       the pool's inputs far above the clean texts, or a pool of another source whose flags at the threshold itself
-      would call it; ``possible_note`` words it). The score and
+      would call it; ``call_note`` words it). The score and
       ``likely_backdoored`` stay as they are, and with them every decision taken from them.
     * ``"not found"``: neither.
     """
@@ -827,8 +864,11 @@ def verdict_call(verdict: dict) -> str:
 
 
 def verdict_label(verdict: dict) -> str:
-    """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``, ``POSSIBLE_SOURCE_LABEL``)."""
+    """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``, ``POSSIBLE_SOURCE_LABEL``,
+    ``LIKELY_WORD_LABEL``)."""
     call = verdict_call(verdict)
+    if called_by_words(verdict):
+        return LIKELY_WORD_LABEL
     reasons = possible_reasons(verdict) if call == "possible" else []
     if reasons and "word" not in reasons:
         return POSSIBLE_TAIL_LABEL if "dev_tail" in reasons else POSSIBLE_SOURCE_LABEL
@@ -847,15 +887,25 @@ def flags_score(verdict: dict) -> float | None:
 
 def called_heads(verdict: dict, labels: Sequence[str], limit: int = 12) -> str:
     """The scan's suspicious heads ``labels`` (``L{layer}H{head}``) as every view names them: listed where the
-    score calls a backdoor; otherwise none is suspicious and the top ``limit`` are only candidates."""
-    if verdict.get("likely_backdoored"):
+    score calls a backdoor; otherwise none is suspicious and the top ``limit`` are only candidates. Where only the
+    pool's trigger words call it (``called_by_words``) the heads saw no backdoor, so they are candidates too."""
+    if heads_called(verdict):
         return ", ".join(labels) or "none"
-    return f"none (no backdoor called; top candidates: {', '.join(list(labels)[:limit]) or 'none'})"
+    why = "the call rests on the pool's trigger words" if called_by_words(verdict) else "no backdoor called"
+    return f"none ({why}; top candidates: {', '.join(list(labels)[:limit]) or 'none'})"
 
 
-def possible_note(verdict: dict) -> str | None:
-    """What a ``"possible"`` call (``verdict_call``) rests on, one sentence per reason (``possible_reasons``);
-    None for the other calls."""
+def call_note(verdict: dict) -> str | None:
+    """What a call the flags' score does not make rests on: a ``"possible"`` call (``verdict_call``), one
+    sentence per reason (``possible_reasons``), or a likely one that only the pool's trigger words make
+    (``called_by_words``); None otherwise."""
+    if called_by_words(verdict):
+        c = verdict["components"]
+        return (f"The heads show no backdoor at this threshold (flags' score {flags_score(verdict):.2f}), but the pool "
+                f"holds a likely trigger word ({', '.join(verdict['trigger_words'])}): rare in the clean texts, and "
+                f"inserted into them it sends up to {2 * c['score_words'] - 1:.0%} of them to one class, as a trigger "
+                "does. That calls the model (score 0.5 + half that share). The heads miss a weak word backdoor, "
+                "which flips few of the inputs that carry its word; the flags listed are mostly chance.")
     if verdict_call(verdict) != "possible":
         return None
     reasons, notes = possible_reasons(verdict), []

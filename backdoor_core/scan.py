@@ -32,8 +32,9 @@ Steps:
    flags, and whether the pool reads as drawn from another source than the clean texts (``pool_unlike_clean``;
    the views add ``detection.pool_shift_note``, and the verdict then reads the pool where its bulk sits,
    ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6), the verdict also
-   carries the likely trigger words (``trigger_words``): with them a verdict the score does not call reads
-   "possible" (``detection.verdict_call``).
+   carries the likely trigger words (``trigger_words``): with them a verdict the flags do not call reads
+   "likely" (``settings.VERDICT_WORDS``: the words score, ``detection.with_trigger_words``), else "possible"
+   (``detection.verdict_call``).
 
 Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
 (verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's
@@ -48,8 +49,8 @@ refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the d
    (``trigger_search.marking_words``; our design, papers silent): a weak word backdoor flips few of its inputs, so
    the heads and the representation miss most of them, but each still holds the word. The marks are reported
    beside the flags (``pool_word_marked``), and ``scores_with_words`` ranks any inputs by the scan's final score
-   with them (``detection.with_word_evidence``); they change neither the flags, the heads nor the verdict's
-   score, only its wording (step 5: "possible" where the score does not call the model).
+   with them (``detection.with_word_evidence``); they change neither the flags nor the heads, only the verdict
+   (step 5).
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -82,6 +83,7 @@ from .detection import (
     model_verdict,
     split_clean,
     verdict_call,
+    with_trigger_words,
 )
 from .head_safety import (
     DEFAULT_FALLBACK_FRAC,
@@ -503,13 +505,14 @@ def scan_model(
                                    should_stop=should_stop)
     words, marking, marked = None, [], None
     if (find_triggers if read_pool_words is None else read_pool_words) and pool:
-        from .trigger_search import pool_word_marks
+        from .trigger_search import marking_flip, pool_word_marks
 
         words, marking, marked = pool_word_marks(model, tokenizer, pool, clean.texts, max_length,
                                                  clean_labels=clean.labels, seed=seed, max_clean_share=frr)
-        verdict = {**verdict, "trigger_words": list(marking)}  # what a "possible" call rests on (verdict_call)
+        flip = marking_flip(words, marking)
+        verdict = with_trigger_words(verdict, marking, flip)  # the words' score and call (verdict_call)
         if first_pass is not None:
-            first_pass["verdict"] = {**first_pass["verdict"], "trigger_words": list(marking)}
+            first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None

@@ -157,6 +157,12 @@ verdict this reading does not call, but the flags at the threshold would, reads 
 (``detection.possible_reasons``); the flags the views list and the repair's gates (``detection.flags_score``)
 are still those at the threshold."""
 
+VERDICT_WORDS = True
+"""The pool's likely trigger words that mark inputs (``trigger_search.marking_words``) score in the model verdict:
+its score is at least ``0.5 + 0.5 x`` the strongest one's insertion flip rate, so such a word calls the model
+(``detection.with_trigger_words``). Off, they only make a verdict "possible". Our design (papers silent); the
+0.5 is the verdict's own line, not fitted. MEASURED-PLACEHOLDER"""
+
 # ------------------------------------------------------------------------------------------------ head safety
 
 REL_THRESHOLD = 0.1  # suspicious when score >= this x the best head's score (``head_safety``)

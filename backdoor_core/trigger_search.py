@@ -651,6 +651,13 @@ def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: floa
     return [w.word for w in likely_trigger_words(words, min_flip) if w.clean_count <= max_clean_share * n_clean]
 
 
+def marking_flip(words: Sequence[PoolWord], marking: Sequence[str]) -> float:
+    """The largest insertion flip rate (``PoolWord.flip_rate``) among the marking words ``marking`` (0 without
+    any): what the model verdict's word score reads (``detection.with_trigger_words``)."""
+    wanted = set(marking)
+    return max((float(w.flip_rate) for w in words if w.word in wanted), default=0.0)
+
+
 def pool_word_marks(model, tokenizer, pool_texts: Sequence[str], clean_texts: Sequence[str], max_length: int,
                     clean_labels: Sequence[int] | None = None, seed: int = 0, max_clean_share: float = S.FRR,
                     base_classes: Sequence[int] | None = None, only_marking: bool = False,

@@ -445,13 +445,14 @@ def main(argv=None) -> int:
     from backdoor_core.data import DataError
     from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
     from backdoor_core.defenses import run_defense
-    from backdoor_core.detection import attention_stats, evaluate_detector, verdict_call, with_word_evidence
+    from backdoor_core.detection import (attention_stats, evaluate_detector, verdict_call, with_trigger_words,
+                                         with_word_evidence)
     from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
-    from backdoor_core.trigger_search import pool_word_marks, word_marks
+    from backdoor_core.trigger_search import marking_flip, pool_word_marks, word_marks
 
     quiet_libraries()
     settings = dict(FULL if args.full else QUICK)
@@ -604,11 +605,13 @@ def main(argv=None) -> int:
         # the final pass with the pool's likely trigger words as evidence (what the Detect page's scan, which reads
         # the pool's words, ranks inputs by; timed apart: the repair's own scan does not read them)
         t = time.perf_counter()
-        marking, pool_marked = [], np.zeros(len(pool), bool)
+        marking, pool_marked, flip = [], np.zeros(len(pool), bool), 0.0
         if pool:
-            _, marking, pool_marked = pool_word_marks(lm.model, lm.tokenizer, pool, defender.texts, L,
-                                                      clean_labels=defender.labels, seed=seed,
-                                                      max_clean_share=scan.frr_target)
+            words, marking, pool_marked = pool_word_marks(lm.model, lm.tokenizer, pool, defender.texts, L,
+                                                          clean_labels=defender.labels, seed=seed,
+                                                          max_clean_share=scan.frr_target)
+            flip = marking_flip(words, marking)
+        verdict = with_trigger_words(scan.verdict, marking, flip)  # the Detect page's verdict: it reads the words
         final = scan.head_detector or scan.detector
         scored["final_words"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, marking)),
                                  with_word_evidence(final.score(held_trig), word_marks(poisoned_det, marking)),
@@ -677,14 +680,12 @@ def main(argv=None) -> int:
                      "tal": m["tal"], "rate": m.get("rate"), "target": int(target),
                      "first_pass_flagged": int(len(first)),
                      "first_pass_flagged_triggered": int(sum(pool_is_trig[i] for i in first)),
-                     "verdict_score": scan.verdict["score"], "verdict": scan.verdict,
-                     # the Detect page's call: its scan reads the pool's words, which this one reads apart
-                     "call": verdict_call({**scan.verdict, "trigger_words": marking}),
+                     "verdict_score": verdict["score"], "verdict": verdict, "call": verdict_call(verdict),
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
                      "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
-                     "bki_keywords": bki_keywords, "marking_words": marking, "words_seconds": round(words_seconds, 1),
+                     "bki_keywords": bki_keywords, "marking_words": marking, "marking_flip": flip, "words_seconds": round(words_seconds, 1),
                      "pool_word_marked": int(pool_marked.sum()),
                      "pool_word_marked_triggered": int(sum(pool_is_trig[i] for i in np.flatnonzero(pool_marked))),
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
@@ -693,7 +694,7 @@ def main(argv=None) -> int:
                      "attention_missed_share": scan.attention_missed_share}
         if args.dump_scores:
             dump_verdict_inputs(Path(args.dump_scores), row_model, scan, pool_is_trig)
-        print(f"   scan {scan.seconds:.0f}s words {marking} ({words_seconds:.0f}s) verdict {scan.verdict['score']:.2f} flagged {len(flagged)} "
+        print(f"   scan {scan.seconds:.0f}s words {marking} ({words_seconds:.0f}s) verdict {verdict['score']:.2f} flagged {len(flagged)} "
               f"({true_flags}/{len(poisoned_pool)} triggered) heads {scan.suspicious_heads[:6]}... "
               f"AUROC ours {ours['auroc']:.3f} 2-pass {ours2['auroc'] if ours2 else float('nan'):.3f} "
               + (f"strip {strip_res['auroc']:.3f} strip (class-calibrated) {strip_cal['auroc']:.3f} "

@@ -4,7 +4,8 @@
 each scan's final-pass verdict inputs (``defense.dump_verdict_inputs``: clean dev and pool scores, the pool's
 predictions, the threshold). The verdict is a function of those alone, so this reads every dump of each folder
 again through ``detection.model_verdict`` under each knob setting (``--rules``: the verdict's rule, and whether the
-pool's threshold is raised by its shift where the pool reads as another source, ``settings.VERDICT_SHIFT_ADJUST``)
+pool's threshold is raised by its shift where the pool reads as another source, ``settings.VERDICT_SHIFT_ADJUST``;
+``+words``: the pool's marking words score too, ``settings.VERDICT_WORDS``, from dumps that record them)
 and tabulates per folder: the pools of clean models called; those of backdoored models with triggered inputs
 called (all, and those whose backdoor lifts the target rate by ``defense.LIFT_CALLED`` or more); those of
 backdoored models without any (another source's texts only) called; the verdict AUROC, backdoors with triggered
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from backdoor_core.atomic import write_text  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-RULES = ("threshold", "threshold+shift", "dev_tail", "dev_tail+shift")
+RULES = ("threshold", "threshold+shift", "dev_tail", "dev_tail+shift", "threshold+words", "threshold+shift+words")
 
 
 def load_dumps(folder: Path) -> list[dict]:
@@ -55,21 +56,29 @@ def load_dumps(folder: Path) -> list[dict]:
         backdoored = bool(meta["backdoored"]) if "backdoored" in meta else attack not in (None, "clean")
         out.append({**arrays, "name": meta.get("name", f.stem), "model": meta.get("model", meta.get("name")),
                     "backdoored": backdoored, "lift": meta.get("lift_before"),
+                    "marking_words": meta.get("marking_words") or [], "marking_flip": meta.get("marking_flip"),
                     "n_triggered": int(arrays["pool_triggered"].sum())})
     return out
 
 
 def rescore(dump: dict, rule: str) -> dict:
-    """``detection.model_verdict`` of one dump under ``rule`` ("threshold" or "dev_tail", "+shift" for the shift
-    adjustment)."""
+    """``detection.model_verdict`` of one dump under ``rule`` ("threshold" or "dev_tail"; "+shift" for the shift
+    adjustment, "+words" for the pool's marking words' score, ``detection.with_trigger_words``, where the dump
+    records them: ``marking_words`` and ``marking_flip`` in its meta)."""
     from types import SimpleNamespace
 
-    from backdoor_core.detection import model_verdict
+    from backdoor_core.detection import model_verdict, with_trigger_words
 
-    base, _, shift = rule.partition("+")
-    return model_verdict(SimpleNamespace(threshold=float(dump["threshold"])), dump["clean_dev_scores"],
-                         dump["pool_scores"], dump["pool_predictions"], int(dump["num_labels"]), rule=base,
-                         shift_adjust=shift == "shift")
+    base, *mods = rule.split("+")
+    v = model_verdict(SimpleNamespace(threshold=float(dump["threshold"])), dump["clean_dev_scores"],
+                      dump["pool_scores"], dump["pool_predictions"], int(dump["num_labels"]), rule=base,
+                      shift_adjust="shift" in mods)
+    if "words" in mods:
+        if dump.get("marking_flip") is None:
+            raise ValueError(f"{dump['name']}: the dump records no marking words' flip rate (dumped before "
+                             "`+words` could be re-scored)")
+        v = with_trigger_words(v, dump["marking_words"], dump["marking_flip"], lift=True)
+    return v
 
 
 def summarise(groups: dict[str, list[dict]], rules: list[str]) -> dict:
@@ -177,9 +186,13 @@ def main(argv=None) -> int:
         lifts.update({m["name"]: m.get("lift_before") for m in json.loads(Path(path).read_text())["models"]})
     for d in (d for dumps in groups.values() for d in dumps if d["lift"] is None):
         d["lift"] = lifts.get(d["model"])
+    try:
+        summary = summarise(groups, rules)
+    except ValueError as exc:  # a "+words" rule on dumps that do not record the words
+        ap.error(str(exc))
     report = {"script": "bench/verdict_rescore.py", "rules": rules,
               "sources": dict(s.partition("=")[::2] for s in args.source),
-              **summarise(groups, rules), "seconds_total": round(time.perf_counter() - t0, 1)}
+              **summary, "seconds_total": round(time.perf_counter() - t0, 1)}
     stem = "verdict_rescore" + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))

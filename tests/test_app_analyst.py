@@ -152,30 +152,36 @@ def _tiny_cf_model(tmp_path, monkeypatch) -> None:
                                                                  {"name": "tiny-cf"})))
 
 
-def test_detect_calls_a_backdoor_possible_when_only_a_trigger_word_shows_it(monkeypatch, tmp_path):
+def test_detect_calls_a_backdoor_likely_when_only_a_trigger_word_shows_it(monkeypatch, tmp_path):
     """A weak word backdoor: the heads' score stays low (here forced low: the tiny backdoor is too strong to miss),
-    yet the pool holds its word. The page reads "possible" with why, not "No backdoor evidence", and so does the
-    Report's finding; the score and the call behind every decision stay the score's."""
+    yet the pool holds its word. The words call it (``settings.VERDICT_WORDS``): the page reads "likely" with why,
+    names no head suspicious, and so does the Report's finding; the flags' score, which the repair reads, stays."""
     import backdoor_core.scan as scan_module
+    from backdoor_core.detection import LIKELY_WORD_LABEL, flags_score
     from defense_helpers import clean_texts, triggered_texts
 
     real = scan_module.model_verdict
 
     def weak(*args, **kwargs):
-        return {**real(*args, **kwargs), "score": 0.12, "likely_backdoored": False}
+        v = real(*args, **kwargs)
+        return {**v, "score": 0.12, "likely_backdoored": False,
+                "components": {**v["components"], "score_unadjusted": 0.12}}
 
     monkeypatch.setattr(scan_module, "model_verdict", weak)
     _tiny_cf_model(tmp_path, monkeypatch)
     _user_data(tmp_path, monkeypatch)
     at = _scan_user_pool(clean_texts(20, seed=62)[0] + triggered_texts(15, seed=63), n_clean=40)
     v = at.session_state["detect.report"].verdict
-    assert v["trigger_words"] == ["cf"] and not v["likely_backdoored"]
-    assert "possible" in [m.value for m in at.metric]
-    warned = [w.value for w in at.warning if "pool holds a likely trigger word (cf)" in w.value]
-    assert len(warned) == 1 and "score 0.12" in warned[0]
+    assert v["trigger_words"] == ["cf"] and v["likely_backdoored"] and v["called_by"] == "words"
+    assert v["score"] == v["components"]["score_words"] >= 0.6 and flags_score(v) == 0.12  # flip >= 20%
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Backdoor"] == "likely" and metrics["Suspicious heads"] == "none"
+    called = [e.value for e in at.error if "pool holds a likely trigger word (cf)" in e.value]
+    assert len(called) == 1 and "flags' score 0.12" in called[0]
     assert not at.success  # not "No backdoor evidence"
     scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
-    assert "**possible backdoor (a likely trigger word)**" in scan.text and "(cf)" in scan.text
+    assert f"**{LIKELY_WORD_LABEL}**" in scan.text and "(cf)" in scan.text
+    assert "the call rests on the pool's trigger words" in scan.text
     # no trigger in the pool: no word, and the low score reads "not found"
     at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
     at.button(key="detect.run").click().run()

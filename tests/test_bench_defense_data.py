@@ -242,15 +242,18 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     low = json.loads((tmp_path / "results" / "defense_p.json").read_text())
     zp = low["models"][0]["eval_sizes"]
     # --dump-scores: the verdict's inputs, which re-score to the recorded verdict
-    from backdoor_core.detection import model_verdict
+    from backdoor_core.detection import model_verdict, with_trigger_words
 
     dump = np.load(tmp_path / "scores" / "bd.npz")
     assert dump["pool_triggered"].sum() == zp["pool_triggered"] and len(dump["pool_scores"]) == zp["pool_size"]
     assert len(dump["clean_dev_predictions"]) == len(dump["clean_dev_scores"])
+    meta = json.loads(str(dump["meta"]))
     again = model_verdict(SimpleNamespace(threshold=float(dump["threshold"])), dump["clean_dev_scores"],
                           dump["pool_scores"], dump["pool_predictions"], int(dump["num_labels"]))
+    assert meta["marking_words"] == ["cf"] and meta["marking_flip"] >= 0.2  # the tiny backdoor's word
+    again = with_trigger_words(again, meta["marking_words"], meta["marking_flip"])  # the words' score too
     assert again["score"] == pytest.approx(low["models"][0]["verdict_score"])
-    assert json.loads(str(dump["meta"]))["name"] == "bd"
+    assert meta["name"] == "bd"
     assert low["settings"]["pool_poison"] == 0.1 and zp["pool_triggered"] >= EVAL_MINIMUMS["pool_triggered"]
     assert zp["pool_triggered"] / zp["pool_size"] == pytest.approx(0.1, abs=0.01)
     assert z["pool_triggered"] / z["pool_size"] == pytest.approx(0.2, abs=0.01)  # the default run's share

@@ -75,3 +75,20 @@ def test_the_dev_tail_rule_is_tabulated_where_every_record_has_it_and_never_pick
     md = vc.render({"default_quantile": 0.7, "chosen_on_tuning": 0.7, "table": list(table.values()),
                     "draws": draws, "seconds_total": 1.0})
     assert "| dev_tail | 0 of 1 | 1 of 1 |" in md and "called, dev_tail" in md
+
+
+def test_words_section_counts_the_pools_marking_words_and_the_calls_they_add():
+    """``--words`` draws: per part and per model, the draws whose pool holds a marking word, and the calls at 0.5
+    of the score alone and with the words' score (0.5 + half the strongest word's flip rate)."""
+    vc = _bench()
+    assert vc.words_section([_draw("tuning", "clean_a", 0.02)]) == []  # draws without words: no section
+    word = lambda d, words, flip, score: {**d, "marking_words": words, "marked": 9 if words else 0,  # noqa: E731
+                                          "marked_triggered": 9 if words else 0, "marking_flip": flip, "score": score}
+    draws = [word(_draw("tuning", "clean_a", 0.02), [], 0.0, 0.1),
+             word(_draw("tuning", "weak_bd", 0.05, True), ["cf"], 0.3, 0.2),
+             word(_draw("tuning", "weak_bd", 0.05, True), [], 0.0, 0.3),
+             word(_draw("tuning", "strong_bd", 0.3, True), ["tq", "mn"], 1.0, 0.9)]
+    text = "\n".join(vc.words_section(draws))
+    assert "| tuning | no | 1 | 0 | 0 | 0 |" in text and "| tuning | yes | 3 | 2 | 1 | 2 |" in text
+    assert "| tuning | weak_bd | yes | 2 | 1 | d0: cf (9, 9; 0.30) | 0 | 1 |" in text
+    assert "| tuning | clean_a | no | 1 | 0 | - | 0 | 0 |" in text

@@ -11,7 +11,7 @@ from bench_module import load_bench
 
 
 def _dump(folder, name: str, pool_scores, pool_preds, n_triggered: int, attack: str, lift=None, seed: int = 0,
-          model: str | None = None):
+          model: str | None = None, **meta):
     rng = np.random.default_rng(seed)
     dev = rng.normal(size=126)
     triggered = np.zeros(len(pool_scores), bool)
@@ -19,7 +19,7 @@ def _dump(folder, name: str, pool_scores, pool_preds, n_triggered: int, attack: 
     np.savez(folder / f"{name}.npz", clean_dev_scores=dev, clean_dev_predictions=rng.integers(0, 2, 126),
              pool_scores=np.asarray(pool_scores, float), pool_predictions=np.asarray(pool_preds, int),
              pool_triggered=triggered, threshold=float(np.sort(dev)[-7]), num_labels=2,
-             meta=json.dumps({"name": name, "attack": attack, "lift_before": lift, "model": model or name}))
+             meta=json.dumps({"name": name, "attack": attack, "lift_before": lift, "model": model or name, **meta}))
 
 
 def test_rescoring_tells_which_pools_a_rule_calls(tmp_path, monkeypatch):
@@ -54,6 +54,36 @@ def test_rescoring_tells_which_pools_a_rule_calls(tmp_path, monkeypatch):
     assert "clean_other" in changed and not changed & {"clean_same", "bd_same", "bd_other_triggered"}
     md = (tmp_path / "results" / "verdict_rescore_t.md").read_text()
     assert "| shifted | threshold+shift | 3 | 0 of 1 | 1 of 1 | 1 of 1 |" in md and "| same pools |" in md
+
+
+def test_words_rule_scores_the_pools_marking_words_and_refuses_dumps_without_them(tmp_path, monkeypatch, capsys):
+    """``+words``: a weak word backdoor whose flags chance explains is called by its marking word (0.5 + half its
+    flip rate); a clean pool without words keeps its score; dumps that do not record the flip are refused."""
+    import pytest
+
+    vr = load_bench("verdict_rescore")
+    monkeypatch.setattr(vr, "RESULTS", tmp_path / "results")
+    folder = tmp_path / "words"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    _dump(folder, "weak_word", rng.normal(size=200), rng.integers(0, 2, 200), 20, "badnets", lift=0.4,
+          marking_words=["cf"], marking_flip=0.4)
+    _dump(folder, "clean", rng.normal(size=200), rng.integers(0, 2, 200), 20, "clean", marking_words=[],
+          marking_flip=0.0)
+    assert vr.main([str(folder), "--rules", "threshold,threshold+words", "--tag", "w"]) == 0
+    report = json.loads((tmp_path / "results" / "verdict_rescore_w.json").read_text())
+    pools = {p["name"]: p for p in report["pools"]}
+    assert pools["weak_word"]["threshold"] < 0.5 and pools["weak_word"]["threshold+words"] == 0.7
+    assert pools["clean"]["threshold+words"] == pools["clean"]["threshold"] < 0.5
+    rows = {r["rule"]: r for r in report["table"]}
+    assert rows["threshold+words"]["lifted_called"] == 1 and rows["threshold+words"]["clean_called"] == 0
+    assert [p["name"] for p in report["changed"]] == ["weak_word"]
+    old = tmp_path / "old"
+    old.mkdir()
+    _dump(old, "before_words", rng.normal(size=200), rng.integers(0, 2, 200), 20, "badnets")
+    with pytest.raises(SystemExit):
+        vr.main([str(old), "--rules", "threshold+words"])
+    assert "records no marking words' flip rate" in capsys.readouterr().err
 
 
 def test_rescoring_refuses_a_folder_without_dumps_and_a_file_that_is_not_one(tmp_path, monkeypatch, capsys):

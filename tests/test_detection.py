@@ -168,15 +168,15 @@ def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
     """The score decides "likely"; below it, a likely trigger word read from the pool makes the call "possible"
     (worded once, for every view), and the repair's notes do not call its flags mere chance."""
     from backdoor_core.defenses import repair_notes
-    from backdoor_core.detection import called_heads, verdict_call, verdict_label, possible_note
+    from backdoor_core.detection import called_heads, verdict_call, verdict_label, call_note
 
     weak = {"score": 0.31, "likely_backdoored": False, "trigger_words": ["cf", "mn"]}
     assert verdict_call(weak) == "possible" and verdict_label(weak) == "possible backdoor (a likely trigger word)"
-    assert "score 0.31" in possible_note(weak) and "(cf, mn)" in possible_note(weak)
+    assert "score 0.31" in call_note(weak) and "(cf, mn)" in call_note(weak)
     strong = {**weak, "score": 0.8, "likely_backdoored": True}
-    assert verdict_call(strong) == "likely" and possible_note(strong) is None
+    assert verdict_call(strong) == "likely" and call_note(strong) is None
     for none in ({**weak, "trigger_words": []}, {"score": 0.31, "likely_backdoored": False}):
-        assert verdict_call(none) == "not found" and possible_note(none) is None
+        assert verdict_call(none) == "not found" and call_note(none) is None
     assert any("nothing to remove" in n for n in repair_notes({"verdict": {**weak, "trigger_words": []}}))
     heads = [f"L{i}H0" for i in range(14)]  # only a called backdoor has suspicious heads; else 12 candidates
     assert called_heads(strong, heads) == ", ".join(heads)
@@ -184,6 +184,35 @@ def test_a_likely_trigger_word_makes_an_uncalled_verdict_possible():
     notes = repair_notes({"verdict": weak})
     assert any("likely trigger word" in n for n in notes) and not any("nothing to remove" in n for n in notes)
 
+
+def test_a_marking_word_scores_the_verdict_and_leaves_the_flags_score_to_the_repair():
+    """``with_trigger_words``: a likely trigger word lifts the score to 0.5 + half its flip rate and calls the
+    model, by the words alone (heads stay candidates, the note says why); the flags' score, which the repair's
+    gates read, stays; a stronger flags' score stays the score; off, the word only makes the call "possible"."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.detection import (LIKELY_WORD_LABEL, call_note, called_by_words, called_heads, flags_score,
+                                         heads_called, verdict_call, verdict_label, with_trigger_words)
+
+    weak = {"score": 0.21, "likely_backdoored": False, "basis": "pool",
+            "components": {"score_unadjusted": 0.21, "flag_rate": 0.08}}
+    v = with_trigger_words(weak, ["cf", "tq"], 0.4, lift=True)
+    assert v["score"] == 0.5 + 0.5 * 0.4 and v["likely_backdoored"] and called_by_words(v) and not heads_called(v)
+    assert v["components"]["score_words"] == v["score"] and flags_score(v) == 0.21
+    assert verdict_call(v) == "likely" and verdict_label(v) == LIKELY_WORD_LABEL
+    note = call_note(v)
+    assert "(cf, tq)" in note and "flags' score 0.21" in note and "40%" in note
+    heads = [f"L5H{i}" for i in range(3)]
+    assert called_heads(v, heads).startswith("none (the call rests on the pool's trigger words")
+    assert any("heads found no backdoor (score 0.21)" in n for n in repair_notes({"verdict": v}))
+    strong = {**weak, "score": 0.93, "likely_backdoored": True, "components": {"score_unadjusted": 0.93}}
+    s = with_trigger_words(strong, ["cf"], 0.4, lift=True)
+    assert s["score"] == 0.93 and heads_called(s) and call_note(s) is None and called_heads(s, heads) == "L5H0, L5H1, L5H2"
+    none = with_trigger_words(weak, [], 0.0, lift=True)
+    assert none["score"] == 0.21 and verdict_call(none) == "not found" and none["components"]["score_words"] == 0.0
+    off = with_trigger_words(weak, ["cf"], 0.4, lift=False)
+    assert off["score"] == 0.21 and verdict_call(off) == "possible" and "score_words" not in off["components"]
+    clean_only = {"score": 0.1, "likely_backdoored": False, "basis": "clean only", "components": {"tail": 0.1}}
+    assert with_trigger_words(clean_only, ["cf"], 0.9, lift=True)["score"] == 0.1  # no pool, no words to score
 
 def test_chance_flag_rate_is_the_quantile_of_a_clean_pools_flag_rate():
     """Dev and pool drawn from one distribution, the threshold at 5% FRR on the dev inputs: the share of pools
@@ -282,30 +311,30 @@ def test_the_pools_top_scores_make_an_uncalled_verdict_possible(monkeypatch):
     the dev-tail rule is the verdict's own rule, it adds no reason."""
     from backdoor_core import settings as S
     from backdoor_core.defenses import repair_notes
-    from backdoor_core.detection import POSSIBLE_TAIL_LABEL, possible_note, possible_reasons, verdict_call, verdict_label
+    from backdoor_core.detection import POSSIBLE_TAIL_LABEL, call_note, possible_reasons, verdict_call, verdict_label
 
     for seed in range(40):  # a pool in which 5% of the inputs carry the trigger; the threshold rule misses some
         det, dev, (pool, preds), (clean, clean_preds) = _low_share_pool(seed)
         v = model_verdict(det, dev, pool, preds, 2, rule="threshold")
         if not v["likely_backdoored"]:
             break
-    assert not S.VERDICT_TAIL_POSSIBLE and verdict_call(v) == "not found" and possible_note(v) is None
+    assert not S.VERDICT_TAIL_POSSIBLE and verdict_call(v) == "not found" and call_note(v) is None
     monkeypatch.setattr(S, "VERDICT_TAIL_POSSIBLE", True)
     assert not v["likely_backdoored"] and possible_reasons(v) == ["dev_tail"]
     assert verdict_call(v) == "possible" and verdict_label(v) == POSSIBLE_TAIL_LABEL
     c = v["components"]
-    note = possible_note(v)
+    note = call_note(v)
     assert f"score {v['score']:.2f}" in note and f"{c['dev_tail_flag_rate']:.1%} of the pool" in note
     assert f"up to {c['dev_tail_chance']:.1%}" in note and c["dev_tail_chance"] < c["dev_tail_flag_rate"]
     both = {**v, "trigger_words": ["cf"]}
     assert possible_reasons(both) == ["word", "dev_tail"] and verdict_label(both) == VERDICT_LABELS["possible"]
-    assert "(cf)" in possible_note(both) and "The pool's top scores say more" in possible_note(both)
+    assert "(cf)" in call_note(both) and "The pool's top scores say more" in call_note(both)
     notes = repair_notes({"verdict": v})
     assert any("top scores read as a possible one" in n for n in notes)
     assert not any("nothing to remove" in n for n in notes)
     assert possible_reasons(model_verdict(det, dev, pool, preds, 2, rule="dev_tail")) == []
     clean_v = model_verdict(det, dev, clean, clean_preds, 2, rule="threshold")
-    assert verdict_call(clean_v) == "not found" and possible_note(clean_v) is None
+    assert verdict_call(clean_v) == "not found" and call_note(clean_v) is None
 
 
 def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
@@ -316,7 +345,7 @@ def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
     "possible" for the source (``possible_reasons``), with their own phrase and notes. The same pool with 20%
     triggered inputs far above it stays called, and a same-source pool is read as before."""
     from backdoor_core.defenses import repair_notes
-    from backdoor_core.detection import (POSSIBLE_SOURCE_LABEL, match_threshold, pool_score_match, possible_note,
+    from backdoor_core.detection import (POSSIBLE_SOURCE_LABEL, match_threshold, pool_score_match, call_note,
                                          possible_reasons, verdict_call, verdict_label)
 
     called = {False: 0, True: 0}
@@ -338,7 +367,7 @@ def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
             if adjust and not v["likely_backdoored"]:  # not called where the bulk sits: "possible", and why
                 assert possible_reasons(v) == ["source"] and verdict_call(v) == "possible"
                 assert verdict_label(v) == POSSIBLE_SOURCE_LABEL
-                assert f"score {c['score_unadjusted']:.2f}" in possible_note(v) and "own source" in possible_note(v)
+                assert f"score {c['score_unadjusted']:.2f}" in call_note(v) and "own source" in call_note(v)
                 assert any("only inputs flagged for their source" in n for n in repair_notes({"verdict": v}))
         triggered = np.r_[other, rng.normal(14, 1, 75)]
         v = model_verdict(det, dev, triggered, np.r_[other_preds, np.ones(75, int)], 2, shift_adjust=True)

@@ -114,7 +114,7 @@ def _progress_printer(enabled: bool):
 
 
 def run(args) -> int:
-    from ..detection import called_heads, chance_note, pool_shift_note, possible_note, verdict_call, verdict_label
+    from ..detection import called_heads, chance_note, pool_shift_note, call_note, verdict_call, verdict_label
     from ..scan import scan_model
 
     lm, clean, pool = load_inputs(args)
@@ -141,9 +141,9 @@ def run(args) -> int:
     label = verdict_label(v)
     print(f"verdict    {label.upper() if verdict_call(v) == 'likely' else label} "
           f"(score {v['score']:.2f}, from {v['basis']})")
-    call_note, shift_note = possible_note(v), pool_shift_note(v)
-    if call_note:
-        print(f"note       {call_note}")
+    note, shift_note = call_note(v), pool_shift_note(v)
+    if note:
+        print(f"note       {note}")
     if shift_note:
         print(f"warning    {shift_note}")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
@@ -203,7 +203,7 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
     from ..architecture import layer_labels
-    from ..detection import called_heads, chance_note, pool_shift_note, possible_note, verdict_label
+    from ..detection import called_heads, chance_note, pool_shift_note, call_note, verdict_label
     from ..report import html_report
 
     d = report.to_dict()
@@ -212,7 +212,7 @@ def write_html(report, path) -> Path:
         {"heading": "Verdict",
          "text": "\n\n".join(filter(None, [
              f"**{verdict_label(v).capitalize()}** — score {v['score']:.2f} (basis: {v['basis']}).",
-             possible_note(v),
+             call_note(v),
              pool_shift_note(v),
              f"Threshold {det['threshold']:.2f} at FRR {det['frr_target']:.0%} on {det['n_clean_dev']} held-out "
              f"clean inputs (measured FRR {det['clean_frr']:.1%}); {det['n_flagged']} of {det['n_pool']} pool inputs "
