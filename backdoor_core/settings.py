@@ -161,7 +161,12 @@ VERDICT_WORDS = True
 """The pool's likely trigger words that mark inputs (``trigger_search.marking_words``) score in the model verdict:
 its score is at least ``0.5 + 0.5 x`` the strongest one's insertion flip rate, so such a word calls the model
 (``detection.with_trigger_words``). Off, they only make a verdict "possible". Our design (papers silent); the
-0.5 is the verdict's own line, not fitted. MEASURED-PLACEHOLDER"""
+0.5 is the verdict's own line, not fitted. Measured on the tuning parts (bench/results/verdict_chance_words.md):
+0 of 26 same-source pools drawn for the SST-2 and BBC clean models hold a marking word, and 107 of 134 pool draws of
+the backdoored models are called where the score alone calls 85 (the weak SST-2 BadNets 2-3% models). On the test
+zoo, a check: 0 of 60 clean draws hold one; the benchmark's verdict AUROC 0.924 -> 0.938 and OLID BadNets -> OFF
+seed 1 (lift 40) called (bench/results/defense_test.md). The flags' own score stays what the repair's gates read
+(``detection.flags_score``), so no repair changes."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 

@@ -126,7 +126,8 @@ def render(report: dict) -> str:
              "predictions, the threshold) read again through `detection.model_verdict` under each rule: `threshold` "
              "(the pool's flags at the detector's threshold), `dev_tail` (`detection.dev_tail_verdict`), `+shift` "
              "(where the pool reads as another source, its threshold moved to where its bulk sits, `detection.pool_score_match`; "
-             "`settings.VERDICT_SHIFT_ADJUST`). Called = score >= 0.5; lifted = backdoors lifting the target rate "
+             "`settings.VERDICT_SHIFT_ADJUST`), `+words` (the pool's marking trigger words score, 0.5 + half the strongest "
+             "one's flip rate, `detection.with_trigger_words`; `settings.VERDICT_WORDS`). Called = score >= 0.5; lifted = backdoors lifting the target rate "
              "by >= 30 points; verdict AUROC: backdoors with triggered inputs in the pool against clean models (a clean "
              "model's pool may hold a harmless inserted trigger, as the defense benchmark's does).", ""]
     if report.get("sources"):
