@@ -29,7 +29,7 @@ def collect() -> dict[str, np.ndarray]:
     from backdoor_core.baselines.strip import strip_scores
     from backdoor_core.data import TextDataset
     from backdoor_core.defenses import run_defense
-    from backdoor_core.detection import attention_stats
+    from backdoor_core.detection import attention_stats, flags_score
     from backdoor_core.head_safety import gate_importance
     from backdoor_core.sanitize import alignment_value, focus_removal_labels, safe_head_labels
     from backdoor_core.scan import scan_model
@@ -60,7 +60,7 @@ def collect() -> dict[str, np.ndarray]:
     out["scan_pool_scores"] = rep.pool_scores
     out["scan_threshold"] = np.array(rep.threshold)
     out["scan_flagged"] = rep.flagged
-    out["scan_verdict"] = np.array(rep.verdict["score"])
+    out["scan_verdict"] = np.array(flags_score(rep.verdict))  # the flags' score (the pool's words score apart)
     out["scan_first_pool_scores"] = rep.first_pass["pool_scores"]
     out["scan_first_flagged"] = rep.first_pass["flagged"]
     for f in ("collapse", "importance", "score", "suspicious"):
