@@ -63,8 +63,9 @@ KNOB_LABELS = {
                        "Fuse the distance of the [CLS] features from the clean distribution with the heads' focus "
                        "when flagging inputs (style backdoors)."),
     "weak_verdict": ("Weak-evidence verdict",
-                     "Below this verdict score the scan's evidence is weak: most of its flagged inputs are clean and "
-                     "only its best heads are worth repairing."),
+                     "Below this score of the scan's flags (the verdict's score before the pool's trigger words "
+                     "count) the scan's evidence is weak: most of its flagged inputs are clean and only its best "
+                     "heads are worth repairing."),
     "weak_top_k": ("Heads repaired on weak evidence",
                    "How many of the scan's highest-scoring heads the repair trains when the verdict is below the "
                    "weak-evidence line (0 = all the scan's suspicious heads)."),

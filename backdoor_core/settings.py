@@ -176,7 +176,8 @@ FALLBACK_FRAC = 0.1  # heads rated on the most unusual clean inputs when no pool
 IMPORTANCE_INPUTS = 64  # flagged inputs used for |d margin / d gate|
 COLLAPSE = "common"  # collapse feature: mass on the layer's common key
 WEAK_VERDICT = 0.72
-"""With ``WEAK_TOP_K`` > 0: below this verdict score (``detection.model_verdict``) the scan's evidence counts as weak
+"""With ``WEAK_TOP_K`` > 0: below this score of the scan's flags (``detection.flags_score``: the verdict's score
+before the pool's trigger words count) the scan's evidence counts as weak
 and our repair trains only the ``WEAK_TOP_K`` highest-scoring heads instead of the scan's suspicious set
 (``head_safety.repair_heads``). Aim: a weak backdoor's flagged inputs are mostly clean, and the relative threshold
 then admits up to ``MAX_FRACTION`` of the heads, diluting the few last-layer heads that carry the trigger
