@@ -172,7 +172,9 @@ def scan_figures(report, truth=None) -> dict:
         "scatter": F.importance_similarity_scatter(
             heads.importance, heads.collapse, heads.suspicious, x_title="similarity collapse on flagged inputs (z)",
             y_title="importance |∂margin/∂gate|",
-            **({} if called else {"title": "Head safety: no backdoor called (top candidates marked)",
+            **({} if called else {"title": "Head safety: " + ("the heads show no backdoor"
+                                                              if called_by_words(report.verdict) else
+                                                              "no backdoor called") + " (top candidates marked)",
                                   "mark_name": "candidate"})),
         "grid": F.suspicious_head_grid(heads.score, heads.suspicious, layer_labels=layer_labels(
             (getattr(report, "architecture", None) or {}).get("layer_kinds")),

@@ -182,6 +182,10 @@ def test_detect_calls_a_backdoor_likely_when_only_a_trigger_word_shows_it(monkey
     scan = {f.title: f for f in at.session_state["lab.session"].findings}["Detection scan"]
     assert f"**{LIKELY_WORD_LABEL}**" in scan.text and "(cf)" in scan.text
     assert "the call rests on the pool's trigger words" in scan.text
+    from app_pages._actions import scan_figures
+
+    title = scan_figures(at.session_state["detect.report"], None)["scatter"].layout.title.text
+    assert title.replace("<br>", " ").startswith("Head safety: the heads show no backdoor")  # wrapped to fit
     # no trigger in the pool: no word, and the low score reads "not found"
     at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
     at.button(key="detect.run").click().run()
