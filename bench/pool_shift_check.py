@@ -8,10 +8,16 @@ scoring below the pool's lower quartile) and the verdict, on pools of the same s
   tuning zoo's clean models and five backdoored ones; with ``--shift-triggered K`` also every BadNets / AddSent
   model of the tuning zoo with such pools, K of their inputs carrying its trigger.
 * Same source, test zoo (a check, never tuned on): the quick draw of each test-zoo model on this machine.
+* Another source, test zoo (``test_shift``, a check): the test zoo's clean models with their defender's clean texts
+  and pools of 200 test texts of each other benchmark dataset (SST-2, BBC and OLID or AG News), no trigger.
 
-    python bench/pool_shift_check.py [--zoo tuning,shift,test] [--shift-triggered K] [--dump-scores DIR]
+With ``--words`` every scan also reads the pool's words (``scan`` step 6): the marking trigger words, and the
+verdict with them (``settings.VERDICT_WORDS``: such a word calls the model, ``detection.with_trigger_words``).
 
-Writes ``bench/results/pool_shift_check.json`` and ``.md``.
+    python bench/pool_shift_check.py [--zoo tuning,shift,test,test_shift] [--shift-triggered K] [--words]
+                                     [--dump-scores DIR] [--tag T]
+
+Writes ``bench/results/pool_shift_check[_T].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ RESULTS = ROOT / "bench" / "results"
 MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json",
              "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
 INSERTION = ("badnets", "addsent")  # attacks whose trigger goes into any text, another source's too
+TEST_SHIFT_SOURCES = ("sst2", "olid", "agnews", "bbc")  # test_shift: a test-zoo clean model's pools of the others
 SHIFT_MODELS = ("sst2_s0_clean", "sst2_s1_clean", "sst2_s0_badnets_r0.03", "sst2_s0_addsent_r0.01",
                 "sst2_s0_syntactic_r0.2", "sst2_s0_style_bible_r0.2", "sst2_s1_badnets_r0.01_tal")
 
@@ -48,7 +55,11 @@ def main(argv=None) -> int:
     ap.add_argument("--dump-scores", default=None, metavar="DIR",
                     help="also write each pool's verdict inputs to DIR/<part>_<model>_<source>.npz "
                          "(bench/defense.py's format)")
+    ap.add_argument("--words", action="store_true",
+                    help="also read each pool's words: its marking trigger words and the verdict with them")
+    ap.add_argument("--tag", default="", help="write pool_shift_check_<tag>.json/.md")
     args = ap.parse_args(argv)
+    stem = "pool_shift_check" + (f"_{args.tag}" if args.tag else "")
     from pool_words_shift import POOL
 
     if not 0 <= args.shift_triggered <= POOL // 2:
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
     from contrast_check import evaluation_sets
     from pool_words_shift import shifted_pool
     from backdoor_core.defender_data import load_bench_data
-    from backdoor_core.detection import POOL_SHIFT_RANK, verdict_call
+    from backdoor_core.detection import POOL_SHIFT_RANK, called_by_words, flags_score, verdict_call
     from backdoor_core.models import load_model
     from backdoor_core.poisoning import BadNets
     from backdoor_core.scan import scan_model
@@ -71,12 +82,15 @@ def main(argv=None) -> int:
     def scan(m, lm, defender, pool, part, source, is_triggered=None):
         t0 = time.perf_counter()
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=m["max_length"], find_triggers=False,
-                         read_pool_words=False)
+                         read_pool_words=args.words)
         v = rep.verdict
         rows.append({"part": part, "model": m["name"], "attack": m["attack"], "source": source, "pool": len(pool),
                      "rank": round(v["components"]["pool_lower_quartile_rank"], 3), "unlike": v["pool_unlike_clean"],
                      "score": round(v["score"], 3), "flag_rate": round(len(rep.flagged) / len(pool), 3),
                      "call": verdict_call(v), "seconds": round(time.perf_counter() - t0, 1)})
+        if args.words:
+            rows[-1].update({"flags_score": round(flags_score(v), 3), "marking_words": list(rep.marking_words),
+                             "called_by_words": called_by_words(v)})
         print(json.dumps(rows[-1]), flush=True)
         if args.dump_scores:
             trig = is_triggered if is_triggered is not None else [False] * len(pool)
@@ -84,7 +98,7 @@ def main(argv=None) -> int:
                                                            "verdict": v}, rep, trig)
 
     for part in parts:
-        zoo = "test" if part == "test" else "tuning"
+        zoo = "test" if part.startswith("test") else "tuning"
         if not MANIFESTS[zoo].is_file():
             print(f"no {zoo} zoo: skipped", flush=True)
             continue
@@ -95,10 +109,19 @@ def main(argv=None) -> int:
             twin.setdefault((m.get("dataset"), m["seed"]), m)
         models = [m for m in every if part != "shift" or m["name"] in SHIFT_MODELS
                   or (args.shift_triggered and m["attack"] in INSERTION)]
+        if part == "test_shift":
+            models = [m for m in every if m["attack"] == "clean"]
         for m in models:
             if not (ROOT / m["path"]).is_dir():
                 continue
             lm = load_model(str(ROOT / m["path"]))
+            if part == "test_shift":  # the other benchmark datasets' test texts, no trigger
+                defender, _, _, _, _, seed = evaluation_sets(m, data)
+                for src in [d for d in TEST_SHIFT_SOURCES if d != m["dataset"]]:
+                    if (src, seed) not in sources:
+                        sources[(src, seed)] = load_bench_data(src, seed=seed)[1].sample(POOL, seed=seed + 5).texts
+                    scan(m, lm, defender, list(sources[(src, seed)]), part, src)
+                continue
             if part == "shift":
                 defender, _, ds, card, _, seed = evaluation_sets(m, data)
                 ks = ([0] if m["name"] in SHIFT_MODELS else []) + (
@@ -124,9 +147,9 @@ def main(argv=None) -> int:
     report = {"script": "bench/pool_shift_check.py", "pool_shift_rank": POOL_SHIFT_RANK, "rows": rows,
               "seconds_total": round(time.perf_counter() - t_all, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text(RESULTS / "pool_shift_check.json", json.dumps(report, indent=2))
+    write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
     names = {"tuning": "same source, tuning zoo", "shift": "another source (SST-2 models)",
-             "test": "same source, test zoo"}
+             "test": "same source, test zoo", "test_shift": "another source (test zoo's clean models)"}
     lines = ["# Is the pool drawn like the clean texts? (`detection.pool_lower_quartile_rank`)", "",
              "`bench/pool_shift_check.py`: the share of the clean dev inputs scoring below the pool's lower quartile "
              f"(final pass); above {POOL_SHIFT_RANK} the pool reads as another source (a warning beside the verdict, "
@@ -134,23 +157,30 @@ def main(argv=None) -> int:
              "`settings.VERDICT_SHIFT_ADJUST`). Same "
              "source: the defense benchmark's quick draw (200 clean dev texts, pool 20% triggered; clean models: "
              "their dataset and seed's BadNets pool without the triggered inputs). Another source: the same SST-2 clean texts, "
-             "200 OLID tweets or AG News items. One thread.", "", "## Summary", "",
-             "| pools | n | rank: min | max | read as another source | called \"likely\" |",
-             "|---|---|---|---|---|---|"]
+             "200 OLID tweets or AG News items. Another source, test zoo: each clean test-zoo model's own clean texts, "
+             "200 test texts of each other benchmark dataset. One thread."
+             + (" Words read (`--words`): the marking trigger words, the flags' own score, and whether the words "
+                "alone call the model (`settings.VERDICT_WORDS`)." if args.words else ""), "", "## Summary", "",
+             "| pools | n | rank: min | max | read as another source | called \"likely\" |"
+             + (" of them by the words alone |" if args.words else ""),
+             "|---|---|---|---|---|---|" + ("---|" if args.words else "")]
     for part in parts:
         rs = [r for r in rows if r["part"] == part]
         if not rs:
             continue
         ranks = [r["rank"] for r in rs]
         lines.append(f"| {names[part]} | {len(rs)} | {min(ranks):.2f} | {max(ranks):.2f} | "
-                     f"{sum(bool(r['unlike']) for r in rs)} | {sum(r['call'] == 'likely' for r in rs)} |")
+                     f"{sum(bool(r['unlike']) for r in rs)} | {sum(r['call'] == 'likely' for r in rs)} |"
+                     + (f" {sum(r['called_by_words'] for r in rs)} |" if args.words else ""))
     lines += ["", "## Per pool", "", "| pools | model | pool source | inputs | rank | another source | score | "
-              "flagged | call |", "|---|---|---|---|---|---|---|---|---|"]
+              "flagged | call |" + (" flags' score | marking words |" if args.words else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.words else "")]
     for r in rows:
         lines.append(f"| {names[r['part']]} | {r['model']} | {r['source']} | {r['pool']} | {r['rank']:.2f} | "
-                     f"{'yes' if r['unlike'] else 'no'} | {r['score']:.2f} | {r['flag_rate']:.0%} | {r['call']} |")
+                     f"{'yes' if r['unlike'] else 'no'} | {r['score']:.2f} | {r['flag_rate']:.0%} | {r['call']} |"
+                     + (f" {r['flags_score']:.2f} | {' '.join(r['marking_words']) or '-'} |" if args.words else ""))
     lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
-    write_text(RESULTS / "pool_shift_check.md", "\n".join(lines) + "\n")
+    write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
