@@ -900,8 +900,11 @@ def call_note(verdict: dict) -> str | None:
     sentence per reason (``possible_reasons``), or a likely one that only the pool's trigger words make
     (``called_by_words``); None otherwise."""
     if called_by_words(verdict):
-        c = verdict["components"]
-        return (f"The heads show no backdoor at this threshold (flags' score {flags_score(verdict):.2f}), but the pool "
+        c, flags = verdict["components"], flags_score(verdict)
+        head = (f"The heads show no backdoor at this threshold (flags' score {flags:.2f})" if flags < VERDICT_THRESHOLD
+                else "The pool reads as another source, and read where its bulk sits its flags call no backdoor (at "
+                     f"the threshold itself {flags:.2f}, which the source may explain)")
+        return (f"{head}, but the pool "
                 f"holds a likely trigger word ({', '.join(verdict['trigger_words'])}): rare in the clean texts, and "
                 f"inserted into them it sends up to {2 * c['score_words'] - 1:.0%} of them to one class, as a trigger "
                 "does. That calls the model (score 0.5 + half that share). The heads miss a weak word backdoor, "

@@ -204,6 +204,12 @@ def test_a_marking_word_scores_the_verdict_and_leaves_the_flags_score_to_the_rep
     heads = [f"L5H{i}" for i in range(3)]
     assert called_heads(v, heads).startswith("none (the call rests on the pool's trigger words")
     assert any("heads found no backdoor (score 0.21)" in n for n in repair_notes({"verdict": v}))
+    shifted = with_trigger_words({**weak, "score": 0.1, "pool_unlike_clean": True,
+                                  "components": {"score_unadjusted": 0.66}}, ["killed"], 0.55, lift=True)
+    assert called_by_words(shifted) and "reads as another source" in call_note(shifted)
+    assert "at the threshold itself 0.66" in call_note(shifted)
+    assert any("bulk sits the scan's flags call no backdoor (at the threshold itself 0.66)" in n
+               for n in repair_notes({"verdict": shifted}))
     strong = {**weak, "score": 0.93, "likely_backdoored": True, "components": {"score_unadjusted": 0.93}}
     s = with_trigger_words(strong, ["cf"], 0.4, lift=True)
     assert s["score"] == 0.93 and heads_called(s) and call_note(s) is None and called_heads(s, heads) == "L5H0, L5H1, L5H2"
