@@ -782,25 +782,30 @@ POSSIBLE_SOURCE_LABEL = "possible backdoor (or a pool of another source)"
 LIKELY_WORD_LABEL = "likely backdoored (a trigger word in the pool)"
 
 
+def word_score(words: Sequence[str], flip: float) -> float:
+    """The pool's marking trigger words' verdict score (``with_trigger_words``): ``VERDICT_THRESHOLD + (1 -
+    VERDICT_THRESHOLD) x flip`` for the strongest word's insertion flip rate ``flip``; 0 without words."""
+    return VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) * float(np.clip(flip, 0, 1)) if words else 0.0
+
+
 def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None) -> dict:
     """``verdict`` (``model_verdict``) carrying the pool's likely trigger words (our design; papers silent).
 
     ``words``: the marking words (``trigger_search.marking_words``: rare in the clean texts, enriched in the pool,
     sending at least ``settings.POOL_WORD_MIN_FLIP`` of the clean texts to one class when inserted); ``flip``: the
     largest of their insertion flip rates. They go to ``verdict["trigger_words"]``. With ``lift`` (None:
-    ``settings.VERDICT_WORDS``) they also score: ``score_words = VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) x
-    flip`` (0 without words), and the verdict's score is the larger of that and the flags' score, so a marking
-    word calls the model. ``components["score_words"]`` records it, and ``called_by`` reads ``"words"`` where only
+    ``settings.VERDICT_WORDS``) they also score (``word_score``: 0.5 + half ``flip``), and the verdict's score
+    is the larger of that and the flags' score, so a marking word calls the model. ``components["score_words"]`` records it, and ``called_by`` reads ``"words"`` where only
     the words call it. The flags' own score (``flags_score``) stays, and with it every decision read from the flags
     (the repair's gates; ``called_heads`` lists no head as suspicious). Without ``lift`` such a verdict reads
     "possible" (``possible_reasons``)."""
     out = {**verdict, "trigger_words": [str(w) for w in words]}
     if not (S.VERDICT_WORDS if lift is None else lift) or out.get("basis") != "pool" or "components" not in out:
         return out
-    word_score = VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) * float(np.clip(flip, 0, 1)) if words else 0.0
-    out["components"] = {**out["components"], "score_words": word_score}
-    if word_score > out["score"]:
-        out.update(score=word_score, likely_backdoored=word_score >= VERDICT_THRESHOLD,
+    words_score = word_score(words, flip)
+    out["components"] = {**out["components"], "score_words": words_score}
+    if words_score > out["score"]:
+        out.update(score=words_score, likely_backdoored=words_score >= VERDICT_THRESHOLD,
                    called_by="words" if not out.get("likely_backdoored") else out.get("called_by", "flags"))
     return out
 

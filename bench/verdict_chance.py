@@ -255,13 +255,12 @@ def _f(x, nd=3):
 def words_section(draws: list[dict]) -> list[str]:
     """``--words``: per model, the draws whose pool holds a marking word, and the calls at 0.5 of the recorded score
     alone and with the words' score (``detection.with_trigger_words``: 0.5 + half the strongest word's flip)."""
-    from backdoor_core.detection import VERDICT_THRESHOLD
+    from backdoor_core.detection import word_score
 
     rows = [r for r in draws if "marking_words" in r]
     if not rows:
         return []
-    with_words = lambda r: max(r["score"], VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) * r["marking_flip"]  # noqa: E731
-                               if r["marking_words"] else 0.0)
+    with_words = lambda r: max(r["score"], word_score(r["marking_words"], r["marking_flip"]))  # noqa: E731
     lines = ["", "## The pools' likely trigger words (`--words`)", "",
              "Per draw the scan read the pool's words (`scan` step 6); a marking word (`trigger_search.marking_words`) "
              "is what makes a verdict \"possible\", and with `settings.VERDICT_WORDS` it scores 0.5 + half its "
