@@ -95,11 +95,12 @@ def _scan_draws(job: dict) -> list[dict]:
                "components": {k: float(x) for k, x in v["components"].items()},
                "score": float(v["score"]), "seconds": round(time.perf_counter() - t0, 1)}
         if job.get("words"):  # the pool's likely trigger words that mark inputs (scan step 6)
+            from backdoor_core.trigger_search import marking_flip
+
             marked = np.asarray(rep.pool_word_marked, bool)
-            best = {w.word: w for w in rep.pool_words or []}
             row.update({"marking_words": list(rep.marking_words), "marked": int(marked.sum()),
                         "marked_triggered": int((marked & is_t).sum()),
-                        "marking_flip": max((best[w].flip_rate for w in rep.marking_words), default=0.0)})
+                        "marking_flip": marking_flip(rep.pool_words or [], rep.marking_words)})
         print(json.dumps({k: row[k] for k in ("model", "draw", "pool", "flagged", "score", "seconds")}), flush=True)
         if job.get("dump"):
             from defense import dump_verdict_inputs
