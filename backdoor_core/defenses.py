@@ -592,11 +592,12 @@ def repair_notes(details: dict) -> list[str]:
         from .detection import possible_reasons
 
         flags = flags_score(verdict)
-        if (words or verdict.get("trigger_words")) and (flags is None or flags < VERDICT_THRESHOLD):
+        has_words = bool(words or verdict.get("trigger_words"))
+        if has_words and (flags is None or flags < VERDICT_THRESHOLD):
             notes.append(f"The scan's heads found no backdoor (score {flags or 0:.2f}), but the pool "
                          "holds a likely trigger word: a weak word backdoor may be there, which the heads miss, so "
                          "the flags the repair worked on are mostly chance; the trigger words are its evidence.")
-        elif words or verdict.get("trigger_words"):  # a pool of another source: flags for the source or a trigger
+        elif has_words:  # a pool of another source: its flags may come from the source or a trigger
             notes.append(f"The pool holds a likely trigger word, and read where the pool's bulk sits the scan's "
                          f"flags call no backdoor (at the threshold itself {flags:.2f}): the flags the repair worked on "
                          "may hold a trigger or only inputs flagged for their source; the trigger words are the "
