@@ -321,6 +321,30 @@ class SimilarityDetector(Thresholded):
 
 
 
+FIRST_PASSES = ("layer", "head")
+"""``first_pass_detector``'s kinds (``settings.FIRST_PASS``)."""
+
+
+def first_pass_detector(clean_fit: AttentionStats, clean_dev: AttentionStats, frr: float = DEFAULT_FRR,
+                        kind: str = S.FIRST_PASS, aggregate: str = DEFAULT_AGGREGATE,
+                        length_adjust: bool = True) -> SimilarityDetector:
+    """The scan's first-pass attention detector, fitted on ``clean_fit`` and thresholded at ``frr`` on
+    ``clean_dev`` (our design; papers silent). ``kind`` (``FIRST_PASSES``): ``"layer"``, the per-layer
+    ``DEFAULT_FEATURES`` aggregated over layers by ``aggregate``; ``"head"``, every head's own ``focus``
+    (``(N, L*H)`` z-scores), max over heads, whatever ``aggregate`` says (a mean over 72 heads would dilute the
+    few a trigger captures)."""
+    if kind not in FIRST_PASSES:
+        raise ValueError(f"first pass must be one of {', '.join(FIRST_PASSES)}, not {kind!r}")
+    if kind == "head":
+        heads = np.ones(clean_fit.focus.shape[1:], dtype=bool)  # (L, H): every head
+        det = SimilarityDetector(features=("head_focus",), aggregate="max", length_adjust=length_adjust,
+                                 heads=heads)
+    else:
+        det = SimilarityDetector(aggregate=aggregate, length_adjust=length_adjust)
+    det.fit(clean_fit).calibrate(clean_dev, frr)
+    return det
+
+
 def head_focus_detector(heads: np.ndarray, clean_fit: AttentionStats, clean_dev: AttentionStats,
                         frr: float = DEFAULT_FRR, length_adjust: bool = True) -> SimilarityDetector:
     """The scan's refined-pass detector (``scan.refine``): ``heads``' own focus, each z-scored against

@@ -69,6 +69,7 @@ from . import settings as S
 from .detection import (
     DEFAULT_AGGREGATE,
     DEFAULT_FRR,
+    FIRST_PASSES,
     AttentionStats,
     REP_METHODS,
     ContrastDetector,
@@ -77,6 +78,7 @@ from .detection import (
     representation_detector,
     SimilarityDetector,
     attention_stats,
+    first_pass_detector,
     fused_detector,
     head_focus_detector,
     VERDICT_RULES,
@@ -131,8 +133,8 @@ class ScanReport:
         heads: ``head_safety.HeadSafety``.
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
-        detector: the first pass's ``detection.SimilarityDetector`` (per-layer features, fitted on the clean
-            fit half, threshold at ``frr_target`` on the clean dev half): score any other inputs with it.
+        detector: the first pass's ``detection.SimilarityDetector`` (``detection.first_pass_detector``: per-layer
+            or per-head features, ``settings["first_pass"]``; fitted on the clean fit half, threshold at ``frr_target`` on the clean dev half): score any other inputs with it.
         head_detector: the final pass's ``detection.head_focus_detector`` for the final suspicious heads (same
             clean halves; its threshold is ``threshold``); None when the refined passes did not run.
         clean_fit_texts / clean_dev_texts: the clean texts that fitted the statistics / set the thresholds.
@@ -367,6 +369,7 @@ def scan_model(
     top_k: int | None = None,
     fallback_frac: float = DEFAULT_FALLBACK_FRAC,
     importance_inputs: int = 64,
+    first_pass_kind: str = S.FIRST_PASS,
     refine: bool = DEFAULT_REFINE,
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
     representation: bool = S.REPRESENTATION,
@@ -392,6 +395,8 @@ def scan_model(
         aggregate, length_adjust: see ``detection.SimilarityDetector``.
         max_clean: use at most this many clean texts (a seeded sample), None = all.
         rel_threshold, max_fraction, top_k, fallback_frac, importance_inputs: see ``head_safety``.
+        first_pass_kind: what the first pass z-scores, per layer or per head (``detection.first_pass_detector``;
+            ``settings.FIRST_PASS``).
         refine, refine_rounds: re-flag the pool by the suspicious heads' focus, ``refine_rounds`` times, the
             heads re-rated on the new flags between rounds (step 4 of the module docstring).
         representation, fuse: fuse every pass's attention score with the ``[CLS]`` representation distance
@@ -415,6 +420,8 @@ def scan_model(
         raise ValueError(f"frr must be between 0 and 1 (exclusive), got {frr}.")
     if verdict_rule not in VERDICT_RULES:
         raise ValueError(f"verdict_rule must be one of {', '.join(VERDICT_RULES)}, got '{verdict_rule}'.")
+    if first_pass_kind not in FIRST_PASSES:
+        raise ValueError(f"first_pass_kind must be one of {', '.join(FIRST_PASSES)}, got '{first_pass_kind}'.")
     if rep_method not in REP_METHODS:
         raise ValueError(f"rep_method must be one of {', '.join(REP_METHODS)}, got '{rep_method}'.")
     if max_clean is not None and len(clean) > max_clean:
@@ -429,9 +436,8 @@ def scan_model(
     representation = asked_representation and len(fit_idx) >= S.REP_MIN_FIT
     clean_stats = attention_stats(model, tokenizer, clean.texts, max_length, batch_size, prog("clean"),
                                   should_stop, cls=representation)
-    det = SimilarityDetector(aggregate=aggregate, length_adjust=length_adjust).fit(clean_stats.subset(fit_idx))
     dev_stats = clean_stats.subset(dev_idx)
-    det.calibrate(dev_stats, frr)
+    det = first_pass_detector(clean_stats.subset(fit_idx), dev_stats, frr, first_pass_kind, aggregate, length_adjust)
     att_first = att_final = det
     if pool:
         pool_stats = attention_stats(model, tokenizer, pool, max_length, batch_size, prog("pool"), should_stop,
@@ -545,7 +551,7 @@ def scan_model(
         head_sim_clean=clean_stats.head_sim.mean(0),
         head_sim_flagged=None if flagged_stats is None else flagged_stats.head_sim.mean(0),
         seconds=time.perf_counter() - t0,
-        settings={"frr": frr, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
+        settings={"frr": frr, "first_pass": first_pass_kind, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
                   "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used, "verdict_rule": verdict_rule,

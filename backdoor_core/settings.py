@@ -81,6 +81,15 @@ DEMO_POISON_RATE = 0.02  # the Attack lab page's poison rate: the zoo's 2% dose 
 FRR = 0.05  # false-rejection rate on clean dev inputs that sets the input-level threshold
 AGGREGATE = "max"  # an input's score: max over layers (``detection``)
 FEATURES = ("focus",)  # measured (``detection.DEFAULT_FEATURES``)
+FIRST_PASS = "layer"
+"""What the scan's first pass z-scores (``detection.first_pass_detector``): ``"layer"``, each layer's mean over its
+heads of ``FEATURES`` (max over layers), or ``"head"``, every head's own ``focus`` (max over all heads). Our design
+(papers silent): a weak backdoor captures a few heads, which a layer mean dilutes. Measured on the SST-2 tuning zoo
+and not adopted: per head, the first pass flags more of the pools' triggered inputs (391 -> 436 of 972, clean ones
+256 -> 195; detection AUROC 0.755 -> 0.784), but the refined passes end nearly where they did (2-pass AUROC 0.812
+-> 0.814), and on the 12 models whose scan it changed the repair left more ASR (mean 23.8% -> 27.3%, higher on 7)
+though less CACC lost (worst -5.6 -> -2.6 points): ``bench/results/knob_tuning_first_pass_head.md``,
+``bench/results/archive/defense_s40base.json`` / ``defense_s40head.json`` (scans)."""
 REFINE = True  # refined passes by the suspicious heads' own focus (``scan``)
 REFINE_ROUNDS = 2
 REPRESENTATION = True

@@ -42,6 +42,16 @@ and on two SST-2 style models added to the tuning zoo later (``bench/attack_tal.
 ``--only style_tweets``; their runs ``defense_sd0`` and ``defense_sd4``, with ``'{"weak_top_k": 4}'``), re-rendered
 with ``--render --sst2 0=defense_xdir1.json,defense_sd0.json --sst2 4=defense_wk.json,defense_sd4.json``.
 
+The scan's first pass (``first_pass_head``, ``settings.FIRST_PASS``: 1 = per head, 0 = per layer) is a scan knob,
+so the BBC part does not run it (``--values`` empty); the SST-2 tuning models whose scan it changed, repaired both
+ways with the same one-thread draw (seed 0):
+
+    python bench/defense.py --manifest bench/models/tuning_zoo/manifest.json --defenses alignment \
+        --detectors ours --only <models> --tag s40rbase              # and --tag s40rhead with
+    #   --scan-knobs '{"first_pass_kind": "head"}'
+    python bench/knob_tuning.py --knob first_pass_head --sst2 0=bench/results/archive/defense_s40rbase.json \
+        --sst2 1=bench/results/archive/defense_s40rhead.json
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 
@@ -126,7 +136,10 @@ def markdown(result: dict) -> str:
                                    "when it takes an input out of the class the focus tokens push toward; 1 = on, "
                                    "0 = off)",
             "weak_top_k": "the heads our repair trains when the scan's verdict is below `settings.WEAK_VERDICT` "
-                          "(`head_safety.repair_heads`: the k highest-scoring heads; 0 = the scan's suspicious set)"
+                          "(`head_safety.repair_heads`: the k highest-scoring heads; 0 = the scan's suspicious set)",
+            "first_pass_head": "the scan's first pass (`settings.FIRST_PASS`, `detection.first_pass_detector`), "
+                               "which sets the flags and heads the repair starts from: 0 = each layer's mean focus, "
+                               "1 = every head's own focus (max over heads)"
             }.get(knob, knob)
     md = [f"# Tuning zoo: `{knob}`", "",
           f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}"
@@ -170,7 +183,7 @@ def main() -> None:
     ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
     ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target",
-                                       "weak_top_k"),
+                                       "weak_top_k", "first_pass_head"),
                     required=True)
     ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
     ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")

@@ -110,6 +110,46 @@ def test_head_focus_is_not_diluted_by_the_other_heads_of_the_layer():
         SimilarityDetector(features=("head_focus",))
 
 
+def test_the_per_head_first_pass_finds_one_captured_head_the_layer_mean_dilutes():
+    """first_pass_detector("head"): every head's own focus, max over heads, thresholded on the dev inputs; the
+    per-layer first pass misses most inputs whose one captured head (of 16) the layer mean dilutes."""
+    from backdoor_core.detection import first_pass_detector
+
+    rng = np.random.default_rng(1)
+    clean = _stats(rng.uniform(0.2, 0.4, (200, 2, 8)).astype(np.float32))
+    trig_focus = rng.uniform(0.2, 0.4, (100, 2, 8)).astype(np.float32)
+    trig_focus[:, 0, 5] = 0.5  # L0H5 collapses onto the trigger on every triggered input
+    trig = _stats(trig_focus)
+    fit, dev = clean.subset(range(100)), clean.subset(range(100, 200))
+    layer = first_pass_detector(fit, dev, 0.05, "layer")
+    head = first_pass_detector(fit, dev, 0.05, "head")
+    assert head.features == ("head_focus",) and head.heads.all() and head.aggregate == "max"
+    assert 0.0 < head.clean_frr <= 0.06 and 0.0 < layer.clean_frr <= 0.06
+    assert head.flag(head.score(trig)).mean() > 0.9
+    assert layer.flag(layer.score(trig)).mean() < 0.5
+    with pytest.raises(ValueError, match="first pass"):
+        first_pass_detector(fit, dev, 0.05, "heads")
+
+
+def test_scan_runs_the_first_pass_it_is_asked_for():
+    """scan_model(first_pass_kind=...): recorded in the report's settings; "head" flags with a (L*H)-column
+    detector; an unknown kind is refused before any forward pass."""
+    from backdoor_core.data import TextDataset
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(60, seed=2)
+    data = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=3) + clean_texts(30, seed=4)[0]
+    rep = scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, find_triggers=False, representation=False,
+                     first_pass_kind="head")
+    L, H = lm.model.config.num_hidden_layers, lm.model.config.num_attention_heads
+    assert rep.settings["first_pass"] == "head"
+    assert rep.detector.features == ("head_focus",) and rep.detector.heads.shape == (L, H)
+    with pytest.raises(ValueError, match="first_pass_kind"):
+        scan_model(lm.model, lm.tokenizer, data, pool, max_length=32, first_pass_kind="token")
+
+
 def test_a_pool_unlike_the_clean_texts_is_read_and_said_beside_the_verdict():
     """A pool from another source flags nearly everything and the score calls the model; the verdict says the pool
     is unlike the clean texts (pool_lower_quartile_rank), a same-source pool with triggered inputs does not."""
