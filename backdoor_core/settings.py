@@ -89,7 +89,9 @@ and not adopted: per head, the first pass flags more of the pools' triggered inp
 256 -> 195; detection AUROC 0.755 -> 0.784), but the refined passes end nearly where they did (2-pass AUROC 0.812
 -> 0.814), and on the 12 models whose scan it changed the repair left more ASR (mean 23.8% -> 27.3%, higher on 7)
 though less CACC lost (worst -5.6 -> -2.6 points): ``bench/results/knob_tuning_first_pass_head.md``,
-``bench/results/archive/defense_s40base.json`` / ``defense_s40head.json`` (scans)."""
+``bench/results/archive/defense_s40base.json`` / ``defense_s40head.json`` (scans). A check on the test zoo's 30
+models (``archive/defense_test_s40testhead.json``, scans only): first-pass AUROC 0.863 -> 0.858, no missed backdoor
+called, and a clean AG News model called (0.00 -> 0.52)."""
 REFINE = True  # refined passes by the suspicious heads' own focus (``scan``)
 REFINE_ROUNDS = 2
 REPRESENTATION = True
