@@ -482,10 +482,11 @@ def main(argv=None) -> int:
         if unknown:
             _fail(f"--scan-knobs: unknown scan_model argument(s) {', '.join(unknown)}; known: "
                   f"{', '.join(sorted(allowed))}")
-        from backdoor_core.detection import VERDICT_RULES
+        from backdoor_core.detection import FIRST_PASSES, VERDICT_RULES
 
-        if settings["scan_knobs"].get("verdict_rule", VERDICT_RULES[0]) not in VERDICT_RULES:
-            _fail(f"--scan-knobs: verdict_rule must be one of {', '.join(VERDICT_RULES)}")
+        for knob, choices in (("verdict_rule", VERDICT_RULES), ("first_pass_kind", FIRST_PASSES)):
+            if settings["scan_knobs"].get(knob, choices[0]) not in choices:
+                _fail(f"--scan-knobs: {knob} must be one of {', '.join(choices)}")
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
                      "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)

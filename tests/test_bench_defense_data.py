@@ -264,7 +264,8 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     # a scan knob that scan_model does not take is refused before any model is loaded
     for knobs, says in (('{"rep_methd": "both"}', "unknown scan_model argument(s) rep_methd"),
                         ("[1]", "must be a JSON object"),
-                        ('{"verdict_rule": "strictest"}', "verdict_rule must be one of threshold, dev_tail")):
+                        ('{"verdict_rule": "strictest"}', "verdict_rule must be one of threshold, dev_tail"),
+                        ('{"first_pass_kind": "token"}', "first_pass_kind must be one of layer, head")):
         with pytest.raises(SystemExit) as ex:
             b.main(["--quick", "--models-from", str(models), "--data", str(data), "--scan-knobs", knobs])
         assert ex.value.code == 2 and says in capsys.readouterr().err
