@@ -134,7 +134,8 @@ class ScanReport:
         layer_sim_clean / layer_sim_flagged: ``(L,)`` mean head-to-head similarity per layer.
         head_sim_clean / head_sim_flagged: ``(L, H)`` each head's mean similarity to its layer's others.
         detector: the first pass's ``detection.SimilarityDetector`` (``detection.first_pass_detector``: per-layer
-            or per-head features, ``settings["first_pass"]``; fitted on the clean fit half, threshold at ``frr_target`` on the clean dev half): score any other inputs with it.
+            or per-head features, ``settings["first_pass"]``; fitted on the clean fit half, threshold at
+            ``frr_target`` on the clean dev half): score any other inputs with it.
         head_detector: the final pass's ``detection.head_focus_detector`` for the final suspicious heads (same
             clean halves; its threshold is ``threshold``); None when the refined passes did not run.
         clean_fit_texts / clean_dev_texts: the clean texts that fitted the statistics / set the thresholds.
@@ -551,8 +552,9 @@ def scan_model(
         head_sim_clean=clean_stats.head_sim.mean(0),
         head_sim_flagged=None if flagged_stats is None else flagged_stats.head_sim.mean(0),
         seconds=time.perf_counter() - t0,
-        settings={"frr": frr, "first_pass": first_pass_kind, "aggregate": aggregate, "length_adjust": length_adjust, "fit_frac": fit_frac,
-                  "max_clean": max_clean, "seed": seed, "max_length": max_length, "refine": first_pass is not None,
+        settings={"frr": frr, "first_pass": first_pass_kind, "aggregate": aggregate, "length_adjust": length_adjust,
+                  "fit_frac": fit_frac, "max_clean": max_clean, "seed": seed, "max_length": max_length,
+                  "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used, "verdict_rule": verdict_rule,
                   "verdict_shift_adjust": bool(verdict_shift_adjust),
