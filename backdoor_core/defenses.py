@@ -599,8 +599,8 @@ def repair_notes(details: dict) -> list[str]:
                          "the flags the repair worked on are mostly chance; the trigger words are its evidence.")
         elif has_words:  # a pool of another source: its flags may come from the source or a trigger
             notes.append(f"The pool holds a likely trigger word, and read where the pool's bulk sits the scan's "
-                         f"flags call no backdoor (at the threshold itself {flags:.2f}): the flags the repair worked on "
-                         "may hold a trigger or only inputs flagged for their source; the trigger words are the "
+                         f"flags call no backdoor (at the threshold itself {flags:.2f}): the flags the repair worked "
+                         "on may hold a trigger or only inputs flagged for their source; the trigger words are the "
                          "evidence.")
         elif "dev_tail" in possible_reasons(verdict):
             notes.append(f"The scan's score found no backdoor (verdict {verdict.get('score', 0):.2f}), but the pool's "

@@ -639,9 +639,10 @@ class FusedDetector(Thresholded):
 
     Each part's score is z-scored by its clean dev scores (mean, standard deviation), then combined: ``"sum"``
     (``settings.FUSE``: evidence adds up, and one part's noise is diluted by the other) or ``"max"`` (flag what
-    either part finds unusual; on the tuning zoo it raised false alarms on a clean model); the threshold is set at ``frr`` on the same clean dev inputs, so the fused
-    score keeps the asked-for false-rejection rate. Same interface as ``SimilarityDetector`` (``score``,
-    ``flag``, ``threshold``, ``clean_dev_scores``, ``clean_frr``), so ``scan`` and ``model_verdict`` use either.
+    either part finds unusual; on the tuning zoo it raised false alarms on a clean model); the threshold is set at
+    ``frr`` on the same clean dev inputs, so the fused score keeps the asked-for false-rejection rate. Same
+    interface as ``SimilarityDetector`` (``score``, ``flag``, ``threshold``, ``clean_dev_scores``, ``clean_frr``),
+    so ``scan`` and ``model_verdict`` use either.
     """
 
     attention: SimilarityDetector
@@ -812,6 +813,12 @@ def word_score(words: Sequence[str], flip: float) -> float:
     return VERDICT_THRESHOLD + (1 - VERDICT_THRESHOLD) * float(np.clip(flip, 0, 1)) if words else 0.0
 
 
+def word_flip(score_words: float) -> float:
+    """The strongest marking word's insertion flip rate behind a ``word_score`` of ``score_words`` (its inverse; 0
+    for a score at or below ``VERDICT_THRESHOLD``)."""
+    return float(np.clip((score_words - VERDICT_THRESHOLD) / (1 - VERDICT_THRESHOLD), 0, 1))
+
+
 def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None) -> dict:
     """``verdict`` (``model_verdict``) carrying the pool's likely trigger words (our design; papers silent).
 
@@ -819,10 +826,10 @@ def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, l
     sending at least ``settings.POOL_WORD_MIN_FLIP`` of the clean texts to one class when inserted); ``flip``: the
     largest of their insertion flip rates. They go to ``verdict["trigger_words"]``. With ``lift`` (None:
     ``settings.VERDICT_WORDS``) they also score (``word_score``: 0.5 + half ``flip``), and the verdict's score
-    is the larger of that and the flags' score, so a marking word calls the model. ``components["score_words"]`` records it, and ``called_by`` reads ``"words"`` where only
-    the words call it. The flags' own score (``flags_score``) stays, and with it every decision read from the flags
-    (the repair's gates; ``called_heads`` lists no head as suspicious). Without ``lift`` such a verdict reads
-    "possible" (``possible_reasons``)."""
+    is the larger of that and the flags' score, so a marking word calls the model. ``components["score_words"]``
+    records it, and ``called_by`` reads ``"words"`` where only the words call it. The flags' own score
+    (``flags_score``) stays, and with it every decision read from the flags (the repair's gates; ``called_heads``
+    lists no head as suspicious). Without ``lift`` such a verdict reads "possible" (``possible_reasons``)."""
     out = {**verdict, "trigger_words": [str(w) for w in words]}
     if not (S.VERDICT_WORDS if lift is None else lift) or out.get("basis") != "pool" or "components" not in out:
         return out
@@ -935,9 +942,9 @@ def call_note(verdict: dict) -> str | None:
                      f"the threshold itself {flags:.2f}, which the source may explain)")
         return (f"{head}, but the pool "
                 f"holds a likely trigger word ({', '.join(verdict['trigger_words'])}): rare in the clean texts, and "
-                f"inserted into them it sends up to {2 * c['score_words'] - 1:.0%} of them to one class, as a trigger "
-                "does. That calls the model (score 0.5 + half that share). The heads miss a weak word backdoor, "
-                "which flips few of the inputs that carry its word; the flags listed are mostly chance.")
+                f"inserted into them it sends up to {word_flip(c['score_words']):.0%} of them to one class, as a "
+                "trigger does. That calls the model (score 0.5 + half that share). The heads miss a weak word "
+                "backdoor, which flips few of the inputs that carry its word; the flags listed are mostly chance.")
     if verdict_call(verdict) != "possible":
         return None
     reasons, notes = possible_reasons(verdict), []
