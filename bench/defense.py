@@ -282,6 +282,36 @@ def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: 
             "pool_is_triggered": [f for _, _, f in items]}
 
 
+def parse_scan_knobs(text: str) -> dict:
+    """``--scan-knobs`` read: a JSON object of ``scan_model`` keyword arguments, checked before any model loads.
+
+    Raises ValueError, with a one-line message, on text that is not a JSON object, on an argument ``scan_model``
+    does not take (or one the benchmark sets itself), and on an unknown verdict rule, first-pass kind or
+    representation method."""
+    import inspect
+
+    from backdoor_core.detection import FIRST_PASSES, REP_METHODS, VERDICT_RULES
+    from backdoor_core.scan import scan_model
+
+    try:
+        knobs = json.loads(text)
+        if not isinstance(knobs, dict):
+            raise TypeError(f"got {type(knobs).__name__}")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--scan-knobs must be a JSON object such as '{{\"rep_method\": \"contrast\"}}': {exc}")
+    allowed = set(inspect.signature(scan_model).parameters) - {"model", "tokenizer", "clean", "pool_texts",
+                                                                 "max_length", "seed", "model_name"}
+    unknown = sorted(set(knobs) - allowed)
+    if unknown:
+        raise ValueError(f"--scan-knobs: unknown scan_model argument(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(allowed))}")
+    for knob, choices in (("verdict_rule", VERDICT_RULES), ("first_pass_kind", FIRST_PASSES),
+                          ("rep_method", REP_METHODS)):
+        if knobs.get(knob, choices[0]) not in choices:
+            raise ValueError(f"--scan-knobs: {knob} must be one of {', '.join(choices)}")
+    return knobs
+
+
 def _fail(message: str):
     print(message, file=sys.stderr)
     raise SystemExit(2)
@@ -471,22 +501,9 @@ def main(argv=None) -> int:
             _fail(f"--align-knobs must be a JSON object such as '{{\"retain\": 1.0}}': {exc}")
     if args.scan_knobs:
         try:
-            settings["scan_knobs"] = dict(json.loads(args.scan_knobs))
-        except (ValueError, TypeError) as exc:
-            _fail(f"--scan-knobs must be a JSON object such as '{{\"rep_method\": \"contrast\"}}': {exc}")
-        import inspect
-
-        allowed = set(inspect.signature(scan_model).parameters) - {"model", "tokenizer", "clean", "pool_texts",
-                                                                     "max_length", "seed", "model_name"}
-        unknown = sorted(set(settings["scan_knobs"]) - allowed)
-        if unknown:
-            _fail(f"--scan-knobs: unknown scan_model argument(s) {', '.join(unknown)}; known: "
-                  f"{', '.join(sorted(allowed))}")
-        from backdoor_core.detection import FIRST_PASSES, VERDICT_RULES
-
-        for knob, choices in (("verdict_rule", VERDICT_RULES), ("first_pass_kind", FIRST_PASSES)):
-            if settings["scan_knobs"].get(knob, choices[0]) not in choices:
-                _fail(f"--scan-knobs: {knob} must be one of {', '.join(choices)}")
+            settings["scan_knobs"] = parse_scan_knobs(args.scan_knobs)
+        except ValueError as exc:
+            _fail(str(exc))
     settings.update({"mode": "full" if args.full else "quick", "seed": args.seed,
                      "threads": torch.get_num_threads(), "zoo": args.zoo, "data": args.data,
                      "models_source": args.models_from or str(Path(args.manifest).relative_to(ROOT)

@@ -247,7 +247,16 @@ def main(argv=None) -> int:
         p.error(f"--shares are shares of the pool, each above 0 and below 1, got '{args.shares}'")
     # checked before the first run, not after the last
     knobs = _json_object(p, "--align-knobs", args.align_knobs, '{"label_judge": "gate_filter"}')
-    scan_knobs = _json_object(p, "--scan-knobs", args.scan_knobs, '{"verdict_rule": "dev_tail"}')
+    if args.scan_knobs:  # the same check as bench/defense.py's, which each run repeats
+        sys.path.insert(0, str(ROOT / "bench"))
+        from defense import parse_scan_knobs
+
+        try:
+            scan_knobs = parse_scan_knobs(args.scan_knobs)
+        except ValueError as exc:
+            p.error(str(exc))
+    else:
+        scan_knobs = None
     t0 = time.time()
     rows, runs, failed = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:

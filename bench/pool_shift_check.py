@@ -57,8 +57,17 @@ def main(argv=None) -> int:
                          "(bench/defense.py's format)")
     ap.add_argument("--words", action="store_true",
                     help="also read each pool's words: its marking trigger words and the verdict with them")
+    ap.add_argument("--scan-knobs", default=None,
+                    help="JSON object of scan_model keyword arguments for every scan (as bench/defense.py's), "
+                         "e.g. '{\"rep_method\": \"both\"}'; recorded in the report")
     ap.add_argument("--tag", default="", help="write pool_shift_check_<tag>.json/.md")
     args = ap.parse_args(argv)
+    import defense as D
+
+    try:
+        knobs = D.parse_scan_knobs(args.scan_knobs) if args.scan_knobs else {}
+    except ValueError as exc:
+        ap.error(str(exc))
     stem = "pool_shift_check" + (f"_{args.tag}" if args.tag else "")
     from pool_words_shift import POOL
 
@@ -66,7 +75,6 @@ def main(argv=None) -> int:
         ap.error(f"--shift-triggered: 0 to {POOL // 2} of the {POOL} pool inputs (at most half may carry the trigger)")
     import torch
 
-    import defense as D
     from contrast_check import evaluation_sets
     from pool_words_shift import shifted_pool
     from backdoor_core.defender_data import load_bench_data
@@ -82,7 +90,7 @@ def main(argv=None) -> int:
     def scan(m, lm, defender, pool, part, source, is_triggered=None):
         t0 = time.perf_counter()
         rep = scan_model(lm.model, lm.tokenizer, defender, pool, max_length=m["max_length"], find_triggers=False,
-                         read_pool_words=args.words)
+                         read_pool_words=args.words, **knobs)
         v = rep.verdict
         rows.append({"part": part, "model": m["name"], "attack": m["attack"], "source": source, "pool": len(pool),
                      "rank": round(v["components"]["pool_lower_quartile_rank"], 3), "unlike": v["pool_unlike_clean"],
@@ -144,7 +152,8 @@ def main(argv=None) -> int:
             trig = list(draw["pool_is_triggered"])
             pool = draw["pool"] if m["attack"] != "clean" else [t for t, x in zip(draw["pool"], trig) if not x]
             scan(m, lm, defender, pool, part, m["dataset"], trig if m["attack"] != "clean" else None)
-    report = {"script": "bench/pool_shift_check.py", "pool_shift_rank": POOL_SHIFT_RANK, "rows": rows,
+    report = {"script": "bench/pool_shift_check.py", "pool_shift_rank": POOL_SHIFT_RANK, "scan_knobs": knobs,
+              "rows": rows,
               "seconds_total": round(time.perf_counter() - t_all, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
@@ -159,6 +168,7 @@ def main(argv=None) -> int:
              "their dataset and seed's BadNets pool without the triggered inputs). Another source: the same SST-2 clean texts, "
              "200 OLID tweets or AG News items. Another source, test zoo: each clean test-zoo model's own clean texts, "
              "200 test texts of each other benchmark dataset. One thread."
+             + (f" Scan knobs (`--scan-knobs`): `{json.dumps(knobs)}`." if knobs else "")
              + (" Words read (`--words`): the marking trigger words, the flags' own score, and whether the words "
                 "alone call the model (`settings.VERDICT_WORDS`)." if args.words else ""), "", "## Summary", "",
              "| pools | n | rank: min | max | read as another source | called \"likely\" |"

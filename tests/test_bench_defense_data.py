@@ -140,8 +140,8 @@ def test_alignment_records_the_pool_inputs_it_used_and_their_labels():
     assert "pool_labels" not in d
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_defense_gen", ROOT / "bench" / "defense.py")
+def _bench(script: str = "defense"):
+    spec = importlib.util.spec_from_file_location(f"bench_{script}_gen", ROOT / "bench" / f"{script}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -262,13 +262,21 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
         b.main(["--quick", "--models-from", str(models), "--data", str(data), "--pool-poison", "1.5"])
     assert ex.value.code == 2 and "--pool-poison is a share of the pool" in capsys.readouterr().err
     # a scan knob that scan_model does not take is refused before any model is loaded
+    shift_check = _bench("pool_shift_check")
+    monkeypatch.setattr(shift_check, "RESULTS", tmp_path / "shift_results")
     for knobs, says in (('{"rep_methd": "both"}', "unknown scan_model argument(s) rep_methd"),
                         ("[1]", "must be a JSON object"),
                         ('{"verdict_rule": "strictest"}', "verdict_rule must be one of threshold, dev_tail"),
-                        ('{"first_pass_kind": "token"}', "first_pass_kind must be one of layer, head")):
+                        ('{"first_pass_kind": "token"}', "first_pass_kind must be one of layer, head"),
+                        ('{"rep_method": "cosine"}', "rep_method must be one of mahalanobis, contrast, both")):
         with pytest.raises(SystemExit) as ex:
             b.main(["--quick", "--models-from", str(models), "--data", str(data), "--scan-knobs", knobs])
         assert ex.value.code == 2 and says in capsys.readouterr().err
+        # bench/pool_shift_check.py reads its --scan-knobs with the same check, before it loads anything
+        with pytest.raises(SystemExit) as ex:
+            shift_check.main(["--zoo", "shift", "--scan-knobs", knobs])
+        assert ex.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "shift_results").exists()
 
 
 def test_workers_run_each_seed_group_in_its_own_process_and_merge(tmp_path, monkeypatch):

@@ -65,7 +65,8 @@ def test_bad_shares_and_knobs_are_refused_before_any_run(capsys):
                        (["--shares", "1.5"], "--shares are shares of the pool"),
                        (["--align-knobs", "{label_judge"], "--align-knobs must be a JSON object"),
                        (["--align-knobs", "[1]"], "--align-knobs must be a JSON object"),
-                       (["--scan-knobs", "{verdict"], "--scan-knobs must be a JSON object")):
+                       (["--scan-knobs", "{verdict"], "--scan-knobs must be a JSON object"),
+                       (["--scan-knobs", '{"rep_method": "cosine"}'], "rep_method must be one of")):
         with pytest.raises(SystemExit) as ex:
             b.main(argv)
         assert ex.value.code == 2 and says in capsys.readouterr().err
