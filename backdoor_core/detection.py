@@ -607,29 +607,41 @@ class SummedDetector(Thresholded):
 
 def representation_detector(clean_fit: AttentionStats, clean: AttentionStats, pool: AttentionStats,
                             clean_dev: AttentionStats, frr: float = DEFAULT_FRR, method: str = S.REP_METHOD,
-                            seed: int = 0):
+                            seed: int = 0, attention: SimilarityDetector | None = None, fuse: str = S.FUSE):
     """The scan's representation part, calibrated on ``clean_dev`` (our design; paper silent).
 
     ``method`` (``settings.REP_METHOD``): ``"mahalanobis"`` (``RepresentationDetector`` fitted on ``clean_fit``),
     ``"contrast"`` (``ContrastDetector`` of all ``clean`` inputs against the ``pool``), or ``"both"``
     (``SummedDetector`` of the two). A pool smaller than ``settings.CONTRAST_MIN_POOL`` leaves contrast nothing
     to learn from, so the scan falls back to the Mahalanobis distance alone (the returned ``method`` says so).
-    Returns ``(detector, method used)``.
+
+    The source gate (``attention`` given: the scan's first-pass detector; ``settings.CONTRAST_SOURCE_GATE``; our
+    design, papers silent): the contrast learns whatever sets the pool apart from the clean texts, and for a pool
+    of another source that is the source, not a trigger. So the distance alone is fused with ``attention`` first
+    (``fused_detector`` by ``fuse``), and where that score reads the pool as drawn from another source
+    (``pool_unlike_clean``) the distance alone is returned, method ``"mahalanobis"``: such a pool is scanned as
+    it would be without the contrast. Returns ``(detector, method used)``.
     """
     if method not in REP_METHODS:
         raise ValueError(f"method must be one of {', '.join(REP_METHODS)}, got '{method}'.")
     if method != "mahalanobis" and len(pool) < S.CONTRAST_MIN_POOL:
         method = "mahalanobis"
-    parts = []
-    if method in ("mahalanobis", "both"):
-        parts.append(RepresentationDetector().fit(clean_fit))
-    if method in ("contrast", "both"):
-        parts.append(ContrastDetector(seed=seed).fit(clean, pool))
-    for p in parts:
-        p.calibrate(clean_dev, frr)
-    det = parts[0] if len(parts) == 1 else SummedDetector(parts)
-    if len(parts) > 1:
-        det.calibrate(clean_dev, frr)
+    distance = None
+    if method in ("mahalanobis", "both") or attention is not None:
+        distance = RepresentationDetector().fit(clean_fit)
+        distance.calibrate(clean_dev, frr)
+    if method != "mahalanobis" and attention is not None:
+        probe = fused_detector(attention, distance, clean_dev, frr, fuse)
+        if pool_unlike_clean(probe.clean_dev_scores, probe.score(pool)):
+            method = "mahalanobis"
+    if method == "mahalanobis":
+        return distance, method
+    contrast = ContrastDetector(seed=seed).fit(clean, pool)
+    contrast.calibrate(clean_dev, frr)
+    if method == "contrast":
+        return contrast, method
+    det = SummedDetector([distance, contrast])
+    det.calibrate(clean_dev, frr)
     return det, method
 
 
@@ -790,6 +802,15 @@ def pool_lower_quartile_rank(clean_dev_scores: np.ndarray, pool_scores: np.ndarr
     if not len(clean_dev_scores) or not len(pool_scores):
         return float("nan")
     return float((clean_dev_scores < np.quantile(pool_scores, 0.25)).mean())
+
+
+def pool_unlike_clean(clean_dev_scores: np.ndarray, pool_scores: np.ndarray) -> bool | None:
+    """Whether the pool reads as drawn from another source than the clean texts (``(n_dev,)``, ``(n_pool,)``
+    suspicion scores): ``pool_lower_quartile_rank`` above ``POOL_SHIFT_RANK``; None with fewer than
+    ``POOL_SHIFT_MIN_INPUTS`` clean dev or pool inputs."""
+    if min(len(clean_dev_scores), len(pool_scores)) < POOL_SHIFT_MIN_INPUTS:
+        return None
+    return bool(pool_lower_quartile_rank(clean_dev_scores, pool_scores) > POOL_SHIFT_RANK)
 
 
 VERDICT_RULES = ("threshold", "dev_tail")
@@ -1116,8 +1137,7 @@ def model_verdict(
         raise ValueError(f"rule must be one of {VERDICT_RULES}, not {rule!r}")
     pool_scores = np.asarray(pool_scores, dtype=float)
     rank = pool_lower_quartile_rank(clean_dev_scores, pool_scores)
-    unlike = (bool(rank > POOL_SHIFT_RANK) if min(len(clean_dev_scores), len(pool_scores)) >= POOL_SHIFT_MIN_INPUTS
-              else None)
+    unlike = pool_unlike_clean(clean_dev_scores, pool_scores)
     match = pool_score_match(clean_dev_scores, pool_scores) if shift_adjust and unlike else None
     at_thr = _pool_components(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile,
                               match)

@@ -375,6 +375,7 @@ def scan_model(
     refine_rounds: int = DEFAULT_REFINE_ROUNDS,
     representation: bool = S.REPRESENTATION,
     rep_method: str = S.REP_METHOD,
+    contrast_gate: bool = S.CONTRAST_SOURCE_GATE,
     fuse: str = S.FUSE,
     verdict_rule: str = S.VERDICT_RULE,
     verdict_shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
@@ -404,6 +405,10 @@ def scan_model(
             (``detection.FusedDetector``, combined by ``fuse``); False = attention only (the paper's method).
             Needs at least ``settings.REP_MIN_FIT`` clean fit inputs; with fewer the scan stays attention-only
             and ``settings["representation_skipped"]`` says why.
+        rep_method, contrast_gate: the representation part (``settings.REP_METHOD``); with a contrast in it and
+            ``contrast_gate`` (``settings.CONTRAST_SOURCE_GATE``), a pool that reads as another source than the
+            clean texts under the distance alone is scanned with the distance alone (``settings["rep_method"]``,
+            ``settings["contrast_gated"]``; ``detection.representation_detector``).
         verdict_rule: how the model verdict reads the pool (``detection.VERDICT_RULES``; ``settings.VERDICT_RULE``).
         verdict_shift_adjust: where the pool reads as another source, the verdict counts its flags above the
             threshold moved to where the pool's bulk sits (``settings.VERDICT_SHIFT_ADJUST``).
@@ -450,7 +455,8 @@ def scan_model(
     rep_det = rep_used = None
     if representation:
         rep_det, rep_used = representation_detector(clean_stats.subset(fit_idx), clean_stats, pool_stats, dev_stats,
-                                                    frr, rep_method, seed)
+                                                    frr, rep_method, seed, att_first if contrast_gate else None,
+                                                    fuse)
         det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
     clean_scores = det.score(clean_stats)
     pool_scores = det.score(pool_stats) if pool else np.zeros(0)
@@ -556,7 +562,10 @@ def scan_model(
                   "fit_frac": fit_frac, "max_clean": max_clean, "seed": seed, "max_length": max_length,
                   "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
-                  "fuse": fuse if representation else None, "rep_method": rep_used, "verdict_rule": verdict_rule,
+                  "fuse": fuse if representation else None, "rep_method": rep_used,
+                  "contrast_gated": bool(representation and rep_method != "mahalanobis" and contrast_gate
+                                         and len(pool) >= S.CONTRAST_MIN_POOL and rep_used == "mahalanobis"),
+                  "verdict_rule": verdict_rule,
                   "verdict_shift_adjust": bool(verdict_shift_adjust),
                   "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"
                                              if asked_representation and not representation else None),

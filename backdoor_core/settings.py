@@ -115,6 +115,10 @@ models backdoored, whose pools come from another OLID release than their clean t
 CONTRAST_FOLDS = 5  # cross-fitting folds of ``detection.ContrastDetector``
 CONTRAST_C = 0.001  # its logistic regression's inverse L2 strength (standardised features)
 CONTRAST_MIN_POOL = 20  # fewer pool inputs and the scan uses the Mahalanobis distance alone
+CONTRAST_SOURCE_GATE = True
+"""With a contrast in ``REP_METHOD``: where the first pass fused with the distance alone reads the pool as drawn
+from another source than the clean texts (``detection.pool_unlike_clean``), the scan uses the distance alone, as
+the contrast would learn the source (``detection.representation_detector``). Our design (papers silent)."""
 FUSE = "sum"
 """Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /

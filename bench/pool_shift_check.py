@@ -95,7 +95,8 @@ def main(argv=None) -> int:
         rows.append({"part": part, "model": m["name"], "attack": m["attack"], "source": source, "pool": len(pool),
                      "rank": round(v["components"]["pool_lower_quartile_rank"], 3), "unlike": v["pool_unlike_clean"],
                      "score": round(v["score"], 3), "flag_rate": round(len(rep.flagged) / len(pool), 3),
-                     "call": verdict_call(v), "seconds": round(time.perf_counter() - t0, 1)})
+                     "call": verdict_call(v), "rep_method": rep.settings.get("rep_method"),
+                     "seconds": round(time.perf_counter() - t0, 1)})
         if args.words:
             rows[-1].update({"flags_score": round(flags_score(v), 3), "marking_words": list(rep.marking_words),
                              "called_by_words": called_by_words(v)})
@@ -183,12 +184,14 @@ def main(argv=None) -> int:
                      f"{sum(bool(r['unlike']) for r in rs)} | {sum(r['call'] == 'likely' for r in rs)} |"
                      + (f" {sum(r['called_by_words'] for r in rs)} |" if args.words else ""))
     lines += ["", "## Per pool", "", "| pools | model | pool source | inputs | rank | another source | score | "
-              "flagged | call |" + (" flags' score | marking words |" if args.words else ""),
-              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.words else "")]
+              "flagged | call |" + (" flags' score | marking words |" if args.words else "")
+              + (" representation |" if knobs else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.words else "") + ("---|" if knobs else "")]
     for r in rows:
         lines.append(f"| {names[r['part']]} | {r['model']} | {r['source']} | {r['pool']} | {r['rank']:.2f} | "
                      f"{'yes' if r['unlike'] else 'no'} | {r['score']:.2f} | {r['flag_rate']:.0%} | {r['call']} |"
-                     + (f" {r['flags_score']:.2f} | {' '.join(r['marking_words']) or '-'} |" if args.words else ""))
+                     + (f" {r['flags_score']:.2f} | {' '.join(r['marking_words']) or '-'} |" if args.words else "")
+                     + (f" {r['rep_method']} |" if knobs else ""))
     lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
     write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
