@@ -234,10 +234,11 @@ def test_new_knobs_default_to_the_settings_objects():
 
 # ------------------------------------------------------------------ pool contrast (ContrastDetector; our design)
 
-def _pooled(n, rng, shift=0.0, layers=L, hidden=HID):
+def _pooled(n, rng, shift=0.0, layers=L, hidden=HID, base=None):
     """Synthetic statistics with ``pooled`` ``(n, layers, hidden)`` states around 0; ``shift`` moves every layer's
-    states along one fixed direction (a style trigger leaves no token a head can focus on, only such a shift)."""
-    base = _stats(n, rng)
+    states along one fixed direction (a style trigger leaves no token a head can focus on, only such a shift).
+    ``base``: the ``_stats`` the rest comes from (default: fresh ones)."""
+    base = _stats(n, rng) if base is None else base
     x = rng.normal(size=(n, layers, hidden))
     direction = np.zeros(hidden)
     direction[:4] = 1.0
@@ -309,6 +310,34 @@ def test_representation_detector_methods_and_the_small_pool_fallback():
         representation_detector(fit, clean, pool, dev, S.FRR, "knn")
 
 
+def test_the_source_gate_keeps_the_contrast_off_a_pool_of_another_source():
+    """With the first-pass attention detector given, a pool whose bulk the distance alone already reads as unlike
+    the clean inputs (``pool_unlike_clean``) is scored by the distance alone; a pool like the clean inputs but for
+    a triggered fifth keeps the contrast."""
+    from backdoor_core.detection import SummedDetector, pool_unlike_clean, representation_detector
+
+    rng = np.random.default_rng(11)
+    clean = _pooled(200, rng)
+    fit, dev = clean.subset(np.arange(100)), clean.subset(np.arange(100, 200))
+    att = SimilarityDetector().fit(fit)
+    att.calibrate(dev, S.FRR)
+    same = AttentionStats.concat([_pooled(80, rng), _pooled(20, rng, shift=1.0)])
+    det, used = representation_detector(fit, clean, same, dev, S.FRR, "both", attention=att)
+    assert used == "both" and isinstance(det, SummedDetector)
+    # every input from elsewhere: its [CLS] states sit away from the clean ones, and a fifth carries the shift too
+    other = AttentionStats.concat([_pooled(80, rng, base=_stats(80, rng, shift_layer=1, shift=3.0)),
+                                   _pooled(20, rng, shift=1.0, base=_stats(20, rng, shift_layer=1, shift=3.0))])
+    det, used = representation_detector(fit, clean, other, dev, S.FRR, "both", attention=att)
+    assert used == "mahalanobis" and isinstance(det, RepresentationDetector)
+    # the gate's own reading, and the same pool without the gate: the contrast is used and flags most of it
+    probe = fused_detector(att, det, dev, S.FRR)
+    assert pool_unlike_clean(probe.clean_dev_scores, probe.score(other))
+    assert not pool_unlike_clean(probe.clean_dev_scores, probe.score(same))
+    ungated, used = representation_detector(fit, clean, other, dev, S.FRR, "both")
+    assert used == "both" and ungated.flag(ungated.score(other)).mean() > 0.5
+    assert representation_detector(fit, clean, other, dev, S.FRR, "contrast", attention=att)[1] == "mahalanobis"
+
+
 def test_attention_stats_pooled_are_each_layers_content_token_means():
     from backdoor_core.forward import run_with_cache
 
@@ -336,6 +365,17 @@ def test_scan_records_the_representation_method_it_used():
     both = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, rep_method="both",
                       find_triggers=False)
     assert both.settings["rep_method"] == "both" and len(both.representation_detector.parts) == 2
+    assert both.settings["contrast_gated"] is False  # a pool of the clean texts' own source keeps the contrast
+    # a pool of another source (none of the clean texts' words): the source gate scans it with the distance alone
+    r = np.random.default_rng(0)
+    other = [" ".join(r.choice(["zq", "xv", "kk", "0", "1", "2", "##", "!!"], 12)) for _ in range(40)]
+    gated = scan_model(lm.model, lm.tokenizer, clean, other, max_length=32, frr=0.2, rep_method="both",
+                       find_triggers=False)
+    assert gated.settings["rep_method"] == "mahalanobis" and gated.settings["contrast_gated"] is True
+    assert gated.verdict["pool_unlike_clean"]
+    ungated = scan_model(lm.model, lm.tokenizer, clean, other, max_length=32, frr=0.2, rep_method="both",
+                         contrast_gate=False, find_triggers=False)
+    assert ungated.settings["rep_method"] == "both" and ungated.settings["contrast_gated"] is False
     few = scan_model(lm.model, lm.tokenizer, clean, pool[:10], max_length=32, frr=0.2, rep_method="both",
                      find_triggers=False)
     assert few.settings["rep_method"] == "mahalanobis"
