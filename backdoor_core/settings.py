@@ -105,7 +105,7 @@ distance in hundreds of dimensions from a few dozen inputs is noise, and at a 5%
 one noisy dev outlier sets the fused threshold (our design; measured on the tiny test model)."""
 REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
 REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
-REP_METHOD = "mahalanobis"
+REP_METHOD = "both"
 """The scan's representation score (``detection.representation_detector``): "mahalanobis" (distance of the
 ``[CLS]`` states from the clean ones), "contrast" (a pool-vs-clean classifier on the layers' states,
 ``detection.ContrastDetector``) or "both" (summed). Our design (papers silent). "both" raised style detection and

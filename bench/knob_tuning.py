@@ -52,6 +52,16 @@ ways with the same one-thread draw (seed 0):
     python bench/knob_tuning.py --knob first_pass_head --sst2 0=bench/results/archive/defense_s40rbase.json \
         --sst2 1=bench/results/archive/defense_s40rhead.json
 
+The scan's representation part (``rep_method_both``, ``settings.REP_METHOD``: 1 = distance + pool contrast behind
+the source gate, 0 = the distance alone) is a scan knob too; the whole tuning zoo repaired both ways, each seed
+group in its own one-thread process with its own draw (``--workers 2``):
+
+    python bench/defense.py --quick --manifest bench/models/tuning_zoo/manifest.json --defenses alignment \
+        --detectors ours --repair all --workers 2 --scan-knobs '{"rep_method": "mahalanobis"}' --tag s41dist
+    #   and --scan-knobs '{"rep_method": "both"}' --tag s41both
+    python bench/knob_tuning.py --knob rep_method_both --sst2 0=bench/results/archive/defense_s41dist.json \
+        --sst2 1=bench/results/archive/defense_s41both.json
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 
@@ -139,7 +149,12 @@ def markdown(result: dict) -> str:
                           "(`head_safety.repair_heads`: the k highest-scoring heads; 0 = the scan's suspicious set)",
             "first_pass_head": "the scan's first pass (`settings.FIRST_PASS`, `detection.first_pass_detector`), "
                                "which sets the flags and heads the repair starts from: 0 = each layer's mean focus, "
-                               "1 = every head's own focus (max over heads)"
+                               "1 = every head's own focus (max over heads)",
+            "rep_method_both": "the scan's representation part (`settings.REP_METHOD`, "
+                               "`detection.representation_detector`), which sets the flags, the heads and the FFN "
+                               "rule the repair starts from: 0 = the Mahalanobis distance of the [CLS] states alone, "
+                               "1 = that distance plus the pool-vs-clean contrast, behind its source gate "
+                               "(`settings.CONTRAST_SOURCE_GATE`)"
             }.get(knob, knob)
     md = [f"# Tuning zoo: `{knob}`", "",
           f"`python bench/knob_tuning.py --knob {knob}` ({result['date']}"
@@ -174,7 +189,7 @@ def markdown(result: dict) -> str:
                   f"{_p(r['cacc_before'])} -> {_p(r['cacc_after'])} | {_p(r['asr_before'])} -> {_p(r['asr_after'])} | "
                   f"{_p(r.get('pseudo_label_accuracy'))} | {_direction(r.get('focus_shift'))} |")
     md += ["", "BBC: the tour's scan and one-epoch repair (`tour.sanitize_knobs`), measured on all test articles. "
-               "SST-2: `bench/defense.py --quick` (seed 0; 3 epochs), FFN by the `auto` rule.", ""]
+               "SST-2: one-thread `bench/defense.py --quick` runs (3 epochs), FFN by the `auto` rule.", ""]
     return "\n".join(md)
 
 
@@ -183,7 +198,7 @@ def main() -> None:
     ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
     ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target",
-                                       "weak_top_k", "first_pass_head"),
+                                       "weak_top_k", "first_pass_head", "rep_method_both"),
                     required=True)
     ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
     ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")
