@@ -494,9 +494,11 @@ class ContrastDetector(Thresholded):
     On a clean model's pool drawn like the clean inputs the classifier finds nothing to learn and the
     out-of-fold scores of pool and clean dev inputs match (tested). A pool that differs from the clean inputs in
     anything else is flagged for that too: on the test zoo's OLID models (clean tweets from OLID's training set,
-    the pool from its test set) it called two clean models backdoored, so it is off by default
-    (``settings.REP_METHOD``). Measured: ``bench/results/defense_tuning_contrast.md`` (tuning zoo),
-    ``bench/results/archive/defense_test_contrast.md`` (test zoo), ``bench/results/contrast_check.md``.
+    the pool from its test set) it called two clean models backdoored (session 13). So the scan uses it only
+    behind a source gate (``representation_detector``, ``settings.CONTRAST_SOURCE_GATE``), summed with the
+    distance by default (``settings.REP_METHOD``). Measured: ``bench/results/knob_tuning_rep_method_both.md``,
+    ``bench/results/pool_shift_check_s41gate.md`` (with the gate), ``bench/results/defense_tuning_contrast.md``,
+    ``bench/results/archive/defense_test_contrast.md`` (without), ``bench/results/contrast_check.md``.
     """
 
     folds: int = S.CONTRAST_FOLDS

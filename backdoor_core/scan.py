@@ -27,7 +27,9 @@ Steps:
    attention-only scan. Measured: ``bench/results/style_ablation.md``. The representation part is chosen by
    ``rep_method`` (``settings.REP_METHOD``, ``detection.representation_detector``): that distance, a
    cross-fitted pool-vs-clean classifier on the layers' states (``detection.ContrastDetector``, which needs the
-   pool, so the pool is read before any detector is fitted), or both summed.
+   pool, so the pool is read before any detector is fitted), or both summed (the default). A pool that the first
+   pass, fused with the distance alone, reads as another source than the clean texts is scanned with the distance
+   alone (``contrast_gate``, ``settings.CONTRAST_SOURCE_GATE``): there the contrast would learn the source.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags, and whether the pool reads as drawn from another source than the clean texts (``pool_unlike_clean``;
    the views add ``detection.pool_shift_note``, and the verdict then reads the pool where its bulk sits,
@@ -287,6 +289,7 @@ class ScanReport:
                 "n_flagged": int(len(self.flagged)),
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
                 "representation_method": self.settings.get("rep_method"),
+                "contrast_gated": self.settings.get("contrast_gated"),
                 "representation_share": self.representation_share,
                 "attention_missed_share": self.attention_missed_share,
                 "marking_words": list(self.marking_words),

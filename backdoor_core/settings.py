@@ -106,19 +106,26 @@ one noisy dev outlier sets the fused threshold (our design; measured on the tiny
 REP_CLASS_CONDITIONAL = True  # distance to the predicted class's clean mean (False: to the overall clean mean)
 REP_AGGREGATE = "max"  # per-layer z-scores of the distance aggregated by their max over layers
 REP_METHOD = "both"
-"""The scan's representation score (``detection.representation_detector``): "mahalanobis" (distance of the
+"""The scan's representation part (``detection.representation_detector``): "mahalanobis" (distance of the
 ``[CLS]`` states from the clean ones), "contrast" (a pool-vs-clean classifier on the layers' states,
-``detection.ContrastDetector``) or "both" (summed). Our design (papers silent). "both" raised style detection and
-repair on the SST-2 tuning zoo (bench/results/defense_tuning_contrast.md) but called two of the test zoo's six clean
-models backdoored, whose pools come from another OLID release than their clean texts
-(bench/results/archive/defense_test_contrast.md): not adopted."""
+``detection.ContrastDetector``) or "both" (summed). Our design (papers silent). "both", behind the source gate
+(``CONTRAST_SOURCE_GATE``), since session 41: on the SST-2 tuning zoo, both draws, against the distance alone in the
+same session, mean ASR after our repair 20.6 -> 15.1% (the six style models 50.9 -> 32.2%, lower on 5 of 6), mean
+CACC change +0.6 both ways (worst -5.8 -> -4.6), verdict AUROC 1.000 both ways with every backdoor lifting the
+target rate by 30 points or more called (Shakespeare seed 0 was missed), the seed-0 clean model's verdict 0.00 ->
+0.40 (bench/results/knob_tuning_rep_method_both.md). Without the gate it called clean models backdoored on pools of
+another source (session 13's test-zoo check; SST-2 tuning models with OLID pools:
+bench/results/archive/pool_shift_check_s41both.md)."""
 CONTRAST_FOLDS = 5  # cross-fitting folds of ``detection.ContrastDetector``
 CONTRAST_C = 0.001  # its logistic regression's inverse L2 strength (standardised features)
 CONTRAST_MIN_POOL = 20  # fewer pool inputs and the scan uses the Mahalanobis distance alone
 CONTRAST_SOURCE_GATE = True
 """With a contrast in ``REP_METHOD``: where the first pass fused with the distance alone reads the pool as drawn
 from another source than the clean texts (``detection.pool_unlike_clean``), the scan uses the distance alone, as
-the contrast would learn the source (``detection.representation_detector``). Our design (papers silent)."""
+the contrast would learn the source (``detection.representation_detector``). Our design (papers silent); no knob
+fitted (the line is ``detection.POOL_SHIFT_RANK``). On the 42 pools of OLID tweets or AG News items scanned by the
+SST-2 tuning models it closed on all 42, so they read as without the contrast; on the tuning zoo's 24 same-source
+pools on none (bench/results/pool_shift_check_s41gate.md)."""
 FUSE = "sum"
 """Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /

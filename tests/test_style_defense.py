@@ -373,6 +373,7 @@ def test_scan_records_the_representation_method_it_used():
                        find_triggers=False)
     assert gated.settings["rep_method"] == "mahalanobis" and gated.settings["contrast_gated"] is True
     assert gated.verdict["pool_unlike_clean"]
+    assert gated.to_dict()["detection"]["contrast_gated"] is True  # and the saved report says so
     ungated = scan_model(lm.model, lm.tokenizer, clean, other, max_length=32, frr=0.2, rep_method="both",
                          contrast_gate=False, find_triggers=False)
     assert ungated.settings["rep_method"] == "both" and ungated.settings["contrast_gated"] is False
