@@ -1027,6 +1027,16 @@ def pool_shift_note(verdict: dict) -> str | None:
             "to be sure. The pool's likely trigger words do not depend on this.")
 
 
+def contrast_gate_note(gated: bool | None) -> str | None:
+    """What the contrast's source gate did (``ScanReport.settings["contrast_gated"]``): a note when it closed;
+    None otherwise (``representation_detector``, ``settings.CONTRAST_SOURCE_GATE``)."""
+    if not gated:
+        return None
+    return ("The pool read as drawn from another source than the clean texts before the scan fitted its pool "
+            "contrast, so the scan left the contrast out (it would have learned the source, not a trigger) and "
+            "scored the inputs by the heads and the distance of their [CLS] states from the clean ones.")
+
+
 def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float) -> float:
     """``model_verdict``'s score from its pool components (see there): the excess of ``flag_rate`` over ``chance``
     (``chance_flag_rate``), softened at 5% of the pool, times the ``tail`` and ``purity`` factors."""

@@ -374,6 +374,10 @@ def test_scan_records_the_representation_method_it_used():
     assert gated.settings["rep_method"] == "mahalanobis" and gated.settings["contrast_gated"] is True
     assert gated.verdict["pool_unlike_clean"]
     assert gated.to_dict()["detection"]["contrast_gated"] is True  # and the saved report says so
+    from backdoor_core.detection import contrast_gate_note
+
+    assert "left the contrast out" in contrast_gate_note(gated.settings["contrast_gated"])  # what the views show
+    assert contrast_gate_note(both.settings["contrast_gated"]) is None
     ungated = scan_model(lm.model, lm.tokenizer, clean, other, max_length=32, frr=0.2, rep_method="both",
                          contrast_gate=False, find_triggers=False)
     assert ungated.settings["rep_method"] == "both" and ungated.settings["contrast_gated"] is False
@@ -385,3 +389,26 @@ def test_scan_records_the_representation_method_it_used():
     assert paper.settings["rep_method"] is None
     with pytest.raises(ValueError, match="rep_method must be one of mahalanobis, contrast, both"):
         scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, rep_method="knn")
+
+
+def test_cli_scan_says_when_the_source_gate_left_the_contrast_out(tmp_path, capsys):
+    """``scan`` on a pool of another source prints the gate's note; on a pool of the clean texts' source it does
+    not."""
+    from backdoor_core.cli import main
+    from backdoor_core.models import save_model
+
+    lm = trained_tiny(True)
+    model = save_model(lm.model, lm.tokenizer, tmp_path / "model")
+    texts, labels = clean_texts(2 * S.REP_MIN_FIT, seed=45)
+    clean = tmp_path / "clean.tsv"
+    clean.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    r = np.random.default_rng(0)
+    other = tmp_path / "other.txt"
+    other.write_text("".join(" ".join(r.choice(["zq", "xv", "kk", "0", "1", "2", "##", "!!"], 12)) + "\n"
+                             for _ in range(40)))
+    same = tmp_path / "same.txt"
+    same.write_text("".join(t + "\n" for t in triggered_texts(15, seed=46) + clean_texts(15, seed=47)[0]))
+    for pool, gated in ((other, True), (same, False)):
+        capsys.readouterr()
+        assert main(["scan", str(model), "--clean-data", str(clean), "--pool", str(pool), "--max-length", "32"]) == 0
+        assert ("left the contrast out" in capsys.readouterr().out) is gated
