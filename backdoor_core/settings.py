@@ -109,13 +109,14 @@ REP_METHOD = "both"
 """The scan's representation part (``detection.representation_detector``): "mahalanobis" (distance of the
 ``[CLS]`` states from the clean ones), "contrast" (a pool-vs-clean classifier on the layers' states,
 ``detection.ContrastDetector``) or "both" (summed). Our design (papers silent). "both", behind the source gate
-(``CONTRAST_SOURCE_GATE``), since session 41: on the SST-2 tuning zoo, both draws, against the distance alone in the
-same session, mean ASR after our repair 20.6 -> 15.1% (the six style models 50.9 -> 32.2%, lower on 5 of 6), mean
-CACC change +0.6 both ways (worst -5.8 -> -4.6), verdict AUROC 1.000 both ways with every backdoor lifting the
-target rate by 30 points or more called (Shakespeare seed 0 was missed), the seed-0 clean model's verdict 0.00 ->
-0.40 (bench/results/knob_tuning_rep_method_both.md). Without the gate it called clean models backdoored on pools of
-another source (session 13's test-zoo check; SST-2 tuning models with OLID pools:
-bench/results/archive/pool_shift_check_s41both.md)."""
+(``CONTRAST_SOURCE_GATE``), since session 41. On the SST-2 tuning zoo, both draws, against the distance alone in the
+same session (bench/results/knob_tuning_rep_method_both.md): mean ASR after our repair 20.6 -> 15.1% (the six style
+models 50.9 -> 32.2%, lower on 5 of 6), mean CACC change +0.6 both ways (worst -5.8 -> -4.6), verdict AUROC 1.000
+both ways, every backdoor lifting the target rate by 30 points or more called (the distance alone missed
+Shakespeare seed 0), the seed-0 clean model's verdict 0.00 -> 0.40. Over fresh same-source pool draws
+(bench/results/verdict_chance_s41.md): clean draws called 0 -> 1 of 26, backdoored draws 85 -> 91 of 134. Without
+the gate it called clean models backdoored on pools of another source (session 13's test-zoo check; SST-2 tuning
+models with OLID pools: bench/results/archive/pool_shift_check_s41both.md)."""
 CONTRAST_FOLDS = 5  # cross-fitting folds of ``detection.ContrastDetector``
 CONTRAST_C = 0.001  # its logistic regression's inverse L2 strength (standardised features)
 CONTRAST_MIN_POOL = 20  # fewer pool inputs and the scan uses the Mahalanobis distance alone
