@@ -622,7 +622,8 @@ def representation_detector(clean_fit: AttentionStats, clean: AttentionStats, po
     of another source that is the source, not a trigger. So the distance alone is fused with ``attention`` first
     (``fused_detector`` by ``fuse``), and where that score reads the pool as drawn from another source
     (``pool_unlike_clean``) the distance alone is returned, method ``"mahalanobis"``: such a pool is scanned as
-    it would be without the contrast. Returns ``(detector, method used)``.
+    it would be without the contrast. Returns ``(detector, method used, gated)``: ``gated`` is True when the gate
+    closed.
     """
     if method not in REP_METHODS:
         raise ValueError(f"method must be one of {', '.join(REP_METHODS)}, got '{method}'.")
@@ -632,19 +633,19 @@ def representation_detector(clean_fit: AttentionStats, clean: AttentionStats, po
     if method in ("mahalanobis", "both") or attention is not None:
         distance = RepresentationDetector().fit(clean_fit)
         distance.calibrate(clean_dev, frr)
+    gated = False
     if method != "mahalanobis" and attention is not None:
         probe = fused_detector(attention, distance, clean_dev, frr, fuse)
-        if pool_unlike_clean(probe.clean_dev_scores, probe.score(pool)):
-            method = "mahalanobis"
-    if method == "mahalanobis":
-        return distance, method
+        gated = bool(pool_unlike_clean(probe.clean_dev_scores, probe.score(pool)))
+    if method == "mahalanobis" or gated:
+        return distance, "mahalanobis", gated
     contrast = ContrastDetector(seed=seed).fit(clean, pool)
     contrast.calibrate(clean_dev, frr)
     if method == "contrast":
-        return contrast, method
+        return contrast, method, gated
     det = SummedDetector([distance, contrast])
     det.calibrate(clean_dev, frr)
-    return det, method
+    return det, method, gated
 
 
 @dataclass

@@ -456,10 +456,11 @@ def scan_model(
                                           int(model.config.num_attention_heads), num_labels,
                                           clean_stats.cls.shape[-1] if representation else None)
     rep_det = rep_used = None
+    gated = False
     if representation:
-        rep_det, rep_used = representation_detector(clean_stats.subset(fit_idx), clean_stats, pool_stats, dev_stats,
-                                                    frr, rep_method, seed, att_first if contrast_gate else None,
-                                                    fuse)
+        rep_det, rep_used, gated = representation_detector(clean_stats.subset(fit_idx), clean_stats, pool_stats,
+                                                           dev_stats, frr, rep_method, seed,
+                                                           att_first if contrast_gate else None, fuse)
         det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
     clean_scores = det.score(clean_stats)
     pool_scores = det.score(pool_stats) if pool else np.zeros(0)
@@ -566,8 +567,7 @@ def scan_model(
                   "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used,
-                  "contrast_gated": bool(representation and rep_method != "mahalanobis" and contrast_gate
-                                         and len(pool) >= S.CONTRAST_MIN_POOL and rep_used == "mahalanobis"),
+                  "contrast_gated": gated,
                   "verdict_rule": verdict_rule,
                   "verdict_shift_adjust": bool(verdict_shift_adjust),
                   "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"

@@ -293,18 +293,18 @@ def test_representation_detector_methods_and_the_small_pool_fallback():
     clean = _pooled(200, rng)
     fit, dev = clean.subset(np.arange(100)), clean.subset(np.arange(100, 200))
     pool = AttentionStats.concat([_pooled(80, rng), _pooled(20, rng, shift=1.0)])
-    maha, used = representation_detector(fit, clean, pool, dev, S.FRR, "mahalanobis")
+    maha, used, _ = representation_detector(fit, clean, pool, dev, S.FRR, "mahalanobis")
     assert isinstance(maha, RepresentationDetector) and used == "mahalanobis"
-    con, used = representation_detector(fit, clean, pool, dev, S.FRR, "contrast")
+    con, used, _ = representation_detector(fit, clean, pool, dev, S.FRR, "contrast")
     assert isinstance(con, ContrastDetector) and used == "contrast"
-    both, used = representation_detector(fit, clean, pool, dev, S.FRR, "both")
+    both, used, _ = representation_detector(fit, clean, pool, dev, S.FRR, "both")
     assert isinstance(both, SummedDetector) and used == "both" and len(both.parts) == 2
     assert abs(both.clean_frr - S.FRR) <= 0.02
     # the summed score is the sum of the parts' z-scores on clean dev
     raw = np.stack([p.score(pool) for p in both.parts], 1)
     assert np.allclose(both.score(pool), ((raw - both.norm[:, 0]) / both.norm[:, 1]).sum(1))
     small_pool = pool.subset(np.arange(S.CONTRAST_MIN_POOL - 1))
-    small, used = representation_detector(fit, clean, small_pool, dev, S.FRR, "both")
+    small, used, _ = representation_detector(fit, clean, small_pool, dev, S.FRR, "both")
     assert isinstance(small, RepresentationDetector) and used == "mahalanobis"
     with pytest.raises(ValueError, match="method"):
         representation_detector(fit, clean, pool, dev, S.FRR, "knn")
@@ -322,18 +322,18 @@ def test_the_source_gate_keeps_the_contrast_off_a_pool_of_another_source():
     att = SimilarityDetector().fit(fit)
     att.calibrate(dev, S.FRR)
     same = AttentionStats.concat([_pooled(80, rng), _pooled(20, rng, shift=1.0)])
-    det, used = representation_detector(fit, clean, same, dev, S.FRR, "both", attention=att)
+    det, used, _ = representation_detector(fit, clean, same, dev, S.FRR, "both", attention=att)
     assert used == "both" and isinstance(det, SummedDetector)
     # every input from elsewhere: its [CLS] states sit away from the clean ones, and a fifth carries the shift too
     other = AttentionStats.concat([_pooled(80, rng, base=_stats(80, rng, shift_layer=1, shift=3.0)),
                                    _pooled(20, rng, shift=1.0, base=_stats(20, rng, shift_layer=1, shift=3.0))])
-    det, used = representation_detector(fit, clean, other, dev, S.FRR, "both", attention=att)
+    det, used, _ = representation_detector(fit, clean, other, dev, S.FRR, "both", attention=att)
     assert used == "mahalanobis" and isinstance(det, RepresentationDetector)
     # the gate's own reading, and the same pool without the gate: the contrast is used and flags most of it
     probe = fused_detector(att, det, dev, S.FRR)
     assert pool_unlike_clean(probe.clean_dev_scores, probe.score(other))
     assert not pool_unlike_clean(probe.clean_dev_scores, probe.score(same))
-    ungated, used = representation_detector(fit, clean, other, dev, S.FRR, "both")
+    ungated, used, _ = representation_detector(fit, clean, other, dev, S.FRR, "both")
     assert used == "both" and ungated.flag(ungated.score(other)).mean() > 0.5
     assert representation_detector(fit, clean, other, dev, S.FRR, "contrast", attention=att)[1] == "mahalanobis"
 
