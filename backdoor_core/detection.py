@@ -648,6 +648,24 @@ def representation_detector(clean_fit: AttentionStats, clean: AttentionStats, po
     return det, method, gated
 
 
+def pool_blind_part(rep: RepresentationDetector | ContrastDetector | SummedDetector | None, clean_fit: AttentionStats,
+                    clean_dev: AttentionStats, frr: float = DEFAULT_FRR):
+    """The representation part of ``rep`` that no pool shaped (our design; papers silent): ``rep`` itself when it is
+    the distance alone (or None), the distance inside a ``SummedDetector``, else (a contrast alone) a distance
+    fitted on ``clean_fit`` and calibrated on ``clean_dev``. ``model_verdict`` reads scores built on it
+    (``settings.VERDICT_POOL_BLIND``): the contrast is trained on the pool itself, so its scores on the pool carry
+    whatever sets this pool apart, and the verdict's chance model (clean dev inputs set the threshold, a clean pool
+    exceeds it like a fresh draw of them) does not hold for them."""
+    if rep is None or isinstance(rep, RepresentationDetector):
+        return rep
+    for part in getattr(rep, "parts", ()):
+        if isinstance(part, RepresentationDetector):
+            return part
+    distance = RepresentationDetector().fit(clean_fit)
+    distance.calibrate(clean_dev, frr)
+    return distance
+
+
 @dataclass
 class FusedDetector(Thresholded):
     """Head focus and representation distance in one score (our design; paper silent).

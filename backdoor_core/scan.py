@@ -85,6 +85,7 @@ from .detection import (
     head_focus_detector,
     VERDICT_RULES,
     model_verdict,
+    pool_blind_part,
     split_clean,
     verdict_call,
     with_trigger_words,
@@ -379,6 +380,7 @@ def scan_model(
     representation: bool = S.REPRESENTATION,
     rep_method: str = S.REP_METHOD,
     contrast_gate: bool = S.CONTRAST_SOURCE_GATE,
+    verdict_pool_blind: bool = S.VERDICT_POOL_BLIND,
     fuse: str = S.FUSE,
     verdict_rule: str = S.VERDICT_RULE,
     verdict_shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
@@ -412,6 +414,9 @@ def scan_model(
             ``contrast_gate`` (``settings.CONTRAST_SOURCE_GATE``), a pool that reads as another source than the
             clean texts under the distance alone is scanned with the distance alone (``settings["rep_method"]``,
             ``settings["contrast_gated"]``; ``detection.representation_detector``).
+        verdict_pool_blind: with a contrast in the representation part, the verdicts (first pass and final) read
+            the pass's attention score fused with the distance alone (``detection.pool_blind_part``;
+            ``settings.VERDICT_POOL_BLIND``; ``settings["verdict_rep_method"]``); the flags keep the contrast.
         verdict_rule: how the model verdict reads the pool (``detection.VERDICT_RULES``; ``settings.VERDICT_RULE``).
         verdict_shift_adjust: where the pool reads as another source, the verdict counts its flags above the
             threshold moved to where the pool's bulk sits (``settings.VERDICT_SHIFT_ADJUST``).
@@ -462,6 +467,20 @@ def scan_model(
                                                            dev_stats, frr, rep_method, seed,
                                                            att_first if contrast_gate else None, fuse)
         det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
+    verdict_rep = rep_det
+    if rep_det is not None and verdict_pool_blind and rep_used != "mahalanobis":
+        verdict_rep = pool_blind_part(rep_det, clean_stats.subset(fit_idx), dev_stats, frr)
+
+    def verdict_of(att, scan_det, scan_pool_scores):
+        """The pass's verdict: from its own scores, or (``verdict_pool_blind``) from ``att`` fused with the
+        distance alone."""
+        if verdict_rep is not rep_det:
+            scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse)
+            scan_pool_scores = scan_det.score(pool_stats) if pool else None
+        return model_verdict(scan_det, scan_det.clean_dev_scores, scan_pool_scores,
+                             pool_stats.predictions if pool else None, num_labels, rule=verdict_rule,
+                             shift_adjust=verdict_shift_adjust)
+
     clean_scores = det.score(clean_stats)
     pool_scores = det.score(pool_stats) if pool else np.zeros(0)
     flagged_mask = det.flag(pool_scores) if pool else np.zeros(0, bool)
@@ -500,16 +519,12 @@ def scan_model(
             first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
                           "heads": list(heads.suspicious_labels),
-                          "verdict": model_verdict(det, det.clean_dev_scores, pool_scores, pool_stats.predictions,
-                                                   num_labels, rule=verdict_rule,
-                                                   shift_adjust=verdict_shift_adjust)}
+                          "verdict": verdict_of(att_first, det, pool_scores)}
         det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
-    verdict = model_verdict(det, det.clean_dev_scores, pool_scores if pool else None,
-                            pool_stats.predictions if pool else None, num_labels, rule=verdict_rule,
-                            shift_adjust=verdict_shift_adjust)
+    verdict = verdict_of(att_final, det, pool_scores if pool else None)
     triggers = None
     if find_triggers and pool and len(flagged) and heads.suspicious.any():
         from .trigger_search import search_triggers
@@ -568,6 +583,7 @@ def scan_model(
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used,
                   "contrast_gated": gated,
+                  "verdict_rep_method": ("mahalanobis" if verdict_rep is not rep_det else rep_used),
                   "verdict_rule": verdict_rule,
                   "verdict_shift_adjust": bool(verdict_shift_adjust),
                   "representation_skipped": (f"{len(fit_idx)} clean fit inputs < {S.REP_MIN_FIT}"

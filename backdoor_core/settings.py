@@ -127,6 +127,13 @@ the contrast would learn the source (``detection.representation_detector``). Our
 fitted (the line is ``detection.POOL_SHIFT_RANK``). On the 42 pools of OLID tweets or AG News items scanned by the
 SST-2 tuning models it closed on all 42, so they read as without the contrast; on the tuning zoo's 24 same-source
 pools on none (bench/results/pool_shift_check_s41gate.md)."""
+VERDICT_POOL_BLIND = True
+"""With a contrast in the scan's representation part (``REP_METHOD``): the model verdict reads the scan's heads
+fused with the distance alone (``detection.pool_blind_part``), not with the contrast, which was trained on this very
+pool; the flags, the suspicious heads and so the repair still use the contrast. Our design (papers silent), from
+the verdict's chance model: a threshold set on clean dev inputs flags a clean pool like a fresh draw of them, which
+a score trained to tell this pool from the clean texts does not do. Measured: see the README's design choice
+*Pool contrast* (session 42)."""
 FUSE = "sum"
 """Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /

@@ -391,6 +391,45 @@ def test_scan_records_the_representation_method_it_used():
         scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, rep_method="knn")
 
 
+def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_flags():
+    """``verdict_pool_blind``: the flags keep the contrast, the verdict reads the final heads fused with the distance
+    alone (the same numbers as that fused detector's own verdict); off, the verdict reads the flags' scores."""
+    from backdoor_core.data import TextDataset
+    from backdoor_core.detection import RepresentationDetector, fused_detector, model_verdict, split_clean
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(2 * S.REP_MIN_FIT, seed=45)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(15, seed=46) + clean_texts(15, seed=47)[0]
+    kw = dict(max_length=32, frr=0.2, rep_method="both", find_triggers=False)
+    blind = scan_model(lm.model, lm.tokenizer, clean, pool, **kw)
+    seen = scan_model(lm.model, lm.tokenizer, clean, pool, verdict_pool_blind=False, **kw)
+    assert blind.settings["rep_method"] == "both" and blind.settings["verdict_rep_method"] == "mahalanobis"
+    assert seen.settings["verdict_rep_method"] == "both"
+    assert np.array_equal(blind.flagged, seen.flagged)  # the flags (and so the repair) do not change
+    assert np.allclose(blind.pool_scores, seen.pool_scores)
+    # the blind verdict is the final heads' detector fused with the distance part, re-computed here
+    from backdoor_core.detection import attention_stats
+
+    fit_idx, dev_idx = split_clean(len(clean), 0.5, 0)
+    stats = attention_stats(lm.model, lm.tokenizer, clean.texts, 32, cls=True)
+    pool_stats = attention_stats(lm.model, lm.tokenizer, pool, 32, cls=True)
+    distance = blind.representation_detector.parts[0]
+    assert isinstance(distance, RepresentationDetector)
+    att = blind.attention_head_detector or blind.attention_detector
+    det = fused_detector(att, distance, stats.subset(dev_idx), 0.2)
+    want = model_verdict(det, det.clean_dev_scores, det.score(pool_stats), pool_stats.predictions, 2)
+    assert blind.verdict["components"]["flag_rate"] == pytest.approx(want["components"]["flag_rate"])
+    assert blind.verdict["score"] == pytest.approx(want["score"])
+    want_seen = model_verdict(seen.detector if seen.head_detector is None else seen.head_detector,
+                              seen.clean_scores, seen.pool_scores, pool_stats.predictions, 2)
+    assert seen.verdict["components"]["flag_rate"] == pytest.approx(want_seen["components"]["flag_rate"])
+    dist_only = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, rep_method="mahalanobis",
+                           find_triggers=False)
+    assert dist_only.settings["verdict_rep_method"] == "mahalanobis"
+
+
 def test_cli_scan_says_when_the_source_gate_left_the_contrast_out(tmp_path, capsys):
     """``scan`` on a pool of another source prints the gate's note; on a pool of the clean texts' source it does
     not."""
