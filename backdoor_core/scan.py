@@ -31,12 +31,14 @@ Steps:
    pass, fused with the distance alone, reads as another source than the clean texts is scanned with the distance
    alone (``contrast_gate``, ``settings.CONTRAST_SOURCE_GATE``): there the contrast would learn the source.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
-   flags, and whether the pool reads as drawn from another source than the clean texts (``pool_unlike_clean``;
-   the views add ``detection.pool_shift_note``, and the verdict then reads the pool where its bulk sits,
-   ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6), the verdict also
-   carries the likely trigger words (``trigger_words``): with them a verdict the flags do not call reads
-   "likely" (``settings.VERDICT_WORDS``: the words score, ``detection.with_trigger_words``), else "possible"
-   (``detection.verdict_call``).
+   flags (where the flags' representation part holds the pool contrast, from the final pass's heads fused with the
+   distance alone instead, ``verdict_pool_blind``, ``settings.VERDICT_POOL_BLIND``: the contrast was trained on
+   this very pool; ``ScanReport.verdict_scores``), and whether the pool reads as drawn from another source than
+   the clean texts (``pool_unlike_clean``; the views add ``detection.pool_shift_note``, and the verdict then reads
+   the pool where its bulk sits, ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6),
+   the verdict also carries the likely trigger words (``trigger_words``): with them a verdict the flags do not
+   call reads "likely" (``settings.VERDICT_WORDS``: the words score, ``detection.with_trigger_words``), else
+   "possible" (``detection.verdict_call``).
 
 Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
 (verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's
@@ -205,6 +207,18 @@ class ScanReport:
     clean_texts: list[str] = field(default_factory=list, repr=False)  # the clean texts scanned, clean_probs' order
     marking_words: list[str] = field(default_factory=list)
     pool_word_marked: np.ndarray | None = field(default=None, repr=False)
+    # what the verdict read when not the flags' scores (settings.VERDICT_POOL_BLIND): clean dev (n_dev,) and pool
+    # (n_pool,) scores and the threshold; None = clean_scores, pool_scores, threshold
+    verdict_inputs: dict | None = field(default=None, repr=False)
+
+    @property
+    def verdict_scores(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The final verdict's inputs: clean dev scores ``(n_dev,)``, pool scores ``(n_pool,)`` and threshold (the
+        flags' own unless the verdict read the distance alone, ``settings.VERDICT_POOL_BLIND``)."""
+        v = self.verdict_inputs
+        if v is None:
+            return np.asarray(self.clean_scores), np.asarray(self.pool_scores), float(self.threshold)
+        return np.asarray(v["clean_dev_scores"]), np.asarray(v["pool_scores"]), float(v["threshold"])
 
     @property
     def suspicious_heads(self) -> list[str]:
@@ -291,6 +305,9 @@ class ScanReport:
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
                 "representation_method": self.settings.get("rep_method"),
                 "contrast_gated": self.settings.get("contrast_gated"),
+                # what the verdict's scores were fused with (settings.VERDICT_POOL_BLIND): the flags' own
+                # representation, or the distance alone when the flags' holds the pool contrast
+                "verdict_representation_method": self.settings.get("verdict_rep_method"),
                 "representation_share": self.representation_share,
                 "attention_missed_share": self.attention_missed_share,
                 "marking_words": list(self.marking_words),
@@ -471,12 +488,17 @@ def scan_model(
     if rep_det is not None and verdict_pool_blind and rep_used != "mahalanobis":
         verdict_rep = pool_blind_part(rep_det, clean_stats.subset(fit_idx), dev_stats, frr)
 
+    verdict_inputs = None
+
     def verdict_of(att, scan_det, scan_pool_scores):
         """The pass's verdict: from its own scores, or (``verdict_pool_blind``) from ``att`` fused with the
-        distance alone."""
+        distance alone (whose inputs ``verdict_inputs`` keeps)."""
+        nonlocal verdict_inputs
         if verdict_rep is not rep_det:
             scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse)
             scan_pool_scores = scan_det.score(pool_stats) if pool else None
+            verdict_inputs = {"clean_dev_scores": scan_det.clean_dev_scores, "threshold": float(scan_det.threshold),
+                              "pool_scores": np.zeros(0) if scan_pool_scores is None else scan_pool_scores}
         return model_verdict(scan_det, scan_det.clean_dev_scores, scan_pool_scores,
                              pool_stats.predictions if pool else None, num_labels, rule=verdict_rule,
                              shift_adjust=verdict_shift_adjust)
@@ -606,4 +628,5 @@ def scan_model(
         pool_probs=pool_stats.probs if pool else None,
         clean_probs=clean_stats.probs,
         clean_texts=list(clean.texts),
+        verdict_inputs=verdict_inputs,
     )

@@ -787,18 +787,20 @@ def _datasets_label(rows: list[dict]):
 def dump_verdict_inputs(folder: Path, row: dict, scan, pool_is_trig) -> Path:
     """``--dump-scores``: the final pass's verdict inputs of one model as ``folder/<model>.npz``, written atomically:
     ``clean_dev_scores`` and ``clean_dev_predictions`` (n_dev,), ``pool_scores``, ``pool_predictions`` and
-    ``pool_triggered`` (n_pool,), ``threshold`` and ``num_labels`` scalars, and ``meta``, the model's row as JSON."""
+    ``pool_triggered`` (n_pool,), ``threshold`` and ``num_labels`` scalars, and ``meta``, the model's row as JSON.
+    The scores and threshold are the verdict's (``ScanReport.verdict_scores``), not the flags' where they differ."""
     import io
 
     import numpy as np
 
     row_of = {t: i for i, t in enumerate(scan.clean_texts)}
     dev_pred = np.asarray(scan.clean_probs)[[row_of[t] for t in scan.clean_dev_texts]].argmax(1)
+    clean_scores, pool_scores, threshold = scan.verdict_scores
     buf = io.BytesIO()
-    np.savez(buf, clean_dev_scores=np.asarray(scan.clean_scores, float), clean_dev_predictions=dev_pred,
-             pool_scores=np.asarray(scan.pool_scores, float),
+    np.savez(buf, clean_dev_scores=np.asarray(clean_scores, float), clean_dev_predictions=dev_pred,
+             pool_scores=np.asarray(pool_scores, float),
              pool_predictions=np.asarray(scan.pool_predictions, int), pool_triggered=np.asarray(pool_is_trig, bool),
-             threshold=float(scan.threshold), num_labels=len(scan.label_names),
+             threshold=threshold, num_labels=len(scan.label_names),
              meta=json.dumps(row, default=float))
     return write_bytes(folder / f"{row['name']}.npz", buf.getvalue())
 

@@ -407,6 +407,7 @@ def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_
     seen = scan_model(lm.model, lm.tokenizer, clean, pool, verdict_pool_blind=False, **kw)
     assert blind.settings["rep_method"] == "both" and blind.settings["verdict_rep_method"] == "mahalanobis"
     assert seen.settings["verdict_rep_method"] == "both"
+    assert blind.to_dict()["detection"]["verdict_representation_method"] == "mahalanobis"  # the saved report says
     assert np.array_equal(blind.flagged, seen.flagged)  # the flags (and so the repair) do not change
     assert np.allclose(blind.pool_scores, seen.pool_scores)
     # the blind verdict is the final heads' detector fused with the distance part, re-computed here
@@ -422,6 +423,10 @@ def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_
     want = model_verdict(det, det.clean_dev_scores, det.score(pool_stats), pool_stats.predictions, 2)
     assert blind.verdict["components"]["flag_rate"] == pytest.approx(want["components"]["flag_rate"])
     assert blind.verdict["score"] == pytest.approx(want["score"])
+    dev, pool_scores, thr = blind.verdict_scores  # what the benchmark dumps for re-scoring: the verdict's inputs
+    assert np.allclose(pool_scores, det.score(pool_stats)) and thr == pytest.approx(det.threshold)
+    assert not np.allclose(pool_scores, blind.pool_scores)  # not the flags' scores
+    assert np.allclose(seen.verdict_scores[1], seen.pool_scores)
     want_seen = model_verdict(seen.detector if seen.head_detector is None else seen.head_detector,
                               seen.clean_scores, seen.pool_scores, pool_stats.predictions, 2)
     assert seen.verdict["components"]["flag_rate"] == pytest.approx(want_seen["components"]["flag_rate"])
