@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from backdoor_core import defender_data as D
-from backdoor_core.detection import (call_note, called_by_words, called_heads, chance_note, contrast_gate_note,
+from backdoor_core.detection import (call_note, called_by_words, called_heads, chance_note, representation_notes,
                                      heads_called, pool_shift_note, verdict_label)
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
@@ -205,7 +205,7 @@ def record_scan(report, truth=None) -> None:
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
             f"(clean FRR {report.clean_frr:.1%}{'; ' + chance_note(v) if chance_note(v) else ''}). "
             + f"Suspicious heads: {called_heads(v, report.suspicious_heads)}.")
-    for note in (call_note(v), pool_shift_note(v), contrast_gate_note(report.settings.get("contrast_gated"))):
+    for note in (call_note(v), pool_shift_note(v), *representation_notes(v, report.settings)):
         if note:
             text += f"\n\n{note}"
     if ev:

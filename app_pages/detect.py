@@ -8,7 +8,7 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
-from backdoor_core.detection import (call_note, called_by_words, chance_note, contrast_gate_note, pool_shift_note,
+from backdoor_core.detection import (call_note, called_by_words, chance_note, pool_shift_note, representation_notes,
                                      possible_reasons, verdict_call)
 from app_pages import _actions as A
 from app_pages import _analyst as AN
@@ -141,9 +141,8 @@ else:
 shift_note = pool_shift_note(v)
 if shift_note:  # the verdict's caveat, right under it
     st.warning(shift_note, icon=":material/compare_arrows:")
-gate_note = contrast_gate_note(report.settings.get("contrast_gated"))
-if gate_note:
-    st.caption(gate_note)
+for rep_note in representation_notes(v, report.settings):
+    st.caption(rep_note)
 if report.first_pass is not None:
     st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; then "
                f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "

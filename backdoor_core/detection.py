@@ -1056,6 +1056,29 @@ def contrast_gate_note(gated: bool | None) -> str | None:
             "scored the inputs by the heads and the distance of their [CLS] states from the clean ones.")
 
 
+def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
+    """What the verdict read when it is not the flags' score (``settings["verdict_rep_method"]`` differs from
+    ``settings["rep_method"]``: ``settings.VERDICT_POOL_BLIND``), with the share of the pool its own score flags;
+    None otherwise."""
+    used = settings.get("verdict_rep_method")
+    if used is None or used == settings.get("rep_method"):
+        return None
+    rate = verdict.get("components", {}).get("flag_rate")
+    share = "" if rate is None else f", which flag {rate:.1%} of the pool"
+    return ("The flags above come from the heads, the [CLS] distance and the pool contrast, a classifier trained to "
+            "tell this pool from the clean texts. The verdict does not read the contrast, since chance is estimated "
+            "from the clean texts and a score fitted on the pool does not follow it: it reads the suspicious heads "
+            f"with the [CLS] distance alone{share}.")
+
+
+def representation_notes(verdict: dict, settings: dict) -> list[str]:
+    """The scan's notes on its representation part, as every view shows them under the verdict: the source gate's
+    (``contrast_gate_note``) and the verdict's basis (``verdict_basis_note``); ``settings``: ``ScanReport.settings``
+    (or the saved report's)."""
+    return [n for n in (contrast_gate_note(settings.get("contrast_gated")), verdict_basis_note(verdict, settings))
+            if n]
+
+
 def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float) -> float:
     """``model_verdict``'s score from its pool components (see there): the excess of ``flag_rate`` over ``chance``
     (``chance_flag_rate``), softened at 5% of the pool, times the ``tail`` and ``purity`` factors."""

@@ -114,7 +114,7 @@ def _progress_printer(enabled: bool):
 
 
 def run(args) -> int:
-    from ..detection import (called_heads, chance_note, contrast_gate_note, pool_shift_note, call_note, verdict_call,
+    from ..detection import (called_heads, chance_note, pool_shift_note, representation_notes, call_note, verdict_call,
                              verdict_label)
     from ..scan import scan_model
 
@@ -147,9 +147,8 @@ def run(args) -> int:
         print(f"note       {note}")
     if shift_note:
         print(f"warning    {shift_note}")
-    gate_note = contrast_gate_note(report.settings.get("contrast_gated"))
-    if gate_note:
-        print(f"note       {gate_note}")
+    for rep_note in representation_notes(v, report.settings):
+        print(f"note       {rep_note}")
     print(f"clean data {d['n_clean_fit']} fit + {d['n_clean_dev']} dev; threshold {d['threshold']:.2f} "
           f"(FRR target {d['frr_target']:.0%}, measured {d['clean_frr']:.1%})")
     first = data["first_pass"]
@@ -207,7 +206,7 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
 def write_html(report, path) -> Path:
     """A self-contained offline HTML report via ``report.html_report``."""
     from ..architecture import layer_labels
-    from ..detection import called_heads, chance_note, contrast_gate_note, pool_shift_note, call_note, verdict_label
+    from ..detection import called_heads, chance_note, pool_shift_note, representation_notes, call_note, verdict_label
     from ..report import html_report
 
     d = report.to_dict()
@@ -218,7 +217,7 @@ def write_html(report, path) -> Path:
              f"**{verdict_label(v).capitalize()}** — score {v['score']:.2f} (basis: {v['basis']}).",
              call_note(v),
              pool_shift_note(v),
-             contrast_gate_note(det.get("contrast_gated")),
+             *representation_notes(v, report.settings),
              f"Threshold {det['threshold']:.2f} at FRR {det['frr_target']:.0%} on {det['n_clean_dev']} held-out "
              f"clean inputs (measured FRR {det['clean_frr']:.1%}); {det['n_flagged']} of {det['n_pool']} pool inputs "
              "flagged" + (f" ({chance_note(v)})." if chance_note(v) else ".")])),
