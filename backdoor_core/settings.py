@@ -132,8 +132,11 @@ VERDICT_POOL_BLIND = True
 fused with the distance alone (``detection.pool_blind_part``), not with the contrast, which was trained on this very
 pool; the flags, the suspicious heads and so the repair still use the contrast. Our design (papers silent), from
 the verdict's chance model: a threshold set on clean dev inputs flags a clean pool like a fresh draw of them, which
-a score trained to tell this pool from the clean texts does not do. Measured: see the README's design choice
-*Pool contrast* (session 42)."""
+a score trained to tell this pool from the clean texts does not do. Chosen on the tuning sets: over fresh same-source
+pool draws, tuning clean draws called 1 -> 0 of 26 and backdoored draws 91 -> 88 of 134 (bench/results/
+verdict_chance_s42.md against verdict_chance_s41.md; with the contrast the chance quantile's rule would have asked
+for 0.95, which calls 80); on the tuning zoo's pools the seed-0 clean model 0.40 -> 0.00 and Shakespeare style
+seed 0 0.63 -> 0.45 (bench/results/verdict_compare_s42.md)."""
 FUSE = "sum"
 """Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /
