@@ -1064,11 +1064,10 @@ def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
     if used is None or used == settings.get("rep_method"):
         return None
     rate = verdict.get("components", {}).get("flag_rate")
-    share = "" if rate is None else f", which flag {rate:.1%} of the pool"
-    return ("The flags above come from the heads, the [CLS] distance and the pool contrast, a classifier trained to "
-            "tell this pool from the clean texts. The verdict does not read the contrast, since chance is estimated "
-            "from the clean texts and a score fitted on the pool does not follow it: it reads the suspicious heads "
-            f"with the [CLS] distance alone{share}.")
+    share = "" if rate is None else f" Read that way, {rate:.1%} of the pool is flagged."
+    return ("The verdict reads the suspicious heads and the [CLS] distance only, without the pool contrast that "
+            "helped pick the flagged inputs: the contrast is trained on this very pool, so its flags cannot be "
+            f"weighed against chance.{share}")
 
 
 def representation_notes(verdict: dict, settings: dict) -> list[str]:

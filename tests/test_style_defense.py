@@ -411,7 +411,7 @@ def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_
     from backdoor_core.detection import representation_notes
 
     note = representation_notes(blind.verdict, blind.settings)  # what every view shows under the verdict
-    assert len(note) == 1 and f"flag {blind.verdict['components']['flag_rate']:.1%} of the pool" in note[0]
+    assert len(note) == 1 and f"{blind.verdict['components']['flag_rate']:.1%} of the pool is flagged" in note[0]
     assert representation_notes(seen.verdict, seen.settings) == []
     assert np.array_equal(blind.flagged, seen.flagged)  # the flags (and so the repair) do not change
     assert np.allclose(blind.pool_scores, seen.pool_scores)
@@ -463,4 +463,4 @@ def test_cli_scan_says_when_the_source_gate_left_the_contrast_out(tmp_path, caps
         out = capsys.readouterr().out
         assert ("left the contrast out" in out) is gated
         # with the contrast in the flags, the verdict's own basis is said (settings.VERDICT_POOL_BLIND)
-        assert ("The verdict does not read the contrast" in out) is (not gated)
+        assert ("without the pool contrast that helped pick the flagged inputs" in out) is (not gated)
