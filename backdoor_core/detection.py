@@ -648,14 +648,15 @@ def representation_detector(clean_fit: AttentionStats, clean: AttentionStats, po
     return det, method, gated
 
 
-def pool_blind_part(rep: RepresentationDetector | ContrastDetector | SummedDetector | None, clean_fit: AttentionStats,
+def distance_part(rep: RepresentationDetector | ContrastDetector | SummedDetector | None, clean_fit: AttentionStats,
                     clean_dev: AttentionStats, frr: float = DEFAULT_FRR):
     """The representation part of ``rep`` that no pool shaped (our design; papers silent): ``rep`` itself when it is
     the distance alone (or None), the distance inside a ``SummedDetector``, else (a contrast alone) a distance
     fitted on ``clean_fit`` and calibrated on ``clean_dev``. ``model_verdict`` reads scores built on it
-    (``settings.VERDICT_POOL_BLIND``): the contrast is trained on the pool itself, so its scores on the pool carry
-    whatever sets this pool apart, and the verdict's chance model (clean dev inputs set the threshold, a clean pool
-    exceeds it like a fresh draw of them) does not hold for them."""
+    (``settings.VERDICT_WITHOUT_CONTRAST``): the contrast is trained on the pool itself, so its scores on the pool
+    carry whatever sets this pool apart, and the verdict's chance model (clean dev inputs set the threshold, a clean
+    pool exceeds it like a fresh draw of them) does not hold for them. The suspicious heads it is fused with were
+    still chosen on the pool's flags, as in every refined pass."""
     if rep is None or isinstance(rep, RepresentationDetector):
         return rep
     for part in getattr(rep, "parts", ()):
@@ -1058,7 +1059,7 @@ def contrast_gate_note(gated: bool | None) -> str | None:
 
 def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
     """What the verdict read when it is not the flags' score (``settings["verdict_rep_method"]`` differs from
-    ``settings["rep_method"]``: ``settings.VERDICT_POOL_BLIND``), with the share of the pool its own score flags;
+    ``settings["rep_method"]``: ``settings.VERDICT_WITHOUT_CONTRAST``), with the share of the pool its own score flags;
     None otherwise."""
     used = settings.get("verdict_rep_method")
     if used is None or used == settings.get("rep_method"):

@@ -32,13 +32,13 @@ Steps:
    alone (``contrast_gate``, ``settings.CONTRAST_SOURCE_GATE``): there the contrast would learn the source.
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags (where the flags' representation part holds the pool contrast, from the final pass's heads fused with the
-   distance alone instead, ``verdict_pool_blind``, ``settings.VERDICT_POOL_BLIND``: the contrast was trained on
-   this very pool; ``ScanReport.verdict_scores``), and whether the pool reads as drawn from another source than
-   the clean texts (``pool_unlike_clean``; the views add ``detection.pool_shift_note``, and the verdict then reads
-   the pool where its bulk sits, ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6),
-   the verdict also carries the likely trigger words (``trigger_words``): with them a verdict the flags do not
-   call reads "likely" (``settings.VERDICT_WORDS``: the words score, ``detection.with_trigger_words``), else
-   "possible" (``detection.verdict_call``).
+   distance alone instead, ``verdict_without_contrast``, ``settings.VERDICT_WITHOUT_CONTRAST``: the contrast was trained
+   on this very pool; ``ScanReport.verdict_scores``), and whether the pool reads as drawn from another source than the
+   clean texts (``pool_unlike_clean``; the views add ``detection.pool_shift_note``, and the verdict then reads the pool
+   where its bulk sits, ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6), the verdict also
+   carries the likely trigger words (``trigger_words``): with them a verdict the flags do not call reads "likely"
+   (``settings.VERDICT_WORDS``: the words score, ``detection.with_trigger_words``), else "possible"
+   (``detection.verdict_call``).
 
 Measured on the defense benchmark's SST-2 models: ``bench/results/defense.md``, section "Model-level verdict"
 (verdict score, pool inputs flagged by the first and by the final pass, suspicious heads, per model; the verdict's
@@ -87,7 +87,7 @@ from .detection import (
     head_focus_detector,
     VERDICT_RULES,
     model_verdict,
-    pool_blind_part,
+    distance_part,
     split_clean,
     verdict_call,
     with_trigger_words,
@@ -207,14 +207,14 @@ class ScanReport:
     clean_texts: list[str] = field(default_factory=list, repr=False)  # the clean texts scanned, clean_probs' order
     marking_words: list[str] = field(default_factory=list)
     pool_word_marked: np.ndarray | None = field(default=None, repr=False)
-    # what the verdict read when not the flags' scores (settings.VERDICT_POOL_BLIND): clean dev (n_dev,) and pool
+    # what the verdict read when not the flags' scores (settings.VERDICT_WITHOUT_CONTRAST): clean dev (n_dev,) and pool
     # (n_pool,) scores and the threshold; None = clean_scores, pool_scores, threshold
     verdict_inputs: dict | None = field(default=None, repr=False)
 
     @property
     def verdict_scores(self) -> tuple[np.ndarray, np.ndarray, float]:
         """The final verdict's inputs: clean dev scores ``(n_dev,)``, pool scores ``(n_pool,)`` and threshold (the
-        flags' own unless the verdict read the distance alone, ``settings.VERDICT_POOL_BLIND``)."""
+        flags' own unless the verdict read the distance alone, ``settings.VERDICT_WITHOUT_CONTRAST``)."""
         v = self.verdict_inputs
         if v is None:
             return np.asarray(self.clean_scores), np.asarray(self.pool_scores), float(self.threshold)
@@ -305,7 +305,7 @@ class ScanReport:
                 "flag_rate": float(len(self.flagged) / max(1, len(self.pool_texts))),
                 "representation_method": self.settings.get("rep_method"),
                 "contrast_gated": self.settings.get("contrast_gated"),
-                # what the verdict's scores were fused with (settings.VERDICT_POOL_BLIND): the flags' own
+                # what the verdict's scores were fused with (settings.VERDICT_WITHOUT_CONTRAST): the flags' own
                 # representation, or the distance alone when the flags' holds the pool contrast
                 "verdict_representation_method": self.settings.get("verdict_rep_method"),
                 "representation_share": self.representation_share,
@@ -397,7 +397,7 @@ def scan_model(
     representation: bool = S.REPRESENTATION,
     rep_method: str = S.REP_METHOD,
     contrast_gate: bool = S.CONTRAST_SOURCE_GATE,
-    verdict_pool_blind: bool = S.VERDICT_POOL_BLIND,
+    verdict_without_contrast: bool = S.VERDICT_WITHOUT_CONTRAST,
     fuse: str = S.FUSE,
     verdict_rule: str = S.VERDICT_RULE,
     verdict_shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
@@ -431,9 +431,9 @@ def scan_model(
             ``contrast_gate`` (``settings.CONTRAST_SOURCE_GATE``), a pool that reads as another source than the
             clean texts under the distance alone is scanned with the distance alone (``settings["rep_method"]``,
             ``settings["contrast_gated"]``; ``detection.representation_detector``).
-        verdict_pool_blind: with a contrast in the representation part, the verdicts (first pass and final) read
-            the pass's attention score fused with the distance alone (``detection.pool_blind_part``;
-            ``settings.VERDICT_POOL_BLIND``; ``settings["verdict_rep_method"]``); the flags keep the contrast.
+        verdict_without_contrast: with a contrast in the representation part, the verdicts (first pass and final) read
+            the pass's attention score fused with the distance alone (``detection.distance_part``;
+            ``settings.VERDICT_WITHOUT_CONTRAST``; ``settings["verdict_rep_method"]``); the flags keep the contrast.
         verdict_rule: how the model verdict reads the pool (``detection.VERDICT_RULES``; ``settings.VERDICT_RULE``).
         verdict_shift_adjust: where the pool reads as another source, the verdict counts its flags above the
             threshold moved to where the pool's bulk sits (``settings.VERDICT_SHIFT_ADJUST``).
@@ -485,13 +485,13 @@ def scan_model(
                                                            att_first if contrast_gate else None, fuse)
         det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
     verdict_rep = rep_det
-    if rep_det is not None and verdict_pool_blind and rep_used != "mahalanobis":
-        verdict_rep = pool_blind_part(rep_det, clean_stats.subset(fit_idx), dev_stats, frr)
+    if rep_det is not None and verdict_without_contrast and rep_used != "mahalanobis":
+        verdict_rep = distance_part(rep_det, clean_stats.subset(fit_idx), dev_stats, frr)
 
     verdict_inputs = None
 
     def verdict_of(att, scan_det, scan_pool_scores):
-        """The pass's verdict: from its own scores, or (``verdict_pool_blind``) from ``att`` fused with the
+        """The pass's verdict: from its own scores, or (``verdict_without_contrast``) from ``att`` fused with the
         distance alone (whose inputs ``verdict_inputs`` keeps)."""
         nonlocal verdict_inputs
         if verdict_rep is not rep_det:

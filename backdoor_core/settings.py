@@ -127,16 +127,17 @@ the contrast would learn the source (``detection.representation_detector``). Our
 fitted (the line is ``detection.POOL_SHIFT_RANK``). On the 42 pools of OLID tweets or AG News items scanned by the
 SST-2 tuning models it closed on all 42, so they read as without the contrast; on the tuning zoo's 24 same-source
 pools on none (bench/results/pool_shift_check_s41gate.md)."""
-VERDICT_POOL_BLIND = True
+VERDICT_WITHOUT_CONTRAST = True
 """With a contrast in the scan's representation part (``REP_METHOD``): the model verdict reads the scan's heads
-fused with the distance alone (``detection.pool_blind_part``), not with the contrast, which was trained on this very
-pool; the flags, the suspicious heads and so the repair still use the contrast. Our design (papers silent), from
-the verdict's chance model: a threshold set on clean dev inputs flags a clean pool like a fresh draw of them, which
-a score trained to tell this pool from the clean texts does not do. Chosen on the tuning sets: over fresh same-source
-pool draws, tuning clean draws called 1 -> 0 of 26 and backdoored draws 91 -> 88 of 134 (bench/results/
-verdict_chance_s42.md against verdict_chance_s41.md; with the contrast the chance quantile's rule would have asked
-for 0.95, which calls 80); on the tuning zoo's pools the seed-0 clean model 0.40 -> 0.00 and Shakespeare style
-seed 0 0.63 -> 0.45 (bench/results/verdict_compare_s42.md)."""
+fused with the distance alone (``detection.distance_part``), not with the contrast, which was trained on this very
+pool; the flags, the suspicious heads and so the repair still use the contrast (the heads, rated on those flags,
+are chosen on the pool as in every refined pass). Our design (papers silent), from the verdict's chance model: a
+threshold set on clean dev inputs flags a clean pool like a fresh draw of them, which a score trained to tell this
+pool from the clean texts does not do. Chosen on the tuning sets: over fresh same-source pool draws, tuning clean
+draws called 1 -> 0 of 26 and backdoored draws 91 -> 88 of 134 (bench/results/verdict_chance_s42.md against
+verdict_chance_s41.md; with the contrast the chance quantile's rule would have asked for 0.95, which calls 80),
+though the BBC demo zoo's clean model reads higher (median 0.03 -> 0.33, highest 0.49); on the tuning zoo's pools the
+seed-0 clean model 0.40 -> 0.00 and Shakespeare style seed 0 0.63 -> 0.45 (bench/results/verdict_compare_s42.md)."""
 FUSE = "sum"
 """Attention and representation z-scores (each on clean dev) combined by their sum ("max" the other knob): on the
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /

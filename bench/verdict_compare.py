@@ -7,7 +7,7 @@ twice (``--repair ''``) and reading the two runs' verdicts here: per zoo, ``defe
 0.05 or more or whose call changes. The pool draws, flags and heads must match (checked per model: the flagged and
 flagged-triggered counts), or the script stops with the first model that differs.
 
-    python bench/verdict_compare.py --labels contrast,pool-blind \\
+    python bench/verdict_compare.py --labels contrast,without \\
         --zoo "tuning zoo=bench/results/archive/defense_s41both.json:bench/results/defense_s42vt.json" \\
         --zoo "test zoo (check)=A.json:B.json" --tag s42
 

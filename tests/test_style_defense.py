@@ -392,8 +392,9 @@ def test_scan_records_the_representation_method_it_used():
 
 
 def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_flags():
-    """``verdict_pool_blind``: the flags keep the contrast, the verdict reads the final heads fused with the distance
-    alone (the same numbers as that fused detector's own verdict); off, the verdict reads the flags' scores."""
+    """``verdict_without_contrast``: the flags keep the contrast, the verdict reads the final heads fused with the
+    distance alone (the same numbers as that fused detector's own verdict); off, the verdict reads the flags'
+    scores."""
     from backdoor_core.data import TextDataset
     from backdoor_core.detection import RepresentationDetector, fused_detector, model_verdict, split_clean
     from backdoor_core.scan import scan_model
@@ -404,7 +405,7 @@ def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_
     pool = triggered_texts(15, seed=46) + clean_texts(15, seed=47)[0]
     kw = dict(max_length=32, frr=0.2, rep_method="both", find_triggers=False)
     blind = scan_model(lm.model, lm.tokenizer, clean, pool, **kw)
-    seen = scan_model(lm.model, lm.tokenizer, clean, pool, verdict_pool_blind=False, **kw)
+    seen = scan_model(lm.model, lm.tokenizer, clean, pool, verdict_without_contrast=False, **kw)
     assert blind.settings["rep_method"] == "both" and blind.settings["verdict_rep_method"] == "mahalanobis"
     assert seen.settings["verdict_rep_method"] == "both"
     assert blind.to_dict()["detection"]["verdict_representation_method"] == "mahalanobis"  # the saved report says
@@ -462,5 +463,5 @@ def test_cli_scan_says_when_the_source_gate_left_the_contrast_out(tmp_path, caps
         assert main(["scan", str(model), "--clean-data", str(clean), "--pool", str(pool), "--max-length", "32"]) == 0
         out = capsys.readouterr().out
         assert ("left the contrast out" in out) is gated
-        # with the contrast in the flags, the verdict's own basis is said (settings.VERDICT_POOL_BLIND)
+        # with the contrast in the flags, the verdict's own basis is said (settings.VERDICT_WITHOUT_CONTRAST)
         assert ("without the pool contrast that helped pick the flagged inputs" in out) is (not gated)
