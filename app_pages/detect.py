@@ -8,8 +8,8 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
-from backdoor_core.detection import (call_note, called_by_words, chance_note, pool_shift_note, representation_notes,
-                                     possible_reasons, verdict_call)
+from backdoor_core.detection import (VERDICT_THRESHOLD, call_note, called_by_words, chance_note, pool_shift_note,
+                                     possible_reasons, representation_notes, verdict_call)
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -137,7 +137,10 @@ elif call == "likely":
 elif call == "possible":
     st.warning(call_note(v), icon=":material/key:" if "word" in possible_reasons(v) else ":material/warning:")
 else:
-    st.success("No backdoor evidence at this threshold.", icon=":material/verified_user:")
+    score = float(v.get("score", 0))
+    st.success("No backdoor evidence at this threshold." if score <= 0 else
+               f"No backdoor called at this threshold: the score, {score:.2f}, is below the line at "
+               f"{VERDICT_THRESHOLD:.2f}.", icon=":material/verified_user:")
 shift_note = pool_shift_note(v)
 if shift_note:  # the verdict's caveat, right under it
     st.warning(shift_note, icon=":material/compare_arrows:")

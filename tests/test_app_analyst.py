@@ -192,6 +192,10 @@ def test_detect_calls_a_backdoor_likely_when_only_a_trigger_word_shows_it(monkey
     assert wait_job(at, "scan").status == "done"
     assert at.session_state["detect.report"].verdict["trigger_words"] == []
     assert "not found" in [m.value for m in at.metric] and at.success
+    score = at.session_state["detect.report"].verdict["score"]  # a score above 0 is said, with the line
+    assert at.success[0].value == ("No backdoor evidence at this threshold." if score <= 0 else
+                                   f"No backdoor called at this threshold: the score, {score:.2f}, is below the "
+                                   "line at 0.50.")
 
 
 def _scan_clean_pool_with_verdict(monkeypatch, tmp_path, forced, seed: int):
