@@ -488,20 +488,18 @@ def scan_model(
     if rep_det is not None and verdict_without_contrast and rep_used != "mahalanobis":
         verdict_rep = distance_part(rep_det, clean_stats.subset(fit_idx), dev_stats, frr)
 
-    verdict_inputs = None
-
     def verdict_of(att, scan_det, scan_pool_scores):
-        """The pass's verdict: from its own scores, or (``verdict_without_contrast``) from ``att`` fused with the
-        distance alone (whose inputs ``verdict_inputs`` keeps)."""
-        nonlocal verdict_inputs
+        """The pass's verdict and, where it did not read the pass's own scores (``verdict_without_contrast``: ``att``
+        fused with the distance alone), the inputs it read (``ScanReport.verdict_inputs``; else None)."""
+        inputs = None
         if verdict_rep is not rep_det:
             scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse)
             scan_pool_scores = scan_det.score(pool_stats) if pool else None
-            verdict_inputs = {"clean_dev_scores": scan_det.clean_dev_scores, "threshold": float(scan_det.threshold),
-                              "pool_scores": np.zeros(0) if scan_pool_scores is None else scan_pool_scores}
+            inputs = {"clean_dev_scores": scan_det.clean_dev_scores, "threshold": float(scan_det.threshold),
+                      "pool_scores": np.zeros(0) if scan_pool_scores is None else scan_pool_scores}
         return model_verdict(scan_det, scan_det.clean_dev_scores, scan_pool_scores,
                              pool_stats.predictions if pool else None, num_labels, rule=verdict_rule,
-                             shift_adjust=verdict_shift_adjust)
+                             shift_adjust=verdict_shift_adjust), inputs
 
     clean_scores = det.score(clean_stats)
     pool_scores = det.score(pool_stats) if pool else np.zeros(0)
@@ -541,12 +539,12 @@ def scan_model(
             first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
                           "heads": list(heads.suspicious_labels),
-                          "verdict": verdict_of(att_first, det, pool_scores)}
+                          "verdict": verdict_of(att_first, det, pool_scores)[0]}
         det = head_det = det_r
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
-    verdict = verdict_of(att_final, det, pool_scores if pool else None)
+    verdict, verdict_inputs = verdict_of(att_final, det, pool_scores if pool else None)
     triggers = None
     if find_triggers and pool and len(flagged) and heads.suspicious.any():
         from .trigger_search import search_triggers

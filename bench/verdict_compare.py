@@ -86,7 +86,8 @@ def markdown(result: dict) -> str:
                       f"{': ' + ', '.join(s['lifted_missed']) if s['lifted_missed'] else ''} | "
                       f"{len(s['clean_called'])} of {s['clean']} | {clean} |")
     md += ["", f"## Models whose verdict moved by {MOVED} or more, or whose call changed", "",
-           f"| zoo | model | attack | lift | flagged (triggered / all) | {la} | {lb} |", "|---|---|---|---|---|---|---|"]
+           f"| zoo | model | attack | lift | flagged (triggered / all) | {la} | {lb} |",
+           "|---|---|---|---|---|---|---|"]
     for z in result["zoos"]:
         for m in z["moved"]:
             lift = "-" if m["lift"] is None else f"{100 * m['lift']:.1f}"
