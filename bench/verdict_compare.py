@@ -36,7 +36,10 @@ def load_models(paths: str) -> dict[str, dict]:
     """The ``models`` rows of comma-separated defense JSON files, by name (a later file's row wins)."""
     rows = {}
     for p in [q for q in paths.split(",") if q]:
-        for m in json.loads(Path(p).read_text())["models"]:
+        data = json.loads(Path(p).read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            raise ValueError(f"{p} has no 'models' list: not a bench/defense.py result")
+        for m in data["models"]:
             rows[m["name"]] = m
     return rows
 

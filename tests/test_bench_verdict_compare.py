@@ -44,3 +44,13 @@ def test_compare_refuses_runs_whose_scans_differ(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="m_bd has n_flagged 20 against 25"):
         vc.main(["--zoo", f"z={a}:{b}"])
     assert not (tmp_path / "results").exists()
+
+
+def test_compare_refuses_a_file_that_is_not_a_defense_result(tmp_path, monkeypatch, capsys):
+    vc = load_bench("verdict_compare")
+    monkeypatch.setattr(vc, "RESULTS", tmp_path / "results")
+    (tmp_path / "other.json").write_text("{}")
+    a = _run(tmp_path / "a.json", {"m_clean": 0.1})
+    with pytest.raises(SystemExit):
+        vc.main(["--zoo", f"z={a}:{tmp_path / 'other.json'}"])
+    assert "has no 'models' list: not a bench/defense.py result" in capsys.readouterr().err
