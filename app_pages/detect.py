@@ -8,8 +8,8 @@ import streamlit as st
 from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
-from backdoor_core.detection import (VERDICT_THRESHOLD, call_note, called_by_words, chance_note, pool_shift_note,
-                                     possible_reasons, representation_notes, verdict_call)
+from backdoor_core.detection import (VERDICT_THRESHOLD, call_note, called_by_words, chance_note, heads_called,
+                                     pool_shift_note, possible_reasons, representation_notes, verdict_call)
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -149,8 +149,9 @@ for rep_note in representation_notes(v, report.settings):
 if report.first_pass is not None:
     st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; then "
                f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "
-               f"{len(report.flagged)} flagged by the final {len(report.suspicious_heads)} heads. Verdict, "
-               "scores, threshold and flags are the final pass's.")
+               f"{len(report.flagged)} flagged by the final {len(report.suspicious_heads)} "
+               f"{'heads' if heads_called(v) else 'candidate heads'}. Verdict, scores, threshold and flags are the "
+               "final pass's.")
 marking = list(getattr(report, "marking_words", None) or [])
 if marking:
     n_marked = int(report.pool_word_marked.sum())

@@ -192,6 +192,9 @@ def test_detect_calls_a_backdoor_likely_when_only_a_trigger_word_shows_it(monkey
     assert wait_job(at, "scan").status == "done"
     assert at.session_state["detect.report"].verdict["trigger_words"] == []
     assert "not found" in [m.value for m in at.metric] and at.success
+    rep = at.session_state["detect.report"]
+    assert rep.first_pass is not None  # refined: the caption names the final heads candidates, none being called
+    assert any(f"flagged by the final {len(rep.suspicious_heads)} candidate heads." in c.value for c in at.caption)
     score = at.session_state["detect.report"].verdict["score"]  # a score above 0 is said, with the line
     assert at.success[0].value == ("No backdoor evidence at this threshold." if score <= 0 else
                                    f"No backdoor called at this threshold: the score, {score:.2f}, is below the "
