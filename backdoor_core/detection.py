@@ -1066,7 +1066,7 @@ def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
         return None
     rate = verdict.get("components", {}).get("flag_rate")
     share = "" if rate is None else f" Read that way, {rate:.1%} of the pool is flagged."
-    return ("The verdict reads the suspicious heads and the [CLS] distance only, without the pool contrast that "
+    return ("The verdict reads the final heads and the [CLS] distance only, without the pool contrast that "
             "helped pick the flagged inputs: the contrast is trained on this very pool, so its flags cannot be "
             f"weighed against chance.{share}")
 
