@@ -286,8 +286,8 @@ def parse_scan_knobs(text: str) -> dict:
     """``--scan-knobs`` read: a JSON object of ``scan_model`` keyword arguments, checked before any model loads.
 
     Raises ValueError, with a one-line message, on text that is not a JSON object, on an argument ``scan_model``
-    does not take (or one the benchmark sets itself), and on an unknown verdict rule, first-pass kind or
-    representation method."""
+    does not take (or one the benchmark sets itself), on an unknown verdict rule, first-pass kind or
+    representation method, and on a switch (a ``bool`` argument) given anything but true or false."""
     import inspect
 
     from backdoor_core.detection import FIRST_PASSES, REP_METHODS, VERDICT_RULES
@@ -309,6 +309,10 @@ def parse_scan_knobs(text: str) -> dict:
                           ("rep_method", REP_METHODS)):
         if knobs.get(knob, choices[0]) not in choices:
             raise ValueError(f"--scan-knobs: {knob} must be one of {', '.join(choices)}")
+    params = inspect.signature(scan_model).parameters
+    for knob, value in knobs.items():  # a switch takes true or false, not a string that reads as true
+        if isinstance(params[knob].default, bool) and not isinstance(value, bool):
+            raise ValueError(f"--scan-knobs: {knob} must be true or false, got {json.dumps(value)}")
     return knobs
 
 

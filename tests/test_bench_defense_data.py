@@ -268,7 +268,9 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
                         ("[1]", "must be a JSON object"),
                         ('{"verdict_rule": "strictest"}', "verdict_rule must be one of threshold, dev_tail"),
                         ('{"first_pass_kind": "token"}', "first_pass_kind must be one of layer, head"),
-                        ('{"rep_method": "cosine"}', "rep_method must be one of mahalanobis, contrast, both")):
+                        ('{"rep_method": "cosine"}', "rep_method must be one of mahalanobis, contrast, both"),
+                        ('{"verdict_without_contrast": "no"}',
+                         'verdict_without_contrast must be true or false, got "no"')):
         with pytest.raises(SystemExit) as ex:
             b.main(["--quick", "--models-from", str(models), "--data", str(data), "--scan-knobs", knobs])
         assert ex.value.code == 2 and says in capsys.readouterr().err
