@@ -299,8 +299,8 @@ def parse_scan_knobs(text: str) -> dict:
             raise TypeError(f"got {type(knobs).__name__}")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--scan-knobs must be a JSON object such as '{{\"rep_method\": \"contrast\"}}': {exc}")
-    allowed = set(inspect.signature(scan_model).parameters) - {"model", "tokenizer", "clean", "pool_texts",
-                                                                 "max_length", "seed", "model_name"}
+    params = inspect.signature(scan_model).parameters
+    allowed = set(params) - {"model", "tokenizer", "clean", "pool_texts", "max_length", "seed", "model_name"}
     unknown = sorted(set(knobs) - allowed)
     if unknown:
         raise ValueError(f"--scan-knobs: unknown scan_model argument(s) {', '.join(unknown)}; known: "
@@ -309,7 +309,6 @@ def parse_scan_knobs(text: str) -> dict:
                           ("rep_method", REP_METHODS)):
         if knobs.get(knob, choices[0]) not in choices:
             raise ValueError(f"--scan-knobs: {knob} must be one of {', '.join(choices)}")
-    params = inspect.signature(scan_model).parameters
     for knob, value in knobs.items():  # a switch takes true or false, not a string that reads as true
         if isinstance(params[knob].default, bool) and not isinstance(value, bool):
             raise ValueError(f"--scan-knobs: {knob} must be true or false, got {json.dumps(value)}")
