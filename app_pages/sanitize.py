@@ -69,6 +69,10 @@ KNOB_LABELS = {
     "weak_top_k": ("Heads repaired on weak evidence",
                    "How many of the scan's highest-scoring heads the repair trains when the verdict is below the "
                    "weak-evidence line (0 = all the scan's suspicious heads)."),
+    "min_heads": ("Fewest heads repaired",
+                  "The repair trains at least this many heads: when the scan's rule calls fewer suspicious, the next "
+                  "highest-scoring heads are added (a paraphrase trigger is spread over more heads than the few that "
+                  "stand out). 0 = only the scan's heads."),
     "reset_to": ("Reset heads to",
                  "pretrained: the heads' weights from the pretrained encoder the model was fine-tuned from (found and "
                  "checked against the model's own weights; zero when it is not there); zero: their output columns "

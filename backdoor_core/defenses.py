@@ -67,7 +67,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET,
          "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
-         "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K,
+         "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K, "min_heads": S.REPAIR_MIN_HEADS,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
@@ -138,7 +138,8 @@ def run_defense(
             ``settings.TOUR_SANITIZE``; off by default). Without ``heads`` and a caller's split
             (``rel_threshold`` / ``max_fraction`` / ``top_k``), a scan whose verdict is below ``weak_verdict``
             has its repair narrowed to the ``weak_top_k`` best heads (``head_safety.repair_heads``); ``details``
-            then says so under ``weak_evidence_cap``.
+            then says so under ``weak_evidence_cap``. A set smaller than ``min_heads`` is widened to that many of
+            the highest-scoring heads (``details["min_heads_widened"]``).
             ``reset_top_k`` > 0 zeroes only that many of the repaired heads first, the best-scoring
             (``head_safety.reset_heads``; given ``heads`` are all reset); ``details["reset_heads"]`` names them.
             ``reset_to="pretrained"`` restores them from the pretrained encoder ``base`` (default ``"default"``)
@@ -238,6 +239,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     heads = knobs.pop("heads", None)
     weak_verdict = float(knobs.pop("weak_verdict", S.WEAK_VERDICT))
     weak_top_k = int(knobs.pop("weak_top_k", S.WEAK_TOP_K) or 0)
+    min_heads = int(knobs.pop("min_heads", S.REPAIR_MIN_HEADS) or 0)
     report = knobs.pop("scan", None)
     use_pool_words = bool(knobs.pop("pool_words", S.REPAIR_POOL_WORDS))
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
@@ -264,7 +266,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
     pool = [str(t) for t in (pool_texts or [])]
     scan_seconds = 0.0
-    weak_cap = None
+    weak_cap = widened = None
     if heads is not None:
         if isinstance(heads, str):
             heads = [h for h in heads.replace(" ", ",").split(",") if h]
@@ -290,10 +292,13 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                 mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
                                    split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
         else:
-            mask = repair_heads(report.heads, flags_score(report.verdict), weak_verdict, weak_top_k)
-            if not np.array_equal(mask, report.heads.suspicious):
+            narrowed = repair_heads(report.heads, flags_score(report.verdict), weak_verdict, weak_top_k, 0)
+            mask = repair_heads(report.heads, flags_score(report.verdict), weak_verdict, weak_top_k, min_heads)
+            if not np.array_equal(narrowed, report.heads.suspicious):
                 weak_cap = {"verdict": flags_score(report.verdict), "weak_verdict": weak_verdict,
                             "weak_top_k": weak_top_k, "scan_heads": list(report.heads.suspicious_labels)}
+            if not np.array_equal(mask, narrowed):
+                widened = {"min_heads": min_heads, "from": int(narrowed.sum()), "to": int(mask.sum())}
         flagged = report.flagged_texts
         flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
@@ -441,6 +446,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "kind": kind,
         "reset": reset,
         "reset_top_k": reset_top_k,
+        "min_heads": min_heads,
         "reset_heads": res.details["reset_heads"],
         "reset_to_asked": reset_to_asked if reset else None,
         "pretrained_note": pretrained_note or None,
@@ -461,6 +467,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if reused:
         details["reused_scan_passes"] = True
     details["weak_evidence_cap"] = weak_cap
+    details["min_heads_widened"] = widened
     details["clean_guard"] = guard
     if report is not None:
         details["verdict"] = report.verdict
@@ -581,6 +588,12 @@ def repair_notes(details: dict) -> list[str]:
                      f"{k} highest-scoring head{'s were' if k != 1 else ' was'} repaired, not the scan's "
                      f"{len(cap['scan_heads'])}; most flagged inputs of a weak scan are clean and the lower heads' "
                      "scores are noise.")
+    wide = details.get("min_heads_widened")
+    if wide:
+        notes.append(f"The scan's rule called {wide['from']} head{'s' if wide['from'] != 1 else ''} suspicious; the "
+                     f"repair trains at least {wide['min_heads']}, so it trained the {wide['to']} highest-scoring "
+                     "(a paraphrase trigger is spread over more heads than the few that stand out; README, "
+                     "*Fewest heads repaired*).")
     verdict = details.get("verdict") or {}
     if verdict.get("pool_unlike_clean"):
         from .detection import pool_shift_note

@@ -195,20 +195,31 @@ def repair_heads(
     verdict_score: float | None,
     weak_verdict: float = S.WEAK_VERDICT,
     weak_top_k: int = S.WEAK_TOP_K,
+    min_heads: int = S.REPAIR_MIN_HEADS,
 ) -> np.ndarray:
     """``(L, H)`` bool: the heads our repair trains (our design; papers silent).
 
     The scan's suspicious set, unless its verdict score is below ``weak_verdict``: then the evidence is weak (most
     flagged inputs are clean) and only the ``weak_top_k`` highest-scoring heads are kept
     (``split_heads(score, top_k=weak_top_k)``; see ``settings.WEAK_VERDICT``). ``weak_top_k`` 0 or a missing verdict
-    keeps the scan's set.
+    keeps the scan's set. A scan's set smaller than ``min_heads`` is widened to the ``min_heads`` highest-scoring
+    heads with a positive score, at most the scan's ``max_fraction`` of all heads (``settings.REPAIR_MIN_HEADS``;
+    0 = off); a set the weak-evidence cap narrowed stays as asked.
     """
     k = int(weak_top_k or 0)
     if k < 0:
         raise ValueError("weak_top_k must be 0 (off) or more.")
-    if k == 0 or verdict_score is None or float(verdict_score) >= weak_verdict:
-        return heads.suspicious.copy()
-    return split_heads(heads.score, top_k=k)
+    floor = int(min_heads or 0)
+    if floor < 0:
+        raise ValueError("min_heads must be 0 (off) or more.")
+    if k and verdict_score is not None and float(verdict_score) < weak_verdict:
+        return split_heads(heads.score, top_k=k)
+    mask = heads.suspicious.copy()
+    cap = int(np.floor(float(heads.rule.get("max_fraction", DEFAULT_MAX_FRACTION)) * mask.size))
+    floor = min(floor, cap)
+    if floor and int(mask.sum()) < floor:
+        mask |= split_heads(heads.score, top_k=floor)
+    return mask
 
 
 def reset_heads(score: np.ndarray, repaired: np.ndarray, top_k: int = S.RESET_TOP_K) -> np.ndarray:

@@ -232,6 +232,17 @@ models added to the tuning zoo afterwards say the same: Shakespeare (verdict 0.4
 
 # ------------------------------------------------------------------------------------------------ repair
 
+REPAIR_MIN_HEADS = 4
+"""Our repair trains at least this many heads: a smaller suspicious set is widened to the highest-scoring heads,
+at most ``MAX_FRACTION`` of all heads (``head_safety.repair_heads``); 0 = off (the scan's set). Our design (papers
+silent). Aim: where one or two heads stand far above the rest, the relative threshold keeps only them, and a
+paraphrase trigger is spread wider (SST-2 syntactic seed 1: 2 heads, 23.5% ASR after repair). Chosen on the tuning
+zoo among 0 / 4 / 6 / 8 (bench/results/knob_tuning_min_heads.md, the ten models some value changes): mean ASR after
+9.4 / 7.9 / 7.8 / 7.5%, mean CACC change +1.2 / +1.2 / +0.9 / +0.6, worst -1.5 / -1.1 / -1.8 / -2.4 (models below
+-1.5: 1 / 0 / 1 / 1); 4 keeps the clean accuracy that 6 and 8 cost. The BBC demo zoo's scans name 4 or more heads:
+unchanged."""
+
+
 BETA = 5.0  # weight of the attention-alignment term; measured (``sanitize``, bench/results/defense.md)
 ALIGN_KIND = "kl"
 RESET = True  # zero the suspicious heads' output columns first; measured: bench/results/archive/defense_nr.md

@@ -62,6 +62,16 @@ group in its own one-thread process with its own draw (``--workers 2``):
     python bench/knob_tuning.py --knob rep_method_both --sst2 0=bench/results/archive/defense_s41dist.json \
         --sst2 1=bench/results/archive/defense_s41both.json
 
+The fewest heads repaired (``min_heads``, ``settings.REPAIR_MIN_HEADS``): the SST-2 tuning models whose scan names
+fewer heads than a value, repaired at 4, 6 and 8 (``--only <them> --align-knobs '{"min_heads": 4}' --tag s43mh4``,
+and so on); each value's other models keep the rows of the knob-off run, read after the value's own file:
+
+    python bench/knob_tuning.py --knob min_heads --values 0,4 --variants auto \
+        --models badnets-tal,addsent,badnets-2,badnets --sst2 0=A/defense_s41both_w0.json,A/defense_s41both_w1.json \
+        --sst2 4=A/defense_s43mh4.json,<the same two> --sst2 6=... --sst2 8=... --sst2-only <the ten models>
+
+(``A``: ``bench/results/archive``.)
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 
@@ -82,16 +92,20 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def sst2_rows(spec: list[str], only: set[str] | None = None) -> list[dict]:
-    """Our repair's rows of the SST-2 runs, per knob value (``"v=a.json,b.json"`` items); ``only``: these models."""
+    """Our repair's rows of the SST-2 runs, per knob value (``"v=a.json,b.json"`` items); ``only``: these models.
+    A model already read for a value is skipped (the first file wins): a run of the models a value changes,
+    followed by the full run whose rows it leaves as they were."""
     rows = []
     for item in spec:
         value, paths = item.split("=", 1)
+        seen = set()
         for p in [q for q in paths.split(",") if q]:
             d = json.loads(Path(p).read_text())
             verdicts = {m["name"]: m.get("verdict_score") for m in d.get("models", [])}
             for r in d["runs"]:
-                if r["defense"] != "alignment" or (only and r["model"] not in only):
+                if r["defense"] != "alignment" or (only and r["model"] not in only) or r["model"] in seen:
                     continue
+                seen.add(r["model"])
                 rows.append({"zoo": "sst2", "model": r["model"], "value": float(value),
                              "ffn_layers": r["details"].get("ffn_layers"), "cacc_before": r["cacc_before"],
                              "cacc_after": r["cacc_after"], "asr_before": r["asr_before"], "asr_after": r["asr_after"],
@@ -147,6 +161,8 @@ def markdown(result: dict) -> str:
                                    "0 = off)",
             "weak_top_k": "the heads our repair trains when the scan's verdict is below `settings.WEAK_VERDICT` "
                           "(`head_safety.repair_heads`: the k highest-scoring heads; 0 = the scan's suspicious set)",
+            "min_heads": "the fewest heads our repair trains (`settings.REPAIR_MIN_HEADS`, `head_safety.repair_heads`: "
+                         "a smaller suspicious set is widened to the k highest-scoring heads; 0 = the scan's set)",
             "first_pass_head": "the scan's first pass (`settings.FIRST_PASS`, `detection.first_pass_detector`), "
                                "which sets the flags and heads the repair starts from: 0 = each layer's mean focus, "
                                "1 = every head's own focus (max over heads)",
@@ -198,7 +214,7 @@ def main() -> None:
     ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
     ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target",
-                                       "weak_top_k", "first_pass_head", "rep_method_both"),
+                                       "weak_top_k", "min_heads", "first_pass_head", "rep_method_both"),
                     required=True)
     ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
     ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from backdoor_core.detection import attention_stats
-from backdoor_core.head_safety import collapse_scores, evaluate_heads, gate_importance, split_heads
+from backdoor_core.head_safety import (HeadSafety, collapse_scores, evaluate_heads, gate_importance, repair_heads,
+                                       split_heads)
 from defense_helpers import clean_texts, trained_tiny, triggered_texts
 
 
@@ -21,6 +22,26 @@ def test_split_rule_threshold_caps_and_top_k():
     assert not split_heads(np.zeros((2, 4))).any()
     with pytest.raises(ValueError):
         split_heads(score, max_fraction=0)
+
+
+def test_repair_min_heads_widens_a_small_set_to_the_best_scoring_heads():
+    """``min_heads`` widens a suspicious set smaller than it to that many of the highest-scoring heads with a
+    positive score (per-layer cap kept), at most the scan's ``max_fraction`` of all heads; a set already that
+    large, 0, or a set the weak-evidence cap narrowed keeps its heads."""
+    score = np.array([[1.0, 0.05, 0.3, 0.0], [0.02, 0.6, 0.0, 0.0]])
+    scan = split_heads(score, rel_threshold=0.5)  # L0H0, L1H1
+    heads = HeadSafety(collapse=score, importance=score, score=score, suspicious=scan, rule={"max_fraction": 1.0})
+    assert repair_heads(heads, 0.9, min_heads=0).tolist() == scan.tolist()
+    assert repair_heads(heads, 0.9, min_heads=2).tolist() == scan.tolist()
+    wide = repair_heads(heads, 0.9, min_heads=4)
+    assert wide.tolist() == [[True, True, True, False], [False, True, False, False]]
+    assert repair_heads(heads, 0.9, min_heads=8).sum() == 5  # only five heads score above 0
+    heads.rule["max_fraction"] = 0.375  # 3 of the 8 heads at most
+    assert repair_heads(heads, 0.9, min_heads=4).tolist() == [[True, False, True, False], [False, True, False, False]]
+    narrowed = repair_heads(heads, 0.5, weak_verdict=0.7, weak_top_k=1, min_heads=4)
+    assert narrowed.tolist() == [[True, False, False, False], [False, False, False, False]]
+    with pytest.raises(ValueError):
+        repair_heads(heads, 0.9, min_heads=-1)
 
 
 def test_importance_is_zero_for_a_silenced_head(tiny):

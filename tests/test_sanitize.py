@@ -596,6 +596,40 @@ def test_weak_evidence_narrows_the_repair_to_the_best_heads():
     assert res["reset_to"] == strong["reset_to"]
 
 
+def test_min_heads_widens_a_small_scan_set_and_says_so():
+    """A scan set smaller than ``min_heads`` is widened to that many of the highest-scoring heads
+    (``head_safety.repair_heads``, ``settings.REPAIR_MIN_HEADS``); the details and the repair's notes say so. At 0
+    the repair trains the scan's set and says nothing."""
+    import dataclasses
+
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.head_metrics import heads_to_mask
+    from backdoor_core.head_safety import split_heads
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
+                     rel_threshold=0.0, max_fraction=0.5)  # up to 4 of the tiny model's 8 heads
+    one = split_heads(rep.heads.score, top_k=1)
+    small = dataclasses.replace(rep, heads=dataclasses.replace(rep.heads, suspicious=one))
+
+    def repaired(k):
+        return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=small, max_steps=1,
+                           max_length=32, seed=0, ffn="none", weak_top_k=0, min_heads=k).details
+
+    wide, off = repaired(3), repaired(0)
+    top3 = split_heads(rep.heads.score, top_k=3)
+    assert heads_to_mask(wide["suspicious_heads"], *top3.shape).tolist() == top3.tolist()
+    assert wide["min_heads_widened"] == {"min_heads": 3, "from": 1, "to": 3}
+    assert ("The scan's rule called 1 head suspicious; the repair trains at least 3, so it trained the 3 "
+            "highest-scoring") in " ".join(repair_notes(wide))
+    assert heads_to_mask(off["suspicious_heads"], *one.shape).tolist() == one.tolist()
+    assert off["min_heads_widened"] is None and "trains at least" not in " ".join(repair_notes(off))
+
+
 def test_reset_heads_keeps_the_best_scoring_repaired_heads():
     """``head_safety.reset_heads``: the ``top_k`` highest-scoring of the repaired heads (never a head outside them);
     0, or as many as are repaired, keeps them all; a negative count or a score of another shape is an error."""

@@ -119,6 +119,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
             "--max-length", "32", "--max-steps", "1"]
     for extra, message in ((["--weak-top-k", "-1"], "0 (off) or more"),
                            (["--defense", "finetune", "--weak-top-k", "2"], "alignment defense only"),
+                           (["--min-heads", "-1"], "0 (off) or more"),
+                           (["--defense", "finetune", "--min-heads", "2"], "alignment defense only"),
                            (["--repair-seeds", "0"], "1 or more"),
                            (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only"),
                            (["--reset-top-k", "-1"], "0 (every repaired head) or more"),
@@ -142,14 +144,15 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     assert cap1["suspicious_heads"] == scan_heads[:1] and "only the 1 highest-scoring head was repaired" in out1
     assert off["weak_evidence_cap"] is None and off["suspicious_heads"] == scan_heads
     assert "Weak evidence" not in out0
-    assert off["repair_seeds"] == S.REPAIR_SEEDS  # the default
-    assert main([*base, "--out", str(files["dir"] / "single"), "--repair-seeds", "1"]) == 0
+    assert off["repair_seeds"] == S.REPAIR_SEEDS and off["min_heads"] == S.REPAIR_MIN_HEADS  # the defaults
+    assert main([*base, "--out", str(files["dir"] / "single"), "--repair-seeds", "1", "--min-heads", "0"]) == 0
     assert "times from the same start" not in capsys.readouterr().out
     assert main([*base, "--out", str(files["dir"] / "soup"), "--repair-seeds", "3"]) == 0
     assert "trained 3 times from the same start" in capsys.readouterr().out
     single = load_model(files["dir"] / "single").metadata["defense_details"]
     soup = load_model(files["dir"] / "soup").metadata["defense_details"]
     assert single["repair_seeds"] == 1 and soup["repair_seeds"] == 3 and soup["suspicious_heads"] == scan_heads
+    assert single["min_heads"] == 0 and single["suspicious_heads"] == scan_heads
     assert sorted(off["reset_heads"]) == sorted(scan_heads[:S.RESET_TOP_K or None])  # the default: best k (0: all)
     assert main([*base, "--out", str(files["dir"] / "reset1"), "--reset-top-k", "1", "--repair-seeds", "1"]) == 0
     out = capsys.readouterr().out

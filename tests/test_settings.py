@@ -60,7 +60,8 @@ def test_core_defaults_are_the_settings_objects():
                        ("kind", S.ALIGN_KIND), ("refine", S.REFINE), ("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE),
                        ("retain", S.RETAIN_WEIGHT), ("exclude_direction", S.EXCLUDE_DIRECTION),
                        ("labels_leave_target", S.LABELS_LEAVE_TARGET), ("weak_verdict", S.WEAK_VERDICT),
-                       ("weak_top_k", S.WEAK_TOP_K), ("repair_seeds", S.REPAIR_SEEDS),
+                       ("weak_top_k", S.WEAK_TOP_K), ("min_heads", S.REPAIR_MIN_HEADS),
+                       ("repair_seeds", S.REPAIR_SEEDS),
                        ("reset", S.RESET), ("reset_top_k", S.RESET_TOP_K)):
         assert knobs[key] is value, key
     assert _default(sanitize.sanitize_heads, "repair_seeds") is S.REPAIR_SEEDS
@@ -68,6 +69,7 @@ def test_core_defaults_are_the_settings_objects():
     assert _default(sanitize.sanitize_heads, "labels_leave_target") is S.LABELS_LEAVE_TARGET
     assert _default(head_safety.repair_heads, "weak_verdict") is S.WEAK_VERDICT
     assert _default(head_safety.repair_heads, "weak_top_k") is S.WEAK_TOP_K
+    assert _default(head_safety.repair_heads, "min_heads") is S.REPAIR_MIN_HEADS
     assert _default(head_safety.reset_heads, "top_k") is S.RESET_TOP_K
     assert DEFENSES["fineprune"].knobs["prune_fraction"] is S.PRUNE_FRACTION is fineprune.DEFAULT_PRUNE_FRACTION
     assert DEFENSES["pure"].knobs["lam"] is S.PURE_LAMBDA is pure.DEFAULT_LAMBDA

@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--weak-top-k", type=int, default=None,
                    help=f"alignment only: heads repaired when the scan's verdict is below {S.WEAK_VERDICT:g} "
                         f"(default {S.WEAK_TOP_K}; 0 = all the scan's suspicious heads)")
+    p.add_argument("--min-heads", type=int, default=None,
+                   help=f"alignment only: the fewest heads repaired; a smaller suspicious set is widened to the "
+                        f"highest-scoring heads (default {S.REPAIR_MIN_HEADS}; 0 = only the scan's heads)")
     p.add_argument("--reset-top-k", type=int, default=None,
                    help=f"alignment only: zero only this many of the repaired heads first, the best-scoring; the "
                         f"others train from where they are (default {S.RESET_TOP_K}; 0 = every repaired head)")
@@ -123,14 +126,17 @@ def run(args) -> int:
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
+                                        or args.min_heads is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
                                         or args.pool_words is not None or args.reset_to or args.base or args.label_judge
                                         or args.judge_flags is not None or args.clean_guard is not None):
-        raise ValueError("--heads, --beta, --weak-top-k, --reset-top-k, --reset-to, --base, --label-judge, "
-                         "--[no-]judge-flags, --[no-]clean-guard, --repair-seeds and "
+        raise ValueError("--heads, --beta, --weak-top-k, --min-heads, --reset-top-k, --reset-to, --base, "
+                         "--label-judge, --[no-]judge-flags, --[no-]clean-guard, --repair-seeds and "
                          "--[no-]pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
+    if args.min_heads is not None and args.min_heads < 0:
+        raise ValueError("--min-heads must be 0 (off) or more.")
     if args.reset_top_k is not None and args.reset_top_k < 0:
         raise ValueError("--reset-top-k must be 0 (every repaired head) or more.")
     if args.repair_seeds is not None and args.repair_seeds < 1:
@@ -187,6 +193,8 @@ def run(args) -> int:
             knobs["heads"] = args.heads
         if args.weak_top_k is not None:
             knobs["weak_top_k"] = args.weak_top_k
+        if args.min_heads is not None:
+            knobs["min_heads"] = args.min_heads
         if args.reset_top_k is not None:
             knobs["reset_top_k"] = args.reset_top_k
         if args.reset_to is not None:
