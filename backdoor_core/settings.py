@@ -478,7 +478,10 @@ four OLID test models on this machine mean ASR after 34.2 -> 29.8%, CACC change 
 (archive/defense_test_pw_off.md, _on.md)."""
 TRIGGER_AUGMENT_SHARE = 0.5
 """Share of the clean labelled texts of each class a likely trigger word does not target that the repair reads with the
-word inserted, in place of their plain versions."""
+word inserted, in place of their plain versions. A quarter was measured and not adopted (session 43, the 14 SST-2
+tuning models whose pool holds such a word; bench/results/archive/defense_s43ts25.md against defense_tuning.md): mean
+ASR after repair 7.9 -> 9.6% (BadNets 3% seed 1 11.9 -> 20.2%, Bible seed 1 25.6 -> 38.1%) for mean CACC change
+-0.05 -> +0.31 and as many models below -1.5 (2)."""
 
 # ------------------------------------------------------------------------------------------------ defender data
 
