@@ -262,7 +262,11 @@ found); ``"auto"``: pretrained when the scan's verdict does not call the model b
 the tuning zoo, both draws (bench/results/archive/defense_tuning_reset_pretrained.md against defense_tuning.md):
 restoring every model's reset heads kept clean accuracy (models below -1.5 CACC: 8 -> 3) but gave strong paraphrase
 and sentence backdoors back (syntactic 10.5 / 23.0% -> 30.5 / 42.0%, AddSent 3.0 -> 18.5%), as no reset did; on the
-8 models the scan did not call, it lowered both ASR and the clean-accuracy loss (README, "design choices")."""
+8 models the scan did not call, it lowered both ASR and the clean-accuracy loss (README, "design choices"). No reset
+at all on the 7 tuning models whose repair restarts from pretrained (session 43, ``'{"reset": false}'``,
+bench/results/archive/defense_s43nr.md) left them where they were: mean ASR after 13.8 -> 13.7%, mean CACC change
+-0.8 -> -0.6, BadNets 2% -> negative seed 0 still -4.4 (-4.6): its loss comes from training the 18 heads, not from
+where they restart."""
 RESET_TOS = ("auto", "pretrained", "zero")
 PRETRAINED_MAX_DISTANCE = 0.25
 """A candidate pretrained encoder counts as the model's starting point only within this relative distance
