@@ -298,7 +298,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                 weak_cap = {"verdict": flags_score(report.verdict), "weak_verdict": weak_verdict,
                             "weak_top_k": weak_top_k, "scan_heads": list(report.heads.suspicious_labels)}
             if not np.array_equal(mask, narrowed):
-                widened = {"min_heads": min_heads, "from": int(narrowed.sum()), "to": int(mask.sum())}
+                widened = {"min_heads": min_heads, "from": int(narrowed.sum()), "to": int(mask.sum()),
+                           "max_fraction": float(report.heads.rule.get("max_fraction", DEFAULT_MAX_FRACTION))}
         flagged = report.flagged_texts
         flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
@@ -590,9 +591,11 @@ def repair_notes(details: dict) -> list[str]:
                      "scores are noise.")
     wide = details.get("min_heads_widened")
     if wide:
+        short = (f", all it may: at most {wide['max_fraction']:.0%} of the heads, each with a positive score"
+                 if wide["to"] < wide["min_heads"] and "max_fraction" in wide else "")
         notes.append(f"The scan's rule called {wide['from']} head{'s' if wide['from'] != 1 else ''} suspicious; the "
-                     f"repair trains at least {wide['min_heads']}, so it trained the {wide['to']} highest-scoring "
-                     "(a paraphrase trigger is spread over more heads than the few that stand out; README, "
+                     f"repair trains at least {wide['min_heads']}, so it trained the {wide['to']} highest-scoring"
+                     f"{short} (a paraphrase trigger is spread over more heads than the few that stand out; README, "
                      "*Fewest heads repaired*).")
     verdict = details.get("verdict") or {}
     if verdict.get("pool_unlike_clean"):

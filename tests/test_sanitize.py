@@ -620,12 +620,15 @@ def test_min_heads_widens_a_small_scan_set_and_says_so():
         return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=small, max_steps=1,
                            max_length=32, seed=0, ffn="none", weak_top_k=0, min_heads=k).details
 
-    wide, off = repaired(3), repaired(0)
+    wide, off, most = repaired(3), repaired(0), repaired(100)
     top3 = split_heads(rep.heads.score, top_k=3)
     assert heads_to_mask(wide["suspicious_heads"], *top3.shape).tolist() == top3.tolist()
-    assert wide["min_heads_widened"] == {"min_heads": 3, "from": 1, "to": 3}
+    assert wide["min_heads_widened"] == {"min_heads": 3, "from": 1, "to": 3, "max_fraction": 0.5}
     assert ("The scan's rule called 1 head suspicious; the repair trains at least 3, so it trained the 3 "
-            "highest-scoring") in " ".join(repair_notes(wide))
+            "highest-scoring (a paraphrase") in " ".join(repair_notes(wide))
+    assert len(most["suspicious_heads"]) == 4  # the scan's cap: half of the tiny model's 8 heads
+    assert ("the repair trains at least 100, so it trained the 4 highest-scoring, all it may: at most 50% of the "
+            "heads, each with a positive score") in " ".join(repair_notes(most))
     assert heads_to_mask(off["suspicious_heads"], *one.shape).tolist() == one.tolist()
     assert off["min_heads_widened"] is None and "trains at least" not in " ".join(repair_notes(off))
 
