@@ -343,10 +343,9 @@ model's probabilities on the defender's clean labelled inputs; 0 = off). Our des
 SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
 """Epochs of our repair's training. Four were measured and not adopted (session 43, the whole tuning zoo;
-bench/results/archive/defense_s43ep4.md against defense_tuning.md): mean ASR after repair 14.5 -> 15.5%, mean CACC
-change +0.52 -> +0.30, models below -1.5: 4 -> 6. The style backdoors swung both ways by up to 18 points (Shakespeare
-seed 0 38.0 -> 56.0%, Bible seed 1 25.6 -> 43.5%, tweets seed 0 35.5 -> 25.5%): one repair's style residue is not
-a stable number."""
+bench/results/archive/defense_s43ep4.md against defense_tuning.md): mean ASR after repair 15.0 -> 15.5%, mean CACC
+change +0.62 -> +0.30, models below -1.5: 4 -> 6. The style backdoors moved both ways (Bible seed 1 25.6 -> 43.5%,
+Shakespeare seed 0 50.0 -> 56.0%, tweets seed 0 35.5 -> 25.5%), as another repair seed moves them (README, goals)."""
 REPAIR_FFN = "auto"
 """Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
 of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head), ``"all"``,
