@@ -292,10 +292,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                 mask = split_heads(report.heads.score, split_opts.get("rel_threshold", DEFAULT_REL_THRESHOLD),
                                    split_opts.get("max_fraction", DEFAULT_MAX_FRACTION), split_opts.get("top_k"))
         else:
-            narrowed = repair_heads(report.heads, flags_score(report.verdict), weak_verdict, weak_top_k, 0)
-            mask = repair_heads(report.heads, flags_score(report.verdict), weak_verdict, weak_top_k, min_heads)
+            gate = flags_score(report.gate_verdict)
+            narrowed = repair_heads(report.heads, gate, weak_verdict, weak_top_k, 0)
+            mask = repair_heads(report.heads, gate, weak_verdict, weak_top_k, min_heads)
             if not np.array_equal(narrowed, report.heads.suspicious):
-                weak_cap = {"verdict": flags_score(report.verdict), "weak_verdict": weak_verdict,
+                weak_cap = {"verdict": gate, "weak_verdict": weak_verdict,
                             "weak_top_k": weak_top_k, "scan_heads": list(report.heads.suspicious_labels)}
             if not np.array_equal(mask, narrowed):
                 widened = {"min_heads": min_heads, "from": int(narrowed.sum()), "to": int(mask.sum()),
@@ -336,7 +337,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     reset_arg = reset_heads(report.heads.score, mask, reset_top_k) if reset and heads is None else reset
     pretrained, pretrained_note = None, None
     # the verdict's score of the flags the repair trains on (detection.flags_score); None without a scan
-    flags = None if report is None else flags_score(report.verdict)
+    flags = None if report is None else flags_score(report.gate_verdict)
     if reset and reset_to == "auto":  # pretrained only where that score does not call the model backdoored
         reset_to = "pretrained" if heads is None and flags is not None and flags < VERDICT_THRESHOLD else "zero"
     if reset and reset_to == "pretrained":  # else zero (the note says why)

@@ -958,8 +958,10 @@ def flags_score(verdict: dict) -> float | None:
     """The verdict's score of the flags at the detector's threshold, the ones the views list and the repair trains
     on: ``components["score_unadjusted"]`` where the pool was read where its bulk sits
     (``settings.VERDICT_SHIFT_ADJUST``), else the score itself; None without a score. The repair's gates (how
-    many heads, which reset, whether the feed-forward blocks train) read this one, so a pool of another source
-    changes the call, not the repair (our design; papers silent: those gates were measured on the flags' score)."""
+    many heads, which reset, whether the feed-forward blocks train) read this one of ``ScanReport.gate_verdict``
+    (the flags' own verdict, with the pool contrast where the shown one reads the distance alone), so a pool of
+    another source or the verdict's reading changes the call, not the repair (our design; papers silent: those
+    gates were measured on the flags' score)."""
     score = verdict.get("score")
     return None if score is None else float((verdict.get("components") or {}).get("score_unadjusted", score))
 

@@ -210,6 +210,16 @@ class ScanReport:
     # what the verdict read when not the flags' scores (settings.VERDICT_WITHOUT_CONTRAST): clean dev (n_dev,) and pool
     # (n_pool,) scores and the threshold; None = clean_scores, pool_scores, threshold
     verdict_inputs: dict | None = field(default=None, repr=False)
+    # the verdict of the flags' own scores (the pool contrast in them) where the verdict read the distance alone
+    # (settings.VERDICT_WITHOUT_CONTRAST); None = ``verdict``. The repair's gates read it (``gate_verdict``).
+    flags_verdict: dict | None = field(default=None, repr=False)
+
+    @property
+    def gate_verdict(self) -> dict:
+        """The verdict the repair's gates read (``detection.flags_score`` of it: the reset's start, the feed-forward
+        rule, the weak-evidence cap): the flags' own verdict, so the verdict's reading without the pool contrast
+        moves the call, not the repair (our design; papers silent)."""
+        return self.verdict if self.flags_verdict is None else self.flags_verdict
 
     @property
     def verdict_scores(self) -> tuple[np.ndarray, np.ndarray, float]:
@@ -490,16 +500,20 @@ def scan_model(
 
     def verdict_of(att, scan_det, scan_pool_scores):
         """The pass's verdict and, where it did not read the pass's own scores (``verdict_without_contrast``: ``att``
-        fused with the distance alone), the inputs it read (``ScanReport.verdict_inputs``; else None)."""
-        inputs = None
-        if verdict_rep is not rep_det:
-            scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse)
-            scan_pool_scores = scan_det.score(pool_stats) if pool else None
-            inputs = {"clean_dev_scores": scan_det.clean_dev_scores, "threshold": float(scan_det.threshold),
-                      "pool_scores": np.zeros(0) if scan_pool_scores is None else scan_pool_scores}
-        return model_verdict(scan_det, scan_det.clean_dev_scores, scan_pool_scores,
-                             pool_stats.predictions if pool else None, num_labels, rule=verdict_rule,
-                             shift_adjust=verdict_shift_adjust), inputs
+        fused with the distance alone), the inputs it read (``ScanReport.verdict_inputs``) and the verdict of the
+        pass's own scores (``ScanReport.flags_verdict``); else None for both."""
+        def verdict_from(d, scores):
+            return model_verdict(d, d.clean_dev_scores, scores, pool_stats.predictions if pool else None, num_labels,
+                                 rule=verdict_rule, shift_adjust=verdict_shift_adjust)
+
+        if verdict_rep is rep_det:
+            return verdict_from(scan_det, scan_pool_scores), None, None
+        own = verdict_from(scan_det, scan_pool_scores)
+        scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse)
+        scan_pool_scores = scan_det.score(pool_stats) if pool else None
+        inputs = {"clean_dev_scores": scan_det.clean_dev_scores, "threshold": float(scan_det.threshold),
+                  "pool_scores": np.zeros(0) if scan_pool_scores is None else scan_pool_scores}
+        return verdict_from(scan_det, scan_pool_scores), inputs, own
 
     clean_scores = det.score(clean_stats)
     pool_scores = det.score(pool_stats) if pool else np.zeros(0)
@@ -544,7 +558,7 @@ def scan_model(
         pool_scores = det.score(pool_stats)
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
-    verdict, verdict_inputs = verdict_of(att_final, det, pool_scores if pool else None)
+    verdict, verdict_inputs, flags_verdict = verdict_of(att_final, det, pool_scores if pool else None)
     triggers = None
     if find_triggers and pool and len(flagged) and heads.suspicious.any():
         from .trigger_search import search_triggers
@@ -563,6 +577,8 @@ def scan_model(
                                                  clean_labels=clean.labels, seed=seed, max_clean_share=frr)
         flip = marking_flip(words, marking)
         verdict = with_trigger_words(verdict, marking, flip)  # the words' score and call (verdict_call)
+        if flags_verdict is not None:
+            flags_verdict = with_trigger_words(flags_verdict, marking, flip)
         if first_pass is not None:
             first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip)
     if progress is not None:
@@ -627,4 +643,5 @@ def scan_model(
         clean_probs=clean_stats.probs,
         clean_texts=list(clean.texts),
         verdict_inputs=verdict_inputs,
+        flags_verdict=flags_verdict,
     )

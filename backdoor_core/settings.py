@@ -343,9 +343,10 @@ model's probabilities on the defender's clean labelled inputs; 0 = off). Our des
 SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
 """Epochs of our repair's training. Four were measured and not adopted (session 43, the whole tuning zoo;
-bench/results/archive/defense_s43ep4.md against defense_tuning.md): mean ASR after repair 15.0 -> 15.5%, mean CACC
-change +0.62 -> +0.30, models below -1.5: 4 -> 6. The style backdoors moved both ways (Bible seed 1 25.6 -> 43.5%,
-Shakespeare seed 0 50.0 -> 56.0%, tweets seed 0 35.5 -> 25.5%), as another repair seed moves them (README, goals)."""
+bench/results/archive/defense_s43ep4.md against defense_tuning.md; Shakespeare seed 0 left out: its run had session
+42's repair gates, README, *Pool contrast*): mean ASR after repair 13.3 -> 13.5%, mean CACC change +0.44 -> +0.14,
+models below -1.5: 4 -> 6. The style backdoors moved both ways (Bible seed 1 25.6 -> 43.5%, tweets seed 0 35.5 ->
+25.5%), as another repair seed moves them (README, goals)."""
 REPAIR_FFN = "auto"
 """Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
 of: ``"none"`` (the paper's head-only repair), ``"suspicious"`` (the layers holding a suspicious head), ``"all"``,

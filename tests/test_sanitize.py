@@ -633,6 +633,33 @@ def test_min_heads_widens_a_small_scan_set_and_says_so():
     assert off["min_heads_widened"] is None and "trains at least" not in " ".join(repair_notes(off))
 
 
+def test_the_repair_gates_read_the_flags_own_verdict():
+    """Where the verdict read the distance alone (``settings.VERDICT_WITHOUT_CONTRAST``), the repair's gates read
+    the flags' own verdict (``ScanReport.gate_verdict``): a flags' verdict that calls the model keeps the reset at
+    zero whatever the shown verdict says, one that does not sends it to the pretrained encoder."""
+    import dataclasses
+
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False)
+
+    def verdict(score):
+        comps = {k: v for k, v in rep.verdict["components"].items() if k != "score_unadjusted"}
+        return {**rep.verdict, "score": score, "likely_backdoored": score >= 0.5, "components": comps}
+
+    def note(shown, flags):
+        scan = dataclasses.replace(rep, verdict=verdict(shown), flags_verdict=verdict(flags))
+        return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=scan, max_steps=1,
+                           max_length=32, seed=0, ffn="none", reset_to="auto").details["pretrained_note"]
+
+    assert note(0.1, 0.9) is None  # called by the flags: zero output, no pretrained encoder looked for
+    assert note(0.9, 0.1)  # not called by the flags: the pretrained encoder is looked for (not this tiny one's)
+
+
 def test_reset_heads_keeps_the_best_scoring_repaired_heads():
     """``head_safety.reset_heads``: the ``top_k`` highest-scoring of the repaired heads (never a head outside them);
     0, or as many as are repaired, keeps them all; a negative count or a score of another shape is an error."""

@@ -416,6 +416,11 @@ def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_
     assert representation_notes(seen.verdict, seen.settings) == []
     assert np.array_equal(blind.flagged, seen.flagged)  # the flags (and so the repair) do not change
     assert np.allclose(blind.pool_scores, seen.pool_scores)
+    # the repair's gates read the flags' own verdict, the one the contrast-reading scan calls its verdict
+    assert seen.flags_verdict is None and seen.gate_verdict is seen.verdict
+    assert blind.gate_verdict is blind.flags_verdict
+    assert blind.flags_verdict["score"] == pytest.approx(seen.verdict["score"])
+    assert blind.flags_verdict["components"]["flag_rate"] == pytest.approx(seen.verdict["components"]["flag_rate"])
     # the blind verdict is the final heads' detector fused with the distance part, re-computed here
     from backdoor_core.detection import attention_stats
 
