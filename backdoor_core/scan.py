@@ -33,7 +33,8 @@ Steps:
 5. A model-level verdict (``detection.model_verdict``) from the final pass's clean dev scores, pool scores and
    flags (where the flags' representation part holds the pool contrast, from the final pass's heads fused with the
    distance alone instead, ``verdict_without_contrast``, ``settings.VERDICT_WITHOUT_CONTRAST``: the contrast was trained
-   on this very pool; ``ScanReport.verdict_scores``), and whether the pool reads as drawn from another source than the
+   on this very pool; ``ScanReport.verdict_scores``; the flags' own verdict stays beside it, ``flags_verdict``, and the
+   repair's gates read that one, ``gate_verdict``), and whether the pool reads as drawn from another source than the
    clean texts (``pool_unlike_clean``; the views add ``detection.pool_shift_note``, and the verdict then reads the pool
    where its bulk sits, ``settings.VERDICT_SHIFT_ADJUST``). Where the pool's words are read (step 6), the verdict also
    carries the likely trigger words (``trigger_words``): with them a verdict the flags do not call reads "likely"
