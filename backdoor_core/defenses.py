@@ -593,7 +593,7 @@ def repair_notes(details: dict) -> list[str]:
     wide = details.get("min_heads_widened")
     if wide:
         short = (f", all it may: at most {wide['max_fraction']:.0%} of the heads, each with a positive score"
-                 if wide["to"] < wide["min_heads"] and "max_fraction" in wide else "")
+                 if wide["to"] < wide["min_heads"] else "")
         notes.append(f"The scan's rule called {wide['from']} head{'s' if wide['from'] != 1 else ''} suspicious; the "
                      f"repair trains at least {wide['min_heads']}, so it trained the {wide['to']} highest-scoring"
                      f"{short} (a paraphrase trigger is spread over more heads than the few that stand out; README, "
