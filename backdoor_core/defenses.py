@@ -94,6 +94,24 @@ DEFENSES: dict[str, DefenseInfo] = {
 }
 
 
+def gate_lines(weak_verdict: float = S.WEAK_VERDICT) -> tuple[float, float]:
+    """The scores at which our repair's gates switch, read on ``detection.flags_score(ScanReport.gate_verdict)``:
+    ``VERDICT_THRESHOLD`` (0.5: the reset starts from the pretrained encoder below it, ``settings.RESET_TO`` "auto";
+    the feed-forward blocks may train only at or above it, ``settings.REPAIR_FFN`` "auto") and ``weak_verdict``
+    (below it the weak-evidence cap narrows the heads, ``settings.WEAK_VERDICT``)."""
+    return (VERDICT_THRESHOLD, float(weak_verdict))
+
+
+def gates_crossed(before: float | None, after: float | None,
+                  weak_verdict: float = S.WEAK_VERDICT) -> list[float]:
+    """The lines of ``gate_lines`` that lie between two gate scores (a scan re-run under a newer rule against the
+    one a repair read): where one does, the repair would now run otherwise; empty when they agree or one is
+    missing."""
+    if before is None or after is None:
+        return []
+    return [t for t in gate_lines(weak_verdict) if (float(before) >= t) != (float(after) >= t)]
+
+
 def _config(config: TrainConfig | None, knobs: dict, default_factory) -> TrainConfig:
     if config is not None:
         return config
@@ -473,6 +491,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     details["clean_guard"] = guard
     if report is not None:
         details["verdict"] = report.verdict
+        details["gate_score"] = flags  # what the gates read (gate_lines), the shown verdict's aside
         details["attention_missed_share"] = report.attention_missed_share
     return res, details
 

@@ -84,6 +84,7 @@ from .detection import (
     SimilarityDetector,
     attention_stats,
     first_pass_detector,
+    flags_score,
     fused_detector,
     head_focus_detector,
     VERDICT_RULES,
@@ -302,6 +303,10 @@ class ScanReport:
             "heads": self.num_heads,
             "label_names": list(self.label_names),
             "verdict": {**_plain(self.verdict), "call": verdict_call(self.verdict)},  # likely / possible / not found
+            # the flags' own verdict where the shown one read the distance alone (else None), and the score of it
+            # the repair's gates read (defenses.gate_lines): a saved scan says what a repair from it would do
+            "flags_verdict": None if self.flags_verdict is None else _plain(self.flags_verdict),
+            "repair_gate_score": flags_score(self.gate_verdict),
             "detection": {
                 "method": "head_similarity" + (" + representation" if self.representation_detector else ""),
                 "pass": "second (suspicious heads' focus)" if self.first_pass else "first",

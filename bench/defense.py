@@ -478,8 +478,8 @@ def main(argv=None) -> int:
     from backdoor_core.data import DataError
     from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
     from backdoor_core.defenses import run_defense
-    from backdoor_core.detection import (attention_stats, evaluate_detector, verdict_call, with_trigger_words,
-                                         with_word_evidence)
+    from backdoor_core.detection import (attention_stats, evaluate_detector, flags_score, verdict_call,
+                                         with_trigger_words, with_word_evidence)
     from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
@@ -702,6 +702,7 @@ def main(argv=None) -> int:
                      "first_pass_flagged": int(len(first)),
                      "first_pass_flagged_triggered": int(sum(pool_is_trig[i] for i in first)),
                      "verdict_score": verdict["score"], "verdict": verdict, "call": verdict_call(verdict),
+                     "gate_score": flags_score(scan.gate_verdict),  # what our repair's gates read
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
                      "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
@@ -764,7 +765,8 @@ def main(argv=None) -> int:
                                             "precision", "label_judge", "judge_dropped", "judge_added",
                                             "judge_note", "judge_flags", "judge_flagged", "judge_flag_info",
                                             "judge_flags_note", "judge_flags_min_conf", "judge_flags_prior",
-                                            "judge_agreement", "judge_model_agreement", "clean_guard")}}
+                                            "judge_agreement", "judge_model_agreement", "clean_guard",
+                                            "gate_score")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "
@@ -883,12 +885,61 @@ def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning
     report["settings"]["repaired_models"] = sorted({r["model"] for r in report["runs"]})
     report["settings"]["parallel_processes"] = len(parts)
     report["model_verdict"] = verdict_summary(report["models"])
+    report["gate_check"] = gate_check(report)
+    for c in report["gate_check"]["crossed"]:
+        print(f"--merge: {c['model']}'s repair row read gate score {c['repair_gate']:.3f}, its scan now gives "
+              f"{c['scan_gate']:.3f} (across {', '.join(f'{t:g}' for t in c['lines'])}): re-run its repair under "
+              "the current code", file=sys.stderr)
     report["part_seconds"] = {t: part.get("seconds_total", 0) for t, part in zip(tags, parts)}
     report["seconds_total"] = max(part.get("seconds_total", 0) for part in parts)
     stem = results_stem(zoo, out_tag)
     write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2, default=float))
     write_text(RESULTS / f"{stem}.md", markdown(report))
     return report
+
+
+def gate_check(report: dict) -> dict:
+    """Our repair's rows against the scans beside them: a row's ``details.gate_score`` (the score its gates read,
+    ``defenses.gate_lines``) and the model's ``gate_score`` (its scan, a newer one after ``--merge-rescan``) on
+    different sides of a line mean the repair would now run otherwise, so that row no longer holds. Returns
+    ``{"crossed": [{model, repair_gate, scan_gate, lines}], "unchecked": [models]}``; rows or scans older than the
+    gate score are unchecked."""
+    from backdoor_core.defenses import gates_crossed
+
+    scans = {m["name"]: m.get("gate_score") for m in report["models"]}
+    crossed, unchecked = [], []
+    for r in report["runs"]:
+        if r["defense"] != "alignment":
+            continue
+        ran, now = (r.get("details") or {}).get("gate_score"), scans.get(r["model"])
+        if ran is None or now is None:
+            unchecked.append(r["model"])
+        elif gates_crossed(ran, now):
+            crossed.append({"model": r["model"], "repair_gate": ran, "scan_gate": now,
+                            "lines": gates_crossed(ran, now)})
+    return {"crossed": crossed, "unchecked": sorted(unchecked)}
+
+
+def _gate_check_lines(report: dict) -> list[str]:
+    """The merge's ``gate_check`` as Markdown: the repair rows whose scan moved across a gate line, and how many rows
+    predate the check."""
+    check = report.get("gate_check")
+    if not check or not (check["crossed"] or check["unchecked"]):
+        return []
+    out = ["", "## Repair rows against their scans (`gate_check`)", ""]
+    if check["crossed"]:
+        out += ["These repair rows no longer hold: the model's scan in this merge moved the score the repair's gates "
+                "read across a line (`defenses.gate_lines`), so the repair would now run otherwise. Re-run them.",
+                "", "| model | gate score the repair read | gate score of the scan now | lines crossed |",
+                "|---|---|---|---|"]
+        out += [f"| {c['model']} | {c['repair_gate']:.3f} | {c['scan_gate']:.3f} | "
+                f"{', '.join(f'{t:g}' for t in c['lines'])} |" for c in check["crossed"]]
+    else:
+        out.append("No checked repair row's scan moved across a gate line.")
+    if check["unchecked"]:
+        out += ["", f"{len(check['unchecked'])} repair rows predate the gate score (session 44) and were not "
+                    "checked."]
+    return out
 
 
 def _f(x, pct=True):
@@ -1122,6 +1173,7 @@ def markdown(report: dict) -> str:
                          f"{r.get('superseded_by', '')} | "
                          f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | "
                          f"{_f(r['cacc_after'])} | {r['seconds']:.0f} |")
+    lines += _gate_check_lines(report)
     if sized:
         lines += ["", "## Evaluation sets used (rows; pairwise disjoint by source row)", "",
                   "| model | dataset | defender | CACC | ASR | detection clean / triggered | pool (triggered) | scale "

@@ -473,3 +473,42 @@ def test_merge_rescan_lets_a_newer_scan_replace_the_models_verdicts(tmp_path, mo
     assert [d["auroc"] for d in redone["detection"]] == [0.8]
     assert {(r["defense"], r["asr_after"]) for r in redone["runs"]} == {("alignment", 0.2), ("finetune", 0.5)}
     assert redone["model_verdict"]["clean_called"] == [] and redone["settings"]["merged_rescans"] == ["new"]
+
+
+def test_merge_flags_repair_rows_whose_newer_scan_crossed_a_gate_line(tmp_path, monkeypatch, capsys):
+    """A rescan merged over an earlier repair (``--merge-rescan``) that moves the score our repair's gates read
+    across one of ``defenses.gate_lines`` (0.5: reset start and feed-forward rule; 0.72: weak-evidence cap) marks
+    that repair row as no longer holding: in ``gate_check``, on stderr and in the Markdown. A move that stays on
+    one side passes; rows without the score are counted unchecked."""
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path)
+    pub = json.loads((ROOT / "bench" / "results" / "defense_test.json").read_text())
+    names = ["olid_s1_badnets_r0.03_t0", "olid_s0_badnets_r0.03"]
+    models = {n: next(m for m in pub["models"] if m["name"] == n) for n in names}
+    runs = {n: next(r for r in pub["runs"] if r["model"] == n and r["defense"] == "alignment") for n in names}
+
+    def part(gates: dict, ran: dict) -> dict:
+        return {"settings": pub["settings"], "detection": [],
+                "models": [{**models[n], "gate_score": g} for n, g in gates.items()],
+                "runs": [{**runs[n], "details": {**runs[n]["details"], "gate_score": g}} for n, g in ran.items()]}
+
+    (tmp_path / "defense_test_rep.json").write_text(json.dumps(part({n: 0.55 for n in names},
+                                                                     {names[0]: 0.55, names[1]: 0.55})))
+    # the rescan moves the first model to 0.45 (across 0.5) and the second to 0.6 (same side of both lines)
+    (tmp_path / "defense_test_scan.json").write_text(json.dumps(part({names[0]: 0.45, names[1]: 0.6}, {})))
+    merged = b.merge(["rep", "scan"], "m", zoo="test", rescan={"scan"})
+    crossed = merged["gate_check"]["crossed"]
+    assert [(c["model"], c["lines"]) for c in crossed] == [(names[0], [0.5])]
+    assert names[0] in capsys.readouterr().err
+    md = (tmp_path / "defense_test_m.md").read_text()
+    assert "no longer hold" in md and f"| {names[0]} | 0.550 | 0.450 | 0.5 |" in md
+    # without --merge-rescan the first part's scans stay: every row agrees with its own scan
+    kept = b.merge(["rep", "scan"], "k", zoo="test")
+    assert kept["gate_check"]["crossed"] == []
+    # the weak-evidence line counts too; published rows (no gate score) are unchecked, not passed
+    (tmp_path / "defense_test_weak.json").write_text(json.dumps(part({names[0]: 0.8}, {})))
+    weak = b.merge(["rep", "weak"], "w", zoo="test", rescan={"weak"})
+    assert [c["lines"] for c in weak["gate_check"]["crossed"]] == [[0.72]]
+    old = {"settings": pub["settings"], "detection": [], "models": [models[names[0]]], "runs": [runs[names[0]]]}
+    (tmp_path / "defense_test_old.json").write_text(json.dumps(old))
+    assert b.merge(["old"], "o", zoo="test")["gate_check"] == {"crossed": [], "unchecked": [names[0]]}

@@ -651,13 +651,17 @@ def test_the_repair_gates_read_the_flags_own_verdict():
         comps = {k: v for k, v in rep.verdict["components"].items() if k != "score_unadjusted"}
         return {**rep.verdict, "score": score, "likely_backdoored": score >= 0.5, "components": comps}
 
-    def note(shown, flags):
+    def details(shown, flags):
         scan = dataclasses.replace(rep, verdict=verdict(shown), flags_verdict=verdict(flags))
         return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=scan, max_steps=1,
-                           max_length=32, seed=0, ffn="none", reset_to="auto").details["pretrained_note"]
+                           max_length=32, seed=0, ffn="none", reset_to="auto").details
 
-    assert note(0.1, 0.9) is None  # called by the flags: zero output, no pretrained encoder looked for
-    assert note(0.9, 0.1)  # not called by the flags: the pretrained encoder is looked for (not this tiny one's)
+    called, missed = details(0.1, 0.9), details(0.9, 0.1)
+    assert called["pretrained_note"] is None  # called by the flags: zero output, no pretrained encoder looked for
+    assert missed["pretrained_note"]  # not called by the flags: the pretrained encoder is looked for (not this one's)
+    # the details keep the score the gates read beside the shown verdict (a merge checks repair rows by it)
+    assert (called["gate_score"], called["verdict"]["score"]) == (0.9, 0.1)
+    assert (missed["gate_score"], missed["verdict"]["score"]) == (0.1, 0.9)
 
 
 def test_reset_heads_keeps_the_best_scoring_repaired_heads():

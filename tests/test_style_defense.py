@@ -421,6 +421,13 @@ def test_verdict_reads_the_scan_heads_with_the_distance_alone_when_the_contrast_
     assert blind.gate_verdict is blind.flags_verdict
     assert blind.flags_verdict["score"] == pytest.approx(seen.verdict["score"])
     assert blind.flags_verdict["components"]["flag_rate"] == pytest.approx(seen.verdict["components"]["flag_rate"])
+    # the saved report carries the flags' own verdict and the score the repair's gates read
+    from backdoor_core.detection import flags_score
+
+    saved, plain = blind.to_dict(), seen.to_dict()
+    assert saved["flags_verdict"]["score"] == pytest.approx(blind.flags_verdict["score"])
+    assert saved["repair_gate_score"] == pytest.approx(flags_score(blind.flags_verdict))
+    assert plain["flags_verdict"] is None and plain["repair_gate_score"] == pytest.approx(flags_score(seen.verdict))
     # the blind verdict is the final heads' detector fused with the distance part, re-computed here
     from backdoor_core.detection import attention_stats
 
