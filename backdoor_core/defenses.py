@@ -64,13 +64,14 @@ DEFENSES: dict[str, DefenseInfo] = {
         {"beta": S.BETA, "kind": S.ALIGN_KIND, "reset": S.RESET, "reset_to": S.RESET_TO, "reset_top_k": S.RESET_TOP_K,
          "pseudo_labels": S.PSEUDO_LABELS,
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS,
-         "exclude_direction": S.EXCLUDE_DIRECTION, "labels_leave_target": S.LABELS_LEAVE_TARGET,
+         "exclude_direction": S.EXCLUDE_DIRECTION, "exclude_min_excess": S.EXCLUDE_MIN_EXCESS,
+         "labels_leave_target": S.LABELS_LEAVE_TARGET,
          "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
          "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K, "min_heads": S.REPAIR_MIN_HEADS,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
-         "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "repair_seeds": S.REPAIR_SEEDS,
+         "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "ffn_mix": S.REPAIR_FFN_MIX, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
          "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE,
          "judge_flags": S.JUDGE_FLAGS, "clean_guard": S.CLEAN_GUARD, "precision": S.REPAIR_PRECISION},
@@ -247,12 +248,14 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     focus = bool(knobs.pop("focus_labels", DEFAULT_FOCUS_LABELS))
     exclude = bool(knobs.pop("exclude_labels", DEFAULT_EXCLUDE_LABELS))
     exclude_direction = bool(knobs.pop("exclude_direction", S.EXCLUDE_DIRECTION))
+    exclude_min_excess = float(knobs.pop("exclude_min_excess", S.EXCLUDE_MIN_EXCESS))
     leave_target = bool(knobs.pop("labels_leave_target", S.LABELS_LEAVE_TARGET))
     label_excess = bool(knobs.pop("label_excess", S.LABEL_EXCESS))
     ffn = knobs.pop("ffn", S.REPAIR_FFN)
     ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
     retain = float(knobs.pop("retain", S.RETAIN_WEIGHT))
     ffn_lr_scale = float(knobs.pop("ffn_lr_scale", S.REPAIR_FFN_LR_SCALE))
+    ffn_mix = float(knobs.pop("ffn_mix", S.REPAIR_FFN_MIX))
     repair_seeds = int(knobs.pop("repair_seeds", S.REPAIR_SEEDS))
     heads = knobs.pop("heads", None)
     weak_verdict = float(knobs.pop("weak_verdict", S.WEAK_VERDICT))
@@ -361,6 +364,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if reset and reset_to == "pretrained":  # else zero (the note says why)
         from .pretrained import find_pretrained
         pretrained, pretrained_note = find_pretrained(model, base)
+    ffn_base, ffn_mix_note = None, None
+    if ffn_mix > 0:  # the feed-forward mix's pretrained encoder (settings.REPAIR_FFN_MIX), looked up before the repair
+        from .pretrained import find_pretrained
+        ffn_base, ffn_mix_note = (pretrained, "") if pretrained is not None else find_pretrained(model, base)
     # the pool the scan read (a reused scan, e.g. the Detect page's, brings its own): its flags index into it
     read_pool = list(report.pool_texts) if report is not None and report.pool_texts is not None else pool
     extra_idx, extra_labels, judge_flag_info, judge_flags_note = [], [], None, None
@@ -422,8 +429,10 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         return sanitize_heads(
             model, tokenizer, repair_set.texts, repair_set.labels, mask, flagged, beta=beta, kind=kind, config=cfg,
             reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus, exclude_labels=exclude,
-            exclude_direction=exclude_direction, labels_leave_target=leave_target, ffn=ffn_spec,
-            ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale,
+            exclude_direction=exclude_direction, exclude_min_excess=exclude_min_excess,
+            labels_leave_target=leave_target, ffn=ffn_spec,
+            ffn_max_layers=ffn_max_layers, retain=retain, ffn_lr_scale=ffn_lr_scale, ffn_mix=ffn_mix,
+            ffn_base=ffn_base,
             attention_missed_share=None if report is None else report.attention_missed_share,
             backdoor_found=None if flags is None else flags >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
@@ -488,6 +497,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         details["reused_scan_passes"] = True
     details["weak_evidence_cap"] = weak_cap
     details["min_heads_widened"] = widened
+    details["ffn_mix_note"] = ffn_mix_note or None
     details["clean_guard"] = guard
     if report is not None:
         details["verdict"] = report.verdict

@@ -92,9 +92,13 @@ def find_pretrained(model, base: str | None = None,
     return PretrainedWeights({n: state[n] for n in own}, base, float(distance)), ""
 
 
-def restore(model, masks: dict[str, torch.Tensor], weights: PretrainedWeights) -> int:
-    """Copy ``weights`` into ``model`` in place where ``masks`` (``{parameter name: bool mask}``) is True; returns
-    how many entries were restored. Parameters outside the encoder are left alone."""
+def restore(model, masks: dict[str, torch.Tensor], weights: PretrainedWeights, share: float = 1.0) -> int:
+    """Move ``model``'s entries where ``masks`` (``{parameter name: bool mask}``) is True to ``weights`` in place:
+    ``share`` 1 copies them, a share in (0, 1) interpolates, ``(1 - share) x own + share x pretrained`` (the
+    feed-forward mix, ``settings.REPAIR_FFN_MIX``). Returns how many entries moved. Parameters outside the encoder
+    are left alone."""
+    if not 0.0 <= float(share) <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}.")
     n = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -102,6 +106,6 @@ def restore(model, masks: dict[str, torch.Tensor], weights: PretrainedWeights) -
             if m is None or name not in weights.state:
                 continue
             src = weights.state[name].to(device=p.device, dtype=p.dtype)
-            p[m] = src[m]
+            p[m] = src[m] if share == 1.0 else torch.lerp(p[m], src[m], float(share))
             n += int(m.sum())
     return n

@@ -131,11 +131,7 @@ DEFAULT_RESET = S.RESET
 DEFAULT_PSEUDO_LABELS = S.PSEUDO_LABELS
 DEFAULT_FOCUS_LABELS = S.FOCUS_LABELS
 DEFAULT_EXCLUDE_LABELS = S.EXCLUDE_LABELS
-EXCLUDE_MIN_EXCESS = 0.25
-"""How much more often (share of inputs, flagged minus clean) the flagged inputs must go to the suspected target
-than clean inputs do before ``target_exclusion_labels`` relabels anything. Our choice, set between the excess
-that clean and ineffective-backdoor models show and the one effective backdoors show in the scans of the defense
-benchmark (``bench/results/defense.md``; per-model values in its JSON runs)."""
+EXCLUDE_MIN_EXCESS = S.EXCLUDE_MIN_EXCESS
 FOCUS_DROP_COUNTS = (1, 2, 3, 5)
 DEFAULT_CLEAN_BUDGET = S.CLEAN_BUDGET
 DEFAULT_POOL_BUDGET = S.POOL_BUDGET
@@ -616,6 +612,7 @@ def sanitize_heads(
     focus_labels: bool = DEFAULT_FOCUS_LABELS,
     exclude_labels: bool = DEFAULT_EXCLUDE_LABELS,
     exclude_direction: bool = S.EXCLUDE_DIRECTION,
+    exclude_min_excess: float = S.EXCLUDE_MIN_EXCESS,
     labels_leave_target: bool = S.LABELS_LEAVE_TARGET,
     measure_align: bool = True,
     pool_probs: np.ndarray | None = None,
@@ -626,6 +623,8 @@ def sanitize_heads(
     backdoor_found: bool | None = None,
     retain: float = S.RETAIN_WEIGHT,
     ffn_lr_scale: float = S.REPAIR_FFN_LR_SCALE,
+    ffn_mix: float = S.REPAIR_FFN_MIX,
+    ffn_base=None,
     repair_seeds: int = S.REPAIR_SEEDS,
     trigger_words: Sequence[tuple[str, int]] = (),
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
@@ -656,6 +655,7 @@ def sanitize_heads(
             and use the changed prediction (see ``focus_removal_labels``).
         exclude_labels: flagged inputs still without a label that the model puts in the suspected target class
             get their runner-up class (see ``target_exclusion_labels``).
+        exclude_min_excess: ``target_exclusion_labels``' guard (``settings.EXCLUDE_MIN_EXCESS``).
         exclude_direction: only when the suspected target is also the class the suspicious heads' focus tokens
             push the flagged inputs toward (``target_exclusion_labels``' direction guard).
         labels_leave_target: keep a safe-head or focus-removal label only when it takes an input the model puts
@@ -674,6 +674,9 @@ def sanitize_heads(
             ``ScanReport.attention_missed_share`` and its verdict (``verdict["likely_backdoored"]``).
         ffn_max_layers: cap on the FFN layers of ``"suspicious"`` / ``"auto"`` (``ffn_layers``).
         ffn_lr_scale: the feed-forward blocks train at ``config.lr`` x this (the heads at ``config.lr``).
+        ffn_mix, ffn_base: before training, move the trained feed-forward blocks this share of the way to
+            ``ffn_base`` (``pretrained.PretrainedWeights``; ``pretrained.restore``); 0 or no ``ffn_base``: their
+            own weights (``settings.REPAIR_FFN_MIX``).
         retain: weight of the clean-output retention term (``RetentionLoss``; 0 = off): the unrepaired model's
             probabilities on ``clean_texts`` (one forward pass before the reset) are the teacher.
         repair_seeds: train this many repairs from the same start and keep the mean of their trained slices
@@ -706,6 +709,8 @@ def sanitize_heads(
         raise ValueError(f"repair_seeds must be at least 1, got {repair_seeds}.")
     if not ffn_lr_scale >= 0:
         raise ValueError(f"ffn_lr_scale must be >= 0 (a share of the heads' learning rate), got {ffn_lr_scale}.")
+    if not 0.0 <= float(ffn_mix) <= 1.0:
+        raise ValueError(f"ffn_mix must be in [0, 1] (the share of the way to the pretrained weights), got {ffn_mix}.")
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
     ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers, backdoor_found)
@@ -757,7 +762,7 @@ def sanitize_heads(
             clean_probs = clean_full if clean_full is not None else predict(model, tokenizer, clean_texts,
                                                                             config.max_length)
         pool_labels, suspected_target = target_exclusion_labels(
-            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs,
+            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs, exclude_min_excess,
             direction=focus.shift if exclude_direction and focus is not None else None)
     n_judge_dropped = n_judge_added = n_judge_kept = 0
     agreement = model_agreement = judge_note = None
@@ -792,6 +797,10 @@ def sanitize_heads(
             restore(model, head_parameter_masks(model, reset_mask), pretrained)
         else:
             reset_output_columns(model, reset_mask)
+    ffn_mixed = 0.0
+    if ffn_trained and ffn_mix > 0 and ffn_base is not None:
+        restore(model, ffn_masks, ffn_base, share=float(ffn_mix))
+        ffn_mixed = float(ffn_mix)
     if extra_pool:
         pool_texts = list(pool_texts or []) + [str(t) for t, _ in extra_pool]
         pool_labels = (list(pool_labels or [IGNORE_LABEL] * (len(pool_texts) - len(extra_pool)))
@@ -838,6 +847,7 @@ def sanitize_heads(
                  "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
                  "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
                  "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
+                 "ffn_mix": ffn_mixed,
                  "repair_seeds": int(repair_seeds),
                  "precision": res.precision,
                  "trigger_words": [str(w) for w, _ in trigger_words], "trigger_augmented": len(augmented),

@@ -317,6 +317,17 @@ JUDGE_C = 1.0  # inverse L2 strength of the judge's logistic regression (scikit-
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True
+EXCLUDE_MIN_EXCESS = 0.15
+"""How much more often (share of inputs, flagged minus clean) the flagged inputs must go to the suspected target
+than clean inputs do before ``sanitize.target_exclusion_labels`` relabels anything: a clean model's flags go to
+the classes as clean inputs do. Our design (papers silent). 0.25 until session 44, set before the judge checked the
+repair's labels (``LABEL_JUDGE``); with the judge behind it, 0.15 was chosen on the SST-2 tuning zoo (both draws,
+README, design choices, *Target exclusion's guard*; bench/results/archive/defense_s44ex15.md, _s44ex0.md): SST-2
+tweets seed 0 got 37 labels (57% right) and kept 24.5% ASR instead of 35.5% (the repair seed's own spread there is
+30.5-35.5%); on every other model the judge dropped the new labels, so the rows stayed (within the runs' noise,
+at most 3 points). No guard (0) lost Shakespeare seed 0's 10 labels to the judge (38.0 -> 46.0%). Checked on 9
+rebuilt test-zoo models (archive/defense_test_s44tb0.md, _s44tb12.md against _s44tex15.md): OLID syntactic seeds 1
+and 2 15.1 -> 5.6% and 7.1 -> 6.3% ASR after, CACC +0.3 -> +2.2 and +1.9 -> +1.9; the seven others unchanged."""
 EXCLUDE_DIRECTION = False
 """Target-exclusion labels only when the suspected target is the class the suspicious heads' focus tokens push
 the flagged inputs toward (``sanitize.target_exclusion_labels``). Our design (papers silent); measured, not adopted
@@ -398,6 +409,17 @@ REPAIR_FFN_LR_SCALE = 0.3
 with FFN repair forced on the four BBC zoo models, CACC change -5.6 / -2.8 / -1.2 points on average at 1 / 0.3 / 0.1
 and ASR after 4.2% / 2.3% / 9.6%; SST-2 Bible (FFN auto) 28.0% / 24.4% / 32.1% at -1.7 / -1.8 / -0.7 points.
 0.1 keeps the most clean accuracy but gives the backdoor back (BBC AddSent 37%)."""
+REPAIR_FFN_MIX = 0.0
+"""Before a repair trains feed-forward blocks (``REPAIR_FFN``), move them this share of the way back to the pretrained
+encoder they were fine-tuned from (``pretrained.restore``; the encoder is found as for ``RESET_TO``, and without one
+they keep their own weights and the repair notes why): a linear form of Fine-mixing (Zhang et al., EMNLP Findings
+2022), which mixes a backdoored model's weights with the pretrained ones before fine-tuning on clean data, so the
+blocks lose part of what the poisoned fine-tuning put there (a style's mapping) and relearn the task from the clean
+and pseudo-labelled texts. Our design (papers silent); 0 = off. Measured on the SST-2 tuning zoo's three seed-0 style
+models (the repair trains feed-forward blocks on them), not adopted: mean ASR after 30.8% at 0 against 33.1% at 0.5
+and 32.4% at 1 (Bible 19.0 / 17.9 / 20.8, tweets 35.5 / 34.5 / 31.5, Shakespeare 38.0 / 47.0 / 45.0), within the
+repair seed's own spread (up to 26 points); CACC change +0.7 / +0.8 / +0.2 points
+(bench/results/archive/defense_s44mix5a.md, _s44mix10a.md)."""
 FFN_AUTO_MISSED = 0.18
 """Midway between the attention-missed shares of the tuning zoo's scans (bench/results/repair_rules_tuning.md): SST-2
 Bible style 0.27 (FFN repair helps) against 0.06-0.09 for SST-2 BadNets 3%, BadNets 1% + TAL, AddSent 1% and

@@ -766,7 +766,7 @@ def main(argv=None) -> int:
                                             "judge_note", "judge_flags", "judge_flagged", "judge_flag_info",
                                             "judge_flags_note", "judge_flags_min_conf", "judge_flags_prior",
                                             "judge_agreement", "judge_model_agreement", "clean_guard",
-                                            "gate_score")}}
+                                            "gate_score", "ffn_mix", "ffn_mix_note")}}
                 report["runs"].append(row)
                 print(f"   {name:<10} asr {before.get('asr')} -> {after.get('asr'):.3f}  cacc {before['cacc']:.3f} -> "
                       f"{after['cacc']:.3f}  lift {_f(row['lift_after'])}  pseudo-label acc. "
@@ -902,8 +902,8 @@ def gate_check(report: dict) -> dict:
     """Our repair's rows against the scans beside them: a row's ``details.gate_score`` (the score its gates read,
     ``defenses.gate_lines``) and the model's ``gate_score`` (its scan, a newer one after ``--merge-rescan``) on
     different sides of a line mean the repair would now run otherwise, so that row no longer holds. Returns
-    ``{"crossed": [{model, repair_gate, scan_gate, lines}], "unchecked": [models]}``; rows or scans older than the
-    gate score are unchecked."""
+    ``{"crossed": [{model, repair_gate, scan_gate, lines}], "unchecked": [models], "checked": n}``; rows or scans
+    older than the gate score are unchecked."""
     from backdoor_core.defenses import gates_crossed
 
     scans = {m["name"]: m.get("gate_score") for m in report["models"]}
@@ -917,14 +917,15 @@ def gate_check(report: dict) -> dict:
         elif gates_crossed(ran, now):
             crossed.append({"model": r["model"], "repair_gate": ran, "scan_gate": now,
                             "lines": gates_crossed(ran, now)})
-    return {"crossed": crossed, "unchecked": sorted(unchecked)}
+    checked = sum(r["defense"] == "alignment" for r in report["runs"]) - len(unchecked)
+    return {"crossed": crossed, "unchecked": sorted(unchecked), "checked": checked}
 
 
 def _gate_check_lines(report: dict) -> list[str]:
     """The merge's ``gate_check`` as Markdown: the repair rows whose scan moved across a gate line, and how many rows
     predate the check."""
     check = report.get("gate_check")
-    if not check or not (check["crossed"] or check["unchecked"]):
+    if not check or not (check["crossed"] or check["unchecked"] or check.get("checked")):
         return []
     out = ["", "## Repair rows against their scans (`gate_check`)", ""]
     if check["crossed"]:
@@ -935,7 +936,8 @@ def _gate_check_lines(report: dict) -> list[str]:
         out += [f"| {c['model']} | {c['repair_gate']:.3f} | {c['scan_gate']:.3f} | "
                 f"{', '.join(f'{t:g}' for t in c['lines'])} |" for c in check["crossed"]]
     else:
-        out.append("No checked repair row's scan moved across a gate line.")
+        out.append(f"Each of the {check.get('checked', 0)} checked repair rows read the same side of every gate line "
+                   "(`defenses.gate_lines`) as the model's scan in this merge.")
     if check["unchecked"]:
         out += ["", f"{len(check['unchecked'])} repair rows predate the gate score (session 44) and were not "
                     "checked."]

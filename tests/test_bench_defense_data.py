@@ -504,11 +504,12 @@ def test_merge_flags_repair_rows_whose_newer_scan_crossed_a_gate_line(tmp_path, 
     assert "no longer hold" in md and f"| {names[0]} | 0.550 | 0.450 | 0.5 |" in md
     # without --merge-rescan the first part's scans stay: every row agrees with its own scan
     kept = b.merge(["rep", "scan"], "k", zoo="test")
-    assert kept["gate_check"]["crossed"] == []
+    assert kept["gate_check"] == {"crossed": [], "unchecked": [], "checked": 2}
+    assert "Each of the 2 checked repair rows" in (tmp_path / "defense_test_k.md").read_text()
     # the weak-evidence line counts too; published rows (no gate score) are unchecked, not passed
     (tmp_path / "defense_test_weak.json").write_text(json.dumps(part({names[0]: 0.8}, {})))
     weak = b.merge(["rep", "weak"], "w", zoo="test", rescan={"weak"})
     assert [c["lines"] for c in weak["gate_check"]["crossed"]] == [[0.72]]
     old = {"settings": pub["settings"], "detection": [], "models": [models[names[0]]], "runs": [runs[names[0]]]}
     (tmp_path / "defense_test_old.json").write_text(json.dumps(old))
-    assert b.merge(["old"], "o", zoo="test")["gate_check"] == {"crossed": [], "unchecked": [names[0]]}
+    assert b.merge(["old"], "o", zoo="test")["gate_check"] == {"crossed": [], "unchecked": [names[0]], "checked": 0}

@@ -326,10 +326,14 @@ def test_target_exclusion_labels_hand_computed():
     clean_like = np.array([[0.1, 0.1, 0.8]] * 3 + [[0.8, 0.1, 0.1]] * 2)
     out, target = target_exclusion_labels(probs, labels, clean_probs=clean_like)
     assert target is None and out == labels
-    # Clean inputs rarely go to class 2 (1/5): 60% - 20% = 40 points of excess, above the 25-point guard.
+    # Clean inputs rarely go to class 2 (1/5): 60% - 20% = 40 points of excess, above the 15-point guard.
     clean_rare = np.array([[0.1, 0.1, 0.8]] + [[0.8, 0.1, 0.1]] * 4)
     assert target_exclusion_labels(probs, labels, clean_probs=clean_rare) == ([1, 0, 0, -100, -100], 2)
     assert target_exclusion_labels(np.zeros((0, 3)), []) == ([], None)
+    # 2 of 5 clean inputs in class 2: 20 points of excess, over the default 15-point guard, under a 25-point one
+    clean_some = np.array([[0.1, 0.1, 0.8]] * 2 + [[0.8, 0.1, 0.1]] * 3)
+    assert target_exclusion_labels(probs, labels, clean_probs=clean_some) == ([1, 0, 0, -100, -100], 2)
+    assert target_exclusion_labels(probs, labels, clean_probs=clean_some, min_excess=0.25) == (labels, None)
     # Direction guard: the focus tokens push toward class 2, the suspected target -> relabelled as before.
     assert target_exclusion_labels(probs, labels, direction=np.array([-0.1, 0.0, 0.1])) == ([1, 0, 0, -100, -100], 2)
     # They push toward class 1: class 2 is where the inputs stayed, not where a trigger sent them -> nothing.
@@ -1050,3 +1054,37 @@ def test_alignment_reports_its_stages_before_the_first_training_step():
     assert "labels" not in stages[first_step:]
     assert stage_text("pool", 16, 30) == "reading the pool 16/30" and stage_text("labels", 0, 1) == (
         "labelling the flagged inputs")
+
+
+def test_ffn_mix_moves_the_trained_feed_forward_blocks_toward_the_pretrained_weights():
+    """``sanitize_heads(ffn_mix=, ffn_base=)`` moves only the feed-forward blocks it trains that share of the way to
+    the base weights before training (a learning rate of 0 keeps the result in view): 0.5 lands midway, the
+    untrained layer's block and the attention stay as they were; without a base nothing moves; a share outside
+    [0, 1] is an error."""
+    from backdoor_core.architecture import ffn_parameter_masks
+    from backdoor_core.pretrained import PretrainedWeights
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(24, seed=81)
+    names = dict(lm.model.named_parameters())
+    base = PretrainedWeights({n: p.detach().float() + 1.0 for n, p in names.items()}, "test", 0.1)
+    masks = ffn_parameter_masks(lm.model, [1])
+    assert masks and all(".1." in n for n in masks)
+    kw = dict(config=_cfg(lr=0.0, max_steps=1), measure_align=False, repair_seeds=1, reset=False, ffn=[1])
+    model = copy.deepcopy(lm.model)
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, ffn_mix=0.5, ffn_base=base, **kw)
+    assert res.details["ffn_layers"] == [1] and res.details["ffn_mix"] == 0.5
+    after = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert torch.allclose(after[n][m], names[n][m] + 0.5, atol=1e-6), n
+        assert torch.equal(after[n][~m], names[n][~m]), n
+    for n in names:
+        if n not in masks:
+            assert torch.equal(after[n], names[n]), n  # layer 0's block, the heads (lr 0, no reset), the rest
+    kept = copy.deepcopy(lm.model)
+    res = sanitize_heads(kept, lm.tokenizer, texts, labels, SUSPICIOUS, ffn_mix=0.5, **kw)
+    assert res.details["ffn_mix"] == 0.0
+    assert all(torch.equal(p, names[n]) for n, p in kept.named_parameters())
+    with pytest.raises(ValueError, match="ffn_mix must be in"):
+        sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, ffn_mix=1.5,
+                       ffn_base=base, **kw)

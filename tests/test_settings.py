@@ -61,12 +61,16 @@ def test_core_defaults_are_the_settings_objects():
                        ("retain", S.RETAIN_WEIGHT), ("exclude_direction", S.EXCLUDE_DIRECTION),
                        ("labels_leave_target", S.LABELS_LEAVE_TARGET), ("weak_verdict", S.WEAK_VERDICT),
                        ("weak_top_k", S.WEAK_TOP_K), ("min_heads", S.REPAIR_MIN_HEADS),
-                       ("repair_seeds", S.REPAIR_SEEDS),
+                       ("repair_seeds", S.REPAIR_SEEDS), ("ffn_mix", S.REPAIR_FFN_MIX),
+                       ("exclude_min_excess", S.EXCLUDE_MIN_EXCESS),
                        ("reset", S.RESET), ("reset_top_k", S.RESET_TOP_K)):
         assert knobs[key] is value, key
     assert _default(sanitize.sanitize_heads, "repair_seeds") is S.REPAIR_SEEDS
     assert _default(sanitize.sanitize_heads, "exclude_direction") is S.EXCLUDE_DIRECTION
     assert _default(sanitize.sanitize_heads, "labels_leave_target") is S.LABELS_LEAVE_TARGET
+    assert _default(sanitize.sanitize_heads, "ffn_mix") is S.REPAIR_FFN_MIX
+    assert _default(sanitize.sanitize_heads, "exclude_min_excess") is S.EXCLUDE_MIN_EXCESS
+    assert _default(sanitize.target_exclusion_labels, "min_excess") is S.EXCLUDE_MIN_EXCESS
     assert _default(head_safety.repair_heads, "weak_verdict") is S.WEAK_VERDICT
     assert _default(head_safety.repair_heads, "weak_top_k") is S.WEAK_TOP_K
     assert _default(head_safety.repair_heads, "min_heads") is S.REPAIR_MIN_HEADS
