@@ -272,23 +272,23 @@ PRETRAINED_MAX_DISTANCE = 0.25
 """A candidate pretrained encoder counts as the model's starting point only within this relative distance
 (``pretrained.find_pretrained``): fine-tuned zoo models sit 0.02-0.03 from the packaged all-MiniLM-L6-v2."""
 LABEL_JUDGE = "gate_filter"
-"""Check the repair's pseudo-labels with a trigger-free judge (``reference``; ``LABEL_JUDGES``): ``"gate"`` keeps
-the rules' labels only when the judge agrees with them at least as often as with the model's own predictions they
-replace, ``"gate_filter"`` (the default since session 44) does the same and, where the gate would drop every label,
-keeps those the judge agrees with, ``"filter"`` keeps a label only where the judge agrees, ``"fill"`` also labels the unlabelled flagged
-inputs whose prediction the judge contradicts, ``"none"`` checks nothing. The judge is a class-balanced logistic
-regression on the pretrained encoder's embeddings (``pretrained.find_pretrained``), fit on the defender's clean
-texts; with no pretrained encoder found the labels stay unchecked and the repair notes why. Our design (papers
-silent). Chosen on the tuning zoo (README "design choices", "A judge for the pseudo-labels";
-``bench/results/archive/defense_tuning_judge_balanced_s0.md``, ``_s1.md``): the gate dropped the labels of the 10
-models whose labels were 0-43% right and changed no other row; mean ASR after repair 25.5 -> 22.3%, models below
--1.5 CACC 4 -> 3. ``"fill"`` raised strong backdoors' ASR after repair (fewer right labels). ``"gate_filter"``
-chosen in session 44, with target exclusion's 15-point guard (``EXCLUDE_MIN_EXCESS``), on the whole tuning zoo
-(README, design choices, *The gate with a filter behind it*; bench/results/archive/defense_s44gf.md): mean ASR after
-13.3 -> 12.6% over the 21 backdoors built as published, no CACC change beyond 0.5 points; this machine's rebuild of SST-2 tweets seed 1
-72.0 -> 31.0% (17 labels kept, all right), Shakespeare seed 1 50.0 -> 38.0%. Checked on 14 rebuilt test-zoo models
-(archive/defense_test_s44tgf.md): OLID BadNets -> NOT seed 0 43.9 -> 38.6%, -> OFF seed 2 3.3 -> 2.2%, the others
-within 0.5 points of ASR and CACC."""
+"""Check the repair's pseudo-labels with a trigger-free judge (``reference``; ``LABEL_JUDGES``): ``"gate"`` keeps the
+rules' labels only when the judge agrees with them at least as often as with the model's own predictions they replace,
+``"gate_filter"`` (the default since session 44) does the same and, where the gate would drop every label, keeps those
+the judge agrees with, ``"filter"`` keeps a label only where the judge agrees, ``"fill"`` also labels the unlabelled
+flagged inputs whose prediction the judge contradicts, ``"none"`` checks nothing. The judge is a class-balanced logistic
+regression on the pretrained encoder's embeddings (``pretrained.find_pretrained``), fit on the defender's clean texts;
+with no pretrained encoder found the labels stay unchecked and the repair notes why. Our design (papers silent). Chosen
+on the tuning zoo (README "design choices", "A judge for the pseudo-labels";
+``bench/results/archive/defense_tuning_judge_balanced_s0.md``, ``_s1.md``): the gate dropped the labels of the 10 models
+whose labels were 0-43% right and changed no other row; mean ASR after repair 25.5 -> 22.3%, models below -1.5 CACC 4 ->
+3. ``"fill"`` raised strong backdoors' ASR after repair (fewer right labels). ``"gate_filter"`` chosen in session 44,
+with target exclusion's 15-point guard (``EXCLUDE_MIN_EXCESS``), on the whole tuning zoo (README, design choices, *The
+gate with a filter behind it*; bench/results/archive/defense_s44gf.md): mean ASR after 13.3 -> 12.6% over the 21
+backdoors built as published, no CACC change beyond 0.5 points; this machine's rebuild of SST-2 tweets seed 1 72.0 ->
+31.0% (17 labels kept, all right), Shakespeare seed 1 50.0 -> 38.0%. Checked on 14 rebuilt test-zoo models
+(archive/defense_test_s44tgf.md): OLID BadNets -> NOT seed 0 43.9 -> 38.6%, -> OFF seed 2 3.3 -> 2.2%, the others within
+0.5 points of ASR and CACC."""
 LABEL_JUDGES = ("none", "gate", "gate_filter", "filter", "fill")
 """``"gate_filter"``: the gate, and where it would drop every label, the filter (``reference``). First measured on
 the SST-2 tuning zoo's seed-0 models with 5-20% of the pool triggered (``bench/results/pool_share.md``,

@@ -912,11 +912,11 @@ def gate_check(report: dict) -> dict:
         if r["defense"] != "alignment":
             continue
         ran, now = (r.get("details") or {}).get("gate_score"), scans.get(r["model"])
+        lines = gates_crossed(ran, now)
         if ran is None or now is None:
             unchecked.append(r["model"])
-        elif gates_crossed(ran, now):
-            crossed.append({"model": r["model"], "repair_gate": ran, "scan_gate": now,
-                            "lines": gates_crossed(ran, now)})
+        elif lines:
+            crossed.append({"model": r["model"], "repair_gate": ran, "scan_gate": now, "lines": lines})
     checked = sum(r["defense"] == "alignment" for r in report["runs"]) - len(unchecked)
     return {"crossed": crossed, "unchecked": sorted(unchecked), "checked": checked}
 
