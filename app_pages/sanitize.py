@@ -44,6 +44,10 @@ KNOB_LABELS = {
                        "A flagged input still unlabelled that the model puts in the class most flagged inputs go to "
                        "(the suspected target) gets its runner-up class. Skipped when flagged inputs are no more "
                        "concentrated on one class than clean ones."),
+    "exclude_min_excess": ("Exclusion guard (share)",
+                           "Labels away from the target are given only when the flagged inputs go to the suspected "
+                           "target at least this share more often than the clean texts do (0.15: 15 points); a "
+                           "clean model's flagged inputs go to the classes as clean ones do."),
     "exclude_direction": ("Exclusion only toward the focus",
                           "Relabel away from the suspected target only when it is also the class the tokens the "
                           "suspicious heads look at push the flagged inputs toward. A weak backdoor's flagged "
@@ -59,6 +63,10 @@ KNOB_LABELS = {
     "ffn_lr_scale": ("Feed-forward lr share",
                      "When the repair also trains feed-forward blocks (style triggers the heads do not see), they "
                      "learn at this share of the heads' learning rate."),
+    "ffn_mix": ("Feed-forward mix toward pretrained",
+                "Before the repair trains feed-forward blocks, move them this share of the way back to the "
+                "pretrained encoder the model was fine-tuned from (0 = off, 1 = restart them from it). Measured, "
+                "not adopted: no gain on the SST-2 style models (README)."),
     "representation": ("[CLS] features in the scan",
                        "Fuse the distance of the [CLS] features from the clean distribution with the heads' focus "
                        "when flagging inputs (style backdoors)."),
@@ -81,10 +89,10 @@ KNOB_LABELS = {
                     "A classifier on the pretrained encoder, fit on the clean texts, never saw the poison. gate: "
                     "keep the flagged inputs' pseudo-labels only when it agrees with them at least as often as with the "
                     "model's own predictions they replace; gate_filter: the gate, but where it would drop them "
-                    "all, keep those it agrees with (for pools where few inputs carry the trigger); filter: "
+                    "all, keep those it agrees with; filter: "
                     "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
                     "contradicts; none: no check. Needs the model's pretrained encoder (without it the labels stay "
-                    "unchecked and the repair says why). Default: gate (README)."),
+                    f"unchecked and the repair says why). Default: {S.LABEL_JUDGE} (README)."),
     "judge_flags": ("Judge-led labels (style triggers)",
                     "Also repair on the pool inputs the judge (above) takes out of the class it contradicts the model "
                     "on most, when that class stands out; each gets the judge's label. For paraphrase and style "
@@ -193,7 +201,8 @@ with st.expander(title, expanded=bool(n_changed), icon=":material/tune:"):
                 low, high = (1, 8) if k == "repair_seeds" else (0, 1000)
                 knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
             elif isinstance(default, float):
-                top = 1.0 if k in ("weak_verdict", "trigger_share") else 100.0  # a score or a share: [0, 1]
+                # a score or a share: [0, 1]
+                top = 1.0 if k in ("weak_verdict", "trigger_share", "exclude_min_excess", "ffn_mix") else 100.0
                 knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
                                                  **ui.keep(key, default)))
     st.caption("Defaults are the defense's own, the settings the benchmarks ran (see its documentation).")

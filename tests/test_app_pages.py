@@ -74,6 +74,12 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             assert words.label == "Use the pool's trigger words" and words.value is S.REPAIR_POOL_WORDS
             share = at.number_input(key="sanitize.alignment.trigger_share")
             assert share.value == S.TRIGGER_AUGMENT_SHARE and share.max == 1.0
+            guard_share = at.number_input(key="sanitize.alignment.exclude_min_excess")  # a share, named in words
+            assert guard_share.label == "Exclusion guard (share)" and guard_share.value == S.EXCLUDE_MIN_EXCESS
+            assert guard_share.max == 1.0
+            mix = at.number_input(key="sanitize.alignment.ffn_mix")  # measured, off: a share of the way back
+            assert mix.label == "Feed-forward mix toward pretrained" and mix.value == S.REPAIR_FFN_MIX == 0.0
+            assert mix.max == 1.0
             reset = at.number_input(key="sanitize.alignment.reset_top_k")  # heads reset first: a count, 0 = all
             assert reset.label == "Heads reset (0 = all)" and reset.value == S.RESET_TOP_K and reset.min == 0
             start = at.segmented_control(key="sanitize.alignment.reset_to")  # what the reset heads restart from
