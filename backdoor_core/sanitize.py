@@ -711,6 +711,9 @@ def sanitize_heads(
         raise ValueError(f"ffn_lr_scale must be >= 0 (a share of the heads' learning rate), got {ffn_lr_scale}.")
     if not 0.0 <= float(ffn_mix) <= 1.0:
         raise ValueError(f"ffn_mix must be in [0, 1] (the share of the way to the pretrained weights), got {ffn_mix}.")
+    if not 0.0 <= float(exclude_min_excess) <= 1.0:
+        raise ValueError("exclude_min_excess must be in [0, 1] (a share of the flagged inputs), got "
+                         f"{exclude_min_excess}.")
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
     ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers, backdoor_found)

@@ -1088,3 +1088,5 @@ def test_ffn_mix_moves_the_trained_feed_forward_blocks_toward_the_pretrained_wei
     with pytest.raises(ValueError, match="ffn_mix must be in"):
         sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, ffn_mix=1.5,
                        ffn_base=base, **kw)
+    with pytest.raises(ValueError, match="exclude_min_excess must be in"):  # the exclusion guard is a share too
+        sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, exclude_min_excess=-0.1, **kw)
