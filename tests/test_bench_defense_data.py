@@ -506,10 +506,12 @@ def test_merge_flags_repair_rows_whose_newer_scan_crossed_a_gate_line(tmp_path, 
     kept = b.merge(["rep", "scan"], "k", zoo="test")
     assert kept["gate_check"] == {"crossed": [], "unchecked": [], "checked": 2}
     assert "Each of the 2 checked repair rows" in (tmp_path / "defense_test_k.md").read_text()
-    # the weak-evidence line counts too; published rows (no gate score) are unchecked, not passed
+    # the weak-evidence line counts too; rows from before the score was saved are unchecked, not passed
     (tmp_path / "defense_test_weak.json").write_text(json.dumps(part({names[0]: 0.8}, {})))
     weak = b.merge(["rep", "weak"], "w", zoo="test", rescan={"weak"})
     assert [c["lines"] for c in weak["gate_check"]["crossed"]] == [[0.72]]
-    old = {"settings": pub["settings"], "detection": [], "models": [models[names[0]]], "runs": [runs[names[0]]]}
+    unscored = {k: v for k, v in models[names[0]].items() if k != "gate_score"}
+    row = {**runs[names[0]], "details": {k: v for k, v in runs[names[0]]["details"].items() if k != "gate_score"}}
+    old = {"settings": pub["settings"], "detection": [], "models": [unscored], "runs": [row]}
     (tmp_path / "defense_test_old.json").write_text(json.dumps(old))
     assert b.merge(["old"], "o", zoo="test")["gate_check"] == {"crossed": [], "unchecked": [names[0]], "checked": 0}
