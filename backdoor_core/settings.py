@@ -320,7 +320,10 @@ doubled toward *not offensive*, called nearly every tweet that, disagreed with e
 made both BadNets -> NOT test models worse (52.6 -> 66.7%, 35.1 -> 59.6%; without it 52.6% and 45.6%;
 ``bench/results/archive/defense_test_judge_flags_conf.md``, ``_noprior.md``). A regularised logistic regression
 is not calibrated enough for Bayes' rule to help."""
-JUDGE_C = 1.0  # inverse L2 strength of the judge's logistic regression (scikit-learn's default; not tuned)
+JUDGE_C = 1.0
+"""Inverse L2 strength of the judge's logistic regression (scikit-learn's default). Not tuned: 0.1 and 10 were
+measured on SST-2 clean and paraphrased dev texts and stayed within 1.6 points of its accuracy
+(bench/results/judge_accuracy.md)."""
 PSEUDO_LABELS = True
 FOCUS_LABELS = True
 EXCLUDE_LABELS = True
