@@ -1,19 +1,13 @@
 """bench/judge_accuracy.py: the judges it compares fit and predict, and its table puts the judge as it runs first
 (synthetic data; the bench's own run is bench/results/judge_accuracy.md)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from bench_module import load_bench
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "judge_accuracy.py"
-    spec = importlib.util.spec_from_file_location("bench_judge_accuracy", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("judge_accuracy")
 
 
 def _blobs(n, rng):
