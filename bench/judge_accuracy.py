@@ -51,7 +51,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--draws", type=int, default=5, help="draws of the 200 clean texts (and the pools)")
     p.add_argument("--tag", default="", help="write judge_accuracy<_tag>.json/.md")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.draws < 2:
+        p.error("--draws must be at least 2 (the table reports a standard deviation over draws)")
+    return args
 
 
 def _pooled(batch) -> dict:
@@ -95,14 +98,11 @@ def fit_predict(fit: str, c: float, x_lab, y_lab, x_pool, x_score) -> np.ndarray
 
 
 def run(draws: int) -> dict:
-    import torch
-
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_shared
     from backdoor_core.models import load_model
 
     quiet_libraries()
-    torch.manual_seed(0)
     lm = load_model("default", label_names=["negative", "positive"])
     train = load_shared("sst2", "clean", "train")
     rng = np.random.default_rng(0)

@@ -46,3 +46,9 @@ def test_table_puts_the_running_judge_first_and_marks_missing_cells():
     assert table[1] == "| mean | 0.1 | labelled | 200 | 70.0 ± 1.0 | - |"
     assert table[2] == "| mean | 1 | labelled | 1000 | 80.0 ± 1.0 | - |"
     assert [ln.split(" | ")[0] for ln in table] == ["| mean"] * 4 + ["| cls"]
+
+
+def test_fewer_than_two_draws_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit):
+        _bench().parse_args(["--draws", "1"])
+    assert "--draws must be at least 2" in capsys.readouterr().err
