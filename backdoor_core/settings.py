@@ -201,8 +201,8 @@ the backdoored models are called where the score alone calls 85 (the weak SST-2 
 zoo, a check: 0 of 60 clean draws hold one; the benchmark's verdict AUROC 0.924 -> 0.938 and OLID BadNets -> OFF
 seed 1 (lift 40) called (bench/results/archive/defense_test_s44.md). The flags' own score stays what the repair's
 gates read (``detection.flags_score``), so no repair changes. Where it errs: a pool of another source holding a
-natural word that moves the model as a trigger does (the test zoo's clean OLID seed 2 with an AG News pool: ``killed``; 1 of 18
-such pools, the flags 6; bench/results/pool_shift_check_words.md)."""
+natural word that moves the model as a trigger does (the test zoo's clean OLID seed 2 with an AG News pool:
+``killed``; 1 of 18 such pools, the flags 6; bench/results/pool_shift_check_words.md)."""
 
 # ------------------------------------------------------------------------------------------------ head safety
 
