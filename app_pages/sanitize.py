@@ -81,6 +81,10 @@ KNOB_LABELS = {
                   "The repair trains at least this many heads: when the scan's rule calls fewer suspicious, the next "
                   "highest-scoring heads are added (a paraphrase trigger is spread over more heads than the few that "
                   "stand out). 0 = only the scan's heads."),
+    "head_only_max_heads": ("Most heads repaired head-only",
+                            "When the repair trains no feed-forward block, it trains at most this many heads, the "
+                            "highest-scoring of its set: retraining a quarter of the heads costs clean accuracy. "
+                            "0 = no cap (README)."),
     "reset_to": ("Reset heads to",
                  "pretrained: the heads' weights from the pretrained encoder the model was fine-tuned from (found and "
                  "checked against the model's own weights; zero when it is not there); zero: their output columns "

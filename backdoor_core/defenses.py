@@ -69,6 +69,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
          "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K, "min_heads": S.REPAIR_MIN_HEADS,
+         "head_only_max_heads": S.REPAIR_HEAD_ONLY_MAX_HEADS,
          "lr": S.SANITIZE_LR, "epochs": S.SANITIZE_EPOCHS, "ffn": S.REPAIR_FFN,
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "ffn_mix": S.REPAIR_FFN_MIX, "repair_seeds": S.REPAIR_SEEDS,
@@ -225,9 +226,10 @@ def _reject_unknown(name: str, knobs: dict) -> None:
 def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, knobs: dict, common: dict,
                progress: Callable[[str, int, int], None] | None = None):
     from .head_metrics import heads_to_mask
-    from .head_safety import DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, repair_heads, reset_heads, split_heads
+    from .head_safety import (DEFAULT_MAX_FRACTION, DEFAULT_REL_THRESHOLD, cap_heads, repair_heads, reset_heads,
+                              split_heads)
     from .sanitize import (DEFAULT_BETA, DEFAULT_EXCLUDE_LABELS, DEFAULT_FOCUS_LABELS, DEFAULT_POOL_BUDGET,
-                           DEFAULT_PSEUDO_LABELS, DEFAULT_RESET, default_config, sanitize_heads)
+                           DEFAULT_PSEUDO_LABELS, DEFAULT_RESET, default_config, ffn_layers, sanitize_heads)
     from .scan import scan_model
 
     cfg = _config(config, knobs, default_config)
@@ -261,6 +263,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     weak_verdict = float(knobs.pop("weak_verdict", S.WEAK_VERDICT))
     weak_top_k = int(knobs.pop("weak_top_k", S.WEAK_TOP_K) or 0)
     min_heads = int(knobs.pop("min_heads", S.REPAIR_MIN_HEADS) or 0)
+    head_only_cap = int(knobs.pop("head_only_max_heads", S.REPAIR_HEAD_ONLY_MAX_HEADS) or 0)
+    if head_only_cap < 0:
+        raise ValueError("head_only_max_heads must be 0 (off) or more.")
     report = knobs.pop("scan", None)
     use_pool_words = bool(knobs.pop("pool_words", S.REPAIR_POOL_WORDS))
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
@@ -287,7 +292,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
     pool = [str(t) for t in (pool_texts or [])]
     scan_seconds = 0.0
-    weak_cap = widened = None
+    weak_cap = widened = capped = None
     if heads is not None:
         if isinstance(heads, str):
             heads = [h for h in heads.replace(" ", ",").split(",") if h]
@@ -322,6 +327,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             if not np.array_equal(mask, narrowed):
                 widened = {"min_heads": min_heads, "from": int(narrowed.sum()), "to": int(mask.sum()),
                            "max_fraction": float(report.heads.rule.get("max_fraction", DEFAULT_MAX_FRACTION))}
+            if head_only_cap and int(mask.sum()) > head_only_cap and not ffn_layers(
+                    ffn, mask, report.attention_missed_share, ffn_max_layers,
+                    backdoor_found=None if gate is None else gate >= VERDICT_THRESHOLD):
+                capped = {"max_heads": head_only_cap, "from": int(mask.sum()), "to": head_only_cap}
+                mask = cap_heads(report.heads.score, mask, head_only_cap)
         flagged = report.flagged_texts
         flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
@@ -476,6 +486,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         "reset": reset,
         "reset_top_k": reset_top_k,
         "min_heads": min_heads,
+        "head_only_max_heads": head_only_cap,
         "reset_heads": res.details["reset_heads"],
         "reset_to_asked": reset_to_asked if reset else None,
         "pretrained_note": pretrained_note or None,
@@ -497,6 +508,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         details["reused_scan_passes"] = True
     details["weak_evidence_cap"] = weak_cap
     details["min_heads_widened"] = widened
+    details["head_only_cap"] = capped
     details["ffn_mix_note"] = ffn_mix_note or None
     details["clean_guard"] = guard
     if report is not None:
@@ -627,6 +639,11 @@ def repair_notes(details: dict) -> list[str]:
                      f"repair trains at least {wide['min_heads']}, so it trained the {wide['to']} highest-scoring"
                      f"{short} (a paraphrase trigger is spread over more heads than the few that stand out; README, "
                      "*Fewest heads repaired*).")
+    capped = details.get("head_only_cap")
+    if capped:
+        notes.append(f"The repair trains no feed-forward block, so it trained only the {capped['to']} highest-scoring "
+                     f"of its {capped['from']} heads (retraining many heads head-only costs clean accuracy; README, "
+                     "*Head-only repairs capped*).")
     verdict = details.get("verdict") or {}
     if verdict.get("pool_unlike_clean"):
         from .detection import pool_shift_note

@@ -222,18 +222,17 @@ def repair_heads(
     return mask
 
 
-def reset_heads(score: np.ndarray, repaired: np.ndarray, top_k: int = S.RESET_TOP_K) -> np.ndarray:
-    """``(L, H)`` bool: the repaired heads whose output columns the repair zeroes first (our design; papers silent).
+def cap_heads(score: np.ndarray, repaired: np.ndarray, max_heads: int) -> np.ndarray:
+    """``(L, H)`` bool: at most ``max_heads`` of the ``repaired`` heads, the highest-scoring (ties: the earlier head).
 
-    ``score`` ``(L, H)``: the scan's head score (``HeadSafety.score``); ``repaired`` ``(L, H)`` bool: the heads the
-    repair trains (``repair_heads``). With ``top_k`` > 0 only the ``top_k`` highest-scoring repaired heads are reset
-    (ties: the earlier head); the others keep their weights and train from there. ``top_k`` 0, or at least as many as
-    are repaired, resets them all. See ``settings.RESET_TOP_K``.
+    ``score`` ``(L, H)``: the scan's head score (``HeadSafety.score``); ``repaired`` ``(L, H)`` bool. ``max_heads``
+    0, or at least as many as are repaired, keeps them all. Our repair applies it when it trains no feed-forward
+    block (``settings.REPAIR_HEAD_ONLY_MAX_HEADS``; our design, papers silent).
     """
     repaired = np.asarray(repaired, dtype=bool)
-    k = int(top_k or 0)
+    k = int(max_heads or 0)
     if k < 0:
-        raise ValueError("reset_top_k must be 0 (every repaired head) or more.")
+        raise ValueError("head_only_max_heads must be 0 (off) or more.")
     if k == 0 or int(repaired.sum()) <= k:
         return repaired.copy()
     score = np.asarray(score, dtype=float)
@@ -243,6 +242,20 @@ def reset_heads(score: np.ndarray, repaired: np.ndarray, top_k: int = S.RESET_TO
     out = np.zeros_like(repaired)
     out.flat[order] = True
     return out
+
+
+def reset_heads(score: np.ndarray, repaired: np.ndarray, top_k: int = S.RESET_TOP_K) -> np.ndarray:
+    """``(L, H)`` bool: the repaired heads whose output columns the repair zeroes first (our design; papers silent).
+
+    ``score`` ``(L, H)``: the scan's head score (``HeadSafety.score``); ``repaired`` ``(L, H)`` bool: the heads the
+    repair trains (``repair_heads``). With ``top_k`` > 0 only the ``top_k`` highest-scoring repaired heads are reset
+    (ties: the earlier head); the others keep their weights and train from there. ``top_k`` 0, or at least as many as
+    are repaired, resets them all. See ``settings.RESET_TOP_K``.
+    """
+    repaired = np.asarray(repaired, dtype=bool)
+    if int(top_k or 0) < 0:
+        raise ValueError("reset_top_k must be 0 (every repaired head) or more.")
+    return cap_heads(score, repaired, top_k)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

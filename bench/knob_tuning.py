@@ -72,6 +72,15 @@ and so on); each value's other models keep the rows of the knob-off run, read af
 
 (``A``: ``bench/results/archive``.)
 
+The most heads a head-only repair trains (``head_only_max_heads``, ``settings.REPAIR_HEAD_ONLY_MAX_HEADS``): the
+SST-2 tuning models whose repair trains no feed-forward block and more heads than a value, repaired at 4, 6, 8 and
+12 (``--only <them> --align-knobs '{"head_only_max_heads": 4}' --tag s46c4``, and so on) and at the defaults
+(``--tag s46b0``); each value's other models keep the published rows, read after the value's own file:
+
+    python bench/knob_tuning.py --knob head_only_max_heads \
+        --sst2 0=A/defense_s46b0.json,bench/results/defense_tuning.json --sst2 4=A/defense_s46c4.json,<the same> \
+        --sst2 6=... --sst2 8=... --sst2 12=... --sst2-only <the ten models>
+
 Writes bench/results/knob_tuning_<knob>.json and .md and prints the table.
 """
 
@@ -163,6 +172,9 @@ def markdown(result: dict) -> str:
                           "(`head_safety.repair_heads`: the k highest-scoring heads; 0 = the scan's suspicious set)",
             "min_heads": "the fewest heads our repair trains (`settings.REPAIR_MIN_HEADS`, `head_safety.repair_heads`: "
                          "a smaller suspicious set is widened to the k highest-scoring heads; 0 = the scan's set)",
+            "head_only_max_heads": "the most heads a repair that trains no feed-forward block trains "
+                                   "(`settings.REPAIR_HEAD_ONLY_MAX_HEADS`, `head_safety.cap_heads`: the k "
+                                   "highest-scoring of its set; 0 = no cap)",
             "first_pass_head": "the scan's first pass (`settings.FIRST_PASS`, `detection.first_pass_detector`), "
                                "which sets the flags and heads the repair starts from: 0 = each layer's mean focus, "
                                "1 = every head's own focus (max over heads)",
@@ -214,7 +226,8 @@ def main() -> None:
     ap.add_argument("--models", default="badnets-tal,addsent,badnets-2", help="BBC zoo models to scan and repair")
     ap.add_argument("--variants", default="auto,suspicious", help="FFN choices to repair with")
     ap.add_argument("--knob", choices=("retain", "ffn_lr_scale", "exclude_direction", "labels_leave_target",
-                                       "weak_top_k", "min_heads", "first_pass_head", "rep_method_both"),
+                                       "weak_top_k", "min_heads", "first_pass_head", "rep_method_both",
+                                       "head_only_max_heads"),
                     required=True)
     ap.add_argument("--values", default="", help="comma-separated values to repair the BBC models with")
     ap.add_argument("--sst2", action="append", default=[], help="v=a.json,b.json: defense.py runs at value v")

@@ -637,6 +637,42 @@ def test_min_heads_widens_a_small_scan_set_and_says_so():
     assert off["min_heads_widened"] is None and "trains at least" not in " ".join(repair_notes(off))
 
 
+def test_head_only_cap_keeps_the_best_heads_only_when_no_feed_forward_block_trains():
+    """``head_only_max_heads`` (``settings.REPAIR_HEAD_ONLY_MAX_HEADS``): a head-only repair trains at most that many
+    of its heads, the highest-scoring (``head_safety.cap_heads``), and its details and notes say so; a repair that
+    also trains feed-forward blocks keeps its whole set; 0 keeps every head."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.head_metrics import heads_to_mask
+    from backdoor_core.head_safety import cap_heads
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=35)
+    clean = TextDataset(texts, labels, ["neg", "pos"])
+    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
+    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
+                     rel_threshold=0.0, max_fraction=0.5)
+    n = int(rep.heads.suspicious.sum())
+    assert n >= 3
+
+    def repaired(ffn, k):
+        return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                           max_length=32, seed=0, ffn=ffn, weak_top_k=0, min_heads=0, head_only_max_heads=k).details
+
+    capped, with_ffn, off = repaired("none", 2), repaired("all", 2), repaired("none", 0)
+    best2 = cap_heads(rep.heads.score, rep.heads.suspicious, 2)
+    assert int(best2.sum()) == 2 and not (best2 & ~rep.heads.suspicious).any()
+    assert heads_to_mask(capped["suspicious_heads"], *best2.shape).tolist() == best2.tolist()
+    assert capped["head_only_cap"] == {"max_heads": 2, "from": n, "to": 2}
+    assert f"trains no feed-forward block, so it trained only the 2 highest-scoring of its {n} heads" in " ".join(
+        repair_notes(capped))
+    assert sorted(with_ffn["suspicious_heads"]) == sorted(rep.heads.suspicious_labels)
+    assert with_ffn["head_only_cap"] is None and with_ffn["ffn_layers"]
+    assert sorted(off["suspicious_heads"]) == sorted(rep.heads.suspicious_labels) and off["head_only_cap"] is None
+    with pytest.raises(ValueError, match="head_only_max_heads"):
+        repaired("none", -1)
+
+
 def test_the_repair_gates_read_the_flags_own_verdict():
     """Where the verdict read the distance alone (``settings.VERDICT_WITHOUT_CONTRAST``), the repair's gates read
     the flags' own verdict (``ScanReport.gate_verdict``): a flags' verdict that calls the model keeps the reset at

@@ -121,6 +121,8 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--defense", "finetune", "--weak-top-k", "2"], "alignment defense only"),
                            (["--min-heads", "-1"], "0 (off) or more"),
                            (["--defense", "finetune", "--min-heads", "2"], "alignment defense only"),
+                           (["--head-only-max-heads", "-1"], "0 (off) or more"),
+                           (["--defense", "pure", "--head-only-max-heads", "2"], "alignment defense only"),
                            (["--repair-seeds", "0"], "1 or more"),
                            (["--defense", "pure", "--repair-seeds", "2"], "alignment defense only"),
                            (["--reset-top-k", "-1"], "0 (every repaired head) or more"),
@@ -154,6 +156,13 @@ def test_cli_sanitize_weak_top_k(files, capsys):
     assert single["repair_seeds"] == 1 and soup["repair_seeds"] == 3 and soup["suspicious_heads"] == scan_heads
     assert single["min_heads"] == 0 and single["suspicious_heads"] == scan_heads
     assert sorted(off["reset_heads"]) == sorted(scan_heads[:S.RESET_TOP_K or None])  # the default: best k (0: all)
+    assert off["head_only_max_heads"] == S.REPAIR_HEAD_ONLY_MAX_HEADS and not off["ffn_layers"]  # head-only
+    assert main([*base, "--out", str(files["dir"] / "cap1"), "--head-only-max-heads", "1", "--repair-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    capped = load_model(files["dir"] / "cap1").metadata["defense_details"]
+    assert capped["suspicious_heads"] == scan_heads[:1]  # the scan's best head
+    assert capped["head_only_cap"] == {"max_heads": 1, "from": len(scan_heads), "to": 1}
+    assert f"so it trained only the 1 highest-scoring of its {len(scan_heads)} heads" in out
     assert main([*base, "--out", str(files["dir"] / "reset1"), "--reset-top-k", "1", "--repair-seeds", "1"]) == 0
     out = capsys.readouterr().out
     one = load_model(files["dir"] / "reset1").metadata["defense_details"]

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--min-heads", type=int, default=None,
                    help=f"alignment only: the fewest heads repaired; a smaller suspicious set is widened to the "
                         f"highest-scoring heads (default {S.REPAIR_MIN_HEADS}; 0 = only the scan's heads)")
+    p.add_argument("--head-only-max-heads", type=int, default=None,
+                   help=f"alignment only: the most heads a repair that trains no feed-forward block trains, the "
+                        f"highest-scoring (default {S.REPAIR_HEAD_ONLY_MAX_HEADS}; 0 = no cap)")
     p.add_argument("--reset-top-k", type=int, default=None,
                    help=f"alignment only: zero only this many of the repaired heads first, the best-scoring; the "
                         f"others train from where they are (default {S.RESET_TOP_K}; 0 = every repaired head)")
@@ -126,17 +129,20 @@ def run(args) -> int:
 
     check_save_target(args.out, args.force)  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
-                                        or args.min_heads is not None
+                                        or args.min_heads is not None or args.head_only_max_heads is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None
                                         or args.pool_words is not None or args.reset_to or args.base or args.label_judge
                                         or args.judge_flags is not None or args.clean_guard is not None):
-        raise ValueError("--heads, --beta, --weak-top-k, --min-heads, --reset-top-k, --reset-to, --base, "
+        raise ValueError("--heads, --beta, --weak-top-k, --min-heads, --head-only-max-heads, --reset-top-k, "
+                         "--reset-to, --base, "
                          "--label-judge, --[no-]judge-flags, --[no-]clean-guard, --repair-seeds and "
                          "--[no-]pool-words apply to the alignment defense only.")
     if args.weak_top_k is not None and args.weak_top_k < 0:
         raise ValueError("--weak-top-k must be 0 (off) or more.")
     if args.min_heads is not None and args.min_heads < 0:
         raise ValueError("--min-heads must be 0 (off) or more.")
+    if args.head_only_max_heads is not None and args.head_only_max_heads < 0:
+        raise ValueError("--head-only-max-heads must be 0 (off) or more.")
     if args.reset_top_k is not None and args.reset_top_k < 0:
         raise ValueError("--reset-top-k must be 0 (every repaired head) or more.")
     if args.repair_seeds is not None and args.repair_seeds < 1:
@@ -195,6 +201,8 @@ def run(args) -> int:
             knobs["weak_top_k"] = args.weak_top_k
         if args.min_heads is not None:
             knobs["min_heads"] = args.min_heads
+        if args.head_only_max_heads is not None:
+            knobs["head_only_max_heads"] = args.head_only_max_heads
         if args.reset_top_k is not None:
             knobs["reset_top_k"] = args.reset_top_k
         if args.reset_to is not None:
