@@ -637,13 +637,9 @@ def test_min_heads_widens_a_small_scan_set_and_says_so():
     assert off["min_heads_widened"] is None and "trains at least" not in " ".join(repair_notes(off))
 
 
-def test_head_only_cap_keeps_the_best_heads_only_when_no_feed_forward_block_trains():
-    """``head_only_max_heads`` (``settings.REPAIR_HEAD_ONLY_MAX_HEADS``): a head-only repair trains at most that many
-    of its heads, the highest-scoring (``head_safety.cap_heads``), and its details and notes say so; a repair that
-    also trains feed-forward blocks keeps its whole set; 0 keeps every head."""
-    from backdoor_core.defenses import repair_notes
-    from backdoor_core.head_metrics import heads_to_mask
-    from backdoor_core.head_safety import cap_heads
+def _wide_scan():
+    """The tiny backdoored model, 40 clean texts, a pool of 10 triggered and 10 clean texts, and its scan with every
+    positive-scoring head suspicious up to half of the 8 heads (``rel_threshold=0``, ``max_fraction=0.5``)."""
     from backdoor_core.scan import scan_model
 
     lm = trained_tiny(True)
@@ -652,6 +648,18 @@ def test_head_only_cap_keeps_the_best_heads_only_when_no_feed_forward_block_trai
     pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
     rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
                      rel_threshold=0.0, max_fraction=0.5)
+    return lm, clean, pool, rep
+
+
+def test_head_only_cap_keeps_the_best_heads_only_when_no_feed_forward_block_trains():
+    """``head_only_max_heads`` (``settings.REPAIR_HEAD_ONLY_MAX_HEADS``): a head-only repair trains at most that many
+    of its heads, the highest-scoring (``head_safety.cap_heads``), and its details and notes say so; a repair that
+    also trains feed-forward blocks keeps its whole set; 0 keeps every head."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.head_metrics import heads_to_mask
+    from backdoor_core.head_safety import cap_heads
+
+    lm, clean, pool, rep = _wide_scan()
     n = int(rep.heads.suspicious.sum())
     assert n >= 3
 
@@ -872,14 +880,8 @@ def test_label_excess_labels_only_the_highest_scoring_flags(monkeypatch):
     scan's flags (highest score first); the others keep the alignment term alone, and every label kept is the
     one the rules give without the knob."""
     from backdoor_core.sanitize import excess_flags
-    from backdoor_core.scan import scan_model
 
-    lm = trained_tiny(True)
-    texts, labels = clean_texts(40, seed=35)
-    clean = TextDataset(texts, labels, ["neg", "pos"])
-    pool = triggered_texts(10, seed=36) + clean_texts(10, seed=37)[0]
-    rep = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False,
-                     rel_threshold=0.0, max_fraction=0.5)
+    lm, clean, pool, rep = _wide_scan()
     assert np.all(np.diff(rep.pool_scores[rep.flagged]) <= 0)  # the scan lists its flags highest score first
     # the tiny scan flags few; flag the 12 highest-scoring inputs the same way, so that some flags are "chance"
     rep = replace(rep, flagged=np.argsort(-rep.pool_scores, kind="stable")[:12])
