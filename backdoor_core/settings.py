@@ -242,18 +242,19 @@ zoo among 0 / 4 / 6 / 8 (bench/results/knob_tuning_min_heads.md, the ten models 
 -1.5: 1 / 0 / 1 / 1); 4 keeps the clean accuracy that 6 and 8 cost. The BBC demo zoo's scans name 4 or more heads:
 unchanged."""
 REPAIR_HEAD_ONLY_MAX_HEADS = 4
-"""When our repair trains no feed-forward block (``REPAIR_FFN``), it trains at most this many heads, the
-highest-scoring of its set (``head_safety.cap_heads``); 0 = off (the set ``repair_heads`` gives, up to
-``MAX_FRACTION`` of the heads). With ``REPAIR_MIN_HEADS`` = 4 a head-only repair trains 4 heads. Our design (papers
-silent). Aim: resetting and retraining up to a quarter of the heads head-only costs clean accuracy; a repair that
-trains feed-forward blocks (a trigger the heads miss, e.g. a style) keeps its wide set, which style needs
-(``WEAK_TOP_K``). Chosen on the SST-2 tuning zoo among 0 / 4 / 6 / 8 / 12 over the ten models it can change
-(bench/results/knob_tuning_head_only_max_heads.md): mean CACC change -1.5 / +0.0 / -0.5 / -0.7 / -1.0 points, worst
--4.5 / -1.3 / -3.9 / -3.9 / -5.0, mean ASR after 6.8 / 6.1 / 6.0 / 5.7 / 6.4%. Checked on the 14 test-zoo models it
-changes (bench/results/archive/defense_test_s46tc4.md, merged into defense_test.md): models below -1.5 CACC 4 -> 1
-of 24 (OLID AddSent + TAL seed 0 -4.7 -> -0.2), mean ASR after over the 24 8.0 -> 9.1%, the weak OLID BadNets -> NOT
-seeds 1 / 2 36.8 -> 47.4% and 54.4 -> 57.9%, OLID syntactic seed 0 0.0 -> 7.1% (README, design choices, *Head-only
-repairs capped*)."""
+"""When our repair trains no feed-forward block (``REPAIR_FFN``), it trains at most this many heads, the highest-scoring
+of its set (``head_safety.cap_heads``); 0 = off (the set ``repair_heads`` gives, up to ``MAX_FRACTION`` of the heads).
+With ``REPAIR_MIN_HEADS`` = 4 a head-only repair trains 4 heads. Our design (papers silent). Aim: resetting and
+retraining up to a quarter of the heads head-only costs clean accuracy; a repair that trains feed-forward blocks (a
+trigger the heads miss, e.g. a style) keeps its wide set, which style needs (``WEAK_TOP_K``). Chosen on the SST-2 tuning
+zoo among 0 / 4 / 6 / 8 / 12 over the ten models it can change (bench/results/knob_tuning_head_only_max_heads.md): mean
+CACC change -1.5 / +0.0 / -0.5 / -0.7 / -1.0 points, worst -4.5 / -1.3 / -3.9 / -3.9 / -5.0, mean ASR after 6.8 / 6.1 /
+6.0 / 5.7 / 6.4%; with another repair seed, 0 -> 4: mean CACC change -2.1 -> -0.2, mean ASR after 7.3 -> 5.8%
+(archive/defense_s46r2c0.md, _s46r2c4.md). Checked on the 14 test-zoo models it changes
+(bench/results/archive/defense_test_s46tc4.md, merged into defense_test.md): models below -1.5 CACC 4 -> 1 of 24 (OLID
+AddSent + TAL seed 0 -4.7 -> -0.2), mean ASR after over the 24 8.0 -> 9.1%, the weak OLID BadNets -> NOT seeds 1 / 2
+36.8 -> 47.4% and 54.4 -> 57.9%, OLID syntactic seed 0 0.0 -> 7.1% (README, design choices, *Head-only repairs
+capped*)."""
 
 
 BETA = 5.0  # weight of the attention-alignment term; measured (``sanitize``, bench/results/defense.md)
