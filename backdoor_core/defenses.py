@@ -159,7 +159,9 @@ def run_defense(
             (``rel_threshold`` / ``max_fraction`` / ``top_k``), a scan whose verdict is below ``weak_verdict``
             has its repair narrowed to the ``weak_top_k`` best heads (``head_safety.repair_heads``); ``details``
             then says so under ``weak_evidence_cap``. A set smaller than ``min_heads`` is widened to that many of
-            the highest-scoring heads (``details["min_heads_widened"]``).
+            the highest-scoring heads (``details["min_heads_widened"]``). A repair that trains no feed-forward
+            block keeps at most ``head_only_max_heads`` of its heads, the highest-scoring
+            (``head_safety.cap_heads``, ``details["head_only_cap"]``; ``settings.REPAIR_HEAD_ONLY_MAX_HEADS``).
             ``reset_top_k`` > 0 zeroes only that many of the repaired heads first, the best-scoring
             (``head_safety.reset_heads``; given ``heads`` are all reset); ``details["reset_heads"]`` names them.
             ``reset_to="pretrained"`` restores them from the pretrained encoder ``base`` (default ``"default"``)

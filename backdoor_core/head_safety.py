@@ -232,7 +232,7 @@ def cap_heads(score: np.ndarray, repaired: np.ndarray, max_heads: int) -> np.nda
     repaired = np.asarray(repaired, dtype=bool)
     k = int(max_heads or 0)
     if k < 0:
-        raise ValueError("head_only_max_heads must be 0 (off) or more.")
+        raise ValueError("max_heads must be 0 (no cap) or more.")
     if k == 0 or int(repaired.sum()) <= k:
         return repaired.copy()
     score = np.asarray(score, dtype=float)
