@@ -240,10 +240,12 @@ def record_scan(report, truth=None) -> None:
 
 
 def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None, knobs: dict, make_evaluate,
-                   out_name: str, scan_report=None, effect_pairs=None) -> None:
+                   out_name: str, scan_report=None, effect_pairs=None, clean_ref=None) -> None:
     """``make_evaluate(loaded_copy) -> evaluate`` builds the CACC/ASR evaluator with the job's own tokenizer;
     ``effect_pairs`` (``repair_effect.triggered_pairs``) are the texts to measure what the trigger does to the
-    heads before and after (``res["effect"]``, a ``repair_effect.RepairEffect``; None without them)."""
+    heads before and after (``res["effect"]``, a ``repair_effect.RepairEffect``; None without them);
+    ``clean_ref`` (a ``LoadedModel`` without the backdoor) gives the clean rate on the same triggered texts
+    (``res["clean"]``: ``{"name", "rate"}``, or ``{"name", "note"}`` saying why there is none)."""
     from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.models import LoadedModel
     from backdoor_core.repair_effect import RepairEffect, try_trigger_effect
@@ -259,6 +261,18 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         evaluate = (lambda model: base(model, seen)) if base is not None else None
         ctx.update({"message": "measuring the model before the repair"})
         before = evaluate(work.model) if evaluate is not None else {}
+        clean = None
+        if clean_ref is not None:  # before the repair: a reference that does not fit costs nothing
+            clean = {"name": clean_ref.name}
+            if base is None or not base.poisoned_texts:
+                clean["note"] = "there are no triggered test texts to read (the model's card names no attack)."
+            else:
+                ctx.update({"message": "the clean reference on the same triggered texts"})
+                try:
+                    with ui.model_lock(clean_ref):
+                        clean["rate"] = D.clean_rate(clean_ref, work, base.poisoned_texts, base.target)
+                except ValueError as exc:
+                    clean["note"] = str(exc)
         read_len = D.model_max_length(loaded)
         if effect_pairs:
             ctx.update({"message": "measuring what the trigger does to the heads"})
@@ -288,7 +302,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                           metadata=card.to_json(), untrained_head=False)
         return {"loaded": new, "before": before, "after": after, "cacc_change": change, "details": res.details,
                 "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
-                "defense": defense, "suspect": loaded, "effect": effect}
+                "defense": defense, "suspect": loaded, "effect": effect, "clean": clean}
 
     def on_finish(snap: JobSnapshot) -> None:
         res = snap.result
@@ -312,6 +326,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                   + (f". CACC change {100 * ch['change']:+.1f} points, 95% interval {100 * ch['low']:+.1f} to "
                      f"{100 * ch['high']:+.1f} over {ch['n']} clean test texts (paired)"
                      if (ch := res.get("cacc_change")) else "")
+                  + (f". {lift_line(res)}" if lift_line(res) else "")
                   + (". " + " ".join(eff.summary()) if eff is not None else "")),
             table=rows,
             figures=[F.metric_comparison({"before": b, "after": a}),
@@ -322,6 +337,23 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         )
 
     ui.start("sanitize", target_fn, name=f"Sanitizing ({defense})", on_finish=on_finish)
+
+
+def lift_line(res: dict) -> str | None:
+    """One sentence on a sanitization's clean reference (``start_sanitize``'s ``res["clean"]``): its rate on the
+    same triggered texts and the backdoor's lift over it before and after, or why there is none; None without a
+    reference."""
+    clean = res.get("clean")
+    if not clean:
+        return None
+    if clean.get("rate") is None:
+        return f"No clean rate from {clean['name']}: {clean.get('note') or 'no triggered texts.'}"
+    b, a = D.lift(res["before"].get("asr"), clean["rate"]), D.lift(res["after"].get("asr"), clean["rate"])
+    if b is None or a is None:
+        return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
+                "target")
+    return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
+            f"target, so the backdoor's lift over it went from {100 * b:+.1f} to {100 * a:+.1f} points")
 
 
 def training_events(snap: JobSnapshot) -> tuple[list[dict], int | None]:

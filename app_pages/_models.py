@@ -175,6 +175,31 @@ def zoo_entries() -> list[dict]:
     return list_models(zoo_dir(), shipped=True)
 
 
+NO_REFERENCE = "None"
+
+
+def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
+    """The Sanitize page's choices of a clean reference (a model of the same task without the backdoor, whose rate
+    on the same triggered texts is the clean rate: ``defender_data.clean_rate``), and the default one.
+
+    Returns ``(options, default)``: ``options`` maps a label to ``("zoo", path)`` (the zoo's clean models),
+    ``("model", LoadedModel)`` (this session's other models) or None (no reference); the default is the zoo's
+    clean model when the current model is a zoo model (the same data and classes), else no reference."""
+    here = str(getattr(loaded, "source", ""))
+    entries = zoo_entries()
+    options: dict[str, tuple | None] = {NO_REFERENCE: None}
+    for entry in entries:
+        if entry.get("clean") and entry.get("path") and str(entry["path"]) != here:
+            options[f"Zoo: {entry.get('title') or entry.get('name')}"] = ("zoo", str(entry["path"]))
+    for name, lm in session_models().items():
+        if lm is not loaded:
+            options.setdefault(f"Session model: {name}", ("model", lm))
+    from_zoo = any(str(e.get("path")) == here for e in entries if e.get("path"))
+    default = next((k for k, v in options.items() if v is not None and v[0] == "zoo"), NO_REFERENCE) \
+        if from_zoo else NO_REFERENCE
+    return options, default
+
+
 def require_model_and_data():
     """The current model and the dataset's train/test splits, or stop the page with a message.
 

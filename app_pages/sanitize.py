@@ -164,6 +164,18 @@ with c2:
                                           **ui.keep("sanitize.pool_trig", S.POOL_TRIGGERED))
     n_test = st.number_input("Test texts for CACC / ASR", 16, len(test_full), step=50,
                              **ui.keep("sanitize.n_test", min(S.EVAL_TEXTS, len(test_full))))
+    ref_options, ref_default = ui.clean_references(loaded)
+    ref_choice = ui.NO_REFERENCE
+    if D.model_attack(loaded.card) is not None:  # a clean rate needs triggered texts
+        if ui.kept("sanitize.clean_ref", ref_default) not in ref_options:  # e.g. another model's session model
+            ui.set_kept("sanitize.clean_ref", ref_default)
+        ref_choice = st.selectbox(
+            "Clean reference for ASR", list(ref_options), **ui.keep("sanitize.clean_ref", ref_default),
+            help="A model of the same task without the backdoor. Its share of the same triggered texts that go to "
+                 "the target is the clean rate: a clean model may put many of them there already (a paraphrase "
+                 "that loses the sentiment, an offensive tweet read as harmless). ASR minus it is what the backdoor "
+                 "adds, its lift; a repair that brings the lift to 0 has removed the backdoor even where ASR is not "
+                 "0.")
 # the knobs: folded away (the defaults are the benchmarked ones), two a row so no label or switch is cut; the
 # expander's title says how many differ from the defaults, and one button puts them back
 KNOB_SKIP_ALIGNMENT = ("heads", "top_k", "frr", "rel_threshold", "max_fraction", "refine")  # set on Detect
@@ -230,6 +242,10 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
             pool, _ = D.build_pool(loaded, test_full, S.REPAIR_POOL_CLEAN, int(n_pool_trig), seed=S.REPAIR_POOL_SEED,
                                    lock=ui.model_lock(loaded))
         n_eval = int(n_test)
+        clean_ref, ref = None, ref_options.get(ref_choice)
+        if ref is not None:
+            with st.spinner("Loading the clean reference…"):
+                clean_ref = ref[1] if ref[0] == "model" else ui.shared_model(ref[1])
         with ui.model_lock(loaded):  # the texts to show what the trigger does to the heads, before and after
             try:
                 pairs = card_pairs(loaded, test_full, D.model_max_length(loaded))
@@ -237,7 +253,7 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
                 pairs = None
         A.start_sanitize(loaded, defense, clean, pool or None, knobs,
                          lambda lm: D.make_eval(lm, test_full, n_eval, kept=True), out_name,
-                         scan_report=report if reuse else None, effect_pairs=pairs)
+                         scan_report=report if reuse else None, effect_pairs=pairs, clean_ref=clean_ref)
         st.rerun()
     except Exception as exc:  # noqa: BLE001
         ui.show_error(exc, "Cannot start: ")
@@ -265,6 +281,14 @@ tiles = st.container(horizontal=True, gap="large")  # wraps to a second row wher
 if "asr" in b:
     tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
                  delta_color="inverse", width="content")
+ref_res = res.get("clean") or {}
+if ref_res.get("rate") is not None and "asr" in b and "asr" in a:
+    lift_b, lift_a = D.lift(b["asr"], ref_res["rate"]), D.lift(a["asr"], ref_res["rate"])
+    tiles.metric("Lift over clean", f"{100 * lift_a:+.1f} pts", f"{100 * (lift_a - lift_b):+.1f} pts",
+                 delta_color="inverse", width="content",
+                 help=f"ASR minus the clean rate: {ref_res['name']} (no backdoor) sends {ref_res['rate']:.1%} of the "
+                      f"same triggered texts to the target. Before the repair the lift was {100 * lift_b:+.1f} "
+                      "points.")
 change = res.get("cacc_change")
 if "cacc" in b:
     tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts",
@@ -290,6 +314,8 @@ if heads:
                + ", ".join(map(str, heads)))
 for note in defenses_mod.repair_notes(res["details"]):
     st.caption(note)
+if A.lift_line(res):
+    st.caption(A.lift_line(res) + ".")
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 

@@ -313,6 +313,27 @@ def target_rate(predictions: Sequence[int], target: int) -> float | None:
     return sum(p == int(target) for p in preds) / len(preds) if preds else None
 
 
+def clean_rate(clean, suspect, triggered_texts: Sequence[str], target: int) -> float | None:
+    """The *clean rate*: the share of ``triggered_texts`` (triggered non-target texts, the ASR set) that ``clean``
+    (a ``models.LoadedModel`` without the backdoor, of the same task) predicts as ``target``, read at its own
+    reading length (``model_max_length``). None when there are no texts. ``suspect`` (the model whose ASR it
+    stands beside) must have the same number of classes and, where both cards name them, the same class names;
+    else ``ValueError`` with one line saying how they differ."""
+    from .forward import predict
+
+    if clean.num_labels != suspect.num_labels:
+        raise ValueError(f"The clean reference {clean.name} has {clean.num_labels} classes and {suspect.name} "
+                         f"{suspect.num_labels}: it cannot give a clean rate for this model.")
+    a, b = list(clean.card.label_names or []), list(suspect.card.label_names or [])
+    if a and b and a != b:
+        raise ValueError(f"The clean reference {clean.name} names its classes {', '.join(a)} and {suspect.name} "
+                         f"{', '.join(b)}: it cannot give a clean rate for this model.")
+    texts = list(triggered_texts)
+    if not texts:
+        return None
+    return target_rate(predict(clean.model, clean.tokenizer, texts, model_max_length(clean)).argmax(1), target)
+
+
 def lift(asr: float | None, clean_rate: float | None) -> float | None:
     """What the backdoor adds over a clean model on the same triggered texts: ``asr - clean_rate`` (None when
     either is unknown). A repair that brings ASR down to the clean rate has removed the backdoor's lift."""

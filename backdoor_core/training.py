@@ -461,8 +461,9 @@ def make_evaluator(
     reference=None,
 ) -> Callable[[Any], dict[str, float]]:
     """A ``model -> {"cacc", "asr", "kept"}`` callable for ``train(evaluate=...)``; its ``labels`` attribute holds
-    ``clean_set``'s labels ``(n,)``, and ``evaluate(model, classes_out)`` appends the model's ``(n,)`` classes to
-    the list ``classes_out``: with two runs' classes, ``metrics.accuracy_change`` gives the paired CACC change.
+    ``clean_set``'s labels ``(n,)``, ``poisoned_texts`` and ``target`` the ASR set (empty and None without one),
+    and ``evaluate(model, classes_out)`` appends the model's ``(n,)`` classes to the list ``classes_out``: with two
+    runs' classes, ``metrics.accuracy_change`` gives the paired CACC change.
 
     Args:
         clean_set: a ``TextDataset`` (``texts``, ``labels``) — CACC is accuracy on all of it.
@@ -497,6 +498,9 @@ def make_evaluator(
         return out
 
     evaluate.labels = np.asarray(clean_labels)  # (n,) for a paired change between two runs' classes
+    # the ASR texts and their target, for a clean reference's rate on the same texts (defender_data.clean_rate)
+    evaluate.poisoned_texts = poisoned if target is not None else []
+    evaluate.target = target
     return evaluate
 
 

@@ -476,12 +476,11 @@ def main(argv=None) -> int:
     from backdoor_core.cli import quiet_libraries
     from backdoor_core import settings as S
     from backdoor_core.data import DataError
-    from backdoor_core.defender_data import lift, load_bench_data, pseudo_label_accuracy, target_rate
+    from backdoor_core.defender_data import clean_rate as clean_rate_of, lift, load_bench_data, pseudo_label_accuracy
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import (attention_stats, evaluate_detector, flags_score, verdict_call,
                                          with_trigger_words, with_word_evidence)
     from backdoor_core.metrics import accuracy_change, threshold_at_frr
-    from backdoor_core.model_card import ModelCard
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
@@ -598,9 +597,10 @@ def main(argv=None) -> int:
         clean_rate, clean_name = None, None
         cm = given_clean or (clean_model_for(m, all_models) if is_bd else None)
         if is_bd and cm is not None:
-            clm = clean_loaded(cm)
-            c_len = ModelCard.read(cm["path"]).reading_length() if given_clean else cm["max_length"]
-            clean_rate = target_rate(predict(clm.model, clm.tokenizer, poisoned_eval, c_len).argmax(1), target)
+            try:  # at the clean model's own reading length (the zoo's: its manifest's max_length)
+                clean_rate = clean_rate_of(clean_loaded(cm), lm, poisoned_eval, target)
+            except ValueError as exc:
+                _fail(f"{m['name']}: {exc}")
             clean_name = cm["name"]
         lift_before = lift(before.get("asr"), clean_rate)
         print(f"== {m['name']} ({ds_name}, {m['attack']}, tal={m['tal']}): before {before} clean rate "

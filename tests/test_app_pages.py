@@ -322,11 +322,21 @@ def test_attack_detect_sanitize_report_end_to_end():
     at.number_input(key="sanitize.n_clean").set_value(16)
     at.number_input(key="sanitize.n_test").set_value(16)
     at.number_input(key="sanitize.finetune.epochs").set_value(1)
+    ref = at.selectbox(key="sanitize.clean_ref")  # a session model of its own: no clean reference by default
+    assert ref.value == "None" and "Zoo: Clean" in ref.options  # the shipped zoo's clean model (BBC, 5 classes)
+    ref.set_value("Zoo: Clean")
     at.run()
     at.button(key="sanitize.run").click().run()
     job = wait_job(at, "sanitize")
     assert job.status == "done", job.snapshot().traceback
-    assert {"ASR", "CACC", "Predictions kept"} <= {m.label for m in at.metric}
+    assert {"ASR", "CACC", "Predictions kept", "Lift over clean"} <= {m.label for m in at.metric}
+    res = at.session_state["sanitize.result"]
+    rate = res["clean"]["rate"]  # the zoo's clean model on the same triggered texts: ASR minus it is the lift
+    assert 0.0 <= rate <= 1.0 and res["clean"]["name"] == "zoo-clean"
+    lift_tile = next(m for m in at.metric if m.label == "Lift over clean")
+    assert lift_tile.value == f"{100 * (res['after']['asr'] - rate):+.1f} pts"
+    assert any(c.value.startswith(f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts")
+               for c in at.caption), [c.value for c in at.caption]
     kept = at.session_state["sanitize.result"]["after"]["kept"]  # the repair's share of clean predictions kept
     assert 0.0 <= kept <= 1.0 and next(m for m in at.metric if m.label == "Predictions kept").value == f"{kept:.1%}"
     res = at.session_state["sanitize.result"]
@@ -336,6 +346,7 @@ def test_attack_detect_sanitize_report_end_to_end():
     assert any(c.value.startswith(f"CACC change {100 * ch['change']:+.1f} points, 95% interval") for c in at.caption)
     finding = next(f for f in at.session_state["lab.session"].findings if f.key.startswith("sanitize:"))
     assert f"CACC change {100 * ch['change']:+.1f} points, 95% interval" in finding.text  # and in the report
+    assert f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts" in finding.text
     # the trigger's effect on the heads before and after (fine-tuning changes no chosen heads: all heads)
     assert any(c.value.startswith("On all heads, the trigger raised the similarity") and "trigger's tokens" in c.value
                for c in at.caption), [c.value for c in at.caption]

@@ -112,6 +112,26 @@ def test_clean_rate_lift_and_pseudo_label_accuracy():
     assert pseudo_label_accuracy([0, 1], [-100, -100], true)["accuracy"] is None
 
 
+def test_clean_rate_reads_the_clean_model_and_refuses_one_of_other_classes():
+    """``defender_data.clean_rate``: the clean reference's share of the triggered texts predicted as the target,
+    at its own reading length; a reference with another class count or other class names is refused."""
+    from backdoor_core.defender_data import clean_rate
+    from backdoor_core.forward import predict
+    from backdoor_core.models import tiny_model
+
+    suspect, clean = tiny_model(seed=0), tiny_model(seed=1)
+    texts = ["the match ended in a draw", "shares fell sharply today", "a new phone was launched", "cf it rained"]
+    own = predict(clean.model, clean.tokenizer, texts, 128).argmax(1)
+    for target in (0, 1):
+        assert clean_rate(clean, suspect, texts, target) == pytest.approx(float((own == target).mean()))
+    assert clean_rate(clean, suspect, [], 1) is None
+    with pytest.raises(ValueError, match="has 3 classes"):
+        clean_rate(tiny_model(num_labels=3), suspect, texts, 1)
+    clean.metadata, suspect.metadata = {"label_names": ["neg", "pos"]}, {"label_names": ["ham", "spam"]}
+    with pytest.raises(ValueError, match="names its classes neg, pos"):
+        clean_rate(clean, suspect, texts, 1)
+
+
 def test_poisoned_test_sets_name_their_source_rows():
     from backdoor_core.data import TextDataset
     from backdoor_core.poisoning import ParaphraseAttack, get_attack

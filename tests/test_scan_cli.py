@@ -376,3 +376,37 @@ def test_cli_sanitize_trigger_lines_and_a_failing_view_keeps_the_repair(tmp_path
     assert main(args + ["--force", "--json"]) == 0
     effect = json.loads(capsys.readouterr().out)["trigger_effect"]
     assert (effect is None) if view_fails else (effect["heads"] == 2 and len(effect["concentration"]) == 2)
+
+
+def test_cli_sanitize_clean_model_gives_the_clean_rate_and_lift(files, capsys):
+    """``--clean-model``: the clean reference's rate on the same triggered texts, and ASR minus it (the lift)
+    before and after; a reference of another class count, or one with no triggered texts to read, is a one-line
+    error before the repair, and nothing is saved."""
+    from backdoor_core.forward import predict
+    from backdoor_core.models import tiny_model
+
+    clean_lm = trained_tiny(False)
+    clean_dir = save_model(clean_lm.model, clean_lm.tokenizer, files["dir"] / "clean_ref", {"name": "tiny-clean"})
+    base = ["sanitize", str(files["model"]), "--clean-data", str(files["clean"]), "--heads", "L0H0,L1H1",
+            "--max-steps", "2", "--max-length", "32", "--precision", "fp32", "--clean-model", str(clean_dir)]
+    asr_args = ["--eval-data", str(files["clean"]), "--poisoned-eval", str(files["poisoned"]), "--target", "1"]
+    assert main([*base, *asr_args, "--out", str(files["dir"] / "lifted"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    texts = files["poisoned"].read_text(encoding="utf-8").split("\n")[:20]
+    own = float((predict(clean_lm.model, clean_lm.tokenizer, texts, 32).argmax(1) == 1).mean())
+    assert s["clean_model"] == "tiny-clean" and s["clean_rate"] == pytest.approx(own)
+    assert s["before"]["asr"] > s["clean_rate"]  # the tiny backdoor lifts the target above the clean model
+    assert s["lift_before"] == pytest.approx(s["before"]["asr"] - own)
+    assert s["lift_after"] == pytest.approx(s["after"]["asr"] - own)
+    assert main([*base, *asr_args, "--out", str(files["dir"] / "lifted2")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("CLEAN"))
+    assert f"{100 * own:.1f}% of the same triggered texts" in line and f"{100 * s['lift_before']:+.1f}" in line
+    three = tiny_model(num_labels=3)
+    three_dir = save_model(three.model, three.tokenizer, files["dir"] / "three_ref", {"name": "tiny-three"})
+    for extra, message in (([*asr_args, "--clean-model", str(three_dir)], "has 3 classes"),
+                           ([], "there are none")):
+        out = files["dir"] / "never_lifted"
+        assert main([*base, *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+        assert not out.exists()

@@ -86,6 +86,10 @@ def register(sub) -> None:
     p.add_argument("--poisoned-eval", default=None,
                    help="triggered non-target texts for ASR before/after (file or dataset spec, like --pool)")
     p.add_argument("--target", type=int, default=None, help="the backdoor's target label (for ASR)")
+    p.add_argument("--clean-model", default=None,
+                   help="a model of the same task without the backdoor (a saved folder or hub id; read as --model "
+                        "is, --allow-pickle included): its rate on the same triggered texts is the clean rate, "
+                        "and ASR minus it the backdoor's lift, before and after")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     p.set_defaults(func=run)
 
@@ -148,6 +152,12 @@ def run(args) -> int:
     if args.repair_seeds is not None and args.repair_seeds < 1:
         raise ValueError("--repair-seeds must be 1 or more.")
     lm, clean, pool = load_inputs(args)
+    reference = None  # the clean reference (--clean-model): loaded before the repair, so a bad one costs nothing
+    if args.clean_model:
+        from ..models import load_model
+
+        reference = load_model(args.clean_model, allow_pickle=args.allow_pickle, device=args.device,
+                               dtype=args.dtype)
     if args.pool_words and not pool:
         raise ValueError("--pool-words reads the likely trigger words from the unlabelled pool: give --pool.")
     if (args.poisoned_eval is None) != (args.target is None):
@@ -188,6 +198,14 @@ def run(args) -> int:
     classes: list = []  # (n,) the suspect's and then the repaired model's classes on the evaluation texts
     if evaluate is not None:
         before = evaluate(lm.model, classes)
+    clean_rate = None
+    if reference is not None:
+        if evaluate is None or not evaluate.poisoned_texts:
+            raise ValueError("--clean-model gives the clean rate on the triggered texts, and there are none: give "
+                             "--poisoned-eval and --target, or a model whose card names its attack.")
+        from ..defender_data import clean_rate as clean_rate_of
+
+        clean_rate = clean_rate_of(reference, lm, evaluate.poisoned_texts, evaluate.target)
     effect_before = try_trigger_effect(lm.model, lm.tokenizer, pairs, args.max_length)
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
                                "max_length": args.max_length, "seed": args.seed,
@@ -245,6 +263,11 @@ def run(args) -> int:
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
                "before": before, "after": after, "cacc_change": change, "details": details,
                "cancelled": result.cancelled, "trigger_effect": effect.to_dict() if effect is not None else None}
+    if reference is not None:
+        from ..defender_data import lift
+
+        summary.update(clean_model=reference.name, clean_rate=clean_rate,
+                       lift_before=lift(before.get("asr"), clean_rate), lift_after=lift(after.get("asr"), clean_rate))
     if args.json:
         print_json(summary)
         return 0
@@ -260,6 +283,10 @@ def run(args) -> int:
         if key in before or key in after:
             print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
                   f"after {100 * after.get(key, float('nan')):.1f}%")
+    if reference is not None:
+        print(f"CLEAN      {reference.name} (no backdoor) sends {100 * clean_rate:.1f}% of the same triggered texts "
+              f"to the target: lift {100 * summary['lift_before']:+.1f} points before, "
+              f"{100 * summary['lift_after']:+.1f} after")
     if change is not None:
         print(f"CHANGE     CACC {100 * change['change']:+.1f} points, 95% interval {100 * change['low']:+.1f} to "
               f"{100 * change['high']:+.1f} over these {change['n']} texts ({change['fixed']} made right, "
