@@ -176,6 +176,7 @@ def zoo_entries() -> list[dict]:
 
 
 NO_REFERENCE = "None"
+FOLDER_REFERENCE = "A local folder…"
 
 
 def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
@@ -183,8 +184,9 @@ def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
     on the same triggered texts is the clean rate: ``defender_data.clean_rate``), and the default one.
 
     Returns ``(options, default)``: ``options`` maps a label to ``("zoo", path)`` (the zoo's clean models),
-    ``("model", LoadedModel)`` (this session's other models) or None (no reference); the default is the zoo's
-    clean model when the current model is a zoo model (the same data and classes), else no reference."""
+    ``("model", LoadedModel)`` (this session's other models), ``("folder", None)`` (a saved model folder the
+    page asks for; safetensors only) or None (no reference); the default is the zoo's clean model when the current
+    model is a zoo model (the same data and classes), else no reference."""
     here = str(getattr(loaded, "source", ""))
     entries = zoo_entries()
     options: dict[str, tuple | None] = {NO_REFERENCE: None}
@@ -194,6 +196,7 @@ def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
     for name, lm in session_models().items():
         if lm is not loaded:
             options.setdefault(f"Session model: {name}", ("model", lm))
+    options[FOLDER_REFERENCE] = ("folder", None)
     from_zoo = any(str(e.get("path")) == here for e in entries if e.get("path"))
     default = next((k for k, v in options.items() if v is not None and v[0] == "zoo"), NO_REFERENCE) \
         if from_zoo else NO_REFERENCE

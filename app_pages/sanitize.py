@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from backdoor_core.architecture import describe as describe_architecture
@@ -176,6 +178,9 @@ with c2:
                  "that loses the sentiment, an offensive tweet read as harmless). ASR minus it is what the backdoor "
                  "adds, its lift; a repair that brings the lift to 0 has removed the backdoor even where ASR is not "
                  "0.")
+        if ref_choice == ui.FOLDER_REFERENCE:
+            st.text_input("Clean reference: model folder (config.json and model.safetensors)",
+                          placeholder="/path/to/clean-model", **ui.keep("sanitize.clean_ref_folder", ""))
 # the knobs: folded away (the defaults are the benchmarked ones), two a row so no label or switch is cut; the
 # expander's title says how many differ from the defaults, and one button puts them back
 KNOB_SKIP_ALIGNMENT = ("heads", "top_k", "frr", "rel_threshold", "max_fraction", "refine")  # set on Detect
@@ -243,9 +248,17 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
                                    lock=ui.model_lock(loaded))
         n_eval = int(n_test)
         clean_ref, ref = None, ref_options.get(ref_choice)
+        if ref is not None and ref[0] == "folder":  # safetensors only: pickled weights go through the Model page
+            folder = Path(str(ui.kept("sanitize.clean_ref_folder", "")).strip()).expanduser()
+            if not str(folder).strip() or not folder.is_dir():
+                raise ValueError(f"The clean reference folder '{folder}' is not a folder on this machine.")
+            ref = ("path", str(folder))
         if ref is not None:
             with st.spinner("Loading the clean reference…"):
-                clean_ref = ref[1] if ref[0] == "model" else ui.shared_model(ref[1])
+                try:
+                    clean_ref = ref[1] if ref[0] == "model" else ui.shared_model(ref[1])
+                except Exception as exc:  # noqa: BLE001 - a message, and no repair starts
+                    raise ValueError(f"The clean reference did not load: {exc}") from exc
         with ui.model_lock(loaded):  # the texts to show what the trigger does to the heads, before and after
             try:
                 pairs = card_pairs(loaded, test_full, D.model_max_length(loaded))

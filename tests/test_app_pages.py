@@ -263,7 +263,7 @@ def _small_attack(at: AppTest, rate: float = 10.0, epochs: int = 1) -> None:
     at.run()
 
 
-def test_attack_detect_sanitize_report_end_to_end():
+def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     at = goto(new_app(), "attack")
     # too few poisoned texts: a message, no job
     _small_attack(at, rate=1.0)
@@ -324,7 +324,24 @@ def test_attack_detect_sanitize_report_end_to_end():
     at.number_input(key="sanitize.finetune.epochs").set_value(1)
     ref = at.selectbox(key="sanitize.clean_ref")  # a session model of its own: no clean reference by default
     assert ref.value == "None" and "Zoo: Clean" in ref.options  # the shipped zoo's clean model (BBC, 5 classes)
-    ref.set_value("Zoo: Clean")
+    # a folder of your own: not a folder -> a message and no job; a model of other classes -> the repair runs and
+    # says why there is no clean rate
+    at.selectbox(key="sanitize.clean_ref").set_value("A local folder…").run()
+    at.text_input(key="sanitize.clean_ref_folder").set_value(str(tmp_path / "nowhere")).run()
+    at.button(key="sanitize.run").click().run()
+    assert any("is not a folder on this machine" in e for e in errors(at)) and "sanitize" not in at.session_state[
+        "lab.jobs"]
+    from backdoor_core.models import save_model, tiny_model
+
+    two = tiny_model(num_labels=2)
+    save_model(two.model, two.tokenizer, tmp_path / "two", {"name": "two-classes"})
+    at.text_input(key="sanitize.clean_ref_folder").set_value(str(tmp_path / "two")).run()
+    at.button(key="sanitize.run").click().run()
+    assert wait_job(at, "sanitize").status == "done"
+    assert "Lift over clean" not in {m.label for m in at.metric}
+    assert any(c.value.startswith("No clean rate from two-classes: The clean reference two-classes has 2 classes")
+               for c in at.caption), [c.value for c in at.caption]
+    at.selectbox(key="sanitize.clean_ref").set_value("Zoo: Clean")
     at.run()
     at.button(key="sanitize.run").click().run()
     job = wait_job(at, "sanitize")
