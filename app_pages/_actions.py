@@ -326,7 +326,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                   + (f". CACC change {100 * ch['change']:+.1f} points, 95% interval {100 * ch['low']:+.1f} to "
                      f"{100 * ch['high']:+.1f} over {ch['n']} clean test texts (paired)"
                      if (ch := res.get("cacc_change")) else "")
-                  + (f". {lift_line(res)}" if lift_line(res) else "")
+                  + (f". {line}" if (line := lift_line(res)) else "")
                   + (". " + " ".join(eff.summary()) if eff is not None else "")),
             table=rows,
             figures=[F.metric_comparison({"before": b, "after": a}),

@@ -327,8 +327,8 @@ if heads:
                + ", ".join(map(str, heads)))
 for note in defenses_mod.repair_notes(res["details"]):
     st.caption(note)
-if A.lift_line(res):
-    st.caption(A.lift_line(res) + ".")
+if line := A.lift_line(res):
+    st.caption(line + ".")
 if "asr" not in b:
     st.caption("ASR is not shown: this model's card names no attack, so there is no triggered test set.")
 
