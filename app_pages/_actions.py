@@ -295,7 +295,9 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
             after_effect = try_trigger_effect(res.model, work.tokenizer, effect_pairs, read_len)
             effect = RepairEffect.of(effect_before, after_effect, res.details.get("suspicious_heads") or [],
                                      len(effect_pairs[0]))
-        card = loaded.card.repaired(name=out_name, defense=defense, details=res.details, before=before, after=after,
+        # the saved card keeps what the lift was measured against
+        details = {**res.details, "clean_reference": clean} if clean is not None else res.details
+        card = loaded.card.repaired(name=out_name, defense=defense, details=details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))
         new = LoadedModel(model=res.model, tokenizer=work.tokenizer, name=out_name, source=loaded.source,

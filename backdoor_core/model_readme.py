@@ -216,6 +216,20 @@ def _repair_section(meta: Mapping) -> list[str]:
     return ["", "## How it was repaired", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
 
 
+def _lift_row(meta: Mapping, before: Mapping, after: Mapping) -> str | None:
+    """The table row of the backdoor's lift over the clean reference the repair was measured against
+    (``defense_details["clean_reference"]``: ``{"name", "rate"}``), or None when there is none."""
+    details = meta.get("defense_details")
+    ref = details.get("clean_reference") if isinstance(details, Mapping) else None
+    rate = _number(ref.get("rate")) if isinstance(ref, Mapping) else None
+    b, a = _number(before.get("asr")), _number(after.get("asr"))
+    if rate is None or not 0.0 <= rate <= 1.0 or b is None or a is None:
+        return None
+    name = escape_md(ref.get("name") or "not named", 60)
+    return (f"| lift over a clean model (ASR minus {name}'s {100 * rate:.1f}% on the same triggered texts) | "
+            f"{100 * (b - rate):+.1f} points | {100 * (a - rate):+.1f} points |")
+
+
 def _metrics_section(meta: Mapping, status: str) -> list[str]:
     lines = ["", "## Metrics", ""]
     before, after = meta.get("before"), meta.get("after")
@@ -223,6 +237,9 @@ def _metrics_section(meta: Mapping, status: str) -> list[str]:
         lines += ["| metric | before repair | after repair |", "|---|---|---|"]
         for key, label in (("cacc", "CACC"), ("asr", "ASR")):
             lines.append(f"| {label} | {_pct(before.get(key))} | {_pct(after.get(key))} |")
+        lift = _lift_row(meta, before, after)
+        if lift:
+            lines.append(lift)
     elif status == REPAIRED:
         lines.append("The repair's before / after metrics were not recorded.")
     elif meta.get("cacc") is None and meta.get("asr") is None:

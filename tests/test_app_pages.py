@@ -352,6 +352,8 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert 0.0 <= rate <= 1.0 and res["clean"]["name"] == "zoo-clean"
     lift_tile = next(m for m in at.metric if m.label == "Lift over clean")
     assert lift_tile.value == f"{100 * (res['after']['asr'] - rate):+.1f} pts"
+    saved = res["loaded"].card.defense_details["clean_reference"]  # the repaired model's card keeps it
+    assert saved == {"name": "zoo-clean", "rate": pytest.approx(rate)}
     assert any(c.value.startswith(f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts")
                for c in at.caption), [c.value for c in at.caption]
     kept = at.session_state["sanitize.result"]["after"]["kept"]  # the repair's share of clean predictions kept

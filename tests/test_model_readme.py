@@ -64,6 +64,22 @@ def test_repaired_clean_and_unknown_models(tmp_path):
     assert "WARNING: this model was made from a deliberately backdoored model" in text
     assert "| ASR | 94.8% | 1.2% |" in text and "| CACC | 95.0% | 94.1% |" in text
     assert "2: L1H2, L1H3" in text
+    assert "lift over a clean model" not in text  # no clean reference recorded: no lift row
+    # a repair measured against a clean reference: the lift before and after, one row of three cells even when the
+    # reference's name carries table and HTML syntax
+    for ref_name, shown in (("zoo-clean", "zoo-clean"), ("a | b </td><b>x", None)):
+        meta = {**REPAIRED, "defense_details": {**REPAIRED["defense_details"],
+                                                "clean_reference": {"name": ref_name, "rate": 0.005}}}
+        _, text = _card(tmp_path, meta)
+        row = next(line for line in text.splitlines() if line.startswith("| lift over a clean model"))
+        assert row.endswith("| +94.3 points | +0.7 points |") and "0.5% on the same triggered texts" in row
+        html = MarkdownIt("commonmark", {"html": True}).enable("table").render(row.join(["| | | |\n|---|---|---|\n",
+                                                                                        "\n"]))
+        assert html.count("<td") == 3 and "<b>" not in html
+        if shown:
+            assert f"ASR minus {shown}'s 0.5%" in row
+    _, text = _card(tmp_path, {**REPAIRED, "defense_details": {"clean_reference": {"name": "c", "rate": "high"}}})
+    assert "lift over a clean model" not in text  # a rate that is not a rate: no row
 
     card, text = _card(tmp_path, CLEAN)
     assert model_status(CLEAN) == "clean" and "clean-reference" in card.data.tags

@@ -256,6 +256,8 @@ def run(args) -> int:
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
+    if reference is not None:  # the saved card keeps what the lift was measured against
+        details["clean_reference"] = {"name": reference.name, "rate": clean_rate}
     card = lm.card.repaired(name=f"{lm.name}-{args.defense}", defense=args.defense, details=details,
                             before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,
                             source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
