@@ -90,3 +90,16 @@ def discard_upload(path: str | os.PathLike | None) -> None:
     tmp = ss()[K_TMP].path if K_TMP in ss() else None
     if tmp is not None and folder.parent == tmp and folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def local_folder(text: str) -> Path | None:
+    """The folder a user typed (``~`` expanded), or None when it is empty or not a folder on this machine; a path
+    the file system refuses to look up (too long, a NUL byte) is not a folder either."""
+    text = str(text or "").strip()
+    if not text:
+        return None
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_dir() else None
+    except (OSError, ValueError, RuntimeError):  # ENAMETOOLONG, embedded NUL, an unknown user's ~
+        return None

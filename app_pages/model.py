@@ -203,12 +203,13 @@ elif source == "Local folder":
                            placeholder="/path/to/model", **ui.keep("model.folder", ""))
     allow = _pickle_checkbox("model.folder_pickle")
     if st.button("Load folder", type="primary", key="model.load_folder"):
+        path = ui.local_folder(folder)
         if not folder.strip():
             st.error("Type the folder's path first.", icon=":material/warning:")
-        elif not Path(folder.strip()).expanduser().is_dir():
-            st.error(f"{md(folder.strip())} is not a folder on this machine.", icon=":material/warning:")
+        elif path is None:
+            st.error(f"{md(folder.strip(), 200)} is not a folder on this machine.", icon=":material/warning:")
         else:
-            _try_load(str(Path(folder.strip()).expanduser()), allow_pickle=allow, name=Path(folder.strip()).name)
+            _try_load(str(path), allow_pickle=allow, name=path.name)
 
 elif source == "Hub id":
     st.caption("Needs a network connection (or a copy in the local Hugging Face cache). Remote code never runs.")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from backdoor_core.architecture import describe as describe_architecture
@@ -249,9 +247,10 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
         n_eval = int(n_test)
         clean_ref, ref = None, ref_options.get(ref_choice)
         if ref is not None and ref[0] == "folder":  # safetensors only: pickled weights go through the Model page
-            folder = Path(str(ui.kept("sanitize.clean_ref_folder", "")).strip()).expanduser()
-            if not str(folder).strip() or not folder.is_dir():
-                raise ValueError(f"The clean reference folder '{folder}' is not a folder on this machine.")
+            typed = str(ui.kept("sanitize.clean_ref_folder", "")).strip()
+            folder = ui.local_folder(typed)
+            if folder is None:
+                raise ValueError(f"The clean reference folder '{typed[:200]}' is not a folder on this machine.")
             ref = ("path", str(folder))
         if ref is not None:
             with st.spinner("Loading the clean reference…"):

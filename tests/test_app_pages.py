@@ -193,6 +193,10 @@ def test_model_page_loads_folders_and_shows_refusals(tmp_path):
     at.text_input(key="model.folder").input(str(tmp_path / "nope"))
     at.button(key="model.load_folder").click().run()
     assert not at.exception and any("not a folder" in e for e in errors(at))
+    # a path the file system will not even look up (too long): the same message, shortened, and no traceback
+    at.text_input(key="model.folder").input("/" + "x" * 5000)
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and any("not a folder" in e and len(e) < 400 for e in errors(at)), errors(at)
     # pickled weights are refused, with the opt-in named; ticking it loads the model
     pkl = _saved_tiny(tmp_path, 5, pickle=True)
     at.text_input(key="model.folder").input(str(pkl))
@@ -327,10 +331,11 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     # a folder of your own: not a folder -> a message and no job; a model of other classes -> the repair runs and
     # says why there is no clean rate
     at.selectbox(key="sanitize.clean_ref").set_value("A local folder…").run()
-    at.text_input(key="sanitize.clean_ref_folder").set_value(str(tmp_path / "nowhere")).run()
-    at.button(key="sanitize.run").click().run()
-    assert any("is not a folder on this machine" in e for e in errors(at)) and "sanitize" not in at.session_state[
-        "lab.jobs"]
+    for typed in (str(tmp_path / "nowhere"), "/" + "x" * 5000):  # missing, and too long to look up
+        at.text_input(key="sanitize.clean_ref_folder").set_value(typed).run()
+        at.button(key="sanitize.run").click().run()
+        assert not at.exception and "sanitize" not in at.session_state["lab.jobs"]
+        assert any("is not a folder on this machine" in e and len(e) < 400 for e in errors(at)), errors(at)
     from backdoor_core.models import save_model, tiny_model
 
     two = tiny_model(num_labels=2)
