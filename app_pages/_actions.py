@@ -341,6 +341,13 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
     ui.start("sanitize", target_fn, name=f"Sanitizing ({defense})", on_finish=on_finish)
 
 
+def lifts(res: dict) -> tuple[float | None, float | None]:
+    """A sanitization's lift over its clean reference (``start_sanitize``'s ``res["clean"]``) before and after
+    (``defender_data.lift``); None where the rate or that ASR is missing."""
+    rate = (res.get("clean") or {}).get("rate")
+    return D.lift(res["before"].get("asr"), rate), D.lift(res["after"].get("asr"), rate)
+
+
 def lift_line(res: dict) -> str | None:
     """One sentence on a sanitization's clean reference (``start_sanitize``'s ``res["clean"]``): its rate on the
     same triggered texts and the backdoor's lift over it before and after, or why there is none; None without a
@@ -350,7 +357,7 @@ def lift_line(res: dict) -> str | None:
         return None
     if clean.get("rate") is None:
         return f"No clean rate from {clean['name']}: {clean.get('note') or 'no triggered texts.'}"
-    b, a = D.lift(res["before"].get("asr"), clean["rate"]), D.lift(res["after"].get("asr"), clean["rate"])
+    b, a = lifts(res)
     if b is None or a is None:
         return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
                 "target")

@@ -294,8 +294,8 @@ if "asr" in b:
     tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
                  delta_color="inverse", width="content")
 ref_res = res.get("clean") or {}
-if ref_res.get("rate") is not None and "asr" in b and "asr" in a:
-    lift_b, lift_a = D.lift(b["asr"], ref_res["rate"]), D.lift(a["asr"], ref_res["rate"])
+lift_b, lift_a = A.lifts(res)
+if lift_b is not None and lift_a is not None:
     tiles.metric("Lift over clean", f"{100 * lift_a:+.1f} pts", f"{100 * (lift_a - lift_b):+.1f} pts",
                  delta_color="inverse", width="content",
                  help=f"ASR minus the clean rate: {ref_res['name']} (no backdoor) sends {ref_res['rate']:.1%} of the "
