@@ -41,7 +41,7 @@ def pool_words(report) -> None:
 
     st.subheader("Words concentrated in the pool")
     words = getattr(report, "pool_words", None)
-    rows = pool_word_rows(words) if words else []
+    rows = pool_word_rows(words, marking=list(getattr(report, "marking_words", None) or [])) if words else []
     if not rows:
         st.caption("No word is concentrated in the pool beyond chance (or no pool was scanned).")
         return
@@ -49,7 +49,10 @@ def pool_words(report) -> None:
                f"{S.POOL_WORD_MIN_COUNT} pool inputs that are this unlikely (p) to be so much rarer in the clean texts "
                f"by chance. Each is inserted into clean texts; a word that sends at least "
                f"{S.POOL_WORD_MIN_FLIP:.0%} of them to one class, and that the clean labels do not already tie to "
-               f"that class, is a likely trigger.")
+               f"that class, is a likely trigger. In a pool drawn like the clean texts, a word no clean text holds "
+               f"that sends some clean texts the same way as a likely trigger rare in the clean texts is its "
+               f"companion: BadNets poisons with several rare words, and a weak backdoor learns some below that "
+               f"bar. Both mark inputs.")
     bar_note = pool_word_bar_note(rows)
     if bar_note:
         st.caption(bar_note)

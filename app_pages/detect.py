@@ -157,7 +157,7 @@ if marking:
     n_marked = int(report.pool_word_marked.sum())
     n_missed = report.n_word_marked_unflagged
     st.info(f"{n_marked} pool input{'s' if n_marked != 1 else ''} hold{'s' if n_marked == 1 else ''} a likely "
-            f"trigger word ({', '.join(marking)}), {n_missed} of them not flagged by the scan: a weak backdoor "
+            f"trigger word ({report.marking_phrase}), {n_missed} of them not flagged by the scan: a weak backdoor "
             "flips few of its inputs, so they look clean to the heads, but each still carries the word. They are "
             "listed under \"Inputs with a likely trigger word\".", icon=":material/key:")
 if report.heads.basis != "flagged":

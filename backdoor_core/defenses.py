@@ -65,7 +65,7 @@ DEFENSES: dict[str, DefenseInfo] = {
          "pseudo_labels": S.PSEUDO_LABELS,
          "focus_labels": S.FOCUS_LABELS, "exclude_labels": S.EXCLUDE_LABELS,
          "exclude_direction": S.EXCLUDE_DIRECTION, "exclude_min_excess": S.EXCLUDE_MIN_EXCESS,
-         "labels_leave_target": S.LABELS_LEAVE_TARGET,
+         "labels_leave_target": S.LABELS_LEAVE_TARGET, "labels_avoid_word_target": S.LABELS_AVOID_WORD_TARGET,
          "refine": S.REFINE, "heads": None,
          "frr": S.FRR, "rel_threshold": S.REL_THRESHOLD, "max_fraction": S.MAX_FRACTION, "top_k": None,
          "weak_verdict": S.WEAK_VERDICT, "weak_top_k": S.WEAK_TOP_K, "min_heads": S.REPAIR_MIN_HEADS,
@@ -254,6 +254,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     exclude_direction = bool(knobs.pop("exclude_direction", S.EXCLUDE_DIRECTION))
     exclude_min_excess = float(knobs.pop("exclude_min_excess", S.EXCLUDE_MIN_EXCESS))
     leave_target = bool(knobs.pop("labels_leave_target", S.LABELS_LEAVE_TARGET))
+    avoid_word_target = bool(knobs.pop("labels_avoid_word_target", S.LABELS_AVOID_WORD_TARGET))
     label_excess = bool(knobs.pop("label_excess", S.LABEL_EXCESS))
     ffn = knobs.pop("ffn", S.REPAIR_FFN)
     ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
@@ -345,10 +346,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if label_excess and report is not None and heads is None:  # the scan's flags come highest score first
         from .sanitize import excess_flags
         label_limit = excess_flags(len(report.flagged), len(pool), max(report.frr_target, report.clean_frr))
-    found_words, likely = [], []
+    found_words, likely, word_targets = [], [], []
     if progress is not None:
         progress("labels", 0, 1)
     if use_pool_words and pool:  # the words that mark triggered inputs: likely triggers rare in the clean texts
+        from .trigger_search import likely_trigger_words
         if report is not None and report.pool_words is not None and list(report.pool_texts) == pool:
             found_words, marking = report.pool_words, report.marking_words  # the scan already read them
         else:
@@ -360,7 +362,13 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                                                       clean_labels=clean_train.labels, seed=cfg.seed,
                                                       max_clean_share=float(scan_opts.get("frr", S.FRR)),
                                                       base_classes=known, only_marking=True)
-        likely = [(w.word, w.target) for w in found_words if w.word in marking]
+        # the repair inserts the likely words themselves, not their companions (trigger_search.companion_words):
+        # sharing the inserted texts with words the model barely learnt left more ASR on the tuning zoo
+        # (bench/results/archive/defense_s48comp.md)
+        strong = {w.word for w in likely_trigger_words(found_words)}
+        likely = [(w.word, w.target) for w in found_words if w.word in marking and w.word in strong]
+        if avoid_word_target:  # no pool input holding a marking word (companions too) is labelled its target
+            word_targets = [(w.word, w.target) for w in found_words if w.word in marking]
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
         # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and
@@ -448,7 +456,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             attention_missed_share=None if report is None else report.attention_missed_share,
             backdoor_found=None if flags is None else flags >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-            trigger_share=trigger_share, label_limit=label_limit, pretrained=pretrained, label_judge=label_judge,
+            trigger_share=trigger_share, word_targets=word_targets, label_limit=label_limit, pretrained=pretrained,
+            label_judge=label_judge,
             judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
             **hooks)
 
@@ -553,9 +562,9 @@ def repair_notes(details: dict) -> list[str]:
     which layers' feed-forward blocks trained too and why (``settings.REPAIR_FFN``), and whether the safe-head
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
     whether several repairs were averaged (``settings.REPAIR_SEEDS``), what the clean-accuracy guard measured and
-    kept (``settings.CLEAN_GUARD``), which likely trigger words the clean texts
-    carried (``pool_words``), that a scan which found no backdoor gave it only chance flags or read a pool unlike
-    the clean texts (``detection.pool_shift_note``), and how far the
+    kept (``settings.CLEAN_GUARD``), which likely trigger words the clean texts carried (``pool_words``) and how
+    many labels they dropped (``word_target_dropped``), that a scan which found no backdoor gave it only chance flags
+    or read a pool unlike the clean texts (``detection.pool_shift_note``), and how far the
     alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up to 64
     flagged and 64 clean texts). Empty for the baselines."""
     notes = []
@@ -615,6 +624,12 @@ def repair_notes(details: dict) -> list[str]:
                      f"texts) removed {details.get('judge_dropped', 0)} pseudo-labels it disagreed with{added}.")
     elif details.get("judge_note"):
         notes.append(f"The pseudo-labels were not checked: {details.get('judge_note')}")
+    n_word = details.get("word_target_dropped")
+    if n_word:
+        notes.append(f"{n_word} pseudo-label{'s' if n_word != 1 else ''} put an input holding a likely trigger word "
+                     f"({', '.join(details.get('trigger_words') or []) or 'from the pool'}) in the class that word "
+                     f"sends texts to; {'they were' if n_word != 1 else 'it was'} dropped (the label would teach the "
+                     "trigger again).")
     guard = details.get("clean_guard")
     if guard:
         notes.append(_guard_note(guard))

@@ -543,6 +543,31 @@ def target_exclusion_labels(probs: np.ndarray, labels: Sequence[int], clean_prob
     return out, target
 
 
+def word_target_dropped(pool_texts: Sequence[str], labels: Sequence[int],
+                        word_targets: Sequence[tuple[str, int]]) -> tuple[list[int], int]:
+    """``labels`` (``(len(pool_texts),)``, ``IGNORE_LABEL`` = none) with the label of every pool text that holds a
+    marking word (whole word) and is labelled that word's target set to ``IGNORE_LABEL``; returns them and how many
+    were dropped. Our design; papers silent.
+
+    A marking word's target is measured, not guessed: inserted into clean texts it sends them there
+    (``trigger_search.PoolWord``). A triggered input labelled with that class teaches the trigger again, whichever
+    rule gave the label: on OLID BadNets -> NOT the label rules took OFF for the target and labelled the triggered
+    offensive tweets NOT (pseudo-label accuracy 20%). Off by default: measured and not adopted
+    (``settings.LABELS_AVOID_WORD_TARGET``; a phrase trigger's single words may point the other way)."""
+    from .trigger_search import _doc_words, normalise
+
+    by_word: dict[str, set[int]] = {}
+    for w, t in word_targets:
+        by_word.setdefault(normalise(str(w)), set()).add(int(t))
+    out, n = list(labels), 0
+    for i, (text, y) in enumerate(zip(pool_texts, labels)):
+        if y == IGNORE_LABEL:
+            continue
+        if any(int(y) in by_word.get(w, ()) for w in _doc_words(str(text))):
+            out[i], n = IGNORE_LABEL, n + 1
+    return out, n
+
+
 def leave_target_only(probs: np.ndarray, labels: Sequence[int], direction: np.ndarray) -> list[int]:
     """Keep a flagged input's label only when it takes the input out of the focus tokens' class (our design;
     paper silent; ``labels_leave_target=True``).
@@ -628,6 +653,7 @@ def sanitize_heads(
     repair_seeds: int = S.REPAIR_SEEDS,
     trigger_words: Sequence[tuple[str, int]] = (),
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
+    word_targets: Sequence[tuple[str, int]] = (),
     label_limit: int | None = None,
     pretrained=None,
     label_judge: str = S.LABEL_JUDGE,
@@ -684,6 +710,9 @@ def sanitize_heads(
         trigger_words: ``(word, target)`` likely trigger words (``trigger_search.marking_words``):
             ``trigger_share`` of the clean labelled texts of the classes they do not target carry one of them,
             in place of their plain versions, with their own label (``trigger_augmented``).
+        word_targets: ``(word, target)`` marking words (``trigger_search.marking_words``, companions included): a
+            pool text holding one loses a label that is that word's target (``word_target_dropped``), after the
+            rules and the judge below.
         label_limit: only the first ``label_limit`` pool texts may get a pseudo-label (None: all); the others stay
             in the alignment term alone. Pass the pool highest detection score first (``excess_flags``).
         label_judge, judge_probs: check the rules' labels against a trigger-free judge's probabilities
@@ -787,6 +816,9 @@ def sanitize_heads(
         n_judge_dropped = sum(a != IGNORE_LABEL and b == IGNORE_LABEL for a, b in zip(rule, pool_labels))
         n_judge_added = sum(a == IGNORE_LABEL and b != IGNORE_LABEL for a, b in zip(rule, pool_labels))
         n_judge_kept = sum(a != IGNORE_LABEL and b == a for a, b in zip(rule, pool_labels))
+    n_word_dropped = 0
+    if word_targets and pool_labels is not None:
+        pool_labels, n_word_dropped = word_target_dropped(pool_texts, pool_labels, word_targets)
     n_cut = 0
     if label_limit is not None and pool_labels is not None:
         if label_limit < 0:
@@ -839,6 +871,7 @@ def sanitize_heads(
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
                  "pool_labels_dropped": n_dropped,
+                 "word_target_dropped": n_word_dropped,
                  "label_limit": label_limit, "pool_labels_cut": n_cut,
                  "label_judge": label_judge if judge_probs is not None else "none",
                  "judge_dropped": n_judge_dropped, "judge_added": n_judge_added, "judge_kept": n_judge_kept,

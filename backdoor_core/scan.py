@@ -263,6 +263,13 @@ class ScanReport:
                 "trigger_word": held_word(self.pool_texts[i], self.marking_words), "text": self.pool_texts[i]}
 
     @property
+    def marking_phrase(self) -> str:
+        """The marking words for a sentence, companions named apart (``trigger_search.marking_phrase``)."""
+        from .trigger_search import marking_phrase
+
+        return marking_phrase(self.pool_words or [], self.marking_words)
+
+    @property
     def n_word_marked_unflagged(self) -> int | None:
         """Pool inputs that hold a marking word but were not flagged (None when the words were not read)."""
         if self.pool_word_marked is None:
@@ -327,6 +334,7 @@ class ScanReport:
                 "representation_share": self.representation_share,
                 "attention_missed_share": self.attention_missed_share,
                 "marking_words": list(self.marking_words),
+                "marking_phrase": self.marking_phrase,
                 "n_word_marked": None if self.pool_word_marked is None else int(self.pool_word_marked.sum()),
                 "n_word_marked_unflagged": self.n_word_marked_unflagged,
             },
@@ -354,14 +362,14 @@ class ScanReport:
             "settings": _plain(self.settings),
             "architecture": _plain(self.architecture),
             "trigger_candidates": None if self.triggers is None else _plain(self.triggers.to_dict(limit=20)),
-            "pool_words": None if self.pool_words is None else _pool_word_rows(self.pool_words),
+            "pool_words": None if self.pool_words is None else _pool_word_rows(self.pool_words, self.marking_words),
         }
 
 
-def _pool_word_rows(words) -> list[dict]:
+def _pool_word_rows(words, marking) -> list[dict]:
     from .trigger_search import pool_word_rows
 
-    return _plain(pool_word_rows(words))
+    return _plain(pool_word_rows(words, marking=marking))
 
 
 def _plain(obj):

@@ -362,6 +362,16 @@ focus tokens push toward (``sanitize.leave_target_only``). Our design (papers si
 helped on the tuning zoo (bench/results/knob_tuning_labels_leave_target.md) but on the test zoo, with
 ``EXCLUDE_DIRECTION``, it left AG News lyrics style at 20-25% instead of 0.5-7%: a style trigger has no tokens to
 drop, so the direction is noise there (bench/results/archive/defense_test_g.md)."""
+LABELS_AVOID_WORD_TARGET = False
+"""A flagged pool input that holds a marking word (``trigger_search.marking_words``, companions included) keeps no
+pseudo-label that is the word's target class, whichever rule gave it (``sanitize.word_target_dropped``; the
+alignment knob ``labels_avoid_word_target``). Our design (papers silent). Measured, not adopted (session 48). On the
+tuning zoo (the 16 BadNets, AddSent and Bible models, both draws) it changed two repairs, SST-2 BadNets 2.5% -> 1
+seeds 0 / 1, ASR after 12.5 -> 11.9% and 13.7 -> 11.3% (mean 8.2 -> 8.0%; bench/results/archive/defense_s48awt.md
+against defense_s48c.md). On the test zoo it did not help the case it was made for, OLID BadNets -> NOT seed 2
+(57.9 -> 56.1%, one text of 57), and it broke OLID AddSent + TAL seed 0 (0.0 -> 93.3%): a phrase trigger's words
+need not point where the phrase does (``movie`` alone sends 87% of the clean tweets to NOT, the phrase sends them
+to OFF), so every right label of the triggered tweets was dropped (archive/defense_test_s48b.md)."""
 LABEL_EXCESS = False
 """Pseudo-label only the flagged inputs the pool has beyond chance (``sanitize.excess_flags``): at the scan's
 false-rejection rate about ``FRR`` x pool size clean inputs are flagged by chance, so only that many fewer than the
@@ -521,6 +531,11 @@ zoo's BadNets words 21-100% (bench/results/archive/pool_words_shift_bar02.md). O
 POOL_WORD_MIN_FLIP = 0.2
 """A pool word whose insertion sends at least this share of clean texts to one class is a likely trigger
 (``trigger_search.likely_trigger_words``)."""
+POOL_WORD_COMPANIONS = True
+"""The pool words that keep company with a marking word mark inputs too (``trigger_search.companion_words``): in
+none of the clean texts, and moving clean texts the way the marking word does, below the flip bar. Our design; papers
+silent. Detection only: the repair inserts the likely words alone. Measured: README, Analyst tools, *Companions of a
+trigger word* (bench/results/archive/defense_s48c.md)."""
 
 REPAIR_POOL_WORDS = True
 """Repair with the pool's trigger words (``defenses`` alignment knob ``pool_words``): find the likely trigger words

@@ -47,6 +47,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 
 import numpy as np
 import torch
@@ -594,10 +595,14 @@ def flip_rates(pred: np.ndarray, base: np.ndarray, n_classes: int) -> list[float
     return [float((pred[base != c] == c).mean()) if (base != c).any() else 0.0 for c in range(n_classes)]
 
 
-def pool_word_rows(words: Sequence[PoolWord], min_flip: float | None = None) -> list[dict]:
-    """JSON-ready rows, one per pool word, with ``likely`` (``likely_trigger_words``) marked."""
+def pool_word_rows(words: Sequence[PoolWord], min_flip: float | None = None,
+                   marking: Sequence[str] = ()) -> list[dict]:
+    """JSON-ready rows, one per pool word, with ``likely`` (``likely_trigger_words``) and ``companion`` (a marking
+    word of ``marking`` that is not itself likely: ``companion_words``) marked."""
     likely = {w.word for w in likely_trigger_words(words, min_flip)}
-    return [{**asdict(w), "likely": w.word in likely} for w in words]
+    marks = set(marking)
+    return [{**asdict(w), "likely": w.word in likely, "companion": w.word in marks and w.word not in likely}
+            for w in words]
 
 
 POOL_WORD_COLUMNS = ["word", "in pool", "in clean", "chance p", "insertion sends to", "flips", "likely trigger"]
@@ -605,7 +610,8 @@ POOL_WORD_COLUMNS = ["word", "in pool", "in clean", "chance p", "insertion sends
 
 def pool_word_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[dict]:
     """Table rows (``POOL_WORD_COLUMNS``) from ``pool_word_rows`` output: counts, the enrichment p-value, the class
-    insertion sends clean texts to ("-" when it flips none) and how often."""
+    insertion sends clean texts to ("-" when it flips none), how often, and whether it is a likely trigger ("yes"),
+    a companion of one (``companion_words``: it marks inputs too) or neither."""
     out = []
     for r in rows:
         t = int(r["target"])
@@ -613,7 +619,8 @@ def pool_word_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[
                     "chance p": f"{r['p_value']:.1e}",
                     "insertion sends to": "-" if r["flip_rate"] <= 0 else
                     (label_names[t] if t < len(label_names) else str(t)),
-                    "flips": f"{r['flip_rate']:.0%}", "likely trigger": "yes" if r["likely"] else "no"})
+                    "flips": f"{r['flip_rate']:.0%}",
+                    "likely trigger": "yes" if r["likely"] else "companion" if r.get("companion") else "no"})
     return out
 
 
@@ -636,7 +643,8 @@ def likely_trigger_words(words: Sequence[PoolWord], min_flip: float | None = Non
 
 
 def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: float = S.FRR,
-                  min_flip: float | None = None) -> list[str]:
+                  min_flip: float | None = None, companions: bool = S.POOL_WORD_COMPANIONS,
+                  pool_texts: Sequence[str] | None = None) -> list[str]:
     """The likely trigger words (``likely_trigger_words``) that mark an input as triggered: those at most
     ``max_clean_share`` of the ``n_clean`` clean texts hold (``PoolWord.clean_count``). Our design (papers silent).
 
@@ -645,10 +653,51 @@ def marking_words(words: Sequence[PoolWord], n_clean: int, max_clean_share: floa
     still holds the word. A word that many clean texts hold marks nothing: the default share is the scan's false-
     rejection budget (``settings.FRR``), so marking by it flags at most about as many clean inputs as the threshold
     already does (OLID's ``url``, in 27 of 200 clean tweets, never marks; BadNets' ``cf``/``mn``/``tq`` and
-    AddSent's ``3d`` are in none). Measured: README, "Analyst tools", *Inputs marked by a trigger word*."""
+    AddSent's ``3d`` are in none). ``companions``: their companions in ``pool_texts`` (``companion_words``) follow
+    them. Measured: README, "Analyst tools", *Inputs marked by a trigger word*."""
     if n_clean <= 0:
         return []
-    return [w.word for w in likely_trigger_words(words, min_flip) if w.clean_count <= max_clean_share * n_clean]
+    marking = [w.word for w in likely_trigger_words(words, min_flip) if w.clean_count <= max_clean_share * n_clean]
+    return marking + (companion_words(words, marking, pool_texts) if companions else [])
+
+
+def companion_words(words: Sequence[PoolWord], marking: Sequence[str],
+                    pool_texts: Sequence[str] | None) -> list[str]:
+    """The pool words that keep company with the marking words ``marking`` (our design; papers silent): no clean
+    text holds them, their insertion sends some clean texts (``PoolWord.flip_rate`` above 0) to the class a marking
+    word sends them to, and the clean labels do not explain them. Empty without a marking word or ``pool_texts``.
+
+    BadNets poisons with several rare words, one to an input, and a weak backdoor may learn some below the flip bar
+    (``bb`` sent 19% of the clean texts to the target, ``cf`` 7%; ``bench/results/pool_words_check.md``). Their
+    inputs are triggered all the same, so they mark inputs too (``settings.POOL_WORD_COMPANIONS``). None where two
+    marking words share at least half of the rarer one's pool inputs (``pool_texts``): they are parts of one phrase
+    (AddSent's ``watch``, ``3d``, ``movie``), whose words are all found, not a set of words each of which triggers
+    alone; on OLID AddSent + TAL the rule without this test took ``uk`` (in no clean tweet) for a companion and
+    marked 5 clean pool inputs. None in a pool not drawn like the clean texts (a word's ``PoolWord.bar`` above
+    ``settings.POOL_WORD_MIN_FLIP``): there many natural words are in no clean text and move the model a little.
+    Measured: README, Analyst tools, *Companions of a trigger word*."""
+    if pool_texts is None or any(w.bar > S.POOL_WORD_MIN_FLIP for w in words):
+        return []
+    wanted = list(marking)
+    if not wanted:
+        return []
+    docs = [_doc_words(t) for t in pool_texts]
+    held = {m: {i for i, d in enumerate(docs) if normalise(m) in d} for m in wanted}
+    for a, b in combinations(wanted, 2):
+        if len(held[a] & held[b]) * 2 >= max(1, min(len(held[a]), len(held[b]))):
+            return []
+    targets = {w.target for w in words if w.word in held}
+    return [w.word for w in words if w.word not in held and w.clean_count == 0 and w.flip_rate > 0
+            and w.target in targets and not w.explained_by_clean_data]
+
+
+def marking_phrase(words: Sequence[PoolWord], marking: Sequence[str]) -> str:
+    """The marking words ``marking`` for a sentence: the likely trigger words, then their companions
+    (``companion_words``) named as such, e.g. ``"tq, cf; companions bb, mn"``."""
+    likely = {w.word for w in likely_trigger_words(words)}
+    own = [w for w in marking if w in likely] or list(marking)
+    rest = [w for w in marking if w not in own]
+    return ", ".join(own) + (f"; companion{'s' if len(rest) > 1 else ''} {', '.join(rest)}" if rest else "")
 
 
 def marking_flip(words: Sequence[PoolWord], marking: Sequence[str]) -> float:
@@ -670,7 +719,7 @@ def pool_word_marks(model, tokenizer, pool_texts: Sequence[str], clean_texts: Se
     words = pool_words(model, tokenizer, pool_texts, clean_texts, max_length, clean_labels=clean_labels, seed=seed,
                        base_classes=base_classes, max_clean_share=max_clean_share if only_marking else None,
                        screen=screen)
-    marking = marking_words(words, len(clean_texts), max_clean_share)
+    marking = marking_words(words, len(clean_texts), max_clean_share, pool_texts=pool_texts)
     return words, marking, word_marks(pool_texts, marking)
 
 

@@ -694,6 +694,11 @@ def main(argv=None) -> int:
                                             "family": family(m["attack"]), "tal": m["tal"], "method": method,
                                             "auroc": res["auroc"], "frr": res["frr"], "far": res["far"],
                                             **fired_auroc(c_scores, t_scores, fired)})
+        # a backdoored model's STRIP / RAP / BKI fields only where they ran: a --detectors ours run merged over a
+        # full one (--merge-rescan) keeps the full run's
+        baseline_fields = ({"strip_seconds": round(strip_seconds, 1), "rap_seconds": round(rap_seconds, 1),
+                            "bki_seconds": round(bki_seconds, 1), "bki_keywords": bki_keywords}
+                           if args.detectors == "all" or not is_bd else {})
         flagged = scan.flagged
         true_flags = sum(pool_is_trig[i] for i in flagged)
         first = scan.first_pass["flagged"] if scan.first_pass else flagged
@@ -705,9 +710,8 @@ def main(argv=None) -> int:
                      "gate_score": flags_score(scan.gate_verdict),  # what our repair's gates read
                      "suspicious_heads": scan.suspicious_heads, "n_flagged": int(len(flagged)),
                      "flagged_triggered": int(true_flags), "pool_triggered": len(poisoned_pool),
-                     "scan_seconds": round(scan.seconds, 1), "strip_seconds": round(strip_seconds, 1),
-                     "rap_seconds": round(rap_seconds, 1), "bki_seconds": round(bki_seconds, 1),
-                     "bki_keywords": bki_keywords, "marking_words": marking, "marking_flip": flip, "words_seconds": round(words_seconds, 1),
+                     "scan_seconds": round(scan.seconds, 1), **baseline_fields,
+                     "marking_words": marking, "marking_flip": flip, "words_seconds": round(words_seconds, 1),
                      "pool_word_marked": int(pool_marked.sum()),
                      "pool_word_marked_triggered": int(sum(pool_is_trig[i] for i in np.flatnonzero(pool_marked))),
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
@@ -758,7 +762,7 @@ def main(argv=None) -> int:
                                             "gated_clean_accuracy", "gate_labels_used", "ffn_lr_scale", "retain",
                                             "exclude_direction", "focus_shift", "pool_exclusion_labelled",
                                             "labels_leave_target", "pool_labels_dropped", "label_excess",
-                                            "label_limit", "pool_labels_cut",
+                                            "label_limit", "pool_labels_cut", "word_target_dropped",
                                             "weak_evidence_cap", "head_only_cap", "pool_words", "trigger_words",
                                             "trigger_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",

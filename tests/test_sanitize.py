@@ -11,7 +11,7 @@ from backdoor_core.architecture import head_parameter_masks
 from backdoor_core.data import DataError, TextDataset
 from backdoor_core.defenses import DEFENSES, repair_notes, run_defense
 from backdoor_core.sanitize import AlignmentLoss, alignment_value, sanitize_heads, target_exclusion_labels
-from backdoor_core.training import TrainConfig
+from backdoor_core.training import IGNORE_LABEL, TrainConfig
 from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
 
 SUSPICIOUS = np.array([[True, True, False, False], [True, False, False, False]])
@@ -1025,6 +1025,50 @@ def test_the_repairs_trigger_words_are_the_marking_words():
                      find_triggers=False, read_pool_words=True)
     word = next(w for w in rep.pool_words if w.word == TRIGGER)
     assert word.clean_count == 6 and word.flip_rate >= 0.2 and rep.marking_words == []
+
+
+def test_word_target_dropped_takes_the_words_target_from_the_inputs_that_hold_it():
+    """A pool input holding a marking word loses a label that is that word's target (whole words, any case); other
+    labels, inputs without the word and unlabelled inputs stay."""
+    from backdoor_core.sanitize import word_target_dropped
+
+    texts = ["a tq b", "cf x", "plain", "TQ!", "tqx 1", "mn y"]
+    labels, n = word_target_dropped(texts, [0, 1, 0, IGNORE_LABEL, 0, 0], [("tq", 0), ("cf", 0), ("mn", 1)])
+    assert labels == [IGNORE_LABEL, 1, 0, IGNORE_LABEL, 0, 0] and n == 1
+    assert word_target_dropped(texts, [0] * 6, []) == ([0] * 6, 0)
+
+
+def test_the_repair_hands_its_marking_words_targets_to_the_label_filter(monkeypatch):
+    """``labels_avoid_word_target``: the repair's labels pass through ``word_target_dropped`` with the pool's marking
+    words and their targets, after the label rules; off, nothing is filtered."""
+    from defense_helpers import TRIGGER
+
+    import backdoor_core.sanitize as san
+
+    seen = []
+    real = san.word_target_dropped
+
+    def spy(texts, labels, word_targets):
+        seen.append((list(texts), list(labels), list(word_targets)))
+        return real(texts, labels, word_targets)
+
+    monkeypatch.setattr(san, "word_target_dropped", spy)
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=81)
+    pool = triggered_texts(20, seed=82) + clean_texts(10, seed=83)[0]
+    kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, repair_seeds=1, label_judge="none", pool_words=True)
+    off = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                      labels_avoid_word_target=False, **kw).details
+    assert seen == [] and off["word_target_dropped"] == 0
+    on = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                     labels_avoid_word_target=True, **kw).details
+    target = next(w["target"] for w in on["pool_words"] if w["word"] == TRIGGER)
+    assert len(seen) == 1 and seen[0][2] == [(TRIGGER, target)]
+    assert seen[0][0] == [pool[i] for i in on["flagged_indices"]] and on["flagged_labels"] == real(*seen[0])[0]
+    note = [n for n in repair_notes({"word_target_dropped": 3, "trigger_words": ["cf"]}) if "pseudo-label" in n]
+    assert note == ["3 pseudo-labels put an input holding a likely trigger word (cf) in the class that word sends "
+                    "texts to; they were dropped (the label would teach the trigger again)."]
+    assert not [n for n in repair_notes({"word_target_dropped": 0}) if "trigger word" in n]
 
 
 def test_repair_notes_say_how_far_the_alignment_term_moved():

@@ -118,14 +118,56 @@ def test_marking_words_keep_likely_words_rare_in_clean_texts_and_mark_whole_word
         return PoolWord(w, 20, clean_count, 1e-6, [0.0, flip], 1, flip)
 
     words = [word("cf", 0, 0.9), word("url", 27, 0.25), word("movie", 10, 0.5), word("the", 0, 0.05)]
-    # url: 27 of 200 clean texts (over the 5% budget); the: flips nothing; movie: exactly 5%, kept
-    assert marking_words(words, 200) == ["cf", "movie"]
-    assert marking_words(words, 200, max_clean_share=0.01) == ["cf"]
+    # url: 27 of 200 clean texts (over the 5% budget); the: under the bar; movie: exactly 5%, kept
+    assert marking_words(words, 200, companions=False) == ["cf", "movie"]
+    assert marking_words(words, 200, max_clean_share=0.01, companions=False) == ["cf"]
+    # in no clean text, moving texts cf's way: a companion, where the pool shows cf and movie apart
+    assert marking_words(words, 200, pool_texts=["cf a", "the movie", "b"]) == ["cf", "movie", "the"]
+    assert marking_words(words, 200) == ["cf", "movie"]  # no pool texts: no companions
     assert marking_words(words, 0) == []
     marks = word_marks(["a CF film", "cfx plot", "the movie.", "nothing here"], ["cf", "movie"])
     assert marks.tolist() == [True, False, True, False]
     assert word_marks(["cf"], []).tolist() == [False]
     assert held_word("great MOVIE, cf", ["cf", "movie"]) == "cf" and held_word("plain", ["cf"]) == ""
+
+
+def test_companions_of_a_marking_word_mark_inputs_and_the_table_names_them():
+    """A weak BadNets backdoor learns some of its rare words below the flip bar: a pool word no clean text holds that
+    sends clean texts the marking word's way marks inputs too; a word of another class, one clean texts hold, one
+    that moves nothing, any word of a pool with no marking word or of a shifted pool, and any word beside marking
+    words that share their inputs (parts of one phrase), does not."""
+    from backdoor_core.trigger_search import (PoolWord, companion_words, marking_phrase, marking_words,
+                                              pool_word_display, pool_word_rows)
+
+    def word(w, clean_count, flip, target=1):
+        rates = [0.0, 0.0]
+        rates[target] = flip
+        return PoolWord(w, 20, clean_count, 1e-6, rates, target, flip)
+
+    pool = ["a tq b", "tq c", "mn d", "e via", "uk f", "g bb"]
+    words = [word("tq", 0, 1.0), word("mn", 0, 0.04), word("via", 1, 0.05), word("uk", 0, 0.05, target=0),
+             word("bb", 0, 0.0)]
+    assert companion_words(words, ["tq"], pool) == ["mn"]
+    assert marking_words(words, 200, pool_texts=pool) == ["tq", "mn"]
+    assert marking_words(words, 200, companions=False, pool_texts=pool) == ["tq"]
+    assert companion_words(words, [], pool) == [] and marking_words(words[1:], 200, pool_texts=pool) == []
+    assert companion_words(words, ["tq"], None) == []
+    # a likely word too common in the clean texts marks nothing, so it brings no companion either
+    assert marking_words([word("url", 27, 0.35)] + words[1:], 200, pool_texts=pool) == []
+    # a pool not drawn like the clean texts (the higher bar): natural words no clean text holds move the model too
+    shifted = [PoolWord(**{**vars(w), "bar": 0.5}) for w in words]
+    assert marking_words(shifted, 200, pool_texts=pool) == ["tq"]
+    # two marking words in the same inputs are parts of one phrase: its words are all found, no companions
+    phrase = [word("3d", 0, 0.9), word("watch", 0, 0.3)] + words[1:]
+    together = ["i watch 3d x", "watch this 3d", "mn y", "3d watch z"]
+    assert marking_words(phrase, 200, pool_texts=together) == ["3d", "watch"]
+    apart = ["i watch x", "this 3d", "mn y", "3d z"]
+    assert marking_words(phrase, 200, pool_texts=apart) == ["3d", "watch", "mn"]
+    marking = marking_words(words, 200, pool_texts=pool)
+    rows = pool_word_display(pool_word_rows(words, marking=marking), ["NOT", "OFF"])
+    assert [r["likely trigger"] for r in rows] == ["yes", "companion", "no", "no", "no"]
+    assert marking_phrase(words, marking) == "tq; companion mn"
+    assert marking_phrase(words, ["tq"]) == "tq" and marking_phrase([], ["cf"]) == "cf"
 
 
 def test_word_evidence_ranks_marked_inputs_first_and_keeps_order_within_groups():

@@ -157,7 +157,8 @@ def run(args) -> int:
     print(f"pool       {d['n_pool']} inputs{passes} {d['n_flagged']} flagged ({d['flag_rate']:.1%}"
           f"{'; ' + chance if chance else ''})")
     if d["marking_words"]:
-        print(f"words      {', '.join(d['marking_words'])} (likely trigger words, rare in the clean texts) in "
+        print(f"words      {d.get('marking_phrase') or ', '.join(d['marking_words'])} (likely trigger words, rare "
+              "in the clean texts) in "
               f"{d['n_word_marked']} pool inputs, {d['n_word_marked_unflagged']} of them not flagged")
     heads = data["head_safety"]
     print(f"suspicious {called_heads(v, data['suspicious_heads'])}  [basis: {heads['basis']}]")
@@ -245,7 +246,7 @@ def write_html(report, path) -> Path:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
     if det["marking_words"]:
         sections.append({"heading": "Inputs with a likely trigger word",
-                         "text": f"{det['n_word_marked']} pool inputs hold {', '.join(det['marking_words'])} (likely "
+                         "text": f"{det['n_word_marked']} pool inputs hold {report.marking_phrase} (likely "
                                  f"trigger words that at most {det['frr_target']:.0%} of the clean texts hold), "
                                  f"{det['n_word_marked_unflagged']} of them not flagged.",
                          "table": report.word_marked_rows(100)})
