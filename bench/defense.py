@@ -869,9 +869,9 @@ def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning
                 report["superseded_runs"].append({**r, "superseded_by": p.name})
         report["runs"] = [r for r in report["runs"] if (r["model"], r["defense"]) not in new_keys] + part["runs"]
         newer = tag in rescan
-        part_det = {(d["model"], d["method"]) for d in part["detection"]}
-        if newer:
-            report["detection"] = [d for d in report["detection"] if (d["model"], d["method"]) not in part_det]
+        if newer:  # a rescan's detection rows replace the earlier ones in place (the tables keep their order)
+            repl = {(d["model"], d["method"]): d for d in part["detection"]}
+            report["detection"] = [repl.pop((d["model"], d["method"]), d) for d in report["detection"]]
         seen_det = {(d["model"], d["method"]) for d in report["detection"]}
         report["detection"] += [d for d in part["detection"] if (d["model"], d["method"]) not in seen_det]
         seen_models = {m["name"]: m for m in report["models"]}

@@ -466,7 +466,8 @@ def test_time_summary_splits_each_model_into_its_parts():
 def test_merge_rescan_lets_a_newer_scan_replace_the_models_verdicts(tmp_path, monkeypatch):
     """``--merge ... --merge-rescan TAG``: a later part's repair rows replace the earlier ones either way; its
     scans (model fields, detection rows) replace the earlier ones only when it is named a rescan, and the fields
-    it lacks (the baselines' detector timings) stay. Rows shaped as the published test zoo's."""
+    it lacks (the baselines' detector timings, their detection rows) stay, in their places. Rows shaped as the
+    published test zoo's."""
     b = _bench()
     monkeypatch.setattr(b, "RESULTS", tmp_path)
     pub = json.loads((ROOT / "bench" / "results" / "defense_test.json").read_text())
@@ -477,7 +478,7 @@ def test_merge_rescan_lets_a_newer_scan_replace_the_models_verdicts(tmp_path, mo
     det = next(d for d in pub["detection"] if d["model"] == name and d["method"] == "head_similarity")
     old = {"settings": pub["settings"], "models": [{**model, "verdict_score": 0.6, "strip_seconds": 2.0}, clean],
            "runs": [{**runs["alignment"], "asr_after": 0.3}, {**runs["finetune"], "asr_after": 0.5}],
-           "detection": [{**det, "auroc": 0.7}]}
+           "detection": [{**det, "auroc": 0.7}, {**det, "method": "strip", "auroc": 0.4}]}
     new = {"settings": pub["settings"], "models": [{k: v for k, v in {**model, "verdict_score": 0.3}.items()
                                                     if k != "strip_seconds"}],
            "runs": [{**runs["alignment"], "asr_after": 0.2}], "detection": [{**det, "auroc": 0.8}]}
@@ -490,7 +491,7 @@ def test_merge_rescan_lets_a_newer_scan_replace_the_models_verdicts(tmp_path, mo
     redone = b.merge(["old", "new"], "redone", zoo="test", rescan={"new"})
     m1 = next(m for m in redone["models"] if m["name"] == name)
     assert m1["verdict_score"] == 0.3 and m1["strip_seconds"] == 2.0
-    assert [d["auroc"] for d in redone["detection"]] == [0.8]
+    assert [d["auroc"] for d in redone["detection"]] == [0.8, 0.4]  # replaced in place: the tables keep their order
     assert {(r["defense"], r["asr_after"]) for r in redone["runs"]} == {("alignment", 0.2), ("finetune", 0.5)}
     assert redone["model_verdict"]["clean_called"] == [] and redone["settings"]["merged_rescans"] == ["new"]
 
