@@ -862,7 +862,8 @@ def word_flip(score_words: float) -> float:
     return float(np.clip((score_words - VERDICT_THRESHOLD) / (1 - VERDICT_THRESHOLD), 0, 1))
 
 
-def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None) -> dict:
+def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None,
+                       phrase: str | None = None) -> dict:
     """``verdict`` (``model_verdict``) carrying the pool's likely trigger words (our design; papers silent).
 
     ``words``: the marking words (``trigger_search.marking_words``: rare in the clean texts, enriched in the pool,
@@ -872,8 +873,12 @@ def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, l
     is the larger of that and the flags' score, so a marking word calls the model. ``components["score_words"]``
     records it, and ``called_by`` reads ``"words"`` where only the words call it. The flags' own score
     (``flags_score``) stays, and with it every decision read from the flags (the repair's gates; ``called_heads``
-    lists no head as suspicious). Without ``lift`` such a verdict reads "possible" (``possible_reasons``)."""
+    lists no head as suspicious). Without ``lift`` such a verdict reads "possible" (``possible_reasons``).
+    ``phrase``: the words for the notes' sentences, companions named apart (``trigger_search.marking_phrase``;
+    ``verdict["trigger_phrase"]``)."""
     out = {**verdict, "trigger_words": [str(w) for w in words]}
+    if phrase:
+        out["trigger_phrase"] = str(phrase)
     if not (S.VERDICT_WORDS if lift is None else lift) or out.get("basis") != "pool" or "components" not in out:
         return out
     words_score = word_score(words, flip)
@@ -882,6 +887,10 @@ def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, l
         out.update(score=words_score, likely_backdoored=words_score >= VERDICT_THRESHOLD,
                    called_by="words" if not out.get("likely_backdoored") else out.get("called_by", "flags"))
     return out
+
+
+def _trigger_phrase(verdict: dict) -> str:
+    return verdict.get("trigger_phrase") or ", ".join(verdict.get("trigger_words") or [])
 
 
 def called_by_words(verdict: dict) -> bool:
@@ -986,7 +995,7 @@ def call_note(verdict: dict) -> str | None:
                 else "The pool reads as another source, and read where its bulk sits its flags call no backdoor (at "
                      f"the threshold itself {flags:.2f}, which the source may explain)")
         return (f"{head}, but the pool "
-                f"holds a likely trigger word ({', '.join(verdict['trigger_words'])}): rare in the clean texts, and "
+                f"holds a likely trigger word ({_trigger_phrase(verdict)}): rare in the clean texts, and "
                 f"inserted into them it sends up to {word_flip(c['score_words']):.0%} of them to one class, as a "
                 "trigger does. That calls the model (score 0.5 + half that share). The heads miss a weak word "
                 "backdoor, which flips few of the inputs that carry its word; the flags listed are mostly chance.")
@@ -995,7 +1004,7 @@ def call_note(verdict: dict) -> str | None:
     reasons, notes = possible_reasons(verdict), []
     head = f"The heads show no backdoor at this threshold (score {verdict.get('score', 0):.2f})"
     if "word" in reasons:
-        notes.append(f"{head}, but the pool holds a likely trigger word ({', '.join(verdict['trigger_words'])}): rare "
+        notes.append(f"{head}, but the pool holds a likely trigger word ({_trigger_phrase(verdict)}): rare "
                      "in the clean texts, and inserted into them it sends a large share of them to one class, as a "
                      "trigger does. The heads miss a weak word backdoor, which flips few of the inputs that carry "
                      "its word.")

@@ -585,16 +585,16 @@ def scan_model(
                                    should_stop=should_stop)
     words, marking, marked = None, [], None
     if (find_triggers if read_pool_words is None else read_pool_words) and pool:
-        from .trigger_search import marking_flip, pool_word_marks
+        from .trigger_search import marking_flip, marking_phrase, pool_word_marks
 
         words, marking, marked = pool_word_marks(model, tokenizer, pool, clean.texts, max_length,
                                                  clean_labels=clean.labels, seed=seed, max_clean_share=frr)
-        flip = marking_flip(words, marking)
-        verdict = with_trigger_words(verdict, marking, flip)  # the words' score and call (verdict_call)
+        flip, phrase = marking_flip(words, marking), marking_phrase(words, marking)
+        verdict = with_trigger_words(verdict, marking, flip, phrase=phrase)  # the words' score and call
         if flags_verdict is not None:
-            flags_verdict = with_trigger_words(flags_verdict, marking, flip)
+            flags_verdict = with_trigger_words(flags_verdict, marking, flip, phrase=phrase)
         if first_pass is not None:
-            first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip)
+            first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip, phrase=phrase)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None

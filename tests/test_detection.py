@@ -241,6 +241,10 @@ def test_a_marking_word_scores_the_verdict_and_leaves_the_flags_score_to_the_rep
     assert verdict_call(v) == "likely" and verdict_label(v) == LIKELY_WORD_LABEL
     note = call_note(v)
     assert "(cf, tq)" in note and "flags' score 0.21" in note and "40%" in note
+    named = with_trigger_words(weak, ["cf", "tq", "mn"], 0.4, lift=True, phrase="cf, tq; companion mn")
+    assert "(cf, tq; companion mn)" in call_note(named) and named["trigger_words"] == ["cf", "tq", "mn"]
+    off_named = with_trigger_words(weak, ["cf", "mn"], 0.4, lift=False, phrase="cf; companion mn")
+    assert "(cf; companion mn)" in call_note(off_named)  # the "possible" call's note too
     heads = [f"L5H{i}" for i in range(3)]
     assert called_heads(v, heads).startswith("none (the call rests on the pool's trigger words")
     assert any("heads found no backdoor (score 0.21)" in n for n in repair_notes({"verdict": v}))
