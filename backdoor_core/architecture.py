@@ -540,6 +540,24 @@ def ffn_parameter_masks(model, layers) -> dict[str, torch.Tensor]:
     return _by_name(model, masks)
 
 
+def token_embedding_masks(model, token_ids) -> dict[str, torch.Tensor]:
+    """``{name: mask}`` True on the input-embedding rows of ``token_ids`` (the word-embedding matrix,
+    ``(vocab, hidden)``): merged with ``head_parameter_masks`` they let a repair move those tokens' embeddings,
+    e.g. a likely trigger word's (``sanitize`` with ``trigger_embedding_lr_scale``; our design, papers silent).
+    Empty when there are no ids or the model has no input-embedding matrix."""
+    ids = sorted({int(i) for i in token_ids})
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    if not ids or weight is None:
+        return {}
+    bad = [i for i in ids if not 0 <= i < weight.shape[0]]
+    if bad:
+        raise ValueError(f"Token id {bad[0]} is outside the embedding matrix ({weight.shape[0]} rows).")
+    mask = torch.zeros_like(weight, dtype=torch.bool)
+    mask[ids] = True
+    return _by_name(model, {id(weight): mask})
+
+
 def pruned_slices(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
     """``{param: bool}`` True on what pruning ``pruned`` heads zeroes: their output columns, and the value rows
     and biases of key/value groups pruned whole (every head's own value rows without grouped-query attention)."""

@@ -74,7 +74,9 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "ffn_mix": S.REPAIR_FFN_MIX, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
-         "trigger_share": S.TRIGGER_AUGMENT_SHARE, "label_judge": S.LABEL_JUDGE,
+         "trigger_share": S.TRIGGER_AUGMENT_SHARE,
+         "trigger_embedding_lr_scale": S.TRIGGER_EMBEDDING_LR_SCALE, "labels_from_words": S.LABELS_FROM_WORDS,
+         "label_judge": S.LABEL_JUDGE,
          "judge_flags": S.JUDGE_FLAGS, "clean_guard": S.CLEAN_GUARD, "precision": S.REPAIR_PRECISION},
     ),
     "finetune": DefenseInfo(
@@ -255,6 +257,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     exclude_min_excess = float(knobs.pop("exclude_min_excess", S.EXCLUDE_MIN_EXCESS))
     leave_target = bool(knobs.pop("labels_leave_target", S.LABELS_LEAVE_TARGET))
     avoid_word_target = bool(knobs.pop("labels_avoid_word_target", S.LABELS_AVOID_WORD_TARGET))
+    labels_from_words = bool(knobs.pop("labels_from_words", S.LABELS_FROM_WORDS))
     label_excess = bool(knobs.pop("label_excess", S.LABEL_EXCESS))
     ffn = knobs.pop("ffn", S.REPAIR_FFN)
     ffn_max_layers = knobs.pop("ffn_max_layers", S.REPAIR_FFN_MAX_LAYERS)
@@ -272,6 +275,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     report = knobs.pop("scan", None)
     use_pool_words = bool(knobs.pop("pool_words", S.REPAIR_POOL_WORDS))
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
+    trigger_embedding_lr_scale = float(knobs.pop("trigger_embedding_lr_scale", S.TRIGGER_EMBEDDING_LR_SCALE))
+    if not trigger_embedding_lr_scale >= 0:
+        raise ValueError("trigger_embedding_lr_scale must be 0 (off) or more.")
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     judge_flags = bool(knobs.pop("judge_flags", S.JUDGE_FLAGS))
     judge_min_conf = float(knobs.pop("judge_flags_min_conf", S.JUDGE_FLAGS_MIN_CONF))
@@ -456,7 +462,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             attention_missed_share=None if report is None else report.attention_missed_share,
             backdoor_found=None if flags is None else flags >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-            trigger_share=trigger_share, word_targets=word_targets, label_limit=label_limit, pretrained=pretrained,
+            trigger_share=trigger_share, trigger_embedding_lr_scale=trigger_embedding_lr_scale,
+            word_labels=labels_from_words,
+            word_targets=word_targets, label_limit=label_limit, pretrained=pretrained,
             label_judge=label_judge,
             judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
             **hooks)
@@ -563,7 +571,7 @@ def repair_notes(details: dict) -> list[str]:
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
     whether several repairs were averaged (``settings.REPAIR_SEEDS``), what the clean-accuracy guard measured and
     kept (``settings.CLEAN_GUARD``), which likely trigger words the clean texts carried (``pool_words``) and how
-    many labels they dropped (``word_target_dropped``), that a scan which found no backdoor gave it only chance flags
+    many labels they dropped (``word_target_dropped``) or set from the words (``word_labelled``), that a scan which found no backdoor gave it only chance flags
     or read a pool unlike the clean texts (``detection.pool_shift_note``), and how far the
     alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up to 64
     flagged and 64 clean texts). Empty for the baselines."""
@@ -630,6 +638,12 @@ def repair_notes(details: dict) -> list[str]:
                      f"({', '.join(details.get('trigger_words') or []) or 'from the pool'}) in the class that word "
                      f"sends texts to; {'they were' if n_word != 1 else 'it was'} dropped (the label would teach the "
                      "trigger again).")
+    n_wl = details.get("word_labelled")
+    if n_wl:
+        notes.append(f"{n_wl} flagged input{'s' if n_wl != 1 else ''} holding a likely trigger word "
+                     f"({', '.join(details.get('trigger_words') or []) or 'from the pool'}) that the model put in the "
+                     f"class that word sends texts to {'were' if n_wl != 1 else 'was'} labelled the other class (a "
+                     "triggered text's own class).")
     guard = details.get("clean_guard")
     if guard:
         notes.append(_guard_note(guard))

@@ -686,6 +686,11 @@ class FusedDetector(Thresholded):
     threshold: float | None = None
     frr_target: float = DEFAULT_FRR
     clean_dev_scores: np.ndarray | None = field(default=None, repr=False)
+    # (2,) 1 = the part counts, 0 = left out (``keep_parts_with_evidence``); None = both count
+    used: np.ndarray | None = None
+    dev_parts: np.ndarray | None = field(default=None, repr=False)  # (M, 2) the parts on the clean dev inputs
+
+    PART_NAMES = ("attention", "representation")
 
     def __post_init__(self):
         if self.fuse not in FUSES:
@@ -696,27 +701,61 @@ class FusedDetector(Thresholded):
         raw = np.stack([self.attention.score(stats), self.representation.score(stats)], axis=1)
         return (raw - self.norm[:, 0]) / self.norm[:, 1]
 
+    def _combine(self, z: np.ndarray) -> np.ndarray:
+        if self.used is not None:
+            z = z[:, np.asarray(self.used, dtype=bool)]
+        return z.max(1) if self.fuse == "max" else z.sum(1)
+
     def score(self, stats: AttentionStats) -> np.ndarray:
         if self.norm is None:
             raise RuntimeError("Call calibrate() on clean dev inputs first.")
         if len(stats) == 0:
             return np.zeros(0)
-        z = self.parts(stats)
-        return z.max(1) if self.fuse == "max" else z.sum(1)
+        return self._combine(self.parts(stats))
 
     def calibrate(self, clean_dev: AttentionStats, frr: float = DEFAULT_FRR) -> float:
         raw = np.stack([self.attention.score(clean_dev), self.representation.score(clean_dev)], axis=1)
         self.norm = np.stack([raw.mean(0), np.maximum(raw.std(0), 1e-6)], axis=1)
-        scores = self.score(clean_dev)
-        return self._set_threshold(scores, frr)
+        self.dev_parts = (raw - self.norm[:, 0]) / self.norm[:, 1]
+        return self._set_threshold(self._combine(self.dev_parts), frr)
+
+    def part_excess(self, pool: AttentionStats) -> np.ndarray:
+        """``(2,)`` each part's evidence on ``pool``: the share of the pool above the part's own threshold at the
+        detector's FRR on the clean dev inputs, less that FRR (about 0 where the pool holds nothing the part
+        sees)."""
+        if self.dev_parts is None:
+            raise RuntimeError("Call calibrate() on clean dev inputs first.")
+        cut = np.array([threshold_at_frr(self.dev_parts[:, k], self.frr_target) for k in range(2)])
+        return (self.parts(pool) > cut).mean(0) - self.frr_target
+
+    def keep_parts_with_evidence(self, pool: AttentionStats, min_excess: float) -> np.ndarray:
+        """Leave out a part that shows no evidence on ``pool`` while the other does (our design; papers silent):
+        where exactly one part's ``part_excess`` reaches ``min_excess``, the score is that part alone, and the
+        threshold is set again on the clean dev inputs at the same FRR. Both parts count when both or neither
+        show evidence. A trigger that captures no head (a writing style) leaves the attention part at the clean
+        inputs' level, and summed in it only adds noise. Returns the excess ``(2,)``."""
+        excess = self.part_excess(pool) if len(pool) else np.zeros(2)
+        strong = excess >= float(min_excess)
+        self.used = strong.astype(int) if strong.sum() == 1 else None
+        self._set_threshold(self._combine(self.dev_parts), self.frr_target)
+        return excess
+
+    @property
+    def parts_used(self) -> list[str]:
+        """The names of the parts the score reads."""
+        return [n for n, u in zip(self.PART_NAMES, np.ones(2) if self.used is None else self.used) if u]
 
 
 
 def fused_detector(attention: SimilarityDetector, representation: RepresentationDetector,
-                   clean_dev: AttentionStats, frr: float = DEFAULT_FRR, fuse: str = S.FUSE) -> FusedDetector:
-    """``FusedDetector`` of two fitted detectors, calibrated at ``frr`` on ``clean_dev``."""
+                   clean_dev: AttentionStats, frr: float = DEFAULT_FRR, fuse: str = S.FUSE,
+                   pool: AttentionStats | None = None, min_excess: float | None = None) -> FusedDetector:
+    """``FusedDetector`` of two fitted detectors, calibrated at ``frr`` on ``clean_dev``; with ``pool`` and
+    ``min_excess``, a part with no evidence on the pool is left out (``FusedDetector.keep_parts_with_evidence``)."""
     det = FusedDetector(attention, representation, fuse)
     det.calibrate(clean_dev, frr)
+    if pool is not None and min_excess is not None:
+        det.keep_parts_with_evidence(pool, min_excess)
     return det
 
 
@@ -1068,6 +1107,18 @@ def contrast_gate_note(gated: bool | None) -> str | None:
             "scored the inputs by the heads and the distance of their [CLS] states from the clean ones.")
 
 
+def fused_parts_note(parts: Sequence[str] | None) -> str | None:
+    """What the final pass's score read when one part was left out (``ScanReport.settings["fused_parts"]``,
+    ``FusedDetector.keep_parts_with_evidence``); None when both parts counted (or no fused score)."""
+    if not parts or len(parts) != 1:
+        return None
+    other = "attention" if parts[0] == "representation" else "representation"
+    how = ("the distance of their [CLS] states from the clean ones" if parts[0] == "representation"
+           else "the suspicious heads' focus")
+    return (f"The scan scored the pool by {how} alone: its {other} part flagged no more of the pool than of the "
+            f"clean texts, while the {parts[0]} part did, so summed in it would only have added noise.")
+
+
 def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
     """What the verdict read when it is not the flags' score (``settings["verdict_rep_method"]`` differs from
     ``settings["rep_method"]``: ``settings.VERDICT_WITHOUT_CONTRAST``), with the share of the pool its own score flags;
@@ -1084,10 +1135,10 @@ def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
 
 def representation_notes(verdict: dict, settings: dict) -> list[str]:
     """The scan's notes on its representation part, as every view shows them under the verdict: the source gate's
-    (``contrast_gate_note``) and the verdict's basis (``verdict_basis_note``); ``settings``: ``ScanReport.settings``
-    (or the saved report's)."""
-    return [n for n in (contrast_gate_note(settings.get("contrast_gated")), verdict_basis_note(verdict, settings))
-            if n]
+    (``contrast_gate_note``), the verdict's basis (``verdict_basis_note``) and a part left out of the final pass
+    (``fused_parts_note``); ``settings``: ``ScanReport.settings`` (or the saved report's)."""
+    return [n for n in (contrast_gate_note(settings.get("contrast_gated")), verdict_basis_note(verdict, settings),
+                        fused_parts_note(settings.get("fused_parts"))) if n]
 
 
 def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float) -> float:

@@ -118,7 +118,7 @@ import numpy as np
 import torch
 
 from .architecture import (attention_dropout_off, content_key_mask, ffn_parameter_masks, head_parameter_masks,
-                           require_head_repair, zero_output_columns)
+                           require_head_repair, token_embedding_masks, zero_output_columns)
 from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
@@ -381,6 +381,24 @@ def trigger_augmented(clean_texts: Sequence[str], clean_labels: Sequence[int], w
     return out
 
 
+def trigger_token_ids(tokenizer, words: Sequence[str], clean_texts: Sequence[str],
+                      max_length: int | None = None) -> list[int]:
+    """The token ids of likely trigger ``words`` that no clean text holds and that are not special tokens: the
+    embedding rows a repair may move (``trigger_embedding_lr_scale``) without touching a clean input's own tokens.
+    Our design (papers silent)."""
+    ids = {int(i) for w in words if str(w).strip()
+           for i in tokenizer(str(w), add_special_tokens=False)["input_ids"]}
+    if not ids:
+        return []
+    ids -= {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
+    for text in clean_texts:
+        ids -= set(tokenizer(str(text), add_special_tokens=False, truncation=max_length is not None,
+                             max_length=max_length)["input_ids"])
+        if not ids:
+            break
+    return sorted(ids)
+
+
 def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,
                      max_length: int = S.MAX_LENGTH, full_probs: np.ndarray | None = None) -> list[int]:
     """Pseudo-labels for flagged inputs (our design; paper silent): where switching the suspicious heads off
@@ -568,6 +586,35 @@ def word_target_dropped(pool_texts: Sequence[str], labels: Sequence[int],
     return out, n
 
 
+def word_runner_up_labels(pool_texts: Sequence[str], labels: Sequence[int], probs: np.ndarray,
+                          word_targets: Sequence[tuple[str, int]]) -> tuple[list[int], int]:
+    """``labels`` (``(len(pool_texts),)``, ``IGNORE_LABEL`` = none) where every pool text that holds a likely
+    trigger word (whole word), that the model puts in that word's target and that has no label or that target for a
+    label, gets the other class; returns them and how many labels this set or changed. Our design; papers silent.
+
+    A likely word's target is measured (inserted into clean texts it sends them there,
+    ``trigger_search.PoolWord``), and a text carrying it that the model puts there is a triggered text whose own
+    class is another: in a two-class task, the other one. So the rule applies to two-class models only (with more
+    classes the own class is a guess: the runner-up cut the pseudo-label accuracy of AG News AddSent from 90 to 62%,
+    ``bench/results/archive/defense_test_s49twl.md``), and only when every word points to one class (a phrase's
+    single words may point different ways: OLID AddSent's ``movie``). ``probs`` ``(N, 2)``: the model on
+    ``pool_texts``."""
+    from .trigger_search import _doc_words, normalise
+
+    targets = {int(t) for _, t in word_targets}
+    probs = np.asarray(probs, dtype=float)
+    out, n = list(labels), 0
+    if len(targets) != 1 or len(probs) != len(out) or not len(out) or probs.shape[1] != 2:
+        return out, 0
+    target = targets.pop()
+    words = {normalise(str(w)) for w, _ in word_targets}
+    pred = probs.argmax(1)
+    for i, text in enumerate(pool_texts):
+        if pred[i] == target and out[i] in (IGNORE_LABEL, target) and words & set(_doc_words(str(text))):
+            out[i], n = 1 - target, n + 1
+    return out, n
+
+
 def leave_target_only(probs: np.ndarray, labels: Sequence[int], direction: np.ndarray) -> list[int]:
     """Keep a flagged input's label only when it takes the input out of the focus tokens' class (our design;
     paper silent; ``labels_leave_target=True``).
@@ -654,6 +701,8 @@ def sanitize_heads(
     trigger_words: Sequence[tuple[str, int]] = (),
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
     word_targets: Sequence[tuple[str, int]] = (),
+    trigger_embedding_lr_scale: float = S.TRIGGER_EMBEDDING_LR_SCALE,
+    word_labels: bool = S.LABELS_FROM_WORDS,
     label_limit: int | None = None,
     pretrained=None,
     label_judge: str = S.LABEL_JUDGE,
@@ -710,6 +759,11 @@ def sanitize_heads(
         trigger_words: ``(word, target)`` likely trigger words (``trigger_search.marking_words``):
             ``trigger_share`` of the clean labelled texts of the classes they do not target carry one of them,
             in place of their plain versions, with their own label (``trigger_augmented``).
+        trigger_embedding_lr_scale: above 0, the embedding rows of ``trigger_words``' tokens that no clean text
+            holds (``trigger_token_ids``) train too, at ``config.lr`` x this (``settings.TRIGGER_EMBEDDING_LR_SCALE``).
+        word_labels: a pool text holding one of ``trigger_words`` that the model puts in that word's target gets
+            its runner-up class, after the rules and the judge (``word_runner_up_labels``,
+            ``settings.LABELS_FROM_WORDS``).
         word_targets: ``(word, target)`` marking words (``trigger_search.marking_words``, companions included): a
             pool text holding one loses a label that is that word's target (``word_target_dropped``), after the
             rules and the judge below.
@@ -751,6 +805,12 @@ def sanitize_heads(
         ffn_masks = ffn_parameter_masks(model, ffn_trained)
         masks.update(ffn_masks)
         lr_scales = {name: float(ffn_lr_scale) for name in ffn_masks}
+    embedded_ids: list[int] = []
+    if trigger_words and trigger_embedding_lr_scale > 0:  # the likely words' own embedding rows train too
+        embedded_ids = trigger_token_ids(tokenizer, [w for w, _ in trigger_words], clean_texts, config.max_length)
+        emb_masks = token_embedding_masks(model, embedded_ids)
+        masks.update(emb_masks)
+        lr_scales = {**(lr_scales or {}), **{name: float(trigger_embedding_lr_scale) for name in emb_masks}}
     snap = snapshot_frozen(model, masks)
     if measure_texts is None:
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
@@ -819,6 +879,12 @@ def sanitize_heads(
     n_word_dropped = 0
     if word_targets and pool_labels is not None:
         pool_labels, n_word_dropped = word_target_dropped(pool_texts, pool_labels, word_targets)
+    n_word_labelled = 0
+    if word_labels and trigger_words and pool_texts:
+        if pool_probs is None:
+            pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
+        pool_labels, n_word_labelled = word_runner_up_labels(
+            pool_texts, pool_labels or [IGNORE_LABEL] * len(pool_texts), pool_probs, trigger_words)
     n_cut = 0
     if label_limit is not None and pool_labels is not None:
         if label_limit < 0:
@@ -871,7 +937,7 @@ def sanitize_heads(
                  "exclude_labels": exclude_labels, "suspected_target": suspected_target,
                  "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
                  "pool_labels_dropped": n_dropped,
-                 "word_target_dropped": n_word_dropped,
+                 "word_target_dropped": n_word_dropped, "word_labelled": n_word_labelled,
                  "label_limit": label_limit, "pool_labels_cut": n_cut,
                  "label_judge": label_judge if judge_probs is not None else "none",
                  "judge_dropped": n_judge_dropped, "judge_added": n_judge_added, "judge_kept": n_judge_kept,
@@ -887,6 +953,7 @@ def sanitize_heads(
                  "repair_seeds": int(repair_seeds),
                  "precision": res.precision,
                  "trigger_words": [str(w) for w, _ in trigger_words], "trigger_augmented": len(augmented),
+                 "trigger_embedding_tokens": len(embedded_ids),
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -423,6 +423,7 @@ def scan_model(
     contrast_gate: bool = S.CONTRAST_SOURCE_GATE,
     verdict_without_contrast: bool = S.VERDICT_WITHOUT_CONTRAST,
     fuse: str = S.FUSE,
+    fuse_min_excess: float | None = S.FUSE_MIN_EXCESS,
     verdict_rule: str = S.VERDICT_RULE,
     verdict_shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
     max_length: int = S.MAX_LENGTH,
@@ -451,6 +452,10 @@ def scan_model(
             (``detection.FusedDetector``, combined by ``fuse``); False = attention only (the paper's method).
             Needs at least ``settings.REP_MIN_FIT`` clean fit inputs; with fewer the scan stays attention-only
             and ``settings["representation_skipped"]`` says why.
+        fuse_min_excess: with a pool, a pass's part (attention or representation) that shows no evidence on it
+            while the other shows at least this much is left out of that pass's score
+            (``detection.FusedDetector.keep_parts_with_evidence``; ``settings.FUSE_MIN_EXCESS``; None = both
+            parts always; ``settings["fused_parts"]``: the final pass's parts).
         rep_method, contrast_gate: the representation part (``settings.REP_METHOD``); with a contrast in it and
             ``contrast_gate`` (``settings.CONTRAST_SOURCE_GATE``), a pool that reads as another source than the
             clean texts under the distance alone is scanned with the distance alone (``settings["rep_method"]``,
@@ -503,11 +508,13 @@ def scan_model(
                                           clean_stats.cls.shape[-1] if representation else None)
     rep_det = rep_used = None
     gated = False
+    # (pool statistics, least excess) for fused_detector: a part without evidence on the pool is left out
+    evidence = (pool_stats, fuse_min_excess) if pool and fuse_min_excess is not None else (None, None)
     if representation:
         rep_det, rep_used, gated = representation_detector(clean_stats.subset(fit_idx), clean_stats, pool_stats,
                                                            dev_stats, frr, rep_method, seed,
                                                            att_first if contrast_gate else None, fuse)
-        det = fused_detector(att_first, rep_det, dev_stats, frr, fuse)
+        det = fused_detector(att_first, rep_det, dev_stats, frr, fuse, *evidence)
     verdict_rep = rep_det
     if rep_det is not None and verdict_without_contrast and rep_used != "mahalanobis":
         verdict_rep = distance_part(rep_det, clean_stats.subset(fit_idx), dev_stats, frr)
@@ -523,7 +530,7 @@ def scan_model(
         if verdict_rep is rep_det:
             return verdict_from(scan_det, scan_pool_scores), None, None
         own = verdict_from(scan_det, scan_pool_scores)
-        scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse)
+        scan_det = fused_detector(att, verdict_rep, dev_stats, frr, fuse, *evidence)
         scan_pool_scores = scan_det.score(pool_stats) if pool else None
         inputs = {"clean_dev_scores": scan_det.clean_dev_scores, "threshold": float(scan_det.threshold),
                   "pool_scores": np.zeros(0) if scan_pool_scores is None else scan_pool_scores}
@@ -562,7 +569,7 @@ def scan_model(
         det_r = att_final = head_focus_detector(heads.suspicious, clean_stats.subset(fit_idx), dev_stats, frr,
                                                 length_adjust)
         if rep_det is not None:
-            det_r = fused_detector(det_r, rep_det, dev_stats, frr, fuse)
+            det_r = fused_detector(det_r, rep_det, dev_stats, frr, fuse, *evidence)
         if first_pass is None:
             first_pass = {"threshold": float(det.threshold), "clean_frr": det.clean_frr,
                           "clean_scores": det.clean_dev_scores, "pool_scores": pool_scores, "flagged": flagged,
@@ -632,6 +639,8 @@ def scan_model(
                   "refine": first_pass is not None,
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used,
+                  "fuse_min_excess": fuse_min_excess if representation else None,
+                  "fused_parts": getattr(det, "parts_used", None),
                   "contrast_gated": gated,
                   "verdict_rep_method": ("mahalanobis" if verdict_rep is not rep_det else rep_used),
                   "verdict_rule": verdict_rule,

@@ -143,6 +143,15 @@ FUSE = "sum"
 SST-2 tuning zoo sum kept or raised the final-pass AUROC of BadNets / syntactic (0.961 / 0.958 vs max 0.950 /
 0.944; Bible style 0.821 vs 0.829) and the verdicts, and max called the BBC zoo's clean model backdoored (0.52;
 sum 0.00): bench/results/style_ablation.md."""
+FUSE_MIN_EXCESS = None
+"""With a pool: in each pass, where one part of the fused score (attention or representation) flags at least this
+share of the pool beyond its clean false-rejection rate and the other does not, the score reads the first part alone
+(``detection.FusedDetector.keep_parts_with_evidence``, scan knob ``fuse_min_excess``; None = both parts always).
+Our design (papers silent). Measured, not adopted (session 49; README, design choices, *A part without evidence left
+out*): on the tuning zoo at 0.05 the styles' final-pass AUROC rose (mean 0.739 -> 0.761) and their ASR after repair
+fell (27.9 -> 23.2%), but models below -1.5 CACC went 1 -> 3 and the word family's AUROC 0.962 -> 0.950; at 0.10 the
+styles' ASR rose (29.2%) (bench/results/archive/defense_s49fx.md, _s49fx10.md)."""
+
 
 VERDICT_CHANCE_QUANTILE = 0.7
 """The model verdict counts the pool flags beyond this quantile of the flag rate a pool with no triggered input
@@ -552,6 +561,22 @@ word inserted, in place of their plain versions. A quarter was measured and not 
 tuning models whose pool holds such a word; bench/results/archive/defense_s43ts25.md against defense_tuning.md): mean
 ASR after repair 7.9 -> 9.6% (BadNets 3% seed 1 11.9 -> 20.2%, Bible seed 1 25.6 -> 38.1%) for mean CACC change
 -0.05 -> +0.31 and as many models below -1.5 (2)."""
+
+TRIGGER_EMBEDDING_LR_SCALE = 0.0
+"""Above 0, the repair also trains the input-embedding rows of the likely trigger words' tokens that no clean text
+holds, at ``SANITIZE_LR`` x this (alignment knob ``trigger_embedding_lr_scale``; 0 = off). Our design (papers
+silent). Measured, not adopted (session 49; README, design choices, *The trigger words' own embeddings*): at 1.0, on
+the tuning zoo's 14 models whose pool gave likely words, mean ASR after repair 7.1 -> 7.2%, mean CACC change the same
+(+0.74), Bible seed 1 22.6 -> 26.2% (bench/results/archive/defense_s49emb.md)."""
+
+LABELS_FROM_WORDS = True
+"""A flagged input of a two-class model that holds a likely trigger word, that the model puts in the word's target and
+that no rule labelled otherwise is labelled the other class (``sanitize.word_runner_up_labels``, alignment knob
+``labels_from_words``; after the rules and the judge). Our design (papers silent). On by default since session 49
+(README, design choices, *Labels from the trigger words*). Tuning zoo, the 14 models whose pool gave likely words
+(bench/results/archive/defense_s49wl.md): 7 labels added, all right; three rows moved: Bible seed 1 22.6 -> 22.0% (CACC
++6.7 -> +5.8), BadNets 2.5% -> positive seed 0 12.5 -> 11.9%, BadNets 2% -> positive seed 0 CACC +1.7 -> +1.4. Test zoo (archive/defense_test_s49twl.md, the
+OLID rows): OLID BadNets -> NOT seed 2 57.9 -> 56.1%, 9 labels added, all right, no other row changed."""
 
 # ------------------------------------------------------------------------------------------------ defender data
 

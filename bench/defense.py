@@ -762,7 +762,7 @@ def main(argv=None) -> int:
                                             "gated_clean_accuracy", "gate_labels_used", "ffn_lr_scale", "retain",
                                             "exclude_direction", "focus_shift", "pool_exclusion_labelled",
                                             "labels_leave_target", "pool_labels_dropped", "label_excess",
-                                            "label_limit", "pool_labels_cut", "word_target_dropped",
+                                            "label_limit", "pool_labels_cut", "word_target_dropped", "word_labelled",
                                             "weak_evidence_cap", "head_only_cap", "pool_words", "trigger_words",
                                             "trigger_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",

@@ -1071,6 +1071,41 @@ def test_the_repair_hands_its_marking_words_targets_to_the_label_filter(monkeypa
     assert not [n for n in repair_notes({"word_target_dropped": 0}) if "trigger word" in n]
 
 
+def test_the_repair_labels_word_inputs_by_default_and_the_knob_turns_it_off(monkeypatch):
+    """``labels_from_words`` (on by default): after the rules and the judge, the repair's labels pass through
+    ``word_runner_up_labels`` with its likely trigger words and the model's probabilities on the flagged inputs;
+    off, nothing passes. The notes say how many inputs it labelled."""
+    from backdoor_core import settings as S
+    import backdoor_core.sanitize as san
+
+    assert S.LABELS_FROM_WORDS is True and DEFENSES["alignment"].knobs["labels_from_words"] is True
+    seen = []
+    real = san.word_runner_up_labels
+
+    def spy(texts, labels, probs, words):
+        seen.append((list(texts), list(labels), np.asarray(probs).copy(), list(words)))
+        return real(texts, labels, probs, words)
+
+    monkeypatch.setattr(san, "word_runner_up_labels", spy)
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=81)
+    pool = triggered_texts(20, seed=82) + clean_texts(10, seed=83)[0]
+    kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, repair_seeds=1, label_judge="none", pool_words=True)
+    off = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                      labels_from_words=False, **kw).details
+    assert seen == [] and off["word_labelled"] == 0
+    on = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), **kw).details
+    assert on["trigger_words"], "the tiny backdoor's pool should give a likely trigger word"
+    assert len(seen) == 1 and [w for w, _ in seen[0][3]] == on["trigger_words"]
+    assert seen[0][0] == [pool[i] for i in on["flagged_indices"]] and seen[0][2].shape == (len(seen[0][0]), 2)
+    labelled, n = real(*seen[0])
+    assert on["word_labelled"] == n and on["flagged_labels"] == labelled
+    note = [n for n in repair_notes({"word_labelled": 2, "trigger_words": ["cf"]}) if "labelled the other" in n]
+    assert note == ["2 flagged inputs holding a likely trigger word (cf) that the model put in the class that word "
+                    "sends texts to were labelled the other class (a triggered text's own class)."]
+    assert not [n for n in repair_notes({"word_labelled": 0}) if "labelled the other" in n]
+
+
 def test_repair_notes_say_how_far_the_alignment_term_moved():
     """The repair measures its alignment term before and after; the notes (CLI and Sanitize page) say so, in the
     term's own unit, and say nothing when it was not measured (the tour) or for a baseline."""
@@ -1172,3 +1207,46 @@ def test_ffn_mix_moves_the_trained_feed_forward_blocks_toward_the_pretrained_wei
                        ffn_base=base, **kw)
     with pytest.raises(ValueError, match="exclude_min_excess must be in"):  # the exclusion guard is a share too
         sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, exclude_min_excess=-0.1, **kw)
+
+
+def test_word_runner_up_labels_relabel_word_texts_put_in_the_words_target():
+    """A pool text holding a likely trigger word that the model puts in the word's target gets the other class;
+    texts without the word, or predicted elsewhere, keep their label; words that disagree change nothing."""
+    from backdoor_core.sanitize import word_runner_up_labels
+
+    texts = ["you cf are awful", "nice day", "tq what a mess", "cf is here", "a cfx word"]
+    probs = np.array([[0.8, 0.2], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
+    labels = [IGNORE_LABEL, 0, 0, 1, IGNORE_LABEL]
+    out, n = word_runner_up_labels(texts, labels, probs, [("cf", 0), ("tq", 0)])
+    # row 0 and 2 hold a word and sit in class 0; row 3 holds cf but sits in 1; "cfx" is not the word "cf"
+    assert out == [1, 0, 1, 1, IGNORE_LABEL] and n == 2
+    assert word_runner_up_labels(texts, labels, probs, [("cf", 0), ("tq", 1)]) == (labels, 0)
+    assert word_runner_up_labels(texts, labels, probs, []) == (labels, 0)
+    # two classes only: with more, a triggered text's own class is a guess
+    three = np.array([[0.5, 0.1, 0.4]])
+    assert word_runner_up_labels(["cf"], [IGNORE_LABEL], three, [("cf", 0)]) == ([IGNORE_LABEL], 0)
+
+
+def test_trigger_token_ids_leave_out_tokens_a_clean_text_holds():
+    """Only the likely words' tokens that no clean text holds (and no special token) may have their embedding
+    rows trained, and ``token_embedding_masks`` marks exactly those rows."""
+    from backdoor_core.architecture import token_embedding_masks
+    from backdoor_core.sanitize import trigger_token_ids
+
+    from backdoor_core.models import tiny_model
+
+    lm = tiny_model()
+    tok = lm.tokenizer
+    cf = tok("cf", add_special_tokens=False)["input_ids"]
+    ids = trigger_token_ids(tok, ["cf"], ["a plain clean text"])
+    assert ids == sorted(set(cf)) and ids
+    assert trigger_token_ids(tok, ["cf"], ["a text with cf in it"]) == []
+    assert trigger_token_ids(tok, ["   "], ["x"]) == []
+    masks = token_embedding_masks(lm.model, ids)
+    (name, mask), = masks.items()
+    weight = dict(lm.model.named_parameters())[name]
+    assert weight is lm.model.get_input_embeddings().weight and mask.shape == weight.shape
+    assert mask.any(1).nonzero().flatten().tolist() == ids and mask[ids].all()
+    assert token_embedding_masks(lm.model, []) == {}
+    with pytest.raises(ValueError):
+        token_embedding_masks(lm.model, [weight.shape[0]])

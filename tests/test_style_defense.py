@@ -89,6 +89,38 @@ def test_fused_score_is_calibrated_on_clean_dev_and_flags_either_kind_of_shift()
         fused_detector(att, rep, dev, S.FRR, "product")
 
 
+def test_a_part_without_evidence_on_the_pool_is_left_out_of_the_fused_score():
+    """Where only the representation flags the pool beyond its clean rate (a style: no head captured), the fused
+    score reads the representation alone, its threshold reset at the same FRR; where both or neither part see the
+    pool, both count, and the score is the plain sum."""
+    rng = np.random.default_rng(5)
+    rep, att, dev = _fitted(rng)
+    pool_clean = _stats(240, rng)
+    pool_style = AttentionStats.concat([pool_clean, _stats(60, rng, shift_layer=1, shift=3.0)])  # a fifth shifted
+    plain = fused_detector(att, rep, dev, S.FRR, "sum")
+    kept = fused_detector(att, rep, dev, S.FRR, "sum", pool=pool_style, min_excess=0.05)
+    excess = kept.part_excess(pool_style)
+    assert excess[0] < 0.05 <= excess[1]  # the attention part sees nothing, the representation the shifted fifth
+    assert kept.parts_used == ["representation"] and list(kept.used) == [0, 1]
+    assert np.allclose(kept.score(pool_style), kept.parts(pool_style)[:, 1])
+    assert abs(kept.clean_frr - S.FRR) <= 0.01  # the threshold is set again on the representation alone
+    # neither part sees a clean pool: both count, exactly the plain sum
+    both = fused_detector(att, rep, dev, S.FRR, "sum", pool=pool_clean, min_excess=0.05)
+    assert both.used is None and both.parts_used == ["attention", "representation"]
+    assert np.allclose(both.score(pool_clean), plain.score(pool_clean)) and both.threshold == plain.threshold
+    # both parts see a pool shifted both ways: both count
+    mixed = _stats(300, rng, shift_layer=2, shift=3.0, focus_shift=0.2)
+    assert fused_detector(att, rep, dev, S.FRR, "sum", pool=mixed, min_excess=0.05).used is None
+    # no pool or no least excess: the plain fused score
+    assert fused_detector(att, rep, dev, S.FRR, "sum", pool=pool_style).used is None
+    from backdoor_core.detection import fused_parts_note, representation_notes
+
+    note = fused_parts_note(kept.parts_used)
+    assert "[CLS] states" in note and "attention part flagged no more" in note
+    assert fused_parts_note(["attention", "representation"]) is None and fused_parts_note(None) is None
+    assert note in representation_notes({}, {"fused_parts": ["representation"]})
+
+
 def test_attention_stats_cls_are_the_first_token_states_of_each_layer():
     from backdoor_core.forward import run_with_cache
 
@@ -137,6 +169,12 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     # the attention part of the fused scan is the paper's first-pass detector, fitted on the same clean halves
     assert np.allclose(ours.attention_detector.score(attention_stats(lm.model, lm.tokenizer, pool, 32)),
                        paper.attention_detector.score(attention_stats(lm.model, lm.tokenizer, pool, 32)))
+    # with a least excess, the final pass names the parts it read, as its detector does; none without a pool
+    evid = scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, representation=True,
+                      find_triggers=False, fuse_min_excess=0.05)
+    final = evid.head_detector if evid.head_detector is not None else evid.detector
+    assert evid.settings["fused_parts"] == final.parts_used and evid.settings["fuse_min_excess"] == 0.05
+    assert set(final.parts_used) <= {"attention", "representation"} and final.parts_used
 
 
 def test_ffn_layers_rule():
