@@ -57,6 +57,19 @@ KNOB_LABELS = {
                             "Keep a label from the safe heads or from dropping focus only when it takes an input out "
                             "of the class the focus tokens push toward; other changed predictions are noise. Off by "
                             "default, for the same reason."),
+    "labels_from_words": ("Labels from the trigger words",
+                          "Two-class models: a flagged input that holds one of the pool's likely trigger words and "
+                          "that the model puts in the class the word sends texts to is labelled the other class, its "
+                          "own. On by default: every such label on the tuning and test zoos was right, though it "
+                          "moved ASR little (README)."),
+    "labels_avoid_word_target": ("No label toward a trigger word's class",
+                                 "Drop a flagged input's label when the input holds a trigger word and the label is "
+                                 "the class that word sends texts to. Off by default: a phrase's single words may "
+                                 "point the other way, and on one test model it dropped every right label (README)."),
+    "trigger_embedding_lr_scale": ("Trigger words' embeddings: learning-rate share",
+                                   "Above 0, the likely trigger words' own input embeddings train too, at the heads' "
+                                   "learning rate times this. Off (0) by default: measured on the tuning zoo, no "
+                                   "gain (README)."),
     "retain": ("Retention weight",
                "Weight of a KL term toward the model's own outputs on the clean texts (0 = off). Measured, not "
                "adopted: it kept clean accuracy but gave syntactic and style backdoors back."),
