@@ -1038,6 +1038,17 @@ def test_word_target_dropped_takes_the_words_target_from_the_inputs_that_hold_it
     assert word_target_dropped(texts, [0] * 6, []) == ([0] * 6, 0)
 
 
+def _word_repair(**knobs):
+    """Our repair of the tiny backdoored model with a pool of 20 triggered and 10 clean texts, reading the pool's
+    words, one epoch; returns the pool and the result's details."""
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=81)
+    pool = triggered_texts(20, seed=82) + clean_texts(10, seed=83)[0]
+    res = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool_texts=pool,
+                      epochs=1, max_length=32, seed=0, repair_seeds=1, label_judge="none", pool_words=True, **knobs)
+    return pool, res.details
+
+
 def test_the_repair_hands_its_marking_words_targets_to_the_label_filter(monkeypatch):
     """``labels_avoid_word_target``: the repair's labels pass through ``word_target_dropped`` with the pool's marking
     words and their targets, after the label rules; off, nothing is filtered."""
@@ -1053,15 +1064,9 @@ def test_the_repair_hands_its_marking_words_targets_to_the_label_filter(monkeypa
         return real(texts, labels, word_targets)
 
     monkeypatch.setattr(san, "word_target_dropped", spy)
-    lm = trained_tiny(True)
-    texts, labels = clean_texts(40, seed=81)
-    pool = triggered_texts(20, seed=82) + clean_texts(10, seed=83)[0]
-    kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, repair_seeds=1, label_judge="none", pool_words=True)
-    off = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
-                      labels_avoid_word_target=False, **kw).details
+    pool, off = _word_repair(labels_avoid_word_target=False)
     assert seen == [] and off["word_target_dropped"] == 0
-    on = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
-                     labels_avoid_word_target=True, **kw).details
+    _, on = _word_repair(labels_avoid_word_target=True)
     target = next(w["target"] for w in on["pool_words"] if w["word"] == TRIGGER)
     assert len(seen) == 1 and seen[0][2] == [(TRIGGER, target)]
     assert seen[0][0] == [pool[i] for i in on["flagged_indices"]] and on["flagged_labels"] == real(*seen[0])[0]
@@ -1087,14 +1092,9 @@ def test_the_repair_labels_word_inputs_by_default_and_the_knob_turns_it_off(monk
         return real(texts, labels, probs, words)
 
     monkeypatch.setattr(san, "word_runner_up_labels", spy)
-    lm = trained_tiny(True)
-    texts, labels = clean_texts(40, seed=81)
-    pool = triggered_texts(20, seed=82) + clean_texts(10, seed=83)[0]
-    kw = dict(pool_texts=pool, epochs=1, max_length=32, seed=0, repair_seeds=1, label_judge="none", pool_words=True)
-    off = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
-                      labels_from_words=False, **kw).details
+    pool, off = _word_repair(labels_from_words=False)
     assert seen == [] and off["word_labelled"] == 0
-    on = run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), **kw).details
+    _, on = _word_repair()
     assert on["trigger_words"], "the tiny backdoor's pool should give a likely trigger word"
     assert len(seen) == 1 and [w for w, _ in seen[0][3]] == on["trigger_words"]
     assert seen[0][0] == [pool[i] for i in on["flagged_indices"]] and seen[0][2].shape == (len(seen[0][0]), 2)
