@@ -728,15 +728,20 @@ class FusedDetector(Thresholded):
         cut = np.array([threshold_at_frr(self.dev_parts[:, k], self.frr_target) for k in range(2)])
         return (self.parts(pool) > cut).mean(0) - self.frr_target
 
-    def keep_parts_with_evidence(self, pool: AttentionStats, min_excess: float) -> np.ndarray:
+    def keep_parts_with_evidence(self, pool: AttentionStats, min_excess: float,
+                                 droppable: Sequence[str] = PART_NAMES) -> np.ndarray:
         """Leave out a part that shows no evidence on ``pool`` while the other does (our design; papers silent):
-        where exactly one part's ``part_excess`` reaches ``min_excess``, the score is that part alone, and the
-        threshold is set again on the clean dev inputs at the same FRR. Both parts count when both or neither
-        show evidence. A trigger that captures no head (a writing style) leaves the attention part at the clean
-        inputs' level, and summed in it only adds noise. Returns the excess ``(2,)``."""
+        where exactly one part's ``part_excess`` reaches ``min_excess`` and the other is in ``droppable``, the score
+        is that part alone, and the threshold is set again on the clean dev inputs at the same FRR. Both parts count
+        when both or neither show evidence. A trigger that captures no head (a writing style) leaves the attention
+        part at the clean inputs' level, and summed in it only adds noise. Returns the excess ``(2,)``."""
+        unknown = set(droppable) - set(self.PART_NAMES)
+        if unknown:
+            raise ValueError(f"droppable parts must be among {', '.join(self.PART_NAMES)}, got {sorted(unknown)}.")
         excess = self.part_excess(pool) if len(pool) else np.zeros(2)
         strong = excess >= float(min_excess)
-        self.used = strong.astype(int) if strong.sum() == 1 else None
+        weak = [n for n, st in zip(self.PART_NAMES, strong) if not st]
+        self.used = strong.astype(int) if strong.sum() == 1 and weak[0] in droppable else None
         self._set_threshold(self._combine(self.dev_parts), self.frr_target)
         return excess
 
@@ -749,13 +754,15 @@ class FusedDetector(Thresholded):
 
 def fused_detector(attention: SimilarityDetector, representation: RepresentationDetector,
                    clean_dev: AttentionStats, frr: float = DEFAULT_FRR, fuse: str = S.FUSE,
-                   pool: AttentionStats | None = None, min_excess: float | None = None) -> FusedDetector:
+                   pool: AttentionStats | None = None, min_excess: float | None = None,
+                   droppable: Sequence[str] = FusedDetector.PART_NAMES) -> FusedDetector:
     """``FusedDetector`` of two fitted detectors, calibrated at ``frr`` on ``clean_dev``; with ``pool`` and
-    ``min_excess``, a part with no evidence on the pool is left out (``FusedDetector.keep_parts_with_evidence``)."""
+    ``min_excess``, a part of ``droppable`` with no evidence on the pool is left out
+    (``FusedDetector.keep_parts_with_evidence``)."""
     det = FusedDetector(attention, representation, fuse)
     det.calibrate(clean_dev, frr)
     if pool is not None and min_excess is not None:
-        det.keep_parts_with_evidence(pool, min_excess)
+        det.keep_parts_with_evidence(pool, min_excess, droppable)
     return det
 
 

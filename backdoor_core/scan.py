@@ -399,6 +399,10 @@ def check_clean_set(clean: TextDataset, num_labels: int, minimum: int = 8) -> No
                         "statistics, half set the threshold).")
 
 
+FUSE_DROPS = {"attention": ("attention",), "either": ("attention", "representation")}
+"""``scan_model(fuse_drop=...)``: the parts of the fused score a pass may leave out (``settings.FUSE_DROP``)."""
+
+
 def scan_model(
     model,
     tokenizer,
@@ -424,6 +428,7 @@ def scan_model(
     verdict_without_contrast: bool = S.VERDICT_WITHOUT_CONTRAST,
     fuse: str = S.FUSE,
     fuse_min_excess: float | None = S.FUSE_MIN_EXCESS,
+    fuse_drop: str = S.FUSE_DROP,
     verdict_rule: str = S.VERDICT_RULE,
     verdict_shift_adjust: bool = S.VERDICT_SHIFT_ADJUST,
     max_length: int = S.MAX_LENGTH,
@@ -455,7 +460,8 @@ def scan_model(
         fuse_min_excess: with a pool, a pass's part (attention or representation) that shows no evidence on it
             while the other shows at least this much is left out of that pass's score
             (``detection.FusedDetector.keep_parts_with_evidence``; ``settings.FUSE_MIN_EXCESS``; None = both
-            parts always; ``settings["fused_parts"]``: the final pass's parts).
+            parts always; ``settings["fused_parts"]``: the final pass's parts). ``fuse_drop``
+            (``settings.FUSE_DROP``): which part may be left out, ``"attention"`` or ``"either"``.
         rep_method, contrast_gate: the representation part (``settings.REP_METHOD``); with a contrast in it and
             ``contrast_gate`` (``settings.CONTRAST_SOURCE_GATE``), a pool that reads as another source than the
             clean texts under the distance alone is scanned with the distance alone (``settings["rep_method"]``,
@@ -509,7 +515,10 @@ def scan_model(
     rep_det = rep_used = None
     gated = False
     # (pool statistics, least excess) for fused_detector: a part without evidence on the pool is left out
-    evidence = (pool_stats, fuse_min_excess) if pool and fuse_min_excess is not None else (None, None)
+    if fuse_drop not in FUSE_DROPS:
+        raise ValueError(f"fuse_drop must be one of {', '.join(FUSE_DROPS)}, got '{fuse_drop}'.")
+    evidence = ((pool_stats, fuse_min_excess, FUSE_DROPS[fuse_drop]) if pool and fuse_min_excess is not None
+                else (None, None))
     if representation:
         rep_det, rep_used, gated = representation_detector(clean_stats.subset(fit_idx), clean_stats, pool_stats,
                                                            dev_stats, frr, rep_method, seed,
@@ -640,6 +649,7 @@ def scan_model(
                   "refine_rounds": rounds, "representation": bool(representation),
                   "fuse": fuse if representation else None, "rep_method": rep_used,
                   "fuse_min_excess": fuse_min_excess if representation else None,
+                  "fuse_drop": fuse_drop if representation and fuse_min_excess is not None else None,
                   "fused_parts": getattr(det, "parts_used", None),
                   "contrast_gated": gated,
                   "verdict_rep_method": ("mahalanobis" if verdict_rep is not rep_det else rep_used),

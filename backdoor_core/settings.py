@@ -151,6 +151,11 @@ Our design (papers silent). Measured, not adopted (session 49; README, design ch
 out*): on the tuning zoo at 0.05 the styles' final-pass AUROC rose (mean 0.739 -> 0.761) and their ASR after repair
 fell (27.9 -> 23.2%), but models below -1.5 CACC went 1 -> 3 and the word family's AUROC 0.962 -> 0.950; at 0.10 the
 styles' ASR rose (29.2%) (bench/results/archive/defense_s49fx.md, _s49fx10.md)."""
+FUSE_DROP = "either"
+"""With ``FUSE_MIN_EXCESS``: which part a pass may leave out, "attention" only or "either" (scan knob ``fuse_drop``).
+Measured with ``FUSE_MIN_EXCESS`` (session 49): "attention" kept the BadNets models' AUROC (0.961, against 0.950 with
+"either") and the styles' gains, but the same three models fell below -1.5 CACC
+(bench/results/archive/defense_s49fxa.md)."""
 
 
 VERDICT_CHANCE_QUANTILE = 0.7

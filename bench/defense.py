@@ -717,7 +717,8 @@ def main(argv=None) -> int:
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
                      "eval_sizes": sizes, "representation_share": scan.representation_share,
-                     "attention_missed_share": scan.attention_missed_share}
+                     "attention_missed_share": scan.attention_missed_share,
+                     "fused_parts": scan.settings.get("fused_parts")}
         if args.dump_scores:
             dump_verdict_inputs(Path(args.dump_scores), row_model, scan, pool_is_trig)
         print(f"   scan {scan.seconds:.0f}s words {marking} ({words_seconds:.0f}s) verdict {verdict['score']:.2f} flagged {len(flagged)} "

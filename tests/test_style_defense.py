@@ -113,6 +113,13 @@ def test_a_part_without_evidence_on_the_pool_is_left_out_of_the_fused_score():
     assert fused_detector(att, rep, dev, S.FRR, "sum", pool=mixed, min_excess=0.05).used is None
     # no pool or no least excess: the plain fused score
     assert fused_detector(att, rep, dev, S.FRR, "sum", pool=pool_style).used is None
+    # only the parts named droppable may be left out
+    assert fused_detector(att, rep, dev, S.FRR, "sum", pool=pool_style, min_excess=0.05,
+                          droppable=("representation",)).used is None
+    assert fused_detector(att, rep, dev, S.FRR, "sum", pool=pool_style, min_excess=0.05,
+                          droppable=("attention",)).parts_used == ["representation"]
+    with pytest.raises(ValueError, match="droppable"):
+        kept.keep_parts_with_evidence(pool_style, 0.05, ("heads",))
     from backdoor_core.detection import fused_parts_note, representation_notes
 
     note = fused_parts_note(kept.parts_used)
