@@ -571,10 +571,10 @@ def repair_notes(details: dict) -> list[str]:
     labels were skipped (``settings.GATE_MAX_ACCURACY_DROP``), which heads were reset (``settings.RESET_TOP_K``),
     whether several repairs were averaged (``settings.REPAIR_SEEDS``), what the clean-accuracy guard measured and
     kept (``settings.CLEAN_GUARD``), which likely trigger words the clean texts carried (``pool_words``) and how
-    many labels they dropped (``word_target_dropped``) or set from the words (``word_labelled``), that a scan which found no backdoor gave it only chance flags
-    or read a pool unlike the clean texts (``detection.pool_shift_note``), and how far the
-    alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up to 64
-    flagged and 64 clean texts). Empty for the baselines."""
+    many labels they dropped (``word_target_dropped``) or set (``word_labelled``), that a scan which found no
+    backdoor gave it only chance flags or read a pool unlike the clean texts (``detection.pool_shift_note``), and how
+    far the alignment term moved (``align_before`` / ``align_after``: the repair measures it before and after on up
+    to 64 flagged and 64 clean texts). Empty for the baselines."""
     notes = []
     layers = details.get("ffn_layers")
     missed = details.get("attention_missed_share")

@@ -761,9 +761,9 @@ def sanitize_heads(
             in place of their plain versions, with their own label (``trigger_augmented``).
         trigger_embedding_lr_scale: above 0, the embedding rows of ``trigger_words``' tokens that no clean text
             holds (``trigger_token_ids``) train too, at ``config.lr`` x this (``settings.TRIGGER_EMBEDDING_LR_SCALE``).
-        word_labels: a pool text holding one of ``trigger_words`` that the model puts in that word's target gets
-            its runner-up class, after the rules and the judge (``word_runner_up_labels``,
-            ``settings.LABELS_FROM_WORDS``).
+        word_labels: on a two-class model, a pool text holding one of ``trigger_words`` that the model puts in that
+            word's target, unlabelled or labelled that target, gets the other class, after the rules and the judge
+            (``word_runner_up_labels``, ``settings.LABELS_FROM_WORDS``).
         word_targets: ``(word, target)`` marking words (``trigger_search.marking_words``, companions included): a
             pool text holding one loses a label that is that word's target (``word_target_dropped``), after the
             rules and the judge below.

@@ -580,8 +580,10 @@ that no rule labelled otherwise is labelled the other class (``sanitize.word_run
 ``labels_from_words``; after the rules and the judge). Our design (papers silent). On by default since session 49
 (README, design choices, *Labels from the trigger words*). Tuning zoo, the 14 models whose pool gave likely words
 (bench/results/archive/defense_s49wl.md): 7 labels added, all right; three rows moved: Bible seed 1 22.6 -> 22.0% (CACC
-+6.7 -> +5.8), BadNets 2.5% -> positive seed 0 12.5 -> 11.9%, BadNets 2% -> positive seed 0 CACC +1.7 -> +1.4. Test zoo (archive/defense_test_s49twl.md, the
-OLID rows): OLID BadNets -> NOT seed 2 57.9 -> 56.1%, 9 labels added, all right, no other row changed."""
++6.7 -> +5.8), BadNets 2.5% -> positive seed 0 12.5 -> 11.9%, BadNets 2% -> positive seed 0 CACC +1.7 -> +1.4. Test
+zoo (archive/defense_test_s49olid.md, the 9 OLID BadNets and AddSent + TAL models): OLID BadNets -> NOT seed 2 57.9 ->
+56.1%, 9 labels added, all right, no other row changed. Two-class models only: the first version's runner-up class
+cut AG News AddSent's pseudo-label accuracy (archive/defense_test_s49twl.md)."""
 
 # ------------------------------------------------------------------------------------------------ defender data
 
