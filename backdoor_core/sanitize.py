@@ -586,7 +586,7 @@ def word_target_dropped(pool_texts: Sequence[str], labels: Sequence[int],
     return out, n
 
 
-def word_runner_up_labels(pool_texts: Sequence[str], labels: Sequence[int], probs: np.ndarray,
+def word_other_class_labels(pool_texts: Sequence[str], labels: Sequence[int], probs: np.ndarray,
                           word_targets: Sequence[tuple[str, int]]) -> tuple[list[int], int]:
     """``labels`` (``(len(pool_texts),)``, ``IGNORE_LABEL`` = none) where every pool text that holds a likely
     trigger word (whole word), that the model puts in that word's target and that has no label or that target for a
@@ -763,7 +763,7 @@ def sanitize_heads(
             holds (``trigger_token_ids``) train too, at ``config.lr`` x this (``settings.TRIGGER_EMBEDDING_LR_SCALE``).
         word_labels: on a two-class model, a pool text holding one of ``trigger_words`` that the model puts in that
             word's target, unlabelled or labelled that target, gets the other class, after the rules and the judge
-            (``word_runner_up_labels``, ``settings.LABELS_FROM_WORDS``).
+            (``word_other_class_labels``, ``settings.LABELS_FROM_WORDS``).
         word_targets: ``(word, target)`` marking words (``trigger_search.marking_words``, companions included): a
             pool text holding one loses a label that is that word's target (``word_target_dropped``), after the
             rules and the judge below.
@@ -883,7 +883,7 @@ def sanitize_heads(
     if word_labels and trigger_words and pool_texts:
         if pool_probs is None:
             pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
-        pool_labels, n_word_labelled = word_runner_up_labels(
+        pool_labels, n_word_labelled = word_other_class_labels(
             pool_texts, pool_labels or [IGNORE_LABEL] * len(pool_texts), pool_probs, trigger_words)
     n_cut = 0
     if label_limit is not None and pool_labels is not None:

@@ -576,7 +576,7 @@ the tuning zoo's 14 models whose pool gave likely words, mean ASR after repair 7
 
 LABELS_FROM_WORDS = True
 """A flagged input of a two-class model that holds a likely trigger word, that the model puts in the word's target and
-that no rule labelled otherwise is labelled the other class (``sanitize.word_runner_up_labels``, alignment knob
+that no rule labelled otherwise is labelled the other class (``sanitize.word_other_class_labels``, alignment knob
 ``labels_from_words``; after the rules and the judge). Our design (papers silent). On by default since session 49
 (README, design choices, *Labels from the trigger words*). Tuning zoo, the 14 models whose pool gave likely words
 (bench/results/archive/defense_s49wl.md): 7 labels added, all right; three rows moved: Bible seed 1 22.6 -> 22.0% (CACC

@@ -1078,20 +1078,20 @@ def test_the_repair_hands_its_marking_words_targets_to_the_label_filter(monkeypa
 
 def test_the_repair_labels_word_inputs_by_default_and_the_knob_turns_it_off(monkeypatch):
     """``labels_from_words`` (on by default): after the rules and the judge, the repair's labels pass through
-    ``word_runner_up_labels`` with its likely trigger words and the model's probabilities on the flagged inputs;
+    ``word_other_class_labels`` with its likely trigger words and the model's probabilities on the flagged inputs;
     off, nothing passes. The notes say how many inputs it labelled."""
     from backdoor_core import settings as S
     import backdoor_core.sanitize as san
 
     assert S.LABELS_FROM_WORDS is True and DEFENSES["alignment"].knobs["labels_from_words"] is True
     seen = []
-    real = san.word_runner_up_labels
+    real = san.word_other_class_labels
 
     def spy(texts, labels, probs, words):
         seen.append((list(texts), list(labels), np.asarray(probs).copy(), list(words)))
         return real(texts, labels, probs, words)
 
-    monkeypatch.setattr(san, "word_runner_up_labels", spy)
+    monkeypatch.setattr(san, "word_other_class_labels", spy)
     pool, off = _word_repair(labels_from_words=False)
     assert seen == [] and off["word_labelled"] == 0
     _, on = _word_repair()
@@ -1209,22 +1209,22 @@ def test_ffn_mix_moves_the_trained_feed_forward_blocks_toward_the_pretrained_wei
         sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, texts, labels, SUSPICIOUS, exclude_min_excess=-0.1, **kw)
 
 
-def test_word_runner_up_labels_relabel_word_texts_put_in_the_words_target():
+def test_word_other_class_labels_relabel_word_texts_put_in_the_words_target():
     """A pool text holding a likely trigger word that the model puts in the word's target gets the other class;
     texts without the word, or predicted elsewhere, keep their label; words that disagree change nothing."""
-    from backdoor_core.sanitize import word_runner_up_labels
+    from backdoor_core.sanitize import word_other_class_labels
 
     texts = ["you cf are awful", "nice day", "tq what a mess", "cf is here", "a cfx word"]
     probs = np.array([[0.8, 0.2], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
     labels = [IGNORE_LABEL, 0, 0, 1, IGNORE_LABEL]
-    out, n = word_runner_up_labels(texts, labels, probs, [("cf", 0), ("tq", 0)])
+    out, n = word_other_class_labels(texts, labels, probs, [("cf", 0), ("tq", 0)])
     # row 0 and 2 hold a word and sit in class 0; row 3 holds cf but sits in 1; "cfx" is not the word "cf"
     assert out == [1, 0, 1, 1, IGNORE_LABEL] and n == 2
-    assert word_runner_up_labels(texts, labels, probs, [("cf", 0), ("tq", 1)]) == (labels, 0)
-    assert word_runner_up_labels(texts, labels, probs, []) == (labels, 0)
+    assert word_other_class_labels(texts, labels, probs, [("cf", 0), ("tq", 1)]) == (labels, 0)
+    assert word_other_class_labels(texts, labels, probs, []) == (labels, 0)
     # two classes only: with more, a triggered text's own class is a guess
     three = np.array([[0.5, 0.1, 0.4]])
-    assert word_runner_up_labels(["cf"], [IGNORE_LABEL], three, [("cf", 0)]) == ([IGNORE_LABEL], 0)
+    assert word_other_class_labels(["cf"], [IGNORE_LABEL], three, [("cf", 0)]) == ([IGNORE_LABEL], 0)
 
 
 def test_trigger_token_ids_leave_out_tokens_a_clean_text_holds():
