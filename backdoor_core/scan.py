@@ -490,6 +490,10 @@ def scan_model(
         raise ValueError(f"first_pass_kind must be one of {', '.join(FIRST_PASSES)}, got '{first_pass_kind}'.")
     if rep_method not in REP_METHODS:
         raise ValueError(f"rep_method must be one of {', '.join(REP_METHODS)}, got '{rep_method}'.")
+    if fuse_drop not in FUSE_DROPS:
+        raise ValueError(f"fuse_drop must be one of {', '.join(FUSE_DROPS)}, got '{fuse_drop}'.")
+    if fuse_min_excess is not None and not 0.0 <= float(fuse_min_excess) <= 1.0:
+        raise ValueError(f"fuse_min_excess must be a share of the pool in [0, 1] (None: off), got {fuse_min_excess}.")
     if max_clean is not None and len(clean) > max_clean:
         clean = clean.sample(max_clean, seed=seed)
     pool = [str(t) for t in (pool_texts or [])]
@@ -515,8 +519,6 @@ def scan_model(
     rep_det = rep_used = None
     gated = False
     # (pool statistics, least excess) for fused_detector: a part without evidence on the pool is left out
-    if fuse_drop not in FUSE_DROPS:
-        raise ValueError(f"fuse_drop must be one of {', '.join(FUSE_DROPS)}, got '{fuse_drop}'.")
     evidence = ((pool_stats, fuse_min_excess, FUSE_DROPS[fuse_drop]) if pool and fuse_min_excess is not None
                 else (None, None))
     if representation:

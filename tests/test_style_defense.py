@@ -182,6 +182,10 @@ def test_scan_with_representation_fusion_keeps_the_attention_only_path():
     final = evid.head_detector if evid.head_detector is not None else evid.detector
     assert evid.settings["fused_parts"] == final.parts_used and evid.settings["fuse_min_excess"] == 0.05
     assert set(final.parts_used) <= {"attention", "representation"} and final.parts_used
+    # bad knobs are refused before any forward pass
+    for bad in ({"fuse_drop": "heads"}, {"fuse_min_excess": 1.5}, {"fuse_min_excess": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            scan_model(lm.model, lm.tokenizer, clean, pool, max_length=32, frr=0.2, find_triggers=False, **bad)
 
 
 def test_ffn_layers_rule():
