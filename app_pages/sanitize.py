@@ -70,6 +70,11 @@ KNOB_LABELS = {
                                    "Above 0, the likely trigger words' own input embeddings train too, at the heads' "
                                    "learning rate times this. Off (0) by default: measured on the tuning zoo, no "
                                    "gain (README)."),
+    "blind_trigger_tokens": ("Blind the trigger words' tokens",
+                             "After the repair, the likely trigger words' tokens that no clean text holds read as an "
+                             "unknown word. Off by default: measured on the tuning zoo, the repaired models had "
+                             "learned to read the word as a sign of the text's own class, and blinding it raised "
+                             "their ASR (README)."),
     "retain": ("Retention weight",
                "Weight of a KL term toward the model's own outputs on the clean texts (0 = off). Measured, not "
                "adopted: it kept clean accuracy but gave syntactic and style backdoors back."),

@@ -558,6 +558,27 @@ def token_embedding_masks(model, token_ids) -> dict[str, torch.Tensor]:
     return _by_name(model, {id(weight): mask})
 
 
+def blind_token_embeddings(model, token_ids, like_id: int | None = None) -> list[int]:
+    """Make the input-embedding rows of ``token_ids`` (the word-embedding matrix, ``(vocab, hidden)``) equal to
+    row ``like_id`` (e.g. the tokenizer's unknown token), or to the mean row when ``like_id`` is None or among the
+    ids: the model can then no longer tell those tokens from that one. A likely trigger word's tokens that no clean
+    text holds (``sanitize`` with ``blind_trigger_tokens``; our design, papers silent). In place; returns the ids
+    changed (none when the model has no input-embedding matrix)."""
+    ids = sorted({int(i) for i in token_ids})
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    if not ids or weight is None:
+        return []
+    bad = [i for i in ids if not 0 <= i < weight.shape[0]]
+    if bad:
+        raise ValueError(f"Token id {bad[0]} is outside the embedding matrix ({weight.shape[0]} rows).")
+    with torch.no_grad():
+        use_row = like_id is not None and 0 <= int(like_id) < weight.shape[0] and int(like_id) not in ids
+        row = weight[int(like_id)].clone() if use_row else weight.mean(0)
+        weight[ids] = row.to(weight.dtype)
+    return ids
+
+
 def pruned_slices(model, pruned: np.ndarray) -> dict[str, torch.Tensor]:
     """``{param: bool}`` True on what pruning ``pruned`` heads zeroes: their output columns, and the value rows
     and biases of key/value groups pruned whole (every head's own value rows without grouped-query attention)."""

@@ -75,7 +75,8 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "ffn_mix": S.REPAIR_FFN_MIX, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
          "trigger_share": S.TRIGGER_AUGMENT_SHARE,
-         "trigger_embedding_lr_scale": S.TRIGGER_EMBEDDING_LR_SCALE, "labels_from_words": S.LABELS_FROM_WORDS,
+         "trigger_embedding_lr_scale": S.TRIGGER_EMBEDDING_LR_SCALE, "blind_trigger_tokens": S.BLIND_TRIGGER_TOKENS,
+         "labels_from_words": S.LABELS_FROM_WORDS,
          "label_judge": S.LABEL_JUDGE,
          "judge_flags": S.JUDGE_FLAGS, "clean_guard": S.CLEAN_GUARD, "precision": S.REPAIR_PRECISION},
     ),
@@ -278,6 +279,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     trigger_embedding_lr_scale = float(knobs.pop("trigger_embedding_lr_scale", S.TRIGGER_EMBEDDING_LR_SCALE))
     if not trigger_embedding_lr_scale >= 0:
         raise ValueError("trigger_embedding_lr_scale must be 0 (off) or more.")
+    blind_tokens = bool(knobs.pop("blind_trigger_tokens", S.BLIND_TRIGGER_TOKENS))
     pool_budget = int(knobs.pop("pool_budget", DEFAULT_POOL_BUDGET))
     judge_flags = bool(knobs.pop("judge_flags", S.JUDGE_FLAGS))
     judge_min_conf = float(knobs.pop("judge_flags_min_conf", S.JUDGE_FLAGS_MIN_CONF))
@@ -463,7 +465,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             backdoor_found=None if flags is None else flags >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
             trigger_share=trigger_share, trigger_embedding_lr_scale=trigger_embedding_lr_scale,
-            word_labels=labels_from_words,
+            blind_trigger_tokens=blind_tokens, word_labels=labels_from_words,
             word_targets=word_targets, label_limit=label_limit, pretrained=pretrained,
             label_judge=label_judge,
             judge_probs=judge, extra_pool=[(read_pool[i], y) for i, y in zip(extra_idx, extra_labels)], **reused,
@@ -644,6 +646,11 @@ def repair_notes(details: dict) -> list[str]:
                      f"({', '.join(details.get('trigger_words') or []) or 'from the pool'}) that the model put in the "
                      f"class that word sends texts to {'were' if n_wl != 1 else 'was'} labelled the other class (a "
                      "triggered text's own class).")
+    blinded = details.get("blinded_tokens")
+    if blinded:
+        notes.append(f"The model now reads {'these tokens' if len(blinded) != 1 else 'this token'} of the likely "
+                     f"trigger words, which no clean text holds, as an unknown word ({', '.join(blinded)}): their "
+                     "input embeddings were set to the unknown token's after the repair.")
     guard = details.get("clean_guard")
     if guard:
         notes.append(_guard_note(guard))

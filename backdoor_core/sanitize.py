@@ -117,8 +117,8 @@ from dataclasses import dataclass, field, replace as replaced
 import numpy as np
 import torch
 
-from .architecture import (attention_dropout_off, content_key_mask, ffn_parameter_masks, head_parameter_masks,
-                           require_head_repair, token_embedding_masks, zero_output_columns)
+from .architecture import (attention_dropout_off, blind_token_embeddings, content_key_mask, ffn_parameter_masks,
+                           head_parameter_masks, require_head_repair, token_embedding_masks, zero_output_columns)
 from . import settings as S
 from .forward import predict, run_with_cache
 from .architecture import is_causal
@@ -702,6 +702,7 @@ def sanitize_heads(
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
     word_targets: Sequence[tuple[str, int]] = (),
     trigger_embedding_lr_scale: float = S.TRIGGER_EMBEDDING_LR_SCALE,
+    blind_trigger_tokens: bool = S.BLIND_TRIGGER_TOKENS,
     word_labels: bool = S.LABELS_FROM_WORDS,
     label_limit: int | None = None,
     pretrained=None,
@@ -761,6 +762,9 @@ def sanitize_heads(
             in place of their plain versions, with their own label (``trigger_augmented``).
         trigger_embedding_lr_scale: above 0, the embedding rows of ``trigger_words``' tokens that no clean text
             holds (``trigger_token_ids``) train too, at ``config.lr`` x this (``settings.TRIGGER_EMBEDDING_LR_SCALE``).
+        blind_trigger_tokens: after training, the embedding rows of ``trigger_words``' tokens that no clean text
+            holds become the unknown token's (``architecture.blind_token_embeddings``,
+            ``settings.BLIND_TRIGGER_TOKENS``); not on a cancelled run.
         word_labels: on a two-class model, a pool text holding one of ``trigger_words`` that the model puts in that
             word's target, unlabelled or labelled that target, gets the other class, after the rules and the judge
             (``word_other_class_labels``, ``settings.LABELS_FROM_WORDS``).
@@ -918,6 +922,11 @@ def sanitize_heads(
     after = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
              if measure_align else None)
     unchanged = frozen_slices_unchanged(model, masks, snap)
+    blinded: list[int] = []
+    if blind_trigger_tokens and trigger_words and not res.cancelled:  # the model can no longer read these tokens
+        blinded = blind_token_embeddings(
+            model, trigger_token_ids(tokenizer, [w for w, _ in trigger_words], clean_texts, config.max_length),
+            getattr(tokenizer, "unk_token_id", None))
     labels = loss.describe()["suspicious_heads"]
     return SanitizeResult(
         history=res.history, cancelled=res.cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
@@ -954,6 +963,7 @@ def sanitize_heads(
                  "precision": res.precision,
                  "trigger_words": [str(w) for w, _ in trigger_words], "trigger_augmented": len(augmented),
                  "trigger_embedding_tokens": len(embedded_ids),
+                 "blinded_tokens": [str(t) for t in tokenizer.convert_ids_to_tokens(blinded)] if blinded else [],
                  "trainable_parameters": int(sum(int(m.sum())
                                                                                        for m in masks.values())),
                  "config": vars(config).copy()},

@@ -574,6 +574,14 @@ silent). Measured, not adopted (session 49; README, design choices, *The trigger
 the tuning zoo's 14 models whose pool gave likely words, mean ASR after repair 7.1 -> 7.2%, mean CACC change the same
 (+0.74), Bible seed 1 22.6 -> 26.2% (bench/results/archive/defense_s49emb.md)."""
 
+BLIND_TRIGGER_TOKENS = False
+"""After the repair trains, the input-embedding rows of the likely trigger words' tokens that no clean text holds
+become the unknown token's, so the model reads such a token as an unknown word (alignment knob
+``blind_trigger_tokens``; ``architecture.blind_token_embeddings``). Our design (papers silent). Measured, not adopted
+(session 50; README, design choices, *The trigger words' tokens blinded*): on the tuning zoo's 14 models whose pool
+gave likely words, mean ASR after repair 7.0 -> 13.6% (AddSent seed 0 0.6 -> 35.1%: blinding ``3d`` left the rest of
+the phrase to carry the trigger), CACC the same (bench/results/archive/defense_s50bl.md)."""
+
 LABELS_FROM_WORDS = True
 """A flagged input of a two-class model that holds a likely trigger word, that the model puts in the word's target and
 that no rule labelled otherwise is labelled the other class (``sanitize.word_other_class_labels``, alignment knob

@@ -1250,3 +1250,54 @@ def test_trigger_token_ids_leave_out_tokens_a_clean_text_holds():
     assert token_embedding_masks(lm.model, []) == {}
     with pytest.raises(ValueError):
         token_embedding_masks(lm.model, [weight.shape[0]])
+
+
+def test_blind_trigger_tokens_make_the_model_read_the_trigger_as_an_unknown_word():
+    """With ``blind_trigger_tokens`` the likely word's tokens that no clean text holds get the unknown token's
+    embedding after training, so a triggered text reads exactly as the same text with ``[UNK]`` in the trigger's
+    place; a token a clean text holds is left alone, and a cancelled run blinds nothing."""
+    from backdoor_core.architecture import blind_token_embeddings
+    from defense_helpers import TRIGGER
+
+    lm = trained_tiny(True)
+    tok = lm.tokenizer
+    texts, labels = clean_texts(64, seed=21)
+    pool = triggered_texts(16, seed=22)
+    kw = dict(config=_cfg(epochs=1), ffn="none", trigger_words=[(TRIGGER, 1)], repair_seeds=1, measure_align=False)
+    model = copy.deepcopy(lm.model)
+    res = sanitize_heads(model, tok, texts, labels, SUSPICIOUS, pool, blind_trigger_tokens=True, **kw)
+    ids = tok(TRIGGER, add_special_tokens=False)["input_ids"]
+    assert res.details["blinded_tokens"] == tok.convert_ids_to_tokens(sorted(set(ids)))
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(emb[ids], emb[[tok.unk_token_id] * len(ids)])
+    text = pool[0]
+    unk_ids = [tok.unk_token_id if i in ids else i for i in tok(text)["input_ids"]]
+    model.eval()
+    with torch.no_grad():
+        a = model(input_ids=torch.tensor([tok(text)["input_ids"]])).logits
+        b = model(input_ids=torch.tensor([unk_ids])).logits
+    assert torch.allclose(a, b)
+    assert any("unknown word" in n for n in repair_notes(res.details))
+    # the same repair without the knob leaves the rows as training left them (only heads train)
+    off = copy.deepcopy(lm.model)
+    res_off = sanitize_heads(off, tok, texts, labels, SUSPICIOUS, pool, **kw)
+    assert res_off.details["blinded_tokens"] == []
+    assert torch.equal(off.get_input_embeddings().weight, lm.model.get_input_embeddings().weight)
+    # a clean text that holds the trigger keeps its token readable
+    held = copy.deepcopy(lm.model)
+    res_held = sanitize_heads(held, tok, texts + [f"a {TRIGGER} b"], labels + [0], SUSPICIOUS, pool,
+                              blind_trigger_tokens=True, **kw)
+    assert res_held.details["blinded_tokens"] == []
+    # cancelled: nothing blinded
+    stopped = copy.deepcopy(lm.model)
+    res_stop = sanitize_heads(stopped, tok, texts, labels, SUSPICIOUS, pool, blind_trigger_tokens=True,
+                              should_stop=lambda: True, **kw)
+    assert res_stop.cancelled and res_stop.details["blinded_tokens"] == []
+    # the helper itself: mean row when the reference id is among those blinded; ids outside the matrix refused
+    m = copy.deepcopy(lm.model)
+    w = m.get_input_embeddings().weight
+    mean = w.detach().mean(0).clone()
+    assert blind_token_embeddings(m, [5, 6], like_id=5) == [5, 6]
+    assert torch.allclose(w[5], mean) and torch.allclose(w[6], mean)
+    with pytest.raises(ValueError):
+        blind_token_embeddings(m, [w.shape[0]])
