@@ -32,11 +32,14 @@ adds a second draw of the same recipes (``bench/results/defense_tuning.md``).
 
 Runs ``--workers`` one-thread processes in parallel (default 2) and writes, after every model,
 ``bench/models/<zoo>_zoo/manifest.json`` (read by ``bench/defense.py --zoo test``; for the tuning zoo pass it as
-``--manifest``) and ``bench/results/<zoo>_zoo_build.json/.md``. ``--resume`` skips models already in the manifest.
+``--manifest``) and ``bench/results/<zoo>_zoo_build.json/.md``. ``--resume`` skips models already in the manifest. ``--tag T`` keeps
+another draw apart: ``manifest_T.json`` and ``<zoo>_zoo_build_T.json/.md`` (pass that manifest to ``bench/defense.py
+--manifest``), so the published zoo's manifest and build table stay as they are.
 
     python bench/test_zoo.py                       # 3 seeds, 2 workers
     python bench/test_zoo.py --seeds 0 --only olid
     python bench/test_zoo.py --zoo tuning          # the 12 SST-2 tuning models (seed 0), 2 workers
+    python bench/test_zoo.py --seeds 3 --tag s3    # a fourth draw, in its own manifest (README, *A fourth draw*)
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ def parse_args(argv=None):
                    help="datasets, or dataset/name items (olid/clean,...); default: the zoo's every dataset")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--tag", default="",
+                   help="write manifest_TAG.json and <zoo>_zoo_build_TAG.json/.md instead of the published zoo's files")
     return p.parse_args(argv)
 
 
@@ -226,6 +231,9 @@ def job_list(zoo: str, seeds: list[int], only: list[str] | None = None) -> list[
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
+        raise SystemExit(f"--tag takes letters, digits, - and _ only, got {args.tag!r}.")
+    suffix = f"_{args.tag}" if args.tag else ""
     _, models_dir, default_seeds = ZOOS[args.zoo]
     seeds = [int(s) for s in (args.seeds or default_seeds).split(",") if s.strip()]
     only = [s.strip() for s in (args.only or "").split(",") if s.strip()]
@@ -234,12 +242,12 @@ def main(argv=None) -> int:
         olid_syntactic_files()
     models_dir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    manifest_path = models_dir / "manifest.json"
+    manifest_path = models_dir / f"manifest{suffix}.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": []}
     if args.resume:
         have = {m["name"] for m in manifest["models"]}
         jobs = [j for j in jobs if f"{j['data']}_s{j['seed']}_{j['spec'][0]}" not in have]
-    build_json = RESULTS / f"{args.zoo}_zoo_build.json"
+    build_json = RESULTS / f"{args.zoo}_zoo_build{suffix}.json"
     earlier = json.loads(build_json.read_text()).get("invocations", []) if build_json.is_file() else []
     this = {"seeds": ",".join(map(str, seeds)), "only": args.only, "workers": args.workers, "models": 0,
             "seconds": 0.0}
@@ -255,8 +263,8 @@ def main(argv=None) -> int:
             report = {"zoo": args.zoo, "recipe": "bench/attack_tal.py QUICK", "invocations": earlier + [this],
                       "models": manifest["models"]}
             write_text(build_json, json.dumps(report, indent=2))
-            write_text(RESULTS / f"{args.zoo}_zoo_build.md", markdown(manifest["models"], report["invocations"],
-                                                                          args.zoo))
+            write_text(RESULTS / f"{args.zoo}_zoo_build{suffix}.md",
+                       markdown(manifest["models"], report["invocations"], args.zoo))
             asr = "-" if entry["asr"] is None else f"{entry['asr']:.3f}"
             bar.write(f"{entry['name']:<32} asr={asr} cacc={entry['cacc']:.3f} {entry['seconds']:.0f}s")
             bar.update()

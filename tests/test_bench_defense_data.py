@@ -536,3 +536,34 @@ def test_merge_flags_repair_rows_whose_newer_scan_crossed_a_gate_line(tmp_path, 
     old = {"settings": pub["settings"], "detection": [], "models": [unscored], "runs": [row]}
     (tmp_path / "defense_test_old.json").write_text(json.dumps(old))
     assert b.merge(["old"], "o", zoo="test")["gate_check"] == {"crossed": [], "unchecked": [names[0]], "checked": 0}
+
+
+def test_zoo_builder_tag_keeps_another_draw_apart(monkeypatch, tmp_path):
+    """``bench/test_zoo.py --tag s3`` writes ``manifest_s3.json`` and ``test_zoo_build_s3.json/.md``, never the
+    published zoo's ``manifest.json`` or build table; a tag that could leave the folder is refused before any work.
+    Training is replaced by a stub entry (the path logic is what is checked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = importlib.util.spec_from_file_location("zoo_builder_tag", ROOT / "bench" / "test_zoo.py")
+    z = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(z)
+    models, results = tmp_path / "models", tmp_path / "results"
+    monkeypatch.setattr(z, "ZOOS", {**z.ZOOS, "test": (z.ZOO, models, "0,1,2")})
+    monkeypatch.setattr(z, "RESULTS", results)
+    monkeypatch.setattr(z, "ProcessPoolExecutor", ThreadPoolExecutor)
+
+    def fake_train(job):
+        name = f"{job['data']}_s{job['seed']}_{job['spec'][0]}"
+        return {"name": name, "path": str(models / name), "dataset": job["data"], "seed": job["seed"],
+                "attack": "clean", "rate": 0.0, "tal": False, "target": None, "n_poisoned": 0, "asr": None,
+                "cacc": 0.8, "seconds": 1.0}
+
+    monkeypatch.setattr(z, "train_one", fake_train)
+    assert z.main(["--seeds", "3", "--only", "olid/clean", "--workers", "1", "--tag", "s3"]) == 0
+    manifest = json.loads((models / "manifest_s3.json").read_text())
+    assert [m["name"] for m in manifest["models"]] == ["olid_s3_clean"]
+    assert not (models / "manifest.json").exists()
+    assert (results / "test_zoo_build_s3.json").is_file() and (results / "test_zoo_build_s3.md").is_file()
+    assert not (results / "test_zoo_build.json").exists()
+    with pytest.raises(SystemExit, match="--tag"):
+        z.main(["--seeds", "3", "--only", "olid/clean", "--tag", "../x"])
