@@ -210,6 +210,13 @@ def _repair_section(meta: Mapping) -> list[str]:
     if isinstance(heads, list):
         shown = ", ".join(escape_md(h, 12) for h in heads[:24]) + (" …" if len(heads) > 24 else "")
         rows.append(("heads treated as suspicious", f"{len(heads)}{': ' + shown if shown else ''}"))
+    layers = details.get("ffn_layers")
+    if isinstance(layers, list) and layers:
+        rows.append(("feed-forward blocks trained too", "layers " + ", ".join(escape_md(x, 6) for x in layers[:48])))
+    blinded = details.get("blinded_tokens")
+    if isinstance(blinded, list) and blinded:
+        shown = ", ".join(escape_md(t, 24) for t in blinded[:24]) + (" …" if len(blinded) > 24 else "")
+        rows.append(("tokens now read as the unknown token", f"{len(blinded)}: {shown} (input embeddings replaced)"))
     for key, label in (("clean_samples", "clean labelled texts used"), ("pool_samples", "unlabelled pool texts")):
         if _number(meta.get(key)) is not None:
             rows.append((label, str(int(meta[key]))))

@@ -64,6 +64,12 @@ def test_repaired_clean_and_unknown_models(tmp_path):
     assert "WARNING: this model was made from a deliberately backdoored model" in text
     assert "| ASR | 94.8% | 1.2% |" in text and "| CACC | 95.0% | 94.1% |" in text
     assert "2: L1H2, L1H3" in text
+    assert "feed-forward" not in text and "unknown token" not in text  # a head-only repair changed nothing else
+    _, text = _card(tmp_path, {**REPAIRED, "defense_details": {"suspicious_heads": ["L1H2"], "ffn_layers": [3, 4],
+                                                               "blinded_tokens": ["cf", "<b>tq|</b>"]}})
+    assert "| feed-forward blocks trained too | layers 3, 4 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tokens now read as the unknown token"))
+    assert "2: cf," in row and "<b>" not in row and "input embeddings replaced" in row
     assert "lift over a clean model" not in text  # no clean reference recorded: no lift row
     # a repair measured against a clean reference: the lift before and after, one row of three cells even when the
     # reference's name carries table and HTML syntax
