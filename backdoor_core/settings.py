@@ -439,7 +439,8 @@ _soup2b.md, defense_sd1000a.md, _sd1000b.md). On the test zoo, with length-group
 CACC change among the backdoors that took -2.4 against -4.0 / -6.5 for two single-repair draws
 (archive/defense_test_tg2_w*.md, defense_test_tz101.md). It costs one training run per extra repair: 49.6-54.7 s per
 sanitization (medians) on 2 idle cores with length grouping (archive/defense_test_t2g2*.md), within the 60-s goal
-(62-72 s without grouping). 1 = one repair, the paper's recipe."""
+(62-72 s without grouping). 1 = one repair, the paper's recipe. Three, measured on the tuning zoo in session 50:
+mean ASR after 12.8 -> 13.6%, worst CACC change -4.0 -> -3.5 (bench/results/archive/defense_s50rs3.md); not adopted."""
 PRECISIONS = ("auto", "fp32", "bf16-mixed")
 REPAIR_PRECISION = "auto"
 """The arithmetic of our repair's training (``training.TrainConfig.precision``): ``"fp32"``; ``"bf16-mixed"``
