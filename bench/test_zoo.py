@@ -32,9 +32,9 @@ adds a second draw of the same recipes (``bench/results/defense_tuning.md``).
 
 Runs ``--workers`` one-thread processes in parallel (default 2) and writes, after every model,
 ``bench/models/<zoo>_zoo/manifest.json`` (read by ``bench/defense.py --zoo test``; for the tuning zoo pass it as
-``--manifest``) and ``bench/results/<zoo>_zoo_build.json/.md``. ``--resume`` skips models already in the manifest. ``--tag T`` keeps
-another draw apart: ``manifest_T.json`` and ``<zoo>_zoo_build_T.json/.md`` (pass that manifest to ``bench/defense.py
---manifest``), so the published zoo's manifest and build table stay as they are.
+``--manifest``) and ``bench/results/<zoo>_zoo_build.json/.md``. ``--resume`` skips models already in the manifest.
+``--tag T`` keeps another draw apart: ``manifest_T.json`` and ``<zoo>_zoo_build_T.json/.md`` (pass that manifest to
+``bench/defense.py --manifest``), so the published zoo's manifest and build table stay as they are.
 
     python bench/test_zoo.py                       # 3 seeds, 2 workers
     python bench/test_zoo.py --seeds 0 --only olid
@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -231,7 +232,7 @@ def job_list(zoo: str, seeds: list[int], only: list[str] | None = None) -> list[
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.tag and not args.tag.replace("_", "").replace("-", "").isalnum():
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
         raise SystemExit(f"--tag takes letters, digits, - and _ only, got {args.tag!r}.")
     suffix = f"_{args.tag}" if args.tag else ""
     _, models_dir, default_seeds = ZOOS[args.zoo]
