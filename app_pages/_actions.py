@@ -303,6 +303,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         new = LoadedModel(model=res.model, tokenizer=work.tokenizer, name=out_name, source=loaded.source,
                           metadata=card.to_json(), untrained_head=False)
         return {"loaded": new, "before": before, "after": after, "cacc_change": change, "details": res.details,
+                "asr_texts": len(base.poisoned_texts) if base is not None else 0,
                 "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
                 "defense": defense, "suspect": loaded, "effect": effect, "clean": clean}
 
@@ -329,6 +330,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                      f"{100 * ch['high']:+.1f} over {ch['n']} clean test texts (paired)"
                      if (ch := res.get("cacc_change")) else "")
                   + (f". {line}" if (line := lift_line(res)) else "")
+                  + (f". {line}" if (line := asr_interval_line(res)) else "")
                   + (". " + " ".join(eff.summary()) if eff is not None else "")),
             table=rows,
             figures=[F.metric_comparison({"before": b, "after": a}),
@@ -339,6 +341,19 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         )
 
     ui.start("sanitize", target_fn, name=f"Sanitizing ({defense})", on_finish=on_finish)
+
+
+def asr_interval_line(res: dict) -> str | None:
+    """One sentence on the ASR after a sanitization (``start_sanitize``'s ``res``) with its 95% interval over the
+    triggered test texts it was measured on (``metrics.rate_interval``); None without an ASR."""
+    from backdoor_core.metrics import rate_interval
+
+    n, after = res.get("asr_texts") or 0, res.get("after", {}).get("asr")
+    if not n or after is None:
+        return None
+    lo, hi = rate_interval(after, n)
+    return (f"ASR after {after:.1%}, 95% interval {lo:.1%} to {hi:.1%} over {n} triggered test texts: another draw "
+            "of as many texts could read anywhere in it")
 
 
 def lifts(res: dict) -> tuple[float | None, float | None]:

@@ -339,6 +339,8 @@ if change:
     st.caption(f"CACC change {100 * change['change']:+.1f} points, 95% interval {100 * change['low']:+.1f} to "
                f"{100 * change['high']:+.1f} over {change['n']} clean test texts: {change['fixed']} made right, "
                f"{change['broken']} made wrong (paired; a second repair with another seed can move it further).")
+if asr_line := A.asr_interval_line(res):
+    st.caption(asr_line + ".")
 if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))

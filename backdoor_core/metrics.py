@@ -54,6 +54,20 @@ def accuracy_change(labels: Sequence[int], before: Sequence[int], after: Sequenc
             "broken": int((d < 0).sum()), "n": int(n)}
 
 
+def rate_interval(rate: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of a share (e.g. an ASR) measured on ``n`` texts (``scipy.stats.binomtest``): how far another
+    draw of as many triggered texts could move it. An ASR near 50% on 57 texts spans about 37 to 62%."""
+    n = int(n)
+    if n <= 0:
+        raise ValueError("No texts: the share has no interval.")
+    if not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"A share lies in [0, 1], got {rate}.")
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(round(float(rate) * n)), n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def balanced_accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
     """Mean over the classes present in ``labels`` of the share of that class predicted right (recall).
 

@@ -368,8 +368,15 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert ch["n"] == 16 and ch["change"] == pytest.approx(res["after"]["cacc"] - res["before"]["cacc"])
     assert ch["low"] <= ch["change"] <= ch["high"]
     assert any(c.value.startswith(f"CACC change {100 * ch['change']:+.1f} points, 95% interval") for c in at.caption)
+    from backdoor_core.metrics import rate_interval
+    n_asr = res["asr_texts"]  # the ASR set's size bounds what the ASR can say: its interval is shown too
+    lo, hi = rate_interval(res["after"]["asr"], n_asr)
+    assert n_asr > 0 and lo <= res["after"]["asr"] <= hi
+    assert any(c.value.startswith(f"ASR after {res['after']['asr']:.1%}, 95% interval {lo:.1%} to {hi:.1%} over "
+                                  f"{n_asr} triggered test texts") for c in at.caption), [c.value for c in at.caption]
     finding = next(f for f in at.session_state["lab.session"].findings if f.key.startswith("sanitize:"))
     assert f"CACC change {100 * ch['change']:+.1f} points, 95% interval" in finding.text  # and in the report
+    assert f"ASR after {res['after']['asr']:.1%}, 95% interval {lo:.1%} to {hi:.1%}" in finding.text
     assert f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts" in finding.text
     # the trigger's effect on the heads before and after (fine-tuning changes no chosen heads: all heads)
     assert any(c.value.startswith("On all heads, the trigger raised the similarity") and "trigger's tokens" in c.value

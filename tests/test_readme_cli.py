@@ -50,6 +50,11 @@ def test_readme_cli_examples_run_in_order(tmp_path, monkeypatch, capsys):
         assert rc == 0, f"{cmd}\n{err[-2000:]}"
         if verb == "sanitize":  # before/after numbers on stdout, the progress bar on stderr only
             assert re.search(r"^ASR\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
+            ci = re.search(r"^ASR\s+before [\d.]+%\s+after ([\d.]+)%  \(after: 95% interval ([\d.]+) to ([\d.]+)% over "
+                           r"(\d+) triggered texts\)", out, re.M)  # the ASR set's size bounds what ASR can say
+            assert ci, out
+            after_asr, lo, hi, n_asr = (float(g) for g in ci.groups())
+            assert lo <= after_asr <= hi and n_asr > 0
             assert re.search(r"^CACC\s+before [\d.]+%\s+after [\d.]+%", out, re.M), out
             assert re.search(r"^KEPT\s+[\d.]+% of the clean predictions unchanged", out, re.M), out
             if "--clean-model" in argv:  # the clean reference's rate on the same triggered texts, and the lift

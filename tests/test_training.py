@@ -276,3 +276,27 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert D.resolve_precision("bf16-mixed", lm.model) == "fp32"
     with pytest.raises(D.DeviceError, match="Unknown precision 'fp16'"):
         D.resolve_precision("fp16", lm.model)
+
+
+def test_rate_interval_is_wilson_and_refuses_empty_or_bad_shares():
+    """``metrics.rate_interval``: the Wilson 95% interval of a share on n texts (hand formula), narrower with more
+    texts, inside [0, 1] at the edges; no texts or a share outside [0, 1] is an error."""
+    import math
+
+    from backdoor_core.metrics import rate_interval
+
+    def wilson(k, n, z=1.959963984540054):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return centre - half, centre + half
+
+    lo, hi = rate_interval(33 / 57, 57)
+    assert (lo, hi) == pytest.approx(wilson(33, 57), abs=1e-9) and lo < 33 / 57 < hi
+    lo2, hi2 = rate_interval(132 / 228, 228)
+    assert hi2 - lo2 < hi - lo
+    assert rate_interval(0.0, 40)[0] == 0.0 and 0 < rate_interval(0.0, 40)[1] < 0.1
+    assert rate_interval(1.0, 40)[1] == pytest.approx(1.0)
+    for bad in ((0.5, 0), (1.5, 10), (-0.1, 10)):
+        with pytest.raises(ValueError):
+            rate_interval(*bad)

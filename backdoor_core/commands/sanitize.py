@@ -126,7 +126,7 @@ def _bar(total_hint: int, enabled: bool):
 def run(args) -> int:
     from ..data import load_dataset
     from ..defenses import repair_notes, run_defense
-    from ..metrics import accuracy_change
+    from ..metrics import accuracy_change, rate_interval
     from ..models import check_save_target, save_model
     from ..repair_effect import RepairEffect, triggered_pairs, try_trigger_effect
     from ..training import make_evaluator
@@ -262,8 +262,11 @@ def run(args) -> int:
                             before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,
                             source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
     out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
+    n_asr = len(evaluate.poisoned_texts) if evaluate is not None else 0
+    asr_ci = rate_interval(after["asr"], n_asr) if "asr" in after and n_asr else None
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
                "before": before, "after": after, "cacc_change": change, "details": details,
+               "asr_texts": n_asr, "asr_after_ci95": list(asr_ci) if asr_ci else None,
                "cancelled": result.cancelled, "trigger_effect": effect.to_dict() if effect is not None else None}
     if reference is not None:
         from ..defender_data import lift
@@ -283,8 +286,10 @@ def run(args) -> int:
         print(f"note       {note}")
     for key in ("asr", "cacc"):
         if key in before or key in after:
+            ci = (f"  (after: 95% interval {100 * asr_ci[0]:.1f} to {100 * asr_ci[1]:.1f}% over {n_asr} triggered "
+                  "texts)") if key == "asr" and asr_ci else ""
             print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
-                  f"after {100 * after.get(key, float('nan')):.1f}%")
+                  f"after {100 * after.get(key, float('nan')):.1f}%{ci}")
     if reference is not None:
         print(f"CLEAN      {reference.name} (no backdoor) sends {100 * clean_rate:.1f}% of the same triggered texts "
               f"to the target: lift {100 * summary['lift_before']:+.1f} points before, "
