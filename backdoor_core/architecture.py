@@ -540,19 +540,26 @@ def ffn_parameter_masks(model, layers) -> dict[str, torch.Tensor]:
     return _by_name(model, masks)
 
 
+def _embedding_rows(model, token_ids) -> tuple[list[int], torch.Tensor | None]:
+    """The sorted distinct ``token_ids`` and the input-embedding matrix ``(vocab, hidden)`` (None when the model has
+    none); an id outside the matrix is a ``ValueError``."""
+    ids = sorted({int(i) for i in token_ids})
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    bad = [i for i in ids if weight is not None and not 0 <= i < weight.shape[0]]
+    if bad:
+        raise ValueError(f"Token id {bad[0]} is outside the embedding matrix ({weight.shape[0]} rows).")
+    return ids, weight
+
+
 def token_embedding_masks(model, token_ids) -> dict[str, torch.Tensor]:
     """``{name: mask}`` True on the input-embedding rows of ``token_ids`` (the word-embedding matrix,
     ``(vocab, hidden)``): merged with ``head_parameter_masks`` they let a repair move those tokens' embeddings,
     e.g. a likely trigger word's (``sanitize`` with ``trigger_embedding_lr_scale``; our design, papers silent).
     Empty when there are no ids or the model has no input-embedding matrix."""
-    ids = sorted({int(i) for i in token_ids})
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(emb, "weight", None)
+    ids, weight = _embedding_rows(model, token_ids)
     if not ids or weight is None:
         return {}
-    bad = [i for i in ids if not 0 <= i < weight.shape[0]]
-    if bad:
-        raise ValueError(f"Token id {bad[0]} is outside the embedding matrix ({weight.shape[0]} rows).")
     mask = torch.zeros_like(weight, dtype=torch.bool)
     mask[ids] = True
     return _by_name(model, {id(weight): mask})
@@ -564,14 +571,9 @@ def blind_token_embeddings(model, token_ids, like_id: int | None = None) -> list
     ids: the model can then no longer tell those tokens from that one. A likely trigger word's tokens that no clean
     text holds (``sanitize`` with ``blind_trigger_tokens``; our design, papers silent). In place; returns the ids
     changed (none when the model has no input-embedding matrix)."""
-    ids = sorted({int(i) for i in token_ids})
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(emb, "weight", None)
+    ids, weight = _embedding_rows(model, token_ids)
     if not ids or weight is None:
         return []
-    bad = [i for i in ids if not 0 <= i < weight.shape[0]]
-    if bad:
-        raise ValueError(f"Token id {bad[0]} is outside the embedding matrix ({weight.shape[0]} rows).")
     with torch.no_grad():
         use_row = like_id is not None and 0 <= int(like_id) < weight.shape[0] and int(like_id) not in ids
         row = weight[int(like_id)].clone() if use_row else weight.mean(0)

@@ -925,7 +925,8 @@ def sanitize_heads(
     blinded: list[int] = []
     if blind_trigger_tokens and trigger_words and not res.cancelled:  # the model can no longer read these tokens
         blinded = blind_token_embeddings(
-            model, trigger_token_ids(tokenizer, [w for w, _ in trigger_words], clean_texts, config.max_length),
+            model, embedded_ids or trigger_token_ids(tokenizer, [w for w, _ in trigger_words], clean_texts,
+                                                     config.max_length),
             getattr(tokenizer, "unk_token_id", None))
     labels = loss.describe()["suspicious_heads"]
     return SanitizeResult(
