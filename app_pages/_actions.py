@@ -245,7 +245,8 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
     ``effect_pairs`` (``repair_effect.triggered_pairs``) are the texts to measure what the trigger does to the
     heads before and after (``res["effect"]``, a ``repair_effect.RepairEffect``; None without them);
     ``clean_ref`` (a ``LoadedModel`` without the backdoor) gives the clean rate on the same triggered texts
-    (``res["clean"]``: ``{"name", "rate"}``, or ``{"name", "note"}`` saying why there is none)."""
+    (``res["clean"]``: ``{"name", "rate"}``, or ``{"name", "note"}`` saying why there is none; with a rate,
+    ``res["lift_ci"]``: ``metrics.lift_interval``'s ``{"before", "after"}``, the lift's paired intervals)."""
     from backdoor_core.defenses import final_metrics, run_defense
     from backdoor_core.models import LoadedModel
     from backdoor_core.repair_effect import RepairEffect, try_trigger_effect
@@ -254,14 +255,15 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         work = ui.session_copy(loaded)
 
     def target_fn(ctx):
-        from backdoor_core.metrics import accuracy_change
+        from backdoor_core.metrics import accuracy_change, lift_interval
 
         base = make_evaluate(work) if make_evaluate is not None else None
         seen: list = []  # (n,) classes of every evaluation: the suspect's first, the reported model's last
-        evaluate = (lambda model: base(model, seen)) if base is not None else None
+        hits: list = []  # (m,) the same evaluations' "sent to the target" on the triggered texts
+        evaluate = (lambda model: base(model, seen, hits)) if base is not None else None
         ctx.update({"message": "measuring the model before the repair"})
         before = evaluate(work.model) if evaluate is not None else {}
-        clean = None
+        clean, clean_hits = None, None
         if clean_ref is not None:  # before the repair: a reference that does not fit costs nothing
             clean = {"name": clean_ref.name}
             if base is None or not base.poisoned_texts:
@@ -270,7 +272,8 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                 ctx.update({"message": "the clean reference on the same triggered texts"})
                 try:
                     with ui.model_lock(clean_ref):
-                        clean["rate"] = D.clean_rate(clean_ref, work, base.poisoned_texts, base.target)
+                        clean_hits = D.clean_hits(clean_ref, work, base.poisoned_texts, base.target)
+                    clean["rate"] = float(clean_hits.mean())
                 except ValueError as exc:
                     clean["note"] = str(exc)
         read_len = D.model_max_length(loaded)
@@ -289,6 +292,8 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                           should_stop=ctx.should_stop, **extra)
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
+        lift_ci = ({"before": lift_interval(clean_hits, hits[0]), "after": lift_interval(clean_hits, hits[-1])}
+                   if clean_hits is not None and hits else None)
         effect = None
         if effect_before is not None and not res.cancelled:
             ctx.update({"message": "measuring what the trigger does to the repaired heads"})
@@ -302,7 +307,8 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                                     clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))
         new = LoadedModel(model=res.model, tokenizer=work.tokenizer, name=out_name, source=loaded.source,
                           metadata=card.to_json(), untrained_head=False)
-        return {"loaded": new, "before": before, "after": after, "cacc_change": change, "details": res.details,
+        return {"loaded": new, "before": before, "after": after, "cacc_change": change, "lift_ci": lift_ci,
+                "details": res.details,
                 "asr_texts": len(base.poisoned_texts) if base is not None else 0,
                 "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
                 "defense": defense, "suspect": loaded, "effect": effect, "clean": clean}
@@ -376,8 +382,12 @@ def lift_line(res: dict) -> str | None:
     if b is None or a is None:
         return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
                 "target")
+    ci = res.get("lift_ci")
     return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
-            f"target, so the backdoor's lift over it went from {100 * b:+.1f} to {100 * a:+.1f} points")
+            f"target, so the backdoor's lift over it went from {100 * b:+.1f} to {100 * a:+.1f} points"
+            + (f" (after: 95% interval {100 * ci['after']['low']:+.1f} to {100 * ci['after']['high']:+.1f}, paired "
+               f"over the {ci['after']['n']} texts; an interval that holds 0 does not tell the repaired model from "
+               "the clean one)" if ci else ""))
 
 
 def training_events(snap: JobSnapshot) -> tuple[list[dict], int | None]:

@@ -318,7 +318,9 @@ if lift_b is not None and lift_a is not None:
                  delta_color="inverse", width="content",
                  help=f"ASR minus the clean rate: {ref_res['name']} (no backdoor) sends {ref_res['rate']:.1%} of the "
                       f"same triggered texts to the target. Before the repair the lift was {100 * lift_b:+.1f} "
-                      "points.")
+                      "points." + (f" 95% interval after: {100 * ci['low']:+.1f} to {100 * ci['high']:+.1f} points "
+                                   f"over these {ci['n']} texts (paired; not counting the repair's own randomness)."
+                                   if (ci := (res.get("lift_ci") or {}).get("after")) else ""))
 change = res.get("cacc_change")
 if "cacc" in b:
     tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts",

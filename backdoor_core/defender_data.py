@@ -313,12 +313,13 @@ def target_rate(predictions: Sequence[int], target: int) -> float | None:
     return sum(p == int(target) for p in preds) / len(preds) if preds else None
 
 
-def clean_rate(clean, suspect, triggered_texts: Sequence[str], target: int) -> float | None:
-    """The *clean rate*: the share of ``triggered_texts`` (triggered non-target texts, the ASR set) that ``clean``
-    (a ``models.LoadedModel`` without the backdoor, of the same task) predicts as ``target``, read at its own
-    reading length (``model_max_length``). None when there are no texts. ``suspect`` (the model whose ASR it
-    stands beside) must have the same number of classes and, where both cards name them, the same class names;
-    else ``ValueError`` with one line saying how they differ."""
+def clean_hits(clean, suspect, triggered_texts: Sequence[str], target: int):
+    """Which of ``triggered_texts`` (triggered non-target texts, the ASR set) ``clean`` (a ``models.LoadedModel``
+    without the backdoor, of the same task) predicts as ``target``, read at its own reading length
+    (``model_max_length``): ``(m,)`` booleans, None when there are no texts. ``suspect`` (the model whose ASR they
+    stand beside) must have the same number of classes and, where both cards name them, the same class names;
+    else ``ValueError`` with one line saying how they differ. Their mean is the *clean rate* (``clean_rate``);
+    beside the suspect's own, ``metrics.lift_interval`` gives the lift with a paired interval."""
     from .forward import predict
 
     if clean.num_labels != suspect.num_labels:
@@ -331,7 +332,14 @@ def clean_rate(clean, suspect, triggered_texts: Sequence[str], target: int) -> f
     texts = list(triggered_texts)
     if not texts:
         return None
-    return target_rate(predict(clean.model, clean.tokenizer, texts, model_max_length(clean)).argmax(1), target)
+    return np.asarray(predict(clean.model, clean.tokenizer, texts, model_max_length(clean)).argmax(1)) == int(target)
+
+
+def clean_rate(clean, suspect, triggered_texts: Sequence[str], target: int) -> float | None:
+    """The *clean rate*: the share of ``triggered_texts`` that ``clean`` predicts as ``target`` (``clean_hits``'s
+    mean; the same checks); None when there are no texts."""
+    hits = clean_hits(clean, suspect, triggered_texts, target)
+    return None if hits is None else float(hits.mean())
 
 
 def lift(asr: float | None, clean_rate: float | None) -> float | None:

@@ -34,24 +34,54 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
 cacc = accuracy
 
 
-def accuracy_change(labels: Sequence[int], before: Sequence[int], after: Sequence[int], z: float = 1.96) -> dict:
-    """CACC change from ``before`` to ``after`` predictions on the same texts, with a paired interval.
+def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 1.96) -> dict:
+    """Change in a share between two readings of the same texts, with a paired interval.
 
-    Per text d = correct after - correct before (-1, 0 or 1); the change is mean(d) and its interval
-    ``change +- z x sd(d) / sqrt(n)`` (normal approximation, paired: only the texts whose correctness changed add
-    variance, as in McNemar's test). It covers which test texts were drawn, not the repair's own randomness (its
-    seed), which a second repair measures. Shapes: three ``(n,)`` arrays.
+    ``before`` and ``after``: ``(n,)`` booleans (a text counted by the share, e.g. classified right or sent to the
+    target), one per text, in the same order. Per text d = after - before (-1, 0 or 1); the change is mean(d) and
+    its interval ``change +- z x sd(d) / sqrt(n)`` (normal approximation, paired: only the texts that changed add
+    variance, as in McNemar's test). It covers which texts were drawn, not the randomness of what made the two
+    readings (a repair's seed), which another run measures. Where no text changed the interval is that point.
+    Returns ``{"change", "low", "high", "up", "down", "n"}``: shares, and the counts of texts counted after and not
+    before (``up``) and the reverse (``down``).
+    """
+    b, a = _arr(before).astype(bool), _arr(after).astype(bool)
+    if b.shape != a.shape:
+        raise ValueError(f"{b.size} texts before and {a.size} after: a paired change needs the same texts.")
+    if b.size == 0:
+        raise ValueError("No texts: the change has no interval.")
+    d = a.astype(float) - b.astype(float)
+    n = d.size
+    half = z * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    change = float(d.mean())
+    return {"change": change, "low": change - half, "high": change + half, "up": int((d > 0).sum()),
+            "down": int((d < 0).sum()), "n": int(n)}
+
+
+def accuracy_change(labels: Sequence[int], before: Sequence[int], after: Sequence[int], z: float = 1.96) -> dict:
+    """CACC change from ``before`` to ``after`` predictions on the same texts, with a paired interval
+    (``paired_difference`` of being right). Shapes: three ``(n,)`` arrays.
     Returns ``{"change", "low", "high", "fixed", "broken", "n"}``: shares, and the counts of texts the change
     made right and wrong.
     """
     y, b, a = _arr(labels), _arr(before), _arr(after)
     accuracy(b, y), accuracy(a, y)  # same checks
-    d = (a == y).astype(float) - (b == y).astype(float)
-    n = d.size
-    half = z * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
-    change = float(d.mean())
-    return {"change": change, "low": change - half, "high": change + half, "fixed": int((d > 0).sum()),
-            "broken": int((d < 0).sum()), "n": int(n)}
+    out = paired_difference(b == y, a == y, z)
+    return {"change": out["change"], "low": out["low"], "high": out["high"], "fixed": out["up"],
+            "broken": out["down"], "n": out["n"]}
+
+
+def lift_interval(clean_hits: Sequence[bool], hits: Sequence[bool], z: float = 1.96) -> dict:
+    """A backdoor's lift over a clean model, with a paired 95% interval over the triggered texts.
+
+    ``clean_hits``: ``(n,)`` booleans, the clean model sends triggered text i to the target; ``hits``: the same for
+    the model measured (the suspect, or the repaired model), on the same texts in the same order. The lift is
+    ASR minus the clean rate, ``mean(hits) - mean(clean_hits)`` (``defender_data.lift``); its interval is
+    ``paired_difference``'s: a lift whose interval holds 0 is not told apart from the clean model on these texts.
+    Returns ``{"lift", "low", "high", "n"}``.
+    """
+    out = paired_difference(clean_hits, hits, z)
+    return {"lift": out["change"], "low": out["low"], "high": out["high"], "n": out["n"]}
 
 
 def rate_interval(rate: float, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -463,7 +463,9 @@ def make_evaluator(
     """A ``model -> {"cacc", "asr", "kept"}`` callable for ``train(evaluate=...)``; its ``labels`` attribute holds
     ``clean_set``'s labels ``(n,)``, ``poisoned_texts`` and ``target`` the ASR set (empty and None without one),
     and ``evaluate(model, classes_out)`` appends the model's ``(n,)`` classes to the list ``classes_out``: with two
-    runs' classes, ``metrics.accuracy_change`` gives the paired CACC change.
+    runs' classes, ``metrics.accuracy_change`` gives the paired CACC change. ``evaluate(model, classes_out,
+    hits_out)`` also appends to ``hits_out`` the ``(m,)`` booleans "sent to the target" on the ASR texts: with a clean
+    reference's (``defender_data.clean_hits``), ``metrics.lift_interval`` gives the lift's paired interval.
 
     Args:
         clean_set: a ``TextDataset`` (``texts``, ``labels``) — CACC is accuracy on all of it.
@@ -483,9 +485,10 @@ def make_evaluator(
     ref_classes = (predict(reference, tokenizer, clean_texts, max_length, batch_size).argmax(1)
                    if reference is not None and clean_texts else None)
 
-    def evaluate(model, classes_out: list | None = None) -> dict[str, float]:
+    def evaluate(model, classes_out: list | None = None, hits_out: list | None = None) -> dict[str, float]:
         """``classes_out``: a list that gets the ``(n,)`` predicted classes on ``clean_set`` appended (for a paired
-        comparison of two models on the same texts, ``metrics.accuracy_change``)."""
+        comparison of two models on the same texts, ``metrics.accuracy_change``); ``hits_out``: one that gets the
+        ``(m,)`` booleans "predicted as the target" on the ASR texts (nothing without them)."""
         classes = predict(model, tokenizer, clean_texts, max_length, batch_size).argmax(1)
         if classes_out is not None:
             classes_out.append(classes)
@@ -495,6 +498,8 @@ def make_evaluator(
         if poisoned and target is not None:
             preds = predict(model, tokenizer, poisoned, max_length, batch_size).argmax(1)
             out["asr"] = asr(preds, target)
+            if hits_out is not None:
+                hits_out.append(np.asarray(preds) == target)
         return out
 
     evaluate.labels = np.asarray(clean_labels)  # (n,) for a paired change between two runs' classes

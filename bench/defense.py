@@ -476,11 +476,11 @@ def main(argv=None) -> int:
     from backdoor_core.cli import quiet_libraries
     from backdoor_core import settings as S
     from backdoor_core.data import DataError
-    from backdoor_core.defender_data import clean_rate as clean_rate_of, lift, load_bench_data, pseudo_label_accuracy
+    from backdoor_core.defender_data import clean_hits as clean_hits_of, lift, load_bench_data, pseudo_label_accuracy
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import (attention_stats, evaluate_detector, flags_score, verdict_call,
                                          with_trigger_words, with_word_evidence)
-    from backdoor_core.metrics import accuracy_change, threshold_at_frr
+    from backdoor_core.metrics import accuracy_change, lift_interval, threshold_at_frr
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
@@ -592,17 +592,27 @@ def main(argv=None) -> int:
         sizes = {**split.sizes, "n_clean": len(defender)}
         evaluate = make_evaluator(lm.tokenizer, eval_clean, poisoned_eval if is_bd else None, target, L)
         before_classes: list = []  # (n,) the suspect's classes on the CACC set, for the paired CACC change
-        before = evaluate(lm.model, before_classes)
+        before_hits: list = []  # (m,) the suspect's "sent to the target" on the ASR texts, for the lift's interval
+        before = evaluate(lm.model, before_classes, before_hits)
         # the clean model's rate on the SAME triggered texts: what the backdoor's ASR is measured against
-        clean_rate, clean_name = None, None
+        clean_rate, clean_name, clean_hits = None, None, None
         cm = given_clean or (clean_model_for(m, all_models) if is_bd else None)
         if is_bd and cm is not None:
             try:  # at the clean model's own reading length (the zoo's: its manifest's max_length)
-                clean_rate = clean_rate_of(clean_loaded(cm), lm, poisoned_eval, target)
+                clean_hits = clean_hits_of(clean_loaded(cm), lm, poisoned_eval, target)
             except ValueError as exc:
                 _fail(f"{m['name']}: {exc}")
+            clean_rate = None if clean_hits is None else float(clean_hits.mean())
             clean_name = cm["name"]
         lift_before = lift(before.get("asr"), clean_rate)
+
+        def lift_ci(hits: list) -> list | None:
+            """The lift's paired 95% interval over the ASR texts (metrics.lift_interval); None without a clean
+            model."""
+            if clean_hits is None or not hits:
+                return None
+            li = lift_interval(clean_hits, hits[0])
+            return [round(li["low"], 4), round(li["high"], 4)]
         print(f"== {m['name']} ({ds_name}, {m['attack']}, tal={m['tal']}): before {before} clean rate "
               f"{clean_rate} ({clean_name}) sizes {sizes}", flush=True)
 
@@ -716,7 +726,7 @@ def main(argv=None) -> int:
                      "pool_word_marked_triggered": int(sum(pool_is_trig[i] for i in np.flatnonzero(pool_marked))),
                      "asr_before": before.get("asr"), "cacc_before": before["cacc"],
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
-                     "eval_sizes": sizes, "representation_share": scan.representation_share,
+                     "lift_before_ci95": lift_ci(before_hits), "eval_sizes": sizes, "representation_share": scan.representation_share,
                      "attention_missed_share": scan.attention_missed_share,
                      "fused_parts": scan.settings.get("fused_parts")}
         if args.dump_scores:
@@ -738,7 +748,8 @@ def main(argv=None) -> int:
                 res = run_defense(name, lm.model, lm.tokenizer, defender, pool_texts=pool, **knobs)
                 seconds = time.perf_counter() - t + (scan.seconds if name == "alignment" else 0.0)
                 after_classes: list = []
-                after = evaluate(res.model, after_classes)
+                after_hits: list = []
+                after = evaluate(res.model, after_classes, after_hits)
                 change = accuracy_change(eval_clean.labels, before_classes[0], after_classes[0])
                 pla = None
                 if "flagged_indices" in res.details:
@@ -749,6 +760,8 @@ def main(argv=None) -> int:
                        "cacc_before": before["cacc"], "asr_after": after.get("asr"), "cacc_after": after["cacc"],
                        "clean_rate": clean_rate, "lift_before": lift_before,
                        "lift_after": lift(after.get("asr"), clean_rate),
+                       # paired 95% intervals of the lift over the ASR texts (metrics.lift_interval)
+                       "lift_before_ci95": lift_ci(before_hits), "lift_after_ci95": lift_ci(after_hits),
                        "pseudo_label_accuracy": pla["accuracy"] if pla else None,
                        "pseudo_labelled": pla["labelled"] if pla else None,
                        # paired 95% interval of the CACC change over the CACC texts, and the counts it rests on
@@ -1109,18 +1122,25 @@ def markdown(report: dict) -> str:
         "## Repair: ASR / CACC before -> after",
         "",
         "| model | attack | TAL | defense | ASR before | ASR after | CACC before | CACC after | seconds | dataset "
-        "| seed | clean rate | lift before | lift after | pseudo-label acc. | CACC change, 95% interval |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| seed | clean rate | lift before | lift after | lift after, 95% interval | pseudo-label acc. "
+        "| CACC change, 95% interval |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         lines.append(f"| {r['model']} | {r['attack']} | {'yes' if r['tal'] else 'no'} | {r['defense']} | "
                      f"{_f(r['asr_before'])} | {_f(r['asr_after'])} | {_f(r['cacc_before'])} | {_f(r['cacc_after'])} "
                      f"| {r['seconds']:.0f} | {r.get('dataset') or ds_label} | {_v(r.get('seed'))} | "
                      f"{_f(r.get('clean_rate'))} | {_f(r.get('lift_before'))} | {_f(r.get('lift_after'))} | "
-                     f"{_f(r.get('pseudo_label_accuracy'))} | {_ci(r.get('cacc_change_ci95'))} |")
+                     f"{_ci(r.get('lift_after_ci95'))} | {_f(r.get('pseudo_label_accuracy'))} | "
+                     f"{_ci(r.get('cacc_change_ci95'))} |")
     if any(r.get("cacc_change_ci95") for r in report["runs"]):
         lines += ["", "CACC change, 95% interval: paired over the CACC texts (`metrics.accuracy_change`; only texts "
                       "whose correctness changed add variance); it covers which texts were drawn, not the repair's "
+                      "own seed."]
+    if any(r.get("lift_after_ci95") for r in report["runs"]):
+        lines += ["", "Lift after, 95% interval: paired over the ASR texts, the repaired model against the clean "
+                      "model on the same texts (`metrics.lift_interval`); an interval that holds 0 does not tell the "
+                      "repaired model from the clean one there. It covers which texts were drawn, not the repair's "
                       "own seed."]
     no_clean = sorted({r["model"] for r in report["runs"] if "clean_rate" in r and r["clean_rate"] is None})
     if no_clean:

@@ -357,9 +357,14 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert 0.0 <= rate <= 1.0 and res["clean"]["name"] == "zoo-clean"
     lift_tile = next(m for m in at.metric if m.label == "Lift over clean")
     assert lift_tile.value == f"{100 * (res['after']['asr'] - rate):+.1f} pts"
+    ci = res["lift_ci"]["after"]  # the lift's paired interval over the same triggered texts
+    assert ci["lift"] == pytest.approx(res["after"]["asr"] - rate) and ci["low"] <= ci["lift"] <= ci["high"]
+    assert res["lift_ci"]["before"]["lift"] == pytest.approx(res["before"]["asr"] - rate)
+    assert ci["n"] == res["asr_texts"] and f"{100 * ci['low']:+.1f} to {100 * ci['high']:+.1f} points" in lift_tile.help
     saved = res["loaded"].card.defense_details["clean_reference"]  # the repaired model's card keeps it
     assert saved == {"name": "zoo-clean", "rate": pytest.approx(rate)}
     assert any(c.value.startswith(f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts")
+               and f"(after: 95% interval {100 * ci['low']:+.1f} to {100 * ci['high']:+.1f}, paired" in c.value
                for c in at.caption), [c.value for c in at.caption]
     kept = at.session_state["sanitize.result"]["after"]["kept"]  # the repair's share of clean predictions kept
     assert 0.0 <= kept <= 1.0 and next(m for m in at.metric if m.label == "Predictions kept").value == f"{kept:.1%}"

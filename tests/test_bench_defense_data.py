@@ -115,7 +115,7 @@ def test_clean_rate_lift_and_pseudo_label_accuracy():
 def test_clean_rate_reads_the_clean_model_and_refuses_one_of_other_classes():
     """``defender_data.clean_rate``: the clean reference's share of the triggered texts predicted as the target,
     at its own reading length; a reference with another class count or other class names is refused."""
-    from backdoor_core.defender_data import clean_rate
+    from backdoor_core.defender_data import clean_hits, clean_rate
     from backdoor_core.forward import predict
     from backdoor_core.models import tiny_model
 
@@ -125,6 +125,8 @@ def test_clean_rate_reads_the_clean_model_and_refuses_one_of_other_classes():
     for target in (0, 1):
         assert clean_rate(clean, suspect, texts, target) == pytest.approx(float((own == target).mean()))
     assert clean_rate(clean, suspect, [], 1) is None
+    assert clean_hits(clean, suspect, [], 1) is None
+    assert np.array_equal(clean_hits(clean, suspect, texts, 1), own == 1)  # per text, the rate's parts
     with pytest.raises(ValueError, match="has 3 classes"):
         clean_rate(tiny_model(num_labels=3), suspect, texts, 1)
     clean.metadata, suspect.metadata = {"label_names": ["neg", "pos"]}, {"label_names": ["ham", "spam"]}
@@ -204,6 +206,10 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
         assert 0 <= r["clean_rate"] <= 1
         assert r["lift_before"] == pytest.approx(r["asr_before"] - r["clean_rate"])
         assert r["lift_after"] == pytest.approx(r["asr_after"] - r["clean_rate"])
+        for key in ("lift_before", "lift_after"):  # the paired interval holds the lift, rounded to 4 places
+            lo, hi = r[f"{key}_ci95"]
+            assert lo - 1e-4 <= r[key] <= hi + 1e-4 and -1 - 1e-4 <= lo <= hi <= 1 + 1e-4
+    assert runs["finetune"]["lift_before_ci95"] == runs["alignment"]["lift_before_ci95"]  # one suspect, one interval
     assert runs["finetune"]["pseudo_label_accuracy"] is None
     n_cacc = rep["models"][0]["eval_sizes"]["n_test"]
     for r in runs.values():  # the paired CACC change: its counts give the change, its interval holds it
@@ -240,6 +246,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     md = (tmp_path / "results" / "defense_test_t.md").read_text()
     assert "# Defense benchmark (mydata; test zoo)" in md and "lift after" in md
     assert "CACC change, 95% interval" in md and "| verdict score | call |" in md
+    assert "| lift after, 95% interval |" in md and "`metrics.lift_interval`" in md
     assert 'Scan knobs: `{"rep_method": "contrast"}`' in md
     assert "## Summary over seeds" in md and "## Evaluation sets used" in md
     # parallel runs merge into defense_test.json

@@ -60,11 +60,14 @@ def test_readme_cli_examples_run_in_order(tmp_path, monkeypatch, capsys):
             if "--clean-model" in argv:  # the clean reference's rate on the same triggered texts, and the lift
                 asr = [float(x) for x in re.search(r"^ASR\s+before ([\d.]+)%\s+after ([\d.]+)%", out, re.M).groups()]
                 cl = re.search(r"^CLEAN\s+\S+ \(no backdoor\) sends ([\d.]+)% of the same triggered texts to the "
-                               r"target: lift ([+-][\d.]+) points before, ([+-][\d.]+) after", out, re.M)
+                               r"target: lift ([+-][\d.]+) points before \(95% interval ([+-][\d.]+) to ([+-][\d.]+)\), "
+                               r"([+-][\d.]+) after \(([+-][\d.]+) to ([+-][\d.]+); paired over the (\d+) texts\)",
+                               out, re.M)
                 assert cl, out
-                rate, before, after = (float(g) for g in cl.groups())
+                rate, before, lo_b, hi_b, after, lo_a, hi_a, n_lift = (float(g) for g in cl.groups())
                 assert before == pytest.approx(asr[0] - rate, abs=0.11) and after == pytest.approx(asr[1] - rate,
                                                                                                       abs=0.11)
+                assert lo_b <= before <= hi_b and lo_a <= after <= hi_a and n_lift == n_asr
             # what the card's trigger does to the heads, before and after (repair_effect), on the same texts
             assert re.search(r"^TRIGGER\s+On the \d+ repaired heads, the trigger raised the similarity to their "
                              r"layer's other heads by [+-][\d.]+ before the repair and [+-][\d.]+ after", out, re.M), out

@@ -156,6 +156,11 @@ def test_make_evaluator_scores_cacc_and_asr(tiny):
     assert set(make_evaluator(tiny.tokenizer, clean, None, None, 16)(tiny.model)) == {"cacc"}
     got: list = []
     assert "classes" not in ev(tiny.model, got) and np.array_equal(got[0], pc)  # the classes, for a paired change
+    hits: list = []
+    ev(tiny.model, None, hits)
+    assert np.array_equal(hits[0], pp == 1) and hits[0].mean() == pytest.approx(out["asr"])  # per ASR text
+    make_evaluator(tiny.tokenizer, clean, None, None, 16)(tiny.model, None, hits)
+    assert len(hits) == 1  # no ASR texts: nothing appended
 
 
 def test_accuracy_change_is_paired_and_hand_computed():
@@ -276,6 +281,33 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert D.resolve_precision("bf16-mixed", lm.model) == "fp32"
     with pytest.raises(D.DeviceError, match="Unknown precision 'fp16'"):
         D.resolve_precision("fp16", lm.model)
+
+
+def test_lift_interval_is_paired_over_the_triggered_texts():
+    """``metrics.lift_interval``: the lift is ASR minus the clean rate on the same texts; its interval is
+    mean(d) +- 1.96 sd(d) / sqrt(n) over d = repaired hit - clean hit, so texts both models send to the target
+    (or neither) add no variance; mismatched or empty readings are refused."""
+    from backdoor_core.metrics import lift_interval, paired_difference
+
+    clean = np.zeros(60, bool)
+    clean[:20] = True  # the clean model sends 20 of 60 triggered texts to the target
+    model = clean.copy()
+    model[20:32] = True  # the backdoor adds 12 ...
+    model[:3] = False  # ... and loses 3 the clean model sent there
+    out = lift_interval(clean, model)
+    d = model.astype(float) - clean.astype(float)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(60)
+    assert out["lift"] == pytest.approx(model.mean() - clean.mean()) == pytest.approx(9 / 60)
+    assert (out["low"], out["high"]) == pytest.approx((9 / 60 - half, 9 / 60 + half)) and out["n"] == 60
+    assert out["low"] > 0  # 12 up, 3 down over 60 texts: told apart from the clean model
+    same = lift_interval(clean, clean)
+    assert same["lift"] == same["low"] == same["high"] == 0.0
+    pd = paired_difference(clean, model)
+    assert (pd["up"], pd["down"]) == (12, 3)
+    with pytest.raises(ValueError, match="same texts"):
+        lift_interval(clean, model[:-1])
+    with pytest.raises(ValueError, match="No texts"):
+        lift_interval([], [])
 
 
 def test_rate_interval_is_wilson_and_refuses_empty_or_bad_shares():

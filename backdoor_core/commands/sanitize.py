@@ -196,16 +196,18 @@ def run(args) -> int:
                      f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
                      "model card, so no ASR"), file=sys.stderr)
     classes: list = []  # (n,) the suspect's and then the repaired model's classes on the evaluation texts
+    hits: list = []  # (m,) the same models' "sent to the target" on the triggered texts, for the lift's interval
     if evaluate is not None:
-        before = evaluate(lm.model, classes)
-    clean_rate = None
+        before = evaluate(lm.model, classes, hits)
+    clean_rate, clean_hits = None, None
     if reference is not None:
         if evaluate is None or not evaluate.poisoned_texts:
             raise ValueError("--clean-model gives the clean rate on the triggered texts, and there are none: give "
                              "--poisoned-eval and --target, or a model whose card names its attack.")
-        from ..defender_data import clean_rate as clean_rate_of
+        from ..defender_data import clean_hits as clean_hits_of
 
-        clean_rate = clean_rate_of(reference, lm, evaluate.poisoned_texts, evaluate.target)
+        clean_hits = clean_hits_of(reference, lm, evaluate.poisoned_texts, evaluate.target)
+        clean_rate = float(clean_hits.mean())
     effect_before = try_trigger_effect(lm.model, lm.tokenizer, pairs, args.max_length)
     knobs = {k: v for k, v in {"lr": args.lr, "epochs": args.epochs, "max_steps": args.max_steps,
                                "max_length": args.max_length, "seed": args.seed,
@@ -247,7 +249,7 @@ def run(args) -> int:
     if result.cancelled:
         print(f"cancelled after {result.seconds:.0f} s: nothing saved", file=sys.stderr)
         return 130
-    after = evaluate(result.model, classes) if evaluate else {}
+    after = evaluate(result.model, classes, hits) if evaluate else {}
     change = accuracy_change(evaluate.labels, *classes) if evaluate else None
     effect = None  # what the trigger does to the heads, before and after; never in the way of saving the repair
     if effect_before is not None:
@@ -269,10 +271,12 @@ def run(args) -> int:
                "asr_texts": n_asr, "asr_after_ci95": list(asr_ci) if asr_ci else None,
                "cancelled": result.cancelled, "trigger_effect": effect.to_dict() if effect is not None else None}
     if reference is not None:
-        from ..defender_data import lift
+        from ..metrics import lift_interval
 
+        li = [lift_interval(clean_hits, h) for h in (hits[0], hits[-1])]  # before, after: paired over the texts
         summary.update(clean_model=reference.name, clean_rate=clean_rate,
-                       lift_before=lift(before.get("asr"), clean_rate), lift_after=lift(after.get("asr"), clean_rate))
+                       lift_before=li[0]["lift"], lift_after=li[1]["lift"],
+                       lift_before_ci95=[li[0]["low"], li[0]["high"]], lift_after_ci95=[li[1]["low"], li[1]["high"]])
     if args.json:
         print_json(summary)
         return 0
@@ -291,9 +295,12 @@ def run(args) -> int:
             print(f"{key.upper():<10} before {100 * before.get(key, float('nan')):.1f}%  "
                   f"after {100 * after.get(key, float('nan')):.1f}%{ci}")
     if reference is not None:
+        lo_b, hi_b = summary["lift_before_ci95"]
+        lo_a, hi_a = summary["lift_after_ci95"]
         print(f"CLEAN      {reference.name} (no backdoor) sends {100 * clean_rate:.1f}% of the same triggered texts "
-              f"to the target: lift {100 * summary['lift_before']:+.1f} points before, "
-              f"{100 * summary['lift_after']:+.1f} after")
+              f"to the target: lift {100 * summary['lift_before']:+.1f} points before (95% interval "
+              f"{100 * lo_b:+.1f} to {100 * hi_b:+.1f}), {100 * summary['lift_after']:+.1f} after ({100 * lo_a:+.1f} "
+              f"to {100 * hi_a:+.1f}; paired over the {n_asr} texts)")
     if change is not None:
         print(f"CHANGE     CACC {100 * change['change']:+.1f} points, 95% interval {100 * change['low']:+.1f} to "
               f"{100 * change['high']:+.1f} over these {change['n']} texts ({change['fixed']} made right, "
