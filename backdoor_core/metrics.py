@@ -40,8 +40,10 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 
     ``before`` and ``after``: ``(n,)`` booleans (a text counted by the share, e.g. classified right or sent to the
     target), one per text, in the same order. Per text d = after - before (-1, 0 or 1); the change is mean(d) and
     its interval ``change +- z x sd(d) / sqrt(n)`` (normal approximation, paired: only the texts that changed add
-    variance, as in McNemar's test). It covers which texts were drawn, not the randomness of what made the two
-    readings (a repair's seed), which another run measures. Where no text changed the interval is that point.
+    variance, as in McNemar's test), cut to the changes that are possible from ``before``'s share p:
+    ``[-p, 1 - p]`` (from a clean rate of 0 a lift cannot fall below 0). It covers which texts were drawn, not the
+    randomness of what made the two readings (a repair's seed), which another run measures. Where no text changed
+    the interval is that point.
     Returns ``{"change", "low", "high", "up", "down", "n"}``: shares, and the counts of texts counted after and not
     before (``up``) and the reverse (``down``).
     """
@@ -53,8 +55,8 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 
     d = a.astype(float) - b.astype(float)
     n = d.size
     half = z * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
-    change = float(d.mean())
-    return {"change": change, "low": change - half, "high": change + half, "up": int((d > 0).sum()),
+    change, p = float(d.mean()), float(b.mean())
+    return {"change": change, "low": max(change - half, -p), "high": min(change + half, 1.0 - p), "up": int((d > 0).sum()),
             "down": int((d < 0).sum()), "n": int(n)}
 
 

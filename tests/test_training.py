@@ -304,6 +304,13 @@ def test_lift_interval_is_paired_over_the_triggered_texts():
     assert same["lift"] == same["low"] == same["high"] == 0.0
     pd = paired_difference(clean, model)
     assert (pd["up"], pd["down"]) == (12, 3)
+    # from a clean rate of 0 the lift cannot fall below 0: the normal interval is cut there, not left at -0.x
+    none, one = np.zeros(148, bool), np.zeros(148, bool)
+    one[0] = True
+    cut = lift_interval(none, one)
+    assert cut["low"] == 0.0 and cut["lift"] == pytest.approx(1 / 148) and 1 / 148 < cut["high"] < 0.03
+    top = paired_difference(np.ones(10, bool), np.ones(10, bool) & (np.arange(10) > 0))
+    assert top["high"] == 0.0 and top["change"] == pytest.approx(-0.1) and top["low"] < -0.1
     with pytest.raises(ValueError, match="same texts"):
         lift_interval(clean, model[:-1])
     with pytest.raises(ValueError, match="No texts"):
