@@ -300,7 +300,10 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
             after_effect = try_trigger_effect(res.model, work.tokenizer, effect_pairs, read_len)
             effect = RepairEffect.of(effect_before, after_effect, res.details.get("suspicious_heads") or [],
                                      len(effect_pairs[0]))
-        # the saved card keeps what the lift was measured against
+        # the saved card keeps what the lift was measured against, and the lift after's interval
+        if lift_ci is not None:
+            after_ci = lift_ci["after"]
+            clean.update(texts=after_ci["n"], lift_after_ci95=[after_ci["low"], after_ci["high"]])
         details = {**res.details, "clean_reference": clean} if clean is not None else res.details
         card = loaded.card.repaired(name=out_name, defense=defense, details=details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,

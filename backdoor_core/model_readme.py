@@ -225,7 +225,8 @@ def _repair_section(meta: Mapping) -> list[str]:
 
 def _lift_row(meta: Mapping, before: Mapping, after: Mapping) -> str | None:
     """The table row of the backdoor's lift over the clean reference the repair was measured against
-    (``defense_details["clean_reference"]``: ``{"name", "rate"}``), or None when there is none."""
+    (``defense_details["clean_reference"]``: ``{"name", "rate"}``, and where recorded ``"lift_after_ci95"`` and
+    ``"texts"``, the lift after's paired interval and the triggered texts it rests on), or None when there is none."""
     details = meta.get("defense_details")
     ref = details.get("clean_reference") if isinstance(details, Mapping) else None
     rate = _number(ref.get("rate")) if isinstance(ref, Mapping) else None
@@ -233,8 +234,12 @@ def _lift_row(meta: Mapping, before: Mapping, after: Mapping) -> str | None:
     if rate is None or not 0.0 <= rate <= 1.0 or b is None or a is None:
         return None
     name = escape_md(ref.get("name") or "not named", 60)
+    ci, n = ref.get("lift_after_ci95"), _number(ref.get("texts"))
+    lo, hi = (_number(ci[0]), _number(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    interval = (f" (95% interval {100 * lo:+.1f} to {100 * hi:+.1f} over {int(n)} texts, paired)"
+                if lo is not None and hi is not None and n is not None and -1 <= lo <= hi <= 1 and n >= 1 else "")
     return (f"| lift over a clean model (ASR minus {name}'s {100 * rate:.1f}% on the same triggered texts) | "
-            f"{100 * (b - rate):+.1f} points | {100 * (a - rate):+.1f} points |")
+            f"{100 * (b - rate):+.1f} points | {100 * (a - rate):+.1f} points{interval} |")
 
 
 def _metrics_section(meta: Mapping, status: str) -> list[str]:

@@ -362,7 +362,9 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert res["lift_ci"]["before"]["lift"] == pytest.approx(res["before"]["asr"] - rate)
     assert ci["n"] == res["asr_texts"] and f"{100 * ci['low']:+.1f} to {100 * ci['high']:+.1f} points" in lift_tile.help
     saved = res["loaded"].card.defense_details["clean_reference"]  # the repaired model's card keeps it
-    assert saved == {"name": "zoo-clean", "rate": pytest.approx(rate)}
+    assert saved == {"name": "zoo-clean", "rate": pytest.approx(rate), "texts": res["asr_texts"],
+                     "lift_after_ci95": [pytest.approx(res["lift_ci"]["after"]["low"]),
+                                         pytest.approx(res["lift_ci"]["after"]["high"])]}
     assert any(c.value.startswith(f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts")
                and f"(after: 95% interval {100 * ci['low']:+.1f} to {100 * ci['high']:+.1f}, paired" in c.value
                for c in at.caption), [c.value for c in at.caption]

@@ -86,6 +86,14 @@ def test_repaired_clean_and_unknown_models(tmp_path):
             assert f"ASR minus {shown}'s 0.5%" in row
     _, text = _card(tmp_path, {**REPAIRED, "defense_details": {"clean_reference": {"name": "c", "rate": "high"}}})
     assert "lift over a clean model" not in text  # a rate that is not a rate: no row
+    # the lift after's paired interval, where the repair recorded it; a malformed one is left out, not shown
+    for ci, texts, shown in (([0.0, 0.02], 148, "+0.7 points (95% interval +0.0 to +2.0 over 148 texts, paired) |"),
+                             (["x", 0.02], 148, "+0.7 points |"), ([0.0], 148, "+0.7 points |"),
+                             ([0.0, 0.02], None, "+0.7 points |"), ([0.3, 0.1], 148, "+0.7 points |")):
+        ref = {"name": "c", "rate": 0.005, "lift_after_ci95": ci, "texts": texts}
+        _, text = _card(tmp_path, {**REPAIRED, "defense_details": {"clean_reference": ref}})
+        row = next(line for line in text.splitlines() if line.startswith("| lift over a clean model"))
+        assert row.endswith(shown), row
 
     card, text = _card(tmp_path, CLEAN)
     assert model_status(CLEAN) == "clean" and "clean-reference" in card.data.tags

@@ -399,7 +399,9 @@ def test_cli_sanitize_clean_model_gives_the_clean_rate_and_lift(files, capsys):
     assert s["lift_before"] == pytest.approx(s["before"]["asr"] - own)
     assert s["lift_after"] == pytest.approx(s["after"]["asr"] - own)
     kept = load_model(files["dir"] / "lifted").metadata["defense_details"]["clean_reference"]  # the saved card
-    assert kept == {"name": "tiny-clean", "rate": pytest.approx(own)}
+    assert kept == {"name": "tiny-clean", "rate": pytest.approx(own), "texts": 20,
+                    "lift_after_ci95": [pytest.approx(v) for v in s["lift_after_ci95"]]}
+    assert s["lift_after_ci95"][0] <= s["lift_after"] <= s["lift_after_ci95"][1]
     assert main([*base, *asr_args, "--out", str(files["dir"] / "lifted2")]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("CLEAN"))
     assert f"{100 * own:.1f}% of the same triggered texts" in line and f"{100 * s['lift_before']:+.1f}" in line

@@ -258,8 +258,13 @@ def run(args) -> int:
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
     details = {k: v for k, v in result.details.items() if k not in ("search", "config", "verdict")}
-    if reference is not None:  # the saved card keeps what the lift was measured against
-        details["clean_reference"] = {"name": reference.name, "rate": clean_rate}
+    li = None  # the lift before and after, each with its interval paired over the triggered texts
+    if reference is not None:  # the saved card keeps what the lift was measured against, and its interval after
+        from ..metrics import lift_interval
+
+        li = [lift_interval(clean_hits, h) for h in (hits[0], hits[-1])]
+        details["clean_reference"] = {"name": reference.name, "rate": clean_rate, "texts": li[1]["n"],
+                                      "lift_after_ci95": [li[1]["low"], li[1]["high"]]}
     card = lm.card.repaired(name=f"{lm.name}-{args.defense}", defense=args.defense, details=details,
                             before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,
                             source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
@@ -270,10 +275,7 @@ def run(args) -> int:
                "before": before, "after": after, "cacc_change": change, "details": details,
                "asr_texts": n_asr, "asr_after_ci95": list(asr_ci) if asr_ci else None,
                "cancelled": result.cancelled, "trigger_effect": effect.to_dict() if effect is not None else None}
-    if reference is not None:
-        from ..metrics import lift_interval
-
-        li = [lift_interval(clean_hits, h) for h in (hits[0], hits[-1])]  # before, after: paired over the texts
+    if li is not None:
         summary.update(clean_model=reference.name, clean_rate=clean_rate,
                        lift_before=li[0]["lift"], lift_after=li[1]["lift"],
                        lift_before_ci95=[li[0]["low"], li[0]["high"]], lift_after_ci95=[li[1]["low"], li[1]["high"]])
