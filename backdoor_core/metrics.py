@@ -56,7 +56,8 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool], z: float = 
     n = d.size
     half = z * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
     change, p = float(d.mean()), float(b.mean())
-    return {"change": change, "low": max(change - half, -p), "high": min(change + half, 1.0 - p), "up": int((d > 0).sum()),
+    low, high = max(change - half, -p) + 0.0, min(change + half, 1.0 - p) + 0.0  # + 0.0: no "-0.0" at a bound
+    return {"change": change, "low": low, "high": high, "up": int((d > 0).sum()),
             "down": int((d < 0).sum()), "n": int(n)}
 
 

@@ -309,6 +309,7 @@ def test_lift_interval_is_paired_over_the_triggered_texts():
     one[0] = True
     cut = lift_interval(none, one)
     assert cut["low"] == 0.0 and cut["lift"] == pytest.approx(1 / 148) and 1 / 148 < cut["high"] < 0.03
+    assert f"{100 * cut['low']:+.1f}" == "+0.0"  # the bound reads +0.0 in every view, not -0.0
     top = paired_difference(np.ones(10, bool), np.ones(10, bool) & (np.arange(10) > 0))
     assert top["high"] == 0.0 and top["change"] == pytest.approx(-0.1) and top["low"] < -0.1
     with pytest.raises(ValueError, match="same texts"):
