@@ -181,7 +181,7 @@ FOLDER_REFERENCE = "A local folder…"
 
 def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
     """The Sanitize page's choices of a clean reference (a model of the same task without the backdoor, whose rate
-    on the same triggered texts is the clean rate: ``defender_data.clean_rate``), and the default one.
+    on the same triggered texts is the clean rate: ``defender_data.clean_hits``' mean), and the default one.
 
     Returns ``(options, default)``: ``options`` maps a label to ``("zoo", path)`` (the zoo's clean models),
     ``("model", LoadedModel)`` (this session's other models), ``("folder", None)`` (a saved model folder the

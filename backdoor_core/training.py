@@ -503,7 +503,7 @@ def make_evaluator(
         return out
 
     evaluate.labels = np.asarray(clean_labels)  # (n,) for a paired change between two runs' classes
-    # the ASR texts and their target, for a clean reference's rate on the same texts (defender_data.clean_rate)
+    # the ASR texts and their target, for a clean reference's hits on the same texts (defender_data.clean_hits)
     evaluate.poisoned_texts = poisoned if target is not None else []
     evaluate.target = target
     return evaluate
