@@ -275,6 +275,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         raise ValueError("head_only_max_heads must be 0 (off) or more.")
     report = knobs.pop("scan", None)
     use_pool_words = bool(knobs.pop("pool_words", S.REPAIR_POOL_WORDS))
+    word_heads_k = int(knobs.pop("word_heads", S.REPAIR_WORD_HEADS) or 0)
+    if word_heads_k < 0:
+        raise ValueError("word_heads must be 0 (off) or more.")
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
     trigger_embedding_lr_scale = float(knobs.pop("trigger_embedding_lr_scale", S.TRIGGER_EMBEDDING_LR_SCALE))
     if not trigger_embedding_lr_scale >= 0:
@@ -377,6 +380,18 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         likely = [(w.word, w.target) for w in found_words if w.word in marking and w.word in strong]
         if avoid_word_target:  # no pool input holding a marking word (companions too) is labelled its target
             word_targets = [(w.word, w.target) for w in found_words if w.word in marking]
+    word_heads_added = None
+    if word_heads_k and likely and heads is None:  # the heads the likely words capture train too
+        from .head_safety import add_word_heads, word_heads
+        conc = word_heads(model, tokenizer, clean_train.texts, [w for w, _ in likely], cfg.max_length, seed=cfg.seed)
+        widened_mask = add_word_heads(mask, conc, word_heads_k)
+        if not np.array_equal(widened_mask, mask):
+            from .head_metrics import mask_labels
+            word_heads_added = {"k": word_heads_k, "words": [w for w, _ in likely],
+                                "heads": mask_labels(widened_mask & ~np.asarray(mask, dtype=bool)),
+                                "attention": [round(float(conc[l, h]), 4)
+                                              for l, h in np.argwhere(widened_mask & ~np.asarray(mask, dtype=bool))]}
+            mask = widened_mask
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
         # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and
@@ -530,6 +545,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     details["weak_evidence_cap"] = weak_cap
     details["min_heads_widened"] = widened
     details["head_only_cap"] = capped
+    details["word_heads"] = word_heads_added
     details["ffn_mix_note"] = ffn_mix_note or None
     details["clean_guard"] = guard
     if report is not None:

@@ -244,6 +244,82 @@ def cap_heads(score: np.ndarray, repaired: np.ndarray, max_heads: int) -> np.nda
     return out
 
 
+def trigger_head_concentration(model, tokenizer, examples, max_length: int, batch_size: int = 32) -> np.ndarray:
+    """``(L, H)``: per head, the attention mass real queries send to the trigger's word pieces
+    (``head_metrics.trigger_concentration``), averaged over ``examples`` (``training.Example`` with
+    ``trigger_spans``; one ``forward.run_with_cache`` pass). Examples whose trigger truncation cut off are left out;
+    zeros when none is left."""
+    from .head_metrics import trigger_concentration
+    from .training import trigger_token_positions
+
+    examples = list(examples)
+    L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
+    positions = [trigger_token_positions(tokenizer, ex, max_length) for ex in examples]
+    keep = np.array([len(p) > 0 for p in positions], dtype=bool)
+    if not keep.any():
+        return np.zeros((L, H))
+
+    def reduce(b):
+        mask = torch.zeros(b.input_ids.shape, dtype=torch.bool)  # (B, T) the trigger's word pieces
+        for row, i in enumerate(b.index):
+            mask[row, positions[int(i)]] = True
+        per_layer = [trigger_concentration(att.float().cpu(), mask, b.attention_mask.float().cpu())
+                     for att in b.attentions]  # L x (B, H)
+        return {"conc": torch.stack(per_layer, 1)}  # (B, L, H)
+
+    cache = run_with_cache(model, tokenizer, [ex.text for ex in examples], max_length=max_length,
+                           batch_size=batch_size, reduce=reduce)
+    return np.asarray(cache.reduced["conc"])[keep].mean(0)
+
+
+def word_heads(model, tokenizer, clean_texts: Sequence[str], words: Sequence[str], max_length: int,
+               n_texts: int = S.REPAIR_WORD_HEADS_TEXTS, seed: int = 0) -> np.ndarray:
+    """``(L, H)``: how much each head attends to the pool's likely trigger ``words`` (``trigger_search``), read on
+    the first ``n_texts`` clean texts with one of the words inserted at a seeded random word position inside the
+    reading window (the words take turns; ``trigger_head_concentration``). Our design (papers silent): the words
+    are the scan's finding, not trigger knowledge, and BadNets' attention goes to a few last-layer heads that the
+    scan's flags on a weak backdoor often miss (``bench/results/trigger_heads_check_olid.md``)."""
+    from .training import Example
+    from .triggers import insert_trigger
+
+    words = [str(w) for w in words if str(w).strip()]
+    texts = [str(t) for t in clean_texts[: max(0, int(n_texts))]]
+    if not words or not texts:
+        L, H = int(model.config.num_hidden_layers), int(model.config.num_attention_heads)
+        return np.zeros((L, H))
+    rng = np.random.default_rng(seed + 29)
+    examples = []
+    for i, text in enumerate(texts):
+        new = insert_trigger(text, words[i % len(words)], int(rng.integers(0, len(text.split()) + 1)),
+                             tokenizer=tokenizer, max_length=max_length)
+        examples.append(Example(new.text, 0, trigger_spans=(new.span,)))
+    return trigger_head_concentration(model, tokenizer, examples, max_length)
+
+
+def add_word_heads(repaired: np.ndarray, concentration: np.ndarray, k: int) -> np.ndarray:
+    """``(L, H)`` bool: the ``repaired`` heads and the ``k`` heads with the largest ``concentration`` (``(L, H)``,
+    ``word_heads``; ties: the earlier head) that are not yet repaired, leaving every layer at least one head that is
+    not (the alignment's safe target). ``k`` 0 adds none (``settings.REPAIR_WORD_HEADS``)."""
+    repaired = np.asarray(repaired, dtype=bool)
+    k = int(k or 0)
+    if k < 0:
+        raise ValueError("word_heads must be 0 (off) or more.")
+    conc = np.asarray(concentration, dtype=float)
+    if conc.shape != repaired.shape:
+        raise ValueError(f"concentration {conc.shape} and repaired heads {repaired.shape} differ in shape.")
+    out = repaired.copy()
+    added = 0
+    for i in np.argsort(-conc, axis=None, kind="stable"):
+        if added >= k:
+            break
+        l, h = divmod(int(i), conc.shape[1])
+        if out[l, h] or conc[l, h] <= 0 or int(out[l].sum()) >= conc.shape[1] - 1:
+            continue
+        out[l, h] = True
+        added += 1
+    return out
+
+
 def reset_heads(score: np.ndarray, repaired: np.ndarray, top_k: int = S.RESET_TOP_K) -> np.ndarray:
     """``(L, H)`` bool: the repaired heads whose output columns the repair zeroes first (our design; papers silent).
 

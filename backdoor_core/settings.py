@@ -255,6 +255,13 @@ zoo among 0 / 4 / 6 / 8 (bench/results/knob_tuning_min_heads.md, the ten models 
 9.4 / 7.9 / 7.8 / 7.5%, mean CACC change +1.2 / +1.2 / +0.9 / +0.6, worst -1.5 / -1.1 / -1.8 / -2.4 (models below
 -1.5: 1 / 0 / 1 / 1); 4 keeps the clean accuracy that 6 and 8 cost. The BBC demo zoo's scans name 4 or more heads:
 unchanged."""
+REPAIR_WORD_HEADS = 0
+"""Where the pool gives likely trigger words (``REPAIR_POOL_WORDS``), our repair also trains the ``REPAIR_WORD_HEADS``
+heads that attend most to those words (``head_safety.word_heads``, ``add_word_heads``); 0 = off. Our design (papers
+silent). Aim: a weak word backdoor's flags are mostly clean, so the scan's heads read the class's own words, while
+the trigger's attention goes to a few last-layer heads (bench/results/trigger_heads_check_olid.md)."""
+REPAIR_WORD_HEADS_TEXTS = 40
+"""Clean texts the likely trigger words are inserted into to find the heads that attend to them."""
 REPAIR_HEAD_ONLY_MAX_HEADS = 4
 """When our repair trains no feed-forward block (``REPAIR_FFN``), it trains at most this many heads, the highest-scoring
 of its set (``head_safety.cap_heads``); 0 = off (the set ``repair_heads`` gives, up to ``MAX_FRACTION`` of the heads).

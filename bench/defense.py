@@ -778,7 +778,7 @@ def main(argv=None) -> int:
                                             "labels_leave_target", "pool_labels_dropped", "label_excess",
                                             "label_limit", "pool_labels_cut", "word_target_dropped", "word_labelled",
                                             "blinded_tokens",
-                                            "weak_evidence_cap", "head_only_cap", "pool_words", "trigger_words",
+                                            "weak_evidence_cap", "head_only_cap", "word_heads", "pool_words", "trigger_words",
                                             "trigger_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",
                                             "precision", "label_judge", "judge_dropped", "judge_added",

@@ -42,27 +42,9 @@ def _path(p: str) -> str:
 
 def head_concentration(lm, examples, max_length: int):
     """``(L, H)`` mean trigger concentration over ``examples`` (poisoned ``training.Example`` with spans)."""
-    import numpy as np
-    import torch
+    from backdoor_core.head_safety import trigger_head_concentration
 
-    from backdoor_core.forward import run_with_cache
-    from backdoor_core.head_metrics import trigger_concentration
-    from backdoor_core.training import trigger_token_positions
-
-    positions = [trigger_token_positions(lm.tokenizer, ex, max_length) for ex in examples]
-
-    def reduce(b):
-        mask = torch.zeros(b.input_ids.shape, dtype=torch.bool)  # (B, T) the trigger's word pieces
-        for row, i in enumerate(b.index):
-            mask[row, positions[int(i)]] = True
-        per_layer = [trigger_concentration(att.float().cpu(), mask, b.attention_mask.float().cpu())
-                     for att in b.attentions]  # L x (B, H)
-        return {"conc": torch.stack(per_layer, 1)}  # (B, L, H)
-
-    cache = run_with_cache(lm.model, lm.tokenizer, [ex.text for ex in examples], max_length=max_length,
-                           batch_size=32, reduce=reduce)
-    keep = np.array([len(p) > 0 for p in positions])  # a trigger cut off by truncation has no pieces
-    return np.asarray(cache.reduced["conc"])[keep].mean(0)
+    return trigger_head_concentration(lm.model, lm.tokenizer, examples, max_length)
 
 
 def markdown(result: dict) -> str:
