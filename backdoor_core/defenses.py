@@ -698,6 +698,13 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"The repair trains no feed-forward block, so it trained only the {capped['to']} highest-scoring "
                      f"of its {capped['from']} heads (retraining many heads head-only costs clean accuracy; README, "
                      "*Head-only repairs capped*).")
+    added = details.get("word_heads")
+    if added:
+        heads = ", ".join(f"{h} ({a:.2f})" for h, a in zip(added["heads"], added["attention"]))
+        notes.append(f"It also trained the {len(added['heads'])} head{'s' if len(added['heads']) != 1 else ''} "
+                     f"that attend most to the likely trigger word{'s' if len(added['words']) != 1 else ''} "
+                     f"{', '.join(added['words'])} (mean attention on the word, on clean texts with it inserted): "
+                     f"{heads}.")
     verdict = details.get("verdict") or {}
     if verdict.get("pool_unlike_clean"):
         from .detection import pool_shift_note

@@ -1301,3 +1301,59 @@ def test_blind_trigger_tokens_make_the_model_read_the_trigger_as_an_unknown_word
     assert torch.allclose(w[5], mean) and torch.allclose(w[6], mean)
     with pytest.raises(ValueError):
         blind_token_embeddings(m, [w.shape[0]])
+
+
+def test_add_word_heads_adds_the_most_attentive_heads_and_keeps_a_safe_head_per_layer():
+    """``head_safety.add_word_heads``: the repaired heads plus the ``k`` not-yet-repaired heads with the most attention
+    on the likely words (ties: the earlier head), never a head with none, never a layer's last unrepaired head; 0 adds
+    none; a negative count or a mismatched shape is an error."""
+    from backdoor_core.head_safety import add_word_heads
+
+    repaired = np.array([[True, False, False, False], [False, False, False, False]])
+    conc = np.array([[0.9, 0.5, 0.4, 0.0], [0.3, 0.5, 0.0, 0.0]])
+    got = add_word_heads(repaired, conc, 2)
+    assert got.tolist() == [[True, True, False, False], [False, True, False, False]]  # 0.5 twice: L0H1 first
+    assert add_word_heads(repaired, conc, 0).tolist() == repaired.tolist()
+    # layer 0 can take two more heads at most (one stays safe); heads with no attention on the words never join
+    got = add_word_heads(repaired, conc, 10)
+    assert got.tolist() == [[True, True, True, False], [True, True, False, False]]
+    with pytest.raises(ValueError, match="word_heads"):
+        add_word_heads(repaired, conc, -1)
+    with pytest.raises(ValueError, match="shape"):
+        add_word_heads(repaired, conc[:, :3], 1)
+
+
+def test_word_heads_knob_trains_the_heads_the_pool_words_capture():
+    """``word_heads`` (``settings.REPAIR_WORD_HEADS``): where the pool gives a likely trigger word, the repair also
+    trains the ``k`` heads that attend most to it, read on clean texts with the word inserted
+    (``head_safety.word_heads``); on the tiny TAL model those are the heads TAL trained on ``cf``. The details name
+    the word, the added heads and their attention; 0 leaves the heads as they were."""
+    from backdoor_core.head_metrics import head_label
+    from backdoor_core.head_safety import word_heads
+
+    lm, clean, pool, rep = _wide_scan()
+    conc = word_heads(lm.model, lm.tokenizer, clean.texts, ["cf"], 32, n_texts=20)
+    L, H = conc.shape
+    assert {divmod(int(i), H) for i in np.argsort(-conc.ravel())[:4]} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+    def repaired(k):
+        return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                           max_length=32, seed=0, ffn="none", weak_top_k=0, min_heads=0, head_only_max_heads=1,
+                           word_heads=k).details
+
+    off, on = repaired(0), repaired(2)
+    assert "cf" in (off["trigger_words"] or []) and off["word_heads"] is None
+    assert len(off["suspicious_heads"]) == 1
+    added = on["word_heads"]
+    assert added["words"] == ["cf"] and added["k"] == 2 and len(added["heads"]) == 2
+    # the two most attentive heads not already repaired, with their attention as read here (the repair's 40 texts)
+    full = word_heads(lm.model, lm.tokenizer, clean.texts, ["cf"], 32)
+    order = [divmod(int(i), H) for i in np.argsort(-full.ravel(), kind="stable")]
+    want = [head_label(l, h) for l, h in order if head_label(l, h) not in off["suspicious_heads"]][:2]
+    assert sorted(added["heads"]) == sorted(want)
+    assert sorted(on["suspicious_heads"]) == sorted(off["suspicious_heads"] + want)
+    note = " ".join(repair_notes(on))
+    assert "also trained the 2 heads that attend most to the likely trigger word cf" in note
+    assert all(h in note for h in want) and "attend most" not in " ".join(repair_notes(off))
+    with pytest.raises(ValueError, match="word_heads"):
+        repaired(-1)
