@@ -259,7 +259,10 @@ REPAIR_WORD_HEADS = 0
 """Where the pool gives likely trigger words (``REPAIR_POOL_WORDS``), our repair also trains the ``REPAIR_WORD_HEADS``
 heads that attend most to those words (``head_safety.word_heads``, ``add_word_heads``); 0 = off. Our design (papers
 silent). Aim: a weak word backdoor's flags are mostly clean, so the scan's heads read the class's own words, while
-the trigger's attention goes to a few last-layer heads (bench/results/trigger_heads_check_olid.md)."""
+the trigger's attention goes to a few last-layer heads (bench/results/trigger_heads_check_olid.md). Measured, not
+adopted: on the tuning zoo's 14 models with likely words, k = 2 / 4 gave mean ASR after 7.0 -> 6.7 / 6.2% but mean
+CACC change +0.67 -> +0.39 / -0.01 and 1 / 2 models below -1.5 instead of none; the weak BadNets models stayed at
+their clean level (bench/results/archive/defense_s52wh2.md, _s52wh4.md; README, *The trigger words' heads*)."""
 REPAIR_WORD_HEADS_TEXTS = 40
 """Clean texts the likely trigger words are inserted into to find the heads that attend to them."""
 REPAIR_HEAD_ONLY_MAX_HEADS = 4
