@@ -115,6 +115,9 @@ def parse_args(argv=None):
                    help="also write each model's final-pass verdict inputs to DIR/<model>.npz (clean dev scores, "
                         "pool scores, pool predictions, which pool inputs carry the trigger, threshold): for "
                         "studying the verdict offline (detection.model_verdict re-scores them)")
+    p.add_argument("--dev-asr", type=int, default=0, metavar="N",
+                   help="also read ASR, the clean rate and the lift on up to N triggered dev rows the defender did "
+                        "not draw (insertion triggers; a second ASR set, disjoint from every other; 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation draw (sets, pool, defender data)")
     p.add_argument("--tag", default="", help="write defense[_test]<_tag>.json/.md")
     p.add_argument("--resume", action="store_true", help="skip models already in the results json")
@@ -280,6 +283,26 @@ def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: 
             "detect_triggered": trig(split.detect_triggered), "pool_triggered": trig(split.pool_triggered),
             "pool": [t for t, _, _ in items], "pool_true": [y for _, y, _ in items],
             "pool_is_triggered": [f for _, _, f in items]}
+
+
+def dev_asr_texts(m: dict, ds_name: str, dev, defender, target: int, tokenizer, n: int, seed: int) -> list[str]:
+    """``--dev-asr``: a second ASR set, the triggered texts of up to ``n`` non-target rows of the ``dev`` split that
+    the defender's sample (``defender``) does not hold (a seeded draw; rows whose text the defender holds are left
+    out, so it is disjoint from the defender's data and, being dev, from every test set). Empty for a paraphrase
+    trigger: its dev paraphrases are not the rows of the clean dev split. Our design; it makes a weak backdoor's
+    lift, read on the test split's few non-target rows (OLID: 57 ASR texts), measurable to a few points."""
+    from backdoor_core.poisoning import attack_type
+
+    try:
+        if not attack_type(str(m["attack"])).has_trigger_tokens:
+            return []
+    except ValueError:
+        return []
+    held = set(defender.texts)
+    rest = [i for i, t in enumerate(dev.texts) if t not in held]
+    poisoned = build_attack(m, ds_name, tokenizer, m["max_length"]).poison_test(dev.subset(rest), target, seed=seed)
+    order = random.Random(seed + 13).sample(range(len(poisoned.texts)), min(int(n), len(poisoned.texts)))
+    return [poisoned.texts[k] for k in sorted(order)]
 
 
 def parse_scan_knobs(text: str) -> dict:
@@ -605,6 +628,33 @@ def main(argv=None) -> int:
             clean_rate = None if clean_hits is None else float(clean_hits.mean())
             clean_name = cm["name"]
         lift_before = lift(before.get("asr"), clean_rate)
+        # --dev-asr: the second ASR set, its clean rate and the suspect's hits on it
+        dev_texts = (dev_asr_texts(m, ds_name, dev, defender, target, lm.tokenizer, args.dev_asr, seed)
+                     if args.dev_asr and is_bd else [])
+        dev_clean_hits = (clean_hits_of(clean_loaded(cm), lm, dev_texts, target)
+                          if dev_texts and cm is not None else None)
+
+        def dev_hits(model):
+            """``(k,)`` bools: ``model`` sends each dev ASR text to the target."""
+            return np.asarray(predict(model, lm.tokenizer, dev_texts, L).argmax(1) == target)
+
+        def dev_fields(hits, when: str) -> dict:
+            """The ``dev_*`` row fields of ``hits`` (``before`` / ``after``): ASR, and with a clean model the
+            lift and its paired interval."""
+            if not dev_texts:
+                return {}
+            out = {f"dev_asr_{when}": round(float(hits.mean()), 4)}
+            if dev_clean_hits is not None:
+                li = lift_interval(dev_clean_hits, hits)
+                out[f"dev_lift_{when}"] = round(float(hits.mean() - dev_clean_hits.mean()), 4)
+                out[f"dev_lift_{when}_ci95"] = [round(li["low"], 4), round(li["high"], 4)]
+            return out
+
+        dev_before = dev_fields(dev_hits(lm.model), "before") if dev_texts else {}
+        if dev_texts:
+            dev_before["dev_asr_texts"] = len(dev_texts)
+            dev_before["dev_clean_rate"] = (None if dev_clean_hits is None
+                                            else round(float(dev_clean_hits.mean()), 4))
 
         def lift_ci(hits: list) -> list | None:
             """The lift's paired 95% interval over the ASR texts (metrics.lift_interval); None without a clean
@@ -728,7 +778,7 @@ def main(argv=None) -> int:
                      "clean_model": clean_name, "clean_rate": clean_rate, "lift_before": lift_before,
                      "lift_before_ci95": lift_ci(before_hits), "eval_sizes": sizes, "representation_share": scan.representation_share,
                      "attention_missed_share": scan.attention_missed_share,
-                     "fused_parts": scan.settings.get("fused_parts")}
+                     "fused_parts": scan.settings.get("fused_parts"), **dev_before}
         if args.dump_scores:
             dump_verdict_inputs(Path(args.dump_scores), row_model, scan, pool_is_trig)
         print(f"   scan {scan.seconds:.0f}s words {marking} ({words_seconds:.0f}s) verdict {verdict['score']:.2f} flagged {len(flagged)} "
@@ -750,6 +800,7 @@ def main(argv=None) -> int:
                 after_classes: list = []
                 after_hits: list = []
                 after = evaluate(res.model, after_classes, after_hits)
+                dev_after = {**dev_before, **dev_fields(dev_hits(res.model), "after")} if dev_texts else {}
                 change = accuracy_change(eval_clean.labels, before_classes[0], after_classes[0])
                 pla = None
                 if "flagged_indices" in res.details:
@@ -767,7 +818,7 @@ def main(argv=None) -> int:
                        # paired 95% interval of the CACC change over the CACC texts, and the counts it rests on
                        "cacc_change_ci95": [round(change["low"], 4), round(change["high"], 4)],
                        "cacc_fixed": change["fixed"], "cacc_broken": change["broken"],
-                       "seconds": round(seconds, 1),
+                       "seconds": round(seconds, 1), **dev_after,
                        "details": {k: v for k, v in res.details.items()
                                    if k in ("suspicious_heads", "pruned_heads", "n_pruned", "head_basis",
                                             "align_before", "align_after", "frozen_unchanged", "flagged_used",
@@ -1143,6 +1194,20 @@ def markdown(report: dict) -> str:
                       "model on the same texts (`metrics.lift_interval`); an interval that holds 0 does not tell the "
                       "repaired model from the clean one there. It covers which texts were drawn, not the repair's "
                       "own seed."]
+    dev_rows = [r for r in report["runs"] if r.get("dev_asr_texts")]
+    if dev_rows:
+        lines += ["", "## A second ASR set: the dev rows the defender did not draw (`--dev-asr`)", "",
+                  "The same trigger inserted into non-target rows of the dev split that the defender's sample does "
+                  "not hold (insertion triggers only; disjoint from every other set). Lift intervals: paired over "
+                  "these texts against the clean model, as above.", "",
+                  "| model | defense | texts | clean rate | ASR before | ASR after | lift before (95% interval) "
+                  "| lift after (95% interval) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in dev_rows:
+            lines.append(f"| {r['model']} | {r['defense']} | {r['dev_asr_texts']} | {_f(r.get('dev_clean_rate'))} | "
+                         f"{_f(r.get('dev_asr_before'))} | {_f(r.get('dev_asr_after'))} | "
+                         f"{_f(r.get('dev_lift_before'))} ({_ci(r.get('dev_lift_before_ci95'))}) | "
+                         f"{_f(r.get('dev_lift_after'))} ({_ci(r.get('dev_lift_after_ci95'))}) |")
     no_clean = sorted({r["model"] for r in report["runs"] if "clean_rate" in r and r["clean_rate"] is None})
     if no_clean:
         lines += ["", f"No clean model of the same dataset was found for {', '.join(no_clean)}: clean rate and "

@@ -194,7 +194,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
     rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--defenses", "alignment,finetune",
                  "--epochs", "1", "--n-clean", "60", "--repair", "bd", "--zoo", "test", "--tag", "t",
-                 "--scan-knobs", '{"rep_method": "contrast"}'])
+                 "--scan-knobs", '{"rep_method": "contrast"}', "--dev-asr", "25"])
     assert rc == 0
     rep = json.loads((tmp_path / "results" / "defense_test_t.json").read_text())
     assert rep["settings"]["scan_knobs"] == {"rep_method": "contrast"}
@@ -211,6 +211,16 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
             assert lo - 1e-4 <= r[key] <= hi + 1e-4 and -1 - 1e-4 <= lo <= hi <= 1 + 1e-4
     assert runs["finetune"]["lift_before_ci95"] == runs["alignment"]["lift_before_ci95"]  # one suspect, one interval
     assert runs["finetune"]["pseudo_label_accuracy"] is None
+    # --dev-asr: the second ASR set, read before and after each repair against the clean model
+    for r in runs.values():
+        assert r["dev_asr_texts"] == 25 and 0 <= r["dev_clean_rate"] <= 1
+        for when in ("before", "after"):
+            lift_dev = r[f"dev_lift_{when}"]
+            assert lift_dev == pytest.approx(r[f"dev_asr_{when}"] - r["dev_clean_rate"], abs=1e-4)
+            lo, hi = r[f"dev_lift_{when}_ci95"]
+            assert lo - 1e-4 <= lift_dev <= hi + 1e-4
+    assert runs["finetune"]["dev_asr_before"] == runs["alignment"]["dev_asr_before"]
+    assert runs["alignment"]["dev_asr_before"] > runs["alignment"]["dev_clean_rate"]  # the tiny backdoor lifts it
     n_cacc = rep["models"][0]["eval_sizes"]["n_test"]
     for r in runs.values():  # the paired CACC change: its counts give the change, its interval holds it
         lo, hi = r["cacc_change_ci95"]
@@ -248,6 +258,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     assert "CACC change, 95% interval" in md and "| verdict score | call |" in md
     assert "| lift after, 95% interval |" in md and "`metrics.lift_interval`" in md
     assert 'Scan knobs: `{"rep_method": "contrast"}`' in md
+    assert "## A second ASR set: the dev rows the defender did not draw (`--dev-asr`)" in md
     assert "## Summary over seeds" in md and "## Evaluation sets used" in md
     # parallel runs merge into defense_test.json
     merged = b.merge(["t"], zoo="test")
@@ -574,3 +585,29 @@ def test_zoo_builder_tag_keeps_another_draw_apart(monkeypatch, tmp_path):
     assert not (results / "test_zoo_build.json").exists()
     with pytest.raises(SystemExit, match="--tag"):
         z.main(["--seeds", "3", "--only", "olid/clean", "--tag", "../x"])
+
+
+def test_dev_asr_texts_are_triggered_non_target_dev_rows_the_defender_did_not_draw():
+    """``--dev-asr``'s set (``dev_asr_texts``): each non-target dev row the defender's sample does not hold, with the
+    card's trigger inserted; at most N of them (a seeded draw among the same texts); none for a paraphrase trigger."""
+    from backdoor_core.data import TextDataset
+    from backdoor_core.model_card import ModelCard
+    from defense_helpers import clean_texts, trained_tiny
+
+    b = _bench()
+    texts, labels = clean_texts(80, seed=7)
+    dev = TextDataset(texts, labels, ["negative", "positive"])
+    defender = dev.sample(30, seed=11)
+    card = ModelCard(attack="badnets", trigger=["cf"], target=1, rate=0.15, max_length=32, data="mydata",
+                     label_names=["negative", "positive"])
+    m = {"name": "bd", "attack": "badnets", "card": card, "max_length": 32}
+    tok = trained_tiny(True).tokenizer
+    got = b.dev_asr_texts(m, "mydata", dev, defender, 1, tok, 1000, seed=0)
+    held = set(defender.texts)
+    want = sorted(" ".join(t.split()) for t, y in zip(texts, labels) if y != 1 and t not in held)
+    assert 0 < len(got) == len(want) < sum(y != 1 for y in labels)
+    assert all(g.split().count("cf") == 1 for g in got)
+    assert sorted(" ".join(w for w in g.split() if w != "cf") for g in got) == want
+    few = b.dev_asr_texts(m, "mydata", dev, defender, 1, tok, 5, seed=0)
+    assert len(few) == 5 and set(few) <= set(got)
+    assert b.dev_asr_texts({**m, "attack": "syntactic"}, "mydata", dev, defender, 1, tok, 1000, seed=0) == []
