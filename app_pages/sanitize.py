@@ -103,6 +103,10 @@ KNOB_LABELS = {
                             "When the repair trains no feed-forward block, it trains at most this many heads, the "
                             "highest-scoring of its set: retraining a quarter of the heads costs clean accuracy. "
                             "0 = no cap (README)."),
+    "word_heads": ("Heads on the trigger words",
+                   "Where the pool gives likely trigger words, also train this many heads, those that attend most "
+                   "to the words (0 = off). Off by default: measured on the tuning zoo, it cost clean accuracy and "
+                   "left the weak word backdoors where they were (README)."),
     "reset_to": ("Reset heads to",
                  "pretrained: the heads' weights from the pretrained encoder the model was fine-tuned from (found and "
                  "checked against the model's own weights; zero when it is not there); zero: their output columns "

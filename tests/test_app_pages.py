@@ -68,6 +68,9 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             assert at.number_input(key="sanitize.alignment.weak_top_k").value == S.WEAK_TOP_K == 0
             fewest = at.number_input(key="sanitize.alignment.min_heads")  # a count, 0 = the scan's set alone
             assert fewest.value == S.REPAIR_MIN_HEADS and fewest.label == "Fewest heads repaired" and fewest.min == 0
+            heads = at.number_input(key="sanitize.alignment.word_heads")  # measured, off: a count of heads
+            assert heads.label == "Heads on the trigger words" and heads.value == S.REPAIR_WORD_HEADS == 0
+            assert heads.min == 0
             seeds = at.number_input(key="sanitize.alignment.repair_seeds")  # repairs averaged: at least one
             assert seeds.value == S.REPAIR_SEEDS and seeds.min == 1
             words = at.checkbox(key="sanitize.alignment.pool_words")  # a plain label, the default of settings
