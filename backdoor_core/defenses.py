@@ -165,6 +165,8 @@ def run_defense(
             the highest-scoring heads (``details["min_heads_widened"]``). A repair that trains no feed-forward
             block keeps at most ``head_only_max_heads`` of its heads, the highest-scoring
             (``head_safety.cap_heads``, ``details["head_only_cap"]``; ``settings.REPAIR_HEAD_ONLY_MAX_HEADS``).
+            ``word_heads`` > 0 adds that many heads, those that attend most to the pool's likely trigger words
+            (``head_safety.word_heads``, ``add_word_heads``; ``details["word_heads"]``; off by default).
             ``reset_top_k`` > 0 zeroes only that many of the repaired heads first, the best-scoring
             (``head_safety.reset_heads``; given ``heads`` are all reset); ``details["reset_heads"]`` names them.
             ``reset_to="pretrained"`` restores them from the pretrained encoder ``base`` (default ``"default"``)
