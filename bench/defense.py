@@ -515,6 +515,8 @@ def main(argv=None) -> int:
         settings["n_clean"] = args.n_clean
     if args.epochs:
         settings["epochs"] = args.epochs
+    if args.dev_asr < 0:
+        _fail(f"--dev-asr is a number of dev texts (0 = off), got {args.dev_asr}.")
     if args.pool_poison is not None:
         if not 0 < args.pool_poison < 1:
             _fail(f"--pool-poison is a share of the pool (above 0, below 1), got {args.pool_poison:g}.")

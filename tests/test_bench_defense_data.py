@@ -299,6 +299,9 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as ex:
         b.main(["--quick", "--models-from", str(models), "--data", str(data), "--pool-poison", "1.5"])
     assert ex.value.code == 2 and "--pool-poison is a share of the pool" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(models), "--data", str(data), "--dev-asr", "-5"])
+    assert ex.value.code == 2 and "--dev-asr is a number of dev texts (0 = off), got -5." in capsys.readouterr().err
     # a scan knob that scan_model does not take is refused before any model is loaded
     shift_check = _bench("pool_shift_check")
     monkeypatch.setattr(shift_check, "RESULTS", tmp_path / "shift_results")
