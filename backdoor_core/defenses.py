@@ -387,12 +387,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         from .head_safety import add_word_heads, word_heads
         conc = word_heads(model, tokenizer, clean_train.texts, [w for w, _ in likely], cfg.max_length, seed=cfg.seed)
         widened_mask = add_word_heads(mask, conc, word_heads_k)
-        if not np.array_equal(widened_mask, mask):
+        new = widened_mask & ~np.asarray(mask, dtype=bool)  # (L, H) the heads the words added
+        if new.any():
             from .head_metrics import mask_labels
-            word_heads_added = {"k": word_heads_k, "words": [w for w, _ in likely],
-                                "heads": mask_labels(widened_mask & ~np.asarray(mask, dtype=bool)),
-                                "attention": [round(float(conc[l, h]), 4)
-                                              for l, h in np.argwhere(widened_mask & ~np.asarray(mask, dtype=bool))]}
+            word_heads_added = {"k": word_heads_k, "words": [w for w, _ in likely], "heads": mask_labels(new),
+                                "attention": [round(float(conc[l, h]), 4) for l, h in np.argwhere(new)]}
             mask = widened_mask
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:

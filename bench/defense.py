@@ -643,12 +643,10 @@ def main(argv=None) -> int:
         def dev_fields(hits, when: str) -> dict:
             """The ``dev_*`` row fields of ``hits`` (``before`` / ``after``): ASR, and with a clean model the
             lift and its paired interval."""
-            if not dev_texts:
-                return {}
             out = {f"dev_asr_{when}": round(float(hits.mean()), 4)}
             if dev_clean_hits is not None:
                 li = lift_interval(dev_clean_hits, hits)
-                out[f"dev_lift_{when}"] = round(float(hits.mean() - dev_clean_hits.mean()), 4)
+                out[f"dev_lift_{when}"] = round(lift(float(hits.mean()), float(dev_clean_hits.mean())), 4)
                 out[f"dev_lift_{when}_ci95"] = [round(li["low"], 4), round(li["high"], 4)]
             return out
 
