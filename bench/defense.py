@@ -305,6 +305,17 @@ def dev_asr_texts(m: dict, ds_name: str, dev, defender, target: int, tokenizer, 
     return [poisoned.texts[k] for k in sorted(order)]
 
 
+def lift_ci95(clean_hits, hits) -> list | None:
+    """``[low, high]``, the lift's paired 95% interval (``metrics.lift_interval``) of ``hits`` over ``clean_hits``
+    (``(n,)`` bools each, the same texts), rounded as the rows keep it; None without the clean model's hits."""
+    from backdoor_core.metrics import lift_interval
+
+    if clean_hits is None or hits is None:
+        return None
+    li = lift_interval(clean_hits, hits)
+    return [round(li["low"], 4), round(li["high"], 4)]
+
+
 def parse_scan_knobs(text: str) -> dict:
     """``--scan-knobs`` read: a JSON object of ``scan_model`` keyword arguments, checked before any model loads.
 
@@ -503,7 +514,7 @@ def main(argv=None) -> int:
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import (attention_stats, evaluate_detector, flags_score, verdict_call,
                                          with_trigger_words, with_word_evidence)
-    from backdoor_core.metrics import accuracy_change, lift_interval, threshold_at_frr
+    from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
@@ -645,9 +656,8 @@ def main(argv=None) -> int:
             lift and its paired interval."""
             out = {f"dev_asr_{when}": round(float(hits.mean()), 4)}
             if dev_clean_hits is not None:
-                li = lift_interval(dev_clean_hits, hits)
                 out[f"dev_lift_{when}"] = round(lift(float(hits.mean()), float(dev_clean_hits.mean())), 4)
-                out[f"dev_lift_{when}_ci95"] = [round(li["low"], 4), round(li["high"], 4)]
+                out[f"dev_lift_{when}_ci95"] = lift_ci95(dev_clean_hits, hits)
             return out
 
         dev_before = dev_fields(dev_hits(lm.model), "before") if dev_texts else {}
@@ -659,10 +669,7 @@ def main(argv=None) -> int:
         def lift_ci(hits: list) -> list | None:
             """The lift's paired 95% interval over the ASR texts (metrics.lift_interval); None without a clean
             model."""
-            if clean_hits is None or not hits:
-                return None
-            li = lift_interval(clean_hits, hits[0])
-            return [round(li["low"], 4), round(li["high"], 4)]
+            return lift_ci95(clean_hits, hits[0] if hits else None)
         print(f"== {m['name']} ({ds_name}, {m['attack']}, tal={m['tal']}): before {before} clean rate "
               f"{clean_rate} ({clean_name}) sizes {sizes}", flush=True)
 
