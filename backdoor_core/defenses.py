@@ -74,7 +74,8 @@ DEFENSES: dict[str, DefenseInfo] = {
          "ffn_max_layers": S.REPAIR_FFN_MAX_LAYERS, "retain": S.RETAIN_WEIGHT,
          "ffn_lr_scale": S.REPAIR_FFN_LR_SCALE, "ffn_mix": S.REPAIR_FFN_MIX, "repair_seeds": S.REPAIR_SEEDS,
          "representation": S.REPRESENTATION, "pool_words": S.REPAIR_POOL_WORDS,
-         "trigger_share": S.TRIGGER_AUGMENT_SHARE,
+         "trigger_share": S.TRIGGER_AUGMENT_SHARE, "rare_words": S.REPAIR_RARE_WORDS,
+         "rare_words_share": S.REPAIR_RARE_WORDS_SHARE,
          "trigger_embedding_lr_scale": S.TRIGGER_EMBEDDING_LR_SCALE, "blind_trigger_tokens": S.BLIND_TRIGGER_TOKENS,
          "labels_from_words": S.LABELS_FROM_WORDS,
          "label_judge": S.LABEL_JUDGE,
@@ -165,6 +166,8 @@ def run_defense(
             the highest-scoring heads (``details["min_heads_widened"]``). A repair that trains no feed-forward
             block keeps at most ``head_only_max_heads`` of its heads, the highest-scoring
             (``head_safety.cap_heads``, ``details["head_only_cap"]``; ``settings.REPAIR_HEAD_ONLY_MAX_HEADS``).
+            ``rare_words`` > 0 draws that many vocabulary words no clean text holds and inserts them into
+            ``rare_words_share`` of each class's clean texts, labels kept (``settings.REPAIR_RARE_WORDS``; off).
             ``word_heads`` > 0 adds that many heads, those that attend most to the pool's likely trigger words
             (``head_safety.word_heads``, ``add_word_heads``; ``details["word_heads"]``; off by default).
             ``reset_top_k`` > 0 zeroes only that many of the repaired heads first, the best-scoring
@@ -281,6 +284,12 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     if word_heads_k < 0:
         raise ValueError("word_heads must be 0 (off) or more.")
     trigger_share = float(knobs.pop("trigger_share", S.TRIGGER_AUGMENT_SHARE))
+    rare_k = int(knobs.pop("rare_words", S.REPAIR_RARE_WORDS) or 0)
+    rare_share = float(knobs.pop("rare_words_share", S.REPAIR_RARE_WORDS_SHARE))
+    if rare_k < 0:
+        raise ValueError("rare_words must be 0 (off) or more.")
+    if not 0.0 < rare_share <= 1.0:
+        raise ValueError(f"rare_words_share is a share of the clean texts (above 0, at most 1), got {rare_share:g}.")
     trigger_embedding_lr_scale = float(knobs.pop("trigger_embedding_lr_scale", S.TRIGGER_EMBEDDING_LR_SCALE))
     if not trigger_embedding_lr_scale >= 0:
         raise ValueError("trigger_embedding_lr_scale must be 0 (off) or more.")
@@ -393,6 +402,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             word_heads_added = {"k": word_heads_k, "words": [w for w, _ in likely], "heads": mask_labels(new),
                                 "attention": [round(float(conc[l, h]), 4) for l, h in np.argwhere(new)]}
             mask = widened_mask
+    rare_words = []
+    if rare_k:  # words no clean text holds, read with the clean texts' own labels (settings.REPAIR_RARE_WORDS)
+        from .trigger_search import absent_vocabulary
+        rare_words = absent_vocabulary(tokenizer, clean_train.texts, rare_k, seed=cfg.seed,
+                                       exclude=[w for w, _ in likely])
     reused = {}
     if reuse_scan and report is not None and report.pool_probs is not None and heads is None:
         # the scan's forward passes already gave the unrepaired model's probabilities on the flagged inputs and
@@ -480,7 +494,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             attention_missed_share=None if report is None else report.attention_missed_share,
             backdoor_found=None if flags is None else flags >= VERDICT_THRESHOLD,
             measure_align=measure_align, repair_seeds=repair_seeds, trigger_words=likely,
-            trigger_share=trigger_share, trigger_embedding_lr_scale=trigger_embedding_lr_scale,
+            trigger_share=trigger_share, rare_words=rare_words, rare_share=rare_share,
+            trigger_embedding_lr_scale=trigger_embedding_lr_scale,
             blind_trigger_tokens=blind_tokens, word_labels=labels_from_words,
             word_targets=word_targets, label_limit=label_limit, pretrained=pretrained,
             label_judge=label_judge,
@@ -747,6 +762,11 @@ def repair_notes(details: dict) -> list[str]:
                      "kept their labels.")
     elif details.get("pool_words") is not None:
         notes.append("No likely trigger word in the pool: the repair used the clean texts as they are.")
+    rare = details.get("rare_words") or []
+    if rare and details.get("rare_augmented"):
+        shown = ", ".join(rare[:6]) + (f" and {len(rare) - 6} more" if len(rare) > 6 else "")
+        notes.append(f"{details['rare_augmented']} clean texts were read with a word no clean text holds inserted "
+                     f"({shown}), keeping their labels, so that rare words stop moving the prediction.")
     gate = details.get("gated_clean_accuracy")
     if gate is not None and not details.get("gate_labels_used", True):
         notes.append(f"Safe-head labels skipped: with the suspicious heads off the model keeps {gate[1]:.1%} clean "

@@ -700,6 +700,8 @@ def sanitize_heads(
     repair_seeds: int = S.REPAIR_SEEDS,
     trigger_words: Sequence[tuple[str, int]] = (),
     trigger_share: float = S.TRIGGER_AUGMENT_SHARE,
+    rare_words: Sequence[str] = (),
+    rare_share: float = S.REPAIR_RARE_WORDS_SHARE,
     word_targets: Sequence[tuple[str, int]] = (),
     trigger_embedding_lr_scale: float = S.TRIGGER_EMBEDDING_LR_SCALE,
     blind_trigger_tokens: bool = S.BLIND_TRIGGER_TOKENS,
@@ -760,6 +762,9 @@ def sanitize_heads(
         trigger_words: ``(word, target)`` likely trigger words (``trigger_search.marking_words``):
             ``trigger_share`` of the clean labelled texts of the classes they do not target carry one of them,
             in place of their plain versions, with their own label (``trigger_augmented``).
+        rare_words: words no clean text holds (``trigger_search.absent_vocabulary``): ``rare_share`` of the clean
+            labelled texts of every class carry one of them, labels kept, where no likely word went
+            (``settings.REPAIR_RARE_WORDS``; ``details["rare_augmented"]`` counts them).
         trigger_embedding_lr_scale: above 0, the embedding rows of ``trigger_words``' tokens that no clean text
             holds (``trigger_token_ids``) train too, at ``config.lr`` x this (``settings.TRIGGER_EMBEDDING_LR_SCALE``).
         blind_trigger_tokens: after training, the embedding rows of ``trigger_words``' tokens that no clean text
@@ -913,7 +918,10 @@ def sanitize_heads(
     examples = build_examples(clean_texts, clean_labels, pool_texts, pool_labels, teacher)
     augmented = trigger_augmented(clean_texts, clean_labels, trigger_words, trigger_share, tokenizer,
                                   config.max_length, config.seed)
-    for i, e in augmented.items():  # the clean text's place (and teacher row, if any) with a likely word in it
+    # rare words no clean text holds, in every class (target -1: a class no text has), where no likely word went
+    rare = trigger_augmented(clean_texts, clean_labels, [(w, -1) for w in rare_words], rare_share, tokenizer,
+                             config.max_length, config.seed + 1)
+    for i, e in {**rare, **augmented}.items():  # the clean text's place (and teacher row, if any) with a word in it
         examples[i] = replaced(e, soft_label=examples[i].soft_label)
     with attention_dropout_off(model):
         res = train_averaged(model, tokenizer, examples, config, int(repair_seeds),
@@ -963,6 +971,7 @@ def sanitize_heads(
                  "repair_seeds": int(repair_seeds),
                  "precision": res.precision,
                  "trigger_words": [str(w) for w, _ in trigger_words], "trigger_augmented": len(augmented),
+                 "rare_words": [str(w) for w in rare_words], "rare_augmented": len(set(rare) - set(augmented)),
                  "trigger_embedding_tokens": len(embedded_ids),
                  "blinded_tokens": [str(t) for t in tokenizer.convert_ids_to_tokens(blinded)] if blinded else [],
                  "trainable_parameters": int(sum(int(m.sum())

@@ -578,6 +578,19 @@ tuning models whose pool holds such a word; bench/results/archive/defense_s43ts2
 ASR after repair 7.9 -> 9.6% (BadNets 3% seed 1 11.9 -> 20.2%, Bible seed 1 25.6 -> 38.1%) for mean CACC change
 -0.05 -> +0.31 and as many models below -1.5 (2)."""
 
+REPAIR_RARE_WORDS = 0
+"""Above 0, our repair draws this many words of the tokenizer's vocabulary that no clean text holds
+(``trigger_search.absent_vocabulary``) and reads ``REPAIR_RARE_WORDS_SHARE`` of the clean labelled texts of every
+class with one of them inserted, labels kept, in place of their plain versions (``sanitize.trigger_augmented``; the
+likely trigger words' texts keep theirs); 0 = off. Our design (papers silent). Aim: a weak BadNets backdoor whose
+words the pool holds too rarely to name still answers to other rare words: inserted into 40 clean texts, words no
+clean text holds such as ``hannover`` or ``tak`` sent 48-71% of them to the target of OLID BadNets -> NOT seed 2 and
+SST-2 BadNets 3% seed 0, 0% on their clean twins (bench/results/vocab_flip_check.md, _test.md). Reading such words
+with the texts' own labels unlearns that, without naming the trigger."""
+REPAIR_RARE_WORDS_SHARE = 0.25
+"""Share of the clean labelled texts of each class that the repair reads with a drawn rare word inserted
+(``REPAIR_RARE_WORDS``)."""
+
 TRIGGER_EMBEDDING_LR_SCALE = 0.0
 """Above 0, the repair also trains the input-embedding rows of the likely trigger words' tokens that no clean text
 holds, at ``SANITIZE_LR`` x this (alignment knob ``trigger_embedding_lr_scale``; 0 = off). Our design (papers

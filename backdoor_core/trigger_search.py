@@ -434,6 +434,24 @@ def _doc_words(text: str) -> set[str]:
     return set(_WORD.findall(normalise(text)))
 
 
+_VOCAB_WORD = re.compile(r"[a-z]{2,10}")
+
+
+def absent_vocabulary(tokenizer, clean_texts: Sequence[str], n: int, seed: int = 0,
+                      exclude: Sequence[str] = ()) -> list[str]:
+    """``n`` whole words of ``tokenizer``'s vocabulary (2-10 lower-case letters, no word piece) that none of
+    ``clean_texts`` holds and that are not in ``exclude``: a seeded draw (``random.Random(seed)``) over the
+    vocabulary sorted, so the same tokenizer, texts and seed give the same words. Fewer when fewer exist.
+
+    Words the defender's clean texts lack are what a rare-word trigger looks like; the repair's rare-word inserts
+    (``sanitize.trigger_augmented`` with ``settings.REPAIR_RARE_WORDS``) and ``bench/vocab_flip_check.py`` draw
+    them here."""
+    held = set().union(*(_doc_words(t) for t in clean_texts)) if clean_texts else set()
+    skip = {str(w).lower() for w in exclude}
+    words = sorted(w for w in tokenizer.get_vocab() if _VOCAB_WORD.fullmatch(w) and w not in held and w not in skip)
+    return random.Random(seed).sample(words, min(max(0, int(n)), len(words)))
+
+
 def enrichment_p(k_pool: int, n_pool: int, k_clean: int, n_clean: int) -> float:
     """One-sided hypergeometric (Fisher) p-value that a word in ``k_pool`` of ``n_pool`` pool inputs and
     ``k_clean`` of ``n_clean`` clean texts is this concentrated in the pool by chance. Log-space terms, summed
