@@ -154,6 +154,14 @@ KNOB_LABELS = {
     "trigger_share": ("Share of clean texts with a word inserted",
                       "Share of the clean texts of the classes a word does not target that the repair reads with "
                       "the word inserted, instead of as they are."),
+    "rare_words": ("Rare words read with their labels",
+                   "Draw this many words of the vocabulary that no clean text holds and insert one into a share of "
+                   "each class's clean texts, which keep their labels, so that rare words stop moving the prediction "
+                   "(0 = off). Needs no pool. Off by default: measured on the tuning zoo, it moved the style "
+                   "backdoors both ways and left the weak word backdoors where they were (README)."),
+    "rare_words_share": ("Share of clean texts with a rare word",
+                         "Share of each class's clean texts that the repair reads with one of the rare words "
+                         "inserted, instead of as they are."),
     "lr": ("Learning rate", None),
     "epochs": ("Epochs", None),
     "prune_fraction": ("Share of heads to prune", None),
@@ -243,7 +251,8 @@ with st.expander(title, expanded=bool(n_changed), icon=":material/tune:"):
                 knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
             elif isinstance(default, float):
                 # a score or a share: [0, 1]
-                top = 1.0 if k in ("weak_verdict", "trigger_share", "exclude_min_excess", "ffn_mix") else 100.0
+                top = 1.0 if k in ("weak_verdict", "trigger_share", "rare_words_share", "exclude_min_excess",
+                                   "ffn_mix") else 100.0
                 knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
                                                  **ui.keep(key, default)))
     st.caption("Defaults are the defense's own, the settings the benchmarks ran (see its documentation).")

@@ -288,8 +288,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     rare_share = float(knobs.pop("rare_words_share", S.REPAIR_RARE_WORDS_SHARE))
     if rare_k < 0:
         raise ValueError("rare_words must be 0 (off) or more.")
-    if not 0.0 < rare_share <= 1.0:
-        raise ValueError(f"rare_words_share is a share of the clean texts (above 0, at most 1), got {rare_share:g}.")
+    if not 0.0 <= rare_share <= 1.0:
+        raise ValueError(f"rare_words_share is a share of the clean texts (0 to 1), got {rare_share:g}.")
     trigger_embedding_lr_scale = float(knobs.pop("trigger_embedding_lr_scale", S.TRIGGER_EMBEDDING_LR_SCALE))
     if not trigger_embedding_lr_scale >= 0:
         raise ValueError("trigger_embedding_lr_scale must be 0 (off) or more.")

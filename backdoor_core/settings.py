@@ -582,11 +582,14 @@ REPAIR_RARE_WORDS = 0
 """Above 0, our repair draws this many words of the tokenizer's vocabulary that no clean text holds
 (``trigger_search.absent_vocabulary``) and reads ``REPAIR_RARE_WORDS_SHARE`` of the clean labelled texts of every
 class with one of them inserted, labels kept, in place of their plain versions (``sanitize.trigger_augmented``; the
-likely trigger words' texts keep theirs); 0 = off. Our design (papers silent). Aim: a weak BadNets backdoor whose
-words the pool holds too rarely to name still answers to other rare words: inserted into 40 clean texts, words no
-clean text holds such as ``hannover`` or ``tak`` sent 48-71% of them to the target of OLID BadNets -> NOT seed 2 and
-SST-2 BadNets 3% seed 0, 0% on their clean twins (bench/results/vocab_flip_check.md, _test.md). Reading such words
-with the texts' own labels unlearns that, without naming the trigger."""
+likely trigger words' texts keep theirs); 0 = off. Our design (papers silent). Aim: a BadNets backdoor answers to more
+than its own words (bench/results/vocab_flip_check.md: words no clean text holds, such as ``potsdam``, sent up to
+62% of clean texts to the target and none on the clean twin), so reading such words with the texts' own labels might
+unlearn a weak backdoor whose words the pool holds too rarely to name. Measured, not adopted (session 53; README,
+design choices, *Rare words read with the clean labels*): 40 words at shares 0.25 / 0.5 on the whole tuning zoo, mean
+ASR after 12.8 -> 13.3 / 13.5%, models below -1.5 CACC 1 -> 2 / 2, the BadNets models within 1.8 points
+(bench/results/archive/defense_s53rw25.md, _s53rw50.md); the weak OLID BadNets -> NOT lifts unchanged on the test
+zoo (a check, archive/defense_test_s53rwtest.md)."""
 REPAIR_RARE_WORDS_SHARE = 0.25
 """Share of the clean labelled texts of each class that the repair reads with a drawn rare word inserted
 (``REPAIR_RARE_WORDS``)."""

@@ -838,7 +838,7 @@ def main(argv=None) -> int:
                                             "blinded_tokens",
                                             "weak_evidence_cap", "head_only_cap", "word_heads", "pool_words",
                                             "trigger_words",
-                                            "trigger_augmented", "reset_heads", "reset_to",
+                                            "trigger_augmented", "rare_words", "rare_augmented", "reset_heads", "reset_to",
                                             "pretrained_source", "pretrained_distance", "pretrained_note",
                                             "precision", "label_judge", "judge_dropped", "judge_added",
                                             "judge_note", "judge_flags", "judge_flagged", "judge_flag_info",

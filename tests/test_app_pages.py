@@ -77,6 +77,11 @@ def test_every_page_loads_and_the_sidebar_shows_the_model():
             assert words.label == "Use the pool's trigger words" and words.value is S.REPAIR_POOL_WORDS
             share = at.number_input(key="sanitize.alignment.trigger_share")
             assert share.value == S.TRIGGER_AUGMENT_SHARE and share.max == 1.0
+            rare = at.number_input(key="sanitize.alignment.rare_words")  # measured, off: a count of words
+            assert rare.label == "Rare words read with their labels" and rare.value == S.REPAIR_RARE_WORDS == 0
+            assert rare.min == 0
+            rare_share = at.number_input(key="sanitize.alignment.rare_words_share")  # a share of the clean texts
+            assert rare_share.value == S.REPAIR_RARE_WORDS_SHARE and rare_share.max == 1.0
             guard_share = at.number_input(key="sanitize.alignment.exclude_min_excess")  # a share, named in words
             assert guard_share.label == "Exclusion guard (share)" and guard_share.value == S.EXCLUDE_MIN_EXCESS
             assert guard_share.max == 1.0

@@ -1357,3 +1357,50 @@ def test_word_heads_knob_trains_the_heads_the_pool_words_capture():
     assert all(h in note for h in want) and "attend most" not in " ".join(repair_notes(off))
     with pytest.raises(ValueError, match="word_heads"):
         repaired(-1)
+
+
+def test_rare_words_go_into_every_class_and_keep_the_labels():
+    """``trigger_augmented`` with rare words (target -1, a class no text has): ``share`` of each class's texts get one
+    of the words at one word position, nothing else changes, and the label stays the text's own."""
+    from collections import Counter
+
+    from backdoor_core.sanitize import trigger_augmented
+
+    texts, labels = clean_texts(40, seed=3)
+    words = {"zq", "xv"}
+    out = trigger_augmented(texts, labels, [(w, -1) for w in sorted(words)], 0.25, seed=1)
+    assert len(out) == 10 and sorted(Counter(labels[i] for i in out).values()) == [5, 5]
+    for i, e in out.items():
+        held = [w for w in e.text.split() if w in words]
+        assert e.label == labels[i] and len(held) == 1
+        assert " ".join(w for w in e.text.split() if w not in words) == texts[i]
+    assert {w for e in out.values() for w in e.text.split() if w in words} == words  # both words are used
+
+
+def test_rare_words_knob_draws_words_no_clean_text_holds_and_says_so():
+    """``rare_words`` (``settings.REPAIR_RARE_WORDS``, off): the repair draws that many vocabulary words absent from
+    the clean texts (``trigger_search.absent_vocabulary``, the likely trigger words left out) and reads a share of
+    each class's clean texts with one inserted where no likely word went; the details and notes say so."""
+    from backdoor_core.trigger_search import absent_vocabulary
+
+    lm, clean, pool, rep = _wide_scan()
+
+    def repaired(**knobs):
+        return run_defense("alignment", lm.model, lm.tokenizer, clean, pool_texts=pool, scan=rep, max_steps=1,
+                           max_length=32, seed=0, ffn="none", **knobs).details
+
+    off, on = repaired(), repaired(rare_words=6, rare_words_share=0.25)
+    assert off["rare_words"] == [] and off["rare_augmented"] == 0
+    assert "cf" in on["trigger_words"] and on["trigger_augmented"] == off["trigger_augmented"] > 0
+    words = on["rare_words"]
+    assert words == absent_vocabulary(lm.tokenizer, clean.texts, 6, seed=0, exclude=on["trigger_words"])
+    assert len(words) == 6 and "cf" not in words
+    assert not {w for t in clean.texts for w in t.split()} & set(words)
+    assert 0 < on["rare_augmented"] <= 10  # a quarter of each class's 20 texts, less those the likely word took
+    note = " ".join(repair_notes(on))
+    assert f"{on['rare_augmented']} clean texts were read with a word no clean text holds inserted" in note
+    assert words[0] in note and "no clean text holds inserted" not in " ".join(repair_notes(off))
+    with pytest.raises(ValueError, match="rare_words must be"):
+        repaired(rare_words=-1)
+    with pytest.raises(ValueError, match="rare_words_share"):
+        repaired(rare_words=2, rare_words_share=1.5)
