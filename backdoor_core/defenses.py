@@ -760,9 +760,10 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"Likely trigger words from the pool ({', '.join(words)}) were inserted into "
                      f"{details.get('trigger_augmented', 0)} clean texts of the classes they do not point to, which "
                      "kept their labels.")
-    elif details.get("pool_words") is not None:
-        notes.append("No likely trigger word in the pool: the repair used the clean texts as they are.")
     rare = details.get("rare_words") or []
+    if not words and details.get("pool_words") is not None:
+        notes.append("No likely trigger word in the pool" + (
+            "." if rare and details.get("rare_augmented") else ": the repair used the clean texts as they are."))
     if rare and details.get("rare_augmented"):
         shown = ", ".join(rare[:6]) + (f" and {len(rare) - 6} more" if len(rare) > 6 else "")
         notes.append(f"{details['rare_augmented']} clean texts were read with a word no clean text holds inserted "

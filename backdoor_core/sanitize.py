@@ -358,7 +358,8 @@ def trigger_augmented(clean_texts: Sequence[str], clean_labels: Sequence[int], w
     ``bench/results/archive/defense_test_pool_words.md``); class-balanced added copies removed more of the tuning
     zoo's backdoors than this version and moved clean accuracy a little more (mean ASR after 18.1% vs 21.8%, CACC
     change −0.77 vs −0.59 points, ``archive/defense_tuning_pool_words_added.md`` / ``_replaced.md``). Empty when
-    ``words`` is."""
+    ``words`` is. Words whose target is no class (``-1``: the rare words of ``settings.REPAIR_RARE_WORDS``) go into
+    every class."""
     from .triggers import insert_trigger
 
     words = [(str(w), int(t)) for w, t in words if str(w).strip()]

@@ -42,6 +42,8 @@ from backdoor_core.atomic import write_text  # noqa: E402
 
 RESULTS = Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or ROOT / "bench" / "results")
 MANIFEST = ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json"
+
+
 def word_flips(model, tokenizer, texts, words, max_length: int, seed: int):
     """``(len(words), C)`` flip rates: each word inserted into every text of ``texts`` at one seeded word position
     per text (the same positions for every word), ``trigger_search.flip_rates`` against the plain texts."""
