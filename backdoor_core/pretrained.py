@@ -92,6 +92,16 @@ def find_pretrained(model, base: str | None = None,
     return PretrainedWeights({n: state[n] for n in own}, base, float(distance)), ""
 
 
+def base_embeddings(model, weights: PretrainedWeights) -> torch.Tensor:
+    """``(vocab, hidden)``: the pretrained rows of ``model``'s input embedding matrix, for the analyst's drift
+    table (``trigger_search.drifted_words``). ``ValueError`` when ``weights`` lacks it."""
+    table = model.get_input_embeddings().weight
+    name = next((n for n, p in model.named_parameters() if p is table), None)
+    if name is None or name not in weights.state:
+        raise ValueError(f"{weights.source} has no input embeddings named as the model's ({name}).")
+    return weights.state[name]
+
+
 def restore(model, masks: dict[str, torch.Tensor], weights: PretrainedWeights, share: float = 1.0) -> int:
     """Move ``model``'s entries where ``masks`` (``{parameter name: bool mask}``) is True to ``weights`` in place:
     ``share`` 1 copies them, a share in (0, 1) interpolates, ``(1 - share) x own + share x pretrained`` (the

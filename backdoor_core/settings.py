@@ -594,6 +594,10 @@ REPAIR_RARE_WORDS_SHARE = 0.25
 """Share of the clean labelled texts of each class that the repair reads with a drawn rare word inserted
 (``REPAIR_RARE_WORDS``)."""
 
+DRIFT_TOP = 15
+"""Words the analyst's embedding-drift table lists (``trigger_search.drifted_words``): the vocabulary's whole words
+no clean text holds whose input embeddings moved most between the base checkpoint and the suspect model."""
+
 TRIGGER_EMBEDDING_LR_SCALE = 0.0
 """Above 0, the repair also trains the input-embedding rows of the likely trigger words' tokens that no clean text
 holds, at ``SANITIZE_LR`` x this (alignment knob ``trigger_embedding_lr_scale``; 0 = off). Our design (papers

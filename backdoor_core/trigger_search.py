@@ -754,3 +754,112 @@ def held_word(text: str, words: Sequence[str]) -> str:
     """The first of ``words`` that ``text`` holds (whole word), or ``""``."""
     doc = _doc_words(text)
     return next((w for w in words if normalise(w) in doc), "")
+
+
+# ----------------------------------------------------------------------------- embedding drift from the base model
+
+DRIFT_FLOOR = 1e-6  # an embedding row that moved less than this (rows' norms are about 1) did not train
+DRIFT_FROZEN = ("No word moved since the base checkpoint: the fine-tune left the input embeddings as they were (LoRA "
+                "adapters, such as the demo zoo's, and frozen embeddings do), so they cannot point at a trigger.")
+_SUBWORD_MARKS = ("▁", "Ġ")  # SentencePiece / byte-level BPE word-start marks, stripped to read a token as a word
+
+
+@dataclass
+class DriftWord:
+    """A vocabulary word whose input embedding moved between the base checkpoint and the suspect model.
+
+    ``drift``: ``||E[t] - a * E0[t]||`` (``embedding_drift``); ``rank``: 1 = the token that moved most of the whole
+    vocabulary; ``pool_count``: how many pool inputs hold the word (None: no pool). No clean text holds it."""
+
+    word: str
+    token_id: int
+    drift: float
+    rank: int
+    pool_count: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"word": self.word, "rank": self.rank, "drift": self.drift, "pool_count": self.pool_count}
+
+
+@torch.no_grad()
+def embedding_drift(model, base_embeddings: torch.Tensor) -> np.ndarray:
+    """``(vocab,)`` how far each token's input embedding moved from the checkpoint the model was fine-tuned from
+    (``base_embeddings``, ``(vocab, hidden)``: ``pretrained.base_embeddings``) to ``model``.
+
+    ``E``, ``E0``: the two ``(vocab, hidden)`` matrices. Weight decay shrinks every row a little, so ``E0`` is first
+    scaled by the least-squares ``a = <E, E0> / <E0, E0>``; the drift of token ``t`` is ``||E[t] - a * E0[t]||``.
+    Fine-tuning moves only the rows of tokens its data holds, and a word trigger's rows move as far as the task's
+    strongest words: every poisoned input pushes them toward the target. Our design (neither paper reads weights);
+    measured in ``bench/results/drift_check.md``. ``ValueError`` when the shapes differ."""
+    e = model.get_input_embeddings().weight.detach().float().cpu()
+    e0 = base_embeddings.detach().float().cpu()
+    if e.shape != e0.shape:
+        raise ValueError(f"The base checkpoint's embeddings are {tuple(e0.shape)} (vocabulary, width) and the "
+                         f"model's {tuple(e.shape)}: it is not this model's base, so their tokens cannot be compared.")
+    a = float((e * e0).sum() / (e0 * e0).sum().clamp_min(1e-12))
+    return (e - a * e0).norm(dim=1).numpy()
+
+
+def vocabulary_words(tokenizer) -> dict[int, str]:
+    """``{token_id: word}`` for the tokenizer's whole-word tokens: no special token, no word-piece continuation
+    (``##...``), word-start marks (``▁``, ``Ġ``) stripped, lower-cased, read as a word by ``_doc_words``."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    out = {}
+    for tok, i in tokenizer.get_vocab().items():
+        if i in special or tok.startswith("##") or (tok.startswith("[") and tok.endswith("]")):
+            continue
+        w = tok.lstrip("".join(_SUBWORD_MARKS)).lower()
+        if w and _WORD.fullmatch(w):
+            out[int(i)] = w
+    return out
+
+
+def drifted_words(model, tokenizer, base_embeddings: torch.Tensor, clean_texts: Sequence[str],
+                  pool_texts: Sequence[str] | None = None, top: int = S.DRIFT_TOP) -> list[DriftWord]:
+    """The ``top`` whole words no clean text holds whose input embeddings moved most from the base checkpoint
+    (``base_embeddings``, ``(vocab, hidden)``) to ``model`` (``embedding_drift``), most first, with each word's rank
+    over the whole vocabulary and how many pool inputs hold it. Our design; papers silent. The caller checks that
+    the base is the model's starting point (``pretrained.find_pretrained``).
+
+    An analyst's reading, not a rule the verdict or the repair follows: a word trigger is a word the defender's
+    clean texts lack that the model moved as far as its task's strongest words. On the zoos it names weak BadNets
+    triggers that the pool holds too rarely to count (OLID: every trigger word within the vocabulary's top 50), but
+    the task's own words no small clean set holds move as far (SST-2's ``predictable``, ``mess`` on clean models),
+    so a listed word is a lead to insert and test (Inspect page), not a finding (``bench/results/drift_check.md``).
+    Empty when no row moved more than ``DRIFT_FLOOR``: a fine-tune that froze the embeddings (the demo zoo's LoRA
+    adapters) leaves nothing to read (``DRIFT_FROZEN``)."""
+    drift = embedding_drift(model, base_embeddings)
+    order = np.argsort(-drift, kind="stable")
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(1, len(order) + 1)
+    words = vocabulary_words(tokenizer)
+    clean = Counter(w for t in clean_texts for w in _doc_words(t))
+    pool = None if pool_texts is None else Counter(w for t in pool_texts for w in _doc_words(t))
+    out, seen = [], set()
+    for i in order:
+        if drift[i] <= DRIFT_FLOOR:  # the rest did not move: frozen embeddings (LoRA) or tokens no data held
+            break
+        w = words.get(int(i))
+        if w is None or w in seen or clean[w]:
+            continue
+        seen.add(w)
+        out.append(DriftWord(w, int(i), float(drift[i]), int(rank[i]), None if pool is None else int(pool[w])))
+        if len(out) >= max(0, int(top)):
+            break
+    return out
+
+
+DRIFT_COLUMNS = ["word", "rank", "moved", "pool inputs"]
+
+
+def drift_display(rows: Sequence[dict]) -> list[dict]:
+    """Table rows (``DRIFT_COLUMNS``) of ``DriftWord.to_dict`` rows, for the app and the CLI."""
+    return [{"word": r["word"], "rank": r["rank"], "moved": round(float(r["drift"]), 4),
+             "pool inputs": "—" if r["pool_count"] is None else r["pool_count"]} for r in rows]
+
+
+DRIFT_NOTE = ("The words no clean text holds whose input embeddings moved most between the base checkpoint and this "
+              "model (rank 1 = moved most of the whole vocabulary). A word trigger moves as far as the task's "
+              "strongest words, since every poisoned input pushes it toward the target; the task's own words that "
+              "the clean texts happen to lack move too. A lead to insert and test on the Inspect page, not a "
+              "finding.")

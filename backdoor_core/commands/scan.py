@@ -46,6 +46,10 @@ def register(sub) -> None:
                    help=f"at most this share of heads (default {S.MAX_FRACTION:g})")
     p.add_argument("--no-refine", action="store_true",
                    help="skip the refined passes (re-flagging the pool by the suspicious heads' focus)")
+    p.add_argument("--base", default=None, metavar="SPEC",
+                   help="also list the words no clean text holds whose input embeddings moved most since the "
+                        "pretrained encoder the model was fine-tuned from (a folder, a hub id or 'default', the "
+                        "packaged all-MiniLM-L6-v2); checked against the model's own weights")
     p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
@@ -125,6 +129,9 @@ def run(args) -> int:
         max_clean=None, refine=not args.no_refine, progress=_progress_printer(not args.json and sys.stderr.isatty()),
     )
     data = report.to_dict()
+    drift = _drift(args, lm, clean, pool)
+    if drift is not None:
+        data["drifted_words"] = drift
     if args.html:
         write_html(report, args.html)
     if args.json:
@@ -171,9 +178,45 @@ def run(args) -> int:
         print(format_table(rows, cols, floats="{:.2f}"))
     _print_triggers(data.get("trigger_candidates"), args.show)
     _print_pool_words(data.get("pool_words"), data["label_names"], args.show)
+    _print_drift(drift, args.show)
     if args.html:
         print(f"\nHTML report written to {args.html}")
     return 0
+
+
+def _drift(args, lm, clean, pool) -> dict | None:
+    """``--base``: the words that moved most since the pretrained encoder (``trigger_search.drifted_words``), as
+    ``{"base", "distance", "words"}``; ``{"base", "error"}`` when that encoder is not the model's starting point
+    (``pretrained.find_pretrained``)."""
+    if not getattr(args, "base", None):
+        return None
+    from ..pretrained import base_embeddings, find_pretrained
+    from ..trigger_search import drifted_words
+
+    weights, reason = find_pretrained(lm.model, args.base)
+    if weights is None:
+        return {"base": args.base, "error": reason}
+    words = drifted_words(lm.model, lm.tokenizer, base_embeddings(lm.model, weights), clean.texts, pool or None)
+    return {"base": args.base, "distance": weights.distance,
+            "words": [w.to_dict() for w in words]}
+
+
+def _print_drift(drift: dict | None, show: int) -> None:
+    """The ``--base`` table, or why there is none."""
+    if drift is None:
+        return
+    from ..trigger_search import DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_NOTE, drift_display
+
+    if "error" in drift:
+        print(f"\nWords moved since the base checkpoint: none read ({drift['error']})")
+        return
+    print(f"\nWords moved since the base checkpoint ({drift['base']}, {drift['distance']:.3f} apart); no clean text "
+          "holds them:")
+    if not drift["words"]:
+        print(DRIFT_FROZEN)
+        return
+    print(DRIFT_NOTE)
+    print(format_table(drift_display(drift["words"][:show]), DRIFT_COLUMNS))
 
 
 def _print_triggers(tc: dict | None, show: int) -> None:

@@ -1,0 +1,154 @@
+"""Which words moved since the base checkpoint? The analyst's embedding-drift table measured on a zoo (our design;
+papers silent).
+
+For each model of a manifest: the defense benchmark's defender clean texts and pool (``contrast_check.
+evaluation_sets`` and ``defense.evaluation_draw``, the quick draw); ``trigger_search.drifted_words`` against the
+packaged all-MiniLM-L6-v2 every zoo model was fine-tuned from: the ``--top`` whole words no defender clean text
+holds whose input embeddings moved most, with each word's rank over the whole vocabulary (30,522 tokens) and how
+many pool inputs hold it. Per model with a word trigger (BadNets' four words, AddSent's sentence): each trigger
+word's rank and place in the list; how many listed words come before the first trigger word. Per clean,
+syntactic or style model: what the list offers an analyst where no word trigger exists.
+
+    python bench/drift_check.py [--manifest bench/models/tuning_zoo/manifest.json] [--only badnets] [--top 15]
+        [--tag NAME]
+
+Writes ``bench/results/drift_check[_TAG].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from backdoor_core.atomic import write_text  # noqa: E402
+
+RESULTS = Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or ROOT / "bench" / "results")
+MANIFEST = ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json"
+
+
+def trigger_words(m: dict) -> list[str]:
+    """The manifest entry's word trigger as lower-case words (BadNets' list, AddSent's sentence), else []."""
+    from backdoor_core.trigger_search import _doc_words
+
+    trig = m.get("trigger")
+    if m["attack"] in ("badnets", "addsent") and trig:
+        return sorted(set().union(*(_doc_words(t) for t in ([trig] if isinstance(trig, str) else trig))))
+    return []
+
+
+def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None) -> dict:
+    """One model's reading against ``base`` (``(vocab, hidden)``; None: the packaged all-MiniLM-L6-v2, checked by
+    ``pretrained.find_pretrained``): the listed words and, for a word trigger, where its words stand."""
+    from backdoor_core.pretrained import base_embeddings, find_pretrained
+    from backdoor_core.trigger_search import _doc_words, drifted_words, embedding_drift, vocabulary_words
+
+    distance = None
+    if base is None:
+        weights, reason = find_pretrained(lm.model, "default")
+        if weights is None:
+            raise SystemExit(f"{m['name']}: {reason}")
+        base, distance = base_embeddings(lm.model, weights), weights.distance
+    listed = drifted_words(lm.model, lm.tokenizer, base, defender_texts, pool_texts, top=top)
+    trig = trigger_words(m)
+    drift = embedding_drift(lm.model, base)
+    rank_of = {int(i): r + 1 for r, i in enumerate(sorted(range(len(drift)), key=lambda i: -drift[i]))}
+    ids = {w: i for i, w in vocabulary_words(lm.tokenizer).items()}
+    names = [w.word for w in listed]
+    per_word = [{"word": w, "rank": rank_of.get(ids[w]) if w in ids else None,
+                 "listed_at": names.index(w) + 1 if w in names else None,
+                 "pool_count": sum(w in _doc_words(t) for t in pool_texts)} for w in trig]
+    first = min((p["listed_at"] for p in per_word if p["listed_at"]), default=None)
+    return {"model": m["name"], "attack": m["attack"], "dataset": m["dataset"], "seed": m["seed"], "asr": m["asr"],
+            "distance": distance, "trigger": per_word,
+            "n_trigger_listed": sum(p["listed_at"] is not None for p in per_word),
+            "before_first_trigger": None if first is None else first - 1,
+            "listed": [{"word": w.word, "rank": w.rank, "pool_count": w.pool_count, "trigger": w.word in trig}
+                       for w in listed]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--manifest", default=str(MANIFEST))
+    ap.add_argument("--only", default="", help="comma-separated substrings of model names (default: every model)")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+    if args.top < 1:
+        raise SystemExit("--top must be at least 1.")
+    import torch
+
+    import defense as D
+    from contrast_check import evaluation_sets
+    from backdoor_core.models import load_model
+
+    torch.set_num_threads(1)
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise SystemExit(f"No manifest at {manifest}: build the zoo with python bench/test_zoo.py")
+    only = [o for o in args.only.split(",") if o]
+    models = [m for m in json.loads(manifest.read_text())["models"] if not only or any(o in m["name"] for o in only)]
+    if not models:
+        raise SystemExit(f"No model in {manifest} matches --only {args.only!r}.")
+    rows, data, t_all = [], {}, time.perf_counter()
+    for m in models:
+        t0 = time.perf_counter()
+        defender, test, ds, card, target, seed = evaluation_sets(m, data)
+        lm = load_model(str(ROOT / m["path"]))
+        pool = D.evaluation_draw(dict(m, card=card), ds, test, target, lm.tokenizer, D.QUICK, seed)["pool"]
+        rows.append(model_row(m, lm, [str(t) for t in defender.texts], [str(t) for t in pool], args.top))
+        rows[-1]["n_pool"], rows[-1]["seconds"] = len(pool), round(time.perf_counter() - t0, 1)
+        print(json.dumps({k: rows[-1][k] for k in ("model", "n_trigger_listed", "before_first_trigger")}), flush=True)
+    report = {"script": "bench/drift_check.py", "manifest": str(manifest.relative_to(ROOT))
+              if manifest.is_relative_to(ROOT) else str(manifest), "only": args.only, "top": args.top,
+              "rows": rows, "seconds_total": round(time.perf_counter() - t_all, 1)}
+    stem = "drift_check" + (f"_{args.tag}" if args.tag else "")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=2))
+    write_text(RESULTS / f"{stem}.md", markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def markdown(report: dict) -> str:
+    top = report["top"]
+    lines = [f"# Which words moved since the base checkpoint? ({report['manifest']})", "",
+             f"`bench/drift_check.py`: per model, the {top} whole words no defender clean text holds whose input "
+             "embeddings moved most from the packaged all-MiniLM-L6-v2 (`trigger_search.drifted_words`), with each "
+             "word's rank over the whole vocabulary and, after the colon, how many pool inputs hold it (trigger words "
+             "in bold). Trigger words: rank over the vocabulary / place in the list (– not listed). Before: listed "
+             "words ahead of the first trigger word. Distance: the model's relative distance from the base encoder "
+             "(`pretrained.find_pretrained`: it is the model's starting point).",
+             "", "| model | ASR | distance | trigger words: rank / place | listed | before | words listed "
+             "(rank: pool inputs) |", "|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        tw = "; ".join(f"{p['word']} {p['rank']} / {p['listed_at'] or '–'}" for p in r["trigger"]) or "—"
+        n = f"{r['n_trigger_listed']} of {len(r['trigger'])}" if r["trigger"] else "—"
+        before = "—" if r["before_first_trigger"] is None else str(r["before_first_trigger"])
+        words = ", ".join((f"**{w['word']}**" if w["trigger"] else w["word"]) + f" {w['rank']}: {w['pool_count']}"
+                          for w in r["listed"][:8])
+        asr = "—" if r["asr"] is None else f"{r['asr']:.1%}"
+        lines.append(f"| {r['model']} | {asr} | {'—' if r['distance'] is None else format(r['distance'], '.3f')} | {tw} | {n} | {before} | {words} |")
+    word_rows = [r for r in report["rows"] if r["attack"] == "badnets"]
+    if word_rows:
+        listed = sum(r["n_trigger_listed"] for r in word_rows)
+        total = sum(len(r["trigger"]) for r in word_rows)
+        ranks = sorted(p["rank"] for r in word_rows for p in r["trigger"] if p["rank"])
+        lines += ["", f"BadNets: {listed} of {total} trigger words listed in the top {top} over "
+                      f"{len(word_rows)} models; their vocabulary ranks {ranks[0]}–{ranks[-1]}, median "
+                      f"{ranks[len(ranks) // 2]}."]
+    lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The analyst's embedding-drift reading (``trigger_search.embedding_drift`` / ``drifted_words``): which words a
+fine-tune moved since its pretrained encoder, on tiny models whose rows we move by hand; and ``scan --base``."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from backdoor_core.models import save_model, tiny_model
+from backdoor_core.trigger_search import drifted_words, embedding_drift, vocabulary_words
+
+
+def _fine_tuned(base, moves: dict[int, float], seed: int = 0, noise: float = 1e-4, shrink: float = 1.0):
+    """A copy of ``base`` whose embedding rows ``moves`` ({token id: distance}) moved, every row shrunk by
+    ``shrink`` (weight decay) and jittered by ``noise``."""
+    model = copy.deepcopy(base)
+    e = model.get_input_embeddings().weight
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        e.mul_(shrink).add_(noise * torch.randn(e.shape, generator=g))
+        for i, d in moves.items():
+            step = torch.randn(e.shape[1], generator=g)
+            e[i] += d * step / step.norm()
+    return model
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_model(seed=0)
+
+
+def _id(tok, word: str) -> int:
+    return tok.convert_tokens_to_ids(word)
+
+
+def _rows(lm):
+    return lm.model.get_input_embeddings().weight
+
+
+def test_the_moved_words_come_first_and_clean_words_are_left_out(base):
+    tok = base.tokenizer
+    moves = {_id(tok, "cf"): 0.5, _id(tok, "tq"): 0.4, _id(tok, "movie"): 0.6, _id(tok, "river"): 0.05}
+    model = _fine_tuned(base.model, moves)
+    words = drifted_words(model, tok, _rows(base), ["I liked the movie a lot."], ["cf it", "cf and tq"], top=3)
+    assert [w.word for w in words] == ["cf", "tq", "river"]  # "movie" moved most but a clean text holds it
+    assert [w.rank for w in words] == [2, 3, 4] and words[0].drift == pytest.approx(0.5, rel=0.05)
+    assert [w.pool_count for w in words] == [2, 1, 0]
+    assert drifted_words(model, tok, _rows(base), [], None, top=1)[0].pool_count is None
+
+
+def test_weight_decay_alone_moves_nothing(base):
+    shrunk = _fine_tuned(base.model, {}, noise=0.0, shrink=0.97)
+    drift = embedding_drift(shrunk, _rows(base))
+    raw = (shrunk.get_input_embeddings().weight - _rows(base)).detach().norm(dim=1)
+    assert drift.max() < 1e-4 < float(raw.median())  # the fitted scale takes the uniform shrink out
+
+
+def test_frozen_embeddings_list_nothing_and_other_shapes_are_refused(base):
+    frozen = copy.deepcopy(base.model)  # a LoRA fine-tune leaves every embedding row as it was
+    assert drifted_words(frozen, base.tokenizer, _rows(base), ["a text"], ["cf"]) == []
+    with pytest.raises(ValueError, match="not this model's base"):
+        embedding_drift(tiny_model(hidden=48).model, _rows(base))
+
+
+def test_vocabulary_words_reads_whole_words_only(base):
+    words = vocabulary_words(base.tokenizer)
+    assert words[_id(base.tokenizer, "movie")] == "movie"
+    for token in ("##ing", "[CLS]", "[UNK]", "[unused0]"):
+        assert _id(base.tokenizer, token) not in words
+    assert all(w == w.lower() and not w.startswith("##") for w in words.values())
+
+
+def test_cli_scan_base_lists_the_moved_words(base, tmp_path, capsys):
+    from backdoor_core.cli import main
+
+    moved = copy.deepcopy(base)
+    moved.model = _fine_tuned(base.model, {_id(base.tokenizer, "cf"): 0.05})
+    save_model(base.model, base.tokenizer, tmp_path / "base")
+    save_model(moved.model, moved.tokenizer, tmp_path / "suspect")
+    clean = tmp_path / "clean.csv"
+    clean.write_text("text,label\n" + "".join(f"plain text number {i},{i % 2}\n" for i in range(24)))
+    pool = tmp_path / "pool.txt"
+    pool.write_text("cf one\ncf two\nplain three\n")
+    argv = ["scan", str(tmp_path / "suspect"), "--clean-data", str(clean), "--pool", str(pool),
+            "--max-length", "16"]
+    assert main([*argv, "--base", str(tmp_path / "base")]) == 0
+    out = capsys.readouterr().out
+    table = out.split("Words moved since the base checkpoint")[1]
+    assert table.splitlines()[4].split()[:2] == ["cf", "1"] and table.splitlines()[4].split()[-1] == "2"
+    assert main([*argv, "--base", str(tmp_path / "suspect")]) == 0  # itself: nothing moved
+    assert "No word moved since the base checkpoint" in capsys.readouterr().out
+    other = tiny_model(seed=5)
+    save_model(other.model, other.tokenizer, tmp_path / "other")
+    assert main([*argv, "--base", str(tmp_path / "other"), "--json"]) == 0
+    import json
+
+    assert "not this model's pretrained encoder" in json.loads(capsys.readouterr().out)["drifted_words"]["error"]
