@@ -59,6 +59,45 @@ def pool_words(report) -> None:
     st.dataframe(pool_word_display(rows, report.label_names), hide_index=True, column_order=POOL_WORD_COLUMNS)
 
 
+def drifted_words(loaded, report, same_model: bool = True) -> None:
+    """Detect: the words no clean text holds whose input embeddings moved most since the pretrained encoder
+    (``pretrained.find_pretrained``, ``trigger_search.drifted_words``), on request."""
+    from backdoor_core.pretrained import base_embeddings, find_pretrained
+    from backdoor_core.trigger_search import (DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_NOTE, drift_display,
+                                              drifted_words as read_drift)
+
+    st.subheader("Words that moved since the base checkpoint")
+    if not same_model:
+        st.caption("The scan above is of another model: load it again (Model page) to read its embeddings.")
+        return
+    base = st.text_input("Base checkpoint (the pretrained encoder this model was fine-tuned from)",
+                         key="detect.drift_base", value="default",
+                         help="'default' is the packaged all-MiniLM-L6-v2; or a folder or a hub id (offline: only "
+                              "what is cached). Loaded as safely as any model, and checked against this model's own "
+                              "weights.")
+    if not st.toggle("Compare the input embeddings with it", key="detect.drift", value=False):
+        return
+    ck = ("drift", id(loaded.model), id(report), base.strip())
+    cached = st.session_state.get("detect.drift_cache")
+    if cached is not None and cached[0] == ck:
+        rows, reason = cached[1]
+    else:
+        with st.spinner("Reading the base checkpoint…"), ui.model_lock(loaded):
+            weights, reason = find_pretrained(loaded.model, base.strip() or "default")
+            rows = None if weights is None else [
+                w.to_dict() for w in read_drift(loaded.model, loaded.tokenizer, base_embeddings(loaded.model, weights),
+                                                report.clean_texts, report.pool_texts)]
+        st.session_state["detect.drift_cache"] = (ck, (rows, reason))
+    if rows is None:
+        st.warning(f"Not read: {reason}", icon=":material/warning:")
+    elif not rows:
+        st.info(DRIFT_FROZEN, icon=":material/info:")
+    else:
+        st.caption(DRIFT_NOTE)
+        st.dataframe(drift_display(rows), hide_index=True, column_order=DRIFT_COLUMNS,
+                     height=(len(rows) + 1) * 36 + 4)  # every listed word, no inner scroll
+
+
 def _scan_suspicious(loaded):
     """The last scan's suspicious-head mask when it was of this model (same layers x heads), else None."""
     from app_pages import _actions as A

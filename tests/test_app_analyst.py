@@ -342,3 +342,31 @@ def test_detect_warns_when_the_pool_is_not_drawn_like_the_clean_texts(monkeypatc
     assert wait_job(at, "scan").status == "done"
     assert not at.session_state["detect.report"].verdict["pool_unlike_clean"]
     assert not any("drawn like the clean texts" in w.value for w in at.warning)
+
+
+def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
+    import torch
+
+    from backdoor_core.models import save_model, tiny_model
+
+    base = tiny_model(num_labels=5, seed=0)  # the app's tiny model (BBC's five classes), its "tq" row moved back
+    tq = base.tokenizer.convert_tokens_to_ids("tq")
+    with torch.no_grad():
+        base.model.get_input_embeddings().weight[tq] += 0.3
+    save_model(base.model, base.tokenizer, tmp_path / "base")
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.number_input(key="detect.pool_clean").set_value(20)
+    at.run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert "Words that moved since the base checkpoint" in [h.value for h in at.subheader]
+    at.toggle(key="detect.drift").set_value(True).run()  # the packaged MiniLM is not the tiny model's base
+    assert not at.exception and any("Not read" in w.value and "not this model's pretrained encoder" in w.value
+                                    for w in at.warning)
+    at.text_input(key="detect.drift_base").input(str(tmp_path / "base")).run()
+    assert not at.exception and not any("Not read" in w.value for w in at.warning)
+    _, (rows, _reason) = at.session_state["detect.drift_cache"]
+    assert rows[0]["word"] == "tq" and rows[0]["rank"] == 1 and rows[0]["pool_count"] == 0
+    assert rows[1]["drift"] < 0.01 * rows[0]["drift"]  # the tiny model is the base but for that row
