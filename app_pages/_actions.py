@@ -18,6 +18,7 @@ from backdoor_core import defender_data as D
 from backdoor_core.detection import (call_note, called_by_words, called_heads, chance_note, representation_notes,
                                      heads_called, pool_shift_note, verdict_label)
 from backdoor_core.head_metrics import describe_heads
+from backdoor_core.trigger_search import DRIFT_HEADING
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from app_pages import _common as ui
 from app_pages._text import md, md_code
@@ -234,6 +235,7 @@ def record_scan(report, truth=None) -> None:
                         table=[{k: r[k] for k in ("score", "label", "flagged", "trigger_word", "text")} for r in rows])
     else:
         ui.lab().remove("scan:Inputs with a likely trigger word")
+    ui.lab().remove(f"scan:{DRIFT_HEADING}")  # read again on the Detect page for this scan, on request
 
 
 # ------------------------------------------------------------------------------------------------ sanitize

@@ -61,12 +61,11 @@ def pool_words(report) -> None:
 
 def drifted_words(loaded, report, same_model: bool = True) -> None:
     """Detect: the words no clean text holds whose input embeddings moved most since the pretrained encoder
-    (``pretrained.find_pretrained``, ``trigger_search.drifted_words``), on request."""
-    from backdoor_core.pretrained import base_embeddings, find_pretrained
-    from backdoor_core.trigger_search import (DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_NOTE, drift_display,
-                                              drifted_words as read_drift)
+    (``trigger_search.drift_reading``), on request; recorded for the Report page."""
+    from backdoor_core.trigger_search import (DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_HEADING, DRIFT_NOTE, drift_display,
+                                              drift_reading, drift_section)
 
-    st.subheader("Words that moved since the base checkpoint")
+    st.subheader(DRIFT_HEADING)
     if not same_model:
         st.caption("The scan above is of another model: load it again (Model page) to read its embeddings.")
         return
@@ -80,21 +79,22 @@ def drifted_words(loaded, report, same_model: bool = True) -> None:
     ck = ("drift", id(loaded.model), id(report), base.strip())
     cached = st.session_state.get("detect.drift_cache")
     if cached is not None and cached[0] == ck:
-        rows, reason = cached[1]
+        reading = cached[1]
     else:
         with st.spinner("Reading the base checkpoint…"), ui.model_lock(loaded):
-            weights, reason = find_pretrained(loaded.model, base.strip() or "default")
-            rows = None if weights is None else [
-                w.to_dict() for w in read_drift(loaded.model, loaded.tokenizer, base_embeddings(loaded.model, weights),
-                                                report.clean_texts, report.pool_texts)]
-        st.session_state["detect.drift_cache"] = (ck, (rows, reason))
-    if rows is None:
-        st.warning(f"Not read: {reason}", icon=":material/warning:")
-    elif not rows:
+            reading = drift_reading(loaded.model, loaded.tokenizer, base.strip() or "default", report.clean_texts,
+                                    report.pool_texts)
+        st.session_state["detect.drift_cache"] = (ck, reading)
+        sec = drift_section(reading)
+        ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], data=reading)
+    if "error" in reading:
+        st.warning(f"Not read: {reading['error']}", icon=":material/warning:")
+    elif not reading["words"]:
         st.info(DRIFT_FROZEN, icon=":material/info:")
     else:
         st.caption(DRIFT_NOTE)
-        st.dataframe(drift_display(rows), hide_index=True, column_order=DRIFT_COLUMNS,
+        rows = drift_display(reading["words"])
+        st.dataframe(rows, hide_index=True, column_order=DRIFT_COLUMNS,
                      height=(len(rows) + 1) * 36 + 4)  # every listed word, no inner scroll
 
 

@@ -849,6 +849,33 @@ def drifted_words(model, tokenizer, base_embeddings: torch.Tensor, clean_texts: 
     return out
 
 
+def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str],
+                  pool_texts: Sequence[str] | None = None, top: int = S.DRIFT_TOP) -> dict:
+    """The analyst's reading against ``base`` (a folder, a hub id or ``"default"``), for the CLI, the app and the
+    reports: ``{"base", "distance", "words"}`` (``DriftWord.to_dict`` rows, ``drifted_words``) when
+    ``pretrained.find_pretrained`` takes ``base`` for the model's starting point, else ``{"base", "error"}``."""
+    from .pretrained import base_embeddings, find_pretrained
+
+    base = str(base or "default")
+    weights, reason = find_pretrained(model, base)
+    if weights is None:
+        return {"base": base, "error": reason}
+    words = drifted_words(model, tokenizer, base_embeddings(model, weights), clean_texts, pool_texts, top=top)
+    return {"base": base, "distance": weights.distance, "words": [w.to_dict() for w in words]}
+
+
+def drift_section(reading: dict) -> dict:
+    """``{"heading", "text", "table"}`` of a ``drift_reading`` for the HTML reports (``report.html_report``)."""
+    if "error" in reading:
+        text = f"Not read against {reading['base']}: {reading['error']}"
+    elif not reading["words"]:
+        text = DRIFT_FROZEN
+    else:
+        text = f"Against {reading['base']} ({reading['distance']:.3f} apart, relative). {DRIFT_NOTE}"
+    return {"heading": DRIFT_HEADING, "text": text, "table": drift_display(reading.get("words") or [])}
+
+
+DRIFT_HEADING = "Words that moved since the base checkpoint"
 DRIFT_COLUMNS = ["word", "rank", "moved", "pool inputs"]
 
 

@@ -367,6 +367,13 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
                                     for w in at.warning)
     at.text_input(key="detect.drift_base").input(str(tmp_path / "base")).run()
     assert not at.exception and not any("Not read" in w.value for w in at.warning)
-    _, (rows, _reason) = at.session_state["detect.drift_cache"]
+    rows = at.session_state["detect.drift_cache"][1]["words"]
     assert rows[0]["word"] == "tq" and rows[0]["rank"] == 1 and rows[0]["pool_count"] == 0
     assert rows[1]["drift"] < 0.01 * rows[0]["drift"]  # the tiny model is the base but for that row
+    found = {f.key: f for f in at.session_state["lab.session"].findings}
+    assert found["scan:Words that moved since the base checkpoint"].table[0]["word"] == "tq"
+    at.toggle(key="detect.drift").set_value(False).run()
+    at.button(key="detect.run").click().run()  # a new scan: the last reading is not its own
+    assert wait_job(at, "scan").status == "done"
+    assert "scan:Words that moved since the base checkpoint" not in {f.key for f in
+                                                                     at.session_state["lab.session"].findings}

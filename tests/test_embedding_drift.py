@@ -85,10 +85,13 @@ def test_cli_scan_base_lists_the_moved_words(base, tmp_path, capsys):
     pool.write_text("cf one\ncf two\nplain three\n")
     argv = ["scan", str(tmp_path / "suspect"), "--clean-data", str(clean), "--pool", str(pool),
             "--max-length", "16"]
-    assert main([*argv, "--base", str(tmp_path / "base")]) == 0
+    html = tmp_path / "scan.html"
+    assert main([*argv, "--base", str(tmp_path / "base"), "--html", str(html)]) == 0
     out = capsys.readouterr().out
-    table = out.split("Words moved since the base checkpoint")[1]
+    table = out.split("Words that moved since the base checkpoint")[1]
     assert table.splitlines()[4].split()[:2] == ["cf", "1"] and table.splitlines()[4].split()[-1] == "2"
+    page = html.read_text(encoding="utf-8")
+    assert "Words that moved since the base checkpoint" in page and "<td>cf</td>" in page.replace(" ", "")
     assert main([*argv, "--base", str(tmp_path / "suspect")]) == 0  # itself: nothing moved
     assert "No word moved since the base checkpoint" in capsys.readouterr().out
     other = tiny_model(seed=5)

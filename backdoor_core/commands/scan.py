@@ -133,7 +133,7 @@ def run(args) -> int:
     if drift is not None:
         data["drifted_words"] = drift
     if args.html:
-        write_html(report, args.html)
+        write_html(report, args.html, drift)
     if args.json:
         print_json(data)
         return 0
@@ -185,33 +185,24 @@ def run(args) -> int:
 
 
 def _drift(args, lm, clean, pool) -> dict | None:
-    """``--base``: the words that moved most since the pretrained encoder (``trigger_search.drifted_words``), as
-    ``{"base", "distance", "words"}``; ``{"base", "error"}`` when that encoder is not the model's starting point
-    (``pretrained.find_pretrained``)."""
+    """``--base``: ``trigger_search.drift_reading`` of the model against that encoder, or None without it."""
     if not getattr(args, "base", None):
         return None
-    from ..pretrained import base_embeddings, find_pretrained
-    from ..trigger_search import drifted_words
+    from ..trigger_search import drift_reading
 
-    weights, reason = find_pretrained(lm.model, args.base)
-    if weights is None:
-        return {"base": args.base, "error": reason}
-    words = drifted_words(lm.model, lm.tokenizer, base_embeddings(lm.model, weights), clean.texts, pool or None)
-    return {"base": args.base, "distance": weights.distance,
-            "words": [w.to_dict() for w in words]}
+    return drift_reading(lm.model, lm.tokenizer, args.base, clean.texts, pool or None)
 
 
 def _print_drift(drift: dict | None, show: int) -> None:
     """The ``--base`` table, or why there is none."""
     if drift is None:
         return
-    from ..trigger_search import DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_NOTE, drift_display
+    from ..trigger_search import DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_HEADING, DRIFT_NOTE, drift_display
 
     if "error" in drift:
-        print(f"\nWords moved since the base checkpoint: none read ({drift['error']})")
+        print(f"\n{DRIFT_HEADING}: none read ({drift['error']})")
         return
-    print(f"\nWords moved since the base checkpoint ({drift['base']}, {drift['distance']:.3f} apart); no clean text "
-          "holds them:")
+    print(f"\n{DRIFT_HEADING} ({drift['base']}, {drift['distance']:.3f} apart); no clean text holds them:")
     if not drift["words"]:
         print(DRIFT_FROZEN)
         return
@@ -247,8 +238,9 @@ def _print_pool_words(rows: list | None, label_names: list, show: int) -> None:
     print(format_table(pool_word_display(rows[:show], label_names), POOL_WORD_COLUMNS))
 
 
-def write_html(report, path) -> Path:
-    """A self-contained offline HTML report via ``report.html_report``."""
+def write_html(report, path, drift: dict | None = None) -> Path:
+    """A self-contained offline HTML report via ``report.html_report``; ``drift``: a ``trigger_search.
+    drift_reading`` to add as its own section."""
     from ..architecture import layer_labels
     from ..detection import called_heads, chance_note, pool_shift_note, representation_notes, call_note, verdict_label
     from ..report import html_report
@@ -293,4 +285,8 @@ def write_html(report, path) -> Path:
                                  f"trigger words that at most {det['frr_target']:.0%} of the clean texts hold), "
                                  f"{det['n_word_marked_unflagged']} of them not flagged.",
                          "table": report.word_marked_rows(100)})
+    if drift is not None:
+        from ..trigger_search import drift_section
+
+        sections.append(drift_section(drift))
     return write_text(path, html_report(f"Backdoor scan: {report.model_name}", sections))
