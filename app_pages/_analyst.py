@@ -59,7 +59,7 @@ def pool_words(report) -> None:
     st.dataframe(pool_word_display(rows, report.label_names), hide_index=True, column_order=POOL_WORD_COLUMNS)
 
 
-def drifted_words(loaded, report, same_model: bool = True) -> None:
+def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> None:
     """Detect: the words no clean text holds whose input embeddings moved most since the pretrained encoder
     (``trigger_search.drift_reading``), on request; recorded for the Report page."""
     from backdoor_core.trigger_search import (DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_HEADING, DRIFT_NOTE, drift_display,
@@ -83,9 +83,9 @@ def drifted_words(loaded, report, same_model: bool = True) -> None:
     else:
         with st.spinner("Reading the base checkpoint…"), ui.model_lock(loaded):
             reading = drift_reading(loaded.model, loaded.tokenizer, base.strip() or "default", report.clean_texts,
-                                    report.pool_texts)
+                                    report.pool_texts, max_length=max_length, seed=int(report.settings.get("seed", 0)))
         st.session_state["detect.drift_cache"] = (ck, reading)
-        sec = drift_section(reading)
+        sec = drift_section(reading, report.label_names)
         ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], data=reading)
     if "error" in reading:
         st.warning(f"Not read: {reading['error']}", icon=":material/warning:")
@@ -93,7 +93,7 @@ def drifted_words(loaded, report, same_model: bool = True) -> None:
         st.info(DRIFT_FROZEN, icon=":material/info:")
     else:
         st.caption(DRIFT_NOTE)
-        rows = drift_display(reading["words"])
+        rows = drift_display(reading["words"], report.label_names)
         st.dataframe(rows, hide_index=True, column_order=DRIFT_COLUMNS,
                      height=(len(rows) + 1) * 36 + 4)  # every listed word, no inner scroll
 

@@ -191,7 +191,8 @@ with c2:
 ui.plot(figs["hist"], key="detect.hist")
 AN.trigger_candidates(report)
 AN.pool_words(report)
-AN.drifted_words(loaded, report, same_model=info.get("model_name") == loaded.name)
+AN.drifted_words(loaded, report, int(report.settings.get("max_length") or D.model_max_length(loaded)),
+                 same_model=info.get("model_name") == loaded.name)
 AN.detect_projection(loaded, report, info.get("truth"), D.model_max_length(loaded),
                      same_model=info.get("model_name") == loaded.name)
 

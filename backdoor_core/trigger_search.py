@@ -613,6 +613,25 @@ def flip_rates(pred: np.ndarray, base: np.ndarray, n_classes: int) -> list[float
     return [float((pred[base != c] == c).mean()) if (base != c).any() else 0.0 for c in range(n_classes)]
 
 
+@torch.no_grad()
+def word_flips(model, tokenizer, texts: Sequence[str], words: Sequence[str], max_length: int,
+               seed: int = 0) -> np.ndarray:
+    """``(len(words), C)`` insertion flip rates: each word inserted into every text of ``texts`` at one seeded word
+    position per text (the same positions for every word), ``flip_rates`` against the plain texts. One batched
+    prediction of ``len(words) x len(texts)`` texts."""
+    rng = random.Random(seed)
+    texts = [str(t) for t in texts]
+    places = [rng.randint(0, len(t.split())) for t in texts]
+    n_classes = int(model.config.num_labels)
+    if not words or not texts:
+        return np.zeros((len(words), n_classes))
+    base = predict(model, tokenizer, texts, max_length).argmax(1)
+    inserted = [insert_trigger(t, w, p, tokenizer=tokenizer, max_length=max_length).text
+                for w in words for t, p in zip(texts, places)]
+    pred = predict(model, tokenizer, inserted, max_length).argmax(1).reshape(len(words), len(texts))
+    return np.asarray([flip_rates(p, base, n_classes) for p in pred])
+
+
 def pool_word_rows(words: Sequence[PoolWord], min_flip: float | None = None,
                    marking: Sequence[str] = ()) -> list[dict]:
     """JSON-ready rows, one per pool word, with ``likely`` (``likely_trigger_words``) and ``companion`` (a marking
@@ -850,10 +869,13 @@ def drifted_words(model, tokenizer, base_embeddings: torch.Tensor, clean_texts: 
 
 
 def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str],
-                  pool_texts: Sequence[str] | None = None, top: int = S.DRIFT_TOP) -> dict:
+                  pool_texts: Sequence[str] | None = None, max_length: int = 128, top: int = S.DRIFT_TOP,
+                  n_insert: int = S.POOL_WORD_N_INSERT, seed: int = 0) -> dict:
     """The analyst's reading against ``base`` (a folder, a hub id or ``"default"``), for the CLI, the app and the
-    reports: ``{"base", "distance", "words"}`` (``DriftWord.to_dict`` rows, ``drifted_words``) when
-    ``pretrained.find_pretrained`` takes ``base`` for the model's starting point, else ``{"base", "error"}``."""
+    reports: ``{"base", "distance", "words"}`` when ``pretrained.find_pretrained`` takes ``base`` for the model's
+    starting point, else ``{"base", "error"}``. ``words``: ``DriftWord.to_dict`` rows (``drifted_words``), each
+    with its insertion test into the first ``n_insert`` clean texts (``word_flips``): ``flips`` ``(C,)`` and the
+    class it sends most texts to, ``sends_to`` with rate ``flip``, so the lead is tried where it is listed."""
     from .pretrained import base_embeddings, find_pretrained
 
     base = str(base or "default")
@@ -861,10 +883,13 @@ def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str]
     if weights is None:
         return {"base": base, "error": reason}
     words = drifted_words(model, tokenizer, base_embeddings(model, weights), clean_texts, pool_texts, top=top)
-    return {"base": base, "distance": weights.distance, "words": [w.to_dict() for w in words]}
+    flips = word_flips(model, tokenizer, list(clean_texts)[:n_insert], [w.word for w in words], max_length, seed)
+    rows = [{**w.to_dict(), "flips": [round(float(x), 4) for x in f], "sends_to": int(np.argmax(f)),
+             "flip": float(np.max(f))} for w, f in zip(words, flips)]
+    return {"base": base, "distance": weights.distance, "words": rows}
 
 
-def drift_section(reading: dict) -> dict:
+def drift_section(reading: dict, label_names: Sequence[str]) -> dict:
     """``{"heading", "text", "table"}`` of a ``drift_reading`` for the HTML reports (``report.html_report``)."""
     if "error" in reading:
         text = f"Not read against {reading['base']}: {reading['error']}"
@@ -872,21 +897,28 @@ def drift_section(reading: dict) -> dict:
         text = DRIFT_FROZEN
     else:
         text = f"Against {reading['base']} ({reading['distance']:.3f} apart, relative). {DRIFT_NOTE}"
-    return {"heading": DRIFT_HEADING, "text": text, "table": drift_display(reading.get("words") or [])}
+    return {"heading": DRIFT_HEADING, "text": text, "table": drift_display(reading.get("words") or [], label_names)}
 
 
 DRIFT_HEADING = "Words that moved since the base checkpoint"
-DRIFT_COLUMNS = ["word", "rank", "moved", "pool inputs"]
+DRIFT_COLUMNS = ["word", "rank", "moved", "pool inputs", "insertion sends to", "flips"]
 
 
-def drift_display(rows: Sequence[dict]) -> list[dict]:
-    """Table rows (``DRIFT_COLUMNS``) of ``DriftWord.to_dict`` rows, for the app and the CLI."""
-    return [{"word": r["word"], "rank": r["rank"], "moved": round(float(r["drift"]), 4),
-             "pool inputs": "—" if r["pool_count"] is None else r["pool_count"]} for r in rows]
+def drift_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[dict]:
+    """Table rows (``DRIFT_COLUMNS``) of ``drift_reading``'s words, for the app, the CLI and the reports."""
+    out = []
+    for r in rows:
+        t = int(r["sends_to"])
+        out.append({"word": r["word"], "rank": r["rank"], "moved": round(float(r["drift"]), 4),
+                    "pool inputs": "—" if r["pool_count"] is None else r["pool_count"],
+                    "insertion sends to": "-" if r["flip"] <= 0 else (label_names[t] if t < len(label_names)
+                                                                      else str(t)),
+                    "flips": f"{r['flip']:.0%}"})
+    return out
 
 
 DRIFT_NOTE = ("The words no clean text holds whose input embeddings moved most between the base checkpoint and this "
-              "model (rank 1 = moved most of the whole vocabulary). A word trigger moves as far as the task's "
-              "strongest words, since every poisoned input pushes it toward the target; the task's own words that "
-              "the clean texts happen to lack move too. A lead to insert and test on the Inspect page, not a "
-              "finding.")
+              "model (rank 1 = moved most of the whole vocabulary), each inserted into clean texts: the class it "
+              "sends them to, and how often. A word trigger moves as far as the task's strongest words, since every "
+              "poisoned input pushes it toward the target, yet a weak backdoor's words flip few texts; the task's own "
+              "words that the clean texts happen to lack move too, and flip. A lead, not a finding.")

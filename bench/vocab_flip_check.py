@@ -8,7 +8,7 @@ For each BadNets model of a manifest: the defense benchmark's defender clean tex
 evaluation_sets``, the quick draw); ``--n-words`` whole words of the tokenizer's vocabulary that no defender clean
 text holds (``trigger_search.absent_vocabulary``), plus the four trigger words; each inserted into the first
 ``--n-texts`` clean texts at seeded word positions (``triggers.insert_trigger``); the flip rate of each word
-(``trigger_search.flip_rates``: per class, the share of the texts not in it that move to it). The same words and
+(``trigger_search.word_flips``: per class, the share of the texts not in it that move to it). The same words and
 texts go through the model's clean twin (the manifest's ``clean_model``), which a defender does not have: a word
 that flips the twin as often is a word of the task, not a trigger.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -42,25 +41,6 @@ from backdoor_core.atomic import write_text  # noqa: E402
 
 RESULTS = Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or ROOT / "bench" / "results")
 MANIFEST = ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json"
-
-
-def word_flips(model, tokenizer, texts, words, max_length: int, seed: int):
-    """``(len(words), C)`` flip rates: each word inserted into every text of ``texts`` at one seeded word position
-    per text (the same positions for every word), ``trigger_search.flip_rates`` against the plain texts."""
-    import numpy as np
-
-    from backdoor_core.forward import predict
-    from backdoor_core.trigger_search import flip_rates
-    from backdoor_core.triggers import insert_trigger
-
-    rng = random.Random(seed)
-    places = [rng.randint(0, len(t.split())) for t in texts]
-    base = predict(model, tokenizer, list(texts), max_length).argmax(1)
-    inserted = [insert_trigger(t, w, p, tokenizer=tokenizer, max_length=max_length).text
-                for w in words for t, p in zip(texts, places)]
-    pred = predict(model, tokenizer, inserted, max_length).argmax(1).reshape(len(words), len(texts))
-    n_classes = int(model.config.num_labels)
-    return np.asarray([flip_rates(p, base, n_classes) for p in pred])
 
 
 def main(argv=None) -> int:
@@ -78,7 +58,7 @@ def main(argv=None) -> int:
 
     from contrast_check import evaluation_sets
     from backdoor_core.models import load_model
-    from backdoor_core.trigger_search import absent_vocabulary
+    from backdoor_core.trigger_search import absent_vocabulary, word_flips
 
     torch.set_num_threads(1)
     manifest = Path(args.manifest)

@@ -1,14 +1,13 @@
-"""bench/vocab_flip_check.py's measurement (no shared data): the drawn vocabulary words are absent from the clean
-texts, and a word's flip rates match a hand computation; on the tiny TAL model the trigger flips the backdoored
-model and not its clean twin."""
+"""What bench/vocab_flip_check.py measures with (no shared data): the drawn vocabulary words are absent from the
+clean texts, and a word's flip rates (``trigger_search.word_flips``) match a hand computation; on the tiny TAL
+model the trigger flips the backdoored model and not its clean twin."""
 
 import random
 import re
 
 import numpy as np
 
-from backdoor_core.trigger_search import absent_vocabulary
-from bench import vocab_flip_check as B
+from backdoor_core.trigger_search import absent_vocabulary, word_flips
 from defense_helpers import TRIGGER, clean_texts, trained_tiny
 
 
@@ -33,7 +32,7 @@ def test_flip_rates_match_a_hand_computation_and_tell_the_trigger_apart():
     texts, _ = clean_texts(40, 3)
     suspect, twin = trained_tiny(True), trained_tiny(False)
     words = [TRIGGER, "plot"]
-    flips = B.word_flips(suspect.model, suspect.tokenizer, texts, words, 32, seed=2)
+    flips = word_flips(suspect.model, suspect.tokenizer, texts, words, 32, seed=2)
     assert flips.shape == (2, 2)
     rng = random.Random(2)
     places = [rng.randint(0, len(t.split())) for t in texts]
@@ -42,6 +41,6 @@ def test_flip_rates_match_a_hand_computation_and_tell_the_trigger_apart():
         pred = predict(suspect.model, suspect.tokenizer,
                        [insert_trigger(t, word, p).text for t, p in zip(texts, places)], 32).argmax(1)
         np.testing.assert_allclose(row, [(pred[base != c] == c).mean() for c in (0, 1)])
-    clean = B.word_flips(twin.model, twin.tokenizer, texts, words, 32, seed=2)
+    clean = word_flips(twin.model, twin.tokenizer, texts, words, 32, seed=2)
     assert flips[0, 1] >= 0.8 and clean[0, 1] <= 0.2  # the trigger sends texts to 1 only on the backdoored model
     assert flips[1].max() <= 0.2  # a filler word of the task moves neither

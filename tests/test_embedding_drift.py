@@ -89,7 +89,8 @@ def test_cli_scan_base_lists_the_moved_words(base, tmp_path, capsys):
     assert main([*argv, "--base", str(tmp_path / "base"), "--html", str(html)]) == 0
     out = capsys.readouterr().out
     table = out.split("Words that moved since the base checkpoint")[1]
-    assert table.splitlines()[4].split()[:2] == ["cf", "1"] and table.splitlines()[4].split()[-1] == "2"
+    row = table.splitlines()[4].split()
+    assert row[:2] == ["cf", "1"] and row[3] == "2" and row[-1].endswith("%")
     page = html.read_text(encoding="utf-8")
     assert "Words that moved since the base checkpoint" in page and "<td>cf</td>" in page.replace(" ", "")
     assert main([*argv, "--base", str(tmp_path / "suspect")]) == 0  # itself: nothing moved
@@ -100,3 +101,20 @@ def test_cli_scan_base_lists_the_moved_words(base, tmp_path, capsys):
     import json
 
     assert "not this model's pretrained encoder" in json.loads(capsys.readouterr().out)["drifted_words"]["error"]
+
+
+def test_drift_reading_tries_each_listed_word_on_the_clean_texts(tmp_path):
+    from backdoor_core.trigger_search import drift_display, drift_reading
+    from defense_helpers import TRIGGER, clean_texts, trained_tiny
+
+    start = tiny_model(seed=0)  # trained_tiny's starting point, saved as its base checkpoint
+    save_model(start.model, start.tokenizer, tmp_path / "base")
+    bd = trained_tiny(True)
+    texts, _ = clean_texts(60, 1)
+    reading = drift_reading(bd.model, bd.tokenizer, str(tmp_path / "base"), texts, [f"{TRIGGER} a"], max_length=32,
+                            top=3, n_insert=40)
+    first = reading["words"][0]
+    assert first["word"] == TRIGGER and first["sends_to"] == 1 and first["flip"] >= 0.8 and len(first["flips"]) == 2
+    shown = drift_display(reading["words"], ["neg", "pos"])[0]
+    assert shown["insertion sends to"] == "pos" and shown["pool inputs"] == 1 and shown["flips"].endswith("%")
+    assert "error" in drift_reading(bd.model, bd.tokenizer, "default", texts)  # the packaged MiniLM is not its start

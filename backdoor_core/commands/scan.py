@@ -178,7 +178,7 @@ def run(args) -> int:
         print(format_table(rows, cols, floats="{:.2f}"))
     _print_triggers(data.get("trigger_candidates"), args.show)
     _print_pool_words(data.get("pool_words"), data["label_names"], args.show)
-    _print_drift(drift, args.show)
+    _print_drift(drift, data["label_names"], args.show)
     if args.html:
         print(f"\nHTML report written to {args.html}")
     return 0
@@ -190,10 +190,11 @@ def _drift(args, lm, clean, pool) -> dict | None:
         return None
     from ..trigger_search import drift_reading
 
-    return drift_reading(lm.model, lm.tokenizer, args.base, clean.texts, pool or None)
+    return drift_reading(lm.model, lm.tokenizer, args.base, clean.texts, pool or None, max_length=args.max_length,
+                         seed=args.seed)
 
 
-def _print_drift(drift: dict | None, show: int) -> None:
+def _print_drift(drift: dict | None, label_names: list, show: int) -> None:
     """The ``--base`` table, or why there is none."""
     if drift is None:
         return
@@ -207,7 +208,7 @@ def _print_drift(drift: dict | None, show: int) -> None:
         print(DRIFT_FROZEN)
         return
     print(DRIFT_NOTE)
-    print(format_table(drift_display(drift["words"][:show]), DRIFT_COLUMNS))
+    print(format_table(drift_display(drift["words"][:show], label_names), DRIFT_COLUMNS))
 
 
 def _print_triggers(tc: dict | None, show: int) -> None:
@@ -288,5 +289,5 @@ def write_html(report, path, drift: dict | None = None) -> Path:
     if drift is not None:
         from ..trigger_search import drift_section
 
-        sections.append(drift_section(drift))
+        sections.append(drift_section(drift, report.label_names))
     return write_text(path, html_report(f"Backdoor scan: {report.model_name}", sections))
