@@ -96,6 +96,12 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
         rows = drift_display(reading["words"], report.label_names)
         st.dataframe(rows, hide_index=True, column_order=DRIFT_COLUMNS,
                      height=(len(rows) + 1) * 36 + 4)  # every listed word, no inner scroll
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        pick = c1.selectbox("Try a listed word on the Inspect page", [r["word"] for r in rows], key="detect.drift_pick")
+        if c2.button("Open it on Inspect", key="detect.drift_open", icon=":material/search:"):
+            ui.set_kept("inspect.kind", "Word")  # the Inspect page's trigger widgets, set before it draws them
+            ui.set_kept("inspect.word", pick)
+            st.switch_page("app_pages/inspect.py")
 
 
 def _scan_suspicious(loaded):

@@ -370,6 +370,11 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
     rows = at.session_state["detect.drift_cache"][1]["words"]
     assert rows[0]["word"] == "tq" and rows[0]["rank"] == 1 and rows[0]["pool_count"] == 0
     assert rows[1]["drift"] < 0.01 * rows[0]["drift"]  # the tiny model is the base but for that row
+    at.selectbox(key="detect.drift_pick").set_value("tq").run()
+    at.button(key="detect.drift_open").click().run()  # the lead, tried on the Inspect page
+    assert not at.exception and at.text_input(key="inspect.word").value == "tq"
+    assert at.session_state["inspect.sal_cache"][1].triggered.tokens.count("tq") == 1
+    goto(at, "detect")
     found = {f.key: f for f in at.session_state["lab.session"].findings}
     assert found["scan:Words that moved since the base checkpoint"].table[0]["word"] == "tq"
     at.toggle(key="detect.drift").set_value(False).run()
