@@ -118,3 +118,15 @@ def test_drift_reading_tries_each_listed_word_on_the_clean_texts(tmp_path):
     shown = drift_display(reading["words"], ["neg", "pos"])[0]
     assert shown["insertion sends to"] == "pos" and shown["pool inputs"] == 1 and shown["flips"].endswith("%")
     assert "error" in drift_reading(bd.model, bd.tokenizer, "default", texts)  # the packaged MiniLM is not its start
+
+
+@pytest.mark.parametrize("arch", ["roberta", "albert", "deberta-v2", "gpt2", "llama"])
+def test_the_base_rows_are_found_by_name_on_every_architecture_family(arch):
+    from backdoor_core.pretrained import PretrainedWeights, _encoder_params, base_embeddings
+
+    start = tiny_model(arch=arch)
+    weights = PretrainedWeights({n: p.detach().clone() for n, p in _encoder_params(start.model).items()}, arch, 0.0)
+    tok = start.tokenizer
+    model = _fine_tuned(start.model, {_id(tok, "cf"): 0.5})
+    words = drifted_words(model, tok, base_embeddings(model, weights), ["a plain text"], ["cf here"], top=1)
+    assert [(w.word, w.rank, w.pool_count) for w in words] == [("cf", 1, 1)]
