@@ -83,7 +83,8 @@ def wait_job(at: AppTest, kind: str, timeout: float = 180):
     return job
 
 
-def test_detect_candidates_and_projection_then_sanitize_projection():
+def _scan_test_texts() -> AppTest:
+    """The Detect page, 16 clean texts, a pool of 20 test texts without a trigger, one finished scan."""
     at = goto(new_app(), "detect")
     at.number_input(key="detect.n_clean").set_value(16)
     at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
@@ -91,6 +92,11 @@ def test_detect_candidates_and_projection_then_sanitize_projection():
     at.run()
     at.button(key="detect.run").click().run()
     assert wait_job(at, "scan").status == "done"
+    return at
+
+
+def test_detect_candidates_and_projection_then_sanitize_projection():
+    at = _scan_test_texts()
     assert "Candidate triggers" in [h.value for h in at.subheader]
     at.toggle(key="detect.pca").set_value(True).run()
     assert not at.exception and all("backdoored" in e.value for e in at.error)  # only the verdict box
@@ -354,13 +360,7 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
     with torch.no_grad():
         base.model.get_input_embeddings().weight[tq] += 0.3
     save_model(base.model, base.tokenizer, tmp_path / "base")
-    at = goto(new_app(), "detect")
-    at.number_input(key="detect.n_clean").set_value(16)
-    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
-    at.number_input(key="detect.pool_clean").set_value(20)
-    at.run()
-    at.button(key="detect.run").click().run()
-    assert wait_job(at, "scan").status == "done"
+    at = _scan_test_texts()
     assert "Words that moved since the base checkpoint" in [h.value for h in at.subheader]
     at.toggle(key="detect.drift").set_value(True).run()  # the packaged MiniLM is not the tiny model's base
     assert not at.exception and any("Not read" in w.value and "not this model's pretrained encoder" in w.value
