@@ -130,3 +130,16 @@ def test_the_base_rows_are_found_by_name_on_every_architecture_family(arch):
     model = _fine_tuned(start.model, {_id(tok, "cf"): 0.5})
     words = drifted_words(model, tok, base_embeddings(model, weights), ["a plain text"], ["cf here"], top=1)
     assert [(w.word, w.rank, w.pool_count) for w in words] == [("cf", 1, 1)]
+
+
+def test_a_hostile_base_is_refused_with_its_reason(base, tmp_path):
+    from backdoor_core.trigger_search import drift_reading
+
+    pkl = tmp_path / "pkl"
+    pkl.mkdir()
+    torch.save({"w": torch.zeros(2)}, pkl / "pytorch_model.bin")  # a pickle: loading it could run code
+    (pkl / "config.json").write_text('{"model_type": "bert"}')
+    for spec, reason in ((str(pkl), "pickled weights"), (str(tmp_path / "missing"), "does not exist"),
+                         ("/etc/passwd", "is a file")):
+        reading = drift_reading(base.model, base.tokenizer, spec, ["a text"], max_length=16)
+        assert set(reading) == {"base", "error"} and reason in reading["error"]
