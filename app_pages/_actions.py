@@ -18,8 +18,8 @@ from backdoor_core import defender_data as D
 from backdoor_core.detection import (call_note, called_by_words, called_heads, chance_note, representation_notes,
                                      heads_called, pool_shift_note, verdict_label)
 from backdoor_core.head_metrics import describe_heads
-from backdoor_core.trigger_search import DRIFT_HEADING
 from backdoor_core.jobs import JobCancelled, JobSnapshot
+from backdoor_core.trigger_search import DRIFT_HEADING
 from app_pages import _common as ui
 from app_pages._text import md, md_code
 
