@@ -5,9 +5,11 @@ For each model of a manifest: the defense benchmark's defender clean texts and p
 evaluation_sets`` and ``defense.evaluation_draw``, the quick draw); ``trigger_search.drifted_words`` against the
 packaged all-MiniLM-L6-v2 every zoo model was fine-tuned from: the ``--top`` whole words no defender clean text
 holds whose input embeddings moved most, with each word's rank over the whole vocabulary (30,522 tokens) and how
-many pool inputs hold it. Per model with a word trigger (BadNets' four words, AddSent's sentence): each trigger
-word's rank and place in the list; how many listed words come before the first trigger word. Per clean,
-syntactic or style model: what the list offers an analyst where no word trigger exists.
+many pool inputs hold it, and each listed word's insertion test (``trigger_search.word_flips``: the share of 80
+defender clean texts it sends to one class, as the app's table shows it). Per model with a word trigger (BadNets'
+four words, AddSent's sentence): each trigger word's rank and place in the list; how many listed words come before
+the first trigger word. Per clean, syntactic or style model: what the list offers an analyst where no word trigger
+exists.
 
     python bench/drift_check.py [--manifest bench/models/tuning_zoo/manifest.json] [--only badnets] [--top 15]
         [--tag NAME]
@@ -46,11 +48,15 @@ def trigger_words(m: dict) -> list[str]:
     return []
 
 
-def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None) -> dict:
+def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None, n_insert: int = 80) -> dict:
     """One model's reading against ``base`` (``(vocab, hidden)``; None: the packaged all-MiniLM-L6-v2, checked by
-    ``pretrained.find_pretrained``): the listed words and, for a word trigger, where its words stand."""
+    ``pretrained.find_pretrained``): the listed words, each with its insertion test into the first ``n_insert``
+    defender clean texts (``trigger_search.word_flips``, as the app's table), and, for a word trigger, where its
+    words stand."""
+    import numpy as np
+
     from backdoor_core.pretrained import base_embeddings, find_pretrained
-    from backdoor_core.trigger_search import _doc_words, drifted_words, embedding_drift, vocabulary_words
+    from backdoor_core.trigger_search import _doc_words, drifted_words, embedding_drift, vocabulary_words, word_flips
 
     distance = None
     if base is None:
@@ -59,12 +65,15 @@ def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None) -> d
             raise SystemExit(f"{m['name']}: {reason}")
         base, distance = base_embeddings(lm.model, weights), weights.distance
     listed = drifted_words(lm.model, lm.tokenizer, base, defender_texts, pool_texts, top=top)
+    flips = word_flips(lm.model, lm.tokenizer, defender_texts[:n_insert], [w.word for w in listed],
+                       int(m.get("max_length") or 64), int(m.get("seed") or 0))
     trig = trigger_words(m)
     drift = embedding_drift(lm.model, base)
-    rank_of = {int(i): r + 1 for r, i in enumerate(sorted(range(len(drift)), key=lambda i: -drift[i]))}
+    rank = np.empty(len(drift), dtype=int)
+    rank[np.argsort(-drift, kind="stable")] = np.arange(1, len(drift) + 1)
     ids = {w: i for i, w in vocabulary_words(lm.tokenizer).items()}
     names = [w.word for w in listed]
-    per_word = [{"word": w, "rank": rank_of.get(ids[w]) if w in ids else None,
+    per_word = [{"word": w, "rank": int(rank[ids[w]]) if w in ids else None,
                  "listed_at": names.index(w) + 1 if w in names else None,
                  "pool_count": sum(w in _doc_words(t) for t in pool_texts)} for w in trig]
     first = min((p["listed_at"] for p in per_word if p["listed_at"]), default=None)
@@ -72,8 +81,9 @@ def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None) -> d
             "distance": distance, "trigger": per_word,
             "n_trigger_listed": sum(p["listed_at"] is not None for p in per_word),
             "before_first_trigger": None if first is None else first - 1,
-            "listed": [{"word": w.word, "rank": w.rank, "pool_count": w.pool_count, "trigger": w.word in trig}
-                       for w in listed]}
+            "listed": [{"word": w.word, "rank": w.rank, "pool_count": w.pool_count, "trigger": w.word in trig,
+                        "flip": round(float(f.max()), 4), "sends_to": int(f.argmax())}
+                       for w, f in zip(listed, flips)]}
 
 
 def main(argv=None) -> int:
@@ -124,20 +134,22 @@ def markdown(report: dict) -> str:
     lines = [f"# Which words moved since the base checkpoint? ({report['manifest']})", "",
              f"`bench/drift_check.py`: per model, the {top} whole words no defender clean text holds whose input "
              "embeddings moved most from the packaged all-MiniLM-L6-v2 (`trigger_search.drifted_words`), with each "
-             "word's rank over the whole vocabulary and, after the colon, how many pool inputs hold it (trigger words "
-             "in bold). Trigger words: rank over the vocabulary / place in the list (– not listed). Before: listed "
-             "words ahead of the first trigger word. Distance: the model's relative distance from the base encoder "
+             "word's rank over the whole vocabulary and, after the colon, how many pool inputs hold it and the "
+             "share of 80 defender clean texts its insertion sends to one class (trigger words in bold). Trigger "
+             "words: rank over the vocabulary / place in the list (– not listed). Before: listed words ahead of the "
+             "first trigger word. Distance: the model's relative distance from the base encoder "
              "(`pretrained.find_pretrained`: it is the model's starting point).",
              "", "| model | ASR | distance | trigger words: rank / place | listed | before | words listed "
-             "(rank: pool inputs) |", "|---|---|---|---|---|---|---|"]
+             "(rank: pool inputs, insertion flips) |", "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         tw = "; ".join(f"{p['word']} {p['rank']} / {p['listed_at'] or '–'}" for p in r["trigger"]) or "—"
         n = f"{r['n_trigger_listed']} of {len(r['trigger'])}" if r["trigger"] else "—"
         before = "—" if r["before_first_trigger"] is None else str(r["before_first_trigger"])
-        words = ", ".join((f"**{w['word']}**" if w["trigger"] else w["word"]) + f" {w['rank']}: {w['pool_count']}"
-                          for w in r["listed"][:8])
+        words = ", ".join((f"**{w['word']}**" if w["trigger"] else w["word"])
+                          + f" {w['rank']}: {w['pool_count']}, {w['flip']:.0%}" for w in r["listed"][:8])
         asr = "—" if r["asr"] is None else f"{r['asr']:.1%}"
-        lines.append(f"| {r['model']} | {asr} | {'—' if r['distance'] is None else format(r['distance'], '.3f')} | {tw} | {n} | {before} | {words} |")
+        dist = "—" if r["distance"] is None else f"{r['distance']:.3f}"
+        lines.append(f"| {r['model']} | {asr} | {dist} | {tw} | {n} | {before} | {words} |")
     word_rows = [r for r in report["rows"] if r["attack"] == "badnets"]
     if word_rows:
         listed = sum(r["n_trigger_listed"] for r in word_rows)
@@ -146,6 +158,15 @@ def markdown(report: dict) -> str:
         lines += ["", f"BadNets: {listed} of {total} trigger words listed in the top {top} over "
                       f"{len(word_rows)} models; their vocabulary ranks {ranks[0]}–{ranks[-1]}, median "
                       f"{ranks[len(ranks) // 2]}."]
+        for name, keep in (("ASR at least 50%", lambda r: r["asr"] >= 0.5),
+                           ("ASR below 50%", lambda r: r["asr"] < 0.5)):
+            rs = [r for r in word_rows if keep(r)]
+            t = sorted(w["flip"] for r in rs for w in r["listed"] if w["trigger"])
+            o = sorted(w["flip"] for r in rs for w in r["listed"] if not w["trigger"])
+            if t and o:
+                lines.append(f"Insertion flips of the listed words, BadNets with {name} ({len(rs)} model{'s' if len(rs) != 1 else ''}): trigger "
+                             f"words median {t[len(t) // 2]:.0%} ({len(t)} words), the other listed words median "
+                             f"{o[len(o) // 2]:.0%} ({len(o)} words).")
     lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
     return "\n".join(lines) + "\n"
 

@@ -26,7 +26,7 @@ def test_the_bench_row_places_the_trigger_words_and_counts_their_pool_inputs():
     bd = trained_tiny(True)
     texts, _ = clean_texts(60, 1)
     pool = texts[:20] + [f"{TRIGGER} {t}" for t in texts[20:26]]
-    m = {"name": "tiny_badnets", "attack": "badnets", "dataset": "tiny", "seed": 0, "asr": 0.9,
+    m = {"name": "tiny_badnets", "attack": "badnets", "dataset": "tiny", "seed": 0, "asr": 0.9, "max_length": 32,
          "trigger": [TRIGGER, "zz_not_a_token"]}
     assert B.trigger_words(m) == [TRIGGER, "zz_not_a_token"] and B.trigger_words({**m, "attack": "syntactic"}) == []
     row = B.model_row(m, bd, texts, pool, top=5, base=_start())
@@ -35,5 +35,7 @@ def test_the_bench_row_places_the_trigger_words_and_counts_their_pool_inputs():
     other = next(p for p in row["trigger"] if p["word"] != TRIGGER)
     assert other["rank"] is None and other["listed_at"] is None
     assert row["n_trigger_listed"] == 1 and row["before_first_trigger"] == 0 and row["listed"][0]["trigger"]
+    assert row["listed"][0]["sends_to"] == 1 and row["listed"][0]["flip"] >= 0.8  # the trained trigger flips
     md = B.markdown({"manifest": "m.json", "top": 5, "rows": [dict(row, n_pool=26, seconds=0.1)], "seconds_total": 1})
     assert "| tiny_badnets | 90.0% |" in md and f"**{TRIGGER}**" in md and "1 of 2 trigger words listed" in md
+    assert "BadNets with ASR at least 50% (1 model): trigger words median" in md
