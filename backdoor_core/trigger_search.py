@@ -791,7 +791,6 @@ class DriftWord:
     vocabulary; ``pool_count``: how many pool inputs hold the word (None: no pool). No clean text holds it."""
 
     word: str
-    token_id: int
     drift: float
     rank: int
     pool_count: int | None = None
@@ -862,7 +861,7 @@ def drifted_words(model, tokenizer, base_embeddings: torch.Tensor, clean_texts: 
         if w is None or w in seen or clean[w]:
             continue
         seen.add(w)
-        out.append(DriftWord(w, int(i), float(drift[i]), int(rank[i]), None if pool is None else int(pool[w])))
+        out.append(DriftWord(w, float(drift[i]), int(rank[i]), None if pool is None else int(pool[w])))
         if len(out) >= max(0, int(top)):
             break
     return out
