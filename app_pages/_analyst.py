@@ -63,7 +63,7 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
     """Detect: the words no clean text holds whose input embeddings moved most since the pretrained encoder
     (``trigger_search.drift_reading``), on request; recorded for the Report page."""
     from backdoor_core.trigger_search import (DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_HEADING, DRIFT_NOTE, drift_display,
-                                              drift_reading, drift_section)
+                                              drift_marking_note, drift_reading, drift_section, held_word)
 
     st.subheader(DRIFT_HEADING)
     if not same_model:
@@ -96,6 +96,13 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
         rows = drift_display(reading["words"], report.label_names)
         st.dataframe(rows, hide_index=True, column_order=DRIFT_COLUMNS,
                      height=(len(rows) + 1) * 36 + 4)  # every listed word, no inner scroll
+        note = drift_marking_note(reading)
+        if note:
+            st.warning(note, icon=":material/flag:")
+            marked = [{"#": i, "word": held_word(report.pool_texts[i], reading["marking"]),
+                       "input": report.pool_texts[i]} for i in reading["marked"]]
+            with st.expander(f"The {len(marked)} pool inputs they mark"):
+                st.dataframe(marked, hide_index=True)
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         pick = c1.selectbox("Try a listed word on the Inspect page", [r["word"] for r in rows], key="detect.drift_pick")
         if c2.button("Open it on Inspect", key="detect.drift_open", icon=":material/search:"):

@@ -512,10 +512,11 @@ class PoolWord:
 
 
 def enriched_words(pool_texts: Sequence[str], clean_texts: Sequence[str], min_count: int = S.POOL_WORD_MIN_COUNT,
-                   top: int = S.POOL_WORD_TOP, max_p: float = S.POOL_WORD_MAX_P) -> list[tuple[str, int, int, float]]:
+                   top: int | None = S.POOL_WORD_TOP,
+                   max_p: float = S.POOL_WORD_MAX_P) -> list[tuple[str, int, int, float]]:
     """The ``top`` words most significantly concentrated in the pool over the clean texts (document counts; a
     word must be in at least ``min_count`` pool inputs and pass ``enrichment_p <= max_p``). Returns
-    ``(word, pool_count, clean_count, p_value)``, smallest p first. A word trigger inserted into a share of the
+    ``(word, pool_count, clean_count, p_value)``, smallest p first (``top`` None: all). A word trigger inserted into a share of the
     pool is in many pool inputs and in no clean text; natural words are in both."""
     pool_docs = [_doc_words(t) for t in pool_texts]
     clean_docs = [_doc_words(t) for t in clean_texts]
@@ -530,7 +531,7 @@ def enriched_words(pool_texts: Sequence[str], clean_texts: Sequence[str], min_co
         if p <= max_p:
             out.append((w, int(k), int(cc[w]), p))
     out.sort(key=lambda r: (r[3], -r[1], r[0]))
-    return out[:top]
+    return out if top is None else out[:top]
 
 
 @torch.no_grad()
@@ -867,6 +868,27 @@ def drifted_words(model, tokenizer, base_embeddings: torch.Tensor, clean_texts: 
     return out
 
 
+def moved_pool_words(words: Sequence[DriftWord], pool_texts: Sequence[str], clean_texts: Sequence[str],
+                     min_count: int = S.POOL_WORD_MIN_COUNT, max_p: float = S.POOL_WORD_MAX_P) -> list[str]:
+    """The moved words ``words`` (``drifted_words``, none of them in a clean text) that the pool holds far more often
+    than the clean texts: the pool words' own enrichment test (``enriched_words``: at least ``min_count`` pool
+    inputs, ``enrichment_p`` at most ``max_p``), in ``words``' order. Our design; papers silent.
+
+    Two readings that each list a trigger word and each also list natural words agree here: the pool's enrichment
+    also lists the task's words a small clean set lacks, and the drift also lists the task's strongest words, but a
+    natural word that moved far is seldom concentrated in the pool, and a natural word concentrated in the pool
+    seldom moved far. A weak word backdoor's words are both, yet send too few clean texts to one class to be likely
+    trigger words (``likely_trigger_words``), so these mark pool inputs without any insertion test
+    (``drift_reading``'s ``marking``); they do not call the model. Tuning zoo: 36 trigger words and no other word
+    named on 24 models (``bench/results/drift_check.json`` read by this rule), 4 of them beyond the pool's marking
+    words, the four of the one BadNets model whose pool gave no likely word (its detection AUROC 0.779 -> 1.000,
+    ``bench/results/defense_tuning_moved.md``, method ``final_moved``)."""
+    if not words or not pool_texts:
+        return []
+    enriched = {w for w, *_ in enriched_words(pool_texts, clean_texts, min_count, top=None, max_p=max_p)}
+    return [w.word for w in words if w.word in enriched]
+
+
 def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str],
                   pool_texts: Sequence[str] | None = None, max_length: int = 128, top: int = S.DRIFT_TOP,
                   n_insert: int = S.POOL_WORD_N_INSERT, seed: int = 0) -> dict:
@@ -874,7 +896,9 @@ def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str]
     reports: ``{"base", "distance", "words"}`` when ``pretrained.find_pretrained`` takes ``base`` for the model's
     starting point, else ``{"base", "error"}``. ``words``: ``DriftWord.to_dict`` rows (``drifted_words``), each
     with its insertion test into the first ``n_insert`` clean texts (``word_flips``): ``flips`` ``(C,)`` and the
-    class it sends most texts to, ``sends_to`` with rate ``flip``, so the lead is tried where it is listed."""
+    class it sends most texts to, ``sends_to`` with rate ``flip``, so the lead is tried where it is listed, and
+    ``marks``: the pool holds it far more often than the clean texts (``moved_pool_words``). With a pool,
+    ``marking`` lists those words and ``marked`` the indices of the pool inputs that hold one."""
     from .pretrained import base_embeddings, find_pretrained
 
     base = str(base or "default")
@@ -883,9 +907,26 @@ def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str]
         return {"base": base, "error": reason}
     words = drifted_words(model, tokenizer, base_embeddings(model, weights), clean_texts, pool_texts, top=top)
     flips = word_flips(model, tokenizer, list(clean_texts)[:n_insert], [w.word for w in words], max_length, seed)
+    marking = moved_pool_words(words, pool_texts or [], clean_texts)
     rows = [{**w.to_dict(), "flips": [round(float(x), 4) for x in f], "sends_to": int(np.argmax(f)),
-             "flip": float(np.max(f))} for w, f in zip(words, flips)]
-    return {"base": base, "distance": weights.distance, "words": rows}
+             "flip": float(np.max(f)), "marks": w.word in marking} for w, f in zip(words, flips)]
+    out = {"base": base, "distance": weights.distance, "words": rows}
+    if pool_texts is not None:
+        out["marking"] = marking
+        out["marked"] = [int(i) for i in np.flatnonzero(word_marks(pool_texts, marking))]
+    return out
+
+
+def drift_marking_note(reading: dict) -> str | None:
+    """A sentence on the moved words that mark pool inputs (``drift_reading``'s ``marking``), or None without."""
+    words = reading.get("marking") or []
+    if not words:
+        return None
+    n = len(reading.get("marked") or [])
+    return (f"The pool holds {', '.join(words)} far more often than the clean texts (the pool words' test), and "
+            f"{'this word' if len(words) == 1 else 'these words'} moved among the most: {n} pool input"
+            f"{'' if n == 1 else 's'} hold{'s' if n == 1 else ''} one, each likely triggered, whether or not the "
+            f"model's prediction shows it. The model is not called by this alone.")
 
 
 def drift_section(reading: dict, label_names: Sequence[str]) -> dict:
@@ -896,11 +937,13 @@ def drift_section(reading: dict, label_names: Sequence[str]) -> dict:
         text = DRIFT_FROZEN
     else:
         text = f"Against {reading['base']} ({reading['distance']:.3f} apart, relative). {DRIFT_NOTE}"
+        note = drift_marking_note(reading)
+        text += f" {note}" if note else ""
     return {"heading": DRIFT_HEADING, "text": text, "table": drift_display(reading.get("words") or [], label_names)}
 
 
 DRIFT_HEADING = "Words that moved since the base checkpoint"
-DRIFT_COLUMNS = ["word", "rank", "moved", "pool inputs", "insertion sends to", "flips"]
+DRIFT_COLUMNS = ["word", "rank", "moved", "pool inputs", "insertion sends to", "flips", "marks inputs"]
 
 
 def drift_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[dict]:
@@ -912,7 +955,7 @@ def drift_display(rows: Sequence[dict], label_names: Sequence[str]) -> list[dict
                     "pool inputs": "—" if r["pool_count"] is None else r["pool_count"],
                     "insertion sends to": "-" if r["flip"] <= 0 else (label_names[t] if t < len(label_names)
                                                                       else str(t)),
-                    "flips": f"{r['flip']:.0%}"})
+                    "flips": f"{r['flip']:.0%}", "marks inputs": "yes" if r.get("marks") else "no"})
     return out
 
 

@@ -7,7 +7,9 @@ each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the
 * detection AUROC on held-out clean vs triggered test inputs: our scan's score (``head_similarity``: first pass,
   ``head_similarity_2pass``: final pass; with ``settings.REPRESENTATION`` the head-focus score fused with the
   [CLS] representation distance; ``final_words``: the final pass with the pool's likely trigger words as
-  evidence, ``trigger_search.marking_words`` and ``detection.with_word_evidence``), the paper's attention-only parts of the same scan (``attention_only``,
+  evidence, ``trigger_search.marking_words`` and ``detection.with_word_evidence``; ``final_moved``: those words and
+  the moved words the pool holds far more often than the clean texts, ``trigger_search.moved_pool_words``, read
+  against ``--base``), the paper's attention-only parts of the same scan (``attention_only``,
   ``attention_only_2pass``), STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
   keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half, and
   beside it the AUROC counting only the triggered inputs the trigger flips to the target (``fired_auroc``, a
@@ -96,6 +98,11 @@ def parse_args(argv=None):
     p.add_argument("--detectors", choices=("all", "ours"), default="all",
                    help="'ours': skip the STRIP/RAP/BKI detection baselines (a run that only repairs with ours, to "
                         "be merged with a run of the baselines: put it first in --merge)")
+    p.add_argument("--base", default="default",
+                   help="the encoder the models were fine-tuned from, for the final_moved detection row (the moved "
+                        "words the pool holds far more often than the clean texts also mark inputs; "
+                        "trigger_search.moved_pool_words); 'default' = the packaged all-MiniLM-L6-v2, '' = off. A "
+                        "model not fine-tuned from it gets no final_moved row")
     p.add_argument("--no-defense-for", default="", help="model names to scan but not repair (saves time)")
     p.add_argument("--repair", default=None,
                    help="comma-separated model names to repair, or 'all' (quick default: one per family, "
@@ -518,7 +525,9 @@ def main(argv=None) -> int:
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
-    from backdoor_core.trigger_search import marking_flip, pool_word_marks, word_marks
+    from backdoor_core.pretrained import base_embeddings, find_pretrained
+    from backdoor_core.trigger_search import (drifted_words, marking_flip, moved_pool_words, pool_word_marks,
+                                              word_marks)
 
     quiet_libraries()
     settings = dict(FULL if args.full else QUICK)
@@ -704,6 +713,14 @@ def main(argv=None) -> int:
         scored["final_words"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, marking)),
                                  with_word_evidence(final.score(held_trig), word_marks(poisoned_det, marking)),
                                  final.threshold)
+        if pool and args.base:  # what the Detect page's drift reading marks beside the pool's words
+            weights, _ = find_pretrained(lm.model, args.base)
+            if weights is not None:
+                moved = drifted_words(lm.model, lm.tokenizer, base_embeddings(lm.model, weights), defender.texts, pool)
+                both = list(dict.fromkeys([*marking, *moved_pool_words(moved, pool, defender.texts)]))
+                scored["final_moved"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, both)),
+                                         with_word_evidence(final.score(held_trig), word_marks(poisoned_det, both)),
+                                         final.threshold)
         words_seconds = time.perf_counter() - t
         # the paper's attention-only parts of the same scan (absent when the scan ran attention-only already)
         if scan.attention_detector is not None and scan.attention_detector is not scan.detector:

@@ -56,7 +56,8 @@ def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None, n_in
     import numpy as np
 
     from backdoor_core.pretrained import base_embeddings, find_pretrained
-    from backdoor_core.trigger_search import _doc_words, drifted_words, embedding_drift, vocabulary_words, word_flips
+    from backdoor_core.trigger_search import (_doc_words, drifted_words, embedding_drift, moved_pool_words,
+                                              vocabulary_words, word_flips)
 
     distance = None
     if base is None:
@@ -77,12 +78,13 @@ def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None, n_in
                  "listed_at": names.index(w) + 1 if w in names else None,
                  "pool_count": sum(w in _doc_words(t) for t in pool_texts)} for w in trig]
     first = min((p["listed_at"] for p in per_word if p["listed_at"]), default=None)
+    marking = moved_pool_words(listed, pool_texts, defender_texts)
     return {"model": m["name"], "attack": m["attack"], "dataset": m["dataset"], "seed": m["seed"], "asr": m["asr"],
             "distance": distance, "trigger": per_word,
             "n_trigger_listed": sum(p["listed_at"] is not None for p in per_word),
             "before_first_trigger": None if first is None else first - 1,
             "listed": [{"word": w.word, "rank": w.rank, "pool_count": w.pool_count, "trigger": w.word in trig,
-                        "flip": round(float(f.max()), 4), "sends_to": int(f.argmax())}
+                        "flip": round(float(f.max()), 4), "sends_to": int(f.argmax()), "marks": w.word in marking}
                        for w, f in zip(listed, flips)]}
 
 
@@ -167,6 +169,13 @@ def markdown(report: dict) -> str:
                 lines.append(f"Insertion flips of the listed words, BadNets with {name} ({len(rs)} model{'s' if len(rs) != 1 else ''}): trigger "
                              f"words median {t[len(t) // 2]:.0%} ({len(t)} words), the other listed words median "
                              f"{o[len(o) // 2]:.0%} ({len(o)} words).")
+    marks = [(r["model"], w["word"], w["trigger"]) for r in report["rows"] for w in r["listed"] if w.get("marks")]
+    if any("marks" in w for r in report["rows"] for w in r["listed"]):
+        others = [f"{w} ({m})" for m, w, t in marks if not t]
+        lines += ["", f"Listed words the pool also concentrates (`trigger_search.moved_pool_words`: at least 5 pool "
+                      f"inputs, chance p <= 0.01 against the clean texts; they mark pool inputs): "
+                      f"{sum(t for *_, t in marks)} trigger words and {len(others)} other words over "
+                      f"{len(report['rows'])} models" + (f": {', '.join(others)}." if others else ".")]
     lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
     return "\n".join(lines) + "\n"
 

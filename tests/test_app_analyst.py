@@ -382,3 +382,30 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
     assert wait_job(at, "scan").status == "done"
     assert "scan:Words that moved since the base checkpoint" not in {f.key for f in
                                                                      at.session_state["lab.session"].findings}
+
+
+def test_detect_marks_the_pool_inputs_that_hold_a_concentrated_moved_word(tmp_path):
+    """A pasted pool where 12 of 40 inputs hold "tq", the one row the base checkpoint differs in: the drift reading
+    says the word marks them, the expander lists those 12 inputs, and the Report's finding says it too."""
+    import torch
+
+    from backdoor_core.models import save_model, tiny_model
+    from defense_helpers import clean_texts
+
+    base = tiny_model(num_labels=5, seed=0)
+    tq = base.tokenizer.convert_tokens_to_ids("tq")
+    with torch.no_grad():
+        base.model.get_input_embeddings().weight[tq] += 0.3
+    save_model(base.model, base.tokenizer, tmp_path / "base")
+    texts, _ = clean_texts(40, seed=7)
+    pool = [f"tq {t}" if i % 10 < 3 else t for i, t in enumerate(texts)]
+    at = _scan_user_pool(pool, n_clean=40)  # 12 of 40 pool inputs and none of 40 clean texts: p < 0.01
+    at.text_input(key="detect.drift_base").input(str(tmp_path / "base")).run()
+    at.toggle(key="detect.drift").set_value(True).run()
+    assert not at.exception
+    reading = at.session_state["detect.drift_cache"][1]
+    assert reading["marking"] == ["tq"] and reading["marked"] == [i for i in range(40) if i % 10 < 3]
+    assert any("tq" in w.value and "12 pool inputs hold one" in w.value for w in at.warning)
+    assert any(e.label == "The 12 pool inputs they mark" for e in at.expander)
+    found = {f.key: f for f in at.session_state["lab.session"].findings}
+    assert "12 pool inputs hold one" in found["scan:Words that moved since the base checkpoint"].text

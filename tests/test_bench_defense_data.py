@@ -190,11 +190,15 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
                          rate=0.15 if bd else 0.0, tal=bd, max_length=32, data="mydata",
                          label_names=["negative", "positive"], train_config={"seed": 0})
         save_model(trained_tiny(bd).model, trained_tiny(bd).tokenizer, models / name, card.to_json())
+    from backdoor_core.models import tiny_model
+
+    start = tiny_model(seed=0)  # trained_tiny's starting point: the base checkpoint of both
+    save_model(start.model, start.tokenizer, tmp_path / "base")
     b = _bench()
     monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
     rc = b.main(["--quick", "--models-from", str(models), "--data", str(data), "--defenses", "alignment,finetune",
                  "--epochs", "1", "--n-clean", "60", "--repair", "bd", "--zoo", "test", "--tag", "t",
-                 "--scan-knobs", '{"rep_method": "contrast"}', "--dev-asr", "25"])
+                 "--scan-knobs", '{"rep_method": "contrast"}', "--dev-asr", "25", "--base", str(tmp_path / "base")])
     assert rc == 0
     rep = json.loads((tmp_path / "results" / "defense_test_t.json").read_text())
     assert rep["settings"]["scan_knobs"] == {"rep_method": "contrast"}
@@ -246,6 +250,7 @@ def test_bench_runs_end_to_end_on_a_data_folder(tmp_path, monkeypatch, capsys):
     assert set(rep["model_verdict"]["possible"]) == {"backdoored", "clean"}
     auc = {d["method"]: d["auroc"] for d in det}
     assert auc["final_words"] >= auc["head_similarity_2pass"]
+    assert auc["final_moved"] >= auc["final_words"]  # "cf" moved and the pool concentrates it: the same marks
     z = by_name["bd"]["eval_sizes"]
     assert z["rows_test"] == 520 and z["shared_rows"] and z["n_poison"] >= 50 and z["n_clean"] == 60
     assert by_name["bd"]["clean_model"] == "clean" and by_name["clean"]["clean_rate"] is None

@@ -39,3 +39,6 @@ def test_the_bench_row_places_the_trigger_words_and_counts_their_pool_inputs():
     md = B.markdown({"manifest": "m.json", "top": 5, "rows": [dict(row, n_pool=26, seconds=0.1)], "seconds_total": 1})
     assert "| tiny_badnets | 90.0% |" in md and f"**{TRIGGER}**" in md and "1 of 2 trigger words listed" in md
     assert "BadNets with ASR at least 50% (1 model): trigger words median" in md
+    # 6 of 26 pool inputs against none of 60 clean texts passes the pool words' test: the trigger marks inputs
+    assert row["listed"][0]["marks"] and not any(w["marks"] for w in row["listed"][1:])
+    assert "1 trigger words and 0 other words over 1 models." in md

@@ -90,7 +90,7 @@ def test_cli_scan_base_lists_the_moved_words(base, tmp_path, capsys):
     out = capsys.readouterr().out
     table = out.split("Words that moved since the base checkpoint")[1]
     row = table.splitlines()[4].split()
-    assert row[:2] == ["cf", "1"] and row[3] == "2" and row[-1].endswith("%")
+    assert row[:2] == ["cf", "1"] and row[3] == "2" and row[-2].endswith("%") and row[-1] in ("yes", "no")
     page = html.read_text(encoding="utf-8")
     assert "Words that moved since the base checkpoint" in page and "<td>cf</td>" in page.replace(" ", "")
     assert main([*argv, "--base", str(tmp_path / "suspect")]) == 0  # itself: nothing moved
@@ -118,6 +118,40 @@ def test_drift_reading_tries_each_listed_word_on_the_clean_texts(tmp_path):
     shown = drift_display(reading["words"], ["neg", "pos"])[0]
     assert shown["insertion sends to"] == "pos" and shown["pool inputs"] == 1 and shown["flips"].endswith("%")
     assert "error" in drift_reading(bd.model, bd.tokenizer, "default", texts)  # the packaged MiniLM is not its start
+
+
+def test_only_moved_words_the_pool_concentrates_mark_inputs(base):
+    from backdoor_core.trigger_search import DriftWord, drift_marking_note, moved_pool_words
+
+    clean = [f"a plain text number {i}" for i in range(40)]
+    pool = [f"cf report {i}" for i in range(8)] + ["tq once", "tq twice"] + [f"other text {i}" for i in range(30)]
+    moved = [DriftWord("tq", 0.5, 1, 2), DriftWord("cf", 0.4, 2, 8), DriftWord("report", 0.3, 3, 8)]
+    # "report" is as concentrated as "cf" but did not move among the most (not listed): no mark; "tq" is listed but
+    # in only 2 pool inputs (the pool words' test asks for 5): no mark
+    assert moved_pool_words(moved[:2], pool, clean) == ["cf"]
+    assert moved_pool_words(moved, pool, clean) == ["cf", "report"]
+    assert moved_pool_words(moved, [], clean) == [] and moved_pool_words([], pool, clean) == []
+    assert moved_pool_words(moved[:2], pool, clean + [f"cf in a clean text {i}" for i in range(20)]) == []
+    note = drift_marking_note({"marking": ["cf"], "marked": list(range(8))})
+    assert "cf" in note and "8 pool inputs hold one" in note and drift_marking_note({"marking": []}) is None
+
+
+def test_the_reading_marks_the_pool_inputs_holding_a_concentrated_moved_word(tmp_path):
+    from backdoor_core.trigger_search import drift_display, drift_reading
+    from defense_helpers import TRIGGER, clean_texts, trained_tiny
+
+    start = tiny_model(seed=0)
+    save_model(start.model, start.tokenizer, tmp_path / "base")
+    bd = trained_tiny(True)
+    texts, _ = clean_texts(60, 1)
+    pool = [f"{TRIGGER} {t}" for t in texts[:10]] + texts[10:30]
+    reading = drift_reading(bd.model, bd.tokenizer, str(tmp_path / "base"), texts[30:], pool, max_length=32, top=3,
+                            n_insert=20)
+    assert reading["marking"] == [TRIGGER] and reading["marked"] == list(range(10))
+    assert [r["marks inputs"] for r in drift_display(reading["words"], ["neg", "pos"])] == ["yes", "no", "no"]
+    no_pool = drift_reading(bd.model, bd.tokenizer, str(tmp_path / "base"), texts[30:], max_length=32, top=3,
+                            n_insert=20)
+    assert "marking" not in no_pool and not any(r["marks"] for r in no_pool["words"])
 
 
 @pytest.mark.parametrize("arch", ["roberta", "albert", "deberta-v2", "gpt2", "llama"])

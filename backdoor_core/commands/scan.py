@@ -198,7 +198,8 @@ def _print_drift(drift: dict | None, label_names: list, show: int) -> None:
     """The ``--base`` table, or why there is none."""
     if drift is None:
         return
-    from ..trigger_search import DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_HEADING, DRIFT_NOTE, drift_display
+    from ..trigger_search import (DRIFT_COLUMNS, DRIFT_FROZEN, DRIFT_HEADING, DRIFT_NOTE, drift_display,
+                                  drift_marking_note)
 
     if "error" in drift:
         print(f"\n{DRIFT_HEADING}: none read ({drift['error']})")
@@ -209,6 +210,9 @@ def _print_drift(drift: dict | None, label_names: list, show: int) -> None:
         return
     print(DRIFT_NOTE)
     print(format_table(drift_display(drift["words"][:show], label_names), DRIFT_COLUMNS))
+    note = drift_marking_note(drift)
+    if note:
+        print(note)
 
 
 def _print_triggers(tc: dict | None, show: int) -> None:
