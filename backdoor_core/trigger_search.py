@@ -516,8 +516,8 @@ def enriched_words(pool_texts: Sequence[str], clean_texts: Sequence[str], min_co
                    max_p: float = S.POOL_WORD_MAX_P) -> list[tuple[str, int, int, float]]:
     """The ``top`` words most significantly concentrated in the pool over the clean texts (document counts; a
     word must be in at least ``min_count`` pool inputs and pass ``enrichment_p <= max_p``). Returns
-    ``(word, pool_count, clean_count, p_value)``, smallest p first (``top`` None: all). A word trigger inserted into a share of the
-    pool is in many pool inputs and in no clean text; natural words are in both."""
+    ``(word, pool_count, clean_count, p_value)``, smallest p first (``top`` None: all). A word trigger inserted
+    into a share of the pool is in many pool inputs and in no clean text; natural words are in both."""
     pool_docs = [_doc_words(t) for t in pool_texts]
     clean_docs = [_doc_words(t) for t in clean_texts]
     n_p, n_c = len(pool_docs), len(clean_docs)

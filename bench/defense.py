@@ -713,6 +713,7 @@ def main(argv=None) -> int:
         scored["final_words"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, marking)),
                                  with_word_evidence(final.score(held_trig), word_marks(poisoned_det, marking)),
                                  final.threshold)
+        words_seconds = time.perf_counter() - t
         if pool and args.base:  # what the Detect page's drift reading marks beside the pool's words
             weights, _ = find_pretrained(lm.model, args.base)
             if weights is not None:
@@ -721,7 +722,6 @@ def main(argv=None) -> int:
                 scored["final_moved"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, both)),
                                          with_word_evidence(final.score(held_trig), word_marks(poisoned_det, both)),
                                          final.threshold)
-        words_seconds = time.perf_counter() - t
         # the paper's attention-only parts of the same scan (absent when the scan ran attention-only already)
         if scan.attention_detector is not None and scan.attention_detector is not scan.detector:
             a = scan.attention_detector
