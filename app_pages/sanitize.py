@@ -61,20 +61,21 @@ KNOB_LABELS = {
                           "Two-class models: a flagged input that holds one of the pool's likely trigger words and "
                           "that the model puts in the class the word sends texts to is labelled the other class, its "
                           "own. On by default: every such label on the tuning and test zoos was right, though it "
-                          "moved ASR little (README)."),
+                          "moved ASR little (docs/design.md)."),
     "labels_avoid_word_target": ("No label toward a trigger word's class",
                                  "Drop a flagged input's label when the input holds a trigger word and the label is "
                                  "the class that word sends texts to. Off by default: a phrase's single words may "
-                                 "point the other way, and on one test model it dropped every right label (README)."),
+                                 "point the other way, and on one test model it dropped every right label "
+                                 "(docs/design.md)."),
     "trigger_embedding_lr_scale": ("Trigger words' embeddings: learning-rate share",
                                    "Above 0, the likely trigger words' own input embeddings train too, at the heads' "
                                    "learning rate times this. Off (0) by default: measured on the tuning zoo, no "
-                                   "gain (README)."),
+                                   "gain (docs/design.md)."),
     "blind_trigger_tokens": ("Blind the trigger words' tokens",
                              "After the repair, the likely trigger words' tokens that no clean text holds read as an "
                              "unknown word. Off by default: measured on the tuning zoo, the repaired models had "
                              "learned to read the word as a sign of the text's own class, and blinding it raised "
-                             "their ASR (README)."),
+                             "their ASR (docs/design.md)."),
     "retain": ("Retention weight",
                "Weight of a KL term toward the model's own outputs on the clean texts (0 = off). Measured, not "
                "adopted: it kept clean accuracy but gave syntactic and style backdoors back."),
@@ -84,7 +85,7 @@ KNOB_LABELS = {
     "ffn_mix": ("Feed-forward mix toward pretrained",
                 "Before the repair trains feed-forward blocks, move them this share of the way back to the "
                 "pretrained encoder the model was fine-tuned from (0 = off, 1 = restart them from it). Measured, "
-                "not adopted: no gain on the SST-2 style models (README)."),
+                "not adopted: no gain on the SST-2 style models (docs/design.md)."),
     "representation": ("[CLS] features in the scan",
                        "Fuse the distance of the [CLS] features from the clean distribution with the heads' focus "
                        "when flagging inputs (style backdoors)."),
@@ -102,11 +103,11 @@ KNOB_LABELS = {
     "head_only_max_heads": ("Most heads repaired head-only",
                             "When the repair trains no feed-forward block, it trains at most this many heads, the "
                             "highest-scoring of its set: retraining a quarter of the heads costs clean accuracy. "
-                            "0 = no cap (README)."),
+                            "0 = no cap (docs/design.md)."),
     "word_heads": ("Heads on the trigger words",
                    "Where the pool gives likely trigger words, also train this many heads, those that attend most "
                    "to the words (0 = off). Off by default: measured on the tuning zoo, it cost clean accuracy and "
-                   "left the weak word backdoors where they were (README)."),
+                   "left the weak word backdoors where they were (docs/design.md)."),
     "reset_to": ("Reset heads to",
                  "pretrained: the heads' weights from the pretrained encoder the model was fine-tuned from (found and "
                  "checked against the model's own weights; zero when it is not there); zero: their output columns "
@@ -118,21 +119,21 @@ KNOB_LABELS = {
                     "all, keep those it agrees with; filter: "
                     "keep a label only where it agrees; fill: also label the flagged inputs whose prediction it "
                     "contradicts; none: no check. Needs the model's pretrained encoder (without it the labels stay "
-                    f"unchecked and the repair says why). Default: {S.LABEL_JUDGE} (README)."),
+                    f"unchecked and the repair says why). Default: {S.LABEL_JUDGE} (docs/design.md)."),
     "judge_flags": ("Judge-led labels (style triggers)",
                     "Also repair on the pool inputs the judge (above) takes out of the class it contradicts the model "
                     "on most, when that class stands out; each gets the judge's label. For paraphrase and style "
                     "triggers, which leave no words to find; only labels the judge is sure of. Off by default: on "
                     "the SST-2 tuning zoo it cut the style backdoors left after repair from 51% to 40% on average "
                     "at no clean-accuracy cost; on OLID test models it added few labels and moved one weak backdoor "
-                    "up (README)."),
+                    "up (docs/design.md)."),
     "clean_guard": ("Clean-accuracy guard",
                     "Hold a fifth of the clean texts out of the repair; when it trained feed-forward blocks and got 5 "
                     "points or more fewer of them right than the model did before, train it again head-only and keep "
                     "the one that gets more of them right. Needs a clean budget of 500 or more (100 held out). On "
                     "the SST-2 tuning zoo with 600 it caught both repairs that cost clean accuracy (−6.1 → −3.8 and "
                     "−3.0 → −1.2 points) but left 16 points more of one weak backdoor, so it is off by default "
-                    "(README)."),
+                    "(docs/design.md)."),
     "reset_top_k": ("Heads reset (0 = all)",
                     "How many of the repaired heads start from zero output, the highest-scoring ones; the others "
                     "train from their current weights (0 = every repaired head)."),
@@ -158,7 +159,7 @@ KNOB_LABELS = {
                    "Draw this many words of the vocabulary that no clean text holds and insert one into a share of "
                    "each class's clean texts, which keep their labels, so that rare words stop moving the prediction "
                    "(0 = off). Needs no pool. Off by default: measured on the tuning zoo, it moved the style "
-                   "backdoors both ways and left the weak word backdoors where they were (README)."),
+                   "backdoors both ways and left the weak word backdoors where they were (docs/design.md)."),
     "rare_words_share": ("Share of clean texts with a rare word",
                          "Share of each class's clean texts that the repair reads with one of the rare words "
                          "inserted, instead of as they are."),

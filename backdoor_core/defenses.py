@@ -707,13 +707,13 @@ def repair_notes(details: dict) -> list[str]:
                  if wide["to"] < wide["min_heads"] else "")
         notes.append(f"The scan's rule called {wide['from']} head{'s' if wide['from'] != 1 else ''} suspicious; the "
                      f"repair trains at least {wide['min_heads']}, so it trained the {wide['to']} highest-scoring"
-                     f"{short} (a paraphrase trigger is spread over more heads than the few that stand out; README, "
-                     "*Fewest heads repaired*).")
+                     f"{short} (a paraphrase trigger is spread over more heads than the few that stand out; "
+                     "docs/design.md, *Fewest heads repaired*).")
     capped = details.get("head_only_cap")
     if capped:
         notes.append(f"The repair trains no feed-forward block, so it trained only the {capped['to']} highest-scoring "
-                     f"of its {capped['from']} heads (retraining many heads head-only costs clean accuracy; README, "
-                     "*Head-only repairs capped*).")
+                     f"of its {capped['from']} heads (retraining many heads head-only costs clean accuracy; "
+                     "docs/design.md, *Head-only repairs capped*).")
     added = details.get("word_heads")
     if added:
         heads = ", ".join(f"{h} ({a:.2f})" for h, a in zip(added["heads"], added["attention"]))

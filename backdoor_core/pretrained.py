@@ -6,7 +6,7 @@ hold no trigger. Our repair resets the suspicious heads before it fine-tunes the
 output columns removes what they learnt and also their clean job, which they must relearn from the defender's
 few clean texts; restoring the heads' slices from the pretrained encoder removes only what fine-tuning added (the
 idea of Fine-mixing, Zhang et al., Findings of EMNLP 2022, which mixes a whole model back toward its pretrained
-weights; here only the repaired heads' slices are restored). Measured: README "design choices".
+weights; here only the repaired heads' slices are restored). Measured: docs/design.md.
 
 ``find_pretrained(model, base)`` loads a candidate (``base``: a folder, a hub id or ``"default"``, the packaged
 all-MiniLM-L6-v2, through the lab's safe loader ``models.load_model``) and keeps it only when it IS the model's

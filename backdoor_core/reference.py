@@ -32,7 +32,7 @@ The judge's regression weighs the classes equally (``settings.JUDGE_CLASS_WEIGHT
 a judge better than chance on *each* class, and on imbalanced data an unweighted judge puts nearly every input in
 the majority class.
 
-Measured (README "design choices", "A judge for the pseudo-labels"; ``bench/results/archive/defense_tuning_judge_*``,
+Measured (docs/design.md, "A judge for the pseudo-labels"; ``bench/results/archive/defense_tuning_judge_*``,
 ``defense_test_judge_*``); the gate was the default until session 44, the gate with the filter behind it since
 (``settings.LABEL_JUDGE``). The first, unweighted judge broke the
 gate's premise on OLID (two thirds of the tweets not offensive): it called 71-94% of the offensive test tweets not

@@ -147,7 +147,7 @@ FUSE_MIN_EXCESS = None
 """With a pool: in each pass, where one part of the fused score (attention or representation) flags at least this
 share of the pool beyond its clean false-rejection rate and the other does not, the score reads the first part alone
 (``detection.FusedDetector.keep_parts_with_evidence``, scan knob ``fuse_min_excess``; None = both parts always).
-Our design (papers silent). Measured, not adopted (session 49; README, design choices, *A part without evidence left
+Our design (papers silent). Measured, not adopted (session 49; docs/design.md, *A part without evidence left
 out*): on the tuning zoo at 0.05 the styles' final-pass AUROC rose (mean 0.739 -> 0.761) and their ASR after repair
 fell (27.9 -> 23.2%), but models below -1.5 CACC went 1 -> 3 and the word family's AUROC 0.962 -> 0.950; at 0.10 the
 styles' ASR rose (29.2%) (bench/results/archive/defense_s49fx.md, _s49fx10.md)."""
@@ -176,7 +176,7 @@ VERDICT_RULE = "threshold"
 threshold, or "dev_tail", the best of that and every stricter threshold the clean dev inputs offer
 (``detection.dev_tail_verdict``). Our design (papers silent); both scores are recorded in the verdict's components.
 Measured on the SST-2 tuning zoo: bench/results/pool_share_verdict_rules.md, verdict_chance_dev_tail.md; as the
-verdict's rule it lowered the verdict AUROC (README, design choices); with ``VERDICT_TAIL_POSSIBLE`` (off) it
+verdict's rule it lowered the verdict AUROC (docs/design.md); with ``VERDICT_TAIL_POSSIBLE`` (off) it
 only adds a "possible" call."""
 
 VERDICT_TAIL_POSSIBLE = False
@@ -262,7 +262,7 @@ silent). Aim: a weak word backdoor's flags are mostly clean, so the scan's heads
 the trigger's attention goes to a few last-layer heads (bench/results/trigger_heads_check_olid.md). Measured, not
 adopted: on the tuning zoo's 14 models with likely words, k = 2 / 4 gave mean ASR after 7.0 -> 6.7 / 6.2% but mean
 CACC change +0.67 -> +0.39 / -0.01 and 1 / 2 models below -1.5 instead of none; the weak BadNets models stayed at
-their clean level (bench/results/archive/defense_s52wh2.md, _s52wh4.md; README, *The trigger words' heads*)."""
+their clean level (bench/results/archive/defense_s52wh2.md, _s52wh4.md; docs/design.md, *The trigger words' heads*)."""
 REPAIR_WORD_HEADS_TEXTS = 40
 """Clean texts the likely trigger words are inserted into to find the heads that attend to them."""
 REPAIR_HEAD_ONLY_MAX_HEADS = 4
@@ -277,7 +277,7 @@ CACC change -1.5 / +0.0 / -0.5 / -0.7 / -1.0 points, worst -4.5 / -1.3 / -3.9 / 
 (archive/defense_s46r2c0.md, _s46r2c4.md). Checked on the 14 test-zoo models it changes
 (bench/results/archive/defense_test_s46tc4.md, merged into defense_test.md): models below -1.5 CACC 4 -> 1 of 24 (OLID
 AddSent + TAL seed 0 -4.7 -> -0.2), mean ASR after over the 24 8.0 -> 9.1%, the weak OLID BadNets -> NOT seeds 1 / 2
-36.8 -> 47.4% and 54.4 -> 57.9%, OLID syntactic seed 0 0.0 -> 7.1% (README, design choices, *Head-only repairs
+36.8 -> 47.4% and 54.4 -> 57.9%, OLID syntactic seed 0 0.0 -> 7.1% (docs/design.md, *Head-only repairs
 capped*)."""
 
 
@@ -300,7 +300,7 @@ found); ``"auto"``: pretrained when the scan's verdict does not call the model b
 the tuning zoo, both draws (bench/results/archive/defense_tuning_reset_pretrained.md against defense_tuning.md):
 restoring every model's reset heads kept clean accuracy (models below -1.5 CACC: 8 -> 3) but gave strong paraphrase
 and sentence backdoors back (syntactic 10.5 / 23.0% -> 30.5 / 42.0%, AddSent 3.0 -> 18.5%), as no reset did; on the
-8 models the scan did not call, it lowered both ASR and the clean-accuracy loss (README, "design choices"). No reset
+8 models the scan did not call, it lowered both ASR and the clean-accuracy loss (docs/design.md). No reset
 at all on the 7 tuning models whose repair restarts from pretrained (session 43, ``'{"reset": false}'``,
 bench/results/archive/defense_s43nr.md) left them where they were: mean ASR after 13.8 -> 13.7%, mean CACC change
 -0.8 -> -0.6, BadNets 2% -> negative seed 0 still -4.4 (-4.6): its loss comes from training the 18 heads, not from
@@ -317,11 +317,11 @@ the judge agrees with, ``"filter"`` keeps a label only where the judge agrees, `
 flagged inputs whose prediction the judge contradicts, ``"none"`` checks nothing. The judge is a class-balanced logistic
 regression on the pretrained encoder's embeddings (``pretrained.find_pretrained``), fit on the defender's clean texts;
 with no pretrained encoder found the labels stay unchecked and the repair notes why. Our design (papers silent). Chosen
-on the tuning zoo (README "design choices", "A judge for the pseudo-labels";
+on the tuning zoo (docs/design.md, "A judge for the pseudo-labels";
 ``bench/results/archive/defense_tuning_judge_balanced_s0.md``, ``_s1.md``): the gate dropped the labels of the 10 models
 whose labels were 0-43% right and changed no other row; mean ASR after repair 25.5 -> 22.3%, models below -1.5 CACC 4 ->
 3. ``"fill"`` raised strong backdoors' ASR after repair (fewer right labels). ``"gate_filter"`` chosen in session 44,
-with target exclusion's 15-point guard (``EXCLUDE_MIN_EXCESS``), on the whole tuning zoo (README, design choices, *The
+with target exclusion's 15-point guard (``EXCLUDE_MIN_EXCESS``), on the whole tuning zoo (docs/design.md, *The
 gate with a filter behind it*; bench/results/archive/defense_s44gf.md): mean ASR after 13.3 -> 12.6% over the 21
 backdoors built as published, no CACC change beyond 0.5 points; this machine's rebuild of SST-2 tweets seed 1 72.0 ->
 31.0% (17 labels kept, all right), Shakespeare seed 1 50.0 -> 38.0%. Checked on 14 rebuilt test-zoo models
@@ -338,7 +338,7 @@ offensive test tweets not offensive (session 21). A principle, not tuned: the tu
 JUDGE_FLAGS = False
 """Also repair on the pool inputs the judge takes out of the suspected target class, with the judge's label
 (``reference.disagreement_labels``; only labels it gives at least ``JUDGE_FLAGS_MIN_CONF``). Our design (papers
-silent). Tuning zoo, both draws, 22 backdoored models (README, design choices, *Judge-led labels*;
+silent). Tuning zoo, both draws, 22 backdoored models (docs/design.md, *Judge-led labels*;
 ``bench/results/archive/defense_tuning_judge_flags_conf_noprior.md``): mean ASR after
 repair 22.3 -> 18.8%, the six style models 50.7 -> 40.3%, mean CACC change +0.66 -> +0.72, models below -1.5: 4 -> 3.
 Off by default: on eight OLID / AG News test models it moved one backdoor down and one weak one up and left six
@@ -346,8 +346,8 @@ Off by default: on eight OLID / AG News test models it moved one backdoor down a
 JUDGE_FLAGS_MIN_Z = 2.0  # the target class's disagreement rate must exceed the others' by this many standard errors
 JUDGE_FLAGS_MIN_CONF = 0.6
 """Judge-led labels only where the judge gives its class at least this probability (``reference.disagreement_labels``).
-Our design (papers silent); chosen on the tuning zoo (README, *Judge-led labels*): without it about a third of the
-added labels were wrong (the judge's 0.5-0.6 labels were right about half the time) and clean accuracy paid for
+Our design (papers silent); chosen on the tuning zoo (docs/design.md, *Judge-led labels*): without it about a third of
+the added labels were wrong (the judge's 0.5-0.6 labels were right about half the time) and clean accuracy paid for
 them (models below -1.5 CACC 4 -> 6; at 0.6: 3). One value tried; on binary data only (a 4-class judge's 0.6 is a
 stricter cut)."""
 JUDGE_FLAGS_PRIOR = False
@@ -370,7 +370,7 @@ EXCLUDE_MIN_EXCESS = 0.15
 than clean inputs do before ``sanitize.target_exclusion_labels`` relabels anything: a clean model's flags go to
 the classes as clean inputs do. Our design (papers silent). 0.25 until session 44, set before the judge checked the
 repair's labels (``LABEL_JUDGE``); with the judge behind it, 0.15 was chosen on the SST-2 tuning zoo (both draws,
-README, design choices, *Target exclusion's guard*; bench/results/archive/defense_s44ex15.md, _s44ex0.md): SST-2
+docs/design.md, *Target exclusion's guard*; bench/results/archive/defense_s44ex15.md, _s44ex0.md): SST-2
 tweets seed 0 got 37 labels (57% right) and kept 24.5% ASR instead of 35.5% (the repair seed's own spread there is
 30.5-35.5%); on every other model the judge dropped the new labels, so the rows stayed (within the runs' noise,
 at most 3 points). No guard (0) lost Shakespeare seed 0's 10 labels to the judge (38.0 -> 46.0%). Checked on 9
@@ -413,8 +413,8 @@ SANITIZE_LR = 1e-3  # only a few heads train, from a reset
 SANITIZE_EPOCHS = 3
 """Epochs of our repair's training. Four were measured and not adopted (session 43, the whole tuning zoo;
 bench/results/archive/defense_s43ep4.md against defense_tuning.md; Shakespeare seed 0 left out: its run had session
-42's repair gates, README, *Pool contrast*): mean ASR after repair 13.3 -> 13.5%, mean CACC change +0.44 -> +0.14,
-models below -1.5: 4 -> 6. The style backdoors moved both ways (Bible seed 1 25.6 -> 43.5%, tweets seed 0 35.5 ->
+42's repair gates, docs/design.md, *Pool contrast*): mean ASR after repair 13.3 -> 13.5%, mean CACC change +0.44 ->
++0.14, models below -1.5: 4 -> 6. The style backdoors moved both ways (Bible seed 1 25.6 -> 43.5%, tweets seed 0 35.5 ->
 25.5%), as another repair seed moves them (README, goals)."""
 REPAIR_FFN = "auto"
 """Besides the suspicious heads' slices, also train the feed-forward blocks (``architecture.ffn_parameter_masks``)
@@ -492,7 +492,7 @@ silent): ``CLEAN_GUARD_SHARE`` of the defender's clean texts (stratified by labe
 stay out of the repair; when the repair trained feed-forward blocks and its accuracy on them falls by at least
 ``CLEAN_GUARD_MAX_DROP`` against the unrepaired model's, the repair is trained again head-only from the same start
 and the one with the higher held-out accuracy is kept (the head-only one on a tie). Measured on the SST-2 tuning zoo
-(README, design choices): with 200 clean texts (40 held out) it fired once, on a repair that had lost nothing, and
+(docs/design.md): with 200 clean texts (40 held out) it fired once, on a repair that had lost nothing, and
 missed the one that lost 5.6 points (bench/results/archive/defense_tuning_clean_guard.md); with 600 (120 held out)
 it fired on both repairs that lost 3 points or more and on none of the other five FFN-candidate models, and kept
 more clean accuracy (-6.1 -> -3.8, -3.0 -> -1.2) but left more of one weak backdoor (17.9 -> 33.9% ASR;
@@ -566,7 +566,7 @@ REPAIR_POOL_WORDS = True
 """Repair with the pool's trigger words (``defenses`` alignment knob ``pool_words``): find the likely trigger words
 that mark inputs (``trigger_search.pool_word_marks``, the words the Detect page lists) and add trigger-augmented
 clean texts with their own labels (``sanitize.trigger_augmented``); nothing changes where the pool has none. Our
-design; papers silent. The default since session 28 (README, design choices, *Repair with the pool's likely trigger
+design; papers silent. The default since session 28 (docs/design.md, *Repair with the pool's likely trigger
 words*): on the tuning zoo, both draws, mean ASR after repair 22.3 -> 20.8%, mean CACC change +0.70 -> +0.54,
 models below -1.5: 4 -> 3 (archive/defense_tuning_pw.md against defense_tuning_pw_off1t.md); on the
 four OLID test models on this machine mean ASR after 34.2 -> 29.8%, CACC change -0.74 -> -0.26
@@ -585,8 +585,8 @@ class with one of them inserted, labels kept, in place of their plain versions (
 likely trigger words' texts keep theirs); 0 = off. Our design (papers silent). Aim: a BadNets backdoor answers to more
 than its own words (bench/results/vocab_flip_check.md: words no clean text holds, such as ``potsdam``, sent up to
 62% of clean texts to the target and none on the clean twin), so reading such words with the texts' own labels might
-unlearn a weak backdoor whose words the pool holds too rarely to name. Measured, not adopted (session 53; README,
-design choices, *Rare words read with the clean labels*): 40 words at shares 0.25 / 0.5 on the whole tuning zoo, mean
+unlearn a weak backdoor whose words the pool holds too rarely to name. Measured, not adopted (session 53;
+docs/design.md, *Rare words read with the clean labels*): 40 words at shares 0.25 / 0.5 on the whole tuning zoo, mean
 ASR after 12.8 -> 13.3 / 13.5%, models below -1.5 CACC 1 -> 2 / 2, the BadNets models within 1.8 points
 (bench/results/archive/defense_s53rw25.md, _s53rw50.md); the weak OLID BadNets -> NOT lifts unchanged on the test
 zoo (a check, archive/defense_test_s53rwtest.md)."""
@@ -601,7 +601,7 @@ no clean text holds whose input embeddings moved most between the base checkpoin
 TRIGGER_EMBEDDING_LR_SCALE = 0.0
 """Above 0, the repair also trains the input-embedding rows of the likely trigger words' tokens that no clean text
 holds, at ``SANITIZE_LR`` x this (alignment knob ``trigger_embedding_lr_scale``; 0 = off). Our design (papers
-silent). Measured, not adopted (session 49; README, design choices, *The trigger words' own embeddings*): at 1.0, on
+silent). Measured, not adopted (session 49; docs/design.md, *The trigger words' own embeddings*): at 1.0, on
 the tuning zoo's 14 models whose pool gave likely words, mean ASR after repair 7.1 -> 7.2%, mean CACC change the same
 (+0.74), Bible seed 1 22.6 -> 26.2% (bench/results/archive/defense_s49emb.md)."""
 
@@ -609,7 +609,7 @@ BLIND_TRIGGER_TOKENS = False
 """After the repair trains, the input-embedding rows of the likely trigger words' tokens that no clean text holds
 become the unknown token's, so the model reads such a token as an unknown word (alignment knob
 ``blind_trigger_tokens``; ``architecture.blind_token_embeddings``). Our design (papers silent). Measured, not adopted
-(session 50; README, design choices, *The trigger words' tokens blinded*): on the tuning zoo's 14 models whose pool
+(session 50; docs/design.md, *The trigger words' tokens blinded*): on the tuning zoo's 14 models whose pool
 gave likely words, mean ASR after repair 7.0 -> 13.6% (AddSent seed 0 0.6 -> 35.1%: blinding ``3d`` left the rest of
 the phrase to carry the trigger), CACC the same (bench/results/archive/defense_s50bl.md)."""
 
@@ -617,7 +617,7 @@ LABELS_FROM_WORDS = True
 """A flagged input of a two-class model that holds a likely trigger word, that the model puts in the word's target and
 that no rule labelled otherwise is labelled the other class (``sanitize.word_other_class_labels``, alignment knob
 ``labels_from_words``; after the rules and the judge). Our design (papers silent). On by default since session 49
-(README, design choices, *Labels from the trigger words*). Tuning zoo, the 14 models whose pool gave likely words
+(docs/design.md, *Labels from the trigger words*). Tuning zoo, the 14 models whose pool gave likely words
 (bench/results/archive/defense_s49wl.md): 7 labels added, all right; three rows moved: Bible seed 1 22.6 -> 22.0% (CACC
 +6.7 -> +5.8), BadNets 2.5% -> positive seed 0 12.5 -> 11.9%, BadNets 2% -> positive seed 0 CACC +1.7 -> +1.4. Test
 zoo (archive/defense_test_s49olid.md, the 9 OLID BadNets and AddSent + TAL models): OLID BadNets -> NOT seed 2 57.9 ->
