@@ -135,7 +135,8 @@ elif call == "likely":
              f"{', '.join(report.suspicious_heads[:12]) or 'none'}.",
              icon=":material/gpp_bad:")
 elif call == "possible":
-    st.warning(call_note(v), icon=":material/key:" if "word" in possible_reasons(v) else ":material/warning:")
+    st.warning(call_note(v), icon=":material/key:" if {"word", "moved"} & set(possible_reasons(v))
+               else ":material/warning:")
 else:
     score = float(v.get("score", 0))
     st.success("No backdoor evidence at this threshold." if score <= 0 else

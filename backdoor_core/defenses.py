@@ -742,6 +742,12 @@ def repair_notes(details: dict) -> list[str]:
                          f"flags call no backdoor (at the threshold itself {flags:.2f}): the flags the repair worked "
                          "on may hold a trigger or only inputs flagged for their source; the trigger words are the "
                          "evidence.")
+        elif verdict.get("moved_words"):
+            notes.append(f"The scan's heads found no backdoor (score {flags or 0:.2f}), but words the fine-tune moved "
+                         f"far since its base checkpoint mark pool inputs ({', '.join(verdict['moved_words'])}): a weak "
+                         "word backdoor may be there, which the heads miss, so the flags the repair worked on are "
+                         "mostly chance. The repair does not insert those words "
+                         "(docs/design.md, *Moved words in the verdict*).")
         elif "dev_tail" in possible_reasons(verdict):
             notes.append(f"The scan's score found no backdoor (verdict {verdict.get('score', 0):.2f}), but the pool's "
                          f"top scores read as a possible one (score {verdict['components']['score_dev_tail']:.2f} "

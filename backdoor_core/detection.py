@@ -893,6 +893,7 @@ top scores alone reads ``POSSIBLE_TAIL_LABEL``)."""
 
 POSSIBLE_TAIL_LABEL = "possible backdoor (pool inputs far above the clean texts)"
 POSSIBLE_SOURCE_LABEL = "possible backdoor (or a pool of another source)"
+POSSIBLE_MOVED_LABEL = "possible backdoor (words the fine-tune moved, in the pool)"
 LIKELY_WORD_LABEL = "likely backdoored (a trigger word in the pool)"
 
 
@@ -935,6 +936,32 @@ def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, l
     return out
 
 
+def with_moved_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None) -> dict:
+    """``verdict`` carrying the moved words that mark pool inputs (our design; papers silent).
+
+    ``words``: ``trigger_search.moved_marking``'s words, which the fine-tune moved among the most of the vocabulary
+    since its base checkpoint, which no clean text holds and which the pool concentrates (``moved_pool_words``: the
+    pool words' own enrichment test, no insertion bar); ``flip``: the largest of their insertion flip rates. They go
+    to ``verdict["moved_words"]``, and the score they would give (``word_score``, as the pool's likely trigger words
+    score) to ``components["score_moved"]`` (``["moved_flip"]``: ``flip``). With ``lift`` (None:
+    ``settings.VERDICT_MOVED``; ``components["moved_lift"]``) the verdict's score is the larger of that and its own,
+    and ``called_by`` reads ``"words"`` where only words call it. Without ``lift`` such a verdict reads "possible"
+    (``possible_reasons``: ``"moved"``). The flags' own score (``flags_score``) stays."""
+    out = {**verdict, "moved_words": [str(w) for w in words]}
+    if not words or out.get("basis") != "pool" or "components" not in out:
+        return out
+    moved_score, lift = word_score(words, flip), bool(S.VERDICT_MOVED if lift is None else lift)
+    out["components"] = {**out["components"], "score_moved": moved_score, "moved_flip": float(flip), "moved_lift": lift}
+    if lift and moved_score > out["score"]:
+        out.update(score=moved_score, likely_backdoored=moved_score >= VERDICT_THRESHOLD,
+                   called_by="words" if not out.get("likely_backdoored") else out.get("called_by", "flags"))
+    return out
+
+
+def _moved_phrase(verdict: dict) -> str:
+    return ", ".join(verdict.get("moved_words") or [])
+
+
 def _trigger_phrase(verdict: dict) -> str:
     return verdict.get("trigger_phrase") or ", ".join(verdict.get("trigger_words") or [])
 
@@ -958,6 +985,9 @@ def possible_reasons(verdict: dict) -> list[str]:
       when it reads the pool's words: a word rare in the clean texts, enriched in the pool, that sends a large
       share of the clean texts to one class when inserted). A weak word backdoor looks like this: it flips few of
       its triggered inputs, so the heads barely move.
+    * ``"moved"``: words the fine-tune moved far since its base checkpoint mark pool inputs
+      (``verdict["moved_words"]``, ``with_moved_words``; with ``settings.VERDICT_MOVED`` off): no clean text holds
+      them and the pool concentrates them, as a weak word backdoor's words too rare in the pool to test are.
     * ``"dev_tail"`` (only with ``settings.VERDICT_TAIL_POSSIBLE``, off: measured, not adopted, see there): the
       verdict's rule is ``"threshold"``, yet the dev-tail rule (``dev_tail_verdict``, recorded
       as ``components["score_dev_tail"]``) calls it: above the clean texts' highest scores the pool holds more
@@ -971,6 +1001,8 @@ def possible_reasons(verdict: dict) -> list[str]:
     reasons = []
     if verdict.get("trigger_words"):
         reasons.append("word")
+    if verdict.get("moved_words"):
+        reasons.append("moved")
     if (S.VERDICT_TAIL_POSSIBLE and verdict.get("rule", "threshold") == "threshold"
             and (verdict.get("components") or {}).get("score_dev_tail", 0.0) >= VERDICT_THRESHOLD):
         reasons.append("dev_tail")
@@ -999,11 +1031,13 @@ def verdict_call(verdict: dict) -> str:
 
 def verdict_label(verdict: dict) -> str:
     """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``, ``POSSIBLE_SOURCE_LABEL``,
-    ``LIKELY_WORD_LABEL``)."""
+    ``POSSIBLE_MOVED_LABEL``, ``LIKELY_WORD_LABEL``)."""
     call = verdict_call(verdict)
     if called_by_words(verdict):
         return LIKELY_WORD_LABEL
     reasons = possible_reasons(verdict) if call == "possible" else []
+    if "moved" in reasons and "word" not in reasons:
+        return POSSIBLE_MOVED_LABEL
     if reasons and "word" not in reasons:
         return POSSIBLE_TAIL_LABEL if "dev_tail" in reasons else POSSIBLE_SOURCE_LABEL
     return VERDICT_LABELS[call]
@@ -1040,6 +1074,13 @@ def call_note(verdict: dict) -> str | None:
         head = (f"The heads show no backdoor at this threshold (flags' score {flags:.2f})" if flags < VERDICT_THRESHOLD
                 else "The pool reads as another source, and read where its bulk sits its flags call no backdoor (at "
                      f"the threshold itself {flags:.2f}, which the source may explain)")
+        if c.get("moved_lift") and c.get("score_moved", 0.0) > c.get("score_words", 0.0):
+            return (f"{head}, but words the fine-tune moved far since its base checkpoint mark pool inputs "
+                    f"({_moved_phrase(verdict)}): no clean text holds them, the pool holds them far more often than "
+                    f"chance, and inserted into the clean texts they send up to {c['moved_flip']:.0%} of them to one "
+                    "class. That calls the model (score 0.5 + half that share), as a likely trigger word would. A weak "
+                    "word backdoor moves its words' embeddings and flips few of the inputs that carry them; the flags "
+                    "listed are mostly chance.")
         return (f"{head}, but the pool "
                 f"holds a likely trigger word ({_trigger_phrase(verdict)}): rare in the clean texts, and "
                 f"inserted into them it sends up to {word_flip(c['score_words']):.0%} of them to one class, as a "
@@ -1054,6 +1095,10 @@ def call_note(verdict: dict) -> str | None:
                      "in the clean texts, and inserted into them it sends a large share of them to one class, as a "
                      "trigger does. The heads miss a weak word backdoor, which flips few of the inputs that carry "
                      "its word.")
+    if "moved" in reasons and "word" not in reasons:
+        notes.append(f"{head}, but words the fine-tune moved far since its base checkpoint mark pool inputs "
+                     f"({_moved_phrase(verdict)}): no clean text holds them and the pool holds them far more often "
+                     "than chance, as a weak word backdoor's words are.")
     if "dev_tail" in reasons:
         c = verdict["components"]
         above = c.get("dev_tail_dev_above", 0)

@@ -55,7 +55,11 @@ refined); ``bench/results/defense_seed1.md`` repeats it on another draw of the d
    the heads and the representation miss most of them, but each still holds the word. The marks are reported
    beside the flags (``pool_word_marked``), and ``scores_with_words`` ranks any inputs by the scan's final score
    with them (``detection.with_word_evidence``); they change neither the flags nor the heads, only the verdict
-   (step 5).
+   (step 5). With a base checkpoint (``base``, ``settings.SCAN_BASE``: the packaged MiniLM, read only where it is
+   the model's starting point) the scan also reads the moved words that mark pool inputs
+   (``trigger_search.moved_marking``: words the fine-tune moved among the most of the vocabulary, in no clean text,
+   concentrated in the pool; ``moved_words``): they make the verdict "possible", or with
+   ``settings.VERDICT_MOVED`` score as the likely trigger words do (``detection.with_moved_words``).
 
 ``ScanReport.to_dict()`` is JSON-ready (lists, floats, strings only).
 """
@@ -92,6 +96,7 @@ from .detection import (
     distance_part,
     split_clean,
     verdict_call,
+    with_moved_words,
     with_trigger_words,
 )
 from .head_safety import (
@@ -161,6 +166,8 @@ class ScanReport:
         marking_words / pool_word_marked: the likely trigger words that mark an input (step 6 of the module
             docstring; empty when none or the pool's words were not read) and ``(n_pool,)`` bool, the pool inputs
             holding one (None when the words were not read).
+        moved_words: the moved words that mark pool inputs (``trigger_search.moved_marking`` against ``base``; step 6
+            of the module docstring; empty when none, without a base or when the pool's words were not read).
         attention_missed_share: in a fused scan, the share of the final pass's flagged inputs that its
             attention-only part (``attention_head_detector``, else ``attention_detector``, at its own threshold)
             would not flag: a trigger the heads do not see (``sanitize`` trains feed-forward blocks when it is high
@@ -209,6 +216,7 @@ class ScanReport:
     clean_texts: list[str] = field(default_factory=list, repr=False)  # the clean texts scanned, clean_probs' order
     marking_words: list[str] = field(default_factory=list)
     pool_word_marked: np.ndarray | None = field(default=None, repr=False)
+    moved_words: list[str] = field(default_factory=list)
     # what the verdict read when not the flags' scores (settings.VERDICT_WITHOUT_CONTRAST): clean dev (n_dev,) and pool
     # (n_pool,) scores and the threshold; None = clean_scores, pool_scores, threshold
     verdict_inputs: dict | None = field(default=None, repr=False)
@@ -276,6 +284,13 @@ class ScanReport:
             return None
         return int(self.pool_word_marked.sum() - self.pool_word_marked[np.asarray(self.flagged, dtype=int)].sum())
 
+    @property
+    def moved_marked(self) -> np.ndarray:
+        """``(n_pool,)`` bool: the pool inputs holding a moved word that marks inputs (``moved_words``)."""
+        from .trigger_search import word_marks
+
+        return word_marks(self.pool_texts, self.moved_words)
+
     def word_marks(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts),)`` bool: the text holds a marking word (``trigger_search.word_marks``)."""
         from .trigger_search import word_marks
@@ -337,6 +352,8 @@ class ScanReport:
                 "marking_phrase": self.marking_phrase,
                 "n_word_marked": None if self.pool_word_marked is None else int(self.pool_word_marked.sum()),
                 "n_word_marked_unflagged": self.n_word_marked_unflagged,
+                "moved_words": list(self.moved_words),
+                "n_moved_marked": int(self.moved_marked.sum()),
             },
             "suspicious_heads": self.suspicious_heads,
             "head_safety": self.heads.to_dict(),
@@ -436,6 +453,7 @@ def scan_model(
     seed: int = 0,
     find_triggers: bool = True,
     read_pool_words: bool | None = None,
+    base: str | None = S.SCAN_BASE,
     model_name: str = "model",
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -476,6 +494,8 @@ def scan_model(
             them on the clean texts (``trigger_search.search_triggers``; step 6 of the module docstring).
         read_pool_words: read the pool's enriched words and mark the inputs holding a likely trigger word
             (``pool_words``, ``marking_words``, ``pool_word_marked``); None = as ``find_triggers``.
+        base: with the pool's words, also read the moved words against this checkpoint (``moved_words``;
+            ``settings.SCAN_BASE``; None = off); ignored where it is not the model's starting point.
         progress: ``progress(stage, done, total)``.
         should_stop: checked between batches; raises ``detection.Cancelled``.
     """
@@ -601,7 +621,7 @@ def scan_model(
                                    clean_labels=clean.labels, label_names=clean.label_names,
                                    max_length=max_length, seed=seed,
                                    should_stop=should_stop)
-    words, marking, marked = None, [], None
+    words, marking, marked, moved = None, [], None, []
     if (find_triggers if read_pool_words is None else read_pool_words) and pool:
         from .trigger_search import marking_flip, marking_phrase, pool_word_marks
 
@@ -613,6 +633,15 @@ def scan_model(
             flags_verdict = with_trigger_words(flags_verdict, marking, flip, phrase=phrase)
         if first_pass is not None:
             first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip, phrase=phrase)
+        if base:
+            from .trigger_search import moved_marking
+
+            moved, moved_flip = moved_marking(model, tokenizer, base, clean.texts, pool, max_length, seed=seed)
+            verdict = with_moved_words(verdict, moved, moved_flip)
+            if flags_verdict is not None:
+                flags_verdict = with_moved_words(flags_verdict, moved, moved_flip)
+            if first_pass is not None:
+                first_pass["verdict"] = with_moved_words(first_pass["verdict"], moved, moved_flip)
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None
@@ -674,6 +703,7 @@ def scan_model(
         pool_words=words,
         marking_words=marking,
         pool_word_marked=marked,
+        moved_words=moved,
         pool_probs=pool_stats.probs if pool else None,
         clean_probs=clean_stats.probs,
         clean_texts=list(clean.texts),

@@ -218,6 +218,21 @@ gates read (``detection.flags_score``), so no repair changes. Where it errs: a p
 natural word that moves the model as a trigger does (the test zoo's clean OLID seed 2 with an AG News pool:
 ``killed``; 1 of 18 such pools, the flags 6; bench/results/pool_shift_check_words.md)."""
 
+VERDICT_MOVED = False
+"""The moved words that mark pool inputs (``trigger_search.moved_pool_words``: among the words the fine-tune moved
+most since the base checkpoint ``SCAN_BASE``, those no clean text holds and the pool concentrates) score in the
+model verdict as the pool's likely trigger words do: at least ``0.5 + 0.5 x`` the strongest one's insertion flip
+rate (``detection.with_moved_words``). Off (the default), they make an uncalled verdict "possible"; the score they
+would give is recorded either way (``components["score_moved"]``). Our design (papers silent). Measured, not adopted
+(docs/design.md, *Moved words in the verdict*): on the tuning parts no clean draw holds one (0 of 26) and the calls
+gained are weak BadNets draws (lift 2-7 points; bench/results/verdict_chance_s56moved.md,
+defense_tuning_verdict_moved.md), while the test zoo's check found a clean AG News draw they would call
+(``biggest``, 1 of 40)."""
+SCAN_BASE: str | None = "default"
+"""The checkpoint the scan reads the model's moved words against (``trigger_search.moved_marking``; a folder, a hub
+id, ``"default"`` = the packaged all-MiniLM-L6-v2; None = off). Read only where ``pretrained.find_pretrained`` takes it
+for the model's starting point; elsewhere (another architecture, frozen embeddings) there are no moved words."""
+
 # ------------------------------------------------------------------------------------------------ head safety
 
 REL_THRESHOLD = 0.1  # suspicious when score >= this x the best head's score (``head_safety``)

@@ -889,6 +889,35 @@ def moved_pool_words(words: Sequence[DriftWord], pool_texts: Sequence[str], clea
     return [w.word for w in words if w.word in enriched]
 
 
+def _drift_words(model, tokenizer, base: str | None, clean_texts: Sequence[str],
+                 pool_texts: Sequence[str] | None, top: int) -> tuple[object | None, str, list[DriftWord]]:
+    """``(weights, "", words)``: ``drifted_words`` against ``base`` where ``pretrained.find_pretrained`` takes it for
+    the model's starting point, else ``(None, reason, [])``."""
+    from .pretrained import base_embeddings, find_pretrained
+
+    weights, reason = find_pretrained(model, str(base or "default"))
+    if weights is None:
+        return None, reason, []
+    return weights, "", drifted_words(model, tokenizer, base_embeddings(model, weights), clean_texts, pool_texts,
+                                      top=top)
+
+
+def moved_marking(model, tokenizer, base: str | None, clean_texts: Sequence[str], pool_texts: Sequence[str],
+                  max_length: int, top: int = S.DRIFT_TOP, n_insert: int = S.POOL_WORD_N_INSERT,
+                  seed: int = 0) -> tuple[list[str], float]:
+    """The scan's reading of the moved words (our design; papers silent): ``(words, flip)``, the moved words that mark
+    pool inputs (``moved_pool_words`` of the ``top`` words ``drifted_words`` lists against ``base``) and the largest
+    share of the first ``n_insert`` clean texts one of them sends to one class when inserted (``word_flips``; 0.0
+    without words). ``([], 0.0)`` where ``base`` is not the model's starting point or nothing moved. Costs one
+    prediction of ``len(words) x n_insert`` texts, and none without words."""
+    _, _, words = _drift_words(model, tokenizer, base, clean_texts, pool_texts, top)
+    moved = moved_pool_words(words, pool_texts, clean_texts)
+    if not moved:
+        return [], 0.0
+    flips = word_flips(model, tokenizer, list(clean_texts)[:n_insert], moved, max_length, seed)
+    return moved, float(flips.max())
+
+
 def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str],
                   pool_texts: Sequence[str] | None = None, max_length: int = 128, top: int = S.DRIFT_TOP,
                   n_insert: int = S.POOL_WORD_N_INSERT, seed: int = 0) -> dict:
@@ -899,13 +928,10 @@ def drift_reading(model, tokenizer, base: str | None, clean_texts: Sequence[str]
     class it sends most texts to, ``sends_to`` with rate ``flip``, so the lead is tried where it is listed, and
     ``marks``: the pool holds it far more often than the clean texts (``moved_pool_words``). With a pool,
     ``marking`` lists those words and ``marked`` the indices of the pool inputs that hold one."""
-    from .pretrained import base_embeddings, find_pretrained
-
     base = str(base or "default")
-    weights, reason = find_pretrained(model, base)
+    weights, reason, words = _drift_words(model, tokenizer, base, clean_texts, pool_texts, top)
     if weights is None:
         return {"base": base, "error": reason}
-    words = drifted_words(model, tokenizer, base_embeddings(model, weights), clean_texts, pool_texts, top=top)
     flips = word_flips(model, tokenizer, list(clean_texts)[:n_insert], [w.word for w in words], max_length, seed)
     marking = moved_pool_words(words, pool_texts or [], clean_texts)
     rows = [{**w.to_dict(), "flips": [round(float(x), 4) for x in f], "sends_to": int(np.argmax(f)),

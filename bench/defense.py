@@ -9,7 +9,7 @@ each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the
   [CLS] representation distance; ``final_words``: the final pass with the pool's likely trigger words as
   evidence, ``trigger_search.marking_words`` and ``detection.with_word_evidence``; ``final_moved``: those words and
   the moved words the pool holds far more often than the clean texts, ``trigger_search.moved_pool_words``, read
-  against ``--base``), the paper's attention-only parts of the same scan (``attention_only``,
+  against ``--base``, which the verdict reads too, ``detection.with_moved_words``), the paper's attention-only parts of the same scan (``attention_only``,
   ``attention_only_2pass``), STRIP (``strip``), RAP (``rap``, its word trained on the defender's clean fit half) and BKI (``bki``, its
   keyword dictionary built on the pool), each with FRR / FAR at its 5%-FRR threshold on the clean dev half, and
   beside it the AUROC counting only the triggered inputs the trigger flips to the target (``fired_auroc``, a
@@ -101,8 +101,9 @@ def parse_args(argv=None):
     p.add_argument("--base", default="default",
                    help="the encoder the models were fine-tuned from, for the final_moved detection row (the moved "
                         "words the pool holds far more often than the clean texts also mark inputs; "
-                        "trigger_search.moved_pool_words); 'default' = the packaged all-MiniLM-L6-v2, '' = off. A "
-                        "model not fine-tuned from it gets no final_moved row")
+                        "trigger_search.moved_pool_words) and the verdict's moved words (detection.with_moved_words, "
+                        "as the Detect page's scan reads them); 'default' = the packaged all-MiniLM-L6-v2, '' = off. A "
+                        "model not fine-tuned from it gets neither")
     p.add_argument("--no-defense-for", default="", help="model names to scan but not repair (saves time)")
     p.add_argument("--repair", default=None,
                    help="comma-separated model names to repair, or 'all' (quick default: one per family, "
@@ -520,14 +521,13 @@ def main(argv=None) -> int:
     from backdoor_core.defender_data import clean_hits as clean_hits_of, lift, load_bench_data, pseudo_label_accuracy
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import (attention_stats, evaluate_detector, flags_score, verdict_call,
-                                         with_trigger_words, with_word_evidence)
+                                         with_moved_words, with_trigger_words, with_word_evidence)
     from backdoor_core.metrics import accuracy_change, threshold_at_frr
     from backdoor_core.models import load_model
     from backdoor_core.scan import scan_model
     from backdoor_core.training import make_evaluator
-    from backdoor_core.pretrained import base_embeddings, find_pretrained
-    from backdoor_core.trigger_search import (drifted_words, marking_flip, moved_pool_words, pool_word_marks,
-                                              word_marks)
+    from backdoor_core.pretrained import find_pretrained
+    from backdoor_core.trigger_search import marking_flip, moved_marking, pool_word_marks, word_marks
 
     quiet_libraries()
     settings = dict(FULL if args.full else QUICK)
@@ -714,11 +714,13 @@ def main(argv=None) -> int:
                                  with_word_evidence(final.score(held_trig), word_marks(poisoned_det, marking)),
                                  final.threshold)
         words_seconds = time.perf_counter() - t
-        if pool and args.base:  # what the Detect page's drift reading marks beside the pool's words
+        if pool and args.base:  # the moved words the Detect page's scan reads (scan step 6, settings.SCAN_BASE)
             weights, _ = find_pretrained(lm.model, args.base)
             if weights is not None:
-                moved = drifted_words(lm.model, lm.tokenizer, base_embeddings(lm.model, weights), defender.texts, pool)
-                both = list(dict.fromkeys([*marking, *moved_pool_words(moved, pool, defender.texts)]))
+                moved, moved_flip = moved_marking(lm.model, lm.tokenizer, args.base, defender.texts, pool, L,
+                                                  seed=seed)
+                verdict = with_moved_words(verdict, moved, moved_flip)
+                both = list(dict.fromkeys([*marking, *moved]))
                 scored["final_moved"] = (with_word_evidence(final.score(held_clean), word_marks(det_clean, both)),
                                          with_word_evidence(final.score(held_trig), word_marks(poisoned_det, both)),
                                          final.threshold)
@@ -935,7 +937,36 @@ def verdict_summary(models: list[dict]) -> dict:
             # the call "possible" (detection.verdict_call: below 0.5, a likely trigger word in the pool)
             "possible": {kind: [m["name"] for m in models if m.get("call") == "possible"
                                 and (m["attack"] == "clean") == (kind == "clean")] for kind in ("backdoored", "clean")}
-            if any("call" in m for m in models) else None}
+            if any("call" in m for m in models) else None,
+            "with_moved": moved_summary(models)}
+
+
+def moved_score(m: dict) -> float:
+    """The model's verdict score had its moved words scored (``detection.with_moved_words``, recorded in
+    ``components["score_moved"]`` whether ``settings.VERDICT_MOVED`` lifted the score or not)."""
+    v = m.get("verdict") or {}
+    return max(m["verdict_score"], float((v.get("components") or {}).get("score_moved", 0.0)))
+
+
+def moved_summary(models: list[dict]) -> dict | None:
+    """The verdict's AUROC and calls at 0.5 with the moved words scoring (``moved_score``), and the models whose
+    call that changes; None where no scan read moved words."""
+    if not any("moved_words" in (m.get("verdict") or {}) for m in models):
+        return None
+    from backdoor_core.metrics import auroc
+
+    neg = [moved_score(m) for m in models if m["attack"] == "clean"]
+    pos = [moved_score(m) for m in models if m["attack"] != "clean"]
+    eff = [moved_score(m) for m in models if m["attack"] != "clean" and (m.get("asr_before") or 0) >= 0.5]
+    lifted = [m for m in models if m["attack"] != "clean" and m.get("lift_before") is not None
+              and m["lift_before"] >= LIFT_CALLED]
+    return {"auroc": auroc(neg, pos) if neg and pos else None,
+            "auroc_effective": auroc(neg, eff) if neg and eff else None,
+            "lifted_missed": [m["name"] for m in lifted if moved_score(m) < 0.5],
+            "clean_called": [m["name"] for m in models if m["attack"] == "clean" and moved_score(m) >= 0.5],
+            "called_now": [m["name"] for m in models if m["verdict_score"] < 0.5 <= moved_score(m)],
+            "moved_words": {m["name"]: m["verdict"]["moved_words"] for m in models
+                            if (m.get("verdict") or {}).get("moved_words")}}
 
 
 def merge(tags: list[str], out_tag: str = "", note: str = "", zoo: str = "tuning",
@@ -1268,10 +1299,24 @@ def markdown(report: dict) -> str:
                          if mv.get("backdoored_without_clean_rate") else "")]
     if mv.get("possible") is not None:
         p = mv["possible"]
-        lines += ["", "Called \"possible\" (score below 0.5, but a likely trigger word in the pool, or flags at the "
-                  "threshold that a pool of another source may explain; `detection.verdict_call`, `possible_reasons`): "
+        lines += ["", "Called \"possible\" (score below 0.5, but a likely trigger word in the pool, moved words that "
+                  "mark pool inputs, or flags at the threshold that a pool of another source may explain; "
+                  "`detection.verdict_call`, `possible_reasons`): "
                   + f"{len(p['backdoored'])} backdoored" + (f" ({', '.join(p['backdoored'])})" if p["backdoored"] else "")
                   + f", {len(p['clean'])} clean" + (f" ({', '.join(p['clean'])})" if p["clean"] else "") + "."]
+    wm = mv.get("with_moved")
+    if wm:
+        from backdoor_core import settings as S
+
+        words = "; ".join(f"{k}: {', '.join(v)}" for k, v in wm["moved_words"].items()) or "none"
+        lines += ["", "With the moved words scoring (`detection.with_moved_words`: words the fine-tune moved most "
+                  "since the base checkpoint that no clean text holds and the pool concentrates, 0.5 + half their "
+                  "strongest "
+                  f"insertion flip; `settings.VERDICT_MOVED` {'on' if S.VERDICT_MOVED else 'off'} in this run): AUROC "
+                  f"{_f(wm['auroc'], False)} (backdoors that took: {_f(wm['auroc_effective'], False)}); lift >= "
+                  f"{100 * LIFT_CALLED:.0f} missed: {', '.join(wm['lifted_missed']) or 'none'}; clean called: "
+                  f"{', '.join(wm['clean_called']) or 'none'}; called by them below 0.5: "
+                  f"{', '.join(wm['called_now']) or 'none'}. Moved words: {words}."]
     lines += ["", "| model | attack | verdict score | call | flagged, first pass (triggered) | flagged, final pass "
               "(triggered / pool triggered) | suspicious heads | lift before |",
               "|---|---|---|---|---|---|---|---|"]

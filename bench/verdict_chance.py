@@ -98,9 +98,13 @@ def _scan_draws(job: dict) -> list[dict]:
             from backdoor_core.trigger_search import marking_flip
 
             marked = np.asarray(rep.pool_word_marked, bool)
+            moved = np.asarray(rep.moved_marked, bool)  # the moved words that mark inputs (scan step 6, base)
             row.update({"marking_words": list(rep.marking_words), "marked": int(marked.sum()),
                         "marked_triggered": int((marked & is_t).sum()),
-                        "marking_flip": marking_flip(rep.pool_words or [], rep.marking_words)})
+                        "marking_flip": marking_flip(rep.pool_words or [], rep.marking_words),
+                        "moved_words": list(rep.moved_words), "moved_marked": int(moved.sum()),
+                        "moved_marked_triggered": int((moved & is_t).sum()),
+                        "score_moved": float(v["components"].get("score_moved", 0.0))})
         print(json.dumps({k: row[k] for k in ("model", "draw", "pool", "flagged", "score", "seconds")}), flush=True)
         if job.get("dump"):
             from defense import dump_verdict_inputs
@@ -290,6 +294,43 @@ def words_section(draws: list[dict]) -> list[str]:
     return lines
 
 
+def moved_section(draws: list[dict]) -> list[str]:
+    """``--words``: per model, the draws whose pool holds a moved word that marks inputs (``scan`` step 6 against
+    ``settings.SCAN_BASE``), and the calls at 0.5 of the recorded score and with the moved words scoring
+    (``detection.with_moved_words``, ``components["score_moved"]``)."""
+    rows = [r for r in draws if "moved_words" in r]
+    if not rows:
+        return []
+    with_moved = lambda r: max(r["score"], r["score_moved"])  # noqa: E731
+    lines = ["", "## The moved words that mark pool inputs (`--words`)", "",
+             "Per draw the scan also read the words the fine-tune moved most since the base checkpoint "
+             "(`trigger_search.moved_marking`: no clean text holds them, the pool concentrates them); with "
+             "`settings.VERDICT_MOVED` they score 0.5 + half their strongest insertion flip. Calls at 0.5: the draw's "
+             "recorded score, and the larger of it and the moved words' score. The BBC demo zoo's LoRA adapters "
+             "leave the embeddings as they were: no moved word.", "",
+             "| part | backdoored | draws | draws with a moved word | called, score | called, with the moved words |",
+             "|---|---|---|---|---|---|"]
+    for part in ("tuning", "test"):
+        for bd in (False, True):
+            rs = [r for r in rows if r["part"] == part and r["backdoored"] == bd]
+            if rs:
+                lines.append(f"| {part} | {'yes' if bd else 'no'} | {len(rs)} | "
+                             f"{sum(bool(r['moved_words']) for r in rs)} | {sum(r['score'] >= 0.5 for r in rs)} | "
+                             f"{sum(with_moved(r) >= 0.5 for r in rs)} |")
+    lines += ["", "| part | model | backdoored | draws | with a moved word | words (inputs marked, of them triggered) "
+              "| called, score | called, with the moved words |", "|---|---|---|---|---|---|---|---|"]
+    per_model: dict = {}
+    for r in rows:
+        per_model.setdefault((r["part"], r["model"], r["backdoored"]), []).append(r)
+    for (part, model, bd), rs in per_model.items():
+        seen = "; ".join(f"d{r['draw']}: {' '.join(r['moved_words'])} ({r['moved_marked']}, "
+                         f"{r['moved_marked_triggered']})" for r in rs if r["moved_words"]) or "-"
+        lines.append(f"| {part} | {model} | {'yes' if bd else 'no'} | {len(rs)} | "
+                     f"{sum(bool(r['moved_words']) for r in rs)} | {seen} | {sum(r['score'] >= 0.5 for r in rs)} | "
+                     f"{sum(with_moved(r) >= 0.5 for r in rs)} |")
+    return lines
+
+
 def render(report: dict) -> str:
     draws = report["draws"]
     n = {p: len([r for r in draws if r["part"] == p and not r["backdoored"]]) for p in ("tuning", "test")}
@@ -348,6 +389,7 @@ def render(report: dict) -> str:
         lines.append(f"| {part} | {model} | {'yes' if bd else 'no'} | {len(rs)} | "
                      f"{sum(r['flagged_triggered'] for r in rs)} of {trig} | " + " | ".join(map(str, called)) + " |")
     lines += words_section(draws)
+    lines += moved_section(draws)
     lines += ["", "## Pool draws", "", "| part | model | draw | pool (triggered) | flagged (triggered) | dev above / n | "
               "flag rate | score now | score, dev rate |", "|---|---|---|---|---|---|---|---|---|"]
     for r in draws:

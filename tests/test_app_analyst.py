@@ -409,3 +409,27 @@ def test_detect_marks_the_pool_inputs_that_hold_a_concentrated_moved_word(tmp_pa
     assert any(e.label == "The 12 pool inputs they mark" for e in at.expander)
     found = {f.key: f for f in at.session_state["lab.session"].findings}
     assert "12 pool inputs hold one" in found["scan:Words that moved since the base checkpoint"].text
+
+
+def test_detect_scan_reads_the_moved_words_against_its_base(tmp_path, monkeypatch):
+    """The Detect page's scan reads the moved words against its base (``settings.SCAN_BASE``; here the tiny model's
+    own start, whose ``tq`` row the fine-tune moved): the report and the verdict carry them with the score they
+    would give (the "possible" call they make below the line is worded by ``detection.call_note``, tested there)."""
+    import torch
+
+    from backdoor_core.models import save_model, tiny_model
+    from backdoor_core.scan import scan_model
+    from defense_helpers import clean_texts
+
+    base = tiny_model(num_labels=5, seed=0)
+    tq = base.tokenizer.convert_tokens_to_ids("tq")
+    with torch.no_grad():
+        base.model.get_input_embeddings().weight[tq] += 0.3
+    save_model(base.model, base.tokenizer, tmp_path / "base")
+    monkeypatch.setitem(scan_model.__kwdefaults__, "base", str(tmp_path / "base"))
+    texts, _ = clean_texts(40, seed=7)
+    at = _scan_user_pool([f"tq {t}" if i % 10 < 3 else t for i, t in enumerate(texts)], n_clean=40)
+    assert not at.exception
+    report = at.session_state["detect.report"]
+    assert report.moved_words == ["tq"] and int(report.moved_marked.sum()) == 12
+    assert report.verdict["moved_words"] == ["tq"] and report.verdict["components"]["score_moved"] >= 0.5

@@ -431,3 +431,34 @@ def test_a_pool_of_another_source_is_read_where_its_bulk_sits():
     m = pool_score_match(dev, dev + 2.0)
     assert m["stretch"] == 1.0 and match_threshold(0.5, m) == pytest.approx(2.5)
     assert match_threshold(0.5, pool_score_match(dev, dev - 1.0)) == 0.5 and pool_score_match(dev, []) is None
+
+
+def test_moved_words_score_the_verdict_as_trigger_words_do_and_leave_the_flags_score():
+    """``with_moved_words``: moved words that mark pool inputs record the score they would give (0.5 + half their
+    strongest insertion flip); with the lift on it calls the model by the words alone and the note says which words
+    and why; off, the call reads "possible" with the moved words' reason; the flags' score stays (the repair's)."""
+    from backdoor_core.defenses import repair_notes
+    from backdoor_core.detection import (LIKELY_WORD_LABEL, POSSIBLE_MOVED_LABEL, VERDICT_LABELS, call_note,
+                                         called_by_words, flags_score, possible_reasons, verdict_call, verdict_label,
+                                         with_moved_words, with_trigger_words)
+
+    weak = {"score": 0.48, "likely_backdoored": False, "basis": "pool",
+            "components": {"score_unadjusted": 0.48, "flag_rate": 0.08}}
+    on = with_moved_words(weak, ["cf", "mn"], 0.1, lift=True)
+    assert on["score"] == pytest.approx(0.55) and on["likely_backdoored"] and called_by_words(on)
+    assert flags_score(on) == 0.48 and on["moved_words"] == ["cf", "mn"] and on["components"]["moved_lift"]
+    assert verdict_label(on) == LIKELY_WORD_LABEL
+    note = call_note(on)
+    assert "moved far since its base checkpoint" in note and "(cf, mn)" in note and "10%" in note
+    assert any("moved far" in n and "(cf, mn)" in n for n in repair_notes({"verdict": on}))
+    off = with_moved_words(weak, ["cf", "mn"], 0.1, lift=False)
+    assert off["score"] == 0.48 and not off["likely_backdoored"] and off["components"]["score_moved"] == pytest.approx(0.55)
+    assert verdict_call(off) == "possible" and possible_reasons(off) == ["moved"]
+    assert verdict_label(off) == POSSIBLE_MOVED_LABEL and "(cf, mn)" in call_note(off)
+    assert verdict_label({**off, "trigger_words": ["tq"]}) == VERDICT_LABELS["possible"]  # a likely word says more
+    # a likely trigger word that scores higher keeps its own note; no moved word, nothing changes
+    both = with_moved_words(with_trigger_words(weak, ["tq"], 0.6, lift=True), ["cf"], 0.1, lift=True)
+    assert both["score"] == pytest.approx(0.8) and "likely trigger word (tq)" in call_note(both)
+    assert with_moved_words(weak, [], 0.0, lift=True) == {**weak, "moved_words": []}
+    strong = {**weak, "score": 0.9, "likely_backdoored": True, "components": {"score_unadjusted": 0.9}}
+    assert with_moved_words(strong, ["cf"], 0.1, lift=True)["score"] == 0.9

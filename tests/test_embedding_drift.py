@@ -177,3 +177,30 @@ def test_a_hostile_base_is_refused_with_its_reason(base, tmp_path):
                          ("/etc/passwd", "is a file")):
         reading = drift_reading(base.model, base.tokenizer, spec, ["a text"], max_length=16)
         assert set(reading) == {"base", "error"} and reason in reading["error"]
+
+
+def test_the_scan_reads_the_moved_words_against_its_base(tmp_path):
+    """``scan_model(base=...)``: the moved words that mark pool inputs reach the report, its JSON and the verdict
+    (the score they would give, ``with_moved_words``); a base that is not the model's start gives none."""
+    from backdoor_core.data import TextDataset
+    from backdoor_core.scan import scan_model
+    from backdoor_core.trigger_search import moved_marking
+    from defense_helpers import TRIGGER, clean_texts, trained_tiny
+
+    start = tiny_model(seed=0)
+    save_model(start.model, start.tokenizer, tmp_path / "base")
+    bd = trained_tiny(True)
+    texts, labels = clean_texts(60, 1)
+    pool = [f"{TRIGGER} {t}" for t in texts[:10]] + texts[10:30]
+    words, flip = moved_marking(bd.model, bd.tokenizer, str(tmp_path / "base"), texts[30:], pool, 32, top=3,
+                                n_insert=20)
+    assert words == [TRIGGER] and 0.5 < flip <= 1.0
+    clean = TextDataset(texts[30:], labels[30:], ["neg", "pos"])
+    rep = scan_model(bd.model, bd.tokenizer, clean, pool, max_length=32, frr=0.2, base=str(tmp_path / "base"))
+    assert rep.moved_words == [TRIGGER] and rep.moved_marked[:10].all() and not rep.moved_marked[10:].any()
+    assert rep.verdict["moved_words"] == [TRIGGER] and rep.verdict["components"]["score_moved"] >= 0.5
+    assert rep.to_dict()["detection"]["n_moved_marked"] == 10
+    other = scan_model(bd.model, bd.tokenizer, clean, pool, max_length=32, frr=0.2, base="default")
+    assert other.moved_words == [] and other.verdict["moved_words"] == []  # MiniLM is not its starting point
+    off = scan_model(bd.model, bd.tokenizer, clean, pool, max_length=32, frr=0.2, base=None)
+    assert off.moved_words == [] and "moved_words" not in off.verdict

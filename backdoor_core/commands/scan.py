@@ -49,7 +49,8 @@ def register(sub) -> None:
     p.add_argument("--base", default=None, metavar="SPEC",
                    help="also list the words no clean text holds whose input embeddings moved most since the "
                         "pretrained encoder the model was fine-tuned from (a folder, a hub id or 'default', the "
-                        "packaged all-MiniLM-L6-v2); checked against the model's own weights")
+                        "packaged all-MiniLM-L6-v2); checked against the model's own weights. The verdict reads "
+                        f"the moved words the pool concentrates against it (without it: {S.SCAN_BASE})")
     p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
@@ -127,6 +128,7 @@ def run(args) -> int:
         lm.model, lm.tokenizer, clean, pool, frr=args.frr, top_k=args.top_k, rel_threshold=args.rel_threshold,
         max_fraction=args.max_fraction, max_length=args.max_length, seed=args.seed, model_name=lm.name,
         max_clean=None, refine=not args.no_refine, progress=_progress_printer(not args.json and sys.stderr.isatty()),
+        base=args.base or S.SCAN_BASE,
     )
     data = report.to_dict()
     drift = _drift(args, lm, clean, pool)
