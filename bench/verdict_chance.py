@@ -257,6 +257,33 @@ def _f(x, nd=3):
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def _word_tables(rows: list[dict], heading: str, intro: str, key: str, what: str, scored, seen) -> list[str]:
+    """One ``--words`` section: per part and per model, the draws whose pool holds a word of ``key`` (``what``
+    names it), and the calls at 0.5 of the recorded score and of ``scored(row)``; ``seen(row)`` words a draw's
+    words for the per-model table."""
+    lines = ["", heading, "", intro, "",
+             f"| part | backdoored | draws | draws with a {what} | called, score | called, with the {what}s |",
+             "|---|---|---|---|---|---|"]
+    counts = lambda rs: (f"{sum(bool(r[key]) for r in rs)}", f"{sum(r['score'] >= 0.5 for r in rs)}",  # noqa: E731
+                         f"{sum(scored(r) >= 0.5 for r in rs)}")
+    for part in ("tuning", "test"):
+        for bd in (False, True):
+            rs = [r for r in rows if r["part"] == part and r["backdoored"] == bd]
+            if rs:
+                lines.append(f"| {part} | {'yes' if bd else 'no'} | {len(rs)} | " + " | ".join(counts(rs)) + " |")
+    lines += ["", f"| part | model | backdoored | draws | with a {what} | words | called, score | called, with the "
+              f"{what}s |", "|---|---|---|---|---|---|---|---|"]
+    per_model: dict = {}
+    for r in rows:
+        per_model.setdefault((r["part"], r["model"], r["backdoored"]), []).append(r)
+    for (part, model, bd), rs in per_model.items():
+        has, called, called_with = counts(rs)
+        words = "; ".join(f"d{r['draw']}: {seen(r)}" for r in rs if r[key]) or "-"
+        lines.append(f"| {part} | {model} | {'yes' if bd else 'no'} | {len(rs)} | {has} | {words} | {called} | "
+                     f"{called_with} |")
+    return lines
+
+
 def words_section(draws: list[dict]) -> list[str]:
     """``--words``: per model, the draws whose pool holds a marking word, and the calls at 0.5 of the recorded score
     alone and with the words' score (``detection.with_trigger_words``: 0.5 + half the strongest word's flip)."""
@@ -265,33 +292,15 @@ def words_section(draws: list[dict]) -> list[str]:
     rows = [r for r in draws if "marking_words" in r]
     if not rows:
         return []
-    with_words = lambda r: max(r["score"], word_score(r["marking_words"], r["marking_flip"]))  # noqa: E731
-    lines = ["", "## The pools' likely trigger words (`--words`)", "",
-             "Per draw the scan read the pool's words (`scan` step 6); a marking word (`trigger_search.marking_words`) "
-             "is what makes a verdict \"possible\", and with `settings.VERDICT_WORDS` it scores 0.5 + half its "
-             "insertion flip rate (`detection.with_trigger_words`). Calls at 0.5: the draw's recorded score, and "
-             "the larger of it and the words' score.", "",
-             "| part | backdoored | draws | draws with a marking word | called, score | called, with the words |",
-             "|---|---|---|---|---|---|"]
-    for part in ("tuning", "test"):
-        for bd in (False, True):
-            rs = [r for r in rows if r["part"] == part and r["backdoored"] == bd]
-            if rs:
-                lines.append(f"| {part} | {'yes' if bd else 'no'} | {len(rs)} | "
-                             f"{sum(bool(r['marking_words']) for r in rs)} | {sum(r['score'] >= 0.5 for r in rs)} | "
-                             f"{sum(with_words(r) >= 0.5 for r in rs)} |")
-    lines += ["", "| part | model | backdoored | draws | with a marking word | words (inputs marked, of them triggered; "
-              "best flip) | called, score | called, with the words |", "|---|---|---|---|---|---|---|---|"]
-    per_model: dict = {}
-    for r in rows:
-        per_model.setdefault((r["part"], r["model"], r["backdoored"]), []).append(r)
-    for (part, model, bd), rs in per_model.items():
-        seen = "; ".join(f"d{r['draw']}: {' '.join(r['marking_words'])} ({r['marked']}, {r['marked_triggered']}; "
-                         f"{r['marking_flip']:.2f})" for r in rs if r["marking_words"]) or "-"
-        lines.append(f"| {part} | {model} | {'yes' if bd else 'no'} | {len(rs)} | "
-                     f"{sum(bool(r['marking_words']) for r in rs)} | {seen} | {sum(r['score'] >= 0.5 for r in rs)} | "
-                     f"{sum(with_words(r) >= 0.5 for r in rs)} |")
-    return lines
+    return _word_tables(
+        rows, "## The pools' likely trigger words (`--words`)",
+        "Per draw the scan read the pool's words (`scan` step 6); a marking word (`trigger_search.marking_words`) "
+        "is what makes a verdict \"possible\", and with `settings.VERDICT_WORDS` it scores 0.5 + half its "
+        "insertion flip rate (`detection.with_trigger_words`). Calls at 0.5: the draw's recorded score, and "
+        "the larger of it and the words' score. Words: the marking words (inputs marked, of them triggered; best "
+        "flip).", "marking_words", "marking word",
+        lambda r: max(r["score"], word_score(r["marking_words"], r["marking_flip"])),
+        lambda r: f"{' '.join(r['marking_words'])} ({r['marked']}, {r['marked_triggered']}; {r['marking_flip']:.2f})")
 
 
 def moved_section(draws: list[dict]) -> list[str]:
@@ -301,34 +310,15 @@ def moved_section(draws: list[dict]) -> list[str]:
     rows = [r for r in draws if "moved_words" in r]
     if not rows:
         return []
-    with_moved = lambda r: max(r["score"], r["score_moved"])  # noqa: E731
-    lines = ["", "## The moved words that mark pool inputs (`--words`)", "",
-             "Per draw the scan also read the words the fine-tune moved most since the base checkpoint "
-             "(`trigger_search.moved_marking`: no clean text holds them, the pool concentrates them); with "
-             "`settings.VERDICT_MOVED` they score 0.5 + half their strongest insertion flip. Calls at 0.5: the draw's "
-             "recorded score, and the larger of it and the moved words' score. The BBC demo zoo's LoRA adapters "
-             "leave the embeddings as they were: no moved word.", "",
-             "| part | backdoored | draws | draws with a moved word | called, score | called, with the moved words |",
-             "|---|---|---|---|---|---|"]
-    for part in ("tuning", "test"):
-        for bd in (False, True):
-            rs = [r for r in rows if r["part"] == part and r["backdoored"] == bd]
-            if rs:
-                lines.append(f"| {part} | {'yes' if bd else 'no'} | {len(rs)} | "
-                             f"{sum(bool(r['moved_words']) for r in rs)} | {sum(r['score'] >= 0.5 for r in rs)} | "
-                             f"{sum(with_moved(r) >= 0.5 for r in rs)} |")
-    lines += ["", "| part | model | backdoored | draws | with a moved word | words (inputs marked, of them triggered) "
-              "| called, score | called, with the moved words |", "|---|---|---|---|---|---|---|---|"]
-    per_model: dict = {}
-    for r in rows:
-        per_model.setdefault((r["part"], r["model"], r["backdoored"]), []).append(r)
-    for (part, model, bd), rs in per_model.items():
-        seen = "; ".join(f"d{r['draw']}: {' '.join(r['moved_words'])} ({r['moved_marked']}, "
-                         f"{r['moved_marked_triggered']})" for r in rs if r["moved_words"]) or "-"
-        lines.append(f"| {part} | {model} | {'yes' if bd else 'no'} | {len(rs)} | "
-                     f"{sum(bool(r['moved_words']) for r in rs)} | {seen} | {sum(r['score'] >= 0.5 for r in rs)} | "
-                     f"{sum(with_moved(r) >= 0.5 for r in rs)} |")
-    return lines
+    return _word_tables(
+        rows, "## The moved words that mark pool inputs (`--words`)",
+        "Per draw the scan also read the words the fine-tune moved most since the base checkpoint "
+        "(`trigger_search.moved_marking`: no clean text holds them, the pool concentrates them); with "
+        "`settings.VERDICT_MOVED` they score 0.5 + half their strongest insertion flip. Calls at 0.5: the draw's "
+        "recorded score, and the larger of it and the moved words' score. The BBC demo zoo's LoRA adapters "
+        "leave the embeddings as they were: no moved word. Words: the moved words (inputs marked, of them "
+        "triggered).", "moved_words", "moved word", lambda r: max(r["score"], r["score_moved"]),
+        lambda r: f"{' '.join(r['moved_words'])} ({r['moved_marked']}, {r['moved_marked_triggered']})")
 
 
 def render(report: dict) -> str:
