@@ -114,8 +114,8 @@ same session (bench/results/knob_tuning_rep_method_both.md): mean ASR after our 
 models 50.9 -> 32.2%, lower on 5 of 6), mean CACC change +0.6 both ways (worst -5.8 -> -4.6), verdict AUROC 1.000
 both ways, every backdoor lifting the target rate by 30 points or more called (the distance alone missed
 Shakespeare seed 0), the seed-0 clean model's verdict 0.00 -> 0.40. Over fresh same-source pool draws
-(bench/results/verdict_chance_s41.md): clean draws called 0 -> 1 of 26, backdoored draws 85 -> 91 of 134. Without
-the gate it called clean models backdoored on pools of another source (session 13's test-zoo check; SST-2 tuning
+(bench/results/archive/verdict_chance_s41.md): clean draws called 0 -> 1 of 26, backdoored draws 85 -> 91 of 134.
+Without the gate it called clean models backdoored on pools of another source (session 13's test-zoo check; SST-2 tuning
 models with OLID pools: bench/results/archive/pool_shift_check_s41both.md)."""
 CONTRAST_FOLDS = 5  # cross-fitting folds of ``detection.ContrastDetector``
 CONTRAST_C = 0.001  # its logistic regression's inverse L2 strength (standardised features)
@@ -135,7 +135,7 @@ are chosen on the pool as in every refined pass). Our design (papers silent), fr
 threshold set on clean dev inputs flags a clean pool like a fresh draw of them, which a score trained to tell this
 pool from the clean texts does not do. Chosen on the tuning sets: over fresh same-source pool draws, tuning clean
 draws called 1 -> 0 of 26 and backdoored draws 91 -> 88 of 134 (bench/results/verdict_chance_s42.md against
-verdict_chance_s41.md; with the contrast the chance quantile's rule would have asked for 0.95, which calls 80),
+archive/verdict_chance_s41.md; with the contrast the chance quantile's rule would have asked for 0.95, which calls 80),
 though the BBC demo zoo's clean model reads higher (median 0.03 -> 0.33, highest 0.49); on the tuning zoo's pools the
 seed-0 clean model 0.40 -> 0.00 and Shakespeare style seed 0 0.63 -> 0.45 (bench/results/verdict_compare_s42.md)."""
 FUSE = "sum"
