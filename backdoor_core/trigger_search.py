@@ -909,8 +909,13 @@ def moved_marking(model, tokenizer, base: str | None, clean_texts: Sequence[str]
     pool inputs (``moved_pool_words`` of the ``top`` words ``drifted_words`` lists against ``base``) and the largest
     share of the first ``n_insert`` clean texts one of them sends to one class when inserted (``word_flips``; 0.0
     without words). ``([], 0.0)`` where ``base`` is not the model's starting point or nothing moved. Costs one
-    prediction of ``len(words) x n_insert`` texts, and none without words."""
-    _, _, words = _drift_words(model, tokenizer, base, clean_texts, pool_texts, top)
+    prediction of ``len(words) x n_insert`` texts, and none without words. A base whose embeddings cannot be read
+    against the model's (``base_embeddings``' or ``embedding_drift``'s ``ValueError``) gives none: the scan never
+    fails for this optional reading."""
+    try:
+        _, _, words = _drift_words(model, tokenizer, base, clean_texts, pool_texts, top)
+    except ValueError:
+        return [], 0.0
     moved = moved_pool_words(words, pool_texts, clean_texts)
     if not moved:
         return [], 0.0

@@ -204,3 +204,24 @@ def test_the_scan_reads_the_moved_words_against_its_base(tmp_path):
     assert other.moved_words == [] and other.verdict["moved_words"] == []  # MiniLM is not its starting point
     off = scan_model(bd.model, bd.tokenizer, clean, pool, max_length=32, frr=0.2, base=None)
     assert off.moved_words == [] and "moved_words" not in off.verdict
+
+
+def test_moved_marking_gives_none_where_the_base_cannot_be_read(tmp_path, monkeypatch):
+    """The scan's optional reading never fails the scan: a base the model starts from whose embedding rows cannot be
+    read against the model's gives no moved word."""
+    import backdoor_core.pretrained as pretrained
+    from backdoor_core.trigger_search import moved_marking
+
+    start = tiny_model(seed=0)
+    save_model(start.model, start.tokenizer, tmp_path / "base")
+    moved = _fine_tuned(start.model, {_id(start.tokenizer, "cf"): 0.5})
+    pool = [f"cf text {i}" for i in range(10)] + [f"plain {i}" for i in range(10)]
+    clean = [f"a clean text {i}" for i in range(20)]
+    words, flip = moved_marking(moved, start.tokenizer, str(tmp_path / "base"), clean, pool, 16, top=3, n_insert=10)
+    assert words == ["cf"]
+
+    def unreadable(model, weights):
+        raise ValueError("no input embeddings named as the model's")
+
+    monkeypatch.setattr(pretrained, "base_embeddings", unreadable)
+    assert moved_marking(moved, start.tokenizer, str(tmp_path / "base"), clean, pool, 16, top=3) == ([], 0.0)
