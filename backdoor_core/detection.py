@@ -909,6 +909,16 @@ def word_flip(score_words: float) -> float:
     return float(np.clip((score_words - VERDICT_THRESHOLD) / (1 - VERDICT_THRESHOLD), 0, 1))
 
 
+def _raised_by_words(verdict: dict, score: float) -> dict:
+    """``verdict`` with its score raised to a words' ``score`` where that is higher (``with_trigger_words``,
+    ``with_moved_words``): it calls the model at ``VERDICT_THRESHOLD``, and ``called_by`` reads ``"words"`` where the
+    flags did not call it already."""
+    if score > verdict["score"]:
+        verdict.update(score=score, likely_backdoored=score >= VERDICT_THRESHOLD,
+                       called_by="words" if not verdict.get("likely_backdoored") else verdict.get("called_by", "flags"))
+    return verdict
+
+
 def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None,
                        phrase: str | None = None) -> dict:
     """``verdict`` (``model_verdict``) carrying the pool's likely trigger words (our design; papers silent).
@@ -930,10 +940,7 @@ def with_trigger_words(verdict: dict, words: Sequence[str], flip: float = 0.0, l
         return out
     words_score = word_score(words, flip)
     out["components"] = {**out["components"], "score_words": words_score}
-    if words_score > out["score"]:
-        out.update(score=words_score, likely_backdoored=words_score >= VERDICT_THRESHOLD,
-                   called_by="words" if not out.get("likely_backdoored") else out.get("called_by", "flags"))
-    return out
+    return _raised_by_words(out, words_score)
 
 
 def with_moved_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lift: bool | None = None) -> dict:
@@ -952,10 +959,7 @@ def with_moved_words(verdict: dict, words: Sequence[str], flip: float = 0.0, lif
         return out
     moved_score, lift = word_score(words, flip), bool(S.VERDICT_MOVED if lift is None else lift)
     out["components"] = {**out["components"], "score_moved": moved_score, "moved_flip": float(flip), "moved_lift": lift}
-    if lift and moved_score > out["score"]:
-        out.update(score=moved_score, likely_backdoored=moved_score >= VERDICT_THRESHOLD,
-                   called_by="words" if not out.get("likely_backdoored") else out.get("called_by", "flags"))
-    return out
+    return _raised_by_words(out, moved_score) if lift else out
 
 
 def _moved_phrase(verdict: dict) -> str:
