@@ -1,0 +1,151 @@
+"""Diagnostic: is what the repair costs in clean accuracy, or leaves of a weak backdoor, a shift of the class prior?
+
+A repair that moves the model's class prior (more clean texts sent to one class) loses CACC and moves ASR without
+touching the trigger's response; an offset added to the output logits would then undo it. After each of our repairs
+in a ``bench/defense.py`` run the repaired model's log-probabilities on the run's CACC and ASR sets are read, and the
+repair is scored with four class offsets ``b`` (``(classes,)``, added to the log-probabilities; our design, papers
+silent):
+
+* ``none``: the repair as it is;
+* ``defender``: ``b`` fitted on the defender's labelled clean texts (the repair's own training texts): minimum
+  cross-entropy, a small L2 pull to 0 (``fit_offset``) — what a rule could use;
+* ``pool``: the label-free offset that gives the repaired model the suspect's mean predicted distribution on the
+  pool inputs the repair did not train on;
+* ``oracle``: ``b`` fitted on the CACC set itself: the most any offset could give back (a bound, not a rule).
+
+    python bench/bias_check.py OUT.jsonl --quick --manifest M --defenses alignment --detectors ours --only NAMES --seed S
+    python bench/bias_check.py --report "which models" OUT.jsonl [OUT2.jsonl ...]  # -> bench/results/bias_check.*
+
+The first form passes every argument after the JSON-lines path to ``bench/defense.py`` (which still writes its own
+results: point ``BACKDOOR_BENCH_RESULTS`` elsewhere) and appends one line per repaired model; it patches the bench in
+its own process, so run one process per (dataset, seed) group rather than ``--workers``. Result:
+``bench/results/bias_check.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OFFSETS = ("none", "defender", "pool", "oracle")
+
+
+def fit_offset(log_probs, labels, l2: float = 1e-3, iters: int = 200):
+    """``(classes,)`` offset ``b`` minimising the mean cross-entropy of ``log_probs + b`` (``(n, classes)``) against
+    ``labels`` (``(n,)``), plus ``l2 * ||b||^2``; one L-BFGS solve (the problem is convex)."""
+    import torch
+
+    lp = torch.as_tensor(log_probs, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    b = torch.zeros(lp.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([b], max_iter=iters)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(lp + b, y) + l2 * (b ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return b.detach().numpy()
+
+
+def scores(log_probs, labels, asr_log_probs, target, b) -> dict:
+    """CACC, ASR and the predicted class counts under offset ``b``."""
+    import numpy as np
+
+    pred = (log_probs + b).argmax(1)
+    out = {"cacc": float((pred == labels).mean()), "predicted": np.bincount(pred, minlength=len(b)).tolist()}
+    if asr_log_probs is not None and len(asr_log_probs) and target is not None:
+        out["asr"] = float(((asr_log_probs + b).argmax(1) == target).mean())
+    return out
+
+
+def run(out_path: str, argv: list[str]) -> int:
+    import numpy as np
+
+    import backdoor_core.defenses as D
+    import backdoor_core.scan as SC
+    import backdoor_core.training as T
+    from backdoor_core.forward import predict
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import defense as bench
+
+    seen: dict = {}
+    make_evaluator, run_defense, scan_model = T.make_evaluator, D.run_defense, SC.scan_model
+
+    def evaluator(tokenizer, clean_set, poisoned_texts, target, *a, **k):  # the run's CACC and ASR sets
+        seen.update(texts=list(clean_set.texts), labels=np.asarray(clean_set.labels),
+                    asr_texts=list(poisoned_texts or []), target=target)
+        return make_evaluator(tokenizer, clean_set, poisoned_texts, target, *a, **k)
+
+    def scan(model, tokenizer, clean, pool, **k):
+        seen.update(name=k.get("model_name"), pool=list(pool))
+        return scan_model(model, tokenizer, clean, pool, **k)
+
+    def defend(name, model, tokenizer, clean_train, **knobs):
+        if name != "alignment":
+            return run_defense(name, model, tokenizer, clean_train, **knobs)
+        L = knobs.get("max_length", 64)
+
+        def log_probs(m, texts):  # (n, classes)
+            return np.log(np.clip(predict(m, tokenizer, texts, L), 1e-9, 1.0)) if texts else None
+
+        before = {k: log_probs(model, seen[k]) for k in ("texts", "asr_texts", "pool")}
+        res = run_defense(name, model, tokenizer, clean_train, **knobs)  # trains ``model`` in place
+        after = {k: log_probs(res.model, seen[k]) for k in ("texts", "asr_texts", "pool")}
+        defender = log_probs(res.model, list(clean_train.texts))
+        y, t = seen["labels"], seen["target"]
+        C = after["texts"].shape[1]
+        trained = set(res.details["flagged_indices"])
+        rest = [i for i in range(len(seen["pool"])) if i not in trained]
+        mean = (lambda lp: np.log(np.exp(lp[rest]).mean(0) + 1e-9))
+        offsets = {"none": np.zeros(C), "defender": fit_offset(defender, np.asarray(clean_train.labels)),
+                   "pool": mean(before["pool"]) - mean(after["pool"]) if rest else np.zeros(C),
+                   "oracle": fit_offset(after["texts"], y)}
+        row = {"model": seen["name"], "target": t, "labels": np.bincount(y, minlength=C).tolist(),
+               "suspect": scores(before["texts"], y, before["asr_texts"], t, np.zeros(C)),
+               **{k: {**scores(after["texts"], y, after["asr_texts"], t, b), "offset": [round(float(v), 4) for v in b]}
+                  for k, b in offsets.items()}}
+        with open(out_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        return res
+
+    T.make_evaluator, D.run_defense, SC.scan_model = evaluator, defend, scan
+    return bench.main(argv)
+
+
+def report(note: str, paths: list[str]) -> int:
+    from backdoor_core.atomic import write_text
+
+    models = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    lines = ["# A class offset after the repair (diagnostic)", "",
+             f"{note}. ASR after / CACC change (points, against the suspect) with each class offset added to the "
+             "repaired model's log-probabilities (`bench/bias_check.py`): none (the repair as it is), fitted on the "
+             "defender's clean texts, matched to the suspect's mean prediction on the untrained pool inputs, fitted "
+             "on the CACC set itself (a bound). Predicted: the repaired model's class counts on the CACC set "
+             "against the labels'.", "",
+             "| model | ASR before | " + " | ".join(OFFSETS) + " | predicted (labels) |",
+             "|---|---|" + "---|" * (len(OFFSETS) + 1)]
+    for m in models:
+        c0 = m["suspect"]["cacc"]
+        cells = [f"{100 * m[k].get('asr', float('nan')):.1f} / {100 * (m[k]['cacc'] - c0):+.1f}" for k in OFFSETS]
+        lines.append(f"| {m['model']} | {100 * m['suspect'].get('asr', float('nan')):.1f} | " + " | ".join(cells)
+                     + f" | {' / '.join(map(str, m['none']['predicted']))} ({' / '.join(map(str, m['labels']))}) |")
+    out = ROOT / "bench" / "results" / "bias_check"
+    write_text(out.with_suffix(".json"), json.dumps({"note": note, "offsets": list(OFFSETS), "models": models},
+                                                    indent=2))
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not args:
+        raise SystemExit(__doc__)
+    sys.exit(report(args[1], args[2:]) if args[0] == "--report" else run(args[0], args[1:]))
