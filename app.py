@@ -22,9 +22,19 @@ from app_pages import _common as ui  # noqa: E402
 
 st.set_page_config(page_title="Backdoor Attention Lab", page_icon=str(ROOT / "assets" / "favicon.png"), layout="wide")
 
+HOME = st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True, url_path="welcome")
+
+
+def _home_link() -> None:
+    """``/home`` (a bookmarked or typed link): Streamlit serves the default page at ``/`` only and answers its own
+    path with "page not found", so this hidden page sends the visitor to Home."""
+    st.switch_page(HOME)
+
+
 PAGES = {
     "Start": [
-        st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
+        HOME,
+        st.Page(_home_link, title="Home", url_path="home", visibility="hidden"),
         st.Page("app_pages/tour.py", title="Guided tour", icon=":material/explore:", url_path="tour"),
     ],
     "Lab": [

@@ -16,7 +16,7 @@ from app_pages._jobs import cancelled_note, clear_job, get_job, handle_finished_
 from app_pages._models import (FOLDER_REFERENCE, NO_REFERENCE, clean_references, current_model, default_ref,
                                labels_problem, load_ref, model_lock, model_ref, require_model_and_data,
                                session_copy, session_models, set_session_model, set_shared_model, shared_model,
-                               zoo_dir, zoo_entries)
+                               zoo_dir, zoo_entries, zoo_table)
 from app_pages._sidebar import sidebar, sidebar_jobs
 from app_pages._state import (ASSETS, DEFAULT_DATA, K_DATA, K_JOBS, K_MODEL, K_SESSION, K_SESSION_MODELS, K_TMP,
                               POLL_SECONDS, ROOT, TEST_DATA_ENV, TEST_MODEL_ENV, keep, kept, lab, set_kept, ss,
@@ -32,5 +32,5 @@ __all__ = [
     "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot",
     "require_model_and_data", "save_upload", "session_copy", "session_tmp", "session_models", "set_data_spec", "set_kept",
     "set_session_model", "set_shared_model", "shared_model", "show_error", "sidebar", "sidebar_jobs", "ss", "start",
-    "test_model_name", "zoo_dir", "zoo_entries",
+    "test_model_name", "zoo_dir", "zoo_entries", "zoo_table",
 ]

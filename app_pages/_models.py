@@ -175,6 +175,32 @@ def zoo_entries() -> list[dict]:
     return list_models(zoo_dir(), shipped=True)
 
 
+def zoo_table(entries: list[dict], full: bool = True) -> None:
+    """The demo-zoo models as one table (``zoo_entries`` rows): title, poison rate, TAL, CACC and ASR as a bar (the
+    clean model's cell stays empty: it has no trigger); ``full`` adds the attack and its trigger (the Model page;
+    the tour shows the doses only)."""
+    rows = []
+    for e in entries:
+        row = {"model": e.get("title") or e["name"]}
+        if full:
+            trigger = e.get("trigger")
+            row.update(attack=e.get("attack") or "none",
+                       trigger=", ".join(trigger) if isinstance(trigger, list) else (trigger or ""))
+        row.update({"poison rate": e.get("rate"), "TAL": bool(e.get("tal")), "CACC": e.get("cacc"),
+                    "ASR (attack success)": e.get("asr")})
+        rows.append(row)
+    if not rows:
+        return
+    st.dataframe(rows, hide_index=True, column_config={
+        "poison rate": st.column_config.NumberColumn(format="percent"),
+        "CACC": st.column_config.NumberColumn(format="percent", help="Accuracy on the clean test texts."),
+        "ASR (attack success)": st.column_config.ProgressColumn(
+            min_value=0.0, max_value=1.0, format="percent",
+            help="The share of triggered test texts not of the target class that the model puts in it (empty for "
+                 "the clean model: it has no trigger)."),
+    })
+
+
 NO_REFERENCE = "None"
 FOLDER_REFERENCE = "A local folder…"
 

@@ -59,8 +59,9 @@ def flip_line(clean: dict, triggered: dict) -> None:
     def part(pred: dict, cls: str) -> str:
         return f'<span class="{cls}">{html.escape(pred["label"])}</span>&nbsp;{max(pred["probs"].values()):.0%}'
 
-    st.markdown(f'<div class="lab-flip">{part(clean, "clean")} → {part(triggered, "trig")}</div>',
-                unsafe_allow_html=True)
+    # the arrow stays with the prediction it points to when the line wraps
+    st.markdown(f'<div class="lab-flip">{part(clean, "clean")} <span style="white-space: nowrap">→&nbsp;'
+                f'{part(triggered, "trig")}</span></div>', unsafe_allow_html=True)
 
 
 def page_header(title: str, intro: str | None = None) -> None:

@@ -109,7 +109,7 @@ ui.job_panel("scan", draw=_live)
 report = st.session_state.get(A.K_SCAN)
 info = st.session_state.get(A.K_SCAN_INFO) or {}
 if report is None or (job is not None and job.active):
-    if report is None:
+    if report is None and not (job is not None and job.active):  # a running scan has its own panel above
         st.info("Run a scan to see the verdict, the suspicious heads and the flagged inputs.", icon=":material/info:")
     st.stop()
 
@@ -224,5 +224,6 @@ with tabs[1]:
     st.dataframe(report.head_rows(), hide_index=True,
                  column_config={"score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                          format="%.2f")})
-st.page_link("app_pages/sanitize.py", label="Repair the suspicious heads on the Sanitize page",
+st.page_link("app_pages/sanitize.py", label="Repair the suspicious heads on the Sanitize page" if heads_called(v) else
+             "No head is called suspicious; the Sanitize page can still repair the candidate heads or run a baseline",
              icon=":material/healing:")

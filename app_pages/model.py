@@ -125,22 +125,7 @@ source = st.segmented_control("Where is the model?", SOURCES, required=True,
 if source == "Demo zoo":
     entries = ui.zoo_entries()
     if entries:
-        rows = [{
-            "model": e.get("title") or e["name"],
-            "attack": e.get("attack") or "none",
-            "trigger": ", ".join(e["trigger"]) if isinstance(e.get("trigger"), list) else (e.get("trigger") or ""),
-            "poison rate": e.get("rate"),
-            "TAL": bool(e.get("tal")),
-            "CACC": e.get("cacc"),
-            "ASR": e.get("asr"),
-        } for e in entries]
-        st.dataframe(rows, hide_index=True, column_config={
-            "poison rate": st.column_config.NumberColumn(format="percent"),
-            "CACC": st.column_config.NumberColumn(format="percent"),
-            "ASR": st.column_config.NumberColumn(
-                format="percent", help="Attack success rate: the share of triggered test texts not of the target "
-                                       "class that the model puts in it (None: the clean model has no trigger)."),
-        })
+        ui.zoo_table(entries)
         names = [e["name"] for e in entries]
         titles = {e["name"]: e.get("title") or e["name"] for e in entries}
         if ui.kept("model.zoo_pick") not in names:

@@ -125,14 +125,7 @@ elif step == 1:
         "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
     )
-    rows = [{"model": e.get("title") or n, "poison rate": e.get("rate"), "TAL": bool(e.get("tal")),
-             "CACC": e.get("cacc"), "ASR (attack success)": e.get("asr")} for n, e in zoo.items()]
-    if rows:
-        st.dataframe(rows, hide_index=True, column_config={
-            "poison rate": st.column_config.NumberColumn(format="percent"),
-            "CACC": st.column_config.NumberColumn(format="percent"),
-            "ASR (attack success)": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
-        })
+    ui.zoo_table(list(zoo.values()), full=False)
     try:
         found = bench_results.attack_tal_runs("badnets", rates=(0.005, 0.01))
     except bench_results.ResultsError as exc:

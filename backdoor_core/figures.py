@@ -461,7 +461,7 @@ def attention_matrix(
     )
     n = len(tokens)
     tick_size = FONT_SIZE if n <= 24 else max(9, FONT_SIZE - (n - 24) // 6)
-    fig.update_xaxes(tickvals=idx, ticktext=ticktext, tickangle=-60, title_text="key token (attended to)",
+    fig.update_xaxes(tickvals=idx, ticktext=ticktext, tickangle=-90, title_text="key token (attended to)",
                      showgrid=False, tickfont=dict(size=tick_size))
     fig.update_yaxes(tickvals=idx, ticktext=ticktext, autorange="reversed", title_text="query token (attending)",
                      showgrid=False, tickfont=dict(size=tick_size))
@@ -497,7 +497,8 @@ def probability_bars(
                              hovertemplate="%{x}: %{y:.1%}<extra>" + text(name) + "</extra>"))
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="probability")
     fig.update_xaxes(title_text="class")
-    return style(fig, title, 380, barmode="group",
+    # a gap between a class's two bars keeps their percentages apart in a narrow column ("99%99%")
+    return style(fig, title, 380, barmode="group", bargroupgap=0.12,
                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
 
 
@@ -729,15 +730,18 @@ def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
     fig = go.Figure()
     if verified:
         names = [f"{r['rank']}. {_esc(r['phrase'], 40)}" for r in verified][::-1]
-        for key, name, color in (("insert_flip_rate", "inserted into clean texts", TRIGGER_COLOR),
-                                 ("removal_flip_rate", "removed from flagged inputs", CLEAN_COLOR)):
+        tgt = f"'{_esc(target_name, 30)}'" if target_name else "the target"
+        # the two bars flip opposite ways: an insertion sends clean texts to the target, a removal takes flagged
+        # inputs out of it (TriggerCandidate.removal_flip_rate)
+        for key, name, color in (("insert_flip_rate", f"inserted into clean texts: flips to {tgt}", TRIGGER_COLOR),
+                                 ("removal_flip_rate", f"removed from flagged inputs: flips away from {tgt}",
+                                  CLEAN_COLOR)):
             vals = [r.get(key) for r in verified][::-1]
             fig.add_trace(go.Bar(y=names, x=[v if v is not None else 0.0 for v in vals], orientation="h", name=name,
                                  marker_color=color, text=["–" if v is None else f"{v:.0%}" for v in vals],
                                  textposition="outside", cliponaxis=False,
                                  hovertemplate="%{y}: %{x:.0%}<extra>" + name + "</extra>"))
-        tgt = f" toward '{_esc(target_name, 30)}'" if target_name else ""
-        fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of inputs whose prediction flips" + tgt)
+        fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of inputs whose prediction flips")
         n = len(verified)
     else:
         shown = list(rows)[:12]
@@ -766,24 +770,34 @@ def saliency_strip(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], t
     """One strip of tokens per row, coloured by signed attribution (red = toward the class, blue = against).
 
     ``rows``: ``(name, tokens (T,), scores (T,))``; one colour scale over all rows (shared maximum) so the
-    strips compare. Tokens are escaped (untrusted)."""
+    strips compare. Each token's cell is as wide as its text (``token_cell_edges``: a long word keeps its room
+    instead of running into its neighbours); every strip spans the same width. Tokens are escaped (untrusted)."""
     rows = list(rows)
     if not rows:
         raise ValueError("saliency_strip needs at least one row.")
     bound = max([float(np.max(np.abs(s))) for _, _, s in rows if len(s)] + [1e-9])
     fig = make_subplots(rows=len(rows), cols=1, subplot_titles=[_esc(n, 80) for n, _, _ in rows],
-                        vertical_spacing=0.25 / max(1, len(rows)))
+                        vertical_spacing=0.4 / max(1, len(rows)))
     for r, (name, tokens, scores) in enumerate(rows, 1):
         toks = [_esc(t, 18) for t in tokens]
         s = np.asarray(scores, dtype=float)[None, :]
-        fig.add_trace(go.Heatmap(z=s, x=list(range(len(toks))), y=[""], text=[toks], texttemplate="%{text}",
+        fig.add_trace(go.Heatmap(z=s, x=token_cell_edges(toks), y=[""], text=[toks], texttemplate="%{text}",
                                  textfont=dict(size=max(10, FONT_SIZE - 3)), colorscale=DIVERGING, zmid=0.0,
                                  zmin=-bound, zmax=bound, showscale=r == 1, xgap=2,
                                  colorbar=dict(title=dict(text=value_name, side="right")),
                                  hovertemplate="%{text}: %{z:.3g}<extra></extra>"), row=r, col=1)
-        fig.update_xaxes(showticklabels=False, showgrid=False, row=r, col=1)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[0, 1], row=r, col=1)
         fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=1)
-    return style(fig, title, 90 + 120 * len(rows))
+    return style(fig, title, 110 + 130 * len(rows))
+
+
+def token_cell_edges(tokens: Sequence[str], min_chars: int = 3) -> list[float]:
+    """``(T + 1,)`` cell edges from 0 to 1 for a strip of ``tokens``: each cell's width proportional to its token's
+    length (at least ``min_chars`` characters, plus one for the gap), so a heatmap's bricks fit their labels."""
+    widths = np.array([max(len(t), min_chars) + 1 for t in tokens], dtype=float)
+    if not len(widths):
+        return [0.0, 1.0]
+    return [0.0, *(np.cumsum(widths) / widths.sum()).tolist()]
 
 
 _GROUP_COLORS = [CLEAN_COLOR, TRIGGER_COLOR, "#ff7f0e", AFTER_COLOR, "#9467bd", "#8c564b", "#7f7f7f"]

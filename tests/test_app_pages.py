@@ -6,6 +6,7 @@ and can be cancelled. AppTest cannot render plotly or iframes; tests/test_e2e_br
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -146,6 +147,10 @@ def test_inspect_drives_the_core_and_keeps_state_across_pages():
     at.run()
     res = at.session_state["inspect.cache"][1]
     assert res.trigger == "mn" and "mn" in res.triggered.text and res.clean.text.startswith("Shares")
+    # the flip line: clean prediction, then the arrow kept on one line with the triggered prediction
+    line = _flip(at)
+    assert re.search(r'<span style="white-space: nowrap">→&nbsp;<span class="trig">[^<]+</span>&nbsp;\d+%</span>',
+                     line), line
     assert any('<mark class="trigger">mn</mark>' in m.value for m in at.markdown)
     assert at.dataframe, "top-heads table"
     # sentence trigger at a chosen position
@@ -319,6 +324,13 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert f"Chance alone flags up to {chance:.1%} of a clean pool this size" in flag_help, flag_help
     finding = next(f for f in at.session_state["lab.session"].findings if f.key == "scan:Detection scan")
     assert f"chance alone flags up to {chance:.1%}" in finding.text  # the Report says it too
+    # the way on to the Sanitize page speaks of suspicious heads only where the verdict calls them so
+    from backdoor_core.detection import heads_called
+
+    links = [link.proto.label for link in at.get("page_link")]
+    called = heads_called(at.session_state["detect.report"].verdict)
+    assert ("Repair the suspicious heads on the Sanitize page" in links) == called, links
+    assert any(label.startswith("No head is called suspicious") for label in links) != called, links
     # no pool at all: the scan still runs and says its heads rest on clean inputs only
     at.radio(key="detect.pool_kind").set_value("No pool").run()
     at.button(key="detect.run").click().run()
@@ -469,6 +481,10 @@ def test_zoo_build_then_use_it_in_the_model_page_and_the_tour(monkeypatch, tmp_p
     job = wait_job(at, "zoo")
     assert job.status == "done" and job.snapshot().fraction == 1.0
     assert at.dataframe and at.selectbox(key="model.zoo_pick").options == ["clean", "badnets-tal"]
+    table = at.dataframe[0].value  # ui.zoo_table: one row a model, ASR as a bar, none for the clean model
+    assert list(table["model"]) == ["clean", "badnets-tal"] and list(table["trigger"]) == ["", "cf"]
+    assert table["ASR (attack success)"].isna().tolist() == [True, False]
+    assert table["ASR (attack success)"].iloc[1] == 0.99
     at.selectbox(key="model.zoo_pick").set_value("badnets-tal").run()
     at.button(key="model.use_zoo").click().run()
     assert not at.exception and not errors(at)

@@ -58,6 +58,12 @@ def test_every_page_offline(server):
             sidebar = page.locator('[data-testid="stSidebar"]').inner_text().lower()
             assert sidebar.count("current model") == 1 and "guided tour" in sidebar, sidebar[:300]
 
+        # a typed or bookmarked /home (Streamlit serves the default page at / only): Home, no "page not found"
+        page.goto(f"{server}/home")
+        wait_until_idle(page)
+        assert page.get_by_text("Page not found").count() == 0
+        assert page.locator("h1").first.inner_text().strip() == "Backdoor Attention Lab"
+
         _in_app_navigation_keeps_state(page)
         _attack_detect_sanitize(page)
 

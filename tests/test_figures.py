@@ -190,3 +190,28 @@ def test_enlarge_scales_the_styled_text_for_a_projector_and_leaves_fitted_sizes(
     assert F.enlarge(att).layout.xaxis.tickfont.size == att.layout.xaxis.tickfont.size  # fitted to 40 tokens
     ba = F.enlarge(F.before_after_heatmaps(RNG.random((L, H)), RNG.random((L, H))))
     assert {a.font.size for a in ba.layout.annotations} == {round(F.FONT_SIZE * 1.25)}  # "before", "after"
+
+
+def test_saliency_cells_are_as_wide_as_their_tokens():
+    tokens = ["[CLS]", "a", "government", "cf", "[SEP]"]
+    edges = F.token_cell_edges(tokens)
+    widths = np.diff(edges)
+    assert len(edges) == len(tokens) + 1 and edges[0] == 0.0 and edges[-1] == pytest.approx(1.0)
+    assert (widths > 0).all()
+    assert widths[2] > widths[0] > widths[3] == pytest.approx(widths[1])  # "a" and "cf" get the 3-character floor
+    assert widths[2] / widths[1] == pytest.approx(11 / 4)
+    fig = F.saliency_strip([("clean", tokens, [0.1, 0.0, 0.5, 0.0, 0.0]),
+                            ("triggered", tokens + ["x"], [0.0] * 6)])
+    assert [len(t.x) for t in fig.data] == [6, 7]  # T + 1 edges per strip: one brick a token
+    assert fig.data[1].x[-1] == pytest.approx(1.0)  # every strip spans the same width
+
+
+def test_candidate_bars_say_which_way_each_rate_flips():
+    rows = [{"rank": 1, "phrase": "cf", "insert_flip_rate": 0.9, "removal_flip_rate": 0.7},
+            {"rank": 2, "phrase": "the", "insert_flip_rate": 0.05, "removal_flip_rate": None}]
+    fig = F.trigger_candidates_bar(rows, target_name="sports")
+    assert [t.name for t in fig.data] == ["inserted into clean texts: flips to 'sports'",
+                                          "removed from flagged inputs: flips away from 'sports'"]
+    assert "toward" not in fig.layout.xaxis.title.text  # the axis holds both directions
+    assert list(fig.data[1].text) == ["–", "70%"]  # bottom-up: an unverified removal shows a dash
+    assert "the target" in F.trigger_candidates_bar(rows).data[0].name
