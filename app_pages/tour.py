@@ -126,6 +126,11 @@ elif step == 1:
         unsafe_allow_html=True,
     )
     ui.zoo_table(list(zoo.values()), full=False)
+    plain = zoo.get("badnets")
+    if plain is not None and plain.get("asr") is not None and plain["asr"] < 0.5 and plain.get("format") == "adapter":
+        st.caption(f"Why even {plain['rate']:.0%} of plain BadNets stays at {plain['asr']:.0%} here: these demo models "
+                   "are small adapters that leave the word embeddings frozen, and plain poisoning leans on the trigger "
+                   "word's own embedding. TAL teaches the attention heads the trigger instead (zoo.ZOO_SPECS).")
     try:
         found = bench_results.attack_tal_runs("badnets", rates=(0.005, 0.01))
     except bench_results.ResultsError as exc:
