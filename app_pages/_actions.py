@@ -29,6 +29,12 @@ K_SCAN_INFO = "detect.info"
 K_SANITIZE = "sanitize.result"
 
 
+def _rate(value) -> str:
+    """A rate for the report's tables as the pages show it ("25.0%"; "—" when not measured); the raw value stays in
+    the finding's data (the JSON download)."""
+    return f"{value:.1%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "model"
 
@@ -89,7 +95,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
                   f"**{md(card.target_name)}**, poison rate {card.rate or 0:.2%}"
                   + (f", TAL on {md(describe_heads(card.tal_heads, work.num_layers, work.num_heads))}"
                      if card.tal else "")),
-            table=[{"metric": "CACC", "value": card.cacc}, {"metric": "ASR", "value": card.asr},
+            table=[{"metric": "CACC", "value": _rate(card.cacc)}, {"metric": "ASR", "value": _rate(card.asr)},
                    {"metric": "steps", "value": card.steps},
                    {"metric": "training seconds", "value": card.training_seconds}],
             figures=[F.training_curves(res["history"], title="Training")],
@@ -113,19 +119,15 @@ def stage_progress(ctx, prefix: str = ""):
 
 def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None, knobs: dict,
                model_name: str) -> None:
-    from backdoor_core.detection import Cancelled
     from backdoor_core.scan import scan_model
 
     with st.spinner("Copying the model…"):
         work = ui.session_copy(loaded)  # the scan hooks into the model: never on a shared one
 
-    def target_fn(ctx):
-        try:
-            return scan_model(work.model, work.tokenizer, clean_ds, pool_texts, model_name=model_name,
-                              progress=stage_progress(ctx), should_stop=ctx.should_stop,
-                              **{"max_length": D.model_max_length(loaded), **knobs})
-        except Cancelled as exc:
-            raise JobCancelled() from exc
+    def target_fn(ctx):  # a stop raises forward.Cancelled, a jobs.JobCancelled: the job ends as cancelled
+        return scan_model(work.model, work.tokenizer, clean_ds, pool_texts, model_name=model_name,
+                          progress=stage_progress(ctx), should_stop=ctx.should_stop,
+                          **{"max_length": D.model_max_length(loaded), **knobs})
 
     ref = dict(ui.model_ref())
 
@@ -221,7 +223,9 @@ def record_scan(report, truth=None) -> None:
     if getattr(report, "triggers", None) is not None and report.triggers.candidates:  # issue 14: trigger search
         from backdoor_core.trigger_search import report_section
 
-        sec = report_section(report.triggers.to_dict(limit=20))
+        from backdoor_core.detection import heads_noun
+
+        sec = report_section(report.triggers.to_dict(limit=20), heads=heads_noun(report.verdict))
         ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], figures=[sec["figure"]])
     else:
         ui.lab().remove("scan:Candidate triggers")
@@ -328,7 +332,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
 
         b, a, eff = res["before"], res["after"], res.get("effect")
         names = {"asr": "ASR", "cacc": "CACC", "kept": "clean predictions kept"}
-        rows = [{"metric": names[m], "before": b.get(m), "after": a.get(m)} for m in names if m in b]
+        rows = [{"metric": names[m], "before": _rate(b.get(m)), "after": _rate(a.get(m))} for m in names if m in b]
         ui.lab().record(
             "sanitize", f"Sanitization ({res['defense']})",
             text=(f"Defense **{res['defense']}** in {res['seconds']:.0f} s"

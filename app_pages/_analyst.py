@@ -13,6 +13,7 @@ from app_pages import _common as ui
 
 def trigger_candidates(report, key: str = "detect.triggers") -> None:
     """The scan's candidate triggers: a table and the flip-rate bars (or why there are none)."""
+    from backdoor_core.detection import heads_noun
     from backdoor_core.trigger_search import DISPLAY_COLUMNS, display_rows
 
     st.subheader("Candidate triggers")
@@ -21,9 +22,10 @@ def trigger_candidates(report, key: str = "detect.triggers") -> None:
         st.caption("No candidate triggers: the scan flagged no input or named no suspicious head.")
         return
     data = ts.to_dict(limit=20)
-    st.caption(f"The words and phrases the suspicious heads focus on in {data['n_flagged']} flagged inputs, ranked "
-               f"after a check: each is inserted into clean texts (does the prediction flip to the suspected target "
-               f"'{data['target_name']}'?) and removed from the flagged inputs (does it flip away?). Clean texts "
+    st.caption(f"The words and phrases the {heads_noun(report.verdict)} focus on in {data['n_flagged']} flagged "
+               "inputs, ranked after a check: each is inserted into clean texts (does the prediction flip to the "
+               f"suspected target '{data['target_name']}'?) and removed from the flagged inputs (does it flip away?). "
+               "Clean texts "
                f"already predicted '{data['target_name']}': "
                f"{0 if data['baseline_target_rate'] is None else data['baseline_target_rate']:.0%}.")
     if not any(c["insert_flip_rate"] is not None for c in data["candidates"]):

@@ -123,8 +123,9 @@ eval_every = max(1, -(-steps // S.EVALS_PER_RUN))  # a few evaluations per run: 
 n_evals = -(-steps // eval_every) + int(epochs)
 n_asr = int(n_test) if attack_name != "none" else 0
 estimate = estimate_seconds(steps, BATCH, int(max_len), int(n_test) + n_asr, n_evals)
-st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training steps "
-           f"(batch {BATCH}) · CACC{' / ASR' if n_asr else ''} on {int(n_test)} test texts every {eval_every} steps "
+st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training "
+           f"step{'s' if steps != 1 else ''} (batch {BATCH}) · CACC{' / ASR' if n_asr else ''} on {int(n_test)} test "
+           f"texts {'every step' if eval_every == 1 else f'every {eval_every} steps'} "
            f"and at the end of each epoch · about **{_duration(estimate)}** on an idle 2-core CPU "
            f"(first loss point after ~{estimate_seconds(1, BATCH, int(max_len), 0, 0):.0f} s).")
 

@@ -318,18 +318,25 @@ if res is None or running:
         st.info("Run a defense to compare the model before and after.", icon=":material/info:")
     st.stop()
 
+def _points(change: float, **colour) -> dict:
+    """A before/after tile's delta in points; where nothing changed, no arrow and no colour (not a red "↑ +0.0")."""
+    if abs(100 * change) < 0.05:
+        return {"delta": "±0.0 pts", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{100 * change:+.1f} pts", **colour}
+
+
 st.divider()
 b, a = res["before"], res["after"]
 st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
 tiles = st.container(horizontal=True, gap="large")  # wraps to a second row where five do not fit (1024 px cut "95.…")
 if "asr" in b:
-    tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", f"{(a.get('asr', 0) - b['asr']) * 100:+.1f} pts",
-                 delta_color="inverse", width="content")
+    tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", width="content",
+                 **_points(a.get("asr", 0) - b["asr"], delta_color="inverse"))
 ref_res = res.get("clean") or {}
 lift_b, lift_a = A.lifts(res)
 if lift_b is not None and lift_a is not None:
-    tiles.metric("Lift over clean", f"{100 * lift_a:+.1f} pts", f"{100 * (lift_a - lift_b):+.1f} pts",
-                 delta_color="inverse", width="content",
+    tiles.metric("Lift over clean", f"{100 * lift_a:+.1f} pts", width="content",
+                 **_points(lift_a - lift_b, delta_color="inverse"),
                  help=f"ASR minus the clean rate: {ref_res['name']} (no backdoor) sends {ref_res['rate']:.1%} of the "
                       f"same triggered texts to the target. Before the repair the lift was {100 * lift_b:+.1f} "
                       "points." + (f" 95% interval after: {100 * ci['low']:+.1f} to {100 * ci['high']:+.1f} points "
@@ -337,7 +344,7 @@ if lift_b is not None and lift_a is not None:
                                    if (ci := (res.get("lift_ci") or {}).get("after")) else ""))
 change = res.get("cacc_change")
 if "cacc" in b:
-    tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", f"{(a.get('cacc', 0) - b['cacc']) * 100:+.1f} pts",
+    tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", **_points(a.get("cacc", 0) - b["cacc"]),
                  help=None if not change else
                  f"95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} points "
                  f"over these {change['n']} texts (paired; not counting the repair's own randomness).",

@@ -1059,6 +1059,12 @@ def flags_score(verdict: dict) -> float | None:
     return None if score is None else float((verdict.get("components") or {}).get("score_unadjusted", score))
 
 
+def heads_noun(verdict: dict) -> str:
+    """What a view calls the scan's top heads: ``"suspicious heads"`` where the verdict calls a backdoor the heads
+    saw (``heads_called``), else ``"candidate heads"`` (as ``called_heads`` lists them)."""
+    return "suspicious heads" if heads_called(verdict) else "candidate heads"
+
+
 def called_heads(verdict: dict, labels: Sequence[str], limit: int = 12) -> str:
     """The scan's suspicious heads ``labels`` (``L{layer}H{head}``) as every view names them: listed where the
     score calls a backdoor; otherwise none is suspicious and the top ``limit`` are only candidates. Where only the

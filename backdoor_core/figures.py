@@ -590,16 +590,22 @@ def training_curves(
     for i, (name, value) in enumerate(shown):  # alternate label corners: CACC and ASR before often nearly coincide
         fig.add_hline(y=value, line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
                       annotation_text=f"{text(name.upper())} before",
-                      annotation_position=("top left", "bottom right")[i % 2], row=1, col=2)
+                      annotation_position=("top left", "top right")[i % 2], row=1, col=2)
     if total_steps:
         fig.update_xaxes(range=[0, total_steps * 1.02])
-    fig.update_xaxes(title_text="step")
+    # steps are whole numbers: the axis starts at 0 (a lone evaluation at step 60 drew ticks at 59.5 and 60.5) and
+    # a short run ticks every step
+    last = max([total_steps or 0] + [max(s) for s, _ in (*curves["losses"].values(), *curves["metrics"].values())
+                                     if len(s)])
+    fig.update_xaxes(title_text="step", rangemode="tozero", **({"dtick": 1} if last <= 10 else {}))
     fig.update_yaxes(title_text="loss", row=1, col=1, rangemode="tozero")
     fig.update_yaxes(title_text="rate", tickformat=".0%", range=[-0.03, 1.05], row=1, col=2)
     if not curves["losses"] and not curves["metrics"]:
         fig.add_annotation(text="waiting for the first step…", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(size=FONT_SIZE + 2, color="#888"))
-    return style(fig, title, 400, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
+    # the legend sits below the axis titles ("step"), not on them
+    return style(fig, title, 430, legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0),
+                 margin=dict(l=70, r=30, t=TOOLBAR_BAND + 86 if title else 60, b=110))
 
 
 # ---------------------------------------------------------------------------------- detection figures

@@ -37,11 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .jobs import JobCancelled
+
 WANTS = ("logits", "attentions", "hidden_states", "z", "offsets")
 
 
-class Cancelled(RuntimeError):
-    """``should_stop()`` returned True between batches; nothing was half-applied."""
+class Cancelled(RuntimeError, JobCancelled):
+    """``should_stop()`` returned True between batches; nothing was half-applied. A ``jobs.JobCancelled`` too: a
+    background job (the app's scan, sanitization, ...) that a forward pass stops ends as cancelled, not failed."""
 
 
 @dataclass

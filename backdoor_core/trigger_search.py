@@ -172,12 +172,13 @@ def display_rows(data: dict, limit: int = DEFAULT_SHOWN) -> list[dict]:
             for c in data.get("candidates", [])[:limit]]
 
 
-def report_section(data: dict, limit: int = 15) -> dict:
-    """A ``report.html_report`` section (heading, text, table, figure) from ``TriggerSearch.to_dict()``."""
+def report_section(data: dict, limit: int = 15, heads: str = "suspicious heads") -> dict:
+    """A ``report.html_report`` section (heading, text, table, figure) from ``TriggerSearch.to_dict()``; ``heads``:
+    what the scan's verdict calls the heads whose focus named them (``detection.heads_noun``)."""
     from .figures import trigger_candidates_bar
 
     return {"heading": "Candidate triggers",
-            "text": f"Words and phrases the suspicious heads focus on in {data['n_flagged']} flagged inputs, "
+            "text": f"Words and phrases the {heads} focus on in {data['n_flagged']} flagged inputs, "
                     f"verified by insertion into clean texts and removal from flagged ones (flips toward the "
                     f"suspected target '{data['target_name']}').",
             "table": display_rows(data, limit),

@@ -289,6 +289,10 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     at = goto(new_app(), "attack")
     # too few poisoned texts: a message, no job
     _small_attack(at, rate=1.0)
+    at.number_input(key="attack.n_train").set_value(16).run()  # one batch, one epoch: one step, said so
+    plan = next(c.value for c in at.caption if "training texts will carry the trigger" in c.value)
+    assert "· 1 training step (batch 16)" in plan and "test texts every step and" in plan, plan
+    _small_attack(at, rate=1.0)
     at.button(key="attack.train").click().run()
     assert not at.exception and any("less than one text" in e for e in errors(at))
     assert "attack" not in at.session_state["lab.jobs"]
@@ -382,6 +386,12 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert 0.0 <= rate <= 1.0 and res["clean"]["name"] == "zoo-clean"
     lift_tile = next(m for m in at.metric if m.label == "Lift over clean")
     assert lift_tile.value == f"{100 * (res['after']['asr'] - rate):+.1f} pts"
+    for label, key in (("ASR", "asr"), ("CACC", "cacc")):  # a change shows its sign; none shows no arrow
+        tile, pts = next(m for m in at.metric if m.label == label), 100 * (res["after"][key] - res["before"][key])
+        assert tile.delta == ("±0.0 pts" if abs(pts) < 0.05 else f"{pts:+.1f} pts"), (label, tile.delta)
+        still = abs(pts) < 0.05
+        assert (tile.proto.direction == tile.proto.MetricDirection.NONE) == still
+        assert (tile.proto.color == tile.proto.MetricColor.GRAY) == still
     ci = res["lift_ci"]["after"]  # the lift's paired interval over the same triggered texts
     assert ci["lift"] == pytest.approx(res["after"]["asr"] - rate) and ci["low"] <= ci["lift"] <= ci["high"]
     assert res["lift_ci"]["before"]["lift"] == pytest.approx(res["before"]["asr"] - rate)
@@ -410,6 +420,10 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert f"CACC change {100 * ch['change']:+.1f} points, 95% interval" in finding.text  # and in the report
     assert f"ASR after {res['after']['asr']:.1%}, 95% interval {lo:.1%} to {hi:.1%}" in finding.text
     assert f"The clean reference zoo-clean sends {rate:.1%} of the same triggered texts" in finding.text
+    # the report's table reads as the page does (percentages); the JSON keeps the raw rates
+    asr_row = next(r for r in finding.table if r["metric"] == "ASR")
+    assert asr_row == {"metric": "ASR", "before": f"{res['before']['asr']:.1%}", "after": f"{res['after']['asr']:.1%}"}
+    assert finding.data["after"]["asr"] == res["after"]["asr"]
     # the trigger's effect on the heads before and after (fine-tuning changes no chosen heads: all heads)
     assert any(c.value.startswith("On all heads, the trigger raised the similarity") and "trigger's tokens" in c.value
                for c in at.caption), [c.value for c in at.caption]

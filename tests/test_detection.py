@@ -247,6 +247,14 @@ def test_a_marking_word_scores_the_verdict_and_leaves_the_flags_score_to_the_rep
     assert "(cf; companion mn)" in call_note(off_named)  # the "possible" call's note too
     heads = [f"L5H{i}" for i in range(3)]
     assert called_heads(v, heads).startswith("none (the call rests on the pool's trigger words")
+    from backdoor_core.detection import heads_noun
+    from backdoor_core.trigger_search import report_section
+
+    # every view names the heads the same way: suspicious only where the heads themselves called the backdoor
+    assert [heads_noun(x) for x in (v, weak, {**weak, "likely_backdoored": True})] == [
+        "candidate heads", "candidate heads", "suspicious heads"]
+    data = {"n_flagged": 7, "target_name": "sports", "candidates": []}
+    assert report_section(data, heads=heads_noun(v))["text"].startswith("Words and phrases the candidate heads focus")
     assert any("heads found no backdoor (score 0.21)" in n for n in repair_notes({"verdict": v}))
     shifted = with_trigger_words({**weak, "score": 0.1, "pool_unlike_clean": True,
                                   "components": {"score_unadjusted": 0.66}}, ["killed"], 0.55, lift=True)

@@ -129,6 +129,10 @@ def test_training_curves_from_progress_and_history():
     assert {a.text for a in fig.layout.annotations if (a.text or "").endswith("before")} == {"CACC before"}
     empty = F.training_curves([])
     assert any("waiting" in a.text for a in empty.layout.annotations)
+    # steps are whole numbers: a short run ticks every step, and a lone late evaluation keeps the axis from 0
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis2.dtick == 1
+    late = F.training_curves([{"step": 60, "losses": {}, "metrics": {"cacc": 0.47}}])
+    assert late.layout.xaxis2.rangemode == "tozero" and late.layout.xaxis2.dtick is None
 
 
 def test_scatter_histogram_and_comparison():

@@ -116,3 +116,29 @@ def test_real_training_run_reports_progress_and_cancels(tiny):
                                                               should_stop=ctx.should_stop))[1])
     assert job.wait(60)
     assert job.status == "cancelled" and job.result.cancelled and job.result.steps == 0
+
+
+def test_a_forward_pass_stopped_by_the_job_ends_it_as_cancelled_not_failed():
+    """The app's scan and sanitization stop inside ``forward.run_with_cache`` (``forward.Cancelled``): the job is
+    cancelled, with no traceback, as a target that raises ``JobCancelled`` is."""
+    from backdoor_core.forward import Cancelled, run_with_cache
+    from backdoor_core.models import tiny_model
+
+    lm = tiny_model(num_labels=2, seed=0)
+    started = threading.Event()
+
+    def target(ctx):
+        def stop():
+            started.set()
+            return ctx.should_stop()
+
+        while True:  # forward passes until the page asks the job to stop
+            run_with_cache(lm.model, lm.tokenizer, ["a text"] * 4, max_length=16, batch_size=2, should_stop=stop)
+
+    job = start_job(target)
+    assert started.wait(30)
+    job.cancel()
+    assert job.wait(30)
+    snap = job.snapshot()
+    assert snap.status == "cancelled" and snap.result is None and snap.error is None and not snap.traceback
+    assert issubclass(Cancelled, RuntimeError)  # code that catches the forward pass's error still does

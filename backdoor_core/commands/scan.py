@@ -119,8 +119,8 @@ def _progress_printer(enabled: bool):
 
 
 def run(args) -> int:
-    from ..detection import (called_heads, chance_note, pool_shift_note, representation_notes, call_note, verdict_call,
-                             verdict_label)
+    from ..detection import (called_heads, chance_note, heads_noun, pool_shift_note, representation_notes, call_note,
+                             verdict_call, verdict_label)
     from ..scan import scan_model
 
     lm, clean, pool = load_inputs(args)
@@ -178,7 +178,7 @@ def run(args) -> int:
         rows = [{**r, "text": r["text"][:80]} for r in data["flagged"][: args.show]]
         cols = ["index", "score", "label"] + (["trigger_word"] if d["marking_words"] else []) + ["text"]
         print(format_table(rows, cols, floats="{:.2f}"))
-    _print_triggers(data.get("trigger_candidates"), args.show)
+    _print_triggers(data.get("trigger_candidates"), args.show, heads_noun(v))
     _print_pool_words(data.get("pool_words"), data["label_names"], args.show)
     _print_drift(drift, data["label_names"], args.show)
     if args.html:
@@ -217,14 +217,15 @@ def _print_drift(drift: dict | None, label_names: list, show: int) -> None:
         print(note)
 
 
-def _print_triggers(tc: dict | None, show: int) -> None:
-    """The candidate-trigger table (``trigger_search``), or why there is none."""
+def _print_triggers(tc: dict | None, show: int, heads: str = "suspicious heads") -> None:
+    """The candidate-trigger table (``trigger_search``), or why there is none; ``heads``: what the verdict calls the
+    heads whose focus named them (``detection.heads_noun``)."""
     from ..trigger_search import DISPLAY_COLUMNS, display_rows
 
     if not tc or not tc["candidates"]:
         print("\nCandidate triggers: none (no flagged inputs or no suspicious heads)")
         return
-    print(f"\nCandidate triggers (what the suspicious heads focus on in {tc['n_flagged']} flagged inputs; "
+    print(f"\nCandidate triggers (what the {heads} focus on in {tc['n_flagged']} flagged inputs; "
           f"flips toward the suspected target '{tc['target_name']}'):")
     print(format_table(display_rows(tc, show), DISPLAY_COLUMNS))
 
@@ -249,7 +250,8 @@ def write_html(report, path, drift: dict | None = None) -> Path:
     """A self-contained offline HTML report via ``report.html_report``; ``drift``: a ``trigger_search.
     drift_reading`` to add as its own section."""
     from ..architecture import layer_labels
-    from ..detection import called_heads, chance_note, pool_shift_note, representation_notes, call_note, verdict_label
+    from ..detection import (called_heads, chance_note, heads_noun, pool_shift_note, representation_notes, call_note,
+                             verdict_label)
     from ..report import html_report
 
     d = report.to_dict()
@@ -283,7 +285,7 @@ def write_html(report, path, drift: dict | None = None) -> Path:
     if tc and tc["candidates"]:
         from ..trigger_search import report_section
 
-        sections.append(report_section(tc))
+        sections.append(report_section(tc, heads=heads_noun(v)))
     if d["flagged"]:
         sections.append({"heading": "Flagged inputs", "table": d["flagged"][:100]})
     if det["marking_words"]:
