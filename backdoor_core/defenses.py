@@ -628,11 +628,12 @@ def repair_notes(details: dict) -> list[str]:
         notes.append(f"Only the {len(reset)} highest-scoring of the {len(repaired)} repaired heads started from "
                      f"{start} ({', '.join(reset) or 'none'}); the others trained from their own weights.")
     if details.get("reset", True) and reset:
-        why = (" (the scan did not call the model backdoored)" if details.get("reset_to_asked") == "auto" else "")
+        why = ("; the scan did not call the model backdoored" if details.get("reset_to_asked") == "auto" else "")
         if details.get("reset_to") == "pretrained":
-            notes.append(f"The reset heads restarted from the pretrained encoder's weights{why} "
-                         f"({details.get('pretrained_source')}, {details.get('pretrained_distance')} away from the "
-                         "model), not from zero.")
+            source = details.get("pretrained_source")
+            source = "the packaged all-MiniLM-L6-v2" if source == "default" else source
+            notes.append(f"The reset heads restarted from the pretrained encoder's weights, not from zero ({source}, "
+                         f"{details.get('pretrained_distance')} away from the model{why}).")
         elif details.get("pretrained_note"):
             notes.append(f"The reset heads restarted from zero: {details.get('pretrained_note')}")
     if details.get("judge_flags"):

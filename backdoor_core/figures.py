@@ -633,9 +633,8 @@ def importance_similarity_scatter(
     mask = np.zeros(imp.shape, bool) if suspicious is None else np.asarray(suspicious, bool)
     names = _head_axis_names(*imp.shape)
     strength = np.where(mask, np.clip(imp, 0, None) * np.clip(sim, 0, None), -np.inf).ravel()
-    labelled = np.zeros(imp.size, bool)
-    labelled[np.argsort(-strength, kind="stable")[:max(0, min(max_labels, int(mask.sum())))]] = True
-    labelled = labelled.reshape(imp.shape)
+    labelled = _spaced_labels(sim.ravel(), imp.ravel(), np.argsort(-strength, kind="stable")[:int(mask.sum())],
+                              max_labels).reshape(imp.shape)
     fig = go.Figure()
     for flag, color, label, size in ((False, "#8c9baa", "safe", 10), (True, MARK_COLOR, mark_name, 15)):
         sel = mask == flag
@@ -655,8 +654,29 @@ def importance_similarity_scatter(
     if ty is not None:
         fig.add_hline(y=float(ty), line_dash="dash", line_color="#666")
     fig.update_xaxes(title_text=text(x_title), zeroline=False)
-    fig.update_yaxes(title_text=text(y_title), zeroline=False)
+    lo, hi = float(np.nanmin(imp)), float(np.nanmax(imp))
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)  # room above the top point for its label
+    fig.update_yaxes(title_text=text(y_title), zeroline=False, range=[lo - pad, hi + 2 * pad])
     return style(fig, title, 460, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+
+
+def _spaced_labels(x: np.ndarray, y: np.ndarray, order: Sequence[int], most: int,
+                   min_gap: tuple[float, float] = (0.07, 0.06)) -> np.ndarray:
+    """``(n,)`` bool: which of the points ``order`` names (strongest first) get a written label — at most ``most``,
+    skipping one whose label would sit within ``min_gap`` (shares of each axis' span) of a label already placed, so
+    no two labels overlap (the point still names itself on hover)."""
+    keep = np.zeros(len(x), bool)
+    span_x = float(np.nanmax(x) - np.nanmin(x)) or 1.0
+    span_y = float(np.nanmax(y) - np.nanmin(y)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for i in order:
+        if len(placed) >= most:
+            break
+        px, py = float(x[i]) / span_x, float(y[i]) / span_y
+        if all(abs(px - qx) >= min_gap[0] or abs(py - qy) >= min_gap[1] for qx, qy in placed):
+            keep[i] = True
+            placed.append((px, py))
+    return keep
 
 
 def score_histogram(

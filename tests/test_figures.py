@@ -153,6 +153,15 @@ def test_scatter_histogram_and_comparison():
     shown = [t for t in fig.data[1].text if t]
     assert len(shown) == 3 and set(shown) == {F._head_axis_names(L, H).ravel()[i] for i in (7, 8, 9)}
     assert len(fig.data[1].customdata) == 10 and fig.data[0].text[0] == ""
+    # two strong heads at nearly the same spot: one label, not two on top of each other; the next one still gets its own
+    close = np.zeros((L, H), bool)
+    close[2, :3] = True
+    imp3, sim3 = np.zeros((L, H)), np.zeros((L, H))
+    imp3[2, :3], sim3[2, :3] = (1.0, 0.99, 0.5), (1.0, 0.995, 0.5)
+    shown = [t for t in F.importance_similarity_scatter(imp3, sim3, close).data[1].text if t]
+    assert shown == ["L2H0", "L2H2"]
+    top = F.importance_similarity_scatter(imp3, sim3, close).layout.yaxis.range
+    assert top[1] > 1.0  # room above the highest point for its label
     hist = F.score_histogram({"clean": RNG.normal(size=50), "flagged": RNG.normal(3, size=5)}, threshold=1.6)
     assert len(hist.data) == 2 and hist.data[0].name == "clean (50)"
     assert any("threshold" in (a.text or "") for a in hist.layout.annotations)

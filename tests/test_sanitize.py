@@ -962,8 +962,11 @@ def test_reset_to_pretrained_restores_the_reset_heads_slices(tmp_path):
     found = run_defense("alignment", tuned, base.tokenizer, clean, reset_to="pretrained", base=str(tmp_path / "base"),
                         **kw).details
     assert found["reset_to"] == "pretrained" and found["pretrained_note"] is None
-    assert any(n.startswith("The reset heads restarted from the pretrained encoder's weights") for n in
-               repair_notes(found))
+    assert any(n.startswith("The reset heads restarted from the pretrained encoder's weights, not from zero (")
+               and n.endswith("away from the model).") and n.count("(") == 1 for n in repair_notes(found))
+    auto = repair_notes({**found, "reset_to_asked": "auto", "pretrained_source": "default"})
+    assert any("(the packaged all-MiniLM-L6-v2, " in n and n.endswith("; the scan did not call the model backdoored).")
+               for n in auto), auto
     save_model(tiny_model(seed=5).model, base.tokenizer, tmp_path / "other")
     fallback = run_defense("alignment", tuned, base.tokenizer, clean, reset_to="pretrained",
                            base=str(tmp_path / "other"), **kw).details
