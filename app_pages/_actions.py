@@ -206,7 +206,8 @@ def record_scan(report, truth=None) -> None:
     text = (f"Verdict: **{verdict_label(v)}** "
             f"(score {v.get('score', 0):.2f}, basis: {v.get('basis')}). {len(report.flagged)} of "
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
-            f"(clean FRR {report.clean_frr:.1%}{'; ' + chance_note(v) if chance_note(v) else ''}). "
+            f"(FRR on the defender's held-out clean texts {report.clean_frr:.1%}"
+            f"{'; ' + chance_note(v) if chance_note(v) else ''}). "
             + f"Suspicious heads: {called_heads(v, report.suspicious_heads)}.")
     for note in (call_note(v), pool_shift_note(v), *representation_notes(v, report.settings)):
         if note:

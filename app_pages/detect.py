@@ -168,8 +168,12 @@ if report.heads.basis != "flagged":
 ev = A.scan_evaluation(report, info.get("truth"))
 if ev:
     cols = ui.tile_columns("detect-eval", 4 if ev.get("auroc_words") is not None else 3)
-    cols[0].metric("FRR (clean flagged)", f"{ev['frr']:.1%}")
-    cols[1].metric("FAR (triggered missed)", f"{ev['far']:.1%}")
+    cols[0].metric("FRR (clean flagged)", f"{ev['frr']:.1%}",
+                   help="The share of the pool's clean inputs the scan flagged (the pool's known truth; a user's own "
+                        f"pool has none). On the defender's held-out clean texts the scan measured "
+                        f"{report.clean_frr:.1%}, the rate its threshold was set for.")
+    cols[1].metric("FAR (triggered missed)", f"{ev['far']:.1%}",
+                   help="The share of the pool's triggered inputs the scan did not flag.")
     cols[2].metric("AUROC", f"{ev['auroc']:.3f}")
     if len(cols) == 4:
         cols[3].metric("AUROC with trigger words", f"{ev['auroc_words']:.3f}",
