@@ -29,7 +29,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import after_repair  # noqa: E402  (bench/after_repair.py)
+
 OFFSETS = ("none", "defender", "pool", "oracle")
 
 
@@ -72,7 +75,6 @@ def run(out_path: str, argv: list[str]) -> int:
     import backdoor_core.training as T
     from backdoor_core.forward import predict
 
-    sys.path.insert(0, str(ROOT / "bench"))
     import defense as bench
 
     seen: dict = {}
@@ -120,9 +122,7 @@ def run(out_path: str, argv: list[str]) -> int:
 
 
 def report(note: str, paths: list[str]) -> int:
-    from backdoor_core.atomic import write_text
-
-    models = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    models = after_repair.read_rows(paths)
     lines = ["# A class offset after the repair (diagnostic)", "",
              f"{note}. ASR after / CACC change (points, against the suspect) with each class offset added to the "
              "repaired model's log-probabilities (`bench/bias_check.py`): none (the repair as it is), fitted on the "
@@ -136,16 +136,9 @@ def report(note: str, paths: list[str]) -> int:
         cells = [f"{100 * m[k].get('asr', float('nan')):.1f} / {100 * (m[k]['cacc'] - c0):+.1f}" for k in OFFSETS]
         lines.append(f"| {m['model']} | {100 * m['suspect'].get('asr', float('nan')):.1f} | " + " | ".join(cells)
                      + f" | {' / '.join(map(str, m['none']['predicted']))} ({' / '.join(map(str, m['labels']))}) |")
-    out = ROOT / "bench" / "results" / "bias_check"
-    write_text(out.with_suffix(".json"), json.dumps({"note": note, "offsets": list(OFFSETS), "models": models},
-                                                    indent=2))
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    after_repair.write_results("bias_check", {"note": note, "offsets": list(OFFSETS), "models": models}, lines)
     return 0
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args:
-        raise SystemExit(__doc__)
-    sys.exit(report(args[1], args[2:]) if args[0] == "--report" else run(args[0], args[1:]))
+    sys.exit(after_repair.main(__doc__, run, report))

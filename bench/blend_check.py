@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import after_repair  # noqa: E402  (bench/after_repair.py)
+
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -86,9 +89,7 @@ def run(out_path: str, argv: list[str]) -> int:
 
 
 def report(note: str, paths: list[str]) -> int:
-    from backdoor_core.atomic import write_text
-
-    models = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    models = after_repair.read_rows(paths)
     shown = (0.5, 0.7, 0.8, 0.9, 1.0)
     lines = ["# Blending the repair back toward the suspect (diagnostic)", "",
              f"{note}. ASR after / CACC change (points, against the suspect) at blend a; a = 1 is the repair as "
@@ -100,15 +101,9 @@ def report(note: str, paths: list[str]) -> int:
         c0 = by[0.0]["cacc"]
         lines.append(f"| {m['model']} | {m['n_flagged']} | " + " | ".join(
             f"{100 * by[a]['asr']:.1f} / {100 * (by[a]['cacc'] - c0):+.1f}" for a in shown) + " |")
-    out = ROOT / "bench" / "results" / "blend_check"
-    write_text(out.with_suffix(".json"), json.dumps({"note": note, "alphas": list(ALPHAS), "models": models}, indent=2))
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    after_repair.write_results("blend_check", {"note": note, "alphas": list(ALPHAS), "models": models}, lines)
     return 0
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args:
-        raise SystemExit(__doc__)
-    sys.exit(report(args[1], args[2:]) if args[0] == "--report" else run(args[0], args[1:]))
+    sys.exit(after_repair.main(__doc__, run, report))
