@@ -317,6 +317,10 @@ if res is None or running:
     if res is None and not running:
         st.info("Run a defense to compare the model before and after.", icon=":material/info:")
     st.stop()
+if job is not None and job.status in ("cancelled", "failed") and job.snapshot().result is None:
+    st.caption(f"The results below are the previous sanitization's ({DEFENSES[res['defense']].label}): the last "
+               f"run was {job.status} and kept nothing.")
+
 
 def _points(change: float, **colour) -> dict:
     """A before/after tile's delta in points; where nothing changed, no arrow and no colour (not a red "↑ +0.0")."""

@@ -430,6 +430,18 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     effect = finding.data["trigger_effect"]  # measured by the job: the report has the same numbers and view
     assert effect["n"] > 0 and len(effect["lift"]) == len(effect["concentration"]) == 2
     assert "the trigger raised the similarity" in finding.text and len(finding.figures) == 3
+    # a later run that was cancelled and kept nothing: the results shown are said to be the previous run's
+    from backdoor_core.jobs import JobCancelled, start_job
+
+    stopped = start_job(lambda ctx: (_ for _ in ()).throw(JobCancelled()))
+    assert stopped.wait(5) and stopped.status == "cancelled"
+    registry = at.session_state["lab.jobs"]
+    registry["sanitize"] = stopped
+    at.session_state["lab.jobs"] = registry
+    at.run()
+    assert any(c.value.startswith("The results below are the previous sanitization's (") and
+               c.value.endswith("the last run was cancelled and kept nothing.") for c in at.caption), \
+        [c.value for c in at.caption]
     at.button(key="sanitize.use").click().run()
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 
