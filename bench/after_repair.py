@@ -1,6 +1,6 @@
 """The plumbing the after-repair diagnostics share (``blend_check.py``, ``bias_check.py``): each runs
-``bench/defense.py`` in its own process with our repair patched to append one JSON line per repaired model, then
-``--report`` turns those lines into ``bench/results/<stem>.json`` / ``.md``."""
+``bench/defense.py`` in its own process with our repair hooked (``run_patched``) to append one JSON line per repaired
+model, then ``--report`` turns those lines into ``bench/results/<stem>.json`` / ``.md``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,49 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_patched(argv: list[str], measure: Callable[..., object]) -> int:
+    """``bench/defense.py`` with ``argv``, in this process, with each of our repairs handed to ``measure(seen,
+    repair, model, tokenizer, clean_train, knobs)``, which calls ``repair()`` (the defense as the bench asked for it;
+    it may train ``model`` in place) and returns its result. ``seen`` holds what the bench is working on: the model's
+    ``name`` and ``pool`` (from its scan), and its evaluation sets — the CACC ``texts`` / ``labels`` (``(n,)``), the
+    ``asr_texts`` and ``target`` — with the bench's own ``evaluate`` (``training.make_evaluator``). The other defenses
+    run untouched; the patches are undone when the bench returns. Patching works in this process only, so run one
+    process per (dataset, seed) group rather than ``--workers``."""
+    import numpy as np
+
+    import backdoor_core.defenses as D
+    import backdoor_core.scan as SC
+    import backdoor_core.training as T
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import defense as bench
+
+    seen: dict = {}
+    originals = make_evaluator, run_defense, scan_model = T.make_evaluator, D.run_defense, SC.scan_model
+
+    def evaluator(tokenizer, clean_set, poisoned_texts, target, *a, **k):
+        seen.update(texts=list(clean_set.texts), labels=np.asarray(clean_set.labels),
+                    asr_texts=list(poisoned_texts or []), target=target,
+                    evaluate=make_evaluator(tokenizer, clean_set, poisoned_texts, target, *a, **k))
+        return seen["evaluate"]
+
+    def scan(model, tokenizer, clean, pool, **k):
+        seen.update(name=k.get("model_name"), pool=list(pool))
+        return scan_model(model, tokenizer, clean, pool, **k)
+
+    def defend(name, model, tokenizer, clean_train, **knobs):
+        def repair():
+            return run_defense(name, model, tokenizer, clean_train, **knobs)
+
+        return measure(seen, repair, model, tokenizer, clean_train, knobs) if name == "alignment" else repair()
+
+    T.make_evaluator, D.run_defense, SC.scan_model = evaluator, defend, scan
+    try:
+        return bench.main(argv)
+    finally:
+        T.make_evaluator, D.run_defense, SC.scan_model = originals
 
 
 def read_rows(paths: list[str]) -> list[dict]:

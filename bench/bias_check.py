@@ -17,8 +17,8 @@ silent):
     python bench/bias_check.py --report "which models" OUT.jsonl [OUT2.jsonl ...]  # -> bench/results/bias_check.*
 
 The first form passes every argument after the JSON-lines path to ``bench/defense.py`` (which still writes its own
-results: point ``BACKDOOR_BENCH_RESULTS`` elsewhere) and appends one line per repaired model; it patches the bench in
-its own process, so run one process per (dataset, seed) group rather than ``--workers``. Result:
+results: point ``BACKDOOR_BENCH_RESULTS`` elsewhere) and appends one line per repaired model
+(``after_repair.run_patched``: one process per (dataset, seed) group rather than ``--workers``). Result:
 ``bench/results/bias_check.md``.
 """
 
@@ -70,35 +70,16 @@ def scores(log_probs, labels, asr_log_probs, target, b) -> dict:
 def run(out_path: str, argv: list[str]) -> int:
     import numpy as np
 
-    import backdoor_core.defenses as D
-    import backdoor_core.scan as SC
-    import backdoor_core.training as T
     from backdoor_core.forward import predict
 
-    import defense as bench
-
-    seen: dict = {}
-    make_evaluator, run_defense, scan_model = T.make_evaluator, D.run_defense, SC.scan_model
-
-    def evaluator(tokenizer, clean_set, poisoned_texts, target, *a, **k):  # the run's CACC and ASR sets
-        seen.update(texts=list(clean_set.texts), labels=np.asarray(clean_set.labels),
-                    asr_texts=list(poisoned_texts or []), target=target)
-        return make_evaluator(tokenizer, clean_set, poisoned_texts, target, *a, **k)
-
-    def scan(model, tokenizer, clean, pool, **k):
-        seen.update(name=k.get("model_name"), pool=list(pool))
-        return scan_model(model, tokenizer, clean, pool, **k)
-
-    def defend(name, model, tokenizer, clean_train, **knobs):
-        if name != "alignment":
-            return run_defense(name, model, tokenizer, clean_train, **knobs)
+    def measure(seen, repair, model, tokenizer, clean_train, knobs):
         L = knobs.get("max_length", 64)
 
         def log_probs(m, texts):  # (n, classes)
             return np.log(np.clip(predict(m, tokenizer, texts, L), 1e-9, 1.0)) if texts else None
 
         before = {k: log_probs(model, seen[k]) for k in ("texts", "asr_texts", "pool")}
-        res = run_defense(name, model, tokenizer, clean_train, **knobs)  # trains ``model`` in place
+        res = repair()  # trains ``model`` in place
         after = {k: log_probs(res.model, seen[k]) for k in ("texts", "asr_texts", "pool")}
         defender = log_probs(res.model, list(clean_train.texts))
         y, t = seen["labels"], seen["target"]
@@ -117,8 +98,7 @@ def run(out_path: str, argv: list[str]) -> int:
             fh.write(json.dumps(row) + "\n")
         return res
 
-    T.make_evaluator, D.run_defense, SC.scan_model = evaluator, defend, scan
-    return bench.main(argv)
+    return after_repair.run_patched(argv, measure)
 
 
 def report(note: str, paths: list[str]) -> int:

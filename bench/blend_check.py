@@ -16,7 +16,6 @@ results) and appends one line per repaired model. Result: ``bench/results/blend_
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -29,37 +28,14 @@ import after_repair  # noqa: E402  (bench/after_repair.py)
 ALPHAS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def _defense_bench():
-    spec = importlib.util.spec_from_file_location("bench_defense", ROOT / "bench" / "defense.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def run(out_path: str, argv: list[str]) -> int:
     import numpy as np
     import torch
 
-    import backdoor_core.defenses as D
-    import backdoor_core.scan as SC
-    import backdoor_core.training as T
     from backdoor_core.forward import predict
 
-    seen: dict = {}
-    make_evaluator, run_defense, scan_model = T.make_evaluator, D.run_defense, SC.scan_model
-
-    def evaluator(*a, **k):  # the bench's evaluator of the current model (its CACC and ASR sets)
-        seen["evaluate"] = make_evaluator(*a, **k)
-        return seen["evaluate"]
-
-    def scan(model, tokenizer, clean, pool, **k):
-        seen.update(name=k.get("model_name"), pool=list(pool))
-        return scan_model(model, tokenizer, clean, pool, **k)
-
-    def defend(name, model, tokenizer, clean_train, **knobs):
-        res = run_defense(name, model, tokenizer, clean_train, **knobs)
-        if name != "alignment":
-            return res
+    def measure(seen, repair, model, tokenizer, clean_train, knobs):
+        res = repair()
         L = knobs.get("max_length", 64)
         flagged_idx = set(res.details["flagged_indices"])
         flagged = [seen["pool"][i] for i in res.details["flagged_indices"]]
@@ -84,8 +60,7 @@ def run(out_path: str, argv: list[str]) -> int:
                                  "ffn_layers": res.details.get("ffn_layers"), "rows": rows}) + "\n")
         return res
 
-    T.make_evaluator, D.run_defense, SC.scan_model = evaluator, defend, scan
-    return _defense_bench().main(argv)
+    return after_repair.run_patched(argv, measure)
 
 
 def report(note: str, paths: list[str]) -> int:
