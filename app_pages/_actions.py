@@ -320,6 +320,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         return {"loaded": new, "before": before, "after": after, "cacc_change": change, "lift_ci": lift_ci,
                 "details": res.details,
                 "asr_texts": len(base.poisoned_texts) if base is not None else 0,
+                "cacc_texts": len(base.labels) if base is not None else 0,
                 "history": res.history, "seconds": res.seconds, "cancelled": res.cancelled,
                 "defense": defense, "suspect": loaded, "effect": effect, "clean": clean}
 

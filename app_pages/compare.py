@@ -59,6 +59,8 @@ with c1:
         from backdoor_core.ablation import parse_heads
 
         heads_off = parse_heads(chosen, L, H) if chosen else np.zeros((L, H), bool)
+        if len(chosen) > 3:  # the field shows only the first few chips of a long list
+            st.caption(f"{len(chosen)} heads switched off: " + ", ".join(chosen))
 with c2:
     text = st.text_area("Text", height=90, **ui.keep("compare.text", DEFAULT_TEXT))
     meta_trigger = loaded.card.first_trigger  # None when the card names no word/sentence trigger

@@ -348,10 +348,15 @@ if lift_b is not None and lift_a is not None:
                                    if (ci := (res.get("lift_ci") or {}).get("after")) else ""))
 change = res.get("cacc_change")
 if "cacc" in b:
+    n_cacc = res.get("cacc_texts") or (change or {}).get("n")
     tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", **_points(a.get("cacc", 0) - b["cacc"]),
-                 help=None if not change else
-                 f"95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} points "
-                 f"over these {change['n']} texts (paired; not counting the repair's own randomness).",
+                 help=f"Before the repair {b['cacc']:.1%}"
+                      + (f" on these {n_cacc} clean test texts" if n_cacc else "")
+                      + ". The sidebar's CACC is the model card's, measured on its own test set when the model "
+                        "was made, so the two can differ."
+                      + ("" if not change else
+                         f" 95% interval of the change: {100 * change['low']:+.1f} to {100 * change['high']:+.1f} "
+                         f"points (paired; not counting the repair's own randomness)."),
                  width="content")
 tiles.metric("Time", f"{res['seconds']:.0f} s", width="content",
              help="The defense itself, its scan included; the job's time above also counts measuring the model "

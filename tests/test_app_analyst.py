@@ -284,6 +284,11 @@ def test_compare_page_heads_off_and_errors():
     at.multiselect(key="compare.heads").set_value(["L0H0", "L1H2"]).run()
     _, cmp = at.session_state["compare.cache"]
     assert not at.exception and "without 2 heads" in cmp.name_b
+    assert not [c for c in at.caption if "heads switched off:" in c.value]  # two chips fit the field
+    five = ["L0H0", "L0H1", "L0H3", "L1H2", "L1H3"]  # the test model: 2 layers x 4 heads
+    at.multiselect(key="compare.heads").set_value(five).run()
+    listed = [c.value for c in at.caption if "heads switched off:" in c.value]
+    assert listed == ["5 heads switched off: " + ", ".join(five)]
     assert any(f.key == "compare:latest" for f in at.session_state["lab.session"].findings)
     at.text_area(key="compare.text").input("   ").run()
     assert not at.exception and at.error  # a message, not a traceback

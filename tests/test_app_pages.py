@@ -408,6 +408,9 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     res = at.session_state["sanitize.result"]
     ch = res["cacc_change"]  # the paired CACC change on the same 16 texts, shown under the metrics
     assert ch["n"] == 16 and ch["change"] == pytest.approx(res["after"]["cacc"] - res["before"]["cacc"])
+    cacc_help = next(m for m in at.metric if m.label == "CACC").proto.help  # this page's draw, not the card's
+    assert res["cacc_texts"] == 16 and f"Before the repair {res['before']['cacc']:.1%} on these 16 clean" in cacc_help
+    assert "sidebar's CACC is the model card's" in cacc_help and f"{100 * ch['low']:+.1f} to" in cacc_help
     assert ch["low"] <= ch["change"] <= ch["high"]
     assert any(c.value.startswith(f"CACC change {100 * ch['change']:+.1f} points, 95% interval") for c in at.caption)
     from backdoor_core.metrics import rate_interval
