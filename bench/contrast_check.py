@@ -50,7 +50,7 @@ def evaluation_sets(m: dict, data: dict):
     if (m["dataset"], seed) not in data:
         data[(m["dataset"], seed)] = load_bench_data(m["dataset"], seed=seed)
     dev, test, ds = data[(m["dataset"], seed)]
-    defender = dev.sample(D.QUICK["n_clean"], seed=seed + 11)
+    defender = D.defender_draw(dev, D.QUICK["n_clean"], seed)
     card = ModelCard.read(str(ROOT / m["path"]))
     target = card.target_for(test.label_names)
     return defender, test, ds, card, target, seed

@@ -255,6 +255,13 @@ def build_attack(m: dict, dataset: str, tokenizer, max_length: int):
     return attack
 
 
+def defender_draw(dev, n: int, seed: int):
+    """The defender's ``n`` labelled clean texts of a run seeded ``seed``: drawn from the dataset's dev split with
+    ``seed + 11``, fewer where the split holds fewer. Every benchmark and diagnostic that re-reads a run draws them
+    here."""
+    return dev.sample(min(n, len(dev)), seed=seed + 11)
+
+
 def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: dict, seed: int) -> dict:
     """The benchmark's evaluation draw for model ``m`` (an entry of ``discover``, with its ``card``) on ``test``:
     the triggered test texts (``attack.poison_test``) and the pairwise-disjoint rows of
@@ -619,7 +626,7 @@ def main(argv=None) -> int:
             continue
         t_model = time.perf_counter()
         dev, test, ds_name = data_for(m["dataset"])
-        defender = dev.sample(settings["n_clean"], seed=seed + 11)
+        defender = defender_draw(dev, settings["n_clean"], seed)
         lm = load_model(m["path"])
         if int(lm.model.config.num_labels) != test.num_labels:
             _fail(f"{m['name']}: the model has {lm.model.config.num_labels} classes but {ds_name} has "

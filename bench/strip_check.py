@@ -58,6 +58,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import defense
     from backdoor_core.baselines.bki import BKI
     from backdoor_core.baselines.rap import RAP
     from backdoor_core.baselines.strip import strip_scores
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         defender, test = _tiny_zoo.dataset("dev", seed=args.seed), _tiny_zoo.dataset("test", seed=args.seed)
     else:
         defender, test = load_bbc("dev", seed=args.seed), load_bbc("test", seed=args.seed)
-    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
+    defender = defense.defender_draw(defender, args.n_clean, args.seed)
     zoo = [m for m in list_models(args.zoo) if m.get("attack") not in (None, "", "none")]
     if args.only:
         zoo = [m for m in zoo if m["name"] in set(args.only.split(","))]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from backdoor_core.atomic import write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    import defense
     from backdoor_core import settings as S
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_shared
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
         keep = set(args.only.split(","))
         dirs = [d for d in dirs if d.name in keep]
     seed = args.seed
-    defender = load_shared("sst2", "clean", "dev").sample(s["n_clean"], seed=seed + 11)
+    defender = defense.defender_draw(load_shared("sst2", "clean", "dev"), s["n_clean"], seed)
     test = load_shared("sst2", "clean", "test")
     order = list(range(len(test)))
     random.Random(seed + 5).shuffle(order)

@@ -99,6 +99,7 @@ def sst2_models(args) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import defense
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_bbc
     from backdoor_core.models import load_model
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
         defender, test = load_shared("sst2", "clean", "dev"), load_shared("sst2", "clean", "test")
     else:
         defender, test = load_bbc("dev", seed=args.seed), load_bbc("test", seed=args.seed)
-    defender = defender.sample(min(args.n_clean, len(defender)), seed=args.seed + 11)
+    defender = defense.defender_draw(defender, args.n_clean, args.seed)
     zoo = sst2_models(args) if args.data == "sst2" else list_models(args.zoo)
     if args.only:
         keep = set(args.only.split(","))
