@@ -450,9 +450,8 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
         )
 
     if path is not None and (path / "adapter.safetensors").is_file() and not (path / "config.json").is_file():
-        from .zoo import load_adapter_model  # a demo-zoo adapter folder: merged into the base, a plain BERT
-
-        loaded = load_adapter_model(path)  # merged on the CPU in float32; load_model moves it
+        loaded = load_adapter_model(path)  # a demo-zoo adapter folder merged into its base on the CPU in float32
+        # (a plain BERT); load_model moves it
         if num_labels is not None and num_labels != loaded.num_labels:
             raise ModelLoadError(f"The model {loaded.name} predicts {loaded.num_labels} classes but {num_labels} "
                                  "were asked for. Pick a dataset with as many classes or another model.")
@@ -978,3 +977,38 @@ def tiny_model(num_labels: int = 2, seed: int = 0, layers: int = 2, heads: int =
     config._attn_implementation = "eager"
     model = BertForSequenceClassification(config).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name="tiny", source="tiny", metadata={})
+
+
+# ------------------------------------------------------------------------------------------ zoo adapters
+
+
+def adapter_base(base: str, label_names: list[str]) -> LoadedModel:
+    """The model a zoo adapter starts from: ``"default"`` (the packaged MiniLM, classifier head random) or
+    ``"tiny"`` (``tiny_model``, tests), with ``label_names`` as its classes."""
+    if base == "tiny":
+        lm = tiny_model(num_labels=len(label_names), seed=0)
+        lm.model.config.id2label = {i: str(n) for i, n in enumerate(label_names)}
+        lm.model.config.label2id = {str(n): i for i, n in enumerate(label_names)}
+        return lm
+    if base != "default":
+        raise ValueError(f"unknown zoo base model '{base}' (expected 'default' or 'tiny')")
+    return load_model("default", label_names=label_names, device="cpu", dtype="float32")
+
+
+def load_adapter_model(path: str | os.PathLike, device="cpu") -> LoadedModel:
+    """Merge a zoo adapter folder (``adapter.safetensors`` + model card; ``zoo_files.read_adapter`` checks its
+    sha256 against the zoo's manifest first) into its base model (``adapter_base``): a plain BERT. Reached through
+    ``load_model(<folder>)``. Raises ``ModelLoadError``."""
+    from .zoo_files import AdapterFileError, apply_adapter, read_adapter
+
+    path = Path(path).expanduser().resolve()
+    try:
+        adapter = read_adapter(path)
+        lm = adapter_base(adapter.base, adapter.label_names)
+        apply_adapter(lm.model, adapter)
+    except (AdapterFileError, ValueError) as exc:
+        raise ModelLoadError(str(exc)) from exc
+    lm.model.to(device).eval()
+    card = ModelCard.read(path, num_labels=len(adapter.label_names))
+    return LoadedModel(model=lm.model, tokenizer=lm.tokenizer, name=card.name or path.name, source=str(path),
+                       metadata=card.to_json(), untrained_head=False, card_warnings=card.warnings)

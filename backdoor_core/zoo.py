@@ -2,11 +2,11 @@
 
 The zoo ships in ``assets/zoo`` (``shipped_zoo_dir()``) as LoRA adapters (``lora.py``: rank 8 on every encoder
 layer's q/k/v/attention-output/FFN and the pooler) plus the classifier head in full, ~1.4 MB per model, with their
-sha256 in ``assets/zoo/manifest.json``. ``load_adapter_model`` (reached through ``models.load_model(<folder>)``)
-checks the hash and merges the adapters into the packaged MiniLM, so every page has real models at first launch
-and a loaded zoo model is a plain BERT (scan, sanitize and head-wise repair see no adapters). ``list_models()``
-lists the shipped zoo, replaced name by name by models built into ``default_zoo_dir()``
-(``~/.cache/backdoor-attention-lab/zoo``; ``$BACKDOOR_ZOO_DIR`` or ``--dir``).
+sha256 in ``assets/zoo/manifest.json`` (``zoo_files.py`` reads and writes both). ``models.load_adapter_model``
+(reached through ``models.load_model(<folder>)``) checks the hash and merges the adapters into the packaged MiniLM,
+so every page has real models at first launch and a loaded zoo model is a plain BERT (scan, sanitize and
+head-wise repair see no adapters). ``list_models()`` lists the shipped zoo, replaced name by name by models built
+into ``default_zoo_dir()`` (``~/.cache/backdoor-attention-lab/zoo``; ``$BACKDOOR_ZOO_DIR`` or ``--dir``).
 
 ``python -m backdoor_core zoo build`` (``build``) trains the adapters again, reproducibly: one torch thread,
 deterministic kernels and fixed seeds (``deterministic()``), so two builds write byte-identical adapters whatever
@@ -29,7 +29,6 @@ The zoo folder is shared by every process and app session on the machine:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -47,12 +46,10 @@ from . import settings as S
 from .atomic import write_text
 from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
+from .zoo_files import ADAPTER_FILE, ZOO_VERSION, write_adapter, write_manifest_entry
 
 ZOO_ENV = "BACKDOOR_ZOO_DIR"
 SHIPPED_ENV = "BACKDOOR_SHIPPED_ZOO"
-ZOO_VERSION = 2  # 2: LoRA adapters + head (``adapter.safetensors``); 1 was full fine-tuned model folders
-ADAPTER_FILE = "adapter.safetensors"
-MANIFEST = "manifest.json"
 
 ZOO_SETTINGS = S.ZOO_RECIPE
 """The zoo's training recipe (``settings.ZOO_RECIPE``; the Attack lab page starts from it too). Every backdoor
@@ -197,111 +194,7 @@ def list_models(dir: str | os.PathLike | None = None, *, shipped: bool | None = 
     return sorted(rows.values(), key=lambda r: (order.get(r["name"], len(order)), r["name"]))
 
 
-# ------------------------------------------------------------------------------------------------ adapters
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_manifest(root: Path) -> dict:
-    """``<zoo>/manifest.json``: ``{"version", "models": {name: {"file", "sha256", "bytes"}}}`` ({} when absent)."""
-    try:
-        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_manifest(root: Path, name: str, file: Path) -> None:
-    data = read_manifest(root) or {"version": ZOO_VERSION, "models": {}}
-    data.setdefault("models", {})[name] = {"file": f"{name}/{ADAPTER_FILE}", "sha256": sha256_file(file),
-                                           "bytes": file.stat().st_size}
-    data["models"] = dict(sorted(data["models"].items()))
-    write_text(root / MANIFEST, json.dumps(data, indent=2) + "\n")
-
-
-def _base_model(base: str, label_names: list[str]):
-    """The model the adapters start from: ``"default"`` (the packaged MiniLM, classifier head random) or
-    ``"tiny"`` (``models.tiny_model``, tests)."""
-    from .models import load_model, tiny_model
-
-    if base == "tiny":
-        lm = tiny_model(num_labels=len(label_names), seed=0)
-        lm.model.config.id2label = {i: str(n) for i, n in enumerate(label_names)}
-        lm.model.config.label2id = {str(n): i for i, n in enumerate(label_names)}
-        return lm
-    if base != "default":
-        raise ValueError(f"unknown zoo base model '{base}' (expected 'default' or 'tiny')")
-    return load_model("default", label_names=label_names, device="cpu", dtype="float32")
-
-
-ADAPTER_META_KEY = "backdoor_lab_zoo"
-
-
-def write_adapter(path: Path, tensors: dict, *, base: str, rank: int, alpha: float, label_names: list[str]) -> None:
-    """Write adapters + head to ``path`` (safetensors). The facts a load needs go in ONE metadata entry (sorted
-    JSON): safetensors stores metadata in a hash map whose order changes from run to run, so several entries would
-    make two identical builds differ in bytes."""
-    from safetensors.torch import save_file
-
-    meta = {"format": "backdoor-lab-zoo-lora", "base": base, "rank": int(rank), "alpha": float(alpha),
-            "label_names": list(label_names)}
-    save_file(tensors, str(path), metadata={ADAPTER_META_KEY: json.dumps(meta, sort_keys=True)})
-
-
-def load_adapter_model(path: str | os.PathLike, device="cpu"):
-    """Merge a zoo adapter folder (``adapter.safetensors`` + model card) into its base model: a plain BERT.
-
-    The file's sha256 must match the zoo's ``manifest.json`` (a truncated copy, a Git LFS pointer or an edited
-    file is refused before anything loads). Returns ``models.LoadedModel``; raises ``models.ModelLoadError``.
-    """
-    from safetensors import safe_open
-
-    from .lora import merge_state
-    from .models import LoadedModel, ModelLoadError
-
-    path = Path(path).expanduser().resolve()
-    file = path / ADAPTER_FILE
-    entry = (read_manifest(path.parent).get("models") or {}).get(path.name)
-    if not isinstance(entry, dict) or "sha256" not in entry:
-        raise ModelLoadError(f"{file} is not listed in {path.parent / MANIFEST}; rebuild it with "
-                             "`python -m backdoor_core zoo build`.")
-    digest = sha256_file(file)
-    if digest != entry["sha256"]:
-        raise ModelLoadError(f"{file} does not match its recorded sha256 in {path.parent / MANIFEST} "
-                             f"({digest[:12]}… instead of {str(entry['sha256'])[:12]}…): the file is damaged or "
-                             "changed; restore it (git checkout) or rebuild the zoo.")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})[ADAPTER_META_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        names = [str(x) for x in meta["label_names"]]
-        rank, alpha, base = int(meta["rank"]), float(meta["alpha"]), str(meta.get("base", "default"))
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{file} is not a zoo adapter file: {exc}") from exc
-    lm = _base_model(base, names)
-    model = lm.model
-    try:
-        merge_state(model, {k: v for k, v in tensors.items() if not k.startswith("full.")}, alpha / rank)
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for key, value in tensors.items():
-                if key.startswith("full."):
-                    p = params.get(key[5:])
-                    if p is None or p.shape != value.shape:
-                        raise ValueError(f"tensor '{key[5:]}' does not fit the base model")
-                    p.copy_(value)
-    except ValueError as exc:
-        raise ModelLoadError(f"{file}: {exc}") from exc
-    model.to(device).eval()
-    card = ModelCard.read(path, num_labels=len(names))
-    return LoadedModel(model=model, tokenizer=lm.tokenizer, name=card.name or path.name, source=str(path),
-                       metadata=card.to_json(), untrained_head=False, card_warnings=card.warnings)
+# ------------------------------------------------------------------------------------------------ build
 
 
 @contextlib.contextmanager
@@ -515,6 +408,7 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
            data) -> list[dict]:
     """``build`` with the zoo's build lock held."""
     from .lora import LoRA
+    from .models import adapter_base
     from .poisoning import get_attack, train_attack
     from .training import TrainConfig
 
@@ -549,7 +443,7 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
 
         t0 = time.perf_counter()
         with deterministic():
-            lm = model_factory(names) if model_factory is not None else _base_model(base, names)
+            lm = model_factory(names) if model_factory is not None else adapter_base(base, names)
             adapters = LoRA(lm.model, lcfg["rank"], lcfg["alpha"], seed=cfg["seed"])
             adapters.freeze_base(("classifier",))
             attack = get_attack(spec.attack, tokenizer=lm.tokenizer, max_length=config.max_length) \
@@ -582,6 +476,6 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        _write_manifest(root, spec.name, out / ADAPTER_FILE)
+        write_manifest_entry(root, spec.name, out / ADAPTER_FILE)
         report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": card.cacc, "asr": card.asr})
     return list_models(root, shipped=False)

@@ -25,7 +25,7 @@ from backdoor_core import settings as S  # noqa: E402
 from backdoor_core.data import load_bbc  # noqa: E402
 from backdoor_core.defender_data import build_pool  # noqa: E402
 from backdoor_core.scan import scan_model  # noqa: E402
-from backdoor_core.zoo import load_adapter_model  # noqa: E402
+from backdoor_core.models import load_adapter_model  # noqa: E402
 
 FUSE = os.environ.get("FUSE", S.FUSE)
 REP_METHOD = os.environ.get("REP_METHOD", S.REP_METHOD)

@@ -66,7 +66,7 @@ def _scan_draws(job: dict) -> list[dict]:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     if job["zoo"] == "bbc":
-        from backdoor_core.zoo import load_adapter_model
+        from backdoor_core.models import load_adapter_model
 
         lm = load_adapter_model(ROOT / "assets" / "zoo" / job["name"])
         dev, test, _ = load_bench_data("bbc", seed=0)

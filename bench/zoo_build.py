@@ -139,9 +139,10 @@ def evaluate(zoo_dir: Path, with_full: bool, only: list[str] | None) -> None:
 
 def compare(a: Path, b: Path, label: str) -> None:
     from backdoor_core import zoo
+    from backdoor_core.zoo_files import read_manifest
 
     data = _load()
-    ma, mb = zoo.read_manifest(a).get("models", {}), zoo.read_manifest(b).get("models", {})
+    ma, mb = read_manifest(a).get("models", {}), read_manifest(b).get("models", {})
     ra = {r["name"]: r for r in zoo.list_models(a, shipped=False)}
     rb = {r["name"]: r for r in zoo.list_models(b, shipped=False)}
     rows = []

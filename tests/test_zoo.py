@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from backdoor_core import zoo
+from backdoor_core import zoo, zoo_files
 from backdoor_core.cli import main
 from backdoor_core.data import TextDataset
 from backdoor_core.models import METADATA_FILE, load_model, save_model, tiny_model
@@ -41,9 +41,9 @@ def test_build_list_cache_and_cancel(tmp_path, monkeypatch):
         assert key in meta
     assert meta["n_poisoned"] == 4 and meta["tal_config"]["heads"] == 2 and meta["lora"]["rank"] == 8
     # only adapters, the head and the card are written (no full model), and the manifest holds their hashes
-    assert sorted(p.name for p in (tmp_path / "badnets-tal").iterdir()) == sorted([METADATA_FILE, zoo.ADAPTER_FILE])
-    manifest = zoo.read_manifest(tmp_path)["models"]
-    assert manifest["badnets-tal"]["sha256"] == zoo.sha256_file(tmp_path / "badnets-tal" / zoo.ADAPTER_FILE)
+    assert sorted(p.name for p in (tmp_path / "badnets-tal").iterdir()) == sorted([METADATA_FILE, zoo_files.ADAPTER_FILE])
+    manifest = zoo_files.read_manifest(tmp_path)["models"]
+    assert manifest["badnets-tal"]["sha256"] == zoo_files.sha256_file(tmp_path / "badnets-tal" / zoo_files.ADAPTER_FILE)
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(p.progress is not None for p in seen)
@@ -63,12 +63,12 @@ def test_build_list_cache_and_cancel(tmp_path, monkeypatch):
     assert again["cacc"] == pytest.approx(bad["cacc"], abs=1e-6) and again["asr"] == pytest.approx(bad["asr"], abs=1e-6)
 
     # cached: nothing retrained, nothing rewritten
-    before = zoo.sha256_file(tmp_path / "clean" / zoo.ADAPTER_FILE)
+    before = zoo_files.sha256_file(tmp_path / "clean" / zoo_files.ADAPTER_FILE)
     seen.clear()
     zoo.build(tmp_path, progress=seen.append, specs=SPECS, settings=SETTINGS, base="tiny", data=data)
     assert not any(p.progress is not None for p in seen) and all(p.message.endswith("cached") for p in seen)
     assert zoo.list_models(tmp_path) == rows
-    assert zoo.sha256_file(tmp_path / "clean" / zoo.ADAPTER_FILE) == before
+    assert zoo_files.sha256_file(tmp_path / "clean" / zoo_files.ADAPTER_FILE) == before
 
     # cancelled while training the second model: the first is kept, the second is not written
     other = tmp_path / "other"
@@ -77,7 +77,7 @@ def test_build_list_cache_and_cancel(tmp_path, monkeypatch):
     rows2 = zoo.build(other, progress=seen2.append, should_stop=stop_when, specs=SPECS, settings=SETTINGS,
                       base="tiny", data=data)
     assert [r["name"] for r in rows2] == ["clean"]
-    assert sorted(p.name for p in other.iterdir()) == ["clean", zoo.MANIFEST]  # no temporary leftovers
+    assert sorted(p.name for p in other.iterdir()) == ["clean", zoo_files.MANIFEST]  # no temporary leftovers
 
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path))
     assert zoo.default_zoo_dir() == tmp_path
@@ -100,8 +100,8 @@ def test_build_is_identical_across_thread_counts(tmp_path):
     finally:
         torch.set_num_threads(before)
     assert torch.get_num_threads() == before  # the build restores the caller's setting
-    a = zoo.read_manifest(tmp_path / "a")["models"]["badnets-tal"]
-    b = zoo.read_manifest(tmp_path / "b")["models"]["badnets-tal"]
+    a = zoo_files.read_manifest(tmp_path / "a")["models"]["badnets-tal"]
+    b = zoo_files.read_manifest(tmp_path / "b")["models"]["badnets-tal"]
     assert a["sha256"] == b["sha256"]  # byte-identical adapters
     assert zoo.list_models(tmp_path / "a")[0]["asr"] == zoo.list_models(tmp_path / "b")[0]["asr"]
 
@@ -111,7 +111,7 @@ def test_damaged_adapter_is_refused_and_a_second_build_is_busy(tmp_path):
 
     data = (toy(48, 0), toy(20, 1))
     zoo.build(tmp_path, specs=SPECS[:1], settings=SETTINGS, base="tiny", data=data)
-    f = tmp_path / "clean" / zoo.ADAPTER_FILE
+    f = tmp_path / "clean" / zoo_files.ADAPTER_FILE
     raw = bytearray(f.read_bytes())
     raw[-1] ^= 1
     f.write_bytes(bytes(raw))
@@ -129,12 +129,12 @@ def test_shipped_zoo_is_listed_and_loads(monkeypatch, tmp_path):
     """The repository's zoo: five models, hashes that match, together <= 10 MB; a same-name local rebuild
     replaces a shipped entry in the listing."""
     shipped = zoo.shipped_zoo_dir()
-    manifest = zoo.read_manifest(shipped)["models"]
+    manifest = zoo_files.read_manifest(shipped)["models"]
     assert set(manifest) == {s.name for s in zoo.ZOO_SPECS}
     total = 0
     for name, entry in manifest.items():
         f = shipped / entry["file"]
-        assert zoo.sha256_file(f) == entry["sha256"], name
+        assert zoo_files.sha256_file(f) == entry["sha256"], name
         total += f.stat().st_size + (shipped / name / METADATA_FILE).stat().st_size
     assert total <= 10 * 1024**2
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path))
