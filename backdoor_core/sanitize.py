@@ -640,6 +640,120 @@ def leave_target_only(probs: np.ndarray, labels: Sequence[int], direction: np.nd
 
 
 @dataclass
+class PoolLabels:
+    """The flagged inputs' pseudo-labels (``pool_pseudo_labels``): ``labels`` ``(N,)`` a class or ``IGNORE_LABEL``
+    per pool text (None: no rule ran), ``details`` what each rule did (``SanitizeResult.details`` keys), and how
+    many inputs had a label before target exclusion (its own count is taken on the final labels)."""
+
+    labels: list[int] | None
+    details: dict
+    labelled_before_exclusion: int
+
+
+def pool_pseudo_labels(
+    model, tokenizer, clean_texts: list[str], clean_labels: Sequence[int], suspicious: np.ndarray,
+    pool_texts: Sequence[str] | None, max_length: int, *, pseudo_labels: bool, focus_labels: bool,
+    exclude_labels: bool, exclude_direction: bool, exclude_min_excess: float, labels_leave_target: bool,
+    pool_probs: np.ndarray | None, clean_probs: np.ndarray | None, clean_full: np.ndarray | None,
+    label_judge: str, judge_probs, word_targets: Sequence[tuple[str, int]], word_labels: bool,
+    trigger_words: Sequence[tuple[str, int]], label_limit: int | None,
+) -> PoolLabels:
+    """The label rules of ``sanitize_heads``, in order (each argument as documented there): the safe heads'
+    prediction where switching the suspicious heads off keeps clean accuracy (the gate), focus removal, leave the
+    target only, target exclusion, the judge, no label toward a marking word's class, the other class for a
+    likely trigger word's texts, the label limit. ``clean_full`` ``(M, C)``: the unrepaired model on
+    ``clean_texts``, when already at hand. Runs on the unrepaired model (before any reset)."""
+    pool_labels = None
+    # pool_probs (N, C): the suspect model on the flagged inputs, shared by the label rules below
+    if pool_probs is not None and len(pool_probs) != len(pool_texts or []):
+        raise ValueError(f"pool_probs has {len(pool_probs)} rows for {len(pool_texts or [])} pool texts.")
+    if pool_texts and (pseudo_labels or exclude_labels or labels_leave_target) and pool_probs is None:
+        pool_probs = predict(model, tokenizer, list(pool_texts), max_length)
+    # clean_full (M, C): the unrepaired model on the clean texts in their order, once for the gate and exclusion
+    gate_acc, gate_used = None, False
+    if pseudo_labels and pool_texts:
+        if clean_full is None:
+            clean_full = predict(model, tokenizer, clean_texts, max_length)
+        gate_acc = gated_accuracy(model, tokenizer, clean_texts, clean_labels, suspicious, max_length,
+                                  full_probs=clean_full)
+        if gate_acc[0] - gate_acc[1] <= S.GATE_MAX_ACCURACY_DROP:
+            pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, max_length, pool_probs)
+            gate_used = True
+    n_gate_labels = sum(y != IGNORE_LABEL for y in (pool_labels or []))
+    focus = None
+    if pool_texts and (focus_labels or (exclude_labels and exclude_direction) or labels_leave_target):
+        focus = focus_removal(model, tokenizer, pool_texts, suspicious, max_length)
+    if focus_labels and focus is not None:
+        pool_labels = [g if g != IGNORE_LABEL else f
+                       for g, f in zip(pool_labels or [IGNORE_LABEL] * len(focus.labels), focus.labels)]
+    n_dropped = 0
+    if labels_leave_target and focus is not None and pool_labels is not None:
+        kept = leave_target_only(pool_probs, pool_labels, focus.shift)
+        n_dropped = sum(a != b for a, b in zip(kept, pool_labels))
+        pool_labels = kept
+    suspected_target = None
+    n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
+    if exclude_labels and pool_texts:
+        if clean_probs is None:
+            clean_probs = clean_full if clean_full is not None else predict(model, tokenizer, clean_texts,
+                                                                            max_length)
+        pool_labels, suspected_target = target_exclusion_labels(
+            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs, exclude_min_excess,
+            direction=focus.shift if exclude_direction and focus is not None else None)
+    n_judge_dropped = n_judge_added = n_judge_kept = 0
+    agreement = model_agreement = judge_note = None
+    if callable(judge_probs):  # fit the judge only when it has work: labels to check, or fill's unlabelled inputs
+        has_work = label_judge == "fill" or any(y != IGNORE_LABEL for y in (pool_labels or []))
+        try:
+            judge_probs = judge_probs() if has_work and label_judge != "none" and pool_texts else None
+        except ValueError as exc:  # e.g. clean texts of one class: no judge, the labels stay unchecked
+            judge_probs, judge_note = None, str(exc)
+    if judge_probs is not None and label_judge != "none" and pool_texts:
+        from .reference import judge_agreement, judged_labels
+        if pool_probs is None and label_judge != "filter":  # gate(_filter) and fill read the model's predictions
+            pool_probs = predict(model, tokenizer, list(pool_texts), max_length)
+        rule = list(pool_labels or [IGNORE_LABEL] * len(pool_texts))
+        agreement = judge_agreement(rule, judge_probs)
+        if pool_probs is not None:
+            model_agreement = judge_agreement(rule, judge_probs, np.asarray(pool_probs).argmax(1))
+        pool_labels = judged_labels(rule, judge_probs, pool_probs, label_judge)
+        n_judge_dropped = sum(a != IGNORE_LABEL and b == IGNORE_LABEL for a, b in zip(rule, pool_labels))
+        n_judge_added = sum(a == IGNORE_LABEL and b != IGNORE_LABEL for a, b in zip(rule, pool_labels))
+        n_judge_kept = sum(a != IGNORE_LABEL and b == a for a, b in zip(rule, pool_labels))
+    n_word_dropped = 0
+    if word_targets and pool_labels is not None:
+        pool_labels, n_word_dropped = word_target_dropped(pool_texts, pool_labels, word_targets)
+    n_word_labelled = 0
+    if word_labels and trigger_words and pool_texts:
+        if pool_probs is None:
+            pool_probs = predict(model, tokenizer, list(pool_texts), max_length)
+        pool_labels, n_word_labelled = word_other_class_labels(
+            pool_texts, pool_labels or [IGNORE_LABEL] * len(pool_texts), pool_probs, trigger_words)
+    n_cut = 0
+    if label_limit is not None and pool_labels is not None:
+        n_cut = sum(y != IGNORE_LABEL for y in pool_labels[label_limit:])
+        pool_labels = list(pool_labels[:label_limit]) + [IGNORE_LABEL] * len(pool_labels[label_limit:])
+    details = {
+        "pool_gate_labelled": n_gate_labels, "gated_clean_accuracy": gate_acc, "gate_labels_used": gate_used,
+        "focus_labels": focus_labels,
+        "exclude_labels": exclude_labels, "suspected_target": suspected_target,
+        "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
+        "pool_labels_dropped": n_dropped,
+        "word_target_dropped": n_word_dropped, "word_labelled": n_word_labelled,
+        "label_limit": label_limit, "pool_labels_cut": n_cut,
+        "label_judge": label_judge if judge_probs is not None else "none",
+        "judge_dropped": n_judge_dropped, "judge_added": n_judge_added, "judge_kept": n_judge_kept,
+        "judge_note": judge_note,
+        "judge_agreement": None if agreement is None else round(agreement, 4),
+        # the judge's agreement with the model's own predictions on the labelled inputs (the gate's line)
+        "judge_model_agreement": None if model_agreement is None else round(model_agreement, 4),
+        # (C,) the probability the focus tokens push the flagged inputs toward each class
+        "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
+    }
+    return PoolLabels(pool_labels, details, n_before_exclusion)
+
+
+@dataclass
 class SanitizeResult:
     """What ``sanitize_heads`` did. ``history`` comes from ``training.train``."""
 
@@ -807,6 +921,8 @@ def sanitize_heads(
     if not 0.0 <= float(exclude_min_excess) <= 1.0:
         raise ValueError("exclude_min_excess must be in [0, 1] (a share of the flagged inputs), got "
                          f"{exclude_min_excess}.")
+    if label_limit is not None and label_limit < 0:
+        raise ValueError(f"label_limit must be >= 0, got {label_limit}.")
     config = config or default_config()
     masks = head_parameter_masks(model, suspicious)
     ffn_trained = ffn_layers(ffn, suspicious, attention_missed_share, ffn_max_layers, backdoor_found)
@@ -826,81 +942,16 @@ def sanitize_heads(
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
     before = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
               if measure_align else None)
-    pool_labels = None
-    # pool_probs (N, C): the suspect model on the flagged inputs, shared by the label rules below
-    if pool_probs is not None and len(pool_probs) != len(pool_texts or []):
-        raise ValueError(f"pool_probs has {len(pool_probs)} rows for {len(pool_texts or [])} pool texts.")
-    if pool_texts and (pseudo_labels or exclude_labels or labels_leave_target) and pool_probs is None:
-        pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
-    # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the rules below reuse it
+    # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the label rules reuse it
     teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
-    # clean_full (M, C): the unrepaired model on the clean texts in their order, once for the gate and exclusion
-    clean_full = teacher
-    gate_acc, gate_used = None, False
-    if pseudo_labels and pool_texts:
-        if clean_full is None:
-            clean_full = predict(model, tokenizer, clean_texts, config.max_length)
-        gate_acc = gated_accuracy(model, tokenizer, clean_texts, clean_labels, suspicious, config.max_length,
-                                  full_probs=clean_full)
-        if gate_acc[0] - gate_acc[1] <= S.GATE_MAX_ACCURACY_DROP:
-            pool_labels = safe_head_labels(model, tokenizer, pool_texts, suspicious, config.max_length, pool_probs)
-            gate_used = True
-    n_gate_labels = sum(y != IGNORE_LABEL for y in (pool_labels or []))
-    focus = None
-    if pool_texts and (focus_labels or (exclude_labels and exclude_direction) or labels_leave_target):
-        focus = focus_removal(model, tokenizer, pool_texts, suspicious, config.max_length)
-    if focus_labels and focus is not None:
-        pool_labels = [g if g != IGNORE_LABEL else f
-                       for g, f in zip(pool_labels or [IGNORE_LABEL] * len(focus.labels), focus.labels)]
-    n_dropped = 0
-    if labels_leave_target and focus is not None and pool_labels is not None:
-        kept = leave_target_only(pool_probs, pool_labels, focus.shift)
-        n_dropped = sum(a != b for a, b in zip(kept, pool_labels))
-        pool_labels = kept
-    suspected_target = None
-    n_before_exclusion = sum(y != IGNORE_LABEL for y in (pool_labels or []))
-    if exclude_labels and pool_texts:
-        if clean_probs is None:
-            clean_probs = clean_full if clean_full is not None else predict(model, tokenizer, clean_texts,
-                                                                            config.max_length)
-        pool_labels, suspected_target = target_exclusion_labels(
-            pool_probs, pool_labels or [IGNORE_LABEL] * len(pool_texts), clean_probs, exclude_min_excess,
-            direction=focus.shift if exclude_direction and focus is not None else None)
-    n_judge_dropped = n_judge_added = n_judge_kept = 0
-    agreement = model_agreement = judge_note = None
-    if callable(judge_probs):  # fit the judge only when it has work: labels to check, or fill's unlabelled inputs
-        has_work = label_judge == "fill" or any(y != IGNORE_LABEL for y in (pool_labels or []))
-        try:
-            judge_probs = judge_probs() if has_work and label_judge != "none" and pool_texts else None
-        except ValueError as exc:  # e.g. clean texts of one class: no judge, the labels stay unchecked
-            judge_probs, judge_note = None, str(exc)
-    if judge_probs is not None and label_judge != "none" and pool_texts:
-        from .reference import judge_agreement, judged_labels
-        if pool_probs is None and label_judge != "filter":  # gate(_filter) and fill read the model's predictions
-            pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
-        rule = list(pool_labels or [IGNORE_LABEL] * len(pool_texts))
-        agreement = judge_agreement(rule, judge_probs)
-        if pool_probs is not None:
-            model_agreement = judge_agreement(rule, judge_probs, np.asarray(pool_probs).argmax(1))
-        pool_labels = judged_labels(rule, judge_probs, pool_probs, label_judge)
-        n_judge_dropped = sum(a != IGNORE_LABEL and b == IGNORE_LABEL for a, b in zip(rule, pool_labels))
-        n_judge_added = sum(a == IGNORE_LABEL and b != IGNORE_LABEL for a, b in zip(rule, pool_labels))
-        n_judge_kept = sum(a != IGNORE_LABEL and b == a for a, b in zip(rule, pool_labels))
-    n_word_dropped = 0
-    if word_targets and pool_labels is not None:
-        pool_labels, n_word_dropped = word_target_dropped(pool_texts, pool_labels, word_targets)
-    n_word_labelled = 0
-    if word_labels and trigger_words and pool_texts:
-        if pool_probs is None:
-            pool_probs = predict(model, tokenizer, list(pool_texts), config.max_length)
-        pool_labels, n_word_labelled = word_other_class_labels(
-            pool_texts, pool_labels or [IGNORE_LABEL] * len(pool_texts), pool_probs, trigger_words)
-    n_cut = 0
-    if label_limit is not None and pool_labels is not None:
-        if label_limit < 0:
-            raise ValueError(f"label_limit must be >= 0, got {label_limit}.")
-        n_cut = sum(y != IGNORE_LABEL for y in pool_labels[label_limit:])
-        pool_labels = list(pool_labels[:label_limit]) + [IGNORE_LABEL] * len(pool_labels[label_limit:])
+    labelled = pool_pseudo_labels(
+        model, tokenizer, clean_texts, clean_labels, suspicious, pool_texts, config.max_length,
+        pseudo_labels=pseudo_labels, focus_labels=focus_labels, exclude_labels=exclude_labels,
+        exclude_direction=exclude_direction, exclude_min_excess=exclude_min_excess,
+        labels_leave_target=labels_leave_target, pool_probs=pool_probs, clean_probs=clean_probs, clean_full=teacher,
+        label_judge=label_judge, judge_probs=judge_probs, word_targets=word_targets, word_labels=word_labels,
+        trigger_words=trigger_words, label_limit=label_limit)
+    pool_labels = labelled.labels
     reset_mask = (suspicious if reset else None) if isinstance(reset, (bool, np.bool_)) else (
         np.asarray(reset, dtype=bool) & suspicious)
     if reset_mask is not None and reset_mask.any():
@@ -950,23 +1001,9 @@ def sanitize_heads(
                  "pool_pseudo_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])),
                  # each pool input's cross-entropy label (-100: alignment only), in ``pool_texts`` order
                  "pool_labels": [int(y) for y in (pool_labels or [IGNORE_LABEL] * len(pool_texts or []))],
-                 "pool_gate_labelled": n_gate_labels, "gated_clean_accuracy": gate_acc,
-                 "gate_labels_used": gate_used,
-                 "focus_labels": focus_labels,
-                 "exclude_labels": exclude_labels, "suspected_target": suspected_target,
-                 "exclude_direction": exclude_direction, "labels_leave_target": labels_leave_target,
-                 "pool_labels_dropped": n_dropped,
-                 "word_target_dropped": n_word_dropped, "word_labelled": n_word_labelled,
-                 "label_limit": label_limit, "pool_labels_cut": n_cut,
-                 "label_judge": label_judge if judge_probs is not None else "none",
-                 "judge_dropped": n_judge_dropped, "judge_added": n_judge_added, "judge_kept": n_judge_kept,
-                 "judge_note": judge_note,
-                 "judge_agreement": None if agreement is None else round(agreement, 4),
-                 # the judge's agreement with the model's own predictions on the labelled inputs (the gate's line)
-                 "judge_model_agreement": None if model_agreement is None else round(model_agreement, 4),
-                 # (C,) the probability the focus tokens push the flagged inputs toward each class
-                 "focus_shift": None if focus is None else [round(float(x), 4) for x in focus.shift],
-                 "pool_exclusion_labelled": sum(y != IGNORE_LABEL for y in (pool_labels or [])) - n_before_exclusion,
+                 **labelled.details,
+                 "pool_exclusion_labelled": (sum(y != IGNORE_LABEL for y in (pool_labels or []))
+                                             - labelled.labelled_before_exclusion),
                  "ffn_layers": ffn_trained, "ffn_lr_scale": float(ffn_lr_scale) if ffn_trained else None,
                  "ffn_mix": ffn_mixed,
                  "repair_seeds": int(repair_seeds),
