@@ -9,6 +9,7 @@ the old file and no temporary behind.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -33,3 +34,46 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, creating its folder; returns the path."""
     return _write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def writable_reason(path: str | os.PathLike) -> str | None:
+    """Why nothing could be written at ``path`` (a file or a folder to create), or ``None``: the nearest existing
+    folder at or above ``path``'s parent must take a new entry (checked by creating and removing a temporary
+    file there, which catches read-only mounts and pseudo file systems that permission bits do not)."""
+    place = Path(os.path.abspath(Path(path).expanduser())).parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        return f"{place} is a file, so nothing can be written under it; choose another path."
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=place)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write under {place} ({exc.strerror or exc}); choose another path."
+    return None
+
+
+def check_output_file(path: str | os.PathLike, *, force: bool = False, ours: bytes | None = None) -> Path:
+    """Raise ``ValueError`` now when ``write_text(path, ...)`` would fail or replace a file that is not ours:
+    an empty path, a folder, a place nothing can be written (``writable_reason``), or an existing file that does
+    not hold ``ours`` in its first 4 KiB (e.g. the lab's report ``<meta name="generator">``) unless ``force``.
+    Returns the path. Command lines call this before the work, so a refusal loses nothing."""
+    if not str(path).strip():
+        raise ValueError("the output file's path is empty; give a file path.")
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{target} is a folder; give a file path (e.g. {target / 'report.html'}).")
+    reason = writable_reason(target)
+    if reason:
+        raise ValueError(reason)
+    if target.exists() and not force:
+        try:
+            with open(target, "rb") as f:
+                head = f.read(4096)
+        except OSError as exc:
+            raise ValueError(f"cannot read {target} ({exc.strerror or exc}); choose another path.") from exc
+        if ours is None or ours not in head:
+            raise ValueError(f"{target} exists and was not written by this lab; pass --force to replace it, or "
+                             "choose another path.")
+    return target

@@ -39,14 +39,43 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``--max-length``, sizes)."""
+def int_at_least(low: int, what: str):
+    """An argparse type: an integer >= ``low``; ``what`` names the range in the message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+"""argparse type: an integer >= 1 (epochs, steps, batch sizes, sizes)."""
+nonnegative_int = int_at_least(0, "an integer >= 0")
+"""argparse type: an integer >= 0 (positions, 'every N' where 0 means the default)."""
+
+
+def max_length_int(text: str) -> int:
+    """argparse type for ``--max-length``: at least ``settings.MAX_LENGTH_RANGE[0]`` tokens (the special tokens
+    alone take two, so fewer leaves nothing to read); the upper end is the model's own (``fit_max_length``)."""
+    from .settings import MAX_LENGTH_RANGE
+
+    return int_at_least(MAX_LENGTH_RANGE[0], f"an integer >= {MAX_LENGTH_RANGE[0]} (tokens)")(text)
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a finite number in [0, 1] (shares, relative thresholds)."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
     return value
 
 

@@ -36,6 +36,7 @@ import stat
 import time
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -552,14 +553,43 @@ class SaveRefusedError(FileExistsError):
     """``save_model`` would replace something that is not a model saved by this lab (pass ``force=True``)."""
 
 
-def replace_refusal(directory: str | os.PathLike, force: bool = False) -> str | None:
+def unsafe_target(directory: str | os.PathLike, protect: Sequence[str | os.PathLike] = ()) -> str | None:
+    """Why ``directory`` may never be replaced by a save, even with ``force``, or ``None``: an empty path (it
+    names the current folder), the file system's root, the current folder or one above it, the home folder or
+    one above it, or a folder holding one of ``protect`` (e.g. the model being read)."""
+    if not str(directory).strip():
+        return "an empty output path names the current folder; give the new model folder's path"
+    target = Path(os.path.abspath(Path(directory).expanduser()))
+    with contextlib.suppress(OSError, RuntimeError):
+        target = target.parent.resolve() / target.name if target.name else target.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if target == Path(target.anchor):
+        return f"{target} is the file system's root; give the new model folder's path"
+    for place, what in ((cwd, "the current folder"), (home, "your home folder")):
+        if target == place or target in place.parents:
+            return (f"{target} is {what}" + ("" if target == place else " or a folder above it")
+                    + "; a save replaces the whole folder, so give the new model folder's path")
+    for kept in protect:
+        with contextlib.suppress(OSError, RuntimeError):
+            kept = Path(kept).expanduser().resolve()
+            if target in kept.parents:
+                return f"{target} holds {kept}; a save would delete it: give another output folder"
+    return None
+
+
+def replace_refusal(directory: str | os.PathLike, force: bool = False,
+                    protect: Sequence[str | os.PathLike] = ()) -> str | None:
     """Why ``save_model(..., directory)`` would refuse to replace what is there, or ``None`` when it may.
 
-    A missing path, an empty folder, or a folder saved by this lab (it holds ``METADATA_FILE`` and only model
-    files: ``MANIFEST_FILE``'s list or ``SAVE_ENTRY_NAMES``) may be replaced. Anything else (a folder with
-    other files, a symbolic link) needs ``force``; a plain file is never replaced. Callers check this BEFORE a
-    long job so a refusal costs nothing.
+    Never, even with ``force``: an ``unsafe_target`` (an empty path, the root, the current or home folder or one
+    above it, a folder holding one of ``protect``). A missing path, an empty folder, or a folder saved by this lab
+    (it holds ``METADATA_FILE`` and only model files: ``MANIFEST_FILE``'s list or ``SAVE_ENTRY_NAMES``) may be
+    replaced. Anything else (a folder with other files, a symbolic link) needs ``force``; a plain file is never
+    replaced. Callers check this BEFORE a long job so a refusal costs nothing.
     """
+    unsafe = unsafe_target(directory, protect)
+    if unsafe:
+        return unsafe
     directory = Path(directory).expanduser()
     if directory.is_symlink():
         return None if force else (
@@ -795,12 +825,26 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
     return directory
 
 
-def check_save_target(directory: str | os.PathLike | None, force: bool = False) -> None:
-    """Raise ``SaveRefusedError`` now when ``save_model(..., directory, force=force)`` would refuse later (CLI
-    commands call this before training so a refusal loses no work). ``None`` (no ``--out``) passes."""
+def check_save_target(directory: str | os.PathLike | None, force: bool = False,
+                      protect: Sequence[str | os.PathLike] = ()) -> None:
+    """Raise ``SaveRefusedError`` now when a CLI command's ``--out`` would be refused or fail after the work (CLI
+    commands call this before training so a refusal loses no work). ``None`` (no ``--out``) passes.
+
+    Besides ``replace_refusal`` (``protect``: the model the command reads), a folder that already holds a model
+    needs ``force`` here (the app asks before it replaces a model; the command line asks for ``--force``), and
+    the nearest existing folder above ``directory`` must take a new entry (``atomic.writable_reason``)."""
+    from .atomic import writable_reason
+
     if directory is None:
         return
-    reason = replace_refusal(directory, force)
+    reason = replace_refusal(directory, force, protect)
+    if reason:
+        raise SaveRefusedError(reason)
+    path = Path(directory).expanduser()
+    if not force and path.is_dir() and not path.is_symlink() and (path / METADATA_FILE).is_file():
+        raise SaveRefusedError(f"{path} already holds a saved model; pass --force to replace it, or choose "
+                               "another --out folder.")
+    reason = writable_reason(path)
     if reason:
         raise SaveRefusedError(reason)
 

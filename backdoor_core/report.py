@@ -45,7 +45,10 @@ from typing import Any, Iterable, Sequence
 
 from ._version import __version__
 
-__all__ = ["html_report", "json_report", "markdown_to_html", "table_html", "to_jsonable", "CSP"]
+__all__ = ["html_report", "json_report", "markdown_to_html", "table_html", "to_jsonable", "CSP", "REPORT_MARK"]
+
+REPORT_MARK = b'<meta name="generator" content="Backdoor Attention Lab'
+"""Bytes every report ``html_report`` writes holds in its first lines: a command may replace such a file."""
 
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; frame-src 'self' about: data:"
 

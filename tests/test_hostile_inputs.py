@@ -126,6 +126,102 @@ def test_cli_out_refuses_a_user_folder_before_any_work(capsys, tmp_path, verb):
     assert (user / "thesis.txt").read_text() == "four years of work"
 
 
+@pytest.mark.parametrize("verb", ["attack", "sanitize"])
+@pytest.mark.parametrize("out", ["", " ", ".", "..", "~"])
+def test_cli_out_never_replaces_the_current_or_home_folder_even_forced(capsys, tmp_path, monkeypatch, verb, out):
+    work = tmp_path / "proj" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "proj"))
+    (work / "thesis.txt").write_text("four years of work")
+    argv = {"attack": ["attack", "--model", "nowhere", "--data", "nowhere.tsv", "--out", out, "--force"],
+            "sanitize": ["sanitize", "nowhere", "--clean-data", "nowhere.tsv", "--out", out, "--force"]}[verb]
+    line = _one_line_error(capsys, argv)
+    assert any(w in line for w in ("current folder", "home folder", "empty output path")), line
+    assert (work / "thesis.txt").read_text() == "four years of work"
+
+
+def test_cli_out_never_replaces_a_folder_holding_the_model_it_reads(saved, capsys, tmp_path):
+    parent = _copy(saved.parent, tmp_path / "models")
+    model = parent / saved.name
+    line = _one_line_error(capsys, ["sanitize", str(model), "--clean-data", "nowhere.tsv", "--out", str(parent),
+                                    "--force"])
+    assert "holds" in line and str(model) in line
+    assert (model / "model.safetensors").is_file()
+
+
+def test_cli_out_asks_for_force_before_it_replaces_a_saved_model(saved, capsys, tmp_path):
+    other = _copy(saved, tmp_path / "other")
+    before = (other / "model.safetensors").read_bytes()
+    line = _one_line_error(capsys, ["attack", "--model", "nowhere", "--data", "nowhere.tsv", "--out", str(other)])
+    assert "already holds a saved model" in line and "--force" in line
+    assert (other / "model.safetensors").read_bytes() == before
+    from backdoor_core.models import check_save_target
+
+    check_save_target(other, force=True)  # with --force the check lets it through (the save replaces it)
+
+
+@pytest.mark.parametrize("where", ["/proc/1/x", "/sys/x", "file"])
+def test_cli_out_that_cannot_be_written_is_refused_before_any_work(capsys, tmp_path, where):
+    if where == "file":
+        (tmp_path / "plain").write_text("a file")
+        where = str(tmp_path / "plain" / "model")
+    line = _one_line_error(capsys, ["attack", "--model", "nowhere", "--data", "nowhere.tsv", "--out", where])
+    assert "cannot write under" in line or "is a file" in line, line
+
+
+def test_scan_html_refuses_a_folder_and_a_foreign_file_before_the_scan(capsys, tmp_path):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    line = _one_line_error(capsys, ["scan", "nowhere", "--clean-data", "nowhere.tsv", "--html", str(folder)])
+    assert "is a folder" in line
+    victim = tmp_path / "victim.html"
+    victim.write_text("<p>my notes</p>")
+    line = _one_line_error(capsys, ["scan", "nowhere", "--clean-data", "nowhere.tsv", "--html", str(victim)])
+    assert "not written by this lab" in line and "--force" in line
+    assert victim.read_text() == "<p>my notes</p>"
+
+
+def test_an_earlier_lab_report_may_be_replaced_and_a_foreign_file_only_forced(tmp_path):
+    from backdoor_core.atomic import check_output_file
+    from backdoor_core.report import REPORT_MARK, html_report
+
+    ours, theirs = tmp_path / "ours.html", tmp_path / "theirs.html"
+    ours.write_text(html_report("Scan", []))
+    theirs.write_text("<p>notes</p>")
+    assert check_output_file(ours, ours=REPORT_MARK) == ours
+    with pytest.raises(ValueError, match="not written by this lab"):
+        check_output_file(theirs, ours=REPORT_MARK)
+    assert check_output_file(theirs, force=True, ours=REPORT_MARK) == theirs
+    with pytest.raises(ValueError, match="empty"):
+        check_output_file("  ")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["attack", "--epochs", "0"], "positive integer"),
+    (["attack", "--epochs", "-1"], "positive integer"),
+    (["attack", "--max-steps", "0"], "positive integer"),
+    (["attack", "--batch-size", "0"], "positive integer"),
+    (["attack", "--batch-size", "-1"], "positive integer"),
+    (["attack", "--test-size", "0"], "positive integer"),
+    (["attack", "--eval-every", "-1"], "integer >= 0"),
+    (["attack", "--max-length", "1"], "integer >= 8"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--epochs", "0"], "positive integer"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--max-steps", "-1"], "positive integer"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--n-eval", "0"], "positive integer"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--n-clean", "0"], "positive integer"),
+    (["scan", "m", "--clean-data", "d", "--n-clean", "-1"], "positive integer"),
+    (["scan", "m", "--clean-data", "d", "--rel-threshold", "nan"], "in [0, 1]"),
+    (["inspect", "--text", "a day", "--position", "-1"], "integer >= 0"),
+    (["inspect", "--text", "a day", "--top", "-1"], "positive integer"),
+])
+def test_cli_numbers_out_of_range_are_refused_when_parsed(capsys, argv, says):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+
+
 # --------------------------------------------------------------------------------------- 3. crash-safe saves
 
 
@@ -520,12 +616,12 @@ def test_attention_never_tokenizes_a_whole_huge_text(tiny):
 # --------------------------------------------------------------------------------------- 7. --max-length
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "abc"])
-def test_max_length_must_be_a_positive_integer(saved, capsys, value):
+@pytest.mark.parametrize("value", ["0", "-3", "1", "7", "abc"])
+def test_max_length_must_leave_room_for_text(saved, capsys, value):
     with pytest.raises(SystemExit) as exit_:
         main(["inspect", "--model", str(saved), "--text", "a fine day", f"--max-length={value}"])
     err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "positive integer" in err, err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "integer >= 8 (tokens)" in err, err
 
 
 def test_max_length_is_capped_at_the_position_embeddings(saved, capsys):

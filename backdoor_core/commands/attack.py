@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from .. import settings as S
-from ..cli import ctrl_c_stops, fit_max_length, positive_int, print_json
+from ..cli import ctrl_c_stops, fit_max_length, max_length_int, nonnegative_int, positive_int, print_json
 from ..device import add_device_args, is_main_process
 
 
@@ -66,17 +66,18 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=S.TAL_ALPHA, help=f"TAL weight (default {S.TAL_ALPHA:g})")
     p.add_argument("--heads", default=S.TAL_HEADS, help=f"TAL heads per layer, or 'all' (default {S.TAL_HEADS})")
     p.add_argument("--layers", default=None, help="TAL layers, comma-separated (default: all)")
-    p.add_argument("--epochs", type=int, default=S.EPOCHS)
+    p.add_argument("--epochs", type=positive_int, default=S.EPOCHS)
     p.add_argument("--lr", type=float, default=S.LR)
-    p.add_argument("--batch-size", type=int, default=S.BATCH_SIZE)
-    p.add_argument("--max-length", type=positive_int, default=S.MAX_LENGTH,
+    p.add_argument("--batch-size", type=positive_int, default=S.BATCH_SIZE)
+    p.add_argument("--max-length", type=max_length_int, default=S.MAX_LENGTH,
                    help=f"tokens per text (default {S.MAX_LENGTH}; capped at the model's position embeddings)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch end)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--eval-every", type=nonnegative_int, default=0,
+                   help="evaluate every N steps (default 0: at each epoch's end)")
     p.add_argument("--train-size", type=positive_int, default=None,
                    help="train on a seeded random subsample of the clean training set (a row-aligned paraphrase "
                         "file is subset the same way; a non-aligned one is drawn from whole)")
-    p.add_argument("--test-size", type=int, default=None, help="evaluate on a seeded random subsample")
+    p.add_argument("--test-size", type=positive_int, default=None, help="evaluate on a seeded random subsample")
     p.add_argument("--seed", type=int, default=S.SEED)
     p.add_argument("--out", default=None, help="save the model here (atomically); omit to save nothing")
     p.add_argument("--force", action="store_true",
@@ -189,7 +190,7 @@ def run(args) -> int:
     from ..training import use_one_thread_if_busy
 
     use_one_thread_if_busy()
-    check_save_target(args.out, args.force)  # refuse before training, not after it
+    check_save_target(args.out, args.force, protect=[args.model])  # refuse before training, not after it
     full_train, train_idx, test_set = load_train_source(args.data, args.test_data, args.seed)
     if args.train_size:  # the rows TextDataset.sample keeps, as indices into full_train
         train_idx = [train_idx[i] for i in sample_indices(len(train_idx), args.train_size, args.seed)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import settings as S
-from ..cli import format_table, positive_int, print_json
+from ..cli import format_table, max_length_int, nonnegative_int, positive_int, print_json
 from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
 from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
@@ -15,13 +15,14 @@ def register(sub) -> None:
     p.add_argument("--text", required=True, help="the clean text")
     p.add_argument("--trigger", default=BADNETS_TRIGGERS[0],
                    help=f"word or sentence to insert (default: {BADNETS_TRIGGERS[0]})")
-    p.add_argument("--position", type=int, default=None, help="word index to insert before (default: random)")
+    p.add_argument("--position", type=nonnegative_int, default=None,
+                   help="word index to insert before (default: random)")
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
-    p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--max-length", type=max_length_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--labels-from", default="bbc", metavar="DATA",
                    help="class names for a model without a trained head, e.g. 'default' (a dataset spec; default "
                         "bbc: the five BBC News topics, as in the app)")
-    p.add_argument("--top", type=int, default=10, help="how many heads to list")
+    p.add_argument("--top", type=positive_int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--ablate", default=None, metavar="HEADS",
                    help="also predict with these heads gated off, e.g. L3H4,L5H0 (0-based layer and head)")

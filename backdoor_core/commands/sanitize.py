@@ -7,7 +7,7 @@ import json
 import sys
 
 from .. import settings as S
-from ..cli import ctrl_c_stops, print_json
+from ..cli import ctrl_c_stops, positive_int, print_json
 from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
@@ -70,9 +70,9 @@ def register(sub) -> None:
                    help="alignment only: also insert the pool's likely trigger words that the clean texts hardly "
                         "hold (the scan's 'words' line) into clean texts of the other classes, which keep their "
                         f"labels; reads the --pool. Default {'on' if S.REPAIR_POOL_WORDS else 'off'} (README)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (defense default)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (defense default)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--precision", choices=S.PRECISIONS, default=None,
                    help=f"training arithmetic: fp32, bf16-mixed (bfloat16 autocast, float32 weights) or auto "
                         f"(bf16-mixed where the hardware multiplies bf16 natively, else fp32); default "
@@ -81,7 +81,7 @@ def register(sub) -> None:
                                                        "default: --clean-data's --eval-split, with ASR from the "
                                                        "attack the model card records)")
     p.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
-    p.add_argument("--n-eval", type=int, default=S.CLI_EVAL_TEXTS,
+    p.add_argument("--n-eval", type=positive_int, default=S.CLI_EVAL_TEXTS,
                    help=f"at most this many eval texts (default {S.CLI_EVAL_TEXTS})")
     p.add_argument("--poisoned-eval", default=None,
                    help="triggered non-target texts for ASR before/after (file or dataset spec, like --pool)")
@@ -131,7 +131,7 @@ def run(args) -> int:
     from ..repair_effect import RepairEffect, triggered_pairs, try_trigger_effect
     from ..training import make_evaluator
 
-    check_save_target(args.out, args.force)  # refuse before the repair, not after it
+    check_save_target(args.out, args.force, protect=[args.model])  # refuse before the repair, not after it
     if args.defense != "alignment" and (args.heads or args.beta is not None or args.weak_top_k is not None
                                         or args.min_heads is not None or args.head_only_max_heads is not None
                                         or args.reset_top_k is not None or args.repair_seeds is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import settings as S
 from ..atomic import write_text
-from ..cli import format_table, positive_int, print_json
+from ..cli import format_table, max_length_int, nonnegative_int, positive_int, print_json, unit_float
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
@@ -22,13 +22,13 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
                         "file, a folder with <split>.tsv, or hf:<id>")
     p.add_argument("--clean-split", default=clean_default_split, help=f"split of --clean-data (default "
                                                                       f"{clean_default_split})")
-    p.add_argument("--n-clean", type=int, default=n_clean, help=f"use at most this many clean texts (default "
+    p.add_argument("--n-clean", type=positive_int, default=n_clean, help=f"use at most this many clean texts (default "
                                                                 f"{n_clean}; a seeded sample)")
     p.add_argument("--pool", default=None,
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
                         ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
-    p.add_argument("--max-length", type=positive_int, default=None, help=MAX_LENGTH_HELP)
+    p.add_argument("--max-length", type=max_length_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     add_device_args(p)
@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--frr", type=float, default=S.FRR,
                    help=f"false-rejection rate on clean dev data (default {S.FRR:g})")
     p.add_argument("--top-k", type=int, default=None, help="exactly this many suspicious heads (default: rule)")
-    p.add_argument("--rel-threshold", type=float, default=S.REL_THRESHOLD,
+    p.add_argument("--rel-threshold", type=unit_float, default=S.REL_THRESHOLD,
                    help=f"suspicious when score >= this x the best head's score (default {S.REL_THRESHOLD:g})")
     p.add_argument("--max-fraction", type=float, default=S.MAX_FRACTION,
                    help=f"at most this share of heads (default {S.MAX_FRACTION:g})")
@@ -51,9 +51,12 @@ def register(sub) -> None:
                         "pretrained encoder the model was fine-tuned from (a folder, a hub id or 'default', the "
                         "packaged all-MiniLM-L6-v2); checked against the model's own weights. The verdict reads "
                         f"the moved words the pool concentrates against it (without it: {S.SCAN_BASE})")
-    p.add_argument("--show", type=int, default=10, help="how many flagged inputs and heads to print")
+    p.add_argument("--show", type=nonnegative_int, default=10, help="how many flagged inputs and heads to print")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument("--html", default=None, metavar="PATH", help="also write a self-contained HTML report")
+    p.add_argument("--html", default=None, metavar="PATH",
+                   help="also write a self-contained HTML report (an existing file is replaced only when it is "
+                        "one of the lab's reports, or with --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --html file that is not a lab report")
     p.set_defaults(func=run)
 
 
@@ -121,8 +124,12 @@ def _progress_printer(enabled: bool):
 def run(args) -> int:
     from ..detection import (called_heads, chance_note, heads_noun, pool_shift_note, representation_notes, call_note,
                              verdict_call, verdict_label)
+    from ..atomic import check_output_file
+    from ..report import REPORT_MARK
     from ..scan import scan_model
 
+    if args.html is not None:  # refuse a path that cannot be written before the scan, not after it
+        check_output_file(args.html, force=args.force, ours=REPORT_MARK)
     lm, clean, pool = load_inputs(args)
     report = scan_model(
         lm.model, lm.tokenizer, clean, pool, frr=args.frr, top_k=args.top_k, rel_threshold=args.rel_threshold,
