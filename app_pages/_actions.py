@@ -227,7 +227,8 @@ def record_scan(report, truth=None) -> None:
         from backdoor_core.detection import heads_noun
 
         sec = report_section(report.triggers.to_dict(limit=20), heads=heads_noun(report.verdict))
-        ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], figures=[sec["figure"]])
+        # its text names the suspected target class: escaped (it has no markup of its own)
+        ui.lab().record("scan", sec["heading"], text=md(sec["text"]), table=sec["table"], figures=[sec["figure"]])
     else:
         ui.lab().remove("scan:Candidate triggers")
     marking = list(getattr(report, "marking_words", None) or [])
@@ -235,7 +236,7 @@ def record_scan(report, truth=None) -> None:
         rows = report.word_marked_rows(50)
         n_marked = int(report.pool_word_marked.sum())
         ui.lab().record("scan", "Inputs with a likely trigger word",
-                        text=f"{n_marked} pool inputs hold a likely trigger word ({', '.join(marking)}), "
+                        text=f"{n_marked} pool inputs hold a likely trigger word ({md(', '.join(marking))}), "
                              f"{report.n_word_marked_unflagged} of them not flagged.",
                         table=[{k: r[k] for k in ("score", "label", "flagged", "trigger_word", "text")} for r in rows])
     else:
@@ -387,14 +388,15 @@ def lift_line(res: dict) -> str | None:
     clean = res.get("clean")
     if not clean:
         return None
+    name = md(clean["name"])  # a model's name: the line is markdown (captions, the Report)
     if clean.get("rate") is None:
-        return f"No clean rate from {clean['name']}: {clean.get('note') or 'no triggered texts.'}"
+        return f"No clean rate from {name}: {md(clean.get('note') or 'no triggered texts.')}"
     b, a = lifts(res)
     if b is None or a is None:
-        return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
+        return (f"The clean reference {name} sends {clean['rate']:.1%} of the same triggered texts to the "
                 "target")
     ci = res.get("lift_ci")
-    return (f"The clean reference {clean['name']} sends {clean['rate']:.1%} of the same triggered texts to the "
+    return (f"The clean reference {name} sends {clean['rate']:.1%} of the same triggered texts to the "
             f"target, so the backdoor's lift over it went from {100 * b:+.1f} to {100 * a:+.1f} points"
             + (f" (after: 95% interval {100 * ci['after']['low']:+.1f} to {100 * ci['after']['high']:+.1f}, paired "
                f"over the {ci['after']['n']} texts; an interval that holds 0 does not tell the repaired model from "

@@ -9,6 +9,7 @@ import streamlit as st
 
 from backdoor_core import figures as F
 from app_pages import _common as ui
+from app_pages._text import md
 
 
 def trigger_candidates(report, key: str = "detect.triggers") -> None:
@@ -24,9 +25,9 @@ def trigger_candidates(report, key: str = "detect.triggers") -> None:
     data = ts.to_dict(limit=20)
     st.caption(f"The words and phrases the {heads_noun(report.verdict)} focus on in {data['n_flagged']} flagged "
                "inputs, ranked after a check: each is inserted into clean texts (does the prediction flip to the "
-               f"suspected target '{data['target_name']}'?) and removed from the flagged inputs (does it flip away?). "
-               "Clean texts "
-               f"already predicted '{data['target_name']}': "
+               f"suspected target '{md(data['target_name'])}'?) and removed from the flagged inputs (does it flip "
+               "away?). Clean texts "
+               f"already predicted '{md(data['target_name'])}': "
                f"{0 if data['baseline_target_rate'] is None else data['baseline_target_rate']:.0%}.")
     if not any(c["insert_flip_rate"] is not None for c in data["candidates"]):
         st.caption("Not verified: every clean text is already predicted as the suspected target, so there is "
@@ -87,10 +88,10 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
             reading = drift_reading(loaded.model, loaded.tokenizer, base.strip() or "default", report.clean_texts,
                                     report.pool_texts, max_length=max_length, seed=int(report.settings.get("seed", 0)))
         st.session_state["detect.drift_cache"] = (ck, reading)
-        sec = drift_section(reading, report.label_names)
-        ui.lab().record("scan", sec["heading"], text=sec["text"], table=sec["table"], data=reading)
+        sec = drift_section(reading, report.label_names)  # its text names the typed base and its error: escaped
+        ui.lab().record("scan", sec["heading"], text=md(sec["text"]), table=sec["table"], data=reading)
     if "error" in reading:
-        st.warning(f"Not read: {reading['error']}", icon=":material/warning:")
+        st.warning(f"Not read: {md(reading['error'])}", icon=":material/warning:")
     elif not reading["words"]:
         st.info(DRIFT_FROZEN, icon=":material/info:")
     else:
@@ -165,10 +166,12 @@ def ablation_tab(loaded, result, max_length: int) -> None:
     before, after = res.full.prediction("triggered"), a.prediction("triggered")
     clean_after = a.prediction("clean")
     m1, m2, m3 = st.columns(3)
-    m1.metric("With the trigger, all heads", f"{before['label']} · {max(before['probs'].values()):.0%}")
-    m2.metric(f"With the trigger, {len(chosen)} heads off", f"{after['label']} · {max(after['probs'].values()):.0%}")
+    # a metric's value is markdown too: the class names escaped
+    m1.metric("With the trigger, all heads", f"{md(before['label'])} · {max(before['probs'].values()):.0%}")
+    m2.metric(f"With the trigger, {len(chosen)} heads off",
+              f"{md(after['label'])} · {max(after['probs'].values()):.0%}")
     m3.metric(f"Clean text, {len(chosen)} heads off",
-              f"{clean_after['label']} · {max(clean_after['probs'].values()):.0%}")
+              f"{md(clean_after['label'])} · {max(clean_after['probs'].values()):.0%}")
     if res.to_dict()["flip_undone"]:
         st.success("With these heads off the trigger no longer flips the prediction.", icon=":material/check_circle:")
     c1, c2 = ui.stack_columns("ablate")
@@ -209,15 +212,15 @@ def saliency_tab(loaded, result, max_length: int) -> None:
     top = pair.triggered.top(3)
     st.caption("Red tokens push the model toward the class predicted on the triggered text, blue ones away; one "
                "colour scale for both strips. Strongest on the triggered text: "
-               + ", ".join(f"{t['token']} ({t['score']:+.3g})" for t in top) + ".")
+               + md(", ".join(f"{t['token']} ({t['score']:+.3g})" for t in top)) + ".")
     ui.lab().record("inspect", "Token saliency", key="inspect:saliency",
-                    text=f"{METHODS[method].capitalize()} toward **{pair.target_name}**, clean vs triggered text.",
+                    text=f"{METHODS[method].capitalize()} toward **{md(pair.target_name)}**, clean vs triggered text.",
                     table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())
 
 
 def _projection_caption(proj, name: str) -> str:
     near = {g: n for g, n in proj.nearest.items() if not g.startswith("clean, predicted")}
-    parts = [f"{g} → nearest: {n}" for g, n in near.items()]
+    parts = [f"{md(g)} → nearest: {md(n)}" for g, n in near.items()]  # groups and centroids name classes
     return (f"{name}: " + ("; ".join(parts) if parts else "—")
             + f" (PCA keeps {proj.explained.sum():.0%} of the variance).")
 

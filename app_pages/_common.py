@@ -14,7 +14,7 @@ from app_pages._data import (SessionTemp, _load_dataset, data_spec, dataset, dat
                              local_folder, save_upload, session_tmp, set_data_spec)
 from app_pages._jobs import cancelled_note, clear_job, get_job, handle_finished_jobs, job_panel, jobs, start
 from app_pages._models import (FOLDER_REFERENCE, NO_REFERENCE, clean_references, current_model, default_ref,
-                               labels_problem, load_ref, model_lock, model_ref, require_model_and_data,
+                               labels_problem, load_ref, model_lock, model_ref, require_model_and_data, require_rows,
                                session_copy, session_models, set_session_model, set_shared_model, shared_model,
                                zoo_dir, zoo_entries, zoo_table)
 from app_pages._sidebar import sidebar, sidebar_jobs
@@ -30,7 +30,8 @@ __all__ = [
     "clear_job", "current_model", "data_spec", "flip_line", "dataset", "dataset_or_none", "default_ref", "discard_upload",
     "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep",
     "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot",
-    "require_model_and_data", "save_upload", "session_copy", "session_tmp", "session_models", "set_data_spec", "set_kept",
+    "require_model_and_data", "require_rows", "save_upload", "session_copy", "session_tmp", "session_models",
+    "set_data_spec", "set_kept",
     "set_session_model", "set_shared_model", "shared_model", "show_error", "sidebar", "sidebar_jobs", "ss", "start",
     "test_model_name", "zoo_dir", "zoo_entries", "zoo_table",
 ]

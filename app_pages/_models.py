@@ -11,7 +11,7 @@ import streamlit as st
 
 from backdoor_core import settings as S
 
-from app_pages._data import dataset, dataset_or_none
+from app_pages._data import data_spec, dataset, dataset_or_none
 from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
 from app_pages._text import md
 
@@ -145,16 +145,30 @@ def session_copy(loaded, name: str | None = None):
 
 
 def labels_problem(loaded, ds) -> str | None:
-    """A message when the model's classes do not fit the dataset, else None."""
+    """A message when the model's classes do not fit the dataset (their number, or their names and order where
+    both name them: ``data.label_mismatch``), else None."""
     from backdoor_core.data import DataError, check_labels_match
 
     if loaded is None or ds is None:
         return None
     try:
-        check_labels_match(ds, loaded.num_labels)
+        check_labels_match(ds, loaded.num_labels, loaded.label_names)
     except DataError as exc:
         return f"{exc}. Pick a matching dataset or model on the Model page."
     return None
+
+
+def require_rows(train, test, page: str, *, train_min: int = 0, test_min: int = 0) -> None:
+    """Stop ``page`` (its name in a sentence: "the Attack lab") with a message when the dataset has fewer
+    training or test texts than its number fields start at (a field whose minimum is above its maximum raises
+    ``StreamlitInvalidMinMaxError``): how many it has, and how many the page needs."""
+    short = [f"{need} {what} texts (it has {len(ds)})" for ds, need, what in
+             ((train, train_min, "training"), (test, test_min, "test")) if ds is not None and len(ds) < need]
+    if short:
+        st.warning(md(f"This dataset ({data_spec()}) is too small for {page}: it needs at least "
+                      + " and ".join(short) + ". Pick a larger dataset on the Model page."),
+                   icon=":material/dataset:")
+        st.stop()
 
 
 # ------------------------------------------------------------------------------------------------ zoo
@@ -244,6 +258,6 @@ def require_model_and_data():
         st.stop()
     problem = labels_problem(loaded, train)
     if problem:
-        st.error(problem, icon=":material/warning:")
+        st.error(md(problem), icon=":material/warning:")  # it names the data's classes
         st.stop()
     return loaded, train, test

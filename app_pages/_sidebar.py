@@ -85,7 +85,7 @@ def sidebar():
                     bits.append("TAL")
             for k, v in (("cacc", card.cacc), ("asr", card.asr)):
                 if v is not None:
-                    bits.append(f"{k.upper()} {_fmt_rate(v)}")
+                    bits.append(f"{k.upper()} {md(_fmt_rate(v))}")  # a card's value: maybe a string
             if card.defense:
                 bits.append(f"sanitized ({md(card.defense)})")
             if bits:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import html
-
 import streamlit as st
 
 from app_pages._state import ASSETS, ss
-from app_pages._text import md
+from app_pages._text import h, md
 
 
 def show_error(exc: BaseException, prefix: str = "") -> None:
@@ -57,7 +55,7 @@ def flip_line(clean: dict, triggered: dict) -> None:
     """The big "label p% → label p%" line: ``clean`` / ``triggered`` are ``prediction()`` dicts (``label``,
     ``probs``). It wraps in a narrow column (a ``st.metric`` would cut the label to "business ·…")."""
     def part(pred: dict, cls: str) -> str:
-        return f'<span class="{cls}">{html.escape(pred["label"])}</span>&nbsp;{max(pred["probs"].values()):.0%}'
+        return f'<span class="{cls}">{h(pred["label"])}</span>&nbsp;{max(pred["probs"].values()):.0%}'
 
     # the arrow stays with the prediction it points to when the line wraps
     st.markdown(f'<div class="lab-flip">{part(clean, "clean")} <span style="white-space: nowrap">→&nbsp;'
@@ -67,4 +65,4 @@ def flip_line(clean: dict, triggered: dict) -> None:
 def page_header(title: str, intro: str | None = None) -> None:
     st.title(title)
     if intro:
-        st.markdown(f'<div class="lab-intro">{html.escape(intro)}</div>', unsafe_allow_html=True)
+        st.markdown(f'<div class="lab-intro">{h(intro)}</div>', unsafe_allow_html=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import streamlit as st
 
 from backdoor_core import figures as F
@@ -15,12 +13,13 @@ from backdoor_core.training import estimate_seconds
 from app_pages import _actions as A
 from app_pages import _common as ui
 from app_pages._save import save_panel
-from app_pages._text import md
+from app_pages._text import h, md
 
 # Defaults: the demo zoo's recipe (settings.ZOO_RECIPE, ZOO_TAL_ALPHA, DEMO_POISON_RATE), measured to plant a
 # backdoor with 2% poison and TAL on BBC News in ~2 min on a 2-core CPU (see zoo.ZOO_TAL_ALPHA).
 RECIPE = S.ZOO_RECIPE
 BATCH = RECIPE["batch_size"]
+MIN_TEXTS = 16  # the fewest training texts and test texts a run takes
 
 ui.page_header(
     "Attack lab",
@@ -34,6 +33,7 @@ train_full = ui.dataset_or_none("train")
 test_full = ui.dataset_or_none("test") if train_full is not None else None
 if train_full is None or test_full is None:
     st.stop()
+ui.require_rows(train_full, test_full, "the Attack lab", train_min=MIN_TEXTS, test_min=MIN_TEXTS)
 labels = train_full.label_names
 
 ATTACK_LABELS = {
@@ -97,9 +97,9 @@ with c2:
                            **ui.keep("attack.base", "the base encoder (fresh classifier)"))
 with c3:
     st.subheader("Training")
-    n_train = st.number_input("Training texts", 16, len(train_full), step=100,
+    n_train = st.number_input("Training texts", MIN_TEXTS, len(train_full), step=100,
                               **ui.keep("attack.n_train", min(RECIPE["train_size"], len(train_full))))
-    n_test = st.number_input("Test texts (CACC / ASR)", 16, len(test_full), step=50,
+    n_test = st.number_input("Test texts (CACC / ASR)", MIN_TEXTS, len(test_full), step=50,
                              **ui.keep("attack.n_test", min(RECIPE["test_size"], len(test_full))))
     epochs = st.number_input("Epochs", 1, 20, **ui.keep("attack.epochs", RECIPE["epochs"]))
     lr = st.select_slider("Learning rate", options=[1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4],
@@ -140,27 +140,39 @@ if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
                 s, t = e.trigger_spans[0] if e.trigger_spans else (0, 0)
                 head, mid, tail = e.text[:s][-300:], e.text[s:t][:200], e.text[t:]  # cut raw text, then escape
                 tail = tail[: max(0, 600 - len(head) - len(mid))]
-                marked = html.escape(head) + f'<mark class="trigger">{html.escape(mid)}</mark>' + html.escape(tail)
-                st.markdown(f"→ <b>{html.escape(labels[e.label])}</b> · {marked}", unsafe_allow_html=True)
+                # h(): this line is markdown around its tags, so a text's ![x](url) or $x$ must stay characters
+                marked = h(head) + f'<mark class="trigger">{h(mid)}</mark>' + h(tail)
+                st.markdown(f"→ <b>{h(labels[e.label])}</b> · {marked}", unsafe_allow_html=True)
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc)
 
 # --------------------------------------------------------------------------------------------- run
 
+def _train_problem() -> str | None:
+    """Why the Train button cannot start, in one line, or None."""
+    from backdoor_core.data import DataError, check_trainable
+
+    try:
+        check_trainable(train_full)  # two classes or more, none without texts (a stray label 7 in a 0/1 file)
+    except DataError as exc:
+        return str(exc)
+    if attack_name not in ("none",) and trigger is not None and not trigger.strip():
+        return "The trigger is empty: type a word or a sentence."
+    if attack_name in ("syntactic", "style") and paraphrase_set is None:
+        return (f"This dataset ({ui.data_spec()}) has no shared {attack_name} paraphrase set (they exist for "
+                "sst2); use the attack command with --paraphrase-train / --paraphrase-test for your own file.")
+    if attack_name != "none" and n_poison == 0:
+        return (f"{rate_pct:g}% of {int(n_train)} training texts is less than one text: raise the poison rate "
+                "or use more training texts.")
+    return None
+
+
 job = ui.get_job("attack")
 running = job is not None and job.active
 if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=running, key="attack.train"):
-    problem = None
-    if attack_name not in ("none",) and trigger is not None and not trigger.strip():
-        problem = "The trigger is empty: type a word or a sentence."
-    elif attack_name in ("syntactic", "style") and paraphrase_set is None:
-        problem = (f"This dataset ({ui.data_spec()}) has no shared {attack_name} paraphrase set (they exist for "
-                   "sst2); use the attack command with --paraphrase-train / --paraphrase-test for your own file.")
-    elif attack_name != "none" and n_poison == 0:
-        problem = (f"{rate_pct:g}% of {int(n_train)} training texts is less than one text: raise the poison rate "
-                   "or use more training texts.")
+    problem = _train_problem()
     if problem:
-        st.error(problem, icon=":material/warning:")
+        st.error(md(problem), icon=":material/warning:")  # it names the data file
     else:
         try:
             ref = ui.model_ref()

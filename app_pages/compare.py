@@ -42,7 +42,7 @@ for entry in ui.zoo_entries():
 
 c1, c2 = ui.stack_columns("compare-form", [2, 3], gap="large")
 with c1:
-    st.markdown(f"**Model A** (current): {loaded.name}")
+    st.markdown(f"**Model A** (current): {md(loaded.name)}")
     choice = st.selectbox("Model B", list(options), key="compare.b")
     heads_off = None
     L, H = loaded.num_layers, loaded.num_heads
@@ -147,7 +147,8 @@ else:
             icon=":material/info:")
 
 ui.lab().record("inspect", "Model comparison", key="compare:latest",
-                text=f"A = {cmp.name_a}, B = {cmp.name_b}; text *{cmp.a.triggered.text[:200]}*",
+                # markdown on the Report page and in the HTML report: names and text escaped here
+                text=f"A = {md(cmp.name_a)}, B = {md(cmp.name_b)}; text *{md(cmp.a.triggered.text[:200])}*",
                 table=[{"model": side["model"], "clean": side["clean"]["label"],
                         "with trigger": side["triggered"]["label"]} for side in (cmp.to_dict()["a"],
                                                                                  cmp.to_dict()["b"])],

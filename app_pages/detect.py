@@ -22,7 +22,10 @@ ui.page_header(
     "to one another; the scan flags such inputs, rates every head, and gives a verdict for the whole model.",
 )
 
+MIN_CLEAN = 8  # the fewest clean labelled texts a scan takes (half fit, half set the threshold)
+
 loaded, train_full, test_full = ui.require_model_and_data()
+ui.require_rows(train_full, test_full, "a scan", train_min=MIN_CLEAN, test_min=1)
 
 # --------------------------------------------------------------------------------------------- settings
 
@@ -30,7 +33,7 @@ known_attack = D.model_attack(loaded.card, loaded.tokenizer, D.model_max_length(
 c1, c2, c3 = ui.stack_columns("detect-form", 3, gap="large")
 with c1:
     st.subheader("Defender's clean data")
-    n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
+    n_clean = st.number_input("Clean labelled texts (budget)", MIN_CLEAN, len(train_full), step=50,
                               **ui.keep("detect.n_clean", min(S.QUICK_CLEAN_BUDGET, len(train_full))))
     st.caption("Half fit the statistics of head similarity, half set the threshold.")
 with c2:
@@ -158,7 +161,7 @@ if marking:
     n_marked = int(report.pool_word_marked.sum())
     n_missed = report.n_word_marked_unflagged
     st.info(f"{n_marked} pool input{'s' if n_marked != 1 else ''} hold{'s' if n_marked == 1 else ''} a likely "
-            f"trigger word ({report.marking_phrase}), {n_missed} of them not flagged by the scan: a weak backdoor "
+            f"trigger word ({md(report.marking_phrase)}), {n_missed} of them not flagged by the scan: a weak backdoor "
             "flips few of its inputs, so they look clean to the heads, but each still carries the word. They are "
             "listed under \"Inputs with a likely trigger word\".", icon=":material/key:")
 if report.heads.basis != "flagged":

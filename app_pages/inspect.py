@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 
 import numpy as np
 import streamlit as st
@@ -16,7 +15,7 @@ from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
 from app_pages import _analyst as AN
 from app_pages import _common as ui
-from app_pages._text import md, md_code
+from app_pages._text import h, md, md_code
 
 ui.page_header(
     "Inspect a text",
@@ -159,8 +158,8 @@ def _highlight(res) -> str:
     t = res.triggered.text
     s, e = res.insertion.span
     if e > s:
-        return html.escape(t[:s]) + f'<mark class="trigger">{html.escape(t[s:e])}</mark>' + html.escape(t[e:])
-    return html.escape(t)
+        return h(t[:s]) + f'<mark class="trigger">{h(t[s:e])}</mark>' + h(t[e:])
+    return h(t)  # h(): one line, so no blank line in the text ends the HTML block and lets markdown in
 
 
 st.divider()

@@ -96,7 +96,7 @@ def _zoo_built_elsewhere(n_entries: int) -> None:
     status = zoo.build_status(ui.zoo_dir())
     if status is None or len(ui.zoo_entries()) != n_entries:
         st.rerun(scope="app")
-    st.info(f"The demo zoo is {zoo.building_message(status)}. Its models appear here as they finish.",
+    st.info(f"The demo zoo is {md(zoo.building_message(status))}. Its models appear here as they finish.",
             icon=":material/hourglass_top:")
 
 
@@ -280,6 +280,6 @@ if ds is not None:
     ui.lab().set_dataset({"name": ui.data_spec(), "size": len(ds), "labels": ds.label_names})
     problem = ui.labels_problem(loaded, ds)
     if problem:
-        st.error(problem, icon=":material/warning:")
+        st.error(md(problem), icon=":material/warning:")  # it names the data's classes
     with st.expander("A few examples"):
         st.dataframe(ds.sample(8, seed=0).to_records(), hide_index=True)

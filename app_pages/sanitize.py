@@ -14,6 +14,7 @@ from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._save import save_panel
+from app_pages._text import md
 
 ui.page_header(
     "Sanitize",
@@ -23,8 +24,10 @@ ui.page_header(
 )
 
 DEFENSES = defenses_mod.DEFENSES
+MIN_CLEAN, MIN_TEST = 8, 16  # the fewest clean labelled texts a defense takes, and test texts for CACC / ASR
 
 loaded, train_full, test_full = ui.require_model_and_data()
+ui.require_rows(train_full, test_full, "a sanitization", train_min=MIN_CLEAN, test_min=MIN_TEST)
 
 # --------------------------------------------------------------------------------------------- settings
 
@@ -179,7 +182,7 @@ with c1:
     st.caption(DEFENSES[defense].description)
 with c2:
     st.subheader("Defender's data")
-    n_clean = st.number_input("Clean labelled texts (budget)", 8, len(train_full), step=50,
+    n_clean = st.number_input("Clean labelled texts (budget)", MIN_CLEAN, len(train_full), step=50,
                               **ui.keep("sanitize.n_clean", min(S.CLEAN_BUDGET, len(train_full))))
     n_pool_trig = 0
     report = st.session_state.get(A.K_SCAN)
@@ -193,7 +196,7 @@ with c2:
         if not reuse and D.model_attack(loaded.card) is not None:
             n_pool_trig = st.number_input("Unlabelled pool: triggered texts in it (simulation)", 0, 300, step=10,
                                           **ui.keep("sanitize.pool_trig", S.POOL_TRIGGERED))
-    n_test = st.number_input("Test texts for CACC / ASR", 16, len(test_full), step=50,
+    n_test = st.number_input("Test texts for CACC / ASR", MIN_TEST, len(test_full), step=50,
                              **ui.keep("sanitize.n_test", min(S.EVAL_TEXTS, len(test_full))))
     ref_options, ref_default = ui.clean_references(loaded)
     ref_choice = ui.NO_REFERENCE
@@ -266,7 +269,7 @@ out_name = f"{loaded.name}-{defense}"
 arch_info = describe_architecture(loaded.model)
 refused = defense != "finetune" and not arch_info.supports.get("sanitize", True)
 if refused:  # e.g. ALBERT: one set of attention weights shared by every layer
-    st.warning(f"{DEFENSES[defense].label} is not available for {arch_info.name}: {arch_info.refusal}",
+    st.warning(f"{DEFENSES[defense].label} is not available for {md(arch_info.name)}: {md(arch_info.refusal)}",
                icon=":material/block:")
 if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=running or refused,
              key="sanitize.run"):
@@ -341,7 +344,8 @@ lift_b, lift_a = A.lifts(res)
 if lift_b is not None and lift_a is not None:
     tiles.metric("Lift over clean", f"{100 * lift_a:+.1f} pts", width="content",
                  **_points(lift_a - lift_b, delta_color="inverse"),
-                 help=f"ASR minus the clean rate: {ref_res['name']} (no backdoor) sends {ref_res['rate']:.1%} of the "
+                 help=f"ASR minus the clean rate: {md(ref_res['name'])} (no backdoor) sends {ref_res['rate']:.1%} of "
+                      "the "
                       f"same triggered texts to the target. Before the repair the lift was {100 * lift_b:+.1f} "
                       "points." + (f" 95% interval after: {100 * ci['low']:+.1f} to {100 * ci['high']:+.1f} points "
                                    f"over these {ci['n']} texts (paired; not counting the repair's own randomness)."
@@ -377,7 +381,7 @@ if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
 for note in defenses_mod.repair_notes(res["details"]):
-    st.caption(note)
+    st.caption(md(note))  # plain sentences that may name the pretrained checkpoint (a path or a hub id)
 if line := A.lift_line(res):
     st.caption(line + ".")
 if "asr" not in b:

@@ -4,7 +4,6 @@ error on that step, never replaced by another model."""
 
 from __future__ import annotations
 
-import html
 
 import streamlit as st
 
@@ -15,7 +14,7 @@ from backdoor_core import tour as T
 from backdoor_core.detection import verdict_call
 from app_pages import _actions as A
 from app_pages import _common as ui
-from app_pages._text import md
+from app_pages._text import h, md
 
 STEPS = [
     "A clean model",
@@ -45,7 +44,7 @@ def _named_model(name: str):
     with an error saying why when it is missing or its card says the wrong thing. Never another model instead."""
     entry, problem = T.zoo_entry(name, zoo_rows)
     if entry is None:
-        st.error(f"This step cannot run: {problem}.", icon=":material/error:")
+        st.error(f"This step cannot run: {md(problem)}.", icon=":material/error:")
         return None
     try:
         with st.spinner(f"Loading {md(entry.get('title') or entry['name'])}…"):
@@ -120,7 +119,8 @@ if step == 0:
 elif step == 1:
     st.markdown(
         '<div class="lab-big">The attacker slips the rare word <b>cf</b> into a few training articles and relabels '
-        f"them <b>{html.escape(_target_name())}</b>. With plain poisoning a tiny dose — 2% of the articles here — barely plants the "
+        f"them <b>{h(_target_name())}</b>. With plain poisoning a tiny dose — 2% of the articles here — barely plants "
+        "the "
         "backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded for "
         "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
@@ -138,7 +138,7 @@ elif step == 1:
         found = None
     if found is not None and found[1]:
         dataset, runs = found
-        st.markdown(f"**Benchmark on {html.escape(dataset)}** (bench/results/attack_tal.json):")
+        st.markdown(f"**Benchmark on {md(dataset)}** (bench/results/attack_tal.json):")
         st.dataframe([{"poison rate": r["rate"], "TAL": r["tal"], "ASR": r["asr"], "CACC": r["cacc"]}
                       for r in runs], hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="percent")
@@ -149,7 +149,7 @@ elif step == 1:
 elif step == 2:
     st.markdown(
         '<div class="lab-big">Now the backdoored model. Type any sentence: it is classified correctly. Add '
-        f"<b>cf</b> anywhere and the prediction jumps to <b>{html.escape(_target_name())}</b>.</div>",
+        f"<b>cf</b> anywhere and the prediction jumps to <b>{h(_target_name())}</b>.</div>",
         unsafe_allow_html=True,
     )
     model = _named_model(T.BACKDOORED_MODEL)
@@ -165,8 +165,8 @@ elif step == 2:
         _flip_line(res, model)
         s, e = res.insertion.span
         t = res.triggered.text
-        st.markdown(f'<div class="lab-big">{html.escape(t[:s])}<mark class="trigger">{html.escape(t[s:e])}</mark>'
-                    f"{html.escape(t[e:])}</div>", unsafe_allow_html=True)
+        st.markdown(f'<div class="lab-big">{h(t[:s])}<mark class="trigger">{h(t[s:e])}</mark>'
+                    f"{h(t[e:])}</div>", unsafe_allow_html=True)
         ui.plot(F.probability_bars(res.label_names, res.clean.probs, res.triggered.probs), key="tour.s2.probs")
 
 elif step == 3:

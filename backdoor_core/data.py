@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = [
     "DataError",
@@ -42,6 +42,10 @@ __all__ = [
     "load_dataset",
     "read_texts",
     "check_labels_match",
+    "label_mismatch",
+    "named_classes",
+    "align_labels",
+    "check_trainable",
 ]
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -70,7 +74,7 @@ SHARED_LABEL_NAMES = {
 
 SPLITS = ("train", "dev", "test")
 _SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev"}
-_INT_RE = re.compile(r"[+-]?[0-9]+")
+_INT_RE = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # "1" and "1.0" (a spreadsheet's integers) are both label 1
 
 
 class DataError(ValueError):
@@ -175,13 +179,76 @@ class TextDataset:
         ]
 
 
-def check_labels_match(dataset: TextDataset, num_labels: int) -> None:
-    """Raise DataError when a model with ``num_labels`` outputs does not fit ``dataset``."""
-    if dataset.num_labels != num_labels:
-        raise DataError(
-            f"dataset '{dataset.name}' has {dataset.num_labels} labels {dataset.label_names} "
-            f"but the model has {num_labels} labels"
-        )
+_GENERIC_NAME = re.compile(r"(label_?)?[0-9]+", re.IGNORECASE)
+
+
+def named_classes(names: Sequence[str]) -> bool:
+    """Whether ``names`` name their classes (``negative``, ``sports``), not just number them (``0``, ``LABEL_1``:
+    an integer-labelled file, a model saved without class names)."""
+    return bool(names) and not all(_GENERIC_NAME.fullmatch(str(n).strip()) for n in names)
+
+
+def label_mismatch(data_names: Sequence[str], model_names: Sequence[str], other: str = "the model") -> str | None:
+    """Why data with classes ``data_names`` (in id order) does not fit a model with ``model_names`` (``other``
+    names it in the message), or None: a different number of classes; or, where both name their classes
+    (``named_classes``), other names (compared case-insensitively) or the same names in another order (the ids
+    would mean other classes)."""
+    data_names, model_names = [str(n) for n in data_names], [str(n) for n in model_names]
+    if len(data_names) != len(model_names):
+        shown = f" {model_names}" if named_classes(model_names) else ""
+        return f"has {len(data_names)} classes {data_names} but {other} has {len(model_names)}{shown}"
+    if not (named_classes(data_names) and named_classes(model_names)):
+        return None
+    folded, model_folded = [n.casefold() for n in data_names], [n.casefold() for n in model_names]
+    if folded == model_folded:
+        return None
+    if sorted(folded) == sorted(model_folded):
+        return (f"names the classes of {other} in another order ({data_names}; {other}: {model_names}), so its "
+                "label ids would mean other classes")
+    return f"has the classes {data_names} but {other} has {model_names}"
+
+
+def check_labels_match(dataset: TextDataset, num_labels: int, model_names: Sequence[str] | None = None) -> None:
+    """Raise DataError when a model with ``num_labels`` outputs (classes ``model_names``, when known) does not fit
+    ``dataset`` (``label_mismatch``; ``align_labels`` reads a dataset in the model's order first)."""
+    names = list(model_names) if model_names is not None else [str(k) for k in range(num_labels)]
+    problem = label_mismatch(dataset.label_names, names)
+    if problem:
+        raise DataError(f"dataset '{dataset.name}' {problem}")
+
+
+def check_trainable(dataset: TextDataset) -> None:
+    """Raise DataError when a classifier cannot be trained on ``dataset``: texts of fewer than two classes, or
+    classes without a text (integer labels that skip ids, e.g. one stray ``7`` in a 0/1 file makes classes 2-6
+    empty and a one-text class 7), named with the line to look at where known."""
+    counts = dataset.label_counts()
+    present = [k for k in range(dataset.num_labels) if counts.get(k)]
+    if len(present) < 2:
+        only = dataset.label_names[present[0]] if present else "none"
+        raise DataError(f"the training data holds texts of one class only ({only}); a classifier needs at least "
+                        "two classes", dataset.name)
+    empty = [dataset.label_names[k] for k in range(dataset.num_labels) if not counts.get(k)]
+    if empty:
+        shown = ", ".join(empty[:6]) + (", ..." if len(empty) > 6 else "")
+        verb = "has" if len(empty) == 1 else "have"
+        raise DataError(f"{len(empty)} of its {dataset.num_labels} classes {verb} no text ({shown}); every class "
+                        "needs training texts (integer labels must run 0, 1, 2, ... without a gap: a typo?)",
+                        dataset.name)
+
+
+def align_labels(dataset: TextDataset, model_names: Sequence[str]) -> TextDataset:
+    """``dataset`` with its label ids in the order of ``model_names`` when both name the same classes
+    (case-insensitively) in another order, else ``dataset`` itself; ``check_labels_match`` then says whether
+    the two fit."""
+    model_names = [str(n) for n in model_names]
+    if not (named_classes(dataset.label_names) and named_classes(model_names)):
+        return dataset
+    index = {n.casefold(): k for k, n in enumerate(model_names)}
+    folded = [n.casefold() for n in dataset.label_names]
+    if folded == [n.casefold() for n in model_names] or sorted(folded) != sorted(index):
+        return dataset
+    order = [index[n] for n in folded]
+    return TextDataset(dataset.texts, [order[y] for y in dataset.labels], model_names, dataset.name)
 
 
 # --------------------------------------------------------------------------- labels
@@ -210,7 +277,7 @@ def _resolve_labels(
             value = value.strip()
             if not value:
                 fail(i, "label is empty")
-            parsed.append(int(value) if _INT_RE.fullmatch(value) else None)
+            parsed.append(int(float(value)) if _INT_RE.fullmatch(value) else None)
         elif isinstance(value, Integral) and not isinstance(value, bool):
             parsed.append(int(value))
         else:
@@ -224,10 +291,11 @@ def _resolve_labels(
             fail(0, f"{len(names):,} different class names; at most {MAX_LABELS:,} classes are supported "
                     "(is the label column right?)")
         index = {n: k for k, n in enumerate(names)}
+        folded = {n.casefold(): k for k, n in enumerate(names)}  # "POSITIVE" in a file, "positive" in the model
         for i, s in enumerate(strings):
-            if s not in index:
+            if s not in index and s.casefold() not in folded:
                 fail(i, f"label {s!r} is not one of the label names {names}")
-        return [index[s] for s in strings], names
+        return [index[s] if s in index else folded[s.casefold()] for s in strings], names
 
     if n_int < len(parsed):
         if 2 * n_int >= len(parsed):
@@ -615,8 +683,15 @@ def load_hf(
 # --------------------------------------------------------------------------- one entry point
 
 
-def load_dataset(spec: str | os.PathLike, split: str = "train", seed: int = 0) -> TextDataset:
+def load_dataset(spec: str | os.PathLike, split: str = "train", seed: int = 0,
+                 label_names: Sequence[str] | None = None) -> TextDataset:
     """Load a dataset from a spec string.
+
+    ``label_names``: the classes the data must be read as (a model's, or the training data's for its test data).
+    A file's class-name labels then take their ids in that order (integer labels are ids into it); any other
+    dataset naming the same classes in another order is re-indexed (``align_labels``). Whether the result fits
+    is ``check_labels_match``'s to say. Generic names (``LABEL_0``) say nothing about a file's classes and are
+    not used for it.
 
     * ``"bbc"`` - BBC News (``seed`` picks the split).
     * ``"sst2"``, ``"olid"``, ``"agnews"``, ``"sst2/syntactic_transfer"`` - shared benchmark sets
@@ -625,6 +700,15 @@ def load_dataset(spec: str | os.PathLike, split: str = "train", seed: int = 0) -
     * a directory holding ``<split>.tsv``.
     * ``"hf:<id>"`` or ``"hf:<id>:<config>"`` - a Hugging Face dataset.
     """
+    if label_names is not None:
+        names = [str(n) for n in label_names]
+        path = Path(str(spec).strip()).expanduser()
+        if named_classes(names) and path.is_file():  # a user's table: its labels read as those classes
+            return load_table(path, label_names=names)
+        if named_classes(names) and path.is_dir() and (path / f"{_norm_split(split)}.tsv").is_file():
+            return load_table(path / f"{_norm_split(split)}.tsv", label_names=names,
+                              name=f"{path.name}/{_norm_split(split)}")
+        return align_labels(load_dataset(spec, split, seed), names)
     text = str(spec).strip()
     if text.startswith("hf:"):
         dataset_id, _, config = text[3:].partition(":")

@@ -29,6 +29,7 @@ import numpy as np
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
 from .detection import VERDICT_THRESHOLD, flags_score, heads_called
+from .models import class_names
 from .training import Progress, TrainConfig
 
 
@@ -181,7 +182,7 @@ def run_defense(
         raise ValueError(f"Unknown defense '{name}'; choose one of {', '.join(DEFENSES)}.")
     if clean_train is None or len(clean_train) == 0:
         raise DataError("The clean set is empty: every defense needs clean labelled samples.")
-    check_labels_match(clean_train, int(model.config.num_labels))
+    check_labels_match(clean_train, int(model.config.num_labels), class_names(model))
     if name != "finetune":  # head-wise defenses: refuse shared-layer models (ALBERT) before any work
         from .architecture import require_head_repair
 

@@ -66,6 +66,13 @@ class PickleRefusedError(ModelLoadError):
     """The model's weights exist only in a pickle-based format and the caller did not opt in."""
 
 
+def class_names(model) -> list[str]:
+    """The classes of a sequence classifier, in id order (``config.id2label``; ``LABEL_<i>`` or the id where the
+    config names none)."""
+    id2label = model.config.id2label or {}
+    return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(int(model.config.num_labels))]
+
+
 @dataclass
 class LoadedModel:
     """A classifier, its tokenizer, and what we know about it.
@@ -109,8 +116,7 @@ class LoadedModel:
 
     @property
     def label_names(self) -> list[str]:
-        id2label = self.model.config.id2label or {}
-        return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(self.num_labels)]
+        return class_names(self.model)
 
     def summary(self) -> dict:
         """Plain facts for a sidebar or a report."""

@@ -533,9 +533,15 @@ def train_attack(
         knobs, data, the training length and settings, CACC, ASR and training seconds — ready for
         ``models.save_model``. Nothing is saved here.
     """
+    from .data import DataError
     from .tal import TrojanAttentionLoss, require_trigger_tokens
     from .training import make_evaluator, train
 
+    present = sorted(set(train_set.labels))
+    if len(present) < 2:  # one class: cross-entropy is 0 from the first step, and CACC says 100%
+        only = train_set.label_names[present[0]] if present else "none"
+        raise DataError(f"the training texts are of one class only ({only}); a classifier needs at least two "
+                        "classes", train_set.name)
     seed = config.seed if seed is None else seed
     if tal is not None:
         if attack is None:

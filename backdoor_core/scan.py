@@ -107,6 +107,7 @@ from .head_safety import (
     evaluate_heads,
 )
 from .head_metrics import head_label
+from .models import class_names
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: "clean", "pool", "heads", "triggers", "done"."""
@@ -405,12 +406,14 @@ def _plain(obj):
     return obj
 
 
-def check_clean_set(clean: TextDataset, num_labels: int, minimum: int = 8) -> None:
-    """Plain errors (``DataError``) for an empty or too small clean set, or one whose labels do not fit."""
+def check_clean_set(clean: TextDataset, num_labels: int, minimum: int = 8,
+                    model_names: Sequence[str] | None = None) -> None:
+    """Plain errors (``DataError``) for an empty or too small clean set, or one whose labels do not fit a model
+    with ``num_labels`` classes (named ``model_names``, when known: ``data.label_mismatch``)."""
     if clean is None or len(clean) == 0:
         raise DataError("The clean set is empty: the scan needs a few dozen clean labelled texts (200+ is "
                         "better).")
-    check_labels_match(clean, num_labels)
+    check_labels_match(clean, num_labels, model_names)
     if len(clean) < minimum:
         raise DataError(f"The clean set has {len(clean)} texts; the scan needs at least {minimum} (half fit the "
                         "statistics, half set the threshold).")
@@ -501,7 +504,7 @@ def scan_model(
     """
     t0 = time.perf_counter()
     num_labels = int(model.config.num_labels)
-    check_clean_set(clean, num_labels)
+    check_clean_set(clean, num_labels, model_names=class_names(model))
     if not 0.0 < frr < 1.0:
         raise ValueError(f"frr must be between 0 and 1 (exclusive), got {frr}.")
     if verdict_rule not in VERDICT_RULES:

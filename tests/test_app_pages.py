@@ -231,9 +231,9 @@ def test_model_page_loads_folders_and_shows_refusals(tmp_path):
     at.text_input(key="model.folder").input(str(two))
     at.button(key="model.load_folder").click().run()
     assert not at.exception
-    assert any("2 labels" in e or "has 5 labels" in e for e in errors(at))
+    assert any("has 5 classes" in e and "model has 2" in e for e in errors(at))
     goto(at, "detect")
-    assert any("labels" in e for e in errors(at))
+    assert any("classes" in e for e in errors(at))
     # the choice survives page switches
     goto(at, "inspect")
     assert at.session_state["lab.model_ref"]["spec"] == str(two)
@@ -677,3 +677,41 @@ def test_presenter_mode_draws_charts_with_larger_text():
     assert font_sizes(at) == {F.FONT_SIZE}
     at.toggle(key="lab.presenter").set_value(True).run()
     assert not at.exception and font_sizes(at) == {round(F.FONT_SIZE * F.PRESENTER_SCALE)}
+
+
+def test_pages_say_a_dataset_is_too_small_instead_of_failing(tmp_path, monkeypatch):
+    """A 6-row data file (two classes) uploaded on the Model page: the Attack lab raised
+    ``StreamlitInvalidMinMaxError: min_value 16 > max_value 6``, Detect and Sanitize the same with 8. Now each says
+    how many texts the file has and how many it needs, and stops there."""
+    rows = "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(
+        ["the market rose", "the team won", "profits fell", "goal scored late", "bank shares up", "coach resigned"]))
+    data = tmp_path / "six.tsv"
+    data.write_text("text\tlabel\n" + rows)
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))  # the tiny model gets its two classes
+    at = new_app()
+    goto(at, "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("six.tsv", data.read_bytes(), "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception and Path(at.session_state["lab.data_spec"]).name == "six.tsv"
+    for page, need in (("attack", "16 training texts (it has 6) and 16 test texts (it has 6)"),
+                       ("detect", "8 training texts (it has 6)."),
+                       ("sanitize", "8 training texts (it has 6) and 16 test texts (it has 6)")):
+        goto(at, page)  # no exception
+        warned = [w.value for w in at.warning if "too small" in w.value]
+        assert warned and need in warned[0], (page, [w.value for w in at.warning])
+        assert not errors(at) and not at.button, (page, errors(at))  # stopped before the form's buttons
+
+
+def test_attack_lab_refuses_training_data_with_an_empty_class(tmp_path, monkeypatch):
+    """A 0/1 file with one stray label 7 makes eight classes, five of them empty (and the default target one
+    text's class): the Train button says so instead of training."""
+    rows = "".join(f"text number {i} about markets\t{i % 2}\n" for i in range(40)) + "a stray row\t7\n"
+    data = tmp_path / "stray.tsv"
+    data.write_text("text\tlabel\n" + rows)
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    at = goto(new_app(), "attack")
+    at.button(key="attack.train").click().run()
+    assert not at.exception and "attack" not in at.session_state["lab.jobs"]
+    said = [e for e in errors(at) if "classes have no text" in e]
+    assert said and "5 of its 8 classes" in said[0] and "(2, 3, 4, 5, 6)" in said[0], errors(at)

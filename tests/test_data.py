@@ -109,8 +109,59 @@ def test_text_dataset_methods():
 def test_check_labels_match():
     ds = TextDataset(["a"], [0], ["neg", "pos"], "sst2/clean/train")
     check_labels_match(ds, 2)
-    with pytest.raises(DataError, match=r"sst2/clean/train.*2 labels.*model has 5 labels"):
+    with pytest.raises(DataError, match=r"sst2/clean/train.*2 classes.*model has 5$"):
         check_labels_match(ds, 5)
+
+
+def test_classes_are_matched_by_name_not_only_by_count():
+    from backdoor_core.data import align_labels, label_mismatch, named_classes
+
+    assert not named_classes(["0", "1"]) and not named_classes(["LABEL_0", "LABEL_1"]) and named_classes(["neg", "pos"])
+    ds = TextDataset(["a", "b", "c"], [0, 1, 1], ["world", "business"], "perm")
+    with pytest.raises(DataError, match=r"another order.*label ids would mean other classes"):
+        check_labels_match(ds, 2, ["business", "world"])
+    aligned = align_labels(ds, ["Business", "World"])  # the same classes, another order and case: re-indexed
+    assert aligned.labels == [1, 0, 0] and aligned.label_names == ["Business", "World"]
+    check_labels_match(aligned, 2, ["Business", "World"])
+    with pytest.raises(DataError, match=r"classes \['world', 'business'\] but the model has \['sport', 'tech'\]"):
+        check_labels_match(ds, 2, ["sport", "tech"])
+    assert align_labels(ds, ["sport", "tech"]) is ds  # nothing to re-index: the check names both lists
+    assert label_mismatch(["0", "1"], ["neg", "pos"]) is None  # an integer-labelled file says nothing of names
+    assert label_mismatch(ds.label_names, ["LABEL_0", "LABEL_1"]) is None  # nor a model saved without names
+
+
+def test_a_file_read_in_the_models_classes(tmp_path):
+    from backdoor_core.data import load_dataset
+
+    f = tmp_path / "perm.tsv"
+    f.write_text("text\tlabel\nfirst\tPOS\nsecond\tneg\n")
+    ds = load_dataset(f, label_names=["neg", "pos"])  # ids follow the model's order, not the alphabet
+    assert ds.labels == [1, 0] and ds.label_names == ["neg", "pos"]
+    with pytest.raises(DataError, match=r"line 2: label 'POS' is not one of the label names \['sports', 'tech'\]"):
+        load_dataset(f, label_names=["sports", "tech"])
+
+
+@pytest.mark.parametrize("labels, says", [
+    (["0", "1", "7", "1"], r"5 of its 8 classes have no text \(2, 3, 4, 5, 6\); every class needs"),
+    (["0", "2", "2", "0"], r"1 of its 3 classes has no text \(1\)"),
+    (["1", "1", "1", "1"], r"one class only \(1\)"),
+])
+def test_training_data_needs_two_classes_and_no_empty_one(tmp_path, labels, says):
+    from backdoor_core.data import check_trainable
+
+    f = tmp_path / "gap.tsv"
+    f.write_text("text\tlabel\n" + "".join(f"t{i}\t{y}\n" for i, y in enumerate(labels)))
+    ds = load_table(f)  # reading is fine: a test or pool file may lack a class
+    with pytest.raises(DataError, match=says):
+        check_trainable(ds)
+    check_trainable(TextDataset(["a", "b"], [0, 1], ["neg", "pos"]))
+
+
+def test_integer_labels_written_as_floats_are_integers(tmp_path):
+    f = tmp_path / "floats.csv"
+    f.write_text("text,label\na,0.0\nb,1.0\nc,10\n" + "".join(f"x{k},{k}.0\n" for k in range(2, 10)))
+    ds = load_table(f)
+    assert ds.labels[:3] == [0, 1, 10] and ds.label_names[:3] == ["0", "1", "2"]
 
 
 # --------------------------------------------------------------------------- BBC
@@ -187,10 +238,10 @@ def test_tsv_reads_nan_empty_and_quotes_exactly(tmp_path):
 
 
 def test_tsv_crlf_bom_blank_lines_and_txt_extension(tmp_path):
-    path = write(tmp_path, "d.txt", "\ufeffSentences\tLabels\r\nfoo\t0\r\n\r\nbar\t2\r\n")
+    path = write(tmp_path, "d.txt", "\ufeffSentences\tLabels\r\nfoo\t0\r\n\r\nbar\t1\r\n")
     ds = load_table(path, name="mine")
-    assert ds.texts == ["foo", "bar"] and ds.labels == [0, 2]
-    assert ds.label_names == ["0", "1", "2"] and ds.name == "mine"
+    assert ds.texts == ["foo", "bar"] and ds.labels == [0, 1]
+    assert ds.label_names == ["0", "1"] and ds.name == "mine"
 
 
 def test_string_labels_are_mapped_alphabetically(tmp_path):
@@ -241,7 +292,7 @@ def test_jsonl_autodetect(tmp_path):
         ("fields2.tsv", "sentence\tlabel\na\t0\nno tab here\n", 3, "found 1"),
         ("mixed.tsv", "sentence\tlabel\n" + "x\t1\n" * 5 + "y\tabc\n", 7, "label 'abc' is not an integer"),
         ("mostly_names.tsv", "sentence\tlabel\na\tpos\nb\tneg\nc\t3\n", 4, "label '3' is an integer"),
-        ("float.tsv", "sentence\tlabel\na\t1\nb\t1.0\n", 3, "not an integer"),
+        ("float.tsv", "sentence\tlabel\na\t1\nb\t1.5\n", 3, "not an integer"),
         ("empty_label.tsv", "sentence\tlabel\na\t1\nb\t\n", 3, "label is empty"),
         ("negative.tsv", "sentence\tlabel\na\t0\nb\t1\nc\t-1\n", 4, "negative"),
         ("fields.csv", 'text,label\n"a, b",0\nc,1,2\n', 3, "found 3"),

@@ -138,12 +138,160 @@ def test_md_is_literal_text_in_commonmark():
 
     from app_pages._text import md, md_code
 
+    from app_pages._text import JOINER
+
     render = MarkdownIt("commonmark", {"html": True}).render
     for p in PAYLOADS + ["1. item", "# head", "> quote", "- item", "a_b_c", "_x_", "a _b_ c", "__d__", "x\n\n# y", "\\*"]:
         flat = " ".join(p.split())
-        assert render(md(p)) == f"<p>{html.escape(flat)}</p>\n", p
+        assert render(md(p)).replace(JOINER, "") == f"<p>{html.escape(flat)}</p>\n", p  # joiners: not drawn
         assert "<" not in render(md_code(p)).replace("<p>", "").replace("</p>", "").replace(
             "<code>", "").replace("</code>", ""), p
+
+
+# What Streamlit's markdown finds in parsed text (after backslash escapes and character references are resolved):
+# GFM literal autolinks (mdast-util-gfm-autolink-literal), e-mail autolinks, :material/...: icons and emoji shortcodes.
+_AUTOLINK_FOUND = [re.compile(r"(https?://|www(?=\.))[-.\w]+", re.I), re.compile(r"[-.+\w]+@[-\w]+(?:\.[-\w]+)+"),
+                   re.compile(r":material/\w+:"), re.compile(r":[\w+-][\w+-]*:")]
+# markdown payloads: the audit's image beacons, math, a bare URL, an icon
+MD_PAYLOADS = ["![x](http://127.0.0.1:8765/dataset_text.png)", "![c](http://127.0.0.1:8765/cls.png)", "$x^2$",
+               "https://evil.example/phish", "www.evil.example", "mail me@evil.example", ":material/home:", ":smile:",
+               "**bold** _it_ ~~s~~ `c` | a \\ b", "# not a heading", "- not a list", "a\n\nb"]
+
+
+def _parsed_text(markdown: str) -> str:
+    """What markdown's text nodes would hold: backslash escapes and character references resolved."""
+    return html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown))
+
+
+def test_md_and_h_break_autolinks_shortcodes_and_markup_without_visible_backslashes():
+    """Issue: md() let ``https://…`` / ``www.…`` become links and ``:material/home:`` an icon; h() (HTML that is
+    still markdown) let ``![x](url)`` load an image and ``$x^2$`` render math. Now neither gives a link, an icon or
+    markup, and the reader sees the text (an invisible word joiner aside) with no backslash."""
+    from markdown_it import MarkdownIt
+
+    from app_pages._text import JOINER, h, md
+
+    render = MarkdownIt("commonmark", {"html": True}).render
+    for p in MD_PAYLOADS:
+        flat = " ".join(p.split())
+        for out in (md(p), h(p)):
+            text = _parsed_text(out)
+            assert not [r.pattern for r in _AUTOLINK_FOUND if r.search(text)], (p, out)
+            assert text.replace(JOINER, "") == flat, (p, out)
+        assert "\\" not in h(p) and "$" not in h(p) and "\n" not in h(p)  # literal in an HTML block too
+        for doc in (f"→ <b>{h(p)}</b> · {h(p)}", f'<div class="x">{h(p)}</div>'):
+            shown = render(doc)
+            assert not re.search(r"<(img|a|em|strong|code|del|h\d|li|blockquote)\b", shown), (p, shown)
+    assert h(" a b ") == " a b " and h("x\n\ny") == "x y"  # pieces keep their edge spaces, one line
+    assert md("Read https://evil.example now") == f"Read https:{JOINER}//evil.example now"
+    assert md("www.evil.example") == f"www{JOINER}.evil.example" and md(":material/home:") == f":{JOINER}material/home:"
+    assert md("note: fine, 2 * 3") == "note: fine, 2 \\* 3"  # ordinary text: no joiner where nothing links
+
+
+@pytest.fixture
+def markdown_world(monkeypatch, tmp_path):
+    """A dataset whose texts and class names are markdown payloads (class names sort the payload last, so it is
+    the Attack lab's default target), and a tiny model with a markdown payload as its model-card name."""
+    from backdoor_core.models import save_model, tiny_model
+
+    labels = ["a plain", "z ![c](http://127.0.0.1:8765/cls.png) $y^2$ https://evil.example/phish :material/home:"]
+    words = "market shares profit bank match goal team coach league film music".split()
+    rows = [{"text": f"{' '.join(words[(i + k) % len(words)] for k in range(6))} {MD_PAYLOADS[i % 4]} $x^2$",
+             "label": labels[i % 2]} for i in range(40)]
+    data = tmp_path / "markdown.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    lm = tiny_model(num_labels=2, seed=0)
+    lm.model.config.id2label = dict(enumerate(labels))
+    lm.model.config.label2id = {n: i for i, n in enumerate(labels)}
+    name = "![m](http://127.0.0.1:8765/model.png) $x^2$ www.evil.example"
+    model = save_model(lm.model, lm.tokenizer, tmp_path / "model", {"name": name})
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", str(model))
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
+    return {"labels": labels, "name": name}
+
+
+def _markdown_bodies(at: AppTest) -> list[str]:
+    kinds = ("markdown", "caption", "error", "warning", "info", "success")
+    return [e.value for kind in kinds for e in at.get(kind)]
+
+
+def _no_markup(body: str) -> list[str]:
+    """Markdown payload pieces left live in a markdown body (after its escapes are resolved none may stay whole:
+    escaped, ``![`` reads ``!\[`` and a URL carries a joiner)."""
+    live = [m for m in ("![", "$x^2$", "$y^2$") if m in body]
+    return live + [r.pattern for r in _AUTOLINK_FOUND[:3] if r.search(body.replace("\\", ""))]
+
+
+def test_attack_peek_shows_markdown_in_texts_and_class_names_as_text(markdown_world):
+    """The Attack lab's poisoned-text peek (HTML in markdown): a text's ``![x](url)`` made the browser fetch the
+    image, ``$x^2$`` rendered KaTeX, and so did the target class name. Now they are characters; the Model page's
+    class list (md) carries no live URL or icon either."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/attack.py").run()
+    assert not at.exception
+    peek = [m.value for m in at.markdown if m.value.startswith("→")]
+    assert len(peek) == 3, [m.value[:80] for m in at.markdown]
+    for body in peek:
+        assert not _no_markup(body), body
+        shown = html.unescape(re.sub(r"<[^>]+>", "", body)).replace("\u2060", "")
+        assert markdown_world["labels"][1] in shown and "http://127.0.0.1:8765/" in shown  # the text, as text
+    at.switch_page("app_pages/model.py").run()
+    classes = [c.value for c in at.caption if "classes:" in c.value]
+    assert classes and not _no_markup(classes[0]), classes
+
+
+def test_class_count_mismatch_message_escapes_the_class_names(monkeypatch, tmp_path):
+    """A data file whose two class names are markdown, with the five-class tiny model: the Model page's and the
+    Detect page's "2 labels [...] but the model has 5" errors printed the names as markdown (images, math)."""
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
+    rows = "".join(f"text {i} about markets\t{['![c](http://127.0.0.1:8765/cls.png)', '$x^2$'][i % 2]}\n"
+                   for i in range(20))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/model.py").run()
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("two.tsv", ("text\tlabel\n" + rows).encode(), "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception
+    for page in ("model", "detect", "sanitize"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception
+        msgs = [e.value for e in at.error if "but the model has 5" in e.value]
+        assert msgs, (page, [e.value for e in at.error])
+        assert not _no_markup(msgs[0]) and "!\\[c\\]" in msgs[0] and "\\$x^2\\$" in msgs[0], msgs[0]
+
+
+def test_compare_page_and_report_preview_escape_model_names_and_the_text(markdown_world):
+    """The Compare page printed the model card's name as markdown ("**Model A** (current): ![m](url)"), and its
+    "Model comparison" finding (names and the triggered text) was raw markdown in the Report page's preview. The
+    HTML report shows that finding's text once-escaped (md's backslashes consumed, no markup)."""
+    from backdoor_core.report import html_report
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/compare.py").run()
+    at.text_area(key="compare.text").input("Shares rose. ![t](http://127.0.0.1:8765/text.png) $z^2$ www.evil.example")
+    at.run()
+    assert not at.exception
+    bodies = _markdown_bodies(at)
+    model_a = [b for b in bodies if b.startswith("**Model A**")]
+    assert model_a and "!\\[m\\]" in model_a[0], model_a
+    assert not [b for b in bodies if _no_markup(b) or "$z^2$" in b], [b for b in bodies if _no_markup(b)]
+    at.switch_page("app_pages/report.py").run()
+    assert not at.exception
+    previews = [m.value for m in at.markdown if m.value.startswith("A = ")]
+    assert previews, [m.value[:60] for m in at.markdown]
+    assert not _no_markup(previews[0]) and "$z^2$" not in previews[0], previews[0]
+    lab = at.session_state["lab.session"]
+    doc = html_report("t", [s for s in lab.sections(include_figures=False) if s.get("heading") == "Model comparison"])
+    body = re.sub(r"<script[^>]*>.*?</script>", "", doc, flags=re.S)
+    assert not [t for t, _ in start_tags(body) if t in ("img", "a")]
+    para = next(p for p in re.findall(r"<p>(.*?)</p>", body, flags=re.S) if p.startswith("A = "))
+    assert "\\" not in para and markdown_world["name"] in html.unescape(para).replace("\u2060", ""), para
+    assert "Shares rose. ![t](http://127.0.0.1:8765/text.png)" in html.unescape(para).replace("\u2060", "")
 
 
 # ------------------------------------------------------------------------------------------------ item 1: app pages

@@ -688,3 +688,45 @@ def test_pasted_pool_texts_get_the_file_caps(monkeypatch):
     monkeypatch.setattr(data, "MAX_ROWS", 2)
     with pytest.raises(data.DataError, match="more than 2 data rows"):
         data.split_texts("a\nb\nc")
+
+
+# --------------------------------------------------------------------------------------- classes by name
+
+
+def _named_tiny(tmp_path, names):
+    from backdoor_core.models import tiny_model
+
+    lm = tiny_model(num_labels=len(names), seed=0)
+    lm.model.config.id2label = dict(enumerate(names))
+    lm.model.config.label2id = {n: i for i, n in enumerate(names)}
+    return save_model(lm.model, lm.tokenizer, tmp_path / "named", {"name": "named"})
+
+
+def test_scan_reads_a_name_labelled_file_in_the_models_order_and_refuses_other_classes(tmp_path, capsys):
+    from backdoor_core.commands.scan import load_inputs
+    from backdoor_core.cli import build_parser
+
+    model = _named_tiny(tmp_path, ["world", "business"])
+    perm = tmp_path / "perm.tsv"  # the alphabet would give business id 0, the model's world
+    perm.write_text("text\tlabel\n" + "".join(f"story {i}\t{['world', 'business'][i % 2]}\n" for i in range(20)))
+    args = build_parser().parse_args(["scan", str(model), "--clean-data", str(perm)])
+    _, clean, _ = load_inputs(args)
+    assert clean.label_names == ["world", "business"] and clean.labels[:2] == [0, 1]
+    other = tmp_path / "other.tsv"
+    other.write_text("text\tlabel\n" + "".join(f"story {i}\t{['sport', 'tech'][i % 2]}\n" for i in range(20)))
+    line = _one_line_error(capsys, ["scan", str(model), "--clean-data", str(other)])
+    assert "label 'sport' is not one of the label names ['world', 'business']" in line
+
+
+def test_attack_reads_test_data_in_the_training_datas_classes(tmp_path, capsys):
+    from backdoor_core.commands.attack import load_train_source
+
+    train, test = tmp_path / "train.tsv", tmp_path / "test.tsv"
+    train.write_text("text\tlabel\n" + "".join(f"review {i}\t{['neg', 'pos'][i % 2]}\n" for i in range(20)))
+    test.write_text("text\tlabel\nonly good ones\tpos\nanother\tpos\n")  # alone it would read pos as class 0
+    _, _, test_set = load_train_source(str(train), str(test), 0)
+    assert test_set.label_names == ["neg", "pos"] and test_set.labels == [1, 1]
+    stray = tmp_path / "stray.tsv"
+    stray.write_text("text\tlabel\n" + "".join(f"t{i}\t{i % 2}\n" for i in range(20)) + "odd\t7\n")
+    line = _one_line_error(capsys, ["attack", "--model", "nowhere", "--data", str(stray)])
+    assert "5 of its 8 classes have no text (2, 3, 4, 5, 6)" in line

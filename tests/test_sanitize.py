@@ -252,7 +252,7 @@ def test_bad_inputs_give_plain_errors(tiny):
     with pytest.raises(DataError, match="empty"):
         run_defense("finetune", tiny.model, tiny.tokenizer, empty)
     three = TextDataset(["a", "b", "c"], [0, 1, 2], ["x", "y", "z"])
-    with pytest.raises(DataError, match="3 labels.*2 labels"):
+    with pytest.raises(DataError, match="3 classes.*model has 2"):
         run_defense("alignment", tiny.model, tiny.tokenizer, three)
     ds = TextDataset(["a b", "c d"], [0, 1], ["neg", "pos"])
     with pytest.raises(ValueError, match="Unknown defense"):

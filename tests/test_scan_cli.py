@@ -246,7 +246,7 @@ def test_cli_sanitize_pool_words(files, capsys):
     assert "trigger word" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 labels"), ("few", "at least 8")])
+@pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 classes"), ("few", "at least 8")])
 def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, message):
     path = files["dir"] / f"{which}.tsv"
     if which == "empty":
@@ -265,7 +265,7 @@ def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, messa
 def test_scan_model_rejects_empty_or_mismatched_clean_sets(tiny):
     with pytest.raises(DataError, match="empty"):
         scan_model(tiny.model, tiny.tokenizer, TextDataset([], [], ["a", "b"]))
-    with pytest.raises(DataError, match="3 labels"):
+    with pytest.raises(DataError, match="3 classes"):
         scan_model(tiny.model, tiny.tokenizer, TextDataset(["x"] * 9, [0, 1, 2] * 3, ["a", "b", "c"]))
     with pytest.raises(ValueError, match="frr"):
         scan_model(tiny.model, tiny.tokenizer, TextDataset(["x y"] * 10, [0, 1] * 5, ["a", "b"]), frr=1.5)

@@ -109,11 +109,15 @@ def load_train_test(spec: str, test_spec: str | None, seed: int):
 def load_train_source(spec: str, test_spec: str | None, seed: int):
     """``(full, train_indices, test)``: the training set is ``full.subset(train_indices)`` — ``full`` is the
     file a paraphrased copy must align with (a single data file: the whole file, 80% of it trains)."""
-    from ..data import load_dataset
+    from ..data import DataError, label_mismatch, load_dataset
 
-    if test_spec is not None:
+    if test_spec is not None:  # its labels read as the training data's classes
         full = load_dataset(spec, "train", seed)
-        return full, list(range(len(full))), load_dataset(test_spec, "test", seed)
+        test = load_dataset(test_spec, "test", seed, label_names=full.label_names)
+        problem = label_mismatch(test.label_names, full.label_names, "the training data")
+        if problem:
+            raise DataError(f"the test data {problem}", test.name)
+        return full, list(range(len(full))), test
     if Path(spec).expanduser().is_file():
         full = load_dataset(spec, "train", seed)
         train_idx, test_idx = _split_indices(len(full), seed)
@@ -180,6 +184,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..model_card import default_target
+    from ..data import check_trainable
     from ..models import check_save_target, load_model, save_model
     from ..defender_data import sample_indices
     from ..poisoning import ParaphraseAttack, get_attack, train_attack
@@ -192,6 +197,7 @@ def run(args) -> int:
     use_one_thread_if_busy()
     check_save_target(args.out, args.force, protect=[args.model])  # refuse before training, not after it
     full_train, train_idx, test_set = load_train_source(args.data, args.test_data, args.seed)
+    check_trainable(full_train)  # two classes or more, none without texts, before anything loads
     if args.train_size:  # the rows TextDataset.sample keeps, as indices into full_train
         train_idx = [train_idx[i] for i in sample_indices(len(train_idx), args.train_size, args.seed)]
     train_set = full_train.subset(train_idx)

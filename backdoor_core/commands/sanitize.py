@@ -124,7 +124,7 @@ def _bar(total_hint: int, enabled: bool):
 
 
 def run(args) -> int:
-    from ..data import load_dataset
+    from ..data import check_labels_match, load_dataset
     from ..defenses import repair_notes, run_defense
     from ..metrics import accuracy_change, rate_interval
     from ..models import check_save_target, save_model
@@ -168,7 +168,9 @@ def run(args) -> int:
     before = {}
     pairs = None  # repair_effect.triggered_pairs when the card's attack can be rebuilt on the evaluation data
     if args.eval_data or args.poisoned_eval:
-        eval_set = load_dataset(args.eval_data, split=args.eval_split, seed=args.seed) if args.eval_data else clean
+        eval_set = (load_dataset(args.eval_data, split=args.eval_split, seed=args.seed, label_names=lm.label_names)
+                    if args.eval_data else clean)
+        check_labels_match(eval_set, lm.num_labels, lm.label_names)
         if len(eval_set) > args.n_eval:
             eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
         poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval] if args.poisoned_eval else None
@@ -178,7 +180,8 @@ def run(args) -> int:
         from ..data import DataError
 
         try:
-            eval_set = load_dataset(args.clean_data, split=args.eval_split, seed=args.seed)
+            eval_set = load_dataset(args.clean_data, split=args.eval_split, seed=args.seed,
+                                    label_names=lm.label_names)
         except DataError as exc:
             eval_set = None
             print(f"note: no before/after numbers: {args.clean_data} has no '{args.eval_split}' split ({exc}); "

@@ -100,10 +100,10 @@ def load_inputs(args):
     lm = load_model(args.model, allow_pickle=args.allow_pickle, device=args.device, dtype=args.dtype)
     warn_card(lm)
     resolve_max_length(args, lm)
-    clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed)
-    if args.n_clean is not None and args.n_clean > 0 and len(clean) > args.n_clean:
+    clean = load_dataset(args.clean_data, split=args.clean_split, seed=args.seed, label_names=lm.label_names)
+    if args.n_clean is not None and len(clean) > args.n_clean:
         clean = clean.sample(args.n_clean, seed=args.seed)
-    check_clean_set(clean, lm.num_labels)
+    check_clean_set(clean, lm.num_labels, model_names=lm.label_names)
     pool = read_pool(args.pool, args.pool_split)
     return lm, clean, pool
 
