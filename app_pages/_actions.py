@@ -90,7 +90,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
         from backdoor_core import figures as F
 
         ui.lab().record(
-            "attack", f"Attack lab: {name}",
+            "attack", "Attack lab", model=name,
             text=(f"Attack **{md(card.attack)}**, trigger {md_code(card.trigger_text)}, target "
                   f"**{md(card.target_name)}**, poison rate {card.rate or 0:.2%}"
                   + (f", TAL on {md(describe_heads(card.tal_heads, work.num_layers, work.num_heads))}"
@@ -98,7 +98,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
             table=[{"metric": "CACC", "value": _rate(card.cacc)}, {"metric": "ASR", "value": _rate(card.asr)},
                    {"metric": "steps", "value": card.steps},
                    {"metric": "training seconds", "value": card.training_seconds}],
-            figures=[F.training_curves(res["history"], title="Training")],
+            figures=[F.training_curves(snap.events, title="Training")],  # the steps the live chart drew
             data=card.to_json(),
         )
 
@@ -216,7 +216,8 @@ def record_scan(report, truth=None) -> None:
         text += f"\n\nOn the simulated pool: FRR {ev['frr']:.1%}, FAR {ev['far']:.1%}, AUROC {ev['auroc']:.3f}"
         text += (f" ({ev['auroc_words']:.3f} with the likely trigger words)." if ev.get("auroc_words") is not None
                  else ".")
-    ui.lab().record("scan", "Detection scan", text=text,
+    model = report.model_name
+    ui.lab().record("scan", "Detection scan", model=model, text=text,
                     table=[r for r in report.head_rows()[:12]],
                     figures=[figs["grid"], figs["scatter"], figs["hist"]],
                     data=report.to_dict(max_flagged=50) | ({"pool_evaluation": ev} if ev else {}))
@@ -228,20 +229,21 @@ def record_scan(report, truth=None) -> None:
 
         sec = report_section(report.triggers.to_dict(limit=20), heads=heads_noun(report.verdict))
         # its text names the suspected target class: escaped (it has no markup of its own)
-        ui.lab().record("scan", sec["heading"], text=md(sec["text"]), table=sec["table"], figures=[sec["figure"]])
+        ui.lab().record("scan", sec["heading"], model=model, text=md(sec["text"]), table=sec["table"],
+                        figures=[sec["figure"]])
     else:
-        ui.lab().remove("scan:Candidate triggers")
+        ui.lab().remove("scan:Candidate triggers", model)
     marking = list(getattr(report, "marking_words", None) or [])
     if marking:
         rows = report.word_marked_rows(50)
         n_marked = int(report.pool_word_marked.sum())
-        ui.lab().record("scan", "Inputs with a likely trigger word",
+        ui.lab().record("scan", "Inputs with a likely trigger word", model=model,
                         text=f"{n_marked} pool inputs hold a likely trigger word ({md(', '.join(marking))}), "
                              f"{report.n_word_marked_unflagged} of them not flagged.",
                         table=[{k: r[k] for k in ("score", "label", "flagged", "trigger_word", "text")} for r in rows])
     else:
-        ui.lab().remove("scan:Inputs with a likely trigger word")
-    ui.lab().remove(f"scan:{DRIFT_HEADING}")  # read again on the Detect page for this scan, on request
+        ui.lab().remove("scan:Inputs with a likely trigger word", model)
+    ui.lab().remove(f"scan:{DRIFT_HEADING}", model)  # read again on the Detect page for this scan, on request
 
 
 # ------------------------------------------------------------------------------------------------ sanitize
@@ -337,7 +339,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         names = {"asr": "ASR", "cacc": "CACC", "kept": "clean predictions kept"}
         rows = [{"metric": names[m], "before": _rate(b.get(m)), "after": _rate(a.get(m))} for m in names if m in b]
         ui.lab().record(
-            "sanitize", f"Sanitization ({res['defense']})",
+            "sanitize", f"Sanitization ({res['defense']})", model=res["suspect"].name,
             text=(f"Defense **{res['defense']}** in {res['seconds']:.0f} s"
                   + (" — *cancelled early*" if res["cancelled"] else "")
                   + (f"; heads repaired: {', '.join(map(str, res['details']['suspicious_heads']))}"
@@ -352,7 +354,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                   + (". " + " ".join(eff.summary()) if eff is not None else "")),
             table=rows,
             figures=[F.metric_comparison({"before": b, "after": a}),
-                     F.training_curves(res["history"], title="Sanitization", baseline=b)]
+                     F.training_curves(snap.events, title="Sanitization", baseline=b)]  # as drawn live
                     + ([F.repair_effect_heatmaps(eff, "lift")] if eff is not None else []),
             data={"before": b, "after": a, "cacc_change": res.get("cacc_change"), "details": res["details"],
                   "seconds": res["seconds"], **({"trigger_effect": eff.to_dict()} if eff is not None else {})},

@@ -89,7 +89,8 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
                                     report.pool_texts, max_length=max_length, seed=int(report.settings.get("seed", 0)))
         st.session_state["detect.drift_cache"] = (ck, reading)
         sec = drift_section(reading, report.label_names)  # its text names the typed base and its error: escaped
-        ui.lab().record("scan", sec["heading"], text=md(sec["text"]), table=sec["table"], data=reading)
+        ui.lab().record("scan", sec["heading"], model=loaded.name, text=md(sec["text"]), table=sec["table"],
+                        data=reading)
     if "error" in reading:
         st.warning(f"Not read: {md(reading['error'])}", icon=":material/warning:")
     elif not reading["words"]:
@@ -213,7 +214,7 @@ def saliency_tab(loaded, result, max_length: int) -> None:
     st.caption("Red tokens push the model toward the class predicted on the triggered text, blue ones away; one "
                "colour scale for both strips. Strongest on the triggered text: "
                + md(", ".join(f"{t['token']} ({t['score']:+.3g})" for t in top)) + ".")
-    ui.lab().record("inspect", "Token saliency", key="inspect:saliency",
+    ui.lab().record("inspect", "Token saliency", key="inspect:saliency", model=loaded.name,
                     text=f"{METHODS[method].capitalize()} toward **{md(pair.target_name)}**, clean vs triggered text.",
                     table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())
 

@@ -146,7 +146,7 @@ else:
     st.info("The two models have different layer × head grids, so only their predictions are compared.",
             icon=":material/info:")
 
-ui.lab().record("inspect", "Model comparison", key="compare:latest",
+ui.lab().record("inspect", "Model comparison", key="compare:latest", model=loaded.name,
                 # markdown on the Report page and in the HTML report: names and text escaped here
                 text=f"A = {md(cmp.name_a)}, B = {md(cmp.name_b)}; text *{md(cmp.a.triggered.text[:200])}*",
                 table=[{"model": side["model"], "clean": side["clean"]["label"],

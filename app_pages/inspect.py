@@ -283,6 +283,7 @@ ui.lab().record(
     "inspect",
     "Inspection",
     key="inspect:latest",
+    model=loaded.name,
     text=(f"Text: *{md(result.clean.text, 300)}*\n\nTrigger: {md_code(result.trigger)} — prediction "
           f"**{md(clean_pred['label'])}** → **{md(trig_pred['label'])}**" + (" (flipped)" if flipped else "")),
     table=result.top_heads(10),

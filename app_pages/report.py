@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from backdoor_core.report import html_report, json_report
+from backdoor_core.report import html_report, json_report, uniform_columns
 from app_pages import _common as ui
 from app_pages._text import md
 
@@ -29,7 +29,7 @@ st.subheader("Include")
 selected: list[str] = []
 for f in findings:
     stamp = time.strftime("%H:%M", time.localtime(f.created))
-    if st.checkbox(f"{md(f.title)}  ·  {stamp}", value=True, key=f"report.inc.{f.key}"):
+    if st.checkbox(f"{md(f.heading)}  ·  {stamp}", value=True, key=f"report.inc.{f.key}"):
         selected.append(f.key)
 c1, c2 = st.columns(2)
 with_figures = c1.toggle("Interactive charts (adds about 5 MB)", **ui.keep("report.figures", True))
@@ -80,6 +80,6 @@ for s in sections:
         if s.get("text"):
             st.markdown(s["text"])
         if s.get("table"):
-            st.dataframe(s["table"], hide_index=True)
+            st.dataframe(uniform_columns(s["table"]), hide_index=True)  # one type a column, as Arrow needs
         for i, fig in enumerate(s.get("figures") or []):
             ui.plot(fig, key=f"report.fig.{s['heading']}.{i}")

@@ -45,7 +45,8 @@ from typing import Any, Iterable, Sequence
 
 from ._version import __version__
 
-__all__ = ["html_report", "json_report", "markdown_to_html", "table_html", "to_jsonable", "CSP", "REPORT_MARK"]
+__all__ = ["html_report", "json_report", "markdown_to_html", "table_html", "to_jsonable", "uniform_columns", "CSP",
+           "REPORT_MARK"]
 
 REPORT_MARK = b'<meta name="generator" content="Backdoor Attention Lab'
 """Bytes every report ``html_report`` writes holds in its first lines: a command may replace such a file."""
@@ -151,6 +152,14 @@ def _format_cell(value: Any) -> tuple[str, bool]:
             return _html.escape(", ".join(str(v) for v in value)), False
         return _html.escape(json.dumps(value, default=str)), False
     return _html.escape(str(value)), False
+
+
+def uniform_columns(rows: list[dict]) -> list[dict]:
+    """``rows`` with every column that mixes text and numbers as text: a table widget backed by Arrow (the app's
+    ``st.dataframe``) takes one type per column, and a "value" column of "94.7%" and 120 failed to convert."""
+    mixed = {k for k in {k for r in rows for k in r}
+             if len({isinstance(r.get(k), str) for r in rows if r.get(k) is not None}) > 1}
+    return [{k: (str(v) if k in mixed and v is not None else v) for k, v in r.items()} for r in rows]
 
 
 def table_html(table: Any) -> str:

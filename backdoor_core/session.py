@@ -1,8 +1,10 @@
 """What one app session found, as plain data (no Streamlit): the Report page turns it into HTML and JSON.
 
 Pages ``record`` findings as they produce them — an inspection, a scan verdict, an attack run, a sanitization —
-each with optional text, a table, plotly figures and raw data. A later finding with the same ``key`` replaces
-the earlier one (re-running a scan updates the report instead of piling up copies).
+each with optional text, a table, plotly figures and raw data, and the name of the model it is about. A later
+finding with the same ``key`` about the same model replaces the earlier one (re-running a scan updates the report
+instead of piling up copies); a finding about another model is kept beside it, and every section names its model
+(the report's first section describes the current model only).
 
     lab = LabSession()
     lab.set_model(loaded.summary()); lab.set_dataset({"name": "bbc", "size": 1558})
@@ -49,9 +51,15 @@ class Finding:
     html: str | None = None  # e.g. an offline bertviz view
     key: str = ""
     created: float = field(default_factory=time.time)
+    model: str = ""  # the name of the model the finding is about ("" for none)
+
+    @property
+    def heading(self) -> str:
+        """The section's heading: the title, and the model it is about."""
+        return f"{self.title} — {self.model}" if self.model else self.title
 
     def section(self, include_figures: bool = True, include_html: bool = True) -> dict:
-        s: dict[str, Any] = {"heading": self.title}
+        s: dict[str, Any] = {"heading": self.heading}
         if self.text:
             s["text"] = self.text
         if self.table:
@@ -78,10 +86,11 @@ class LabSession:
 
     autosave: str | None = None  # a file path: every record / set_model writes the session there (``save``)
 
-    def record(self, kind: str, title: str, *, key: str | None = None, **fields: Any) -> Finding:
-        """Add a finding, replacing an earlier one with the same key (default: ``kind:title``)."""
-        key = key or f"{kind}:{title}"
-        finding = Finding(kind=kind, title=title, key=key, **fields)
+    def record(self, kind: str, title: str, *, key: str | None = None, model: str = "", **fields: Any) -> Finding:
+        """Add a finding about ``model`` (its name), replacing an earlier one with the same key about the same
+        model (key default: ``kind:title``; ``finding_key``)."""
+        key = finding_key(key or f"{kind}:{title}", model)
+        finding = Finding(kind=kind, title=title, key=key, model=str(model or ""), **fields)
         self.findings = [f for f in self.findings if f.key != key] + [finding]
         self._autosave()
         return finding
@@ -97,7 +106,7 @@ class LabSession:
         """Write the whole session (figures as plotly JSON, no pickle) to ``path`` atomically."""
         data = {"version": 1, "model": to_jsonable(self.model), "dataset": to_jsonable(self.dataset), "findings": [
             {"kind": f.kind, "title": f.title, "text": f.text, "table": to_jsonable(f.table), "data": to_jsonable(f.data),
-             "html": f.html, "key": f.key, "created": f.created,
+             "html": f.html, "key": f.key, "created": f.created, "model": f.model,
              "figures": [fig.to_json() for fig in f.figures]} for f in self.findings]}
         write_text(path, json.dumps(data))
 
@@ -114,11 +123,14 @@ class LabSession:
             lab.findings.append(Finding(
                 kind=str(f["kind"]), title=str(f["title"]), text=str(f.get("text") or ""), table=f.get("table"),
                 figures=[pio.from_json(x) for x in f.get("figures") or []], data=dict(f.get("data") or {}),
-                html=f.get("html"), key=str(f.get("key") or ""), created=float(f.get("created") or time.time())))
+                html=f.get("html"), key=str(f.get("key") or ""), created=float(f.get("created") or time.time()),
+                model=str(f.get("model") or "")))
         return lab
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, model: str = "") -> None:
+        """Drop the finding ``key`` about ``model`` (``record``'s key and model)."""
         before = len(self.findings)
+        key = finding_key(key, model)
         self.findings = [f for f in self.findings if f.key != key]
         if len(self.findings) != before:
             self._autosave()
@@ -158,11 +170,18 @@ class LabSession:
             "model": self.model,
             "dataset": self.dataset,
             "findings": [
-                {"kind": f.kind, "title": f.title, "key": f.key, "text": f.text, "table": f.table, "data": f.data,
+                {"kind": f.kind, "title": f.title, "model": f.model, "key": f.key, "text": f.text, "table": f.table,
+                 "data": f.data,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(f.created))}
                 for f in self.ordered()
             ],
         })
+
+
+def finding_key(key: str, model: str = "") -> str:
+    """The key a finding about ``model`` is kept under: ``key``, and ``@model`` where a model is named, so that
+    one model's scan never replaces another's."""
+    return f"{key}@{model}" if model else key
 
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")

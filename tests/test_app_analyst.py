@@ -72,7 +72,7 @@ def test_inspect_token_saliency_and_report_finding():
     assert pair.triggered.method == "ig" and "cf" in pair.triggered.tokens
     at.radio(key="inspect.sal_method").set_value("gxi").run()
     assert at.session_state["inspect.sal_cache"][1].triggered.method == "gxi"
-    assert any(f.key == "inspect:saliency" for f in at.session_state["lab.session"].findings)
+    assert any(f.key.startswith("inspect:saliency@") and f.model for f in at.session_state["lab.session"].findings)
 
 
 def wait_job(at: AppTest, kind: str, timeout: float = 180):
@@ -289,7 +289,7 @@ def test_compare_page_heads_off_and_errors():
     at.multiselect(key="compare.heads").set_value(five).run()
     listed = [c.value for c in at.caption if "heads switched off:" in c.value]
     assert listed == ["5 heads switched off: " + ", ".join(five)]
-    assert any(f.key == "compare:latest" for f in at.session_state["lab.session"].findings)
+    assert any(f.key.startswith("compare:latest@") and f.model for f in at.session_state["lab.session"].findings)
     at.text_area(key="compare.text").input("   ").run()
     assert not at.exception and at.error  # a message, not a traceback
 
@@ -380,7 +380,7 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
     assert not at.exception and at.text_input(key="inspect.word").value == "tq"
     assert at.session_state["inspect.sal_cache"][1].triggered.tokens.count("tq") == 1
     goto(at, "detect")
-    found = {f.key: f for f in at.session_state["lab.session"].findings}
+    found = {f.key.split("@")[0]: f for f in at.session_state["lab.session"].findings}
     assert found["scan:Words that moved since the base checkpoint"].table[0]["word"] == "tq"
     at.toggle(key="detect.drift").set_value(False).run()
     at.button(key="detect.run").click().run()  # a new scan: the last reading is not its own
@@ -412,7 +412,7 @@ def test_detect_marks_the_pool_inputs_that_hold_a_concentrated_moved_word(tmp_pa
     assert reading["marking"] == ["tq"] and reading["marked"] == [i for i in range(40) if i % 10 < 3]
     assert any("tq" in w.value and "12 pool inputs hold one" in w.value for w in at.warning)
     assert any(e.label == "The 12 pool inputs they mark" for e in at.expander)
-    found = {f.key: f for f in at.session_state["lab.session"].findings}
+    found = {f.key.split("@")[0]: f for f in at.session_state["lab.session"].findings}
     assert "12 pool inputs hold one" in found["scan:Words that moved since the base checkpoint"].text
 
 

@@ -162,3 +162,34 @@ def test_an_autosaved_session_forgets_a_removed_finding(tmp_path):
     assert [f.title for f in LabSession.load(path).findings] == ["Detection scan"]
     lab.remove("scan:nothing")  # no such finding: nothing changes
     assert [f.title for f in LabSession.load(path).findings] == ["Detection scan"]
+
+
+def test_findings_name_their_model_and_one_models_scan_never_replaces_anothers(tmp_path):
+    """A scan of a backdoored model, then the current model switched to a clean one and scanned too: the report
+    kept only the last scan and showed the first one's verdict under the clean model's "Model and data"."""
+    from backdoor_core.session import LabSession
+
+    lab = LabSession()
+    lab.set_model({"name": "zoo-clean", "labels": ["a", "b"]})
+    lab.record("scan", "Detection scan", model="zoo-badnets-tal", text="Verdict: **likely backdoored**")
+    lab.record("scan", "Detection scan", model="zoo-clean", text="Verdict: **no backdoor evidence**")
+    lab.record("scan", "Detection scan", model="zoo-clean", text="Verdict: **no backdoor evidence** (again)")
+    headings = [s["heading"] for s in lab.sections()]
+    assert headings == ["Model and data", "Detection scan — zoo-badnets-tal", "Detection scan — zoo-clean"]
+    assert lab.sections()[2]["text"].endswith("(again)")  # the same model's rerun replaced its own scan
+    lab.remove("scan:Detection scan", "zoo-clean")
+    assert [f.model for f in lab.findings] == ["zoo-badnets-tal"]
+    lab.save(tmp_path / "s.json")
+    again = LabSession.load(tmp_path / "s.json")
+    assert again.findings[0].heading == "Detection scan — zoo-badnets-tal"
+    assert again.to_dict()["findings"][0]["model"] == "zoo-badnets-tal"
+
+
+def test_uniform_columns_makes_a_mixed_column_text():
+    from backdoor_core.report import uniform_columns
+
+    rows = [{"metric": "CACC", "value": "94.7%"}, {"metric": "steps", "value": 120}, {"metric": "x", "value": None}]
+    fixed = uniform_columns(rows)  # Arrow (st.dataframe) refused the mixed "value" column
+    assert [r["value"] for r in fixed] == ["94.7%", "120", None] and [r["metric"] for r in fixed] == ["CACC", "steps", "x"]
+    numbers = [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}]
+    assert uniform_columns(numbers) == numbers  # a column of one type is left as it is
