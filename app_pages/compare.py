@@ -33,8 +33,9 @@ san = st.session_state.get(A.K_SANITIZE)
 if san is not None:
     options[f"Before the last repair ({san['suspect'].name})"] = ("model", san["suspect"])
     options[f"After the last repair ({san['loaded'].name})"] = ("model", san["loaded"])
+listed = [opt[1] for opt in options.values() if opt is not None]
 for name, lm in ui.session_models().items():
-    if lm is not loaded:
+    if lm is not loaded and not any(lm is other for other in listed):  # the last repair's is listed already
         options.setdefault(f"Session model: {name}", ("model", lm))
 for entry in ui.zoo_entries():
     if entry.get("path") and str(entry["path"]) != str(getattr(loaded, "source", "")):
@@ -51,11 +52,17 @@ with c1:
 
         names = [head_label(l, h) for l in range(L) for h in range(H)]
         scan = st.session_state.get(A.K_SCAN)
-        default = [n for n in (scan.suspicious_heads if scan is not None and
+        scanned = [n for n in (scan.suspicious_heads if scan is not None and
                                (st.session_state.get(A.K_SCAN_INFO) or {}).get("model_name") == loaded.name
-                               else []) if n in names] or names[:1]
-        chosen = st.multiselect("Heads switched off in B", names, default=default, key="compare.heads",
-                                help="Defaults to the last scan's suspicious heads of this model.")
+                               else []) if n in names]
+        inspected = [n for n in st.session_state.get("inspect.ablate_heads") or [] if n in names]
+        if any(n not in names for n in ui.kept("compare.heads", [])):  # another model's grid: start again
+            st.session_state.pop("compare.heads")
+        # the user's choice is kept across pages; a first visit starts from the last scan's heads
+        chosen = st.multiselect("Heads switched off in B", names,
+                                **ui.keep("compare.heads", scanned or inspected or names[:1]),
+                                help="Starts from the last scan's suspicious heads of this model (or the heads "
+                                     "switched off on the Inspect page); your choice is kept across pages.")
         from backdoor_core.ablation import parse_heads
 
         heads_off = parse_heads(chosen, L, H) if chosen else np.zeros((L, H), bool)

@@ -438,3 +438,19 @@ def test_detect_scan_reads_the_moved_words_against_its_base(tmp_path, monkeypatc
     report = at.session_state["detect.report"]
     assert report.moved_words == ["tq"] and int(report.moved_marked.sum()) == 12
     assert report.verdict["moved_words"] == ["tq"] and report.verdict["components"]["score_moved"] >= 0.5
+
+
+def test_compare_keeps_the_heads_chosen_across_pages_and_lists_each_model_once():
+    at = goto(new_app(), "compare")
+    at.multiselect(key="compare.heads").set_value(["L0H1", "L1H3"]).run()
+    goto(at, "home")
+    goto(at, "compare")
+    assert at.multiselect(key="compare.heads").value == ["L0H1", "L1H3"]  # it had reset to the scan's or L0H0
+    from types import SimpleNamespace
+
+    repaired, suspect = SimpleNamespace(name="m-alignment"), SimpleNamespace(name="m")  # as a repair leaves them
+    at.session_state["sanitize.result"] = {"suspect": suspect, "loaded": repaired}
+    at.session_state["lab.session_models"] = {"m-alignment": repaired}
+    goto(at, "compare")
+    options = at.selectbox(key="compare.b").options
+    assert [o for o in options if "m-alignment" in o] == ["After the last repair (m-alignment)"], options
