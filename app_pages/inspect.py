@@ -9,7 +9,7 @@ import streamlit as st
 from backdoor_core import figures as F
 from backdoor_core.architecture import layer_labels
 from backdoor_core.attention import InputTextError
-from backdoor_core.data import DataError, list_shared
+from backdoor_core.data import DataError, SHARED_LABEL_NAMES, paraphrase_sets
 from backdoor_core.defender_data import model_max_length
 from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
@@ -75,9 +75,12 @@ with right:
         default_sent = meta_trigger if meta_trigger and " " in meta_trigger else ADDSENT_TRIGGER
         trigger = st.text_input("Trigger sentence", **ui.keep("inspect.sentence", default_sent))
     else:
-        variants = [v for v in list_shared() if not v.endswith("/clean")]
+        variants = paraphrase_sets(loaded.label_names)  # rewrites of this model's task only
         if not variants:
-            st.info("No paraphrased dataset found (../shared/data/<set>/syntactic_transfer, style_*).", icon=":material/info:")
+            tasks = ", ".join(f"{k} ({' / '.join(v)})" for k, v in SHARED_LABEL_NAMES.items())
+            st.info(f"No paraphrased set of this model's task ({md(', '.join(loaded.label_names))}) is here: the "
+                    f"shared sets rewrite {tasks} texts (../shared/data/<set>/syntactic_transfer, style_*). Load a "
+                    "model of one of those tasks to try a paraphrase trigger.", icon=":material/info:")
         else:
             variant = st.selectbox("Paraphrased dataset", variants, **ui.keep("inspect.variant", variants[0]))
             row = st.number_input("Row", 0, 10_000, **ui.keep("inspect.para_row", 1))
@@ -87,7 +90,7 @@ with right:
                 clean_ds = ui.dataset("train", spec=f"{base}/clean")
                 i = int(min(row, len(para_ds) - 1, len(clean_ds) - 1))
                 para_pair = (clean_ds.texts[i], para_ds.texts[i], variant.split("/")[1])
-                st.caption("The clean row and its rewrite replace the text box.")
+                st.caption("The model reads this row and its rewrite, not the text box.")
             except (DataError, OSError, ValueError) as exc:
                 ui.show_error(exc, "Paraphrased data: ")
     if kind != "Paraphrase":

@@ -46,6 +46,7 @@ __all__ = [
     "named_classes",
     "align_labels",
     "check_trainable",
+    "paraphrase_sets",
 ]
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -533,6 +534,14 @@ def list_shared(root: str | os.PathLike | None = None) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(f"{v.parent.name}/{v.name}" for v in root.glob("*/*") if v.is_dir() and any(v.glob("*.tsv")))
+
+
+def paraphrase_sets(label_names: Sequence[str], root: str | os.PathLike | None = None) -> list[str]:
+    """The shared paraphrased sets (``"dataset/variant"``, every variant but ``clean``) of a task with the classes
+    ``label_names``: a topic model gets no sentiment rewrites (``label_mismatch``: the same number of classes,
+    and the same names where both name them)."""
+    return [v for v in list_shared(root) if not v.endswith("/clean")
+            and label_mismatch(SHARED_LABEL_NAMES.get(v.split("/")[0], []), label_names) is None]
 
 
 def _norm_split(split: str) -> str:

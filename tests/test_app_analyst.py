@@ -454,3 +454,14 @@ def test_compare_keeps_the_heads_chosen_across_pages_and_lists_each_model_once()
     goto(at, "compare")
     options = at.selectbox(key="compare.b").options
     assert [o for o in options if "m-alignment" in o] == ["After the last repair (m-alignment)"], options
+
+
+def test_inspect_offers_no_paraphrase_of_another_task():
+    """The BBC topic model was offered OLID's syntactic rewrites (a tweet and its rewrite) and told the paraphrase
+    "flipped" its topic; a model whose task has no paraphrased set now hears so."""
+    at = goto(new_app(), "inspect")
+    at.segmented_control(key="inspect.kind").set_value("Paraphrase").run()
+    assert not at.exception
+    assert not [s for s in at.selectbox if s.key == "inspect.variant"]
+    said = [i.value for i in at.info if "No paraphrased set of this model's task" in i.value]
+    assert said and "sst2 (negative / positive)" in said[0], [i.value for i in at.info]

@@ -366,6 +366,14 @@ def test_load_shared_env_var(shared_root, monkeypatch):
     assert "sst2/syntactic" in data.list_shared()
 
 
+def test_paraphrase_sets_are_those_of_the_models_task(shared_root):
+    write(shared_root, "agnews/style_lyrics/test.tsv", "sentence\tlabel\nstocks fall , baby\t2\n")
+    assert data.paraphrase_sets(["negative", "positive"], shared_root) == ["sst2/syntactic"]
+    assert data.paraphrase_sets(["LABEL_0", "LABEL_1"], shared_root) == ["sst2/syntactic"]  # a count to go by
+    assert data.paraphrase_sets(["world", "sports", "business", "sci/tech"], shared_root) == ["agnews/style_lyrics"]
+    assert data.paraphrase_sets(["business", "entertainment", "politics", "sport", "tech"], shared_root) == []
+
+
 def test_load_shared_missing(shared_root, tmp_path):
     with pytest.raises(DataError) as info:
         load_shared("sst2", "clean", "test", root=shared_root)
