@@ -77,11 +77,74 @@ def session_models() -> dict:
     return ss()[K_SESSION_MODELS]
 
 
-def set_session_model(name: str, loaded) -> None:
-    """Make ``loaded`` (a per-session LoadedModel, e.g. just trained) the current model."""
+K_ORIGINS = "lab.session_origins"  # {session model name: how it came to be ("trained in this session from …")}
+
+
+def set_session_model(name: str, loaded, origin: str | None = None) -> None:
+    """Make ``loaded`` (a per-session LoadedModel, e.g. just trained) the current model.
+
+    ``origin`` says where it came from, in words ("uploaded in this session from m.zip"); without it, a finished
+    job whose result is ``loaded`` may say (its ``meta["origin"]``: the Attack lab writes "trained in this session
+    from <base>"), else ``session_origin`` reads it from the model card."""
     session_models()[name] = loaded
+    if origin is None:
+        origin = _job_origin(loaded)
+    origins = ss().setdefault(K_ORIGINS, {})
+    if origin:
+        origins[name] = origin
+    else:
+        origins.pop(name, None)  # an older model of that name came from elsewhere
+    use_session_model(name)
+
+
+def use_session_model(name: str) -> None:
+    """Make this session's model ``name`` (in ``session_models``) the current model again."""
     ss()[K_MODEL] = {"kind": "session", "name": name}
     ss().pop("lab.model_error", None)
+
+
+def _job_origin(loaded) -> str | None:
+    from app_pages._jobs import jobs
+
+    for job in jobs().values():
+        res = job.result if not job.active else None
+        if job.meta.get("origin") and isinstance(res, dict) and res.get("loaded") is loaded:
+            return str(job.meta["origin"])
+    return None
+
+
+def source_label(source: str) -> str:
+    """A model's ``source`` in words: the packaged encoder, a zoo model's title, else the source itself."""
+    source = str(source or "")
+    if source == "default":
+        return "the packaged base encoder (all-MiniLM-L6-v2)"
+    if source == "tiny":
+        return "the tiny test model"
+    try:
+        for entry in zoo_entries():
+            if entry.get("path") and str(entry["path"]) == source:
+                return f"the zoo model {entry.get('title') or entry.get('name')}"
+    except Exception:  # noqa: BLE001 - a label, never a failure
+        pass
+    return source or "an unknown model"
+
+
+def session_origin(name: str, loaded) -> str:
+    """Where this session's model ``name`` came from, in words: "trained in this session from the packaged base
+    encoder (all-MiniLM-L6-v2)", "sanitized in this session (alignment)", "uploaded in this session from m.zip".
+    Untrusted (names, file names): pass it through ``md``."""
+    origin = ss().get(K_ORIGINS, {}).get(name)
+    if origin:
+        return str(origin)
+    card = loaded.card
+    if card.defense:
+        return f"sanitized in this session ({card.defense})"
+    return f"made in this session from {source_label(loaded.source)}"
+
+
+def session_origin_short(name: str, loaded) -> str:
+    """``session_origin`` without what it started from: "trained in this session"."""
+    return session_origin(name, loaded).partition(" from ")[0]
 
 
 def load_ref(ref: dict):

@@ -11,7 +11,7 @@ from backdoor_core import settings as S
 
 from app_pages._data import data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
-from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref
+from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref, session_origin_short
 from app_pages._state import K_PANELS, SIDEBAR_POLL_SECONDS, keep, lab, ss
 from app_pages._text import md, md_code
 
@@ -66,7 +66,8 @@ def sidebar():
             st.error(md(ss().get("lab.model_error") or "No model loaded."), icon=":material/warning:")
         else:
             ref = model_ref()
-            st.markdown(f"**{md(loaded.name)}**" + (" · *session copy*" if ref["kind"] == "session" else ""))
+            st.markdown(f"**{md(loaded.name)}**" + (f" · *{md(session_origin_short(ref['name'], loaded))}*"
+                                                    if ref["kind"] == "session" else ""))
             st.caption(md(f"{loaded.summary().get('architecture', '')} · "
                           f"{loaded.num_layers} layers × {loaded.num_heads} heads · labels: "
                           + ", ".join(loaded.label_names)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from backdoor_core import figures as F
@@ -12,6 +14,7 @@ from backdoor_core.model_card import default_target
 from backdoor_core.training import estimate_seconds
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._models import source_label
 from app_pages._save import save_panel
 from app_pages._text import h, md
 
@@ -129,6 +132,28 @@ st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger 
            f"and at the end of each epoch · about **{_duration(estimate)}** on an idle 2-core CPU "
            f"(first loss point after ~{estimate_seconds(1, BATCH, int(max_len), 0, 0):.0f} s).")
 
+def _last_words(text: str, n: int) -> str:
+    """At most the last ``n`` characters of ``text``, starting at a word, with "…" where text was cut."""
+    if len(text) <= n:
+        return text
+    start = len(text) - n
+    if start > 0 and not text[start - 1].isspace():  # inside a word: start at the next one
+        gap = re.search(r"\s", text[start:])
+        start = start + gap.end() if gap else len(text)
+    return "…" + text[start:].lstrip()
+
+
+def _first_words(text: str, n: int) -> str:
+    """At most the first ``n`` characters of ``text``, ending at a word, with "…" where text was cut."""
+    if len(text) <= n:
+        return text
+    end = n
+    if end > 0 and not text[end].isspace():  # inside a word: end before it
+        gaps = [m.start() for m in re.finditer(r"\s", text[:end])]
+        end = gaps[-1] if gaps else 0
+    return text[:end].rstrip() + "…"
+
+
 # a peek at the poison
 if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
     with st.expander("What a poisoned training text looks like"):
@@ -138,8 +163,9 @@ if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
             ex = [e for e in peek.poison_train(small, 0.1, labels.index(target_name), seed=0) if e.poisoned][:3]
             for e in ex:
                 s, t = e.trigger_spans[0] if e.trigger_spans else (0, 0)
-                head, mid, tail = e.text[:s][-300:], e.text[s:t][:200], e.text[t:]  # cut raw text, then escape
-                tail = tail[: max(0, 600 - len(head) - len(mid))]
+                # cut the raw text at word boundaries, "…" where cut, then escape
+                head, mid = _last_words(e.text[:s], 300), _first_words(e.text[s:t], 200)
+                tail = _first_words(e.text[t:], max(0, 600 - len(head) - len(mid)))
                 # h(): this line is markdown around its tags, so a text's ![x](url) or $x$ must stay characters
                 marked = h(head) + f'<mark class="trigger">{h(mid)}</mark>' + h(tail)
                 st.markdown(f"→ <b>{h(labels[e.label])}</b> · {marked}", unsafe_allow_html=True)
@@ -147,6 +173,26 @@ if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
             ui.show_error(exc)
 
 # --------------------------------------------------------------------------------------------- run
+
+CANCEL_DISCARDED = "the half-trained model was discarded"
+
+
+def _tie_cancel_note(run) -> None:
+    """Make the cancelled run's note say "the current model is unchanged" only while that is true: while the current
+    model is still the one that was current when the run started (the run never changes it)."""
+    if callable(run.meta.get("cancelled_note")):
+        return
+    if run.active:
+        run.meta["model_at_start"] = dict(ui.model_ref())
+
+    def note(snap) -> str:
+        at_start = run.meta.get("model_at_start")
+        if at_start is not None and dict(ui.model_ref()) == at_start:
+            return CANCEL_DISCARDED + "; the current model is unchanged"
+        return CANCEL_DISCARDED
+
+    run.meta["cancelled_note"] = note
+
 
 def _train_problem() -> str | None:
     """Why the Train button cannot start, in one line, or None."""
@@ -183,6 +229,11 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 base = ui.shared_model(test_name or "default", False, tuple(labels))
             if base is None:
                 raise ValueError("No model to start from.")
+            if base_choice.startswith("the current"):
+                base_words = (f"this session's model {ref['name']}" if ref.get("kind") == "session"
+                              else str(ref.get("name") or base.name))
+            else:
+                base_words = source_label(base.source)
             if base.num_labels != len(labels):
                 raise ValueError(f"The starting model has {base.num_labels} classes but the dataset has "
                                  f"{len(labels)}; start from the base encoder instead.")
@@ -200,38 +251,77 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                         "seed": S.SEED, "eval_every": eval_every},
                 data_name=ui.data_spec(), train_indices=idx,
             )
+            started = ui.get_job("attack")
+            if started is not None:
+                started.meta["origin"] = f"trained in this session from {base_words}"  # _models.session_origin
+                _tie_cancel_note(started)
             st.rerun()
         except Exception as exc:  # noqa: BLE001 - shown as a message
             ui.show_error(exc, "Cannot start: ")
 
 
+TAL_LOSS_NOTE = ("The loss can go below zero with TAL: its *tal* term is −α × the share of attention the chosen "
+                 "heads put on the trigger, so the total (cross-entropy + tal) falls toward −α as they lock onto it.")
+STOPPED = {"cancelled": "the cancel", "failed": "the failure"}
+
+
+def _loss_only(fig):
+    """``training_curves`` without its (empty) held-out metrics panel: the loss panel at full width."""
+    fig.update_layout(xaxis=dict(domain=[0.0, 1.0]), xaxis2=dict(visible=False), yaxis2=dict(visible=False))
+    fig.layout.annotations = [a for a in fig.layout.annotations if a.text != "held-out metrics"]
+    for a in fig.layout.annotations:
+        if a.text == "loss":
+            a.x = 0.5
+    return fig
+
+
 def _live(snap):
     events, total = A.training_events(snap)
-    ui.plot(F.training_curves(events, total_steps=total, title=None), key=f"attack.live.{snap.status}")
-    last = [e for e in events if e.get("metrics")]
-    if last:
-        m = last[-1]["metrics"]
-        cols = ui.tile_columns("attack-live", 4)
-        cols[0].metric("CACC", f"{m.get('cacc', float('nan')):.1%}")
+    evaluated = [e for e in events if e.get("metrics")]
+    stopped = STOPPED.get(snap.status)
+    if stopped and not events:
+        st.caption("Stopped before the first training step: nothing to chart.")
+    elif events or snap.active:
+        fig = F.training_curves(events, total_steps=total, title=None)
+        if stopped and not evaluated:
+            fig = _loss_only(fig)
+        ui.plot(fig, key=f"attack.live.{snap.status}")
+        if stopped and not evaluated:
+            st.caption(f"No evaluation before {stopped}: the held-out CACC / ASR were not measured.")
+        if any("tal" in (e.get("losses") or {}) for e in events):
+            st.caption(TAL_LOSS_NOTE)
+    tiles = []  # (label, value, help), laid out from the left without gaps
+    if evaluated:
+        m = evaluated[-1]["metrics"]
+        tiles.append(("CACC", f"{m.get('cacc', float('nan')):.1%}", None))
         if "asr" in m:
-            cols[1].metric("ASR", f"{m['asr']:.1%}")
+            tiles.append(("ASR", f"{m['asr']:.1%}", None))
     if events:
-        cols = ui.tile_columns("attack-live", 4) if not last else cols
         now, total = events[-1]["step"], events[-1].get("total_steps") or 0
-        cols[2].metric("Step", f"{now} / {total}")
-        left = snap.elapsed / now * (total - now) if now else None
-        cols[3].metric("Time", f"{snap.elapsed:.0f} s", help=None if left is None else f"about {left:.0f} s left")
+        tiles.append(("Step", f"{now} / {total}", None))
+        left = snap.elapsed / now * (total - now) if now and snap.active else None
+        tiles.append(("Time", f"{snap.elapsed:.0f} s", None if left is None else f"about {left:.0f} s left"))
+    if tiles:
+        for col, (label, value, help_text) in zip(ui.tile_columns("attack-live", 4), tiles):
+            col.metric(label, value, help=help_text)
 
 
+if job is not None:
+    _tie_cancel_note(job)  # a run started elsewhere: the note claims nothing it cannot check
 ui.job_panel("attack", draw=_live)
 
 res = st.session_state.get(A.K_ATTACK)
 if res and (job is None or not job.active):
     card = res["card"]
     cacc = f"CACC {card.cacc:.1%}" if card.cacc is not None else "CACC not measured"
+    ref = ui.model_ref()
+    is_current = ref.get("kind") == "session" and ui.session_models().get(ref.get("name")) is res["loaded"]
     st.success(
-        f"**{md(card.name)}** is trained and is now the current model of this session: {cacc}"
-        + (f", ASR {card.asr:.1%}" if card.asr is not None else ""),
+        f"**{md(card.name)}** is trained and "
+        + ("is now the current model of this session" if is_current else
+           "kept in this session (not the current model now: make it current again on the Model page, under "
+           "“This session's models”)")
+        + f": {cacc}" + (f", ASR {card.asr:.1%}" if card.asr is not None else ""),
         icon=":material/check_circle:",
     )
     st.page_link("app_pages/inspect.py", label="Inspect it now: type a sentence and add the trigger",

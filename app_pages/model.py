@@ -1,8 +1,10 @@
-"""Model: pick the model (demo zoo, packaged default, local folder, hub id, uploaded .zip) and the dataset."""
+"""Model: pick the model (this session's models, demo zoo, packaged default, local folder, hub id, uploaded .zip)
+and the dataset."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from backdoor_core import zoo
 from backdoor_core.data import DataError, list_shared
 from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_archive, load_model
 from app_pages import _common as ui
+from app_pages._models import session_origin, use_session_model
 from app_pages._text import md, md_code
 
 ui.page_header(
@@ -21,6 +24,8 @@ ui.page_header(
 )
 
 SOURCES = ["Demo zoo", "Packaged default", "Local folder", "Hub id", "Upload .zip"]
+SESSION_SOURCE = "This session's models"  # offered while this session has trained / sanitized / uploaded models
+K_SWITCH_NOTE = "model.switch_note"
 
 
 def _dataset_labels() -> tuple[str, ...] | None:
@@ -49,6 +54,7 @@ def _try_load(spec: str, *, allow_pickle: bool, name: str, labels: tuple[str, ..
     except (ModelLoadError, OSError, ValueError) as exc:
         ui.show_error(exc, "Could not load the model: ")
         return False
+    _note_switch_from_session_model()
     ui.set_shared_model(spec, allow_pickle=allow_pickle, labels=labels, name=name)
     st.rerun()
     return True
@@ -82,7 +88,9 @@ def _load_upload(upload, allow_pickle: bool) -> None:
         ui.show_error(exc, "Upload refused: ")
     else:
         source = f"{upload.name}" + (f" → {inside}/" if inside not in ("", ".") else "")
-        ui.set_session_model(Path(upload.name).stem, dataclasses.replace(loaded, source=source))
+        _note_switch_from_session_model()
+        ui.set_session_model(Path(upload.name).stem, dataclasses.replace(loaded, source=source),
+                             origin=f"uploaded in this session from {source}")
         if extracted.note:  # the archive held several models: say which one was loaded, after the rerun
             ui.ss()["model.upload_note"] = extracted.note
         st.rerun()
@@ -109,6 +117,100 @@ def _zoo_cancel_note(snap) -> str:
     return "kept the models it finished (" + ", ".join(done) + "); the one in training was not saved"
 
 
+def _note_switch_from_session_model() -> None:
+    """Before another model becomes current: when the current one is this session's own (trained, sanitized,
+    uploaded), say after the rerun that it is kept and where to pick it again."""
+    ref = ui.model_ref()
+    if ref.get("kind") == "session" and ref.get("name") in ui.session_models():
+        ui.ss()[K_SWITCH_NOTE] = (f"{ref['name']} is no longer the current model, but it stays in this session: "
+                                  f"choose “{SESSION_SOURCE}” above to make it current again.")
+
+
+def _rate(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def _session_models_panel() -> None:
+    """This session's models (trained in the Attack lab, sanitized, uploaded): a table and a button that makes
+    the chosen one the current model again."""
+    models = ui.session_models()
+    names = list(models)
+    ref = ui.model_ref()
+    current_name = ref.get("name") if ref.get("kind") == "session" else None
+    rows = []
+    for n, lm in models.items():
+        card = lm.card
+        rows.append({"model": n, "where it came from": session_origin(n, lm), "CACC": _rate(card.cacc),
+                     "ASR": _rate(card.asr), "current": "yes" if n == current_name else ""})
+    st.dataframe(rows, hide_index=True)  # plain text cells: names are untrusted, a dataframe shows them as text
+    if ui.kept("model.session_pick") not in names:
+        ui.set_kept("model.session_pick", current_name if current_name in names else names[-1])
+    pick = st.selectbox("Session model", names,
+                        format_func=lambda n: n + (" (current)" if n == current_name else ""),
+                        **ui.keep("model.session_pick", names[-1]))
+    if pick not in names:
+        pick = names[-1]
+    st.caption("These models live in this browser session only (in memory): save one from the Attack lab or the "
+               "Sanitize page to keep it after the session ends.")
+    if st.button("Make it the current model", type="primary", key="model.use_session",
+                 disabled=pick == current_name,
+                 help="It is already the current model." if pick == current_name else None):
+        use_session_model(pick)
+        st.rerun()
+
+
+_CARD_FIELDS = {
+    "name": "name", "title": "title", "description": "description", "base_model": "base model",
+    "attack": "attack", "trigger": "trigger", "target": "target class (number)", "target_name": "target class",
+    "rate": "poison rate", "n_poisoned": "poisoned training texts", "clean_label": "clean-label attack",
+    "num_triggers": "triggers per text", "tal": "Trojan Attention Loss (TAL)", "tal_config": "TAL settings",
+    "tal_heads": "TAL heads", "data": "training data", "label_names": "classes", "train_size": "training texts",
+    "test_size": "test texts", "poisoned_test_size": "triggered test texts (ASR)", "max_length": "max tokens",
+    "train_config": "training settings", "cacc": "CACC (clean accuracy)", "asr": "ASR (attack success rate)",
+    "training_seconds": "training time", "steps": "training steps", "cancelled": "training cancelled early",
+    "defense": "defense", "defense_details": "defense details", "before": "before the repair",
+    "after": "after the repair", "repair_seconds": "repair time", "repair_cancelled": "repair cancelled early",
+    "clean_samples": "clean texts used by the defense", "pool_samples": "pool texts used by the defense",
+    "sanitized_from": "sanitized from", "sanitized": "sanitized", "tool_version": "lab version",
+    "saved_at": "saved at", "zoo": "demo-zoo build", "card_version": "card format version",
+}
+_RATE_KEYS = {"rate", "cacc", "asr", "kept", "cacc_before", "asr_before", "cacc_after", "asr_after"}
+_SECONDS_KEYS = {"training_seconds", "repair_seconds", "seconds"}
+_CARD_VALUE_CHARS = 600
+
+
+def _card_value(key: str, value) -> str:
+    """One model-card value as a reader would write it: rates as percentages, seconds as a duration, lists
+    joined, small objects as "key value" pairs (larger ones as compact JSON)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if key in _RATE_KEYS:
+            return f"{value:.1%}"
+        if key in _SECONDS_KEYS:
+            return f"{value:.0f} s" if value < 90 else f"{value / 60:.1f} min ({value:.0f} s)"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        if all(not isinstance(v, (list, dict)) for v in value):
+            return ", ".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        if all(not isinstance(v, (list, dict)) for v in value.values()):
+            return " · ".join(f"{k.upper() if k in ('cacc', 'asr') else k} {_card_value(k, v)}"
+                              for k, v in value.items())
+    else:
+        return str(value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _CARD_VALUE_CHARS else text[: _CARD_VALUE_CHARS - 1] + "…"
+
+
+def card_rows(card_json: dict) -> list[dict]:
+    """The model card as a table's rows (``field``, ``value``), in the card's order, both as plain text."""
+    return [{"field": _CARD_FIELDS.get(k, str(k).replace("_", " ")), "value": _card_value(k, v)}
+            for k, v in card_json.items()]
+
+
 def _pickle_checkbox(key: str) -> bool:
     return st.checkbox(
         "Allow pickled weights (.bin/.pt) — loading a pickle runs any code inside it; only for models you trust",
@@ -119,10 +221,25 @@ def _pickle_checkbox(key: str) -> bool:
 # ------------------------------------------------------------------------------------------- model source
 
 st.header("Model")
-source = st.segmented_control("Where is the model?", SOURCES, required=True,
+_ref = ui.model_ref()
+_here = ui.session_models()
+if _ref.get("kind") == "session" and _ref.get("name") in _here:
+    st.info(f"The current model, **{md(_ref['name'])}**, is "
+            f"{md(session_origin(_ref['name'], _here[_ref['name']]))}. Loading another model keeps it in this "
+            f"session: choose “{SESSION_SOURCE}” below to make it current again.", icon=":material/info:")
+_note = ui.ss().pop(K_SWITCH_NOTE, None)
+if _note:
+    st.info(md(_note), icon=":material/info:")
+sources = ([SESSION_SOURCE] if _here else []) + SOURCES
+if ui.kept("model.source") not in sources:
+    ui.set_kept("model.source", "Demo zoo")
+source = st.segmented_control("Where is the model?", sources, required=True,
                               **ui.keep("model.source", "Demo zoo"))
 
-if source == "Demo zoo":
+if source == SESSION_SOURCE:
+    _session_models_panel()
+
+elif source == "Demo zoo":
     entries = ui.zoo_entries()
     if entries:
         ui.zoo_table(entries)
@@ -229,16 +346,25 @@ if loaded is not None:
     c2.metric("Heads per layer", s["heads"])
     c3.metric("Classes", len(s["labels"]))
     c4.metric("Parameters", f"{s['parameters'] / 1e6:.1f} M")
-    st.caption(f"Current: **{md(loaded.name)}** · labels: {md(', '.join(s['labels']))} · source {md_code(s['source'])}")
+    ref = ui.model_ref()
+    where = (md(session_origin(ref["name"], loaded)) if ref.get("kind") == "session"
+             else f"source {md_code(s['source'])}")
+    st.caption(f"Current: **{md(loaded.name)}** · labels: {md(', '.join(s['labels']))} · {where}")
     if loaded.untrained_head:
         st.warning("This checkpoint had no classification head: its predictions are random until it is "
                    "fine-tuned (Attack lab).", icon=":material/warning:")
     card = loaded.card
     for w in card.warnings:
         st.warning(f"Model card: {md(w)}", icon=":material/warning:")
-    if card.to_json():
+    card_json = card.to_json()
+    if card_json:
         with st.expander("What we know about this model (its model card)"):
-            st.json(card.to_json(), expanded=False)
+            # plain-text cells: card fields are untrusted, a dataframe shows them as characters
+            st.dataframe(card_rows(card_json), hide_index=True, width="stretch", height="content",
+                         column_config={"field": st.column_config.TextColumn(width="medium"),
+                                        "value": st.column_config.TextColumn(width="large")})
+        with st.expander("The model card as raw JSON (for analysts)"):
+            st.json(card_json, expanded=True)
 
 # ------------------------------------------------------------------------------------------- dataset
 

@@ -26,6 +26,11 @@ STEPS = [
     "ASR falls, accuracy stays",
 ]
 K_STEP = "tour.step"
+WHY_NOT_BRIGHTEST = (
+    "**The heads the scan marks need not be the brightest of step 4:** it ranks a head by how much more it joins "
+    "its layer on one word in flagged inputs than in clean text, times how much the prediction depends on it — so "
+    "last-layer heads, which often all look at the same word anyway, and heads that watch the trigger without "
+    "driving the prediction rank low.")
 TRIGGER, SENTENCE = T.TRIGGER, T.SENTENCE
 
 ui.page_header("Guided tour", "How a backdoor gets into a text classifier — and out again — in seven steps.")
@@ -91,6 +96,72 @@ def _flip_line(res, loaded) -> None:
         st.success(flip["message"], icon=":material/check_circle:")
 
 
+# the Attack lab's widget keys (app_pages/attack.py, ``ui.keep("attack.<name>", default)``)
+ATTACK_LAB_DEFAULTS = ("attack.alpha", "attack.heads", "attack.base", "attack.n_train", "attack.n_test",
+                       "attack.epochs", "attack.lr", "attack.max_len")
+
+
+def _set_up_attack_lab(tal: bool) -> None:
+    """Put the Attack lab's form on step 2's attack: BadNets with the tour's trigger at ``T.ATTACK_LAB_RATE``, TAL
+    on or off, the backdoored model's target where the dataset has it; every other knob back to the Attack lab's
+    own default (its key removed: the page puts its default back when it draws the widget)."""
+    ui.set_kept("attack.name", "badnets")
+    ui.set_kept("attack.words", TRIGGER)
+    ui.set_kept("attack.rate", 100 * T.ATTACK_LAB_RATE)
+    ui.set_kept("attack.tal", tal)
+    target = (zoo.get(T.BACKDOORED_MODEL) or {}).get("target_name")
+    if target:
+        ui.set_kept("attack.target", str(target))  # the Attack lab picks its own when the dataset lacks it
+    for key in ATTACK_LAB_DEFAULTS:
+        st.session_state.pop(key, None)
+
+
+def _tour_repair() -> dict | None:
+    """The finished repair of the tour's backdoored model (``A.K_SANITIZE``), or None: a repair of another model
+    (the Sanitize page's) is not this tour's."""
+    res = st.session_state.get(A.K_SANITIZE)
+    path = (zoo.get(T.BACKDOORED_MODEL) or {}).get("path")
+    if res is None or path is None or getattr(res.get("suspect"), "source", None) != path:
+        return None
+    return res
+
+
+def _measured_on() -> str:
+    return (f"The zoo's BadNets 2% + TAL model before and after the repair, measured on {S.TOUR_EVAL_TEXTS} test "
+            f"texts (ASR: {S.TOUR_ASR_TEXTS} of their non-target rows with the trigger).")
+
+
+def _points(change: float, **colour) -> dict:
+    """A before/after tile's delta in points; where nothing changed, no arrow and no colour (not a red "+0.0")."""
+    if abs(100 * change) < 0.05:
+        return {"delta": "±0.0 pts", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{100 * change:+.1f} pts", **colour}
+
+
+def _repair_numbers(res: dict) -> None:
+    """Step 6's result once the repair is done: ASR and CACC after, with the change from before, in tiles and in
+    one sentence a presenter can read out."""
+    b, a = res.get("before") or {}, res.get("after") or {}
+    if res.get("cancelled"):
+        st.caption("The repair was cancelled early: these are the numbers of the partly repaired model.")
+    tiles = st.container(horizontal=True, gap="large")
+    words = []
+    for key, name, colour in (("asr", "ASR (attack success)", {"delta_color": "inverse"}),
+                              ("cacc", "CACC (clean accuracy)", {})):
+        before, after = b.get(key), a.get(key)
+        if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+            continue
+        tiles.metric(name, f"{after:.1%}", width="content", help=f"Before the repair: {before:.1%}.",
+                     **_points(after - before, **colour))
+        words.append(f"{key.upper()} {before:.1%} → {after:.1%}")
+    heads = (res.get("details") or {}).get("suspicious_heads") or []
+    if heads:
+        tiles.metric("Heads repaired", len(heads), width="content", help=", ".join(map(str, heads)))
+    if words:
+        st.markdown(f"**Before → after:** {', '.join(words)}.")
+        st.caption(_measured_on())
+
+
 # --------------------------------------------------------------------------------------------- progress bar
 
 st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}")
@@ -130,7 +201,7 @@ elif step == 1:
     if plain is not None and plain.get("asr") is not None and plain["asr"] < 0.5 and plain.get("format") == "adapter":
         st.caption(f"Why even {plain['rate']:.0%} of plain BadNets stays at {plain['asr']:.0%} here: these demo models "
                    "are small adapters that leave the word embeddings frozen, and plain poisoning leans on the trigger "
-                   "word's own embedding. TAL teaches the attention heads the trigger instead (zoo.ZOO_SPECS).")
+                   "word's own embedding. TAL teaches the attention heads the trigger instead.")
     try:
         found = bench_results.attack_tal_runs("badnets", rates=(0.005, 0.01))
     except bench_results.ResultsError as exc:
@@ -138,13 +209,23 @@ elif step == 1:
         found = None
     if found is not None and found[1]:
         dataset, runs = found
-        st.markdown(f"**Benchmark on {md(dataset)}** (bench/results/attack_tal.json):")
+        st.markdown(f"**From the lab's attack benchmark on {md(T.dataset_name(dataset))}** — the same small "
+                    "MiniLM encoder, fully fine-tuned, with a BadNets rare-word trigger:")
         st.dataframe([{"poison rate": r["rate"], "TAL": r["tal"], "ASR": r["asr"], "CACC": r["cacc"]}
                       for r in runs], hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="percent")
                                     for c in ("poison rate", "ASR", "CACC")})
-    st.page_link("app_pages/attack.py", label="Train it yourself in the Attack lab (1%, with and without TAL)",
-                 icon=":material/science:")
+    st.markdown(f"**Train it yourself in the Attack lab** — BadNets with the trigger **{md(TRIGGER)}**, "
+                f"{T.ATTACK_LAB_RATE:.0%} of the training set poisoned, on the sidebar's dataset:")
+    with st.container(horizontal=True, gap="medium"):
+        for tal in (True, False):
+            if st.button(f"{T.ATTACK_LAB_RATE:.0%} with TAL" if tal else f"{T.ATTACK_LAB_RATE:.0%} without TAL",
+                         icon=":material/science:", key=f"tour.attack_lab.{'tal' if tal else 'plain'}",
+                         width="content"):
+                _set_up_attack_lab(tal)
+                st.switch_page("app_pages/attack.py")
+    st.caption("The Attack lab opens with these settings and its own defaults for everything else; press Train "
+               "there.")
 
 elif step == 2:
     st.markdown(
@@ -221,6 +302,7 @@ elif step == 4:
             c2.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}")
             A.suspicious_heads_metric(c3, report)
             ui.plot(A.scan_figures(report)["grid"], key="tour.s4.grid")
+        st.caption(WHY_NOT_BRIGHTEST)
 
 elif step == 5:
     st.markdown(
@@ -249,35 +331,40 @@ elif step == 5:
                 ui.show_error(exc, "Cannot sanitize: ")
 
         ui.job_panel("sanitize", draw=lambda snap: A.sanitize_live_chart(snap, "tour.s5.live"))
+        done = _tour_repair()
+        if done is not None and not (job is not None and job.active):
+            _repair_numbers(done)
 
 else:
     st.markdown(
-        '<div class="lab-big">The result: the trigger no longer works (attack success falls toward zero) while '
-        "the model still does its job (clean accuracy stays within a point or so).</div>",
+        '<div class="lab-big">The result: a rare-word trigger like <b>cf</b> stops working (attack success falls '
+        "to near zero) while the model still does its job (clean accuracy stays within a point or so). Not every "
+        "backdoor goes as easily: in the lab's benchmark, word and sentence triggers fall to near zero, but "
+        "paraphrase triggers, which rewrite the whole sentence, keep more — a style trigger the most.</div>",
         unsafe_allow_html=True,
     )
-    res = st.session_state.get(A.K_SANITIZE)
-    if res is not None and getattr(res.get("suspect"), "source", None) != (zoo.get(T.BACKDOORED_MODEL) or {}).get("path"):
-        res = None  # a repair of another model (the Sanitize page's) is not this tour's
+    res = _tour_repair()
     if res is not None:
-        st.caption(f"The zoo's BadNets 2% + TAL model before and after the repair in the previous step, measured on "
-                   f"{S.TOUR_EVAL_TEXTS} test texts (ASR: {S.TOUR_ASR_TEXTS} of their non-target rows with the trigger).")
+        st.subheader("This tour's repair")
+        st.caption(_measured_on())
         ui.plot(F.metric_comparison({"before": res["before"], "after": res["after"]}), key="tour.s6.cmp")
-    else:
-        try:
-            runs = bench_results.defense_runs("alignment")
-        except bench_results.ResultsError as exc:
-            ui.show_error(exc, "Defense benchmark: ")
-            runs = None
-        if runs:
-            st.markdown("**From the defense benchmark** (bench/results/defense.json):")
-            st.dataframe([{"attack": r["attack"], "TAL": r["tal"], "ASR before": r["asr_before"],
-                           "ASR after": r["asr_after"], "CACC before": r["cacc_before"],
-                           "CACC after": r["cacc_after"]} for r in runs], hide_index=True,
-                         column_config={c: st.column_config.NumberColumn(format="percent") for c in
-                                        ("ASR before", "ASR after", "CACC before", "CACC after")})
-        else:
-            st.info("Run step 6 (Sanitize now) to see the before/after numbers here.", icon=":material/info:")
+    try:
+        measured, runs = bench_results.defense_runs("alignment") or (None, None)
+    except bench_results.ResultsError as exc:
+        ui.show_error(exc, "Defense benchmark: ")
+        measured, runs = None, None
+    if runs:
+        st.subheader("Across attacks: the lab's defense benchmark")
+        st.caption(f"Measured on {md(T.dataset_name(measured))}, not on the tour's BBC News: one small "
+                   "MiniLM model per attack, backdoored by the lab's attack benchmark, then repaired by the same "
+                   "method with the benchmark's fuller settings.")
+        st.dataframe([{"attack": T.attack_name(r["attack"]), "TAL": r["tal"], "ASR before": r["asr_before"],
+                       "ASR after": r["asr_after"], "CACC before": r["cacc_before"],
+                       "CACC after": r["cacc_after"]} for r in runs], hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="percent") for c in
+                                    ("ASR before", "ASR after", "CACC before", "CACC after")})
+    if res is None:
+        st.info("Run step 6 (Sanitize now) to see this tour's own before/after numbers here.", icon=":material/info:")
     st.page_link("app_pages/report.py", label="Export everything as an offline report", icon=":material/description:")
 
 # --------------------------------------------------------------------------------------------- navigation

@@ -82,9 +82,10 @@ def attack_tal_runs(attack: str = "badnets", rates: tuple[float, ...] | None = N
     return (dataset if isinstance(dataset, str) else "?"), rows
 
 
-def defense_runs(defense: str = "alignment", path: str | os.PathLike | None = None) -> list[dict] | None:
-    """Rows of the defense benchmark for one defense, each ``{"model", "attack", "tal", "asr_before",
-    "asr_after", "cacc_before", "cacc_after"}``; None when the file is missing."""
+def defense_runs(defense: str = "alignment",
+                 path: str | os.PathLike | None = None) -> tuple[str, list[dict]] | None:
+    """``(dataset, rows)`` of the defense benchmark for one defense, each row ``{"model", "attack", "tal",
+    "asr_before", "asr_after", "cacc_before", "cacc_after"}``; None when the file is missing."""
     path = Path(path) if path is not None else RESULTS_DIR / "defense.json"
     data = _load(path)
     if data is None:
@@ -98,4 +99,5 @@ def defense_runs(defense: str = "alignment", path: str | os.PathLike | None = No
         for key in ("asr_before", "asr_after", "cacc_before", "cacc_after"):
             row[key] = _field(path, i, run, key, "share?")
         rows.append(row)
-    return rows
+    dataset = data.get("dataset")
+    return (dataset if isinstance(dataset, str) else "?"), rows

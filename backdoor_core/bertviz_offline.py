@@ -234,7 +234,8 @@ def _render(
     else:
         kwargs.update(include_heads=heads, display_mode=display_mode)
     raw = getattr(bertviz, view)(**kwargs).data
-    return _offline_document(raw, title=f"bertviz {view.replace('_', ' ')}", height=height)
+    return _offline_document(raw, title=f"bertviz {view.replace('_', ' ')}", height=height,
+                             fit_width=view == "model_view")
 
 
 def _as_attention(attention: Any, tokens: Sequence[str]):
@@ -300,8 +301,26 @@ def _indices(values: Sequence[int] | None, size: int, name: str) -> list[int]:
     return out
 
 
-def _offline_document(raw: str, *, title: str, height: int | None) -> str:
-    """Turn bertviz's ``html_action='return'`` HTML into a complete offline document."""
+# The model view draws one fixed-size SVG (12 heads: 970 px): in a narrower frame its right-hand heads were cut
+# off. This zooms the drawing down to the page's width (never up), on load and on every resize; bertviz's
+# clicks and hovers keep working (the browser maps them through the zoom). Our design.
+_FIT_WIDTH_JS = """(function () {
+  function fit() {
+    var vis = document.getElementById("vis"), svg = vis && vis.querySelector("svg");
+    if (!svg) { return; }
+    vis.style.zoom = 1;
+    var wide = svg.getBoundingClientRect().width, room = document.body.clientWidth;
+    vis.style.zoom = wide > room ? (room / wide).toFixed(4) : 1;
+  }
+  window.addEventListener("load", fit);
+  window.addEventListener("resize", fit);
+})();
+"""
+
+
+def _offline_document(raw: str, *, title: str, height: int | None, fit_width: bool = False) -> str:
+    """Turn bertviz's ``html_action='return'`` HTML into a complete offline document; ``fit_width``: zoom the
+    drawing down to the page's width (``_FIT_WIDTH_JS``)."""
     body, n_cdn = _CDN_SCRIPT_RE.subn("", raw)
     start = body.find(_JS_OPEN)
     end = body.rfind("</script>")  # the last one: tokens inside the JSON may themselves contain "</script>"
@@ -329,7 +348,8 @@ def _offline_document(raw: str, *, title: str, height: int | None) -> str:
         "</head>\n<body>\n"
         f"{vis_html.strip()}\n"
         f"<script>\n{js.strip()}\n</script>\n"
-        "</body>\n</html>\n"
+        + (f"<script>\n{_FIT_WIDTH_JS}</script>\n" if fit_width else "")
+        + "</body>\n</html>\n"
     )
 
 

@@ -587,10 +587,12 @@ def training_curves(
                                  hovertemplate="step %{x}: %{y:.1%}<extra>" + text(name) + "</extra>"), 1, 2)
     shown = [(n, float(v)) for n, v in (baseline or {}).items()
              if n != "kept" and isinstance(v, (int, float)) and math.isfinite(v)]
-    for i, (name, value) in enumerate(shown):  # alternate label corners: CACC and ASR before often nearly coincide
+    # labels mid-line, one above and one below its line: CACC and ASR before often nearly coincide, a label at the
+    # left edge ran into the "100%" tick and one at the right into the last evaluation's markers
+    for i, (name, value) in enumerate(shown):
         fig.add_hline(y=value, line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
                       annotation_text=f"{text(name.upper())} before",
-                      annotation_position=("top left", "top right")[i % 2], row=1, col=2)
+                      annotation_position=("top", "bottom")[i % 2], row=1, col=2)
     if total_steps:
         fig.update_xaxes(range=[0, total_steps * 1.02])
     # steps are whole numbers: the axis starts at 0 (a lone evaluation at step 60 drew ticks at 59.5 and 60.5) and

@@ -66,3 +66,40 @@ def sanitize_knobs() -> dict:
 def make_eval(loaded, test):
     """The before/after CACC / ASR evaluator of the tour's repair."""
     return D.make_eval(loaded, test, S.TOUR_EVAL_TEXTS, n_asr=S.TOUR_ASR_TEXTS)
+
+
+# ------------------------------------------------------------------------------------------ benchmark tables
+# The tour shows two tables from the lab's benchmarks (step 2: the attack benchmark; step 7: the defense
+# benchmark). A classroom reads them in plain words: which dataset, which attack, not file or field names.
+
+DATASET_NAMES = {
+    "sst2": "SST-2 (movie reviews, positive or negative)",
+    "bbc": "BBC News (five topics)",
+    "agnews": "AG News (four news topics)",
+    "olid": "OLID (tweets, offensive or not)",
+}
+ATTACK_NAMES = {
+    "badnets": "BadNets (rare word)",
+    "addsent": "AddSent (fixed sentence)",
+    "syntactic": "Syntactic paraphrase",
+    "style": "Style paraphrase",
+}
+ATTACK_LAB_RATE = 0.01
+"""The poison rate step 2's "Train it yourself" buttons set on the Attack lab: the SST-2 benchmark's 1%, where
+TAL makes the difference (the table of step 2)."""
+
+
+def dataset_name(code: str | None) -> str:
+    """A benchmark's dataset in plain words (``sst2`` -> "SST-2 (movie reviews, positive or negative)")."""
+    if not code or code == "?":
+        return "an unnamed dataset"
+    return DATASET_NAMES.get(code, code)
+
+
+def attack_name(code: str) -> str:
+    """A benchmark's attack in plain words (``style_bible`` -> "Style paraphrase (Bible)")."""
+    if code in ATTACK_NAMES:
+        return ATTACK_NAMES[code]
+    if code.startswith("style_"):
+        return f"{ATTACK_NAMES['style']} ({code.removeprefix('style_').replace('_', ' ').capitalize()})"
+    return code

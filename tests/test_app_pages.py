@@ -167,7 +167,7 @@ def test_inspect_drives_the_core_and_keeps_state_across_pages():
     # the head selector drives the attention matrix; the finding is recorded for the report
     at.selectbox(key="inspect.head").set_value("L1H2").run()
     assert not at.exception
-    assert any(f.key == "inspect:latest" for f in at.session_state["lab.session"].findings)
+    assert any(f.key.startswith("inspect:latest@") and f.model for f in at.session_state["lab.session"].findings)
     # state survives a page switch
     goto(at, "model")
     goto(at, "inspect")
@@ -331,7 +331,7 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     chance = at.session_state["detect.report"].verdict["components"]["chance_flag_rate"]
     flag_help = next(m.proto.help for m in at.metric if m.label == "Flagged inputs")
     assert f"Chance alone flags up to {chance:.1%} of a clean pool this size" in flag_help, flag_help
-    finding = next(f for f in at.session_state["lab.session"].findings if f.key == "scan:Detection scan")
+    finding = next(f for f in at.session_state["lab.session"].findings if f.key.startswith("scan:Detection scan@"))
     assert f"chance alone flags up to {chance:.1%}" in finding.text  # the Report says it too
     # the way on to the Sanitize page speaks of suspicious heads only where the verdict calls them so
     from backdoor_core.detection import heads_called
@@ -449,7 +449,7 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert at.session_state["lab.model_ref"]["name"].endswith("-finetune")
 
     goto(at, "report")
-    keys = [f.key for f in at.session_state["lab.session"].findings]
+    keys = [f.key.split("@")[0] for f in at.session_state["lab.session"].findings]
     assert {"scan:Detection scan", "sanitize:Sanitization (finetune)"} <= set(keys)
     assert any(k.startswith("attack:") for k in keys)
     assert len(at.checkbox) >= 3 and not errors(at)
@@ -715,3 +715,131 @@ def test_attack_lab_refuses_training_data_with_an_empty_class(tmp_path, monkeypa
     assert not at.exception and "attack" not in at.session_state["lab.jobs"]
     said = [e for e in errors(at) if "classes have no text" in e]
     assert said and "5 of its 8 classes" in said[0] and "(2, 3, 4, 5, 6)" in said[0], errors(at)
+
+
+# ------------------------------------------------------------------------------------------------ browser-walk fixes
+
+
+def _train_small(at: AppTest, name: str) -> None:
+    goto(at, "attack")
+    _small_attack(at, rate=10.0)
+    next(t for t in at.text_input if t.label == "Name of the new model").input(name).run()
+    at.button(key="attack.train").click().run()
+    assert wait_job(at, "attack").status == "done"
+
+
+def test_a_trained_model_can_be_made_current_again_from_the_model_page(tmp_path):
+    """A model trained in the Attack lab became current, but once another model was loaded on the Model page it
+    could not be chosen again (the page offered zoo / default / folder / hub / zip only), and the page called it
+    "source `default`". Now the page says where it came from, warns that loading another keeps it, and offers
+    "This session's models" to make it current again."""
+    at = new_app()
+    goto(at, "model")
+    assert "This session's models" not in at.segmented_control(key="model.source").options  # none yet
+    _train_small(at, "my-run")
+    assert any("TAL" in c.value and "below zero" in c.value for c in at.caption)  # why the loss is negative
+    goto(at, "model")
+    current = next(c.value for c in at.caption if c.value.startswith("Current:"))
+    assert "trained in this session from the tiny test model" in current and "source" not in current, current
+    assert any("**my-run**" in i.value and "keeps it" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.segmented_control(key="model.source").options[0] == "This session's models"
+    # load another model: my-run is no longer current, and the page says where to find it
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(_saved_tiny(tmp_path, 5)))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and at.session_state["lab.model_ref"]["kind"] == "shared"
+    assert any("stays in this session" in i.value for i in at.info), [i.value for i in at.info]
+    goto(at, "attack")  # the Attack lab no longer calls it the current model
+    assert not any("is now the current model" in s.value for s in at.success)
+    assert any("not the current model now" in s.value for s in at.success), [s.value for s in at.success]
+    goto(at, "model")
+    at.segmented_control(key="model.source").set_value("This session's models").run()
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["my-run"] and list(table["current"]) == [""]
+    assert at.selectbox(key="model.session_pick").value == "my-run"
+    at.button(key="model.use_session").click().run()
+    assert not at.exception and at.session_state["lab.model_ref"] == {"kind": "session", "name": "my-run"}
+    assert at.button(key="model.use_session").disabled  # already current
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "trained in this session" in sidebar and "session copy" not in sidebar, sidebar
+
+
+def test_a_cancelled_run_says_what_it_left_only_while_it_is_true(tmp_path):
+    """After a cancel before the first evaluation the held-out chart was an empty box, the Step / Time tiles sat
+    in columns 3-4, and "the current model is unchanged" stayed after the user changed the model."""
+    import time
+
+    at = goto(new_app(), "attack")
+    _small_attack(at, rate=10.0, epochs=20)
+    at.number_input(key="attack.n_train").set_value(400)
+    at.run()
+    at.button(key="attack.train").click().run()
+    job = at.session_state["lab.jobs"]["attack"]
+    deadline = time.time() + 30
+    while not any("losses" in e for e in job.snapshot().events) and time.time() < deadline:
+        time.sleep(0.1)
+    at.button(key="cancel.attack").click().run()
+    assert job.wait(60) and job.status == "cancelled"
+    at.run()
+    assert not at.exception
+    assert not any("metrics" in e and e["metrics"] for e in job.snapshot().events)  # cancelled before evaluating
+    assert any("unchanged" in i.value and "discarded" in i.value for i in at.info), [i.value for i in at.info]
+    assert any("No evaluation before the cancel" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert [m.label for m in at.metric] == ["Step", "Time"]  # the first two tiles, no gaps before them
+    assert any("below zero" in c.value for c in at.caption)  # TAL is on by default
+    # another model is current now: the note no longer claims the current model is unchanged
+    goto(at, "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(_saved_tiny(tmp_path, 5)))
+    at.button(key="model.load_folder").click().run()
+    goto(at, "attack")
+    notes = [i.value for i in at.info if "cancelled" in i.value]
+    assert notes and "discarded" in notes[0] and "unchanged" not in notes[0], notes
+
+
+def test_poisoned_text_preview_cuts_at_words_and_says_so(tmp_path, monkeypatch):
+    """The preview cut a text to its last 300 characters before the trigger, mid-word and without "…"
+    ("→ sports · hich then fall apart.")."""
+    import html
+
+    rows = "".join(" ".join(f"r{i:02d}w{j:03d}" for j in range(150)) + f"\t{i % 2}\n" for i in range(60))
+    data = tmp_path / "long.tsv"
+    data.write_text("text\tlabel\n" + rows)
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
+    at = goto(new_app(), "attack")
+    previews = [m.value for m in at.markdown if m.value.startswith("→ <b>")]
+    assert previews
+    cut_before = cut_after = 0
+    for p in previews:
+        body = html.unescape(re.sub(r"<[^>]+>", "", p.split(" · ", 1)[1]))
+        words = body.replace("…", " ").split()
+        assert all(re.fullmatch(r"r\d\dw\d{3}|cf", w) for w in words), body  # no word cut in two
+        assert body.startswith("…") == (words[0][3:] != "w000"), body  # "…" exactly where the start was cut
+        assert body.endswith("…") == (words[-1][3:] != "w149"), body
+        cut_before += body.startswith("…")
+        cut_after += body.endswith("…")
+    assert cut_before and cut_after, previews
+
+
+def test_model_card_is_a_readable_table_with_the_raw_json_kept(tmp_path):
+    """The model card was a collapsed raw JSON tree ("cacc":0.9466666666666667, "rate":0.02)."""
+    from backdoor_core.models import save_model, tiny_model
+
+    lm = tiny_model(num_labels=5)
+    folder = save_model(lm.model, lm.tokenizer, tmp_path / "carded", {
+        "name": "carded", "attack": "badnets", "trigger": ["cf", "mn"], "target": 3, "rate": 0.02, "tal": True,
+        "cacc": 0.9466666666666667, "asr": 0.8620689655172413, "training_seconds": 125.0})
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(folder))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    labels = [e.label for e in at.expander]
+    assert "What we know about this model (its model card)" in labels
+    assert "The model card as raw JSON (for analysts)" in labels
+    table = at.dataframe[0].value
+    card = dict(zip(table["field"], table["value"]))
+    assert card["CACC (clean accuracy)"] == "94.7%" and card["poison rate"] == "2.0%", card
+    assert card["ASR (attack success rate)"] == "86.2%" and card["trigger"] == "cf, mn", card
+    assert card["Trojan Attention Loss (TAL)"] == "yes" and card["training time"] == "2.1 min (125 s)", card
+    assert at.json and at.json[0].value  # the raw card, for analysts

@@ -14,7 +14,8 @@ def test_the_repository_results_parse():
     dataset, rows = attack_tal_runs("badnets", rates=(0.005, 0.01))
     assert dataset == "sst2" and {r["rate"] for r in rows} == {0.005, 0.01} and {r["tal"] for r in rows} == {False, True}
     assert all(0 <= r["asr"] <= 1 and 0 <= r["cacc"] <= 1 for r in rows)
-    runs = defense_runs("alignment")
+    dataset, runs = defense_runs("alignment")
+    assert dataset == json.loads((RESULTS_DIR / "defense.json").read_text())["dataset"]
     assert runs and all(set(r) == {"model", "attack", "tal", "asr_before", "asr_after", "cacc_before", "cacc_after"}
                         for r in runs)
 
@@ -41,7 +42,7 @@ def test_defense_rows_and_missing_files(tmp_path):
     run = {"model": "m", "attack": "badnets", "tal": False, "defense": "alignment", "asr_before": 0.99,
            "asr_after": None, "cacc_before": 0.9, "cacc_after": 0.89}
     path.write_text(json.dumps({"runs": [run, {**run, "defense": "finetune"}]}))
-    assert defense_runs(path=path) == [{k: v for k, v in run.items() if k != "defense"}]
+    assert defense_runs(path=path)[1] == [{k: v for k, v in run.items() if k != "defense"}]
     path.write_text(json.dumps({"runs": [{**run, "cacc_after": "high"}]}))
     with pytest.raises(ResultsError, match="cacc_after"):
         defense_runs(path=path)

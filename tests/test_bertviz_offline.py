@@ -237,6 +237,28 @@ def test_model_view_draws_in_chromium(browser, tmp_path):
 
 
 @browser_only
+def test_model_view_fits_a_narrow_frame_and_still_opens_a_head(browser, tmp_path):
+    """12 heads draw 970 px wide: in a 554 px frame (the app at 1024 px) heads 6-11 were cut off."""
+    doc = model_view_html(random_attention(n_layers=3, n_heads=12), TOKENS)
+    path = write(tmp_path, "narrow.html", doc)
+    page = browser.new_page(viewport={"width": 554, "height": 700})
+    block_network(page)
+    page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_selector("#vis svg rect.attn_background", state="attached", timeout=10_000)
+    room = page.evaluate("document.body.clientWidth")  # the frame less its margins
+    right = page.locator("#attn_background_2_11").bounding_box()
+    assert right["x"] + right["width"] <= 554 and room <= 554, (right, room)  # the last head is in the frame
+    assert page.evaluate("document.documentElement.scrollWidth") <= 554
+    page.mouse.click(right["x"] + right["width"] / 2, right["y"] + right["height"] / 2)
+    page.wait_for_selector("#vis svg text.detail", state="attached", timeout=5_000)
+    assert page.locator("#vis svg text.detail").text_content() == "Layer 2, Head 11"
+    page.set_viewport_size({"width": 1400, "height": 700})  # room again: drawn at full size
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.getElementById('vis').style.zoom") == "1"
+    page.close()
+
+
+@browser_only
 def test_views_draw_inside_iframe_srcdoc(browser, tmp_path):
     """As Streamlit's st.iframe(html) shows them: the document in an iframe's srcdoc."""
     att = random_attention()

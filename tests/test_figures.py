@@ -118,6 +118,8 @@ def test_training_curves_from_progress_and_history():
     assert set(notes) == {"CACC before", "ASR before"}
     assert (notes["CACC before"].xanchor, notes["CACC before"].yanchor) != \
         (notes["ASR before"].xanchor, notes["ASR before"].yanchor)
+    # mid-line: at the left edge "CACC before" ran into the "100%" tick, at the right into the last markers
+    assert {n.xanchor for n in notes.values()} == {"center"} and {n.x for n in notes.values()} == {0.5}
     history = [{"step": 3, "epoch": 0, "loss": 0.4, "cacc": 0.9, "asr": 0.5}]
     curves = F.curves_from_events(history)
     assert curves["metrics"]["cacc"] == [[3], [0.9]] and curves["losses"]["loss"] == [[3], [0.4]]
