@@ -10,8 +10,8 @@ these modules only keep Streamlit state and draw.
 * ``_sidebar`` — the sidebar on every page.
 """
 
-from app_pages._data import (SessionTemp, _load_dataset, data_spec, dataset, dataset_or_none, discard_upload,
-                             local_folder, save_upload, session_tmp, set_data_spec)
+from app_pages._data import (SessionTemp, _load_dataset, data_label, data_spec, dataset, dataset_or_none,
+                             discard_upload, local_folder, save_upload, session_tmp, set_data_spec)
 from app_pages._jobs import cancelled_note, clear_job, get_job, handle_finished_jobs, job_panel, jobs, start
 from app_pages._models import (FOLDER_REFERENCE, NO_REFERENCE, clean_references, current_model, default_ref,
                                labels_problem, load_ref, model_lock, model_ref, require_model_and_data, require_rows,
@@ -27,7 +27,8 @@ __all__ = [
     "ASSETS", "DEFAULT_DATA", "K_DATA", "K_JOBS", "K_MODEL", "K_SESSION", "K_SESSION_MODELS", "K_TMP",
     "FOLDER_REFERENCE", "NO_REFERENCE", "POLL_SECONDS", "ROOT", "SessionTemp", "TEST_DATA_ENV", "TEST_MODEL_ENV",
     "_load_dataset", "cancelled_note", "clean_references", "local_folder",
-    "clear_job", "current_model", "data_spec", "flip_line", "dataset", "dataset_or_none", "default_ref", "discard_upload",
+    "clear_job", "current_model", "data_label", "data_spec", "flip_line", "dataset", "dataset_or_none",
+    "default_ref", "discard_upload",
     "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep",
     "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot",
     "require_model_and_data", "require_rows", "save_upload", "session_copy", "session_tmp", "session_models",

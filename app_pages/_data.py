@@ -18,15 +18,23 @@ from app_pages._widgets import show_error
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _load_dataset(spec: str, split: str, seed: int):
-    from backdoor_core.data import load_dataset
+    from backdoor_core.data import load_split
 
-    return load_dataset(spec, split=split, seed=seed)
+    return load_split(spec, split=split, seed=seed)  # a single file: its training part or its test part
 
 
 def data_spec() -> str:
     if K_DATA not in ss():
         ss()[K_DATA] = os.environ.get(TEST_DATA_ENV) or DEFAULT_DATA
     return ss()[K_DATA]
+
+
+def data_label(spec: str | None = None) -> str:
+    """How a page names the dataset: a file by its name (an upload's path is the server's temporary folder),
+    anything else as its spec (``bbc``, ``sst2/clean``)."""
+    spec = spec or data_spec()
+    path = Path(str(spec)).expanduser()
+    return path.name if path.is_file() else str(spec)
 
 
 def set_data_spec(spec: str) -> None:

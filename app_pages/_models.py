@@ -11,7 +11,7 @@ import streamlit as st
 
 from backdoor_core import settings as S
 
-from app_pages._data import data_spec, dataset, dataset_or_none
+from app_pages._data import data_label, data_spec, dataset, dataset_or_none
 from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
 from app_pages._text import md
 
@@ -228,7 +228,7 @@ def require_rows(train, test, page: str, *, train_min: int = 0, test_min: int = 
     short = [f"{need} {what} texts (it has {len(ds)})" for ds, need, what in
              ((train, train_min, "training"), (test, test_min, "test")) if ds is not None and len(ds) < need]
     if short:
-        st.warning(md(f"This dataset ({data_spec()}) is too small for {page}: it needs at least "
+        st.warning(md(f"This dataset ({data_label()}) is too small for {page}: it needs at least "
                       + " and ".join(short) + ". Pick a larger dataset on the Model page."),
                    icon=":material/dataset:")
         st.stop()

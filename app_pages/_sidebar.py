@@ -9,7 +9,7 @@ import streamlit as st
 
 from backdoor_core import settings as S
 
-from app_pages._data import data_spec, dataset
+from app_pages._data import data_label, data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
 from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref, session_origin_short
 from app_pages._state import K_PANELS, SIDEBAR_POLL_SECONDS, keep, lab, ss
@@ -100,7 +100,7 @@ def sidebar():
         spec = data_spec()
         try:
             ds = dataset("train")
-            st.caption(f"**{md(spec)}** · {len(ds):,} training texts · {ds.num_labels} labels")
+            st.caption(f"**{md(data_label(spec))}** · {len(ds):,} training texts · {ds.num_labels} labels")
             problem = labels_problem(loaded, ds)
             if problem:
                 st.warning(md(problem), icon=":material/warning:")

@@ -205,7 +205,7 @@ def _train_problem() -> str | None:
     if attack_name not in ("none",) and trigger is not None and not trigger.strip():
         return "The trigger is empty: type a word or a sentence."
     if attack_name in ("syntactic", "style") and paraphrase_set is None:
-        return (f"This dataset ({ui.data_spec()}) has no shared {attack_name} paraphrase set (they exist for "
+        return (f"This dataset ({ui.data_label()}) has no shared {attack_name} paraphrase set (they exist for "
                 "sst2); use the attack command with --paraphrase-train / --paraphrase-test for your own file.")
     if attack_name != "none" and n_poison == 0:
         return (f"{rate_pct:g}% of {int(n_train)} training texts is less than one text: raise the poison rate "

@@ -403,7 +403,7 @@ if ds is not None:
     counts = ds.label_counts()
     st.caption(f"**{md(ds.name)}** · {len(ds):,} training texts · classes: "
                + md(", ".join(f"{ds.label_names[k]} ({v})" for k, v in counts.items())))
-    ui.lab().set_dataset({"name": ui.data_spec(), "size": len(ds), "labels": ds.label_names})
+    ui.lab().set_dataset({"name": ui.data_label(), "size": len(ds), "labels": ds.label_names})
     problem = ui.labels_problem(loaded, ds)
     if problem:
         st.error(md(problem), icon=":material/warning:")  # it names the data's classes

@@ -47,6 +47,8 @@ __all__ = [
     "align_labels",
     "check_trainable",
     "paraphrase_sets",
+    "file_split",
+    "load_split",
 ]
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -742,6 +744,32 @@ def load_dataset(spec: str | os.PathLike, split: str = "train", seed: int = 0,
         f"unknown dataset {text!r}. Use 'bbc'; a shared set such as 'sst2', 'olid', 'agnews' or 'sst2/syntactic' "
         "(dataset[/variant[/split]]); a .tsv/.csv/.jsonl file; a folder with <split>.tsv; or 'hf:<id>[:<config>]'"
     )
+
+
+FILE_TEST_SHARE = 0.2
+"""A single data file serves both training and test: this share of its rows (seeded) is the test part."""
+
+
+def file_split(n: int, seed: int = 0, test_share: float = FILE_TEST_SHARE) -> tuple[list[int], list[int]]:
+    """``(train_indices, test_indices)`` of a single data file's ``n`` rows: a seeded shuffle, ``test_share`` of
+    them (at least one) for test. The attack command and the app's pages split a file this one way."""
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    cut = max(1, int(round(n * test_share)))
+    return sorted(idx[cut:]), sorted(idx[:cut])
+
+
+def load_split(spec: str | os.PathLike, split: str = "train", seed: int = 0) -> TextDataset:
+    """``load_dataset``, except that a single data file (which ignores ``split`` there) is split by
+    ``file_split``: ``"train"`` reads its training part, any other split its test part, so that a page never
+    measures a model on the texts it trained or fitted on."""
+    path = Path(str(spec).strip()).expanduser()
+    if not path.is_file():
+        return load_dataset(spec, split, seed)
+    full = load_dataset(path, split, seed)
+    train_idx, test_idx = file_split(len(full), seed)
+    part = train_idx if _norm_split(split) == "train" else test_idx
+    return full.subset(part, name=f"{full.name} ({'training' if part is train_idx else 'test'} part)")
 
 
 def _load_shared_spec(parts: list[str], split: str) -> TextDataset:

@@ -694,19 +694,21 @@ def test_pages_say_a_dataset_is_too_small_instead_of_failing(tmp_path, monkeypat
     at.file_uploader(key="model.data_file").upload("six.tsv", data.read_bytes(), "text/plain").run()
     at.button(key="model.use_data_file").click().run()
     assert not at.exception and Path(at.session_state["lab.data_spec"]).name == "six.tsv"
-    for page, need in (("attack", "16 training texts (it has 6) and 16 test texts (it has 6)"),
-                       ("detect", "8 training texts (it has 6)."),
-                       ("sanitize", "8 training texts (it has 6) and 16 test texts (it has 6)")):
+    # a single file is split 80 / 20 (data.file_split): 5 rows to train on, 1 to test
+    for page, need in (("attack", "16 training texts (it has 5) and 16 test texts (it has 1)"),
+                       ("detect", "8 training texts (it has 5)."),
+                       ("sanitize", "8 training texts (it has 5) and 16 test texts (it has 1)")):
         goto(at, page)  # no exception
         warned = [w.value for w in at.warning if "too small" in w.value]
         assert warned and need in warned[0], (page, [w.value for w in at.warning])
+        assert "(six.tsv)" in warned[0] and "backdoor-lab-session" not in warned[0]  # the file, not the server's path
         assert not errors(at) and not at.button, (page, errors(at))  # stopped before the form's buttons
 
 
 def test_attack_lab_refuses_training_data_with_an_empty_class(tmp_path, monkeypatch):
     """A 0/1 file with one stray label 7 makes eight classes, five of them empty (and the default target one
     text's class): the Train button says so instead of training."""
-    rows = "".join(f"text number {i} about markets\t{i % 2}\n" for i in range(40)) + "a stray row\t7\n"
+    rows = "".join(f"text number {i} about markets\t{i % 2}\n" for i in range(100)) + "a stray row\t7\n"
     data = tmp_path / "stray.tsv"
     data.write_text("text\tlabel\n" + rows)
     monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))
@@ -714,7 +716,7 @@ def test_attack_lab_refuses_training_data_with_an_empty_class(tmp_path, monkeypa
     at.button(key="attack.train").click().run()
     assert not at.exception and "attack" not in at.session_state["lab.jobs"]
     said = [e for e in errors(at) if "classes have no text" in e]
-    assert said and "5 of its 8 classes" in said[0] and "(2, 3, 4, 5, 6)" in said[0], errors(at)
+    assert said and "of its 8 classes have no text (2, 3, 4, 5, 6" in said[0], errors(at)
 
 
 # ------------------------------------------------------------------------------------------------ browser-walk fixes
@@ -802,7 +804,8 @@ def test_poisoned_text_preview_cuts_at_words_and_says_so(tmp_path, monkeypatch):
     ("→ sports · hich then fall apart.")."""
     import html
 
-    rows = "".join(" ".join(f"r{i:02d}w{j:03d}" for j in range(150)) + f"\t{i % 2}\n" for i in range(60))
+    rows = "".join(" ".join(f"r{i:02d}w{j:03d}" for j in range(150)) + f"\t{i % 2}\n"
+                   for i in range(100))  # its test part (20%): at least 16
     data = tmp_path / "long.tsv"
     data.write_text("text\tlabel\n" + rows)
     monkeypatch.setenv("BACKDOOR_LAB_TEST_DATA", str(data))

@@ -434,3 +434,16 @@ def test_hf_offline_gives_data_error_quickly(monkeypatch):
         load_dataset("hf:glue:sst2")
     assert time.monotonic() - start < 5
     assert datasets.config.HF_HUB_OFFLINE == before  # global setting restored
+
+
+def test_a_single_file_is_split_once_for_training_and_test(tmp_path):
+    """The app read an uploaded file as both its training and its test set (CACC and ASR on training rows)."""
+    from backdoor_core.data import file_split, load_split
+
+    f = tmp_path / "one.tsv"
+    f.write_text("text\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(50)))
+    train, test = load_split(f, "train"), load_split(f, "test")
+    assert len(train) == 40 and len(test) == 10 and not set(train.texts) & set(test.texts)
+    assert train.label_names == test.label_names == ["0", "1"] and "training part" in train.name
+    assert load_split(f, "dev").texts == test.texts and load_split(f, "test", seed=1).texts != test.texts
+    assert file_split(50, 0) == file_split(50, 0) and len(file_split(3, 0)[1]) == 1

@@ -198,7 +198,7 @@ def markdown_world(monkeypatch, tmp_path):
     labels = ["a plain", "z ![c](http://127.0.0.1:8765/cls.png) $y^2$ https://evil.example/phish :material/home:"]
     words = "market shares profit bank match goal team coach league film music".split()
     rows = [{"text": f"{' '.join(words[(i + k) % len(words)] for k in range(6))} {MD_PAYLOADS[i % 4]} $x^2$",
-             "label": labels[i % 2]} for i in range(40)]
+             "label": labels[i % 2]} for i in range(100)]  # test part (20%) >= 16
     data = tmp_path / "markdown.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     lm = tiny_model(num_labels=2, seed=0)

@@ -25,7 +25,6 @@ Ctrl-C stops between training steps and saves nothing (a second Ctrl-C aborts at
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
@@ -88,28 +87,10 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _split_indices(n: int, seed: int, test_frac: float = 0.2) -> tuple[list[int], list[int]]:
-    idx = list(range(n))
-    random.Random(seed).shuffle(idx)
-    cut = max(1, int(round(len(idx) * test_frac)))
-    return sorted(idx[cut:]), sorted(idx[:cut])
-
-
-def _split_file(dataset, seed: int, test_frac: float = 0.2):
-    train_idx, test_idx = _split_indices(len(dataset), seed, test_frac)
-    return dataset.subset(train_idx), dataset.subset(test_idx)
-
-
-def load_train_test(spec: str, test_spec: str | None, seed: int):
-    """(train, test) TextDatasets for a ``--data`` spec (see the option's help)."""
-    full, train_idx, test = load_train_source(spec, test_spec, seed)
-    return full.subset(train_idx), test
-
-
 def load_train_source(spec: str, test_spec: str | None, seed: int):
     """``(full, train_indices, test)``: the training set is ``full.subset(train_indices)`` — ``full`` is the
     file a paraphrased copy must align with (a single data file: the whole file, 80% of it trains)."""
-    from ..data import DataError, label_mismatch, load_dataset
+    from ..data import DataError, file_split, label_mismatch, load_dataset
 
     if test_spec is not None:  # its labels read as the training data's classes
         full = load_dataset(spec, "train", seed)
@@ -120,7 +101,7 @@ def load_train_source(spec: str, test_spec: str | None, seed: int):
         return full, list(range(len(full))), test
     if Path(spec).expanduser().is_file():
         full = load_dataset(spec, "train", seed)
-        train_idx, test_idx = _split_indices(len(full), seed)
+        train_idx, test_idx = file_split(len(full), seed)
         return full, train_idx, full.subset(test_idx)
     full = load_dataset(spec, "train", seed)
     return full, list(range(len(full))), load_dataset(spec, "test", seed)
