@@ -42,14 +42,20 @@ def slug(text: str) -> str:
 # ------------------------------------------------------------------------------------------------ attack
 
 
+CANCEL_DISCARDED = "the half-trained model was discarded"
+
+
 def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigger: str | None, target: int,
                  rate: float, tal: dict | None, config: dict, data_name: str,
-                 train_indices: list[int] | None = None, n_clean: int | None = None) -> None:
+                 train_indices: list[int] | None = None, n_clean: int | None = None,
+                 origin: str | None = None) -> None:
     """Train a (backdoored or clean) copy of ``base`` in the background.
 
     The trained model belongs to this browser session (``ui.session_models``, in memory) and becomes its current
-    model; nothing is written to the shared zoo folder unless the user saves it under a name (``_save.save_panel``).
-    A cancelled run is discarded: the half-trained model is neither kept nor made current.
+    model, ``origin`` saying where it came from ("trained in this session from ..."); nothing is written to the
+    shared zoo folder unless the user saves it under a name (``_save.save_panel``). A cancelled run is discarded:
+    the half-trained model is neither kept nor made current, and the job's note says the current model is
+    unchanged only while it is still the one current at the start.
     """
     from backdoor_core.poisoning import attack_type, get_attack, shared_dataset, train_attack
     from backdoor_core.tal import TALConfig
@@ -85,7 +91,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
         if snap.status != "done" or not res:
             return
         st.session_state[K_ATTACK] = res
-        ui.set_session_model(name, res["loaded"])
+        ui.set_session_model(name, res["loaded"], origin=origin)
         card = res["card"]
         from backdoor_core import figures as F
 
@@ -102,8 +108,13 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
             data=card.to_json(),
         )
 
-    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish,
-             cancelled_note="the half-trained model was discarded; the current model is unchanged")
+    at_start = dict(ui.model_ref())
+
+    def cancelled(snap: JobSnapshot) -> str:
+        unchanged = dict(ui.model_ref()) == at_start
+        return CANCEL_DISCARDED + ("; the current model is unchanged" if unchanged else "")
+
+    ui.start("attack", target_fn, name=f"Training {name}", on_finish=on_finish, cancelled_note=cancelled)
 
 
 # ------------------------------------------------------------------------------------------------ scan

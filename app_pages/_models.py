@@ -83,12 +83,9 @@ K_ORIGINS = "lab.session_origins"  # {session model name: how it came to be ("tr
 def set_session_model(name: str, loaded, origin: str | None = None) -> None:
     """Make ``loaded`` (a per-session LoadedModel, e.g. just trained) the current model.
 
-    ``origin`` says where it came from, in words ("uploaded in this session from m.zip"); without it, a finished
-    job whose result is ``loaded`` may say (its ``meta["origin"]``: the Attack lab writes "trained in this session
-    from <base>"), else ``session_origin`` reads it from the model card."""
+    ``origin`` says where it came from, in words ("trained in this session from <base>", "uploaded in this
+    session from m.zip"); without it ``session_origin`` reads it from the model card."""
     session_models()[name] = loaded
-    if origin is None:
-        origin = _job_origin(loaded)
     origins = ss().setdefault(K_ORIGINS, {})
     if origin:
         origins[name] = origin
@@ -101,16 +98,6 @@ def use_session_model(name: str) -> None:
     """Make this session's model ``name`` (in ``session_models``) the current model again."""
     ss()[K_MODEL] = {"kind": "session", "name": name}
     ss().pop("lab.model_error", None)
-
-
-def _job_origin(loaded) -> str | None:
-    from app_pages._jobs import jobs
-
-    for job in jobs().values():
-        res = job.result if not job.active else None
-        if job.meta.get("origin") and isinstance(res, dict) and res.get("loaded") is loaded:
-            return str(job.meta["origin"])
-    return None
 
 
 def source_label(source: str) -> str:

@@ -174,26 +174,6 @@ if has_tokens:  # a paraphrase rewrites the whole text: nothing to highlight
 
 # --------------------------------------------------------------------------------------------- run
 
-CANCEL_DISCARDED = "the half-trained model was discarded"
-
-
-def _tie_cancel_note(run) -> None:
-    """Make the cancelled run's note say "the current model is unchanged" only while that is true: while the current
-    model is still the one that was current when the run started (the run never changes it)."""
-    if callable(run.meta.get("cancelled_note")):
-        return
-    if run.active:
-        run.meta["model_at_start"] = dict(ui.model_ref())
-
-    def note(snap) -> str:
-        at_start = run.meta.get("model_at_start")
-        if at_start is not None and dict(ui.model_ref()) == at_start:
-            return CANCEL_DISCARDED + "; the current model is unchanged"
-        return CANCEL_DISCARDED
-
-    run.meta["cancelled_note"] = note
-
-
 def _train_problem() -> str | None:
     """Why the Train button cannot start, in one line, or None."""
     from backdoor_core.data import DataError, check_trainable
@@ -249,12 +229,8 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
                 rate=rate, tal=tal, n_clean=len(train_full),
                 config={"lr": float(lr), "epochs": int(epochs), "batch_size": BATCH, "max_length": int(max_len),
                         "seed": S.SEED, "eval_every": eval_every},
-                data_name=ui.data_spec(), train_indices=idx,
+                data_name=ui.data_spec(), train_indices=idx, origin=f"trained in this session from {base_words}",
             )
-            started = ui.get_job("attack")
-            if started is not None:
-                started.meta["origin"] = f"trained in this session from {base_words}"  # _models.session_origin
-                _tie_cancel_note(started)
             st.rerun()
         except Exception as exc:  # noqa: BLE001 - shown as a message
             ui.show_error(exc, "Cannot start: ")
@@ -306,8 +282,6 @@ def _live(snap):
             col.metric(label, value, help=help_text)
 
 
-if job is not None:
-    _tie_cancel_note(job)  # a run started elsewhere: the note claims nothing it cannot check
 ui.job_panel("attack", draw=_live)
 
 res = st.session_state.get(A.K_ATTACK)
