@@ -464,6 +464,9 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
                                  "were asked for. Pick a dataset with as many classes or another model.")
         return loaded.model, loaded.tokenizer, loaded.name, loaded.card, True
     weights = check_weights_safe(path, allow_pickle) if path is not None else None
+    if path is not None and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json, which says what model the weights are (a saved model "
+                             "folder holds config.json, its weights and its tokenizer's files).")
     source = str(path) if path is not None else spec_str
     where = str(path) if path is not None else f"'{spec_str}'"
     common: dict[str, Any] = {"trust_remote_code": False}

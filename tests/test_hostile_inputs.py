@@ -730,3 +730,10 @@ def test_attack_reads_test_data_in_the_training_datas_classes(tmp_path, capsys):
     stray.write_text("text\tlabel\n" + "".join(f"t{i}\t{i % 2}\n" for i in range(20)) + "odd\t7\n")
     line = _one_line_error(capsys, ["attack", "--model", "nowhere", "--data", str(stray)])
     assert "5 of its 8 classes have no text (2, 3, 4, 5, 6)" in line
+
+
+def test_a_model_folder_without_config_json_says_so(saved, tmp_path, capsys):
+    folder = _copy(saved, tmp_path / "noconfig")
+    (folder / "config.json").unlink()
+    line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day"])
+    assert "has no config.json" in line and "model_type" not in line
