@@ -459,13 +459,18 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert "Detection scan" in doc and "Plotly.newPlot" in doc
 
 
-def test_cancel_a_running_job():
+def _start_a_long_attack():
+    """An Attack lab run long enough to cancel (20 epochs over 400 texts); returns the app and its job."""
     at = goto(new_app(), "attack")
     _small_attack(at, rate=10.0, epochs=20)
     at.number_input(key="attack.n_train").set_value(400)
     at.run()
     at.button(key="attack.train").click().run()
-    job = at.session_state["lab.jobs"]["attack"]
+    return at, at.session_state["lab.jobs"]["attack"]
+
+
+def test_cancel_a_running_job():
+    at, job = _start_a_long_attack()
     assert job.active
     before = dict(at.session_state["lab.model_ref"])
     at.button(key="cancel.attack").click().run()
@@ -771,12 +776,7 @@ def test_a_cancelled_run_says_what_it_left_only_while_it_is_true(tmp_path):
     in columns 3-4, and "the current model is unchanged" stayed after the user changed the model."""
     import time
 
-    at = goto(new_app(), "attack")
-    _small_attack(at, rate=10.0, epochs=20)
-    at.number_input(key="attack.n_train").set_value(400)
-    at.run()
-    at.button(key="attack.train").click().run()
-    job = at.session_state["lab.jobs"]["attack"]
+    at, job = _start_a_long_attack()
     deadline = time.time() + 30
     while not any("losses" in e for e in job.snapshot().events) and time.time() < deadline:
         time.sleep(0.1)
