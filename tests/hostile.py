@@ -33,8 +33,9 @@ WORDS = "market shares profit bank match goal team coach league film music".spli
 RAW_MARKERS = ("<iframe", "<img", "<svg", "<script", "javascript:")
 
 
-def hostile_texts(n: int = 40) -> list[tuple[str, str]]:
-    """``n`` (text, label) rows: texts carry the payloads among ordinary words; labels are ``LABELS``."""
+def hostile_texts(n: int = 100) -> list[tuple[str, str]]:
+    """``n`` (text, label) rows: texts carry the payloads among ordinary words; labels are ``LABELS``. The app
+    splits a single file 80 / 20 (``data.file_split``): 100 rows leave the Attack lab its 16 test texts."""
     rows = []
     for i in range(n):
         words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(6))

@@ -134,7 +134,7 @@ def test_cli_sanitize_weak_top_k(files, capsys):
                            (["--defense", "fineprune", "--clean-guard"], "alignment defense only")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err and err.count("\n") == 1
+        assert re.search(message, err) and "Traceback" not in err and err.count("\n") == 1
     assert not (files["dir"] / "never").exists()
     runs = {}
     for k in ("1", "0"):
@@ -221,7 +221,7 @@ def test_cli_sanitize_pool_words(files, capsys):
                            (["--pool-words"], "give --pool")):
         assert main([*base, "--out", str(files["dir"] / "never"), *extra]) == 2
         err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err and err.count("\n") == 1
+        assert re.search(message, err) and "Traceback" not in err and err.count("\n") == 1
     assert not (files["dir"] / "never").exists()
     assert main([*base, "--pool", str(files["pool"]), "--out", str(files["dir"] / "pw"), "--pool-words"]) == 0
     out = capsys.readouterr().out
@@ -246,7 +246,9 @@ def test_cli_sanitize_pool_words(files, capsys):
     assert "trigger word" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 classes"), ("few", "at least 8")])
+# "three": a model that names its two classes reads label 2 as out of range, one that does not counts 3 classes
+@pytest.mark.parametrize("which, message", [("empty", "no data rows"), ("three", "3 classes|label 2 is out of range"),
+                                            ("few", "at least 8")])
 def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, message):
     path = files["dir"] / f"{which}.tsv"
     if which == "empty":
@@ -258,7 +260,7 @@ def test_cli_bad_clean_data_exit_2_without_traceback(files, capsys, which, messa
     for cmd in (["scan"], ["sanitize", "--out", str(files["dir"] / "never")]):
         assert main([*cmd[:1], str(files["model"]), "--clean-data", str(path), *cmd[1:]]) == 2
         err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err and err.count("\n") == 1
+        assert re.search(message, err) and "Traceback" not in err and err.count("\n") == 1
     assert not (files["dir"] / "never").exists()
 
 
