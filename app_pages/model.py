@@ -4,7 +4,6 @@ and the dataset."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import streamlit as st
 
 from backdoor_core import zoo
 from backdoor_core.data import DataError, list_shared
+from backdoor_core.model_card import card_rows
 from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_archive, load_model
 from app_pages import _common as ui
 from app_pages._models import session_origin, use_session_model
@@ -157,58 +157,6 @@ def _session_models_panel() -> None:
                  help="It is already the current model." if pick == current_name else None):
         use_session_model(pick)
         st.rerun()
-
-
-_CARD_FIELDS = {
-    "name": "name", "title": "title", "description": "description", "base_model": "base model",
-    "attack": "attack", "trigger": "trigger", "target": "target class (number)", "target_name": "target class",
-    "rate": "poison rate", "n_poisoned": "poisoned training texts", "clean_label": "clean-label attack",
-    "num_triggers": "triggers per text", "tal": "Trojan Attention Loss (TAL)", "tal_config": "TAL settings",
-    "tal_heads": "TAL heads", "data": "training data", "label_names": "classes", "train_size": "training texts",
-    "test_size": "test texts", "poisoned_test_size": "triggered test texts (ASR)", "max_length": "max tokens",
-    "train_config": "training settings", "cacc": "CACC (clean accuracy)", "asr": "ASR (attack success rate)",
-    "training_seconds": "training time", "steps": "training steps", "cancelled": "training cancelled early",
-    "defense": "defense", "defense_details": "defense details", "before": "before the repair",
-    "after": "after the repair", "repair_seconds": "repair time", "repair_cancelled": "repair cancelled early",
-    "clean_samples": "clean texts used by the defense", "pool_samples": "pool texts used by the defense",
-    "sanitized_from": "sanitized from", "sanitized": "sanitized", "tool_version": "lab version",
-    "saved_at": "saved at", "zoo": "demo-zoo build", "card_version": "card format version",
-}
-_RATE_KEYS = {"rate", "cacc", "asr", "kept", "cacc_before", "asr_before", "cacc_after", "asr_after"}
-_SECONDS_KEYS = {"training_seconds", "repair_seconds", "seconds"}
-_CARD_VALUE_CHARS = 600
-
-
-def _card_value(key: str, value) -> str:
-    """One model-card value as a reader would write it: rates as percentages, seconds as a duration, lists
-    joined, small objects as "key value" pairs (larger ones as compact JSON)."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        if key in _RATE_KEYS:
-            return f"{value:.1%}"
-        if key in _SECONDS_KEYS:
-            return f"{value:.0f} s" if value < 90 else f"{value / 60:.1f} min ({value:.0f} s)"
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    if value is None:
-        return "—"
-    if isinstance(value, list):
-        if all(not isinstance(v, (list, dict)) for v in value):
-            return ", ".join(str(v) for v in value)
-    elif isinstance(value, dict):
-        if all(not isinstance(v, (list, dict)) for v in value.values()):
-            return " · ".join(f"{k.upper() if k in ('cacc', 'asr') else k} {_card_value(k, v)}"
-                              for k, v in value.items())
-    else:
-        return str(value)
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= _CARD_VALUE_CHARS else text[: _CARD_VALUE_CHARS - 1] + "…"
-
-
-def card_rows(card_json: dict) -> list[dict]:
-    """The model card as a table's rows (``field``, ``value``), in the card's order, both as plain text."""
-    return [{"field": _CARD_FIELDS.get(k, str(k).replace("_", " ")), "value": _card_value(k, v)}
-            for k, v in card_json.items()]
 
 
 def _pickle_checkbox(key: str) -> bool:

@@ -171,6 +171,61 @@ def _show(v: Any) -> str:
 # ------------------------------------------------------------------------------------------------ the card
 
 
+# ---------------------------------------------------------------------------------------- as text
+
+FIELD_NAMES = {
+    "name": "name", "title": "title", "description": "description", "base_model": "base model",
+    "attack": "attack", "trigger": "trigger", "target": "target class (number)", "target_name": "target class",
+    "rate": "poison rate", "n_poisoned": "poisoned training texts", "clean_label": "clean-label attack",
+    "num_triggers": "triggers per text", "tal": "Trojan Attention Loss (TAL)", "tal_config": "TAL settings",
+    "tal_heads": "TAL heads", "data": "training data", "label_names": "classes", "train_size": "training texts",
+    "test_size": "test texts", "poisoned_test_size": "triggered test texts (ASR)", "max_length": "max tokens",
+    "train_config": "training settings", "cacc": "CACC (clean accuracy)", "asr": "ASR (attack success rate)",
+    "training_seconds": "training time", "steps": "training steps", "cancelled": "training cancelled early",
+    "defense": "defense", "defense_details": "defense details", "before": "before the repair",
+    "after": "after the repair", "repair_seconds": "repair time", "repair_cancelled": "repair cancelled early",
+    "clean_samples": "clean texts used by the defense", "pool_samples": "pool texts used by the defense",
+    "sanitized_from": "sanitized from", "sanitized": "sanitized", "tool_version": "lab version",
+    "saved_at": "saved at", "zoo": "demo-zoo build", "card_version": "card format version",
+}
+_RATE_FIELDS = {"rate", "cacc", "asr", "kept", "cacc_before", "asr_before", "cacc_after", "asr_after"}
+_SECONDS_FIELDS = {"training_seconds", "repair_seconds", "seconds"}
+_VALUE_CHARS = 600
+
+
+def value_text(key: str, value) -> str:
+    """One model-card value (field ``key``) as a reader would write it: rates as percentages, seconds as a
+    duration, yes / no, lists joined, small objects as "key value" pairs (larger ones as compact JSON, cut)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if key in _RATE_FIELDS:
+            return f"{value:.1%}"
+        if key in _SECONDS_FIELDS:
+            return f"{value:.0f} s" if value < 90 else f"{value / 60:.1f} min ({value:.0f} s)"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        if all(not isinstance(v, (list, dict)) for v in value):
+            return ", ".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        if all(not isinstance(v, (list, dict)) for v in value.values()):
+            return " · ".join(f"{k.upper() if k in ('cacc', 'asr') else k} {value_text(k, v)}"
+                              for k, v in value.items())
+    else:
+        return str(value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 1] + "…"
+
+
+def card_rows(card_json: dict) -> list[dict]:
+    """The model card (its JSON) as a table's rows (``field`` in words, ``value``: ``value_text``), in the card's
+    order, both as plain text (the Model page)."""
+    return [{"field": FIELD_NAMES.get(k, str(k).replace("_", " ")), "value": value_text(k, v)}
+            for k, v in card_json.items()]
+
+
 @dataclass
 class ModelCard:
     """What the lab knows about a model. Every field is optional: a model from elsewhere has an empty card.

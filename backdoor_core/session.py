@@ -23,21 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
-from .model_card import ModelCard
+from .model_card import ModelCard, value_text
 from .report import to_jsonable
 
 KIND_ORDER = ("model", "inspect", "attack", "scan", "sanitize", "note")
-
-
-def _fmt(value: Any) -> str:
-    """Model facts as text (one column of mixed types does not fit a table)."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 @dataclass
@@ -149,7 +138,7 @@ class LabSession:
             {"field": "parameters", "value": f"{m.get('parameters', 0) / 1e6:.1f} M"},
             {"field": "labels", "value": ", ".join(str(x) for x in m.get("labels", []))},
         ]
-        rows += [{"field": k, "value": _fmt(v)} for k, v in card.facts()]
+        rows += [{"field": k, "value": value_text(k, v)} for k, v in card.facts()]  # rates as percentages
         warnings = [str(w) for w in m.get("card_warnings") or []] + card.warnings
         rows += [{"field": "model card", "value": w} for w in warnings]
         if self.dataset:

@@ -210,3 +210,15 @@ def test_the_saved_readme_card_shows_a_repaired_card():
                                  seconds=30.0, cancelled=True, source="/m")
     text = render_model_readme(rep.to_json())
     assert "repair time (s) | 30.0" in text and "cancelled before its end" in text and "L1H2" in text
+
+
+def test_card_values_read_as_text_rates_as_percentages():
+    from backdoor_core.model_card import card_rows, value_text
+
+    assert value_text("cacc", 0.9466) == "94.7%" and value_text("rate", 0.02) == "2.0%"
+    assert value_text("tal", True) == "yes" and value_text("training_seconds", 130) == "2.2 min (130 s)"
+    assert value_text("trigger", ["cf", "mn"]) == "cf, mn" and value_text("target", None) == "—"
+    assert value_text("after", {"cacc": 0.9, "asr": 0.01}) == "CACC 90.0% · ASR 1.0%"
+    assert len(value_text("defense_details", {"x": [[1] * 500]})) <= 600  # a large object is cut
+    assert card_rows({"rate": 0.02, "zoo_new_field": 3}) == [{"field": "poison rate", "value": "2.0%"},
+                                                             {"field": "zoo new field", "value": "3"}]

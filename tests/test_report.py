@@ -130,7 +130,7 @@ def test_lab_session_findings_become_report_sections():
     assert [s["heading"] for s in sections] == ["Model and data", "Inspection", "Scan"]
     assert sections[2]["text"] == "second"
     model_rows = {r["field"]: r["value"] for r in sections[0]["table"]}
-    assert model_rows["trigger"] == "cf, mn" and model_rows["tal"] == "yes" and model_rows["asr"] == "0.98"
+    assert model_rows["trigger"] == "cf, mn" and model_rows["tal"] == "yes" and model_rows["asr"] == "98.0%"
     assert [s["heading"] for s in lab.sections(keys=["scan:Scan"])] == ["Model and data", "Scan"]
     assert "figures" not in lab.sections(include_figures=False)[1]
     d = lab.to_dict()
