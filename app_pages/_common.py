@@ -21,7 +21,8 @@ from app_pages._sidebar import sidebar, sidebar_jobs
 from app_pages._state import (ASSETS, DEFAULT_DATA, K_DATA, K_JOBS, K_MODEL, K_SESSION, K_SESSION_MODELS, K_TMP,
                               POLL_SECONDS, ROOT, TEST_DATA_ENV, TEST_MODEL_ENV, keep, kept, lab, set_kept, ss,
                               test_model_name)
-from app_pages._widgets import stack_columns, tile_columns, flip_line, inject_css, page_header, plot, show_error
+from app_pages._widgets import (flip_line, inject_css, page_header, plot, points_delta, show_error, stack_columns,
+                               tile_columns)
 
 __all__ = [
     "ASSETS", "DEFAULT_DATA", "K_DATA", "K_JOBS", "K_MODEL", "K_SESSION", "K_SESSION_MODELS", "K_TMP",
@@ -30,7 +31,7 @@ __all__ = [
     "clear_job", "current_model", "data_label", "data_spec", "flip_line", "dataset", "dataset_or_none",
     "default_ref", "discard_upload",
     "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep",
-    "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot",
+    "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot", "points_delta",
     "require_model_and_data", "require_rows", "save_upload", "session_copy", "session_tmp", "session_models",
     "set_data_spec", "set_kept",
     "set_session_model", "set_shared_model", "shared_model", "show_error", "sidebar", "sidebar_jobs", "ss", "start",

@@ -51,6 +51,14 @@ def tile_columns(key: str, n: int) -> list:
         return st.columns(n)
 
 
+def points_delta(change: float, **colour) -> dict:
+    """A before/after ``st.metric`` tile's delta in points; where nothing changed, no arrow and no colour (not a
+    red "↑ +0.0")."""
+    if abs(100 * change) < 0.05:
+        return {"delta": "±0.0 pts", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{100 * change:+.1f} pts", **colour}
+
+
 def flip_line(clean: dict, triggered: dict) -> None:
     """The big "label p% → label p%" line: ``clean`` / ``triggered`` are ``prediction()`` dicts (``label``,
     ``probs``). It wraps in a narrow column (a ``st.metric`` would cut the label to "business ·…")."""

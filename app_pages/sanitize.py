@@ -325,25 +325,18 @@ if job is not None and job.status in ("cancelled", "failed") and job.snapshot().
                f"run was {job.status} and kept nothing.")
 
 
-def _points(change: float, **colour) -> dict:
-    """A before/after tile's delta in points; where nothing changed, no arrow and no colour (not a red "↑ +0.0")."""
-    if abs(100 * change) < 0.05:
-        return {"delta": "±0.0 pts", "delta_color": "off", "delta_arrow": "off"}
-    return {"delta": f"{100 * change:+.1f} pts", **colour}
-
-
 st.divider()
 b, a = res["before"], res["after"]
 st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
 tiles = st.container(horizontal=True, gap="large")  # wraps to a second row where five do not fit (1024 px cut "95.…")
 if "asr" in b:
     tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", width="content",
-                 **_points(a.get("asr", 0) - b["asr"], delta_color="inverse"))
+                 **ui.points_delta(a.get("asr", 0) - b["asr"], delta_color="inverse"))
 ref_res = res.get("clean") or {}
 lift_b, lift_a = A.lifts(res)
 if lift_b is not None and lift_a is not None:
     tiles.metric("Lift over clean", f"{100 * lift_a:+.1f} pts", width="content",
-                 **_points(lift_a - lift_b, delta_color="inverse"),
+                 **ui.points_delta(lift_a - lift_b, delta_color="inverse"),
                  help=f"ASR minus the clean rate: {md(ref_res['name'])} (no backdoor) sends {ref_res['rate']:.1%} of "
                       "the "
                       f"same triggered texts to the target. Before the repair the lift was {100 * lift_b:+.1f} "
@@ -353,7 +346,7 @@ if lift_b is not None and lift_a is not None:
 change = res.get("cacc_change")
 if "cacc" in b:
     n_cacc = res.get("cacc_texts") or (change or {}).get("n")
-    tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", **_points(a.get("cacc", 0) - b["cacc"]),
+    tiles.metric("CACC", f"{a.get('cacc', float('nan')):.1%}", **ui.points_delta(a.get("cacc", 0) - b["cacc"]),
                  help=f"Before the repair {b['cacc']:.1%}"
                       + (f" on these {n_cacc} clean test texts" if n_cacc else "")
                       + ". The sidebar's CACC is the model card's, measured on its own test set when the model "

@@ -131,13 +131,6 @@ def _measured_on() -> str:
             f"texts (ASR: {S.TOUR_ASR_TEXTS} of their non-target rows with the trigger).")
 
 
-def _points(change: float, **colour) -> dict:
-    """A before/after tile's delta in points; where nothing changed, no arrow and no colour (not a red "+0.0")."""
-    if abs(100 * change) < 0.05:
-        return {"delta": "±0.0 pts", "delta_color": "off", "delta_arrow": "off"}
-    return {"delta": f"{100 * change:+.1f} pts", **colour}
-
-
 def _repair_numbers(res: dict) -> None:
     """Step 6's result once the repair is done: ASR and CACC after, with the change from before, in tiles and in
     one sentence a presenter can read out."""
@@ -152,7 +145,7 @@ def _repair_numbers(res: dict) -> None:
         if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
             continue
         tiles.metric(name, f"{after:.1%}", width="content", help=f"Before the repair: {before:.1%}.",
-                     **_points(after - before, **colour))
+                     **ui.points_delta(after - before, **colour))
         words.append(f"{key.upper()} {before:.1%} → {after:.1%}")
     heads = (res.get("details") or {}).get("suspicious_heads") or []
     if heads:
