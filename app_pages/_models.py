@@ -190,6 +190,7 @@ def session_copy(loaded, name: str | None = None):
             source=loaded.source,
             metadata=copy.deepcopy(loaded.metadata),
             card_warnings=list(loaded.card_warnings),
+            load_notes=list(loaded.load_notes),
             untrained_head=loaded.untrained_head,
         )
 

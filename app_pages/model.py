@@ -301,6 +301,8 @@ if loaded is not None:
     if loaded.untrained_head:
         st.warning("This checkpoint had no classification head: its predictions are random until it is "
                    "fine-tuned (Attack lab).", icon=":material/warning:")
+    for n in loaded.load_notes:
+        st.info(md(n[:1].upper() + n[1:]), icon=":material/info:")
     card = loaded.card
     for w in card.warnings:
         st.warning(f"Model card: {md(w)}", icon=":material/warning:")

@@ -85,6 +85,8 @@ class LoadedModel:
         metadata: the model card as a plain dict (``ModelCard.to_json()``: attack, trigger, target, CACC, ASR...);
             read it through ``card``.
         card_warnings: what ``ModelCard.read`` dropped from a hostile or broken ``backdoor_lab.json`` on load.
+        load_notes: one line per thing the load ignored on purpose (``remote_code_note``: a config or tokenizer
+            that asks for its own Python code, which never runs); commands print them, the Model page shows them.
     """
 
     model: Any
@@ -94,6 +96,7 @@ class LoadedModel:
     metadata: dict = field(default_factory=dict)
     untrained_head: bool = False  # True when the checkpoint had no classification head (it starts random)
     card_warnings: list[str] = field(default_factory=list)
+    load_notes: list[str] = field(default_factory=list)
 
     @property
     def card(self) -> ModelCard:
@@ -131,6 +134,7 @@ class LoadedModel:
             "architecture": _architecture_name(self.model),
             "metadata": self.metadata,
             "card_warnings": list(self.card_warnings),
+            "load_notes": list(self.load_notes),
         }
 
 
@@ -372,6 +376,19 @@ def _check_loading_info(info: dict, model, is_classifier: bool, where: str) -> N
         )
 
 
+def remote_code_note(config, tokenizer, model) -> list[str]:
+    """One line when ``config.json`` or ``tokenizer_config.json`` names its own Python classes (``auto_map``,
+    which ``trust_remote_code=True`` would import and run): the lab never runs them and loaded the standard
+    ``transformers`` classes for the ``model_type`` instead, which may not be what the author meant."""
+    wanted = sorted(set(getattr(config, "auto_map", None) or {})
+                    | set((getattr(tokenizer, "init_kwargs", None) or {}).get("auto_map") or {}))
+    if not wanted:
+        return []
+    return [f"the model's files ask for their own Python code ({', '.join(w[:40] for w in wanted[:4])} in auto_map); that code "
+            f"never runs here, the standard {type(model).__name__} and {type(tokenizer).__name__} were loaded "
+            "instead (results may differ from what the author's code would do)."]
+
+
 def _check_finite(model, where: str) -> None:
     """Refuse weights holding NaN or Inf (every output would be NaN)."""
     for key, tensor in model.state_dict().items():
@@ -424,17 +441,17 @@ def load_model(
     # readers share the parent folder's lock, so a concurrent save_model's swap is never seen half-done
     with _folder_lock(candidate, shared=True) if local else contextlib.nullcontext():
         loaded = _load_resolved(spec_str, candidate, num_labels, label_names, allow_pickle)
-    model, tokenizer, name, card, is_classifier = loaded
+    model, tokenizer, name, card, is_classifier, notes = loaded
     model.to(device=dev, dtype=torch_dtype)
     model.eval()
     return LoadedModel(
         model=model, tokenizer=tokenizer, name=name, source=spec_str, metadata=card.to_json(),
-        untrained_head=not is_classifier, card_warnings=card.warnings,
+        untrained_head=not is_classifier, card_warnings=card.warnings, load_notes=notes,
     )
 
 
 def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allow_pickle: bool):
-    """``load_model``'s work under the folder lock: ``(model, tokenizer, name, card, is_classifier)``."""
+    """``load_model``'s work under the folder lock: ``(model, tokenizer, name, card, is_classifier, notes)``."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from .architecture import attention_blocks, prepare_tokenizer
@@ -462,7 +479,7 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
         if num_labels is not None and num_labels != loaded.num_labels:
             raise ModelLoadError(f"The model {loaded.name} predicts {loaded.num_labels} classes but {num_labels} "
                                  "were asked for. Pick a dataset with as many classes or another model.")
-        return loaded.model, loaded.tokenizer, loaded.name, loaded.card, True
+        return loaded.model, loaded.tokenizer, loaded.name, loaded.card, True, []
     weights = check_weights_safe(path, allow_pickle) if path is not None else None
     if path is not None and not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json, which says what model the weights are (a saved model "
@@ -541,7 +558,7 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
     card = ModelCard.read(path, num_labels=int(model.config.num_labels)) if path is not None else ModelCard(tool_version="")
     if card.name:
         name = card.name
-    return model, tokenizer, name, card, is_classifier
+    return model, tokenizer, name, card, is_classifier, remote_code_note(config, tokenizer, model)
 
 
 # ------------------------------------------------------------------------------------------------ saving

@@ -631,6 +631,21 @@ def test_metadata_that_is_not_an_object_loads_with_a_warning(tmp_path):
     assert any("names no attack" in i.value for i in at.info)
 
 
+def test_a_config_asking_for_its_own_code_is_named_on_the_model_page(tmp_path):
+    import json
+
+    folder = _saved_tiny(tmp_path, 5)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "evil.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(folder))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    assert any("ask for their own Python code" in i.value and "never runs" in i.value for i in at.info)
+
+
 def test_tour_shows_a_broken_benchmark_file_instead_of_hiding_it(tmp_path, monkeypatch):
     from backdoor_core import bench_results
 

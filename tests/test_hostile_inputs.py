@@ -737,3 +737,31 @@ def test_a_model_folder_without_config_json_says_so(saved, tmp_path, capsys):
     (folder / "config.json").unlink()
     line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day"])
     assert "has no config.json" in line and "model_type" not in line
+
+
+def test_a_config_asking_for_its_own_code_loads_the_standard_classes_and_says_so(saved, tmp_path, capsys):
+    """``auto_map`` in config.json / tokenizer_config.json names Python the author shipped; it never runs (the
+    module would write a marker file) and the load says the standard classes were used instead."""
+    folder = _copy(saved, tmp_path / "remote")
+    marker = tmp_path / "ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Cfg", "AutoModelForSequenceClassification": "evil.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_config["auto_map"] = {"AutoTokenizer": ["evil.Tok", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config))
+
+    lm = load_model(folder)
+    assert not marker.exists()
+    assert len(lm.load_notes) == 1
+    note = lm.load_notes[0]
+    assert "AutoModelForSequenceClassification" in note and "AutoTokenizer" in note
+    assert type(lm.model).__name__ in note
+    assert load_model(saved).load_notes == []  # a plain folder has no note
+
+    capsys.readouterr()
+    assert main(["inspect", "--model", str(folder), "--text", "a fine day"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the model's files ask for their own Python code" in err
+    assert not marker.exists()

@@ -74,9 +74,12 @@ def read_pool(spec: str | None, split: str = "test") -> list[str]:
 
 
 def warn_card(lm) -> None:
-    """One ``warning:`` line on stderr per field the model card dropped (hostile or broken metadata)."""
+    """One ``warning:`` line on stderr per field the model card dropped (hostile or broken metadata), and a
+    ``note:`` line per thing the load ignored on purpose (``LoadedModel.load_notes``)."""
     for w in lm.card.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    for n in lm.load_notes:
+        print(f"note: {n}", file=sys.stderr)
 
 
 def resolve_max_length(args, lm) -> int:
