@@ -253,7 +253,8 @@ with tabs[3]:
         bv_key = (key, view, bv_text, bv_layer)
         height = min(1400, 140 + 24 * len(rec.tokens))
     else:
-        bv_layers = c3.multiselect("Layers", layers_all, default=layers_all[: min(L, 6)],
+        # a row of its own: in a third of the page the chips of six layers were cut to the first few
+        bv_layers = st.multiselect("Layers", layers_all, default=layers_all[: min(L, 6)],
                                    format_func=lambda x: f"L{x}", key="inspect.bv_layers")
         bv_key = (key, view, bv_text, tuple(bv_layers))
         height = min(900, 140 + 110 * len(bv_layers or layers_all))

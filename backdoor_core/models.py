@@ -376,6 +376,24 @@ def _check_loading_info(info: dict, model, is_classifier: bool, where: str) -> N
         )
 
 
+def _check_same_classes(config, label_names, name: str) -> None:
+    """Refuse to give a saved classifier other class names than its own (``data.label_mismatch``: both name
+    their classes and the names differ, or come in another order): its head would silently read the new
+    classes as the old ones. Our rule, the same as the app's (``labels_problem``); generic names such as
+    ``LABEL_0`` take any."""
+    from .data import label_mismatch
+
+    id2label = getattr(config, "id2label", None) or {}
+    saved = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(label_names))]
+    problem = label_mismatch(label_names, saved, "the model")
+    if problem:
+        raise ModelLoadError(
+            f"The model {name} is a trained classifier and the data {problem}: training would silently rename "
+            "its classes. Start from the packaged encoder ('default') to train on these classes, or pick a model "
+            "trained on them."
+        )
+
+
 def remote_code_note(config, tokenizer, model) -> list[str]:
     """One line when ``config.json`` or ``tokenizer_config.json`` names its own Python classes (``auto_map``,
     which ``trust_remote_code=True`` would import and run): the lab never runs them and loaded the standard
@@ -503,6 +521,8 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
                     f"(label names: {label_names}). Pick a dataset with {saved_labels} classes or another "
                     "model."
                 )
+            if is_classifier and label_names is not None:
+                _check_same_classes(config, label_names, name)
             kwargs["num_labels"] = num_labels
             if label_names is not None:
                 kwargs["id2label"] = {i: str(n) for i, n in enumerate(label_names)}

@@ -765,3 +765,26 @@ def test_a_config_asking_for_its_own_code_loads_the_standard_classes_and_says_so
     err = capsys.readouterr().err
     assert "note: the model's files ask for their own Python code" in err
     assert not marker.exists()
+
+
+def test_a_saved_classifier_is_not_retrained_on_other_named_classes(tiny, tmp_path, capsys):
+    """``attack --model <a sentiment classifier> --data <offensive/not>`` would have renamed its classes
+    silently; it is refused before training, while the model's own names (any case) and an unnamed encoder
+    still load."""
+    import copy
+
+    model = copy.deepcopy(tiny.model)
+    model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    folder = save_model(model, tiny.tokenizer, tmp_path / "sentiment", {"name": "sentiment"})
+    data = tmp_path / "olid.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"tweet {i}\t{'OFF' if i % 2 else 'NOT'}\n" for i in range(40)))
+    out = tmp_path / "out"
+    line = _one_line_error(capsys, ["attack", "--model", str(folder), "--data", str(data), "--out", str(out),
+                                    "--epochs", "1"])
+    assert "['NOT', 'OFF']" in line and "['negative', 'positive']" in line and "'default'" in line
+    assert not out.exists()
+    with pytest.raises(ModelLoadError, match="another order"):
+        load_model(folder, label_names=["positive", "negative"])
+    assert load_model(folder, label_names=["Negative", "Positive"]).label_names == ["Negative", "Positive"]
+    unnamed = save_model(tiny.model, tiny.tokenizer, tmp_path / "unnamed", {"name": "unnamed"})
+    assert load_model(unnamed, label_names=["NOT", "OFF"]).label_names == ["NOT", "OFF"]
