@@ -159,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    quiet_libraries()
-    try:
+    try:  # Ctrl-C while the commands import torch and transformers (seconds) is a cancel too, not a traceback
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        quiet_libraries()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)

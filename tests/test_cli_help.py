@@ -30,3 +30,20 @@ def test_help_exits_cleanly(command, capsys):
         main(command + ["--help"])
     assert exc.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_the_commands_import_is_a_clean_cancel(monkeypatch, capsys):
+    """Building the parser imports torch and transformers (seconds): a Ctrl-C then is 'cancelled', exit 130,
+    like a Ctrl-C during the work, not a KeyboardInterrupt traceback."""
+    from backdoor_core import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    try:
+        rc = main(["scan", "--help"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C while importing escaped main() as a traceback")
+    assert rc == 130
+    assert capsys.readouterr().err == "cancelled\n"
