@@ -83,7 +83,8 @@ def register(sub) -> None:
                    help="replace --out even when it is not a model saved by this lab (deletes what is there)")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     add_device_args(p)
-    p.add_argument("--json", action="store_true", help="print the final metadata as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the model card as JSON (alone on stdout; the saved folder is named on stderr)")
     p.set_defaults(func=run)
 
 
@@ -247,10 +248,13 @@ def run(args) -> int:
                                 target_name=train_set.label_names[target] if attack is not None else None)
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
-    if args.json:
+    out = save_model(lm.model, lm.tokenizer, args.out, card, force=args.force) if args.out else None
+    if args.json:  # stdout holds the JSON alone, so it parses
+        if out is not None:
+            print(f"saved {out}", file=sys.stderr)
         print_json(card.to_json())
-    if args.out:
-        out = save_model(lm.model, lm.tokenizer, args.out, card, force=args.force)
+        return 0
+    if out is not None:
         print(f"saved {out}")
     if attack is not None:
         print(f"poisoned {card.n_poisoned} of {card.train_size} training samples "
