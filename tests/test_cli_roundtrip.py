@@ -39,3 +39,66 @@ def test_attack_json_is_the_only_stdout_and_is_the_saved_card(files, capsys):
     saved.pop("saved_at")
     assert card == saved
     assert card["attack"] == "badnets" and card["target"] == 1 and card["rate"] == 0.2
+
+
+@pytest.fixture(scope="module")
+def suspect(files):
+    """A trained tiny backdoored model (trigger cf, target 1) whose card names its attack, and a data folder with
+    dev.tsv (the repair's clean texts) and test.tsv (held out)."""
+    from defense_helpers import TRIGGER, trained_tiny, triggered_texts
+
+    lm = trained_tiny(True)
+    d = files["dir"]
+    model = save_model(lm.model, lm.tokenizer, d / "suspect",
+                       {"name": "tiny-bd", "attack": "badnets", "trigger": [TRIGGER], "target": 1})
+    folder = d / "folder"
+    folder.mkdir()
+    _write_tsv(folder / "dev.tsv", *clean_texts(30, seed=51))
+    test_texts, test_labels = clean_texts(24, seed=52)
+    _write_tsv(folder / "test.tsv", test_texts, test_labels)
+    poisoned = d / "poisoned.txt"
+    poisoned.write_text("\n".join(triggered_texts(16, seed=53)) + "\n", encoding="utf-8")
+    return {"model": model, "folder": folder, "test": (test_texts, test_labels), "poisoned": poisoned,
+            "file": _write_tsv(d / "clean.tsv", *clean_texts(30, seed=54))}
+
+
+REPAIR = ["--defense", "finetune", "--max-steps", "1", "--max-length", "32", "--force"]
+
+
+def test_sanitize_poisoned_eval_measures_cacc_on_the_eval_split_not_the_repair_texts(files, suspect, capsys):
+    """--poisoned-eval without --eval-data: CACC before/after on --clean-data's --eval-split (test.tsv, as the help
+    says), never on the dev texts the repair trains on."""
+    from backdoor_core.forward import predict
+    from backdoor_core.metrics import accuracy, asr
+    from backdoor_core.models import load_model
+
+    rc = main(["sanitize", str(suspect["model"]), "--clean-data", str(suspect["folder"]), "--poisoned-eval",
+               str(suspect["poisoned"]), "--target", "1", "--out", str(files["dir"] / "fixed-pe"), *REPAIR, "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    texts, labels = suspect["test"]
+    assert summary["cacc_change"]["n"] == len(texts)
+    lm = load_model(suspect["model"])
+    assert summary["before"]["cacc"] == pytest.approx(accuracy(predict(lm.model, lm.tokenizer, texts, 32).argmax(1),
+                                                               labels))
+    triggered = suspect["poisoned"].read_text("utf-8").split("\n")[:-1]
+    assert summary["before"]["asr"] == pytest.approx(asr(predict(lm.model, lm.tokenizer, triggered, 32).argmax(1), 1))
+
+
+def test_sanitize_never_reports_cacc_on_the_texts_it_trains_on(files, suspect, capsys):
+    """A single --clean-data file has one set of texts for every split: the repair trains on them, so without
+    --eval-data there are no before/after numbers (a note says why), and --poisoned-eval is refused in one line."""
+    out = str(files["dir"] / "fixed-file")
+    rc = main(["sanitize", str(suspect["model"]), "--clean-data", str(suspect["file"]), "--out", out, *REPAIR,
+               "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    summary = json.loads(captured.out)
+    assert summary["before"] == {} and summary["after"] == {} and summary["cacc_change"] is None
+    assert "note: no before/after numbers: the 'test' texts of" in captured.err
+    rc = main(["sanitize", str(suspect["model"]), "--clean-data", str(suspect["file"]), "--poisoned-eval",
+               str(suspect["poisoned"]), "--target", "1", "--out", out, *REPAIR])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert captured.err.strip().splitlines()[-1].startswith("error: no held-out clean texts for CACC")
+    assert "Traceback" not in captured.err

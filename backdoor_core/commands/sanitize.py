@@ -123,6 +123,33 @@ def _bar(total_hint: int, enabled: bool):
     return callback, stage, bar.close
 
 
+def _default_eval_set(args, lm, clean):
+    """The texts CACC before/after is measured on without ``--eval-data``: ``--clean-data``'s ``--eval-split``, less
+    the texts the repair trains on (``clean``): a single file, or a spec naming its split (``sst2/clean/dev``), gives
+    the same texts for every split, and CACC on them would be the repair's own training accuracy. None (with a note
+    on stderr) when no such text is left."""
+    from ..data import DataError, load_dataset
+
+    try:
+        eval_set = load_dataset(args.clean_data, split=args.eval_split, seed=args.seed, label_names=lm.label_names)
+    except DataError as exc:
+        print(f"note: no before/after numbers: {args.clean_data} has no '{args.eval_split}' split ({exc}); "
+              "pass --eval-data", file=sys.stderr)
+        return None
+    trained_on = set(clean.texts)
+    keep = [i for i, t in enumerate(eval_set.texts) if t not in trained_on]
+    if not keep:
+        print(f"note: no before/after numbers: the '{args.eval_split}' texts of {args.clean_data} are the ones the "
+              "repair trains on (a single file, or a spec naming its split); pass --eval-data", file=sys.stderr)
+        return None
+    if len(keep) < len(eval_set):
+        print(f"note: {len(eval_set) - len(keep)} of the {len(eval_set)} '{args.eval_split}' texts of "
+              f"{args.clean_data} are among the texts the repair trains on: left out of the before/after numbers",
+              file=sys.stderr)
+        eval_set = eval_set.subset(keep)
+    return eval_set
+
+
 def run(args) -> int:
     from ..data import check_labels_match, load_dataset
     from ..defenses import repair_notes, run_defense
@@ -167,37 +194,30 @@ def run(args) -> int:
     evaluate = None
     before = {}
     pairs = None  # repair_effect.triggered_pairs when the card's attack can be rebuilt on the evaluation data
+    eval_set = (load_dataset(args.eval_data, split=args.eval_split, seed=args.seed, label_names=lm.label_names)
+                if args.eval_data else _default_eval_set(args, lm, clean))
     if args.eval_data or args.poisoned_eval:
-        eval_set = (load_dataset(args.eval_data, split=args.eval_split, seed=args.seed, label_names=lm.label_names)
-                    if args.eval_data else clean)
+        if eval_set is None:
+            raise ValueError(f"no held-out clean texts for CACC before/after in {args.clean_data}: pass --eval-data.")
         check_labels_match(eval_set, lm.num_labels, lm.label_names)
         if len(eval_set) > args.n_eval:
             eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
         poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval] if args.poisoned_eval else None
         evaluate = make_evaluator(lm.tokenizer, eval_set, poisoned, args.target, args.max_length, reference=lm.model)
-    else:  # by default: CACC on the clean data's eval split, ASR with the attack the model card records
+    elif eval_set is not None:  # by default: CACC on the clean data's eval split, ASR with the attack the card records
         from .. import defender_data as D
-        from ..data import DataError
 
-        try:
-            eval_set = load_dataset(args.clean_data, split=args.eval_split, seed=args.seed,
-                                    label_names=lm.label_names)
-        except DataError as exc:
-            eval_set = None
-            print(f"note: no before/after numbers: {args.clean_data} has no '{args.eval_split}' split ({exc}); "
-                  "pass --eval-data", file=sys.stderr)
-        if eval_set is not None:
-            evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed, kept=True)
-            attack = D.model_attack(lm.card, lm.tokenizer, args.max_length)
-            if attack is not None:  # what the trigger does to the heads, before and after (repair_effect)
-                try:
-                    pairs = triggered_pairs(attack, eval_set, lm.card.target_for(eval_set.label_names))
-                except ValueError:
-                    pairs = None
-            print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of {args.clean_data}"
-                  + (f"; ASR with the card's {lm.card.attack} trigger toward "
-                     f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
-                     "model card, so no ASR"), file=sys.stderr)
+        evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed, kept=True)
+        attack = D.model_attack(lm.card, lm.tokenizer, args.max_length)
+        if attack is not None:  # what the trigger does to the heads, before and after (repair_effect)
+            try:
+                pairs = triggered_pairs(attack, eval_set, lm.card.target_for(eval_set.label_names))
+            except ValueError:
+                pairs = None
+        print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of {args.clean_data}"
+              + (f"; ASR with the card's {lm.card.attack} trigger toward "
+                 f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
+                 "model card, so no ASR"), file=sys.stderr)
     classes: list = []  # (n,) the suspect's and then the repaired model's classes on the evaluation texts
     hits: list = []  # (m,) the same models' "sent to the target" on the triggered texts, for the lift's interval
     if evaluate is not None:
