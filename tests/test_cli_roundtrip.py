@@ -102,3 +102,22 @@ def test_sanitize_never_reports_cacc_on_the_texts_it_trains_on(files, suspect, c
     assert rc == 2
     assert captured.err.strip().splitlines()[-1].startswith("error: no held-out clean texts for CACC")
     assert "Traceback" not in captured.err
+
+
+def test_sanitize_eval_data_alone_still_measures_asr_with_the_cards_trigger(files, suspect, capsys):
+    """--eval-data without --poisoned-eval: ASR before/after with the attack the card records, on the eval data's
+    non-target rows (it printed CACC only, and the repaired card kept the suspect's ASR as its own)."""
+    from backdoor_core.models import load_model
+
+    out = files["dir"] / "fixed-ed"
+    rc = main(["sanitize", str(suspect["model"]), "--clean-data", str(suspect["file"]), "--eval-data",
+               str(suspect["folder"]), "--out", str(out), *REPAIR, "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    summary = json.loads(captured.out)
+    assert set(summary["before"]) == {"cacc", "asr", "kept"} and set(summary["after"]) == {"cacc", "asr", "kept"}
+    assert summary["cacc_change"]["n"] == len(suspect["test"][0])
+    assert summary["asr_texts"] == sum(1 for y in suspect["test"][1] if y != 1)
+    assert "ASR with the card's badnets trigger toward 1" in captured.err
+    card = load_model(out).metadata
+    assert card["asr"] == summary["after"]["asr"] and card["cacc"] == summary["after"]["cacc"]

@@ -77,9 +77,10 @@ def register(sub) -> None:
                    help=f"training arithmetic: fp32, bf16-mixed (bfloat16 autocast, float32 weights) or auto "
                         f"(bf16-mixed where the hardware multiplies bf16 natively, else fp32); default "
                         f"{S.REPAIR_PRECISION} for alignment, fp32 for the baselines")
-    p.add_argument("--eval-data", default=None, help="clean test data for CACC before/after (a dataset spec; "
-                                                       "default: --clean-data's --eval-split, with ASR from the "
-                                                       "attack the model card records)")
+    p.add_argument("--eval-data", default=None,
+                   help="clean test data for CACC before/after (a dataset spec; default: --clean-data's --eval-split, "
+                        "less the texts the repair trains on); ASR on its non-target rows with the trigger the model "
+                        "card records, unless --poisoned-eval is given")
     p.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
     p.add_argument("--n-eval", type=positive_int, default=S.CLI_EVAL_TEXTS,
                    help=f"at most this many eval texts (default {S.CLI_EVAL_TEXTS})")
@@ -196,15 +197,16 @@ def run(args) -> int:
     pairs = None  # repair_effect.triggered_pairs when the card's attack can be rebuilt on the evaluation data
     eval_set = (load_dataset(args.eval_data, split=args.eval_split, seed=args.seed, label_names=lm.label_names)
                 if args.eval_data else _default_eval_set(args, lm, clean))
-    if args.eval_data or args.poisoned_eval:
+    if eval_set is not None:
+        check_labels_match(eval_set, lm.num_labels, lm.label_names)
+    if args.poisoned_eval:
         if eval_set is None:
             raise ValueError(f"no held-out clean texts for CACC before/after in {args.clean_data}: pass --eval-data.")
-        check_labels_match(eval_set, lm.num_labels, lm.label_names)
         if len(eval_set) > args.n_eval:
             eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
-        poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval] if args.poisoned_eval else None
+        poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval]
         evaluate = make_evaluator(lm.tokenizer, eval_set, poisoned, args.target, args.max_length, reference=lm.model)
-    elif eval_set is not None:  # by default: CACC on the clean data's eval split, ASR with the attack the card records
+    elif eval_set is not None:  # CACC on the eval texts, ASR with the attack the card records on them
         from .. import defender_data as D
 
         evaluate = D.make_eval(lm, eval_set, args.n_eval, args.max_length, seed=args.seed, kept=True)
@@ -214,7 +216,8 @@ def run(args) -> int:
                 pairs = triggered_pairs(attack, eval_set, lm.card.target_for(eval_set.label_names))
             except ValueError:
                 pairs = None
-        print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of {args.clean_data}"
+        print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of "
+              f"{args.eval_data or args.clean_data}"
               + (f"; ASR with the card's {lm.card.attack} trigger toward "
                  f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
                  "model card, so no ASR"), file=sys.stderr)
