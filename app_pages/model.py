@@ -325,8 +325,8 @@ current = ui.data_spec()
 labels_for = {"bbc": "BBC News topics (packaged)", "Your file…": "Your file… (TSV / CSV / JSONL)"}
 if current not in options:
     options.insert(-1, current)
-choice = st.selectbox("Dataset", options, index=options.index(current),
-                      format_func=lambda o: labels_for.get(o, o), key="model.data_choice")
+choice = st.selectbox("Dataset", options, index=options.index(current),  # a file by its name, not the server's path
+                      format_func=lambda o: labels_for.get(o) or ui.data_label(o), key="model.data_choice")
 if choice == "Your file…":
     st.caption("Columns: a text column (`sentence`, `text`…) and an integer `label` column.")
     data_file = st.file_uploader("Dataset file", type=["tsv", "csv", "jsonl", "txt"], key="model.data_file")

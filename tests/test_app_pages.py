@@ -861,3 +861,20 @@ def test_model_card_is_a_readable_table_with_the_raw_json_kept(tmp_path):
     assert card["ASR (attack success rate)"] == "86.2%" and card["trigger"] == "cf, mn", card
     assert card["Trojan Attention Loss (TAL)"] == "yes" and card["training time"] == "2.1 min (125 s)", card
     assert at.json and at.json[0].value  # the raw card, for analysts
+
+
+def test_the_dataset_box_names_an_uploaded_file_by_its_name(tmp_path):
+    """Back on the Model page after uploading a data file, the Dataset box showed the server's temporary path
+    (``/tmp/backdoor-lab-session-…/data-…/name.csv``); it names the file as the sidebar does."""
+    rows = "".join(f"text number {i} about topic {i % 2}\t{i % 2}\n" for i in range(40))
+    at = goto(new_app(), "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("my_news.tsv", ("text\tlabel\n" + rows).encode(),
+                                                    "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception and Path(at.session_state["lab.data_spec"]).name == "my_news.tsv"
+    goto(at, "inspect")
+    goto(at, "model")
+    box = at.selectbox(key="model.data_choice")
+    assert Path(box.value).name == "my_news.tsv"  # the value is still the file's path
+    assert "my_news.tsv" in box.options and not any("backdoor-lab-session" in o for o in box.options), box.options
