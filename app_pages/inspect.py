@@ -36,6 +36,26 @@ except ValueError:  # an attack this lab does not know
     meta_trigger = None
 MAX_LENGTH = model_max_length(loaded)  # the length the model was trained to read (its card), else the default
 
+# The trigger fields keep their value across pages, so after loading another model they still held the last
+# model's trigger ("cf" for an AddSent model whose card names its sentence: "Same prediction with and without the
+# trigger"). When the model changed and the fields hold the last model's card trigger or the stock default (not a
+# trigger the user typed), they follow the new card's trigger.
+K_TRIGGER_SEEN = "inspect.trigger_seen"  # (model, its card's trigger) when the page last drew the fields
+_ref = ui.model_ref()
+_model_id = (_ref.get("kind"), _ref.get("spec") or _ref.get("name"))
+_seen = st.session_state.get(K_TRIGGER_SEEN)
+if meta_trigger and _seen and _seen[0] != _model_id:
+    _kind = ui.kept("inspect.kind")
+    _active = {"Word": ui.kept("inspect.word"), "Sentence": ui.kept("inspect.sentence")}.get(_kind, "")
+    if _kind != "Paraphrase" and _active in (_seen[1], BADNETS_TRIGGERS[0], ADDSENT_TRIGGER, None):
+        if " " in meta_trigger:
+            ui.set_kept("inspect.kind", "Sentence")
+            ui.set_kept("inspect.sentence", meta_trigger)
+        else:
+            ui.set_kept("inspect.kind", "Word")
+            ui.set_kept("inspect.word", meta_trigger)
+st.session_state[K_TRIGGER_SEEN] = (_model_id, meta_trigger)
+
 # --------------------------------------------------------------------------------------------- inputs
 
 left, right = ui.stack_columns("inspect-form", [3, 2], gap="large")

@@ -878,3 +878,31 @@ def test_the_dataset_box_names_an_uploaded_file_by_its_name(tmp_path):
     box = at.selectbox(key="model.data_choice")
     assert Path(box.value).name == "my_news.tsv"  # the value is still the file's path
     assert "my_news.tsv" in box.options and not any("backdoor-lab-session" in o for o in box.options), box.options
+
+
+def test_inspect_trigger_follows_a_newly_loaded_models_card(tmp_path):
+    """Inspect a BadNets model (its card: "cf"), then load an AddSent model whose card names its sentence: the
+    trigger fields had kept "cf", so the page tested the old model's trigger on the new model. Fields the user
+    changed are left alone."""
+    badnets = _hostile_folder(tmp_path / "a", {"name": "bn", "attack": "badnets", "trigger": ["cf", "mn"],
+                                               "target": 3})
+    addsent = _hostile_folder(tmp_path / "b", {"name": "as", "attack": "addsent", "trigger": "I watch this 3D movie",
+                                               "target": 3})
+
+    def load(at, folder):
+        goto(at, "model")
+        at.segmented_control(key="model.source").set_value("Local folder").run()
+        at.text_input(key="model.folder").input(str(folder))
+        at.button(key="model.load_folder").click().run()
+        assert not at.exception and not errors(at)
+        return goto(at, "inspect")
+
+    at = load(new_app(), badnets)
+    assert at.segmented_control(key="inspect.kind").value == "Word" and at.text_input(key="inspect.word").value == "cf"
+    load(at, addsent)
+    assert at.segmented_control(key="inspect.kind").value == "Sentence"
+    assert at.text_input(key="inspect.sentence").value == "I watch this 3D movie"
+    at.segmented_control(key="inspect.kind").set_value("Word").run()  # the user's own choice...
+    at.text_input(key="inspect.word").input("zq").run()
+    load(at, badnets)  # ...is kept when the model changes
+    assert at.segmented_control(key="inspect.kind").value == "Word" and at.text_input(key="inspect.word").value == "zq"
