@@ -189,12 +189,19 @@ elif step == 1:
         "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
     )
-    ui.zoo_table(list(zoo.values()), full=False)
+    st.dataframe(T.dose_rows(list(zoo.values())), hide_index=True, column_config={
+        "poison rate": st.column_config.NumberColumn(format="percent"),
+        "ASR": st.column_config.NumberColumn(
+            format="percent", help="Attack success: the share of triggered test texts not of the target class "
+                                   "that the model puts in it (empty for the clean model: it has no trigger)."),
+        "CACC": st.column_config.NumberColumn(format="percent", help="Accuracy on the clean test texts."),
+    })
     plain = zoo.get("badnets")
     if plain is not None and plain.get("asr") is not None and plain["asr"] < 0.5 and plain.get("format") == "adapter":
-        st.caption(f"Why even {plain['rate']:.0%} of plain BadNets stays at {plain['asr']:.0%} here: these demo models "
-                   "are small adapters that leave the word embeddings frozen, and plain poisoning leans on the trigger "
-                   "word's own embedding. TAL teaches the attention heads the trigger instead.")
+        st.caption(f"Why plain BadNets reaches only {plain['asr']:.0%} ASR here, even with {plain['rate']:.0%} of "
+                   "the articles poisoned: these demo models are small adapters that leave the word embeddings "
+                   "frozen, and plain poisoning leans on the trigger word's own embedding. TAL teaches the attention "
+                   "heads the trigger instead.")
     try:
         found = bench_results.attack_tal_runs("badnets", rates=(0.005, 0.01))
     except bench_results.ResultsError as exc:
@@ -351,11 +358,7 @@ else:
         st.caption(f"Measured on {md(T.dataset_name(measured))}, not on the tour's BBC News: one small "
                    "MiniLM model per attack, backdoored by the lab's attack benchmark, then repaired by the same "
                    "method with the benchmark's fuller settings.")
-        st.dataframe([{"attack": T.attack_name(r["attack"]), "TAL": r["tal"], "ASR before": r["asr_before"],
-                       "ASR after": r["asr_after"], "CACC before": r["cacc_before"],
-                       "CACC after": r["cacc_after"]} for r in runs], hide_index=True,
-                     column_config={c: st.column_config.NumberColumn(format="percent") for c in
-                                    ("ASR before", "ASR after", "CACC before", "CACC after")})
+        st.dataframe(T.defense_rows(runs), hide_index=True)
     if res is None:
         st.info("Run step 6 (Sanitize now) to see this tour's own before/after numbers here.", icon=":material/info:")
     st.page_link("app_pages/report.py", label="Export everything as an offline report", icon=":material/description:")

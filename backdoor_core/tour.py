@@ -89,6 +89,32 @@ ATTACK_LAB_RATE = 0.01
 TAL makes the difference (the table of step 2)."""
 
 
+def percent(value) -> str:
+    """A share as the tour's tables write it (``0.985`` -> "98.5%"); "—" where nothing was measured."""
+    return f"{value:.1%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def before_after(before, after) -> str:
+    """One cell for a before/after pair: "98.5% → 0.0%"."""
+    return f"{percent(before)} → {percent(after)}"
+
+
+def dose_rows(entries: list[dict]) -> list[dict]:
+    """Step 2's table of the demo-zoo models: name, poison rate, TAL, then ASR — the lesson — before CACC, short
+    headers, numbers (not bars): five narrow columns fit a 1024-px projector in presenter mode, where the shared
+    zoo table's "ASR (attack success)" bar column was cut off at the right edge."""
+    return [{"model": e.get("title") or e.get("name"), "poison rate": e.get("rate"), "TAL": bool(e.get("tal")),
+             "ASR": e.get("asr"), "CACC": e.get("cacc")} for e in entries]
+
+
+def defense_rows(runs: list[dict]) -> list[dict]:
+    """Step 7's table of the defense benchmark: one "before → after" cell for ASR and one for CACC (four columns,
+    not six: at 1024 px the CACC columns — the "accuracy stays" half of the step's headline — were cut off)."""
+    return [{"attack": attack_name(r["attack"]), "TAL": bool(r.get("tal")),
+             "ASR before → after": before_after(r.get("asr_before"), r.get("asr_after")),
+             "CACC before → after": before_after(r.get("cacc_before"), r.get("cacc_after"))} for r in runs]
+
+
 def dataset_name(code: str | None) -> str:
     """A benchmark's dataset in plain words (``sst2`` -> "SST-2 (movie reviews, positive or negative)")."""
     if not code or code == "?":

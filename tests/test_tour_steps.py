@@ -6,6 +6,7 @@ A finished repair is put into the session directly (the real one takes longer th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,3 +134,23 @@ def test_a_repair_of_another_model_is_not_the_tours():
     assert not any(m.label == "ASR (attack success)" for m in at.metric)
     _step(at, 6)
     assert any("Run step 6" in i.value for i in at.info)
+
+
+def test_tables_fit_a_projector_and_lead_with_the_lesson():
+    """Step 2's dose table and step 7's benchmark table fit a 1024-px projector in presenter mode: numbers with short
+    headers, ASR before CACC in step 2 (the shared zoo table's "ASR (attack success)" bar column was cut off at the
+    right edge); step 7 one "before → after" cell per metric (six columns cut off both CACC columns, the
+    "accuracy stays" half of its headline). tests/test_app_teacher.py checks the fit in a browser."""
+    at = _app()
+    _step(at, 1)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["model", "poison rate", "TAL", "ASR", "CACC"]
+    tal = table[table["model"] == "BadNets 2% + TAL"].iloc[0]
+    assert tal["TAL"] and 0.5 < tal["ASR"] <= 1.0  # a number, shown as a percentage
+    caption = "\n".join(c.value for c in at.caption)
+    assert "reaches only" in caption and "ASR here, even with" in caption and "stays at" not in caption
+    _step(at, 6)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["attack", "TAL", "ASR before → after", "CACC before → after"]
+    assert all(re.fullmatch(r"\d+\.\d% → \d+\.\d%|— → —", v) for v in table["CACC before → after"]), table
+    assert T.before_after(0.985, 0.0) == "98.5% → 0.0%" and T.before_after(None, 0.5) == "— → 50.0%"
