@@ -9,6 +9,7 @@ import streamlit as st
 
 from backdoor_core import figures as F
 from app_pages import _common as ui
+from app_pages._state import follow_default
 from app_pages._text import md
 
 
@@ -146,10 +147,11 @@ def ablation_tab(loaded, result, max_length: int) -> None:
             chosen = mask_labels(suspicious)
             st.caption("Switched off: " + ", ".join(chosen))
         else:
-            default = [r["head"] for r in result.top_heads(2)]
             if any(n not in names for n in st.session_state.get("inspect.ablate_heads", [])):
                 st.session_state.pop("inspect.ablate_heads")
-            chosen = st.multiselect("Heads to switch off", names, default=default, key="inspect.ablate_heads",
+            # the two top heads of this text and trigger, unless the user chose
+            follow_default("inspect.ablate_heads", [r["head"] for r in result.top_heads(2)])
+            chosen = st.multiselect("Heads to switch off", names, key="inspect.ablate_heads",
                                     help="Each chosen head's output is multiplied by 0 (its weights are untouched).")
     if not chosen:
         st.caption("Pick at least one head.")

@@ -82,6 +82,18 @@ def set_kept(key: str, value: Any) -> None:
     ss()[key] = value
 
 
+def follow_default(key: str, default: Any) -> None:
+    """Give widget ``key`` its ``default`` again when that default changed and the user had left the widget at the
+    old one (a choice of theirs is kept). Call before drawing the widget, and draw it without ``index``/``default``.
+
+    For pickers whose default follows the data (the Inspect page's heads: the top head of the text and trigger now
+    shown); a plain ``default=`` is read once per key, so they kept the first text's top head."""
+    mark = f"{key}.__default"
+    if key not in ss() or ss()[key] == ss().get(mark):
+        ss()[key] = default
+    ss()[mark] = default
+
+
 SESSION_PARAM = "session"
 SESSIONS_ENV = "BACKDOOR_LAB_SESSIONS_DIR"
 

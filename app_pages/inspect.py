@@ -15,6 +15,7 @@ from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
 from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._state import follow_default
 from app_pages._text import h, md, md_code
 
 ui.page_header(
@@ -243,9 +244,9 @@ with tabs[1]:
 with tabs[2]:
     top = result.top_heads(1)[0]
     head_names = [head_label(l, h) for l in range(L) for h in range(H)]
-    default_head = top["head"]
     if st.session_state.get("inspect.head") not in head_names:
-        st.session_state["inspect.head"] = default_head
+        st.session_state.pop("inspect.head", None)
+    follow_default("inspect.head", top["head"])  # the top head of this text and trigger, unless the user chose
     c1, c2 = st.columns([1, 3])
     with c1:
         head_name = st.selectbox("Head", head_names, key="inspect.head",
@@ -268,8 +269,11 @@ with tabs[3]:
     layers_all = list(range(L))
     bv_cache = st.session_state.setdefault("inspect.bv_cache", {})
     if view == "head view":
-        bv_layer = c3.selectbox("Layer shown first", layers_all, index=int(top["layer"]),
-                                format_func=lambda x: f"L{x}", key="inspect.bv_layer")
+        if st.session_state.get("inspect.bv_layer") not in layers_all:
+            st.session_state.pop("inspect.bv_layer", None)
+        follow_default("inspect.bv_layer", int(top["layer"]))  # the top head's layer, unless the user chose
+        bv_layer = c3.selectbox("Layer shown first", layers_all, format_func=lambda x: f"L{x}",
+                                key="inspect.bv_layer")
         bv_key = (key, view, bv_text, bv_layer)
         height = min(1400, 140 + 24 * len(rec.tokens))
     else:

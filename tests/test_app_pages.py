@@ -906,3 +906,34 @@ def test_inspect_trigger_follows_a_newly_loaded_models_card(tmp_path):
     at.text_input(key="inspect.word").input("zq").run()
     load(at, badnets)  # ...is kept when the model changes
     assert at.segmented_control(key="inspect.kind").value == "Word" and at.text_input(key="inspect.word").value == "zq"
+
+
+def test_inspect_head_pickers_follow_the_top_head_of_the_text_shown():
+    """The One head, bertviz and Switch heads off pickers start at the top head(s) of the text and trigger shown.
+    They kept the first text's top heads after the trigger changed (an AddSent model read with "cf", then with its
+    sentence: L5H3 shown while the table's top head was L4H4); a head the user picked is kept."""
+    at = goto(new_app(), "inspect")
+
+    def top():
+        res = at.session_state["inspect.cache"][1]
+        return [r["head"] for r in res.top_heads(2)], int(res.top_heads(1)[0]["layer"])
+
+    def pickers():
+        return (at.selectbox(key="inspect.head").value, at.selectbox(key="inspect.bv_layer").value,
+                at.multiselect(key="inspect.ablate_heads").value)
+
+    heads, layer = top()
+    assert pickers() == (heads[0], layer, heads)
+    seen = set()
+    for word in ("bb", "cf", "zebra", "tq"):  # in the tiny model these move the top head between layers
+        at.text_input(key="inspect.word").input(word).run()
+        heads, layer = top()
+        seen.add(heads[0])
+        assert not at.exception and pickers() == (heads[0], layer, heads), (word, pickers(), heads, layer)
+    assert len(seen) > 1, "the triggers should not all share one top head"
+    # the user's own picks stay when the text changes
+    at.selectbox(key="inspect.head").set_value("L0H0").run()
+    at.multiselect(key="inspect.ablate_heads").set_value(["L1H1"]).run()
+    at.text_input(key="inspect.word").input("bb").run()
+    assert at.selectbox(key="inspect.head").value == "L0H0"
+    assert at.multiselect(key="inspect.ablate_heads").value == ["L1H1"]
