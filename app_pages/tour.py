@@ -254,7 +254,7 @@ elif step == 3:
     st.markdown(
         '<div class="lab-big">Why does it flip? Some heads <b>lock onto the trigger</b>: nearly every word sends '
         "its attention to <b>cf</b>. Bright cells are heads whose attention goes to the trigger; the matrix shows "
-        "the brightest head — the column under <b>cf</b> lights up.</div>",
+        "the brightest head: the dark column under <b>cf</b> is where nearly all of its attention goes.</div>",
         unsafe_allow_html=True,
     )
     model = _named_model(T.BACKDOORED_MODEL)

@@ -154,3 +154,10 @@ def test_tables_fit_a_projector_and_lead_with_the_lesson():
     assert list(table.columns) == ["attack", "TAL", "ASR before → after", "CACC before → after"]
     assert all(re.fullmatch(r"\d+\.\d% → \d+\.\d%|— → —", v) for v in table["CACC before → after"]), table
     assert T.before_after(0.985, 0.0) == "98.5% → 0.0%" and T.before_after(None, 0.5) == "— → 50.0%"
+
+
+def test_step_4_says_what_the_matrix_shows():
+    """The matrix's colour scale is white to dark blue: the trigger's column is dark, it does not "light up"."""
+    at = _app()
+    text = _texts(_step(at, 3))
+    assert "lights up" not in text and "dark column under" in text
