@@ -153,6 +153,12 @@ def _repair_numbers(res: dict) -> None:
     if words:
         st.markdown(f"**Before → after:** {', '.join(words)}.")
         st.caption(_measured_on())
+    capped = (res.get("details") or {}).get("head_only_cap") or {}
+    if heads and capped.get("from"):  # step 5's tile counted more heads than this repair trained: say why
+        st.caption(f"Why {len(heads)} heads repaired when the scan marked {capped['from']}: this repair trains "
+                   f"attention heads only, so it takes the {len(heads)} highest-scoring of them "
+                   f"({md(', '.join(map(str, heads)))}) — retraining many heads while every other weight stays "
+                   "frozen costs clean accuracy.")
 
 
 # --------------------------------------------------------------------------------------------- progress bar

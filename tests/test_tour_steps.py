@@ -161,3 +161,13 @@ def test_step_4_says_what_the_matrix_shows():
     at = _app()
     text = _texts(_step(at, 3))
     assert "lights up" not in text and "dark column under" in text
+
+
+def test_step_6_says_why_it_repairs_fewer_heads_than_step_5_marked():
+    """Step 5's tile said 13 suspicious heads; the head-only repair trains the 4 highest-scoring: say so."""
+    at = _app()
+    at.session_state["sanitize.result"] = {**_finished_repair(), "details": {
+        "suspicious_heads": ["L3H4", "L4H2", "L4H5", "L5H0"], "head_only_cap": {"max_heads": 4, "from": 13, "to": 4}}}
+    _step(at, 5)
+    text = _texts(at)
+    assert "Why 4 heads repaired when the scan marked 13" in text and "L4H2" in text
