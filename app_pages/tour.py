@@ -26,6 +26,7 @@ STEPS = [
     "ASR falls, accuracy stays",
 ]
 K_STEP = "tour.step"
+STEP_PARAM = "step"
 WHY_NOT_BRIGHTEST = (
     "**The heads the scan marks need not be the brightest of step 4:** it ranks a head by how much more it joins "
     "its layer on one word in flagged inputs than in clean text, times how much the prediction depends on it — so "
@@ -35,8 +36,11 @@ TRIGGER, SENTENCE = T.TRIGGER, T.SENTENCE
 
 ui.page_header("Guided tour", "How a backdoor gets into a text classifier — and out again — in seven steps.")
 
+if K_STEP not in st.session_state:  # a reload or a new tab: the step the URL names (the page writes it below)
+    st.session_state[K_STEP] = T.step_index(st.query_params.get(STEP_PARAM), len(STEPS))
 step = int(st.session_state.get(K_STEP, 0))
 step = max(0, min(step, len(STEPS) - 1))
+st.query_params[STEP_PARAM] = str(step + 1)  # a reload mid-lesson opens this step again, not step 1
 
 # --------------------------------------------------------------------------------------------- models
 

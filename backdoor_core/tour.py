@@ -89,6 +89,16 @@ ATTACK_LAB_RATE = 0.01
 TAL makes the difference (the table of step 2)."""
 
 
+def step_index(param, n_steps: int) -> int:
+    """The 0-based step of a tour URL's ``?step=`` (1-based, as the page shows it); 0 for a missing or bad value.
+    The page writes its step there, so a reload (or the same link in a new tab) opens the same step."""
+    try:
+        step = int(str(param).strip()) - 1
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(step, n_steps - 1))
+
+
 def percent(value) -> str:
     """A share as the tour's tables write it (``0.985`` -> "98.5%"); "—" where nothing was measured."""
     return f"{value:.1%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"

@@ -171,3 +171,17 @@ def test_step_6_says_why_it_repairs_fewer_heads_than_step_5_marked():
     _step(at, 5)
     text = _texts(at)
     assert "Why 4 heads repaired when the scan marked 13" in text and "L4H2" in text
+
+
+def test_a_reload_opens_the_same_step():
+    """The step is in the URL (?step=4), so a reload mid-lesson or the link in a new tab opens that step again; a
+    bad value opens step 1."""
+    at = _step(_app(), 3)
+    assert at.query_params["step"] == ["4"] or at.query_params["step"] == "4"
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params["step"] = "4"
+    again.run()
+    again.switch_page("app_pages/tour.py").run()
+    assert not again.exception
+    assert again.header[0].value == "The heads that lock onto the trigger"
+    assert [T.step_index(v, 7) for v in ("1", "7", "99", "0", "x", None, " 3 ")] == [0, 6, 6, 0, 0, 0, 2]
