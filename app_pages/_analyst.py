@@ -116,6 +116,9 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
             st.switch_page("app_pages/inspect.py")
 
 
+K_INSPECT_HEADS_OFF = "inspect.heads_off"  # {"model": name, "heads": [...]}: the heads the Inspect page switched off
+
+
 def _scan_suspicious(loaded):
     """The last scan's suspicious-head mask when it was of this model (same layers x heads), else None."""
     from app_pages import _actions as A
@@ -153,6 +156,8 @@ def ablation_tab(loaded, result, max_length: int) -> None:
             follow_default("inspect.ablate_heads", [r["head"] for r in result.top_heads(2)])
             chosen = st.multiselect("Heads to switch off", names, key="inspect.ablate_heads",
                                     help="Each chosen head's output is multiplied by 0 (its weights are untouched).")
+    # the Compare page starts from these (a widget's own value is gone once the browser leaves the page)
+    st.session_state[K_INSPECT_HEADS_OFF] = {"model": loaded.name, "heads": list(chosen)}
     if not chosen:
         st.caption("Pick at least one head.")
         return

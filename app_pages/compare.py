@@ -9,6 +9,7 @@ import streamlit as st
 from backdoor_core import figures as F
 from backdoor_core.attention import InputTextError
 from app_pages import _actions as A
+from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._text import md
 
@@ -55,7 +56,8 @@ with c1:
         scanned = [n for n in (scan.suspicious_heads if scan is not None and
                                (st.session_state.get(A.K_SCAN_INFO) or {}).get("model_name") == loaded.name
                                else []) if n in names]
-        inspected = [n for n in st.session_state.get("inspect.ablate_heads") or [] if n in names]
+        off = st.session_state.get(AN.K_INSPECT_HEADS_OFF) or {}
+        inspected = [n for n in off.get("heads") or [] if n in names] if off.get("model") == loaded.name else []
         if any(n not in names for n in ui.kept("compare.heads", [])):  # another model's grid: start again
             st.session_state.pop("compare.heads")
         # the user's choice is kept across pages; a first visit starts from the last scan's heads

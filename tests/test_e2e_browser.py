@@ -192,3 +192,29 @@ def _check_inspect(page) -> None:
     page.locator('[data-testid="stIFrame"]').first.screenshot(path=str(ARTIFACTS / "app_inspect_bertviz.png"))
     page.get_by_role("tab", name="Heads on the trigger").click()
     wait_until_idle(page)
+
+
+def _chips(page, label: str) -> list[str]:
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
+    return [t.get_attribute("title") for t in box.locator('[data-testid="stMultiSelectTagsContainer"] span[title]').all()]
+
+
+def test_compare_starts_from_the_heads_switched_off_on_inspect(server):
+    """Compare's help says a first visit starts from the heads switched off on the Inspect page; in a browser it
+    started from L0H0 (it read the Inspect widget's own value, which is gone once the browser leaves that page)."""
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, {"width": 1400, "height": 1400})
+        page.goto(f"{server}/inspect")
+        wait_until_idle(page)
+        page.get_by_role("tab", name="Switch heads off").click()
+        wait_until_idle(page)
+        heads = _chips(page, "Heads to switch off")
+        assert len(heads) == 2, heads
+        box = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Heads to switch off")
+        box.get_by_role("button", name=f"Remove {heads[0]}").click()  # the user's own choice: one head
+        wait_until_idle(page)
+        assert _chips(page, "Heads to switch off") == heads[1:]
+        _nav(page, "Compare models")
+        _no_exceptions(page, "compare")
+        assert _chips(page, "Heads switched off in B") == heads[1:]
+        assert blocked == [] and not errors, (blocked[:3], errors[:3])
