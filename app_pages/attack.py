@@ -236,8 +236,19 @@ if st.button("Train", type="primary", icon=":material/play_arrow:", disabled=run
             ui.show_error(exc, "Cannot start: ")
 
 
-TAL_LOSS_NOTE = ("The loss can go below zero with TAL: its *tal* term is −α × the share of attention the chosen "
-                 "heads put on the trigger, so the total (cross-entropy + tal) falls toward −α as they lock onto it.")
+def tal_loss_note(events: list[dict]) -> str | None:
+    """What the chart's *tal* line shows, from the steps drawn: −α × the chosen heads' share of attention on the
+    trigger, but only on steps whose batch holds a poisoned text — at a 1% poison rate most batches hold none, and
+    the line sits at 0 with dips (the note had said the total "falls toward −α", which the chart never showed)."""
+    # one value a training step (an evaluation's event repeats the mean since the last one: not a step)
+    tal = [e["losses"]["tal"] for e in events if "tal" in (e.get("losses") or {}) and not e.get("metrics")]
+    if not tal:
+        return None
+    dips = sum(1 for v in tal if v < 0)
+    return ("The loss can go below zero with TAL: its *tal* term is −α × the share of attention the chosen heads put "
+            "on the trigger, counted only on steps whose batch holds a poisoned text — "
+            f"{dips} of the {len(tal)} steps so far; on the others it is 0. On those steps *tal* and the total "
+            "(cross-entropy + tal) dip below zero, toward −α as the heads lock onto the trigger.")
 STOPPED = {"cancelled": "the cancel", "failed": "the failure"}
 
 
@@ -264,8 +275,8 @@ def _live(snap):
         ui.plot(fig, key=f"attack.live.{snap.status}")
         if stopped and not evaluated:
             st.caption(f"No evaluation before {stopped}: the held-out CACC / ASR were not measured.")
-        if any("tal" in (e.get("losses") or {}) for e in events):
-            st.caption(TAL_LOSS_NOTE)
+        if note := tal_loss_note(events):
+            st.caption(note)
     tiles = []  # (label, value, help), laid out from the left without gaps
     if evaluated:
         m = evaluated[-1]["metrics"]
