@@ -8,6 +8,7 @@ import streamlit as st
 
 from backdoor_core import figures as F
 from backdoor_core.attention import InputTextError
+from backdoor_core.defender_data import model_max_length
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -20,12 +21,14 @@ ui.page_header(
 )
 
 DEFAULT_TEXT = "The government announced new plans to cut taxes for small businesses next year."
-MAX_LENGTH = 128
 HEADS_OFF = "This model with heads switched off"
 
 loaded = ui.current_model()
 if loaded is None:
     st.stop()
+# the length model A was trained to read, as the Inspect page reads it (a fixed 128 gave other probabilities than
+# Inspect for the same text once it was longer than a zoo model's 64 tokens)
+MAX_LENGTH = model_max_length(loaded)
 
 # --------------------------------------------------------------------------------------------- model B
 
@@ -120,7 +123,9 @@ for col, who, res, name in ((m[0], "A", cmp.a, cmp.name_a), (m[1], "B", cmp.b, c
         st.markdown(f"**{who}: {md(name, 80)}**")
         ui.flip_line(res.prediction("clean"), res.prediction("triggered"))
 st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
-           f"“{md(cmp.a.triggered.text, 200)}”")
+           f"“{md(cmp.a.triggered.text, 200)}”"
+           + (f" — cut to its first {MAX_LENGTH} tokens." if cmp.a.clean.truncated or cmp.a.triggered.truncated
+              else ""))
 
 p1, p2 = ui.stack_columns("compare-probs")
 with p1:

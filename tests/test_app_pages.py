@@ -937,3 +937,28 @@ def test_inspect_head_pickers_follow_the_top_head_of_the_text_shown():
     at.text_input(key="inspect.word").input("bb").run()
     assert at.selectbox(key="inspect.head").value == "L0H0"
     assert at.multiselect(key="inspect.ablate_heads").value == ["L1H1"]
+
+
+def test_compare_reads_a_text_as_long_as_inspect_does(tmp_path):
+    """A model trained on 16 tokens (its card): Inspect read a long text's first 16 tokens, Compare its first 128,
+    so the same model gave the same text other probabilities on the two pages. Compare reads as Inspect does, and
+    says the text was cut."""
+    folder = _hostile_folder(tmp_path, {"name": "short", "attack": "badnets", "trigger": "cf", "target": 3,
+                                        "max_length": 16})
+    long_text = " ".join(["The committee met again on Tuesday to discuss the budget for the coming year."] * 4)
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(folder))
+    at.button(key="model.load_folder").click().run()
+    goto(at, "inspect")
+    at.text_area(key="inspect.text").input(long_text).run()
+    inspected = at.session_state["inspect.cache"][1]
+    assert len(inspected.clean.tokens) == 16
+    goto(at, "compare")
+    at.text_area(key="compare.text").input(long_text).run()
+    at.text_input(key="compare.trigger").input(inspected.trigger).run()
+    assert not at.exception and not errors(at)
+    cmp = at.session_state["compare.cache"][1]
+    assert cmp.a.clean.tokens == inspected.clean.tokens
+    assert cmp.a.prediction("clean") == inspected.prediction("clean")
+    assert any("cut to its first 16 tokens" in c.value for c in at.caption)
