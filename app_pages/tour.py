@@ -200,11 +200,10 @@ elif step == 1:
         unsafe_allow_html=True,
     )
     st.dataframe(T.dose_rows(list(zoo.values())), hide_index=True, column_config={
-        "poison rate": st.column_config.NumberColumn(format="percent"),
-        "ASR": st.column_config.NumberColumn(
-            format="percent", help="Attack success: the share of triggered test texts not of the target class "
-                                   "that the model puts in it (empty for the clean model: it has no trigger)."),
-        "CACC": st.column_config.NumberColumn(format="percent", help="Accuracy on the clean test texts."),
+        "ASR": st.column_config.TextColumn(
+            help="Attack success: the share of triggered test texts not of the target class that the model puts in "
+                 "it (— for the clean model: it has no trigger)."),
+        "CACC": st.column_config.TextColumn(help="Accuracy on the clean test texts."),
     })
     plain = zoo.get("badnets")
     if plain is not None and plain.get("asr") is not None and plain["asr"] < 0.5 and plain.get("format") == "adapter":

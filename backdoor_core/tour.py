@@ -111,10 +111,15 @@ def before_after(before, after) -> str:
 
 def dose_rows(entries: list[dict]) -> list[dict]:
     """Step 2's table of the demo-zoo models: name, poison rate, TAL, then ASR — the lesson — before CACC, short
-    headers, numbers (not bars): five narrow columns fit a 1024-px projector in presenter mode, where the shared
+    headers, numbers as text (not bars; "—" where the clean model has no ASR, not "None"): five narrow columns fit a 1024-px projector in presenter mode, where the shared
     zoo table's "ASR (attack success)" bar column was cut off at the right edge."""
-    return [{"model": e.get("title") or e.get("name"), "poison rate": e.get("rate"), "TAL": bool(e.get("tal")),
-             "ASR": e.get("asr"), "CACC": e.get("cacc")} for e in entries]
+    return [{"model": e.get("title") or e.get("name"), "poison rate": rate_text(e.get("rate")),
+             "TAL": bool(e.get("tal")), "ASR": percent(e.get("asr")), "CACC": percent(e.get("cacc"))} for e in entries]
+
+
+def rate_text(rate) -> str:
+    """A poison rate as the models' titles write it (``0.02`` -> "2%", ``0.005`` -> "0.5%"); "—" where none."""
+    return f"{100 * rate:g}%" if isinstance(rate, (int, float)) and not isinstance(rate, bool) else "—"
 
 
 def defense_rows(runs: list[dict]) -> list[dict]:

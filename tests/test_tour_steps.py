@@ -146,7 +146,8 @@ def test_tables_fit_a_projector_and_lead_with_the_lesson():
     table = at.dataframe[0].value
     assert list(table.columns) == ["model", "poison rate", "TAL", "ASR", "CACC"]
     tal = table[table["model"] == "BadNets 2% + TAL"].iloc[0]
-    assert tal["TAL"] and 0.5 < tal["ASR"] <= 1.0  # a number, shown as a percentage
+    assert tal["TAL"] and tal["poison rate"] == "2%" and re.fullmatch(r"\d+\.\d%", tal["ASR"]), dict(tal)
+    assert table[table["model"] == "Clean"].iloc[0]["ASR"] == "—"  # not "None"
     caption = "\n".join(c.value for c in at.caption)
     assert "reaches only" in caption and "ASR here, even with" in caption and "stays at" not in caption
     _step(at, 6)
