@@ -2,14 +2,16 @@
 
 import streamlit as st
 
-from app_pages._common import page_header
+from app_pages._common import page_header, stack_columns
 
 page_header(
     "Backdoor Attention Lab",
     "See and repair backdoors in BERT-style text classifiers — offline, on a laptop.",
 )
 
-left, right = st.columns(2, gap="large")
+# one column a row below 1200 px (and in presenter mode below 1600): side by side on a 1024-px projector in presenter
+# mode each was 220 px wide, three words a line, "Where to start" on two lines
+left, right = stack_columns("home", 2, gap="large")
 with left:
     st.markdown(
         """

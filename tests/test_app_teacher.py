@@ -38,3 +38,58 @@ def test_the_tal_note_says_what_the_tal_line_shows():
     assert note, [c.value for c in at.caption]
     assert f"{dips} of the {len(tal)} steps so far; on the others it is 0" in note[0], note[0]
     assert "falls toward −α" not in note[0]
+
+
+# ------------------------------------------------------------------------------------------------ in a browser
+
+from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
+from browser import wait_until_idle  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+PROJECTOR = {"width": 1024, "height": 768}
+browser_only = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
+
+# a dataframe wider than its box scrolls sideways: the columns at the right are out of sight
+TABLES_SCROLL_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
+  .filter(s => s.scrollWidth > s.clientWidth + 1).map(s => `${s.scrollWidth} px in ${s.clientWidth}`)"""
+# a metric value ellipsized by its tile ("126 / …")
+METRICS_CUT_JS = """() => [...document.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricValue"] div')]
+  .filter(v => v.getBoundingClientRect().width > 0 && v.scrollWidth > v.clientWidth + 1)
+  .map(v => `"${v.textContent.slice(0, 30)}" ${v.scrollWidth} px in ${v.clientWidth}`)"""
+
+
+@pytest.fixture(scope="module")
+def teacher_server(tmp_path_factory):
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo")),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path_factory.mktemp("sessions"))}
+    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log", start_timeout_s=300) as url:
+        yield url
+
+
+def _presenter(page) -> None:
+    page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode (larger text)").click()
+    wait_until_idle(page)
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"teacher_{name}.png"), full_page=True)
+
+
+@browser_only
+def test_home_stacks_its_columns_on_a_projector(teacher_server):
+    """Presenter mode at 1024 px: side by side, Home's two columns were 220 px each (three words a line)."""
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, PROJECTOR)
+        page.goto(f"{teacher_server}/")
+        wait_until_idle(page)
+        _presenter(page)
+        widths = page.evaluate("""() => {
+            const h = [...document.querySelectorAll('h4')].find(e => e.innerText.includes('Where to start'));
+            const main = document.querySelector('[data-testid="stMainBlockContainer"] [data-testid="stVerticalBlock"]');
+            return [h.closest('[data-testid="stColumn"]').getBoundingClientRect().width,
+                    main.getBoundingClientRect().width]; }""")
+        _shot(page, "home_1024_presenter")
+        assert widths[0] >= 0.9 * widths[1], f"'Where to start' column {widths[0]:.0f} px of {widths[1]:.0f}"
+        assert blocked == [] and errors == [], (blocked[:3], errors[:3])
