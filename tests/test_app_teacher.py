@@ -93,3 +93,24 @@ def test_home_stacks_its_columns_on_a_projector(teacher_server):
         _shot(page, "home_1024_presenter")
         assert widths[0] >= 0.9 * widths[1], f"'Where to start' column {widths[0]:.0f} px of {widths[1]:.0f}"
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
+
+
+@browser_only
+def test_tour_tables_fit_a_projector(teacher_server):
+    """Presenter mode at 1024 px: step 2's dose table and step 7's benchmark table show every column (the ASR
+    column of step 2 and both CACC columns of step 7 were out of sight at the right)."""
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, PROJECTOR)
+        page.goto(f"{teacher_server}/tour?step=2")
+        wait_until_idle(page)
+        _presenter(page)
+        for step in (2, 7):
+            page.goto(f"{teacher_server}/tour?step={step}")  # the URL names the step (a reload keeps it)
+            wait_until_idle(page)
+            page.get_by_text(f"Step {step} of 7").first.wait_for()
+            _presenter(page)  # a new page load is a new session
+            page.locator('[data-testid="stDataFrame"]').first.wait_for()
+            page.wait_for_timeout(500)
+            _shot(page, f"tour_step{step}_1024_presenter")
+            assert page.evaluate(TABLES_SCROLL_JS) == [], f"step {step}: a table scrolls sideways"
+        assert blocked == [] and errors == [], (blocked[:3], errors[:3])
