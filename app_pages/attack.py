@@ -288,9 +288,10 @@ def _live(snap):
         tiles.append(("Step", f"{now} / {total}", None))
         left = snap.elapsed / now * (total - now) if now and snap.active else None
         tiles.append(("Time", f"{snap.elapsed:.0f} s", None if left is None else f"about {left:.0f} s left"))
-    if tiles:
-        for col, (label, value, help_text) in zip(ui.tile_columns("attack-live", 4), tiles):
-            col.metric(label, value, help=help_text)
+    if tiles:  # each as wide as its value, wrapping to a new row: four fixed columns cut "126 / 126" at 1024 px
+        row = st.container(horizontal=True, gap="large")
+        for label, value, help_text in tiles:
+            row.metric(label, value, help=help_text, width="content")
 
 
 ui.job_panel("attack", draw=_live)

@@ -114,3 +114,25 @@ def test_tour_tables_fit_a_projector(teacher_server):
             _shot(page, f"tour_step{step}_1024_presenter")
             assert page.evaluate(TABLES_SCROLL_JS) == [], f"step {step}: a table scrolls sideways"
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
+
+
+@browser_only
+def test_attack_lab_tiles_are_not_cut_at_1024_px(teacher_server):
+    """A run of 196 steps: four fixed tile columns cut "196 / 196" to "196 / …" in a 1024-px window."""
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, PROJECTOR)
+        page.goto(f"{teacher_server}/attack")
+        wait_until_idle(page)
+        for label, value in (("Training texts", 1558), ("Test texts (CACC / ASR)", 30), ("Epochs", 2)):
+            box = page.get_by_label(label, exact=True)
+            box.fill(str(value))
+            box.press("Enter")
+            wait_until_idle(page, settle_s=0.3)
+        page.get_by_role("button", name="Train").first.click()
+        page.get_by_text("is now the current model").first.wait_for(timeout=240_000)
+        wait_until_idle(page)
+        _shot(page, "attack_1024")
+        steps = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text("Step", exact=True)).first
+        assert steps.locator('[data-testid="stMetricValue"]').inner_text().strip() == "196 / 196"
+        assert page.evaluate(METRICS_CUT_JS) == []
+        assert blocked == [] and errors == [], (blocked[:3], errors[:3])
