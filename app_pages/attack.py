@@ -312,5 +312,9 @@ if res and (job is None or not job.active):
     )
     st.page_link("app_pages/inspect.py", label="Inspect it now: type a sentence and add the trigger",
                  icon=":material/search:")
+    # the model lives in this tab's memory: a reload (F5, a dropped connection's "reload" prompt) or a new tab loses
+    # it and the sidebar silently goes back to the default model
+    st.caption("It lives in this browser tab only: a reload of the page or a new tab starts without it. Save it into "
+               "the zoo folder to keep it (then pick it on the Model page).")
     with st.expander("Keep it: save into the zoo folder"):
         save_panel(res["loaded"], "attack")

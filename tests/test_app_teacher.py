@@ -136,3 +136,21 @@ def test_attack_lab_tiles_are_not_cut_at_1024_px(teacher_server):
         assert steps.locator('[data-testid="stMetricValue"]').inner_text().strip() == "196 / 196"
         assert page.evaluate(METRICS_CUT_JS) == []
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
+
+
+def test_a_trained_model_says_a_reload_loses_it():
+    """The speaker's model took minutes to train and lives in this tab's memory only: the page says that a reload
+    loses it (a reload showed the default model again with no word of the trained one), next to the save panel."""
+    at = goto(new_app(), "attack")
+    at.number_input(key="attack.n_train").set_value(40)
+    at.number_input(key="attack.n_test").set_value(30)
+    at.number_input(key="attack.epochs").set_value(1)
+    at.number_input(key="attack.rate").set_value(10.0)
+    at.select_slider(key="attack.max_len").set_value(32)
+    at.run()
+    at.button(key="attack.train").click().run()
+    assert wait_job(at, "attack").status == "done"
+    at.run()
+    assert any("is trained and" in s.value for s in at.success)
+    assert any("a reload of the page or a new tab starts without it" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
