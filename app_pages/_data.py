@@ -17,10 +17,16 @@ from app_pages._widgets import show_error
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _load_dataset(spec: str, split: str, seed: int):
-    from backdoor_core.data import load_split
+def _load_dataset(spec: str, split: str, seed: int, label_names: tuple[str, ...] | None = None):
+    from backdoor_core.data import TextDataset, load_split, named_classes
 
-    return load_split(spec, split=split, seed=seed)  # a single file: its training part or its test part
+    ds = load_split(spec, split=split, seed=seed)  # a single file: its training part or its test part
+    if (label_names and named_classes(label_names) and not named_classes(ds.label_names)
+            and len(label_names) == ds.num_labels):
+        # an integer-labelled file read for a model that names its classes: its ids are the model's classes, as
+        # the scan and sanitize commands read it (load_dataset(label_names=...)); pages then say "sports", not "3"
+        ds = TextDataset(ds.texts, ds.labels, list(label_names), ds.name)
+    return ds
 
 
 def data_spec() -> str:
@@ -41,18 +47,19 @@ def set_data_spec(spec: str) -> None:
     ss()[K_DATA] = spec
 
 
-def dataset(split: str = "train", spec: str | None = None, seed: int = 0):
-    """The dataset (cached, read-only). Raises ``DataError`` with a readable message."""
+def dataset(split: str = "train", spec: str | None = None, seed: int = 0, label_names=None):
+    """The dataset (cached, read-only). Raises ``DataError`` with a readable message. ``label_names``: a model's
+    classes, which name the classes of data that only numbers them (``_load_dataset``)."""
     spec = spec or data_spec()
     with st.spinner(f"Loading {md(spec)} ({split})…"):
-        return _load_dataset(spec, split, seed)
+        return _load_dataset(spec, split, seed, tuple(label_names) if label_names else None)
 
 
-def dataset_or_none(split: str = "train"):
+def dataset_or_none(split: str = "train", label_names=None):
     from backdoor_core.data import DataError
 
     try:
-        return dataset(split)
+        return dataset(split, label_names=label_names)
     except (DataError, OSError, ValueError) as exc:
         show_error(exc, f"Dataset '{data_spec()}' ({split}): ")  # show_error escapes
         return None

@@ -303,8 +303,8 @@ def require_model_and_data():
     loaded = current_model()
     if loaded is None:
         st.stop()
-    train = dataset_or_none("train")
-    test = dataset_or_none("test") if train is not None else None
+    train = dataset_or_none("train", loaded.label_names)  # numbered classes read as the model's named ones
+    test = dataset_or_none("test", loaded.label_names) if train is not None else None
     if train is None or test is None:
         st.stop()
     problem = labels_problem(loaded, train)

@@ -65,7 +65,7 @@ with left:
     ds = None
     with st.expander("…or pick an example from the dataset"):
         try:
-            ds = ui.dataset("test")
+            ds = ui.dataset("test", label_names=loaded.label_names)
         except Exception:  # noqa: BLE001
             try:
                 ds = ui.dataset("dev")

@@ -962,3 +962,33 @@ def test_compare_reads_a_text_as_long_as_inspect_does(tmp_path):
     assert cmp.a.clean.tokens == inspected.clean.tokens
     assert cmp.a.prediction("clean") == inspected.prediction("clean")
     assert any("cut to its first 16 tokens" in c.value for c in at.caption)
+
+
+def test_an_integer_labelled_file_is_read_in_the_models_class_names(tmp_path, monkeypatch):
+    """An integer-labelled data file (the format the Model page asks for) with a model that names its classes:
+    Detect named the classes '0' / '1' (the suspected target '1', 'predicted 1') where the sidebar, Inspect and the
+    scan command say 'pos'. Detect and Sanitize now read the file's ids as the model's classes."""
+    from backdoor_core.models import save_model, tiny_model
+
+    lm = tiny_model(num_labels=2, seed=0)
+    lm.model.config.id2label, lm.model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    save_model(lm.model, lm.tokenizer, tmp_path / "named", {"name": "named"})
+    words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull"]
+    rows = "".join(f"the film was {words[i % 8]} and long number {i}\t{i % 2}\n" for i in range(60))
+    at = goto(new_app(), "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("reviews.tsv", ("text\tlabel\n" + rows).encode(),
+                                                    "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(tmp_path / "named"))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    goto(at, "detect")
+    at.number_input(key="detect.n_clean").set_value(20)
+    at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    assert at.session_state["detect.report"].label_names == ["neg", "pos"]
+    goto(at, "sanitize")
+    assert not at.exception and not errors(at)
