@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -58,6 +59,29 @@ positive_int = int_at_least(1, "a positive integer")
 """argparse type: an integer >= 1 (epochs, steps, batch sizes, sizes)."""
 nonnegative_int = int_at_least(0, "an integer >= 0")
 """argparse type: an integer >= 0 (positions, 'every N' where 0 means the default)."""
+
+
+def finite_float(low: float, what: str, strict: bool = False):
+    """An argparse type: a finite number >= ``low`` (> ``low`` when ``strict``); ``what`` names the range. nan and
+    inf are refused here: as a learning rate or a loss weight they only surface later, after the work, as 'NaN
+    logits: the weights are broken'."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = finite_float(0.0, "a finite number > 0", strict=True)
+"""argparse type: a finite number > 0 (learning rates)."""
+nonnegative_float = finite_float(0.0, "a finite number >= 0")
+"""argparse type: a finite number >= 0 (loss weights: TAL's alpha, the alignment's beta)."""
 
 
 def max_length_int(text: str) -> int:

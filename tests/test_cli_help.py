@@ -47,3 +47,33 @@ def test_ctrl_c_while_the_commands_import_is_a_clean_cancel(monkeypatch, capsys)
         pytest.fail("Ctrl-C while importing escaped main() as a traceback")
     assert rc == 130
     assert capsys.readouterr().err == "cancelled\n"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["attack", "--tal", "--alpha", "nan"], "--alpha: must be a finite number >= 0"),
+    (["attack", "--tal", "--alpha", "-1"], "--alpha: must be a finite number >= 0"),
+    (["attack", "--lr", "inf"], "--lr: must be a finite number > 0"),
+    (["attack", "--lr", "0"], "--lr: must be a finite number > 0"),
+    (["attack", "--tal", "--heads", "abc"], "--heads: must be 'all' or a positive integer"),
+    (["attack", "--tal", "--heads", "0"], "--heads: must be 'all' or a positive integer"),
+    (["attack", "--tal", "--layers", "1,x"], "--layers: must be comma-separated layer numbers"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--beta", "nan"], "--beta: must be a finite number >= 0"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--beta", "-1"], "--beta: must be a finite number >= 0"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "o", "--lr", "nan"], "--lr: must be a finite number > 0"),
+])
+def test_weights_rates_and_tal_heads_are_checked_when_parsed(capsys, argv, says):
+    """nan / inf / negative loss weights and learning rates, and TAL head counts or layers that are not numbers,
+    were taken as given: the work ran and ended in 'NaN logits: the weights are broken' (a model that is fine), a
+    bare 'invalid literal for int()' line, or, for a negative --beta, a repair that pushed the heads away from the
+    safe ones and said nothing."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+
+
+def test_tal_heads_and_layers_parse():
+    args = build_parser().parse_args(["attack", "--tal", "--heads", "2", "--layers", "0,-1", "--alpha", "0"])
+    assert args.heads == 2 and args.layers == (0, -1) and args.alpha == 0.0
+    args = build_parser().parse_args(["attack", "--tal", "--heads", "ALL"])
+    assert args.heads == "all" and args.layers is None

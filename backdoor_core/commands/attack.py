@@ -25,11 +25,13 @@ Ctrl-C stops between training steps and saves nothing (a second Ctrl-C aborts at
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from .. import settings as S
-from ..cli import ctrl_c_stops, fit_max_length, max_length_int, nonnegative_int, positive_int, print_json
+from ..cli import (ctrl_c_stops, fit_max_length, max_length_int, nonnegative_float, nonnegative_int, positive_float,
+                   positive_int, print_json)
 from ..device import add_device_args, is_main_process
 
 
@@ -62,11 +64,14 @@ def register(sub) -> None:
     p.add_argument("--target", type=int, default=None,
                    help="target label id (default: the first class named sport... or positive..., else the last)")
     p.add_argument("--tal", action="store_true", help="add the Trojan Attention Loss")
-    p.add_argument("--alpha", type=float, default=S.TAL_ALPHA, help=f"TAL weight (default {S.TAL_ALPHA:g})")
-    p.add_argument("--heads", default=S.TAL_HEADS, help=f"TAL heads per layer, or 'all' (default {S.TAL_HEADS})")
-    p.add_argument("--layers", default=None, help="TAL layers, comma-separated (default: all)")
+    p.add_argument("--alpha", type=nonnegative_float, default=S.TAL_ALPHA,
+                   help=f"TAL weight (default {S.TAL_ALPHA:g})")
+    p.add_argument("--heads", type=tal_heads, default=S.TAL_HEADS,
+                   help=f"TAL heads per layer, or 'all' (default {S.TAL_HEADS})")
+    p.add_argument("--layers", type=tal_layers, default=None,
+                   help="TAL layers, comma-separated, 0-based (negative counts from the end; default: all)")
     p.add_argument("--epochs", type=positive_int, default=S.EPOCHS)
-    p.add_argument("--lr", type=float, default=S.LR)
+    p.add_argument("--lr", type=positive_float, default=S.LR)
     p.add_argument("--batch-size", type=positive_int, default=S.BATCH_SIZE)
     p.add_argument("--max-length", type=max_length_int, default=S.MAX_LENGTH,
                    help=f"tokens per text (default {S.MAX_LENGTH}; capped at the model's position embeddings)")
@@ -86,6 +91,25 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the model card as JSON (alone on stdout; the saved folder is named on stderr)")
     p.set_defaults(func=run)
+
+
+def tal_heads(text: str) -> int | str:
+    """argparse type for ``--heads``: ``all`` or a positive number of heads per layer."""
+    if str(text).strip().lower() == "all":
+        return "all"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'all' or a positive integer, got {text!r}") from None
+
+
+def tal_layers(text: str) -> tuple[int, ...]:
+    """argparse type for ``--layers``: comma-separated layer numbers (``0,1,-1``)."""
+    try:
+        layers = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated layer numbers such as 0,1, got {text!r}") from None
+    return layers
 
 
 def load_train_source(spec: str, test_spec: str | None, seed: int):
@@ -212,9 +236,7 @@ def run(args) -> int:
                             num_triggers=args.num_triggers)
     tal = None
     if args.tal:
-        heads = args.heads if str(args.heads) == "all" else int(args.heads)
-        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
-        tal = TALConfig(alpha=args.alpha, heads=heads, layers=layers, seed=args.seed)
+        tal = TALConfig(alpha=args.alpha, heads=args.heads, layers=args.layers, seed=args.seed)
     config = TrainConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
                          seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps,
                          group_by_length=True)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from .. import settings as S
-from ..cli import ctrl_c_stops, positive_int, print_json
+from ..cli import ctrl_c_stops, nonnegative_float, positive_float, positive_int, print_json
 from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
                    help="alignment (ours, default), finetune, fineprune or pure")
     p.add_argument("--heads", default=None,
                    help="alignment only: repair these heads (e.g. L3H7,L5H1) instead of scanning for them")
-    p.add_argument("--beta", type=float, default=None, help=f"alignment weight (default {S.BETA:g})")
+    p.add_argument("--beta", type=nonnegative_float, default=None, help=f"alignment weight (default {S.BETA:g})")
     p.add_argument("--weak-top-k", type=int, default=None,
                    help=f"alignment only: heads repaired when the scan's verdict is below {S.WEAK_VERDICT:g} "
                         f"(default {S.WEAK_TOP_K}; 0 = all the scan's suspicious heads)")
@@ -71,7 +71,7 @@ def register(sub) -> None:
                         "hold (the scan's 'words' line) into clean texts of the other classes, which keep their "
                         f"labels; reads the --pool. Default {'on' if S.REPAIR_POOL_WORDS else 'off'} (README)")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (defense default)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (defense default)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (defense default)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--precision", choices=S.PRECISIONS, default=None,
                    help=f"training arithmetic: fp32, bf16-mixed (bfloat16 autocast, float32 weights) or auto "
