@@ -328,6 +328,12 @@ if job is not None and job.status in ("cancelled", "failed") and job.snapshot().
 st.divider()
 b, a = res["before"], res["after"]
 st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
+if res.get("cancelled"):  # the job panel's "partial result is kept" scrolls away; the tiles below read as a repair
+    steps = [r.get("step") for r in res.get("history") or [] if r.get("step")]
+    st.warning("This repair was cancelled " + (f"after training step {steps[-1]}" if steps else
+                                               "before its first training step")
+               + ": the numbers below are of a partly repaired model, not of the full defense.",
+               icon=":material/cancel:")
 tiles = st.container(horizontal=True, gap="large")  # wraps to a second row where five do not fit (1024 px cut "95.…")
 if "asr" in b:
     tiles.metric("ASR", f"{a.get('asr', float('nan')):.1%}", width="content",

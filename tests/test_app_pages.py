@@ -992,3 +992,26 @@ def test_an_integer_labelled_file_is_read_in_the_models_class_names(tmp_path, mo
     assert at.session_state["detect.report"].label_names == ["neg", "pos"]
     goto(at, "sanitize")
     assert not at.exception and not errors(at)
+
+
+def test_a_cancelled_repairs_results_say_they_are_partial():
+    """After a cancelled repair the Sanitize page showed its tiles (ASR, CACC, heads changed) under "Before and
+    after" as if the defense had run; only the job line, far above, said "partial result". The results say so."""
+    at = goto(new_app(), "sanitize")
+    at.selectbox(key="sanitize.defense").set_value("finetune").run()
+    at.number_input(key="sanitize.n_clean").set_value(16)
+    at.number_input(key="sanitize.n_test").set_value(16)
+    at.number_input(key="sanitize.finetune.epochs").set_value(1)
+    at.run()
+    at.button(key="sanitize.run").click().run()
+    assert wait_job(at, "sanitize").status == "done"
+    assert not any("cancelled" in w.value for w in at.warning)
+    res = at.session_state["sanitize.result"]
+    steps = [r["step"] for r in res["history"] if r.get("step")]
+    res["cancelled"] = True  # as a cancel leaves it: what was trained until then
+    at.run()
+    assert any(f"cancelled after training step {steps[-1]}" in w.value and "partly repaired" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    res["history"] = []
+    at.run()
+    assert any("cancelled before its first training step" in w.value for w in at.warning)
