@@ -19,6 +19,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from .jobs import JobCancelled  # standard library only: importing the CLI stays cheap
+
 COMMANDS = ["inspect", "attack", "zoo", "scan", "sanitize"]  # modules under backdoor_core.commands, in help order
 
 
@@ -188,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         quiet_libraries()
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, JobCancelled):  # JobCancelled: a job stopped between batches (forward.Cancelled)
         print("cancelled", file=sys.stderr)
         return 130
     except user_errors() as exc:

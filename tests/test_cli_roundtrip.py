@@ -121,3 +121,27 @@ def test_sanitize_eval_data_alone_still_measures_asr_with_the_cards_trigger(file
     assert "ASR with the card's badnets trigger toward 1" in captured.err
     card = load_model(out).metadata
     assert card["asr"] == summary["after"]["asr"] and card["cacc"] == summary["after"]["cacc"]
+
+
+def test_sanitize_ctrl_c_during_the_repairs_scan_is_a_clean_cancel(files, suspect, monkeypatch, capsys):
+    """Ctrl-C before the repair trains (its scan, its pseudo-labels) stops between batches with forward.Cancelled:
+    'cancelled', exit 130, nothing saved — it was a Cancelled traceback (exit 1)."""
+    import signal
+
+    import backdoor_core.defenses as defenses
+
+    real = defenses.run_defense
+
+    def pressed_at_once(*a, **kw):
+        signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C as the repair's scan starts
+        return real(*a, **kw)
+
+    monkeypatch.setattr(defenses, "run_defense", pressed_at_once)
+    out = files["dir"] / "cancelled-scan"
+    rc = main(["sanitize", str(suspect["model"]), "--clean-data", str(suspect["folder"]), "--pool",
+               str(suspect["poisoned"]), "--out", str(out), "--max-steps", "1", "--max-length", "32"])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("cancelled")
+    assert not out.exists()
+    assert not [p for p in files["dir"].iterdir() if p.name.startswith(".cancelled-scan")]

@@ -265,11 +265,17 @@ def run(args) -> int:
             knobs["judge_flags"] = args.judge_flags
         if args.clean_guard is not None:
             knobs["clean_guard"] = args.clean_guard
+    from ..jobs import JobCancelled
+
     callback, stage, close = _bar(0, not args.json and is_main_process())
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
             result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,
                                  callback=callback, progress=stage, should_stop=stop, copy=False, **knobs)
+    except JobCancelled:  # stopped between batches before training (the repair's scan, its pseudo-labels)
+        close()  # the bar's last line first, then the message (closing twice is harmless)
+        print("cancelled before the repair trained: nothing saved", file=sys.stderr)
+        return 130
     finally:
         close()
     if result.cancelled:
