@@ -51,6 +51,7 @@ DIVERGING = "RdBu_r"
 CLEAN_COLOR = "#1f77b4"  # blue
 TRIGGER_COLOR = "#d62728"  # red
 AFTER_COLOR = "#2ca02c"  # green
+BEFORE_COLOR = "#8c8c8c"  # grey: a before/after chart's "before"
 MARK_COLOR = "#ff2d55"
 MAX_CELL_TEXT = 64  # write the value into each cell up to this many cells (more are unreadable; hover shows them)
 
@@ -110,6 +111,10 @@ def enlarge(fig: go.Figure, factor: float = PRESENTER_SCALE) -> go.Figure:
         fig.update_layout(legend_font_size=round(lay.legend.font.size * factor))
     if lay.margin.t is not None:
         fig.update_layout(margin_t=round(lay.margin.t * factor))
+    if lay.legend.y is not None and lay.legend.y < 0:  # a legend below the axis title moves down with it
+        fig.update_layout(legend_y=lay.legend.y * factor)
+        if lay.margin.b is not None:
+            fig.update_layout(margin_b=round(lay.margin.b * factor))
     for ann in lay.annotations or ():
         if ann.font.size:
             ann.font.size = round(ann.font.size * factor)
@@ -556,6 +561,9 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
 _METRIC_NAMES = {"cacc": "CACC (clean accuracy)", "asr": "ASR (attack success)",
                  "kept": "clean predictions kept"}
 _METRIC_SHORT = {"cacc": "CACC", "asr": "ASR"}
+_LOSS_NAMES = {"loss": "loss (total)", "ce": "ce (cross-entropy)", "tal": "tal (−α × attention on the trigger)",
+               "align": "align (β × KL to the safe heads)"}
+"""Legend names of the loss terms ``training.train`` reports: the key first (pages' notes name it), then what it is."""
 _METRIC_COLORS = {"cacc": CLEAN_COLOR, "asr": TRIGGER_COLOR, "kept": "#7f7f7f"}
 
 
@@ -578,7 +586,7 @@ def training_curves(
     for i, (name, (steps, values)) in enumerate(sorted(curves["losses"].items(), key=lambda kv: kv[0] != "loss")):
         window = max(1, len(values) // 40)
         fig.add_trace(go.Scatter(x=steps, y=_smooth(values, window), mode="lines" if len(values) >= 12 else "lines+markers",
-                                 name=text(name),
+                                 name=text(_LOSS_NAMES.get(name, name)),
                                  line=dict(width=3 if name == "loss" else 2, color=palette[i % len(palette)]),
                                  hovertemplate="step %{x}: %{y:.4f}<extra>" + text(name) + "</extra>"), 1, 1)
     for name, (steps, values) in curves["metrics"].items():
@@ -601,7 +609,9 @@ def training_curves(
                                      if len(s)])
     fig.update_xaxes(title_text="step", rangemode="tozero", **({"dtick": 1} if last <= 10 else {}))
     fig.update_yaxes(title_text="loss", row=1, col=1, rangemode="tozero")
-    fig.update_yaxes(title_text="rate", tickformat=".0%", range=[-0.03, 1.05], row=1, col=2)
+    # no axis title on the right panel: its subplot title and % ticks say what it is, and in the gap between the
+    # panels a title ran over the loss panel's last points in a 1024-px window
+    fig.update_yaxes(tickformat=".0%", range=[-0.03, 1.05], row=1, col=2)
     if not curves["losses"] and not curves["metrics"]:
         fig.add_annotation(text="waiting for the first step…", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(size=FONT_SIZE + 2, color="#888"))
@@ -724,7 +734,8 @@ def metric_comparison(
     title: str | None = "Before and after",
 ) -> go.Figure:
     """Grouped bars of rates (in %): one group per metric, one bar per column (e.g. before / after)."""
-    palette = {"before": TRIGGER_COLOR, "after": AFTER_COLOR, "clean": CLEAN_COLOR}
+    # "before" grey, not the trigger's red: a red CACC bar read as an alarm about clean accuracy
+    palette = {"before": BEFORE_COLOR, "after": AFTER_COLOR, "clean": CLEAN_COLOR}
     fig = go.Figure()
     xs = [text(_METRIC_SHORT.get(m, m.upper())) for m in metrics]
     for i, (name, values) in enumerate(columns.items()):

@@ -110,8 +110,15 @@ def test_training_curves_from_progress_and_history():
     assert curves["losses"]["loss"][0] == [1, 2, 3, 4, 5, 6] and curves["metrics"]["asr"][0] == [3, 6]
     fig = F.training_curves(events, total_steps=6, baseline={"asr": 0.9})
     names = {t.name for t in fig.data}
-    assert {"loss", "ce", "tal", "CACC (clean accuracy)", "ASR (attack success)"} <= names
+    # each loss term says what it is, its key first (the pages' notes name the key: "the tal line")
+    assert {"loss (total)", "ce (cross-entropy)", "tal (−α × attention on the trigger)", "CACC (clean accuracy)",
+            "ASR (attack success)"} <= names
     assert fig.layout.xaxis.range[1] >= 6
+    # the right panel has no axis title: in the gap between the panels it ran over the loss panel's last points
+    assert not fig.layout.yaxis2.title.text and fig.layout.yaxis.title.text == "loss"
+    # presenter mode: the legend below the "step" title moves down with the larger text, the margin grows with it
+    big = F.enlarge(fig, 1.25)
+    assert big.layout.legend.y < fig.layout.legend.y < 0 and big.layout.margin.b > fig.layout.margin.b
     # two baselines: labels in opposite corners so that close values stay readable
     fig = F.training_curves(events, total_steps=6, baseline={"cacc": 0.95, "asr": 0.94, "n": float("nan")})
     notes = {a.text: a for a in fig.layout.annotations if (a.text or "").endswith("before")}
@@ -205,6 +212,12 @@ def test_enlarge_scales_the_styled_text_for_a_projector_and_leaves_fitted_sizes(
     assert F.enlarge(att).layout.xaxis.tickfont.size == att.layout.xaxis.tickfont.size  # fitted to 40 tokens
     ba = F.enlarge(F.before_after_heatmaps(RNG.random((L, H)), RNG.random((L, H))))
     assert {a.font.size for a in ba.layout.annotations} == {round(F.FONT_SIZE * 1.25)}  # "before", "after"
+
+
+def test_before_and_after_bars_do_not_paint_before_in_the_triggers_red():
+    fig = F.metric_comparison({"before": {"asr": 0.9, "cacc": 0.95}, "after": {"asr": 0.02, "cacc": 0.94}})
+    colors = {t.name: t.marker.color for t in fig.data}
+    assert colors == {"before": F.BEFORE_COLOR, "after": F.AFTER_COLOR} and F.BEFORE_COLOR != F.TRIGGER_COLOR
 
 
 def test_saliency_cells_are_as_wide_as_their_tokens():
