@@ -35,6 +35,16 @@ def layout_server(tmp_path_factory):
         yield url
 
 
+# font sizes in CSS pixels: the app's base, and the first metric tile's value and label
+METRIC_SIZES_JS = """
+() => {
+  const px = s => parseFloat(getComputedStyle(document.querySelector(s)).fontSize);
+  return {app: px('[data-testid="stAppViewContainer"]'), value: px('[data-testid="stMetricValue"] p'),
+          label: px('[data-testid="stMetricLabel"] p')};
+}
+"""
+
+
 # One pass over the visible plotly charts; returns the problems found (empty = fine). Rectangles are client
 # rectangles in CSS pixels; 1 px of slack for anti-aliasing. Outline shapes are compared with half their stroke.
 CHART_PROBLEMS_JS = """
@@ -230,6 +240,11 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         _wait_text(page, "Backdoor score", exact=True)
         page.wait_for_selector(".js-plotly-plot svg.main-svg")
         _charts_ok(page, "detect_presenter")
+        # the presenter sheet applies (a tag-like comment once made st.html drop it whole), and a tile's number
+        # stays larger than its label (the sheet's paragraph rule had shrunk it to the label's size)
+        sizes = page.evaluate(METRIC_SIZES_JS)
+        assert sizes["app"] == 21, f"presenter mode's style sheet is not applied: {sizes}"
+        assert sizes["value"] >= 1.5 * sizes["label"], f"a metric's value is not larger than its label: {sizes}"
         if _metric(page, "Backdoor") == "not found":
             assert _metric(page, "Suspicious heads") == "none"
         page.screenshot(path=str(ARTIFACTS / "layout_detect_presenter.png"), full_page=True)
