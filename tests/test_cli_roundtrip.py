@@ -145,3 +145,30 @@ def test_sanitize_ctrl_c_during_the_repairs_scan_is_a_clean_cancel(files, suspec
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("cancelled")
     assert not out.exists()
     assert not [p for p in files["dir"].iterdir() if p.name.startswith(".cancelled-scan")]
+
+
+@pytest.mark.parametrize("defense", ["alignment", "fineprune", "pure"])
+def test_sanitize_refuses_albert_before_the_evaluation(files, monkeypatch, capsys, defense):
+    """ALBERT (one attention module shared by every layer) cannot be repaired head by head: refused in one line
+    right after the load, not after the before-numbers were computed (500 texts by default)."""
+    import backdoor_core.defender_data as D
+    import backdoor_core.training as training
+
+    def no_eval(*a, **kw):
+        raise AssertionError("evaluated before refusing")
+
+    monkeypatch.setattr(D, "make_eval", no_eval)
+    monkeypatch.setattr(training, "make_evaluator", no_eval)
+    folder = files["dir"] / "albert-data"
+    if not folder.exists():
+        folder.mkdir()
+        _write_tsv(folder / "dev.tsv", *clean_texts(20, seed=61))
+        _write_tsv(folder / "test.tsv", *clean_texts(20, seed=62))
+        lm = tiny_model(seed=0, arch="albert")
+        save_model(lm.model, lm.tokenizer, files["dir"] / "albert")
+    capsys.readouterr()
+    rc = main(["sanitize", str(files["dir"] / "albert"), "--clean-data", str(folder), "--defense", defense,
+               "--out", str(files["dir"] / "albert-fixed"), "--max-length", "16"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "is not available for ALBERT" in err

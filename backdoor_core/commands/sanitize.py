@@ -180,6 +180,11 @@ def run(args) -> int:
     if args.repair_seeds is not None and args.repair_seeds < 1:
         raise ValueError("--repair-seeds must be 1 or more.")
     lm, clean, pool = load_inputs(args)
+    if args.defense != "finetune":  # head-wise defenses refuse shared-layer models (ALBERT) before the evaluation
+        from ..architecture import require_head_repair
+        from ..defenses import DEFENSES
+
+        require_head_repair(lm.model, DEFENSES[args.defense].label)
     reference = None  # the clean reference (--clean-model): loaded before the repair, so a bad one costs nothing
     if args.clean_model:
         from ..models import load_model
