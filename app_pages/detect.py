@@ -221,6 +221,8 @@ def _pool_table(rows, empty: str) -> None:
                                 "trigger_word": st.column_config.TextColumn("likely trigger word")})
 
 
+# a heading of its own: under "Where the poison sits" the tables read as part of the PCA section
+st.subheader("The pool's inputs and every head")
 tabs = st.tabs(["Flagged inputs", "All heads"] + (["Inputs with a likely trigger word"] if marking else []))
 with tabs[0]:
     _pool_table(report.flagged_rows(200), "No input crossed the threshold.")

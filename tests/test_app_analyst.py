@@ -465,3 +465,14 @@ def test_inspect_offers_no_paraphrase_of_another_task():
     assert not [s for s in at.selectbox if s.key == "inspect.variant"]
     said = [i.value for i in at.info if "No paraphrased set of this model's task" in i.value]
     assert said and "sst2 (negative / positive)" in said[0], [i.value for i in at.info]
+
+
+def test_detect_tables_have_a_heading_of_their_own():
+    """The flagged-inputs and all-heads tables came right after the "Where the poison sits" (PCA) section with no
+    heading, so they read as part of it; they have their own, the last on the page."""
+    from defense_helpers import clean_texts
+
+    texts, _ = clean_texts(30, seed=3)
+    at = _scan_user_pool(texts, n_clean=16)
+    heads = [h.value for h in at.subheader]
+    assert heads[-2:] == ["Where the poison sits", "The pool's inputs and every head"], heads
