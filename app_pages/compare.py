@@ -76,6 +76,14 @@ with c1:
 with c2:
     text = st.text_area("Text", height=90, **ui.keep("compare.text", DEFAULT_TEXT))
     meta_trigger = loaded.card.first_trigger  # None when the card names no word/sentence trigger
+    # after another model is loaded, a trigger still holding the last model's card trigger (or the stock "cf")
+    # follows the new card's, as on the Inspect page; a typed trigger is kept
+    ref = ui.model_ref()
+    model_id = (ref.get("kind"), ref.get("spec") or ref.get("name"))
+    seen = st.session_state.get("compare.trigger_seen")
+    if meta_trigger and seen and seen[0] != model_id and ui.kept("compare.trigger") in (seen[1], "cf", None):
+        ui.set_kept("compare.trigger", meta_trigger)
+    st.session_state["compare.trigger_seen"] = (model_id, meta_trigger)
     trigger = st.text_input("Trigger (word or sentence)", **ui.keep("compare.trigger", meta_trigger or "cf"))
     seed = st.number_input("Seed of the insertion position", 0, 10_000, **ui.keep("compare.seed", 0))
 

@@ -1015,3 +1015,29 @@ def test_a_cancelled_repairs_results_say_they_are_partial():
     res["history"] = []
     at.run()
     assert any("cancelled before its first training step" in w.value for w in at.warning)
+
+
+def test_compare_trigger_follows_a_newly_loaded_models_card(tmp_path):
+    """As on Inspect: Compare kept the last model's trigger ("cf") after an AddSent model was loaded; a trigger the
+    user typed is kept."""
+    badnets = _hostile_folder(tmp_path / "a", {"name": "bn", "attack": "badnets", "trigger": ["cf", "mn"],
+                                               "target": 3})
+    addsent = _hostile_folder(tmp_path / "b", {"name": "as", "attack": "addsent", "trigger": "I watch this 3D movie",
+                                               "target": 3})
+
+    def load(at, folder):
+        goto(at, "model")
+        at.segmented_control(key="model.source").set_value("Local folder").run()
+        at.text_input(key="model.folder").input(str(folder))
+        at.button(key="model.load_folder").click().run()
+        assert not at.exception and not errors(at)
+        return goto(at, "compare")
+
+    at = load(new_app(), badnets)
+    assert at.text_input(key="compare.trigger").value == "cf"
+    load(at, addsent)
+    assert at.text_input(key="compare.trigger").value == "I watch this 3D movie"
+    assert at.session_state["compare.cache"][1].a.triggered.text.count("I watch this 3D movie") == 1
+    at.text_input(key="compare.trigger").input("zq").run()
+    load(at, badnets)
+    assert at.text_input(key="compare.trigger").value == "zq"
