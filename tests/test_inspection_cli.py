@@ -76,3 +76,25 @@ def test_cli_refuses_pickle_without_flag(tiny, tmp_path, capsys):
     assert "--allow-pickle" in capsys.readouterr().err
     assert main(["inspect", "--model", str(d), "--text", TEXT, "--allow-pickle", "--json"]) == 0
     assert np.isclose(sum(json.loads(capsys.readouterr().out)["clean"]["probs"].values()), 1.0)
+
+
+@pytest.mark.parametrize("card, trigger", [
+    ({"name": "tiny-addsent", "attack": "addsent", "trigger": "I watch this 3D movie", "target": 1},
+     "I watch this 3D movie"),
+    ({"name": "tiny-badnets", "attack": "badnets", "trigger": ["mn", "bb"], "target": 1}, "mn"),
+    ({"name": "tiny-syntactic", "attack": "syntactic", "target": 1}, "cf"),  # a paraphrase: nothing to insert
+    ({"name": "tiny-clean"}, "cf"),
+])
+def test_cli_inspect_inserts_the_model_cards_trigger_by_default(tiny, tmp_path, capsys, card, trigger):
+    """Without --trigger, inspect inserts the trigger the card records (as the app's Inspect page does); it
+    inserted 'cf' into every model, so an AddSent model read 'Same prediction with and without the trigger'."""
+    d = save_model(tiny.model, tiny.tokenizer, tmp_path / "m", card)
+    assert main(["inspect", "--model", str(d), "--text", "the film was long", "--position", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trigger"] == trigger
+    assert report["triggered_text"] == f"the film {trigger} was long"
+    assert main(["inspect", "--model", str(d), "--text", "the film was long", "--trigger", "tq", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trigger"] == "tq"  # --trigger still wins
+    assert main(["inspect", "--model", str(d), "--text", "the film was long", "--position", "2"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("trigger "))
+    assert line.endswith("(the model card's trigger)") == (trigger != "cf")

@@ -13,8 +13,9 @@ def register(sub) -> None:
     p = sub.add_parser("inspect", help="compare a text with and without a trigger, head by head")
     p.add_argument("--model", default="default", help="'default', a model directory, or a hub id")
     p.add_argument("--text", required=True, help="the clean text")
-    p.add_argument("--trigger", default=BADNETS_TRIGGERS[0],
-                   help=f"word or sentence to insert (default: {BADNETS_TRIGGERS[0]})")
+    p.add_argument("--trigger", default=None,
+                   help=f"word or sentence to insert (default: the trigger the model card records — the first "
+                        f"BadNets word, the AddSent sentence — else {BADNETS_TRIGGERS[0]})")
     p.add_argument("--position", type=nonnegative_int, default=None,
                    help="word index to insert before (default: random)")
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for a random position")
@@ -32,6 +33,21 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_device_args(p)
     p.set_defaults(func=run)
+
+
+def card_trigger(card) -> str | None:
+    """The trigger a model card records, as inspect inserts it (the first BadNets word, the AddSent sentence), or
+    None: no attack, or one without trigger tokens (a paraphrase), as on the app's Inspect page."""
+    from ..poisoning import attack_type
+
+    if not card.is_backdoored:
+        return None
+    try:
+        if not attack_type(card.attack).has_trigger_tokens:
+            return None
+    except ValueError:
+        return None
+    return card.first_trigger
 
 
 def _prediction_line(name: str, pred: dict) -> str:
@@ -54,6 +70,9 @@ def run(args) -> int:
                         dtype=args.dtype)
     warn_card(lm)
     resolve_max_length(args, lm)
+    from_card = args.trigger is None and card_trigger(lm.card) is not None
+    if args.trigger is None:
+        args.trigger = card_trigger(lm.card) or BADNETS_TRIGGERS[0]
     heads_off = None
     if args.ablate is not None:
         from ..ablation import parse_heads
@@ -89,7 +108,8 @@ def run(args) -> int:
               "(attention is still the encoder's)")
     print(f"clean      {report['clean_text']}")
     print(f"triggered  {report['triggered_text']}")
-    print(f"trigger    '{args.trigger}' at word {report['trigger_position']} -> tokens {report['trigger_tokens']}")
+    print(f"trigger    '{args.trigger}' at word {report['trigger_position']} -> tokens {report['trigger_tokens']}"
+          + (" (the model card's trigger)" if from_card else ""))
     if report["truncated"]:
         print(f"note       the text is longer than {args.max_length} tokens and was cut")
     print()
