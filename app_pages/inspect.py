@@ -211,8 +211,8 @@ layer_names = layer_labels(arch_info.get("layer_kinds"))
 for note_key in ("concentration", "similarity"):  # not `key`: that is the result key the bertviz cache uses
     if note_key in (arch_info.get("notes") or {}):
         st.caption(f":material/info: {arch_info['notes'][note_key]}")
-tabs = st.tabs(["Heads on the trigger", "Head-to-head similarity", "One head", "bertviz views", "Switch heads off",
-                "Token saliency"])
+# short names: all six fit a 1024-px window with the sidebar open (longer ones ran out of the bar behind an arrow)
+tabs = st.tabs(["Heads on trigger", "Head similarity", "One head", "bertviz views", "Heads off", "Saliency"])
 
 with tabs[0]:
     c1, c2 = ui.stack_columns("inspect")

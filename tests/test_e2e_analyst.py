@@ -68,8 +68,8 @@ def test_analyst_views_offline(server):
 
         page.goto(f"{server}/inspect")
         wait_until_idle(page)
-        for tab, shot, minimum in (("Switch heads off", "analyst_inspect_ablation.png", 2),
-                                   ("Token saliency", "analyst_inspect_saliency.png", 1)):
+        for tab, shot, minimum in (("Heads off", "analyst_inspect_ablation.png", 2),
+                                   ("Saliency", "analyst_inspect_saliency.png", 1)):
             page.get_by_role("tab", name=tab).click()
             wait_until_idle(page)
             panel = _visible_panel(page)

@@ -190,7 +190,7 @@ def _check_inspect(page) -> None:
     assert lines.count() > 10, "bertviz drew no attention lines"
     page.locator('[data-testid="stIFrame"]').first.scroll_into_view_if_needed()
     page.locator('[data-testid="stIFrame"]').first.screenshot(path=str(ARTIFACTS / "app_inspect_bertviz.png"))
-    page.get_by_role("tab", name="Heads on the trigger").click()
+    page.get_by_role("tab", name="Heads on trigger").click()
     wait_until_idle(page)
 
 
@@ -206,7 +206,7 @@ def test_compare_starts_from_the_heads_switched_off_on_inspect(server):
         page, blocked, errors = open_app_page(browser, {"width": 1400, "height": 1400})
         page.goto(f"{server}/inspect")
         wait_until_idle(page)
-        page.get_by_role("tab", name="Switch heads off").click()
+        page.get_by_role("tab", name="Heads off").click()
         wait_until_idle(page)
         heads = _chips(page, "Heads to switch off")
         assert len(heads) == 2, heads

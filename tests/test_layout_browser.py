@@ -138,7 +138,7 @@ def _inspect(page, mode: str) -> None:
     assert "clean)" in title, f"the similarity chart's title is cut: {title!r}"
     delta.scroll_into_view_if_needed()
     delta.screenshot(path=str(ARTIFACTS / f"layout_similarity_{mode}.png"))
-    _tab(page, "Head-to-head similarity")
+    _tab(page, "Head similarity")
     checked += _charts_ok(page, f"inspect_head_to_head_{mode}")
     _tab(page, "bertviz views")
     page.get_by_text("model view", exact=True).first.click()
@@ -161,7 +161,7 @@ def _inspect(page, mode: str) -> None:
     frame_el.screenshot(path=str(ARTIFACTS / f"layout_bertviz_model_{mode}.png"))
     page.get_by_text("head view", exact=True).first.click()  # back to the default for the next visit
     wait_until_idle(page)
-    _tab(page, "Heads on the trigger")
+    _tab(page, "Heads on trigger")
     assert checked >= 4
 
 
@@ -281,3 +281,26 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
 
         assert blocked == [], f"requests left localhost: {blocked[:5]}"
         assert not errors, f"JavaScript errors: {errors[:5]}"
+
+
+def test_inspect_tabs_all_show_in_a_1024_px_window(layout_server):
+    """At 1024 px with the sidebar open the Inspect page's six tab names overflowed their bar: "Switch he…" cut
+    at the edge and "Token saliency" out of sight behind a scroll arrow. Every tab now shows whole."""
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, {"width": 1024, "height": 900})
+        page.goto(f"{layout_server}/inspect")
+        wait_until_idle(page)
+        page.wait_for_selector('[data-testid="stMain"] [role="tab"]')
+        out = page.evaluate("""() => {
+            const bar = document.querySelector('[data-testid="stMain"] [role="tablist"]');
+            const box = bar.getBoundingClientRect();
+            return {overflow: bar.scrollWidth - bar.clientWidth,
+                    cut: [...bar.querySelectorAll('[role="tab"]')]
+                      .filter(t => t.getBoundingClientRect().right > box.right + 1
+                                   || t.getBoundingClientRect().left < box.left - 1)
+                      .map(t => t.innerText)};
+        }""")
+        if out["cut"] or out["overflow"] > 1:
+            page.screenshot(path=str(ARTIFACTS / "layout_FAILED_inspect_tabs_1024.png"), full_page=True)
+        assert not out["cut"] and out["overflow"] <= 1, out
+        assert blocked == [] and not errors, (blocked[:3], errors[:3])
