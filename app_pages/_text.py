@@ -90,3 +90,14 @@ def md_code(value: Any) -> str:
     if "`" in text or not text:
         return md(text)
     return f"`{text}`"
+
+
+def cut_middle(value: Any, max_chars: int) -> str:
+    """``value`` on one line, cut in its middle to ``max_chars`` (with "…") where longer: the start and the end of
+    a long model name tell two models apart ("… without 2 heads", "…-alignment"), which a cut at the end hides.
+    Plain text: pass it through ``md`` / ``h`` like any other."""
+    text = " ".join(str(value).split())
+    if len(text) <= max_chars:
+        return text
+    head = (max_chars - 1) // 2
+    return text[:head] + "…" + text[len(text) - (max_chars - 1 - head):]

@@ -12,7 +12,7 @@ from backdoor_core.defender_data import model_max_length
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
-from app_pages._text import md
+from app_pages._text import cut_middle, md
 
 ui.page_header(
     "Compare two models",
@@ -128,7 +128,7 @@ st.divider()
 m = st.columns(2, gap="medium")
 for col, who, res, name in ((m[0], "A", cmp.a, cmp.name_a), (m[1], "B", cmp.b, cmp.name_b)):
     with col:
-        st.markdown(f"**{who}: {md(name, 80)}**")
+        st.markdown(f"**{who}: {md(cut_middle(name, 80))}**")
         ui.flip_line(res.prediction("clean"), res.prediction("triggered"))
 st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
            f"“{md(cmp.a.triggered.text, 200)}”"
@@ -138,10 +138,10 @@ st.caption(f"Each line: the prediction on the clean text → with the trigger. B
 p1, p2 = ui.stack_columns("compare-probs")
 with p1:
     ui.plot(F.probability_bars(cmp.a.label_names, cmp.a.clean.probs, cmp.a.triggered.probs,
-                               title=f"A: {cmp.name_a}"), key="compare.probs_a")
+                               title=f"A: {cut_middle(cmp.name_a, 40)}"), key="compare.probs_a")
 with p2:
     ui.plot(F.probability_bars(cmp.b.label_names, cmp.b.clean.probs, cmp.b.triggered.probs,
-                               title=f"B: {cmp.name_b}"), key="compare.probs_b")
+                               title=f"B: {cut_middle(cmp.name_b, 40)}"), key="compare.probs_b")
 
 if cmp.same_shape:
     bound = max(1e-6, float(max(np.nanmax(cmp.a.concentration), np.nanmax(cmp.b.concentration))))

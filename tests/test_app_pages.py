@@ -1041,3 +1041,24 @@ def test_compare_trigger_follows_a_newly_loaded_models_card(tmp_path):
     at.text_input(key="compare.trigger").input("zq").run()
     load(at, badnets)
     assert at.text_input(key="compare.trigger").value == "zq"
+
+
+def test_compare_tells_a_long_named_model_from_itself_with_heads_off(tmp_path):
+    """A model with a 130-character name: Compare cut "A: <name>" and "B: <name> without 1 head" at 80 characters,
+    so A and B read the same, and its chart titles ran out of the charts. Names are cut in the middle."""
+    import json
+
+    name = "suspicious-vendor-model-" + "x" * 40 + "-finetuned-on-customer-newswire-data-release-candidate-final"
+    at = goto(new_app(), "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(_hostile_folder(tmp_path, {"name": name})))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at)
+    goto(at, "compare")
+    assert not at.exception and not errors(at)
+    heads = [m.value for m in at.markdown if m.value.startswith(("**A:", "**B:"))]
+    assert len(heads) == 2 and heads[0] != heads[1], heads
+    assert heads[1].endswith("without 1 head**") and "…" in heads[1], heads
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")
+              if json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "").startswith(("A:", "B:"))]
+    assert len(titles) >= 2 and all(len(t.replace("<br>", " ")) <= 45 for t in titles), titles  # wrapped, not cut
