@@ -328,7 +328,9 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         details = {**res.details, "clean_reference": clean} if clean is not None else res.details
         card = loaded.card.repaired(name=out_name, defense=defense, details=details, before=before, after=after,
                                     seconds=res.seconds, cancelled=res.cancelled, source=loaded.source,
-                                    clean_samples=len(clean_ds), pool_samples=len(pool_texts or []))
+                                    clean_samples=len(clean_ds), pool_samples=len(pool_texts or []),
+                                    test_size=len(base.labels) if base is not None else None,
+                                    poisoned_test_size=len(base.poisoned_texts) if base is not None else None)
         new = LoadedModel(model=res.model, tokenizer=work.tokenizer, name=out_name, source=loaded.source,
                           metadata=card.to_json(), untrained_head=False)
         return {"loaded": new, "before": before, "after": after, "cacc_change": change, "lift_ci": lift_ci,

@@ -373,9 +373,13 @@ class ModelCard:
 
     def repaired(self, *, name: str, defense: str, details: dict, before: dict, after: dict, seconds: float,
                  cancelled: bool, source: str = "", clean_samples: int | None = None,
-                 pool_samples: int | None = None) -> ModelCard:
+                 pool_samples: int | None = None, test_size: int | None = None,
+                 poisoned_test_size: int | None = None) -> ModelCard:
         """The card of the model a defense produced from this one (app and CLI alike): the repair's facts, the
-        after-metrics as the model's CACC / ASR, and this lab's version."""
+        after-metrics as the model's CACC / ASR with the sizes of the sets they were measured on (``test_size``,
+        ``poisoned_test_size``), and this lab's version. A metric the repair did not measure is left empty: the
+        suspect's value is the suspect's, not the repaired model's (the card had kept ASR 100% after a repair
+        measured without triggered texts, beside the attack's set sizes)."""
         cl = _Cleaner([])
         try:
             details = cl.blob("defense_details", _jsonable(details))
@@ -385,7 +389,9 @@ class ModelCard:
             name=name, defense=defense, defense_details=details, before=dict(before or {}),
             after=dict(after or {}), repair_seconds=round(float(seconds), 1), repair_cancelled=bool(cancelled),
             clean_samples=clean_samples, pool_samples=pool_samples, sanitized_from=source or self.sanitized_from,
-            cacc=(after or {}).get("cacc", self.cacc), asr=(after or {}).get("asr", self.asr),
+            cacc=(after or {}).get("cacc"), asr=(after or {}).get("asr"),
+            test_size=test_size if (after or {}).get("cacc") is not None else None,
+            poisoned_test_size=poisoned_test_size if (after or {}).get("asr") is not None else None,
             tool_version=tool_version(), saved_at="",
         )
 

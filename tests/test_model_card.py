@@ -39,6 +39,22 @@ def test_round_trip_keeps_every_field_and_unknown_keys(tmp_path):
     assert ModelCard.from_json(rep.to_json(), num_labels=5) == rep
 
 
+def test_a_repaired_card_keeps_only_what_the_repair_measured():
+    """The suspect's ASR is not the repaired model's: a repair measured without triggered texts leaves ASR empty
+    (the card had kept ASR 90% as the repaired model's own), and the set sizes are the repair's evaluation's, not
+    the attack's 300 / 240."""
+    card = attack_card()
+    rep = card.repaired(name="x-alignment", defense="alignment", details={}, before={"cacc": 0.95},
+                        after={"cacc": 0.94}, seconds=3.0, cancelled=False, test_size=50, poisoned_test_size=0)
+    assert (rep.cacc, rep.asr, rep.test_size, rep.poisoned_test_size) == (0.94, None, 50, None)
+    assert "asr" not in rep.to_json() and card.asr == 0.9
+    rep = card.repaired(name="x", defense="finetune", details={}, before={}, after={}, seconds=1.0, cancelled=True)
+    assert (rep.cacc, rep.asr, rep.test_size, rep.poisoned_test_size) == (None, None, None, None)
+    rep = card.repaired(name="x", defense="pure", details={}, before={}, after={"cacc": 0.9, "asr": 0.1},
+                        seconds=1.0, cancelled=False, test_size=80, poisoned_test_size=40)
+    assert (rep.test_size, rep.poisoned_test_size) == (80, 40)
+
+
 def test_written_keys_are_the_ones_the_lab_always_wrote():
     d = attack_card().to_json()
     for key in ("attack", "trigger", "target", "target_name", "rate", "tal", "tal_heads", "cacc", "asr",

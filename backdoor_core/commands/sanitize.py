@@ -304,7 +304,9 @@ def run(args) -> int:
                                       "lift_after_ci95": [li[1]["low"], li[1]["high"]]}
     card = lm.card.repaired(name=f"{lm.name}-{args.defense}", defense=args.defense, details=details,
                             before=before, after=after, seconds=result.seconds, cancelled=result.cancelled,
-                            source=lm.source, clean_samples=len(clean), pool_samples=len(pool))
+                            source=lm.source, clean_samples=len(clean), pool_samples=len(pool),
+                            test_size=len(evaluate.labels) if evaluate is not None else None,
+                            poisoned_test_size=len(evaluate.poisoned_texts) if evaluate is not None else None)
     out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
     n_asr = len(evaluate.poisoned_texts) if evaluate is not None else 0
     asr_ci = rate_interval(after["asr"], n_asr) if "asr" in after and n_asr else None
