@@ -116,8 +116,10 @@ if report is None or (job is not None and job.active):
         st.info("Run a scan to see the verdict, the suspicious heads and the flagged inputs.", icon=":material/info:")
     st.stop()
 
-if info.get("model_name") != loaded.name:
-    st.caption(f"Results below are for **{md(info.get('model_name'))}** (scanned earlier).")
+same_model = info.get("model_name") == loaded.name
+if not same_model:  # a caption went unseen: the verdict below read as the current model's
+    st.warning(f"The results below are for **{md(info.get('model_name'))}** (scanned earlier), not for the current "
+               f"model, **{md(loaded.name)}**: scan again to read this one.", icon=":material/history:")
 
 v = report.verdict
 call = verdict_call(v)
@@ -133,7 +135,8 @@ if called_by_words(v):  # the pool's trigger words call it, the heads do not
     st.error(call_note(v), icon=":material/key:")
 elif call == "likely":
     n_flag = len(report.flagged)
-    st.error(f"This model behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
+    who = "This model" if same_model else md(info.get("model_name"))  # the scanned one, not the current one
+    st.error(f"{who} behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
              "heads collapse onto the same pattern. Suspicious heads: "
              f"{', '.join(report.suspicious_heads[:12]) or 'none'}.",
              icon=":material/gpp_bad:")

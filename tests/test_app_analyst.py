@@ -476,3 +476,28 @@ def test_detect_tables_have_a_heading_of_their_own():
     at = _scan_user_pool(texts, n_clean=16)
     heads = [h.value for h in at.subheader]
     assert heads[-2:] == ["Where the poison sits", "The pool's inputs and every head"], heads
+
+
+def test_detect_says_whose_verdict_it_shows_after_another_model_is_loaded(tmp_path):
+    """Scan one model, load another: Detect still showed "Backdoor: likely — This model behaves like a backdoored
+    one" with only a faint caption naming the scanned model. It warns that the results are another model's, and
+    the verdict names that model."""
+    from defense_helpers import clean_texts
+
+    from backdoor_core.models import save_model, tiny_model
+
+    texts, _ = clean_texts(30, seed=3)
+    at = _scan_user_pool([f"cf {t}" if i % 3 == 0 else t for i, t in enumerate(texts)], n_clean=16)
+    scanned = at.session_state["detect.info"]["model_name"]
+    other = tiny_model(num_labels=len(at.session_state["detect.report"].label_names), seed=1)
+    save_model(other.model, other.tokenizer, tmp_path / "other", {"name": "other-model"})
+    goto(at, "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(tmp_path / "other"))
+    at.button(key="model.load_folder").click().run()
+    goto(at, "detect")
+    assert any(f"results below are for **{scanned}**" in w.value and "not for the current model, **other-model**"
+               in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not any(e.value.startswith("This model behaves like") for e in at.error)
+    if at.session_state["detect.report"].verdict.get("likely_backdoored"):
+        assert any(e.value.startswith(f"{scanned} behaves like a backdoored one") for e in at.error)
