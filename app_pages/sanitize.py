@@ -328,6 +328,9 @@ if job is not None and job.status in ("cancelled", "failed") and job.snapshot().
 st.divider()
 b, a = res["before"], res["after"]
 st.subheader(f"Before and after — {DEFENSES[res['defense']].label}")
+if res["suspect"].name != loaded.name:  # the last repair is kept across models: say whose it is
+    st.warning(f"These results are the repair of **{md(res['suspect'].name)}** (earlier), not of the current model, "
+               f"**{md(loaded.name)}**.", icon=":material/history:")
 if res.get("cancelled"):  # the job panel's "partial result is kept" scrolls away; the tiles below read as a repair
     steps = [r.get("step") for r in res.get("history") or [] if r.get("step")]
     st.warning("This repair was cancelled " + (f"after training step {steps[-1]}" if steps else
@@ -418,7 +421,8 @@ AN.sanitize_projection(res, test_full, D.model_max_length(res["suspect"]))
 # --------------------------------------------------------------------------------------------- keep it
 
 st.subheader("Keep the sanitized model")
-st.caption("It stays in this browser session until you save it.")
+st.caption("It stays in this browser tab until you save it; once it is the current model, a reload of the page "
+           "brings it back too.")
 k1, k2 = st.columns(2)
 with k1:
     if st.button("Make it the current model", key="sanitize.use", icon=":material/check:"):

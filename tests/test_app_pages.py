@@ -1062,3 +1062,23 @@ def test_compare_tells_a_long_named_model_from_itself_with_heads_off(tmp_path):
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")
               if json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "").startswith(("A:", "B:"))]
     assert len(titles) >= 2 and all(len(t.replace("<br>", " ")) <= 45 for t in titles), titles  # wrapped, not cut
+
+
+def test_sanitize_says_whose_repair_it_shows_after_another_model_is_loaded(tmp_path):
+    """The last repair's tiles stayed on the Sanitize page under another current model, naming no model."""
+    at = goto(new_app(), "sanitize")
+    at.selectbox(key="sanitize.defense").set_value("finetune").run()
+    at.number_input(key="sanitize.n_clean").set_value(16)
+    at.number_input(key="sanitize.n_test").set_value(16)
+    at.number_input(key="sanitize.finetune.epochs").set_value(1)
+    at.run()
+    at.button(key="sanitize.run").click().run()
+    assert wait_job(at, "sanitize").status == "done"
+    assert not any("not of the current model" in w.value for w in at.warning)
+    goto(at, "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(_hostile_folder(tmp_path, {"name": "another"})))
+    at.button(key="model.load_folder").click().run()
+    goto(at, "sanitize")
+    assert any("repair of **tiny**" in w.value and "not of the current model, **another**" in w.value
+               for w in at.warning), [w.value for w in at.warning]
