@@ -9,6 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from backdoor_core import session_models as SM
 from backdoor_core import settings as S
 
 from app_pages._data import data_label, data_spec, dataset, dataset_or_none
@@ -69,6 +70,7 @@ def set_shared_model(spec: str, *, allow_pickle: bool = False, labels: tuple[str
     ss()[K_MODEL] = {"kind": "shared", "spec": spec, "allow_pickle": allow_pickle, "labels": labels,
                      "name": name or spec}
     ss().pop("lab.model_error", None)
+    _kept_on_disk(lambda sid, root: SM.set_current(sid, None, root))  # a reload opens this model, not a kept one
 
 
 def session_models() -> dict:
@@ -91,6 +93,8 @@ def set_session_model(name: str, loaded, origin: str | None = None) -> None:
         origins[name] = origin
     else:
         origins.pop(name, None)  # an older model of that name came from elsewhere
+    with st.spinner("Keeping the model for a reload of this page…"):
+        _kept_on_disk(lambda sid, root: SM.save(sid, name, loaded, origins.get(name, ""), root))
     use_session_model(name)
 
 
@@ -98,6 +102,61 @@ def use_session_model(name: str) -> None:
     """Make this session's model ``name`` (in ``session_models``) the current model again."""
     ss()[K_MODEL] = {"kind": "session", "name": name}
     ss().pop("lab.model_error", None)
+    _kept_on_disk(lambda sid, root: SM.set_current(sid, name, root))
+
+
+K_RESTORED = "lab.session_models_restored"
+
+
+def _kept_on_disk(action) -> None:
+    """Run ``action(session id, sessions folder)`` on this tab's saved models (``backdoor_core.session_models``,
+    beside its report log, so a reload gets them back). A disk that refuses is not the user's problem now: the
+    model stays in memory, and the failure is kept for the Model page to mention."""
+    import os
+
+    from app_pages._state import K_SESSION_ID, SESSIONS_ENV
+
+    sid = ss().get(K_SESSION_ID)
+    if not sid:
+        return
+    try:
+        action(sid, os.environ.get(SESSIONS_ENV) or None)
+    except Exception as exc:  # noqa: BLE001 - a full disk, a read-only cache: the session goes on in memory
+        ss()["lab.keep_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def restore_session_models() -> None:
+    """Once per Streamlit session: bring back the models this tab trained, repaired or uploaded before a reload
+    (``session_models.saved``), their origins, and the current one; and delete the kept models of sessions
+    untouched for ``session_models.MAX_AGE_DAYS``. Called by the sidebar after ``lab()`` knows the tab's id."""
+    import os
+
+    from app_pages._state import K_SESSION_ID, SESSIONS_ENV
+
+    if ss().get(K_RESTORED):
+        return
+    ss()[K_RESTORED] = True
+    sid, root = ss().get(K_SESSION_ID), os.environ.get(SESSIONS_ENV) or None
+    if not sid:
+        return
+    try:
+        SM.prune(root)
+        rows, current = SM.saved(sid, root)
+    except OSError:
+        return
+    if not rows:
+        return
+    origins = ss().setdefault(K_ORIGINS, {})
+    with st.spinner(f"Bringing back this tab's {len(rows)} model(s) from before the reload…"):
+        for entry in rows:
+            try:
+                session_models()[entry.name] = SM.load(entry, kept(K_DEVICE, S.DEVICE))
+            except Exception:  # noqa: BLE001 - a model that no longer loads is left out, the others come back
+                continue
+            if entry.origin:
+                origins[entry.name] = entry.origin
+    if current in session_models() and K_MODEL not in ss():
+        ss()[K_MODEL] = {"kind": "session", "name": current}
 
 
 def source_label(source: str) -> str:

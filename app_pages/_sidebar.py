@@ -11,7 +11,8 @@ from backdoor_core import settings as S
 
 from app_pages._data import data_label, data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
-from app_pages._models import K_DEVICE, current_model, labels_problem, model_ref, session_origin_short
+from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
+                                session_origin_short)
 from app_pages._state import K_PANELS, SIDEBAR_POLL_SECONDS, keep, lab, ss
 from app_pages._text import md, md_code
 
@@ -54,6 +55,7 @@ def sidebar():
     handle_finished_jobs()
     ss()[K_PANELS] = set()  # the kinds whose job panel this run's page draws (``job_panel`` adds them)
     lab()  # this tab's report log; keeps its session id in the URL on every page
+    restore_session_models()  # after a reload: the models this tab trained, repaired or uploaded, and the current
     with st.sidebar:
         from backdoor_core.device import DEVICE_CHOICES, available_devices
 

@@ -312,9 +312,10 @@ if res and (job is None or not job.active):
     )
     st.page_link("app_pages/inspect.py", label="Inspect it now: type a sentence and add the trigger",
                  icon=":material/search:")
-    # the model lives in this tab's memory: a reload (F5, a dropped connection's "reload" prompt) or a new tab loses
-    # it and the sidebar silently goes back to the default model
-    st.caption("It lives in this browser tab only: a reload of the page or a new tab starts without it. Save it into "
-               "the zoo folder to keep it (then pick it on the Model page).")
+    # kept beside the tab's report log (session_models): a reload with this page's link brings it back; another tab
+    # (a new session) and this one after a week do not
+    st.caption("A reload of this page brings it back (its link names this session); a new tab starts without it, "
+               "and kept models are deleted after a week unused. Save it into the zoo folder to keep it for good "
+               "(then pick it on the Model page).")
     with st.expander("Keep it: save into the zoo folder"):
         save_panel(res["loaded"], "attack")

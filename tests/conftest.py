@@ -1,10 +1,14 @@
 """Shared fixtures. Tests never touch the network and never need ../shared/data."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the app's session logs and kept models (app_pages/_state.py, backdoor_core/session_models.py) go to a folder
+# of the test run, not the user's ~/.cache
+os.environ.setdefault("BACKDOOR_LAB_SESSIONS_DIR", tempfile.mkdtemp(prefix="lab-test-sessions-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

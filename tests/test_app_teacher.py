@@ -138,9 +138,15 @@ def test_attack_lab_tiles_are_not_cut_at_1024_px(teacher_server):
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
 
 
-def test_a_trained_model_says_a_reload_loses_it():
-    """The speaker's model took minutes to train and lives in this tab's memory only: the page says that a reload
-    loses it (a reload showed the default model again with no word of the trained one), next to the save panel."""
+def test_a_trained_model_comes_back_after_a_reload():
+    """The speaker's model took minutes to train: a reload (a new Streamlit session with the page's link, which
+    names this tab's session) brings it back as the current model, with its origin; the page says so next to the
+    save panel. A new tab (no session in its link) starts without it (a reload had shown the default model again
+    with no word of the trained one)."""
+    from streamlit.testing.v1 import AppTest
+
+    from test_app_pages import APP
+
     at = goto(new_app(), "attack")
     at.number_input(key="attack.n_train").set_value(40)
     at.number_input(key="attack.n_test").set_value(30)
@@ -152,5 +158,19 @@ def test_a_trained_model_says_a_reload_loses_it():
     assert wait_job(at, "attack").status == "done"
     at.run()
     assert any("is trained and" in s.value for s in at.success)
-    assert any("a reload of the page or a new tab starts without it" in c.value for c in at.caption), \
-        [c.value for c in at.caption]
+    assert any("A reload of this page brings it back" in c.value for c in at.caption), [c.value for c in at.caption]
+    name, sid = at.session_state["lab.model_ref"]["name"], at.session_state["lab.session_id"]
+    trained = at.session_state["lab.session_models"][name]
+
+    reloaded = AppTest.from_file(APP, default_timeout=120)
+    reloaded.query_params["session"] = sid
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.session_state["lab.model_ref"] == {"kind": "session", "name": name}
+    back = reloaded.session_state["lab.session_models"][name]
+    assert back.card.to_json()["attack"] == trained.card.to_json()["attack"] == "badnets"
+    assert reloaded.session_state["lab.session_origins"][name].startswith("trained in this session")
+    assert any(name in m.value for m in reloaded.sidebar.markdown)
+
+    fresh = new_app()  # another tab: a session of its own
+    assert fresh.session_state["lab.model_ref"]["kind"] == "shared"
