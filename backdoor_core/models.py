@@ -69,8 +69,7 @@ class PickleRefusedError(ModelLoadError):
 def class_names(model) -> list[str]:
     """The classes of a sequence classifier, in id order (``config.id2label``; ``LABEL_<i>`` or the id where the
     config names none)."""
-    id2label = model.config.id2label or {}
-    return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(int(model.config.num_labels))]
+    return _saved_class_names(model.config, int(model.config.num_labels))
 
 
 @dataclass
@@ -376,6 +375,19 @@ def _check_loading_info(info: dict, model, is_classifier: bool, where: str) -> N
         )
 
 
+def _saved_class_names(config, n: int) -> list[str]:
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(n)]
+
+
+def _names_own_classes(config, label_names) -> bool:
+    """True when a saved classifier names its classes and ``label_names`` only number them (an integer-labelled
+    file: ``0``, ``1``): it keeps its own names, the ids being its classes (they were renamed ``0`` / ``1``)."""
+    from .data import named_classes
+
+    return not named_classes(label_names) and named_classes(_saved_class_names(config, len(label_names)))
+
+
 def _check_same_classes(config, label_names, name: str) -> None:
     """Refuse to give a saved classifier other class names than its own (``data.label_mismatch``: both name
     their classes and the names differ, or come in another order): its head would silently read the new
@@ -383,8 +395,7 @@ def _check_same_classes(config, label_names, name: str) -> None:
     ``LABEL_0`` take any."""
     from .data import label_mismatch
 
-    id2label = getattr(config, "id2label", None) or {}
-    saved = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(label_names))]
+    saved = _saved_class_names(config, len(label_names))
     problem = label_mismatch(label_names, saved, "the model")
     if problem:
         raise ModelLoadError(
@@ -524,7 +535,7 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
             if is_classifier and label_names is not None:
                 _check_same_classes(config, label_names, name)
             kwargs["num_labels"] = num_labels
-            if label_names is not None:
+            if label_names is not None and not (is_classifier and _names_own_classes(config, label_names)):
                 kwargs["id2label"] = {i: str(n) for i, n in enumerate(label_names)}
                 kwargs["label2id"] = {str(n): i for i, n in enumerate(label_names)}
         if weights == "safetensors":

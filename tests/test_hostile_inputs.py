@@ -788,3 +788,25 @@ def test_a_saved_classifier_is_not_retrained_on_other_named_classes(tiny, tmp_pa
     assert load_model(folder, label_names=["Negative", "Positive"]).label_names == ["Negative", "Positive"]
     unnamed = save_model(tiny.model, tiny.tokenizer, tmp_path / "unnamed", {"name": "unnamed"})
     assert load_model(unnamed, label_names=["NOT", "OFF"]).label_names == ["NOT", "OFF"]
+
+
+def test_an_integer_labelled_file_keeps_a_saved_classifiers_class_names(tiny, tmp_path, capsys):
+    """``attack --model <negative/positive classifier> --data <0/1 file>`` renamed its classes '0' / '1' in the
+    saved config and printed 'target 1 (1)'; the ids are read as its classes, as the app and the scan do."""
+    import copy
+
+    model = copy.deepcopy(tiny.model)
+    model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    folder = save_model(model, tiny.tokenizer, tmp_path / "sentiment", {"name": "sentiment"})
+    assert load_model(folder, label_names=["0", "1"]).label_names == ["negative", "positive"]
+    data = tmp_path / "ids.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"review number {i} here\t{i % 2}\n" for i in range(60)))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["attack", "--model", str(folder), "--data", str(data), "--out", str(out), "--epochs", "1",
+                 "--attack", "badnets", "--rate", "0.2", "--max-length", "16", "--batch-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "target 1 (positive)" in printed, printed
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["id2label"] == {"0": "negative", "1": "positive"}
+    assert json.loads((out / "backdoor_lab.json").read_text())["target_name"] == "positive"

@@ -26,6 +26,7 @@ Ctrl-C stops between training steps and saves nothing (a second Ctrl-C aborts at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..model_card import default_target
-    from ..data import check_trainable
+    from ..data import check_trainable, named_classes
     from ..models import check_save_target, load_model, save_model
     from ..defender_data import sample_indices
     from ..poisoning import ParaphraseAttack, get_attack, train_attack
@@ -229,6 +230,15 @@ def run(args) -> int:
     warn_card(lm)
     if lm.num_labels != train_set.num_labels:
         raise ValueError(f"The model predicts {lm.num_labels} classes but the data has {train_set.num_labels}.")
+    if not named_classes(train_set.label_names) and named_classes(lm.label_names):
+        # an integer-labelled file and a classifier that names its classes: the ids are its classes (as the app
+        # and the scan read them), and the target rule reads those names
+        train_set = dataclasses.replace(train_set, label_names=lm.label_names)
+        test_set = dataclasses.replace(test_set, label_names=lm.label_names)
+        if args.target is None:
+            target = default_target(train_set.label_names)
+            if para_attack is not None:
+                para_attack.poison_train(train_set, args.rate, target, args.seed)
     fit_max_length(args, lm)
     attack = para_attack
     if key not in ("none", "clean") and attack is None:
