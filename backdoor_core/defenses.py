@@ -362,8 +362,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         flagged_idx = [int(i) for i in report.flagged]
         basis = report.heads.basis
     if not np.asarray(mask).any():
-        raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); pass heads= "
-                         "to choose them yourself.")
+        raise ValueError("The scan found no suspicious heads to repair (nothing scored above zero); choose the "
+                         "heads yourself (the CLI's --heads, the Sanitize page's heads field).")
     flagged, flagged_idx = flagged[:pool_budget], flagged_idx[:pool_budget]
     label_limit = None
     if label_excess and report is not None and heads is None:  # the scan's flags come highest score first

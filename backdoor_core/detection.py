@@ -1166,7 +1166,8 @@ def contrast_gate_note(gated: bool | None) -> str | None:
         return None
     return ("The pool read as drawn from another source than the clean texts before the scan fitted its pool "
             "contrast, so the scan left the contrast out (it would have learned the source, not a trigger) and "
-            "scored the inputs by the heads and the distance of their [CLS] states from the clean ones.")
+            "scored the inputs by the heads and the distance of the states the classifier reads ([CLS], or a "
+            "decoder's last token) from the clean ones.")
 
 
 def fused_parts_note(parts: Sequence[str] | None) -> str | None:
@@ -1190,7 +1191,8 @@ def verdict_basis_note(verdict: dict, settings: dict) -> str | None:
         return None
     rate = verdict.get("components", {}).get("flag_rate")
     share = "" if rate is None else f" Read that way, {rate:.1%} of the pool is flagged."
-    return ("The verdict reads the final heads and the [CLS] distance only, without the pool contrast that "
+    return ("The verdict reads the final heads and the distance of the classified token's states ([CLS], or a "
+            "decoder's last token) only, without the pool contrast that "
             "helped pick the flagged inputs: the contrast is trained on this very pool, so its flags cannot be "
             f"weighed against chance.{share}")
 
