@@ -116,6 +116,8 @@ if report is None or (job is not None and job.active):
         st.info("Run a scan to see the verdict, the suspicious heads and the flagged inputs.", icon=":material/info:")
     st.stop()
 
+if job is not None and job.status in ("cancelled", "failed") and job.snapshot().result is None:
+    st.caption(f"The results below are the previous scan's: the last run was {job.status} and kept nothing.")
 same_model = info.get("model_name") == loaded.name
 if not same_model:  # a caption went unseen: the verdict below read as the current model's
     st.warning(f"The results below are for **{md(info.get('model_name'))}** (scanned earlier), not for the current "

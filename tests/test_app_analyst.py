@@ -501,3 +501,23 @@ def test_detect_says_whose_verdict_it_shows_after_another_model_is_loaded(tmp_pa
     assert not any(e.value.startswith("This model behaves like") for e in at.error)
     if at.session_state["detect.report"].verdict.get("likely_backdoored"):
         assert any(e.value.startswith(f"{scanned} behaves like a backdoored one") for e in at.error)
+
+
+def test_detect_says_its_results_are_the_previous_scans_after_a_cancel():
+    """A scan cancelled midway kept nothing; the page then showed the earlier scan's verdict right under "was
+    cancelled ... nothing was kept", without a word (the Sanitize page says so for its results)."""
+    from defense_helpers import clean_texts
+
+    from backdoor_core.jobs import JobCancelled, start_job
+
+    texts, _ = clean_texts(30, seed=3)
+    at = _scan_user_pool(texts, n_clean=16)
+    assert not any("previous scan's" in c.value for c in at.caption)
+    stopped = start_job(lambda ctx: (_ for _ in ()).throw(JobCancelled()))
+    assert stopped.wait(5) and stopped.status == "cancelled"
+    registry = at.session_state["lab.jobs"]
+    registry["scan"] = stopped
+    at.session_state["lab.jobs"] = registry
+    at.run()
+    assert any(c.value == "The results below are the previous scan's: the last run was cancelled and kept nothing."
+               for c in at.caption), [c.value for c in at.caption]
