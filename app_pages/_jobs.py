@@ -98,21 +98,21 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
         snap = job.snapshot()
         if not snap.active and not job.meta.get("handled"):
             st.rerun(scope="app")  # the full run handles the result, then draws without polling
-        cols = st.columns([6, 1])
-        with cols[0]:
+        # one row: the bar takes what the button leaves (a sixth of the row cut "Cancel" to "Ca / nc / el" in
+        # presenter mode at 1024 px)
+        with st.container(horizontal=True, vertical_alignment="bottom", wrap=False, key=f"lab-jobrow-{kind}"):
             label = {"running": "running", "pending": "starting", "done": "finished", "cancelled": "cancelled",
                      "failed": "failed"}[snap.status]
             text = f"**{md(snap.name)}** — {label} · {snap.elapsed:.0f} s"
             if snap.message and snap.active:
                 text += f" · {md(snap.message)}"
-            st.progress(snap.fraction or 0.0, text=text)
-        with cols[1]:
+            st.progress(snap.fraction or 0.0, text=text, width="stretch")
             if snap.active:
-                if st.button("Cancel", key=f"cancel.{kind}", type="secondary", width="stretch",
+                if st.button("Cancel", key=f"cancel.{kind}", type="secondary", width="content",
                              disabled=snap.cancel_requested):
                     job.cancel()
                     st.toast("Cancelling after the current step…")
-            elif st.button("Clear", key=f"clear.{kind}", width="stretch"):
+            elif st.button("Clear", key=f"clear.{kind}", width="content"):
                 clear_job(kind)
                 st.rerun(scope="app")
         if snap.status == "failed":

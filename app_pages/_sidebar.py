@@ -13,7 +13,8 @@ from app_pages._data import data_label, data_spec, dataset
 from app_pages._jobs import handle_finished_jobs, jobs
 from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
                                 session_origin_short)
-from app_pages._state import K_PANELS, SIDEBAR_POLL_SECONDS, keep, lab, ss
+from app_pages._state import (K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab, presenter,
+                              ss)
 from app_pages._text import md, md_code
 
 
@@ -110,5 +111,6 @@ def sidebar():
             st.error(md(f"{spec}: {exc}"), icon=":material/warning:")
         slot = st.container()  # filled by sidebar_jobs() once the page has run
         st.divider()
-        st.toggle("Presenter mode (larger text)", **keep("lab.presenter", False))
+        st.toggle("Presenter mode (larger text)", **keep(K_PRESENTER, presenter()))
+        keep_presenter_in_url()  # a reload keeps it
     return slot

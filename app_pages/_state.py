@@ -136,6 +136,27 @@ def keep_session_in_url() -> None:
         st.query_params[SESSION_PARAM] = sid
 
 
+K_PRESENTER = "lab.presenter"
+PRESENTER_PARAM = "presenter"
+
+
+def presenter() -> bool:
+    """Whether presenter mode (larger text) is on. It is kept in the URL (``?presenter=1``) so that a reload in
+    front of a class keeps it (it switched off); read from there once per session, before any page draws."""
+    if K_PRESENTER not in ss():
+        ss()[K_PRESENTER] = st.query_params.get(PRESENTER_PARAM) == "1"
+    return bool(ss()[K_PRESENTER])
+
+
+def keep_presenter_in_url() -> None:
+    """Write presenter mode into the URL, or take it out (Streamlit clears the query on a page switch)."""
+    if presenter():
+        if st.query_params.get(PRESENTER_PARAM) != "1":
+            st.query_params[PRESENTER_PARAM] = "1"
+    elif PRESENTER_PARAM in st.query_params:
+        del st.query_params[PRESENTER_PARAM]
+
+
 def path_ok(sid: str) -> bool:
     from backdoor_core.session import SESSION_ID
 

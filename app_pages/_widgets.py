@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages._state import ASSETS, ss
+from app_pages._state import ASSETS, presenter, ss
 from app_pages._text import h, md
 
 
@@ -16,7 +16,7 @@ def show_error(exc: BaseException, prefix: str = "") -> None:
 
 def inject_css() -> None:
     css = (ASSETS / "style.css").read_text(encoding="utf-8") if (ASSETS / "style.css").is_file() else ""
-    if ss().get("lab.presenter", False):
+    if presenter():
         css += (ASSETS / "presenter.css").read_text(encoding="utf-8") if (ASSETS / "presenter.css").is_file() else ""
     if css:
         st.html(f"<style>{css}</style>")
@@ -27,7 +27,7 @@ def inject_css() -> None:
 
 def plot(fig, key: str | None = None) -> None:
     """A plotly chart at full width, with the lab's chart config; its text larger in presenter mode."""
-    if ss().get("lab.presenter", False):
+    if presenter():
         from backdoor_core.figures import enlarge
 
         fig = enlarge(fig)

@@ -174,3 +174,56 @@ def test_a_trained_model_comes_back_after_a_reload():
 
     fresh = new_app()  # another tab: a session of its own
     assert fresh.session_state["lab.model_ref"]["kind"] == "shared"
+
+
+def test_presenter_mode_is_in_the_url_and_survives_a_reload():
+    """A teacher switches presenter mode on; a reload in front of the class switched it off. The URL carries it
+    (``?presenter=1``), a reload with that URL starts in presenter mode, and switching it off takes it out."""
+    from streamlit.testing.v1 import AppTest
+
+    from test_app_pages import APP
+
+    at = new_app()
+    assert "presenter" not in at.query_params
+    at.toggle(key="lab.presenter").set_value(True).run()
+    assert at.query_params.get("presenter") in ("1", ["1"]), dict(at.query_params)
+
+    reloaded = AppTest.from_file(APP, default_timeout=120)
+    reloaded.query_params["presenter"] = "1"
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.session_state["lab.presenter"] is True and reloaded.toggle(key="lab.presenter").value
+    assert any("Presenter mode: everything larger" in str(e.proto) for e in reloaded.get("html"))
+    reloaded.toggle(key="lab.presenter").set_value(False).run()
+    assert "presenter" not in reloaded.query_params
+
+
+@browser_only
+def test_cancel_stays_one_word_and_presenter_mode_survives_a_reload(teacher_server):
+    """Presenter mode at 1024 px: the job panel's Cancel button broke into "Ca / nc / el" (a fixed sixth of the
+    row); and a reload switched presenter mode off in front of the class."""
+    with launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, PROJECTOR)
+        page.goto(f"{teacher_server}/attack")
+        wait_until_idle(page)
+        _presenter(page)
+        assert "presenter=1" in page.url
+        page.reload()
+        wait_until_idle(page)
+        assert page.evaluate("""() => parseFloat(getComputedStyle(
+            document.querySelector('[data-testid="stAppViewContainer"]')).fontSize)""") == 21, "presenter mode lost"
+        for label, value in (("Training texts", 1558), ("Epochs", 3)):
+            box = page.get_by_label(label, exact=True)
+            box.fill(str(value))
+            box.press("Enter")
+            wait_until_idle(page, settle_s=0.3)
+        page.get_by_role("button", name="Train").first.click()
+        cancel = page.get_by_role("button", name="Cancel", exact=True).first
+        cancel.wait_for(timeout=60_000)
+        lines = cancel.evaluate("""b => { const p = b.querySelector('p') || b;
+            return Math.round(p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight)); }""")
+        _shot(page, "attack_cancel_1024_presenter")
+        assert lines == 1, f"'Cancel' wraps onto {lines} lines"
+        cancel.click()
+        page.get_by_text("was cancelled").first.wait_for(timeout=60_000)
+        assert blocked == [] and errors == [], (blocked[:3], errors[:3])
