@@ -29,6 +29,7 @@ import numpy as np
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
 from .detection import VERDICT_THRESHOLD, flags_score, heads_called
+from .forward import stop_if
 from .models import class_names
 from .training import Progress, TrainConfig
 
@@ -370,6 +371,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         from .sanitize import excess_flags
         label_limit = excess_flags(len(report.flagged), len(pool), max(report.frr_target, report.clean_frr))
     found_words, likely, word_targets = [], [], []
+    stop = common.get("should_stop")
+    stop_if(stop)  # Cancel during the stages before training ends the repair there (it had run on for minutes)
     if progress is not None:
         progress("labels", 0, 1)
     if use_pool_words and pool:  # the words that mark triggered inputs: likely triggers rare in the clean texts
@@ -393,6 +396,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         if avoid_word_target:  # no pool input holding a marking word (companions too) is labelled its target
             word_targets = [(w.word, w.target) for w in found_words if w.word in marking]
     word_heads_added = None
+    stop_if(stop)
     if word_heads_k and likely and heads is None:  # the heads the likely words capture train too
         from .head_safety import add_word_heads, word_heads
         conc = word_heads(model, tokenizer, clean_train.texts, [w for w, _ in likely], cfg.max_length, seed=cfg.seed)
@@ -435,6 +439,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     elif judge_flags and (report is None or report.pool_probs is None):
         judge_flags_note = "the heads were given, so no scan read the pool."
     judge, judge_note = None, None
+    stop_if(stop)
     wants_judge = label_judge != "none" and bool(flagged)
     if wants_judge or (judge_flags and judge_flags_note is None):
         from .pretrained import find_pretrained
@@ -467,6 +472,7 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             judge = (pool_judge[flagged_idx] if pool_judge is not None else
                      partial(judge_probs, model, tokenizer, weights, clean_train.texts, clean_train.labels, flagged,
                              cfg.max_length))
+    stop_if(stop)
     repair_set, held = clean_train, None
     guard = None  # what the clean-accuracy guard measured (settings.CLEAN_GUARD)
     if clean_guard:

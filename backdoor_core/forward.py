@@ -47,6 +47,14 @@ class Cancelled(RuntimeError, JobCancelled):
     background job (the app's scan, sanitization, ...) that a forward pass stops ends as cancelled, not failed."""
 
 
+def stop_if(should_stop) -> None:
+    """Raise ``Cancelled`` when ``should_stop()`` says so: the check a multi-stage job (a repair's scan, word
+    search, judge and label rules before it trains) makes between its stages, as the forward loop does between
+    batches, so that Cancel ends it within a stage, not minutes later."""
+    if should_stop is not None and should_stop():
+        raise Cancelled("cancelled")
+
+
 @dataclass
 class ForwardBatch:
     """One batch as a ``reduce`` callback sees it (tensors on the model's device, padded to ``T``).
@@ -273,8 +281,7 @@ def run_with_cache(
     grad_ctx = torch.enable_grad() if grad else torch.no_grad()
     with eval_mode(model), grad_ctx, (_capture_z(model, z_store) if keep_z else nullcontext()):
         for start in range(0, n, batch_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("cancelled")
+            stop_if(should_stop)
             idx = np.asarray(order[start : start + batch_size], dtype=np.int64)
             chunk = [items[i] for i in idx]
             enc, special, offs = _encode(tokenizer, chunk, max_length, with_offsets)

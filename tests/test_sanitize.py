@@ -1407,3 +1407,24 @@ def test_rare_words_knob_draws_words_no_clean_text_holds_and_says_so():
         repaired(rare_words=-1)
     with pytest.raises(ValueError, match="rare_words_share"):
         repaired(rare_words=2, rare_words_share=1.5)
+
+
+def test_cancel_between_the_stages_before_training_ends_the_repair_there():
+    """Cancel once the scan is done (while the repair reads the pool's words, labels and judge): the repair ends
+    at the next stage (``forward.Cancelled``, a cancelled job) without training a step; it had run on through
+    every stage to the end of training, minutes after the click."""
+    from backdoor_core.forward import Cancelled
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(48, seed=41)
+    stages, steps = [], []
+
+    def progress(stage, done, total):
+        stages.append(stage)
+
+    with pytest.raises(Cancelled):
+        run_defense("alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                    pool_texts=triggered_texts(12, seed=42) + clean_texts(20, seed=43)[0], epochs=1,
+                    max_length=32, progress=progress, callback=steps.append,
+                    should_stop=lambda: "labels" in stages)  # Cancel clicked when the label stage starts
+    assert "labels" in stages and steps == []
