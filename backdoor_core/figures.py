@@ -334,10 +334,12 @@ def before_after_heatmaps(
     value_name: str = "value",
     labels: tuple[str, str] = ("before", "after"),
     marks: Any = None,
+    mark_name: str = "suspicious",
     diverging: bool = False,
 ) -> go.Figure:
-    """Two ``(layers, heads)`` heatmaps side by side on one colour scale (e.g. before/after sanitization);
-    ``diverging`` centres a red-blue scale on 0 for signed values (e.g. ``repair_effect``'s lift)."""
+    """Two ``(layers, heads)`` heatmaps side by side on one colour scale (e.g. before/after sanitization), the
+    heads in ``marks`` outlined under ``mark_name``; ``diverging`` centres a red-blue scale on 0 for signed values
+    (e.g. ``repair_effect``'s lift)."""
     b, a = _as2d(before, "before"), _as2d(after, "after")
     if b.shape != a.shape:
         raise ValueError(f"before {b.shape} and after {a.shape} differ in shape")
@@ -350,7 +352,7 @@ def before_after_heatmaps(
     for col, z in ((1, b), (2, a)):
         fig.add_trace(_grid_heatmap(z, xs, ys, names, value_name=value_name, coloraxis="coloraxis"), 1, col)
         if marks is not None and np.asarray(marks, bool).any():
-            _add_marks(fig, np.asarray(marks, bool), xs, ys, "suspicious", row=1, col=col, legend=col == 1)
+            _add_marks(fig, np.asarray(marks, bool), xs, ys, mark_name, row=1, col=col, legend=col == 1)
     zmax = float(np.nanmax([np.nanmax(b), np.nanmax(a)]))
     zmin = float(np.nanmin([np.nanmin(b), np.nanmin(a), 0.0]))
     scale = dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=max(zmax, zmin + 1e-6))
@@ -379,8 +381,9 @@ def repair_effect_heatmaps(effect: Any, measure: str = "lift") -> go.Figure:
     before, after = getattr(effect.before, measure), getattr(effect.after, measure)
     if before is None or after is None:
         raise ValueError(f"This repair effect has no {measure} (a paraphrase trigger has no trigger tokens).")
+    # the outlined heads are the repaired ones (a head-only repair trains fewer than the scan calls suspicious)
     return before_after_heatmaps(before, after, marks=effect.mask if effect.mask.any() else None,
-                                 value_name=value_name, diverging=measure == "lift", title=title)
+                                 mark_name="repaired", value_name=value_name, diverging=measure == "lift", title=title)
 
 
 # ------------------------------------------------------------------------------- head x head similarity
@@ -597,7 +600,9 @@ def training_curves(
              if n != "kept" and isinstance(v, (int, float)) and math.isfinite(v)]
     # labels mid-line, one above and one below its line: CACC and ASR before often nearly coincide, a label at the
     # left edge ran into the "100%" tick and one at the right into the last evaluation's markers
-    for i, (name, value) in enumerate(shown):
+    # by value, not by order: the higher line's label above it, the lower one's below (by order, CACC 91.7% drawn
+    # first put its label above its line, onto ASR 100%'s below-label)
+    for i, (name, value) in enumerate(sorted(shown, key=lambda nv: -nv[1])):
         fig.add_hline(y=value, line_dash="dot", line_color=_METRIC_COLORS.get(name, "#888"),
                       annotation_text=f"{text(name.upper())} before",
                       annotation_position=("top", "bottom")[i % 2], row=1, col=2)

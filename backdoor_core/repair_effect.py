@@ -80,16 +80,22 @@ class RepairEffect:
         """Plain sentences: the repaired heads' (else every head's) mean lift and concentration, before → after."""
         which = self.mask if self.mask.any() else np.ones_like(self.mask)
         whose = (f"the {int(which.sum())} repaired heads" if self.mask.any() else "all heads")
-        lines = [f"On {whose}, the trigger raised the similarity to their layer's other heads by "
-                 f"{self.before.lift[which].mean():+.2f} before the repair and {self.after.lift[which].mean():+.2f} "
-                 f"after (mean over {self.n} texts)."]
+        lines = [f"On {whose}, the trigger changed the similarity to their layer's other heads by "
+                 f"{_signed(self.before.lift[which].mean())} before the repair and "
+                 f"{_signed(self.after.lift[which].mean())} after (mean over {self.n} texts)."]
         if self.mask.any() and (~self.mask).any():
-            lines.append(f"The other heads: {self.before.lift[~self.mask].mean():+.2f} before, "
-                         f"{self.after.lift[~self.mask].mean():+.2f} after.")
+            lines.append(f"The other heads: {_signed(self.before.lift[~self.mask].mean())} before, "
+                         f"{_signed(self.after.lift[~self.mask].mean())} after.")
         if self.before.concentration is not None and self.after.concentration is not None:
             conc = self.before.concentration[which].mean(), self.after.concentration[which].mean()
             lines.append(f"Attention {whose} put on the trigger's tokens: {conc[0]:.0%} before, {conc[1]:.0%} after.")
         return lines
+
+
+def _signed(value: float) -> str:
+    """``+0.12`` / ``-0.05``, and ``0.00`` without a sign where it rounds to zero (it printed ``-0.00``)."""
+    text = f"{float(value):+.2f}"
+    return "0.00" if text in ("+0.00", "-0.00") else text
 
 
 def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_length: int,

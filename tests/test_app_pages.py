@@ -428,11 +428,11 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert asr_row == {"metric": "ASR", "before": f"{res['before']['asr']:.1%}", "after": f"{res['after']['asr']:.1%}"}
     assert finding.data["after"]["asr"] == res["after"]["asr"]
     # the trigger's effect on the heads before and after (fine-tuning changes no chosen heads: all heads)
-    assert any(c.value.startswith("On all heads, the trigger raised the similarity") and "trigger's tokens" in c.value
+    assert any(c.value.startswith("On all heads, the trigger changed the similarity") and "trigger's tokens" in c.value
                for c in at.caption), [c.value for c in at.caption]
     effect = finding.data["trigger_effect"]  # measured by the job: the report has the same numbers and view
     assert effect["n"] > 0 and len(effect["lift"]) == len(effect["concentration"]) == 2
-    assert "the trigger raised the similarity" in finding.text and len(finding.figures) == 3
+    assert "the trigger changed the similarity" in finding.text and len(finding.figures) == 3
     # a later run that was cancelled and kept nothing: the results shown are said to be the previous run's
     from backdoor_core.jobs import JobCancelled, start_job
 

@@ -60,7 +60,7 @@ def test_wrappers_share_the_grid_builder():
                              TriggerEffect(np.zeros((L, H)), np.full((L, H), 0.2)), ["L1H2"], n=10)
     lift = F.repair_effect_heatmaps(effect)
     assert lift.layout.coloraxis.cmin == -0.3 and "similarity" in lift.layout.title.text
-    assert any(getattr(t, "name", None) == "suspicious" for t in lift.data)  # L1H2 outlined
+    assert any(getattr(t, "name", None) == "repaired" for t in lift.data)  # L1H2 outlined
     conc = F.repair_effect_heatmaps(effect, "concentration")
     assert (conc.layout.coloraxis.cmin, conc.layout.coloraxis.cmax) == (0.0, 0.6)
     with pytest.raises(ValueError, match="no concentration"):
@@ -212,6 +212,22 @@ def test_enlarge_scales_the_styled_text_for_a_projector_and_leaves_fitted_sizes(
     assert F.enlarge(att).layout.xaxis.tickfont.size == att.layout.xaxis.tickfont.size  # fitted to 40 tokens
     ba = F.enlarge(F.before_after_heatmaps(RNG.random((L, H)), RNG.random((L, H))))
     assert {a.font.size for a in ba.layout.annotations} == {round(F.FONT_SIZE * 1.25)}  # "before", "after"
+
+
+def test_before_labels_go_by_value_and_the_repair_heatmaps_name_the_repaired_heads():
+    events = [{"step": 1, "loss": 0.5}, {"step": 2, "cacc": 0.9, "asr": 0.2}]
+    for base in ({"cacc": 0.917, "asr": 1.0}, {"asr": 1.0, "cacc": 0.917}):  # either order: ASR's line is higher
+        fig = F.training_curves(events, baseline=base)
+        notes = {a.text: a for a in fig.layout.annotations if (a.text or "").endswith("before")}
+        assert notes["ASR before"].yanchor == "bottom" and notes["CACC before"].yanchor == "top", base
+    from types import SimpleNamespace
+
+    mask = np.zeros((L, H), bool)
+    mask[1, 2] = True
+    effect = SimpleNamespace(before=SimpleNamespace(lift=RNG.random((L, H))),
+                             after=SimpleNamespace(lift=RNG.random((L, H))), mask=mask)
+    names = {t.name for t in F.repair_effect_heatmaps(effect).data if t.name}
+    assert "repaired" in names and "suspicious" not in names
 
 
 def test_before_and_after_bars_do_not_paint_before_in_the_triggers_red():

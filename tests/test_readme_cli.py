@@ -69,7 +69,7 @@ def test_readme_cli_examples_run_in_order(tmp_path, monkeypatch, capsys):
                                                                                                       abs=0.11)
                 assert lo_b <= before <= hi_b and lo_a <= after <= hi_a and n_lift == n_asr
             # what the card's trigger does to the heads, before and after (repair_effect), on the same texts
-            assert re.search(r"^TRIGGER\s+On the \d+ repaired heads, the trigger raised the similarity to their "
+            assert re.search(r"^TRIGGER\s+On the \d+ repaired heads, the trigger changed the similarity to their "
                              r"layer's other heads by [+-][\d.]+ before the repair and [+-][\d.]+ after", out, re.M), out
             assert re.search(r"^TRIGGER\s+Attention the \d+ repaired heads put on the trigger's tokens: \d+% before",
                              out, re.M), out

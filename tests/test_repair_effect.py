@@ -95,3 +95,17 @@ def test_try_trigger_effect_gives_none_instead_of_failing_but_lets_a_cancel_thro
     monkeypatch.setattr(RE, "trigger_effect", boom)
     assert RE.try_trigger_effect(bd.model, bd.tokenizer, pairs, 32) is None
     assert RE.RepairEffect.of(None, None, [], 8) is None
+
+
+def test_summary_says_changed_and_prints_no_minus_zero():
+    """A negative change read "raised ... by -0.05", and a zero one printed "-0.00"."""
+    import numpy as np
+
+    from backdoor_core.repair_effect import RepairEffect, TriggerEffect
+
+    before = TriggerEffect(lift=np.array([[0.2, -0.001]]), concentration=None)
+    after = TriggerEffect(lift=np.array([[-0.05, -0.001]]), concentration=None)
+    lines = RepairEffect(before, after, mask=np.array([[True, False]]), n=10).summary()
+    assert lines[0] == ("On the 1 repaired heads, the trigger changed the similarity to their layer's other heads by "
+                        "+0.20 before the repair and -0.05 after (mean over 10 texts).")
+    assert lines[1] == "The other heads: 0.00 before, 0.00 after."
