@@ -18,7 +18,7 @@ from app_pages._widgets import show_error
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _load_dataset(spec: str, split: str, seed: int, label_names: tuple[str, ...] | None = None):
-    from backdoor_core.data import TextDataset, load_split, named_classes
+    from backdoor_core.data import TextDataset, align_labels, load_split, named_classes
 
     ds = load_split(spec, split=split, seed=seed)  # a single file: its training part or its test part
     if (label_names and named_classes(label_names) and not named_classes(ds.label_names)
@@ -26,6 +26,8 @@ def _load_dataset(spec: str, split: str, seed: int, label_names: tuple[str, ...]
         # an integer-labelled file read for a model that names its classes: its ids are the model's classes, as
         # the scan and sanitize commands read it (load_dataset(label_names=...)); pages then say "sports", not "3"
         ds = TextDataset(ds.texts, ds.labels, list(label_names), ds.name)
+    if label_names:  # a file naming the model's classes in another order: ids in the model's order, as the CLI
+        ds = align_labels(ds, list(label_names))
     return ds
 
 

@@ -257,12 +257,12 @@ def session_copy(loaded, name: str | None = None):
 def labels_problem(loaded, ds) -> str | None:
     """A message when the model's classes do not fit the dataset (their number, or their names and order where
     both name them: ``data.label_mismatch``), else None."""
-    from backdoor_core.data import DataError, check_labels_match
+    from backdoor_core.data import DataError, align_labels, check_labels_match
 
     if loaded is None or ds is None:
         return None
-    try:
-        check_labels_match(ds, loaded.num_labels, loaded.label_names)
+    try:  # the same names in another order are read in the model's order (the pages' data is: _load_dataset)
+        check_labels_match(align_labels(ds, loaded.label_names), loaded.num_labels, loaded.label_names)
     except DataError as exc:
         return f"{exc}. Pick a matching dataset or model on the Model page."
     return None

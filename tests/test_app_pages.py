@@ -994,6 +994,34 @@ def test_an_integer_labelled_file_is_read_in_the_models_class_names(tmp_path, mo
     assert not at.exception and not errors(at)
 
 
+def test_a_file_naming_the_models_classes_in_another_order_is_read_in_its_order(tmp_path):
+    """A file labelled "pos"/"neg" (names sorted, so "neg" is id 0 there too) but listing the model's classes in
+    another order was refused by every page (the CLI reads it in the model's order): the pages align it."""
+    from backdoor_core.models import save_model, tiny_model
+
+    lm = tiny_model(num_labels=2, seed=0)
+    lm.model.config.id2label, lm.model.config.label2id = {0: "pos", 1: "neg"}, {"pos": 0, "neg": 1}
+    save_model(lm.model, lm.tokenizer, tmp_path / "named", {"name": "named"})
+    rows = "".join(f"the film number {i} was {'good' if i % 2 else 'bad'}\t{'pos' if i % 2 else 'neg'}\n"
+                   for i in range(60))
+    at = goto(new_app(), "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("reviews.tsv", ("text\tlabel\n" + rows).encode(),
+                                                    "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(tmp_path / "named"))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    goto(at, "detect")
+    assert not at.exception and not errors(at), errors(at)
+    from app_pages._data import _load_dataset
+
+    ds = _load_dataset(at.session_state["lab.data_spec"], "train", 0, ("pos", "neg"))
+    assert ds.label_names == ["pos", "neg"]
+    assert all((ds.labels[i] == 0) == ("good" in t) for i, t in enumerate(ds.texts))
+
+
 def test_a_cancelled_repairs_results_say_they_are_partial():
     """After a cancelled repair the Sanitize page showed its tiles (ASR, CACC, heads changed) under "Before and
     after" as if the defense had run; only the job line, far above, said "partial result". The results say so."""
