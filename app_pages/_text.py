@@ -84,6 +84,15 @@ def _escape_block_start(m: re.Match) -> str:
     return m.group(1) + "\\" + mark
 
 
+_CITATION = re.compile(r"((?:docs/[\w-]+\.md|README),? )\\\*([^*\\\n]{1,80})\\\*")
+
+
+def md_note(value: Any) -> str:
+    """A core note as literal text (``md``), with its citations ("docs/design.md, *Name*") in italics again as the
+    core wrote them: escaped, the asterisks showed."""
+    return _CITATION.sub(r"\1*\2*", md(value))
+
+
 def md_code(value: Any) -> str:
     """``value`` as a markdown code span (literal by nature), or as escaped text when it holds a backtick."""
     text = " ".join(str(value).split())

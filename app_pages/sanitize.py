@@ -14,7 +14,7 @@ from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._save import save_panel
-from app_pages._text import md
+from app_pages._text import md, md_note
 
 ui.page_header(
     "Sanitize",
@@ -383,7 +383,7 @@ if heads:
     st.caption(("Repaired heads: " if res["details"].get("suspicious_heads") else "Pruned heads: ")
                + ", ".join(map(str, heads)))
 for note in defenses_mod.repair_notes(res["details"]):
-    st.caption(md(note))  # plain sentences that may name the pretrained checkpoint (a path or a hub id)
+    st.caption(md_note(note))  # plain sentences that may name the pretrained checkpoint (a path or a hub id)
 if line := A.lift_line(res):
     st.caption(line + ".")
 if "asr" not in b:

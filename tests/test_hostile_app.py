@@ -591,3 +591,14 @@ def test_cli_zoo_build_while_another_builds_is_one_line(tmp_path, capsys):
         assert main(["zoo", "build", "--dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the demo zoo") and "process 4242" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_core_notes_citation_reads_in_italics_and_nothing_else_does():
+    """Repair notes cite "docs/design.md, *Head-only repairs capped*": escaped whole, the asterisks showed. Only a
+    citation gets its italics back; any other asterisk (a pool word) stays a character."""
+    from app_pages._text import md_note
+
+    note = "it trained 4 heads (docs/design.md, *Head-only repairs capped*); the pool word *cf* [x](http://e.x)"
+    out = md_note(note)
+    assert "docs/design.md, *Head-only repairs capped*" in out
+    assert r"\*cf\*" in out and r"\[x\]" in out  # the word and the link stay characters
