@@ -109,12 +109,19 @@ def enlarge(fig: go.Figure, factor: float = PRESENTER_SCALE) -> go.Figure:
                           title_pad_t=round((lay.title.pad.t or TOOLBAR_BAND) * factor))
     if lay.legend.font.size:
         fig.update_layout(legend_font_size=round(lay.legend.font.size * factor))
+    grown = 0  # pixels the larger text adds to the margins: the figure grows by them, the plot keeps its size
     if lay.margin.t is not None:
+        grown += round(lay.margin.t * factor) - lay.margin.t
         fig.update_layout(margin_t=round(lay.margin.t * factor))
-    if lay.legend.y is not None and lay.legend.y < 0:  # a legend below the axis title moves down with it
-        fig.update_layout(legend_y=lay.legend.y * factor)
-        if lay.margin.b is not None:
-            fig.update_layout(margin_b=round(lay.margin.b * factor))
+    foot = lay.legend.yref == "container" and lay.legend.y is not None and lay.legend.y <= 0.05
+    if lay.legend.y is not None and lay.legend.y < 0 and lay.legend.yref != "container":
+        fig.update_layout(legend_y=lay.legend.y * factor)  # a legend below the axis title moves down with it
+        foot = True
+    if foot and lay.margin.b is not None:  # a legend at the foot: its margin grows with its text
+        grown += round(lay.margin.b * factor) - lay.margin.b
+        fig.update_layout(margin_b=round(lay.margin.b * factor))
+    if lay.height:
+        fig.update_layout(height=lay.height + grown)
     for ann in lay.annotations or ():
         if ann.font.size:
             ann.font.size = round(ann.font.size * factor)
@@ -796,9 +803,11 @@ def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
         fig.update_xaxes(title_text="mean share of the suspicious heads' focus (not verified)")
         title = "Candidate triggers: focus (no clean text to verify on)" if title else title
         n = len(shown)
-    return style(fig, title, max(260, 120 + (52 if verified else 30) * n), barmode="group",
-                 legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-                 margin=dict(l=200, r=30, t=TOOLBAR_BAND + 86 if title else 30, b=60))
+    return style(fig, title, max(330, 190 + (52 if verified else 30) * n), barmode="group",
+                 # at the figure's foot, below the axis title: above the plot its two long entries wrapped onto
+                 # the title in a 1024-px window
+                 legend=dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0),
+                 margin=dict(l=200, r=30, t=TOOLBAR_BAND + 86 if title else 30, b=130))
 
 
 def difference_heatmap(delta: Any, title: str | None = None, value_name: str = "B − A") -> go.Figure:

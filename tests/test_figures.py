@@ -259,3 +259,9 @@ def test_candidate_bars_say_which_way_each_rate_flips():
     assert "toward" not in fig.layout.xaxis.title.text  # the axis holds both directions
     assert list(fig.data[1].text) == ["–", "70%"]  # bottom-up: an unverified removal shows a dash
     assert "the target" in F.trigger_candidates_bar(rows).data[0].name
+    # the legend sits at the figure's foot, below the axis title (above the plot, its two long entries wrapped
+    # onto the title at 1024 px); presenter mode grows the figure by what its margins grow, not the plot's share
+    assert (fig.layout.legend.yref, fig.layout.legend.y, fig.layout.legend.yanchor) == ("container", 0.0, "bottom")
+    big = F.enlarge(fig, 1.25)
+    grown = (big.layout.margin.t - fig.layout.margin.t) + (big.layout.margin.b - fig.layout.margin.b)
+    assert grown > 0 and big.layout.height == fig.layout.height + grown
