@@ -374,7 +374,7 @@ def test_cli_sanitize_trigger_lines_and_a_failing_view_keeps_the_repair(tmp_path
     assert main(args) == 0
     text = capsys.readouterr().out
     assert load_model(out).metadata["defense"] == "alignment" and "ASR" in text
-    assert ("TRIGGER    On the 2 repaired heads, the trigger raised" in text) is not view_fails, text
+    assert ("TRIGGER    On the 2 repaired heads, the trigger changed" in text) is not view_fails, text
     assert main(args + ["--force", "--json"]) == 0
     effect = json.loads(capsys.readouterr().out)["trigger_effect"]
     assert (effect is None) if view_fails else (effect["heads"] == 2 and len(effect["concentration"]) == 2)
