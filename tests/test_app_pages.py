@@ -880,6 +880,16 @@ def test_the_dataset_box_names_an_uploaded_file_by_its_name(tmp_path):
     assert "my_news.tsv" in box.options and not any("backdoor-lab-session" in o for o in box.options), box.options
 
 
+def _load_folder(at: AppTest, folder, then: str | None = None) -> AppTest:
+    """Load the model saved in ``folder`` on the Model page (no error), then open page ``then``."""
+    goto(at, "model")
+    at.segmented_control(key="model.source").set_value("Local folder").run()
+    at.text_input(key="model.folder").input(str(folder))
+    at.button(key="model.load_folder").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    return goto(at, then) if then else at
+
+
 def test_inspect_trigger_follows_a_newly_loaded_models_card(tmp_path):
     """Inspect a BadNets model (its card: "cf"), then load an AddSent model whose card names its sentence: the
     trigger fields had kept "cf", so the page tested the old model's trigger on the new model. Fields the user
@@ -890,12 +900,7 @@ def test_inspect_trigger_follows_a_newly_loaded_models_card(tmp_path):
                                                "target": 3})
 
     def load(at, folder):
-        goto(at, "model")
-        at.segmented_control(key="model.source").set_value("Local folder").run()
-        at.text_input(key="model.folder").input(str(folder))
-        at.button(key="model.load_folder").click().run()
-        assert not at.exception and not errors(at)
-        return goto(at, "inspect")
+        return _load_folder(at, folder, then="inspect")
 
     at = load(new_app(), badnets)
     assert at.segmented_control(key="inspect.kind").value == "Word" and at.text_input(key="inspect.word").value == "cf"
@@ -980,10 +985,7 @@ def test_an_integer_labelled_file_is_read_in_the_models_class_names(tmp_path, mo
     at.file_uploader(key="model.data_file").upload("reviews.tsv", ("text\tlabel\n" + rows).encode(),
                                                     "text/plain").run()
     at.button(key="model.use_data_file").click().run()
-    at.segmented_control(key="model.source").set_value("Local folder").run()
-    at.text_input(key="model.folder").input(str(tmp_path / "named"))
-    at.button(key="model.load_folder").click().run()
-    assert not at.exception and not errors(at)
+    _load_folder(at, tmp_path / "named")
     goto(at, "detect")
     at.number_input(key="detect.n_clean").set_value(20)
     at.radio(key="detect.pool_kind").set_value("Test texts only (no trigger)").run()
@@ -1009,10 +1011,7 @@ def test_a_file_naming_the_models_classes_in_another_order_is_read_in_its_order(
     at.file_uploader(key="model.data_file").upload("reviews.tsv", ("text\tlabel\n" + rows).encode(),
                                                     "text/plain").run()
     at.button(key="model.use_data_file").click().run()
-    at.segmented_control(key="model.source").set_value("Local folder").run()
-    at.text_input(key="model.folder").input(str(tmp_path / "named"))
-    at.button(key="model.load_folder").click().run()
-    assert not at.exception and not errors(at), errors(at)
+    _load_folder(at, tmp_path / "named")
     goto(at, "detect")
     assert not at.exception and not errors(at), errors(at)
     from app_pages._data import _load_dataset
@@ -1054,12 +1053,7 @@ def test_compare_trigger_follows_a_newly_loaded_models_card(tmp_path):
                                                "target": 3})
 
     def load(at, folder):
-        goto(at, "model")
-        at.segmented_control(key="model.source").set_value("Local folder").run()
-        at.text_input(key="model.folder").input(str(folder))
-        at.button(key="model.load_folder").click().run()
-        assert not at.exception and not errors(at)
-        return goto(at, "compare")
+        return _load_folder(at, folder, then="compare")
 
     at = load(new_app(), badnets)
     assert at.text_input(key="compare.trigger").value == "cf"
