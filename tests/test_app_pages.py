@@ -890,14 +890,20 @@ def _load_folder(at: AppTest, folder, then: str | None = None) -> AppTest:
     return goto(at, then) if then else at
 
 
-def test_inspect_trigger_follows_a_newly_loaded_models_card(tmp_path):
-    """Inspect a BadNets model (its card: "cf"), then load an AddSent model whose card names its sentence: the
-    trigger fields had kept "cf", so the page tested the old model's trigger on the new model. Fields the user
-    changed are left alone."""
+def _badnets_and_addsent(tmp_path):
+    """Two saved tiny models whose cards name a BadNets word trigger ("cf") and an AddSent sentence."""
     badnets = _hostile_folder(tmp_path / "a", {"name": "bn", "attack": "badnets", "trigger": ["cf", "mn"],
                                                "target": 3})
     addsent = _hostile_folder(tmp_path / "b", {"name": "as", "attack": "addsent", "trigger": "I watch this 3D movie",
                                                "target": 3})
+    return badnets, addsent
+
+
+def test_inspect_trigger_follows_a_newly_loaded_models_card(tmp_path):
+    """Inspect a BadNets model (its card: "cf"), then load an AddSent model whose card names its sentence: the
+    trigger fields had kept "cf", so the page tested the old model's trigger on the new model. Fields the user
+    changed are left alone."""
+    badnets, addsent = _badnets_and_addsent(tmp_path)
 
     def load(at, folder):
         return _load_folder(at, folder, then="inspect")
@@ -1047,10 +1053,7 @@ def test_a_cancelled_repairs_results_say_they_are_partial():
 def test_compare_trigger_follows_a_newly_loaded_models_card(tmp_path):
     """As on Inspect: Compare kept the last model's trigger ("cf") after an AddSent model was loaded; a trigger the
     user typed is kept."""
-    badnets = _hostile_folder(tmp_path / "a", {"name": "bn", "attack": "badnets", "trigger": ["cf", "mn"],
-                                               "target": 3})
-    addsent = _hostile_folder(tmp_path / "b", {"name": "as", "attack": "addsent", "trigger": "I watch this 3D movie",
-                                               "target": 3})
+    badnets, addsent = _badnets_and_addsent(tmp_path)
 
     def load(at, folder):
         return _load_folder(at, folder, then="compare")
