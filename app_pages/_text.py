@@ -88,8 +88,8 @@ _CITATION = re.compile(r"((?:docs/[\w-]+\.md|README),? )\\\*([^*\\\n]{1,80})\\\*
 
 
 def md_note(value: Any) -> str:
-    """A core note as literal text (``md``), with its citations ("docs/design.md, *Name*") in italics again as the
-    core wrote them: escaped, the asterisks showed."""
+    """A core note as literal text (``md``), with its citations (a docs file or README, then a section's name
+    between asterisks) in italics again as the core wrote them: escaped, the asterisks showed."""
     return _CITATION.sub(r"\1*\2*", md(value))
 
 
