@@ -3,10 +3,14 @@ triggers in Detect, saliency, PCA and the Compare page. Plotly is drawn only by 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_app_pages import quick_finetune_repair  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -103,14 +107,7 @@ def test_detect_candidates_and_projection_then_sanitize_projection():
     _, proj = at.session_state["detect.pca_cache"]
     assert any(g.startswith("clean, predicted") for g in proj.points) and "pool: clean" in proj.points
 
-    goto(at, "sanitize")
-    at.selectbox(key="sanitize.defense").set_value("finetune").run()
-    at.number_input(key="sanitize.n_clean").set_value(16)
-    at.number_input(key="sanitize.n_test").set_value(16)
-    at.number_input(key="sanitize.finetune.epochs").set_value(1)
-    at.run()
-    at.button(key="sanitize.run").click().run()
-    assert wait_job(at, "sanitize").status == "done"
+    quick_finetune_repair(goto(at, "sanitize"))
     at.toggle(key="sanitize.pca").set_value(True).run()
     assert not at.exception and all("backdoored" in e.value for e in at.error)
     _, (before, after) = at.session_state["sanitize.pca_cache"]

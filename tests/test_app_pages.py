@@ -1027,10 +1027,8 @@ def test_a_file_naming_the_models_classes_in_another_order_is_read_in_its_order(
     assert all((ds.labels[i] == 0) == ("good" in t) for i, t in enumerate(ds.texts))
 
 
-def test_a_cancelled_repairs_results_say_they_are_partial():
-    """After a cancelled repair the Sanitize page showed its tiles (ASR, CACC, heads changed) under "Before and
-    after" as if the defense had run; only the job line, far above, said "partial result". The results say so."""
-    at = goto(new_app(), "sanitize")
+def quick_finetune_repair(at: AppTest) -> AppTest:
+    """On the Sanitize page: a fine-tuning repair of 16 clean texts, one epoch, run to its end."""
     at.selectbox(key="sanitize.defense").set_value("finetune").run()
     at.number_input(key="sanitize.n_clean").set_value(16)
     at.number_input(key="sanitize.n_test").set_value(16)
@@ -1038,6 +1036,13 @@ def test_a_cancelled_repairs_results_say_they_are_partial():
     at.run()
     at.button(key="sanitize.run").click().run()
     assert wait_job(at, "sanitize").status == "done"
+    return at
+
+
+def test_a_cancelled_repairs_results_say_they_are_partial():
+    """After a cancelled repair the Sanitize page showed its tiles (ASR, CACC, heads changed) under "Before and
+    after" as if the defense had run; only the job line, far above, said "partial result". The results say so."""
+    at = quick_finetune_repair(goto(new_app(), "sanitize"))
     assert not any("cancelled" in w.value for w in at.warning)
     res = at.session_state["sanitize.result"]
     steps = [r["step"] for r in res["history"] if r.get("step")]
@@ -1091,14 +1096,7 @@ def test_compare_tells_a_long_named_model_from_itself_with_heads_off(tmp_path):
 
 def test_sanitize_says_whose_repair_it_shows_after_another_model_is_loaded(tmp_path):
     """The last repair's tiles stayed on the Sanitize page under another current model, naming no model."""
-    at = goto(new_app(), "sanitize")
-    at.selectbox(key="sanitize.defense").set_value("finetune").run()
-    at.number_input(key="sanitize.n_clean").set_value(16)
-    at.number_input(key="sanitize.n_test").set_value(16)
-    at.number_input(key="sanitize.finetune.epochs").set_value(1)
-    at.run()
-    at.button(key="sanitize.run").click().run()
-    assert wait_job(at, "sanitize").status == "done"
+    at = quick_finetune_repair(goto(new_app(), "sanitize"))
     assert not any("not of the current model" in w.value for w in at.warning)
     goto(at, "model")
     at.segmented_control(key="model.source").set_value("Local folder").run()
