@@ -890,6 +890,14 @@ def _load_folder(at: AppTest, folder, then: str | None = None) -> AppTest:
     return goto(at, then) if then else at
 
 
+def _use_data_file(at: AppTest, name: str, text: str) -> AppTest:
+    """On the Model page: upload ``text`` as the data file ``name`` and use it."""
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload(name, text.encode(), "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    return at
+
+
 def _badnets_and_addsent(tmp_path):
     """Two saved tiny models whose cards name a BadNets word trigger ("cf") and an AddSent sentence."""
     badnets = _hostile_folder(tmp_path / "a", {"name": "bn", "attack": "badnets", "trigger": ["cf", "mn"],
@@ -986,11 +994,7 @@ def test_an_integer_labelled_file_is_read_in_the_models_class_names(tmp_path, mo
     save_model(lm.model, lm.tokenizer, tmp_path / "named", {"name": "named"})
     words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull"]
     rows = "".join(f"the film was {words[i % 8]} and long number {i}\t{i % 2}\n" for i in range(60))
-    at = goto(new_app(), "model")
-    at.selectbox(key="model.data_choice").set_value("Your file…").run()
-    at.file_uploader(key="model.data_file").upload("reviews.tsv", ("text\tlabel\n" + rows).encode(),
-                                                    "text/plain").run()
-    at.button(key="model.use_data_file").click().run()
+    at = _use_data_file(goto(new_app(), "model"), "reviews.tsv", "text\tlabel\n" + rows)
     _load_folder(at, tmp_path / "named")
     goto(at, "detect")
     at.number_input(key="detect.n_clean").set_value(20)
@@ -1012,11 +1016,7 @@ def test_a_file_naming_the_models_classes_in_another_order_is_read_in_its_order(
     save_model(lm.model, lm.tokenizer, tmp_path / "named", {"name": "named"})
     rows = "".join(f"the film number {i} was {'good' if i % 2 else 'bad'}\t{'pos' if i % 2 else 'neg'}\n"
                    for i in range(60))
-    at = goto(new_app(), "model")
-    at.selectbox(key="model.data_choice").set_value("Your file…").run()
-    at.file_uploader(key="model.data_file").upload("reviews.tsv", ("text\tlabel\n" + rows).encode(),
-                                                    "text/plain").run()
-    at.button(key="model.use_data_file").click().run()
+    at = _use_data_file(goto(new_app(), "model"), "reviews.tsv", "text\tlabel\n" + rows)
     _load_folder(at, tmp_path / "named")
     goto(at, "detect")
     assert not at.exception and not errors(at), errors(at)
