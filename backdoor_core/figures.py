@@ -370,8 +370,15 @@ def before_after_heatmaps(
     fig.update_xaxes(title_text="head", type="category", showgrid=False)
     fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
     fig.update_yaxes(title_text="layer", row=1, col=1)
-    return style(fig, title, _grid_height(n_layers),
-                 legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1.0))
+    # the outlines' legend at the figure's foot, below the "head" titles: above the plot it ran onto the "after"
+    # subplot title in a half-page chart (a 1024-px window, presenter mode); the figure grows by the room it takes
+    foot = FOOT_LEGEND if marks is not None and np.asarray(marks, bool).any() else 0
+    return style(fig, title, _grid_height(n_layers) + foot, margin_b=60 + foot,
+                 legend=dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0))
+
+
+FOOT_LEGEND = 40
+"""Pixels a legend at a figure's foot (below the x axis title) adds to the bottom margin and the height."""
 
 
 EFFECT_TITLES = {

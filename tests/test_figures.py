@@ -226,8 +226,16 @@ def test_before_labels_go_by_value_and_the_repair_heatmaps_name_the_repaired_hea
     mask[1, 2] = True
     effect = SimpleNamespace(before=SimpleNamespace(lift=RNG.random((L, H))),
                              after=SimpleNamespace(lift=RNG.random((L, H))), mask=mask)
-    names = {t.name for t in F.repair_effect_heatmaps(effect).data if t.name}
+    fig = F.repair_effect_heatmaps(effect)
+    names = {t.name for t in fig.data if t.name}
     assert "repaired" in names and "suspicious" not in names
+    # the outlines' legend at the figure's foot: above the plot it ran onto the "after" subplot title in a half-page
+    # chart (measured in chromium at 440 and 560 px); the figure grows by the room it takes, more in presenter mode
+    assert (fig.layout.legend.yref, fig.layout.legend.y, fig.layout.legend.yanchor) == ("container", 0.0, "bottom")
+    plain = F.repair_effect_heatmaps(SimpleNamespace(before=effect.before, after=effect.after, mask=mask & False))
+    assert fig.layout.height - plain.layout.height == fig.layout.margin.b - plain.layout.margin.b > 0
+    big = F.enlarge(fig, 1.25)
+    assert big.layout.margin.b > fig.layout.margin.b and big.layout.height > fig.layout.height
 
 
 def test_before_and_after_bars_do_not_paint_before_in_the_triggers_red():
