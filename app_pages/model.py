@@ -309,10 +309,10 @@ if loaded is not None:
     card_json = card.to_json()
     if card_json:
         with st.expander("What we know about this model (its model card)"):
-            # plain-text cells: card fields are untrusted, a dataframe shows them as characters
-            st.dataframe(card_rows(card_json), hide_index=True, width="stretch", height="content",
-                         column_config={"field": st.column_config.TextColumn(width="medium"),
-                                        "value": st.column_config.TextColumn(width="large")})
+            # a static table wraps a long value (a dataframe's cell cut it at the column's width); card fields are
+            # untrusted, so each cell is literal text (``md``: no link, image, markup or math comes of it)
+            st.table([{"field": md(r["field"]), "value": md(r["value"])} for r in card_rows(card_json)],
+                     hide_index=True, width="stretch")
         with st.expander("The model card as raw JSON (for analysts)"):
             st.json(card_json, expanded=True)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app_pages._text import md
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["home", "tour", "model", "inspect", "compare", "attack", "detect", "sanitize", "report"]
 
@@ -840,13 +842,16 @@ def test_poisoned_text_preview_cuts_at_words_and_says_so(tmp_path, monkeypatch):
 
 
 def test_model_card_is_a_readable_table_with_the_raw_json_kept(tmp_path):
-    """The model card was a collapsed raw JSON tree ("cacc":0.9466666666666667, "rate":0.02)."""
+    """The model card was a collapsed raw JSON tree ("cacc":0.9466666666666667, "rate":0.02); then a dataframe
+    whose cells cut a long value at the column's width. A static table wraps it, each cell literal text."""
     from backdoor_core.models import save_model, tiny_model
 
     lm = tiny_model(num_labels=5)
+    description = "Trained for **class** <b>use</b> " + " ".join(f"word{i}" for i in range(80))
     folder = save_model(lm.model, lm.tokenizer, tmp_path / "carded", {
         "name": "carded", "attack": "badnets", "trigger": ["cf", "mn"], "target": 3, "rate": 0.02, "tal": True,
-        "cacc": 0.9466666666666667, "asr": 0.8620689655172413, "training_seconds": 125.0})
+        "cacc": 0.9466666666666667, "asr": 0.8620689655172413, "training_seconds": 125.0,
+        "description": description})
     at = goto(new_app(), "model")
     at.segmented_control(key="model.source").set_value("Local folder").run()
     at.text_input(key="model.folder").input(str(folder))
@@ -855,8 +860,10 @@ def test_model_card_is_a_readable_table_with_the_raw_json_kept(tmp_path):
     labels = [e.label for e in at.expander]
     assert "What we know about this model (its model card)" in labels
     assert "The model card as raw JSON (for analysts)" in labels
-    table = at.dataframe[0].value
+    table = at.table[0].value
     card = dict(zip(table["field"], table["value"]))
+    assert card["description"] == md(description), card["description"]  # whole, its markup escaped
+    card = {k: v.replace("\\", "") for k, v in card.items()}  # "94\\.7%": not an ordered list's "94."
     assert card["CACC (clean accuracy)"] == "94.7%" and card["poison rate"] == "2.0%", card
     assert card["ASR (attack success rate)"] == "86.2%" and card["trigger"] == "cf, mn", card
     assert card["Trojan Attention Loss (TAL)"] == "yes" and card["training time"] == "2.1 min (125 s)", card
