@@ -29,7 +29,7 @@ import numpy as np
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
 from .detection import VERDICT_THRESHOLD, flags_score, heads_called
-from .forward import stop_if
+from .forward import stop_if, stoppable
 from .models import class_names
 from .training import Progress, TrainConfig
 
@@ -453,8 +453,8 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
         if weights is not None and judge_flags and judge_flags_note is None:
             from .reference import disagreement_labels
             try:
-                pool_judge = judge_probs(model, tokenizer, weights, clean_train.texts, clean_train.labels, read_pool,
-                                         cfg.max_length)
+                pool_judge = stoppable(judge_probs, stop)(model, tokenizer, weights, clean_train.texts,
+                                                          clean_train.labels, read_pool, cfg.max_length)
             except ValueError as exc:  # e.g. clean texts of one class: no judge, no judge-led labels
                 judge_flags_note = str(exc)
             else:

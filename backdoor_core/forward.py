@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,37 @@ def stop_if(should_stop) -> None:
     batches, so that Cancel ends it within a stage, not minutes later."""
     if should_stop is not None and should_stop():
         raise Cancelled("cancelled")
+
+
+# the should_stop of the innermost ``stopping`` block (per thread / context): checked by every forward pass in it
+_SCOPE_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("forward_scope_stop", default=None)
+
+
+@contextmanager
+def stopping(should_stop):
+    """Inside the block every ``run_with_cache`` also checks ``should_stop`` before each batch (``stop_if``), as
+    if it had been passed to it: for a stage whose forward passes run in code that takes no ``should_stop`` of its
+    own (the repair's pseudo-label judge: ``reference.judge_probs`` embeds the clean and pool texts with the
+    pretrained encoder), so that Cancel ends it at its next batch. ``None`` changes nothing."""
+    if should_stop is None:
+        yield
+        return
+    token = _SCOPE_STOP.set(should_stop)
+    try:
+        yield
+    finally:
+        _SCOPE_STOP.reset(token)
+
+
+def stoppable(fn: Callable, should_stop) -> Callable:
+    """``fn`` run inside ``stopping(should_stop)`` (a lazily called stage, e.g. the repair's judge)."""
+    if should_stop is None:
+        return fn
+
+    def run(*args, **kwargs):
+        with stopping(should_stop):
+            return fn(*args, **kwargs)
+    return run
 
 
 @dataclass
@@ -282,6 +314,7 @@ def run_with_cache(
     with eval_mode(model), grad_ctx, (_capture_z(model, z_store) if keep_z else nullcontext()):
         for start in range(0, n, batch_size):
             stop_if(should_stop)
+            stop_if(_SCOPE_STOP.get())  # a ``stopping`` block's check (None outside one)
             idx = np.asarray(order[start : start + batch_size], dtype=np.int64)
             chunk = [items[i] for i in idx]
             enc, special, offs = _encode(tokenizer, chunk, max_length, with_offsets)

@@ -120,7 +120,7 @@ import torch
 from .architecture import (attention_dropout_off, blind_token_embeddings, content_key_mask, ffn_parameter_masks,
                            head_parameter_masks, require_head_repair, token_embedding_masks, zero_output_columns)
 from . import settings as S
-from .forward import predict, run_with_cache
+from .forward import predict, run_with_cache, stoppable
 from .architecture import is_causal
 from .head_metrics import key_visibility, mask_labels
 from .pretrained import restore
@@ -898,6 +898,8 @@ def sanitize_heads(
             ``judge_probs`` may be a callable returning them: it is called only when the rules gave a label or
             the mode is ``"fill"`` (the judge's fit costs a forward pass over the clean and pool texts); a
             ``ValueError`` it raises leaves the labels unchecked, its message in ``details["judge_note"]``.
+            Its forward passes check ``should_stop`` before each batch (``forward.stoppable``): Cancel during
+            the judge's fit raises ``forward.Cancelled``, as Cancel in the repair's stages before training does.
         extra_pool: ``(text, label)`` pool inputs that join the repair with their label after the rules and the
             judge above (``reference.disagreement_labels``); appended to the pool in the alignment term too.
 
@@ -944,6 +946,8 @@ def sanitize_heads(
               if measure_align else None)
     # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the label rules reuse it
     teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
+    if callable(judge_probs):  # the judge's fit (a forward pass over the clean and pool texts) stops at its next
+        judge_probs = stoppable(judge_probs, should_stop)  # batch on Cancel (``forward.Cancelled``)
     labelled = pool_pseudo_labels(
         model, tokenizer, clean_texts, clean_labels, suspicious, pool_texts, config.max_length,
         pseudo_labels=pseudo_labels, focus_labels=focus_labels, exclude_labels=exclude_labels,
