@@ -120,12 +120,27 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
 # ------------------------------------------------------------------------------------------------ scan
 
 
-def stage_progress(ctx, prefix: str = ""):
-    """A ``scan.ProgressFn`` that shows each stage on the job's panel: "reading the pool 64/130"."""
-    from backdoor_core.scan import stage_text
+def stage_progress(ctx, prefix: str = "", share: float = 1.0):
+    """A ``scan.ProgressFn`` that shows each stage on the job's panel: "reading the pool 64/130", with the bar at
+    the stages' overall fraction (``scan.stage_fraction``) times ``share`` (the part of the bar they fill; a
+    repair's training fills the rest, ``training_fraction``): the bar only grows, it did not start from 0 again at
+    every stage."""
+    from backdoor_core.scan import stage_fraction, stage_text
 
-    return lambda stage, done, total: ctx.update({"message": prefix + stage_text(stage, done, total),
-                                                  "done": done, "total": total})
+    def progress(stage, done, total):
+        frac = stage_fraction(stage, done, total)
+        ctx.update({"message": prefix + stage_text(stage, done, total), "done": done, "total": total,
+                    "fraction": None if frac is None else share * frac})
+    return progress
+
+
+REPAIR_STAGES_SHARE = 0.3
+"""The part of a repair's bar its stages before training fill (its scan, the labels; ``stage_progress``)."""
+
+
+def training_fraction(p, after: float) -> float:
+    """The bar's fraction at training step ``p`` (``training.Progress``) when what came before filled ``after``."""
+    return after + (1.0 - after) * min(1.0, p.step / max(1, p.total_steps))
 
 
 def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None, knobs: dict,
@@ -305,11 +320,15 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         extra = {"max_length": read_len, **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
+        staged = defense == "alignment"  # the only defense with stages before training (run_defense's progress)
+
         def on_step(p) -> None:
-            ctx.update(p, message=f"repairing: step {p.step} of {p.total_steps}")
+            ctx.update(p, message=f"repairing: step {p.step} of {p.total_steps}",
+                       fraction=training_fraction(p, REPAIR_STAGES_SHARE if staged else 0.0))
 
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts, evaluate=evaluate,
-                          progress=stage_progress(ctx, "before the repair: "), callback=on_step,
+                          progress=stage_progress(ctx, "before the repair: ", REPAIR_STAGES_SHARE),
+                          callback=on_step,
                           should_stop=ctx.should_stop, **extra)
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None

@@ -16,7 +16,7 @@ The target gets a ``JobContext``:
 * ``ctx.should_stop()`` — True once ``cancel()`` was called; pass it as the core's ``should_stop=``;
 * ``ctx.update(event)`` — pass it as the core's ``callback=``/``progress=``. ``event`` may be a dataclass
   (e.g. ``training.Progress``: ``step``/``total_steps`` give the fraction), a dict (``fraction`` or
-  ``done``/``total`` or ``step``/``total_steps``, optional ``message``), a number in [0, 1], or a string
+  ``done``/``total`` or ``step``/``total_steps``, optional ``message``; an explicit ``fraction`` wins), a number in [0, 1], or a string
   (a message); ``ctx.update(stage, done, total)`` works too. Every event is kept (as a dict, up to ``max_events``) for live charts.
 * ``ctx.stop_event`` — the ``threading.Event`` itself.
 
@@ -61,14 +61,15 @@ def _as_dict(event: Any) -> dict:
 
 
 def event_fraction(event: dict) -> float | None:
-    """The fraction done that an event describes, or None."""
+    """The fraction done that an event describes, or None. An explicit ``fraction`` wins over the counts (a
+    stage's ``done``/``total`` is that stage's, not the job's); ``fraction: None`` leaves the bar where it was."""
+    if "fraction" in event:
+        f = event["fraction"]
+        return max(0.0, min(1.0, float(f))) if isinstance(f, (int, float)) and not isinstance(f, bool) else None
     for num, den in (("step", "total_steps"), ("done", "total"), ("current", "total"), ("step", "total")):
         n, d = event.get(num), event.get(den)
         if isinstance(n, (int, float)) and isinstance(d, (int, float)) and d > 0:
             return max(0.0, min(1.0, float(n) / float(d)))
-    f = event.get("fraction")
-    if isinstance(f, (int, float)):
-        return max(0.0, min(1.0, float(f)))
     return None
 
 

@@ -124,6 +124,23 @@ def stage_text(stage: str, done: int, total: int) -> str:
     text = STAGE_TEXT.get(stage, stage)
     return f"{text} {done}/{total}" if total > 1 else text
 
+
+STAGE_SHARES = {"clean": 0.15, "pool": 0.4, "heads": 0.3, "triggers": 0.1, "done": 0.0, "labels": 0.05}
+"""Each stage's rough share of the time before a repair trains (``ProgressFn``'s order, then the repair's
+``"labels"``): a progress bar's layout only, no result depends on it."""
+
+
+def stage_fraction(stage: str, done: int, total: int) -> float | None:
+    """The share of the stages in ``STAGE_SHARES`` done when ``progress(stage, done, total)`` is reported: it only
+    grows as the stages run in their order (a stage's own ``done / total`` fills its slice), so one bar can show a
+    whole scan, not each stage from 0 again; None for a stage not listed there."""
+    order = list(STAGE_SHARES)
+    if stage not in STAGE_SHARES:
+        return None
+    start = sum(STAGE_SHARES[s] for s in order[: order.index(stage)])
+    part = min(1.0, max(0.0, done / total)) if total > 0 else 0.0
+    return min(1.0, start + STAGE_SHARES[stage] * part)
+
 MAX_FLAGGED_LISTED = 200
 DEFAULT_REFINE = S.REFINE
 DEFAULT_REFINE_ROUNDS = S.REFINE_ROUNDS

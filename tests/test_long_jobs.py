@@ -63,3 +63,65 @@ def test_cancel_while_the_judge_fits_ends_the_repair_at_its_next_batch(judged, m
                     repair_seeds=1, copy=False, callback=steps.append, should_stop=lambda: state["judging"], **kw)
     assert state["judging"] and state["batches"] <= 1 and steps == []
     assert state["batches"] == 0  # the check comes before each batch
+
+
+def _fractions(target):
+    """Run ``target(ctx)`` as a background job; return its status and the job's fraction after every event."""
+    from backdoor_core.jobs import start_job
+
+    seen = []
+
+    def run(ctx):
+        record = ctx._job._record
+
+        def recorded(data):
+            record(data)
+            seen.append(ctx._job.snapshot().fraction)
+        ctx._job._record = recorded
+        return target(ctx)
+
+    job = start_job(run, name="probe")
+    assert job.wait(60)
+    snap = job.snapshot()
+    assert snap.status == "done", snap.traceback
+    return [f for f in seen if f is not None] + [snap.fraction]
+
+
+def _grows(fractions):
+    return all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:]))
+
+
+def test_a_scan_jobs_bar_only_grows_and_ends_at_one():
+    """The Detect page's scan job (``_actions.stage_progress``): the bar goes through the scan's stages once, from 0
+    to 1. Each stage's own done/total had set it: 100% after the clean texts, back to 16% for the pool, 0% while
+    the heads were rated (the longest stage)."""
+    from app_pages._actions import stage_progress
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(64, seed=5)
+    pool = triggered_texts(24, seed=6) + clean_texts(40, seed=7)[0]
+    fr = _fractions(lambda ctx: scan_model(copy.deepcopy(lm.model), lm.tokenizer,
+                                           TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
+                                           batch_size=16, progress=stage_progress(ctx), should_stop=ctx.should_stop))
+    assert len(fr) > 5 and _grows(fr), fr
+    assert fr[-1] == 1.0 and max(fr[:-1]) < 1.0  # full only when the scan is done
+
+
+def test_a_repair_jobs_bar_runs_through_its_stages_then_its_steps():
+    """The Sanitize page's repair job: its scan and labels fill the first ``REPAIR_STAGES_SHARE`` of the bar, its
+    training steps the rest (the page's ``on_step`` wiring, ``_actions.training_fraction``); the stages had each
+    gone 0 -> 100%, and training began at 0 again."""
+    from app_pages._actions import REPAIR_STAGES_SHARE, stage_progress, training_fraction
+    from backdoor_core.defenses import run_defense
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(48, seed=5)
+    pool = triggered_texts(16, seed=6) + clean_texts(24, seed=7)[0]
+    fr = _fractions(lambda ctx: run_defense(
+        "alignment", lm.model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool_texts=pool,
+        max_length=32, max_steps=4, progress=stage_progress(ctx, "before the repair: ", REPAIR_STAGES_SHARE),
+        callback=lambda p: ctx.update(p, fraction=training_fraction(p, REPAIR_STAGES_SHARE)),
+        should_stop=ctx.should_stop))
+    assert _grows(fr), fr
+    assert any(0 < f <= REPAIR_STAGES_SHARE for f in fr) and fr[-1] == 1.0
