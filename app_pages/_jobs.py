@@ -3,13 +3,97 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Callable
 
 import streamlit as st
 
 from backdoor_core.jobs import Job, JobSnapshot, start_job
-from app_pages._state import K_JOBS, K_PANELS, POLL_SECONDS, ss
+from app_pages._state import K_JOBS, K_PANELS, K_SESSION_ID, POLL_SECONDS, ss
 from app_pages._text import md
+
+# ------------------------------------------------------------------------------------------------ tabs' jobs
+#
+# A job lives in its Streamlit session's state, and a reload starts a new Streamlit session: a training, repair or
+# scan running at the reload went on burning the CPU with no panel, no Cancel, and its result thrown away when it
+# ended (its on_finish runs only in a session that polls it). So each job is also listed under its browser tab's id
+# (``?session=<id>``, ``_state.lab``); a session of that tab whose own state has no job of that kind takes it over
+# from a session that is no longer connected (the reloaded page), never from one still open (the same link in a
+# second tab keeps its own jobs). A job is dropped from the list once its result was used, or cleared.
+
+ORPHAN_KEEP_S = 3600.0
+"""How long a job that ended with no tab to take its result is kept for that tab's return (its result may be a
+model of about 90 MB)."""
+_TABS_LOCK = threading.Lock()
+_TABS: dict[str, dict[str, list]] = {}  # tab id -> kind -> [owner's token, Streamlit session id, Job, ended at]
+K_TOKEN = "lab.jobs_token"
+
+
+def _owner() -> tuple[str, str | None]:
+    """This session's token (its own, in its state) and its Streamlit session id (to ask whether it is still
+    connected)."""
+    import secrets
+
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if K_TOKEN not in ss():
+        ss()[K_TOKEN] = secrets.token_hex(8)
+    ctx = get_script_run_ctx()
+    return ss()[K_TOKEN], (ctx.session_id if ctx is not None else None)
+
+
+def _connected(session_id: str | None) -> bool:
+    """Whether the Streamlit session ``session_id`` still has a browser connected (False outside a server)."""
+    from streamlit.runtime import Runtime
+
+    if not session_id or not Runtime.exists() or type(Runtime.instance()) is not Runtime:
+        return False  # no server (streamlit.testing's stand-in knows no connections)
+    try:
+        return Runtime.instance().get_client(session_id) is not None
+    except Exception:  # noqa: BLE001 - a runtime that cannot tell: treat the owner as still there
+        return True
+
+
+def _list_job(kind: str, job: Job) -> None:
+    tab = ss().get(K_SESSION_ID)
+    if tab:
+        with _TABS_LOCK:
+            _TABS.setdefault(tab, {})[kind] = [*_owner(), job, None]
+
+
+def _unlist_job(job: Job) -> None:
+    with _TABS_LOCK:
+        for tab, kinds in list(_TABS.items()):
+            for kind, entry in list(kinds.items()):
+                if entry[2] is job:
+                    del kinds[kind]
+            if not kinds:
+                del _TABS[tab]
+
+
+def adopt_orphaned_jobs() -> None:
+    """Take over this tab's jobs that a session no longer connected left running or unhandled (a reload while a
+    job ran); called by the sidebar on every run, after ``_state.lab`` knows the tab's id."""
+    tab, now = ss().get(K_SESSION_ID), time.time()
+    me = _owner()
+    with _TABS_LOCK:
+        for t, kinds in list(_TABS.items()):  # forget results no tab came back for
+            for kind, entry in list(kinds.items()):
+                if not entry[2].active:
+                    entry[3] = entry[3] or now
+                    if now - entry[3] > ORPHAN_KEEP_S and not _connected(entry[1]):
+                        del kinds[kind]
+            if not kinds:
+                del _TABS[t]
+        mine = dict(_TABS.get(tab, {})) if tab else {}
+    for kind, entry in mine.items():
+        token, session_id, job = entry[0], entry[1], entry[2]
+        if token == me[0] or kind in jobs() or _connected(session_id):
+            continue
+        with _TABS_LOCK:
+            entry[0], entry[1] = me
+        jobs()[kind] = job
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -42,6 +126,7 @@ def start(kind: str, target: Callable, name: str, meta: dict | None = None,
     job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish,
                                              "cancelled_note": cancelled_note})
     jobs()[kind] = job
+    _list_job(kind, job)
     return job
 
 
@@ -53,14 +138,17 @@ def handle_finished_jobs() -> None:
 
 def clear_job(kind: str) -> None:
     job = jobs().pop(kind, None)
-    if job is not None and job.active:
-        job.cancel()
+    if job is not None:
+        _unlist_job(job)
+        if job.active:
+            job.cancel()
 
 
 def _handle_finish(job: Job) -> None:
     if job.active or job.meta.get("handled"):
         return
     job.meta["handled"] = True
+    _unlist_job(job)  # its result goes to this session (a trained model is kept on disk for a reload)
     on_finish = job.meta.get("on_finish")
     if on_finish is not None:
         snap = job.snapshot()

@@ -10,7 +10,7 @@ import streamlit as st
 from backdoor_core import settings as S
 
 from app_pages._data import data_label, data_spec, dataset
-from app_pages._jobs import handle_finished_jobs, jobs
+from app_pages._jobs import adopt_orphaned_jobs, handle_finished_jobs, jobs
 from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
                                 session_origin_short)
 from app_pages._state import (K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab, presenter,
@@ -53,9 +53,10 @@ def sidebar_jobs(slot) -> None:
 def sidebar():
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset. Returns the empty
     slot for the running jobs, which ``sidebar_jobs`` fills after the page has run."""
+    lab()  # this tab's report log; keeps its session id in the URL on every page
+    adopt_orphaned_jobs()  # after a reload: the jobs this tab's page had running
     handle_finished_jobs()
     ss()[K_PANELS] = set()  # the kinds whose job panel this run's page draws (``job_panel`` adds them)
-    lab()  # this tab's report log; keeps its session id in the URL on every page
     restore_session_models()  # after a reload: the models this tab trained, repaired or uploaded, and the current
     with st.sidebar:
         from backdoor_core.device import DEVICE_CHOICES, available_devices

@@ -1,0 +1,116 @@
+"""The app under a user's mistakes and odd navigation (fourth audit): a reload while a job runs, the same link open
+in two tabs, wrong files, odd URLs. AppTest with the tiny model (BACKDOOR_LAB_TEST_MODEL=tiny); a new ``AppTest`` on
+the same ``?session=<id>`` is what a reload of that tab gives the server: a new Streamlit session, same URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def _test_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
+    monkeypatch.setenv("BACKDOOR_LAB_SESSIONS_DIR", str(tmp_path / "sessions"))
+
+
+def new_app(session: str | None = None) -> AppTest:
+    """A new browser session; with ``session``, the URL ``?session=<id>`` (a reload of that tab)."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    if session:
+        at.query_params["session"] = session
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, f"{page}: {at.exception}"
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _start_attack(at: AppTest, epochs: int, n_train: int = 40):
+    goto(at, "attack")
+    at.number_input(key="attack.n_train").set_value(n_train)
+    at.number_input(key="attack.n_test").set_value(30)
+    at.number_input(key="attack.epochs").set_value(epochs)
+    at.number_input(key="attack.rate").set_value(10.0)
+    at.select_slider(key="attack.max_len").set_value(32)
+    at.run()
+    at.button(key="attack.train").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    return at.session_state["lab.jobs"]["attack"]
+
+
+# ------------------------------------------------------------------------------------------------ reload + jobs
+
+
+def test_a_reload_while_training_gets_the_running_job_back_with_its_cancel():
+    """A reload while the Attack lab trained started a new session without the job: no panel, no Cancel, the
+    training went on burning the CPU, and its model was thrown away when it ended. Now the reloaded tab takes the
+    job over: its panel and Cancel are back, and the Train button waits for it."""
+    first = new_app()
+    sid = first.session_state["lab.session_id"]
+    job = _start_attack(first, epochs=30, n_train=400)
+    try:
+        again = goto(new_app(sid), "attack")  # the same tab reloaded
+        assert again.session_state["lab.jobs"].get("attack") is job
+        assert at_button(again, "cancel.attack") is not None and at_button(again, "attack.train").disabled
+        at_button(again, "cancel.attack").click().run()
+        assert job.wait(60) and job.status == "cancelled"
+        again.run()
+        assert not again.exception
+        assert any("cancelled" in i.value and "discarded" in i.value for i in again.info), [i.value for i in again.info]
+    finally:
+        job.cancel()
+
+
+def test_a_training_that_ends_during_a_reload_still_gives_its_model():
+    """The job ended while no session watched it (the tab was reloading): its model used to be lost; now the
+    reloaded tab receives it as its current model, and the report records the run."""
+    first = new_app()
+    sid = first.session_state["lab.session_id"]
+    job = _start_attack(first, epochs=1)
+    name = job.name.removeprefix("Training ")
+    assert job.wait(120) and job.status == "done"
+    again = new_app(sid)  # the first session never ran again
+    assert again.session_state["lab.model_ref"] == {"kind": "session", "name": name}
+    assert name in again.session_state["lab.session_models"]
+    assert any(f.kind == "attack" for f in again.session_state["lab.session"].findings)
+    again2 = new_app(sid)  # handled once: a further reload finds the model on disk, not the job
+    assert "attack" not in again2.session_state["lab.jobs"]
+    assert again2.session_state["lab.model_ref"] == {"kind": "session", "name": name}
+
+
+def test_the_same_link_open_in_another_tab_keeps_its_jobs_apart(monkeypatch):
+    """A second tab on the same link (whose first tab is still connected) does not take the first tab's job."""
+    from app_pages import _jobs
+
+    first = new_app()
+    sid = first.session_state["lab.session_id"]
+    job = _start_attack(first, epochs=30, n_train=400)
+    try:
+        monkeypatch.setattr(_jobs, "_connected", lambda session_id: True)  # the first tab is still open
+        other = goto(new_app(sid), "attack")
+        assert "attack" not in other.session_state["lab.jobs"]
+        assert not at_button(other, "attack.train").disabled
+    finally:
+        job.cancel()
+
+
+def at_button(at: AppTest, key: str):
+    try:
+        return at.button(key=key)
+    except KeyError:
+        return None
