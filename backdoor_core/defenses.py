@@ -29,7 +29,7 @@ import numpy as np
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
 from .detection import VERDICT_THRESHOLD, flags_score, heads_called
-from .forward import stop_if, stoppable
+from .forward import stop_if, stoppable, stopping
 from .models import class_names
 from .training import Progress, TrainConfig
 
@@ -384,10 +384,11 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
             # a scan of these clean texts (the repair's own, or a caller's) already predicted them
             known = (np.asarray(report.clean_probs).argmax(1) if report is not None and report.clean_probs is not None
                      and report.clean_texts == list(clean_train.texts) else None)
-            found_words, marking, _ = pool_word_marks(model, tokenizer, pool, clean_train.texts, cfg.max_length,
-                                                      clean_labels=clean_train.labels, seed=cfg.seed,
-                                                      max_clean_share=float(scan_opts.get("frr", S.FRR)),
-                                                      base_classes=known, only_marking=True)
+            with stopping(stop):  # its predictions check Cancel before each batch
+                found_words, marking, _ = pool_word_marks(model, tokenizer, pool, clean_train.texts, cfg.max_length,
+                                                          clean_labels=clean_train.labels, seed=cfg.seed,
+                                                          max_clean_share=float(scan_opts.get("frr", S.FRR)),
+                                                          base_classes=known, only_marking=True)
         # the repair inserts the likely words themselves, not their companions (trigger_search.companion_words):
         # sharing the inserted texts with words the model barely learnt left more ASR on the tuning zoo
         # (bench/results/archive/defense_s48comp.md)
@@ -399,7 +400,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     stop_if(stop)
     if word_heads_k and likely and heads is None:  # the heads the likely words capture train too
         from .head_safety import add_word_heads, word_heads
-        conc = word_heads(model, tokenizer, clean_train.texts, [w for w, _ in likely], cfg.max_length, seed=cfg.seed)
+        with stopping(stop):
+            conc = word_heads(model, tokenizer, clean_train.texts, [w for w, _ in likely], cfg.max_length,
+                              seed=cfg.seed)
         widened_mask = add_word_heads(mask, conc, word_heads_k)
         new = widened_mask & ~np.asarray(mask, dtype=bool)  # (L, H) the heads the words added
         if new.any():
@@ -483,8 +486,9 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                              f"(the guard needs {S.CLEAN_GUARD_MIN_HELD})."}
         else:
             repair_set, held = clean_train.subset(kept_idx), clean_train.subset(held_idx)
-            guard = {"held_out": len(held_idx), "max_drop": guard_max_drop,
-                     "acc_before": _accuracy(model, tokenizer, held, cfg.max_length)}
+            with stopping(stop):
+                guard = {"held_out": len(held_idx), "max_drop": guard_max_drop,
+                         "acc_before": _accuracy(model, tokenizer, held, cfg.max_length)}
 
     def repair(ffn_spec, step_offset=0):
         hooks = dict(common)

@@ -107,6 +107,7 @@ from .head_safety import (
     evaluate_heads,
 )
 from .head_metrics import head_label
+from .forward import stop_if, stopping
 from .models import class_names
 
 ProgressFn = Callable[[str, int, int], None]
@@ -517,7 +518,8 @@ def scan_model(
         base: with the pool's words, also read the moved words against this checkpoint (``moved_words``;
             ``settings.SCAN_BASE``; None = off); ignored where it is not the model's starting point.
         progress: ``progress(stage, done, total)``.
-        should_stop: checked between batches; raises ``detection.Cancelled``.
+        should_stop: checked between batches of every forward pass (the trigger search's and the pool words' too,
+            ``forward.stopping``); raises ``forward.Cancelled``: a scan asked to stop returns no report.
     """
     t0 = time.perf_counter()
     num_labels = int(model.config.num_labels)
@@ -631,37 +633,41 @@ def scan_model(
         flagged = np.flatnonzero(det.flag(pool_scores))
         flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
     verdict, verdict_inputs, flags_verdict = verdict_of(att_final, det, pool_scores if pool else None)
-    triggers = None
-    if find_triggers and pool and len(flagged) and heads.suspicious.any():
-        from .trigger_search import search_triggers
+    # the trigger search's and the pool words' predictions take no should_stop of their own: every forward pass in
+    # this block checks it (Cancel there had run on to the end of the scan, and the scan had returned a report)
+    with stopping(should_stop):
+        triggers = None
+        if find_triggers and pool and len(flagged) and heads.suspicious.any():
+            from .trigger_search import search_triggers
 
-        if progress is not None:
-            progress("triggers", 0, 1)
-        triggers = search_triggers(model, tokenizer, heads.suspicious, [pool[i] for i in flagged], clean.texts,
-                                   clean_labels=clean.labels, label_names=clean.label_names,
-                                   max_length=max_length, seed=seed,
-                                   should_stop=should_stop)
-    words, marking, marked, moved = None, [], None, []
-    if (find_triggers if read_pool_words is None else read_pool_words) and pool:
-        from .trigger_search import marking_flip, marking_phrase, pool_word_marks
+            if progress is not None:
+                progress("triggers", 0, 1)
+            triggers = search_triggers(model, tokenizer, heads.suspicious, [pool[i] for i in flagged], clean.texts,
+                                       clean_labels=clean.labels, label_names=clean.label_names,
+                                       max_length=max_length, seed=seed,
+                                       should_stop=should_stop)
+        words, marking, marked, moved = None, [], None, []
+        if (find_triggers if read_pool_words is None else read_pool_words) and pool:
+            from .trigger_search import marking_flip, marking_phrase, pool_word_marks
 
-        words, marking, marked = pool_word_marks(model, tokenizer, pool, clean.texts, max_length,
-                                                 clean_labels=clean.labels, seed=seed, max_clean_share=frr)
-        flip, phrase = marking_flip(words, marking), marking_phrase(words, marking)
-        verdict = with_trigger_words(verdict, marking, flip, phrase=phrase)  # the words' score and call
-        if flags_verdict is not None:
-            flags_verdict = with_trigger_words(flags_verdict, marking, flip, phrase=phrase)
-        if first_pass is not None:
-            first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip, phrase=phrase)
-        if base:
-            from .trigger_search import moved_marking
-
-            moved, moved_flip = moved_marking(model, tokenizer, base, clean.texts, pool, max_length, seed=seed)
-            verdict = with_moved_words(verdict, moved, moved_flip)
+            words, marking, marked = pool_word_marks(model, tokenizer, pool, clean.texts, max_length,
+                                                     clean_labels=clean.labels, seed=seed, max_clean_share=frr)
+            flip, phrase = marking_flip(words, marking), marking_phrase(words, marking)
+            verdict = with_trigger_words(verdict, marking, flip, phrase=phrase)  # the words' score and call
             if flags_verdict is not None:
-                flags_verdict = with_moved_words(flags_verdict, moved, moved_flip)
+                flags_verdict = with_trigger_words(flags_verdict, marking, flip, phrase=phrase)
             if first_pass is not None:
-                first_pass["verdict"] = with_moved_words(first_pass["verdict"], moved, moved_flip)
+                first_pass["verdict"] = with_trigger_words(first_pass["verdict"], marking, flip, phrase=phrase)
+            if base:
+                from .trigger_search import moved_marking
+
+                moved, moved_flip = moved_marking(model, tokenizer, base, clean.texts, pool, max_length, seed=seed)
+                verdict = with_moved_words(verdict, moved, moved_flip)
+                if flags_verdict is not None:
+                    flags_verdict = with_moved_words(flags_verdict, moved, moved_flip)
+                if first_pass is not None:
+                    first_pass["verdict"] = with_moved_words(first_pass["verdict"], moved, moved_flip)
+    stop_if(should_stop)  # a scan asked to stop gives no report
     if progress is not None:
         progress("done", 1, 1)
     flagged_stats = pool_stats.subset(flagged) if len(flagged) else None

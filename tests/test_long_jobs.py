@@ -125,3 +125,62 @@ def test_a_repair_jobs_bar_runs_through_its_stages_then_its_steps():
         should_stop=ctx.should_stop))
     assert _grows(fr), fr
     assert any(0 < f <= REPAIR_STAGES_SHARE for f in fr) and fr[-1] == 1.0
+
+
+def _spy(monkeypatch, module, name, state):
+    """Set ``state["on"]`` when ``module.name`` is first called (then call it)."""
+    real = getattr(module, name)
+
+    def spied(*args, **kwargs):
+        state["on"] = True
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, spied)
+
+
+def _count_batches(model, state):
+    """Count the model's forward calls once ``state["on"]``."""
+    def count(*_):
+        if state.get("on"):
+            state["batches"] = state.get("batches", 0) + 1
+    model.register_forward_pre_hook(count)
+
+
+@pytest.mark.parametrize("stage", ["search_triggers", "enriched_words"])
+def test_cancel_while_the_scan_names_triggers_or_reads_pool_words_ends_it(monkeypatch, stage):
+    """Cancel clicked while the scan verifies candidate triggers or reads the pool's words (their predictions take
+    no ``should_stop``) ends the scan at the next batch with ``forward.Cancelled``: it had run on through every
+    insertion to the end, and returned a report, which the Detect page then kept over the previous scan."""
+    from backdoor_core import trigger_search
+    from backdoor_core.scan import scan_model
+
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    texts, labels = clean_texts(64, seed=5)
+    pool = triggered_texts(24, seed=6) + clean_texts(40, seed=7)[0]
+    state = {}
+    _spy(monkeypatch, trigger_search, stage, state)
+    _count_batches(model, state)
+    with pytest.raises(Cancelled):
+        scan_model(model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool, max_length=32,
+                   should_stop=lambda: bool(state.get("on")))
+    assert state.get("on") and state.get("batches", 0) <= 1
+
+
+def test_cancel_while_the_repair_reads_the_pool_words_ends_it_at_the_next_batch(monkeypatch):
+    """The repair's own reading of the pool's words (dozens of insertion passes before training) stops at its next
+    batch on Cancel; it ran every insertion first."""
+    from backdoor_core import trigger_search
+    from backdoor_core.defenses import run_defense
+
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    texts, labels = clean_texts(48, seed=5)
+    state, steps = {}, []
+    _spy(monkeypatch, trigger_search, "enriched_words", state)
+    _count_batches(model, state)
+    with pytest.raises(Cancelled):
+        run_defense("alignment", model, lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]),
+                    pool_texts=triggered_texts(24, seed=6) + clean_texts(24, seed=7)[0], heads=["L0H1", "L1H0"],
+                    max_length=32, max_steps=2, copy=False, callback=steps.append,
+                    should_stop=lambda: bool(state.get("on")))
+    assert state.get("on") and state.get("batches", 0) <= 1 and steps == []
