@@ -56,6 +56,15 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ZIP_MAX_BYTES = 1024**3  # uncompressed cap for uploaded model archives: BERT-base is ~0.45 GB, RoBERTa-base ~0.5 GB
 ZIP_MAX_RATIO = 100  # an entry over 1 MB may expand at most this many times (float weights compress ~1.1x)
 ZIP_MAX_FILES = 2000
+MAX_LAYERS = 1000  # the deepest real transformers have ~130 layers; more is a forged config (building 100 000
+# layers, even on the meta device, takes minutes before any check could refuse them)
+MAX_TEXT_FILE_BYTES = {"config.json": 10 * 1024**2, "tokenizer_config.json": 10 * 1024**2,
+                       "special_tokens_map.json": 10 * 1024**2, "generation_config.json": 10 * 1024**2,
+                       "tokenizer.json": 200 * 1024**2, "vocab.txt": 200 * 1024**2, "vocab.json": 200 * 1024**2,
+                       "merges.txt": 200 * 1024**2, "added_tokens.json": 200 * 1024**2}
+"""Caps on the JSON / text files of a model folder, which the libraries parse whole into memory: a config is a
+few kB, the largest real tokenizer.json (Gemma's) about 35 MB."""
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 class ModelLoadError(RuntimeError):
@@ -238,7 +247,10 @@ def _require_hub(repo_id: str) -> None:
 def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when empty), trimmed to 300 characters."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    line = text.splitlines()[0].strip().rstrip(".") if text else type(exc).__name__
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    line = lines[0].rstrip(".") if lines else type(exc).__name__
+    if line.endswith(":") and len(lines) > 1:  # "Validation error for field 'x':" + the reason on the next line
+        line = f"{line} {lines[1].rstrip('.')}"
     return line if len(line) <= 300 else line[:297] + "..."
 
 
@@ -271,8 +283,42 @@ def check_safetensors_file(path: str | os.PathLike) -> int:
         raise ModelLoadError(f"{path} is not a valid safetensors file ({_first_line(exc)}).") from exc
 
 
-def _check_config(config, where: str) -> None:
-    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like)."""
+def _check_folder_files(path: Path) -> None:
+    """Refuse, before any library reads them, a model folder's config / tokenizer files that are not regular
+    files (a link to ``/dev/zero`` or a FIFO would be read forever) or are larger than ``MAX_TEXT_FILE_BYTES``
+    (they are parsed whole into memory)."""
+    for name, cap in MAX_TEXT_FILE_BYTES.items():
+        f = path / name
+        if not os.path.lexists(f):
+            continue
+        try:
+            info = f.stat()
+        except OSError as exc:
+            raise ModelLoadError(f"{f} cannot be read ({exc.strerror or exc}); a broken link?") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelLoadError(f"{f} is not a regular file (a device, a pipe or a link to one); refused: copy "
+                                 "the real file into the folder.")
+        if info.st_size > cap:
+            raise ModelLoadError(f"{f} is {info.st_size:,} bytes; at most {cap:,} are read for a {name} (it is "
+                                 "read whole into memory); refused.")
+
+
+def _raw_config(path: Path) -> dict:
+    """``config.json`` of a local folder as a dict (``_check_folder_files`` has capped its size)."""
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelLoadError(f"{path / 'config.json'} is not valid UTF-8 JSON ({_first_line(exc)}).") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path / 'config.json'} holds a JSON {type(raw).__name__}, not an object with the "
+                             "model's settings.")
+    return raw
+
+
+def _check_config(config, where: str, raw: dict | None = None) -> None:
+    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like),
+    more than ``MAX_LAYERS`` layers, and (``raw``: the file as written) a ``num_labels`` that disagrees with the
+    ``id2label`` class names (``transformers`` would silently drop the names for ``LABEL_0``...)."""
     heads = getattr(config, "num_attention_heads", getattr(config, "n_heads", None))
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layers", None))
     hidden = getattr(config, "hidden_size", getattr(config, "dim", None))
@@ -283,6 +329,14 @@ def _check_config(config, where: str) -> None:
             raise ModelLoadError(f"{where}: {key} is {value!r}; it must be a positive integer.")
     if hidden % heads:
         raise ModelLoadError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}.")
+    if layers > MAX_LAYERS:
+        raise ModelLoadError(f"{where}: num_hidden_layers is {layers:,}; at most {MAX_LAYERS:,} are accepted (real "
+                             "models have up to ~130): a forged or mistyped config.")
+    names, n = (raw or {}).get("id2label"), (raw or {}).get("num_labels")
+    if isinstance(names, dict) and isinstance(n, int) and not isinstance(n, bool) and names and len(names) != n:
+        raise ModelLoadError(f"{where}: num_labels is {n} but id2label names {len(names)} classes "
+                             f"({', '.join(str(v)[:40] for v in list(names.values())[:5])}); make them agree "
+                             "(delete num_labels, or fix id2label).")
     positions = getattr(config, "max_position_embeddings", 512)
     if isinstance(positions, bool) or not isinstance(positions, int) or positions <= 0:
         raise ModelLoadError(f"{where}: max_position_embeddings is {positions!r}; it must be a positive integer.")
@@ -324,8 +378,15 @@ _PROBE_TEXT = "The quick brown fox jumps over the lazy dog 42 times."
 
 def _check_tokenizer(tokenizer, config, where: str) -> None:
     """Refuse a tokenizer that reads plain English as all ``[UNK]`` (its vocabulary file is missing) or that
-    makes ids the embedding has no row for."""
-    ids = tokenizer(_PROBE_TEXT)["input_ids"]
+    makes ids the embedding has no row for; a tokenizer that fails on a plain sentence (e.g.
+    ``model_max_length: "x"`` in tokenizer_config.json) is refused in one line too."""
+    try:
+        ids = tokenizer(_PROBE_TEXT)["input_ids"]
+    except Exception as exc:  # noqa: BLE001 - any library error from a broken tokenizer file
+        raise ModelLoadError(
+            f"{where}: the tokenizer fails on a plain sentence ({type(exc).__name__}: {_first_line(exc)}); "
+            "tokenizer_config.json / tokenizer.json are broken."
+        ) from exc
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     unk = getattr(tokenizer, "unk_token_id", None)
     words = [i for i in ids if i not in special or i == unk]
@@ -341,6 +402,25 @@ def _check_tokenizer(tokenizer, config, where: str) -> None:
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab} rows "
             "(config.json vocab_size): they do not belong together."
         )
+
+
+def _load_tokenizer(source: str, path: Path | None, common: dict):
+    """``AutoTokenizer.from_pretrained(source)``, except for a local folder whose ``tokenizer_config.json`` names
+    a generic fast tokenizer (``GENERIC_TOKENIZER_CLASSES``, as ``save_model`` writes for the tiny decoders'
+    ``decoder_style_tokenizer``) beside a ``tokenizer.json``: that file is the whole tokenizer, so it is loaded as
+    it is. ``transformers`` 5's ``AutoTokenizer`` would instead substitute the class it registers for the model
+    type (``Qwen2Tokenizer`` for ``qwen2``), which rebuilds a BPE from the vocabulary alone and reads a WordPiece
+    vocabulary letter by letter: other token ids than the model was trained on, silently."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if path is not None and (path / "tokenizer.json").is_file():
+        try:
+            declared = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+        except (OSError, ValueError, AttributeError):  # missing or broken: AutoTokenizer says what is wrong
+            declared = None
+        if declared in GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(source, **common)
+    return AutoTokenizer.from_pretrained(source, **common)
 
 
 def _check_loading_info(info: dict, model, is_classifier: bool, where: str) -> None:
@@ -481,7 +561,7 @@ def load_model(
 
 def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allow_pickle: bool):
     """``load_model``'s work under the folder lock: ``(model, tokenizer, name, card, is_classifier, notes)``."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .architecture import attention_blocks, prepare_tokenizer
 
@@ -510,6 +590,8 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
                                  "were asked for. Pick a dataset with as many classes or another model.")
         return loaded.model, loaded.tokenizer, loaded.name, loaded.card, True, []
     weights = check_weights_safe(path, allow_pickle) if path is not None else None
+    if path is not None:
+        _check_folder_files(path)
     if path is not None and not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json, which says what model the weights are (a saved model "
                              "folder holds config.json, its weights and its tokenizer's files).")
@@ -520,8 +602,9 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
         _require_hub(spec_str)
     stage = f"{where}/config.json"
     try:
+        raw = _raw_config(path) if path is not None else None
         config = AutoConfig.from_pretrained(source, **common)
-        _check_config(config, stage)
+        _check_config(config, stage, raw)
         saved_labels = getattr(config, "num_labels", None)
         is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         kwargs: dict[str, Any] = {}
@@ -538,10 +621,13 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
             if label_names is not None and not (is_classifier and _names_own_classes(config, label_names)):
                 kwargs["id2label"] = {i: str(n) for i, n in enumerate(label_names)}
                 kwargs["label2id"] = {str(n): i for i, n in enumerate(label_names)}
-        if weights == "safetensors":
-            files = sorted(path.glob("*.safetensors"))
-            stage = ", ".join(str(f) for f in files)
-            stored = sum(check_safetensors_file(f) for f in files)
+        if weights is not None:
+            if weights == "safetensors":
+                files = sorted(path.glob("*.safetensors"))
+                stage = ", ".join(str(f) for f in files)
+                stored = sum(check_safetensors_file(f) for f in files)
+            else:  # a pickle is not opened before torch loads it: at most one element per 2 bytes (half floats)
+                stored = sum(f.stat().st_size for f in _weight_files(path)[1]) // 2
             stage = f"{where}/config.json"
             needed = _config_parameters(config, AutoModelForSequenceClassification)
             if needed > 2 * stored + 10_000_000:  # the head may be missing; anything more is a forged config
@@ -550,7 +636,7 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
                     f"{stored / 1e6:.1f} M; refused (the config does not belong to these weights)."
                 )
         stage = f"{where} tokenizer files (tokenizer.json / vocab.txt / tokenizer_config.json)"
-        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        tokenizer = _load_tokenizer(source, path, common)
         stage = f"{where} weights" if path is None else ", ".join(
             str(f) for f in sorted(path.iterdir())
             if f.suffix == ".safetensors" or (weights == "pickle" and f.suffix.lower() in PICKLE_SUFFIXES))
