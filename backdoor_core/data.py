@@ -262,7 +262,7 @@ def _resolve_labels(
 ) -> tuple[list[int], list[str]]:
     """Turn raw labels (ints or strings) into ids and label names.
 
-    * integer labels (``"1"`` or ``1``): must be >= 0 and < len(label_names) when names are given;
+    * integer labels (``"1"``, ``"1.0"``, ``1`` or ``1.0``): must be >= 0 and < len(label_names) when names are given;
       otherwise the names are ``"0" .. str(max)``.
     * all labels non-integer strings: they are class names; ids follow ``label_names`` when given,
       else the names sorted alphabetically.
@@ -280,8 +280,10 @@ def _resolve_labels(
             value = value.strip()
             if not value:
                 fail(i, "label is empty")
-            parsed.append(int(float(value)) if _INT_RE.fullmatch(value) else None)
+            parsed.append(int(value.partition(".")[0]) if _INT_RE.fullmatch(value) else None)  # exact, any size
         elif isinstance(value, Integral) and not isinstance(value, bool):
+            parsed.append(int(value))
+        elif isinstance(value, float) and value.is_integer():  # JSON 1.0 (pandas' to_json): label 1, like "1.0"
             parsed.append(int(value))
         else:
             fail(i, f"label {value!r} is not an integer or a class name")
@@ -323,10 +325,15 @@ def _resolve_labels(
 
 
 def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], kind: str, path) -> str:
-    """Find the text or label column (case-insensitive): ``wanted`` if given, else the first candidate present."""
-    lower = {str(c).strip().lower(): c for c in reversed(columns)}  # first occurrence wins
+    """Find the text or label column (case-insensitive): ``wanted`` if given, else the first candidate present.
+    A header naming that column twice is refused: which of the two is meant cannot be known."""
+    lower = {str(c).strip().lower(): c for c in reversed(columns)}
     for name in [wanted] if wanted else candidates:
         if name.lower() in lower:
+            at = [i + 1 for i, c in enumerate(columns) if str(c).strip().lower() == name.lower()]
+            if len(at) > 1:
+                raise DataError(f"the header names the {kind} column {name!r} {len(at)} times (columns "
+                                f"{', '.join(map(str, at))}); rename or remove all but one", path)
             return lower[name.lower()]
     accepted = repr(wanted) if wanted else ", ".join(candidates)
     raise DataError(f"no {kind} column: found columns {list(columns)}, accepted names: {accepted}", path)
@@ -343,9 +350,33 @@ def _check_file(path: Path) -> None:
         raise DataError(f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes (MAX_FILE_BYTES)", path)
 
 
+def _raw_lines(f, limit: int, chunk: int = 1 << 20):
+    """Yield the raw lines of binary file ``f`` with their ends, a line ending in ``\\n``, ``\\r\\n`` or a lone
+    ``\\r`` (old Mac files: Excel's "CSV (Macintosh)"). A line of ``limit`` bytes or more (not counting its end)
+    is yielded cut to its first ``limit`` bytes, without an end, and nothing after it: memory stays under
+    ``2 * (limit + chunk)``."""
+    carry = b""
+    while block := f.read(chunk):
+        lines = (carry + block).splitlines(keepends=True)
+        carry = lines.pop()
+        if carry.endswith(b"\n"):  # complete; a trailing lone \r waits: a \n may start the next block
+            lines.append(carry)
+            carry = b""
+        for line in lines:
+            if len(line.rstrip(b"\r\n")) >= limit:
+                yield line[:limit]
+                return
+            yield line
+        if len(carry.rstrip(b"\r")) >= limit:
+            yield carry[:limit]
+            return
+    if carry:
+        yield carry
+
+
 def _text_lines(path: Path, keep_ends: bool = False):
-    """Yield ``(line_no, line)`` (1-based; newline removed unless ``keep_ends``) from a UTF-8 file, one bounded
-    line at a time.
+    """Yield ``(line_no, line)`` (1-based; line end removed unless ``keep_ends``) from a UTF-8 file, one bounded
+    line at a time; ``\\n``, ``\\r\\n`` and old Macs' lone ``\\r`` all end a line (``_raw_lines``).
 
     A line is never read past ``4 * MAX_LINE_CHARS`` bytes, so a 100 MB line costs no memory before it is
     refused; invalid UTF-8 is reported at its line. Raises "file is empty" when every line is blank.
@@ -355,9 +386,9 @@ def _text_lines(path: Path, keep_ends: bool = False):
     blank = True
     with open(path, "rb") as f:
         line_no = 0
-        while raw := f.readline(limit):
+        for raw in _raw_lines(f, limit):
             line_no += 1
-            if len(raw) >= limit and not raw.endswith(b"\n"):
+            if len(raw) >= limit and not raw.endswith((b"\n", b"\r")):
                 raise DataError(f"this line is longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS): the "
                                 "model reads only the first few hundred tokens", path, line_no)
             if line_no == 1:
@@ -497,10 +528,9 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     else:
         texts = []
         for line_no, line in _text_lines(path):
-            for part in line.split("\r"):  # old Mac line ends
-                if part.strip():
-                    _check_row(line_no, len(texts) + 1, len(part), path)
-                    texts.append(part)
+            if line.strip():
+                _check_row(line_no, len(texts) + 1, len(line), path)
+                texts.append(line)
     if not texts:
         raise DataError("the file holds no texts", path)
     return texts
