@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -147,6 +148,31 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], floats: str = "{:
     return "\n".join([line, sep, *body])
 
 
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Control characters but a tab and a newline (escape sequences, a carriage return that overwrites the line, C1
+codes), and the bidi overrides that reorder what a terminal shows."""
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every ``_UNSAFE_CHARS`` character written as its escape (``\\x1b``, ``\\r``, ``\\u202e``):
+    names, class names and texts from hostile files cannot clear the screen, move the cursor, rewrite a line
+    of the output (e.g. the scan's verdict) or set the terminal's title."""
+    return _UNSAFE_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class _TerminalSafe:
+    """A text stream that passes everything written through ``terminal_safe`` (``main`` wraps stdout in it)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(terminal_safe(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=float))
 
@@ -185,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Its results go to stdout through ``terminal_safe`` (a model card, a class name or a data
+    text from a file cannot drive the terminal); a user error is one ``terminal_safe`` line on stderr, exit 2."""
+    stdout = sys.stdout
+    sys.stdout = _TerminalSafe(stdout)
     try:  # Ctrl-C while the commands import torch and transformers (seconds) is a cancel too, not a traceback
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -194,8 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cancelled", file=sys.stderr)
         return 130
     except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

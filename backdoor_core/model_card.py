@@ -107,9 +107,17 @@ class _Cleaner:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(text)
 
-    def text(self, key: str, v: Any, limit: int = MAX_SHORT_TEXT) -> str:
+    def text(self, key: str, v: Any, limit: int = MAX_SHORT_TEXT, multiline: bool = False) -> str:
+        """``v`` as printable text: control characters (a terminal's escape sequences), bidi and zero-width marks
+        and, unless ``multiline``, line breaks and tabs become spaces (with a warning), so a hostile card can
+        neither drive a terminal nor forge an extra line in the command line's output."""
         if not isinstance(v, str):
             raise _Reject(f"is a {type(v).__name__}, not text")
+        keep = "\n\t" if multiline else ""
+        plain = "".join(ch if ch.isprintable() or ch in keep else " " for ch in v)
+        if plain != v:
+            self.warn(f"'{key}': control characters or line breaks replaced by spaces")
+            v = plain
         if len(v) > limit:
             self.warn(f"'{key}' cut to {limit} characters (it had {len(v):,})")
             return v[:limit]
@@ -450,7 +458,8 @@ class ModelCard:
         n = num_labels if isinstance(num_labels, int) and num_labels > 0 else None
         checks = {
             "name": lambda k, v: cl.text(k, v), "title": lambda k, v: cl.text(k, v),
-            "description": lambda k, v: cl.text(k, v, MAX_LONG_TEXT), "base_model": lambda k, v: cl.text(k, v),
+            "description": lambda k, v: cl.text(k, v, MAX_LONG_TEXT, multiline=True),
+            "base_model": lambda k, v: cl.text(k, v),
             "attack": lambda k, v: cl.text(k, v),
             "trigger": lambda k, v: cl.texts(k, v) if isinstance(v, list) else cl.text(k, v, MAX_LONG_TEXT),
             "target": lambda k, v: cl.integer(k, v, 0, (n - 1) if n else None),
