@@ -1,25 +1,44 @@
 """Atomic writes of text or bytes: the one way the lab and its benchmarks write a file that a killed or cancelled
 run must not leave half written (benchmark results, model manifests, sessions, HTML reports).
 
-The data goes to a hidden sibling ``.<name>.tmp-<pid>`` first and is then renamed over ``path`` (``os.replace``:
-atomic on one file system), so a reader sees the old file or the new one, never a torn one; a failed write leaves
-the old file and no temporary behind.
+The data goes to a new hidden sibling ``.<name>.tmp-<pid>-<random>`` first, is flushed to disk, and is then renamed
+over ``path`` (``os.replace``: atomic on one file system), so a reader sees the old file or the new one, never a
+torn one; a failed write leaves the old file and no temporary behind. The temporary is created exclusively and
+never through a link (``O_EXCL | O_NOFOLLOW``): a link planted at a predictable name in a shared folder cannot
+redirect the write into another file, and two threads of one process (the app's sessions) writing one path each
+get their own temporary (the last rename wins).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
 
-def _write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp)`` on the hidden sibling, then rename it over ``path``; returns the path."""
+def _temporary(path: Path) -> tuple[int, Path]:
+    """A new, exclusively created hidden sibling of ``path``: ``(fd, its path)``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # a leftover (or a planted link) of that name: draw another
+            continue
+
+
+def _write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a ``_temporary`` sibling, flush it to disk, then rename it over ``path``; returns the
+    path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, tmp = _temporary(path)
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write or the rename failed
@@ -28,12 +47,16 @@ def _write(path: str | os.PathLike, write) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; returns the path."""
-    return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if not isinstance(text, str):
+        raise TypeError(f"write_text needs a str, not {type(text).__name__}")
+    return _write(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, creating its folder; returns the path."""
-    return _write(path, lambda tmp: tmp.write_bytes(data))
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"write_bytes needs bytes, not {type(data).__name__}")
+    return _write(path, bytes(data))
 
 
 def writable_reason(path: str | os.PathLike) -> str | None:
