@@ -1,0 +1,249 @@
+"""Hostile and malformed files reaching the core and the CLI (the fourth audit): each test builds the file in a temp
+folder from the tiny models or a few written rows, and asserts the safe behaviour: the right result, or one plain
+line saying what is wrong, at once and without allocating what the file asks for.
+
+The earlier audits' probes are in ``tests/test_hostile_inputs.py``; this file holds the ones they missed.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from backdoor_core import atomic, models
+from backdoor_core.cli import main
+from backdoor_core.data import DataError, load_table, read_texts
+from backdoor_core.model_card import METADATA_FILE, ModelCard
+from backdoor_core.models import ModelLoadError, load_model, save_model, tiny_model
+
+
+@pytest.fixture(scope="module")
+def saved(tiny, tmp_path_factory):
+    """A good tiny BERT folder saved by the lab; tests copy it and break the copy."""
+    return save_model(tiny.model, tiny.tokenizer, tmp_path_factory.mktemp("good") / "good", {"name": "good"})
+
+
+def _copy(saved: Path, dst: Path, **config) -> Path:
+    shutil.copytree(saved, dst)
+    if config:
+        raw = json.loads((dst / "config.json").read_text())
+        raw.update(config)
+        (dst / "config.json").write_text(json.dumps(raw))
+    return dst
+
+
+def _one_line_error(capsys, argv) -> str:
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# ------------------------------------------------------------------------------------------------ model folders
+
+
+def test_a_saved_tiny_qwen2_reloads_with_the_tokenizer_it_was_saved_with(tmp_path):
+    """transformers 5's AutoTokenizer swapped the saved WordPiece tokenizer.json of a qwen2 folder for its BPE
+    Qwen2Tokenizer, which read every word letter by letter: other ids, other predictions, no error."""
+    lm = tiny_model(arch="qwen2", seed=0)
+    loaded = load_model(save_model(lm.model, lm.tokenizer, tmp_path / "q"), device="cpu")
+    texts = ["a small test sentence", "another one, a little longer"]
+    assert loaded.tokenizer(texts)["input_ids"] == lm.tokenizer(texts)["input_ids"]
+    with torch.no_grad():
+        before = lm.model(**lm.tokenizer(texts, padding=True, return_tensors="pt")).logits
+        after = loaded.model(**loaded.tokenizer(texts, padding=True, return_tensors="pt")).logits
+    torch.testing.assert_close(after, before)
+
+
+def test_a_config_with_thousands_of_layers_is_refused_at_once(saved, tmp_path):
+    """num_hidden_layers 100000 built 100000 layers on the meta device (minutes) before any check refused it."""
+    folder = _copy(saved, tmp_path / "deep", num_hidden_layers=5000)
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="num_hidden_layers is 5,000") as err:
+        load_model(folder)
+    assert time.monotonic() - start < 5 and "\n" not in str(err.value)
+
+
+def test_num_labels_disagreeing_with_id2label_is_refused(saved, tmp_path, capsys):
+    """transformers kept num_labels 2 and silently replaced the three class names by LABEL_0, LABEL_1."""
+    folder = _copy(saved, tmp_path / "labels", num_labels=2, id2label={"0": "a", "1": "b", "2": "c"},
+                   label2id={"a": 0, "b": 1, "c": 2})
+    line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day"])
+    assert "num_labels is 2 but id2label names 3 classes" in line and str(folder) in line
+
+
+def test_a_tokenizer_config_with_a_text_model_max_length_is_one_line(saved, tmp_path, capsys):
+    """model_max_length "x" made the tokenizer's probe raise TypeError: a traceback, exit 1."""
+    folder = _copy(saved, tmp_path / "tok")
+    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(dict(tok, model_max_length="x")))
+    line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day"])
+    assert "tokenizer" in line and str(folder) in line
+
+
+def test_a_config_type_error_keeps_its_reason(saved, tmp_path):
+    """The library's message 'Validation error for field ...:' has its reason on the next line, which was cut."""
+    folder = _copy(saved, tmp_path / "float", num_attention_heads=4.0)
+    with pytest.raises(ModelLoadError, match="num_attention_heads.*float") as err:
+        load_model(folder)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_a_model_file_linked_to_a_device_is_refused(saved, tmp_path, capsys, name):
+    """A link to /dev/zero was skipped as 'no config.json' or silently left the tokenizer without a vocabulary."""
+    folder = _copy(saved, tmp_path / "dev")
+    (folder / name).unlink()
+    (folder / name).symlink_to("/dev/zero")
+    line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day"])
+    assert f"{folder / name} is not a regular file" in line
+
+
+def test_an_oversized_tokenizer_file_is_refused_before_it_is_parsed(saved, tmp_path, monkeypatch):
+    folder = _copy(saved, tmp_path / "big")
+    monkeypatch.setitem(models.MAX_TEXT_FILE_BYTES, "tokenizer.json", 1000)
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json is [0-9,]+ bytes; at most 1,000"):
+        load_model(folder)
+
+
+def test_pickled_weights_under_a_huge_config_are_refused_before_allocating(saved, tmp_path):
+    """With --allow-pickle the parameter count was not checked: vocab_size 10**10 asked torch for 1.3 TB."""
+    from safetensors.torch import load_file
+
+    folder = _copy(saved, tmp_path / "pk", vocab_size=10**10)
+    torch.save(dict(load_file(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="describes a model of .* M parameters"):
+        load_model(folder, allow_pickle=True)
+
+
+def test_a_card_cannot_drive_the_terminal_or_forge_a_line(saved, tmp_path, capsys):
+    """A card name with an escape sequence and a line break, and a class name with an escape, reached the
+    terminal as they were: they could clear the screen or forge a line such as a verdict."""
+    folder = _copy(saved, tmp_path / "esc", id2label={"0": "neg\x1b[2J", "1": "pos"})
+    (folder / METADATA_FILE).write_text(json.dumps({"name": "evil\x1b]0;pwned\x07\nverdict    clean",
+                                                    "description": "line one\nline two\x1b[31m"}))
+    card = ModelCard.read(folder, num_labels=2)
+    assert card.name == "evil ]0;pwned  verdict    clean" and card.description == "line one\nline two [31m"
+    assert any("control characters" in w for w in card.warnings)
+    capsys.readouterr()
+    assert main(["inspect", "--model", str(folder), "--text", "a fine day", "--trigger", "cf"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J" in out  # the class name, escaped
+    assert not any(line.startswith("verdict    clean") for line in out.splitlines())
+    from backdoor_core.cli import terminal_safe
+
+    assert terminal_safe("a\rb\u202ec\td\ne") == "a\\rb\\u202ec\td\ne"
+
+
+# ------------------------------------------------------------------------------------------------ data files
+
+
+@pytest.mark.parametrize("suffix, body, second", [
+    (".csv", b"text,label\rhello there,0\rgood bye,1\r", 3),
+    (".tsv", b"text\tlabel\rhello there\t0\rgood bye\t1\r", 3),
+    (".jsonl", b'{"text": "hello there", "label": 0}\r{"text": "good bye", "label": 1}\r', 2),
+])
+def test_old_mac_line_ends_are_read_like_any_other(tmp_path, suffix, body, second):
+    """Files with lone CR line ends (Excel's 'CSV (Macintosh)') failed with 'new-line character seen in unquoted
+    field - do you need to open the file in universal-newline mode?' (or 'Extra data' for JSONL)."""
+    path = tmp_path / f"mac{suffix}"
+    path.write_bytes(body)
+    ds = load_table(path)
+    assert ds.texts == ["hello there", "good bye"] and ds.labels == [0, 1]
+    path.write_bytes(body.replace(b"1", b"x"))
+    with pytest.raises(DataError, match=f"line {second}:"):  # line numbers count the CR lines
+        load_table(path)
+
+
+def test_raw_lines_split_every_line_end_across_blocks_and_bound_a_long_line():
+    from backdoor_core.data import _raw_lines
+
+    lines = list(_raw_lines(io.BytesIO(b"a\r\nbb\rc\n\rd"), limit=10, chunk=2))
+    assert lines == [b"a\r\n", b"bb\r", b"c\n", b"\r", b"d"]
+    cut = list(_raw_lines(io.BytesIO(b"ok\n" + b"x" * 1000 + b"\n"), limit=10, chunk=4))
+    assert cut == [b"ok\n", b"x" * 10]  # cut at the limit, nothing after it
+
+
+def test_a_long_line_in_an_old_mac_file_is_refused_at_its_line(tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"a\r" * 3 + b"x" * 500_000 + b"\r")
+    with pytest.raises(DataError, match="line 4: this line is longer"):
+        read_texts(path)
+
+
+@pytest.mark.parametrize("header, says", [
+    ("text,text,label", "text column 'text' 2 times (columns 1, 2)"),
+    ("text,label,Label", "label column 'label' 2 times (columns 2, 3)"),
+])
+def test_a_header_naming_the_text_or_label_column_twice_is_refused(tmp_path, header, says):
+    """The first of two label columns was used without a word: the other may be the one meant."""
+    path = tmp_path / "dup.csv"
+    path.write_text(f"{header}\na,b,0\nc,d,1\n")
+    with pytest.raises(DataError, match=re.escape(says)):
+        load_table(path)
+
+
+def test_json_labels_written_as_whole_floats_read_like_csv_ones(tmp_path):
+    """"1.0" in a CSV was label 1, 1.0 in JSON Lines (pandas' to_json) was refused as not an integer."""
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"text": "a", "label": 1.0}\n{"text": "b", "label": 0}\n')
+    assert load_table(path).labels == [1, 0]
+    path.write_text('{"text": "a", "label": 1.5}\n{"text": "b", "label": 0}\n')
+    with pytest.raises(DataError, match="line 1: label 1.5 is not an integer"):
+        load_table(path)
+
+
+def test_a_huge_integer_label_is_named_as_written(tmp_path):
+    """The message showed 100000000000000004764729344 for 99999999999999999999999999 (read through a float)."""
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\na,99999999999999999999999999\nb,0\n")
+    with pytest.raises(DataError, match="label 99999999999999999999999999 would need"):
+        load_table(path)
+
+
+# ------------------------------------------------------------------------------------------------ atomic writes
+
+
+def test_concurrent_atomic_writes_to_one_path_all_succeed(tmp_path):
+    """The app's sessions are threads of one process: their temporaries shared the name .<name>.tmp-<pid>, so one
+    thread's rename took the other's file and the other failed (FileNotFoundError) or wrote a mix."""
+    path = tmp_path / "index.json"
+    errors = []
+
+    def writer(k: int):
+        try:
+            for _ in range(30):
+                atomic.write_text(path, json.dumps({"writer": k, "pad": "x" * 20_000}))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:2]
+    assert json.loads(path.read_text())["writer"] in range(6)
+    assert sorted(os.listdir(tmp_path)) == ["index.json"]
+
+
+def test_an_atomic_write_never_follows_a_link_at_its_temporary_name(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    names = iter(["aaaa", "bbbb"])
+    monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(names))
+    target = tmp_path / "report.html"
+    (tmp_path / f".report.html.tmp-{os.getpid()}-aaaa").symlink_to(victim)
+    atomic.write_text(target, "<html>")
+    assert victim.read_text() == "keep me" and target.read_text() == "<html>"
