@@ -10,7 +10,8 @@ from typing import Callable
 import streamlit as st
 
 from backdoor_core.jobs import Job, JobSnapshot, start_job
-from app_pages._state import K_JOBS, K_PANELS, K_SESSION_ID, POLL_SECONDS, ss
+from app_pages import _state
+from app_pages._state import K_JOBS, K_PANELS, K_SESSION_ID, POLL_SECONDS, session_owner, ss
 from app_pages._text import md
 
 # ------------------------------------------------------------------------------------------------ tabs' jobs
@@ -27,39 +28,11 @@ ORPHAN_KEEP_S = 3600.0
 model of about 90 MB)."""
 _TABS_LOCK = threading.Lock()
 _TABS: dict[str, dict[str, list]] = {}  # tab id -> kind -> [owner's token, Streamlit session id, Job, ended at]
-K_TOKEN = "lab.jobs_token"
-
-
-def _owner() -> tuple[str, str | None]:
-    """This session's token (its own, in its state) and its Streamlit session id (to ask whether it is still
-    connected)."""
-    import secrets
-
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    if K_TOKEN not in ss():
-        ss()[K_TOKEN] = secrets.token_hex(8)
-    ctx = get_script_run_ctx()
-    return ss()[K_TOKEN], (ctx.session_id if ctx is not None else None)
-
-
-def _connected(session_id: str | None) -> bool:
-    """Whether the Streamlit session ``session_id`` still has a browser connected (False outside a server)."""
-    from streamlit.runtime import Runtime
-
-    if not session_id or not Runtime.exists() or type(Runtime.instance()) is not Runtime:
-        return False  # no server (streamlit.testing's stand-in knows no connections)
-    try:
-        return Runtime.instance().get_client(session_id) is not None
-    except Exception:  # noqa: BLE001 - a runtime that cannot tell: treat the owner as still there
-        return True
-
-
 def _list_job(kind: str, job: Job) -> None:
     tab = ss().get(K_SESSION_ID)
     if tab:
         with _TABS_LOCK:
-            _TABS.setdefault(tab, {})[kind] = [*_owner(), job, None]
+            _TABS.setdefault(tab, {})[kind] = [*session_owner(), job, None]
 
 
 def _unlist_job(job: Job) -> None:
@@ -76,20 +49,20 @@ def adopt_orphaned_jobs() -> None:
     """Take over this tab's jobs that a session no longer connected left running or unhandled (a reload while a
     job ran); called by the sidebar on every run, after ``_state.lab`` knows the tab's id."""
     tab, now = ss().get(K_SESSION_ID), time.time()
-    me = _owner()
+    me = session_owner()
     with _TABS_LOCK:
         for t, kinds in list(_TABS.items()):  # forget results no tab came back for
             for kind, entry in list(kinds.items()):
                 if not entry[2].active:
                     entry[3] = entry[3] or now
-                    if now - entry[3] > ORPHAN_KEEP_S and not _connected(entry[1]):
+                    if now - entry[3] > ORPHAN_KEEP_S and not _state.connected(entry[1]):
                         del kinds[kind]
             if not kinds:
                 del _TABS[t]
         mine = dict(_TABS.get(tab, {})) if tab else {}
     for kind, entry in mine.items():
         token, session_id, job = entry[0], entry[1], entry[2]
-        if token == me[0] or kind in jobs() or _connected(session_id):
+        if token == me[0] or kind in jobs() or _state.connected(session_id):
             continue
         with _TABS_LOCK:
             entry[0], entry[1] = me

@@ -21,6 +21,7 @@ BERT (2 layers x 4 heads) so AppTest and the browser test run in seconds (a mode
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,13 @@ def lab() -> LabSession:
 
         root = os.environ.get(SESSIONS_ENV) or None
         sid = str(st.query_params.get(SESSION_PARAM) or "")
+        source = None
+        if path_ok(sid) and _open_elsewhere(sid):  # the same link in a second tab: a copy under its own id
+            source, sid = sid, secrets.token_hex(16)
+            st.query_params[SESSION_PARAM] = sid
         session = None
         try:
-            path = session_file(sid, root)
+            path = session_file(source or sid, root)
             if path.is_file():
                 session = LabSession.load(path)
         except (OSError, ValueError, KeyError, TypeError):
@@ -122,10 +127,60 @@ def lab() -> LabSession:
                 st.query_params[SESSION_PARAM] = sid
             session = LabSession()
         session.autosave = str(session_file(sid, root))
+        if source:
+            from backdoor_core import session_models
+
+            session._autosave()  # a reload of this tab finds its copy
+            try:
+                session_models.copy(source, sid, root)  # and the models the link's tab had
+            except OSError:
+                pass  # the copy of the report goes on without them
+        with _TABS_LOCK:
+            _TAB_OWNERS[sid] = session_owner()
         ss()[K_SESSION] = session
         ss()[K_SESSION_ID] = sid
     keep_session_in_url()
     return ss()[K_SESSION]
+
+
+# A tab's id is in its URL, so the same link opened in a second tab (duplicated, pasted, bookmarked) named the same
+# report file and saved models: each tab wrote its own findings over the other's, and a reload lost them. A tab id
+# belongs to the Streamlit session that opened it; a second session on it while that one is still connected gets a
+# copy under a new id (a reload is a new session on the same id once the old one disconnected: it takes it over).
+K_OWNER = "lab.owner_token"
+_TABS_LOCK = threading.Lock()
+_TAB_OWNERS: dict[str, tuple[str, str | None]] = {}  # tab id -> session_owner() of the session that has it
+
+
+def session_owner() -> tuple[str, str | None]:
+    """This Streamlit session: a random token kept in its state, and its Streamlit session id (``connected``)."""
+    import secrets
+
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if K_OWNER not in ss():
+        ss()[K_OWNER] = secrets.token_hex(8)
+    ctx = get_script_run_ctx()
+    return ss()[K_OWNER], (ctx.session_id if ctx is not None else None)
+
+
+def connected(session_id: str | None) -> bool:
+    """Whether the Streamlit session ``session_id`` still has a browser connected (False outside a server)."""
+    from streamlit.runtime import Runtime
+
+    if not session_id or not Runtime.exists() or type(Runtime.instance()) is not Runtime:
+        return False  # no server (streamlit.testing's stand-in knows no connections)
+    try:
+        return Runtime.instance().get_client(session_id) is not None
+    except Exception:  # noqa: BLE001 - a runtime that cannot tell: the owner may still be there
+        return True
+
+
+def _open_elsewhere(sid: str) -> bool:
+    """Whether tab id ``sid`` belongs to another Streamlit session that is still connected."""
+    with _TABS_LOCK:
+        owner = _TAB_OWNERS.get(sid)
+    return owner is not None and owner[0] != session_owner()[0] and connected(owner[1])
 
 
 def keep_session_in_url() -> None:

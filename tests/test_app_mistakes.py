@@ -95,18 +95,68 @@ def test_a_training_that_ends_during_a_reload_still_gives_its_model():
 
 def test_the_same_link_open_in_another_tab_keeps_its_jobs_apart(monkeypatch):
     """A second tab on the same link (whose first tab is still connected) does not take the first tab's job."""
-    from app_pages import _jobs
+    from app_pages import _state
 
     first = new_app()
     sid = first.session_state["lab.session_id"]
     job = _start_attack(first, epochs=30, n_train=400)
     try:
-        monkeypatch.setattr(_jobs, "_connected", lambda session_id: True)  # the first tab is still open
+        monkeypatch.setattr(_state, "connected", lambda session_id: True, raising=False)  # the first tab is still open
         other = goto(new_app(sid), "attack")
         assert "attack" not in other.session_state["lab.jobs"]
         assert not at_button(other, "attack.train").disabled
     finally:
         job.cancel()
+
+
+# ------------------------------------------------------------------------------------------------ two tabs
+
+
+def _headings(at: AppTest) -> list[str]:
+    return [f.title for f in at.session_state["lab.session"].findings]
+
+
+def test_the_same_link_in_a_second_tab_no_longer_overwrites_the_first_tabs_report(monkeypatch):
+    """Two tabs on one link (a duplicated tab, a pasted URL) shared one report file and each saved its own findings
+    over the other's: tab B's scan was gone after B's reload once tab A inspected another text (seen in a browser).
+    Now tab B gets a copy under its own id: it starts with A's findings and keeps its own apart."""
+    from app_pages import _state
+
+    a = goto(new_app(), "inspect")
+    sid = a.session_state["lab.session_id"]
+    assert "Inspection" in _headings(a)
+    monkeypatch.setattr(_state, "connected", lambda session_id: True, raising=False)  # tab A is still open
+    b = new_app(sid)
+    b_sid = b.session_state["lab.session_id"]
+    assert b.query_params["session"] in (b_sid, [b_sid])
+    assert "Inspection" in _headings(b)  # a copy of what the link had
+    goto(b, "compare")  # B's own finding
+    assert "Model comparison" in _headings(b)
+    a.text_area(key="inspect.text").input("Another sentence typed in tab A.").run()  # A records again
+    assert not a.exception and "Model comparison" not in _headings(a)
+    monkeypatch.setattr(_state, "connected", lambda session_id: False, raising=False)
+    assert "Model comparison" in _headings(new_app(b_sid))  # B reloaded: its finding is still there
+    assert "Model comparison" not in _headings(new_app(sid))  # and A's report never got it
+    assert b_sid != sid
+
+
+def test_a_second_tab_on_a_link_gets_that_tabs_models(monkeypatch):
+    """A copy of a tab (the same link while that tab is open) starts with that tab's trained model as its current
+    model, and each tab keeps its own list from then on."""
+    from app_pages import _state
+
+    a = new_app()
+    sid = a.session_state["lab.session_id"]
+    job = _start_attack(a, epochs=1)
+    assert job.wait(120) and job.status == "done"
+    a.run()
+    name = job.name.removeprefix("Training ")
+    assert a.session_state["lab.model_ref"] == {"kind": "session", "name": name}
+    monkeypatch.setattr(_state, "connected", lambda session_id: True, raising=False)
+    b = new_app(sid)
+    assert b.session_state["lab.session_id"] != sid
+    assert b.session_state["lab.model_ref"] == {"kind": "session", "name": name}
+    assert name in b.session_state["lab.session_models"]
 
 
 def at_button(at: AppTest, key: str):
