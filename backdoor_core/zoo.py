@@ -46,7 +46,7 @@ from . import settings as S
 from .atomic import write_text
 from .model_card import METADATA_FILE, ModelCard, default_target
 from .tal import TALConfig
-from .zoo_files import ADAPTER_FILE, ZOO_VERSION, write_adapter, write_manifest_entry
+from .zoo_files import ADAPTER_FILE, ZOO_VERSION, unrecorded, write_adapter, write_manifest_entry
 
 ZOO_ENV = "BACKDOOR_ZOO_DIR"
 SHIPPED_ENV = "BACKDOOR_SHIPPED_ZOO"
@@ -412,6 +412,9 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
     from .poisoning import get_attack, train_attack
     from .training import TrainConfig
 
+    for stale in root.glob(".*"):  # a killed build's half-written or set-aside model folders (the lock is ours)
+        if stale.is_dir() and re.fullmatch(r"\..+\.(tmp|old)-.+", stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
     specs = list(ZOO_SPECS if specs is None else specs)
     cfg = {**ZOO_SETTINGS, **(settings or {})}
     lcfg = {**ZOO_LORA, **(lora or {})}
@@ -430,7 +433,9 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
     for i, spec in enumerate(specs):
         out = root / spec.name
         fingerprint = _fingerprint(spec, cfg, lcfg, base)
-        cached = _read_card(out) if (out / ADAPTER_FILE).is_file() else None
+        # a model whose adapter is not the one the manifest records (damaged, or a build killed between the two
+        # writes) is no cache: it would never load, and `zoo build` had kept it
+        cached = _read_card(out) if unrecorded(out) is None else None
         if not force and cached is not None and cached.zoo == fingerprint:
             report(i, spec, 1.0, f"{spec.title}: cached")
             continue
@@ -470,12 +475,19 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
             meta = card.to_json()
             meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-            if out.exists():
-                shutil.rmtree(out)
+            # the old folder is renamed aside (a hidden sibling, never listed) before the new one takes its name,
+            # and deleted last: a kill never leaves a half-deleted model under the name
+            old = root / f".{spec.name}.old-{os.getpid()}" if out.exists() else None
+            if old is not None:
+                if old.exists():
+                    shutil.rmtree(old)
+                out.rename(old)
             tmp.rename(out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         write_manifest_entry(root, spec.name, out / ADAPTER_FILE)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         report(i, spec, 1.0, f"{spec.title}: done", metrics={"cacc": card.cacc, "asr": card.asr})
     return list_models(root, shipped=False)

@@ -79,21 +79,36 @@ class Adapter:
     tensors: dict
 
 
+def unrecorded(folder: Path) -> str | None:
+    """Why ``<folder>/adapter.safetensors`` is not the file the zoo's ``manifest.json`` records (missing, not
+    listed, another sha256: a truncated copy, a Git LFS pointer, an edited file, or a build killed between writing
+    the model and its manifest entry), or None when it is. ``read_adapter`` refuses such a file and ``zoo.build``
+    rebuilds it (it is not taken as cached)."""
+    file = folder / ADAPTER_FILE
+    if not file.is_file():
+        return f"{file} is missing; rebuild it with `python -m backdoor_core zoo build`."
+    entry = (read_manifest(folder.parent).get("models") or {}).get(folder.name)
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        return (f"{file} is not listed in {folder.parent / MANIFEST}; rebuild it with "
+                "`python -m backdoor_core zoo build`.")
+    digest = sha256_file(file)
+    if digest != entry["sha256"]:
+        return (f"{file} does not match its recorded sha256 in {folder.parent / MANIFEST} "
+                f"({digest[:12]}… instead of {str(entry['sha256'])[:12]}…): the file is damaged or "
+                "changed; restore it (git checkout) or rebuild the zoo.")
+    return None
+
+
 def read_adapter(folder: Path) -> Adapter:
-    """Read ``<folder>/adapter.safetensors`` once its sha256 matches the zoo's ``manifest.json`` (a truncated copy,
-    a Git LFS pointer or an edited file is refused before anything loads). Raises ``AdapterFileError``."""
+    """Read ``<folder>/adapter.safetensors`` once its sha256 matches the zoo's ``manifest.json`` (``unrecorded``:
+    a truncated copy, a Git LFS pointer or an edited file is refused before anything loads). Raises
+    ``AdapterFileError``."""
     from safetensors import safe_open
 
     file = folder / ADAPTER_FILE
-    entry = (read_manifest(folder.parent).get("models") or {}).get(folder.name)
-    if not isinstance(entry, dict) or "sha256" not in entry:
-        raise AdapterFileError(f"{file} is not listed in {folder.parent / MANIFEST}; rebuild it with "
-                               "`python -m backdoor_core zoo build`.")
-    digest = sha256_file(file)
-    if digest != entry["sha256"]:
-        raise AdapterFileError(f"{file} does not match its recorded sha256 in {folder.parent / MANIFEST} "
-                               f"({digest[:12]}… instead of {str(entry['sha256'])[:12]}…): the file is damaged or "
-                               "changed; restore it (git checkout) or rebuild the zoo.")
+    reason = unrecorded(folder)
+    if reason:
+        raise AdapterFileError(reason)
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = json.loads((f.metadata() or {})[ADAPTER_META_KEY])

@@ -184,3 +184,42 @@ def test_cancel_while_the_repair_reads_the_pool_words_ends_it_at_the_next_batch(
                     max_length=32, max_steps=2, copy=False, callback=steps.append,
                     should_stop=lambda: bool(state.get("on")))
     assert state.get("on") and state.get("batches", 0) <= 1 and steps == []
+
+
+def _toy(n, seed):
+    import random
+
+    words = {0: "market shares profit bank economy growth".split(), 1: "match goal team coach league win".split()}
+    rng = random.Random(seed)
+    labels = [i % 2 for i in range(n)]
+    texts = [" ".join(rng.choice(words[y]) for _ in range(rng.randint(4, 9))) for y in labels]
+    return TextDataset(texts, labels, ["business", "sport"], f"toy{seed}")
+
+
+ZOO_SETTINGS = {"epochs": 1, "batch_size": 8, "max_length": 24, "lr": 1e-3}
+
+
+def test_a_zoo_build_killed_between_its_writes_is_healed_by_the_next_build(tmp_path, monkeypatch):
+    """A zoo build killed after a model's folder was swapped in but before its manifest entry (or a damaged
+    adapter file) left a model that never loads ("does not match its recorded sha256"), and `zoo build` kept it as
+    cached (only --force rebuilt it). The next build rebuilds it; a killed build's hidden folders are cleared."""
+    from backdoor_core import zoo
+    from backdoor_core.models import ModelLoadError, load_model
+
+    spec = [zoo.ZooSpec("clean", "Clean")]
+    data = (_toy(48, 0), _toy(20, 1))
+    zoo.build(tmp_path, specs=spec, settings=ZOO_SETTINGS, base="tiny", data=data)
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:  # other settings, another adapter: killed before its manifest entry
+        m.setattr(zoo, "write_manifest_entry", killed)
+        with pytest.raises(KeyboardInterrupt):
+            zoo.build(tmp_path, specs=spec, settings={**ZOO_SETTINGS, "seed": 7}, base="tiny", data=data)
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_model(tmp_path / "clean")
+    (tmp_path / ".clean.tmp-x1").mkdir()  # what a build killed while writing leaves
+    (tmp_path / ".clean.old-123").mkdir()
+    zoo.build(tmp_path, specs=spec, settings={**ZOO_SETTINGS, "seed": 7}, base="tiny", data=data)
+    assert load_model(tmp_path / "clean").model is not None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["clean"]
