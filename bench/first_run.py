@@ -181,7 +181,7 @@ def main() -> None:
                f"chromium on the tour, to step 3's flip on screen: median {b['to_flip_s']:.1f} s (runs: "
                + ", ".join(f"{r['to_flip_s']:.1f}" for r in b["runs"]) + " s; load before: "
                + ", ".join(str(r["load_before"]) for r in b["runs"]) + "). Goal 15 s.\n")
-        (RESULTS / "first_run.md").write_text(md)
+        write_text(RESULTS / "first_run.md", md)
         print(f"server launch -> tour flip in the browser: {b['to_flip_s']:.1f} s (goal 15)")
         return
     runs = []
@@ -232,7 +232,7 @@ def main() -> None:
            f"Work (run 1, texts through the model, of which with autograd on): scan {r0['scan_work']['texts']} "
            f"({r0['scan_work']['grad_texts']}), sanitize {r0['sanitize_work']['texts']} "
            f"({r0['sanitize_work']['grad_texts']}). Tour settings: {json.dumps(r0['settings'])}.", ""]
-    (RESULTS / "first_run.md").write_text("\n".join(md))
+    write_text(RESULTS / "first_run.md", "\n".join(md))
     print("\n".join(f"{a:<28} {b:>8}   goal {c}" for a, b, c in rows))
 
 

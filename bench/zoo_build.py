@@ -202,7 +202,7 @@ def report(data: dict) -> None:
         md.append("")
     if data.get("notes"):
         md += ["## Notes", ""] + [f"* {n}" for n in data["notes"]] + [""]
-    (RESULTS / "zoo_build.md").write_text("\n".join(md))
+    write_text(RESULTS / "zoo_build.md", "\n".join(md))
 
 
 def main() -> None:

@@ -223,3 +223,30 @@ def test_a_zoo_build_killed_between_its_writes_is_healed_by_the_next_build(tmp_p
     zoo.build(tmp_path, specs=spec, settings={**ZOO_SETTINGS, "seed": 7}, base="tiny", data=data)
     assert load_model(tmp_path / "clean").model is not None
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["clean"]
+
+
+def test_the_zoo_bench_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """``bench/zoo_build.py``'s Markdown report goes through ``atomic.write_text``: a write that fails half-way
+    (a full disk, a kill) leaves the previous report, not half of the new one (it wrote the file in place)."""
+    import os
+    import pathlib
+
+    from bench_module import load_bench
+
+    zb = load_bench("zoo_build")
+    monkeypatch.setattr(zb, "RESULTS", tmp_path)
+    (tmp_path / "zoo_build.md").write_text("OLD REPORT\n")
+    real = pathlib.Path.write_text
+
+    def half(self, text, *a, **k):
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(28, "No space left on device")
+    def no_rename(*_a, **_k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pathlib.Path, "write_text", half)  # a write in place stops half-way
+    monkeypatch.setattr(os, "replace", no_rename)  # an atomic write stops before its rename
+    with pytest.raises(OSError):
+        zb.report({"notes": ["a note"]})
+    monkeypatch.undo()
+    assert (tmp_path / "zoo_build.md").read_text() == "OLD REPORT\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["zoo_build.md"]  # no temporary left behind
