@@ -11,7 +11,7 @@ these modules only keep Streamlit state and draw.
 """
 
 from app_pages._data import (SessionTemp, _load_dataset, data_label, data_spec, dataset, dataset_or_none,
-                             discard_upload, local_folder, save_upload, session_tmp, set_data_spec)
+                             discard_upload, local_folder, save_upload, session_tmp, set_data_spec, upload_error)
 from app_pages._jobs import cancelled_note, clear_job, get_job, handle_finished_jobs, job_panel, jobs, start
 from app_pages._models import (FOLDER_REFERENCE, NO_REFERENCE, clean_references, current_model, default_ref,
                                labels_problem, load_ref, model_lock, model_ref, require_model_and_data, require_rows,
@@ -35,5 +35,5 @@ __all__ = [
     "require_model_and_data", "require_rows", "save_upload", "session_copy", "session_tmp", "session_models",
     "set_data_spec", "set_kept",
     "set_session_model", "set_shared_model", "shared_model", "show_error", "sidebar", "sidebar_jobs", "ss", "start",
-    "test_model_name", "zoo_dir", "zoo_entries", "zoo_table",
+    "test_model_name", "upload_error", "zoo_dir", "zoo_entries", "zoo_table",
 ]

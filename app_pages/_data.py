@@ -109,6 +109,21 @@ def discard_upload(path: str | os.PathLike | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def upload_error(exc: BaseException, name: str) -> str:
+    """``exc``'s message with the server's paths of an upload (``save_upload``'s folder, a .zip's unpacked copy, all
+    inside ``session_tmp()``) written as the user named the file: "my.zip → m/config.json is not valid...", not
+    "/tmp/backdoor-lab-session-x/unzipped-y/m/config.json" (a folder the user never saw, deleted by then)."""
+    import re
+
+    text = str(exc).strip() or type(exc).__name__
+    if K_TMP not in ss():
+        return text
+    tmp = re.escape(str(ss()[K_TMP].path))
+    text = re.sub(tmp + r"/[^/\s]+/" + re.escape(Path(name).name) + r"(?![^\s,:;'\"()\]])", lambda m: name, text)
+    text = re.sub(tmp + r"/[^/\s]+/", lambda m: f"{name} → ", text)
+    return re.sub(tmp + r"(/[^/\s,:;'\"()\]]+)?", lambda m: name, text)
+
+
 def local_folder(text: str) -> Path | None:
     """The folder a user typed (``~`` expanded), or None when it is empty or not a folder on this machine; a path
     the file system refuses to look up (too long, a NUL byte) is not a folder either."""

@@ -8,8 +8,8 @@ from app_pages._state import ASSETS, presenter, ss
 from app_pages._text import h, md
 
 
-def show_error(exc: BaseException, prefix: str = "") -> None:
-    """A plain message for a core error (never a traceback)."""
+def show_error(exc: BaseException | str, prefix: str = "") -> None:
+    """A plain message for a core error (never a traceback), or the message itself."""
     text = str(exc).strip() or type(exc).__name__
     st.error(md(f"{prefix}{text}"), icon=":material/warning:")  # messages quote file names, labels, texts
 

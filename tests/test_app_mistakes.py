@@ -159,6 +159,37 @@ def test_a_second_tab_on_a_link_gets_that_tabs_models(monkeypatch):
     assert name in b.session_state["lab.session_models"]
 
 
+# ------------------------------------------------------------------------------------------------ wrong files
+
+
+def test_a_refused_upload_is_named_as_the_user_named_it_not_by_the_servers_temp_path():
+    """A bad data file or model .zip was refused with the server's temporary path ("/tmp/backdoor-lab-session-x/
+    data-y/bad.jsonl, line 2: ...", "/tmp/.../unzipped-z/m/config.json is not valid JSON"): a folder the user never
+    saw, already deleted. Now the message names the uploaded file (and the entry inside a .zip)."""
+    import io
+    import zipfile
+
+    at = goto(new_app(), "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("bad.jsonl", b'{"text": "a", "label": 0}\n[1, 2]\n',
+                                                   "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception
+    assert any("bad.jsonl, line 2" in e for e in errors(at)), errors(at)
+    assert not any("backdoor-lab-session" in e or "/tmp" in e for e in errors(at)), errors(at)
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("m/config.json", "{not json")
+        z.writestr("m/model.safetensors", b"xx")
+    at.segmented_control(key="model.source").set_value("Upload .zip").run()
+    at.file_uploader(key="model.zip").upload("mine.zip", archive.getvalue(), "application/zip").run()
+    at.button(key="model.load_zip").click().run()
+    assert not at.exception
+    assert any("mine.zip → m/config.json" in e for e in errors(at)), errors(at)
+    assert not any("backdoor-lab-session" in e or "unzipped-" in e for e in errors(at)), errors(at)
+
+
 def at_button(at: AppTest, key: str):
     try:
         return at.button(key=key)
