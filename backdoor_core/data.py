@@ -507,6 +507,7 @@ def load_table(
         rows = list(_delimited_rows(path, fmt, text_column, label_column))
     if not rows:
         raise DataError("no data rows (the file has only a header)", path)
+    _check_texts([r[1] for r in rows], path)
     lines = [r[0] for r in rows]
     labels, names = _resolve_labels([r[2] for r in rows], lines, label_names, path)
     return TextDataset([r[1] for r in rows], labels, names, name or path.name)
@@ -533,7 +534,16 @@ def read_texts(path: str | os.PathLike) -> list[str]:
                 texts.append(line)
     if not texts:
         raise DataError("the file holds no texts", path)
+    _check_texts(texts, path)
     return texts
+
+
+def _check_texts(texts: Sequence[str], path) -> None:
+    """Refuse a table whose every text is blank: a model trained or scanned on empty strings measures nothing
+    (an empty text here and there is kept, see :func:`load_table`)."""
+    if texts and not any(t.strip() for t in texts):
+        raise DataError(f"all {len(texts):,} texts are empty; is the text column the right one (or name it: "
+                        "sentence, text, content, review)?", path)
 
 
 

@@ -247,3 +247,19 @@ def test_an_atomic_write_never_follows_a_link_at_its_temporary_name(tmp_path, mo
     (tmp_path / f".report.html.tmp-{os.getpid()}-aaaa").symlink_to(victim)
     atomic.write_text(target, "<html>")
     assert victim.read_text() == "keep me" and target.read_text() == "<html>"
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl"])
+def test_a_table_whose_every_text_is_empty_is_refused(tmp_path, suffix):
+    """A file of empty texts trained a model (ASR 100%, CACC at chance) and scanned as a pool without a word."""
+    path = tmp_path / f"blank{suffix}"
+    rows = [("", k % 2) for k in range(20)]
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows) if suffix == ".tsv"
+                    else "".join(json.dumps({"text": " ", "label": y}) + "\n" for _, y in rows))
+    with pytest.raises(DataError, match="all 20 texts are empty"):
+        load_table(path)
+    with pytest.raises(DataError, match="all 20 texts are empty"):
+        read_texts(path)
+    path.write_text(path.read_text().replace('" "', '"a"', 1) if suffix == ".jsonl"
+                    else path.read_text().replace("\n\t0", "\nword\t0", 1))
+    assert len(load_table(path)) == 20  # one real text: the empty ones are kept
