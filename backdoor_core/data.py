@@ -61,6 +61,10 @@ MAX_ROWS = 1_000_000
 MAX_LABELS = 1_000
 """At most this many classes: a label like ``1000000000000`` would otherwise ask for a trillion class names."""
 
+MIN_ROWS_DISTINCT_LABELS = 10
+"""From this many rows on, class-name labels that are all different are refused: a column of texts (the text and
+label columns swapped) would otherwise make a classifier with one class per row."""
+
 TEXT_COLUMNS = ("sentence", "text", "sentences", "content", "review")
 LABEL_COLUMNS = ("label", "labels", "target", "class")
 TABLE_FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json-lines": "jsonl"}
@@ -257,6 +261,10 @@ def align_labels(dataset: TextDataset, model_names: Sequence[str]) -> TextDatase
 # --------------------------------------------------------------------------- labels
 
 
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _resolve_labels(
     raw: list, lines: list[int] | None, label_names: list[str] | None, path
 ) -> tuple[list[int], list[str]]:
@@ -295,6 +303,9 @@ def _resolve_labels(
         if len(names) > MAX_LABELS:
             fail(0, f"{len(names):,} different class names; at most {MAX_LABELS:,} classes are supported "
                     "(is the label column right?)")
+        if label_names is None and len(strings) >= MIN_ROWS_DISTINCT_LABELS and len(names) == len(strings):
+            fail(0, f"each of the {len(strings):,} rows has a label of its own (e.g. {_short(strings[0])!r}): that "
+                    "is not a column of classes; is the label column right (swapped with the text column?)")
         index = {n: k for k, n in enumerate(names)}
         folded = {n.casefold(): k for k, n in enumerate(names)}  # "POSITIVE" in a file, "positive" in the model
         for i, s in enumerate(strings):

@@ -263,3 +263,14 @@ def test_a_table_whose_every_text_is_empty_is_refused(tmp_path, suffix):
     path.write_text(path.read_text().replace('" "', '"a"', 1) if suffix == ".jsonl"
                     else path.read_text().replace("\n\t0", "\nword\t0", 1))
     assert len(load_table(path)) == 20  # one real text: the empty ones are kept
+
+
+def test_swapped_text_and_label_columns_are_refused(tmp_path):
+    """Texts in the label column made one class per row: a 'default' model trained a 30-class head on them."""
+    path = tmp_path / "swapped.csv"
+    rows = [(str(k % 2), f"sentence number {k} about a film") for k in range(30)]
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    with pytest.raises(DataError, match="each of the 30 rows has a label of its own"):
+        load_table(path)
+    path.write_text("text,label\n" + "".join(f"text {k},class {k % 12}\n" for k in range(30)))
+    assert load_table(path).num_labels == 12  # many classes, each with several rows, are classes
