@@ -250,3 +250,28 @@ def test_the_zoo_bench_report_is_written_whole_or_not_at_all(tmp_path, monkeypat
     monkeypatch.undo()
     assert (tmp_path / "zoo_build.md").read_text() == "OLD REPORT\n"
     assert [p.name for p in tmp_path.iterdir()] == ["zoo_build.md"]  # no temporary left behind
+
+
+def test_pure_reports_its_probe_steps_and_a_cancel_before_its_final_training_keeps_nothing():
+    """PURE fine-tunes a probe copy, searches the heads to prune, then fine-tunes the model: the probe's steps are
+    the first half of its progress (the CLI's bar and the app's sat at 0 through the probe and the search), and
+    Cancel during the probe ends it there with ``forward.Cancelled`` and the model untouched (it read the
+    variance, searched, pruned, and returned a "cancelled" model the app kept as the repair)."""
+    import torch
+
+    from backdoor_core.defenses import run_defense
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(40, seed=5)
+    data = TextDataset(texts, labels, ["neg", "pos"])
+    seen = []
+    run_defense("pure", lm.model, lm.tokenizer, data, max_steps=3, max_length=32, callback=seen.append)
+    steps = [(p.step, p.total_steps) for p in seen]
+    assert steps[0] == (1, 6) and steps[-1] == (6, 6) and {t for _, t in steps} == {6}
+    assert _grows([s for s, _ in steps])
+    model, seen = copy.deepcopy(lm.model), []
+    with pytest.raises(Cancelled):
+        run_defense("pure", model, lm.tokenizer, data, max_steps=3, max_length=32, copy=False,
+                    callback=seen.append, should_stop=lambda: len(seen) >= 1)  # Cancel at the probe's 1st step
+    assert {p.step for p in seen} == {1}  # its step (and the evaluation row after it)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), lm.model.state_dict().values()))

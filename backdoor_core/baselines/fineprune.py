@@ -19,7 +19,7 @@ import torch
 
 from ..architecture import attention_blocks, head_parameter_masks, pruned_slices, require_head_repair
 from .. import settings as S
-from ..forward import run_with_cache
+from ..forward import run_with_cache, stopping
 from ..training import Progress, TrainConfig, TrainResult
 from .finetune import default_config, finetune
 
@@ -96,7 +96,8 @@ def fineprune(
     if not 0.0 <= prune_fraction < 1.0:
         raise ValueError("prune_fraction must be in [0, 1).")
     config = config or default_config()
-    activity = head_activity(model, tokenizer, clean_texts, config.max_length)
+    with stopping(should_stop):  # Cancel while it reads the heads raises forward.Cancelled: nothing is pruned
+        activity = head_activity(model, tokenizer, clean_texts, config.max_length)
     pruned = choose_lowest(activity, prune_fraction)
     slices = prune_heads_persistent(model, pruned)
     masks = trainable_except(model, slices)

@@ -42,6 +42,7 @@ Adaptations (ours):
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -50,7 +51,7 @@ import torch
 from ..architecture import classifier_positions, head_gates, require_head_repair
 from .. import settings as S
 from ..metrics import balanced_accuracy
-from ..forward import predict, run_with_cache
+from ..forward import predict, run_with_cache, stop_if, stopping
 from ..training import Progress, TrainConfig
 from .finetune import default_config, finetune
 from .fineprune import prune_heads_persistent, trainable_except
@@ -216,19 +217,33 @@ def pure(
     tr_t, tr_y = [clean_texts[i] for i in tr_idx], [clean_labels[i] for i in tr_idx]
     va_t, va_y = [clean_texts[i] for i in val_idx], [clean_labels[i] for i in val_idx]
 
+    # progress: the probe's fine-tuning is the first half of the steps, the final fine-tuning the second (both
+    # train the same steps); Cancel before the final training (the probe, its variance, the head search) raises
+    # forward.Cancelled, as in the alignment repair's stages: nothing is half-pruned or kept
     probe = copy.deepcopy(model)
-    finetune(probe, tokenizer, tr_t, tr_y, config, should_stop=should_stop)
-    variance = cls_attention_variance(probe, tokenizer, va_t, config.max_length)
-    base_acc = gated_score(probe, tokenizer, va_t, va_y, np.zeros_like(variance, bool), config.max_length)
-    floor = float(min_acc) if min_acc is not None else base_acc - acc_margin
-    pruned, log = search_pruning(probe, tokenizer, va_t, va_y, variance, floor, group, config.max_length,
-                                 should_stop, max_fraction)
+    probe_steps = [0]
+
+    def probe_progress(p: Progress) -> None:
+        probe_steps[0] = p.total_steps
+        if callback is not None:
+            callback(dataclasses.replace(p, total_steps=2 * p.total_steps))
+    finetune(probe, tokenizer, tr_t, tr_y, config, callback=probe_progress, should_stop=should_stop)
+    stop_if(should_stop)
+    with stopping(should_stop):
+        variance = cls_attention_variance(probe, tokenizer, va_t, config.max_length)
+        base_acc = gated_score(probe, tokenizer, va_t, va_y, np.zeros_like(variance, bool), config.max_length)
+        floor = float(min_acc) if min_acc is not None else base_acc - acc_margin
+        pruned, log = search_pruning(probe, tokenizer, va_t, va_y, variance, floor, group, config.max_length,
+                                     should_stop, max_fraction)
+    stop_if(should_stop)  # the search stops between groups; a half search is no result
     del probe
     weights = layer_weights(variance)
     slices = prune_heads_persistent(model, pruned)
     masks = trainable_except(model, slices)
+    shifted = None if callback is None else (lambda p: callback(dataclasses.replace(
+        p, step=p.step + probe_steps[0], total_steps=p.total_steps + probe_steps[0])))
     res = finetune(model, tokenizer, tr_t, tr_y, config, trainable_masks=masks,
-                   extra_loss=ClsNormLoss(weights, pruned, lam, model), evaluate=evaluate, callback=callback,
+                   extra_loss=ClsNormLoss(weights, pruned, lam, model), evaluate=evaluate, callback=shifted,
                    should_stop=should_stop)
     from ..head_metrics import mask_labels
 
