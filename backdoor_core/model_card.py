@@ -514,10 +514,14 @@ class ModelCard:
     @classmethod
     def read(cls, folder: str | os.PathLike, *, num_labels: int | None = None) -> ModelCard:
         """The card of a model folder (``METADATA_FILE``): an empty card when there is none; a card with
-        ``warnings`` (never an exception) when the file is too large, unreadable or not valid JSON."""
+        ``warnings`` (never an exception) when the file is too large, unreadable, not valid JSON, or not a regular
+        file (a link to ``/dev/zero`` or a pipe would be read forever)."""
         path = Path(folder) / METADATA_FILE
         try:
             if not path.is_file():
+                if os.path.lexists(path):
+                    return _broken(cls, f"{METADATA_FILE} is not a regular file (a device, a pipe or a link to "
+                                        "one): ignored")
                 return cls(tool_version="")
             size = path.stat().st_size
             if size > MAX_CARD_BYTES:

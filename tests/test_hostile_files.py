@@ -274,3 +274,13 @@ def test_swapped_text_and_label_columns_are_refused(tmp_path):
         load_table(path)
     path.write_text("text,label\n" + "".join(f"text {k},class {k % 12}\n" for k in range(30)))
     assert load_table(path).num_labels == 12  # many classes, each with several rows, are classes
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_card_linked_to_a_device_is_ignored_with_a_warning(saved, tmp_path):
+    """The card was dropped without a word: the model then loaded as if it had no attack, no trigger."""
+    folder = _copy(saved, tmp_path / "devcard")
+    (folder / METADATA_FILE).unlink()
+    (folder / METADATA_FILE).symlink_to("/dev/zero")
+    card = ModelCard.read(folder, num_labels=2)
+    assert card.name == "" and any("not a regular file" in w for w in card.warnings)
