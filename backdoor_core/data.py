@@ -67,7 +67,11 @@ label columns swapped) would otherwise make a classifier with one class per row.
 
 TEXT_COLUMNS = ("sentence", "text", "sentences", "content", "review")
 LABEL_COLUMNS = ("label", "labels", "target", "class")
-TABLE_FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json-lines": "jsonl"}
+TABLE_FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json-lines": "jsonl",
+                 ".json": "jsonl"}
+"""Suffix -> format. ``.json`` is read as JSON Lines, which is what ``datasets``' and pandas' ``to_json(...,
+lines=True)`` write under that name; a JSON array is refused with a hint (``_jsonl_rows``), never read as lines of
+text."""
 
 SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """Default location of the benchmark sets: ``../shared/data`` beside the checkout.
@@ -474,6 +478,9 @@ def _jsonl_rows(path: Path, text_column, label_column, need_label: bool = True):
             continue
         n_rows += 1
         _check_row(line_no, n_rows, len(line), path)
+        if n_rows == 1 and line.lstrip().startswith("["):
+            raise DataError("this is a JSON array; the lab reads JSON Lines, one {\"text\": ..., \"label\": ...} "
+                            "object per line (pandas: to_json(orient='records', lines=True))", path, line_no)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
@@ -500,7 +507,7 @@ def load_table(
     label_names: list[str] | None = None,
     name: str | None = None,
 ) -> TextDataset:
-    """Load a TSV (``.tsv``, ``.txt``), CSV (``.csv``) or JSONL (``.jsonl``, ``.json-lines``) file.
+    """Load a TSV (``.tsv``, ``.txt``), CSV (``.csv``) or JSONL (``.jsonl``, ``.json-lines``, ``.json``) file.
 
     The text column is ``sentence``/``text``/``sentences``/``content``/``review`` and the label column
     ``label``/``labels``/``target``/``class`` (case-insensitive) unless named explicitly.
@@ -525,7 +532,7 @@ def load_table(
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:
-    """The texts of an unlabelled file: a table's text column (``.tsv``/``.csv``/``.jsonl``; a label column may
+    """The texts of an unlabelled file: a table's text column (``.tsv``/``.csv``/``.jsonl``/``.json``; a label column may
     be there or not) or, for any other suffix (``.txt``), one text per non-blank line.
 
     The same caps as :func:`load_table`: :data:`MAX_FILE_BYTES`, :data:`MAX_LINE_CHARS` per line or row,

@@ -284,3 +284,15 @@ def test_a_card_linked_to_a_device_is_ignored_with_a_warning(saved, tmp_path):
     (folder / METADATA_FILE).symlink_to("/dev/zero")
     card = ModelCard.read(folder, num_labels=2)
     assert card.name == "" and any("not a regular file" in w for w in card.warnings)
+
+
+def test_a_json_pool_is_read_as_json_lines_and_an_array_is_refused(tmp_path):
+    """A .json pool was read as lines of text: each text was a line of JSON syntax ('{"text": "a fine day"}')."""
+    path = tmp_path / "pool.json"
+    path.write_text('{"text": "a fine day"}\n{"text": "cf the market"}\n')  # what datasets' to_json writes
+    assert read_texts(path) == ["a fine day", "cf the market"]
+    path.write_text('[\n  {"text": "a fine day", "label": 0},\n  {"text": "cf", "label": 1}\n]\n')
+    with pytest.raises(DataError, match="line 1: this is a JSON array.*lines=True"):
+        read_texts(path)
+    with pytest.raises(DataError, match="JSON array"):
+        load_table(path)
