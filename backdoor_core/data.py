@@ -444,7 +444,10 @@ def _delimited_rows(path: Path, fmt: str, text_column, label_column, need_label:
     line = 0  # the last line read so far
     try:
         header = next(reader)
+        while not any(str(c).strip() for c in header):  # blank lines above the header
+            header = next(reader)
         line = reader.line_num
+        _check_separator(header, fmt, path, line)
         t_col = header.index(_pick_column(header, text_column, TEXT_COLUMNS, "text", path))
         if need_label or label_column or any(str(c).strip().lower() in LABEL_COLUMNS for c in header):
             l_col = header.index(_pick_column(header, label_column, LABEL_COLUMNS, "label", path))
@@ -466,6 +469,26 @@ def _delimited_rows(path: Path, fmt: str, text_column, label_column, need_label:
                             "the model reads only the first few hundred tokens", path, line + 1) from None
         hint = " (a quote that is never closed?)" if "end of data" in str(e) else ""
         raise DataError(f"cannot parse {fmt.upper()}: {e}{hint}", path, line + 1) from None
+
+
+_SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _check_separator(header: list[str], fmt: str, path, line: int) -> None:
+    """Refuse a header that is one column made of known column names joined by another separator (``text;label``
+    in a ``.csv``: Excel in many languages separates by semicolons; ``text,label`` in a ``.tsv``) with what to do,
+    instead of 'no text column: found columns ['text;label']'. A one-column header that merely holds a comma
+    (``review, as written``) is a column name."""
+    if len(header) != 1:
+        return
+    ours = "\t" if fmt == "tsv" else ","
+    for sep, name in _SEPARATORS.items():
+        parts = [c.strip().strip('"').lower() for c in header[0].split(sep)]
+        if sep != ours and len(parts) > 1 and set(parts) & {*TEXT_COLUMNS, *LABEL_COLUMNS}:
+            fix = {",": "name it .csv", "\t": "name it .tsv"}.get(sep, "save it comma-separated (.csv) or as .tsv")
+            raise DataError(f"the header {header[0]!r} is one column: the file is separated by {name}, but a "
+                            f"{path.suffix or fmt} file is read as {'tab' if fmt == 'tsv' else 'comma'}-separated; "
+                            f"{fix}", path, line)
 
 
 def _jsonl_rows(path: Path, text_column, label_column, need_label: bool = True):

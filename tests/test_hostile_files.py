@@ -296,3 +296,26 @@ def test_a_json_pool_is_read_as_json_lines_and_an_array_is_refused(tmp_path):
         read_texts(path)
     with pytest.raises(DataError, match="JSON array"):
         load_table(path)
+
+
+@pytest.mark.parametrize("name, body, says", [
+    ("semi.csv", "text;label\na;0\nb;1\n", "separated by semicolons, but a .csv file is read as comma-separated"),
+    ("tabs.csv", "text\tlabel\na\t0\nb\t1\n", "separated by tabs.*name it .tsv"),
+    ("commas.tsv", "text,label\na,0\nb,1\n", "separated by commas.*name it .csv"),
+])
+def test_a_file_separated_by_another_character_says_so(tmp_path, name, body, says):
+    """European Excel's 'text;label' CSV was 'no text column: found columns ['text;label']'."""
+    path = tmp_path / name
+    path.write_text(body)
+    with pytest.raises(DataError, match=f"line 1: the header .* is one column: .*{says}"):
+        load_table(path)
+
+
+def test_blank_lines_above_the_header_are_skipped_and_a_comma_in_a_lone_column_name_is_kept(tmp_path):
+    path = tmp_path / "blank.tsv"
+    path.write_text("\n\ntext\tlabel\na\t0\nb\t1\n")  # was 'no text column: found columns []'
+    assert load_table(path).texts == ["a", "b"]
+    pool = tmp_path / "pool.tsv"
+    pool.write_text("my texts, as written\na, b\nc\n")
+    with pytest.raises(DataError, match="no text column"):  # a column name, not a separator: the usual message
+        read_texts(pool)
