@@ -85,7 +85,7 @@ def _load_upload(upload, allow_pickle: bool) -> None:
         st.info("If you trust where this model came from, tick **Allow pickled weights** below and load again.",
                 icon=":material/info:")
     except (ModelLoadError, OSError, ValueError) as exc:
-        ui.show_error(exc, "Upload refused: ")
+        ui.show_error(ui.upload_error(exc, upload.name), "Upload refused: ")
     else:
         source = f"{upload.name}" + (f" → {inside}/" if inside not in ("", ".") else "")
         _note_switch_from_session_model()
@@ -338,7 +338,7 @@ if choice == "Your file…":
             load_table(path)
         except (DataError, OSError, ValueError) as exc:
             ui.discard_upload(path)
-            ui.show_error(exc, "This file cannot be used: ")
+            ui.show_error(ui.upload_error(exc, data_file.name), "This file cannot be used: ")
         else:
             previous = ui.data_spec()
             ui.set_data_spec(str(path))
