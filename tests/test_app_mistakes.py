@@ -5,12 +5,20 @@ the same ``?session=<id>`` is what a reload of that tab gives the server: a new 
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, streamlit_app, wait_until_idle  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(autouse=True)
@@ -188,6 +196,65 @@ def test_a_refused_upload_is_named_as_the_user_named_it_not_by_the_servers_temp_
     assert not at.exception
     assert any("mine.zip → m/config.json" in e for e in errors(at)), errors(at)
     assert not any("backdoor-lab-session" in e or "unzipped-" in e for e in errors(at)), errors(at)
+
+
+# ------------------------------------------------------------------------------------------------ real browser
+
+
+def _sid(page) -> str:
+    return parse_qs(urlsplit(page.url).query).get("session", [""])[0]
+
+
+def _main(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def _until(check, timeout_s: float = 30.0) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+@pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
+def test_in_a_browser_a_second_tab_keeps_apart_and_a_reload_gets_the_training_back(tmp_path):
+    """What AppTest cannot see (a reload is a new Streamlit session whose old one has disconnected; a second tab
+    is one still connected), with the tiny model: tab A starts a training; the same link in tab B gets its own
+    session id and none of A's jobs; A reloaded keeps its id and its running training, with Cancel. Screenshots go
+    to test-artifacts/mistakes_*.png."""
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions2")}
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_app(ROOT, env, tmp_path / "streamlit.log") as url, launch_browser() as browser:
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        a = ctx.new_page()
+        a.goto(url + "/attack")
+        wait_until_idle(a)
+        sid = _sid(a)
+        assert len(sid) == 32
+        a.get_by_role("button", name="Train").click()
+        assert _until(lambda: a.get_by_role("button", name="Cancel").count() == 1), _main(a)[-500:]
+
+        b = ctx.new_page()  # the same link in a second tab, while tab A is open and training
+        b.goto(a.url)
+        wait_until_idle(b)
+        assert _until(lambda: len(_sid(b)) == 32 and _sid(b) != sid), b.url
+        assert b.get_by_role("button", name="Cancel").count() == 0  # A's job stays A's
+        assert b.get_by_role("button", name="Train").is_enabled()
+        b.screenshot(path=str(ARTIFACTS / "mistakes_second_tab.png"))
+        b.close()
+
+        a.reload()  # a reload keeps the tab's id and brings back its running training
+        wait_until_idle(a)
+        assert _sid(a) == sid, a.url
+        assert _until(lambda: a.get_by_role("button", name="Cancel").count() == 1), _main(a)[-800:]
+        assert "Training" in _main(a)
+        a.screenshot(path=str(ARTIFACTS / "mistakes_reloaded.png"))
+        a.get_by_role("button", name="Cancel").click()
+        assert _until(lambda: "was cancelled" in _main(a)), _main(a)[-800:]
+        assert a.locator('[data-testid="stException"]').count() == 0
 
 
 def at_button(at: AppTest, key: str):
