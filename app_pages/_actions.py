@@ -291,6 +291,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         work = ui.session_copy(loaded)
 
     def target_fn(ctx):
+        from backdoor_core.forward import stopping
         from backdoor_core.metrics import accuracy_change, lift_interval
 
         base = make_evaluate(work) if make_evaluate is not None else None
@@ -298,20 +299,23 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         hits: list = []  # (m,) the same evaluations' "sent to the target" on the triggered texts
         evaluate = (lambda model: base(model, seen, hits)) if base is not None else None
         ctx.update({"message": "measuring the model before the repair"})
-        before = evaluate(work.model) if evaluate is not None else {}
-        clean, clean_hits = None, None
-        if clean_ref is not None:  # before the repair: a reference that does not fit costs nothing
-            clean = {"name": clean_ref.name}
-            if base is None or not base.poisoned_texts:
-                clean["note"] = "there are no triggered test texts to read (the model's card names no attack)."
-            else:
-                ctx.update({"message": "the clean reference on the same triggered texts"})
-                try:
-                    with ui.model_lock(clean_ref):
-                        clean_hits = D.clean_hits(clean_ref, work, base.poisoned_texts, base.target)
-                    clean["rate"] = float(clean_hits.mean())
-                except ValueError as exc:
-                    clean["note"] = str(exc)
+        # Cancel while the model and the clean reference are measured ends the job at the next batch, nothing kept
+        # (forward.stopping: these passes take no should_stop; it had waited for both to finish)
+        with stopping(ctx.should_stop):
+            before = evaluate(work.model) if evaluate is not None else {}
+            clean, clean_hits = None, None
+            if clean_ref is not None:  # before the repair: a reference that does not fit costs nothing
+                clean = {"name": clean_ref.name}
+                if base is None or not base.poisoned_texts:
+                    clean["note"] = "there are no triggered test texts to read (the model's card names no attack)."
+                else:
+                    ctx.update({"message": "the clean reference on the same triggered texts"})
+                    try:
+                        with ui.model_lock(clean_ref):
+                            clean_hits = D.clean_hits(clean_ref, work, base.poisoned_texts, base.target)
+                        clean["rate"] = float(clean_hits.mean())
+                    except ValueError as exc:
+                        clean["note"] = str(exc)
         read_len = D.model_max_length(loaded)
         if effect_pairs:
             ctx.update({"message": "measuring what the trigger does to the heads"})

@@ -275,3 +275,49 @@ def test_pure_reports_its_probe_steps_and_a_cancel_before_its_final_training_kee
                     callback=seen.append, should_stop=lambda: len(seen) >= 1)  # Cancel at the probe's 1st step
     assert {p.step for p in seen} == {1}  # its step (and the evaluation row after it)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), lm.model.state_dict().values()))
+
+
+def test_cancel_while_the_sanitize_job_measures_the_model_before_ends_it_with_nothing_kept(monkeypatch):
+    """The Sanitize page's job (``_actions.start_sanitize``) measures CACC / ASR before the repair: Cancel there
+    ends the job at the next batch with nothing kept. It measured on to the end, then ran the repair (which stopped
+    at once) and kept the untouched model as a "repaired" one."""
+    import time
+
+    from app_pages import _actions as A
+    from backdoor_core.forward import predict
+    from backdoor_core.jobs import start_job
+    from backdoor_core.models import LoadedModel
+
+    lm = trained_tiny(True)
+    held = []
+    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
+        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
+        source=loaded.source))
+    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: held.append(start_job(target, name=name)))
+    texts, labels = clean_texts(32, seed=5)
+    state = {"batches": 0}
+    test_labels = list(labels) * 8
+
+    class Evaluate:  # the page's evaluator: a forward pass over the test texts
+        poisoned_texts, labels, target = [], test_labels, 1
+
+        def __call__(self, model, seen, hits):
+            for _ in range(100):  # the job is started; Cancel is clicked as the measuring begins
+                if held:
+                    break
+                time.sleep(0.05)
+            held[0].cancel()
+            hook = model.register_forward_pre_hook(lambda *_: state.__setitem__("batches", state["batches"] + 1))
+            try:
+                probs = predict(model, lm.tokenizer, texts * 8, 32, batch_size=16)  # 16 batches
+            finally:
+                hook.remove()
+            seen.append(probs.argmax(1))
+            return {"cacc": float((probs.argmax(1) == self.labels).mean())}
+
+    A.start_sanitize(lm, "finetune", TextDataset(texts, labels, ["neg", "pos"]), None,
+                     {"max_steps": 2, "max_length": 32}, lambda work: Evaluate(), "repaired")
+    assert held[0].wait(60)
+    snap = held[0].snapshot()
+    assert snap.status == "cancelled" and snap.result is None, snap.traceback
+    assert state["batches"] == 0
