@@ -1041,7 +1041,11 @@ def extract_model_archive(
                 mode = info.external_attr >> 16
                 if stat.S_ISLNK(mode):
                     raise ModelLoadError(f"{label} contains a symbolic link ({info.filename}); refused.")
-                target = (dest / info.filename).resolve()
+                try:
+                    target = (dest / info.filename).resolve()
+                except OSError as exc:
+                    raise ModelLoadError(f"{label}: the entry '{info.filename[:80]}' cannot be written here "
+                                         f"({exc.strerror or _first_line(exc)}); refused.") from exc
                 if not target.is_relative_to(dest):
                     raise ModelLoadError(f"{label}: the entry '{info.filename}' would be written outside the folder.")
                 if info.flag_bits & 0x1:
@@ -1063,11 +1067,16 @@ def extract_model_archive(
                 raise ModelLoadError(f"{label} expands to {total / 1e6:.0f} MB but only {free / 1e6:.0f} MB are free.")
             size = 0
             for info in infos:
-                target = (dest / info.filename).resolve()
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
+                entry = info.filename if len(info.filename) <= 80 else info.filename[:77] + "..."
+                try:
+                    target = (dest / info.filename).resolve()
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # a name too long for the file system, a folder where a file was
+                    raise ModelLoadError(f"{label}: the entry '{entry}' cannot be written here "
+                                         f"({exc.strerror or _first_line(exc)}); refused.") from exc
                 try:
                     with archive.open(info) as src, open(target, "xb") as out:
                         written.append(target)
@@ -1077,12 +1086,15 @@ def extract_model_archive(
                                 raise ModelLoadError(f"{label} expands beyond the size limit; refused.")
                             out.write(chunk)
                 except FileExistsError as exc:
-                    raise ModelLoadError(f"{label}: the entry '{info.filename}' appears twice; refused.") from exc
+                    raise ModelLoadError(f"{label}: the entry '{entry}' appears twice; refused.") from exc
                 except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error,
                         lzma.LZMAError, ValueError) as exc:
                     raise ModelLoadError(
-                        f"{label}: the entry '{info.filename}' cannot be read ({_first_line(exc)})."
+                        f"{label}: the entry '{entry}' cannot be read ({_first_line(exc)})."
                     ) from exc
+                except OSError as exc:  # IsADirectoryError, ENAMETOOLONG, a full disk
+                    raise ModelLoadError(f"{label}: the entry '{entry}' cannot be written here "
+                                         f"({exc.strerror or _first_line(exc)}); refused.") from exc
         configs = sorted(dest.rglob("config.json"), key=lambda p: (len(p.parts), str(p)))
         if not configs:
             raise ModelLoadError(f"{label} holds no config.json: it does not look like a saved model.")

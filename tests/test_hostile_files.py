@@ -319,3 +319,21 @@ def test_blank_lines_above_the_header_are_skipped_and_a_comma_in_a_lone_column_n
     pool.write_text("my texts, as written\na, b\nc\n")
     with pytest.raises(DataError, match="no text column"):  # a column name, not a separator: the usual message
         read_texts(pool)
+
+
+@pytest.mark.parametrize("entries", [
+    [("a" * 300 + "/config.json", b"{}")],  # a name longer than the file system takes
+    [("m/x", b"1"), ("m/x/config.json", b"{}")],  # a file, then a folder of the same name
+])
+def test_an_archive_entry_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, entries):
+    """These raised a bare OSError ('[Errno 36] File name too long: <the temp path>') instead of the archive's
+    one-line refusal."""
+    import zipfile
+
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    with pytest.raises(ModelLoadError, match=r"model\.zip: the entry '.*' cannot be written here") as err:
+        models.extract_model_archive(archive, tmp_path / "out")
+    assert len(str(err.value)) < 250 and not (tmp_path / "out").exists()
