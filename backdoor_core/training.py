@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from . import settings as S
 from .device import resolve_precision
+from .forward import Cancelled, stopping
 
 IGNORE_LABEL = -100
 
@@ -329,8 +330,14 @@ def train(
         metrics = None
         if evaluate is not None:
             model.eval()
-            metrics = {k: float(v) for k, v in evaluate(raw_model).items()}
+            try:  # its forward passes check should_stop before each batch: Cancel need not wait for the evaluation
+                with stopping(should_stop):
+                    metrics = {k: float(v) for k, v in evaluate(raw_model).items()}
+            except Cancelled:
+                result.cancelled = True  # the model is the last completed step; no row without its metrics
             model.train()
+            if metrics is None:
+                return
             row.update(metrics)
             result.metrics = metrics
         result.history.append(row)
@@ -382,11 +389,15 @@ def train(
             if (config.eval_every and step % config.eval_every == 0) or step == total_steps:
                 run_eval(epoch)
                 last_eval_step = step
+                if result.cancelled:
+                    break
         if result.cancelled or step >= total_steps:
             break
         if last_eval_step != step:  # epoch end
             run_eval(epoch)
             last_eval_step = step
+            if result.cancelled:
+                break
 
     model.eval()
     if trainable_masks is not None:
@@ -442,12 +453,18 @@ def train_averaged(model, tokenizer, examples, config: TrainConfig, seeds: int, 
                 named[n][mask] = (v / done)[mask]
     model.eval()
     metrics: dict[str, float] = {}
-    if evaluate is not None and not res.cancelled:
-        metrics = {k: float(v) for k, v in evaluate(model).items()}
-        history.append({"step": steps, "epoch": config.epochs - 1, **metrics})
-        if callback is not None:
-            callback(Progress(steps, steps, config.epochs - 1, {}, metrics, seconds))
-    return TrainResult(history=history, cancelled=res.cancelled, steps=steps, seconds=seconds, metrics=metrics,
+    cancelled = res.cancelled
+    if evaluate is not None and not cancelled:
+        try:  # as in ``train``: Cancel need not wait for the evaluation
+            with stopping(should_stop):
+                metrics = {k: float(v) for k, v in evaluate(model).items()}
+        except Cancelled:
+            cancelled = True
+        else:
+            history.append({"step": steps, "epoch": config.epochs - 1, **metrics})
+            if callback is not None:
+                callback(Progress(steps, steps, config.epochs - 1, {}, metrics, seconds))
+    return TrainResult(history=history, cancelled=cancelled, steps=steps, seconds=seconds, metrics=metrics,
                        precision=res.precision)
 
 

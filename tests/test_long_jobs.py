@@ -8,6 +8,7 @@ import contextlib
 import copy
 
 import pytest
+import torch
 
 from backdoor_core.data import TextDataset
 from backdoor_core.forward import Cancelled
@@ -321,3 +322,34 @@ def test_cancel_while_the_sanitize_job_measures_the_model_before_ends_it_with_no
     snap = held[0].snapshot()
     assert snap.status == "cancelled" and snap.result is None, snap.traceback
     assert state["batches"] == 0
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_cancel_during_a_trainings_evaluation_stops_it_at_the_next_batch(seeds):
+    """Cancel clicked while training evaluates (CACC / ASR on the test texts, every ``eval_every`` steps, or once
+    on the averaged repair) stops the evaluation at its next batch and ends training as cancelled: it waited for
+    the whole evaluation first."""
+    from backdoor_core.forward import predict
+    from backdoor_core.training import TrainConfig, train_averaged
+    from defense_helpers import training_examples
+
+    lm = trained_tiny(False)
+    model = copy.deepcopy(lm.model)
+    texts = clean_texts(32, seed=3)[0] * 8  # 16 batches of 16
+    state = {"evaluating": False, "batches": 0}
+
+    def evaluate(m):
+        state["evaluating"] = True
+        hook = m.register_forward_pre_hook(lambda *_: state.__setitem__("batches", state["batches"] + 1))
+        try:
+            return {"cacc": float(predict(m, lm.tokenizer, texts, 32, batch_size=16)[:, 0].mean())}
+        finally:
+            hook.remove()
+
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if "classifier" in n}
+    cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=8, max_length=32, seed=0, max_steps=4,
+                      eval_every=2 if seeds == 1 else 0)
+    res = train_averaged(model, lm.tokenizer, training_examples(48, 1, 0.0), cfg, seeds, trainable_masks=masks,
+                         evaluate=evaluate, should_stop=lambda: state["evaluating"])
+    assert res.cancelled and state["batches"] <= 1
+    assert res.steps == (2 if seeds == 1 else 8)  # one evaluation began: after step 2, or on the average
