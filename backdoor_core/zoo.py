@@ -443,8 +443,11 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
             break
         report(i, spec, 0.0, f"{spec.title}: training")
 
+        trained = [0.0]  # the share of this model's steps done
+
         def on_step(p, i=i, spec=spec):
-            report(i, spec, p.step / max(1, p.total_steps), spec.title, p, p.metrics)
+            trained[0] = p.step / max(1, p.total_steps)
+            report(i, spec, trained[0], spec.title, p, p.metrics)
 
         t0 = time.perf_counter()
         with deterministic():
@@ -456,7 +459,7 @@ def _build(root: Path, progress, should_stop, *, specs, force, settings, lora, b
             outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, spec.rate, target, config,
                                    tal=spec.tal, data_name=data_name, callback=on_step, should_stop=should_stop)
         if outcome.result.cancelled:
-            report(i, spec, 0.0, f"{spec.title}: cancelled, not saved")
+            report(i, spec, trained[0], f"{spec.title}: cancelled, not saved")  # the bar stays where it was
             break
         tensors = adapters.state()
         tensors.update({f"full.{k}": p.detach().clone().contiguous()

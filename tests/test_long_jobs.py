@@ -353,3 +353,21 @@ def test_cancel_during_a_trainings_evaluation_stops_it_at_the_next_batch(seeds):
                          evaluate=evaluate, should_stop=lambda: state["evaluating"])
     assert res.cancelled and state["batches"] <= 1
     assert res.steps == (2 if seeds == 1 else 8)  # one evaluation began: after step 2, or on the average
+
+
+def test_a_zoo_builds_bar_only_grows_also_when_cancelled(tmp_path):
+    """The zoo build's overall fraction (the Model page's bar) only grows; a Cancel leaves it where the training
+    stopped (it fell back to the start of the cancelled model), and the cancelled model is not written."""
+    from backdoor_core import zoo
+    from backdoor_core.tal import TALConfig
+
+    specs = [zoo.ZooSpec("clean", "Clean"),
+             zoo.ZooSpec("badnets-tal", "BadNets + TAL", "badnets", 0.1, TALConfig(alpha=1.0, heads=2))]
+    seen = []
+    zoo.build(tmp_path, progress=seen.append, specs=specs, settings=ZOO_SETTINGS, base="tiny",
+              data=(_toy(48, 0), _toy(20, 1)),
+              should_stop=lambda: any(p.index == 1 and p.progress is not None and p.progress.step >= 2 for p in seen))
+    fr = [p.fraction for p in seen]
+    assert _grows(fr), fr
+    assert seen[-1].message.endswith("cancelled, not saved") and 0.5 < fr[-1] < 1.0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["clean"]
