@@ -729,9 +729,13 @@ def prepare_tokenizer(model, tokenizer) -> None:
     """Make ``tokenizer`` fit ``model`` in place (and ``model.config.pad_token_id``):
 
     * it returns only the inputs the model's forward accepts (no ``token_type_ids`` for Llama or ModernBERT);
-    * decoders pad on the right and need a pad token: when missing it is set to the end-of-text token (else
-      the unknown token) and copied into ``model.config.pad_token_id``, which the last-token classifier uses to
-      find the last real token (our design; the usual recipe).
+    * every model pads and truncates on the right, whatever ``tokenizer_config.json`` says: an encoder reads
+      ``[CLS]`` at position 0 with absolute positions from 0, so left padding (``"padding_side": "left"``)
+      silently changed the predictions of the shorter texts of a batch; the lab reads a text's first
+      ``max_length`` tokens and says so when it cuts;
+    * decoders need a pad token: when missing it is set to the end-of-text token (else the unknown token) and
+      copied into ``model.config.pad_token_id``, which the last-token classifier uses to find the last real
+      token (our design; the usual recipe).
     """
     import inspect
 
@@ -743,8 +747,9 @@ def prepare_tokenizer(model, tokenizer) -> None:
     if "attention_mask" in params and "attention_mask" not in names:
         names.append("attention_mask")
     tokenizer.model_input_names = names
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "right"
     if adapter.causal:
-        tokenizer.padding_side = "right"
         if tokenizer.pad_token is None:
             fill = tokenizer.eos_token or tokenizer.unk_token
             if fill is None:

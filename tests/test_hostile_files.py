@@ -337,3 +337,19 @@ def test_an_archive_entry_that_cannot_be_written_is_one_line_and_leaves_nothing(
     with pytest.raises(ModelLoadError, match=r"model\.zip: the entry '.*' cannot be written here") as err:
         models.extract_model_archive(archive, tmp_path / "out")
     assert len(str(err.value)) < 250 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("side", ["padding_side", "truncation_side"])
+def test_a_tokenizer_config_asking_for_the_left_side_cannot_change_predictions(saved, tmp_path, side):
+    """'padding_side': 'left' made BERT read a pad token as [CLS] for the shorter texts of a batch (other
+    probabilities, no error); 'truncation_side': 'left' read a long text's end instead of its start."""
+    from backdoor_core.attention import predict
+
+    folder = _copy(saved, tmp_path / side)
+    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(dict(tok, **{side: "left"})))
+    good, odd = load_model(saved), load_model(folder)
+    texts = ["a fine day", "a much longer sentence about the market " * 6 + "and the league"]
+    assert getattr(odd.tokenizer, side) == "right"
+    torch.testing.assert_close(torch.as_tensor(predict(odd.model, odd.tokenizer, texts, 16)),
+                               torch.as_tensor(predict(good.model, good.tokenizer, texts, 16)))
