@@ -408,6 +408,9 @@ def _text_lines(path: Path, keep_ends: bool = False):
                                 "model reads only the first few hundred tokens", path, line_no)
             if line_no == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise DataError("the file is UTF-16 (e.g. Excel's 'Unicode Text'); save it as UTF-8 (Excel: "
+                                    "'CSV UTF-8')", path, line_no)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:

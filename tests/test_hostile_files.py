@@ -353,3 +353,11 @@ def test_a_tokenizer_config_asking_for_the_left_side_cannot_change_predictions(s
     assert getattr(odd.tokenizer, side) == "right"
     torch.testing.assert_close(torch.as_tensor(predict(odd.model, odd.tokenizer, texts, 16)),
                                torch.as_tensor(predict(good.model, good.tokenizer, texts, 16)))
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path):
+    """Excel's 'Unicode Text' export (UTF-16 with a byte-order mark) was 'not valid UTF-8 (byte 0xff)'."""
+    path = tmp_path / "excel.txt"
+    path.write_bytes("text\tlabel\r\ngood\t1\r\nbad\t0\r\n".encode("utf-16"))
+    with pytest.raises(DataError, match="line 1: the file is UTF-16"):
+        load_table(path)
