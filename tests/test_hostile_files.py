@@ -361,3 +361,13 @@ def test_a_utf16_file_is_named_as_such(tmp_path):
     path.write_bytes("text\tlabel\r\ngood\t1\r\nbad\t0\r\n".encode("utf-16"))
     with pytest.raises(DataError, match="line 1: the file is UTF-16"):
         load_table(path)
+
+
+def test_notes_quoting_a_models_files_cannot_drive_the_terminal(saved, tmp_path, capsys):
+    """The auto_map note quoted config.json's keys raw on stderr (which is not wrapped: it carries the bars)."""
+    folder = _copy(saved, tmp_path / "note", auto_map={"\x1b[2JAutoModel": "evil.Model"})
+    capsys.readouterr()
+    assert main(["inspect", "--model", str(folder), "--text", "a fine day", "--trigger", "cf"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the model's files ask for their own Python code" in err
+    assert "\x1b" not in err and "\\x1b[2J" in err

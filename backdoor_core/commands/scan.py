@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .. import settings as S
 from ..atomic import write_text
-from ..cli import format_table, max_length_int, nonnegative_int, positive_int, print_json, unit_float
+from ..cli import (format_table, max_length_int, nonnegative_int, positive_int, print_json, terminal_safe,
+                   unit_float)
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
@@ -75,11 +76,13 @@ def read_pool(spec: str | None, split: str = "test") -> list[str]:
 
 def warn_card(lm) -> None:
     """One ``warning:`` line on stderr per field the model card dropped (hostile or broken metadata), and a
-    ``note:`` line per thing the load ignored on purpose (``LoadedModel.load_notes``)."""
+    ``note:`` line per thing the load ignored on purpose (``LoadedModel.load_notes``). Both quote the model's
+    files, so they pass through ``cli.terminal_safe`` (stderr also carries the progress bars and is not wrapped
+    as stdout is)."""
     for w in lm.card.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {terminal_safe(w)}", file=sys.stderr)
     for n in lm.load_notes:
-        print(f"note: {n}", file=sys.stderr)
+        print(f"note: {terminal_safe(n)}", file=sys.stderr)
 
 
 def resolve_max_length(args, lm) -> int:
