@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +108,10 @@ def main(argv=None) -> int:
         gpus = torch.cuda.device_count()
     t0 = time.perf_counter()
     rows = []
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
-                             initargs=(threads,)) as ex:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _workers import worker_pool  # bench/_workers.py: Ctrl-C stops the queue too
+
+    with worker_pool(workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(threads,)) as ex:
         futures = [ex.submit(scan_one, str(d), args.clean_data, args.clean_split, args.n_clean, pool,
                              f"cuda:{i % gpus}" if gpus else args.device, args.max_length, args.seed)
                    for i, d in enumerate(dirs)]

@@ -50,7 +50,7 @@ import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +255,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=args.workers) as pool, tqdm(total=len(jobs), desc=f"{args.zoo} zoo") as bar:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _workers import worker_pool  # bench/_workers.py: Ctrl-C stops the queue too
+
+    with worker_pool(max_workers=args.workers) as pool, tqdm(total=len(jobs), desc=f"{args.zoo} zoo") as bar:
         futures = {pool.submit(train_one, j): j for j in jobs}
         for fut in as_completed(futures):
             entry = fut.result()

@@ -33,7 +33,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +235,9 @@ def main(argv=None) -> int:
             done = {(r["part"], r["model"]) for r in draws}
             jobs = [j for j in jobs if (j["part"], j["label"]) not in done]
         jobs.sort(key=lambda j: j["zoo"] != "test")  # the slower OLID / AG News scans first
-        with ProcessPoolExecutor(max(1, args.workers)) as ex:
+        from _workers import worker_pool  # bench/_workers.py: Ctrl-C stops the queue too
+
+        with worker_pool(max(1, args.workers)) as ex:
             for rows in ex.map(_scan_draws, jobs):
                 draws += rows
     recorded = {part: recorded_models(p) for part, p in RECORDED.items() if "replay" in parts and p.is_file()}

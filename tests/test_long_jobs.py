@@ -371,3 +371,41 @@ def test_a_zoo_builds_bar_only_grows_also_when_cancelled(tmp_path):
     assert _grows(fr), fr
     assert seen[-1].message.endswith("cancelled, not saved") and 0.5 < fr[-1] < 1.0
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["clean"]
+
+
+def _sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_benchmarks_worker_pool_stops_its_queue_on_ctrl_c():
+    """``bench/_workers.worker_pool``: Ctrl-C (any exception) in the block cancels the queued tasks and leaves at once;
+    ``ProcessPoolExecutor``'s own ``with`` (which the benchmarks used) ran the whole queue first, the loop that
+    writes the results already gone. Every benchmark with a process pool uses it."""
+    import re
+    import sys
+    import time
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        from _workers import worker_pool
+    finally:
+        sys.path.remove(str(bench))
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        with worker_pool(2) as pool:
+            futures = [pool.submit(_sleep, 0.5) for _ in range(24)]  # 6 s of work on 2 workers
+            futures[0].result()
+            raise KeyboardInterrupt
+    assert time.perf_counter() - t0 < 2.0
+    while time.perf_counter() - t0 < 5 and not all(f.done() for f in futures):  # the manager thread cancels them
+        time.sleep(0.05)
+    assert sum(f.cancelled() for f in futures) >= 12
+    with worker_pool(2) as pool:  # no exception: the queue runs to its end, as before
+        assert list(pool.map(_sleep, [0.01] * 4)) == [0.01] * 4
+    users = [p.name for p in bench.glob("*.py") if re.search(r"ProcessPoolExecutor\(", p.read_text())]
+    assert users == ["_workers.py"], users
