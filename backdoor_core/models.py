@@ -315,10 +315,9 @@ def _raw_config(path: Path) -> dict:
     return raw
 
 
-def _check_config(config, where: str, raw: dict | None = None) -> None:
-    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like),
-    more than ``MAX_LAYERS`` layers, and (``raw``: the file as written) a ``num_labels`` that disagrees with the
-    ``id2label`` class names (``transformers`` would silently drop the names for ``LABEL_0``...)."""
+def _check_config(config, where: str) -> None:
+    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like)
+    or that have more than ``MAX_LAYERS`` layers."""
     heads = getattr(config, "num_attention_heads", getattr(config, "n_heads", None))
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layers", None))
     hidden = getattr(config, "hidden_size", getattr(config, "dim", None))
@@ -332,14 +331,38 @@ def _check_config(config, where: str, raw: dict | None = None) -> None:
     if layers > MAX_LAYERS:
         raise ModelLoadError(f"{where}: num_hidden_layers is {layers:,}; at most {MAX_LAYERS:,} are accepted (real "
                              "models have up to ~130): a forged or mistyped config.")
-    names, n = (raw or {}).get("id2label"), (raw or {}).get("num_labels")
-    if isinstance(names, dict) and isinstance(n, int) and not isinstance(n, bool) and names and len(names) != n:
-        raise ModelLoadError(f"{where}: num_labels is {n} but id2label names {len(names)} classes "
-                             f"({', '.join(str(v)[:40] for v in list(names.values())[:5])}); make them agree "
-                             "(delete num_labels, or fix id2label).")
     positions = getattr(config, "max_position_embeddings", 512)
     if isinstance(positions, bool) or not isinstance(positions, int) or positions <= 0:
         raise ModelLoadError(f"{where}: max_position_embeddings is {positions!r}; it must be a positive integer.")
+
+
+def _check_id2label(raw: dict, where: str) -> None:
+    """Refuse class names that ``transformers`` would silently mangle or the lab could not tell apart: an
+    ``id2label`` that is not an object of ids 0..n-1 (1-based ids lost the last name and showed an invented
+    ``0``), two names equal but for case (the lab matches class names case-insensitively), or a ``num_labels``
+    disagreeing with it (``transformers`` replaced all the names by ``LABEL_0``...)."""
+    names, n = raw.get("id2label"), raw.get("num_labels")
+    if names is None:
+        return
+    if not isinstance(names, dict):
+        raise ModelLoadError(f"{where}: id2label is a JSON {type(names).__name__}; it must be an object like "
+                             '{"0": "negative", "1": "positive"}.')
+    ids = sorted(int(k) for k in names if re.fullmatch(r"[0-9]+", str(k).strip()))
+    if ids != list(range(len(names))):
+        shown = ", ".join(repr(str(k))[:20] for k in list(names)[:6])
+        raise ModelLoadError(f"{where}: id2label's ids are {shown}; they must be \"0\", \"1\", ... up to "
+                             f"\"{len(names) - 1}\", one per class.")
+    seen: dict[str, str] = {}
+    for k, v in names.items():
+        key = str(v).strip().casefold()
+        if key in seen:
+            raise ModelLoadError(f"{where}: id2label names the class {str(v)[:40]!r} twice (ids {seen[key]} and "
+                                 f"{k}); give each class its own name.")
+        seen[key] = str(k)
+    if isinstance(n, int) and not isinstance(n, bool) and names and len(names) != n:
+        raise ModelLoadError(f"{where}: num_labels is {n} but id2label names {len(names)} classes "
+                             f"({', '.join(str(v)[:40] for v in list(names.values())[:5])}); make them agree "
+                             "(delete num_labels, or fix id2label).")
 
 
 def _config_parameters(config, auto_cls) -> int:
@@ -602,9 +625,10 @@ def _load_resolved(spec_str: str, candidate: Path, num_labels, label_names, allo
         _require_hub(spec_str)
     stage = f"{where}/config.json"
     try:
-        raw = _raw_config(path) if path is not None else None
+        if path is not None:  # the file as written: transformers rewrites a bad id2label without a word
+            _check_id2label(_raw_config(path), stage)
         config = AutoConfig.from_pretrained(source, **common)
-        _check_config(config, stage, raw)
+        _check_config(config, stage)
         saved_labels = getattr(config, "num_labels", None)
         is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         kwargs: dict[str, Any] = {}

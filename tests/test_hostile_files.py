@@ -371,3 +371,17 @@ def test_notes_quoting_a_models_files_cannot_drive_the_terminal(saved, tmp_path,
     err = capsys.readouterr().err
     assert "note: the model's files ask for their own Python code" in err
     assert "\x1b" not in err and "\\x1b[2J" in err
+
+
+@pytest.mark.parametrize("id2label, says", [
+    ({"1": "a", "2": "b"}, "id2label's ids are '1', '2'"),  # was loaded as classes ['0', 'a']
+    ({"0": "a", "5": "b"}, "id2label's ids are '0', '5'"),  # was ['a', '1']
+    ({"x": "a", "y": "b"}, "id2label's ids are 'x', 'y'"),  # was "ValueError: invalid literal for int()"
+    ({"0": "pos", "1": "POS"}, "names the class 'POS' twice"),
+])
+def test_class_names_transformers_would_mangle_are_refused(saved, tmp_path, id2label, says):
+    folder = _copy(saved, tmp_path / "names", id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    with pytest.raises(ModelLoadError, match=re.escape(says)):
+        load_model(folder)
+    ok = _copy(saved, tmp_path / "ok", id2label={"0": "neg", "1": "pos"})
+    assert load_model(ok).label_names == ["neg", "pos"]
