@@ -22,7 +22,7 @@ from app_pages._state import (ASSETS, DEFAULT_DATA, K_DATA, K_JOBS, K_MODEL, K_S
                               POLL_SECONDS, ROOT, TEST_DATA_ENV, TEST_MODEL_ENV, keep, kept, lab, set_kept, ss,
                               test_model_name)
 from app_pages._widgets import (flip_line, inject_css, page_header, plot, points_delta, show_error, stack_columns,
-                               tile_columns)
+                               tile_columns, trigger_text_html)
 
 __all__ = [
     "ASSETS", "DEFAULT_DATA", "K_DATA", "K_JOBS", "K_MODEL", "K_SESSION", "K_SESSION_MODELS", "K_TMP",
@@ -35,5 +35,5 @@ __all__ = [
     "require_model_and_data", "require_rows", "save_upload", "session_copy", "session_tmp", "session_models",
     "set_data_spec", "set_kept",
     "set_session_model", "set_shared_model", "shared_model", "show_error", "sidebar", "sidebar_jobs", "ss", "start",
-    "test_model_name", "upload_error", "zoo_dir", "zoo_entries", "zoo_table",
+    "test_model_name", "trigger_text_html", "upload_error", "zoo_dir", "zoo_entries", "zoo_table",
 ]

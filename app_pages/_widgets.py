@@ -74,3 +74,23 @@ def page_header(title: str, intro: str | None = None) -> None:
     st.title(title)
     if intro:
         st.markdown(f'<div class="lab-intro">{h(intro)}</div>', unsafe_allow_html=True)
+
+
+def trigger_text_html(res) -> str:
+    """An inspection's (``inspection.inspect_text``) triggered text as HTML with the trigger marked, up to where the model stopped reading (a 20,000-character text
+    filled the column with big type for screens on end, the charts and the "cut" note far below); a trigger placed
+    beyond that is still shown, after a note of what was left out."""
+    t = res.triggered.text
+    s, e = res.insertion.span
+    end = len(t)
+    if res.triggered.truncated and len(res.triggered.offsets):
+        end = int(res.triggered.offsets[:, 1].max())  # the last character the model read
+    mark = f'<mark class="trigger">{h(t[s:e])}</mark>' if e > s else ""
+    if not mark or e <= end:  # h(): one line, so no blank line in the text ends the HTML block (markdown stays out)
+        text = h(t[:s]) + mark + h(t[e:end]) if mark else h(t[:end])
+    else:
+        text = h(t[:end]) + f" <i>… {s - end:,} characters not read …</i> " + mark
+        end = e
+    if end < len(t):
+        text += f" <i>… ({len(t) - end:,} more characters that the model did not read)</i>"
+    return text

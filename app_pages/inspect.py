@@ -16,7 +16,7 @@ from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_ty
 from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._state import follow_default
-from app_pages._text import h, md, md_code
+from app_pages._text import md, md_code
 
 ui.page_header(
     "Inspect a text",
@@ -178,14 +178,6 @@ flip = result.flip(untrained_head=loaded.untrained_head)
 flipped = flip["status"] == "flipped"
 
 
-def _highlight(res) -> str:
-    t = res.triggered.text
-    s, e = res.insertion.span
-    if e > s:
-        return h(t[:s]) + f'<mark class="trigger">{h(t[s:e])}</mark>' + h(t[e:])
-    return h(t)  # h(): one line, so no blank line in the text ends the HTML block and lets markdown in
-
-
 st.divider()
 p1, p2 = ui.stack_columns("inspect-prediction", [2, 3], gap="large")
 with p1:
@@ -197,9 +189,13 @@ with p1:
     else:
         st.success(flip["message"], icon=":material/check_circle:")
     st.markdown("**With the trigger:**")
-    st.markdown(f'<div class="lab-big">{_highlight(result)}</div>', unsafe_allow_html=True)
+    st.markdown(f'<div class="lab-big">{ui.trigger_text_html(result)}</div>', unsafe_allow_html=True)
     if result.clean.truncated or result.triggered.truncated:
         st.caption(f"The text was cut to its first {MAX_LENGTH} tokens.")
+    placed = getattr(result.insertion, "position", None)
+    if kind != "Paraphrase" and position is not None and placed is not None and placed < position:
+        st.caption(f"Word {position} is past what the model reads (its first {MAX_LENGTH} tokens): the trigger "
+                   f"went in before word {placed} instead.")  # else the slider moved and the trigger did not
 with p2:
     ui.plot(F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs), key="inspect.probs")
 

@@ -253,10 +253,7 @@ elif step == 2:
             ui.show_error(exc)
             st.stop()
         _flip_line(res, model)
-        s, e = res.insertion.span
-        t = res.triggered.text
-        st.markdown(f'<div class="lab-big">{h(t[:s])}<mark class="trigger">{h(t[s:e])}</mark>'
-                    f"{h(t[e:])}</div>", unsafe_allow_html=True)
+        st.markdown(f'<div class="lab-big">{ui.trigger_text_html(res)}</div>', unsafe_allow_html=True)
         ui.plot(F.probability_bars(res.label_names, res.clean.probs, res.triggered.probs), key="tour.s2.probs")
 
 elif step == 3:

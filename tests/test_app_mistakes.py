@@ -198,6 +198,37 @@ def test_a_refused_upload_is_named_as_the_user_named_it_not_by_the_servers_temp_
     assert not any("backdoor-lab-session" in e or "unzipped-" in e for e in errors(at)), errors(at)
 
 
+# ------------------------------------------------------------------------------------------------ long texts
+
+
+def test_inspect_shows_a_very_long_text_only_as_far_as_the_model_read_it():
+    """A 20,000-character text was shown whole in big type under "With the trigger:" (hundreds of lines before the
+    charts), with "The text was cut to its first N tokens" at its very end. Now the shown text stops where the
+    model stopped reading, says how much more there was, and keeps the trigger in sight."""
+    at = goto(new_app(), "inspect")
+    long_text = " ".join(f"word{i}" for i in range(4000))[:20000]
+    at.text_area(key="inspect.text").input(long_text).run()
+    assert not at.exception and not errors(at), errors(at)
+    big = next(m.value for m in at.markdown if 'class="lab-big"' in m.value)
+    assert len(big) < 3000, len(big)
+    assert "more characters that the model did not read" in big and '<mark class="trigger">' in big
+    assert any("cut to its first" in c.value for c in at.caption)
+
+
+def test_inspect_says_where_the_trigger_went_when_the_chosen_word_is_past_the_models_window():
+    """"Insert before word" 2000 of a long text put the trigger at word ~60 (kept inside the tokens the model reads)
+    without a word: the slider moved, the trigger did not. Now a caption says where it went and why."""
+    at = goto(new_app(), "inspect")
+    at.text_area(key="inspect.text").input(" ".join(f"w{i}" for i in range(2500))).run()
+    at.radio(key="inspect.where").set_value("choose word").run()
+    at.slider(key="inspect.position").set_value(2000).run()
+    assert not at.exception and not errors(at), errors(at)
+    note = [c.value for c in at.caption if c.value.startswith("Word 2000 is past")]
+    assert note and "went in before word" in note[0], [c.value for c in at.caption]
+    at.slider(key="inspect.position").set_value(3).run()  # inside the window: no such note
+    assert not any("is past what the model reads" in c.value for c in at.caption)
+
+
 # ------------------------------------------------------------------------------------------------ real browser
 
 
