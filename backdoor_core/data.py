@@ -307,6 +307,14 @@ def _resolve_labels(
         if len(names) > MAX_LABELS:
             fail(0, f"{len(names):,} different class names; at most {MAX_LABELS:,} classes are supported "
                     "(is the label column right?)")
+        if label_names is None:
+            folded_names: dict[str, str] = {}
+            for n in names:
+                other = folded_names.setdefault(n.casefold(), n)
+                if other != n:  # named at the first row of the rarer spelling (the typo)
+                    odd, usual = sorted((n, other), key=strings.count)
+                    fail(strings.index(odd), f"the labels {odd!r} and {usual!r} differ only in case; class names "
+                                             "are matched case-insensitively, so write each class one way")
         if label_names is None and len(strings) >= MIN_ROWS_DISTINCT_LABELS and len(names) == len(strings):
             fail(0, f"each of the {len(strings):,} rows has a label of its own (e.g. {_short(strings[0])!r}): that "
                     "is not a column of classes; is the label column right (swapped with the text column?)")

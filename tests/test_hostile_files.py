@@ -385,3 +385,11 @@ def test_class_names_transformers_would_mangle_are_refused(saved, tmp_path, id2l
         load_model(folder)
     ok = _copy(saved, tmp_path / "ok", id2label={"0": "neg", "1": "pos"})
     assert load_model(ok).label_names == ["neg", "pos"]
+
+
+def test_class_names_differing_only_in_case_are_refused(tmp_path):
+    """'Positive' beside 'positive' made a third class of the typo's rows, trained without a word."""
+    path = tmp_path / "case.csv"
+    path.write_text("text,label\na,positive\nb,negative\nc,Positive\nd,positive\n")
+    with pytest.raises(DataError, match="line 4: the labels 'Positive' and 'positive' differ only in case"):
+        load_table(path)
