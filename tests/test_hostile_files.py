@@ -393,3 +393,13 @@ def test_class_names_differing_only_in_case_are_refused(tmp_path):
     path.write_text("text,label\na,positive\nb,negative\nc,Positive\nd,positive\n")
     with pytest.raises(DataError, match="line 4: the labels 'Positive' and 'positive' differ only in case"):
         load_table(path)
+
+
+@pytest.mark.parametrize("where", ["missing", "file"])
+def test_zoo_list_of_a_folder_that_is_not_there_says_so(tmp_path, capsys, where):
+    """A typo'd --dir printed 'no zoo models in <typo>; build them with ...' and exited 0."""
+    path = tmp_path / where
+    if where == "file":
+        path.write_text("x")
+    line = _one_line_error(capsys, ["zoo", "list", "--dir", str(path)])
+    assert ("does not exist" if where == "missing" else "is a file") in line

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ..cli import ctrl_c_stops, format_table, print_json
 from ..device import add_device_args
@@ -42,8 +43,14 @@ def _table(rows) -> str:
 
 
 def run_list(args) -> int:
+    """Print the zoo's models. A ``--dir`` that is not a folder is an error (exit 2), not 'no zoo models in
+    <typo>; build them'."""
     from ..zoo import default_zoo_dir, list_models
 
+    if args.dir is not None and not Path(args.dir).expanduser().is_dir():
+        what = "is a file" if Path(args.dir).expanduser().exists() else "does not exist"
+        raise FileNotFoundError(f"--dir {args.dir} {what}; give the zoo folder (or leave --dir out for the "
+                                "shipped zoo and the one built here).")
     rows = list_models(args.dir)
     if args.json:
         print_json(rows)
