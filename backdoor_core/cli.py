@@ -26,13 +26,15 @@ COMMANDS = ["inspect", "attack", "zoo", "scan", "sanitize"]  # modules under bac
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is meant for the user as it is."""
+    """Exception types whose message is meant for the user as it is. ``OSError`` is one: a full disk or a folder
+    that became unwritable after the work ("[Errno 28] No space left on device: '<path>'") is the machine's
+    condition, not the lab's bug, and the file name is in the message."""
     from .architecture import UnsupportedModelError
     from .attention import InputTextError
     from .data import DataError
     from .models import ModelLoadError, SaveRefusedError
 
-    return (ModelLoadError, DataError, InputTextError, UnsupportedModelError, SaveRefusedError, FileNotFoundError,
+    return (ModelLoadError, DataError, InputTextError, UnsupportedModelError, SaveRefusedError, OSError,
             ValueError)
 
 

@@ -403,3 +403,22 @@ def test_zoo_list_of_a_folder_that_is_not_there_says_so(tmp_path, capsys, where)
         path.write_text("x")
     line = _one_line_error(capsys, ["zoo", "list", "--dir", str(path)])
     assert ("does not exist" if where == "missing" else "is a file") in line
+
+
+def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line(saved, tmp_path, capsys, monkeypatch):
+    """An OSError after the work (ENOSPC, a folder made read-only meanwhile) was a traceback; the old report
+    stays whole and no temporary is left."""
+    import errno
+
+    clean = tmp_path / "clean.tsv"
+    clean.write_text("text\tlabel\n" + "".join(f"text number {k} about the market\t{k % 2}\n" for k in range(8)))
+    report = tmp_path / "report.html"
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    line = _one_line_error(capsys, ["scan", str(saved), "--clean-data", str(clean), "--clean-split", "train",
+                                    "--n-clean", "8", "--html", str(report)])
+    assert "No space left on device" in line and not report.exists()
+    assert sorted(os.listdir(tmp_path)) == ["clean.tsv"]
