@@ -11,7 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages._state import DEFAULT_DATA, K_DATA, K_TMP, TEST_DATA_ENV, ss
+from backdoor_core import session_models as SM
+from app_pages._state import DEFAULT_DATA, K_DATA, K_SESSION_ID, K_TMP, SESSIONS_ENV, TEST_DATA_ENV, ss
 from app_pages._text import md
 from app_pages._widgets import show_error
 
@@ -46,7 +47,47 @@ def data_label(spec: str | None = None) -> str:
 
 
 def set_data_spec(spec: str) -> None:
+    """Make ``spec`` this session's dataset; an uploaded file is also kept beside the tab's saved models so that a
+    reload gets it back (``restore_kept_data``): a reload went back to BBC News without a word, and the pages ran
+    on it with the models trained on the user's file."""
     ss()[K_DATA] = spec
+    _kept(lambda sid, root: SM.keep_data(sid, spec, root) if _is_upload(spec) else
+          None if _is_kept(spec, sid, root) else SM.forget_data(sid, root))
+
+
+def restore_kept_data() -> None:
+    """Once per Streamlit session, before the dataset is first read: the data file this tab had uploaded before a
+    reload (``session_models.kept_data``). Called by the sidebar after ``lab()`` knows the tab's id."""
+    if ss().get(K_DATA_RESTORED):
+        return
+    ss()[K_DATA_RESTORED] = True
+    if K_DATA in ss():
+        return
+    path = _kept(lambda sid, root: SM.kept_data(sid, root))
+    if path is not None:
+        ss()[K_DATA] = str(path)
+
+
+K_DATA_RESTORED = "lab.data_restored"
+
+
+def _kept(action):
+    sid = ss().get(K_SESSION_ID)
+    if not sid:
+        return None
+    try:
+        return action(sid, os.environ.get(SESSIONS_ENV) or None)
+    except (OSError, ValueError):  # a full or read-only disk: the session goes on with the file in memory
+        return None
+
+
+def _is_upload(spec: str) -> bool:
+    """Whether ``spec`` is a file ``save_upload`` wrote (in this session's temp folder)."""
+    return K_TMP in ss() and Path(str(spec)).parent.parent == ss()[K_TMP].path and Path(str(spec)).is_file()
+
+
+def _is_kept(spec: str, sid: str, root) -> bool:
+    return Path(str(spec)).is_relative_to(SM.models_dir(sid, root) / SM.DATA)
 
 
 def dataset(split: str = "train", spec: str | None = None, seed: int = 0, label_names=None):

@@ -9,7 +9,7 @@ import streamlit as st
 
 from backdoor_core import settings as S
 
-from app_pages._data import data_label, data_spec, dataset
+from app_pages._data import data_label, data_spec, dataset, restore_kept_data
 from app_pages._jobs import adopt_orphaned_jobs, handle_finished_jobs, jobs
 from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
                                 session_origin_short)
@@ -58,6 +58,7 @@ def sidebar():
     handle_finished_jobs()
     ss()[K_PANELS] = set()  # the kinds whose job panel this run's page draws (``job_panel`` adds them)
     restore_session_models()  # after a reload: the models this tab trained, repaired or uploaded, and the current
+    restore_kept_data()  # and the data file it had uploaded
     with st.sidebar:
         from backdoor_core.device import DEVICE_CHOICES, available_devices
 

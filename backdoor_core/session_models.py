@@ -6,6 +6,7 @@ report log (``session.session_file``) each such model is saved with ``models.sav
 
     <sessions>/<id>.models/index.json   {"models": [{"name", "folder", "origin", "saved"}, ...], "current": name}
     <sessions>/<id>.models/m<k>/        a saved model folder (safetensors, config, tokenizer, model card)
+    <sessions>/<id>.models/data/<t>/<file>   the session's uploaded data file (``keep_data``), if any
 
 ``restore`` reads them back. At most ``KEPT`` models a session are kept (the oldest go first), and ``prune``
 deletes the models of sessions untouched for ``MAX_AGE_DAYS`` (a MiniLM is about 90 MB). The index is ours to
@@ -126,6 +127,41 @@ def load(entry: SavedModel, device: str | None = None):
     return dataclasses.replace(load_model(entry.path, **kwargs), name=entry.name)
 
 
+DATA = "data"
+"""The subfolder of a session's models folder that keeps its uploaded data file: ``data/<token>/<file name>``."""
+
+
+def keep_data(session_id: str, source, root=None) -> Path:
+    """Keep a copy of session ``session_id``'s uploaded data file ``source`` for a reload (one a session: it replaces
+    the one kept before). Returns the copy's path, under a new folder each time (a path names one content)."""
+    import secrets
+
+    folder = models_dir(session_id, root) / DATA
+    target = folder / secrets.token_hex(4) / Path(source).name
+    target.parent.mkdir(parents=True)
+    shutil.copy2(source, target)
+    for old in folder.iterdir():
+        if old != target.parent:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def forget_data(session_id: str, root=None) -> None:
+    """Delete the data file kept by ``keep_data`` (the session chose another dataset)."""
+    shutil.rmtree(models_dir(session_id, root) / DATA, ignore_errors=True)
+
+
+def kept_data(session_id: str, root=None) -> Path | None:
+    """The data file ``keep_data`` kept for session ``session_id``, or None."""
+    try:
+        folder = models_dir(session_id, root) / DATA
+        files = [f for d in folder.iterdir() if d.is_dir() for f in d.iterdir() if f.is_file()] \
+            if folder.is_dir() else []
+    except (OSError, ValueError):
+        return None
+    return files[0] if len(files) == 1 else None
+
+
 def copy(source_id: str, session_id: str, root=None) -> int:
     """Give session ``session_id`` the saved models of session ``source_id`` (the same link opened in a second tab:
     each tab then keeps, replaces and deletes its own). Files are hard-linked where the disk allows (a MiniLM is
@@ -135,7 +171,8 @@ def copy(source_id: str, session_id: str, root=None) -> int:
     src, dst = models_dir(source_id, root), models_dir(session_id, root)
     index = _read_index(src)
     rows = [r for r in index["models"] if (src / r["folder"]).is_dir()]
-    if not rows or dst.exists():
+    data = kept_data(source_id, root)
+    if not (rows or data) or dst.exists():
         return 0
 
     def link_or_copy(a, b):
@@ -147,8 +184,11 @@ def copy(source_id: str, session_id: str, root=None) -> int:
     dst.mkdir(parents=True)
     for r in rows:
         shutil.copytree(src / r["folder"], dst / r["folder"], copy_function=link_or_copy)
-    current = index["current"] if index["current"] in {r["name"] for r in rows} else None
-    _write_index(dst, {"models": rows, "current": current})
+    if data is not None:  # and its uploaded data file
+        shutil.copytree(data.parent, dst / DATA / data.parent.name, copy_function=link_or_copy)
+    if rows:
+        current = index["current"] if index["current"] in {r["name"] for r in rows} else None
+        _write_index(dst, {"models": rows, "current": current})
     return len(rows)
 
 

@@ -198,6 +198,32 @@ def test_a_refused_upload_is_named_as_the_user_named_it_not_by_the_servers_temp_
     assert not any("backdoor-lab-session" in e or "unzipped-" in e for e in errors(at)), errors(at)
 
 
+def _sidebar_text(at: AppTest) -> str:
+    return " ".join(m.value for m in at.sidebar.markdown) + " " + " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_a_reload_keeps_the_uploaded_data_file():
+    """After a reload the tab had its trained models and report back, but its dataset silently went back to BBC
+    News: Detect, Sanitize and the Attack lab then ran on BBC with models made for the user's file. Now the
+    uploaded file is kept beside the tab's models and comes back with them; choosing BBC again forgets it."""
+    rows = "".join(f"text number {i} about topic {i % 5}\t{i % 5}\n" for i in range(60))
+    at = goto(new_app(), "model")
+    sid = at.session_state["lab.session_id"]
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("my_news.tsv", ("text\tlabel\n" + rows).encode(),
+                                                    "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert "my_news.tsv" in _sidebar_text(at)
+
+    again = goto(new_app(sid), "model")  # the same tab reloaded
+    assert Path(again.session_state["lab.data_spec"]).name == "my_news.tsv"
+    assert "my_news.tsv" in _sidebar_text(again) and not errors(again), errors(again)
+    assert "backdoor-lab-session" not in again.session_state["lab.data_spec"]  # not the old session's temp copy
+    again.selectbox(key="model.data_choice").set_value("bbc").run()
+    assert new_app(sid).session_state["lab.data_spec"] == "bbc"
+
+
 # ------------------------------------------------------------------------------------------------ long texts
 
 
