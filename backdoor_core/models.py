@@ -61,9 +61,11 @@ MAX_LAYERS = 1000  # the deepest real transformers have ~130 layers; more is a f
 MAX_TEXT_FILE_BYTES = {"config.json": 10 * 1024**2, "tokenizer_config.json": 10 * 1024**2,
                        "special_tokens_map.json": 10 * 1024**2, "generation_config.json": 10 * 1024**2,
                        "tokenizer.json": 200 * 1024**2, "vocab.txt": 200 * 1024**2, "vocab.json": 200 * 1024**2,
-                       "merges.txt": 200 * 1024**2, "added_tokens.json": 200 * 1024**2}
-"""Caps on the JSON / text files of a model folder, which the libraries parse whole into memory: a config is a
-few kB, the largest real tokenizer.json (Gemma's) about 35 MB."""
+                       "merges.txt": 200 * 1024**2, "added_tokens.json": 200 * 1024**2,
+                       "spiece.model": 200 * 1024**2, "sentencepiece.bpe.model": 200 * 1024**2,
+                       "tokenizer.model": 200 * 1024**2, "model.safetensors.index.json": 100 * 1024**2}
+"""Caps on the config, tokenizer and index files of a model folder, which the libraries read whole into memory:
+a config is a few kB, the largest real tokenizer.json (Gemma's) about 35 MB."""
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
