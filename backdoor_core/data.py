@@ -58,6 +58,9 @@ MAX_LINE_CHARS = 100_000
 """A row (line) longer than this is refused: the models read 128-512 tokens, a few thousand characters."""
 MAX_ROWS = 1_000_000
 """Files with more data rows than this are refused (SST-2 has 67k training rows, AG News 120k)."""
+MAX_LINES = 10 * MAX_ROWS
+"""Files with more lines than this are refused, blank ones included (which no row cap counts): 100 MB of empty
+lines took over a minute to skip; a multi-line CSV text spans a few lines, not ten per row."""
 MAX_LABELS = 1_000
 """At most this many classes: a label like ``1000000000000`` would otherwise ask for a trillion class names."""
 
@@ -411,6 +414,9 @@ def _text_lines(path: Path, keep_ends: bool = False):
         line_no = 0
         for raw in _raw_lines(f, limit):
             line_no += 1
+            if line_no > MAX_LINES:
+                raise DataError(f"more than {MAX_LINES:,} lines (blank ones included); the limit is {MAX_LINES:,} "
+                                "(MAX_LINES)", path, line_no)
             if len(raw) >= limit and not raw.endswith((b"\n", b"\r")):
                 raise DataError(f"this line is longer than {MAX_LINE_CHARS:,} characters (MAX_LINE_CHARS): the "
                                 "model reads only the first few hundred tokens", path, line_no)

@@ -422,3 +422,14 @@ def test_a_disk_that_fills_up_while_the_report_is_written_is_one_line(saved, tmp
                                     "--n-clean", "8", "--html", str(report)])
     assert "No space left on device" in line and not report.exists()
     assert sorted(os.listdir(tmp_path)) == ["clean.tsv"]
+
+
+def test_a_file_of_blank_lines_is_refused_at_the_line_cap(tmp_path, monkeypatch):
+    """Blank lines counted toward no cap: 100 MB of them took over a minute to skip before 'no data rows'."""
+    from backdoor_core import data
+
+    monkeypatch.setattr(data, "MAX_LINES", 1000)
+    path = tmp_path / "blanks.tsv"
+    path.write_bytes(b"text\tlabel\n" + b"\n" * 5000 + b"a\t0\nb\t1\n")
+    with pytest.raises(DataError, match="line 1001: more than 1,000 lines"):
+        load_table(path)
