@@ -100,10 +100,11 @@ def main(argv=None) -> int:
     report = {"model": args.model, "a": args.label_a, "b": args.label_b, "b_first": args.b_first,
               "knobs_a": args.knobs_a, "knobs_b": args.knobs_b,
               "runs_a": a_runs, "runs_b": b_runs, **s}
+    sys.path.insert(0, str(ROOT))
+    from backdoor_core.atomic import write_text  # the one atomic write (never half a file, no temporary left)
+
     for suffix, text in (("json", json.dumps(report, indent=1)), ("md", "\n".join(lines))):
-        tmp = out / f".time_pairs_{args.tag}.{suffix}.tmp"  # written whole, then renamed: never half a file
-        tmp.write_text(text)
-        tmp.replace(out / f"time_pairs_{args.tag}.{suffix}")
+        write_text(out / f"time_pairs_{args.tag}.{suffix}", text)
     print("\n".join(lines))
     return 0
 
