@@ -525,6 +525,9 @@ def _jsonl_rows(path: Path, text_column, label_column, need_label: bool = True):
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON ({e.msg}, column {e.colno})", path, line_no) from None
+        except RecursionError:  # [[[[...]]]] thousands deep
+            raise DataError("JSON nested too deeply; a row is one flat object like {\"text\": ..., \"label\": ...}",
+                            path, line_no) from None
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, found {type(obj).__name__}", path, line_no)
         if t_key is None:

@@ -433,3 +433,11 @@ def test_a_file_of_blank_lines_is_refused_at_the_line_cap(tmp_path, monkeypatch)
     path.write_bytes(b"text\tlabel\n" + b"\n" * 5000 + b"a\t0\nb\t1\n")
     with pytest.raises(DataError, match="line 1001: more than 1,000 lines"):
         load_table(path)
+
+
+def test_a_deeply_nested_json_line_is_one_line(tmp_path):
+    """40 000 nested brackets (80 000 characters, under the line cap) raised RecursionError: a traceback."""
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": ' + "[" * 40000 + "]" * 40000 + "}\n")
+    with pytest.raises(DataError, match="line 2: JSON nested too deeply"):
+        load_table(path)
