@@ -8,7 +8,8 @@ What it owns, so callers do not repeat it:
 * eval mode for the pass and the caller's training mode restored afterwards, ``torch.no_grad`` unless
   ``grad=True`` (e.g. d margin / d head gate);
 * the hooks it registers (per-head contexts ``"z"``) are removed when it returns, also on error or cancel;
-* cancellation (``should_stop()`` between batches raises ``Cancelled``) and progress (``progress(done, total)``).
+* cancellation (``should_stop()`` between batches raises ``Cancelled``; inside a ``stopping(should_stop)`` block
+  every pass checks it, for stages whose code takes no ``should_stop``) and progress (``progress(done, total)``).
 
 Shapes (TransformerLens names: ``N`` inputs, ``B`` a batch, ``T`` padded tokens, ``n`` one input's real tokens,
 ``L`` layers, ``H`` heads, ``D`` head size, ``C`` classes):
