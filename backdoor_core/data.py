@@ -575,8 +575,8 @@ def load_table(
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:
-    """The texts of an unlabelled file: a table's text column (``.tsv``/``.csv``/``.jsonl``/``.json``; a label column may
-    be there or not) or, for any other suffix (``.txt``), one text per non-blank line.
+    """The texts of an unlabelled file: a table's text column (``.tsv``/``.csv``/``.jsonl``/``.json``; a label
+    column may be there or not) or, for any other suffix (``.txt``), one text per non-blank line.
 
     The same caps as :func:`load_table`: :data:`MAX_FILE_BYTES`, :data:`MAX_LINE_CHARS` per line or row,
     :data:`MAX_ROWS` texts; each refusal is one :class:`DataError` naming the file (and line).
