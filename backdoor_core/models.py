@@ -318,8 +318,9 @@ def _raw_config(path: Path) -> dict:
 
 
 def _check_config(config, where: str) -> None:
-    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like)
-    or that have more than ``MAX_LAYERS`` layers."""
+    """Refuse configs whose sizes cannot describe a working encoder (``num_attention_heads: 0`` and the like),
+    that have more than ``MAX_LAYERS`` layers, or too few positions to read a text (``max_position_embeddings``
+    1 read only ``[CLS]``, and inspect and scan reported heads on text the model never saw)."""
     heads = getattr(config, "num_attention_heads", getattr(config, "n_heads", None))
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layers", None))
     hidden = getattr(config, "hidden_size", getattr(config, "dim", None))
@@ -336,6 +337,11 @@ def _check_config(config, where: str) -> None:
     positions = getattr(config, "max_position_embeddings", 512)
     if isinstance(positions, bool) or not isinstance(positions, int) or positions <= 0:
         raise ModelLoadError(f"{where}: max_position_embeddings is {positions!r}; it must be a positive integer.")
+    least = S.MAX_LENGTH_RANGE[0] + 2  # RoBERTa-style models spend two positions on the padding offset
+    if positions < least:
+        raise ModelLoadError(f"{where}: max_position_embeddings is {positions}, so the model reads fewer than "
+                             f"{S.MAX_LENGTH_RANGE[0]} tokens of a text (the special tokens take 2); at least {least} "
+                             "are needed for any analysis: a broken config.")
 
 
 def _check_id2label(raw: dict, where: str) -> None:

@@ -441,3 +441,15 @@ def test_a_deeply_nested_json_line_is_one_line(tmp_path):
     path.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": ' + "[" * 40000 + "]" * 40000 + "}\n")
     with pytest.raises(DataError, match="line 2: JSON nested too deeply"):
         load_table(path)
+
+
+def test_a_config_with_too_few_positions_to_read_a_text_is_refused(tmp_path):
+    """max_position_embeddings 1 read only [CLS]: inspect and scan reported heads on a text never read."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    lm = tiny_model()
+    config = BertConfig(vocab_size=lm.tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=3)
+    folder = save_model(BertForSequenceClassification(config), lm.tokenizer, tmp_path / "short")
+    with pytest.raises(ModelLoadError, match="max_position_embeddings is 3, so the model reads fewer than 8"):
+        load_model(folder)
