@@ -56,8 +56,23 @@ def run_patched(argv: list[str], measure: Callable[..., object]) -> int:
 
 
 def read_rows(paths: list[str]) -> list[dict]:
-    """Every JSON line of ``paths``, in order (blank lines skipped)."""
-    return [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    """Every JSON line of ``paths``, in order (blank lines skipped). A last line without its newline that is not
+    JSON is a row a killed run was appending: it is left out, with a note on stderr (it had stopped the report)."""
+    rows = []
+    for p in paths:
+        text = Path(p).read_text()
+        lines = text.splitlines()
+        for k, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if k == len(lines) - 1 and not text.endswith("\n"):
+                    print(f"note: {p}: its last line is a row cut short (a killed run); left out", file=sys.stderr)
+                    continue
+                raise
+    return rows
 
 
 def write_results(stem: str, payload: dict, lines: list[str]) -> None:

@@ -409,3 +409,18 @@ def test_a_benchmarks_worker_pool_stops_its_queue_on_ctrl_c():
         assert list(pool.map(_sleep, [0.01] * 4)) == [0.01] * 4
     users = [p.name for p in bench.glob("*.py") if re.search(r"ProcessPoolExecutor\(", p.read_text())]
     assert users == ["_workers.py"], users
+
+
+def test_an_after_repair_report_reads_past_a_row_a_killed_run_cut_short(tmp_path, capsys):
+    """``bench/bias_check.py`` and ``blend_check.py`` append one JSON line per repaired model: a run killed while
+    appending leaves half a line, and ``--report`` failed on it (JSONDecodeError), losing the rows before it."""
+    from bench_module import load_bench
+
+    ar = load_bench("after_repair")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"model": "a"}\n{"model": "b"}\n{"model": "c", "sus')
+    assert [r["model"] for r in ar.read_rows([str(rows)])] == ["a", "b"]
+    assert "cut short" in capsys.readouterr().err
+    rows.write_text('{"model": "a"}\n{"model": \n{"model": "b"}\n')  # damaged inside: still an error
+    with pytest.raises(ValueError):
+        ar.read_rows([str(rows)])
