@@ -66,11 +66,13 @@ def stopping(should_stop):
     """Inside the block every ``run_with_cache`` also checks ``should_stop`` before each batch (``stop_if``), as
     if it had been passed to it: for a stage whose forward passes run in code that takes no ``should_stop`` of its
     own (the repair's pseudo-label judge: ``reference.judge_probs`` embeds the clean and pool texts with the
-    pretrained encoder), so that Cancel ends it at its next batch. ``None`` changes nothing."""
+    pretrained encoder), so that Cancel ends it at its next batch. ``None`` changes nothing; inside another block
+    both checks hold."""
     if should_stop is None:
         yield
         return
-    token = _SCOPE_STOP.set(should_stop)
+    outer = _SCOPE_STOP.get()
+    token = _SCOPE_STOP.set(should_stop if outer is None else (lambda: should_stop() or outer()))
     try:
         yield
     finally:
