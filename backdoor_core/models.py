@@ -433,6 +433,13 @@ def _check_tokenizer(tokenizer, config, where: str) -> None:
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab} rows "
             "(config.json vocab_size): they do not belong together."
         )
+    if vocab:  # a vocabulary of the right size may still map a word to an id past the embedding (IndexError later)
+        token, top = max(tokenizer.get_vocab().items(), key=lambda kv: kv[1], default=("", -1))
+        if top >= vocab:
+            raise ModelLoadError(
+                f"{where}: the tokenizer gives {str(token)[:40]!r} the id {top:,} but the model's embedding has "
+                f"only {vocab:,} rows (config.json vocab_size): tokenizer.json / vocab.txt is broken."
+            )
 
 
 def _load_tokenizer(source: str, path: Path | None, common: dict):

@@ -453,3 +453,14 @@ def test_a_config_with_too_few_positions_to_read_a_text_is_refused(tmp_path):
     folder = save_model(BertForSequenceClassification(config), lm.tokenizer, tmp_path / "short")
     with pytest.raises(ModelLoadError, match="max_position_embeddings is 3, so the model reads fewer than 8"):
         load_model(folder)
+
+
+def test_a_vocabulary_id_past_the_embedding_is_refused_at_load(saved, tmp_path, capsys):
+    """tokenizer.json mapping 'the' to id 10**9 (same vocabulary size) loaded, then every text holding 'the'
+    crashed in the embedding with IndexError: a traceback."""
+    folder = _copy(saved, tmp_path / "ids")
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    tok["model"]["vocab"]["the"] = 10**9
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "the fine day", "--trigger", "cf"])
+    assert "'the' the id 1,000,000,000" in line and "30,522 rows" in line
