@@ -424,3 +424,17 @@ def test_an_after_repair_report_reads_past_a_row_a_killed_run_cut_short(tmp_path
     rows.write_text('{"model": "a"}\n{"model": \n{"model": "b"}\n')  # damaged inside: still an error
     with pytest.raises(ValueError):
         ar.read_rows([str(rows)])
+
+
+def test_a_stopping_block_inside_another_keeps_the_outer_cancel():
+    """``forward.stopping`` inside another (a stage's own check within a job's): a forward pass checks both; the
+    inner block had hidden the outer one's Cancel."""
+    from backdoor_core.forward import run_with_cache, stopping
+
+    lm = trained_tiny(False)
+    outer = {"stop": False}
+    with stopping(lambda: outer["stop"]):
+        with stopping(lambda: False):
+            outer["stop"] = True
+            with pytest.raises(Cancelled):
+                run_with_cache(lm.model, lm.tokenizer, ["a good film"], max_length=16)
