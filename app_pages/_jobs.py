@@ -28,6 +28,8 @@ ORPHAN_KEEP_S = 3600.0
 model of about 90 MB)."""
 _TABS_LOCK = threading.Lock()
 _TABS: dict[str, dict[str, list]] = {}  # tab id -> kind -> [owner's token, Streamlit session id, Job, ended at]
+
+
 def _list_job(kind: str, job: Job) -> None:
     tab = ss().get(K_SESSION_ID)
     if tab:

@@ -102,7 +102,8 @@ SESSIONS_ENV = "BACKDOOR_LAB_SESSIONS_DIR"
 def lab() -> LabSession:
     """This browser tab's finding log. It survives a reload: the URL carries a random session id
     (``?session=<32 hex>``) and every finding is written to ``session.session_file(id)``; a reload with that
-    URL reads it back. A URL without one (or with a broken one) starts a new log."""
+    URL reads it back. A URL without one (or with a broken one) starts a new log; the same link opened in a second
+    tab while the first is open gets a copy under its own id (``_open_elsewhere``)."""
     if K_SESSION not in ss():
         import secrets
 
@@ -130,7 +131,10 @@ def lab() -> LabSession:
         if source:
             from backdoor_core import session_models
 
-            session._autosave()  # a reload of this tab finds its copy
+            try:
+                session.save(session.autosave)  # a reload of this tab finds its copy
+            except (OSError, TypeError, ValueError):
+                pass  # the copy stays in memory, as a report that cannot be written does
             try:
                 session_models.copy(source, sid, root)  # and the models the link's tab had
             except OSError:
