@@ -99,13 +99,7 @@ if st.button("Scan the model", type="primary", icon=":material/radar:", disabled
         ui.show_error(exc, "Cannot start: ")
 
 
-def _live(snap):
-    last = snap.last_event or {}
-    if last.get("stage"):
-        st.caption(f"Stage: {md(last['stage'])} ({last.get('done', 0)}/{last.get('total', '?')})")
-
-
-ui.job_panel("scan", draw=_live)
+ui.job_panel("scan")  # the bar's text names the stage ("reading the pool 64/130", _actions.stage_progress)
 
 # --------------------------------------------------------------------------------------------- results
 
