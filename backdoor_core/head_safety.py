@@ -118,12 +118,13 @@ def gate_importance(
     max_inputs: int = DEFAULT_IMPORTANCE_INPUTS,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """``(L, H)`` mean over inputs of ``|d margin / d gate|`` (see the module docstring).
 
     One input at a time (``forward.run_with_cache`` with ``grad=True``, batches of one: per-input absolute
     values; a batch gradient would let inputs cancel out). At most
-    ``max_inputs`` texts are used, a seeded sample when there are more.
+    ``max_inputs`` texts are used, a seeded sample when there are more. ``progress(done, total)`` after each input.
     """
     texts = [str(t) for t in texts]
     if not texts:
@@ -148,7 +149,8 @@ def gate_importance(
             p.requires_grad_(False)
         with head_gates(model, gates):
             cache = run_with_cache(model, tokenizer, texts, max_length=max_length, batch_size=1, grad=True,
-                                   reduce=margin_grad, sort_by_length=False, should_stop=should_stop)
+                                   reduce=margin_grad, sort_by_length=False, should_stop=should_stop,
+                                   progress=progress)
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
@@ -359,6 +361,7 @@ def evaluate_heads(
     batch_size: int = 32,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> HeadSafety:
     """Rate every head and split them into suspicious and safe (see the module docstring).
 
@@ -367,6 +370,8 @@ def evaluate_heads(
         flagged_texts: inputs the detector flagged; empty/None triggers the clean fallback, which needs
             ``clean_scores`` (detection scores of ``clean_texts``) to pick the stand-ins.
         clean_stats, flagged_stats: precomputed ``attention_stats`` to skip the forward passes.
+        progress: ``progress(done, total)`` after each input whose gradient the importance reads (the longest
+            part when the attention statistics are given).
     """
     clean_texts = [str(t) for t in clean_texts]
     if len(clean_texts) < 4:
@@ -392,7 +397,7 @@ def evaluate_heads(
                                         should_stop=should_stop)
     collapse = collapse_scores(ref, flagged_stats, collapse_feature)
     importance = gate_importance(model, tokenizer, flagged_texts, max_length, importance_inputs, seed,
-                                 should_stop)
+                                 should_stop, progress)
     score = _normalise(collapse) * _normalise(importance)
     suspicious = split_heads(score, rel_threshold, max_fraction, top_k)
     rule = {"rel_threshold": rel_threshold, "max_fraction": max_fraction, "top_k": top_k,

@@ -594,21 +594,31 @@ def scan_model(
     flagged_mask = det.flag(pool_scores) if pool else np.zeros(0, bool)
     flagged = np.flatnonzero(flagged_mask)
     flagged = flagged[np.argsort(-pool_scores[flagged], kind="stable")]
+    rounds = int(refine_rounds) if refine and pool else 0
+    ratings = max(1, rounds)  # rate_heads runs at most this often: the first pass, then every round after the first
+    rated = 0
+
     def rate_heads(flagged):
-        if progress is not None:
-            progress("heads", 0, 1)
+        nonlocal rated
+        k, rated = min(rated, ratings - 1), rated + 1
+
+        def heads_progress(done, total):  # the k-th rating fills the k-th part of the stage: the bar only grows
+            progress("heads", k * total + done, ratings * total)
+
+        if progress is not None and k == 0:
+            progress("heads", 0, 1)  # the stage's start: "rating the heads"
         return evaluate_heads(
             model, tokenizer, clean.texts, [pool[i] for i in flagged],
             clean_stats=clean_stats, flagged_stats=pool_stats.subset(flagged) if len(flagged) else None,
             clean_scores=clean_scores, rel_threshold=rel_threshold, max_fraction=max_fraction, top_k=top_k,
             fallback_frac=fallback_frac, importance_inputs=importance_inputs, max_length=max_length,
             batch_size=batch_size, seed=seed, should_stop=should_stop,
+            progress=heads_progress if progress is not None else None,
         )
 
     heads = rate_heads(flagged)
     first_det, head_det = det, None
     first_pass = None
-    rounds = int(refine_rounds) if refine and pool else 0
     for r in range(rounds):
         if not heads.suspicious.any():
             break

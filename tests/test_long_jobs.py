@@ -109,6 +109,23 @@ def test_a_scan_jobs_bar_only_grows_and_ends_at_one():
     assert fr[-1] == 1.0 and max(fr[:-1]) < 1.0  # full only when the scan is done
 
 
+def test_the_scan_reports_progress_while_it_rates_the_heads():
+    """Rating the heads (the gradient of every flagged input, one at a time, once per refined pass) reported only
+    its start: the bar and the CLI's line stood still through the scan's longest stage. Each input is reported
+    now, the refined passes' ratings each in their own part of the stage, so the stage's fraction only grows."""
+    from backdoor_core.scan import scan_model, stage_fraction
+
+    lm = trained_tiny(True)
+    texts, labels = clean_texts(64, seed=5)
+    pool = triggered_texts(24, seed=6) + clean_texts(40, seed=7)[0]
+    events = []
+    scan_model(copy.deepcopy(lm.model), lm.tokenizer, TextDataset(texts, labels, ["neg", "pos"]), pool,
+               max_length=32, batch_size=16, progress=lambda *e: events.append(e))
+    heads = [stage_fraction(*e) for e in events if e[0] == "heads"]
+    assert len(heads) > 5 and _grows(heads), heads
+    assert heads[0] == stage_fraction("heads", 0, 1) and heads[-1] > heads[1] > heads[0]
+
+
 def test_a_repair_jobs_bar_runs_through_its_stages_then_its_steps():
     """The Sanitize page's repair job: its scan and labels fill the first ``REPAIR_STAGES_SHARE`` of the bar, its
     training steps the rest (the page's ``on_step`` wiring, ``_actions.training_fraction``); the stages had each
