@@ -210,7 +210,8 @@ def label_mismatch(data_names: Sequence[str], model_names: Sequence[str], other:
     data_names, model_names = [str(n) for n in data_names], [str(n) for n in model_names]
     if len(data_names) != len(model_names):
         shown = f" {model_names}" if named_classes(model_names) else ""
-        return f"has {len(data_names)} classes {data_names} but {other} has {len(model_names)}{shown}"
+        count = f"{len(data_names)} class" + ("" if len(data_names) == 1 else "es")  # one label only: "1 class"
+        return f"has {count} {data_names} but {other} has {len(model_names)}{shown}"
     if not (named_classes(data_names) and named_classes(model_names)):
         return None
     folded, model_folded = [n.casefold() for n in data_names], [n.casefold() for n in model_names]

@@ -128,6 +128,7 @@ def test_classes_are_matched_by_name_not_only_by_count():
     assert align_labels(ds, ["sport", "tech"]) is ds  # nothing to re-index: the check names both lists
     assert label_mismatch(["0", "1"], ["neg", "pos"]) is None  # an integer-labelled file says nothing of names
     assert label_mismatch(ds.label_names, ["LABEL_0", "LABEL_1"]) is None  # nor a model saved without names
+    assert label_mismatch(["0"], ["neg", "pos"]) == "has 1 class ['0'] but the model has 2 ['neg', 'pos']"
 
 
 def test_a_file_read_in_the_models_classes(tmp_path):
