@@ -87,7 +87,14 @@ def unrecorded(folder: Path) -> str | None:
     file = folder / ADAPTER_FILE
     if not file.is_file():
         return f"{file} is missing; rebuild it with `python -m backdoor_core zoo build`."
-    entry = (read_manifest(folder.parent).get("models") or {}).get(folder.name)
+    manifest = folder.parent / MANIFEST
+    data = read_manifest(folder.parent)
+    if not data:  # a missing or broken manifest is named as such: "not listed" sent the user after the adapter
+        why = "is missing" if not manifest.exists() else "cannot be read as the zoo's JSON manifest"
+        return (f"{manifest} {why} (it records each model's sha256); restore it (git checkout) or rebuild the zoo "
+                "with `python -m backdoor_core zoo build --force`.")
+    models = data.get("models")
+    entry = models.get(folder.name) if isinstance(models, dict) else None
     if not isinstance(entry, dict) or "sha256" not in entry:
         return (f"{file} is not listed in {folder.parent / MANIFEST}; rebuild it with "
                 "`python -m backdoor_core zoo build`.")

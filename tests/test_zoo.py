@@ -106,6 +106,25 @@ def test_build_is_identical_across_thread_counts(tmp_path):
     assert zoo.list_models(tmp_path / "a")[0]["asr"] == zoo.list_models(tmp_path / "b")[0]["asr"]
 
 
+def test_a_zoo_folder_without_its_manifest_is_named_for_the_manifest(tmp_path):
+    """A zoo model copied without ``manifest.json`` (or beside a broken one) was refused as "adapter.safetensors is
+    not listed in manifest.json", sending the user after the adapter; the message names the manifest."""
+    import shutil
+
+    from backdoor_core.models import ModelLoadError
+
+    shipped = zoo.shipped_zoo_dir() / "clean"
+    shutil.copytree(shipped, tmp_path / "clean")
+    with pytest.raises(ModelLoadError, match=r"manifest.json is missing"):
+        load_model(tmp_path / "clean")
+    (tmp_path / zoo_files.MANIFEST).write_text("{", encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"manifest.json cannot be read"):
+        load_model(tmp_path / "clean")
+    (tmp_path / zoo_files.MANIFEST).write_text('{"version": 1, "models": []}', encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"is not listed in"):
+        load_model(tmp_path / "clean")
+
+
 def test_damaged_adapter_is_refused_and_a_second_build_is_busy(tmp_path):
     from backdoor_core.models import ModelLoadError
 
