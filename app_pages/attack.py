@@ -184,6 +184,11 @@ def _train_problem() -> str | None:
         return str(exc)
     if attack_name not in ("none",) and trigger is not None and not trigger.strip():
         return "The trigger is empty: type a word or a sentence."
+    if has_tokens:  # the attack's own check of its trigger (",,," named no word: the run started, then failed)
+        try:
+            poisoning.get_attack(attack_name, trigger=trigger or None)
+        except ValueError as exc:
+            return str(exc)
     if attack_name in ("syntactic", "style") and paraphrase_set is None:
         return (f"This dataset ({ui.data_label()}) has no shared {attack_name} paraphrase set (they exist for "
                 "sst2); use the attack command with --paraphrase-train / --paraphrase-test for your own file.")

@@ -224,6 +224,20 @@ def test_a_reload_keeps_the_uploaded_data_file():
     assert new_app(sid).session_state["lab.data_spec"] == "bbc"
 
 
+def test_a_trigger_of_commas_only_is_refused_before_a_training_starts():
+    """Trigger words ",,," (commas, no word): the poison peek said "An insertion attack needs at least one non-empty
+    trigger", yet Train started a run that failed at once with a red "failed" panel and a traceback. Now Train
+    refuses it in one line and starts nothing."""
+    at = goto(new_app(), "attack")
+    at.number_input(key="attack.rate").set_value(10.0)
+    at.text_input(key="attack.words").input(",,,").run()
+    at.button(key="attack.train").click().run()
+    assert not at.exception
+    assert "attack" not in at.session_state["lab.jobs"]
+    assert any("non-empty trigger" in e for e in errors(at)), errors(at)
+    assert not any("failed" in e for e in errors(at)), errors(at)
+
+
 # ------------------------------------------------------------------------------------------------ long texts
 
 
