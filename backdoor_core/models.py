@@ -331,6 +331,10 @@ def _check_config(config, where: str) -> None:
             raise ModelLoadError(f"{where}: {key} is {value!r}; it must be a positive integer.")
     if hidden % heads:
         raise ModelLoadError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}.")
+    kv = getattr(config, "num_key_value_heads", None)  # decoders' grouped-query attention (None: one per head)
+    if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv <= 0 or heads % kv):
+        raise ModelLoadError(f"{where}: num_key_value_heads is {kv!r}; it must be a positive integer that divides "
+                             f"num_attention_heads {heads}.")
     if layers > MAX_LAYERS:
         raise ModelLoadError(f"{where}: num_hidden_layers is {layers:,}; at most {MAX_LAYERS:,} are accepted (real "
                              "models have up to ~130): a forged or mistyped config.")

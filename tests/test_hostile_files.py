@@ -464,3 +464,13 @@ def test_a_vocabulary_id_past_the_embedding_is_refused_at_load(saved, tmp_path, 
     (folder / "tokenizer.json").write_text(json.dumps(tok))
     line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "the fine day", "--trigger", "cf"])
     assert "'the' the id 1,000,000,000" in line and "30,522 rows" in line
+
+
+@pytest.mark.parametrize("kv", [0, 3])
+def test_a_decoder_config_with_impossible_key_value_heads_is_one_line(tmp_path, capsys, kv):
+    """num_key_value_heads 0 failed with a bare ZeroDivisionError inside transformers; 3 for 4 heads with a shape
+    error at the first forward pass."""
+    lm = tiny_model(arch="qwen2", seed=0)
+    folder = _copy(save_model(lm.model, lm.tokenizer, tmp_path / "q"), tmp_path / "kv", num_key_value_heads=kv)
+    line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day", "--trigger", "cf"])
+    assert f"num_key_value_heads is {kv}; it must be a positive integer that divides" in line, line
