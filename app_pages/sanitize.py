@@ -254,9 +254,10 @@ with st.expander(title, expanded=bool(n_changed), icon=":material/tune:"):
                 low, high = (1, 8) if k == "repair_seeds" else (0, 1000)
                 knobs[k] = int(st.number_input(label, low, high, help=help_text, **ui.keep(key, default)))
             elif isinstance(default, float):
-                # a score or a share: [0, 1]
+                # a score or a share: [0, 1]; a share of the heads cut or pruned: below 1 (at 1 the repair
+                # started, then failed "must be in [0, 1)")
                 top = 1.0 if k in ("weak_verdict", "trigger_share", "rare_words_share", "exclude_min_excess",
-                                   "ffn_mix") else 100.0
+                                   "ffn_mix") else 0.95 if k in ("prune_fraction", "max_fraction") else 100.0
                 knobs[k] = float(st.number_input(label, 0.0, top, step=0.05, format="%.3g", help=help_text,
                                                  **ui.keep(key, default)))
     st.caption("Defaults are the defense's own, the settings the benchmarks ran (see its documentation).")

@@ -238,6 +238,26 @@ def test_a_trigger_of_commas_only_is_refused_before_a_training_starts():
     assert not any("failed" in e for e in errors(at)), errors(at)
 
 
+@pytest.mark.parametrize("defense, knob", [("fineprune", "prune_fraction"), ("pure", "max_fraction")])
+def test_a_share_of_heads_knob_stops_below_one(defense, knob):
+    """Fine-pruning's prune fraction and PURE's largest share of heads took values up to 100: at 1 or more the
+    repair started and failed at once ("prune_fraction must be in [0, 1)"). Their fields now stop at 0.95."""
+    from backdoor_core.defenses import DEFENSES
+
+    at = goto(new_app(), "sanitize")
+    at.selectbox(key="sanitize.defense").set_value(DEFENSES[defense].label).run()
+    field = at.number_input(key=f"sanitize.{defense}.{knob}")
+    assert field.max < 1, field.max
+    field.set_value(field.max).run()
+    at.button(key="sanitize.run").click().run()
+    job = at.session_state["lab.jobs"]["sanitize"]
+    try:
+        assert job.wait(5) is False or job.status != "failed", job.snapshot().error_message
+    finally:
+        job.cancel()
+        job.wait(60)
+
+
 # ------------------------------------------------------------------------------------------------ long texts
 
 
