@@ -27,7 +27,8 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
                                                                 f"{n_clean}; a seeded sample)")
     p.add_argument("--pool", default=None,
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
-                        ".tsv/.csv/.jsonl file (its text column), or a dataset spec like --clean-data")
+                        ".tsv/.csv/.jsonl/.json file (its text column; .json as JSON Lines), or a dataset spec like "
+                        "--clean-data")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
     p.add_argument("--max-length", type=max_length_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
