@@ -536,11 +536,13 @@ def use_one_thread_if_busy() -> int:
     """On a CPU that other processes already keep busy (1-minute load >= cores), set torch to one thread.
 
     Two threads per process thrash when several processes share two cores: we measured MiniLM training steps ~4x
-    slower than with one thread. Returns the thread count now in use. Does nothing with a GPU.
+    slower than with one thread. Returns the thread count now in use. Does nothing with a GPU, nor when the user
+    chose the count (``OMP_NUM_THREADS``): the thread count changes a CPU run's float sums in their last bits
+    (MiniLM's weights by up to 7.7e-7 after 6 steps), so a run that must repeat bit for bit sets it.
     """
     import os
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS", "").strip():
         try:
             busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
         except OSError:

@@ -455,3 +455,23 @@ def test_a_stopping_block_inside_another_keeps_the_outer_cancel():
             outer["stop"] = True
             with pytest.raises(Cancelled):
                 run_with_cache(lm.model, lm.tokenizer, ["a good film"], max_length=16)
+
+
+def test_a_thread_count_the_user_chose_is_kept_on_a_busy_machine(monkeypatch):
+    """On a busy CPU the lab trains on one thread (4x faster there); that count changes a run's last bits, and a
+    user who set OMP_NUM_THREADS to repeat a run had it overridden."""
+    import os
+
+    from backdoor_core import training
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert training.use_one_thread_if_busy() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert training.use_one_thread_if_busy() == 1  # not chosen: one thread on a busy machine
+    finally:
+        torch.set_num_threads(before)

@@ -201,7 +201,12 @@ def run(args) -> int:
 
     from ..training import use_one_thread_if_busy
 
-    use_one_thread_if_busy()
+    import torch
+
+    threads = torch.get_num_threads()
+    if use_one_thread_if_busy() != threads:
+        print(f"note: the machine is busy, so training uses 1 CPU thread instead of {threads} (faster here); "
+              "set OMP_NUM_THREADS to choose the count, e.g. to repeat a run bit for bit", file=sys.stderr)
     check_save_target(args.out, args.force, protect=[args.model])  # refuse before training, not after it
     full_train, train_idx, test_set = load_train_source(args.data, args.test_data, args.seed)
     check_trainable(full_train)  # two classes or more, none without texts, before anything loads
