@@ -4,6 +4,8 @@ rate / lift / pseudo-label accuracy arithmetic, the repair's record of the label
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import json
 import random
@@ -576,7 +578,15 @@ def test_zoo_builder_tag_keeps_another_draw_apart(monkeypatch, tmp_path):
     models, results = tmp_path / "models", tmp_path / "results"
     monkeypatch.setattr(z, "ZOOS", {**z.ZOOS, "test": (z.ZOO, models, "0,1,2")})
     monkeypatch.setattr(z, "RESULTS", results)
-    monkeypatch.setattr(z, "ProcessPoolExecutor", ThreadPoolExecutor)
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import _workers  # bench/_workers.py: the benchmarks' one process pool
+
+    @contextlib.contextmanager
+    def threads(max_workers=None, **_):
+        with ThreadPoolExecutor(max_workers) as pool:
+            yield pool
+
+    monkeypatch.setattr(_workers, "worker_pool", threads)
 
     def fake_train(job):
         name = f"{job['data']}_s{job['seed']}_{job['spec'][0]}"
