@@ -583,6 +583,10 @@ def load_model(
     if label_names is not None:
         num_labels = len(label_names)
     candidate = Path(spec_str).expanduser()
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in candidate.parts), default=0)
+    if longest > 255:  # no file system holds such a name, nor is it a hub id: "[Errno 36] File name too long"
+        raise ModelLoadError(f"{spec_str[:60]!r}… is neither a model folder nor a hub id: one part of it is "
+                             f"{longest:,} bytes long, and a folder name holds at most 255.")
     if spec_str != "default" and not os.path.lexists(candidate) and candidate.parent.is_dir():
         staged = _staging_dirs(candidate)
         if staged["new"] or staged["old"]:  # a save_model was killed between its two renames

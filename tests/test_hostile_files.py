@@ -474,3 +474,9 @@ def test_a_decoder_config_with_impossible_key_value_heads_is_one_line(tmp_path, 
     folder = _copy(save_model(lm.model, lm.tokenizer, tmp_path / "q"), tmp_path / "kv", num_key_value_heads=kv)
     line = _one_line_error(capsys, ["inspect", "--model", str(folder), "--text", "a fine day", "--trigger", "cf"])
     assert f"num_key_value_heads is {kv}; it must be a positive integer that divides" in line, line
+
+
+def test_a_model_name_longer_than_any_folder_name_is_one_line(capsys):
+    """A 1,000-character hub id or folder name (a paste gone wrong) failed with '[Errno 36] File name too long'."""
+    line = _one_line_error(capsys, ["inspect", "--model", "a" * 1000, "--text", "a fine day", "--trigger", "cf"])
+    assert "is neither a model folder nor a hub id: one part of it is 1,000 bytes long" in line, line
