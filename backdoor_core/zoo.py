@@ -316,10 +316,14 @@ def building_message(status: dict | None) -> str:
 
 
 def user_model_dir(dir: str | os.PathLike | None, name: str) -> Path:
-    """Where ``save_user_model`` puts a model called ``name``: ``<zoo>/user-<slug>`` (lowercase letters, digits and
-    dashes; at most 60). Raises ValueError for a name with no letter or digit."""
+    """Where ``save_user_model`` puts a model called ``name``: ``<zoo>/user-<slug>`` (lowercase letters of any
+    script, digits and dashes; at most 60: "Über Modell" is ``user-über-modell``, "ünï" had become ``user-n``). Raises
+    ValueError for a name with no letter or digit."""
+    import unicodedata
+
     root = Path(dir).expanduser() if dir is not None else default_zoo_dir()
-    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:60].strip("-")
+    folded = unicodedata.normalize("NFKC", str(name)).casefold()
+    slug = re.sub(r"[\W_]+", "-", folded).strip("-")[:60].strip("-")
     if not slug:
         raise ValueError(f"'{name}' has no letter or digit to name a folder after; type another name.")
     return root / f"{USER_PREFIX}{slug}"

@@ -456,6 +456,10 @@ def test_save_user_model_refuses_to_replace_and_serialises_concurrent_saves(tmp_
     from backdoor_core import zoo
 
     assert zoo.user_model_dir(tmp_path, "My Model!").name == "user-my-model"
+    # letters of other scripts are letters ("ünï" was saved as user-n, "模型" refused as having no letter)
+    assert zoo.user_model_dir(tmp_path, "Ünï Modèl").name == "user-ünï-modèl"
+    assert zoo.user_model_dir(tmp_path, "模型 2").name == "user-模型-2"
+    assert zoo.user_model_dir(tmp_path, "../a_b").name == "user-a-b"
     with pytest.raises(ValueError, match="no letter or digit"):
         zoo.user_model_dir(tmp_path, "<>!")
     results: list[str] = []
