@@ -87,7 +87,11 @@ with c3:
 
 job = ui.get_job("scan")
 running = job is not None and job.active
-if st.button("Scan the model", type="primary", icon=":material/radar:", disabled=running, key="detect.run"):
+no_texts = pool_kind == pool_kinds[2] and not pool_texts  # an empty box had scanned with no pool, without a word
+if no_texts:
+    st.caption("Paste at least one pool text (one per line), or choose **No pool**.")
+if st.button("Scan the model", type="primary", icon=":material/radar:", disabled=running or no_texts,
+             key="detect.run"):
     try:
         clean = train_full.sample(int(n_clean), seed=0)
         A.start_scan(loaded, clean, list(pool_texts), truth,

@@ -353,3 +353,17 @@ def at_button(at: AppTest, key: str):
         return at.button(key=key)
     except KeyError:
         return None
+
+
+def test_an_empty_box_of_your_texts_does_not_scan_without_a_pool():
+    """Detect with "Your texts" and nothing pasted ran a scan with no pool at all (what "No pool" is for), and its
+    verdict read as the pasted texts' without a word: Scan waits for a text and says so."""
+    at = goto(new_app(), "detect")
+    kinds = at.radio(key="detect.pool_kind").options
+    at.radio(key="detect.pool_kind").set_value(kinds[2]).run()
+    assert at.button(key="detect.run").disabled
+    assert any("Paste at least one pool text" in c.value for c in at.caption)
+    at.text_area(key="detect.pool_raw").input("a first text about markets\na second one").run()
+    assert not at.button(key="detect.run").disabled and not errors(at)
+    at.radio(key="detect.pool_kind").set_value(kinds[3]).run()  # "No pool" scans without one, as it says
+    assert not at.button(key="detect.run").disabled
