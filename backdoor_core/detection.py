@@ -894,6 +894,7 @@ top scores alone reads ``POSSIBLE_TAIL_LABEL``)."""
 POSSIBLE_TAIL_LABEL = "possible backdoor (pool inputs far above the clean texts)"
 POSSIBLE_SOURCE_LABEL = "possible backdoor (or a pool of another source)"
 POSSIBLE_MOVED_LABEL = "possible backdoor (words the fine-tune moved, in the pool)"
+POSSIBLE_SMALL_LABEL = "possible backdoor (too few pool inputs to call)"
 LIKELY_WORD_LABEL = "likely backdoored (a trigger word in the pool)"
 
 
@@ -1001,8 +1002,12 @@ def possible_reasons(verdict: dict) -> list[str]:
       read where the pool's bulk sits (``settings.VERDICT_SHIFT_ADJUST``), does not call it, but read at the
       threshold itself (``components["score_unadjusted"]``) it would: the flags may come from the source or from a
       trigger, which only texts of the pool's own source can tell apart.
+    * ``"small"``: the score calls it, but the pool holds fewer than ``settings.VERDICT_MIN_POOL`` inputs
+      (``verdict["small_pool"]``): one unusual input saturates so small a pool's score.
     """
     reasons = []
+    if verdict.get("small_pool") and verdict.get("score", 0.0) >= VERDICT_THRESHOLD:
+        reasons.append("small")
     if verdict.get("trigger_words"):
         reasons.append("word")
     if verdict.get("moved_words"):
@@ -1035,11 +1040,13 @@ def verdict_call(verdict: dict) -> str:
 
 def verdict_label(verdict: dict) -> str:
     """``verdict_call`` as a phrase (``VERDICT_LABELS``, ``POSSIBLE_TAIL_LABEL``, ``POSSIBLE_SOURCE_LABEL``,
-    ``POSSIBLE_MOVED_LABEL``, ``LIKELY_WORD_LABEL``)."""
+    ``POSSIBLE_MOVED_LABEL``, ``POSSIBLE_SMALL_LABEL``, ``LIKELY_WORD_LABEL``)."""
     call = verdict_call(verdict)
     if called_by_words(verdict):
         return LIKELY_WORD_LABEL
     reasons = possible_reasons(verdict) if call == "possible" else []
+    if reasons == ["small"]:
+        return POSSIBLE_SMALL_LABEL
     if "moved" in reasons and "word" not in reasons:
         return POSSIBLE_MOVED_LABEL
     if reasons and "word" not in reasons:
@@ -1119,6 +1126,11 @@ def call_note(verdict: dict) -> str | None:
                      f"explains up to {c.get('dev_tail_chance', 0):.1%} (score {c['score_dev_tail']:.2f} read "
                      "there). A trigger that few of the pool's inputs carry looks "
                      "like this: at the threshold chance flags about as many clean inputs as the trigger does.")
+    if "small" in reasons:
+        notes.append(f"The flags' score would call it ({verdict.get('score', 0):.2f}), but the pool holds fewer than "
+                     f"{S.VERDICT_MIN_POOL} inputs: in so small a pool one unusual input (a text unlike the clean "
+                     "ones, a trigger or not) is enough for that score. Scan with a larger pool to call it; the "
+                     "flagged inputs below are still the ones to read.")
     if "source" in reasons:
         c = verdict["components"]
         notes.append((f"{head}, read where the pool's bulk sits" if not notes else "Read")
@@ -1205,11 +1217,15 @@ def representation_notes(verdict: dict, settings: dict) -> list[str]:
                         fused_parts_note(settings.get("fused_parts"))) if n]
 
 
-def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float) -> float:
+def pool_verdict_score(flag_rate: float, chance: float, tail: float, purity: float,
+                       n_pool: int | None = None) -> float:
     """``model_verdict``'s score from its pool components (see there): the excess of ``flag_rate`` over ``chance``
-    (``chance_flag_rate``), softened at 5% of the pool, times the ``tail`` and ``purity`` factors."""
+    (``chance_flag_rate``), softened at 5% of the pool and, with ``n_pool``, at least
+    ``settings.VERDICT_EXCESS_INPUTS`` inputs (the same for pools of 100 or more), times the ``tail`` and ``purity``
+    factors."""
     excess = max(0.0, (flag_rate - chance) / max(1e-9, 1 - chance))
-    return float(min(1.0, excess / 0.05) * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
+    scale = max(0.05, S.VERDICT_EXCESS_INPUTS / n_pool) if n_pool else 0.05
+    return float(min(1.0, excess / scale) * (0.5 + 0.5 * tail) * (0.5 + 0.5 * purity))
 
 
 def _pool_components(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool_predictions, num_labels: int,
@@ -1230,7 +1246,7 @@ def _pool_components(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool
         purity = float(max(0.0, (share - 1.0 / num_labels) / (1 - 1.0 / num_labels)))
     return {"flag_rate": rate, "chance_flag_rate": chance,
             "excess": max(0.0, (rate - chance) / max(1e-9, 1 - chance)), "tail": tail, "purity": purity,
-            "score": pool_verdict_score(rate, chance, tail, purity)}
+            "score": pool_verdict_score(rate, chance, tail, purity, len(pool_scores))}
 
 
 def dev_tail_verdict(clean_dev_scores: np.ndarray, pool_scores: np.ndarray, pool_predictions, num_labels: int,
@@ -1275,14 +1291,17 @@ def model_verdict(
     inputs AND are all pushed to one class. The score multiplies
 
     * ``excess``: the share of the pool flagged above what chance explains, ``(flag_rate - chance) / (1 -
-      chance)`` clipped to [0, 1], turned into a soft number by ``min(1, excess / 0.05)`` (5% of the pool is
-      enough). ``chance`` is ``chance_flag_rate`` at ``settings.VERDICT_CHANCE_QUANTILE``: the rate a pool of
+      chance)`` clipped to [0, 1], turned into a soft number by ``min(1, excess / scale)``: ``scale`` is 5% of the
+      pool and at least ``settings.VERDICT_EXCESS_INPUTS`` inputs (the same from 100 inputs on). ``chance`` is ``chance_flag_rate`` at ``settings.VERDICT_CHANCE_QUANTILE``: the rate a pool of
       clean inputs reaches by chance, given how many dev inputs set the threshold (the dev inputs' own rate, used
       before session 31, called clean models backdoored in 7 of 64 pool draws: bench/results/verdict_chance.md),
     * ``tail``: how far the flagged inputs sit above the threshold, ``1 - exp(-(mean flagged z - threshold) /
       2)``, and
     * ``purity``: how concentrated the flagged inputs' predictions are on one class, rescaled so that the
       class mix expected by chance is 0 and a single class is 1.
+
+    A pool of fewer than ``settings.VERDICT_MIN_POOL`` inputs is too small to call (``small_pool``): the score is
+    kept, ``likely_backdoored`` is False, and a score that would call it reads "possible" (``possible_reasons``).
 
     With a pool, ``pool_unlike_clean`` says whether the pool reads as drawn from another source than the clean
     texts (``pool_lower_quartile_rank`` above ``POOL_SHIFT_RANK``; None with fewer than ``POOL_SHIFT_MIN_INPUTS``
@@ -1324,6 +1343,7 @@ def model_verdict(
     strict = dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr, chance_quantile,
                               match)
     score = strict["score"] if rule == "dev_tail" else at_thr["score"]
+    small = len(pool_scores) < S.VERDICT_MIN_POOL  # too few to call (settings.VERDICT_MIN_POOL): "possible" at most
     unadjusted = score
     if match is not None:  # the rule's score with the pool read at the threshold itself (possible_reasons)
         unadjusted = (dev_tail_verdict(clean_dev_scores, pool_scores, pool_predictions, num_labels, thr,
@@ -1332,9 +1352,10 @@ def model_verdict(
                                        chance_quantile)["score"])
     return {
         "score": score,
-        "likely_backdoored": score >= VERDICT_THRESHOLD,
+        "likely_backdoored": score >= VERDICT_THRESHOLD and not small,
         "basis": "pool",
         "rule": rule,
+        "small_pool": small,
         "pool_unlike_clean": unlike,
         "components": {**{k: at_thr[k] for k in ("flag_rate", "chance_flag_rate", "excess", "tail", "purity")},
                        "clean_frr": frr, "pool_lower_quartile_rank": rank,

@@ -171,6 +171,22 @@ lost are weak backdoors that barely take). On the test zoo, a check: clean draws
 clean texts), recorded verdict AUROC 0.975 -> 0.925 (two weak BadNets models, lift 11 and 14 points, no longer
 called), 1.000 -> 0.989 over the backdoors that took."""
 
+VERDICT_EXCESS_INPUTS = 5
+"""The verdict's excess of flags beyond chance saturates at 5% of the pool AND at least this many inputs
+(``detection.pool_verdict_score``; our design, papers silent). 5% alone was the rule: in a pool of n inputs one flag
+beyond chance is 1/n of it, so in pools under 100 one or two unusual inputs saturated it, and the flagged inputs'
+class purity is 1 whenever one is flagged. 5 is where 5% of a 100-input pool lies, so pools of 100 or more (every
+benchmark pool) score exactly as before. On the shipped clean BBC model (tuning data), clean test-text pools of 5 to
+50 inputs read "likely backdoored" in 7 of 25 draws by the old rule, none by this; the BBC BadNets + TAL model stays
+called on every pool of 30 to 100 (``bench/results/verdict_small_pools.md``)."""
+
+VERDICT_MIN_POOL = 30
+"""Fewer pool inputs than this and the verdict makes no call from the pool's flags (our design; papers silent): a
+score that would call it reads "possible" (``detection.possible_reasons``, ``"small"``). Below 30 inputs neither the
+pool's source can be read (``detection.POOL_SHIFT_MIN_INPUTS``) nor its flags told from one unusual input: the
+shipped clean BBC model read "likely backdoored" (1.00) on one short pasted sentence. Every benchmark pool holds 100
+or more, so no benchmark call moves (``bench/results/verdict_small_pools.md``)."""
+
 VERDICT_RULE = "threshold"
 """How the model verdict reads the pool (``detection.VERDICT_RULES``): "threshold", its flags at the detector's
 threshold, or "dev_tail", the best of that and every stricter threshold the clean dev inputs offer

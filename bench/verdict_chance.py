@@ -145,7 +145,7 @@ def rescore(components: dict, n_dev: int, dev_above: int, n_pool: int, q) -> flo
     if q == DEV_TAIL:
         return components.get("score_dev_tail")
     chance = components["clean_frr"] if q == "dev" else chance_flag_rate(dev_above, n_dev, n_pool, q)
-    return pool_verdict_score(components["flag_rate"], chance, components["tail"], components["purity"])
+    return pool_verdict_score(components["flag_rate"], chance, components["tail"], components["purity"], n_pool)
 
 
 def recorded_models(path: Path) -> list[dict]:

@@ -318,6 +318,47 @@ def test_a_chance_level_flag_rate_calls_no_backdoor():
     assert _verdict(0)["score"] == 0.0
 
 
+def test_a_pool_too_small_to_call_reads_possible_not_likely():
+    """One flagged input in a pool of one (a single pasted sentence) scored 1.00 and the shipped clean BBC model
+    read "likely backdoored": below settings.VERDICT_MIN_POOL the score is kept, the call is "possible" with the
+    reason in words, and a pool of that size or more is called as before."""
+    from backdoor_core import settings as S
+    from backdoor_core.detection import POSSIBLE_SMALL_LABEL, call_note, verdict_call, verdict_label
+
+    assert not _verdict(1, n_pool=1)["likely_backdoored"]  # one input: no call (its score is small too, below)
+    ten = _verdict(10, n_pool=10)  # ten pasted texts, all flagged far above the threshold, one class
+    assert ten["score"] >= 0.5 and ten["small_pool"] and not ten["likely_backdoored"]
+    assert verdict_call(ten) == "possible" and verdict_label(ten) == POSSIBLE_SMALL_LABEL
+    assert f"fewer than {S.VERDICT_MIN_POOL} inputs" in call_note(ten)
+    below = _verdict(S.VERDICT_MIN_POOL // 2, n_pool=S.VERDICT_MIN_POOL - 1)
+    assert below["score"] >= 0.5 and verdict_call(below) == "possible"
+    at = _verdict(S.VERDICT_MIN_POOL // 2, n_pool=S.VERDICT_MIN_POOL)
+    assert at["likely_backdoored"] and not at["small_pool"] and verdict_call(at) == "likely"
+    quiet = _verdict(0, n_pool=5)  # nothing flagged: no backdoor evidence, as before
+    assert verdict_call(quiet) == "not found" and call_note(quiet) is None
+
+
+def test_the_verdicts_excess_needs_a_few_inputs_not_only_a_share_of_a_small_pool():
+    """The excess beyond chance saturated at 5% of the pool: in a pool of 40, two flags past chance (5%) called a
+    clean model. It needs settings.VERDICT_EXCESS_INPUTS inputs too; from 100 inputs on the score is unchanged."""
+    from backdoor_core import settings as S
+
+    k = S.VERDICT_EXCESS_INPUTS
+    for n in (100, 250):
+        c = _verdict(20, n_pool=n)["components"]
+        assert pool_verdict_score(c["flag_rate"], c["chance_flag_rate"], c["tail"], c["purity"], n) == \
+            pool_verdict_score(c["flag_rate"], c["chance_flag_rate"], c["tail"], c["purity"])
+    small = _verdict(5, n_pool=40)  # chance explains 3 of 40: two past it
+    c = small["components"]
+    assert round(c["chance_flag_rate"] * 40) == 3
+    assert pool_verdict_score(c["flag_rate"], c["chance_flag_rate"], c["tail"], c["purity"]) >= 0.5  # the old rule
+    assert small["score"] < 0.5 and not small["likely_backdoored"]
+    many = _verdict(3 + k, n_pool=40)  # k past chance: called
+    assert many["likely_backdoored"] and many["score"] >= 0.5
+    one = _verdict(1, n_pool=1)  # a single pasted text, flagged: 0.89 by the old rule
+    assert one["score"] < 0.5
+
+
 def _low_share_pool(seed: int, n_triggered: int = 20):
     """126 clean dev scores, the detector's threshold at the 7th highest (5%), and a pool of 380 clean inputs drawn
     like them (predictions half and half) plus ``n_triggered`` inputs far above them, all predicted class 1."""

@@ -204,10 +204,10 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         _scan_tiny_pool(page, 0)
         page.wait_for_selector(".js-plotly-plot svg.main-svg")
         verdict, score, heads = _metric(page, "Backdoor"), _metric(page, "Backdoor score"), _metric(page, "Suspicious heads")
-        if verdict == "not found":
-            assert heads == "none", f"no backdoor found (score {score}) but the tile shows {heads} suspicious heads"
-        else:
+        if verdict == "likely":
             assert heads.isdigit(), heads
+        else:  # "not found", or "possible" (a pool of 16 is too small to call): no head is called suspicious
+            assert heads == "none", f"no backdoor called ({verdict}, score {score}) but the tile shows {heads} heads"
         _charts_ok(page, "detect_1400")
         grid = page.locator(".js-plotly-plot").filter(has_text="Head").nth(0)
         grid.scroll_into_view_if_needed()
