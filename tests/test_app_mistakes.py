@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, streamlit_app, wait_until_idle  # noqa: E402
+from test_app_pages import errors, goto, new_app  # noqa: E402 - the app-page tests' own helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -28,24 +29,6 @@ def _test_env(monkeypatch, tmp_path):
     monkeypatch.setenv("BACKDOOR_LAB_SESSIONS_DIR", str(tmp_path / "sessions"))
 
 
-def new_app(session: str | None = None) -> AppTest:
-    """A new browser session; with ``session``, the URL ``?session=<id>`` (a reload of that tab)."""
-    at = AppTest.from_file(APP, default_timeout=120)
-    if session:
-        at.query_params["session"] = session
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, f"{page}: {at.exception}"
-    return at
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
 
 
 def _start_attack(at: AppTest, epochs: int, n_train: int = 40):

@@ -25,10 +25,13 @@ def _test_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
 
 
-def new_app() -> AppTest:
+def new_app(session: str | None = None) -> AppTest:
+    """A new browser session; with ``session``, the URL ``?session=<id>`` (a reload of that tab)."""
     at = AppTest.from_file(APP, default_timeout=120)
+    if session:
+        at.query_params["session"] = session
     at.run()
-    assert not at.exception
+    assert not at.exception, at.exception
     return at
 
 
