@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app_pages import quick_finetune_repair  # noqa: E402
+from test_app_pages import put_cancelled_job, quick_finetune_repair  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -505,16 +505,9 @@ def test_detect_says_its_results_are_the_previous_scans_after_a_cancel():
     cancelled ... nothing was kept", without a word (the Sanitize page says so for its results)."""
     from defense_helpers import clean_texts
 
-    from backdoor_core.jobs import JobCancelled, start_job
-
     texts, _ = clean_texts(30, seed=3)
     at = _scan_user_pool(texts, n_clean=16)
     assert not any("previous scan's" in c.value for c in at.caption)
-    stopped = start_job(lambda ctx: (_ for _ in ()).throw(JobCancelled()))
-    assert stopped.wait(5) and stopped.status == "cancelled"
-    registry = at.session_state["lab.jobs"]
-    registry["scan"] = stopped
-    at.session_state["lab.jobs"] = registry
-    at.run()
+    put_cancelled_job(at, "scan")
     assert any(c.value == "The results below are the previous scan's: the last run was cancelled and kept nothing."
                for c in at.caption), [c.value for c in at.caption]

@@ -45,6 +45,18 @@ def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
+def put_cancelled_job(at: AppTest, kind: str) -> None:
+    """Make this session's ``kind`` job a later run that was cancelled and kept nothing, then rerun the page."""
+    from backdoor_core.jobs import JobCancelled, start_job
+
+    stopped = start_job(lambda ctx: (_ for _ in ()).throw(JobCancelled()))
+    assert stopped.wait(5) and stopped.status == "cancelled"
+    registry = at.session_state["lab.jobs"]
+    registry[kind] = stopped
+    at.session_state["lab.jobs"] = registry
+    at.run()
+
+
 def wait_job(at: AppTest, kind: str, timeout: float = 120):
     job = at.session_state["lab.jobs"][kind]
     assert job.wait(timeout), f"{kind} job still running"
@@ -439,14 +451,7 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert effect["n"] > 0 and len(effect["lift"]) == len(effect["concentration"]) == 2
     assert "the trigger changed the similarity" in finding.text and len(finding.figures) == 3
     # a later run that was cancelled and kept nothing: the results shown are said to be the previous run's
-    from backdoor_core.jobs import JobCancelled, start_job
-
-    stopped = start_job(lambda ctx: (_ for _ in ()).throw(JobCancelled()))
-    assert stopped.wait(5) and stopped.status == "cancelled"
-    registry = at.session_state["lab.jobs"]
-    registry["sanitize"] = stopped
-    at.session_state["lab.jobs"] = registry
-    at.run()
+    put_cancelled_job(at, "sanitize")
     assert any(c.value.startswith("The results below are the previous sanitization's (") and
                c.value.endswith("the last run was cancelled and kept nothing.") for c in at.caption), \
         [c.value for c in at.caption]
