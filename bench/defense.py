@@ -415,7 +415,8 @@ def run_parallel(args, argv: list[str]) -> int:
     a time; the parts are then merged (``merge``) into ``defense[_test]<_tag>`` with the wall time recorded. A
     model without a seed uses ``--seed``. With fewer groups than workers (the one-seed SST-2 tuning zoo) the
     largest groups are split (``split_groups``): every model is run on its own, so a part only changes who runs
-    it."""
+    it. Each part writes to a hidden ``.<stem>_<part>.log``: removed after the merge, kept when a part fails (the
+    message points there); a Ctrl-C (any exception) stops the running parts and removes every log."""
     import subprocess
 
     models = models_for_data(args, discover(args))
@@ -445,24 +446,32 @@ def run_parallel(args, argv: list[str]) -> int:
     pending = [(f"{args.tag + '_' if args.tag else ''}w{k}", seed, names) for k, ((_, seed), names) in enumerate(order)]
     tags, running, failed = [], [], []
     RESULTS.mkdir(parents=True, exist_ok=True)
-    while pending or running:
-        while pending and len(running) < max(1, args.workers):
-            tag, seed, names = pending.pop(0)
-            cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--only", ",".join(names), "--seed", str(seed),
-                   "--tag", tag]
-            log = open(RESULTS / f".{results_stem(args.zoo, tag)}.log", "w")
-            print(f"part {tag}: seed {seed}, {len(names)} models ({', '.join(names)})", flush=True)
-            running.append((tag, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-            tags.append(tag)
-        time.sleep(0.5)
-        for item in list(running):
-            tag, proc, log = item
-            if proc.poll() is not None:
-                log.close()
-                running.remove(item)
-                if proc.returncode != 0:
-                    failed.append(tag)
-                print(f"part {tag} done (exit {proc.returncode}) at {time.perf_counter() - t0:.0f} s", flush=True)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, args.workers):
+                tag, seed, names = pending.pop(0)
+                cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--only", ",".join(names), "--seed",
+                       str(seed), "--tag", tag]
+                tags.append(tag)  # before its log exists: a Ctrl-C from here on still finds the log to remove
+                log = open(RESULTS / f".{results_stem(args.zoo, tag)}.log", "w")
+                print(f"part {tag}: seed {seed}, {len(names)} models ({', '.join(names)})", flush=True)
+                running.append((tag, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            time.sleep(0.5)
+            for item in list(running):
+                tag, proc, log = item
+                if proc.poll() is not None:
+                    log.close()
+                    running.remove(item)
+                    if proc.returncode != 0:
+                        failed.append(tag)
+                    print(f"part {tag} done (exit {proc.returncode}) at {time.perf_counter() - t0:.0f} s", flush=True)
+    except BaseException:  # Ctrl-C: the parts still running stop, and no hidden log is left behind
+        try:
+            _stop_parts(running)
+        finally:  # a second Ctrl-C while the parts stop still removes the logs
+            for tag in tags:
+                (RESULTS / f".{results_stem(args.zoo, tag)}.log").unlink(missing_ok=True)
+        raise
     if failed:
         _fail(f"parts {', '.join(failed)} failed: see {RESULTS}/.defense*_<part>.log")
     report = merge(tags, args.tag, f"{len(tags)} parts in {args.workers} one-thread processes (--workers)", args.zoo)
@@ -476,6 +485,24 @@ def run_parallel(args, argv: list[str]) -> int:
     for tag in tags:
         (RESULTS / f".{results_stem(args.zoo, tag)}.log").unlink(missing_ok=True)
     return 0
+
+
+def _stop_parts(running: list) -> None:
+    """End the ``(tag, Popen, log)`` parts of an interrupted ``--workers`` run: each is terminated (in a terminal it
+    got the Ctrl-C too; run from code it did not, and would run on alone), waited for (killed after 10 s) and its
+    log closed."""
+    import subprocess
+
+    for _, proc, _ in running:
+        if proc.poll() is None:
+            proc.terminate()
+    for _, proc, log in running:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 def split_groups(groups: list[tuple[tuple, list[str]]], workers: int) -> list[tuple[tuple, list[str]]]:
