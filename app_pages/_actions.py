@@ -61,7 +61,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
     from backdoor_core.tal import TALConfig
     from backdoor_core.training import TrainConfig
 
-    st.session_state.pop(K_ATTACK, None)  # the previous run's result no longer describes the current model
+    ui.drop_result(K_ATTACK)  # the previous run's result no longer describes the current model
     with st.spinner("Copying the model…"):
         work = ui.session_copy(base, name=name)  # private model AND tokenizer for the background thread
 
@@ -90,7 +90,7 @@ def start_attack(*, base, name: str, train_ds, test_ds, attack_name: str, trigge
         res = snap.result
         if snap.status != "done" or not res:
             return
-        st.session_state[K_ATTACK] = res
+        ui.keep_result(K_ATTACK, res)
         ui.set_session_model(name, res["loaded"], origin=origin)
         card = res["card"]
         from backdoor_core import figures as F
@@ -138,9 +138,12 @@ REPAIR_STAGES_SHARE = 0.3
 """The part of a repair's bar its stages before training fill (its scan, the labels; ``stage_progress``)."""
 
 
-def training_fraction(p, after: float) -> float:
-    """The bar's fraction at training step ``p`` (``training.Progress``) when what came before filled ``after``."""
-    return after + (1.0 - after) * min(1.0, p.step / max(1, p.total_steps))
+def training_fraction(p, after: float, until: float = 1.0, skip: int = 0) -> float:
+    """The bar's fraction at training step ``p`` (``training.Progress``) when what came before filled ``after`` and
+    this training fills the bar up to ``until``; ``skip``: steps of ``p`` that were another training's (the
+    clean-accuracy guard's retry runs its steps on after the first repair's, ``defenses.RetryProgress``)."""
+    done = min(1.0, max(0, p.step - skip) / max(1, p.total_steps - skip))
+    return after + (until - after) * done
 
 
 def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None, knobs: dict,
@@ -161,8 +164,8 @@ def start_scan(loaded, clean_ds, pool_texts: list[str], truth: np.ndarray | None
         report = snap.result
         if report is None:
             return
-        st.session_state[K_SCAN] = report
-        st.session_state[K_SCAN_INFO] = {"truth": truth, "model_ref": ref, "model_name": model_name}
+        ui.keep_result(K_SCAN, report)
+        ui.keep_result(K_SCAN_INFO, {"truth": truth, "model_ref": ref, "model_name": model_name})
         record_scan(report, truth)
 
     ui.start("scan", target_fn, name=f"Scanning {model_name}", on_finish=on_finish)
@@ -324,14 +327,47 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         extra = {"max_length": read_len, **knobs}
         if scan_report is not None and defense == "alignment":
             extra["scan"] = scan_report
+        from backdoor_core import settings as S
+        from backdoor_core.defenses import GUARD_RETRY_STAGE
+
         staged = defense == "alignment"  # the only defense with stages before training (run_defense's progress)
+        trained_from = REPAIR_STAGES_SHARE if staged else 0.0
+        # the clean-accuracy guard may train the repair again head-only, as long again: the first training then
+        # fills half of the bar left, the retry the rest (the bar had gone back from 100% to about 65%); where the
+        # guard does not retry, the bar goes from there to 100% at the end
+        guarded = staged and bool(extra.get("clean_guard", S.CLEAN_GUARD))
+        first_until = trained_from + (1.0 - trained_from) / 2 if guarded else 1.0
+        bar = {"shown": 0.0, "retry_from": None}  # the fraction shown (it never goes back), where the retry began
+        guard_note = "; then the clean-accuracy guard checks it on held-out texts" if guarded else ""
+        retrying = "the clean-accuracy guard is retrying the repair head-only"
+
+        def show(p, message: str, fraction: float) -> None:
+            bar["shown"] = max(bar["shown"], fraction)
+            ctx.update(p, message=message, fraction=bar["shown"])
 
         def on_step(p) -> None:
-            ctx.update(p, message=f"repairing: step {p.step} of {p.total_steps}",
-                       fraction=training_fraction(p, REPAIR_STAGES_SHARE if staged else 0.0))
+            first = getattr(p, "first_steps", None)  # a defenses.RetryProgress: a step of the guard's retry
+            if first is None:
+                show(p, f"repairing: step {p.step} of {p.total_steps}{guard_note}",
+                     training_fraction(p, trained_from, first_until))
+                return
+            if bar["retry_from"] is None:
+                bar["retry_from"] = max(bar["shown"], first_until)
+            show(p, f"{retrying}: step {p.step - first} of {p.total_steps - first}",
+                 training_fraction(p, bar["retry_from"], 1.0, skip=first))
+
+        stages = stage_progress(ctx, "before the repair: ", REPAIR_STAGES_SHARE)
+
+        def on_stage(stage, done, total) -> None:
+            if stage != GUARD_RETRY_STAGE:
+                stages(stage, done, total)
+                return
+            bar["retry_from"] = bar["shown"] = max(bar["shown"], first_until)
+            ctx.update({"message": f"{retrying} (the repair lost clean accuracy on the held-out texts)",
+                        "fraction": bar["shown"]})
 
         res = run_defense(defense, work.model, work.tokenizer, clean_ds, pool_texts=pool_texts, evaluate=evaluate,
-                          progress=stage_progress(ctx, "before the repair: ", REPAIR_STAGES_SHARE),
+                          progress=on_stage,
                           callback=on_step,
                           should_stop=ctx.should_stop, **extra)
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
@@ -367,7 +403,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         res = snap.result
         if not res:
             return
-        st.session_state[K_SANITIZE] = res
+        ui.keep_result(K_SANITIZE, res)
         ui.session_models()[out_name] = res["loaded"]  # available; made current by the user
         from backdoor_core import figures as F
 

@@ -5,14 +5,15 @@ these modules only keep Streamlit state and draw.
 * ``_state``   — session-state keys, widgets that keep their value across pages, the Report's finding log;
 * ``_data``    — the session's dataset (cached) and uploaded files;
 * ``_models``  — the current model: shared cached models, per-session copies, locks, the zoo, the model/data gate;
-* ``_jobs``    — background jobs: start, poll, cancel, ``on_finish``;
+* ``_jobs``    — background jobs: start, poll, cancel, ``on_finish``, and their results kept for a reload;
 * ``_widgets`` — messages, styles, charts, page headers;
 * ``_sidebar`` — the sidebar on every page.
 """
 
 from app_pages._data import (SessionTemp, _load_dataset, data_label, data_spec, dataset, dataset_or_none,
                              discard_upload, local_folder, save_upload, session_tmp, set_data_spec, upload_error)
-from app_pages._jobs import cancelled_note, clear_job, get_job, handle_finished_jobs, job_panel, jobs, start
+from app_pages._jobs import (cancelled_note, clear_job, drop_result, get_job, handle_finished_jobs, job_panel, jobs,
+                             keep_result, start)
 from app_pages._models import (FOLDER_REFERENCE, NO_REFERENCE, clean_references, current_model, default_ref,
                                labels_problem, load_ref, model_lock, model_ref, require_model_and_data, require_rows,
                                session_copy, session_models, set_session_model, set_shared_model, shared_model,
@@ -29,8 +30,8 @@ __all__ = [
     "FOLDER_REFERENCE", "NO_REFERENCE", "POLL_SECONDS", "ROOT", "SessionTemp", "TEST_DATA_ENV", "TEST_MODEL_ENV",
     "_load_dataset", "cancelled_note", "clean_references", "local_folder",
     "clear_job", "current_model", "data_label", "data_spec", "flip_line", "dataset", "dataset_or_none",
-    "default_ref", "discard_upload",
-    "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep",
+    "default_ref", "discard_upload", "drop_result",
+    "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep", "keep_result",
     "kept", "lab", "labels_problem", "load_ref", "model_lock", "model_ref", "page_header", "plot", "points_delta",
     "require_model_and_data", "require_rows", "save_upload", "session_copy", "session_tmp", "session_models",
     "set_data_spec", "set_kept",

@@ -71,6 +71,58 @@ def adopt_orphaned_jobs() -> None:
         jobs()[kind] = job
 
 
+# ------------------------------------------------------------------------------------------------ tabs' results
+#
+# What a finished job gave the pages (Detect's scan report, the Attack lab's training curves, Sanitize's before and
+# after) lives in session state, and a reload starts a new Streamlit session: the tab's report and models came back
+# from disk, but its verdict, charts and repair result were gone. So each is also kept under the tab's id, in this
+# server's memory (they hold fitted detectors and models, not files' worth of JSON), and a session of that tab that
+# lacks them takes them back from one no longer connected, as ``adopt_orphaned_jobs`` takes its jobs.
+
+_RESULTS: dict[str, dict] = {}  # tab id -> {"owner": session_owner(), "seen": time, "values": {state key: value}}
+
+
+def keep_result(key: str, value) -> None:
+    """Put a job's result into session state under ``key`` and keep it for a reload of this tab."""
+    ss()[key] = value
+    tab = ss().get(K_SESSION_ID)
+    if tab:
+        with _TABS_LOCK:
+            entry = _RESULTS.setdefault(tab, {"values": {}})
+            entry.update(owner=session_owner(), seen=time.time())
+            entry["values"][key] = value
+
+
+def drop_result(key: str) -> None:
+    """Remove a result that no longer describes the current model (also from what a reload gets back)."""
+    ss().pop(key, None)
+    tab = ss().get(K_SESSION_ID)
+    with _TABS_LOCK:
+        if tab in _RESULTS:
+            _RESULTS[tab]["values"].pop(key, None)
+
+
+def restore_results() -> None:
+    """Give a reloaded tab its results back (called by the sidebar on every run, after ``_state.lab``). Results of
+    tabs gone for ``ORPHAN_KEEP_S`` are forgotten."""
+    tab, now, me = ss().get(K_SESSION_ID), time.time(), session_owner()
+    with _TABS_LOCK:
+        for t, entry in list(_RESULTS.items()):
+            if t != tab and now - entry["seen"] > ORPHAN_KEEP_S and not _state.connected(entry["owner"][1]):
+                del _RESULTS[t]
+        entry = _RESULTS.get(tab) if tab else None
+        if entry is None:
+            return
+        owner = entry["owner"]
+    if owner[0] != me[0]:
+        if _state.connected(owner[1]):
+            return  # another session still shows this tab: not a reload
+        for key, value in entry["values"].items():
+            ss().setdefault(key, value)
+    with _TABS_LOCK:
+        entry.update(owner=me, seen=now)
+
+
 # ------------------------------------------------------------------------------------------------ jobs
 
 

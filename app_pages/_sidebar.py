@@ -10,7 +10,7 @@ import streamlit as st
 from backdoor_core import settings as S
 
 from app_pages._data import data_label, data_spec, dataset, restore_kept_data
-from app_pages._jobs import adopt_orphaned_jobs, handle_finished_jobs, jobs
+from app_pages._jobs import adopt_orphaned_jobs, handle_finished_jobs, jobs, restore_results
 from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
                                 session_origin_short)
 from app_pages._state import (K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab, presenter,
@@ -54,6 +54,7 @@ def sidebar():
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset. Returns the empty
     slot for the running jobs, which ``sidebar_jobs`` fills after the page has run."""
     lab()  # this tab's report log; keeps its session id in the URL on every page
+    restore_results()  # after a reload: the verdict, charts and repair this tab showed
     adopt_orphaned_jobs()  # after a reload: the jobs this tab's page had running
     handle_finished_jobs()
     ss()[K_PANELS] = set()  # the kinds whose job panel this run's page draws (``job_panel`` adds them)

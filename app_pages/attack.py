@@ -306,7 +306,11 @@ if res and (job is None or not job.active):
     card = res["card"]
     cacc = f"CACC {card.cacc:.1%}" if card.cacc is not None else "CACC not measured"
     ref = ui.model_ref()
-    is_current = ref.get("kind") == "session" and ui.session_models().get(ref.get("name")) is res["loaded"]
+    current = ui.session_models().get(ref.get("name")) if ref.get("kind") == "session" else None
+    # after a reload the current model is the copy kept on disk (its card adds when it was saved), not this object
+    is_current = current is not None and (current is res["loaded"] or (
+        ref.get("name") == card.name and {**current.metadata, "saved_at": None} == {**res["loaded"].metadata,
+                                                                                     "saved_at": None}))
     st.success(
         f"**{md(card.name)}** is trained and "
         + ("is now the current model of this session" if is_current else

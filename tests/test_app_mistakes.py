@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, streamlit_app, wait_until_idle  # noqa: E402
-from test_app_pages import errors, goto, new_app  # noqa: E402 - the app-page tests' own helpers
+from test_app_pages import errors, goto, new_app, wait_job  # noqa: E402 - the app-page tests' own helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -82,6 +82,51 @@ def test_a_training_that_ends_during_a_reload_still_gives_its_model():
     again2 = new_app(sid)  # handled once: a further reload finds the model on disk, not the job
     assert "attack" not in again2.session_state["lab.jobs"]
     assert again2.session_state["lab.model_ref"] == {"kind": "session", "name": name}
+
+
+def _subheaders(at: AppTest) -> list[str]:
+    return [h.value for h in at.subheader]
+
+
+def test_a_reload_brings_back_the_verdict_the_training_result_and_the_repair():
+    """A reload gave the tab its report and models back but not what its pages showed: Detect asked for a scan
+    again, the Attack lab's result and Sanitize's before/after were gone. Now the reloaded tab shows them again, and
+    the result of a training started since is not brought back."""
+    first = new_app()
+    sid = first.session_state["lab.session_id"]
+    _start_attack(first, epochs=1)
+    assert wait_job(first, "attack").status == "done"
+    goto(first, "detect")
+    for key, value in (("detect.n_clean", 16), ("detect.pool_clean", 12), ("detect.pool_trig", 6)):
+        first.number_input(key=key).set_value(value)
+    first.run()
+    first.button(key="detect.run").click().run()
+    assert wait_job(first, "scan").status == "done"
+    shown = {m.label: m.value for m in first.metric}
+    goto(first, "sanitize")
+    first.selectbox(key="sanitize.defense").set_value("finetune").run()
+    first.number_input(key="sanitize.n_clean").set_value(16)
+    first.number_input(key="sanitize.n_test").set_value(16)
+    first.number_input(key="sanitize.finetune.epochs").set_value(1)
+    first.run()
+    first.button(key="sanitize.run").click().run()
+    assert wait_job(first, "sanitize").status == "done"
+    repaired = [h for h in _subheaders(first) if h.startswith("Before and after")]
+    assert repaired
+
+    again = goto(new_app(sid), "detect")  # the same tab reloaded
+    assert not any("Run a scan to see the verdict" in i.value for i in again.info)
+    assert {m.label: m.value for m in again.metric if m.label in shown} == shown
+    goto(again, "sanitize")
+    assert [h for h in _subheaders(again) if h.startswith("Before and after")] == repaired
+    goto(again, "attack")
+    assert any("is trained and is now the current model" in s.value for s in again.success), \
+        [s.value for s in again.success]
+
+    job = _start_attack(again, epochs=30, n_train=400)  # a new training: the old result no longer describes it
+    job.cancel()
+    assert job.wait(60)
+    assert "attack.result" not in goto(new_app(sid), "attack").session_state
 
 
 def test_the_same_link_open_in_another_tab_keeps_its_jobs_apart(monkeypatch):
