@@ -40,7 +40,11 @@ if K_STEP not in st.session_state:  # a reload or a new tab: the step the URL na
     st.session_state[K_STEP] = T.step_index(st.query_params.get(STEP_PARAM), len(STEPS))
 step = int(st.session_state.get(K_STEP, 0))
 step = max(0, min(step, len(STEPS) - 1))
-st.query_params[STEP_PARAM] = str(step + 1)  # a reload mid-lesson opens this step again, not step 1
+# A reload mid-lesson opens this step again, not step 1. Written only when the URL names another step (none = step
+# 1): Streamlit's front end pushes a browser-history entry for every query-string change, so writing ?step=1 on
+# arrival added a second entry for the tour and one Back press went from it to the tour again, not to the page before.
+if T.step_index(st.query_params.get(STEP_PARAM), len(STEPS)) != step:
+    st.query_params[STEP_PARAM] = str(step + 1)
 
 # --------------------------------------------------------------------------------------------- models
 
