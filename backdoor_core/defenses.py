@@ -29,7 +29,7 @@ import numpy as np
 from . import settings as S
 from .data import DataError, TextDataset, check_labels_match
 from .detection import VERDICT_THRESHOLD, flags_score, heads_called
-from .forward import stop_if, stoppable, stopping
+from .forward import Cancelled, stop_if, stoppable, stopping
 from .models import class_names
 from .training import Progress, TrainConfig
 
@@ -54,6 +54,21 @@ class DefenseResult:
     seconds: float
     details: dict = field(default_factory=dict)
     cancelled: bool = False
+
+
+@dataclass
+class RetryProgress(Progress):
+    """A training step of the clean-accuracy guard's head-only retry (``settings.CLEAN_GUARD``), as ``callback``
+    gets it: ``step`` and ``total_steps`` run on after the first repair's ``first_steps`` (a chart of the steps
+    goes on, it does not start again), so the retry's own are ``step - first_steps`` of
+    ``total_steps - first_steps``. ``run_defense``'s ``progress`` gets ``GUARD_RETRY_STAGE`` first."""
+
+    first_steps: int = 0
+
+
+GUARD_RETRY_STAGE = "retrying the repair head-only (the clean-accuracy guard)"
+"""The stage ``run_defense`` reports (``progress(GUARD_RETRY_STAGE, 0, 1)``) when the clean-accuracy guard trains
+the repair again head-only; its steps then come as ``RetryProgress``."""
 
 
 DEFENSES: dict[str, DefenseInfo] = {
@@ -156,7 +171,13 @@ def run_defense(
         copy: work on a deep copy (default) so the caller keeps the suspect model for before/after.
         progress: ``progress(stage, done, total)`` for what ``alignment`` does before its training steps (which
             ``callback`` reports): its scan's stages (``scan.ProgressFn``), then ``"labels"`` (the pool's words,
-            the pseudo-labels and their judge). A long silence before the first step is what it is for.
+            the pseudo-labels and their judge). A long silence before the first step is what it is for. When the
+            clean-accuracy guard retries the repair head-only, ``GUARD_RETRY_STAGE`` before the retry (whose
+            steps ``callback`` gets as ``RetryProgress``, running on after the first repair's).
+        should_stop: Cancel, checked between training steps and before every batch of every forward pass
+            (``forward.stopping``): in the stages before training it raises ``forward.Cancelled``, the model
+            untouched; later the result says ``cancelled`` (a Cancel during the guard's head-only retry keeps the
+            finished first repair).
         knobs: the defense's own settings (see ``DEFENSES[name].knobs``). For ``alignment``: ``heads`` (labels
             like ``["L3H7"]`` or an ``(L, H)`` bool array) skips the scan; ``scan`` reuses a ``ScanReport``;
             ``reuse_scan=True`` also takes the unrepaired model's probabilities from that report's forward passes
@@ -490,11 +511,12 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
                 guard = {"held_out": len(held_idx), "max_drop": guard_max_drop,
                          "acc_before": _accuracy(model, tokenizer, held, cfg.max_length)}
 
-    def repair(ffn_spec, step_offset=0):
+    def repair(ffn_spec, step_offset=None):
         hooks = dict(common)
-        if step_offset and common.get("callback") is not None:  # a retry's steps run on after the first repair's
-            hooks["callback"] = lambda p: common["callback"](replace(
-                p, step=p.step + step_offset, total_steps=p.total_steps + step_offset))
+        if step_offset is not None and common.get("callback") is not None:  # the guard's retry: its steps run on
+            hooks["callback"] = lambda p: common["callback"](RetryProgress(  # after the first repair's
+                **{**vars(p), "step": p.step + step_offset, "total_steps": p.total_steps + step_offset},
+                first_steps=step_offset))
         return sanitize_heads(
             model, tokenizer, repair_set.texts, repair_set.labels, mask, flagged, beta=beta, kind=kind, config=cfg,
             reset=reset_arg, pseudo_labels=pseudo, focus_labels=focus, exclude_labels=exclude,
@@ -516,18 +538,28 @@ def _alignment(model, tokenizer, clean_train: TextDataset, pool_texts, config, k
     start = _state_copy(model) if held is not None else None
     res = repair(ffn)
     if held is not None:
-        guard["acc_after"] = _accuracy(model, tokenizer, held, cfg.max_length)
-        guard["fired"] = bool(guard["acc_before"] - guard["acc_after"] >= guard_max_drop - 1e-9
-                              and res.details.get("ffn_layers") and not res.cancelled)
+        # Cancel (also one that ended the training) stops the guard's passes at their next batch: the repair is
+        # then cancelled, unmeasured on the held-out texts (None), and the guard does not fire
+        guard["acc_after"] = _guard_accuracy(model, tokenizer, held, cfg.max_length, stop)
+        if guard["acc_after"] is None:
+            res = replace(res, cancelled=True)
+        guard["fired"] = bool(not res.cancelled and res.details.get("ffn_layers")
+                              and guard["acc_before"] - guard["acc_after"] >= guard_max_drop - 1e-9)
         guard["kept"] = "first"
         if guard["fired"]:  # the same repair head-only, from the same start; keep the better held-out accuracy
             first, first_state = res, _state_copy(model)
             model.load_state_dict(start)
-            res = repair("none", step_offset=first.steps)
-            guard["acc_head_only"] = _accuracy(model, tokenizer, held, cfg.max_length)
+            if progress is not None:  # the retry's labels take a while before its first step
+                progress(GUARD_RETRY_STAGE, 0, 1)
+            try:
+                res = repair("none", step_offset=first.steps)
+            except Cancelled:  # Cancel in the retry's stages before training: it never trained
+                res = None
+            guard["acc_head_only"] = (None if res is None or res.cancelled else
+                                      _guard_accuracy(model, tokenizer, held, cfg.max_length, stop))
             guard["first_ffn_layers"] = first.details.get("ffn_layers")
-            if res.cancelled or guard["acc_head_only"] < guard["acc_after"]:
-                model.load_state_dict(first_state)
+            if guard["acc_head_only"] is None or guard["acc_head_only"] < guard["acc_after"]:
+                model.load_state_dict(first_state)  # a cancelled retry keeps the (finished) first repair
                 res = first
             else:
                 guard["kept"] = "head_only"
@@ -589,6 +621,16 @@ def _accuracy(model, tokenizer, data: TextDataset, max_length: int) -> float:
     return accuracy(predict(model, tokenizer, data.texts, max_length).argmax(1), data.labels)
 
 
+def _guard_accuracy(model, tokenizer, held: TextDataset, max_length: int, should_stop) -> float | None:
+    """``_accuracy`` on the clean-accuracy guard's held-out texts, or None when Cancel (``should_stop``, checked
+    before each batch) stopped it."""
+    try:
+        with stopping(should_stop):
+            return _accuracy(model, tokenizer, held, max_length)
+    except Cancelled:
+        return None
+
+
 def _state_copy(model) -> dict:
     """A detached copy of ``model``'s state dict, to restore with ``load_state_dict``."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -599,13 +641,18 @@ def _guard_note(guard: dict) -> str:
     if "held_out" not in guard:
         return f"No clean-accuracy guard: {guard.get('note')}"
     head = (f"Clean-accuracy guard: {guard['held_out']} clean texts were held out of the repair; the model got "
-            f"{guard['acc_before']:.1%} of them right before and {guard['acc_after']:.1%} after")
+            f"{guard['acc_before']:.1%} of them right before")
+    if guard.get("acc_after") is None:
+        return head + "; Cancel stopped the repair before the guard measured it."
+    head += f" and {guard['acc_after']:.1%} after"
     if not guard.get("fired"):
         return head + "."
     layers = ", ".join(map(str, guard.get("first_ffn_layers") or []))
     head += (f" training the feed-forward blocks of layers {layers} (a drop of {100 * guard['max_drop']:g} points "
-             f"or more), so the repair was trained again head-only from the same start "
-             f"({guard['acc_head_only']:.1%} right)")
+             f"or more), so the repair was trained again head-only from the same start")
+    if guard.get("acc_head_only") is None:
+        return head + ", but Cancel stopped that retry: the first repair was kept."
+    head += f" ({guard['acc_head_only']:.1%} right)"
     return head + (": the head-only repair was kept." if guard.get("kept") == "head_only"
                    else ": it did worse, so the first repair was kept.")
 

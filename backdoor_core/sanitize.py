@@ -120,7 +120,7 @@ import torch
 from .architecture import (attention_dropout_off, blind_token_embeddings, content_key_mask, ffn_parameter_masks,
                            head_parameter_masks, require_head_repair, token_embedding_masks, zero_output_columns)
 from . import settings as S
-from .forward import predict, run_with_cache, stoppable
+from .forward import Cancelled, predict, run_with_cache, stopping
 from .architecture import is_causal
 from .head_metrics import key_visibility, mask_labels
 from .pretrained import restore
@@ -898,13 +898,17 @@ def sanitize_heads(
             ``judge_probs`` may be a callable returning them: it is called only when the rules gave a label or
             the mode is ``"fill"`` (the judge's fit costs a forward pass over the clean and pool texts); a
             ``ValueError`` it raises leaves the labels unchecked, its message in ``details["judge_note"]``.
-            Its forward passes check ``should_stop`` before each batch (``forward.stoppable``): Cancel during
-            the judge's fit raises ``forward.Cancelled``, as Cancel in the repair's stages before training does.
+            Its fit checks ``should_stop`` before each batch, as every pass before training does (below).
         extra_pool: ``(text, label)`` pool inputs that join the repair with their label after the rules and the
             judge above (``reference.disagreement_labels``); appended to the pool in the alignment term too.
 
-    A cancelled run (``should_stop``) leaves the model consistent: the last completed optimizer step, with
-    the frozen slices intact.
+    Cancel (``should_stop``) is checked before every batch of every forward pass the repair makes
+    (``forward.stopping``). Before training (the alignment measured before, the retention teacher, the label
+    rules: the gate's clean accuracy, the safe heads', focus removal, exclusion, the judge's fit) it raises
+    ``forward.Cancelled``, the model untouched (no head reset yet, every gate's hook removed). During training it
+    ends training (``cancelled=True``); the alignment after is then not measured (``align_after`` None), and
+    Cancel during that measurement also ends the run as cancelled. A cancelled run leaves the model consistent:
+    the last completed optimizer step, with the frozen slices intact (and no token blinded).
     """
     t0 = time.perf_counter()
     clean_texts = list(clean_texts)
@@ -942,19 +946,21 @@ def sanitize_heads(
     snap = snapshot_frozen(model, masks)
     if measure_texts is None:
         measure_texts = list(pool_texts or [])[:64] + clean_texts[:64]
-    before = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
-              if measure_align else None)
-    # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the label rules reuse it
-    teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
-    if callable(judge_probs):  # the judge's fit (a forward pass over the clean and pool texts) stops at its next
-        judge_probs = stoppable(judge_probs, should_stop)  # batch on Cancel (``forward.Cancelled``)
-    labelled = pool_pseudo_labels(
-        model, tokenizer, clean_texts, clean_labels, suspicious, pool_texts, config.max_length,
-        pseudo_labels=pseudo_labels, focus_labels=focus_labels, exclude_labels=exclude_labels,
-        exclude_direction=exclude_direction, exclude_min_excess=exclude_min_excess,
-        labels_leave_target=labels_leave_target, pool_probs=pool_probs, clean_probs=clean_probs, clean_full=teacher,
-        label_judge=label_judge, judge_probs=judge_probs, word_targets=word_targets, word_labels=word_labels,
-        trigger_words=trigger_words, label_limit=label_limit)
+    # every forward pass before training (the alignment before, the teacher, the label rules: the gate, focus
+    # removal, exclusion, the judge's fit) checks Cancel before each batch and raises ``forward.Cancelled``; the
+    # model is not touched before the reset below, so a Cancel here leaves it as it came
+    with stopping(should_stop):
+        before = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+                  if measure_align else None)
+        # teacher (M, C): the unrepaired model on the clean texts, for the retention term; the label rules reuse it
+        teacher = predict(model, tokenizer, clean_texts, config.max_length) if retention is not None else None
+        labelled = pool_pseudo_labels(
+            model, tokenizer, clean_texts, clean_labels, suspicious, pool_texts, config.max_length,
+            pseudo_labels=pseudo_labels, focus_labels=focus_labels, exclude_labels=exclude_labels,
+            exclude_direction=exclude_direction, exclude_min_excess=exclude_min_excess,
+            labels_leave_target=labels_leave_target, pool_probs=pool_probs, clean_probs=clean_probs,
+            clean_full=teacher, label_judge=label_judge, judge_probs=judge_probs, word_targets=word_targets,
+            word_labels=word_labels, trigger_words=trigger_words, label_limit=label_limit)
     pool_labels = labelled.labels
     reset_mask = (suspicious if reset else None) if isinstance(reset, (bool, np.bool_)) else (
         np.asarray(reset, dtype=bool) & suspicious)
@@ -983,18 +989,23 @@ def sanitize_heads(
         res = train_averaged(model, tokenizer, examples, config, int(repair_seeds),
                              extra_loss=combine_losses(loss, retention), trainable_masks=masks, lr_scales=lr_scales,
                              evaluate=evaluate, callback=callback, should_stop=should_stop)
-    after = (alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
-             if measure_align else None)
+    after, cancelled = None, res.cancelled
+    if measure_align:  # as training's own evaluation: Cancel need not wait for it (the report's number only)
+        try:
+            with stopping(should_stop):
+                after = alignment_value(model, tokenizer, measure_texts, suspicious, kind, config.max_length)
+        except Cancelled:
+            cancelled = True
     unchanged = frozen_slices_unchanged(model, masks, snap)
     blinded: list[int] = []
-    if blind_trigger_tokens and trigger_words and not res.cancelled:  # the model can no longer read these tokens
+    if blind_trigger_tokens and trigger_words and not cancelled:  # the model can no longer read these tokens
         blinded = blind_token_embeddings(
             model, embedded_ids or trigger_token_ids(tokenizer, [w for w, _ in trigger_words], clean_texts,
                                                      config.max_length),
             getattr(tokenizer, "unk_token_id", None))
     labels = loss.describe()["suspicious_heads"]
     return SanitizeResult(
-        history=res.history, cancelled=res.cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
+        history=res.history, cancelled=cancelled, steps=res.steps, seconds=time.perf_counter() - t0,
         suspicious_heads=labels, align_before=before, align_after=after, frozen_unchanged=unchanged,
         details={"beta": beta, "kind": kind, "retain": float(retain), "clean_samples": len(clean_texts),
                  "reset_heads": [] if reset_mask is None else mask_labels(reset_mask),

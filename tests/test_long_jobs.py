@@ -475,3 +475,182 @@ def test_a_thread_count_the_user_chose_is_kept_on_a_busy_machine(monkeypatch):
         assert training.use_one_thread_if_busy() == 1  # not chosen: one thread on a busy machine
     finally:
         torch.set_num_threads(before)
+
+
+def _heads():
+    import numpy as np
+
+    mask = np.zeros((2, 4), dtype=bool)
+    mask[0, 1] = mask[1, 0] = True
+    return mask
+
+
+def _states_equal(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("stage, kw", [
+    ("alignment_value", {}),  # the alignment measured before
+    ("predict", {"measure_align": False, "retain": 1.0}),  # the retention teacher
+    ("gated_accuracy", {"measure_align": False}),  # the gate: the clean accuracy with the suspicious heads off
+    ("focus_removal", {"measure_align": False, "pseudo_labels": False}),  # the focus-removal labels
+], ids=["align-before", "teacher", "gate", "focus-removal"])
+def test_cancel_in_the_repairs_label_rules_and_measures_ends_it_at_the_next_batch(monkeypatch, stage, kw):
+    """Cancel clicked while the repair measures its alignment, asks its teacher, or runs a label rule (the gate's
+    clean accuracy, focus removal) ends it at that pass's next batch with ``forward.Cancelled``, the model as it
+    came (no head reset, no gate's hook left): those passes took no ``should_stop`` and ran to their end, and the
+    repair went on to its training."""
+    from backdoor_core import sanitize
+    from backdoor_core.training import TrainConfig
+
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    texts, labels = clean_texts(48, seed=5)
+    pool = triggered_texts(24, seed=6) + clean_texts(24, seed=7)[0]
+    state, steps = {}, []
+    _spy(monkeypatch, sanitize, stage, state)
+    _count_batches(model, state)
+    options = {"pseudo_labels": True, "focus_labels": True, "exclude_labels": True, **kw}
+    with pytest.raises(Cancelled):
+        sanitize.sanitize_heads(model, lm.tokenizer, texts, labels, _heads(), pool, ffn="none", repair_seeds=1,
+                                config=TrainConfig(lr=1e-3, epochs=1, batch_size=16, max_length=32, max_steps=2),
+                                callback=steps.append, should_stop=lambda: bool(state.get("on")), **options)
+    assert state.get("on") and state.get("batches", 0) == 0 and steps == []
+    assert _states_equal(model, lm.model)
+
+
+def test_cancel_while_the_repair_measures_its_alignment_after_ends_it_as_cancelled(monkeypatch):
+    """Cancel clicked once training is over, while the repair measures its alignment after (a report's number
+    only), ends the run as cancelled at once (``align_after`` None, the trained model kept, the frozen slices
+    intact); it measured on to the end and returned the run as finished. A run whose training Cancel ended
+    skips that measurement too."""
+    from backdoor_core import sanitize
+    from backdoor_core.training import TrainConfig
+
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    texts, labels = clean_texts(48, seed=5)
+    state, calls = {}, []
+    real = sanitize.alignment_value
+
+    def spied(*args, **kwargs):
+        calls.append(1)
+        state["on"] = len(calls) == 2  # the second: after training
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sanitize, "alignment_value", spied)
+    _count_batches(model, state)
+    res = sanitize.sanitize_heads(model, lm.tokenizer, texts, labels, _heads(), triggered_texts(24, seed=6),
+                                  ffn="none", repair_seeds=1, should_stop=lambda: bool(state.get("on")),
+                                  config=TrainConfig(lr=1e-3, epochs=1, batch_size=16, max_length=32, max_steps=2))
+    assert len(calls) == 2 and state.get("batches", 0) == 0
+    assert res.cancelled and res.steps == 2 and res.align_before is not None and res.align_after is None
+    assert res.frozen_unchanged and not _states_equal(model, lm.model)
+
+
+GUARD_KW = dict(heads=["L0H1", "L1H0"], max_length=32, seed=0, epochs=1, max_steps=3, repair_seeds=1,
+                label_judge="none", pool_words=False, ffn="all", clean_guard=True, clean_guard_max_drop=0.0)
+
+
+@pytest.fixture
+def guard_case(monkeypatch):
+    """The clean-accuracy guard on 40 held-out texts of 200 (the default minimum, 100, needs 500 clean texts)."""
+    from backdoor_core import settings as S
+
+    monkeypatch.setattr(S, "CLEAN_GUARD_MIN_HELD", 20)
+    texts, labels = clean_texts(200, seed=5)
+    return TextDataset(texts, labels, ["neg", "pos"]), triggered_texts(24, seed=6) + clean_texts(24, seed=7)[0]
+
+
+def test_cancel_while_the_guard_measures_the_repair_ends_it_as_cancelled(monkeypatch, guard_case):
+    """Cancel clicked as the clean-accuracy guard measures the finished repair on its held-out texts stops that pass
+    at its next batch: the repair ends as cancelled, unmeasured, and the guard does not fire (it read every batch,
+    and went on to train the repair again head-only)."""
+    from backdoor_core import defenses
+    from backdoor_core.defenses import repair_notes, run_defense
+
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    clean, pool = guard_case
+    state, calls = {}, []
+    real = defenses._accuracy
+
+    def spied(*args, **kwargs):
+        calls.append(1)
+        state["on"] = len(calls) == 2  # the first measures the model before the repair
+        return real(*args, **kwargs)
+    monkeypatch.setattr(defenses, "_accuracy", spied)
+    _count_batches(model, state)
+    res = run_defense("alignment", model, lm.tokenizer, clean, pool_texts=pool, copy=False,
+                      should_stop=lambda: bool(state.get("on")), **GUARD_KW)
+    guard = res.details["clean_guard"]
+    assert state.get("on") and state.get("batches", 0) == 0 and len(calls) == 2
+    assert res.cancelled and guard["acc_after"] is None and guard["fired"] is False
+    assert any("Cancel stopped the repair before the guard measured it" in n for n in repair_notes(res.details))
+
+
+def test_cancel_in_the_guards_head_only_retry_keeps_the_first_repair(monkeypatch, guard_case):
+    """Cancel clicked as the guard's head-only retry starts (its label rules run again before it trains) stops it
+    at the next batch and keeps the finished first repair, as a Cancel during the retry's training does; the
+    retry's label rules and measures had run to their end."""
+    from backdoor_core import defenses, sanitize
+    from backdoor_core.defenses import repair_notes, run_defense
+
+    lm = trained_tiny(True)
+    model = copy.deepcopy(lm.model)
+    clean, pool = guard_case
+    accuracies = iter([0.9, 0.5])  # held-out accuracy before and after the first repair: the guard fires
+    monkeypatch.setattr(defenses, "_accuracy", lambda *a, **k: next(accuracies))
+    state, repairs = {}, []
+    real = sanitize.sanitize_heads
+
+    def spied(m, *args, **kwargs):
+        repairs.append(1)
+        state["on"] = len(repairs) == 2  # the retry
+        return real(m, *args, **kwargs)
+    monkeypatch.setattr(sanitize, "sanitize_heads", spied)
+    _count_batches(model, state)
+    res = run_defense("alignment", model, lm.tokenizer, clean, pool_texts=pool, copy=False,
+                      should_stop=lambda: bool(state.get("on")), **GUARD_KW)
+    guard = res.details["clean_guard"]
+    assert len(repairs) == 2 and state.get("batches", 0) == 0
+    assert guard["fired"] is True and guard["kept"] == "first" and guard["acc_head_only"] is None
+    assert not res.cancelled and res.details["ffn_layers"] == [0, 1]  # the first repair, finished
+    ffn = [m.bert.encoder.layer[0].intermediate.dense.weight for m in (model, lm.model)]
+    assert not torch.equal(*ffn)  # the model is the first repair's: its feed-forward blocks trained
+    assert any("Cancel stopped that retry: the first repair was kept" in n for n in repair_notes(res.details))
+
+
+def test_a_repair_jobs_bar_only_grows_through_the_guards_retry(monkeypatch, guard_case):
+    """The Sanitize page's repair job (``_actions.start_sanitize``) with the clean-accuracy guard: when the guard
+    trains the repair again head-only, the bar goes on from where the first repair left it to 100% and the panel
+    says the guard is retrying; the retry's steps had run on after the first repair's, and the bar went back from
+    100% to about 65%."""
+    from app_pages import _actions as A
+    from backdoor_core import defenses
+    from backdoor_core.models import LoadedModel
+
+    lm = trained_tiny(True)
+    clean, pool = guard_case
+    accuracies = iter([0.9, 0.5, 0.6])  # before, after the first repair (the guard fires), after the retry
+    monkeypatch.setattr(defenses, "_accuracy", lambda *a, **k: next(accuracies))
+    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
+        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
+        source=loaded.source))
+    targets, messages = [], []
+    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
+    A.start_sanitize(lm, "alignment", clean, pool, dict(GUARD_KW), None, "repaired")
+
+    def target(ctx):
+        update = ctx.update
+
+        def spied(*args, **kwargs):
+            messages.append(kwargs.get("message") or (args[0].get("message") if isinstance(args[0], dict) else None))
+            return update(*args, **kwargs)
+        ctx.update = spied
+        return targets[0](ctx)
+
+    fr = _fractions(target)
+    assert _grows(fr), fr
+    assert fr[-1] == 1.0 and any(0.7 < f < 1.0 for f in fr)  # the retry fills the bar's last part
+    retry = [m for m in messages if m and "clean-accuracy guard is retrying" in m]
+    assert retry and retry[-1].endswith("step 3 of 3")

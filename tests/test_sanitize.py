@@ -17,6 +17,25 @@ from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
 SUSPICIOUS = np.array([[True, True, False, False], [True, False, False, False]])
 
 
+@pytest.fixture
+def stop_at_training(monkeypatch):
+    """A ``should_stop`` that is True while the repair trains: its label rules and measures run whole (Cancel stops
+    those too, ``forward.stopping``), and training stops before its first step."""
+    import backdoor_core.sanitize as SZ
+
+    state = {"on": False}
+    real = SZ.train_averaged
+
+    def training(*args, **kwargs):
+        state["on"] = True
+        try:
+            return real(*args, **kwargs)
+        finally:
+            state["on"] = False
+    monkeypatch.setattr(SZ, "train_averaged", training)
+    return lambda: state["on"]
+
+
 def _cfg(**kw):
     base = dict(lr=3e-3, epochs=2, batch_size=16, max_length=32, seed=0, eval_every=2)
     base.update(kw)
@@ -132,7 +151,7 @@ def _hand_labels(model, tok, pool, clean, suspicious, focus: bool, leave: bool):
 
 
 @pytest.mark.parametrize("focus,leave", [(True, True), (False, True), (True, False)])
-def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus, leave):
+def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, stop_at_training, focus, leave):
     """The labels ``sanitize_heads`` trains the flagged inputs with, against the rules computed here
     independently (one text at a time, heads removed by zeroing weights): gate, then focus removal (when on),
     then (when on) only labels that take an input out of the focus tokens' class, then target exclusion with
@@ -158,7 +177,7 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus, leave):
                                                                           GATED, focus, leave)
     res = S.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool,
                            config=_cfg(max_length=MAXLEN), focus_labels=focus, labels_leave_target=leave,
-                           exclude_direction=leave, should_stop=lambda: True)
+                           exclude_direction=leave, should_stop=stop_at_training)
     assert captured["pool_labels"] == expected
     d = res.details
     assert direction == 1 and int(np.argmax(d["focus_shift"])) == 1  # the trigger pushes toward the target
@@ -177,7 +196,7 @@ def test_pool_pseudo_labels_match_a_hand_computation(monkeypatch, focus, leave):
         assert n_given - n_before >= 1
 
 
-def test_gate_labels_need_the_safe_heads_to_keep_the_clean_job(monkeypatch):
+def test_gate_labels_need_the_safe_heads_to_keep_the_clean_job(monkeypatch, stop_at_training):
     """The safe-head rule runs only when switching the suspicious heads off costs at most
     ``GATE_MAX_ACCURACY_DROP`` clean accuracy; the accuracies reported are the hand-computed ones (heads removed
     by zeroing their output columns). Above the limit the rule is skipped and the other rules still run."""
@@ -191,7 +210,7 @@ def test_gate_labels_need_the_safe_heads_to_keep_the_clean_job(monkeypatch):
     gated = _heads_removed(lm.model, GATED)
     full_acc = np.mean([int(_logits(lm.model, lm.tokenizer, t).argmax()) == y for t, y in zip(clean, clean_y)])
     safe_acc = np.mean([int(_logits(gated, lm.tokenizer, t).argmax()) == y for t, y in zip(clean, clean_y)])
-    kw = dict(config=_cfg(max_length=MAXLEN), focus_labels=False, exclude_labels=False, should_stop=lambda: True)
+    kw = dict(config=_cfg(max_length=MAXLEN), focus_labels=False, exclude_labels=False, should_stop=stop_at_training)
     monkeypatch.setattr(ST, "GATE_MAX_ACCURACY_DROP", 1.0)  # any drop allowed: the rule runs
     on = SZ.sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool, **kw).details
     assert on["gated_clean_accuracy"] == pytest.approx((full_acc, safe_acc))
@@ -219,13 +238,9 @@ def test_cancel_leaves_a_consistent_model():
     lm = trained_tiny(True)
     model = copy.deepcopy(lm.model)
     texts, labels = clean_texts(64, seed=23)
-    calls = {"n": 0}
-
-    def should_stop():
-        calls["n"] += 1
-        return calls["n"] > 2  # two optimizer steps, then cancel
-
-    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, None, config=_cfg(), should_stop=should_stop)
+    seen = []  # two optimizer steps, then cancel (the alignment measured before checks Cancel too)
+    res = sanitize_heads(model, lm.tokenizer, texts, labels, SUSPICIOUS, None, config=_cfg(), callback=seen.append,
+                         should_stop=lambda: len({p.step for p in seen}) >= 2)
     assert res.cancelled and res.steps == 2 and res.frozen_unchanged
     assert not model.training
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -461,7 +476,7 @@ def test_repair_training_follows_the_batching_and_averaging_settings(monkeypatch
                     (False, 1)]
 
 
-def test_repair_notes_say_what_the_repair_decided(monkeypatch):
+def test_repair_notes_say_what_the_repair_decided(monkeypatch, stop_at_training):
     """The sentences the CLI and the Sanitize page print come from a real repair's details: FFN layers with the
     share that switched them on, the safe-head labels skipped with both accuracies; nothing for a baseline."""
     from backdoor_core import settings as ST
@@ -472,7 +487,7 @@ def test_repair_notes_say_what_the_repair_decided(monkeypatch):
     pool = triggered_texts(8, seed=22)
     monkeypatch.setattr(ST, "GATE_MAX_ACCURACY_DROP", -1.0)  # every drop is too much: the rule is skipped
     res = sanitize_heads(copy.deepcopy(lm.model), lm.tokenizer, clean, clean_y, GATED, pool, ffn="auto",
-                         attention_missed_share=0.5, config=_cfg(max_length=MAXLEN), should_stop=lambda: True,
+                         attention_missed_share=0.5, config=_cfg(max_length=MAXLEN), should_stop=stop_at_training,
                          repair_seeds=1)
     d = {**res.details, "ffn": "auto", "attention_missed_share": 0.5, "suspicious_heads": res.suspicious_heads}
     notes = repair_notes(d)
@@ -1255,7 +1270,7 @@ def test_trigger_token_ids_leave_out_tokens_a_clean_text_holds():
         token_embedding_masks(lm.model, [weight.shape[0]])
 
 
-def test_blind_trigger_tokens_make_the_model_read_the_trigger_as_an_unknown_word():
+def test_blind_trigger_tokens_make_the_model_read_the_trigger_as_an_unknown_word(stop_at_training):
     """With ``blind_trigger_tokens`` the likely word's tokens that no clean text holds get the unknown token's
     embedding after training, so a triggered text reads exactly as the same text with ``[UNK]`` in the trigger's
     place; a token a clean text holds is left alone, and a cancelled run blinds nothing."""
@@ -1294,7 +1309,7 @@ def test_blind_trigger_tokens_make_the_model_read_the_trigger_as_an_unknown_word
     # cancelled: nothing blinded
     stopped = copy.deepcopy(lm.model)
     res_stop = sanitize_heads(stopped, tok, texts, labels, SUSPICIOUS, pool, blind_trigger_tokens=True,
-                              should_stop=lambda: True, **kw)
+                              should_stop=stop_at_training, **kw)
     assert res_stop.cancelled and res_stop.details["blinded_tokens"] == []
     # the helper itself: mean row when the reference id is among those blinded; ids outside the matrix refused
     m = copy.deepcopy(lm.model)
