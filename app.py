@@ -50,7 +50,7 @@ PAGES = {
 
 page = st.navigation(PAGES)
 ui.inject_css()
-jobs_slot = ui.sidebar()
+jobs_slot = ui.sidebar(page.url_path)
 try:
     page.run()
 finally:  # also after a page's st.stop(): a job whose panel the page drew is not polled twice

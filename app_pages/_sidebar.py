@@ -13,8 +13,8 @@ from app_pages._data import data_label, data_spec, dataset, restore_kept_data
 from app_pages._jobs import adopt_orphaned_jobs, handle_finished_jobs, jobs, restore_results
 from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
                                 session_origin_short)
-from app_pages._state import (K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab, presenter,
-                              ss)
+from app_pages._state import (K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab, note_page,
+                              presenter, ss)
 from app_pages._text import md, md_code
 
 
@@ -50,9 +50,11 @@ def sidebar_jobs(slot) -> None:
         _jobs()
 
 
-def sidebar():
+def sidebar(page_path: str = ""):
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset. Returns the empty
-    slot for the running jobs, which ``sidebar_jobs`` fills after the page has run."""
+    slot for the running jobs, which ``sidebar_jobs`` fills after the page has run. ``page_path``: the page this
+    run draws (``_state.arrived``)."""
+    note_page(page_path)
     lab()  # this tab's report log; keeps its session id in the URL on every page
     restore_results()  # after a reload: the verdict, charts and repair this tab showed
     adopt_orphaned_jobs()  # after a reload: the jobs this tab's page had running

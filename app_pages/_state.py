@@ -195,6 +195,22 @@ def keep_session_in_url() -> None:
         st.query_params[SESSION_PARAM] = sid
 
 
+K_PAGE = "lab.page"  # [the page the previous run drew, the page this run draws] (``note_page``)
+
+
+def note_page(path: str) -> None:
+    """Remember which page this run draws (the sidebar calls it first, with the page's url path)."""
+    before = ss().get(K_PAGE) or [None, None]
+    ss()[K_PAGE] = [before[1], path]
+
+
+def arrived() -> bool:
+    """Whether this run is the first on its page since another page (or the session's first run): a page switch,
+    not a rerun on the page."""
+    before, now = ss().get(K_PAGE) or [None, None]
+    return before != now
+
+
 K_PRESENTER = "lab.presenter"
 PRESENTER_PARAM = "presenter"
 

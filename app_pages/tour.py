@@ -14,6 +14,7 @@ from backdoor_core import tour as T
 from backdoor_core.detection import verdict_call
 from app_pages import _actions as A
 from app_pages import _common as ui
+from app_pages._state import arrived
 from app_pages._text import h, md
 
 STEPS = [
@@ -36,15 +37,23 @@ TRIGGER, SENTENCE = T.TRIGGER, T.SENTENCE
 
 ui.page_header("Guided tour", "How a backdoor gets into a text classifier — and out again — in seven steps.")
 
+K_STEP_IN_URL = "tour.step_in_url"  # the URL's ?step as this page last wrote or read it
+url_step = st.query_params.get(STEP_PARAM)
 if K_STEP not in st.session_state:  # a reload or a new tab: the step the URL names (the page writes it below)
-    st.session_state[K_STEP] = T.step_index(st.query_params.get(STEP_PARAM), len(STEPS))
+    st.session_state[K_STEP] = T.step_index(url_step, len(STEPS))
+elif url_step != st.session_state.get(K_STEP_IN_URL) and (url_step is not None or not arrived()):
+    # the URL names a step this page did not write: the browser's Back or Forward (or a typed link), and the tour goes
+    # there (Back after Next had stayed on the step, the page writing it into the URL again). No step on a run that is
+    # not a page switch is the tour's first entry, step 1; a page switch drops the query string: it keeps the step.
+    st.session_state[K_STEP] = T.step_index(url_step, len(STEPS))
 step = int(st.session_state.get(K_STEP, 0))
 step = max(0, min(step, len(STEPS) - 1))
 # A reload mid-lesson opens this step again, not step 1. Written only when the URL names another step (none = step
 # 1): Streamlit's front end pushes a browser-history entry for every query-string change, so writing ?step=1 on
 # arrival added a second entry for the tour and one Back press went from it to the tour again, not to the page before.
-if T.step_index(st.query_params.get(STEP_PARAM), len(STEPS)) != step:
-    st.query_params[STEP_PARAM] = str(step + 1)
+if T.step_index(url_step, len(STEPS)) != step:
+    url_step = st.query_params[STEP_PARAM] = str(step + 1)
+st.session_state[K_STEP_IN_URL] = url_step
 
 # --------------------------------------------------------------------------------------------- models
 

@@ -9,6 +9,10 @@ A page switch can also push two entries, independent of the tour: Streamlit drop
 and the sidebar puts ``?session=`` back (``_state.keep_session_in_url``); whether that makes one entry or two
 depends on the order in which Streamlit's front end handles the two updates (seen 1 time in 4). The test counts the
 entries pushed on arrival, so that case needs one more Back and does not fail it.
+
+Inside the tour, Back and Forward move between its steps: the page follows a ``?step`` it did not write, and takes
+a URL without one on a run that is not a page switch as step 1 (a page switch drops the query string: it keeps the
+step).
 """
 
 from __future__ import annotations
@@ -75,4 +79,19 @@ def test_one_back_press_leaves_the_tour(tmp_path):
         page.get_by_text("Step 2 of 7").first.wait_for()
         wait_until_idle(page)
         assert parse_qs(urlsplit(page.url).query).get("step") == ["2"], page.url
+
+        page.go_back()  # Back after Next: the step before (it had stayed on step 2, written into the URL again)
+        page.get_by_text("Step 1 of 7").first.wait_for()
+        wait_until_idle(page)
+        assert "step" not in parse_qs(urlsplit(page.url).query), page.url
+        page.go_forward()  # and Forward: the step after
+        page.get_by_text("Step 2 of 7").first.wait_for()
+        wait_until_idle(page)
+        assert parse_qs(urlsplit(page.url).query).get("step") == ["2"], page.url
+        page.locator('[data-testid="stSidebarNav"]').get_by_text("Model", exact=True).click()
+        wait_until_idle(page)  # away and back by the sidebar (no ?step in its link): the tour keeps its step
+        page.locator('[data-testid="stSidebarNav"]').get_by_text("Guided tour", exact=True).click()
+        page.get_by_text("Step 2 of 7").first.wait_for()
+        wait_until_idle(page)
+        assert page.get_by_text("Step 2 of 7").count() >= 1
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
