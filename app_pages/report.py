@@ -1,4 +1,10 @@
-"""Report: export what this session found as one self-contained offline HTML file and as JSON."""
+"""Report: export what this session found as one self-contained offline HTML file and as JSON.
+
+Only the ticked findings go into either file (the JSON's ``session`` summary included). The charts toggle states
+what they add to the HTML, computed from the ticked findings' charts (plotly.js once, and each chart's data). A
+tab whose saved report had findings or charts that could not be read back says so here (``LabSession.dropped``).
+A blank title gives the default one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import time
 
 import streamlit as st
 
-from backdoor_core.report import html_report, json_report, uniform_columns
+from backdoor_core.report import chart_bytes, html_report, json_report, plotly_js_bytes, uniform_columns
 from app_pages import _common as ui
 from app_pages._text import md
 
@@ -20,7 +26,12 @@ lab = ui.lab()
 ui.current_model(show_errors=False)  # keeps the model summary current
 findings = lab.ordered()
 
-title = st.text_input("Title", **ui.keep("report.title", "Backdoor Attention Lab — findings"))
+DEFAULT_TITLE = "Backdoor Attention Lab — findings"
+title = st.text_input("Title", **ui.keep("report.title", DEFAULT_TITLE)).strip() or DEFAULT_TITLE
+if lab.dropped:
+    st.warning(f"{len(lab.dropped)} part(s) of this tab's saved report could not be read back and are left out: "
+               + "; ".join(md(d, 200) for d in lab.dropped[:5]) + (" …" if len(lab.dropped) > 5 else ""),
+               icon=":material/warning:")
 if not findings:
     st.info("Nothing recorded yet. Inspect a text, scan a model, train or sanitize one: each result is added "
             "here automatically.", icon=":material/info:")
@@ -31,8 +42,24 @@ for f in findings:
     stamp = time.strftime("%H:%M", time.localtime(f.created))
     if st.checkbox(f"{md(f.heading)}  ·  {stamp}", value=True, key=f"report.inc.{f.key}"):
         selected.append(f.key)
+
+
+def _chart_bytes(f) -> int:
+    """What finding ``f``'s charts add to the HTML, worked out once per finding version (kept for the session)."""
+    cache = st.session_state.setdefault("report.chart_bytes", {})
+    ck = (f.key, f.created, len(f.figures))
+    if ck not in cache:
+        try:
+            cache[ck] = chart_bytes(f.figures)
+        except (TypeError, ValueError):
+            cache[ck] = 0
+    return cache[ck]
+
+
+charts = sum(_chart_bytes(f) for f in findings if f.key in selected and f.figures)
 c1, c2 = st.columns(2)
-with_figures = c1.toggle("Interactive charts (adds about 5 MB)", **ui.keep("report.figures", True))
+size = f"adds about {(plotly_js_bytes() + charts) / 1e6:.1f} MB" if charts else "none in the ticked findings"
+with_figures = c1.toggle(f"Interactive charts ({size})", **ui.keep("report.figures", True))
 inspection = st.session_state.get("inspect.cache")
 with_bertviz = c2.toggle("bertviz head view of the last inspection", disabled=inspection is None,
                          **ui.keep("report.bertviz", False))
@@ -59,7 +86,7 @@ def build_html() -> str:
 
 
 def build_json() -> str:
-    return json_report(title, sections, include_figures=False, extra={"session": lab.to_dict()})
+    return json_report(title, sections, include_figures=False, extra={"session": lab.to_dict(keys=selected)})
 
 
 st.subheader("Download")
@@ -75,11 +102,11 @@ d2.download_button("JSON", data=build_json, file_name=f"backdoor-lab-report-{sta
                    on_click="ignore")
 
 st.subheader("Preview")
-for s in sections:
+for n, s in enumerate(sections):
     with st.expander(md(s["heading"]), expanded=False):
         if s.get("text"):
             st.markdown(s["text"])
         if s.get("table"):
             st.dataframe(uniform_columns(s["table"]), hide_index=True)  # one type a column, as Arrow needs
         for i, fig in enumerate(s.get("figures") or []):
-            ui.plot(fig, key=f"report.fig.{s['heading']}.{i}")
+            ui.plot(fig, key=f"report.fig.{n}.{i}")  # two findings may share a heading (not a key)

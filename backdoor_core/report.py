@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 from ._version import __version__
 
 __all__ = ["html_report", "json_report", "markdown_to_html", "table_html", "to_jsonable", "uniform_columns", "CSP",
-           "REPORT_MARK"]
+           "REPORT_MARK", "chart_bytes", "plotly_js_bytes"]
 
 REPORT_MARK = b'<meta name="generator" content="Backdoor Attention Lab'
 """Bytes every report ``html_report`` writes holds in its first lines: a command may replace such a file."""
@@ -74,6 +74,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 iframe.embed { width: 100%; height: 720px; border: 1px solid var(--line); border-radius: 6px; }
 nav ol { margin: 0 0 16px; padding-left: 20px; }
 @media print { iframe.embed { display: none; } }
+/* a 3000-character model name or table cell with no space made the page 37,000 px wide: break anywhere */
+h1, h2, h3, h4, h5, h6, p, li, th, td, .meta { overflow-wrap: anywhere; }
 """
 
 
@@ -85,6 +87,18 @@ def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
+
+
+def plotly_js_bytes() -> int:
+    """The bytes the inlined plotly.js adds to a report with at least one figure (about 4.8 MB)."""
+    return len(_plotly_js().encode("utf-8"))
+
+
+def chart_bytes(figures: Iterable[Any]) -> int:
+    """About the bytes ``figures`` (plotly Figures or dicts) add to an HTML report besides plotly.js: their JSON
+    and the few hundred bytes of markup and config around each. With ``plotly_js_bytes`` it is the size a page
+    states for "interactive charts" (a fixed "about 5 MB" was 8.3 MB for 200 inspections' charts)."""
+    return sum(len(_figure_obj(f).to_json().encode("utf-8")) + 600 for f in figures if f is not None)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -156,10 +170,17 @@ def _format_cell(value: Any) -> tuple[str, bool]:
 
 def uniform_columns(rows: list[dict]) -> list[dict]:
     """``rows`` with every column that mixes text and numbers as text: a table widget backed by Arrow (the app's
-    ``st.dataframe``) takes one type per column, and a "value" column of "94.7%" and 120 failed to convert."""
+    ``st.dataframe``) takes one type per column, and a "value" column of "94.7%" and 120 failed to convert. An
+    integer beyond 64 bits (only a hand-edited session file has one) is text too: Arrow refused it, and the
+    Report page failed."""
+    rows = [{k: (str(v) if _beyond_int64(v) else v) for k, v in r.items()} for r in rows]
     mixed = {k for k in {k for r in rows for k in r}
              if len({isinstance(r.get(k), str) for r in rows if r.get(k) is not None}) > 1}
     return [{k: (str(v) if k in mixed and v is not None else v) for k, v in r.items()} for r in rows]
+
+
+def _beyond_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
 
 
 def table_html(table: Any) -> str:

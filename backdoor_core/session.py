@@ -65,6 +65,7 @@ class LabSession:
     model: dict = field(default_factory=dict)  # LoadedModel.summary() of the current model
     dataset: dict = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # what ``load`` could not read back (one line each)
 
     def set_model(self, summary: dict) -> None:
         self.model = dict(summary or {})
@@ -92,28 +93,48 @@ class LabSession:
                 pass  # a report that cannot be written must not break the page; the in-memory one stays
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole session (figures as plotly JSON, no pickle) to ``path`` atomically."""
+        """Write the whole session (figures as plotly JSON, no pickle) to ``path`` atomically. A figure that cannot
+        be written as JSON is left out of the file (its finding and every other finding are written): one such
+        figure made every later save fail, so a reload lost everything found after it."""
         data = {"version": 1, "model": to_jsonable(self.model), "dataset": to_jsonable(self.dataset), "findings": [
             {"kind": f.kind, "title": f.title, "text": f.text, "table": to_jsonable(f.table), "data": to_jsonable(f.data),
-             "html": f.html, "key": f.key, "created": f.created, "model": f.model,
-             "figures": [fig.to_json() for fig in f.figures]} for f in self.findings]}
-        write_text(path, json.dumps(data))
+             "html": f.html, "key": f.key, "created": to_jsonable(f.created), "model": f.model,
+             "figures": [j for j in map(_figure_json, f.figures) if j is not None]} for f in self.findings]}
+        write_text(path, json.dumps(data, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabSession":
-        """A session written by ``save`` (raises OSError / ValueError for a missing or broken file)."""
-        import plotly.io as pio
+        """A session written by ``save`` (raises OSError / ValueError for a missing or broken file).
 
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        The file is read as untrusted (a reload reads it back; anything on disk may have changed it): a finding
+        that is not one (no kind or title) is left out and named in ``dropped``, as is a chart plotly cannot read
+        (its finding loads without it), and the others load; a table that is not a list of records is dropped, a
+        time that is not one becomes now, raw ``html`` is kept only as a complete document (which the report
+        isolates in a sandboxed iframe, so a fragment's script never runs in the exported report), and of two
+        findings with one key the later is kept, as ``record`` keeps it. Nesting too deep for the parser is a
+        ValueError, not a RecursionError (which no caller expected: every page of the tab failed)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ValueError(f"{path} is nested too deeply to be a saved lab session") from None
         if not isinstance(data, dict) or data.get("version") != 1:
             raise ValueError(f"{path} is not a saved lab session")
-        lab = cls(model=dict(data.get("model") or {}), dataset=dict(data.get("dataset") or {}))
-        for f in data.get("findings") or []:
-            lab.findings.append(Finding(
-                kind=str(f["kind"]), title=str(f["title"]), text=str(f.get("text") or ""), table=f.get("table"),
-                figures=[pio.from_json(x) for x in f.get("figures") or []], data=dict(f.get("data") or {}),
-                html=f.get("html"), key=str(f.get("key") or ""), created=float(f.get("created") or time.time()),
-                model=str(f.get("model") or "")))
+        model, dataset = data.get("model"), data.get("dataset")
+        lab = cls(model=dict(model) if isinstance(model, dict) else {},
+                  dataset=dict(dataset) if isinstance(dataset, dict) else {})
+        findings = data.get("findings")
+        for i, f in enumerate(findings if isinstance(findings, list) else []):
+            name = f.get("title") if isinstance(f, dict) else None
+            where = f"finding {i + 1}" + (f" ({str(name)[:80]})" if name else "")
+            problems: list[str] = []
+            try:
+                finding = _finding(f, problems)
+            except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+                problems.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                finding = None
+            lab.dropped += [f"{where}: {p}" for p in problems]
+            if finding is not None:
+                lab.findings = [g for g in lab.findings if g.key != finding.key] + [finding]
         return lab
 
     def remove(self, key: str, model: str = "") -> None:
@@ -153,8 +174,9 @@ class LabSession:
                 out.append(f.section(include_figures, include_html))
         return out
 
-    def to_dict(self) -> dict:
-        """JSON-friendly summary: model, dataset, and each finding's text, table and data (no figures)."""
+    def to_dict(self, keys: list[str] | None = None) -> dict:
+        """JSON-friendly summary: model, dataset, and each finding's text, table and data (no figures); with
+        ``keys``, only those findings (the report's ticked ones: an unticked finding must not travel in the JSON)."""
         return to_jsonable({
             "model": self.model,
             "dataset": self.dataset,
@@ -162,9 +184,61 @@ class LabSession:
                 {"kind": f.kind, "title": f.title, "model": f.model, "key": f.key, "text": f.text, "table": f.table,
                  "data": f.data,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(f.created))}
-                for f in self.ordered()
+                for f in self.ordered() if keys is None or f.key in keys
             ],
         })
+
+
+def _figure_json(fig: Any) -> str | None:
+    """``fig`` (a plotly Figure or its dict) as plotly JSON, or None where it cannot be written."""
+    from .report import _figure_obj
+
+    try:
+        return _figure_obj(fig).to_json()
+    except (TypeError, ValueError, AttributeError, RecursionError):
+        return None
+
+
+_LAST_TIME = 32503680000.0  # 3000-01-01: a later "created" is not a time (time.localtime overflows)
+
+
+def _figures(saved: list, problems: list[str]) -> list:
+    """The plotly figures among ``saved`` (their JSON); each one plotly cannot read is named in ``problems``."""
+    import plotly.io as pio
+
+    out = []
+    for j, x in enumerate(saved):
+        try:
+            out.append(pio.from_json(x if isinstance(x, str) else json.dumps(x)))
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            problems.append(f"chart {j + 1}: {type(exc).__name__}: {str(exc)[:200]}")
+    return out
+
+
+def _finding(f: dict, problems: list[str]) -> Finding:
+    """One finding of a saved session, checked (``LabSession.load``); raises on one that is not a finding, and
+    names in ``problems`` each part left out of one that is (a chart plotly cannot read)."""
+    if not isinstance(f, dict):
+        raise TypeError(f"a finding is an object, not {type(f).__name__}")
+    kind, title, model = str(f["kind"]), str(f["title"]), str(f.get("model") or "")
+    table = f.get("table")
+    if not (isinstance(table, list) and all(isinstance(r, dict) for r in table)):
+        table = None
+    figures = f.get("figures") or []
+    if not isinstance(figures, list):
+        raise TypeError("its figures are not a list")
+    html = f.get("html")
+    if not (isinstance(html, str) and html.lstrip()[:20].lower().startswith(("<!doctype", "<html"))):
+        html = None
+    data = f.get("data")
+    created = f.get("created")
+    created = float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else -1.0
+    if not 0 <= created < _LAST_TIME:  # NaN included
+        created = time.time()
+    return Finding(kind=kind, title=title, text=str(f.get("text") or ""), table=table,
+                   figures=_figures(figures, problems),
+                   data=dict(data) if isinstance(data, dict) else {}, html=html,
+                   key=str(f.get("key") or "") or finding_key(f"{kind}:{title}", model), created=created, model=model)
 
 
 def finding_key(key: str, model: str = "") -> str:

@@ -1,0 +1,209 @@
+"""Audit of the Report page and what it exports (fifth round): hostile and broken session files, the JSON and
+HTML of ticked findings only, the stated size of the charts, unwritable figures, very long names."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from backdoor_core.report import html_report, json_report, uniform_columns
+from backdoor_core.session import LabSession
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_app_pages import _test_env, errors, goto, new_app  # noqa: E402,F401  (_test_env: the tiny model)
+
+NOW = time.time()
+EVIL = "<script>alert(1)</script>"
+
+
+def _finding(title: str, **kw) -> dict:
+    return {"kind": "scan", "title": title, "key": f"scan:{title}", "created": NOW, **kw}
+
+
+def _write_session(path: Path, findings, model=None) -> Path:
+    path.write_text(json.dumps({"version": 1, "model": model or {}, "dataset": {}, "findings": findings}),
+                    encoding="utf-8")
+    return path
+
+
+def _hostile_findings() -> list:
+    chart = go.Figure(go.Bar(x=["a", "b"], y=[1, 2])).to_json()
+    return [
+        _finding("far future", created=1e20, table=[1, 2]),  # time.localtime overflowed; a table of non-records
+        _finding("not a table", table={"a": 1}),
+        _finding("twice", text="first"), _finding("twice", text="second"),  # one key twice: the later is kept
+        {"kind": "scan", "title": "no key"}, {"kind": "scan", "title": "no key either"},
+        _finding("fragment", html=f"<p>hi</p>{EVIL}"),  # not a document: its script would run in the export
+        _finding("broken chart", figures=["{not json", chart]),
+        _finding("huge number", table=[{"n": 10**30}, {"n": 1}]),  # Arrow (the preview's table) refused it
+        {**_finding("one heading", figures=[chart]), "key": "a"},  # two keys, one heading: the preview's
+        {**_finding("one heading", figures=[chart]), "key": "b"},  # chart keys were made of the heading
+        "not a finding",
+        {"title": "no kind"},
+    ]
+
+
+def test_a_hostile_session_file_loads_what_it_can_and_says_what_it_left_out(tmp_path):
+    """One broken part of a saved report threw away the whole report (a chart plotly could not read), or loaded
+    and then broke the Report page (a 'created' past year 3000, a table of numbers) or the export (raw HTML)."""
+    lab = LabSession.load(_write_session(tmp_path / "s.json", _hostile_findings()))
+    titles = [f.title for f in lab.findings]
+    assert titles == ["far future", "not a table", "twice", "no key", "no key either", "fragment", "broken chart",
+                      "huge number", "one heading", "one heading"]
+    by_title = {f.title: f for f in lab.findings}
+    assert by_title["twice"].text == "second"
+    assert len({f.key for f in lab.findings}) == len(lab.findings)  # the page keys its checkboxes by them
+    assert by_title["far future"].table is None and by_title["not a table"].table is None
+    assert abs(by_title["far future"].created - time.time()) < 60
+    assert uniform_columns(by_title["huge number"].table) == [{"n": str(10**30)}, {"n": "1"}]
+    assert by_title["fragment"].html is None
+    assert len(by_title["broken chart"].figures) == 1  # the readable chart stays
+    assert len(lab.dropped) == 3 and "broken chart" in lab.dropped[0] and "chart 1" in lab.dropped[0]
+    assert "not a finding" not in titles and "no kind" not in titles
+    lab.to_dict()  # time.localtime of every finding
+    doc = html_report("t", lab.sections())
+    assert EVIL not in doc and "<p>hi</p>" not in doc
+
+
+def test_a_nan_time_and_a_too_deep_file(tmp_path):
+    path = tmp_path / "nan.json"
+    path.write_text('{"version": 1, "findings": [{"kind": "scan", "title": "x", "created": NaN}]}')
+    lab = LabSession.load(path)
+    assert math.isfinite(lab.findings[0].created) and lab.to_dict()["findings"][0]["created"]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # a RecursionError, which no caller caught: every page failed
+    with pytest.raises(ValueError, match="nested too deeply"):
+        LabSession.load(deep)
+
+
+def test_a_figure_that_cannot_be_written_does_not_stop_later_saves(tmp_path):
+    """A figure plotly cannot write made every later autosave fail (silently): a reload lost all the findings
+    recorded after it. A figure given as a dict broke ``record`` itself (AttributeError), for good."""
+
+    class Opaque:
+        pass
+
+    path = tmp_path / "s.json"
+    lab = LabSession(autosave=str(path))
+    lab.record("scan", "first", text="a")
+    bad = go.Figure(go.Bar(y=[1]))
+    bad.layout.meta = Opaque()
+    lab.record("scan", "bad chart", figures=[bad, go.Figure(go.Bar(y=[2]))])
+    lab.record("scan", "dict chart", figures=[{"data": [{"type": "bar", "y": [3]}]}])
+    lab.record("scan", "after", text="c")
+    again = LabSession.load(path)
+    assert [f.title for f in again.findings] == ["first", "bad chart", "dict chart", "after"]
+    assert [len(f.figures) for f in again.findings] == [0, 1, 1, 0]
+    assert len(lab.findings[1].figures) == 2  # the page this session is on still has both
+
+
+def test_the_json_summary_holds_only_the_ticked_findings():
+    lab = LabSession()
+    lab.record("scan", "kept", text="shown")
+    lab.record("note", "private", text="never exported", data={"secret": np.float32(1)})
+    summary = lab.to_dict(keys=["scan:kept"])
+    assert [f["title"] for f in summary["findings"]] == ["kept"]
+    assert "never exported" not in json.dumps(summary)
+    assert [f["title"] for f in lab.to_dict()["findings"]] == ["kept", "private"]
+
+
+def test_the_stated_chart_size_is_what_the_charts_add():
+    """The toggle said "adds about 5 MB" whatever the findings: 200 inspections' charts added 8.6 MB."""
+    from backdoor_core.report import chart_bytes, plotly_js_bytes
+
+    rng = np.random.default_rng(0)
+    figs = [go.Figure(go.Heatmap(z=rng.random((60, 60)))) for _ in range(40)]
+    with_charts = len(html_report("x", [{"heading": "a", "figures": figs}]).encode())
+    without = len(html_report("x", [{"heading": "a"}]).encode())
+    stated = plotly_js_bytes() + chart_bytes(figs)
+    assert abs(stated - (with_charts - without)) < 0.02 * (with_charts - without)
+    assert with_charts - without > 5.5e6  # more than the fixed "about 5 MB" said
+
+
+def test_long_names_wrap_in_the_exported_page():
+    doc = html_report("x" * 3000, [{"heading": "y" * 3000, "table": [{"cell": "z" * 3000}]}])
+    css = doc.split("<style>")[1].split("</style>")[0]
+    rule = re.search(r"([^{}]*)\{[^}]*overflow-wrap:\s*anywhere", css)
+    assert rule and {"h1", "h2", "td", "li"} <= set(re.findall(r"[\w.]+", rule.group(1)))
+
+
+# ----------------------------------------------------------------------------------------------- the page
+
+
+@pytest.fixture()
+def downloads(monkeypatch):
+    """The callables the page gives its download buttons (``data=build_json``), by the buttons' file ids."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    calls: dict = {}
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, *args, **kwargs):
+        file_id = original(self, data_callable, *args, **kwargs)
+        calls[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    return calls
+
+
+def _download(at, calls: dict, label: str) -> str:
+    button = next(b for b in at.get("download_button") if b.proto.label == label)
+    return calls[button.proto.deferred_file_id]()
+
+
+def test_a_hostile_saved_report_opens_on_the_report_page_with_a_warning(monkeypatch, tmp_path):
+    """A reload read back a report with one key twice (or two findings without a key) and the Report page failed
+    with Streamlit's duplicate-key error; a 'created' past year 3000 failed it with an OverflowError."""
+    from app_pages import _state
+
+    monkeypatch.setenv(_state.SESSIONS_ENV, str(tmp_path))
+    sid = secrets.token_hex(16)
+    _write_session(tmp_path / f"{sid}.json", _hostile_findings())
+    at = goto(new_app(sid), "report")
+    assert not errors(at)
+    labels = [c.label for c in at.checkbox]
+    assert sum("twice" in x for x in labels) == 1 and any("far future" in x for x in labels)
+    assert any("could not be read back" in w.value and "broken chart" in w.value for w in at.warning)
+
+
+def test_unticked_findings_stay_out_of_both_files_and_a_blank_title_gets_the_default(downloads):
+    at = goto(new_app(), "inspect")
+    at.session_state["lab.session"].record("note", "Private note", text="do not export me")
+    goto(at, "report")
+    assert any("Private note" in c.label for c in at.checkbox)
+    at.checkbox(key="report.inc.note:Private note").uncheck().run()
+    at.text_input(key="report.title").input("   ").run()
+    doc = json.loads(_download(at, downloads, "JSON"))
+    assert "do not export me" not in json.dumps(doc) and "Private note" not in json.dumps(doc)
+    assert doc["title"] == "Backdoor Attention Lab — findings"
+    titles = [f["title"] for f in doc["session"]["findings"]]
+    assert "Inspection" in titles and "Private note" not in titles
+    page = _download(at, downloads, "HTML report (offline)")
+    assert "do not export me" not in page and "<title>Backdoor Attention Lab — findings</title>" in page
+
+
+def test_the_chart_toggle_states_the_size_of_the_ticked_findings_charts():
+    at = goto(new_app(), "report")
+    lab = at.session_state["lab.session"]
+    lab.record("note", "Words only", text="no chart")
+    at.run()
+    assert [t.label for t in at.toggle][0] == "Interactive charts (none in the ticked findings)"
+    fig = go.Figure(go.Heatmap(z=np.random.default_rng(0).random((60, 60))))
+    for i in range(30):
+        lab.record("inspect", f"Chart {i}", figures=[fig, fig])
+    at.run()
+    label = at.toggle[0].label
+    mb = float(label.split("about ")[1].split(" MB")[0])
+    doc = html_report("t", lab.sections())
+    assert abs(mb - (len(doc.encode()) - len(html_report("t", lab.sections(include_figures=False)).encode())) / 1e6) < 0.2
+    assert mb > 6  # the fixed label said "about 5 MB"
