@@ -150,17 +150,23 @@ class LabSession:
         return sorted(self.findings, key=lambda f: (rank.get(f.kind, len(rank)), f.created))
 
     def _model_section(self) -> dict:
+        """The report's first section. The summary may come from a saved file (``load``): a field of the wrong
+        type (parameters as text, labels as a number) is shown as text, not a TypeError that failed the page."""
         m = self.model
-        card = ModelCard.from_json(m.get("metadata") or {}, num_labels=len(m.get("labels") or []) or None)
+        labels = m.get("labels") if isinstance(m.get("labels"), list) else []
+        params = m.get("parameters", 0)
+        params = f"{params / 1e6:.1f} M" if isinstance(params, (int, float)) else str(params)
+        card = ModelCard.from_json(m.get("metadata") or {}, num_labels=len(labels) or None)
         rows = [
             {"field": "model", "value": m.get("name", "")},
             {"field": "source", "value": m.get("source", "")},
             {"field": "layers × heads", "value": f"{m.get('layers', '?')} × {m.get('heads', '?')}"},
-            {"field": "parameters", "value": f"{m.get('parameters', 0) / 1e6:.1f} M"},
-            {"field": "labels", "value": ", ".join(str(x) for x in m.get("labels", []))},
+            {"field": "parameters", "value": params},
+            {"field": "labels", "value": ", ".join(str(x) for x in labels)},
         ]
         rows += [{"field": k, "value": value_text(k, v)} for k, v in card.facts()]  # rates as percentages
-        warnings = [str(w) for w in m.get("card_warnings") or []] + card.warnings
+        card_warnings = m.get("card_warnings")
+        warnings = [str(w) for w in (card_warnings if isinstance(card_warnings, list) else [])] + card.warnings
         rows += [{"field": "model card", "value": w} for w in warnings]
         if self.dataset:
             rows.append({"field": "dataset", "value": str(self.dataset.get("name", ""))})

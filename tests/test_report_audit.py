@@ -74,6 +74,16 @@ def test_a_hostile_session_file_loads_what_it_can_and_says_what_it_left_out(tmp_
     assert EVIL not in doc and "<p>hi</p>" not in doc
 
 
+def test_a_saved_model_summary_of_the_wrong_types_still_makes_the_model_section():
+    """A reloaded summary kept while the current model has its name and source (or fails to load) failed the
+    Report page: parameters as text, labels as a number, card warnings as a number."""
+    for bad in ({"parameters": "many"}, {"parameters": None}, {"labels": 5}, {"card_warnings": 5}):
+        rows = {r["field"]: r["value"] for r in LabSession(model={"name": "m", **bad}).sections()[0]["table"]}
+        assert rows["model"] == "m"
+    rows = {r["field"]: r["value"] for r in LabSession(model={"parameters": "many", "labels": ["a", 1]}).sections()[0]["table"]}
+    assert rows["parameters"] == "many" and rows["labels"] == "a, 1"
+
+
 def test_a_nan_time_and_a_too_deep_file(tmp_path):
     path = tmp_path / "nan.json"
     path.write_text('{"version": 1, "findings": [{"kind": "scan", "title": "x", "created": NaN}]}')
