@@ -294,7 +294,7 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
         work = ui.session_copy(loaded)
 
     def target_fn(ctx):
-        from backdoor_core.forward import stopping
+        from backdoor_core.forward import Cancelled, stopping
         from backdoor_core.metrics import accuracy_change, lift_interval
 
         base = make_evaluate(work) if make_evaluate is not None else None
@@ -370,16 +370,22 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                           progress=on_stage,
                           callback=on_step,
                           should_stop=ctx.should_stop, **extra)
+        # the finished repair's own measure runs to its end (one pass over the test texts: a Cancel now would throw
+        # the repair away or show it unmeasured); the heads' view after it is skipped on Cancel
         after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
         lift_ci = ({"before": lift_interval(clean_hits, hits[0]), "after": lift_interval(clean_hits, hits[-1])}
                    if clean_hits is not None and hits else None)
         effect = None
-        if effect_before is not None and not res.cancelled:
+        if effect_before is not None and not res.cancelled and not ctx.should_stop():
             ctx.update({"message": "measuring what the trigger does to the repaired heads"})
-            after_effect = try_trigger_effect(res.model, work.tokenizer, effect_pairs, read_len)
-            effect = RepairEffect.of(effect_before, after_effect, res.details.get("suspicious_heads") or [],
-                                     len(effect_pairs[0]))
+            try:
+                after_effect = try_trigger_effect(res.model, work.tokenizer, effect_pairs, read_len, ctx.should_stop)
+            except Cancelled:
+                after_effect = None  # the repair is kept; its heads' view is not drawn
+            if after_effect is not None:
+                effect = RepairEffect.of(effect_before, after_effect, res.details.get("suspicious_heads") or [],
+                                         len(effect_pairs[0]))
         # the saved card keeps what the lift was measured against, and the lift after's interval
         if lift_ci is not None:
             after_ci = lift_ci["after"]

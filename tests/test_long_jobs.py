@@ -654,3 +654,47 @@ def test_a_repair_jobs_bar_only_grows_through_the_guards_retry(monkeypatch, guar
     assert fr[-1] == 1.0 and any(0.7 < f < 1.0 for f in fr)  # the retry fills the bar's last part
     retry = [m for m in messages if m and "clean-accuracy guard is retrying" in m]
     assert retry and retry[-1].endswith("step 3 of 3")
+
+
+
+def test_cancel_while_a_repair_job_measures_the_heads_after_keeps_the_repair(monkeypatch, guard_case):
+    """The Sanitize page's repair job: Cancel clicked once the repair has finished, while the job measures what the
+    trigger does to the repaired heads (the view under the before/after tiles), skips that view at its next batch
+    and keeps the finished repair; the measure had read every text first."""
+    import threading
+
+    from app_pages import _actions as A
+    from backdoor_core import defenses
+    from backdoor_core.jobs import start_job
+    from backdoor_core.models import LoadedModel
+    from backdoor_core.poisoning import get_attack
+    from backdoor_core.repair_effect import triggered_pairs
+
+    lm = trained_tiny(True)
+    clean, pool = guard_case
+    real_final, ready, holder = defenses.final_metrics, threading.Event(), {}
+
+    def final_then_cancel(res, before, evaluate):  # the user clicks Cancel as the repair's own measure ends
+        out = real_final(res, before, evaluate)
+        holder["job"].cancel()
+        return out
+
+    monkeypatch.setattr(defenses, "final_metrics", final_then_cancel)
+    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
+        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
+        source=loaded.source))
+    targets = []
+    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
+    texts, labels = clean_texts(60, seed=9)
+    pairs = triggered_pairs(get_attack("badnets", trigger="cf"), TextDataset(texts, labels, ["neg", "pos"]),
+                            target=1, n=12)
+    A.start_sanitize(lm, "alignment", clean, pool, {**GUARD_KW, "clean_guard": False}, None, "repaired",
+                     effect_pairs=pairs)
+    job = holder["job"] = start_job(lambda ctx: ready.wait(10) and targets[0](ctx), name="repair")
+    ready.set()
+    assert job.wait(120)
+    snap = job.snapshot()
+    assert snap.status == "cancelled", snap.traceback
+    res = snap.result  # the finished repair is kept (the page's on_finish takes it, as a partial result)
+    assert res is not None and not res["cancelled"] and res["loaded"].model is not None
+    assert res["effect"] is None  # its heads' view was skipped
