@@ -332,11 +332,12 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
 
         staged = defense == "alignment"  # the only defense with stages before training (run_defense's progress)
         trained_from = REPAIR_STAGES_SHARE if staged else 0.0
-        # the clean-accuracy guard may train the repair again head-only, as long again: the first training then
-        # fills half of the bar left, the retry the rest (the bar had gone back from 100% to about 65%); where the
-        # guard does not retry, the bar goes from there to 100% at the end
+        # the clean-accuracy guard may train the repair again head-only (the bar had gone back from 100% to about
+        # 65%): the first training fills the bar to 90% of what is left, the guard's check and a retry the rest. The
+        # retry is as long again, so its share crawls, and its step count says how far it is; but most repairs do
+        # not retry, and half the bar for the first training had left them at 65% until the end
         guarded = staged and bool(extra.get("clean_guard", S.CLEAN_GUARD))
-        first_until = trained_from + (1.0 - trained_from) / 2 if guarded else 1.0
+        first_until = trained_from + (1.0 - trained_from) * 0.9 if guarded else 1.0
         bar = {"shown": 0.0, "retry_from": None}  # the fraction shown (it never goes back), where the retry began
         guard_note = "; then the clean-accuracy guard checks it on held-out texts" if guarded else ""
         retrying = "the clean-accuracy guard is retrying the repair head-only"
