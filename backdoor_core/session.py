@@ -112,9 +112,11 @@ class LabSession:
         time that is not one becomes now, raw ``html`` is kept only as a complete document (which the report
         isolates in a sandboxed iframe, so a fragment's script never runs in the exported report), and of two
         findings with one key the later is kept, as ``record`` keeps it. Nesting too deep for the parser is a
-        ValueError, not a RecursionError (which no caller expected: every page of the tab failed)."""
+        ValueError, not a RecursionError (which no caller expected: every page of the tab failed). A lone
+        surrogate (``"\\ud800"``, which JSON allows and UTF-8 cannot encode) becomes U+FFFD: it failed the
+        Report page and the HTML download."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = _no_lone_surrogates(json.loads(Path(path).read_text(encoding="utf-8")))
         except RecursionError:
             raise ValueError(f"{path} is nested too deeply to be a saved lab session") from None
         if not isinstance(data, dict) or data.get("version") != 1:
@@ -193,6 +195,20 @@ class LabSession:
                 for f in self.ordered() if keys is None or f.key in keys
             ],
         })
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogates(value: Any) -> Any:
+    """``value`` (parsed JSON) with each lone surrogate in its strings and keys replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_no_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_no_lone_surrogates(k): _no_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _figure_json(fig: Any) -> str | None:

@@ -45,6 +45,7 @@ def _hostile_findings() -> list:
         _finding("fragment", html=f"<p>hi</p>{EVIL}"),  # not a document: its script would run in the export
         _finding("broken chart", figures=["{not json", chart]),
         _finding("huge number", table=[{"n": 10**30}, {"n": 1}]),  # Arrow (the preview's table) refused it
+        _finding("lone \ud800 surrogate", text="\udfff"),  # JSON allows it, UTF-8 does not: page and download failed
         {**_finding("one heading", figures=[chart]), "key": "a"},  # two keys, one heading: the preview's
         {**_finding("one heading", figures=[chart]), "key": "b"},  # chart keys were made of the heading
         "not a finding",
@@ -58,7 +59,7 @@ def test_a_hostile_session_file_loads_what_it_can_and_says_what_it_left_out(tmp_
     lab = LabSession.load(_write_session(tmp_path / "s.json", _hostile_findings()))
     titles = [f.title for f in lab.findings]
     assert titles == ["far future", "not a table", "twice", "no key", "no key either", "fragment", "broken chart",
-                      "huge number", "one heading", "one heading"]
+                      "huge number", "lone \ufffd surrogate", "one heading", "one heading"]
     by_title = {f.title: f for f in lab.findings}
     assert by_title["twice"].text == "second"
     assert len({f.key for f in lab.findings}) == len(lab.findings)  # the page keys its checkboxes by them
@@ -72,6 +73,8 @@ def test_a_hostile_session_file_loads_what_it_can_and_says_what_it_left_out(tmp_
     lab.to_dict()  # time.localtime of every finding
     doc = html_report("t", lab.sections())
     assert EVIL not in doc and "<p>hi</p>" not in doc
+    doc.encode("utf-8")  # what the download does
+    json_report("t", lab.sections(), extra={"session": lab.to_dict()}).encode("utf-8")
 
 
 def test_a_saved_model_summary_of_the_wrong_types_still_makes_the_model_section():
