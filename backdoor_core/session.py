@@ -78,8 +78,11 @@ class LabSession:
 
     def record(self, kind: str, title: str, *, key: str | None = None, model: str = "", **fields: Any) -> Finding:
         """Add a finding about ``model`` (its name), replacing an earlier one with the same key about the same
-        model (key default: ``kind:title``; ``finding_key``)."""
+        model (key default: ``kind:title``; ``finding_key``). Figures may be plotly Figures or their dicts; one
+        that plotly cannot write as JSON is left out."""
         key = finding_key(key or f"{kind}:{title}", model)
+        if fields.get("figures"):  # a chart plotly cannot write failed the Report page, its export and every save
+            fields["figures"] = [json_fig[0] for json_fig in map(_writable, fields["figures"]) if json_fig]
         finding = Finding(kind=kind, title=title, key=key, model=str(model or ""), **fields)
         self.findings = [f for f in self.findings if f.key != key] + [finding]
         self._autosave()
@@ -211,14 +214,22 @@ def _no_lone_surrogates(value: Any) -> Any:
     return value
 
 
-def _figure_json(fig: Any) -> str | None:
-    """``fig`` (a plotly Figure or its dict) as plotly JSON, or None where it cannot be written."""
+def _writable(fig: Any) -> tuple | None:
+    """``(Figure, its plotly JSON)`` for ``fig`` (a plotly Figure or its dict), or None where it cannot be
+    written."""
     from .report import _figure_obj
 
     try:
-        return _figure_obj(fig).to_json()
+        obj = _figure_obj(fig)
+        return obj, obj.to_json()
     except (TypeError, ValueError, AttributeError, RecursionError):
         return None
+
+
+def _figure_json(fig: Any) -> str | None:
+    """``fig`` (a plotly Figure or its dict) as plotly JSON, or None where it cannot be written."""
+    done = _writable(fig)
+    return done[1] if done else None
 
 
 _LAST_TIME = 32503680000.0  # 3000-01-01: a later "created" is not a time (time.localtime overflows)

@@ -100,7 +100,8 @@ def test_a_nan_time_and_a_too_deep_file(tmp_path):
 
 def test_a_figure_that_cannot_be_written_does_not_stop_later_saves(tmp_path):
     """A figure plotly cannot write made every later autosave fail (silently): a reload lost all the findings
-    recorded after it. A figure given as a dict broke ``record`` itself (AttributeError), for good."""
+    recorded after it; it also failed the Report page. A figure given as a dict broke ``record`` itself
+    (AttributeError), for good. Now such a figure is left out, in memory as in the file."""
 
     class Opaque:
         pass
@@ -116,7 +117,23 @@ def test_a_figure_that_cannot_be_written_does_not_stop_later_saves(tmp_path):
     again = LabSession.load(path)
     assert [f.title for f in again.findings] == ["first", "bad chart", "dict chart", "after"]
     assert [len(f.figures) for f in again.findings] == [0, 1, 1, 0]
-    assert len(lab.findings[1].figures) == 2  # the page this session is on still has both
+    assert [len(f.figures) for f in lab.findings] == [0, 1, 1, 0]
+    html_report("t", lab.sections())  # the export (and the page's preview) meet no unwritable chart
+    lab.findings[0].figures.append(bad)  # one put in place behind record's back: the file is still written
+    lab.record("scan", "last", text="d")
+    assert [f.title for f in LabSession.load(path).findings][-1] == "last"
+
+
+def test_the_report_page_survives_a_chart_that_cannot_be_written():
+    class Opaque:
+        pass
+
+    at = goto(new_app(), "report")
+    bad = go.Figure(go.Bar(y=[1]))
+    bad.layout.meta = Opaque()
+    at.session_state["lab.session"].record("scan", "Bad chart", figures=[bad, go.Figure(go.Bar(y=[2]))])
+    at.run()
+    assert not at.exception and any("Bad chart" in c.label for c in at.checkbox)
 
 
 def test_the_json_summary_holds_only_the_ticked_findings():
