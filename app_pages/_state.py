@@ -115,18 +115,24 @@ def lab() -> LabSession:
         if path_ok(sid) and _open_elsewhere(sid):  # the same link in a second tab: a copy under its own id
             source, sid = sid, secrets.token_hex(16)
             st.query_params[SESSION_PARAM] = sid
-        session = None
+        session, unread, path = None, None, None
         try:
             path = session_file(source or sid, root)
             if path.is_file():
                 session = LabSession.load(path)
-        except (OSError, ValueError, KeyError, TypeError):
-            session = None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            session, unread = None, exc
         if session is None:
             if not sid or not path_ok(sid):
                 sid = secrets.token_hex(16)
                 st.query_params[SESSION_PARAM] = sid
             session = LabSession()
+        if unread is not None and path is not None and path.is_file():  # a broken file: kept aside (the new report's autosave wrote over it) and said
+            from backdoor_core.session import set_aside
+
+            kept = set_aside(path) if not source else None  # a copy's source is the other tab's, not ours to move
+            session.dropped.append(f"the saved report could not be read ({str(unread)[:160]})"
+                                   + (f"; the file is kept as {kept.name}" if kept is not None else ""))
         session.autosave = str(session_file(sid, root))
         if source:
             from backdoor_core import session_models

@@ -29,7 +29,7 @@ findings = lab.ordered()
 DEFAULT_TITLE = "Backdoor Attention Lab — findings"
 title = st.text_input("Title", **ui.keep("report.title", DEFAULT_TITLE)).strip() or DEFAULT_TITLE
 if lab.dropped:
-    st.warning(f"{len(lab.dropped)} part(s) of this tab's saved report could not be read back and are left out: "
+    st.warning("Part of this tab's saved report could not be read back and is left out: "
                + "; ".join(md(d, 200) for d in lab.dropped[:5]) + (" …" if len(lab.dropped) > 5 else ""),
                icon=":material/warning:")
 if not findings:

@@ -118,6 +118,10 @@ class LabSession:
         ValueError, not a RecursionError (which no caller expected: every page of the tab failed). A lone
         surrogate (``"\\ud800"``, which JSON allows and UTF-8 cannot encode) becomes U+FFFD: it failed the
         Report page and the HTML download."""
+        size = Path(path).stat().st_size
+        if size > MAX_SESSION_BYTES:
+            raise ValueError(f"{path} is {size / 2**20:.0f} MB, more than a saved lab session holds "
+                             f"({MAX_SESSION_BYTES // 2**20} MB at most)")
         try:
             data = _no_lone_surrogates(json.loads(Path(path).read_text(encoding="utf-8")))
         except RecursionError:
@@ -272,6 +276,23 @@ def _finding(f: dict, problems: list[str]) -> Finding:
                    figures=_figures(figures, problems),
                    data=dict(data) if isinstance(data, dict) else {}, html=html,
                    key=str(f.get("key") or "") or finding_key(f"{kind}:{title}", model), created=created, model=model)
+
+
+MAX_SESSION_BYTES = 256 * 2**20
+"""The largest saved session ``LabSession.load`` reads (200 findings with their charts are about 4 MB): a larger
+file is refused before it is read into memory."""
+
+
+def set_aside(path: str | os.PathLike) -> Path | None:
+    """Rename a saved session that cannot be read to ``<name>.broken-<time>`` beside it, so the new report that
+    replaces it does not write over it; the new name, or None where the rename failed."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, target)
+    except OSError:
+        return None
+    return target
 
 
 def finding_key(key: str, model: str = "") -> str:

@@ -206,6 +206,36 @@ def test_a_hostile_saved_report_opens_on_the_report_page_with_a_warning(monkeypa
     assert any("could not be read back" in w.value and "broken chart" in w.value for w in at.warning)
 
 
+@pytest.mark.parametrize("content", ['{"version": 1, "findings": [{"kind": "inspect", "ti', "not json at all"])
+def test_a_saved_report_that_cannot_be_read_is_kept_aside_and_said(monkeypatch, tmp_path, content):
+    """A truncated or non-JSON saved report: the reload started an empty report without a word, and its first
+    autosave wrote over the file, so nothing could be recovered. Now the file is renamed beside it
+    (``<id>.json.broken-<time>``) and the Report page says so."""
+    from app_pages import _state
+
+    monkeypatch.setenv(_state.SESSIONS_ENV, str(tmp_path))
+    sid = secrets.token_hex(16)
+    (tmp_path / f"{sid}.json").write_text(content, encoding="utf-8")
+    at = goto(new_app(sid), "report")
+    assert not errors(at) and at.session_state["lab.session_id"] == sid
+    kept = list(tmp_path.glob(f"{sid}.json.broken-*"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == content
+    assert any("could not be read" in w.value and kept[0].name in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    goto(at, "inspect")  # a new finding is saved as the tab's report; the broken file stays as it was
+    assert kept[0].read_text(encoding="utf-8") == content
+
+
+def test_a_saved_report_too_large_to_be_one_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from backdoor_core import session as S
+
+    path = tmp_path / "big.json"
+    path.write_text('{"version": 1, "findings": []}' + " " * 2000, encoding="utf-8")
+    monkeypatch.setattr(S, "MAX_SESSION_BYTES", 1000)
+    with pytest.raises(ValueError, match="more than a saved lab session holds"):
+        S.LabSession.load(path)
+
+
 def test_unticked_findings_stay_out_of_both_files_and_a_blank_title_gets_the_default(downloads):
     at = goto(new_app(), "inspect")
     at.session_state["lab.session"].record("note", "Private note", text="do not export me")
