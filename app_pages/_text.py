@@ -15,7 +15,8 @@ Everything a model folder, a data file or an upload brings is untrusted: a class
   markdown would otherwise make a link or an icon of plain text (``https:⁠//…``, ``www⁠.…``, ``a@⁠b.c``,
   ``:⁠material/home:``, ``:⁠smile:``: GFM autolinks and shortcodes are found in the parsed text, where a
   backslash escape is already gone); ``md_code(text)`` — a code span when the text holds no backtick, else
-  ``md(text)``;
+  ``md(text)``; all three show Unicode's bidirectional controls as ``‹U+202E›`` (``report.show_bidi_controls``:
+  an invisible one reordered the rest of a name, "evil" shown as "live");
 * into plotly figures: ``backdoor_core.figures`` escapes labels, tokens and titles itself;
 * into the offline report: ``backdoor_core.report`` escapes (its markdown understands ``md``'s backslashes).
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from backdoor_core.report import show_bidi_controls
 
 # Characters that start inline markup in Streamlit's markdown (CommonMark + GFM + math + directives):
 # emphasis * _ ~, code `, links/images/directives [ ], raw HTML and autolinks < >, math $, tables |, escapes \.
@@ -62,7 +65,7 @@ def h(value: Any) -> str:
     what follows) as one space, kept at the ends so that pieces can be joined; autolinks and shortcodes broken
     (``unlink``); a heading/list/quote mark at the start written as a reference too.
     """
-    text = re.sub(r"\s+", " ", str(value)).translate(_HTML_MD)
+    text = re.sub(r"\s+", " ", show_bidi_controls(str(value))).translate(_HTML_MD)
     text = _H_BLOCK_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + f"&#{ord(m.group(2)[-1])};", text, count=1)
     return unlink(text)
 
@@ -70,7 +73,7 @@ def h(value: Any) -> str:
 def md(value: Any, max_chars: int | None = None) -> str:
     """``value`` as literal text inside Streamlit markdown, on one line (cut to ``max_chars`` first); no link,
     image, math, icon or emoji comes of it (``unlink``)."""
-    text = " ".join(str(value).split())  # newlines would start new blocks
+    text = " ".join(show_bidi_controls(str(value)).split())  # newlines would start new blocks
     if max_chars is not None and len(text) > max_chars:
         text = text[: max(0, max_chars - 1)] + "…"
     text = _MD_INLINE.sub(r"\\\1", text)
@@ -95,7 +98,7 @@ def md_note(value: Any) -> str:
 
 def md_code(value: Any) -> str:
     """``value`` as a markdown code span (literal by nature), or as escaped text when it holds a backtick."""
-    text = " ".join(str(value).split())
+    text = " ".join(show_bidi_controls(str(value)).split())
     if "`" in text or not text:
         return md(text)
     return f"`{text}`"

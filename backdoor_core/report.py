@@ -163,9 +163,27 @@ def _format_cell(value: Any) -> tuple[str, bool]:
         return "", False
     if isinstance(value, (list, dict)):
         if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-            return _html.escape(", ".join(str(v) for v in value)), False
-        return _html.escape(json.dumps(value, default=str)), False
-    return _html.escape(str(value)), False
+            return _esc(", ".join(str(v) for v in value)), False
+        return _esc(json.dumps(value, default=str)), False
+    return _esc(str(value)), False
+
+
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+"""Unicode's bidirectional embeddings, overrides and isolates (LRE RLE PDF LRO RLO, LRI RLI FSI PDI): invisible,
+they reorder the text after them, so a name that holds one reads as other words ("evil" shown as "live"). Text
+without them (Arabic, Hebrew, marks U+200E/U+200F) keeps its direction."""
+
+
+def show_bidi_controls(text: str) -> str:
+    """``text`` with each bidirectional control (``BIDI_CONTROLS``) written as a visible ``‹U+202E›``: untrusted
+    names and texts show what they hold instead of reordering what follows. Our design (as code editors show
+    them)."""
+    return BIDI_CONTROLS.sub(lambda m: f"\u2039U+{ord(m.group()):04X}\u203a", text)
+
+
+def _esc(text: str, quote: bool = True) -> str:
+    """``html.escape`` of untrusted text, its bidirectional controls made visible (``show_bidi_controls``)."""
+    return _html.escape(show_bidi_controls(text), quote)
 
 
 def uniform_columns(rows: list[dict]) -> list[dict]:
@@ -193,7 +211,7 @@ def table_html(table: Any) -> str:
         for k in r:
             if k not in columns:
                 columns.append(k)
-    head = "".join(f"<th>{_html.escape(str(c))}</th>" for c in columns)
+    head = "".join(f"<th>{_esc(str(c))}</th>" for c in columns)
     body = []
     for r in rows:
         cells = []
@@ -227,12 +245,12 @@ def _inline(text: str) -> str:
     out = []
     for i, part in enumerate(parts):
         if i % 2:  # inside code a backslash is literal
-            out.append(f"<code>{_html.escape(_PROTECTED.sub(lambda m: chr(92) + kept[int(m.group(1))], part))}</code>")
+            out.append(f"<code>{_esc(_PROTECTED.sub(lambda m: chr(92) + kept[int(m.group(1))], part))}</code>")
         else:
-            esc = _html.escape(part)
+            esc = _esc(part)
             esc = _BOLD.sub(r"<strong>\1</strong>", esc)
             esc = _ITALIC.sub(r"<em>\1</em>", esc)
-            out.append(_PROTECTED.sub(lambda m: _html.escape(kept[int(m.group(1))]), esc))
+            out.append(_PROTECTED.sub(lambda m: _esc(kept[int(m.group(1))]), esc))
     return "".join(out)
 
 
@@ -380,18 +398,18 @@ def html_report(title: str, sections: Iterable[dict], *, subtitle: str | None = 
         f'<meta name="generator" content="{_html.escape(tool)}">',
         f'<meta http-equiv="Content-Security-Policy" content="{_html.escape(CSP)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_html.escape(title)}</title>",
+        f"<title>{_esc(title)}</title>",
         f"<style>{_CSS}</style>",
     ]
     if figures_present:
         # plotly's UMD bundle registers a global Plotly when no AMD loader is present.
         parts.append(f'<script type="text/javascript">{_plotly_js()}</script>')
     parts.append("</head><body>")
-    parts.append(f"<h1>{_html.escape(title)}</h1>")
-    parts.append(f'<div class="meta">{_html.escape(subtitle or f"{tool} · generated {generated}")}</div>')
+    parts.append(f"<h1>{_esc(title)}</h1>")
+    parts.append(f'<div class="meta">{_esc(subtitle or f"{tool} · generated {generated}")}</div>')
     if toc and len(sections) >= 3:
         links = "".join(
-            f'<li><a href="#{_slug(str(s.get("heading", "")), i)}">{_html.escape(str(s.get("heading", "")))}</a></li>'
+            f'<li><a href="#{_slug(str(s.get("heading", "")), i)}">{_esc(str(s.get("heading", "")))}</a></li>'
             for i, s in enumerate(sections)
         )
         parts.append(f"<nav><ol>{links}</ol></nav>")
@@ -400,7 +418,7 @@ def html_report(title: str, sections: Iterable[dict], *, subtitle: str | None = 
         heading = str(s.get("heading", ""))
         parts.append(f'<section id="{_slug(heading, i)}">')
         if heading:
-            parts.append(f"<h2>{_html.escape(heading)}</h2>")
+            parts.append(f"<h2>{_esc(heading)}</h2>")
         if s.get("text"):
             parts.append(markdown_to_html(str(s["text"])))
         if s.get("table") is not None:
@@ -411,7 +429,7 @@ def html_report(title: str, sections: Iterable[dict], *, subtitle: str | None = 
         if s.get("html"):
             parts.append(_raw_html(str(s["html"]), i, s.get("html_height")))
         parts.append("</section>")
-    parts.append(f'<footer class="meta">{_html.escape(tool)} · generated {_html.escape(generated)}</footer>')
+    parts.append(f'<footer class="meta">{_esc(tool)} · generated {_esc(generated)}</footer>')
     parts.append("</body></html>")
     return "\n".join(parts)
 

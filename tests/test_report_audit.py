@@ -267,3 +267,20 @@ def test_the_chart_toggle_states_the_size_of_the_ticked_findings_charts():
     doc = html_report("t", lab.sections())
     assert abs(mb - (len(doc.encode()) - len(html_report("t", lab.sections(include_figures=False)).encode())) / 1e6) < 0.2
     assert mb > 6  # the fixed label said "about 5 MB"
+
+
+def test_bidirectional_controls_in_names_show_instead_of_reordering_the_text():
+    """A right-to-left override (U+202E) in a model or finding name reversed the rest of its heading in the exported
+    report and on the pages ("evil" read as "live"). Now such controls show as ``‹U+202E›``; right-to-left text
+    itself keeps its direction."""
+    from app_pages._text import h, md, md_code
+
+    rlo, hebrew = "\u202e", "\u05e9\u05dc\u05d5\u05dd"
+    lab = LabSession()
+    lab.record("inspect", f"Model {rlo}live", text=f"trigger {rlo}cf and {hebrew}", table=[{"name": f"a{rlo}b"}])
+    doc = html_report(f"report {rlo}x", lab.sections())
+    assert rlo not in doc and doc.count("\u2039U+202E\u203a") >= 4
+    assert hebrew in doc
+    for shown in (md(f"x{rlo}y"), h(f"x{rlo}y"), md_code(f"x{rlo}y"), md("\u2066a\u2069")):
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", shown) and "U+" in shown, shown
+    assert md(hebrew) == hebrew
