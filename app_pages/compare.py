@@ -130,10 +130,15 @@ for col, who, res, name in ((m[0], "A", cmp.a, cmp.name_a), (m[1], "B", cmp.b, c
     with col:
         st.markdown(f"**{who}: {md(cut_middle(name, 80))}**")
         ui.flip_line(res.prediction("clean"), res.prediction("triggered"))
+# cut: by either model's tokenizer (a B that splits words finer is cut where A is not)
+cut = [who for who, r in (("A", cmp.a), ("B", cmp.b)) if r.clean.truncated or r.triggered.truncated]
 st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
            f"“{md(cmp.a.triggered.text, 200)}”"
-           + (f" — cut to its first {MAX_LENGTH} tokens." if cmp.a.clean.truncated or cmp.a.triggered.truncated
-              else ""))
+           + (f" — cut to its first {MAX_LENGTH} tokens" + ("" if len(cut) == 2 else f" by {cut[0]}'s tokenizer")
+              + "." if cut else ""))
+if list(cmp.a.label_names) != list(cmp.b.label_names):  # each side's lines and bars name its own model's classes
+    st.caption(f"The two models have different classes — A: {md(', '.join(map(str, cmp.a.label_names)), 200)}; "
+               f"B: {md(', '.join(map(str, cmp.b.label_names)), 200)}. Each side names its own model's classes.")
 
 p1, p2 = ui.stack_columns("compare-probs")
 with p1:

@@ -1,10 +1,12 @@
 """Two models side by side on the same text: a suspect vs a clean reference, before vs after repair, or a model vs
 itself with some heads switched off.
 
-The trigger is inserted once (``triggers.insert_trigger``, window capped with model A's tokenizer), so both models
-read exactly the same clean and triggered texts; each gets its own forward pass (``attention.run_attention``,
-optionally under ``architecture.head_gates``) and its own ``inspection.InspectResult``. Where the two models have
-the same ``(layers, heads)`` the difference grids are B minus A:
+The trigger is inserted once (``triggers.insert_trigger``), so both models read exactly the same clean and
+triggered texts; its word position is capped so the whole trigger lies inside the first ``max_length`` tokens of
+BOTH tokenizers (capped with A's alone, a B that splits words finer could lose the trigger to truncation: B's
+concentration grid then read 0 and B − A looked like a model that ignores the trigger). Each model gets its own
+forward pass (``attention.run_attention``, optionally under ``architecture.head_gates``) and its own
+``inspection.InspectResult``. Where the two models have the same ``(layers, heads)`` the difference grids are B minus A:
 
 * ``concentration_delta`` ``(L, H)``: trigger concentration of B minus that of A;
 * ``similarity_delta_delta`` ``(L, H)``: B's change in head-to-head similarity (triggered - clean) minus A's.
@@ -23,7 +25,7 @@ import torch
 from .architecture import head_gates
 from .attention import DEFAULT_MAX_LENGTH, check_text, run_attention
 from .inspection import InspectResult, compare_records
-from .triggers import insert_trigger
+from .triggers import insert_trigger, max_position_in_window
 
 
 @dataclass
@@ -77,6 +79,10 @@ def compare_models(model_a, tokenizer_a, model_b, tokenizer_b, text: str, trigge
     if not str(trigger).strip():
         raise ValueError("The trigger is empty.")
     ins = insert_trigger(text, trigger, position, rng=seed, tokenizer=tokenizer_a, max_length=max_length)
+    if tokenizer_b is not tokenizer_a:  # B's window too (same draw as Inspect's unless B would not read it)
+        fits_b = max_position_in_window(tokenizer_b, text, str(trigger).strip(), max_length)
+        if ins.position > fits_b:
+            ins = insert_trigger(text, trigger, fits_b)
     results = []
     for model, tok, names, gates in ((model_a, tokenizer_a, label_names_a, None),
                                      (model_b, tokenizer_b, label_names_b, heads_off_b)):
