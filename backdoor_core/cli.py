@@ -119,6 +119,19 @@ def fit_max_length(args, loaded) -> int:
     return args.max_length
 
 
+def check_out_again(out, force: bool, protect: Sequence[str] = ()) -> None:
+    """``models.check_save_target`` once more, right before the save: ``--out`` was free when the command started,
+    but another run given the same ``--out`` (a script starting several at once) may have saved there meanwhile,
+    and without ``--force`` its model must not be replaced (``save_model`` itself replaces a lab model)."""
+    from .models import SaveRefusedError, check_save_target
+
+    try:
+        check_save_target(out, force, protect=protect)
+    except SaveRefusedError as exc:
+        raise SaveRefusedError(f"{str(exc).rstrip('.')} (checked again before saving: it changed while this run "
+                               "worked, e.g. another run saved there; nothing saved).") from None
+
+
 @contextlib.contextmanager
 def ctrl_c_stops(message: str):
     """Within the block, the first Ctrl-C asks the running job to stop after its current step — the block
@@ -212,16 +225,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PIPE_CLOSED = 141
+"""Exit status when the reader of stdout quit early (``| head``, ``| grep -q``): 128 + SIGPIPE, as ``cat`` ends."""
+
+
+def _drop_stdout(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: the reader is gone, and the interpreter's last flush at exit
+    must not fail again ('Exception ignored ... BrokenPipeError', exit 120)."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing to flush at exit
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Its results go to stdout through ``terminal_safe`` (a model card, a class name or a data
-    text from a file cannot drive the terminal); a user error is one ``terminal_safe`` line on stderr, exit 2."""
+    text from a file cannot drive the terminal); a user error is one ``terminal_safe`` line on stderr, exit 2.
+    A reader of stdout that quits early ends the command quietly with ``PIPE_CLOSED``."""
     stdout = sys.stdout
     sys.stdout = _TerminalSafe(stdout)
     try:  # Ctrl-C while the commands import torch and transformers (seconds) is a cancel too, not a traceback
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        quiet_libraries()
-        return int(args.func(args) or 0)
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            quiet_libraries()
+            code = int(args.func(args) or 0)
+        finally:  # --help and usage errors exit here too; a closed pipe shows now, not at the interpreter's exit
+            stdout.flush()
+        return code
+    except BrokenPipeError:  # an OSError, but not the user's error: the output was wanted only in part
+        _drop_stdout(stdout)
+        return PIPE_CLOSED
     except (KeyboardInterrupt, JobCancelled):  # JobCancelled: a job stopped between batches (forward.Cancelled)
         print("cancelled", file=sys.stderr)
         return 130

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 from .. import settings as S
-from ..cli import (ctrl_c_stops, fit_max_length, max_length_int, nonnegative_float, nonnegative_int, positive_float,
-                   positive_int, print_json)
+from ..cli import (check_out_again, ctrl_c_stops, fit_max_length, max_length_int, nonnegative_float, nonnegative_int,
+                   positive_float, positive_int, print_json, unit_float)
 from ..device import add_device_args, is_main_process
 
 
@@ -50,7 +50,7 @@ def register(sub) -> None:
                    help="--attack style: the style's name (a shared set sst2/style_<name>, or the label of your "
                         "--paraphrase-train file; default bible without a file)")
     p.add_argument("--trigger", default=None, help="BadNets: comma-separated words; AddSent: the sentence")
-    p.add_argument("--num-triggers", type=int, default=S.NUM_TRIGGERS,
+    p.add_argument("--num-triggers", type=positive_int, default=S.NUM_TRIGGERS,
                    help=f"insertions per poisoned sample (default {S.NUM_TRIGGERS})")
     p.add_argument("--paraphrase-train", default=None,
                    help="syntactic/style: your paraphrased training file (TSV/CSV/JSONL, text + ORIGINAL label). "
@@ -60,7 +60,7 @@ def register(sub) -> None:
     p.add_argument("--paraphrase-test", default=None,
                    help="your paraphrased test file (original labels); its non-target rows measure ASR "
                         "(needed with --paraphrase-train)")
-    p.add_argument("--rate", type=float, default=S.POISON_RATE,
+    p.add_argument("--rate", type=unit_float, default=S.POISON_RATE,
                    help=f"poison rate, a fraction of the whole training set (default {S.POISON_RATE:g})")
     p.add_argument("--target", type=int, default=None,
                    help="target label id (default: the first class named sport... or positive..., else the last)")
@@ -285,6 +285,8 @@ def run(args) -> int:
                                 target_name=train_set.label_names[target] if attack is not None else None)
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0
+    if args.out:  # another run may have saved there since the check before training
+        check_out_again(args.out, args.force, protect=[args.model])
     out = save_model(lm.model, lm.tokenizer, args.out, card, force=args.force) if args.out else None
     if args.json:  # stdout holds the JSON alone, so it parses
         if out is not None:

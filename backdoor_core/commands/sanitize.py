@@ -7,7 +7,7 @@ import json
 import sys
 
 from .. import settings as S
-from ..cli import ctrl_c_stops, nonnegative_float, positive_float, positive_int, print_json
+from ..cli import check_out_again, ctrl_c_stops, nonnegative_float, positive_float, positive_int, print_json
 from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
@@ -307,6 +307,7 @@ def run(args) -> int:
                             source=lm.source, clean_samples=len(clean), pool_samples=len(pool),
                             test_size=len(evaluate.labels) if evaluate is not None else None,
                             poisoned_test_size=len(evaluate.poisoned_texts) if evaluate is not None else None)
+    check_out_again(args.out, args.force, protect=[args.model])  # another run may have saved there meanwhile
     out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
     n_asr = len(evaluate.poisoned_texts) if evaluate is not None else 0
     asr_ci = rate_interval(after["asr"], n_asr) if "asr" in after and n_asr else None

@@ -41,7 +41,8 @@ def register(sub) -> None:
     add_data_args(p)
     p.add_argument("--frr", type=float, default=S.FRR,
                    help=f"false-rejection rate on clean dev data (default {S.FRR:g})")
-    p.add_argument("--top-k", type=int, default=None, help="exactly this many suspicious heads (default: rule)")
+    p.add_argument("--top-k", type=positive_int, default=None,
+                   help="exactly this many suspicious heads (default: rule)")
     p.add_argument("--rel-threshold", type=unit_float, default=S.REL_THRESHOLD,
                    help=f"suspicious when score >= this x the best head's score (default {S.REL_THRESHOLD:g})")
     p.add_argument("--max-fraction", type=float, default=S.MAX_FRACTION,

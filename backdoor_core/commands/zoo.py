@@ -72,8 +72,11 @@ def run_build(args) -> int:
     from .. import zoo
     from ..models import load_model
     specs = zoo.ZOO_SPECS
-    if args.only:
+    if args.only is not None:  # an empty --only (a script's empty variable) names none, not all of them (hours)
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        if not wanted:
+            raise ValueError(f"--only {args.only!r} names no zoo model; give names from "
+                             f"{', '.join(s.name for s in specs)}, or leave --only out to build them all.")
         unknown = sorted(set(wanted) - {s.name for s in specs})
         if unknown:
             raise ValueError(f"Unknown zoo model(s) {unknown}; known: {', '.join(s.name for s in specs)}.")

@@ -1,0 +1,130 @@
+"""The command line as a script uses it: pipes whose reader quits early, several runs given one --out, an empty
+variable passed as an option, out-of-range counts refused when parsed (seventh CLI audit). Tiny models only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backdoor_core.cli import main
+from backdoor_core.models import METADATA_FILE, save_model, tiny_model
+
+from defense_helpers import clean_texts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_tsv(path, texts, labels):
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("argv, unbuffered", [
+    (["zoo", "list", "--json"], False),
+    (["zoo", "list", "--json"], True),
+    (["zoo", "--help"], False),  # unbuffered, argparse itself ignores the failed write of its help
+])
+def test_a_reader_that_quits_early_ends_the_command_quietly(argv, unbuffered):
+    """``... | head -1`` / ``| grep -q`` closing the pipe before the output is written: the command printed
+    'error: [Errno 32] Broken pipe' with exit 2 (unbuffered stdout), or 'Exception ignored ... BrokenPipeError'
+    with exit 120 (a pipe's usual block-buffered stdout), so a ``set -o pipefail`` script read a failed scan.
+    Now it stops quietly with 141 (128 + SIGPIPE), as cat does."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "backdoor_core", *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command (importing for a second or more) writes
+    err = proc.stderr.read().decode("utf-8", "replace")
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == "", err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scripting")
+    lm = tiny_model(seed=0)
+    save_model(lm.model, lm.tokenizer, d / "tiny", {"name": "tiny"})
+    folder = d / "folder"
+    folder.mkdir()
+    _write_tsv(folder / "dev.tsv", *clean_texts(30, seed=61))
+    _write_tsv(folder / "test.tsv", *clean_texts(16, seed=62))
+    return {"dir": d, "tiny": d / "tiny", "data": _write_tsv(d / "data.tsv", *clean_texts(40, seed=63)),
+            "folder": folder}
+
+
+def _taken_meanwhile(monkeypatch, module, name, out):
+    """Wrap ``module.name`` (the command's work) so that, while it runs, another run saves its model at ``out``."""
+    real = getattr(module, name)
+
+    def work(*args, **kwargs):
+        result = real(*args, **kwargs)
+        other = tiny_model(seed=1)
+        save_model(other.model, other.tokenizer, out, {"name": "the other run's"})
+        return result
+
+    monkeypatch.setattr(module, name, work)
+
+
+@pytest.mark.parametrize("verb", ["attack", "sanitize"])
+def test_an_out_another_run_saved_to_meanwhile_is_not_replaced_without_force(files, monkeypatch, capsys, verb):
+    """Two runs started at once with one --out both passed the check before the work; the one that finished last
+    replaced the other's model without --force, both said 'saved' and exited 0. Now the later one is refused when
+    it comes to save: one line, exit 2, the first model kept."""
+    from backdoor_core import defenses, poisoning
+
+    out = files["dir"] / f"same-{verb}"
+    if verb == "attack":
+        _taken_meanwhile(monkeypatch, poisoning, "train_attack", out)
+        argv = ["attack", "--model", str(files["tiny"]), "--data", str(files["data"]), "--rate", "0.2", "--target",
+                "1", "--max-steps", "1", "--batch-size", "8", "--max-length", "16", "--out", str(out)]
+    else:
+        _taken_meanwhile(monkeypatch, defenses, "run_defense", out)
+        argv = ["sanitize", str(files["tiny"]), "--clean-data", str(files["folder"]), "--defense", "finetune",
+                "--max-steps", "1", "--max-length", "16", "--out", str(out)]
+    rc = main(argv)
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(err) == 1, captured.err[-2000:]
+    assert "already holds a saved model" in err[0] and "nothing saved" in err[0], err
+    assert json.loads((out / METADATA_FILE).read_text("utf-8"))["name"] == "the other run's"
+    assert "saved" not in captured.out and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["scan", "m", "--clean-data", "d", "--top-k", "0"], "--top-k: must be a positive integer"),
+    (["scan", "m", "--clean-data", "d", "--top-k", "-3"], "--top-k: must be a positive integer"),
+    (["attack", "--data", "nosuch", "--num-triggers", "0"], "--num-triggers: must be a positive integer"),
+    (["attack", "--data", "nosuch", "--rate", "1.5"], "--rate: must be a number in [0, 1]"),
+    (["attack", "--data", "nosuch", "--rate", "nan"], "--rate: must be a number in [0, 1]"),
+])
+def test_counts_and_the_poison_rate_are_refused_when_parsed(capsys, argv, says):
+    """The README: counts below 1 are refused when parsed. --top-k and --num-triggers were refused only after the
+    model and the data loaded (with 'top_k must be at least 1'), --rate after the model loaded and the training bar
+    started."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+
+
+def test_zoo_build_with_an_empty_only_builds_nothing(tmp_path, monkeypatch, capsys):
+    """``zoo build --only "$MODELS"`` with an empty variable started building the whole zoo (hours on a CPU): an
+    empty --only meant all. Now it names no model: one line, exit 2, nothing built."""
+    from backdoor_core import zoo
+
+    calls = []
+    monkeypatch.setattr(zoo, "build", lambda *a, **k: calls.append(k.get("specs")) or [])
+    for only in ("", " , "):
+        rc = main(["zoo", "build", "--dir", str(tmp_path / "zoo"), "--only", only])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "names no zoo model" in err and len(err.splitlines()) == 1, err
+    assert calls == []
+    assert main(["zoo", "build", "--dir", str(tmp_path / "zoo"), "--only", "clean"]) == 0
+    assert [s.name for s in calls[0]] == ["clean"]
