@@ -128,3 +128,17 @@ def test_zoo_build_with_an_empty_only_builds_nothing(tmp_path, monkeypatch, caps
     assert calls == []
     assert main(["zoo", "build", "--dir", str(tmp_path / "zoo"), "--only", "clean"]) == 0
     assert [s.name for s in calls[0]] == ["clean"]
+
+
+def test_zoo_help_names_where_the_zoo_is_built(tmp_path, monkeypatch, capsys):
+    """``zoo build --help`` said the default folder is $BACKDOOR_ZOO_DIR or ~/.cache/...; the build reads
+    $XDG_CACHE_HOME too (a CI runner's cache folder), so a script built where the help did not say."""
+    from backdoor_core.zoo import default_zoo_dir
+
+    monkeypatch.delenv("BACKDOOR_ZOO_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_zoo_dir() == tmp_path / "backdoor-attention-lab" / "zoo"
+    with pytest.raises(SystemExit):
+        main(["zoo", "build", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps the help, even at a hyphen
+    assert "$BACKDOOR_ZOO_DIR" in text and "backdoor-attention-lab/zoounder$XDG_CACHE_HOMEor~/.cache" in text

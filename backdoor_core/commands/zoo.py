@@ -17,8 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser("zoo", help="build or list the demo model zoo (BBC News, clean and backdoored)")
     zsub = p.add_subparsers(dest="zoo_command", required=True, metavar="build|list")
     b = zsub.add_parser("build", help="train the zoo models that are not cached yet")
-    b.add_argument("--dir", default=None, help="zoo folder (default: $BACKDOOR_ZOO_DIR or "
-                                               "~/.cache/backdoor-attention-lab/zoo)")
+    b.add_argument("--dir", default=None, help="zoo folder (default: $BACKDOOR_ZOO_DIR, else "
+                                               "backdoor-attention-lab/zoo under $XDG_CACHE_HOME or ~/.cache)")
     b.add_argument("--force", action="store_true", help="rebuild models that are already cached")
     b.add_argument("--only", default=None, help="comma-separated model names (default: all)")
     add_device_args(b)
