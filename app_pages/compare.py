@@ -114,7 +114,8 @@ else:
     try:
         with st.spinner("Running both models…"), ui.model_lock(loaded), ui.model_lock(model_b):
             cmp = compare_models(loaded.model, loaded.tokenizer, model_b.model, model_b.tokenizer, text,
-                                 trigger.strip(), seed=int(seed), max_length=MAX_LENGTH, name_a=loaded.name,
+                                 trigger.strip(), seed=int(seed), max_length=MAX_LENGTH,
+                                 max_length_b=model_max_length(model_b), name_a=loaded.name,
                                  name_b=name_b, label_names_a=loaded.label_names,
                                  label_names_b=model_b.label_names, heads_off_b=heads_off)
         st.session_state["compare.cache"] = (key, cmp)
@@ -132,10 +133,14 @@ for col, who, res, name in ((m[0], "A", cmp.a, cmp.name_a), (m[1], "B", cmp.b, c
         ui.flip_line(res.prediction("clean"), res.prediction("triggered"))
 # cut: by either model's tokenizer (a B that splits words finer is cut where A is not)
 cut = [who for who, r in (("A", cmp.a), ("B", cmp.b)) if r.clean.truncated or r.triggered.truncated]
+lengths = (("A", MAX_LENGTH), ("B", model_max_length(model_b)))
 st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
            f"“{md(cmp.a.triggered.text, 200)}”"
-           + (f" — cut to its first {MAX_LENGTH} tokens" + ("" if len(cut) == 2 else f" by {cut[0]}'s tokenizer")
-              + "." if cut else ""))
+           + (f" — cut to its first {lengths[0][1]} tokens." if len(cut) == 2 and lengths[0][1] == lengths[1][1]
+              else " — cut to its first " + ", ".join(f"{n} tokens by {w}'s tokenizer" for w, n in lengths if w in cut)
+              + "." if cut else "")
+           + (f" A reads {lengths[0][1]} tokens, B {lengths[1][1]}: each the length it was trained at."
+              if lengths[0][1] != lengths[1][1] else ""))
 if list(cmp.a.label_names) != list(cmp.b.label_names):  # each side's lines and bars name its own model's classes
     st.caption(f"The two models have different classes — A: {md(', '.join(map(str, cmp.a.label_names)), 200)}; "
                f"B: {md(', '.join(map(str, cmp.b.label_names)), 200)}. Each side names its own model's classes.")

@@ -159,3 +159,18 @@ def test_inspect_page_draws_the_cores_numbers_under_the_right_labels():
     bars = specs["inspect.probs"]["data"]
     np.testing.assert_allclose(_array(bars[0]["y"]), res.clean.probs)
     np.testing.assert_allclose(_array(bars[1]["y"]), res.triggered.probs)
+
+
+def test_compare_reads_each_model_at_its_own_length_with_the_trigger_inside_both():
+    """Model B was read at A's length: a B trained at a shorter one got a longer text than on its own Inspect page
+    (other probabilities), or, at a longer one, a text cut short. Each reads at its own now, and the trigger lies
+    inside the shorter window."""
+    a, b = tiny_model(num_labels=3), tiny_model(num_labels=3, seed=1)
+    text = " ".join(["government announced plans for schools"] * 20)
+    cmp = compare_models(a.model, a.tokenizer, b.model, b.tokenizer, text, "cf", seed=0, max_length=64,
+                         max_length_b=16)
+    assert len(cmp.a.triggered.tokens) == 64 and len(cmp.b.triggered.tokens) == 16
+    assert cmp.b.trigger_tokens and max(cmp.b.trigger_tokens) < 15  # inside B's window, before its [SEP]
+    alone = compare_models(b.model, b.tokenizer, b.model, b.tokenizer, text, "cf",
+                           position=cmp.b.insertion.position, max_length=16)
+    np.testing.assert_allclose(cmp.b.triggered.probs, alone.a.triggered.probs, atol=1e-6)  # as its own page reads it
