@@ -230,8 +230,8 @@ PIPE_CLOSED = 141
 
 
 def _drop_stdout(stream) -> None:
-    """Point ``stream``'s file descriptor at /dev/null: the reader is gone, and the interpreter's last flush at exit
-    must not fail again ('Exception ignored ... BrokenPipeError', exit 120)."""
+    """Point ``stream``'s file descriptor at /dev/null: the reader is gone (or the disk full), and the interpreter's
+    last flush at exit must not fail again ('Exception ignored ... BrokenPipeError', exit 120)."""
     try:
         fd = os.open(os.devnull, os.O_WRONLY)
         os.dup2(fd, stream.fileno())
@@ -253,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet_libraries()
             code = int(args.func(args) or 0)
         finally:  # --help and usage errors exit here too; a closed pipe shows now, not at the interpreter's exit
-            stdout.flush()
+            try:
+                stdout.flush()
+            except OSError:  # a closed pipe, a full disk: the rest cannot be written, and must not fail again at exit
+                _drop_stdout(stdout)
+                raise
         return code
     except BrokenPipeError:  # an OSError, but not the user's error: the output was wanted only in part
         _drop_stdout(stdout)

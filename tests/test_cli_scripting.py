@@ -46,6 +46,20 @@ def test_a_reader_that_quits_early_ends_the_command_quietly(argv, unbuffered):
     assert err == "", err
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("argv", [["zoo", "list", "--json"], ["zoo", "list", "--help"]])
+def test_stdout_on_a_full_disk_is_one_error_line(argv):
+    """``> result.json`` on a full disk: the write failed at the interpreter's exit, after the command had
+    returned ('Exception ignored ... OSError: No space left on device', exit 120; with the error line first where
+    the write failed earlier). Now it is the one 'error:' line, exit 2."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "backdoor_core", *argv], cwd=ROOT, env=env, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == ["error: [Errno 28] No space left on device"], proc.stderr
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("scripting")
