@@ -8,6 +8,7 @@ import streamlit as st
 
 from backdoor_core import figures as F
 from backdoor_core.attention import InputTextError
+from backdoor_core.architecture import layer_labels
 from backdoor_core.defender_data import model_max_length
 from app_pages import _actions as A
 from app_pages import _analyst as AN
@@ -137,8 +138,8 @@ lengths = (("A", MAX_LENGTH), ("B", model_max_length(model_b)))
 st.caption(f"Each line: the prediction on the clean text → with the trigger. Both models read: "
            f"“{md(cmp.a.triggered.text, 200)}”"
            + (f" — cut to its first {lengths[0][1]} tokens." if len(cut) == 2 and lengths[0][1] == lengths[1][1]
-              else " — cut to its first " + ", ".join(f"{n} tokens by {w}'s tokenizer" for w, n in lengths if w in cut)
-              + "." if cut else "")
+              else " — cut to its first "
+              + ", ".join(f"{n} tokens by {w}'s tokenizer" for w, n in lengths if w in cut) + "." if cut else "")
            + (f" A reads {lengths[0][1]} tokens, B {lengths[1][1]}: each the length it was trained at."
               if lengths[0][1] != lengths[1][1] else ""))
 if list(cmp.a.label_names) != list(cmp.b.label_names):  # each side's lines and bars name its own model's classes
@@ -155,23 +156,27 @@ with p2:
 
 if cmp.same_shape:
     bound = max(1e-6, float(max(np.nanmax(cmp.a.concentration), np.nanmax(cmp.b.concentration))))
+    # each grid's layers as Inspect names them (ModernBERT's "L1 (local)"); the differences' where A's and B's agree
+    names_a, names_b = (layer_labels((r.architecture or {}).get("layer_kinds")) for r in (cmp.a, cmp.b))
+    names_ab = names_a if names_a == names_b else None
     # two charts a row: three 12-head grids side by side in a 1280-px window cut the colorbars' labels
     g1, g2 = ui.stack_columns("compare-conc")
     with g1:
         ui.plot(F.layer_head_heatmap(cmp.a.concentration, title="A: trigger concentration", zmin=0.0, zmax=bound,
-                                     value_name="attention on trigger"), key="compare.conc_a")
+                                     value_name="attention on trigger", layer_labels=names_a), key="compare.conc_a")
     with g2:
         ui.plot(F.layer_head_heatmap(cmp.b.concentration, title="B: trigger concentration", zmin=0.0, zmax=bound,
                                      value_name="attention on trigger", marks=heads_off,
-                                     mark_name="switched off"), key="compare.conc_b")
+                                     mark_name="switched off", layer_labels=names_b), key="compare.conc_b")
     g3, g4 = ui.stack_columns("compare-diff")
     with g3:
         ui.plot(F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
-                                     value_name="Δ attention on trigger"), key="compare.conc_diff")
+                                     value_name="Δ attention on trigger", layer_labels=names_ab),
+                key="compare.conc_diff")
     with g4:
         ui.plot(F.difference_heatmap(cmp.similarity_delta_delta,
                                      title="B − A: change in head-to-head similarity (triggered − clean)",
-                                     value_name="Δ similarity change"), key="compare.sim_diff")
+                                     value_name="Δ similarity change", layer_labels=names_ab), key="compare.sim_diff")
     st.caption("Blue cells in the difference grids: heads that lock onto the trigger (or collapse together with "
                "it) less in B than in A.")
 else:

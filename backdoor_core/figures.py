@@ -817,12 +817,14 @@ def trigger_candidates_bar(rows: Sequence[Mapping], target_name: str = "",
                  margin=dict(l=200, r=30, t=TOOLBAR_BAND + 86 if title else 30, b=130))
 
 
-def difference_heatmap(delta: Any, title: str | None = None, value_name: str = "B − A") -> go.Figure:
-    """A diverging ``(layers, heads)`` heatmap of a difference (blue negative, red positive, 0 white)."""
+def difference_heatmap(delta: Any, title: str | None = None, value_name: str = "B − A",
+                       layer_labels: Sequence[str] | None = None) -> go.Figure:
+    """A diverging ``(layers, heads)`` heatmap of a difference (blue negative, red positive, 0 white);
+    ``layer_labels`` as in ``layer_head_heatmap``."""
     d = _as2d(delta, "delta")
     bound = max(1e-6, float(np.nanmax(np.abs(d))))
     return layer_head_heatmap(d, title=title, value_name=value_name, colorscale=DIVERGING, zmid=0.0,
-                              zmin=-bound, zmax=bound)
+                              zmin=-bound, zmax=bound, layer_labels=layer_labels)
 
 
 def saliency_strip(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str | None = "Token saliency",

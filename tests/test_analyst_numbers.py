@@ -21,7 +21,7 @@ from backdoor_core.model_compare import compare_models
 from backdoor_core.models import LoadedModel, load_model, tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app_pages import goto, new_app  # noqa: E402 - the app-page tests' own helpers
+from test_app_pages import errors, goto, new_app  # noqa: E402 - the app-page tests' own helpers
 from test_app_pages import _test_env  # noqa: E402,F401 - BACKDOOR_LAB_TEST_MODEL=tiny, a private zoo folder
 
 ZOO = Path(__file__).resolve().parents[1] / "assets" / "zoo"
@@ -174,3 +174,31 @@ def test_compare_reads_each_model_at_its_own_length_with_the_trigger_inside_both
     alone = compare_models(b.model, b.tokenizer, b.model, b.tokenizer, text, "cf",
                            position=cmp.b.insertion.position, max_length=16)
     np.testing.assert_allclose(cmp.b.triggered.probs, alone.a.triggered.probs, atol=1e-6)  # as its own page reads it
+
+
+def test_compare_grids_name_modernberts_local_and_global_layers_as_inspect_does():
+    """Compare's grids labelled ModernBERT's layers ``L1`` where Inspect says ``L1 (local)``; the difference grids
+    keep plain labels when the two models' layers differ in kind."""
+    from transformers import AutoModelForSequenceClassification
+
+    from backdoor_core.architecture import prepare_tokenizer, tiny_config
+
+    at = goto(new_app(), "compare")
+    tok = tiny_model().tokenizer  # the test model's grid, 2 layers x 4 heads: layer 0 global, layer 1 local
+    torch.manual_seed(0)
+    net = AutoModelForSequenceClassification.from_config(tiny_config("modernbert", tok, 5, num_hidden_layers=2),
+                                                         attn_implementation="eager").eval()
+    prepare_tokenizer(net, tok)
+    modern = LoadedModel(model=net, tokenizer=tok, name="modern", source="tiny", metadata={})
+    at.session_state["lab.session_models"] = {"modern": modern}
+    at.run()
+    at.selectbox(key="compare.b").set_value("Session model: modern").run()
+    assert not errors(at), errors(at)
+    specs = {c.proto.id.rsplit("-", 1)[-1]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+
+    def rows(key):
+        y = specs[key]["layout"]["yaxis"].get("ticktext") or specs[key]["data"][0]["y"]
+        return [str(v) for v in y]
+
+    assert any("(local)" in r for r in rows("compare.conc_b")), rows("compare.conc_b")
+    assert not any("(" in r for r in rows("compare.conc_a") + rows("compare.conc_diff"))
