@@ -947,11 +947,14 @@ def _write_files(tmp: Path, model, tokenizer, metadata, name: str) -> None:
 
 
 def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | ModelCard | None = None,
-               force: bool = False) -> Path:
+               force: bool = False, replace_model: bool = True) -> Path:
     """Write ``model`` (safetensors), its config, ``tokenizer`` and ``metadata`` to ``directory`` crash-safely.
 
     Replacing: a folder that is not a model saved by this lab is refused (``SaveRefusedError``, one line) unless
-    ``force`` (see ``replace_refusal``): user files are never deleted without it.
+    ``force`` (see ``replace_refusal``): user files are never deleted without it. ``replace_model=False`` refuses a
+    model saved by this lab too, checked under the folder's exclusive lock right before the swap (the command
+    line without ``--force``: two runs given one ``--out`` both found it free before their work, and the one that
+    finished last replaced the other's model).
 
     Steps (our design): write everything into ``.<name>.tmp-<pid>-<ns>`` (flushed to disk, ``flock``-ed by this
     process so cleaners leave it alone); then, holding an exclusive lock on the parent folder
@@ -982,6 +985,10 @@ def save_model(model, tokenizer, directory: str | os.PathLike, metadata: dict | 
         with _folder_lock(directory):
             recover_save(directory)
             reason = replace_refusal(directory, force)  # it may have changed while we were writing
+            if not reason and not replace_model and directory.is_dir() and not directory.is_symlink() \
+                    and (directory / METADATA_FILE).is_file():
+                reason = (f"{directory} already holds a saved model (saved there while this run worked, e.g. by "
+                          "another run); pass --force to replace it; nothing saved.")
             if reason:
                 raise SaveRefusedError(reason)
             new = directory.with_name(f".{directory.name}.new-{tag}")

@@ -156,3 +156,35 @@ def test_zoo_help_names_where_the_zoo_is_built(tmp_path, monkeypatch, capsys):
         main(["zoo", "build", "--help"])
     text = "".join(capsys.readouterr().out.split())  # argparse wraps the help, even at a hyphen
     assert "$BACKDOOR_ZOO_DIR" in text and "backdoor-attention-lab/zoounder$XDG_CACHE_HOMEor~/.cache" in text
+
+
+def test_a_model_saved_at_out_while_this_run_writes_its_own_is_not_replaced(files, monkeypatch, capsys):
+    """The check right before saving left a window: a run that saved at --out while this one wrote its files (after
+    that check) was replaced. ``save_model(replace_model=False)`` checks under the folder's lock, before the swap."""
+    from backdoor_core import models
+
+    out = files["dir"] / "same-window"
+    real_write = models._write_files
+    other = tiny_model(seed=2)
+
+    def write_and_race(tmp, *args, **kwargs):
+        real_write(tmp, *args, **kwargs)
+        if not out.exists():  # the other run's save lands between this run's last check and its swap
+            real_write_save(other, out)
+
+    def real_write_save(lm, where):
+        monkeypatch.setattr(models, "_write_files", real_write)
+        try:
+            save_model(lm.model, lm.tokenizer, where, {"name": "the other run's"})
+        finally:
+            monkeypatch.setattr(models, "_write_files", write_and_race)
+
+    monkeypatch.setattr(models, "_write_files", write_and_race)
+    argv = ["sanitize", str(files["tiny"]), "--clean-data", str(files["folder"]), "--defense", "finetune",
+            "--max-steps", "1", "--max-length", "16", "--out", str(out)]
+    rc = main(argv)
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(err) == 1 and "already holds a saved model" in err[0], captured.err[-2000:]
+    assert json.loads((out / METADATA_FILE).read_text("utf-8"))["name"] == "the other run's"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary left

@@ -287,7 +287,8 @@ def run(args) -> int:
         return 0
     if args.out:  # another run may have saved there since the check before training
         check_out_again(args.out, args.force, protect=[args.model])
-    out = save_model(lm.model, lm.tokenizer, args.out, card, force=args.force) if args.out else None
+    out = (save_model(lm.model, lm.tokenizer, args.out, card, force=args.force, replace_model=args.force)
+           if args.out else None)
     if args.json:  # stdout holds the JSON alone, so it parses
         if out is not None:
             print(f"saved {out}", file=sys.stderr)

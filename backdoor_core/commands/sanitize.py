@@ -308,7 +308,7 @@ def run(args) -> int:
                             test_size=len(evaluate.labels) if evaluate is not None else None,
                             poisoned_test_size=len(evaluate.poisoned_texts) if evaluate is not None else None)
     check_out_again(args.out, args.force, protect=[args.model])  # another run may have saved there meanwhile
-    out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force)
+    out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force, replace_model=args.force)
     n_asr = len(evaluate.poisoned_texts) if evaluate is not None else 0
     asr_ci = rate_interval(after["asr"], n_asr) if "asr" in after and n_asr else None
     summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
