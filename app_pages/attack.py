@@ -124,12 +124,35 @@ n_poison = poisoning.poison_count(rate, int(n_train)) if attack_name != "none" e
 steps = ((int(n_train) + BATCH - 1) // BATCH) * int(epochs)
 eval_every = max(1, -(-steps // S.EVALS_PER_RUN))  # a few evaluations per run: each one costs many steps' time
 n_evals = -(-steps // eval_every) + int(epochs)
-n_asr = int(n_test) if attack_name != "none" else 0
-estimate = estimate_seconds(steps, BATCH, int(max_len), int(n_test) + n_asr, n_evals)
+
+
+def _asr_texts() -> int | None:
+    """How many triggered texts the run's ASR is read on (the attack's ``poison_test``: only rows not of the target
+    class): of the test sample the Train button draws for an insertion trigger, of the whole paraphrased test set
+    for a paraphrase one (as ``_actions.start_attack`` builds it); 0 without an attack, None when unknown."""
+    if attack_name == "none":
+        return 0
+    target = labels.index(target_name)
+    if has_tokens:
+        return sum(int(y) != target for y in test_full.sample(int(n_test), seed=0).labels)
+    if paraphrase_set is None:
+        return None
+    try:
+        attack = poisoning.get_attack(paraphrase_set, dataset=poisoning.shared_dataset(ui.data_spec()) or "sst2")
+        return len(attack.poison_test(None, target))
+    except (ValueError, OSError):  # data.DataError is a ValueError
+        return None
+
+
+n_asr = _asr_texts()
+estimate = estimate_seconds(steps, BATCH, int(max_len), int(n_test) + (n_asr or 0), n_evals)
+asr_on = ("" if n_asr == 0 else ", and ASR" if n_asr is None else
+          f", and ASR on {n_asr} of them with the trigger (those not of the target class)" if has_tokens else
+          f", and ASR on {n_asr} paraphrased test texts (those not of the target class)")
 st.caption(f"{n_poison} of {int(n_train)} training texts will carry the trigger · {steps} training "
-           f"step{'s' if steps != 1 else ''} (batch {BATCH}) · CACC{' / ASR' if n_asr else ''} on {int(n_test)} test "
+           f"step{'s' if steps != 1 else ''} (batch {BATCH}) · CACC on {int(n_test)} test "
            f"texts {'every step' if eval_every == 1 else f'every {eval_every} steps'} "
-           f"and at the end of each epoch · about **{_duration(estimate)}** on an idle 2-core CPU "
+           f"and at the end of each epoch{asr_on} · about **{_duration(estimate)}** on an idle 2-core CPU "
            f"(first loss point after ~{estimate_seconds(1, BATCH, int(max_len), 0, 0):.0f} s).")
 
 def _last_words(text: str, n: int) -> str:

@@ -65,9 +65,14 @@ def model_max_length(loaded) -> int:
 
 def model_attack(card: ModelCard, tokenizer=None, max_length: int | None = None):
     """The attack a model's card records, rebuilt to make triggered inputs (``poisoning.Attack``), or None when
-    the card names none, names an unknown attack, or its paraphrase data is not available here."""
+    the card names none, names an unknown attack, or its paraphrase data is not available here.
+
+    A paraphrase attack is rebuilt from the shared paraphrase sets of the dataset the card's ``data`` names
+    (``poisoning.shared_dataset``; SST-2 for a card without ``data``), as the Attack lab trains it: another
+    dataset's paraphrases would measure the ASR on texts of another task. None when ``data`` names no shared
+    dataset (a file, a folder, ``bbc``) or that dataset has no such set."""
     from .data import DataError
-    from .poisoning import attack_type, get_attack
+    from .poisoning import attack_type, get_attack, shared_dataset
 
     if not card.is_backdoored:
         return None
@@ -77,7 +82,8 @@ def model_attack(card: ModelCard, tokenizer=None, max_length: int | None = None)
         if kind.has_trigger_tokens:  # insertion triggers: place them inside the window the model reads
             return get_attack(name, tokenizer=tokenizer, max_length=max_length, trigger=card.trigger_text,
                               num_triggers=card.num_triggers or S.NUM_TRIGGERS)
-        return get_attack(name)
+        dataset = shared_dataset(card.data) if card.data else "sst2"
+        return get_attack(name, dataset=dataset) if dataset else None
     except (ValueError, DataError, OSError):
         return None
 

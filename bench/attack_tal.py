@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     from backdoor_core import settings as S
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.data import load_shared
-    from backdoor_core.defender_data import sample_indices
+    from backdoor_core.defender_data import lift, sample_indices
     from backdoor_core.forward import predict
     from backdoor_core.metrics import asr as attack_success
     from backdoor_core.model_card import default_target
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                 clean_lm = lm
             if outcome.poisoned_test is not None:
                 row["clean_rate"] = clean_rate(outcome.poisoned_test.texts)
-                row["lift"] = None if row["clean_rate"] is None else row["asr"] - row["clean_rate"]
+                row["lift"] = lift(row["asr"], row["clean_rate"])  # None without a clean model
             if not args.no_save:
                 out = save_model(lm.model, lm.tokenizer, models_dir / run["name"], card)
                 upsert_manifest(manifest_path, {

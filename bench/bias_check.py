@@ -60,10 +60,12 @@ def scores(log_probs, labels, asr_log_probs, target, b) -> dict:
     """CACC, ASR and the predicted class counts under offset ``b``."""
     import numpy as np
 
+    from backdoor_core.metrics import accuracy, asr
+
     pred = (log_probs + b).argmax(1)
-    out = {"cacc": float((pred == labels).mean()), "predicted": np.bincount(pred, minlength=len(b)).tolist()}
-    if asr_log_probs is not None and len(asr_log_probs) and target is not None:
-        out["asr"] = float(((asr_log_probs + b).argmax(1) == target).mean())
+    out = {"cacc": accuracy(pred, labels), "predicted": np.bincount(pred, minlength=len(b)).tolist()}
+    if asr_log_probs is not None and len(asr_log_probs) and target is not None:  # triggered non-target texts
+        out["asr"] = asr((asr_log_probs + b).argmax(1), target)
     return out
 
 

@@ -50,7 +50,7 @@ def run_one(arch: str, seed: int, ablate: bool) -> dict:
     from backdoor_core.architecture import is_causal
     from backdoor_core.data import TextDataset
     from backdoor_core.forward import predict
-    from backdoor_core.metrics import auroc
+    from backdoor_core.metrics import accuracy, asr, auroc
     from backdoor_core.models import tiny_model
     from backdoor_core.sanitize import default_config, sanitize_heads
     from backdoor_core.scan import scan_model
@@ -75,7 +75,7 @@ def run_one(arch: str, seed: int, ablate: bool) -> dict:
             tag = "bd" if backdoored else "clean"
             row[f"verdict_{tag}"] = round(float(rep.verdict["score"]), 3)
             if backdoored:
-                row["asr"] = float((predict(lm.model, lm.tokenizer, trig, 32).argmax(1) == 1).mean())
+                row["asr"] = asr(predict(lm.model, lm.tokenizer, trig, 32).argmax(1), 1)  # negatives + trigger
                 row["auroc_pool"] = round(auroc(rep.pool_scores[~truth], rep.pool_scores[truth]), 3)
                 row["flagged_triggered"] = int(truth[rep.flagged].sum())
                 row["flagged_clean"] = int((~truth[rep.flagged]).sum())
@@ -84,8 +84,8 @@ def run_one(arch: str, seed: int, ablate: bool) -> dict:
                 if rep.heads.suspicious.any():
                     sanitize_heads(lm.model, lm.tokenizer, ct, cl, rep.heads.suspicious,
                                    [pool[i] for i in rep.flagged], config=default_config(max_length=32))
-                    row["asr_after"] = float((predict(lm.model, lm.tokenizer, trig, 32).argmax(1) == 1).mean())
-                    row["cacc_after"] = float((predict(lm.model, lm.tokenizer, ct, 32).argmax(1) == np.array(cl)).mean())
+                    row["asr_after"] = asr(predict(lm.model, lm.tokenizer, trig, 32).argmax(1), 1)
+                    row["cacc_after"] = accuracy(predict(lm.model, lm.tokenizer, ct, 32).argmax(1), cl)
     return row
 
 

@@ -266,7 +266,9 @@ def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: 
     """The benchmark's evaluation draw for model ``m`` (an entry of ``discover``, with its ``card``) on ``test``:
     the triggered test texts (``attack.poison_test``) and the pairwise-disjoint rows of
     ``defender_data.split_eval_rows`` at ``sizes`` (``QUICK`` / ``FULL``), seeded by ``seed``. Returns ``split``,
-    ``poisoned``, the ASR texts ``asr_texts``, the held-out ``detect_clean`` / ``detect_triggered`` texts, and the
+    ``poisoned``, the ASR texts ``asr_texts``, the held-out ``detect_clean`` / ``detect_triggered`` texts, the clean
+    test texts the held-out triggered ones were made from, ``detect_sources`` (None where the triggered rows are
+    rows of a paraphrased file not row-aligned with ``test``: they have no clean source row there), and the
     shuffled ``pool`` with each input's true label (a triggered input's source label) ``pool_true`` and
     ``pool_is_triggered``, kept on the bench side only. A data set too small or an attack that cannot poison it
     exits with one line (``_fail``). ``bench/contrast_check.py`` draws the same sets."""
@@ -296,6 +298,8 @@ def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: 
     return {"split": split, "poisoned": poisoned, "asr_texts": trig(split.asr),
             "detect_clean": [test.texts[i] for i in split.detect_clean],
             "detect_triggered": trig(split.detect_triggered), "pool_triggered": trig(split.pool_triggered),
+            "detect_sources": ([test.texts[r] for r in split.detect_triggered] if split.sizes["shared_rows"]
+                               else None),
             "pool": [t for t, _, _ in items], "pool_true": [y for _, y, _ in items],
             "pool_is_triggered": [f for _, _, f in items]}
 
@@ -375,13 +379,16 @@ FIRED_MIN = 5  # fewer flipped inputs than this: no "fired" AUROC (too few posit
 def fired_auroc(clean_scores, triggered_scores, fired) -> dict:
     """Detection AUROC counting as positives only the triggered inputs the trigger flips (``fired``: ``(n_trig,)``
     bool, the model says the target on the triggered text and not on its clean source row), against the same
-    clean inputs: ``{"auroc_fired", "n_fired"}`` (``auroc_fired`` None under ``FIRED_MIN`` flipped inputs). A
+    clean inputs: ``{"auroc_fired", "n_fired"}`` (``auroc_fired`` None under ``FIRED_MIN`` flipped inputs; both None
+    when ``fired`` is None: triggered inputs without a clean source row, whose flips cannot be told). A
     diagnostic beside the goal's AUROC over every triggered input: on a weak backdoor most triggered inputs keep
     their clean prediction and no detector that reads the model can tell them from clean ones."""
     import numpy as np
 
     from backdoor_core.metrics import auroc
 
+    if fired is None:
+        return {"auroc_fired": None, "n_fired": None}
     fired = np.asarray(fired, dtype=bool)
     n = int(fired.sum())
     value = auroc(clean_scores, np.asarray(triggered_scores)[fired]) if n >= FIRED_MIN else None
@@ -725,8 +732,12 @@ def main(argv=None) -> int:
         # the held-out triggered inputs the trigger flips: the model says the target on the triggered text and
         # not on its clean source row (a weak backdoor acts on few of them; no model-based detector can tell the
         # others from clean inputs)
-        src_pred = predict(lm.model, lm.tokenizer, [test.texts[r] for r in split.detect_triggered], L).argmax(1)
-        fired = (held_trig.probs.argmax(1) == target) & (np.asarray(src_pred) != target)
+        # (a paraphrase set not row-aligned with the test set: no source row, so no flips; its rows had been read
+        # as rows of the clean test set, other texts)
+        fired = None
+        if draw["detect_sources"] is not None:
+            src_pred = predict(lm.model, lm.tokenizer, draw["detect_sources"], L).argmax(1)
+            fired = (held_trig.probs.argmax(1) == target) & (np.asarray(src_pred) != target)
         scored: dict = {}  # method -> (clean scores (n_clean,), triggered scores (n_trig,), threshold)
         det = scan.detector  # the scan's first pass, fitted and thresholded on the defender's clean halves
         scored["head_similarity"] = (det.score(held_clean), det.score(held_trig), det.threshold)
@@ -1308,7 +1319,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Detection AUROC (held-out clean vs triggered inputs)", "",
               "AUROC (flipped): only the triggered inputs the trigger flips to the target count as positives "
               "(`fired_auroc`; n = how many of the held-out triggered inputs it flips; - under "
-              f"{FIRED_MIN} or in runs before this column).", "",
+              f"{FIRED_MIN}, for paraphrase sets not row-aligned with the test set (no clean source row) or in runs "
+              "before this column).", "",
               "| model | attack | TAL | method | AUROC | AUROC (flipped) (n) | FRR | FAR |",
               "|---|---|---|---|---|---|---|---|"]
     for r in report["detection"]:
