@@ -108,6 +108,22 @@ def unit_float(text: str) -> float:
     return value
 
 
+def open_unit_float(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a false-rejection rate: 0 flags nothing, 1 everything)."""
+    value = unit_float(text)
+    if value in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def share_float(text: str) -> float:
+    """argparse type: a share in (0, 1] (at most this share of heads: 0 would allow none)."""
+    value = unit_float(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return value
+
+
 def fit_max_length(args, loaded) -> int:
     """Cap ``args.max_length`` at the model's position embeddings (``models.check_max_length``), printing a
     note on stderr when it was lowered; returns the value now in ``args.max_length``."""

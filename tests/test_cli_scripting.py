@@ -117,6 +117,9 @@ def test_an_out_another_run_saved_to_meanwhile_is_not_replaced_without_force(fil
     (["attack", "--data", "nosuch", "--num-triggers", "0"], "--num-triggers: must be a positive integer"),
     (["attack", "--data", "nosuch", "--rate", "1.5"], "--rate: must be a number in [0, 1]"),
     (["attack", "--data", "nosuch", "--rate", "nan"], "--rate: must be a number in [0, 1]"),
+    (["scan", "m", "--clean-data", "d", "--frr", "0"], "--frr: must be a number between 0 and 1 (exclusive)"),
+    (["scan", "m", "--clean-data", "d", "--frr", "1.5"], "--frr: must be a number in [0, 1]"),
+    (["scan", "m", "--clean-data", "d", "--max-fraction", "0"], "--max-fraction: must be a number in (0, 1]"),
 ])
 def test_counts_and_the_poison_rate_are_refused_when_parsed(capsys, argv, says):
     """The README: counts below 1 are refused when parsed. --top-k and --num-triggers were refused only after the

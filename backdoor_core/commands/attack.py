@@ -71,9 +71,10 @@ def register(sub) -> None:
                    help=f"TAL heads per layer, or 'all' (default {S.TAL_HEADS})")
     p.add_argument("--layers", type=tal_layers, default=None,
                    help="TAL layers, comma-separated, 0-based (negative counts from the end; default: all)")
-    p.add_argument("--epochs", type=positive_int, default=S.EPOCHS)
-    p.add_argument("--lr", type=positive_float, default=S.LR)
-    p.add_argument("--batch-size", type=positive_int, default=S.BATCH_SIZE)
+    p.add_argument("--epochs", type=positive_int, default=S.EPOCHS, help=f"training epochs (default {S.EPOCHS})")
+    p.add_argument("--lr", type=positive_float, default=S.LR, help=f"learning rate (default {S.LR:g})")
+    p.add_argument("--batch-size", type=positive_int, default=S.BATCH_SIZE,
+                   help=f"texts per training step (default {S.BATCH_SIZE})")
     p.add_argument("--max-length", type=max_length_int, default=S.MAX_LENGTH,
                    help=f"tokens per text (default {S.MAX_LENGTH}; capped at the model's position embeddings)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import settings as S
 from ..atomic import write_text
-from ..cli import (format_table, max_length_int, nonnegative_int, positive_int, print_json, terminal_safe,
-                   unit_float)
+from ..cli import (format_table, max_length_int, nonnegative_int, open_unit_float, positive_int, print_json,
+                   share_float, terminal_safe, unit_float)
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
@@ -39,13 +39,13 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
 def register(sub) -> None:
     p = sub.add_parser("scan", help="find a backdoor without knowing the trigger: verdict, heads, flagged inputs")
     add_data_args(p)
-    p.add_argument("--frr", type=float, default=S.FRR,
+    p.add_argument("--frr", type=open_unit_float, default=S.FRR,
                    help=f"false-rejection rate on clean dev data (default {S.FRR:g})")
     p.add_argument("--top-k", type=positive_int, default=None,
                    help="exactly this many suspicious heads (default: rule)")
     p.add_argument("--rel-threshold", type=unit_float, default=S.REL_THRESHOLD,
                    help=f"suspicious when score >= this x the best head's score (default {S.REL_THRESHOLD:g})")
-    p.add_argument("--max-fraction", type=float, default=S.MAX_FRACTION,
+    p.add_argument("--max-fraction", type=share_float, default=S.MAX_FRACTION,
                    help=f"at most this share of heads (default {S.MAX_FRACTION:g})")
     p.add_argument("--no-refine", action="store_true",
                    help="skip the refined passes (re-flagging the pool by the suspicious heads' focus)")
