@@ -13,6 +13,7 @@ from backdoor_core.data import DataError, SHARED_LABEL_NAMES, paraphrase_sets
 from backdoor_core.defender_data import model_max_length
 from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
+from backdoor_core.triggers import placement_note
 from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._state import follow_default
@@ -193,9 +194,10 @@ with p1:
     if result.clean.truncated or result.triggered.truncated:
         st.caption(f"The text was cut to its first {MAX_LENGTH} tokens.")
     placed = getattr(result.insertion, "position", None)
-    if kind != "Paraphrase" and position is not None and placed is not None and placed < position:
-        st.caption(f"Word {position} is past what the model reads (its first {MAX_LENGTH} tokens): the trigger "
-                   f"went in before word {placed} instead.")  # else the slider moved and the trigger did not
+    moved = (placement_note(result.clean.text, position, placed, MAX_LENGTH)
+             if kind != "Paraphrase" and placed is not None else None)
+    if moved:  # else the slider moved and the trigger did not
+        st.caption(moved[0].upper() + moved[1:])
 with p2:
     ui.plot(F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs), key="inspect.probs")
 

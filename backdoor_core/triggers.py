@@ -45,6 +45,19 @@ def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int) 
     return len(words)
 
 
+def placement_note(text: str, asked: int | None, placed: int, max_length: int) -> str | None:
+    """Why the trigger went in before word ``placed`` when word ``asked`` was asked for (``insert_trigger`` caps the
+    position at the text's end and inside the first ``max_length`` tokens), or None where it went where asked. The
+    Inspect page and ``inspect --position`` say it: the trigger had moved without a word."""
+    if asked is None or asked < 0 or placed >= asked:
+        return None
+    n_words = len(word_spans(text))
+    if asked > n_words and placed == n_words:
+        return f"the text has {n_words} words, so the trigger went in after the last one (asked: before word {asked})."
+    return (f"word {asked} is past what the model reads (its first {max_length} tokens): the trigger went in before "
+            f"word {placed} instead.")
+
+
 def insert_trigger(
     text: str,
     trigger: str,

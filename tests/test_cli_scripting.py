@@ -191,3 +191,22 @@ def test_a_model_saved_at_out_while_this_run_writes_its_own_is_not_replaced(file
     assert rc == 2 and len(err) == 1 and "already holds a saved model" in err[0], captured.err[-2000:]
     assert json.loads((out / METADATA_FILE).read_text("utf-8"))["name"] == "the other run's"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary left
+
+
+def test_inspect_says_when_the_trigger_did_not_go_where_position_asked(files, capsys):
+    """``inspect --position`` past the end of the text put the trigger after the last word without a word (the
+    Inspect page said so only for a word past the model's window); stdout's JSON stays the JSON alone."""
+    argv = ["inspect", "--model", str(files["tiny"]), "--text", "a short text here", "--trigger", "cf",
+            "--position", "9", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["trigger_position"] == 4
+    assert "note: the text has 4 words, so the trigger went in after the last one (asked: before word 9)." \
+        in captured.err
+    long = " ".join(f"w{i}" for i in range(200))
+    assert main(["inspect", "--model", str(files["tiny"]), "--text", long, "--trigger", "cf", "--position", "150",
+                 "--max-length", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "note: word 150 is past what the model reads (its first 32 tokens): the trigger went in before word" in err
+    assert main(argv[:-3] + ["--position", "2", "--json"]) == 0
+    assert "note:" not in capsys.readouterr().err  # where it was asked: nothing to say

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 from .. import settings as S
 from ..cli import format_table, max_length_int, nonnegative_int, positive_int, print_json
 from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
+from ..triggers import placement_note
 from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
 
 
@@ -82,6 +85,9 @@ def run(args) -> int:
         lm.model, lm.tokenizer, args.text, args.trigger, args.position, args.seed, args.max_length, lm.label_names
     )
     report = result.to_dict(args.top)
+    moved = placement_note(args.text, args.position, result.insertion.position, args.max_length)
+    if moved:  # stderr: --json's stdout stays the JSON alone
+        print(f"note: {moved}", file=sys.stderr)
     if heads_off is not None:
         from ..ablation import inspect_ablated
 
