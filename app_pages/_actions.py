@@ -373,7 +373,12 @@ def start_sanitize(loaded, defense: str, clean_ds, pool_texts: list[str] | None,
                           should_stop=ctx.should_stop, **extra)
         # the finished repair's own measure runs to its end (one pass over the test texts: a Cancel now would throw
         # the repair away or show it unmeasured); the heads' view after it is skipped on Cancel
-        after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates again
+        if (res.details.get("clean_guard") or {}).get("fired") and evaluate is not None:
+            # the guard's retry evaluated last, and it may be the repair thrown away: the CACC change, the fixed /
+            # broken counts and the lift interval read the evaluations' last, so the kept model is evaluated again
+            after = evaluate(res.model)
+        else:
+            after = final_metrics(res, before, evaluate)  # reuses the training's last evaluation, or evaluates
         change = accuracy_change(base.labels, seen[0], seen[-1]) if base is not None else None
         lift_ci = ({"before": lift_interval(clean_hits, hits[0]), "after": lift_interval(clean_hits, hits[-1])}
                    if clean_hits is not None and hits else None)

@@ -698,3 +698,56 @@ def test_cancel_while_a_repair_job_measures_the_heads_after_keeps_the_repair(mon
     res = snap.result  # the finished repair is kept (the page's on_finish takes it, as a partial result)
     assert res is not None and not res["cancelled"] and res["loaded"].model is not None
     assert res["effect"] is None  # its heads' view was skipped
+
+
+def test_a_repair_job_whose_guard_kept_the_first_repair_reports_that_repairs_change(monkeypatch, guard_case):
+    """When the clean-accuracy guard trained the repair again head-only and kept the FIRST repair, the Sanitize
+    job's CACC-change interval, fixed / broken counts and lift interval read the evaluations' last: the discarded
+    retry's. They are the kept model's now."""
+    from app_pages import _actions as A
+    from backdoor_core import defenses
+    from backdoor_core.jobs import start_job
+    from backdoor_core.metrics import accuracy_change
+    from backdoor_core.models import LoadedModel
+    from backdoor_core.training import make_evaluator
+
+    lm = trained_tiny(True)
+    clean, pool = guard_case
+    accuracies = iter([0.9, 0.5, 0.4])  # before, after the first repair (the guard fires), the retry: worse
+    monkeypatch.setattr(defenses, "_accuracy", lambda *a, **k: next(accuracies))
+    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
+        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
+        source=loaded.source))
+    targets = []
+    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
+    texts, labels = clean_texts(60, seed=11)
+    test = TextDataset(texts, labels, ["neg", "pos"])
+    trig = triggered_texts(30, seed=12)
+
+    evaluated = []  # a fingerprint of the weights of every model the job evaluated, in order
+
+    def make_evaluate(work):
+        real = make_evaluator(work.tokenizer, test, trig, 1, 32)
+
+        def evaluate(model, *out):
+            evaluated.append(_fingerprint(model))
+            return real(model, *out)
+        evaluate.labels, evaluate.poisoned_texts, evaluate.target = real.labels, real.poisoned_texts, real.target
+        return evaluate
+
+    A.start_sanitize(lm, "alignment", clean, pool, dict(GUARD_KW), make_evaluate, "repaired")
+    job = start_job(targets[0], name="repair")
+    assert job.wait(180)
+    snap = job.snapshot()
+    assert snap.status == "done", snap.traceback
+    res = snap.result
+    assert res["details"]["clean_guard"]["fired"] and res["details"]["clean_guard"]["kept"] == "first"
+    assert evaluated[-1] == _fingerprint(res["loaded"].model)  # the change was read on the kept model
+    seen_before, seen_after = [], []
+    make_evaluate(lm)(lm.model, seen_before, [])
+    make_evaluate(lm)(res["loaded"].model, seen_after, [])
+    assert res["cacc_change"] == accuracy_change(labels, seen_before[0], seen_after[0])
+
+
+def _fingerprint(model) -> float:
+    return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
