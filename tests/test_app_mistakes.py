@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, streamlit_app, wait_until_idle  # noqa: E402
-from test_app_pages import errors, goto, new_app, wait_job  # noqa: E402 - the app-page tests' own helpers
+# the app-page tests' own helpers
+from test_app_pages import errors, goto, new_app, quick_finetune_repair, wait_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -103,14 +104,7 @@ def test_a_reload_brings_back_the_verdict_the_training_result_and_the_repair():
     first.button(key="detect.run").click().run()
     assert wait_job(first, "scan").status == "done"
     shown = {m.label: m.value for m in first.metric}
-    goto(first, "sanitize")
-    first.selectbox(key="sanitize.defense").set_value("finetune").run()
-    first.number_input(key="sanitize.n_clean").set_value(16)
-    first.number_input(key="sanitize.n_test").set_value(16)
-    first.number_input(key="sanitize.finetune.epochs").set_value(1)
-    first.run()
-    first.button(key="sanitize.run").click().run()
-    assert wait_job(first, "sanitize").status == "done"
+    quick_finetune_repair(goto(first, "sanitize"))
     repaired = [h for h in _subheaders(first) if h.startswith("Before and after")]
     assert repaired
 

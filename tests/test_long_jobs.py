@@ -625,20 +625,14 @@ def test_a_repair_jobs_bar_only_grows_through_the_guards_retry(monkeypatch, guar
     trains the repair again head-only, the bar goes on from where the first repair left it to 100% and the panel
     says the guard is retrying; the retry's steps had run on after the first repair's, and the bar went back from
     100% to about 65%."""
-    from app_pages import _actions as A
     from backdoor_core import defenses
-    from backdoor_core.models import LoadedModel
 
     lm = trained_tiny(True)
     clean, pool = guard_case
     accuracies = iter([0.9, 0.5, 0.6])  # before, after the first repair (the guard fires), after the retry
     monkeypatch.setattr(defenses, "_accuracy", lambda *a, **k: next(accuracies))
-    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
-        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
-        source=loaded.source))
-    targets, messages = [], []
-    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
-    A.start_sanitize(lm, "alignment", clean, pool, dict(GUARD_KW), None, "repaired")
+    messages = []
+    repair = _repair_target(monkeypatch, lm, clean, pool, dict(GUARD_KW), None)
 
     def target(ctx):
         update = ctx.update
@@ -647,7 +641,7 @@ def test_a_repair_jobs_bar_only_grows_through_the_guards_retry(monkeypatch, guar
             messages.append(kwargs.get("message") or (args[0].get("message") if isinstance(args[0], dict) else None))
             return update(*args, **kwargs)
         ctx.update = spied
-        return targets[0](ctx)
+        return repair(ctx)
 
     fr = _fractions(target)
     assert _grows(fr), fr
@@ -663,10 +657,8 @@ def test_cancel_while_a_repair_job_measures_the_heads_after_keeps_the_repair(mon
     and keeps the finished repair; the measure had read every text first."""
     import threading
 
-    from app_pages import _actions as A
     from backdoor_core import defenses
     from backdoor_core.jobs import start_job
-    from backdoor_core.models import LoadedModel
     from backdoor_core.poisoning import get_attack
     from backdoor_core.repair_effect import triggered_pairs
 
@@ -680,17 +672,12 @@ def test_cancel_while_a_repair_job_measures_the_heads_after_keeps_the_repair(mon
         return out
 
     monkeypatch.setattr(defenses, "final_metrics", final_then_cancel)
-    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
-        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
-        source=loaded.source))
-    targets = []
-    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
     texts, labels = clean_texts(60, seed=9)
     pairs = triggered_pairs(get_attack("badnets", trigger="cf"), TextDataset(texts, labels, ["neg", "pos"]),
                             target=1, n=12)
-    A.start_sanitize(lm, "alignment", clean, pool, {**GUARD_KW, "clean_guard": False}, None, "repaired",
-                     effect_pairs=pairs)
-    job = holder["job"] = start_job(lambda ctx: ready.wait(10) and targets[0](ctx), name="repair")
+    repair = _repair_target(monkeypatch, lm, clean, pool, {**GUARD_KW, "clean_guard": False}, None,
+                            effect_pairs=pairs)
+    job = holder["job"] = start_job(lambda ctx: ready.wait(10) and repair(ctx), name="repair")
     ready.set()
     assert job.wait(120)
     snap = job.snapshot()
@@ -704,22 +691,15 @@ def test_a_repair_job_whose_guard_kept_the_first_repair_reports_that_repairs_cha
     """When the clean-accuracy guard trained the repair again head-only and kept the FIRST repair, the Sanitize
     job's CACC-change interval, fixed / broken counts and lift interval read the evaluations' last: the discarded
     retry's. They are the kept model's now."""
-    from app_pages import _actions as A
     from backdoor_core import defenses
     from backdoor_core.jobs import start_job
     from backdoor_core.metrics import accuracy_change
-    from backdoor_core.models import LoadedModel
     from backdoor_core.training import make_evaluator
 
     lm = trained_tiny(True)
     clean, pool = guard_case
     accuracies = iter([0.9, 0.5, 0.4])  # before, after the first repair (the guard fires), the retry: worse
     monkeypatch.setattr(defenses, "_accuracy", lambda *a, **k: next(accuracies))
-    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
-        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
-        source=loaded.source))
-    targets = []
-    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
     texts, labels = clean_texts(60, seed=11)
     test = TextDataset(texts, labels, ["neg", "pos"])
     trig = triggered_texts(30, seed=12)
@@ -735,8 +715,7 @@ def test_a_repair_job_whose_guard_kept_the_first_repair_reports_that_repairs_cha
         evaluate.labels, evaluate.poisoned_texts, evaluate.target = real.labels, real.poisoned_texts, real.target
         return evaluate
 
-    A.start_sanitize(lm, "alignment", clean, pool, dict(GUARD_KW), make_evaluate, "repaired")
-    job = start_job(targets[0], name="repair")
+    job = start_job(_repair_target(monkeypatch, lm, clean, pool, dict(GUARD_KW), make_evaluate), name="repair")
     assert job.wait(180)
     snap = job.snapshot()
     assert snap.status == "done", snap.traceback
@@ -747,6 +726,21 @@ def test_a_repair_job_whose_guard_kept_the_first_repair_reports_that_repairs_cha
     make_evaluate(lm)(lm.model, seen_before, [])
     make_evaluate(lm)(res["loaded"].model, seen_after, [])
     assert res["cacc_change"] == accuracy_change(labels, seen_before[0], seen_after[0])
+
+
+def _repair_target(monkeypatch, lm, clean, pool, knobs: dict, make_evaluate, **kwargs):
+    """The Sanitize page's repair job (``_actions.start_sanitize``, alignment) on ``lm``, as the target function it
+    would start: ``target(ctx)`` for ``jobs.start_job`` (the session copy is a deep copy; nothing is started)."""
+    from app_pages import _actions as A
+    from backdoor_core.models import LoadedModel
+
+    monkeypatch.setattr(A.ui, "session_copy", lambda loaded, name=None: LoadedModel(
+        model=copy.deepcopy(loaded.model), tokenizer=loaded.tokenizer, name=name or loaded.name,
+        source=loaded.source))
+    targets = []
+    monkeypatch.setattr(A.ui, "start", lambda kind, target, name, **kw: targets.append(target))
+    A.start_sanitize(lm, "alignment", clean, pool, knobs, make_evaluate, "repaired", **kwargs)
+    return targets[0]
 
 
 def _fingerprint(model) -> float:
