@@ -164,14 +164,24 @@ class InsertionAttack(Attack):
 
         Positions are drawn among word positions where ALL the chosen triggers together still fit the window,
         then inserted from the last position to the first, shifting earlier spans as text is inserted before
-        them.
+        them. Where the separate insertions still cut a trigger off (byte-level BPE tokenises the first word
+        differently once a trigger goes in before it; WordPiece never does), the drawn positions are capped one
+        word earlier at a time until every trigger is inside the window (no further draws: the seeded sequence is
+        unchanged).
         """
         chosen = [rng.choice(self.triggers) for _ in range(self.num_triggers)]
         limit = len(word_spans(text))
         windowed = self.tokenizer is not None and self.max_length is not None
         if windowed:
             limit = min(limit, max_position_in_window(self.tokenizer, text, " ".join(chosen), self.max_length))
-        positions = sorted((rng.randint(0, limit) for _ in chosen), reverse=True)
+        drawn = sorted((rng.randint(0, limit) for _ in chosen), reverse=True)
+        while True:
+            out, spans = self._insert_all(text, chosen, [min(p, limit) for p in drawn], windowed)
+            if not windowed or limit == 0 or self._inside_window(out, spans):
+                return out, spans
+            limit -= 1
+
+    def _insert_all(self, text: str, chosen, positions, windowed: bool):
         spans: list[tuple[int, int]] = []
         for trig, pos in zip(chosen, positions):
             before = len(text)
@@ -184,6 +194,15 @@ class InsertionAttack(Attack):
             spans.append(ins.span)
             text = ins.text
         return text, tuple(sorted(spans))
+
+    def _inside_window(self, text: str, spans) -> bool:
+        """Whether the last trigger ends inside the first ``max_length`` tokens (True where offsets are missing)."""
+        try:
+            enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            end = max((int(e) for s, e in enc["offset_mapping"] if e > s), default=0)
+        except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):
+            return True
+        return end >= max(e for _, e in spans)
 
     # -- datasets ----------------------------------------------------------------------------------------
     def poison_train(self, dataset, rate: float, target: int, seed: int = 0) -> list[Example]:

@@ -32,11 +32,44 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int) -> int:
     """Largest word position at which ``trigger`` still fits entirely within ``max_length`` tokens.
 
-    Counts ``[CLS]`` and ``[SEP]``. Returns 0 when even the start is too late (a trigger longer than the
-    window is then cut, which callers should treat as a user error).
+    Counts the tokenizer's special tokens (``[CLS]`` and ``[SEP]``). Returns 0 when even the start is too late (a
+    trigger longer than the window is then cut, which callers should treat as a user error).
+
+    With a fast tokenizer the trigger is inserted and the result tokenised with truncation, so the count is the one
+    the model will see: byte-level BPE (GPT-2, RoBERTa) tokenises a word differently with and without the space in
+    front of it, and counting word by word had cut triggers off (WordPiece counts the same either way). Other
+    tokenizers: the word-by-word count, with two special tokens.
     """
-    budget = max_length - 2 - len(tokenizer.tokenize(trigger))
     words = word_spans(text)
+    try:
+        fits = _fits_in_window(tokenizer, text, trigger, max_length)
+        fits(0)
+    except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):
+        return _max_position_by_words(tokenizer, text, trigger, max_length, words)
+    if fits(len(words)):
+        return len(words)
+    lo, hi = 0, len(words)  # fits(lo) or lo == 0; not fits(hi): a trigger placed later has no fewer tokens before it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _fits_in_window(tokenizer, text: str, trigger: str, max_length: int):
+    """``position -> bool``: whether ``trigger`` inserted before word ``position`` survives truncation to
+    ``max_length`` tokens whole (the last kept token ends at or after the trigger's end)."""
+
+    def fits(position: int) -> bool:
+        ins = insert_trigger(text, trigger, position)
+        enc = tokenizer(ins.text, truncation=True, max_length=max_length, return_offsets_mapping=True)
+        return max((int(e) for s, e in enc["offset_mapping"] if e > s), default=0) >= ins.span[1]
+
+    return fits
+
+
+def _max_position_by_words(tokenizer, text: str, trigger: str, max_length: int, words) -> int:
+    """Word-by-word count (tokenizers without offsets): two special tokens, each word tokenised alone."""
+    budget = max_length - 2 - len(tokenizer.tokenize(trigger))
     used = 0
     for i, (s, e) in enumerate(words):
         used += len(tokenizer.tokenize(text[s:e]))
