@@ -38,6 +38,8 @@ class TokenSaliency:
     target: int
     method: str
     convergence_delta: float | None = None  # IG only: completeness error
+    logit: float | None = None  # IG only: the target class's logit on the text
+    baseline_logit: float | None = None  # IG only: ... on the baseline (every non-special token [PAD])
 
     def normalised(self) -> np.ndarray:
         """``scores`` divided by the largest absolute score (in [-1, 1])."""
@@ -51,7 +53,24 @@ class TokenSaliency:
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": list(self.tokens), "scores": [float(x) for x in self.scores],
                 "target": int(self.target), "method": self.method,
-                "convergence_delta": self.convergence_delta}
+                "convergence_delta": self.convergence_delta, "logit": self.logit,
+                "baseline_logit": self.baseline_logit}
+
+    def reference_note(self, target_name: str) -> str | None:
+        """What integrated gradients' scores are measured from (None for other methods): they add up to the
+        target logit's change from the all-[PAD] baseline to the text, so where the baseline already leans to the
+        class more than the text, even the trigger can score below zero (seen on the zoo's BadNets + TAL model,
+        whose all-[PAD] text reads 'sports' at a logit of +4.25 against the triggered text's +2.68)."""
+        if self.logit is None or self.baseline_logit is None:
+            return None
+        note = (f"Integrated gradients split the change of the '{target_name}' logit from an all-[PAD] text "
+                f"({self.baseline_logit:+.2f}) to this one ({self.logit:+.2f}): the scores add up to "
+                f"{self.logit - self.baseline_logit:+.2f}.")
+        if self.baseline_logit > self.logit:
+            note += (" The [PAD] text leans to it more than this text does, so every token can score below zero, the "
+                     "trigger too: the scores then say what moves this text from the [PAD] text, not what makes it "
+                     f"'{target_name}'. Gradient × input reads each token at the text itself.")
+        return note
 
 
 def token_saliency(model, tokenizer, text: str, target: int | None = None, method: str = "ig",
@@ -76,14 +95,17 @@ def token_saliency(model, tokenizer, text: str, target: int | None = None, metho
     was = model.training
     model.eval()
     try:
+        with torch.no_grad():
+            logits = forward(ids, mask)[0]  # (C,)
         if target is None:
-            with torch.no_grad():
-                target = int(forward(ids, mask).argmax(-1))
+            target = int(logits.argmax(-1))
         layer = model.get_input_embeddings()
-        delta = None
+        delta = logit = base_logit = None
         if method == "ig":
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             base = torch.where(special.to(device), ids, torch.full_like(ids, pad))
+            with torch.no_grad():
+                logit, base_logit = float(logits[int(target)]), float(forward(base, mask)[0, int(target)])
             lig = LayerIntegratedGradients(forward, layer)
             attr, d = lig.attribute(ids, baselines=base, additional_forward_args=(mask,), target=int(target),
                                     n_steps=n_steps, return_convergence_delta=True)
@@ -95,7 +117,7 @@ def token_saliency(model, tokenizer, text: str, target: int | None = None, metho
     finally:
         model.train(was)
     return TokenSaliency(str(text), tokenizer.convert_ids_to_tokens(ids[0].tolist()), offsets, scores, int(target),
-                         method, delta)
+                         method, delta, logit, base_logit)
 
 
 @dataclass

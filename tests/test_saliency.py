@@ -46,3 +46,20 @@ def test_cli_inspect_saliency(tmp_path, capsys):
     assert main(args + ["--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["saliency"]["triggered"]["method"] == "gxi" and TRIGGER in rep["saliency"]["triggered"]["tokens"]
+
+
+def test_integrated_gradients_say_what_they_are_measured_from():
+    """Integrated gradients add up to the target logit's change from the all-[PAD] baseline: on the zoo's BadNets +
+    TAL model that baseline already reads 'sports' more than the triggered text, so the trigger scored -0.52 and the
+    page said only "red pushes toward, blue away". The result now carries both logits and a note says so."""
+    lm = trained_tiny(True)
+    t = token_saliency(lm.model, lm.tokenizer, TRIG, 1, "ig", max_length=32)
+    assert t.logit is not None and t.baseline_logit is not None
+    assert float(t.scores.sum()) == pytest.approx(t.logit - t.baseline_logit, abs=max(0.05, t.convergence_delta * 2))
+    note = t.reference_note("pos")
+    assert f"({t.baseline_logit:+.2f})" in note and f"({t.logit:+.2f})" in note
+    assert ("every token can score below zero" in note) == (t.baseline_logit > t.logit)
+    leaning = token_saliency(lm.model, lm.tokenizer, TRIG, 1, "ig", max_length=32)
+    leaning.baseline_logit = leaning.logit + 1.0  # a baseline that leans to the class more than the text
+    assert "every token can score below zero" in leaning.reference_note("pos")
+    assert token_saliency(lm.model, lm.tokenizer, TRIG, 1, "gxi", max_length=32).reference_note("pos") is None
