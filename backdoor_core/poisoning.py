@@ -61,10 +61,12 @@ class PoisonedTestSet:
 
 
 def poison_count(rate: float, n: int) -> int:
-    """How many training rows a poison ``rate`` means: ``int(rate * n)`` (OpenBackdoor)."""
+    """How many training rows a poison ``rate`` means: ``int(rate * n)`` (OpenBackdoor), the product rounded to 9
+    decimals first: in floating point 0.29 × 100 is 28.999…, and 29% of 100 rows gave 28. (The benchmarks' rates,
+    0.5–20%, give the same counts either way on every size up to 200,000 rows.)"""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"The poison rate must be a fraction in [0, 1], got {rate}.")
-    return int(rate * n)
+    return int(round(rate * n, 9))
 
 
 def choose_poison_indices(

@@ -223,3 +223,14 @@ def test_seeds_repeat_alpha_zero_is_plain_training_and_the_card_is_true():
     assert rows == [i for i, y in enumerate(test_set.labels) if y != 1] and card.poisoned_test_size == len(rows)
     hits = predict(lm.model, lm.tokenizer, out.poisoned_test.texts, 32, 64).argmax(1)
     assert card.asr == pytest.approx(float(np.mean(np.asarray(hits) == 1)))
+
+
+def test_a_poison_rate_gives_the_rows_it_names():
+    """int(0.29 * 100) is 28 in floating point: 29% of 100 rows poisoned 28. The product is rounded first now; the
+    benchmarks' rates give the same counts as before on every size (checked up to 200,000 rows)."""
+    from backdoor_core.poisoning import poison_count
+
+    assert poison_count(0.29, 100) == 29 and poison_count(0.57, 100) == 57 and poison_count(0.07, 100) == 7
+    assert poison_count(0.295, 100) == 29  # still rounded down, as OpenBackdoor does
+    assert all(poison_count(r, n) == int(r * n) for r in (0.005, 0.01, 0.02, 0.025, 0.03, 0.2)
+               for n in range(1, 20001))
