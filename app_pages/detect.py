@@ -123,10 +123,23 @@ if not same_model:  # a caption went unseen: the verdict below read as the curre
 
 v = report.verdict
 call = verdict_call(v)
+
+
+def _score_text(score: float) -> str:
+    """Two decimals; a score under the line never reads as the line (0.497 is "0.497", not "0.50")."""
+    text = f"{score:.2f}"
+    if score < VERDICT_THRESHOLD and float(text) >= VERDICT_THRESHOLD:
+        return f"{np.floor(score * 1000) / 1000:.3f}"
+    return text
+
+
 st.divider()
 m1, m2, m3, m4 = ui.tile_columns("detect-verdict", 4)
 m1.metric("Backdoor", call)
-m2.metric("Backdoor score", f"{v.get('score', 0):.2f}", help=f"basis: {v.get('basis')}; ≥ 0.5 means likely")
+score_help = f"basis: {v.get('basis')}; ≥ {VERDICT_THRESHOLD:.2f} means likely"
+if float(v.get("score", 0)) >= VERDICT_THRESHOLD and call != "likely":  # e.g. a pool too small to call it
+    score_help += f", but here the call is {call}: the note below says why"
+m2.metric("Backdoor score", _score_text(float(v.get("score", 0))), help=score_help)
 chance = chance_note(v)
 m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}",
           help=f"{chance[0].upper()}{chance[1:]}." if chance else None)
@@ -138,7 +151,8 @@ elif call == "likely":
     who = "This model" if same_model else md(info.get("model_name"))  # the scanned one, not the current one
     st.error(f"{who} behaves like a backdoored one: on {n_flag} pool input{'s' if n_flag != 1 else ''} its "
              "heads collapse onto the same pattern. Suspicious heads: "
-             f"{', '.join(report.suspicious_heads[:12]) or 'none'}.",
+             f"{', '.join(report.suspicious_heads[:12]) or 'none'}"
+             + (f" and {len(report.suspicious_heads) - 12} more" if len(report.suspicious_heads) > 12 else "") + ".",
              icon=":material/gpp_bad:")
 elif call == "possible":
     st.warning(call_note(v), icon=":material/key:" if {"word", "moved"} & set(possible_reasons(v))
@@ -146,7 +160,7 @@ elif call == "possible":
 else:
     score = float(v.get("score", 0))
     st.success("No backdoor evidence at this threshold." if score <= 0 else
-               f"No backdoor called at this threshold: the score, {score:.2f}, is below the line at "
+               f"No backdoor called at this threshold: the score, {_score_text(score)}, is below the line at "
                f"{VERDICT_THRESHOLD:.2f}.", icon=":material/verified_user:")
 shift_note = pool_shift_note(v)
 if shift_note:  # the verdict's caveat, right under it
@@ -154,11 +168,12 @@ if shift_note:  # the verdict's caveat, right under it
 for rep_note in representation_notes(v, report.settings):
     st.caption(rep_note)
 if report.first_pass is not None:
-    st.caption(f"First pass (all heads of a layer): {len(report.first_pass['flagged'])} inputs flagged; then "
+    n_first, n_final = len(report.first_pass["flagged"]), len(report.suspicious_heads)
+    st.caption(f"First pass (all heads of a layer): {n_first} input{'s' if n_first != 1 else ''} flagged; then "
                f"the pool was re-flagged by the suspicious heads' own focus, re-rating the heads in between: "
-               f"{len(report.flagged)} flagged by the final {len(report.suspicious_heads)} "
-               f"{'heads' if heads_called(v) else 'candidate heads'}. Verdict, scores, threshold and flags are the "
-               "final pass's.")
+               f"{len(report.flagged)} flagged by the final {n_final} "
+               f"{'' if heads_called(v) else 'candidate '}head{'s' if n_final != 1 else ''}. Verdict, scores, "
+               "threshold and flags are the final pass's.")
 marking = list(getattr(report, "marking_words", None) or [])
 if marking:
     n_marked = int(report.pool_word_marked.sum())

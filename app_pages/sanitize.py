@@ -369,7 +369,12 @@ tiles.metric("Time", f"{res['seconds']:.0f} s", width="content",
              help="The defense itself, its scan included; the job's time above also counts measuring the model "
                   "before and after.")
 heads = res["details"].get("suspicious_heads") or res["details"].get("pruned_heads") or []
-tiles.metric("Heads changed", len(heads), width="content")
+if res["defense"] == "finetune":  # it names no heads: it trains every one ("0" had read as none changed)
+    tiles.metric("Heads changed", "all", width="content", help="Fine-tuning trains every weight of the model.")
+else:
+    tiles.metric("Heads changed", len(heads), width="content",
+                 help="The heads the repair trained." if res["details"].get("suspicious_heads") is not None else
+                 "The heads pruned; the rest of the model was fine-tuned too.")
 if "kept" in a:
     tiles.metric("Predictions kept", f"{a['kept']:.1%}", width="content",
                  help="Share of the clean test texts whose predicted class the repair left unchanged. CACC can "
