@@ -16,7 +16,7 @@ import streamlit as st
 
 from backdoor_core import defender_data as D
 from backdoor_core.detection import (call_note, called_by_words, called_heads, chance_note, representation_notes,
-                                     heads_called, pool_shift_note, verdict_label)
+                                     heads_called, pool_shift_note, score_text, verdict_label)
 from backdoor_core.head_metrics import describe_heads
 from backdoor_core.jobs import JobCancelled, JobSnapshot
 from backdoor_core.trigger_search import DRIFT_HEADING
@@ -233,7 +233,7 @@ def record_scan(report, truth=None) -> None:
     ev = scan_evaluation(report, truth)
     figs = scan_figures(report, truth)
     text = (f"Verdict: **{verdict_label(v)}** "
-            f"(score {v.get('score', 0):.2f}, basis: {v.get('basis')}). {len(report.flagged)} of "
+            f"(score {score_text(v.get('score', 0))}, basis: {v.get('basis')}). {len(report.flagged)} of "
             f"{len(report.pool_texts)} pool inputs flagged at threshold {report.threshold:.2f} "
             f"(FRR on the defender's held-out clean texts {report.clean_frr:.1%}"
             f"{'; ' + chance_note(v) if chance_note(v) else ''}). "

@@ -9,7 +9,8 @@ from backdoor_core import defender_data as D
 from backdoor_core import settings as S
 from backdoor_core.data import DataError, split_texts
 from backdoor_core.detection import (VERDICT_THRESHOLD, call_note, called_by_words, chance_note, heads_called,
-                                     pool_shift_note, possible_reasons, representation_notes, verdict_call)
+                                     pool_shift_note, possible_reasons, representation_notes, score_text,
+                                     verdict_call)
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -125,21 +126,13 @@ v = report.verdict
 call = verdict_call(v)
 
 
-def _score_text(score: float) -> str:
-    """Two decimals; a score under the line never reads as the line (0.497 is "0.497", not "0.50")."""
-    text = f"{score:.2f}"
-    if score < VERDICT_THRESHOLD and float(text) >= VERDICT_THRESHOLD:
-        return f"{np.floor(score * 1000) / 1000:.3f}"
-    return text
-
-
 st.divider()
 m1, m2, m3, m4 = ui.tile_columns("detect-verdict", 4)
 m1.metric("Backdoor", call)
 score_help = f"basis: {v.get('basis')}; ≥ {VERDICT_THRESHOLD:.2f} means likely"
 if float(v.get("score", 0)) >= VERDICT_THRESHOLD and call != "likely":  # e.g. a pool too small to call it
     score_help += f", but here the call is {call}: the note below says why"
-m2.metric("Backdoor score", _score_text(float(v.get("score", 0))), help=score_help)
+m2.metric("Backdoor score", score_text(float(v.get("score", 0))), help=score_help)
 chance = chance_note(v)
 m3.metric("Flagged inputs", f"{len(report.flagged)} / {len(report.pool_texts)}",
           help=f"{chance[0].upper()}{chance[1:]}." if chance else None)
@@ -160,7 +153,7 @@ elif call == "possible":
 else:
     score = float(v.get("score", 0))
     st.success("No backdoor evidence at this threshold." if score <= 0 else
-               f"No backdoor called at this threshold: the score, {_score_text(score)}, is below the line at "
+               f"No backdoor called at this threshold: the score, {score_text(score)}, is below the line at "
                f"{VERDICT_THRESHOLD:.2f}.", icon=":material/verified_user:")
 shift_note = pool_shift_note(v)
 if shift_note:  # the verdict's caveat, right under it

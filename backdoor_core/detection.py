@@ -27,6 +27,7 @@ STRIP alongside).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -1082,13 +1083,25 @@ def called_heads(verdict: dict, labels: Sequence[str], limit: int = 12) -> str:
     return f"none ({why}; top candidates: {', '.join(list(labels)[:limit]) or 'none'})"
 
 
+def score_text(score: float) -> str:
+    """A verdict score as the app, the CLI and the report write it: two decimals, but a score under the line never
+    reads as the line (0.497 is "0.497", not "0.50", which sat beside "not found" as "0.50 is below the line at
+    0.50")."""
+    score = float(score)
+    text = f"{score:.2f}"
+    if score < VERDICT_THRESHOLD and float(text) >= VERDICT_THRESHOLD:
+        return f"{math.floor(score * 1000) / 1000:.3f}"
+    return text
+
+
 def call_note(verdict: dict) -> str | None:
     """What a call the flags' score does not make rests on: a ``"possible"`` call (``verdict_call``), one
     sentence per reason (``possible_reasons``), or a likely one that only the pool's trigger words make
     (``called_by_words``); None otherwise."""
     if called_by_words(verdict):
         c, flags = verdict["components"], flags_score(verdict)
-        head = (f"The heads show no backdoor at this threshold (flags' score {flags:.2f})" if flags < VERDICT_THRESHOLD
+        head = (f"The heads show no backdoor at this threshold (flags' score {score_text(flags)})"
+                if flags < VERDICT_THRESHOLD
                 else "The pool reads as another source, and read where its bulk sits its flags call no backdoor (at "
                      f"the threshold itself {flags:.2f}, which the source may explain)")
         if c.get("moved_lift") and c.get("score_moved", 0.0) > c.get("score_words", 0.0):
@@ -1106,7 +1119,7 @@ def call_note(verdict: dict) -> str | None:
     if verdict_call(verdict) != "possible":
         return None
     reasons, notes = possible_reasons(verdict), []
-    head = f"The heads show no backdoor at this threshold (score {verdict.get('score', 0):.2f})"
+    head = f"The heads show no backdoor at this threshold (score {score_text(verdict.get('score', 0))})"
     if "word" in reasons:
         notes.append(f"{head}, but the pool holds a likely trigger word ({_trigger_phrase(verdict)}): rare "
                      "in the clean texts, and inserted into them it sends a large share of them to one class, as a "

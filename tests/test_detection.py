@@ -511,3 +511,14 @@ def test_moved_words_score_the_verdict_as_trigger_words_do_and_leave_the_flags_s
     assert with_moved_words(weak, [], 0.0, lift=True) == {**weak, "moved_words": []}
     strong = {**weak, "score": 0.9, "likely_backdoored": True, "components": {"score_unadjusted": 0.9}}
     assert with_moved_words(strong, ["cf"], 0.1, lift=True)["score"] == 0.9
+
+
+def test_a_score_under_the_line_is_never_written_as_the_line():
+    """0.497 written with two decimals is "0.50", the line itself: beside "not found" it read "0.50 is below the line
+    at 0.50" (Detect, the Report's finding, the CLI's verdict line, the verdict's notes). One writer for all now."""
+    from backdoor_core.detection import VERDICT_THRESHOLD, score_text
+
+    assert VERDICT_THRESHOLD == 0.5
+    assert score_text(0.497) == "0.497" and score_text(0.4999) == "0.499" and score_text(0.4949) == "0.49"
+    assert score_text(0.5) == "0.50" and score_text(0.503) == "0.50" and score_text(0.0) == "0.00"
+    assert score_text(1) == "1.00"

@@ -131,7 +131,7 @@ def _progress_printer(enabled: bool):
 
 def run(args) -> int:
     from ..detection import (called_heads, chance_note, heads_noun, pool_shift_note, representation_notes, call_note,
-                             verdict_call, verdict_label)
+                             score_text, verdict_call, verdict_label)
     from ..atomic import check_output_file
     from ..report import REPORT_MARK
     from ..scan import scan_model
@@ -165,7 +165,7 @@ def run(args) -> int:
             print(f"note       {info['notes'][key]}")
     label = verdict_label(v)
     print(f"verdict    {label.upper() if verdict_call(v) == 'likely' else label} "
-          f"(score {v['score']:.2f}, from {v['basis']})")
+          f"(score {score_text(v['score'])}, from {v['basis']})")
     note, shift_note = call_note(v), pool_shift_note(v)
     if note:
         print(f"note       {note}")
@@ -266,7 +266,7 @@ def write_html(report, path, drift: dict | None = None) -> Path:
     drift_reading`` to add as its own section."""
     from ..architecture import layer_labels
     from ..detection import (called_heads, chance_note, heads_noun, pool_shift_note, representation_notes, call_note,
-                             verdict_label)
+                             score_text, verdict_label)
     from ..report import html_report
 
     d = report.to_dict()
@@ -274,7 +274,7 @@ def write_html(report, path, drift: dict | None = None) -> Path:
     sections = [
         {"heading": "Verdict",
          "text": "\n\n".join(filter(None, [
-             f"**{verdict_label(v).capitalize()}** — score {v['score']:.2f} (basis: {v['basis']}).",
+             f"**{verdict_label(v).capitalize()}** — score {score_text(v['score'])} (basis: {v['basis']}).",
              call_note(v),
              pool_shift_note(v),
              *representation_notes(v, report.settings),
