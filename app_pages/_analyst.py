@@ -221,6 +221,9 @@ def saliency_tab(loaded, result, max_length: int) -> None:
     st.caption("Red tokens push the model toward the class predicted on the triggered text, blue ones away; one "
                "colour scale for both strips. Strongest on the triggered text: "
                + md(", ".join(f"{t['token']} ({t['score']:+.3g})" for t in top)) + ".")
+    reference = pair.triggered.reference_note(pair.target_name)
+    if reference:  # integrated gradients: what their scores are measured from (the all-[PAD] text)
+        st.caption(md(reference))
     ui.lab().record("inspect", "Token saliency", key="inspect:saliency", model=loaded.name,
                     text=f"{METHODS[method].capitalize()} toward **{md(pair.target_name)}**, clean vs triggered text.",
                     table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())

@@ -74,8 +74,11 @@ def test_inspect_token_saliency_and_report_finding():
     assert not at.exception
     key, pair = at.session_state["inspect.sal_cache"]
     assert pair.triggered.method == "ig" and "cf" in pair.triggered.tokens
+    said = [c.value for c in at.caption if c.value.startswith("Integrated gradients split the change")]
+    assert said and f"({pair.triggered.baseline_logit:+.2f})" in said[0]  # what the scores are measured from
     at.radio(key="inspect.sal_method").set_value("gxi").run()
     assert at.session_state["inspect.sal_cache"][1].triggered.method == "gxi"
+    assert not any(c.value.startswith("Integrated gradients split the change") for c in at.caption)
     assert any(f.key.startswith("inspect:saliency@") and f.model for f in at.session_state["lab.session"].findings)
 
 
