@@ -23,19 +23,28 @@ from .inspection import InspectResult, compare_records, inspect_text
 _LABEL_HELP = "heads are written like L3H4 (layer 3, head 4; 0-based), separated by commas"
 
 
-def parse_heads(spec: str | Sequence[str], num_layers: int, num_heads: int) -> np.ndarray:
-    """``(L, H)`` bool mask from ``"L3H4,L5H0"`` (or a list of labels). Raises ``ValueError`` with one plain line
-    for a malformed label or a head out of range; an empty spec is an error too."""
+def head_pairs(spec: str | Sequence[str]) -> list[tuple[int, int]]:
+    """``[(layer, head), ...]`` from ``"L3H4,L5H0"`` (or a list of labels), without a model: the syntax alone
+    (``ValueError``, one plain line, for a malformed label or none), so the CLI refuses ``--heads x`` when parsed,
+    before a model loads."""
     labels = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
     if not labels:
         raise ValueError(f"No heads given: {_LABEL_HELP}.")
-    mask = np.zeros((num_layers, num_heads), dtype=bool)
+    pairs = []
     for lab in labels:
         s = str(lab).strip().upper()
         parts = s[1:].split("H", 1) if s.startswith("L") else []
         if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
             raise ValueError(f"'{str(lab)[:40]}' is not a head label: {_LABEL_HELP}.")
-        layer, head = int(parts[0]), int(parts[1])
+        pairs.append((int(parts[0]), int(parts[1])))
+    return pairs
+
+
+def parse_heads(spec: str | Sequence[str], num_layers: int, num_heads: int) -> np.ndarray:
+    """``(L, H)`` bool mask from ``"L3H4,L5H0"`` (or a list of labels). Raises ``ValueError`` with one plain line
+    for a malformed label (``head_pairs``) or a head out of range; an empty spec is an error too."""
+    mask = np.zeros((num_layers, num_heads), dtype=bool)
+    for layer, head in head_pairs(spec):
         if layer >= num_layers or head >= num_heads:
             raise ValueError(f"{head_label(layer, head)} is out of range: this model has layers L0-L{num_layers - 1} "
                              f"and heads H0-H{num_heads - 1}.")

@@ -124,6 +124,18 @@ def share_float(text: str) -> float:
     return value
 
 
+def head_labels(text: str) -> str:
+    """argparse type: head labels such as ``L3H4,L5H0`` (``ablation.head_pairs``; their range is the model's,
+    checked once it loads)."""
+    from .ablation import head_pairs
+
+    try:
+        head_pairs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+    return text
+
+
 def fit_max_length(args, loaded) -> int:
     """Cap ``args.max_length`` at the model's position embeddings (``models.check_max_length``), printing a
     note on stderr when it was lowered; returns the value now in ``args.max_length``."""

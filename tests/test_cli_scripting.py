@@ -120,6 +120,8 @@ def test_an_out_another_run_saved_to_meanwhile_is_not_replaced_without_force(fil
     (["scan", "m", "--clean-data", "d", "--frr", "0"], "--frr: must be a number between 0 and 1 (exclusive)"),
     (["scan", "m", "--clean-data", "d", "--frr", "1.5"], "--frr: must be a number in [0, 1]"),
     (["scan", "m", "--clean-data", "d", "--max-fraction", "0"], "--max-fraction: must be a number in (0, 1]"),
+    (["sanitize", "m", "--clean-data", "d", "--heads", "garbage"], "--heads: 'garbage' is not a head label"),
+    (["inspect", "--text", "x", "--ablate", "L1H2,foo"], "--ablate: 'foo' is not a head label"),
 ])
 def test_counts_and_the_poison_rate_are_refused_when_parsed(capsys, argv, says):
     """The README: counts below 1 are refused when parsed. --top-k and --num-triggers were refused only after the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .. import settings as S
-from ..cli import format_table, max_length_int, nonnegative_int, positive_int, print_json
+from ..cli import format_table, head_labels, max_length_int, nonnegative_int, positive_int, print_json
 from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
 from ..triggers import placement_note
@@ -28,7 +28,7 @@ def register(sub) -> None:
                         "bbc: the five BBC News topics, as in the app)")
     p.add_argument("--top", type=positive_int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
-    p.add_argument("--ablate", default=None, metavar="HEADS",
+    p.add_argument("--ablate", type=head_labels, default=None, metavar="HEADS",
                    help="also predict with these heads gated off, e.g. L3H4,L5H0 (0-based layer and head)")
     p.add_argument("--saliency", choices=["ig", "gxi"], default=None,
                    help="also attribute the triggered prediction to the tokens (Captum): integrated gradients or "

@@ -7,7 +7,8 @@ import json
 import sys
 
 from .. import settings as S
-from ..cli import check_out_again, ctrl_c_stops, nonnegative_float, positive_float, positive_int, print_json
+from ..cli import (check_out_again, ctrl_c_stops, head_labels, nonnegative_float, positive_float, positive_int,
+                   print_json)
 from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
@@ -22,7 +23,7 @@ def register(sub) -> None:
                    help="replace --out even when it is not a model saved by this lab (deletes what is there)")
     p.add_argument("--defense", default="alignment", choices=list(DEFENSES),
                    help="alignment (ours, default), finetune, fineprune or pure")
-    p.add_argument("--heads", default=None,
+    p.add_argument("--heads", type=head_labels, default=None,
                    help="alignment only: repair these heads (e.g. L3H7,L5H1) instead of scanning for them")
     p.add_argument("--beta", type=nonnegative_float, default=None, help=f"alignment weight (default {S.BETA:g})")
     p.add_argument("--weak-top-k", type=int, default=None,
