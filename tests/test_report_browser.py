@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from backdoor_core.report import html_report
+from backdoor_core.report import html_report, show_bidi_controls
 from backdoor_core.session import LabSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +43,7 @@ def test_a_hostile_report_runs_nothing_and_keeps_the_page_width(tmp_path):
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot svg.main-svg').length >= 2",
                                timeout=30_000)
         assert dialogs == [] and errors == [] and blocked == []
-        assert page.locator("h2").all_inner_texts() == [s["heading"] for s in sections]
+        # shown as written, but for the bidirectional controls, which show as ‹U+202E› (report.show_bidi_controls)
+        assert page.locator("h2").all_inner_texts() == [show_bidi_controls(s["heading"]) for s in sections]
         assert page.locator("h1").inner_text() == EVIL and page.locator("table").count() == 1
         assert page.evaluate("document.documentElement.scrollWidth") <= 1200
