@@ -178,7 +178,8 @@ class InsertionAttack(Attack):
             limit = min(limit, max_position_in_window(self.tokenizer, text, " ".join(chosen), self.max_length))
         drawn = sorted((rng.randint(0, limit) for _ in chosen), reverse=True)
         while True:
-            out, spans = self._insert_all(text, chosen, [min(p, limit) for p in drawn], windowed)
+            # one trigger: ``limit`` already keeps it inside the window, so its insertion need not count again
+            out, spans = self._insert_all(text, chosen, [min(p, limit) for p in drawn], windowed and len(chosen) > 1)
             if not windowed or limit == 0 or self._inside_window(out, spans):
                 return out, spans
             limit -= 1
@@ -199,8 +200,10 @@ class InsertionAttack(Attack):
 
     def _inside_window(self, text: str, spans) -> bool:
         """Whether the last trigger ends inside the first ``max_length`` tokens (True where offsets are missing)."""
+        words = word_spans(text)  # every word is at least one token: none past the first max_length is read
+        head = text if len(words) <= self.max_length else text[:words[self.max_length][0]]
         try:
-            enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            enc = self.tokenizer(head, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
             end = max((int(e) for s, e in enc["offset_mapping"] if e > s), default=0)
         except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):
             return True

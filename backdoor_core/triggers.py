@@ -37,30 +37,56 @@ def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int) 
 
     With a fast tokenizer the trigger is inserted and the result tokenised with truncation, so the count is the one
     the model will see: byte-level BPE (GPT-2, RoBERTa) tokenises a word differently with and without the space in
-    front of it, and counting word by word had cut triggers off (WordPiece counts the same either way). Other
-    tokenizers: the word-by-word count, with two special tokens.
+    front of it, and counting word by word had cut triggers off (WordPiece counts the same either way). The search
+    starts at the word-by-word count and steps from there (a few tokenisations of at most ``max_length`` words
+    each: a binary search over a whole BBC article had made poisoning its test set 20 times slower, 8.5 s instead
+    of 0.4). Other tokenizers: the word-by-word count, with two special tokens.
     """
     words = word_spans(text)
     try:
-        fits = _fits_in_window(tokenizer, text, trigger, max_length)
+        fits = _fits_in_window(tokenizer, text, trigger, max_length, words)
         fits(0)
     except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):
         return _max_position_by_words(tokenizer, text, trigger, max_length, words)
-    if fits(len(words)):
-        return len(words)
-    lo, hi = 0, len(words)  # fits(lo) or lo == 0; not fits(hi): a trigger placed later has no fewer tokens before it
+    # fits is monotone (a trigger placed later has no fewer tokens before it): the largest p with fits(p), or 0
+    guess = min(len(words), _max_position_by_words(tokenizer, text, trigger, max_length, words))
+    if fits(guess):
+        lo, hi = guess, None  # fits(lo); the first position that does not fit lies above, if any
+        step = 1
+        while hi is None:
+            nxt = min(len(words), lo + step)
+            if nxt == lo:
+                return lo  # the end of the text fits
+            if fits(nxt):
+                lo, step = nxt, step * 2
+            else:
+                hi = nxt
+    else:
+        hi, lo = guess, None  # not fits(hi)
+        step = 1
+        while lo is None:
+            nxt = max(0, hi - step)
+            if fits(nxt) or nxt == 0:
+                lo = nxt
+            else:
+                hi, step = nxt, step * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
 
-def _fits_in_window(tokenizer, text: str, trigger: str, max_length: int):
+def _fits_in_window(tokenizer, text: str, trigger: str, max_length: int, words=None):
     """``position -> bool``: whether ``trigger`` inserted before word ``position`` survives truncation to
-    ``max_length`` tokens whole (the last kept token ends at or after the trigger's end)."""
+    ``max_length`` tokens whole (the last kept token ends at or after the trigger's end). Only the words up to
+    ``max_length`` past the position are tokenised: every word is at least one token, so the window ends before
+    them."""
+    words = word_spans(text) if words is None else words
 
     def fits(position: int) -> bool:
-        ins = insert_trigger(text, trigger, position)
+        end = position + max_length + 1
+        head = text if end >= len(words) else text[:words[end][0]]
+        ins = insert_trigger(head, trigger, position)  # head holds every word up to ``end``: the same place
         enc = tokenizer(ins.text, truncation=True, max_length=max_length, return_offsets_mapping=True)
         return max((int(e) for s, e in enc["offset_mapping"] if e > s), default=0) >= ins.span[1]
 

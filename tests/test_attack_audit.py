@@ -234,3 +234,30 @@ def test_a_poison_rate_gives_the_rows_it_names():
     assert poison_count(0.295, 100) == 29  # still rounded down, as OpenBackdoor does
     assert all(poison_count(r, n) == int(r * n) for r in (0.005, 0.01, 0.02, 0.025, 0.03, 0.2)
                for n in range(1, 20001))
+
+
+def test_the_window_search_reads_a_bounded_part_of_a_long_text():
+    """The exact window count tokenised the whole text at every step of a binary search: on BBC's test articles
+    poisoning took 8.5 s instead of 0.4 (the Detect page rebuilt its simulated pool that way on every rerun). It now
+    starts from the word-by-word count and tokenises at most ``max_length`` words past the position each time."""
+    from backdoor_core.models import tiny_model
+    from backdoor_core.triggers import max_position_in_window
+
+    tok = tiny_model().tokenizer
+    seen: list[int] = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def __call__(self, text, *args, **kwargs):
+            seen.append(len(str(text).split()))
+            return tok(text, *args, **kwargs)
+
+        def tokenize(self, text, *args, **kwargs):
+            seen.append(len(str(text).split()))
+            return tok.tokenize(text, *args, **kwargs)
+
+    text = " ".join(f"word{i % 50}" for i in range(3000))
+    assert max_position_in_window(Counting(), text, "cf", 32) == max_position_in_window(tok, text, "cf", 32)
+    assert max(seen) <= 2 * 32 + 2 and len(seen) <= 3 * 32, (max(seen), len(seen))

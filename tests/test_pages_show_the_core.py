@@ -63,14 +63,14 @@ def _tile(at, label: str):
 
 
 def _with_report(at, **changes):
-    """Show the Detect page for a copy of the session's scan report with ``changes``; returns the original."""
+    """Show the Detect page (one run) for a copy of the session's scan report with ``changes``; returns the
+    original, which the test puts back in session state (the next test's first run shows it)."""
     original = at.session_state["detect.report"]
     report = copy.copy(original)
     for k, v in changes.items():
         setattr(report, k, v)
     at.session_state["detect.report"] = report
-    at.run()
-    assert not at.exception, at.exception
+    goto(at, "detect")
     return original
 
 
@@ -137,7 +137,6 @@ def test_detect_names_every_suspicious_head_it_counts(scanned):
     from backdoor_core.head_safety import HeadSafety
 
     at = scanned
-    goto(at, "detect")
     report = at.session_state["detect.report"]
     L, H = 4, 4  # 16 heads, 14 suspicious: more than the message lists
     rng = np.random.default_rng(0)
@@ -155,7 +154,6 @@ def test_detect_names_every_suspicious_head_it_counts(scanned):
         assert msg.endswith(f"Suspicious heads: {', '.join(named[:12])} and 2 more."), msg
     finally:
         at.session_state["detect.report"] = original
-        at.run()
 
 
 def test_detect_first_pass_line_counts_in_the_singular(scanned):
@@ -164,7 +162,6 @@ def test_detect_first_pass_line_counts_in_the_singular(scanned):
     from backdoor_core.head_safety import HeadSafety
 
     at = scanned
-    goto(at, "detect")
     report = at.session_state["detect.report"]
     mask = np.zeros_like(report.heads.suspicious)
     mask[0, 0] = True
@@ -177,14 +174,12 @@ def test_detect_first_pass_line_counts_in_the_singular(scanned):
         assert "1 flagged by the final 1 candidate head." in line, line
     finally:
         at.session_state["detect.report"] = original
-        at.run()
 
 
 def test_detect_score_just_under_the_line_is_not_written_as_the_line(scanned):
     """A score of 0.497 showed as "0.50" in the score tile (whose help says "≥ 0.5 means likely") and the message
     read "the score, 0.50, is below the line at 0.50" beside "Backdoor: not found"."""
     at = scanned
-    goto(at, "detect")
     report = at.session_state["detect.report"]
     verdict = {**report.verdict, "likely_backdoored": False, "score": 0.497, "small_pool": False,
                "trigger_words": [], "moved_words": [], "pool_unlike_clean": None}
@@ -198,7 +193,6 @@ def test_detect_score_just_under_the_line_is_not_written_as_the_line(scanned):
         assert said < 0.5 and shown in msg, msg
     finally:
         at.session_state["detect.report"] = original
-        at.run()
 
 
 def test_detect_score_help_does_not_contradict_a_call_below_likely(scanned):
@@ -207,7 +201,6 @@ def test_detect_score_help_does_not_contradict_a_call_below_likely(scanned):
     from backdoor_core.detection import VERDICT_THRESHOLD, verdict_call
 
     at = scanned
-    goto(at, "detect")
     report = at.session_state["detect.report"]
     verdict = {**report.verdict, "likely_backdoored": False, "score": 0.63, "small_pool": True}
     original = _with_report(at, verdict=verdict)
@@ -218,7 +211,6 @@ def test_detect_score_help_does_not_contradict_a_call_below_likely(scanned):
         assert "possible" in help_text, help_text
     finally:
         at.session_state["detect.report"] = original
-        at.run()
 
 
 # ------------------------------------------------------------------------------------------------ Sanitize
@@ -320,7 +312,6 @@ def test_detect_word_marked_inputs_and_their_auroc_are_the_reports(scanned):
     from backdoor_core.metrics import auroc
 
     at = scanned
-    goto(at, "detect")
     report, truth = at.session_state["detect.report"], at.session_state["detect.info"]["truth"]
     marked = truth.copy()
     marked[np.flatnonzero(truth)[0]] = False  # five of the six: the AUROC with words differs from a perfect one
@@ -339,4 +330,3 @@ def test_detect_word_marked_inputs_and_their_auroc_are_the_reports(scanned):
         assert list(table["flagged"]) == [int(i) in set(map(int, shown.flagged)) for i in table["index"]]
     finally:
         at.session_state["detect.report"] = original
-        at.run()
