@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, streamlit_app, wait_until_idle  # noqa: E402
 # the app-page tests' own helpers
-from test_app_pages import errors, goto, new_app, quick_finetune_repair, wait_job  # noqa: E402
+from test_app_pages import errors, goto, new_app, quick_finetune_repair, quick_scan, wait_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -97,12 +97,7 @@ def test_a_reload_brings_back_the_verdict_the_training_result_and_the_repair():
     sid = first.session_state["lab.session_id"]
     _start_attack(first, epochs=1)
     assert wait_job(first, "attack").status == "done"
-    goto(first, "detect")
-    for key, value in (("detect.n_clean", 16), ("detect.pool_clean", 12), ("detect.pool_trig", 6)):
-        first.number_input(key=key).set_value(value)
-    first.run()
-    first.button(key="detect.run").click().run()
-    assert wait_job(first, "scan").status == "done"
+    quick_scan(first)
     shown = {m.label: m.value for m in first.metric}
     quick_finetune_repair(goto(first, "sanitize"))
     repaired = [h for h in _subheaders(first) if h.startswith("Before and after")]

@@ -57,6 +57,20 @@ def put_cancelled_job(at: AppTest, kind: str) -> None:
     at.run()
 
 
+def quick_scan(at: AppTest):
+    """On the Detect page: a scan of 16 clean texts and a simulated pool of 12 clean and 6 triggered, run to its end;
+    returns its job."""
+    goto(at, "detect")
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.number_input(key="detect.pool_clean").set_value(12)
+    at.number_input(key="detect.pool_trig").set_value(6)
+    at.run()
+    at.button(key="detect.run").click().run()
+    job = wait_job(at, "scan")
+    assert job.status == "done", job.snapshot().traceback
+    return job
+
+
 def wait_job(at: AppTest, kind: str, timeout: float = 120):
     job = at.session_state["lab.jobs"][kind]
     assert job.wait(timeout), f"{kind} job still running"
@@ -325,14 +339,7 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert card.attack == "badnets" and card.tal and card.n_poisoned == 4 and card.max_length == 32
     assert "path" not in at.session_state["attack.result"]  # stays in the session (tests/test_hostile_app.py)
 
-    goto(at, "detect")
-    at.number_input(key="detect.n_clean").set_value(16)
-    at.number_input(key="detect.pool_clean").set_value(12)
-    at.number_input(key="detect.pool_trig").set_value(6)
-    at.run()
-    at.button(key="detect.run").click().run()
-    job = wait_job(at, "scan")
-    assert job.status == "done", job.snapshot().traceback
+    quick_scan(at)
     # the verdict: exactly one message, the one the scan's own verdict calls for, and no other error
     likely = bool(at.session_state["detect.report"].verdict["likely_backdoored"])
     verdict_errors = [e for e in errors(at) if e.startswith("This model behaves like a backdoored one")]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app_pages import _small_attack, goto, new_app, quick_finetune_repair, wait_job  # noqa: E402
+from test_app_pages import _small_attack, goto, new_app, quick_finetune_repair, quick_scan, wait_job  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,7 @@ def scanned(tmp_path_factory):
         _small_attack(at, rate=10.0)
         at.button(key="attack.train").click().run()
         assert wait_job(at, "attack").status == "done"
-        goto(at, "detect")
-        at.number_input(key="detect.n_clean").set_value(16)
-        at.number_input(key="detect.pool_clean").set_value(12)
-        at.number_input(key="detect.pool_trig").set_value(6)
-        at.run()
-        at.button(key="detect.run").click().run()
-        job = wait_job(at, "scan")
-        assert job.status == "done", job.snapshot().traceback
+        quick_scan(at)
         yield at
 
 
