@@ -127,7 +127,8 @@ def lab() -> LabSession:
                 sid = secrets.token_hex(16)
                 st.query_params[SESSION_PARAM] = sid
             session = LabSession()
-        if unread is not None and path is not None and path.is_file():  # a broken file: kept aside (the new report's autosave wrote over it) and said
+        # a file that cannot be read: kept aside (the new report's first autosave wrote over it) and said
+        if unread is not None and path is not None and path.is_file():
             from backdoor_core.session import set_aside
 
             kept = set_aside(path) if not source else None  # a copy's source is the other tab's, not ours to move
