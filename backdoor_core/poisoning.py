@@ -387,12 +387,16 @@ class ParaphraseAttack(Attack):
         return replace
 
     def poison_test(self, dataset=None, target: int = 1, seed: int = 0) -> PoisonedTestSet:
-        """Non-target rows of ``test_paraphrase`` (``dataset``, the clean test set, is not needed)."""
+        """Non-target rows of ``test_paraphrase`` that carry the paraphrase: empty rows, the literal ``nan`` and,
+        when ``dataset`` (the clean test set) is given, rows identical to one of its texts are left out — a
+        paraphraser that returned its input wrote no trigger (SST-2 ``style_bible`` holds 5 such rows among its
+        912 non-target ones for target 1; see ``docs/benchmarks.md``)."""
         if self.test_paraphrase is None:
             raise ValueError(f"The {self.name} attack has no paraphrased test set to measure ASR on.")
+        clean = {t.strip() for t in dataset.texts} if dataset is not None else set()
         examples, gold, rows = [], [], []
         for i, (text, label) in enumerate(zip(self.test_paraphrase.texts, self.test_paraphrase.labels)):
-            if label != target and not _failed_paraphrase(text, None):
+            if label != target and not _failed_paraphrase(text, None) and text.strip() not in clean:
                 examples.append(Example(text, int(target), (), True))
                 gold.append(int(label))
                 rows.append(i)

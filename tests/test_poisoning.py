@@ -141,6 +141,8 @@ def test_paraphrase_attack_replaces_rows_and_has_no_spans():
         assert out[i].text == para.texts[i] and out[i].trigger_spans == ()
     pt = atk.poison_test(None, target=0)
     assert len(pt) == 49 and all(ex.label == 0 for ex in pt.examples)  # row 1 is empty
+    pt = atk.poison_test(ds, target=0)  # with the clean test set: row 3, its clean text verbatim, carries no trigger
+    assert len(pt) == 48 and 3 not in pt.source_rows and ds.texts[3] not in pt.texts
     sub = atk.subset(range(0, 100, 2))
     assert sub.train_paraphrase.texts == para.texts[0:100:2]
 
