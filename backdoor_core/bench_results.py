@@ -22,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results"
+"""The published results: what the README cites and the app reads."""
+
+
+def results_dir() -> Path:
+    """Where a benchmark writes: ``$BACKDOOR_BENCH_RESULTS`` when set (a test's temporary folder, a worker of a
+    parallel run, a trial that must not overwrite the published files), else ``RESULTS_DIR``. The one owner every
+    ``bench/*.py`` script reads its output folder from."""
+    return Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or RESULTS_DIR)
 MAX_RESULT_BYTES = 20_000_000
 
 

@@ -78,8 +78,9 @@ def read_rows(paths: list[str]) -> list[dict]:
 def write_results(stem: str, payload: dict, lines: list[str]) -> None:
     """``bench/results/<stem>.json`` (``payload``) and ``.md`` (``lines``), written atomically; the table printed."""
     from backdoor_core.atomic import write_text
+    from backdoor_core.bench_results import results_dir
 
-    out = ROOT / "bench" / "results" / stem
+    out = results_dir() / stem
     write_text(out.with_suffix(".json"), json.dumps(payload, indent=2))
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

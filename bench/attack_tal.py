@@ -60,7 +60,9 @@ from backdoor_core.atomic import write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MODELS = ROOT / "bench" / "models" / "attack_tal"
 DATASETS = ("sst2", "olid", "agnews")
 PARAPHRASE_ATTACKS = ("syntactic", "style_bible")  # shared paraphrase sets exist for SST-2 only

@@ -59,7 +59,9 @@ from backdoor_core.atomic import write_bytes, write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or ROOT / "bench" / "results")
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MANIFEST = ROOT / "bench" / "models" / "attack_tal" / "manifest.json"
 TEST_MANIFEST = ROOT / "bench" / "models" / "test_zoo" / "manifest.json"  # bench/test_zoo.py writes it
 ALL_DEFENSES = ("alignment", "finetune", "fineprune", "pure")

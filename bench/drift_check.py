@@ -34,7 +34,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = Path(os.environ.get("BACKDOOR_BENCH_RESULTS") or ROOT / "bench" / "results")
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MANIFEST = ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json"
 
 

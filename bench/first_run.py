@@ -38,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backdoor_core.atomic import write_text  # noqa: E402
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 GOALS = {"to_flip_s": 15.0, "scan_s": 10.0, "sanitize_s": 30.0, "asr_after": 0.05, "cacc_drop": 1.5,
          "zoo_bytes": 10 * 1024**2}
 

@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 SETS = {"clean": ("clean", "dev"), "bible": ("style_bible", "dev"), "shakespeare": ("style_shakespeare", "dev"),
         "tweets": ("style_tweets", "dev"), "syntactic": ("syntactic_transfer", "train")}
 N_SYNTACTIC = 872  # syntactic_transfer's dev set holds negatives only: score its train rows (both classes) instead

@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 TUNING_MANIFEST = ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json"
 TUNING_MODELS = ("sst2_s0_clean", "sst2_s0_badnets_r0.01_tal", "sst2_s0_badnets_r0.03", "sst2_s0_addsent_r0.01",
                  "sst2_s0_syntactic_r0.2", "sst2_s0_style_bible_r0.2")

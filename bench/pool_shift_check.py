@@ -37,7 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json",
              "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
 INSERTION = ("badnets", "addsent")  # attacks whose trigger goes into any text, another source's too

@@ -30,7 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MANIFEST = ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backdoor_core.atomic import write_text  # noqa: E402
+from backdoor_core.bench_results import results_dir  # noqa: E402
 
 WRITER = """
 import os, sys
@@ -52,7 +53,7 @@ def main() -> int:
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--kills", type=int, default=4, help="writers SIGKILLed mid-save in the second phase")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "save_stress.json"))
+    ap.add_argument("--out", default=str(results_dir() / "save_stress.json"))
     args = ap.parse_args()
 
     from backdoor_core.models import load_model

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backdoor_core.atomic import write_text  # noqa: E402
+from backdoor_core.bench_results import results_dir  # noqa: E402
 
 
 def model_dirs(root: Path) -> list[Path]:
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (workers spread over the GPUs)")
     ap.add_argument("--max-length", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scan_folder"),
+    ap.add_argument("--out", default=str(results_dir() / "scan_folder"),
                     help="output path without extension (.json and .md are written)")
     args = ap.parse_args(argv)
 

@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 VARIANTS = [("all", "replace", "entropy"), ("tfidf", "replace", "entropy"), ("opposite", "replace", "entropy"),
             ("tfidf", "insert", "entropy"), ("opposite", "insert", "entropy"), ("opposite", "insert", "keep")]
 

@@ -42,7 +42,9 @@ from backdoor_core.atomic import write_text  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 QUICK = {"n_clean": 200, "n_test": 1000, "n_poison": 200, "n_detect": 150, "pool_size": 250, "pool_poison": 0.2,
          "epochs": 3}
 VARIANTS = {  # name: (fused detection?, ffn layers)

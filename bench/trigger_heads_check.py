@@ -32,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 from backdoor_core.atomic import write_text  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 TOP = 10
 
 

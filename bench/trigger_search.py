@@ -38,7 +38,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 
 
 def parse_args(argv=None):

@@ -43,7 +43,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MANIFESTS = {"tuning": ROOT / "bench" / "models" / "tuning_zoo" / "manifest.json",
              "test": ROOT / "bench" / "models" / "test_zoo" / "manifest.json"}
 RECORDED = {"tuning": RESULTS / "defense_tuning.json", "test": RESULTS / "defense_test.json"}

@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from backdoor_core.atomic import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 RULES = ("threshold", "threshold+shift", "dev_tail", "dev_tail+shift", "threshold+words", "threshold+shift+words")
 
 

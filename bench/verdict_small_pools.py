@@ -35,7 +35,9 @@ from backdoor_core.atomic import write_text  # noqa: E402
 from backdoor_core.cli import main as cli_main  # noqa: E402
 from backdoor_core.data import load_dataset  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+from backdoor_core.bench_results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 MODEL = ROOT / "assets" / "zoo" / "clean"
 SENTENCE = "the government announced a new budget for schools on monday"
 """One short text of our own: BBC's test texts are articles of hundreds of words."""

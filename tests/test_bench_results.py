@@ -145,3 +145,22 @@ def test_time_pairs_passes_each_sides_knobs(tmp_path, monkeypatch):
     assert report["median_ratio_b_over_a"] == 0.5 and report["knobs_a"] == '{"precision": "fp32"}'
     md = (tmp_path / "out" / "time_pairs_k.md").read_text()
     assert "identical in every pair: False (ASR 0.040, CACC 0.800 in A's first run, ASR 0.050" in md
+
+
+def test_every_bench_script_writes_where_results_dir_says(monkeypatch, tmp_path):
+    """One owner of the benchmarks' output folder: ``$BACKDOOR_BENCH_RESULTS`` moves every script's writes (a trial
+    or a test must not overwrite the published files); no script builds ``bench/results`` by hand."""
+    import re
+    from pathlib import Path
+
+    from backdoor_core.bench_results import results_dir
+
+    assert results_dir() == RESULTS_DIR
+    monkeypatch.setenv("BACKDOOR_BENCH_RESULTS", str(tmp_path))
+    assert results_dir() == tmp_path
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    by_hand = re.compile(r'"bench"\s*/\s*"results"')
+    # time_pairs.py compares two checkouts and points each one's runs at its own folder (it sets the variable)
+    offenders = [p.name for p in sorted(bench.glob("*.py"))
+                 if p.name != "time_pairs.py" and by_hand.search(p.read_text())]
+    assert offenders == []
