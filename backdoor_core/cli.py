@@ -181,6 +181,131 @@ def ctrl_c_stops(message: str):
         signal.signal(signal.SIGINT, previous)
 
 
+PLAIN_PROGRESS_SHARE = 0.1
+"""Without a terminal on stderr, a progress line at least every this share of a job's (or a stage's) total..."""
+PLAIN_PROGRESS_SECONDS = 30.0
+"""... or every this many seconds, whichever comes first (and the last line, when it ends)."""
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal: the one test of whether progress is drawn in place (tqdm bars, a line
+    rewritten with ``\\r``) or written as plain lines, which a log file (``2> log``), a pipe or a CI log shows
+    one under another instead of as one long line of redrawn bars."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or a stand-in stream
+        return False
+
+
+class _Throttle:
+    """When a plain progress line is due: a new stage, ``PLAIN_PROGRESS_SHARE`` more of its total, the end of it,
+    or ``PLAIN_PROGRESS_SECONDS`` since the last line."""
+
+    def __init__(self):
+        import time
+
+        self._clock = time.monotonic
+        self._key = self._printed = None
+        self._bucket = -1
+        self._time = self._clock()
+
+    def due(self, key, done, total) -> bool:
+        if (key, done) == self._printed:
+            return False
+        new = key != self._key
+        bucket = int(done / total / PLAIN_PROGRESS_SHARE) if total else -1
+        due = (new or (total and done >= total) or bucket > self._bucket
+               or self._clock() - self._time >= PLAIN_PROGRESS_SECONDS)
+        if due:
+            self._key, self._printed, self._bucket, self._time = key, (key, done), bucket, self._clock()
+        return bool(due)
+
+
+class PlainProgress:
+    """The part of tqdm's bar the commands use (``n``, ``total``, ``desc``, ``update``, ``set_postfix``,
+    ``set_description_str``, ``refresh``, ``close``, ``write``), written as whole lines when one is due
+    (``_Throttle``) and once more at ``close``: ``repair: 40/120 steps (33%), ce=0.412``."""
+
+    def __init__(self, total=None, desc: str = "", unit: str = "step", file=None):
+        self.n, self.total, self.desc, self.unit = 0, total, desc or "", unit
+        self.file = file
+        self._postfix: dict = {}
+        self._throttle = _Throttle()
+        self._closed = False
+        self._last = None  # the (desc, n) of the last line written
+
+    @staticmethod
+    def write(text: str, file=None) -> None:
+        print(text, file=file or sys.stderr, flush=True)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.refresh()
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        self._postfix = {**dict(ordered_dict or {}), **kwargs}
+        if refresh:
+            self.refresh()
+
+    def set_description_str(self, desc=None, refresh: bool = True) -> None:
+        self.desc = desc or ""
+        if refresh:
+            self.refresh()
+
+    set_description = set_description_str
+
+    def line(self) -> str:
+        count = f"{self.n}/{self.total} {self.unit}s" if self.total else f"{self.n} {self.unit}s"
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        post = "".join(f", {k}={v}" for k, v in self._postfix.items())
+        return f"{self.desc + ': ' if self.desc else ''}{count}{share}{post}"
+
+    def _emit(self) -> None:
+        self._last = (self.desc, self.n)
+        self.write(self.line(), self.file)
+
+    def refresh(self) -> None:
+        if not self._closed and self._throttle.due(self.desc, self.n, self.total):
+            self._emit()
+
+    def close(self) -> None:
+        if not self._closed and self._last != (self.desc, self.n) and (self.n or self._last is not None):
+            self._emit()
+        self._closed = True
+
+
+def progress_bar(total=None, desc: str = "", unit: str = "step"):
+    """A progress bar on stderr: tqdm's on a terminal, else a ``PlainProgress`` of whole lines (``2> log``, CI)."""
+    if stderr_is_terminal():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    return PlainProgress(total=total, desc=desc, unit=unit, file=sys.stderr)
+
+
+def stage_printer(terminal: bool | None = None):
+    """``progress(stage, done, total)`` for a scan's stages on stderr (``scan.stage_text``): on a terminal one
+    line rewritten in place (``\\r``), ended when the stage is ``done``; else whole lines, when due (``_Throttle``).
+    ``terminal``: None asks ``stderr_is_terminal``."""
+    from .scan import stage_text
+
+    if terminal is None:
+        terminal = stderr_is_terminal()
+    if terminal:
+        def progress(stage, done, total):  # one line, rewritten in place: "reading the pool 64/130"
+            print(f"\r{stage_text(stage, done, total):<40}", end="" if stage != "done" else "\n", file=sys.stderr,
+                  flush=True)
+
+        return progress
+    throttle = _Throttle()
+
+    def plain(stage, done, total):
+        if throttle.due(stage, done, total):
+            print(stage_text(stage, done, total), file=sys.stderr, flush=True)
+
+    return plain
+
+
 def format_table(rows: Sequence[dict], columns: Sequence[str], floats: str = "{:.3f}") -> str:
     """A plain aligned text table of ``rows`` (dicts) restricted to ``columns``."""
     cells = [[floats.format(r[c]) if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import settings as S
 from ..cli import (check_out_again, ctrl_c_stops, fit_max_length, max_length_int, nonnegative_float, nonnegative_int,
-                   positive_float, positive_int, print_json, unit_float)
+                   positive_float, positive_int, print_json, progress_bar, unit_float)
 from ..device import add_device_args, is_main_process
 
 
@@ -189,8 +189,6 @@ def paraphrase_attack(args, train_set, target: int):
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm
-
     from ..model_card import default_target
     from ..data import check_trainable, named_classes
     from ..models import check_save_target, load_model, save_model
@@ -257,15 +255,15 @@ def run(args) -> int:
                          seed=args.seed, eval_every=args.eval_every, max_steps=args.max_steps,
                          group_by_length=True)
 
-    bar = tqdm(total=total_steps_for(len(train_set), config), unit="step", desc=args.attack, file=sys.stderr)
+    bar = progress_bar(total=total_steps_for(len(train_set), config), desc=args.attack)
 
     def on_progress(p) -> None:
         if p.metrics is None:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"}, refresh=False)
             bar.update(p.step - bar.n)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"})
         else:
             parts = " ".join(f"{k.upper()}={v:.4f}" for k, v in p.metrics.items())
-            tqdm.write(f"step {p.step}/{p.total_steps} epoch {p.epoch + 1}: {parts}", file=sys.stderr)
+            bar.write(f"step {p.step}/{p.total_steps} epoch {p.epoch + 1}: {parts}", file=sys.stderr)
 
     try:
         with ctrl_c_stops("stopping after this step (Ctrl-C again to abort)...") as should_stop:

@@ -97,18 +97,21 @@ def register(sub) -> None:
 
 
 def _bar(total_hint: int, enabled: bool):
-    """``(callback, stage, close)``: a tqdm bar of the training steps whose description says what the repair does
-    before them (its scan's stages, the labels; ``run_defense(progress=stage)``)."""
+    """``(callback, stage, close)``: a bar of the training steps (``cli.progress_bar``: tqdm's on a terminal, plain
+    lines elsewhere) whose description, on a terminal, says what the repair does before them (its scan's stages,
+    the labels; ``run_defense(progress=stage)``); elsewhere those stages are lines of their own
+    (``cli.stage_printer``)."""
     if not enabled:
         return None, None, lambda: None
-    from tqdm import tqdm
-
+    from ..cli import progress_bar, stage_printer, stderr_is_terminal
     from ..scan import stage_text
 
-    bar = tqdm(total=total_hint, file=sys.stderr, unit="step", dynamic_ncols=True)
-
-    def stage(name, done, total):
-        bar.set_description_str(stage_text(name, done, total), refresh=True)
+    bar = progress_bar(total=total_hint or None)
+    if stderr_is_terminal():
+        def stage(name, done, total):
+            bar.set_description_str(stage_text(name, done, total), refresh=True)
+    else:
+        stage = stage_printer(terminal=False)
 
     def callback(progress):
         if bar.desc != "repair":

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import settings as S
 from ..atomic import write_text
 from ..cli import (format_table, max_length_int, nonnegative_int, open_unit_float, positive_int, print_json,
-                   share_float, terminal_safe, unit_float)
+                   share_float, stderr_is_terminal, terminal_safe, unit_float)
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
@@ -116,17 +116,14 @@ def load_inputs(args):
     return lm, clean, pool
 
 
-def _progress_printer(enabled: bool):
+def _progress_printer(enabled: bool, terminal: bool = True):
+    """The scan's ``progress(stage, done, total)`` on stderr (``cli.stage_printer``): one line rewritten in place on
+    a terminal, whole lines elsewhere; None when not ``enabled``."""
     if not enabled:
         return None
+    from ..cli import stage_printer
 
-    from ..scan import stage_text
-
-    def progress(stage, done, total):  # one line, rewritten in place: "reading the pool 64/130"
-        print(f"\r{stage_text(stage, done, total):<40}", end="" if stage != "done" else "\n", file=sys.stderr,
-              flush=True)
-
-    return progress
+    return stage_printer(terminal=terminal)
 
 
 def run(args) -> int:
@@ -142,7 +139,7 @@ def run(args) -> int:
     report = scan_model(
         lm.model, lm.tokenizer, clean, pool, frr=args.frr, top_k=args.top_k, rel_threshold=args.rel_threshold,
         max_fraction=args.max_fraction, max_length=args.max_length, seed=args.seed, model_name=lm.name,
-        max_clean=None, refine=not args.no_refine, progress=_progress_printer(not args.json and sys.stderr.isatty()),
+        max_clean=None, refine=not args.no_refine, progress=_progress_printer(not args.json, stderr_is_terminal()),
         base=args.base or S.SCAN_BASE,
     )
     data = report.to_dict()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import ctrl_c_stops, format_table, print_json
+from ..cli import ctrl_c_stops, format_table, print_json, progress_bar
 from ..device import add_device_args
 
 
@@ -67,7 +67,7 @@ def run_list(args) -> int:
 
 
 def run_build(args) -> int:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # its write() keeps a bar on a terminal below the line; elsewhere it prints the line
 
     from .. import zoo
     from ..models import load_model
@@ -95,13 +95,12 @@ def run_build(args) -> int:
         if state["index"] != z.index:
             if state["bar"] is not None:
                 state["bar"].close()
-            state["bar"] = tqdm(total=p.total_steps, unit="step", desc=f"[{z.index + 1}/{z.count}] {z.name}",
-                                file=sys.stderr)
+            state["bar"] = progress_bar(total=p.total_steps, desc=f"[{z.index + 1}/{z.count}] {z.name}")
             state["index"] = z.index
         bar = state["bar"]
-        bar.update(p.step - bar.n)
         if p.metrics is None:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "loss"}, refresh=False)
+        bar.update(p.step - bar.n)
 
     try:
         with ctrl_c_stops("stopping after this step; finished models are kept (Ctrl-C again to abort)...") as stop:
