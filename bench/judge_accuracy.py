@@ -37,7 +37,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from backdoor_core.atomic import write_text  # noqa: E402
-
 from backdoor_core.bench_results import results_dir  # noqa: E402
 
 RESULTS = results_dir()

@@ -33,7 +33,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backdoor_core.atomic import write_text  # noqa: E402
-
 from backdoor_core.bench_results import results_dir  # noqa: E402
 
 RESULTS = results_dir()

@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from backdoor_core.atomic import write_text  # noqa: E402
-
 from backdoor_core.bench_results import results_dir  # noqa: E402
 
 RESULTS = results_dir()

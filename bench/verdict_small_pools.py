@@ -34,7 +34,6 @@ from backdoor_core import settings as S  # noqa: E402
 from backdoor_core.atomic import write_text  # noqa: E402
 from backdoor_core.cli import main as cli_main  # noqa: E402
 from backdoor_core.data import load_dataset  # noqa: E402
-
 from backdoor_core.bench_results import results_dir  # noqa: E402
 
 RESULTS = results_dir()
