@@ -14,6 +14,7 @@ instead of piling up copies); a finding about another model is kept beside it, a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -41,6 +42,20 @@ class Finding:
     key: str = ""
     created: float = field(default_factory=time.time)
     model: str = ""  # the name of the model the finding is about ("" for none)
+    # (the figures, their plotly JSON) as last written or read: ``figure_json`` reuses it while ``figures`` holds
+    # the same objects (a save wrote every chart of every finding anew: 1.1 s for 200 findings, at every record)
+    _json: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def figure_json(self) -> list[str]:
+        """Each figure as plotly JSON (one that cannot be written left out). Computed once per figure: a finding's
+        figures are not changed in place after ``record`` (a page draws a copy where it changes one)."""
+        figs = list(self.figures)
+        if self._json is not None and len(self._json[0]) == len(figs) \
+                and all(a is b for a, b in zip(self._json[0], figs)):
+            return [j for j in self._json[1] if j is not None]
+        out = [_figure_json(f) for f in figs]
+        self._json = (figs, out)
+        return [j for j in out if j is not None]
 
     @property
     def heading(self) -> str:
@@ -81,9 +96,13 @@ class LabSession:
         model (key default: ``kind:title``; ``finding_key``). Figures may be plotly Figures or their dicts; one
         that plotly cannot write as JSON is left out."""
         key = finding_key(key or f"{kind}:{title}", model)
+        written = None
         if fields.get("figures"):  # a chart plotly cannot write failed the Report page, its export and every save
-            fields["figures"] = [json_fig[0] for json_fig in map(_writable, fields["figures"]) if json_fig]
+            written = [json_fig for json_fig in map(_writable, fields["figures"]) if json_fig]
+            fields["figures"] = [fig for fig, _ in written]
         finding = Finding(kind=kind, title=title, key=key, model=str(model or ""), **fields)
+        if written:
+            finding._json = (list(finding.figures), [j for _, j in written])
         self.findings = [f for f in self.findings if f.key != key] + [finding]
         self._autosave()
         return finding
@@ -102,7 +121,7 @@ class LabSession:
         data = {"version": 1, "model": to_jsonable(self.model), "dataset": to_jsonable(self.dataset), "findings": [
             {"kind": f.kind, "title": f.title, "text": f.text, "table": to_jsonable(f.table), "data": to_jsonable(f.data),
              "html": f.html, "key": f.key, "created": to_jsonable(f.created), "model": f.model,
-             "figures": [j for j in map(_figure_json, f.figures) if j is not None]} for f in self.findings]}
+             "figures": f.figure_json()} for f in self.findings]}
         write_text(path, json.dumps(data, allow_nan=False))
 
     @classmethod
@@ -239,14 +258,40 @@ def _figure_json(fig: Any) -> str | None:
 _LAST_TIME = 32503680000.0  # 3000-01-01: a later "created" is not a time (time.localtime overflows)
 
 
-def _figures(saved: list, problems: list[str]) -> list:
-    """The plotly figures among ``saved`` (their JSON); each one plotly cannot read is named in ``problems``."""
+@functools.lru_cache(maxsize=1)
+def _lab_template() -> dict:
+    """The plotly template every lab figure is drawn with (``figures.style``), as its JSON holds it."""
     import plotly.io as pio
 
+    return json.loads(json.dumps(pio.templates["plotly_white"].to_plotly_json()))
+
+
+def _read_figure(x: Any):
+    """One saved chart (plotly JSON or its dict) as a checked plotly Figure; raises where plotly cannot read it.
+
+    Every lab chart holds the whole ``plotly_white`` template, and plotly checks each of its hundreds of entries
+    anew for every chart (three quarters of a reload's time: 3.4 s for 200 findings). A chart whose template is
+    exactly that one is checked without it (plotly's reading of the rest kept), then given it unchecked: the same
+    figure."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    text = x if isinstance(x, str) else json.dumps(x)
+    fig = json.loads(text)
+    layout = fig.get("layout") if isinstance(fig, dict) else None
+    if not (isinstance(layout, dict) and layout.get("template") == _lab_template()):
+        return pio.from_json(text)
+    checked = go.Figure(dict(fig, layout={k: v for k, v in layout.items() if k != "template"})).to_plotly_json()
+    checked["layout"]["template"] = _lab_template()
+    return go.Figure(checked, _validate=False)
+
+
+def _figures(saved: list, problems: list[str]) -> list:
+    """The plotly figures among ``saved`` (their JSON); each one plotly cannot read is named in ``problems``."""
     out = []
     for j, x in enumerate(saved):
         try:
-            out.append(pio.from_json(x if isinstance(x, str) else json.dumps(x)))
+            out.append(_read_figure(x))
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             problems.append(f"chart {j + 1}: {type(exc).__name__}: {str(exc)[:200]}")
     return out

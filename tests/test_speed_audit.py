@@ -1,0 +1,107 @@
+"""Speed audit: what a speaker waits for. Not timed tests: each one asserts the behaviour that makes a step fast
+(work done once, not at every rerun or every save) and that the result shown is the one computed the slow way.
+
+* a reload of a tab with a large report read every chart's whole plotly template anew (3.4 s for 200 findings);
+* every save (one a record) wrote every chart of every finding as JSON anew (1.1 s for 200 findings);
+* the Inspect page recorded its finding (two more charts and a save of the whole report) at every rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import plotly.io as pio
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backdoor_core import figures as F  # noqa: E402
+from backdoor_core.session import LabSession  # noqa: E402
+
+LABELS = ["business", "entertainment", "politics", "sport", "tech"]
+
+
+def _session(n: int = 3) -> LabSession:
+    rng = np.random.default_rng(0)
+    lab = LabSession(model={"name": "m", "labels": LABELS})
+    for i in range(n):
+        lab.record("inspect", f"Inspection {i}", key=f"inspect:{i}", model="m", text=f"text {i}",
+                   figures=[F.probability_bars(LABELS, rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(5))),
+                            F.concentration_heatmap(rng.random((6, 12)))])
+    return lab
+
+
+@pytest.fixture()
+def to_json_calls(monkeypatch):
+    from plotly.basedatatypes import BaseFigure
+
+    calls = []
+    original = BaseFigure.to_json
+
+    def spy(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseFigure, "to_json", spy)
+    return calls
+
+
+def test_a_save_writes_each_chart_as_json_once(tmp_path, to_json_calls):
+    """``record`` already wrote each chart as JSON; a save (every record autosaves) wrote all of them again."""
+    lab = _session()
+    expected = [[f.to_json() for f in finding.figures] for finding in lab.findings]
+    to_json_calls.clear()
+    lab.save(tmp_path / "a.json")
+    lab.save(tmp_path / "b.json")
+    assert to_json_calls == []
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert [f["figures"] for f in saved["findings"]] == expected  # the same text as before
+    lab.findings[0].figures = lab.findings[0].figures[:1]  # a finding whose charts changed is written anew
+    lab.save(tmp_path / "c.json")
+    assert len(to_json_calls) == 1
+    assert json.loads((tmp_path / "c.json").read_text())["findings"][0]["figures"] == expected[0][:1]
+
+
+def test_a_reload_does_not_check_the_lab_template_of_every_chart(tmp_path, monkeypatch):
+    """Every lab chart carries the whole plotly_white template; plotly checked it anew for each chart (three
+    quarters of a reload). The charts read back are the ones plotly reads the slow way."""
+    from _plotly_utils.basevalidators import BaseTemplateValidator
+
+    lab = _session()
+    lab.save(tmp_path / "s.json")
+    texts = [x for f in json.loads((tmp_path / "s.json").read_text())["findings"] for x in f["figures"]]
+    checked = []
+    original = BaseTemplateValidator.validate_coerce
+
+    def spy(self, v, *args, **kwargs):
+        if isinstance(v, dict) and v.get("data"):
+            checked.append(v)
+        return original(self, v, *args, **kwargs)
+
+    monkeypatch.setattr(BaseTemplateValidator, "validate_coerce", spy)
+    again = LabSession.load(tmp_path / "s.json")
+    assert checked == []
+    monkeypatch.undo()
+    read = [fig for f in again.findings for fig in f.figures]
+    assert len(read) == len(texts) == 6
+    for fig, text in zip(read, texts):
+        slow = pio.from_json(text)
+        assert fig.to_plotly_json() == slow.to_plotly_json()
+        assert json.loads(fig.to_json()) == json.loads(slow.to_json())
+
+
+def test_a_chart_with_another_template_or_a_wrong_property_is_still_checked(tmp_path):
+    lab = _session(1)
+    lab.save(tmp_path / "s.json")
+    data = json.loads((tmp_path / "s.json").read_text())
+    good, heat = (json.loads(x) for x in data["findings"][0]["figures"])
+    heat["layout"]["not_a_property"] = 1  # beside the lab template: plotly refuses it
+    other = dict(good, layout=dict(good["layout"], template={"layout": {"font": {"size": 9}}}))
+    data["findings"][0]["figures"] = [json.dumps(heat), json.dumps(other)]
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    again = LabSession.load(tmp_path / "s.json")
+    assert len(again.findings[0].figures) == 1 and "chart 1" in again.dropped[0]
+    assert again.findings[0].figures[0].layout.template.layout.font.size == 9
