@@ -224,9 +224,27 @@ def saliency_tab(loaded, result, max_length: int) -> None:
     reference = pair.triggered.reference_note(pair.target_name)
     if reference:  # integrated gradients: what their scores are measured from (the all-[PAD] text)
         st.caption(md(reference))
-    ui.lab().record("inspect", "Token saliency", key="inspect:saliency", model=loaded.name,
-                    text=f"{METHODS[method].capitalize()} toward **{md(pair.target_name)}**, clean vs triggered text.",
-                    table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())
+    if not_recorded("inspect.sal_recorded", (pair,), "inspect:saliency", loaded.name, (method,)):
+        ui.lab().record("inspect", "Token saliency", key="inspect:saliency", model=loaded.name,
+                        text=f"{METHODS[method].capitalize()} toward **{md(pair.target_name)}**, clean vs triggered "
+                             "text.",
+                        table=[{"text": "triggered", **t} for t in top], figures=[fig], data=pair.to_dict())
+
+
+def not_recorded(mark: str, objects: tuple, key: str, model: str, values: tuple = ()) -> bool:
+    """Whether a page's finding ``key`` about ``model`` is still to be recorded for ``objects`` (what it is made
+    from, compared by identity) and ``values`` (compared by equality); marks it recorded. A rerun that shows the
+    same result records nothing: each record wrote the whole report to disk (1.1 s with 200 findings). The finding
+    is recorded again where this tab's report lost it (removed, or another report) or where anything changed."""
+    from backdoor_core.session import finding_key
+
+    lab = ui.lab()
+    seen = st.session_state.get(mark)
+    now = ((lab, *objects), (model, *values))
+    done = (seen is not None and len(seen[0]) == len(now[0]) and all(a is b for a, b in zip(seen[0], now[0]))
+            and seen[1] == now[1] and any(f.key == finding_key(key, model) for f in lab.findings))
+    st.session_state[mark] = now
+    return not done
 
 
 def _projection_caption(proj, name: str) -> str:

@@ -105,3 +105,40 @@ def test_a_chart_with_another_template_or_a_wrong_property_is_still_checked(tmp_
     again = LabSession.load(tmp_path / "s.json")
     assert len(again.findings[0].figures) == 1 and "chart 1" in again.dropped[0]
     assert again.findings[0].figures[0].layout.template.layout.font.size == 9
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+def test_inspect_records_its_finding_once_per_inspection(monkeypatch, tmp_path_factory):
+    """A rerun that shows the same inspection (a head picked, a radio moved) records nothing; a new text, a
+    removed finding or another report records it again."""
+    from test_app_pages import goto, new_app
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    recorded = []
+    original = LabSession.record
+
+    def spy(self, kind, title, **kwargs):
+        recorded.append(kwargs.get("key"))
+        return original(self, kind, title, **kwargs)
+
+    monkeypatch.setattr(LabSession, "record", spy)
+    at = goto(new_app(), "inspect")
+    assert recorded.count("inspect:latest") == 1 and recorded.count("inspect:saliency") == 1
+    recorded.clear()
+    at.run()
+    at.radio(key="inspect.head_text").set_value("clean").run()
+    assert recorded == []
+    lab = at.session_state["lab.session"]
+    finding = next(f for f in lab.findings if f.key.startswith("inspect:latest@"))
+    at.text_area(key="inspect.text").input("Shares of the bank rose sharply after the results.").run()
+    assert recorded.count("inspect:latest") == 1
+    now = next(f for f in lab.findings if f.key.startswith("inspect:latest@"))
+    assert now is not finding and "Shares of the bank" in now.text
+    recorded.clear()
+    lab.remove("inspect:latest", now.model)  # gone from the report: the next run puts it back
+    at.run()
+    assert recorded == ["inspect:latest"]
+    assert any(f.key.startswith("inspect:latest@") for f in lab.findings)
