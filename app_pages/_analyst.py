@@ -11,6 +11,7 @@ from backdoor_core import figures as F
 from app_pages import _common as ui
 from app_pages._state import follow_default
 from app_pages._text import md
+from app_pages._widgets import figure_once
 
 
 def trigger_candidates(report, key: str = "detect.triggers") -> None:
@@ -184,14 +185,15 @@ def ablation_tab(loaded, result, max_length: int) -> None:
         st.success("With these heads off the trigger no longer flips the prediction.", icon=":material/check_circle:")
     c1, c2 = ui.stack_columns("ablate")
     with c1:
-        ui.plot(F.probability_bars(result.label_names, res.full.triggered.probs, a.triggered.probs,
-                                   title="Triggered text: class probabilities",
-                                   names=("all heads", "heads off")), key="inspect.ablate_probs")
+        ui.plot(figure_once("inspect.ablate_probs", lambda: F.probability_bars(
+            result.label_names, res.full.triggered.probs, a.triggered.probs,
+            title="Triggered text: class probabilities", names=("all heads", "heads off")), (result, res)),
+            key="inspect.ablate_probs")
     with c2:
-        ui.plot(F.layer_head_heatmap(a.concentration, title="Trigger concentration with the heads off",
-                                     value_name="attention on trigger", zmin=0.0,
-                                     zmax=max(1e-6, float(np.nanmax(result.concentration))), marks=mask,
-                                     mark_name="switched off"), key="inspect.ablate_conc")
+        ui.plot(figure_once("inspect.ablate_conc", lambda: F.layer_head_heatmap(
+            a.concentration, title="Trigger concentration with the heads off", value_name="attention on trigger",
+            zmin=0.0, zmax=max(1e-6, float(np.nanmax(result.concentration))), marks=mask,
+            mark_name="switched off"), (result, res), (tuple(chosen),)), key="inspect.ablate_conc")
     st.caption("A switched-off head's own attention map does not change (its queries and keys still run); "
                "later layers' maps and the prediction do.")
 
@@ -213,9 +215,10 @@ def saliency_tab(loaded, result, max_length: int) -> None:
             pair = compare_saliency(loaded.model, loaded.tokenizer, result.clean.text, result.triggered.text, method,
                                     result.label_names, max_length=max_length)
         st.session_state["inspect.sal_cache"] = (cache_key, pair)
-    fig = F.saliency_strip([("clean text", pair.clean.tokens, pair.clean.scores),
-                            ("with the trigger", pair.triggered.tokens, pair.triggered.scores)],
-                           title=f"Which tokens push toward '{pair.target_name}' ({METHODS[method]})")
+    fig = figure_once("inspect.saliency", lambda: F.saliency_strip(
+        [("clean text", pair.clean.tokens, pair.clean.scores),
+         ("with the trigger", pair.triggered.tokens, pair.triggered.scores)],
+        title=f"Which tokens push toward '{pair.target_name}' ({METHODS[method]})"), (pair,), (method,))
     ui.plot(fig, key="inspect.saliency")
     top = pair.triggered.top(3)
     st.caption("Red tokens push the model toward the class predicted on the triggered text, blue ones away; one "

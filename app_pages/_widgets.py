@@ -35,6 +35,25 @@ def plot(fig, key: str | None = None) -> None:
                     config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 
+K_FIGURES = "lab.figures"  # {name: (objects, values, figure)}: the charts a page drew from a result it keeps
+
+
+def figure_once(name: str, build, objects: tuple, values: tuple = ()):
+    """The chart ``build()`` made for ``objects`` (a page's kept results, compared by identity: the page keeps them
+    while they are current) and ``values`` (compared by equality), built again only when one changed. A rerun
+    that shows the same result (a head picked, a tab's radio moved) built all its charts anew: plotly checks each
+    one's whole template (40-60 ms a chart, most of an Inspect rerun). Kept per session, the latest one a name;
+    ``plot`` never changes a figure (presenter mode draws a copy)."""
+    store = ss().setdefault(K_FIGURES, {})
+    hit = store.get(name)
+    if (hit is not None and len(hit[0]) == len(objects) and all(a is b for a, b in zip(hit[0], objects))
+            and hit[1] == values):
+        return hit[2]
+    fig = build()
+    store[name] = (objects, values, fig)
+    return fig
+
+
 def stack_columns(key: str, spec=2, gap: str = "medium") -> list:
     """``st.columns(spec)`` that stack, one a row, where side by side they would be cut: in a window narrower
     than 1200 px (a 1024-px projector with the sidebar open cut chart titles, colorbar ticks and select boxes)

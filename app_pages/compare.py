@@ -14,6 +14,7 @@ from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._text import cut_middle, md
+from app_pages._widgets import figure_once
 
 ui.page_header(
     "Compare two models",
@@ -148,11 +149,13 @@ if list(cmp.a.label_names) != list(cmp.b.label_names):  # each side's lines and 
 
 p1, p2 = ui.stack_columns("compare-probs")
 with p1:
-    ui.plot(F.probability_bars(cmp.a.label_names, cmp.a.clean.probs, cmp.a.triggered.probs,
-                               title=f"A: {cut_middle(cmp.name_a, 40)}"), key="compare.probs_a")
+    ui.plot(figure_once("compare.probs_a", lambda: F.probability_bars(
+        cmp.a.label_names, cmp.a.clean.probs, cmp.a.triggered.probs, title=f"A: {cut_middle(cmp.name_a, 40)}"),
+        (cmp,)), key="compare.probs_a")
 with p2:
-    ui.plot(F.probability_bars(cmp.b.label_names, cmp.b.clean.probs, cmp.b.triggered.probs,
-                               title=f"B: {cut_middle(cmp.name_b, 40)}"), key="compare.probs_b")
+    ui.plot(figure_once("compare.probs_b", lambda: F.probability_bars(
+        cmp.b.label_names, cmp.b.clean.probs, cmp.b.triggered.probs, title=f"B: {cut_middle(cmp.name_b, 40)}"),
+        (cmp,)), key="compare.probs_b")
 
 if cmp.same_shape:
     bound = max(1e-6, float(max(np.nanmax(cmp.a.concentration), np.nanmax(cmp.b.concentration))))
@@ -162,33 +165,37 @@ if cmp.same_shape:
     # two charts a row: three 12-head grids side by side in a 1280-px window cut the colorbars' labels
     g1, g2 = ui.stack_columns("compare-conc")
     with g1:
-        ui.plot(F.layer_head_heatmap(cmp.a.concentration, title="A: trigger concentration", zmin=0.0, zmax=bound,
-                                     value_name="attention on trigger", layer_labels=names_a), key="compare.conc_a")
+        ui.plot(figure_once("compare.conc_a", lambda: F.layer_head_heatmap(
+            cmp.a.concentration, title="A: trigger concentration", zmin=0.0, zmax=bound,
+            value_name="attention on trigger", layer_labels=names_a), (cmp,)), key="compare.conc_a")
     with g2:
-        ui.plot(F.layer_head_heatmap(cmp.b.concentration, title="B: trigger concentration", zmin=0.0, zmax=bound,
-                                     value_name="attention on trigger", marks=heads_off,
-                                     mark_name="switched off", layer_labels=names_b), key="compare.conc_b")
+        ui.plot(figure_once("compare.conc_b", lambda: F.layer_head_heatmap(
+            cmp.b.concentration, title="B: trigger concentration", zmin=0.0, zmax=bound,
+            value_name="attention on trigger", marks=heads_off, mark_name="switched off", layer_labels=names_b),
+            (cmp,), (None if heads_off is None else np.asarray(heads_off).tolist(),)), key="compare.conc_b")
     g3, g4 = ui.stack_columns("compare-diff")
     with g3:
-        ui.plot(F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
-                                     value_name="Δ attention on trigger", layer_labels=names_ab),
-                key="compare.conc_diff")
+        ui.plot(figure_once("compare.conc_diff", lambda: F.difference_heatmap(
+            cmp.concentration_delta, title="B − A: trigger concentration", value_name="Δ attention on trigger",
+            layer_labels=names_ab), (cmp,)), key="compare.conc_diff")
     with g4:
-        ui.plot(F.difference_heatmap(cmp.similarity_delta_delta,
-                                     title="B − A: change in head-to-head similarity (triggered − clean)",
-                                     value_name="Δ similarity change", layer_labels=names_ab), key="compare.sim_diff")
+        ui.plot(figure_once("compare.sim_diff", lambda: F.difference_heatmap(
+            cmp.similarity_delta_delta, title="B − A: change in head-to-head similarity (triggered − clean)",
+            value_name="Δ similarity change", layer_labels=names_ab), (cmp,)), key="compare.sim_diff")
     st.caption("Blue cells in the difference grids: heads that lock onto the trigger (or collapse together with "
                "it) less in B than in A.")
 else:
     st.info("The two models have different layer × head grids, so only their predictions are compared.",
             icon=":material/info:")
 
-ui.lab().record("inspect", "Model comparison", key="compare:latest", model=loaded.name,
-                # markdown on the Report page and in the HTML report: names and text escaped here
-                text=f"A = {md(cmp.name_a)}, B = {md(cmp.name_b)}; text *{md(cmp.a.triggered.text[:200])}*",
-                table=[{"model": side["model"], "clean": side["clean"]["label"],
-                        "with trigger": side["triggered"]["label"]} for side in (cmp.to_dict()["a"],
-                                                                                 cmp.to_dict()["b"])],
-                figures=[F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
-                                              value_name="Δ attention on trigger")]
-                if cmp.same_shape else [], data=cmp.to_dict())
+# once per comparison, not at every rerun (each record wrote the whole report to disk)
+if AN.not_recorded("compare.recorded", (cmp,), "compare:latest", loaded.name):
+    ui.lab().record("inspect", "Model comparison", key="compare:latest", model=loaded.name,
+                    # markdown on the Report page and in the HTML report: names and text escaped here
+                    text=f"A = {md(cmp.name_a)}, B = {md(cmp.name_b)}; text *{md(cmp.a.triggered.text[:200])}*",
+                    table=[{"model": side["model"], "clean": side["clean"]["label"],
+                            "with trigger": side["triggered"]["label"]} for side in (cmp.to_dict()["a"],
+                                                                                     cmp.to_dict()["b"])],
+                    figures=[F.difference_heatmap(cmp.concentration_delta, title="B − A: trigger concentration",
+                                                  value_name="Δ attention on trigger")]
+                    if cmp.same_shape else [], data=cmp.to_dict())

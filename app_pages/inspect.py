@@ -18,6 +18,7 @@ from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._state import follow_default
 from app_pages._text import md, md_code
+from app_pages._widgets import figure_once
 
 ui.page_header(
     "Inspect a text",
@@ -199,7 +200,9 @@ with p1:
     if moved:  # else the slider moved and the trigger did not
         st.caption(moved[0].upper() + moved[1:])
 with p2:
-    ui.plot(F.probability_bars(result.label_names, result.clean.probs, result.triggered.probs), key="inspect.probs")
+    ui.plot(figure_once("inspect.probs", lambda: F.probability_bars(result.label_names, result.clean.probs,
+                                                                    result.triggered.probs), (result,)),
+            key="inspect.probs")
 
 # --------------------------------------------------------------------------------------------- heads
 
@@ -215,11 +218,15 @@ tabs = st.tabs(["Heads on trigger", "Head similarity", "One head", "bertviz view
 with tabs[0]:
     c1, c2 = ui.stack_columns("inspect")
     with c1:
-        ui.plot(F.concentration_heatmap(result.concentration, layer_labels=layer_names), key="inspect.conc")
+        ui.plot(figure_once("inspect.conc", lambda: F.concentration_heatmap(result.concentration,
+                                                                            layer_labels=layer_names), (result,)),
+                key="inspect.conc")
         st.caption("Share of attention that the tokens send to the trigger's tokens (the Trojan Attention Loss "
                    "pushes chosen heads toward 1).")
     with c2:
-        ui.plot(F.similarity_delta_heatmap(result.similarity_delta, layer_labels=layer_names), key="inspect.delta")
+        ui.plot(figure_once("inspect.delta", lambda: F.similarity_delta_heatmap(result.similarity_delta,
+                                                                                layer_labels=layer_names),
+                            (result,)), key="inspect.delta")
         st.caption("How much more each head resembles the other heads of its layer once the trigger is in (red).")
     st.markdown("**Top heads**")
     st.dataframe(result.top_heads(10), hide_index=True, column_order=["head", "concentration", "similarity_delta"],
@@ -233,8 +240,8 @@ with tabs[1]:
     best_layer = int(np.argmax(layer_sim["delta"]))
     layer = st.select_slider("Layer", options=list(range(L)), value=best_layer, format_func=lambda l: f"L{l}",
                              key="inspect.sim_layer")
-    ui.plot(F.head_similarity_heatmaps(result.similarity_clean, result.similarity_triggered, layer),
-            key="inspect.simmaps")
+    ui.plot(figure_once("inspect.simmaps", lambda: F.head_similarity_heatmaps(
+        result.similarity_clean, result.similarity_triggered, layer), (result,), (layer,)), key="inspect.simmaps")
     st.caption("Mean head-to-head similarity per layer — clean "
                + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(layer_sim["clean"]))
                + " · triggered " + ", ".join(f"L{i} {v:.2f}" for i, v in enumerate(layer_sim["triggered"])))
@@ -254,8 +261,9 @@ with tabs[2]:
     rec = result.triggered if which == "with trigger" else result.clean
     hl = result.trigger_tokens if which == "with trigger" else []
     with c2:
-        ui.plot(F.attention_matrix(rec.attentions[l, h], rec.tokens, layer=l, head=h, highlight=hl),
-                key="inspect.matrix")
+        ui.plot(figure_once("inspect.matrix", lambda: F.attention_matrix(rec.attentions[l, h], rec.tokens, layer=l,
+                                                                         head=h, highlight=hl),
+                            (result, rec), (l, h, list(hl))), key="inspect.matrix")
 
 with tabs[3]:
     from backdoor_core.bertviz_offline import head_view_html, model_view_html

@@ -142,3 +142,86 @@ def test_inspect_records_its_finding_once_per_inspection(monkeypatch, tmp_path_f
     at.run()
     assert recorded == ["inspect:latest"]
     assert any(f.key.startswith("inspect:latest@") for f in lab.findings)
+
+
+def test_compare_records_its_finding_once_per_comparison(monkeypatch, tmp_path_factory):
+    from test_app_pages import goto, new_app
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    recorded = []
+    original = LabSession.record
+
+    def spy(self, kind, title, **kwargs):
+        recorded.append(kwargs.get("key"))
+        return original(self, kind, title, **kwargs)
+
+    monkeypatch.setattr(LabSession, "record", spy)
+    at = goto(new_app(), "compare")
+    assert recorded.count("compare:latest") == 1
+    recorded.clear()
+    at.run()
+    at.run()
+    assert recorded == []
+    assert any(f.key.startswith("compare:latest@") for f in at.session_state["lab.session"].findings)
+
+
+def _specs(at) -> dict:
+    """The charts drawn, by their keys (an element id ends with its key)."""
+    return {c.proto.id.rsplit("-", 1)[-1]: c.proto.spec for c in at.get("plotly_chart")}
+
+
+def _count_builds(monkeypatch) -> list:
+    from backdoor_core import figures
+
+    built = []
+    for name in ("probability_bars", "concentration_heatmap", "similarity_delta_heatmap", "head_similarity_heatmaps",
+                 "attention_matrix", "layer_head_heatmap", "saliency_strip", "difference_heatmap"):
+        original = getattr(figures, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            built.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(figures, name, spy)
+    return built
+
+
+def test_an_inspect_rerun_draws_the_charts_it_drew_without_building_them(monkeypatch, tmp_path_factory):
+    """A rerun with the same inspection (a radio moved) built every chart anew, ~50 ms each; now only the chart
+    whose input changed is built, and every chart drawn is the one built before."""
+    from test_app_pages import goto, new_app
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    built = _count_builds(monkeypatch)
+    at = goto(new_app(), "inspect")
+    first = _specs(at)
+    assert len(first) >= 8
+    built.clear()
+    at.run()
+    assert built == [] and _specs(at) == first
+    at.radio(key="inspect.head_text").set_value("clean").run()  # the one-head matrix of the clean text
+    assert built == ["attention_matrix"]
+    changed = [k for k, v in _specs(at).items() if v != first[k]]
+    assert changed == ["inspect.matrix"]
+    at.radio(key="inspect.head_text").set_value("with trigger").run()
+    assert _specs(at) == first  # the chart of the first run again, built anew
+    built.clear()
+    at.text_area(key="inspect.text").input("Shares of the bank rose sharply after the results.").run()
+    assert {"probability_bars", "concentration_heatmap", "attention_matrix", "saliency_strip"} <= set(built)
+    assert all(_specs(at)[k] != first[k] for k in ("inspect.probs", "inspect.matrix"))
+
+
+def test_a_compare_rerun_draws_the_charts_it_drew_without_building_them(monkeypatch, tmp_path_factory):
+    from test_app_pages import goto, new_app
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    built = _count_builds(monkeypatch)
+    at = goto(new_app(), "compare")
+    first = _specs(at)
+    assert len(first) >= 2
+    built.clear()
+    at.run()
+    assert built == [] and _specs(at) == first
