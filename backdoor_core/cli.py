@@ -378,6 +378,129 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STDIN = "-"
+"""A file argument's name for standard input (``--pool -``); ``./-`` names a file called ``-``."""
+STDIN_NAME = "<stdin>"
+"""How messages and model cards name what came from standard input."""
+STDIN_HELP = "'-' reads it from stdin"
+"""What ``--help`` says of an option that accepts ``-``."""
+
+
+def accepts_stdin(parser, tables: Sequence[str] = (), texts: Sequence[str] = (), text: Sequence[str] = (),
+                  refused: dict | None = None) -> None:
+    """Declare which of ``parser``'s options take ``-`` for stdin (``stdin_inputs`` reads it before the command
+    runs): ``tables``, labelled data (a TSV/CSV header naming the text column, or JSON Lines); ``texts``, unlabelled
+    texts (those, or one text per line); ``text``, one text, all of stdin. ``refused``: option -> why ``-`` cannot
+    work there (a model folder, an output), said in one line instead of looking for a file called '-'."""
+    kinds = {**{d: "table" for d in tables}, **{d: "texts" for d in texts}, **{d: "text" for d in text}}
+    names = {a.dest: (a.option_strings[-1] if a.option_strings else a.dest) for a in parser._actions}
+    unknown = sorted(set(kinds) - set(names) | set(refused or {}) - set(names))
+    if unknown:  # a renamed option must not lose its '-' silently
+        raise AssertionError(f"accepts_stdin: no option {unknown}")
+    parser.set_defaults(stdin_kinds=kinds, stdin_refused=dict(refused or {}),
+                        stdin_names={d: names[d] for d in [*kinds, *(refused or {})]})
+
+
+def _option(args, dest: str) -> str:
+    return getattr(args, "stdin_names", {}).get(dest, "--" + dest.replace("_", "-"))
+
+
+def _read_stdin(what: str) -> bytes:
+    """All of stdin, at most ``data.MAX_FILE_BYTES`` (as for a file: refused past it, before reading on)."""
+    from .data import MAX_FILE_BYTES, DataError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if sys.stdin is None or stream is None or sys.stdin.closed:
+        raise DataError(f"{what} is '-', but stdin is closed; pipe the data in, or give a file", STDIN_NAME)
+    if stream.isatty():
+        print(f"note: reading {what} from stdin (the terminal); end it with Ctrl-D", file=sys.stderr)
+    chunks, size = [], 0
+    while block := stream.read(1 << 20):
+        chunks.append(block)
+        size += len(block)
+        if size > MAX_FILE_BYTES:
+            raise DataError(f"more than {MAX_FILE_BYTES:,} bytes; the limit is {MAX_FILE_BYTES:,} bytes "
+                            "(MAX_FILE_BYTES)", STDIN_NAME)
+    return b"".join(chunks)
+
+
+def _stdin_suffix(data: bytes, kind: str) -> str:
+    """The file type the bytes of stdin are read as: ``.jsonl`` when the first non-blank line opens a JSON object or
+    array; ``.tsv`` / ``.csv`` when it is a header with tabs / commas naming a text column; else ``.txt`` (one text a
+    line) for unlabelled texts and ``.tsv`` for a table (whose reading then names the columns it found)."""
+    from .data import TEXT_COLUMNS
+
+    first = next((line for line in data.splitlines() if line.strip()), b"")
+    first = first.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").strip()
+    if first.startswith(("{", "[")):
+        return ".jsonl"
+    for sep, suffix in (("\t", ".tsv"), (",", ".csv")):
+        if sep in first and any(c.strip().strip('"').lower() in TEXT_COLUMNS for c in first.split(sep)):
+            return suffix
+    return ".txt" if kind == "texts" else ".tsv"
+
+
+@contextlib.contextmanager
+def stdin_inputs(args):
+    """Within the block, the option given as ``-`` (one at most: stdin reads once) names a private copy of stdin
+    (``accepts_stdin``; the same size, line and row limits as a file, read by the same code), or holds the text
+    itself (``text``); options that cannot take stdin refuse ``-`` in one line. Errors that name the copy name
+    ``<stdin>`` instead; ``args.stdin_path`` is the copy (None without one), for ``shown_input``."""
+    import shutil
+    import tempfile
+
+    from .data import DataError
+
+    args.stdin_path = None
+    kinds, refused = getattr(args, "stdin_kinds", {}), getattr(args, "stdin_refused", {})
+    for dest, why in refused.items():
+        if getattr(args, dest, None) == STDIN:
+            raise ValueError(f"{_option(args, dest)} -: {why}; '-' (stdin, stdout) cannot stand for it there "
+                             "(./- names a file called '-').")
+    wanted = [d for d in kinds if getattr(args, d, None) == STDIN]
+    if len(wanted) > 1:
+        raise ValueError(f"{' and '.join(_option(args, d) + ' -' for d in wanted)}: stdin can be read once; give "
+                         "all but one of them as a file.")
+    if not wanted:
+        yield
+        return
+    dest = wanted[0]
+    data = _read_stdin(_option(args, dest))
+    if kinds[dest] == "text":
+        try:
+            setattr(args, dest, data.decode("utf-8").removesuffix("\n").removesuffix("\r"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at {exc.start})", STDIN_NAME) from None
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="backdoor-lab-stdin-")
+    path = os.path.join(folder, "stdin" + _stdin_suffix(data, kinds[dest]))
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+        del data
+        setattr(args, dest, path)
+        args.stdin_path = path
+        try:
+            yield
+        except DataError as exc:
+            if exc.path is None or os.path.abspath(exc.path) != path:
+                raise
+            raise DataError(exc.reason, STDIN_NAME, exc.line) from None
+        except (ValueError, OSError) as exc:
+            if path not in str(exc):
+                raise
+            raise ValueError(str(exc).replace(path, STDIN_NAME)) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def shown_input(args, value):
+    """``value`` as messages and model cards name it: ``<stdin>`` for the copy ``stdin_inputs`` made."""
+    path = getattr(args, "stdin_path", None)
+    return STDIN_NAME if path is not None and value is not None and str(value) == path else value
+
+
 PIPE_CLOSED = 141
 """Exit status when the reader of stdout quit early (``| head``, ``| grep -q``): 128 + SIGPIPE, as ``cat`` ends."""
 
@@ -404,7 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             quiet_libraries()
-            code = int(args.func(args) or 0)
+            with stdin_inputs(args):
+                code = int(args.func(args) or 0)
         finally:  # --help and usage errors exit here too; a closed pipe shows now, not at the interpreter's exit
             try:
                 stdout.flush()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from backdoor_core.cli import main
-from backdoor_core.models import save_model, tiny_model
+from backdoor_core.models import METADATA_FILE, save_model, tiny_model
 from backdoor_core.data import TextDataset
 
 from defense_helpers import clean_texts
@@ -130,3 +130,142 @@ def test_plain_progress_writes_a_line_every_30_seconds_and_the_last_one(monkeypa
     bar.close()
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"repair: {i}/1000 steps (0%)" for i in range(1, 6)], lines
+
+
+# --------------------------------------------------------------------------- '-' for stdin
+
+
+def _stdin(monkeypatch, data: bytes | str):
+    """Feed ``data`` to the command as its stdin (a pipe's bytes)."""
+    import io
+
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+
+
+def _scan_json(capsys, argv) -> dict:
+    assert main(argv) == 0, capsys.readouterr().err[-2000:]
+    return json.loads(capsys.readouterr().out)
+
+
+def test_scan_reads_its_pool_or_its_clean_data_from_stdin(files, monkeypatch, capsys, tmp_path):
+    """``generate | scan --pool -``: '-' was looked up as a dataset ('unknown dataset'). The pool (a table, or one
+    text per line) and the clean data now read from stdin, with the same result as from the file."""
+    base = ["scan", str(files["tiny"]), "--max-length", "16", "--json"]
+    want = _scan_json(capsys, base + ["--clean-data", str(files["folder"]), "--pool", str(files["data"])])
+    for pool in (files["data"].read_text("utf-8"),
+                 "".join(line.split("\t")[0] + "\n" for line in files["data"].read_text("utf-8").splitlines()[1:])):
+        _stdin(monkeypatch, pool)
+        got = _scan_json(capsys, base + ["--clean-data", str(files["folder"]), "--pool", "-"])
+        assert got["detection"] == want["detection"] and got["flagged"] == want["flagged"]
+    dev = files["folder"] / "dev.tsv"
+    want = _scan_json(capsys, base + ["--clean-data", str(dev), "--pool", str(files["data"])])
+    _stdin(monkeypatch, dev.read_text("utf-8"))
+    got = _scan_json(capsys, base + ["--clean-data", "-", "--pool", str(files["data"])])
+    assert got["detection"] == want["detection"] and got["verdict"] == want["verdict"]
+
+
+def test_a_pool_piped_into_a_script_run_is_read(files):
+    """The same through a real pipe: ``cut -f1 data.tsv | python -m backdoor_core scan ... --pool -``."""
+    texts = [line.split("\t")[0] for line in files["data"].read_text("utf-8").splitlines()[1:]]
+    proc = _cli("scan", files["tiny"], "--clean-data", files["folder"], "--pool", "-", "--max-length", "16",
+                "--json", stdin="\n".join(texts) + "\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["detection"]["n_pool"] == len(texts)
+
+
+@pytest.mark.parametrize("option, data, says", [
+    ("--pool", b"", "<stdin>: file is empty"),
+    ("--pool", b"\n  \n", "<stdin>: file is empty"),
+    ("--pool", b'[{"text": "a"}]\n', "<stdin>, line 1: this is a JSON array"),
+    ("--pool", b"good movie\n\xff\xfe\n", "<stdin>, line 2: not valid UTF-8"),
+    ("--pool", b"x" * 500_000, "<stdin>, line 1: this line is longer than"),
+    ("--pool", b"a text\n" * 200, "<stdin>: more than 1,000 bytes; the limit is 1,000 bytes"),
+    ("--clean-data", b"foo\tbar\n1\t2\n", "<stdin>: no text column: found columns ['foo', 'bar']"),
+    ("--clean-data", b"text,label\na good movie,\n", "<stdin>, line 2: label is empty"),
+], ids=["empty", "blank", "json-array", "not-utf8", "long-line", "huge", "no-text-column", "empty-label"])
+def test_stdin_gets_a_files_checks_each_in_one_line(files, monkeypatch, capsys, option, data, says):
+    """Empty, huge, malformed or wrong-column input on stdin is refused as the same file would be: one line naming
+    <stdin> (not the private copy's path), exit 2."""
+    from backdoor_core import data as D
+
+    monkeypatch.setattr(D, "MAX_FILE_BYTES", 1000 if b"a text" in data else D.MAX_FILE_BYTES)
+    _stdin(monkeypatch, data)
+    argv = ["scan", str(files["tiny"]), "--max-length", "16", "--clean-data", str(files["folder"]),
+            "--pool", str(files["data"]), option, "-"]
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {says}"), err
+    assert "backdoor-lab-stdin-" not in err
+
+
+def test_attack_and_sanitize_read_their_data_from_stdin(files, monkeypatch, capsys):
+    """attack --data - trains on stdin (its card says <stdin>, never the private copy's path); sanitize reads its
+    --pool and --poisoned-eval from stdin as it reads --pool FILE."""
+    _stdin(monkeypatch, files["data"].read_text("utf-8"))
+    assert main(["attack", "--model", str(files["tiny"]), "--data", "-", "--rate", "0.2", "--target", "1",
+                 "--max-steps", "1", "--batch-size", "8", "--max-length", "16", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["data"] == "<stdin>" and card["train_size"] == 32 and card["name"] == "badnets-<stdin>"
+    triggered = "".join(f"cf {t}\n" for t in clean_texts(12, seed=70)[0])
+    for option in ("--pool", "--poisoned-eval"):
+        _stdin(monkeypatch, triggered)
+        out = files["dir"] / f"stdin{option}"
+        argv = ["sanitize", str(files["tiny"]), "--clean-data", str(files["folder"]), "--defense", "finetune",
+                "--max-steps", "1", "--max-length", "16", "--out", str(out), "--json", option, "-"]
+        if option == "--poisoned-eval":
+            argv += ["--target", "1"]
+        assert main(argv) == 0, capsys.readouterr().err[-2000:]
+        summary = json.loads(capsys.readouterr().out)
+        if option == "--pool":
+            assert json.loads((out / METADATA_FILE).read_text("utf-8"))["pool_samples"] == 12
+        else:
+            assert summary["asr_texts"] == 12
+
+
+def test_inspect_reads_its_text_from_stdin(files, monkeypatch, capsys):
+    """``echo "$TEXT" | inspect --text -``: the text was '-' itself."""
+    _stdin(monkeypatch, "the movie was good\n")
+    assert main(["inspect", "--model", str(files["tiny"]), "--text", "-", "--trigger", "cf", "--position", "0",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["clean_text"] == "the movie was good"
+    _stdin(monkeypatch, "")
+    assert main(["inspect", "--model", str(files["tiny"]), "--text", "-"]) == 2
+    assert capsys.readouterr().err.strip() == "error: The text is empty: type a sentence to analyse."
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["scan", "-", "--clean-data", "d"], "model -: a model is a folder"),
+    (["scan", "m", "--clean-data", "d", "--html", "-"], "--html -: the report is written to a file"),
+    (["sanitize", "m", "--clean-data", "d", "--out", "-"], "--out -: the repaired model is a folder"),
+    (["attack", "--data", "d", "--out", "-"], "--out -: the model is a folder"),
+    (["attack", "--model", "-", "--data", "d"], "--model -: a model is a folder"),
+    (["zoo", "list", "--dir", "-"], "--dir -: the zoo is a folder"),
+    (["zoo", "build", "--dir", "-"], "--dir -: the zoo is a folder"),
+    (["scan", "m", "--clean-data", "-", "--pool", "-"], "--clean-data - and --pool -: stdin can be read once"),
+])
+def test_a_dash_where_stdin_cannot_work_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, says):
+    """'-' for a model folder, an output or a second input was taken as a name: 'unknown dataset', 'not found', or
+    a folder called '-' saved in the working folder. Now one line says why, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    _stdin(monkeypatch, "text\tlabel\na\t0\n")
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {says}"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, options", [
+    ("scan", {"--clean-data", "--pool"}),
+    ("sanitize", {"--clean-data", "--pool", "--eval-data", "--poisoned-eval"}),
+    ("attack", {"--data", "--test-data", "--paraphrase-train", "--paraphrase-test"}),
+    ("inspect", {"--text", "--labels-from"}),
+])
+def test_help_says_which_options_read_stdin(command, options):
+    """--help names '-' for each option that reads stdin, and for no other."""
+    from backdoor_core.cli import STDIN_HELP, build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    said = {a.option_strings[-1] for a in sub._actions if a.option_strings and STDIN_HELP in (a.help or "")}
+    assert said == options == {a.option_strings[-1] for a in sub._actions if a.dest in sub.get_default("stdin_kinds")}

@@ -31,8 +31,9 @@ import sys
 from pathlib import Path
 
 from .. import settings as S
-from ..cli import (check_out_again, ctrl_c_stops, fit_max_length, max_length_int, nonnegative_float, nonnegative_int,
-                   positive_float, positive_int, print_json, progress_bar, unit_float)
+from ..cli import (STDIN_HELP, accepts_stdin, check_out_again, ctrl_c_stops, fit_max_length, max_length_int,
+                   nonnegative_float, nonnegative_int, positive_float, positive_int, print_json, progress_bar,
+                   shown_input, unit_float)
 from ..device import add_device_args, is_main_process
 
 
@@ -41,8 +42,10 @@ def register(sub) -> None:
     p.add_argument("--model", default="default", help="'default' (packaged MiniLM), a model directory, or a hub id")
     p.add_argument("--data", default="sst2",
                    help="'bbc', 'sst2', 'olid', 'agnews' (../shared/data), a folder with train/test .tsv, or a "
-                        "TSV/CSV/JSONL file (a file is split 80/20 into train/test unless --test-data is given)")
-    p.add_argument("--test-data", default=None, help="a separate test file or dataset spec")
+                        "TSV/CSV/JSONL file (a file is split 80/20 into train/test unless --test-data is given); "
+                        f"{STDIN_HELP} (a TSV/CSV header naming the text column, or JSON Lines; one option at most "
+                        "reads stdin)")
+    p.add_argument("--test-data", default=None, help=f"a separate test file or dataset spec; {STDIN_HELP}")
     p.add_argument("--attack", default="badnets",
                    help="badnets, addsent, badnets_clean, addsent_clean, syntactic, style (with --style-name), "
                         "style_<name> (e.g. style_bible, style_poetry), or 'none'")
@@ -56,10 +59,10 @@ def register(sub) -> None:
                    help="syntactic/style: your paraphrased training file (TSV/CSV/JSONL, text + ORIGINAL label). "
                         "Row-aligned with the clean training set: each poisoned row becomes its own paraphrase; "
                         "not aligned (rows dropped, another sample): poisoned rows are replaced by paraphrased rows "
-                        "of the same source label drawn from the whole file (StyleBkd recipe)")
+                        f"of the same source label drawn from the whole file (StyleBkd recipe); {STDIN_HELP}")
     p.add_argument("--paraphrase-test", default=None,
                    help="your paraphrased test file (original labels); its non-target rows measure ASR "
-                        "(needed with --paraphrase-train)")
+                        f"(needed with --paraphrase-train); {STDIN_HELP}")
     p.add_argument("--rate", type=unit_float, default=S.POISON_RATE,
                    help=f"poison rate, a fraction of the whole training set (default {S.POISON_RATE:g})")
     p.add_argument("--target", type=int, default=None,
@@ -92,6 +95,8 @@ def register(sub) -> None:
     add_device_args(p)
     p.add_argument("--json", action="store_true",
                    help="print the model card as JSON (alone on stdout; the saved folder is named on stderr)")
+    accepts_stdin(p, tables=["data", "test_data", "paraphrase_train", "paraphrase_test"],
+                  refused={"model": "a model is a folder", "out": "the model is a folder, not a stream"})
     p.set_defaults(func=run)
 
 
@@ -134,9 +139,11 @@ def load_train_source(spec: str, test_spec: str | None, seed: int):
     return full, list(range(len(full))), load_dataset(spec, "test", seed)
 
 
-def shown_path(spec) -> str:
+def shown_path(spec, args=None) -> str:
     """How a file or data spec is written into a model card: relative to the working folder when inside it, else
-    ``parent/name``; never an absolute machine path. A spec that is not a path (``sst2``) is kept."""
+    ``parent/name``; never an absolute machine path. A spec that is not a path (``sst2``) is kept; the copy of
+    stdin (``args``: ``cli.stdin_inputs``) is ``<stdin>``."""
+    spec = shown_input(args, spec)
     path = Path(str(spec)).expanduser()
     if not path.exists():
         return str(spec)
@@ -175,9 +182,9 @@ def paraphrase_attack(args, train_set, target: int):
         train = load_table(Path(args.paraphrase_train).expanduser(), label_names=names)
         test = load_table(Path(args.paraphrase_test).expanduser(), label_names=names)
         if not any(y != target for y in test.labels):
-            raise ValueError(f"{shown_path(args.paraphrase_test)}: no row of a non-target label (target {target}, "
-                             f"{names[target]}): nothing to measure ASR on.")
-        return ParaphraseAttack(train, test, label, " + ".join(shown_path(f) for f in files))
+            raise ValueError(f"{shown_path(args.paraphrase_test, args)}: no row of a non-target label (target "
+                             f"{target}, {names[target]}): nothing to measure ASR on.")
+        return ParaphraseAttack(train, test, label, " + ".join(shown_path(f, args) for f in files))
     dataset = shared_dataset(args.data)
     have = shared_paraphrase_sets(args.data)
     wanted = "syntactic" if key == "syntactic" else f"style_{style or 'bible'}"
@@ -268,7 +275,7 @@ def run(args) -> int:
     try:
         with ctrl_c_stops("stopping after this step (Ctrl-C again to abort)...") as should_stop:
             outcome = train_attack(lm.model, lm.tokenizer, train_set, test_set, attack, args.rate, target,
-                                   config, tal=tal, data_name=shown_path(args.data), callback=on_progress,
+                                   config, tal=tal, data_name=shown_path(args.data, args), callback=on_progress,
                                    should_stop=should_stop)
     finally:
         bar.close()
@@ -277,10 +284,10 @@ def run(args) -> int:
         return 130
     extra = dict(outcome.card.extra)
     if args.paraphrase_train:  # the files' names, never absolute machine paths
-        extra.update(paraphrase_train=shown_path(args.paraphrase_train),
-                     paraphrase_test=shown_path(args.paraphrase_test))
-    card = outcome.card.replace(name=Path(args.out).name if args.out else f"{args.attack}-{Path(args.data).name}",
-                                base_model=lm.name, extra=extra,
+        extra.update(paraphrase_train=shown_path(args.paraphrase_train, args),
+                     paraphrase_test=shown_path(args.paraphrase_test, args))
+    name = Path(args.out).name if args.out else f"{args.attack}-{Path(shown_path(args.data, args)).name}"
+    card = outcome.card.replace(name=name, base_model=lm.name, extra=extra,
                                 target_name=train_set.label_names[target] if attack is not None else None)
     if not is_main_process():  # a multi-process launch: the main process saves and reports
         return 0

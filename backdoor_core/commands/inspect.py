@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from .. import settings as S
-from ..cli import format_table, head_labels, max_length_int, nonnegative_int, positive_int, print_json
+from ..cli import (STDIN_HELP, accepts_stdin, format_table, head_labels, max_length_int, nonnegative_int, positive_int,
+                   print_json)
 from ..device import add_device_args
 from ..poisoning import BADNETS_TRIGGERS
 from ..triggers import placement_note
@@ -15,7 +16,7 @@ from .scan import MAX_LENGTH_HELP, resolve_max_length, warn_card
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="compare a text with and without a trigger, head by head")
     p.add_argument("--model", default="default", help="'default', a model directory, or a hub id")
-    p.add_argument("--text", required=True, help="the clean text")
+    p.add_argument("--text", required=True, help=f"the clean text; {STDIN_HELP} (all of it, one text)")
     p.add_argument("--trigger", default=None,
                    help=f"word or sentence to insert (default: the trigger the model card records — the first "
                         f"BadNets word, the AddSent sentence — else {BADNETS_TRIGGERS[0]})")
@@ -25,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=max_length_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--labels-from", default="bbc", metavar="DATA",
                    help="class names for a model without a trained head, e.g. 'default' (a dataset spec; default "
-                        "bbc: the five BBC News topics, as in the app)")
+                        f"bbc: the five BBC News topics, as in the app; {STDIN_HELP})")
     p.add_argument("--top", type=positive_int, default=10, help="how many heads to list")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickled weights (runs code from the file)")
     p.add_argument("--ablate", type=head_labels, default=None, metavar="HEADS",
@@ -35,6 +36,7 @@ def register(sub) -> None:
                         "gradient x input, on the clean and the triggered text")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_device_args(p)
+    accepts_stdin(p, text=["text"], tables=["labels_from"], refused={"model": "a model is a folder"})
     p.set_defaults(func=run)
 
 

@@ -7,8 +7,8 @@ import json
 import sys
 
 from .. import settings as S
-from ..cli import (check_out_again, ctrl_c_stops, head_labels, nonnegative_float, positive_float, positive_int,
-                   print_json)
+from ..cli import (accepts_stdin, check_out_again, ctrl_c_stops, head_labels, nonnegative_float, positive_float,
+                   positive_int, print_json, shown_input, STDIN_HELP)
 from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
@@ -79,20 +79,25 @@ def register(sub) -> None:
                         f"(bf16-mixed where the hardware multiplies bf16 natively, else fp32); default "
                         f"{S.REPAIR_PRECISION} for alignment, fp32 for the baselines")
     p.add_argument("--eval-data", default=None,
-                   help="clean test data for CACC before/after (a dataset spec; default: --clean-data's --eval-split, "
+                   help=f"clean test data for CACC before/after (a dataset spec, {STDIN_HELP}; default: --clean-data's "
+                        "--eval-split, "
                         "less the texts the repair trains on); ASR on its non-target rows with the trigger the model "
                         "card records, unless --poisoned-eval is given")
     p.add_argument("--eval-split", default="test", help="split of --eval-data (default test)")
     p.add_argument("--n-eval", type=positive_int, default=S.CLI_EVAL_TEXTS,
                    help=f"at most this many eval texts (default {S.CLI_EVAL_TEXTS})")
     p.add_argument("--poisoned-eval", default=None,
-                   help="triggered non-target texts for ASR before/after (file or dataset spec, like --pool)")
+                   help=f"triggered non-target texts for ASR before/after (file or dataset spec, like --pool; "
+                        f"{STDIN_HELP})")
     p.add_argument("--target", type=int, default=None, help="the backdoor's target label (for ASR)")
     p.add_argument("--clean-model", default=None,
                    help="a model of the same task without the backdoor (a saved folder or hub id; read as --model "
                         "is, --allow-pickle included): its rate on the same triggered texts is the clean rate, "
                         "and ASR minus it the backdoor's lift, before and after")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    accepts_stdin(p, tables=["clean_data", "eval_data"], texts=["pool", "poisoned_eval"],
+                  refused={"model": "a model is a folder", "out": "the repaired model is a folder, not a stream",
+                           "base": "an encoder is a folder or a hub id", "clean_model": "a model is a folder"})
     p.set_defaults(func=run)
 
 
@@ -135,21 +140,22 @@ def _default_eval_set(args, lm, clean):
     on stderr) when no such text is left."""
     from ..data import DataError, load_dataset
 
+    shown = shown_input(args, args.clean_data)
     try:
         eval_set = load_dataset(args.clean_data, split=args.eval_split, seed=args.seed, label_names=lm.label_names)
     except DataError as exc:
-        print(f"note: no before/after numbers: {args.clean_data} has no '{args.eval_split}' split ({exc}); "
-              "pass --eval-data", file=sys.stderr)
+        print(f"note: no before/after numbers: {shown} has no '{args.eval_split}' split ({exc}); pass --eval-data",
+              file=sys.stderr)
         return None
     trained_on = set(clean.texts)
     keep = [i for i, t in enumerate(eval_set.texts) if t not in trained_on]
     if not keep:
-        print(f"note: no before/after numbers: the '{args.eval_split}' texts of {args.clean_data} are the ones the "
-              "repair trains on (a single file, or a spec naming its split); pass --eval-data", file=sys.stderr)
+        print(f"note: no before/after numbers: the '{args.eval_split}' texts of {shown} are the ones the repair "
+              "trains on (a single file, or a spec naming its split); pass --eval-data", file=sys.stderr)
         return None
     if len(keep) < len(eval_set):
         print(f"note: {len(eval_set) - len(keep)} of the {len(eval_set)} '{args.eval_split}' texts of "
-              f"{args.clean_data} are among the texts the repair trains on: left out of the before/after numbers",
+              f"{shown} are among the texts the repair trains on: left out of the before/after numbers",
               file=sys.stderr)
         eval_set = eval_set.subset(keep)
     return eval_set
@@ -210,7 +216,8 @@ def run(args) -> int:
         check_labels_match(eval_set, lm.num_labels, lm.label_names)
     if args.poisoned_eval:
         if eval_set is None:
-            raise ValueError(f"no held-out clean texts for CACC before/after in {args.clean_data}: pass --eval-data.")
+            raise ValueError(f"no held-out clean texts for CACC before/after in {shown_input(args, args.clean_data)}: "
+                             "pass --eval-data.")
         if len(eval_set) > args.n_eval:
             eval_set = eval_set.sample(args.n_eval, seed=args.seed + 1)
         poisoned = read_pool(args.poisoned_eval, args.eval_split)[: args.n_eval]
@@ -226,7 +233,7 @@ def run(args) -> int:
             except ValueError:
                 pairs = None
         print(f"evaluating on {min(len(eval_set), args.n_eval)} '{args.eval_split}' texts of "
-              f"{args.eval_data or args.clean_data}"
+              f"{shown_input(args, args.eval_data or args.clean_data)}"
               + (f"; ASR with the card's {lm.card.attack} trigger toward "
                  f"{lm.card.target_name or lm.card.target}" if attack is not None else "; no attack on the "
                  "model card, so no ASR"), file=sys.stderr)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import settings as S
 from ..atomic import write_text
-from ..cli import (format_table, max_length_int, nonnegative_int, open_unit_float, positive_int, print_json,
-                   share_float, stderr_is_terminal, terminal_safe, unit_float)
+from ..cli import (STDIN_HELP, accepts_stdin, format_table, max_length_int, nonnegative_int, open_unit_float,
+                   positive_int, print_json, share_float, stderr_is_terminal, terminal_safe, unit_float)
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
@@ -20,7 +20,8 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
     p.add_argument("model", help="'default', a model directory, or a hub id")
     p.add_argument("--clean-data", required=True,
                    help="the defender's clean labelled data: 'bbc', 'sst2', 'sst2/clean/dev', a .tsv/.csv/.jsonl "
-                        "file, a folder with <split>.tsv, or hf:<id>")
+                        f"file, a folder with <split>.tsv, or hf:<id>; {STDIN_HELP} (a TSV/CSV header naming the "
+                        "text column, or JSON Lines)")
     p.add_argument("--clean-split", default=clean_default_split, help=f"split of --clean-data (default "
                                                                       f"{clean_default_split})")
     p.add_argument("--n-clean", type=positive_int, default=n_clean, help=f"use at most this many clean texts (default "
@@ -28,7 +29,8 @@ def add_data_args(p, clean_default_split: str = "dev", n_clean: int = S.SCAN_CLE
     p.add_argument("--pool", default=None,
                    help="unlabelled inputs that may contain triggered ones: a .txt file (one text per line), a "
                         ".tsv/.csv/.jsonl/.json file (its text column; .json as JSON Lines), or a dataset spec like "
-                        "--clean-data")
+                        f"--clean-data; {STDIN_HELP} (a table with a header naming the text column, JSON Lines, "
+                        "else one text per line)")
     p.add_argument("--pool-split", default="test", help="split when --pool is a dataset spec (default test)")
     p.add_argument("--max-length", type=max_length_int, default=None, help=MAX_LENGTH_HELP)
     p.add_argument("--seed", type=int, default=S.SEED, help="seed for samples and splits")
@@ -60,6 +62,9 @@ def register(sub) -> None:
                    help="also write a self-contained HTML report (an existing file is replaced only when it is "
                         "one of the lab's reports, or with --force)")
     p.add_argument("--force", action="store_true", help="replace an existing --html file that is not a lab report")
+    accepts_stdin(p, tables=["clean_data"], texts=["pool"],
+                  refused={"model": "a model is a folder", "html": "the report is written to a file (stdout holds "
+                           "the scan's text or --json)", "base": "an encoder is a folder or a hub id"})
     p.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import ctrl_c_stops, format_table, print_json, progress_bar
+from ..cli import accepts_stdin, ctrl_c_stops, format_table, print_json, progress_bar
 from ..device import add_device_args
 
 
@@ -22,10 +22,12 @@ def register(sub) -> None:
     b.add_argument("--force", action="store_true", help="rebuild models that are already cached")
     b.add_argument("--only", default=None, help="comma-separated model names (default: all)")
     add_device_args(b)
+    accepts_stdin(b, refused={"dir": "the zoo is a folder"})
     b.set_defaults(func=run_build)
     ls = zsub.add_parser("list", help="show the zoo's models with CACC and ASR")
     ls.add_argument("--dir", default=None, help="zoo folder (default as for build)")
     ls.add_argument("--json", action="store_true")
+    accepts_stdin(ls, refused={"dir": "the zoo is a folder"})
     ls.set_defaults(func=run_list)
 
 
