@@ -495,6 +495,14 @@ def stdin_inputs(args):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def full_path(path) -> str:
+    """``path`` as the CLI names what it wrote or read from (``saved <path>``, ``--json``'s ``out``): absolute, with
+    ``..``, ``~`` and links resolved, so a log line or a script's variable names the same place from any folder."""
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())
+
+
 def shown_input(args, value):
     """``value`` as messages and model cards name it: ``<stdin>`` for the copy ``stdin_inputs`` made."""
     path = getattr(args, "stdin_path", None)

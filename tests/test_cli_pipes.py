@@ -269,3 +269,42 @@ def test_help_says_which_options_read_stdin(command, options):
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
     said = {a.option_strings[-1] for a in sub._actions if a.option_strings and STDIN_HELP in (a.help or "")}
     assert said == options == {a.option_strings[-1] for a in sub._actions if a.dest in sub.get_default("stdin_kinds")}
+
+
+# --------------------------------------------------------------------------- the paths the CLI names
+
+
+def test_the_paths_the_cli_names_are_absolute_and_resolved(files, monkeypatch, capsys, tmp_path):
+    """``saved ../runs/../b1``, ``-> ../x/../fixed``, ``HTML report written to ../r.html``, ``zoo: ../zoo``: the
+    paths were printed as given (or absolute with '..' left in), so a log or a script reading stdout could not
+    tell where the model went once it ran from another folder. They are now absolute and resolved, in the text
+    and in sanitize's --json ``out`` alike."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    monkeypatch.chdir(work / "sub")
+    odd = lambda name: f"../sub/../{name}"  # noqa: E731 - the same folder, spelled the long way
+    assert main(["attack", "--model", str(files["tiny"]), "--data", str(files["data"]), "--rate", "0.2", "--target",
+                 "1", "--max-steps", "1", "--batch-size", "8", "--max-length", "16", "--out", odd("b1")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"saved {work / 'b1'}"
+    assert main(["attack", "--model", str(files["tiny"]), "--data", str(files["data"]), "--rate", "0.2", "--target",
+                 "1", "--max-steps", "1", "--batch-size", "8", "--max-length", "16", "--out", odd("b2"),
+                 "--json"]) == 0
+    assert f"saved {work / 'b2'}\n" in capsys.readouterr().err
+    argv = ["sanitize", str(files["tiny"]), "--clean-data", str(files["folder"]), "--defense", "finetune",
+            "--max-steps", "1", "--max-length", "16"]
+    assert main(argv + ["--out", odd("fixed")]) == 0
+    assert f"model      tiny -> {work / 'fixed'}\n" in capsys.readouterr().out
+    assert main(argv + ["--out", odd("fixed2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(work / "fixed2")
+    assert main(["scan", str(files["tiny"]), "--clean-data", str(files["folder"]), "--max-length", "16",
+                 "--html", odd("r.html")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"HTML report written to {work / 'r.html'}"
+    assert (work / "r.html").is_file()
+    (work / "zoo").mkdir()
+    assert main(["zoo", "list", "--dir", odd("zoo")]) == 0
+    assert capsys.readouterr().out.startswith(f"no zoo models in {work / 'zoo'};")
+    from backdoor_core import zoo
+
+    monkeypatch.setattr(zoo, "build", lambda *a, **k: [])  # what a build prints, not the build
+    assert main(["zoo", "build", "--dir", odd("zoo"), "--only", "clean"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"zoo: {work / 'zoo'}"

@@ -33,7 +33,7 @@ from pathlib import Path
 from .. import settings as S
 from ..cli import (STDIN_HELP, accepts_stdin, check_out_again, ctrl_c_stops, fit_max_length, max_length_int,
                    nonnegative_float, nonnegative_int, positive_float, positive_int, print_json, progress_bar,
-                   shown_input, unit_float)
+                   full_path, shown_input, unit_float)
 from ..device import add_device_args, is_main_process
 
 
@@ -297,11 +297,11 @@ def run(args) -> int:
            if args.out else None)
     if args.json:  # stdout holds the JSON alone, so it parses
         if out is not None:
-            print(f"saved {out}", file=sys.stderr)
+            print(f"saved {full_path(out)}", file=sys.stderr)
         print_json(card.to_json())
         return 0
     if out is not None:
-        print(f"saved {out}")
+        print(f"saved {full_path(out)}")
     if attack is not None:
         print(f"poisoned {card.n_poisoned} of {card.train_size} training samples "
               f"(rate {args.rate}), target {target} ({train_set.label_names[target]})"

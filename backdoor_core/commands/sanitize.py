@@ -8,7 +8,7 @@ import sys
 
 from .. import settings as S
 from ..cli import (accepts_stdin, check_out_again, ctrl_c_stops, head_labels, nonnegative_float, positive_float,
-                   positive_int, print_json, shown_input, STDIN_HELP)
+                   full_path, positive_int, print_json, shown_input, STDIN_HELP)
 from ..device import is_main_process
 from .scan import add_data_args, load_inputs, read_pool
 
@@ -322,7 +322,7 @@ def run(args) -> int:
     out = save_model(result.model, lm.tokenizer, args.out, card, force=args.force, replace_model=args.force)
     n_asr = len(evaluate.poisoned_texts) if evaluate is not None else 0
     asr_ci = rate_interval(after["asr"], n_asr) if "asr" in after and n_asr else None
-    summary = {"model": lm.name, "defense": args.defense, "out": str(out), "seconds": result.seconds,
+    summary = {"model": lm.name, "defense": args.defense, "out": full_path(out), "seconds": result.seconds,
                "before": before, "after": after, "cacc_change": change, "details": details,
                "asr_texts": n_asr, "asr_after_ci95": list(asr_ci) if asr_ci else None,
                "cancelled": result.cancelled, "trigger_effect": effect.to_dict() if effect is not None else None}
@@ -333,7 +333,7 @@ def run(args) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(f"model      {lm.name} -> {out}")
+    print(f"model      {lm.name} -> {full_path(out)}")
     print(f"defense    {args.defense} ({result.seconds:.1f} s, {len(clean)} clean + {len(pool)} pool texts)")
     if "suspicious_heads" in details:
         print(f"heads      {', '.join(details['suspicious_heads'])} [{details.get('head_basis')}]")

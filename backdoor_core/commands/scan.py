@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import settings as S
 from ..atomic import write_text
 from ..cli import (STDIN_HELP, accepts_stdin, format_table, max_length_int, nonnegative_int, open_unit_float,
-                   positive_int, print_json, share_float, stderr_is_terminal, terminal_safe, unit_float)
+                   full_path, positive_int, print_json, share_float, stderr_is_terminal, terminal_safe, unit_float)
 from ..device import add_device_args
 
 MAX_LENGTH_HELP = (f"tokens the model reads (default: the length it was trained with, from its model card, else "
@@ -151,8 +151,7 @@ def run(args) -> int:
     drift = _drift(args, lm, clean, pool)
     if drift is not None:
         data["drifted_words"] = drift
-    if args.html:
-        write_html(report, args.html, drift)
+    html = write_html(report, args.html, drift) if args.html else None
     if args.json:
         print_json(data)
         return 0
@@ -198,8 +197,8 @@ def run(args) -> int:
     _print_triggers(data.get("trigger_candidates"), args.show, heads_noun(v))
     _print_pool_words(data.get("pool_words"), data["label_names"], args.show)
     _print_drift(drift, data["label_names"], args.show)
-    if args.html:
-        print(f"\nHTML report written to {args.html}")
+    if html is not None:
+        print(f"\nHTML report written to {full_path(html)}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import accepts_stdin, ctrl_c_stops, format_table, print_json, progress_bar
+from ..cli import accepts_stdin, ctrl_c_stops, format_table, full_path, print_json, progress_bar
 from ..device import add_device_args
 
 
@@ -59,7 +59,7 @@ def run_list(args) -> int:
         return 0
     from ..zoo import shipped_zoo_dir
 
-    where = args.dir or f"{shipped_zoo_dir()} (shipped) + {default_zoo_dir()} (built here)"
+    where = full_path(args.dir) if args.dir else f"{shipped_zoo_dir()} (shipped) + {default_zoo_dir()} (built here)"
     if not rows:
         print(f"no zoo models in {where}; build them with: python -m backdoor_core zoo build")
         return 0
@@ -112,7 +112,7 @@ def run_build(args) -> int:
     finally:
         if state["bar"] is not None:
             state["bar"].close()
-    print(f"zoo: {args.dir or zoo.default_zoo_dir()}")
+    print(f"zoo: {full_path(args.dir or zoo.default_zoo_dir())}")
     print(_table(rows))
     if stop():
         print("build cancelled: the models above are complete; run `zoo build` again to finish", file=sys.stderr)
