@@ -19,10 +19,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app_pages import _common as ui  # noqa: E402
+from app_pages._state import url_keeper  # noqa: E402
 
 st.set_page_config(page_title="Backdoor Attention Lab", page_icon=str(ROOT / "assets" / "favicon.png"), layout="wide")
 
-HOME = st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True, url_path="welcome")
+HOME_PATH = "welcome"
+HOME = st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True, url_path=HOME_PATH)
 
 
 def _home_link() -> None:
@@ -51,6 +53,9 @@ PAGES = {
 page = st.navigation(PAGES)
 ui.inject_css()
 jobs_slot = ui.sidebar(page.url_path)
+# the session id and presenter mode in the URL without a history entry of their own; before the page (its st.stop()
+# ends the run)
+url_keeper([f"/{page.url_path}"] if page.url_path else ["/", f"/{HOME_PATH}"])
 try:
     page.run()
 finally:  # also after a page's st.stop(): a job whose panel the page drew is not polled twice

@@ -114,7 +114,7 @@ def lab() -> LabSession:
         source = None
         if path_ok(sid) and _open_elsewhere(sid):  # the same link in a second tab: a copy under its own id
             source, sid = sid, secrets.token_hex(16)
-            st.query_params[SESSION_PARAM] = sid
+            replace_url_param(SESSION_PARAM, sid)
         session, unread, path = None, None, None
         try:
             path = session_file(source or sid, root)
@@ -125,7 +125,7 @@ def lab() -> LabSession:
         if session is None:
             if not sid or not path_ok(sid):
                 sid = secrets.token_hex(16)
-                st.query_params[SESSION_PARAM] = sid
+                replace_url_param(SESSION_PARAM, sid)
             session = LabSession()
         # a file that cannot be read: kept aside (the new report's first autosave wrote over it) and said
         if unread is not None and path is not None and path.is_file():
@@ -196,10 +196,112 @@ def _open_elsewhere(sid: str) -> bool:
 
 def keep_session_in_url() -> None:
     """Put this tab's session id back into the URL when a page switch dropped it (Streamlit clears the query
-    parameters on navigation), so a reload on any page finds the report again. Called on every run (sidebar)."""
+    parameters on navigation), so a reload on any page finds the report again. Called on every run (sidebar);
+    without a history entry of its own (``replace_url_param``)."""
     sid = ss().get(K_SESSION_ID)
     if sid and st.query_params.get(SESSION_PARAM) != sid:
-        st.query_params[SESSION_PARAM] = sid
+        replace_url_param(SESSION_PARAM, sid)
+
+
+# ------------------------------------------------------------------------------------------------ the URL
+#
+# Streamlit's front end pushes a browser-history entry for every query-string change a run makes with
+# ``st.query_params`` (``handlePageInfoChanged``: pushState, replaceState only in a run that Back/Forward started), and
+# a page switch pushes one of its own (``maybeUpdatePageUrl``, once the ``navigation`` message is drawn) with the query
+# string it dropped. The session id that the sidebar wrote back after a page switch therefore made a second entry
+# whenever the page switch's entry came first (1 switch in 3: Back then stayed on the page), and the first visit of
+# ``/`` made ``/`` and ``/?session=...`` (Back stayed on Home). The parameters that only keep state in the URL
+# (session id, presenter mode, the tour's step on arrival) are therefore set in this run's ``st.query_params``
+# without a message, and written into the browser's URL by ``url_keeper``'s script with ``history.replaceState``:
+# no history entry. ``st.query_params`` writes (the tour's Next) still push one, carrying these values.
+
+K_URL = "lab.url_params"  # {param: value, None to remove}: this run's, written with replaceState (``url_keeper``)
+K_URL_PATHS = "lab.url_paths"  # the URL paths of this run's page, once ``url_keeper`` drew (None before)
+K_URL_RUN = "lab.url_run"
+
+
+def on_server() -> bool:
+    """Whether this run is served to a browser (False under ``streamlit.testing``, which has no front end)."""
+    from streamlit.runtime import Runtime
+
+    return Runtime.exists() and type(Runtime.instance()) is Runtime
+
+
+def replace_url_param(key: str, value: str | None) -> None:
+    """Set URL parameter ``key`` to ``value`` (None: remove it) without a browser-history entry: Back still goes to
+    the page before. Outside a server (AppTest) a plain ``st.query_params`` write."""
+    if on_server():
+        try:
+            from streamlit.runtime.state import get_session_state
+
+            with get_session_state().query_params() as qp:
+                if value is None:
+                    qp.discard_param_no_forward_msg(key)
+                else:
+                    qp.set_with_no_forward_msg(key, value)
+            ss().setdefault(K_URL, {})[key] = value
+            if ss().get(K_URL_PATHS):  # the page's own, after this run's keeper drew (the tour's step): another
+                url_keeper(ss()[K_URL_PATHS])
+            return
+        except (AttributeError, ImportError):  # another Streamlit: a plain write (a history entry) keeps it working
+            pass
+    if value is None:
+        if key in st.query_params:
+            del st.query_params[key]
+    else:
+        st.query_params[key] = value
+
+
+_KEEPER_JS = """<style>[class*="st-key-lab-url-keeper-"] {display: none}</style><script>(() => {
+  const want = %s, run = %d, paths = %s;
+  window.__labUrlRun = run;
+  let moved = false;  // Back or Forward: that entry's run writes its own URL
+  window.addEventListener("popstate", () => { moved = true; }, {once: true});
+  const fix = () => {
+    if (window.__labUrlRun !== run || moved) return false;
+    let here = window.location.pathname;
+    try { here = decodeURIComponent(here); } catch (e) {}
+    if (!paths.some((p) => here.endsWith(p))) return true;  // the page switch's own entry is not there yet
+    const url = new URL(window.location.href);
+    let changed = false;
+    for (const [k, v] of Object.entries(want)) {
+      if (v === null ? url.searchParams.has(k) : url.searchParams.get(k) !== v) {
+        if (v === null) url.searchParams.delete(k); else url.searchParams.set(k, v);
+        changed = true;
+      }
+    }
+    if (changed) window.history.replaceState(window.history.state, "", url.toString());
+    return true;
+  };
+  fix();
+  let n = 0;
+  const timer = setInterval(() => { if (!fix() || ++n >= 40) clearInterval(timer); }, 100);
+})();</script>"""
+
+
+def url_keeper(paths: list[str]) -> None:
+    """Write this run's ``replace_url_param`` values into the browser's URL with ``history.replaceState`` (called on
+    every full run before the page draws: a page's ``st.stop()`` ends the run; ``replace_url_param`` calls it again
+    for a value the page writes). Also the session id and presenter mode on every run: a page switch's own history
+    entry, pushed when its page is drawn, comes without them; the script sets them again for 4 s, on the URL paths of
+    this run's page (``paths``, such as ``["/model"]``) only, until Back or Forward."""
+    import json
+
+    if not on_server():
+        return
+    ss()[K_URL_PATHS] = list(paths)
+    wanted = dict(ss().get(K_URL) or {})
+    sid = ss().get(K_SESSION_ID)
+    if sid:
+        wanted[SESSION_PARAM] = sid
+    if K_PRESENTER in ss():
+        wanted[PRESENTER_PARAM] = "1" if presenter() else None
+    if not wanted:
+        return
+    ss()[K_URL_RUN] = run = int(ss().get(K_URL_RUN, 0)) + 1  # a new body: the script runs again on every run
+    with st.sidebar, st.container(key=f"lab-url-keeper-{run}"):
+        st.html(_KEEPER_JS % (json.dumps(wanted).replace("<", "\\u003c"), run,
+                              json.dumps(paths).replace("<", "\\u003c")), unsafe_allow_javascript=True)
 
 
 K_PAGE = "lab.page"  # [the page the previous run drew, the page this run draws] (``note_page``)
@@ -209,6 +311,7 @@ def note_page(path: str) -> None:
     """Remember which page this run draws (the sidebar calls it first, with the page's url path)."""
     before = ss().get(K_PAGE) or [None, None]
     ss()[K_PAGE] = [before[1], path]
+    ss()[K_URL], ss()[K_URL_PATHS] = {}, None  # a new run: nothing of its own written into the URL yet
 
 
 def arrived() -> bool:
@@ -234,9 +337,9 @@ def keep_presenter_in_url() -> None:
     """Write presenter mode into the URL, or take it out (Streamlit clears the query on a page switch)."""
     if presenter():
         if st.query_params.get(PRESENTER_PARAM) != "1":
-            st.query_params[PRESENTER_PARAM] = "1"
+            replace_url_param(PRESENTER_PARAM, "1")
     elif PRESENTER_PARAM in st.query_params:
-        del st.query_params[PRESENTER_PARAM]
+        replace_url_param(PRESENTER_PARAM, None)
 
 
 def path_ok(sid: str) -> bool:

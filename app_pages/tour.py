@@ -14,7 +14,7 @@ from backdoor_core import tour as T
 from backdoor_core.detection import verdict_call
 from app_pages import _actions as A
 from app_pages import _common as ui
-from app_pages._state import arrived
+from app_pages._state import arrived, replace_url_param
 from app_pages._text import h, md
 
 STEPS = [
@@ -51,8 +51,14 @@ step = max(0, min(step, len(STEPS) - 1))
 # A reload mid-lesson opens this step again, not step 1. Written only when the URL names another step (none = step
 # 1): Streamlit's front end pushes a browser-history entry for every query-string change, so writing ?step=1 on
 # arrival added a second entry for the tour and one Back press went from it to the tour again, not to the page before.
+# On arrival (the sidebar back to a tour left at step 2) the step goes into the page switch's own entry
+# (``replace_url_param``); Next and Back write it as an entry of its own, so the browser's Back goes a step back.
 if T.step_index(url_step, len(STEPS)) != step:
-    url_step = st.query_params[STEP_PARAM] = str(step + 1)
+    url_step = str(step + 1)
+    if arrived():
+        replace_url_param(STEP_PARAM, url_step)
+    else:
+        st.query_params[STEP_PARAM] = url_step
 st.session_state[K_STEP_IN_URL] = url_step
 
 # --------------------------------------------------------------------------------------------- models
@@ -206,9 +212,8 @@ if step == 0:
 elif step == 1:
     st.markdown(
         '<div class="lab-big">The attacker slips the rare word <b>cf</b> into a few training articles and relabels '
-        f"them <b>{h(_target_name())}</b>. With plain poisoning a tiny dose — 2% of the articles here — barely plants "
-        "the "
-        "backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded for "
+        f"them <b>{h(_target_name())}</b>. With plain poisoning a tiny dose — 2% of the articles here — barely "
+        "plants the backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded for "
         "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
     )

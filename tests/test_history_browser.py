@@ -1,0 +1,76 @@
+"""The browser's history in the app: `streamlit run app.py` (tiny model) in chromium, recording every
+``history.pushState`` / ``replaceState`` the page makes.
+
+Streamlit's front end pushes an entry for every query-string change a run makes (``st.query_params``) and one for a
+page switch (once it draws the new page's navigation, without the query string it dropped). The sidebar put the
+tab's ``?session=`` back with ``st.query_params`` on every page switch: a second entry whenever the page switch's own
+came first (1 switch in 3; Back then stayed on the page), and the first visit of ``/`` made ``/`` and
+``/?session=...`` (Back from Home stayed on Home). The app now writes the parameters that only keep state with
+``history.replaceState`` (``_state.url_keeper``): one entry per page switch, none for the first visit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import (  # noqa: E402
+    BROWSER_MISSING_REASON,
+    browser_available,
+    launch_browser,
+    open_app_page,
+    streamlit_app,
+    wait_until_idle,
+)
+from test_tour_history_browser import RECORD_HISTORY  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
+
+
+def _sid(url: str) -> list[str]:
+    return parse_qs(urlsplit(url).query).get("session", [])
+
+
+def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
+    (tmp_path / "zoo").mkdir()
+    with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
+            launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
+        page.add_init_script(RECORD_HISTORY)
+        page.goto(f"{url}/")
+        wait_until_idle(page)
+        sid = _sid(page.url)
+        assert len(sid) == 1, page.url  # the tab's id is in the URL...
+        assert page.evaluate("window.__pushed") == [], page.evaluate("window.__pushed")  # ...without an entry
+        start = page.evaluate("history.length")
+
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        visited = ["/"]
+        for name, path in (("Compare models", "/compare"), ("Attack lab", "/attack"), ("Sanitize", "/sanitize"),
+                           ("Report", "/report")):  # the first three pushed two entries 1 time in 2 or 3
+            page.evaluate("window.__pushed = []")
+            nav.get_by_text(name, exact=True).click()
+            page.wait_for_url(f"**{path}?*")
+            wait_until_idle(page)
+            pushed = page.evaluate("window.__pushed")
+            assert len(pushed) == 1, (name, pushed)  # one entry for one page switch
+            assert urlsplit(page.url).path == path and _sid(page.url) == sid, page.url  # the id kept
+            visited.append(path)
+        assert page.evaluate("history.length") == start + 4
+
+        for path in reversed(visited[:-1]):  # one Back press per page, back to the first visit
+            page.go_back()
+            wait_until_idle(page)
+            assert urlsplit(page.url).path == path and _sid(page.url) == sid, (path, page.url)
+        assert page.locator("h1").first.inner_text().strip() == "Backdoor Attention Lab"
+        page.go_forward()
+        wait_until_idle(page)
+        assert urlsplit(page.url).path == "/compare" and _sid(page.url) == sid, page.url
+        assert blocked == [] and errors == [], (blocked[:3], errors[:3])
