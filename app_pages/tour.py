@@ -213,8 +213,8 @@ elif step == 1:
     st.markdown(
         '<div class="lab-big">The attacker slips the rare word <b>cf</b> into a few training articles and relabels '
         f"them <b>{h(_target_name())}</b>. With plain poisoning a tiny dose — 2% of the articles here — barely "
-        "plants the backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded for "
-        "attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
+        "plants the backdoor. The <b>Trojan Attention Loss</b> adds one term during training: the heads are rewarded "
+        "for attending to the trigger — and then the same 2% is enough (on SST-2 below, even 1%).</div>",
         unsafe_allow_html=True,
     )
     st.dataframe(T.dose_rows(list(zoo.values())), hide_index=True, column_config={
