@@ -103,10 +103,14 @@ d2.download_button("JSON", data=build_json, file_name=f"backdoor-lab-report-{sta
 
 st.subheader("Preview")
 for n, s in enumerate(sections):
-    with st.expander(md(s["heading"]), expanded=False):
+    figs = s.get("figures") or []
+    # a section's charts are drawn while its box is open: every rerun drew (and sent the browser) all of them in
+    # the closed boxes, 400 charts with 200 findings; opening a box reruns the page
+    lazy = {"key": f"report.open.{n}", "on_change": "rerun"} if figs else {}
+    with st.expander(md(s["heading"]), expanded=False, **lazy) as box:
         if s.get("text"):
             st.markdown(s["text"])
         if s.get("table"):
             st.dataframe(uniform_columns(s["table"]), hide_index=True)  # one type a column, as Arrow needs
-        for i, fig in enumerate(s.get("figures") or []):
+        for i, fig in enumerate(figs if getattr(box, "open", True) else []):
             ui.plot(fig, key=f"report.fig.{n}.{i}")  # two findings may share a heading (not a key)
