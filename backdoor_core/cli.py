@@ -509,6 +509,35 @@ def shown_input(args, value):
     return STDIN_NAME if path is not None and value is not None and str(value) == path else value
 
 
+TERMINATED = 143
+"""Exit status after SIGTERM (``kill``, a CI job's timeout, ``timeout``, systemd stopping a service): 128 + 15."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (``_sigterm_raises``): a KeyboardInterrupt, so every clean-up a Ctrl-C
+    runs runs too (a half-written ``--out`` or report, the copy of stdin, a zoo model in training), and ``main``
+    ends with one ``terminated`` line and ``TERMINATED`` instead of the interpreter dying mid-write, silent."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Within the block, SIGTERM raises ``Terminated`` (in the main thread only: signals go there)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 PIPE_CLOSED = 141
 """Exit status when the reader of stdout quit early (``| head``, ``| grep -q``): 128 + SIGPIPE, as ``cat`` ends."""
 
@@ -527,16 +556,18 @@ def _drop_stdout(stream) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Its results go to stdout through ``terminal_safe`` (a model card, a class name or a data
     text from a file cannot drive the terminal); a user error is one ``terminal_safe`` line on stderr, exit 2.
-    A reader of stdout that quits early ends the command quietly with ``PIPE_CLOSED``."""
+    A reader of stdout that quits early ends the command quietly with ``PIPE_CLOSED``; Ctrl-C ends it with
+    'cancelled', 130, SIGTERM with 'terminated', ``TERMINATED`` (143), nothing half-written left behind."""
     stdout = sys.stdout
     sys.stdout = _TerminalSafe(stdout)
     try:  # Ctrl-C while the commands import torch and transformers (seconds) is a cancel too, not a traceback
         try:
-            parser = build_parser()
-            args = parser.parse_args(argv)
-            quiet_libraries()
-            with stdin_inputs(args):
-                code = int(args.func(args) or 0)
+            with _sigterm_raises():
+                parser = build_parser()
+                args = parser.parse_args(argv)
+                quiet_libraries()
+                with stdin_inputs(args):
+                    code = int(args.func(args) or 0)
         finally:  # --help and usage errors exit here too; a closed pipe shows now, not at the interpreter's exit
             try:
                 stdout.flush()
@@ -547,6 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # an OSError, but not the user's error: the output was wanted only in part
         _drop_stdout(stdout)
         return PIPE_CLOSED
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return TERMINATED
     except (KeyboardInterrupt, JobCancelled):  # JobCancelled: a job stopped between batches (forward.Cancelled)
         print("cancelled", file=sys.stderr)
         return 130

@@ -308,3 +308,107 @@ def test_the_paths_the_cli_names_are_absolute_and_resolved(files, monkeypatch, c
     monkeypatch.setattr(zoo, "build", lambda *a, **k: [])  # what a build prints, not the build
     assert main(["zoo", "build", "--dir", odd("zoo"), "--only", "clean"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"zoo: {work / 'zoo'}"
+
+
+# --------------------------------------------------------------------------- Ctrl-C and SIGTERM
+
+
+def _started(proc, wait_for: str, timeout: float = 240) -> list[str]:
+    """stderr's lines up to the first one holding ``wait_for`` (the job is under way)."""
+    import time
+
+    lines, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stderr.readline().decode("utf-8", "replace")
+        if not line:
+            break
+        lines.append(line)
+        if wait_for in line:
+            return lines
+    raise AssertionError(f"never saw {wait_for!r}: {''.join(lines)[-2000:]}")
+
+
+def _popen(argv, tmp, stdin=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TMPDIR": str(tmp)}
+    return subprocess.Popen([sys.executable, "-m", "backdoor_core", *map(str, argv)], cwd=ROOT, env=env,
+                            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _tree(path: Path):
+    return sorted((str(p.relative_to(path)), p.read_bytes()) for p in path.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def long_data(files):
+    """Enough rows that a tiny model's training or scan takes seconds."""
+    lines = files["data"].read_text("utf-8").splitlines()
+    return _write_tsv(files["dir"] / "long.tsv", *zip(*(line.split("\t") for line in lines[1:] * 40)))
+
+
+@pytest.mark.parametrize("job", ["attack", "sanitize", "scan"])
+def test_sigterm_during_a_job_is_one_line_143_and_leaves_nothing(files, long_data, tmp_path, job):
+    """``kill``, ``timeout`` or a CI job's time limit sends SIGTERM: the command died at once, silent (status -15),
+    with no line to say why. Now it stops with one 'terminated' line, exit 143, no traceback; an existing --out
+    (or --html report) is left as it was, and nothing new is written (not even the copy of a piped-in pool)."""
+    old = files["dir"] / f"old-{job}"
+    if not old.exists():
+        lm = tiny_model(seed=3)
+        save_model(lm.model, lm.tokenizer, old, {"name": "the old one"})
+    html = tmp_path / "report.html"
+    html.write_text("<html>the old report</html>", encoding="utf-8")
+    before, html_before = _tree(old), html.read_bytes()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    if job == "attack":
+        argv = ["attack", "--model", files["tiny"], "--data", long_data, "--rate", "0.2", "--target", "1",
+                "--epochs", "5", "--batch-size", "4", "--max-length", "16", "--out", old, "--force"]
+        wait_for, stdin = " steps (", None
+    elif job == "sanitize":
+        argv = ["sanitize", files["tiny"], "--clean-data", files["folder"], "--pool", "-", "--heads", "L0H0",
+                "--max-length", "16", "--max-steps", "400", "--out", old, "--force"]
+        wait_for, stdin = "repair: ", long_data.read_bytes()
+    else:
+        argv = ["scan", files["tiny"], "--clean-data", files["folder"], "--pool", "-", "--max-length", "16",
+                "--html", html, "--force"]
+        wait_for, stdin = "reading the pool", long_data.read_bytes()
+    proc = _popen(argv, tmp, stdin)
+    if stdin is not None:
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        proc.stdin = None  # communicate() would flush it again
+    _started(proc, wait_for)
+    proc.terminate()
+    out, err = proc.communicate(timeout=120)
+    err = err.decode("utf-8", "replace")
+    assert proc.returncode == 143, err[-2000:]
+    assert err.splitlines()[-1] == "terminated" and "Traceback" not in err, err[-2000:]
+    assert out == b""
+    assert _tree(old) == before and html.read_bytes() == html_before
+    assert list(tmp.iterdir()) == []  # the copy of stdin is gone
+    assert not [p for p in old.parent.iterdir() if p.name.startswith(f".{old.name}")]  # no half-saved folder
+
+
+def test_sigterm_while_the_model_is_saved_leaves_no_half_written_folder(files, tmp_path):
+    """SIGTERM while ``--out`` is written (the temporary folder beside it, before the swap): the process died and
+    left the hidden half-written folder. Now the save's own clean-up runs: nothing at --out, nothing beside it."""
+    out = tmp_path / "saved"
+    script = (
+        "import os, signal, sys\n"
+        "from backdoor_core import models\n"
+        "from backdoor_core.cli import main\n"
+        "real = models._write_files\n"
+        "def write(tmp, *a, **k):\n"
+        "    real(tmp, *a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "models._write_files = write\n"
+        f"sys.exit(main(['attack', '--model', {str(files['tiny'])!r}, '--data', {str(files['data'])!r},\n"
+        "    '--rate', '0.2', '--target', '1', '--max-steps', '1', '--batch-size', '8', '--max-length', '16',\n"
+        f"    '--out', {str(out)!r}]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 143 and err.splitlines()[-1] == "terminated", err[-2000:]
+    assert list(tmp_path.iterdir()) == []
