@@ -15,6 +15,7 @@ from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
 from app_pages._text import md
+from app_pages._widgets import figure_once
 
 ui.page_header(
     "Detect a backdoor",
@@ -201,7 +202,8 @@ for key in ("focus", "similarity"):
 if len(set(arch_info.get("layer_kinds") or [])) > 1:
     st.caption("Layers differ in kind (" + ", ".join(f"L{i}: {k}" for i, k in enumerate(arch_info["layer_kinds"]))
                + "); the grids label them.")
-figs = A.scan_figures(report, info.get("truth"))
+# built once per scan report, not at every rerun (~70 ms); a new report (another scan, a reload) builds them anew
+figs = figure_once("detect.figs", lambda: A.scan_figures(report), (report,))
 c1, c2 = ui.stack_columns("detect")
 with c1:
     ui.plot(figs["scatter"], key="detect.scatter")

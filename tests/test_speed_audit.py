@@ -245,3 +245,34 @@ def test_the_report_preview_draws_a_sections_charts_only_while_its_box_is_open(m
     at.run()
     drawn = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert drawn == [json.loads(pio.to_json(fig, validate=False)) for fig in figures]
+
+
+def test_a_detect_rerun_draws_the_scan_charts_it_drew_without_building_them(monkeypatch, tmp_path_factory):
+    """The scatter, grid and histogram of a scan were built at every rerun of the Detect page; a new report (a
+    copy, as another scan or a reload gives) builds them anew."""
+    import copy
+
+    from test_app_pages import goto, new_app, wait_job
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(16)
+    at.number_input(key="detect.pool_clean").set_value(12)
+    at.run()
+    at.button(key="detect.run").click().run()
+    assert wait_job(at, "scan").status == "done"
+    first = _specs(at)
+    assert {"detect.scatter", "detect.grid", "detect.hist"} <= set(first)
+    built = _count_builds(monkeypatch)
+    from backdoor_core import figures
+
+    for name in ("importance_similarity_scatter", "suspicious_head_grid", "score_histogram"):
+        original = getattr(figures, name)
+        monkeypatch.setattr(figures, name, lambda *a, _n=name, _o=original, **k: (built.append(_n), _o(*a, **k))[1])
+    at.run()
+    assert built == [] and _specs(at) == first
+    at.session_state["detect.report"] = copy.copy(at.session_state["detect.report"])
+    at.run()
+    assert {"importance_similarity_scatter", "suspicious_head_grid", "score_histogram"} <= set(built)
+    assert _specs(at) == first
