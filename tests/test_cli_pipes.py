@@ -307,7 +307,7 @@ def test_the_paths_the_cli_names_are_absolute_and_resolved(files, monkeypatch, c
 
     monkeypatch.setattr(zoo, "build", lambda *a, **k: [])  # what a build prints, not the build
     assert main(["zoo", "build", "--dir", odd("zoo"), "--only", "clean"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == f"zoo: {work / 'zoo'}"
+    assert capsys.readouterr().out.splitlines()[0] == f"no zoo models in {work / 'zoo'}"
 
 
 # --------------------------------------------------------------------------- Ctrl-C and SIGTERM
@@ -412,3 +412,22 @@ def test_sigterm_while_the_model_is_saved_leaves_no_half_written_folder(files, t
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 143 and err.splitlines()[-1] == "terminated", err[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_zoo_build_cancelled_before_its_first_model_says_so(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the first model of ``zoo build``: stdout had an empty table (a header, no rows) and stderr said
+    'the models above are complete'. Now: no zoo models, none finished; exit 130."""
+    import signal
+
+    from backdoor_core import zoo
+
+    def pressed(*a, **k):
+        signal.raise_signal(signal.SIGINT)  # the first Ctrl-C: stop after this step
+        assert k["should_stop"]()
+        return []
+
+    monkeypatch.setattr(zoo, "build", pressed)
+    assert main(["zoo", "build", "--dir", str(tmp_path), "--only", "clean"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == f"no zoo models in {tmp_path}\n"
+    assert captured.err.splitlines()[-1] == "build cancelled: no model was finished; run `zoo build` again to finish"

@@ -112,9 +112,14 @@ def run_build(args) -> int:
     finally:
         if state["bar"] is not None:
             state["bar"].close()
-    print(f"zoo: {full_path(args.dir or zoo.default_zoo_dir())}")
-    print(_table(rows))
+    where = full_path(args.dir or zoo.default_zoo_dir())
+    if rows:
+        print(f"zoo: {where}")
+        print(_table(rows))
+    else:  # a build cancelled before its first model: no empty table under 'the models above'
+        print(f"no zoo models in {where}")
     if stop():
-        print("build cancelled: the models above are complete; run `zoo build` again to finish", file=sys.stderr)
+        done = "the models above are complete" if rows else "no model was finished"
+        print(f"build cancelled: {done}; run `zoo build` again to finish", file=sys.stderr)
         return 130
     return 0
