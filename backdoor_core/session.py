@@ -281,7 +281,8 @@ def _read_figure(x: Any):
     layout = fig.get("layout") if isinstance(fig, dict) else None
     if not (isinstance(layout, dict) and layout.get("template") == _lab_template()):
         return pio.from_json(text)
-    checked = go.Figure(dict(fig, layout={k: v for k, v in layout.items() if k != "template"})).to_plotly_json()
+    # an empty template ({}) stands in for it while the rest is checked (without one, plotly copies its default)
+    checked = go.Figure(dict(fig, layout=dict(layout, template={}))).to_plotly_json()
     checked["layout"]["template"] = _lab_template()
     return go.Figure(checked, _validate=False)
 
