@@ -431,3 +431,19 @@ def test_a_zoo_build_cancelled_before_its_first_model_says_so(tmp_path, monkeypa
     captured = capsys.readouterr()
     assert captured.out == f"no zoo models in {tmp_path}\n"
     assert captured.err.splitlines()[-1] == "build cancelled: no model was finished; run `zoo build` again to finish"
+
+
+def test_json_runs_show_their_progress_on_stderr(files, capsys):
+    """The README: '--json writes the JSON alone on stdout (notes and progress go to stderr)'. scan and sanitize
+    printed no progress at all with --json (a CI log showed nothing for the whole repair); attack did."""
+    assert main(["scan", str(files["tiny"]), "--clean-data", str(files["folder"]), "--pool", str(files["data"]),
+                 "--max-length", "16", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["detection"]["n_pool"] == 40
+    assert _progress_lines(captured.err, r"^reading the pool \d+/40$") and "scan done" in captured.err
+    assert main(["sanitize", str(files["tiny"]), "--clean-data", str(files["folder"]), "--defense", "finetune",
+                 "--max-steps", "3", "--max-length", "16", "--out", str(files["dir"] / "json-progress"),
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["out"] == str(files["dir"] / "json-progress")
+    assert _progress_lines(captured.err, r"^repair: 3/3 steps \(100%\)")

@@ -283,7 +283,7 @@ def run(args) -> int:
             knobs["clean_guard"] = args.clean_guard
     from ..jobs import JobCancelled
 
-    callback, stage, close = _bar(0, not args.json and is_main_process())
+    callback, stage, close = _bar(0, is_main_process())  # stderr: --json keeps stdout the JSON alone
     try:
         with ctrl_c_stops("stopping after this step; nothing will be saved (Ctrl-C again to abort)...") as stop:
             result = run_defense(args.defense, lm.model, lm.tokenizer, clean, pool_texts=pool, evaluate=evaluate,

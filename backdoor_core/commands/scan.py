@@ -144,7 +144,7 @@ def run(args) -> int:
     report = scan_model(
         lm.model, lm.tokenizer, clean, pool, frr=args.frr, top_k=args.top_k, rel_threshold=args.rel_threshold,
         max_fraction=args.max_fraction, max_length=args.max_length, seed=args.seed, model_name=lm.name,
-        max_clean=None, refine=not args.no_refine, progress=_progress_printer(not args.json, stderr_is_terminal()),
+        max_clean=None, refine=not args.no_refine, progress=_progress_printer(True, stderr_is_terminal()),
         base=args.base or S.SCAN_BASE,
     )
     data = report.to_dict()
