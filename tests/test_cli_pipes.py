@@ -447,3 +447,36 @@ def test_json_runs_show_their_progress_on_stderr(files, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["out"] == str(files["dir"] / "json-progress")
     assert _progress_lines(captured.err, r"^repair: 3/3 steps \(100%\)")
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_once_or_twice_during_attack_training_keeps_an_existing_out(files, monkeypatch, capsys, presses):
+    """Ctrl-C once stops after the step, twice at once: exit 130, the last line says so, no traceback, and the
+    model already at --out (replaced only after a finished run, with --force) is left as it was."""
+    import signal
+
+    from backdoor_core import poisoning
+
+    old = files["dir"] / f"kept-{presses}"
+    lm = tiny_model(seed=4)
+    save_model(lm.model, lm.tokenizer, old, {"name": "the old one"})
+    before = _tree(old)
+    real = poisoning.train_attack
+
+    def pressed(*a, callback=None, **k):
+        def on_step(p):
+            callback(p)
+            if p.step == 1:
+                for _ in range(presses):
+                    signal.raise_signal(signal.SIGINT)
+        return real(*a, callback=on_step, **k)
+
+    monkeypatch.setattr(poisoning, "train_attack", pressed)
+    rc = main(["attack", "--model", str(files["tiny"]), "--data", str(files["data"]), "--rate", "0.2", "--target",
+               "1", "--epochs", "3", "--batch-size", "4", "--max-length", "16", "--out", str(old), "--force"])
+    captured = capsys.readouterr()
+    assert rc == 130 and captured.out == "" and "Traceback" not in captured.err
+    last = captured.err.strip().splitlines()[-1]
+    assert last == ("cancelled after 1 steps: nothing saved" if presses == 1 else "cancelled"), captured.err
+    assert _tree(old) == before
+    assert not [p for p in old.parent.iterdir() if p.name.startswith(f".{old.name}")]
