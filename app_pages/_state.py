@@ -187,11 +187,26 @@ def connected(session_id: str | None) -> bool:
         return True
 
 
-def _open_elsewhere(sid: str) -> bool:
-    """Whether tab id ``sid`` belongs to another Streamlit session that is still connected."""
-    with _TABS_LOCK:
-        owner = _TAB_OWNERS.get(sid)
-    return owner is not None and owner[0] != session_owner()[0] and connected(owner[1])
+RELOAD_WAIT_S = 2.0
+"""How long a new session on a tab id waits for the session that has it to disconnect before it takes it for a second
+tab. A reload starts a new session, and the server can still count the reloaded page as connected for a moment
+(its close not yet handled, a busy server): that reload got a copy of the report under a new id, without the tab's
+running job or its results (``_jobs``: they go back only to a session of the same id once the old one is gone)."""
+
+
+def _open_elsewhere(sid: str, wait_s: float = RELOAD_WAIT_S) -> bool:
+    """Whether tab id ``sid`` belongs to another Streamlit session that is still connected after ``wait_s`` s."""
+    import time
+
+    me, deadline = session_owner()[0], time.monotonic() + wait_s
+    while True:
+        with _TABS_LOCK:
+            owner = _TAB_OWNERS.get(sid)
+        if owner is None or owner[0] == me or not connected(owner[1]):
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
 
 
 def keep_session_in_url() -> None:

@@ -74,3 +74,41 @@ def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
         wait_until_idle(page)
         assert urlsplit(page.url).path == "/compare" and _sid(page.url) == sid, page.url
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
+
+
+def _set_number(page, label: str, value) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_until_idle(page, settle_s=0.3)
+
+
+def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
+    """A reload whose new session starts while the server still counts the old page as connected (a busy server,
+    a slow close) is the same tab: same id, and its scan result back. It had been taken for the same link opened in
+    a second tab: a copy of the report under a new id, without the verdict. Simulated with two pages: the second
+    opens the first's URL, and the first closes once the second's first run has started."""
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
+    (tmp_path / "zoo").mkdir()
+    with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
+            launch_browser() as browser:
+        old, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
+        old.goto(f"{url}/detect")
+        wait_until_idle(old)
+        _set_number(old, "Clean labelled texts (budget)", 16)
+        _set_number(old, "Clean texts in the pool", 12)
+        old.get_by_role("button", name="Scan the model").first.click()
+        old.get_by_text("Backdoor score", exact=True).first.wait_for()
+        wait_until_idle(old)
+        sid = _sid(old.url)
+
+        new, blocked2, errors2 = open_app_page(browser, {"width": 1280, "height": 1000})
+        new.goto(old.url, wait_until="commit")
+        new.wait_for_selector('[data-testid="stStatusWidget"], [data-testid="stMainBlockContainer"] '
+                              '[data-testid="stVerticalBlock"]', timeout=60_000)  # its first run has started
+        old.close()
+        new.get_by_text("Backdoor score", exact=True).first.wait_for(timeout=60_000)  # the verdict came back
+        wait_until_idle(new)
+        assert _sid(new.url) == sid, (new.url, sid)  # the same tab: its id, not a copy's
+        assert blocked == blocked2 == [] and errors == errors2 == [], (blocked[:3], errors[:3], errors2[:3])
