@@ -50,7 +50,7 @@ def _chart_bytes(f) -> int:
     ck = (f.key, f.created, len(f.figures))
     if ck not in cache:
         try:
-            cache[ck] = chart_bytes(f.figures)
+            cache[ck] = chart_bytes(f.figure_json())  # the JSON a save writes, made once per chart
         except (TypeError, ValueError):
             cache[ck] = 0
     return cache[ck]

@@ -97,8 +97,10 @@ def plotly_js_bytes() -> int:
 def chart_bytes(figures: Iterable[Any]) -> int:
     """About the bytes ``figures`` (plotly Figures or dicts) add to an HTML report besides plotly.js: their JSON
     and the few hundred bytes of markup and config around each. With ``plotly_js_bytes`` it is the size a page
-    states for "interactive charts" (a fixed "about 5 MB" was 8.3 MB for 200 inspections' charts)."""
-    return sum(len(_figure_obj(f).to_json().encode("utf-8")) + 600 for f in figures if f is not None)
+    states for "interactive charts" (a fixed "about 5 MB" was 8.3 MB for 200 inspections' charts). A figure may
+    also be given as its plotly JSON (``session.Finding.figure_json``, written once per chart)."""
+    return sum(len((f if isinstance(f, str) else _figure_obj(f).to_json()).encode("utf-8")) + 600
+               for f in figures if f is not None)
 
 
 def to_jsonable(value: Any) -> Any:

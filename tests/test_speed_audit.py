@@ -276,3 +276,20 @@ def test_a_detect_rerun_draws_the_scan_charts_it_drew_without_building_them(monk
     at.run()
     assert {"importance_similarity_scatter", "suspicious_head_grid", "score_histogram"} <= set(built)
     assert _specs(at) == first
+
+
+def test_the_report_states_its_chart_size_from_the_json_the_save_wrote(monkeypatch, tmp_path_factory, to_json_calls):
+    """The Report page wrote every chart as JSON again to state what the charts add; the JSON each record (or the
+    first save after a reload) wrote is measured instead: the same number."""
+    from backdoor_core.report import chart_bytes, plotly_js_bytes
+    from test_app_pages import goto, new_app
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    at = goto(new_app(), "inspect")
+    to_json_calls.clear()
+    goto(at, "report")
+    assert to_json_calls == []
+    lab = at.session_state["lab.session"]
+    stated = (plotly_js_bytes() + sum(chart_bytes(f.figures) for f in lab.findings if f.figures)) / 1e6
+    assert at.toggle(key="report.figures").label == f"Interactive charts (adds about {stated:.1f} MB)"
