@@ -477,6 +477,6 @@ def test_ctrl_c_once_or_twice_during_attack_training_keeps_an_existing_out(files
     captured = capsys.readouterr()
     assert rc == 130 and captured.out == "" and "Traceback" not in captured.err
     last = captured.err.strip().splitlines()[-1]
-    assert last == ("cancelled after 1 steps: nothing saved" if presses == 1 else "cancelled"), captured.err
+    assert last == ("cancelled after 1 step: nothing saved" if presses == 1 else "cancelled"), captured.err
     assert _tree(old) == before
     assert not [p for p in old.parent.iterdir() if p.name.startswith(f".{old.name}")]

@@ -280,7 +280,8 @@ def run(args) -> int:
     finally:
         bar.close()
     if outcome.result.cancelled:
-        print(f"cancelled after {outcome.result.steps} steps: nothing saved", file=sys.stderr)
+        steps = outcome.result.steps
+        print(f"cancelled after {steps} step{'' if steps == 1 else 's'}: nothing saved", file=sys.stderr)
         return 130
     extra = dict(outcome.card.extra)
     if args.paraphrase_train:  # the files' names, never absolute machine paths
