@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app_pages import _common as ui  # noqa: E402
-from app_pages._state import url_keeper  # noqa: E402
+from app_pages._state import on_server, url_keeper  # noqa: E402
 
 st.set_page_config(page_title="Backdoor Attention Lab", page_icon=str(ROOT / "assets" / "favicon.png"), layout="wide")
 
@@ -27,10 +27,24 @@ HOME_PATH = "welcome"
 HOME = st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True, url_path=HOME_PATH)
 
 
+_TO_HOME_JS = """<script>(() => {
+  const url = new URL(window.location.href);
+  url.pathname = url.pathname.replace(/\\/home\\/?$/, "/");
+  window.history.replaceState(window.history.state, "", url.toString());
+  window.dispatchEvent(new PopStateEvent("popstate", {state: window.history.state}));
+})();</script>"""
+
+
 def _home_link() -> None:
     """``/home`` (a bookmarked or typed link): Streamlit serves the default page at ``/`` only and answers its own
-    path with "page not found", so this hidden page sends the visitor to Home."""
-    st.switch_page(HOME)
+    path with "page not found", so this hidden page sends the visitor to Home. Not with ``st.switch_page``: that
+    pushed ``/`` after ``/home``, and Back from Home went to ``/home``, which switched to Home again (Back was stuck
+    there). The browser turns ``/home`` into ``/`` in place (replaceState) and tells Streamlit as Back does (a
+    popstate): Home runs on the same history entry. Outside a browser (AppTest) a plain switch."""
+    if not on_server():
+        st.switch_page(HOME)
+    st.html(_TO_HOME_JS, unsafe_allow_javascript=True)
+    st.page_link(HOME, label="Go to Home")  # shown for a moment (or where scripts do not run)
 
 
 PAGES = {

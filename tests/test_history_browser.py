@@ -7,6 +7,7 @@ tab's ``?session=`` back with ``st.query_params`` on every page switch: a second
 came first (1 switch in 3; Back then stayed on the page), and the first visit of ``/`` made ``/`` and
 ``/?session=...`` (Back from Home stayed on Home). The app now writes the parameters that only keep state with
 ``history.replaceState`` (``_state.url_keeper``): one entry per page switch, none for the first visit.
+A typed ``/home`` becomes ``/`` on its own entry (``app._home_link``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
         page.go_forward()
         wait_until_idle(page)
         assert urlsplit(page.url).path == "/compare" and _sid(page.url) == sid, page.url
+
+        # a typed /home (Streamlit serves Home at / only): Home at / on the same entry. st.switch_page had pushed /
+        # after /home, and Back from Home went to /home, which switched to Home again: Back never left Home
+        page.goto(f"{url}/home?session={sid[0]}")
+        page.wait_for_url(f"{url}/?session=*")
+        wait_until_idle(page)
+        assert page.locator("h1").first.inner_text().strip() == "Backdoor Attention Lab"
+        page.go_back()
+        wait_until_idle(page)
+        assert urlsplit(page.url).path == "/compare", page.url
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
 
 
