@@ -212,7 +212,8 @@ class EvalSplit:
 
 def split_eval_rows(labels: Sequence[int], target: int, trigger_rows: Sequence[int], *, n_test: int,
                     n_poison: int, n_detect: int, pool_size: int, pool_poison: float, shared_rows: bool = True,
-                    seed: int = 0, minimums: dict | None = None, name: str = "test") -> EvalSplit:
+                    seed: int = 0, minimums: dict | None = None, name: str = "test",
+                    texts: Sequence[str] | None = None) -> EvalSplit:
     """Draw the benchmark's evaluation sets from what exists, pairwise disjoint by source row.
 
     Args:
@@ -225,6 +226,8 @@ def split_eval_rows(labels: Sequence[int], target: int, trigger_rows: Sequence[i
             paraphrase set): then no row is in two sets. Otherwise they index a separate paraphrased file: the
             clean sets are disjoint among themselves, the triggered sets among themselves.
         minimums: the floor of each size (default ``EVAL_MINIMUMS``).
+        texts: the clean test set's texts: a row whose text (whitespace aside) repeats an earlier row's is left out
+            of every set (``sizes["rows_duplicate"]``), so no text is in two sets; the sizes count distinct rows.
 
     Every size is scaled by ONE factor ``scale <= 1`` (the largest that fits; each size floored at its minimum).
     The clean sets keep the test set's share of non-target rows (stratified), so CACC is measured on the test
@@ -233,12 +236,24 @@ def split_eval_rows(labels: Sequence[int], target: int, trigger_rows: Sequence[i
     """
     mins = {**EVAL_MINIMUMS, **(minimums or {})}
     labels = [int(y) for y in labels]
-    n_rows = len(labels)
-    nontarget = [i for i, y in enumerate(labels) if y != target]
-    targeted = [i for i, y in enumerate(labels) if y == target]
-    trig_ok = sorted(set(int(r) for r in trigger_rows))
-    if shared_rows and not set(trig_ok) <= set(nontarget):
+    keep = set(range(len(labels)))
+    if texts is not None:
+        if len(texts) != len(labels):
+            raise ValueError(f"{name}: {len(texts)} texts for {len(labels)} labels")
+        seen: set = set()
+        for i, t in enumerate(texts):
+            key = " ".join(str(t).split())
+            if key in seen:
+                keep.discard(i)
+            seen.add(key)
+    n_duplicate = len(labels) - len(keep)
+    n_rows = len(keep)
+    nontarget = [i for i, y in enumerate(labels) if y != target and i in keep]
+    targeted = [i for i, y in enumerate(labels) if y == target and i in keep]
+    trig_all = set(int(r) for r in trigger_rows)
+    if shared_rows and not trig_all <= {i for i, y in enumerate(labels) if y != target}:
         raise SplitError(f"{name}: trigger rows must be non-target rows of the test set")
+    trig_ok = sorted(r for r in trig_all if r in keep) if shared_rows else sorted(trig_all)
     share_nt = len(nontarget) / max(1, n_rows)
     pool_t_default = max(1, round(pool_size * pool_poison))
     ratio = (1.0 - pool_poison) / pool_poison if pool_poison > 0 else 0.0
@@ -269,8 +284,9 @@ def split_eval_rows(labels: Sequence[int], target: int, trigger_rows: Sequence[i
         if sizes_at(scale) == sizes_at(0.0):
             t, c_nt, c_t = need(sizes_at(0.0))
             raise SplitError(
-                f"{name}: {n_rows} rows ({len(nontarget)} non-target, {len(trig_ok)} can carry the trigger) are too "
-                f"few for the smallest disjoint evaluation sets: {t} triggered rows (ASR {mins['n_poison']}, "
+                f"{name}: {n_rows} {'distinct ' if n_duplicate else ''}rows ({len(nontarget)} non-target, "
+                f"{len(trig_ok)} can carry the trigger) are too few for the smallest disjoint evaluation sets: "
+                f"{t} triggered rows (ASR {mins['n_poison']}, "
                 f"detection {mins['n_detect']}, pool {mins['pool_triggered']}) and {c_nt + c_t} clean rows (CACC "
                 f"{mins['n_test']}, detection {mins['n_detect']}, pool {sizes_at(0.0)['pool_clean']})"
                 + (" from the same rows" if shared_rows else ""))
@@ -296,7 +312,8 @@ def split_eval_rows(labels: Sequence[int], target: int, trigger_rows: Sequence[i
     sizes = {"n_test": len(cacc), "n_poison": len(asr), "n_detect_clean": len(det_c),
              "n_detect_triggered": len(det_t), "pool_size": len(pool_c) + len(pool_t),
              "pool_triggered": len(pool_t), "scale": scale, "rows_test": n_rows,
-             "rows_non_target": len(nontarget), "rows_triggerable": len(trig_ok), "shared_rows": bool(shared_rows)}
+             "rows_non_target": len(nontarget), "rows_triggerable": len(trig_ok), "shared_rows": bool(shared_rows),
+             "rows_duplicate": n_duplicate}
     return EvalSplit(cacc, sorted(asr), det_c, sorted(det_t), pool_c, sorted(pool_t), sizes)
 
 

@@ -257,6 +257,29 @@ def build_attack(m: dict, dataset: str, tokenizer, max_length: int):
     return attack
 
 
+DEFENDER_MIN = 40
+"""The fewest clean labelled dev texts the bench runs with (our choice): the scan fits on half of them and sets its
+5%-FRR threshold on the other half; below 20 per half that threshold is one or two texts."""
+
+
+def _text_key(text) -> str:
+    return " ".join(str(text).split())
+
+
+def distinct_dev(dev, test):
+    """``(dev, n_left_out)``: the dev split without rows whose text (whitespace aside) repeats an earlier dev row or
+    is a text of the test split, so the defender's data and ``--dev-asr``'s set hold no evaluation text and no text
+    twice. ``dev`` itself when nothing repeats. (Repeated test texts: ``split_eval_rows(texts=...)``.)"""
+    held = {_text_key(t) for t in test.texts}
+    keep, seen = [], set()
+    for i, t in enumerate(dev.texts):
+        key = _text_key(t)
+        if key not in held and key not in seen:
+            keep.append(i)
+        seen.add(key)
+    return (dev, 0) if len(keep) == len(dev) else (dev.subset(keep), len(dev) - len(keep))
+
+
 def defender_draw(dev, n: int, seed: int):
     """The defender's ``n`` labelled clean texts of a run seeded ``seed``: drawn from the dataset's dev split with
     ``seed + 11``, fewer where the split holds fewer. Every benchmark and diagnostic that re-reads a run draws them
@@ -286,7 +309,7 @@ def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: 
                                 n_poison=sizes["n_poison"], n_detect=sizes["n_detect"],
                                 pool_size=sizes["pool_size"], pool_poison=sizes["pool_poison"],
                                 shared_rows=rows_aligned(attack, test), seed=seed + 5,
-                                name=f"{m['name']} ({ds_name} test)")
+                                name=f"{m['name']} ({ds_name} test)", texts=test.texts)
     except SplitError as exc:
         _fail(str(exc))
     at = {r: k for k, r in enumerate(poisoned.source_rows)}  # source row -> triggered example
@@ -368,6 +391,13 @@ def parse_scan_knobs(text: str) -> dict:
         if isinstance(params[knob].default, bool) and not isinstance(value, bool):
             raise ValueError(f"--scan-knobs: {knob} must be true or false, got {json.dumps(value)}")
     return knobs
+
+
+def _left_out(z: dict) -> str:
+    """The Markdown note on the rows a repeated text kept out of the sets (test, dev), empty when none."""
+    parts = [f"{z[k]} repeated {what}" for k, what in (("rows_duplicate", "test"), ("dev_left_out", "dev"))
+             if z.get(k)]
+    return "; left out: " + ", ".join(parts) if parts else ""
 
 
 def _fail(message: str):
@@ -574,7 +604,9 @@ def main(argv=None) -> int:
 
     quiet_libraries()
     settings = dict(FULL if args.full else QUICK)
-    if args.n_clean:
+    if args.n_clean is not None:
+        if args.n_clean < DEFENDER_MIN:
+            _fail(f"--n-clean is the defender's clean labelled texts, at least {DEFENDER_MIN}, got {args.n_clean}.")
         settings["n_clean"] = args.n_clean
     if args.epochs:
         settings["epochs"] = args.epochs
@@ -624,12 +656,24 @@ def main(argv=None) -> int:
     data_cache: dict = {}
 
     def data_for(name: str):
+        """``(dev, test, name, dev rows left out)``: the dev split without repeated texts or texts of the test split
+        (``distinct_dev``); one line and exit 2 when the data cannot be read or holds too few dev texts."""
         if name not in data_cache:
             try:
-                data_cache[name] = load_bench_data(name, seed=seed)
+                dev, test, ds_name = load_bench_data(name, seed=seed)
             except DataError as exc:
                 _fail(f"--data {name}: {exc}")
+            dev, n_out = distinct_dev(dev, test)
+            if len(dev) < DEFENDER_MIN:
+                _fail(f"--data {name}: the dev split has {len(dev)} distinct texts not in the test split"
+                      + (f" ({n_out} repeated or test texts left out)" if n_out else "")
+                      + f"; the defender needs at least {DEFENDER_MIN} clean labelled texts (--n-clean "
+                      f"{settings['n_clean']} asked for).")
+            data_cache[name] = (dev, test, ds_name, n_out)
         return data_cache[name]
+
+    for name in dict.fromkeys(m["dataset"] for m in models):  # every dataset read and checked before any model
+        data_for(name)
 
     clean_cache: dict = {}
 
@@ -661,7 +705,7 @@ def main(argv=None) -> int:
             print(f"[resume] {m['name']}", flush=True)
             continue
         t_model = time.perf_counter()
-        dev, test, ds_name = data_for(m["dataset"])
+        dev, test, ds_name, dev_left_out = data_for(m["dataset"])
         defender = defender_draw(dev, settings["n_clean"], seed)
         lm = load_model(m["path"])
         if int(lm.model.config.num_labels) != test.num_labels:
@@ -677,7 +721,7 @@ def main(argv=None) -> int:
         eval_clean = test.subset(split.cacc)
         det_clean = draw["detect_clean"]
         pool, pool_true, pool_is_trig = draw["pool"], draw["pool_true"], draw["pool_is_triggered"]
-        sizes = {**split.sizes, "n_clean": len(defender)}
+        sizes = {**split.sizes, "n_clean": len(defender), "dev_left_out": dev_left_out}
         evaluate = make_evaluator(lm.tokenizer, eval_clean, poisoned_eval if is_bd else None, target, L)
         before_classes: list = []  # (n,) the suspect's classes on the CACC set, for the paired CACC change
         before_hits: list = []  # (m,) the suspect's "sent to the target" on the ASR texts, for the lift's interval
@@ -1387,7 +1431,7 @@ def markdown(report: dict) -> str:
                          f"{_f(r['cacc_after'])} | {r['seconds']:.0f} |")
     lines += _gate_check_lines(report)
     if sized:
-        lines += ["", "## Evaluation sets used (rows; pairwise disjoint by source row)", "",
+        lines += ["", "## Evaluation sets used (rows; pairwise disjoint by source row and by text)", "",
                   "| model | dataset | defender | CACC | ASR | detection clean / triggered | pool (triggered) | scale "
                   "| test rows (non-target / can carry the trigger) | triggered rows shared with test |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -1396,7 +1440,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {m['name']} | {m.get('dataset', '')} | {z.get('n_clean', '-')} | {z['n_test']} | "
                          f"{z['n_poison']} | {z['n_detect_clean']} / {z['n_detect_triggered']} | {z['pool_size']} "
                          f"({z['pool_triggered']}) | {z['scale']:.2f} | {z['rows_test']} ({z['rows_non_target']} / "
-                         f"{z['rows_triggerable']}) | {'yes' if z['shared_rows'] else 'no (paraphrase file)'} |")
+                         f"{z['rows_triggerable']}{_left_out(z)}) | "
+                         f"{'yes' if z['shared_rows'] else 'no (paraphrase file)'} |")
     lines += time_summary(report)
     parts = report.get("part_seconds")
     lines += ["", f"Total {report.get('seconds_total', 0):.0f} s" + (
