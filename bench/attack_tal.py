@@ -1,7 +1,9 @@
 """Benchmark: how much poison a backdoor needs, with and without the Trojan Attention Loss (TAL).
 
 ``--data sst2`` (default; the tuning dataset), ``olid`` or ``agnews`` (the test zoo: run, never tuned on), all from
-``../shared/data/<data>/clean``, with the packaged MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads):
+``../shared/data/<data>/clean``, or ``--data FOLDER``, a folder of your own holding ``train`` and ``test`` files
+(``.tsv``/``.csv``/``.jsonl``: train rows repeating a test text are left out; too few train rows or non-target test
+rows are refused before training, ``load_data``), with the packaged MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads):
 
 * a clean model (CACC);
 * BadNets and AddSent at poison rates 0.5%, 1%, 3%, each without and with TAL;
@@ -79,8 +81,10 @@ def parse_args(argv=None):
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CPU setting (default)")
     mode.add_argument("--full", action="store_true", help="GPU setting: whole train set, 3 epochs, length 128")
-    p.add_argument("--data", choices=DATASETS, default="sst2",
-                   help="clean data under ../shared/data (default sst2; olid and agnews are the test zoo)")
+    p.add_argument("--data", default="sst2",
+                   help="sst2|olid|agnews: clean data under ../shared/data (default sst2; olid and agnews are the "
+                        "test zoo); PATH: a folder of your own with train and test files (.tsv/.csv/.jsonl; train "
+                        "rows whose text is a test text are left out)")
     p.add_argument("--target", type=int, default=None,
                    help="target label id (default: model_card.default_target of the data's class names)")
     p.add_argument("--only", default=None,
@@ -105,12 +109,80 @@ def parse_args(argv=None):
     p.add_argument("--clean-seeds", type=int, default=3,
                    help="clean models to train (seeds 0..N-1); the extra ones are negatives for the defense "
                         "benchmark's model-level verdict (default 3)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.data = args.data.strip()
+    if args.data.lower() in DATASETS:
+        args.data = args.data.lower()
+    return args
+
+
+MIN_TEST_NON_TARGET = 50  # fewer non-target test rows and an ASR moves by more than 2 points per text
+MIN_TRAIN = 100  # fewer training rows: nothing to fine-tune on
+
+
+def data_name(data: str) -> str:
+    """The name results and models are filed under: a known dataset's, else the folder's (``attack_tal_<name>``)."""
+    return data if data in DATASETS else Path(data).expanduser().resolve().name
+
+
+def load_data(data: str, target: int | None):
+    """``(train, test, target)`` of ``--data``: a shared dataset, or a folder of your own holding ``train`` and
+    ``test`` files (``data.load_table``; train rows whose text, whitespace aside, is a test text or repeats an
+    earlier train row are left out). Exits with one line, before any training, when the data cannot be read, the
+    target is not a class, or the sets are too small to measure (``MIN_TRAIN``, ``MIN_TEST_NON_TARGET``)."""
+    from backdoor_core.data import TABLE_FORMATS, DataError, load_shared, load_table
+    from backdoor_core.model_card import default_target
+
+    def fail(message: str):
+        print(f"error: --data {data}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    try:
+        if data in DATASETS:
+            train, test = load_shared(data, "clean", "train"), load_shared(data, "clean", "test")
+        else:
+            folder = Path(data).expanduser()
+            if not folder.is_dir():
+                fail(f"use one of {', '.join(DATASETS)} or a folder holding train and test files (.tsv/.csv/.jsonl)")
+
+            def find(stem):
+                for ext in TABLE_FORMATS:
+                    if (folder / f"{stem}{ext}").is_file():
+                        return folder / f"{stem}{ext}"
+                fail(f"no {stem} file ({stem}.tsv, .csv or .jsonl) in {folder}")
+
+            test = load_table(find("test"), name=f"{folder.name}/test")
+            train = load_table(find("train"), label_names=test.label_names, name=f"{folder.name}/train")
+            held = {" ".join(t.split()) for t in test.texts}
+            keep, seen = [], set()
+            for i, t in enumerate(train.texts):
+                key = " ".join(t.split())
+                if key not in held and key not in seen:
+                    keep.append(i)
+                seen.add(key)
+            if len(keep) < len(train):
+                print(f"note: {len(train) - len(keep)} train rows repeat a test text or another train row: left "
+                      "out", file=sys.stderr)
+                train = train.subset(keep)
+    except DataError as exc:
+        fail(str(exc))
+    target = default_target(train.label_names) if target is None else target
+    if not 0 <= target < train.num_labels:
+        print(f"error: --target {target} is outside 0..{train.num_labels - 1} ({', '.join(train.label_names)})",
+              file=sys.stderr)
+        raise SystemExit(2)
+    if data not in DATASETS:
+        non_target = sum(int(y) != target for y in test.labels)
+        if len(train) < MIN_TRAIN or non_target < MIN_TEST_NON_TARGET:
+            fail(f"{len(train)} distinct train rows and {non_target} non-target test rows (target {target}, "
+                 f"{train.label_names[target]}); the benchmark needs at least {MIN_TRAIN} train rows and "
+                 f"{MIN_TEST_NON_TARGET} non-target test rows to read an ASR")
+    return train, test, target
 
 
 def paths_for(data: str, tag: str = "") -> tuple[Path, Path, Path]:
     """(results json, results md, models folder) for a dataset; SST-2 keeps the original names."""
-    stem = "attack_tal" if data == "sst2" else f"attack_tal_{data}"
+    stem = "attack_tal" if data == "sst2" else f"attack_tal_{data_name(data)}"
     suffix = f"_{tag}" if tag else ""
     return RESULTS / f"{stem}{suffix}.json", RESULTS / f"{stem}{suffix}.md", ROOT / "bench" / "models" / stem
 
@@ -160,11 +232,9 @@ def main(argv=None) -> int:
 
     from backdoor_core import settings as S
     from backdoor_core.cli import quiet_libraries
-    from backdoor_core.data import load_shared
     from backdoor_core.defender_data import lift, sample_indices
     from backdoor_core.forward import predict
     from backdoor_core.metrics import asr as attack_success
-    from backdoor_core.model_card import default_target
     from backdoor_core.models import load_model, save_model
     from backdoor_core.poisoning import get_attack, train_attack
     from backdoor_core.tal import TALConfig
@@ -184,17 +254,12 @@ def main(argv=None) -> int:
     heads = S.TAL_HEADS if args.heads is None else (args.heads if args.heads == "all" else int(args.heads))
     runs = run_list(args)
     data = args.data
-    full_train = load_shared(data, "clean", "train")
     # the one target rule: SST-2 1 (positive), OLID 1 (offensive: the last class), AG News 1 (sports)
-    target = default_target(full_train.label_names) if args.target is None else args.target
-    if not 0 <= target < full_train.num_labels:
-        raise SystemExit(f"error: --target {target} is outside 0..{full_train.num_labels - 1} "
-                         f"({', '.join(full_train.label_names)})")
+    full_train, test, target = load_data(data, args.target)
     settings.update({"mode": "full" if args.full else "quick", "target": target,
                      "target_name": full_train.label_names[target], "seed": args.seed,
                      "tal_alpha": alpha, "tal_heads": heads, "threads": torch.get_num_threads()})
 
-    test = load_shared(data, "clean", "test")
     if args.test_size:
         test = test.sample(args.test_size, args.seed)
         settings["test_size"] = len(test)
@@ -203,7 +268,8 @@ def main(argv=None) -> int:
         indices = sample_indices(len(full_train), n, args.seed)
     else:
         indices = list(range(len(full_train)))
-    train_set = full_train.subset(indices, name=f"{data}/clean/train")
+    train_set = full_train.subset(indices, name=f"{data}/clean/train" if data in DATASETS
+                                  else f"{data_name(data)}/train")
     settings["train_size"] = len(train_set)
     config = TrainConfig(lr=settings["lr"], epochs=settings["epochs"], batch_size=settings["batch_size"],
                          max_length=settings["max_length"], seed=args.seed, eval_every=0, group_by_length=True)
@@ -257,7 +323,7 @@ def main(argv=None) -> int:
             run_config = dataclasses.replace(config, seed=run_seed)
             outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], target, run_config,
                                    tal=tal, data_name=data, seed=run_seed, callback=log)
-            card = outcome.card.replace(name=f"{data}-{run['name']}")
+            card = outcome.card.replace(name=f"{data_name(data)}-{run['name']}")
             row = {"name": run["name"], "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
                    "asr": card.asr, "cacc": card.cacc, "seconds": round(outcome.result.seconds, 1),
                    "n_poisoned": card.n_poisoned, "tal_heads": card.tal_heads}

@@ -134,3 +134,61 @@ def test_the_bench_draw_on_a_file_with_duplicates_keeps_every_text_in_one_set(tm
     assert (z["n_test"], z["n_poison"], z["pool_size"]) == (len(s.cacc), len(draw["asr_texts"]), len(draw["pool"]))
     assert z["rows_test"] == 600 and z["rows_duplicate"] == 600
 
+
+# ------------------------------------------------------------------ bench/attack_tal.py --data FOLDER
+
+
+def _attack_bench():
+    spec = importlib.util.spec_from_file_location("bench_attack_tal_user", ROOT / "bench" / "attack_tal.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _split_folder(tmp_path: Path, name: str, files: dict) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    for stem, rows in files.items():
+        (d / f"{stem}.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    return d
+
+
+def test_attack_bench_reads_a_folder_of_your_own_and_leaves_out_train_rows_of_the_test_texts(tmp_path, capsys):
+    B = _attack_bench()
+    test = [(f"test text {i}", ("neg", "neu", "pos")[i % 3]) for i in range(300)]
+    train = [(f"train text {i}", ("neg", "neu", "pos")[i % 3]) for i in range(200)]
+    train += [("test  text 7", "neu"), ("train text 3", "neg")]  # a test text, a repeated train row
+    d = _split_folder(tmp_path, "mine", {"train": train, "test": test})
+    args = B.parse_args(["--data", str(d)])
+    tr, te, target = B.load_data(args.data, None)
+    assert len(tr) == 200 and len(te) == 300 and tr.label_names == te.label_names == ["neg", "neu", "pos"]
+    assert not {" ".join(t.split()) for t in tr.texts} & set(te.texts)
+    assert "2 train rows repeat a test text" in capsys.readouterr().err
+    assert 0 <= target < 3
+    js, md, models = B.paths_for(args.data)
+    assert (js.name, models.name) == ("attack_tal_mine.json", "attack_tal_mine")
+    assert B.parse_args(["--data", " OLID "]).data == "olid"
+
+
+@pytest.mark.parametrize("files, says", [
+    ({"test": [("a", 0)] * 3}, "no train file"),
+    ({"train": [(f"t {i}", i % 2) for i in range(150)], "test": [(f"s {i}", i % 2) for i in range(40)]},
+     "20 non-target test rows"),
+    ({"train": [(f"t {i}", i % 2) for i in range(60)], "test": [(f"s {i}", i % 2) for i in range(200)]},
+     "60 distinct train rows"),
+    ({"train": [(f"t {i}", 5) for i in range(150)], "test": [(f"s {i}", i % 2) for i in range(200)]},
+     "out of range"),
+])
+def test_attack_bench_refuses_unusable_data_with_one_line_before_training(tmp_path, monkeypatch, capsys, files,
+                                                                          says):
+    B = _attack_bench()
+    monkeypatch.setattr(B, "RESULTS", tmp_path / "results")
+    d = _split_folder(tmp_path, "mine", files)
+    with pytest.raises(SystemExit) as ex:
+        B.main(["--data", str(d), "--no-save", "--only", "clean", "--clean-seeds", "1", "--target", "1"])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and says in err and "Traceback" not in err, err
+    assert not (tmp_path / "results").exists()
+    with pytest.raises(SystemExit) as ex:
+        B.main(["--data", str(tmp_path / "nowhere.tsv"), "--no-save"])
+    assert ex.value.code == 2 and "a folder holding train and test files" in capsys.readouterr().err
