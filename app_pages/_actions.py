@@ -22,6 +22,7 @@ from backdoor_core.jobs import JobCancelled, JobSnapshot
 from backdoor_core.trigger_search import DRIFT_HEADING
 from app_pages import _common as ui
 from app_pages._text import md, md_code
+from app_pages._widgets import figure_once
 
 K_ATTACK = "attack.result"
 K_SCAN = "detect.report"
@@ -503,8 +504,10 @@ def sanitize_live_chart(snap: JobSnapshot, key: str) -> dict | None:
 
     before = next((e.get("before") for e in snap.events if "before" in e), None)
     events, total = training_events(snap)
-    ui.plot(F.training_curves(events, total_steps=total, title=None, baseline=before or None),
-            key=f"{key}.{snap.status}")
+    # built again only when an event came in or the status changed (a job's events are kept, not copied)
+    fig = figure_once(key, lambda: F.training_curves(events, total_steps=total, title=None, baseline=before or None),
+                      (*events[-1:], before), (len(events), total, snap.status))
+    ui.plot(fig, key=f"{key}.{snap.status}")
     return before
 
 

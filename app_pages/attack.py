@@ -17,6 +17,7 @@ from app_pages import _common as ui
 from app_pages._models import source_label
 from app_pages._save import save_panel
 from app_pages._text import h, md
+from app_pages._widgets import figure_once
 
 # Defaults: the demo zoo's recipe (settings.ZOO_RECIPE, ZOO_TAL_ALPHA, DEMO_POISON_RATE), measured to plant a
 # backdoor with 2% poison and TAL on BBC News in ~2 min on a 2-core CPU (see zoo.ZOO_TAL_ALPHA).
@@ -297,9 +298,11 @@ def _live(snap):
     if stopped and not events:
         st.caption("Stopped before the first training step: nothing to chart.")
     elif events or snap.active:
-        fig = F.training_curves(events, total_steps=total, title=None)
-        if stopped and not evaluated:
-            fig = _loss_only(fig)
+        # built again only when an event came in or the status changed: the panel polls while the job runs and
+        # the page reruns after it, each time building the same chart (~40 ms, taken from the training's CPU)
+        fig = figure_once("attack.live", lambda: (_loss_only if stopped and not evaluated else lambda f: f)(
+            F.training_curves(events, total_steps=total, title=None)), tuple(events[-1:]),
+            (len(events), total, snap.status))
         ui.plot(fig, key=f"attack.live.{snap.status}")
         if stopped and not evaluated:
             st.caption(f"No evaluation before {stopped}: the held-out CACC / ASR were not measured.")

@@ -293,3 +293,38 @@ def test_the_report_states_its_chart_size_from_the_json_the_save_wrote(monkeypat
     lab = at.session_state["lab.session"]
     stated = (plotly_js_bytes() + sum(chart_bytes(f.figures) for f in lab.findings if f.figures)) / 1e6
     assert at.toggle(key="report.figures").label == f"Interactive charts (adds about {stated:.1f} MB)"
+
+
+def _training_chart_builds(monkeypatch) -> list:
+    from backdoor_core import figures
+
+    built = []
+    original = figures.training_curves
+    monkeypatch.setattr(figures, "training_curves", lambda *a, **k: (built.append(1), original(*a, **k))[1])
+    return built
+
+
+def test_a_finished_jobs_training_chart_is_built_once(monkeypatch, tmp_path_factory):
+    """The Attack and Sanitize pages built a finished job's training chart at every rerun (and the job panel at
+    every poll while it ran, with or without a new event); the chart drawn is the one built before."""
+    from test_app_pages import _small_attack, goto, new_app, quick_finetune_repair, wait_job
+
+    monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
+    monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
+    at = goto(new_app(), "attack")
+    _small_attack(at)
+    at.button(key="attack.train").click().run()
+    assert wait_job(at, "attack").status == "done"
+    first = _specs(at)
+    assert "attack.live.done" in first
+    built = _training_chart_builds(monkeypatch)
+    at.run()
+    at.run()
+    assert built == [] and _specs(at) == first
+    goto(at, "sanitize")
+    quick_finetune_repair(at)
+    first = _specs(at)
+    assert "sanitize.live.done" in first
+    built.clear()
+    at.run()
+    assert built == [] and _specs(at) == first
