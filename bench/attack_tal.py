@@ -84,7 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default="sst2",
                    help="sst2|olid|agnews: clean data under ../shared/data (default sst2; olid and agnews are the "
                         "test zoo); PATH: a folder of your own with train and test files (.tsv/.csv/.jsonl; train "
-                        "rows whose text is a test text are left out)")
+                        "rows whose text is a test text are left out); with a dev file too, bench/defense.py "
+                        "evaluates the models on the folder")
     p.add_argument("--target", type=int, default=None,
                    help="target label id (default: model_card.default_target of the data's class names)")
     p.add_argument("--only", default=None,
@@ -180,6 +181,33 @@ def load_data(data: str, target: int | None):
     return train, test, target
 
 
+def check_poison_counts(runs: list[dict], train_set, target: int) -> None:
+    """Exit 2 with one line, before any training, when a run's poison rate gives no poisoned row on this training
+    set (``poisoning.poison_count``: 0.5% of 150 rows is 0, a "backdoored" model without poison) or more rows than
+    the set's non-target rows can supply."""
+    from backdoor_core.poisoning import poison_count
+
+    non_target = sum(int(y) != target for y in train_set.labels)
+    bad = []
+    for run in runs:
+        if run["attack"] == "clean":
+            continue
+        k = poison_count(run["rate"], len(train_set))
+        if k < 1 or k > non_target:
+            bad.append(f"{run['name']} ({run['rate']:g} x {len(train_set)} rows = {k} poisoned)")
+    if bad:
+        print(f"error: {len(train_set)} training rows ({non_target} non-target) cannot make these runs: "
+              f"{', '.join(bad)}; pick --rates that give 1 to {non_target} poisoned rows, or use more data",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
+def card_data(data: str) -> str:
+    """What a model card's ``data`` records: a known dataset's name, else the folder's absolute path (so
+    ``bench/defense.py`` finds the folder's dev and test files without ``--data``)."""
+    return data if data in DATASETS else str(Path(data).expanduser().resolve())
+
+
 def paths_for(data: str, tag: str = "") -> tuple[Path, Path, Path]:
     """(results json, results md, models folder) for a dataset; SST-2 keeps the original names."""
     stem = "attack_tal" if data == "sst2" else f"attack_tal_{data_name(data)}"
@@ -271,6 +299,7 @@ def main(argv=None) -> int:
     train_set = full_train.subset(indices, name=f"{data}/clean/train" if data in DATASETS
                                   else f"{data_name(data)}/train")
     settings["train_size"] = len(train_set)
+    check_poison_counts(runs, train_set, target)
     config = TrainConfig(lr=settings["lr"], epochs=settings["epochs"], batch_size=settings["batch_size"],
                          max_length=settings["max_length"], seed=args.seed, eval_every=0, group_by_length=True)
 
@@ -322,7 +351,7 @@ def main(argv=None) -> int:
             run_seed = args.seed + run.get("seed_offset", 0)
             run_config = dataclasses.replace(config, seed=run_seed)
             outcome = train_attack(lm.model, lm.tokenizer, train_set, test, attack, run["rate"], target, run_config,
-                                   tal=tal, data_name=data, seed=run_seed, callback=log)
+                                   tal=tal, data_name=card_data(data), seed=run_seed, callback=log)
             card = outcome.card.replace(name=f"{data_name(data)}-{run['name']}")
             row = {"name": run["name"], "attack": run["attack"], "rate": run["rate"], "tal": run["tal"],
                    "asr": card.asr, "cacc": card.cacc, "seconds": round(outcome.result.seconds, 1),

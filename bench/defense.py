@@ -88,8 +88,9 @@ def parse_args(argv=None):
                    help="a manifest.json of models (default: the attack bench's; with --zoo test, the test zoo's)")
     p.add_argument("--data", default=None,
                    help="sst2|olid|agnews|bbc: run only the models of that dataset (models that name none are "
-                        "evaluated on it); PATH: a folder with dev and test files (.tsv/.csv/.jsonl) to evaluate "
-                        "every model on. Default: each model's own dataset (manifest entry, else model card)")
+                        "evaluated on it); PATH: a folder with dev and test files (.tsv/.csv/.jsonl; a text repeated "
+                        "within or across them is used once) to evaluate every model on. Default: each model's own "
+                        "dataset (manifest entry, else model card)")
     p.add_argument("--zoo", choices=("tuning", "test"), default="tuning",
                    help="which zoo the results belong to: 'test' writes defense_test<_tag>.json/.md")
     p.add_argument("--clean-model", default=None,
@@ -148,11 +149,16 @@ def parse_args(argv=None):
 
 
 def _dataset_name(value) -> str | None:
-    """A known benchmark dataset named by a manifest entry or a card's ``data`` (``sst2/clean/train`` -> sst2)."""
+    """A known benchmark dataset named by a manifest entry or a card's ``data`` (``sst2/clean/train`` -> sst2), or
+    the data folder an absolute path names (``bench/attack_tal.py --data FOLDER`` records it resolved): the bench
+    reads its dev and test files."""
     from backdoor_core.defender_data import BENCH_DATASETS
 
-    head = str(value or "").strip().lower().split("/")[0].split(":")[0]
-    return head if head in BENCH_DATASETS else None
+    text = str(value or "").strip()
+    head = text.lower().split("/")[0].split(":")[0]
+    if head in BENCH_DATASETS:
+        return head
+    return text if text and Path(text).is_absolute() and Path(text).is_dir() else None
 
 
 def _seed_of(entry: dict, card):
@@ -329,6 +335,55 @@ def evaluation_draw(m: dict, ds_name: str, test, target: int, tokenizer, sizes: 
             "pool_is_triggered": [f for _, _, f in items]}
 
 
+def bench_data(name: str, seed: int, n_clean: int, cache: dict | None = None):
+    """``(dev, test, name, dev rows left out)`` of ``--data`` (``defender_data.load_bench_data``): the dev split
+    without repeated texts or texts of the test split (``distinct_dev``); one line and exit 2 when the data cannot
+    be read or holds fewer than ``DEFENDER_MIN`` such dev texts. ``cache``: a dict keyed by ``name``."""
+    from backdoor_core.data import DataError
+    from backdoor_core.defender_data import load_bench_data
+
+    cache = {} if cache is None else cache
+    if name not in cache:
+        try:
+            dev, test, ds_name = load_bench_data(name, seed=seed)
+        except DataError as exc:
+            _fail(f"--data {name}: {exc}")
+        dev, n_out = distinct_dev(dev, test)
+        if len(dev) < DEFENDER_MIN:
+            _fail(f"--data {name}: the dev split has {len(dev)} distinct texts not in the test split"
+                  + (f" ({n_out} repeated or test texts left out)" if n_out else "")
+                  + f"; the defender needs at least {DEFENDER_MIN} clean labelled texts (--n-clean "
+                  f"{n_clean} asked for).")
+        cache[name] = (dev, test, ds_name, n_out)
+    return cache[name]
+
+
+def check_split_fits(m: dict, test, sizes: dict, seed: int) -> None:
+    """Exit with ``split_eval_rows``' one line, before any model is loaded, when ``test`` cannot hold ``m``'s
+    disjoint evaluation sets even at ``EVAL_MINIMUMS`` (e.g. a target class that leaves few non-target rows). For
+    insertion triggers (and clean models' harmless BadNets) every non-target row can carry the trigger; a
+    paraphrase attack's rows are known only once its set is read (``evaluation_draw`` checks it then)."""
+    from backdoor_core.defender_data import SplitError, split_eval_rows
+    from backdoor_core.poisoning import attack_type
+
+    if m["attack"] != "clean":
+        try:
+            if not attack_type(str(m["attack"])).has_trigger_tokens:
+                return
+        except ValueError:
+            return
+    target = m["card"].target_for(test.label_names)
+    rows = [i for i, y in enumerate(test.labels) if int(y) != target]
+    try:
+        split_eval_rows(test.labels, target, rows, n_test=sizes["n_test"], n_poison=sizes["n_poison"],
+                        n_detect=sizes["n_detect"], pool_size=sizes["pool_size"], pool_poison=sizes["pool_poison"],
+                        seed=seed + 5, texts=test.texts,
+                        name=f"{m['name']} (target {target}" + (f", {test.label_names[target]})" if
+                                                               test.label_names[target] != str(target) else ")"))
+    except SplitError as exc:
+        _fail(str(exc))
+
+
 def dev_asr_texts(m: dict, ds_name: str, dev, defender, target: int, tokenizer, n: int, seed: int) -> list[str]:
     """``--dev-asr``: a second ASR set, the triggered texts of up to ``n`` non-target rows of the ``dev`` split that
     the defender's sample (``defender``) does not hold (a seeded draw; rows whose text the defender holds are left
@@ -391,6 +446,22 @@ def parse_scan_knobs(text: str) -> dict:
         if isinstance(params[knob].default, bool) and not isinstance(value, bool):
             raise ValueError(f"--scan-knobs: {knob} must be true or false, got {json.dumps(value)}")
     return knobs
+
+
+def _sizes_used(sized: list[dict], s: dict) -> str:
+    """One sentence with the sizes every model used, when they all used the same and those differ from the mode's
+    (``settings``) that the paragraph names; else empty."""
+    keys = ("n_clean", "n_test", "n_poison", "n_detect_clean", "n_detect_triggered", "pool_size", "pool_triggered")
+    used = {tuple(m["eval_sizes"].get(k) for k in keys) for m in sized}
+    if len(used) != 1:
+        return ""
+    z = dict(zip(keys, used.pop()))
+    if (z["n_clean"], z["n_test"], z["n_poison"], z["pool_size"]) == (s.get("n_clean"), s["n_test"], s["n_poison"],
+                                                                       s["pool_size"]):
+        return ""
+    return (f"Every model here used: defender data {z['n_clean']}, CACC {z['n_test']}, ASR {z['n_poison']}, "
+            f"detection {z['n_detect_clean']} clean / {z['n_detect_triggered']} triggered, pool {z['pool_size']} "
+            f"({z['pool_triggered']} triggered). ")
 
 
 def _left_out(z: dict) -> str:
@@ -467,6 +538,13 @@ def run_parallel(args, argv: list[str]) -> int:
         groups.setdefault((m["dataset"], args.seed if m["seed"] is None else m["seed"]), []).append(m["name"])
     if not groups:
         raise SystemExit("No models to run.")
+    sizes = dict(FULL if args.full else QUICK)  # the parts' sizes: data too small is refused here, in one line
+    sizes.update({k: v for k, v in (("n_clean", args.n_clean), ("pool_poison", args.pool_poison)) if v is not None})
+    caches: dict = {}
+    for m in models:
+        seed = args.seed if m["seed"] is None else m["seed"]
+        check_split_fits(m, bench_data(m["dataset"], seed, sizes["n_clean"], caches.setdefault(seed, {}))[1], sizes,
+                         seed)
     base, skip = [], False
     for a in argv:  # the same options, minus the ones each part sets itself
         if skip:
@@ -590,8 +668,7 @@ def main(argv=None) -> int:
     from backdoor_core.baselines.strip import class_calibrated, strip_scores
     from backdoor_core.cli import quiet_libraries
     from backdoor_core import settings as S
-    from backdoor_core.data import DataError
-    from backdoor_core.defender_data import clean_hits as clean_hits_of, lift, load_bench_data, pseudo_label_accuracy
+    from backdoor_core.defender_data import clean_hits as clean_hits_of, lift, pseudo_label_accuracy
     from backdoor_core.defenses import run_defense
     from backdoor_core.detection import (attention_stats, evaluate_detector, flags_score, verdict_call,
                                          with_moved_words, with_trigger_words, with_word_evidence)
@@ -656,24 +733,10 @@ def main(argv=None) -> int:
     data_cache: dict = {}
 
     def data_for(name: str):
-        """``(dev, test, name, dev rows left out)``: the dev split without repeated texts or texts of the test split
-        (``distinct_dev``); one line and exit 2 when the data cannot be read or holds too few dev texts."""
-        if name not in data_cache:
-            try:
-                dev, test, ds_name = load_bench_data(name, seed=seed)
-            except DataError as exc:
-                _fail(f"--data {name}: {exc}")
-            dev, n_out = distinct_dev(dev, test)
-            if len(dev) < DEFENDER_MIN:
-                _fail(f"--data {name}: the dev split has {len(dev)} distinct texts not in the test split"
-                      + (f" ({n_out} repeated or test texts left out)" if n_out else "")
-                      + f"; the defender needs at least {DEFENDER_MIN} clean labelled texts (--n-clean "
-                      f"{settings['n_clean']} asked for).")
-            data_cache[name] = (dev, test, ds_name, n_out)
-        return data_cache[name]
+        return bench_data(name, seed, settings["n_clean"], data_cache)
 
-    for name in dict.fromkeys(m["dataset"] for m in models):  # every dataset read and checked before any model
-        data_for(name)
+    for m in models:  # every dataset read and every model's sets checked before any model is loaded
+        check_split_fits(m, data_for(m["dataset"])[1], settings, seed)
 
     clean_cache: dict = {}
 
@@ -1310,8 +1373,9 @@ def markdown(report: dict) -> str:
         f"{s['n_test']} clean test texts, ASR on {'' if sized else 'up to '}{s['n_poison']} triggered non-target "
         f"test texts; detection on {s['n_detect']} held-out clean vs triggered test texts; pool {s['pool_size']} "
         f"inputs, {s['pool_poison']:.0%} triggered; {s['epochs']} epochs per defense; {s['threads']} threads. "
-        + ("These are the mode's sizes: the sets are pairwise disjoint by source row and every size is scaled "
-           "down by one factor per model where the test set is smaller (sizes used: table at the end). "
+        + ("These are the mode's sizes: the sets are pairwise disjoint by source row and by text (a repeated text "
+           "is used once) and every size is scaled down by one factor per model where the test set is smaller, the "
+           "defender's data where the dev split is smaller (sizes used: table at the end). " + _sizes_used(sized, s)
            if sized else "")
         + f"Models from `{s.get('models_source', '?')}`. Numbers are percentages. Clean rate: the clean model's "
         "share of the same triggered texts put in the target class; lift = ASR - clean rate (points)."

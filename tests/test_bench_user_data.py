@@ -135,6 +135,38 @@ def test_the_bench_draw_on_a_file_with_duplicates_keeps_every_text_in_one_set(tm
     assert z["rows_test"] == 600 and z["rows_duplicate"] == 600
 
 
+
+def test_a_target_class_that_leaves_too_few_non_target_rows_is_refused_before_any_model_loads(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """560 of 600 test rows are the target class: 40 non-target rows cannot hold the ASR, detection and pool sets
+    (100 triggered rows at the minimums). One line naming the numbers, exit 2, no model loaded, nothing written."""
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    models = _card_only_models(tmp_path)  # target 1 (pos)
+    test_rows = [(f"test text {i}", 0 if i < 40 else 1) for i in range(600)]
+    dev_rows = [(f"dev text {i}", i % 2) for i in range(100)]
+    data = _folder(tmp_path, "mine", dev_rows, test_rows)
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(models), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and "600 rows (40 non-target, 40 can carry the trigger) are too few" in err, err
+    assert "bd (target 1): " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_markdown_states_the_sizes_every_model_used_when_the_data_scaled_them_down():
+    b = _bench()
+    z = {"n_clean": 45, "n_test": 200, "n_poison": 50, "n_detect_clean": 30, "n_detect_triggered": 30,
+         "pool_size": 100, "pool_triggered": 20}
+    s = {"n_clean": 200, "n_test": 1000, "n_poison": 200, "pool_size": 250}
+    said = b._sizes_used([{"eval_sizes": z}, {"eval_sizes": dict(z)}], s)
+    assert said == ("Every model here used: defender data 45, CACC 200, ASR 50, detection 30 clean / 30 triggered, "
+                    "pool 100 (20 triggered). ")
+    assert b._sizes_used([{"eval_sizes": z}, {"eval_sizes": {**z, "n_test": 150}}], s) == ""  # they differ: table
+    assert b._sizes_used([{"eval_sizes": {**z, "n_clean": 200, "n_test": 1000, "n_poison": 200, "pool_size": 250}}],
+                         s) == ""  # the mode's own sizes: the paragraph already says them
+
+
 # ------------------------------------------------------------------ bench/attack_tal.py --data FOLDER
 
 
@@ -192,3 +224,54 @@ def test_attack_bench_refuses_unusable_data_with_one_line_before_training(tmp_pa
     with pytest.raises(SystemExit) as ex:
         B.main(["--data", str(tmp_path / "nowhere.tsv"), "--no-save"])
     assert ex.value.code == 2 and "a folder holding train and test files" in capsys.readouterr().err
+
+
+def test_models_trained_on_a_folder_are_evaluated_on_that_folder_by_the_defense_bench(tmp_path):
+    """The attack bench records a folder as its absolute path on the model card; the defense bench reads a card's
+    existing absolute folder as the model's dataset (not SST-2, the default for a card naming no dataset)."""
+    A, b = _attack_bench(), _bench()
+    d = _split_folder(tmp_path, "mine", {"train": [("a", 0)], "test": [("b", 1)]})
+    assert A.card_data("olid") == "olid" and A.card_data(str(d / ".." / "mine")) == str(d.resolve())
+    assert b._dataset_name(str(d.resolve())) == str(d.resolve()) and b._dataset_name("sst2/clean/train") == "sst2"
+    assert b._dataset_name(str(tmp_path / "gone")) is None and b._dataset_name("mine/train") is None
+
+
+def test_attack_bench_refuses_rates_that_poison_no_row_of_a_small_training_set(tmp_path, monkeypatch, capsys):
+    """150 training rows: 0.5% is 0 poisoned rows, a "backdoored" model trained without poison. Refused with one
+    line before any model is loaded (load_model would raise here); a rate that gives rows is accepted."""
+    import backdoor_core.models as models
+
+    B = _attack_bench()
+    monkeypatch.setattr(B, "RESULTS", tmp_path / "results")
+
+    def no_training(*a, **k):
+        raise RuntimeError("a model was loaded for training")
+
+    monkeypatch.setattr(models, "load_model", no_training)
+    d = _split_folder(tmp_path, "mine", {"train": [(f"t {i}", i % 2) for i in range(150)],
+                                         "test": [(f"s {i}", i % 2) for i in range(200)]})
+    with pytest.raises(SystemExit) as ex:
+        B.main(["--data", str(d), "--no-save", "--only", "badnets", "--rates", "0.005,0.03", "--target", "1"])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and "badnets_r0.005_t1 (0.005 x 150 rows = 0 poisoned)" in err
+    assert "badnets_r0.03" not in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as ex:
+        B.main(["--data", str(d), "--no-save", "--only", "badnets", "--rates", "0.9", "--no-tal", "--target", "1"])
+    assert ex.value.code == 2 and "= 135 poisoned" in capsys.readouterr().err  # only 75 non-target rows
+    with pytest.raises(RuntimeError, match="loaded for training"):
+        B.main(["--data", str(d), "--no-save", "--only", "badnets", "--rates", "0.03", "--no-tal", "--target", "1"])
+
+
+def test_parallel_parts_refuse_data_too_small_in_one_line_before_starting_any_part(tmp_path, monkeypatch, capsys):
+    """``--workers 2``: the parent checks the data as a single run does, instead of each part failing into a log
+    and the parent saying only 'parts failed'."""
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    models = _card_only_models(tmp_path)
+    data = _folder(tmp_path, "mine", [(f"dev text {i}", i % 2) for i in range(100)],
+                   [(f"test text {i}", i % 2) for i in range(60)])  # a 60-row test file
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(models), "--data", str(data), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and "bd (target 1): 60 rows (30 non-target" in err and "parts" not in err, err
+    assert not (tmp_path / "results").exists()
