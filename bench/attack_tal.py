@@ -143,6 +143,9 @@ def load_data(data: str, target: int | None):
             train, test = load_shared(data, "clean", "train"), load_shared(data, "clean", "test")
         else:
             folder = Path(data).expanduser()
+            if folder.is_file():
+                fail("a file, but the bench reads a folder: put the training rows in train.tsv (or .csv/.jsonl) "
+                     "and the evaluation rows in test.tsv of one folder and pass the folder")
             if not folder.is_dir():
                 fail(f"use one of {', '.join(DATASETS)} or a folder holding train and test files (.tsv/.csv/.jsonl)")
 
@@ -153,6 +156,11 @@ def load_data(data: str, target: int | None):
                 fail(f"no {stem} file ({stem}.tsv, .csv or .jsonl) in {folder}")
 
             test = load_table(find("test"), name=f"{folder.name}/test")
+            first = list({" ".join(t.split()): i for i, t in reversed(list(enumerate(test.texts)))}.values())
+            if len(first) < len(test):  # a repeated test text would count twice in CACC and ASR
+                print(f"note: {len(test) - len(first)} test rows repeat an earlier test text: left out",
+                      file=sys.stderr)
+                test = test.subset(sorted(first))
             train = load_table(find("train"), label_names=test.label_names, name=f"{folder.name}/train")
             held = {" ".join(t.split()) for t in test.texts}
             keep, seen = [], set()

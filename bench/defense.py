@@ -344,6 +344,9 @@ def bench_data(name: str, seed: int, n_clean: int, cache: dict | None = None):
 
     cache = {} if cache is None else cache
     if name not in cache:
+        if Path(str(name)).expanduser().is_file():
+            _fail(f"--data {name}: a file, but the bench reads a folder: put the defender's rows in dev.tsv (or "
+                  ".csv/.jsonl) and the evaluation rows in test.tsv of one folder and pass the folder")
         try:
             dev, test, ds_name = load_bench_data(name, seed=seed)
         except DataError as exc:

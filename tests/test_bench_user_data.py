@@ -190,12 +190,14 @@ def test_attack_bench_reads_a_folder_of_your_own_and_leaves_out_train_rows_of_th
     test = [(f"test text {i}", ("neg", "neu", "pos")[i % 3]) for i in range(300)]
     train = [(f"train text {i}", ("neg", "neu", "pos")[i % 3]) for i in range(200)]
     train += [("test  text 7", "neu"), ("train text 3", "neg")]  # a test text, a repeated train row
-    d = _split_folder(tmp_path, "mine", {"train": train, "test": test})
+    d = _split_folder(tmp_path, "mine", {"train": train, "test": test + [("test text 5 ", "neu")]})
     args = B.parse_args(["--data", str(d)])
     tr, te, target = B.load_data(args.data, None)
     assert len(tr) == 200 and len(te) == 300 and tr.label_names == te.label_names == ["neg", "neu", "pos"]
     assert not {" ".join(t.split()) for t in tr.texts} & set(te.texts)
-    assert "2 train rows repeat a test text" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 train rows repeat a test text" in err and "1 test rows repeat an earlier test text" in err
+    assert te.texts == [t for t, _ in test]  # the first of each text kept, in order
     assert 0 <= target < 3
     js, md, models = B.paths_for(args.data)
     assert (js.name, models.name) == ("attack_tal_mine.json", "attack_tal_mine")
@@ -275,3 +277,16 @@ def test_parallel_parts_refuse_data_too_small_in_one_line_before_starting_any_pa
     err = capsys.readouterr().err
     assert ex.value.code == 2 and "bd (target 1): 60 rows (30 non-target" in err and "parts" not in err, err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_single_file_given_as_data_says_how_to_make_the_folder(tmp_path, monkeypatch, capsys):
+    b, A = _bench(), _attack_bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    f = tmp_path / "mine.tsv"
+    f.write_text("text\tlabel\n" + "".join(f"t {i}\t{i % 2}\n" for i in range(60)))
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(_card_only_models(tmp_path)), "--data", str(f)])
+    assert ex.value.code == 2 and "a file, but the bench reads a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ex:
+        A.load_data(str(f), None)
+    assert ex.value.code == 2 and "put the training rows in train.tsv" in capsys.readouterr().err
