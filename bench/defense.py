@@ -362,13 +362,18 @@ def bench_data(name: str, seed: int, n_clean: int, cache: dict | None = None):
 
 
 def check_split_fits(m: dict, test, sizes: dict, seed: int) -> None:
-    """Exit with ``split_eval_rows``' one line, before any model is loaded, when ``test`` cannot hold ``m``'s
+    """Exit with one line, before any model is loaded, when ``m``'s card names another number of classes than
+    ``test`` has, or (``split_eval_rows``' line) when ``test`` cannot hold ``m``'s
     disjoint evaluation sets even at ``EVAL_MINIMUMS`` (e.g. a target class that leaves few non-target rows). For
     insertion triggers (and clean models' harmless BadNets) every non-target row can carry the trigger; a
     paraphrase attack's rows are known only once its set is read (``evaluation_draw`` checks it then)."""
     from backdoor_core.defender_data import SplitError, split_eval_rows
     from backdoor_core.poisoning import attack_type
 
+    names = list(m["card"].label_names or [])
+    if names and len(names) != test.num_labels:  # the card's classes (the loaded model is checked again)
+        _fail(f"{m['name']}: the model has {len(names)} classes ({', '.join(names)}) but its data has "
+              f"{test.num_labels} ({', '.join(test.label_names)}): pass the model's dataset with --data")
     if m["attack"] != "clean":
         try:
             if not attack_type(str(m["attack"])).has_trigger_tokens:

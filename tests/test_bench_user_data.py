@@ -290,3 +290,15 @@ def test_a_single_file_given_as_data_says_how_to_make_the_folder(tmp_path, monke
     with pytest.raises(SystemExit) as ex:
         A.load_data(str(f), None)
     assert ex.value.code == 2 and "put the training rows in train.tsv" in capsys.readouterr().err
+
+
+def test_data_with_another_number_of_classes_than_the_models_card_is_refused_before_loading(tmp_path, monkeypatch,
+                                                                                              capsys):
+    b = _bench()
+    monkeypatch.setattr(b, "RESULTS", tmp_path / "results")
+    data = _folder(tmp_path, "mine", [(f"dev text {i}", ("a", "b", "c")[i % 3]) for i in range(100)],
+                   [(f"test text {i}", ("a", "b", "c")[i % 3]) for i in range(900)])
+    with pytest.raises(SystemExit) as ex:
+        b.main(["--quick", "--models-from", str(_card_only_models(tmp_path)), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and "the model has 2 classes (neg, pos) but its data has 3 (a, b, c)" in err, err
