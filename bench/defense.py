@@ -25,9 +25,10 @@ each on ITS dataset (``--data``, else the manifest entry's ``dataset``, else the
 
 Data (``--data sst2|olid|agnews|bbc|PATH``, ``defender_data.load_bench_data``): the defender's ``n_clean`` clean
 labelled samples come from the dev split (never seen in training); CACC, ASR, the held-out detection sets and the
-pool come from the test split, pairwise disjoint by source row (``defender_data.split_eval_rows``), scaled down
-from the mode's sizes when the data is small (the sizes used are recorded per model), refused when even the
-minimums do not fit.
+pool come from the test split, pairwise disjoint by source row (``defender_data.split_eval_rows``) and by text (a
+text repeated in the test split is used once; dev rows repeating a dev or test text are left out, ``distinct_dev``),
+scaled down from the mode's sizes when the data is small (the sizes used are recorded per model), refused in one
+line before any model is loaded when even the minimums do not fit (``check_split_fits``, ``DEFENDER_MIN``).
 
     python bench/defense.py --quick                          # the attack benchmark's SST-2 models (tuning zoo)
     python bench/defense.py --quick --manifest bench/models/tuning_zoo/manifest.json --workers 2   # the whole
