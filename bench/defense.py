@@ -550,7 +550,7 @@ def run_parallel(args, argv: list[str]) -> int:
     sizes = dict(FULL if args.full else QUICK)  # the parts' sizes: data too small is refused here, in one line
     sizes.update({k: v for k, v in (("n_clean", args.n_clean), ("pool_poison", args.pool_poison)) if v is not None})
     caches: dict = {}
-    for m in models:
+    for m in (m for m in models if m.get("card") is not None):  # rows of discover (each with its model card)
         seed = args.seed if m["seed"] is None else m["seed"]
         check_split_fits(m, bench_data(m["dataset"], seed, sizes["n_clean"], caches.setdefault(seed, {}))[1], sizes,
                          seed)
