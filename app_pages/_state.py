@@ -63,14 +63,49 @@ def test_model_name() -> str | None:
 
 
 def keep(key: str, default: Any) -> dict:
-    """Widget kwargs that keep its value across page switches (Streamlit's ``persist_state="session"``).
+    """Widget kwargs that keep its value across page switches (Streamlit's ``persist_state="session"``) and across a
+    reload of the tab (``_restore_kept``).
 
     Usage: ``st.text_area("Text", **keep("inspect.text", "A sentence"))`` — do not pass ``value``/``index``:
     the default is put into session state the first time, so code may also set it (``set_kept``).
     """
     if key not in ss():
         ss()[key] = default
+    _keep_in_tab(key)
     return {"key": key, "persist_state": "session"}
+
+
+# A reload starts a new Streamlit session: the tab's report, models, results and jobs came back, but every kept widget
+# (the text typed on Inspect, the scan's and the attack's knobs) was at its default again. Their values are also kept
+# under the tab's id in this server's memory; a new session of that tab (a reload, or a copy in a second tab) starts
+# each widget at the value it had there.
+_KEPT_TABS = 500  # the tabs whose widget values are kept (the oldest are forgotten first)
+_KEPT: dict[str, dict[str, Any]] = {}  # tab id -> {widget key: value}
+
+
+def _keep_in_tab(key: str) -> None:
+    tab = ss().get(K_SESSION_ID)
+    if not tab or key not in ss():
+        return
+    with _TABS_LOCK:
+        values = _KEPT.pop(tab, None) or {}
+        values[key] = ss()[key]
+        _KEPT[tab] = values  # the most recent last
+        while len(_KEPT) > _KEPT_TABS:
+            del _KEPT[next(iter(_KEPT))]
+
+
+def _restore_kept(tab: str) -> None:
+    """Start this new session's widgets at the values they had in tab ``tab`` (this tab before a reload, or the
+    tab a second tab copies), as if it were the same session: in session state before any page draws, so code that
+    removes a key to reset its widget (the tour's "set up the Attack lab") still gets the default."""
+    import copy
+
+    with _TABS_LOCK:
+        values = dict(_KEPT.get(tab) or {})
+    for key, value in values.items():
+        if key != K_PRESENTER:  # read from the URL (``presenter``)
+            ss().setdefault(key, copy.deepcopy(value))
 
 
 def kept(key: str, default: Any = None) -> Any:
@@ -150,6 +185,7 @@ def lab() -> LabSession:
             _TAB_OWNERS[sid] = session_owner()
         ss()[K_SESSION] = session
         ss()[K_SESSION_ID] = sid
+        _restore_kept(source or sid)  # its widgets start where the tab (or the copied tab) had them
     keep_session_in_url()
     return ss()[K_SESSION]
 

@@ -98,7 +98,8 @@ def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
     """A reload whose new session starts while the server still counts the old page as connected (a busy server,
     a slow close) is the same tab: same id, and its scan result back. It had been taken for the same link opened in
     a second tab: a copy of the report under a new id, without the verdict. Simulated with two pages: the second
-    opens the first's URL, and the first closes once the second's first run has started."""
+    opens the first's URL, and the first closes once the second's first run has started. The widgets come back with
+    the values they had (``_state.keep``), as the verdict does."""
     env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
            "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
     (tmp_path / "zoo").mkdir()
@@ -122,4 +123,7 @@ def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
         new.get_by_text("Backdoor score", exact=True).first.wait_for(timeout=60_000)  # the verdict came back
         wait_until_idle(new)
         assert _sid(new.url) == sid, (new.url, sid)  # the same tab: its id, not a copy's
+        # and its knobs where the user had set them (they were back at their defaults after any reload)
+        assert new.get_by_label("Clean labelled texts (budget)", exact=True).input_value() == "16"
+        assert new.get_by_label("Clean texts in the pool", exact=True).input_value() == "12"
         assert blocked == blocked2 == [] and errors == errors2 == [], (blocked[:3], errors[:3], errors2[:3])
