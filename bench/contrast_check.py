@@ -44,13 +44,11 @@ def evaluation_sets(m: dict, data: dict):
     """Manifest entry ``m``'s defender clean texts (the defense benchmark's quick draw), test set, dataset name,
     model card, target and seed."""
     import defense as D
-    from backdoor_core.defender_data import load_bench_data
     from backdoor_core.model_card import ModelCard
 
     seed = m["seed"]
-    if (m["dataset"], seed) not in data:
-        data[(m["dataset"], seed)] = load_bench_data(m["dataset"], seed=seed)
-    dev, test, ds = data[(m["dataset"], seed)]
+    # the bench's own dev split (repeated texts and test texts left out), cached per seed (BBC's split is seeded)
+    dev, test, ds, _ = D.bench_data(m["dataset"], seed, D.QUICK["n_clean"], cache=data.setdefault(seed, {}))
     defender = D.defender_draw(dev, D.QUICK["n_clean"], seed)
     card = ModelCard.read(str(ROOT / m["path"]))
     target = card.target_for(test.label_names)
