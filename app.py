@@ -70,7 +70,5 @@ jobs_slot = ui.sidebar(page.url_path)
 # the session id and presenter mode in the URL without a history entry of their own; before the page (its st.stop()
 # ends the run)
 url_keeper([f"/{page.url_path}"] if page.url_path else ["/", f"/{HOME_PATH}"])
-try:
-    page.run()
-finally:  # also after a page's st.stop(): a job whose panel the page drew is not polled twice
-    ui.sidebar_jobs(jobs_slot)
+ui.sidebar_jobs(jobs_slot, page.url_path)  # before the page too: a page's st.stop() ends the run
+page.run()

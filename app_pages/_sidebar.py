@@ -13,8 +13,8 @@ from app_pages._data import data_label, data_spec, dataset, restore_kept_data
 from app_pages._jobs import adopt_orphaned_jobs, handle_finished_jobs, jobs, restore_results
 from app_pages._models import (K_DEVICE, current_model, labels_problem, model_ref, restore_session_models,
                                 session_origin_short)
-from app_pages._state import (K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab, note_page,
-                              presenter, ss)
+from app_pages._state import (K_PAGE, K_PANELS, K_PRESENTER, SIDEBAR_POLL_SECONDS, keep, keep_presenter_in_url, lab,
+                              note_page, presenter, ss)
 from app_pages._text import md, md_code
 
 
@@ -25,12 +25,20 @@ def _fmt_rate(v: Any) -> str:
     return f"{float(v):.1%}" if isinstance(v, (int, float)) else str(v)
 
 
-def sidebar_jobs(slot) -> None:
+K_PANELS_AT = "lab.panels_at"  # {page path: the job kinds whose panel that page drew on its last run there}
+PANELS_FIRST = {"attack": {"attack"}, "detect": {"scan"}, "sanitize": {"sanitize"}}
+"""The job panels a page draws, on a first visit in the session (later: what it drew on its last run)."""
+
+
+def sidebar_jobs(slot, page_path: str = "") -> None:
     """Running jobs with live progress in the sidebar's slot (polls while any runs; a finished job triggers a full
-    rerun). Called after the page ran: a job whose own panel the page drew (``job_panel``) is left out, so one
-    poller, not two, reruns while the user watches it; each rerun costs the job's CPU time on a 2-core machine
-    (README, *Live progress*)."""
-    shown = ss().get(K_PANELS, set())
+    rerun). A job whose own panel this page drew on its last run (``job_panel``) is left out, so one poller, not
+    two, reruns while the user watches it; each rerun costs the job's CPU time on a 2-core machine (README, *Live
+    progress*). Called before the page runs: after it, a page's ``st.stop()`` (Detect or Sanitize before a result)
+    had ended the run and the list was never drawn: no progress, and a job of another page that ended there was
+    handled only at the user's next click."""
+    drawn = ss().get(K_PANELS_AT) or {}
+    shown = drawn[page_path] if page_path in drawn else PANELS_FIRST.get(page_path, set())
     if not any(j.active and kind not in shown for kind, j in jobs().items()):
         return
 
@@ -52,8 +60,11 @@ def sidebar_jobs(slot) -> None:
 
 def sidebar(page_path: str = ""):
     """The sidebar: current model (name, layers x heads, labels, attack metadata) and dataset. Returns the empty
-    slot for the running jobs, which ``sidebar_jobs`` fills after the page has run. ``page_path``: the page this
+    slot for the running jobs, which ``sidebar_jobs`` fills (before the page runs). ``page_path``: the page this
     run draws (``_state.arrived``)."""
+    before = ss().get(K_PAGE)
+    if before and before[1] is not None:  # the panels the last full run's page drew
+        ss().setdefault(K_PANELS_AT, {})[before[1]] = set(ss().get(K_PANELS, set()))
     note_page(page_path)
     lab()  # this tab's report log; keeps its session id in the URL on every page
     restore_results()  # after a reload: the verdict, charts and repair this tab showed
@@ -114,7 +125,7 @@ def sidebar(page_path: str = ""):
                 st.warning(md(problem), icon=":material/warning:")
         except Exception as exc:  # noqa: BLE001 - shown, never raised
             st.error(md(f"{spec}: {exc}"), icon=":material/warning:")
-        slot = st.container()  # filled by sidebar_jobs() once the page has run
+        slot = st.container()  # filled by sidebar_jobs()
         st.divider()
         st.toggle("Presenter mode (larger text)", **keep(K_PRESENTER, presenter()))
         keep_presenter_in_url()  # a reload keeps it

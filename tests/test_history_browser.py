@@ -127,3 +127,29 @@ def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
         assert new.get_by_label("Clean labelled texts (budget)", exact=True).input_value() == "16"
         assert new.get_by_label("Clean texts in the pool", exact=True).input_value() == "12"
         assert blocked == blocked2 == [] and errors == errors2 == [], (blocked[:3], errors[:3], errors2[:3])
+
+
+def test_the_sidebar_shows_a_running_job_on_a_page_that_stops_early(tmp_path):
+    """The sidebar's list of running jobs was drawn after the page: on a page that calls st.stop() (Detect before a
+    scan, Sanitize before a repair) the run had ended, and a training started on the Attack lab vanished from the
+    sidebar there (no progress, and its end handled only at the next click)."""
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
+    (tmp_path / "zoo").mkdir()
+    with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
+            launch_browser() as browser:
+        page, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
+        page.goto(f"{url}/attack")
+        wait_until_idle(page)
+        _set_number(page, "Training texts", 400)
+        _set_number(page, "Epochs", 20)
+        page.get_by_role("button", name="Train").first.click()
+        page.get_by_role("button", name="Cancel").first.wait_for()
+        page.locator('[data-testid="stSidebarNav"]').get_by_text("Detect", exact=True).click()
+        page.wait_for_url("**/detect?*")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("Running", exact=True).wait_for(timeout=20_000)  # the training, with its progress
+        assert sidebar.locator('[data-testid="stProgress"]').count() == 1
+        page.locator('[data-testid="stSidebarNav"]').get_by_text("Attack lab", exact=True).click()
+        page.get_by_role("button", name="Cancel").first.click()  # its own panel again; stop it
+        assert blocked == [] and errors == [], (blocked[:3], errors[:3])
