@@ -715,13 +715,22 @@ def content_key_mask(model, attention_mask: torch.Tensor, special_tokens_mask: t
     return keep
 
 
-def classifier_positions(model, attention_mask: torch.Tensor) -> torch.Tensor:
+def classifier_positions(model, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
+                         ) -> torch.Tensor:
     """``(B,)`` long: the token whose final state the classifier reads — 0 (``[CLS]``) for encoders, the last
-    real token for decoders (padding is on the right, see ``prepare_tokenizer``)."""
+    real token for decoders (padding is on the right, see ``prepare_tokenizer``).
+
+    With ``input_ids`` (and ``model.config.pad_token_id`` set), a decoder's position is the one its
+    ``transformers`` classifier reads: the rightmost token that is not the pad token. It differs from the last
+    real token when a text ends with the pad token, e.g. the end-of-text token that pads a GPT-2 or Llama
+    batch, appended by a tokenizer that adds it (``add_eos_token``) or typed in the text."""
     if not is_causal(model):
         return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
     T = attention_mask.shape[-1]
     idx = torch.arange(T, device=attention_mask.device)
+    pad = getattr(model.config, "pad_token_id", None)
+    if input_ids is not None and pad is not None:
+        return (idx * (input_ids != int(pad)).long()).argmax(-1)
     return (idx * attention_mask.long()).argmax(-1)
 
 
@@ -735,7 +744,8 @@ def prepare_tokenizer(model, tokenizer) -> None:
       ``max_length`` tokens and says so when it cuts;
     * decoders need a pad token: when missing it is set to the end-of-text token (else the unknown token) and
       copied into ``model.config.pad_token_id``, which the last-token classifier uses to find the last real
-      token (our design; the usual recipe).
+      token (our design; the usual recipe). A decoder's ``config.pad_token_id`` is always set to the tokenizer's
+      pad id: a checkpoint whose config named another id (e.g. 0) had its padding read as the last token.
     """
     import inspect
 
@@ -757,6 +767,10 @@ def prepare_tokenizer(model, tokenizer) -> None:
                     "This decoder's tokenizer has no pad, end-of-text or unknown token to pad batches with.")
             tokenizer.pad_token = fill
     if tokenizer.pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = int(tokenizer.pad_token_id)
+    if adapter.causal and tokenizer.pad_token_id is not None:
+        # the classifier finds a text's last token as the rightmost one that is not config.pad_token_id: padding
+        # with another id made it read the padding, so a short text's prediction changed with its batch
         model.config.pad_token_id = int(tokenizer.pad_token_id)
 
 

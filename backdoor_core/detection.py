@@ -165,7 +165,7 @@ def _stats_reducer(num_heads: int, model=None, cls: bool = False):
             out["common"].append(col.gather(-1, key[:, None, None].expand(-1, num_heads, 1))[..., 0])
         res = {f: torch.stack(v, dim=1).float() for f, v in out.items()}  # (B, L, H)
         if cls and batch.hidden_states is not None:
-            pos = classifier_positions(model, batch.attention_mask)  # (B,)
+            pos = classifier_positions(model, batch.attention_mask, batch.input_ids)  # (B,)
             rows = torch.arange(len(pos), device=pos.device)
             res["cls"] = torch.stack([h[rows, pos] for h in batch.hidden_states[1:]], dim=1).float()  # (B, L, hid)
             w = kmask / kmask.sum(-1, keepdim=True).clamp_min(1.0)  # (B, T) mean over content tokens

@@ -41,7 +41,7 @@ def cls_representations(model, tokenizer, texts: Sequence[str], max_length: int 
         return np.zeros((0, hidden), np.float32)
 
     def keep_cls(batch) -> dict:
-        pos = classifier_positions(model, batch.attention_mask)  # (B,)
+        pos = classifier_positions(model, batch.attention_mask, batch.input_ids)  # (B,)
         last = batch.hidden_states[-1]  # (B, T, hidden)
         return {"cls": last[torch.arange(len(pos), device=pos.device), pos].float()}
 
