@@ -9,10 +9,33 @@ from typing import Callable
 
 import streamlit as st
 
-from backdoor_core.jobs import Job, JobSnapshot, start_job
+from backdoor_core.jobs import Job, JobSlots, JobSnapshot, start_job
 from app_pages import _state
 from app_pages._state import K_JOBS, K_PANELS, K_SESSION_ID, POLL_SECONDS, session_owner, ss
 from app_pages._text import md
+
+# ------------------------------------------------------------------------------------------------ the server's slots
+#
+# Every user's trainings, scans and repairs run in this one server process. Five students starting a training at once
+# on a 2-core machine ran five jobs side by side: each took about five times as long, none finished early, and every
+# page of every user ran the model between them. At most ``MAX_JOBS_ENV`` (default: the CPU count) run at once; the
+# others wait in the order they were started, their panel saying how many jobs are ahead.
+
+MAX_JOBS_ENV = "BACKDOOR_LAB_MAX_JOBS"
+
+
+def _slot_limit() -> int:
+    import os
+
+    try:
+        n = int(os.environ.get(MAX_JOBS_ENV, "") or 0)
+    except ValueError:
+        n = 0
+    return n if n >= 1 else max(1, os.cpu_count() or 1)
+
+
+SLOTS = JobSlots(_slot_limit())
+
 
 # ------------------------------------------------------------------------------------------------ tabs' jobs
 #
@@ -151,7 +174,7 @@ def start(kind: str, target: Callable, name: str, meta: dict | None = None,
         st.warning(f"'{md(old.name)}' is still running; cancel it first.")
         return None
     job = start_job(target, name=name, meta={**(meta or {}), "on_finish": on_finish,
-                                             "cancelled_note": cancelled_note})
+                                             "cancelled_note": cancelled_note}, slots=SLOTS)
     jobs()[kind] = job
     _list_job(kind, job)
     return job
@@ -216,7 +239,7 @@ def job_panel(kind: str, *, draw: Callable[[JobSnapshot], None] | None = None,
         # one row: the bar takes what the button leaves (a sixth of the row cut "Cancel" to "Ca / nc / el" in
         # presenter mode at 1024 px)
         with st.container(horizontal=True, vertical_alignment="bottom", wrap=False, key=f"lab-jobrow-{kind}"):
-            label = {"running": "running", "pending": "starting", "done": "finished", "cancelled": "cancelled",
+            label = {"running": "running", "pending": "waiting", "done": "finished", "cancelled": "cancelled",
                      "failed": "failed"}[snap.status]
             text = f"**{md(snap.name)}** — {label} · {snap.elapsed:.0f} s"
             if snap.message and snap.active:

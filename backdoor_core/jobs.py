@@ -20,6 +20,10 @@ The target gets a ``JobContext``:
   (a message); ``ctx.update(stage, done, total)`` works too. Every event is kept (as a dict, up to ``max_events``) for live charts.
 * ``ctx.stop_event`` — the ``threading.Event`` itself.
 
+A server that runs jobs for many users at once (a class on one machine) passes ``slots=JobSlots(n)``: at most ``n`` of
+those jobs run together, the others stay ``pending`` in the order they came, their ``message`` saying how many jobs
+are ahead ("waiting for a free slot: 3 jobs ahead of it…"); a cancel while waiting ends the job as ``cancelled``.
+
 Status: ``pending`` → ``running`` → ``done`` | ``cancelled`` | ``failed``. A job that was asked to stop and
 returns normally is ``cancelled`` and keeps its result (a cancelled training run returns what it has); a
 target that raises ``JobCancelled`` is ``cancelled`` with no result; any other exception makes it
@@ -36,7 +40,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Job", "JobCancelled", "JobContext", "JobSnapshot", "start_job", "event_fraction", "ACTIVE", "FINISHED"]
+__all__ = ["Job", "JobCancelled", "JobContext", "JobSlots", "JobSnapshot", "start_job", "event_fraction", "ACTIVE",
+           "FINISHED"]
 
 ACTIVE = ("pending", "running")
 FINISHED = ("done", "cancelled", "failed")
@@ -157,15 +162,67 @@ class JobContext:
     __call__ = update
 
 
+class JobSlots:
+    """At most ``limit`` jobs run at once; the others wait in the order they were started (``start_job(slots=)``).
+
+    Every waiting job's message says how many jobs run or wait before it; it rereads the queue every
+    ``poll`` s and at once when a slot frees."""
+
+    def __init__(self, limit: int, poll: float = 0.5):
+        if int(limit) < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}.")
+        self.limit = int(limit)
+        self._poll = float(poll)
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting: list[Job] = []
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return self._running
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def acquire(self, job: "Job") -> bool:
+        """Wait for a free slot for ``job``: True once it has one, False when it was cancelled while waiting."""
+        with self._cond:
+            self._waiting.append(job)
+            try:
+                while True:
+                    if job._stop.is_set():
+                        return False
+                    ahead = self._waiting.index(job)
+                    if ahead == 0 and self._running < self.limit:
+                        self._running += 1
+                        return True
+                    n = self._running + ahead
+                    job._set_message(f"waiting for a free slot: {n} job{'s' if n != 1 else ''} ahead of it "
+                                     f"(this server runs {self.limit} at once)")
+                    self._cond.wait(self._poll)
+            finally:
+                self._waiting.remove(job)
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+
 class Job:
     """One background job; create with ``start_job``."""
 
     def __init__(self, target: Callable[[JobContext], Any], name: str = "job", max_events: int = 5000,
-                 meta: dict | None = None):
+                 meta: dict | None = None, slots: JobSlots | None = None):
         self.id = uuid.uuid4().hex[:12]
         self.name = name
         self.meta = dict(meta or {})  # free-form: what the page needs to remember about this job
         self._target = target
+        self._slots = slots
         self._max_events = max_events
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -187,12 +244,26 @@ class Job:
         with self._lock:
             if self._status != "pending":
                 raise RuntimeError(f"job {self.name!r} was already started")
-            self._status = "running"
+            self._status = "running" if self._slots is None else "pending"  # pending: waits for a slot
             self._started = time.time()
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        if self._slots is not None:
+            if not self._slots.acquire(self):
+                self._finish("cancelled", None, None, "")
+                return
+            with self._lock:
+                self._status, self._message = "running", ""
+            try:
+                self._run_target()
+            finally:
+                self._slots.release()
+        else:
+            self._run_target()
+
+    def _run_target(self) -> None:
         ctx = JobContext(self)
         try:
             result = self._target(ctx)
@@ -225,6 +296,10 @@ class Job:
                 self._fraction = frac
             if data.get("message"):
                 self._message = str(data["message"])
+
+    def _set_message(self, message: str) -> None:
+        with self._lock:
+            self._message = message
 
     # -- control ------------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -277,6 +352,6 @@ class Job:
 
 
 def start_job(target: Callable[[JobContext], Any], name: str = "job", *, meta: dict | None = None,
-              max_events: int = 5000) -> Job:
-    """Run ``target(ctx)`` in a daemon thread and return its ``Job`` at once."""
-    return Job(target, name=name, max_events=max_events, meta=meta).start()
+              max_events: int = 5000, slots: JobSlots | None = None) -> Job:
+    """Run ``target(ctx)`` in a daemon thread and return its ``Job`` at once; with ``slots``, once one is free."""
+    return Job(target, name=name, max_events=max_events, meta=meta, slots=slots).start()
