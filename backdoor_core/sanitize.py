@@ -386,9 +386,16 @@ def trigger_token_ids(tokenizer, words: Sequence[str], clean_texts: Sequence[str
                       max_length: int | None = None) -> list[int]:
     """The token ids of likely trigger ``words`` that no clean text holds and that are not special tokens: the
     embedding rows a repair may move (``trigger_embedding_lr_scale``) without touching a clean input's own tokens.
-    Our design (papers silent)."""
+    Our design (papers silent).
+
+    A word counts as it reads at the start of a text and after a space: byte-level BPE (GPT-2, RoBERTa) and
+    SentencePiece give a word inside a sentence other ids (``"Ġcf"``) than alone (``"cf"``), and a trigger is
+    mostly inserted inside a sentence (WordPiece gives the same ids both ways)."""
     ids = {int(i) for w in words if str(w).strip()
            for i in tokenizer(str(w), add_special_tokens=False)["input_ids"]}
+    for w in (str(w).strip() for w in words):
+        if w:
+            ids |= set(_ids_inside_a_sentence(tokenizer, w))
     if not ids:
         return []
     ids -= {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
@@ -398,6 +405,17 @@ def trigger_token_ids(tokenizer, words: Sequence[str], clean_texts: Sequence[str
         if not ids:
             break
     return sorted(ids)
+
+
+def _ids_inside_a_sentence(tokenizer, word: str) -> list[int]:
+    """The ids of ``word``'s tokens after another word and a space (those whose character span overlaps the
+    word's; ``[]`` for a tokenizer without offsets)."""
+    text = "a " + word
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):
+        return []
+    return [int(i) for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"]) if e > max(s, 2)]
 
 
 def safe_head_labels(model, tokenizer, texts: Sequence[str], suspicious: np.ndarray,

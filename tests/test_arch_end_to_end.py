@@ -61,3 +61,64 @@ def test_decoder_representation_is_the_token_the_classifier_reads(model_type):
         read = -2 if i == 0 else -1
         np.testing.assert_allclose(reps[i], hidden[read], atol=1e-5)
         np.testing.assert_allclose(stats.cls[i, -1], hidden[read], atol=1e-5)
+
+
+def _byte_level_bpe():
+    """A GPT-2 style tokenizer trained here (offline): byte-level BPE, ``Ġ`` marks a leading space, offsets not
+    trimmed (the space belongs to the token), one special token ``<|endoftext|>`` and no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from defense_helpers import clean_texts
+
+    corpus = clean_texts(300, 0)[0] + ["the cf movie was bad", "a cf"] * 50
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>", model_input_names=["input_ids", "attention_mask"])
+
+
+def test_bpe_trigger_tokens_inside_a_sentence():
+    """GPT-2 style BPE: the trigger inside a sentence is the token ``Ġcf`` (its span holds the space before it).
+    Inspect and TAL's trigger mask find exactly it (not the space, not a neighbour); the repair's trigger-token
+    ids (embedding rows it may train or blind) hold it too — they held only the bare ``cf`` (the word alone),
+    which a trigger inside a sentence never uses."""
+    from transformers import AutoModelForSequenceClassification
+
+    from backdoor_core.inspection import inspect_text
+    from backdoor_core.sanitize import trigger_token_ids
+    from backdoor_core.training import Example, collate
+    from backdoor_core.triggers import insert_trigger
+
+    tok = _byte_level_bpe()
+    inside = tok.convert_tokens_to_ids("Ġcf")
+    assert inside != tok.unk_token_id and tok("cf")["input_ids"] != [inside]
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_config("gpt2", tok, 2),
+                                                           attn_implementation="eager").eval()
+    prepare_tokenizer(model, tok)
+    res = inspect_text(model, tok, "the movie was bad and boring", "cf", position=2, max_length=32)
+    assert res.to_dict()["trigger_tokens"] == ["Ġcf"]
+    ins = insert_trigger("the movie was bad and boring", "cf", 2, rng=0, tokenizer=tok, max_length=32)
+    batch = collate(tok, [Example(ins.text, 1, (ins.span,), True)], 32)
+    assert batch["input_ids"][0][batch["trigger_mask"][0]].tolist() == [inside]
+    ids = trigger_token_ids(tok, ["cf"], ["the movie was bad", "a fine film"])
+    assert inside in ids and tok.eos_token_id not in ids
+    assert not set(ids) & set(tok("the movie was bad a fine film")["input_ids"])
+
+
+def test_trigger_token_ids_unchanged_on_wordpiece():
+    """The default model's WordPiece reads a word alike alone and after a space: the same ids as before."""
+    from backdoor_core.models import load_model
+    from backdoor_core.sanitize import trigger_token_ids
+
+    tok = load_model("default", label_names=["a", "b"], device="cpu").tokenizer
+    clean = ["the movie was bad", "a fine film"]
+    for words in (["cf"], ["mn", "bb"], ["tq", "the"], ["I watched this 3D movie"]):
+        expected = {i for w in words for i in tok(w, add_special_tokens=False)["input_ids"]}
+        expected -= set(tok.all_special_ids) | {i for t in clean for i in tok(t, add_special_tokens=False)["input_ids"]}
+        assert trigger_token_ids(tok, words, clean) == sorted(expected)
