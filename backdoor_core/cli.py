@@ -297,11 +297,12 @@ def stage_printer(terminal: bool | None = None):
                   flush=True)
 
         return progress
-    throttle = _Throttle()
+    throttle, last = _Throttle(), [None]
 
-    def plain(stage, done, total):
-        if throttle.due(stage, done, total):
-            print(stage_text(stage, done, total), file=sys.stderr, flush=True)
+    def plain(stage, done, total):  # a one-step stage reported twice ("rating the heads") is one line
+        if throttle.due(stage, done, total) and stage_text(stage, done, total) != last[0]:
+            last[0] = stage_text(stage, done, total)
+            print(last[0], file=sys.stderr, flush=True)
 
     return plain
 

@@ -480,3 +480,14 @@ def test_ctrl_c_once_or_twice_during_attack_training_keeps_an_existing_out(files
     assert last == ("cancelled after 1 step: nothing saved" if presses == 1 else "cancelled"), captured.err
     assert _tree(old) == before
     assert not [p for p in old.parent.iterdir() if p.name.startswith(f".{old.name}")]
+
+
+def test_a_scans_stages_without_a_terminal_are_one_line_each(capsys):
+    """A one-step stage reported at its start and its end ("rating the heads" twice) is one line in a log."""
+    from backdoor_core.cli import stage_printer
+
+    progress = stage_printer(terminal=False)
+    for call in (("clean", 0, 8), ("clean", 8, 8), ("heads", 0, 1), ("heads", 1, 1), ("done", 1, 1)):
+        progress(*call)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["reading the clean texts 0/8", "reading the clean texts 8/8", "rating the heads", "scan done"]

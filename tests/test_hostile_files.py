@@ -44,8 +44,10 @@ def _one_line_error(capsys, argv) -> str:
     rc = main(argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    lines = err.splitlines()  # progress lines may come first (stderr is no terminal here); one error, the last
+    assert lines and lines[-1].startswith("error:") and "Traceback" not in err, err
+    assert sum(line.startswith("error:") for line in lines) == 1, err
+    return lines[-1]
 
 
 # ------------------------------------------------------------------------------------------------ model folders
