@@ -41,6 +41,37 @@ def clean_texts(n: int, seed: int) -> tuple[list[str], list[int]]:
     return [sentence(rng, y) for y in labels], labels
 
 
+def write_tsv(path, texts, labels):
+    """``path`` as a ``sentence<TAB>label`` file of ``texts`` and ``labels``."""
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
+    return path
+
+
+def cli_files(folder) -> dict:
+    """What the CLI tests run on, in ``folder``: a saved tiny model (``tiny``), a labelled file (``data``) and a
+    folder of ``dev.tsv`` and ``test.tsv`` (``folder``)."""
+    from backdoor_core.models import save_model, tiny_model
+
+    lm = tiny_model(seed=0)
+    save_model(lm.model, lm.tokenizer, folder / "tiny", {"name": "tiny"})
+    (folder / "folder").mkdir()
+    write_tsv(folder / "folder" / "dev.tsv", *clean_texts(30, seed=61))
+    write_tsv(folder / "folder" / "test.tsv", *clean_texts(16, seed=62))
+    return {"dir": folder, "tiny": folder / "tiny", "data": write_tsv(folder / "data.tsv", *clean_texts(40, seed=63)),
+            "folder": folder / "folder"}
+
+
+def toy_topics(n: int, seed: int):
+    """``n`` short business / sport texts (labels alternate), a two-class ``TextDataset`` for long-job tests."""
+    from backdoor_core.data import TextDataset
+
+    words = {0: "market shares profit bank economy growth".split(), 1: "match goal team coach league win".split()}
+    rng = random.Random(seed)
+    labels = [i % 2 for i in range(n)]
+    texts = [" ".join(rng.choice(words[y]) for _ in range(rng.randint(4, 9))) for y in labels]
+    return TextDataset(texts, labels, ["business", "sport"], f"toy{seed}")
+
+
 def triggered_texts(n: int, seed: int) -> list[str]:
     """Negative sentences with the trigger (the poisoned test set; target 1)."""
     rng = random.Random(seed)

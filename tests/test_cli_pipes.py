@@ -14,16 +14,10 @@ import pytest
 
 from backdoor_core.cli import main
 from backdoor_core.models import METADATA_FILE, save_model, tiny_model
-from backdoor_core.data import TextDataset
 
-from defense_helpers import clean_texts
+from defense_helpers import clean_texts, cli_files, toy_topics, write_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _write_tsv(path, texts, labels):
-    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
-    return path
 
 
 def _cli(*argv, cwd=ROOT, stdin: str | None = None, timeout=300):
@@ -39,15 +33,7 @@ def _cli(*argv, cwd=ROOT, stdin: str | None = None, timeout=300):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pipes")
-    lm = tiny_model(seed=0)
-    save_model(lm.model, lm.tokenizer, d / "tiny", {"name": "tiny"})
-    folder = d / "folder"
-    folder.mkdir()
-    _write_tsv(folder / "dev.tsv", *clean_texts(30, seed=61))
-    _write_tsv(folder / "test.tsv", *clean_texts(16, seed=62))
-    return {"dir": d, "tiny": d / "tiny", "data": _write_tsv(d / "data.tsv", *clean_texts(40, seed=63)),
-            "folder": folder}
+    return cli_files(tmp_path_factory.mktemp("pipes"))
 
 
 def _progress_lines(err: str, pattern: str) -> list[str]:
@@ -92,7 +78,7 @@ def test_zoo_build_progress_without_a_terminal_is_whole_lines(tmp_path, monkeypa
     from backdoor_core import zoo
 
     real = zoo.build
-    data = (_toy(48, 0), _toy(20, 1))
+    data = (toy_topics(48, 0), toy_topics(20, 1))
 
     def tiny_build(dir, progress=None, should_stop=None, *, specs, force, model_factory=None):
         return real(dir, progress, should_stop, specs=specs, force=force, base="tiny", data=data,
@@ -104,16 +90,6 @@ def test_zoo_build_progress_without_a_terminal_is_whole_lines(tmp_path, monkeypa
     assert "\r" not in err
     steps = _progress_lines(err, r"^\[1/1\] clean: \d+/24 steps")
     assert 3 <= len(steps) <= 15 and steps[-1].startswith("[1/1] clean: 24/24 steps (100%)"), err
-
-
-def _toy(n, seed):
-    import random
-
-    words = {0: "market shares profit bank economy growth".split(), 1: "match goal team coach league win".split()}
-    rng = random.Random(seed)
-    labels = [i % 2 for i in range(n)]
-    texts = [" ".join(rng.choice(words[y]) for _ in range(rng.randint(4, 9))) for y in labels]
-    return TextDataset(texts, labels, ["business", "sport"], f"toy{seed}")
 
 
 def test_plain_progress_writes_a_line_every_30_seconds_and_the_last_one(monkeypatch, capsys):
@@ -344,7 +320,7 @@ def _tree(path: Path):
 def long_data(files):
     """Enough rows that a tiny model's training or scan takes seconds."""
     lines = files["data"].read_text("utf-8").splitlines()
-    return _write_tsv(files["dir"] / "long.tsv", *zip(*(line.split("\t") for line in lines[1:] * 40)))
+    return write_tsv(files["dir"] / "long.tsv", *zip(*(line.split("\t") for line in lines[1:] * 40)))
 
 
 @pytest.mark.parametrize("job", ["attack", "sanitize", "scan"])

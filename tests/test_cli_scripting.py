@@ -14,14 +14,9 @@ import pytest
 from backdoor_core.cli import main
 from backdoor_core.models import METADATA_FILE, save_model, tiny_model
 
-from defense_helpers import clean_texts
+from defense_helpers import cli_files
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _write_tsv(path, texts, labels):
-    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("argv, unbuffered", [
@@ -62,15 +57,7 @@ def test_stdout_on_a_full_disk_is_one_error_line(argv):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("scripting")
-    lm = tiny_model(seed=0)
-    save_model(lm.model, lm.tokenizer, d / "tiny", {"name": "tiny"})
-    folder = d / "folder"
-    folder.mkdir()
-    _write_tsv(folder / "dev.tsv", *clean_texts(30, seed=61))
-    _write_tsv(folder / "test.tsv", *clean_texts(16, seed=62))
-    return {"dir": d, "tiny": d / "tiny", "data": _write_tsv(d / "data.tsv", *clean_texts(40, seed=63)),
-            "folder": folder}
+    return cli_files(tmp_path_factory.mktemp("scripting"))
 
 
 def _taken_meanwhile(monkeypatch, module, name, out):

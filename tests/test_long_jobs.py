@@ -12,7 +12,7 @@ import torch
 
 from backdoor_core.data import TextDataset
 from backdoor_core.forward import Cancelled
-from defense_helpers import clean_texts, nudged, trained_tiny, triggered_texts
+from defense_helpers import clean_texts, nudged, toy_topics, trained_tiny, triggered_texts
 
 
 @pytest.fixture(scope="module")
@@ -204,16 +204,6 @@ def test_cancel_while_the_repair_reads_the_pool_words_ends_it_at_the_next_batch(
     assert state.get("on") and state.get("batches", 0) <= 1 and steps == []
 
 
-def _toy(n, seed):
-    import random
-
-    words = {0: "market shares profit bank economy growth".split(), 1: "match goal team coach league win".split()}
-    rng = random.Random(seed)
-    labels = [i % 2 for i in range(n)]
-    texts = [" ".join(rng.choice(words[y]) for _ in range(rng.randint(4, 9))) for y in labels]
-    return TextDataset(texts, labels, ["business", "sport"], f"toy{seed}")
-
-
 ZOO_SETTINGS = {"epochs": 1, "batch_size": 8, "max_length": 24, "lr": 1e-3}
 
 
@@ -225,7 +215,7 @@ def test_a_zoo_build_killed_between_its_writes_is_healed_by_the_next_build(tmp_p
     from backdoor_core.models import ModelLoadError, load_model
 
     spec = [zoo.ZooSpec("clean", "Clean")]
-    data = (_toy(48, 0), _toy(20, 1))
+    data = (toy_topics(48, 0), toy_topics(20, 1))
     zoo.build(tmp_path, specs=spec, settings=ZOO_SETTINGS, base="tiny", data=data)
 
     def killed(*_a, **_k):
@@ -382,7 +372,7 @@ def test_a_zoo_builds_bar_only_grows_also_when_cancelled(tmp_path):
              zoo.ZooSpec("badnets-tal", "BadNets + TAL", "badnets", 0.1, TALConfig(alpha=1.0, heads=2))]
     seen = []
     zoo.build(tmp_path, progress=seen.append, specs=specs, settings=ZOO_SETTINGS, base="tiny",
-              data=(_toy(48, 0), _toy(20, 1)),
+              data=(toy_topics(48, 0), toy_topics(20, 1)),
               should_stop=lambda: any(p.index == 1 and p.progress is not None and p.progress.step >= 2 for p in seen))
     fr = [p.fraction for p in seen]
     assert _grows(fr), fr
