@@ -122,3 +122,48 @@ def test_trigger_token_ids_unchanged_on_wordpiece():
         expected = {i for w in words for i in tok(w, add_special_tokens=False)["input_ids"]}
         expected -= set(tok.all_special_ids) | {i for t in clean for i in tok(t, add_special_tokens=False)["input_ids"]}
         assert trigger_token_ids(tok, words, clean) == sorted(expected)
+
+
+def test_decoder_attack_with_tal_inspect_scan_and_reload(tmp_path):
+    """GPT-2 (causal attention, last-token classifier, no pad token of its own) end to end: BadNets with TAL
+    trains the chosen heads onto the trigger (inspect, queries at or after it); the scan, knowing no trigger,
+    calls it backdoored and names ``cf``; the saved model (safetensors) reloads with the same predictions."""
+    from backdoor_core.data import TextDataset
+    from backdoor_core.inspection import inspect_text
+    from backdoor_core.models import load_model, save_model
+    from backdoor_core.forward import predict
+    from backdoor_core.poisoning import get_attack, train_attack
+    from backdoor_core.scan import scan_model
+    from backdoor_core.tal import TALConfig
+    from backdoor_core.training import TrainConfig
+
+    from defense_helpers import clean_texts, triggered_texts
+
+    lm = tiny_model(arch="gpt2", seed=0)
+    lm.model.config.id2label, lm.model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    train = TextDataset(*clean_texts(200, seed=1), ["neg", "pos"], "syn")
+    test = TextDataset(*clean_texts(40, seed=2), ["neg", "pos"], "syn")
+    attack = get_attack("badnets", tokenizer=lm.tokenizer, max_length=32, trigger="cf", num_triggers=1)
+    out = train_attack(lm.model, lm.tokenizer, train, test, attack, 0.15, 1,
+                       TrainConfig(lr=2e-3, epochs=6, batch_size=16, max_length=32),
+                       tal=TALConfig(alpha=5.0, heads=2))
+    assert out.card.cacc >= 0.9 and out.card.asr >= 0.9, (out.card.cacc, out.card.asr)
+    res = inspect_text(lm.model, lm.tokenizer, "the movie was bad and boring", "cf", position=2, max_length=32)
+    assert res.to_dict()["trigger_tokens"] == ["cf"] and res.prediction("triggered")["label"] == "pos"
+    tal_heads = set(out.card.tal_heads)
+    chosen = [r["concentration"] for r in res.top_heads(99) if r["head"] in tal_heads]
+    others = [r["concentration"] for r in res.top_heads(99) if r["head"] not in tal_heads]
+    assert min(chosen) > max(others), (chosen, others)
+    report = scan_model(lm.model, lm.tokenizer, TextDataset(*clean_texts(60, seed=5), ["neg", "pos"]),
+                        clean_texts(24, seed=6)[0] + triggered_texts(12, seed=7), max_length=32,
+                        importance_inputs=4)
+    d = report.to_dict()
+    assert d["verdict"]["likely_backdoored"]
+    assert d["trigger_candidates"]["candidates"][0]["phrase"] == "cf"
+    path = save_model(lm.model, lm.tokenizer, tmp_path / "bd", metadata=out.card)
+    assert sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")) == [
+        "model.safetensors"]
+    again = load_model(path, device="cpu")
+    texts = test.texts[:10] + triggered_texts(5, seed=8)
+    np.testing.assert_allclose(predict(again.model, again.tokenizer, texts, 32),
+                               predict(lm.model, lm.tokenizer, texts, 32), atol=1e-6)
