@@ -167,3 +167,19 @@ def test_decoder_attack_with_tal_inspect_scan_and_reload(tmp_path):
     texts = test.texts[:10] + triggered_texts(5, seed=8)
     np.testing.assert_allclose(predict(again.model, again.tokenizer, texts, 32),
                                predict(lm.model, lm.tokenizer, texts, 32), atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", DECODERS[:2])
+def test_pure_reads_the_row_of_the_token_the_classifier_reads(model_type):
+    """PURE's [CLS]-row variance on a decoder: a text ending with the pad token uses the row of the token before
+    it, the one the classifier reads (as the representations do)."""
+    from backdoor_core.baselines.pure import cls_attention_variance
+
+    lm = tiny_model(arch=model_type, seed=0)
+    text = "the film was good " + lm.tokenizer.pad_token
+    enc = lm.tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        att = lm.model(**enc, output_attentions=True).attentions
+    want = np.stack([a[0, :, -2, :].float().var(-1, unbiased=False).numpy() for a in att])  # (L, H), row -2
+    got = cls_attention_variance(lm.model, lm.tokenizer, [text], max_length=32)
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -79,7 +79,7 @@ def _cls_variance(model):
     def reduce(batch) -> dict[str, torch.Tensor]:
         m = batch.attention_mask.float()  # (B, T)
         cnt = m.sum(-1)[:, None]  # (B, 1)
-        pos = classifier_positions(model, batch.attention_mask)  # (B,)
+        pos = classifier_positions(model, batch.attention_mask, batch.input_ids)  # (B,)
         per_layer = []
         for att in batch.attentions:
             row = classifier_rows(att, pos).float()  # (B, H, T)
@@ -177,7 +177,7 @@ class ClsNormLoss:
     def __call__(self, batch: dict, outputs) -> dict[str, torch.Tensor]:
         total = 0.0
         mask = batch["attention_mask"]
-        pos = (classifier_positions(self.model, mask) if self.model is not None
+        pos = (classifier_positions(self.model, mask, batch.get("input_ids")) if self.model is not None
                else torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device))
         for l, att in enumerate(outputs.attentions):
             norms = classifier_rows(att, pos).float().norm(dim=-1).mean(0)  # (H,)
