@@ -220,21 +220,69 @@ def current_model(show_errors: bool = True):
     return loaded
 
 
-_LOCKS: dict[int, threading.RLock] = {}
+class ModelLock:
+    """A model's lock (``model_lock``): a re-entrant lock that never waits for a second model while holding a first.
+
+    The Compare page holds its model A's lock and then its model B's: one user comparing the zoo's clean model with
+    a backdoored one while another compared them the other way round held one lock each and waited for the other's,
+    for ever, and with them every user's page that ran either model (the default one). A thread that holds model
+    locks and cannot take another at once gives them back and takes them all again in one order (the models' ids):
+    nothing runs between the locks of one ``with`` statement, so no caller sees the difference."""
+
+    def __init__(self, key: int):
+        self.key = key
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> "ModelLock":
+        held = _held_locks()
+        if self in held or not held:  # taken again, or the first: waiting holds nothing another thread needs
+            self._lock.acquire()
+        elif not self._lock.acquire(blocking=False):  # another thread has it, and may be waiting for ours
+            mine = list(held.items())
+            for lock, depth in mine:
+                for _ in range(depth):
+                    lock._lock.release()
+            held.clear()
+            for lock, depth in sorted([*mine, (self, 0)], key=lambda item: item[0].key):
+                for _ in range(depth or 1):
+                    lock._lock.acquire()
+                held[lock] = depth
+        held[self] = held.get(self, 0) + 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        held = _held_locks()
+        held[self] -= 1
+        if not held[self]:
+            del held[self]
+        self._lock.release()
+
+
+_HELD = threading.local()
+
+
+def _held_locks() -> dict[ModelLock, int]:
+    """The model locks this thread holds, and how many times each (in the order they were taken)."""
+    if not hasattr(_HELD, "locks"):
+        _HELD.locks = {}
+    return _HELD.locks
+
+
+_LOCKS: dict[int, ModelLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def model_lock(loaded) -> threading.RLock:
+def model_lock(loaded) -> ModelLock:
     """One lock per model object. Hold it while using a model or tokenizer that other threads can reach.
 
     Fast tokenizers are not thread-safe: a call with other truncation/padding settings reconfigures the shared
     Rust tokenizer under a concurrent call ("Unable to create tensor..."), and the head-importance scan hooks
     into the model's modules. Streamlit runs each session's script in its own thread and background jobs in
     theirs, so a model shared through ``st.cache_resource`` is only touched under this lock, and jobs get a
-    private copy (``session_copy``).
+    private copy (``session_copy``). Two models' locks may be held together, taken in any order (``ModelLock``).
     """
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(id(loaded), threading.RLock())
+        return _LOCKS.setdefault(id(loaded), ModelLock(id(loaded)))
 
 
 def session_copy(loaded, name: str | None = None):

@@ -189,3 +189,32 @@ def test_a_training_started_while_the_server_is_full_waits_and_says_why(monkeypa
     assert any("waiting" in t and "1 job ahead of it (this server runs 1 at once)" in t for t in texts), texts
     go.set()
     assert other.wait(10) and wait_job(b, "attack").status == "done"
+
+
+# ------------------------------------------------------------------------------------------------ locks
+
+
+def test_two_users_comparing_two_models_the_other_way_round_do_not_lock_each_other_out():
+    """The Compare page holds model A's lock, then model B's: user X compares M1 with M2 while user Y compares M2
+    with M1 (``with model_lock(a), model_lock(b)``). They had each held one lock and waited for the other's for
+    ever, and every page that ran M1 or M2 (the default model) with them."""
+    from app_pages._models import model_lock
+
+    m1, m2, both_in, done = object(), object(), threading.Barrier(2, timeout=5), []
+
+    def compare(a, b, who):
+        with model_lock(a):
+            both_in.wait()  # each holds its model A before it takes its model B
+            with model_lock(b), model_lock(a):  # and A again: re-entrant
+                done.append(who)
+
+    threads = [threading.Thread(target=compare, args=args, daemon=True) for args in ((m1, m2, "x"), (m2, m1, "y"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(done) == ["x", "y"], "deadlocked"
+    for m in (m1, m2):  # every lock was given back
+        lock = model_lock(m)
+        assert lock._lock.acquire(blocking=False)
+        lock._lock.release()
