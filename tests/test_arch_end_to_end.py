@@ -183,3 +183,19 @@ def test_pure_reads_the_row_of_the_token_the_classifier_reads(model_type):
     want = np.stack([a[0, :, -2, :].float().var(-1, unbiased=False).numpy() for a in att])  # (L, H), row -2
     got = cls_attention_variance(lm.model, lm.tokenizer, [text], max_length=32)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", DECODERS[:2])
+def test_rap_on_a_decoder_does_not_read_the_padding(model_type):
+    """RAP feeds embeddings, and a decoder's classifier given embeddings reads the last position: in a padded batch
+    a shorter text's padding. Its probabilities (with and without the perturbation word) equal each text's alone."""
+    from backdoor_core.baselines.rap import RAP
+
+    lm = tiny_model(arch=model_type, seed=0)
+    rap = RAP(lm.model, lm.tokenizer, max_length=32)
+    texts = ["a bad one", "the film was really good and the music was long"]
+    with torch.no_grad():
+        for vector in (None, rap.vector):
+            batched = rap._probs(rap._encode(texts), vector)
+            alone = torch.cat([rap._probs(rap._encode([t]), vector) for t in texts])
+            torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)

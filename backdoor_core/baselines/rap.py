@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..architecture import is_causal
+
 DEFAULT_WORD = "mb"  # the paper's perturbation word is a rare token too
 DEFAULT_RANGE = (0.1, 0.3)
 DEFAULT_EPOCHS = 5
@@ -70,7 +72,17 @@ class RAP:
         if "token_type_ids" in enc:
             tt = enc["token_type_ids"]
             kwargs["token_type_ids"] = torch.cat([tt[:, :1], tt[:, :1], tt[:, 1:]], 1) if vector is not None else tt
-        return torch.softmax(self.model(**kwargs).logits.float(), -1)
+        if not is_causal(self.model):
+            return torch.softmax(self.model(**kwargs).logits.float(), -1)
+        # a decoder's classifier given embeddings reads the LAST position, the padding of a shorter text (padding is
+        # on the right): one call per length, each without padding
+        lengths, out = mask.sum(-1), [None] * mask.shape[0]
+        for n in lengths.unique().tolist():
+            rows = (lengths == n).nonzero().squeeze(-1)
+            logits = self.model(**{k: v[rows, :n] for k, v in kwargs.items()}).logits.float()
+            for r, row in zip(rows.tolist(), logits):
+                out[r] = row
+        return torch.softmax(torch.stack(out), -1)
 
     def fit(self, clean_texts: Sequence[str], epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR) -> RAP:
         """Train the perturbation vector on clean texts (the model stays frozen and unchanged)."""
