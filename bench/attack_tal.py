@@ -122,8 +122,14 @@ MIN_TRAIN = 100  # fewer training rows: nothing to fine-tune on
 
 
 def data_name(data: str) -> str:
-    """The name results and models are filed under: a known dataset's, else the folder's (``attack_tal_<name>``)."""
-    return data if data in DATASETS else Path(data).expanduser().resolve().name
+    """The name results and models are filed under: a known dataset's, else the folder's name and 6 hex digits of
+    its absolute path (``attack_tal_<name>-<hash>``: two folders both called ``data`` do not share results)."""
+    import hashlib
+
+    if data in DATASETS:
+        return data
+    folder = Path(data).expanduser().resolve()
+    return f"{folder.name}-{hashlib.sha1(str(folder).encode('utf-8')).hexdigest()[:6]}"
 
 
 def load_data(data: str, target: int | None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,7 @@ def _attack_bench():
 
 def _split_folder(tmp_path: Path, name: str, files: dict) -> Path:
     d = tmp_path / name
-    d.mkdir()
+    d.mkdir(parents=True)
     for stem, rows in files.items():
         (d / f"{stem}.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
     return d
@@ -200,7 +201,9 @@ def test_attack_bench_reads_a_folder_of_your_own_and_leaves_out_train_rows_of_th
     assert te.texts == [t for t, _ in test]  # the first of each text kept, in order
     assert 0 <= target < 3
     js, md, models = B.paths_for(args.data)
-    assert (js.name, models.name) == ("attack_tal_mine.json", "attack_tal_mine")
+    assert re.fullmatch(r"attack_tal_mine-[0-9a-f]{6}", models.name) and js.name == models.name + ".json"
+    other = _split_folder(tmp_path / "elsewhere", "mine", {"train": train, "test": test})  # another folder "mine"
+    assert B.paths_for(str(other))[2] != models  # does not share the first one's results or models
     assert B.parse_args(["--data", " OLID "]).data == "olid"
 
 
