@@ -269,15 +269,15 @@ def detect_projection(loaded, report, truth, max_length: int, same_model: bool =
                      help="One forward pass over the clean inputs and the pool; the last layer's [CLS] vectors, "
                           "projected to 2-D."):
         return
-    ck = ("pca", id(report))
-    cached = st.session_state.get("detect.pca_cache")
-    if cached is not None and cached[0] == ck:
+    cached = st.session_state.get("detect.pca_cache")  # (report, projection): the report is kept, so ``is`` is safe
+    if cached is not None and cached[0] is report:
         proj = cached[1]
     else:
         flagged = set(int(i) for i in report.flagged)
         pool = list(report.pool_texts)[:300]
-        groups = split_by_prediction(loaded.model, loaded.tokenizer, report.clean_dev_texts[:150],
-                                     report.label_names, max_length)
+        with ui.model_lock(loaded):  # a forward of the shared model: not while another tab has heads switched off
+            groups = split_by_prediction(loaded.model, loaded.tokenizer, report.clean_dev_texts[:150],
+                                         report.label_names, max_length)
         if truth is not None and len(truth) == len(report.pool_texts):
             for name, keep in (("pool: triggered, flagged", lambda i: truth[i] and i in flagged),
                                ("pool: triggered, missed", lambda i: truth[i] and i not in flagged),
@@ -289,7 +289,7 @@ def detect_projection(loaded, report, truth, max_length: int, same_model: bool =
             groups["pool: not flagged"] = [t for i, t in enumerate(pool) if i not in flagged]
         with st.spinner("Projecting the representations…"), ui.model_lock(loaded):
             proj = project_groups(loaded.model, loaded.tokenizer, groups, max_length)
-        st.session_state["detect.pca_cache"] = (ck, proj)
+        st.session_state["detect.pca_cache"] = (report, proj)
     ui.plot(F.projection_scatter([("this model", proj.points, proj.texts)]), key="detect.pca_fig")
     st.caption("Each dot is one input's final [CLS] vector. Clean inputs are grouped by the class the model "
                "predicts; a working backdoor puts triggered inputs beside the target class. "
@@ -307,9 +307,8 @@ def sanitize_projection(res, test_ds, max_length: int) -> None:
     st.subheader("Where the poison sits, before and after")
     if not st.toggle("Show the [CLS] representations (PCA)", key="sanitize.pca", value=False):
         return
-    ck = ("pca", id(res))
-    cached = st.session_state.get("sanitize.pca_cache")
-    if cached is not None and cached[0] == ck:
+    cached = st.session_state.get("sanitize.pca_cache")  # (result, projections), compared by identity (kept)
+    if cached is not None and cached[0] is res:
         before, after = cached[1]
     else:
         repaired = res["loaded"]
@@ -322,7 +321,7 @@ def sanitize_projection(res, test_ds, max_length: int) -> None:
             with ui.model_lock(repaired):
                 before, after = project_before_after(suspect.model, repaired.model, suspect.tokenizer, groups,
                                                      max_length)
-        st.session_state["sanitize.pca_cache"] = (ck, (before, after))
+        st.session_state["sanitize.pca_cache"] = (res, (before, after))
     ui.plot(F.projection_scatter([("before", before.points, before.texts), ("after", after.points, after.texts)]),
             key="sanitize.pca_fig")
     st.caption("One PCA basis, fitted on the model before the repair, for both panels; clean inputs grouped by the "

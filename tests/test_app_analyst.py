@@ -514,3 +514,21 @@ def test_detect_says_its_results_are_the_previous_scans_after_a_cancel():
     put_cancelled_job(at, "scan")
     assert any(c.value == "The results below are the previous scan's: the last run was cancelled and kept nothing."
                for c in at.caption), [c.value for c in at.caption]
+
+
+def test_detect_projection_reads_the_shared_model_under_its_lock(monkeypatch):
+    """Its forward of the (shared) current model ran outside the model's lock: with another tab's heads switched off
+    on the same model meanwhile (Inspect's hooks), every clean text landed in one class (the multi-user audit)."""
+    import backdoor_core.representations as R
+    from app_pages import _models
+
+    at = _scan_test_texts()
+    real, held = R.split_by_prediction, []
+
+    def watched(model, *args, **kwargs):  # the script's thread holds a model's lock while it reads the model
+        held.append(bool(_models._held_locks()))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(R, "split_by_prediction", watched)
+    at.toggle(key="detect.pca").set_value(True).run()
+    assert not at.exception and held == [True]
