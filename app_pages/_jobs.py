@@ -9,6 +9,7 @@ from typing import Callable
 
 import streamlit as st
 
+from backdoor_core.device import usable_cores
 from backdoor_core.jobs import Job, JobSlots, JobSnapshot, start_job
 from app_pages import _state
 from app_pages._state import K_JOBS, K_PANELS, K_SESSION_ID, POLL_SECONDS, session_owner, ss
@@ -31,7 +32,7 @@ def _slot_limit() -> int:
         n = int(os.environ.get(MAX_JOBS_ENV, "") or 0)
     except ValueError:
         n = 0
-    return n if n >= 1 else max(1, os.cpu_count() or 1)
+    return n if n >= 1 else usable_cores()
 
 
 SLOTS = JobSlots(_slot_limit())

@@ -52,7 +52,10 @@ def sidebar_jobs(slot, page_path: str = "") -> None:
             st.markdown("### Running")
         for j in running:
             snap = j.snapshot()
-            st.progress(snap.fraction or 0.0, text=f"{md(j.name)} · {snap.elapsed:.0f} s")
+            if snap.status == "pending":  # queued behind the server's other jobs (``jobs.JobSlots``): say why
+                st.progress(0.0, text=f"{md(j.name)} · {md(snap.message or 'waiting to start')}")
+            else:
+                st.progress(snap.fraction or 0.0, text=f"{md(j.name)} · {snap.elapsed:.0f} s")
 
     with slot:
         _jobs()

@@ -29,6 +29,15 @@ class DeviceError(ValueError):
     """The requested device or dtype is unknown or not available on this machine."""
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity set where the system has one (a container or ``taskset``
+    limit), else ``os.cpu_count()``; at least 1. The one count the busy-machine check and the app's job slots read."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())

@@ -542,9 +542,11 @@ def use_one_thread_if_busy() -> int:
     """
     import os
 
+    from .device import usable_cores
+
     if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS", "").strip():
         try:
-            busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+            busy = os.getloadavg()[0] >= usable_cores()
         except OSError:
             busy = False
         if busy:

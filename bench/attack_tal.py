@@ -275,6 +275,7 @@ def main(argv=None) -> int:
     from backdoor_core import settings as S
     from backdoor_core.cli import quiet_libraries
     from backdoor_core.defender_data import lift, sample_indices
+    from backdoor_core.device import usable_cores
     from backdoor_core.forward import predict
     from backdoor_core.metrics import asr as attack_success
     from backdoor_core.models import load_model, save_model
@@ -284,7 +285,7 @@ def main(argv=None) -> int:
 
     quiet_libraries()
     threads = args.threads
-    if threads is None and not torch.cuda.is_available() and os.getloadavg()[0] >= (os.cpu_count() or 1):
+    if threads is None and not torch.cuda.is_available() and os.getloadavg()[0] >= usable_cores():
         threads = 1  # on a busy CPU two threads per process thrash (measured ~4x slower per step); one does not
     if threads:
         torch.set_num_threads(threads)

@@ -79,3 +79,19 @@ def test_every_verb_takes_device_and_dtype_defaulting_to_settings():
         assert defaults["device"] is S.DEVICE and defaults["dtype"] is S.DTYPE, name
     params = inspect.signature(load_model).parameters
     assert params["device"].default is S.DEVICE and params["dtype"].default is S.DTYPE
+
+
+def test_usable_cores_follow_the_affinity_set(monkeypatch):
+    """A container or ``taskset`` limit: the cores this process may use, not the machine's (``os.cpu_count``), set
+    the busy check and the app's job slots."""
+    import os
+
+    from backdoor_core import device
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert device.usable_cores() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert device.usable_cores() == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert device.usable_cores() == 1

@@ -187,6 +187,9 @@ def test_a_training_started_while_the_server_is_full_waits_and_says_why(monkeypa
     assert job.status == "pending"
     texts = [p.proto.text for p in b.get("progress")]
     assert any("waiting" in t and "1 job ahead of it (this server runs 1 at once)" in t for t in texts), texts
+    b.switch_page("app_pages/home.py").run()  # the sidebar's list says it waits too (it showed seconds, as running)
+    texts = [p.proto.text for p in b.get("progress")]
+    assert any("waiting for a free slot: 1 job ahead of it" in t for t in texts), texts
     go.set()
     assert other.wait(10) and wait_job(b, "attack").status == "done"
 
