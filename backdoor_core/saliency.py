@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .architecture import classifier_positions, is_causal
 from .attention import DEFAULT_MAX_LENGTH
 
 METHODS = {"ig": "integrated gradients", "gxi": "gradient × input"}
@@ -88,8 +89,20 @@ def token_saliency(model, tokenizer, text: str, target: int | None = None, metho
     ids = enc["input_ids"].to(device)
     mask = enc["attention_mask"].to(device)
     extra = {k: v.to(device) for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    T = ids.shape[-1]
+    layer = model.get_input_embeddings()
+    causal = is_causal(model)
+    if causal:  # keep the tokens up to the one the classifier reads (later ones cannot change it, causal)
+        keep = int(classifier_positions(model, mask, ids)[0]) + 1
+        ids, mask, special = ids[:, :keep], mask[:, :keep], special[:, :keep]
+        extra = {k: v[:, :keep] for k, v in extra.items()}
 
     def forward(input_ids, attention_mask):
+        """``(B, T)`` ids -> ``(B, C)`` logits. A decoder is given embeddings, so its classifier reads the last
+        position for the text and the all-[PAD] baseline alike (given ids it reads the rightmost non-pad token:
+        position 0 of the baseline)."""
+        if causal:
+            return model(inputs_embeds=layer(input_ids), attention_mask=attention_mask, **extra).logits
         return model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
     was = model.training
@@ -99,7 +112,6 @@ def token_saliency(model, tokenizer, text: str, target: int | None = None, metho
             logits = forward(ids, mask)[0]  # (C,)
         if target is None:
             target = int(logits.argmax(-1))
-        layer = model.get_input_embeddings()
         delta = logit = base_logit = None
         if method == "ig":
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -113,9 +125,11 @@ def token_saliency(model, tokenizer, text: str, target: int | None = None, metho
         else:
             attr = LayerGradientXActivation(forward, layer).attribute(ids, additional_forward_args=(mask,),
                                                                       target=int(target))
-        scores = attr.sum(-1)[0].detach().float().cpu().numpy()
+        scores = np.zeros(T, dtype=np.float32)  # (T,); a decoder's tokens after the classifier's stay 0
+        scores[:ids.shape[-1]] = attr.sum(-1)[0].detach().float().cpu().numpy()
     finally:
         model.train(was)
+    ids = enc["input_ids"]
     return TokenSaliency(str(text), tokenizer.convert_ids_to_tokens(ids[0].tolist()), offsets, scores, int(target),
                          method, delta, logit, base_logit)
 

@@ -63,3 +63,27 @@ def test_integrated_gradients_say_what_they_are_measured_from():
     leaning.baseline_logit = leaning.logit + 1.0  # a baseline that leans to the class more than the text
     assert "every token can score below zero" in leaning.reference_note("pos")
     assert token_saliency(lm.model, lm.tokenizer, TRIG, 1, "gxi", max_length=32).reference_note("pos") is None
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+def test_integrated_gradients_complete_on_decoders(arch):
+    """Completeness (the scores add up to logit(text) - logit(all-[PAD] baseline)) on encoders and decoders. A
+    decoder's classifier given ids reads the rightmost non-pad token: on the all-pad baseline position 0, while the
+    attribution path (embeddings swapped in under the text's ids) read the text's last position; on GPT-2
+    (absolute positions) the sum missed the logit change by 0.12 against a sum of 0.0075. A text ending with
+    the pad token: the classifier reads the token before it, so the pad scores 0 and the logit is the model's."""
+    import torch
+
+    from backdoor_core.models import tiny_model
+
+    lm = tiny_model(arch=arch, seed=0)
+    for text in [TRIG, "the film was good " + lm.tokenizer.pad_token]:
+        s = token_saliency(lm.model, lm.tokenizer, text, 1, "ig", n_steps=64, max_length=32)
+        with torch.no_grad():
+            real = float(lm.model(**lm.tokenizer(text, return_tensors="pt")).logits[0, 1])
+        assert s.logit == pytest.approx(real, abs=1e-5)
+        assert len(s.scores) == len(s.tokens)
+        assert float(s.scores.sum()) == pytest.approx(s.logit - s.baseline_logit, abs=1e-3)
+        assert s.convergence_delta < 1e-3
+        if arch != "bert" and text.endswith(lm.tokenizer.pad_token):
+            assert s.scores[-1] == 0.0
