@@ -259,6 +259,17 @@ def _window_kind(config, i: int, causal: bool) -> str:
     return "global"
 
 
+def layer_windows(model) -> list[int | None]:
+    """``(layers,)``: each layer's attention window for ``head_metrics`` (``visible_keys``, ``window=``), None for
+    a global layer: ModernBERT's local layers their ``local_attention`` span, a decoder's sliding-window layers
+    (Mistral) their ``sliding_window``."""
+    out = []
+    for block in attention_blocks(model):
+        last = block.kind.rsplit(" ", 1)[-1].rstrip(")")
+        out.append(int(last) if "window" in block.kind and last.isdigit() else None)
+    return out
+
+
 def _modernbert_blocks(model):
     H = _h(model)
     out = []

@@ -4,8 +4,8 @@ Every function accepts numpy arrays or torch tensors and returns the same kind. 
 
 * ``attention``: ``(..., heads, tokens, tokens)`` — e.g. ``(layers, heads, T, T)`` for one input or
   ``(batch, heads, T, T)`` for one layer of a batch. Row ``q`` is query ``q``'s distribution over keys.
-* ``trigger_concentration``: ``(..., heads)`` — attention mass sent to the trigger's tokens, averaged over
-  queries. This is the quantity the Trojan Attention Loss maximises (see ``tal``).
+* ``trigger_concentration``: ``(..., heads)`` — attention mass sent to the trigger's tokens, averaged over the
+  queries that can see at least one of them. This is the quantity the Trojan Attention Loss maximises (see ``tal``).
 * ``head_similarity``: ``(..., heads, heads)`` — cosine similarity between heads' flattened attention maps.
 * ``mean_offdiag``: ``(...)`` or ``(..., heads)`` — average similarity to the *other* heads.
 
@@ -17,6 +17,9 @@ Decoder classifiers (causal attention; ``architecture.is_causal``) — our desig
   can see the key (``key_visibility``), not by the sequence length, so late keys are not penalised;
 * ``trigger_concentration(..., causal=True)`` averages over the queries at or after the trigger's first token
   (earlier queries cannot see it);
+* local (sliding-window) layers — ModernBERT's local layers, Mistral's window — pass ``window=``
+  (``architecture.layer_windows``): a query farther than the window from every trigger token cannot see the
+  trigger and is not averaged in, nor counted in ``key_visibility`` (``visible_keys`` says who sees whom);
 * position 0 is the attention sink and is not a content key (``architecture.content_key_mask``);
 * ``statistic_notes`` gives the UI one sentence per statistic whose meaning changes.
 """
@@ -52,8 +55,37 @@ def _as_torch(x):
     return (torch.from_numpy(np.asarray(x)), True) if not torch.is_tensor(x) else (x, False)
 
 
-def trigger_concentration(attention, trigger_mask, query_mask=None, causal: bool = False):
-    """Attention mass that query tokens send to the trigger's tokens, averaged over queries.
+def visible_keys(T: int, causal: bool = False, window: int | None = None, device=None) -> torch.Tensor:
+    """``(T_query, T_key)`` bool: which keys each query can attend to, before padding.
+
+    Args:
+        causal: decoder attention, key ``k`` visible to queries ``q >= k``.
+        window: a local (sliding-window) layer; None or 0 for global. Decoders (Mistral's ``sliding_window``):
+            the ``window`` keys ``q - window < k <= q``. Encoders (ModernBERT's ``local_attention``, the whole
+            span): ``|q - k| <= window // 2``.
+    """
+    q = torch.arange(T, device=device).unsqueeze(-1)
+    k = torch.arange(T, device=device).unsqueeze(0)
+    vis = torch.ones(T, T, dtype=torch.bool, device=device)
+    if causal:
+        vis = vis & (k <= q)
+    if window:
+        vis = vis & ((q - k < int(window)) if causal else ((q - k).abs() <= int(window) // 2))
+    return vis
+
+
+def _windows(window, n: int):
+    """``window`` as a list of ``n`` per-layer windows, or None when it is one value for all."""
+    if window is None or isinstance(window, (int, np.integer)):
+        return None
+    out = [None if w is None else int(w) for w in window]
+    if len(out) != n:
+        raise ValueError(f"{len(out)} windows for {n} layers.")
+    return out
+
+
+def trigger_concentration(attention, trigger_mask, query_mask=None, causal: bool = False, window=None):
+    """Attention mass that query tokens send to the trigger's tokens, averaged over the queries that can see it.
 
     Args:
         attention: ``(..., heads, T, T)``.
@@ -64,6 +96,10 @@ def trigger_concentration(attention, trigger_mask, query_mask=None, causal: bool
             for padded batches).
         causal: decoder attention — only queries at or after the first trigger token count (the others
             cannot see the trigger).
+        window: local (sliding-window) attention (see ``visible_keys``; ``architecture.layer_windows``): an int
+            for one layer, or one int/None per entry of attention's first dim (layers, with a ``(T,)``
+            trigger mask). Only the queries within the window of at least one trigger token count: the others
+            cannot see it, and averaging them in made a local layer look less focused than a global one.
 
     Returns:
         ``(..., heads)`` values in [0, 1]; 0 where no trigger token is given.
@@ -81,7 +117,10 @@ def trigger_concentration(attention, trigger_mask, query_mask=None, causal: bool
     gap = att.dim() - tm.dim()  # dims (heads, queries, ...) between the mask's leading dims and the key dim
     key_w = tm.to(att.dtype).reshape(*tm.shape[:-1], *([1] * gap), T)
     mass = (att * key_w).sum(-1)  # (..., heads, T_query)
-    if query_mask is None and not causal:
+    per_layer = _windows(window, att.shape[0])
+    if per_layer is not None and not any(per_layer):
+        window, per_layer = None, None
+    if query_mask is None and not causal and not window:
         out = mass.mean(-1)
     else:
         if query_mask is None:
@@ -89,23 +128,33 @@ def trigger_concentration(attention, trigger_mask, query_mask=None, causal: bool
         else:
             qm, _ = _as_torch(query_mask)
             qm = qm.to(att.device, att.dtype)
-        if causal:  # queries from the first trigger token on: cumulative "a trigger key is at or before q"
-            qm = qm * (torch.cumsum(tm.to(att.dtype), -1) > 0).to(att.dtype)
-        qw = qm.reshape(*qm.shape[:-1], *([1] * (gap - 1)), T)
+        qw = qm.reshape(*qm.shape[:-1], *([1] * (gap - 1)), T)  # broadcasts against mass
+        tf = tm.to(att.dtype)
+        if per_layer is not None:  # (layers, T_query): queries that see >= 1 trigger key, layer by layer
+            if tm.dim() != 1:
+                raise ValueError("Per-layer windows need a (T,) trigger mask.")
+            sees = torch.stack([visible_keys(T, causal, w, att.device).to(att.dtype) @ tf > 0 for w in per_layer])
+            qw = qw * sees.to(att.dtype).reshape(len(per_layer), *([1] * (mass.dim() - 2)), T)
+        elif causal or window:  # (..., T_query): queries that see >= 1 trigger key
+            sees = (tf @ visible_keys(T, causal, window, att.device).to(att.dtype).T) > 0
+            qw = qw * sees.to(att.dtype).reshape(*sees.shape[:-1], *([1] * (gap - 1)), T)
         out = (mass * qw).sum(-1) / qw.sum(-1).clamp_min(1)
     return out.numpy() if was_np else out
 
 
-def key_visibility(query_mask, causal: bool = False):
+def key_visibility(query_mask, causal: bool = False, window: int | None = None):
     """How many real queries can see each key: ``(..., T)`` from a ``(..., T)`` query (padding) mask.
 
     Encoders: every real query sees every key, so each entry is the number of real queries. Decoders: key ``k``
-    is seen by the real queries ``q >= k`` (a reversed cumulative sum). Divide a per-key sum over queries by this
-    to get a per-key mean that does not favour early keys (at least 1, so padding keys divide safely).
+    is seen by the real queries ``q >= k`` (a reversed cumulative sum). A local layer (``window``, see
+    ``visible_keys``): only the real queries within the window. Divide a per-key sum over queries by this to get
+    a per-key mean that does not favour early (or central) keys (at least 1, so padding keys divide safely).
     """
     qm, was_np = _as_torch(query_mask)
     qm = qm.float()
-    if causal:
+    if window:
+        out = qm @ visible_keys(qm.shape[-1], causal, window, qm.device).float()  # sum_q qm[q] * vis[q, k]
+    elif causal:
         out = torch.flip(torch.cumsum(torch.flip(qm, [-1]), -1), [-1])
     else:
         out = qm.sum(-1, keepdim=True).expand_as(qm)

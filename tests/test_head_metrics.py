@@ -108,3 +108,37 @@ def test_metrics():
     frr, far = frr_far(clean, [200, 300, 50], t)
     assert frr <= 0.05 and frr > 0.0
     assert far == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("arch", ["modernbert", "mistral", "gpt2", "bert"])
+def test_concentration_counts_the_queries_that_can_see_the_trigger(arch):
+    """A local (sliding-window) layer — ModernBERT's local layers, Mistral's window — hides the trigger from the
+    queries farther than the window: trigger concentration (and key visibility) average over the queries that
+    see at least one trigger token, read here off the model's own attention maps (a hidden key gets exactly 0).
+    Averaged over all queries, a local layer's trigger heads looked diluted against global layers'."""
+    from backdoor_core.architecture import is_causal, layer_windows
+    from backdoor_core.head_metrics import key_visibility
+    from backdoor_core.models import tiny_model
+
+    lm = tiny_model(arch=arch, seed=0)
+    enc = lm.tokenizer(" ".join(["the film was quietly moving and good"] * 4), return_tensors="pt")
+    with torch.no_grad():
+        att = torch.stack(lm.model(**enc, output_attentions=True).attentions)[:, 0]  # (L, H, T, T)
+    T, causal, windows = att.shape[-1], is_causal(lm.model), layer_windows(lm.model)
+    trig = torch.zeros(T, dtype=torch.bool)
+    trig[[6, 7]] = True
+    got = trigger_concentration(att, trig, causal=causal, window=windows)  # (L, H)
+    for layer, w in enumerate(windows):
+        sees = (att[layer, 0][:, trig] > 0).any(-1)  # (T,) queries that can see a trigger token
+        want = att[layer][:, sees][:, :, trig].sum(-1).mean(-1)  # (H,)
+        torch.testing.assert_close(got[layer], want, atol=1e-6, rtol=0)
+        one = trigger_concentration(att[layer], trig, causal=causal, window=w)
+        torch.testing.assert_close(one, want, atol=1e-6, rtol=0)
+        seen_by = (att[layer, 0] > 0).sum(0).float()  # (T,) queries that can see each key
+        torch.testing.assert_close(key_visibility(torch.ones(1, T), causal, w)[0], seen_by, atol=0, rtol=0)
+        if w:  # the window hides the trigger from some queries: the old average over all queries diluted it
+            assert not sees.all()
+            assert (trigger_concentration(att[layer], trig, causal=causal) < one).all()
+    if not any(windows):  # no window: the very same numbers as without the argument
+        plain = trigger_concentration(att, trig, causal=causal)
+        assert plain.numpy().tobytes() == got.numpy().tobytes()
