@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .settings import FLIP_MARGIN
-from .architecture import describe, is_causal
+from .architecture import describe, is_causal, layer_windows
 from .attention import DEFAULT_MAX_LENGTH, AttentionRecord, check_text, run_attention
 from .head_metrics import head_label, head_similarity, mean_offdiag, trigger_concentration
 from .triggers import Insertion, insert_trigger
@@ -178,7 +178,8 @@ def compare_records(
         trigger=trigger,
         trigger_tokens=list(trigger_tokens),
         label_names=label_names,
-        concentration=trigger_concentration(triggered.attentions, trigger_tokens, causal=is_causal(model)),
+        concentration=trigger_concentration(triggered.attentions, trigger_tokens, causal=is_causal(model),
+                                            window=layer_windows(model)),  # a local layer: queries that see it
         similarity_clean=head_similarity(clean.attentions),
         similarity_triggered=head_similarity(triggered.attentions),
         architecture=describe(model).to_dict(),

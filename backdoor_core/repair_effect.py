@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .architecture import is_causal
+from .architecture import is_causal, layer_windows
 from .detection import attention_stats
 from .forward import Cancelled
 from .head_metrics import heads_to_mask, trigger_concentration
@@ -112,12 +112,12 @@ def trigger_effect(model, tokenizer, triggered, clean_texts: Sequence[str], max_
     concentration = None
     if tokens:
         cache = trig.forward
-        causal = is_causal(model)
+        causal, windows = is_causal(model), layer_windows(model)
         per_text = []
         for att, off, ex in zip(cache.attentions, cache.offsets, triggered):
             tm = trigger_token_mask(torch.as_tensor(off)[None], [ex.trigger_spans])[0]
             if tm.any():  # a trigger cut off by truncation has nothing to attend to
-                per_text.append(trigger_concentration(att, tm.numpy(), causal=causal))
+                per_text.append(trigger_concentration(att, tm.numpy(), causal=causal, window=windows))
         if per_text:
             concentration = np.mean(per_text, 0)
     return TriggerEffect(lift=lift, concentration=concentration)

@@ -199,3 +199,23 @@ def test_rap_on_a_decoder_does_not_read_the_padding(model_type):
             batched = rap._probs(rap._encode(texts), vector)
             alone = torch.cat([rap._probs(rap._encode([t]), vector) for t in texts])
             torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["modernbert", "mistral"])
+def test_inspect_and_the_repair_effect_count_the_queries_a_local_layer_lets_see_the_trigger(model_type):
+    """Inspect's trigger concentration on a model with local (sliding-window) layers: per layer, averaged over the
+    queries that see a trigger token, read here off the model's own attention maps (``repair_effect`` passes the
+    same windows)."""
+    from backdoor_core.architecture import layer_windows
+    from backdoor_core.inspection import inspect_text
+
+    lm = tiny_model(arch=model_type, seed=0)
+    assert any(layer_windows(lm.model))
+    text = " ".join(["the film was quietly moving and the actors were good"] * 3)
+    res = inspect_text(lm.model, lm.tokenizer, text, "cf", position=1, max_length=64)
+    att = torch.as_tensor(np.asarray(res.triggered.attentions))  # (L, H, T, T)
+    trig = list(res.trigger_tokens)
+    for layer in range(att.shape[0]):
+        sees = (att[layer, 0][:, trig] > 0).any(-1)  # (T,) queries that can see the trigger
+        want = att[layer][:, sees][:, :, trig].sum(-1).mean(-1)  # (H,)
+        np.testing.assert_allclose(res.concentration[layer], want.numpy(), atol=1e-5)
