@@ -5,6 +5,7 @@ trains, repairs and switches heads off on the default model; user B's prediction
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_app_analyst import wait_job  # noqa: E402
+from test_app_pages import goto, new_app  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -21,29 +24,6 @@ def _test_env(monkeypatch, tmp_path):
     monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path / "zoo"))
     monkeypatch.setenv("BACKDOOR_LAB_SESSIONS_DIR", str(tmp_path / "sessions"))
-
-
-def new_app(session: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    if session:
-        at.query_params["session"] = session
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, f"{page}: {at.exception}"
-    return at
-
-
-def wait_job(at: AppTest, kind: str, timeout: float = 60):
-    job = at.session_state["lab.jobs"][kind]
-    assert job.wait(timeout), f"{kind} job still running"
-    at.run()
-    assert not at.exception
-    return job
 
 
 def _probs(at: AppTest) -> tuple:
