@@ -333,14 +333,18 @@ _KEEPER_JS = """<style>[class*="st-key-lab-url-keeper-"] {display: none}</style>
 def url_keeper(paths: list[str]) -> None:
     """Write this run's ``replace_url_param`` values into the browser's URL with ``history.replaceState`` (called on
     every full run before the page draws: a page's ``st.stop()`` ends the run; ``replace_url_param`` calls it again
-    for a value the page writes). Also the session id and presenter mode on every run: a page switch's own history
-    entry, pushed when its page is drawn, comes without them; the script sets them again for 4 s, on the URL paths of
-    this run's page (``paths``, such as ``["/model"]``) only, until Back or Forward."""
+    for a value the page writes). Also the session id and presenter mode, on a page's first run: a page switch's own
+    history entry, pushed when its page is drawn, comes without them; the script sets them again for 4 s, on the URL
+    paths of this run's page (``paths``, such as ``["/model"]``) only, until Back or Forward. A rerun on the page that
+    wrote nothing draws no script (the URL holds them already; a script a run cost the browser's CPU: a browser test
+    ran 8% longer)."""
     import json
 
     if not on_server():
         return
     ss()[K_URL_PATHS] = list(paths)
+    if not ss().get(K_URL) and not arrived():  # a rerun on the page: the URL already holds them (no script to run)
+        return
     wanted = dict(ss().get(K_URL) or {})
     sid = ss().get(K_SESSION_ID)
     if sid:
