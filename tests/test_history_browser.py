@@ -33,14 +33,19 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
 
 
+def _tiny_env(tmp_path) -> dict:
+    """The app's environment for a test: the tiny model, an empty zoo and sessions folder of its own."""
+    (tmp_path / "zoo").mkdir()
+    return {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
+            "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
+
+
 def _sid(url: str) -> list[str]:
     return parse_qs(urlsplit(url).query).get("session", [])
 
 
 def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
-    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
-           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
-    (tmp_path / "zoo").mkdir()
+    env = _tiny_env(tmp_path)
     with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
             launch_browser() as browser:
         page, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
@@ -100,9 +105,7 @@ def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
     a second tab: a copy of the report under a new id, without the verdict. Simulated with two pages: the second
     opens the first's URL, and the first closes once the second's first run has started. The widgets come back with
     the values they had (``_state.keep``), as the verdict does."""
-    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
-           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
-    (tmp_path / "zoo").mkdir()
+    env = _tiny_env(tmp_path)
     with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
             launch_browser() as browser:
         old, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
@@ -133,9 +136,7 @@ def test_the_sidebar_shows_a_running_job_on_a_page_that_stops_early(tmp_path):
     """The sidebar's list of running jobs was drawn after the page: on a page that calls st.stop() (Detect before a
     scan, Sanitize before a repair) the run had ended, and a training started on the Attack lab vanished from the
     sidebar there (no progress, and its end handled only at the next click)."""
-    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
-           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
-    (tmp_path / "zoo").mkdir()
+    env = _tiny_env(tmp_path)
     with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
             launch_browser() as browser:
         page, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
