@@ -204,6 +204,24 @@ def download(page, button: str, tries: int = 3, timeout_s: float = 40.0):
                 raise
 
 
+def click_until(page, button: str, sign, tries: int = 3, timeout_s: float = 30.0) -> None:
+    """Click the button named ``button`` until the locator ``sign`` shows (a job's Cancel button, say). A click
+    that lands while the app reruns can be lost (seen in full CI runs, never alone: a training never started and
+    the test waited out its 240 s); a user would click again, and so does this, after the app is idle, at most
+    ``tries`` times. A button that never does what it should still fails."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        wait_until_idle(page)
+        page.get_by_role("button", name=button).first.click()
+        try:
+            sign.wait_for(timeout=timeout_s * 1000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+
+
 def tour_to_flip(page, url: str, timeout_s: float = 120.0) -> dict:
     """Open the guided tour at ``url`` and walk it as a presenter does: step 1 (the zoo's clean model) must say
     "Same prediction", then Next twice to step 3 (BadNets 2% + TAL), where the trigger must flip the prediction.

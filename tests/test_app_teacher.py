@@ -43,7 +43,7 @@ def test_the_tal_note_says_what_the_tal_line_shows():
 # ------------------------------------------------------------------------------------------------ in a browser
 
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
-from browser import wait_until_idle  # noqa: E402
+from browser import click_until, wait_until_idle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -128,7 +128,7 @@ def test_attack_lab_tiles_are_not_cut_at_1024_px(teacher_server):
             box.fill(str(value))
             box.press("Enter")
             wait_until_idle(page, settle_s=0.3)
-        page.get_by_role("button", name="Train").first.click()
+        click_until(page, "Train", page.get_by_role("button", name="Cancel", exact=True).first)
         page.get_by_text("is now the current model").first.wait_for(timeout=240_000)
         wait_until_idle(page)
         _shot(page, "attack_1024")
@@ -217,9 +217,8 @@ def test_cancel_stays_one_word_and_presenter_mode_survives_a_reload(teacher_serv
             box.fill(str(value))
             box.press("Enter")
             wait_until_idle(page, settle_s=0.3)
-        page.get_by_role("button", name="Train").first.click()
         cancel = page.get_by_role("button", name="Cancel", exact=True).first
-        cancel.wait_for(timeout=60_000)
+        click_until(page, "Train", cancel)
         lines = cancel.evaluate("""b => { const p = b.querySelector('p') || b;
             return Math.round(p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight)); }""")
         _shot(page, "attack_cancel_1024_presenter")

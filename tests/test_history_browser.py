@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import (  # noqa: E402
     BROWSER_MISSING_REASON,
     browser_available,
+    click_until,
     launch_browser,
     open_app_page,
     streamlit_app,
@@ -144,8 +145,7 @@ def test_the_sidebar_shows_a_running_job_on_a_page_that_stops_early(tmp_path):
         wait_until_idle(page)
         _set_number(page, "Training texts", 400)
         _set_number(page, "Epochs", 20)
-        page.get_by_role("button", name="Train").first.click()
-        page.get_by_role("button", name="Cancel").first.wait_for()
+        click_until(page, "Train", page.get_by_role("button", name="Cancel").first)
         page.locator('[data-testid="stSidebarNav"]').get_by_text("Detect", exact=True).click()
         page.wait_for_url("**/detect?*")
         sidebar = page.locator('[data-testid="stSidebar"]')
