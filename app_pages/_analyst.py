@@ -81,6 +81,10 @@ def drifted_words(loaded, report, max_length: int, same_model: bool = True) -> N
                               "weights.")
     if not st.toggle("Compare the input embeddings with it", key="detect.drift", value=False):
         return
+    refusal = ui.hub_id_refusal(base.strip() or "default")
+    if refusal:
+        st.error(md(refusal), icon=":material/lock:")
+        return
     ck = ("drift", id(loaded.model), id(report), base.strip())
     cached = st.session_state.get("detect.drift_cache")
     if cached is not None and cached[0] == ck:

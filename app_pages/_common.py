@@ -11,7 +11,8 @@ these modules only keep Streamlit state and draw.
 """
 
 from app_pages._data import (SessionTemp, _load_dataset, data_label, data_spec, dataset, dataset_or_none,
-                             discard_upload, local_folder, save_upload, session_tmp, set_data_spec, upload_error)
+                             discard_upload, hub_id_refusal, local_folder, save_upload, server_files_allowed,
+                             server_files_refusal, session_tmp, set_data_spec, upload_error)
 from app_pages._jobs import (cancelled_note, clear_job, drop_result, get_job, handle_finished_jobs, job_panel, jobs,
                              keep_result, start)
 from app_pages._models import (FOLDER_REFERENCE, NO_REFERENCE, clean_references, current_model, default_ref,
@@ -28,7 +29,8 @@ from app_pages._widgets import (flip_line, inject_css, page_header, plot, points
 __all__ = [
     "ASSETS", "DEFAULT_DATA", "K_DATA", "K_JOBS", "K_MODEL", "K_SESSION", "K_SESSION_MODELS", "K_TMP",
     "FOLDER_REFERENCE", "NO_REFERENCE", "POLL_SECONDS", "ROOT", "SessionTemp", "TEST_DATA_ENV", "TEST_MODEL_ENV",
-    "_load_dataset", "cancelled_note", "clean_references", "local_folder",
+    "_load_dataset", "cancelled_note", "clean_references", "hub_id_refusal", "local_folder",
+    "server_files_allowed", "server_files_refusal",
     "clear_job", "current_model", "data_label", "data_spec", "flip_line", "dataset", "dataset_or_none",
     "default_ref", "discard_upload", "drop_result",
     "get_job", "handle_finished_jobs", "inject_css", "job_panel", "jobs", "keep", "keep_result",

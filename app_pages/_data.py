@@ -165,6 +165,65 @@ def upload_error(exc: BaseException, name: str) -> str:
     return re.sub(tmp + r"(/[^/\s,:;'\"()\]]+)?", lambda m: name, text)
 
 
+# ------------------------------------------------------------------------------------------------ server files
+#
+# Every browser that reaches the app runs code in the server's process. A class on one server, or students on a
+# teacher's laptop over the network, could type any folder of that machine (Model → Local folder, Sanitize's clean
+# reference, Detect's base checkpoint, a "hub id" such as ``bench/models``) and load the models in it, or upload a
+# .zip of pickled weights and tick "Allow pickled weights" (torch's weights-only unpickler, but a pickle of their
+# making all the same). So the server's folders and the pickle opt-in are open only to a browser on the server's
+# own machine, unless whoever starts the server says otherwise (our design).
+
+SERVER_FILES_ENV = "BACKDOOR_LAB_SERVER_FILES"
+SERVER_FILES_MODES = {
+    "local": "only to a browser on the server's own machine (the default)",
+    "all": "to every browser (a lab on one trusted machine)",
+    "none": "to no browser (a server behind a proxy, where every browser looks local)",
+}
+
+
+def server_files_mode() -> str:
+    """``$BACKDOOR_LAB_SERVER_FILES``: ``local`` (default), ``all`` or ``none``; any other value reads as
+    ``none`` (a typo never opens the server)."""
+    mode = (os.environ.get(SERVER_FILES_ENV) or "local").strip().lower()
+    return mode if mode in SERVER_FILES_MODES else "none"
+
+
+def server_files_allowed() -> bool:
+    """Whether this browser may name the server's own files or opt in to pickled weights
+    (``server_files_mode``). "On the server's own machine" is Streamlit's reading of the connection: no IP address
+    for a loopback peer (``st.context.ip_address``; a reverse proxy makes every browser loopback, hence ``none``)."""
+    mode = server_files_mode()
+    if mode != "local":
+        return mode == "all"
+    try:
+        ip = st.context.ip_address
+    except Exception:  # noqa: BLE001 - no reading of the connection: closed
+        return False
+    return not isinstance(ip, str)  # None: loopback; AppTest's stand-in (no str) has no connection at all
+
+
+def server_files_refusal(what: str) -> str:
+    """The message where a browser may not use the server's files: ``what`` is refused, why, and what to do."""
+    mode = server_files_mode()
+    why = ("this browser is on another machine" if mode == "local" else
+           f"the server's owner set {SERVER_FILES_ENV}={os.environ.get(SERVER_FILES_ENV, '').strip()[:20]}")
+    return (f"{what} is not open here: {why}, and the server's folders and pickled weights are open "
+            f"{SERVER_FILES_MODES['local' if mode == 'local' else 'none']}. Use the demo zoo, a hub id, or upload "
+            f"a .zip of a model saved as safetensors; whoever runs the server can start it with "
+            f"{SERVER_FILES_ENV}=all to open them to every browser.")
+
+
+def hub_id_refusal(spec: str) -> str | None:
+    """None when this browser may load ``spec``; else the message: a name that reads this machine's files
+    (``models.reads_local_files``) while ``server_files_allowed`` is False."""
+    from backdoor_core.models import reads_local_files
+
+    if server_files_allowed() or not reads_local_files(spec):
+        return None
+    return server_files_refusal(f"'{str(spec).strip()[:100]}' names a folder on the server; loading it")
+
+
 def local_folder(text: str) -> Path | None:
     """The folder a user typed (``~`` expanded), or None when it is empty or not a folder on this machine; a path
     the file system refuses to look up (too long, a NUL byte) is not a folder either."""

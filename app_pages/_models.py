@@ -12,7 +12,7 @@ import streamlit as st
 from backdoor_core import session_models as SM
 from backdoor_core import settings as S
 
-from app_pages._data import data_label, data_spec, dataset, dataset_or_none
+from app_pages._data import data_label, data_spec, dataset, dataset_or_none, server_files_allowed
 from app_pages._state import K_MODEL, K_SESSION_MODELS, kept, lab, ss, test_model_name
 from app_pages._text import md
 
@@ -383,8 +383,9 @@ def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
 
     Returns ``(options, default)``: ``options`` maps a label to ``("zoo", path)`` (the zoo's clean models),
     ``("model", LoadedModel)`` (this session's other models), ``("folder", None)`` (a saved model folder the
-    page asks for; safetensors only) or None (no reference); the default is the zoo's clean model when the current
-    model is a zoo model (the same data and classes), else no reference."""
+    page asks for; safetensors only; offered where ``server_files_allowed``) or None (no reference); the default
+    is the zoo's clean model when the current model is a zoo model (the same data and classes), else no
+    reference."""
     here = str(getattr(loaded, "source", ""))
     entries = zoo_entries()
     options: dict[str, tuple | None] = {NO_REFERENCE: None}
@@ -394,7 +395,8 @@ def clean_references(loaded) -> tuple[dict[str, tuple | None], str]:
     for name, lm in session_models().items():
         if lm is not loaded:
             options.setdefault(f"Session model: {name}", ("model", lm))
-    options[FOLDER_REFERENCE] = ("folder", None)
+    if server_files_allowed():  # a browser on another machine names no server folder (_data.server_files_allowed)
+        options[FOLDER_REFERENCE] = ("folder", None)
     from_zoo = any(str(e.get("path")) == here for e in entries if e.get("path"))
     default = next((k for k, v in options.items() if v is not None and v[0] == "zoo"), NO_REFERENCE) \
         if from_zoo else NO_REFERENCE

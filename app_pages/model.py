@@ -48,8 +48,11 @@ def _try_load(spec: str, *, allow_pickle: bool, name: str, labels: tuple[str, ..
                     ui.shared_model(spec, allow_pickle, labels)
     except PickleRefusedError as exc:
         ui.show_error(exc, "Refused: ")
-        st.info("If you trust where this model came from, tick **Allow pickled weights** below and load again.",
-                icon=":material/info:")
+        if ui.server_files_allowed():
+            st.info("If you trust where this model came from, tick **Allow pickled weights** below and load again.",
+                    icon=":material/info:")
+        else:
+            st.info(md(ui.server_files_refusal("Loading pickled weights")), icon=":material/info:")
         return False
     except (ModelLoadError, OSError, ValueError) as exc:
         ui.show_error(exc, "Could not load the model: ")
@@ -160,6 +163,8 @@ def _session_models_panel() -> None:
 
 
 def _pickle_checkbox(key: str) -> bool:
+    if not ui.server_files_allowed():  # a pickle runs its code in the server: not for a browser on another machine
+        return False
     return st.checkbox(
         "Allow pickled weights (.bin/.pt) — loading a pickle runs any code inside it; only for models you trust",
         key=key,
@@ -248,6 +253,9 @@ elif source == "Packaged default":
     if st.button("Use the packaged model", type="primary", key="model.use_default"):
         _try_load("default", allow_pickle=False, name="default (all-MiniLM-L6-v2)", labels=_dataset_labels())
 
+elif source == "Local folder" and not ui.server_files_allowed():
+    st.info(md(ui.server_files_refusal("Loading a folder of the server")), icon=":material/lock:")
+
 elif source == "Local folder":
     folder = st.text_input("Model folder (holds config.json and model.safetensors)",
                            placeholder="/path/to/model", **ui.keep("model.folder", ""))
@@ -267,8 +275,11 @@ elif source == "Hub id":
                            **ui.keep("model.hub_id", ""))
     allow = _pickle_checkbox("model.hub_pickle")
     if st.button("Load from the hub", type="primary", key="model.load_hub"):
+        refusal = ui.hub_id_refusal(hub_id) if hub_id.strip() else None
         if not hub_id.strip():
             st.error("Type a model id such as owner/name.", icon=":material/warning:")
+        elif refusal:
+            st.error(md(refusal), icon=":material/lock:")
         else:
             _try_load(hub_id.strip(), allow_pickle=allow, name=hub_id.strip())
 

@@ -284,6 +284,8 @@ if st.button("Sanitize", type="primary", icon=":material/healing:", disabled=run
         clean_ref, ref = None, ref_options.get(ref_choice)
         if ref is not None and ref[0] == "folder":  # safetensors only: pickled weights go through the Model page
             typed = str(ui.kept("sanitize.clean_ref_folder", "")).strip()
+            if not ui.server_files_allowed():
+                raise ValueError(ui.server_files_refusal("A clean reference from a server folder"))
             folder = ui.local_folder(typed)
             if folder is None:
                 raise ValueError(f"The clean reference folder '{typed[:200]}' is not a folder on this machine.")

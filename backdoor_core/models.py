@@ -221,6 +221,24 @@ def _looks_like_local_path(spec: str) -> bool:
     return "/" in spec and (Path(first).expanduser().is_dir() or first in LOCAL_FOLDER_NAMES)
 
 
+def reads_local_files(spec: str | os.PathLike) -> bool:
+    """True when ``load_model(spec)`` would read this machine's files beyond the packaged default: ``spec`` exists
+    here (a folder, a file, a relative path such as ``bench/models``) or can only mean a local folder
+    (``_looks_like_local_path``); False for ``"default"`` and a hub id. The app asks this before it loads a name a
+    browser on another machine typed (``app_pages._data.server_files_allowed``)."""
+    spec_str = str(spec).strip()
+    if spec_str == "default":
+        return False
+    if not spec_str or "\x00" in spec_str:
+        return True  # not a name load_model can take: refused as local, never looked up
+    try:
+        if os.path.lexists(Path(spec_str).expanduser()):
+            return True
+    except (OSError, ValueError, RuntimeError):  # too long, an unknown user's ~: not a hub id either
+        return True
+    return _looks_like_local_path(spec_str) or not _looks_like_hub_id(spec_str)
+
+
 LOCAL_FOLDER_NAMES = ("models", "model", "assets", "bench", "out", "output", "outputs", "checkpoints", "runs", "tmp")
 
 

@@ -101,8 +101,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_app(root, env_extra: dict, log_path, start_timeout_s: float = 60.0) -> Iterator[str]:
+def streamlit_app(root, env_extra: dict, log_path, start_timeout_s: float = 60.0,
+                  address: str = "127.0.0.1") -> Iterator[str]:
     """Run ``streamlit run app.py`` from ``root`` on a free localhost port; yield its URL; stop it on exit.
+    ``address`` is the one it listens on (``0.0.0.0``: every interface, as a server for a class); the URL is
+    localhost's either way.
 
     ``env_extra`` is added to this process's environment (test model, zoo folder...); the server runs offline
     (``HF_HUB_OFFLINE``), on one thread, with the file watcher off. Its output goes to ``log_path``, whose tail
@@ -122,7 +125,7 @@ def streamlit_app(root, env_extra: dict, log_path, start_timeout_s: float = 60.0
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"],
             cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -150,18 +153,36 @@ def streamlit_app(root, env_extra: dict, log_path, start_timeout_s: float = 60.0
                 proc.kill()
 
 
-def open_app_page(browser, viewport: dict, timeout_ms: int = 90_000, **kwargs):
-    """A new page on ``browser`` with every non-localhost request blocked and page errors collected.
+def open_app_page(browser, viewport: dict, timeout_ms: int = 90_000,
+                  allow_hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), **kwargs):
+    """A new page on ``browser`` with every request off ``allow_hosts`` blocked and page errors collected.
 
     Returns ``(page, blocked, errors)``: the lists of blocked URLs and JavaScript errors, for the test to assert
     empty at the end.
     """
     page = browser.new_page(viewport=viewport, **kwargs)
-    blocked = block_network(page)
+    blocked = block_network(page, allow_hosts)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(timeout_ms)
     return page, blocked, errors
+
+
+def lan_address() -> str | None:
+    """This machine's address on its network (not loopback), or None when it has none: the route a datagram
+    socket would take (``connect`` sends nothing)."""
+    import socket
+
+    for probe in ("192.0.2.1", "10.255.255.255"):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                ip = s.getsockname()[0]
+        except OSError:
+            continue
+        if ip and not ip.startswith("127.") and ip != "0.0.0.0":
+            return ip
+    return None
 
 
 def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> None:

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app_pages import put_cancelled_job, quick_finetune_repair  # noqa: E402
+from test_app_pages import errors, put_cancelled_job, quick_finetune_repair  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -355,7 +355,7 @@ def test_detect_warns_when_the_pool_is_not_drawn_like_the_clean_texts(monkeypatc
     assert not any("drawn like the clean texts" in w.value for w in at.warning)
 
 
-def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
+def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path, monkeypatch):
     import torch
 
     from backdoor_core.models import save_model, tiny_model
@@ -375,6 +375,15 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path):
     rows = at.session_state["detect.drift_cache"][1]["words"]
     assert rows[0]["word"] == "tq" and rows[0]["rank"] == 1 and rows[0]["pool_count"] == 0
     assert rows[1]["drift"] < 0.01 * rows[0]["drift"]  # the tiny model is the base but for that row
+    drift_tables = lambda: [d for d in at.dataframe if "word" in getattr(d.value, "columns", [])]  # noqa: E731
+    assert drift_tables()
+    # a server whose files are closed to this browser reads no folder of it, not even one read before
+    monkeypatch.setenv("BACKDOOR_LAB_SERVER_FILES", "none")
+    at.run()
+    assert any("names a folder on the server" in e for e in errors(at)), errors(at)
+    assert not drift_tables()
+    monkeypatch.delenv("BACKDOOR_LAB_SERVER_FILES")
+    at.run()
     at.selectbox(key="detect.drift_pick").set_value("tq").run()
     at.button(key="detect.drift_open").click().run()  # the lead, tried on the Inspect page
     assert not at.exception and at.text_input(key="inspect.word").value == "tq"

@@ -43,7 +43,7 @@ def test_the_tal_note_says_what_the_tal_line_shows():
 # ------------------------------------------------------------------------------------------------ in a browser
 
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
-from browser import click_until, wait_until_idle  # noqa: E402
+from browser import click_until, lan_address, wait_until_idle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -63,7 +63,8 @@ METRICS_CUT_JS = """() => [...document.querySelectorAll('[data-testid="stMetricV
 def teacher_server(tmp_path_factory):
     env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path_factory.mktemp("zoo")),
            "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path_factory.mktemp("sessions"))}
-    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log", start_timeout_s=300) as url:
+    with streamlit_app(ROOT, env, tmp_path_factory.mktemp("log") / "streamlit.log", start_timeout_s=300,
+                       address="0.0.0.0") as url:  # on every interface: the students' browsers reach it too
         yield url
 
 
@@ -136,6 +137,35 @@ def test_attack_lab_tiles_are_not_cut_at_1024_px(teacher_server):
         assert steps.locator('[data-testid="stMetricValue"]').inner_text().strip() == "196 / 196"
         assert page.evaluate(METRICS_CUT_JS) == []
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
+
+
+@browser_only
+def test_a_students_browser_opens_no_folder_of_the_teachers_machine(teacher_server):
+    """A teacher runs the app on a laptop and the class opens it over the network: a student's browser (another
+    machine; here this machine's network address, not loopback) gets no path box and no pickle opt-in on the Model
+    page, and is told why; the teacher's own browser (localhost) keeps both."""
+    lan = lan_address()
+    if lan is None:
+        pytest.skip("this machine has no network address but loopback")
+    student_url = teacher_server.replace("127.0.0.1", lan)
+    with launch_browser() as browser:
+        for url, student in ((student_url, True), (teacher_server, False)):
+            page, blocked, errors = open_app_page(browser, PROJECTOR, allow_hosts=("127.0.0.1", "localhost", lan))
+            page.goto(f"{url}/model")
+            wait_until_idle(page)
+            main = page.locator('[data-testid="stMainBlockContainer"]')
+            main.get_by_text("Local folder", exact=True).click()
+            wait_until_idle(page)
+            refused = main.get_by_text("Loading a folder of the server is not open here")
+            path_box = page.get_by_label("Model folder (holds config.json and model.safetensors)")
+            assert (refused.count(), path_box.count()) == ((1, 0) if student else (0, 1)), (url, page.url)
+            main.get_by_text("Upload .zip", exact=True).click()
+            wait_until_idle(page)
+            assert main.get_by_text("Allow pickled weights", exact=False).count() == (0 if student else 1), url
+            if student:
+                _shot(page, "student_model_page")
+            assert blocked == [] and errors == [], (url, blocked[:3], errors[:3])
+            page.close()
 
 
 def test_a_trained_model_comes_back_after_a_reload():
