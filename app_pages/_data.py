@@ -57,7 +57,12 @@ def set_data_spec(spec: str) -> None:
 
 def restore_kept_data() -> None:
     """Once per Streamlit session, before the dataset is first read: the data file this tab had uploaded before a
-    reload (``session_models.kept_data``). Called by the sidebar after ``lab()`` knows the tab's id."""
+    reload (``session_models.kept_data``). Called by the sidebar after ``lab()`` knows the tab's id.
+
+    Only a regular file inside the tab's own folder comes back (``kept_data``): a kept "file" that is a link (to
+    ``/etc/passwd``, to another tab's data) made the pages read it as this tab's data. Where something is kept but
+    not such a file, the page says so in one line and the tab goes on with the default dataset (our design: the
+    link is left where it is, never followed or deleted)."""
     if ss().get(K_DATA_RESTORED):
         return
     ss()[K_DATA_RESTORED] = True
@@ -66,6 +71,17 @@ def restore_kept_data() -> None:
     path = _kept(lambda sid, root: SM.kept_data(sid, root))
     if path is not None:
         ss()[K_DATA] = str(path)
+    elif _kept(lambda sid, root: _anything_kept(SM.models_dir(sid, root) / SM.DATA)):
+        st.warning(f"The data file this tab had uploaded could not be brought back (it is not a plain file in this "
+                   f"tab's folder, so it is not read); the pages use {md(data_spec())}. Upload it again to use it.",
+                   icon=":material/warning:")
+
+
+def _anything_kept(folder: Path) -> bool:
+    """Whether ``folder`` (a tab's kept-data folder) or anything in it is there, a link included."""
+    if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
+        return True
+    return folder.is_dir() and any(True for _ in folder.iterdir())
 
 
 K_DATA_RESTORED = "lab.data_restored"

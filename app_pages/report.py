@@ -2,7 +2,8 @@
 
 Only the ticked findings go into either file (the JSON's ``session`` summary included). The charts toggle states
 what they add to the HTML, computed from the ticked findings' charts (plotly.js once, and each chart's data). A
-tab whose saved report had findings or charts that could not be read back says so here (``LabSession.dropped``).
+tab whose saved report had findings or charts that could not be read back says so here (``LabSession.dropped``),
+as does one whose findings cannot be saved on the server (``LabSession.unsaved``: a full or read-only disk).
 A blank title gives the default one.
 """
 
@@ -31,6 +32,10 @@ title = st.text_input("Title", **ui.keep("report.title", DEFAULT_TITLE)).strip()
 if lab.dropped:
     st.warning("Part of this tab's saved report could not be read back and is left out: "
                + "; ".join(md(d, 200) for d in lab.dropped[:5]) + (" …" if len(lab.dropped) > 5 else ""),
+               icon=":material/warning:")
+if lab.unsaved:  # the sessions folder is full or read-only: what is found stays in this tab's memory only
+    st.warning(f"This tab's findings could not be saved on the server (its disk refused: {md(lab.unsaved, 160)}): "
+               "a reload or a closed tab will lose them. Download the report below to keep them.",
                icon=":material/warning:")
 if not findings:
     st.info("Nothing recorded yet. Inspect a text, scan a model, train or sanitize one: each result is added "

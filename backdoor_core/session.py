@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class LabSession:
         self.dataset = dict(info or {})
 
     autosave: str | None = None  # a file path: every record / set_model writes the session there (``save``)
+    # why the last autosave failed ("" once one succeeds): a full or read-only sessions folder kept the report in
+    # memory only, and a reload lost it without a word; the Report page says so while it is set (our design)
+    unsaved: str = ""
 
     def record(self, kind: str, title: str, *, key: str | None = None, model: str = "", **fields: Any) -> Finding:
         """Add a finding about ``model`` (its name), replacing an earlier one with the same key about the same
@@ -111,8 +115,10 @@ class LabSession:
         if self.autosave:
             try:
                 self.save(self.autosave)
-            except (OSError, TypeError, ValueError):
-                pass  # a report that cannot be written must not break the page; the in-memory one stays
+            except (OSError, TypeError, ValueError) as exc:  # must not break the page; the in-memory one stays
+                self.unsaved = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)[:200]
+            else:
+                self.unsaved = ""
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the whole session (figures as plotly JSON, no pickle) to ``path`` atomically. A figure that cannot
@@ -136,13 +142,12 @@ class LabSession:
         findings with one key the later is kept, as ``record`` keeps it. Nesting too deep for the parser is a
         ValueError, not a RecursionError (which no caller expected: every page of the tab failed). A lone
         surrogate (``"\\ud800"``, which JSON allows and UTF-8 cannot encode) becomes U+FFFD: it failed the
-        Report page and the HTML download."""
-        size = Path(path).stat().st_size
-        if size > MAX_SESSION_BYTES:
-            raise ValueError(f"{path} is {size / 2**20:.0f} MB, more than a saved lab session holds "
-                             f"({MAX_SESSION_BYTES // 2**20} MB at most)")
+        Report page and the HTML download. The file itself must be a regular file, not a link (``_read_session_file``):
+        a link read another tab's report, or ``/etc/passwd``, as this tab's. At most ``MAX_FINDINGS`` findings are
+        read (the newest; the rest named in ``dropped``): a forged file of 100,000 tiny findings drew as many
+        checkboxes on the Report page, which then took minutes a rerun."""
         try:
-            data = _no_lone_surrogates(json.loads(Path(path).read_text(encoding="utf-8")))
+            data = _no_lone_surrogates(json.loads(_read_session_file(path).decode("utf-8")))
         except RecursionError:
             raise ValueError(f"{path} is nested too deeply to be a saved lab session") from None
         if not isinstance(data, dict) or data.get("version") != 1:
@@ -150,8 +155,12 @@ class LabSession:
         model, dataset = data.get("model"), data.get("dataset")
         lab = cls(model=dict(model) if isinstance(model, dict) else {},
                   dataset=dict(dataset) if isinstance(dataset, dict) else {})
-        findings = data.get("findings")
-        for i, f in enumerate(findings if isinstance(findings, list) else []):
+        findings = data.get("findings") if isinstance(data.get("findings"), list) else []
+        if len(findings) > MAX_FINDINGS:
+            lab.dropped.append(f"{len(findings) - MAX_FINDINGS:,} older findings (a saved report keeps at most "
+                               f"{MAX_FINDINGS:,})")
+            findings = findings[-MAX_FINDINGS:]
+        for i, f in enumerate(findings):
             name = f.get("title") if isinstance(f, dict) else None
             where = f"finding {i + 1}" + (f" ({str(name)[:80]})" if name else "")
             problems: list[str] = []
@@ -329,6 +338,37 @@ MAX_SESSION_BYTES = 256 * 2**20
 file is refused before it is read into memory."""
 
 
+MAX_FINDINGS = 2000
+"""The most findings ``LabSession.load`` reads back (a class session records a few dozen)."""
+
+
+def _read_session_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the saved session ``path``: ValueError where it is a link, not a regular file (a FIFO, a
+    device: read forever) or larger than ``MAX_SESSION_BYTES`` (refused before it is read into memory). Opened
+    without following a link and without blocking, and checked on the open file (no swap between a check and the
+    read)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    if os.path.islink(path):
+        raise ValueError(f"{Path(path).name} is a link, not a saved lab session; it is not followed")
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == getattr(os, "ELOOP", None):  # O_NOFOLLOW: it became a link after the check
+            raise ValueError(f"{Path(path).name} is a link, not a saved lab session; it is not followed") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{Path(path).name} is not a regular file, not a saved lab session")
+        if info.st_size > MAX_SESSION_BYTES:
+            raise ValueError(f"{path} is {info.st_size / 2**20:.0f} MB, more than a saved lab session holds "
+                             f"({MAX_SESSION_BYTES // 2**20} MB at most)")
+        data = f.read(MAX_SESSION_BYTES + 1)
+    if len(data) > MAX_SESSION_BYTES:  # grew while read
+        raise ValueError(f"{path} is more than a saved lab session holds ({MAX_SESSION_BYTES // 2**20} MB at most)")
+    return data
+
+
 def set_aside(path: str | os.PathLike) -> Path | None:
     """Rename a saved session that cannot be read to ``<name>.broken-<time>`` beside it, so the new report that
     replaces it does not write over it; the new name, or None where the rename failed."""
@@ -347,13 +387,16 @@ def finding_key(key: str, model: str = "") -> str:
     return f"{key}@{model}" if model else key
 
 
-SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+SESSION_ID = re.compile(r"\A[0-9a-f]{32}\Z")
+r"""A tab's id: 32 lowercase hex digits and nothing else. ``\Z``, not ``$``: ``$`` also matches before a final
+newline, so ``?session=<32 hex>%0A`` was taken as an id and named files ``<hex>\n.json`` (and
+``app_pages._state.path_ok`` uses ``SESSION_ID.match``)."""
 
 
 def session_file(session_id: str, root: str | os.PathLike | None = None) -> Path:
     """Where the app keeps session ``session_id``'s report between reloads: ``<cache>/sessions/<id>.json``
     (``root`` overrides the folder). Raises ValueError unless the id is 32 lowercase hex digits."""
-    if not SESSION_ID.match(str(session_id)):
+    if not SESSION_ID.fullmatch(str(session_id)):
         raise ValueError("not a session id")
     if root is None:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
