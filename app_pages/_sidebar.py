@@ -129,6 +129,9 @@ def sidebar(page_path: str = ""):
         except Exception as exc:  # noqa: BLE001 - shown, never raised
             st.error(md(f"{spec}: {exc}"), icon=":material/warning:")
         slot = st.container()  # filled by sidebar_jobs()
+        if lab().unsaved:  # a full or read-only sessions folder: noticed on every page, not only on Report
+            st.warning("This tab's findings are not saved on the server (a reload would lose them): download the "
+                       "report on the Report page.", icon=":material/warning:")
         st.divider()
         st.toggle("Presenter mode (larger text)", **keep(K_PRESENTER, presenter()))
         keep_presenter_in_url()  # a reload keeps it

@@ -273,7 +273,10 @@ def test_findings_that_cannot_be_saved_are_said_on_the_report_page(monkeypatch):
     goto(at, "report")
     assert any("could not be saved" in w.value and "No space left" in w.value for w in at.warning), \
         [w.value for w in at.warning]
+    goto(at, "inspect")  # every page's sidebar says so too
+    assert any("not saved on the server" in w.value for w in at.sidebar.warning), [w.value for w in at.warning]
     monkeypatch.setattr(S, "write_text", room)
     at.session_state["lab.session"].record("note", "found once there was room", text="y")
     goto(at, "report")
     assert not any("could not be saved" in w.value for w in at.warning)
+    assert not any("not saved on the server" in w.value for w in at.sidebar.warning)
