@@ -51,8 +51,25 @@ def set_data_spec(spec: str) -> None:
     reload gets it back (``restore_kept_data``): a reload went back to BBC News without a word, and the pages ran
     on it with the models trained on the user's file."""
     ss()[K_DATA] = spec
-    _kept(lambda sid, root: SM.keep_data(sid, spec, root) if _is_upload(spec) else
-          None if _is_kept(spec, sid, root) else SM.forget_data(sid, root))
+    ss().pop(K_DATA_NOT_KEPT, None)
+    upload = _is_upload(spec)
+    failed: list[str] = []
+    _kept(lambda sid, root: SM.keep_data(sid, spec, root) if upload else
+          None if _is_kept(spec, sid, root) else SM.forget_data(sid, root), failed)
+    if upload and failed:  # a full disk, a linked folder: the tab goes on with the file, which a reload loses
+        ss()[K_DATA_NOT_KEPT] = failed[0]
+
+
+K_DATA_NOT_KEPT = "lab.data_not_kept"  # why this tab's uploaded data file could not be kept for a reload
+
+
+def data_not_kept_note() -> str | None:
+    """The one-line warning, once, where ``set_data_spec`` could not keep an uploaded file for a reload."""
+    why = ss().pop(K_DATA_NOT_KEPT, None)
+    if not why:
+        return None
+    return (f"This file is in use, but the server could not keep a copy for a reload ({md(why, 160)}): a reload of "
+            "this tab will go back to the default dataset. Upload it again after a reload.")
 
 
 def restore_kept_data() -> None:
@@ -87,13 +104,17 @@ def _anything_kept(folder: Path) -> bool:
 K_DATA_RESTORED = "lab.data_restored"
 
 
-def _kept(action):
+def _kept(action, failed: list[str] | None = None):
+    """``action(session id, sessions folder)``, or None where this tab has no id or the disk refuses (its reason
+    appended to ``failed``)."""
     sid = ss().get(K_SESSION_ID)
     if not sid:
         return None
     try:
         return action(sid, os.environ.get(SESSIONS_ENV) or None)
-    except (OSError, ValueError):  # a full or read-only disk: the session goes on with the file in memory
+    except (OSError, ValueError) as exc:  # a full or read-only disk: the session goes on with the file in memory
+        if failed is not None:
+            failed.append(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
         return None
 
 

@@ -14,6 +14,7 @@ from backdoor_core.data import DataError, list_shared
 from backdoor_core.model_card import card_rows
 from backdoor_core.models import ModelLoadError, PickleRefusedError, extract_model_archive, load_model
 from app_pages import _common as ui
+from app_pages._data import data_not_kept_note
 from app_pages._models import session_origin, use_session_model
 from app_pages._text import md, md_code
 
@@ -359,6 +360,9 @@ elif choice != current:
     ui.set_data_spec(choice)
     st.rerun()
 
+_not_kept = data_not_kept_note()
+if _not_kept:
+    st.warning(_not_kept, icon=":material/warning:")
 ds = ui.dataset_or_none("train")
 if ds is not None:
     counts = ds.label_counts()

@@ -241,6 +241,30 @@ def test_a_reload_keeps_the_uploaded_data_file():
     assert new_app(sid).session_state["lab.data_spec"] == "bbc"
 
 
+def test_an_upload_the_server_cannot_keep_for_a_reload_says_so(monkeypatch):
+    """A full disk (or a linked folder) refused the copy kept for a reload, without a word: the file was in use and a
+    reload went back to BBC News. Now the Model page says so once; the file is still in use."""
+    import errno
+
+    from backdoor_core import session_models as SM
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SM, "keep_data", full)
+    rows = "".join(f"text number {i} about topic {i % 5}\t{i % 5}\n" for i in range(60))
+    at = goto(new_app(), "model")
+    at.selectbox(key="model.data_choice").set_value("Your file…").run()
+    at.file_uploader(key="model.data_file").upload("my_news.tsv", ("text\tlabel\n" + rows).encode(),
+                                                    "text/plain").run()
+    at.button(key="model.use_data_file").click().run()
+    assert not at.exception and "my_news.tsv" in _sidebar_text(at)
+    said = [w.value for w in at.warning if "could not keep a copy for a reload" in w.value]
+    assert len(said) == 1 and "No space left on device" in said[0], [w.value for w in at.warning]
+    at.run()  # said once
+    assert not any("could not keep a copy" in w.value for w in at.warning)
+
+
 def test_a_trigger_of_commas_only_is_refused_before_a_training_starts():
     """Trigger words ",,," (commas, no word): the poison peek said "An insertion attack needs at least one non-empty
     trigger", yet Train started a run that failed at once with a red "failed" panel and a traceback. Now Train
