@@ -50,6 +50,13 @@ SLOTS = JobSlots(_slot_limit())
 ORPHAN_KEEP_S = 3600.0
 """How long a job that ended with no tab to take its result is kept for that tab's return (its result may be a
 model of about 90 MB)."""
+ORPHANS_KEPT = 24
+"""At most this many tabs with no connected session keep their ended jobs (``_TABS``), and at most this many their
+results (``_RESULTS``), for their return: the longest gone are forgotten first, even before ``ORPHAN_KEEP_S``. A
+closed tab looks like one being reloaded, so each kept its trained model for the hour (``bench/memory_class.py``: 6
+tabs trained and closed, their 6 models still alive once Streamlit had forgotten their sessions). Our design bounds
+them by count: a class of many short tabs costs at most this many models, and a reload takes its tab's back within
+seconds, long before it is among the oldest."""
 _TABS_LOCK = threading.Lock()
 _TABS: dict[str, dict[str, list]] = {}  # tab id -> kind -> [owner's token, Streamlit session id, Job, ended at]
 
@@ -85,6 +92,14 @@ def adopt_orphaned_jobs() -> None:
                         del kinds[kind]
             if not kinds:
                 del _TABS[t]
+        ended = [(entry[3], t, kind) for t, kinds in _TABS.items() if t != tab for kind, entry in kinds.items()
+                 if entry[3] is not None]
+        if len(ended) > ORPHANS_KEPT:  # the longest ended of the tabs gone first (``ORPHANS_KEPT``)
+            gone = sorted(e for e in ended if not _state.connected(_TABS[e[1]][e[2]][1]))
+            for _, t, kind in gone[:max(0, len(gone) - ORPHANS_KEPT)]:
+                del _TABS[t][kind]
+                if not _TABS[t]:
+                    del _TABS[t]
         mine = dict(_TABS.get(tab, {})) if tab else {}
     for kind, entry in mine.items():
         token, session_id, job = entry[0], entry[1], entry[2]
@@ -106,6 +121,19 @@ def adopt_orphaned_jobs() -> None:
 _RESULTS: dict[str, dict] = {}  # tab id -> {"owner": session_owner(), "seen": time, "values": {state key: value}}
 
 
+def _prune_results(tab: str | None, now: float) -> None:
+    """Forget the results of tabs gone for ``ORPHAN_KEEP_S``, and of all but the ``ORPHANS_KEPT`` most recently seen
+    tabs with no connected session (never tab ``tab``'s: the session asking). Call under ``_TABS_LOCK``."""
+    for t, entry in list(_RESULTS.items()):
+        if t != tab and now - entry["seen"] > ORPHAN_KEEP_S and not _state.connected(entry["owner"][1]):
+            del _RESULTS[t]
+    if len(_RESULTS) > ORPHANS_KEPT:
+        gone = sorted((entry["seen"], t) for t, entry in _RESULTS.items()
+                      if t != tab and not _state.connected(entry["owner"][1]))
+        for _, t in gone[:max(0, len(gone) - ORPHANS_KEPT)]:
+            del _RESULTS[t]
+
+
 def keep_result(key: str, value) -> None:
     """Put a job's result into session state under ``key`` and keep it for a reload of this tab."""
     ss()[key] = value
@@ -115,6 +143,7 @@ def keep_result(key: str, value) -> None:
             entry = _RESULTS.setdefault(tab, {"values": {}})
             entry.update(owner=session_owner(), seen=time.time())
             entry["values"][key] = value
+            _prune_results(tab, entry["seen"])
 
 
 def drop_result(key: str) -> None:
@@ -128,12 +157,11 @@ def drop_result(key: str) -> None:
 
 def restore_results() -> None:
     """Give a reloaded tab its results back (called by the sidebar on every run, after ``_state.lab``). Results of
-    tabs gone for ``ORPHAN_KEEP_S`` are forgotten."""
+    tabs gone for ``ORPHAN_KEEP_S``, or beyond the ``ORPHANS_KEPT`` most recent gone tabs, are forgotten
+    (``_prune_results``)."""
     tab, now, me = ss().get(K_SESSION_ID), time.time(), session_owner()
     with _TABS_LOCK:
-        for t, entry in list(_RESULTS.items()):
-            if t != tab and now - entry["seen"] > ORPHAN_KEEP_S and not _state.connected(entry["owner"][1]):
-                del _RESULTS[t]
+        _prune_results(tab, now)
         entry = _RESULTS.get(tab) if tab else None
         if entry is None:
             return

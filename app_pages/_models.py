@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from pathlib import Path
 
 import streamlit as st
@@ -82,12 +83,47 @@ def session_models() -> dict:
 K_ORIGINS = "lab.session_origins"  # {session model name: how it came to be ("trained in this session from …")}
 
 
+# A reload starts a new Streamlit session, which loaded this tab's kept models from disk: while the reloaded page's
+# result (``_jobs.keep_result``: the Attack lab's result holds the trained model) or the old session (Streamlit keeps
+# a disconnected one 2 minutes for a reconnect) still held the model in memory, the tab held it twice (measured:
+# ``bench/memory_class.py``, one more ``LoadedModel`` per reloaded tab). So the models a tab made are also listed
+# here, by weak reference, under its id and name; ``restore_session_models`` takes a model still alive instead of
+# loading a second copy. A weak reference keeps nothing alive: our design adds no memory of its own.
+_LIVE_LOCK = threading.Lock()
+_LIVE: dict[tuple[str, str], weakref.ref] = {}  # (tab id, model name) -> weak reference to its LoadedModel
+
+
+def _note_live(name: str, loaded) -> None:
+    """List ``loaded`` as this tab's model ``name`` (``_LIVE``); entries whose model died are forgotten."""
+    from app_pages._state import K_SESSION_ID
+
+    sid = ss().get(K_SESSION_ID)
+    if not sid:
+        return
+    try:
+        ref = weakref.ref(loaded)
+    except TypeError:  # an object that takes no weak reference: loaded from disk on a reload, as before
+        return
+    with _LIVE_LOCK:
+        for key in [k for k, r in _LIVE.items() if r() is None]:
+            del _LIVE[key]
+        _LIVE[(sid, name)] = ref
+
+
+def _live_model(sid: str, name: str):
+    """This tab's model ``name`` if an object of it is still alive (``_note_live``), else None."""
+    with _LIVE_LOCK:
+        ref = _LIVE.get((sid, name))
+    return ref() if ref is not None else None
+
+
 def set_session_model(name: str, loaded, origin: str | None = None) -> None:
     """Make ``loaded`` (a per-session LoadedModel, e.g. just trained) the current model.
 
     ``origin`` says where it came from, in words ("trained in this session from <base>", "uploaded in this
     session from m.zip"); without it ``session_origin`` reads it from the model card."""
     session_models()[name] = loaded
+    _note_live(name, loaded)
     origins = ss().setdefault(K_ORIGINS, {})
     if origin:
         origins[name] = origin
@@ -128,7 +164,9 @@ def _kept_on_disk(action) -> None:
 def restore_session_models() -> None:
     """Once per Streamlit session: bring back the models this tab trained, repaired or uploaded before a reload
     (``session_models.saved``), their origins, and the current one; and delete the kept models of sessions
-    untouched for ``session_models.MAX_AGE_DAYS``. Called by the sidebar after ``lab()`` knows the tab's id."""
+    untouched for ``session_models.MAX_AGE_DAYS``. Called by the sidebar after ``lab()`` knows the tab's id. A model
+    still alive in this server's memory (``_live_model``: the reloaded page's kept result holds it) is taken as it
+    is, not loaded a second time from its copy on disk."""
     import os
 
     from app_pages._state import K_SESSION_ID, SESSIONS_ENV
@@ -149,10 +187,12 @@ def restore_session_models() -> None:
     origins = ss().setdefault(K_ORIGINS, {})
     with st.spinner(f"Bringing back this tab's {len(rows)} model(s) from before the reload…"):
         for entry in rows:
+            live = _live_model(sid, entry.name)  # still in memory (a result kept for the reload): not twice
             try:
-                session_models()[entry.name] = SM.load(entry, kept(K_DEVICE, S.DEVICE))
+                session_models()[entry.name] = live if live is not None else SM.load(entry, kept(K_DEVICE, S.DEVICE))
             except Exception:  # noqa: BLE001 - a model that no longer loads is left out, the others come back
                 continue
+            _note_live(entry.name, session_models()[entry.name])
             if entry.origin:
                 origins[entry.name] = entry.origin
     if current in session_models() and K_MODEL not in ss():
@@ -281,8 +321,27 @@ def model_lock(loaded) -> ModelLock:
     theirs, so a model shared through ``st.cache_resource`` is only touched under this lock, and jobs get a
     private copy (``session_copy``). Two models' locks may be held together, taken in any order (``ModelLock``).
     """
+    key = id(loaded)
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(id(loaded), ModelLock(id(loaded)))
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = ModelLock(key)
+            _forget_lock_with(loaded, key)
+    return lock
+
+
+def _forget_lock_with(loaded, key: int) -> None:
+    """Drop ``loaded``'s lock from ``_LOCKS`` when the model is freed. ``_LOCKS`` kept one lock for every model a
+    session ever locked (every training's copy, every reloaded tab's models), and a new model that got a freed one's
+    ``id`` got its lock too. A lock still held then stays with its holder; the entry goes (a plain ``dict.pop``: the
+    finalizer may run in any thread, also one inside ``_LOCKS_GUARD``)."""
+    def forget(lock_key: int = key, locks: dict = _LOCKS) -> None:
+        locks.pop(lock_key, None)
+
+    try:
+        weakref.finalize(loaded, forget)
+    except TypeError:  # no weak reference (not a LoadedModel): its lock stays, as before
+        pass
 
 
 def session_copy(loaded, name: str | None = None):

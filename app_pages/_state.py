@@ -79,20 +79,52 @@ def keep(key: str, default: Any) -> dict:
 # (the text typed on Inspect, the scan's and the attack's knobs) was at its default again. Their values are also kept
 # under the tab's id in this server's memory; a new session of that tab (a reload, or a copy in a second tab) starts
 # each widget at the value it had there.
+#
+# A value is kept by reference (no copy while its session lives), but it outlives the session: a pool of texts pasted
+# on Detect (megabytes) stayed in memory for as long as 500 tabs had not pushed it out, a class's worth of such
+# pastes for the whole day. Our design bounds what is kept, in characters (``_kept_size``; 1 to 4 bytes each): a value
+# over ``KEPT_VALUE_MAX_CHARS`` is not kept for a reload (a reload starts that widget at its default, never at an
+# older value of it; the session itself keeps the value), and the kept values of all tabs together stay under
+# ``KEPT_MAX_CHARS``, the least recently used tabs forgotten first (the tab being drawn is never dropped).
 _KEPT_TABS = 500  # the tabs whose widget values are kept (the oldest are forgotten first)
+KEPT_VALUE_MAX_CHARS = 200_000
+"""The largest widget value kept for a reload: a pasted pool of about 2,000 texts of 100 characters."""
+KEPT_MAX_CHARS = 20_000_000
+"""All tabs' kept widget values together (about 100 tabs with a pool of ``KEPT_VALUE_MAX_CHARS`` each)."""
 _KEPT: dict[str, dict[str, Any]] = {}  # tab id -> {widget key: value}
+_KEPT_CHARS: dict[str, int] = {}  # tab id -> its kept values' size (``_kept_size``)
+
+
+def _kept_size(value: Any) -> int:
+    """A widget value's size for ``KEPT_MAX_CHARS``: characters of text (and bytes), 8 for anything else."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return 8 + sum(_kept_size(v) for v in value)
+    if isinstance(value, dict):
+        return 8 + sum(_kept_size(k) + _kept_size(v) for k, v in value.items())
+    return 8
 
 
 def _keep_in_tab(key: str) -> None:
     tab = ss().get(K_SESSION_ID)
     if not tab or key not in ss():
         return
+    value = ss()[key]
+    big = _kept_size(value) > KEPT_VALUE_MAX_CHARS
     with _TABS_LOCK:
         values = _KEPT.pop(tab, None) or {}
-        values[key] = ss()[key]
+        if big:
+            values.pop(key, None)  # not kept: a reload shows the default, not an older value
+        else:
+            values[key] = value
         _KEPT[tab] = values  # the most recent last
-        while len(_KEPT) > _KEPT_TABS:
-            del _KEPT[next(iter(_KEPT))]
+        _KEPT_CHARS[tab] = sum(_kept_size(v) for v in values.values())
+        total = sum(_KEPT_CHARS.values())
+        while len(_KEPT) > 1 and (len(_KEPT) > _KEPT_TABS or total > KEPT_MAX_CHARS):
+            oldest = next(iter(_KEPT))
+            del _KEPT[oldest]
+            total -= _KEPT_CHARS.pop(oldest, 0)
 
 
 def _restore_kept(tab: str) -> None:
@@ -181,8 +213,7 @@ def lab() -> LabSession:
                 session_models.copy(source, sid, root)  # and the models the link's tab had
             except OSError:
                 pass  # the copy of the report goes on without them
-        with _TABS_LOCK:
-            _TAB_OWNERS[sid] = session_owner()
+        _note_owner(sid)
         ss()[K_SESSION] = session
         ss()[K_SESSION_ID] = sid
         _restore_kept(source or sid)  # its widgets start where the tab (or the copied tab) had them
@@ -197,6 +228,27 @@ def lab() -> LabSession:
 K_OWNER = "lab.owner_token"
 _TABS_LOCK = threading.Lock()
 _TAB_OWNERS: dict[str, tuple[str, str | None]] = {}  # tab id -> session_owner() of the session that has it
+
+
+_OWNERS_PRUNE_AT = 1000
+"""``_TAB_OWNERS`` is pruned of tabs whose session is gone when it grows past this many (``_note_owner``)."""
+
+
+def _note_owner(sid: str) -> None:
+    """Record this session as tab ``sid``'s owner. ``_TAB_OWNERS`` got one entry per tab ever opened (a server up for
+    a term of classes); an entry whose session is no longer connected answers as no entry does (``_open_elsewhere``:
+    not open elsewhere), so those are dropped once it holds ``_OWNERS_PRUNE_AT`` tabs."""
+    me = session_owner()
+    with _TABS_LOCK:
+        _TAB_OWNERS[sid] = me
+        if len(_TAB_OWNERS) < _OWNERS_PRUNE_AT:
+            return
+        owners = list(_TAB_OWNERS.items())
+    gone = [tab for tab, owner in owners if tab != sid and not connected(owner[1])]
+    with _TABS_LOCK:
+        for tab in gone:
+            if tab in _TAB_OWNERS and not connected(_TAB_OWNERS[tab][1]):
+                del _TAB_OWNERS[tab]
 
 
 def session_owner() -> tuple[str, str | None]:
