@@ -147,6 +147,7 @@ def ablation_tab(loaded, result, max_length: int) -> None:
     c1, c2 = st.columns([3, 1], gap="medium")
     with c2:
         use_scan = st.toggle("The scan's suspicious heads", value=False, key="inspect.ablate_scan",
+                             persist_state="session",
                              disabled=suspicious is None,
                              help="Run a scan on the Detect page first." if suspicious is None else
                              f"{len(mask_labels(suspicious))} heads from the last scan of this model.")
@@ -159,7 +160,7 @@ def ablation_tab(loaded, result, max_length: int) -> None:
                 st.session_state.pop("inspect.ablate_heads")
             # the two top heads of this text and trigger, unless the user chose
             follow_default("inspect.ablate_heads", [r["head"] for r in result.top_heads(2)])
-            chosen = st.multiselect("Heads to switch off", names, key="inspect.ablate_heads",
+            chosen = st.multiselect("Heads to switch off", names, key="inspect.ablate_heads", persist_state="session",
                                     help="Each chosen head's output is multiplied by 0 (its weights are untouched).")
     # the Compare page starts from these (a widget's own value is gone once the browser leaves the page)
     st.session_state[K_INSPECT_HEADS_OFF] = {"model": loaded.name, "heads": list(chosen)}
@@ -207,7 +208,7 @@ def saliency_tab(loaded, result, max_length: int) -> None:
     from backdoor_core.saliency import METHODS, compare_saliency
 
     method = st.radio("Attribution", list(METHODS), format_func=METHODS.get, horizontal=True,
-                      key="inspect.sal_method",
+                      key="inspect.sal_method", persist_state="session",
                       help="Integrated gradients (32 steps from an all-[PAD] text) or gradient × input, both on the "
                            "word embeddings, computed with Captum.")
     cache_key = ("sal", id(result), method)

@@ -43,6 +43,7 @@ MAX_LENGTH = model_max_length(loaded)  # the length the model was trained to rea
 # model's trigger ("cf" for an AddSent model whose card names its sentence: "Same prediction with and without the
 # trigger"). When the model changed and the fields hold the last model's card trigger or the stock default (not a
 # trigger the user typed), they follow the new card's trigger.
+K_TAB = "inspect.tab"  # the open tab (only it and the first three draw)
 K_TRIGGER_SEEN = "inspect.trigger_seen"  # (model, its card's trigger) when the page last drew the fields
 _ref = ui.model_ref()
 _model_id = (_ref.get("kind"), _ref.get("spec") or _ref.get("name"))
@@ -204,6 +205,51 @@ with p2:
                                                                     result.triggered.probs), (result,)),
             key="inspect.probs")
 
+def _bertviz_tab(result, key, top: dict) -> None:
+    """The bertviz head or model view of the clean or the triggered text, drawn offline
+    (``bertviz_offline``); ``key`` is the inspection's cache key, ``top`` its top head."""
+    from backdoor_core.bertviz_offline import head_view_html, model_view_html
+
+    c1, c2, c3 = st.columns(3)
+    kept = {"horizontal": True, "persist_state": "session"}  # a tab drawn only while open: values kept meanwhile
+    view = c1.radio("View", ["head view", "model view"], key="inspect.bv_view", **kept)
+    bv_text = c2.radio("Attention of the text", ["with trigger", "clean"], key="inspect.bv_text", **kept)
+    rec = result.triggered if bv_text == "with trigger" else result.clean
+    layers_all = list(range(result.concentration.shape[0]))
+    bv_cache = st.session_state.setdefault("inspect.bv_cache", {})
+    if view == "head view":
+        if st.session_state.get("inspect.bv_layer") not in layers_all:
+            st.session_state.pop("inspect.bv_layer", None)
+        follow_default("inspect.bv_layer", int(top["layer"]))  # the top head's layer, unless the user chose
+        bv_layer = c3.selectbox("Layer shown first", layers_all, format_func=lambda x: f"L{x}",
+                                key="inspect.bv_layer", persist_state="session")
+        bv_key = (key, view, bv_text, bv_layer)
+        height = min(1400, 140 + 24 * len(rec.tokens))
+    else:
+        # a row of its own: in a third of the page the chips of six layers were cut to the first few
+        bv_layers = st.multiselect("Layers", layers_all, default=layers_all[: min(L, 6)],
+                                   format_func=lambda x: f"L{x}", key="inspect.bv_layers", persist_state="session")
+        bv_key = (key, view, bv_text, tuple(bv_layers))
+        height = min(900, 140 + 110 * len(bv_layers or layers_all))
+    doc = bv_cache.get(bv_key)
+    if doc is None:
+        try:
+            with st.spinner("Drawing the attention view…"):
+                if view == "head view":
+                    doc = head_view_html(rec.attentions, rec.tokens, layer=bv_layer, height=int(height))
+                else:  # in a box that scrolls (both ways) instead of being clipped by the frame
+                    doc = model_view_html(rec.attentions, rec.tokens, layers=bv_layers or None, display_mode="light",
+                                          height=int(height))
+            bv_cache.clear()  # keep only the latest page (they can be megabytes)
+            bv_cache[bv_key] = doc
+        except ValueError as exc:
+            ui.show_error(exc)
+    st.caption("Drawn offline (d3 and jQuery are inside the page). Hover a token to follow its attention; "
+               "double-click a colour to show one head only.")
+    if doc:
+        st.iframe(doc, height=int(height) + 24)  # the box plus the page's 8 px margins: nothing is clipped
+
+
 # --------------------------------------------------------------------------------------------- heads
 
 L, H = result.concentration.shape
@@ -212,8 +258,12 @@ layer_names = layer_labels(arch_info.get("layer_kinds"))
 for note_key in ("concentration", "similarity"):  # not `key`: that is the result key the bertviz cache uses
     if note_key in (arch_info.get("notes") or {}):
         st.caption(f":material/info: {arch_info['notes'][note_key]}")
-# short names: all six fit a 1024-px window with the sidebar open (longer ones ran out of the bar behind an arrow)
-tabs = st.tabs(["Heads on trigger", "Head similarity", "One head", "bertviz views", "Heads off", "Saliency"])
+# short names: all six fit a 1024-px window with the sidebar open (longer ones ran out of the bar behind an arrow).
+# Streamlit draws every tab's body on every run, the hidden ones too: each new text or trigger paid for the
+# saliency (integrated gradients, about 1 s with MiniLM on 2 cores), the bertviz page and the heads-off run before
+# the page showed. The last three tabs draw only while open (a click on a tab reruns the page; our design).
+TABS = ["Heads on trigger", "Head similarity", "One head", "bertviz views", "Heads off", "Saliency"]
+tabs = st.tabs(TABS, key=K_TAB, on_change="rerun")
 
 with tabs[0]:
     c1, c2 = ui.stack_columns("inspect")
@@ -266,50 +316,14 @@ with tabs[2]:
                             (result, rec), (l, h, list(hl))), key="inspect.matrix")
 
 with tabs[3]:
-    from backdoor_core.bertviz_offline import head_view_html, model_view_html
-
-    c1, c2, c3 = st.columns(3)
-    view = c1.radio("View", ["head view", "model view"], horizontal=True, key="inspect.bv_view")
-    bv_text = c2.radio("Attention of the text", ["with trigger", "clean"], horizontal=True, key="inspect.bv_text")
-    rec = result.triggered if bv_text == "with trigger" else result.clean
-    layers_all = list(range(L))
-    bv_cache = st.session_state.setdefault("inspect.bv_cache", {})
-    if view == "head view":
-        if st.session_state.get("inspect.bv_layer") not in layers_all:
-            st.session_state.pop("inspect.bv_layer", None)
-        follow_default("inspect.bv_layer", int(top["layer"]))  # the top head's layer, unless the user chose
-        bv_layer = c3.selectbox("Layer shown first", layers_all, format_func=lambda x: f"L{x}",
-                                key="inspect.bv_layer")
-        bv_key = (key, view, bv_text, bv_layer)
-        height = min(1400, 140 + 24 * len(rec.tokens))
-    else:
-        # a row of its own: in a third of the page the chips of six layers were cut to the first few
-        bv_layers = st.multiselect("Layers", layers_all, default=layers_all[: min(L, 6)],
-                                   format_func=lambda x: f"L{x}", key="inspect.bv_layers")
-        bv_key = (key, view, bv_text, tuple(bv_layers))
-        height = min(900, 140 + 110 * len(bv_layers or layers_all))
-    doc = bv_cache.get(bv_key)
-    if doc is None:
-        try:
-            with st.spinner("Drawing the attention view…"):
-                if view == "head view":
-                    doc = head_view_html(rec.attentions, rec.tokens, layer=bv_layer, height=int(height))
-                else:  # in a box that scrolls (both ways) instead of being clipped by the frame
-                    doc = model_view_html(rec.attentions, rec.tokens, layers=bv_layers or None, display_mode="light",
-                                          height=int(height))
-            bv_cache.clear()  # keep only the latest page (they can be megabytes)
-            bv_cache[bv_key] = doc
-        except ValueError as exc:
-            ui.show_error(exc)
-    st.caption("Drawn offline (d3 and jQuery are inside the page). Hover a token to follow its attention; "
-               "double-click a colour to show one head only.")
-    if doc:
-        st.iframe(doc, height=int(height) + 24)  # the box plus the page's 8 px margins: nothing is clipped
-
+    if tabs[3].open:
+        _bertviz_tab(result, key, top)
 with tabs[4]:
-    AN.ablation_tab(loaded, result, MAX_LENGTH)
+    if tabs[4].open:
+        AN.ablation_tab(loaded, result, MAX_LENGTH)
 with tabs[5]:
-    AN.saliency_tab(loaded, result, MAX_LENGTH)
+    if tabs[5].open:
+        AN.saliency_tab(loaded, result, MAX_LENGTH)
 
 # --------------------------------------------------------------------------------------------- report
 

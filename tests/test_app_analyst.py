@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app_pages import errors, put_cancelled_job, quick_finetune_repair  # noqa: E402
+from test_app_pages import errors, open_tab, put_cancelled_job, quick_finetune_repair  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -60,6 +60,8 @@ def _scan_user_pool(pool: list[str], n_clean: int) -> AppTest:
 
 def test_inspect_switch_heads_off():
     at = goto(new_app(), "inspect")
+    assert "inspect.ablate_cache" not in at.session_state  # a closed tab runs nothing
+    open_tab(at, "Heads off")
     at.multiselect(key="inspect.ablate_heads").set_value(["L0H1", "L1H3"]).run()
     assert not at.exception and not at.error
     key, res = at.session_state["inspect.ablate_cache"]
@@ -71,7 +73,9 @@ def test_inspect_switch_heads_off():
 
 def test_inspect_token_saliency_and_report_finding():
     at = goto(new_app(), "inspect")
-    assert not at.exception
+    assert "inspect.sal_cache" not in at.session_state  # a closed tab runs nothing, and records nothing
+    assert not any(f.key.startswith("inspect:saliency@") for f in at.session_state["lab.session"].findings)
+    open_tab(at, "Saliency")
     key, pair = at.session_state["inspect.sal_cache"]
     assert pair.triggered.method == "ig" and "cf" in pair.triggered.tokens
     said = [c.value for c in at.caption if c.value.startswith("Integrated gradients split the change")]
@@ -387,7 +391,7 @@ def test_detect_reads_the_words_that_moved_since_the_base_checkpoint(tmp_path, m
     at.selectbox(key="detect.drift_pick").set_value("tq").run()
     at.button(key="detect.drift_open").click().run()  # the lead, tried on the Inspect page
     assert not at.exception and at.text_input(key="inspect.word").value == "tq"
-    assert at.session_state["inspect.sal_cache"][1].triggered.tokens.count("tq") == 1
+    assert at.session_state["inspect.cache"][1].triggered.tokens.count("tq") == 1
     goto(at, "detect")
     found = {f.key.split("@")[0]: f for f in at.session_state["lab.session"].findings}
     assert found["scan:Words that moved since the base checkpoint"].table[0]["word"] == "tq"

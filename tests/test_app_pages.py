@@ -41,6 +41,14 @@ def goto(at: AppTest, page: str) -> AppTest:
     return at
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Open the Inspect page's tab ``label`` (its last three tabs draw only while open), as a click on it does."""
+    at.session_state["inspect.tab"] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
@@ -959,9 +967,10 @@ def test_inspect_head_pickers_follow_the_top_head_of_the_text_shown():
         res = at.session_state["inspect.cache"][1]
         return [r["head"] for r in res.top_heads(2)], int(res.top_heads(1)[0]["layer"])
 
-    def pickers():
-        return (at.selectbox(key="inspect.head").value, at.selectbox(key="inspect.bv_layer").value,
-                at.multiselect(key="inspect.ablate_heads").value)
+    def pickers():  # the bertviz and heads-off tabs draw only while open: each opened in turn
+        bv_layer = open_tab(at, "bertviz views").selectbox(key="inspect.bv_layer").value
+        return (at.selectbox(key="inspect.head").value, bv_layer,
+                open_tab(at, "Heads off").multiselect(key="inspect.ablate_heads").value)
 
     heads, layer = top()
     assert pickers() == (heads[0], layer, heads)
@@ -975,9 +984,10 @@ def test_inspect_head_pickers_follow_the_top_head_of_the_text_shown():
     # the user's own picks stay when the text changes
     at.selectbox(key="inspect.head").set_value("L0H0").run()
     at.multiselect(key="inspect.ablate_heads").set_value(["L1H1"]).run()
+    open_tab(at, "Saliency")  # the heads-off tab is not drawn: the pick is kept meanwhile
     at.text_input(key="inspect.word").input("bb").run()
     assert at.selectbox(key="inspect.head").value == "L0H0"
-    assert at.multiselect(key="inspect.ablate_heads").value == ["L1H1"]
+    assert open_tab(at, "Heads off").multiselect(key="inspect.ablate_heads").value == ["L1H1"]
 
 
 def test_compare_reads_a_text_as_long_as_inspect_does(tmp_path):

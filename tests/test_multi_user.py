@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_app_analyst import wait_job  # noqa: E402
-from test_app_pages import goto, new_app  # noqa: E402
+from test_app_pages import goto, new_app, open_tab  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,7 @@ def test_a_users_training_repair_and_heads_off_leave_another_users_default_model
 
     a = goto(new_app(), "inspect")
     assert a.session_state["lab.session_id"] != b.session_state["lab.session_id"]
-    a.multiselect(key="inspect.ablate_heads").set_value(["L0H0", "L0H1", "L1H0", "L1H1"]).run()
+    open_tab(a, "Heads off").multiselect(key="inspect.ablate_heads").set_value(["L0H0", "L0H1", "L1H0", "L1H1"]).run()
     assert not a.exception and a.session_state["inspect.ablate_cache"][1].labels
     goto(a, "sanitize")  # a repair of the shared default model (a private copy is trained)
     a.selectbox(key="sanitize.defense").set_value("finetune").run()
