@@ -14,6 +14,7 @@ from backdoor_core.detection import (VERDICT_THRESHOLD, call_note, called_by_wor
 from app_pages import _actions as A
 from app_pages import _analyst as AN
 from app_pages import _common as ui
+from app_pages._state import KEPT_VALUE_MAX_CHARS
 from app_pages._text import md
 from app_pages._widgets import figure_once
 
@@ -72,7 +73,9 @@ with c2:
         except DataError as exc:
             ui.show_error(exc)
             pool_texts = []
-        st.caption(f"{len(pool_texts)} texts")
+        st.caption(f"{len(pool_texts)} texts" + (
+            f" · more than {KEPT_VALUE_MAX_CHARS:,} characters: a reload of this page will not bring them back"
+            if len(raw) > KEPT_VALUE_MAX_CHARS else ""))
 with c3:
     st.subheader("Knobs")
     frr = st.slider("False-rejection rate on clean data", 0.01, 0.2, step=0.01, format="%.2f",

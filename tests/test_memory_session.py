@@ -108,11 +108,13 @@ def test_a_pasted_pool_too_big_to_keep_is_not_kept_for_a_reload_and_a_small_one_
     at.text_area(key="detect.pool_raw").set_value(small).run()
     sid = at.session_state["lab.session_id"]
     assert goto(new_app(sid), "detect").text_area(key="detect.pool_raw").value == small
+    assert not any("will not bring them back" in c.value for c in at.caption)
 
     big = "\n".join(f"a long pasted pool, text number {i:06d} of many" for i in range(6000))
     assert len(big) > _state.KEPT_VALUE_MAX_CHARS
     at.text_area(key="detect.pool_raw").set_value(big).run()
-    assert at.text_area(key="detect.pool_raw").value == big  # the session itself keeps it
+    assert at.text_area(key="detect.pool_raw").value == big  # the session itself keeps it, and says so
+    assert any("a reload of this page will not bring them back" in c.value for c in at.caption)
     assert "detect.pool_raw" not in _state._KEPT[sid]  # not kept past the session: nor the older small one
     assert _state._KEPT_CHARS[sid] < _state.KEPT_VALUE_MAX_CHARS
     again = goto(new_app(sid), "detect")  # a reload starts the field at its default
