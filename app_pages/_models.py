@@ -180,21 +180,27 @@ def restore_session_models() -> None:
     try:
         SM.prune(root)
         rows, current = SM.saved(sid, root)
-    except OSError:
+    except (OSError, ValueError):
         return
     if not rows:
         return
     origins = ss().setdefault(K_ORIGINS, {})
+    lost: list[str] = []
     with st.spinner(f"Bringing back this tab's {len(rows)} model(s) from before the reload…"):
         for entry in rows:
             live = _live_model(sid, entry.name)  # still in memory (a result kept for the reload): not twice
             try:
                 session_models()[entry.name] = live if live is not None else SM.load(entry, kept(K_DEVICE, S.DEVICE))
-            except Exception:  # noqa: BLE001 - a model that no longer loads is left out, the others come back
+            except Exception as exc:  # noqa: BLE001 - a model that no longer loads is left out, the others come back
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                lost.append(f"{entry.name[:80]} ({why[:160]})")
                 continue
             _note_live(entry.name, session_models()[entry.name])
             if entry.origin:
                 origins[entry.name] = entry.origin
+    if lost:  # a copy on disk changed or damaged since: said once, in one line (it was left out without a word)
+        st.warning(md(f"{len(lost)} of this tab's models could not be brought back after the reload: "
+                      + "; ".join(lost[:3]) + (" …" if len(lost) > 3 else "")), icon=":material/warning:")
     if current in session_models() and K_MODEL not in ss():
         ss()[K_MODEL] = {"kind": "session", "name": current}
 

@@ -280,3 +280,19 @@ def test_findings_that_cannot_be_saved_are_said_on_the_report_page(monkeypatch):
     goto(at, "report")
     assert not any("could not be saved" in w.value for w in at.warning)
     assert not any("not saved on the server" in w.value for w in at.sidebar.warning)
+
+
+def test_a_kept_model_that_no_longer_loads_is_named_at_the_reload(root):
+    """A kept model whose copy was damaged since (a forged safetensors header here) was left out of the reloaded
+    tab without a word; the others came back. Now the reload names it in one line, and the plain one comes back."""
+    from backdoor_core.models import tiny_model
+
+    SM.save(SID, "good", tiny_model(num_labels=5), "trained in this session", root)
+    folder = _index(root, json.loads((SM.models_dir(SID, root) / SM.INDEX).read_text())["models"]
+                    + [{"name": "damaged", "folder": "m9"}])
+    _model_folder(folder / "m9")  # "{}" as model.safetensors: no header
+    at = new_app(session=SID)
+    said = [w.value for w in at.warning if "could not be brought back after the reload" in w.value]
+    assert len(said) == 1 and said[0].startswith("1 of this tab's models") and "damaged" in said[0], \
+        [w.value for w in at.warning]
+    assert set(at.session_state["lab.session_models"]) == {"good"}
