@@ -175,15 +175,10 @@ def test_a_trained_model_comes_back_after_a_reload():
     with no word of the trained one)."""
     from streamlit.testing.v1 import AppTest
 
-    from test_app_pages import APP
+    from test_app_pages import APP, _small_attack
 
     at = goto(new_app(), "attack")
-    at.number_input(key="attack.n_train").set_value(40)
-    at.number_input(key="attack.n_test").set_value(30)
-    at.number_input(key="attack.epochs").set_value(1)
-    at.number_input(key="attack.rate").set_value(10.0)
-    at.select_slider(key="attack.max_len").set_value(32)
-    at.run()
+    _small_attack(at)
     at.button(key="attack.train").click().run()
     assert wait_job(at, "attack").status == "done"
     at.run()

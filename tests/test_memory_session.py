@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app_pages import goto, new_app, wait_job  # noqa: E402
+from test_app_pages import _small_attack, goto, new_app, wait_job  # noqa: E402
 
 from app_pages import _jobs, _models, _state  # noqa: E402
 
@@ -64,12 +64,7 @@ def fake_tab(monkeypatch):
 
 def test_a_reloaded_tab_holds_its_trained_model_once_not_a_copy_from_disk_beside_the_kept_result():
     at = goto(new_app(), "attack")
-    at.number_input(key="attack.n_train").set_value(16)
-    at.number_input(key="attack.n_test").set_value(16)
-    at.number_input(key="attack.epochs").set_value(1)
-    at.number_input(key="attack.rate").set_value(10.0)
-    at.select_slider(key="attack.max_len").set_value(32)
-    at.run()
+    _small_attack(at)
     at.button(key="attack.train").click().run()
     assert wait_job(at, "attack").status == "done"
     sid = at.session_state["lab.session_id"]

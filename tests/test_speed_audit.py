@@ -231,11 +231,11 @@ def test_a_compare_rerun_draws_the_charts_it_drew_without_building_them(monkeypa
 def test_the_report_preview_draws_a_sections_charts_only_while_its_box_is_open(monkeypatch, tmp_path_factory):
     """Every rerun of the Report page drew all charts of all findings inside the closed preview boxes (400 charts
     with 200 findings, ~0.6 s and megabytes to the browser each time); an open box draws the same charts."""
-    from test_app_pages import goto, new_app
+    from test_app_pages import goto, new_app, open_tab
 
     monkeypatch.setenv("BACKDOOR_LAB_TEST_MODEL", "tiny")
     monkeypatch.setenv("BACKDOOR_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo"))
-    at = goto(goto(new_app(), "inspect"), "report")
+    at = goto(open_tab(goto(new_app(), "inspect"), "Saliency"), "report")  # the inspection and its saliency
     assert at.get("plotly_chart") == [] and len(at.expander) == 3
     sections = at.session_state["lab.session"].sections(keys=[f.key for f in at.session_state["lab.session"].ordered()])
     figures = [fig for s in sections for fig in s.get("figures") or []]
