@@ -13,7 +13,21 @@ os.environ.setdefault("BACKDOOR_LAB_SESSIONS_DIR", tempfile.mkdtemp(prefix="lab-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Two torch threads in each parallel worker too (pytest.ini: `-n auto`): on 2 cores, one thread a worker ran the
+# suite no faster (1335 s against 1304 s) and left a core idle while the other worker waited on a browser.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+MAX_WORKERS = 4  # each worker holds its own models and, for the browser tests, a Streamlit server and a Chromium
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core this process may use (a container's or ``taskset``'s limit, not the
+    machine's), at most MAX_WORKERS; PYTEST_XDIST_AUTO_NUM_WORKERS overrides it."""
+    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
+    if env:
+        return int(env)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_WORKERS, cores))
 
 
 @pytest.fixture(scope="session")
