@@ -91,6 +91,13 @@ def block_network(page, allow_hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
     return blocked
 
 
+def address(page) -> str:
+    """The tab's URL as the browser has it (``location.href``). Playwright's ``page.url`` can keep the URL the page
+    loaded with after the app's ``history.replaceState`` (``_state.url_keeper``): seen under load, a second tab's
+    ``page.url`` held the first tab's session id 30 s after its address bar had its own."""
+    return page.evaluate("location.href")
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     import socket

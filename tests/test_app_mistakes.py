@@ -14,7 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, streamlit_app, wait_until_idle  # noqa: E402
+from browser import BROWSER_MISSING_REASON, address, browser_available, launch_browser, streamlit_app  # noqa: E402
+from browser import wait_until_idle  # noqa: E402
 # the app-page tests' own helpers
 from test_app_pages import errors, goto, new_app, quick_finetune_repair, quick_scan, wait_job  # noqa: E402
 
@@ -334,7 +335,7 @@ def test_inspect_says_where_the_trigger_went_when_the_chosen_word_is_past_the_mo
 
 
 def _sid(page) -> str:
-    return parse_qs(urlsplit(page.url).query).get("session", [""])[0]
+    return parse_qs(urlsplit(address(page)).query).get("session", [""])[0]
 
 
 def _main(page) -> str:
@@ -372,7 +373,7 @@ def test_in_a_browser_a_second_tab_keeps_apart_and_a_reload_gets_the_training_ba
         b = ctx.new_page()  # the same link in a second tab, while tab A is open and training
         b.goto(a.url)
         wait_until_idle(b)
-        assert _until(lambda: len(_sid(b)) == 32 and _sid(b) != sid), b.url
+        assert _until(lambda: len(_sid(b)) == 32 and _sid(b) != sid), address(b)
         assert b.get_by_role("button", name="Cancel").count() == 0  # A's job stays A's
         assert b.get_by_role("button", name="Train").is_enabled()
         b.screenshot(path=str(ARTIFACTS / "mistakes_second_tab.png"))
@@ -380,7 +381,7 @@ def test_in_a_browser_a_second_tab_keeps_apart_and_a_reload_gets_the_training_ba
 
         a.reload()  # a reload keeps the tab's id and brings back its running training
         wait_until_idle(a)
-        assert _sid(a) == sid, a.url
+        assert _sid(a) == sid, address(a)
         assert _until(lambda: a.get_by_role("button", name="Cancel").count() == 1), _main(a)[-800:]
         assert "Training" in _main(a)
         a.screenshot(path=str(ARTIFACTS / "mistakes_reloaded.png"))

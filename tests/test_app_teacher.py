@@ -43,7 +43,7 @@ def test_the_tal_note_says_what_the_tal_line_shows():
 # ------------------------------------------------------------------------------------------------ in a browser
 
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
-from browser import click_until, lan_address, wait_until_idle  # noqa: E402
+from browser import address, click_until, lan_address, wait_until_idle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -232,7 +232,7 @@ def test_cancel_stays_one_word_and_presenter_mode_survives_a_reload(teacher_serv
         page.goto(f"{teacher_server}/attack")
         wait_until_idle(page)
         _presenter(page)
-        assert "presenter=1" in page.url
+        assert "presenter=1" in address(page)
         page.reload()
         wait_until_idle(page)
         assert page.evaluate("""() => parseFloat(getComputedStyle(

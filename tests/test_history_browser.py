@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import (  # noqa: E402
     BROWSER_MISSING_REASON,
+    address,
     browser_available,
     click_until,
     launch_browser,
@@ -53,8 +54,8 @@ def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
         page.add_init_script(RECORD_HISTORY)
         page.goto(f"{url}/")
         wait_until_idle(page)
-        sid = _sid(page.url)
-        assert len(sid) == 1, page.url  # the tab's id is in the URL...
+        sid = _sid(address(page))
+        assert len(sid) == 1, address(page)  # the tab's id is in the URL...
         assert page.evaluate("window.__pushed") == [], page.evaluate("window.__pushed")  # ...without an entry
         start = page.evaluate("history.length")
 
@@ -68,18 +69,18 @@ def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
             wait_until_idle(page)
             pushed = page.evaluate("window.__pushed")
             assert len(pushed) == 1, (name, pushed)  # one entry for one page switch
-            assert urlsplit(page.url).path == path and _sid(page.url) == sid, page.url  # the id kept
+            assert urlsplit(address(page)).path == path and _sid(address(page)) == sid, address(page)  # the id kept
             visited.append(path)
         assert page.evaluate("history.length") == start + 4
 
         for path in reversed(visited[:-1]):  # one Back press per page, back to the first visit
             page.go_back()
             wait_until_idle(page)
-            assert urlsplit(page.url).path == path and _sid(page.url) == sid, (path, page.url)
+            assert urlsplit(address(page)).path == path and _sid(address(page)) == sid, (path, address(page))
         assert page.locator("h1").first.inner_text().strip() == "Backdoor Attention Lab"
         page.go_forward()
         wait_until_idle(page)
-        assert urlsplit(page.url).path == "/compare" and _sid(page.url) == sid, page.url
+        assert urlsplit(address(page)).path == "/compare" and _sid(address(page)) == sid, address(page)
 
         # a typed /home (Streamlit serves Home at / only): Home at / on the same entry. st.switch_page had pushed /
         # after /home, and Back from Home went to /home, which switched to Home again: Back never left Home
@@ -89,7 +90,7 @@ def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
         assert page.locator("h1").first.inner_text().strip() == "Backdoor Attention Lab"
         page.go_back()
         wait_until_idle(page)
-        assert urlsplit(page.url).path == "/compare", page.url
+        assert urlsplit(address(page)).path == "/compare", address(page)
         assert blocked == [] and errors == [], (blocked[:3], errors[:3])
 
 
@@ -117,16 +118,16 @@ def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
         old.get_by_role("button", name="Scan the model").first.click()
         old.get_by_text("Backdoor score", exact=True).first.wait_for()
         wait_until_idle(old)
-        sid = _sid(old.url)
+        sid = _sid(address(old))
 
         new, blocked2, errors2 = open_app_page(browser, {"width": 1280, "height": 1000})
-        new.goto(old.url, wait_until="commit")
+        new.goto(address(old), wait_until="commit")
         new.wait_for_selector('[data-testid="stStatusWidget"], [data-testid="stMainBlockContainer"] '
                               '[data-testid="stVerticalBlock"]', timeout=60_000)  # its first run has started
         old.close()
         new.get_by_text("Backdoor score", exact=True).first.wait_for(timeout=60_000)  # the verdict came back
         wait_until_idle(new)
-        assert _sid(new.url) == sid, (new.url, sid)  # the same tab: its id, not a copy's
+        assert _sid(address(new)) == sid, (address(new), sid)  # the same tab: its id, not a copy's
         # and its knobs where the user had set them (they were back at their defaults after any reload)
         assert new.get_by_label("Clean labelled texts (budget)", exact=True).input_value() == "16"
         assert new.get_by_label("Clean texts in the pool", exact=True).input_value() == "12"

@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import BROWSER_MISSING_REASON, browser_available, launch_browser, open_app_page, streamlit_app  # noqa: E402
+from browser import address  # noqa: E402
 from test_e2e_browser import (  # noqa: E402
     _click, _nav, _no_exceptions, _scan_tiny_pool, _set_number, _train_tiny_backdoor, _wait_text, wait_until_idle,
 )
@@ -221,7 +222,7 @@ def test_layout_at_1400_px_and_in_presenter_mode(layout_server):
         assert tal, body[:800]
         assert tal.group(1).startswith("all ") or "L1" in tal.group(1), f"TAL heads read as layer 0 only: {tal.group(1)}"
         assert "Detection scan" in body
-        assert "session=" in page.url
+        assert "session=" in address(page)
         page.reload()
         wait_until_idle(page)
         body = page.locator('[data-testid="stMainBlockContainer"]').text_content()
