@@ -151,6 +151,8 @@ def test_the_sidebar_shows_a_running_job_on_a_page_that_stops_early(tmp_path):
         page.wait_for_url("**/detect?*")
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_text("Running", exact=True).wait_for(timeout=20_000)  # the training, with its progress
+        # drawn after its heading in the same run: under load the test looked between the two (count 0)
+        sidebar.locator('[data-testid="stProgress"]').first.wait_for(timeout=20_000)
         assert sidebar.locator('[data-testid="stProgress"]').count() == 1
         page.locator('[data-testid="stSidebarNav"]').get_by_text("Attack lab", exact=True).click()
         page.get_by_role("button", name="Cancel").first.click()  # its own panel again; stop it
