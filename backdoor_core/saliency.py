@@ -16,6 +16,7 @@ attribution.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 
@@ -93,8 +94,6 @@ def preload() -> threading.Thread:
 
 
 def _import_captum() -> None:
-    import importlib
-
     try:
         importlib.import_module("captum.attr")
     except Exception:  # noqa: BLE001 - a broken install says so at the first attribution, where it is read

@@ -26,8 +26,9 @@ def pytest_xdist_auto_num_workers(config):
     env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if env:
         return int(env)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_WORKERS, cores))
+    from backdoor_core.device import usable_cores
+
+    return max(1, min(MAX_WORKERS, usable_cores()))
 
 
 @pytest.fixture(scope="session")
