@@ -44,7 +44,7 @@ with c2:
     pool_kinds = ["Test texts, some with the model's trigger (simulation)", "Test texts only (no trigger)",
                   "Your texts (one per line)", "No pool"]
     pool_kind = st.radio("Pool", pool_kinds, **ui.keep("detect.pool_kind", pool_kinds[0]))
-    pool_texts, truth = [], None
+    pool_texts, truth, simulated = [], None, None
     if pool_kind == pool_kinds[0]:
         if known_attack is None:
             st.info("This model's card names no attack, so no triggered inputs can be simulated; the pool "
@@ -53,12 +53,9 @@ with c2:
                                        **ui.keep("detect.pool_clean", min(S.POOL_CLEAN, len(test_full))))
         n_pool_trig = st.number_input("Triggered texts in the pool", 0, 500, step=5,
                                       **ui.keep("detect.pool_trig", S.POOL_TRIGGERED), disabled=known_attack is None)
-        try:
-            pool_texts, truth = D.build_pool(loaded, test_full, int(n_pool_clean),
-                                             int(n_pool_trig) if known_attack is not None else 0,
-                                             attack=known_attack, lock=ui.model_lock(loaded))
-        except ValueError as exc:  # e.g. a paraphrase test set with no non-target rows
-            ui.show_error(exc, "Simulated pool: ")
+        # drawn when the scan starts: it puts the trigger into every non-target test row, 2-4 s that each change
+        # of a knob on this form had paid for
+        simulated = (int(n_pool_clean), int(n_pool_trig) if known_attack is not None else 0)
         if known_attack is not None:
             st.caption("Only the evaluation knows which inputs carry the trigger; the scan does not.")
     elif pool_kind == pool_kinds[1]:
@@ -98,6 +95,13 @@ if no_texts:
 if st.button("Scan the model", type="primary", icon=":material/radar:", disabled=running or no_texts,
              key="detect.run"):
     try:
+        if simulated is not None:
+            with st.spinner("Drawing the simulated pool…"):
+                try:
+                    pool_texts, truth = D.build_pool(loaded, test_full, *simulated, attack=known_attack,
+                                                     lock=ui.model_lock(loaded))
+                except ValueError as exc:  # e.g. a paraphrase test set with no non-target rows
+                    raise ValueError(f"Simulated pool: {exc}") from exc
         clean = train_full.sample(int(n_clean), seed=0)
         A.start_scan(loaded, clean, list(pool_texts), truth,
                      {"frr": float(frr), "rel_threshold": float(rel), "max_fraction": float(max_frac),

@@ -79,6 +79,25 @@ def quick_scan(at: AppTest):
     return job
 
 
+def test_detect_draws_the_simulated_pool_when_the_scan_starts(monkeypatch):
+    """Detect drew its simulated pool (the trigger put into every non-target test row: 2-4 s) on every rerun, each
+    change of a knob; it draws it once, when the scan starts."""
+    from backdoor_core import defender_data as D
+
+    real, drawn = D.build_pool, []
+    monkeypatch.setattr(D, "build_pool", lambda *a, **k: drawn.append(a[2:4]) or real(*a, **k))
+    at = goto(new_app(), "detect")
+    at.number_input(key="detect.n_clean").set_value(16).run()
+    at.number_input(key="detect.pool_clean").set_value(12).run()
+    at.slider(key="detect.frr").set_value(0.1).run()
+    assert not at.exception and drawn == []
+    at.button(key="detect.run").click().run()
+    job = wait_job(at, "scan")
+    assert job.status == "done", job.snapshot().traceback
+    assert drawn == [(12, 0)]  # the tiny model's card names no attack: clean texts only
+    assert len(at.session_state["detect.report"].pool_texts) == 12
+
+
 def wait_job(at: AppTest, kind: str, timeout: float = 120):
     job = at.session_state["lab.jobs"][kind]
     assert job.wait(timeout), f"{kind} job still running"
@@ -348,6 +367,8 @@ def test_attack_detect_sanitize_report_end_to_end(tmp_path):
     assert "path" not in at.session_state["attack.result"]  # stays in the session (tests/test_hostile_app.py)
 
     quick_scan(at)
+    truth = at.session_state["detect.info"]["truth"]  # the simulated pool: 12 clean texts and 6 with the trigger
+    assert len(at.session_state["detect.report"].pool_texts) == len(truth) == 18 and truth.sum() == 6
     # the verdict: exactly one message, the one the scan's own verdict calls for, and no other error
     likely = bool(at.session_state["detect.report"].verdict["likely_backdoored"])
     verdict_errors = [e for e in errors(at) if e.startswith("This model behaves like a backdoored one")]
