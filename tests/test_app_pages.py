@@ -745,6 +745,27 @@ def test_presenter_mode_draws_charts_with_larger_text():
     assert not at.exception and font_sizes(at) == {round(F.FONT_SIZE * F.PRESENTER_SCALE)}
 
 
+def test_presenter_mode_enlarges_a_kept_chart_once(monkeypatch):
+    """Presenter mode copied every chart on every rerun (60-140 ms each); a chart the page keeps is copied once."""
+    import json
+
+    from backdoor_core import figures as F
+
+    real, copied = F.enlarge, []
+    monkeypatch.setattr(F, "enlarge", lambda fig, *a: copied.append(fig) or real(fig, *a))
+    at = goto(new_app(), "inspect")
+    at.toggle(key="lab.presenter").set_value(True).run()
+    first = len(copied)
+    assert first >= 3, first
+    at.run()  # the same result shown again
+    assert not at.exception and len(copied) == first, f"{len(copied) - first} charts copied again"
+    sizes = {json.loads(c.proto.spec)["layout"]["font"]["size"] for c in at.get("plotly_chart")}
+    assert sizes == {round(F.FONT_SIZE * F.PRESENTER_SCALE)}
+    at.toggle(key="lab.presenter").set_value(False).run()
+    at.toggle(key="lab.presenter").set_value(True).run()
+    assert len(copied) == first, "switching presenter mode off and on copied the kept charts again"
+
+
 def test_pages_say_a_dataset_is_too_small_instead_of_failing(tmp_path, monkeypatch):
     """A 6-row data file (two classes) uploaded on the Model page: the Attack lab raised
     ``StreamlitInvalidMinMaxError: min_value 16 > max_value 6``, Detect and Sanitize the same with 8. Now each says
