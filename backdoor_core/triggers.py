@@ -94,14 +94,32 @@ def _fits_in_window(tokenizer, text: str, trigger: str, max_length: int, words=N
 
 
 def _max_position_by_words(tokenizer, text: str, trigger: str, max_length: int, words) -> int:
-    """Word-by-word count (tokenizers without offsets): two special tokens, each word tokenised alone."""
+    """Word-by-word count (tokenizers without offsets): two special tokens, each word tokenised alone.
+
+    The words are tokenised a batch at a time, as many as could still fit (a word is rarely zero tokens, so the
+    next batch is seldom needed): one call per word had been most of the time to poison a test set."""
     budget = max_length - 2 - len(tokenizer.tokenize(trigger))
-    used = 0
-    for i, (s, e) in enumerate(words):
-        used += len(tokenizer.tokenize(text[s:e]))
-        if used > budget:
-            return i
+    used, i = 0, 0
+    while i < len(words):
+        batch = [text[s:e] for s, e in words[i:i + max(budget - used, 0) + 1]]
+        for n in _token_counts(tokenizer, batch):
+            used += n
+            if used > budget:
+                return i
+            i += 1
     return len(words)
+
+
+def _token_counts(tokenizer, pieces: list[str]) -> list[int]:
+    """How many tokens each of ``pieces`` is alone (no special tokens): one batched call where the tokenizer takes
+    a batch, else ``tokenize`` on each."""
+    try:
+        ids = tokenizer(pieces, add_special_tokens=False)["input_ids"]
+        if len(ids) == len(pieces):
+            return [len(x) for x in ids]
+    except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):
+        pass
+    return [len(tokenizer.tokenize(piece)) for piece in pieces]
 
 
 def placement_note(text: str, asked: int | None, placed: int, max_length: int) -> str | None:

@@ -104,6 +104,38 @@ def test_wordpiece_window_is_the_word_by_word_count():
                     _max_position_by_words(tok, text, trigger, L, word_spans(text))
 
 
+def test_word_by_word_count_in_batches_is_each_word_alone(bpe):
+    """The word-by-word count tokenises words a batch at a time; it gives the count of one word at a time, also where
+    words are zero tokens (format characters a WordPiece tokenizer drops: the next batch is needed) and with a
+    tokenizer that takes no batch."""
+    def one_at_a_time(tok, text, trigger, L):
+        budget, used = L - 2 - len(tok.tokenize(trigger)), 0
+        for i, (s, e) in enumerate(word_spans(text)):
+            used += len(tok.tokenize(text[s:e]))
+            if used > budget:
+                return i
+        return len(word_spans(text))
+
+    class NoBatch:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def tokenize(self, text):
+            return self.tok.tokenize(text)
+
+    wordpiece = tiny_model().tokenizer
+    assert wordpiece.tokenize("\u200b") == []
+    rng = random.Random(3)
+    pool = ["naïve", "北京", "don't", "!!!", "unbelievably", "the", "a,b", "\u200b", "\u200b\u200b", "Hello,"]
+    for tok in (wordpiece, bpe, NoBatch(wordpiece)):
+        for _ in range(60):
+            text = " ".join(rng.choice(pool) for _ in range(rng.randint(0, 60)))
+            for trigger in ("cf", "I watch this 3D movie"):
+                for L in (4, 8, 16, 32):
+                    assert _max_position_by_words(tok, text, trigger, L, word_spans(text)) == \
+                        one_at_a_time(tok, text, trigger, L), (text, trigger, L)
+
+
 # ------------------------------------------------------------------------------------ TAL, recomputed by hand
 
 
