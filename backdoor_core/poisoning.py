@@ -172,10 +172,11 @@ class InsertionAttack(Attack):
         unchanged).
         """
         chosen = [rng.choice(self.triggers) for _ in range(self.num_triggers)]
-        limit = len(word_spans(text))
+        words = word_spans(text)
+        limit = len(words)
         windowed = self.tokenizer is not None and self.max_length is not None
         if windowed:
-            limit = min(limit, max_position_in_window(self.tokenizer, text, " ".join(chosen), self.max_length))
+            limit = min(limit, max_position_in_window(self.tokenizer, text, " ".join(chosen), self.max_length, words))
         drawn = sorted((rng.randint(0, limit) for _ in chosen), reverse=True)
         while True:
             # one trigger: ``limit`` already keeps it inside the window, so its insertion need not count again

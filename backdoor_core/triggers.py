@@ -29,8 +29,9 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _WORD.finditer(text)]
 
 
-def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int) -> int:
-    """Largest word position at which ``trigger`` still fits entirely within ``max_length`` tokens.
+def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int, words=None) -> int:
+    """Largest word position at which ``trigger`` still fits entirely within ``max_length`` tokens (``words``:
+    ``word_spans(text)``, where the caller has them).
 
     Counts the tokenizer's special tokens (``[CLS]`` and ``[SEP]``). Returns 0 when even the start is too late (a
     trigger longer than the window is then cut, which callers should treat as a user error).
@@ -42,15 +43,15 @@ def max_position_in_window(tokenizer, text: str, trigger: str, max_length: int) 
     each: a binary search over a whole BBC article had made poisoning its test set 20 times slower, 8.5 s instead
     of 0.4). Other tokenizers: the word-by-word count, with two special tokens.
     """
-    words = word_spans(text)
+    words = word_spans(text) if words is None else words
+    guess = _max_position_by_words(tokenizer, text, trigger, max_length, words)  # at most len(words)
+    fits = _fits_in_window(tokenizer, text, trigger, max_length, words)
     try:
-        fits = _fits_in_window(tokenizer, text, trigger, max_length, words)
-        fits(0)
-    except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):
-        return _max_position_by_words(tokenizer, text, trigger, max_length, words)
+        guess_fits = fits(guess)
+    except (TypeError, NotImplementedError, KeyError, ValueError, AttributeError):  # no offsets: the word count
+        return guess
     # fits is monotone (a trigger placed later has no fewer tokens before it): the largest p with fits(p), or 0
-    guess = min(len(words), _max_position_by_words(tokenizer, text, trigger, max_length, words))
-    if fits(guess):
+    if guess_fits:
         lo, hi = guess, None  # fits(lo); the first position that does not fit lies above, if any
         step = 1
         while hi is None:
@@ -82,11 +83,12 @@ def _fits_in_window(tokenizer, text: str, trigger: str, max_length: int, words=N
     ``max_length`` past the position are tokenised: every word is at least one token, so the window ends before
     them."""
     words = word_spans(text) if words is None else words
+    trigger = trigger.strip()
 
     def fits(position: int) -> bool:
         end = position + max_length + 1
-        head = text if end >= len(words) else text[:words[end][0]]
-        ins = insert_trigger(head, trigger, position)  # head holds every word up to ``end``: the same place
+        head, head_words = (text, words) if end >= len(words) else (text[:words[end][0]], words[:end])
+        ins = _insert_at(head, trigger, position, head_words)  # head holds every word up to ``end``: the same place
         enc = tokenizer(ins.text, truncation=True, max_length=max_length, return_offsets_mapping=True)
         return max((int(e) for s, e in enc["offset_mapping"] if e > s), default=0) >= ins.span[1]
 
@@ -163,8 +165,12 @@ def insert_trigger(
         position = rng.randint(0, limit)
     elif position < 0:
         position = max(0, len(words) + position)
-    position = max(0, min(position, limit))
+    return _insert_at(text, trigger, max(0, min(position, limit)), words)
 
+
+def _insert_at(text: str, trigger: str, position: int, words) -> Insertion:
+    """``trigger`` (stripped, not empty) inserted before word ``position`` (``0 <= position <= len(words)``) of
+    ``text``, whose ``word_spans`` are ``words``."""
     if position < len(words):
         at = words[position][0]
         new = text[:at] + trigger + " " + text[at:]
