@@ -192,6 +192,10 @@ def lan_address() -> str | None:
     return None
 
 
+RUNNING = '[data-testid="stStatusWidget"], [data-testid="stSpinner"], [data-testid="stSkeleton"]'
+"""What the app shows while a script run is in progress: the status widget, a spinner, a skeleton."""
+
+
 def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> None:
     """Wait until the app has content and no run is in progress for ``settle_s`` seconds (a click while the
     app still runs can be lost)."""
@@ -201,10 +205,9 @@ def wait_until_idle(page, timeout_s: float = 90.0, settle_s: float = 0.7) -> Non
                            timeout=timeout_s * 1000)
     deadline = time.time() + timeout_s
     quiet_since = None
+    busy = page.locator(RUNNING)  # one query a look (three had taken ~50 ms a look under load)
     while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
-            page.locator('[data-testid="stSpinner"]').count() > 0 or \
-            page.locator('[data-testid="stSkeleton"]').count() > 0
+        running = busy.count() > 0
         if running:
             quiet_since = None
         elif quiet_since is None:
