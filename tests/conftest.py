@@ -31,6 +31,47 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(MAX_WORKERS, usable_cores()))
 
 
+FILE_SECONDS = "lab/file_seconds"  # pytest's cache: {test file: seconds its tests took in the last run}
+
+
+def _file_of(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest test files first, so that the two workers do not end on one long browser scenario each in turn
+    while the other waits (``--dist loadfile`` with ``--no-loadscope-reorder``, pytest.ini: xdist hands out files in
+    this order; its own order, most tests first, had put the browser scenarios, two or three tests each, last).
+    The order: each file's seconds in the last run (pytest's cache), else files that start a browser or an app
+    server before the others, then the files with more tests. Every worker computes the same order."""
+    cache = getattr(config, "cache", None)
+    seconds = cache.get(FILE_SECONDS, {}) if cache is not None else {}
+    count: dict[str, int] = {}
+    served: dict[str, bool] = {}
+    for item in items:
+        f = _file_of(item)
+        count[f] = count.get(f, 0) + 1
+        module = getattr(item, "module", None)
+        served[f] = served.get(f, False) or any(hasattr(module, n) for n in ("launch_browser", "streamlit_app"))
+    rank = {f: (-float(seconds.get(f, 0.0)), not served[f], -count[f], f) for f in count}
+    items.sort(key=lambda item: rank[_file_of(item)])  # stable: a file's tests keep their order
+
+
+_SPENT: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _SPENT[report.nodeid.split("::", 1)[0]] = _SPENT.get(report.nodeid.split("::", 1)[0], 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """Keep each file's seconds for the next run's order (the controller's, or a run without workers)."""
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _SPENT:
+        return
+    cache.set(FILE_SECONDS, {**cache.get(FILE_SECONDS, {}), **{f: round(t, 1) for f, t in _SPENT.items()}})
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A random tiny BERT classifier (2 layers x 4 heads) with the real MiniLM tokenizer."""
