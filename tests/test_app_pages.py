@@ -97,6 +97,15 @@ def test_detect_draws_the_simulated_pool_when_the_scan_starts(monkeypatch):
     assert drawn == [(12, 0)]  # the tiny model's card names no attack: clean texts only
     assert len(at.session_state["detect.report"].pool_texts) == 12
 
+    def no_rows(*a, **k):
+        raise ValueError("The paraphrase test set has no non-target rows.")
+
+    monkeypatch.setattr(D, "build_pool", no_rows)  # a pool that cannot be drawn: said on the click, no scan starts
+    at.button(key="detect.run").click().run()
+    assert not at.exception
+    assert any(e.startswith("Cannot start: Simulated pool: The paraphrase test set") for e in errors(at)), errors(at)
+    assert at.session_state["lab.jobs"]["scan"] is job
+
 
 def wait_job(at: AppTest, kind: str, timeout: float = 120):
     job = at.session_state["lab.jobs"][kind]
