@@ -41,7 +41,7 @@ _ENLARGED: dict[int, tuple[weakref.ref, object]] = {}  # id(figure) -> (the figu
 def enlarged(fig):
     """``figures.enlarge(fig)``, made once per figure object while it lives. A page keeps the figures of a result it
     shows (``figure_once``), and presenter mode copied each one on every rerun: 60-140 ms a chart, an Inspect rerun
-    at 0.8 s instead of 0.2 s. A figure is never changed once drawn, so its copy stays right."""
+    of MiniLM's at 0.5 s instead of 0.2 s. A figure is never changed once drawn, so its copy stays right."""
     from backdoor_core.figures import enlarge
 
     key = id(fig)

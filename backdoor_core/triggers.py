@@ -86,6 +86,8 @@ def _fits_in_window(tokenizer, text: str, trigger: str, max_length: int, words=N
     trigger = trigger.strip()
 
     def fits(position: int) -> bool:
+        if not trigger:  # as insert_trigger says it (the caller then falls back to the word count)
+            raise ValueError("The trigger is empty.")
         end = position + max_length + 1
         head, head_words = (text, words) if end >= len(words) else (text[:words[end][0]], words[:end])
         ins = _insert_at(head, trigger, position, head_words)  # head holds every word up to ``end``: the same place

@@ -34,8 +34,8 @@ def pytest_xdist_auto_num_workers(config):
 FILE_SECONDS = "lab/file_seconds"  # pytest's cache: {test file: seconds its tests took in the last run}
 
 
-def _file_of(item) -> str:
-    return item.nodeid.split("::", 1)[0]
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,19 +49,20 @@ def pytest_collection_modifyitems(config, items):
     count: dict[str, int] = {}
     served: dict[str, bool] = {}
     for item in items:
-        f = _file_of(item)
+        f = _file_of(item.nodeid)
         count[f] = count.get(f, 0) + 1
         module = getattr(item, "module", None)
         served[f] = served.get(f, False) or any(hasattr(module, n) for n in ("launch_browser", "streamlit_app"))
     rank = {f: (-float(seconds.get(f, 0.0)), not served[f], -count[f], f) for f in count}
-    items.sort(key=lambda item: rank[_file_of(item)])  # stable: a file's tests keep their order
+    items.sort(key=lambda item: rank[_file_of(item.nodeid)])  # stable: a file's tests keep their order
 
 
 _SPENT: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report):
-    _SPENT[report.nodeid.split("::", 1)[0]] = _SPENT.get(report.nodeid.split("::", 1)[0], 0.0) + report.duration
+    f = _file_of(report.nodeid)
+    _SPENT[f] = _SPENT.get(f, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session):
