@@ -13,7 +13,6 @@ from backdoor_core.data import DataError, SHARED_LABEL_NAMES, paraphrase_sets
 from backdoor_core.defender_data import model_max_length
 from backdoor_core.head_metrics import head_label
 from backdoor_core.poisoning import ADDSENT_TRIGGER, BADNETS_TRIGGERS, attack_type
-from backdoor_core.saliency import preload as preload_saliency
 from backdoor_core.triggers import placement_note
 from app_pages import _analyst as AN
 from app_pages import _common as ui
@@ -343,6 +342,3 @@ if AN.not_recorded("inspect.recorded", (result, loaded), "inspect:latest", loade
                  F.concentration_heatmap(result.concentration)],
         data=result.to_dict(),
     )
-
-if not tabs[5].open:  # Captum's import in the background while the page is read: the tab's first open 1.5 s sooner
-    preload_saliency()

@@ -16,8 +16,6 @@ attribution.
 
 from __future__ import annotations
 
-import importlib
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,30 +72,6 @@ class TokenSaliency:
                      "trigger too: the scores then say what moves this text from the [PAD] text, not what makes it "
                      f"'{target_name}'. Gradient × input reads each token at the text itself.")
         return note
-
-
-_PRELOAD_LOCK = threading.Lock()
-_PRELOADED: list[threading.Thread] = []
-
-
-def preload() -> threading.Thread:
-    """Import Captum in a background thread, once per process, so that the first attribution does not wait for it
-    (``import captum.attr`` takes 1.5 s on 2 cores, with torch and transformers already in). The app calls it at the
-    end of the Inspect page's run, once the page is drawn: a first click on the Saliency tab in a live demo then
-    pays for the attribution only. Returns the thread (already started; the same one on later calls)."""
-    with _PRELOAD_LOCK:
-        if not _PRELOADED:
-            thread = threading.Thread(target=_import_captum, name="captum-preload", daemon=True)
-            thread.start()
-            _PRELOADED.append(thread)
-        return _PRELOADED[0]
-
-
-def _import_captum() -> None:
-    try:
-        importlib.import_module("captum.attr")
-    except Exception:  # noqa: BLE001 - a broken install says so at the first attribution, where it is read
-        pass
 
 
 def token_saliency(model, tokenizer, text: str, target: int | None = None, method: str = "ig",
