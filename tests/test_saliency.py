@@ -87,4 +87,3 @@ def test_integrated_gradients_complete_on_decoders(arch):
         assert s.convergence_delta < 1e-3
         if arch != "bert" and text.endswith(lm.tokenizer.pad_token):
             assert s.scores[-1] == 0.0
-
