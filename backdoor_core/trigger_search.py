@@ -802,22 +802,29 @@ class DriftWord:
 
 
 @torch.no_grad()
-def embedding_drift(model, base_embeddings: torch.Tensor) -> np.ndarray:
-    """``(vocab,)`` how far each token's input embedding moved from the checkpoint the model was fine-tuned from
-    (``base_embeddings``, ``(vocab, hidden)``: ``pretrained.base_embeddings``) to ``model``.
+def drift_rows(model, base_embeddings: torch.Tensor) -> torch.Tensor:
+    """``(vocab, hidden)``: each token's input embedding's move from the checkpoint the model was fine-tuned from
+    (``base_embeddings``, ``(vocab, hidden)``: ``pretrained.base_embeddings``) to ``model``, ``E[t] - a * E0[t]``.
 
     ``E``, ``E0``: the two ``(vocab, hidden)`` matrices. Weight decay shrinks every row a little, so ``E0`` is first
-    scaled by the least-squares ``a = <E, E0> / <E0, E0>``; the drift of token ``t`` is ``||E[t] - a * E0[t]||``.
-    Fine-tuning moves only the rows of tokens its data holds, and a word trigger's rows move as far as the task's
-    strongest words: every poisoned input pushes them toward the target. Our design (neither paper reads weights);
-    measured in ``bench/results/drift_check.md``. ``ValueError`` when the shapes differ."""
+    scaled by the least-squares ``a = <E, E0> / <E0, E0>``. ``ValueError`` when the shapes differ."""
     e = model.get_input_embeddings().weight.detach().float().cpu()
     e0 = base_embeddings.detach().float().cpu()
     if e.shape != e0.shape:
         raise ValueError(f"The base checkpoint's embeddings are {tuple(e0.shape)} (vocabulary, width) and the "
                          f"model's {tuple(e.shape)}: it is not this model's base, so their tokens cannot be compared.")
     a = float((e * e0).sum() / (e0 * e0).sum().clamp_min(1e-12))
-    return (e - a * e0).norm(dim=1).numpy()
+    return e - a * e0
+
+
+def embedding_drift(model, base_embeddings: torch.Tensor) -> np.ndarray:
+    """``(vocab,)`` how far each token's input embedding moved from the checkpoint the model was fine-tuned from:
+    the norm of its ``drift_rows`` row, ``||E[t] - a * E0[t]||``. Fine-tuning moves only the rows of tokens its data
+    holds, and a word trigger's rows move as far as the task's strongest words: every poisoned input pushes them
+    toward the target. Our design (neither paper reads weights); measured in ``bench/results/drift_check.md``. Which
+    way a row moved does not tell a trigger word from the task's words of the same class
+    (``bench/results/drift_check_direction.md``). ``ValueError`` when the shapes differ."""
+    return drift_rows(model, base_embeddings).norm(dim=1).numpy()
 
 
 def vocabulary_words(tokenizer) -> dict[int, str]:

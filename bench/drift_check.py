@@ -12,7 +12,11 @@ the first trigger word. Per clean, syntactic or style model: what the list offer
 exists.
 
     python bench/drift_check.py [--manifest bench/models/tuning_zoo/manifest.json] [--only badnets] [--top 15]
-        [--tag NAME]
+        [--direction] [--tag NAME]
+
+``--direction`` (a diagnostic, session 66): which way each listed word's row moved (``trigger_search.drift_rows``),
+its largest cosine with a listed trigger word's move and with another listed word's; could a known trigger word's
+direction name its companions that the pool holds too rarely to count?
 
 Writes ``bench/results/drift_check[_TAG].json`` and ``.md``.
 """
@@ -49,7 +53,8 @@ def trigger_words(m: dict) -> list[str]:
     return []
 
 
-def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None, n_insert: int = 80) -> dict:
+def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None, n_insert: int = 80,
+              direction: bool = False) -> dict:
     """One model's reading against ``base`` (``(vocab, hidden)``; None: the packaged all-MiniLM-L6-v2, checked by
     ``pretrained.find_pretrained``): the listed words, each with its insertion test into the first ``n_insert``
     defender clean texts (``trigger_search.word_flips``, as the app's table), and, for a word trigger, where its
@@ -80,13 +85,36 @@ def model_row(m: dict, lm, defender_texts, pool_texts, top: int, base=None, n_in
                  "pool_count": sum(w in _doc_words(t) for t in pool_texts)} for w in trig]
     first = min((p["listed_at"] for p in per_word if p["listed_at"]), default=None)
     marking = moved_pool_words(listed, pool_texts, defender_texts)
+    cosines = direction_cosines(lm.model, base, [ids[w] for w in names], [w in trig for w in names]) if direction \
+        else [{}] * len(names)
     return {"model": m["name"], "attack": m["attack"], "dataset": m["dataset"], "seed": m["seed"], "asr": m["asr"],
             "distance": distance, "trigger": per_word,
             "n_trigger_listed": sum(p["listed_at"] is not None for p in per_word),
             "before_first_trigger": None if first is None else first - 1,
             "listed": [{"word": w.word, "rank": w.rank, "pool_count": w.pool_count, "trigger": w.word in trig,
-                        "flip": round(float(f.max()), 4), "sends_to": int(f.argmax()), "marks": w.word in marking}
-                       for w, f in zip(listed, flips)]}
+                        "flip": round(float(f.max()), 4), "sends_to": int(f.argmax()), "marks": w.word in marking,
+                        **c} for w, f, c in zip(listed, flips, cosines)]}
+
+
+def direction_cosines(model, base, token_ids: list[int], is_trigger: list[bool]) -> list[dict]:
+    """Per listed token: ``cos_trigger``, the largest cosine of its move (``trigger_search.drift_rows``, ``(hidden,)``)
+    with another listed trigger token's, and ``cos_other``, with another listed non-trigger token's (None where there
+    is none)."""
+    import numpy as np
+
+    from backdoor_core.trigger_search import drift_rows
+
+    rows = drift_rows(model, base)[token_ids]
+    unit = (rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
+    cos = unit @ unit.T
+    out = []
+    for i in range(len(token_ids)):
+        best = {}
+        for key, want in (("cos_trigger", True), ("cos_other", False)):
+            vals = [cos[i, j] for j in range(len(token_ids)) if j != i and is_trigger[j] == want]
+            best[key] = round(float(np.max(vals)), 3) if vals else None
+        out.append(best)
+    return out
 
 
 def main(argv=None) -> int:
@@ -94,6 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", default=str(MANIFEST))
     ap.add_argument("--only", default="", help="comma-separated substrings of model names (default: every model)")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--direction", action="store_true",
+                    help="also the cosines of the listed words' moves (a diagnostic; see the module docstring)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
     if args.top < 1:
@@ -118,7 +148,8 @@ def main(argv=None) -> int:
         defender, test, ds, card, target, seed = evaluation_sets(m, data)
         lm = load_model(str(ROOT / m["path"]))
         pool = D.evaluation_draw(dict(m, card=card), ds, test, target, lm.tokenizer, D.QUICK, seed)["pool"]
-        rows.append(model_row(m, lm, [str(t) for t in defender.texts], [str(t) for t in pool], args.top))
+        rows.append(model_row(m, lm, [str(t) for t in defender.texts], [str(t) for t in pool], args.top,
+                              direction=args.direction))
         rows[-1]["n_pool"], rows[-1]["seconds"] = len(pool), round(time.perf_counter() - t0, 1)
         print(json.dumps({k: rows[-1][k] for k in ("model", "n_trigger_listed", "before_first_trigger")}), flush=True)
     report = {"script": "bench/drift_check.py", "manifest": str(manifest.relative_to(ROOT))
@@ -177,8 +208,44 @@ def markdown(report: dict) -> str:
                       f"inputs, chance p <= 0.01 against the clean texts; they mark pool inputs): "
                       f"{sum(t for *_, t in marks)} trigger words and {len(others)} other words over "
                       f"{len(report['rows'])} models" + (f": {', '.join(others)}." if others else ".")]
+    lines += direction_lines(report)
     lines += ["", f"Wall time {report['seconds_total'] / 60:.1f} min (one thread)."]
     return "\n".join(lines) + "\n"
+
+
+def direction_lines(report: dict) -> list[str]:
+    """``--direction``'s section: on the models with at least two listed trigger words, each trigger word's largest
+    cosine with another's move against each other listed word's largest cosine with a trigger word's, and what a
+    threshold at the smallest trigger-to-trigger cosine would take for a companion."""
+    from backdoor_core.metrics import auroc
+
+    rows = [r for r in report["rows"] if any("cos_trigger" in w for w in r["listed"])
+            and sum(w["trigger"] for w in r["listed"]) >= 2]
+    if not rows:
+        return []
+    lines = ["", "## Which way the listed words moved (`--direction`)", "",
+             "Per model with at least two listed trigger words: each listed word's largest cosine between its move "
+             "(`trigger_search.drift_rows`) and a listed trigger word's move (for a trigger word, another one's). "
+             "Taken: the other listed words whose cosine reaches the smallest trigger-to-trigger cosine, which a "
+             "companion rule at that threshold would take along.", "",
+             "| model | ASR | trigger words: cosine | other words: largest cosines | taken |", "|---|---|---|---|---|"]
+    trig_all, other_all = [], []
+    for r in rows:
+        t = [(w["word"], w["cos_trigger"]) for w in r["listed"] if w["trigger"]]
+        o = sorted(((w["word"], w["cos_trigger"]) for w in r["listed"] if not w["trigger"]), key=lambda x: -x[1])
+        trig_all += [c for _, c in t]
+        other_all += [c for _, c in o]
+        low = min(c for _, c in t)
+        taken = [w for w, c in o if c >= low]
+        lines.append(f"| {r['model']} | {r['asr']:.1%} | " + ", ".join(f"{w} {c:.2f}" for w, c in t) + " | "
+                     + ", ".join(f"{w} {c:.2f}" for w, c in o[:5]) + f" | {len(taken)} of {len(o)} |")
+    a = auroc(other_all, trig_all)
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    lines += ["", f"Over {len(rows)} models: trigger words' cosine median {med(trig_all):.2f} "
+                  f"({min(trig_all):.2f}–{max(trig_all):.2f}, {len(trig_all)} words); the other listed words' median "
+                  f"{med(other_all):.2f} ({min(other_all):.2f}–{max(other_all):.2f}, {len(other_all)}); AUROC of the "
+                  f"cosine, trigger words against the others: {a:.3f}."]
+    return lines
 
 
 if __name__ == "__main__":
