@@ -119,11 +119,17 @@ def test_tour_tables_fit_a_projector(teacher_server):
 
 @browser_only
 def test_attack_lab_tiles_are_not_cut_at_1024_px(teacher_server):
-    """A run of 196 steps: four fixed tile columns cut "196 / 196" to "196 / …" in a 1024-px window."""
+    """A run of 196 steps: four fixed tile columns cut "196 / 196" to "196 / …" in a 1024-px window. (At 32 tokens,
+    the shortest the slider offers: the steps' count is what the tiles show, not their length.)"""
     with launch_browser() as browser:
         page, blocked, errors = open_app_page(browser, PROJECTOR)
         page.goto(f"{teacher_server}/attack")
         wait_until_idle(page)
+        thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Max tokens").get_by_role("slider")
+        thumb.focus()
+        thumb.press("Home")  # the first option
+        wait_until_idle(page, settle_s=0.3)
+        assert thumb.get_attribute("aria-valuetext") == "32", thumb.get_attribute("aria-valuetext")
         for label, value in (("Training texts", 1558), ("Test texts (CACC / ASR)", 30), ("Epochs", 2)):
             box = page.get_by_label(label, exact=True)
             box.fill(str(value))

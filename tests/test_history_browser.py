@@ -35,21 +35,25 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not browser_available(), reason=BROWSER_MISSING_REASON)
 
 
-def _tiny_env(tmp_path) -> dict:
-    """The app's environment for a test: the tiny model, an empty zoo and sessions folder of its own."""
-    (tmp_path / "zoo").mkdir()
-    return {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp_path / "zoo"),
-            "BACKDOOR_LAB_SESSIONS_DIR": str(tmp_path / "sessions")}
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """One app server for the file's tests (each opens its own browser, so its own tabs and sessions): the tiny
+    model, an empty zoo and sessions folder of its own."""
+    tmp = tmp_path_factory.mktemp("history")
+    (tmp / "zoo").mkdir()
+    env = {"BACKDOOR_LAB_TEST_MODEL": "tiny", "BACKDOOR_ZOO_DIR": str(tmp / "zoo"),
+           "BACKDOOR_LAB_SESSIONS_DIR": str(tmp / "sessions")}
+    with streamlit_app(ROOT, env, tmp / "streamlit.log", start_timeout_s=300) as url:
+        yield url
 
 
 def _sid(url: str) -> list[str]:
     return parse_qs(urlsplit(url).query).get("session", [])
 
 
-def test_one_history_entry_per_page_and_none_for_the_first_visit(tmp_path):
-    env = _tiny_env(tmp_path)
-    with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
-            launch_browser() as browser:
+def test_one_history_entry_per_page_and_none_for_the_first_visit(app_url):
+    url = app_url
+    with launch_browser() as browser:
         page, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
         page.add_init_script(RECORD_HISTORY)
         page.goto(f"{url}/")
@@ -101,15 +105,14 @@ def _set_number(page, label: str, value) -> None:
     wait_until_idle(page, settle_s=0.3)
 
 
-def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
+def test_a_reload_before_the_old_page_let_go_keeps_the_tab(app_url):
     """A reload whose new session starts while the server still counts the old page as connected (a busy server,
     a slow close) is the same tab: same id, and its scan result back. It had been taken for the same link opened in
     a second tab: a copy of the report under a new id, without the verdict. Simulated with two pages: the second
     opens the first's URL, and the first closes once the second's first run has started. The widgets come back with
     the values they had (``_state.keep``), as the verdict does."""
-    env = _tiny_env(tmp_path)
-    with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
-            launch_browser() as browser:
+    url = app_url
+    with launch_browser() as browser:
         old, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
         old.goto(f"{url}/detect")
         wait_until_idle(old)
@@ -134,13 +137,12 @@ def test_a_reload_before_the_old_page_let_go_keeps_the_tab(tmp_path):
         assert blocked == blocked2 == [] and errors == errors2 == [], (blocked[:3], errors[:3], errors2[:3])
 
 
-def test_the_sidebar_shows_a_running_job_on_a_page_that_stops_early(tmp_path):
+def test_the_sidebar_shows_a_running_job_on_a_page_that_stops_early(app_url):
     """The sidebar's list of running jobs was drawn after the page: on a page that calls st.stop() (Detect before a
     scan, Sanitize before a repair) the run had ended, and a training started on the Attack lab vanished from the
     sidebar there (no progress, and its end handled only at the next click)."""
-    env = _tiny_env(tmp_path)
-    with streamlit_app(ROOT, env, tmp_path / "streamlit.log", start_timeout_s=300) as url, \
-            launch_browser() as browser:
+    url = app_url
+    with launch_browser() as browser:
         page, blocked, errors = open_app_page(browser, {"width": 1280, "height": 1000})
         page.goto(f"{url}/attack")
         wait_until_idle(page)
